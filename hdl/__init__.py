@@ -1,0 +1,1 @@
+"""Amaranth modules of the fabric and the Verilog generator."""

@@ -1,0 +1,171 @@
+"""Flit ("wavelet") format: the opcode, the operation payload, and a Python codec.
+
+A flit is one word that carries an operation for a tile. This module is the single
+definition of its layout: the hardware uses the :class:`~amaranth.lib.data.StructLayout`
+objects, the testbenches and host tools use :func:`pack` / :func:`unpack` on the same
+layouts, and ``manifest.json`` is made by :func:`describe`. Fields are packed from the least
+significant bit upwards in the order listed.
+
+Payload fields (see ``docs/architecture.md`` for the meaning of every opcode):
+
+========  =====================  ==========================================================
+field     width                  meaning
+========  =====================  ==========================================================
+op        3                      :class:`Opcode`
+addr      ``addr_width``         accumulator address (activation address for the ACT ops)
+addr_b    ``addr_width``         activation address of a MAC; target address of a SEND
+data      ``acc_width`` signed   weight (MAC, low ``data_width`` bits), activation
+                                 (WRITE_ACT, low ``data_width`` bits), addend (ADD),
+                                 value (WRITE_ACC, REPLY)
+========  =====================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import enum as py_enum
+from collections.abc import Mapping
+from typing import Any
+
+from amaranth.hdl import Shape, ShapeCastable, signed, unsigned
+from amaranth.lib import data, enum
+
+from ..config import Config
+
+__all__ = ["Opcode", "describe", "pack", "payload_layout", "unpack"]
+
+
+class Opcode(enum.Enum, shape=3):
+    """Operation carried by a flit."""
+
+    #: ``act[addr] = data`` (low ``data_width`` bits).
+    WRITE_ACT = 0
+    #: ``acc[addr] = data``.
+    WRITE_ACC = 1
+    #: Reply with ``act[addr]`` (sign-extended) as a REPLY flit.
+    READ_ACT = 2
+    #: Reply with ``acc[addr]`` as a REPLY flit.
+    READ_ACC = 3
+    #: ``acc[addr] += weight * act[addr_b]``, weight = low ``data_width`` bits of data.
+    #: Skipped (no multiply, no write) when the weight or the activation is zero.
+    MAC = 4
+    #: ``acc[addr] += data`` (on-fabric reduction of partial sums).
+    ADD = 5
+    #: Emit an ADD flit ``{addr: addr_b, data: acc[addr]}`` (forward a partial sum).
+    SEND = 6
+    #: A reply (output only): ``{addr, addr_b, data}`` echo the request and carry the word.
+    REPLY = 7
+
+
+def payload_layout(config: Config) -> data.StructLayout:
+    """The operation payload of a flit for ``config``."""
+    return data.StructLayout({
+        "op": Opcode,
+        "addr": unsigned(config.addr_width),
+        "addr_b": unsigned(config.addr_width),
+        "data": signed(config.acc_width),
+    })
+
+
+def _fields(layout: data.StructLayout, prefix: str = ""):
+    """Yield (dotted name, shape, offset) for every leaf field, LSB first."""
+    for name, field in sorted(layout, key=lambda item: item[1].offset):
+        full = f"{prefix}{name}"
+        if isinstance(field.shape, data.StructLayout):
+            for sub, shape, offset in _fields(field.shape, f"{full}."):
+                yield sub, shape, field.offset + offset
+        else:
+            yield full, field.shape, field.offset
+
+
+def _is_enum(shape: Any) -> bool:
+    return isinstance(shape, type) and issubclass(shape, py_enum.Enum)
+
+
+def _plain(shape: Any) -> Shape:
+    return Shape.cast(shape.as_shape() if isinstance(shape, ShapeCastable) else shape)
+
+
+def describe(layout: data.StructLayout) -> list[dict[str, Any]]:
+    """Every leaf field as ``{name, offset, width, signed[, values]}``, LSB first."""
+    out = []
+    for name, shape, offset in _fields(layout):
+        plain = _plain(shape)
+        entry: dict[str, Any] = {"name": name, "offset": offset, "width": plain.width,
+                                 "signed": plain.signed}
+        if _is_enum(shape):
+            entry["values"] = {member.name: member.value for member in shape}
+        out.append(entry)
+    return out
+
+
+def _lookup(values: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = values
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return 0
+        node = node[part]
+    return node
+
+
+def pack(layout: data.StructLayout, values: Mapping[str, Any]) -> int:
+    """Pack nested field values into an integer. Missing fields are zero.
+
+    Raises
+    ------
+    ValueError
+        If a value does not fit its field (nothing is truncated), or a key names no field.
+    """
+    known = {name for name, _, _ in _fields(layout)}
+    _check_keys(values, known, "")
+    word = 0
+    for name, shape, offset in _fields(layout):
+        value = _lookup(values, name)
+        plain = _plain(shape)
+        if _is_enum(shape):
+            if isinstance(value, str):
+                try:
+                    value = shape[value]
+                except KeyError:
+                    raise ValueError(f"flit field {name!r} must be one of "
+                                     f"{', '.join(m.name for m in shape)}, not {value!r}") from None
+            value = shape(value).value
+        if type(value) is bool or not isinstance(value, int):
+            try:
+                value = int(value)  # numpy integers
+            except (TypeError, ValueError):
+                raise ValueError(f"flit field {name!r} must be an integer, not {value!r}") from None
+        lo = -(1 << (plain.width - 1)) if plain.signed else 0
+        hi = (1 << (plain.width - 1)) - 1 if plain.signed else (1 << plain.width) - 1
+        if not lo <= value <= hi:
+            kind = "signed" if plain.signed else "unsigned"
+            raise ValueError(f"flit field {name!r} must be from {lo} to {hi} "
+                             f"({plain.width}-bit {kind}), not {value}")
+        word |= (value & ((1 << plain.width) - 1)) << offset
+    return word
+
+
+def _check_keys(values: Mapping[str, Any], known: set[str], prefix: str) -> None:
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            _check_keys(value, known, f"{full}.")
+        elif full not in known:
+            raise ValueError(f"flit has no field {full!r} (fields: {', '.join(sorted(known))})")
+
+
+def unpack(layout: data.StructLayout, word: int) -> dict[str, Any]:
+    """Unpack an integer into nested field values (enum fields become members)."""
+    out: dict[str, Any] = {}
+    for name, shape, offset in _fields(layout):
+        plain = _plain(shape)
+        value = (word >> offset) & ((1 << plain.width) - 1)
+        if plain.signed and value >> (plain.width - 1):
+            value -= 1 << plain.width
+        if _is_enum(shape):
+            value = shape(value)
+        node = out
+        *parents, leaf = name.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out

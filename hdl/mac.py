@@ -1,0 +1,246 @@
+"""The sparse-aware MAC core and the tile core (MAC core + SRAM bank)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import Config, Overflow
+from ._util import check_config
+from .flit import Opcode, payload_layout
+from .sram import SramBank, bank_ports
+
+__all__ = ["MacCore", "TileCore"]
+
+
+def _core_ports(config: Config) -> dict[str, wiring.Member]:
+    return {
+        "i": In(stream.Signature(payload_layout(config))),
+        "o": Out(stream.Signature(payload_layout(config))),
+        "mac_done": Out(1),
+        "mac_skipped": Out(1),
+        "error": Out(1),
+    }
+
+
+class MacCore(wiring.Component):
+    """Executes operation flits against an :class:`~wafertile.hdl.sram.SramBank`.
+
+    Pipeline (one flit accepted per cycle, three stages)::
+
+        S0  accept flit; issue the activation read (act[addr_b] for MAC, act[addr] for READ_ACT)
+        S1  activation arrives; WRITE_ACT writes; weight * activation into the product register,
+            only when both are nonzero; issue the accumulator read acc[addr]
+        S2  accumulator arrives; acc[addr] <= acc + product / data, wrapped or saturated;
+            READ_* and SEND present their output flit
+
+    **Throughput.** One flit per cycle in and, for READ/SEND, one per cycle out, including
+    back-to-back MACs into the same accumulator: the banks' read ports are not transparent, so
+    S1 and S2 each take the word from a *last write* register (address, data) instead of the
+    memory when the addresses match. Because the last write to an address is always the
+    memory's current value, forwarding the most recent write is exact with or without bubbles
+    or stalls; no extra cycle is ever spent.
+
+    **Sparsity.** A MAC whose weight or activation is zero does not load the product register
+    (no multiply), does not write the accumulator, and takes its one pipeline slot like any
+    other flit: it never stalls the input. ``mac_done`` pulses for each MAC that updated an
+    accumulator, ``mac_skipped`` for each MAC skipped for a zero operand.
+
+    **Overflow.** Sums are formed at ``acc_width + 1`` bits and then wrapped to ``acc_width``
+    bits (``overflow = "wrap"``) or clamped to the accumulator range (``"saturate"``). The
+    product of two ``data_width`` words always fits ``acc_width`` (it is at least twice as wide).
+
+    **Operands.** MAC weights and WRITE_ACT activations are the low ``data_width`` bits of the
+    flit's ``data`` field; addresses use the low ``act_addr_width`` / ``acc_addr_width`` bits of
+    the address fields. Both are documented truncations: the flit encoder
+    (:func:`wafertile.hdl.flit.pack` with the host's range checks) rejects values that would be
+    cut.
+
+    **Backpressure.** ``o`` follows the stream rules (``valid`` never waits for ``ready``). When
+    S2 holds an output flit and ``o.ready`` is low, the whole pipeline holds: ``i.ready`` is low,
+    nothing is written, the read ports keep their data. A READ accepted in cycle *t* offers
+    its reply in cycle *t* + 2.
+
+    A REPLY flit on ``i`` is not an operation: it is consumed with no effect and sets the
+    sticky ``error`` output.
+
+    Parameters
+    ----------
+    config : Config
+
+    Members
+    -------
+    i : ``In(stream.Signature(payload_layout(config)))``
+        Operation flits.
+    o : ``Out(stream.Signature(payload_layout(config)))``
+        REPLY flits (READ_ACT, READ_ACC) and ADD flits (SEND).
+    act_r, act_w, acc_r, acc_w : memory ports, flipped (connect to an ``SramBank``).
+    mac_done, mac_skipped, error : ``Out(1)``
+    """
+
+    def __init__(self, config: Config):
+        self._config = check_config(self, config)
+        ports = _core_ports(config)
+        ports.update({name: member.flip() for name, member in bank_ports(config).items()})
+        super().__init__(ports)
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        dw, aw = cfg.data_width, cfg.acc_width
+        layout = payload_layout(cfg)
+
+        s1 = Signal(layout)
+        s1_valid = Signal()
+        s2 = Signal(layout)
+        s2_valid = Signal()
+        s2_act = Signal(signed(dw))
+        s2_prod = Signal(signed(cfg.product_width))
+        s2_nonzero = Signal()
+
+        # The pipeline moves as one; it holds only while S2 offers a flit that is not taken.
+        s2_emits = s2_valid & ((s2.op == Opcode.READ_ACT) | (s2.op == Opcode.READ_ACC) |
+                               (s2.op == Opcode.SEND))
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(~s2_emits | self.o.ready),
+            self.i.ready.eq(advance),
+        ]
+
+        def act_addr(p):
+            # READ_ACT and WRITE_ACT address the activation bank with `addr`; a MAC with `addr_b`.
+            is_act_op = (p.op == Opcode.READ_ACT) | (p.op == Opcode.WRITE_ACT)
+            return Mux(is_act_op, p.addr, p.addr_b)[:cfg.act_addr_width]
+
+        with m.If(advance):
+            m.d.sync += [s1.eq(self.i.payload), s1_valid.eq(self.i.valid)]
+
+        # -- S0: activation read ----------------------------------------------------------------
+        m.d.comb += [
+            self.act_r.addr.eq(act_addr(self.i.payload)),
+            self.act_r.en.eq(advance),
+        ]
+
+        # -- S1: activation, WRITE_ACT, multiply, accumulator read ------------------------------
+        last_act_valid = Signal()
+        last_act_addr = Signal(cfg.act_addr_width)
+        last_act_data = Signal(signed(dw))
+        s1_act_addr = act_addr(s1)
+        act = Signal(signed(dw))
+        m.d.comb += act.eq(Mux(last_act_valid & (last_act_addr == s1_act_addr),
+                               last_act_data, self.act_r.data))
+
+        weight = s1.data[:dw].as_signed()
+        new_act = s1.data[:dw].as_signed()
+        act_we = s1_valid & (s1.op == Opcode.WRITE_ACT)
+        m.d.comb += [
+            self.act_w.addr.eq(s1_act_addr),
+            self.act_w.data.eq(new_act),
+            self.act_w.en.eq(advance & act_we),
+        ]
+        with m.If(advance & act_we):
+            m.d.sync += [last_act_valid.eq(1), last_act_addr.eq(s1_act_addr),
+                         last_act_data.eq(new_act)]
+
+        nonzero = (s1.op == Opcode.MAC) & (weight != 0) & (act != 0)
+        m.d.comb += [
+            self.acc_r.addr.eq(s1.addr[:cfg.acc_addr_width]),
+            self.acc_r.en.eq(advance),
+        ]
+        with m.If(advance):
+            m.d.sync += [s2.eq(s1), s2_valid.eq(s1_valid), s2_act.eq(act),
+                         s2_nonzero.eq(nonzero)]
+            # The product register loads only for a nonzero pair: a zero operand costs no
+            # multiply (the DSP's clock enable stays low).
+            with m.If(nonzero):
+                m.d.sync += s2_prod.eq(weight * act)
+
+        # -- S2: accumulate, write back, reply --------------------------------------------------
+        last_acc_valid = Signal()
+        last_acc_addr = Signal(cfg.acc_addr_width)
+        last_acc_data = Signal(signed(aw))
+        s2_acc_addr = s2.addr[:cfg.acc_addr_width]
+        acc = Signal(signed(aw))
+        m.d.comb += acc.eq(Mux(last_acc_valid & (last_acc_addr == s2_acc_addr),
+                               last_acc_data, self.acc_r.data))
+
+        addend = Mux(s2.op == Opcode.MAC, s2_prod, s2.data)
+        total = Signal(signed(aw + 1))
+        m.d.comb += total.eq(acc + addend)
+        result = Signal(signed(aw))
+        if cfg.overflow_mode is Overflow.SATURATE:
+            with m.If(total > cfg.acc_max):
+                m.d.comb += result.eq(cfg.acc_max)
+            with m.Elif(total < cfg.acc_min):
+                m.d.comb += result.eq(cfg.acc_min)
+            with m.Else():
+                m.d.comb += result.eq(total)
+        else:
+            m.d.comb += result.eq(total[:aw].as_signed())
+
+        acc_value = Mux(s2.op == Opcode.WRITE_ACC, s2.data, result)
+        acc_we = s2_valid & ((s2.op == Opcode.WRITE_ACC) | (s2.op == Opcode.ADD) |
+                             ((s2.op == Opcode.MAC) & s2_nonzero))
+        m.d.comb += [
+            self.acc_w.addr.eq(s2_acc_addr),
+            self.acc_w.data.eq(acc_value),
+            self.acc_w.en.eq(advance & acc_we),
+        ]
+        with m.If(advance & acc_we):
+            m.d.sync += [last_acc_valid.eq(1), last_acc_addr.eq(s2_acc_addr),
+                         last_acc_data.eq(acc_value)]
+
+        m.d.comb += self.o.valid.eq(s2_emits)
+        with m.Switch(s2.op):
+            with m.Case(Opcode.READ_ACT):
+                m.d.comb += [self.o.p.op.eq(Opcode.REPLY), self.o.p.addr.eq(s2.addr),
+                             self.o.p.addr_b.eq(s2.addr_b), self.o.p.data.eq(s2_act)]
+            with m.Case(Opcode.SEND):
+                m.d.comb += [self.o.p.op.eq(Opcode.ADD), self.o.p.addr.eq(s2.addr_b),
+                             self.o.p.addr_b.eq(s2.addr), self.o.p.data.eq(acc)]
+            with m.Default():
+                m.d.comb += [self.o.p.op.eq(Opcode.REPLY), self.o.p.addr.eq(s2.addr),
+                             self.o.p.addr_b.eq(s2.addr_b), self.o.p.data.eq(acc)]
+
+        fire2 = advance & s2_valid
+        m.d.comb += [
+            self.mac_done.eq(fire2 & (s2.op == Opcode.MAC) & s2_nonzero),
+            self.mac_skipped.eq(fire2 & (s2.op == Opcode.MAC) & ~s2_nonzero),
+        ]
+        with m.If(fire2 & (s2.op == Opcode.REPLY)):
+            m.d.sync += self.error.eq(1)
+        return m
+
+
+class TileCore(wiring.Component):
+    """The compute part of a tile: a :class:`MacCore` wired to its :class:`SramBank`.
+
+    Same stream interface, latency and backpressure behaviour as :class:`MacCore`; the memory
+    ports are internal.
+    """
+
+    def __init__(self, config: Config):
+        self._config = check_config(self, config)
+        super().__init__(_core_ports(config))
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mac = mac = MacCore(self._config)
+        m.submodules.sram = sram = SramBank(self._config)
+        for name in ("act_r", "act_w", "acc_r", "acc_w"):
+            wiring.connect(m, getattr(mac, name), getattr(sram, name))
+        wiring.connect(m, wiring.flipped(self.i), mac.i)
+        wiring.connect(m, mac.o, wiring.flipped(self.o))
+        m.d.comb += [self.mac_done.eq(mac.mac_done), self.mac_skipped.eq(mac.mac_skipped),
+                     self.error.eq(mac.error)]
+        return m
+

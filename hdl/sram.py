@@ -1,0 +1,74 @@
+"""The tile SRAM bank: activations and accumulators, in block RAM."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, signed
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory, ReadPort, WritePort
+from amaranth.lib.wiring import Out
+
+from ..config import Config
+from ._util import check_config
+
+__all__ = ["SramBank"]
+
+
+def bank_ports(config: Config) -> dict[str, wiring.Member]:
+    """The four memory-side ports of a bank (the MAC core uses them flipped)."""
+    act = {"addr_width": config.act_addr_width, "shape": signed(config.data_width)}
+    acc = {"addr_width": config.acc_addr_width, "shape": signed(config.acc_width)}
+    return {
+        "act_r": Out(ReadPort.Signature(**act)),
+        "act_w": Out(WritePort.Signature(**act)),
+        "acc_r": Out(ReadPort.Signature(**acc)),
+        "acc_w": Out(WritePort.Signature(**acc)),
+    }
+
+
+class SramBank(wiring.Component):
+    """A tile's memory: an activation bank and an accumulator bank.
+
+    Each bank is a simple dual-port memory (one synchronous read port, one write port), the
+    shape that maps onto one or more FPGA block RAMs (ECP5 DP16KD, iCE40 SB_RAM40_4K) with no
+    logic around them. Two banks with separate ports are what lets the MAC core sustain one MAC
+    per cycle: in the same cycle it reads an activation, reads an accumulator and writes an
+    accumulator (and may write an activation), with no port shared between two uses.
+
+    Read ports are synchronous (data one cycle after the address, held while ``en`` is low) and
+    not transparent: a read in the same cycle as a write to the same address returns the old
+    word. The MAC core forwards around this (see :class:`~wafertile.hdl.mac.MacCore`).
+    Contents start at zero and are not cleared by reset.
+
+    Parameters
+    ----------
+    config : Config
+        Uses ``data_width``, ``acc_width``, ``act_depth`` and ``acc_depth``.
+
+    Members
+    -------
+    act_r, acc_r : ``Out(ReadPort.Signature(...))``
+        Read ports of the activation and accumulator banks (``en``, ``addr``, ``data``).
+    act_w, acc_w : ``Out(WritePort.Signature(...))``
+        Write ports (``en``, ``addr``, ``data``).
+    """
+
+    def __init__(self, config: Config):
+        self._config = check_config(self, config)
+        super().__init__(bank_ports(config))
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        m.submodules.act = act = Memory(shape=signed(cfg.data_width), depth=cfg.act_depth,
+                                        init=[])
+        m.submodules.acc = acc = Memory(shape=signed(cfg.acc_width), depth=cfg.acc_depth,
+                                        init=[])
+        wiring.connect(m, wiring.flipped(self.act_r), act.read_port())
+        wiring.connect(m, wiring.flipped(self.act_w), act.write_port())
+        wiring.connect(m, wiring.flipped(self.acc_r), acc.read_port())
+        wiring.connect(m, wiring.flipped(self.acc_w), acc.write_port())
+        return m

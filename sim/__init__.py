@@ -1,0 +1,1 @@
+"""Numpy reference models, the simulator toolchain, and cocotb testbenches."""

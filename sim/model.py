@@ -1,0 +1,121 @@
+"""Numpy reference models of the SRAM bank and the MAC core, at transaction level.
+
+A model takes the operation flits in the order the core accepts them and returns the flits the
+core emits, in order, and the final contents of both banks. It is bit-exact with the RTL,
+including overflow (wrap or saturate), the low-bit use of weights, activations and addresses
+(documented in :class:`wafertile.hdl.mac.MacCore`), and the ``mac_done`` / ``mac_skipped``
+counts.
+
+Flits are dicts with the payload fields ``op`` (an :class:`~wafertile.hdl.flit.Opcode`),
+``addr``, ``addr_b`` and ``data``, as :func:`wafertile.hdl.flit.unpack` returns them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..config import Config, Overflow
+from ..hdl.flit import Opcode
+
+__all__ = ["CoreModel", "CoreResult", "SramModel", "saturate", "wrap"]
+
+
+def wrap(value: int, bits: int) -> int:
+    """Two's complement wrap of ``value`` to ``bits`` signed bits."""
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+def saturate(value: int, bits: int) -> int:
+    """Clamp ``value`` to the range of ``bits`` signed bits."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return min(max(value, lo), hi)
+
+
+class SramModel:
+    """The two banks: ``act`` (``data_width`` signed) and ``acc`` (``acc_width`` signed).
+
+    Addresses use their low bits, as in the RTL. Contents start at zero.
+    """
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.act = np.zeros(config.act_depth, dtype=np.int64)
+        self.acc = np.zeros(config.acc_depth, dtype=np.int64)
+
+    def act_index(self, addr: int) -> int:
+        return addr & (self.config.act_depth - 1)
+
+    def acc_index(self, addr: int) -> int:
+        return addr & (self.config.acc_depth - 1)
+
+
+@dataclass
+class CoreResult:
+    """What a run of the core produced."""
+
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    mac_done: int = 0
+    mac_skipped: int = 0
+    error: bool = False
+
+
+class CoreModel:
+    """Transaction-level model of :class:`~wafertile.hdl.mac.TileCore`."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.sram = SramModel(config)
+        self.result = CoreResult()
+
+    def _accumulate(self, old: int, addend: int) -> int:
+        total = old + addend
+        if self.config.overflow_mode is Overflow.SATURATE:
+            return saturate(total, self.config.acc_width)
+        return wrap(total, self.config.acc_width)
+
+    def step(self, flit: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Apply one flit; return the flit the core emits for it, if any."""
+        cfg, mem = self.config, self.sram
+        op = Opcode(flit["op"])
+        addr, addr_b, value = int(flit["addr"]), int(flit["addr_b"]), int(flit["data"])
+        low = wrap(value, cfg.data_width)  # weight / activation: the low data_width bits
+        if op is Opcode.WRITE_ACT:
+            mem.act[mem.act_index(addr)] = low
+        elif op is Opcode.WRITE_ACC:
+            mem.acc[mem.acc_index(addr)] = value
+        elif op is Opcode.READ_ACT:
+            return {"op": Opcode.REPLY, "addr": addr, "addr_b": addr_b,
+                    "data": int(mem.act[mem.act_index(addr)])}
+        elif op is Opcode.READ_ACC:
+            return {"op": Opcode.REPLY, "addr": addr, "addr_b": addr_b,
+                    "data": int(mem.acc[mem.acc_index(addr)])}
+        elif op is Opcode.MAC:
+            act = int(mem.act[mem.act_index(addr_b)])
+            if low == 0 or act == 0:
+                self.result.mac_skipped += 1
+            else:
+                i = mem.acc_index(addr)
+                mem.acc[i] = self._accumulate(int(mem.acc[i]), low * act)
+                self.result.mac_done += 1
+        elif op is Opcode.ADD:
+            i = mem.acc_index(addr)
+            mem.acc[i] = self._accumulate(int(mem.acc[i]), value)
+        elif op is Opcode.SEND:
+            return {"op": Opcode.ADD, "addr": addr_b, "addr_b": addr,
+                    "data": int(mem.acc[mem.acc_index(addr)])}
+        else:  # REPLY is not an operation: no effect, sticky error
+            self.result.error = True
+        return None
+
+    def run(self, flits: Iterable[Mapping[str, Any]]) -> CoreResult:
+        """Apply every flit in order; the result accumulates over calls."""
+        for flit in flits:
+            out = self.step(flit)
+            if out is not None:
+                self.result.outputs.append(out)
+        return self.result

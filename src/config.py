@@ -1,0 +1,247 @@
+"""The one validated configuration object of a wafertile fabric.
+
+Everything a user can set lives in :class:`Config`: array size, data and accumulator widths,
+overflow mode, SRAM depths, router buffering and virtual channels. A :class:`Config` is frozen
+and validated when it is made; every derived width (address, coordinate, virtual-channel
+fields) is computed here and nowhere else.
+
+A configuration can come from keyword arguments, from a TOML file (flat keys, the same names),
+or from both (file first, then overrides)::
+
+    cfg = Config.from_toml("tile.toml", data_width=8)
+
+Every rejected value raises :class:`ConfigError` with one line that names the parameter, the
+value and the rule, e.g. ``data_width must be one of 8, 16, not 12``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PARAMETERS", "Config", "ConfigError", "Overflow"]
+
+
+class ConfigError(ValueError):
+    """A configuration value, key or file was rejected. The message is one line."""
+
+
+class Overflow(enum.Enum):
+    """What the accumulator does when a sum does not fit ``acc_width`` signed bits."""
+
+    #: Keep the low ``acc_width`` bits (two's complement wrap-around).
+    WRAP = "wrap"
+    #: Clamp to the most positive / most negative value.
+    SATURATE = "saturate"
+
+
+def _is_pow2(v: int) -> bool:
+    return v > 0 and v & (v - 1) == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    """One parameter's documentation and its single-value check."""
+
+    name: str
+    kind: type
+    help: str
+    rule: str  # the rule as it reads in an error message ("must be ...")
+    check: Callable[[Any], bool]
+
+
+#: Every user-settable parameter, in the order the CLI and the docs list them.
+PARAMETERS: tuple[_Rule, ...] = (
+    _Rule("rows", int, "rows of tiles in the array (y, 0 = north edge)",
+          "must be an integer from 1 to 1024", lambda v: 1 <= v <= 1024),
+    _Rule("cols", int, "columns of tiles in the array (x, 0 = west edge)",
+          "must be an integer from 1 to 1024", lambda v: 1 <= v <= 1024),
+    _Rule("data_width", int, "bits of a signed weight or activation",
+          "must be one of 8, 16", lambda v: v in (8, 16)),
+    _Rule("acc_width", int, "bits of a signed accumulator (at least 2 * data_width)",
+          "must be an integer from 16 to 64", lambda v: 16 <= v <= 64),
+    _Rule("overflow", str, "accumulator overflow: 'wrap' (two's complement) or 'saturate'",
+          "must be one of 'wrap', 'saturate'", lambda v: v in ("wrap", "saturate")),
+    _Rule("act_depth", int, "activation words per tile SRAM bank",
+          "must be a power of two from 16 to 65536", lambda v: _is_pow2(v) and 16 <= v <= 65536),
+    _Rule("acc_depth", int, "accumulator words per tile SRAM bank",
+          "must be a power of two from 16 to 65536", lambda v: _is_pow2(v) and 16 <= v <= 65536),
+    _Rule("num_vcs", int, "virtual channels (colors) per router port",
+          "must be an integer from 2 to 8", lambda v: 2 <= v <= 8),
+    _Rule("buffer_depth", int, "flits buffered per virtual channel per router input",
+          "must be a power of two from 2 to 64", lambda v: _is_pow2(v) and 2 <= v <= 64),
+)
+
+_RULES = {r.name: r for r in PARAMETERS}
+
+
+def _clog2(n: int) -> int:
+    return max(1, (n - 1).bit_length())
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Parameters of a wafertile fabric (array, tile, SRAM bank, router).
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array size in tiles. Any value from 1 to 1024 (not only powers of two).
+    data_width : int
+        Width of signed weights and activations: 8 or 16.
+    acc_width : int
+        Width of signed accumulators, from ``2 * data_width`` (one full product) to 64.
+    overflow : str
+        ``"wrap"`` or ``"saturate"``; see :class:`Overflow`.
+    act_depth, acc_depth : int
+        Words in the activation and accumulator banks of each tile (powers of two).
+    num_vcs : int
+        Virtual channels per router port, at least 2 (requests and replies).
+    buffer_depth : int
+        Flits of buffering per virtual channel at each router input.
+
+    Raises
+    ------
+    ConfigError
+        On a value of the wrong type, out of its range, or in conflict with another.
+    """
+
+    rows: int = 4
+    cols: int = 4
+    data_width: int = 16
+    acc_width: int = 32
+    overflow: str = "wrap"
+    act_depth: int = 512
+    acc_depth: int = 512
+    num_vcs: int = 2
+    buffer_depth: int = 4
+
+    def __post_init__(self) -> None:
+        for rule in PARAMETERS:
+            value = getattr(self, rule.name)
+            # bool is an int in Python; a flag is never a width or a count.
+            if type(value) is not rule.kind:
+                kind = "an integer" if rule.kind is int else "a string"
+                raise ConfigError(f"{rule.name} must be {kind}, not {value!r}")
+            if not rule.check(value):
+                raise ConfigError(f"{rule.name} {rule.rule}, not {value!r}")
+        if self.acc_width < 2 * self.data_width:
+            raise ConfigError(
+                f"acc_width must be at least 2 * data_width = {2 * self.data_width} "
+                f"(room for one full product), not {self.acc_width}")
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, source: str = "configuration") -> Config:
+        """Make a configuration from a mapping, rejecting keys that are not parameters."""
+        unknown = sorted(set(values) - set(_RULES))
+        if unknown:
+            raise ConfigError(
+                f"unknown parameter {unknown[0]!r} in {source} "
+                f"(known: {', '.join(r.name for r in PARAMETERS)})")
+        return cls(**values)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> Config:
+        """Read a flat TOML file of parameters; keyword ``overrides`` win over the file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {str(path)!r}: "
+                              f"{exc.strerror}") from None
+        try:
+            values = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {str(path)!r} is not valid TOML: "
+                              f"{exc}") from None
+        for key, value in values.items():
+            if isinstance(value, dict):
+                raise ConfigError(
+                    f"configuration file {str(path)!r} has a table [{key}]; parameters are "
+                    f"flat keys (e.g. data_width = 16)")
+        values.update(overrides)
+        return cls.from_mapping(values, source=f"configuration file {str(path)!r}")
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some parameters changed (validated again)."""
+        return self.from_mapping({**self.as_dict(), **changes})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The user-settable parameters, in declaration order."""
+        return {r.name: getattr(self, r.name) for r in PARAMETERS}
+
+    def to_toml(self) -> str:
+        """The configuration as a flat TOML document that :meth:`from_toml` reads back."""
+        lines = []
+        for name, value in self.as_dict().items():
+            lines.append(f'{name} = "{value}"' if isinstance(value, str) else f"{name} = {value}")
+        return "\n".join(lines) + "\n"
+
+    # -- derived widths (the only place they are computed) ------------------------------------
+
+    @property
+    def overflow_mode(self) -> Overflow:
+        return Overflow(self.overflow)
+
+    @property
+    def act_addr_width(self) -> int:
+        """Address bits of the activation bank."""
+        return _clog2(self.act_depth)
+
+    @property
+    def acc_addr_width(self) -> int:
+        """Address bits of the accumulator bank."""
+        return _clog2(self.acc_depth)
+
+    @property
+    def addr_width(self) -> int:
+        """Width of the address fields of a flit (the wider of the two banks)."""
+        return max(self.act_addr_width, self.acc_addr_width)
+
+    @property
+    def product_width(self) -> int:
+        """Width of a full signed product of two data words."""
+        return 2 * self.data_width
+
+    @property
+    def x_width(self) -> int:
+        """Bits of a column coordinate."""
+        return _clog2(self.cols)
+
+    @property
+    def y_width(self) -> int:
+        """Bits of a row coordinate."""
+        return _clog2(self.rows)
+
+    @property
+    def vc_width(self) -> int:
+        """Bits of a virtual-channel number."""
+        return _clog2(self.num_vcs)
+
+    @property
+    def acc_min(self) -> int:
+        return -(1 << (self.acc_width - 1))
+
+    @property
+    def acc_max(self) -> int:
+        return (1 << (self.acc_width - 1)) - 1
+
+    @property
+    def data_min(self) -> int:
+        return -(1 << (self.data_width - 1))
+
+    @property
+    def data_max(self) -> int:
+        return (1 << (self.data_width - 1)) - 1
+
+
+def parameter_help() -> dict[str, str]:
+    """Each parameter's help text with its rule and default, for ``--help``."""
+    defaults = Config().as_dict()
+    return {r.name: f"{r.help}; {r.rule} (default {defaults[r.name]})" for r in PARAMETERS}

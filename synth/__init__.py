@@ -1,0 +1,1 @@
+"""FPGA flows (Yosys / nextpnr from YoWASP)."""

@@ -1,0 +1,49 @@
+"""Shared pytest options: seeds for random tests, the slow marker, simulator selection."""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true",
+                     help="also run the long regressions marked slow")
+    parser.addoption("--sim", action="append", choices=["verilator", "icarus"],
+                     help="simulator(s) for the cocotb regressions (default: both)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow") or "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="long regression: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def seed_for(request) -> int:
+    """The seed of a random test: $WAFERTILE_SEED if set, else a hash of the test's name.
+
+    Fixed by default so that CI is reproducible; set WAFERTILE_SEED to explore other seeds.
+    A failing test prints its seed and the command that reruns it.
+    """
+    env = os.environ.get("WAFERTILE_SEED")
+    seed = int(env) if env else zlib.crc32(request.node.nodeid.encode())
+    request.node.user_properties.append(("seed", seed))
+    return seed
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" and report.failed:
+        seeds = [v for k, v in item.user_properties if k == "seed"]
+        if seeds:
+            report.sections.append((
+                "wafertile seed",
+                f"seed={seeds[0]}; rerun with: WAFERTILE_SEED={seeds[0]} "
+                f"pytest '{item.nodeid}'"))
+    return report
