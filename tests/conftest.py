@@ -47,3 +47,32 @@ def pytest_runtest_makereport(item, call):
                 f"seed={seeds[0]}; rerun with: WAFERTILE_SEED={seeds[0]} "
                 f"pytest '{item.nodeid}'"))
     return report
+
+
+def pytest_generate_tests(metafunc):
+    """Parametrize any test that takes ``sim`` over the chosen simulators (default: both)."""
+    if "sim" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("--sim") or ["verilator", "icarus"]
+        metafunc.parametrize("sim", chosen)
+
+
+@pytest.fixture
+def sim_env(sim):
+    """Skip (with the reason) when ``sim`` is not installed; else the simulator's name."""
+    from wafertile.sim.toolchain import ToolError, simulator_env
+
+    try:
+        simulator_env(sim)
+    except ToolError as exc:
+        pytest.skip(str(exc))
+    return sim
+
+
+@pytest.fixture(scope="session")
+def build_root(tmp_path_factory):
+    """Root of simulator build directories: $WAFERTILE_BUILD_DIR or a per-session temp dir."""
+    env = os.environ.get("WAFERTILE_BUILD_DIR")
+    if env:
+        from pathlib import Path
+        return Path(env).resolve()
+    return tmp_path_factory.mktemp("sim_build")
