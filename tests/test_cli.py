@@ -1,0 +1,93 @@
+"""The command line: generate, determinism, manifest, help, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from wafertile.cli import main
+from wafertile.config import PARAMETERS
+
+
+def test_generate_default_core(tmp_path, capsys):
+    assert main(["generate", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "wafertile_core.v" in out
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["top"] == "wafertile_core"
+    assert manifest["parameters"]["data_width"] == 16
+    ports = {p["name"]: p for p in manifest["ports"]}
+    width = manifest["layouts"]["payload"]["width"]
+    assert ports["i__payload"] == {"name": "i__payload", "direction": "input", "width": width,
+                                   "layout": "payload"}
+    assert ports["o__ready"]["direction"] == "input"
+    assert ports["o__valid"]["direction"] == "output"
+    fields = manifest["layouts"]["payload"]["fields"]
+    assert sum(f["width"] for f in fields) == width
+    text = (tmp_path / "wafertile_core.v").read_text()
+    for port in ports:
+        assert port in text
+
+
+@pytest.mark.parametrize("block", ["mac", "sram", "core"])
+def test_generate_is_deterministic(tmp_path, block):
+    args = ["generate", "--block", block, "--data-width", "8", "--acc-width", "20"]
+    assert main([*args, "-o", str(tmp_path / "a")]) == 0
+    assert main([*args, "-o", str(tmp_path / "b")]) == 0
+    for name in ("manifest.json", f"wafertile_{block}.v"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_flags_override_config_file(tmp_path):
+    cfg = tmp_path / "tile.toml"
+    cfg.write_text("data_width = 8\nacc_width = 24\noverflow = \"saturate\"\n")
+    assert main(["generate", "--config", str(cfg), "--acc-width", "32", "-o",
+                 str(tmp_path / "o")]) == 0
+    params = json.loads((tmp_path / "o" / "manifest.json").read_text())["parameters"]
+    assert (params["data_width"], params["acc_width"], params["overflow"]) == (8, 32, "saturate")
+
+
+def test_bad_value_is_one_line_error(tmp_path, capsys):
+    assert main(["generate", "--data-width", "12", "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == "wafertile: error: data_width must be one of 8, 16, not 12\n"
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_bad_config_file(tmp_path, capsys):
+    cfg = tmp_path / "t.toml"
+    cfg.write_text("num_vcs = 1\n")
+    assert main(["generate", "--config", str(cfg), "-o", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "wafertile: error: num_vcs must be an integer from 2 to 8, " \
+                                      "not 1\n"
+
+
+def test_help_lists_every_parameter(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for rule in PARAMETERS:
+        assert "--" + rule.name.replace("_", "-") in out
+    assert "--block" in out and "--output" in out
+
+
+def test_console_script_version():
+    proc = subprocess.run([sys.executable, "-m", "wafertile", "--version"], capture_output=True,
+                          text=True, check=True)
+    assert proc.stdout.startswith("wafertile ")
+
+
+def test_lint_core_clean(capsys):
+    assert main(["lint", "--block", "core"]) == 0
+    assert "is clean" in capsys.readouterr().out
+
+
+def test_lint_reports_findings(monkeypatch, capsys):
+    """With no waivers, Amaranth's style warnings must be reported and fail the command."""
+    monkeypatch.setattr("wafertile.sim.runner.LINT_WAIVERS", {})
+    assert main(["lint", "--block", "sram"]) == 1
+    assert "%Warning" in capsys.readouterr().out

@@ -1,0 +1,115 @@
+"""The configuration layer: one test per rejected value, exact messages, derived widths."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from wafertile import Config, ConfigError, Overflow
+from wafertile.config import PARAMETERS
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("rows", 0, "rows must be an integer from 1 to 1024, not 0"),
+    ("rows", 1025, "rows must be an integer from 1 to 1024, not 1025"),
+    ("cols", -3, "cols must be an integer from 1 to 1024, not -3"),
+    ("data_width", 12, "data_width must be one of 8, 16, not 12"),
+    ("acc_width", 65, "acc_width must be an integer from 16 to 64, not 65"),
+    ("acc_width", 24, "acc_width must be at least 2 * data_width = 32 (room for one full "
+                      "product), not 24"),
+    ("overflow", "clamp", "overflow must be one of 'wrap', 'saturate', not 'clamp'"),
+    ("act_depth", 100, "act_depth must be a power of two from 16 to 65536, not 100"),
+    ("act_depth", 8, "act_depth must be a power of two from 16 to 65536, not 8"),
+    ("acc_depth", 131072, "acc_depth must be a power of two from 16 to 65536, not 131072"),
+    ("num_vcs", 1, "num_vcs must be an integer from 2 to 8, not 1"),
+    ("buffer_depth", 3, "buffer_depth must be a power of two from 2 to 64, not 3"),
+    ("buffer_depth", 128, "buffer_depth must be a power of two from 2 to 64, not 128"),
+])
+def test_rejects_bad_value(name, value, message):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
+        Config(**{name: value})
+
+
+@pytest.mark.parametrize("rule", PARAMETERS, ids=lambda r: r.name)
+def test_rejects_wrong_type(rule):
+    bad = "8" if rule.kind is int else 8
+    kind = "an integer" if rule.kind is int else "a string"
+    with pytest.raises(ConfigError, match=rf"^{rule.name} must be {kind}, not {bad!r}$"):
+        Config(**{rule.name: bad})
+
+
+def test_rejects_bool_as_int():
+    with pytest.raises(ConfigError, match=r"^rows must be an integer, not True$"):
+        Config(rows=True)
+
+
+def test_every_parameter_has_a_rejection_test():
+    tested = {"rows", "cols", "data_width", "acc_width", "overflow", "act_depth", "acc_depth",
+              "num_vcs", "buffer_depth"}
+    assert tested == {r.name for r in PARAMETERS}
+
+
+def test_frozen():
+    cfg = Config()
+    with pytest.raises(AttributeError):
+        cfg.data_width = 8
+
+
+def test_derived_widths():
+    cfg = Config(rows=3, cols=5, data_width=8, acc_width=24, act_depth=256, acc_depth=1024,
+                 num_vcs=3)
+    assert cfg.act_addr_width == 8
+    assert cfg.acc_addr_width == 10
+    assert cfg.addr_width == 10
+    assert cfg.product_width == 16
+    assert cfg.x_width == 3      # columns 0..4
+    assert cfg.y_width == 2      # rows 0..2
+    assert cfg.vc_width == 2
+    assert (cfg.acc_min, cfg.acc_max) == (-(1 << 23), (1 << 23) - 1)
+    assert (cfg.data_min, cfg.data_max) == (-128, 127)
+    assert cfg.overflow_mode is Overflow.WRAP
+    one = Config(rows=1, cols=1)
+    assert (one.x_width, one.y_width) == (1, 1)  # a coordinate field is never 0 bits
+
+
+def test_toml_round_trip(tmp_path):
+    cfg = Config(rows=2, cols=7, data_width=8, acc_width=20, overflow="saturate")
+    path = tmp_path / "a.toml"
+    path.write_text(cfg.to_toml())
+    assert Config.from_toml(path) == cfg
+    assert Config.from_toml(path, rows=3) == cfg.replace(rows=3)
+
+
+def test_toml_unknown_key(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text("data_wdith = 8\n")
+    with pytest.raises(ConfigError, match=r"^unknown parameter 'data_wdith' in configuration "
+                                          r"file '.*t\.toml' \(known: rows, cols, .*\)$"):
+        Config.from_toml(path)
+
+
+def test_toml_bad_value_names_parameter(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text('data_width = "16"\n')
+    with pytest.raises(ConfigError, match=r"^data_width must be an integer, not '16'$"):
+        Config.from_toml(path)
+
+
+def test_toml_syntax_error(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text("data_width = \n")
+    with pytest.raises(ConfigError, match=r"^configuration file '.*t\.toml' is not valid TOML: "):
+        Config.from_toml(path)
+
+
+def test_toml_table_rejected(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text("[tile]\ndata_width = 8\n")
+    with pytest.raises(ConfigError, match=r"has a table \[tile\]; parameters are flat keys"):
+        Config.from_toml(path)
+
+
+def test_toml_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"^cannot read configuration file '.*nope\.toml': "):
+        Config.from_toml(tmp_path / "nope.toml")
