@@ -36,11 +36,11 @@ class MacCore(wiring.Component):
             READ_* and SEND present their output flit
 
     **Throughput.** One flit per cycle in and, for READ/SEND, one per cycle out, including
-    back-to-back MACs into the same accumulator: the banks' read ports are not transparent, so
-    S1 and S2 each take the word from a *last write* register (address, data) instead of the
-    memory when the addresses match. Because the last write to an address is always the
-    memory's current value, forwarding the most recent write is exact with or without bubbles
-    or stalls; no extra cycle is ever spent.
+    back-to-back MACs into the same accumulator. A flit's reads are issued in the cycle the
+    previous flit writes (S0 reads act while S1 writes act; S1 reads acc while S2 writes acc),
+    and the bank's read ports are transparent, so the read returns the word being written. While
+    the pipeline holds, the read ports are disabled (they keep their data) and nothing is
+    written, so the data stays current. No cycle is ever spent on a hazard.
 
     **Sparsity.** A MAC whose weight or activation is zero does not load the product register
     (no multiply), does not write the accumulator, and takes its one pipeline slot like any
@@ -127,13 +127,8 @@ class MacCore(wiring.Component):
         ]
 
         # -- S1: activation, WRITE_ACT, multiply, accumulator read ------------------------------
-        last_act_valid = Signal()
-        last_act_addr = Signal(cfg.act_addr_width)
-        last_act_data = Signal(signed(dw))
         s1_act_addr = act_addr(s1)
-        act = Signal(signed(dw))
-        m.d.comb += act.eq(Mux(last_act_valid & (last_act_addr == s1_act_addr),
-                               last_act_data, self.act_r.data))
+        act = self.act_r.data
 
         weight = s1.data[:dw].as_signed()
         new_act = s1.data[:dw].as_signed()
@@ -143,9 +138,6 @@ class MacCore(wiring.Component):
             self.act_w.data.eq(new_act),
             self.act_w.en.eq(advance & act_we),
         ]
-        with m.If(advance & act_we):
-            m.d.sync += [last_act_valid.eq(1), last_act_addr.eq(s1_act_addr),
-                         last_act_data.eq(new_act)]
 
         nonzero = (s1.op == Opcode.MAC) & (weight != 0) & (act != 0)
         m.d.comb += [
@@ -161,13 +153,8 @@ class MacCore(wiring.Component):
                 m.d.sync += s2_prod.eq(weight * act)
 
         # -- S2: accumulate, write back, reply --------------------------------------------------
-        last_acc_valid = Signal()
-        last_acc_addr = Signal(cfg.acc_addr_width)
-        last_acc_data = Signal(signed(aw))
         s2_acc_addr = s2.addr[:cfg.acc_addr_width]
-        acc = Signal(signed(aw))
-        m.d.comb += acc.eq(Mux(last_acc_valid & (last_acc_addr == s2_acc_addr),
-                               last_acc_data, self.acc_r.data))
+        acc = self.acc_r.data
 
         addend = Mux(s2.op == Opcode.MAC, s2_prod, s2.data)
         total = Signal(signed(aw + 1))
@@ -191,9 +178,6 @@ class MacCore(wiring.Component):
             self.acc_w.data.eq(acc_value),
             self.acc_w.en.eq(advance & acc_we),
         ]
-        with m.If(advance & acc_we):
-            m.d.sync += [last_acc_valid.eq(1), last_acc_addr.eq(s2_acc_addr),
-                         last_acc_data.eq(acc_value)]
 
         m.d.comb += self.o.valid.eq(s2_emits)
         with m.Switch(s2.op):

@@ -46,7 +46,8 @@ def run_cocotb(*, sim: str, sources: Sequence[Path], top: str, test_module: str,
     """Build ``sources`` on ``sim`` (if needed) and run cocotb ``test_module`` against ``top``.
 
     Returns the path of the xUnit results file. Under pytest, cocotb's runner itself fails the
-    calling test when a cocotb test fails.
+    calling test when a cocotb test fails. ``waves`` (or ``WAVES=1`` in the environment) dumps
+    waveforms into ``build_dir``: ``<top>.fst`` from Icarus, ``dump.vcd`` from Verilator.
     """
     from cocotb_tools.runner import get_runner
 
@@ -56,8 +57,6 @@ def run_cocotb(*, sim: str, sources: Sequence[Path], top: str, test_module: str,
     build_args: list[str] = []
     if sim == "verilator":
         build_args = [f"-Wno-{w}" for w in LINT_WAIVERS] + ["-Wno-fatal"]
-        if waves:
-            build_args.append("--trace-fst")
     runner.build(
         sources=[str(s) for s in sources],
         hdl_toplevel=top,
