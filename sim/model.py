@@ -21,7 +21,7 @@ import numpy as np
 from ..config import Config, Overflow
 from ..hdl.flit import Opcode
 
-__all__ = ["CoreModel", "CoreResult", "SramModel", "saturate", "wrap"]
+__all__ = ["CoreModel", "CoreResult", "SramCycleModel", "SramModel", "saturate", "wrap"]
 
 
 def wrap(value: int, bits: int) -> int:
@@ -52,6 +52,29 @@ class SramModel:
 
     def acc_index(self, addr: int) -> int:
         return addr & (self.config.acc_depth - 1)
+
+
+class SramCycleModel:
+    """Cycle-level model of one bank of :class:`~wafertile.hdl.sram.SramBank`.
+
+    Each :meth:`step` is one clock edge with the port inputs of that cycle; it returns the
+    read port's ``data`` for the next cycle: the addressed word when ``ren`` was high (the word
+    being written, if the write port wrote the same address: the port is transparent), the
+    previous data when ``ren`` was low. Before the first read the data is undefined (``None``;
+    the RTL's read register has no reset value).
+    """
+
+    def __init__(self, depth: int, width: int):
+        self.mem = np.zeros(depth, dtype=np.int64)
+        self.width = width
+        self.data: int | None = None
+
+    def step(self, *, ren: int, raddr: int, wen: int, waddr: int, wdata: int) -> int | None:
+        if wen:
+            self.mem[waddr] = wrap(wdata, self.width)
+        if ren:
+            self.data = int(self.mem[raddr])
+        return self.data
 
 
 @dataclass
