@@ -15,8 +15,17 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["SIMULATORS", "ToolError", "apply_env", "icarus_available", "simulator_env",
-           "run_verilator_lint", "verilator_bin", "verilator_env", "verilator_root"]
+__all__ = [
+    "SIMULATORS",
+    "ToolError",
+    "apply_env",
+    "icarus_available",
+    "run_verilator_lint",
+    "simulator_env",
+    "verilator_bin",
+    "verilator_env",
+    "verilator_root",
+]
 
 #: Simulators wafertile can run cocotb testbenches on.
 SIMULATORS = ("verilator", "icarus")
