@@ -18,6 +18,7 @@ def _core_ports(config: Config) -> dict[str, wiring.Member]:
     return {
         "i": In(stream.Signature(payload_layout(config))),
         "o": Out(stream.Signature(payload_layout(config))),
+        "o_tag": Out(config.acc_width),
         "mac_done": Out(1),
         "mac_skipped": Out(1),
         "error": Out(1),
@@ -75,6 +76,10 @@ class MacCore(wiring.Component):
         Operation flits.
     o : ``Out(stream.Signature(payload_layout(config)))``
         REPLY flits (READ_ACT, READ_ACC) and ADD flits (SEND).
+    o_tag : ``Out(acc_width)``
+        With ``o``: the ``data`` field (raw bits) of the READ or SEND flit that made the output
+        flit. Those ops use no data, so a sender puts the output's route there (the tile
+        builds the output's routing header from it).
     act_r, act_w, acc_r, acc_w : memory ports, flipped (connect to an ``SramBank``).
     mac_done, mac_skipped, error : ``Out(1)``
     """
@@ -179,7 +184,7 @@ class MacCore(wiring.Component):
             self.acc_w.en.eq(advance & acc_we),
         ]
 
-        m.d.comb += self.o.valid.eq(s2_emits)
+        m.d.comb += [self.o.valid.eq(s2_emits), self.o_tag.eq(s2.data.as_unsigned())]
         with m.Switch(s2.op):
             with m.Case(Opcode.READ_ACT):
                 m.d.comb += [self.o.p.op.eq(Opcode.REPLY), self.o.p.addr.eq(s2.addr),
@@ -224,7 +229,7 @@ class TileCore(wiring.Component):
             wiring.connect(m, getattr(mac, name), getattr(sram, name))
         wiring.connect(m, wiring.flipped(self.i), mac.i)
         wiring.connect(m, mac.o, wiring.flipped(self.o))
-        m.d.comb += [self.mac_done.eq(mac.mac_done), self.mac_skipped.eq(mac.mac_skipped),
-                     self.error.eq(mac.error)]
+        m.d.comb += [self.o_tag.eq(mac.o_tag), self.mac_done.eq(mac.mac_done),
+                     self.mac_skipped.eq(mac.mac_skipped), self.error.eq(mac.error)]
         return m
 

@@ -82,6 +82,8 @@ class CoreResult:
     """What a run of the core produced."""
 
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    #: ``o_tag`` of each output: the raw ``acc_width`` bits of the request's ``data`` field
+    tags: list[int] = field(default_factory=list)
     mac_done: int = 0
     mac_skipped: int = 0
     error: bool = False
@@ -141,4 +143,5 @@ class CoreModel:
             out = self.step(flit)
             if out is not None:
                 self.result.outputs.append(out)
+                self.result.tags.append(int(flit["data"]) & ((1 << self.config.acc_width) - 1))
         return self.result

@@ -23,9 +23,12 @@ def _f(op: Opcode, addr: int = 0, addr_b: int = 0, data: int = 0) -> Flit:
 
 
 def dump(config: Config) -> list[Flit]:
-    """READ every activation and accumulator word: the final memory contents as replies."""
-    return ([_f(Opcode.READ_ACT, a) for a in range(config.act_depth)] +
-            [_f(Opcode.READ_ACC, a) for a in range(config.acc_depth)])
+    """READ every activation and accumulator word: the final memory contents as replies.
+
+    Each READ carries a distinct tag in its data field (echoed on ``o_tag``).
+    """
+    return ([_f(Opcode.READ_ACT, a, data=a) for a in range(config.act_depth)] +
+            [_f(Opcode.READ_ACC, a, data=config.acc_min + a) for a in range(config.acc_depth)])
 
 
 def _overflow(cfg: Config) -> list[Flit]:
@@ -146,8 +149,10 @@ def random_stream(config: Config, rng: np.random.Generator, n: int, density: flo
                             word(cfg.data_min, cfg.data_max, max(density, 0.5))))
         elif op in (Opcode.ADD, Opcode.WRITE_ACC):
             flits.append(_f(op, addr(cfg.acc_depth), 0, word(cfg.acc_min, cfg.acc_max, 0.9)))
-        elif op is Opcode.READ_ACT:
-            flits.append(_f(op, addr(cfg.act_depth), int(rng.integers(cfg.act_depth))))
+        elif op is Opcode.READ_ACT:  # data: a random tag (the reply's route in a tile)
+            flits.append(_f(op, addr(cfg.act_depth), int(rng.integers(cfg.act_depth)),
+                            int(rng.integers(cfg.acc_min, cfg.acc_max + 1))))
         else:  # READ_ACC, SEND
-            flits.append(_f(op, addr(cfg.acc_depth), int(rng.integers(cfg.acc_depth))))
+            flits.append(_f(op, addr(cfg.acc_depth), int(rng.integers(cfg.acc_depth)),
+                            int(rng.integers(cfg.acc_min, cfg.acc_max + 1))))
     return flits

@@ -72,8 +72,14 @@ async def _run(dut, flits, *, idle: float, backpressure: float, seed: int):
 
     rng = Random(seed)
     got: list[dict] = []
-    monitor = StreamMonitor(dut, "o", clk, lambda w: got.append(unpack(layout, w)),
-                            backpressure=backpressure, rng=Random(rng.random()))
+    tags: list[int] = []
+
+    def take(word: int) -> None:  # called in the ReadOnly phase of the transfer
+        got.append(unpack(layout, word))
+        tags.append(int(dut.o_tag.value))
+
+    monitor = StreamMonitor(dut, "o", clk, take, backpressure=backpressure,
+                            rng=Random(rng.random()))
     counts = {"mac_done": 0, "mac_skipped": 0}
     counter = cocotb.start_soon(_counter(dut, clk, counts))
     stream = flits + dump(cfg)
@@ -98,6 +104,7 @@ async def _run(dut, flits, *, idle: float, backpressure: float, seed: int):
         f"core emitted {len(got)} flits, model {len(ref.outputs)} {where}"
     for n, (g, r) in enumerate(zip(got, ref.outputs, strict=True)):
         assert g == r, f"output flit {n}: core {g}, model {r} {where}"
+    assert tags == ref.tags, f"o_tag differs from the requests' data fields {where}"
     assert counts["mac_done"] == ref.mac_done, \
         f"mac_done pulses {counts['mac_done']}, model {ref.mac_done} {where}"
     assert counts["mac_skipped"] == ref.mac_skipped, \

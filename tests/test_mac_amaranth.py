@@ -27,7 +27,7 @@ def simulate(cfg: Config, flits, *, seed: int = 0, idle: float = 0.0, stall: flo
     layout = payload_layout(cfg)
     words = [pack(layout, f) for f in flits]
     rng = np.random.default_rng(seed)
-    got = {"outputs": [], "mac_done": 0, "mac_skipped": 0, "stalls": 0, "error": 0}
+    got = {"outputs": [], "tags": [], "mac_done": 0, "mac_skipped": 0, "stalls": 0, "error": 0}
 
     async def bench(ctx):
         k = 0
@@ -39,14 +39,16 @@ def simulate(cfg: Config, flits, *, seed: int = 0, idle: float = 0.0, stall: flo
             if valid:
                 ctx.set(dut.i.payload.as_value(), words[k])
             ctx.set(dut.o.ready, ready)
-            _, _, i_ready, o_valid, o_payload, done, skipped = await ctx.tick().sample(
-                dut.i.ready, dut.o.valid, dut.o.payload.as_value(), dut.mac_done, dut.mac_skipped)
+            _, _, i_ready, o_valid, o_payload, o_tag, done, skipped = await ctx.tick().sample(
+                dut.i.ready, dut.o.valid, dut.o.payload.as_value(), dut.o_tag, dut.mac_done,
+                dut.mac_skipped)
             if valid and i_ready:
                 k += 1
             elif valid:
                 got["stalls"] += 1
             if o_valid and ready:
                 got["outputs"].append(unpack(layout, o_payload))
+                got["tags"].append(o_tag)
             got["mac_done"] += done
             got["mac_skipped"] += skipped
             quiet = quiet + 1 if k == len(words) and not o_valid else 0
@@ -62,6 +64,7 @@ def simulate(cfg: Config, flits, *, seed: int = 0, idle: float = 0.0, stall: flo
 def _check(cfg, flits, got):
     ref = CoreModel(cfg).run(flits)
     assert got["outputs"] == ref.outputs
+    assert got["tags"] == ref.tags
     assert (got["mac_done"], got["mac_skipped"]) == (ref.mac_done, ref.mac_skipped)
     assert bool(got["error"]) == ref.error
 
