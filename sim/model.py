@@ -107,7 +107,9 @@ class CoreModel:
         """Apply one flit; return the flit the core emits for it, if any."""
         cfg, mem = self.config, self.sram
         op = Opcode(flit["op"])
-        addr, addr_b, value = int(flit["addr"]), int(flit["addr_b"]), int(flit["data"])
+        # missing fields are zero, as in wafertile.hdl.flit.pack
+        addr, addr_b = int(flit.get("addr", 0)), int(flit.get("addr_b", 0))
+        value = int(flit.get("data", 0))
         low = wrap(value, cfg.data_width)  # weight / activation: the low data_width bits
         if op is Opcode.WRITE_ACT:
             mem.act[mem.act_index(addr)] = low
@@ -143,5 +145,5 @@ class CoreModel:
             out = self.step(flit)
             if out is not None:
                 self.result.outputs.append(out)
-                self.result.tags.append(int(flit["data"]) & ((1 << self.config.acc_width) - 1))
+                self.result.tags.append(int(flit.get("data", 0)) & ((1 << self.config.acc_width) - 1))
         return self.result

@@ -133,6 +133,11 @@ class Config:
             raise ConfigError(
                 f"acc_width must be at least 2 * data_width = {2 * self.data_width} "
                 f"(room for one full product), not {self.acc_width}")
+        if self.acc_width < self.route_width:
+            raise ConfigError(
+                f"acc_width must be at least {self.route_width} for a {self.rows} x {self.cols} "
+                f"array with {self.num_vcs} VCs (a READ/SEND carries its output's route, "
+                f"x_width + y_width + 3 + vc_width bits, in its data field), not {self.acc_width}")
 
     # -- construction -------------------------------------------------------------------------
 
@@ -223,6 +228,11 @@ class Config:
     def vc_width(self) -> int:
         """Bits of a virtual-channel number."""
         return _clog2(self.num_vcs)
+
+    @property
+    def route_width(self) -> int:
+        """Bits of the route a READ or SEND carries in its data field (x, y, exit, vc)."""
+        return self.x_width + self.y_width + 3 + self.vc_width
 
     @property
     def acc_min(self) -> int:

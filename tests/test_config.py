@@ -31,6 +31,14 @@ def test_rejects_bad_value(name, value, message):
         Config(**{name: value})
 
 
+def test_rejects_route_wider_than_acc():
+    message = ("acc_width must be at least 23 for a 512 x 1024 array with 2 VCs (a READ/SEND "
+               "carries its output's route, x_width + y_width + 3 + vc_width bits, in its data "
+               "field), not 16")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
+        Config(rows=512, cols=1024, data_width=8, acc_width=16)
+
+
 @pytest.mark.parametrize("rule", PARAMETERS, ids=lambda r: r.name)
 def test_rejects_wrong_type(rule):
     bad = "8" if rule.kind is int else 8
@@ -66,6 +74,7 @@ def test_derived_widths():
     assert cfg.x_width == 3      # columns 0..4
     assert cfg.y_width == 2      # rows 0..2
     assert cfg.vc_width == 2
+    assert cfg.route_width == 3 + 2 + 3 + 2
     assert (cfg.acc_min, cfg.acc_max) == (-(1 << 23), (1 << 23) - 1)
     assert (cfg.data_min, cfg.data_max) == (-128, 127)
     assert cfg.overflow_mode is Overflow.WRAP
