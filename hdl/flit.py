@@ -32,7 +32,8 @@ from amaranth.lib import data, enum
 
 from ..config import Config
 
-__all__ = ["Opcode", "describe", "pack", "payload_layout", "unpack"]
+__all__ = ["Exit", "Opcode", "describe", "flit_layout", "header_layout", "pack", "payload_layout",
+           "unpack"]
 
 
 class Opcode(enum.Enum, shape=3):
@@ -64,6 +65,48 @@ def payload_layout(config: Config) -> data.StructLayout:
         "addr": unsigned(config.addr_width),
         "addr_b": unsigned(config.addr_width),
         "data": signed(config.acc_width),
+    })
+
+
+class Exit(enum.Enum, shape=3):
+    """Where a flit leaves the fabric at the tiles of its destination rectangle.
+
+    ``LOCAL`` delivers to the tile. ``NORTH``/``EAST``/``SOUTH``/``WEST`` make the tiles of the
+    rectangle that lie on that edge of the array send the flit out of the array through their
+    edge port instead (e.g. a reply to the host on the west edge of row ``y``: rectangle
+    ``x0 = x1 = 0, y0 = y1 = y``, exit ``WEST``); tiles of the rectangle not on that edge
+    deliver locally. The values are the router's port numbers (see :mod:`.router`).
+    """
+
+    LOCAL = 0
+    NORTH = 1
+    EAST = 2
+    SOUTH = 3
+    WEST = 4
+
+
+def header_layout(config: Config) -> data.StructLayout:
+    """The routing header of a flit for ``config`` (see ``docs/flit.md``).
+
+    Destination rectangle ``x0..x1`` (columns, 0 = west) by ``y0..y1`` (rows, 0 = north),
+    inclusive; a unicast is a 1 x 1 rectangle. ``vc`` is the virtual channel the flit travels
+    on from injection to delivery; ``exit`` is an :class:`Exit`.
+    """
+    return data.StructLayout({
+        "x0": unsigned(config.x_width),
+        "x1": unsigned(config.x_width),
+        "y0": unsigned(config.y_width),
+        "y1": unsigned(config.y_width),
+        "vc": unsigned(config.vc_width),
+        "exit": Exit,
+    })
+
+
+def flit_layout(config: Config) -> data.StructLayout:
+    """A whole single-flit packet: ``header`` (LSBs) then ``payload``."""
+    return data.StructLayout({
+        "header": header_layout(config),
+        "payload": payload_layout(config),
     })
 
 

@@ -44,12 +44,28 @@ def _core(config: Config) -> wiring.Component:
     return TileCore(config)
 
 
+def _router(config: Config) -> wiring.Component:
+    from .router import Router
+    return Router(config)
+
+
+def _mesh(config: Config) -> wiring.Component:
+    from .mesh import Mesh
+    return Mesh(config)
+
+
 #: Blocks that ``wafertile generate --block`` knows, by name.
 BLOCKS: dict[str, Block] = {
     "mac": Block("wafertile_mac", _mac, "the MAC core alone, with its memory ports exposed"),
     "sram": Block("wafertile_sram", _sram, "the SRAM bank alone (activation + accumulator)"),
     "core": Block("wafertile_core", _core, "MAC core + SRAM bank (the tile's compute part)"),
+    "router": Block("wafertile_router", _router, "one 5-port mesh router (XY multicast, VCs)"),
+    "mesh": Block("wafertile_mesh", _mesh,
+                  "rows x cols routers only, local and edge ports exposed (router module once)"),
 }
+
+#: Blocks written by :func:`wafertile.hdl.mesh.emit_noc` (the mesh needs two modules).
+_NOC_BLOCKS = ("router", "mesh")
 
 
 def port_list(component: wiring.Component) -> list[dict[str, Any]]:
@@ -87,6 +103,9 @@ def emit(block: str, config: Config, outdir: str | Path) -> dict[str, Path]:
     """
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {', '.join(BLOCKS)}, not {block!r}")
+    if block in _NOC_BLOCKS:
+        from .mesh import emit_noc
+        return emit_noc(block, config, outdir)
     spec = BLOCKS[block]
     component = spec.make(config)
     ports = port_list(component)

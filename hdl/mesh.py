@@ -1,0 +1,203 @@
+"""A routers-only R x C mesh: every local port and every edge port exposed.
+
+The mesh instantiates the router module by name (``wafertile_router``) with
+:class:`~amaranth.hdl.Instance`, so the emitted Verilog holds the router once however many
+tiles there are; :func:`emit_noc` writes both modules. Router coordinates are tied off on
+the instance's ``x`` / ``y`` input ports, which keeps every instance the same module.
+
+Port names (members of :class:`Mesh`; Verilog adds ``__valid``, ``__flit``, ``__ready``):
+
+- ``l_x<x>_y<y>_in`` / ``_out``: the local port of tile (x, y);
+- ``n_x<x>_in`` / ``_out`` and ``s_x<x>_in`` / ``_out``: the north / south edge port of column x;
+- ``w_y<y>_in`` / ``_out`` and ``e_y<y>_in`` / ``_out``: the west / east edge port of row y.
+
+``*_in`` ports carry flits into the fabric, ``*_out`` ports out of it, both with the router's
+link protocol (:func:`~wafertile.hdl.router.link_signature`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from amaranth.back import verilog
+from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal, Shape, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import Config
+from ._util import check_config
+from .flit import flit_layout
+from .router import PORTS, Router, link_signature
+
+__all__ = ["ROUTER_MODULE", "Mesh", "emit_noc", "endpoint_name", "endpoints"]
+
+#: Verilog module name of the router that the mesh instantiates.
+ROUTER_MODULE = "wafertile_router"
+_STEP = {"n": (0, -1, "s"), "e": (1, 0, "w"), "s": (0, 1, "n"), "w": (-1, 0, "e")}
+
+
+def endpoints(config: Config) -> list[tuple[int, int, str]]:
+    """Every exposed port of the mesh as (x, y, port): locals, then the N, S, W, E edges."""
+    out = [(x, y, "l") for y in range(config.rows) for x in range(config.cols)]
+    out += [(x, 0, "n") for x in range(config.cols)]
+    out += [(x, config.rows - 1, "s") for x in range(config.cols)]
+    out += [(0, y, "w") for y in range(config.rows)]
+    out += [(config.cols - 1, y, "e") for y in range(config.rows)]
+    return out
+
+
+def endpoint_name(x: int, y: int, port: str) -> str:
+    """The member name prefix of an endpoint (without ``_in`` / ``_out``)."""
+    if port == "l":
+        return f"l_x{x}_y{y}"
+    if port in ("n", "s"):
+        return f"{port}_x{x}"
+    return f"{port}_y{y}"
+
+
+class Mesh(wiring.Component):
+    """``config.rows`` x ``config.cols`` routers (``wafertile_router`` instances), linked.
+
+    Parameters
+    ----------
+    config : Config
+        Array size and router parameters.
+
+    Members
+    -------
+    <endpoint>_in : In(link_signature(config))
+        Injection into the fabric at an endpoint (see :func:`endpoints`).
+    <endpoint>_out : Out(link_signature(config))
+        Delivery out of the fabric at an endpoint.
+
+    Raises
+    ------
+    TypeError
+        If ``config`` is not a :class:`Config`.
+    """
+
+    def __init__(self, config: Config):
+        self._config = check_config(self, config)
+        members = {}
+        for ep in endpoints(config):
+            members[f"{endpoint_name(*ep)}_in"] = In(link_signature(config))
+            members[f"{endpoint_name(*ep)}_out"] = Out(link_signature(config))
+        super().__init__(members)
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    def elaborate(self, platform):
+        cfg = self._config
+        m = Module()
+        width = Shape.cast(flit_layout(cfg)).width
+        # One set of wires per router output: (x, y, port) -> (valid, flit, ready).
+        wires = {}
+        for y in range(cfg.rows):
+            for x in range(cfg.cols):
+                for p in PORTS:
+                    tag = f"x{x}_y{y}_{p}"
+                    wires[x, y, p] = (Signal(name=f"v_{tag}"), Signal(width, name=f"f_{tag}"),
+                                      Signal(cfg.num_vcs, name=f"r_{tag}"))
+
+        def link_into(x, y, p):
+            """What drives input port p of router (x, y): a neighbour's output or the edge."""
+            if p == "l":
+                ext = getattr(self, f"{endpoint_name(x, y, 'l')}_in")
+                return ext.valid, ext.flit.as_value(), ext.ready
+            dx, dy, back = _STEP[p]
+            nx, ny = x + dx, y + dy
+            if 0 <= nx < cfg.cols and 0 <= ny < cfg.rows:
+                return wires[nx, ny, back]
+            ext = getattr(self, f"{endpoint_name(x, y, p)}_in")
+            return ext.valid, ext.flit.as_value(), ext.ready
+
+        for y in range(cfg.rows):
+            for x in range(cfg.cols):
+                ports = {
+                    "i_clk": ClockSignal("sync"),
+                    "i_rst": ResetSignal("sync"),
+                    "i_x": Const(x, cfg.x_width),
+                    "i_y": Const(y, cfg.y_width),
+                }
+                for p in PORTS:
+                    valid, flit, ready = link_into(x, y, p)
+                    ports[f"i_in_{p}__valid"] = valid
+                    ports[f"i_in_{p}__flit"] = flit
+                    ports[f"o_in_{p}__ready"] = ready
+                    ov, of, orr = wires[x, y, p]
+                    ports[f"o_out_{p}__valid"] = ov
+                    ports[f"o_out_{p}__flit"] = of
+                    ports[f"i_out_{p}__ready"] = orr
+                    dx, dy, _ = _STEP.get(p, (0, 0, None))
+                    off_array = p == "l" or not (0 <= x + dx < cfg.cols and 0 <= y + dy < cfg.rows)
+                    if off_array:
+                        ext = getattr(self, f"{endpoint_name(x, y, p)}_out")
+                        m.d.comb += [ext.valid.eq(ov), ext.flit.eq(of), orr.eq(ext.ready)]
+                m.submodules[f"r_x{x}_y{y}"] = Instance(ROUTER_MODULE, **ports)
+        return m
+
+
+def emit_noc(block: str, config: Config, outdir: str | Path) -> dict[str, Path]:
+    """Write ``<top>.v`` and ``manifest.json`` for ``block`` "router" or "mesh".
+
+    The router's file holds ``wafertile_router``; the mesh's holds ``wafertile_router`` once
+    and ``wafertile_mesh``, which instantiates it ``rows * cols`` times. Output is a pure
+    function of (block, config, wafertile version): no paths, no time stamps.
+    """
+    from .. import __version__
+    from .flit import Opcode, describe, header_layout, payload_layout
+    from .generate import port_list
+
+    if not isinstance(config, Config):
+        raise TypeError(f"emit_noc config must be a Config, not {config!r}")
+    if block not in ("router", "mesh"):
+        raise ValueError(f"block must be one of router, mesh, not {block!r}")
+    router = Router(config)
+    text = verilog.convert(router, name=ROUTER_MODULE, emit_src=False)
+    top = ROUTER_MODULE
+    ports = port_list(router)
+    if block == "mesh":
+        top = "wafertile_mesh"
+        mesh = Mesh(config)
+        ports = port_list(mesh)
+        text += verilog.convert(mesh, name=top, emit_src=False)
+    for port in ports:
+        if port.get("layout"):
+            port["layout"] = "flit"
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    vpath = outdir / f"{top}.v"
+    vpath.write_text(text, encoding="utf-8")
+    manifest = {
+        "generator": "wafertile",
+        "version": __version__,
+        "block": block,
+        "top": top,
+        "files": [vpath.name],
+        "clock": {"name": "clk", "edge": "rising"},
+        "reset": {"name": "rst", "active": "high", "synchronous": True},
+        "parameters": config.as_dict(),
+        "derived": {"x_width": config.x_width, "y_width": config.y_width,
+                    "vc_width": config.vc_width,
+                    "flit_width": Shape.cast(flit_layout(config)).width},
+        "ports": ports,
+        "endpoints": ([{"x": x, "y": y, "port": p, "name": endpoint_name(x, y, p)}
+                       for x, y, p in endpoints(config)] if block == "mesh" else None),
+        "layouts": {
+            "flit": {"width": Shape.cast(flit_layout(config)).width,
+                     "fields": describe(flit_layout(config))},
+            "header": {"width": Shape.cast(header_layout(config)).width,
+                       "fields": describe(header_layout(config))},
+            "payload": {"width": Shape.cast(payload_layout(config)).width,
+                        "fields": describe(payload_layout(config))},
+        },
+        "opcodes": {op.name: op.value for op in Opcode},
+        "verilog_modules": [line.split()[1].split("(")[0] for line in text.splitlines()
+                            if line.startswith("module ")],
+    }
+    mpath = outdir / "manifest.json"
+    mpath.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return {"verilog": vpath, "manifest": mpath}

@@ -1,0 +1,185 @@
+"""Fast unit tests of one router in Amaranth's Python simulator, against the NoC model."""
+
+from __future__ import annotations
+
+from random import Random
+
+import pytest
+from amaranth.sim import Simulator
+
+from wafertile import Config
+from wafertile.hdl.flit import Exit
+from wafertile.hdl.router import PORTS, Router
+from wafertile.sim.noc_model import Endpoint, NocModel
+
+from .conftest import seed_for
+
+
+def random_flit(model: NocModel, rng: Random, seq: int, *, port: int, x: int, y: int) -> int:
+    """A random rectangle (unicast, row, column or block) that includes or excludes (x, y)."""
+    cfg = model.config
+    xs = sorted(rng.randrange(cfg.cols) for _ in range(2))
+    ys = sorted(rng.randrange(cfg.rows) for _ in range(2))
+    if rng.random() < 0.4:
+        xs = [xs[0]] * 2
+        ys = [ys[0]] * 2
+    ex = Exit(rng.choice([0, 0, 0, 1, 2, 3, 4]))
+    return model.flit(x0=xs[0], x1=xs[1], y0=ys[0], y1=ys[1],
+                      vc=rng.randrange(cfg.num_vcs), exit=ex, payload=seq)
+
+
+def simulate_router(cfg: Config, x: int, y: int, flits: dict[int, list[int]], *, seed: int,
+                    idle: float, stall: float, max_cycles: int = 20000):
+    """Drive ``flits[port]`` into a router at (x, y); return words seen per output port."""
+    dut = Router(cfg)
+    rng = Random(seed)
+    got: dict[int, list[int]] = {p: [] for p in range(5)}
+    info = {"cycles": 0}
+
+    async def bench(ctx):
+        ctx.set(dut.x, x)
+        ctx.set(dut.y, y)
+        pos = dict.fromkeys(range(5), 0)
+        offered = {}
+        quiet = 0
+        total = sum(len(v) for v in flits.values())
+        delivered_any = 0
+        while True:
+            for p in range(5):
+                link = getattr(dut, f"in_{PORTS[p]}")
+                if p not in offered and pos[p] < len(flits.get(p, [])) and rng.random() >= idle:
+                    offered[p] = flits[p][pos[p]]
+                ctx.set(link.valid, p in offered)
+                if p in offered:
+                    ctx.set(link.flit.as_value(), offered[p])
+            readies = {p: rng.getrandbits(cfg.num_vcs) if rng.random() < stall
+                       else (1 << cfg.num_vcs) - 1 for p in range(5)}
+            for p in range(5):
+                ctx.set(getattr(dut, f"out_{PORTS[p]}").ready, readies[p])
+            sampled = []
+            for p in range(5):
+                inl = getattr(dut, f"in_{PORTS[p]}")
+                out = getattr(dut, f"out_{PORTS[p]}")
+                sampled += [inl.ready, out.valid, out.flit.as_value()]
+            values = await ctx.tick().sample(*sampled)
+            values = values[2:]  # skip clk, domain reset flag
+            info["cycles"] += 1
+            moved = False
+            for p in range(5):
+                in_ready, o_valid, o_flit = values[3 * p: 3 * p + 3]
+                if p in offered:
+                    vc = (offered[p] >> (2 * cfg.x_width + 2 * cfg.y_width)) & \
+                        ((1 << cfg.vc_width) - 1)
+                    if in_ready >> vc & 1:
+                        del offered[p]
+                        pos[p] += 1
+                        moved = True
+                if o_valid:
+                    vc = (o_flit >> (2 * cfg.x_width + 2 * cfg.y_width)) & \
+                        ((1 << cfg.vc_width) - 1)
+                    assert readies[p] >> vc & 1, "router offered a flit whose VC is not ready"
+                    got[p].append(o_flit)
+                    delivered_any += 1
+                    moved = True
+            done = all(pos[p] == len(flits.get(p, [])) for p in range(5))
+            quiet = 0 if moved else quiet + 1
+            if done and quiet > 10:
+                break
+            assert quiet < 200, f"no progress for 200 cycles (seed {seed}), {total} flits"
+            assert info["cycles"] < max_cycles
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return got, info
+
+
+POSITIONS = [(1, 1), (0, 0), (2, 0), (0, 2), (2, 2), (1, 0)]
+
+
+@pytest.mark.parametrize("pos", POSITIONS, ids=[f"x{x}y{y}" for x, y in POSITIONS])
+@pytest.mark.parametrize(("num_vcs", "depth"), [(2, 4), (3, 2)])
+def test_random_all_ports(request, pos, num_vcs, depth):
+    cfg = Config(rows=3, cols=3, num_vcs=num_vcs, buffer_depth=depth)
+    model = NocModel(cfg)
+    seed = seed_for(request)
+    rng = Random(seed)
+    x, y = pos
+    flits = {p: [random_flit(model, rng, p * 1000 + k, port=p, x=x, y=y) for k in range(60)]
+             for p in range(5)}
+    got, _ = simulate_router(cfg, x, y, flits, seed=seed, idle=0.3, stall=0.4)
+    injections = []
+    expected: dict[int, list[int]] = {p: [] for p in range(5)}
+    for p, words in flits.items():
+        for w in words:
+            mask = model.route(model.header(w), x, y, p)
+            for o in range(5):
+                if mask >> o & 1:
+                    expected[o].append(w)
+            injections.append((Endpoint(x, y, PORTS[p]), w))
+    for o in range(5):
+        assert sorted(got[o]) == sorted(expected[o]), f"output {PORTS[o]} (seed {seed})"
+        # per (input, VC) order is kept on every output
+        for p in range(5):
+            for v in range(num_vcs):
+                sub_exp = [w for w in expected[o] if w in set(flits[p]) and model.vc(w) == v]
+                sub_got = [w for w in got[o] if w in set(flits[p]) and model.vc(w) == v]
+                assert sub_got == sub_exp, f"order {PORTS[p]}->{PORTS[o]} VC {v} (seed {seed})"
+
+
+def test_one_cycle_per_router_and_full_rate():
+    """Zero load: a flit leaves in the cycle after it arrived; an output moves 1 flit/cycle."""
+    cfg = Config(rows=3, cols=3)
+    model = NocModel(cfg)
+    # 40 flits from W all going E (unicast to x=2): E output must carry one per cycle.
+    words = [model.flit(x0=2, x1=2, y0=1, y1=1, vc=k % 2, payload=k) for k in range(40)]
+    got, info = simulate_router(cfg, 1, 1, {4: words}, seed=0, idle=0.0, stall=0.0)
+    assert got[2] == words
+    # 40 transfers in, then 1 cycle to leave; the loop adds 11 quiet cycles at the end
+    assert info["cycles"] == len(words) + 1 + 11
+
+
+def test_route_matches_model_everywhere():
+    """At zero load every branch leaves in the cycle after arrival, on exactly the model's
+    outputs, for random headers at every position and input port."""
+    cfg = Config(rows=3, cols=3, num_vcs=2)
+    model = NocModel(cfg)
+    rng = Random(7)
+    cases = []
+    for _ in range(300):
+        x, y, p = rng.randrange(3), rng.randrange(3), rng.randrange(5)
+        cases.append((x, y, p, random_flit(model, rng, 0, port=p, x=x, y=y)))
+    dut = Router(cfg)
+    mismatches = []
+
+    async def bench(ctx):
+        for p in range(5):
+            ctx.set(getattr(dut, f"out_{PORTS[p]}").ready, 3)
+        for x, y, p, w in cases:
+            ctx.set(dut.x, x)
+            ctx.set(dut.y, y)
+            link = getattr(dut, f"in_{PORTS[p]}")
+            ctx.set(link.valid, 1)
+            ctx.set(link.flit.as_value(), w)
+            await ctx.tick()
+            ctx.set(link.valid, 0)
+            valids = [ctx.get(getattr(dut, f"out_{PORTS[o]}").valid) for o in range(5)]
+            flits = [ctx.get(getattr(dut, f"out_{PORTS[o]}").flit.as_value()) for o in range(5)]
+            got = sum(v << o for o, v in enumerate(valids))
+            want = model.route(model.header(w), x, y, p)
+            if got != want or any(flits[o] != w for o in range(5) if valids[o]):
+                mismatches.append((x, y, p, model.header(w), got, want))
+            await ctx.tick()
+            assert not any(ctx.get(getattr(dut, f"out_{PORTS[o]}").valid) for o in range(5))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert not mismatches, mismatches[:5]
+
+
+def test_bad_config_type():
+    with pytest.raises(TypeError, match=r"^Router config must be a Config, not 3$"):
+        Router(3)
