@@ -42,12 +42,14 @@ def verilog_digest(files: Sequence[Path]) -> str:
 def run_cocotb(*, sim: str, sources: Sequence[Path], top: str, test_module: str,
                build_dir: Path, testcase: str | Sequence[str] | None = None,
                extra_env: Mapping[str, str] | None = None, waves: bool = False,
-               seed: int | None = None) -> Path:
+               seed: int | None = None, log_dir: Path | None = None) -> Path:
     """Build ``sources`` on ``sim`` (if needed) and run cocotb ``test_module`` against ``top``.
 
     Returns the path of the xUnit results file. Under pytest, cocotb's runner itself fails the
     calling test when a cocotb test fails. ``waves`` (or ``WAVES=1`` in the environment) dumps
     waveforms into ``build_dir``: ``<top>.fst`` from Icarus, ``dump.vcd`` from Verilator.
+    With ``log_dir``, the tools' output goes to ``build.log`` and ``sim.log`` there instead of
+    the terminal.
     """
     from cocotb_tools.runner import get_runner
 
@@ -65,6 +67,7 @@ def run_cocotb(*, sim: str, sources: Sequence[Path], top: str, test_module: str,
         timescale=("1ns", "1ps"),
         waves=waves,
         always=False,
+        log_file=str(log_dir / "build.log") if log_dir else None,
     )
     env = dict(extra_env or {})
     return runner.test(
@@ -78,6 +81,7 @@ def run_cocotb(*, sim: str, sources: Sequence[Path], top: str, test_module: str,
         seed=seed,
         timescale=("1ns", "1ps"),
         results_xml=str((build_dir / "results.xml").resolve()),
+        log_file=str(log_dir / "sim.log") if log_dir else None,
     )
 
 

@@ -1,0 +1,60 @@
+"""cocotb regression of the tile array: compiled sparse layers on the RTL against numpy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from amaranth.back import verilog
+
+from wafertile import Config
+from wafertile.hdl.array import Array
+from wafertile.hdl.tile import Tile
+from wafertile.sim.runner import run_cocotb
+
+from .conftest import seed_for
+
+CONFIGS = {
+    "2x2": Config(rows=2, cols=2, data_width=8, acc_width=16, act_depth=32, acc_depth=16),
+    "3x5sat": Config(rows=3, cols=5, data_width=8, acc_width=16, overflow="saturate",
+                     act_depth=32, acc_depth=16),
+}
+
+LAYERS = {
+    "dense": {"B": 2, "I": 6, "J": 8, "density": 1.0},
+    "sparse10": {"B": 3, "I": 20, "J": 24, "density": 0.1},
+    "uneven": {"B": 5, "I": 23, "J": 17, "density": 0.3},     # does not divide the array
+    "zero": {"B": 2, "I": 8, "J": 8, "density": 0.0},
+    "extremes": {"B": 2, "I": 12, "J": 16, "density": 0.5, "extremes": True},
+    "passes": {"B": 2, "I": 40, "J": 8, "density": 0.5},      # more outputs than acc_depth
+}
+
+
+#: Layers run on Verilator in the default (CI) run; the rest with --run-slow. Icarus runs all.
+VERILATOR_SAMPLE = {"sparse10", "uneven"}
+
+
+def _sources(build, cfg):
+    build.mkdir(parents=True, exist_ok=True)
+    path = build / "wafertile_array.v"
+    text = (verilog.convert(Tile(cfg), name="wafertile_tile", emit_src=False) +
+            verilog.convert(Array(cfg), name="wafertile_array", emit_src=False))
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return [path]
+
+
+@pytest.mark.parametrize("cfg_name", CONFIGS)
+@pytest.mark.parametrize("layer", LAYERS)
+def test_layer(request, sim_env, build_root, cfg_name, layer):
+    if (sim_env == "verilator" and layer not in VERILATOR_SAMPLE
+            and not request.config.getoption("--run-slow")):
+        pytest.skip("long regression: the default run samples Verilator; use --run-slow")
+    cfg = CONFIGS[cfg_name]
+    build = build_root / f"array-{cfg_name}-{sim_env}"
+    run_cocotb(sim=sim_env, sources=_sources(build, cfg), top="wafertile_array",
+               test_module="wafertile.sim.tb_array", build_dir=build, testcase="layer",
+               extra_env={"WAFERTILE_CONFIG": json.dumps(cfg.as_dict()),
+                          "WAFERTILE_SEED": str(seed_for(request)),
+                          "WAFERTILE_LAYER": json.dumps(LAYERS[layer]),
+                          "WAFERTILE_BACKPRESSURE": "0.3"})
