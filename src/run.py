@@ -1,0 +1,182 @@
+"""``wafertile run``: a sparse layer, weight-streamed through the generated array's RTL.
+
+Steps: check the inputs and compile the layer (errors before any simulation), generate the
+array's Verilog, build it (cached per design and simulator), simulate the sparse stream and
+the dense stream of the same layer, check Y against numpy bit for bit, report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Config
+from .stream import LayerError, compile_layer, reference
+
+__all__ = ["RunReport", "default_layer", "load_layer", "run_layer"]
+
+
+def _progress(msg: str) -> None:
+    print(f"wafertile run: {msg}", file=sys.stderr, flush=True)
+
+
+def default_layer(config: Config, *, density: float, seed: int, batch: int | None = None,
+                  size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The built-in layer: ``batch`` (default: rows) x ``size`` activations, ``size`` x
+    ``size`` weights of the given density, random within ``data_width``."""
+    if not 0.0 <= density <= 1.0:
+        raise LayerError(f"density must be from 0 to 1, not {density}")
+    rng = np.random.default_rng(seed)
+    j = min(size, config.act_depth)
+    b = batch or config.rows
+    x = rng.integers(config.data_min, config.data_max + 1, (b, j))
+    w = rng.integers(config.data_min, config.data_max + 1, (size, j))
+    w[rng.random(w.shape) >= density] = 0
+    return x, w
+
+
+def load_layer(weights: Path, activations: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read W and X from ``.npy`` files, with a clear error for a missing or bad file."""
+    out = []
+    for name, path in (("activations", activations), ("weights", weights)):
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise LayerError(f"{name} file {str(path)!r} does not exist") from None
+        except (ValueError, OSError) as exc:
+            raise LayerError(f"{name} file {str(path)!r} is not a .npy array: {exc}") from None
+        out.append(arr)
+    return out[0], out[1]
+
+
+@dataclass
+class RunReport:
+    passed: bool
+    cycles: int
+    nnz: int
+    macs: int
+    macs_per_tile: list[int]
+    utilization: float
+    dense_cycles: int | None
+    speedup: float | None
+    total_cycles: int
+    injection_ports: int
+    sim: str
+    build_dir: str
+    wall_seconds: float
+    mismatches: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "pass": self.passed, "cycles": self.cycles, "nnz": self.nnz, "macs": self.macs,
+            "utilization": self.utilization, "dense_cycles": self.dense_cycles,
+            "speedup": self.speedup, "macs_per_tile": self.macs_per_tile,
+            "total_cycles": self.total_cycles, "injection_ports": self.injection_ports,
+            "mismatches": self.mismatches, "sim": self.sim, "build_dir": self.build_dir,
+            "wall_seconds": round(self.wall_seconds, 2),
+        }
+
+    def text(self, config: Config) -> str:
+        tiles = config.rows * config.cols
+        lines = [
+            f"{'PASS' if self.passed else 'FAIL'}: Y matches numpy bit for bit" if self.passed
+            else f"FAIL: {self.mismatches} outputs differ from numpy",
+            f"array            {config.rows} x {config.cols} tiles, {self.injection_ports} "
+            f"injection ports, simulated on {self.sim}",
+            f"nonzeros         {self.nnz} weights streamed",
+            f"cycles           {self.cycles} (weight stream; {self.total_cycles} with loading "
+            f"and read-back)",
+            f"MACs             {self.macs} done, {self.macs / tiles:.1f} per tile "
+            f"(min {min(self.macs_per_tile)}, max {max(self.macs_per_tile)})",
+            f"utilization      {100 * self.utilization:.1f}% (MACs / (tiles x stream cycles))",
+        ]
+        if self.dense_cycles is not None:
+            lines.append(f"dense stream     {self.dense_cycles} cycles")
+            lines.append(f"speedup          {self.speedup:.2f}x from sparsity")
+        return "\n".join(lines)
+
+
+def _cache_root() -> Path:
+    base = os.environ.get("WAFERTILE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "wafertile")
+    return Path(base)
+
+
+def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "verilator",
+              waves: bool = False, dense: bool = True, build_root: Path | None = None
+              ) -> tuple[RunReport, np.ndarray]:
+    """Run ``Y = X @ W.T`` on the RTL; return the report and Y as computed by the array."""
+    from amaranth.back import verilog
+
+    from .hdl.array import Array
+    from .hdl.tile import Tile
+    from .sim.runner import run_cocotb
+    from .sim.toolchain import simulator_env
+
+    start = time.perf_counter()
+    program = compile_layer(config, x, w)  # raises LayerError before anything is built
+    simulator_env(sim)                      # raises ToolError if the simulator is missing
+    tiles = config.rows * config.cols
+
+    _progress(f"generating the {config.rows} x {config.cols} array "
+              f"(layer {x.shape[0]} x {x.shape[1]} @ {w.shape[0]} x {w.shape[1]}.T, "
+              f"{program.nnz} nonzero weights)")
+    text = (verilog.convert(Tile(config), name="wafertile_tile", emit_src=False) +
+            verilog.convert(Array(config), name="wafertile_array", emit_src=False))
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    build = (build_root or _cache_root() / "builds") / f"array-{sim}-{digest}"
+    build.mkdir(parents=True, exist_ok=True)
+    source = build / "wafertile_array.v"
+    if not source.exists() or source.read_text() != text:
+        source.write_text(text)
+    cached = (build / "wafertile_array").exists() or (build / "sim.vvp").exists()
+    _progress(f"building with {sim} in {build}" +
+              (" (cached)" if cached else " (first build of this design: about a minute)"))
+    run_dir = build / "run"
+    run_dir.mkdir(exist_ok=True)
+    for name in ("Y.npy", "result.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    np.save(run_dir / "X.npy", np.asarray(x))
+    np.save(run_dir / "W.npy", np.asarray(w))
+    _progress(f"simulating the sparse stream{' and the dense stream' if dense else ''}; "
+              f"logs in {build}")
+    env = {"WAFERTILE_CONFIG": json.dumps(config.as_dict()), "WAFERTILE_RUN_DIR": str(run_dir)}
+    if not dense:
+        env["WAFERTILE_NO_DENSE"] = "1"
+    try:
+        run_cocotb(sim=sim, sources=[source], top="wafertile_array",
+                   test_module="wafertile.sim.tb_array", build_dir=build, testcase="run_files",
+                   extra_env=env, waves=waves, log_dir=build)
+    except SystemExit as exc:  # cocotb's runner exits when the simulator fails
+        raise RuntimeError(f"the simulation failed (exit {exc.code}); see {build / 'sim.log'} "
+                           f"and {build / 'build.log'}") from None
+    result_path = run_dir / "result.json"
+    if not result_path.exists():
+        raise RuntimeError(f"the simulation wrote no result; see {build / 'sim.log'}")
+    result = json.loads(result_path.read_text())
+    y = np.load(run_dir / "Y.npy")
+    expected = reference(config, x, w)
+    mismatches = int(np.count_nonzero(y != expected))
+    sparse = result["sparse"]
+    macs = int(sum(sparse["mac_done"]))
+    cycles = int(sparse["cycles"])
+    passed = mismatches == 0 and result["error_flags"] == 0 and \
+        result.get("dense_matches_sparse", True)
+    dense_cycles = int(result["dense"]["cycles"]) if "dense" in result else None
+    report = RunReport(
+        passed=passed, cycles=cycles, nnz=program.nnz, macs=macs,
+        macs_per_tile=[int(v) for v in sparse["mac_done"]],
+        utilization=macs / (tiles * cycles) if cycles else 0.0,
+        dense_cycles=dense_cycles,
+        speedup=(dense_cycles / cycles) if dense_cycles and cycles else None,
+        total_cycles=int(sparse["total_cycles"]), injection_ports=config.rows, sim=sim,
+        build_dir=str(build), wall_seconds=time.perf_counter() - start, mismatches=mismatches)
+    return report, y
