@@ -15,18 +15,21 @@ from amaranth.lib.wiring import In
 
 from .. import __version__
 from ..config import Config
-from .flit import Opcode, describe, payload_layout
+from .flit import Opcode, describe, flit_layout, header_layout, payload_layout
+from .tile import route_layout
 
-__all__ = ["BLOCKS", "Block", "emit", "port_list"]
+__all__ = ["BLOCKS", "Block", "emit", "port_list", "verilog_text"]
 
 
 @dataclass(frozen=True)
 class Block:
-    """A generatable block: its top module name and how to build it from a config."""
+    """A generatable block: its top module, how to build it, and the leaf modules it
+    instantiates by name (converted once each and written before the top)."""
 
     top: str
     make: Callable[[Config], wiring.Component]
     help: str
+    leaves: tuple[tuple[str, Callable[[Config], wiring.Component]], ...] = ()
 
 
 def _mac(config: Config) -> wiring.Component:
@@ -54,18 +57,30 @@ def _mesh(config: Config) -> wiring.Component:
     return Mesh(config)
 
 
+def _tile(config: Config) -> wiring.Component:
+    from .tile import Tile
+    return Tile(config)
+
+
+def _array(config: Config) -> wiring.Component:
+    from .array import Array
+    return Array(config)
+
+
 #: Blocks that ``wafertile generate --block`` knows, by name.
 BLOCKS: dict[str, Block] = {
+    "array": Block("wafertile_array", _array,
+                   "rows x cols tiles with host ports on the edges (tile module once)",
+                   leaves=(("wafertile_tile", _tile),)),
+    "tile": Block("wafertile_tile", _tile, "one tile: core behind a router's local port"),
+    "core": Block("wafertile_core", _core, "MAC core + SRAM bank (the tile's compute part)"),
     "mac": Block("wafertile_mac", _mac, "the MAC core alone, with its memory ports exposed"),
     "sram": Block("wafertile_sram", _sram, "the SRAM bank alone (activation + accumulator)"),
-    "core": Block("wafertile_core", _core, "MAC core + SRAM bank (the tile's compute part)"),
     "router": Block("wafertile_router", _router, "one 5-port mesh router (XY multicast, VCs)"),
     "mesh": Block("wafertile_mesh", _mesh,
-                  "rows x cols routers only, local and edge ports exposed (router module once)"),
+                  "rows x cols routers only, local and edge ports exposed (router module once)",
+                  leaves=(("wafertile_router", _router),)),
 }
-
-#: Blocks written by :func:`wafertile.hdl.mesh.emit_noc` (the mesh needs two modules).
-_NOC_BLOCKS = ("router", "mesh")
 
 
 def port_list(component: wiring.Component) -> list[dict[str, Any]]:
@@ -86,15 +101,16 @@ def port_list(component: wiring.Component) -> list[dict[str, Any]]:
 
 
 def emit(block: str, config: Config, outdir: str | Path) -> dict[str, Path]:
-    """Write ``<top>.v`` and ``manifest.json`` for ``block`` into ``outdir``.
+    """Write ``<top>.v``, ``manifest.json`` and a FuseSoC ``<top>.core`` for ``block``.
 
-    Output is a pure function of (block, config, wafertile version): the same inputs give
-    byte-identical files (no source paths, no time stamps).
+    A block that instantiates leaf modules by name (array, mesh) gets each leaf once in the
+    same file, before the top. Output is a pure function of (block, config, wafertile
+    version): the same inputs give byte-identical files (no source paths, no time stamps).
 
     Returns
     -------
     dict
-        ``{"verilog": path, "manifest": path}``.
+        ``{"verilog": path, "manifest": path, "fusesoc": path}``.
 
     Raises
     ------
@@ -103,25 +119,27 @@ def emit(block: str, config: Config, outdir: str | Path) -> dict[str, Path]:
     """
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {', '.join(BLOCKS)}, not {block!r}")
-    if block in _NOC_BLOCKS:
-        from .mesh import emit_noc
-        return emit_noc(block, config, outdir)
     spec = BLOCKS[block]
     component = spec.make(config)
     ports = port_list(component)
-    text = verilog.convert(component, name=spec.top, emit_src=False)
+    text = verilog_text(block, config, component)
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     vpath = outdir / f"{spec.top}.v"
     vpath.write_text(text, encoding="utf-8")
+    cpath = outdir / f"{spec.top}.core"
+    cpath.write_text(_fusesoc(spec, vpath.name), encoding="utf-8")
 
+    layouts = {"flit": flit_layout(config), "header": header_layout(config),
+               "payload": payload_layout(config), "route": route_layout(config)}
     manifest = {
         "generator": "wafertile",
         "version": __version__,
         "block": block,
         "top": spec.top,
         "files": [vpath.name],
+        "fusesoc": cpath.name,
         "clock": {"name": "clk", "edge": "rising"},
         "reset": {"name": "rst", "active": "high", "synchronous": True},
         "parameters": config.as_dict(),
@@ -133,25 +151,55 @@ def emit(block: str, config: Config, outdir: str | Path) -> dict[str, Path]:
             "x_width": config.x_width,
             "y_width": config.y_width,
             "vc_width": config.vc_width,
+            "route_width": config.route_width,
         },
         "ports": ports,
-        "layouts": {
-            "payload": {
-                "width": Shape.cast(payload_layout(config)).width,
-                "fields": describe(payload_layout(config)),
-            },
-        },
+        "layouts": {name: {"width": Shape.cast(layout).width, "fields": describe(layout)}
+                    for name, layout in layouts.items()},
         "opcodes": {op.name: op.value for op in Opcode},
-        "verilog_modules": sorted(_module_names(text)),
+        "verilog_modules": _module_names(text),
     }
     mpath = outdir / "manifest.json"
     mpath.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return {"verilog": vpath, "manifest": mpath}
+    return {"verilog": vpath, "manifest": mpath, "fusesoc": cpath}
+
+
+def verilog_text(block: str, config: Config, component: wiring.Component | None = None) -> str:
+    """The Verilog of ``block``: each leaf module once, then the top (deterministic)."""
+    spec = BLOCKS[block]
+    parts = [verilog.convert(make(config), name=name, emit_src=False)
+             for name, make in spec.leaves]
+    top = component if component is not None else spec.make(config)
+    return "".join(parts) + verilog.convert(top, name=spec.top, emit_src=False)
+
+
+def _fusesoc(spec: Block, vfile: str) -> str:
+    """A FuseSoC CAPI2 core file for the generated Verilog."""
+    return (f"CAPI=2:\n"
+            f"name: wafertile:generated:{spec.top}:{__version__}\n"
+            f"description: {spec.help} (generated by wafertile {__version__})\n"
+            f"filesets:\n"
+            f"  rtl:\n"
+            f"    files:\n"
+            f"      - {vfile}\n"
+            f"    file_type: verilogSource\n"
+            f"targets:\n"
+            f"  default:\n"
+            f"    filesets: [rtl]\n"
+            f"    toplevel: {spec.top}\n"
+            f"  lint:\n"
+            f"    default_tool: verilator\n"
+            f"    filesets: [rtl]\n"
+            f"    tools:\n"
+            f"      verilator:\n"
+            f"        mode: lint-only\n"
+            f"    toplevel: {spec.top}\n")
 
 
 def _module_names(text: str) -> list[str]:
+    """Names of the modules defined in ``text``, in order (escaped names unescaped)."""
     names = []
     for line in text.splitlines():
         if line.startswith("module "):
-            names.append(line.split()[1].split("(")[0])
+            names.append(line[len("module "):].split("(")[0].strip().lstrip("\\"))
     return names

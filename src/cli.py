@@ -22,7 +22,9 @@ win). Every value is checked before any work starts.
 
 _EPILOG = """\
 examples:
-  wafertile generate -o out/                 the default tile core (MAC + SRAM)
+  wafertile run                              weight-stream a sparse layer through a 4 x 4 array
+  wafertile generate -o out/                 the default 4 x 4 array
+  wafertile generate --rows 8 --cols 8 -o out/8x8
   wafertile generate --block mac --data-width 8 --acc-width 24 -o out/mac8
   wafertile lint --block core                lint the generated core with Verilator -Wall
   wafertile COMMAND --help                   options of one command
@@ -72,7 +74,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     print(f"wafertile {__version__}: generated block '{args.block}' in {elapsed:.2f} s")
     for kind, path in files.items():
         print(f"  {kind:8s} {path}")
-    print(f"  {modules} Verilog module(s), {len(text.encode()) / 1024:.1f} KiB")
+    print(f"  {modules} Verilog module definition(s), {len(text.encode()) / 1024:.1f} KiB")
     return 0
 
 
@@ -136,12 +138,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     gen = sub.add_parser(
-        "generate", help="write the Verilog and manifest.json of a block",
-        description="Write the Verilog of one block and a manifest.json describing its "
-                    "parameters, ports and flit layout (field names, bit offsets, widths). "
-                    "The same parameters always give byte-identical files.")
-    gen.add_argument("--block", default="core", choices=_block_names(),
-                     help=f"what to generate (default core). {_block_help()}")
+        "generate", help="write the Verilog, manifest.json and FuseSoC .core of a block",
+        description="Write the Verilog of one block (by default the rows x cols array), a "
+                    "manifest.json describing its parameters, ports and flit layouts (field "
+                    "names, bit offsets, widths), and a FuseSoC .core file. The array and the "
+                    "mesh contain each distinct module once, whatever their size. The same "
+                    "parameters always give byte-identical files.")
+    gen.add_argument("--block", default="array", choices=_block_names(),
+                     help=f"what to generate (default array). {_block_help()}")
     gen.add_argument("-o", "--output", type=Path, default=Path("wafertile-out"), metavar="DIR",
                      help="output directory, created if missing (default wafertile-out)")
     _add_config_flags(gen)

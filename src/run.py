@@ -114,10 +114,7 @@ def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "veril
               waves: bool = False, dense: bool = True, build_root: Path | None = None
               ) -> tuple[RunReport, np.ndarray]:
     """Run ``Y = X @ W.T`` on the RTL; return the report and Y as computed by the array."""
-    from amaranth.back import verilog
-
-    from .hdl.array import Array
-    from .hdl.tile import Tile
+    from .hdl.generate import verilog_text
     from .sim.runner import run_cocotb
     from .sim.toolchain import simulator_env
 
@@ -129,8 +126,7 @@ def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "veril
     _progress(f"generating the {config.rows} x {config.cols} array "
               f"(layer {x.shape[0]} x {x.shape[1]} @ {w.shape[0]} x {w.shape[1]}.T, "
               f"{program.nnz} nonzero weights)")
-    text = (verilog.convert(Tile(config), name="wafertile_tile", emit_src=False) +
-            verilog.convert(Array(config), name="wafertile_array", emit_src=False))
+    text = verilog_text("array", config)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     build = (build_root or _cache_root() / "builds") / f"array-{sim}-{digest}"
     build.mkdir(parents=True, exist_ok=True)

@@ -85,8 +85,7 @@ def reference(config: Config, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     w = np.asarray(w, dtype=object)
     bits = config.acc_width
     lo, hi = config.acc_min, config.acc_max
-    B, J = x.shape
-    I = w.shape[0]
+    B, I = x.shape[0], w.shape[0]
     y = np.zeros((B, I), dtype=np.int64)
     for b in range(B):
         for i in range(I):

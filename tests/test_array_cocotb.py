@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from amaranth.back import verilog
 
 from wafertile import Config
-from wafertile.hdl.array import Array
-from wafertile.hdl.tile import Tile
+from wafertile.hdl.generate import verilog_text
 from wafertile.sim.runner import run_cocotb
 
 from .conftest import seed_for
@@ -37,8 +35,7 @@ VERILATOR_SAMPLE = {"sparse10", "uneven"}
 def _sources(build, cfg):
     build.mkdir(parents=True, exist_ok=True)
     path = build / "wafertile_array.v"
-    text = (verilog.convert(Tile(cfg), name="wafertile_tile", emit_src=False) +
-            verilog.convert(Array(cfg), name="wafertile_array", emit_src=False))
+    text = verilog_text("array", cfg)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
     return [path]

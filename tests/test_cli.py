@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -12,8 +13,8 @@ from wafertile.cli import main
 from wafertile.config import PARAMETERS
 
 
-def test_generate_default_core(tmp_path, capsys):
-    assert main(["generate", "-o", str(tmp_path)]) == 0
+def test_generate_core(tmp_path, capsys):
+    assert main(["generate", "--block", "core", "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "wafertile_core.v" in out
     manifest = json.loads((tmp_path / "manifest.json").read_text())
@@ -32,13 +33,44 @@ def test_generate_default_core(tmp_path, capsys):
         assert port in text
 
 
-@pytest.mark.parametrize("block", ["mac", "sram", "core"])
+@pytest.mark.parametrize("block", ["mac", "sram", "core", "router", "tile", "mesh", "array"])
 def test_generate_is_deterministic(tmp_path, block):
-    args = ["generate", "--block", block, "--data-width", "8", "--acc-width", "20"]
+    args = ["generate", "--block", block, "--data-width", "8", "--acc-width", "20",
+            "--rows", "2", "--cols", "3"]
     assert main([*args, "-o", str(tmp_path / "a")]) == 0
     assert main([*args, "-o", str(tmp_path / "b")]) == 0
-    for name in ("manifest.json", f"wafertile_{block}.v"):
+    for name in ("manifest.json", f"wafertile_{block}.v", f"wafertile_{block}.core"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def _modules(path):
+    return re.findall(r"^module\s+\\?([^\s(]+)", path.read_text(), re.M)
+
+
+def test_generate_array_default(tmp_path):
+    assert main(["generate", "-o", str(tmp_path)]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["top"] == "wafertile_array"
+    assert manifest["parameters"]["rows"] == manifest["parameters"]["cols"] == 4
+    names = {p["name"] for p in manifest["ports"]}
+    for y in range(4):
+        assert {f"w_y{y}_in__valid", f"w_y{y}_in__flit", f"w_y{y}_in__ready",
+                f"w_y{y}_out__valid"} <= names
+    assert {"header", "payload", "flit", "route"} <= set(manifest["layouts"])
+    core = (tmp_path / "wafertile_array.core").read_text()
+    assert core.startswith("CAPI=2:\n") and "toplevel: wafertile_array" in core
+    assert "- wafertile_array.v" in core
+
+
+@pytest.mark.slow
+def test_array_module_count_does_not_grow(tmp_path):
+    """32 x 32 has the same module definitions as 4 x 4: the tile is emitted once."""
+    assert main(["generate", "--rows", "4", "--cols", "4", "-o", str(tmp_path / "a")]) == 0
+    assert main(["generate", "--rows", "32", "--cols", "32", "-o", str(tmp_path / "b")]) == 0
+    small = _modules(tmp_path / "a" / "wafertile_array.v")
+    big = _modules(tmp_path / "b" / "wafertile_array.v")
+    assert small == big
+    assert big.count("wafertile_tile") == 1
 
 
 def test_flags_override_config_file(tmp_path):
