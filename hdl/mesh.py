@@ -2,8 +2,9 @@
 
 The mesh instantiates the router module by name (``wafertile_router``) with
 :class:`~amaranth.hdl.Instance`, so the emitted Verilog holds the router once however many
-tiles there are; :func:`emit_noc` writes both modules. Router coordinates are tied off on
-the instance's ``x`` / ``y`` input ports, which keeps every instance the same module.
+tiles there are; :func:`wafertile.hdl.generate.emit` writes both modules. Router coordinates
+are tied off on the instance's ``x`` / ``y`` input ports, which keeps every instance the same
+module.
 
 Port names (members of :class:`Mesh`; Verilog adds ``__valid``, ``__flit``, ``__ready``):
 
@@ -17,10 +18,6 @@ link protocol (:func:`~wafertile.hdl.router.link_signature`).
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from amaranth.back import verilog
 from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal, Shape, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -28,9 +25,9 @@ from amaranth.lib.wiring import In, Out
 from ..config import Config
 from ._util import check_config
 from .flit import flit_layout
-from .router import PORTS, Router, link_signature
+from .router import PORTS, link_signature
 
-__all__ = ["ROUTER_MODULE", "Mesh", "emit_noc", "endpoint_name", "endpoints"]
+__all__ = ["ROUTER_MODULE", "Mesh", "endpoint_name", "endpoints"]
 
 #: Verilog module name of the router that the mesh instantiates.
 ROUTER_MODULE = "wafertile_router"
@@ -139,65 +136,3 @@ class Mesh(wiring.Component):
                 m.submodules[f"r_x{x}_y{y}"] = Instance(ROUTER_MODULE, **ports)
         return m
 
-
-def emit_noc(block: str, config: Config, outdir: str | Path) -> dict[str, Path]:
-    """Write ``<top>.v`` and ``manifest.json`` for ``block`` "router" or "mesh".
-
-    The router's file holds ``wafertile_router``; the mesh's holds ``wafertile_router`` once
-    and ``wafertile_mesh``, which instantiates it ``rows * cols`` times. Output is a pure
-    function of (block, config, wafertile version): no paths, no time stamps.
-    """
-    from .. import __version__
-    from .flit import Opcode, describe, header_layout, payload_layout
-    from .generate import port_list
-
-    if not isinstance(config, Config):
-        raise TypeError(f"emit_noc config must be a Config, not {config!r}")
-    if block not in ("router", "mesh"):
-        raise ValueError(f"block must be one of router, mesh, not {block!r}")
-    router = Router(config)
-    text = verilog.convert(router, name=ROUTER_MODULE, emit_src=False)
-    top = ROUTER_MODULE
-    ports = port_list(router)
-    if block == "mesh":
-        top = "wafertile_mesh"
-        mesh = Mesh(config)
-        ports = port_list(mesh)
-        text += verilog.convert(mesh, name=top, emit_src=False)
-    for port in ports:
-        if port.get("layout"):
-            port["layout"] = "flit"
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    vpath = outdir / f"{top}.v"
-    vpath.write_text(text, encoding="utf-8")
-    manifest = {
-        "generator": "wafertile",
-        "version": __version__,
-        "block": block,
-        "top": top,
-        "files": [vpath.name],
-        "clock": {"name": "clk", "edge": "rising"},
-        "reset": {"name": "rst", "active": "high", "synchronous": True},
-        "parameters": config.as_dict(),
-        "derived": {"x_width": config.x_width, "y_width": config.y_width,
-                    "vc_width": config.vc_width,
-                    "flit_width": Shape.cast(flit_layout(config)).width},
-        "ports": ports,
-        "endpoints": ([{"x": x, "y": y, "port": p, "name": endpoint_name(x, y, p)}
-                       for x, y, p in endpoints(config)] if block == "mesh" else None),
-        "layouts": {
-            "flit": {"width": Shape.cast(flit_layout(config)).width,
-                     "fields": describe(flit_layout(config))},
-            "header": {"width": Shape.cast(header_layout(config)).width,
-                       "fields": describe(header_layout(config))},
-            "payload": {"width": Shape.cast(payload_layout(config)).width,
-                        "fields": describe(payload_layout(config))},
-        },
-        "opcodes": {op.name: op.value for op in Opcode},
-        "verilog_modules": [line.split()[1].split("(")[0] for line in text.splitlines()
-                            if line.startswith("module ")],
-    }
-    mpath = outdir / "manifest.json"
-    mpath.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return {"verilog": vpath, "manifest": mpath}
