@@ -24,10 +24,15 @@ CONFIGS = {
     "v3d2": Config(rows=3, cols=3, num_vcs=3, buffer_depth=2, data_width=8, acc_width=16),
 }
 POSITIONS = ["1,1", "0,0", "2,2", "2,0", "0,1"]
+#: (config, simulator) pairs in the default run; a Verilator build of the router takes ~1 min.
+DEFAULT = {("v2d4", "icarus"), ("v3d2", "icarus"), ("v2d4", "verilator")}
 _emitted: set = set()
 
 
-def run(build_root, sim, cfg_name, testcase, env):
+def run(build_root, sim, cfg_name, testcase, env, request=None):
+    if (request is not None and (cfg_name, sim) not in DEFAULT
+            and not request.config.getoption("--run-slow")):
+        pytest.skip(f"router {cfg_name} on {sim} runs with --run-slow")
     cfg = CONFIGS[cfg_name]
     build = build_root / f"router-{cfg_name}-{sim}"
     verilog = build / "rtl" / "wafertile_router.v"
@@ -46,7 +51,7 @@ def test_every_rectangle(request, sim_env, build_root, cfg_name, pos):
     """Every rectangle x exit x VC on every input, with random backpressure on every output."""
     run(build_root, sim_env, cfg_name, "every_rectangle",
         {"WAFERTILE_POS": pos, "WAFERTILE_SEED": str(seed_for(request)),
-         "WAFERTILE_BACKPRESSURE": "0.3"})
+         "WAFERTILE_BACKPRESSURE": "0.3"}, request)
 
 
 @pytest.mark.parametrize("cfg_name", CONFIGS)
@@ -55,7 +60,7 @@ def test_random(request, sim_env, build_root, cfg_name, load, backpressure):
     run(build_root, sim_env, cfg_name, "random_traffic",
         {"WAFERTILE_POS": "1,1", "WAFERTILE_SEED": str(seed_for(request)),
          "WAFERTILE_LOAD": str(load), "WAFERTILE_BACKPRESSURE": str(backpressure),
-         "WAFERTILE_FLITS": "200"})
+         "WAFERTILE_FLITS": "200"}, request)
 
 
 @pytest.mark.parametrize("pos", ["1,1", "0,2"])
