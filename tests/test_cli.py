@@ -113,8 +113,9 @@ def test_console_script_version():
     assert proc.stdout.startswith("wafertile ")
 
 
-def test_lint_core_clean(capsys):
-    assert main(["lint", "--block", "core"]) == 0
+@pytest.mark.parametrize("block", ["core", "router", "tile", "array"])
+def test_lint_clean(capsys, block):
+    assert main(["lint", "--block", block, "--rows", "2", "--cols", "3"]) == 0
     assert "is clean" in capsys.readouterr().out
 
 
