@@ -142,13 +142,33 @@ def describe(layout: data.StructLayout) -> list[dict[str, Any]]:
     return out
 
 
-def _lookup(values: Mapping[str, Any], dotted: str) -> Any:
+def _lookup(values: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     node: Any = values
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
+    for part in path:
+        try:
+            node = node[part]
+        except (KeyError, TypeError, IndexError):
             return 0
-        node = node[part]
     return node
+
+
+# id(layout) -> (layout, leaves); the layout is kept so that its id is never reused.
+_LEAVES: dict[int, tuple[data.StructLayout, list]] = {}
+
+
+def _leaves(layout: data.StructLayout) -> list[tuple[str, Any, int, Shape, int, int, tuple]]:
+    """(name, shape, offset, plain shape, min, max, path) of every leaf field, computed once
+    per layout object (packing is on the host's hot path: one call per flit)."""
+    cached = _LEAVES.get(id(layout))
+    if cached is None:
+        out = []
+        for name, shape, offset in _fields(layout):
+            plain = _plain(shape)
+            lo = -(1 << (plain.width - 1)) if plain.signed else 0
+            hi = (1 << (plain.width - 1)) - 1 if plain.signed else (1 << plain.width) - 1
+            out.append((name, shape, offset, plain, lo, hi, tuple(name.split("."))))
+        cached = _LEAVES[id(layout)] = (layout, out)
+    return cached[1]
 
 
 def pack(layout: data.StructLayout, values: Mapping[str, Any]) -> int:
@@ -159,12 +179,11 @@ def pack(layout: data.StructLayout, values: Mapping[str, Any]) -> int:
     ValueError
         If a value does not fit its field (nothing is truncated), or a key names no field.
     """
-    known = {name for name, _, _ in _fields(layout)}
-    _check_keys(values, known, "")
+    leaves = _leaves(layout)
+    _check_keys(values, {leaf[0] for leaf in leaves}, "")
     word = 0
-    for name, shape, offset in _fields(layout):
-        value = _lookup(values, name)
-        plain = _plain(shape)
+    for name, shape, offset, plain, lo, hi, path in leaves:
+        value = _lookup(values, path)
         if _is_enum(shape):
             if isinstance(value, str):
                 try:
@@ -178,8 +197,6 @@ def pack(layout: data.StructLayout, values: Mapping[str, Any]) -> int:
                 value = operator.index(value)  # numpy integers; never a float, never rounded
             except TypeError:
                 raise ValueError(f"flit field {name!r} must be an integer, not {value!r}") from None
-        lo = -(1 << (plain.width - 1)) if plain.signed else 0
-        hi = (1 << (plain.width - 1)) - 1 if plain.signed else (1 << plain.width) - 1
         if not lo <= value <= hi:
             kind = "signed" if plain.signed else "unsigned"
             raise ValueError(f"flit field {name!r} must be from {lo} to {hi} "
@@ -191,7 +208,7 @@ def pack(layout: data.StructLayout, values: Mapping[str, Any]) -> int:
 def _check_keys(values: Mapping[str, Any], known: set[str], prefix: str) -> None:
     for key, value in values.items():
         full = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if type(value) is dict or (not isinstance(value, int) and isinstance(value, Mapping)):
             _check_keys(value, known, f"{full}.")
         elif full not in known:
             raise ValueError(f"flit has no field {full!r} (fields: {', '.join(sorted(known))})")
@@ -200,8 +217,7 @@ def _check_keys(values: Mapping[str, Any], known: set[str], prefix: str) -> None
 def unpack(layout: data.StructLayout, word: int) -> dict[str, Any]:
     """Unpack an integer into nested field values (enum fields become members)."""
     out: dict[str, Any] = {}
-    for name, shape, offset in _fields(layout):
-        plain = _plain(shape)
+    for name, shape, offset, plain, _, _, _ in _leaves(layout):
         value = (word >> offset) & ((1 << plain.width) - 1)
         if plain.signed and value >> (plain.width - 1):
             value -= 1 << plain.width
