@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from amaranth.lib import wiring
+
 from ..config import Config
 
-__all__ = ["check_config"]
+__all__ = ["ConfiguredComponent", "check_config"]
 
 
 def check_config(component: object, config: object) -> Config:
@@ -17,3 +19,19 @@ def check_config(component: object, config: object) -> Config:
         component._MustUse__silence = True
         raise TypeError(f"{type(component).__name__} config must be a Config, not {config!r}")
     return config
+
+
+class ConfiguredComponent(wiring.Component):
+    """A component made from a :class:`Config`, which it keeps read-only as ``config``.
+
+    Subclasses check the config (:func:`check_config`) before deriving their members from it,
+    then call ``super().__init__(config, members)``.
+    """
+
+    def __init__(self, config: Config, members: dict[str, wiring.Member]):
+        self._config = check_config(self, config)
+        super().__init__(members)
+
+    @property
+    def config(self) -> Config:
+        return self._config

@@ -18,11 +18,10 @@ Top-level ports (link protocol of :func:`~wafertile.hdl.router.link_signature`):
 from __future__ import annotations
 
 from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal, Shape, Signal
-from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import Config
-from ._util import check_config
+from ._util import ConfiguredComponent, check_config
 from .flit import flit_layout
 from .router import PORTS, link_signature
 
@@ -44,7 +43,7 @@ def edge_ports(config: Config) -> list[tuple[str, int, int, str]]:
     return out
 
 
-class Array(wiring.Component):
+class Array(ConfiguredComponent):
     """``config.rows`` x ``config.cols`` tiles (instances of ``wafertile_tile``), linked.
 
     See the module documentation for the ports. The tile module itself must be emitted beside
@@ -52,21 +51,17 @@ class Array(wiring.Component):
     """
 
     def __init__(self, config: Config):
-        self._config = check_config(self, config)
+        check_config(self, config)
         members = {}
         for name, *_ in edge_ports(config):
             members[f"{name}_in"] = In(link_signature(config))
             members[f"{name}_out"] = Out(link_signature(config))
         n = config.rows * config.cols
         members.update({"mac_done": Out(n), "mac_skipped": Out(n), "error": Out(n)})
-        super().__init__(members)
-
-    @property
-    def config(self) -> Config:
-        return self._config
+        super().__init__(config, members)
 
     def elaborate(self, platform):
-        cfg = self._config
+        cfg = self.config
         m = Module()
         width = Shape.cast(flit_layout(cfg)).width
         edges = {(x, y, d): name for name, x, y, d in edge_ports(cfg)}

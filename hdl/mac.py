@@ -7,7 +7,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import Config, Overflow
-from ._util import check_config
+from ._util import ConfiguredComponent, check_config
 from .flit import Opcode, payload_layout
 from .sram import SramBank, bank_ports
 
@@ -25,7 +25,7 @@ def _core_ports(config: Config) -> dict[str, wiring.Member]:
     }
 
 
-class MacCore(wiring.Component):
+class MacCore(ConfiguredComponent):
     """Executes operation flits against an :class:`~wafertile.hdl.sram.SramBank`.
 
     Pipeline (one flit accepted per cycle, three stages)::
@@ -85,18 +85,14 @@ class MacCore(wiring.Component):
     """
 
     def __init__(self, config: Config):
-        self._config = check_config(self, config)
+        check_config(self, config)
         ports = _core_ports(config)
         ports.update({name: member.flip() for name, member in bank_ports(config).items()})
-        super().__init__(ports)
-
-    @property
-    def config(self) -> Config:
-        return self._config
+        super().__init__(config, ports)
 
     def elaborate(self, platform):
         m = Module()
-        cfg = self._config
+        cfg = self.config
         dw, aw = cfg.data_width, cfg.acc_width
         layout = payload_layout(cfg)
 
@@ -206,7 +202,7 @@ class MacCore(wiring.Component):
         return m
 
 
-class TileCore(wiring.Component):
+class TileCore(ConfiguredComponent):
     """The compute part of a tile: a :class:`MacCore` wired to its :class:`SramBank`.
 
     Same stream interface, latency and backpressure behaviour as :class:`MacCore`; the memory
@@ -214,17 +210,13 @@ class TileCore(wiring.Component):
     """
 
     def __init__(self, config: Config):
-        self._config = check_config(self, config)
-        super().__init__(_core_ports(config))
-
-    @property
-    def config(self) -> Config:
-        return self._config
+        check_config(self, config)
+        super().__init__(config, _core_ports(config))
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mac = mac = MacCore(self._config)
-        m.submodules.sram = sram = SramBank(self._config)
+        m.submodules.mac = mac = MacCore(self.config)
+        m.submodules.sram = sram = SramBank(self.config)
         for name in ("act_r", "act_w", "acc_r", "acc_w"):
             wiring.connect(m, getattr(mac, name), getattr(sram, name))
         wiring.connect(m, wiring.flipped(self.i), mac.i)

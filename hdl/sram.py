@@ -8,7 +8,7 @@ from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
 
 from ..config import Config
-from ._util import check_config
+from ._util import ConfiguredComponent, check_config
 
 __all__ = ["SramBank"]
 
@@ -25,7 +25,7 @@ def bank_ports(config: Config) -> dict[str, wiring.Member]:
     }
 
 
-class SramBank(wiring.Component):
+class SramBank(ConfiguredComponent):
     """A tile's memory: an activation bank and an accumulator bank.
 
     Each bank is a simple dual-port memory (one synchronous read port, one write port), the
@@ -53,16 +53,12 @@ class SramBank(wiring.Component):
     """
 
     def __init__(self, config: Config):
-        self._config = check_config(self, config)
-        super().__init__(bank_ports(config))
-
-    @property
-    def config(self) -> Config:
-        return self._config
+        check_config(self, config)
+        super().__init__(config, bank_ports(config))
 
     def elaborate(self, platform):
         m = Module()
-        cfg = self._config
+        cfg = self.config
         m.submodules.act = act = Memory(shape=signed(cfg.data_width), depth=cfg.act_depth,
                                         init=[])
         m.submodules.acc = acc = Memory(shape=signed(cfg.acc_width), depth=cfg.acc_depth,

@@ -7,7 +7,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import Config
-from ._util import check_config
+from ._util import ConfiguredComponent, check_config
 from .flit import Exit
 from .mac import TileCore
 from .router import PORTS, Router, link_signature
@@ -34,7 +34,7 @@ def route_width(config: Config) -> int:
     return Shape.cast(route_layout(config)).width
 
 
-class Tile(wiring.Component):
+class Tile(ConfiguredComponent):
     """One tile of the array: a :class:`~wafertile.hdl.mac.TileCore` behind a
     :class:`~wafertile.hdl.router.Router`.
 
@@ -58,21 +58,17 @@ class Tile(wiring.Component):
     """
 
     def __init__(self, config: Config):
-        self._config = check_config(self, config)
+        check_config(self, config)
         members = {"x": In(unsigned(config.x_width)), "y": In(unsigned(config.y_width))}
         for p in PORTS[1:]:
             members[f"in_{p}"] = In(link_signature(config))
         for p in PORTS[1:]:
             members[f"out_{p}"] = Out(link_signature(config))
         members.update({"mac_done": Out(1), "mac_skipped": Out(1), "error": Out(1)})
-        super().__init__(members)
-
-    @property
-    def config(self) -> Config:
-        return self._config
+        super().__init__(config, members)
 
     def elaborate(self, platform):
-        cfg = self._config
+        cfg = self.config
         m = Module()
         m.submodules.router = router = Router(cfg)
         m.submodules.core = core = TileCore(cfg)
