@@ -33,8 +33,12 @@ def _config() -> Config:
 
 
 def make_layer(cfg: Config, rng: np.random.Generator, b: int, i: int, j: int, density: float,
-               extremes: bool = False):
-    """Random activations (10% zero) and weights of the given density, within data_width."""
+               extremes: bool = False, zero_lines: bool = False):
+    """Random activations (10% zero) and weights of the given density, within data_width.
+
+    ``zero_lines`` zeroes whole rows and columns: every third output row of W, every fourth
+    input column of W, and every third input column and the first batch row of X.
+    """
     lo, hi = cfg.data_min, cfg.data_max
     x = rng.integers(lo, hi + 1, (b, j))
     x[rng.random((b, j)) < 0.1] = 0
@@ -43,6 +47,11 @@ def make_layer(cfg: Config, rng: np.random.Generator, b: int, i: int, j: int, de
         x[:, ::2] = hi
         w[::2, :] = lo
     w[rng.random((i, j)) >= density] = 0
+    if zero_lines:
+        w[::3, :] = 0
+        w[:, ::4] = 0
+        x[:, ::3] = 0
+        x[0, :] = 0
     return x, w
 
 
@@ -133,7 +142,7 @@ async def layer(dut):
     backpressure = float(os.environ.get("WAFERTILE_BACKPRESSURE", "0"))
     rng = np.random.default_rng(seed)
     x, w = make_layer(cfg, rng, spec["B"], spec["I"], spec["J"], spec["density"],
-                      spec.get("extremes", False))
+                      spec.get("extremes", False), spec.get("zero_lines", False))
     program = compile_layer(cfg, x, w)
     await _reset(dut, cfg)
     got, stats = await play(dut, cfg, program, backpressure=backpressure, rng=Random(seed))

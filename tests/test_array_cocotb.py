@@ -21,6 +21,8 @@ CONFIGS = {
 LAYERS = {
     "dense": {"B": 2, "I": 6, "J": 8, "density": 1.0},
     "sparse10": {"B": 3, "I": 20, "J": 24, "density": 0.1},
+    "sparse1": {"B": 2, "I": 60, "J": 32, "density": 0.01},
+    "zero_lines": {"B": 3, "I": 15, "J": 24, "density": 0.5, "zero_lines": True},
     "uneven": {"B": 5, "I": 23, "J": 17, "density": 0.3},     # does not divide the array
     "zero": {"B": 2, "I": 8, "J": 8, "density": 0.0},
     "extremes": {"B": 2, "I": 12, "J": 16, "density": 0.5, "extremes": True},
