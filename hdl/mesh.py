@@ -19,11 +19,10 @@ link protocol (:func:`~wafertile.hdl.router.link_signature`).
 from __future__ import annotations
 
 from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal, Shape, Signal
-from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import Config
-from ._util import check_config
+from ._util import ConfiguredComponent, check_config
 from .flit import flit_layout
 from .router import PORTS, link_signature
 
@@ -53,7 +52,7 @@ def endpoint_name(x: int, y: int, port: str) -> str:
     return f"{port}_y{y}"
 
 
-class Mesh(wiring.Component):
+class Mesh(ConfiguredComponent):
     """``config.rows`` x ``config.cols`` routers (``wafertile_router`` instances), linked.
 
     Parameters
@@ -75,19 +74,15 @@ class Mesh(wiring.Component):
     """
 
     def __init__(self, config: Config):
-        self._config = check_config(self, config)
+        check_config(self, config)
         members = {}
         for ep in endpoints(config):
             members[f"{endpoint_name(*ep)}_in"] = In(link_signature(config))
             members[f"{endpoint_name(*ep)}_out"] = Out(link_signature(config))
-        super().__init__(members)
-
-    @property
-    def config(self) -> Config:
-        return self._config
+        super().__init__(config, members)
 
     def elaborate(self, platform):
-        cfg = self._config
+        cfg = self.config
         m = Module()
         width = Shape.cast(flit_layout(cfg)).width
         # One set of wires per router output: (x, y, port) -> (valid, flit, ready).

@@ -30,7 +30,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..config import Config
-from ._util import check_config
+from ._util import ConfiguredComponent, check_config
 from .flit import flit_layout
 
 __all__ = ["PORTS", "Router", "link_signature", "route_mask"]
@@ -79,7 +79,7 @@ def route_mask(config: Config, header, x, y, port: int) -> Value:
     return Mux(raw == 0, 1, raw)
 
 
-class Router(wiring.Component):
+class Router(ConfiguredComponent):
     """A 5-port single-flit mesh router with XY-tree multicast and ``num_vcs`` VCs.
 
     Parameters
@@ -114,20 +114,16 @@ class Router(wiring.Component):
     """
 
     def __init__(self, config: Config):
-        self._config = check_config(self, config)
+        check_config(self, config)
         members = {"x": In(unsigned(config.x_width)), "y": In(unsigned(config.y_width))}
         for p in PORTS:
             members[f"in_{p}"] = In(link_signature(config))
         for p in PORTS:
             members[f"out_{p}"] = Out(link_signature(config))
-        super().__init__(members)
-
-    @property
-    def config(self) -> Config:
-        return self._config
+        super().__init__(config, members)
 
     def elaborate(self, platform):
-        cfg = self._config
+        cfg = self.config
         m = Module()
         nv = cfg.num_vcs
         depth = cfg.buffer_depth
