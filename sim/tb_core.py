@@ -45,6 +45,17 @@ def _clear(cfg: Config) -> list[dict]:
              for a in range(cfg.acc_depth)])
 
 
+async def _reset(dut) -> None:
+    """Start the clock, hold reset for 3 cycles with both streams idle, release it."""
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    dut.i__valid.value = 0
+    dut.o__ready.value = 0
+    await ClockCycles(dut.clk, 3)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+
+
 async def _counter(dut, clk, counts):
     while True:
         await RisingEdge(clk)
@@ -58,13 +69,7 @@ async def _run(dut, flits, *, idle: float, backpressure: float, seed: int):
     cfg = _env_config()
     layout = payload_layout(cfg)
     clk = dut.clk
-    cocotb.start_soon(Clock(clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    dut.i__valid.value = 0
-    dut.o__ready.value = 0
-    await ClockCycles(clk, 3)
-    await FallingEdge(clk)
-    dut.rst.value = 0
+    await _reset(dut)
 
     # Clear at full speed; the clear's flits produce no output.
     clear = StreamDriver(dut, "i", clk)
@@ -166,13 +171,7 @@ async def zero_stream_never_stalls(dut):
              for a in range(200)]
     layout = payload_layout(cfg)
     clk = dut.clk
-    cocotb.start_soon(Clock(clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    dut.i__valid.value = 0
-    dut.o__ready.value = 0
-    await ClockCycles(clk, 3)
-    await FallingEdge(clk)
-    dut.rst.value = 0
+    await _reset(dut)
     counts = {"mac_done": 0, "mac_skipped": 0}
     cocotb.start_soon(_counter(dut, clk, counts))
     driver = StreamDriver(dut, "i", clk)
