@@ -130,6 +130,44 @@ def _cmd_lint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth(args: argparse.Namespace) -> int:
+    import json
+
+    from .synth.flow import run_synth
+
+    if args.board is not None:
+        from .synth.boards import board_config, build_board
+
+        if args.config is not None:
+            cfg = config_from_args(args)
+        else:  # the board's defaults (an array that fits it) under the flags
+            cfg = board_config(args.board, {r.name: getattr(args, r.name) for r in PARAMETERS
+                                            if getattr(args, r.name, None) is not None})
+
+        result = build_board(args.board, cfg, baud=args.baud, build_dir=args.build_dir,
+                             progress=(lambda msg: print(msg, file=sys.stderr)) if args.json
+                             else print)
+        if args.json:
+            print(json.dumps(result.as_json()))
+        else:
+            print(result.text())
+        return 0 if result.fits else 1
+    cfg = config_from_args(args)
+    try:
+        report = run_synth(args.block, cfg, args.target, freq=args.freq,
+                           build_dir=args.build_dir, seed=args.seed,
+                           progress=(lambda msg: print(msg, file=sys.stderr)) if args.json
+                           else print)
+    except ValueError as exc:
+        print(f"wafertile: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.as_json()))
+    else:
+        print(report.text())
+    return 0 if report.fits else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wafertile", description=_DESCRIPTION, epilog=_EPILOG,
@@ -193,6 +231,40 @@ def _parser() -> argparse.ArgumentParser:
                       help="what to lint (default core)")
     _add_config_flags(lint)
     lint.set_defaults(func=_cmd_lint)
+
+    from .synth.flow import TARGETS
+    synth = sub.add_parser(
+        "synth", help="FPGA resources and fmax (yosys + nextpnr from PyPI), or a bitstream",
+        description="Synthesize a block (default: the rows x cols array) with Yosys and place "
+                    "and route it with nextpnr, both the YoWASP builds from PyPI, and report "
+                    "LUTs, flip-flops, block RAMs, DSPs, their share of the device, fmax, "
+                    "and whether the design fits and meets --freq. ECP5 blocks are placed "
+                    "out of context (no pins); iCE40 blocks get a 4-pin I/O shell (see "
+                    "docs/fpga.md). With --board: the board top-level (array + UART bridge) "
+                    "and its bitstream. Tool logs stay in the build directory. Exit status 1 "
+                    "when the design does not fit.",
+        epilog="targets: " + "; ".join(f"{t.name}: {t.device}" for t in TARGETS.values()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    synth.add_argument("--target", choices=list(TARGETS), default="ecp5-85k",
+                       help="device (default ecp5-85k)")
+    synth.add_argument("--block", default="array", choices=_block_names(),
+                       help="what to synthesize (default array)")
+    synth.add_argument("--board", choices=["ulx3s-85f", "icebreaker"], default=None,
+                       help="build the board top-level (array + flit-over-UART bridge) into a "
+                            "bitstream (.bit for ULX3S, .bin for iCEBreaker) instead")
+    synth.add_argument("--baud", type=int, default=115200,
+                       help="serial rate of the board's UART bridge (default 115200)")
+    synth.add_argument("--freq", type=float, default=50.0, metavar="MHZ",
+                       help="clock frequency to place and route for (default 50)")
+    synth.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    synth.add_argument("--build-dir", type=Path, default=None, metavar="DIR",
+                       help="where the Verilog, netlists and logs go (default "
+                            "wafertile-synth/<block>-<rows>x<cols>-<target>-<hash>)")
+    synth.add_argument("--json", action="store_true",
+                       help="print one JSON object (keys target, luts, ffs, brams, dsps, fits, "
+                            "fmax_mhz, utilization, ...); progress goes to stderr")
+    _add_config_flags(synth)
+    synth.set_defaults(func=_cmd_synth)
     return parser
 
 

