@@ -79,6 +79,30 @@ def route_mask(config: Config, header, x, y, port: int) -> Value:
     return Mux(raw == 0, 1, raw)
 
 
+def _path(p: int, o: int) -> str:
+    """How a branch from input ``p`` reaches output ``o`` in the switch (see PATHS)."""
+    opposite = {_N: _S, _S: _N, _E: _W, _W: _E}
+    if o == _L:
+        return "D" if p in (_N, _S) else "TD"
+    if o in (_N, _S):
+        if p == opposite[o]:
+            return "direct"
+        return "D" if p == o else "T"
+    # east / west
+    if p in (_L, opposite[o]):
+        return "direct"
+    return "TD" if p == o else "D"
+
+
+#: ``PATHS[p][o]``: how a branch from input ``p`` reaches output ``o``:
+#: ``"direct"`` (the output's own multiplexer has input ``p``), ``"T"`` (through the turn
+#: stage, which has inputs L, E, W and feeds N and S), ``"D"`` (through the delivery stage,
+#: which has inputs N, S and T and feeds every output) or ``"TD"`` (T, then D).
+PATHS = tuple(tuple(_path(p, o) for o in range(5)) for p in range(5))
+T_INPUTS = (_L, _E, _W)
+D_INPUTS = (_N, _S)
+
+
 class Router(ConfiguredComponent):
     """A 5-port single-flit mesh router with XY-tree multicast and ``num_vcs`` VCs.
 
@@ -127,84 +151,211 @@ class Router(ConfiguredComponent):
         m = Module()
         nv = cfg.num_vcs
         depth = cfg.buffer_depth
+        abits = (depth - 1).bit_length()  # depth is a power of two
         layout = flit_layout(cfg)
         ins = [getattr(self, f"in_{p}") for p in PORTS]
         outs = [getattr(self, f"out_{p}") for p in PORTS]
+        # ready_by_vc[v]: bit o = output o's downstream VC v has room.
+        ready_by_vc = [Cat(outs[o].ready[v] for o in range(5)) for v in range(nv)]
 
-        heads = []      # (port, vc) -> flit value at the head
-        remaining = []  # (port, vc) -> Signal(5): outputs still to send the head on
-        pops = []       # (port, vc) -> (granted mask Signal(5), sent register)
+        data = []      # input p -> the flit at the head of its chosen VC (RAM read data)
+        request = []   # input p -> Signal(5): outputs its chosen head asks for this cycle
+        granted = []   # input p -> Signal(5): outputs that took its chosen head this cycle
         for p in range(5):
+            name = PORTS[p]
+            inp = ins[p]
+            # One LUT RAM per input holds every VC's FIFO: address = {vc, pointer}, so the
+            # choice of VC is the RAM's read address rather than a multiplexer.
+            buf = Memory(shape=layout, depth=nv * depth, init=[])
+            m.submodules[f"buf_{name}"] = buf
+            wr = buf.write_port()
+            rd = buf.read_port(domain="comb")
+            # The route mask is computed once, when the flit is written, and kept beside it
+            # in a small per-VC FIFO, so the allocator sees every VC's head mask.
+            mask_in = Signal(5, name=f"mask_in_{name}")
+            m.d.comb += mask_in.eq(route_mask(cfg, inp.flit.header, self.x, self.y, p))
+            in_vc = inp.flit.header.vc
+
+            wps, rps, rems, pushes, ptrs = [], [], [], [], []
             for v in range(nv):
-                name = f"{PORTS[p]}{v}"
-                mem = Memory(shape=layout, depth=depth, init=[])
-                m.submodules[f"buf_{name}"] = mem
-                wr = mem.write_port()
-                rd = mem.read_port(domain="comb")
-                wp = Signal(range(depth), name=f"wp_{name}")
-                rp = Signal(range(depth), name=f"rp_{name}")
-                count = Signal(range(depth + 1), name=f"count_{name}")
+                vname = f"{name}{v}"
+                # Pointers with one wrap bit: the occupancy is their difference (no counter).
+                wp = Signal(abits + 1, name=f"wp_{vname}")
+                rp = Signal(abits + 1, name=f"rp_{vname}")
+                count = Signal(range(depth + 1), name=f"count_{vname}")
+                m.d.comb += count.eq((wp - rp)[:abits + 1])
+                full = (wp[abits] != rp[abits]) & (wp[:abits] == rp[:abits])
                 # ready depends on state only: the upstream router may look at it freely.
-                m.d.comb += ins[p].ready[v].eq(count != depth)
-                push = Signal(name=f"push_{name}")
-                m.d.comb += [
-                    push.eq(ins[p].valid & (ins[p].flit.header.vc == v) & (count != depth)),
-                    wr.addr.eq(wp),
-                    wr.data.eq(ins[p].flit),
-                    wr.en.eq(push),
-                    rd.addr.eq(rp),
-                ]
-                head_valid = count != 0
-                mask = route_mask(cfg, rd.data.header, self.x, self.y, p)
-                sent = Signal(5, name=f"sent_{name}")
-                rem = Signal(5, name=f"rem_{name}")
-                m.d.comb += rem.eq(Mux(head_valid, mask, 0) & ~sent)
-                granted = Signal(5, name=f"granted_{name}")
-                pop = Signal(name=f"pop_{name}")
+                m.d.comb += inp.ready[v].eq(~full)
+                push = Signal(name=f"push_{vname}")
+                m.d.comb += push.eq(inp.valid & (in_vc == v) & ~full)
+                masks = Memory(shape=5, depth=depth, init=[])
+                m.submodules[f"mask_{vname}"] = masks
+                mwr = masks.write_port()
+                mrd = masks.read_port(domain="comb")
+                m.d.comb += [mwr.addr.eq(wp[:abits]), mwr.data.eq(mask_in), mwr.en.eq(push),
+                             mrd.addr.eq(rp[:abits])]
+                sent = Signal(5, name=f"sent_{vname}")
+                rem = Signal(5, name=f"rem_{vname}")
+                m.d.comb += rem.eq(Mux(wp != rp, mrd.data, 0) & ~sent)
+                wps.append(wp[:abits])
+                rps.append(rp[:abits])
+                ptrs.append((wp, rp))
+                rems.append((rem, sent, count))
+                pushes.append(push)
+
+            # Input stage of the allocator: one VC per input per cycle, round-robin among the
+            # VCs whose head has an unsent branch whose downstream VC has room.
+            eligible = Signal(nv, name=f"eligible_{name}")
+            m.d.comb += eligible.eq(Cat((rems[v][0] & ready_by_vc[v]) != 0 for v in range(nv)))
+            got = Signal(5, name=f"granted_{name}")
+            popped = Signal(name=f"popped_{name}")
+            pick = self._round_robin(m, eligible, nv, f"vc_{name}", advance=popped)
+            sel = Signal(range(nv), name=f"sel_{name}")
+            for v in range(nv):
+                with m.If(pick[v]):
+                    m.d.comb += sel.eq(v)
+            req = Signal(5, name=f"req_{name}")
+            m.d.comb += req.eq(reduce(lambda a, b: a | b, [
+                Mux(pick[v], rems[v][0] & ready_by_vc[v], 0) for v in range(nv)]))
+
+            m.d.comb += [
+                wr.addr.eq(Cat(reduce(lambda a, b: a | b, [
+                    Mux(in_vc == v, wps[v], 0) for v in range(nv)]), in_vc)),
+                wr.data.eq(inp.flit),
+                wr.en.eq(reduce(lambda a, b: a | b, pushes)),
+                rd.addr.eq(Cat(reduce(lambda a, b: a | b, [
+                    Mux(pick[v], rps[v], 0) for v in range(nv)]), sel)),
+            ]
+            pops = []
+            for v in range(nv):
+                rem, sent, count = rems[v]
                 # The head leaves when its last outstanding branch is sent this cycle.
-                m.d.comb += pop.eq(head_valid & ((rem & ~granted) == 0))
+                pop = Signal(name=f"pop_{name}{v}")
+                m.d.comb += pop.eq(pick[v] & (got != 0) & ((rem & ~got) == 0))
+                pops.append(pop)
+                wp, rp = ptrs[v]
                 with m.If(pop):
                     m.d.sync += [sent.eq(0), rp.eq(rp + 1)]
-                with m.Else():
-                    m.d.sync += sent.eq(sent | granted)
-                with m.If(push):
+                with m.Elif(pick[v]):
+                    m.d.sync += sent.eq(sent | got)
+                with m.If(pushes[v]):
                     m.d.sync += wp.eq(wp + 1)
-                m.d.sync += count.eq(count + push - pop)
-                heads.append((v, rd.data))
-                remaining.append(rem)
-                pops.append(granted)
+            m.d.comb += popped.eq(reduce(lambda a, b: a | b, pops))
+            data.append(rd.data)
+            request.append(req)
+            granted.append(got)
 
-        n = len(heads)
-        grants_by_input = [[] for _ in range(n)]
-        for o in range(5):
-            req = Signal(n, name=f"req_{PORTS[o]}")
-            m.d.comb += req.eq(reduce(
-                lambda a, b: a | b,
-                [(remaining[k][o] & outs[o].ready[heads[k][0]]) << k for k in range(n)]))
-            grant = self._round_robin(m, req, n, f"arb_{PORTS[o]}")
-            for k in range(n):
-                grants_by_input[k].append(grant[k])
+        # Switch: a turn stage T, a delivery stage D, then the five outputs (see PATHS).
+        def any_of(bits):
+            return reduce(lambda a, b: a | b, bits, Const(0))
+
+        def path_bits(p, kinds):
+            """Output mask of the branches of input ``p`` that take a path in ``kinds``."""
+            return sum(1 << o for o in range(5) if PATHS[p][o] in kinds)
+
+        def mux(grant, values):
+            return reduce(lambda a, b: a | b, [Mux(grant[k], val, 0)
+                                               for k, val in enumerate(values)])
+
+        # T: one flit per cycle from L, E or W that turns north/south, is delivered here, or
+        # (E/W) leaves by the edge port it came in on.
+        t_req = Signal(len(T_INPUTS), name="t_req")
+        m.d.comb += t_req.eq(Cat((request[p] & path_bits(p, ("T", "TD"))) != 0
+                                 for p in T_INPUTS))
+        t_ok = Signal(name="t_ok")
+        t_grant = self._round_robin(m, t_req, len(T_INPUTS), "arb_t", advance=t_ok)
+        t_wants = Signal(5, name="t_wants")     # branches T asks the N/S outputs for
+        t_wants_d = Signal(5, name="t_wants_d")  # branches T asks D for
+        m.d.comb += [
+            t_wants.eq(any_of(Mux(t_grant[k], request[p] & path_bits(p, ("T",)), 0)
+                              for k, p in enumerate(T_INPUTS))),
+            t_wants_d.eq(any_of(Mux(t_grant[k], request[p] & path_bits(p, ("TD",)), 0)
+                                for k, p in enumerate(T_INPUTS))),
+        ]
+        t_data = Signal(layout, name="t_data")
+        m.d.comb += t_data.eq(mux(t_grant, [data[p].as_value() for p in T_INPUTS]))
+
+        # D: one flit per cycle from N, S or T that is delivered here or leaves by an edge
+        # port it cannot reach directly.
+        d_srcs = [request[p] & path_bits(p, ("D",)) for p in D_INPUTS] + [t_wants_d]
+        d_req = Signal(len(d_srcs), name="d_req")
+        m.d.comb += d_req.eq(Cat(r != 0 for r in d_srcs))
+        d_ok = Signal(name="d_ok")
+        d_grant = self._round_robin(m, d_req, len(d_srcs), "arb_d", advance=d_ok)
+        d_wants = Signal(5, name="d_wants")
+        m.d.comb += d_wants.eq(any_of(Mux(d_grant[k], r, 0) for k, r in enumerate(d_srcs)))
+        d_data = Signal(layout, name="d_data")
+        m.d.comb += d_data.eq(mux(d_grant, [data[p].as_value() for p in D_INPUTS]
+                                  + [t_data.as_value()]))
+
+        # Outputs. Sources: "direct" inputs, T (N and S only) and D.
+        d_took = [Signal(name=f"d_took_{PORTS[o]}") for o in range(5)]
+        t_took = [Signal(name=f"t_took_{PORTS[o]}") for o in range(5)]
+        direct_took = [[Const(0)] * 5 for _ in range(5)]  # [input][output]
+        m.d.comb += [outs[_L].valid.eq(d_wants[_L]), outs[_L].flit.eq(d_data),
+                     d_took[_L].eq(d_wants[_L]), t_took[_L].eq(0)]
+        for o in range(1, 5):
+            direct = [p for p in range(5) if PATHS[p][o] == "direct"]
+            reqs = [request[p][o] for p in direct]
+            vals = [data[p].as_value() for p in direct]
+            use_t = o in (_N, _S)
+            if use_t:
+                reqs.append(t_wants[o])
+                vals.append(t_data.as_value())
+            reqs.append(d_wants[o])
+            vals.append(d_data.as_value())
+            req = Signal(len(reqs), name=f"req_out_{PORTS[o]}")
+            m.d.comb += req.eq(Cat(reqs))
+            grant = self._round_robin(m, req, len(reqs), f"arb_{PORTS[o]}")
+            for k, p in enumerate(direct):
+                direct_took[p][o] = grant[k]
             m.d.comb += [
+                t_took[o].eq(grant[len(direct)] if use_t else 0),
+                d_took[o].eq(grant[-1]),
                 outs[o].valid.eq(req != 0),
-                outs[o].flit.eq(reduce(lambda a, b: a | b, [
-                    Mux(grant[k], heads[k][1].as_value(), 0) for k in range(n)])),
+                outs[o].flit.eq(mux(grant, vals)),
             ]
-        for k in range(n):
-            m.d.comb += pops[k].eq(reduce(
-                lambda a, b: a | b, [grants_by_input[k][o] << o for o in range(5)]))
+        d_took_any = reduce(lambda a, b: a | b, d_took)
+        m.d.comb += [
+            d_ok.eq(d_took_any),
+            t_ok.eq(reduce(lambda a, b: a | b, t_took) | (d_grant[-1] & d_took_any)),
+        ]
+        t_took_v = Cat(t_took)
+        d_took_v = Cat(d_took)
+        for p in range(5):
+            bits = []
+            for o in range(5):
+                kind = PATHS[p][o]
+                if kind == "direct":
+                    bits.append(direct_took[p][o])
+                elif kind == "T":
+                    bits.append(t_grant[T_INPUTS.index(p)] & t_took_v[o])
+                elif kind == "TD":
+                    bits.append(t_grant[T_INPUTS.index(p)] & d_grant[-1] & d_took_v[o])
+                else:  # "D"
+                    bits.append(d_grant[D_INPUTS.index(p)] & d_took_v[o])
+            m.d.comb += granted[p].eq(Cat(bits))
         return m
 
     @staticmethod
-    def _round_robin(m: Module, req: Signal, n: int, name: str) -> Signal:
-        """One-hot grant among ``req``, starting after the last granted index (fair)."""
-        last = Signal(range(n), name=f"{name}_last", init=n - 1)
+    def _round_robin(m: Module, req: Signal, n: int, name: str, advance=None) -> Signal:
+        """One-hot grant among ``req``, starting after the last granted index (fair).
+
+        The pointer moves past the winner in every cycle with a grant, or only in the cycles
+        where ``advance`` is high if it is given.
+        """
+        grant = Signal(n, name=f"{name}_grant", attrs={"keep": 1})
+        if n == 1:
+            m.d.comb += grant.eq(req)
+            return grant
+        # prio: the indices after the last winner (none at reset: the lowest request wins).
+        prio = Signal(n, name=f"{name}_prio")
         above = Signal(n, name=f"{name}_above")
-        m.d.comb += above.eq(req & (Const((1 << n) - 1, n) << (last + 1))[:n])
+        m.d.comb += above.eq(req & prio)
         pick = Signal(n, name=f"{name}_pick")
         m.d.comb += pick.eq(Mux(above != 0, above, req))
-        grant = Signal(n, name=f"{name}_grant")
-        m.d.comb += grant.eq((pick & (~pick + 1))[:n])  # lowest set bit
-        for k in range(n):
-            with m.If(grant[k]):
-                m.d.sync += last.eq(k)
+        m.d.comb += grant.eq(Cat(pick[k] & ~pick[:k].any() for k in range(n)))  # lowest bit
+        with m.If((grant != 0) & (Const(1) if advance is None else advance)):
+            m.d.sync += prio.eq(Cat(grant[:k].any() for k in range(n)))
         return grant
