@@ -216,22 +216,19 @@ class HostBridge(ConfiguredComponent):
         with m.If(sent_status):
             m.d.sync += status_req.eq(0)
         vc = data.View(flit_layout(cfg), flit[:width]).header.vc
-        with m.FSM(name="rx_fsm"):
+        with m.FSM(name="rx_fsm") as rx_fsm:
             with m.State("SYNC"):
-                m.d.comb += fifo.r_en.eq(1)
                 with m.If(fifo.r_rdy):
                     with m.If(fifo.r_data == INJECT):
                         m.next = "ROW"
                     with m.Elif(fifo.r_data == STATUS_REQ):
                         m.d.sync += status_req.eq(1)
             with m.State("ROW"):
-                m.d.comb += fifo.r_en.eq(1)
                 with m.If(fifo.r_rdy):
                     m.d.sync += [row.eq(fifo.r_data), bad_row.eq(fifo.r_data >= rows),
                                  got.eq(0)]
                     m.next = "DATA"
             with m.State("DATA"):
-                m.d.comb += fifo.r_en.eq(1)
                 with m.If(fifo.r_rdy):
                     m.d.sync += [flit.eq(Cat(flit[8:], fifo.r_data)), got.eq(got + 1)]
                     with m.If(got == nbytes - 1):
@@ -239,15 +236,20 @@ class HostBridge(ConfiguredComponent):
             with m.State("HOLD"):
                 with m.If(bad_row):
                     m.d.sync += flags[1].eq(1)
-                    m.d.comb += injected.eq(1)  # the frame is consumed: credit it back
+                with m.If(injected):
                     m.next = "SYNC"
-                for r in range(rows):
-                    port = getattr(self, f"w_in_{r}")
-                    with m.If(~bad_row & (row == r)):
-                        m.d.comb += [port.valid.eq(1), port.flit.eq(flit[:width])]
-                        with m.If(port.ready.bit_select(vc, 1)):
-                            m.d.comb += injected.eq(1)
-                            m.next = "SYNC"
+        # The combinational outputs are plain expressions of the state, not assignments inside
+        # the FSM: a Verilog `always @*` whose inputs never change after time 0 would never be
+        # evaluated by Icarus, leaving its outputs undefined.
+        in_hold = rx_fsm.ongoing("HOLD")
+        row_ready = Cat(getattr(self, f"w_in_{r}").ready.bit_select(vc, 1) for r in range(rows))
+        # A frame naming a missing row is consumed (and credited back) without injecting it.
+        m.d.comb += [fifo.r_en.eq(~in_hold),
+                     injected.eq(in_hold & (bad_row | row_ready.bit_select(row, 1)))]
+        for r in range(rows):
+            port = getattr(self, f"w_in_{r}")
+            m.d.comb += [port.valid.eq(in_hold & ~bad_row & (row == r)),
+                         port.flit.eq(flit[:width])]
 
         # Reply capture: one flit at a time, offering the slot to one row per cycle.
         held = Signal(width)
@@ -255,27 +257,26 @@ class HostBridge(ConfiguredComponent):
         full = Signal()
         turn = Signal(range(max(rows, 2)))
         took = Signal()
+        takes = []
         for r in range(rows):
             port = getattr(self, f"w_out_{r}")
             offer = ~full & (turn == r)
             m.d.comb += port.ready.eq(offer.replicate(cfg.num_vcs))
+            takes.append(offer & port.valid)
             with m.If(offer & port.valid):
-                m.d.comb += took.eq(1)
                 m.d.sync += [held.eq(port.flit), held_row.eq(r), full.eq(1)]
+        m.d.comb += took.eq(Cat(takes).any())
         with m.If(~full & ~took):
             m.d.sync += turn.eq(Mux(turn == rows - 1, 0, turn + 1))
 
         # Transmitter: acknowledgements first, then the status word, then a reply frame.
         out = Signal(8 * (nbytes + 2))
         left = Signal(range(nbytes + 3))
-        with m.FSM(name="tx_fsm"):
+        with m.FSM(name="tx_fsm") as tx_fsm:
             with m.State("IDLE"):
                 with m.If(acks != 0):
-                    m.d.comb += [utx.data.eq(ACK), utx.valid.eq(1)]
-                    with m.If(utx.ready):
-                        m.d.comb += sent_ack.eq(1)
+                    pass  # the ACK byte goes out (below)
                 with m.Elif(status_req):
-                    m.d.comb += sent_status.eq(1)
                     m.d.sync += [out.eq(Cat(Const(STATUS, 8), count,
                                             Cat(self.error.any(), flags[1:]), Const(0, 5))),
                                  left.eq(6)]
@@ -286,9 +287,13 @@ class HostBridge(ConfiguredComponent):
                                  left.eq(nbytes + 2), full.eq(0)]
                     m.next = "SEND"
             with m.State("SEND"):
-                m.d.comb += [utx.data.eq(out[:8]), utx.valid.eq(1)]
                 with m.If(utx.ready):
                     m.d.sync += [out.eq(out >> 8), left.eq(left - 1)]
                     with m.If(left == 1):
                         m.next = "IDLE"
+        in_idle, in_send = tx_fsm.ongoing("IDLE"), tx_fsm.ongoing("SEND")
+        m.d.comb += [utx.valid.eq((in_idle & (acks != 0)) | in_send),
+                     utx.data.eq(Mux(in_send, out[:8], ACK)),
+                     sent_ack.eq(in_idle & (acks != 0) & utx.ready),
+                     sent_status.eq(in_idle & (acks == 0) & status_req)]
         return m

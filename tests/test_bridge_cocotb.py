@@ -1,0 +1,79 @@
+"""The board design's flit-over-UART bridge, through its serial pins, against numpy.
+
+The host side is :func:`wafertile.device.drive`, the code ``wafertile run --device`` uses.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from amaranth.hdl import Signal  # noqa: F401  (Amaranth must import before the tests run)
+
+from wafertile import Config
+from wafertile.hdl.uart import HostBridge, UartRx, UartTx, flit_bytes, window
+from wafertile.sim.runner import run_cocotb
+from wafertile.synth.boards import bridge_verilog
+
+from .conftest import seed_for
+
+CFG = Config(rows=2, cols=2, data_width=8, acc_width=16, act_depth=32, acc_depth=16)
+DIVISOR = 6  # clock cycles per bit: fast in simulation, the same logic as 217 at 25 MHz
+
+LAYERS = {
+    "sparse": {"B": 3, "I": 7, "J": 9, "density": 0.4},
+    "extremes": {"B": 2, "I": 5, "J": 6, "density": 1.0, "extremes": True},
+}
+
+
+def _build(build_root, sim):
+    build = build_root / f"bridge-{sim}"
+    build.mkdir(parents=True, exist_ok=True)
+    path = build / "wafertile_bridge_top.v"
+    text = bridge_verilog(CFG, DIVISOR)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return build, [path]
+
+
+def _env(**extra):
+    env = {"WAFERTILE_CONFIG": json.dumps(CFG.as_dict()), "WAFERTILE_DIVISOR": str(DIVISOR)}
+    env.update(extra)
+    return env
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_layer_through_uart(request, sim_env, build_root, layer):
+    if sim_env == "verilator" and layer != "sparse" and not request.config.getoption("--run-slow"):
+        pytest.skip("long regression: the default run samples Verilator; use --run-slow")
+    build, sources = _build(build_root, sim_env)
+    run_cocotb(sim=sim_env, sources=sources, top="wafertile_bridge_top",
+               test_module="wafertile.sim.tb_bridge", build_dir=build, testcase="layer",
+               extra_env=_env(WAFERTILE_SEED=str(seed_for(request)),
+                              WAFERTILE_LAYER=json.dumps(LAYERS[layer])))
+
+
+def test_bad_frames(sim_env, build_root):
+    build, sources = _build(build_root, sim_env)
+    run_cocotb(sim=sim_env, sources=sources, top="wafertile_bridge_top",
+               test_module="wafertile.sim.tb_bridge", build_dir=build, testcase="bad_frames",
+               extra_env=_env())
+
+
+@pytest.mark.parametrize("cls", [UartRx, UartTx])
+@pytest.mark.parametrize("divisor", [0, 3, 8.5, "217"])
+def test_bad_divisor(cls, divisor):
+    with pytest.raises(ValueError, match="divisor"):
+        cls(divisor)
+
+
+def test_bridge_rejects_bad_config():
+    with pytest.raises(TypeError, match="HostBridge config must be a Config"):
+        HostBridge({"rows": 2}, 8)
+
+
+def test_window_never_overruns_the_fifo():
+    # window frames of (2 + flit bytes) each fit the 64-byte receive FIFO.
+    for cfg in (CFG, Config(rows=8, cols=8, data_width=16, acc_width=32)):
+        assert window(cfg) * (flit_bytes(cfg) + 2) <= 64
+        assert window(cfg) >= 1
