@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import Config
@@ -112,7 +112,8 @@ class _BoardTop(Elaboratable):
         m = Module()
         # Our own sync domain on the board clock, held in reset for 255 cycles after
         # configuration (the ULX3S platform's default domain has no reset; the tiles want one).
-        clk = platform.request(platform.default_clk, 0)
+        m.submodules.clk_buf = clk = io.Buffer("i", platform.request(platform.default_clk, 0,
+                                                                      dir="-"))
         m.domains.por = ClockDomain(reset_less=True, local=True)
         m.domains.sync = ClockDomain()
         m.d.comb += [ClockSignal("por").eq(clk.i), ClockSignal("sync").eq(clk.i)]
@@ -122,9 +123,14 @@ class _BoardTop(Elaboratable):
         m.d.comb += ResetSignal("sync").eq(hold != 0)
         divisor = round(platform.default_clk_frequency / self.baud)
         m.submodules.top = top = BridgeTop(self.config, divisor)
-        uart = platform.request("uart", 0)
-        m.d.comb += [top.rx.eq(uart.rx.i), uart.tx.o.eq(top.tx)]
-        leds = [platform.request("led", i) for i in range(2)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx_buf = rx = io.Buffer("i", uart.rx)
+        m.submodules.tx_buf = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx)]
+        leds = []
+        for i in range(2):
+            m.submodules[f"led{i}"] = led = io.Buffer("o", platform.request("led", i, dir="-"))
+            leds.append(led)
         visible = int(platform.default_clk_frequency // 10)  # 100 ms
         stretch = Signal(range(visible + 1))
         with m.If(top.mac_any):

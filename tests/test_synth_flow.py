@@ -1,0 +1,100 @@
+"""``wafertile synth``: place-and-route reports, the fit check, board bitstreams, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wafertile import Config
+from wafertile.cli import main
+from wafertile.synth.flow import TARGETS, io_shell, run_synth
+
+pytestmark = pytest.mark.synth
+
+KEYS = {"target", "luts", "ffs", "brams", "dsps", "fits", "fmax_mhz", "utilization"}
+
+
+def test_mac_on_up5k(tmp_path):
+    report = run_synth("mac", Config(data_width=8, acc_width=24), "ice40-up5k",
+                       build_dir=tmp_path / "b", progress=None)
+    assert report.fits and report.dsps == 1, report
+    assert 0 < report.luts < TARGETS["ice40-up5k"].luts
+    assert report.fmax_mhz and report.fmax_mhz > 10
+    assert report.utilization["dsps"] == pytest.approx(1 / 8)
+    assert (tmp_path / "b" / "nextpnr.log").exists() and (tmp_path / "b" / "yosys.log").exists()
+    assert report.critical_path and report.critical_path["delay_ns"] > 0
+    assert "FITS" in report.text()
+
+
+def test_core_on_ecp5_out_of_context(tmp_path):
+    report = run_synth("core", Config(), "ecp5-25k", build_dir=tmp_path, progress=None)
+    # SRAM bank in block RAM, multiplier in a DSP, nothing added for pins.
+    assert (report.brams, report.dsps, report.fits) == (2, 1, True), report
+    assert report.ffs < 400
+    assert report.shell_ffs == 0
+
+
+def test_does_not_fit_is_said_plainly(tmp_path, capsys):
+    # 8192 x 16 activations need 32 SB_RAM40_4K; the UP5K has 30.
+    rc = main(["synth", "--block", "sram", "--target", "ice40-up5k", "--act-depth", "8192",
+               "--acc-depth", "16", "--json", "--build-dir", str(tmp_path)])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 1
+    assert set(out) >= KEYS
+    assert out["fits"] is False and out["brams"] > 30
+    assert "does not fit" in out["message"] and "brams" in out["message"]
+
+
+def test_cli_json_keys(tmp_path, capsys):
+    rc = main(["synth", "--block", "mac", "--target", "ice40-up5k", "--data-width", "8",
+               "--acc-width", "24", "--json", "--build-dir", str(tmp_path)])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)   # stdout is only the JSON object
+    assert rc == 0 and set(out) >= KEYS and out["fits"] is True
+    assert out["target"] == "ice40-up5k"
+    assert "yosys" in captured.err    # progress goes to stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--freq", "0"], "--freq must be a positive"),
+    (["--freq", "-5"], "--freq must be a positive"),
+])
+def test_bad_arguments(argv, message, capsys):
+    assert main(["synth", "--block", "mac", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_target_is_rejected(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["synth", "--target", "xc7a35t"])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_io_shell_feeds_every_port():
+    text = ("module top(clk, rst, a, b, y);\n  input clk;\n  input rst;\n"
+            "  input [3:0] a;\n  input b;\n  output [2:0] y;\nendmodule\n")
+    shell, nin, nout = io_shell(text, "top")
+    assert (nin, nout) == (5, 3)
+    assert ".a(chain[3:0])" in shell and ".b(chain[4:4])" in shell
+    assert ".y(outs[2:0])" in shell and "sout <= ^outs" in shell
+
+
+def test_icebreaker_bitstream(tmp_path):
+    from wafertile.synth.boards import board_config, build_board
+    result = build_board("icebreaker", board_config("icebreaker", {}), build_dir=tmp_path,
+                         progress=None)
+    assert result.fits, result.message
+    assert result.bitstream and result.bitstream.endswith(".bin")
+    assert (tmp_path / "wafertile_icebreaker.bin").stat().st_size > 100_000
+    assert result.dsps == 1 and result.brams >= 1
+
+
+@pytest.mark.slow
+def test_ulx3s_bitstream(tmp_path):
+    from wafertile.synth.boards import build_board
+    result = build_board("ulx3s-85f", Config(rows=2, cols=2), build_dir=tmp_path, progress=None)
+    assert result.fits, result.message
+    assert result.bitstream and result.bitstream.endswith(".bit")
+    assert result.dsps == 4 and result.brams >= 8
