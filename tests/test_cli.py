@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from wafertile.cli import main
-from wafertile.config import PARAMETERS
+from wafertile.config import PARAMETERS, Config
 
 
 def test_generate_core(tmp_path, capsys):
@@ -62,9 +62,9 @@ def test_generate_array_default(tmp_path):
     assert "- wafertile_array.v" in core
 
 
-@pytest.mark.slow
 def test_array_module_count_does_not_grow(tmp_path):
-    """32 x 32 has the same module definitions as 4 x 4: the tile is emitted once."""
+    """32 x 32 has the same module definitions as 4 x 4: the tile is emitted once (and the
+    array top is written as text, so this takes seconds)."""
     assert main(["generate", "--rows", "4", "--cols", "4", "-o", str(tmp_path / "a")]) == 0
     assert main(["generate", "--rows", "32", "--cols", "32", "-o", str(tmp_path / "b")]) == 0
     small = _modules(tmp_path / "a" / "wafertile_array.v")
@@ -124,3 +124,21 @@ def test_lint_reports_findings(monkeypatch, capsys):
     monkeypatch.setattr("wafertile.sim.runner.LINT_WAIVERS", {})
     assert main(["lint", "--block", "sram"]) == 1
     assert "%Warning" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 1), (2, 3), (4, 4)])
+def test_array_text_matches_amaranth_ports(rows, cols):
+    """The array top written as text has exactly the ports (names, directions, widths) of the
+    Amaranth Array component that the board designs use."""
+    from amaranth.back import verilog
+
+    from wafertile.hdl.array import Array
+    from wafertile.hdl.generate import verilog_text
+    from wafertile.synth.flow import _ports
+
+    cfg = Config(rows=rows, cols=cols)
+    text = verilog_text("array", cfg)
+    amaranth_text = verilog.convert(Array(cfg), name="wafertile_array", emit_src=False)
+    assert sorted(_ports(text, "wafertile_array")) == \
+        sorted(_ports(amaranth_text, "wafertile_array"))
+    assert text.count("wafertile_tile tile_x") == rows * cols
