@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from amaranth.lib import wiring
 
 from ..config import Config
 
-__all__ = ["ConfiguredComponent", "check_config"]
+__all__ = ["ConfiguredComponent", "check_config", "verilog_ports"]
 
 
 def check_config(component: object, config: object) -> Config:
@@ -35,3 +37,13 @@ class ConfiguredComponent(wiring.Component):
     @property
     def config(self) -> Config:
         return self._config
+
+
+def verilog_ports(text: str, module: str) -> list[tuple[str, str, int]]:
+    """(direction, name, width) of the ports of ``module`` in Amaranth/Yosys Verilog ``text``
+    (one ``input``/``output`` declaration per line, as Yosys writes them)."""
+    start = text.index(f"module {module}(")
+    body = text[start:text.index("endmodule", start)]
+    return [(m.group(1), m.group(3), int(m.group(2)) + 1 if m.group(2) else 1)
+            for m in re.finditer(r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?"
+                                 r"(?:\[(\d+):0\]\s*)?\\?([\w$.]+)\s*;", body, re.M)]

@@ -21,7 +21,7 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal, Shap
 from amaranth.lib.wiring import In, Out
 
 from ..config import Config
-from ._util import ConfiguredComponent, check_config
+from ._util import ConfiguredComponent, check_config, verilog_ports
 from .flit import flit_layout
 from .router import PORTS, link_signature
 
@@ -110,13 +110,7 @@ def array_verilog(config: Config, tile_verilog: str) -> str:
     instances of a 32 x 32 array, this takes a fraction of a second. ``tile_verilog`` is the
     tile module's Verilog (its port list decides which ports are connected).
     """
-    import re
-
-    start = tile_verilog.index(f"module {TILE_MODULE}(")
-    body = tile_verilog[start:tile_verilog.index("endmodule", start)]
-    tile_ports = {m.group(3): (m.group(1), int(m.group(2)) + 1 if m.group(2) else 1)
-                  for m in re.finditer(r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?"
-                                       r"(?:\[(\d+):0\]\s*)?([\w$]+)\s*;", body, re.M)}
+    tile_ports = {name: (d, w) for d, name, w in verilog_ports(tile_verilog, TILE_MODULE)}
     width = Shape.cast(flit_layout(config)).width
     nv, n = config.num_vcs, config.rows * config.cols
 

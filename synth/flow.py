@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
+from ..hdl._util import verilog_ports
 from ..sim.toolchain import ToolError
 
 __all__ = ["TARGETS", "SynthReport", "Target", "run_synth", "tool"]
@@ -171,23 +172,12 @@ def estimate(cells: dict[str, int], family: str) -> dict[str, int]:
             "dsps": cells.get("SB_MAC16", 0)}
 
 
-def _ports(text: str, top: str) -> list[tuple[str, str, int]]:
-    """(direction, name, width) of the ports of module ``top`` in Amaranth's Verilog."""
-    start = text.index(f"module {top}(")
-    body = text[start:text.index("endmodule", start)]
-    out = []
-    for m in re.finditer(r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?(?:\[(\d+):0\]\s*)?"
-                         r"\\?([\w$.]+)\s*;", body, re.M):
-        out.append((m.group(1), m.group(3), int(m.group(2)) + 1 if m.group(2) else 1))
-    return out
-
-
 def io_shell(text: str, top: str) -> tuple[str, int, int]:
     """Verilog of :data:`SHELL_TOP` around ``top``; returns (verilog, input bits, output bits).
 
     Ports ``clk``, ``rst``, ``sin`` (shift-register input) and ``sout`` (XOR of all outputs).
     """
-    ports = [p for p in _ports(text, top) if p[1] not in ("clk", "rst")]
+    ports = [p for p in verilog_ports(text, top) if p[1] not in ("clk", "rst")]
     nin = sum(w for d, _, w in ports if d == "input")
     nout = sum(w for d, _, w in ports if d == "output")
     lines = [f"module {SHELL_TOP}(input clk, input rst, input sin, output reg sout);",

@@ -132,13 +132,13 @@ def test_array_text_matches_amaranth_ports(rows, cols):
     Amaranth Array component that the board designs use."""
     from amaranth.back import verilog
 
+    from wafertile.hdl._util import verilog_ports
     from wafertile.hdl.array import Array
     from wafertile.hdl.generate import verilog_text
-    from wafertile.synth.flow import _ports
 
     cfg = Config(rows=rows, cols=cols)
     text = verilog_text("array", cfg)
     amaranth_text = verilog.convert(Array(cfg), name="wafertile_array", emit_src=False)
-    assert sorted(_ports(text, "wafertile_array")) == \
-        sorted(_ports(amaranth_text, "wafertile_array"))
+    assert sorted(verilog_ports(text, "wafertile_array")) == \
+        sorted(verilog_ports(amaranth_text, "wafertile_array"))
     assert text.count("wafertile_tile tile_x") == rows * cols
