@@ -145,5 +145,6 @@ class CoreModel:
             out = self.step(flit)
             if out is not None:
                 self.result.outputs.append(out)
-                self.result.tags.append(int(flit.get("data", 0)) & ((1 << self.config.acc_width) - 1))
+                mask = (1 << self.config.acc_width) - 1
+                self.result.tags.append(int(flit.get("data", 0)) & mask)
         return self.result
