@@ -10,11 +10,12 @@ Ports are numbered as :class:`~wafertile.hdl.flit.Exit`: 0 = local, 1 = north, 2
   only offers a flit whose VC has room), with no combinational loop between neighbours. This
   is credit flow control with the credit counter kept at the receiver.
 
-Pipeline (one stage per router): a flit is written into its input VC buffer at a clock edge;
-in the next cycle, at the head of that buffer, its route is computed, every output arbitrates
-among the heads that want it and have room downstream, and the winners cross the switch
-straight into the next router's input buffer (or out of the fabric). Zero-load latency is
-therefore one cycle per router traversed, the source and destination routers included.
+Pipeline (one stage per router): a flit is written into its input buffer at a clock edge,
+with its route mask (computed from the header in the cycle it arrives) beside it. In the next
+cycle each input chooses one of its VC heads, the switch stages and outputs arbitrate, and the
+winners cross the switch straight into the next router's input buffer (or out of the fabric).
+Zero-load latency is therefore one cycle per router traversed, the source and destination
+routers included.
 
 See ``docs/router.md`` for the routing function, the multicast rule and why the fabric is
 deadlock-free.
@@ -81,26 +82,29 @@ def route_mask(config: Config, header, x, y, port: int) -> Value:
 
 def _path(p: int, o: int) -> str:
     """How a branch from input ``p`` reaches output ``o`` in the switch (see PATHS)."""
-    opposite = {_N: _S, _S: _N, _E: _W, _W: _E}
     if o == _L:
         return "D" if p in (_N, _S) else "TD"
-    if o in (_N, _S):
-        if p == opposite[o]:
-            return "direct"
-        return "D" if p == o else "T"
-    # east / west
-    if p in (_L, opposite[o]):
+    if o == _N:
+        return "direct" if p in (_S, _W) else "T"
+    if o == _S:
+        return "direct" if p in (_N, _E) else "T"
+    opposite = {_E: _W, _W: _E}[o]
+    if p in (_L, opposite):
         return "direct"
     return "TD" if p == o else "D"
 
 
 #: ``PATHS[p][o]``: how a branch from input ``p`` reaches output ``o``:
 #: ``"direct"`` (the output's own multiplexer has input ``p``), ``"T"`` (through the turn
-#: stage, which has inputs L, E, W and feeds N and S), ``"D"`` (through the delivery stage,
-#: which has inputs N, S and T and feeds every output) or ``"TD"`` (T, then D).
+#: stage, which feeds N and S), ``"D"`` (through the delivery stage, which has inputs N, S
+#: and T and feeds L, E and W) or ``"TD"`` (T, then D). See ``docs/router.md``.
 PATHS = tuple(tuple(_path(p, o) for o in range(5)) for p in range(5))
-T_INPUTS = (_L, _E, _W)
-D_INPUTS = (_N, _S)
+#: Inputs of the turn stage T and of the delivery stage D (besides T).
+T_INPUTS = tuple(p for p in range(5) if {"T", "TD"} & set(PATHS[p]))
+D_INPUTS = tuple(p for p in range(5) if "D" in PATHS[p])
+#: Outputs fed by T / by D.
+T_OUTPUTS = tuple(o for o in range(5) if any(PATHS[p][o] == "T" for p in range(5)))
+D_OUTPUTS = tuple(o for o in range(5) if any(PATHS[p][o] in ("D", "TD") for p in range(5)))
 
 
 class Router(ConfiguredComponent):
@@ -123,13 +127,16 @@ class Router(ConfiguredComponent):
 
     Behaviour
     ---------
-    Each input port has one FIFO of ``buffer_depth`` flits per VC (LUT RAM, asynchronous
-    read). A head flit may be forwarded on several outputs in the same cycle or in different
-    cycles; a mask records the branches already sent, and the flit leaves its buffer in the
-    cycle its last branch goes. Each output arbitrates round-robin among the (input, VC) heads
-    that want it and whose VC has room downstream, so every output moves one flit per cycle
-    and no head starves while its downstream buffer keeps draining. Flits with a VC number
-    ``>= num_vcs`` are never accepted.
+    Each input port has one LUT RAM holding a FIFO of ``buffer_depth`` flits per VC (address
+    ``{vc, pointer}``, asynchronous read), and a small LUT RAM per VC with the route mask of
+    every buffered flit. Each cycle an input sends the head of at most one VC (round-robin
+    among the VCs whose head has an unsent branch with room downstream); the turn stage, the
+    delivery stage and the outputs then arbitrate round-robin among the inputs (see
+    ``docs/router.md``). A head flit may be forwarded on several outputs in the same cycle or
+    in different cycles; a mask records the branches already sent, and the flit leaves its
+    buffer in the cycle its last branch goes. Arbiters move their pointer only past a winner
+    that was served, so no head starves while its downstream buffer keeps draining. Flits
+    with a VC number ``>= num_vcs`` are never accepted.
 
     Raises
     ------
@@ -299,20 +306,20 @@ class Router(ConfiguredComponent):
             direct = [p for p in range(5) if PATHS[p][o] == "direct"]
             reqs = [request[p][o] for p in direct]
             vals = [data[p].as_value() for p in direct]
-            use_t = o in (_N, _S)
-            if use_t:
+            if o in T_OUTPUTS:
                 reqs.append(t_wants[o])
                 vals.append(t_data.as_value())
-            reqs.append(d_wants[o])
-            vals.append(d_data.as_value())
+            if o in D_OUTPUTS:
+                reqs.append(d_wants[o])
+                vals.append(d_data.as_value())
             req = Signal(len(reqs), name=f"req_out_{PORTS[o]}")
             m.d.comb += req.eq(Cat(reqs))
             grant = self._round_robin(m, req, len(reqs), f"arb_{PORTS[o]}")
             for k, p in enumerate(direct):
                 direct_took[p][o] = grant[k]
             m.d.comb += [
-                t_took[o].eq(grant[len(direct)] if use_t else 0),
-                d_took[o].eq(grant[-1]),
+                t_took[o].eq(grant[len(direct)] if o in T_OUTPUTS else 0),
+                d_took[o].eq(grant[-1] if o in D_OUTPUTS else 0),
                 outs[o].valid.eq(req != 0),
                 outs[o].flit.eq(mux(grant, vals)),
             ]
