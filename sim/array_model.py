@@ -1,11 +1,16 @@
 """Functional (untimed) model of the tile array running a :class:`~wafertile.stream.LayerProgram`.
 
 Each tile is a :class:`~wafertile.sim.model.CoreModel`. A flit injected at a west port is
-delivered to every tile of its rectangle; the order in which ports' flits interleave is drawn
-from a seeded generator (only the order within a port is guaranteed by the fabric, so the
-program must give the same result for every interleaving). Replies to the host are collected
-per west port. This checks the compiler's mapping without any RTL; the cocotb array
-regression checks the RTL against :func:`wafertile.stream.reference` the same way.
+delivered to every tile of its rectangle. A core's outputs (READ replies, SEND's ADD flits)
+go, in the order the core emits them, to the route carried in the request's ``data`` field
+(``route_layout``): a route with ``exit = WEST`` at ``x = 0`` is a reply to the host of that
+row, collected per west port; any other route (``exit = LOCAL``) is delivered to tile
+``(x, y)``'s core. The order in which the ports' flits and the tiles' outputs interleave is
+drawn from a seeded generator (only the order within one port, and within one tile's
+outputs, is guaranteed by the fabric, so the program must give the same result for every
+interleaving); a phase ends when every injection and every output has been delivered. This
+checks the compiler's mapping without any RTL; the cocotb array regression checks the RTL
+against :func:`wafertile.stream.reference` the same way.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import Config
-from ..hdl.flit import Opcode
+from ..hdl.flit import Exit, Opcode
 from ..stream import LayerProgram
 from .model import CoreModel
 
@@ -26,17 +31,33 @@ class ArrayModel:
         self.tiles = {(x, y): CoreModel(config) for y in range(config.rows)
                       for x in range(config.cols)}
         self.replies: dict[int, list[dict]] = {y: [] for y in range(config.rows)}
+        #: per tile, its outputs not yet delivered: (x, y, exit, flit), in emission order
+        self.outputs: dict[tuple[int, int], list[tuple[int, int, int, dict]]] = {}
 
     def deliver(self, flit: dict) -> None:
+        """Apply ``flit`` to every tile of its rectangle; queue the outputs they emit."""
         h = flit["header"]
-        cfg = self.config
         for y in range(h["y0"], h["y1"] + 1):
             for x in range(h["x0"], h["x1"] + 1):
-                out = self.tiles[x, y].step(flit["payload"])
-                if out is not None:
-                    tag = int(flit["payload"].get("data", 0)) & ((1 << cfg.acc_width) - 1)
-                    ry = (tag >> cfg.x_width) & ((1 << cfg.y_width) - 1)
-                    self.replies[ry].append(out)
+                self._step(x, y, flit["payload"])
+
+    def _step(self, x: int, y: int, payload: dict) -> None:
+        out = self.tiles[x, y].step(payload)
+        if out is not None:
+            cfg = self.config
+            tag = int(payload.get("data", 0)) & ((1 << cfg.acc_width) - 1)
+            rx = tag & ((1 << cfg.x_width) - 1)
+            ry = (tag >> cfg.x_width) & ((1 << cfg.y_width) - 1)
+            exit_ = (tag >> (cfg.x_width + cfg.y_width)) & 0b111
+            self.outputs.setdefault((x, y), []).append((rx, ry, exit_, out))
+
+    def _emit(self, rx: int, ry: int, exit_: int, out: dict) -> None:
+        if exit_ == Exit.WEST.value and rx == 0:
+            self.replies[ry].append(out)
+        else:
+            assert exit_ == Exit.LOCAL.value, \
+                f"output {out} routed out of the array by exit {exit_} at ({rx}, {ry})"
+            self._step(rx, ry, out)
 
     def run(self, program: LayerProgram, seed: int = 0) -> np.ndarray:
         rng = np.random.default_rng(seed)
@@ -48,11 +69,17 @@ class ArrayModel:
                 queues.setdefault(port, []).append(flit)
             for r in self.replies.values():
                 r.clear()
-            while queues:
-                port = list(queues)[int(rng.integers(len(queues)))]
-                self.deliver(queues[port].pop(0))
-                if not queues[port]:
-                    del queues[port]
+            self.outputs = {}
+            while True:
+                sources = [("port", q) for q in queues if queues[q]]
+                sources += [("tile", t) for t in self.outputs if self.outputs[t]]
+                if not sources:
+                    break
+                kind, key = sources[int(rng.integers(len(sources)))]
+                if kind == "port":
+                    self.deliver(queues[key].pop(0))
+                else:
+                    self._emit(*self.outputs[key].pop(0))
             collect_outputs(phase, self.replies, y_out)
         return y_out
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from wafertile import Config
+from wafertile.hdl.flit import Exit, Opcode
 from wafertile.sim.array_model import ArrayModel
-from wafertile.stream import LayerError, compile_layer, reference
+from wafertile.stream import LayerError, _route, compile_layer, reference
 
 from .conftest import seed_for
 
@@ -64,8 +65,9 @@ def test_columns_balanced():
 @pytest.mark.parametrize(("x_shape", "w_shape", "message"), [
     ((2, 8), (4, 9), "activations are 2 x 8 and weights 4 x 9: Y = X @ W.T needs the same "
                      "number of columns (J)"),
-    ((2, 40), (4, 40), "an activation row has 40 values (J) but a tile's activation bank holds "
-                       "act_depth = 32: the layer's activations do not fit"),
+    ((2, 129), (4, 129), "an activation row has 129 values (J) but a tile's activation bank "
+                         "holds act_depth = 32: the row needs 5 tiles of a row and the array "
+                         "has cols = 4, so the layer's activations do not fit"),
     ((2, 2, 2), (4, 2), "activations must be a 2-D integer array, not 3-D (shape (2, 2, 2))"),
 ])
 def test_rejects_bad_shapes(x_shape, w_shape, message):
@@ -83,3 +85,113 @@ def test_rejects_values_out_of_range():
         compile_layer(cfg, x, w)
     with pytest.raises(LayerError, match=r"^activations must be integers, not float64$"):
         compile_layer(cfg, np.zeros((2, 4)), np.zeros((3, 4), dtype=int))
+
+
+# (rows, cols, act_depth, acc_depth, B, I, J, density): K = ceil(J / act_depth) > 1.
+REDUCTION_CASES = {
+    "K2": (2, 4, 16, 16, 2, 12, 32, 0.3),
+    "K2_uneven_J": (3, 5, 16, 16, 3, 14, 27, 0.4),             # J not a multiple of K; 1 idle col
+    "K3": (3, 5, 16, 16, 3, 17, 40, 0.3),                      # J = 14 + 14 + 12; 2 idle cols
+    "K_eq_C": (2, 3, 16, 16, 2, 7, 47, 0.5),                   # one group: columns 1, 2 send
+    "K_eq_C_4": (2, 4, 16, 16, 2, 9, 61, 0.5),
+    "passes": (2, 4, 16, 16, 2, 70, 30, 0.3),                  # G = 2: 35 outputs, 3 passes
+    "passes_K3": (2, 4, 16, 16, 2, 40, 40, 0.3),               # G = 1: 40 outputs, 3 passes
+    "batch_groups": (2, 4, 16, 16, 5, 11, 33, 0.3),            # 3 batch groups
+    "passes_and_groups": (3, 5, 32, 16, 7, 50, 90, 0.2),     # K = 3, 4 passes, 3 groups
+    "all_zero": (2, 2, 16, 16, 2, 5, 20, 0.0),
+    "one_row_one_col_chunks": (1, 3, 16, 16, 2, 3, 33, 1.0),  # R = 1, K = C = 3
+}
+
+
+@pytest.mark.parametrize("case", REDUCTION_CASES)
+def test_reduction_matches_numpy(request, case):
+    """J over K tiles of a row: partial sums reduced with SEND/ADD on the functional model."""
+    rows, cols, act_depth, acc_depth, b, i, j, density = REDUCTION_CASES[case]
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    cfg = Config(rows=rows, cols=cols, data_width=8, acc_width=16, act_depth=act_depth,
+                 acc_depth=acc_depth)
+    x, w = _layer(rng, cfg, b, i, j, density)
+    k_chunks = -(-j // act_depth)
+    assert 1 < k_chunks <= cols
+    groups = -(-b // rows)
+    exact = x.astype(np.int64) @ w.astype(np.int64).T
+    wrapped = ((exact + (1 << 15)) % (1 << 16)) - (1 << 15)
+    for dense in (False, True):
+        prog = compile_layer(cfg, x, w, dense=dense)
+        assert prog.stream_flits == (i * j if dense else prog.nnz) * groups
+        got = ArrayModel(cfg).run(prog, seed=seed)
+        np.testing.assert_array_equal(got, reference(cfg, x, w), err_msg=f"dense={dense}")
+        np.testing.assert_array_equal(got, wrapped)
+        kinds = [p.kind for p in prog.phases]
+        assert kinds.count("reduce") == kinds.count("read") == kinds.count("stream")
+        assert all(kinds[n + 1] == "reduce" for n, k in enumerate(kinds) if k == "stream")
+
+
+def test_reduction_layout():
+    """Chunk k of J goes to column block k; MACs to (k * G + g); SENDs from blocks k >= 1."""
+    cfg = Config(rows=2, cols=5, data_width=8, acc_width=16, act_depth=16, acc_depth=16)
+    j = 40  # K = 3, chunk = 14, G = 1, column 3 and 4 idle
+    x = np.arange(2 * j).reshape(2, j) % 100 + 1
+    w = np.ones((3, j), dtype=int)
+    prog = compile_layer(cfg, x, w)
+    load = prog.phases[0]
+    acts = [(q, f) for q, f in load.injections if f["payload"]["op"] == Opcode.WRITE_ACT]
+    assert len(acts) == 2 * j  # one multicast per activation
+    for q, f in acts:
+        assert (f["header"]["y0"], f["header"]["y1"]) == (q, q)
+    assert [(f["header"]["x0"], f["header"]["x1"], f["payload"]["addr"])
+            for q, f in acts if q == 0] == [(jj // 14, jj // 14, jj % 14) for jj in range(j)]
+    stream = prog.phases[1]
+    assert {f["header"]["x0"] for _, f in stream.injections} == {0, 1, 2}
+    for _, f in stream.injections:
+        assert f["payload"]["addr_b"] < 14
+    reduce = prog.phases[2]
+    assert reduce.kind == "reduce"
+    sends = [(q, f) for q, f in reduce.injections if f["payload"]["op"] == Opcode.SEND]
+    assert len(sends) == 2 * 2 * 3  # rows x chunks k >= 1 x slots
+    for q, f in sends:
+        assert f["header"]["x0"] in (1, 2) and f["header"]["y0"] == q
+        assert f["payload"]["data"] == _route(cfg, 0, q, Exit.LOCAL.value)
+    assert reduce.replies == {(y, 0, c): None for y in range(2) for c in (1, 2)}
+    # each sending tile's fence is injected after its SENDs, from the same port
+    for q in range(2):
+        mine = [f for p_, f in reduce.injections if p_ == q]
+        for c in (1, 2):
+            at_c = [f["payload"]["op"] for f in mine if f["header"]["x0"] == c]
+            assert at_c == [Opcode.SEND] * 3 + [Opcode.READ_ACC]
+    read = prog.phases[3]
+    assert {f["header"]["x0"] for _, f in read.injections} == {0}
+    np.testing.assert_array_equal(ArrayModel(cfg).run(prog), reference(cfg, x, w))
+
+
+def test_reduction_needs_its_phase():
+    """Without the reduce phase the model reads partial sums: the check is not vacuous."""
+    cfg = Config(rows=2, cols=2, data_width=8, acc_width=16, act_depth=16, acc_depth=16)
+    rng = np.random.default_rng(5)
+    x, w = _layer(rng, cfg, 2, 6, 30, 1.0)
+    prog = compile_layer(cfg, x, w)
+    prog.phases = [p for p in prog.phases if p.kind != "reduce"]
+    assert not np.array_equal(ArrayModel(cfg).run(prog), reference(cfg, x, w))
+
+
+def test_reduction_refused_with_saturate():
+    cfg = Config(rows=2, cols=4, overflow="saturate", act_depth=16, acc_depth=16)
+    x, w = np.zeros((2, 20), dtype=int), np.zeros((3, 20), dtype=int)
+    message = ("an activation row has 20 values (J) and a tile's activation bank holds "
+               "act_depth = 16: splitting it over 2 tiles adds partial sums, which overflow = "
+               "'saturate' would clamp per tile (not after every MAC); use overflow = 'wrap' "
+               "or act_depth >= 20")
+    with pytest.raises(LayerError, match=f"^{re.escape(message)}$"):
+        compile_layer(cfg, x, w)
+    compile_layer(cfg, x[:, :16], w[:, :16])  # fits one tile: no reduction, accepted
+
+
+def test_reduction_refused_beyond_columns():
+    cfg = Config(rows=2, cols=3, act_depth=16, acc_depth=16)
+    compile_layer(cfg, np.zeros((2, 48), dtype=int), np.zeros((3, 48), dtype=int))  # K = C
+    message = ("an activation row has 49 values (J) but a tile's activation bank holds "
+               "act_depth = 16: the row needs 4 tiles of a row and the array has cols = 3, so "
+               "the layer's activations do not fit")
+    with pytest.raises(LayerError, match=f"^{re.escape(message)}$"):
+        compile_layer(cfg, np.zeros((2, 49), dtype=int), np.zeros((3, 49), dtype=int))
