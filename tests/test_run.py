@@ -17,9 +17,10 @@ SMALL = ["--rows", "2", "--cols", "3", "--data-width", "8", "--acc-width", "16",
     (np.zeros((2, 8), dtype=np.int64), np.zeros((4, 9), dtype=np.int64),
      "activations are 2 x 8 and weights 4 x 9: Y = X @ W.T needs the same number of columns "
      "(J)"),
-    (np.zeros((2, 40), dtype=np.int64), np.zeros((4, 40), dtype=np.int64),
-     "an activation row has 40 values (J) but a tile's activation bank holds act_depth = 32: "
-     "the layer's activations do not fit"),
+    (np.zeros((2, 97), dtype=np.int64), np.zeros((4, 97), dtype=np.int64),
+     "an activation row has 97 values (J) but a tile's activation bank holds act_depth = 32: "
+     "the row needs 4 tiles of a row and the array has cols = 3, so the layer's activations "
+     "do not fit"),
     (np.full((2, 4), 300), np.zeros((4, 4), dtype=np.int64),
      "activations must be within the 8-bit signed range -128..127, found 300..300"),
     (np.zeros((2, 4)), np.zeros((4, 4), dtype=np.int64),
