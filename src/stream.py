@@ -235,11 +235,11 @@ def compile_layer(config: Config, x: np.ndarray, w: np.ndarray, *,
                                                         "addr_b": C - 1, "data": to_host[y]}}))
                 zero.replies[(y, 0, C - 1)] = None
             stream = Phase("stream")
-            # Each output's weights go through one port in ascending j: flits from one port to
-            # one column keep their order, so every accumulator sees its MACs in the order the
-            # reference uses (this matters for saturation). Outputs are dealt to the ports
-            # longest-first, and each port interleaves its outputs so consecutive flits go to
-            # different columns.
+            # Each output's weights go through one port in ascending j (per chunk): flits from
+            # one port to one column keep their order, so every accumulator sees its MACs in
+            # the order the reference uses (this matters for saturation). Outputs are dealt to
+            # the ports longest-first, and each port interleaves its outputs so consecutive
+            # flits go to different columns.
             where = {}
             for g in range(G):
                 for s_, i in enumerate(parts[g]):
@@ -251,7 +251,11 @@ def compile_layer(config: Config, x: np.ndarray, w: np.ndarray, *,
                 per_port[q].append(i)
                 port_load[q] += int(nnz_row[i])
             for q in range(R):
-                queues = [list(range(J)) if dense else list(np.nonzero(w[i])[0])
+                # With K > 1 an output has one accumulator per chunk, each fed in ascending j;
+                # port q takes the chunks in the order q, q + 1, ... (mod K), so that the ports
+                # do not all feed the same column block at the same time.
+                queues = [sorted(range(J) if dense else np.nonzero(w[i])[0].tolist(),
+                                 key=lambda j: ((j // chunk - q) % K, j))
                           for i in per_port[q]]
                 for n in range(max((len(qu) for qu in queues), default=0)):
                     for i, qu in zip(per_port[q], queues, strict=True):

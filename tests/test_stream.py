@@ -146,6 +146,10 @@ def test_reduction_layout():
     assert {f["header"]["x0"] for _, f in stream.injections} == {0, 1, 2}
     for _, f in stream.injections:
         assert f["payload"]["addr_b"] < 14
+    # port q starts with chunk q (the ports feed different column blocks at the same time)
+    for q in range(2):
+        first = next(f for p_, f in stream.injections if p_ == q)
+        assert first["header"]["x0"] == q
     reduce = prog.phases[2]
     assert reduce.kind == "reduce"
     sends = [(q, f) for q, f in reduce.injections if f["payload"]["op"] == Opcode.SEND]
