@@ -265,8 +265,9 @@ class Router(ConfiguredComponent):
             return reduce(lambda a, b: a | b, [Mux(grant[k], val, 0)
                                                for k, val in enumerate(values)])
 
-        # T: one flit per cycle from L, E or W that turns north/south, is delivered here, or
-        # (E/W) leaves by the edge port it came in on.
+        # T: one flit per cycle that goes north/south other than straight on or by the
+        # direct W -> N / E -> S turns, or that came in on L, E or W and is delivered here or
+        # (E/W) leaves by the edge port it came in on (through D).
         t_req = Signal(len(T_INPUTS), name="t_req")
         m.d.comb += t_req.eq(Cat((request[p] & path_bits(p, ("T", "TD"))) != 0
                                  for p in T_INPUTS))
@@ -296,7 +297,7 @@ class Router(ConfiguredComponent):
         m.d.comb += d_data.eq(mux(d_grant, [data[p].as_value() for p in D_INPUTS]
                                   + [t_data.as_value()]))
 
-        # Outputs. Sources: "direct" inputs, T (N and S only) and D.
+        # Outputs. Sources: "direct" inputs, then T (N, S) or D (L, E, W).
         d_took = [Signal(name=f"d_took_{PORTS[o]}") for o in range(5)]
         t_took = [Signal(name=f"t_took_{PORTS[o]}") for o in range(5)]
         direct_took = [[Const(0)] * 5 for _ in range(5)]  # [input][output]
@@ -352,6 +353,8 @@ class Router(ConfiguredComponent):
         The pointer moves past the winner in every cycle with a grant, or only in the cycles
         where ``advance`` is high if it is given.
         """
+        # keep: one grant wire per arbiter in the netlist (a hint to synthesis; the ECP5 LUT
+        # count is the same within a few LUTs without it).
         grant = Signal(n, name=f"{name}_grant", attrs={"keep": 1})
         if n == 1:
             m.d.comb += grant.eq(req)
