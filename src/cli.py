@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -247,15 +248,15 @@ def _parser() -> argparse.ArgumentParser:
     from .synth.flow import TARGETS
     synth = sub.add_parser(
         "synth", help="FPGA resources and fmax (yosys + nextpnr from PyPI), or a bitstream",
-        description="Synthesize a block (default: the rows x cols array) with Yosys and place "
-                    "and route it with nextpnr, both the YoWASP builds from PyPI, and report "
-                    "LUTs, flip-flops, block RAMs, DSPs, their share of the device, fmax, "
-                    "and whether the design fits and meets --freq. ECP5 blocks are placed "
-                    "out of context (no pins); iCE40 blocks get a 4-pin I/O shell (see "
-                    "docs/fpga.md). With --board: the board top-level (array + UART bridge) "
-                    "and its bitstream. Tool logs stay in the build directory. Exit status 1 "
-                    "when the design does not fit.",
-        epilog="targets: " + "; ".join(f"{t.name}: {t.device}" for t in TARGETS.values()),
+        description=textwrap.fill(
+            "Synthesize a block (default: the rows x cols array) with Yosys and place and "
+            "route it with nextpnr, both the YoWASP builds from PyPI, and report LUTs, "
+            "flip-flops, block RAMs, DSPs, their share of the device, fmax, and whether the "
+            "design fits and meets --freq. ECP5 blocks are placed out of context (no pins); "
+            "iCE40 blocks get a 4-pin I/O shell (see docs/fpga.md). With --board: the board "
+            "top-level (array + UART bridge) and its bitstream. Tool logs stay in the build "
+            "directory. Exit status 1 when the design does not fit.", 79),
+        epilog="targets:\n" + "\n".join(f"  {t.name:11s} {t.device}" for t in TARGETS.values()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     synth.add_argument("--target", choices=list(TARGETS), default="ecp5-85k",
                        help="device (default ecp5-85k)")
