@@ -339,7 +339,7 @@ def run_synth(block: str, config: Config, target: str, *, freq: float = 50.0,
         f"log {plog}")
     rc = _run_logged(cmd, bdir, plog, f"nextpnr-{tgt.family}", progress,
                      pattern=r"Info: (Running|Logic utilisation|Routing|iter|\s+\d+ \|)"
-                     r"|Info: Placed|HeAP|Legalis|Running (placer|router)")
+                     r"|Info: Placed|HeAP|Legalis|Running (placer|router)|at iteration #")
     logs["nextpnr"] = str(plog)
     seconds["nextpnr"] = time.monotonic() - t0
     text = plog.read_text(encoding="utf-8", errors="replace")
