@@ -29,7 +29,7 @@ from ..config import Config
 from ..hdl.array import Array, edge_ports
 from ..hdl.uart import HostBridge
 from ..sim.toolchain import ToolError
-from .flow import tool
+from .flow import _run_logged, tool
 
 __all__ = ["BOARDS", "Board", "BoardResult", "BridgeTop", "board_config", "bridge_verilog",
            "build_board"]
@@ -236,12 +236,17 @@ def build_board(board: str, config: Config, *, freq: float | None = None, baud: 
     start = time.monotonic()
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update({k: v for k, v in env.items() if v})
+    log = bdir / "build.log"
     try:
-        platform.build(_BoardTop(config, spec, baud), name=name, build_dir=str(bdir),
-                       do_program=False, **overrides)
-        ok, message = True, ""
-    except Exception as exc:  # amaranth raises CalledProcessError from its build script
-        ok, message = False, _failure(bdir, name, exc)
+        # Amaranth writes the design and its build script; we run the script with its output
+        # in build.log (progress every 20 s), so a failure can be told in one plain line.
+        plan = platform.build(_BoardTop(config, spec, baud), name=name, build_dir=str(bdir),
+                              do_build=False, **overrides)
+        plan.extract(str(bdir))
+        rc = _run_logged(["sh", f"build_{name}.sh"], bdir, log, "board build", progress,
+                         pattern=r"^\d+(\.\d+)*\. Executing|Info: (Running|Routing|Placed)"
+                                 r"|at iteration #|Info:\s+\d+ \|")
+        ok, message = rc == 0, "" if rc == 0 else _failure(log)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -262,22 +267,15 @@ def build_board(board: str, config: Config, *, freq: float | None = None, baud: 
     return result
 
 
-def _failure(bdir: Path, name: str, exc: Exception) -> str:
-    """A plain reason for a failed board build, from the tool output Amaranth captured."""
+def _failure(log: Path) -> str:
+    """A plain reason for a failed board build: the tools' first error line."""
     import re
-    texts = [str(exc)]
-    for attr in ("stdout", "stderr", "output"):
-        val = getattr(exc, attr, None)
-        if isinstance(val, bytes):
-            val = val.decode(errors="replace")
-        if val:
-            texts.append(val)
-    text = "\n".join(texts)
-    for pattern in (r"ERROR: .*", r"Error: .*"):
-        found = re.findall(pattern, text)
-        if found:
-            return f"{found[0]} (see {bdir}/{name}.tim and the build script's output)"
-    return f"{type(exc).__name__}: {str(exc)[:300]} (build directory {bdir})"
+    text = log.read_text(encoding="utf-8", errors="replace")
+    found = re.findall(r"^ERROR: .*|^Error: .*", text, re.M)
+    reason = found[0].removeprefix("ERROR: ") if found else "the build script failed"
+    if "no BELs remaining" in reason or "Unable to place" in reason:
+        reason = f"the device is full ({reason})"
+    return f"{reason}; log {log}"
 
 
 def _fill(result: BoardResult, rep: dict[str, Any], target: str) -> None:
