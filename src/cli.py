@@ -162,7 +162,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     try:
         report = run_synth(args.block, cfg, args.target, freq=args.freq,
-                           build_dir=args.build_dir, seed=args.seed,
+                           build_dir=args.build_dir, seed=args.seed, full=args.full,
+                           router=args.router,
                            progress=(lambda msg: print(msg, file=sys.stderr)) if args.json
                            else print)
     except ValueError as exc:
@@ -270,6 +271,14 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--freq", type=float, default=50.0, metavar="MHZ",
                        help="clock frequency to place and route for (default 50)")
     synth.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    synth.add_argument("--router", choices=["auto", "router1", "router2"], default="auto",
+                       help="nextpnr router: router1 is timing-driven, router2 converges on "
+                            "large congested designs; auto (default) takes router2 above "
+                            "20 000 LUT4 sites")
+    synth.add_argument("--full", action="store_true",
+                       help="synthesize a whole array even when one tile times the tile "
+                            "count already misses the device by 25%% (the quick answer "
+                            "otherwise; Yosys on a whole 8 x 8 array takes over 15 minutes)")
     synth.add_argument("--build-dir", type=Path, default=None, metavar="DIR",
                        help="where the Verilog, netlists and logs go (default "
                             "wafertile-synth/<block>-<rows>x<cols>-<target>-<hash>)")

@@ -77,6 +77,10 @@ SYNTH_COMMANDS = {
 
 SHELL_TOP = "wafertile_io_shell"
 
+#: An array is declared too big from one tile's counts only when it misses by this factor
+#: (the array's constant coordinates let Yosys trim each tile a little).
+CLEAR_MISS = 1.25
+
 
 def tool(name: str) -> str:
     """Path of a YoWASP tool: beside this interpreter (a venv used without activating it),
@@ -249,8 +253,18 @@ def build_label(block: str, config: Config, target: str, freq: float) -> str:
 
 def run_synth(block: str, config: Config, target: str, *, freq: float = 50.0,
               build_dir: str | Path | None = None, seed: int = 1,
-              progress: Callable[[str], None] | None = print) -> SynthReport:
+              progress: Callable[[str], None] | None = print, full: bool = False,
+              router: str = "auto", synth_only: bool = False) -> SynthReport:
     """Synthesize, place and route ``block`` of ``config`` for ``target``.
+
+    An array (or mesh) of several tiles is first checked from one tile (router): when the
+    tile's Yosys counts times the number of tiles exceed the device by more than
+    :data:`CLEAR_MISS`, the report says so at once (the whole 8 x 8 array takes Yosys over
+    15 minutes to reach the same answer); ``full=True`` synthesizes the whole design anyway.
+    ``router``: nextpnr's router, ``router1`` (timing-driven, the default for designs under
+    20 000 LUT4 sites), ``router2`` (converges on large congested designs, where router1 may
+    not), or ``auto``. ``synth_only`` stops after Yosys (the report then holds the Yosys
+    estimate and ``fmax_mhz = None``).
 
     Raises
     ------
@@ -268,6 +282,8 @@ def run_synth(block: str, config: Config, target: str, *, freq: float = 50.0,
         raise ValueError(f"--block must be one of {', '.join(BLOCKS)}, not {block!r}")
     if not freq > 0:
         raise ValueError(f"--freq must be a positive frequency in MHz, not {freq}")
+    if router not in ("auto", "router1", "router2"):
+        raise ValueError(f"--router must be auto, router1 or router2, not {router!r}")
     tgt = TARGETS[target]
     say = progress or (lambda _msg: None)
     bdir = Path(build_dir) if build_dir is not None else \
@@ -275,6 +291,30 @@ def run_synth(block: str, config: Config, target: str, *, freq: float = 50.0,
     bdir.mkdir(parents=True, exist_ok=True)
     bdir = bdir.resolve()
     seconds: dict[str, float] = {}
+    n = config.rows * config.cols
+    if block in ("array", "mesh") and n > 1 and not full:
+        leaf = "tile" if block == "array" else "router"
+        say(f"checking one {leaf} first ({n} of them in the {block})")
+        one = run_synth(leaf, config, target, freq=freq, build_dir=bdir / f"one-{leaf}",
+                        progress=progress, synth_only=True)
+        scaled = {"luts": n * (one.luts - one.shell_luts), "ffs": n * (one.ffs - one.shell_ffs),
+                  "brams": n * one.brams, "dsps": n * one.dsps}
+        over = [k for k in scaled if scaled[k] > CLEAR_MISS * one.available[k]]
+        if over:
+            what = ", ".join(f"{k} ~{scaled[k]} > {one.available[k]}" for k in over)
+            return SynthReport(
+                target=target, block=block, rows=config.rows, cols=config.cols,
+                luts=scaled["luts"], ffs=scaled["ffs"], brams=scaled["brams"],
+                dsps=scaled["dsps"], fits=False, fmax_mhz=None, freq_mhz=freq,
+                meets_timing=None,
+                utilization={k: round(scaled[k] / one.available[k], 4) for k in scaled},
+                available=one.available, cells={k: n * v for k, v in one.cells.items()},
+                critical_path=None, build_dir=str(bdir), logs=one.logs,
+                message=f"does not fit {tgt.device}: {what} ({n} x one {leaf}'s Yosys "
+                        f"counts: {one.luts - one.shell_luts} LUT4 sites, "
+                        f"{one.ffs - one.shell_ffs} FFs, {one.brams} BRAM, {one.dsps} DSP; "
+                        f"the whole {block} was not synthesized, --full does)",
+                seconds=one.seconds)
 
     t0 = time.monotonic()
     say(f"generating block '{block}' ({config.rows} x {config.cols}) into {bdir}")
@@ -321,6 +361,9 @@ def run_synth(block: str, config: Config, target: str, *, freq: float = 50.0,
             logs=logs, message=message, shell_ffs=shell_ffs, shell_luts=shell_luts,
             seconds={k: round(v, 1) for k, v in seconds.items()})
 
+    if synth_only:
+        return report(est, all(est[k] <= available[k] for k in available), None, None,
+                      "Yosys estimate (place-and-route not run)")
     over = [k for k in available if est[k] > available[k]]
     if over:
         what = ", ".join(f"{k} {est[k]} > {available[k]}" for k in over)
@@ -334,6 +377,9 @@ def run_synth(block: str, config: Config, target: str, *, freq: float = 50.0,
     cmd = [tool(f"yowasp-nextpnr-{tgt.family}"), *tgt.nextpnr_args, "--json", "synth.json",
            "--freq", f"{freq:g}", "--timing-allow-fail", "--report", "report.json",
            "--seed", str(seed)]
+    if router == "auto":
+        router = "router2" if est["luts"] > 20000 else "router1"
+    cmd += ["--router", router]
     cmd += ["--out-of-context"] if tgt.family == "ecp5" else ["--pcf-allow-unconstrained"]
     say(f"placing and routing with nextpnr-{tgt.family} ({tgt.device}, {freq:g} MHz); "
         f"log {plog}")

@@ -98,3 +98,19 @@ def test_ulx3s_bitstream(tmp_path):
     assert result.fits, result.message
     assert result.bitstream and result.bitstream.endswith(".bit")
     assert result.dsps == 4 and result.brams >= 8
+
+
+def test_array_too_big_is_told_from_one_tile(tmp_path):
+    # Four 8/24-bit tiles need about 4 x 1 900 logic cells; the UP5K has 5 280.
+    cfg = Config(rows=2, cols=2, data_width=8, acc_width=24, act_depth=256, acc_depth=256,
+                 buffer_depth=2)
+    report = run_synth("array", cfg, "ice40-up5k", build_dir=tmp_path, progress=None)
+    assert report.fits is False
+    assert report.luts > 5280 and "4 x one tile" in report.message
+    assert "luts" in report.message and "--full" in report.message
+    assert report.dsps == 4 and report.brams >= 4
+
+
+def test_bad_router_is_rejected():
+    with pytest.raises(ValueError, match="--router must be"):
+        run_synth("mac", Config(), "ecp5-25k", router="router3", progress=None)
