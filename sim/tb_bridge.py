@@ -19,9 +19,9 @@ from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
 
 from ..config import Config
 from ..device import DeviceError, Protocol, drive
-from ..hdl.flit import Opcode
+from ..hdl.flit import Exit, Opcode
 from ..hdl.uart import INJECT, STATUS_REQ
-from ..stream import compile_layer, reference
+from ..stream import _route, compile_layer, reference
 from .tb_array import make_layer
 
 
@@ -131,8 +131,7 @@ async def bad_frames(dut):
     status = [e for e in events if e[0] == "status"]
     assert status and status[0][2] & 2, f"bad-row flag not set: {events}"
     # A READ_ACT of tile (0, 0) through row 0 still gets its reply.
-    route = 0 | (0 << cfg.x_width) | (4 << (cfg.x_width + cfg.y_width)) | \
-        ((cfg.num_vcs - 1) << (cfg.x_width + cfg.y_width + 3))
+    route = _route(cfg, 0, 0, Exit.WEST.value)  # reply to the host, west edge of row 0
     read = {"header": {"x0": 0, "x1": 0, "y0": 0, "y1": 0, "vc": 0, "exit": 0},
             "payload": {"op": Opcode.READ_ACT, "addr": 0, "addr_b": 5, "data": route}}
     await model.write(proto.inject(0, read))

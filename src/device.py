@@ -107,7 +107,6 @@ def drive(config: Config, program: LayerProgram, *, idle_limit: int = 200
 
     ``stats``: ``frames`` sent, ``macs`` counted by the bridge, ``flags`` of the last status.
     """
-    from .hdl.uart import window
     from .sim.array_model import collect_outputs
 
     proto = Protocol(config)
@@ -147,7 +146,7 @@ def drive(config: Config, program: LayerProgram, *, idle_limit: int = 200
     y_out = np.zeros((B, I), dtype=np.int64)
     base, _ = yield from status()
     expected = 0
-    win = window(config)
+    win = proto.window
     for phase in program.phases:
         state.replies = {r: [] for r in range(config.rows)}
         for row, flit in phase.injections:

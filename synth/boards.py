@@ -200,7 +200,6 @@ def build_board(board: str, config: Config, *, freq: float | None = None, baud: 
     import importlib
 
     from ..hdl.generate import verilog_text
-    from ..hdl.tile import Tile  # noqa: F401  (the leaf the array instantiates)
 
     if board not in BOARDS:
         raise ValueError(f"--board must be one of {', '.join(BOARDS)}, not {board!r}")
