@@ -270,6 +270,9 @@ def main(argv=None) -> int:
                         "with .png)")
     parser.add_argument("--num-vcs", type=int, default=2)
     parser.add_argument("--buffer-depth", type=int, default=4)
+    parser.add_argument("--router-arch", choices=["compact", "parallel"], default="compact",
+                        help="router micro-architecture (Config.router_arch, docs/router.md; "
+                             "default compact, the fabric's default)")
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--measure", type=int, default=4000)
     parser.add_argument("--workdir", type=Path, default=Path("bench_build"))
@@ -292,12 +295,13 @@ def main(argv=None) -> int:
             _fail("the plot needs matplotlib: pip install 'wafertile[bench]' "
                   "(or pip install matplotlib)")
 
-    workdir = (args.workdir / f"{rows}x{cols}-v{args.num_vcs}"
+    workdir = (args.workdir / f"{rows}x{cols}-{args.router_arch}-v{args.num_vcs}"
                f"d{args.buffer_depth}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     exe = build(rows, cols, workdir,
-                {"num_vcs": args.num_vcs, "buffer_depth": args.buffer_depth})
+                {"num_vcs": args.num_vcs, "buffer_depth": args.buffer_depth,
+                 "router_arch": args.router_arch})
     t_build = time.monotonic() - t0
     bound = xy_bound(rows, cols, args.pattern)
     loads = [0.01] + [round(bound * f, 4) for f in
@@ -317,8 +321,8 @@ def main(argv=None) -> int:
     sat = max((p["offered"] for p in points
                if p["drained"] and p["mean_latency"] <= 3 * zero), default=0.0)
     result = {
-        "mesh": f"{rows}x{cols}", "pattern": args.pattern, "num_vcs": args.num_vcs,
-        "buffer_depth": args.buffer_depth,
+        "mesh": f"{rows}x{cols}", "pattern": args.pattern, "router_arch": args.router_arch,
+        "num_vcs": args.num_vcs, "buffer_depth": args.buffer_depth,
         "zero_load_latency": zero,
         "zero_load_routers_traversed": points[0]["mean_routers_traversed"],
         "saturation_throughput": sat,
@@ -327,7 +331,8 @@ def main(argv=None) -> int:
         "build_seconds": round(t_build, 1), "run_seconds": round(t_run, 1),
         "points": points,
     }
-    print(f"{rows}x{cols} {args.pattern}: zero-load latency {zero:.2f} cycles "
+    print(f"{rows}x{cols} {args.pattern} ({args.router_arch}, {args.num_vcs} VCs x "
+          f"{args.buffer_depth}): zero-load latency {zero:.2f} cycles "
           f"({points[0]['mean_routers_traversed']:.2f} routers traversed), saturation "
           f"{sat:.3f} flits/node/cycle, XY bound {bound:.3f}, ratio {sat / bound:.2f} "
           f"(build {t_build:.0f} s, run {t_run:.0f} s)")
@@ -342,7 +347,8 @@ def main(argv=None) -> int:
         ax.set_xlabel("offered load (flits/node/cycle)")
         ax.set_ylabel("latency (cycles)")
         ax.set_ylim(0, max(10 * zero, 10))
-        ax.set_title(f"wafertile mesh {rows}x{cols}, {args.pattern}, {args.num_vcs} VCs x "
+        ax.set_title(f"wafertile mesh {rows}x{cols}, {args.pattern}, {args.router_arch}, "
+                     f"{args.num_vcs} VCs x "
                      f"{args.buffer_depth}")
         ax.legend()
         fig.tight_layout()

@@ -127,7 +127,10 @@ class Router(ConfiguredComponent):
 
     Behaviour
     ---------
-    Each input port has one LUT RAM holding a FIFO of ``buffer_depth`` flits per VC (address
+    This is the ``compact`` micro-architecture (``config.router_arch``, the default);
+    ``"parallel"`` elaborates :func:`~wafertile.hdl.router_parallel.elaborate_parallel`
+    instead, with the same ports and routing. In ``compact``, each input port has one LUT
+    RAM holding a FIFO of ``buffer_depth`` flits per VC (address
     ``{vc, pointer}``, asynchronous read), and a small LUT RAM per VC with the route mask of
     every buffered flit. Each cycle an input sends the head of at most one VC (round-robin
     among the VCs whose head has an unsent branch with room downstream); the turn stage, the
@@ -155,6 +158,9 @@ class Router(ConfiguredComponent):
 
     def elaborate(self, platform):
         cfg = self.config
+        if cfg.router_arch == "parallel":
+            from .router_parallel import elaborate_parallel
+            return elaborate_parallel(self)
         m = Module()
         nv = cfg.num_vcs
         depth = cfg.buffer_depth

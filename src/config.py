@@ -1,9 +1,9 @@
 """The one validated configuration object of a wafertile fabric.
 
 Everything a user can set lives in :class:`Config`: array size, data and accumulator widths,
-overflow mode, SRAM depths, router buffering and virtual channels. A :class:`Config` is frozen
-and validated when it is made; every derived width (address, coordinate, virtual-channel
-fields) is computed here and nowhere else.
+overflow mode, SRAM depths, router buffering, virtual channels and micro-architecture. A
+:class:`Config` is frozen and validated when it is made; every derived width (address,
+coordinate, virtual-channel fields) is computed here and nowhere else.
 
 A configuration can come from keyword arguments, from a TOML file (flat keys, the same names),
 or from both (file first, then overrides)::
@@ -74,6 +74,11 @@ PARAMETERS: tuple[_Rule, ...] = (
           "must be an integer from 2 to 8", lambda v: 2 <= v <= 8),
     _Rule("buffer_depth", int, "flits buffered per virtual channel per router input",
           "must be a power of two from 2 to 64", lambda v: _is_pow2(v) and 2 <= v <= 64),
+    _Rule("router_arch", str,
+          "router micro-architecture: 'compact' (one VC head per input per cycle, about half "
+          "the area) or 'parallel' (every VC head competes at every output, higher "
+          "saturation throughput)",
+          "must be one of 'compact', 'parallel'", lambda v: v in ("compact", "parallel")),
 )
 
 _RULES = {r.name: r for r in PARAMETERS}
@@ -103,6 +108,8 @@ class Config:
         Virtual channels per router port, at least 2 (requests and replies).
     buffer_depth : int
         Flits of buffering per virtual channel at each router input.
+    router_arch : str
+        ``"compact"`` or ``"parallel"`` router micro-architecture (``docs/router.md``).
 
     Raises
     ------
@@ -119,6 +126,7 @@ class Config:
     acc_depth: int = 512
     num_vcs: int = 2
     buffer_depth: int = 4
+    router_arch: str = "compact"
 
     def __post_init__(self) -> None:
         for rule in PARAMETERS:

@@ -19,7 +19,13 @@ CONFIGS = {
     # small activation banks: every layer with J > 16 is split over K = ceil(J / 16) columns
     # and reduced on the fabric (SEND/ADD)
     "3x5d16": Config(rows=3, cols=5, data_width=8, acc_width=16, act_depth=16, acc_depth=16),
+    # the parallel router micro-architecture in its throughput configuration
+    "2x3par": Config(rows=2, cols=3, data_width=8, acc_width=16, act_depth=16, acc_depth=16,
+                     router_arch="parallel", num_vcs=4, buffer_depth=8),
 }
+#: Layers that 2x3par runs in the default (CI) run on
+#: Icarus; the rest of their layers run with --run-slow.
+EXTRA_CONFIG_SAMPLE = {"sparse10", "reduce", "extremes", "uneven"}
 
 LAYERS = {
     "dense": {"B": 2, "I": 6, "J": 8, "density": 1.0},
@@ -65,6 +71,9 @@ def _sources(build, cfg):
 
 @pytest.mark.parametrize(("layer", "cfg_name"), PAIRS)
 def test_layer(request, sim_env, build_root, cfg_name, layer):
+    if (cfg_name == "2x3par" and layer not in EXTRA_CONFIG_SAMPLE
+            and not request.config.getoption("--run-slow")):
+        pytest.skip("long regression: the default run samples this configuration; --run-slow")
     if (sim_env == "verilator" and (cfg_name, layer) not in VERILATOR_SAMPLE
             and not request.config.getoption("--run-slow")):
         pytest.skip("long regression: the default run samples Verilator; use --run-slow")

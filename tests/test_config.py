@@ -25,6 +25,7 @@ from wafertile.config import PARAMETERS
     ("num_vcs", 1, "num_vcs must be an integer from 2 to 8, not 1"),
     ("buffer_depth", 3, "buffer_depth must be a power of two from 2 to 64, not 3"),
     ("buffer_depth", 128, "buffer_depth must be a power of two from 2 to 64, not 128"),
+    ("router_arch", "fast", "router_arch must be one of 'compact', 'parallel', not 'fast'"),
 ])
 def test_rejects_bad_value(name, value, message):
     with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
@@ -54,7 +55,7 @@ def test_rejects_bool_as_int():
 
 def test_every_parameter_has_a_rejection_test():
     tested = {"rows", "cols", "data_width", "acc_width", "overflow", "act_depth", "acc_depth",
-              "num_vcs", "buffer_depth"}
+              "num_vcs", "buffer_depth", "router_arch"}
     assert tested == {r.name for r in PARAMETERS}
 
 

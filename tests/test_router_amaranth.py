@@ -99,9 +99,11 @@ POSITIONS = [(1, 1), (0, 0), (2, 0), (0, 2), (2, 2), (1, 0)]
 
 
 @pytest.mark.parametrize("pos", POSITIONS, ids=[f"x{x}y{y}" for x, y in POSITIONS])
-@pytest.mark.parametrize(("num_vcs", "depth"), [(2, 4), (3, 2)])
-def test_random_all_ports(request, pos, num_vcs, depth):
-    cfg = Config(rows=3, cols=3, num_vcs=num_vcs, buffer_depth=depth)
+@pytest.mark.parametrize(("num_vcs", "depth", "arch"),
+                         [(2, 4, "compact"), (3, 2, "compact"), (2, 4, "parallel"),
+                          (4, 8, "parallel")])
+def test_random_all_ports(request, pos, num_vcs, depth, arch):
+    cfg = Config(rows=3, cols=3, num_vcs=num_vcs, buffer_depth=depth, router_arch=arch)
     model = NocModel(cfg)
     seed = seed_for(request)
     rng = Random(seed)
@@ -128,9 +130,10 @@ def test_random_all_ports(request, pos, num_vcs, depth):
                 assert sub_got == sub_exp, f"order {PORTS[p]}->{PORTS[o]} VC {v} (seed {seed})"
 
 
-def test_one_cycle_per_router_and_full_rate():
+@pytest.mark.parametrize("arch", ["compact", "parallel"])
+def test_one_cycle_per_router_and_full_rate(arch):
     """Zero load: a flit leaves in the cycle after it arrived; an output moves 1 flit/cycle."""
-    cfg = Config(rows=3, cols=3)
+    cfg = Config(rows=3, cols=3, router_arch=arch)
     model = NocModel(cfg)
     # 40 flits from W all going E (unicast to x=2): E output must carry one per cycle.
     words = [model.flit(x0=2, x1=2, y0=1, y1=1, vc=k % 2, payload=k) for k in range(40)]

@@ -22,10 +22,12 @@ CONFIGS = {
     "v2d4": Config(rows=3, cols=3),
     # 3 VCs (a VC field value, 3, that is never valid) with the smallest buffers
     "v3d2": Config(rows=3, cols=3, num_vcs=3, buffer_depth=2, data_width=8, acc_width=16),
+    # the parallel micro-architecture in its throughput configuration
+    "par-v4d8": Config(rows=3, cols=3, num_vcs=4, buffer_depth=8, router_arch="parallel"),
 }
 POSITIONS = ["1,1", "0,0", "2,2", "2,0", "0,1"]
 #: (config, simulator) pairs in the default run; a Verilator build of the router takes ~1 min.
-DEFAULT = {("v2d4", "icarus"), ("v3d2", "icarus"), ("v2d4", "verilator")}
+DEFAULT = {("v2d4", "icarus"), ("v3d2", "icarus"), ("par-v4d8", "icarus"), ("v2d4", "verilator")}
 _emitted: set = set()
 
 
