@@ -164,6 +164,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         report = run_synth(args.block, cfg, args.target, freq=args.freq,
                            build_dir=args.build_dir, seed=args.seed, full=args.full,
                            router=args.router,
+                           pnr_timeout=None if args.pnr_timeout == 0 else args.pnr_timeout * 60,
                            progress=(lambda msg: print(msg, file=sys.stderr)) if args.json
                            else print)
     except ValueError as exc:
@@ -275,6 +276,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="nextpnr router: router1 is timing-driven, router2 converges on "
                             "large congested designs; auto (default) takes router2 above "
                             "20 000 LUT4 sites")
+    synth.add_argument("--pnr-timeout", type=float, default=60.0, metavar="MIN",
+                       help="stop nextpnr after this many minutes and report the design as "
+                            "placed but not routed (nextpnr never gives up on a congested "
+                            "design by itself); 0 = no limit (default 60)")
     synth.add_argument("--full", action="store_true",
                        help="synthesize a whole array even when one tile times the tile "
                             "count already misses the device by 25%% (the quick answer "

@@ -122,6 +122,9 @@ class SynthReport:
     build_dir: str
     logs: dict[str, str]
     message: str = ""
+    #: True once nextpnr routed the design; False when routing was stopped unfinished (see
+    #: ``pnr_timeout``); None when place-and-route was not run.
+    routed: bool | None = None
     shell_ffs: int = 0
     shell_luts: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -207,8 +210,12 @@ def io_shell(text: str, top: str) -> tuple[str, int, int]:
 
 
 def _run_logged(cmd: list[str], cwd: Path, log: Path, what: str,
-                progress: Callable[[str], None] | None, pattern: str | None = None) -> int:
-    """Run ``cmd`` with its output in ``log``; report progress every 20 s from the log."""
+                progress: Callable[[str], None] | None, pattern: str | None = None,
+                timeout: float | None = None) -> int | None:
+    """Run ``cmd`` with its output in ``log``; report progress every 20 s from the log.
+
+    Returns the exit code, or ``None`` when the run was stopped after ``timeout`` seconds.
+    """
     start = time.monotonic()
     with open(log, "w", encoding="utf-8") as fh:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, text=True)
@@ -230,7 +237,11 @@ def _run_logged(cmd: list[str], cwd: Path, log: Path, what: str,
         thread = threading.Thread(target=heartbeat, daemon=True)
         thread.start()
         try:
-            rc = proc.wait()
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            rc = None
         except KeyboardInterrupt:
             proc.kill()
             raise
@@ -254,7 +265,8 @@ def build_label(block: str, config: Config, target: str, freq: float) -> str:
 def run_synth(block: str, config: Config, target: str, *, freq: float = 50.0,
               build_dir: str | Path | None = None, seed: int = 1,
               progress: Callable[[str], None] | None = print, full: bool = False,
-              router: str = "auto", synth_only: bool = False) -> SynthReport:
+              router: str = "auto", synth_only: bool = False,
+              pnr_timeout: float | None = 3600.0) -> SynthReport:
     """Synthesize, place and route ``block`` of ``config`` for ``target``.
 
     An array (or mesh) of several tiles is first checked from one tile (router): when the
@@ -264,7 +276,11 @@ def run_synth(block: str, config: Config, target: str, *, freq: float = 50.0,
     ``router``: nextpnr's router, ``router1`` (timing-driven, the default for designs under
     20 000 LUT4 sites), ``router2`` (converges on large congested designs, where router1 may
     not), or ``auto``. ``synth_only`` stops after Yosys (the report then holds the Yosys
-    estimate and ``fmax_mhz = None``).
+    estimate and ``fmax_mhz = None``). ``pnr_timeout`` (seconds, ``None`` = no limit) stops
+    nextpnr when placement and routing take longer: nextpnr's router never gives up on a
+    congested design by itself, so the report then says that it placed but did not route
+    (``fits = False``, ``routed = False``, with the placed utilization and the router's last
+    progress).
 
     Raises
     ------
@@ -284,6 +300,9 @@ def run_synth(block: str, config: Config, target: str, *, freq: float = 50.0,
         raise ValueError(f"--freq must be a positive frequency in MHz, not {freq}")
     if router not in ("auto", "router1", "router2"):
         raise ValueError(f"--router must be auto, router1 or router2, not {router!r}")
+    if pnr_timeout is not None and not pnr_timeout > 0:
+        raise ValueError(f"--pnr-timeout must be a positive number of minutes or 0 (no "
+                         f"limit), not {pnr_timeout / 60:g}")
     tgt = TARGETS[target]
     say = progress or (lambda _msg: None)
     bdir = Path(build_dir) if build_dir is not None else \
@@ -350,7 +369,8 @@ def run_synth(block: str, config: Config, target: str, *, freq: float = 50.0,
     available = {"luts": tgt.luts, "ffs": tgt.ffs, "brams": tgt.brams, "dsps": tgt.dsps}
     logs = {"yosys": str(ylog)}
 
-    def report(used: dict[str, int], fits: bool, fmax: float | None, cp, message: str):
+    def report(used: dict[str, int], fits: bool, fmax: float | None, cp, message: str,
+               routed: bool | None = None):
         util = {k: round(used[k] / available[k], 4) for k in available}
         return SynthReport(
             target=target, block=block, rows=config.rows, cols=config.cols, luts=used["luts"],
@@ -358,7 +378,8 @@ def run_synth(block: str, config: Config, target: str, *, freq: float = 50.0,
             fmax_mhz=None if fmax is None else round(fmax, 2), freq_mhz=freq,
             meets_timing=None if fmax is None else fmax >= freq, utilization=util,
             available=available, cells=cells, critical_path=cp, build_dir=str(bdir),
-            logs=logs, message=message, shell_ffs=shell_ffs, shell_luts=shell_luts,
+            logs=logs, message=message, routed=routed, shell_ffs=shell_ffs,
+            shell_luts=shell_luts,
             seconds={k: round(v, 1) for k, v in seconds.items()})
 
     if synth_only:
@@ -385,10 +406,13 @@ def run_synth(block: str, config: Config, target: str, *, freq: float = 50.0,
         f"log {plog}")
     rc = _run_logged(cmd, bdir, plog, f"nextpnr-{tgt.family}", progress,
                      pattern=r"Info: (Running|Logic utilisation|Routing|iter|\s+\d+ \|)"
-                     r"|Info: Placed|HeAP|Legalis|Running (placer|router)|at iteration #")
+                     r"|Info: Placed|HeAP|Legalis|Running (placer|router)|at iteration #",
+                     timeout=pnr_timeout)
     logs["nextpnr"] = str(plog)
     seconds["nextpnr"] = time.monotonic() - t0
     text = plog.read_text(encoding="utf-8", errors="replace")
+    if rc is None:
+        return _unrouted(report, est, text, tgt, pnr_timeout)
     if rc != 0:
         overuse = re.findall(r"ERROR: .*(?:than available|no BELs remaining|Unable to place|"
                              r"overused).*", text)
@@ -419,7 +443,45 @@ def run_synth(block: str, config: Config, target: str, *, freq: float = 50.0,
         if "clk" in name:
             fmax = clock.get("achieved")
     cp = _critical_path(rep)
-    return report(got, True, fmax, cp, "")
+    return report(got, True, fmax, cp, "", routed=True)
+
+
+#: nextpnr's "Device utilisation" cell names for LUT sites, flip-flops, block RAM and DSPs.
+_PLACED_BELS = {
+    "ecp5": {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "brams": "DP16KD",
+             "dsps": "MULT18X18D"},
+    "ice40": {"luts": "ICESTORM_LC", "ffs": "", "brams": "ICESTORM_RAM", "dsps": "ICESTORM_DSP"},
+}
+
+
+def _unrouted(report, est: dict[str, int], log_text: str, tgt, timeout: float) -> SynthReport:
+    """The report of a place-and-route run stopped after ``timeout`` seconds."""
+    used = dict(est)
+    for key, bel in _PLACED_BELS[tgt.family].items():
+        found = re.findall(rf"^Info:\s+{bel}:\s+(\d+)/", log_text, flags=re.M) if bel else []
+        if found:
+            used[key] = int(found[-1])
+    placed = "Running router" in log_text or "Routing globals" in log_text
+    progress = ""
+    overused = re.findall(r"overused=(\d+)", log_text)
+    if overused:  # router2
+        iters = len(re.findall(r"iter=\d+", log_text))
+        progress = f"router2: {overused[-1]} wires still overused after {iters} iterations"
+    else:  # router1: the last column of its table is the arcs still to route
+        rows = re.findall(r"^Info:\s+\d+ \|.*\|\s+(\d+)\|", log_text, flags=re.M)
+        if rows:
+            progress = f"router1: {rows[-1]} arcs still to route or rip up"
+    minutes = timeout / 60
+    if placed:
+        what = (f"placed ({used['luts']} LUT4 sites, {100 * used['luts'] / tgt.luts:.0f}% of "
+                f"{tgt.device}) but routing did not finish in {minutes:g} min"
+                + (f" ({progress})" if progress else "")
+                + ": nextpnr cannot route it (congestion); try --router router1/router2, "
+                  "another --seed or a smaller array; --pnr-timeout 0 waits without limit")
+    else:
+        what = (f"placement did not finish in {minutes:g} min; --pnr-timeout 0 waits without "
+                f"limit")
+    return report(used, False, None, None, f"does not fit {tgt.device}: {what}", routed=False)
 
 
 def _critical_path(rep: dict[str, Any]) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ import pytest
 
 from wafertile import Config
 from wafertile.cli import main
-from wafertile.synth.flow import TARGETS, io_shell, run_synth
+from wafertile.synth.flow import TARGETS, _unrouted, io_shell, run_synth
 
 pytestmark = pytest.mark.synth
 
@@ -59,6 +59,7 @@ def test_cli_json_keys(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--freq", "0"], "--freq must be a positive"),
     (["--freq", "-5"], "--freq must be a positive"),
+    (["--pnr-timeout", "-1"], "--pnr-timeout must be a positive number of minutes or 0"),
 ])
 def test_bad_arguments(argv, message, capsys):
     assert main(["synth", "--block", "mac", *argv]) == 2
@@ -114,3 +115,42 @@ def test_array_too_big_is_told_from_one_tile(tmp_path):
 def test_bad_router_is_rejected():
     with pytest.raises(ValueError, match="--router must be"):
         run_synth("mac", Config(), "ecp5-25k", router="router3", progress=None)
+
+
+def test_pnr_timeout_stops_nextpnr_and_says_so(tmp_path, capsys):
+    # One second is not enough for nextpnr to load the 85k device and place a router.
+    rc = main(["synth", "--block", "router", "--target", "ecp5-85k", "--json",
+               "--pnr-timeout", str(1 / 60), "--build-dir", str(tmp_path)])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 1 and out["fits"] is False and out["routed"] is False
+    assert "did not finish in" in out["message"] and "--pnr-timeout 0" in out["message"]
+    assert out["luts"] > 1000 and out["fmax_mhz"] is None   # the Yosys counts
+
+
+@pytest.mark.parametrize("log, expect", [
+    ("Info: \t        TRELLIS_COMB:   37078/  83640    44%\nInfo: Running router2...\n"
+     "Info:     iter=1 wires=598674 overused=48700 overuse=56986 archfail=NA\n"
+     "Info:     iter=2 wires=617487 overused=35458 overuse=39234 archfail=NA\n",
+     ["placed (37078 LUT4 sites, 44% of", "router2: 35458 wires still overused after 2 "
+      "iterations", "congestion"]),
+    ("Info: \t        TRELLIS_COMB:   30879/  83640    37%\nInfo: Routing globals...\n"
+     "Info:      50000 |    14194      35805 |  370   630 |     17638|       0.58      33.04|\n"
+     "Info:      51000 |    14545      36454 |  351   649 |     17084|       0.58      33.61|\n",
+     ["placed (30879 LUT4 sites", "router1: 17084 arcs still to route"]),
+    ("Info: Creating initial analytic placement for 29813 cells\n",
+     ["placement did not finish in 30 min"]),
+])
+def test_unrouted_report_reads_the_log(log, expect):
+    est = {"luts": 40000, "ffs": 5000, "brams": 32, "dsps": 16}
+
+    def report(used, fits, fmax, cp, message, routed=None):
+        return used, fits, message, routed
+
+    used, fits, message, routed = _unrouted(report, est, log, TARGETS["ecp5-85k"], 1800)
+    assert fits is False and routed is False
+    for text in expect:
+        assert text in message, message
+    if "placed (" in expect[0]:
+        assert used["luts"] == int(expect[0].split("(")[1].split()[0])
+    else:
+        assert used == est
