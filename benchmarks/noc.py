@@ -268,14 +268,21 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--png", type=Path, help="latency vs load plot (default: JSON path "
                         "with .png)")
-    parser.add_argument("--num-vcs", type=int, default=2)
-    parser.add_argument("--buffer-depth", type=int, default=4)
+    parser.add_argument("--num-vcs", type=int, default=2,
+                        help="virtual channels per port (Config.num_vcs, default 2); traffic "
+                             "picks a VC uniformly at random")
+    parser.add_argument("--buffer-depth", type=int, default=4,
+                        help="flits per VC per router input (Config.buffer_depth, default 4)")
     parser.add_argument("--router-arch", choices=["compact", "parallel"], default="compact",
                         help="router micro-architecture (Config.router_arch, docs/router.md; "
                              "default compact, the fabric's default)")
-    parser.add_argument("--warmup", type=int, default=1000)
-    parser.add_argument("--measure", type=int, default=4000)
-    parser.add_argument("--workdir", type=Path, default=Path("bench_build"))
+    parser.add_argument("--warmup", type=int, default=1000,
+                        help="cycles of traffic before measuring (default 1000)")
+    parser.add_argument("--measure", type=int, default=4000,
+                        help="cycles whose injected flits are measured (default 4000)")
+    parser.add_argument("--workdir", type=Path, default=Path("bench_build"),
+                        help="where the Verilog and the compiled harness go (reused while "
+                             "the Verilog is unchanged; default bench_build)")
     args = parser.parse_args(argv)
     try:
         rows, cols = (int(v) for v in args.mesh.lower().split("x"))
@@ -299,9 +306,13 @@ def main(argv=None) -> int:
                f"d{args.buffer_depth}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    exe = build(rows, cols, workdir,
-                {"num_vcs": args.num_vcs, "buffer_depth": args.buffer_depth,
-                 "router_arch": args.router_arch})
+    from wafertile import ConfigError
+    try:
+        exe = build(rows, cols, workdir,
+                    {"num_vcs": args.num_vcs, "buffer_depth": args.buffer_depth,
+                     "router_arch": args.router_arch})
+    except ConfigError as exc:
+        _fail(str(exc))
     t_build = time.monotonic() - t0
     bound = xy_bound(rows, cols, args.pattern)
     loads = [0.01] + [round(bound * f, 4) for f in
