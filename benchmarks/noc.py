@@ -158,6 +158,21 @@ int main(int argc, char **argv) {
 """
 
 
+#: Saturation target of issue 3, as a ratio to the XY bound, per pattern (none for hotspot).
+SATURATION_TARGET = {"uniform": 0.85, "transpose": 0.85, "bitcomp": 0.85}
+
+
+def targets(pattern: str, zero: float, routers: float, ratio: float) -> dict:
+    """The benchmark's targets (docs/performance.md) and whether this run meets them."""
+    out = {"zero_load_latency": {"value": zero, "target": f"<= {routers + 2:.2f} "
+                                 "(routers traversed + 2)", "met": zero <= routers + 2}}
+    if pattern in SATURATION_TARGET:
+        goal = SATURATION_TARGET[pattern]
+        out["saturation_ratio"] = {"value": ratio, "target": f">= {goal}",
+                                   "met": ratio >= goal - 1e-9}
+    return out
+
+
 def _fail(message: str) -> None:
     print(f"noc.py: error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -340,6 +355,8 @@ def main(argv=None) -> int:
         "bound": bound,
         "ratio": sat / bound,
         "build_seconds": round(t_build, 1), "run_seconds": round(t_run, 1),
+        "targets": targets(args.pattern, zero, points[0]["mean_routers_traversed"],
+                           sat / bound),
         "points": points,
     }
     print(f"{rows}x{cols} {args.pattern} ({args.router_arch}, {args.num_vcs} VCs x "
@@ -347,6 +364,9 @@ def main(argv=None) -> int:
           f"({points[0]['mean_routers_traversed']:.2f} routers traversed), saturation "
           f"{sat:.3f} flits/node/cycle, XY bound {bound:.3f}, ratio {sat / bound:.2f} "
           f"(build {t_build:.0f} s, run {t_run:.0f} s)")
+    for name, t in result["targets"].items():
+        print(f"  target {name}: {t['value']:.2f} vs {t['target']} -> "
+              f"{'met' if t['met'] else 'MISSED'}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if png is not None:

@@ -144,3 +144,12 @@ def test_benchmark_bounds_match_the_xy_formulas(k):
     assert bench.xy_bound(k, k, "uniform") == pytest.approx(4 / k)
     assert bench.xy_bound(k, k, "transpose") == pytest.approx(1 / (k - 1))
     assert bench.xy_bound(k, k, "bitcomp") == pytest.approx(2 / k)
+
+
+def test_benchmark_target_verdicts():
+    bench = _bench()
+    t = bench.targets("uniform", 3.61, 3.60, 0.60)
+    assert t["zero_load_latency"]["met"] and not t["saturation_ratio"]["met"]
+    t = bench.targets("bitcomp", 8.0, 5.0, 0.85)
+    assert not t["zero_load_latency"]["met"] and t["saturation_ratio"]["met"]
+    assert "saturation_ratio" not in bench.targets("hotspot", 3.4, 3.4, 0.95)
