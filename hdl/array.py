@@ -23,14 +23,13 @@ from amaranth.lib.wiring import In, Out
 from ..config import Config
 from ._util import ConfiguredComponent, check_config, verilog_ports
 from .flit import flit_layout
+from .mesh import endpoint_name, neighbour
 from .router import PORTS, link_signature
 
 __all__ = ["TILE_MODULE", "Array", "array_verilog", "edge_ports"]
 
 #: Verilog module name of the tile that the array instantiates.
 TILE_MODULE = "wafertile_tile"
-# direction -> (dx, dy, the neighbour's port that faces back)
-_STEP = {"n": (0, -1, "s"), "e": (1, 0, "w"), "s": (0, 1, "n"), "w": (-1, 0, "e")}
 
 
 def edge_ports(config: Config) -> list[tuple[str, int, int, str]]:
@@ -64,7 +63,6 @@ class Array(ConfiguredComponent):
         cfg = self.config
         m = Module()
         width = Shape.cast(flit_layout(cfg)).width
-        edges = {(x, y, d): name for name, x, y, d in edge_ports(cfg)}
         # The wires each tile drives on its four outputs: (x, y, dir) -> (valid, flit, ready).
         outs = {}
         for y in range(cfg.rows):
@@ -83,16 +81,16 @@ class Array(ConfiguredComponent):
                     "o_error": self.error[k],
                 }
                 for d in PORTS[1:]:
-                    dx, dy, back = _STEP[d]
-                    if (x, y, d) in edges:  # the array's edge: a top-level port
-                        ext_in = getattr(self, f"{edges[x, y, d]}_in")
-                        ext_out = getattr(self, f"{edges[x, y, d]}_out")
+                    source = neighbour(cfg, x, y, d)
+                    if source is None:  # the array's edge: a top-level port
+                        ext_in = getattr(self, f"{endpoint_name(x, y, d)}_in")
+                        ext_out = getattr(self, f"{endpoint_name(x, y, d)}_out")
                         into = (ext_in.valid, ext_in.flit.as_value(), ext_in.ready)
                         ov, of, orr = outs[x, y, d]
                         m.d.comb += [ext_out.valid.eq(ov), ext_out.flit.eq(of),
                                      orr.eq(ext_out.ready)]
                     else:  # the neighbour's output that faces this port
-                        into = outs[x + dx, y + dy, back]
+                        into = outs[source]
                     ports[f"i_in_{d}__valid"], ports[f"i_in_{d}__flit"] = into[0], into[1]
                     ports[f"o_in_{d}__ready"] = into[2]
                     ov, of, orr = outs[x, y, d]
@@ -155,12 +153,12 @@ def array_verilog(config: Config, tile_verilog: str) -> str:
                      "mac_skipped": f"mac_skipped[{k}]" if n > 1 else "mac_skipped",
                      "error": f"error[{k}]" if n > 1 else "error"}
             for d in PORTS[1:]:
-                dx, dy, back = _STEP[d]
-                if (x, y, d) in edges:
-                    name = edges[x, y, d]
+                source = neighbour(config, x, y, d)
+                if source is None:
+                    name = endpoint_name(x, y, d)
                     into = (f"{name}_in__valid", f"{name}_in__flit", f"{name}_in__ready")
                 else:
-                    tag = f"x{x + dx}_y{y + dy}_{back}"
+                    tag = "x{}_y{}_{}".format(*source)
                     into = (f"v_{tag}", f"f_{tag}", f"r_{tag}")
                 tag = f"x{x}_y{y}_{d}"
                 conns.update({f"in_{d}__valid": into[0], f"in_{d}__flit": into[1],

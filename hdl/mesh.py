@@ -26,11 +26,26 @@ from ._util import ConfiguredComponent, check_config
 from .flit import flit_layout
 from .router import PORTS, link_signature
 
-__all__ = ["ROUTER_MODULE", "Mesh", "endpoint_name", "endpoints"]
+__all__ = ["ROUTER_MODULE", "Mesh", "endpoint_name", "endpoints", "neighbour"]
 
 #: Verilog module name of the router that the mesh instantiates.
 ROUTER_MODULE = "wafertile_router"
+# direction -> (dx, dy, the neighbour's port that faces back)
 _STEP = {"n": (0, -1, "s"), "e": (1, 0, "w"), "s": (0, 1, "n"), "w": (-1, 0, "e")}
+
+
+def neighbour(config: Config, x: int, y: int, port: str) -> tuple[int, int, str] | None:
+    """The (x, y, port) of the output that drives input ``port`` of position (x, y): the
+    neighbour's port facing back; ``None`` for the local port and at the array's edge (the
+    link is then the top-level endpoint :func:`endpoint_name` ``(x, y, port)``). The mesh
+    and the tile array (:mod:`wafertile.hdl.array`) wire their grid with it."""
+    if port == "l":
+        return None
+    dx, dy, back = _STEP[port]
+    nx, ny = x + dx, y + dy
+    if 0 <= nx < config.cols and 0 <= ny < config.rows:
+        return nx, ny, back
+    return None
 
 
 def endpoints(config: Config) -> list[tuple[int, int, str]]:
@@ -96,13 +111,9 @@ class Mesh(ConfiguredComponent):
 
         def link_into(x, y, p):
             """What drives input port p of router (x, y): a neighbour's output or the edge."""
-            if p == "l":
-                ext = getattr(self, f"{endpoint_name(x, y, 'l')}_in")
-                return ext.valid, ext.flit.as_value(), ext.ready
-            dx, dy, back = _STEP[p]
-            nx, ny = x + dx, y + dy
-            if 0 <= nx < cfg.cols and 0 <= ny < cfg.rows:
-                return wires[nx, ny, back]
+            source = neighbour(cfg, x, y, p)
+            if source is not None:
+                return wires[source]
             ext = getattr(self, f"{endpoint_name(x, y, p)}_in")
             return ext.valid, ext.flit.as_value(), ext.ready
 
@@ -123,9 +134,7 @@ class Mesh(ConfiguredComponent):
                     ports[f"o_out_{p}__valid"] = ov
                     ports[f"o_out_{p}__flit"] = of
                     ports[f"i_out_{p}__ready"] = orr
-                    dx, dy, _ = _STEP.get(p, (0, 0, None))
-                    off_array = p == "l" or not (0 <= x + dx < cfg.cols and 0 <= y + dy < cfg.rows)
-                    if off_array:
+                    if neighbour(cfg, x, y, p) is None:  # local or edge: a top-level endpoint
                         ext = getattr(self, f"{endpoint_name(x, y, p)}_out")
                         m.d.comb += [ext.valid.eq(ov), ext.flit.eq(of), orr.eq(ext.ready)]
                 m.submodules[f"r_x{x}_y{y}"] = Instance(ROUTER_MODULE, **ports)
