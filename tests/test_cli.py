@@ -82,6 +82,20 @@ def test_flags_override_config_file(tmp_path):
     assert (params["data_width"], params["acc_width"], params["overflow"]) == (8, 32, "saturate")
 
 
+def test_router_arch_flag_selects_the_router(tmp_path):
+    """--router-arch parallel emits the other micro-architecture (one RAM per input and VC)."""
+    texts = {}
+    for arch in ("compact", "parallel"):
+        out = tmp_path / arch
+        assert main(["generate", "--block", "router", "--router-arch", arch, "-o",
+                     str(out)]) == 0
+        params = json.loads((out / "manifest.json").read_text())["parameters"]
+        assert params["router_arch"] == arch
+        texts[arch] = (out / "wafertile_router.v").read_text()
+    assert "buf_l0" in texts["parallel"] and "buf_l0" not in texts["compact"]
+    assert "buf_l" in texts["compact"]  # one buffer per input
+
+
 def test_bad_value_is_one_line_error(tmp_path, capsys):
     assert main(["generate", "--data-width", "12", "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err
