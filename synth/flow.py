@@ -473,15 +473,16 @@ def _unrouted(report, est: dict[str, int], log_text: str, tgt, timeout: float) -
             progress = f"router1: {rows[-1]} arcs still to route or rip up"
     minutes = timeout / 60
     if placed:
-        what = (f"placed ({used['luts']} LUT4 sites, {100 * used['luts'] / tgt.luts:.0f}% of "
-                f"{tgt.device}) but routing did not finish in {minutes:g} min"
+        what = (f"placed ({used['luts']} LUT4 sites, {100 * used['luts'] / tgt.luts:.0f}%) "
+                f"but routing did not finish in {minutes:g} min"
                 + (f" ({progress})" if progress else "")
                 + ": nextpnr cannot route it (congestion); try --router router1/router2, "
                   "another --seed or a smaller array; --pnr-timeout 0 waits without limit")
     else:
         what = (f"placement did not finish in {minutes:g} min; --pnr-timeout 0 waits without "
                 f"limit")
-    return report(used, False, None, None, f"does not fit {tgt.device}: {what}", routed=False)
+    verb = "does not route on" if placed else "did not place on"
+    return report(used, False, None, None, f"{verb} {tgt.device}: {what}", routed=False)
 
 
 def _critical_path(rep: dict[str, Any]) -> dict[str, Any] | None:

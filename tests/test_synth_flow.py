@@ -131,14 +131,14 @@ def test_pnr_timeout_stops_nextpnr_and_says_so(tmp_path, capsys):
     ("Info: \t        TRELLIS_COMB:   37078/  83640    44%\nInfo: Running router2...\n"
      "Info:     iter=1 wires=598674 overused=48700 overuse=56986 archfail=NA\n"
      "Info:     iter=2 wires=617487 overused=35458 overuse=39234 archfail=NA\n",
-     ["placed (37078 LUT4 sites, 44% of", "router2: 35458 wires still overused after 2 "
-      "iterations", "congestion"]),
+     ["does not route on", "placed (37078 LUT4 sites, 44%) but",
+      "router2: 35458 wires still overused after 2 iterations", "congestion"]),
     ("Info: \t        TRELLIS_COMB:   30879/  83640    37%\nInfo: Routing globals...\n"
      "Info:      50000 |    14194      35805 |  370   630 |     17638|       0.58      33.04|\n"
      "Info:      51000 |    14545      36454 |  351   649 |     17084|       0.58      33.61|\n",
      ["placed (30879 LUT4 sites", "router1: 17084 arcs still to route"]),
     ("Info: Creating initial analytic placement for 29813 cells\n",
-     ["placement did not finish in 30 min"]),
+     ["did not place on", "placement did not finish in 30 min"]),
 ])
 def test_unrouted_report_reads_the_log(log, expect):
     est = {"luts": 40000, "ffs": 5000, "brams": 32, "dsps": 16}
@@ -150,7 +150,8 @@ def test_unrouted_report_reads_the_log(log, expect):
     assert fits is False and routed is False
     for text in expect:
         assert text in message, message
-    if "placed (" in expect[0]:
-        assert used["luts"] == int(expect[0].split("(")[1].split()[0])
+    placed = [text for text in expect if text.startswith("placed (")]
+    if placed:
+        assert used["luts"] == int(placed[0].split("(")[1].split()[0])
     else:
         assert used == est
