@@ -103,6 +103,9 @@ POSITIONS = [(1, 1), (0, 0), (2, 0), (0, 2), (2, 2), (1, 0)]
                          [(2, 4, "compact"), (3, 2, "compact"), (2, 4, "parallel"),
                           (4, 8, "parallel")])
 def test_random_all_ports(request, pos, num_vcs, depth, arch):
+    if ((num_vcs, arch) == (4, "parallel") and pos not in POSITIONS[:2]
+            and not request.config.getoption("--run-slow")):
+        pytest.skip("parallel 4 x 8 at the interior and a corner by default; --run-slow: all")
     cfg = Config(rows=3, cols=3, num_vcs=num_vcs, buffer_depth=depth, router_arch=arch)
     model = NocModel(cfg)
     seed = seed_for(request)
