@@ -80,6 +80,24 @@ def route_mask(config: Config, header, x, y, port: int) -> Value:
     return Mux(raw == 0, 1, raw)
 
 
+def vc_fifo_pointers(m: Module, inp, v: int, abits: int, name: str):
+    """Write and read pointers of VC ``v``'s FIFO at input link ``inp``, its ``ready`` bit and
+    its ``push`` (the incoming flit is taken into this FIFO this cycle).
+
+    The pointers have one wrap bit (``abits + 1`` bits), so the occupancy is their difference
+    and the FIFO is full when they differ only in that bit. ``inp.ready[v]`` depends on this
+    state only, so the upstream router may look at it freely. The caller advances the
+    pointers. Returns ``(wp, rp, push)``.
+    """
+    wp = Signal(abits + 1, name=f"wp_{name}")
+    rp = Signal(abits + 1, name=f"rp_{name}")
+    full = (wp[abits] != rp[abits]) & (wp[:abits] == rp[:abits])
+    m.d.comb += inp.ready[v].eq(~full)
+    push = Signal(name=f"push_{name}")
+    m.d.comb += push.eq(inp.valid & (inp.flit.header.vc == v) & ~full)
+    return wp, rp, push
+
+
 def _path(p: int, o: int) -> str:
     """How a branch from input ``p`` reaches output ``o`` in the switch (see PATHS)."""
     if o == _L:
@@ -192,16 +210,9 @@ class Router(ConfiguredComponent):
             wps, rps, rems, pushes, ptrs = [], [], [], [], []
             for v in range(nv):
                 vname = f"{name}{v}"
-                # Pointers with one wrap bit: the occupancy is their difference (no counter).
-                wp = Signal(abits + 1, name=f"wp_{vname}")
-                rp = Signal(abits + 1, name=f"rp_{vname}")
+                wp, rp, push = vc_fifo_pointers(m, inp, v, abits, vname)
                 count = Signal(range(depth + 1), name=f"count_{vname}")
                 m.d.comb += count.eq((wp - rp)[:abits + 1])
-                full = (wp[abits] != rp[abits]) & (wp[:abits] == rp[:abits])
-                # ready depends on state only: the upstream router may look at it freely.
-                m.d.comb += inp.ready[v].eq(~full)
-                push = Signal(name=f"push_{vname}")
-                m.d.comb += push.eq(inp.valid & (in_vc == v) & ~full)
                 masks = Memory(shape=5, depth=depth, init=[])
                 m.submodules[f"mask_{vname}"] = masks
                 mwr = masks.write_port()
