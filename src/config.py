@@ -76,9 +76,14 @@ PARAMETERS: tuple[_Rule, ...] = (
           "must be a power of two from 2 to 64", lambda v: _is_pow2(v) and 2 <= v <= 64),
     _Rule("router_arch", str,
           "router micro-architecture: 'compact' (one VC head per input per cycle, about half "
-          "the area) or 'parallel' (every VC head competes at every output, higher "
-          "saturation throughput)",
-          "must be one of 'compact', 'parallel'", lambda v: v in ("compact", "parallel")),
+          "the area of 'parallel'), 'parallel' (every VC head competes at every output, higher "
+          "saturation throughput) or 'lite' (smallest: links of 1/phits of a flit, for FPGAs)",
+          "must be one of 'compact', 'parallel', 'lite'",
+          lambda v: v in ("compact", "parallel", "lite")),
+    _Rule("phits", int,
+          "cycles a flit takes on a link: the links, buffers and switch are flit_width / phits "
+          "bits wide ('lite' router only; 1 elsewhere)",
+          "must be an integer from 1 to 8", lambda v: 1 <= v <= 8),
 )
 
 _RULES = {r.name: r for r in PARAMETERS}
@@ -109,7 +114,11 @@ class Config:
     buffer_depth : int
         Flits of buffering per virtual channel at each router input.
     router_arch : str
-        ``"compact"`` or ``"parallel"`` router micro-architecture (``docs/router.md``).
+        ``"compact"``, ``"parallel"`` or ``"lite"`` router micro-architecture
+        (``docs/router.md``).
+    phits : int
+        Cycles a flit takes on a link (``"lite"`` only): links, router buffers and switch are
+        ``ceil(flit_width / phits)`` bits wide (:attr:`phit_width`).
 
     Raises
     ------
@@ -127,6 +136,7 @@ class Config:
     num_vcs: int = 2
     buffer_depth: int = 4
     router_arch: str = "compact"
+    phits: int = 1
 
     def __post_init__(self) -> None:
         for rule in PARAMETERS:
@@ -146,6 +156,15 @@ class Config:
                 f"acc_width must be at least {self.route_width} for a {self.rows} x {self.cols} "
                 f"array with {self.num_vcs} VCs (a READ/SEND carries its output's route, "
                 f"x_width + y_width + 3 + vc_width bits, in its data field), not {self.acc_width}")
+        if self.phits > 1 and self.router_arch != "lite":
+            raise ConfigError(
+                f"phits must be 1 with router_arch {self.router_arch!r} (flits split into "
+                f"phits need router_arch 'lite'), not {self.phits}")
+        if self.phit_width < self.header_width:
+            raise ConfigError(
+                f"phits must leave the whole {self.header_width}-bit header in the first phit "
+                f"(at most {self.flit_width // self.header_width} for a {self.flit_width}-bit "
+                f"flit), not {self.phits}")
 
     # -- construction -------------------------------------------------------------------------
 
@@ -236,6 +255,22 @@ class Config:
     def vc_width(self) -> int:
         """Bits of a virtual-channel number."""
         return _clog2(self.num_vcs)
+
+    @property
+    def header_width(self) -> int:
+        """Bits of a flit's routing header (``docs/flit.md``)."""
+        return 2 * self.x_width + 2 * self.y_width + self.vc_width + 3
+
+    @property
+    def flit_width(self) -> int:
+        """Bits of a flit: header + payload (op, addr, addr_b, data)."""
+        return self.header_width + 3 + 2 * self.addr_width + self.acc_width
+
+    @property
+    def phit_width(self) -> int:
+        """Bits of a link (and of the ``lite`` router's buffers and switch):
+        ``ceil(flit_width / phits)``; phit ``k`` is flit bits ``k * phit_width`` upwards."""
+        return -(-self.flit_width // self.phits)
 
     @property
     def route_width(self) -> int:

@@ -25,7 +25,10 @@ from wafertile.config import PARAMETERS
     ("num_vcs", 1, "num_vcs must be an integer from 2 to 8, not 1"),
     ("buffer_depth", 3, "buffer_depth must be a power of two from 2 to 64, not 3"),
     ("buffer_depth", 128, "buffer_depth must be a power of two from 2 to 64, not 128"),
-    ("router_arch", "fast", "router_arch must be one of 'compact', 'parallel', not 'fast'"),
+    ("router_arch", "fast",
+     "router_arch must be one of 'compact', 'parallel', 'lite', not 'fast'"),
+    ("phits", 0, "phits must be an integer from 1 to 8, not 0"),
+    ("phits", 9, "phits must be an integer from 1 to 8, not 9"),
 ])
 def test_rejects_bad_value(name, value, message):
     with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
@@ -48,6 +51,36 @@ def test_rejects_wrong_type(rule):
         Config(**{rule.name: bad})
 
 
+def test_phits_need_the_lite_router():
+    message = ("phits must be 1 with router_arch 'compact' (flits split into phits need "
+               "router_arch 'lite'), not 2")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
+        Config(phits=2)
+    assert Config(router_arch="lite", phits=2).phits == 2
+
+
+def test_phits_keep_the_header_in_the_first_phit():
+    # 8 x 8 default: 16-bit header, 69-bit flit: 4 phits of 18 bits, 5 would be 14 < 16
+    assert Config(rows=8, cols=8, router_arch="lite", phits=4).phit_width == 18
+    message = ("phits must leave the whole 16-bit header in the first phit (at most 4 for a "
+               "69-bit flit), not 5")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
+        Config(rows=8, cols=8, router_arch="lite", phits=5)
+
+
+def test_flit_and_phit_widths_match_the_layouts():
+    from amaranth.hdl import Shape
+
+    from wafertile.hdl.flit import flit_layout, header_layout
+    for kw in ({}, {"rows": 8, "cols": 8}, {"rows": 3, "cols": 5, "num_vcs": 3, "data_width": 8,
+                                            "acc_width": 24, "act_depth": 16}):
+        cfg = Config(**kw)
+        assert cfg.flit_width == Shape.cast(flit_layout(cfg)).width
+        assert cfg.header_width == Shape.cast(header_layout(cfg)).width
+    cfg = Config(rows=3, cols=3, router_arch="lite", phits=3)
+    assert cfg.phit_width == -(-cfg.flit_width // 3)
+
+
 def test_rejects_bool_as_int():
     with pytest.raises(ConfigError, match=r"^rows must be an integer, not True$"):
         Config(rows=True)
@@ -55,7 +88,7 @@ def test_rejects_bool_as_int():
 
 def test_every_parameter_has_a_rejection_test():
     tested = {"rows", "cols", "data_width", "acc_width", "overflow", "act_depth", "acc_depth",
-              "num_vcs", "buffer_depth", "router_arch"}
+              "num_vcs", "buffer_depth", "router_arch", "phits"}
     assert tested == {r.name for r in PARAMETERS}
 
 
