@@ -6,7 +6,9 @@ instantiates that module by name with :class:`~amaranth.hdl.Instance`. The Veril
 that of one tile plus the wiring, whatever the array size, and the module list is the same for
 every R x C. Tile coordinates are constants on the instances' ``x`` / ``y`` input ports.
 
-Top-level ports (link protocol of :func:`~wafertile.hdl.router.link_signature`):
+Top-level ports (whole-flit link protocol of
+:func:`~wafertile.hdl.router.flit_link_signature`; with ``phits > 1`` each edge port has a
+serializer and a deserializer, :mod:`wafertile.hdl.phit`):
 
 - ``w_y<y>_in`` / ``w_y<y>_out``: west edge of row ``y``, where the host injects flits and
   receives replies (``exit = WEST``); likewise ``e_y<y>_*``, ``n_x<x>_*`` and ``s_x<x>_*``
@@ -24,7 +26,8 @@ from ..config import Config
 from ._util import ConfiguredComponent, check_config, verilog_ports
 from .flit import flit_layout
 from .mesh import endpoint_name, neighbour
-from .router import PORTS, link_signature
+from .phit import adapter_instances, adapter_text
+from .router import PORTS, flit_link_signature
 
 __all__ = ["TILE_MODULE", "Array", "array_verilog", "edge_ports"]
 
@@ -53,8 +56,8 @@ class Array(ConfiguredComponent):
         check_config(self, config)
         members = {}
         for name, *_ in edge_ports(config):
-            members[f"{name}_in"] = In(link_signature(config))
-            members[f"{name}_out"] = Out(link_signature(config))
+            members[f"{name}_in"] = In(flit_link_signature(config))
+            members[f"{name}_out"] = Out(flit_link_signature(config))
         n = config.rows * config.cols
         members.update({"mac_done": Out(n), "mac_skipped": Out(n), "error": Out(n)})
         super().__init__(config, members)
@@ -62,7 +65,8 @@ class Array(ConfiguredComponent):
     def elaborate(self, platform):
         cfg = self.config
         m = Module()
-        width = Shape.cast(flit_layout(cfg)).width
+        width = cfg.phit_width  # the flit, or with phits one phit (edge adapters: hdl/phit.py)
+        field = "phit" if cfg.phits > 1 else "flit"
         # The wires each tile drives on its four outputs: (x, y, dir) -> (valid, flit, ready).
         outs = {}
         for y in range(cfg.rows):
@@ -83,18 +87,24 @@ class Array(ConfiguredComponent):
                 for d in PORTS[1:]:
                     source = neighbour(cfg, x, y, d)
                     if source is None:  # the array's edge: a top-level port
-                        ext_in = getattr(self, f"{endpoint_name(x, y, d)}_in")
-                        ext_out = getattr(self, f"{endpoint_name(x, y, d)}_out")
-                        into = (ext_in.valid, ext_in.flit.as_value(), ext_in.ready)
-                        ov, of, orr = outs[x, y, d]
-                        m.d.comb += [ext_out.valid.eq(ov), ext_out.flit.eq(of),
-                                     orr.eq(ext_out.ready)]
+                        name = endpoint_name(x, y, d)
+                        ext_in = getattr(self, f"{name}_in")
+                        ext_out = getattr(self, f"{name}_out")
+                        if cfg.phits > 1:
+                            into = (Signal(name=f"{name}_pv"), Signal(width, name=f"{name}_pf"),
+                                    Signal(cfg.num_vcs, name=f"{name}_pr"))
+                            adapter_instances(m, name, ext_in, ext_out, into, outs[x, y, d])
+                        else:
+                            into = (ext_in.valid, ext_in.flit.as_value(), ext_in.ready)
+                            ov, of, orr = outs[x, y, d]
+                            m.d.comb += [ext_out.valid.eq(ov), ext_out.flit.eq(of),
+                                         orr.eq(ext_out.ready)]
                     else:  # the neighbour's output that faces this port
                         into = outs[source]
-                    ports[f"i_in_{d}__valid"], ports[f"i_in_{d}__flit"] = into[0], into[1]
+                    ports[f"i_in_{d}__valid"], ports[f"i_in_{d}__{field}"] = into[0], into[1]
                     ports[f"o_in_{d}__ready"] = into[2]
                     ov, of, orr = outs[x, y, d]
-                    ports[f"o_out_{d}__valid"], ports[f"o_out_{d}__flit"] = ov, of
+                    ports[f"o_out_{d}__valid"], ports[f"o_out_{d}__{field}"] = ov, of
                     ports[f"i_out_{d}__ready"] = orr
                 m.submodules[f"tile_x{x}_y{y}"] = Instance(TILE_MODULE, **ports)
         return m
@@ -110,6 +120,8 @@ def array_verilog(config: Config, tile_verilog: str) -> str:
     """
     tile_ports = {name: (d, w) for d, name, w in verilog_ports(tile_verilog, TILE_MODULE)}
     width = Shape.cast(flit_layout(config)).width
+    pwidth = config.phit_width
+    field = "phit" if config.phits > 1 else "flit"
     nv, n = config.num_vcs, config.rows * config.cols
 
     def rng(w: int) -> str:
@@ -137,10 +149,17 @@ def array_verilog(config: Config, tile_verilog: str) -> str:
             for d in PORTS[1:]:
                 tag = f"x{x}_y{y}_{d}"
                 lines.append(f"  wire v_{tag};")
-                lines.append(f"  wire {rng(width)}f_{tag};")
+                lines.append(f"  wire {rng(pwidth)}f_{tag};")
                 lines.append(f"  wire {rng(nv)}r_{tag};")
     for (x, y, d), name in edges.items():
         tag = f"x{x}_y{y}_{d}"
+        if config.phits > 1:  # edge adapters between the host's flits and the tile's phits
+            lines += [f"  wire {name}_pv;", f"  wire {rng(pwidth)}{name}_pf;",
+                      f"  wire {rng(nv)}{name}_pr;"]
+            lines += adapter_text(name, f"{name}_in", f"{name}_out",
+                                  (f"{name}_pv", f"{name}_pf", f"{name}_pr"),
+                                  (f"v_{tag}", f"f_{tag}", f"r_{tag}"))
+            continue
         lines.append(f"  assign {name}_out__valid = v_{tag};")
         lines.append(f"  assign {name}_out__flit = f_{tag};")
         lines.append(f"  assign r_{tag} = {name}_out__ready;")
@@ -154,16 +173,19 @@ def array_verilog(config: Config, tile_verilog: str) -> str:
                      "error": f"error[{k}]" if n > 1 else "error"}
             for d in PORTS[1:]:
                 source = neighbour(config, x, y, d)
-                if source is None:
+                if source is None and config.phits > 1:
+                    name = endpoint_name(x, y, d)
+                    into = (f"{name}_pv", f"{name}_pf", f"{name}_pr")
+                elif source is None:
                     name = endpoint_name(x, y, d)
                     into = (f"{name}_in__valid", f"{name}_in__flit", f"{name}_in__ready")
                 else:
                     tag = "x{}_y{}_{}".format(*source)
                     into = (f"v_{tag}", f"f_{tag}", f"r_{tag}")
                 tag = f"x{x}_y{y}_{d}"
-                conns.update({f"in_{d}__valid": into[0], f"in_{d}__flit": into[1],
+                conns.update({f"in_{d}__valid": into[0], f"in_{d}__{field}": into[1],
                               f"in_{d}__ready": into[2], f"out_{d}__valid": f"v_{tag}",
-                              f"out_{d}__flit": f"f_{tag}", f"out_{d}__ready": f"r_{tag}"})
+                              f"out_{d}__{field}": f"f_{tag}", f"out_{d}__ready": f"r_{tag}"})
             # Ports Amaranth left out of the tile (zero width) are simply not connected.
             body_conns = ",\n".join(f"    .{port}({conns[port]})" for port in tile_ports
                                     if port in conns)

@@ -30,6 +30,8 @@ class Block:
     make: Callable[[Config], wiring.Component]
     help: str
     leaves: tuple[tuple[str, Callable[[Config], wiring.Component]], ...] = ()
+    #: further leaves that depend on the configuration (the phit adapters)
+    more_leaves: Callable[[Config], tuple] | None = None
     #: writes the top module as text from (config, the leaves' Verilog) instead of converting
     #: ``make(config)`` with Amaranth (the array: 1024 instances convert in ~15 s, this ~0.1 s)
     text: Callable[[Config, str], str] | None = None
@@ -70,6 +72,11 @@ def _array(config: Config) -> wiring.Component:
     return Array(config)
 
 
+def _adapters(config: Config) -> tuple:
+    from .phit import phit_leaves
+    return phit_leaves(config)
+
+
 def _array_text(config: Config, leaves: str) -> str:
     from .array import array_verilog
     return array_verilog(config, leaves)
@@ -79,7 +86,8 @@ def _array_text(config: Config, leaves: str) -> str:
 BLOCKS: dict[str, Block] = {
     "array": Block("wafertile_array", _array,
                    "rows x cols tiles with host ports on the edges (tile module once)",
-                   leaves=(("wafertile_tile", _tile),), text=_array_text),
+                   leaves=(("wafertile_tile", _tile),), more_leaves=_adapters,
+                   text=_array_text),
     "tile": Block("wafertile_tile", _tile, "one tile: core behind a router's local port"),
     "core": Block("wafertile_core", _core, "MAC core + SRAM bank (the tile's compute part)"),
     "mac": Block("wafertile_mac", _mac, "the MAC core alone, with its memory ports exposed"),
@@ -87,7 +95,7 @@ BLOCKS: dict[str, Block] = {
     "router": Block("wafertile_router", _router, "one 5-port mesh router (XY multicast, VCs)"),
     "mesh": Block("wafertile_mesh", _mesh,
                   "rows x cols routers only, local and edge ports exposed (router module once)",
-                  leaves=(("wafertile_router", _router),)),
+                  leaves=(("wafertile_router", _router),), more_leaves=_adapters),
 }
 
 
@@ -177,8 +185,9 @@ def emit(block: str, config: Config, outdir: str | Path) -> dict[str, Path]:
 def verilog_text(block: str, config: Config, component: wiring.Component | None = None) -> str:
     """The Verilog of ``block``: each leaf module once, then the top (deterministic)."""
     spec = BLOCKS[block]
+    more = spec.more_leaves(config) if spec.more_leaves is not None else ()
     leaves = "".join(verilog.convert(make(config), name=name, emit_src=False)
-                     for name, make in spec.leaves)
+                     for name, make in (*spec.leaves, *more))
     if spec.text is not None:
         return leaves + spec.text(config, leaves)
     top = component if component is not None else spec.make(config)

@@ -13,18 +13,19 @@ Port names (members of :class:`Mesh`; Verilog adds ``__valid``, ``__flit``, ``__
 - ``w_y<y>_in`` / ``_out`` and ``e_y<y>_in`` / ``_out``: the west / east edge port of row y.
 
 ``*_in`` ports carry flits into the fabric, ``*_out`` ports out of it, both with the router's
-link protocol (:func:`~wafertile.hdl.router.link_signature`).
+whole-flit link protocol (:func:`~wafertile.hdl.router.flit_link_signature`); with
+``phits > 1`` every endpoint has a serializer and a deserializer (:mod:`wafertile.hdl.phit`).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal, Shape, Signal
+from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal, Signal
 from amaranth.lib.wiring import In, Out
 
 from ..config import Config
 from ._util import ConfiguredComponent, check_config
-from .flit import flit_layout
-from .router import PORTS, link_signature
+from .phit import adapter_instances
+from .router import PORTS, flit_link_signature
 
 __all__ = ["ROUTER_MODULE", "Mesh", "endpoint_name", "endpoints", "neighbour"]
 
@@ -77,9 +78,9 @@ class Mesh(ConfiguredComponent):
 
     Members
     -------
-    <endpoint>_in : In(link_signature(config))
+    <endpoint>_in : In(flit_link_signature(config))
         Injection into the fabric at an endpoint (see :func:`endpoints`).
-    <endpoint>_out : Out(link_signature(config))
+    <endpoint>_out : Out(flit_link_signature(config))
         Delivery out of the fabric at an endpoint.
 
     Raises
@@ -92,14 +93,15 @@ class Mesh(ConfiguredComponent):
         check_config(self, config)
         members = {}
         for ep in endpoints(config):
-            members[f"{endpoint_name(*ep)}_in"] = In(link_signature(config))
-            members[f"{endpoint_name(*ep)}_out"] = Out(link_signature(config))
+            members[f"{endpoint_name(*ep)}_in"] = In(flit_link_signature(config))
+            members[f"{endpoint_name(*ep)}_out"] = Out(flit_link_signature(config))
         super().__init__(config, members)
 
     def elaborate(self, platform):
         cfg = self.config
         m = Module()
-        width = Shape.cast(flit_layout(cfg)).width
+        width = cfg.phit_width
+        field = "phit" if cfg.phits > 1 else "flit"
         # One set of wires per router output: (x, y, port) -> (valid, flit, ready).
         wires = {}
         for y in range(cfg.rows):
@@ -114,8 +116,25 @@ class Mesh(ConfiguredComponent):
             source = neighbour(cfg, x, y, p)
             if source is not None:
                 return wires[source]
-            ext = getattr(self, f"{endpoint_name(x, y, p)}_in")
+            name = endpoint_name(x, y, p)
+            ext = getattr(self, f"{name}_in")
+            if (x, y, p) in phit_in:  # through a serializer (added with the deserializer below)
+                return phit_in[x, y, p]
             return ext.valid, ext.flit.as_value(), ext.ready
+
+        # With phits, every endpoint output has a deserializer and every edge input a
+        # serializer (the lite router's local input takes whole flits).
+        phit_in = {}
+        if cfg.phits > 1:
+            for x, y, p in endpoints(cfg):
+                name = endpoint_name(x, y, p)
+                if p != "l":
+                    phit_in[x, y, p] = (Signal(name=f"{name}_pv"),
+                                        Signal(width, name=f"{name}_pf"),
+                                        Signal(cfg.num_vcs, name=f"{name}_pr"))
+                adapter_instances(m, name, getattr(self, f"{name}_in"),
+                                  getattr(self, f"{name}_out"), phit_in.get((x, y, p)),
+                                  wires[x, y, p])
 
         for y in range(cfg.rows):
             for x in range(cfg.cols):
@@ -128,13 +147,14 @@ class Mesh(ConfiguredComponent):
                 for p in PORTS:
                     valid, flit, ready = link_into(x, y, p)
                     ports[f"i_in_{p}__valid"] = valid
-                    ports[f"i_in_{p}__flit"] = flit
+                    # the lite router's local input takes whole flits
+                    ports[f"i_in_{p}__{'flit' if p == 'l' else field}"] = flit
                     ports[f"o_in_{p}__ready"] = ready
                     ov, of, orr = wires[x, y, p]
                     ports[f"o_out_{p}__valid"] = ov
-                    ports[f"o_out_{p}__flit"] = of
+                    ports[f"o_out_{p}__{field}"] = of
                     ports[f"i_out_{p}__ready"] = orr
-                    if neighbour(cfg, x, y, p) is None:  # local or edge: a top-level endpoint
+                    if neighbour(cfg, x, y, p) is None and cfg.phits == 1:  # a top-level endpoint
                         ext = getattr(self, f"{endpoint_name(x, y, p)}_out")
                         m.d.comb += [ext.valid.eq(ov), ext.flit.eq(of), orr.eq(ext.ready)]
                 m.submodules[f"r_x{x}_y{y}"] = Instance(ROUTER_MODULE, **ports)

@@ -34,7 +34,7 @@ from ..config import Config
 from ._util import ConfiguredComponent, check_config
 from .flit import flit_layout
 
-__all__ = ["PORTS", "Router", "link_signature", "route_mask"]
+__all__ = ["PORTS", "Router", "flit_link_signature", "link_signature", "route_mask"]
 
 #: Port names, indexed by port number (= :class:`Exit` value).
 PORTS = ("l", "n", "e", "s", "w")
@@ -42,7 +42,17 @@ _L, _N, _E, _S, _W = range(5)
 
 
 def link_signature(config: Config) -> wiring.Signature:
-    """One direction of a router link, seen from the sender."""
+    """One direction of a router link, seen from the sender: whole flits
+    (:func:`flit_link_signature`), or phits when ``config.phits > 1``
+    (:func:`~wafertile.hdl.phit.phit_link_signature`)."""
+    if config.phits > 1:
+        from .phit import phit_link_signature
+        return phit_link_signature(config)
+    return flit_link_signature(config)
+
+
+def flit_link_signature(config: Config) -> wiring.Signature:
+    """One direction of a whole-flit link, seen from the sender."""
     return wiring.Signature({
         "valid": Out(1),
         "flit": Out(flit_layout(config)),
@@ -169,7 +179,10 @@ class Router(ConfiguredComponent):
         check_config(self, config)
         members = {"x": In(unsigned(config.x_width)), "y": In(unsigned(config.y_width))}
         for p in PORTS:
-            members[f"in_{p}"] = In(link_signature(config))
+            # the lite router's local input takes whole flits (router_lite.py)
+            local_flits = p == "l" and config.router_arch == "lite"
+            members[f"in_{p}"] = In(flit_link_signature(config) if local_flits
+                                    else link_signature(config))
         for p in PORTS:
             members[f"out_{p}"] = Out(link_signature(config))
         super().__init__(config, members)
@@ -179,6 +192,9 @@ class Router(ConfiguredComponent):
         if cfg.router_arch == "parallel":
             from .router_parallel import elaborate_parallel
             return elaborate_parallel(self)
+        if cfg.router_arch == "lite":
+            from .router_lite import elaborate_lite
+            return elaborate_lite(self)
         m = Module()
         nv = cfg.num_vcs
         depth = cfg.buffer_depth

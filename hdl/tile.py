@@ -10,6 +10,7 @@ from ..config import Config
 from ._util import ConfiguredComponent, check_config
 from .flit import Exit
 from .mac import TileCore
+from .phit import PhitRx
 from .router import PORTS, Router, link_signature
 
 __all__ = ["Tile", "route_layout"]
@@ -79,25 +80,33 @@ class Tile(ConfiguredComponent):
             wiring.connect(m, getattr(router, f"out_{p}"),
                            wiring.flipped(getattr(self, f"out_{p}")))
 
+        # With phits, the router's local output reaches the core through a deserializer
+        # (hdl/phit.py); the lite router's local input takes whole flits.
+        to_core, from_core = router.out_l, router.in_l
+        if cfg.phits > 1:
+            m.submodules.rx = rx = PhitRx(cfg)
+            wiring.connect(m, router.out_l, rx.i)
+            to_core = rx.o
+
         # Router -> core. The router offers a flit only where ready[vc] is high; the core's
         # ready depends on its own state and on the router's local input (state), not on valid.
         m.d.comb += [
-            core.i.valid.eq(router.out_l.valid),
-            core.i.payload.eq(router.out_l.flit.payload),
-            router.out_l.ready.eq(core.i.ready.replicate(cfg.num_vcs)),
+            core.i.valid.eq(to_core.valid),
+            core.i.payload.eq(to_core.flit.payload),
+            to_core.ready.eq(core.i.ready.replicate(cfg.num_vcs)),
         ]
 
         # Core -> router: a unicast to the route the request carried.
         route = data.View(route_layout(cfg), core.o_tag[:route_width(cfg)])
-        header = router.in_l.flit.header
+        header = from_core.flit.header
         m.d.comb += [
-            router.in_l.valid.eq(core.o.valid),
-            router.in_l.flit.payload.eq(core.o.payload),
+            from_core.valid.eq(core.o.valid),
+            from_core.flit.payload.eq(core.o.payload),
             header.x0.eq(route.x), header.x1.eq(route.x),
             header.y0.eq(route.y), header.y1.eq(route.y),
             header.vc.eq(route.vc),
             header.exit.eq(route.exit),
-            core.o.ready.eq(router.in_l.ready.bit_select(route.vc, 1)),
+            core.o.ready.eq(from_core.ready.bit_select(route.vc, 1)),
         ]
         m.d.comb += [self.mac_done.eq(core.mac_done), self.mac_skipped.eq(core.mac_skipped),
                      self.error.eq(core.error)]

@@ -22,6 +22,9 @@ CONFIGS = {
     # the parallel router micro-architecture in its throughput configuration
     "2x3par": Config(rows=2, cols=3, data_width=8, acc_width=16, act_depth=16, acc_depth=16,
                      router_arch="parallel", num_vcs=4, buffer_depth=8),
+    # the lite router with 4-phit links (the FPGA configuration's shape)
+    "2x3lite4": Config(rows=2, cols=3, data_width=8, acc_width=16, act_depth=16, acc_depth=16,
+                       router_arch="lite", phits=4, buffer_depth=2),
 }
 #: Layers that 2x3par runs in the default (CI) run on
 #: Icarus; the rest of their layers run with --run-slow.
@@ -71,7 +74,7 @@ def _sources(build, cfg):
 
 @pytest.mark.parametrize(("layer", "cfg_name"), PAIRS)
 def test_layer(request, sim_env, build_root, cfg_name, layer):
-    if (cfg_name == "2x3par" and layer not in EXTRA_CONFIG_SAMPLE
+    if (cfg_name in ("2x3par", "2x3lite4") and layer not in EXTRA_CONFIG_SAMPLE
             and not request.config.getoption("--run-slow")):
         pytest.skip("long regression: the default run samples this configuration; --run-slow")
     if (sim_env == "verilator" and (cfg_name, layer) not in VERILATOR_SAMPLE

@@ -27,10 +27,13 @@ MESHES = {
     "3x5": Config(rows=3, cols=5),
     "4x4": Config(rows=4, cols=4, num_vcs=3, buffer_depth=2),
     "3x5-parallel": Config(rows=3, cols=5, num_vcs=4, buffer_depth=8, router_arch="parallel"),
+    "3x5-lite4": Config(rows=3, cols=5, buffer_depth=2, router_arch="lite", phits=4),
+    "4x4-lite3v3": Config(rows=4, cols=4, num_vcs=3, buffer_depth=2, router_arch="lite",
+                          phits=3),
 }
 #: (mesh, simulator) pairs in the default run; Verilator builds of a mesh take about a minute.
 DEFAULT = {("1x1", "icarus"), ("1x4", "icarus"), ("3x5", "icarus"), ("4x4", "icarus"),
-           ("3x5-parallel", "icarus"), ("1x4", "verilator")}
+           ("3x5-parallel", "icarus"), ("3x5-lite4", "icarus"), ("1x4", "verilator")}
 _emitted: set = set()
 
 

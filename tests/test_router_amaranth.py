@@ -5,11 +5,16 @@ from __future__ import annotations
 from random import Random
 
 import pytest
+from amaranth.hdl import Module, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from wafertile import Config
+from wafertile.hdl._util import ConfiguredComponent
 from wafertile.hdl.flit import Exit
-from wafertile.hdl.router import PORTS, Router
+from wafertile.hdl.phit import PhitRx, PhitTx
+from wafertile.hdl.router import PORTS, Router, flit_link_signature
 from wafertile.sim.noc_model import Endpoint, NocModel
 
 from .conftest import seed_for
@@ -28,10 +33,41 @@ def random_flit(model: NocModel, rng: Random, seq: int, *, port: int, x: int, y:
                       vc=rng.randrange(cfg.num_vcs), exit=ex, payload=seq)
 
 
+class FlitRouter(ConfiguredComponent):
+    """A router with whole-flit ports: with ``phits > 1``, a :class:`PhitTx` before every
+    mesh input and a :class:`PhitRx` after every output, so the flit-level bench drives it."""
+
+    def __init__(self, cfg: Config):
+        members = {"x": In(unsigned(cfg.x_width)), "y": In(unsigned(cfg.y_width))}
+        members.update({f"in_{p}": In(flit_link_signature(cfg)) for p in PORTS})
+        members.update({f"out_{p}": Out(flit_link_signature(cfg)) for p in PORTS})
+        super().__init__(cfg, members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.router = router = Router(self.config)
+        m.d.comb += [router.x.eq(self.x), router.y.eq(self.y)]
+        for p in PORTS:
+            m.submodules[f"rx_{p}"] = rx = PhitRx(self.config)
+            if p == "l":  # the lite router's local input takes whole flits
+                wiring.connect(m, wiring.flipped(self.in_l), router.in_l)
+            else:
+                m.submodules[f"tx_{p}"] = tx = PhitTx(self.config)
+                wiring.connect(m, wiring.flipped(getattr(self, f"in_{p}")), tx.i)
+                wiring.connect(m, tx.o, getattr(router, f"in_{p}"))
+            wiring.connect(m, getattr(router, f"out_{p}"), rx.i)
+            wiring.connect(m, rx.o, wiring.flipped(getattr(self, f"out_{p}")))
+        return m
+
+
+def _dut(cfg: Config):
+    return FlitRouter(cfg) if cfg.phits > 1 else Router(cfg)
+
+
 def simulate_router(cfg: Config, x: int, y: int, flits: dict[int, list[int]], *, seed: int,
                     idle: float, stall: float, max_cycles: int = 20000):
     """Drive ``flits[port]`` into a router at (x, y); return words seen per output port."""
-    dut = Router(cfg)
+    dut = _dut(cfg)
     rng = Random(seed)
     got: dict[int, list[int]] = {p: [] for p in range(5)}
     info = {"cycles": 0}
@@ -83,9 +119,10 @@ def simulate_router(cfg: Config, x: int, y: int, flits: dict[int, list[int]], *,
                     moved = True
             done = all(pos[p] == len(flits.get(p, [])) for p in range(5))
             quiet = 0 if moved else quiet + 1
-            if done and quiet > 10:
+            if done and quiet > 10 * cfg.phits:  # a flit crosses the router in 2-3 slots
                 break
-            assert quiet < 200, f"no progress for 200 cycles (seed {seed}), {total} flits"
+            assert quiet < 200 * cfg.phits, \
+                f"no progress for {200 * cfg.phits} cycles (seed {seed}), {total} flits"
             assert info["cycles"] < max_cycles
 
     sim = Simulator(dut)
@@ -99,14 +136,16 @@ POSITIONS = [(1, 1), (0, 0), (2, 0), (0, 2), (2, 2), (1, 0)]
 
 
 @pytest.mark.parametrize("pos", POSITIONS, ids=[f"x{x}y{y}" for x, y in POSITIONS])
-@pytest.mark.parametrize(("num_vcs", "depth", "arch"),
-                         [(2, 4, "compact"), (3, 2, "compact"), (2, 4, "parallel"),
-                          (4, 8, "parallel")])
-def test_random_all_ports(request, pos, num_vcs, depth, arch):
-    if ((num_vcs, arch) == (4, "parallel") and pos not in POSITIONS[:2]
-            and not request.config.getoption("--run-slow")):
-        pytest.skip("parallel 4 x 8 at the interior and a corner by default; --run-slow: all")
-    cfg = Config(rows=3, cols=3, num_vcs=num_vcs, buffer_depth=depth, router_arch=arch)
+@pytest.mark.parametrize(("num_vcs", "depth", "arch", "phits"),
+                         [(2, 4, "compact", 1), (3, 2, "compact", 1), (2, 4, "parallel", 1),
+                          (4, 8, "parallel", 1), (2, 4, "lite", 1), (2, 2, "lite", 4),
+                          (3, 2, "lite", 3), (2, 4, "lite", 2)])
+def test_random_all_ports(request, pos, num_vcs, depth, arch, phits):
+    if (((num_vcs, arch) == (4, "parallel") or (arch, phits) in (("lite", 3), ("lite", 2)))
+            and pos not in POSITIONS[:2] and not request.config.getoption("--run-slow")):
+        pytest.skip("at the interior and a corner by default; --run-slow: all positions")
+    cfg = Config(rows=3, cols=3, num_vcs=num_vcs, buffer_depth=depth, router_arch=arch,
+                 phits=phits)
     model = NocModel(cfg)
     seed = seed_for(request)
     rng = Random(seed)
@@ -133,7 +172,7 @@ def test_random_all_ports(request, pos, num_vcs, depth, arch):
                 assert sub_got == sub_exp, f"order {PORTS[p]}->{PORTS[o]} VC {v} (seed {seed})"
 
 
-@pytest.mark.parametrize("arch", ["compact", "parallel"])
+@pytest.mark.parametrize("arch", ["compact", "parallel", "lite"])
 def test_one_cycle_per_router_and_full_rate(arch):
     """Zero load: a flit leaves in the cycle after it arrived; an output moves 1 flit/cycle."""
     cfg = Config(rows=3, cols=3, router_arch=arch)
@@ -144,6 +183,61 @@ def test_one_cycle_per_router_and_full_rate(arch):
     assert got[2] == words
     # 40 transfers in, then 1 cycle to leave; the loop adds 11 quiet cycles at the end
     assert info["cycles"] == len(words) + 1 + 11
+
+
+@pytest.mark.parametrize("phits", [2, 3, 4])
+def test_lite_one_slot_per_router_and_full_rate(phits):
+    """With n phits an output moves one flit per n-cycle slot, back to back: the serializer
+    takes flit k in the phase 0 of slot k, the router sends it in slot k + 1 and the
+    deserializer offers it in the cycle after that slot."""
+    cfg = Config(rows=3, cols=3, router_arch="lite", phits=phits, buffer_depth=2)
+    model = NocModel(cfg)
+    words = [model.flit(x0=2, x1=2, y0=1, y1=1, vc=k % 2, payload=k) for k in range(40)]
+    got, info = simulate_router(cfg, 1, 1, {4: words}, seed=0, idle=0.0, stall=0.0)
+    assert got[2] == words
+    # the last flit (k = 39) is offered in the first cycle after slot 40; then the bench waits
+    # 10 * phits + 1 quiet cycles
+    assert info["cycles"] == (len(words) + 1) * phits + 1 + 10 * phits + 1
+
+
+@pytest.mark.parametrize(("arch", "phits"), [("compact", 1), ("parallel", 1), ("lite", 1),
+                                             ("lite", 4)])
+def test_blocked_vc_does_not_hold_up_another(arch, phits):
+    """Requests (VC 0) stuck behind a downstream that never frees VC 0 must not stop replies
+    (VC 1) from the same input to the same output (no protocol deadlock)."""
+    cfg = Config(rows=3, cols=3, router_arch=arch, phits=phits, buffer_depth=2)
+    model = NocModel(cfg)
+    blocked = [model.flit(x0=2, x1=2, y0=1, y1=1, vc=0, payload=k) for k in range(3)]
+    replies = [model.flit(x0=2, x1=2, y0=1, y1=1, vc=1, payload=100 + k) for k in range(6)]
+    dut = _dut(cfg)
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.x, 1)
+        ctx.set(dut.y, 1)
+        for p in range(5):
+            ctx.set(getattr(dut, f"out_{PORTS[p]}").ready, 0b10 if p == 2 else 0b11)
+        link, out = dut.in_w, dut.out_e
+        queue = blocked[:2] + replies  # two requests fill VC 0's buffer, replies follow
+        for _ in range(60 * cfg.phits):
+            if queue:
+                ctx.set(link.valid, 1)
+                ctx.set(link.flit.as_value(), queue[0])
+            else:
+                ctx.set(link.valid, 0)
+            *_, ready, valid, word = await ctx.tick().sample(link.ready, out.valid,
+                                                            out.flit.as_value())
+            vc = model.vc(queue[0]) if queue else 0
+            if queue and ready >> vc & 1:
+                queue.pop(0)
+            if valid:
+                got.append(word)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == replies
 
 
 def test_route_matches_model_everywhere():
