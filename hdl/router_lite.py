@@ -75,6 +75,8 @@ def elaborate_lite(router) -> Module:
     edge = Signal(5, name="edge")  # bit o: this router is on the array's edge on side o
     m.d.comb += edge.eq(Cat(Const(0), y == 0, x == cfg.cols - 1, y == cfg.rows - 1, x == 0))
 
+    held = {}  # name -> the register behind hold(), read directly where a path must not loop
+
     def hold(sig, name):
         """``sig`` in phase 0, then the value it had in phase 0 for the rest of the slot."""
         if not isinstance(sig, Signal):
@@ -88,17 +90,23 @@ def elaborate_lite(router) -> Module:
         with m.If(first):
             m.d.sync += reg.eq(sig)
         m.d.comb += eff.eq(Mux(first, sig, reg))
+        held[name] = reg
         return eff
 
     # The local input: one whole flit from the tile core in a register (the core sends its
-    # outputs in order anyway), read one phit per phase.
+    # outputs in order anyway), read one phit per phase. With phits, a new flit may enter in
+    # the last phase of the slot where the one before leaves (full rate); its ready then uses
+    # the registered decision, so no combinational path runs from the allocation back into
+    # the core. With phits = 1 the register takes a flit every other cycle.
     lin = ins[_L]
+    l_leaving = Signal(name="l_leaving")  # the register empties at the end of this cycle
     lflit = Signal(flit_layout(cfg), name="l_flit")
     lfull = Signal(name="l_full")
     lmask = Signal(5, name="l_mask")
     lsent = Signal(5, name="l_sent")
-    m.d.comb += lin.ready.eq((~lfull).replicate(nv))  # the receiver's state only
-    with m.If(lin.valid & ~lfull & (lin.flit.header.vc < nv)):
+    l_room = ~lfull | l_leaving
+    m.d.comb += lin.ready.eq(l_room.replicate(nv))  # the receiver's state only
+    with m.If(lin.valid & l_room & (lin.flit.header.vc < nv)):
         m.d.sync += [lflit.eq(lin.flit), lfull.eq(1),
                      lmask.eq(route_mask(cfg, lin.flit.header, x, y, _L))]
     lraw = Cat(lflit.as_value(), Const(0, n * w - cfg.flit_width))
@@ -235,8 +243,11 @@ def elaborate_lite(router) -> Module:
     # End of the slot: pop heads whose last branch went, remember partial multicasts, move
     # the write pointers (above) and choose each input's next VC.
     lpop = hold((got[_L] != 0) & ((lrem & ~got[_L]) == 0), "pop_l")
+    m.d.comb += l_leaving.eq(last & held["pop_l"] if n > 1 else 0)
     with m.If(last & lpop):
-        m.d.sync += [lfull.eq(0), lsent.eq(0)]
+        m.d.sync += lsent.eq(0)
+        with m.If(~(lin.valid & l_leaving & (lin.flit.header.vc < nv))):
+            m.d.sync += lfull.eq(0)
     with m.Elif(last):
         m.d.sync += lsent.eq(lsent | got_h[_L])
     for p in range(1, 5):
