@@ -377,8 +377,9 @@ def main(argv=None) -> int:
                            sat / bound, args.phits),
         "points": points,
     }
+    phit_note = f", {args.phits} phits" if args.phits > 1 else ""
     print(f"{rows}x{cols} {args.pattern} ({args.router_arch}, {args.num_vcs} VCs x "
-          f"{args.buffer_depth}{f', {args.phits} phits' if args.phits > 1 else ''}): zero-load latency {zero:.2f} cycles "
+          f"{args.buffer_depth}{phit_note}): zero-load latency {zero:.2f} cycles "
           f"({points[0]['mean_routers_traversed']:.2f} routers traversed), saturation "
           f"{sat:.3f} flits/node/cycle, XY bound {bound:.3f}, ratio {sat / bound:.2f} "
           f"(build {t_build:.0f} s, run {t_run:.0f} s)")
