@@ -26,9 +26,13 @@ CONFIGS = {
     "2x3lite4": Config(rows=2, cols=3, data_width=8, acc_width=16, act_depth=16, acc_depth=16,
                        router_arch="lite", phits=4, buffer_depth=2),
 }
-#: Layers that 2x3par runs in the default (CI) run on
+#: Layers that 2x3par and 2x3lite4 run in the default (CI) run on
 #: Icarus; the rest of their layers run with --run-slow.
 EXTRA_CONFIG_SAMPLE = {"sparse10", "reduce", "extremes", "uneven"}
+#: The layers 3x5sat (saturation) and 3x5d16 (reduction over 3 columns) run by default, on
+#: Icarus; 2x2 runs them all. The rest with --run-slow.
+SAMPLE_3X5 = {"3x5sat": {"extremes", "uneven", "passes", "sparse10"},
+              "3x5d16": {"reduce", "reduce_dense", "reduce_passes", "reduce_extremes", "zero"}}
 
 LAYERS = {
     "dense": {"B": 2, "I": 6, "J": 8, "density": 1.0},
@@ -74,7 +78,8 @@ def _sources(build, cfg):
 
 @pytest.mark.parametrize(("layer", "cfg_name"), PAIRS)
 def test_layer(request, sim_env, build_root, cfg_name, layer):
-    if (cfg_name in ("2x3par", "2x3lite4") and layer not in EXTRA_CONFIG_SAMPLE
+    if (((cfg_name in ("2x3par", "2x3lite4") and layer not in EXTRA_CONFIG_SAMPLE)
+         or (cfg_name in SAMPLE_3X5 and layer not in SAMPLE_3X5[cfg_name]))
             and not request.config.getoption("--run-slow")):
         pytest.skip("long regression: the default run samples this configuration; --run-slow")
     if (sim_env == "verilator" and (cfg_name, layer) not in VERILATOR_SAMPLE

@@ -51,9 +51,9 @@ def run(build_root, sim, cfg_name, testcase, env, request=None):
 @pytest.mark.parametrize("pos", POSITIONS)
 def test_every_rectangle(request, sim_env, build_root, cfg_name, pos):
     """Every rectangle x exit x VC on every input, with random backpressure on every output."""
-    if (cfg_name == "par-v4d8" and pos not in POSITIONS[:2]
+    if (cfg_name in ("par-v4d8", "v3d2") and pos not in POSITIONS[:2]
             and not request.config.getoption("--run-slow")):
-        pytest.skip("par-v4d8 at the interior and a corner by default; --run-slow: all")
+        pytest.skip(f"{cfg_name} at the interior and a corner by default; --run-slow: all")
     run(build_root, sim_env, cfg_name, "every_rectangle",
         {"WAFERTILE_POS": pos, "WAFERTILE_SEED": str(seed_for(request)),
          "WAFERTILE_BACKPRESSURE": "0.3"}, request)
