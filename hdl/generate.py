@@ -18,7 +18,7 @@ from ..config import Config
 from .flit import Opcode, describe, flit_layout, header_layout, payload_layout
 from .tile import route_layout
 
-__all__ = ["BLOCKS", "Block", "emit", "port_list", "verilog_text"]
+__all__ = ["BLOCKS", "Block", "emit", "leaves_text", "port_list", "verilog_text"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,11 @@ def _adapters(config: Config) -> tuple:
     return phit_leaves(config)
 
 
+def _mesh_adapters(config: Config) -> tuple:
+    from .phit import phit_leaves
+    return phit_leaves(config, per_vc=True)
+
+
 def _array_text(config: Config, leaves: str) -> str:
     from .array import array_verilog
     return array_verilog(config, leaves)
@@ -95,7 +100,7 @@ BLOCKS: dict[str, Block] = {
     "router": Block("wafertile_router", _router, "one 5-port mesh router (XY multicast, VCs)"),
     "mesh": Block("wafertile_mesh", _mesh,
                   "rows x cols routers only, local and edge ports exposed (router module once)",
-                  leaves=(("wafertile_router", _router),), more_leaves=_adapters),
+                  leaves=(("wafertile_router", _router),), more_leaves=_mesh_adapters),
 }
 
 
@@ -182,12 +187,19 @@ def emit(block: str, config: Config, outdir: str | Path) -> dict[str, Path]:
     return {"verilog": vpath, "manifest": mpath, "fusesoc": cpath}
 
 
+def leaves_text(block: str, config: Config) -> str:
+    """The Verilog of the leaf modules ``block`` instantiates by name (the array's: the tile,
+    and with phits the edge adapters), for a design that composes the block itself."""
+    spec = BLOCKS[block]
+    more = spec.more_leaves(config) if spec.more_leaves is not None else ()
+    return "".join(verilog.convert(make(config), name=name, emit_src=False)
+                   for name, make in (*spec.leaves, *more))
+
+
 def verilog_text(block: str, config: Config, component: wiring.Component | None = None) -> str:
     """The Verilog of ``block``: each leaf module once, then the top (deterministic)."""
     spec = BLOCKS[block]
-    more = spec.more_leaves(config) if spec.more_leaves is not None else ()
-    leaves = "".join(verilog.convert(make(config), name=name, emit_src=False)
-                     for name, make in (*spec.leaves, *more))
+    leaves = leaves_text(block, config)
     if spec.text is not None:
         return leaves + spec.text(config, leaves)
     top = component if component is not None else spec.make(config)

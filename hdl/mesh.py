@@ -134,7 +134,7 @@ class Mesh(ConfiguredComponent):
                                         Signal(cfg.num_vcs, name=f"{name}_pr"))
                 adapter_instances(m, name, getattr(self, f"{name}_in"),
                                   getattr(self, f"{name}_out"), phit_in.get((x, y, p)),
-                                  wires[x, y, p])
+                                  wires[x, y, p], per_vc=True)
 
         for y in range(cfg.rows):
             for x in range(cfg.cols):

@@ -21,7 +21,7 @@ input takes whole flits itself, so only its local output needs a :class:`PhitRx`
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -29,8 +29,9 @@ from ..config import Config
 from ._util import ConfiguredComponent, check_config
 from .flit import flit_layout
 
-__all__ = ["PHIT_RX_MODULE", "PHIT_TX_MODULE", "PhitRx", "PhitTx", "adapter_instances",
-           "adapter_text", "phase_counter", "phit_leaves", "phit_link_signature"]
+__all__ = ["PHIT_RX_MODULE", "PHIT_RX_VC_MODULE", "PHIT_TX_MODULE", "PhitRx", "PhitTx",
+           "adapter_instances", "adapter_text", "phase_counter", "phit_leaves",
+           "phit_link_signature"]
 
 
 def phit_link_signature(config: Config) -> wiring.Signature:
@@ -100,54 +101,93 @@ class PhitTx(ConfiguredComponent):
 class PhitRx(ConfiguredComponent):
     """Phits in (``i``, a phit link), whole flits out (``o``, a flit link).
 
-    The phits of a flit are written straight into a one-flit holding register. Like a router
-    output, ``o`` raises ``valid`` only for a flit whose VC is ready (``o.ready[vc]``), from
-    the cycle after its last phit on. ``i.ready[v]`` is high in a phase 0 where the register
-    is empty or being emptied *and* the receiver is ready for VC ``v``: a flit of a VC the
-    receiver refuses stays in the router, where it cannot hold up another VC (a receiver that
-    takes back its ``ready[v]`` within the slot makes the register wait for it).
+    The phits of a flit are written straight into a holding register: one for all VCs, or
+    one per VC with ``per_vc=True``. Like a router output, ``o`` raises ``valid`` only for a
+    flit whose VC is ready (``o.ready[vc]``), from the cycle after its last phit on (with
+    ``per_vc``, the lowest such VC first). ``i.ready`` is high in a phase 0 where the
+    register (of that VC) is empty or being emptied; it never waits for the receiver's
+    ``ready`` to be high in phase 0, so a receiver may offer its ``ready`` in any cycle.
+
+    With one register, a flit of a VC that the receiver refuses waits in it and holds up the
+    other VCs until the receiver takes it: right for a receiver that takes every flit in the
+    end (the tile core, a host at the array's edge: sinks). ``per_vc`` keeps the router's
+    promise that a refused VC never holds up another (the mesh's endpoints).
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, *, per_vc: bool = False):
         check_config(self, config)
+        self.per_vc = per_vc
         super().__init__(config, {"i": In(phit_link_signature(config)),
                                   "o": Out(_flit_link(config))})
 
     def elaborate(self, platform):
         cfg = self.config
         m = Module()
-        n, w = cfg.phits, cfg.phit_width
+        n, w, nv = cfg.phits, cfg.phit_width, cfg.num_vcs
         phase = phase_counter(m, cfg)
-        hold = Signal(flit_layout(cfg))
-        full = Signal()
-        taken = full & self.o.ready.bit_select(hold.header.vc, 1)
-        m.d.comb += [self.o.valid.eq(taken), self.o.flit.eq(hold),
-                     self.i.ready.eq((~full | taken).replicate(cfg.num_vcs) & self.o.ready)]
-        raw = hold.as_value()
-        for k in range(n):
-            lo, hi = k * w, min((k + 1) * w, cfg.flit_width)
-            with m.If(self.i.valid & (phase == k)):
-                m.d.sync += raw[lo:hi].eq(self.i.phit[:hi - lo])
-        with m.If(self.i.valid & (phase == n - 1)):
-            m.d.sync += full.eq(1)
-        with m.Elif(taken):
-            m.d.sync += full.eq(0)
+        regs = nv if self.per_vc else 1
+        holds = [Signal(flit_layout(cfg), name=f"hold{r}") for r in range(regs)]
+        fulls = [Signal(name=f"full{r}") for r in range(regs)]
+        # the arriving flit's VC: in the header, in phit 0
+        at = 2 * cfg.x_width + 2 * cfg.y_width
+        vc0 = self.i.phit[at:at + cfg.vc_width]
+        rx_vc = Signal(cfg.vc_width)
+        with m.If(phase == 0):
+            m.d.sync += rx_vc.eq(vc0)
+        vc_now = Mux(phase == 0, vc0, rx_vc)
+        taken = []
+        for r in range(regs):
+            hold, full = holds[r], fulls[r]
+            take = Signal(name=f"take{r}")
+            earlier = Const(0)
+            for t in taken:
+                earlier = earlier | t
+            m.d.comb += take.eq(full & self.o.ready.bit_select(hold.header.vc, 1) & ~earlier)
+            taken.append(take)
+            here = self.i.valid & ((vc_now == r) if self.per_vc else 1)
+            raw = hold.as_value()
+            for k in range(n):
+                lo, hi = k * w, min((k + 1) * w, cfg.flit_width)
+                with m.If(here & (phase == k)):
+                    m.d.sync += raw[lo:hi].eq(self.i.phit[:hi - lo])
+            with m.If(here & (phase == n - 1)):
+                m.d.sync += full.eq(1)
+            with m.Elif(take):
+                m.d.sync += full.eq(0)
+        room = [~fulls[r] | taken[r] for r in range(regs)]
+        out = holds[0]
+        for r in range(1, regs):
+            out = Mux(taken[r], holds[r], out)
+        valid = Const(0)
+        for t in taken:
+            valid = valid | t
+        m.d.comb += [
+            self.o.valid.eq(valid),
+            self.o.flit.eq(out),
+            self.i.ready.eq(Cat(room) if self.per_vc else room[0].replicate(nv)),
+        ]
         return m
 
 
 #: Verilog module names of the adapters where a block instantiates them by name.
 PHIT_TX_MODULE = "wafertile_phit_tx"
 PHIT_RX_MODULE = "wafertile_phit_rx"
+PHIT_RX_VC_MODULE = "wafertile_phit_rx_vc"
 
 
-def phit_leaves(config: Config) -> tuple:
-    """The adapter modules a mesh or array instantiates by name (none without phits)."""
+def phit_leaves(config: Config, *, per_vc: bool = False) -> tuple:
+    """The adapter modules an array (``per_vc=False``) or a mesh (``per_vc=True``: a
+    deserializer per VC, see :class:`PhitRx`) instantiates by name; none without phits."""
     if config.phits == 1:
         return ()
+    if per_vc:
+        return ((PHIT_TX_MODULE, PhitTx),
+                (PHIT_RX_VC_MODULE, lambda cfg: PhitRx(cfg, per_vc=True)))
     return ((PHIT_TX_MODULE, PhitTx), (PHIT_RX_MODULE, PhitRx))
 
 
-def adapter_instances(m: Module, name: str, flit_in, flit_out, phit_in, phit_out) -> None:
+def adapter_instances(m: Module, name: str, flit_in, flit_out, phit_in, phit_out, *,
+                      per_vc: bool = False) -> None:
     """Add a :class:`PhitTx` (whole flits from ``flit_in`` into ``phit_in``) and a
     :class:`PhitRx` (phits from ``phit_out`` to ``flit_out``) instance to ``m``.
 
@@ -165,9 +205,9 @@ def adapter_instances(m: Module, name: str, flit_in, flit_out, phit_in, phit_out
             i_i__flit=flit_in.flit.as_value(), o_i__ready=flit_in.ready, o_o__valid=phit_in[0],
             o_o__phit=phit_in[1], i_o__ready=phit_in[2])
     m.submodules[f"rx_{name}"] = Instance(
-        PHIT_RX_MODULE, **clk, i_i__valid=phit_out[0], i_i__phit=phit_out[1],
-        o_i__ready=phit_out[2], o_o__valid=flit_out.valid, o_o__flit=flit_out.flit.as_value(),
-        i_o__ready=flit_out.ready)
+        PHIT_RX_VC_MODULE if per_vc else PHIT_RX_MODULE, **clk, i_i__valid=phit_out[0],
+        i_i__phit=phit_out[1], o_i__ready=phit_out[2], o_o__valid=flit_out.valid,
+        o_o__flit=flit_out.flit.as_value(), i_o__ready=flit_out.ready)
 
 
 def adapter_text(name: str, flit_in: str, flit_out: str, phit_in: tuple, phit_out: tuple

@@ -22,7 +22,7 @@ do not start a frame are skipped (resynchronisation after a reset of either side
 
 Replies: the bridge takes one flit at a time from the west outputs, visiting the rows in turn;
 ``ready`` of a row depends only on the bridge's state (the link protocol of
-:func:`~wafertile.hdl.router.link_signature`), so a row is offered the slot for one cycle at a
+:func:`~wafertile.hdl.router.flit_link_signature`), so a row is offered the slot for one cycle at a
 time while the bridge is empty. Flits leaving by the north, east and south edges are not
 served (their ``ready`` is 0): the streaming compiler sends every reply west.
 """
@@ -37,7 +37,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import Config
 from ._util import ConfiguredComponent, check_config
 from .flit import flit_layout
-from .router import link_signature
+from .router import flit_link_signature
 
 __all__ = ["ACK", "INJECT", "REPLY", "RX_FIFO_BYTES", "STATUS", "STATUS_REQ", "HostBridge",
            "UartRx", "UartTx", "flit_bytes", "window"]
@@ -162,9 +162,9 @@ class HostBridge(ConfiguredComponent):
     -------
     rx : In(1), tx : Out(1)
         The serial lines (idle high).
-    w_in : Out(link_signature(config)) per row, ``w_in[r]``
+    w_in : Out(flit_link_signature(config)) per row, ``w_in[r]``
         To the array's ``w_y<r>_in``.
-    w_out : In(link_signature(config)) per row
+    w_out : In(flit_link_signature(config)) per row
         From the array's ``w_y<r>_out``.
     mac_done, mac_skipped, error : In(rows * cols)
         The array's per-tile pulses and error flags (for the status word).
@@ -177,8 +177,8 @@ class HostBridge(ConfiguredComponent):
         members = {"rx": In(1, init=1), "tx": Out(1, init=1),
                    "mac_done": In(n), "mac_skipped": In(n), "error": In(n)}
         for r in range(config.rows):
-            members[f"w_in_{r}"] = Out(link_signature(config))
-            members[f"w_out_{r}"] = In(link_signature(config))
+            members[f"w_in_{r}"] = Out(flit_link_signature(config))
+            members[f"w_out_{r}"] = In(flit_link_signature(config))
         super().__init__(config, members)
 
     def elaborate(self, platform):

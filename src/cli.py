@@ -159,7 +159,15 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         else:
             print(result.text())
         return 0 if result.fits else 1
-    cfg = config_from_args(args)
+    from .synth.flow import TARGETS, fpga_config
+
+    if args.config is not None or args.target not in TARGETS:
+        cfg = config_from_args(args)
+    else:  # on ECP5 the FPGA router profile, where the flags do not set the router
+        cfg = fpga_config(TARGETS[args.target].family,
+                          {r.name: getattr(args, r.name) for r in PARAMETERS
+                           if getattr(args, r.name, None) is not None},
+                          source="command-line flags")
     try:
         report = run_synth(args.block, cfg, args.target, freq=args.freq,
                            build_dir=args.build_dir, seed=args.seed, full=args.full,
@@ -255,9 +263,13 @@ def _parser() -> argparse.ArgumentParser:
             "route it with nextpnr, both the YoWASP builds from PyPI, and report LUTs, "
             "flip-flops, block RAMs, DSPs, their share of the device, fmax, and whether the "
             "design fits and meets --freq. ECP5 blocks are placed out of context (no pins); "
-            "iCE40 blocks get a 4-pin I/O shell (see docs/fpga.md). With --board: the board "
-            "top-level (array + UART bridge) and its bitstream. Tool logs stay in the build "
-            "directory. Exit status 1 when the design does not fit.", 79),
+            "iCE40 blocks get a 4-pin I/O shell (see docs/fpga.md). On ECP5 (targets and the "
+            "ULX3S board) the router defaults to the FPGA profile: --router-arch lite --phits 4 "
+            "--buffer-depth 2 (4-cycle links, the smallest router: an 8 x 8 array of 16/32-bit "
+            "tiles fits the 85F) for whichever of these three the flags do not set (a --config "
+            "file is taken as it is); --router-arch compact gives the simulation default. "
+            "With --board: the board top-level (array + UART bridge) and its bitstream. Tool "
+            "logs stay in the build directory. Exit status 1 when the design does not fit.", 79),
         epilog="targets:\n" + "\n".join(f"  {t.name:11s} {t.device}" for t in TARGETS.values()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     synth.add_argument("--target", choices=list(TARGETS), default="ecp5-85k",

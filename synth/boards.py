@@ -101,8 +101,8 @@ def bridge_verilog(config: Config, divisor: int) -> str:
     instantiates, for simulation."""
     from amaranth.back import verilog
 
-    from ..hdl.generate import verilog_text
-    return verilog_text("tile", config) + verilog.convert(
+    from ..hdl.generate import leaves_text
+    return leaves_text("array", config) + verilog.convert(
         BridgeTop(config, divisor), name="wafertile_bridge_top", emit_src=False)
 
 
@@ -187,10 +187,15 @@ class BoardResult:
 
 
 def board_config(board: str, overrides: dict[str, Any]) -> Config:
-    """The config of a board build: the board's defaults under the user's flags."""
+    """The config of a board build: the board's defaults under the user's flags (and on ECP5
+    the FPGA router profile, :data:`wafertile.synth.flow.FPGA_PROFILE`, where neither sets
+    the router)."""
+    from .flow import TARGETS, fpga_config
+
     values = dict(BOARDS[board].defaults)
     values.update(overrides)
-    return Config.from_mapping(values, source=f"--board {board}")
+    family = TARGETS[BOARDS[board].target].family
+    return fpga_config(family, values, source=f"--board {board}")
 
 
 def build_board(board: str, config: Config, *, freq: float | None = None, baud: int = DEFAULT_BAUD,
@@ -199,7 +204,7 @@ def build_board(board: str, config: Config, *, freq: float | None = None, baud: 
     """Build the bitstream of ``board`` for ``config`` (offline; nothing is programmed)."""
     import importlib
 
-    from ..hdl.generate import verilog_text
+    from ..hdl.generate import leaves_text
 
     if board not in BOARDS:
         raise ValueError(f"--board must be one of {', '.join(BOARDS)}, not {board!r}")
@@ -224,8 +229,8 @@ def build_board(board: str, config: Config, *, freq: float | None = None, baud: 
         "ICEPACK": tool("yowasp-icepack") if spec.target.startswith("ice40") else "",
         "OPENFPGALOADER": "true",
     }
-    tile_text = verilog_text("tile", config)
-    platform.add_file("wafertile_tile.v", tile_text)
+    # the modules the array instantiates by name: the tile (and with phits the edge adapters)
+    platform.add_file("wafertile_tile.v", leaves_text("array", config))
     name = f"wafertile_{board.replace('-', '_')}"
     overrides = {"nextpnr_opts": "--report report.json --timing-allow-fail"}
     if spec.target.startswith("ecp5"):

@@ -40,7 +40,7 @@ from ..config import Config
 from ..hdl._util import verilog_ports
 from ..sim.toolchain import ToolError
 
-__all__ = ["TARGETS", "SynthReport", "Target", "run_synth", "tool"]
+__all__ = ["FPGA_PROFILE", "TARGETS", "SynthReport", "Target", "fpga_config", "run_synth", "tool"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,26 @@ SYNTH_COMMANDS = {
 }
 
 SHELL_TOP = "wafertile_io_shell"
+
+#: The router configuration that ``wafertile synth`` uses on ECP5 unless the user sets it (flags
+#: or ``--config``): the ``lite`` router with 4-phit links and 2-flit VC buffers, which fits an
+#: 8 x 8 array of 16/32-bit tiles on an ECP5-85F (docs/fpga.md). ``phits`` is lowered where the
+#: header would not fit in phit 0 (narrow flits, large arrays).
+FPGA_PROFILE = {"router_arch": "lite", "phits": 4, "buffer_depth": 2}
+
+
+def fpga_config(family: str, values: dict[str, Any], *, source: str) -> Config:
+    """A :class:`Config` from ``values`` (defaults under the user's settings) with, on ECP5,
+    :data:`FPGA_PROFILE` for the router parameters the user did not set."""
+    if family != "ecp5" or ("router_arch" in values and values["router_arch"] != "lite"):
+        return Config.from_mapping(values, source=source)
+    merged = {**FPGA_PROFILE, **values}
+    if "phits" not in values:  # as many phits as the header allows, up to the profile's 4
+        probe = Config.from_mapping({**merged, "phits": 1}, source=source)
+        merged["phits"] = max(1, min(FPGA_PROFILE["phits"],
+                                     probe.flit_width // probe.header_width))
+    return Config.from_mapping(merged, source=source)
+
 
 #: An array is declared too big from one tile's counts only when it misses by this factor
 #: (the array's constant coordinates let Yosys trim each tile a little).

@@ -18,6 +18,8 @@ from wafertile.synth.boards import bridge_verilog
 from .conftest import seed_for
 
 CFG = Config(rows=2, cols=2, data_width=8, acc_width=16, act_depth=32, acc_depth=16)
+#: the ULX3S builds' router (the FPGA profile: lite, 4-phit links, 2-flit buffers)
+CFG_LITE = CFG.replace(router_arch="lite", phits=4, buffer_depth=2)
 DIVISOR = 6  # clock cycles per bit: fast in simulation, the same logic as 217 at 25 MHz
 
 LAYERS = {
@@ -26,18 +28,18 @@ LAYERS = {
 }
 
 
-def _build(build_root, sim):
-    build = build_root / f"bridge-{sim}"
+def _build(build_root, sim, cfg=CFG):
+    build = build_root / f"bridge-{sim}{'-' + cfg.router_arch if cfg is not CFG else ''}"
     build.mkdir(parents=True, exist_ok=True)
     path = build / "wafertile_bridge_top.v"
-    text = bridge_verilog(CFG, DIVISOR)
+    text = bridge_verilog(cfg, DIVISOR)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
     return build, [path]
 
 
-def _env(**extra):
-    env = {"WAFERTILE_CONFIG": json.dumps(CFG.as_dict()), "WAFERTILE_DIVISOR": str(DIVISOR)}
+def _env(cfg=CFG, **extra):
+    env = {"WAFERTILE_CONFIG": json.dumps(cfg.as_dict()), "WAFERTILE_DIVISOR": str(DIVISOR)}
     env.update(extra)
     return env
 
@@ -52,6 +54,18 @@ def test_layer_through_uart(request, sim_env, build_root, layer):
                test_module="wafertile.sim.tb_bridge", build_dir=build, testcase="layer",
                extra_env=_env(WAFERTILE_SEED=str(seed_for(request)),
                               WAFERTILE_LAYER=json.dumps(LAYERS[layer])))
+
+
+def test_layer_through_uart_lite_router(request, sim_env, build_root):
+    """The bridge in front of an array of lite routers with phit links (the ULX3S default):
+    the array's ports and the framing are unchanged."""
+    if sim_env == "verilator" and not request.config.getoption("--run-slow"):
+        pytest.skip("long regression: Icarus by default; use --run-slow")
+    build, sources = _build(build_root, sim_env, CFG_LITE)
+    run_cocotb(sim=sim_env, sources=sources, top="wafertile_bridge_top",
+               test_module="wafertile.sim.tb_bridge", build_dir=build, testcase="layer",
+               extra_env=_env(CFG_LITE, WAFERTILE_SEED=str(seed_for(request)),
+                              WAFERTILE_LAYER=json.dumps(LAYERS["sparse"])))
 
 
 def test_bad_frames(sim_env, build_root):

@@ -48,7 +48,7 @@ class FlitRouter(ConfiguredComponent):
         m.submodules.router = router = Router(self.config)
         m.d.comb += [router.x.eq(self.x), router.y.eq(self.y)]
         for p in PORTS:
-            m.submodules[f"rx_{p}"] = rx = PhitRx(self.config)
+            m.submodules[f"rx_{p}"] = rx = PhitRx(self.config, per_vc=True)
             if p == "l":  # the lite router's local input takes whole flits
                 wiring.connect(m, wiring.flipped(self.in_l), router.in_l)
             else:

@@ -124,7 +124,7 @@ def test_pnr_timeout_stops_nextpnr_and_says_so(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert rc == 1 and out["fits"] is False and out["routed"] is False
     assert "did not finish in" in out["message"] and "--pnr-timeout 0" in out["message"]
-    assert out["luts"] > 1000 and out["fmax_mhz"] is None   # the Yosys counts
+    assert out["luts"] > 500 and out["fmax_mhz"] is None   # the Yosys counts (lite router)
 
 
 @pytest.mark.parametrize("log, expect", [
@@ -155,3 +155,24 @@ def test_unrouted_report_reads_the_log(log, expect):
         assert used["luts"] == int(placed[0].split("(")[1].split()[0])
     else:
         assert used == est
+
+
+def test_ecp5_defaults_to_the_fpga_router_profile():
+    from wafertile.synth.boards import board_config
+    from wafertile.synth.flow import FPGA_PROFILE, fpga_config
+
+    cfg = fpga_config("ecp5", {"rows": 8, "cols": 8}, source="test")
+    assert (cfg.router_arch, cfg.phits, cfg.buffer_depth) == ("lite", 4, 2) \
+        == tuple(FPGA_PROFILE.values())
+    # the user's router settings win
+    assert fpga_config("ecp5", {"router_arch": "compact"}, source="test") == \
+        Config(router_arch="compact")
+    assert fpga_config("ecp5", {"phits": 2}, source="test").phits == 2
+    # a flit too narrow for 4 phits (16-bit header, 53-bit flit) gets as many as fit: 3
+    narrow = fpga_config("ecp5", {"rows": 8, "cols": 8, "data_width": 8, "acc_width": 16},
+                         source="test")
+    assert narrow.phits == 3 and narrow.phit_width >= narrow.header_width
+    # iCE40 has no LUT RAM: its defaults are the fabric's
+    assert fpga_config("ice40", {}, source="test") == Config()
+    assert board_config("ulx3s-85f", {}).router_arch == "lite"
+    assert board_config("icebreaker", {}).router_arch == "compact"
