@@ -9,6 +9,7 @@ as not fitting without place-and-route.
     python benchmarks/fpga.py --json fpga.json                       # the docs/fpga.md table
     python benchmarks/fpga.py --target ecp5-85k --point array:4x4     # one point
     python benchmarks/fpga.py --point tile --data-width 8 --acc-width 24
+    python benchmarks/fpga.py --fpga-profile --point array:8x8      # the ECP5 default router
 
 Default points: ECP5-85F blocks mac, sram, core, router, tile and arrays 2x2, 4x4, 8x8 (16-bit
 data, 32-bit accumulators, 2 VCs); UP5K arrays 1x1 and 2x2 (8-bit data, 24-bit accumulators,
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 from wafertile import Config
-from wafertile.synth.flow import TARGETS, run_synth
+from wafertile.synth.flow import TARGETS, fpga_config, run_synth
 
 ECP5_CFG = {"data_width": 16, "acc_width": 32, "num_vcs": 2}
 UP5K_CFG = {"data_width": 8, "acc_width": 24, "act_depth": 256, "acc_depth": 256,
@@ -57,6 +58,10 @@ def main(argv=None) -> int:
                         help="block or array:RxC (repeatable; needs --target)")
     parser.add_argument("--data-width", type=int, default=None)
     parser.add_argument("--acc-width", type=int, default=None)
+    parser.add_argument("--fpga-profile", action="store_true",
+                        help="ECP5 points with the router profile `wafertile synth` uses on ECP5 "
+                             "(lite, 4 phits, 2-flit buffers) instead of the simulation default "
+                             "(compact, 2 VCs x 4)")
     parser.add_argument("--freq", type=float, default=50.0, help="MHz (default 50)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--build-root", type=Path, default=Path("bench_build/fpga"))
@@ -78,7 +83,10 @@ def main(argv=None) -> int:
             values["data_width"] = args.data_width
         if args.acc_width:
             values["acc_width"] = args.acc_width
-        cfg = Config.from_mapping(values, source="benchmarks/fpga.py")
+        if args.fpga_profile:
+            cfg = fpga_config(TARGETS[target].family, values, source="benchmarks/fpga.py")
+        else:
+            cfg = Config.from_mapping(values, source="benchmarks/fpga.py")
         start = time.monotonic()
         rep = run_synth(block, cfg, target, freq=args.freq,
                         build_dir=args.build_root / f"{target}-{block}-{rows}x{cols}",
@@ -88,7 +96,8 @@ def main(argv=None) -> int:
         results.append(row)
         size = f"{rows}x{cols}" if block == "array" else f"({rows}x{cols} widths)"
         fmax = f"{rep.fmax_mhz:.1f}" if rep.fmax_mhz else "-"
-        print(f"| {target} | {block} {size} | {cfg.data_width}/{cfg.acc_width} bit | "
+        arch = cfg.router_arch + (f" {cfg.phits} phits" if cfg.phits > 1 else "")
+        print(f"| {target} | {block} {size} | {cfg.data_width}/{cfg.acc_width} bit, {arch} | "
               f"{rep.luts} ({100 * rep.utilization['luts']:.1f}%) | {rep.ffs} | {rep.brams} | "
               f"{rep.dsps} | {'yes' if rep.fits else 'NO'} | {fmax} | "
               f"{rep.seconds.get('nextpnr', 0):.0f} |", flush=True)
