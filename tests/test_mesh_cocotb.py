@@ -30,6 +30,8 @@ MESHES = {
     "3x5-lite4": Config(rows=3, cols=5, buffer_depth=2, router_arch="lite", phits=4),
     "4x4-lite3v3": Config(rows=4, cols=4, num_vcs=3, buffer_depth=2, router_arch="lite",
                           phits=3),
+    "1x1-lite4": Config(rows=1, cols=1, buffer_depth=2, router_arch="lite", phits=4),
+    "1x3-lite2": Config(rows=1, cols=3, router_arch="lite", phits=2),
 }
 #: (mesh, simulator) pairs in the default run (Icarus only: a Verilator build of a mesh takes
 #: about a minute, and the router and the array are sampled on Verilator in the default run).
