@@ -90,9 +90,10 @@ def route_mask(config: Config, header, x, y, port: int) -> Value:
     return Mux(raw == 0, 1, raw)
 
 
-def vc_fifo_pointers(m: Module, inp, v: int, abits: int, name: str):
+def vc_fifo_pointers(m: Module, inp, v: int, abits: int, name: str, vc=None):
     """Write and read pointers of VC ``v``'s FIFO at input link ``inp``, its ``ready`` bit and
-    its ``push`` (the incoming flit is taken into this FIFO this cycle).
+    its ``push`` (the incoming flit is taken into this FIFO this cycle; ``vc`` is the incoming
+    flit's VC, by default its header's).
 
     The pointers have one wrap bit (``abits + 1`` bits), so the occupancy is their difference
     and the FIFO is full when they differ only in that bit. ``inp.ready[v]`` depends on this
@@ -104,7 +105,7 @@ def vc_fifo_pointers(m: Module, inp, v: int, abits: int, name: str):
     full = (wp[abits] != rp[abits]) & (wp[:abits] == rp[:abits])
     m.d.comb += inp.ready[v].eq(~full)
     push = Signal(name=f"push_{name}")
-    m.d.comb += push.eq(inp.valid & (inp.flit.header.vc == v) & ~full)
+    m.d.comb += push.eq(inp.valid & ((inp.flit.header.vc if vc is None else vc) == v) & ~full)
     return wp, rp, push
 
 

@@ -56,7 +56,7 @@ def elaborate_lite(router) -> Module:
     """The body of :class:`~wafertile.hdl.router.Router` for ``router_arch = "lite"``."""
     from amaranth.lib.memory import Memory
 
-    from .router import PORTS, Router, route_mask
+    from .router import PORTS, Router, route_mask, vc_fifo_pointers
 
     cfg = router.config
     m = Module()
@@ -137,12 +137,8 @@ def elaborate_lite(router) -> Module:
 
         wps, rps, counts, pushes = [], [], [], []
         for v in range(nv):
-            wp = Signal(abits + 1, name=f"wp_{name}{v}")
-            rp = Signal(abits + 1, name=f"rp_{name}{v}")
-            full = (wp[abits] != rp[abits]) & (wp[:abits] == rp[:abits])
-            m.d.comb += inp.ready[v].eq(~full)
-            push = Signal(name=f"push_{name}{v}")
-            m.d.comb += push.eq(inp.valid & (vc_now == v) & ~full)
+            # `ready` (room for a whole flit) and the pointers only change at the slot's end
+            wp, rp, push = vc_fifo_pointers(m, inp, v, abits, f"{name}{v}", vc=vc_now)
             with m.If(push & last):
                 m.d.sync += wp.eq(wp + 1)
             count = Signal(abits + 1, name=f"count_{name}{v}")
