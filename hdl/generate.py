@@ -175,6 +175,9 @@ def emit(block: str, config: Config, outdir: str | Path) -> dict[str, Path]:
             "y_width": config.y_width,
             "vc_width": config.vc_width,
             "route_width": config.route_width,
+            "header_width": config.header_width,
+            "flit_width": config.flit_width,
+            "phit_width": config.phit_width,
         },
         "ports": ports,
         "layouts": {name: {"width": Shape.cast(layout).width, "fields": describe(layout)}

@@ -96,6 +96,25 @@ def test_router_arch_flag_selects_the_router(tmp_path):
     assert "buf_l" in texts["compact"]  # one buffer per input
 
 
+def test_lite_with_phits_generates_phit_links_and_edge_adapters(tmp_path):
+    """--router-arch lite --phits 4: the router's mesh ports carry 18-bit phits of the 69-bit
+    flit, its local input whole flits; the array keeps whole-flit edge ports through the
+    adapters; the manifest says so."""
+    out = tmp_path / "lite"
+    assert main(["generate", "--rows", "8", "--cols", "8", "--router-arch", "lite", "--phits",
+                 "4", "--buffer-depth", "2", "-o", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["parameters"]["phits"] == 4
+    assert (manifest["derived"]["flit_width"], manifest["derived"]["phit_width"]) == (69, 18)
+    assert manifest["verilog_modules"][-3:] == ["wafertile_phit_tx", "wafertile_phit_rx",
+                                                "wafertile_array"]
+    ports = {p["name"]: p["width"] for p in manifest["ports"]}
+    assert ports["w_y0_in__flit"] == 69
+    text = (out / "wafertile_array.v").read_text()
+    assert "input [17:0] in_w__phit;" in text and "input [68:0] in_l__flit;" in text
+    assert text.count("wafertile_phit_tx tx_") == 32  # every edge port of an 8 x 8 array
+
+
 def test_bad_value_is_one_line_error(tmp_path, capsys):
     assert main(["generate", "--data-width", "12", "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err
