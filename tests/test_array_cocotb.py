@@ -29,10 +29,11 @@ CONFIGS = {
 #: Layers that 2x3par and 2x3lite4 run in the default (CI) run on
 #: Icarus; the rest of their layers run with --run-slow.
 EXTRA_CONFIG_SAMPLE = {"sparse10", "reduce", "extremes", "uneven"}
-#: The layers 3x5sat (saturation) and 3x5d16 (reduction over 3 columns) run by default, on
-#: Icarus; 2x2 runs them all. The rest with --run-slow.
+#: The layers 3x5sat (saturation), 3x5d16 (reduction over 3 columns) and 2x2 run by default
+#: on Icarus; the rest with --run-slow.
 SAMPLE_3X5 = {"3x5sat": {"extremes", "uneven", "passes", "sparse10"},
-              "3x5d16": {"reduce", "reduce_dense", "reduce_passes", "reduce_extremes", "zero"}}
+              "3x5d16": {"reduce", "reduce_dense", "reduce_passes", "reduce_extremes", "zero"},
+              "2x2": {"dense", "sparse10", "sparse1", "zero_lines", "uneven", "zero", "reduce"}}
 
 LAYERS = {
     "dense": {"B": 2, "I": 6, "J": 8, "density": 1.0},

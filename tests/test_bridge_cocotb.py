@@ -68,7 +68,9 @@ def test_layer_through_uart_lite_router(request, sim_env, build_root):
                               WAFERTILE_LAYER=json.dumps(LAYERS["sparse"])))
 
 
-def test_bad_frames(sim_env, build_root):
+def test_bad_frames(request, sim_env, build_root):
+    if sim_env == "verilator" and not request.config.getoption("--run-slow"):
+        pytest.skip("long regression: the bridge runs on Icarus by default; use --run-slow")
     build, sources = _build(build_root, sim_env)
     run_cocotb(sim=sim_env, sources=sources, top="wafertile_bridge_top",
                test_module="wafertile.sim.tb_bridge", build_dir=build, testcase="bad_frames",

@@ -24,7 +24,10 @@ DIRECTED = ["overflow", "back_to_back", "zeros", "extremes", "bad_op",
             "zero_stream_never_stalls", "full_rate"]
 
 
-def _run(build_root, sim, cfg_name, testcase, env):
+def _run(build_root, sim, cfg_name, testcase, env, request=None):
+    if (request is not None and sim == "verilator" and cfg_name != "d16a32wrap"
+            and not request.config.getoption("--run-slow")):
+        pytest.skip("long regression: one configuration on Verilator by default; --run-slow")
     cfg = CONFIGS[cfg_name]
     build = build_root / f"core-{cfg_name}-{sim}"
     files = emit("core", cfg, build / "rtl")
@@ -36,7 +39,8 @@ def _run(build_root, sim, cfg_name, testcase, env):
 @pytest.mark.parametrize("cfg_name", CONFIGS)
 @pytest.mark.parametrize("testcase", DIRECTED)
 def test_directed(request, sim_env, build_root, cfg_name, testcase):
-    _run(build_root, sim_env, cfg_name, testcase, {"WAFERTILE_SEED": str(seed_for(request))})
+    _run(build_root, sim_env, cfg_name, testcase, {"WAFERTILE_SEED": str(seed_for(request))},
+         request)
 
 
 @pytest.mark.parametrize("cfg_name", CONFIGS)
@@ -46,7 +50,7 @@ def test_random(request, sim_env, build_root, cfg_name, density):
         "WAFERTILE_SEED": str(seed_for(request)),
         "WAFERTILE_DENSITY": str(density),
         "WAFERTILE_FLITS": "1500",
-    })
+    }, request)
 
 
 @pytest.mark.parametrize("cfg_name", CONFIGS)
@@ -56,7 +60,7 @@ def test_directed_under_backpressure(request, sim_env, build_root, cfg_name):
         "WAFERTILE_SEED": str(seed_for(request)),
         "WAFERTILE_IDLE": "0.4",
         "WAFERTILE_BACKPRESSURE": "0.6",
-    })
+    }, request)
 
 
 @pytest.mark.slow
