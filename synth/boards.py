@@ -233,6 +233,10 @@ def build_board(board: str, config: Config, *, freq: float | None = None, baud: 
     platform.add_file("wafertile_tile.v", leaves_text("array", config))
     name = f"wafertile_{board.replace('-', '_')}"
     overrides = {"nextpnr_opts": "--report report.json --timing-allow-fail"}
+    if spec.target.startswith("ecp5") and config.rows * config.cols >= 16:
+        # as `wafertile synth --router auto` does above 20 000 LUT4 sites: router1 makes
+        # little progress on a large array (an 8 x 8 board: ~280k arcs left after 17 min)
+        overrides["nextpnr_opts"] += " --router router2"
     if spec.target.startswith("ecp5"):
         overrides["synth_opts"] = "-nowidelut"
     else:
