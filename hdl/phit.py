@@ -57,6 +57,13 @@ def phase_counter(m: Module, config: Config, name: str = "phase") -> Signal:
     return phase
 
 
+def _check_phits(component, config: Config) -> None:
+    if config.phits == 1:
+        component._MustUse__silence = True  # never elaborated: no "created but never used"
+        raise ValueError(f"{type(component).__name__} adapts a phit link: it needs phits > 1 "
+                         f"(with phits = 1 a link carries whole flits), not 1")
+
+
 def _flit_link(config: Config) -> wiring.Signature:
     from .router import flit_link_signature
     return flit_link_signature(config)
@@ -73,6 +80,7 @@ class PhitTx(ConfiguredComponent):
 
     def __init__(self, config: Config):
         check_config(self, config)
+        _check_phits(self, config)
         super().__init__(config, {"i": In(_flit_link(config)),
                                   "o": Out(phit_link_signature(config))})
 
@@ -116,6 +124,7 @@ class PhitRx(ConfiguredComponent):
 
     def __init__(self, config: Config, *, per_vc: bool = False):
         check_config(self, config)
+        _check_phits(self, config)
         self.per_vc = per_vc
         super().__init__(config, {"i": In(phit_link_signature(config)),
                                   "o": Out(_flit_link(config))})

@@ -280,6 +280,14 @@ def test_route_matches_model_everywhere():
     assert not mismatches, mismatches[:5]
 
 
+def test_phit_adapters_need_phits():
+    for cls in (PhitTx, PhitRx):
+        with pytest.raises(ValueError, match=rf"^{cls.__name__} adapts a phit link: it needs "
+                                             r"phits > 1 \(with phits = 1 a link carries whole "
+                                             r"flits\), not 1$"):
+            cls(Config(router_arch="lite"))
+
+
 def test_bad_config_type():
     with pytest.raises(TypeError, match=r"^Router config must be a Config, not 3$"):
         Router(3)
