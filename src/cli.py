@@ -49,10 +49,15 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, **kwargs)
 
 
+def _flag_values(args: argparse.Namespace) -> dict:
+    """The configuration parameters given as flags (the others are absent)."""
+    return {r.name: getattr(args, r.name) for r in PARAMETERS
+            if getattr(args, r.name, None) is not None}
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     """Build the :class:`Config` from ``--config`` and the parameter flags."""
-    overrides = {r.name: getattr(args, r.name) for r in PARAMETERS
-                 if getattr(args, r.name, None) is not None}
+    overrides = _flag_values(args)
     if getattr(args, "config", None) is not None:
         return Config.from_toml(args.config, **overrides)
     return Config.from_mapping(overrides, source="command-line flags")
@@ -148,8 +153,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         if args.config is not None:
             cfg = config_from_args(args)
         else:  # the board's defaults (an array that fits it) under the flags
-            cfg = board_config(args.board, {r.name: getattr(args, r.name) for r in PARAMETERS
-                                            if getattr(args, r.name, None) is not None})
+            cfg = board_config(args.board, _flag_values(args))
 
         result = build_board(args.board, cfg, baud=args.baud, build_dir=args.build_dir,
                              progress=(lambda msg: print(msg, file=sys.stderr)) if args.json
@@ -161,12 +165,10 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         return 0 if result.fits else 1
     from .synth.flow import TARGETS, fpga_config
 
-    if args.config is not None or args.target not in TARGETS:
+    if args.config is not None:
         cfg = config_from_args(args)
     else:  # on ECP5 the FPGA router profile, where the flags do not set the router
-        cfg = fpga_config(TARGETS[args.target].family,
-                          {r.name: getattr(args, r.name) for r in PARAMETERS
-                           if getattr(args, r.name, None) is not None},
+        cfg = fpga_config(TARGETS[args.target].family, _flag_values(args),
                           source="command-line flags")
     try:
         report = run_synth(args.block, cfg, args.target, freq=args.freq,
