@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import re
 
+from amaranth.hdl import Const, Mux
 from amaranth.lib import wiring
 
 from ..config import Config
 
-__all__ = ["ConfiguredComponent", "check_config", "verilog_ports"]
+__all__ = ["ConfiguredComponent", "any_of", "check_config", "pick", "verilog_ports"]
+
+
+def pick(select, values):
+    """The value whose one-hot ``select`` bit is set (``values[0]`` if none), as a chain of
+    2:1 multiplexers."""
+    out = values[0]
+    for k in range(1, len(values)):
+        out = Mux(select[k], values[k], out)
+    return out
+
+
+def any_of(bits):
+    """The OR of ``bits`` (0 for none)."""
+    out = Const(0)
+    for b in bits:
+        out = out | b
+    return out
 
 
 def check_config(component: object, config: object) -> Config:

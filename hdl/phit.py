@@ -21,13 +21,13 @@ input takes whole flits itself, so only its local output needs a :class:`PhitRx`
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import wiring
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import Config
-from ._util import ConfiguredComponent, check_config
-from .flit import flit_layout
+from ._util import ConfiguredComponent, any_of, check_config, pick
+from .flit import flit_layout, header_layout
 
 __all__ = ["PHIT_RX_MODULE", "PHIT_RX_VC_MODULE", "PHIT_TX_MODULE", "PhitRx", "PhitTx",
            "adapter_instances", "adapter_text", "phase_counter", "phit_leaves",
@@ -99,9 +99,8 @@ class PhitTx(ConfiguredComponent):
             m.d.sync += [busy.eq(take), rest.eq(flit[w:])]
         with m.Elif(phase == n - 1):
             m.d.sync += busy.eq(0)
-        out = flit[:w]
-        for k in range(1, n):
-            out = Mux(phase == k, rest[(k - 1) * w:k * w], out)
+        out = pick([phase == k for k in range(n)],
+                   [flit[:w], *(rest[(k - 1) * w:k * w] for k in range(1, n))])
         m.d.comb += [self.o.valid.eq(Mux(first, take, busy)), self.o.phit.eq(out)]
         return m
 
@@ -138,8 +137,7 @@ class PhitRx(ConfiguredComponent):
         holds = [Signal(flit_layout(cfg), name=f"hold{r}") for r in range(regs)]
         fulls = [Signal(name=f"full{r}") for r in range(regs)]
         # the arriving flit's VC: in the header, in phit 0
-        at = 2 * cfg.x_width + 2 * cfg.y_width
-        vc0 = self.i.phit[at:at + cfg.vc_width]
+        vc0 = data.View(header_layout(cfg), self.i.phit[:cfg.header_width]).vc
         rx_vc = Signal(cfg.vc_width)
         with m.If(phase == 0):
             m.d.sync += rx_vc.eq(vc0)
@@ -148,10 +146,8 @@ class PhitRx(ConfiguredComponent):
         for r in range(regs):
             hold, full = holds[r], fulls[r]
             take = Signal(name=f"take{r}")
-            earlier = Const(0)
-            for t in taken:
-                earlier = earlier | t
-            m.d.comb += take.eq(full & self.o.ready.bit_select(hold.header.vc, 1) & ~earlier)
+            m.d.comb += take.eq(full & self.o.ready.bit_select(hold.header.vc, 1)
+                                & ~any_of(taken))
             taken.append(take)
             here = self.i.valid & ((vc_now == r) if self.per_vc else 1)
             raw = hold.as_value()
@@ -164,15 +160,9 @@ class PhitRx(ConfiguredComponent):
             with m.Elif(take):
                 m.d.sync += full.eq(0)
         room = [~fulls[r] | taken[r] for r in range(regs)]
-        out = holds[0]
-        for r in range(1, regs):
-            out = Mux(taken[r], holds[r], out)
-        valid = Const(0)
-        for t in taken:
-            valid = valid | t
         m.d.comb += [
-            self.o.valid.eq(valid),
-            self.o.flit.eq(out),
+            self.o.valid.eq(any_of(taken)),
+            self.o.flit.eq(pick(taken, holds)),
             self.i.ready.eq(Cat(room) if self.per_vc else room[0].replicate(nv)),
         ]
         return m

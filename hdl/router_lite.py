@@ -25,11 +25,11 @@ other two; what changes (``docs/router.md``, "lite"):
 
 from __future__ import annotations
 
-from functools import reduce
-
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data
 
+from ._util import any_of as _any
+from ._util import pick as _pick
 from .flit import flit_layout, header_layout
 from .phit import phase_counter
 
@@ -38,18 +38,6 @@ __all__ = ["elaborate_lite"]
 _L, _N, _E, _S, _W = range(5)
 #: Inputs of the stages: XE, XW, T, N (direct), S (direct), D (direct).
 XE_IN, XW_IN, T_IN = (_W, _L), (_E, _L), (_W, _E, _L)
-
-
-def _pick(grant, values):
-    """The value whose one-hot ``grant`` bit is set, as a chain of 2:1 multiplexers."""
-    out = values[0]
-    for k in range(1, len(values)):
-        out = Mux(grant[k], values[k], out)
-    return out
-
-
-def _any(bits):
-    return reduce(lambda a, b: a | b, bits, Const(0))
 
 
 def elaborate_lite(router) -> Module:
