@@ -15,6 +15,8 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..errors import ToolError
+
 __all__ = [
     "SIMULATORS",
     "ToolError",
@@ -29,10 +31,6 @@ __all__ = [
 
 #: Simulators wafertile can run cocotb testbenches on.
 SIMULATORS = ("verilator", "icarus")
-
-
-class ToolError(RuntimeError):
-    """A tool that a command needs is missing or unusable. The message says how to fix it."""
 
 
 def verilator_root() -> Path:

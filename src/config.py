@@ -23,10 +23,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .errors import InputError
+
 __all__ = ["PARAMETERS", "Config", "ConfigError", "Overflow"]
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration value, key or file was rejected. The message is one line."""
 
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from .config import Config, Overflow
+from .errors import InputError
 
 __all__ = ["LayerError", "LayerProgram", "Phase", "compile_layer", "reference"]
 
@@ -43,7 +44,7 @@ __all__ = ["LayerError", "LayerProgram", "Phase", "compile_layer", "reference"]
 REQUEST_VC = 0
 
 
-class LayerError(ValueError):
+class LayerError(InputError):
     """A layer's shapes or values cannot run on this configuration (sizes in the message)."""
 
 
