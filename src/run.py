@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,40 +21,117 @@ import numpy as np
 from .config import Config
 from .stream import LayerError, compile_layer, reference
 
-__all__ = ["RunReport", "default_layer", "load_layer", "run_layer"]
+__all__ = ["RunReport", "default_layer", "load_array", "load_layer", "run_layer"]
 
+_log = logging.getLogger(__name__)
 
-def _progress(msg: str) -> None:
-    print(f"wafertile run: {msg}", file=sys.stderr, flush=True)
+#: The first bytes of a .npy file, and of a zip archive (an .npz).
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 def default_layer(config: Config, *, density: float, seed: int, batch: int | None = None,
                   size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """The built-in layer: ``batch`` (default: rows) x ``size`` activations, ``size`` x
-    ``size`` weights of the given density, random within ``data_width``."""
+    ``size`` weights of the given density, random within ``data_width``.
+
+    Raises
+    ------
+    LayerError
+        If ``density`` is not from 0 to 1, ``seed`` is negative or ``batch`` is below 1.
+    """
     if not 0.0 <= density <= 1.0:
         raise LayerError(f"density must be from 0 to 1, not {density}")
+    if seed < 0:
+        raise LayerError(f"seed must be an integer >= 0, not {seed}")
+    if batch is not None and batch < 1:
+        raise LayerError(f"batch must be an integer >= 1, not {batch}")
     rng = np.random.default_rng(seed)
     j = min(size, config.act_depth)
-    b = batch or config.rows
+    b = config.rows if batch is None else batch
     x = rng.integers(config.data_min, config.data_max + 1, (b, j))
     w = rng.integers(config.data_min, config.data_max + 1, (size, j))
     w[rng.random(w.shape) >= density] = 0
     return x, w
 
 
+def load_array(name: str, path: Path) -> np.ndarray:
+    """Read the 2-D array ``name`` (``"weights"`` or ``"activations"``) from a ``.npy`` file.
+
+    The file is recognised by its content (numpy's ``.npy`` format, as :func:`numpy.save`
+    writes it), whatever its name; pickled object arrays are not loaded.
+
+    Parameters
+    ----------
+    name : str
+        What the array is, for the messages.
+    path : Path
+        The file.
+
+    Returns
+    -------
+    numpy.ndarray
+        The array, at least 1 x 1 (its values are checked by
+        :func:`~wafertile.stream.compile_layer`).
+
+    Raises
+    ------
+    LayerError
+        With one line naming the file and what is wrong: missing, a directory, unreadable,
+        empty, not a .npy file (a CSV or text file), an .npz archive, an object (pickled)
+        array, a damaged .npy file, not 2-D, or without rows or columns.
+    """
+    label = f"{name} file {str(path)!r}"
+    if not path.exists():
+        raise LayerError(f"{label} does not exist")
+    if path.is_dir():
+        raise LayerError(f"{label} is a directory, not a .npy file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_NPY_MAGIC))
+    except OSError as exc:
+        raise LayerError(f"{label} cannot be read: {exc.strerror or exc}") from None
+    if not head:
+        raise LayerError(f"{label} is empty, not a .npy file (numpy's .npy format: np.save)")
+    if head.startswith(_ZIP_MAGIC):
+        raise LayerError(f"{label} is an .npz archive (np.savez), not a .npy file; save the "
+                         f"one array with np.save")
+    if head != _NPY_MAGIC:
+        npy = str(path.with_suffix(".npy"))
+        raise LayerError(f"{label} is not a .npy file (numpy's .npy format: np.save); a CSV "
+                         f"file converts with np.save({npy!r}, np.loadtxt({str(path)!r}, "
+                         f"delimiter=',', dtype=np.int64))")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise LayerError(f"{label} holds an object (pickled) array, not integers; save "
+                             f"an integer array (np.save(path, arr.astype(np.int64)))") from None
+        raise LayerError(f"{label} is a damaged .npy file: {exc}") from None
+    except (OSError, EOFError) as exc:
+        raise LayerError(f"{label} is a damaged .npy file: {exc}") from None
+    dims = "B x J" if name == "activations" else "I x J"
+    if arr.ndim != 2:
+        raise LayerError(f"{label} holds a {arr.ndim}-D array of shape {arr.shape}; {name} "
+                         f"must be 2-D ({dims})")
+    if arr.shape[0] == 0:
+        raise LayerError(f"{label} has 0 rows (shape {arr.shape[0]} x {arr.shape[1]}); {name} "
+                         f"need at least one row ({dims})")
+    if arr.shape[1] == 0:
+        raise LayerError(f"{label} has 0 columns (shape {arr.shape[0]} x {arr.shape[1]}); "
+                         f"{name} need at least one column ({dims})")
+    return arr
+
+
 def load_layer(weights: Path, activations: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read W and X from ``.npy`` files, with a clear error for a missing or bad file."""
-    out = []
-    for name, path in (("activations", activations), ("weights", weights)):
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise LayerError(f"{name} file {str(path)!r} does not exist") from None
-        except (ValueError, OSError) as exc:
-            raise LayerError(f"{name} file {str(path)!r} is not a .npy array: {exc}") from None
-        out.append(arr)
-    return out[0], out[1]
+    """Read X and W from ``.npy`` files (:func:`load_array`); return ``(X, W)``.
+
+    Raises
+    ------
+    LayerError
+        For a missing or bad file (one line naming it; the activations are read first).
+    """
+    return load_array("activations", Path(activations)), load_array("weights", Path(weights))
 
 
 @dataclass
@@ -135,7 +212,7 @@ def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "veril
     simulator_env(sim)                      # raises ToolError if the simulator is missing
     tiles = config.rows * config.cols
 
-    _progress(f"generating the {config.rows} x {config.cols} array "
+    _log.info(f"generating the {config.rows} x {config.cols} array "
               f"(layer {x.shape[0]} x {x.shape[1]} @ {w.shape[0]} x {w.shape[1]}.T, "
               f"{program.nnz} nonzero weights)")
     text = verilog_text("array", config)
@@ -150,15 +227,16 @@ def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "veril
         cached = (build / "obj" / "harness").exists()
     else:
         cached = (build / "wafertile_array").exists() or (build / "sim.vvp").exists()
-    _progress(f"building with {sim} in {build}" +
-              (" (cached)" if cached else " (first build of this design: a few minutes)"))
+    _log.info(f"building with {sim} in {build}"
+              + (" (cached)" if cached else " (first build of this design: about 40 s on 2 "
+                 "cores)"))
     run_dir = build / "run"
     run_dir.mkdir(exist_ok=True)
     if use_harness:
         # Compiled harness: the simulation runs at Verilator's speed, not Python's.
         from .sim.harness import build_harness, run_harness
         exe = build_harness(config, source, build, log=build / "harness-build.log")
-        _progress("simulating the sparse stream" + (" and the dense stream" if dense else ""))
+        _log.info("simulating the sparse stream" + (" and the dense stream" if dense else ""))
         y, sparse = run_harness(exe, config, program, run_dir)
         result: dict[str, Any] = {"sparse": sparse, "error_flags": sparse["error"]}
         if dense:
@@ -171,7 +249,7 @@ def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "veril
             (run_dir / name).unlink(missing_ok=True)
         np.save(run_dir / "X.npy", np.asarray(x))
         np.save(run_dir / "W.npy", np.asarray(w))
-        _progress(f"simulating the sparse stream{' and the dense stream' if dense else ''} "
+        _log.info(f"simulating the sparse stream{' and the dense stream' if dense else ''} "
                   f"through cocotb; logs in {build}")
         env = {"WAFERTILE_CONFIG": json.dumps(config.as_dict()),
                "WAFERTILE_RUN_DIR": str(run_dir)}
@@ -215,7 +293,7 @@ def run_device(config: Config, x: np.ndarray, w: np.ndarray, port: str, *, baud:
 
     start = time.perf_counter()
     program = compile_layer(config, x, w)  # raises LayerError before the port is opened
-    _progress(f"playing {sum(len(p.injections) for p in program.phases)} frames on {port} "
+    _log.info(f"playing {sum(len(p.injections) for p in program.phases)} frames on {port} "
               f"at {baud} baud ({program.nnz} nonzero weights)")
     y, stats = run_on_device(config, program, port, baud=baud)
     mismatches = int(np.count_nonzero(y != reference(config, x, w)))

@@ -52,7 +52,7 @@ def test_weights_without_activations(tmp_path, capsys):
 
 def test_bad_density(capsys):
     assert main(["run", "--density", "1.5"]) == 2
-    assert capsys.readouterr().err == "wafertile: error: density must be from 0 to 1, not 1.5\n"
+    assert capsys.readouterr().err == "wafertile: error: --density must be from 0 to 1, not 1.5\n"
 
 
 def test_run_files_end_to_end(tmp_path, capsys, monkeypatch):

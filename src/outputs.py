@@ -1,0 +1,184 @@
+"""Where a command may write: checks made before any work, so that bad paths fail at once.
+
+The rule of every command: an output never overwrites a file that wafertile did not write
+itself, unless the user says ``--force``. What counts as wafertile's own:
+
+- ``wafertile generate -o DIR``: the files of an earlier ``wafertile generate`` in ``DIR``,
+  recognised by ``DIR/manifest.json`` naming ``"generator": "wafertile"``.
+- ``wafertile synth --build-dir DIR``: a directory holding :data:`BUILD_MARK`, the marker the
+  command writes into every build directory before it starts.
+- ``wafertile run --out Y.npy``: nothing; an existing file is replaced only with ``--force``.
+
+Each check raises :class:`~wafertile.errors.InputError` with one line that names the flag,
+the path and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import InputError
+
+__all__ = ["BUILD_MARK", "check_build_dir", "check_generate_dir", "check_output_file",
+           "mark_build_dir"]
+
+#: The file that marks a directory as a ``wafertile synth`` build directory.
+BUILD_MARK = ".wafertile-build"
+
+
+def _writable(directory: Path) -> bool:
+    """True if files can be made in the existing ``directory``."""
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+def _check_creatable(flag: str, path: Path) -> None:
+    """Check that the missing directory ``path`` can be made (its parents included).
+
+    Raises
+    ------
+    InputError
+        If a parent of ``path`` is a file, or the nearest existing parent is not writable.
+    """
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{flag} {str(path)!r} cannot be created: {str(parent)!r} is a file, "
+                         f"not a directory")
+    if not _writable(parent):
+        raise InputError(f"{flag} {str(path)!r} cannot be created: directory {str(parent)!r} "
+                         f"is not writable")
+
+
+def _check_existing_dir(flag: str, path: Path) -> None:
+    if not path.is_dir():
+        raise InputError(f"{flag} {str(path)!r} is a file, not a directory")
+    if not _writable(path):
+        raise InputError(f"{flag} directory {str(path)!r} is not writable")
+
+
+def _generated_by_wafertile(manifest: Path) -> bool:
+    """True if ``manifest`` is the ``manifest.json`` of a ``wafertile generate``."""
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("generator") == "wafertile"
+
+
+def check_generate_dir(path: Path, names: Iterable[str], *, force: bool,
+                       flag: str = "-o") -> None:
+    """Check that ``wafertile generate`` may write the files ``names`` into directory ``path``.
+
+    Parameters
+    ----------
+    path : Path
+        The output directory (made by the command if missing).
+    names : iterable of str
+        The file names the command writes into it (``<top>.v``, ``<top>.core``,
+        ``manifest.json``).
+    force : bool
+        Overwrite files that an earlier ``wafertile generate`` did not write.
+    flag : str
+        The flag named in the messages.
+
+    Raises
+    ------
+    InputError
+        If ``path`` is a file, lies under a file, or is not writable (or cannot be created);
+        if one of ``names`` is a directory; if one of them exists and ``path`` holds no
+        ``manifest.json`` of wafertile, unless ``force``.
+    """
+    if not path.exists():
+        _check_creatable(flag, path)
+        return
+    _check_existing_dir(flag, path)
+    present = []
+    for name in names:
+        target = path / name
+        if target.is_dir():
+            raise InputError(f"{flag} {str(path)!r}: {name} is a directory, so the file "
+                             f"{name} cannot be written")
+        if target.exists():
+            present.append(name)
+    if present and not force and not _generated_by_wafertile(path / "manifest.json"):
+        raise InputError(f"{flag} {str(path)!r} already holds {', '.join(present)}, not written "
+                         f"by wafertile generate (no manifest.json of wafertile); --force "
+                         f"overwrites")
+
+
+def check_output_file(path: Path, *, suffix: str, force: bool, flag: str) -> None:
+    """Check that a command may write the file ``path`` (made at the end of its work).
+
+    Parameters
+    ----------
+    path : Path
+        The file to write.
+    suffix : str
+        The suffix the name must end in (``".npy"``).
+    force : bool
+        Replace an existing file.
+    flag : str
+        The flag named in the messages.
+
+    Raises
+    ------
+    InputError
+        If the name does not end in ``suffix``; if ``path`` is a directory; if its directory
+        does not exist, is not a directory or is not writable; if the file exists, unless
+        ``force``.
+    """
+    if path.is_dir():
+        raise InputError(f"{flag} {str(path)!r} is a directory; name a {suffix} file (e.g. "
+                         f"{str(path / ('Y' + suffix))!r})")
+    if path.suffix != suffix:
+        raise InputError(f"{flag} {str(path)!r} must name a {suffix} file (the name must end "
+                         f"in {suffix})")
+    parent = path.parent
+    if not parent.exists():
+        raise InputError(f"{flag} {str(path)!r}: directory {str(parent)!r} does not exist")
+    if not parent.is_dir():
+        raise InputError(f"{flag} {str(path)!r}: {str(parent)!r} is a file, not a directory")
+    if not _writable(parent):
+        raise InputError(f"{flag} {str(path)!r}: directory {str(parent)!r} is not writable")
+    if path.exists() and not force:
+        raise InputError(f"{flag} {str(path)!r} already exists; --force overwrites it")
+
+
+def check_build_dir(path: Path, *, force: bool, flag: str = "--build-dir") -> None:
+    """Check that a build may use directory ``path``.
+
+    Parameters
+    ----------
+    path : Path
+        The build directory (made by the command if missing).
+    force : bool
+        Use an existing non-empty directory that has no :data:`BUILD_MARK`.
+    flag : str
+        The flag named in the messages.
+
+    Raises
+    ------
+    InputError
+        If ``path`` is a file, lies under a file, or is not writable (or cannot be created);
+        if it is a non-empty directory without :data:`BUILD_MARK`, unless ``force``.
+    """
+    if not path.exists():
+        _check_creatable(flag, path)
+        return
+    _check_existing_dir(flag, path)
+    if not force and not (path / BUILD_MARK).is_file() and any(path.iterdir()):
+        raise InputError(f"{flag} {str(path)!r} is a non-empty directory that is not a "
+                         f"wafertile build directory (no {BUILD_MARK}); --force builds in it")
+
+
+def mark_build_dir(path: Path) -> None:
+    """Make the build directory ``path`` and mark it as wafertile's (:data:`BUILD_MARK`)."""
+    path.mkdir(parents=True, exist_ok=True)
+    mark = path / BUILD_MARK
+    if not mark.exists():
+        mark.write_text("a wafertile build directory: `wafertile synth --build-dir` reuses "
+                        "it without --force\n", encoding="utf-8")
