@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -66,6 +67,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--build-root", type=Path, default=Path("bench_build/fpga"))
     args = parser.parse_args(argv)
+    # run_synth's progress (INFO of the wafertile loggers) on stderr; the table on stdout
+    logging.basicConfig(format="  %(message)s", stream=sys.stderr)
+    logging.getLogger("wafertile").setLevel(logging.INFO)
 
     if args.point:
         target = args.target or "ecp5-85k"
@@ -89,8 +93,7 @@ def main(argv=None) -> int:
             cfg = Config.from_mapping(values, source="benchmarks/fpga.py")
         start = time.monotonic()
         rep = run_synth(block, cfg, target, freq=args.freq,
-                        build_dir=args.build_root / f"{target}-{block}-{rows}x{cols}",
-                        progress=lambda msg: print(f"  {msg}", file=sys.stderr))
+                        build_dir=args.build_root / f"{target}-{block}-{rows}x{cols}")
         row = rep.as_json()
         row["wall_seconds"] = round(time.monotonic() - start, 1)
         results.append(row)

@@ -14,9 +14,9 @@ The host side is ``wafertile run --device /dev/ttyUSB0`` (:mod:`wafertile.device
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +29,13 @@ from ..config import Config
 from ..hdl.array import Array, edge_ports
 from ..hdl.uart import HostBridge
 from ..sim.toolchain import ToolError
-from .flow import _run_logged, tool
+from .targets import TARGETS, fpga_config
+from .tools import run_logged, tool
 
 __all__ = ["BOARDS", "Board", "BoardResult", "BridgeTop", "board_config", "bridge_verilog",
            "build_board"]
+
+_log = logging.getLogger(__name__)
 
 #: Default serial rate of the board designs (bits/s).
 DEFAULT_BAUD = 115_200
@@ -188,10 +191,8 @@ class BoardResult:
 
 def board_config(board: str, overrides: dict[str, Any]) -> Config:
     """The config of a board build: the board's defaults under the user's flags (and on ECP5
-    the FPGA router profile, :data:`wafertile.synth.flow.FPGA_PROFILE`, where neither sets
+    the FPGA router profile, :data:`wafertile.synth.targets.FPGA_PROFILE`, where neither sets
     the router)."""
-    from .flow import TARGETS, fpga_config
-
     values = dict(BOARDS[board].defaults)
     values.update(overrides)
     family = TARGETS[BOARDS[board].target].family
@@ -199,9 +200,11 @@ def board_config(board: str, overrides: dict[str, Any]) -> Config:
 
 
 def build_board(board: str, config: Config, *, freq: float | None = None, baud: int = DEFAULT_BAUD,
-                build_dir: str | Path | None = None,
-                progress: Callable[[str], None] | None = print) -> BoardResult:
-    """Build the bitstream of ``board`` for ``config`` (offline; nothing is programmed)."""
+                build_dir: str | Path | None = None) -> BoardResult:
+    """Build the bitstream of ``board`` for ``config`` (offline; nothing is programmed).
+
+    Progress goes to :mod:`logging` (INFO).
+    """
     import importlib
 
     from ..hdl.generate import leaves_text
@@ -209,7 +212,6 @@ def build_board(board: str, config: Config, *, freq: float | None = None, baud: 
     if board not in BOARDS:
         raise ValueError(f"--board must be one of {', '.join(BOARDS)}, not {board!r}")
     spec = BOARDS[board]
-    say = progress or (lambda _msg: None)
     module, cls = spec.platform.split(":")
     try:
         platform = getattr(importlib.import_module(module), cls)()
@@ -241,8 +243,8 @@ def build_board(board: str, config: Config, *, freq: float | None = None, baud: 
         overrides["synth_opts"] = "-nowidelut"
     else:
         overrides["synth_opts"] = "-dsp"
-    say(f"building {board}: {config.rows} x {config.cols} array + UART bridge at {baud} baud "
-        f"into {bdir.resolve()} (yosys + nextpnr + pack; minutes for a large array)")
+    _log.info(f"building {board}: {config.rows} x {config.cols} array + UART bridge at {baud} "
+              f"baud into {bdir.resolve()} (yosys + nextpnr + pack; minutes for a large array)")
     start = time.monotonic()
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update({k: v for k, v in env.items() if v})
@@ -253,9 +255,9 @@ def build_board(board: str, config: Config, *, freq: float | None = None, baud: 
         plan = platform.build(_BoardTop(config, spec, baud), name=name, build_dir=str(bdir),
                               do_build=False, **overrides)
         plan.extract(str(bdir))
-        rc = _run_logged(["sh", f"build_{name}.sh"], bdir, log, "board build", progress,
-                         pattern=r"^\d+(\.\d+)*\. Executing|Info: (Running|Routing|Placed)"
-                                 r"|at iteration #|Info:\s+\d+ \|")
+        rc = run_logged(["sh", f"build_{name}.sh"], bdir, log, "board build",
+                        pattern=r"^\d+(\.\d+)*\. Executing|Info: (Running|Routing|Placed)"
+                                r"|at iteration #|Info:\s+\d+ \|")
         ok, message = rc == 0, "" if rc == 0 else _failure(log)
     finally:
         for k, v in saved.items():

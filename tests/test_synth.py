@@ -1,10 +1,18 @@
-"""Synthesis checks: the SRAM bank maps to block RAM and the multiplier to a DSP."""
+"""Synthesis checks: the SRAM bank maps to block RAM and the multiplier to a DSP; the quick
+cell count runs the same Yosys command as ``wafertile synth``."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
 from wafertile import Config
+from wafertile.hdl.generate import BLOCKS
+from wafertile.synth import yosys
+from wafertile.synth.flow import TARGETS, run_synth
+from wafertile.synth.targets import SYNTH_COMMANDS
 from wafertile.synth.yosys import synth_cells
 
 pytestmark = pytest.mark.synth
@@ -34,3 +42,38 @@ def test_core_ice40_uses_ebr_and_dsp():
     assert cells.get("SB_MAC16") == 1, cells
     ffs = sum(v for k, v in cells.items() if k.startswith("SB_DFF"))
     assert ffs < 500, cells
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_quick_count_and_flow_share_the_synthesis_command(target, tmp_path, monkeypatch):
+    # No Yosys run: the Verilog and Yosys itself are stand-ins; what is checked is the script
+    # that each path would give Yosys.
+    top = BLOCKS["mac"].top
+    scripts = []
+
+    def emit(block, config, outdir):
+        path = Path(outdir) / f"{top}.v"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"module {top}(clk, rst, a, y);\n  input clk;\n  input rst;\n"
+                        f"  input [7:0] a;\n  output [7:0] y;\nendmodule\n")
+        return {"verilog": path}
+
+    def run_logged(cmd, cwd, log, what, pattern=None, timeout=None):
+        scripts.append(cmd[-1])
+        stat = {"design": {"num_cells_by_type": {"LUT4": 3, "SB_LUT4": 3}}}
+        (Path(cwd) / "stat.json").write_text(json.dumps(stat))
+        return 0
+
+    monkeypatch.setattr("wafertile.hdl.generate.emit", emit)
+    monkeypatch.setattr(yosys, "run_logged", run_logged)
+    monkeypatch.setattr(yosys, "tool", lambda name: name)
+    monkeypatch.chdir(tmp_path)
+    family = TARGETS[target].family
+    assert synth_cells("mac", Config(), family) == {"LUT4": 3, "SB_LUT4": 3}
+    report = run_synth("mac", Config(), target, build_dir=tmp_path / "b", synth_only=True)
+    assert report.luts == 3 and report.fmax_mhz is None
+    quick, full = scripts
+    flow_top = top if family == "ecp5" else "wafertile_io_shell"
+    assert SYNTH_COMMANDS[family].format(top=top) in quick
+    assert SYNTH_COMMANDS[family].format(top=flow_top) in full
+    assert not hasattr(yosys, "TARGETS")   # one table of devices, in synth.targets

@@ -8,7 +8,9 @@ import pytest
 
 from wafertile import Config
 from wafertile.cli import main
-from wafertile.synth.flow import TARGETS, _unrouted, io_shell, run_synth
+from wafertile.synth.flow import TARGETS, run_synth
+from wafertile.synth.nextpnr import unrouted
+from wafertile.synth.shell import io_shell
 
 pytestmark = pytest.mark.synth
 
@@ -17,7 +19,7 @@ KEYS = {"target", "luts", "ffs", "brams", "dsps", "fits", "fmax_mhz", "utilizati
 
 def test_mac_on_up5k(tmp_path):
     report = run_synth("mac", Config(data_width=8, acc_width=24), "ice40-up5k",
-                       build_dir=tmp_path / "b", progress=None)
+                       build_dir=tmp_path / "b")
     assert report.fits and report.dsps == 1, report
     assert 0 < report.luts < TARGETS["ice40-up5k"].luts
     assert report.fmax_mhz and report.fmax_mhz > 10
@@ -28,7 +30,7 @@ def test_mac_on_up5k(tmp_path):
 
 
 def test_core_on_ecp5_out_of_context(tmp_path):
-    report = run_synth("core", Config(), "ecp5-25k", build_dir=tmp_path, progress=None)
+    report = run_synth("core", Config(), "ecp5-25k", build_dir=tmp_path)
     # SRAM bank in block RAM, multiplier in a DSP, nothing added for pins.
     assert (report.brams, report.dsps, report.fits) == (2, 1, True), report
     assert report.ffs < 400
@@ -84,8 +86,7 @@ def test_io_shell_feeds_every_port():
 
 def test_icebreaker_bitstream(tmp_path):
     from wafertile.synth.boards import board_config, build_board
-    result = build_board("icebreaker", board_config("icebreaker", {}), build_dir=tmp_path,
-                         progress=None)
+    result = build_board("icebreaker", board_config("icebreaker", {}), build_dir=tmp_path)
     assert result.fits, result.message
     assert result.bitstream and result.bitstream.endswith(".bin")
     assert (tmp_path / "wafertile_icebreaker.bin").stat().st_size > 100_000
@@ -95,7 +96,7 @@ def test_icebreaker_bitstream(tmp_path):
 @pytest.mark.slow
 def test_ulx3s_bitstream(tmp_path):
     from wafertile.synth.boards import build_board
-    result = build_board("ulx3s-85f", Config(rows=2, cols=2), build_dir=tmp_path, progress=None)
+    result = build_board("ulx3s-85f", Config(rows=2, cols=2), build_dir=tmp_path)
     assert result.fits, result.message
     assert result.bitstream and result.bitstream.endswith(".bit")
     assert result.dsps == 4 and result.brams >= 8
@@ -105,7 +106,7 @@ def test_array_too_big_is_told_from_one_tile(tmp_path):
     # Four 8/24-bit tiles need about 4 x 1 900 logic cells; the UP5K has 5 280.
     cfg = Config(rows=2, cols=2, data_width=8, acc_width=24, act_depth=256, acc_depth=256,
                  buffer_depth=2)
-    report = run_synth("array", cfg, "ice40-up5k", build_dir=tmp_path, progress=None)
+    report = run_synth("array", cfg, "ice40-up5k", build_dir=tmp_path)
     assert report.fits is False
     assert report.luts > 5280 and "4 x one tile" in report.message
     assert "luts" in report.message and "--full" in report.message
@@ -114,7 +115,7 @@ def test_array_too_big_is_told_from_one_tile(tmp_path):
 
 def test_bad_router_is_rejected():
     with pytest.raises(ValueError, match="--router must be"):
-        run_synth("mac", Config(), "ecp5-25k", router="router3", progress=None)
+        run_synth("mac", Config(), "ecp5-25k", router="router3")
 
 
 def test_pnr_timeout_stops_nextpnr_and_says_so(tmp_path, capsys):
@@ -142,19 +143,15 @@ def test_pnr_timeout_stops_nextpnr_and_says_so(tmp_path, capsys):
 ])
 def test_unrouted_report_reads_the_log(log, expect):
     est = {"luts": 40000, "ffs": 5000, "brams": 32, "dsps": 16}
-
-    def report(used, fits, fmax, cp, message, routed=None):
-        return used, fits, message, routed
-
-    used, fits, message, routed = _unrouted(report, est, log, TARGETS["ecp5-85k"], 1800)
-    assert fits is False and routed is False
+    result = unrouted(est, log, TARGETS["ecp5-85k"], 1800)
+    assert result.fits is False and result.routed is False and result.fmax_mhz is None
     for text in expect:
-        assert text in message, message
+        assert text in result.message, result.message
     placed = [text for text in expect if text.startswith("placed (")]
     if placed:
-        assert used["luts"] == int(placed[0].split("(")[1].split()[0])
+        assert result.used["luts"] == int(placed[0].split("(")[1].split()[0])
     else:
-        assert used == est
+        assert result.used == est
 
 
 def test_ecp5_defaults_to_the_fpga_router_profile():
