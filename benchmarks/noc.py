@@ -47,13 +47,13 @@ HARNESS = r"""
 #include <vector>
 #include <algorithm>
 
-static const int ROWS = @ROWS@, COLS = @COLS@, NVC = @NVC@;
+@BIT_ACCESS@
+static const int ROWS = @ROWS@, COLS = @COLS@, NVC = @NVC@, FW = @FW@;
 static const int OX0 = @OX0@, OX1 = @OX1@, OY0 = @OY0@, OY1 = @OY1@, OVC = @OVC@, OPAY = @OPAY@;
 static int PATTERN = 0;  // argv: 0 uniform, 1 transpose, 2 bitcomp, 3 hotspot
 static const double HOT = @HOT@;
 static const int TBITS = 20;  // payload: creation cycle (TBITS bits), then the source index
 
-struct Link { CData *iv; QData *iflit; CData *irdy; CData *ov; QData *oflit; CData *ordy; };
 struct Pending { uint64_t created; int dest; int vc; };
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -80,17 +80,32 @@ int main(int argc, char **argv) {
     PATTERN = atoi(argv[1]);
     long warmup = atol(argv[2]), measure = atol(argv[3]), drain = atol(argv[4]);
     Vwafertile_mesh *top = new Vwafertile_mesh;
-    std::vector<Link> loc(ROWS * COLS);
-@LINKS@
-    std::vector<CData*> edge_ready = {@EDGE_READY@};
-    std::vector<CData*> edge_valid = {@EDGE_VALID@};
+    const int N = ROWS * COLS;
+    // local port s = element s of the l_in / l_out groups (s = y * COLS + x)
+    auto offer = [&](int s, int v, uint64_t word) {
+        uint32_t w[2] = {(uint32_t)word, (uint32_t)(word >> 32)};
+        put_bits(top->l_in__flit, s * FW, FW, w);
+        put_bit(top->l_in__valid, s, v);
+    };
+    auto in_ready = [&](int s) {
+        uint32_t r; get_bits(top->l_in__ready, s * NVC, NVC, &r); return r;
+    };
+    auto delivered = [&](int s, uint64_t *word) {
+        uint32_t w[2]; get_bits(top->l_out__flit, s * FW, FW, w);
+        *word = (uint64_t)w[0] | ((uint64_t)w[1] << 32);
+        return get_bit(top->l_out__valid, s);
+    };
+    std::vector<int> offered(N, 0);
     printf("[\n");
     for (int a = 5; a < argc; a++) {
         double load = atof(argv[a]);
         rng_state = 0x9e3779b97f4a7c15ull + a;
-        for (auto &l : loc) { *l.iv = 0; *l.ordy = (1 << NVC) - 1; }
-        for (auto r : edge_ready) *r = (1 << NVC) - 1;
-        for (auto v : edge_valid) *v = 0;
+        put_all(top->l_in__valid, N, 0); put_all(top->l_out__ready, N * NVC, 1);
+        put_all(top->n_in__valid, COLS, 0); put_all(top->n_out__ready, COLS * NVC, 1);
+        put_all(top->s_in__valid, COLS, 0); put_all(top->s_out__ready, COLS * NVC, 1);
+        put_all(top->e_in__valid, ROWS, 0); put_all(top->e_out__ready, ROWS * NVC, 1);
+        put_all(top->w_in__valid, ROWS, 0); put_all(top->w_out__ready, ROWS * NVC, 1);
+        std::fill(offered.begin(), offered.end(), 0);
         top->rst = 1;
         for (int i = 0; i < 4; i++) { top->clk = 0; top->eval(); top->clk = 1; top->eval(); }
         top->rst = 0;
@@ -109,23 +124,24 @@ int main(int argc, char **argv) {
                     }
             top->clk = 0;
             for (int s = 0; s < ROWS * COLS; s++) {
-                if (q[s].empty()) { *loc[s].iv = 0; continue; }
+                if (q[s].empty()) { offered[s] = 0; offer(s, 0, 0); continue; }
                 Pending &p = q[s].front();
                 uint64_t dx = p.dest % COLS, dy = p.dest / COLS;
-                *loc[s].iv = 1;
-                *loc[s].iflit = (dx << OX0) | (dx << OX1) | (dy << OY0) | (dy << OY1) |
-                                ((uint64_t)p.vc << OVC) | (p.created << OPAY) |
-                                ((uint64_t)s << (OPAY + TBITS));
+                offered[s] = 1;
+                offer(s, 1, (dx << OX0) | (dx << OX1) | (dy << OY0) | (dy << OY1) |
+                            ((uint64_t)p.vc << OVC) | (p.created << OPAY) |
+                            ((uint64_t)s << (OPAY + TBITS)));
             }
             top->eval();
             for (int s = 0; s < ROWS * COLS; s++) {
-                if (*loc[s].iv && !q[s].empty()) {
+                if (offered[s] && !q[s].empty()) {
                     int vc = q[s].front().vc;
-                    if ((*loc[s].irdy >> vc) & 1) q[s].pop_front();
+                    if ((in_ready(s) >> vc) & 1) q[s].pop_front();
                 }
-                if (*loc[s].ov) {
-                    uint64_t created = (*loc[s].oflit >> OPAY) & ((1ull << TBITS) - 1);
-                    int src = (int)(*loc[s].oflit >> (OPAY + TBITS));
+                uint64_t word;
+                if (delivered(s, &word)) {
+                    uint64_t created = (word >> OPAY) & ((1ull << TBITS) - 1);
+                    int src = (int)(word >> (OPAY + TBITS));
                     if (created >= (uint64_t)warmup && created < end_create) {
                         lat.push_back(t - created);
                         hops += abs(src % COLS - s % COLS) + abs(src / COLS - s / COLS) + 1;
@@ -230,7 +246,7 @@ def bench_config(rows: int, cols: int, config_overrides: dict):
 def build(rows: int, cols: int, workdir: Path, config_overrides: dict) -> Path:
     from wafertile.hdl.flit import describe, flit_layout, header_layout
     from wafertile.hdl.generate import emit
-    from wafertile.hdl.mesh import endpoint_name, endpoints
+    from wafertile.sim.harness import BIT_ACCESS_CPP, verilator_names
     from wafertile.sim.toolchain import verilator_bin, verilator_env
 
     cfg = bench_config(rows, cols, config_overrides)
@@ -242,27 +258,13 @@ def build(rows: int, cols: int, workdir: Path, config_overrides: dict) -> Path:
     if flit_width > 64 or rows * cols > (1 << 6):
         _fail(f"flit of {flit_width} bits or {rows * cols} sources do not fit the harness's "
               f"64-bit word (at most 64 tiles)")
-    links = []
-    for y in range(rows):
-        for x in range(cols):
-            n = endpoint_name(x, y, "l")
-            links.append(f"    loc[{y * cols + x}] = {{&top->{n}_in__valid, &top->{n}_in__flit, "
-                         f"&top->{n}_in__ready, &top->{n}_out__valid, &top->{n}_out__flit, "
-                         f"&top->{n}_out__ready}};")
-    edges = [endpoint_name(*ep) for ep in endpoints(cfg) if ep[2] != "l"]
-    # Verilator's C++ names escape "__" as "___05F".
-    src = HARNESS.replace("__valid", "___05Fvalid").replace("__flit", "___05Fflit") \
-        .replace("__ready", "___05Fready")
-    links = [line.replace("__", "___05F").replace("___05F_", "___05F_") for line in links]
+    src = verilator_names(HARNESS.replace("@BIT_ACCESS@", BIT_ACCESS_CPP))
     subst = {
-        "ROWS": rows, "COLS": cols, "NVC": cfg.num_vcs,
+        "ROWS": rows, "COLS": cols, "NVC": cfg.num_vcs, "FW": flit_width,
         "OX0": fields["header.x0"], "OX1": fields["header.x1"], "OY0": fields["header.y0"],
         "OY1": fields["header.y1"], "OVC": fields["header.vc"],
         "OPAY": Shape.cast(header_layout(cfg)).width,
         "HOT": HOTSPOT_FRACTION,
-        "LINKS": "\n".join(links),
-        "EDGE_READY": ", ".join(f"&top->{e}_out___05Fready" for e in edges),
-        "EDGE_VALID": ", ".join(f"&top->{e}_in___05Fvalid" for e in edges),
     }
     for key, value in subst.items():
         src = src.replace(f"@{key}@", str(value))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 from amaranth.hdl import Const, Mux
 from amaranth.lib import wiring
 
 from ..config import Config
 
-__all__ = ["ConfiguredComponent", "any_of", "check_config", "pick", "verilog_ports"]
+__all__ = ["CheckedComponent", "ConfiguredComponent", "any_of", "pick"]
 
 
 def pick(select, values):
@@ -29,39 +27,44 @@ def any_of(bits):
     return out
 
 
-def check_config(component: object, config: object) -> Config:
-    """Return ``config`` if it is a :class:`Config`; else raise TypeError naming the component.
+class CheckedComponent(wiring.Component):
+    """A component whose constructor arguments are checked before the object exists.
 
-    A component whose constructor fails is never elaborated; Amaranth would warn that it was
-    "created but never used", so the warning is silenced for it first.
+    :meth:`check` (a classmethod, called with the constructor's arguments) raises on a bad
+    argument; because it runs in ``__new__``, a rejected component is never created, so
+    Amaranth never warns that it was "created but never used".
     """
-    if not isinstance(config, Config):
-        component._MustUse__silence = True
-        raise TypeError(f"{type(component).__name__} config must be a Config, not {config!r}")
-    return config
+
+    def __new__(cls, *args, src_loc_at: int = 0, **kwargs):
+        cls.check(*args, **kwargs)
+        return super().__new__(cls, src_loc_at=src_loc_at + 1)
+
+    @classmethod
+    def check(cls, *args, **kwargs) -> None:
+        """Raise ``TypeError`` / ``ValueError`` for a bad constructor argument."""
 
 
-class ConfiguredComponent(wiring.Component):
+class ConfiguredComponent(CheckedComponent):
     """A component made from a :class:`Config`, which it keeps read-only as ``config``.
 
-    Subclasses check the config (:func:`check_config`) before deriving their members from it,
-    then call ``super().__init__(config, members)``.
+    Subclasses extend :meth:`check` for their other arguments and rules, then derive their
+    members from the config and call ``super().__init__(config, members)``.
+
+    Raises
+    ------
+    TypeError
+        If ``config`` is not a :class:`Config`.
     """
 
     def __init__(self, config: Config, members: dict[str, wiring.Member]):
-        self._config = check_config(self, config)
+        self._config = config
         super().__init__(members)
+
+    @classmethod
+    def check(cls, config: object, *args, **kwargs) -> None:
+        if not isinstance(config, Config):
+            raise TypeError(f"{cls.__name__} config must be a Config, not {config!r}")
 
     @property
     def config(self) -> Config:
         return self._config
-
-
-def verilog_ports(text: str, module: str) -> list[tuple[str, str, int]]:
-    """(direction, name, width) of the ports of ``module`` in Amaranth/Yosys Verilog ``text``
-    (one ``input``/``output`` declaration per line, as Yosys writes them)."""
-    start = text.index(f"module {module}(")
-    body = text[start:text.index("endmodule", start)]
-    return [(m.group(1), m.group(3), int(m.group(2)) + 1 if m.group(2) else 1)
-            for m in re.finditer(r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?"
-                                 r"(?:\[(\d+):0\]\s*)?\\?([\w$.]+)\s*;", body, re.M)]

@@ -32,8 +32,9 @@ from amaranth.lib import data, enum
 
 from ..config import Config
 
-__all__ = ["Exit", "Opcode", "describe", "flit_layout", "header_layout", "pack", "payload_layout",
-           "unpack"]
+__all__ = ["MESH_PORTS", "Opcode", "Port", "decode_route", "describe", "encode_route",
+           "field_slice", "flit_layout", "header_layout", "pack", "payload_layout",
+           "route_layout", "unpack"]
 
 
 class Opcode(enum.Enum, shape=3):
@@ -58,24 +59,16 @@ class Opcode(enum.Enum, shape=3):
     REPLY = 7
 
 
-def payload_layout(config: Config) -> data.StructLayout:
-    """The operation payload of a flit for ``config``."""
-    return data.StructLayout({
-        "op": Opcode,
-        "addr": unsigned(config.addr_width),
-        "addr_b": unsigned(config.addr_width),
-        "data": signed(config.acc_width),
-    })
+class Port(enum.Enum, shape=3):
+    """The five ports of a router, and the port a flit leaves the fabric by (``exit``).
 
-
-class Exit(enum.Enum, shape=3):
-    """Where a flit leaves the fabric at the tiles of its destination rectangle.
-
-    ``LOCAL`` delivers to the tile. ``NORTH``/``EAST``/``SOUTH``/``WEST`` make the tiles of the
-    rectangle that lie on that edge of the array send the flit out of the array through their
-    edge port instead (e.g. a reply to the host on the west edge of row ``y``: rectangle
-    ``x0 = x1 = 0, y0 = y1 = y``, exit ``WEST``); tiles of the rectangle not on that edge
-    deliver locally. The values are the router's port numbers (see :mod:`.router`).
+    The one numbering of ports in wafertile: router members ``in_<letter>`` / ``out_<letter>``,
+    route masks (bit ``p`` = port ``p``), the header's ``exit`` field, the NoC model and the
+    testbenches all use it. As an ``exit``: ``LOCAL`` delivers to the tile;
+    ``NORTH``/``EAST``/``SOUTH``/``WEST`` make the tiles of the destination rectangle that lie
+    on that edge of the array send the flit out of the array through their edge port instead
+    (a reply to the host on the west edge of row ``y``: rectangle ``x0 = x1 = 0, y0 = y1 = y``,
+    exit ``WEST``); tiles of the rectangle not on that edge deliver locally.
     """
 
     LOCAL = 0
@@ -84,22 +77,73 @@ class Exit(enum.Enum, shape=3):
     SOUTH = 3
     WEST = 4
 
+    @property
+    def letter(self) -> str:
+        """``"l"``, ``"n"``, ``"e"``, ``"s"`` or ``"w"``: the port's name in member and
+        Verilog port names (``in_w``, ``w_in__flit``)."""
+        return "lnesw"[self.value]
+
+    @classmethod
+    def from_letter(cls, letter: str) -> Port:
+        """The port named ``letter`` (``"l"``, ``"n"``, ``"e"``, ``"s"``, ``"w"``)."""
+        index = "lnesw".find(letter) if isinstance(letter, str) and len(letter) == 1 else -1
+        if index < 0:
+            raise ValueError(f"port must be one of l, n, e, s, w, not {letter!r}")
+        return cls(index)
+
+    @property
+    def opposite(self) -> Port:
+        """The port facing this one across a link (``LOCAL`` for ``LOCAL``)."""
+        return self if self is Port.LOCAL else Port((self.value + 1) % 4 + 1)
+
+    @property
+    def step(self) -> tuple[int, int]:
+        """(dx, dy) from a tile to the neighbour this port leads to (y grows southwards)."""
+        return {Port.LOCAL: (0, 0), Port.NORTH: (0, -1), Port.EAST: (1, 0),
+                Port.SOUTH: (0, 1), Port.WEST: (-1, 0)}[self]
+
+
+#: The four ports that lead to a neighbour or off the array, in port order.
+MESH_PORTS = (Port.NORTH, Port.EAST, Port.SOUTH, Port.WEST)
+
+#: Fields that are an enumeration rather than a plain number (the width comes from Config).
+_ENUM_FIELDS = {"op": Opcode, "exit": Port}
+
+
+def _layout(fields: Mapping[str, int], signed_fields: tuple[str, ...] = ()) -> data.StructLayout:
+    out: dict[str, Any] = {}
+    for name, width in fields.items():
+        kind = _ENUM_FIELDS.get(name)
+        if kind is not None:
+            if Shape.cast(kind).width != width:  # pragma: no cover - a Config/enum mismatch
+                raise AssertionError(f"field {name!r} is {width} bits, {kind.__name__} "
+                                     f"{Shape.cast(kind).width}")
+            out[name] = kind
+        else:
+            out[name] = signed(width) if name in signed_fields else unsigned(width)
+    return data.StructLayout(out)
+
+
+def payload_layout(config: Config) -> data.StructLayout:
+    """The operation payload of a flit for ``config`` (fields: :attr:`Config.payload_fields`).
+
+    ``op`` is an :class:`Opcode`; ``addr`` the accumulator address (activation address for the
+    ACT ops); ``addr_b`` the activation address of a MAC, the target address of a SEND;
+    ``data`` (signed) the weight (MAC, low ``data_width`` bits), activation (WRITE_ACT),
+    addend (ADD), value (WRITE_ACC, REPLY), or the output's route (READ, SEND:
+    :func:`route_layout`).
+    """
+    return _layout(config.payload_fields, signed_fields=("data",))
+
 
 def header_layout(config: Config) -> data.StructLayout:
     """The routing header of a flit for ``config`` (see ``docs/flit.md``).
 
     Destination rectangle ``x0..x1`` (columns, 0 = west) by ``y0..y1`` (rows, 0 = north),
     inclusive; a unicast is a 1 x 1 rectangle. ``vc`` is the virtual channel the flit travels
-    on from injection to delivery; ``exit`` is an :class:`Exit`.
+    on from injection to delivery; ``exit`` is a :class:`Port`.
     """
-    return data.StructLayout({
-        "x0": unsigned(config.x_width),
-        "x1": unsigned(config.x_width),
-        "y0": unsigned(config.y_width),
-        "y1": unsigned(config.y_width),
-        "vc": unsigned(config.vc_width),
-        "exit": Exit,
-    })
+    return _layout(config.header_fields)
 
 
 def flit_layout(config: Config) -> data.StructLayout:
@@ -108,6 +152,30 @@ def flit_layout(config: Config) -> data.StructLayout:
         "header": header_layout(config),
         "payload": payload_layout(config),
     })
+
+
+def route_layout(config: Config) -> data.StructLayout:
+    """Where a tile sends the output of a READ or SEND: carried in the low bits of the
+    request's ``data`` field (fields: :attr:`Config.route_fields`).
+
+    A READ's reply and a SEND's ADD flit go to tile (``x``, ``y``) on virtual channel ``vc``,
+    leaving the array through edge port ``exit`` if that tile is on that edge (a reply to the
+    host on the west edge of row ``y``: ``x = 0, exit = WEST``), else delivered to the tile.
+    """
+    return _layout(config.route_fields)
+
+
+def encode_route(config: Config, *, x: int, y: int, exit: Port | int = Port.LOCAL,
+                 vc: int) -> int:
+    """The ``data`` field of a READ or SEND whose output goes to ``route``
+    (:func:`route_layout`), as a non-negative integer (it fits ``acc_width``: Config checks)."""
+    return pack(route_layout(config), {"x": x, "y": y, "exit": exit, "vc": vc})
+
+
+def decode_route(config: Config, data_field: int) -> dict[str, Any]:
+    """The route in the ``data`` field of a READ or SEND (its low :attr:`Config.route_width`
+    bits; the tile ignores the others)."""
+    return unpack(route_layout(config), data_field & ((1 << config.route_width) - 1))
 
 
 def _fields(layout: data.StructLayout, prefix: str = ""):
@@ -169,6 +237,22 @@ def _leaves(layout: data.StructLayout) -> list[tuple[str, Any, int, Shape, int, 
             out.append((name, shape, offset, plain, lo, hi, tuple(name.split("."))))
         cached = _LEAVES[id(layout)] = (layout, out)
     return cached[1]
+
+
+def field_slice(layout: data.StructLayout, name: str) -> tuple[int, int]:
+    """``(offset, width)`` of the leaf field ``name`` (dotted: ``"header.vc"``) in ``layout``,
+    for reading one field of many words fast: ``(word >> offset) & ((1 << width) - 1)``.
+
+    Raises
+    ------
+    ValueError
+        If ``layout`` has no such leaf field.
+    """
+    for leaf, _shape, offset, plain, *_ in _leaves(layout):
+        if leaf == name:
+            return offset, plain.width
+    raise ValueError(f"layout has no field {name!r} (fields: "
+                     f"{', '.join(leaf[0] for leaf in _leaves(layout))})")
 
 
 def pack(layout: data.StructLayout, values: Mapping[str, Any]) -> int:

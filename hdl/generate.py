@@ -15,99 +15,60 @@ from amaranth.lib.wiring import In
 
 from .. import __version__
 from ..config import Config
-from .flit import Opcode, describe, flit_layout, header_layout, payload_layout
-from .tile import route_layout
+from .core import MacCore, SramBank, TileCore
+from .flit import Opcode, describe, flit_layout, header_layout, payload_layout, route_layout
+from .grid import ARRAY, MESH, PHIT_TX_MODULE, Grid, grid_ports, grid_verilog
+from .noc import PhitRx, PhitTx, make_router
+from .tile import Tile
 
-__all__ = ["BLOCKS", "Block", "emit", "leaves_text", "port_list", "verilog_text"]
+__all__ = ["BLOCKS", "Block", "emit", "port_list", "verilog_text"]
 
 
 @dataclass(frozen=True)
 class Block:
-    """A generatable block: its top module, how to build it, and the leaf modules it
-    instantiates by name (converted once each and written before the top)."""
+    """A generatable block: its top module and how to make it.
+
+    A component block converts ``make(config)`` with Amaranth. A grid block (the array, the
+    mesh) converts its node ``make(config)`` once, and writes the top around it as text
+    (:mod:`wafertile.hdl.grid`), so that its size does not grow with the array.
+    """
 
     top: str
     make: Callable[[Config], wiring.Component]
     help: str
-    leaves: tuple[tuple[str, Callable[[Config], wiring.Component]], ...] = ()
-    #: further leaves that depend on the configuration (the phit adapters)
-    more_leaves: Callable[[Config], tuple] | None = None
-    #: writes the top module as text from (config, the leaves' Verilog) instead of converting
-    #: ``make(config)`` with Amaranth (the array: 1024 instances convert in ~15 s, this ~0.1 s)
-    text: Callable[[Config, str], str] | None = None
-
-
-def _mac(config: Config) -> wiring.Component:
-    from .mac import MacCore
-    return MacCore(config)
-
-
-def _sram(config: Config) -> wiring.Component:
-    from .sram import SramBank
-    return SramBank(config)
-
-
-def _core(config: Config) -> wiring.Component:
-    from .mac import TileCore
-    return TileCore(config)
-
-
-def _router(config: Config) -> wiring.Component:
-    from .router import Router
-    return Router(config)
-
-
-def _mesh(config: Config) -> wiring.Component:
-    from .mesh import Mesh
-    return Mesh(config)
-
-
-def _tile(config: Config) -> wiring.Component:
-    from .tile import Tile
-    return Tile(config)
-
-
-def _array(config: Config) -> wiring.Component:
-    from .array import Array
-    return Array(config)
-
-
-def _adapters(config: Config) -> tuple:
-    from .phit import phit_leaves
-    return phit_leaves(config)
-
-
-def _mesh_adapters(config: Config) -> tuple:
-    from .phit import phit_leaves
-    return phit_leaves(config, per_vc=True)
-
-
-def _array_text(config: Config, leaves: str) -> str:
-    from .array import array_verilog
-    return array_verilog(config, leaves)
+    grid: Grid | None = None
 
 
 #: Blocks that ``wafertile generate --block`` knows, by name.
 BLOCKS: dict[str, Block] = {
-    "array": Block("wafertile_array", _array,
-                   "rows x cols tiles with host ports on the edges (tile module once)",
-                   leaves=(("wafertile_tile", _tile),), more_leaves=_adapters,
-                   text=_array_text),
-    "tile": Block("wafertile_tile", _tile, "one tile: core behind a router's local port"),
-    "core": Block("wafertile_core", _core, "MAC core + SRAM bank (the tile's compute part)"),
-    "mac": Block("wafertile_mac", _mac, "the MAC core alone, with its memory ports exposed"),
-    "sram": Block("wafertile_sram", _sram, "the SRAM bank alone (activation + accumulator)"),
-    "router": Block("wafertile_router", _router, "one 5-port mesh router (XY multicast, VCs)"),
-    "mesh": Block("wafertile_mesh", _mesh,
+    "array": Block(ARRAY.top, Tile,
+                   "rows x cols tiles with host ports on the edges (tile module once)", ARRAY),
+    "tile": Block("wafertile_tile", Tile, "one tile: core behind a router's local port"),
+    "core": Block("wafertile_core", TileCore, "MAC core + SRAM bank (the tile's compute part)"),
+    "mac": Block("wafertile_mac", MacCore, "the MAC core alone, with its memory ports exposed"),
+    "sram": Block("wafertile_sram", SramBank, "the SRAM bank alone (activation + accumulator)"),
+    "router": Block("wafertile_router", make_router,
+                    "one 5-port mesh router (XY multicast, VCs)"),
+    "mesh": Block(MESH.top, make_router,
                   "rows x cols routers only, local and edge ports exposed (router module once)",
-                  leaves=(("wafertile_router", _router),), more_leaves=_mesh_adapters),
+                  MESH),
 }
 
 
+def _layout_name(config: Config, shape: Any) -> str | None:
+    if shape == flit_layout(config):
+        return "flit"
+    if shape == payload_layout(config):
+        return "payload"
+    return None
+
+
 def port_list(component: wiring.Component) -> list[dict[str, Any]]:
-    """The Verilog ports of ``component`` as Amaranth names them (``a__b`` for member a.b)."""
+    """The Verilog ports of ``component`` as Amaranth names them (``a__b`` for member a.b);
+    a whole-flit port carries ``"layout": "flit"``, an operation payload ``"payload"``."""
     ports = [{"name": "clk", "direction": "input", "width": 1},
              {"name": "rst", "direction": "input", "width": 1}]
+    config = getattr(component, "config", None)
     for path, member, _value in component.signature.flatten(component):
         shape = member.shape
         entry: dict[str, Any] = {
@@ -115,8 +76,9 @@ def port_list(component: wiring.Component) -> list[dict[str, Any]]:
             "direction": "input" if member.flow == In else "output",
             "width": Shape.cast(shape).width,
         }
-        if isinstance(shape, data.StructLayout):
-            entry["layout"] = "payload"
+        layout = _layout_name(config, shape) if isinstance(shape, data.StructLayout) else None
+        if layout:
+            entry["layout"] = layout
         ports.append(entry)
     return ports
 
@@ -141,11 +103,13 @@ def emit(block: str, config: Config, outdir: str | Path) -> dict[str, Path]:
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {', '.join(BLOCKS)}, not {block!r}")
     spec = BLOCKS[block]
-    component = spec.make(config)
-    ports = port_list(component)
-    if spec.text is not None:  # the top is written as text; the component only lists ports
-        component._MustUse__silence = True
-    text = verilog_text(block, config, component)
+    if spec.grid is not None:
+        ports = grid_ports(config, spec.grid)
+        text = verilog_text(block, config)
+    else:
+        component = spec.make(config)
+        ports = port_list(component)
+        text = verilog_text(block, config, component)
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -176,6 +140,7 @@ def emit(block: str, config: Config, outdir: str | Path) -> dict[str, Path]:
             "vc_width": config.vc_width,
             "route_width": config.route_width,
             "header_width": config.header_width,
+            "payload_width": config.payload_width,
             "flit_width": config.flit_width,
             "phit_width": config.phit_width,
         },
@@ -190,23 +155,28 @@ def emit(block: str, config: Config, outdir: str | Path) -> dict[str, Path]:
     return {"verilog": vpath, "manifest": mpath, "fusesoc": cpath}
 
 
-def leaves_text(block: str, config: Config) -> str:
-    """The Verilog of the leaf modules ``block`` instantiates by name (the array's: the tile,
-    and with phits the edge adapters), for a design that composes the block itself."""
-    spec = BLOCKS[block]
-    more = spec.more_leaves(config) if spec.more_leaves is not None else ()
-    return "".join(verilog.convert(make(config), name=name, emit_src=False)
-                   for name, make in (*spec.leaves, *more))
+def _leaves(config: Config, spec: Block) -> list[tuple[str, wiring.Component]]:
+    """The modules a grid block instantiates by name: its node, and with phits the
+    adapters."""
+    grid = spec.grid
+    out = [(grid.node, spec.make(config))]
+    if config.phits > 1:
+        out += [(PHIT_TX_MODULE, PhitTx(config)),
+                (grid.rx_module, PhitRx(config, per_vc=grid.rx_per_vc))]
+    return out
 
 
 def verilog_text(block: str, config: Config, component: wiring.Component | None = None) -> str:
-    """The Verilog of ``block``: each leaf module once, then the top (deterministic)."""
+    """The Verilog of ``block`` (deterministic): a component block converted by Amaranth
+    (``component``, if given, is converted instead of a new one); a grid block's node and
+    adapters, each once, then its top."""
     spec = BLOCKS[block]
-    leaves = leaves_text(block, config)
-    if spec.text is not None:
-        return leaves + spec.text(config, leaves)
-    top = component if component is not None else spec.make(config)
-    return leaves + verilog.convert(top, name=spec.top, emit_src=False)
+    if spec.grid is None:
+        top = component if component is not None else spec.make(config)
+        return verilog.convert(top, name=spec.top, emit_src=False)
+    leaves = "".join(verilog.convert(c, name=name, emit_src=False)
+                     for name, c in _leaves(config, spec))
+    return leaves + grid_verilog(config, spec.grid, leaves)
 
 
 def _fusesoc(spec: Block, vfile: str) -> str:

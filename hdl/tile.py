@@ -1,87 +1,72 @@
-"""The tile: tile core (MAC + SRAM bank) on the local port of a 5-port router."""
+"""The tile: the tile core (MAC + SRAM bank) on the local port of a 5-port router."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Shape, unsigned
+from amaranth.hdl import Module, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import Config
-from ._util import ConfiguredComponent, check_config
-from .flit import Exit
-from .mac import TileCore
-from .phit import PhitRx
-from .router import PORTS, Router, link_signature
+from ._util import ConfiguredComponent
+from .core import TileCore
+from .flit import MESH_PORTS, route_layout
+from .noc import LinkSignature, PhitRx, make_router
 
-__all__ = ["Tile", "route_layout"]
-
-
-def route_layout(config: Config) -> data.StructLayout:
-    """Where a tile sends the output of a READ or SEND: carried in the request's ``data``.
-
-    A READ's reply and a SEND's ADD flit go to tile (``x``, ``y``) on virtual channel ``vc``,
-    leaving the array through edge port ``exit`` if that tile is on that edge (a reply to the
-    host on the west edge of row ``y``: ``x = 0, exit = WEST``), else delivered to the tile.
-    """
-    return data.StructLayout({
-        "x": unsigned(config.x_width),
-        "y": unsigned(config.y_width),
-        "exit": Exit,
-        "vc": unsigned(config.vc_width),
-    })
-
-
-def route_width(config: Config) -> int:
-    return Shape.cast(route_layout(config)).width
+__all__ = ["Tile"]
 
 
 class Tile(ConfiguredComponent):
-    """One tile of the array: a :class:`~wafertile.hdl.mac.TileCore` behind a
-    :class:`~wafertile.hdl.router.Router`.
+    """One tile of the array: a :class:`~wafertile.hdl.core.TileCore` behind the router of
+    ``config.router_arch`` (:func:`~wafertile.hdl.noc.make_router`).
 
     Flits addressed to this tile leave the router's local port into the core, whatever their
     virtual channel. The core's output flits (READ replies, SEND's ADD flits) enter the router's
     local port with a unicast header built from the request's ``data`` field, read as a
-    :func:`route_layout` (the core echoes it on ``o_tag``); the core waits while that VC's local
-    input buffer is full.
+    :func:`~wafertile.hdl.flit.route_layout` (the core echoes it on ``o_tag``); the core waits
+    while that VC's local input buffer is full.
 
     Coordinates are inputs, so one Verilog module serves every tile of an array.
 
     Members
     -------
-    x, y : In
+    x, y : ``In``
         This tile's coordinates.
-    in_n, in_e, in_s, in_w : In(link_signature(config))
-    out_n, out_e, out_s, out_w : Out(link_signature(config))
+    in_n, in_e, in_s, in_w : ``In(LinkSignature.between_routers(config))``
+    out_n, out_e, out_s, out_w : ``Out(LinkSignature.between_routers(config))``
         The four mesh links.
-    mac_done, mac_skipped, error : Out(1)
+    mac_done, mac_skipped, error : ``Out(1)``
         The core's MAC pulses and sticky error (for utilization counters and debug).
+
+    Raises
+    ------
+    TypeError
+        If ``config`` is not a :class:`Config`.
     """
 
     def __init__(self, config: Config):
-        check_config(self, config)
+        link = LinkSignature.between_routers(config)
         members = {"x": In(unsigned(config.x_width)), "y": In(unsigned(config.y_width))}
-        for p in PORTS[1:]:
-            members[f"in_{p}"] = In(link_signature(config))
-        for p in PORTS[1:]:
-            members[f"out_{p}"] = Out(link_signature(config))
+        for p in MESH_PORTS:
+            members[f"in_{p.letter}"] = In(link)
+        for p in MESH_PORTS:
+            members[f"out_{p.letter}"] = Out(link)
         members.update({"mac_done": Out(1), "mac_skipped": Out(1), "error": Out(1)})
         super().__init__(config, members)
 
     def elaborate(self, platform):
         cfg = self.config
         m = Module()
-        m.submodules.router = router = Router(cfg)
+        m.submodules.router = router = make_router(cfg)
         m.submodules.core = core = TileCore(cfg)
         m.d.comb += [router.x.eq(self.x), router.y.eq(self.y)]
-        for p in PORTS[1:]:
-            wiring.connect(m, wiring.flipped(getattr(self, f"in_{p}")),
-                           getattr(router, f"in_{p}"))
-            wiring.connect(m, getattr(router, f"out_{p}"),
-                           wiring.flipped(getattr(self, f"out_{p}")))
+        for p in MESH_PORTS:
+            wiring.connect(m, wiring.flipped(getattr(self, f"in_{p.letter}")),
+                           getattr(router, f"in_{p.letter}"))
+            wiring.connect(m, getattr(router, f"out_{p.letter}"),
+                           wiring.flipped(getattr(self, f"out_{p.letter}")))
 
-        # With phits, the router's local output reaches the core through a deserializer
-        # (hdl/phit.py); the lite router's local input takes whole flits.
+        # With phits, the router's local output reaches the core through a deserializer;
+        # the lite router's local input takes whole flits.
         to_core, from_core = router.out_l, router.in_l
         if cfg.phits > 1:
             m.submodules.rx = rx = PhitRx(cfg)
@@ -97,7 +82,7 @@ class Tile(ConfiguredComponent):
         ]
 
         # Core -> router: a unicast to the route the request carried.
-        route = data.View(route_layout(cfg), core.o_tag[:route_width(cfg)])
+        route = data.View(route_layout(cfg), core.o_tag[:cfg.route_width])
         header = from_core.flit.header
         m.d.comb += [
             from_core.valid.eq(core.o.valid),

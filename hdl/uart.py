@@ -22,7 +22,7 @@ do not start a frame are skipped (resynchronisation after a reset of either side
 
 Replies: the bridge takes one flit at a time from the west outputs, visiting the rows in turn;
 ``ready`` of a row depends only on the bridge's state (the link protocol of
-:func:`~wafertile.hdl.router.flit_link_signature`), so a row is offered the slot for one cycle at a
+:mod:`wafertile.hdl.noc.link`), so a row is offered the slot for one cycle at a
 time while the bridge is empty. Flits leaving by the north, east and south edges are not
 served (their ``ready`` is 0): the streaming compiler sends every reply west.
 """
@@ -30,14 +30,14 @@ served (their ``ready`` is 0): the streaming compiler sends every reply west.
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import data, wiring
+from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..config import Config
-from ._util import ConfiguredComponent, check_config
+from ._util import CheckedComponent, ConfiguredComponent
 from .flit import flit_layout
-from .router import flit_link_signature
+from .noc import LinkSignature
 
 __all__ = ["ACK", "INJECT", "REPLY", "RX_FIFO_BYTES", "STATUS", "STATUS_REQ", "HostBridge",
            "UartRx", "UartTx", "flit_bytes", "window"]
@@ -53,10 +53,7 @@ RX_FIFO_BYTES = 64
 
 def flit_bytes(config: Config) -> int:
     """Bytes per flit in a frame."""
-    from amaranth.hdl import Shape
-
-    from .flit import flit_layout
-    return -(-Shape.cast(flit_layout(config)).width // 8)
+    return -(-config.flit_width // 8)
 
 
 def window(config: Config) -> int:
@@ -65,15 +62,19 @@ def window(config: Config) -> int:
     return max(1, RX_FIFO_BYTES // (flit_bytes(config) + 2))
 
 
-def _check_divisor(component, divisor: int) -> int:
-    if not isinstance(divisor, int) or divisor < 4:
-        component._MustUse__silence = True
+def _check_divisor(divisor: object) -> None:
+    if type(divisor) is not int or divisor < 4:
         raise ValueError(f"UART clock divisor (clock cycles per bit) must be an integer >= 4, "
                          f"not {divisor!r}")
-    return divisor
 
 
-class UartRx(wiring.Component):
+class _Uart(CheckedComponent):
+    @classmethod
+    def check(cls, divisor) -> None:
+        _check_divisor(divisor)
+
+
+class UartRx(_Uart):
     """8N1 receiver. ``valid`` pulses for one cycle with ``data`` after a good stop bit.
 
     ``divisor`` is the number of clock cycles per bit (clock frequency / baud rate, >= 4). The
@@ -81,7 +82,7 @@ class UartRx(wiring.Component):
     """
 
     def __init__(self, divisor: int):
-        self.divisor = _check_divisor(self, divisor)
+        self.divisor = divisor
         super().__init__({"rx": In(1, init=1), "data": Out(8), "valid": Out(1),
                           "frame_error": Out(1)})
 
@@ -128,11 +129,11 @@ class UartRx(wiring.Component):
         return m
 
 
-class UartTx(wiring.Component):
+class UartTx(_Uart):
     """8N1 transmitter with a valid/ready byte input (``ready`` while the line is idle)."""
 
     def __init__(self, divisor: int):
-        self.divisor = _check_divisor(self, divisor)
+        self.divisor = divisor
         super().__init__({"tx": Out(1, init=1), "data": In(8), "valid": In(1),
                           "ready": Out(1)})
 
@@ -162,31 +163,34 @@ class HostBridge(ConfiguredComponent):
     -------
     rx : In(1), tx : Out(1)
         The serial lines (idle high).
-    w_in : Out(flit_link_signature(config)) per row, ``w_in[r]``
-        To the array's ``w_y<r>_in``.
-    w_out : In(flit_link_signature(config)) per row
-        From the array's ``w_y<r>_out``.
+    w_in : ``Out(LinkSignature(config)).array(rows)``
+        To the array's west edge ports, ``w_in[r]`` to row ``r``.
+    w_out : ``In(LinkSignature(config)).array(rows)``
+        From the array's west edge ports.
     mac_done, mac_skipped, error : In(rows * cols)
         The array's per-tile pulses and error flags (for the status word).
     """
 
     def __init__(self, config: Config, divisor: int):
-        check_config(self, config)
-        self.divisor = _check_divisor(self, divisor)
+        self.divisor = divisor
         n = config.rows * config.cols
+        link = LinkSignature(config)
         members = {"rx": In(1, init=1), "tx": Out(1, init=1),
-                   "mac_done": In(n), "mac_skipped": In(n), "error": In(n)}
-        for r in range(config.rows):
-            members[f"w_in_{r}"] = Out(flit_link_signature(config))
-            members[f"w_out_{r}"] = In(flit_link_signature(config))
+                   "mac_done": In(n), "mac_skipped": In(n), "error": In(n),
+                   "w_in": Out(link).array(config.rows), "w_out": In(link).array(config.rows)}
         super().__init__(config, members)
+
+    @classmethod
+    def check(cls, config, divisor) -> None:
+        super().check(config)
+        _check_divisor(divisor)
 
     def elaborate(self, platform):
         cfg = self.config
         m = Module()
         rows = cfg.rows
         nbytes = flit_bytes(cfg)
-        width = len(self.w_in_0.flit.as_value())
+        width = cfg.flit_width
         m.submodules.urx = urx = UartRx(self.divisor)
         m.submodules.utx = utx = UartTx(self.divisor)
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=8, depth=RX_FIFO_BYTES)
@@ -242,12 +246,12 @@ class HostBridge(ConfiguredComponent):
         # the FSM: a Verilog `always @*` whose inputs never change after time 0 would never be
         # evaluated by Icarus, leaving its outputs undefined.
         in_hold = rx_fsm.ongoing("HOLD")
-        row_ready = Cat(getattr(self, f"w_in_{r}").ready.bit_select(vc, 1) for r in range(rows))
+        row_ready = Cat(self.w_in[r].ready.bit_select(vc, 1) for r in range(rows))
         # A frame naming a missing row is consumed (and credited back) without injecting it.
         m.d.comb += [fifo.r_en.eq(~in_hold),
                      injected.eq(in_hold & (bad_row | row_ready.bit_select(row, 1)))]
         for r in range(rows):
-            port = getattr(self, f"w_in_{r}")
+            port = self.w_in[r]
             m.d.comb += [port.valid.eq(in_hold & ~bad_row & (row == r)),
                          port.flit.eq(flit[:width])]
 
@@ -259,7 +263,7 @@ class HostBridge(ConfiguredComponent):
         took = Signal()
         takes = []
         for r in range(rows):
-            port = getattr(self, f"w_out_{r}")
+            port = self.w_out[r]
             offer = ~full & (turn == r)
             m.d.comb += port.ready.eq(offer.replicate(cfg.num_vcs))
             takes.append(offer & port.valid)

@@ -1,6 +1,7 @@
-"""Operation-flit streams for the core regressions: directed corner cases and seeded random.
+"""Stimulus: operation-flit streams for the core regressions (directed corner cases and seeded
+random), and random layers for the array regressions.
 
-Every generator returns a list of payload dicts (see :mod:`wafertile.sim.model`). All values
+Every generator returns a list of payload dicts (see :mod:`wafertile.sim.models.core`). All values
 are within their fields, so :func:`wafertile.hdl.flit.pack` accepts them.
 """
 
@@ -13,7 +14,7 @@ import numpy as np
 from ..config import Config
 from ..hdl.flit import Opcode
 
-__all__ = ["DIRECTED", "directed", "dump", "random_stream"]
+__all__ = ["DIRECTED", "directed", "dump", "make_layer", "random_stream"]
 
 Flit = dict[str, Any]
 
@@ -156,3 +157,30 @@ def random_stream(config: Config, rng: np.random.Generator, n: int, density: flo
             flits.append(_f(op, addr(cfg.acc_depth), int(rng.integers(cfg.acc_depth)),
                             int(rng.integers(cfg.acc_min, cfg.acc_max + 1))))
     return flits
+
+
+def make_layer(cfg: Config, rng: np.random.Generator, b: int, i: int, j: int, density: float,
+               extremes: bool = False, zero_lines: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Random activations X (``b x j``, 10% zero) and weights W (``i x j``) of the given
+    density, within ``data_width``.
+
+    ``extremes`` sets every other activation column to the largest value and every other
+    weight row to the smallest; ``zero_lines`` zeroes whole rows and columns: every third
+    output row of W, every fourth input column of W, and every third input column and the
+    first batch row of X.
+    """
+    lo, hi = cfg.data_min, cfg.data_max
+    x = rng.integers(lo, hi + 1, (b, j))
+    x[rng.random((b, j)) < 0.1] = 0
+    w = rng.integers(lo, hi + 1, (i, j))
+    if extremes:
+        x[:, ::2] = hi
+        w[::2, :] = lo
+    w[rng.random((i, j)) >= density] = 0
+    if zero_lines:
+        w[::3, :] = 0
+        w[:, ::4] = 0
+        x[:, ::3] = 0
+        x[0, :] = 0
+    return x, w

@@ -59,9 +59,9 @@ class _Rule:
 #: Every user-settable parameter, in the order the CLI and the docs list them.
 PARAMETERS: tuple[_Rule, ...] = (
     _Rule("rows", int, "rows of tiles in the array (y, 0 = north edge)",
-          "must be an integer from 1 to 1024", lambda v: 1 <= v <= 1024),
+          "must be an integer from 1 to 4096", lambda v: 1 <= v <= 4096),
     _Rule("cols", int, "columns of tiles in the array (x, 0 = west edge)",
-          "must be an integer from 1 to 1024", lambda v: 1 <= v <= 1024),
+          "must be an integer from 1 to 4096", lambda v: 1 <= v <= 4096),
     _Rule("data_width", int, "bits of a signed weight or activation",
           "must be one of 8, 16", lambda v: v in (8, 16)),
     _Rule("acc_width", int, "bits of a signed accumulator (at least 2 * data_width)",
@@ -102,7 +102,7 @@ class Config:
     Parameters
     ----------
     rows, cols : int
-        Array size in tiles. Any value from 1 to 1024 (not only powers of two).
+        Array size in tiles. Any value from 1 to 4096 (not only powers of two).
     data_width : int
         Width of signed weights and activations: 8 or 16.
     acc_width : int
@@ -154,10 +154,11 @@ class Config:
                 f"acc_width must be at least 2 * data_width = {2 * self.data_width} "
                 f"(room for one full product), not {self.acc_width}")
         if self.acc_width < self.route_width:
+            fields = " + ".join(f"{k} {w}" for k, w in self.route_fields.items())
             raise ConfigError(
                 f"acc_width must be at least {self.route_width} for a {self.rows} x {self.cols} "
-                f"array with {self.num_vcs} VCs (a READ/SEND carries its output's route, "
-                f"x_width + y_width + 3 + vc_width bits, in its data field), not {self.acc_width}")
+                f"array with {self.num_vcs} VCs (a READ/SEND carries its output's route in its "
+                f"data field: {fields} bits), not {self.acc_width}")
         if self.phits > 1 and self.router_arch != "lite":
             raise ConfigError(
                 f"phits must be 1 with router_arch {self.router_arch!r} (flits split into "
@@ -258,15 +259,42 @@ class Config:
         """Bits of a virtual-channel number."""
         return _clog2(self.num_vcs)
 
+    # The fields of a flit and of the route a READ/SEND carries, in order from the least
+    # significant bit, with their widths: the one table the layouts (wafertile.hdl.flit), the
+    # widths below and the host's codecs are made from.
+
+    @property
+    def header_fields(self) -> dict[str, int]:
+        """The routing header's fields and widths, LSB first (``docs/flit.md``)."""
+        return {"x0": self.x_width, "x1": self.x_width, "y0": self.y_width, "y1": self.y_width,
+                "vc": self.vc_width, "exit": 3}
+
+    @property
+    def payload_fields(self) -> dict[str, int]:
+        """The operation payload's fields and widths, LSB first."""
+        return {"op": 3, "addr": self.addr_width, "addr_b": self.addr_width,
+                "data": self.acc_width}
+
+    @property
+    def route_fields(self) -> dict[str, int]:
+        """The fields of the route that a READ or SEND carries in its ``data`` field: where the
+        tile sends the reply or the ADD (tile x, y; exit port; VC), LSB first."""
+        return {"x": self.x_width, "y": self.y_width, "exit": 3, "vc": self.vc_width}
+
     @property
     def header_width(self) -> int:
-        """Bits of a flit's routing header (``docs/flit.md``)."""
-        return 2 * self.x_width + 2 * self.y_width + self.vc_width + 3
+        """Bits of a flit's routing header."""
+        return sum(self.header_fields.values())
+
+    @property
+    def payload_width(self) -> int:
+        """Bits of a flit's operation payload."""
+        return sum(self.payload_fields.values())
 
     @property
     def flit_width(self) -> int:
-        """Bits of a flit: header + payload (op, addr, addr_b, data)."""
-        return self.header_width + 3 + 2 * self.addr_width + self.acc_width
+        """Bits of a flit: header (LSBs) + payload."""
+        return self.header_width + self.payload_width
 
     @property
     def phit_width(self) -> int:
@@ -276,8 +304,8 @@ class Config:
 
     @property
     def route_width(self) -> int:
-        """Bits of the route a READ or SEND carries in its data field (x, y, exit, vc)."""
-        return self.x_width + self.y_width + 3 + self.vc_width
+        """Bits of the route a READ or SEND carries in its data field."""
+        return sum(self.route_fields.values())
 
     @property
     def acc_min(self) -> int:

@@ -108,7 +108,7 @@ def drive(config: Config, program: LayerProgram, *, idle_limit: int = 200
 
     ``stats``: ``frames`` sent, ``macs`` counted by the bridge, ``flags`` of the last status.
     """
-    from .sim.array_model import collect_outputs
+    from .sim.models import collect_outputs
 
     proto = Protocol(config)
     state = _State()

@@ -257,7 +257,7 @@ def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "veril
             env["WAFERTILE_NO_DENSE"] = "1"
         try:
             run_cocotb(sim=sim, sources=[source], top="wafertile_array",
-                       test_module="wafertile.sim.tb_array", build_dir=build,
+                       test_module="wafertile.sim.tb.array", build_dir=build,
                        testcase="run_files", extra_env=env, waves=waves, log_dir=build)
         except SystemExit as exc:  # cocotb's runner exits when the simulator fails
             raise RuntimeError(f"the simulation failed (exit {exc.code}); see "

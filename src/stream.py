@@ -37,6 +37,7 @@ import numpy as np
 
 from .config import Config, Overflow
 from .errors import InputError
+from .hdl.flit import Opcode, Port, encode_route
 
 __all__ = ["LayerError", "LayerProgram", "Phase", "compile_layer", "reference"]
 
@@ -156,12 +157,10 @@ def _hdr(config, x0, x1, y0, y1, vc=REQUEST_VC, exit_=0):
     return {"x0": x0, "x1": x1, "y0": y0, "y1": y1, "vc": vc, "exit": exit_}
 
 
-def _route(config: Config, x: int, y: int, exit_: int) -> int:
+def _reply_route(config: Config, x: int, y: int, exit_: Port) -> int:
     """The data field of a READ or SEND: output to tile (x, y) on the reply VC, leaving by
-    ``exit_`` (``Exit.LOCAL``: into that tile's core)."""
-    vc = config.num_vcs - 1
-    return (x | (y << config.x_width) | (exit_ << (config.x_width + config.y_width)) |
-            (vc << (config.x_width + config.y_width + 3)))
+    ``exit_`` (``Port.LOCAL``: into that tile's core)."""
+    return encode_route(config, x=x, y=y, exit=exit_, vc=config.num_vcs - 1)
 
 
 def compile_layer(config: Config, x: np.ndarray, w: np.ndarray, *,
@@ -178,16 +177,13 @@ def compile_layer(config: Config, x: np.ndarray, w: np.ndarray, *,
         row does not fit one row of tiles (``ceil(J / act_depth) > cols``), or an activation
         row split over several tiles with ``overflow = "saturate"``.
     """
-    from .hdl.flit import Exit, Opcode
-
     x = np.asarray(x)
     w = np.asarray(w)
     _check_inputs(config, x, w)
     R, C = config.rows, config.cols
     B, J = x.shape
     I = w.shape[0]
-    west = Exit.WEST.value
-    to_host = {y: _route(config, 0, y, west) for y in range(R)}
+    to_host = {y: _reply_route(config, 0, y, Port.WEST) for y in range(R)}
     A = config.acc_depth
     # J in K chunks; the columns in K blocks of G (column k * G + g: chunk k, output group g).
     K = _chunks(config, J)
@@ -283,7 +279,7 @@ def compile_layer(config: Config, x: np.ndarray, w: np.ndarray, *,
                             if not parts[g]:
                                 continue
                             c = col(k, g)
-                            to_g = _route(config, g, y, Exit.LOCAL.value)
+                            to_g = _reply_route(config, g, y, Port.LOCAL)
                             for s in range(len(parts[g])):
                                 reduce.injections.append((y, {
                                     "header": _hdr(config, c, c, y, y),

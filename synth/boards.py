@@ -26,9 +26,10 @@ from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import Config
-from ..hdl.array import Array, edge_ports
+from ..errors import ToolError
+from ..hdl.generate import verilog_text
+from ..hdl.grid import Array
 from ..hdl.uart import HostBridge
-from ..sim.toolchain import ToolError
 from .targets import TARGETS, fpga_config
 from .tools import run_logged, tool
 
@@ -89,13 +90,14 @@ class BridgeTop(wiring.Component):
                      bridge.error.eq(array.error),
                      self.error_any.eq(array.error.any()),
                      self.mac_any.eq((array.mac_done | array.mac_skipped).any())]
-        for name, _x, y, direction in edge_ports(cfg):
-            ext_in, ext_out = getattr(array, f"{name}_in"), getattr(array, f"{name}_out")
-            if direction == "w":
-                wiring.connect(m, getattr(bridge, f"w_in_{y}"), ext_in)
-                wiring.connect(m, ext_out, getattr(bridge, f"w_out_{y}"))
-            else:
-                m.d.comb += [ext_in.valid.eq(0), ext_out.ready.eq(0)]
+        for y in range(cfg.rows):
+            wiring.connect(m, bridge.w_in[y], array.w_in[y])
+            wiring.connect(m, array.w_out[y], bridge.w_out[y])
+        for side in ("n", "e", "s"):
+            for link in getattr(array, f"{side}_in"):
+                m.d.comb += link.valid.eq(0)
+            for link in getattr(array, f"{side}_out"):
+                m.d.comb += link.ready.eq(0)
         return m
 
 
@@ -104,8 +106,7 @@ def bridge_verilog(config: Config, divisor: int) -> str:
     instantiates, for simulation."""
     from amaranth.back import verilog
 
-    from ..hdl.generate import leaves_text
-    return leaves_text("array", config) + verilog.convert(
+    return verilog_text("array", config) + verilog.convert(
         BridgeTop(config, divisor), name="wafertile_bridge_top", emit_src=False)
 
 
@@ -207,8 +208,6 @@ def build_board(board: str, config: Config, *, freq: float | None = None, baud: 
     """
     import importlib
 
-    from ..hdl.generate import leaves_text
-
     if board not in BOARDS:
         raise ValueError(f"--board must be one of {', '.join(BOARDS)}, not {board!r}")
     spec = BOARDS[board]
@@ -231,8 +230,9 @@ def build_board(board: str, config: Config, *, freq: float | None = None, baud: 
         "ICEPACK": tool("yowasp-icepack") if spec.target.startswith("ice40") else "",
         "OPENFPGALOADER": "true",
     }
-    # the modules the array instantiates by name: the tile (and with phits the edge adapters)
-    platform.add_file("wafertile_tile.v", leaves_text("array", config))
+    # the array's Verilog (its top, the tile and with phits the edge adapters): the Array
+    # component instantiates it by name
+    platform.add_file("wafertile_array.v", verilog_text("array", config))
     name = f"wafertile_{board.replace('-', '_')}"
     overrides = {"nextpnr_opts": "--report report.json --timing-allow-fail"}
     if spec.target.startswith("ecp5") and config.rows * config.cols >= 16:

@@ -10,7 +10,7 @@ so that they can be subtracted.
 
 from __future__ import annotations
 
-from ..hdl._util import verilog_ports
+from ..hdl.ports import verilog_ports
 
 __all__ = ["SHELL_TOP", "io_shell", "shell_cost"]
 

@@ -15,7 +15,37 @@ def pytest_addoption(parser):
                      help="simulator(s) for the cocotb regressions (default: both)")
 
 
+#: Simulators the cocotb regressions run on (``--sim`` chooses among them).
+SIMULATORS = ("verilator", "icarus")
+
+
+def sim_cases(cases, *, slow=None, ids=None):
+    """Parameters ``(sim, *case)`` of a cocotb regression: every case on every simulator.
+
+    ``slow(sim, *case)`` says which pairs are long regressions, marked ``slow`` (left out of
+    the default run, which keeps a sample; ``--run-slow`` runs them all). ``ids(*case)`` names
+    a case (default: its values joined by dashes).
+    """
+    out = []
+    for sim in SIMULATORS:
+        for case in cases:
+            case = case if isinstance(case, tuple) else (case,)
+            name = ids(*case) if ids is not None else "-".join(str(v) for v in case)
+            marks = pytest.mark.slow if slow is not None and slow(sim, *case) else ()
+            out.append(pytest.param(sim, *case, id=f"{sim}-{name}", marks=marks))
+    return out
+
+
 def pytest_collection_modifyitems(config, items):
+    chosen = config.getoption("--sim")
+    if chosen:  # --sim: drop the other simulators' cases
+        keep, drop = [], []
+        for item in items:
+            sim = getattr(getattr(item, "callspec", None), "params", {}).get("sim")
+            (drop if sim is not None and sim not in chosen else keep).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
     if config.getoption("--run-slow") or "slow" in (config.getoption("-m") or ""):
         return
     skip = pytest.mark.skip(reason="long regression: run with --run-slow")
@@ -50,9 +80,14 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_generate_tests(metafunc):
-    """Parametrize any test that takes ``sim`` over the chosen simulators (default: both)."""
-    if "sim" in metafunc.fixturenames:
-        chosen = metafunc.config.getoption("--sim") or ["verilator", "icarus"]
+    """Parametrize a test that takes ``sim`` (and does not parametrize it itself, as
+    :func:`sim_cases` does) over the chosen simulators (default: both)."""
+    explicit = set()
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        explicit |= set(names.split(",") if isinstance(names, str) else names)
+    if "sim" in metafunc.fixturenames and "sim" not in {n.strip() for n in explicit}:
+        chosen = metafunc.config.getoption("--sim") or list(SIMULATORS)
         metafunc.parametrize("sim", chosen)
 
 

@@ -10,7 +10,7 @@ from wafertile import Config
 from wafertile.hdl.generate import verilog_text
 from wafertile.sim.runner import run_cocotb
 
-from .conftest import seed_for
+from .conftest import seed_for, sim_cases
 
 CONFIGS = {
     "2x2": Config(rows=2, cols=2, data_width=8, acc_width=16, act_depth=32, acc_depth=16),
@@ -58,14 +58,22 @@ def _runs(cfg: Config, layer: dict) -> bool:
     return chunks <= cfg.cols and (chunks == 1 or cfg.overflow == "wrap")
 
 
-PAIRS = [pytest.param(layer, cfg_name, id=f"{layer}-{cfg_name}")
-         for layer in LAYERS for cfg_name in CONFIGS
-         if _runs(CONFIGS[cfg_name], LAYERS[layer])]
-
-
 #: (config, layer) pairs run on Verilator in the default (CI) run; the rest with --run-slow
-#: (each Verilator build of an array takes minutes). Icarus runs all.
+#: (each Verilator build of an array takes minutes).
 VERILATOR_SAMPLE = {("2x2", "sparse10"), ("2x2", "uneven")}
+
+
+def _slow(sim, layer, cfg_name):
+    """Outside the default (CI) sample: see EXTRA_CONFIG_SAMPLE, SAMPLE_3X5, VERILATOR_SAMPLE."""
+    if cfg_name in ("2x3par", "2x3lite4") and layer not in EXTRA_CONFIG_SAMPLE:
+        return True
+    if cfg_name in SAMPLE_3X5 and layer not in SAMPLE_3X5[cfg_name]:
+        return True
+    return sim == "verilator" and (cfg_name, layer) not in VERILATOR_SAMPLE
+
+
+PAIRS = sim_cases([(layer, cfg_name) for layer in LAYERS for cfg_name in CONFIGS
+                   if _runs(CONFIGS[cfg_name], LAYERS[layer])], slow=_slow)
 
 
 def _sources(build, cfg):
@@ -77,19 +85,12 @@ def _sources(build, cfg):
     return [path]
 
 
-@pytest.mark.parametrize(("layer", "cfg_name"), PAIRS)
+@pytest.mark.parametrize(("sim", "layer", "cfg_name"), PAIRS)
 def test_layer(request, sim_env, build_root, cfg_name, layer):
-    if (((cfg_name in ("2x3par", "2x3lite4") and layer not in EXTRA_CONFIG_SAMPLE)
-         or (cfg_name in SAMPLE_3X5 and layer not in SAMPLE_3X5[cfg_name]))
-            and not request.config.getoption("--run-slow")):
-        pytest.skip("long regression: the default run samples this configuration; --run-slow")
-    if (sim_env == "verilator" and (cfg_name, layer) not in VERILATOR_SAMPLE
-            and not request.config.getoption("--run-slow")):
-        pytest.skip("long regression: the default run samples Verilator; use --run-slow")
     cfg = CONFIGS[cfg_name]
     build = build_root / f"array-{cfg_name}-{sim_env}"
     run_cocotb(sim=sim_env, sources=_sources(build, cfg), top="wafertile_array",
-               test_module="wafertile.sim.tb_array", build_dir=build, testcase="layer",
+               test_module="wafertile.sim.tb.array", build_dir=build, testcase="layer",
                extra_env={"WAFERTILE_CONFIG": json.dumps(cfg.as_dict()),
                           "WAFERTILE_SEED": str(seed_for(request)),
                           "WAFERTILE_LAYER": json.dumps(LAYERS[layer]),

@@ -15,7 +15,7 @@ from wafertile.hdl.uart import HostBridge, UartRx, UartTx, flit_bytes, window
 from wafertile.sim.runner import run_cocotb
 from wafertile.synth.boards import bridge_verilog
 
-from .conftest import seed_for
+from .conftest import seed_for, sim_cases
 
 CFG = Config(rows=2, cols=2, data_width=8, acc_width=16, act_depth=32, acc_depth=16)
 #: the ULX3S builds' router (the FPGA profile: lite, 4-phit links, 2-flit buffers)
@@ -44,36 +44,36 @@ def _env(cfg=CFG, **extra):
     return env
 
 
-@pytest.mark.parametrize("layer", LAYERS)
+def _icarus_only(sim, *_):
+    """The bridge runs on Icarus by default (the array itself is sampled on Verilator)."""
+    return sim == "verilator"
+
+
+@pytest.mark.parametrize(("sim", "layer"), sim_cases(list(LAYERS), slow=_icarus_only))
 def test_layer_through_uart(request, sim_env, build_root, layer):
-    if sim_env == "verilator" and not request.config.getoption("--run-slow"):
-        pytest.skip("long regression: the bridge runs on Icarus by default (the array itself is "
-                    "sampled on Verilator); use --run-slow")
     build, sources = _build(build_root, sim_env)
     run_cocotb(sim=sim_env, sources=sources, top="wafertile_bridge_top",
-               test_module="wafertile.sim.tb_bridge", build_dir=build, testcase="layer",
+               test_module="wafertile.sim.tb.bridge", build_dir=build, testcase="layer",
                extra_env=_env(WAFERTILE_SEED=str(seed_for(request)),
                               WAFERTILE_LAYER=json.dumps(LAYERS[layer])))
 
 
+@pytest.mark.parametrize("sim", sim_cases([()], slow=_icarus_only, ids=lambda: "lite"))
 def test_layer_through_uart_lite_router(request, sim_env, build_root):
     """The bridge in front of an array of lite routers with phit links (the ULX3S default):
     the array's ports and the framing are unchanged."""
-    if sim_env == "verilator" and not request.config.getoption("--run-slow"):
-        pytest.skip("long regression: Icarus by default; use --run-slow")
     build, sources = _build(build_root, sim_env, CFG_LITE)
     run_cocotb(sim=sim_env, sources=sources, top="wafertile_bridge_top",
-               test_module="wafertile.sim.tb_bridge", build_dir=build, testcase="layer",
+               test_module="wafertile.sim.tb.bridge", build_dir=build, testcase="layer",
                extra_env=_env(CFG_LITE, WAFERTILE_SEED=str(seed_for(request)),
                               WAFERTILE_LAYER=json.dumps(LAYERS["sparse"])))
 
 
+@pytest.mark.parametrize("sim", sim_cases([()], slow=_icarus_only, ids=lambda: "frames"))
 def test_bad_frames(request, sim_env, build_root):
-    if sim_env == "verilator" and not request.config.getoption("--run-slow"):
-        pytest.skip("long regression: the bridge runs on Icarus by default; use --run-slow")
     build, sources = _build(build_root, sim_env)
     run_cocotb(sim=sim_env, sources=sources, top="wafertile_bridge_top",
-               test_module="wafertile.sim.tb_bridge", build_dir=build, testcase="bad_frames",
+               test_module="wafertile.sim.tb.bridge", build_dir=build, testcase="bad_frames",
                extra_env=_env())
 
 

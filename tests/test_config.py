@@ -11,9 +11,9 @@ from wafertile.config import PARAMETERS
 
 
 @pytest.mark.parametrize(("name", "value", "message"), [
-    ("rows", 0, "rows must be an integer from 1 to 1024, not 0"),
-    ("rows", 1025, "rows must be an integer from 1 to 1024, not 1025"),
-    ("cols", -3, "cols must be an integer from 1 to 1024, not -3"),
+    ("rows", 0, "rows must be an integer from 1 to 4096, not 0"),
+    ("rows", 4097, "rows must be an integer from 1 to 4096, not 4097"),
+    ("cols", -3, "cols must be an integer from 1 to 4096, not -3"),
     ("data_width", 12, "data_width must be one of 8, 16, not 12"),
     ("acc_width", 65, "acc_width must be an integer from 16 to 64, not 65"),
     ("acc_width", 24, "acc_width must be at least 2 * data_width = 32 (room for one full "
@@ -37,8 +37,8 @@ def test_rejects_bad_value(name, value, message):
 
 def test_rejects_route_wider_than_acc():
     message = ("acc_width must be at least 23 for a 512 x 1024 array with 2 VCs (a READ/SEND "
-               "carries its output's route, x_width + y_width + 3 + vc_width bits, in its data "
-               "field), not 16")
+               "carries its output's route in its data field: x 10 + y 9 + exit 3 + vc 1 "
+               "bits), not 16")
     with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
         Config(rows=512, cols=1024, data_width=8, acc_width=16)
 
@@ -71,12 +71,18 @@ def test_phits_keep_the_header_in_the_first_phit():
 def test_flit_and_phit_widths_match_the_layouts():
     from amaranth.hdl import Shape
 
-    from wafertile.hdl.flit import flit_layout, header_layout
+    from wafertile.hdl.flit import flit_layout, header_layout, payload_layout, route_layout
     for kw in ({}, {"rows": 8, "cols": 8}, {"rows": 3, "cols": 5, "num_vcs": 3, "data_width": 8,
-                                            "acc_width": 24, "act_depth": 16}):
+                                            "acc_width": 24, "act_depth": 16},
+               {"rows": 1024, "cols": 1, "acc_depth": 4096}):
         cfg = Config(**kw)
         assert cfg.flit_width == Shape.cast(flit_layout(cfg)).width
         assert cfg.header_width == Shape.cast(header_layout(cfg)).width
+        assert cfg.payload_width == Shape.cast(payload_layout(cfg)).width
+        assert cfg.route_width == Shape.cast(route_layout(cfg)).width
+        # the layouts list the fields of Config's tables, in order
+        assert [name for name, _ in header_layout(cfg)] == list(cfg.header_fields)
+        assert [name for name, _ in route_layout(cfg)] == list(cfg.route_fields)
     cfg = Config(rows=3, cols=3, router_arch="lite", phits=3)
     assert cfg.phit_width == -(-cfg.flit_width // 3)
 

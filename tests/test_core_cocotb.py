@@ -1,4 +1,4 @@
-"""cocotb regressions of the generated tile core on Verilator and Icarus (sim/tb_core.py)."""
+"""cocotb regressions of the generated tile core on Verilator and Icarus (sim/tb/core.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from wafertile import Config
 from wafertile.hdl.generate import emit
 from wafertile.sim.runner import run_cocotb
 
-from .conftest import seed_for
+from .conftest import seed_for, sim_cases
 
 CONFIGS = {
     # the default tile (16-bit data, 32-bit wrap) with small banks to keep dumps short
@@ -24,43 +24,45 @@ DIRECTED = ["overflow", "back_to_back", "zeros", "extremes", "bad_op",
             "zero_stream_never_stalls", "full_rate"]
 
 
-def _run(build_root, sim, cfg_name, testcase, env, request=None):
-    if (request is not None and sim == "verilator" and cfg_name != "d16a32wrap"
-            and not request.config.getoption("--run-slow")):
-        pytest.skip("long regression: one configuration on Verilator by default; --run-slow")
+def _sampled(sim, cfg_name, *_):
+    """The default run takes one configuration on Verilator (every one on Icarus)."""
+    return sim == "verilator" and cfg_name != "d16a32wrap"
+
+
+def _run(build_root, sim, cfg_name, testcase, env):
     cfg = CONFIGS[cfg_name]
     build = build_root / f"core-{cfg_name}-{sim}"
     files = emit("core", cfg, build / "rtl")
     run_cocotb(sim=sim, sources=[files["verilog"]], top="wafertile_core",
-               test_module="wafertile.sim.tb_core", build_dir=build, testcase=testcase,
+               test_module="wafertile.sim.tb.core", build_dir=build, testcase=testcase,
                extra_env={"WAFERTILE_CONFIG": json.dumps(cfg.as_dict()), **env})
 
 
-@pytest.mark.parametrize("cfg_name", CONFIGS)
-@pytest.mark.parametrize("testcase", DIRECTED)
+@pytest.mark.parametrize(("sim", "cfg_name", "testcase"),
+                         sim_cases([(c, t) for c in CONFIGS for t in DIRECTED], slow=_sampled))
 def test_directed(request, sim_env, build_root, cfg_name, testcase):
-    _run(build_root, sim_env, cfg_name, testcase, {"WAFERTILE_SEED": str(seed_for(request))},
-         request)
+    _run(build_root, sim_env, cfg_name, testcase, {"WAFERTILE_SEED": str(seed_for(request))})
 
 
-@pytest.mark.parametrize("cfg_name", CONFIGS)
-@pytest.mark.parametrize("density", [0.0, 0.01, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize(("sim", "cfg_name", "density"),
+                         sim_cases([(c, d) for c in CONFIGS for d in (0.0, 0.01, 0.1, 0.5, 1.0)],
+                                   slow=_sampled))
 def test_random(request, sim_env, build_root, cfg_name, density):
     _run(build_root, sim_env, cfg_name, "random_stream_test", {
         "WAFERTILE_SEED": str(seed_for(request)),
         "WAFERTILE_DENSITY": str(density),
         "WAFERTILE_FLITS": "1500",
-    }, request)
+    })
 
 
-@pytest.mark.parametrize("cfg_name", CONFIGS)
+@pytest.mark.parametrize(("sim", "cfg_name"), sim_cases(list(CONFIGS), slow=_sampled))
 def test_directed_under_backpressure(request, sim_env, build_root, cfg_name):
     """The hazard cases again with idle input and heavy backpressure on the output."""
     _run(build_root, sim_env, cfg_name, "back_to_back", {
         "WAFERTILE_SEED": str(seed_for(request)),
         "WAFERTILE_IDLE": "0.4",
         "WAFERTILE_BACKPRESSURE": "0.6",
-    }, request)
+    })
 
 
 @pytest.mark.slow

@@ -7,9 +7,9 @@ import pytest
 from amaranth.sim import Simulator
 
 from wafertile import Config
+from wafertile.hdl.core import MacCore, TileCore
 from wafertile.hdl.flit import Opcode, pack, payload_layout, unpack
-from wafertile.hdl.mac import MacCore, TileCore
-from wafertile.sim.model import CoreModel
+from wafertile.sim.models import CoreModel
 from wafertile.sim.stimulus import DIRECTED, directed, dump, random_stream
 
 from .conftest import seed_for

@@ -19,7 +19,7 @@ from wafertile import Config
 from wafertile.hdl.generate import emit
 from wafertile.sim.runner import run_cocotb
 
-from .conftest import seed_for
+from .conftest import seed_for, sim_cases
 
 MESHES = {
     "1x1": Config(rows=1, cols=1),
@@ -47,31 +47,29 @@ def run(build_root, sim, mesh, testcase, env):
         emit("mesh", cfg, build / "rtl")
         _emitted.add(build)
     run_cocotb(sim=sim, sources=[build / "rtl" / "wafertile_mesh.v"], top="wafertile_mesh",
-               test_module="wafertile.sim.tb_noc", build_dir=build, testcase=testcase,
+               test_module="wafertile.sim.tb.noc", build_dir=build, testcase=testcase,
                extra_env={"WAFERTILE_CONFIG": json.dumps(cfg.as_dict()),
                           "WAFERTILE_KIND": "mesh", **env})
 
 
-def _sample(request, sim, mesh):
-    if (mesh, sim) not in DEFAULT and not request.config.getoption("--run-slow"):
-        pytest.skip(f"{mesh} on {sim} runs with --run-slow")
+def _slow(sim, mesh, *_):
+    return (mesh, sim) not in DEFAULT
 
 
-@pytest.mark.parametrize("mesh", MESHES)
-@pytest.mark.parametrize(("load", "backpressure"), [(0.05, 0.3), (1.0, 0.3)],
-                         ids=["low", "saturating"])
+@pytest.mark.parametrize(("sim", "mesh", "load", "backpressure"),
+                         sim_cases([(m, lo, 0.3) for m in MESHES for lo in (0.05, 1.0)],
+                                   slow=_slow,
+                                   ids=lambda m, lo, _: f"{m}-{'low' if lo < 1 else 'saturating'}"))
 def test_random(request, sim_env, build_root, mesh, load, backpressure):
-    _sample(request, sim_env, mesh)
     run(build_root, sim_env, mesh, "random_traffic",
         {"WAFERTILE_SEED": str(seed_for(request)), "WAFERTILE_LOAD": str(load),
          "WAFERTILE_BACKPRESSURE": str(backpressure), "WAFERTILE_FLITS": "25",
          "WAFERTILE_MCAST": "0.3", "WAFERTILE_EXIT": "0.1", "WAFERTILE_STALL": "300"})
 
 
-@pytest.mark.parametrize("mesh", MESHES)
+@pytest.mark.parametrize(("sim", "mesh"), sim_cases(list(MESHES), slow=_slow))
 def test_zero_load_latency(request, sim_env, build_root, mesh):
     """Single flits on an idle mesh arrive one cycle per router traversed."""
-    _sample(request, sim_env, mesh)
     run(build_root, sim_env, mesh, "zero_load_latency",
         {"WAFERTILE_SEED": str(seed_for(request)), "WAFERTILE_FLITS": "25"})
 

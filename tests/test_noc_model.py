@@ -9,12 +9,12 @@ from random import Random
 import pytest
 
 from wafertile import Config
-from wafertile.hdl.flit import Exit
-from wafertile.sim.noc_model import Endpoint, NocModel
+from wafertile.hdl.flit import Port
+from wafertile.sim.models import Endpoint, NocModel
 
 CFG = Config(rows=3, cols=5)
 M = NocModel(CFG)
-E = Endpoint
+E = Endpoint.of
 
 
 def dests(source, **header):
@@ -44,19 +44,19 @@ def test_row_multicast_from_west_edge_is_one_injection():
 
 
 def test_exit_west_reply_to_host():
-    assert dests(E(3, 2, "l"), x0=0, x1=0, y0=0, y1=0, exit=Exit.WEST) == {E(0, 0, "w"): 6}
+    assert dests(E(3, 2, "l"), x0=0, x1=0, y0=0, y1=0, exit=Port.WEST) == {E(0, 0, "w"): 6}
 
 
 def test_exit_only_on_that_edge():
     # a column with exit EAST: only the tiles on the east edge leave the array
-    got = dests(E(0, 0, "l"), x0=3, x1=4, y0=0, y1=0, exit=Exit.EAST)
+    got = dests(E(0, 0, "l"), x0=3, x1=4, y0=0, y1=0, exit=Port.EAST)
     assert got == {E(3, 0, "l"): 4, E(4, 0, "e"): 5}
 
 
 def test_one_by_one_mesh():
     m = NocModel(Config(rows=1, cols=1))
-    for ex, port in [(Exit.LOCAL, "l"), (Exit.NORTH, "n"), (Exit.EAST, "e"),
-                     (Exit.SOUTH, "s"), (Exit.WEST, "w")]:
+    for ex, port in [(Port.LOCAL, "l"), (Port.NORTH, "n"), (Port.EAST, "e"),
+                     (Port.SOUTH, "s"), (Port.WEST, "w")]:
         word = m.flit(x0=0, x1=0, y0=0, y1=0, exit=ex)
         assert m.destinations(E(0, 0, "l"), word) == {E(0, 0, port): 1}
 
@@ -111,13 +111,13 @@ def test_bad_config():
 
 
 def test_source_outside_array():
-    with pytest.raises(ValueError, match=r"^source \(5, 0, 'l'\) is outside the 3 x 5 array$"):
+    with pytest.raises(ValueError, match=r"^source \(5,0,l\) is outside the 3 x 5 array$"):
         M.destinations(E(5, 0, "l"), M.flit(x0=0, x1=0, y0=0, y1=0))
 
 
 def test_bad_source_port():
-    with pytest.raises(ValueError, match=r"^source port must be one of l, n, e, s, w, not 'x'$"):
-        M.destinations(E(0, 0, "x"), M.flit(x0=0, x1=0, y0=0, y1=0))
+    with pytest.raises(ValueError, match=r"^port must be one of l, n, e, s, w, not 'x'$"):
+        M.destinations((0, 0, "x"), M.flit(x0=0, x1=0, y0=0, y1=0))
 
 
 def test_payload_too_wide():
@@ -153,3 +153,27 @@ def test_benchmark_target_verdicts():
     t = bench.targets("bitcomp", 8.0, 5.0, 0.85)
     assert not t["zero_load_latency"]["met"] and t["saturation_ratio"]["met"]
     assert "saturation_ratio" not in bench.targets("hotspot", 3.4, 3.4, 0.95)
+
+
+def test_one_router_alone():
+    """A model of the router at (1, 1) alone: a flit reaches exactly the outputs of its route
+    mask, and a source elsewhere is refused."""
+    m = NocModel(Config(rows=3, cols=3), router=(1, 1))
+    word = m.flit(x0=0, x1=2, y0=1, y1=1)  # the whole row 1, from the local port
+    assert m.destinations(E(1, 1, "l"), word) == {E(1, 1, "w"): 1, E(1, 1, "e"): 1,
+                                                  E(1, 1, "l"): 1}
+    assert m.destinations(E(1, 1, "w"), word) == {E(1, 1, "e"): 1, E(1, 1, "l"): 1}
+    assert m.sources() == [E(1, 1, p) for p in "lnesw"]
+    with pytest.raises(ValueError, match=r"^source \(0,0,l\) is not a port of the router at "
+                                         r"\(1, 1\)$"):
+        m.destinations(E(0, 0, "l"), word)
+    with pytest.raises(ValueError, match=r"^router \(3, 0\) is outside the 3 x 3 array$"):
+        NocModel(Config(rows=3, cols=3), router=(3, 0))
+
+
+def test_sources_of_a_mesh():
+    m = NocModel(Config(rows=2, cols=3))
+    src = m.sources()
+    assert len(src) == 2 * 3 + 2 * 2 + 2 * 3 and len(set(src)) == len(src)
+    assert E(0, 0, "w") in src and E(2, 1, "e") in src and E(1, 0, "n") in src
+    assert E(1, 1, "s") in src and E(1, 1, "w") not in src

@@ -12,12 +12,22 @@ from amaranth.sim import Simulator
 
 from wafertile import Config
 from wafertile.hdl._util import ConfiguredComponent
-from wafertile.hdl.flit import Exit
-from wafertile.hdl.phit import PhitRx, PhitTx
-from wafertile.hdl.router import PORTS, Router, flit_link_signature
-from wafertile.sim.noc_model import Endpoint, NocModel
+from wafertile.hdl.flit import Port, field_slice, flit_layout
+from wafertile.hdl.noc import (
+    CompactRouter,
+    LinkSignature,
+    LiteRouter,
+    ParallelRouter,
+    PhitRx,
+    PhitTx,
+    Router,
+    make_router,
+)
+from wafertile.sim.models import Endpoint, NocModel
 
 from .conftest import seed_for
+
+PORTS = [p.letter for p in Port]
 
 
 def random_flit(model: NocModel, rng: Random, seq: int, *, port: int, x: int, y: int) -> int:
@@ -28,7 +38,7 @@ def random_flit(model: NocModel, rng: Random, seq: int, *, port: int, x: int, y:
     if rng.random() < 0.4:
         xs = [xs[0]] * 2
         ys = [ys[0]] * 2
-    ex = Exit(rng.choice([0, 0, 0, 1, 2, 3, 4]))
+    ex = Port(rng.choice([0, 0, 0, 1, 2, 3, 4]))
     return model.flit(x0=xs[0], x1=xs[1], y0=ys[0], y1=ys[1],
                       vc=rng.randrange(cfg.num_vcs), exit=ex, payload=seq)
 
@@ -39,13 +49,13 @@ class FlitRouter(ConfiguredComponent):
 
     def __init__(self, cfg: Config):
         members = {"x": In(unsigned(cfg.x_width)), "y": In(unsigned(cfg.y_width))}
-        members.update({f"in_{p}": In(flit_link_signature(cfg)) for p in PORTS})
-        members.update({f"out_{p}": Out(flit_link_signature(cfg)) for p in PORTS})
+        members.update({f"in_{p}": In(LinkSignature(cfg)) for p in PORTS})
+        members.update({f"out_{p}": Out(LinkSignature(cfg)) for p in PORTS})
         super().__init__(cfg, members)
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.router = router = Router(self.config)
+        m.submodules.router = router = make_router(self.config)
         m.d.comb += [router.x.eq(self.x), router.y.eq(self.y)]
         for p in PORTS:
             m.submodules[f"rx_{p}"] = rx = PhitRx(self.config, per_vc=True)
@@ -61,7 +71,7 @@ class FlitRouter(ConfiguredComponent):
 
 
 def _dut(cfg: Config):
-    return FlitRouter(cfg) if cfg.phits > 1 else Router(cfg)
+    return FlitRouter(cfg) if cfg.phits > 1 else make_router(cfg)
 
 
 def simulate_router(cfg: Config, x: int, y: int, flits: dict[int, list[int]], *, seed: int,
@@ -69,6 +79,7 @@ def simulate_router(cfg: Config, x: int, y: int, flits: dict[int, list[int]], *,
     """Drive ``flits[port]`` into a router at (x, y); return words seen per output port."""
     dut = _dut(cfg)
     rng = Random(seed)
+    vc_at, vc_width = field_slice(flit_layout(cfg), "header.vc")
     got: dict[int, list[int]] = {p: [] for p in range(5)}
     info = {"cycles": 0}
 
@@ -104,15 +115,13 @@ def simulate_router(cfg: Config, x: int, y: int, flits: dict[int, list[int]], *,
             for p in range(5):
                 in_ready, o_valid, o_flit = values[3 * p: 3 * p + 3]
                 if p in offered:
-                    vc = (offered[p] >> (2 * cfg.x_width + 2 * cfg.y_width)) & \
-                        ((1 << cfg.vc_width) - 1)
+                    vc = (offered[p] >> vc_at) & ((1 << vc_width) - 1)
                     if in_ready >> vc & 1:
                         del offered[p]
                         pos[p] += 1
                         moved = True
                 if o_valid:
-                    vc = (o_flit >> (2 * cfg.x_width + 2 * cfg.y_width)) & \
-                        ((1 << cfg.vc_width) - 1)
+                    vc = (o_flit >> vc_at) & ((1 << vc_width) - 1)
                     assert readies[p] >> vc & 1, "router offered a flit whose VC is not ready"
                     got[p].append(o_flit)
                     delivered_any += 1
@@ -135,15 +144,20 @@ def simulate_router(cfg: Config, x: int, y: int, flits: dict[int, list[int]], *,
 POSITIONS = [(1, 1), (0, 0), (2, 0), (0, 2), (2, 2), (1, 0)]
 
 
-@pytest.mark.parametrize("pos", POSITIONS, ids=[f"x{x}y{y}" for x, y in POSITIONS])
-@pytest.mark.parametrize(("num_vcs", "depth", "arch", "phits"),
-                         [(2, 4, "compact", 1), (3, 2, "compact", 1), (2, 4, "parallel", 1),
-                          (4, 8, "parallel", 1), (2, 4, "lite", 1), (2, 2, "lite", 4),
-                          (3, 2, "lite", 3), (2, 4, "lite", 2)])
+#: (num_vcs, buffer_depth, router_arch, phits) of the random tests.
+ROUTER_CASES = [(2, 4, "compact", 1), (3, 2, "compact", 1), (2, 4, "parallel", 1),
+                (4, 8, "parallel", 1), (2, 4, "lite", 1), (2, 2, "lite", 4), (3, 2, "lite", 3),
+                (2, 4, "lite", 2)]
+#: Cases run at the interior and a corner by default, at every position with --run-slow.
+SAMPLED = {(4, 8, "parallel", 1), (3, 2, "lite", 3), (2, 4, "lite", 2)}
+RANDOM_CASES = [
+    pytest.param(pos, *case, id=f"x{pos[0]}y{pos[1]}-v{case[0]}d{case[1]}-{case[2]}{case[3]}",
+                 marks=pytest.mark.slow if case in SAMPLED and pos not in POSITIONS[:2] else ())
+    for case in ROUTER_CASES for pos in POSITIONS]
+
+
+@pytest.mark.parametrize(("pos", "num_vcs", "depth", "arch", "phits"), RANDOM_CASES)
 def test_random_all_ports(request, pos, num_vcs, depth, arch, phits):
-    if (((num_vcs, arch) == (4, "parallel") or (arch, phits) in (("lite", 3), ("lite", 2)))
-            and pos not in POSITIONS[:2] and not request.config.getoption("--run-slow")):
-        pytest.skip("at the interior and a corner by default; --run-slow: all positions")
     cfg = Config(rows=3, cols=3, num_vcs=num_vcs, buffer_depth=depth, router_arch=arch,
                  phits=phits)
     model = NocModel(cfg)
@@ -161,7 +175,7 @@ def test_random_all_ports(request, pos, num_vcs, depth, arch, phits):
             for o in range(5):
                 if mask >> o & 1:
                     expected[o].append(w)
-            injections.append((Endpoint(x, y, PORTS[p]), w))
+            injections.append((Endpoint(x, y, Port(p)), w))
     for o in range(5):
         assert sorted(got[o]) == sorted(expected[o]), f"output {PORTS[o]} (seed {seed})"
         # per (input, VC) order is kept on every output
@@ -250,7 +264,7 @@ def test_route_matches_model_everywhere():
     for _ in range(300):
         x, y, p = rng.randrange(3), rng.randrange(3), rng.randrange(5)
         cases.append((x, y, p, random_flit(model, rng, 0, port=p, x=x, y=y)))
-    dut = Router(cfg)
+    dut = make_router(cfg)
     mismatches = []
 
     async def bench(ctx):
@@ -290,4 +304,35 @@ def test_phit_adapters_need_phits():
 
 def test_bad_config_type():
     with pytest.raises(TypeError, match=r"^Router config must be a Config, not 3$"):
-        Router(3)
+        make_router(3)
+    with pytest.raises(TypeError, match=r"^CompactRouter config must be a Config, not 3$"):
+        CompactRouter(3)
+
+
+@pytest.mark.parametrize("cls", [CompactRouter, ParallelRouter, LiteRouter])
+def test_router_class_needs_its_arch(cls):
+    other = "parallel" if cls is not ParallelRouter else "compact"
+    with pytest.raises(ValueError, match=rf"^{cls.__name__} needs router_arch '{cls.arch}', "
+                                         rf"not '{other}'$"):
+        cls(Config(router_arch=other))
+
+
+def test_router_base_is_abstract():
+    with pytest.raises(TypeError, match=r"^Router is abstract: make a router with "
+                                        r"make_router\(\) or one of its subclasses$"):
+        Router(Config())
+
+
+@pytest.mark.parametrize("arch", ["compact", "parallel", "lite"])
+def test_make_router_picks_the_class(arch):
+    router = make_router(Config(router_arch=arch))
+    assert type(router).arch == arch
+    assert router.in_n.signature.flip() == LinkSignature(router.config)
+    # a lite router's local input takes whole flits even with phit links
+    lite = make_router(Config(router_arch="lite", phits=4))
+    assert lite.in_l.signature.flip() == LinkSignature(lite.config)
+    assert lite.in_n.signature.flip() == LinkSignature(lite.config, phit=True)
+    assert lite.out_l.signature == LinkSignature(lite.config, phit=True)
+    from amaranth.hdl import Fragment
+    Fragment.get(router, None)  # elaborates
+    Fragment.get(lite, None)

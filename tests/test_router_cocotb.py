@@ -15,7 +15,7 @@ from wafertile import Config
 from wafertile.hdl.generate import emit
 from wafertile.sim.runner import run_cocotb
 
-from .conftest import seed_for
+from .conftest import seed_for, sim_cases
 
 CONFIGS = {
     # the default router: 2 VCs x 4 flits, in a 3 x 3 array (so it has an interior position)
@@ -31,10 +31,15 @@ DEFAULT = {("v2d4", "icarus"), ("v3d2", "icarus"), ("par-v4d8", "icarus"), ("v2d
 _emitted: set = set()
 
 
-def run(build_root, sim, cfg_name, testcase, env, request=None):
-    if (request is not None and (cfg_name, sim) not in DEFAULT
-            and not request.config.getoption("--run-slow")):
-        pytest.skip(f"router {cfg_name} on {sim} runs with --run-slow")
+def _slow(sim, cfg_name, pos=None, *_):
+    """Outside the default (CI) sample: a (config, simulator) pair not in DEFAULT, or par-v4d8
+    and v3d2 away from the interior and a corner."""
+    if (cfg_name, sim) not in DEFAULT:
+        return True
+    return cfg_name in ("par-v4d8", "v3d2") and pos is not None and pos not in POSITIONS[:2]
+
+
+def run(build_root, sim, cfg_name, testcase, env):
     cfg = CONFIGS[cfg_name]
     build = build_root / f"router-{cfg_name}-{sim}"
     verilog = build / "rtl" / "wafertile_router.v"
@@ -42,30 +47,29 @@ def run(build_root, sim, cfg_name, testcase, env, request=None):
         emit("router", cfg, build / "rtl")
         _emitted.add(build)
     run_cocotb(sim=sim, sources=[verilog], top="wafertile_router",
-               test_module="wafertile.sim.tb_noc", build_dir=build, testcase=testcase,
+               test_module="wafertile.sim.tb.noc", build_dir=build, testcase=testcase,
                extra_env={"WAFERTILE_CONFIG": json.dumps(cfg.as_dict()),
                           "WAFERTILE_KIND": "router", **env})
 
 
-@pytest.mark.parametrize("cfg_name", CONFIGS)
-@pytest.mark.parametrize("pos", POSITIONS)
+@pytest.mark.parametrize(("sim", "cfg_name", "pos"),
+                         sim_cases([(c, p) for c in CONFIGS for p in POSITIONS], slow=_slow))
 def test_every_rectangle(request, sim_env, build_root, cfg_name, pos):
     """Every rectangle x exit x VC on every input, with random backpressure on every output."""
-    if (cfg_name in ("par-v4d8", "v3d2") and pos not in POSITIONS[:2]
-            and not request.config.getoption("--run-slow")):
-        pytest.skip(f"{cfg_name} at the interior and a corner by default; --run-slow: all")
     run(build_root, sim_env, cfg_name, "every_rectangle",
         {"WAFERTILE_POS": pos, "WAFERTILE_SEED": str(seed_for(request)),
-         "WAFERTILE_BACKPRESSURE": "0.3"}, request)
+         "WAFERTILE_BACKPRESSURE": "0.3"})
 
 
-@pytest.mark.parametrize("cfg_name", CONFIGS)
-@pytest.mark.parametrize(("load", "backpressure"), [(0.1, 0.0), (1.0, 0.5)])
+@pytest.mark.parametrize(("sim", "cfg_name", "load", "backpressure"),
+                         sim_cases([(c, lo, bp) for c in CONFIGS for lo, bp in
+                                    ((0.1, 0.0), (1.0, 0.5))],
+                                   slow=lambda sim, c, *_: _slow(sim, c)))
 def test_random(request, sim_env, build_root, cfg_name, load, backpressure):
     run(build_root, sim_env, cfg_name, "random_traffic",
         {"WAFERTILE_POS": "1,1", "WAFERTILE_SEED": str(seed_for(request)),
          "WAFERTILE_LOAD": str(load), "WAFERTILE_BACKPRESSURE": str(backpressure),
-         "WAFERTILE_FLITS": "200"}, request)
+         "WAFERTILE_FLITS": "200"})
 
 
 @pytest.mark.parametrize("pos", ["1,1", "0,2"])

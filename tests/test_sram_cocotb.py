@@ -1,4 +1,4 @@
-"""cocotb regression of the generated SRAM bank on Verilator and Icarus (sim/tb_sram.py)."""
+"""cocotb regression of the generated SRAM bank on Verilator and Icarus (sim/tb/sram.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from wafertile import Config
 from wafertile.hdl.generate import emit
 from wafertile.sim.runner import run_cocotb
 
-from .conftest import seed_for
+from .conftest import seed_for, sim_cases
 
 CONFIGS = {
     "d16a32": Config(act_depth=64, acc_depth=32),
@@ -18,16 +18,16 @@ CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("cfg_name", CONFIGS)
-@pytest.mark.parametrize("testcase", ["directed", "random_ports"])
+@pytest.mark.parametrize(
+    ("sim", "cfg_name", "testcase"),
+    sim_cases([(c, t) for c in CONFIGS for t in ("directed", "random_ports")],
+              # one configuration on Verilator by default
+              slow=lambda sim, cfg_name, _: sim == "verilator" and cfg_name != "d16a32"))
 def test_sram(request, sim_env, build_root, cfg_name, testcase):
-    if (sim_env == "verilator" and cfg_name != "d16a32"
-            and not request.config.getoption("--run-slow")):
-        pytest.skip("long regression: one configuration on Verilator by default; --run-slow")
     cfg = CONFIGS[cfg_name]
     build = build_root / f"sram-{cfg_name}-{sim_env}"
     files = emit("sram", cfg, build / "rtl")
     run_cocotb(sim=sim_env, sources=[files["verilog"]], top="wafertile_sram",
-               test_module="wafertile.sim.tb_sram", build_dir=build, testcase=testcase,
+               test_module="wafertile.sim.tb.sram", build_dir=build, testcase=testcase,
                extra_env={"WAFERTILE_CONFIG": json.dumps(cfg.as_dict()),
                           "WAFERTILE_SEED": str(seed_for(request))})

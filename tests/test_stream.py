@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from wafertile import Config
-from wafertile.hdl.flit import Exit, Opcode
-from wafertile.sim.array_model import ArrayModel
-from wafertile.stream import LayerError, _route, compile_layer, reference
+from wafertile.hdl.flit import Opcode, Port, decode_route
+from wafertile.sim.models import ArrayModel
+from wafertile.stream import LayerError, compile_layer, reference
 
 from .conftest import seed_for
 
@@ -156,7 +156,8 @@ def test_reduction_layout():
     assert len(sends) == 2 * 2 * 3  # rows x chunks k >= 1 x slots
     for q, f in sends:
         assert f["header"]["x0"] in (1, 2) and f["header"]["y0"] == q
-        assert f["payload"]["data"] == _route(cfg, 0, q, Exit.LOCAL.value)
+        assert decode_route(cfg, f["payload"]["data"]) == {
+            "x": 0, "y": q, "exit": Port.LOCAL, "vc": cfg.num_vcs - 1}
     assert reduce.replies == {(y, 0, c): None for y in range(2) for c in (1, 2)}
     # each sending tile's fence is injected after its SENDs, from the same port
     for q in range(2):

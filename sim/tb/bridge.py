@@ -9,20 +9,16 @@ Environment: ``WAFERTILE_CONFIG`` (JSON), ``WAFERTILE_DIVISOR`` (clock cycles pe
 
 from __future__ import annotations
 
-import json
-import os
-
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
+from cocotb.triggers import ClockCycles, FallingEdge
 
-from ..config import Config
-from ..device import DeviceError, Protocol, drive
-from ..hdl.flit import Exit, Opcode
-from ..hdl.uart import INJECT, STATUS_REQ
-from ..stream import _route, compile_layer, reference
-from .tb_array import make_layer
+from ...device import DeviceError, Protocol, drive
+from ...hdl.flit import Opcode, Port, encode_route
+from ...hdl.uart import INJECT, STATUS_REQ
+from ...stream import compile_layer, reference
+from ..stimulus import make_layer
+from ..vip import TB, env_int, env_json
 
 
 class UartModel:
@@ -83,23 +79,17 @@ async def play(model: UartModel, gen):
 
 
 async def _start(dut):
-    cfg = Config.from_mapping(json.loads(os.environ["WAFERTILE_CONFIG"]), source="test")
-    divisor = int(os.environ["WAFERTILE_DIVISOR"])
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    model = UartModel(dut, divisor)
-    await ClockCycles(dut.clk, 4)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
-    return cfg, model
+    tb = TB(dut)
+    model = UartModel(dut, env_int("WAFERTILE_DIVISOR", 16))
+    await tb.reset(cycles=4)
+    return tb, model
 
 
 @cocotb.test()
 async def layer(dut):
     """A random sparse layer through the bridge matches numpy (seed in the log)."""
-    cfg, model = await _start(dut)
-    seed = int(os.environ.get("WAFERTILE_SEED", "1"))
-    spec = json.loads(os.environ["WAFERTILE_LAYER"])
+    tb, model = await _start(dut)
+    cfg, seed, spec = tb.config, tb.seed, env_json("WAFERTILE_LAYER")
     rng = np.random.default_rng(seed)
     x, w = make_layer(cfg, rng, spec["B"], spec["I"], spec["J"], spec["density"],
                       extremes=spec.get("extremes", False))
@@ -117,7 +107,8 @@ async def layer(dut):
 async def bad_frames(dut):
     """Garbage bytes are skipped, a frame naming a missing row is dropped, acknowledged and
     flagged, and the bridge still works afterwards."""
-    cfg, model = await _start(dut)
+    tb, model = await _start(dut)
+    cfg = tb.config
     proto = Protocol(cfg)
     # Noise before a frame: skipped. Then a frame for row = rows (does not exist).
     bad = bytes([INJECT, cfg.rows]) + bytes(proto.nbytes)
@@ -131,7 +122,8 @@ async def bad_frames(dut):
     status = [e for e in events if e[0] == "status"]
     assert status and status[0][2] & 2, f"bad-row flag not set: {events}"
     # A READ_ACT of tile (0, 0) through row 0 still gets its reply.
-    route = _route(cfg, 0, 0, Exit.WEST.value)  # reply to the host, west edge of row 0
+    # reply to the host, west edge of row 0
+    route = encode_route(cfg, x=0, y=0, exit=Port.WEST, vc=cfg.num_vcs - 1)
     read = {"header": {"x0": 0, "x1": 0, "y0": 0, "y1": 0, "vc": 0, "exit": 0},
             "payload": {"op": Opcode.READ_ACT, "addr": 0, "addr_b": 5, "data": route}}
     await model.write(proto.inject(0, read))

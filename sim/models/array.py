@@ -1,6 +1,6 @@
 """Functional (untimed) model of the tile array running a :class:`~wafertile.stream.LayerProgram`.
 
-Each tile is a :class:`~wafertile.sim.model.CoreModel`. A flit injected at a west port is
+Each tile is a :class:`~wafertile.sim.models.core.CoreModel`. A flit injected at a west port is
 delivered to every tile of its rectangle. A core's outputs (READ replies, SEND's ADD flits)
 go, in the order the core emits them, to the route carried in the request's ``data`` field
 (``route_layout``): a route with ``exit = WEST`` at ``x = 0`` is a reply to the host of that
@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import Config
-from ..hdl.flit import Exit, Opcode
-from ..stream import LayerProgram
-from .model import CoreModel
+from ...config import Config
+from ...hdl.flit import Opcode, Port, decode_route
+from ...stream import LayerProgram
+from .core import CoreModel
 
 __all__ = ["ArrayModel", "collect_outputs"]
 
@@ -44,18 +44,15 @@ class ArrayModel:
     def _step(self, x: int, y: int, payload: dict) -> None:
         out = self.tiles[x, y].step(payload)
         if out is not None:
-            cfg = self.config
-            tag = int(payload.get("data", 0)) & ((1 << cfg.acc_width) - 1)
-            rx = tag & ((1 << cfg.x_width) - 1)
-            ry = (tag >> cfg.x_width) & ((1 << cfg.y_width) - 1)
-            exit_ = (tag >> (cfg.x_width + cfg.y_width)) & 0b111
-            self.outputs.setdefault((x, y), []).append((rx, ry, exit_, out))
+            route = decode_route(self.config, int(payload.get("data", 0)))
+            self.outputs.setdefault((x, y), []).append((route["x"], route["y"],
+                                                        route["exit"], out))
 
-    def _emit(self, rx: int, ry: int, exit_: int, out: dict) -> None:
-        if exit_ == Exit.WEST.value and rx == 0:
+    def _emit(self, rx: int, ry: int, exit_: Port, out: dict) -> None:
+        if exit_ is Port.WEST and rx == 0:
             self.replies[ry].append(out)
         else:
-            assert exit_ == Exit.LOCAL.value, \
+            assert exit_ is Port.LOCAL, \
                 f"output {out} routed out of the array by exit {exit_} at ({rx}, {ry})"
             self._step(rx, ry, out)
 

@@ -6,10 +6,14 @@ the exact set of endpoints that the XY multicast tree of its header reaches, onc
 only ordering the fabric promises is per (source, destination, VC): flits sent from one
 source to one destination on one VC arrive in injection order.
 
-Endpoints and sources are :class:`Endpoint` ``(x, y, port)``: ``port`` is ``"l"`` for the tile
-at (x, y), or one of ``"n", "e", "s", "w"`` for the edge port of router (x, y) that leads off
-the array on that side (a host attachment). A source with an edge port injects into that
-router's input from outside the array.
+Endpoints and sources are :class:`Endpoint` ``(x, y, port)`` with ``port`` a
+:class:`~wafertile.hdl.flit.Port` (or its letter): ``LOCAL`` for the tile at (x, y), or the
+edge port of router (x, y) that leads off the array on that side (a host attachment). A source
+with an edge port injects into that router's input from outside the array.
+
+A model may also describe one router alone (``router=(x, y)``): a flit injected at its input
+``p`` is delivered at each of its outputs that the routing rule names (endpoints
+``(x, y, output)``); the rest is the same.
 
 :meth:`NocModel.check` compares what a simulation delivered against the model and names every
 lost, duplicated, misrouted and reordered flit.
@@ -21,50 +25,71 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
-from amaranth.hdl import Shape
+from ...config import Config
+from ...hdl.flit import MESH_PORTS, Port, header_layout, pack, unpack
 
-from ..config import Config
-from ..hdl.flit import Exit, flit_layout, header_layout, pack, unpack
-
-__all__ = ["PORT_NAMES", "Endpoint", "NocModel"]
-
-#: Port names, indexed by port number (as :class:`~wafertile.hdl.flit.Exit`).
-PORT_NAMES = ("l", "n", "e", "s", "w")
-_L, _N, _E, _S, _W = range(5)
-# output port -> (dx, dy, input port at the neighbour)
-_STEP = {_N: (0, -1, _S), _E: (1, 0, _W), _S: (0, 1, _N), _W: (-1, 0, _E)}
+__all__ = ["Endpoint", "NocModel"]
 
 
 class Endpoint(NamedTuple):
-    """A router (x, y) and one of its ports by name ("l", "n", "e", "s", "w")."""
+    """A router (x, y) and one of its ports (a :class:`~wafertile.hdl.flit.Port`)."""
 
     x: int
     y: int
-    port: str
+    port: Port
+
+    @classmethod
+    def of(cls, x: int, y: int, port: Port | str | int) -> Endpoint:
+        """An endpoint from a port given as a :class:`Port`, its number or its letter."""
+        if isinstance(port, str):
+            return cls(x, y, Port.from_letter(port))
+        return cls(x, y, Port(port))
+
+    def __str__(self) -> str:
+        return f"({self.x},{self.y},{self.port.letter})"
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        """A sort key: x, y, port number."""
+        return self.x, self.y, self.port.value
 
 
 class NocModel:
-    """Deliveries of a ``config.rows`` x ``config.cols`` mesh of routers (:mod:`.hdl.router`).
+    """Deliveries of a ``config.rows`` x ``config.cols`` mesh of routers, or of the one router
+    at ``router = (x, y)`` of such a mesh.
 
     Parameters
     ----------
     config : Config
         Array size and flit format.
+    router : tuple of int, optional
+        Model one router alone at this position.
+
+    Raises
+    ------
+    TypeError
+        If ``config`` is not a :class:`Config`.
+    ValueError
+        If ``router`` is outside the array.
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, *, router: tuple[int, int] | None = None):
         if not isinstance(config, Config):
             raise TypeError(f"NocModel config must be a Config, not {config!r}")
+        if router is not None and not (0 <= router[0] < config.cols
+                                       and 0 <= router[1] < config.rows):
+            raise ValueError(f"router {tuple(router)} is outside the {config.rows} x "
+                             f"{config.cols} array")
         self.config = config
-        self.layout = flit_layout(config)
-        self.header_width = Shape.cast(header_layout(config)).width
+        self.router = None if router is None else (int(router[0]), int(router[1]))
+        self.header_width = config.header_width
 
     # -- flits ---------------------------------------------------------------------------------
 
     def flit(self, *, x0: int, x1: int, y0: int, y1: int, vc: int = 0,
-             exit: Exit | str = Exit.LOCAL, payload: int = 0) -> int:
+             exit: Port | str = Port.LOCAL, payload: int = 0) -> int:
         """A flit word: the header fields, with ``payload`` as raw bits above the header."""
-        payload_width = Shape.cast(self.layout).width - self.header_width
+        payload_width = self.config.payload_width
         if not 0 <= payload < (1 << payload_width):
             raise ValueError(f"payload must be from 0 to {(1 << payload_width) - 1}, "
                              f"not {payload}")
@@ -82,62 +107,79 @@ class NocModel:
 
     # -- routing -------------------------------------------------------------------------------
 
-    def route(self, header: Mapping, x: int, y: int, port: int) -> int:
-        """Output mask at router (x, y) for a flit that arrived on input ``port`` (numbers)."""
+    def route(self, header: Mapping, x: int, y: int, port: Port | int) -> int:
+        """Output mask at router (x, y) (bit ``p`` = port ``p``) for a flit that arrived on
+        input ``port``."""
+        port = Port(port)
         x0, x1, y0, y1 = header["x0"], header["x1"], header["y0"], header["y1"]
-        ex = Exit(header["exit"]).value
+        ex = Port(header["exit"])
         mask = 0
-        if x < x1 and port in (_L, _W):
-            mask |= 1 << _E
-        if x > x0 and port in (_L, _E):
-            mask |= 1 << _W
+        if x < x1 and port in (Port.LOCAL, Port.WEST):
+            mask |= 1 << Port.EAST.value
+        if x > x0 and port in (Port.LOCAL, Port.EAST):
+            mask |= 1 << Port.WEST.value
         in_x = x0 <= x <= x1
-        if in_x and y < y1 and port != _S:
-            mask |= 1 << _S
-        if in_x and y > y0 and port != _N:
-            mask |= 1 << _N
+        if in_x and y < y1 and port is not Port.SOUTH:
+            mask |= 1 << Port.SOUTH.value
+        if in_x and y > y0 and port is not Port.NORTH:
+            mask |= 1 << Port.NORTH.value
         if in_x and y0 <= y <= y1:
-            on_edge = {_N: y == 0, _E: x == self.config.cols - 1,
-                       _S: y == self.config.rows - 1, _W: x == 0}
-            if ex != _L and on_edge[ex]:
-                mask |= 1 << ex
+            on_edge = {Port.NORTH: y == 0, Port.EAST: x == self.config.cols - 1,
+                       Port.SOUTH: y == self.config.rows - 1, Port.WEST: x == 0}
+            if ex is not Port.LOCAL and on_edge[ex]:
+                mask |= 1 << ex.value
             else:
-                mask |= 1 << _L
-        return mask or 1 << _L
+                mask |= 1 << Port.LOCAL.value
+        return mask or 1 << Port.LOCAL.value
 
-    def destinations(self, source: Endpoint, word: int) -> dict[Endpoint, int]:
+    def destinations(self, source: Endpoint | tuple, word: int) -> dict[Endpoint, int]:
         """Every endpoint ``word`` injected at ``source`` reaches, with routers traversed."""
         cfg = self.config
-        src = Endpoint(*source)
+        src = Endpoint.of(*source)
         if not (0 <= src.x < cfg.cols and 0 <= src.y < cfg.rows):
-            raise ValueError(f"source {tuple(src)} is outside the {cfg.rows} x {cfg.cols} array")
-        if src.port not in PORT_NAMES:
-            raise ValueError(f"source port must be one of {', '.join(PORT_NAMES)}, "
-                             f"not {src.port!r}")
+            raise ValueError(f"source {src} is outside the {cfg.rows} x {cfg.cols} array")
         header = self.header(word)
+        if self.router is not None:
+            if (src.x, src.y) != self.router:
+                raise ValueError(f"source {src} is not a port of the router at {self.router}")
+            mask = self.route(header, src.x, src.y, src.port)
+            return {Endpoint(src.x, src.y, o): 1 for o in Port if mask >> o.value & 1}
         out: dict[Endpoint, int] = {}
-        todo = [(src.x, src.y, PORT_NAMES.index(src.port), 1)]
+        todo = [(src.x, src.y, src.port, 1)]
         while todo:
             x, y, port, hops = todo.pop()
             if hops > cfg.rows + cfg.cols + 1:  # XY paths are never longer
                 raise AssertionError(f"route of {header} loops at ({x}, {y})")
             mask = self.route(header, x, y, port)
-            for o in range(5):
-                if not mask >> o & 1:
+            for o in Port:
+                if not mask >> o.value & 1:
                     continue
-                if o == _L:
-                    dest = Endpoint(x, y, "l")
-                else:
-                    dx, dy, back = _STEP[o]
+                if o is not Port.LOCAL:
+                    dx, dy = o.step
                     nx, ny = x + dx, y + dy
                     if 0 <= nx < cfg.cols and 0 <= ny < cfg.rows:
-                        todo.append((nx, ny, back, hops + 1))
+                        todo.append((nx, ny, o.opposite, hops + 1))
                         continue
-                    dest = Endpoint(x, y, PORT_NAMES[o])
+                dest = Endpoint(x, y, o)
                 if dest in out:
                     raise AssertionError(f"{header} reaches {dest} twice")
                 out[dest] = hops
-        return dict(sorted(out.items()))
+        return dict(sorted(out.items(), key=lambda item: item[0].key))
+
+    def sources(self) -> list[Endpoint]:
+        """Every port a flit can be injected at: each router's local port and the edge ports
+        (or the five inputs of the one router)."""
+        cfg = self.config
+        if self.router is not None:
+            return [Endpoint(*self.router, p) for p in Port]
+        out = [Endpoint(x, y, Port.LOCAL) for y in range(cfg.rows) for x in range(cfg.cols)]
+        for p in MESH_PORTS:
+            for y in range(cfg.rows):
+                for x in range(cfg.cols):
+                    dx, dy = p.step
+                    if not (0 <= x + dx < cfg.cols and 0 <= y + dy < cfg.rows):
+                        out.append(Endpoint(x, y, p))
+        return out
 
     # -- checking ------------------------------------------------------------------------------
 
@@ -147,7 +189,7 @@ class NocModel:
         out: dict[Endpoint, list[tuple[Endpoint, int]]] = defaultdict(list)
         for source, word in injections:
             for dest in self.destinations(source, word):
-                out[dest].append((Endpoint(*source), word))
+                out[dest].append((Endpoint.of(*source), word))
         return dict(out)
 
     def check(self, injections: Iterable[tuple[Endpoint, int]],
@@ -158,16 +200,17 @@ class NocModel:
         checked per (source, destination, VC), which needs the words injected by one source
         to be distinct (tests put a sequence number in the payload).
         """
-        injections = [(Endpoint(*s), w) for s, w in injections]
+        injections = [(Endpoint.of(*s), w) for s, w in injections]
+        observed = {Endpoint.of(*d): list(words) for d, words in observed.items()}
         expected = self.expected(injections)
         errors: list[str] = []
         where_sent: dict[int, list[Endpoint]] = defaultdict(list)
         for dest, items in expected.items():
             for _, word in items:
                 where_sent[word].append(dest)
-        for dest in sorted(set(expected) | {Endpoint(*d) for d in observed}):
+        for dest in sorted(set(expected) | set(observed), key=lambda ep: ep.key):
             want = Counter(w for _, w in expected.get(dest, []))
-            got_list = list(observed.get(dest, observed.get(tuple(dest), [])))
+            got_list = list(observed.get(dest, []))
             got = Counter(got_list)
             for word, n in sorted((want - got).items()):
                 errors.append(f"lost: {n} x {word:#x} {self.header(word)} never reached {dest}")

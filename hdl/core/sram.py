@@ -7,10 +7,10 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
 
-from ..config import Config
-from ._util import ConfiguredComponent, check_config
+from ...config import Config
+from .._util import ConfiguredComponent
 
-__all__ = ["SramBank"]
+__all__ = ["SramBank", "bank_ports"]
 
 
 def bank_ports(config: Config) -> dict[str, wiring.Member]:
@@ -53,7 +53,6 @@ class SramBank(ConfiguredComponent):
     """
 
     def __init__(self, config: Config):
-        check_config(self, config)
         super().__init__(config, bank_ports(config))
 
     def elaborate(self, platform):

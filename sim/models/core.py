@@ -3,7 +3,7 @@
 A model takes the operation flits in the order the core accepts them and returns the flits the
 core emits, in order, and the final contents of both banks. It is bit-exact with the RTL,
 including overflow (wrap or saturate), the low-bit use of weights, activations and addresses
-(documented in :class:`wafertile.hdl.mac.MacCore`), and the ``mac_done`` / ``mac_skipped``
+(documented in :class:`wafertile.hdl.core.MacCore`), and the ``mac_done`` / ``mac_skipped``
 counts.
 
 Flits are dicts with the payload fields ``op`` (an :class:`~wafertile.hdl.flit.Opcode`),
@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Config, Overflow
-from ..hdl.flit import Opcode
+from ...config import Config, Overflow
+from ...hdl.flit import Opcode
 
 __all__ = ["CoreModel", "CoreResult", "SramCycleModel", "SramModel", "saturate", "wrap"]
 
@@ -55,7 +55,7 @@ class SramModel:
 
 
 class SramCycleModel:
-    """Cycle-level model of one bank of :class:`~wafertile.hdl.sram.SramBank`.
+    """Cycle-level model of one bank of :class:`~wafertile.hdl.core.SramBank`.
 
     Each :meth:`step` is one clock edge with the port inputs of that cycle; it returns the
     read port's ``data`` for the next cycle: the addressed word when ``ren`` was high (the word
@@ -90,7 +90,7 @@ class CoreResult:
 
 
 class CoreModel:
-    """Transaction-level model of :class:`~wafertile.hdl.mac.TileCore`."""
+    """Transaction-level model of :class:`~wafertile.hdl.core.TileCore`."""
 
     def __init__(self, config: Config):
         self.config = config

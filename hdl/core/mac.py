@@ -6,15 +6,16 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..config import Config, Overflow
-from ._util import ConfiguredComponent, check_config
-from .flit import Opcode, payload_layout
+from ...config import Config, Overflow
+from .._util import ConfiguredComponent
+from ..flit import Opcode, payload_layout
 from .sram import SramBank, bank_ports
 
-__all__ = ["MacCore", "TileCore"]
+__all__ = ["MacCore", "TileCore", "core_ports"]
 
 
-def _core_ports(config: Config) -> dict[str, wiring.Member]:
+def core_ports(config: Config) -> dict[str, wiring.Member]:
+    """The stream and status members a tile core shows the tile (``i``, ``o``, ``o_tag``, ...)."""
     return {
         "i": In(stream.Signature(payload_layout(config))),
         "o": Out(stream.Signature(payload_layout(config))),
@@ -26,7 +27,7 @@ def _core_ports(config: Config) -> dict[str, wiring.Member]:
 
 
 class MacCore(ConfiguredComponent):
-    """Executes operation flits against an :class:`~wafertile.hdl.sram.SramBank`.
+    """Executes operation flits against an :class:`~wafertile.hdl.core.SramBank`.
 
     Pipeline (one flit accepted per cycle, three stages)::
 
@@ -85,8 +86,7 @@ class MacCore(ConfiguredComponent):
     """
 
     def __init__(self, config: Config):
-        check_config(self, config)
-        ports = _core_ports(config)
+        ports = core_ports(config)
         ports.update({name: member.flip() for name, member in bank_ports(config).items()})
         super().__init__(config, ports)
 
@@ -210,8 +210,7 @@ class TileCore(ConfiguredComponent):
     """
 
     def __init__(self, config: Config):
-        check_config(self, config)
-        super().__init__(config, _core_ports(config))
+        super().__init__(config, core_ports(config))
 
     def elaborate(self, platform):
         m = Module()

@@ -1,0 +1,185 @@
+"""cocotb testbench of the tile array (``wafertile_array``) running a compiled sparse layer.
+
+:class:`ArrayTB`: a :class:`~wafertile.sim.vip.LinkSource` on each west-edge input (the host's
+injection ports) and a :class:`~wafertile.sim.vip.LinkSink` on each west-edge output (random
+backpressure), the other edges idle, a counter of the tiles' ``mac_done | mac_skipped``
+pulses, and a :class:`~wafertile.sim.vip.LayerScoreboard`: the Y read back must equal
+:func:`wafertile.stream.reference` (numpy) bit for bit. :meth:`ArrayTB.play` plays a
+:class:`~wafertile.stream.LayerProgram` phase by phase: a load ends when its fence replies are
+back, a stream when every MAC has been executed, a read when all its replies are back.
+
+The environment carries ``WAFERTILE_CONFIG``, ``WAFERTILE_SEED``, ``WAFERTILE_LAYER`` (JSON:
+B, I, J, density, extremes, zero_lines) and ``WAFERTILE_BACKPRESSURE``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from random import Random
+
+import cocotb
+import numpy as np
+
+from ...hdl.flit import Port, flit_layout, pack, unpack
+from ...hdl.grid import ARRAY
+from ...stream import LayerProgram, compile_layer, reference
+from ..stimulus import make_layer
+from ..vip import (
+    TB,
+    Element,
+    LayerScoreboard,
+    LinkSink,
+    LinkSource,
+    Part,
+    TieOff,
+    env_float,
+    env_json,
+    grid_inputs,
+    grid_link,
+    random_pause,
+)
+
+__all__ = ["ArrayTB"]
+
+
+class _MacCounter(Part):
+    """The tiles' ``mac_done`` / ``mac_skipped`` pulses, in total and per tile (while
+    :attr:`per_tile` is on)."""
+
+    def __init__(self, dut, tiles: int):
+        super().__init__(dut, "macs")
+        self.done = Element(dut.mac_done, tiles)
+        self.skipped = Element(dut.mac_skipped, tiles)
+        self.total = 0
+        self.per_tile = False
+        self.done_per_tile = np.zeros(tiles, dtype=np.int64)
+        self.skipped_per_tile = np.zeros(tiles, dtype=np.int64)
+
+    def sample(self) -> None:
+        done, skipped = self.done.get(), self.skipped.get()
+        if done | skipped:
+            self.total += done.bit_count() + skipped.bit_count()
+            if self.per_tile:
+                for bits, counts in ((done, self.done_per_tile), (skipped,
+                                                                  self.skipped_per_tile)):
+                    while bits:
+                        low = bits & -bits
+                        counts[low.bit_length() - 1] += 1
+                        bits ^= low
+
+
+class ArrayTB(TB):
+    """The array with the host's west-edge ports, the MAC counter and the scoreboard."""
+
+    def __init__(self, dut, *, backpressure: float = 0.0):
+        super().__init__(dut)
+        cfg = self.config
+        self.layout = flit_layout(cfg)
+        rng = Random(self.rng.random())
+        # first, everything quiet: the west links' parts then drive their own elements
+        self.add(TieOff(dut, grid_inputs(cfg, ARRAY)))
+        self.sources, self.sinks = [], []
+        for y in range(cfg.rows):
+            name, k = grid_link(cfg, ARRAY, 0, y, Port.WEST, into=True)
+            self.sources.append(self.add(LinkSource(dut, name, cfg, index=k)))
+            name, k = grid_link(cfg, ARRAY, 0, y, Port.WEST, into=False)
+            self.sinks.append(self.add(LinkSink(
+                dut, name, cfg, index=k, backpressure=random_pause(backpressure, rng),
+                on_received=lambda word, y=y: self._reply(y, word))))
+        self.macs = self.add(_MacCounter(dut, cfg.rows * cfg.cols))
+        self.board: LayerScoreboard | None = None
+
+    def _reply(self, row: int, word: int) -> None:
+        if self.board is not None:
+            self.board.received(row, unpack(self.layout, word)["payload"])
+
+    async def play(self, program: LayerProgram, *, timeout: int = 200_000
+                   ) -> tuple[np.ndarray, dict]:
+        """Run ``program``; return ``(Y, stats)``: ``cycles`` (of the stream phases),
+        ``total_cycles``, and per tile (index ``y * cols + x``) ``mac_done`` and
+        ``mac_skipped`` counts of the stream phases."""
+        B, I, _ = program.shape
+        self.board = board = LayerScoreboard(self.config, (B, I))
+        self.macs.done_per_tile[:] = 0
+        self.macs.skipped_per_tile[:] = 0
+        first, stream_cycles = self.cycle, 0
+        for phase in program.phases:
+            for port, flit in phase.injections:
+                self.sources[port].send(pack(self.layout, flit))
+            start, macs0 = self.cycle, self.macs.total
+            self.macs.per_tile = phase.kind == "stream"
+
+            def done(phase=phase, macs0=macs0):
+                if not all(s.idle_now for s in self.sources):
+                    return False
+                if phase.kind == "stream":
+                    return self.macs.total - macs0 >= phase.expected_macs
+                return board.count >= len(phase.replies)
+
+            def stuck(phase=phase, macs0=macs0):
+                left = {y: len(s.queue) + (s.offer is not None)
+                        for y, s in enumerate(self.sources) if not s.idle_now}
+                return (f"{phase.kind} phase: flits left per port {left}, "
+                        f"{self.macs.total - macs0}/{phase.expected_macs} MACs, "
+                        f"{board.count}/{len(phase.replies)} replies")
+
+            await self.wait_until(done, timeout=timeout, what="the end of a phase", stall=stuck)
+            if phase.kind == "stream":
+                executed = self.macs.total - macs0
+                assert executed == phase.expected_macs, \
+                    f"tiles executed {executed} MACs, the program has {phase.expected_macs}"
+                stream_cycles += self.cycle - start
+            board.end_phase(phase)
+        for sink in self.sinks:
+            assert not sink.protocol_errors, sink.protocol_errors[:3]
+        return board.y.copy(), {
+            "cycles": stream_cycles, "total_cycles": self.cycle - first,
+            "mac_done": self.macs.done_per_tile.tolist(),
+            "mac_skipped": self.macs.skipped_per_tile.tolist()}
+
+
+@cocotb.test()
+async def layer(dut):
+    """A random sparse layer streamed through the array equals numpy."""
+    tb = ArrayTB(dut, backpressure=env_float("WAFERTILE_BACKPRESSURE", 0.0))
+    cfg, spec = tb.config, env_json("WAFERTILE_LAYER")
+    x, w = make_layer(cfg, np.random.default_rng(tb.seed), spec["B"], spec["I"], spec["J"],
+                      spec["density"], spec.get("extremes", False),
+                      spec.get("zero_lines", False))
+    program = compile_layer(cfg, x, w)
+    await tb.reset()
+    _, stats = await tb.play(program)
+    tb.board.compare(reference(cfg, x, w), seed=tb.seed)
+    tb.board.assert_ok()
+    assert int(dut.error.value) == 0, "a tile raised its error flag"
+    assert sum(stats["mac_done"]) + sum(stats["mac_skipped"]) == sum(
+        p.expected_macs for p in program.phases)
+    dut._log.info("layer B=%d I=%d J=%d nnz=%d: %d stream cycles, %d total (seed %d)",
+                  spec["B"], spec["I"], spec["J"], program.nnz, stats["cycles"],
+                  stats["total_cycles"], tb.seed)
+
+
+@cocotb.test()
+async def run_files(dut):
+    """``wafertile run``: X and W from WAFERTILE_RUN_DIR; writes Y.npy and result.json there.
+
+    Plays the sparse stream and, unless WAFERTILE_NO_DENSE is set, the dense stream of the same
+    layer (zero weights included) to measure what sparsity saves. Never fails on a mismatch:
+    the CLI compares and reports.
+    """
+    tb = ArrayTB(dut)
+    cfg = tb.config
+    run_dir = Path(os.environ["WAFERTILE_RUN_DIR"])
+    x = np.load(run_dir / "X.npy")
+    w = np.load(run_dir / "W.npy")
+    await tb.reset()
+    y_sparse, sparse = await tb.play(compile_layer(cfg, x, w))
+    result = {"sparse": sparse, "error_flags": int(dut.error.value)}
+    np.save(run_dir / "Y.npy", y_sparse)
+    if not os.environ.get("WAFERTILE_NO_DENSE"):
+        y_dense, dense = await tb.play(compile_layer(cfg, x, w, dense=True))
+        result["dense"] = dense
+        result["dense_matches_sparse"] = bool(np.array_equal(y_dense, y_sparse))
+    (run_dir / "result.json").write_text(json.dumps(result))
