@@ -11,6 +11,7 @@ import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from xml.etree import ElementTree
 
 from .toolchain import apply_env, simulator_env
 
@@ -70,7 +71,9 @@ def run_cocotb(*, sim: str, sources: Sequence[Path], top: str, test_module: str,
         log_file=str(log_dir / "build.log") if log_dir else None,
     )
     env = dict(extra_env or {})
-    return runner.test(
+    results = (build_dir / "results.xml").resolve()
+    results.unlink(missing_ok=True)
+    out = runner.test(
         test_module=test_module,
         hdl_toplevel=top,
         testcase=testcase,
@@ -80,9 +83,16 @@ def run_cocotb(*, sim: str, sources: Sequence[Path], top: str, test_module: str,
         waves=waves,
         seed=seed,
         timescale=("1ns", "1ps"),
-        results_xml=str((build_dir / "results.xml").resolve()),
+        results_xml=str(results),
         log_file=str(log_dir / "sim.log") if log_dir else None,
     )
+    # cocotb only warns when no test matches the filter, and an empty result counts as no
+    # failure: a misspelt or renamed test case would then pass without checking anything.
+    ran = ElementTree.parse(out).getroot().iter("testcase") if Path(out).exists() else ()
+    if not any(True for _ in ran):
+        raise RuntimeError(f"no cocotb test of {test_module} matched {testcase!r}: nothing "
+                           f"was run (see {out})")
+    return out
 
 
 def default_build_root() -> Path:

@@ -75,3 +75,12 @@ def test_random_long(request, sim_env, build_root, cfg_name, index):
         "WAFERTILE_DENSITY": str([0.02, 0.05, 0.2, 0.3, 0.7, 0.9, 0.15, 0.4][index]),
         "WAFERTILE_FLITS": "20000",
     })
+
+
+@pytest.mark.parametrize("sim", sim_cases([()], slow=lambda sim: sim == "verilator",
+                                          ids=lambda: "nomatch"))
+def test_a_test_case_that_matches_nothing_fails(sim_env, build_root):
+    """A case name no cocotb test has (a typo, a renamed test) must fail, not pass empty."""
+    with pytest.raises(RuntimeError, match=r"^no cocotb test of wafertile\.sim\.tb\.core "
+                                           r"matched 'no_such_case': nothing was run"):
+        _run(build_root, sim_env, "d16a32wrap", "no_such_case", {})

@@ -101,7 +101,7 @@ def _tb(dut) -> CoreTB:
 
 
 @cocotb.test()
-@cocotb.parametrize(case=list(DIRECTED))
+@cocotb.parametrize(case=[cocotb.Param(value=name, name=name) for name in DIRECTED])
 async def directed_case(dut, case):
     """A directed case of :data:`wafertile.sim.stimulus.DIRECTED` (overflow at both ends,
     back-to-back hazards, zero operands, extreme products, a bad opcode)."""
