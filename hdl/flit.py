@@ -27,14 +27,15 @@ import operator
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from amaranth.hdl import Shape, ShapeCastable, signed, unsigned
 from amaranth.lib import data, enum
 
 from ..config import Config
 
 __all__ = ["MESH_PORTS", "Opcode", "Port", "decode_route", "describe", "encode_route",
-           "field_slice", "flit_layout", "header_layout", "pack", "payload_layout",
-           "route_layout", "unpack"]
+           "field_slice", "flit_layout", "header_layout", "leaf_names", "pack", "pack_columns",
+           "payload_layout", "route_layout", "unpack", "unpack_columns", "words_per_flit"]
 
 
 class Opcode(enum.Enum, shape=3):
@@ -312,4 +313,105 @@ def unpack(layout: data.StructLayout, word: int) -> dict[str, Any]:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
+    return out
+
+
+# -- many flits at once (numpy) -----------------------------------------------------------------
+
+
+def leaf_names(layout: data.StructLayout) -> list[str]:
+    """The dotted names of the leaf fields of ``layout``, LSB first (``"header.x0"``, ...)."""
+    return [leaf[0] for leaf in _leaves(layout)]
+
+
+def words_per_flit(layout: data.StructLayout) -> int:
+    """32-bit words of a packed ``layout`` (:func:`pack_columns`)."""
+    return (Shape.cast(layout).width + 31) // 32
+
+
+def _column(name: str, values: Any, n: int) -> np.ndarray:
+    v = np.asarray(values)
+    if v.dtype == object:  # enum members
+        v = np.array([x.value if isinstance(x, py_enum.Enum) else x for x in v.ravel()])
+    if v.dtype == bool or not np.issubdtype(v.dtype, np.integer):
+        raise ValueError(f"flit field {name!r} must be integers, not {v.dtype}")
+    if v.ndim == 0:
+        v = np.full(n, v, dtype=np.int64)
+    if v.shape != (n,):
+        raise ValueError(f"flit field {name!r} has {v.shape[0] if v.ndim else 1} values, "
+                         f"the other fields {n}")
+    return v.astype(np.int64, copy=False)
+
+
+def pack_columns(layout: data.StructLayout, columns: Mapping[str, Any]) -> np.ndarray:
+    """Pack many flits at once: ``columns`` maps dotted leaf names (:func:`leaf_names`) to
+    arrays of one value per flit (or scalars); missing fields are zero. Returns a
+    ``(n, words_per_flit)`` array of ``uint32``, least significant word first (word ``k`` holds
+    bits ``32 k`` upwards of :func:`pack`'s integer).
+
+    Raises
+    ------
+    ValueError
+        If a value does not fit its field (nothing is truncated; the message names the field
+        and the first such value), a name is not a leaf field, or the arrays differ in length.
+    """
+    leaves = _leaves(layout)
+    known = {leaf[0] for leaf in leaves}
+    unknown = sorted(set(columns) - known)
+    if unknown:
+        raise ValueError(f"flit has no field {unknown[0]!r} (fields: {', '.join(sorted(known))})")
+    sizes = {np.size(v) for v in columns.values() if np.ndim(v) > 0}
+    if len(sizes) > 1:
+        raise ValueError(f"flit field columns differ in length: {sorted(sizes)}")
+    n = sizes.pop() if sizes else 1
+    nw = words_per_flit(layout)
+    out = np.zeros((n, nw + 1), dtype=np.uint64)  # one spare word for the carry-out
+    for name, _shape, offset, plain, lo, hi, _path in leaves:
+        if name not in columns:
+            continue
+        v = _column(name, columns[name], n)
+        if v.size:
+            bad = (v < lo) | (v > hi)
+            if bad.any():
+                kind = "signed" if plain.signed else "unsigned"
+                raise ValueError(f"flit field {name!r} must be from {lo} to {hi} "
+                                 f"({plain.width}-bit {kind}), not {int(v[bad.argmax()])}")
+        u = v.view(np.uint64)
+        if plain.width < 64:
+            u = u & np.uint64((1 << plain.width) - 1)
+        for half, piece in enumerate((u & np.uint64(0xFFFFFFFF), u >> np.uint64(32))):
+            pos = offset + 32 * half
+            if half and plain.width <= 32:
+                break
+            k, sh = divmod(pos, 32)
+            out[:, k] |= (piece << np.uint64(sh)) & np.uint64(0xFFFFFFFF)
+            if sh:
+                out[:, k + 1] |= piece >> np.uint64(32 - sh)
+    return out[:, :nw].astype(np.uint32)
+
+
+def unpack_columns(layout: data.StructLayout, words: np.ndarray) -> dict[str, np.ndarray]:
+    """The inverse of :func:`pack_columns`: ``(n, words_per_flit)`` words to a dict of
+    ``int64`` arrays, one per leaf field (signed fields sign-extended; enum fields as their
+    numbers)."""
+    words = np.asarray(words, dtype=np.uint64)
+    if words.ndim != 2 or words.shape[1] != words_per_flit(layout):
+        raise ValueError(f"packed flits must be an (n, {words_per_flit(layout)}) array, not "
+                         f"{words.shape}")
+    padded = np.concatenate([words, np.zeros((len(words), 1), dtype=np.uint64)], axis=1)
+    out = {}
+    for name, _shape, offset, plain, *_ in _leaves(layout):
+        u = np.zeros(len(words), dtype=np.uint64)
+        for half in range(2 if plain.width > 32 else 1):
+            k, sh = divmod(offset + 32 * half, 32)
+            piece = padded[:, k] >> np.uint64(sh)
+            if sh:
+                piece |= padded[:, k + 1] << np.uint64(32 - sh)
+            u |= (piece & np.uint64(0xFFFFFFFF)) << np.uint64(32 * half)
+        if plain.width < 64:
+            u &= np.uint64((1 << plain.width) - 1)
+        v = u.view(np.int64)
+        if plain.signed and plain.width < 64:
+            v = v - (((v >> (plain.width - 1)) & 1) << plain.width)
+        out[name] = v
     return out

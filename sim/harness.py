@@ -6,12 +6,15 @@ program's flits from a text file, drives the west-edge ports every cycle, ends e
 the same conditions as the cocotb testbench (fence replies, every MAC executed, every reply
 back), and writes the replies and the counters to a text file that Python checks.
 
-File formats (one record per line, numbers in decimal except flit words in hex, 32-bit words
-least significant first):
+File formats (little-endian binary, written and read with numpy):
 
-- program: ``P <kind> <expected_macs> <expected_replies> <injections>`` then, per injection,
-  ``I <port> <vc> <word>...``;
-- result: ``R <phase> <port> <word>...`` per reply, ``S <phase> <cycles>`` per phase,
+- program: ``int32 words_per_flit``; then per phase ``int32 kind`` (0 load, 1 stream,
+  2 reduce, 3 read), ``int64 expected_macs``, ``int64 expected_replies``, ``int64 n``,
+  ``int32 port[n]``, ``int32 vc[n]``, ``uint32 flit[n][words_per_flit]`` (least significant
+  word first);
+- replies: one record per reply, ``int32 phase``, ``int32 port``,
+  ``uint32 flit[words_per_flit]``;
+- counters (text, one record per line): ``S <phase> <cycles> <macs>`` per phase,
   ``T <tile> <mac_done> <mac_skipped>`` per tile (stream phases only), ``E <error bits>``.
 """
 
@@ -20,19 +23,21 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 
 from ..config import Config
 from ..errors import ToolError
-from ..hdl.flit import field_slice, flit_layout, pack, unpack
+from ..hdl.flit import flit_layout, unpack_columns, words_per_flit
 from ..stream import LayerProgram
-from .models import collect_outputs
+from .models import collect_reply_arrays
 from .runner import LINT_WAIVERS
 from .toolchain import verilator_bin, verilator_env
 
-__all__ = ["BIT_ACCESS_CPP", "build_harness", "run_harness", "verilator_names"]
+__all__ = ["BIT_ACCESS_CPP", "build_harness", "run_harness", "verilator_names",
+           "write_program"]
 
 #: C++ helpers for a Verilator harness: bit access to a port of any width (Verilator's
 #: CData .. QData, or VlWide<N> words), so that a harness reads and writes one element of a
@@ -52,12 +57,41 @@ template <std::size_t N> static int get_bit(const VlWide<N>& s, int i) {
 template <std::size_t N> static void put_bit(VlWide<N>& s, int i, int b) {
   s[i / 32] = (s[i / 32] & ~(1u << (i % 32))) | ((uint32_t)b << (i % 32));
 }
-template <typename T> static void put_bits(T& s, int lo, int n, const uint32_t* w) {
-  for (int k = 0; k < n; k++) put_bit(s, lo + k, (w[k / 32] >> (k % 32)) & 1);
+// n bits from lo: whole 32-bit words at a time (a port of at most 64 bits, or VlWide words)
+template <typename T>
+static typename std::enable_if<std::is_integral<T>::value>::type
+put_bits(T& s, int lo, int n, const uint32_t* w) {
+  uint64_t v = (uint64_t)w[0] | (n > 32 ? (uint64_t)w[1] << 32 : 0);
+  uint64_t m = n >= 64 ? ~0ull : ((1ull << n) - 1);
+  s = (T)(((uint64_t)s & ~(m << lo)) | ((v & m) << lo));
 }
-template <typename T> static void get_bits(const T& s, int lo, int n, uint32_t* w) {
-  for (int k = 0; k < (n + 31) / 32; k++) w[k] = 0;
-  for (int k = 0; k < n; k++) w[k / 32] |= (uint32_t)get_bit(s, lo + k) << (k % 32);
+template <typename T>
+static typename std::enable_if<std::is_integral<T>::value>::type
+get_bits(const T& s, int lo, int n, uint32_t* w) {
+  uint64_t m = n >= 64 ? ~0ull : ((1ull << n) - 1);
+  uint64_t v = ((uint64_t)s >> lo) & m;
+  w[0] = (uint32_t)v;
+  if (n > 32) w[1] = (uint32_t)(v >> 32);
+}
+template <std::size_t N> static void put_bits(VlWide<N>& s, int lo, int n, const uint32_t* w) {
+  for (int k = 0; k * 32 < n; k++) {
+    int bits = n - k * 32 < 32 ? n - k * 32 : 32;
+    uint64_t m = bits == 32 ? 0xffffffffull : ((1ull << bits) - 1);
+    uint64_t v = (uint64_t)w[k] & m;
+    int pos = lo + k * 32, word = pos / 32, sh = pos % 32;
+    uint64_t cur = (uint64_t)s[word] | ((word + 1 < (int)N) ? (uint64_t)s[word + 1] << 32 : 0);
+    cur = (cur & ~(m << sh)) | (v << sh);
+    s[word] = (uint32_t)cur;
+    if (word + 1 < (int)N) s[word + 1] = (uint32_t)(cur >> 32);
+  }
+}
+template <std::size_t N> static void get_bits(const VlWide<N>& s, int lo, int n, uint32_t* w) {
+  for (int k = 0; k * 32 < n; k++) {
+    int bits = n - k * 32 < 32 ? n - k * 32 : 32;
+    int pos = lo + k * 32, word = pos / 32, sh = pos % 32;
+    uint64_t cur = (uint64_t)s[word] | ((word + 1 < (int)N) ? (uint64_t)s[word + 1] << 32 : 0);
+    w[k] = (uint32_t)((cur >> sh) & (bits == 32 ? 0xffffffffull : ((1ull << bits) - 1)));
+  }
 }
 template <typename T> static void put_all(T& s, int n, int b) {
   for (int k = 0; k < n; k++) put_bit(s, k, b);
@@ -96,11 +130,21 @@ static int out(int y, uint32_t* w) {
 
 struct Flit { int vc; uint32_t w[NW]; };
 
+static bool read_all(FILE* f, void* p, size_t size, size_t n) {
+  return fread(p, size, n, f) == n;
+}
+
 int main(int argc, char** argv) {
-  if (argc != 3) { fprintf(stderr, "usage: harness PROGRAM RESULT\n"); return 2; }
-  FILE* in = fopen(argv[1], "r");
-  FILE* res = fopen(argv[2], "w");
-  if (!in || !res) { fprintf(stderr, "harness: cannot open files\n"); return 2; }
+  if (argc != 4) { fprintf(stderr, "usage: harness PROGRAM REPLIES COUNTERS\n"); return 2; }
+  FILE* in = fopen(argv[1], "rb");
+  FILE* rep = fopen(argv[2], "wb");
+  FILE* res = fopen(argv[3], "w");
+  if (!in || !rep || !res) { fprintf(stderr, "harness: cannot open files\n"); return 2; }
+  int32_t nw_file;
+  if (!read_all(in, &nw_file, 4, 1) || nw_file != NW) {
+    fprintf(stderr, "harness: the program is for %d-word flits, not %d\n", nw_file, NW);
+    return 2;
+  }
   top = new Vwafertile_array;
   // the other edges: nothing in, never ready; the west outputs: always ready
   put_all(top->e_in__valid, @R@, 0); put_all(top->e_out__ready, @R@ * NV, 0);
@@ -113,23 +157,32 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 3; i++) { top->clk = 1; top->eval(); top->clk = 0; top->eval(); }
   top->rst = 0; top->eval();
   std::vector<long> done(TILES, 0), skipped(TILES, 0);
-  char kind[16];
-  long macs_expected, replies_expected, n;
+  int32_t kind;
+  int64_t macs_expected, replies_expected, n;
   int phase = 0;
   long total = 0;
-  while (fscanf(in, " P %15s %ld %ld %ld", kind, &macs_expected, &replies_expected, &n) == 4) {
+  while (read_all(in, &kind, 4, 1)) {
+    if (!read_all(in, &macs_expected, 8, 1) || !read_all(in, &replies_expected, 8, 1) ||
+        !read_all(in, &n, 8, 1)) {
+      fprintf(stderr, "harness: truncated program\n");
+      return 2;
+    }
+    std::vector<int32_t> ports(n), vcs(n);
+    std::vector<uint32_t> words((size_t)n * NW);
+    if (!read_all(in, ports.data(), 4, n) || !read_all(in, vcs.data(), 4, n) ||
+        !read_all(in, words.data(), 4, (size_t)n * NW)) {
+      fprintf(stderr, "harness: truncated program\n");
+      return 2;
+    }
     std::vector<std::vector<Flit>> q(R);
     for (long i = 0; i < n; i++) {
-      int port; Flit f;
-      if (fscanf(in, " I %d %d", &port, &f.vc) != 2) {
-        fprintf(stderr, "harness: bad program line\n");
-        return 2;
-      }
-      for (int k = 0; k < NW; k++) fscanf(in, " %x", &f.w[k]);
-      q[port].push_back(f);
+      if (ports[i] < 0 || ports[i] >= R) { fprintf(stderr, "harness: bad port\n"); return 2; }
+      Flit f; f.vc = vcs[i];
+      for (int k = 0; k < NW; k++) f.w[k] = words[(size_t)i * NW + k];
+      q[ports[i]].push_back(f);
     }
     std::vector<size_t> head(R, 0);
-    bool stream = std::string(kind) == "stream";
+    bool stream = kind == 1;
     long macs = 0, replies = 0, cycles = 0, last_progress = 0;
     while (true) {
       long before = macs + replies;
@@ -144,9 +197,9 @@ int main(int argc, char** argv) {
         uint32_t w[NW];
         if (out(y, w)) {
           replies++;
-          fprintf(res, "R %d %d", phase, y);
-          for (int k = 0; k < NW; k++) fprintf(res, " %x", w[k]);
-          fprintf(res, "\n");
+          int32_t head2[2] = {phase, y};
+          fwrite(head2, 4, 2, rep);
+          fwrite(w, 4, NW, rep);
         }
       }
       for (int k = 0; k < TILES; k++) {
@@ -164,15 +217,15 @@ int main(int argc, char** argv) {
       if (sent && stream && macs >= macs_expected) break;
       if (sent && !stream && replies >= replies_expected) break;
       if (cycles - last_progress > 100000) {
-        fprintf(stderr, "harness: no progress for 100000 cycles in phase %d (%s): "
-                "%ld/%ld MACs, %ld/%ld replies, flits left per port:", phase, kind, macs,
-                macs_expected, replies, replies_expected);
+        fprintf(stderr, "harness: no progress for 100000 cycles in phase %d (kind %d): "
+                "%ld/%ld MACs, %ld/%ld replies, flits left per port:", phase, (int)kind, macs,
+                (long)macs_expected, replies, (long)replies_expected);
         for (int y = 0; y < R; y++) fprintf(stderr, " %zu", q[y].size() - head[y]);
         fprintf(stderr, "\n");
         return 3;
       }
     }
-    fprintf(res, "S %d %ld %s %ld\n", phase, cycles, kind, macs);
+    fprintf(res, "S %d %ld %ld\n", phase, cycles, macs);
     total += cycles;
     phase++;
   }
@@ -181,6 +234,7 @@ int main(int argc, char** argv) {
   for (int k = 0; k < TILES && k < 62; k++) err |= (long)get_bit(top->error, k) << k;
   fprintf(res, "E %ld\n", err);
   fclose(res);
+  fclose(rep);
   top->final();
   delete top;
   return 0;
@@ -204,10 +258,15 @@ def verilator_names(cpp: str) -> str:
     return re.sub(r"top->(\w+)", lambda m: "top->" + m.group(1).replace("__", "___05F"), cpp)
 
 
+_BUILD_FLAGS = ("--cc", "--exe", "--build", "-O2", "-Wno-fatal",
+                *(f"-Wno-{w}" for w in LINT_WAIVERS), "-j", "2", "-MAKEFLAGS", "OPT_FAST=-O2")
+
+
 def build_harness(config: Config, verilog: Path, build: Path, *, log: Path) -> Path:
     """Build the harness for ``verilog`` in ``build`` (make skips it when nothing changed)."""
     src = build / "harness.cpp"
-    text = _source(config)
+    # the build command is part of the source: a harness built with other flags is rebuilt
+    text = _source(config) + f"// built with: {' '.join(_BUILD_FLAGS)}\n"
     if not src.exists() or src.read_text() != text:
         src.write_text(text)
     exe = build / "obj" / "harness"
@@ -215,10 +274,11 @@ def build_harness(config: Config, verilog: Path, build: Path, *, log: Path) -> P
     if exe.exists() and exe.stat().st_mtime > max(src.stat().st_mtime, verilog.stat().st_mtime):
         return exe
     env = {**os.environ, **verilator_env()}
-    cmd = [str(verilator_bin()), "--cc", "--exe", "--build", "-O2", "-Wno-fatal",
-           *[f"-Wno-{w}" for w in LINT_WAIVERS], "--top-module", "wafertile_array",
-           "--Mdir", str(build / "obj"), "-o", "harness", "-j", "2",
-           str(verilog), str(src)]
+    # OPT_FAST=-O2: the model's C++ at -O2 instead of Verilator's default -Os runs the
+    # default 4 x 4 array at ~71k instead of ~43k cycles/s for the same build time (-O3: ~80k,
+    # at 2.5x the build time); measured in docs/performance.md.
+    cmd = [str(verilator_bin()), *_BUILD_FLAGS, "--top-module", "wafertile_array",
+           "--Mdir", str(build / "obj"), "-o", "harness", str(verilog), str(src)]
     with open(log, "w") as f:
         proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0 or not exe.exists():
@@ -226,41 +286,51 @@ def build_harness(config: Config, verilog: Path, build: Path, *, log: Path) -> P
     return exe
 
 
+#: Phase kinds in the program file.
+KINDS = {"load": 0, "stream": 1, "reduce": 2, "read": 3}
+
+
+def write_program(path: Path, config: Config, program: LayerProgram) -> None:
+    """Write ``program`` in the harness's binary format (vectorized packing)."""
+    layout = flit_layout(config)
+    nw = words_per_flit(layout)
+    with open(path, "wb") as f:
+        np.array([nw], dtype="<i4").tofile(f)
+        for phase in program.phases:
+            np.array([KINDS[phase.kind]], dtype="<i4").tofile(f)
+            np.array([phase.expected_macs, phase.expected_replies, len(phase)],
+                     dtype="<i8").tofile(f)
+            phase.port.astype("<i4").tofile(f)
+            phase.flits["header.vc"].astype("<i4").tofile(f)
+            phase.words(layout).astype("<u4").tofile(f)
+
+
 def run_harness(exe: Path, config: Config, program: LayerProgram, workdir: Path
                 ) -> tuple[np.ndarray, dict]:
-    """Run ``program``; return (Y, stats) like :meth:`wafertile.sim.tb.array.ArrayTB.play`."""
+    """Run ``program``; return (Y, stats) like :meth:`wafertile.sim.tb.array.ArrayTB.play`,
+    plus ``seconds``: the harness's own run time (the simulation)."""
     layout = flit_layout(config)
-    nw = (config.flit_width + 31) // 32
-    vc_at, vc_width = field_slice(layout, "header.vc")
-    prog = workdir / "program.txt"
-    with open(prog, "w") as f:
-        for phase in program.phases:
-            f.write(f"P {phase.kind} {phase.expected_macs} {len(phase.replies)} "
-                    f"{len(phase.injections)}\n")
-            for port, flit in phase.injections:
-                word = pack(layout, flit)
-                words = " ".join(f"{(word >> (32 * k)) & 0xFFFFFFFF:x}" for k in range(nw))
-                vc = (word >> vc_at) & ((1 << vc_width) - 1)
-                f.write(f"I {port} {vc} {words}\n")
-    res = workdir / "result.txt"
-    proc = subprocess.run([str(exe), str(prog), str(res)], capture_output=True, text=True,
-                          check=False)
+    nw = words_per_flit(layout)
+    prog, rep, res = workdir / "program.bin", workdir / "replies.bin", workdir / "counters.txt"
+    write_program(prog, config, program)
+    start = time.perf_counter()
+    proc = subprocess.run([str(exe), str(prog), str(rep), str(res)], capture_output=True,
+                          text=True, check=False)
+    seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"the harness failed (exit {proc.returncode}): {proc.stderr.strip()}")
-    replies: dict[int, dict[int, list]] = {}
-    cycles: dict[int, tuple[int, str, int]] = {}
+    records = np.fromfile(rep, dtype=np.dtype([("phase", "<i4"), ("port", "<i4"),
+                                               ("flit", "<u4", (nw,))]))
+    payload = unpack_columns(layout, records["flit"].reshape(-1, nw))
+    cycles: dict[int, tuple[int, int]] = {}
     tiles = config.rows * config.cols
     done = [0] * tiles
     skipped = [0] * tiles
     error = 0
     for line in res.read_text().splitlines():
         f = line.split()
-        if f[0] == "R":
-            word = sum(int(h, 16) << (32 * k) for k, h in enumerate(f[3:]))
-            replies.setdefault(int(f[1]), {}).setdefault(int(f[2]), []).append(
-                unpack(layout, word)["payload"])
-        elif f[0] == "S":
-            cycles[int(f[1])] = (int(f[2]), f[3], int(f[4]))
+        if f[0] == "S":
+            cycles[int(f[1])] = (int(f[2]), int(f[3]))
         elif f[0] == "T":
             done[int(f[1])], skipped[int(f[1])] = int(f[2]), int(f[3])
         elif f[0] == "E":
@@ -269,12 +339,16 @@ def run_harness(exe: Path, config: Config, program: LayerProgram, workdir: Path
     y_out = np.zeros((B, I), dtype=np.int64)
     stream_cycles = 0
     for n, phase in enumerate(program.phases):
-        per_row = {y: replies.get(n, {}).get(y, []) for y in range(config.rows)}
-        collect_outputs(phase, per_row, y_out)
+        mine = records["phase"] == n
+        collect_reply_arrays(phase, records["port"][mine].astype(np.int64),
+                             payload["payload.op"][mine], payload["payload.addr"][mine],
+                             payload["payload.addr_b"][mine], payload["payload.data"][mine],
+                             y_out)
         if phase.kind == "stream":
             stream_cycles += cycles[n][0]
-            if cycles[n][2] != phase.expected_macs:
-                raise AssertionError(f"tiles executed {cycles[n][2]} MACs, the program has "
+            if cycles[n][1] != phase.expected_macs:
+                raise AssertionError(f"tiles executed {cycles[n][1]} MACs, the program has "
                                      f"{phase.expected_macs}")
-    return y_out, {"cycles": stream_cycles, "total_cycles": sum(c[0] for c in cycles.values()),
-                   "mac_done": done, "mac_skipped": skipped, "error": error}
+    total = sum(c[0] for c in cycles.values())
+    return y_out, {"cycles": stream_cycles, "total_cycles": total, "mac_done": done,
+                   "mac_skipped": skipped, "error": error, "seconds": seconds}

@@ -48,13 +48,16 @@ class Protocol:
         self.window = window(config)
         self._buf = bytearray()
 
-    def inject(self, row: int, flit: dict[str, Any]) -> bytes:
+    def inject(self, row: int, flit: dict[str, Any] | int) -> bytes:
+        """The frame that injects ``flit`` (nested field values, or the packed word) at the
+        west port of ``row``."""
         from .hdl.flit import pack
         from .hdl.uart import INJECT
 
         if not 0 <= row < self.config.rows:
             raise ValueError(f"row {row} is not a west port of a {self.config.rows}-row array")
-        return bytes([INJECT, row]) + pack(self.layout, flit).to_bytes(self.nbytes, "little")
+        word = flit if isinstance(flit, int) else pack(self.layout, flit)
+        return bytes([INJECT, row]) + word.to_bytes(self.nbytes, "little")
 
     @staticmethod
     def status_request() -> bytes:
@@ -150,12 +153,13 @@ def drive(config: Config, program: LayerProgram, *, idle_limit: int = 200
     win = proto.window
     for phase in program.phases:
         state.replies = {r: [] for r in range(config.rows)}
-        for row, flit in phase.injections:
+        words = phase.words(proto.layout)
+        for row, packed in zip(phase.port.tolist(), words, strict=True):
             if state.outstanding >= win:
                 yield from wait("frame acknowledgements", lambda: state.outstanding < win)
             state.outstanding += 1
             frames += 1
-            yield ("send", proto.inject(row, flit))
+            yield ("send", proto.inject(row, int.from_bytes(packed.tobytes(), "little")))
         yield from wait("frame acknowledgements", lambda: state.outstanding == 0)
         if phase.kind == "stream":
             expected += phase.expected_macs
@@ -173,7 +177,7 @@ def drive(config: Config, program: LayerProgram, *, idle_limit: int = 200
                     raise DeviceError(f"the tiles executed {done} of {expected} MACs and "
                                       f"stopped")
         else:
-            total = len(phase.replies)
+            total = phase.expected_replies
             yield from wait(f"{total} replies of a {phase.kind} phase",
                             lambda t=total: sum(map(len, state.replies.values())) >= t)
         collect_outputs(phase, state.replies, y_out)

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,10 @@ class RunReport:
     build_dir: str
     wall_seconds: float
     mismatches: int
+    #: simulated clock cycles per second of the simulator's own run time (None on a board)
+    sim_cycles_per_s: float | None = None
+    #: seconds of each step on the host: compile, build, simulate, reference
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -162,6 +166,9 @@ class RunReport:
             "total_cycles": self.total_cycles, "injection_ports": self.injection_ports,
             "mismatches": self.mismatches, "sim": self.sim, "build_dir": self.build_dir,
             "wall_seconds": round(self.wall_seconds, 2),
+            "sim_cycles_per_s": None if self.sim_cycles_per_s is None
+            else round(self.sim_cycles_per_s),
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }
 
     def text(self, config: Config) -> str:
@@ -211,6 +218,7 @@ def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "veril
     program = compile_layer(config, x, w)  # raises LayerError before anything is built
     simulator_env(sim)                      # raises ToolError if the simulator is missing
     tiles = config.rows * config.cols
+    seconds = {"compile": time.perf_counter() - start}
 
     _log.info(f"generating the {config.rows} x {config.cols} array "
               f"(layer {x.shape[0]} x {x.shape[1]} @ {w.shape[0]} x {w.shape[1]}.T, "
@@ -232,17 +240,28 @@ def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "veril
                  "cores)"))
     run_dir = build / "run"
     run_dir.mkdir(exist_ok=True)
+    sim_seconds = None
     if use_harness:
         # Compiled harness: the simulation runs at Verilator's speed, not Python's.
         from .sim.harness import build_harness, run_harness
+        t0 = time.perf_counter()
         exe = build_harness(config, source, build, log=build / "harness-build.log")
+        seconds["build"] = time.perf_counter() - t0
         _log.info("simulating the sparse stream" + (" and the dense stream" if dense else ""))
+        t0 = time.perf_counter()
         y, sparse = run_harness(exe, config, program, run_dir)
         result: dict[str, Any] = {"sparse": sparse, "error_flags": sparse["error"]}
+        sim_seconds, simulated = sparse["seconds"], sparse["total_cycles"]
         if dense:
-            y_dense, result["dense"] = run_harness(
-                exe, config, compile_layer(config, x, w, dense=True), run_dir)
+            t1 = time.perf_counter()
+            dense_program = compile_layer(config, x, w, dense=True)
+            seconds["compile"] += time.perf_counter() - t1
+            y_dense, result["dense"] = run_harness(exe, config, dense_program, run_dir)
             result["dense_matches_sparse"] = bool(np.array_equal(y_dense, y))
+            sim_seconds += result["dense"]["seconds"]
+            simulated += result["dense"]["total_cycles"]
+        seconds["simulate"] = sim_seconds
+        seconds["host_io"] = time.perf_counter() - t0 - sim_seconds
     else:
         # Icarus, or waveforms: the cocotb testbench (Python paces each cycle).
         for name in ("Y.npy", "result.json"):
@@ -267,7 +286,9 @@ def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "veril
             raise RuntimeError(f"the simulation wrote no result; see {build / 'sim.log'}")
         result = json.loads(result_path.read_text())
         y = np.load(run_dir / "Y.npy")
+    t0 = time.perf_counter()
     expected = reference(config, x, w)
+    seconds["reference"] = time.perf_counter() - t0
     mismatches = int(np.count_nonzero(y != expected))
     sparse = result["sparse"]
     macs = int(sum(sparse["mac_done"]))
@@ -282,7 +303,8 @@ def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "veril
         dense_cycles=dense_cycles,
         speedup=(dense_cycles / cycles) if dense_cycles and cycles else None,
         total_cycles=int(sparse["total_cycles"]), injection_ports=config.rows, sim=sim,
-        build_dir=str(build), wall_seconds=time.perf_counter() - start, mismatches=mismatches)
+        build_dir=str(build), wall_seconds=time.perf_counter() - start, mismatches=mismatches,
+        sim_cycles_per_s=simulated / sim_seconds if sim_seconds else None, seconds=seconds)
     return report, y
 
 
@@ -293,7 +315,7 @@ def run_device(config: Config, x: np.ndarray, w: np.ndarray, port: str, *, baud:
 
     start = time.perf_counter()
     program = compile_layer(config, x, w)  # raises LayerError before the port is opened
-    _log.info(f"playing {sum(len(p.injections) for p in program.phases)} frames on {port} "
+    _log.info(f"playing {program.flits} frames on {port} "
               f"at {baud} baud ({program.nnz} nonzero weights)")
     y, stats = run_on_device(config, program, port, baud=baud)
     mismatches = int(np.count_nonzero(y != reference(config, x, w)))

@@ -30,14 +30,16 @@ replies, which a driver (simulator or board) plays in order.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from .config import Config, Overflow
 from .errors import InputError
-from .hdl.flit import Opcode, Port, encode_route
+from .hdl.flit import Opcode, Port, encode_route, flit_layout, leaf_names, pack_columns
 
 __all__ = ["LayerError", "LayerProgram", "Phase", "compile_layer", "reference"]
 
@@ -49,7 +51,7 @@ class LayerError(InputError):
     """A layer's shapes or values cannot run on this configuration (sizes in the message)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Phase:
     """Flits to inject, in order per port, before the next phase may start.
 
@@ -59,16 +61,100 @@ class Phase:
     replies (one READ per row) are back; a 'stream' phase when every MAC has been done or
     skipped (``expected_macs`` pulses of the tiles' ``mac_done | mac_skipped``); a 'reduce'
     phase when its fence replies (one per sending tile) are back; a 'read' phase when all
-    ``replies`` are back.
+    expected replies are back.
+
+    The flits are a column store: ``port[k]`` is the west port that injects flit ``k`` and
+    ``flits[name][k]`` its field ``name`` (the dotted leaf names of
+    :func:`~wafertile.hdl.flit.flit_layout`: ``"header.x0"`` ... ``"payload.data"``), so that
+    a layer of millions of nonzeros is compiled, packed and written without a Python object
+    per flit. Expected replies are arrays too: reply ``r`` comes back at west port
+    ``reply_row[r]`` with ``addr = reply_slot[r]`` and ``addr_b = reply_x[r]``, and carries
+    ``Y[reply_b[r], reply_i[r]]`` (``-1``: a fence, no output).
     """
 
     kind: str
-    injections: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    port: np.ndarray
+    flits: dict[str, np.ndarray]
     #: 'stream': MAC operations that tiles will execute (done or skipped)
     expected_macs: int = 0
-    #: 'read' / 'load' / 'reduce': (row, slot, x) of each expected reply -> (b, i), or None
-    #: for a fence
-    replies: dict[tuple[int, int, int], tuple[int, int] | None] = field(default_factory=dict)
+    reply_row: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    reply_slot: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    reply_x: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    reply_b: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    reply_i: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.port)
+
+    @property
+    def expected_replies(self) -> int:
+        return len(self.reply_row)
+
+    def words(self, layout) -> np.ndarray:
+        """The flits packed for ``layout`` (``(n, words)`` uint32, :func:`pack_columns`)."""
+        return pack_columns(layout, self.flits)
+
+    @cached_property
+    def replies(self) -> dict[tuple[int, int, int], tuple[int, int] | None]:
+        """``{(row, slot, x): (b, i) or None}`` for the expected replies (small programs)."""
+        return {(int(r), int(s), int(x)): (None if b < 0 else (int(b), int(i)))
+                for r, s, x, b, i in zip(self.reply_row, self.reply_slot, self.reply_x,
+                                         self.reply_b, self.reply_i, strict=True)}
+
+    @property
+    def injections(self) -> list[tuple[int, dict[str, Any]]]:
+        """``(port, flit)`` pairs with the flit as nested dicts (``{"header": {...},
+        "payload": {...}}``, ``op`` an :class:`Opcode`), in order: for small programs (the
+        functional model, a board's frames, tests)."""
+        names = list(self.flits)
+        cols = [self.flits[n].tolist() for n in names]
+        out = []
+        for k, port in enumerate(self.port.tolist()):
+            flit: dict[str, dict[str, Any]] = {"header": {}, "payload": {}}
+            for name, col in zip(names, cols, strict=True):
+                part, leaf = name.split(".")
+                flit[part][leaf] = Opcode(col[k]) if leaf == "op" else col[k]
+            out.append((port, flit))
+        return out
+
+
+class _Flits:
+    """Collects blocks of flits (fields as arrays or scalars) and expected replies into a
+    :class:`Phase`."""
+
+    #: header field names; the rest of :data:`_LEAVES` is the payload
+    HEADER = ("x0", "x1", "y0", "y1", "vc", "exit")
+
+    def __init__(self):
+        self.blocks: list[tuple[np.ndarray, dict[str, Any]]] = []
+        self.replies: list[tuple[Any, ...]] = []
+
+    def add(self, port, n: int, **fields) -> None:
+        """``n`` flits: ``port`` and ``fields`` (``x0`` ... ``exit`` for the header, ``op``
+        ... ``data`` for the payload; missing ones are 0) as arrays of ``n`` or scalars."""
+        if n:
+            self.blocks.append((np.broadcast_to(np.asarray(port, np.int64), (n,)), fields))
+
+    def reply(self, row, slot, x, b=-1, i=-1) -> None:
+        """Expected replies (arrays or scalars broadcast together); ``b = -1``: a fence."""
+        self.replies.append(tuple(np.ravel(v) for v in np.broadcast_arrays(
+            *(np.asarray(v, np.int64) for v in (row, slot, x, b, i)))))
+
+    def phase(self, kind: str, expected_macs: int = 0) -> Phase:
+        def cat(chunks):
+            return np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
+
+        columns = {}
+        for name in _LEAVES:
+            leaf = name.split(".")[1]
+            columns[name] = cat([np.broadcast_to(np.asarray(f.get(leaf, 0), np.int64),
+                                                 (len(p),)) for p, f in self.blocks])
+        replies = [cat([r[k] for r in self.replies]) for k in range(5)]
+        return Phase(kind, cat([p for p, _ in self.blocks]), columns, expected_macs, *replies)
+
+
+#: The leaf fields of every flit (the names do not depend on the configuration).
+_LEAVES = tuple(leaf_names(flit_layout(Config())))
 
 
 @dataclass
@@ -82,7 +168,12 @@ class LayerProgram:
 
     @property
     def stream_flits(self) -> int:
-        return sum(len(p.injections) for p in self.phases if p.kind == "stream")
+        return sum(len(p) for p in self.phases if p.kind == "stream")
+
+    @property
+    def flits(self) -> int:
+        """Flits the host injects in all (load, stream, reduce and read phases)."""
+        return sum(len(p) for p in self.phases)
 
 
 def reference(config: Config, x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -91,28 +182,31 @@ def reference(config: Config, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     With ``overflow = "wrap"`` the result is the exact product wrapped to ``acc_width`` bits
     (wrapping commutes with addition). With ``"saturate"`` the tiles clamp after every MAC, so
     the reference does the same, in the order the compiler streams the weights (ascending
-    ``j`` per output), skipping zero weights and zero activations like the hardware.
+    ``j`` per output): a zero weight or activation adds zero, which leaves a clamped sum
+    unchanged, so skipping it (as the hardware does) and adding it are the same. Vectorized
+    over the outputs (exact ``int64``: products of two 16-bit values summed over up to 2**17
+    terms stay below 2**63; wider sums go through Python integers).
     """
-    x = np.asarray(x, dtype=object)
-    w = np.asarray(w, dtype=object)
+    x = np.asarray(x, dtype=np.int64)
+    w = np.asarray(w, dtype=np.int64)
     bits = config.acc_width
-    lo, hi = config.acc_min, config.acc_max
-    B, I = x.shape[0], w.shape[0]
-    y = np.zeros((B, I), dtype=np.int64)
-    for b in range(B):
-        for i in range(I):
-            acc = 0
-            for j in np.nonzero(w[i])[0]:
-                if x[b, j] == 0:
-                    continue
-                acc += int(w[i, j]) * int(x[b, j])
-                if config.overflow_mode is Overflow.SATURATE:
-                    acc = min(max(acc, lo), hi)
-            if config.overflow_mode is Overflow.WRAP:
-                acc &= (1 << bits) - 1
-                acc -= (1 << bits) if acc >> (bits - 1) else 0
-            y[b, i] = acc
-    return y
+    J = x.shape[1] if x.ndim == 2 else 0
+    exact_int64 = J * (1 << (2 * config.data_width - 2)) < (1 << 62)
+    if config.overflow_mode is Overflow.SATURATE:
+        lo, hi = config.acc_min, config.acc_max
+        acc = np.zeros((x.shape[0], w.shape[0]), dtype=np.int64)
+        for j in range(J):  # one vector step per input: every output at once
+            acc += np.multiply.outer(x[:, j], w[:, j])
+            np.clip(acc, lo, hi, out=acc)
+        return acc
+    if not exact_int64:  # pragma: no cover - J beyond 2**(64 - 2 * data_width)
+        raise LayerError(f"an activation row of {J} values is too long for the exact "
+                         f"reference of {config.data_width}-bit data")
+    y = x @ w.T  # exact: |y| < 2**62
+    if bits == 64:
+        return y
+    y = y & ((1 << bits) - 1)
+    return y - ((y >> (bits - 1)) & 1) * (1 << bits)
 
 
 def _check_inputs(config: Config, x: np.ndarray, w: np.ndarray) -> None:
@@ -153,14 +247,31 @@ def _chunks(config: Config, J: int) -> int:
     return max(1, -(-J // config.act_depth))
 
 
-def _hdr(config, x0, x1, y0, y1, vc=REQUEST_VC, exit_=0):
-    return {"x0": x0, "x1": x1, "y0": y0, "y1": y1, "vc": vc, "exit": exit_}
-
-
-def _reply_route(config: Config, x: int, y: int, exit_: Port) -> int:
+def _reply_route(config: Config, x: int, y, exit_: Port):
     """The data field of a READ or SEND: output to tile (x, y) on the reply VC, leaving by
-    ``exit_`` (``Port.LOCAL``: into that tile's core)."""
-    return encode_route(config, x=x, y=y, exit=exit_, vc=config.num_vcs - 1)
+    ``exit_`` (``Port.LOCAL``: into that tile's core); ``x`` and ``y`` may be arrays."""
+    if np.ndim(x) or np.ndim(y):
+        xs, ys = np.broadcast_arrays(np.asarray(x, np.int64), np.asarray(y, np.int64))
+        return np.array([encode_route(config, x=int(a), y=int(b), exit=exit_,
+                                      vc=config.num_vcs - 1) for a, b in zip(xs, ys,
+                                                                             strict=True)],
+                        dtype=np.int64)
+    return encode_route(config, x=int(x), y=int(y), exit=exit_, vc=config.num_vcs - 1)
+
+
+def _lpt(weights: np.ndarray, order: np.ndarray, bins: int, *, by_count: bool) -> np.ndarray:
+    """Longest-processing-time assignment: items in ``order`` (already longest first) each to
+    the bin with the least load so far (then, with ``by_count``, the fewest items; then the
+    lowest index). Returns the bin of every item (indexed like ``weights``)."""
+    heap = [(0, 0, b) for b in range(bins)] if by_count else [(0, b) for b in range(bins)]
+    heapq.heapify(heap)
+    out = np.zeros(len(weights), dtype=np.int64)
+    for i in order.tolist():
+        top = heapq.heappop(heap)
+        out[i] = top[-1]
+        load = top[0] + int(weights[i])
+        heapq.heappush(heap, (load, top[1] + 1, top[2]) if by_count else (load, top[1]))
+    return out
 
 
 def compile_layer(config: Config, x: np.ndarray, w: np.ndarray, *,
@@ -168,7 +279,8 @@ def compile_layer(config: Config, x: np.ndarray, w: np.ndarray, *,
     """Compile ``Y = X @ W.T`` (X: B x J activations, W: I x J weights) for ``config``.
 
     With ``dense=True`` every weight is streamed, zeros included (the baseline that sparsity
-    is measured against; the tiles skip the zero MACs, so Y is the same).
+    is measured against; the tiles skip the zero MACs, so Y is the same). Vectorized: the
+    cost is a few numpy passes over the nonzeros, not Python per flit.
 
     Raises
     ------
@@ -183,124 +295,133 @@ def compile_layer(config: Config, x: np.ndarray, w: np.ndarray, *,
     R, C = config.rows, config.cols
     B, J = x.shape
     I = w.shape[0]
-    to_host = {y: _reply_route(config, 0, y, Port.WEST) for y in range(R)}
     A = config.acc_depth
     # J in K chunks; the columns in K blocks of G (column k * G + g: chunk k, output group g).
     K = _chunks(config, J)
     chunk = -(-J // K) if J else 1
     G = C // K
-
-    def col(k: int, g: int) -> int:
-        return k * G + g
+    to_host = _reply_route(config, 0, np.arange(R), Port.WEST)
 
     # Outputs to groups, longest first (LPT), then to accumulator slots and passes.
-    nnz_row = np.full(I, J) if dense else np.count_nonzero(w, axis=1)
-    load = [0] * G
-    groups: list[list[int]] = [[] for _ in range(G)]
-    for i in sorted(range(I), key=lambda i: (-nnz_row[i], i)):
-        g = min(range(G), key=lambda g: (load[g], len(groups[g]), g))
-        groups[g].append(i)
-        load[g] += int(nnz_row[i])
-    passes = max(1, -(-max(len(c) for c in groups) // A))
+    nnz_row = np.full(I, J, dtype=np.int64) if dense else np.count_nonzero(w, axis=1)
+    longest = np.lexsort((np.arange(I), -nnz_row))
+    group = _lpt(nnz_row, longest, G, by_count=True)
+    # the outputs of each group in the order they joined it (longest first)
+    in_group = [longest[group[longest] == g] for g in range(G)]
+    passes = max(1, -(-max((len(m) for m in in_group), default=0) // A))
+    streams = [_stream(config, x, w, nnz_row, longest, [m[p * A:(p + 1) * A] for m in in_group],
+                       K=K, G=G, chunk=chunk, dense=dense) for p in range(passes)]
 
     phases: list[Phase] = []
     for g0 in range(0, max(B, 1), R):
         rows = min(R, B - g0)
+        ys = np.arange(rows)
         # Load: each row's activations, chunk k multicast along its block of the row from the
         # row's own west port; then a fence READ to the row's far end (same source, same VC:
         # it arrives after them).
-        ph = Phase("load")
-        for y in range(rows):
-            for j in range(J):
-                k = j // chunk
-                ph.injections.append((y, {
-                    "header": _hdr(config, col(k, 0), col(k, G - 1), y, y),
-                    "payload": {"op": Opcode.WRITE_ACT, "addr": j - k * chunk,
-                                "data": int(x[g0 + y, j])}}))
-        phases_for_group = []
+        load = _Flits()
+        if rows and J:
+            yy, jj = np.repeat(ys, J), np.tile(np.arange(J), rows)
+            kk = jj // chunk
+            load.add(yy, len(yy), x0=kk * G, x1=kk * G + G - 1, y0=yy, y1=yy,
+                     op=Opcode.WRITE_ACT.value, addr=jj - kk * chunk,
+                     data=x[g0:g0 + rows].reshape(-1))
         for p in range(passes):
-            parts = [grp[p * A:(p + 1) * A] for grp in groups]
-            zero = Phase("load") if p else ph
+            parts = [m[p * A:(p + 1) * A] for m in in_group]
+            zero = _Flits() if p else load
             slots = max(len(part) for part in parts)
-            for y in range(rows):
-                for s in range(slots):
-                    zero.injections.append((y, {"header": _hdr(config, 0, C - 1, y, y),
-                                                "payload": {"op": Opcode.WRITE_ACC, "addr": s,
-                                                            "data": 0}}))
-                zero.injections.append((y, {"header": _hdr(config, C - 1, C - 1, y, y),
-                                            "payload": {"op": Opcode.READ_ACC, "addr": 0,
-                                                        "addr_b": C - 1, "data": to_host[y]}}))
-                zero.replies[(y, 0, C - 1)] = None
-            stream = Phase("stream")
-            # Each output's weights go through one port in ascending j (per chunk): flits from
-            # one port to one column keep their order, so every accumulator sees its MACs in
-            # the order the reference uses (this matters for saturation). Outputs are dealt to
-            # the ports longest-first, and each port interleaves its outputs so consecutive
-            # flits go to different columns.
-            where = {}
-            for g in range(G):
-                for s_, i in enumerate(parts[g]):
-                    where[i] = (g, s_)
-            port_load = [0] * R
-            per_port: list[list[int]] = [[] for _ in range(R)]
-            for i in sorted(where, key=lambda i: (-nnz_row[i], i)):
-                q = min(range(R), key=lambda q: (port_load[q], q))
-                per_port[q].append(i)
-                port_load[q] += int(nnz_row[i])
-            for q in range(R):
-                # With K > 1 an output has one accumulator per chunk, each fed in ascending j;
-                # port q takes the chunks in the order q, q + 1, ... (mod K), so that the ports
-                # do not all feed the same column block at the same time.
-                queues = [sorted(range(J) if dense else np.nonzero(w[i])[0].tolist(),
-                                 key=lambda j: ((j // chunk - q) % K, j))
-                          for i in per_port[q]]
-                for n in range(max((len(qu) for qu in queues), default=0)):
-                    for i, qu in zip(per_port[q], queues, strict=True):
-                        if n < len(qu):
-                            g, s_ = where[i]
-                            j = int(qu[n])
-                            c = col(j // chunk, g)
-                            stream.injections.append((q, {
-                                "header": _hdr(config, c, c, 0, rows - 1),
-                                "payload": {"op": Opcode.MAC, "addr": s_,
-                                            "addr_b": j - (j // chunk) * chunk,
-                                            "data": int(w[i, j])}}))
-                            stream.expected_macs += rows
-            phases_for_group += [zero, stream]
+            for y in range(rows):  # zero the accumulators, then the row's fence
+                zero.add(y, slots, x0=0, x1=C - 1, y0=y, y1=y, op=Opcode.WRITE_ACC.value,
+                         addr=np.arange(slots))
+                zero.add(y, 1, x0=C - 1, x1=C - 1, y0=y, y1=y, op=Opcode.READ_ACC.value,
+                         addr_b=C - 1, data=to_host[y])
+            zero.reply(ys, 0, C - 1)
+            phases.append(zero.phase("load"))
+            port, fields = streams[p]
+            stream = _Flits()
+            stream.add(port, len(port), y0=0, y1=max(rows - 1, 0), **fields)
+            phases.append(stream.phase("stream", expected_macs=len(port) * rows))
             if K > 1:
-                # Reduce: tile (k * G + g, y), k >= 1, SENDs each partial sum as an ADD to tile
-                # (g, y) on the reply VC, then gets a fence READ whose reply to the host leaves
-                # on the same VC along the same westward path: it is back only when every ADD
-                # has entered tile (g, y)'s core (docs/streaming.md).
-                reduce = Phase("reduce")
-                for y in range(rows):
-                    for k in range(1, K):
-                        for g in range(G):
-                            if not parts[g]:
-                                continue
-                            c = col(k, g)
-                            to_g = _reply_route(config, g, y, Port.LOCAL)
-                            for s in range(len(parts[g])):
-                                reduce.injections.append((y, {
-                                    "header": _hdr(config, c, c, y, y),
-                                    "payload": {"op": Opcode.SEND, "addr": s, "addr_b": s,
-                                                "data": to_g}}))
-                            reduce.injections.append((y, {
-                                "header": _hdr(config, c, c, y, y),
-                                "payload": {"op": Opcode.READ_ACC, "addr": 0, "addr_b": c,
-                                            "data": to_host[y]}}))
-                            reduce.replies[(y, 0, c)] = None
-                phases_for_group.append(reduce)
-            read = Phase("read")
+                phases.append(_reduce(config, parts, rows, K=K, G=G, to_host=to_host))
+            read = _Flits()
             for y in range(rows):
                 for g in range(G):
-                    for s, i in enumerate(parts[g]):
-                        read.injections.append((y, {
-                            "header": _hdr(config, g, g, y, y),
-                            "payload": {"op": Opcode.READ_ACC, "addr": s, "addr_b": g,
-                                        "data": to_host[y]}}))
-                        read.replies[(y, s, g)] = (g0 + y, i)
-            phases_for_group.append(read)
-        phases += phases_for_group
+                    n = len(parts[g])
+                    read.add(y, n, x0=g, x1=g, y0=y, y1=y, op=Opcode.READ_ACC.value,
+                             addr=np.arange(n), addr_b=g, data=to_host[y])
+                    read.reply(y, np.arange(n), g, g0 + y, parts[g])
+            phases.append(read.phase("read"))
     nnz = int(np.count_nonzero(w))
     return LayerProgram(config, (B, I, J), phases, nnz, dense_flits=I * J)
+
+
+def _stream(config: Config, x, w, nnz_row, longest, parts, *, K, G, chunk, dense):
+    """The MAC flits of one pass: ``(port, fields)``.
+
+    Each output's weights go through one port in ascending j (per chunk): flits from one port
+    to one column keep their order, so every accumulator sees its MACs in order (the
+    saturating mode needs that). Outputs are dealt to the ports longest-first, and each port
+    interleaves its outputs so consecutive flits go to different columns: flit ``n`` of every
+    output of the port, then flit ``n + 1``. With K > 1 an output has one accumulator per
+    chunk, each fed in ascending j; port q takes the chunks in the order q, q + 1, ...
+    (mod K), so that the ports do not all feed the same column block at the same time.
+    """
+    R = config.rows
+    I = len(nnz_row)
+    members = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    group = np.full(I, -1, dtype=np.int64)
+    slot = np.zeros(I, dtype=np.int64)
+    for g, part in enumerate(parts):
+        group[part] = g
+        slot[part] = np.arange(len(part))
+    order = longest[np.isin(longest, members)]
+    port = _lpt(nnz_row, order, R, by_count=False)
+    # position of each output in its port's list (the order it joined the port)
+    rank = np.zeros(I, dtype=np.int64)
+    for q in range(R):
+        mine = order[port[order] == q]
+        rank[mine] = np.arange(len(mine))
+    # every MAC of the pass: (output i, input j)
+    if dense:
+        ii = np.repeat(order, x.shape[1])
+        jj = np.tile(np.arange(x.shape[1]), len(order))
+    else:
+        sub = np.zeros(I, dtype=bool)
+        sub[members] = True
+        ii, jj = np.nonzero(w * sub[:, None] != 0) if w.size else (np.zeros(0, int),) * 2
+    kk = jj // chunk
+    qq = port[ii]
+    turn = (kk - qq) % K  # the chunk order of port q: q, q + 1, ... (mod K)
+    # n: the flit's position in its output's queue (ascending (turn, j))
+    by_output = np.lexsort((jj, turn, ii))
+    first = np.searchsorted(ii[by_output], ii[by_output], side="left")
+    n = np.empty(len(ii), dtype=np.int64)
+    n[by_output] = np.arange(len(ii)) - first
+    # the port's sequence: flit n of each of its outputs (in the order they joined), then n + 1
+    seq = np.lexsort((rank[ii], n, qq))
+    ii, jj, kk = ii[seq], jj[seq], kk[seq]
+    column = kk * G + group[ii]
+    return qq[seq], {"x0": column, "x1": column, "op": Opcode.MAC.value, "addr": slot[ii],
+                     "addr_b": jj - kk * chunk, "data": w[ii, jj]}
+
+
+def _reduce(config: Config, parts, rows: int, *, K: int, G: int, to_host) -> Phase:
+    """Reduce: tile (k * G + g, y), k >= 1, SENDs each partial sum as an ADD to tile (g, y)
+    on the reply VC, then gets a fence READ whose reply to the host leaves on the same VC
+    along the same westward path: it is back only when every ADD has entered tile (g, y)'s
+    core (docs/streaming.md)."""
+    reduce = _Flits()
+    for y in range(rows):
+        for k in range(1, K):
+            for g in range(G):
+                n = len(parts[g])
+                if not n:
+                    continue
+                c = k * G + g
+                reduce.add(y, n, x0=c, x1=c, y0=y, y1=y, op=Opcode.SEND.value,
+                           addr=np.arange(n), addr_b=np.arange(n),
+                           data=_reply_route(config, g, y, Port.LOCAL))
+                reduce.add(y, 1, x0=c, x1=c, y0=y, y1=y, op=Opcode.READ_ACC.value, addr_b=c,
+                           data=to_host[y])
+                reduce.reply(y, 0, c)
+    return reduce.phase("reduce")

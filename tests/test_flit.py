@@ -49,3 +49,59 @@ def test_pack_bit_positions():
 def test_pack_rejects(flit, message):
     with pytest.raises(ValueError, match=message):
         pack(LAYOUT, flit)
+
+
+@pytest.mark.parametrize("cfg", [Config(), Config(rows=8, cols=8, acc_width=64),
+                                 Config(rows=1, cols=1, data_width=8, acc_width=16,
+                                        act_depth=16, acc_depth=16)],
+                         ids=["default", "acc64", "narrow"])
+def test_pack_columns_equals_pack(request, cfg):
+    """Many flits at once: the same words as pack(), and unpack_columns() inverts it."""
+    from wafertile.hdl.flit import (
+        flit_layout,
+        leaf_names,
+        pack_columns,
+        unpack_columns,
+        words_per_flit,
+    )
+
+    from .conftest import seed_for
+    layout = flit_layout(cfg)
+    rng = np.random.default_rng(seed_for(request))
+    n = 500
+    cols = {}
+    for field in describe(layout):
+        w, lo = field["width"], -(1 << (field["width"] - 1)) if field["signed"] else 0
+        hi = lo + (1 << w) - 1
+        cols[field["name"]] = rng.integers(lo, hi, n, endpoint=True, dtype=np.int64) \
+            if w < 64 else rng.integers(-(1 << 63), (1 << 63) - 1, n, dtype=np.int64)
+    cols["header.exit"] = rng.integers(0, 5, n)
+    cols["payload.op"] = rng.integers(0, 8, n)
+    cols["header.x0"][:3] = [0, (1 << cfg.x_width) - 1, 1]
+    words = pack_columns(layout, cols)
+    assert words.shape == (n, words_per_flit(layout)) and words.dtype == np.uint32
+    for k in range(n):
+        nested: dict = {}
+        for name in leaf_names(layout):
+            part, leaf = name.split(".")
+            nested.setdefault(part, {})[leaf] = int(cols[name][k])
+        assert int.from_bytes(words[k].tobytes(), "little") == pack(layout, nested)
+    back = unpack_columns(layout, words)
+    for name in cols:
+        np.testing.assert_array_equal(back[name], cols[name])
+
+
+def test_pack_columns_rejects():
+    from wafertile.hdl.flit import flit_layout, pack_columns
+    layout = flit_layout(Config())
+    with pytest.raises(ValueError, match=r"^flit field 'header\.x0' must be from 0 to 3 "
+                                         r"\(2-bit unsigned\), not 4$"):
+        pack_columns(layout, {"header.x0": np.array([1, 4, 9])})
+    with pytest.raises(ValueError, match=r"^flit has no field 'header\.x9'"):
+        pack_columns(layout, {"header.x9": np.zeros(2, np.int64)})
+    with pytest.raises(ValueError, match=r"^flit field columns differ in length: \[2, 3\]$"):
+        pack_columns(layout, {"header.x0": np.zeros(2, np.int64),
+                              "header.x1": np.zeros(3, np.int64)})
+    with pytest.raises(ValueError, match=r"^flit field 'payload\.data' must be integers, "
+                                         r"not float64$"):
+        pack_columns(layout, {"payload.data": np.zeros(2)})

@@ -200,3 +200,53 @@ def test_reduction_refused_beyond_columns():
                "the layer's activations do not fit")
     with pytest.raises(LayerError, match=f"^{re.escape(message)}$"):
         compile_layer(cfg, np.zeros((2, 49), dtype=int), np.zeros((3, 49), dtype=int))
+
+
+def _read_phase():
+    cfg = Config(rows=2, cols=2, data_width=8, acc_width=16, act_depth=32, acc_depth=16)
+    x = np.array([[1, 2], [3, 4]])
+    w = np.array([[1, 0], [0, 1], [2, 2]])
+    prog = compile_layer(cfg, x, w)
+    return prog, next(p for p in prog.phases if p.kind == "read")
+
+
+def _replies(phase, drop=None, extra=None, op=None):
+    """The phase's expected replies as arrays (data = 100 * b + i), with changes."""
+    keep = np.ones(phase.expected_replies, bool)
+    if drop is not None:
+        keep[drop] = False
+    row, slot, x = phase.reply_row[keep], phase.reply_slot[keep], phase.reply_x[keep]
+    data = 100 * phase.reply_b[keep] + phase.reply_i[keep]
+    if extra is not None:
+        row, slot, x, data = (np.append(a, v) for a, v in zip((row, slot, x, data), extra,
+                                                                 strict=True))
+    ops = np.full(len(row), Opcode.REPLY.value if op is None else op)
+    return row, ops, slot, x, data
+
+
+def test_collect_reply_arrays_places_every_output():
+    from wafertile.sim.models import collect_reply_arrays
+    _, phase = _read_phase()
+    y = np.full((2, 3), -1)
+    collect_reply_arrays(phase, *_replies(phase), y)
+    np.testing.assert_array_equal(y, 100 * np.arange(2)[:, None] + np.arange(3)[None, :])
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"drop": 0}, r"^1 replies missing in a read phase, e\.g\. \[\("),
+    ({"extra": (0, 7, 1, 5)}, r"^unexpected reply \(0, 7, 1\) in a read phase$"),
+    ({"op": Opcode.ADD.value}, r"^unexpected flit at west port \d: op ADD$"),
+])
+def test_collect_reply_arrays_refuses(change, message):
+    from wafertile.sim.models import collect_reply_arrays
+    _, phase = _read_phase()
+    with pytest.raises(AssertionError, match=message):
+        collect_reply_arrays(phase, *_replies(phase, **change), np.zeros((2, 3), np.int64))
+
+
+def test_collect_reply_arrays_refuses_a_duplicate():
+    from wafertile.sim.models import collect_reply_arrays
+    _, phase = _read_phase()
+    first = (phase.reply_row[0], phase.reply_slot[0], phase.reply_x[0], 0)
+    with pytest.raises(AssertionError, match=r"^duplicated reply \("):
+        collect_reply_arrays(phase, *_replies(phase, extra=first), np.zeros((2, 3), np.int64))

@@ -9,9 +9,9 @@
   and the collection of its replies into Y.
 """
 
-from .array import ArrayModel, collect_outputs
+from .array import ArrayModel, collect_outputs, collect_reply_arrays
 from .core import CoreModel, CoreResult, SramCycleModel, SramModel, saturate, wrap
 from .noc import Endpoint, NocModel
 
 __all__ = ["ArrayModel", "CoreModel", "CoreResult", "Endpoint", "NocModel", "SramCycleModel",
-           "SramModel", "collect_outputs", "saturate", "wrap"]
+           "SramModel", "collect_outputs", "collect_reply_arrays", "saturate", "wrap"]

@@ -22,7 +22,7 @@ from ...hdl.flit import Opcode, Port, decode_route
 from ...stream import LayerProgram
 from .core import CoreModel
 
-__all__ = ["ArrayModel", "collect_outputs"]
+__all__ = ["ArrayModel", "collect_outputs", "collect_reply_arrays"]
 
 
 class ArrayModel:
@@ -82,24 +82,57 @@ class ArrayModel:
 
 
 def collect_outputs(phase, replies: dict[int, list[dict]], y_out: np.ndarray) -> None:
-    """Place a phase's replies (per west row) into ``y_out``; every expected one must be there.
+    """Place a phase's replies (payload dicts per west row) into ``y_out``; every expected one
+    must be there (:func:`collect_reply_arrays` on the same replies as arrays)."""
+    flat = [(row, f) for row, flits in replies.items() for f in flits]
+    cols = [np.array([v for v in values], dtype=np.int64) for values in (
+        [row for row, _ in flat], [Opcode(f["op"]).value for _, f in flat],
+        [f["addr"] for _, f in flat], [f["addr_b"] for _, f in flat],
+        [f["data"] for _, f in flat])]
+    collect_reply_arrays(phase, *cols, y_out)
+
+
+def collect_reply_arrays(phase, row: np.ndarray, op: np.ndarray, addr: np.ndarray,
+                         addr_b: np.ndarray, data: np.ndarray, y_out: np.ndarray) -> None:
+    """Place a phase's replies into ``y_out``: reply ``r`` arrived at west port ``row[r]``
+    with payload ``op``, ``addr``, ``addr_b``, ``data``; it must be a REPLY to one of the
+    phase's expected requests (:class:`~wafertile.stream.Phase`: ``reply_row``,
+    ``reply_slot``, ``reply_x``), each of which must come back exactly once.
 
     Raises
     ------
     AssertionError
-        On a missing, unexpected or duplicated reply.
+        On a flit that is not a reply, an unexpected, duplicated or missing reply.
     """
-    seen = set()
-    for row, flits in replies.items():
-        for f in flits:
-            assert f["op"] == Opcode.REPLY, f"unexpected flit at west port {row}: {f}"
-            key = (row, int(f["addr"]), int(f["addr_b"]))
-            assert key in phase.replies, f"unexpected reply {key} in a {phase.kind} phase"
-            assert key not in seen, f"duplicated reply {key}"
-            seen.add(key)
-            target = phase.replies[key]
-            if target is not None:
-                y_out[target] = f["data"]
-    missing = set(phase.replies) - seen
-    assert not missing, f"{len(missing)} replies missing in a {phase.kind} phase, e.g. " \
-                        f"{sorted(missing)[:3]}"
+    bad = np.flatnonzero(op != Opcode.REPLY.value)
+    assert not bad.size, f"unexpected flit at west port {int(row[bad[0]])}: op " \
+                         f"{Opcode(int(op[bad[0]])).name}"
+    width = int(max(addr.max(initial=0), phase.reply_slot.max(initial=0))) + 1
+    height = int(max(addr_b.max(initial=0), phase.reply_x.max(initial=0))) + 1
+
+    def key(r, s, x):
+        return (r * width + s) * height + x
+
+    want = key(phase.reply_row, phase.reply_slot, phase.reply_x)
+    got = key(row, addr, addr_b)
+    known = np.isin(got, want)
+    if not known.all():
+        k = int(np.argmin(known))
+        raise AssertionError(f"unexpected reply {(int(row[k]), int(addr[k]), int(addr_b[k]))} "
+                             f"in a {phase.kind} phase")
+    uniq, first, counts = np.unique(got, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        k = int(first[np.argmax(counts > 1)])
+        raise AssertionError(f"duplicated reply {(int(row[k]), int(addr[k]), int(addr_b[k]))}")
+    missing = ~np.isin(want, uniq)
+    if missing.any():
+        ex = [(int(r), int(s), int(x)) for r, s, x in zip(
+            phase.reply_row[missing][:3], phase.reply_slot[missing][:3],
+            phase.reply_x[missing][:3], strict=True)]
+        raise AssertionError(f"{int(missing.sum())} replies missing in a {phase.kind} phase, "
+                             f"e.g. {ex}")
+    # each expected reply's data, in the order of the expected arrays
+    where = np.searchsorted(uniq, want)
+    values = data[first[where]]
+    out = phase.reply_b >= 0
+    y_out[phase.reply_b[out], phase.reply_i[out]] = values[out]

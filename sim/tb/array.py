@@ -22,7 +22,7 @@ from random import Random
 import cocotb
 import numpy as np
 
-from ...hdl.flit import Port, flit_layout, pack, unpack
+from ...hdl.flit import Port, flit_layout, unpack
 from ...hdl.grid import ARRAY
 from ...stream import LayerProgram, compile_layer, reference
 from ..stimulus import make_layer
@@ -106,8 +106,9 @@ class ArrayTB(TB):
         self.macs.skipped_per_tile[:] = 0
         first, stream_cycles = self.cycle, 0
         for phase in program.phases:
-            for port, flit in phase.injections:
-                self.sources[port].send(pack(self.layout, flit))
+            words = phase.words(self.layout)
+            for port, row in zip(phase.port.tolist(), words, strict=True):
+                self.sources[port].send(int.from_bytes(row.tobytes(), "little"))
             start, macs0 = self.cycle, self.macs.total
             self.macs.per_tile = phase.kind == "stream"
 
@@ -116,14 +117,14 @@ class ArrayTB(TB):
                     return False
                 if phase.kind == "stream":
                     return self.macs.total - macs0 >= phase.expected_macs
-                return board.count >= len(phase.replies)
+                return board.count >= phase.expected_replies
 
             def stuck(phase=phase, macs0=macs0):
                 left = {y: len(s.queue) + (s.offer is not None)
                         for y, s in enumerate(self.sources) if not s.idle_now}
                 return (f"{phase.kind} phase: flits left per port {left}, "
                         f"{self.macs.total - macs0}/{phase.expected_macs} MACs, "
-                        f"{board.count}/{len(phase.replies)} replies")
+                        f"{board.count}/{phase.expected_replies} replies")
 
             await self.wait_until(done, timeout=timeout, what="the end of a phase", stall=stuck)
             if phase.kind == "stream":
