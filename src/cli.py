@@ -382,6 +382,8 @@ def _parser() -> argparse.ArgumentParser:
                             "fmax_mhz, utilization, ...); progress goes to stderr")
     _add_config_flags(synth)
     synth.set_defaults(func=_cmd_synth, command_parser=synth)
+    from .sweep.cli import add_parser as add_sweep_parser
+    add_sweep_parser(sub)
     return parser
 
 

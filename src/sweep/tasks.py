@@ -1,0 +1,191 @@
+"""What a Dask worker runs for one point: :func:`run_point`, which returns the point's row.
+
+A point never raises: whatever goes wrong (a layer that does not fit the array, a build
+that fails, a tool that is missing, a result that differs from numpy) becomes a row with
+``status = "error"`` and the exception in one line, and the sweep goes on. The code of each
+(measurement, fidelity) is one function of :data:`MEASURE`; a new measurement or fidelity
+(:mod:`wafertile.sweep.measures`) adds one.
+
+When it starts, a point announces itself on the Dask event topic :data:`START_TOPIC` (the
+driver shows the slowest running point from these); outside a Dask worker it does not.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..hdl.generate import verilog_text
+from ..run import run_layer
+from ..synth.flow import TARGETS, run_synth
+from .cache import (
+    cache_root,
+    design_key,
+    locked,
+    read_synth,
+    synth_dir,
+    synth_key,
+    tool_versions,
+    write_synth,
+)
+from .measures import derive
+from .points import Point
+
+__all__ = ["MEASURE", "START_TOPIC", "derive_point", "error_text", "run_point"]
+
+#: The Dask event topic on which a point says that it started (``{"id": ...}``).
+START_TOPIC = "wafertile-sweep-start"
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception in one line: its type and message."""
+    text = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _announce(point: Point) -> None:
+    try:
+        from distributed import get_worker
+        worker = get_worker()
+    except (ImportError, ValueError):  # not on a Dask worker
+        return
+    worker.log_event(START_TOPIC, {"id": point.id})
+
+
+def run_point(point: Point, arrays: Arrays | None = None, cache: str | None = None
+              ) -> dict[str, Any]:
+    """Take ``point``'s measurement; return its row (never raises for the point's own
+    failures).
+
+    Parameters
+    ----------
+    point : Point
+        The point.
+    arrays : tuple of numpy.ndarray, optional
+        ``(X, W)`` of a layer-file workload (read by the driver).
+    cache : str, optional
+        The cache root (:func:`wafertile.sweep.cache.cache_root`); default the worker's.
+
+    Returns
+    -------
+    dict
+        The row: the point's columns, the measurement's figures, ``status`` (``ok`` or
+        ``error``), ``error``, ``cached``, ``seconds``, ``worker``, ``finished``.
+    """
+    _announce(point)
+    start = time.perf_counter()
+    row = point.columns()
+    try:
+        measure = MEASURE[(point.measurement, point.fidelity)]
+        row.update(measure(point, arrays, cache_root(cache)))
+        row["status"] = "ok"
+    except _Failed as exc:  # a wrong result: the figures stay in the row
+        row.update(exc.figures)
+        row["status"] = "error"
+        row["error"] = str(exc)
+    except Exception as exc:  # the point failed; the sweep goes on
+        row["status"] = "error"
+        row["error"] = error_text(exc)
+    row["seconds"] = round(time.perf_counter() - start, 2)
+    row["worker"] = f"{socket.gethostname()}:{os.getpid()}"
+    row["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return row
+
+
+class _Failed(Exception):
+    """A measurement that finished with a wrong result: its figures are kept in the row."""
+
+    def __init__(self, message: str, figures: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.figures = figures
+
+
+def _run_rtl(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any]:
+    """``run`` at fidelity ``rtl``: :func:`wafertile.run.run_layer` on Verilator."""
+    config = point.config
+    x, w = point.workload.layer(config, arrays)
+    # run_layer builds and runs in one directory per design: one point of a design at a time.
+    with locked(root, design_key("run-verilator", config)):
+        started = time.time()
+        report, _ = run_layer(config, x, w, sim="verilator", dense=point.options["dense"],
+                              build_root=root / "builds")
+    # The harness binary is rebuilt only when its sources change: older than this point
+    # means the build was reused.
+    exe = Path(report.build_dir) / "obj" / "harness"
+    figures = {"passed": report.passed, "mismatches": report.mismatches, "nnz": report.nnz,
+               "macs": report.macs, "cycles": report.cycles,
+               "total_cycles": report.total_cycles, "dense_cycles": report.dense_cycles,
+               "speedup": report.speedup, "utilization": report.utilization,
+               "cached": exe.exists() and exe.stat().st_mtime < started}
+    if not report.passed:
+        raise _Failed(f"FAIL: {report.mismatches} outputs differ from numpy (or an error "
+                      f"flag is set); build in {report.build_dir}", figures)
+    return figures
+
+
+def _synth_rtl(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any]:
+    """``synth`` at fidelity ``rtl``: :func:`wafertile.synth.flow.run_synth`, cached; mode
+    ``tile`` scales one tile's figures to the array."""
+    opts, config = point.options, point.config
+    block = "tile" if opts["mode"] == "tile" else "array"
+    tools = tool_versions(TARGETS[opts["target"]].family)
+    key = synth_key(block, config, verilog_text(block, config), opts, tools)
+    with locked(root, f"synth-{key}"):
+        report = read_synth(root, key)
+        cached = report is not None
+        if report is None:
+            timeout = None if opts["pnr_timeout"] == 0 else opts["pnr_timeout"] * 60
+            report = run_synth(block, config, opts["target"], freq=float(opts["freq"]),
+                               build_dir=synth_dir(root, key) / "build", seed=opts["seed"],
+                               router=opts["router"], pnr_timeout=timeout).as_json()
+            write_synth(root, key, report)
+    used = {k: report[k] for k in ("luts", "ffs", "brams", "dsps")}
+    note = report["message"]
+    if block == "tile":
+        n = config.rows * config.cols
+        used = {"luts": n * (used["luts"] - report["shell_luts"]),
+                "ffs": n * (used["ffs"] - report["shell_ffs"]),
+                "brams": n * used["brams"], "dsps": n * used["dsps"]}
+        one = report["luts"] - report["shell_luts"], report["ffs"] - report["shell_ffs"]
+        note = (f"estimate: {n} x one tile ({one[0]} LUT4, {one[1]} FFs, {report['brams']} "
+                f"BRAM, {report['dsps']} DSP), fmax of the tile placed and routed alone"
+                + (f"; tile: {report['message']}" if report["message"] else ""))
+    available = report["available"]
+    fits = report["fits"] and all(used[k] <= available[k] for k in used)
+    fmax = report["fmax_mhz"]
+    return {**used, "target": report["target"], "freq_mhz": report["freq_mhz"],
+            "lut_share": round(used["luts"] / available["luts"], 4), "fits": fits,
+            "fmax_mhz": fmax, "meets_timing": None if fmax is None else fmax >= report["freq_mhz"],
+            "synth_note": note, "tools": ", ".join(f"{k} {v}" for k, v in tools.items()),
+            "cached": cached}
+
+
+#: The code of each (measurement, fidelity) a worker takes.
+MEASURE: dict[tuple[str, str], Callable[[Point, Arrays | None, Path], dict[str, Any]]] = {
+    ("run", "rtl"): _run_rtl,
+    ("synth", "rtl"): _synth_rtl,
+}
+
+
+def derive_point(point: Point, run: Mapping[str, Any], synth: Mapping[str, Any]
+                 ) -> dict[str, Any]:
+    """The row of a ``derived`` point from its ``run`` and ``synth`` rows (computed by the
+    driver; a missing input makes an error row)."""
+    row = point.columns()
+    try:
+        row.update(derive(run, synth))
+        row["status"] = "ok"
+    except ValueError as exc:
+        row["status"] = "error"
+        row["error"] = str(exc)
+    row["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return row

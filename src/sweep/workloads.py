@@ -1,0 +1,215 @@
+"""The workloads of a sweep: synthetic layers by shape and density, and layer files.
+
+A ``[[workloads]]`` entry of the spec is one kind with its keys; a key given as a list
+expands into one workload per value (the product over the keys):
+
+- ``kind = "random"``: ``density`` (required), ``inputs`` (J, default 256), ``outputs`` (I,
+  default ``inputs``), ``batch`` (B, default the configuration's ``rows``), ``seed`` (default
+  1): random weights and activations within ``data_width``, the weights zeroed to the
+  density. The same recipe as ``wafertile run``'s built-in layer (identical for a square
+  layer), made on the worker from these numbers;
+- ``kind = "layer"``: ``weights`` and ``activations``, ``.npy`` files (paths relative to the
+  spec), read once by the driver, checked like ``wafertile run --weights``, and sent to the
+  workers; their shape and density fill the same columns;
+- ``kind = "network"``: reserved for ``wafertile run --network`` (not there yet).
+
+Every workload fills the same table columns (:data:`WORKLOAD_COLUMNS`), so that a plot of a
+metric against ``density`` mixes both kinds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import Config
+from ..run import load_layer
+
+__all__ = ["KINDS", "WORKLOAD_COLUMNS", "Workload", "parse_workload", "synthetic_layer"]
+
+#: The table columns of a workload (empty in rows of per-configuration measurements).
+WORKLOAD_COLUMNS = ("workload", "workload_kind", "density", "inputs", "outputs", "batch",
+                    "seed", "weights", "activations")
+
+#: The keys of each kind of ``[[workloads]]`` entry.
+KINDS: dict[str, tuple[str, ...]] = {
+    "random": ("name", "kind", "density", "inputs", "outputs", "batch", "seed"),
+    "layer": ("name", "kind", "weights", "activations"),
+}
+
+_INT_KEYS = {"inputs": 1, "outputs": 1, "batch": 1, "seed": 0}  # key -> least value
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One workload of a sweep (see the module's docstring for the kinds).
+
+    ``batch`` None means the configuration's ``rows`` (one activation row per injection
+    port); ``digest`` identifies a layer file's content, so that a changed file makes new
+    points.
+    """
+
+    name: str
+    kind: str
+    density: float
+    inputs: int
+    outputs: int
+    batch: int | None
+    seed: int | None = None
+    weights: str | None = None
+    activations: str | None = None
+    digest: str | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this workload itself, for point ids."""
+        out = asdict(self)
+        if self.kind == "layer":  # the files' content, not the numbers read from it
+            for key in ("density", "inputs", "outputs", "batch"):
+                del out[key]
+        return out
+
+    def columns(self, config: Config) -> dict[str, Any]:
+        """The table's workload columns for a point of ``config``."""
+        return {"workload": self.name, "workload_kind": self.kind,
+                "density": self.density, "inputs": self.inputs, "outputs": self.outputs,
+                "batch": config.rows if self.batch is None else self.batch,
+                "seed": self.seed, "weights": self.weights, "activations": self.activations}
+
+    def label(self) -> str:
+        """A short description for listings."""
+        batch = "rows" if self.batch is None else self.batch
+        if self.kind == "layer":
+            return f"{self.name} ({self.weights}, {batch}x{self.inputs}@{self.outputs}x" \
+                   f"{self.inputs}, density {self.density:.3g})"
+        return f"{self.name} ({batch}x{self.inputs}@{self.outputs}x{self.inputs}, density " \
+               f"{self.density:g}, seed {self.seed})"
+
+    def layer(self, config: Config, arrays: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """The layer ``(X, W)`` for ``config``: made from the numbers for ``random``,
+        ``arrays`` (read by the driver) for ``layer``."""
+        if self.kind == "layer":
+            if arrays is None:
+                raise ValueError(f"workload {self.name!r}: the layer files were not sent")
+            return arrays
+        return synthetic_layer(config, batch=config.rows if self.batch is None else self.batch,
+                               inputs=self.inputs, outputs=self.outputs,
+                               density=self.density, seed=self.seed)
+
+
+def synthetic_layer(config: Config, *, batch: int, inputs: int, outputs: int, density: float,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random ``X`` (``batch`` x ``inputs``) and ``W`` (``outputs`` x ``inputs``) within
+    ``data_width``, each weight kept with probability ``density``.
+
+    The recipe of :func:`wafertile.run.default_layer`, with any shape: for ``inputs ==
+    outputs == size <= act_depth`` both give the same arrays.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.integers(config.data_min, config.data_max + 1, (batch, inputs))
+    w = rng.integers(config.data_min, config.data_max + 1, (outputs, inputs))
+    w[rng.random(w.shape) >= density] = 0
+    return x, w
+
+
+def _values(entry: dict[str, Any], key: str, default: Any) -> list[Any]:
+    """The values of ``key`` as a list (a scalar is one value)."""
+    value = entry.get(key, default)
+    if isinstance(value, list):
+        if not value:
+            raise ValueError(f"{key} must be a value or a non-empty list of values, not []")
+        return value
+    return [value]
+
+
+def _check_int(key: str, value: Any) -> int:
+    least = _INT_KEYS[key]
+    if type(value) is not int or value < least:
+        raise ValueError(f"{key} must be an integer >= {least}, not {value!r}")
+    return value
+
+
+def _check_density(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"density must be a number from 0 to 1, not {value!r}")
+    return float(value)
+
+
+def parse_workload(entry: dict[str, Any], base: Path
+                   ) -> tuple[list[Workload], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The workloads of one ``[[workloads]]`` entry, and the arrays of its layer files.
+
+    Parameters
+    ----------
+    entry : dict
+        The entry's keys as TOML read them.
+    base : Path
+        The spec's directory (layer files are relative to it).
+
+    Returns
+    -------
+    list of Workload, dict
+        The workloads (one per combination of listed values), and ``digest -> (X, W)`` for
+        layer files.
+
+    Raises
+    ------
+    ValueError
+        With one line naming the key and what is wrong (wrapped by the spec with the entry's
+        place); :class:`~wafertile.stream.LayerError` for a bad layer file.
+    """
+    kind = entry.get("kind")
+    if kind == "network":
+        raise ValueError("kind 'network' needs `wafertile run --network`, which does not exist "
+                         "yet; kinds: " + ", ".join(repr(k) for k in KINDS))
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(repr(k) for k in KINDS)}, "
+                         f"not {kind!r}")
+    unknown = [k for k in entry if k not in KINDS[kind]]
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} for kind {kind!r} "
+                         f"(allowed: {', '.join(KINDS[kind])})")
+    name = entry.get("name", kind)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, not {name!r}")
+    if kind == "layer":
+        return _layer_file(entry, name, base)
+    if "density" not in entry:
+        raise ValueError("density is required for kind 'random' (a number from 0 to 1, or a "
+                         "list of them)")
+    densities = [_check_density(v) for v in _values(entry, "density", None)]
+    inputs = [_check_int("inputs", v) for v in _values(entry, "inputs", 256)]
+    outputs = [_check_int("outputs", v) for v in _values(entry, "outputs", None)
+               if v is not None]
+    batches = [None if v is None else _check_int("batch", v)
+               for v in _values(entry, "batch", None)]
+    seeds = [_check_int("seed", v) for v in _values(entry, "seed", 1)]
+    out = []
+    for j, i, b, s, d in itertools.product(inputs, outputs or [None], batches, seeds,
+                                           densities):
+        out.append(Workload(name, "random", d, j, j if i is None else i, b, s))
+    return out, {}
+
+
+def _layer_file(entry: dict[str, Any], name: str, base: Path
+                ) -> tuple[list[Workload], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    for key in ("weights", "activations"):
+        if not isinstance(entry.get(key), str):
+            raise ValueError(f"{key} must be the path of a .npy file (relative to the spec), "
+                             f"not {entry.get(key)!r}")
+    x, w = load_layer(base / entry["weights"], base / entry["activations"])
+    digest = hashlib.sha256()
+    for arr in (x, w):
+        arr = np.ascontiguousarray(arr)
+        digest.update(f"{arr.dtype.str}{arr.shape}".encode())
+        digest.update(arr.tobytes())
+    key = digest.hexdigest()[:16]
+    workload = Workload(name, "layer", float(np.count_nonzero(w) / w.size), int(w.shape[1]),
+                        int(w.shape[0]), int(x.shape[0]), None, entry["weights"],
+                        entry["activations"], key)
+    return [workload], {key: (x, w)}
