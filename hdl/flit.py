@@ -11,7 +11,7 @@ Payload fields (see ``docs/architecture.md`` for the meaning of every opcode):
 ========  =====================  ==========================================================
 field     width                  meaning
 ========  =====================  ==========================================================
-op        3                      :class:`Opcode`
+op        4                      :class:`Opcode`
 addr      ``addr_width``         accumulator address (activation address for the ACT ops)
 addr_b    ``addr_width``         activation address of a MAC; target address of a SEND
 data      ``acc_width`` signed   weight (MAC, low ``data_width`` bits), activation
@@ -33,13 +33,14 @@ from amaranth.lib import data, enum
 
 from ..config import Config
 
-__all__ = ["MESH_PORTS", "Opcode", "Port", "decode_route", "describe", "encode_route",
-           "field_slice", "flit_layout", "header_layout", "leaf_names", "pack", "pack_columns",
-           "payload_layout", "route_layout", "unpack", "unpack_columns", "words_per_flit"]
+__all__ = ["MESH_PORTS", "MULT_WIDTH", "Opcode", "Port", "Reg", "decode_route", "describe",
+           "encode_route", "field_slice", "flit_layout", "handoff_layout", "header_layout",
+           "leaf_names", "pack", "pack_columns", "payload_layout", "route_layout", "unpack",
+           "unpack_columns", "words_per_flit"]
 
 
-class Opcode(enum.Enum, shape=3):
-    """Operation carried by a flit."""
+class Opcode(enum.Enum, shape=4):
+    """Operation carried by a flit (``docs/architecture.md``)."""
 
     #: ``act[addr] = data`` (low ``data_width`` bits).
     WRITE_ACT = 0
@@ -58,6 +59,29 @@ class Opcode(enum.Enum, shape=3):
     SEND = 6
     #: A reply (output only): ``{addr, addr_b, data}`` echo the request and carry the word.
     REPLY = 7
+    #: Write tile register ``addr`` (:class:`Reg`) with ``data`` (the requantization of
+    #: FINISH, per layer or per output).
+    SET = 8
+    #: Finish an output: ``act = requant(acc[addr])`` (multiplier, rounding right shift,
+    #: optional ReLU, saturation to ``data_width``), sent as a WRITE_ACT ``{addr: addr_b,
+    #: data: act}`` to the tiles of the rectangle in ``data`` (:func:`handoff_layout`).
+    FINISH = 9
+
+
+class Reg(enum.Enum, shape=2):
+    """The tile registers that SET writes (``addr``); reset values in brackets."""
+
+    #: requantization multiplier, 0 .. 2**MULT_WIDTH - 1 [1]
+    MULT = 0
+    #: requantization right shift, 0 .. acc_width + MULT_WIDTH - 1 [0]
+    SHIFT = 1
+    #: 1: ReLU before saturation [0]
+    RELU = 2
+
+
+#: Bits of the requantization multiplier (unsigned): it fits the data field of the smallest
+#: accumulator (16 bits signed).
+MULT_WIDTH = 15
 
 
 class Port(enum.Enum, shape=3):
@@ -164,6 +188,12 @@ def route_layout(config: Config) -> data.StructLayout:
     host on the west edge of row ``y``: ``x = 0, exit = WEST``), else delivered to the tile.
     """
     return _layout(config.route_fields)
+
+
+def handoff_layout(config: Config) -> data.StructLayout:
+    """Where a FINISH sends its activation: carried in the low bits of its ``data`` field
+    (fields: :attr:`Config.handoff_fields`): tiles ``x0 .. x1`` of row ``y``, on VC ``vc``."""
+    return _layout(config.handoff_fields)
 
 
 def encode_route(config: Config, *, x: int, y: int, exit: Port | int = Port.LOCAL,
@@ -276,7 +306,9 @@ def pack(layout: data.StructLayout, values: Mapping[str, Any]) -> int:
                 except KeyError:
                     raise ValueError(f"flit field {name!r} must be one of "
                                      f"{', '.join(m.name for m in shape)}, not {value!r}") from None
-            value = shape(value).value
+            if isinstance(value, py_enum.Enum):
+                value = shape(value).value
+            # a number that names no member is still a field value (a core flags it)
         if type(value) is bool or not isinstance(value, int):
             try:
                 value = operator.index(value)  # numpy integers; never a float, never rounded
@@ -300,13 +332,14 @@ def _check_keys(values: Mapping[str, Any], known: set[str], prefix: str) -> None
 
 
 def unpack(layout: data.StructLayout, word: int) -> dict[str, Any]:
-    """Unpack an integer into nested field values (enum fields become members)."""
+    """Unpack an integer into nested field values (enum fields become members; a number that
+    names no member stays a number)."""
     out: dict[str, Any] = {}
     for name, shape, offset, plain, _, _, _ in _leaves(layout):
         value = (word >> offset) & ((1 << plain.width) - 1)
         if plain.signed and value >> (plain.width - 1):
             value -= 1 << plain.width
-        if _is_enum(shape):
+        if _is_enum(shape) and value in shape._value2member_map_:
             value = shape(value)
         node = out
         *parents, leaf = name.split(".")

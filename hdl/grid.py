@@ -20,10 +20,10 @@ fabric and one out of it; element ``i`` of a group is the edge port of column ``
 
 Element ``i`` of ``__flit`` is bits ``i * flit_width`` upwards, of ``__ready`` bits
 ``i * num_vcs`` upwards; each element follows the whole-flit link protocol
-(:mod:`wafertile.hdl.noc.link`). The array also has ``mac_done``, ``mac_skipped`` and
-``error``, one bit per tile (``y * cols + x``). With ``phits > 1`` every edge port has a
-serializer and a deserializer (:mod:`wafertile.hdl.noc.phit`) inside the top; the ports are
-whole flits all the same.
+(:mod:`wafertile.hdl.noc.link`). The array also has ``mac_done``, ``mac_skipped``,
+``act_written`` and ``error``, one bit per tile (``y * cols + x``). With ``phits > 1`` every
+edge port has a serializer and a deserializer (:mod:`wafertile.hdl.noc.phit`) inside the top;
+the ports are whole flits all the same.
 
 :class:`Array` is the array as an Amaranth component (an instance of the emitted top), for
 designs that compose it, such as the board tops.
@@ -74,7 +74,7 @@ class Grid:
 
 
 ARRAY = Grid("wafertile_array", "wafertile_tile", local=False,
-             status=("mac_done", "mac_skipped", "error"))
+             status=("mac_done", "mac_skipped", "act_written", "error"))
 MESH = Grid("wafertile_mesh", "wafertile_router", local=True, rx_per_vc=True)
 
 
@@ -293,7 +293,7 @@ class Array(ConfiguredComponent):
         Whole-flit links into the array at each edge port (see the module documentation).
     n_out, s_out, w_out, e_out : ``Out(LinkSignature(config)).array(...)``
         Links out of the array.
-    mac_done, mac_skipped, error : ``Out(rows * cols)``
+    mac_done, mac_skipped, act_written, error : ``Out(rows * cols)``
         One bit per tile, ``y * cols + x``.
     """
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, unsigned
+from amaranth.hdl import Module, Mux, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import Config
 from ._util import ConfiguredComponent
 from .core import TileCore
-from .flit import MESH_PORTS, route_layout
+from .flit import MESH_PORTS, Opcode, Port, handoff_layout, route_layout
 from .noc import LinkSignature, PhitRx, make_router
 
 __all__ = ["Tile"]
@@ -34,8 +34,9 @@ class Tile(ConfiguredComponent):
     in_n, in_e, in_s, in_w : ``In(LinkSignature.between_routers(config))``
     out_n, out_e, out_s, out_w : ``Out(LinkSignature.between_routers(config))``
         The four mesh links.
-    mac_done, mac_skipped, error : ``Out(1)``
-        The core's MAC pulses and sticky error (for utilization counters and debug).
+    mac_done, mac_skipped, act_written, error : ``Out(1)``
+        The core's MAC and activation-write pulses and its sticky error (for utilization
+        counters, the host's completion counts, and debug).
 
     Raises
     ------
@@ -50,7 +51,8 @@ class Tile(ConfiguredComponent):
             members[f"in_{p.letter}"] = In(link)
         for p in MESH_PORTS:
             members[f"out_{p.letter}"] = Out(link)
-        members.update({"mac_done": Out(1), "mac_skipped": Out(1), "error": Out(1)})
+        members.update({"mac_done": Out(1), "mac_skipped": Out(1), "act_written": Out(1),
+                        "error": Out(1)})
         super().__init__(config, members)
 
     def elaborate(self, platform):
@@ -81,18 +83,24 @@ class Tile(ConfiguredComponent):
             to_core.ready.eq(core.i.ready.replicate(cfg.num_vcs)),
         ]
 
-        # Core -> router: a unicast to the route the request carried.
+        # Core -> router: a READ's reply or a SEND's ADD is a unicast to the route the request
+        # carried; a FINISH's WRITE_ACT goes to the row rectangle of its hand-off.
         route = data.View(route_layout(cfg), core.o_tag[:cfg.route_width])
+        handoff = data.View(handoff_layout(cfg), core.o_tag[:cfg.handoff_width])
+        finished = core.o.payload.op == Opcode.WRITE_ACT
         header = from_core.flit.header
+        vc = Mux(finished, handoff.vc, route.vc)
         m.d.comb += [
             from_core.valid.eq(core.o.valid),
             from_core.flit.payload.eq(core.o.payload),
-            header.x0.eq(route.x), header.x1.eq(route.x),
-            header.y0.eq(route.y), header.y1.eq(route.y),
-            header.vc.eq(route.vc),
-            header.exit.eq(route.exit),
-            core.o.ready.eq(from_core.ready.bit_select(route.vc, 1)),
+            header.x0.eq(Mux(finished, handoff.x0, route.x)),
+            header.x1.eq(Mux(finished, handoff.x1, route.x)),
+            header.y0.eq(Mux(finished, handoff.y, route.y)),
+            header.y1.eq(Mux(finished, handoff.y, route.y)),
+            header.vc.eq(vc),
+            header.exit.eq(Mux(finished, Port.LOCAL, route.exit)),
+            core.o.ready.eq(from_core.ready.bit_select(vc, 1)),
         ]
         m.d.comb += [self.mac_done.eq(core.mac_done), self.mac_skipped.eq(core.mac_skipped),
-                     self.error.eq(core.error)]
+                     self.act_written.eq(core.act_written), self.error.eq(core.error)]
         return m

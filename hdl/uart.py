@@ -9,8 +9,9 @@ host -> board
 board -> host
     ``0x06``                       one injected frame has entered the array (a credit);
     ``0xA5, row, f[0] .. f[N-1]``  flit ``f`` left the array at the west port of ``row``;
-    ``0xB5, c[0] .. c[3], flags``  status: ``c`` = MAC operations the tiles have executed
-                                   (done + skipped, 32 bits, wrapping), ``flags`` bit 0 = a
+    ``0xB5, c[0] .. c[3], flags``  status: ``c`` = counted operations the tiles have
+                                   executed: MACs (done + skipped) and activation writes
+                                   (32 bits, wrapping), ``flags`` bit 0 = a
                                    tile's error flag, bit 1 = a frame named a row that does
                                    not exist (the frame was dropped), bit 2 = a byte arrived
                                    while the receive FIFO was full (it was lost).
@@ -167,7 +168,7 @@ class HostBridge(ConfiguredComponent):
         To the array's west edge ports, ``w_in[r]`` to row ``r``.
     w_out : ``In(LinkSignature(config)).array(rows)``
         From the array's west edge ports.
-    mac_done, mac_skipped, error : In(rows * cols)
+    mac_done, mac_skipped, act_written, error : In(rows * cols)
         The array's per-tile pulses and error flags (for the status word).
     """
 
@@ -176,7 +177,8 @@ class HostBridge(ConfiguredComponent):
         n = config.rows * config.cols
         link = LinkSignature(config)
         members = {"rx": In(1, init=1), "tx": Out(1, init=1),
-                   "mac_done": In(n), "mac_skipped": In(n), "error": In(n),
+                   "mac_done": In(n), "mac_skipped": In(n), "act_written": In(n),
+                   "error": In(n),
                    "w_in": Out(link).array(config.rows), "w_out": In(link).array(config.rows)}
         super().__init__(config, members)
 
@@ -201,9 +203,9 @@ class HostBridge(ConfiguredComponent):
         with m.If(urx.valid & ~fifo.w_rdy):
             m.d.sync += flags[2].eq(1)
 
-        # MAC counter for the status word.
+        # Counter of the operations a host waits for (MACs, activation writes): the status word.
         count = Signal(32)
-        pulses = Cat(self.mac_done, self.mac_skipped)
+        pulses = Cat(self.mac_done, self.mac_skipped, self.act_written)
         m.d.sync += count.eq(count + sum(pulses[i] for i in range(len(pulses))))
 
         # Receive parser: INJECT frames into the west ports, STATUS_REQ sets a request.

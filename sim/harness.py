@@ -9,12 +9,13 @@ back), and writes the replies and the counters to a text file that Python checks
 File formats (little-endian binary, written and read with numpy):
 
 - program: ``int32 words_per_flit``; then per phase ``int32 kind`` (0 load, 1 stream,
-  2 reduce, 3 read), ``int64 expected_macs``, ``int64 expected_replies``, ``int64 n``,
+  2 reduce, 3 read, 4 handoff), ``int64 expected_macs``, ``int64 expected_writes``,
+  ``int64 expected_replies``, ``int64 n``,
   ``int32 port[n]``, ``int32 vc[n]``, ``uint32 flit[n][words_per_flit]`` (least significant
   word first);
 - replies: one record per reply, ``int32 phase``, ``int32 port``,
   ``uint32 flit[words_per_flit]``;
-- counters (text, one record per line): ``S <phase> <cycles> <macs>`` per phase,
+- counters (text, one record per line): ``S <phase> <cycles> <macs> <writes>`` per phase,
   ``T <tile> <mac_done> <mac_skipped>`` per tile (stream phases only), ``E <error bits>``.
 """
 
@@ -158,12 +159,12 @@ int main(int argc, char** argv) {
   top->rst = 0; top->eval();
   std::vector<long> done(TILES, 0), skipped(TILES, 0);
   int32_t kind;
-  int64_t macs_expected, replies_expected, n;
+  int64_t macs_expected, writes_expected, replies_expected, n;
   int phase = 0;
   long total = 0;
   while (read_all(in, &kind, 4, 1)) {
-    if (!read_all(in, &macs_expected, 8, 1) || !read_all(in, &replies_expected, 8, 1) ||
-        !read_all(in, &n, 8, 1)) {
+    if (!read_all(in, &macs_expected, 8, 1) || !read_all(in, &writes_expected, 8, 1) ||
+        !read_all(in, &replies_expected, 8, 1) || !read_all(in, &n, 8, 1)) {
       fprintf(stderr, "harness: truncated program\n");
       return 2;
     }
@@ -182,10 +183,10 @@ int main(int argc, char** argv) {
       q[ports[i]].push_back(f);
     }
     std::vector<size_t> head(R, 0);
-    bool stream = kind == 1;
-    long macs = 0, replies = 0, cycles = 0, last_progress = 0;
+    bool stream = kind == 1, handoff = kind == 4;
+    long macs = 0, writes = 0, replies = 0, cycles = 0, last_progress = 0;
     while (true) {
-      long before = macs + replies;
+      long before = macs + writes + replies;
       size_t sent_before = 0;
       for (int y = 0; y < R; y++) sent_before += head[y];
       for (int y = 0; y < R; y++)
@@ -205,27 +206,30 @@ int main(int argc, char** argv) {
       for (int k = 0; k < TILES; k++) {
         int d = get_bit(top->mac_done, k), s = get_bit(top->mac_skipped, k);
         macs += d + s;
+        writes += get_bit(top->act_written, k);
         if (stream) { done[k] += d; skipped[k] += s; }
       }
       top->clk = 1; top->eval(); top->clk = 0; top->eval();
       cycles++;
       size_t sent_after = 0;
       for (int y = 0; y < R; y++) sent_after += head[y];
-      if (macs + replies != before || sent_after != sent_before) last_progress = cycles;
+      if (macs + writes + replies != before || sent_after != sent_before) last_progress = cycles;
       bool sent = true;
       for (int y = 0; y < R; y++) if (head[y] < q[y].size()) sent = false;
       if (sent && stream && macs >= macs_expected) break;
-      if (sent && !stream && replies >= replies_expected) break;
+      if (sent && handoff && writes >= writes_expected) break;
+      if (sent && !stream && !handoff && replies >= replies_expected) break;
       if (cycles - last_progress > 100000) {
         fprintf(stderr, "harness: no progress for 100000 cycles in phase %d (kind %d): "
-                "%ld/%ld MACs, %ld/%ld replies, flits left per port:", phase, (int)kind, macs,
-                (long)macs_expected, replies, (long)replies_expected);
+                "%ld/%ld MACs, %ld/%ld activation writes, %ld/%ld replies, flits left per "
+                "port:", phase, (int)kind, macs, (long)macs_expected, writes,
+                (long)writes_expected, replies, (long)replies_expected);
         for (int y = 0; y < R; y++) fprintf(stderr, " %zu", q[y].size() - head[y]);
         fprintf(stderr, "\n");
         return 3;
       }
     }
-    fprintf(res, "S %d %ld %ld\n", phase, cycles, macs);
+    fprintf(res, "S %d %ld %ld %ld\n", phase, cycles, macs, writes);
     total += cycles;
     phase++;
   }
@@ -287,7 +291,7 @@ def build_harness(config: Config, verilog: Path, build: Path, *, log: Path) -> P
 
 
 #: Phase kinds in the program file.
-KINDS = {"load": 0, "stream": 1, "reduce": 2, "read": 3}
+KINDS = {"load": 0, "stream": 1, "reduce": 2, "read": 3, "handoff": 4}
 
 
 def write_program(path: Path, config: Config, program: LayerProgram) -> None:
@@ -298,8 +302,8 @@ def write_program(path: Path, config: Config, program: LayerProgram) -> None:
         np.array([nw], dtype="<i4").tofile(f)
         for phase in program.phases:
             np.array([KINDS[phase.kind]], dtype="<i4").tofile(f)
-            np.array([phase.expected_macs, phase.expected_replies, len(phase)],
-                     dtype="<i8").tofile(f)
+            np.array([phase.expected_macs, phase.expected_writes, phase.expected_replies,
+                      len(phase)], dtype="<i8").tofile(f)
             phase.port.astype("<i4").tofile(f)
             phase.flits["header.vc"].astype("<i4").tofile(f)
             phase.words(layout).astype("<u4").tofile(f)
@@ -322,7 +326,7 @@ def run_harness(exe: Path, config: Config, program: LayerProgram, workdir: Path
     records = np.fromfile(rep, dtype=np.dtype([("phase", "<i4"), ("port", "<i4"),
                                                ("flit", "<u4", (nw,))]))
     payload = unpack_columns(layout, records["flit"].reshape(-1, nw))
-    cycles: dict[int, tuple[int, int]] = {}
+    cycles: dict[int, tuple[int, int, int]] = {}
     tiles = config.rows * config.cols
     done = [0] * tiles
     skipped = [0] * tiles
@@ -330,7 +334,7 @@ def run_harness(exe: Path, config: Config, program: LayerProgram, workdir: Path
     for line in res.read_text().splitlines():
         f = line.split()
         if f[0] == "S":
-            cycles[int(f[1])] = (int(f[2]), int(f[3]))
+            cycles[int(f[1])] = (int(f[2]), int(f[3]), int(f[4]))
         elif f[0] == "T":
             done[int(f[1])], skipped[int(f[1])] = int(f[2]), int(f[3])
         elif f[0] == "E":
@@ -349,6 +353,14 @@ def run_harness(exe: Path, config: Config, program: LayerProgram, workdir: Path
             if cycles[n][1] != phase.expected_macs:
                 raise AssertionError(f"tiles executed {cycles[n][1]} MACs, the program has "
                                      f"{phase.expected_macs}")
+        if cycles[n][2] != phase.expected_writes:
+            raise AssertionError(f"tiles wrote {cycles[n][2]} activations in a {phase.kind} "
+                                 f"phase, the program has {phase.expected_writes}")
     total = sum(c[0] for c in cycles.values())
+    per_kind: dict[str, int] = {}
+    for n, phase in enumerate(program.phases):
+        per_kind[phase.kind] = per_kind.get(phase.kind, 0) + cycles[n][0]
     return y_out, {"cycles": stream_cycles, "total_cycles": total, "mac_done": done,
-                   "mac_skipped": skipped, "error": error, "seconds": seconds}
+                   "mac_skipped": skipped, "error": error, "seconds": seconds,
+                   "phase_cycles": [cycles[n][0] for n in range(len(program.phases))],
+                   "cycles_by_kind": per_kind}

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
-from ..hdl.flit import Opcode
+from ..hdl.flit import MULT_WIDTH, Opcode, Reg
 
 __all__ = ["DIRECTED", "directed", "dump", "make_layer", "random_stream"]
 
@@ -93,9 +93,42 @@ def _extremes(cfg: Config) -> list[Flit]:
 
 
 def _bad_op(cfg: Config) -> list[Flit]:
-    """A REPLY flit sent as an operation: no effect, sets the sticky error output."""
+    """A REPLY flit and an unused opcode sent as operations: no effect, sticky error."""
     return [_f(Opcode.WRITE_ACC, 0, data=9), _f(Opcode.REPLY, 0, data=1),
-            _f(Opcode.READ_ACC, 0)]
+            {"op": 12, "addr": 0, "addr_b": 0, "data": 3}, _f(Opcode.READ_ACC, 0)]
+
+
+def _set(reg: Reg, value: int) -> Flit:
+    return _f(Opcode.SET, reg.value, data=value)
+
+
+def _requant(cfg: Config) -> list[Flit]:
+    """FINISH's requantization: ties at every shift (positive and negative: away from zero),
+    exact values, zero, saturation at both ends of the data range, ReLU of zero and of
+    negatives, a multiplier of zero and the largest one, SET taking effect for the next flit
+    only, and FINISH right after the MAC / ADD that makes its accumulator (forwarding)."""
+    dmax, dmin = cfg.data_max, cfg.data_min
+    accs = [0, 1, -1, 3, -3, 5, -5, 6, -7, dmax, dmin, 4 * dmax, 4 * dmin, cfg.acc_max,
+            cfg.acc_min, cfg.acc_min // 3][:cfg.acc_depth - 1]  # the last slot: below
+    flits = [_f(Opcode.WRITE_ACC, a, data=v) for a, v in enumerate(accs)]
+    cases = [(1, 0, 0), (1, 1, 0), (1, 2, 0), (3, 1, 0), (3, 2, 1), (5, 3, 0), (1, 1, 1),
+             (0, 0, 0), ((1 << MULT_WIDTH) - 1, cfg.acc_width + MULT_WIDTH - 1, 0),
+             ((1 << MULT_WIDTH) - 1, 14, 1), (7, 0, 1), (1, cfg.acc_width - 2, 0)]
+    for n, (mult, shift, relu) in enumerate(cases):
+        flits += [_set(Reg.MULT, mult), _set(Reg.SHIFT, shift), _set(Reg.RELU, relu)]
+        flits += [_f(Opcode.FINISH, a, (a + n) % cfg.act_depth, data=a * 7 + n)
+                  for a in range(len(accs))]
+    # a SET between two FINISHes of the same accumulator: the second sees the new value
+    flits += [_set(Reg.SHIFT, 0), _set(Reg.MULT, 1), _f(Opcode.FINISH, 5, 1),
+              _set(Reg.MULT, 2), _f(Opcode.FINISH, 5, 2), _set(Reg.RELU, 1),
+              _f(Opcode.FINISH, 6, 3)]
+    # FINISH straight after the MAC / ADD that makes its accumulator
+    last = cfg.acc_depth - 1
+    flits += [_f(Opcode.WRITE_ACT, 0, data=3), _f(Opcode.WRITE_ACC, last, data=-2),
+              _f(Opcode.MAC, last, 0, 1), _f(Opcode.FINISH, last, 4),
+              _f(Opcode.ADD, last, data=-5), _f(Opcode.FINISH, last, 5),
+              _set(Reg.MULT, 1 << 9), _set(Reg.SHIFT, 3), _f(Opcode.FINISH, last, 6)]
+    return flits
 
 
 #: Directed cases by name.
@@ -105,6 +138,7 @@ DIRECTED = {
     "zeros": _zeros,
     "extremes": _extremes,
     "bad_op": _bad_op,
+    "requant": _requant,
 }
 
 
@@ -138,7 +172,8 @@ def random_stream(config: Config, rng: np.random.Generator, n: int, density: flo
 
     ops = [Opcode.MAC] * 12 + [Opcode.WRITE_ACT] * 3 + [Opcode.ADD, Opcode.WRITE_ACC,
                                                         Opcode.READ_ACC, Opcode.READ_ACT,
-                                                        Opcode.SEND]
+                                                        Opcode.SEND, Opcode.SET,
+                                                        Opcode.FINISH]
     flits = []
     for _ in range(n):
         op = ops[int(rng.integers(len(ops)))]
@@ -150,10 +185,15 @@ def random_stream(config: Config, rng: np.random.Generator, n: int, density: flo
                             word(cfg.data_min, cfg.data_max, max(density, 0.5))))
         elif op in (Opcode.ADD, Opcode.WRITE_ACC):
             flits.append(_f(op, addr(cfg.acc_depth), 0, word(cfg.acc_min, cfg.acc_max, 0.9)))
+        elif op is Opcode.SET:
+            reg = Reg(int(rng.integers(3)))
+            top = {Reg.MULT: (1 << MULT_WIDTH) - 1, Reg.SHIFT: cfg.acc_width + MULT_WIDTH - 1,
+                   Reg.RELU: 1}[reg]
+            flits.append(_set(reg, int(rng.integers(top + 1))))
         elif op is Opcode.READ_ACT:  # data: a random tag (the reply's route in a tile)
             flits.append(_f(op, addr(cfg.act_depth), int(rng.integers(cfg.act_depth)),
                             int(rng.integers(cfg.acc_min, cfg.acc_max + 1))))
-        else:  # READ_ACC, SEND
+        else:  # READ_ACC, SEND, FINISH (data: the output's route or hand-off, here a tag)
             flits.append(_f(op, addr(cfg.acc_depth), int(rng.integers(cfg.acc_depth)),
                             int(rng.integers(cfg.acc_min, cfg.acc_max + 1))))
     return flits

@@ -153,12 +153,15 @@ class Config:
             raise ConfigError(
                 f"acc_width must be at least 2 * data_width = {2 * self.data_width} "
                 f"(room for one full product), not {self.acc_width}")
-        if self.acc_width < self.route_width:
-            fields = " + ".join(f"{k} {w}" for k, w in self.route_fields.items())
-            raise ConfigError(
-                f"acc_width must be at least {self.route_width} for a {self.rows} x {self.cols} "
-                f"array with {self.num_vcs} VCs (a READ/SEND carries its output's route in its "
-                f"data field: {fields} bits), not {self.acc_width}")
+        for what, table in (("a READ/SEND carries its output's route", self.route_fields),
+                            ("a FINISH carries its hand-off", self.handoff_fields)):
+            need = sum(table.values())
+            if self.acc_width < need:
+                fields = " + ".join(f"{k} {w}" for k, w in table.items())
+                raise ConfigError(
+                    f"acc_width must be at least {need} for a {self.rows} x {self.cols} "
+                    f"array with {self.num_vcs} VCs ({what} in its data field: {fields} "
+                    f"bits), not {self.acc_width}")
         if self.phits > 1 and self.router_arch != "lite":
             raise ConfigError(
                 f"phits must be 1 with router_arch {self.router_arch!r} (flits split into "
@@ -272,7 +275,7 @@ class Config:
     @property
     def payload_fields(self) -> dict[str, int]:
         """The operation payload's fields and widths, LSB first."""
-        return {"op": 3, "addr": self.addr_width, "addr_b": self.addr_width,
+        return {"op": 4, "addr": self.addr_width, "addr_b": self.addr_width,
                 "data": self.acc_width}
 
     @property
@@ -280,6 +283,17 @@ class Config:
         """The fields of the route that a READ or SEND carries in its ``data`` field: where the
         tile sends the reply or the ADD (tile x, y; exit port; VC), LSB first."""
         return {"x": self.x_width, "y": self.y_width, "exit": 3, "vc": self.vc_width}
+
+    @property
+    def handoff_fields(self) -> dict[str, int]:
+        """The fields of the hand-off a FINISH carries in its ``data`` field: the rectangle
+        ``x0 .. x1`` of row ``y`` whose tiles receive the activation, and its VC, LSB first."""
+        return {"x0": self.x_width, "x1": self.x_width, "y": self.y_width, "vc": self.vc_width}
+
+    @property
+    def handoff_width(self) -> int:
+        """Bits of the hand-off a FINISH carries in its data field."""
+        return sum(self.handoff_fields.values())
 
     @property
     def header_width(self) -> int:

@@ -9,8 +9,9 @@ bridge test plays the very same generator on a simulated UART, so the host code 
 the code the regression verifies.
 
 Phases end as on the simulator: a load or read phase when all its replies are back; a stream
-phase when the bridge's MAC counter (done + skipped pulses of every tile, read with a status
-request) has advanced by the phase's MAC count.
+or hand-off phase when the bridge's operation counter (the ``mac_done``, ``mac_skipped`` and
+``act_written`` pulses of every tile, read with a status request) has advanced by the MACs
+and activation writes of every phase so far.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def drive(config: Config, program: LayerProgram, *, idle_limit: int = 200
     ``idle_limit``: consecutive ``recv`` requests that may return nothing while something is
     awaited before :class:`DeviceError` is raised.
 
-    ``stats``: ``frames`` sent, ``macs`` counted by the bridge, ``flags`` of the last status.
+    ``stats``: ``frames`` sent, ``macs`` (the bridge's count less the activation writes it
+    counted), ``flags`` of the last status.
     """
     from .sim.models import collect_outputs
 
@@ -149,7 +151,7 @@ def drive(config: Config, program: LayerProgram, *, idle_limit: int = 200
     B, I, _ = program.shape
     y_out = np.zeros((B, I), dtype=np.int64)
     base, _ = yield from status()
-    expected = 0
+    expected = writes = 0
     win = proto.window
     for phase in program.phases:
         state.replies = {r: [] for r in range(config.rows)}
@@ -161,8 +163,9 @@ def drive(config: Config, program: LayerProgram, *, idle_limit: int = 200
             frames += 1
             yield ("send", proto.inject(row, int.from_bytes(packed.tobytes(), "little")))
         yield from wait("frame acknowledgements", lambda: state.outstanding == 0)
-        if phase.kind == "stream":
-            expected += phase.expected_macs
+        expected += phase.expected_macs + phase.expected_writes
+        writes += phase.expected_writes
+        if phase.kind in ("stream", "handoff"):
             idle = 0
             while True:
                 count, _flags = yield from status()
@@ -170,19 +173,20 @@ def drive(config: Config, program: LayerProgram, *, idle_limit: int = 200
                 if done == expected % (1 << 32):
                     break
                 if done > expected:
-                    raise DeviceError(f"the tiles executed {done} MACs, the program has "
-                                      f"{expected}")
+                    raise DeviceError(f"the tiles executed {done} operations, the program "
+                                      f"has {expected}")
                 idle += 1
                 if idle > idle_limit:
-                    raise DeviceError(f"the tiles executed {done} of {expected} MACs and "
-                                      f"stopped")
+                    raise DeviceError(f"the tiles executed {done} of {expected} operations "
+                                      f"and stopped")
         else:
             total = phase.expected_replies
             yield from wait(f"{total} replies of a {phase.kind} phase",
                             lambda t=total: sum(map(len, state.replies.values())) >= t)
         collect_outputs(phase, state.replies, y_out)
     count, flags = yield from status()
-    return y_out, {"frames": frames, "macs": (count - base) % (1 << 32), "flags": flags}
+    return y_out, {"frames": frames, "macs": (count - base) % (1 << 32) - writes,
+                   "flags": flags}
 
 
 def run_on_device(config: Config, program: LayerProgram, port: str, *, baud: int = 115200,

@@ -56,12 +56,17 @@ class Phase:
     """Flits to inject, in order per port, before the next phase may start.
 
     ``kind`` is 'load' (activations and zeroed accumulators), 'stream' (MAC flits), 'reduce'
-    (SEND flits that move partial sums across the row as ADDs, then fence READs) or 'read'
-    (READ_ACC flits whose replies carry the outputs). A 'load' phase ends when the fence
-    replies (one READ per row) are back; a 'stream' phase when every MAC has been done or
-    skipped (``expected_macs`` pulses of the tiles' ``mac_done | mac_skipped``); a 'reduce'
+    (SEND flits that move partial sums across the row as ADDs, then fence READs), 'handoff'
+    (SET and FINISH flits: the tiles turn their accumulators into the next layer's
+    activations and write them into the tiles of their row) or 'read' (READ_ACC flits whose
+    replies carry the outputs). A 'load' phase ends when the fence replies (one READ per row)
+    are back; a 'stream' phase when every MAC has been done or skipped (``expected_macs``
+    pulses of the tiles' ``mac_done | mac_skipped``); a 'handoff' phase when every activation
+    it sends has been written (``expected_writes`` pulses of ``act_written``); a 'reduce'
     phase when its fence replies (one per sending tile) are back; a 'read' phase when all
-    expected replies are back.
+    expected replies are back. ``expected_writes`` counts every activation write a phase
+    causes (a host's WRITE_ACT to a rectangle of n tiles counts n), so that a host that counts
+    ``act_written`` over a whole program knows what to expect.
 
     The flits are a column store: ``port[k]`` is the west port that injects flit ``k`` and
     ``flits[name][k]`` its field ``name`` (the dotted leaf names of
@@ -77,6 +82,8 @@ class Phase:
     flits: dict[str, np.ndarray]
     #: 'stream': MAC operations that tiles will execute (done or skipped)
     expected_macs: int = 0
+    #: activation writes (WRITE_ACT executions) the phase causes
+    expected_writes: int = 0
     reply_row: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     reply_slot: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     reply_x: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -140,7 +147,9 @@ class _Flits:
         self.replies.append(tuple(np.ravel(v) for v in np.broadcast_arrays(
             *(np.asarray(v, np.int64) for v in (row, slot, x, b, i)))))
 
-    def phase(self, kind: str, expected_macs: int = 0) -> Phase:
+    def phase(self, kind: str, expected_macs: int = 0, handoff_writes: int = 0) -> Phase:
+        """The phase; ``handoff_writes``: the activation writes its FINISH flits cause (the
+        host's own WRITE_ACTs are counted here)."""
         def cat(chunks):
             return np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
 
@@ -149,8 +158,12 @@ class _Flits:
             leaf = name.split(".")[1]
             columns[name] = cat([np.broadcast_to(np.asarray(f.get(leaf, 0), np.int64),
                                                  (len(p),)) for p, f in self.blocks])
+        h = {k: columns[f"header.{k}"] for k in ("x0", "x1", "y0", "y1")}
+        writes = (columns["payload.op"] == Opcode.WRITE_ACT.value) * \
+            (h["x1"] - h["x0"] + 1) * (h["y1"] - h["y0"] + 1)
         replies = [cat([r[k] for r in self.replies]) for k in range(5)]
-        return Phase(kind, cat([p for p, _ in self.blocks]), columns, expected_macs, *replies)
+        return Phase(kind, cat([p for p, _ in self.blocks]), columns, expected_macs,
+                     int(writes.sum()) + handoff_writes, *replies)
 
 
 #: The leaf fields of every flit (the names do not depend on the configuration).

@@ -87,6 +87,7 @@ class BridgeTop(wiring.Component):
         m.d.comb += [bridge.rx.eq(self.rx), self.tx.eq(bridge.tx),
                      bridge.mac_done.eq(array.mac_done),
                      bridge.mac_skipped.eq(array.mac_skipped),
+                     bridge.act_written.eq(array.act_written),
                      bridge.error.eq(array.error),
                      self.error_any.eq(array.error.any()),
                      self.mac_any.eq((array.mac_done | array.mac_skipped).any())]

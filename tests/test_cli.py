@@ -98,7 +98,7 @@ def test_router_arch_flag_selects_the_router(tmp_path):
 
 
 def test_lite_with_phits_generates_phit_links_and_edge_adapters(tmp_path):
-    """--router-arch lite --phits 4: the router's mesh ports carry 18-bit phits of the 69-bit
+    """--router-arch lite --phits 4: the router's mesh ports carry 18-bit phits of the 70-bit
     flit, its local input whole flits; the array keeps whole-flit edge ports through the
     adapters; the manifest says so."""
     out = tmp_path / "lite"
@@ -106,13 +106,13 @@ def test_lite_with_phits_generates_phit_links_and_edge_adapters(tmp_path):
                  "4", "--buffer-depth", "2", "-o", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["parameters"]["phits"] == 4
-    assert (manifest["derived"]["flit_width"], manifest["derived"]["phit_width"]) == (69, 18)
+    assert (manifest["derived"]["flit_width"], manifest["derived"]["phit_width"]) == (70, 18)
     assert manifest["verilog_modules"][-3:] == ["wafertile_phit_tx", "wafertile_phit_rx",
                                                 "wafertile_array"]
     ports = {p["name"]: p["width"] for p in manifest["ports"]}
-    assert ports["w_in__flit"] == 8 * 69  # one whole flit per row
+    assert ports["w_in__flit"] == 8 * 70  # one whole flit per row
     text = (out / "wafertile_array.v").read_text()
-    assert "input [17:0] in_w__phit;" in text and "input [68:0] in_l__flit;" in text
+    assert "input [17:0] in_w__phit;" in text and "input [69:0] in_l__flit;" in text
     # a serializer in the edge branch of each side of the generate loops (every edge port)
     assert text.count("wafertile_phit_tx tx (") == 4
     assert text.count("wafertile_phit_rx rx (") == 4

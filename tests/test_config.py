@@ -60,10 +60,10 @@ def test_phits_need_the_lite_router():
 
 
 def test_phits_keep_the_header_in_the_first_phit():
-    # 8 x 8 default: 16-bit header, 69-bit flit: 4 phits of 18 bits, 5 would be 14 < 16
+    # 8 x 8 default: 16-bit header, 70-bit flit: 4 phits of 18 bits, 5 would be 14 < 16
     assert Config(rows=8, cols=8, router_arch="lite", phits=4).phit_width == 18
     message = ("phits must leave the whole 16-bit header in the first phit (at most 4 for a "
-               "69-bit flit), not 5")
+               "70-bit flit), not 5")
     with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
         Config(rows=8, cols=8, router_arch="lite", phits=5)
 

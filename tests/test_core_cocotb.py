@@ -21,7 +21,7 @@ CONFIGS = {
 }
 
 DIRECTED = ["overflow", "back_to_back", "zeros", "extremes", "bad_op",
-            "zero_stream_never_stalls", "full_rate"]
+            "zero_stream_never_stalls", "full_rate", "requant"]
 
 
 def _sampled(sim, cfg_name, *_):

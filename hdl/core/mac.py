@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ...config import Config, Overflow
-from .._util import ConfiguredComponent
-from ..flit import Opcode, payload_layout
+from .._util import ConfiguredComponent, any_of
+from ..flit import MULT_WIDTH, Opcode, Reg, payload_layout
 from .sram import SramBank, bank_ports
 
 __all__ = ["MacCore", "TileCore", "core_ports"]
@@ -22,6 +22,7 @@ def core_ports(config: Config) -> dict[str, wiring.Member]:
         "o_tag": Out(config.acc_width),
         "mac_done": Out(1),
         "mac_skipped": Out(1),
+        "act_written": Out(1),
         "error": Out(1),
     }
 
@@ -35,7 +36,7 @@ class MacCore(ConfiguredComponent):
         S1  activation arrives; WRITE_ACT writes; weight * activation into the product register,
             only when both are nonzero; issue the accumulator read acc[addr]
         S2  accumulator arrives; acc[addr] <= acc + product / data, wrapped or saturated;
-            READ_* and SEND present their output flit
+            READ_*, SEND and FINISH present their output flit; SET writes its register
 
     **Throughput.** One flit per cycle in and, for READ/SEND, one per cycle out, including
     back-to-back MACs into the same accumulator. A flit's reads are issued in the cycle the
@@ -64,8 +65,24 @@ class MacCore(ConfiguredComponent):
     nothing is written, the read ports keep their data. A READ accepted in cycle *t* offers
     its reply in cycle *t* + 2.
 
-    A REPLY flit on ``i`` is not an operation: it is consumed with no effect and sets the
-    sticky ``error`` output.
+    **Finishing an output.** FINISH reads ``acc[addr]`` (in S2, like SEND) and sends the
+    activation ``requant(acc)`` as a WRITE_ACT ``{addr: addr_b, data: act}``; the ``data``
+    field of the FINISH carries where (a :func:`~wafertile.hdl.flit.handoff_layout`, echoed on
+    ``o_tag``). ``requant`` uses the tile registers that SET writes (:class:`Reg`: MULT, SHIFT,
+    RELU; reset values 1, 0, 0)::
+
+        p   = acc * MULT                                   (exact, acc_width + 16 bits)
+        r   = p / 2**SHIFT rounded to nearest, ties away from zero
+        r   = max(r, 0) if RELU
+        act = r clamped to data_min .. data_max
+
+    ``round(-v) = -round(v)`` and ``requant(0) = 0``: the quantization is symmetric and keeps
+    zeros zero (the sparsity of the next layer's activations survives). A SET takes effect for
+    the flits after it. ``act_written`` pulses for each WRITE_ACT executed (S1): the host counts
+    them to know that a hand-off has landed (``docs/architecture.md``).
+
+    A REPLY flit, or an opcode with no operation (10 .. 15), on ``i`` is consumed with no
+    effect and sets the sticky ``error`` output.
 
     Parameters
     ----------
@@ -76,13 +93,14 @@ class MacCore(ConfiguredComponent):
     i : ``In(stream.Signature(payload_layout(config)))``
         Operation flits.
     o : ``Out(stream.Signature(payload_layout(config)))``
-        REPLY flits (READ_ACT, READ_ACC) and ADD flits (SEND).
+        REPLY flits (READ_ACT, READ_ACC), ADD flits (SEND) and WRITE_ACT flits (FINISH).
     o_tag : ``Out(acc_width)``
-        With ``o``: the ``data`` field (raw bits) of the READ or SEND flit that made the output
-        flit. Those ops use no data, so a sender puts the output's route there (the tile
-        builds the output's routing header from it).
+        With ``o``: the ``data`` field (raw bits) of the READ, SEND or FINISH flit that made the
+        output flit. READ and SEND use no data, so a sender puts the output's route there
+        (:func:`~wafertile.hdl.flit.route_layout`); a FINISH its hand-off rectangle. The tile
+        builds the output's routing header from it.
     act_r, act_w, acc_r, acc_w : memory ports, flipped (connect to an ``SramBank``).
-    mac_done, mac_skipped, error : ``Out(1)``
+    mac_done, mac_skipped, act_written, error : ``Out(1)``
     """
 
     def __init__(self, config: Config):
@@ -106,7 +124,7 @@ class MacCore(ConfiguredComponent):
 
         # The pipeline moves as one; it holds only while S2 offers a flit that is not taken.
         s2_emits = s2_valid & ((s2.op == Opcode.READ_ACT) | (s2.op == Opcode.READ_ACC) |
-                               (s2.op == Opcode.SEND))
+                               (s2.op == Opcode.SEND) | (s2.op == Opcode.FINISH))
         advance = Signal()
         m.d.comb += [
             advance.eq(~s2_emits | self.o.ready),
@@ -138,6 +156,7 @@ class MacCore(ConfiguredComponent):
             self.act_w.addr.eq(s1_act_addr),
             self.act_w.data.eq(new_act),
             self.act_w.en.eq(advance & act_we),
+            self.act_written.eq(advance & act_we),
         ]
 
         nonzero = (s1.op == Opcode.MAC) & (weight != 0) & (act != 0)
@@ -180,8 +199,13 @@ class MacCore(ConfiguredComponent):
             self.acc_w.en.eq(advance & acc_we),
         ]
 
+        activation = self._requantize(m, acc, s2, advance & s2_valid)
+
         m.d.comb += [self.o.valid.eq(s2_emits), self.o_tag.eq(s2.data.as_unsigned())]
         with m.Switch(s2.op):
+            with m.Case(Opcode.FINISH):
+                m.d.comb += [self.o.p.op.eq(Opcode.WRITE_ACT), self.o.p.addr.eq(s2.addr_b),
+                             self.o.p.addr_b.eq(0), self.o.p.data.eq(activation)]
             with m.Case(Opcode.READ_ACT):
                 m.d.comb += [self.o.p.op.eq(Opcode.REPLY), self.o.p.addr.eq(s2.addr),
                              self.o.p.addr_b.eq(s2.addr_b), self.o.p.data.eq(s2_act)]
@@ -197,9 +221,50 @@ class MacCore(ConfiguredComponent):
             self.mac_done.eq(fire2 & (s2.op == Opcode.MAC) & s2_nonzero),
             self.mac_skipped.eq(fire2 & (s2.op == Opcode.MAC) & ~s2_nonzero),
         ]
-        with m.If(fire2 & (s2.op == Opcode.REPLY)):
+        known = [Opcode.WRITE_ACT, Opcode.WRITE_ACC, Opcode.READ_ACT, Opcode.READ_ACC, Opcode.MAC,
+                 Opcode.ADD, Opcode.SEND, Opcode.SET, Opcode.FINISH]
+        with m.If(fire2 & ~any_of(s2.op == op for op in known)):
             m.d.sync += self.error.eq(1)
         return m
+
+    def _requantize(self, m: Module, acc, s2, fire):
+        """The tile registers (written by SET in S2) and FINISH's activation from ``acc``."""
+        cfg = self.config
+        aw = cfg.acc_width
+        mult = Signal(MULT_WIDTH, init=1)
+        shift = Signal(range(aw + MULT_WIDTH))
+        relu = Signal()
+        reg = s2.addr[:2]
+        with m.If(fire & (s2.op == Opcode.SET)):
+            with m.If(reg == Reg.MULT.value):
+                m.d.sync += mult.eq(s2.data[:MULT_WIDTH])
+            with m.Elif(reg == Reg.SHIFT.value):
+                m.d.sync += shift.eq(s2.data[:len(shift)])
+            with m.Elif(reg == Reg.RELU.value):
+                m.d.sync += relu.eq(s2.data[0])
+        width = aw + MULT_WIDTH + 1
+        product = Signal(signed(width))
+        m.d.comb += product.eq(acc * mult)
+        # p / 2**shift rounded to nearest, ties away from zero (gemmlowp's
+        # RoundingDivideByPOT): floor, then +1 when the remainder is above half (or, for a
+        # negative p, at least half).
+        floor = Signal(signed(width))
+        m.d.comb += floor.eq(product >> shift)
+        mask = Signal(width)
+        m.d.comb += mask.eq(Cat(Const(k, range(width + 1)) < shift for k in range(width)))
+        remainder = product.as_unsigned() & mask
+        threshold = (mask >> 1) + (product < 0)
+        rounded = Signal(signed(width + 1))
+        m.d.comb += rounded.eq(floor + (remainder > threshold))
+        positive = Mux(relu & (rounded < 0), 0, rounded)
+        activation = Signal(signed(cfg.data_width))
+        with m.If(positive > cfg.data_max):
+            m.d.comb += activation.eq(cfg.data_max)
+        with m.Elif(positive < cfg.data_min):
+            m.d.comb += activation.eq(cfg.data_min)
+        with m.Else():
+            m.d.comb += activation.eq(positive)
+        return activation
 
 
 class TileCore(ConfiguredComponent):
@@ -221,6 +286,7 @@ class TileCore(ConfiguredComponent):
         wiring.connect(m, wiring.flipped(self.i), mac.i)
         wiring.connect(m, mac.o, wiring.flipped(self.o))
         m.d.comb += [self.o_tag.eq(mac.o_tag), self.mac_done.eq(mac.mac_done),
-                     self.mac_skipped.eq(mac.mac_skipped), self.error.eq(mac.error)]
+                     self.mac_skipped.eq(mac.mac_skipped), self.act_written.eq(mac.act_written),
+                     self.error.eq(mac.error)]
         return m
 

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from ...config import Config, Overflow
-from ...hdl.flit import Opcode
+from ...hdl.flit import MULT_WIDTH, Opcode, Reg
 
-__all__ = ["CoreModel", "CoreResult", "SramCycleModel", "SramModel", "saturate", "wrap"]
+__all__ = ["CoreModel", "CoreResult", "SramCycleModel", "SramModel", "requantize", "saturate",
+           "wrap"]
 
 
 def wrap(value: int, bits: int) -> int:
@@ -34,6 +35,28 @@ def saturate(value: int, bits: int) -> int:
     """Clamp ``value`` to the range of ``bits`` signed bits."""
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     return min(max(value, lo), hi)
+
+
+def requantize(acc, mult, shift, relu, config: Config) -> np.ndarray:
+    """FINISH's activation from accumulators ``acc`` (arrays broadcast together): ``acc *
+    mult / 2**shift`` rounded to nearest with ties away from zero, ``max(., 0)`` where
+    ``relu``, clamped to ``data_min .. data_max`` (``docs/architecture.md``). Exact for every
+    accumulator width (Python integers where int64 could overflow)."""
+    acc, mult, shift, relu = np.broadcast_arrays(np.asarray(acc), np.asarray(mult),
+                                                 np.asarray(shift), np.asarray(relu))
+    wide = config.acc_width + MULT_WIDTH > 62
+    p = acc.astype(object) * mult.astype(object) if wide else \
+        acc.astype(np.int64) * mult.astype(np.int64)
+    sh = shift.astype(np.int64)
+    one = np.ones_like(p)
+    mask = (one << sh) - one
+    floor = p >> sh
+    remainder = p & mask
+    threshold = (mask >> 1) + (p < 0).astype(np.int64)
+    r = floor + (remainder > threshold).astype(np.int64)
+    r = np.where(relu.astype(bool) & (r < 0), 0, r)
+    return np.clip(r.astype(object) if wide else r, config.data_min,
+                   config.data_max).astype(np.int64)
 
 
 class SramModel:
@@ -86,6 +109,8 @@ class CoreResult:
     tags: list[int] = field(default_factory=list)
     mac_done: int = 0
     mac_skipped: int = 0
+    #: WRITE_ACT operations executed (the ``act_written`` pulses)
+    act_written: int = 0
     error: bool = False
 
 
@@ -96,6 +121,8 @@ class CoreModel:
         self.config = config
         self.sram = SramModel(config)
         self.result = CoreResult()
+        #: the tile registers SET writes, at their reset values
+        self.regs = {Reg.MULT: 1, Reg.SHIFT: 0, Reg.RELU: 0}
 
     def _accumulate(self, old: int, addend: int) -> int:
         total = old + addend
@@ -106,13 +133,18 @@ class CoreModel:
     def step(self, flit: Mapping[str, Any]) -> dict[str, Any] | None:
         """Apply one flit; return the flit the core emits for it, if any."""
         cfg, mem = self.config, self.sram
-        op = Opcode(flit["op"])
+        try:
+            op = Opcode(flit["op"])
+        except ValueError:  # an opcode with no operation
+            self.result.error = True
+            return None
         # missing fields are zero, as in wafertile.hdl.flit.pack
         addr, addr_b = int(flit.get("addr", 0)), int(flit.get("addr_b", 0))
         value = int(flit.get("data", 0))
         low = wrap(value, cfg.data_width)  # weight / activation: the low data_width bits
         if op is Opcode.WRITE_ACT:
             mem.act[mem.act_index(addr)] = low
+            self.result.act_written += 1
         elif op is Opcode.WRITE_ACC:
             mem.acc[mem.acc_index(addr)] = value
         elif op is Opcode.READ_ACT:
@@ -135,7 +167,17 @@ class CoreModel:
         elif op is Opcode.SEND:
             return {"op": Opcode.ADD, "addr": addr_b, "addr_b": addr,
                     "data": int(mem.acc[mem.acc_index(addr)])}
-        else:  # REPLY is not an operation: no effect, sticky error
+        elif op is Opcode.SET:  # the register's low bits, as the hardware takes them
+            reg = Reg(addr & 0b11) if addr & 0b11 in (r.value for r in Reg) else None
+            bits = {Reg.MULT: MULT_WIDTH, Reg.SHIFT: (cfg.acc_width + MULT_WIDTH - 1)
+                    .bit_length(), Reg.RELU: 1}
+            if reg is not None:
+                self.regs[reg] = value & ((1 << bits[reg]) - 1)
+        elif op is Opcode.FINISH:
+            act = requantize(int(mem.acc[mem.acc_index(addr)]), self.regs[Reg.MULT],
+                             self.regs[Reg.SHIFT], self.regs[Reg.RELU], cfg)
+            return {"op": Opcode.WRITE_ACT, "addr": addr_b, "addr_b": 0, "data": int(act)}
+        else:  # REPLY and the unused opcodes are not operations: no effect, sticky error
             self.result.error = True
         return None
 

@@ -46,18 +46,21 @@ __all__ = ["ArrayTB"]
 
 class _MacCounter(Part):
     """The tiles' ``mac_done`` / ``mac_skipped`` pulses, in total and per tile (while
-    :attr:`per_tile` is on)."""
+    :attr:`per_tile` is on), and their ``act_written`` pulses in total."""
 
     def __init__(self, dut, tiles: int):
         super().__init__(dut, "macs")
         self.done = Element(dut.mac_done, tiles)
         self.skipped = Element(dut.mac_skipped, tiles)
+        self.act_written = Element(dut.act_written, tiles)
+        self.writes = 0
         self.total = 0
         self.per_tile = False
         self.done_per_tile = np.zeros(tiles, dtype=np.int64)
         self.skipped_per_tile = np.zeros(tiles, dtype=np.int64)
 
     def sample(self) -> None:
+        self.writes += self.act_written.get().bit_count()
         done, skipped = self.done.get(), self.skipped.get()
         if done | skipped:
             self.total += done.bit_count() + skipped.bit_count()
@@ -104,27 +107,30 @@ class ArrayTB(TB):
         self.board = board = LayerScoreboard(self.config, (B, I))
         self.macs.done_per_tile[:] = 0
         self.macs.skipped_per_tile[:] = 0
-        first, stream_cycles = self.cycle, 0
+        first, stream_cycles, phase_cycles = self.cycle, 0, []
         for phase in program.phases:
             words = phase.words(self.layout)
             for port, row in zip(phase.port.tolist(), words, strict=True):
                 self.sources[port].send(int.from_bytes(row.tobytes(), "little"))
-            start, macs0 = self.cycle, self.macs.total
+            start, macs0, writes0 = self.cycle, self.macs.total, self.macs.writes
             self.macs.per_tile = phase.kind == "stream"
 
-            def done(phase=phase, macs0=macs0):
+            def done(phase=phase, macs0=macs0, writes0=writes0):
                 if not all(s.idle_now for s in self.sources):
                     return False
                 if phase.kind == "stream":
                     return self.macs.total - macs0 >= phase.expected_macs
+                if phase.kind == "handoff":
+                    return self.macs.writes - writes0 >= phase.expected_writes
                 return board.count >= phase.expected_replies
 
-            def stuck(phase=phase, macs0=macs0):
+            def stuck(phase=phase, macs0=macs0, writes0=writes0):
                 left = {y: len(s.queue) + (s.offer is not None)
                         for y, s in enumerate(self.sources) if not s.idle_now}
                 return (f"{phase.kind} phase: flits left per port {left}, "
                         f"{self.macs.total - macs0}/{phase.expected_macs} MACs, "
-                        f"{board.count}/{phase.expected_replies} replies")
+                        f"{self.macs.writes - writes0}/{phase.expected_writes} activation "
+                        f"writes, {board.count}/{phase.expected_replies} replies")
 
             await self.wait_until(done, timeout=timeout, what="the end of a phase", stall=stuck)
             if phase.kind == "stream":
@@ -132,11 +138,17 @@ class ArrayTB(TB):
                 assert executed == phase.expected_macs, \
                     f"tiles executed {executed} MACs, the program has {phase.expected_macs}"
                 stream_cycles += self.cycle - start
+            written = self.macs.writes - writes0
+            assert written == phase.expected_writes, \
+                f"tiles wrote {written} activations in a {phase.kind} phase, the program has " \
+                f"{phase.expected_writes}"
+            phase_cycles.append(self.cycle - start)
             board.end_phase(phase)
         for sink in self.sinks:
             assert not sink.protocol_errors, sink.protocol_errors[:3]
         return board.y.copy(), {
             "cycles": stream_cycles, "total_cycles": self.cycle - first,
+            "phase_cycles": phase_cycles,
             "mac_done": self.macs.done_per_tile.tolist(),
             "mac_skipped": self.macs.skipped_per_tile.tolist()}
 
