@@ -33,10 +33,10 @@ from amaranth.lib import data, enum
 
 from ..config import Config
 
-__all__ = ["MESH_PORTS", "MULT_WIDTH", "Opcode", "Port", "Reg", "decode_route", "describe",
-           "encode_route", "field_slice", "flit_layout", "handoff_layout", "header_layout",
-           "leaf_names", "pack", "pack_columns", "payload_layout", "route_layout", "unpack",
-           "unpack_columns", "words_per_flit"]
+__all__ = ["MESH_PORTS", "MULT_WIDTH", "Opcode", "Port", "Reg", "decode_handoff", "decode_route",
+           "describe", "encode_handoff", "encode_route", "field_slice", "flit_layout",
+           "handoff_layout", "header_layout", "leaf_names", "pack", "pack_columns",
+           "payload_layout", "route_layout", "unpack", "unpack_columns", "words_per_flit"]
 
 
 class Opcode(enum.Enum, shape=4):
@@ -194,6 +194,18 @@ def handoff_layout(config: Config) -> data.StructLayout:
     """Where a FINISH sends its activation: carried in the low bits of its ``data`` field
     (fields: :attr:`Config.handoff_fields`): tiles ``x0 .. x1`` of row ``y``, on VC ``vc``."""
     return _layout(config.handoff_fields)
+
+
+def encode_handoff(config: Config, *, x0: int, x1: int, y: int, vc: int) -> int:
+    """The ``data`` field of a FINISH whose activation goes to tiles ``x0 .. x1`` of row
+    ``y`` on VC ``vc`` (:func:`handoff_layout`)."""
+    return pack(handoff_layout(config), {"x0": x0, "x1": x1, "y": y, "vc": vc})
+
+
+def decode_handoff(config: Config, data_field: int) -> dict[str, Any]:
+    """The hand-off in the ``data`` field of a FINISH (its low :attr:`Config.handoff_width`
+    bits)."""
+    return unpack(handoff_layout(config), data_field & ((1 << config.handoff_width) - 1))
 
 
 def encode_route(config: Config, *, x: int, y: int, exit: Port | int = Port.LOCAL,

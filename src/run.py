@@ -21,7 +21,8 @@ import numpy as np
 from .config import Config
 from .stream import LayerError, compile_layer, reference
 
-__all__ = ["RunReport", "default_layer", "load_array", "load_layer", "run_layer"]
+__all__ = ["RunReport", "Simulation", "default_layer", "load_array", "load_layer", "run_layer",
+           "simulate"]
 
 _log = logging.getLogger(__name__)
 
@@ -206,23 +207,35 @@ def _cache_root() -> Path:
     return Path(base)
 
 
-def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "verilator",
-              waves: bool = False, dense: bool = True, build_root: Path | None = None
-              ) -> tuple[RunReport, np.ndarray]:
-    """Run ``Y = X @ W.T`` on the RTL; return the report and Y as computed by the array."""
+@dataclass
+class Simulation:
+    """What :func:`simulate` found: per program, Y and the counters (``cycles`` of the stream
+    phases, ``total_cycles``, ``phase_cycles``, ``mac_done`` / ``mac_skipped`` per tile), the
+    error flags, where it was built, and how long the steps took."""
+
+    results: list[tuple[np.ndarray, dict[str, Any]]]
+    error_flags: int
+    build_dir: Path
+    seconds: dict[str, float]
+    #: simulated cycles per second of the simulator's own run time (None: not measured)
+    cycles_per_s: float | None
+
+
+def simulate(config: Config, programs: list, *, sim: str = "verilator", waves: bool = False,
+             build_root: Path | None = None) -> Simulation:
+    """Generate the array for ``config``, build it (cached per design and simulator) and play
+    ``programs`` (compiled layers or networks) on it, one after the other.
+
+    On Verilator (without waves) a compiled C++ harness plays them at the simulator's speed;
+    on Icarus, or with waves, the cocotb bench (:mod:`wafertile.sim.tb.array`) plays the same
+    programs.
+    """
     from .hdl.generate import verilog_text
     from .sim.runner import run_cocotb
     from .sim.toolchain import simulator_env
 
-    start = time.perf_counter()
-    program = compile_layer(config, x, w)  # raises LayerError before anything is built
-    simulator_env(sim)                      # raises ToolError if the simulator is missing
-    tiles = config.rows * config.cols
-    seconds = {"compile": time.perf_counter() - start}
-
-    _log.info(f"generating the {config.rows} x {config.cols} array "
-              f"(layer {x.shape[0]} x {x.shape[1]} @ {w.shape[0]} x {w.shape[1]}.T, "
-              f"{program.nnz} nonzero weights)")
+    simulator_env(sim)  # raises ToolError if the simulator is missing
+    seconds: dict[str, float] = {}
     text = verilog_text("array", config)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     build = (build_root or _cache_root() / "builds") / f"array-{sim}-{digest}"
@@ -240,71 +253,83 @@ def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "veril
                  "cores)"))
     run_dir = build / "run"
     run_dir.mkdir(exist_ok=True)
-    sim_seconds = None
     if use_harness:
         # Compiled harness: the simulation runs at Verilator's speed, not Python's.
         from .sim.harness import build_harness, run_harness
         t0 = time.perf_counter()
         exe = build_harness(config, source, build, log=build / "harness-build.log")
         seconds["build"] = time.perf_counter() - t0
-        _log.info("simulating the sparse stream" + (" and the dense stream" if dense else ""))
         t0 = time.perf_counter()
-        y, sparse = run_harness(exe, config, program, run_dir)
-        result: dict[str, Any] = {"sparse": sparse, "error_flags": sparse["error"]}
-        sim_seconds, simulated = sparse["seconds"], sparse["total_cycles"]
-        if dense:
-            t1 = time.perf_counter()
-            dense_program = compile_layer(config, x, w, dense=True)
-            seconds["compile"] += time.perf_counter() - t1
-            y_dense, result["dense"] = run_harness(exe, config, dense_program, run_dir)
-            result["dense_matches_sparse"] = bool(np.array_equal(y_dense, y))
-            sim_seconds += result["dense"]["seconds"]
-            simulated += result["dense"]["total_cycles"]
+        results = [run_harness(exe, config, program, run_dir) for program in programs]
+        sim_seconds = sum(stats["seconds"] for _, stats in results)
+        simulated = sum(stats["total_cycles"] for _, stats in results)
         seconds["simulate"] = sim_seconds
         seconds["host_io"] = time.perf_counter() - t0 - sim_seconds
-    else:
-        # Icarus, or waveforms: the cocotb testbench (Python paces each cycle).
-        for name in ("Y.npy", "result.json"):
-            (run_dir / name).unlink(missing_ok=True)
-        np.save(run_dir / "X.npy", np.asarray(x))
-        np.save(run_dir / "W.npy", np.asarray(w))
-        _log.info(f"simulating the sparse stream{' and the dense stream' if dense else ''} "
-                  f"through cocotb; logs in {build}")
-        env = {"WAFERTILE_CONFIG": json.dumps(config.as_dict()),
-               "WAFERTILE_RUN_DIR": str(run_dir)}
-        if not dense:
-            env["WAFERTILE_NO_DENSE"] = "1"
-        try:
-            run_cocotb(sim=sim, sources=[source], top="wafertile_array",
-                       test_module="wafertile.sim.tb.array", build_dir=build,
-                       testcase="run_files", extra_env=env, waves=waves, log_dir=build)
-        except SystemExit as exc:  # cocotb's runner exits when the simulator fails
-            raise RuntimeError(f"the simulation failed (exit {exc.code}); see "
-                               f"{build / 'sim.log'} and {build / 'build.log'}") from None
-        result_path = run_dir / "result.json"
-        if not result_path.exists():
-            raise RuntimeError(f"the simulation wrote no result; see {build / 'sim.log'}")
-        result = json.loads(result_path.read_text())
-        y = np.load(run_dir / "Y.npy")
+        return Simulation(results, max(stats["error"] for _, stats in results), build,
+                          seconds, simulated / sim_seconds if sim_seconds else None)
+    # Icarus, or waveforms: the cocotb testbench (Python paces each cycle).
+    from .stream import save_program
+    for old in [*run_dir.glob("program*.npz"), *run_dir.glob("Y*.npy"),
+                *run_dir.glob("stats*.json"), run_dir / "result.json"]:
+        old.unlink(missing_ok=True)
+    for k, program in enumerate(programs):
+        save_program(program, run_dir / f"program{k}.npz")
+    _log.info(f"simulating {len(programs)} program(s) through cocotb; logs in {build}")
+    t0 = time.perf_counter()
+    try:
+        run_cocotb(sim=sim, sources=[source], top="wafertile_array",
+                   test_module="wafertile.sim.tb.array", build_dir=build,
+                   testcase="run_programs", extra_env={
+                       "WAFERTILE_CONFIG": json.dumps(config.as_dict()),
+                       "WAFERTILE_RUN_DIR": str(run_dir)}, waves=waves, log_dir=build)
+    except SystemExit as exc:  # cocotb's runner exits when the simulator fails
+        raise RuntimeError(f"the simulation failed (exit {exc.code}); see "
+                           f"{build / 'sim.log'} and {build / 'build.log'}") from None
+    seconds["simulate"] = time.perf_counter() - t0
+    result_path = run_dir / "result.json"
+    if not result_path.exists():
+        raise RuntimeError(f"the simulation wrote no result; see {build / 'sim.log'}")
+    result = json.loads(result_path.read_text())
+    results = [(np.load(run_dir / f"Y{k}.npy"),
+                json.loads((run_dir / f"stats{k}.json").read_text()))
+               for k in range(result["programs"])]
+    return Simulation(results, result["error_flags"], build, seconds, None)
+
+
+def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "verilator",
+              waves: bool = False, dense: bool = True, build_root: Path | None = None
+              ) -> tuple[RunReport, np.ndarray]:
+    """Run ``Y = X @ W.T`` on the RTL; return the report and Y as computed by the array."""
+    start = time.perf_counter()
+    programs = [compile_layer(config, x, w)]  # raises LayerError before anything is built
+    _log.info(f"generating the {config.rows} x {config.cols} array "
+              f"(layer {x.shape[0]} x {x.shape[1]} @ {w.shape[0]} x {w.shape[1]}.T, "
+              f"{programs[0].nnz} nonzero weights)")
+    if dense:
+        programs.append(compile_layer(config, x, w, dense=True))
+    seconds = {"compile": time.perf_counter() - start}
+    _log.info("simulating the sparse stream" + (" and the dense stream" if dense else ""))
+    run = simulate(config, programs, sim=sim, waves=waves, build_root=build_root)
+    seconds.update(run.seconds)
     t0 = time.perf_counter()
     expected = reference(config, x, w)
     seconds["reference"] = time.perf_counter() - t0
+    y, sparse = run.results[0]
     mismatches = int(np.count_nonzero(y != expected))
-    sparse = result["sparse"]
+    dense_ok = not dense or bool(np.array_equal(run.results[1][0], y))
     macs = int(sum(sparse["mac_done"]))
     cycles = int(sparse["cycles"])
-    passed = mismatches == 0 and result["error_flags"] == 0 and \
-        result.get("dense_matches_sparse", True)
-    dense_cycles = int(result["dense"]["cycles"]) if "dense" in result else None
+    tiles = config.rows * config.cols
+    dense_cycles = int(run.results[1][1]["cycles"]) if dense else None
     report = RunReport(
-        passed=passed, cycles=cycles, nnz=program.nnz, macs=macs,
-        macs_per_tile=[int(v) for v in sparse["mac_done"]],
+        passed=mismatches == 0 and run.error_flags == 0 and dense_ok, cycles=cycles,
+        nnz=programs[0].nnz, macs=macs, macs_per_tile=[int(v) for v in sparse["mac_done"]],
         utilization=macs / (tiles * cycles) if cycles else 0.0,
         dense_cycles=dense_cycles,
         speedup=(dense_cycles / cycles) if dense_cycles and cycles else None,
         total_cycles=int(sparse["total_cycles"]), injection_ports=config.rows, sim=sim,
-        build_dir=str(build), wall_seconds=time.perf_counter() - start, mismatches=mismatches,
-        sim_cycles_per_s=simulated / sim_seconds if sim_seconds else None, seconds=seconds)
+        build_dir=str(run.build_dir), wall_seconds=time.perf_counter() - start,
+        mismatches=mismatches, sim_cycles_per_s=run.cycles_per_s, seconds=seconds)
     return report, y
 
 

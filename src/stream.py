@@ -41,7 +41,9 @@ from .config import Config, Overflow
 from .errors import InputError
 from .hdl.flit import Opcode, Port, encode_route, flit_layout, leaf_names, pack_columns
 
-__all__ = ["LayerError", "LayerProgram", "Phase", "compile_layer", "reference"]
+__all__ = ["LayerError", "LayerPlan", "LayerProgram", "Phase", "PhaseBuilder", "add_activations",
+           "add_zero", "compile_layer", "load_program", "plan_layer", "read_phase",
+           "reduce_phase", "reference", "reply_route", "save_program", "stream_phase"]
 
 # Virtual channels: requests from the host on 0, replies to the host on the last one.
 REQUEST_VC = 0
@@ -125,7 +127,7 @@ class Phase:
         return out
 
 
-class _Flits:
+class PhaseBuilder:
     """Collects blocks of flits (fields as arrays or scalars) and expected replies into a
     :class:`Phase`."""
 
@@ -189,8 +191,50 @@ class LayerProgram:
         return sum(len(p) for p in self.phases)
 
 
-def reference(config: Config, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``X @ W.T`` with the accumulator's overflow rule, accumulating in the order of ``j``.
+_REPLY_FIELDS = ("reply_row", "reply_slot", "reply_x", "reply_b", "reply_i")
+
+
+def save_program(program: LayerProgram, path) -> None:
+    """Write ``program`` (its phases' columns, counts and expected replies) as ``.npz``."""
+    phases = program.phases
+    arrays: dict[str, Any] = {
+        "shape": np.array(program.shape), "totals": np.array([program.nnz,
+                                                              program.dense_flits]),
+        "kinds": np.array([p.kind for p in phases]),
+        "counts": np.array([[len(p), p.expected_macs, p.expected_writes, p.expected_replies]
+                            for p in phases], dtype=np.int64).reshape(-1, 4),
+        "port": np.concatenate([p.port for p in phases]) if phases else np.zeros(0, np.int64),
+    }
+    for name in _LEAVES:
+        arrays[name] = np.concatenate([p.flits[name] for p in phases]) if phases else \
+            np.zeros(0, np.int64)
+    for name in _REPLY_FIELDS:
+        arrays[name] = np.concatenate([getattr(p, name) for p in phases]) if phases else \
+            np.zeros(0, np.int64)
+    np.savez(path, **arrays)
+
+
+def load_program(path, config: Config) -> LayerProgram:
+    """Read a program written by :func:`save_program`."""
+    with np.load(path, allow_pickle=False) as f:
+        data = {k: f[k] for k in f.files}
+    phases, at, rat = [], 0, 0
+    for kind, (n, macs, writes, replies) in zip(data["kinds"].tolist(), data["counts"],
+                                                strict=True):
+        n, replies = int(n), int(replies)
+        phases.append(Phase(str(kind), data["port"][at:at + n],
+                            {name: data[name][at:at + n] for name in _LEAVES}, int(macs),
+                            int(writes), *(data[name][rat:rat + replies]
+                                           for name in _REPLY_FIELDS)))
+        at, rat = at + n, rat + replies
+    nnz, dense = (int(v) for v in data["totals"])
+    return LayerProgram(config, tuple(int(v) for v in data["shape"]), phases, nnz, dense)
+
+
+def reference(config: Config, x: np.ndarray, w: np.ndarray,
+              bias: np.ndarray | None = None) -> np.ndarray:
+    """``X @ W.T`` (``+ bias``, the accumulators' starting values) with the accumulator's
+    overflow rule, accumulating in the order of ``j``.
 
     With ``overflow = "wrap"`` the result is the exact product wrapped to ``acc_width`` bits
     (wrapping commutes with addition). With ``"saturate"`` the tiles clamp after every MAC, so
@@ -205,9 +249,11 @@ def reference(config: Config, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     bits = config.acc_width
     J = x.shape[1] if x.ndim == 2 else 0
     exact_int64 = J * (1 << (2 * config.data_width - 2)) < (1 << 62)
+    start = np.zeros(w.shape[0], dtype=np.int64) if bias is None else \
+        np.asarray(bias, dtype=np.int64)
     if config.overflow_mode is Overflow.SATURATE:
         lo, hi = config.acc_min, config.acc_max
-        acc = np.zeros((x.shape[0], w.shape[0]), dtype=np.int64)
+        acc = np.zeros((x.shape[0], w.shape[0]), dtype=np.int64) + start
         for j in range(J):  # one vector step per input: every output at once
             acc += np.multiply.outer(x[:, j], w[:, j])
             np.clip(acc, lo, hi, out=acc)
@@ -215,7 +261,7 @@ def reference(config: Config, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     if not exact_int64:  # pragma: no cover - J beyond 2**(64 - 2 * data_width)
         raise LayerError(f"an activation row of {J} values is too long for the exact "
                          f"reference of {config.data_width}-bit data")
-    y = x @ w.T  # exact: |y| < 2**62
+    y = x @ w.T + start  # exact: |y| < 2**62
     if bits == 64:
         return y
     y = y & ((1 << bits) - 1)
@@ -287,6 +333,124 @@ def _lpt(weights: np.ndarray, order: np.ndarray, bins: int, *, by_count: bool) -
     return out
 
 
+@dataclass
+class LayerPlan:
+    """How a layer ``W`` (I x J) maps onto the array (``docs/streaming.md``).
+
+    ``J`` is split into ``K`` chunks of ``chunk`` inputs and the columns into ``K`` blocks of
+    ``G``: column ``k * G + g`` holds chunk ``k`` of output group ``g``. ``groups[g]`` lists
+    the outputs of group ``g`` (longest first); pass ``p`` takes slots ``p * acc_depth``
+    onwards of every group (:meth:`parts`). ``streams[p]`` is pass ``p``'s MAC flits (port and
+    fields, activation addresses relative to the layer's base).
+    """
+
+    config: Config
+    I: int
+    J: int
+    K: int
+    chunk: int
+    G: int
+    groups: list[np.ndarray]
+    passes: int
+    streams: list[tuple[np.ndarray, dict[str, Any]]]
+    nnz: int
+
+    def parts(self, p: int) -> list[np.ndarray]:
+        """The outputs of every group in pass ``p`` (slot ``s`` of group ``g``:
+        ``parts(p)[g][s]``)."""
+        A = self.config.acc_depth
+        return [m[p * A:(p + 1) * A] for m in self.groups]
+
+
+def plan_layer(config: Config, w: np.ndarray, *, dense: bool = False) -> LayerPlan:
+    """Outputs to groups (longest first, LPT), to accumulator slots and passes; each pass's
+    MAC flits (:func:`compile_layer`). ``dense``: every weight, zeros included."""
+    I, J = w.shape
+    A = config.acc_depth
+    K = _chunks(config, J)
+    chunk = -(-J // K) if J else 1
+    G = config.cols // K
+    nnz_row = np.full(I, J, dtype=np.int64) if dense else np.count_nonzero(w, axis=1)
+    longest = np.lexsort((np.arange(I), -nnz_row))
+    group = _lpt(nnz_row, longest, G, by_count=True)
+    groups = [longest[group[longest] == g] for g in range(G)]
+    passes = max(1, -(-max((len(m) for m in groups), default=0) // A))
+    streams = [_stream(config, w, nnz_row, longest, [m[p * A:(p + 1) * A] for m in groups],
+                       K=K, G=G, chunk=chunk, dense=dense) for p in range(passes)]
+    return LayerPlan(config, I, J, K, chunk, G, groups, passes, streams,
+                     int(np.count_nonzero(w)))
+
+
+def reply_route(config: Config, rows: int) -> np.ndarray:
+    """The data field of a READ whose reply goes to the host at the west port of each row."""
+    return _reply_route(config, 0, np.arange(rows), Port.WEST)
+
+
+def add_activations(flits: PhaseBuilder, plan: LayerPlan, x: np.ndarray, *,
+                    base: int = 0) -> None:
+    """The host's WRITE_ACTs of ``x`` (one batch row per array row): chunk ``k`` multicast
+    along its block of the row from the row's own west port, at ``base`` onwards."""
+    rows, J = x.shape
+    if rows and J:
+        ys = np.arange(rows)
+        yy, jj = np.repeat(ys, J), np.tile(np.arange(J), rows)
+        kk = jj // plan.chunk
+        flits.add(yy, len(yy), x0=kk * plan.G, x1=kk * plan.G + plan.G - 1, y0=yy, y1=yy,
+                  op=Opcode.WRITE_ACT.value, addr=base + jj - kk * plan.chunk,
+                  data=x.reshape(-1))
+
+
+def add_zero(flits: PhaseBuilder, plan: LayerPlan, p: int, rows: int, *,
+             bias: np.ndarray | None = None) -> None:
+    """Pass ``p``'s accumulators set to zero (``bias``: output ``i``'s accumulator in block 0
+    starts from ``bias[i]``, the partial sums of the other blocks from zero), then each row's
+    fence READ to its far end (same source, same VC: it arrives after them)."""
+    C = plan.config.cols
+    parts = plan.parts(p)
+    slots = max(len(part) for part in parts)
+    to_host = reply_route(plan.config, rows)
+    for y in range(rows):
+        if bias is None:  # one broadcast per slot
+            flits.add(y, slots, x0=0, x1=C - 1, y0=y, y1=y, op=Opcode.WRITE_ACC.value,
+                      addr=np.arange(slots))
+        else:
+            for g, part in enumerate(parts):
+                full = np.zeros(slots, dtype=np.int64)
+                full[:len(part)] = bias[part]
+                flits.add(y, slots, x0=g, x1=g, y0=y, y1=y, op=Opcode.WRITE_ACC.value,
+                          addr=np.arange(slots), data=full)
+            if plan.K > 1:
+                flits.add(y, slots, x0=plan.G, x1=C - 1, y0=y, y1=y,
+                          op=Opcode.WRITE_ACC.value, addr=np.arange(slots))
+        flits.add(y, 1, x0=C - 1, x1=C - 1, y0=y, y1=y, op=Opcode.READ_ACC.value,
+                  addr_b=C - 1, data=to_host[y])
+    flits.reply(np.arange(rows), 0, C - 1)
+
+
+def stream_phase(plan: LayerPlan, p: int, rows: int, *, base: int = 0) -> Phase:
+    """Pass ``p``'s MAC flits, multicast down each column to rows ``0 .. rows - 1``, reading
+    activations at ``base`` onwards."""
+    port, fields = plan.streams[p]
+    stream = PhaseBuilder()
+    fields = dict(fields, addr_b=fields["addr_b"] + base)
+    stream.add(port, len(port), y0=0, y1=max(rows - 1, 0), **fields)
+    return stream.phase("stream", expected_macs=len(port) * rows)
+
+
+def read_phase(plan: LayerPlan, p: int, rows: int, *, batch0: int = 0) -> Phase:
+    """READ_ACC of pass ``p``'s outputs (at block 0 after a reduction); the reply of output
+    ``i`` of row ``y`` is ``Y[batch0 + y, i]``."""
+    read = PhaseBuilder()
+    to_host = reply_route(plan.config, rows)
+    for y in range(rows):
+        for g, part in enumerate(plan.parts(p)):
+            n = len(part)
+            read.add(y, n, x0=g, x1=g, y0=y, y1=y, op=Opcode.READ_ACC.value,
+                     addr=np.arange(n), addr_b=g, data=to_host[y])
+            read.reply(y, np.arange(n), g, batch0 + y, part)
+    return read.phase("read")
+
+
 def compile_layer(config: Config, x: np.ndarray, w: np.ndarray, *,
                   dense: bool = False) -> LayerProgram:
     """Compile ``Y = X @ W.T`` (X: B x J activations, W: I x J weights) for ``config``.
@@ -305,70 +469,27 @@ def compile_layer(config: Config, x: np.ndarray, w: np.ndarray, *,
     x = np.asarray(x)
     w = np.asarray(w)
     _check_inputs(config, x, w)
-    R, C = config.rows, config.cols
+    R = config.rows
     B, J = x.shape
     I = w.shape[0]
-    A = config.acc_depth
-    # J in K chunks; the columns in K blocks of G (column k * G + g: chunk k, output group g).
-    K = _chunks(config, J)
-    chunk = -(-J // K) if J else 1
-    G = C // K
-    to_host = _reply_route(config, 0, np.arange(R), Port.WEST)
-
-    # Outputs to groups, longest first (LPT), then to accumulator slots and passes.
-    nnz_row = np.full(I, J, dtype=np.int64) if dense else np.count_nonzero(w, axis=1)
-    longest = np.lexsort((np.arange(I), -nnz_row))
-    group = _lpt(nnz_row, longest, G, by_count=True)
-    # the outputs of each group in the order they joined it (longest first)
-    in_group = [longest[group[longest] == g] for g in range(G)]
-    passes = max(1, -(-max((len(m) for m in in_group), default=0) // A))
-    streams = [_stream(config, x, w, nnz_row, longest, [m[p * A:(p + 1) * A] for m in in_group],
-                       K=K, G=G, chunk=chunk, dense=dense) for p in range(passes)]
-
+    plan = plan_layer(config, w, dense=dense)
     phases: list[Phase] = []
     for g0 in range(0, max(B, 1), R):
         rows = min(R, B - g0)
-        ys = np.arange(rows)
-        # Load: each row's activations, chunk k multicast along its block of the row from the
-        # row's own west port; then a fence READ to the row's far end (same source, same VC:
-        # it arrives after them).
-        load = _Flits()
-        if rows and J:
-            yy, jj = np.repeat(ys, J), np.tile(np.arange(J), rows)
-            kk = jj // chunk
-            load.add(yy, len(yy), x0=kk * G, x1=kk * G + G - 1, y0=yy, y1=yy,
-                     op=Opcode.WRITE_ACT.value, addr=jj - kk * chunk,
-                     data=x[g0:g0 + rows].reshape(-1))
-        for p in range(passes):
-            parts = [m[p * A:(p + 1) * A] for m in in_group]
-            zero = _Flits() if p else load
-            slots = max(len(part) for part in parts)
-            for y in range(rows):  # zero the accumulators, then the row's fence
-                zero.add(y, slots, x0=0, x1=C - 1, y0=y, y1=y, op=Opcode.WRITE_ACC.value,
-                         addr=np.arange(slots))
-                zero.add(y, 1, x0=C - 1, x1=C - 1, y0=y, y1=y, op=Opcode.READ_ACC.value,
-                         addr_b=C - 1, data=to_host[y])
-            zero.reply(ys, 0, C - 1)
+        load = PhaseBuilder()
+        add_activations(load, plan, x[g0:g0 + rows])
+        for p in range(plan.passes):
+            zero = PhaseBuilder() if p else load
+            add_zero(zero, plan, p, rows)
             phases.append(zero.phase("load"))
-            port, fields = streams[p]
-            stream = _Flits()
-            stream.add(port, len(port), y0=0, y1=max(rows - 1, 0), **fields)
-            phases.append(stream.phase("stream", expected_macs=len(port) * rows))
-            if K > 1:
-                phases.append(_reduce(config, parts, rows, K=K, G=G, to_host=to_host))
-            read = _Flits()
-            for y in range(rows):
-                for g in range(G):
-                    n = len(parts[g])
-                    read.add(y, n, x0=g, x1=g, y0=y, y1=y, op=Opcode.READ_ACC.value,
-                             addr=np.arange(n), addr_b=g, data=to_host[y])
-                    read.reply(y, np.arange(n), g, g0 + y, parts[g])
-            phases.append(read.phase("read"))
-    nnz = int(np.count_nonzero(w))
-    return LayerProgram(config, (B, I, J), phases, nnz, dense_flits=I * J)
+            phases.append(stream_phase(plan, p, rows))
+            if plan.K > 1:
+                phases.append(reduce_phase(plan, p, rows))
+            phases.append(read_phase(plan, p, rows, batch0=g0))
+    return LayerProgram(config, (B, I, J), phases, plan.nnz, dense_flits=I * J)
 
 
-def _stream(config: Config, x, w, nnz_row, longest, parts, *, K, G, chunk, dense):
+def _stream(config: Config, w, nnz_row, longest, parts, *, K, G, chunk, dense):
     """The MAC flits of one pass: ``(port, fields)``.
 
     Each output's weights go through one port in ascending j (per chunk): flits from one port
@@ -396,8 +517,8 @@ def _stream(config: Config, x, w, nnz_row, longest, parts, *, K, G, chunk, dense
         rank[mine] = np.arange(len(mine))
     # every MAC of the pass: (output i, input j)
     if dense:
-        ii = np.repeat(order, x.shape[1])
-        jj = np.tile(np.arange(x.shape[1]), len(order))
+        ii = np.repeat(order, w.shape[1])
+        jj = np.tile(np.arange(w.shape[1]), len(order))
     else:
         sub = np.zeros(I, dtype=bool)
         sub[members] = True
@@ -418,16 +539,18 @@ def _stream(config: Config, x, w, nnz_row, longest, parts, *, K, G, chunk, dense
                      "addr_b": jj - kk * chunk, "data": w[ii, jj]}
 
 
-def _reduce(config: Config, parts, rows: int, *, K: int, G: int, to_host) -> Phase:
-    """Reduce: tile (k * G + g, y), k >= 1, SENDs each partial sum as an ADD to tile (g, y)
-    on the reply VC, then gets a fence READ whose reply to the host leaves on the same VC
-    along the same westward path: it is back only when every ADD has entered tile (g, y)'s
-    core (docs/streaming.md)."""
-    reduce = _Flits()
+def reduce_phase(plan: LayerPlan, p: int, rows: int) -> Phase:
+    """Reduce: tile (k * G + g, y), k >= 1, SENDs each partial sum of pass ``p`` as an ADD to
+    tile (g, y) on the reply VC, then gets a fence READ whose reply to the host leaves on the
+    same VC along the same westward path: it is back only when every ADD has entered tile
+    (g, y)'s core (docs/streaming.md)."""
+    config, G = plan.config, plan.G
+    to_host = reply_route(config, rows)
+    reduce = PhaseBuilder()
     for y in range(rows):
-        for k in range(1, K):
-            for g in range(G):
-                n = len(parts[g])
+        for k in range(1, plan.K):
+            for g, part in enumerate(plan.parts(p)):
+                n = len(part)
                 if not n:
                     continue
                 c = k * G + g

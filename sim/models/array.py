@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...config import Config
-from ...hdl.flit import Opcode, Port, decode_route
+from ...hdl.flit import Opcode, Port, decode_handoff, decode_route
 from ...stream import LayerProgram
 from .core import CoreModel
 
@@ -43,10 +43,16 @@ class ArrayModel:
 
     def _step(self, x: int, y: int, payload: dict) -> None:
         out = self.tiles[x, y].step(payload)
-        if out is not None:
-            route = decode_route(self.config, int(payload.get("data", 0)))
-            self.outputs.setdefault((x, y), []).append((route["x"], route["y"],
-                                                        route["exit"], out))
+        if out is None:
+            return
+        if out["op"] is Opcode.WRITE_ACT:  # a FINISH's activation: to its row rectangle
+            h = decode_handoff(self.config, int(payload.get("data", 0)))
+            for rx in range(h["x0"], h["x1"] + 1):
+                self.outputs.setdefault((x, y), []).append((rx, h["y"], Port.LOCAL, out))
+            return
+        route = decode_route(self.config, int(payload.get("data", 0)))
+        self.outputs.setdefault((x, y), []).append((route["x"], route["y"], route["exit"],
+                                                    out))
 
     def _emit(self, rx: int, ry: int, exit_: Port, out: dict) -> None:
         if exit_ is Port.WEST and rx == 0:

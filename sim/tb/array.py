@@ -24,7 +24,7 @@ import numpy as np
 
 from ...hdl.flit import Port, flit_layout, unpack
 from ...hdl.grid import ARRAY
-from ...stream import LayerProgram, compile_layer, reference
+from ...stream import LayerProgram, compile_layer, load_program, reference
 from ..stimulus import make_layer
 from ..vip import (
     TB,
@@ -175,24 +175,20 @@ async def layer(dut):
 
 
 @cocotb.test()
-async def run_files(dut):
-    """``wafertile run``: X and W from WAFERTILE_RUN_DIR; writes Y.npy and result.json there.
-
-    Plays the sparse stream and, unless WAFERTILE_NO_DENSE is set, the dense stream of the same
-    layer (zero weights included) to measure what sparsity saves. Never fails on a mismatch:
-    the CLI compares and reports.
-    """
+async def run_programs(dut):
+    """``wafertile run``: plays ``program0.npz``, ``program1.npz``, ... of WAFERTILE_RUN_DIR
+    (compiled programs, :func:`~wafertile.stream.save_program`) one after the other; writes
+    ``Y<k>.npy`` and ``stats<k>.json`` for each and ``result.json`` (the error flags). Never
+    fails on a mismatch: the caller compares and reports."""
     tb = ArrayTB(dut)
-    cfg = tb.config
     run_dir = Path(os.environ["WAFERTILE_RUN_DIR"])
-    x = np.load(run_dir / "X.npy")
-    w = np.load(run_dir / "W.npy")
     await tb.reset()
-    y_sparse, sparse = await tb.play(compile_layer(cfg, x, w))
-    result = {"sparse": sparse, "error_flags": int(dut.error.value)}
-    np.save(run_dir / "Y.npy", y_sparse)
-    if not os.environ.get("WAFERTILE_NO_DENSE"):
-        y_dense, dense = await tb.play(compile_layer(cfg, x, w, dense=True))
-        result["dense"] = dense
-        result["dense_matches_sparse"] = bool(np.array_equal(y_dense, y_sparse))
-    (run_dir / "result.json").write_text(json.dumps(result))
+    k = 0
+    while (run_dir / f"program{k}.npz").exists():
+        program = load_program(run_dir / f"program{k}.npz", tb.config)
+        y, stats = await tb.play(program)
+        np.save(run_dir / f"Y{k}.npy", y)
+        (run_dir / f"stats{k}.json").write_text(json.dumps(stats))
+        k += 1
+    (run_dir / "result.json").write_text(json.dumps({"programs": k,
+                                                     "error_flags": int(dut.error.value)}))

@@ -1,0 +1,223 @@
+"""The network compiler: a chain of layers as one program for the array, with every layer's
+activations produced and distributed by the fabric itself.
+
+Per batch group of ``rows`` inputs (``docs/network.md``):
+
+- **layer 0**: the host writes the inputs into the tiles (as for a single layer);
+- **every layer**, per pass: the accumulators start from the bias (WRITE_ACC, fenced), the
+  MAC stream (only nonzero weights), the on-fabric reduction when the layer's inputs are split
+  over several column blocks; then
+- **hand-off** (every layer but the last): SET writes the layer's requantization into the tiles
+  that hold its outputs, and one FINISH per output makes that tile send the activation as a
+  WRITE_ACT multicast to every tile of its row that needs it (the next layer's column block of
+  that input), at the next layer's activation address. The FINISHes go out in *rounds* of at
+  most ``handoff_window(config)`` per tile; a round ends when every activation write it causes
+  has been counted (``act_written``). A tile then never has more hand-off flits in flight than
+  its router's local input can hold, so a core never waits on its own output, every core always
+  takes its input, and the row multicasts always drain: the hand-off cannot deadlock (not even
+  a tile that multicasts to itself);
+- **last layer**: its accumulators are read back (READ_ACC): the only data that leaves the
+  array.
+
+The host sends weights and control flits only: :func:`edge_flits` counts what crosses the
+array's edge in each direction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import Config, Overflow
+from ..hdl.flit import Opcode, Reg, encode_handoff
+from ..stream import (
+    LayerPlan,
+    LayerProgram,
+    Phase,
+    PhaseBuilder,
+    add_activations,
+    add_zero,
+    plan_layer,
+    read_phase,
+    reduce_phase,
+    stream_phase,
+)
+from .model import Network, NetworkError
+
+__all__ = ["NetworkProgram", "compile_network", "edge_flits", "handoff_window"]
+
+
+def handoff_window(config: Config) -> int:
+    """FINISHes per tile per hand-off round: what the router's local input can hold on the
+    reply VC (a VC buffer of ``buffer_depth`` flits; the ``lite`` router's one-flit register)."""
+    return 1 if config.router_arch == "lite" else config.buffer_depth
+
+
+@dataclass
+class NetworkProgram(LayerProgram):
+    """A compiled network: :class:`~wafertile.stream.LayerProgram` (``shape`` is ``(B,
+    outputs, inputs)``) with the layer of every phase and the per-layer plans."""
+
+    #: the layer each phase belongs to
+    phase_layer: list[int] = None
+    #: the activation base address of each layer
+    bases: list[int] = None
+    plans: list[LayerPlan] = None
+
+
+def _bases(config: Config, plans: list[LayerPlan]) -> list[int]:
+    """Where each layer's activations live in the bank: in place of the layer before (its
+    MACs are done by the hand-off), unless that layer needs several passes over its inputs
+    (then beside them)."""
+    bases = [0]
+    for n in range(1, len(plans)):
+        prev, here = plans[n - 1], plans[n]
+        if prev.passes == 1:
+            bases.append(0)
+            continue
+        lo, hi = bases[-1], bases[-1] + prev.chunk
+        base = 0 if here.chunk <= lo else hi
+        if base + here.chunk > config.act_depth:
+            raise NetworkError(
+                f"layer {n - 1} needs {prev.passes} passes over its {prev.chunk} activations "
+                f"per tile, so layer {n}'s {here.chunk} activations per tile must fit beside "
+                f"them: {prev.chunk} + {here.chunk} > act_depth = {config.act_depth} (raise "
+                f"act_depth or acc_depth, or use more columns)")
+        bases.append(base)
+    return bases
+
+
+def _check(config: Config, net: Network, x: np.ndarray) -> None:
+    net.check()
+    if net.data_width != config.data_width:
+        raise NetworkError(f"the network has {net.data_width}-bit activations and weights but "
+                           f"the configuration has data_width = {config.data_width} (use "
+                           f"--data-width {net.data_width})")
+    if x.ndim != 2 or x.shape[1] != net.inputs or x.shape[0] < 1:
+        raise NetworkError(f"inputs must be B x {net.inputs} (B >= 1), not shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.integer):
+        raise NetworkError(f"inputs must be integers, not {x.dtype}")
+    if x.min() < config.data_min or x.max() > config.data_max:
+        raise NetworkError(f"inputs must be within the {config.data_width}-bit signed range "
+                           f"{config.data_min}..{config.data_max}, found {x.min()}..{x.max()}")
+    for n, layer in enumerate(net.layers):
+        K = -(-layer.inputs // config.act_depth)
+        if config.cols < K:
+            raise NetworkError(f"layer {n} has {layer.inputs} inputs but a tile's activation "
+                               f"bank holds act_depth = {config.act_depth}: they need {K} "
+                               f"tiles of a row and the array has cols = {config.cols}")
+        if K > 1 and config.overflow_mode is Overflow.SATURATE:
+            raise NetworkError(f"layer {n} has {layer.inputs} inputs, more than act_depth = "
+                               f"{config.act_depth}: splitting them over {K} tiles adds partial "
+                               f"sums, which overflow = 'saturate' would clamp per tile; use "
+                               f"overflow = 'wrap' or a larger act_depth")
+        if np.abs(layer.bias).max(initial=0) > config.acc_max:
+            raise NetworkError(f"b{n} does not fit the {config.acc_width}-bit accumulator")
+        if n < len(net.layers) - 1 and layer.shift.max() > config.acc_width + 14:
+            raise NetworkError(f"shift{n} must be at most acc_width + 14 = "
+                               f"{config.acc_width + 14}, found {layer.shift.max()}")
+
+
+def _handoff(config: Config, plan: LayerPlan, layer, p: int, rows: int, nxt: LayerPlan,
+             base: int) -> list[Phase]:
+    """The hand-off of pass ``p``'s outputs, in rounds of :func:`handoff_window` FINISHes per
+    tile; the SETs of the layer's requantization first (per output where it varies)."""
+    window = handoff_window(config)
+    vc = config.num_vcs - 1
+    parts = plan.parts(p)
+    rounds = -(-max(len(part) for part in parts) // window)
+    per_layer = (np.all(layer.mult == layer.mult[0]) and np.all(layer.shift == layer.shift[0]))
+    phases = []
+    current: dict[int, tuple[int, int]] = {}  # tile column -> (mult, shift) it holds
+    for r in range(rounds):
+        flits = PhaseBuilder()
+        writes = 0
+        for y in range(rows):
+            regs = {g: current.get(g) for g in range(plan.G)}
+            if r == 0:  # the layer's registers, in every tile that holds its outputs
+                settings = [(Reg.RELU, int(layer.relu))]
+                if per_layer:
+                    settings += [(Reg.MULT, int(layer.mult[0])), (Reg.SHIFT,
+                                                                  int(layer.shift[0]))]
+                for reg, value in settings:
+                    flits.add(y, 1, x0=0, x1=plan.G - 1, y0=y, y1=y, op=Opcode.SET.value,
+                              addr=reg.value, data=value)
+                if per_layer:
+                    regs = dict.fromkeys(range(plan.G), (int(layer.mult[0]),
+                                                         int(layer.shift[0])))
+            for g, part in enumerate(parts):
+                for s in range(r * window, min((r + 1) * window, len(part))):
+                    i = int(part[s])
+                    want = (int(layer.mult[i]), int(layer.shift[i]))
+                    if regs[g] != want:  # this output's own requantization
+                        for reg, value in ((Reg.MULT, want[0]), (Reg.SHIFT, want[1])):
+                            flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=Opcode.SET.value,
+                                      addr=reg.value, data=value)
+                        regs[g] = want
+                    k = i // nxt.chunk
+                    x0, x1 = k * nxt.G, k * nxt.G + nxt.G - 1
+                    flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=Opcode.FINISH.value, addr=s,
+                              addr_b=base + i - k * nxt.chunk,
+                              data=encode_handoff(config, x0=x0, x1=x1, y=y, vc=vc))
+                    writes += x1 - x0 + 1
+            if y == rows - 1:
+                current = regs
+        phases.append(flits.phase("handoff", handoff_writes=writes))
+    return phases
+
+
+def compile_network(config: Config, net: Network, x: np.ndarray, *,
+                    dense: bool = False) -> NetworkProgram:
+    """Compile ``net`` on inputs ``x`` (``B x inputs`` integers) for ``config``.
+
+    ``dense=True`` streams every weight, zeros included (the baseline of the speedup).
+
+    Raises
+    ------
+    NetworkError
+        If the network does not fit the configuration (sizes in the message): data width,
+        an activation vector longer than a row of tiles can hold, saturation with a split
+        layer, values out of range, activation buffers that do not fit the bank.
+    """
+    x = np.asarray(x)
+    _check(config, net, x)
+    plans = [plan_layer(config, layer.weights, dense=dense) for layer in net.layers]
+    bases = _bases(config, plans)
+    R = config.rows
+    B = x.shape[0]
+    phases: list[Phase] = []
+    layer_of: list[int] = []
+    last = len(net.layers) - 1
+    for g0 in range(0, B, R):
+        rows = min(R, B - g0)
+        for n, (layer, plan) in enumerate(zip(net.layers, plans, strict=True)):
+            for p in range(plan.passes):
+                load = PhaseBuilder()
+                if n == 0 and p == 0:
+                    add_activations(load, plan, x[g0:g0 + rows], base=bases[0])
+                add_zero(load, plan, p, rows, bias=layer.bias)
+                here = [load.phase("load"), stream_phase(plan, p, rows, base=bases[n])]
+                if plan.K > 1:
+                    here.append(reduce_phase(plan, p, rows))
+                if n == last:
+                    here.append(read_phase(plan, p, rows, batch0=g0))
+                else:
+                    here += _handoff(config, plan, layer, p, rows, plans[n + 1], bases[n + 1])
+                phases += here
+                layer_of += [n] * len(here)
+    return NetworkProgram(config, (B, net.outputs, net.inputs), phases, net.nnz,
+                          dense_flits=sum(layer.weights.size for layer in net.layers),
+                          phase_layer=layer_of, bases=bases, plans=plans)
+
+
+def edge_flits(program: LayerProgram) -> dict[str, int]:
+    """Flits that cross the array's edge: ``host_flits_in`` (everything the host injects:
+    weights as MAC flits, control, and the first layer's inputs) and ``host_flits_out`` (the
+    replies: fences and the outputs), and, inside the array, ``handoff_flits`` (the WRITE_ACT
+    multicasts the tiles send each other: one per FINISH)."""
+    finish = sum(int(np.count_nonzero(p.flits["payload.op"] == Opcode.FINISH.value))
+                 for p in program.phases)
+    return {"host_flits_in": program.flits,
+            "host_flits_out": sum(p.expected_replies for p in program.phases),
+            "handoff_flits": finish}

@@ -1,0 +1,224 @@
+"""A quantized network of fully connected layers, and its ``.npz`` file format.
+
+A network is a chain of layers ``x_{l+1} = requant_l(x_l @ W_l.T + b_l)``: integer weights
+``W_l`` (``I_l x J_l``, ``J_{l+1} = I_l``), biases ``b_l`` at accumulator scale, and for every
+layer but the last a requantization to the next layer's activations (``docs/network.md``)::
+
+    x_{l+1} = clamp(relu?(round(acc * mult / 2**shift)), data_min, data_max)
+
+with ``round`` to nearest, ties away from zero (the tile's FINISH). ``mult`` and ``shift``
+are one value per layer or one per output. The last layer's accumulators are the network's
+outputs (logits): they leave the array as they are.
+
+The ``.npz`` file (``numpy.savez``): ``format = "wafertile-network/1"``, ``data_width`` (8 or
+16), ``layers`` (L), and per layer ``l``: ``w{l}`` (integers, ``I x J``), ``b{l}`` (optional,
+``I`` integers, default 0), and for ``l < L - 1``: ``mult{l}`` and ``shift{l}`` (a scalar or
+``I`` integers), ``relu{l}`` (0 or 1). Optional: ``name`` (a string), ``input_scale`` (the
+float value of one input step, for float inputs), ``float_accuracy`` (information).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..hdl.flit import MULT_WIDTH
+
+__all__ = ["FORMAT", "Layer", "Network", "NetworkError", "load_network", "save_network"]
+
+#: The value of the ``format`` key of a network file.
+FORMAT = "wafertile-network/1"
+
+
+class NetworkError(InputError):
+    """A network (file) cannot be used: the message names the key or layer and the rule."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One fully connected layer: ``weights`` (``I x J``), ``bias`` (``I``), and, but for the
+    last layer, the requantization: ``mult`` and ``shift`` (``I`` each) and ``relu``."""
+
+    weights: np.ndarray
+    bias: np.ndarray
+    mult: np.ndarray | None = None
+    shift: np.ndarray | None = None
+    relu: bool = False
+
+    @property
+    def outputs(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def inputs(self) -> int:
+        return self.weights.shape[1]
+
+    @property
+    def nnz(self) -> int:
+        return int(np.count_nonzero(self.weights))
+
+
+@dataclass
+class Network:
+    """A chain of :class:`Layer` s over ``data_width``-bit signed activations and weights."""
+
+    layers: list[Layer]
+    data_width: int
+    name: str = ""
+    #: information carried along (``input_scale``, ``float_accuracy``, ...)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def inputs(self) -> int:
+        return self.layers[0].inputs
+
+    @property
+    def outputs(self) -> int:
+        return self.layers[-1].outputs
+
+    @property
+    def nnz(self) -> int:
+        return sum(layer.nnz for layer in self.layers)
+
+    @property
+    def density(self) -> float:
+        return self.nnz / max(1, sum(layer.weights.size for layer in self.layers))
+
+    def check(self) -> None:
+        """Raise :class:`NetworkError` for a network that breaks the format's rules."""
+        if self.data_width not in (8, 16):
+            raise NetworkError(f"data_width must be 8 or 16, not {self.data_width!r}")
+        if not self.layers:
+            raise NetworkError("a network needs at least one layer")
+        lo, hi = -(1 << (self.data_width - 1)), (1 << (self.data_width - 1)) - 1
+        for n, layer in enumerate(self.layers):
+            w = layer.weights
+            if w.ndim != 2 or 0 in w.shape:
+                raise NetworkError(f"w{n} must be a non-empty 2-D array, not shape {w.shape}")
+            if n and w.shape[1] != self.layers[n - 1].outputs:
+                raise NetworkError(f"w{n} has {w.shape[1]} inputs but layer {n - 1} has "
+                                   f"{self.layers[n - 1].outputs} outputs")
+            if w.min() < lo or w.max() > hi:
+                raise NetworkError(f"w{n} must be within the {self.data_width}-bit signed range "
+                                   f"{lo}..{hi}, found {w.min()}..{w.max()}")
+            if layer.bias.shape != (w.shape[0],):
+                raise NetworkError(f"b{n} must have {w.shape[0]} values, not shape "
+                                   f"{layer.bias.shape}")
+            last = n == len(self.layers) - 1
+            if last:
+                continue
+            for key, values, top in (("mult", layer.mult, (1 << MULT_WIDTH) - 1),
+                                     ("shift", layer.shift, 80)):
+                if values is None:
+                    raise NetworkError(f"{key}{n} is missing (every layer but the last "
+                                       f"requantizes its outputs)")
+                if values.shape != (w.shape[0],):
+                    raise NetworkError(f"{key}{n} must be a scalar or {w.shape[0]} values, not "
+                                       f"shape {values.shape}")
+                if values.min() < 0 or values.max() > top:
+                    raise NetworkError(f"{key}{n} must be from 0 to {top}, found "
+                                       f"{values.min()}..{values.max()}")
+
+
+def _int_array(data: Any, key: str) -> np.ndarray:
+    a = np.asarray(data)
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
+        raise NetworkError(f"{key} must be integers, not {a.dtype}")
+    return a.astype(np.int64)
+
+
+def load_network(path: str | Path) -> Network:
+    """Read a network ``.npz`` file (see the module documentation).
+
+    Raises
+    ------
+    NetworkError
+        For a missing or unreadable file, a missing key, a value of the wrong type, shape or
+        range; the message names the file and the key.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise NetworkError(f"network file {str(path)!r} does not exist") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise NetworkError(f"network file {str(path)!r} is not a .npz archive: {exc}") from None
+    if not isinstance(data, dict):
+        raise NetworkError(f"network file {str(path)!r} is a single array, not a .npz archive")
+    try:
+        return _from_mapping(data)
+    except NetworkError as exc:
+        raise NetworkError(f"network file {str(path)!r}: {exc}") from None
+
+
+def _from_mapping(data: dict[str, np.ndarray]) -> Network:
+    fmt = str(data.get("format", ""))
+    if fmt != FORMAT:
+        raise NetworkError(f"format must be {FORMAT!r}, not {fmt!r}")
+    for key in ("data_width", "layers"):
+        if key not in data:
+            raise NetworkError(f"key {key!r} is missing")
+    count = int(_int_array(data["layers"], "layers"))
+    if count < 1:
+        raise NetworkError(f"layers must be at least 1, not {count}")
+    known = {"format", "data_width", "layers", "name", "input_scale", "float_accuracy"}
+    layers = []
+    for n in range(count):
+        if f"w{n}" not in data:
+            raise NetworkError(f"key 'w{n}' is missing (layers = {count})")
+        w = _int_array(data[f"w{n}"], f"w{n}")
+        outputs = w.shape[0] if w.ndim == 2 else 0
+        b = _int_array(data[f"b{n}"], f"b{n}") if f"b{n}" in data else \
+            np.zeros(outputs, np.int64)
+        known |= {f"w{n}", f"b{n}"}
+        mult = shift = None
+        relu = False
+        if n < count - 1:
+            known |= {f"mult{n}", f"shift{n}", f"relu{n}"}
+            for key in (f"mult{n}", f"shift{n}", f"relu{n}"):
+                if key not in data:
+                    raise NetworkError(f"key {key!r} is missing (every layer but the last "
+                                       f"requantizes its outputs)")
+            mult = np.broadcast_to(_int_array(data[f"mult{n}"], f"mult{n}"), (outputs,)).copy() \
+                if np.ndim(data[f"mult{n}"]) == 0 else _int_array(data[f"mult{n}"], f"mult{n}")
+            shift = np.broadcast_to(_int_array(data[f"shift{n}"], f"shift{n}"),
+                                    (outputs,)).copy() \
+                if np.ndim(data[f"shift{n}"]) == 0 else _int_array(data[f"shift{n}"],
+                                                                     f"shift{n}")
+            r = _int_array(data[f"relu{n}"], f"relu{n}")
+            if r.ndim or int(r) not in (0, 1):
+                raise NetworkError(f"relu{n} must be 0 or 1, not {data[f'relu{n}']!r}")
+            relu = bool(r)
+        layers.append(Layer(w, b, mult, shift, relu))
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise NetworkError(f"unknown key {unknown[0]!r} (a network of {count} layers has "
+                           f"w0..w{count - 1}, b.., mult.., shift.., relu.. and "
+                           f"format, data_width, layers, name, input_scale, float_accuracy)")
+    meta = {k: float(data[k]) for k in ("input_scale", "float_accuracy") if k in data}
+    net = Network(layers, int(_int_array(data["data_width"], "data_width")),
+                  name=str(data["name"]) if "name" in data else "", meta=meta)
+    net.check()
+    return net
+
+
+def save_network(net: Network, path: str | Path) -> None:
+    """Write ``net`` as a network ``.npz`` file."""
+    net.check()
+    arrays: dict[str, Any] = {"format": np.array(FORMAT), "data_width": net.data_width,
+                              "layers": len(net.layers), "name": np.array(net.name)}
+    arrays.update({k: float(v) for k, v in net.meta.items()})
+    for n, layer in enumerate(net.layers):
+        arrays[f"w{n}"] = layer.weights.astype(np.int16 if net.data_width == 16 else np.int8)
+        arrays[f"b{n}"] = layer.bias.astype(np.int64)
+        if n < len(net.layers) - 1:
+            arrays[f"mult{n}"] = layer.mult.astype(np.int64)
+            arrays[f"shift{n}"] = layer.shift.astype(np.int64)
+            arrays[f"relu{n}"] = int(layer.relu)
+    np.savez(path, **arrays)

@@ -1,0 +1,185 @@
+"""Running a network on the RTL, and what the report says.
+
+:func:`run_network` compiles the network (sparse, and dense for the speedup), plays both on
+the array (:func:`wafertile.run.simulate`: the compiled Verilator harness, or the cocotb
+bench on Icarus), and checks every output against the bit-exact integer reference. The
+report gives accuracy (with labels), cycles in all and per image, per layer (MAC stream,
+hand-off and the rest), MAC utilization, the dense run's cycles and the speedup, and the flits
+that cross the array's edge.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import Config
+from ..run import simulate
+from ..sim.models.network import network_reference
+from .compiler import NetworkProgram, compile_network, edge_flits
+from .model import Network
+
+__all__ = ["NetworkReport", "run_network", "run_network_device"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class NetworkReport:
+    """What ``wafertile run --network`` found (``as_json`` for ``--json``)."""
+
+    passed: bool
+    mismatches: int
+    images: int
+    layers: int
+    accuracy: float | None
+    float_accuracy: float | None
+    cycles: int | None
+    cycles_per_image: float | None
+    nnz: int
+    macs: int
+    utilization: float | None
+    dense_cycles: int | None
+    speedup: float | None
+    host_flits_in: int
+    host_flits_out: int
+    handoff_flits: int
+    per_layer: list[dict[str, Any]]
+    sim: str
+    build_dir: str
+    wall_seconds: float
+    sim_cycles_per_s: float | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    name: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["pass"] = out.pop("passed")
+        out["wall_seconds"] = round(self.wall_seconds, 2)
+        out["seconds"] = {k: round(v, 3) for k, v in self.seconds.items()}
+        return out
+
+    def text(self, config: Config) -> str:
+        head = ("PASS: every output equals the integer reference bit for bit" if self.passed
+                else f"FAIL: {self.mismatches} outputs differ from the integer reference")
+        acc = ("" if self.accuracy is None else
+               f"accuracy         {100 * self.accuracy:.1f}% on the fabric"
+               + ("" if self.float_accuracy is None else
+                  f" (float dense model {100 * self.float_accuracy:.1f}%)"))
+        lines = [head, f"network          {self.name or 'network'}: {self.layers} layers, "
+                 f"{self.nnz} nonzero weights, {self.images} inputs"]
+        if acc:
+            lines.append(acc)
+        lines.append(f"array            {config.rows} x {config.cols} tiles, simulated on "
+                     f"{self.sim}")
+        if self.cycles is not None:
+            lines.append(f"cycles           {self.cycles} ({self.cycles_per_image:.1f} per "
+                         f"input)")
+            lines.append(f"MACs             {self.macs} done; utilization "
+                         f"{100 * self.utilization:.1f}% of the stream cycles")
+            if self.dense_cycles is not None:
+                lines.append(f"dense stream     {self.dense_cycles} cycles; speedup "
+                             f"{self.speedup:.2f}x from sparsity")
+        lines.append(f"edge flits       {self.host_flits_in} in (weights and control), "
+                     f"{self.host_flits_out} out (fences and outputs); "
+                     f"{self.handoff_flits} hand-off flits stayed on the fabric")
+        for n, layer in enumerate(self.per_layer):
+            lines.append(f"  layer {n}: {layer['inputs']} -> {layer['outputs']}, "
+                         f"{layer['nnz']} nonzeros, stream {layer['stream_cycles']} cycles "
+                         f"(ideal {layer['ideal_stream_cycles']}), hand-off "
+                         f"{layer['handoff_cycles']}, other {layer['other_cycles']}")
+        return "\n".join(lines)
+
+
+def _per_layer(net: Network, program: NetworkProgram, phase_cycles: list[int],
+               config: Config) -> list[dict[str, Any]]:
+    out = []
+    batches = -(-program.shape[0] // config.rows)
+    for n, layer in enumerate(net.layers):
+        kinds: dict[str, int] = {}
+        for k, phase in enumerate(program.phases):
+            if program.phase_layer[k] == n:
+                kinds[phase.kind] = kinds.get(phase.kind, 0) + phase_cycles[k]
+        out.append({
+            "inputs": layer.inputs, "outputs": layer.outputs, "nnz": layer.nnz,
+            "stream_cycles": kinds.get("stream", 0),
+            # nonzeros / injection ports, once per batch group
+            "ideal_stream_cycles": batches * -(-layer.nnz // config.rows),
+            "handoff_cycles": kinds.get("handoff", 0),
+            "reduce_cycles": kinds.get("reduce", 0),
+            "other_cycles": sum(v for k, v in kinds.items() if k not in ("stream", "handoff")),
+        })
+    return out
+
+
+def run_network(config: Config, net: Network, x: np.ndarray, *, labels: np.ndarray | None = None,
+                sim: str = "verilator", waves: bool = False, dense: bool = True,
+                build_root: Path | None = None) -> tuple[NetworkReport, np.ndarray]:
+    """Run ``net`` on inputs ``x`` on the RTL; return the report and the outputs (the last
+    layer's accumulators, ``B x outputs``)."""
+    start = time.perf_counter()
+    programs = [compile_network(config, net, x)]  # NetworkError before anything is built
+    if dense:
+        programs.append(compile_network(config, net, x, dense=True))
+    seconds = {"compile": time.perf_counter() - start}
+    _log.info(f"{net.name or 'network'}: {len(net.layers)} layers, {net.nnz} nonzero weights, "
+              f"{x.shape[0]} inputs on a {config.rows} x {config.cols} array")
+    run = simulate(config, programs, sim=sim, waves=waves, build_root=build_root)
+    seconds.update(run.seconds)
+    t0 = time.perf_counter()
+    expected, _ = network_reference(config, net, x)
+    seconds["reference"] = time.perf_counter() - t0
+    y, stats = run.results[0]
+    mismatches = int(np.count_nonzero(y != expected))
+    dense_ok = not dense or bool(np.array_equal(run.results[1][0], y))
+    cycles = int(stats["total_cycles"])
+    stream = int(stats["cycles"])
+    macs = int(sum(stats["mac_done"]))
+    dense_cycles = int(run.results[1][1]["total_cycles"]) if dense else None
+    edges = edge_flits(programs[0])
+    report = NetworkReport(
+        passed=mismatches == 0 and run.error_flags == 0 and dense_ok, mismatches=mismatches,
+        images=int(x.shape[0]), layers=len(net.layers),
+        accuracy=None if labels is None else float(np.mean(np.argmax(y, axis=1) == labels)),
+        float_accuracy=net.meta.get("float_accuracy"), cycles=cycles,
+        cycles_per_image=cycles / x.shape[0], nnz=net.nnz, macs=macs,
+        utilization=macs / (config.rows * config.cols * stream) if stream else 0.0,
+        dense_cycles=dense_cycles,
+        speedup=dense_cycles / cycles if dense_cycles and cycles else None,
+        host_flits_in=edges["host_flits_in"], host_flits_out=edges["host_flits_out"],
+        handoff_flits=edges["handoff_flits"],
+        per_layer=_per_layer(net, programs[0], stats["phase_cycles"], config),
+        sim=sim, build_dir=str(run.build_dir), wall_seconds=time.perf_counter() - start,
+        sim_cycles_per_s=run.cycles_per_s, seconds=seconds, name=net.name)
+    return report, y
+
+
+def run_network_device(config: Config, net: Network, x: np.ndarray, port: str, *,
+                       labels: np.ndarray | None = None, baud: int = 115200
+                       ) -> tuple[NetworkReport, np.ndarray]:
+    """Run ``net`` on a board with the UART bridge (``wafertile synth --board``)."""
+    from ..device import run_on_device
+
+    start = time.perf_counter()
+    program = compile_network(config, net, x)
+    _log.info(f"playing {program.flits} frames on {port} at {baud} baud")
+    y, stats = run_on_device(config, program, port, baud=baud)
+    expected, _ = network_reference(config, net, x)
+    mismatches = int(np.count_nonzero(y != expected))
+    edges = edge_flits(program)
+    report = NetworkReport(
+        passed=mismatches == 0 and stats["flags"] == 0, mismatches=mismatches,
+        images=int(x.shape[0]), layers=len(net.layers),
+        accuracy=None if labels is None else float(np.mean(np.argmax(y, axis=1) == labels)),
+        float_accuracy=net.meta.get("float_accuracy"), cycles=None, cycles_per_image=None,
+        nnz=net.nnz, macs=int(stats["macs"]), utilization=None, dense_cycles=None,
+        speedup=None, host_flits_in=edges["host_flits_in"],
+        host_flits_out=edges["host_flits_out"], handoff_flits=edges["handoff_flits"],
+        per_layer=[], sim=f"device:{port}", build_dir="",
+        wall_seconds=time.perf_counter() - start, name=net.name)
+    return report, y
