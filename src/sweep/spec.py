@@ -222,7 +222,11 @@ def _options(measure: str, value: Any, fail) -> dict[str, Any]:
             raise fail(f"[{measure}] unknown key {key!r} (allowed: {allowed})")
         if not known[key].accepts(v):
             raise fail(f"[{measure}] {key} {known[key].rule}, not {v!r}")
-    return {**spec.defaults(), **table}
+    out = {**spec.defaults(), **table}
+    for o in spec.options:  # 50 and 50.0 MHz are one point (and one id)
+        if float in o.kinds:
+            out[o.name] = float(out[o.name])
+    return out
 
 
 def _check_value(where: str, key: str, value: Any, fail) -> None:
