@@ -135,6 +135,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
                f"--device {args.device!r} does not exist (is the board plugged in?)")
     if args.out is not None:
         check_output_file(args.out, suffix=".npy", force=args.force, flag="--out")
+    if args.network is not None:
+        from .network.command import run_network_command
+
+        def make_config(data_width):  # the network's data width unless a flag or file says
+            if args.data_width is None and args.config is None:
+                args.data_width = data_width
+            return config_from_args(args)
+        return run_network_command(args, make_config)
     _check((args.weights is None) == (args.activations is None),
            "--weights and --activations go together (or neither, for the built-in random "
            "layer)")
@@ -311,6 +319,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true",
                      help="print the report as one JSON object (keys pass, cycles, nnz, macs, "
                           "utilization, dense_cycles, speedup, ...)")
+    from .network.command import add_network_flags
+    add_network_flags(run)
     _add_config_flags(run)
     run.set_defaults(func=_cmd_run, command_parser=run)
 

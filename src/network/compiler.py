@@ -25,7 +25,7 @@ array's edge in each direction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -167,6 +167,40 @@ def _handoff(config: Config, plan: LayerPlan, layer, p: int, rows: int, nxt: Lay
     return phases
 
 
+def _group(config: Config, net: Network, plans: list[LayerPlan], bases: list[int],
+           rows: int) -> tuple[list[Phase], list[int]]:
+    """The phases of one batch group of ``rows`` inputs (batch index 0 onwards; without the
+    first layer's inputs), and the layer of each."""
+    phases: list[Phase] = []
+    layer_of: list[int] = []
+    last = len(net.layers) - 1
+    for n, (layer, plan) in enumerate(zip(net.layers, plans, strict=True)):
+        for p in range(plan.passes):
+            load = PhaseBuilder()
+            add_zero(load, plan, p, rows, bias=layer.bias)
+            here = [load.phase("load"), stream_phase(plan, p, rows, base=bases[n])]
+            if plan.K > 1:
+                here.append(reduce_phase(plan, p, rows))
+            if n == last:
+                here.append(read_phase(plan, p, rows))
+            else:
+                here += _handoff(config, plan, layer, p, rows, plans[n + 1], bases[n + 1])
+            phases += here
+            layer_of += [n] * len(here)
+    return phases, layer_of
+
+
+def _join(first: Phase, then: Phase) -> Phase:
+    """One phase with the flits of ``first`` and then those of ``then`` (per port, in that
+    order), and the counts and replies of both."""
+    flits = {k: np.concatenate([first.flits[k], then.flits[k]]) for k in then.flits}
+    return replace(then, port=np.concatenate([first.port, then.port]), flits=flits,
+                   expected_macs=first.expected_macs + then.expected_macs,
+                   expected_writes=first.expected_writes + then.expected_writes,
+                   **{k: np.concatenate([getattr(first, k), getattr(then, k)])
+                      for k in ("reply_row", "reply_slot", "reply_x", "reply_b", "reply_i")})
+
+
 def compile_network(config: Config, net: Network, x: np.ndarray, *,
                     dense: bool = False) -> NetworkProgram:
     """Compile ``net`` on inputs ``x`` (``B x inputs`` integers) for ``config``.
@@ -188,24 +222,23 @@ def compile_network(config: Config, net: Network, x: np.ndarray, *,
     B = x.shape[0]
     phases: list[Phase] = []
     layer_of: list[int] = []
-    last = len(net.layers) - 1
+    templates: dict[int, tuple[list[Phase], list[int]]] = {}
     for g0 in range(0, B, R):
         rows = min(R, B - g0)
-        for n, (layer, plan) in enumerate(zip(net.layers, plans, strict=True)):
-            for p in range(plan.passes):
-                load = PhaseBuilder()
-                if n == 0 and p == 0:
-                    add_activations(load, plan, x[g0:g0 + rows], base=bases[0])
-                add_zero(load, plan, p, rows, bias=layer.bias)
-                here = [load.phase("load"), stream_phase(plan, p, rows, base=bases[n])]
-                if plan.K > 1:
-                    here.append(reduce_phase(plan, p, rows))
-                if n == last:
-                    here.append(read_phase(plan, p, rows, batch0=g0))
-                else:
-                    here += _handoff(config, plan, layer, p, rows, plans[n + 1], bases[n + 1])
-                phases += here
-                layer_of += [n] * len(here)
+        if rows not in templates:  # every batch group of this size runs the same flits
+            templates[rows] = _group(config, net, plans, bases, rows)
+        template, layers = templates[rows]
+        # this group's own part: its inputs (before the first phase's flits) and the batch
+        # index of its outputs
+        inputs = PhaseBuilder()
+        add_activations(inputs, plans[0], x[g0:g0 + rows], base=bases[0])
+        phases.append(_join(inputs.phase("load"), template[0]))
+        for phase in template[1:]:
+            if phase.kind == "read" and g0:
+                phase = replace(phase, reply_b=np.where(phase.reply_b >= 0, phase.reply_b + g0,
+                                                        phase.reply_b))
+            phases.append(phase)
+        layer_of += layers
     return NetworkProgram(config, (B, net.outputs, net.inputs), phases, net.nnz,
                           dense_flits=sum(layer.weights.size for layer in net.layers),
                           phase_layer=layer_of, bases=bases, plans=plans)

@@ -14,7 +14,8 @@ The ``.npz`` file (``numpy.savez``): ``format = "wafertile-network/1"``, ``data_
 16), ``layers`` (L), and per layer ``l``: ``w{l}`` (integers, ``I x J``), ``b{l}`` (optional,
 ``I`` integers, default 0), and for ``l < L - 1``: ``mult{l}`` and ``shift{l}`` (a scalar or
 ``I`` integers), ``relu{l}`` (0 or 1). Optional: ``name`` (a string), ``input_scale`` (the
-float value of one input step, for float inputs), ``float_accuracy`` (information).
+float value of one input step, for float inputs), ``float_accuracy`` and
+``float_pruned_accuracy`` (information: the float model's accuracy, dense and pruned).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ __all__ = ["FORMAT", "Layer", "Network", "NetworkError", "load_network", "save_n
 
 #: The value of the ``format`` key of a network file.
 FORMAT = "wafertile-network/1"
+#: Optional float information a network file may carry.
+_META = ("input_scale", "float_accuracy", "float_pruned_accuracy")
 
 
 class NetworkError(InputError):
@@ -167,7 +170,7 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
     count = int(_int_array(data["layers"], "layers"))
     if count < 1:
         raise NetworkError(f"layers must be at least 1, not {count}")
-    known = {"format", "data_width", "layers", "name", "input_scale", "float_accuracy"}
+    known = {"format", "data_width", "layers", "name", *_META}
     layers = []
     for n in range(count):
         if f"w{n}" not in data:
@@ -200,8 +203,8 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
     if unknown:
         raise NetworkError(f"unknown key {unknown[0]!r} (a network of {count} layers has "
                            f"w0..w{count - 1}, b.., mult.., shift.., relu.. and "
-                           f"format, data_width, layers, name, input_scale, float_accuracy)")
-    meta = {k: float(data[k]) for k in ("input_scale", "float_accuracy") if k in data}
+                           f"format, data_width, layers, name, {', '.join(_META)})")
+    meta = {k: float(data[k]) for k in _META if k in data}
     net = Network(layers, int(_int_array(data["data_width"], "data_width")),
                   name=str(data["name"]) if "name" in data else "", meta=meta)
     net.check()

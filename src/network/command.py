@@ -1,0 +1,138 @@
+"""``wafertile run --network``: the command-line side of running a network.
+
+Resolves the network (``digits``, a ``.npz`` network file or a float ``.onnx`` model with
+``--calibration``), its inputs and labels, the configuration (``data_width`` defaults to the
+network's), checks everything before any build, runs it and prints the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..run import load_array
+from .model import Network, load_network
+
+__all__ = ["add_network_flags", "run_network_command"]
+
+
+def add_network_flags(parser: argparse.ArgumentParser) -> None:
+    """The ``--network`` options of ``wafertile run``."""
+    group = parser.add_argument_group(
+        "networks", "a whole network on the fabric, activations kept on chip (docs/network.md)")
+    group.add_argument("--network", metavar="NET",
+                       help="run a network instead of one layer: 'digits' (the shipped pruned "
+                            "int8 digit classifier, on its 450 held-out test images), a "
+                            "network .npz file, or a float .onnx MLP (with --calibration)")
+    group.add_argument("--inputs", type=Path, metavar="X.npy",
+                       help="the network's inputs (B x inputs: integers, or floats that the "
+                            "network's input_scale or the ONNX calibration quantizes); "
+                            "default: digits' test images")
+    group.add_argument("--labels", type=Path, metavar="L.npy",
+                       help="integer class labels of the inputs (B), for the accuracy")
+    group.add_argument("--images", type=int, metavar="N",
+                       help="use only the first N inputs (default: all)")
+    group.add_argument("--calibration", type=Path, metavar="C.npy",
+                       help="float inputs (N x inputs) that set the quantization of an "
+                            ".onnx network")
+    group.add_argument("--prune", type=float, metavar="Z",
+                       help="prune an .onnx network by weight magnitude to this share of zero "
+                            "weights (e.g. 0.9) before quantizing it")
+
+
+def _labels(path: Path) -> np.ndarray:
+    """Integer labels, one per input, from a .npy file."""
+    label = f"labels file {str(path)!r}"
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{label} does not exist") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{label} is not a .npy array: {exc}") from None
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(f"{label} must hold a 1-D integer array, not {arr.ndim}-D {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+def _network(args: argparse.Namespace, data_width: int | None) -> tuple[Network, np.ndarray,
+                                                                         np.ndarray | None]:
+    """The network, its integer inputs and labels (checked, before any build)."""
+    name = args.network
+    if name != "digits" and not name.endswith((".npz", ".onnx")):
+        raise InputError(f"--network must be 'digits', a .npz network file or an .onnx model, "
+                         f"not {name!r}")
+    onnx = name.endswith(".onnx")
+    if (args.calibration is not None or args.prune is not None) and not onnx:
+        raise InputError("--calibration and --prune apply to an .onnx network only")
+    if onnx and args.calibration is None:
+        raise InputError("an .onnx network needs --calibration C.npy (float inputs that set its "
+                         "quantization)")
+    if args.images is not None and args.images < 1:
+        raise InputError(f"--images must be an integer >= 1, not {args.images}")
+    labels = None
+    if name == "digits":
+        from .digits import digits_network, test_set
+        net = digits_network()
+        x, labels = test_set(net)
+    elif onnx:
+        from .onnx import import_onnx
+        calibration = load_array("calibration", args.calibration)
+        net, _ = import_onnx(name, calibration, data_width=data_width or 8,
+                             prune_to=args.prune)
+        x = None
+    else:
+        net = load_network(name)
+        x = None
+    if args.inputs is not None:
+        raw = load_array("inputs", args.inputs)
+        if np.issubdtype(raw.dtype, np.floating):
+            scale = net.meta.get("input_scale")
+            if scale is None:
+                raise InputError(f"inputs file {str(args.inputs)!r} holds floats but the network "
+                                 f"has no input_scale to quantize them: give integers")
+            q = (1 << (net.data_width - 1)) - 1
+            raw = np.clip(np.round(raw / scale), -q, q).astype(np.int64)
+        x = raw
+        labels = None
+    if x is None:
+        raise InputError(f"--network {name} needs --inputs X.npy")
+    if args.labels is not None:
+        labels = _labels(args.labels)
+    if args.images is not None:
+        x = x[:args.images]
+        labels = None if labels is None else labels[:args.images]
+    if labels is not None and len(labels) != len(x):
+        raise InputError(f"--labels has {len(labels)} values for {len(x)} inputs")
+    return net, np.asarray(x), labels
+
+
+def run_network_command(args: argparse.Namespace, make_config: Callable[..., object]) -> int:
+    """``wafertile run --network ...``; ``make_config(data_width=...)`` builds the
+    configuration from the flags, with the network's data width as the default."""
+    from .run import run_network, run_network_device
+
+    if args.weights is not None or args.activations is not None:
+        raise InputError("--network runs a network: it does not take --weights / --activations")
+    net, x, labels = _network(args, None)
+    cfg = make_config(data_width=net.data_width)
+    # run_network / run_network_device compile (and so check every size and value) before
+    # anything is built or a port is opened
+    if args.device is not None:
+        report, y = run_network_device(cfg, net, x, args.device, labels=labels, baud=args.baud)
+    else:
+        report, y = run_network(cfg, net, x, labels=labels, sim=args.sim, waves=args.waves,
+                                dense=not args.no_dense)
+    if args.out is not None:
+        np.save(args.out, y)
+    if args.json:
+        print(json.dumps(report.as_json()))
+    else:
+        print(report.text(cfg))
+        where = f"; build and logs in {report.build_dir}" if report.build_dir else ""
+        print(f"(finished in {report.wall_seconds:.1f} s{where})")
+    return 0 if report.passed else 1

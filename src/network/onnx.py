@@ -1,0 +1,122 @@
+"""Import of a float ONNX MLP: a chain of MatMul or Gemm, Add and Relu nodes.
+
+Read with the ``onnx`` package (no runtime): the weights come from the graph's initializers
+(or Constant nodes); each MatMul/Gemm starts a layer, an Add of a constant vector is its bias,
+a Relu its activation. Anything else in the chain (another operator, a weight computed at run
+time, a branch) is refused naming the operator and the node. The float layers are then pruned
+by magnitude (optional, no fine-tuning: post-training) and quantized from a calibration set
+(:mod:`wafertile.network.quantize`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .model import Network, NetworkError
+from .quantize import FloatLayer, prune, quantize
+
+__all__ = ["SUPPORTED", "float_layers", "import_onnx"]
+
+#: The operators an imported graph may use.
+SUPPORTED = ("MatMul", "Gemm", "Add", "Relu")
+
+
+def float_layers(path: str | Path) -> list[FloatLayer]:
+    """The float layers of the ONNX model at ``path``.
+
+    Raises
+    ------
+    NetworkError
+        For a file that is not an ONNX model, an unsupported operator (named with its node),
+        or a graph that is not a chain of the supported operators with constant weights.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path))
+    except FileNotFoundError:
+        raise NetworkError(f"ONNX file {str(path)!r} does not exist") from None
+    except Exception as exc:  # the onnx package raises several kinds on a bad file
+        raise NetworkError(f"{str(path)!r} is not an ONNX model: {exc}") from None
+    graph = model.graph
+    consts = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    consts[node.output[0]] = numpy_helper.to_array(attr.t).astype(np.float64)
+    inputs = [i.name for i in graph.input if i.name not in consts]
+    if len(inputs) != 1:
+        raise NetworkError(f"the ONNX graph must have one input (not an initializer), not "
+                           f"{len(inputs)}: {inputs}")
+    current = inputs[0]
+    layers: list[FloatLayer] = []
+    for node in graph.node:
+        name = node.name or f"#{list(graph.node).index(node)}"
+        if node.op_type == "Constant":
+            continue
+        if node.op_type not in SUPPORTED:
+            raise NetworkError(f"unsupported ONNX operator {node.op_type!r} (node {name!r}); "
+                               f"wafertile imports {', '.join(SUPPORTED)}")
+        data = [i for i in node.input if i not in consts]
+        if data != [current]:
+            raise NetworkError(f"node {name!r} ({node.op_type}) does not continue the chain "
+                               f"from {current!r} (inputs {list(node.input)}): only a chain of "
+                               f"{', '.join(SUPPORTED)} with constant weights is imported")
+        params = [consts[i] for i in node.input if i in consts]
+        if node.op_type in ("MatMul", "Gemm"):
+            layers.append(_dense(node, name, params))
+        elif node.op_type == "Add":
+            if not layers or len(params) != 1 or (params[0].ndim > 1
+                                                   and params[0].shape[0] != 1):
+                raise NetworkError(f"node {name!r} (Add) must add a constant vector to a "
+                                   f"MatMul/Gemm's output")
+            layers[-1].bias = layers[-1].bias + params[0].reshape(-1)
+        else:  # Relu
+            if not layers or layers[-1].relu:
+                raise NetworkError(f"node {name!r} (Relu) must follow a MatMul/Gemm")
+            layers[-1].relu = True
+        current = node.output[0]
+    if not layers:
+        raise NetworkError(f"the ONNX graph in {str(path)!r} has no MatMul or Gemm")
+    if layers[-1].relu:  # the outputs leave the array as accumulators: ReLU keeps the argmax
+        raise NetworkError("the last layer must not end in Relu (its accumulators are the "
+                           "network's outputs, read back as they are)")
+    return layers
+
+
+def _dense(node, name: str, params: list[np.ndarray]) -> FloatLayer:
+    attrs = {a.name: a for a in node.attribute}
+    if node.op_type == "MatMul":
+        if len(params) != 1 or params[0].ndim != 2:
+            raise NetworkError(f"node {name!r} (MatMul) must multiply by a constant 2-D weight")
+        w = params[0].T  # x @ W, W: J x I
+        return FloatLayer(w, np.zeros(w.shape[0]), False)
+    alpha = attrs["alpha"].f if "alpha" in attrs else 1.0
+    beta = attrs["beta"].f if "beta" in attrs else 1.0
+    if attrs.get("transA") is not None and attrs["transA"].i:
+        raise NetworkError(f"node {name!r} (Gemm) with transA = 1 is not supported")
+    if not params or params[0].ndim != 2:
+        raise NetworkError(f"node {name!r} (Gemm) must have a constant 2-D weight B")
+    w = params[0] if ("transB" in attrs and attrs["transB"].i) else params[0].T
+    bias = beta * params[1].reshape(-1) if len(params) > 1 else np.zeros(w.shape[0])
+    return FloatLayer(alpha * w, np.broadcast_to(bias, (w.shape[0],)).copy(), False)
+
+
+def import_onnx(path: str | Path, calibration: np.ndarray, *, data_width: int = 8,
+                prune_to: float | None = None) -> tuple[Network, list[FloatLayer]]:
+    """The integer network of the ONNX MLP at ``path``: pruned (``prune_to``: the share of
+    zero weights, e.g. 0.9) and quantized from ``calibration`` (float inputs). Returns the
+    network and the float layers it came from (pruned)."""
+    layers = float_layers(path)
+    if prune_to is not None:
+        if not 0.0 <= prune_to < 1.0:
+            raise NetworkError(f"--prune must be the share of zero weights, from 0 to below 1, "
+                               f"not {prune_to:g}")
+        for layer, mask in zip(layers, prune(layers, 1.0 - prune_to), strict=True):
+            layer.weights = layer.weights * mask
+    return quantize(layers, calibration, data_width=data_width, name=Path(path).stem), layers
