@@ -284,18 +284,22 @@ class FpMul(_FpUnit):
     number exactly (22 significant bits, 2**-48 <= |p| < 2**32). A BF16 product has FP32's
     exponent range twice over: above the FP32 range it becomes infinity, below it an FP32
     subnormal or zero, rounded to nearest even (with a tie to even at half the smallest
-    subnormal); that logic is generated only for formats that need it.
+    subnormal). For BF16 one right shift with guard and sticky bits both normalizes and
+    denormalizes (a marker bit from the exponent sum limits the leading-zero count); that
+    logic is generated only for formats whose products leave FP32's normal range.
 
     Specials: a NaN operand or infinity times zero gives the canonical NaN ``0x7FC00000``;
     infinity times a nonzero number is infinity; a zero times a finite number is a zero. Every
     non-NaN result has the sign ``a.sign ^ b.sign``, zeros included (``-0 * 3 = -0``).
 
     **Timing.** ``stages = 1``: combinational, ``o`` follows ``a`` and ``b`` in the same cycle
-    (decode, multiplier, leading-zero count, shift, specials; for BF16 also the underflow
-    shift and rounding increment). ``stages = 2``: a register after the multiplier (where
-    the DSP has its own pipeline register) holds the product, the exponent sum and the special
-    flags; ``o`` is valid one cycle after ``a`` and ``b``, and the register loads only while
-    ``en`` is high (a core's clock enable: zero-skipped MACs leave it alone).
+    (decode, multiplier, leading-zero count, shift, specials; for BF16 also the rounding
+    increment): on ECP5 ~57 MHz register to register for FP16, ~43 MHz for BF16.
+    ``stages = 2``: a register right after the multiplier holds the product, the exponent sum
+    and the special flags (and for BF16 the normal-range flag and the marker, formed beside
+    the multiplier); ``o`` is valid one cycle after ``a`` and ``b`` (~100 MHz FP16, ~65 MHz
+    BF16), and the register loads only while ``en`` is high (a core's clock enable:
+    zero-skipped MACs leave it alone). Measured sizes and fmax: ``docs/float.md``.
 
     Parameters
     ----------
@@ -353,33 +357,46 @@ class FpMul(_FpUnit):
         prod = Signal(pw)
         m.d.comb += prod.eq(a.sig * b.sig)
 
-        nan = a.nan | b.nan | (a.inf & b.zero) | (a.zero & b.inf)
-        r = _register(m, getattr(self, "en", None), {
-            "prod": prod, "exp_sum": exp_sum, "sign": a.sign ^ b.sign, "nan": nan,
-            "inf": a.inf | b.inf, "zero": a.zero | b.zero}, self._stages)
-
-        lz = _leading_zeros(r["prod"])
-        norm = Signal(pw)               # leading one at bit pw - 1 (unless the product is 0)
-        m.d.comb += norm.eq(r["prod"] << lz)
-        exp = Signal(signed(12))
-        m.d.comb += exp.eq(r["exp_sum"] - lz)
-        magnitude = Signal(31)
-        m.d.comb += magnitude.eq(Cat(Const(0, 23 - (pw - 1)), norm[:pw - 1], exp[:8]))
-        overflow = Const(0)
-
         # Which FP32 exponents the product of two finite nonzero operands can have: only
         # outside 1..254 is there an overflow or an underflow to handle.
         tiny = 2 * (1 - fmt.bias - fmt.frac_bits) + FP32.bias
         huge = 2 * fmt.bias + 1 + FP32.bias
-        if huge >= FP32.exp_max:
-            overflow = exp >= FP32.exp_max
+
+        nan = a.nan | b.nan | (a.inf & b.zero) | (a.zero & b.inf)
+        values = {"prod": prod, "exp_sum": exp_sum, "sign": a.sign ^ b.sign, "nan": nan,
+                  "inf": a.inf | b.inf, "zero": a.zero | b.zero}
         if tiny < 1:
-            # Subnormal: shift the 24-bit significand right by 1 - exp and round to nearest
-            # even; a carry into bit 23 is exponent 1, the smallest normal number.
-            sig24 = Cat(Const(0, 24 - pw), norm)
-            q, guard, sticky = _shift_right_sticky(sig24, (1 - exp)[:9])
-            with m.If(exp < 1):
-                m.d.comb += magnitude.eq(q + (guard & (sticky | q[0])))
+            # Beside the multiplier: whether the product can be normal, and a marker bit at
+            # pw - exp_sum that will stop the leading-zero count there (see below).
+            above = exp_sum >= 1
+            values["above"] = above
+            values["marker"] = Mux(above, Const(1 << (pw - 1), pw) >> (exp_sum - 1)[:9], 0)
+        r = _register(m, getattr(self, "en", None), values, self._stages)
+
+        magnitude = Signal(31)
+        exp = Signal(signed(12))        # of the result, if normal
+        if tiny >= 1:
+            # Always a normal FP32 number (FP16): normalize, done.
+            lz = _leading_zeros(r["prod"])
+            norm = Signal(pw)           # leading one at bit pw - 1 (unless the product is 0)
+            m.d.comb += [norm.eq(r["prod"] << lz), exp.eq(r["exp_sum"] - lz),
+                         magnitude.eq(Cat(Const(0, 23 - (pw - 1)), norm[:pw - 1], exp[:8]))]
+        else:
+            # One right shift of the product placed at bits 23 + pw - 1 .. 23 does both: by
+            # pw - 1 - lz it normalizes (leading one at bit 23); by pw - exp_sum, which is more
+            # when the normalized exponent would be below 1, it leaves the subnormal
+            # significand (value / 2^-149), with guard and sticky bits for the rounding. A
+            # marker bit at pw - exp_sum stops the leading-zero count there, which picks the
+            # smaller of the two shifts with no compare after the count.
+            lz = _leading_zeros(r["prod"] | r["marker"])
+            amount = Signal(8)          # pw - exp_sum <= pw + 139 (BF16)
+            m.d.comb += [amount.eq(Mux(r["above"], (pw - 1) - lz, pw - r["exp_sum"])),
+                         exp.eq(r["exp_sum"] - lz)]
+            q, guard, sticky = _shift_right_sticky(Cat(Const(0, 23), r["prod"]), amount)
+            # A carry of the rounding into bit 23 is exponent 1, the smallest normal number.
+            up = guard & (sticky | q[0])
+            m.d.comb += magnitude.eq(Cat(q[:23], Mux(q[23], exp[:8], 0)) + up)
+        overflow = exp >= FP32.exp_max if huge >= FP32.exp_max else Const(0)
 
         magnitude = Mux(r["inf"] | overflow, FP32.inf, Mux(r["zero"], 0, magnitude))
         m.d.comb += self.o.eq(Mux(r["nan"], FP32.nan, Cat(magnitude, r["sign"])))
