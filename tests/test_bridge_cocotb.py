@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from amaranth.hdl import Signal  # noqa: F401  (Amaranth must import before the tests run)
 
@@ -67,6 +68,28 @@ def test_layer_through_uart_lite_router(request, sim_env, build_root):
                test_module="wafertile.sim.tb.bridge", build_dir=build, testcase="layer",
                extra_env=_env(CFG_LITE, WAFERTILE_SEED=str(seed_for(request)),
                               WAFERTILE_LAYER=json.dumps(LAYERS["sparse"])))
+
+
+@pytest.mark.parametrize("sim", sim_cases([()], slow=_icarus_only, ids=lambda: "network"))
+def test_network_through_uart(request, sim_env, build_root, tmp_path):
+    """A two-layer network (per-output requantization, ReLU) through the serial pins: the
+    hand-off between the layers happens on the board; only the outputs come back."""
+    from wafertile.network import Layer, Network, save_network
+
+    rng = np.random.default_rng(seed_for(request))
+    w0 = rng.integers(-128, 128, (6, 5)) * (rng.random((6, 5)) < 0.5)
+    w1 = rng.integers(-128, 128, (4, 6)) * (rng.random((4, 6)) < 0.6)
+    net = Network([Layer(w0, rng.integers(-500, 500, 6), rng.integers(1 << 12, 1 << 15, 6),
+                         rng.integers(14, 17, 6), True),
+                   Layer(w1, rng.integers(-500, 500, 4))], 8, name="two")
+    save_network(net, tmp_path / "net.npz")
+    np.save(tmp_path / "x.npy", rng.integers(-128, 128, (3, 5)))
+    build, sources = _build(build_root, sim_env)
+    run_cocotb(sim=sim_env, sources=sources, top="wafertile_bridge_top",
+               test_module="wafertile.sim.tb.bridge", build_dir=build, testcase="network",
+               extra_env=_env(WAFERTILE_SEED=str(seed_for(request)),
+                              WAFERTILE_NETWORK=json.dumps(str(tmp_path / "net.npz")),
+                              WAFERTILE_INPUTS=json.dumps(str(tmp_path / "x.npy"))))
 
 
 @pytest.mark.parametrize("sim", sim_cases([()], slow=_icarus_only, ids=lambda: "frames"))

@@ -104,6 +104,26 @@ async def layer(dut):
 
 
 @cocotb.test()
+async def network(dut):
+    """A two-layer network through the bridge (the host code of ``wafertile run --network
+    --device``): the hand-off stays on the board, the outputs equal the integer reference."""
+    from ...network import compile_network, load_network
+    from ..models.network import network_reference
+
+    tb, model = await _start(dut)
+    cfg = tb.config
+    net = load_network(env_json("WAFERTILE_NETWORK"))
+    x = np.load(env_json("WAFERTILE_INPUTS"))
+    program = compile_network(cfg, net, x)
+    y, stats = await play(model, drive(cfg, program, idle_limit=50))
+    expected, _ = network_reference(cfg, net, x)
+    assert np.array_equal(y, expected), f"outputs differ:\n{y}\n{expected}"
+    assert stats["macs"] == sum(p.expected_macs for p in program.phases), stats
+    assert stats["flags"] == 0, f"bridge flags {stats['flags']:#x}"
+    dut._log.info(f"{stats['frames']} frames, {stats['macs']} MACs, outputs match")
+
+
+@cocotb.test()
 async def bad_frames(dut):
     """Garbage bytes are skipped, a frame naming a missing row is dropped, acknowledged and
     flagged, and the bridge still works afterwards."""

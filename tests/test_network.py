@@ -1,0 +1,336 @@
+"""Whole networks on the fabric: the file format, the compiler's refusals, the functional
+model, networks no one has seen on the RTL (Verilator and Icarus, 4 x 4 and 3 x 5, int8 and
+int16), the shipped digits classifier, and ONNX import.
+
+The expected outputs come from the documented arithmetic (docs/network.md), written here again
+with Python integers: accumulators start from the bias and take every MAC in ascending input
+order (saturating after each, or wrapping), and each hidden layer's outputs are
+``clamp(relu?(round(acc * mult / 2**shift)))`` with ties rounded away from zero.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from wafertile import Config
+from wafertile.cli import main
+from wafertile.network import (
+    Layer,
+    Network,
+    NetworkError,
+    compile_network,
+    load_network,
+    save_network,
+)
+from wafertile.sim.models import ArrayModel
+
+from .conftest import seed_for, sim_cases
+
+
+def documented(cfg: Config, net: Network, x: np.ndarray) -> np.ndarray:
+    """The network's outputs from the documented arithmetic (slow, exact, independent)."""
+    lo, hi = cfg.acc_min, cfg.acc_max
+    dlo, dhi = cfg.data_min, cfg.data_max
+    acts = [[int(v) for v in row] for row in np.asarray(x)]
+    for n, layer in enumerate(net.layers):
+        w = layer.weights.tolist()
+        out = []
+        for row in acts:
+            accs = []
+            for i, wi in enumerate(w):
+                a = int(layer.bias[i])
+                for j, wij in enumerate(wi):
+                    if wij and row[j]:
+                        a += wij * row[j]
+                        if cfg.overflow == "saturate":
+                            a = min(max(a, lo), hi)
+                if cfg.overflow == "wrap":
+                    a = (a + (1 << (cfg.acc_width - 1))) % (1 << cfg.acc_width) + lo
+                accs.append(a)
+            out.append(accs)
+        if n == len(net.layers) - 1:
+            return np.array(out, dtype=np.int64)
+        nxt = []
+        for accs in out:
+            row = []
+            for i, a in enumerate(accs):
+                p, s = a * int(layer.mult[i]), int(layer.shift[i])
+                half = (1 << s) >> 1
+                r = p if s == 0 else (1 if p >= 0 else -1) * ((abs(p) + half) >> s)
+                if layer.relu:
+                    r = max(r, 0)
+                row.append(min(max(r, dlo), dhi))
+            nxt.append(row)
+        acts = nxt
+    raise AssertionError  # pragma: no cover
+
+
+def random_network(rng, cfg: Config, sizes, density, *, relu=True, per_output=False) -> Network:
+    layers = []
+    for n in range(len(sizes) - 1):
+        J, I = sizes[n], sizes[n + 1]
+        w = rng.integers(cfg.data_min, cfg.data_max + 1, (I, J))
+        w[rng.random(w.shape) >= density] = 0
+        b = rng.integers(-(1 << (cfg.data_width + 2)), 1 << (cfg.data_width + 2), I)
+        if n == len(sizes) - 2:
+            layers.append(Layer(w, b))
+            continue
+        # scales that keep a share of the activations inside the data range
+        shift = cfg.data_width + int(np.log2(max(J, 1))) + 2
+        mult = rng.integers(1 << 12, 1 << 15, I) if per_output else \
+            np.full(I, int(rng.integers(1 << 12, 1 << 15)))
+        shift = rng.integers(shift, shift + 3, I) if per_output else np.full(I, shift)
+        layers.append(Layer(w, b, mult, shift, relu))
+    return Network(layers, cfg.data_width, name="random")
+
+
+# -- the file format -----------------------------------------------------------------------
+
+
+def test_npz_round_trip(tmp_path, request):
+    cfg = Config(data_width=8)
+    net = random_network(np.random.default_rng(seed_for(request)), cfg, [5, 7, 3], 0.5,
+                         per_output=True)
+    save_network(net, tmp_path / "n.npz")
+    back = load_network(tmp_path / "n.npz")
+    assert back.data_width == 8 and len(back.layers) == 2 and back.name == "random"
+    for a, b in zip(net.layers, back.layers, strict=True):
+        np.testing.assert_array_equal(a.weights, b.weights)
+        np.testing.assert_array_equal(a.bias, b.bias)
+        assert a.relu == b.relu
+    np.testing.assert_array_equal(net.layers[0].mult, back.layers[0].mult)
+
+
+def _file(tmp_path, **changes):
+    arrays = {"format": np.array("wafertile-network/1"), "data_width": 8, "layers": 2,
+              "w0": np.ones((3, 4), np.int64), "b0": np.zeros(3, np.int64), "mult0": 3,
+              "shift0": 4, "relu0": 1, "w1": np.ones((2, 3), np.int64)}
+    arrays.update(changes)
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    np.savez(tmp_path / "n.npz", **arrays)
+    return tmp_path / "n.npz"
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"w1": None}, r"key 'w1' is missing \(layers = 2\)$"),
+    ({"mult0": None}, r"key 'mult0' is missing \(every layer but the last requantizes"),
+    ({"w1": np.ones((2, 5), np.int64)}, r"w1 has 5 inputs but layer 0 has 3 outputs$"),
+    ({"w0": np.full((3, 4), 300)}, r"w0 must be within the 8-bit signed range -128\.\.127, "
+                                   r"found 300\.\.300$"),
+    ({"w0": np.ones((3, 4))}, r"w0 must be integers, not float64$"),
+    ({"mult0": 1 << 15}, r"mult0 must be from 0 to 32767, found 32768\.\.32768$"),
+    ({"relu0": 2}, r"relu0 must be 0 or 1, not "),
+    ({"extra": 1}, r"unknown key 'extra' \(a network of 2 layers has"),
+    ({"format": np.array("other")}, r"format must be 'wafertile-network/1', not 'other'$"),
+    ({"b0": np.zeros(2, np.int64)}, r"b0 must have 3 values, not shape \(2,\)$"),
+])
+def test_bad_network_files(tmp_path, changes, message):
+    path = _file(tmp_path, **changes)
+    with pytest.raises(NetworkError, match=rf"^network file '{path}': {message}"):
+        load_network(path)
+
+
+def test_not_an_npz(tmp_path):
+    (tmp_path / "n.npz").write_text("w0,w1\n")
+    with pytest.raises(NetworkError, match=r"is not a \.npz archive"):
+        load_network(tmp_path / "n.npz")
+
+
+# -- the compiler --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cfg", "sizes", "message"), [
+    (Config(data_width=16), [4, 3], r"^the network has 8-bit activations and weights but the "
+                                     r"configuration has data_width = 16 \(use --data-width 8\)$"),
+    (Config(data_width=8, rows=2, cols=2, act_depth=16), [40, 3],
+     r"^layer 0 has 40 inputs but a tile's activation bank holds act_depth = 16: they need 3 "
+     r"tiles of a row and the array has cols = 2$"),
+    (Config(data_width=8, rows=2, cols=2, act_depth=16, overflow="saturate"), [20, 3],
+     r"^layer 0 has 20 inputs, more than act_depth = 16: splitting them over 2 tiles"),
+    (Config(data_width=8, rows=2, cols=4, act_depth=16, acc_depth=16), [20, 40, 3],
+     r"^layer 0 needs 2 passes over its 10 activations per tile, so layer 1's 14 activations "
+     r"per tile must fit beside them: 10 \+ 14 > act_depth = 16"),
+])
+def test_compiler_refuses_with_sizes(request, cfg, sizes, message):
+    net = random_network(np.random.default_rng(seed_for(request)), Config(data_width=8), sizes,
+                         0.5)
+    x = np.ones((2, sizes[0]), np.int64)
+    with pytest.raises(NetworkError, match=message):
+        compile_network(cfg, net, x)
+
+
+CONFIGS = {
+    "4x4d8": Config(rows=4, cols=4, data_width=8, acc_width=24, act_depth=64, acc_depth=32),
+    "4x4d16": Config(rows=4, cols=4, data_width=16, acc_width=32, act_depth=64, acc_depth=32),
+    # saturating accumulators; 2-flit buffers (a 2-FINISH hand-off window)
+    "3x5d8sat": Config(rows=3, cols=5, data_width=8, acc_width=20, overflow="saturate",
+                       act_depth=64, acc_depth=16, buffer_depth=2),
+    # small banks: inputs over 16 split over column blocks and reduced on the fabric
+    "3x5d16": Config(rows=3, cols=5, data_width=16, acc_width=36, act_depth=16,
+                     acc_depth=32),
+}
+NETWORKS = {  # sizes, density, ReLU, per-output requantization, batch
+    "deep": ([12, 16, 14, 10, 6], 0.4, True, False, 5),
+    "wide": ([20, 40, 9], 0.3, True, True, 4),
+    "sparse": ([24, 30, 8], 0.05, True, False, 7),
+    "norelu": ([10, 12, 12], 0.6, False, True, 3),
+}
+
+
+def _case(cfg_name, net_name, seed):
+    cfg = CONFIGS[cfg_name]
+    sizes, density, relu, per_output, batch = NETWORKS[net_name]
+    rng = np.random.default_rng(seed)
+    net = random_network(rng, cfg, sizes, density, relu=relu, per_output=per_output)
+    x = rng.integers(cfg.data_min, cfg.data_max + 1, (batch, sizes[0]))
+    x[rng.random(x.shape) < 0.2] = 0
+    return cfg, net, x
+
+
+@pytest.mark.parametrize("cfg_name", CONFIGS)
+@pytest.mark.parametrize("net_name", NETWORKS)
+def test_functional_model(request, cfg_name, net_name):
+    """The compiled program on the functional array model (any order the fabric may choose)
+    gives the documented outputs."""
+    seed = seed_for(request)
+    cfg, net, x = _case(cfg_name, net_name, seed)
+    program = compile_network(cfg, net, x)
+    got = ArrayModel(cfg).run(program, seed=seed)
+    np.testing.assert_array_equal(got, documented(cfg, net, x))
+
+
+#: (config, network) pairs on Verilator in the default run; everything else on Icarus, and
+#: the rest of Verilator with --run-slow.
+VERILATOR_SAMPLE = {("4x4d8", "deep")}
+
+
+@pytest.mark.parametrize(
+    ("sim", "cfg_name", "net_name"),
+    sim_cases([(c, n) for c in CONFIGS for n in NETWORKS],
+              slow=lambda sim, c, n: sim == "verilator" and (c, n) not in VERILATOR_SAMPLE))
+def test_on_the_rtl(request, sim_env, build_root, cfg_name, net_name):
+    """Networks no one has seen, on the RTL: bit exact against the documented arithmetic, the
+    dense run equal to the sparse one, and nothing but the outputs and fences leaving."""
+    from wafertile.network import edge_flits
+    from wafertile.network.run import run_network
+
+    seed = seed_for(request)
+    cfg, net, x = _case(cfg_name, net_name, seed)
+    report, y = run_network(cfg, net, x, sim=sim_env, build_root=build_root / "networks")
+    np.testing.assert_array_equal(y, documented(cfg, net, x), err_msg=f"seed {seed}")
+    assert report.passed and report.mismatches == 0
+    program = compile_network(cfg, net, x)
+    edges = edge_flits(program)
+    fences = sum(p.expected_replies for p in program.phases if p.kind != "read")
+    assert edges["host_flits_out"] == x.shape[0] * net.outputs + fences  # only outputs + fences
+    assert report.per_layer[0]["handoff_cycles"] > 0 and report.dense_cycles > 0
+
+
+# -- the shipped digits classifier ---------------------------------------------------------
+
+
+def test_digits_on_verilator(tmp_path, capsys):
+    """`wafertile run --network digits --json`: every test image bit exact, int8 accuracy at
+    ~90% zero weights within 2 points of the float dense model, and the documented keys."""
+    code = main(["run", "--network", "digits", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["pass"] is True and report["mismatches"] == 0
+    for key in ("pass", "accuracy", "float_accuracy", "images", "layers", "cycles", "nnz",
+                "utilization", "dense_cycles", "speedup", "host_flits_in", "host_flits_out"):
+        assert key in report, key
+    assert report["images"] == 450 and report["layers"] == 3
+    assert report["float_accuracy"] - report["accuracy"] <= 0.02
+    assert report["nnz"] <= 0.11 * (64 * 128 + 128 * 64 + 64 * 10)
+    # between the layers, no activation leaves: out = fences + the 10 logits per image
+    assert report["host_flits_out"] < 450 * 10 * 2
+    assert report["speedup"] > 1
+
+
+def test_digits_cached_network_is_the_recipe():
+    from wafertile.network.digits import digits_network, test_set
+    net = digits_network()
+    x, labels = test_set(net)
+    assert x.shape == (450, 64) and labels.shape == (450,)
+    assert x.min() >= 0 and x.max() <= 127
+    assert net.density <= 0.11
+
+
+# -- ONNX -----------------------------------------------------------------------------------
+
+
+def _onnx_mlp(path, rng, sizes, extra_op=None):
+    """A float MLP as ONNX, made with onnx.helper as a user's script would."""
+    from onnx import TensorProto, helper, numpy_helper
+    nodes, inits, current = [], [], "x"
+    for n in range(len(sizes) - 1):
+        w = rng.normal(0, 1 / np.sqrt(sizes[n]), (sizes[n], sizes[n + 1])).astype(np.float32)
+        b = rng.normal(0, 0.1, sizes[n + 1]).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"W{n}"), numpy_helper.from_array(b, f"B{n}")]
+        if n % 2:
+            nodes.append(helper.make_node("Gemm", [current, f"W{n}", f"B{n}"], [f"h{n}"],
+                                          name=f"gemm{n}"))
+        else:
+            nodes += [helper.make_node("MatMul", [current, f"W{n}"], [f"m{n}"],
+                                       name=f"matmul{n}"),
+                      helper.make_node("Add", [f"m{n}", f"B{n}"], [f"h{n}"], name=f"add{n}")]
+        current = f"h{n}"
+        if n < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [current], [f"r{n}"], name=f"relu{n}"))
+            current = f"r{n}"
+    if extra_op:
+        nodes.append(helper.make_node(extra_op, [current], ["s"], name="squash"))
+        current = "s"
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, sizes[0]])],
+        [helper.make_tensor_value_info(current, TensorProto.FLOAT, [None, sizes[-1]])], inits)
+    import onnx
+    onnx.save(helper.make_model(graph), str(path))
+
+
+@pytest.mark.parametrize("sim", sim_cases([()], slow=lambda sim: sim == "verilator",
+                                          ids=lambda: "onnx"))
+def test_onnx_mlp_with_calibration_and_prune(request, sim_env, tmp_path, capsys, monkeypatch):
+    """A float ONNX MLP made outside the project runs with --calibration and --prune: bit
+    exact against the integer reference, at the asked density."""
+    rng = np.random.default_rng(seed_for(request))
+    _onnx_mlp(tmp_path / "mlp.onnx", rng, [12, 20, 16, 5])
+    np.save(tmp_path / "cal.npy", rng.random((64, 12)))
+    np.save(tmp_path / "x.npy", rng.random((6, 12)))
+    monkeypatch.setenv("WAFERTILE_CACHE", str(tmp_path / "cache"))
+    code = main(["run", "--network", str(tmp_path / "mlp.onnx"), "--calibration",
+                 str(tmp_path / "cal.npy"), "--prune", "0.75", "--inputs",
+                 str(tmp_path / "x.npy"), "--sim", sim_env, "--rows", "3", "--cols", "3",
+                 "--acc-width", "24", "--act-depth", "32", "--acc-depth", "16", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["pass"] is True and report["images"] == 6
+    total = 12 * 20 + 20 * 16 + 16 * 5
+    assert report["nnz"] == pytest.approx(0.25 * total, abs=3)
+
+
+def test_onnx_unsupported_operator_names_it(tmp_path, capsys):
+    _onnx_mlp(tmp_path / "m.onnx", np.random.default_rng(1), [4, 6, 3], extra_op="Sigmoid")
+    np.save(tmp_path / "cal.npy", np.ones((4, 4)))
+    assert main(["run", "--network", str(tmp_path / "m.onnx"), "--calibration",
+                 str(tmp_path / "cal.npy")]) == 2
+    assert capsys.readouterr().err == ("wafertile: error: unsupported ONNX operator 'Sigmoid' "
+                                       "(node 'squash'); wafertile imports MatMul, Gemm, Add, "
+                                       "Relu\n")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--network", "resnet"], "--network must be 'digits', a .npz network file or an .onnx "
+                              "model, not 'resnet'"),
+    (["--network", "digits", "--prune", "0.5"], "--calibration and --prune apply to an .onnx "
+                                                "network only"),
+    (["--network", "m.onnx"], "an .onnx network needs --calibration C.npy (float inputs that "
+                              "set its quantization)"),
+    (["--network", "digits", "--images", "0"], "--images must be an integer >= 1, not 0"),
+    (["--network", "digits", "--weights", "w.npy", "--activations", "x.npy"],
+     "--network runs a network: it does not take --weights / --activations"),
+])
+def test_network_flag_errors(capsys, argv, message):
+    assert main(["run", *argv]) == 2
+    assert capsys.readouterr().err == f"wafertile: error: {message}\n"
