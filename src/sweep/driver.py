@@ -4,11 +4,13 @@
 starts a Dask client only if something is left to run (a ``LocalCluster`` of ``workers``
 single-threaded worker processes on this machine, or the existing cluster of a ``dask
 scheduler`` at ``scheduler``), sends each remaining point as one task
-(:func:`wafertile.sweep.tasks.run_point`, keyed ``sweep-<measurement>-<id>``, in the
-running order of :func:`~wafertile.sweep.points.expand`), and appends each row to the table
-the moment its task finishes (``as_completed``). A point that fails is a row with its error;
-a worker that dies makes an error row for its point, and Dask reschedules the rest. The
-``derived`` points are computed here, as soon as their ``run`` and ``synth`` rows exist.
+(:func:`wafertile.sweep.tasks.run_point`, keyed ``sweep-<measurement>-<id>``, in the running
+order of :func:`~wafertile.sweep.points.expand`; the ``run`` points of one design chained,
+each depending on the previous, since they share a build directory), and appends each row to
+the table the moment its task finishes (``as_completed``). A point that fails is a row with
+its error; a worker that dies makes an error row for its point, and Dask reschedules the
+rest. The ``derived`` points are computed here, as soon as their ``run`` and ``synth`` rows
+exist.
 
 There is no process pool or scheduler of wafertile's own: Dask's scheduler places the tasks,
 and the same code runs on a laptop's LocalCluster and on a cluster of machines.
@@ -233,11 +235,19 @@ def _run(client: Any, todo: list[Point], spec: Spec, cache: str | Path | None, r
             scattered[digest] = client.scatter([arrays])[0]
     by_key = {}
     futures = []
+    last = {}  # design -> the future of its latest point
     try:
         for n, p in enumerate(todo):
             arrays = scattered.get(p.workload.digest) if p.workload is not None else None
+            # A design's run points go one after the other (run_layer uses one directory per
+            # design): each depends on the previous one, so Dask gives the other workers other
+            # designs instead of a lock to wait on, and keeps a design where it was built.
+            design = (p.measurement, p.fidelity, p.config) if p.measurement == "run" else None
             fut = client.submit(run_point, p, arrays, None if cache is None else str(cache),
-                                key=f"sweep-{p.measurement}-{p.id}", priority=len(todo) - n)
+                                last.get(design), key=f"sweep-{p.measurement}-{p.id}",
+                                priority=len(todo) - n)
+            if design is not None:
+                last[design] = fut
             by_key[fut.key] = p
             futures.append(fut)
         pending = as_completed(futures)

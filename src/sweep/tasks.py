@@ -61,8 +61,8 @@ def _announce(point: Point) -> None:
     worker.log_event(START_TOPIC, {"id": point.id})
 
 
-def run_point(point: Point, arrays: Arrays | None = None, cache: str | None = None
-              ) -> dict[str, Any]:
+def run_point(point: Point, arrays: Arrays | None = None, cache: str | None = None,
+              after: Any = None) -> dict[str, Any]:
     """Take ``point``'s measurement; return its row (never raises for the point's own
     failures).
 
@@ -74,6 +74,9 @@ def run_point(point: Point, arrays: Arrays | None = None, cache: str | None = No
         ``(X, W)`` of a layer-file workload (read by the driver).
     cache : str, optional
         The cache root (:func:`wafertile.sweep.cache.cache_root`); default the worker's.
+    after : object, optional
+        Not used: the driver passes the previous point of the same design here, so that Dask
+        runs a design's points one after the other (see :mod:`wafertile.sweep.driver`).
 
     Returns
     -------
