@@ -26,12 +26,13 @@ import pytest
 
 from wafertile.cli import main
 from wafertile.config import PARAMETERS, Config
+from wafertile.network.model import Layer, Network, save_network
 from wafertile.run import default_layer
 from wafertile.sweep import tasks
 from wafertile.sweep.measures import MEASUREMENTS, derive
 from wafertile.sweep.plots import pareto_front, plot_metric, plot_pareto
 from wafertile.sweep.points import expand
-from wafertile.sweep.results import COLUMNS, MARK, ResultTable
+from wafertile.sweep.results import COLUMNS, MARK, PARAMETER_COLUMNS, ResultTable
 from wafertile.sweep.spec import TOP_KEYS, SpecError, load_spec, parse_spec
 from wafertile.sweep.workloads import synthetic_layer
 from wafertile.synth.report import SynthReport
@@ -108,10 +109,13 @@ SPEC_ERRORS = [
      "s.toml: skip_invalid must be true or false, not 'yes'"),
     ({}, "s.toml: measure 'run' needs at least one [[workloads]] entry"),
     ({"workloads": [{"kind": "resnet"}]},
-     "s.toml: [[workloads]] 1: kind must be one of 'random', 'layer', not 'resnet'"),
-    ({"workloads": [{"kind": "network"}]},
-     "s.toml: [[workloads]] 1: kind 'network' needs `wafertile run --network`, which does "
-     "not exist yet; kinds: 'random', 'layer'"),
+     "s.toml: [[workloads]] 1: kind must be one of 'random', 'layer', 'network', not "
+     "'resnet'"),
+    ({"workloads": [{"kind": "network", "network": "mlp.onnx"}]},
+     "s.toml: [[workloads]] 1: network must be 'digits' or a network .npz file (relative to "
+     "the spec), not 'mlp.onnx'"),
+    ({"workloads": [{"kind": "network", "network": "mlp.npz", "images": 0}]},
+     "s.toml: [[workloads]] 1: images must be an integer >= 1, not 0"),
     ({"workloads": [{"kind": "random"}]},
      "s.toml: [[workloads]] 1: density is required for kind 'random' (a number from 0 to 1, "
      "or a list of them)"),
@@ -174,10 +178,10 @@ def test_skip_invalid_leaves_out_the_combinations_config_rejects():
 def test_points_grid_list_and_ids():
     spec = _spec(measure=["run", "synth", "derived"], base={"rows": 2},
                  points=[{"cols": 2}, {"cols": 3}],
-                 grid={"data_width": [8, 16]},
+                 grid={"buffer_depth": [2, 4]},
                  workloads=[{"kind": "random", "density": [0.1, 0.5], "inputs": 32}])
-    assert [(c.cols, c.data_width) for c in spec.configs] == [(2, 8), (2, 16), (3, 8), (3, 16)]
-    assert spec.varying == ("cols", "data_width")
+    assert [(c.cols, c.buffer_depth) for c in spec.configs] == [(2, 2), (2, 4), (3, 2), (3, 4)]
+    assert spec.varying == ("cols", "buffer_depth")
     points = expand(spec)
     kinds = [p.measurement for p in points]
     assert kinds == ["synth"] * 4 + ["run"] * 8 + ["derived"] * 8
@@ -193,7 +197,7 @@ def test_points_grid_list_and_ids():
                              (d.config, d.workload)),
                         next(p.id for p in points if p.measurement == "synth" and
                              p.config == d.config))
-    assert runs[0].label == "run cols=2 data_width=8 density=0.1"
+    assert runs[0].label == "run cols=2 buffer_depth=2 density=0.1"
     assert runs[0].columns()["batch"] == 2  # batch defaults to the rows
 
 
@@ -436,9 +440,10 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("sweep-cache")
 
 
-#: Three points that run (one build: two random layers and a layer file, sent to the workers
-#: by the driver) and one whose layer cannot fit the array: 512 inputs need 8 activation banks
-#: of 64 words, the array has 2 columns (a LayerError, before any build).
+#: Four points that run (one build: two random layers, a layer file and a two-layer network,
+#: the files sent to the workers by the driver) and one whose layer cannot fit the array: 512
+#: inputs need 8 activation banks of 64 words, the array has 2 columns (a LayerError, before
+#: any build).
 SPEC = 'measure = ["run"]\n' + SMALL_TOML + """
 [[workloads]]
 kind = "random"
@@ -457,6 +462,12 @@ name = "file"
 kind = "layer"
 weights = "W.npy"
 activations = "X.npy"
+
+[[workloads]]
+kind = "network"
+network = "mlp.npz"
+activations = "inputs.npy"
+labels = "labels.npy"
 """
 
 
@@ -465,26 +476,36 @@ def test_sweep_on_a_local_cluster(tmp_path, capsys, cache, monkeypatch):
     w = rng.integers(-100, 100, (8, 32)) * (rng.random((8, 32)) < 0.25)
     np.save(tmp_path / "W.npy", w)
     np.save(tmp_path / "X.npy", rng.integers(-100, 100, (1, 32)))
+    save_network(Network([
+        Layer(rng.integers(-50, 50, (6, 8)) * (rng.random((6, 8)) < 0.5),
+              rng.integers(-100, 100, 6), np.full(6, 1 << 10), np.full(6, 12), relu=True),
+        Layer(rng.integers(-50, 50, (3, 6)), np.zeros(3, dtype=np.int64))], data_width=16),
+        tmp_path / "mlp.npz")
+    np.save(tmp_path / "inputs.npy", rng.integers(-100, 100, (3, 8)))
+    np.save(tmp_path / "labels.npy", np.array([0, 1, 2]))
     spec = _write_spec(tmp_path, SPEC)
     out = tmp_path / "out"
     argv = ["sweep", str(spec), "-o", str(out), "--cache", str(cache), "--workers", "2"]
     assert main([*argv, "--x", "density", "--y", "cycles"]) == 1  # a point failed
     captured = capsys.readouterr()
-    assert "4/4 done, 1 failed, 0 running" in captured.err
+    assert "5/5 done, 1 failed, 0 running" in captured.err
     assert "FAILED run too-wide" in captured.err
     df = pd.read_csv(out / "results.csv")
     assert list(df.columns) == list(COLUMNS)
     assert {r.name for r in PARAMETERS} <= set(df.columns)
-    assert len(df) == 4 and (df["rows"] == 1).all() and (df["cols"] == 2).all()
+    assert len(df) == 5 and (df["rows"] == 1).all() and (df["cols"] == 2).all()
     ok = df[df["status"] == "ok"].sort_values(["workload", "density"])
-    assert list(ok["workload"]) == ["file", "random", "random"]
-    assert list(ok["density"]) == [np.count_nonzero(w) / w.size, 0.25, 0.5]
+    assert list(ok["workload"]) == ["file", "mlp", "random", "random"]
+    assert list(ok["density"])[::2] == [np.count_nonzero(w) / w.size, 0.25]
     assert ok["passed"].all() and (ok["speedup"] > 1).all() and (ok["cycles"] > 0).all()
-    assert list(ok["cached"]).count(False) <= 1  # one build for the three
+    assert list(ok["cached"]).count(False) <= 1  # one build for the four
+    net = ok[ok["workload_kind"] == "network"].iloc[0]
+    assert (net["batch"], net["inputs"], net["outputs"]) == (3, 8, 3)
+    assert 0 <= net["accuracy"] <= 1 and net["cycles_per_input"] == net["cycles"] / 3
     (bad,) = df[df["status"] == "error"].itertuples()
     assert bad.workload == "too-wide"
     assert bad.error.startswith("LayerError: an activation row has 512 values (J)")
-    assert "run: 4 rows, 3 ok, 1 failed" in captured.out
+    assert "run: 5 rows, 4 ok, 1 failed" in captured.out
     for name in ("cycles-vs-density.png", "speedup-vs-density.png"):
         assert (out / "plots" / name).stat().st_size > 1000
     assert (out / "spec.toml").read_text() == SPEC
@@ -500,14 +521,14 @@ def test_sweep_on_a_local_cluster(tmp_path, capsys, cache, monkeypatch):
         m.setattr(distributed, "Client", forbidden)
         assert main([*argv, "--resume", "--json"]) == 1
     summary = json.loads(capsys.readouterr().out)
-    assert (summary["points"], summary["skipped"], summary["submitted"]) == (4, 4, 0)
-    assert len(pd.read_csv(out / "results.csv")) == 4
+    assert (summary["points"], summary["skipped"], summary["submitted"]) == (5, 5, 0)
+    assert len(pd.read_csv(out / "results.csv")) == 5
 
     # --retry-failed runs the failed point again (and only it)
     assert main([*argv, "--resume", "--retry-failed", "--json"]) == 1
     summary = json.loads(capsys.readouterr().out)
-    assert (summary["skipped"], summary["submitted"], summary["failed"]) == (3, 1, 1)
-    assert len(pd.read_csv(out / "results.csv")) == 4
+    assert (summary["skipped"], summary["submitted"], summary["failed"]) == (4, 1, 1)
+    assert len(pd.read_csv(out / "results.csv")) == 5
 
     # plots from the table afterwards
     assert main(["sweep", "--plot", str(out), "--x", "density", "--y", "speedup", "--by",
@@ -583,7 +604,8 @@ def test_docs_name_every_key_and_column():
     text = (ROOT / "docs" / "sweep.md").read_text()
     missing = [k for k in TOP_KEYS
                if not any(f in text for f in (f"`{k}`", f"`[{k}]`", f"`[[{k}]]`"))]
-    missing += [k for k in COLUMNS if f"`{k}`" not in text]
+    # the parameters' own doc is configuration.md: every one of them is a column by design
+    missing += [k for k in COLUMNS if f"`{k}`" not in text and k not in PARAMETER_COLUMNS]
     missing += [f"[{m}] {o.name}" for m in MEASUREMENTS.values() for o in m.options
                 if f"`{o.name}`" not in text]
     assert not missing, f"docs/sweep.md does not name: {', '.join(missing)}"

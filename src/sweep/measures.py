@@ -6,8 +6,9 @@ know about a measurement; :mod:`wafertile.sweep.tasks` holds the code that takes
 measurement (a network run, power, ...) or a new fidelity (``"model"``, the performance
 model of issue 13 items 4-5) is an entry here plus a function there:
 
-- ``run``: the workload weight-streamed through the array's RTL (:func:`wafertile.run.run_layer`,
-  Verilator): cycles, MACs, utilization, speedup over the dense stream; one row per
+- ``run``: the workload weight-streamed through the array's RTL (Verilator;
+  :func:`wafertile.run.run_layer`, or :func:`wafertile.network.run.run_network` for a network):
+  cycles, MACs, utilization, speedup over the dense stream, accuracy of a network; one row per
   (configuration, workload);
 - ``synth``: Yosys and nextpnr (:func:`wafertile.synth.flow.run_synth`): LUT4 sites,
   flip-flops, block RAMs, DSPs, fmax, whether it fits the target; one row per configuration.
@@ -115,6 +116,9 @@ _RUN_COLUMNS = (
     Column("dense_cycles", "cycles", "cycles of the same layer streamed dense (every weight)"),
     Column("speedup", "x", "dense_cycles / cycles: the speedup from sparsity"),
     Column("utilization", "fraction", "macs / (tiles x cycles)"),
+    Column("cycles_per_input", "cycles", "cycles / batch: stream cycles per input row"),
+    Column("accuracy", "fraction", "network workloads with labels: share of inputs classified "
+                                   "right by the fabric"),
 )
 
 _SYNTH_COLUMNS = (

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..hdl.generate import verilog_text
+from ..network.run import run_network
 from ..run import run_layer
 from ..synth.flow import TARGETS, run_synth
 from .cache import (
@@ -113,22 +114,36 @@ class _Failed(Exception):
 
 
 def _run_rtl(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any]:
-    """``run`` at fidelity ``rtl``: :func:`wafertile.run.run_layer` on Verilator."""
+    """``run`` at fidelity ``rtl``: :func:`wafertile.run.run_layer` (a layer) or
+    :func:`wafertile.network.run.run_network` (a network) on Verilator."""
     config = point.config
-    x, w = point.workload.layer(config, arrays)
+    extra: dict[str, Any] = {}
+    if point.workload.kind == "network":
+        net, x, labels = arrays
+        if net.data_width != config.data_width:
+            raise ValueError(f"network {point.workload.network!r} has {net.data_width}-bit "
+                             f"weights, the configuration data_width {config.data_width}")
+    else:
+        x, w = point.workload.layer(config, arrays)
     # run_layer builds and runs in one directory per design: one point of a design at a time.
     with locked(root, design_key("run-verilator", config)):
         started = time.time()
-        report, _ = run_layer(config, x, w, sim="verilator", dense=point.options["dense"],
-                              build_root=root / "builds")
+        if point.workload.kind == "network":
+            report, _ = run_network(config, net, x, labels=labels, sim="verilator",
+                                    dense=point.options["dense"], build_root=root / "builds")
+            extra = {"accuracy": report.accuracy, "cycles_per_input": report.cycles_per_image}
+        else:
+            report, _ = run_layer(config, x, w, sim="verilator", dense=point.options["dense"],
+                                  build_root=root / "builds")
+            extra = {"total_cycles": report.total_cycles,
+                     "cycles_per_input": report.cycles / len(x) if report.cycles else None}
     # The harness binary is rebuilt only when its sources change: older than this point
     # means the build was reused.
     exe = Path(report.build_dir) / "obj" / "harness"
     figures = {"passed": report.passed, "mismatches": report.mismatches, "nnz": report.nnz,
-               "macs": report.macs, "cycles": report.cycles,
-               "total_cycles": report.total_cycles, "dense_cycles": report.dense_cycles,
+               "macs": report.macs, "cycles": report.cycles, "dense_cycles": report.dense_cycles,
                "speedup": report.speedup, "utilization": report.utilization,
-               "cached": exe.exists() and exe.stat().st_mtime < started}
+               "cached": exe.exists() and exe.stat().st_mtime < started, **extra}
     if not report.passed:
         raise _Failed(f"FAIL: {report.mismatches} outputs differ from numpy (or an error "
                       f"flag is set); build in {report.build_dir}", figures)

@@ -11,7 +11,11 @@ expands into one workload per value (the product over the keys):
 - ``kind = "layer"``: ``weights`` and ``activations``, ``.npy`` files (paths relative to the
   spec), read once by the driver, checked like ``wafertile run --weights``, and sent to the
   workers; their shape and density fill the same columns;
-- ``kind = "network"``: reserved for ``wafertile run --network`` (not there yet).
+- ``kind = "network"``: ``network`` (``"digits"``, the shipped classifier on its test
+  images, or a network ``.npz`` file), ``activations`` (its inputs, ``.npy``; required but
+  for digits), ``labels`` (``.npy``, for the accuracy), ``images`` (the first N inputs): a
+  whole network as ``wafertile run --network`` runs it, read by the driver and sent to the
+  workers; the columns hold its total density, its inputs and outputs, and the batch.
 
 Every workload fills the same table columns (:data:`WORKLOAD_COLUMNS`), so that a plot of a
 metric against ``density`` mixes both kinds.
@@ -28,18 +32,19 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
-from ..run import load_layer
+from ..run import load_array, load_layer
 
 __all__ = ["KINDS", "WORKLOAD_COLUMNS", "Workload", "parse_workload", "synthetic_layer"]
 
 #: The table columns of a workload (empty in rows of per-configuration measurements).
 WORKLOAD_COLUMNS = ("workload", "workload_kind", "density", "inputs", "outputs", "batch",
-                    "seed", "weights", "activations")
+                    "seed", "weights", "activations", "network", "labels")
 
 #: The keys of each kind of ``[[workloads]]`` entry.
 KINDS: dict[str, tuple[str, ...]] = {
     "random": ("name", "kind", "density", "inputs", "outputs", "batch", "seed"),
     "layer": ("name", "kind", "weights", "activations"),
+    "network": ("name", "kind", "network", "activations", "labels", "images"),
 }
 
 _INT_KEYS = {"inputs": 1, "outputs": 1, "batch": 1, "seed": 0}  # key -> least value
@@ -64,11 +69,16 @@ class Workload:
     weights: str | None = None
     activations: str | None = None
     digest: str | None = None
+    network: str | None = None
+    labels: str | None = None
 
     def identity(self) -> dict[str, Any]:
         """What makes this workload itself, for point ids."""
         out = asdict(self)
-        if self.kind == "layer":  # the files' content, not the numbers read from it
+        for key in ("network", "labels"):  # absent before networks: the same ids as then
+            if out[key] is None:
+                del out[key]
+        if self.kind != "random":  # the files' content, not the numbers read from it
             for key in ("density", "inputs", "outputs", "batch"):
                 del out[key]
         return out
@@ -78,11 +88,15 @@ class Workload:
         return {"workload": self.name, "workload_kind": self.kind,
                 "density": self.density, "inputs": self.inputs, "outputs": self.outputs,
                 "batch": config.rows if self.batch is None else self.batch,
-                "seed": self.seed, "weights": self.weights, "activations": self.activations}
+                "seed": self.seed, "weights": self.weights, "activations": self.activations,
+                "network": self.network, "labels": self.labels}
 
     def label(self) -> str:
         """A short description for listings."""
         batch = "rows" if self.batch is None else self.batch
+        if self.kind == "network":
+            return f"{self.name} (network {self.network}, {batch} inputs, density " \
+                   f"{self.density:.3g})"
         if self.kind == "layer":
             return f"{self.name} ({self.weights}, {batch}x{self.inputs}@{self.outputs}x" \
                    f"{self.inputs}, density {self.density:.3g})"
@@ -93,7 +107,7 @@ class Workload:
               ) -> tuple[np.ndarray, np.ndarray]:
         """The layer ``(X, W)`` for ``config``: made from the numbers for ``random``,
         ``arrays`` (read by the driver) for ``layer``."""
-        if self.kind == "layer":
+        if self.kind != "random":
             if arrays is None:
                 raise ValueError(f"workload {self.name!r}: the layer files were not sent")
             return arrays
@@ -164,9 +178,6 @@ def parse_workload(entry: dict[str, Any], base: Path
         place); :class:`~wafertile.stream.LayerError` for a bad layer file.
     """
     kind = entry.get("kind")
-    if kind == "network":
-        raise ValueError("kind 'network' needs `wafertile run --network`, which does not exist "
-                         "yet; kinds: " + ", ".join(repr(k) for k in KINDS))
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(repr(k) for k in KINDS)}, "
                          f"not {kind!r}")
@@ -179,6 +190,8 @@ def parse_workload(entry: dict[str, Any], base: Path
         raise ValueError(f"name must be a non-empty string, not {name!r}")
     if kind == "layer":
         return _layer_file(entry, name, base)
+    if kind == "network":
+        return _network(entry, base)
     if "density" not in entry:
         raise ValueError("density is required for kind 'random' (a number from 0 to 1, or a "
                          "list of them)")
@@ -196,6 +209,74 @@ def parse_workload(entry: dict[str, Any], base: Path
     return out, {}
 
 
+def _digest(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for arr in arrays:
+        arr = np.ascontiguousarray(arr)
+        digest.update(f"{arr.dtype.str}{arr.shape}".encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _labels(path: Path) -> np.ndarray:
+    """Integer class labels (1-D) from a .npy file."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ValueError(f"labels file {str(path)!r} does not exist") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"labels file {str(path)!r} is not a .npy array: {exc}") from None
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"labels file {str(path)!r} must hold a 1-D integer array, not "
+                         f"{arr.ndim}-D {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+def _network(entry: dict[str, Any], base: Path) -> tuple[list[Workload], dict[str, Any]]:
+    """A ``network`` entry: the network, its inputs and labels, read as ``wafertile run
+    --network`` reads them (digits or a .npz file; an .onnx model is converted first)."""
+    from ..network.model import load_network
+
+    spec = entry.get("network")
+    if not isinstance(spec, str) or not (spec == "digits" or spec.endswith(".npz")):
+        raise ValueError(f"network must be 'digits' or a network .npz file (relative to the "
+                         f"spec), not {spec!r}")
+    for key in ("activations", "labels"):
+        if key in entry and not isinstance(entry[key], str):
+            raise ValueError(f"{key} must be the path of a .npy file (relative to the spec), "
+                             f"not {entry[key]!r}")
+    images = entry.get("images")
+    if images is not None and (type(images) is not int or images < 1):
+        raise ValueError(f"images must be an integer >= 1, not {images!r}")
+    labels = None
+    if spec == "digits":
+        from ..network.digits import digits_network, test_set
+        net = digits_network()
+        x, labels = test_set(net)
+    else:
+        net = load_network(base / spec)
+        x = None
+    if "activations" in entry:
+        x = load_array("activations", base / entry["activations"])
+        labels = None
+    if x is None:
+        raise ValueError(f"network {spec!r} needs activations (a .npy file of its inputs)")
+    if "labels" in entry:
+        labels = _labels(base / entry["labels"])
+    if images is not None:
+        x = x[:images]
+        labels = None if labels is None else labels[:images]
+    if labels is not None and len(labels) != len(x):
+        raise ValueError(f"labels has {len(labels)} values for {len(x)} inputs")
+    key = _digest(*(layer.weights for layer in net.layers), x,
+                  *(() if labels is None else (labels,)))
+    name = entry.get("name", "digits" if spec == "digits" else Path(spec).stem)
+    workload = Workload(name, "network", float(net.density), int(net.inputs),
+                        int(net.outputs), len(x), None, None, entry.get("activations"),
+                        key, spec, entry.get("labels"))
+    return [workload], {key: (net, np.asarray(x), labels)}
+
+
 def _layer_file(entry: dict[str, Any], name: str, base: Path
                 ) -> tuple[list[Workload], dict[str, tuple[np.ndarray, np.ndarray]]]:
     for key in ("weights", "activations"):
@@ -203,12 +284,7 @@ def _layer_file(entry: dict[str, Any], name: str, base: Path
             raise ValueError(f"{key} must be the path of a .npy file (relative to the spec), "
                              f"not {entry.get(key)!r}")
     x, w = load_layer(base / entry["weights"], base / entry["activations"])
-    digest = hashlib.sha256()
-    for arr in (x, w):
-        arr = np.ascontiguousarray(arr)
-        digest.update(f"{arr.dtype.str}{arr.shape}".encode())
-        digest.update(arr.tobytes())
-    key = digest.hexdigest()[:16]
+    key = _digest(x, w)
     workload = Workload(name, "layer", float(np.count_nonzero(w) / w.size), int(w.shape[1]),
                         int(w.shape[0]), int(x.shape[0]), None, entry["weights"],
                         entry["activations"], key)
