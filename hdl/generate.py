@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In
 
 from .. import __version__
 from ..config import Config
-from .core import MacCore, SramBank, TileCore
+from .core import SramBank, TileCore, make_mac_core
 from .flit import Opcode, describe, flit_layout, header_layout, payload_layout, route_layout
 from .grid import ARRAY, MESH, PHIT_TX_MODULE, Grid, grid_ports, grid_verilog
 from .noc import PhitRx, PhitTx, make_router
@@ -45,7 +45,8 @@ BLOCKS: dict[str, Block] = {
                    "rows x cols tiles with host ports on the edges (tile module once)", ARRAY),
     "tile": Block("wafertile_tile", Tile, "one tile: core behind a router's local port"),
     "core": Block("wafertile_core", TileCore, "MAC core + SRAM bank (the tile's compute part)"),
-    "mac": Block("wafertile_mac", MacCore, "the MAC core alone, with its memory ports exposed"),
+    "mac": Block("wafertile_mac", make_mac_core,
+                 "the MAC core alone (of the dtype), with its memory ports exposed"),
     "sram": Block("wafertile_sram", SramBank, "the SRAM bank alone (activation + accumulator)"),
     "router": Block("wafertile_router", make_router,
                     "one 5-port mesh router (XY multicast, VCs)"),

@@ -1,7 +1,8 @@
 """The one validated configuration object of a wafertile fabric.
 
-Everything a user can set lives in :class:`Config`: array size, data and accumulator widths,
-overflow mode, SRAM depths, router buffering, virtual channels and micro-architecture. A
+Everything a user can set lives in :class:`Config`: array size, number format, data and
+accumulator widths, overflow mode, SRAM depths, router buffering, virtual channels and
+micro-architecture. A
 :class:`Config` is frozen and validated when it is made; every derived width (address,
 coordinate, virtual-channel fields) is computed here and nowhere else.
 
@@ -25,7 +26,7 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["PARAMETERS", "Config", "ConfigError", "Overflow"]
+__all__ = ["DTYPES", "PARAMETERS", "Config", "ConfigError", "Overflow"]
 
 
 class ConfigError(InputError):
@@ -39,6 +40,15 @@ class Overflow(enum.Enum):
     WRAP = "wrap"
     #: Clamp to the most positive / most negative value.
     SATURATE = "saturate"
+
+
+#: The number formats (``dtype``) and the width of their weights and activations: signed
+#: integers with an integer accumulator, or FP16 / BF16 with an FP32 accumulator
+#: (``docs/float.md``).
+DTYPES: dict[str, int] = {"int8": 8, "int16": 16, "fp16": 16, "bf16": 16}
+
+#: The floating-point formats among :data:`DTYPES`.
+_FLOAT_DTYPES = ("fp16", "bf16")
 
 
 def _is_pow2(v: int) -> bool:
@@ -62,7 +72,13 @@ PARAMETERS: tuple[_Rule, ...] = (
           "must be an integer from 1 to 4096", lambda v: 1 <= v <= 4096),
     _Rule("cols", int, "columns of tiles in the array (x, 0 = west edge)",
           "must be an integer from 1 to 4096", lambda v: 1 <= v <= 4096),
-    _Rule("data_width", int, "bits of a signed weight or activation",
+    _Rule("dtype", str,
+          "number format of weights and activations: 'int8', 'int16' (signed integers, "
+          "integer accumulators of acc_width bits) or 'fp16', 'bf16' (floating point, FP32 "
+          "accumulators); default: the integer format of data_width",
+          "must be one of 'int8', 'int16', 'fp16', 'bf16'", lambda v: v in DTYPES),
+    _Rule("data_width", int, "bits of a weight or activation (follows dtype: 8 for int8, 16 "
+          "otherwise)",
           "must be one of 8, 16", lambda v: v in (8, 16)),
     _Rule("acc_width", int, "bits of a signed accumulator (at least 2 * data_width)",
           "must be an integer from 16 to 64", lambda v: 16 <= v <= 64),
@@ -103,12 +119,22 @@ class Config:
     ----------
     rows, cols : int
         Array size in tiles. Any value from 1 to 4096 (not only powers of two).
-    data_width : int
-        Width of signed weights and activations: 8 or 16.
+    dtype : str, optional
+        Number format of weights and activations (:data:`DTYPES`): ``"int8"`` or
+        ``"int16"`` (signed integers, ``acc_width``-bit integer accumulators), ``"fp16"`` or
+        ``"bf16"`` (IEEE binary16 or bfloat16, FP32 accumulators, ``docs/float.md``). Default:
+        the integer format of ``data_width``.
+    data_width : int, optional
+        Width of weights and activations: 8 or 16. It follows ``dtype`` (8 for int8, 16 for
+        the others); given alone it picks the integer format (``data_width = 8`` is int8).
+        Default 16.
     acc_width : int
-        Width of signed accumulators, from ``2 * data_width`` (one full product) to 64.
+        Width of signed accumulators, from ``2 * data_width`` (one full product) to 64; 32
+        with a floating-point ``dtype`` (FP32).
     overflow : str
-        ``"wrap"`` or ``"saturate"``; see :class:`Overflow`.
+        ``"wrap"`` or ``"saturate"``; see :class:`Overflow`. Integer formats only: a
+        floating-point sum rounds (and overflows to infinity), so a float ``dtype`` takes
+        ``"wrap"``, the default.
     act_depth, acc_depth : int
         Words in the activation and accumulator banks of each tile (powers of two).
     num_vcs : int
@@ -130,7 +156,10 @@ class Config:
 
     rows: int = 4
     cols: int = 4
-    data_width: int = 16
+    # dtype and data_width: None means "follows the other one" (resolved when the object is
+    # made: both are always set afterwards)
+    dtype: str = None
+    data_width: int = None
     acc_width: int = 32
     overflow: str = "wrap"
     act_depth: int = 512
@@ -141,6 +170,7 @@ class Config:
     phits: int = 1
 
     def __post_init__(self) -> None:
+        self._resolve_format()
         for rule in PARAMETERS:
             value = getattr(self, rule.name)
             # bool is an int in Python; a flag is never a width or a count.
@@ -149,6 +179,19 @@ class Config:
                 raise ConfigError(f"{rule.name} must be {kind}, not {value!r}")
             if not rule.check(value):
                 raise ConfigError(f"{rule.name} {rule.rule}, not {value!r}")
+        if self.data_width != DTYPES[self.dtype]:
+            raise ConfigError(
+                f"data_width must be {DTYPES[self.dtype]} with dtype {self.dtype!r} (the number "
+                f"format sets the width of weights and activations), not {self.data_width}")
+        if self.is_float and self.acc_width != 32:
+            raise ConfigError(
+                f"acc_width must be 32 with dtype {self.dtype!r} (floating-point formats "
+                f"accumulate in FP32), not {self.acc_width}")
+        if self.is_float and self.overflow != "wrap":
+            raise ConfigError(
+                f"overflow = {self.overflow!r} has no meaning with dtype {self.dtype!r} "
+                f"(floating-point sums round to nearest and overflow to infinity): leave "
+                f"overflow = 'wrap', the default")
         if self.acc_width < 2 * self.data_width:
             raise ConfigError(
                 f"acc_width must be at least 2 * data_width = {2 * self.data_width} "
@@ -171,6 +214,18 @@ class Config:
                 f"phits must leave the whole {self.header_width}-bit header in the first phit "
                 f"(at most {self.flit_width // self.header_width} for a {self.flit_width}-bit "
                 f"flit), not {self.phits}")
+
+    def _resolve_format(self) -> None:
+        """Set whichever of ``dtype`` and ``data_width`` was left out from the other (both
+        out: int16). A value of the wrong kind is left for the rule table to reject."""
+        dtype, width = self.dtype, self.data_width
+        if width is None:
+            width = DTYPES.get(dtype, 16) if isinstance(dtype, str) else 16
+        if dtype is None:
+            dtype = {8: "int8", 16: "int16"}.get(width, "int16") if type(width) is int \
+                else "int16"
+        object.__setattr__(self, "dtype", dtype)
+        object.__setattr__(self, "data_width", width)
 
     # -- construction -------------------------------------------------------------------------
 
@@ -203,12 +258,17 @@ class Config:
                 raise ConfigError(
                     f"configuration file {str(path)!r} has a table [{key}]; parameters are "
                     f"flat keys (e.g. data_width = 16)")
-        values.update(overrides)
+        values = _merge_format(values, overrides)
         return cls.from_mapping(values, source=f"configuration file {str(path)!r}")
 
     def replace(self, **changes: Any) -> Config:
-        """A copy with some parameters changed (validated again)."""
-        return self.from_mapping({**self.as_dict(), **changes})
+        """A copy with some parameters changed (validated again). Changing ``dtype`` alone
+        makes ``data_width`` follow it; changing ``data_width`` alone on an integer format
+        picks the integer format of that width."""
+        base = self.as_dict()
+        if "data_width" in changes and "dtype" not in changes and self.is_float:
+            return self.from_mapping({**base, **changes})  # a conflict: rejected, named
+        return self.from_mapping(_merge_format(base, changes))
 
     def as_dict(self) -> dict[str, Any]:
         """The user-settable parameters, in declaration order."""
@@ -228,6 +288,16 @@ class Config:
         return Overflow(self.overflow)
 
     @property
+    def is_float(self) -> bool:
+        """Whether ``dtype`` is a floating-point format (FP16, BF16; FP32 accumulators)."""
+        return self.dtype in _FLOAT_DTYPES
+
+    @property
+    def acc_format(self) -> str:
+        """The accumulators' number format: ``"fp32"`` or ``"int<acc_width>"``."""
+        return "fp32" if self.is_float else f"int{self.acc_width}"
+
+    @property
     def act_addr_width(self) -> int:
         """Address bits of the activation bank."""
         return _clog2(self.act_depth)
@@ -244,7 +314,7 @@ class Config:
 
     @property
     def product_width(self) -> int:
-        """Width of a full signed product of two data words."""
+        """Width of a full signed product of two data words (the FP32 product: 32)."""
         return 2 * self.data_width
 
     @property
@@ -336,6 +406,17 @@ class Config:
     @property
     def data_max(self) -> int:
         return (1 << (self.data_width - 1)) - 1
+
+
+def _merge_format(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``changes``, where a change of one of ``dtype`` and
+    ``data_width`` (not both) drops the other from ``base``, so that it follows the change."""
+    merged = dict(base)
+    given = {"dtype", "data_width"} & set(changes)
+    if len(given) == 1:
+        merged.pop(({"dtype", "data_width"} - given).pop(), None)
+    merged.update(changes)
+    return merged
 
 
 def parameter_help() -> dict[str, str]:

@@ -14,6 +14,8 @@ from wafertile.config import PARAMETERS
     ("rows", 0, "rows must be an integer from 1 to 4096, not 0"),
     ("rows", 4097, "rows must be an integer from 1 to 4096, not 4097"),
     ("cols", -3, "cols must be an integer from 1 to 4096, not -3"),
+    ("dtype", "fp32", "dtype must be one of 'int8', 'int16', 'fp16', 'bf16', not 'fp32'"),
+    ("dtype", "half", "dtype must be one of 'int8', 'int16', 'fp16', 'bf16', not 'half'"),
     ("data_width", 12, "data_width must be one of 8, 16, not 12"),
     ("acc_width", 65, "acc_width must be an integer from 16 to 64, not 65"),
     ("acc_width", 24, "acc_width must be at least 2 * data_width = 32 (room for one full "
@@ -33,6 +35,52 @@ from wafertile.config import PARAMETERS
 def test_rejects_bad_value(name, value, message):
     with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
         Config(**{name: value})
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"dtype": "fp16", "data_width": 8}, "data_width must be 16 with dtype 'fp16' (the number "
+     "format sets the width of weights and activations), not 8"),
+    ({"dtype": "int8", "data_width": 16}, "data_width must be 8 with dtype 'int8' (the number "
+     "format sets the width of weights and activations), not 16"),
+    ({"dtype": "bf16", "acc_width": 48}, "acc_width must be 32 with dtype 'bf16' "
+     "(floating-point formats accumulate in FP32), not 48"),
+    ({"dtype": "fp16", "overflow": "saturate"}, "overflow = 'saturate' has no meaning with "
+     "dtype 'fp16' (floating-point sums round to nearest and overflow to infinity): leave "
+     "overflow = 'wrap', the default"),
+])
+def test_rejects_a_number_format_conflict(values, message):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
+        Config(**values)
+
+
+def test_dtype_and_data_width_follow_each_other():
+    assert (Config().dtype, Config().data_width) == ("int16", 16)
+    assert Config(data_width=8).dtype == "int8"
+    assert Config(dtype="int8").data_width == 8
+    assert Config(dtype="bf16").data_width == 16
+    assert Config(dtype="int8") == Config(data_width=8) == Config(dtype="int8", data_width=8)
+    fp = Config(dtype="fp16")
+    assert (fp.is_float, fp.acc_format, fp.product_width) == (True, "fp32", 32)
+    assert (Config().is_float, Config(data_width=8, acc_width=24).acc_format) == \
+        (False, "int24")
+    # a change of one of them carries the other along; on a float format data_width alone
+    # is a conflict
+    assert Config(data_width=8).replace(dtype="fp16") == fp
+    assert fp.replace(dtype="int8").data_width == 8
+    assert Config().replace(data_width=8).dtype == "int8"
+    with pytest.raises(ConfigError, match=r"^data_width must be 16 with dtype 'fp16'"):
+        fp.replace(data_width=8)
+
+
+def test_toml_dtype(tmp_path):
+    path = tmp_path / "f.toml"
+    path.write_text(Config(dtype="bf16").to_toml())
+    assert 'dtype = "bf16"' in path.read_text()
+    assert Config.from_toml(path) == Config(dtype="bf16")
+    # an override of one of dtype and data_width replaces the file's pair
+    assert Config.from_toml(path, data_width=8).dtype == "int8"
+    path.write_text("data_width = 8\nacc_width = 32\n")
+    assert Config.from_toml(path, dtype="fp16") == Config(dtype="fp16")
 
 
 def test_rejects_route_wider_than_acc():
@@ -93,8 +141,8 @@ def test_rejects_bool_as_int():
 
 
 def test_every_parameter_has_a_rejection_test():
-    tested = {"rows", "cols", "data_width", "acc_width", "overflow", "act_depth", "acc_depth",
-              "num_vcs", "buffer_depth", "router_arch", "phits"}
+    tested = {"rows", "cols", "dtype", "data_width", "acc_width", "overflow", "act_depth",
+              "acc_depth", "num_vcs", "buffer_depth", "router_arch", "phits"}
     assert tested == {r.name for r in PARAMETERS}
 
 

@@ -1,4 +1,5 @@
-"""The sparse-aware MAC core and the tile core (MAC core + SRAM bank)."""
+"""The sparse-aware integer MAC core (``dtype`` int8 / int16) and the stream ports every tile
+core shows the tile."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from amaranth.lib.wiring import In, Out
 from ...config import Config, Overflow
 from .._util import ConfiguredComponent, any_of
 from ..flit import MULT_WIDTH, Opcode, Reg, payload_layout
-from .sram import SramBank, bank_ports
+from .sram import bank_ports
 
-__all__ = ["MacCore", "TileCore", "core_ports"]
+__all__ = ["MacCore", "core_ports"]
 
 
 def core_ports(config: Config) -> dict[str, wiring.Member]:
@@ -107,6 +108,13 @@ class MacCore(ConfiguredComponent):
         ports = core_ports(config)
         ports.update({name: member.flip() for name, member in bank_ports(config).items()})
         super().__init__(config, ports)
+
+    @classmethod
+    def check(cls, config: object, *args, **kwargs) -> None:
+        super().check(config)
+        if config.is_float:
+            raise TypeError(f"MacCore is the integer core, not for dtype {config.dtype!r} (use "
+                            f"FpMacCore, or make_mac_core to pick by the configuration)")
 
     def elaborate(self, platform):
         m = Module()
@@ -265,28 +273,3 @@ class MacCore(ConfiguredComponent):
         with m.Else():
             m.d.comb += activation.eq(positive)
         return activation
-
-
-class TileCore(ConfiguredComponent):
-    """The compute part of a tile: a :class:`MacCore` wired to its :class:`SramBank`.
-
-    Same stream interface, latency and backpressure behaviour as :class:`MacCore`; the memory
-    ports are internal.
-    """
-
-    def __init__(self, config: Config):
-        super().__init__(config, core_ports(config))
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.mac = mac = MacCore(self.config)
-        m.submodules.sram = sram = SramBank(self.config)
-        for name in ("act_r", "act_w", "acc_r", "acc_w"):
-            wiring.connect(m, getattr(mac, name), getattr(sram, name))
-        wiring.connect(m, wiring.flipped(self.i), mac.i)
-        wiring.connect(m, mac.o, wiring.flipped(self.o))
-        m.d.comb += [self.o_tag.eq(mac.o_tag), self.mac_done.eq(mac.mac_done),
-                     self.mac_skipped.eq(mac.mac_skipped), self.act_written.eq(mac.act_written),
-                     self.error.eq(mac.error)]
-        return m
-

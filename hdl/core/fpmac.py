@@ -1,0 +1,226 @@
+"""The floating-point MAC core: FP16 / BF16 operands, FP32 accumulators (issue 14)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+
+from ...config import Config
+from .._util import ConfiguredComponent, any_of
+from ..flit import Opcode, Reg, payload_layout
+from .fp import FpAdd, FpMul, FpToHalf, fp_relu
+from .mac import core_ports
+from .sram import bank_ports
+
+__all__ = ["FpMacCore"]
+
+
+class FpMacCore(ConfiguredComponent):
+    """Executes operation flits against an :class:`~wafertile.hdl.core.SramBank` in a
+    floating-point format (``dtype = "fp16"`` or ``"bf16"``): the same operations, ports,
+    zero skipping and backpressure as :class:`~wafertile.hdl.core.MacCore`, with IEEE
+    arithmetic bit exact with numpy's float32 (``docs/float.md``)::
+
+        MAC     acc[addr] = fp32(acc + fp32(w) * fp32(act[addr_b]))   unless w or act is +-0
+        ADD     acc[addr] = fp32(acc + data)
+        FINISH  act = to_half(relu?(acc[addr]))                        round to nearest even
+
+    Pipeline (one flit accepted per cycle, four stages)::
+
+        S0  accept flit; issue the activation read (act[addr_b] for MAC, act[addr] for READ_ACT)
+        S1  activation arrives; WRITE_ACT writes; w * act (FpMul, one DSP) into the product
+            register, only when both are nonzero; issue the accumulator read acc[addr]
+        S2  accumulator arrives; first half of the FP32 add (exponent difference, alignment,
+            significand add: FpAdd's register); READ_*, SEND and FINISH present their output
+            flit; SET writes its register
+        S3  second half (normalization, rounding, specials); acc[addr] <= the sum (MAC, ADD)
+            or data (WRITE_ACC)
+
+    **Throughput and the one hazard.** The FP32 adder is split over S2 and S3 (one stage of
+    it runs at ~32 MHz on an ECP5, two at ~57 MHz), so a flit reads its accumulator (S1) two
+    stages before the flit ahead of it writes (S3). A read issued in the cycle of the write
+    meets it through the bank's transparent read port (distance 2, as in the integer core);
+    a read one flit behind a write of the same accumulator would not. The core then inserts
+    **one bubble**: when the flit in S1 uses the accumulator that the flit in S2 will write
+    (S1: a MAC with both operands nonzero, ADD, READ_ACC, SEND or FINISH; S2: a MAC with both
+    operands nonzero, ADD or WRITE_ACC; same accumulator address), S0 and S1 hold for one
+    cycle while S2 moves on empty; the held flit's read is issued again in the cycle the
+    write happens, and the transparent port returns the new sum. Back-to-back MACs into one
+    accumulator therefore take two cycles each; every other stream runs one flit per cycle.
+    The stream compiler interleaves the outputs of each port, so such pairs are rare on real
+    layers (measured in ``docs/float.md``). Additions into an accumulator happen in the order
+    the flits arrive, never reordered.
+
+    **Sparsity.** A MAC whose weight or activation is +0 or -0 (``(word & 0x7FFF) == 0``)
+    does not load the product register (no multiply), does not write the accumulator, never
+    causes a bubble and takes its one pipeline slot; ``mac_done`` / ``mac_skipped`` as in the
+    integer core. So an accumulator holding -0 stays -0 after a skipped MAC (IEEE would add
+    the +0 product: ``-0 + +0 = +0``), and ``0 * inf`` never makes a NaN.
+
+    **Words.** Weights and WRITE_ACT activations are the low 16 bits of ``data`` (FP16 or
+    BF16 bits); ADD and WRITE_ACC carry FP32 bits in the 32-bit ``data`` field; READ_ACT
+    replies carry the activation's 16 bits (zero-extended), READ_ACC replies and SEND's ADD
+    flits the accumulator's 32 bits. Every NaN the core makes is the canonical quiet NaN.
+
+    **Finishing an output.** FINISH reads ``acc[addr]`` (S2), applies ReLU in FP32 when the
+    RELU register is set (:func:`~wafertile.hdl.core.fp.fp_relu`: negatives and -0 to +0,
+    NaNs pass) and rounds it to the tile's format (:class:`~wafertile.hdl.core.fp.FpToHalf`,
+    round to nearest even), sent as a WRITE_ACT ``{addr: addr_b, data: act}`` like the
+    integer core's. SET writes the RELU register (:class:`Reg`); MULT and SHIFT have no
+    meaning in floating point (no requantization: the hand-off is the rounding) and a SET of
+    them has no effect.
+
+    **Backpressure.** As in :class:`~wafertile.hdl.core.MacCore`: when S2 holds an output
+    flit and ``o.ready`` is low, the whole pipeline holds (nothing is written, the read ports
+    keep their data). A READ accepted in cycle *t* offers its reply in cycle *t* + 2 (or
+    *t* + 3 after a bubble).
+
+    Parameters
+    ----------
+    config : Config
+        With ``dtype`` ``"fp16"`` or ``"bf16"``.
+
+    Members
+    -------
+    i, o, o_tag, mac_done, mac_skipped, act_written, error
+        As :class:`~wafertile.hdl.core.MacCore`.
+    act_r, act_w, acc_r, acc_w : memory ports, flipped (connect to an ``SramBank``).
+
+    Raises
+    ------
+    TypeError
+        If ``config`` is not a :class:`Config` with a floating-point ``dtype``.
+    """
+
+    def __init__(self, config: Config):
+        ports = core_ports(config)
+        ports.update({name: member.flip() for name, member in bank_ports(config).items()})
+        super().__init__(config, ports)
+
+    @classmethod
+    def check(cls, config: object, *args, **kwargs) -> None:
+        super().check(config)
+        if not config.is_float:
+            raise TypeError(f"FpMacCore needs a floating-point dtype ('fp16' or 'bf16'), not "
+                            f"{config.dtype!r} (MacCore is the integer core)")
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        dw, aaw = cfg.data_width, cfg.acc_addr_width
+        layout = payload_layout(cfg)
+        m.submodules.mul = mul = FpMul(cfg.dtype)
+        m.submodules.add = add = FpAdd(stages=2)
+        m.submodules.to_half = to_half = FpToHalf(cfg.dtype)
+
+        s1 = Signal(layout)
+        s1_valid = Signal()
+        s2 = Signal(layout)
+        s2_valid = Signal()
+        s2_act = Signal(dw)
+        s2_prod = Signal(32)
+        s2_nonzero = Signal()
+        # S3: what the second half of the add needs to write the accumulator
+        s3_we = Signal()
+        s3_addr = Signal(aaw)
+        s3_write_acc = Signal()
+        s3_data = Signal(32)
+
+        # The pipeline moves as one (`advance`), except that S0 and S1 hold for one cycle on
+        # the hazard (`move`: they advance too).
+        s2_emits = s2_valid & ((s2.op == Opcode.READ_ACT) | (s2.op == Opcode.READ_ACC) |
+                               (s2.op == Opcode.SEND) | (s2.op == Opcode.FINISH))
+        advance = Signal()
+        hazard = Signal()
+        move = Signal()
+        m.d.comb += [advance.eq(~s2_emits | self.o.ready), move.eq(advance & ~hazard),
+                     self.i.ready.eq(move)]
+
+        def act_addr(p):
+            is_act_op = (p.op == Opcode.READ_ACT) | (p.op == Opcode.WRITE_ACT)
+            return Mux(is_act_op, p.addr, p.addr_b)[:cfg.act_addr_width]
+
+        with m.If(move):
+            m.d.sync += [s1.eq(self.i.payload), s1_valid.eq(self.i.valid)]
+
+        # -- S0: activation read ----------------------------------------------------------------
+        m.d.comb += [self.act_r.addr.eq(act_addr(self.i.payload)), self.act_r.en.eq(move)]
+
+        # -- S1: activation, WRITE_ACT, multiply, accumulator read, the hazard ------------------
+        act = self.act_r.data.as_unsigned()
+        weight = s1.data.as_unsigned()[:dw]
+        act_we = s1_valid & (s1.op == Opcode.WRITE_ACT)
+        m.d.comb += [
+            self.act_w.addr.eq(act_addr(s1)),
+            self.act_w.data.eq(weight),
+            self.act_w.en.eq(move & act_we),
+            self.act_written.eq(move & act_we),
+        ]
+        # +0 and -0 are zero: every bit but the sign
+        nonzero = (s1.op == Opcode.MAC) & (weight[:dw - 1] != 0) & (act[:dw - 1] != 0)
+        m.d.comb += [mul.a.eq(weight), mul.b.eq(act)]
+
+        s1_reads = s1_valid & (nonzero | (s1.op == Opcode.ADD) | (s1.op == Opcode.READ_ACC) |
+                               (s1.op == Opcode.SEND) | (s1.op == Opcode.FINISH))
+        s2_writes = s2_valid & (((s2.op == Opcode.MAC) & s2_nonzero) | (s2.op == Opcode.ADD) |
+                                (s2.op == Opcode.WRITE_ACC))
+        m.d.comb += hazard.eq(s1_reads & s2_writes & (s1.addr[:aaw] == s2.addr[:aaw]))
+
+        # The read is issued whenever the pipeline advances, also in the bubble's cycle: the
+        # read of the cycle in which S1 finally moves (the write's cycle) is the one kept.
+        m.d.comb += [self.acc_r.addr.eq(s1.addr[:aaw]), self.acc_r.en.eq(advance)]
+        with m.If(move):
+            m.d.sync += [s2.eq(s1), s2_valid.eq(s1_valid), s2_act.eq(act),
+                         s2_nonzero.eq(nonzero)]
+            # The product register loads only for a nonzero pair: a zero operand costs no
+            # multiply (the DSP's clock enable stays low).
+            with m.If(nonzero):
+                m.d.sync += s2_prod.eq(mul.o)
+        with m.Elif(advance):
+            m.d.sync += s2_valid.eq(0)  # the bubble
+
+        # -- S2: the add's first half, outputs, SET -------------------------------------------
+        acc = self.acc_r.data.as_unsigned()
+        m.d.comb += [add.a.eq(acc), add.b.eq(Mux(s2.op == Opcode.MAC, s2_prod,
+                                                  s2.data.as_unsigned())),
+                     add.en.eq(advance)]
+        with m.If(advance):
+            m.d.sync += [s3_we.eq(s2_writes), s3_addr.eq(s2.addr[:aaw]),
+                         s3_write_acc.eq(s2.op == Opcode.WRITE_ACC), s3_data.eq(s2.data)]
+
+        fire2 = advance & s2_valid
+        relu = Signal()
+        with m.If(fire2 & (s2.op == Opcode.SET) & (s2.addr[:2] == Reg.RELU.value)):
+            m.d.sync += relu.eq(s2.data[0])
+        m.d.comb += to_half.i.eq(Mux(relu, fp_relu(acc), acc))
+
+        m.d.comb += [self.o.valid.eq(s2_emits), self.o_tag.eq(s2.data.as_unsigned())]
+        with m.Switch(s2.op):
+            with m.Case(Opcode.FINISH):
+                m.d.comb += [self.o.p.op.eq(Opcode.WRITE_ACT), self.o.p.addr.eq(s2.addr_b),
+                             self.o.p.addr_b.eq(0), self.o.p.data.eq(to_half.o)]
+            with m.Case(Opcode.READ_ACT):
+                m.d.comb += [self.o.p.op.eq(Opcode.REPLY), self.o.p.addr.eq(s2.addr),
+                             self.o.p.addr_b.eq(s2.addr_b), self.o.p.data.eq(s2_act)]
+            with m.Case(Opcode.SEND):
+                m.d.comb += [self.o.p.op.eq(Opcode.ADD), self.o.p.addr.eq(s2.addr_b),
+                             self.o.p.addr_b.eq(s2.addr), self.o.p.data.eq(acc)]
+            with m.Default():
+                m.d.comb += [self.o.p.op.eq(Opcode.REPLY), self.o.p.addr.eq(s2.addr),
+                             self.o.p.addr_b.eq(s2.addr_b), self.o.p.data.eq(acc)]
+
+        m.d.comb += [
+            self.mac_done.eq(fire2 & (s2.op == Opcode.MAC) & s2_nonzero),
+            self.mac_skipped.eq(fire2 & (s2.op == Opcode.MAC) & ~s2_nonzero),
+        ]
+        known = [Opcode.WRITE_ACT, Opcode.WRITE_ACC, Opcode.READ_ACT, Opcode.READ_ACC, Opcode.MAC,
+                 Opcode.ADD, Opcode.SEND, Opcode.SET, Opcode.FINISH]
+        with m.If(fire2 & ~any_of(s2.op == op for op in known)):
+            m.d.sync += self.error.eq(1)
+
+        # -- S3: the add's second half, the accumulator write -----------------------------------
+        m.d.comb += [
+            self.acc_w.addr.eq(s3_addr),
+            self.acc_w.data.eq(Mux(s3_write_acc, s3_data, add.o)),
+            self.acc_w.en.eq(advance & s3_we),
+        ]
+        return m

@@ -1,0 +1,45 @@
+"""The tile core: the MAC core of the configuration's number format wired to its SRAM bank."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+
+from ...config import Config
+from .._util import ConfiguredComponent
+from .fpmac import FpMacCore
+from .mac import MacCore, core_ports
+from .sram import SramBank
+
+__all__ = ["TileCore", "make_mac_core"]
+
+
+def make_mac_core(config: Config) -> MacCore | FpMacCore:
+    """The MAC core of ``config.dtype``: :class:`MacCore` for int8 / int16,
+    :class:`FpMacCore` for fp16 / bf16."""
+    return FpMacCore(config) if config.is_float else MacCore(config)
+
+
+class TileCore(ConfiguredComponent):
+    """The compute part of a tile: the MAC core of ``config.dtype``
+    (:func:`make_mac_core`) wired to its :class:`SramBank`.
+
+    Same stream interface, latency and backpressure behaviour as the MAC core; the memory
+    ports are internal.
+    """
+
+    def __init__(self, config: Config):
+        super().__init__(config, core_ports(config))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mac = mac = make_mac_core(self.config)
+        m.submodules.sram = sram = SramBank(self.config)
+        for name in ("act_r", "act_w", "acc_r", "acc_w"):
+            wiring.connect(m, getattr(mac, name), getattr(sram, name))
+        wiring.connect(m, wiring.flipped(self.i), mac.i)
+        wiring.connect(m, mac.o, wiring.flipped(self.o))
+        m.d.comb += [self.o_tag.eq(mac.o_tag), self.mac_done.eq(mac.mac_done),
+                     self.mac_skipped.eq(mac.mac_skipped), self.act_written.eq(mac.act_written),
+                     self.error.eq(mac.error)]
+        return m
