@@ -3,6 +3,13 @@ random), and random layers for the array regressions.
 
 Every generator returns a list of payload dicts (see :mod:`wafertile.sim.models.core`). All values
 are within their fields, so :func:`wafertile.hdl.flit.pack` accepts them.
+
+Floating-point tiles (``dtype`` fp16 / bf16) have their own directed cases
+(:data:`FLOAT_DIRECTED`: signed zeros, subnormals in and out, overflow to infinity, NaN in
+either operand, ties to even, cancellation, long runs into one accumulator, the hand-off);
+:func:`random_stream` and :func:`make_layer` give float words of mixed magnitudes for them.
+Float operands are raw bit patterns in the ``data`` field: FP16 / BF16 in its low 16 bits,
+FP32 as the signed 32-bit value of its bits.
 """
 
 from __future__ import annotations
@@ -12,9 +19,11 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
+from ..hdl.core.fp import FP32, float_format
 from ..hdl.flit import MULT_WIDTH, Opcode, Reg
 
-__all__ = ["DIRECTED", "directed", "dump", "make_layer", "random_stream"]
+__all__ = ["DIRECTED", "FLOAT_DIRECTED", "directed", "directed_cases", "dump", "make_layer",
+           "random_float_words", "random_stream"]
 
 Flit = dict[str, Any]
 
@@ -142,12 +151,339 @@ DIRECTED = {
 }
 
 
+def directed_cases(config: Config) -> list[str]:
+    """The directed cases that apply to ``config``'s number format: :data:`DIRECTED` for the
+    integer formats; :data:`FLOAT_DIRECTED` and ``bad_op`` for fp16 / bf16."""
+    return [*FLOAT_DIRECTED, "bad_op"] if config.is_float else list(DIRECTED)
+
+
 def directed(name: str, config: Config) -> list[Flit]:
-    try:
-        return DIRECTED[name](config)
-    except KeyError:
-        raise ValueError(f"directed case must be one of {', '.join(DIRECTED)}, "
-                         f"not {name!r}") from None
+    cases = directed_cases(config)
+    if name not in cases:
+        raise ValueError(f"directed case for dtype {config.dtype!r} must be one of "
+                         f"{', '.join(cases)}, not {name!r}")
+    return {**DIRECTED, **FLOAT_DIRECTED}[name](config)
+
+
+# -- floating point ---------------------------------------------------------------------------
+
+
+def _h(config: Config, *values: float) -> list[int]:
+    """The 16-bit words of ``values`` in the tile's format (rounded to nearest even)."""
+    fmt = float_format(config.dtype)
+    return [int(b) for b in fmt.bits(np.asarray(values, np.float32))]
+
+
+def _s(bits: int) -> int:
+    """An FP32 word as the signed value a 32-bit ``data`` field carries."""
+    bits &= 0xFFFFFFFF
+    return bits - (1 << 32) if bits >> 31 else bits
+
+
+def _w(*values: float) -> list[int]:
+    """FP32 words of ``values`` for a ``data`` field (:func:`_s`)."""
+    return [_s(int(b)) for b in FP32.bits(np.asarray(values, np.float32))]
+
+
+def _tiny(config: Config) -> tuple[float, float, float]:
+    """The format's smallest subnormal, smallest normal and largest finite value."""
+    fmt = float_format(config.dtype)
+    low = 2.0 ** (1 - fmt.bias - fmt.frac_bits)
+    normal = 2.0 ** (1 - fmt.bias)
+    top = float(fmt.values(np.array([fmt.inf - 1], fmt.dtype))[0])
+    return low, normal, top
+
+
+def _finish_all(accs: int, first: int = 0) -> list[Flit]:
+    """A FINISH of accumulators 0 .. accs - 1 (to activations ``first`` onwards) and READs."""
+    return ([_f(Opcode.FINISH, a, first + a, data=a) for a in range(accs)] +
+            [_f(Opcode.READ_ACC, a, data=a) for a in range(accs)])
+
+
+def _fp_signed_zero(cfg: Config) -> list[Flit]:
+    """+0 and -0 operands skip (even against inf and NaN), an accumulator at -0 stays -0
+    through skipped MACs and becomes +0 through ADD of +0, -0 + -0 = -0, x + (-x) = +0."""
+    pz, nz, one, m2, inf, nan = _h(cfg, 0.0, -0.0, 1.0, -2.0, np.inf, np.nan)
+    flits = [_f(Opcode.WRITE_ACT, a, data=v) for a, v in enumerate([pz, nz, one, m2, inf, nan])]
+    flits += [_f(Opcode.WRITE_ACC, a, data=v) for a, v in enumerate(_w(-0.0, 0.0, -0.0, 1.5,
+                                                                         -0.0, -0.0))]
+    # skipped: zero weight times anything (inf, NaN), anything times a zero activation
+    flits += [_f(Opcode.MAC, 0, b, w) for b in range(6) for w in (pz, nz)]
+    flits += [_f(Opcode.MAC, 1, b, w) for b in (0, 1) for w in (one, m2, inf, nan, nz)]
+    flits += [_f(Opcode.READ_ACC, 0), _f(Opcode.READ_ACC, 1)]
+    # -0 + -0 = -0 (ADD never skips), then -0 + +0 = +0
+    flits += [_f(Opcode.ADD, 2, data=_w(-0.0)[0]), _f(Opcode.READ_ACC, 2),
+              _f(Opcode.ADD, 2, data=_w(0.0)[0]), _f(Opcode.READ_ACC, 2)]
+    # x + (-x) = +0 through a MAC: 1.5 + 1 * -1.5 (the product's weight 1.5 * -1)
+    flits += [_f(Opcode.WRITE_ACT, 6, data=_h(cfg, -1.0)[0]),
+              _f(Opcode.MAC, 3, 6, _h(cfg, 1.5)[0]), _f(Opcode.READ_ACC, 3)]
+    # a -0 accumulator plus a nonzero product: IEEE's sum; SEND of -0 carries -0
+    flits += [_f(Opcode.MAC, 4, 2, m2), _f(Opcode.SEND, 5, 9), _f(Opcode.READ_ACT, 1)]
+    return flits
+
+
+def _fp_subnormal(cfg: Config) -> list[Flit]:
+    """Subnormal operands (the format's smallest and largest), products and sums below FP32's
+    normal range (BF16 products underflow, round to nearest even or to zero), subnormal
+    accumulators growing into the normal range, subnormal FP32 sums rounded to the format's
+    subnormals by FINISH (and to zero)."""
+    low, normal, _top = _tiny(cfg)
+    ops = _h(cfg, low, -low, normal - low, 3 * low, normal, -normal, 2.0 ** -60, 1.75)
+    flits = [_f(Opcode.WRITE_ACT, a, data=v) for a, v in enumerate(ops)]
+    flits += [_f(Opcode.WRITE_ACC, a, data=0) for a in range(12)]
+    acc = 0
+    for b in range(len(ops)):
+        for w in ops[:6]:
+            flits.append(_f(Opcode.MAC, acc % 12, b, w))
+            acc += 1
+    # FP32 subnormals straight in, sums of them (exact), and the smallest FP32 normal
+    t = 2.0 ** -149
+    flits += [_f(Opcode.WRITE_ACC, 12, data=_w(t)[0]), _f(Opcode.ADD, 12, data=_w(t)[0]),
+              _f(Opcode.ADD, 12, data=_w(-3 * t)[0]), _f(Opcode.READ_ACC, 12),
+              _f(Opcode.WRITE_ACC, 13, data=_w(2.0 ** -126 - t)[0]),
+              _f(Opcode.ADD, 13, data=_w(t)[0]), _f(Opcode.READ_ACC, 13)]
+    # FINISH of FP32 values around the format's subnormal range (half the smallest: a tie)
+    values = [low, low / 2, low * 0.75, -low / 2, low * 1.5, low * 2.5, normal * 0.99,
+              normal - low / 2, 2.0 ** -149, -(2.0 ** -140)]
+    flits += [_f(Opcode.WRITE_ACC, 14 + a, data=v) for a, v in enumerate(_w(*values))]
+    flits += [_f(Opcode.FINISH, 14 + a, 20 + a, data=a) for a in range(len(values))]
+    flits += [_f(Opcode.READ_ACC, a, data=a) for a in range(12)]
+    flits += [_f(Opcode.READ_ACT, 20 + a) for a in range(len(values))]
+    return flits
+
+
+def _fp_inf(cfg: Config) -> list[Flit]:
+    """Overflow to infinity: products at the top of the range (BF16 beyond FP32's), sums past
+    FP32's largest value (and the rounding tie there), inf - inf = NaN, inf + x = inf, and
+    FINISH of values above the format's range (65520: FP16's tie to infinity)."""
+    _low, _normal, top = _tiny(cfg)
+    big, nbig, inf, ninf, two = _h(cfg, top, -top, np.inf, -np.inf, 2.0)
+    flits = [_f(Opcode.WRITE_ACT, a, data=v) for a, v in enumerate([big, nbig, inf, ninf, two])]
+    f32max = float(np.finfo(np.float32).max)
+    ulp = 2.0 ** 104
+    flits += [_f(Opcode.WRITE_ACC, a, data=v) for a, v in enumerate(
+        _w(0.0, f32max, -f32max, f32max - ulp, 0.0, 0.0, 1.0, 0.0))]
+    flits += [_f(Opcode.MAC, 0, 0, big), _f(Opcode.MAC, 0, 0, big), _f(Opcode.MAC, 0, 1, big),
+              _f(Opcode.READ_ACC, 0)]                                   # big products
+    flits += [_f(Opcode.ADD, 1, data=_w(ulp / 2)[0]), _f(Opcode.READ_ACC, 1),  # the tie
+              _f(Opcode.ADD, 2, data=_w(-f32max)[0]), _f(Opcode.READ_ACC, 2),
+              _f(Opcode.ADD, 3, data=_w(ulp / 2)[0]), _f(Opcode.READ_ACC, 3)]
+    flits += [_f(Opcode.MAC, 4, 2, two), _f(Opcode.MAC, 4, 4, big),    # inf + x = inf
+              _f(Opcode.MAC, 4, 3, two), _f(Opcode.READ_ACC, 4)]       # inf - inf = NaN
+    flits += [_f(Opcode.MAC, 5, 3, big), _f(Opcode.MAC, 5, 1, big), _f(Opcode.READ_ACC, 5)]
+    flits += [_f(Opcode.MAC, 7, 0, big) for _ in range(4)] + [_f(Opcode.READ_ACC, 7)]
+    values = [65504.0, 65519.0, 65520.0, -65520.0, 70000.0, 3.0e38, f32max, -f32max, np.inf,
+              -np.inf, float(top)]
+    flits += [_f(Opcode.WRITE_ACC, 8 + a, data=v) for a, v in enumerate(_w(*values))]
+    flits += [_f(Opcode.FINISH, 8 + a, 10 + a, data=a) for a in range(len(values))]
+    flits += [_f(Opcode.READ_ACT, 10 + a) for a in range(len(values))]
+    return flits
+
+
+def _fp_nan(cfg: Config) -> list[Flit]:
+    """A NaN weight, a NaN activation (quiet and signalling patterns, either sign), a NaN
+    accumulator, NaN through ADD, 0 * NaN skipped, inf * 0 never formed (skipped), and every
+    NaN out canonical (READ, SEND, FINISH, FINISH with ReLU)."""
+    fmt = float_format(cfg.dtype)
+    quiet, signalling = fmt.nan, fmt.inf | 1
+    nans = [quiet, quiet | fmt.sign_bit, signalling, signalling | fmt.sign_bit | 2]
+    one, two = _h(cfg, 1.0, -2.0)
+    flits = [_f(Opcode.WRITE_ACT, a, data=v) for a, v in enumerate([*nans, one, two, 0])]
+    flits += [_f(Opcode.WRITE_ACC, a, data=_w(1.0)[0]) for a in range(10)]
+    flits += [_f(Opcode.MAC, a, a, one) for a in range(4)]              # NaN activation
+    flits += [_f(Opcode.MAC, 4 + k, 4 + k % 2, n) for k, n in enumerate(nans)]  # NaN weight
+    flits += [_f(Opcode.MAC, 8, 6, nans[0]), _f(Opcode.MAC, 8, 0, 0)]    # skipped
+    f32nan = [_s(0x7FC00000), _s(0xFFC00001), _s(0x7F800001), _s(0xFF800123)]
+    flits += [_f(Opcode.ADD, 9, data=f32nan[2]), _f(Opcode.ADD, 9, data=_w(5.0)[0])]
+    flits += [_f(Opcode.WRITE_ACC, 10 + k, data=v) for k, v in enumerate(f32nan)]
+    flits += [_f(Opcode.SEND, 10 + k, k, data=k) for k in range(4)]
+    flits += [_f(Opcode.FINISH, 10 + k, 8 + k) for k in range(4)]
+    flits += [_set(Reg.RELU, 1), _f(Opcode.FINISH, 11, 12), _f(Opcode.FINISH, 13, 13),
+              _set(Reg.RELU, 0)]
+    flits += [_f(Opcode.READ_ACC, a) for a in range(14)]
+    flits += [_f(Opcode.READ_ACT, a) for a in range(14)]
+    return flits
+
+
+def _fp_ties(cfg: Config) -> list[Flit]:
+    """Ties to even in the sum (half an ulp of the accumulator, on an even and on an odd
+    significand, and just above half), in the product (BF16 products below FP32's normal
+    range), and in FINISH's rounding to the format (halfway between two neighbours)."""
+    fmt = float_format(cfg.dtype)
+    e = 2.0 ** -12 if fmt.name == "fp16" else 2.0 ** -60
+    half_ulp = e * e                      # the product e * e: FP32 half-ulp steps below
+    one, eps, eps3 = _h(cfg, 1.0, e, 3 * e)
+    flits = [_f(Opcode.WRITE_ACT, 0, data=eps), _f(Opcode.WRITE_ACT, 1, data=eps3),
+             _f(Opcode.WRITE_ACT, 2, data=one)]
+    u = half_ulp * 2 ** 24                # an accumulator whose half ulp is e * e
+    flits += [_f(Opcode.WRITE_ACC, a, data=v) for a, v in enumerate(
+        _w(u, u + 2 * half_ulp, u, -u, u * 1.5))]
+    flits += [_f(Opcode.MAC, 0, 0, eps), _f(Opcode.READ_ACC, 0),    # tie, even: stays
+              _f(Opcode.MAC, 1, 0, eps), _f(Opcode.READ_ACC, 1),    # tie, odd: rounds up
+              _f(Opcode.MAC, 2, 1, eps), _f(Opcode.READ_ACC, 2),    # 1.5 ulp: up to even
+              _f(Opcode.MAC, 3, 0, eps), _f(Opcode.READ_ACC, 3),
+              _f(Opcode.MAC, 4, 1, eps3), _f(Opcode.READ_ACC, 4)]
+    # BF16: products that round in FP32's subnormal range (ties at half the smallest)
+    tiny = _h(cfg, 2.0 ** -75, 1.5 * 2.0 ** -75, 2.0 ** -74, 1.25 * 2.0 ** -74)
+    flits += [_f(Opcode.WRITE_ACT, 3 + k, data=v) for k, v in enumerate(tiny)]
+    flits += [_f(Opcode.WRITE_ACC, 5 + k, data=0) for k in range(16)]
+    flits += [_f(Opcode.MAC, 5 + 4 * a + b, 3 + a, tiny[b]) for a in range(4) for b in range(4)]
+    flits += [_f(Opcode.READ_ACC, 5 + k) for k in range(16)]
+    # FINISH: FP32 values halfway between two neighbours of the format, either side of even
+    step = 2.0 ** -fmt.frac_bits
+    mids = [1 + step / 2, 1 + 1.5 * step, -(1 + step / 2), 2 - step / 2, 1 + step / 2 + 2 ** -23,
+            1 + 1.5 * step - 2 ** -23]
+    flits += [_f(Opcode.WRITE_ACC, 21 + k, data=v) for k, v in enumerate(_w(*mids))]
+    flits += [_f(Opcode.FINISH, 21 + k, 10 + k, data=k) for k in range(len(mids))]
+    flits += [_f(Opcode.READ_ACT, 10 + k) for k in range(len(mids))]
+    return flits
+
+
+def _fp_cancel(cfg: Config) -> list[Flit]:
+    """Cancellation: x + (-x) = +0, near cancellation that leaves a few low bits (the
+    normalization's long left shift), and a large term added and taken away again (the small
+    one is lost: float addition is not associative, the order is the reference's)."""
+    a, b, c, d, big, one = _h(cfg, 1.0009765625, -1.0, 3.0, -3.0, 1024.0, 1.0)
+    small = _h(cfg, 2.0 ** -8)[0]
+    flits = [_f(Opcode.WRITE_ACT, k, data=v) for k, v in enumerate([a, b, c, d, big, one,
+                                                                    small])]
+    flits += [_f(Opcode.WRITE_ACC, k, data=0) for k in range(6)]
+    flits += [_f(Opcode.MAC, 0, 0, one), _f(Opcode.MAC, 0, 1, one), _f(Opcode.READ_ACC, 0),
+              _f(Opcode.MAC, 1, 2, c), _f(Opcode.MAC, 1, 3, c), _f(Opcode.READ_ACC, 1),
+              _f(Opcode.MAC, 2, 6, one), _f(Opcode.MAC, 2, 4, big), _f(Opcode.MAC, 2, 4, b),
+              _f(Opcode.MAC, 2, 4, big), _f(Opcode.READ_ACC, 2),
+              _f(Opcode.MAC, 3, 4, big), _f(Opcode.MAC, 3, 6, one), _f(Opcode.MAC, 3, 4, b),
+              _f(Opcode.READ_ACC, 3)]
+    f = [_w(1.0 + k * 2.0 ** -23)[0] for k in range(4)]
+    flits += [_f(Opcode.WRITE_ACC, 4, data=f[3]), _f(Opcode.ADD, 4, data=_s(f[2] ^ (1 << 31))),
+              _f(Opcode.READ_ACC, 4),
+              _f(Opcode.WRITE_ACC, 5, data=_w(2.0 ** 100)[0]),
+              _f(Opcode.ADD, 5, data=_w(-(2.0 ** 100) * (1 - 2.0 ** -24))[0]),
+              _f(Opcode.READ_ACC, 5)]
+    return flits
+
+
+def _fp_runs(cfg: Config) -> list[Flit]:
+    """Long runs into one accumulator (a bubble after every MAC), two and three accumulators
+    in turn (none), zero MACs inside a run (no bubble, no write), and every reader right after
+    every writer of the same accumulator: READ, SEND, FINISH and ADD after MAC, ADD and
+    WRITE_ACC; WRITE_ACC then MAC."""
+    vals = _h(cfg, 1.5, -0.75, 3.25, 0.1, -7.0, 0.0, 2.0 ** -5, 100.0)
+    flits = [_f(Opcode.WRITE_ACT, a, data=v) for a, v in enumerate(vals)]
+    ws = _h(cfg, 0.3, -1.25, 2.5, 0.0, 7.75, -0.01)
+    flits += [_f(Opcode.WRITE_ACC, a, data=0) for a in range(4)]
+    flits += [_f(Opcode.MAC, 0, k % 8, ws[k % 6]) for k in range(60)]
+    flits += [_f(Opcode.READ_ACC, 0)]
+    flits += [_f(Opcode.MAC, k % 2 + 1, k % 8, ws[k % 5]) for k in range(30)]
+    flits += [_f(Opcode.MAC, k % 3 + 1, (k * 3) % 8, ws[(k + 1) % 6]) for k in range(30)]
+    flits += [_f(Opcode.READ_ACC, a) for a in range(1, 4)]
+    w = ws[0]
+    writers = [_f(Opcode.MAC, 3, 0, w), _f(Opcode.ADD, 3, data=_w(0.5)[0]),
+               _f(Opcode.WRITE_ACC, 3, data=_w(-2.5)[0])]
+    readers = [_f(Opcode.READ_ACC, 3), _f(Opcode.SEND, 3, 1), _f(Opcode.FINISH, 3, 9),
+               _f(Opcode.ADD, 3, data=_w(1.0)[0]), _f(Opcode.MAC, 3, 2, w)]
+    for wr in writers:
+        for rd in readers:
+            flits += [wr, rd]
+    flits += [_f(Opcode.WRITE_ACT, 9, data=vals[2]), _f(Opcode.MAC, 3, 9, w),
+              _f(Opcode.READ_ACT, 9), _f(Opcode.READ_ACC, 3)]
+    return flits
+
+
+def _fp_finish(cfg: Config) -> list[Flit]:
+    """FINISH with and without ReLU on negatives, -0, -inf, negative subnormals, NaN, large
+    values; SET of MULT and SHIFT has no effect in floating point; FINISH right after the
+    MAC / ADD that makes its accumulator."""
+    values = [0.0, -0.0, 1.0, -1.0, 2.5e-3, -2.5e-3, 3.0e5, -3.0e5, np.inf, -np.inf,
+              -(2.0 ** -140), 2.0 ** -20, 123.456, -0.33]
+    flits = [_f(Opcode.WRITE_ACC, a, data=v) for a, v in enumerate(_w(*values))]
+    flits.append(_f(Opcode.WRITE_ACC, 14, data=_s(0xFFC00000)))
+    for relu in (0, 1):
+        flits += [_set(Reg.RELU, relu), _set(Reg.MULT, 3), _set(Reg.SHIFT, 5)]
+        flits += [_f(Opcode.FINISH, a, a + 16 * relu, data=a) for a in range(15)]
+    one = _h(cfg, 1.0)[0]
+    flits += [_f(Opcode.WRITE_ACT, 40, data=one), _f(Opcode.WRITE_ACC, 15, data=_w(-2.0)[0]),
+              _f(Opcode.MAC, 15, 40, one), _f(Opcode.FINISH, 15, 41),
+              _f(Opcode.ADD, 15, data=_w(3.0)[0]), _f(Opcode.FINISH, 15, 42),
+              _set(Reg.RELU, 0), _f(Opcode.FINISH, 15, 43)]
+    return flits
+
+
+#: Directed cases of a floating-point core (fp16 / bf16), by name.
+FLOAT_DIRECTED = {
+    "fp_signed_zero": _fp_signed_zero,
+    "fp_subnormal": _fp_subnormal,
+    "fp_inf": _fp_inf,
+    "fp_nan": _fp_nan,
+    "fp_ties": _fp_ties,
+    "fp_cancel": _fp_cancel,
+    "fp_runs": _fp_runs,
+    "fp_finish": _fp_finish,
+}
+
+
+def random_float_words(fmt_name: str, rng: np.random.Generator, n: int, *,
+                       zeros: float = 0.0, scale: float = 0.0) -> np.ndarray:
+    """``n`` random words of format ``fmt_name`` (``"fp16"``, ``"bf16"``, ``"fp32"``) of mixed
+    kinds and magnitudes: ``zeros`` of them +0 or -0; of the rest 3% specials (infinities,
+    NaNs), 7% subnormals, 10% any bit pattern, the others values of both signs with an
+    exponent within 12 of ``2**scale`` (so that sums carry, cancel and round)."""
+    fmt = float_format(fmt_name)
+    mask = (1 << fmt.width) - 1
+    kind = rng.random(n)
+    out = np.zeros(n, dtype=np.int64)
+    near = np.float32(2.0) ** (scale + rng.integers(-12, 13, n)).astype(np.float32)
+    values = (rng.random(n).astype(np.float32) + np.float32(0.5)) * near
+    values *= np.where(rng.random(n) < 0.5, -1, 1).astype(np.float32)
+    out[:] = fmt.bits(values.astype(np.float32)).astype(np.int64)
+    raw = rng.integers(0, mask + 1, n)
+    sub = rng.integers(1, 1 << fmt.frac_bits, n) | (rng.integers(0, 2, n) << (fmt.width - 1))
+    special = np.array([fmt.inf, fmt.inf | fmt.sign_bit, fmt.nan, fmt.nan | fmt.sign_bit,
+                        fmt.inf | 1])[rng.integers(0, 5, n)]
+    out = np.where(kind < 0.03, special, np.where(kind < 0.10, sub,
+                                                  np.where(kind < 0.20, raw, out)))
+    zero = rng.random(n) < zeros
+    out = np.where(zero, rng.integers(0, 2, n) << (fmt.width - 1), out)
+    return out.astype(np.int64)
+
+
+def _random_float_stream(config: Config, rng: np.random.Generator, n: int, density: float,
+                         hot: int) -> list[Flit]:
+    """:func:`random_stream` for a floating-point core: the same mix of operations, with
+    operands from :func:`random_float_words` (a weight or activation is a zero, either sign,
+    with probability ``1 - density``; FP32 words for ADD / WRITE_ACC)."""
+    cfg = config
+
+    def addr(depth: int) -> int:
+        return int(rng.integers(hot)) if rng.random() < 0.8 else int(rng.integers(depth))
+
+    def half(zeros: float) -> int:
+        return int(random_float_words(cfg.dtype, rng, 1, zeros=zeros)[0])
+
+    ops = [Opcode.MAC] * 12 + [Opcode.WRITE_ACT] * 3 + [Opcode.ADD, Opcode.WRITE_ACC,
+                                                        Opcode.READ_ACC, Opcode.READ_ACT,
+                                                        Opcode.SEND, Opcode.SET,
+                                                        Opcode.FINISH]
+    flits = []
+    for _ in range(n):
+        op = ops[int(rng.integers(len(ops)))]
+        if op is Opcode.MAC:
+            flits.append(_f(op, addr(cfg.acc_depth), addr(cfg.act_depth), half(1 - density)))
+        elif op is Opcode.WRITE_ACT:
+            flits.append(_f(op, addr(cfg.act_depth), 0, half(1 - max(density, 0.5))))
+        elif op in (Opcode.ADD, Opcode.WRITE_ACC):
+            word = random_float_words("fp32", rng, 1, zeros=0.1, scale=2)[0]
+            flits.append(_f(op, addr(cfg.acc_depth), 0, _s(int(word))))
+        elif op is Opcode.SET:
+            reg = Reg(int(rng.integers(3)))
+            flits.append(_set(reg, int(rng.integers(2 if reg is Reg.RELU else 1 << 14))))
+        elif op is Opcode.READ_ACT:
+            flits.append(_f(op, addr(cfg.act_depth), int(rng.integers(cfg.act_depth)),
+                            int(rng.integers(cfg.acc_min, cfg.acc_max + 1))))
+        else:
+            flits.append(_f(op, addr(cfg.acc_depth), int(rng.integers(cfg.acc_depth)),
+                            int(rng.integers(cfg.acc_min, cfg.acc_max + 1))))
+    return flits
 
 
 def random_stream(config: Config, rng: np.random.Generator, n: int, density: float,
@@ -156,8 +492,12 @@ def random_stream(config: Config, rng: np.random.Generator, n: int, density: flo
 
     Addresses are drawn mostly from ``hot`` words so that back-to-back hazards are frequent,
     and sometimes from the whole bank so that every address bit is exercised. Activations are
-    zero with probability ``1 - density`` too, so both zero-skip paths are covered.
+    zero with probability ``1 - density`` too, so both zero-skip paths are covered. For a
+    floating-point ``config`` the operands are float words of mixed kinds and magnitudes
+    (:func:`random_float_words`).
     """
+    if config.is_float:
+        return _random_float_stream(config, rng, n, density, hot)
     cfg = config
 
     def addr(depth: int) -> int:

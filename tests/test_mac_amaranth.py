@@ -7,10 +7,11 @@ import pytest
 from amaranth.sim import Simulator
 
 from wafertile import Config
-from wafertile.hdl.core import MacCore, TileCore
+from wafertile.hdl.core import FpMacCore, MacCore, TileCore
+from wafertile.hdl.core.fp import float_format
 from wafertile.hdl.flit import Opcode, pack, payload_layout, unpack
 from wafertile.sim.models import CoreModel
-from wafertile.sim.stimulus import DIRECTED, directed, dump, random_stream
+from wafertile.sim.stimulus import DIRECTED, FLOAT_DIRECTED, directed, dump, random_stream
 
 from .conftest import seed_for
 
@@ -18,6 +19,13 @@ CONFIGS = {
     "d16a32wrap": Config(act_depth=16, acc_depth=16),
     "d8a16sat": Config(data_width=8, acc_width=16, overflow="saturate", act_depth=16,
                        acc_depth=32),
+}
+
+
+#: Floating-point cores (FpMacCore): banks deep enough for the directed cases' addresses.
+FLOAT_CONFIGS = {
+    "fp16": Config(dtype="fp16", act_depth=64, acc_depth=64),
+    "bf16": Config(dtype="bf16", act_depth=64, acc_depth=32),
 }
 
 
@@ -97,8 +105,72 @@ def test_zero_stream_never_stalls():
     assert got["mac_skipped"] == 64 and got["mac_done"] == 0
 
 
+@pytest.mark.parametrize("cfg", FLOAT_CONFIGS.values(), ids=FLOAT_CONFIGS.keys())
+@pytest.mark.parametrize("case", [*FLOAT_DIRECTED, "bad_op"])
+def test_float_directed(cfg, case):
+    flits = directed(case, cfg) + dump(cfg)
+    got = simulate(cfg, flits)
+    _check(cfg, flits, got)
+    # With no backpressure the input waits only for the bubbles: one per flit that uses the
+    # accumulator the flit just before it writes (CoreModel counts them).
+    assert got["stalls"] == CoreModel(cfg).run(flits).bubbles
+
+
+@pytest.mark.parametrize("cfg", FLOAT_CONFIGS.values(), ids=FLOAT_CONFIGS.keys())
+@pytest.mark.parametrize("density", [0.0, 0.1, 0.5, 1.0])
+def test_float_random(request, cfg, density):
+    """Float words of mixed kinds and magnitudes, every operation, idle input and 30%
+    backpressure."""
+    seed = seed_for(request)
+    flits = random_stream(cfg, np.random.default_rng(seed), 300, density) + dump(cfg)
+    got = simulate(cfg, flits, seed=seed, idle=0.3, stall=0.3)
+    _check(cfg, flits, got)
+
+
+@pytest.mark.parametrize("cfg", FLOAT_CONFIGS.values(), ids=FLOAT_CONFIGS.keys())
+def test_float_full_rate(request, cfg):
+    seed = seed_for(request)
+    flits = random_stream(cfg, np.random.default_rng(seed), 400, 0.8) + dump(cfg)
+    got = simulate(cfg, flits)
+    _check(cfg, flits, got)
+    assert got["stalls"] == CoreModel(cfg).run(flits).bubbles
+
+
+@pytest.mark.parametrize("cfg", FLOAT_CONFIGS.values(), ids=FLOAT_CONFIGS.keys())
+def test_float_throughput(cfg):
+    """Nonzero MACs into two accumulators in turn: one per cycle; into one accumulator: one
+    bubble after each (the FP32 adder's two stages); a zero MAC in a run: no bubble, and none
+    for the MAC after it (every third weight zero: 13 bubbles in 40). (A dump
+    follows each stream, so that a bubble after the last MAC shows as a wait too.)"""
+    fmt = float_format(cfg.dtype)
+    w = int(fmt.bits(np.float32(1.5)))
+    head = [{"op": Opcode.WRITE_ACT, "addr": a, "data": w if a else 0} for a in range(4)]
+    runs = {
+        0: [{"op": Opcode.MAC, "addr": k % 2, "addr_b": 1 + k % 3, "data": w} for k in range(40)],
+        39: [{"op": Opcode.MAC, "addr": 0, "addr_b": 1 + k % 3, "data": w} for k in range(40)],
+        13: [{"op": Opcode.MAC, "addr": 0, "addr_b": 1 + k % 3, "data": w * (k % 3 > 0)}
+             for k in range(40)],
+    }
+    for bubbles, run in runs.items():
+        flits = head + run + dump(cfg)
+        got = simulate(cfg, flits)
+        _check(cfg, flits, got)
+        assert got["stalls"] == CoreModel(cfg).run(flits).bubbles == bubbles
+
+
 def test_rejects_non_config():
     with pytest.raises(TypeError, match=r"^MacCore config must be a Config, not 3$"):
         MacCore(3)
     with pytest.raises(TypeError, match=r"^TileCore config must be a Config, not 'x'$"):
         TileCore("x")
+
+
+def test_cores_of_the_other_number_format_are_refused():
+    with pytest.raises(TypeError, match=r"^MacCore is the integer core, not for dtype 'fp16' "
+                                        r"\(use FpMacCore, or make_mac_core to pick by the "
+                                        r"configuration\)$"):
+        MacCore(Config(dtype="fp16"))
+    with pytest.raises(TypeError, match=r"^FpMacCore needs a floating-point dtype \('fp16' or "
+                                        r"'bf16'\), not 'int8' \(MacCore is the integer "
+                                        r"core\)$"):
+        FpMacCore(Config(dtype="int8"))

@@ -4,7 +4,10 @@ A model takes the operation flits in the order the core accepts them and returns
 core emits, in order, and the final contents of both banks. It is bit-exact with the RTL,
 including overflow (wrap or saturate), the low-bit use of weights, activations and addresses
 (documented in :class:`wafertile.hdl.core.MacCore`), and the ``mac_done`` / ``mac_skipped``
-counts.
+counts. With a floating-point ``dtype`` it follows :class:`wafertile.hdl.core.FpMacCore`:
+FP16 / BF16 words in the activation bank, FP32 bits in the accumulators (held as the signed
+32-bit value of the bits, as a flit's ``data`` field carries them), the arithmetic of
+:mod:`wafertile.sim.models.fp`, and the core's bubbles counted (:attr:`CoreResult.bubbles`).
 
 Flits are dicts with the payload fields ``op`` (an :class:`~wafertile.hdl.flit.Opcode`),
 ``addr``, ``addr_b`` and ``data``, as :func:`wafertile.hdl.flit.unpack` returns them.
@@ -20,6 +23,7 @@ import numpy as np
 
 from ...config import Config, Overflow
 from ...hdl.flit import MULT_WIDTH, Opcode, Reg
+from . import fp
 
 __all__ = ["CoreModel", "CoreResult", "SramCycleModel", "SramModel", "requantize", "saturate",
            "wrap"]
@@ -112,6 +116,10 @@ class CoreResult:
     #: WRITE_ACT operations executed (the ``act_written`` pulses)
     act_written: int = 0
     error: bool = False
+    #: Cycles a floating-point core holds its input for the accumulator hazard when the flits
+    #: come one per cycle: flits that use the accumulator the flit just before them writes
+    #: (``FpMacCore``; always 0 for the integer core, which never holds).
+    bubbles: int = 0
 
 
 class CoreModel:
@@ -123,6 +131,8 @@ class CoreModel:
         self.result = CoreResult()
         #: the tile registers SET writes, at their reset values
         self.regs = {Reg.MULT: 1, Reg.SHIFT: 0, Reg.RELU: 0}
+        #: the accumulator the flit before wrote (float bubbles), or None
+        self._written: int | None = None
 
     def _accumulate(self, old: int, addend: int) -> int:
         total = old + addend
@@ -137,10 +147,13 @@ class CoreModel:
             op = Opcode(flit["op"])
         except ValueError:  # an opcode with no operation
             self.result.error = True
+            self._written = None
             return None
         # missing fields are zero, as in wafertile.hdl.flit.pack
         addr, addr_b = int(flit.get("addr", 0)), int(flit.get("addr_b", 0))
         value = int(flit.get("data", 0))
+        if cfg.is_float:
+            return self._step_float(op, addr, addr_b, value)
         low = wrap(value, cfg.data_width)  # weight / activation: the low data_width bits
         if op is Opcode.WRITE_ACT:
             mem.act[mem.act_index(addr)] = low
@@ -180,6 +193,57 @@ class CoreModel:
         else:  # REPLY and the unused opcodes are not operations: no effect, sticky error
             self.result.error = True
         return None
+
+    def _step_float(self, op: Opcode, addr: int, addr_b: int, value: int
+                    ) -> dict[str, Any] | None:
+        """:meth:`step` of a floating-point core (``FpMacCore``): raw bits, IEEE arithmetic."""
+        cfg, mem = self.config, self.sram
+        fmt = cfg.dtype
+        low = value & 0xFFFF  # weight / activation: the low 16 bits, raw
+        i = mem.acc_index(addr)
+        acc = int(mem.acc[i]) & 0xFFFFFFFF
+        reads = writes = False
+        out = None
+        if op is Opcode.WRITE_ACT:
+            mem.act[mem.act_index(addr)] = low
+            self.result.act_written += 1
+        elif op is Opcode.WRITE_ACC:
+            mem.acc[i] = wrap(value, 32)
+            writes = True
+        elif op is Opcode.READ_ACT:
+            out = {"op": Opcode.REPLY, "addr": addr, "addr_b": addr_b,
+                   "data": int(mem.act[mem.act_index(addr)])}
+        elif op is Opcode.READ_ACC:
+            out = {"op": Opcode.REPLY, "addr": addr, "addr_b": addr_b, "data": wrap(acc, 32)}
+            reads = True
+        elif op is Opcode.MAC:
+            act = int(mem.act[mem.act_index(addr_b)])
+            if fp.is_zero(low, fmt) or fp.is_zero(act, fmt):
+                self.result.mac_skipped += 1
+            else:
+                mem.acc[i] = wrap(int(fp.mac(acc, low, act, fmt)), 32)
+                self.result.mac_done += 1
+                reads = writes = True
+        elif op is Opcode.ADD:
+            mem.acc[i] = wrap(int(fp.add(acc, value & 0xFFFFFFFF)), 32)
+            reads = writes = True
+        elif op is Opcode.SEND:
+            out = {"op": Opcode.ADD, "addr": addr_b, "addr_b": addr, "data": wrap(acc, 32)}
+            reads = True
+        elif op is Opcode.SET:  # only RELU has a meaning; MULT and SHIFT are kept, unused
+            if addr & 0b11 == Reg.RELU.value:
+                self.regs[Reg.RELU] = value & 1
+        elif op is Opcode.FINISH:
+            word = fp.relu(acc) if self.regs[Reg.RELU] else acc
+            out = {"op": Opcode.WRITE_ACT, "addr": addr_b, "addr_b": 0,
+                   "data": int(fp.to_half(word, fmt))}
+            reads = True
+        else:
+            self.result.error = True
+        if reads and self._written == i:
+            self.result.bubbles += 1
+        self._written = i if writes else None
+        return out
 
     def run(self, flits: Iterable[Mapping[str, Any]]) -> CoreResult:
         """Apply every flit in order; the result accumulates over calls."""
