@@ -13,6 +13,7 @@ def pytest_addoption(parser):
                      help="also run the long regressions marked slow")
     parser.addoption("--sim", action="append", choices=["verilator", "icarus"],
                      help="simulator(s) for the cocotb regressions (default: both)")
+    _coverage_options(parser)
 
 
 #: Simulators the cocotb regressions run on (``--sim`` chooses among them).
@@ -111,3 +112,71 @@ def build_root(tmp_path_factory):
         from pathlib import Path
         return Path(env).resolve()
     return tmp_path_factory.mktemp("sim_build")
+
+
+# -- functional coverage (wafertile.sim.vip.coverage; docs/verification.md) -------------------
+
+def _coverage_options(parser):
+    parser.addoption("--cover-report", default="functional-coverage", metavar="DIR",
+                     help="where the functional coverage report of the cocotb benches goes "
+                          "(coverage.json and coverage.txt; default %(default)s)")
+    parser.addoption("--require-full-coverage", action="store_true",
+                     help="fail the run if any coverage bin is a hole (for the full "
+                          "regression: pytest --run-slow --require-full-coverage)")
+
+
+def pytest_configure(config):
+    import tempfile
+
+    from wafertile.sim.vip import coverage
+
+    # every simulator process of this session dumps its counts here as it exits
+    config._wafertile_cov_dir = tempfile.mkdtemp(prefix="wafertile-coverage-")
+    os.environ["WAFERTILE_COVERAGE_DIR"] = config._wafertile_cov_dir
+    coverage.collecting_here()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    import json
+    import shutil
+    from pathlib import Path
+
+    from wafertile.sim.vip import coverage, coverpoints  # noqa: F401 (declares the groups)
+
+    config = session.config
+    where = Path(config._wafertile_cov_dir)
+    parts = [coverage.counts()] + [coverage.load(f) for f in sorted(where.glob("cov-*.json"))]
+    shutil.rmtree(where, ignore_errors=True)
+    total = coverage.merge(parts)
+    config._wafertile_cov = None
+    if not total:
+        return
+    rep = coverage.report(total)
+    out = Path(config.getoption("--cover-report"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "coverage.json").write_text(json.dumps(rep, indent=1))
+    (out / "coverage.txt").write_text(coverage.format_text(rep) + "\n")
+    config._wafertile_cov = (rep, out)
+    if config.getoption("--require-full-coverage") and rep["hit"] < rep["bins"]:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    found = getattr(config, "_wafertile_cov", None)
+    if not found:
+        return
+    from wafertile.sim.vip import coverage
+
+    rep, out = found
+    terminalreporter.section("functional coverage")
+    full = config.getoption("--require-full-coverage")
+    for line in coverage.format_text(rep, holes=None if full else 0).splitlines():
+        if "more holes" not in line:
+            terminalreporter.write_line(line)
+    terminalreporter.write_line(f"report: {out / 'coverage.txt'} and {out / 'coverage.json'}"
+                                + ("" if rep["hit"] == rep["bins"] else
+                                   "; holes listed there"))
+    if full and rep["hit"] < rep["bins"]:
+        terminalreporter.write_line(f"--require-full-coverage: {rep['bins'] - rep['hit']} "
+                                    f"bins were never hit", red=True)

@@ -34,6 +34,7 @@ from ..vip import (
     LinkSource,
     Part,
     TieOff,
+    cover_program,
     env_float,
     env_json,
     grid_inputs,
@@ -104,6 +105,7 @@ class ArrayTB(TB):
         ``total_cycles``, and per tile (index ``y * cols + x``) ``mac_done`` and
         ``mac_skipped`` counts of the stream phases."""
         B, I, _ = program.shape
+        cover_program(self.config, program)
         self.board = board = LayerScoreboard(self.config, (B, I))
         self.macs.done_per_tile[:] = 0
         self.macs.skipped_per_tile[:] = 0

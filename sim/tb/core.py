@@ -22,6 +22,7 @@ from ...hdl.flit import Opcode, pack, payload_layout
 from ..stimulus import DIRECTED, directed, dump, random_stream
 from ..vip import (
     TB,
+    CoreCoverage,
     CoreScoreboard,
     Part,
     StreamSink,
@@ -56,6 +57,7 @@ class CoreTB(TB):
             dut, "o", backpressure=random_pause(backpressure, rng),
             on_received=lambda word: self.board.received(word, int(dut.o_tag.value))))
         self.counter = self.add(_MacCounter(dut, self.board))
+        self.add(CoreCoverage(dut, self.config))
 
     def clear_memory(self) -> list[dict]:
         """Zero both banks (memories keep their contents across reset and across tests)."""

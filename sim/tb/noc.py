@@ -32,6 +32,7 @@ from ..vip import (
     TB,
     LinkSink,
     LinkSource,
+    NocCoverage,
     NocScoreboard,
     env_float,
     env_int,
@@ -53,6 +54,7 @@ class NocTB(TB):
         self.kind = kind
         self.model = NocModel(cfg, router=pos if kind == "router" else None)
         self.board = NocScoreboard(self.model)
+        self.cover = NocCoverage(self.model, router=kind == "router")
         rng = Random(self.rng.random())
         self.endpoints = self.model.sources()
         self.sources: dict[Endpoint, LinkSource] = {}
@@ -66,13 +68,21 @@ class NocTB(TB):
                 out = grid_link(cfg, MESH, ep.x, ep.y, ep.port, into=False)
             self.sources[ep] = self.add(LinkSource(
                 dut, into[0], cfg, index=into[1], pause=random_pause(1.0 - load, rng),
-                on_sent=lambda w, ep=ep: self.board.sent(ep, w, self.cycle), name=f"src{ep}"))
+                on_sent=lambda w, ep=ep: self._sent(ep, w), name=f"src{ep}"))
             self.sinks[ep] = self.add(LinkSink(
                 dut, out[0], cfg, index=out[1], backpressure=random_pause(backpressure, rng),
-                on_received=lambda w, ep=ep: self.board.received(ep, w, self.cycle),
-                name=f"sink{ep}"))
+                on_received=lambda w, ep=ep: self._received(ep, w), name=f"sink{ep}"))
         if kind == "router":
             dut.x.value, dut.y.value = pos
+            self.add(self.cover.link_part(dut, self.sources))
+
+    def _sent(self, source: Endpoint, word: int) -> None:
+        self.board.sent(source, word, self.cycle)
+        self.cover.sent(source, word)
+
+    def _received(self, dest: Endpoint, word: int) -> None:
+        self.board.received(dest, word, self.cycle)
+        self.cover.received(dest, word)
 
     def random_word(self, source: Endpoint, seq: int, *, mcast: float, exit_p: float) -> int:
         """A random unicast or rectangle multicast from ``source``, with ``seq`` and the

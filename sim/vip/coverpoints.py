@@ -1,0 +1,224 @@
+"""wafertile's cover model: what the cocotb regressions of the core, the router, the mesh and
+the array must exercise, and the parts that sample it (:mod:`.coverage` collects and
+reports).
+
+=============== ===========================================================================
+group            sampled
+=============== ===========================================================================
+``core``         each operation the core takes: opcode x hazard distance (pipeline advances
+                 since the last operation on the same accumulator) x whether the pipeline
+                 was held by output backpressure in the cycles before x overflow rule
+``router``       each delivery of the router bench: input port x output port x VC
+``router_vcs``   the router bench's inputs every cycle: a VC's buffer full (its ``ready``
+                 low), and a flit taken on one VC while another VC of the same input is full
+``noc``          each flit injected by the router and mesh benches: multicast shape x exit
+``mesh``         each delivery of the mesh bench at an edge port (an edge exit) x VC
+``array``        each program the array bench plays: its phase kinds, passes, on-fabric
+                 reduction, batch groups, layers, and the router micro-architecture
+=============== ===========================================================================
+
+VC bins go up to 4 VCs, the most any regression configures; port names are the letters of
+:class:`~wafertile.hdl.flit.Port`.
+"""
+
+from __future__ import annotations
+
+from ...config import Config
+from ...hdl.flit import Opcode, Port, field_slice, payload_layout
+from .coverage import Covergroup
+from .env import Part
+from .signals import Element
+
+__all__ = ["ARRAY", "CORE", "MESH", "NOC", "ROUTER", "ROUTER_VCS", "CoreCoverModel",
+           "CoreCoverage", "NocCoverage", "cover_program"]
+
+PORTS = [p.letter for p in Port]
+VCS = ["0", "1", "2", "3"]
+#: Operations that read or write an accumulator word (a hazard on its address matters).
+ACC_OPS = ("WRITE_ACC", "READ_ACC", "MAC", "ADD", "SEND", "FINISH")
+#: Operations a core takes (REPLY is output only; a code with no operation is "illegal").
+INPUT_OPS = [op.name for op in Opcode if op is not Opcode.REPLY]
+HAZARDS = ["1", "2", "3", ">3"]
+#: Pipeline advances a core needs before an operation no longer depends on forwarding.
+FAR = 4
+
+CORE = Covergroup(
+    "core",
+    {"op": [*INPUT_OPS, "illegal"], "hazard": [*HAZARDS, "none"],
+     "after_stall": ["no", "yes"], "overflow": ["wrap", "saturate"]},
+    crosses={"op x hazard x after_stall x overflow": (
+        ("op", "hazard", "after_stall", "overflow"),
+        lambda op, hazard, **_: op == "illegal" or (hazard == "none") != (op not in ACC_OPS))},
+    doc="operations the core takes (tile core bench)")
+
+ROUTER = Covergroup(
+    "router", {"input": PORTS, "output": PORTS, "vc": VCS},
+    crosses={"input x output x vc": (("input", "output", "vc"), None)},
+    doc="deliveries of the router bench: every input to every output on every VC (all 25 "
+        "port pairs occur: an edge router sends a flit back out of an edge port by its exit)")
+
+PORT_VCS = [f"{p}/vc{v}" for p in PORTS for v in VCS]
+ROUTER_VCS = Covergroup(
+    "router_vcs", {"full": PORT_VCS, "bypass": PORT_VCS},
+    doc="router bench inputs (port/VC): a VC full (its ready low); a flit taken on a VC "
+        "while another VC of the same input is full")
+
+NOC = Covergroup(
+    "noc", {"shape": ["unicast", "row", "column", "rectangle"], "exit": PORTS},
+    crosses={"shape x exit": (("shape", "exit"), None)},
+    doc="flits injected by the router and mesh benches")
+
+MESH = Covergroup(
+    "mesh", {"edge_exit": [p for p in PORTS if p != "l"], "vc": VCS},
+    crosses={"edge_exit x vc": (("edge_exit", "vc"), None)},
+    doc="deliveries of the mesh bench at an edge port")
+
+ARRAY = Covergroup(
+    "array",
+    {"phase": ["load", "stream", "reduce", "handoff", "read"],
+     "passes": ["1", "2+"], "reduction": ["none", "on fabric"], "groups": ["1", "2+"],
+     "layers": ["1", "2", "3+"], "router": ["compact", "parallel", "lite"]},
+    crosses={"passes x reduction x groups": (("passes", "reduction", "groups"), None),
+             "layers x reduction": (("layers", "reduction"), None),
+             "router x reduction": (("router", "reduction"), None)},
+    doc="programs the array bench plays (layers and networks)")
+
+
+def _count(n: int, top: int) -> str:
+    return str(n) if n < top else f"{top}+"
+
+
+def cover_program(config: Config, program) -> None:
+    """Sample :data:`ARRAY` for a :class:`~wafertile.stream.LayerProgram` (a layer or a whole
+    network's)."""
+    kinds = [p.kind for p in program.phases]
+    rows = config.rows
+    groups = -(-program.shape[0] // rows)
+    layers = 1 + kinds.count("handoff") // max(groups, 1)
+    passes = kinds.count("stream") // max(groups * layers, 1)
+    common = {"passes": _count(passes, 2), "groups": _count(groups, 2),
+              "layers": _count(layers, 3),
+              "reduction": "on fabric" if "reduce" in kinds else "none",
+              "router": config.router_arch}
+    for kind in dict.fromkeys(kinds):
+        ARRAY.sample(phase=kind)
+    ARRAY.sample(**common)
+
+
+class CoreCoverModel:
+    """The bookkeeping behind :class:`CoreCoverage`, one call per clock cycle (testable
+    without a simulator)."""
+
+    def __init__(self, config: Config):
+        self.overflow = str(config.overflow)
+        layout = payload_layout(config)
+        self.op_at, op_width = field_slice(layout, "op")
+        self.op_mask = (1 << op_width) - 1
+        self.addr_at, addr_width = field_slice(layout, "addr")
+        self.addr_mask = (1 << addr_width) - 1
+        self.names = {op.value: op.name for op in Opcode if op is not Opcode.REPLY}
+        self.reset()
+
+    def reset(self) -> None:
+        self.advances = 0             # pipeline advances (i.ready high) so far
+        self.last: dict[int, int] = {}  # accumulator address -> advances at its last op
+        self.stalled_at = -FAR - 1    # the last cycle the output held the pipeline
+        self.cycle = 0
+
+    def step(self, *, i_valid: bool, i_ready: bool, payload: int, o_valid: bool,
+             o_ready: bool) -> dict[str, str] | None:
+        """One cycle's handshakes; samples :data:`CORE` and returns the bins when the core
+        takes an operation."""
+        self.cycle += 1
+        if o_valid and not o_ready:
+            self.stalled_at = self.cycle
+        if not i_ready:
+            return None
+        self.advances += 1
+        if not i_valid:
+            return None
+        op = self.names.get((payload >> self.op_at) & self.op_mask, "illegal")
+        hazard = "none"
+        if op in ACC_OPS:
+            addr = (payload >> self.addr_at) & self.addr_mask
+            distance = self.advances - self.last.get(addr, -FAR)
+            hazard = str(distance) if distance < FAR else f">{FAR - 1}"
+            self.last[addr] = self.advances
+        bins = {"op": op, "hazard": hazard, "overflow": self.overflow,
+                "after_stall": "yes" if self.cycle - self.stalled_at <= FAR else "no"}
+        CORE.sample(**bins)
+        return bins
+
+
+class CoreCoverage(Part):
+    """Samples :data:`CORE` at the tile core's ``i`` stream (``i__valid``, ``__ready``,
+    ``__payload``) and ``o`` stream, through a :class:`CoreCoverModel`."""
+
+    def __init__(self, dut, config: Config):
+        super().__init__(dut, "coverage")
+        self.model = CoreCoverModel(config)
+        self.i_valid = Element(dut.i__valid, 1)
+        self.i_ready = Element(dut.i__ready, 1)
+        self.i_payload = Element(dut.i__payload, len(dut.i__payload))
+        self.o_valid = Element(dut.o__valid, 1)
+        self.o_ready = Element(dut.o__ready, 1)
+
+    def idle(self) -> None:
+        self.model.reset()
+
+    def sample(self) -> None:
+        i_valid = self.i_valid.get()
+        self.model.step(i_valid=i_valid, i_ready=self.i_ready.get(),
+                        payload=self.i_payload.get() if i_valid else 0,
+                        o_valid=self.o_valid.get(), o_ready=self.o_ready.get())
+
+
+class NocCoverage:
+    """Samples :data:`ROUTER`, :data:`ROUTER_VCS`, :data:`NOC` and :data:`MESH` from a NoC
+    bench's ``sent`` / ``received`` callbacks (words must be distinct, as the benches make
+    them) and, as a :class:`Part`, the router's input links every cycle."""
+
+    def __init__(self, model, *, router: bool):
+        self.model = model
+        self.router = router
+        self.source_of: dict[int, object] = {}
+
+    def sent(self, source, word: int) -> None:
+        self.source_of[word] = source
+        h = self.model.header(word)
+        wide, tall = h["x1"] > h["x0"], h["y1"] > h["y0"]
+        shape = {(False, False): "unicast", (True, False): "row", (False, True): "column",
+                 (True, True): "rectangle"}[wide, tall]
+        NOC.sample(shape=shape, exit=Port(h["exit"]).letter)
+
+    def received(self, dest, word: int) -> None:
+        vc = str(self.model.vc(word))
+        if self.router:
+            source = self.source_of.get(word)
+            if source is not None:
+                ROUTER.sample(input=source.port.letter, output=dest.port.letter, vc=vc)
+        elif dest.port is not Port.LOCAL:
+            MESH.sample(edge_exit=dest.port.letter, vc=vc)
+
+    def link_part(self, dut, sources: dict) -> Part:
+        """A part that samples :data:`ROUTER_VCS` on the router bench's input links
+        (``sources``: endpoint -> :class:`~.link.LinkSource`)."""
+        return _InputVcs(dut, {ep.port.letter: src for ep, src in sources.items()})
+
+
+class _InputVcs(Part):
+    def __init__(self, dut, sources: dict):
+        super().__init__(dut, "vc-coverage")
+        self.sources = sources
+
+    def sample(self) -> None:
+        for port, src in self.sources.items():
+            link = src.link
+            ready = link.ready.get()
+            full = [v for v in range(link.config.num_vcs) if not ready >> v & 1]
+            for v in full:
+                ROUTER_VCS.sample(full=f"{port}/vc{v}")
+            if full and link.valid.get():
+                vc = link.vc(link.flit.get())
+                if ready >> vc & 1:
+                    ROUTER_VCS.sample(bypass=f"{port}/vc{vc}")
