@@ -423,11 +423,12 @@ FLOAT_DIRECTED = {
 
 
 def random_float_words(fmt_name: str, rng: np.random.Generator, n: int, *,
-                       zeros: float = 0.0, scale: float = 0.0) -> np.ndarray:
+                       zeros: float = 0.0, scale: float = 0.0, specials: float = 0.03,
+                       subnormals: float = 0.07, raw: float = 0.1) -> np.ndarray:
     """``n`` random words of format ``fmt_name`` (``"fp16"``, ``"bf16"``, ``"fp32"``) of mixed
-    kinds and magnitudes: ``zeros`` of them +0 or -0; of the rest 3% specials (infinities,
-    NaNs), 7% subnormals, 10% any bit pattern, the others values of both signs with an
-    exponent within 12 of ``2**scale`` (so that sums carry, cancel and round)."""
+    kinds and magnitudes: ``zeros`` of them +0 or -0; of the rest ``specials`` infinities and
+    NaNs, ``subnormals`` subnormals, ``raw`` any bit pattern, the others values of both signs
+    with an exponent within 12 of ``2**scale`` (so that sums carry, cancel and round)."""
     fmt = float_format(fmt_name)
     mask = (1 << fmt.width) - 1
     kind = rng.random(n)
@@ -436,12 +437,12 @@ def random_float_words(fmt_name: str, rng: np.random.Generator, n: int, *,
     values = (rng.random(n).astype(np.float32) + np.float32(0.5)) * near
     values *= np.where(rng.random(n) < 0.5, -1, 1).astype(np.float32)
     out[:] = fmt.bits(values.astype(np.float32)).astype(np.int64)
-    raw = rng.integers(0, mask + 1, n)
+    pattern = rng.integers(0, mask + 1, n)
     sub = rng.integers(1, 1 << fmt.frac_bits, n) | (rng.integers(0, 2, n) << (fmt.width - 1))
     special = np.array([fmt.inf, fmt.inf | fmt.sign_bit, fmt.nan, fmt.nan | fmt.sign_bit,
                         fmt.inf | 1])[rng.integers(0, 5, n)]
-    out = np.where(kind < 0.03, special, np.where(kind < 0.10, sub,
-                                                  np.where(kind < 0.20, raw, out)))
+    a, b, c = specials, specials + subnormals, specials + subnormals + raw
+    out = np.where(kind < a, special, np.where(kind < b, sub, np.where(kind < c, pattern, out)))
     zero = rng.random(n) < zeros
     out = np.where(zero, rng.integers(0, 2, n) << (fmt.width - 1), out)
     return out.astype(np.int64)
@@ -549,7 +550,14 @@ def make_layer(cfg: Config, rng: np.random.Generator, b: int, i: int, j: int, de
     weight row to the smallest; ``zero_lines`` zeroes whole rows and columns: every third
     output row of W, every fourth input column of W, and every third input column and the
     first batch row of X.
+
+    With a floating-point ``dtype``: ``float32`` arrays of numbers of the format, of mixed
+    magnitudes (:func:`random_float_words`: 5% subnormals, a few infinities and NaNs, zeros of
+    both signs); ``extremes`` also puts the largest finite values (BF16 products beyond FP32's
+    range), infinities of both signs and an output whose terms cancel exactly.
     """
+    if cfg.is_float:
+        return _make_float_layer(cfg, rng, b, i, j, density, extremes, zero_lines)
     lo, hi = cfg.data_min, cfg.data_max
     x = rng.integers(lo, hi + 1, (b, j))
     x[rng.random((b, j)) < 0.1] = 0
@@ -564,3 +572,33 @@ def make_layer(cfg: Config, rng: np.random.Generator, b: int, i: int, j: int, de
         x[:, ::3] = 0
         x[0, :] = 0
     return x, w
+
+
+def _make_float_layer(cfg: Config, rng: np.random.Generator, b: int, i: int, j: int,
+                      density: float, extremes: bool, zero_lines: bool
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`make_layer` for a floating-point ``cfg``."""
+    fmt = float_format(cfg.dtype)
+
+    def values(shape, zeros):
+        words = random_float_words(cfg.dtype, rng, int(np.prod(shape)), zeros=zeros,
+                                   specials=0.004, subnormals=0.05, raw=0.02)
+        return fmt.values(words.astype(fmt.dtype)).reshape(shape)
+
+    x = values((b, j), 0.1)
+    w = values((i, j), 1.0 - density)
+    if extremes:
+        top = fmt.values(np.array([fmt.inf - 1], fmt.dtype))[0]
+        x[:, ::2] = top
+        w[::2, :] = -top
+        x[0, 1 % j] = np.inf
+        x[-1, 3 % j] = -np.inf
+        if i > 1 and j > 1:  # output 1: a + (-a) over pairs of equal activations
+            x[:, 1::2] = x[:, 0:j - (j % 2):2][:, :x[:, 1::2].shape[1]]
+            w[1, 1::2] = -w[1, 0:j - (j % 2):2][:w[1, 1::2].shape[0]]
+    if zero_lines:
+        w[::3, :] = 0
+        w[:, ::4] = -0.0
+        x[:, ::3] = 0
+        x[0, :] = -0.0
+    return x.astype(np.float32), w.astype(np.float32)

@@ -3,6 +3,10 @@
 Steps: check the inputs and compile the layer (errors before any simulation), generate the
 array's Verilog, build it (cached per design and simulator), simulate the sparse stream and
 the dense stream of the same layer, check Y against numpy bit for bit, report.
+
+With a floating-point ``dtype`` (fp16 / bf16) the layer is float arrays of numbers of the
+format (:mod:`wafertile.formats`) and Y comes back as ``float32`` (the FP32 accumulators),
+compared with :func:`wafertile.stream.reference` word for word (any NaN equals any NaN).
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from typing import Any
 import numpy as np
 
 from .config import Config
+from .formats import fp32_values, same_bits
+from .hdl.core.fp import float_format
 from .stream import LayerError, compile_layer, reference
 
-__all__ = ["RunReport", "Simulation", "default_layer", "load_array", "load_layer", "run_layer",
-           "simulate"]
+__all__ = ["RunReport", "Simulation", "default_layer", "load_array", "load_layer",
+           "outputs_and_mismatches", "run_layer", "simulate"]
 
 _log = logging.getLogger(__name__)
 
@@ -34,7 +40,9 @@ _ZIP_MAGIC = b"PK\x03\x04"
 def default_layer(config: Config, *, density: float, seed: int, batch: int | None = None,
                   size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """The built-in layer: ``batch`` (default: rows) x ``size`` activations, ``size`` x
-    ``size`` weights of the given density, random within ``data_width``.
+    ``size`` weights of the given density, random within ``data_width`` (with a float
+    ``dtype``: ``float32`` numbers of the format, normal, of both signs, between 1/8 and 8 in
+    magnitude).
 
     Raises
     ------
@@ -50,6 +58,16 @@ def default_layer(config: Config, *, density: float, seed: int, batch: int | Non
     rng = np.random.default_rng(seed)
     j = min(size, config.act_depth)
     b = config.rows if batch is None else batch
+    if config.is_float:
+        fmt = float_format(config.dtype)
+
+        def numbers(shape):  # round to the format: every value is then one of its numbers
+            v = rng.uniform(0.125, 8.0, shape) * rng.choice([-1.0, 1.0], shape)
+            return fmt.values(fmt.bits(v.astype(np.float32)))
+
+        x, w = numbers((b, j)), numbers((size, j))
+        w[rng.random(w.shape) >= density] = 0
+        return x, w
     x = rng.integers(config.data_min, config.data_max + 1, (b, j))
     w = rng.integers(config.data_min, config.data_max + 1, (size, j))
     w[rng.random(w.shape) >= density] = 0
@@ -158,10 +176,13 @@ class RunReport:
     sim_cycles_per_s: float | None = None
     #: seconds of each step on the host: compile, build, simulate, reference
     seconds: dict[str, float] = field(default_factory=dict)
+    #: the number format (``Config.dtype``)
+    dtype: str = "int16"
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "pass": self.passed, "cycles": self.cycles, "nnz": self.nnz, "macs": self.macs,
+            "pass": self.passed, "dtype": self.dtype, "cycles": self.cycles, "nnz": self.nnz,
+            "macs": self.macs,
             "utilization": self.utilization, "dense_cycles": self.dense_cycles,
             "speedup": self.speedup, "macs_per_tile": self.macs_per_tile,
             "total_cycles": self.total_cycles, "injection_ports": self.injection_ports,
@@ -176,9 +197,12 @@ class RunReport:
         tiles = config.rows * config.cols
         head = (f"{'PASS' if self.passed else 'FAIL'}: Y matches numpy bit for bit"
                 if self.passed else f"FAIL: {self.mismatches} outputs differ from numpy")
+        fmt = (f"number format    {self.dtype} weights and activations, FP32 accumulators"
+               if config.is_float else None)
         if self.cycles is None:  # on a board
             return "\n".join([
                 head,
+                *([fmt] if fmt else []),
                 f"array            {config.rows} x {config.cols} tiles on {self.sim}",
                 f"nonzeros         {self.nnz} weights streamed",
                 f"MACs             {self.macs} executed (done + skipped, counted by the bridge)",
@@ -186,6 +210,7 @@ class RunReport:
                 "use the simulator)"])
         lines = [
             head,
+            *([fmt] if fmt else []),
             f"array            {config.rows} x {config.cols} tiles, {self.injection_ports} "
             f"injection ports, simulated on {self.sim}",
             f"nonzeros         {self.nnz} weights streamed",
@@ -296,6 +321,18 @@ def simulate(config: Config, programs: list, *, sim: str = "verilator", waves: b
     return Simulation(results, result["error_flags"], build, seconds, None)
 
 
+def outputs_and_mismatches(config: Config, result: tuple[np.ndarray, Any], expected: np.ndarray
+                           ) -> tuple[tuple[np.ndarray, Any], int]:
+    """``((Y, stats), mismatches)`` of one simulated or board ``result`` (Y as the replies'
+    ``data`` fields, and its counters) against ``expected``: for a float ``dtype`` Y becomes
+    ``float32`` (the FP32 words) and is compared word for word, any NaN equal to any NaN."""
+    y, stats = result
+    if config.is_float:
+        y = fp32_values(y)
+        return (y, stats), int(np.count_nonzero(~same_bits(y, expected)))
+    return (y, stats), int(np.count_nonzero(y != expected))
+
+
 def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "verilator",
               waves: bool = False, dense: bool = True, build_root: Path | None = None
               ) -> tuple[RunReport, np.ndarray]:
@@ -314,9 +351,8 @@ def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "veril
     t0 = time.perf_counter()
     expected = reference(config, x, w)
     seconds["reference"] = time.perf_counter() - t0
-    y, sparse = run.results[0]
-    mismatches = int(np.count_nonzero(y != expected))
-    dense_ok = not dense or bool(np.array_equal(run.results[1][0], y))
+    (y, sparse), mismatches = outputs_and_mismatches(config, run.results[0], expected)
+    dense_ok = not dense or outputs_and_mismatches(config, run.results[1], y)[1] == 0
     macs = int(sum(sparse["mac_done"]))
     cycles = int(sparse["cycles"])
     tiles = config.rows * config.cols
@@ -329,7 +365,8 @@ def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "veril
         speedup=(dense_cycles / cycles) if dense_cycles and cycles else None,
         total_cycles=int(sparse["total_cycles"]), injection_ports=config.rows, sim=sim,
         build_dir=str(run.build_dir), wall_seconds=time.perf_counter() - start,
-        mismatches=mismatches, sim_cycles_per_s=run.cycles_per_s, seconds=seconds)
+        mismatches=mismatches, sim_cycles_per_s=run.cycles_per_s, seconds=seconds,
+        dtype=config.dtype)
     return report, y
 
 
@@ -342,11 +379,12 @@ def run_device(config: Config, x: np.ndarray, w: np.ndarray, port: str, *, baud:
     program = compile_layer(config, x, w)  # raises LayerError before the port is opened
     _log.info(f"playing {program.flits} frames on {port} "
               f"at {baud} baud ({program.nnz} nonzero weights)")
-    y, stats = run_on_device(config, program, port, baud=baud)
-    mismatches = int(np.count_nonzero(y != reference(config, x, w)))
+    (y, stats), mismatches = outputs_and_mismatches(
+        config, run_on_device(config, program, port, baud=baud), reference(config, x, w))
     report = RunReport(
         passed=mismatches == 0 and stats["flags"] == 0, cycles=None, nnz=program.nnz,
         macs=int(stats["macs"]), macs_per_tile=None, utilization=None, dense_cycles=None,
         speedup=None, total_cycles=None, injection_ports=config.rows, sim=f"device:{port}",
-        build_dir="", wall_seconds=time.perf_counter() - start, mismatches=mismatches)
+        build_dir="", wall_seconds=time.perf_counter() - start, mismatches=mismatches,
+        dtype=config.dtype)
     return report, y

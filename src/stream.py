@@ -22,7 +22,13 @@ Mapping (see docs/streaming.md):
   chunk's partial sums; a 'reduce' phase then has the tiles of blocks ``k >= 1`` SEND their
   partials as ADD flits to block 0 (tile ``(g, y)``), where the outputs are read. A layer is
   refused only if ``K > C`` (or with ``overflow = "saturate"`` and ``K > 1``: saturating per
-  chunk and then adding is not the reference's saturation after every MAC).
+  chunk and then adding is not the reference's saturation after every MAC). With a
+  floating-point ``dtype`` the order of the additions matters, so there is one fenced reduce
+  phase per block ``k = 1 .. K - 1``, in that order: ``((p0 + p1) + p2) + ...``
+  (:func:`reduce_phases`).
+- **Floating point** (``dtype`` fp16 / bf16): the weights and activations are the user's
+  float arrays, exactly numbers of the format (:func:`wafertile.formats.float_words`), sent as
+  their bits; the outputs are FP32 words (:func:`reference` gives them as ``float32``).
 
 The result is a :class:`LayerProgram`: phases of (port, flit) injections and the expected
 replies, which a driver (simulator or board) plays in order.
@@ -39,11 +45,13 @@ import numpy as np
 
 from .config import Config, Overflow
 from .errors import InputError
+from .formats import float_words, fp32_values
 from .hdl.flit import Opcode, Port, encode_route, flit_layout, leaf_names, pack_columns
 
 __all__ = ["LayerError", "LayerPlan", "LayerProgram", "Phase", "PhaseBuilder", "add_activations",
-           "add_zero", "compile_layer", "load_program", "plan_layer", "read_phase",
-           "reduce_phase", "reference", "reply_route", "save_program", "stream_phase"]
+           "add_zero", "compile_layer", "layer_words", "load_program", "plan_layer",
+           "read_phase", "reduce_phase", "reduce_phases", "reference", "reply_route",
+           "save_program", "stream_phase"]
 
 # Virtual channels: requests from the host on 0, replies to the host on the last one.
 REQUEST_VC = 0
@@ -236,6 +244,14 @@ def reference(config: Config, x: np.ndarray, w: np.ndarray,
     """``X @ W.T`` (``+ bias``, the accumulators' starting values) with the accumulator's
     overflow rule, accumulating in the order of ``j``.
 
+    With a floating-point ``dtype`` (``x`` and ``w`` as :func:`compile_layer` takes them,
+    ``bias`` as ``data`` fields of FP32 words, :func:`wafertile.formats.fp32_fields`): the
+    tiles' arithmetic, as ``float32`` values (every NaN the canonical one). Per chunk ``k`` of
+    the activation row (``J`` split over ``K`` tiles, as the compiler splits it), the partial
+    sum ``p_k`` starts from +0 (``p_0`` from the bias) and takes ``p = fp32(p + fp32(w) *
+    fp32(a))`` for ``j`` ascending, skipping every ``j`` where ``w`` or ``a`` is +0 or -0;
+    then ``Y = fp32(...fp32(fp32(p_0 + p_1) + p_2) ... + p_{K-1})`` (``docs/float.md``).
+
     With ``overflow = "wrap"`` the result is the exact product wrapped to ``acc_width`` bits
     (wrapping commutes with addition). With ``"saturate"`` the tiles clamp after every MAC, so
     the reference does the same, in the order the compiler streams the weights (ascending
@@ -244,6 +260,9 @@ def reference(config: Config, x: np.ndarray, w: np.ndarray,
     over the outputs (exact ``int64``: products of two 16-bit values summed over up to 2**17
     terms stay below 2**63; wider sums go through Python integers).
     """
+    if config.is_float:
+        x, w = layer_words(config, x, w)
+        return fp32_values(_float_reference(config, x, w, bias))
     x = np.asarray(x, dtype=np.int64)
     w = np.asarray(w, dtype=np.int64)
     bits = config.acc_width
@@ -268,11 +287,57 @@ def reference(config: Config, x: np.ndarray, w: np.ndarray,
     return y - ((y >> (bits - 1)) & 1) * (1 << bits)
 
 
+def _float_reference(config: Config, x: np.ndarray, w: np.ndarray,
+                     bias: np.ndarray | None) -> np.ndarray:
+    """:func:`reference` of a float layer on words (:func:`layer_words`): FP32 bits."""
+    # imported here: the package wafertile.sim.models imports this module
+    from .sim.models.fp import add, mac
+
+    B, J = x.shape
+    I = w.shape[0]
+    K = _chunks(config, J)
+    chunk = -(-J // K) if J else 1
+    total = None
+    for k in range(K):
+        part = np.zeros((B, I), np.uint32)
+        if k == 0 and bias is not None:
+            part += (np.asarray(bias, np.int64) & 0xFFFFFFFF).astype(np.uint32)
+        for j in range(k * chunk, min(J, (k + 1) * chunk)):
+            part = mac(part, w[None, :, j], x[:, None, j], config.dtype)
+        total = part if total is None else add(total, part)
+    return total if total is not None else np.zeros((B, I), np.uint32)
+
+
+def layer_words(config: Config, x: np.ndarray, w: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The activations and weights of a float layer as the words its flits carry: the bits of
+    every value in ``config.dtype`` (:func:`wafertile.formats.float_words`), with a weight of
+    -0 as +0 (a zero weight is never sent: it costs nothing either way).
+
+    Raises
+    ------
+    LayerError
+        If an array is not 2-D, not a float16 / float32 array, or holds a value that is not
+        a number of the format (the first one is named).
+    """
+    out = []
+    for name, arr in (("activations", x), ("weights", w)):
+        arr = np.asarray(arr)
+        if arr.ndim != 2:
+            raise LayerError(f"{name} must be a 2-D float array, not {arr.ndim}-D "
+                             f"(shape {arr.shape})")
+        out.append(float_words(config.dtype, name, arr, error=LayerError))
+    x, w = out
+    return x, np.where((w & 0x7FFF) == 0, 0, w)
+
+
 def _check_inputs(config: Config, x: np.ndarray, w: np.ndarray) -> None:
     for name, arr in (("activations", x), ("weights", w)):
         if arr.ndim != 2:
             raise LayerError(f"{name} must be a 2-D integer array, not {arr.ndim}-D "
                              f"(shape {arr.shape})")
+        if config.is_float:  # words: layer_words checked the values
+            continue
         if not np.issubdtype(arr.dtype, np.integer):
             raise LayerError(f"{name} must be integers, not {arr.dtype}")
         if arr.size and (arr.min() < config.data_min or arr.max() > config.data_max):
@@ -459,15 +524,21 @@ def compile_layer(config: Config, x: np.ndarray, w: np.ndarray, *,
     is measured against; the tiles skip the zero MACs, so Y is the same). Vectorized: the
     cost is a few numpy passes over the nonzeros, not Python per flit.
 
+    With a floating-point ``dtype``, ``x`` and ``w`` are float arrays whose values are
+    numbers of the format (:func:`layer_words`).
+
     Raises
     ------
     LayerError
-        On shapes that do not match, values outside ``data_width``, a layer whose activation
-        row does not fit one row of tiles (``ceil(J / act_depth) > cols``), or an activation
-        row split over several tiles with ``overflow = "saturate"``.
+        On shapes that do not match, values outside ``data_width`` (integers) or not numbers of
+        the format (floats), a layer whose activation row does not fit one row of tiles
+        (``ceil(J / act_depth) > cols``), or an activation row split over several tiles with
+        ``overflow = "saturate"``.
     """
     x = np.asarray(x)
     w = np.asarray(w)
+    if config.is_float:
+        x, w = layer_words(config, x, w)
     _check_inputs(config, x, w)
     R = config.rows
     B, J = x.shape
@@ -484,7 +555,7 @@ def compile_layer(config: Config, x: np.ndarray, w: np.ndarray, *,
             phases.append(zero.phase("load"))
             phases.append(stream_phase(plan, p, rows))
             if plan.K > 1:
-                phases.append(reduce_phase(plan, p, rows))
+                phases += reduce_phases(plan, p, rows)
             phases.append(read_phase(plan, p, rows, batch0=g0))
     return LayerProgram(config, (B, I, J), phases, plan.nnz, dense_flits=I * J)
 
@@ -539,16 +610,27 @@ def _stream(config: Config, w, nnz_row, longest, parts, *, K, G, chunk, dense):
                      "addr_b": jj - kk * chunk, "data": w[ii, jj]}
 
 
-def reduce_phase(plan: LayerPlan, p: int, rows: int) -> Phase:
+def reduce_phases(plan: LayerPlan, p: int, rows: int) -> list[Phase]:
+    """The reduction of pass ``p``: one :func:`reduce_phase` of every block ``k >= 1`` for the
+    integer formats (integer sums do not depend on the order); for a floating-point ``dtype``
+    one phase per block, ``k = 1, 2, ...``, each fenced, so that output ``i``'s accumulator in
+    block 0 adds the partial sums in that order: ``((p0 + p1) + p2) + ...``."""
+    if plan.config.is_float:
+        return [reduce_phase(plan, p, rows, block=k) for k in range(1, plan.K)]
+    return [reduce_phase(plan, p, rows)]
+
+
+def reduce_phase(plan: LayerPlan, p: int, rows: int, *, block: int | None = None) -> Phase:
     """Reduce: tile (k * G + g, y), k >= 1, SENDs each partial sum of pass ``p`` as an ADD to
     tile (g, y) on the reply VC, then gets a fence READ whose reply to the host leaves on the
     same VC along the same westward path: it is back only when every ADD has entered tile
-    (g, y)'s core (docs/streaming.md)."""
+    (g, y)'s core (docs/streaming.md). ``block``: only the tiles of block ``k = block``."""
     config, G = plan.config, plan.G
     to_host = reply_route(config, rows)
     reduce = PhaseBuilder()
+    blocks = range(1, plan.K) if block is None else [block]
     for y in range(rows):
-        for k in range(1, plan.K):
+        for k in blocks:
             for g, part in enumerate(plan.parts(p)):
                 n = len(part)
                 if not n:
