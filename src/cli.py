@@ -138,9 +138,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.network is not None:
         from .network.command import run_network_command
 
-        def make_config(data_width):  # the network's data width unless a flag or file says
-            if args.data_width is None and args.config is None:
-                args.data_width = data_width
+        def make_config(dtype):  # the network's number format unless a flag or file says
+            if args.data_width is None and args.dtype is None and args.config is None:
+                args.dtype = dtype
             return config_from_args(args)
         return run_network_command(args, make_config)
     _check((args.weights is None) == (args.activations is None),

@@ -326,7 +326,11 @@ def test_onnx_unsupported_operator_names_it(tmp_path, capsys):
     (["--network", "digits", "--prune", "0.5"], "--calibration and --prune apply to an .onnx "
                                                 "network only"),
     (["--network", "m.onnx"], "an .onnx network needs --calibration C.npy (float inputs that "
-                              "set its quantization)"),
+                              "set its quantization), or --dtype fp16 / bf16 to run it in "
+                              "floating point"),
+    (["--network", "m.onnx", "--dtype", "fp16", "--calibration", "c.npy"],
+     "--calibration quantizes an .onnx network to integers; with --dtype fp16 it runs in "
+     "floating point and takes none"),
     (["--network", "digits", "--images", "0"], "--images must be an integer >= 1, not 0"),
     (["--network", "digits", "--weights", "w.npy", "--activations", "x.npy"],
      "--network runs a network: it does not take --weights / --activations"),

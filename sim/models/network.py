@@ -1,10 +1,17 @@
-"""The bit-exact integer reference of a whole network on the fabric.
+"""The bit-exact reference of a whole network on the fabric.
 
 Layer by layer, exactly as the tiles compute it: the accumulators start from the bias and take
 the MACs with the configuration's overflow rule in ascending input order
 (:func:`wafertile.stream.reference`); every layer but the last requantizes them into the next
 layer's activations with FINISH's arithmetic (:func:`~wafertile.sim.models.core.requantize`);
 the last layer's accumulators are the outputs.
+
+A floating-point network (``dtype`` fp16 / bf16): the accumulators start from the FP32 bias
+and take the MACs in FP32 in ascending input order, skipping zero operands, with the partial
+sums of a split layer added in block order (:func:`wafertile.stream.reference`); the hand-off
+is ReLU in FP32 if the layer has it (:func:`~wafertile.sim.models.fp.relu`) and the rounding
+to the format, to nearest even (:func:`~wafertile.sim.models.fp.to_half`); the outputs are
+the last layer's FP32 accumulators, as ``float32``.
 """
 
 from __future__ import annotations
@@ -12,7 +19,10 @@ from __future__ import annotations
 import numpy as np
 
 from ...config import Config
+from ...formats import fp32_fields, fp32_words
+from ...hdl.core.fp import float_format
 from ...stream import reference
+from . import fp
 from .core import requantize
 
 __all__ = ["network_reference"]
@@ -20,7 +30,10 @@ __all__ = ["network_reference"]
 
 def network_reference(config: Config, net, x: np.ndarray) -> tuple[np.ndarray, list]:
     """``(outputs, activations)``: the last layer's accumulators (``B x outputs``) and the
-    activations that entered each layer (``activations[0]`` is ``x``)."""
+    activations that entered each layer (``activations[0]`` is ``x``; for a float network
+    ``float32`` values of its format, the outputs ``float32``)."""
+    if net.is_float:
+        return _float_reference(config, net, x)
     acts = [np.asarray(x, dtype=np.int64)]
     for n, layer in enumerate(net.layers):
         acc = reference(config, acts[-1], layer.weights, layer.bias)
@@ -28,4 +41,19 @@ def network_reference(config: Config, net, x: np.ndarray) -> tuple[np.ndarray, l
             return acc, acts
         acts.append(requantize(acc, layer.mult[None, :], layer.shift[None, :], layer.relu,
                                config))
+    raise AssertionError("a network has at least one layer")  # pragma: no cover
+
+
+def _float_reference(config: Config, net, x: np.ndarray) -> tuple[np.ndarray, list]:
+    fmt = float_format(net.dtype)
+    acts = [np.asarray(x, dtype=np.float32)]
+    for n, layer in enumerate(net.layers):
+        acc = reference(config, acts[-1], np.asarray(layer.weights, np.float32),
+                        fp32_words(f"b{n}", layer.bias))
+        if n == len(net.layers) - 1:
+            return acc, acts
+        word = fp32_fields(acc) & 0xFFFFFFFF
+        if layer.relu:
+            word = fp.relu(word)
+        acts.append(fmt.values(fp.to_half(word, fmt)))
     raise AssertionError("a network has at least one layer")  # pragma: no cover

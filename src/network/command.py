@@ -1,8 +1,9 @@
 """``wafertile run --network``: the command-line side of running a network.
 
 Resolves the network (``digits``, a ``.npz`` network file or a float ``.onnx`` model with
-``--calibration``), its inputs and labels, the configuration (``data_width`` defaults to the
-network's), checks everything before any build, runs it and prints the report.
+``--calibration``, or with ``--dtype fp16`` / ``bf16`` as a float network), its inputs and
+labels, the configuration (``dtype`` defaults to the network's), checks everything before any
+build, runs it and prints the report.
 """
 
 from __future__ import annotations
@@ -31,15 +32,17 @@ def add_network_flags(parser: argparse.ArgumentParser) -> None:
                             "network .npz file, or a float .onnx MLP (with --calibration)")
     group.add_argument("--inputs", type=Path, metavar="X.npy",
                        help="the network's inputs (B x inputs: integers, or floats that the "
-                            "network's input_scale or the ONNX calibration quantizes); "
-                            "default: digits' test images")
+                            "network's input_scale or the ONNX calibration quantizes; for a "
+                            "float network numbers of its format); default: digits' test "
+                            "images")
     group.add_argument("--labels", type=Path, metavar="L.npy",
                        help="integer class labels of the inputs (B), for the accuracy")
     group.add_argument("--images", type=int, metavar="N",
                        help="use only the first N inputs (default: all)")
     group.add_argument("--calibration", type=Path, metavar="C.npy",
                        help="float inputs (N x inputs) that set the quantization of an "
-                            ".onnx network")
+                            ".onnx network (not with --dtype fp16 or bf16: a float network "
+                            "is not quantized)")
     group.add_argument("--prune", type=float, metavar="Z",
                        help="prune an .onnx network by weight magnitude to this share of zero "
                             "weights (e.g. 0.9) before quantizing it")
@@ -61,17 +64,23 @@ def _labels(path: Path) -> np.ndarray:
 
 def _network(args: argparse.Namespace, data_width: int | None) -> tuple[Network, np.ndarray,
                                                                          np.ndarray | None]:
-    """The network, its integer inputs and labels (checked, before any build)."""
+    """The network, its inputs (integers, or numbers of a float network's format) and labels
+    (checked, before any build)."""
     name = args.network
     if name != "digits" and not name.endswith((".npz", ".onnx")):
         raise InputError(f"--network must be 'digits', a .npz network file or an .onnx model, "
                          f"not {name!r}")
     onnx = name.endswith(".onnx")
+    dtype = getattr(args, "dtype", None)
+    as_float = onnx and dtype in ("fp16", "bf16")
     if (args.calibration is not None or args.prune is not None) and not onnx:
         raise InputError("--calibration and --prune apply to an .onnx network only")
-    if onnx and args.calibration is None:
+    if as_float and args.calibration is not None:
+        raise InputError(f"--calibration quantizes an .onnx network to integers; with --dtype "
+                         f"{dtype} it runs in floating point and takes none")
+    if onnx and args.calibration is None and not as_float:
         raise InputError("an .onnx network needs --calibration C.npy (float inputs that set its "
-                         "quantization)")
+                         "quantization), or --dtype fp16 / bf16 to run it in floating point")
     if args.images is not None and args.images < 1:
         raise InputError(f"--images must be an integer >= 1, not {args.images}")
     labels = None
@@ -79,6 +88,10 @@ def _network(args: argparse.Namespace, data_width: int | None) -> tuple[Network,
         from .digits import digits_network, test_set
         net = digits_network()
         x, labels = test_set(net)
+    elif as_float:
+        from .onnx import import_onnx_float
+        net = import_onnx_float(name, dtype, prune_to=args.prune)
+        x = None
     elif onnx:
         from .onnx import import_onnx
         calibration = load_array("calibration", args.calibration)
@@ -90,7 +103,7 @@ def _network(args: argparse.Namespace, data_width: int | None) -> tuple[Network,
         x = None
     if args.inputs is not None:
         raw = load_array("inputs", args.inputs)
-        if np.issubdtype(raw.dtype, np.floating):
+        if np.issubdtype(raw.dtype, np.floating) and not net.is_float:
             scale = net.meta.get("input_scale")
             if scale is None:
                 raise InputError(f"inputs file {str(args.inputs)!r} holds floats but the network "
@@ -112,14 +125,14 @@ def _network(args: argparse.Namespace, data_width: int | None) -> tuple[Network,
 
 
 def run_network_command(args: argparse.Namespace, make_config: Callable[..., object]) -> int:
-    """``wafertile run --network ...``; ``make_config(data_width=...)`` builds the
-    configuration from the flags, with the network's data width as the default."""
+    """``wafertile run --network ...``; ``make_config(dtype=...)`` builds the configuration
+    from the flags, with the network's number format as the default."""
     from .run import run_network, run_network_device
 
     if args.weights is not None or args.activations is not None:
         raise InputError("--network runs a network: it does not take --weights / --activations")
     net, x, labels = _network(args, None)
-    cfg = make_config(data_width=net.data_width)
+    cfg = make_config(dtype=net.dtype)
     # run_network / run_network_device compile (and so check every size and value) before
     # anything is built or a port is opened
     if args.device is not None:

@@ -8,7 +8,8 @@ Per batch group of ``rows`` inputs (``docs/network.md``):
   MAC stream (only nonzero weights), the on-fabric reduction when the layer's inputs are split
   over several column blocks; then
 - **hand-off** (every layer but the last): SET writes the layer's requantization into the tiles
-  that hold its outputs, and one FINISH per output makes that tile send the activation as a
+  that hold its outputs (a float network: only RELU; its hand-off is the rounding of the FP32
+  accumulator to the format), and one FINISH per output makes that tile send the activation as a
   WRITE_ACT multicast to every tile of its row that needs it (the next layer's column block of
   that input), at the next layer's activation address. The FINISHes go out in *rounds* of at
   most ``handoff_window(config)`` per tile; a round ends when every activation write it causes
@@ -30,6 +31,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..config import Config, Overflow
+from ..formats import float_words, fp32_words
 from ..hdl.flit import Opcode, Reg, encode_handoff
 from ..stream import (
     LayerPlan,
@@ -40,10 +42,10 @@ from ..stream import (
     add_zero,
     plan_layer,
     read_phase,
-    reduce_phase,
+    reduce_phases,
     stream_phase,
 )
-from .model import Network, NetworkError
+from .model import Layer, Network, NetworkError
 
 __all__ = ["NetworkProgram", "compile_network", "edge_flits", "handoff_window"]
 
@@ -90,6 +92,16 @@ def _bases(config: Config, plans: list[LayerPlan]) -> list[int]:
 
 def _check(config: Config, net: Network, x: np.ndarray) -> None:
     net.check()
+    if (net.is_float or config.is_float) and net.dtype != config.dtype:
+        raise NetworkError(f"the network is {net.dtype} but the configuration has dtype "
+                           f"{config.dtype!r} (use --dtype {net.dtype})")
+    if net.is_float:
+        if x.ndim != 2 or x.shape[1] != net.inputs or x.shape[0] < 1:
+            raise NetworkError(f"inputs must be B x {net.inputs} (B >= 1), not shape {x.shape}")
+        float_words(net.dtype, "inputs", x, error=NetworkError)
+        for n, layer in enumerate(net.layers):
+            _check_size(config, n, layer)
+        return
     if net.data_width != config.data_width:
         raise NetworkError(f"the network has {net.data_width}-bit activations and weights but "
                            f"the configuration has data_width = {config.data_width} (use "
@@ -102,21 +114,37 @@ def _check(config: Config, net: Network, x: np.ndarray) -> None:
         raise NetworkError(f"inputs must be within the {config.data_width}-bit signed range "
                            f"{config.data_min}..{config.data_max}, found {x.min()}..{x.max()}")
     for n, layer in enumerate(net.layers):
-        K = -(-layer.inputs // config.act_depth)
-        if config.cols < K:
-            raise NetworkError(f"layer {n} has {layer.inputs} inputs but a tile's activation "
-                               f"bank holds act_depth = {config.act_depth}: they need {K} "
-                               f"tiles of a row and the array has cols = {config.cols}")
-        if K > 1 and config.overflow_mode is Overflow.SATURATE:
-            raise NetworkError(f"layer {n} has {layer.inputs} inputs, more than act_depth = "
-                               f"{config.act_depth}: splitting them over {K} tiles adds partial "
-                               f"sums, which overflow = 'saturate' would clamp per tile; use "
-                               f"overflow = 'wrap' or a larger act_depth")
+        _check_size(config, n, layer)
         if np.abs(layer.bias).max(initial=0) > config.acc_max:
             raise NetworkError(f"b{n} does not fit the {config.acc_width}-bit accumulator")
         if n < len(net.layers) - 1 and layer.shift.max() > config.acc_width + 14:
             raise NetworkError(f"shift{n} must be at most acc_width + 14 = "
                                f"{config.acc_width + 14}, found {layer.shift.max()}")
+
+
+def _check_size(config: Config, n: int, layer: Layer) -> None:
+    """Layer ``n``'s inputs fit a row of tiles (and are not split under saturation)."""
+    K = -(-layer.inputs // config.act_depth)
+    if config.cols < K:
+        raise NetworkError(f"layer {n} has {layer.inputs} inputs but a tile's activation "
+                           f"bank holds act_depth = {config.act_depth}: they need {K} "
+                           f"tiles of a row and the array has cols = {config.cols}")
+    if K > 1 and config.overflow_mode is Overflow.SATURATE:
+        raise NetworkError(f"layer {n} has {layer.inputs} inputs, more than act_depth = "
+                           f"{config.act_depth}: splitting them over {K} tiles adds partial "
+                           f"sums, which overflow = 'saturate' would clamp per tile; use "
+                           f"overflow = 'wrap' or a larger act_depth")
+
+
+def _as_words(net: Network) -> Network:
+    """A float network with its weights as the words its MAC flits carry (a weight of -0 as
+    +0: never sent) and its biases as the FP32 words of its WRITE_ACC flits."""
+    layers = []
+    for n, layer in enumerate(net.layers):
+        w = float_words(net.dtype, f"w{n}", layer.weights, error=NetworkError)
+        layers.append(replace(layer, weights=np.where((w & 0x7FFF) == 0, 0, w),
+                              bias=fp32_words(f"b{n}", layer.bias, error=NetworkError)))
+    return replace(net, layers=layers)
 
 
 def _handoff(config: Config, plan: LayerPlan, layer, p: int, rows: int, nxt: LayerPlan,
@@ -127,7 +155,9 @@ def _handoff(config: Config, plan: LayerPlan, layer, p: int, rows: int, nxt: Lay
     vc = config.num_vcs - 1
     parts = plan.parts(p)
     rounds = -(-max(len(part) for part in parts) // window)
-    per_layer = (np.all(layer.mult == layer.mult[0]) and np.all(layer.shift == layer.shift[0]))
+    # a float layer has no requantization: its registers are "the same for every output"
+    per_layer = config.is_float or (np.all(layer.mult == layer.mult[0]) and
+                                    np.all(layer.shift == layer.shift[0]))
     phases = []
     current: dict[int, tuple[int, int]] = {}  # tile column -> (mult, shift) it holds
     for r in range(rounds):
@@ -137,19 +167,20 @@ def _handoff(config: Config, plan: LayerPlan, layer, p: int, rows: int, nxt: Lay
             regs = {g: current.get(g) for g in range(plan.G)}
             if r == 0:  # the layer's registers, in every tile that holds its outputs
                 settings = [(Reg.RELU, int(layer.relu))]
-                if per_layer:
+                if per_layer and not config.is_float:
                     settings += [(Reg.MULT, int(layer.mult[0])), (Reg.SHIFT,
                                                                   int(layer.shift[0]))]
                 for reg, value in settings:
                     flits.add(y, 1, x0=0, x1=plan.G - 1, y0=y, y1=y, op=Opcode.SET.value,
                               addr=reg.value, data=value)
                 if per_layer:
-                    regs = dict.fromkeys(range(plan.G), (int(layer.mult[0]),
-                                                         int(layer.shift[0])))
+                    regs = dict.fromkeys(range(plan.G), None if config.is_float else
+                                         (int(layer.mult[0]), int(layer.shift[0])))
             for g, part in enumerate(parts):
                 for s in range(r * window, min((r + 1) * window, len(part))):
                     i = int(part[s])
-                    want = (int(layer.mult[i]), int(layer.shift[i]))
+                    want = None if config.is_float else (int(layer.mult[i]),
+                                                         int(layer.shift[i]))
                     if regs[g] != want:  # this output's own requantization
                         for reg, value in ((Reg.MULT, want[0]), (Reg.SHIFT, want[1])):
                             flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=Opcode.SET.value,
@@ -180,7 +211,7 @@ def _group(config: Config, net: Network, plans: list[LayerPlan], bases: list[int
             add_zero(load, plan, p, rows, bias=layer.bias)
             here = [load.phase("load"), stream_phase(plan, p, rows, base=bases[n])]
             if plan.K > 1:
-                here.append(reduce_phase(plan, p, rows))
+                here += reduce_phases(plan, p, rows)
             if n == last:
                 here.append(read_phase(plan, p, rows))
             else:
@@ -203,7 +234,8 @@ def _join(first: Phase, then: Phase) -> Phase:
 
 def compile_network(config: Config, net: Network, x: np.ndarray, *,
                     dense: bool = False) -> NetworkProgram:
-    """Compile ``net`` on inputs ``x`` (``B x inputs`` integers) for ``config``.
+    """Compile ``net`` on inputs ``x`` (``B x inputs`` integers; for a float network float
+    numbers of its format) for ``config``.
 
     ``dense=True`` streams every weight, zeros included (the baseline of the speedup).
 
@@ -216,6 +248,9 @@ def compile_network(config: Config, net: Network, x: np.ndarray, *,
     """
     x = np.asarray(x)
     _check(config, net, x)
+    if net.is_float:
+        net = _as_words(net)
+        x = float_words(net.dtype, "inputs", x, error=NetworkError)
     plans = [plan_layer(config, layer.weights, dense=dense) for layer in net.layers]
     bases = _bases(config, plans)
     R = config.rows

@@ -10,12 +10,23 @@ with ``round`` to nearest, ties away from zero (the tile's FINISH). ``mult`` and
 are one value per layer or one per output. The last layer's accumulators are the network's
 outputs (logits): they leave the array as they are.
 
+A floating-point network (``dtype`` ``"fp16"`` or ``"bf16"``) has float weights that are
+numbers of its format, FP32 biases (the accumulators' starting values) and no ``mult`` /
+``shift``: its hand-off is ReLU (if set) in FP32 and the rounding of the FP32 accumulator to
+the format, to nearest even (``docs/float.md``)::
+
+    x_{l+1} = to_half(relu?(x_l @ W_l.T + b_l))          accumulated in FP32
+
 The ``.npz`` file (``numpy.savez``): ``format = "wafertile-network/1"``, ``data_width`` (8 or
 16), ``layers`` (L), and per layer ``l``: ``w{l}`` (integers, ``I x J``), ``b{l}`` (optional,
 ``I`` integers, default 0), and for ``l < L - 1``: ``mult{l}`` and ``shift{l}`` (a scalar or
-``I`` integers), ``relu{l}`` (0 or 1). Optional: ``name`` (a string), ``input_scale`` (the
-float value of one input step, for float inputs), ``float_accuracy`` and
-``float_pruned_accuracy`` (information: the float model's accuracy, dense and pruned).
+``I`` integers), ``relu{l}`` (0 or 1). Optional ``dtype`` (``"int8"``, ``"int16"``,
+``"fp16"``, ``"bf16"``; default the integer format of ``data_width``); with ``"fp16"`` or
+``"bf16"`` (and ``data_width = 16``), ``w{l}`` are float16 or float32 arrays of numbers of the
+format, ``b{l}`` float32 values, and there are no ``mult{l}`` / ``shift{l}``. Optional:
+``name`` (a string), ``input_scale`` (the float value of one input step, for float inputs),
+``float_accuracy`` and ``float_pruned_accuracy`` (information: the float model's accuracy,
+dense and pruned).
 """
 
 from __future__ import annotations
@@ -27,7 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from ..config import DTYPES
 from ..errors import InputError
+from ..formats import float_words, fp32_words
 from ..hdl.flit import MULT_WIDTH
 
 __all__ = ["FORMAT", "Layer", "Network", "NetworkError", "load_network", "save_network"]
@@ -45,7 +58,8 @@ class NetworkError(InputError):
 @dataclass(frozen=True)
 class Layer:
     """One fully connected layer: ``weights`` (``I x J``), ``bias`` (``I``), and, but for the
-    last layer, the requantization: ``mult`` and ``shift`` (``I`` each) and ``relu``."""
+    last layer, the requantization: ``mult`` and ``shift`` (``I`` each) and ``relu`` (a float
+    layer: ``relu`` only)."""
 
     weights: np.ndarray
     bias: np.ndarray
@@ -68,13 +82,23 @@ class Layer:
 
 @dataclass
 class Network:
-    """A chain of :class:`Layer` s over ``data_width``-bit signed activations and weights."""
+    """A chain of :class:`Layer` s over ``data_width``-bit activations and weights of number
+    format ``dtype`` (default: the integer format of ``data_width``)."""
 
     layers: list[Layer]
     data_width: int
     name: str = ""
     #: information carried along (``input_scale``, ``float_accuracy``, ...)
     meta: dict[str, Any] = field(default_factory=dict)
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype is None:
+            self.dtype = {8: "int8"}.get(self.data_width, "int16")
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in ("fp16", "bf16")
 
     @property
     def inputs(self) -> int:
@@ -96,8 +120,17 @@ class Network:
         """Raise :class:`NetworkError` for a network that breaks the format's rules."""
         if self.data_width not in (8, 16):
             raise NetworkError(f"data_width must be 8 or 16, not {self.data_width!r}")
+        if self.dtype not in DTYPES:
+            raise NetworkError(f"dtype must be one of {', '.join(map(repr, DTYPES))}, not "
+                               f"{self.dtype!r}")
+        if DTYPES[self.dtype] != self.data_width:
+            raise NetworkError(f"data_width must be {DTYPES[self.dtype]} with dtype "
+                               f"{self.dtype!r}, not {self.data_width}")
         if not self.layers:
             raise NetworkError("a network needs at least one layer")
+        if self.is_float:
+            self._check_float()
+            return
         lo, hi = -(1 << (self.data_width - 1)), (1 << (self.data_width - 1)) - 1
         for n, layer in enumerate(self.layers):
             w = layer.weights
@@ -126,6 +159,26 @@ class Network:
                 if values.min() < 0 or values.max() > top:
                     raise NetworkError(f"{key}{n} must be from 0 to {top}, found "
                                        f"{values.min()}..{values.max()}")
+
+
+    def _check_float(self) -> None:
+        for n, layer in enumerate(self.layers):
+            w = np.asarray(layer.weights)
+            if w.ndim != 2 or 0 in w.shape:
+                raise NetworkError(f"w{n} must be a non-empty 2-D array, not shape {w.shape}")
+            if n and w.shape[1] != self.layers[n - 1].outputs:
+                raise NetworkError(f"w{n} has {w.shape[1]} inputs but layer {n - 1} has "
+                                   f"{self.layers[n - 1].outputs} outputs")
+            float_words(self.dtype, f"w{n}", w, error=NetworkError)
+            if np.shape(layer.bias) != (w.shape[0],):
+                raise NetworkError(f"b{n} must have {w.shape[0]} values, not shape "
+                                   f"{np.shape(layer.bias)}")
+            fp32_words(f"b{n}", layer.bias, error=NetworkError)
+            for key, values in (("mult", layer.mult), ("shift", layer.shift)):
+                if values is not None:
+                    raise NetworkError(f"{key}{n} has no meaning with dtype {self.dtype!r} (the "
+                                       f"hand-off of a float layer is the rounding to "
+                                       f"{self.dtype}, with ReLU if relu{n} = 1)")
 
 
 def _int_array(data: Any, key: str) -> np.ndarray:
@@ -170,7 +223,11 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
     count = int(_int_array(data["layers"], "layers"))
     if count < 1:
         raise NetworkError(f"layers must be at least 1, not {count}")
-    known = {"format", "data_width", "layers", "name", *_META}
+    known = {"format", "data_width", "layers", "name", "dtype", *_META}
+    width = int(_int_array(data["data_width"], "data_width"))
+    dtype = str(data["dtype"]) if "dtype" in data else None
+    if dtype in ("fp16", "bf16"):
+        return _float_network(data, count, width, dtype, known)
     layers = []
     for n in range(count):
         if f"w{n}" not in data:
@@ -205,8 +262,42 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
                            f"w0..w{count - 1}, b.., mult.., shift.., relu.. and "
                            f"format, data_width, layers, name, {', '.join(_META)})")
     meta = {k: float(data[k]) for k in _META if k in data}
-    net = Network(layers, int(_int_array(data["data_width"], "data_width")),
-                  name=str(data["name"]) if "name" in data else "", meta=meta)
+    net = Network(layers, width, name=str(data["name"]) if "name" in data else "", meta=meta,
+                  dtype=dtype)
+    net.check()
+    return net
+
+
+def _float_network(data: dict[str, np.ndarray], count: int, width: int, dtype: str,
+                   known: set[str]) -> Network:
+    """The float network of a ``.npz`` file's arrays (the keys of a float file)."""
+    layers = []
+    for n in range(count):
+        if f"w{n}" not in data:
+            raise NetworkError(f"key 'w{n}' is missing (layers = {count})")
+        w = np.asarray(data[f"w{n}"])
+        outputs = w.shape[0] if w.ndim == 2 else 0
+        b = np.asarray(data[f"b{n}"]) if f"b{n}" in data else np.zeros(outputs, np.float32)
+        known |= {f"w{n}", f"b{n}"}
+        relu = False
+        if n < count - 1:
+            known.add(f"relu{n}")
+            if f"relu{n}" not in data:
+                raise NetworkError(f"key 'relu{n}' is missing (every layer but the last has "
+                                   f"one)")
+            r = _int_array(data[f"relu{n}"], f"relu{n}")
+            if r.ndim or int(r) not in (0, 1):
+                raise NetworkError(f"relu{n} must be 0 or 1, not {data[f'relu{n}']!r}")
+            relu = bool(r)
+        layers.append(Layer(w, b, None, None, relu))
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise NetworkError(f"unknown key {unknown[0]!r} (a {dtype} network of {count} layers "
+                           f"has w0..w{count - 1}, b.., relu.. and format, data_width, dtype, "
+                           f"layers, name, {', '.join(_META)})")
+    meta = {k: float(data[k]) for k in _META if k in data}
+    net = Network(layers, width, name=str(data["name"]) if "name" in data else "", meta=meta,
+                  dtype=dtype)
     net.check()
     return net
 
@@ -217,6 +308,16 @@ def save_network(net: Network, path: str | Path) -> None:
     arrays: dict[str, Any] = {"format": np.array(FORMAT), "data_width": net.data_width,
                               "layers": len(net.layers), "name": np.array(net.name)}
     arrays.update({k: float(v) for k, v in net.meta.items()})
+    if net.is_float:
+        arrays["dtype"] = np.array(net.dtype)
+        for n, layer in enumerate(net.layers):
+            arrays[f"w{n}"] = np.asarray(layer.weights).astype(
+                np.float16 if net.dtype == "fp16" else np.float32)
+            arrays[f"b{n}"] = np.asarray(layer.bias).astype(np.float32)
+            if n < len(net.layers) - 1:
+                arrays[f"relu{n}"] = int(layer.relu)
+        np.savez(path, **arrays)
+        return
     for n, layer in enumerate(net.layers):
         arrays[f"w{n}"] = layer.weights.astype(np.int16 if net.data_width == 16 else np.int8)
         arrays[f"b{n}"] = layer.bias.astype(np.int64)

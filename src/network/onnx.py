@@ -5,7 +5,8 @@ Read with the ``onnx`` package (no runtime): the weights come from the graph's i
 a Relu its activation. Anything else in the chain (another operator, a weight computed at run
 time, a branch) is refused naming the operator and the node. The float layers are then pruned
 by magnitude (optional, no fine-tuning: post-training) and quantized from a calibration set
-(:mod:`wafertile.network.quantize`).
+(:mod:`wafertile.network.quantize`), or, for a floating-point fabric, kept in floating point
+(:func:`import_onnx_float`: weights rounded to FP16 or BF16, biases to FP32, to nearest even).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import Network, NetworkError
+from ..hdl.core.fp import float_format
+from .model import Layer, Network, NetworkError
 from .quantize import FloatLayer, prune, quantize
 
-__all__ = ["SUPPORTED", "float_layers", "import_onnx"]
+__all__ = ["SUPPORTED", "float_layers", "import_onnx", "import_onnx_float"]
 
 #: The operators an imported graph may use.
 SUPPORTED = ("MatMul", "Gemm", "Add", "Relu")
@@ -107,11 +109,7 @@ def _dense(node, name: str, params: list[np.ndarray]) -> FloatLayer:
     return FloatLayer(alpha * w, np.broadcast_to(bias, (w.shape[0],)).copy(), False)
 
 
-def import_onnx(path: str | Path, calibration: np.ndarray, *, data_width: int = 8,
-                prune_to: float | None = None) -> tuple[Network, list[FloatLayer]]:
-    """The integer network of the ONNX MLP at ``path``: pruned (``prune_to``: the share of
-    zero weights, e.g. 0.9) and quantized from ``calibration`` (float inputs). Returns the
-    network and the float layers it came from (pruned)."""
+def _pruned(path: str | Path, prune_to: float | None) -> list[FloatLayer]:
     layers = float_layers(path)
     if prune_to is not None:
         if not 0.0 <= prune_to < 1.0:
@@ -119,4 +117,30 @@ def import_onnx(path: str | Path, calibration: np.ndarray, *, data_width: int = 
                                f"not {prune_to:g}")
         for layer, mask in zip(layers, prune(layers, 1.0 - prune_to), strict=True):
             layer.weights = layer.weights * mask
+    return layers
+
+
+def import_onnx(path: str | Path, calibration: np.ndarray, *, data_width: int = 8,
+                prune_to: float | None = None) -> tuple[Network, list[FloatLayer]]:
+    """The integer network of the ONNX MLP at ``path``: pruned (``prune_to``: the share of
+    zero weights, e.g. 0.9) and quantized from ``calibration`` (float inputs). Returns the
+    network and the float layers it came from (pruned)."""
+    layers = _pruned(path, prune_to)
     return quantize(layers, calibration, data_width=data_width, name=Path(path).stem), layers
+
+
+def import_onnx_float(path: str | Path, dtype: str, *, prune_to: float | None = None
+                      ) -> Network:
+    """The ONNX MLP at ``path`` as a floating-point network of ``dtype`` (``"fp16"`` or
+    ``"bf16"``): pruned as :func:`import_onnx` does, the weights rounded to FP32 and then to
+    the format, the biases to FP32 (each to nearest even; no calibration, no requantization).
+    A ReLU after the
+    last layer is not applied (its accumulators are the outputs), as for integer networks."""
+    fmt = float_format(dtype)
+    layers = []
+    pruned = _pruned(path, prune_to)
+    for n, layer in enumerate(pruned):
+        w = fmt.values(fmt.bits(np.asarray(layer.weights, np.float32)))
+        layers.append(Layer(w, np.asarray(layer.bias, np.float32), None, None,
+                            bool(layer.relu) and n < len(pruned) - 1))
+    return Network(layers, 16, name=Path(path).stem, dtype=dtype)

@@ -2,10 +2,11 @@
 
 :func:`run_network` compiles the network (sparse, and dense for the speedup), plays both on
 the array (:func:`wafertile.run.simulate`: the compiled Verilator harness, or the cocotb
-bench on Icarus), and checks every output against the bit-exact integer reference. The
-report gives accuracy (with labels), cycles in all and per image, per layer (MAC stream,
-hand-off and the rest), MAC utilization, the dense run's cycles and the speedup, and the flits
-that cross the array's edge.
+bench on Icarus), and checks every output against the bit-exact reference (integer, or for
+a float network FP32 words, any NaN equal to any NaN). The report gives accuracy (with
+labels), cycles in all and per image, per layer (MAC stream, hand-off and the rest), MAC
+utilization, the dense run's cycles and the speedup, and the flits that cross the array's
+edge.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
-from ..run import simulate
+from ..run import outputs_and_mismatches, simulate
 from ..sim.models.network import network_reference
 from .compiler import NetworkProgram, compile_network, edge_flits
 from .model import Network
@@ -56,6 +57,8 @@ class NetworkReport:
     sim_cycles_per_s: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     name: str = ""
+    #: the number format (``Config.dtype``)
+    dtype: str = "int8"
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -65,14 +68,15 @@ class NetworkReport:
         return out
 
     def text(self, config: Config) -> str:
-        head = ("PASS: every output equals the integer reference bit for bit" if self.passed
-                else f"FAIL: {self.mismatches} outputs differ from the integer reference")
+        kind = "floating-point" if config.is_float else "integer"
+        head = (f"PASS: every output equals the {kind} reference bit for bit" if self.passed
+                else f"FAIL: {self.mismatches} outputs differ from the {kind} reference")
         acc = ("" if self.accuracy is None else
                f"accuracy         {100 * self.accuracy:.1f}% on the fabric"
                + ("" if self.float_accuracy is None else
                   f" (float dense model {100 * self.float_accuracy:.1f}%)"))
         lines = [head, f"network          {self.name or 'network'}: {self.layers} layers, "
-                 f"{self.nnz} nonzero weights, {self.images} inputs"]
+                 f"{self.nnz} nonzero weights, {self.images} inputs, {self.dtype}"]
         if acc:
             lines.append(acc)
         lines.append(f"array            {config.rows} x {config.cols} tiles, simulated on "
@@ -134,9 +138,8 @@ def run_network(config: Config, net: Network, x: np.ndarray, *, labels: np.ndarr
     t0 = time.perf_counter()
     expected, _ = network_reference(config, net, x)
     seconds["reference"] = time.perf_counter() - t0
-    y, stats = run.results[0]
-    mismatches = int(np.count_nonzero(y != expected))
-    dense_ok = not dense or bool(np.array_equal(run.results[1][0], y))
+    (y, stats), mismatches = outputs_and_mismatches(config, run.results[0], expected)
+    dense_ok = not dense or outputs_and_mismatches(config, run.results[1], y)[1] == 0
     cycles = int(stats["total_cycles"])
     stream = int(stats["cycles"])
     macs = int(sum(stats["mac_done"]))
@@ -155,7 +158,7 @@ def run_network(config: Config, net: Network, x: np.ndarray, *, labels: np.ndarr
         handoff_flits=edges["handoff_flits"],
         per_layer=_per_layer(net, programs[0], stats["phase_cycles"], config),
         sim=sim, build_dir=str(run.build_dir), wall_seconds=time.perf_counter() - start,
-        sim_cycles_per_s=run.cycles_per_s, seconds=seconds, name=net.name)
+        sim_cycles_per_s=run.cycles_per_s, seconds=seconds, name=net.name, dtype=config.dtype)
     return report, y
 
 
@@ -168,9 +171,9 @@ def run_network_device(config: Config, net: Network, x: np.ndarray, port: str, *
     start = time.perf_counter()
     program = compile_network(config, net, x)
     _log.info(f"playing {program.flits} frames on {port} at {baud} baud")
-    y, stats = run_on_device(config, program, port, baud=baud)
     expected, _ = network_reference(config, net, x)
-    mismatches = int(np.count_nonzero(y != expected))
+    (y, stats), mismatches = outputs_and_mismatches(
+        config, run_on_device(config, program, port, baud=baud), expected)
     edges = edge_flits(program)
     report = NetworkReport(
         passed=mismatches == 0 and stats["flags"] == 0, mismatches=mismatches,
@@ -181,5 +184,5 @@ def run_network_device(config: Config, net: Network, x: np.ndarray, port: str, *
         speedup=None, host_flits_in=edges["host_flits_in"],
         host_flits_out=edges["host_flits_out"], handoff_flits=edges["handoff_flits"],
         per_layer=[], sim=f"device:{port}", build_dir="",
-        wall_seconds=time.perf_counter() - start, name=net.name)
+        wall_seconds=time.perf_counter() - start, name=net.name, dtype=config.dtype)
     return report, y
