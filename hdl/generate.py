@@ -16,12 +16,13 @@ from amaranth.lib.wiring import In
 from .. import __version__
 from ..config import Config
 from .core import SramBank, TileCore, make_mac_core
+from .core.fp import FP32, float_format
 from .flit import Opcode, describe, flit_layout, header_layout, payload_layout, route_layout
 from .grid import ARRAY, MESH, PHIT_TX_MODULE, Grid, grid_ports, grid_verilog
 from .noc import PhitRx, PhitTx, make_router
 from .tile import Tile
 
-__all__ = ["BLOCKS", "Block", "emit", "port_list", "verilog_text"]
+__all__ = ["BLOCKS", "Block", "emit", "number_format", "port_list", "verilog_text"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,36 @@ def port_list(component: wiring.Component) -> list[dict[str, Any]]:
             entry["layout"] = layout
         ports.append(entry)
     return ports
+
+
+def number_format(config: Config) -> dict[str, Any]:
+    """What the ``payload.data`` field carries for ``config.dtype`` (``manifest.json``'s
+    ``number_format``): the operands (MAC weights, WRITE_ACT activations, READ_ACT replies)
+    in its low ``data_width`` bits, the accumulators (ADD, WRITE_ACC, READ_ACC / SEND
+    outputs) in ``acc_width`` bits, and the arithmetic (``docs/float.md`` for the float
+    formats)."""
+    if not config.is_float:
+        return {
+            "dtype": config.dtype,
+            "operand": {"format": f"two's complement, {config.data_width} bits",
+                        "bits": config.data_width, "data_lsb": 0},
+            "accumulator": {"format": f"two's complement, {config.acc_width} bits",
+                            "bits": config.acc_width, "overflow": config.overflow},
+        }
+    fmt = float_format(config.dtype)
+    return {
+        "dtype": config.dtype,
+        "operand": {"format": {"fp16": "IEEE 754 binary16",
+                               "bf16": "bfloat16 (top half of binary32)"}[config.dtype],
+                    "bits": 16, "data_lsb": 0, "exponent_bits": fmt.exp_bits,
+                    "fraction_bits": fmt.frac_bits, "nan": fmt.nan,
+                    "read_act_reply": "the 16 bits, zero-extended"},
+        "accumulator": {"format": "IEEE 754 binary32 (raw bits in the signed data field)",
+                        "bits": 32, "nan": FP32.nan},
+        "rounding": "nearest, ties to even; subnormals kept; every NaN made is canonical",
+        "zero_skipping": "a MAC with a +0 or -0 weight or activation does nothing",
+        "finish": "relu (if RELU) in FP32, then rounded to the operand format",
+    }
 
 
 def emit(block: str, config: Config, outdir: str | Path) -> dict[str, Path]:
@@ -145,6 +176,7 @@ def emit(block: str, config: Config, outdir: str | Path) -> dict[str, Path]:
             "flit_width": config.flit_width,
             "phit_width": config.phit_width,
         },
+        "number_format": number_format(config),
         "ports": ports,
         "layouts": {name: {"width": Shape.cast(layout).width, "fields": describe(layout)}
                     for name, layout in layouts.items()},

@@ -184,11 +184,12 @@ def _leading_zeros(value: Value) -> Value:
 
     def count(bits):  # (all zero, leading zeros): a pair of halves picks one of its counts
         if len(bits) == 1:
-            return ~bits[0], Const(0, 0)
+            return ~bits[0], None  # no count bits (not a zero-width value: Verilog lint)
         half = len(bits) // 2
         zero_hi, n_hi = count(bits[half:])
         zero_lo, n_lo = count(bits[:half])
-        return zero_hi & zero_lo, Cat(Mux(zero_hi, n_lo, n_hi), zero_hi)
+        low = [] if n_hi is None else [Mux(zero_hi, n_lo, n_hi)]
+        return zero_hi & zero_lo, Cat(*low, zero_hi)
 
     return count(padded)[1]
 
