@@ -184,3 +184,22 @@ def test_core_bench_counts_every_operation_it_drives(request, sim_env, build_roo
     total = coverage.merge(coverage.load(f) for f in tmp_path.glob("cov-*.json"))
     assert total["core"]["op"] == ops, f"seed {seed}"
     assert total["core"]["overflow"] == Counter({"wrap": sum(ops.values())})
+
+
+@pytest.mark.parametrize(("cfg_name", "net_name", "expected"), [
+    ("4x4d8", "deep", {"layers": "3+", "groups": "2+", "reduction": "none"}),  # 4 layers, B 5
+    ("3x5d16", "wide", {"layers": "2", "groups": "2+", "reduction": "on fabric"}),  # J 20 > 16
+])
+def test_network_program_bins(array_hits, cfg_name, net_name, expected):
+    from wafertile.network.compiler import compile_network
+
+    from .test_network import _case
+
+    cfg, net, x = _case(cfg_name, net_name, 1)
+    program = compile_network(cfg, net, x)
+    cover_program(cfg, program)
+    for point, value in expected.items():
+        assert array_hits[point] == Counter({value: 1}), point
+    passes = max(plan.passes for plan in program.plans)
+    assert array_hits["passes"] == Counter({"1" if passes == 1 else "2+": 1})
+    assert array_hits["phase"]["handoff"] == 1

@@ -89,20 +89,21 @@ def _count(n: int, top: int) -> str:
 
 
 def cover_program(config: Config, program) -> None:
-    """Sample :data:`ARRAY` for a :class:`~wafertile.stream.LayerProgram` (a layer or a whole
-    network's)."""
+    """Sample :data:`ARRAY` for a :class:`~wafertile.stream.LayerProgram` (one layer) or a
+    :class:`~wafertile.network.compiler.NetworkProgram` (its ``plans``, one per layer)."""
     kinds = [p.kind for p in program.phases]
-    rows = config.rows
-    groups = -(-program.shape[0] // rows)
-    layers = 1 + kinds.count("handoff") // max(groups, 1)
-    passes = kinds.count("stream") // max(groups * layers, 1)
-    common = {"passes": _count(passes, 2), "groups": _count(groups, 2),
-              "layers": _count(layers, 3),
-              "reduction": "on fabric" if "reduce" in kinds else "none",
-              "router": config.router_arch}
+    groups = -(-program.shape[0] // config.rows)
+    plans = getattr(program, "plans", None)
+    if plans:
+        layers, passes = len(plans), max(plan.passes for plan in plans)
+    else:  # one layer: its stream phases are passes x batch groups
+        layers, passes = 1, kinds.count("stream") // max(groups, 1)
     for kind in dict.fromkeys(kinds):
         ARRAY.sample(phase=kind)
-    ARRAY.sample(**common)
+    ARRAY.sample(passes=_count(passes, 2), groups=_count(groups, 2),
+                 layers=_count(layers, 3),
+                 reduction="on fabric" if "reduce" in kinds else "none",
+                 router=config.router_arch)
 
 
 class CoreCoverModel:
