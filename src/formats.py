@@ -60,8 +60,8 @@ def float_words(dtype: str, name: str, values, *, error: type[InputError] = Inpu
     if bad.any():
         where = np.unravel_index(int(np.argmax(bad)), arr.shape)
         value, near = arr[where], back[where]
-        raise error(f"{name} hold {float(value)!r} at {list(map(int, where))}, which is not "
-                    f"an {label} number (nearest: {float(near)!r}); dtype {dtype!r} takes "
+        raise error(f"{name}{list(map(int, where))} = {float(value)!r}, which {label} cannot "
+                    f"represent exactly (nearest: {float(near)!r}); dtype {dtype!r} takes "
                     f"{what}")
     return bits.astype(np.int64)
 
@@ -81,8 +81,8 @@ def fp32_words(name: str, values, *, error: type[InputError] = InputError) -> np
         bad = ~((single.astype(np.float64) == arr) | np.isnan(arr))
         if bad.any():
             where = np.unravel_index(int(np.argmax(bad)), arr.shape)
-            raise error(f"{name} hold {float(arr[where])!r} at {list(map(int, where))}, which "
-                        f"is not an FP32 number (nearest: {float(single[where])!r}); give "
+            raise error(f"{name}{list(map(int, where))} = {float(arr[where])!r}, which FP32 "
+                        f"cannot represent exactly (nearest: {float(single[where])!r}); give "
                         f"float32 values")
         arr = single
     return fp32_fields(_float32(name, arr, "float32 values (FP32 accumulators)", error))

@@ -1,4 +1,5 @@
-"""cocotb regressions of the generated tile core on Verilator and Icarus (sim/tb/core.py)."""
+"""cocotb regressions of the generated tile core on Verilator and Icarus (sim/tb/core.py):
+integer cores, and floating-point cores (fp16, bf16) with their own directed cases."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from wafertile import Config
 from wafertile.hdl.generate import emit
 from wafertile.sim.runner import run_cocotb
+from wafertile.sim.stimulus import FLOAT_DIRECTED
 
 from .conftest import seed_for, sim_cases
 
@@ -20,6 +22,14 @@ CONFIGS = {
                        acc_depth=64),
 }
 
+#: Floating-point cores (FpMacCore), banks deep enough for the directed cases' addresses.
+FLOAT_CONFIGS = {
+    "fp16": Config(dtype="fp16", act_depth=64, acc_depth=64),
+    "bf16": Config(dtype="bf16", act_depth=64, acc_depth=32),
+}
+#: The float cores' directed cocotb tests, run together in one simulator process per core.
+FLOAT_TESTS = [*FLOAT_DIRECTED, "bad_op", "zero_stream_never_stalls", "full_rate"]
+
 DIRECTED = ["overflow", "back_to_back", "zeros", "extremes", "bad_op",
             "zero_stream_never_stalls", "full_rate", "requant"]
 
@@ -30,7 +40,7 @@ def _sampled(sim, cfg_name, *_):
 
 
 def _run(build_root, sim, cfg_name, testcase, env):
-    cfg = CONFIGS[cfg_name]
+    cfg = {**CONFIGS, **FLOAT_CONFIGS}[cfg_name]
     build = build_root / f"core-{cfg_name}-{sim}"
     files = emit("core", cfg, build / "rtl")
     run_cocotb(sim=sim, sources=[files["verilog"]], top="wafertile_core",
@@ -65,8 +75,35 @@ def test_directed_under_backpressure(request, sim_env, build_root, cfg_name):
     })
 
 
+def _float_sampled(sim, cfg_name, *_):
+    """The default run takes fp16 on Verilator (both float cores on Icarus)."""
+    return sim == "verilator" and cfg_name != "fp16"
+
+
+@pytest.mark.parametrize(("sim", "cfg_name"), sim_cases(list(FLOAT_CONFIGS),
+                                                        slow=_float_sampled))
+def test_float_directed(request, sim_env, build_root, cfg_name):
+    """Every float directed case (signed zeros, subnormals in and out, overflow to infinity,
+    NaN in either operand, ties to even, cancellation, runs into one accumulator, the
+    hand-off), the bad opcode, the all-zero stream and full rate with exactly the model's
+    bubbles, in one simulator run."""
+    _run(build_root, sim_env, cfg_name, FLOAT_TESTS, {"WAFERTILE_SEED": str(seed_for(request))})
+
+
+@pytest.mark.parametrize(("sim", "cfg_name", "density"),
+                         sim_cases([(c, d) for c in FLOAT_CONFIGS for d in (0.1, 0.6)],
+                                   slow=_float_sampled))
+def test_float_random(request, sim_env, build_root, cfg_name, density):
+    """Seeded random float streams of mixed kinds and magnitudes, idle input, backpressure."""
+    _run(build_root, sim_env, cfg_name, "random_stream_test", {
+        "WAFERTILE_SEED": str(seed_for(request)),
+        "WAFERTILE_DENSITY": str(density),
+        "WAFERTILE_FLITS": "1500",
+    })
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("cfg_name", CONFIGS)
+@pytest.mark.parametrize("cfg_name", [*CONFIGS, *FLOAT_CONFIGS])
 @pytest.mark.parametrize("index", range(8))
 def test_random_long(request, sim_env, build_root, cfg_name, index):
     """More seeds and longer streams (run with --run-slow)."""
