@@ -1,0 +1,138 @@
+"""The cycles of the phases around the stream: load, read, reduce and hand-off.
+
+All of them keep their traffic inside a row (the host's west port of row ``y`` feeds the
+tiles of row ``y``), so each row is predicted on its own and the phase takes as long as its
+slowest row:
+
+- **load / read / reduce** (:func:`row_cycles`): the row's flits leave the port in order,
+  one per slot. A flit that makes its tile answer (a READ: a reply to the host; a SEND: an
+  ADD to a tile further west; the fence READ that ends every load and reduce) produces its
+  output three pipeline stages after it reaches the core, and the output travels west one
+  slot per router. The row is one server in the order of its flits: a flit that answers
+  takes :attr:`~.timing.Timing.out_service` cycles of it (a tile cannot answer faster),
+  any other flit one slot. The phase ends in the cycle after its last reply reaches the
+  host.
+- **hand-off** (:func:`handoff_cycles`): every FINISH makes its tile multicast one
+  activation to a range of its row. Each receiving tile takes one flit per slot through its
+  local port, both the host's flits addressed to it and the activations, so the phase is a
+  server per tile over the arrival times of its activations (after each sending tile's own
+  output rate); it ends in the cycle after the last activation is written (stage 2 of the
+  receiving core).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import Config
+from ..hdl.flit import Opcode
+from .flow import fifo_server, rank, server
+from .timing import Timing
+
+__all__ = ["handoff_cycles", "handoff_targets", "row_cycles"]
+
+_ANSWERS = (Opcode.READ_ACC.value, Opcode.READ_ACT.value, Opcode.SEND.value)
+
+
+def row_cycles(timing: Timing, port: np.ndarray, x0: np.ndarray, x1: np.ndarray,
+               op: np.ndarray) -> int:
+    """Predict a load, read or reduce phase (see the module's docstring).
+
+    Parameters
+    ----------
+    timing : Timing
+        The fabric.
+    port, x0, x1, op : numpy.ndarray
+        Per flit, in injection order per port: its west port (row), its rectangle's columns
+        (a row multicast of a load spans several) and its opcode.
+
+    Returns
+    -------
+    int
+        Cycles from the first injection (at a slot boundary) to the cycle after the last
+        reply; 1 for a phase without flits (the host sees at once that nothing is left).
+    """
+    n = len(port)
+    if not n:
+        return 1
+    h = timing.slot
+    inject = rank(port) * h
+    x0 = np.asarray(x0)
+    x1 = np.asarray(x1)
+    answers = np.isin(op, _ANSWERS)
+    # the far end of the rectangle is the last tile the flit reaches; an answering flit is
+    # a unicast to tile x0
+    stage3 = inject + timing.to_core(x1 + 1) + 2
+    back = timing.from_core(stage3, x0 + 1)
+    arrival = np.where(answers, back, inject)
+    service = np.where(answers, np.where(x0 == 0, timing.west_service, timing.out_service),
+                       float(h))
+    done = server(port, arrival, service)
+    replies = done[answers]
+    end = replies.max() if len(replies) else done.max()
+    return int(np.ceil(end)) + 1
+
+
+def handoff_targets(config: Config, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The columns ``x0 .. x1`` a FINISH's activation goes to (its ``data`` field,
+    :func:`~wafertile.hdl.flit.handoff_layout`), vectorized."""
+    fields = config.handoff_fields
+    out = {}
+    shift = 0
+    data = np.asarray(data, np.int64)
+    for name, width in fields.items():
+        out[name] = (data >> shift) & ((1 << width) - 1)
+        shift += width
+    return out["x0"], out["x1"]
+
+
+def handoff_cycles(timing: Timing, port: np.ndarray, x0: np.ndarray, x1: np.ndarray,
+                   op: np.ndarray, data: np.ndarray) -> int:
+    """Predict one hand-off round (see the module's docstring).
+
+    Parameters
+    ----------
+    timing : Timing
+        The fabric.
+    port, x0, x1, op, data : numpy.ndarray
+        Per flit, in injection order per port: west port (row), rectangle columns, opcode
+        and ``data`` field (a FINISH's hand-off rectangle).
+
+    Returns
+    -------
+    int
+        Cycles from the first injection to the cycle after the last activation write; 1
+        for a round without FINISH.
+    """
+    cfg = timing.config
+    finish = np.asarray(op) == Opcode.FINISH.value
+    if not finish.any():
+        return 1
+    h = timing.slot
+    port = np.asarray(port)
+    inject = rank(port) * h
+    # the host's flits reach their tile's local port one per slot per tile: a server per
+    # tile over the flits addressed to it (a SET multicast counts at every tile it reaches)
+    span = np.asarray(x1) - np.asarray(x0) + 1
+    flit = np.repeat(np.arange(len(port)), span)
+    tile_x = np.asarray(x0)[flit] + (np.arange(len(flit)) - np.repeat(np.cumsum(span) - span,
+                                                                      span))
+    tile = port[flit] * cfg.cols + tile_x
+    taken = fifo_server(tile, inject[flit] + timing.to_core(tile_x + 1), float(h))
+    # the FINISHes: stage 3 two cycles after their core takes them, then the sending tile's
+    # output rate
+    fin = np.flatnonzero(finish[flit])
+    sender = tile[fin]
+    stage3 = taken[fin] + 2
+    service = np.where(tile_x[fin] == 0, timing.west_service, timing.out_service)
+    sent = server(sender, timing.next_slot(stage3 + 1), service)
+    # every activation to every tile of its range, one slot per router from the sender
+    tx0, tx1 = handoff_targets(cfg, np.asarray(data)[flit[fin]])
+    width = tx1 - tx0 + 1
+    which = np.repeat(np.arange(len(fin)), width)
+    target = tx0[which] + (np.arange(len(which)) - np.repeat(np.cumsum(width) - width, width))
+    hops = np.abs(target - tile_x[fin][which])
+    arrive = sent[which] + hops * h + timing.adapter
+    receiver = port[flit[fin]][which] * cfg.cols + target
+    written = fifo_server(receiver, arrive, float(h))
+    return int(np.ceil(written.max())) + 2

@@ -1,0 +1,171 @@
+"""Predictions for whole programs: a compiled layer or network, phase by phase.
+
+:func:`predict_program` walks a :class:`~wafertile.stream.LayerProgram` (or a
+:class:`~wafertile.network.compiler.NetworkProgram`) the way the host plays it: each phase
+starts when the one before has ended (its first flit at the next slot boundary) and is
+predicted from its flit columns, at one of two levels:
+
+- ``"mesh"``: played through the event-level model (:mod:`.mesh`: every router's buffers and
+  arbiters, every core's pipeline), cycle for cycle;
+- ``"analytic"``: the vectorized bounds of :mod:`.stream` (MAC streams) and :mod:`.phases`
+  (load, read, reduce, hand-off), whose cost does not grow with the array.
+
+``detail = "auto"`` (the default) takes the mesh for a phase whose analytic estimate times
+the number of tiles is within :data:`~wafertile.model.mesh.MESH_BUDGET`, the analytic model
+otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..config import Config
+from ..stream import LayerProgram, Phase
+from .mesh import MESH_BUDGET, PhaseFlits, simulate
+from .phases import handoff_cycles, row_cycles
+from .stream import stream_cycles
+from .timing import Timing
+
+__all__ = ["DETAILS", "KINDS", "ModelError", "Prediction", "predict_phase", "predict_program"]
+
+#: The phase kinds the model predicts.
+KINDS = ("load", "stream", "reduce", "handoff", "read")
+#: The levels of detail of a prediction (module docstring).
+DETAILS = ("auto", "analytic", "mesh")
+
+
+class ModelError(ValueError):
+    """The model cannot predict this program (the reason in one line)."""
+
+
+@dataclass
+class Prediction:
+    """The predicted cycles of a program.
+
+    Attributes
+    ----------
+    kinds : list of str
+        The kind of each phase, in order.
+    phase_cycles : list of int
+        The predicted cycles of each phase (as ``phase_cycles`` of the RTL harness).
+    methods : list of str
+        How each phase was predicted: ``"mesh"``, ``"analytic"``, or ``"bound"`` (analytic,
+        and a lower bound: a stream whose columns back up into the rows, beyond the mesh
+        budget).
+    seconds : float
+        Wall time of the prediction.
+    """
+
+    kinds: list[str]
+    phase_cycles: list[int]
+    methods: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def cycles(self) -> int:
+        """Cycles of the stream phases (``cycles`` of ``wafertile run``)."""
+        return sum(c for k, c in zip(self.kinds, self.phase_cycles, strict=True)
+                   if k == "stream")
+
+    @property
+    def total_cycles(self) -> int:
+        """Cycles of every phase."""
+        return sum(self.phase_cycles)
+
+    @property
+    def cycles_by_kind(self) -> dict[str, int]:
+        """Cycles summed per phase kind (as ``cycles_by_kind`` of the RTL harness)."""
+        out: dict[str, int] = {}
+        for k, c in zip(self.kinds, self.phase_cycles, strict=True):
+            out[k] = out.get(k, 0) + c
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        return {"cycles": self.cycles, "total_cycles": self.total_cycles,
+                "cycles_by_kind": self.cycles_by_kind, "phase_cycles": self.phase_cycles,
+                "methods": sorted(set(self.methods)),
+                "predict_seconds": round(self.seconds, 3)}
+
+
+def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto") -> tuple[int, str]:
+    """The cycles of one phase that starts at a slot boundary, and how they were found
+    (``"mesh"``, ``"analytic"`` or ``"bound"``).
+
+    Raises
+    ------
+    ModelError
+        For a phase kind the model does not know, or a MAC stream whose flits are not
+        column multicasts (the analytic model's assumption).
+    """
+    if phase.kind not in KINDS:
+        raise ModelError(f"phase kind {phase.kind!r} cannot be predicted (known: "
+                         f"{', '.join(KINDS)})")
+    if not len(phase):
+        return 1, "analytic"  # the host sees at once that nothing is left
+    cycles, method = _analytic(timing, phase)
+    cfg = timing.config
+    if detail == "mesh" or (detail == "auto" and cycles * cfg.rows * cfg.cols <= MESH_BUDGET):
+        result = simulate(timing, PhaseFlits.from_phase(cfg, phase))
+        end = {"stream": result.last_mac, "handoff": result.last_write}.get(
+            phase.kind, result.last_reply)
+        return end + 1, "mesh"
+    return cycles, method
+
+
+def _analytic(timing: Timing, phase: Phase) -> tuple[int, str]:
+    f = phase.flits
+    if phase.kind == "stream":
+        if np.any(f["header.x0"] != f["header.x1"]):
+            raise ModelError("a stream phase whose MAC flits span several columns cannot be "
+                             "predicted (the model assumes one column per MAC flit, as the "
+                             "compiler emits)")
+        est = stream_cycles(timing, phase.port, f["header.x0"], f["header.y0"],
+                            f["header.y1"])
+        return est.cycles, "bound" if est.bound else "analytic"
+    if phase.kind == "handoff":
+        return handoff_cycles(timing, phase.port, f["header.x0"], f["header.x1"],
+                              f["payload.op"], f["payload.data"]), "analytic"
+    return row_cycles(timing, phase.port, f["header.x0"], f["header.x1"],
+                      f["payload.op"]), "analytic"
+
+
+def predict_program(config: Config, program: LayerProgram, *, detail: str = "auto"
+                    ) -> Prediction:
+    """Predict every phase of ``program`` on ``config``.
+
+    Parameters
+    ----------
+    config : Config
+        The fabric (the program must have been compiled for it).
+    program : LayerProgram
+        A compiled layer or network.
+    detail : str
+        ``"auto"``, ``"analytic"`` or ``"mesh"`` (module docstring).
+
+    Raises
+    ------
+    ModelError
+        If a phase cannot be predicted (its kind, or its flits).
+    ValueError
+        On an unknown ``detail``.
+    """
+    if detail not in DETAILS:
+        raise ValueError(f"detail must be one of {', '.join(map(repr, DETAILS))}, not "
+                         f"{detail!r}")
+    start = time.perf_counter()
+    timing = Timing(config)
+    kinds, cycles, methods = [], [], []
+    elapsed = 0  # cycles since reset: where the next phase starts in the slot
+    for phase in program.phases:
+        c, how = predict_phase(timing, phase, detail=detail)
+        if len(phase):
+            c += timing.wait(elapsed)
+        kinds.append(phase.kind)
+        cycles.append(int(c))
+        methods.append(how)
+        elapsed += int(c)
+    return Prediction(kinds, cycles, methods, time.perf_counter() - start)
