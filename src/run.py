@@ -260,6 +260,10 @@ def simulate(config: Config, programs: list, *, sim: str = "verilator", waves: b
     from .sim.toolchain import simulator_env
 
     simulator_env(sim)  # raises ToolError if the simulator is missing
+    if os.environ.get("WAFERTILE_COVERAGE_DIR"):  # under the regressions: what they exercise
+        from .sim.vip.coverpoints import cover_program
+        for program in programs:
+            cover_program(config, program)
     seconds: dict[str, float] = {}
     text = verilog_text("array", config)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]

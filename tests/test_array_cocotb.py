@@ -32,7 +32,8 @@ EXTRA_CONFIG_SAMPLE = {"sparse10", "reduce", "extremes", "uneven"}
 #: The layers 3x5sat (saturation), 3x5d16 (reduction over 3 columns) and 2x2 run by default
 #: on Icarus; the rest with --run-slow.
 SAMPLE_3X5 = {"3x5sat": {"extremes", "uneven", "passes", "sparse10"},
-              "3x5d16": {"reduce", "reduce_dense", "reduce_passes", "reduce_extremes", "zero"},
+              "3x5d16": {"reduce", "reduce_dense", "reduce_passes", "reduce_passes1",
+                         "reduce_extremes", "zero"},
               "2x2": {"dense", "sparse10", "sparse1", "zero_lines", "uneven", "zero", "reduce"}}
 
 LAYERS = {
@@ -48,6 +49,7 @@ LAYERS = {
     "reduce": {"B": 2, "I": 9, "J": 40, "density": 0.4},
     "reduce_dense": {"B": 3, "I": 5, "J": 37, "density": 1.0},        # J odd, 2 batch groups
     "reduce_passes": {"B": 4, "I": 40, "J": 45, "density": 0.3},      # passes, batch groups
+    "reduce_passes1": {"B": 2, "I": 40, "J": 40, "density": 0.3},     # passes, one group
     "reduce_extremes": {"B": 2, "I": 6, "J": 40, "density": 0.7, "extremes": True},
 }
 

@@ -110,12 +110,12 @@ def test_core_hazard_distance_counts_pipeline_advances():
     assert take(_mac(cfg, 3))["hazard"] == "1"
     m.step(**go, i_valid=False, payload=0)               # a bubble advances
     assert take(_mac(cfg, 3)) == {"op": "MAC", "hazard": "2", "overflow": "saturate",
-                                  "after_stall": "no"}
+                                  "dtype": "int8", "after_stall": "no"}
     for _ in range(3):  # held: i.ready low, output stalled; no advance
         assert m.step(i_valid=True, i_ready=False, payload=_mac(cfg, 3), o_valid=True,
                       o_ready=False) is None
     assert take(_mac(cfg, 3)) == {"op": "MAC", "hazard": "1", "overflow": "saturate",
-                                  "after_stall": "yes"}
+                                  "dtype": "int8", "after_stall": "yes"}
     w = pack(payload_layout(cfg), {"op": Opcode.WRITE_ACT, "addr": 3})
     assert take(w)["hazard"] == "none"
     assert take(pack(payload_layout(cfg), {"op": 15}))["op"] == "illegal"

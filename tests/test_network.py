@@ -177,6 +177,8 @@ NETWORKS = {  # sizes, density, ReLU, per-output requantization, batch
     "wide": ([20, 40, 9], 0.3, True, True, 4),
     "sparse": ([24, 30, 8], 0.05, True, False, 7),
     "norelu": ([10, 12, 12], 0.6, False, True, 3),
+    # three layers whose inputs (20, 24, 18) are all split on 3x5d16's 16-word banks
+    "deep_split": ([20, 24, 18, 8], 0.3, True, False, 3),
 }
 
 

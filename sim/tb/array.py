@@ -105,7 +105,6 @@ class ArrayTB(TB):
         ``total_cycles``, and per tile (index ``y * cols + x``) ``mac_done`` and
         ``mac_skipped`` counts of the stream phases."""
         B, I, _ = program.shape
-        cover_program(self.config, program)
         self.board = board = LayerScoreboard(self.config, (B, I))
         self.macs.done_per_tile[:] = 0
         self.macs.skipped_per_tile[:] = 0
@@ -164,6 +163,7 @@ async def layer(dut):
                       spec["density"], spec.get("extremes", False),
                       spec.get("zero_lines", False))
     program = compile_layer(cfg, x, w)
+    cover_program(cfg, program)  # (run_programs' programs are sampled by run.simulate)
     await tb.reset()
     _, stats = await tb.play(program)
     tb.board.compare(reference(cfg, x, w), seed=tb.seed)

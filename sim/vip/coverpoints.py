@@ -7,14 +7,15 @@ group            sampled
 =============== ===========================================================================
 ``core``         each operation the core takes: opcode x hazard distance (pipeline advances
                  since the last operation on the same accumulator) x whether the pipeline
-                 was held by output backpressure in the cycles before x overflow rule
+                 was held by output backpressure in the cycles before x overflow rule; and
+                 opcode x hazard distance x number format (the float cores' bubbles)
 ``router``       each delivery of the router bench: input port x output port x VC
 ``router_vcs``   the router bench's inputs every cycle: a VC's buffer full (its ``ready``
                  low), and a flit taken on one VC while another VC of the same input is full
 ``noc``          each flit injected by the router and mesh benches: multicast shape x exit
 ``mesh``         each delivery of the mesh bench at an edge port (an edge exit) x VC
 ``array``        each program the array bench plays: its phase kinds, passes, on-fabric
-                 reduction, batch groups, layers, and the router micro-architecture
+                 reduction, batch groups, layers, router micro-architecture, number format
 =============== ===========================================================================
 
 VC bins go up to 4 VCs, the most any regression configures; port names are the letters of
@@ -42,13 +43,23 @@ HAZARDS = ["1", "2", "3", ">3"]
 #: Pipeline advances a core needs before an operation no longer depends on forwarding.
 FAR = 4
 
+DTYPES = ["int8", "int16", "fp16", "bf16"]
+
+
+def _no_hazard_combination(op, hazard, **_):
+    """An operation that touches no accumulator has hazard 'none', and only it; the illegal
+    opcode is not crossed."""
+    return op == "illegal" or (hazard == "none") != (op not in ACC_OPS)
+
+
 CORE = Covergroup(
     "core",
     {"op": [*INPUT_OPS, "illegal"], "hazard": [*HAZARDS, "none"],
-     "after_stall": ["no", "yes"], "overflow": ["wrap", "saturate"]},
+     "after_stall": ["no", "yes"], "overflow": ["wrap", "saturate"], "dtype": DTYPES},
     crosses={"op x hazard x after_stall x overflow": (
-        ("op", "hazard", "after_stall", "overflow"),
-        lambda op, hazard, **_: op == "illegal" or (hazard == "none") != (op not in ACC_OPS))},
+                 ("op", "hazard", "after_stall", "overflow"), _no_hazard_combination),
+             # the float cores: a bubble when an operation uses the word the one ahead writes
+             "op x hazard x dtype": (("op", "hazard", "dtype"), _no_hazard_combination)},
     doc="operations the core takes (tile core bench)")
 
 ROUTER = Covergroup(
@@ -77,10 +88,12 @@ ARRAY = Covergroup(
     "array",
     {"phase": ["load", "stream", "reduce", "handoff", "read"],
      "passes": ["1", "2+"], "reduction": ["none", "on fabric"], "groups": ["1", "2+"],
-     "layers": ["1", "2", "3+"], "router": ["compact", "parallel", "lite"]},
+     "layers": ["1", "2", "3+"], "router": ["compact", "parallel", "lite"],
+     "dtype": DTYPES},
     crosses={"passes x reduction x groups": (("passes", "reduction", "groups"), None),
              "layers x reduction": (("layers", "reduction"), None),
-             "router x reduction": (("router", "reduction"), None)},
+             "router x reduction": (("router", "reduction"), None),
+             "dtype x reduction": (("dtype", "reduction"), None)},
     doc="programs the array bench plays (layers and networks)")
 
 
@@ -103,7 +116,7 @@ def cover_program(config: Config, program) -> None:
     ARRAY.sample(passes=_count(passes, 2), groups=_count(groups, 2),
                  layers=_count(layers, 3),
                  reduction="on fabric" if "reduce" in kinds else "none",
-                 router=config.router_arch)
+                 router=config.router_arch, dtype=config.dtype)
 
 
 class CoreCoverModel:
@@ -112,6 +125,7 @@ class CoreCoverModel:
 
     def __init__(self, config: Config):
         self.overflow = str(config.overflow)
+        self.dtype = config.dtype
         layout = payload_layout(config)
         self.op_at, op_width = field_slice(layout, "op")
         self.op_mask = (1 << op_width) - 1
@@ -145,7 +159,7 @@ class CoreCoverModel:
             distance = self.advances - self.last.get(addr, -FAR)
             hazard = str(distance) if distance < FAR else f">{FAR - 1}"
             self.last[addr] = self.advances
-        bins = {"op": op, "hazard": hazard, "overflow": self.overflow,
+        bins = {"op": op, "hazard": hazard, "overflow": self.overflow, "dtype": self.dtype,
                 "after_stall": "yes" if self.cycle - self.stalled_at <= FAR else "no"}
         CORE.sample(**bins)
         return bins
