@@ -25,6 +25,10 @@ CONFIGS = {
     # the lite router with 4-phit links (the FPGA configuration's shape)
     "2x3lite4": Config(rows=2, cols=3, data_width=8, acc_width=16, act_depth=16, acc_depth=16,
                        router_arch="lite", phits=4, buffer_depth=2),
+    # floating-point tiles (docs/float.md): layers with J > 16 reduce over K columns, the
+    # partial sums added in block order
+    "4x4fp16": Config(rows=4, cols=4, dtype="fp16", act_depth=16, acc_depth=16),
+    "3x5bf16": Config(rows=3, cols=5, dtype="bf16", act_depth=16, acc_depth=16),
 }
 #: Layers that 2x3par and 2x3lite4 run in the default (CI) run on
 #: Icarus; the rest of their layers run with --run-slow.
@@ -34,7 +38,9 @@ EXTRA_CONFIG_SAMPLE = {"sparse10", "reduce", "extremes", "uneven"}
 SAMPLE_3X5 = {"3x5sat": {"extremes", "uneven", "passes", "sparse10"},
               "3x5d16": {"reduce", "reduce_dense", "reduce_passes", "reduce_passes1",
                          "reduce_extremes", "zero"},
-              "2x2": {"dense", "sparse10", "sparse1", "zero_lines", "uneven", "zero", "reduce"}}
+              "2x2": {"dense", "sparse10", "sparse1", "zero_lines", "uneven", "zero", "reduce"},
+              "4x4fp16": {"extremes", "reduce_passes"},
+              "3x5bf16": {"zero_lines", "reduce_extremes"}}
 
 LAYERS = {
     "dense": {"B": 2, "I": 6, "J": 8, "density": 1.0},

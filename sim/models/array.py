@@ -22,7 +22,7 @@ from ...hdl.flit import Opcode, Port, decode_handoff, decode_route
 from ...stream import LayerProgram
 from .core import CoreModel
 
-__all__ = ["ArrayModel", "collect_outputs", "collect_reply_arrays"]
+__all__ = ["ArrayModel", "collect_outputs", "collect_reply_arrays", "port_hazards"]
 
 
 class ArrayModel:
@@ -142,3 +142,31 @@ def collect_reply_arrays(phase, row: np.ndarray, op: np.ndarray, addr: np.ndarra
     values = data[first[where]]
     out = phase.reply_b >= 0
     y_out[phase.reply_b[out], phase.reply_i[out]] = values[out]
+
+
+def port_hazards(program: LayerProgram) -> tuple[int, int]:
+    """``(pairs, macs)`` of the stream phases of ``program``: ``macs`` the MAC flits the host
+    injects, ``pairs`` the MAC flits that follow a MAC flit of the same port for the same
+    column and accumulator slot, with no flit of that port for that column between them.
+
+    Only such a pair can reach a tile back to back and cost a floating-point core its
+    one-cycle bubble (``FpMacCore``: an accumulator read one flit behind its write): the
+    outputs of a port are fed by that port alone, and a flit of the port for another column
+    between the two puts a cycle between them unless backpressure closes the gap. So
+    ``pairs`` bounds the bubbles of every tile of a column (a pair with a zero activation
+    costs none).
+    """
+    pairs = macs = 0
+    for phase in program.phases:
+        if phase.kind != "stream":
+            continue
+        mac = phase.flits["payload.op"] == Opcode.MAC.value
+        macs += int(mac.sum())
+        for q in np.unique(phase.port[mac]):
+            mine = mac & (phase.port == q)
+            column, slot = phase.flits["header.x0"][mine], phase.flits["payload.addr"][mine]
+            order = np.argsort(column, kind="stable")  # each column's flits, in port order
+            column, slot = column[order], slot[order]
+            pairs += int(np.count_nonzero((column[1:] == column[:-1]) &
+                                          (slot[1:] == slot[:-1])))
+    return pairs, macs
