@@ -49,7 +49,7 @@ from .formats import float_words, fp32_values
 from .hdl.flit import Opcode, Port, encode_route, flit_layout, leaf_names, pack_columns
 
 __all__ = ["LayerError", "LayerPlan", "LayerProgram", "Phase", "PhaseBuilder", "add_activations",
-           "add_zero", "compile_layer", "layer_words", "load_program", "plan_layer",
+           "add_zero", "check_layer", "compile_layer", "layer_words", "load_program", "plan_layer",
            "read_phase", "reduce_phase", "reduce_phases", "reference", "reply_route",
            "save_program", "stream_phase"]
 
@@ -331,6 +331,22 @@ def layer_words(config: Config, x: np.ndarray, w: np.ndarray
     return x, np.where((w & 0x7FFF) == 0, 0, w)
 
 
+def check_layer(config: Config, x: np.ndarray, w: np.ndarray) -> None:
+    """Check a layer as :func:`compile_layer` does before compiling it (shapes, values, sizes
+    against the configuration; integer arrays, or a float format's words).
+
+    Raises
+    ------
+    LayerError
+        As :func:`compile_layer`.
+    """
+    x = np.asarray(x)
+    w = np.asarray(w)
+    if config.is_float:
+        x, w = layer_words(config, x, w)
+    _check_inputs(config, x, w)
+
+
 def _check_inputs(config: Config, x: np.ndarray, w: np.ndarray) -> None:
     for name, arr in (("activations", x), ("weights", w)):
         if arr.ndim != 2:
@@ -419,6 +435,10 @@ class LayerPlan:
     passes: int
     streams: list[tuple[np.ndarray, dict[str, Any]]]
     nnz: int
+    #: MAC flits of each output (its nonzero weights; every weight for a dense plan)
+    nnz_row: np.ndarray = None
+    #: the outputs, longest first (the order of the assignments)
+    longest: np.ndarray = None
 
     def parts(self, p: int) -> list[np.ndarray]:
         """The outputs of every group in pass ``p`` (slot ``s`` of group ``g``:
@@ -426,10 +446,25 @@ class LayerPlan:
         A = self.config.acc_depth
         return [m[p * A:(p + 1) * A] for m in self.groups]
 
+    def ports(self, p: int) -> np.ndarray:
+        """The west port of every output of pass ``p`` (indexed by output; -1 for the
+        outputs of other passes): longest first to the least loaded port, as the stream of
+        pass ``p`` deals them."""
+        parts = self.parts(p)
+        members = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        order = self.longest[np.isin(self.longest, members)]
+        port = _lpt(self.nnz_row, order, self.config.rows, by_count=False)
+        out = np.full(self.I, -1, dtype=np.int64)
+        out[order] = port[order]
+        return out
 
-def plan_layer(config: Config, w: np.ndarray, *, dense: bool = False) -> LayerPlan:
+
+def plan_layer(config: Config, w: np.ndarray, *, dense: bool = False,
+               streams: bool = True) -> LayerPlan:
     """Outputs to groups (longest first, LPT), to accumulator slots and passes; each pass's
-    MAC flits (:func:`compile_layer`). ``dense``: every weight, zeros included."""
+    MAC flits (:func:`compile_layer`). ``dense``: every weight, zeros included; ``streams =
+    False``: without the MAC flits (``streams`` is empty; for a model that needs only the
+    assignment, :meth:`LayerPlan.ports`)."""
     I, J = w.shape
     A = config.acc_depth
     K = _chunks(config, J)
@@ -440,10 +475,12 @@ def plan_layer(config: Config, w: np.ndarray, *, dense: bool = False) -> LayerPl
     group = _lpt(nnz_row, longest, G, by_count=True)
     groups = [longest[group[longest] == g] for g in range(G)]
     passes = max(1, -(-max((len(m) for m in groups), default=0) // A))
-    streams = [_stream(config, w, nnz_row, longest, [m[p * A:(p + 1) * A] for m in groups],
-                       K=K, G=G, chunk=chunk, dense=dense) for p in range(passes)]
-    return LayerPlan(config, I, J, K, chunk, G, groups, passes, streams,
-                     int(np.count_nonzero(w)))
+    flits = [_stream(config, w, nnz_row, longest, [m[p * A:(p + 1) * A] for m in groups],
+                     K=K, G=G, chunk=chunk, dense=dense) for p in range(passes)] if streams \
+        else []
+    return LayerPlan(config, I, J, K, chunk, G, groups, passes, flits,
+                     int(nnz_row.sum()) if not dense else int(np.count_nonzero(w)),
+                     nnz_row, longest)
 
 
 def reply_route(config: Config, rows: int) -> np.ndarray:
@@ -574,40 +611,102 @@ def _stream(config: Config, w, nnz_row, longest, parts, *, K, G, chunk, dense):
     R = config.rows
     I = len(nnz_row)
     members = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    group = np.full(I, -1, dtype=np.int64)
-    slot = np.zeros(I, dtype=np.int64)
+    # per-output tables, and per-flit index arrays in 32 bits: a wafer-size layer has tens
+    # of millions of flits (outputs, inputs and positions all fit)
+    group = np.full(I, -1, dtype=np.int32)
+    slot = np.zeros(I, dtype=np.int32)
     for g, part in enumerate(parts):
         group[part] = g
         slot[part] = np.arange(len(part))
     order = longest[np.isin(longest, members)]
-    port = _lpt(nnz_row, order, R, by_count=False)
+    port = _lpt(nnz_row, order, R, by_count=False).astype(np.int32)
     # position of each output in its port's list (the order it joined the port)
     rank = np.zeros(I, dtype=np.int64)
-    for q in range(R):
-        mine = order[port[order] == q]
-        rank[mine] = np.arange(len(mine))
-    # every MAC of the pass: (output i, input j)
-    if dense:
-        ii = np.repeat(order, w.shape[1])
-        jj = np.tile(np.arange(w.shape[1]), len(order))
+    rank[order] = _rank_within(port[order])
+    # every MAC of the pass, by output then input: (output i, input j), i ascending
+    rows = np.sort(members)
+    ii, jj = _macs(w, rows, dense=dense)
+    # n: the flit's position in its output's queue (ascending (turn, j), where the chunk
+    # order of port q is q, q + 1, ... (mod K)): flits of one output are contiguous here, in
+    # ascending j, so chunk by chunk
+    start = np.searchsorted(ii, rows)  # the first flit of each member output
+    count = np.diff(np.r_[start, len(ii)])
+    if K == 1:
+        n = np.arange(len(ii), dtype=np.int32) - np.repeat(start.astype(np.int32), count)
     else:
-        sub = np.zeros(I, dtype=bool)
-        sub[members] = True
-        ii, jj = np.nonzero(w * sub[:, None] != 0) if w.size else (np.zeros(0, int),) * 2
-    kk = jj // chunk
-    qq = port[ii]
-    turn = (kk - qq) % K  # the chunk order of port q: q, q + 1, ... (mod K)
-    # n: the flit's position in its output's queue (ascending (turn, j))
-    by_output = np.lexsort((jj, turn, ii))
-    first = np.searchsorted(ii[by_output], ii[by_output], side="left")
-    n = np.empty(len(ii), dtype=np.int64)
-    n[by_output] = np.arange(len(ii)) - first
-    # the port's sequence: flit n of each of its outputs (in the order they joined), then n + 1
-    seq = np.lexsort((rank[ii], n, qq))
-    ii, jj, kk = ii[seq], jj[seq], kk[seq]
-    column = kk * G + group[ii]
-    return qq[seq], {"x0": column, "x1": column, "op": Opcode.MAC.value, "addr": slot[ii],
-                     "addr_b": jj - kk * chunk, "data": w[ii, jj]}
+        n = _positions_by_turn(ii, jj // chunk, rows, start, port[rows], K)
+    # the port's sequence: flit n of each of its outputs (in the order they joined), then
+    # n + 1: sort by (port, n, rank), one key (each (port, n, rank) is one flit)
+    span_n = int(n.max(initial=0)) + 1
+    span_r = int(rank.max(initial=0)) + 1
+    if R * span_n * span_r < (1 << 62):
+        key = port[ii].astype(np.int64)
+        key *= span_n
+        key += n
+        del n
+        key *= span_r
+        key += rank[ii]
+        seq = np.argsort(key)
+        del key
+    else:  # pragma: no cover - beyond int64 keys
+        seq = np.lexsort((rank[ii], n, port[ii]))
+    # the weights in (i, j) order first: a sequential read of w, then one permutation
+    data = w[ii, jj][seq]
+    ii = ii[seq]
+    jj = jj[seq]
+    del seq
+    if K > 1:
+        kk = jj // chunk
+        column = kk * G + group[ii]
+        addr_b = jj - kk * chunk
+        del kk
+    else:
+        column = group[ii]
+        addr_b = jj
+    return port[ii], {"x0": column, "x1": column, "op": Opcode.MAC.value, "addr": slot[ii],
+                      "addr_b": addr_b, "data": data}
+
+
+def _rank_within(group: np.ndarray) -> np.ndarray:
+    """The position of each item among the earlier items of the same group."""
+    order = np.argsort(group, kind="stable")
+    first = np.searchsorted(group[order], group[order], side="left")
+    out = np.empty(len(group), dtype=np.int64)
+    out[order] = np.arange(len(group)) - first
+    return out
+
+
+def _macs(w: np.ndarray, rows: np.ndarray, *, dense: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(i, j)`` of every MAC of outputs ``rows`` (ascending), by ``i`` then ``j``: every
+    weight with ``dense``, else the nonzero ones; without a temporary of ``w``'s size."""
+    J = w.shape[1]
+    if dense:
+        return (np.repeat(rows.astype(np.int32), J),
+                np.tile(np.arange(J, dtype=np.int32), len(rows)))
+    if not w.size or not len(rows):
+        return np.zeros(0, np.int32), np.zeros(0, np.int32)
+    whole = len(rows) == w.shape[0]
+    r, jj = np.nonzero(w if whole else w[rows])
+    r = r.astype(np.int32)
+    jj = jj.astype(np.int32)
+    return (r if whole else rows.astype(np.int32)[r]), jj
+
+
+def _positions_by_turn(ii, kk, rows, start, ports, K):
+    """n for K > 1: a flit's position in its output's queue, the output's chunks taken in
+    the order q, q + 1, ... (mod K) of its port q, each in ascending j."""
+    # flits per (output, chunk); the output's flits are in ascending j, so chunk by chunk
+    m = len(rows)
+    out_index = np.repeat(np.arange(m), np.diff(np.r_[start, len(ii)]))
+    per = np.bincount(out_index * K + kk, minlength=m * K).reshape(m, K)
+    block_start = np.cumsum(per, axis=1) - per          # where chunk k starts, j order
+    turn_of = (np.arange(K)[None, :] - ports[:, None] % K) % K  # turn of chunk k
+    # the queue takes chunks by turn: offset of chunk k = flits of the chunks of lower turn
+    by_turn = np.take_along_axis(per, (turn_of.argsort(axis=1)), axis=1)
+    offset_by_turn = np.cumsum(by_turn, axis=1) - by_turn
+    offset = np.take_along_axis(offset_by_turn, turn_of, axis=1)
+    within = np.arange(len(ii)) - start[out_index] - block_start[out_index, kk]
+    return offset[out_index, kk] + within
 
 
 def reduce_phases(plan: LayerPlan, p: int, rows: int) -> list[Phase]:
