@@ -42,7 +42,9 @@ def default_layer(config: Config, *, density: float, seed: int, batch: int | Non
     """The built-in layer: ``batch`` (default: rows) x ``size`` activations, ``size`` x
     ``size`` weights of the given density, random within ``data_width`` (with a float
     ``dtype``: ``float32`` numbers of the format, normal, of both signs, between 1/8 and 8 in
-    magnitude).
+    magnitude). An integer layer of more than 2**24 weights (a wafer-size one) is made in
+    blocks of rows, int8 or int16 (:func:`_lean_layer`): the same distribution, another
+    random sequence.
 
     Raises
     ------
@@ -68,9 +70,33 @@ def default_layer(config: Config, *, density: float, seed: int, batch: int | Non
         x, w = numbers((b, j)), numbers((size, j))
         w[rng.random(w.shape) >= density] = 0
         return x, w
+    if size * j > _LEAN_WEIGHTS:
+        return _lean_layer(config, rng, density, b, size, j)
     x = rng.integers(config.data_min, config.data_max + 1, (b, j))
     w = rng.integers(config.data_min, config.data_max + 1, (size, j))
     w[rng.random(w.shape) >= density] = 0
+    return x, w
+
+
+#: Weights of the built-in layer above which it is made in row blocks (:func:`_lean_layer`).
+_LEAN_WEIGHTS = 1 << 24
+
+
+def _lean_layer(config: Config, rng: np.random.Generator, density: float, b: int, size: int,
+                j: int) -> tuple[np.ndarray, np.ndarray]:
+    """The built-in layer at a size where int64 arrays and a float mask of every weight would
+    take tens of GB (a wafer-size 16384 x 16384 layer): the same distribution, made in
+    blocks of rows in the smallest integer type that holds ``data_width`` (another random
+    sequence than the small layers', which stay as they were)."""
+    dtype = np.int8 if config.data_width <= 8 else np.int16
+    lo, hi = config.data_min, config.data_max + 1
+    x = rng.integers(lo, hi, (b, j), dtype=dtype)
+    w = np.empty((size, j), dtype=dtype)
+    step = max(1, (1 << 22) // max(j, 1))
+    for r0 in range(0, size, step):
+        block = rng.integers(lo, hi, (min(step, size - r0), j), dtype=dtype)
+        block[rng.random(block.shape, dtype=np.float32) >= density] = 0
+        w[r0:r0 + len(block)] = block
     return x, w
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fifo_server", "rank", "server"]
+__all__ = ["fifo_server", "rank", "server", "unit_server"]
 
 
 def rank(group: np.ndarray) -> np.ndarray:
@@ -30,6 +30,8 @@ def rank(group: np.ndarray) -> np.ndarray:
     group = np.asarray(group)
     if not len(group):
         return np.zeros(0, np.int64)
+    if group.max() < (1 << 15) and group.min() >= 0:  # numpy radix-sorts 16-bit keys
+        group = group.astype(np.int16)
     order = np.argsort(group, kind="stable")
     sorted_ = group[order]
     first = np.searchsorted(sorted_, sorted_, side="left")
@@ -101,4 +103,46 @@ def fifo_server(group: np.ndarray, arrival: np.ndarray, service, *,
     e = server(group[order], arrival[order], service[order])
     out = np.empty(len(group))
     out[order] = e
+    return out
+
+
+def unit_server(group: np.ndarray, arrival: np.ndarray, tie: np.ndarray) -> np.ndarray:
+    """:func:`fifo_server` with a service of 1 and integer times, for tens of millions of
+    items: one 64-bit sort key instead of a three-key sort, integer arithmetic throughout.
+
+    Parameters
+    ----------
+    group, arrival, tie : numpy.ndarray
+        Non-negative integers; ``(group, arrival, tie)`` must identify each item.
+    """
+    n = len(group)
+    if not n:
+        return np.zeros(0, np.int64)
+    t_span = int(arrival.max()) + 1
+    k_span = int(tie.max()) + 1
+    key = group.astype(np.int64) * t_span
+    key += arrival
+    key *= k_span
+    key += tie
+    order = np.argsort(key)
+    del key
+    g = group[order]
+    a = np.asarray(arrival, dtype=np.int64)[order]
+    starts = np.r_[True, g[1:] != g[:-1]]
+    del g
+    first = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+    within = np.arange(n) - first
+    del first
+    a -= within
+    # a segmented cumulative maximum: lift each segment above the ones before it
+    seg = np.cumsum(starts)
+    del starts
+    lift = int(a.max() - a.min()) + 1
+    seg *= lift
+    a += seg
+    np.maximum.accumulate(a, out=a)
+    a -= seg
+    a += within
+    out = np.empty(n, np.int64)
+    out[order] = a
     return out

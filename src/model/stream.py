@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .flow import fifo_server, rank
+from .flow import rank, unit_server
 from .timing import Timing
 
 __all__ = ["StreamEstimate", "stream_cycles"]
@@ -75,11 +75,14 @@ def stream_cycles(timing: Timing, port: np.ndarray, column: np.ndarray, y0, y1
     ports = np.bincount(port, minlength=cfg.rows)
     columns = np.bincount(column, minlength=cfg.cols)
     # in slots: injected at k, turns at router (x, q) at k + x + 1 at the earliest
-    turn = rank(port) + column + 1
-    served = fifo_server(column, turn, 1.0, tie=port)
+    turn = rank(port)
+    turn += column
+    turn += 1
+    served = unit_server(column, turn, port)
     backlog = int((served - turn).max())
-    reach = np.maximum(port - y0, y1 - port)
-    last = int((served + reach).max())
+    del turn
+    served += np.maximum(port - y0, y1 - port)
+    last = int(served.max())
     # the core takes the flit (stage 1) a slot (and the deserializer) after its router sent
     # it; the MAC is counted in stage 3, and the phase ends in the cycle after
     cycles = last * timing.slot + timing.adapter + 3

@@ -1,0 +1,264 @@
+"""Predicting a layer or a network from its arrays: what ``wafertile run --fidelity model``
+does instead of building and simulating the RTL.
+
+A program small enough to compile in full (:data:`LEAN_FLITS` flits) is compiled as
+``wafertile run`` compiles it and predicted phase by phase (:func:`predict_program`). A
+larger one, a wafer-size layer, is predicted from its plan without building the phases that
+do not need to exist as flits: every row of a load, reduce or read phase carries the same
+sequence, so one row is built (by the compiler's own functions) and predicted; each pass's
+MAC stream is taken from the plan as two columns (port, column). The dense baseline of such
+a layer has a flit per weight; its stream is predicted from its periodic structure
+(:func:`dense_stream`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import Config
+from ..stream import (
+    LayerPlan,
+    PhaseBuilder,
+    add_activations,
+    add_zero,
+    check_layer,
+    compile_layer,
+    plan_layer,
+    read_phase,
+    reduce_phases,
+)
+from .flow import rank
+from .phases import row_cycles
+from .predict import ModelError, Prediction, predict_program
+from .stream import stream_cycles
+from .timing import Timing
+
+__all__ = ["LEAN_FLITS", "LayerPrediction", "dense_stream", "predict_layer",
+           "predict_network"]
+
+#: Flits of a program above which :func:`predict_layer` predicts from the plan instead of
+#: compiling every phase (a compiled flit costs about 100 bytes in the column store).
+LEAN_FLITS = 4_000_000
+
+
+@dataclass
+class LayerPrediction:
+    """The predictions of a layer (or network) and of its dense stream.
+
+    Attributes
+    ----------
+    sparse : Prediction
+        The program as compiled (only nonzero weights).
+    dense : Prediction or None
+        Every weight streamed (None when not asked for).
+    nnz : int
+        Nonzero weights.
+    macs : int
+        MACs the tiles execute (done or skipped: a zero activation is skipped).
+    seconds : float
+        Wall time, compiling included.
+    """
+
+    sparse: Prediction
+    dense: Prediction | None
+    nnz: int
+    macs: int
+    seconds: float
+
+
+def _check(config: Config) -> None:
+    if config.is_float:
+        raise ModelError(f"the model's tile core is the integer core; dtype {config.dtype!r} "
+                         f"runs on the float core (its hazard bubbles are not modelled): "
+                         f"use --fidelity rtl")
+
+
+def program_flits(config: Config, shape: tuple[int, int, int], nnz: int) -> int:
+    """About how many flits compiling a layer of ``shape`` (B, I, J) with ``nnz`` nonzero
+    weights makes: activations, zeroing and fences, MAC stream, reduction, reads."""
+    B, I, J = shape
+    R = config.rows
+    groups = -(-max(B, 1) // R)
+    K = max(1, -(-J // config.act_depth))
+    return B * J + groups * nnz + B * I * (2 if K > 1 else 1) + groups * R * (I + 2)
+
+
+def predict_layer(config: Config, x: np.ndarray, w: np.ndarray, *, dense: bool = True,
+                  detail: str = "auto") -> LayerPrediction:
+    """Predict ``Y = X @ W.T`` on ``config`` (and the dense stream of the same layer).
+
+    Parameters
+    ----------
+    config : Config
+        The fabric.
+    x, w : numpy.ndarray
+        Activations (B x J) and weights (I x J), checked as ``wafertile run`` checks them.
+    dense : bool
+        Also predict the dense stream (for the speedup).
+    detail : str
+        ``"auto"``, ``"analytic"`` or ``"mesh"`` (:func:`predict_program`); a program above
+        :data:`LEAN_FLITS` flits is always analytic.
+
+    Raises
+    ------
+    LayerError
+        For a layer the compiler refuses (before anything is predicted).
+    ModelError
+        For a configuration the model does not cover (a float ``dtype``).
+    """
+    start = time.perf_counter()
+    _check(config)
+    x = np.asarray(x)
+    w = np.asarray(w)
+    nnz_rows = np.count_nonzero(w, axis=1)
+    nnz = int(nnz_rows.sum())
+    macs = nnz * x.shape[0]
+    if program_flits(config, (x.shape[0], w.shape[0], w.shape[1]), nnz) <= LEAN_FLITS:
+        sparse = predict_program(config, compile_layer(config, x, w), detail=detail)
+        full = None
+        if dense:
+            full = predict_program(config, compile_layer(config, x, w, dense=True),
+                                   detail=detail)
+        return LayerPrediction(sparse, full, nnz, macs, time.perf_counter() - start)
+    check_layer(config, x, w)
+    sparse = _lean(config, x, w)
+    full = _lean(config, x, w, dense=True) if dense else None
+    return LayerPrediction(sparse, full, nnz, macs, time.perf_counter() - start)
+
+
+def _lean(config: Config, x: np.ndarray, w: np.ndarray, *, dense: bool = False
+          ) -> Prediction:
+    """The analytic prediction of a compiled layer, from its plan (module docstring)."""
+    start = time.perf_counter()
+    timing = Timing(config)
+    plan = plan_layer(config, w, dense=dense, streams=not dense)
+    for p, (port, fields) in enumerate(plan.streams):  # the model needs the columns only
+        plan.streams[p] = (port, {"x0": fields["x0"]})
+    R = config.rows
+    B = x.shape[0]
+    kinds: list[str] = []
+    cycles: list[int] = []
+    methods: list[str] = []
+    elapsed = 0
+    cache: dict[tuple, tuple[int, str]] = {}
+
+    def add(kind: str, key: tuple, predict) -> None:
+        nonlocal elapsed
+        if key not in cache:
+            cache[key] = predict()
+        c, how = cache[key]
+        if c > 1:  # a phase with flits starts at a slot boundary
+            c += timing.wait(elapsed)
+        kinds.append(kind)
+        cycles.append(int(c))
+        methods.append(how)
+        elapsed += int(c)
+
+    for g0 in range(0, max(B, 1), R):
+        rows = min(R, B - g0)
+        for p in range(plan.passes):
+            def load(p=p):
+                row = PhaseBuilder()
+                if p == 0:
+                    add_activations(row, plan, x[:1])  # every row alike
+                add_zero(row, plan, p, 1)
+                return _row(timing, row.phase("load"))
+            add("load", ("load", p), load)
+            if dense:
+                add("stream", ("stream", p, rows), lambda p=p, rows=rows: dense_stream(
+                    timing, plan, p, rows))
+            else:
+                add("stream", ("stream", p, rows), lambda p=p, rows=rows: _stream(
+                    timing, plan, p, rows))
+            if plan.K > 1:
+                for k, phase in enumerate(reduce_phases(plan, p, 1)):
+                    add("reduce", ("reduce", p, k), lambda phase=phase: _row(timing, phase))
+            add("read", ("read", p), lambda p=p: _row(timing, read_phase(plan, p, 1)))
+    return Prediction(kinds, cycles, methods, time.perf_counter() - start)
+
+
+def _row(timing: Timing, phase) -> tuple[int, str]:
+    f = phase.flits
+    return row_cycles(timing, phase.port, f["header.x0"], f["header.x1"],
+                      f["payload.op"]), "analytic"
+
+
+def _stream(timing: Timing, plan: LayerPlan, p: int, rows: int) -> tuple[int, str]:
+    port, fields = plan.streams[p]
+    est = stream_cycles(timing, port, fields["x0"], 0, max(rows - 1, 0))
+    return est.cycles, "bound" if est.bound else "analytic"
+
+
+def dense_stream(timing: Timing, plan: LayerPlan, p: int, rows: int) -> tuple[int, str]:
+    """The dense stream of pass ``p`` of a dense plan without its flits.
+
+    Every output has one flit per weight and each port interleaves its outputs, flit ``n``
+    of each then ``n + 1``, so port ``q``'s sequence repeats its ``m`` outputs' columns
+    (chunk by chunk when a row is split). When every column is fed by one port only, no
+    column queues and the free-flow result is the latest of each port's last round:
+    ``(flits - m + r) + column + 1`` slots for its output of rank ``r``, plus the rows it
+    reaches. Otherwise the port and column bounds (``"bound"``).
+    """
+    cfg = timing.config
+    port = plan.ports(p)
+    parts = plan.parts(p)
+    group = np.full(plan.I, -1, dtype=np.int64)
+    for g, part in enumerate(parts):
+        group[part] = g
+    members = np.flatnonzero(port >= 0)
+    if not len(members):
+        return 1, "analytic"
+    q = port[members]
+    m = np.bincount(q, minlength=cfg.rows)
+    J = plan.J
+    flits = m * J
+    # columns of each port (over all chunks)
+    col = (np.arange(plan.K)[None, :] * plan.G + group[members][:, None])
+    pairs = np.unique(np.stack([np.repeat(q, plan.K), col.ravel()]), axis=1)
+    fed = np.bincount(pairs[1], minlength=cfg.cols)
+    reach = np.maximum(q, rows - 1 - q)
+    h = timing.slot
+    if plan.K == 1 and fed.max() <= 1:
+        # the rank of each output among its port's, in the order the plan deals them
+        order = plan.longest[np.isin(plan.longest, members)]
+        ranks = np.zeros(plan.I, dtype=np.int64)
+        ranks[order] = rank(port[order])
+        last = (flits[q] - m[q] + ranks[members]) + group[members] + 1 + reach
+        return int(last.max()) * h + timing.adapter + 3, "analytic"
+    # chunk k of every output goes to column k * G + g(output)
+    sizes = np.full(plan.K, plan.chunk)
+    sizes[-1] = J - plan.chunk * (plan.K - 1)
+    columns = np.bincount(col.ravel(), weights=np.tile(sizes, len(members)),
+                          minlength=cfg.cols)
+    busiest = max(int(flits.max()), int(columns.max()))
+    last = busiest + cfg.cols + int(reach.max())
+    return last * h + timing.adapter + 3, "bound"
+
+
+def predict_network(config: Config, net, x: np.ndarray, *, dense: bool = True,
+                    detail: str = "auto") -> LayerPrediction:
+    """Predict a network (:class:`~wafertile.network.model.Network`) on inputs ``x``, as
+    ``wafertile run --network`` compiles it (and its dense stream).
+
+    Raises
+    ------
+    NetworkError
+        For a network the compiler refuses.
+    ModelError
+        For a configuration the model does not cover.
+    """
+    from ..network.compiler import compile_network
+
+    start = time.perf_counter()
+    _check(config)
+    program = compile_network(config, net, x)
+    sparse = predict_program(config, program, detail=detail)
+    full = None
+    if dense:
+        full = predict_program(config, compile_network(config, net, x, dense=True),
+                               detail=detail)
+    macs = sum(int(p.expected_macs) for p in program.phases)
+    return LayerPrediction(sparse, full, net.nnz, macs, time.perf_counter() - start)
