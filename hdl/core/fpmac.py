@@ -24,31 +24,39 @@ class FpMacCore(ConfiguredComponent):
         ADD     acc[addr] = fp32(acc + data)
         FINISH  act = to_half(relu?(acc[addr]))                        round to nearest even
 
-    Pipeline (one flit accepted per cycle, four stages)::
+    Pipeline (one flit accepted per cycle, five stages)::
 
         S0  accept flit; issue the activation read (act[addr_b] for MAC, act[addr] for READ_ACT)
-        S1  activation arrives; WRITE_ACT writes; w * act (FpMul, one DSP) into the product
-            register, only when both are nonzero; issue the accumulator read acc[addr]
-        S2  accumulator arrives; first half of the FP32 add (exponent difference, alignment,
+        S1  activation arrives; WRITE_ACT writes; w * act on the DSP (FpMul's first stage: its
+            register after the multiplier loads only when both are nonzero)
+        S2  the product's normalization (FpMul's second stage) into the product register;
+            issue the accumulator read acc[addr]; the hazard check
+        S3  accumulator arrives; first half of the FP32 add (exponent difference, alignment,
             significand add: FpAdd's register); READ_*, SEND and FINISH present their output
             flit; SET writes its register
-        S3  second half (normalization, rounding, specials); acc[addr] <= the sum (MAC, ADD)
+        S4  second half (normalization, rounding, specials); acc[addr] <= the sum (MAC, ADD)
             or data (WRITE_ACC)
 
-    **Throughput and the one hazard.** The FP32 adder is split over S2 and S3 (one stage of
-    it runs at ~32 MHz on an ECP5, two at ~57 MHz), so a flit reads its accumulator (S1) two
-    stages before the flit ahead of it writes (S3). A read issued in the cycle of the write
-    meets it through the bank's transparent read port (distance 2, as in the integer core);
-    a read one flit behind a write of the same accumulator would not. The core then inserts
-    **one bubble**: when the flit in S1 uses the accumulator that the flit in S2 will write
-    (S1: a MAC with both operands nonzero, ADD, READ_ACC, SEND or FINISH; S2: a MAC with both
-    operands nonzero, ADD or WRITE_ACC; same accumulator address), S0 and S1 hold for one
-    cycle while S2 moves on empty; the held flit's read is issued again in the cycle the
-    write happens, and the transparent port returns the new sum. Back-to-back MACs into one
-    accumulator therefore take two cycles each; every other stream runs one flit per cycle.
-    The stream compiler interleaves the outputs of each port, so such pairs are rare on real
-    layers (measured in ``docs/float.md``). Additions into an accumulator happen in the order
-    the flits arrive, never reordered.
+    The multiplier and the adder are each split over two stages (on an ECP5 a one-stage
+    FP16 product runs at ~57 MHz from registers, BF16 ~43 MHz, an FP32 sum ~32 MHz; two
+    stages: ~100, ~65 and ~57 MHz), so that the block RAMs' clock-to-out plus one half fits a
+    cycle.
+
+    **Throughput and the one hazard.** A flit reads its accumulator in S2, two stages before
+    the flit ahead of it writes (S4). A read issued in the cycle of the write meets it
+    through the bank's transparent read port (distance 2, as in the integer core); a read one
+    flit behind a write of the same accumulator would not. The core then inserts **one
+    bubble**: when the flit in S2 uses the accumulator that the flit in S3 will write (S2: a
+    MAC with both operands nonzero, ADD, READ_ACC, SEND or FINISH; S3: a MAC with both
+    operands nonzero, ADD or WRITE_ACC; same accumulator address), S0 .. S2 hold for one
+    cycle while S3 moves on empty; the held flit's read is issued again in the cycle the
+    write happens, and the transparent port returns the new sum. The check is a function of
+    pipeline registers only (the zero tests of S1 are registered), so ``i.ready`` does not
+    wait on a block RAM. Back-to-back MACs into one accumulator therefore take two cycles
+    each; every other stream runs one flit per cycle. The stream compiler interleaves the
+    outputs of each port, so such pairs are rare on real layers (measured in
+    ``docs/float.md``). Additions into an accumulator happen in the order the flits arrive,
+    never reordered.
 
     **Sparsity.** A MAC whose weight or activation is +0 or -0 (``(word & 0x7FFF) == 0``)
     does not load the product register (no multiply), does not write the accumulator, never
@@ -61,7 +69,7 @@ class FpMacCore(ConfiguredComponent):
     replies carry the activation's 16 bits (zero-extended), READ_ACC replies and SEND's ADD
     flits the accumulator's 32 bits. Every NaN the core makes is the canonical quiet NaN.
 
-    **Finishing an output.** FINISH reads ``acc[addr]`` (S2), applies ReLU in FP32 when the
+    **Finishing an output.** FINISH reads ``acc[addr]`` (S3), applies ReLU in FP32 when the
     RELU register is set (:func:`~wafertile.hdl.core.fp.fp_relu`: negatives and -0 to +0,
     NaNs pass) and rounds it to the tile's format (:class:`~wafertile.hdl.core.fp.FpToHalf`,
     round to nearest even), sent as a WRITE_ACT ``{addr: addr_b, data: act}`` like the
@@ -71,8 +79,8 @@ class FpMacCore(ConfiguredComponent):
 
     **Backpressure.** As in :class:`~wafertile.hdl.core.MacCore`: when S2 holds an output
     flit and ``o.ready`` is low, the whole pipeline holds (nothing is written, the read ports
-    keep their data). A READ accepted in cycle *t* offers its reply in cycle *t* + 2 (or
-    *t* + 3 after a bubble).
+    keep their data). A READ accepted in cycle *t* offers its reply in cycle *t* + 3 (or
+    *t* + 4 after a bubble).
 
     Parameters
     ----------
@@ -108,31 +116,30 @@ class FpMacCore(ConfiguredComponent):
         cfg = self.config
         dw, aaw = cfg.data_width, cfg.acc_addr_width
         layout = payload_layout(cfg)
-        m.submodules.mul = mul = FpMul(cfg.dtype)
+        m.submodules.mul = mul = FpMul(cfg.dtype, stages=2)
         m.submodules.add = add = FpAdd(stages=2)
         m.submodules.to_half = to_half = FpToHalf(cfg.dtype)
 
-        s1 = Signal(layout)
-        s1_valid = Signal()
-        s2 = Signal(layout)
-        s2_valid = Signal()
-        s2_act = Signal(dw)
-        s2_prod = Signal(32)
-        s2_nonzero = Signal()
-        # S3: what the second half of the add needs to write the accumulator
-        s3_we = Signal()
-        s3_addr = Signal(aaw)
-        s3_write_acc = Signal()
-        s3_data = Signal(32)
+        s1, s2, s3 = Signal(layout), Signal(layout), Signal(layout)
+        s1_valid, s2_valid, s3_valid = Signal(), Signal(), Signal()
+        s2_act, s3_act = Signal(dw), Signal(dw)
+        s2_nonzero, s3_nonzero = Signal(), Signal()
+        s3_prod = Signal(32)
+        # S4: what the second half of the add needs to write the accumulator
+        s4_we = Signal()
+        s4_addr = Signal(aaw)
+        s4_write_acc = Signal()
+        s4_data = Signal(32)
 
-        # The pipeline moves as one (`advance`), except that S0 and S1 hold for one cycle on
-        # the hazard (`move`: they advance too).
-        s2_emits = s2_valid & ((s2.op == Opcode.READ_ACT) | (s2.op == Opcode.READ_ACC) |
-                               (s2.op == Opcode.SEND) | (s2.op == Opcode.FINISH))
+        # The pipeline moves as one (`advance`: it holds only while S3 offers a flit that is
+        # not taken), except that S0 .. S2 hold for one cycle on the hazard (`move`: they
+        # advance too). The hazard is a function of registers only.
+        s3_emits = s3_valid & ((s3.op == Opcode.READ_ACT) | (s3.op == Opcode.READ_ACC) |
+                               (s3.op == Opcode.SEND) | (s3.op == Opcode.FINISH))
         advance = Signal()
         hazard = Signal()
         move = Signal()
-        m.d.comb += [advance.eq(~s2_emits | self.o.ready), move.eq(advance & ~hazard),
+        m.d.comb += [advance.eq(~s3_emits | self.o.ready), move.eq(advance & ~hazard),
                      self.i.ready.eq(move)]
 
         def act_addr(p):
@@ -145,7 +152,7 @@ class FpMacCore(ConfiguredComponent):
         # -- S0: activation read ----------------------------------------------------------------
         m.d.comb += [self.act_r.addr.eq(act_addr(self.i.payload)), self.act_r.en.eq(move)]
 
-        # -- S1: activation, WRITE_ACT, multiply, accumulator read, the hazard ------------------
+        # -- S1: activation, WRITE_ACT, the multiplier ------------------------------------------
         act = self.act_r.data.as_unsigned()
         weight = s1.data.as_unsigned()[:dw]
         act_we = s1_valid & (s1.op == Opcode.WRITE_ACT)
@@ -155,72 +162,75 @@ class FpMacCore(ConfiguredComponent):
             self.act_w.en.eq(move & act_we),
             self.act_written.eq(move & act_we),
         ]
-        # +0 and -0 are zero: every bit but the sign
+        # +0 and -0 are zero: every bit but the sign. The multiplier's register (after the
+        # DSP) loads only for a nonzero pair: a zero operand costs no multiply.
         nonzero = (s1.op == Opcode.MAC) & (weight[:dw - 1] != 0) & (act[:dw - 1] != 0)
-        m.d.comb += [mul.a.eq(weight), mul.b.eq(act)]
-
-        s1_reads = s1_valid & (nonzero | (s1.op == Opcode.ADD) | (s1.op == Opcode.READ_ACC) |
-                               (s1.op == Opcode.SEND) | (s1.op == Opcode.FINISH))
-        s2_writes = s2_valid & (((s2.op == Opcode.MAC) & s2_nonzero) | (s2.op == Opcode.ADD) |
-                                (s2.op == Opcode.WRITE_ACC))
-        m.d.comb += hazard.eq(s1_reads & s2_writes & (s1.addr[:aaw] == s2.addr[:aaw]))
-
-        # The read is issued whenever the pipeline advances, also in the bubble's cycle: the
-        # read of the cycle in which S1 finally moves (the write's cycle) is the one kept.
-        m.d.comb += [self.acc_r.addr.eq(s1.addr[:aaw]), self.acc_r.en.eq(advance)]
+        m.d.comb += [mul.a.eq(weight), mul.b.eq(act), mul.en.eq(move & nonzero)]
         with m.If(move):
             m.d.sync += [s2.eq(s1), s2_valid.eq(s1_valid), s2_act.eq(act),
                          s2_nonzero.eq(nonzero)]
-            # The product register loads only for a nonzero pair: a zero operand costs no
-            # multiply (the DSP's clock enable stays low).
-            with m.If(nonzero):
-                m.d.sync += s2_prod.eq(mul.o)
-        with m.Elif(advance):
-            m.d.sync += s2_valid.eq(0)  # the bubble
 
-        # -- S2: the add's first half, outputs, SET -------------------------------------------
+        # -- S2: the product's normalization, the accumulator read, the hazard ----------------
+        s2_reads = s2_valid & (s2_nonzero | (s2.op == Opcode.ADD) |
+                               (s2.op == Opcode.READ_ACC) | (s2.op == Opcode.SEND) |
+                               (s2.op == Opcode.FINISH))
+        s3_writes = s3_valid & (((s3.op == Opcode.MAC) & s3_nonzero) | (s3.op == Opcode.ADD) |
+                                (s3.op == Opcode.WRITE_ACC))
+        m.d.comb += hazard.eq(s2_reads & s3_writes & (s2.addr[:aaw] == s3.addr[:aaw]))
+        # The read is issued whenever the pipeline advances, also in the bubble's cycle: the
+        # read of the cycle in which S2 finally moves (the write's cycle) is the one kept.
+        m.d.comb += [self.acc_r.addr.eq(s2.addr[:aaw]), self.acc_r.en.eq(advance)]
+        with m.If(move):
+            m.d.sync += [s3.eq(s2), s3_valid.eq(s2_valid), s3_act.eq(s2_act),
+                         s3_nonzero.eq(s2_nonzero)]
+            with m.If(s2_nonzero):  # the product register, zero skipping as above
+                m.d.sync += s3_prod.eq(mul.o)
+        with m.Elif(advance):
+            m.d.sync += s3_valid.eq(0)  # the bubble
+
+        # -- S3: the add's first half, outputs, SET -------------------------------------------
         acc = self.acc_r.data.as_unsigned()
-        m.d.comb += [add.a.eq(acc), add.b.eq(Mux(s2.op == Opcode.MAC, s2_prod,
-                                                  s2.data.as_unsigned())),
+        m.d.comb += [add.a.eq(acc), add.b.eq(Mux(s3.op == Opcode.MAC, s3_prod,
+                                                  s3.data.as_unsigned())),
                      add.en.eq(advance)]
         with m.If(advance):
-            m.d.sync += [s3_we.eq(s2_writes), s3_addr.eq(s2.addr[:aaw]),
-                         s3_write_acc.eq(s2.op == Opcode.WRITE_ACC), s3_data.eq(s2.data)]
+            m.d.sync += [s4_we.eq(s3_writes), s4_addr.eq(s3.addr[:aaw]),
+                         s4_write_acc.eq(s3.op == Opcode.WRITE_ACC), s4_data.eq(s3.data)]
 
-        fire2 = advance & s2_valid
+        fire3 = advance & s3_valid
         relu = Signal()
-        with m.If(fire2 & (s2.op == Opcode.SET) & (s2.addr[:2] == Reg.RELU.value)):
-            m.d.sync += relu.eq(s2.data[0])
+        with m.If(fire3 & (s3.op == Opcode.SET) & (s3.addr[:2] == Reg.RELU.value)):
+            m.d.sync += relu.eq(s3.data[0])
         m.d.comb += to_half.i.eq(Mux(relu, fp_relu(acc), acc))
 
-        m.d.comb += [self.o.valid.eq(s2_emits), self.o_tag.eq(s2.data.as_unsigned())]
-        with m.Switch(s2.op):
+        m.d.comb += [self.o.valid.eq(s3_emits), self.o_tag.eq(s3.data.as_unsigned())]
+        with m.Switch(s3.op):
             with m.Case(Opcode.FINISH):
-                m.d.comb += [self.o.p.op.eq(Opcode.WRITE_ACT), self.o.p.addr.eq(s2.addr_b),
+                m.d.comb += [self.o.p.op.eq(Opcode.WRITE_ACT), self.o.p.addr.eq(s3.addr_b),
                              self.o.p.addr_b.eq(0), self.o.p.data.eq(to_half.o)]
             with m.Case(Opcode.READ_ACT):
-                m.d.comb += [self.o.p.op.eq(Opcode.REPLY), self.o.p.addr.eq(s2.addr),
-                             self.o.p.addr_b.eq(s2.addr_b), self.o.p.data.eq(s2_act)]
+                m.d.comb += [self.o.p.op.eq(Opcode.REPLY), self.o.p.addr.eq(s3.addr),
+                             self.o.p.addr_b.eq(s3.addr_b), self.o.p.data.eq(s3_act)]
             with m.Case(Opcode.SEND):
-                m.d.comb += [self.o.p.op.eq(Opcode.ADD), self.o.p.addr.eq(s2.addr_b),
-                             self.o.p.addr_b.eq(s2.addr), self.o.p.data.eq(acc)]
+                m.d.comb += [self.o.p.op.eq(Opcode.ADD), self.o.p.addr.eq(s3.addr_b),
+                             self.o.p.addr_b.eq(s3.addr), self.o.p.data.eq(acc)]
             with m.Default():
-                m.d.comb += [self.o.p.op.eq(Opcode.REPLY), self.o.p.addr.eq(s2.addr),
-                             self.o.p.addr_b.eq(s2.addr_b), self.o.p.data.eq(acc)]
+                m.d.comb += [self.o.p.op.eq(Opcode.REPLY), self.o.p.addr.eq(s3.addr),
+                             self.o.p.addr_b.eq(s3.addr_b), self.o.p.data.eq(acc)]
 
         m.d.comb += [
-            self.mac_done.eq(fire2 & (s2.op == Opcode.MAC) & s2_nonzero),
-            self.mac_skipped.eq(fire2 & (s2.op == Opcode.MAC) & ~s2_nonzero),
+            self.mac_done.eq(fire3 & (s3.op == Opcode.MAC) & s3_nonzero),
+            self.mac_skipped.eq(fire3 & (s3.op == Opcode.MAC) & ~s3_nonzero),
         ]
         known = [Opcode.WRITE_ACT, Opcode.WRITE_ACC, Opcode.READ_ACT, Opcode.READ_ACC, Opcode.MAC,
                  Opcode.ADD, Opcode.SEND, Opcode.SET, Opcode.FINISH]
-        with m.If(fire2 & ~any_of(s2.op == op for op in known)):
+        with m.If(fire3 & ~any_of(s3.op == op for op in known)):
             m.d.sync += self.error.eq(1)
 
-        # -- S3: the add's second half, the accumulator write -----------------------------------
+        # -- S4: the add's second half, the accumulator write -----------------------------------
         m.d.comb += [
-            self.acc_w.addr.eq(s3_addr),
-            self.acc_w.data.eq(Mux(s3_write_acc, s3_data, add.o)),
-            self.acc_w.en.eq(advance & s3_we),
+            self.acc_w.addr.eq(s4_addr),
+            self.acc_w.data.eq(Mux(s4_write_acc, s4_data, add.o)),
+            self.acc_w.en.eq(advance & s4_we),
         ]
         return m

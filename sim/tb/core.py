@@ -84,7 +84,7 @@ class CoreTB(TB):
         stream = flits + dump(self.config)
         await self.send(stream)
         expected = len([f for f in stream if f["op"] in (Opcode.READ_ACT, Opcode.READ_ACC,
-                                                         Opcode.SEND)])
+                                                         Opcode.SEND, Opcode.FINISH)])
         # the outputs still in flight (bounded: a lost flit must fail, not hang)
         await self.wait_until(lambda: len(self.board.outputs) >= expected,
                               timeout=100 + 20 * expected, what=f"{expected} outputs")
