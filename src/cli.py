@@ -128,6 +128,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _check(0 <= args.density <= 1, f"--density must be from 0 to 1, not {args.density:g}")
     _check(args.batch is None or args.batch >= 1,
            f"--batch must be an integer >= 1 (batch rows), not {args.batch}")
+    _check(args.size >= 1, f"--size must be an integer >= 1 (outputs), not {args.size}")
+    _check(args.fidelity == "rtl" or (args.device is None and args.out is None
+                                      and not args.waves),
+           "--fidelity model predicts cycles without simulating the RTL: it takes no "
+           "--device, --out or --waves")
     _check_seed(args.seed)
     _check_baud(args.baud)
     if args.device is not None and args.device.startswith("/"):
@@ -150,7 +155,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.weights is not None:
         x, w = load_layer(args.weights, args.activations)
     else:
-        x, w = default_layer(cfg, density=args.density, seed=args.seed, batch=args.batch)
+        x, w = default_layer(cfg, density=args.density, seed=args.seed, batch=args.batch,
+                             size=args.size)
+    if args.fidelity == "model":
+        from .model.command import run_model_layer
+        return run_model_layer(args, cfg, x, w)
     if args.device is not None:
         from .run import run_device
         report, y = run_device(cfg, x, w, args.device, baud=args.baud)
@@ -300,6 +309,9 @@ def _parser() -> argparse.ArgumentParser:
                           "(default: %(default)s)")
     run.add_argument("--batch", type=int, default=None, metavar="B",
                      help="batch rows of the built-in layer, >= 1 (default: the array's rows)")
+    run.add_argument("--size", type=int, default=256, metavar="N",
+                     help="outputs of the built-in layer, >= 1: N x min(N, act_depth) weights "
+                          "(default: %(default)s)")
     run.add_argument("--seed", type=int, default=1, metavar="N",
                      help="seed of the built-in layer, >= 0 (default: %(default)s)")
     run.add_argument("--sim", choices=["verilator", "icarus"], default="verilator",
@@ -321,6 +333,8 @@ def _parser() -> argparse.ArgumentParser:
                           "utilization, dense_cycles, speedup, ...)")
     from .network.command import add_network_flags
     add_network_flags(run)
+    from .model.command import add_model_flags
+    add_model_flags(run)
     _add_config_flags(run)
     run.set_defaults(func=_cmd_run, command_parser=run)
 

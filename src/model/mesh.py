@@ -46,21 +46,30 @@ import numpy as np
 from ..hdl.flit import Opcode, Port
 from .timing import Timing
 
-__all__ = ["MESH_BUDGET", "MeshResult", "PhaseFlits", "route_bits", "simulate"]
+__all__ = ["MESH_BUDGET", "MeshResult", "PhaseFlits", "mesh_seconds", "route_bits", "simulate"]
 
-#: Router-steps (tiles x cycles) beyond which :mod:`.predict` keeps the analytic estimate
-#: instead of playing a phase through the mesh (about a minute of model time).
-MESH_BUDGET = 3e8
+#: Seconds of mesh model that :mod:`.predict` spends on one program at most (``detail =
+#: "auto"``); phases beyond it are predicted analytically.
+MESH_BUDGET = 60.0
+
+
+def mesh_seconds(cycles: float, tiles: int) -> float:
+    """About how long :func:`simulate` takes for a phase of ``cycles`` on ``tiles`` tiles (2
+    shared cores: 0.3 ms per cycle on 4 x 4, 1.8 ms on 32 x 32)."""
+    return cycles * (2.8e-4 + 1.5e-6 * tiles)
+
 
 _L, _N, _E, _S, _W = (p.value for p in Port)
-#: Each output's candidate inputs, in the order its round-robin arbiter scans them.
+#: Each output's candidate inputs, in the order its round-robin arbiter scans them (padded
+#: with the output's own direction, which never asks for it: no U-turns).
 _ORDER = {
     _L: (_N, _S, _L, _E, _W),
-    _N: (_S, _W, _L, _E),
-    _E: (_W, _L, _N, _S),
-    _S: (_N, _E, _W, _L),
-    _W: (_E, _L, _N, _S),
+    _N: (_S, _W, _L, _E, _N),
+    _E: (_W, _L, _N, _S, _E),
+    _S: (_N, _E, _W, _L, _S),
+    _W: (_E, _L, _N, _S, _W),
 }
+_ORDER_INDEX = np.array([_ORDER[o] for o in range(5)])
 _OPPOSITE = {_N: _S, _S: _N, _E: _W, _W: _E}
 
 # what a core does with a flit (the kinds of :class:`PhaseFlits`)
@@ -145,16 +154,16 @@ def _unpack(fields: dict[str, int], data: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def route_bits(x, y, port: int, x0, x1, y0, y1, exit_, rows: int, cols: int):
+def route_bits(x, y, port, x0, x1, y0, y1, exit_, rows: int, cols: int):
     """The outputs (bit ``p`` = :class:`~wafertile.hdl.flit.Port` ``p``) of a flit that
     arrived on input ``port`` at router ``(x, y)``: the rule of
-    :func:`wafertile.hdl.noc.route.route_mask`, vectorized."""
-    zero = np.zeros(np.broadcast(x, x0).shape, bool)
-    east = (x < x1) if port in (_L, _W) else zero
-    west = (x > x0) if port in (_L, _E) else zero
+    :func:`wafertile.hdl.noc.route.route_mask`, vectorized (``port`` may be an array)."""
+    port = np.asarray(port)
+    east = (x < x1) & ((port == _L) | (port == _W))
+    west = (x > x0) & ((port == _L) | (port == _E))
     in_x = (x >= x0) & (x <= x1)
-    south = in_x & (y < y1) if port != _S else zero
-    north = in_x & (y > y0) if port != _N else zero
+    south = in_x & (y < y1) & (port != _S)
+    north = in_x & (y > y0) & (port != _N)
     in_rect = in_x & (y >= y0) & (y <= y1)
     leave_n = in_rect & (exit_ == _N) & (y == 0)
     leave_e = in_rect & (exit_ == _E) & (x == cols - 1)
@@ -213,7 +222,6 @@ class _Mesh:
         if self.arch == "lite":
             self.depth[_L] = 1
         self.vcp = np.zeros((5, nodes), np.int64)  # VC pointer (compact) / current VC (lite)
-        self.ptr = {o: np.zeros(nodes, np.int64) for o in _ORDER}
         # cores: stage 2, stage 3 (flit ids, -1 empty); with phits, the deserializer in
         # front of the core holds a delivered flit until the cycle it may be taken
         self.s2 = np.full(nodes, -1, np.int64)
@@ -235,10 +243,21 @@ class _Mesh:
         self.replies = int(np.sum(flits.exit == _W))
         self.last = {"mac": -1, "write": -1, "reply": -1}
         self.leaving_l = np.zeros(nodes, bool)
+        # neighbours and edges, per output direction
+        C = self.C
+        self.inside = {_N: self.y > 0, _S: self.y < self.R - 1, _E: self.x < C - 1,
+                       _W: self.x > 0}
+        step = {_N: -C, _S: C, _E: 1, _W: -1}
+        self.neighbour = {o: np.where(self.inside[o], node + step[o], 0) for o in step}
+        # lite: the local port and, on the west edge, the west exit are one stage (D): one
+        # flit per slot for both
+        self.dmask = np.where(self.x == 0, (1 << _L) | (1 << _W), 1 << _L) \
+            if self.arch == "lite" else np.full(nodes, 1 << _L)
+        self.ptrs = np.zeros((5, nodes), np.int64)  # round-robin pointers per output
 
     # -- buffers ---------------------------------------------------------------------------
 
-    def _push(self, inp: int, nodes: np.ndarray, fid: np.ndarray) -> None:
+    def _push(self, inp, nodes: np.ndarray, fid: np.ndarray) -> None:
         f = self.f
         vc = f.vc[fid]
         slot = (self.head[inp, vc, nodes] + self.count[inp, vc, nodes]) % self.B
@@ -265,104 +284,76 @@ class _Mesh:
 
     def route(self, now: int, advance: np.ndarray) -> np.ndarray:
         """One router step; returns the flit each core is given this cycle (-1: none)."""
-        f, B, V, C = self.f, self.B, self.V, self.C
+        f, B, V = self.f, self.B, self.V
         nodes = self.nodes
-        node = np.arange(nodes)
         has = self.count > 0
         idx = self.head[..., None]
         hfid = np.take_along_axis(self.fifo, idx, axis=3)[..., 0]
         rem = np.where(has, np.take_along_axis(self.mask, idx, axis=3)[..., 0] & ~self.sent, 0)
         full = self.count >= self.depth[:, None, None]
-        # room per (output, vc, node)
+        # room per (output, vc, node): the next buffer, the core (with phits: the
+        # deserializer in front of it, free again in the cycle the core takes its flit), the
+        # host at the west edge; the other edges are never ready (nothing the compiler emits
+        # leaves there)
         room = np.zeros((5, V, nodes), bool)
-        # with phits, the deserializer in front of the core is free again in the cycle the
-        # core takes its flit (self.take runs first)
-        free_core = (self.rx < 0) if self.h > 1 else advance
-        room[_L] = free_core[None, :]
-        north, south = node - C, node + C
-        east, west = node + 1, node - 1
-        has_n, has_s = self.y > 0, self.y < self.R - 1
-        has_e, has_w = self.x < C - 1, self.x > 0
-        # edge ports: the host takes what leaves by the west edge; the other edges are
-        # never ready (nothing the compiler emits leaves there)
-        room[_N] = has_n & ~full[_S][:, np.where(has_n, north, 0)]
-        room[_S] = has_s & ~full[_N][:, np.where(has_s, south, 0)]
-        room[_E] = has_e & ~full[_W][:, np.where(has_e, east, 0)]
-        room[_W] = np.where(has_w, ~full[_E][:, np.where(has_w, west, 0)], True)
-        bits = 1 << np.arange(5)
-        roombits = (room * bits[:, None, None]).sum(axis=0)          # (V, nodes)
-        send = rem & roombits[None, :, :]                             # (5, V, nodes)
+        room[_L] = ((self.rx < 0) if self.h > 1 else advance)[None, :]
+        for o in (_N, _S, _E, _W):
+            room[o] = self.inside[o] & ~full[_OPPOSITE[o]][:, self.neighbour[o]]
+        room[_W] |= ~self.inside[_W]
+        roombits = (room * (1 << np.arange(5))[:, None, None]).sum(axis=0)  # (V, nodes)
+        send = rem & roombits[None, :, :]                                     # (5, V, nodes)
         # which VC heads each input offers
+        chosen = None
         if self.arch == "parallel":
             offer = send
-            chosen = None
         else:
-            if self.arch == "compact":
-                ok = send != 0
-            else:  # lite: the current VC only (the local input is one register: any VC)
-                ok = np.arange(V)[None, :, None] == self.vcp[:, None, :]
-                ok[_L] = True
-                ok = ok & (send != 0)
+            ok = send != 0
+            if self.arch == "lite":  # the current VC only (the local input: any VC)
+                ok &= np.arange(V)[None, :, None] == self.vcp[:, None, :]
+                ok[_L] = send[_L] != 0
             prio = (np.arange(V)[None, :, None] - self.vcp[:, None, :]) % V
             key = np.where(ok, prio, V)
-            chosen = key.argmin(axis=1)                                # (5, nodes)
-            pick = (np.arange(V)[None, :, None] == chosen[:, None, :]) & (key.min(axis=1) <
-                                                                         V)[:, None, :]
-            offer = np.where(pick, send, 0)
+            chosen = key.argmin(axis=1)                                        # (5, nodes)
+            pick = np.arange(V)[None, :, None] == chosen[:, None, :]
+            offer = np.where(pick & ok, send, 0)
+        # every output's round-robin arbiter at once: candidates (output, input-order x VC)
+        asks = np.stack([(offer >> o) & 1 for o in range(5)]) != 0             # (o, i, V, n)
+        asks[_L] = (offer & self.dmask) != 0
+        asks[_W] &= self.inside[_W] | (self.arch != "lite")
+        cand = asks[np.arange(5)[:, None], _ORDER_INDEX].reshape(5, 5 * V, nodes)
+        k = 5 * V
+        prio = (np.arange(k)[None, :, None] - self.ptrs[:, None, :]) % k
+        key = np.where(cand, prio, k)
+        best = key.argmin(axis=1)                                               # (o, n)
+        win = key.min(axis=1) < k
+        self.ptrs = np.where(win, (best + 1) % k, self.ptrs)
+        o_w, n_w = np.nonzero(win)
+        inp = _ORDER_INDEX[o_w, best[o_w, n_w] // V]
+        vc = best[o_w, n_w] % V
+        bits = np.where(o_w == _L, offer[inp, vc, n_w] & self.dmask[n_w], 1 << o_w)
         got = np.zeros((5, V, nodes), np.int64)
-        lite = self.arch == "lite"
-        # lite: the local port and, on the west edge, the west exit are one stage (D): one
-        # flit per slot for both
-        dmask = np.where(self.x == 0, (1 << _L) | (1 << _W), 1 << _L) if lite else 1 << _L
-        for o, order in _ORDER.items():
-            if o == _L:
-                cand = np.stack([(offer[i] & dmask) != 0 for i in order])
-            else:
-                cand = np.stack([(offer[i] >> o) & 1 for i in order]) != 0
-                if lite and o == _W:
-                    cand &= (self.x > 0)[None, None, :]
-            cand = cand.reshape(len(order) * V, nodes)
-            k = cand.shape[0]
-            ptr = self.ptr[o]
-            prio = (np.arange(k)[:, None] - ptr[None, :]) % k
-            key = np.where(cand, prio, k)
-            best = key.argmin(axis=0)
-            win = key.min(axis=0) < k
-            self.ptr[o] = np.where(win, (best + 1) % k, ptr)
-            inp = np.array(order)[best // V]
-            vc = best % V
-            w = np.flatnonzero(win)
-            if len(w):
-                bits = (offer[inp[w], vc[w], w] & np.broadcast_to(dmask, (nodes,))[w]) \
-                    if o == _L else 1 << o
-                got[inp[w], vc[w], w] |= bits
-        winners = {}
-        for o in _ORDER:
-            where = np.argwhere((got & (1 << o)) != 0)
-            if len(where):
-                winners[o] = (where[:, 2], where[:, 0], where[:, 1])
-        # deliveries to cores, moves, exits
+        np.add.at(got, (inp, vc, n_w), bits)
+        fid = hfid[inp, vc, n_w]
+        # deliveries to cores
         given = np.full(nodes, -1, np.int64)
-        moves = []
-        for o, (w, inp, vc) in winners.items():
-            fid = hfid[inp, vc, w]
-            if o == _L:
-                if self.h > 1:
-                    self.rx[w] = fid
-                    self.rx_at[w] = now + self.h
-                else:
-                    given[w] = fid
-                continue
-            nb = {_N: w - C, _S: w + C, _E: w + 1, _W: w - 1}[o]
-            inside = {_N: self.y[w] > 0, _S: self.y[w] < self.R - 1,
-                      _E: self.x[w] < C - 1, _W: self.x[w] > 0}[o]
-            if (~inside).any():
-                out = fid[~inside]
-                if o == _W:
-                    self.replies -= len(out)
-                    self.last["reply"] = now + self.t.adapter
-            if inside.any():
-                moves.append((_OPPOSITE[o], nb[inside], fid[inside]))
+        local = (bits & (1 << _L)) != 0
+        if local.any():
+            if self.h > 1:
+                self.rx[n_w[local]] = fid[local]
+                self.rx_at[n_w[local]] = now + self.h
+            else:
+                given[n_w[local]] = fid[local]
+        # exits to the host at the west edge
+        exits = ((bits & (1 << _W)) != 0) & (self.x[n_w] == 0)
+        if exits.any():
+            self.replies -= int(exits.sum())
+            self.last["reply"] = now + self.t.adapter
+        # moves into the neighbours' buffers (visible next step)
+        moving = (o_w != _L) & self.inside_any(o_w, n_w)
+        move_in = np.array([_OPPOSITE.get(o, 0) for o in range(5)])[o_w[moving]]
+        move_to = np.choose(o_w[moving], [n_w[moving], *(self.neighbour[o][n_w[moving]]
+                                                        for o in range(1, 5))])
+        move_fid = fid[moving]
         done = has & (got != 0) & ((rem & ~got) == 0)
         if self.arch == "lite" and self.h > 1:
             # the local register empties in the slot's last phase (self.core)
@@ -373,22 +364,20 @@ class _Mesh:
         self.sent = np.where(done, 0, self.sent | got)
         self.head = np.where(done, (self.head + 1) % B, self.head)
         self.count -= done
-        popped = done.any(axis=1)                                      # (5, nodes)
+        popped = done.any(axis=1)                                               # (5, n)
         if self.arch == "compact":
             self.vcp = np.where(popped, (chosen + 1) % V, self.vcp)
-        for inp, nodes_, fid in moves:
-            self._push(inp, nodes_, fid)
+        if len(move_fid):
+            self._push(move_in, move_to, move_fid)
         # the host injects at the west ports
-        west = np.arange(self.R) * C
         pending = self.next < self.end
         if pending.any():
             ports = np.flatnonzero(pending)
             fid = self.queue[self.next[ports]]
-            ok = self.count[_W, f.vc[fid], west[ports]] < self.depth[_W]
-            ok &= ~full[_W, f.vc[fid], west[ports]]
-            ports, fid = ports[ok], fid[ok]
-            self.next[ports] += 1
-            self._push(_W, west[ports], fid)
+            west = ports * self.C
+            ok = ~full[_W, f.vc[fid], west]
+            self.next[ports[ok]] += 1
+            self._push(np.full(int(ok.sum()), _W), west[ok], fid[ok])
         if self.arch == "lite":
             # the current VC moves on at the end of a slot in which its head left, it had
             # nothing to send, or it is empty, to the next VC that holds a flit (this
@@ -401,6 +390,12 @@ class _Mesh:
             key = np.where(nonempty, prio, V)
             self.vcp = np.where(move & (key.min(axis=1) < V), key.argmin(axis=1), self.vcp)
         return given
+
+    def inside_any(self, out: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+        """Whether output ``out`` of router ``nodes`` leads to another router."""
+        inside = np.stack([np.zeros(self.nodes, bool), self.inside[_N], self.inside[_E],
+                           self.inside[_S], self.inside[_W]])
+        return inside[out, nodes]
 
     def core(self, now: int, advance: np.ndarray, given: np.ndarray) -> None:
         """One cycle of every core (after the routers decided what they deliver)."""

@@ -10,9 +10,11 @@ predicted from its flit columns, at one of two levels:
 - ``"analytic"``: the vectorized bounds of :mod:`.stream` (MAC streams) and :mod:`.phases`
   (load, read, reduce, hand-off), whose cost does not grow with the array.
 
-``detail = "auto"`` (the default) takes the mesh for a phase whose analytic estimate times
-the number of tiles is within :data:`~wafertile.model.mesh.MESH_BUDGET`, the analytic model
-otherwise.
+``detail = "auto"`` (the default) takes the analytic model where it is exact (a stream in
+which one port feeds each column; the load, read and reduce phases of ``compact`` and ``parallel``),
+and the mesh for the other phases of a program while its estimated cost
+(:func:`~wafertile.model.mesh.mesh_seconds` of the analytic estimate) stays within
+:data:`~wafertile.model.mesh.MESH_BUDGET` seconds, the analytic model for the rest.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 
 from ..config import Config
 from ..stream import LayerProgram, Phase
-from .mesh import MESH_BUDGET, PhaseFlits, simulate
+from .mesh import MESH_BUDGET, PhaseFlits, mesh_seconds, simulate
 from .phases import handoff_cycles, row_cycles
 from .stream import stream_cycles
 from .timing import Timing
@@ -53,9 +55,9 @@ class Prediction:
     phase_cycles : list of int
         The predicted cycles of each phase (as ``phase_cycles`` of the RTL harness).
     methods : list of str
-        How each phase was predicted: ``"mesh"``, ``"analytic"``, or ``"bound"`` (analytic,
-        and a lower bound: a stream whose columns back up into the rows, beyond the mesh
-        budget).
+        How each phase was predicted: ``"mesh"``; ``"exact"`` (analytic, in a case where it
+        gives the mesh model's cycles); ``"analytic"``; or ``"bound"`` (analytic, and a lower
+        bound: a stream whose columns back up into the rows, beyond the mesh budget).
     seconds : float
         Wall time of the prediction.
     """
@@ -91,9 +93,12 @@ class Prediction:
                 "predict_seconds": round(self.seconds, 3)}
 
 
-def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto") -> tuple[int, str]:
-    """The cycles of one phase that starts at a slot boundary, and how they were found
-    (``"mesh"``, ``"analytic"`` or ``"bound"``).
+def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto",
+                  budget: float = MESH_BUDGET) -> tuple[int, str, float]:
+    """The cycles of one phase that starts at a slot boundary, how they were found
+    (:attr:`Prediction.methods`) and the estimated seconds of mesh model spent (``detail =
+    "auto"``: the mesh where the analytic model is not exact, if that estimate is within
+    ``budget``).
 
     Raises
     ------
@@ -105,18 +110,23 @@ def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto") -> tupl
         raise ModelError(f"phase kind {phase.kind!r} cannot be predicted (known: "
                          f"{', '.join(KINDS)})")
     if not len(phase):
-        return 1, "analytic"  # the host sees at once that nothing is left
+        return 1, "analytic", 0.0  # the host sees at once that nothing is left
     cycles, method = _analytic(timing, phase)
     cfg = timing.config
-    if detail == "mesh" or (detail == "auto" and cycles * cfg.rows * cfg.cols <= MESH_BUDGET):
+    cost = mesh_seconds(cycles, cfg.rows * cfg.cols)
+    if detail == "mesh" or (detail == "auto" and method != "exact" and cost <= budget):
         result = simulate(timing, PhaseFlits.from_phase(cfg, phase))
         end = {"stream": result.last_mac, "handoff": result.last_write}.get(
             phase.kind, result.last_reply)
-        return end + 1, "mesh"
-    return cycles, method
+        return end + 1, "mesh", cost
+    return cycles, method, 0.0
 
 
 def _analytic(timing: Timing, phase: Phase) -> tuple[int, str]:
+    """The analytic estimate, and ``"exact"`` where the analytic model gives the mesh
+    model's (and the RTL's) cycles: a stream in which one port feeds each column, and the load,
+    read and reduce phases of ``compact`` and ``parallel`` (``lite``'s delivery stage and
+    one-flit local input make its tiles answer at rates that depend on the traffic)."""
     f = phase.flits
     if phase.kind == "stream":
         if np.any(f["header.x0"] != f["header.x1"]):
@@ -125,12 +135,13 @@ def _analytic(timing: Timing, phase: Phase) -> tuple[int, str]:
                              "compiler emits)")
         est = stream_cycles(timing, phase.port, f["header.x0"], f["header.y0"],
                             f["header.y1"])
-        return est.cycles, "bound" if est.bound else "analytic"
+        how = "exact" if est.shared <= 1 else "bound" if est.bound else "analytic"
+        return est.cycles, how
     if phase.kind == "handoff":
         return handoff_cycles(timing, phase.port, f["header.x0"], f["header.x1"],
                               f["payload.op"], f["payload.data"]), "analytic"
     return row_cycles(timing, phase.port, f["header.x0"], f["header.x1"],
-                      f["payload.op"]), "analytic"
+                      f["payload.op"]), "analytic" if timing.lite else "exact"
 
 
 def predict_program(config: Config, program: LayerProgram, *, detail: str = "auto"
@@ -160,8 +171,14 @@ def predict_program(config: Config, program: LayerProgram, *, detail: str = "aut
     timing = Timing(config)
     kinds, cycles, methods = [], [], []
     elapsed = 0  # cycles since reset: where the next phase starts in the slot
+    seen: dict[int, tuple[int, str]] = {}  # a network's batch groups share phase objects
+    budget = MESH_BUDGET
     for phase in program.phases:
-        c, how = predict_phase(timing, phase, detail=detail)
+        if id(phase) not in seen:
+            c, how, spent = predict_phase(timing, phase, detail=detail, budget=budget)
+            budget -= spent
+            seen[id(phase)] = c, how
+        c, how = seen[id(phase)]
         if len(phase):
             c += timing.wait(elapsed)
         kinds.append(phase.kind)

@@ -7,9 +7,10 @@ through its local port, one per slot); the flit then reaches the rows of its rec
 slot per router north and south; its MAC is counted three pipeline stages after the core
 takes it. Vectorized: a sort and a segmented cumulative maximum over the flits.
 
-This is exact when no column queues: each column fed by one port at a time, as in the
-layers whose outputs the compiler spreads evenly over rows and columns (the ports' and the
-columns' longest-first assignments then pair port ``q`` with column ``q``). When a column's
+This is exact when each column is fed by one port, as in the layers whose outputs the
+compiler spreads evenly over rows and columns (the ports' and the columns' longest-first
+assignments then pair port ``q`` with column ``q``): no two flits then meet anywhere in a
+column. When a column's
 queue grows longer than a router buffer, the real ports stall behind it (head-of-line
 blocking) and the ports that share a column get unequal shares depending on their rows:
 the free-flow figure is then a lower bound, and :attr:`StreamEstimate.backlog` says so;
@@ -42,6 +43,9 @@ class StreamEstimate:
         The largest number of flits of one port and one column (slots).
     backlog : int
         The longest wait of a flit at its column in the free-flow schedule (slots).
+    shared : int
+        The most ports that feed one column. With one, no two flits ever meet in a column
+        and the estimate is exact (the mesh model's and the RTL's cycles).
     """
 
     cycles: int
@@ -49,6 +53,7 @@ class StreamEstimate:
     port_bound: int
     column_bound: int
     backlog: int
+    shared: int
 
 
 def stream_cycles(timing: Timing, port: np.ndarray, column: np.ndarray, y0, y1
@@ -66,7 +71,7 @@ def stream_cycles(timing: Timing, port: np.ndarray, column: np.ndarray, y0, y1
     """
     n = len(port)
     if not n:
-        return StreamEstimate(1, False, 0, 0, 0)
+        return StreamEstimate(1, False, 0, 0, 0, 0)
     cfg = timing.config
     port = np.asarray(port)
     column = np.asarray(column)
@@ -86,5 +91,7 @@ def stream_cycles(timing: Timing, port: np.ndarray, column: np.ndarray, y0, y1
     # the core takes the flit (stage 1) a slot (and the deserializer) after its router sent
     # it; the MAC is counted in stage 3, and the phase ends in the cycle after
     cycles = last * timing.slot + timing.adapter + 3
+    pairs = np.unique(column.astype(np.int64) * cfg.rows + port)
+    shared = int(np.bincount(pairs // cfg.rows, minlength=cfg.cols).max())
     return StreamEstimate(int(cycles), backlog > timing.depth, int(ports.max()),
-                          int(columns.max()), backlog)
+                          int(columns.max()), backlog, shared)

@@ -133,6 +133,9 @@ def run_network_command(args: argparse.Namespace, make_config: Callable[..., obj
         raise InputError("--network runs a network: it does not take --weights / --activations")
     net, x, labels = _network(args, None)
     cfg = make_config(dtype=net.dtype)
+    if getattr(args, "fidelity", "rtl") == "model":
+        from ..model.command import run_model_network
+        return run_model_network(args, cfg, net, x)
     # run_network / run_network_device compile (and so check every size and value) before
     # anything is built or a port is opened
     if args.device is not None:
