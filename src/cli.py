@@ -408,6 +408,8 @@ def _parser() -> argparse.ArgumentParser:
     synth.set_defaults(func=_cmd_synth, command_parser=synth)
     from .sweep.cli import add_parser as add_sweep_parser
     add_sweep_parser(sub)
+    from .formal.cli import add_parser as add_formal_parser
+    add_formal_parser(sub)
     return parser
 
 

@@ -1,0 +1,165 @@
+"""Which checks ``wafertile formal --block B`` runs: the blocks, their small default
+configurations, proof modes and depths (``docs/formal.md`` says why each).
+
+Formal checks run on small configurations: a 3 x 3 array (so that a router can be interior,
+where a multicast may use all five outputs), 8-bit data, 16-bit accumulators, 16-word banks,
+2 VCs of 2 flits. A ``--config`` file overrides any of these; a router check without
+``router_arch`` in the file runs all three micro-architectures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..config import Config
+from .buffer import BufferCountHarness, BufferFifoHarness
+from .core import CoreHarness
+from .harness import Check
+from .mutations import MUTATION_NAMES, mutant
+from .phit import PhitHarness
+from .route import RouteHarness
+from .router import RouterHarness
+
+__all__ = ["BLOCKS", "SMALL", "checks_for", "mutation_checks"]
+
+#: The formal default configuration (a ``--config`` file overrides it key by key).
+SMALL: dict[str, Any] = {"rows": 3, "cols": 3, "data_width": 8, "acc_width": 16,
+                         "act_depth": 16, "acc_depth": 16, "num_vcs": 2, "buffer_depth": 2}
+
+#: Blocks and what their checks cover (``--block``).
+BLOCKS = {
+    "route": "the routing function against the documented rule (every header, position, "
+             "input)",
+    "buffer": "the VC buffers: occupancy, overflow, ready (proved); FIFO order and data",
+    "router": "every micro-architecture: link rules, watched flits routed once each, "
+              "unchanged, in order, nothing appearing",
+    "core": "the tile core against a sequential specification (replies, accumulators, "
+            "forwarding by transparent reads)",
+    "phit": "serializer then deserializer: identity and order; phit and flit link rules",
+}
+
+_ARCHS = ({"router_arch": "compact"}, {"router_arch": "parallel"},
+          {"router_arch": "lite", "phits": 2})
+
+
+def _config(base: Mapping[str, Any], **changes: Any) -> Config:
+    return Config.from_mapping({**base, **changes})
+
+
+def checks_for(block: str, overrides: Mapping[str, Any] | None = None, *,
+               depth: int | None = None, deep: bool = False) -> list[Check]:
+    """The checks of ``block``: its default configurations, or ``SMALL`` overridden by
+    ``overrides`` (the parameters a ``--config`` file sets). ``depth`` replaces every
+    check's depth; ``deep`` gives the longer runs of ``pytest --run-slow``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown block.
+    ConfigError
+        If the overrides make an invalid configuration.
+    """
+    if block not in BLOCKS:
+        raise ValueError(f"block must be one of {', '.join(BLOCKS)}, not {block!r}")
+    given = dict(overrides or {})
+    base = {**SMALL, **given}
+    out = _CHECKS[block](base, given, deep)
+    if depth is not None:
+        out = [Check(c.name, c.block, c.config, c.make, c.mode,
+                     depth if c.mode == "bmc" else max(depth, 1), c.cover_depth, c.why,
+                     c.expect_fail, c.map_memories) for c in out]
+    return out
+
+
+def _route(base, given, deep):
+    sizes = [(base["rows"], base["cols"])] if {"rows", "cols"} & set(given) else \
+        [(1, 1), (2, 3), (3, 3), (4, 5)] + ([(8, 8), (5, 7)] if deep else [])
+    return [Check(f"route_{r}x{c}", "route", _config(base, rows=r, cols=c), RouteHarness,
+                  "prove", 1, why="combinational: an induction of length 1 is a proof for "
+                  "every header and position") for r, c in sizes]
+
+
+def _buffer(base, given, deep):
+    if "router_arch" in given or "phits" in given:
+        variants = [{}]
+    else:
+        variants = [{"router_arch": "compact"}, {"router_arch": "lite", "phits": 2}]
+    out = []
+    for v in variants:
+        cfg = _config(base, **v)
+        tag = f"p{cfg.phits}_d{cfg.buffer_depth}"
+        fifo_depth = (2 * cfg.buffer_depth + 3) * cfg.phits + (6 if deep else 0)
+        out += [
+            Check(f"buffer_count_{tag}", "buffer", cfg, BufferCountHarness, "prove", 4,
+                  cover_depth=(2 * cfg.buffer_depth + 2) * cfg.phits,
+                  why="the counters are their own inductive invariant"),
+            Check(f"buffer_fifo_{tag}", "buffer", cfg, BufferFifoHarness, "bmc", fifo_depth,
+                  cover_depth=fifo_depth,
+                  why="fills a VC, then reads the watched flit out behind buffer_depth - 1 "
+                      "others"),
+        ]
+    return out
+
+
+#: BMC depth of the router checks (default run, --run-slow).
+ROUTER_DEPTH = {False: 3, True: 5}
+
+
+def _router(base, given, deep):
+    archs = [{}] if "router_arch" in given else list(_ARCHS)
+    out = []
+    for a in archs:
+        cfg = _config(base, **a)
+        depth = ROUTER_DEPTH[deep] * cfg.phits
+        out.append(Check(
+            f"router_{cfg.router_arch}_p{cfg.phits}", "router", cfg,
+            lambda c: RouterHarness(c, drain=0), "bmc", depth,
+            cover_depth=(2 * cfg.buffer_depth + 4) * cfg.phits,
+            why="each input's buffers fill in buffer_depth * num_vcs slots: the depth lets "
+                "a flit wait behind a full buffer and leave"))
+    return out
+
+
+def _core(base, given, deep):
+    modes = [{}] if "overflow" in given else [{"overflow": "wrap"}, {"overflow": "saturate"}]
+    if not deep and "overflow" not in given:
+        modes = modes[:1]
+    return [Check(f"core_{_config(base, **o).overflow}", "core", _config(base, **o),
+                  CoreHarness, "bmc", 8 if deep else 6, cover_depth=6,
+                  why="WRITE_ACT, two back-to-back MACs into one accumulator and its read "
+                      "fit in 4 accepted flits; the reply comes 2 cycles later")
+            for o in modes]
+
+
+def _phit(base, given, deep):
+    variants = [{}] if "phits" in given else [{"phits": 2}] + ([{"phits": 3}] if deep else [])
+    out = []
+    for v in variants:
+        cfg = _config(base, router_arch="lite", **v)
+        for per_vc in (False, True):
+            depth = 5 * cfg.phits + 2
+            out.append(Check(
+                f"phit_{'per_vc' if per_vc else 'shared'}_p{cfg.phits}", "phit", cfg,
+                lambda c, per_vc=per_vc: PhitHarness(c, per_vc=per_vc), "bmc", depth,
+                cover_depth=depth, why="several flits back to back through both adapters, "
+                "with the deserializer's register refused and held"))
+    return out
+
+
+_CHECKS = {"route": _route, "buffer": _buffer, "router": _router, "core": _core,
+           "phit": _phit}
+
+
+def mutation_checks(block: str) -> list[Check]:
+    """The mutation check of ``block`` (``buffer``, ``router``, ``core`` or ``phit``): the
+    block's harness around a faulty block, which must fail."""
+    checks = checks_for(block)
+    first = checks[0] if block != "buffer" else \
+        next(c for c in checks if c.name.startswith("buffer_count"))
+    if block == "router":
+        first = next(c for c in checks if c.config.router_arch == "compact")
+    return [Check(MUTATION_NAMES[block], block, first.config,
+                  lambda c, block=block: mutant(block, c), "bmc",
+                  max(first.depth, 6) if first.mode == "bmc" else 6, why="a known fault",
+                  expect_fail=True)]

@@ -1,0 +1,178 @@
+"""Known faults, each injected into one block, that its formal check must catch.
+
+A proof that cannot fail proves nothing (an assumption that rules out every input, a
+property that is always true, a harness that watches the wrong signal). Each mutation here
+wraps the real component and breaks one thing; its check (:data:`MUTATIONS`) runs the same
+harness with the mutant and must fail with a counterexample trace. Nothing in
+:mod:`wafertile.hdl` is changed: the mutants are subclasses that put the real component
+inside and alter one signal on its way.
+
+- ``buffer_skip_pointer``: :class:`~wafertile.hdl.noc.VcBuffer` whose read pointer skips its
+  update when VC 0 is full (the pop is lost): occupancy no longer counts pops.
+- ``router_ignore_ready``: a router that takes VC 1's ``ready`` on its east output as always
+  high: it sends into a full downstream buffer (link rule), for every micro-architecture.
+- ``core_wrong_stage``: a tile core whose accumulator read port is not transparent, so the
+  accumulator read of a flit misses the write of the stage ahead of it (the forwarding from
+  the wrong stage): back-to-back MACs into one accumulator lose an update.
+- ``phit_wrong_register``: a serializer that sends phit 0 again in the slot's last phase
+  instead of the last phit.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+
+from ..config import Config
+from ..hdl.core import SramBank, TileCore, make_mac_core
+from ..hdl.noc import PhitTx, VcBuffer, make_router, phase_counter
+from .buffer import BufferCountHarness
+from .core import CoreHarness
+from .phit import PhitHarness
+from .router import RouterHarness
+
+__all__ = ["MUTANT_HARNESSES", "MUTATION_NAMES", "SkipPointerBuffer", "mutant"]
+
+
+class SkipPointerBuffer(VcBuffer):
+    """A :class:`VcBuffer` whose read pointer of VC 0 does not move on a pop when VC 0 is
+    full (the pop is dropped on its way in)."""
+
+    def elaborate(self, platform):
+        m = Module()
+        inner = VcBuffer(num_vcs=self._num_vcs, depth=self._depth, width=self._width,
+                         phits=self._phits, head_width=self._head_width)
+        m.submodules.inner = inner
+        for name, member in self.signature.members.items():
+            ours, theirs = getattr(self, name), getattr(inner, name)
+            if name == "pop":
+                full0 = self.level[0] == self._depth
+                m.d.comb += theirs.eq(Cat(ours[0] & ~full0, ours[1:]))
+                continue
+            pairs = zip(ours, theirs, strict=True) if isinstance(ours, list) else \
+                [(ours, theirs)]
+            for a, b in pairs:
+                m.d.comb += b.eq(a) if member.flow == wiring.In else a.eq(b)
+        return m
+
+
+def _ignore_ready(config: Config):
+    """A router whose east output takes VC 1's ready as always high."""
+    inner = make_router(config)
+
+    class IgnoreReady(wiring.Component):
+        def __init__(self):
+            super().__init__(inner.signature)
+
+        @property
+        def inputs(self):
+            return [getattr(self, f"in_{p}") for p in "lnesw"]
+
+        @property
+        def outputs(self):
+            return [getattr(self, f"out_{p}") for p in "lnesw"]
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.inner = inner
+            m.d.comb += [inner.x.eq(self.x), inner.y.eq(self.y)]
+            for a, b in zip(self.inputs, inner.inputs, strict=True):
+                wiring.connect(m, wiring.flipped(a), b)
+            for k, (a, b) in enumerate(zip(self.outputs, inner.outputs, strict=True)):
+                if k == 2:  # east: VC 1 looks ready
+                    word = b.signature.word_name
+                    m.d.comb += [a.valid.eq(b.valid), getattr(a, word).eq(getattr(b, word)),
+                                 b.ready.eq(a.ready | 0b10)]
+                else:
+                    wiring.connect(m, b, wiring.flipped(a))
+            return m
+
+    return IgnoreReady()
+
+
+class _OldDataBank(SramBank):
+    """A :class:`SramBank` whose accumulator read port is not transparent."""
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        m.submodules.act = act = Memory(shape=signed(cfg.data_width), depth=cfg.act_depth,
+                                        init=[])
+        m.submodules.acc = acc = Memory(shape=signed(cfg.acc_width), depth=cfg.acc_depth,
+                                        init=[])
+        act_w, acc_w = act.write_port(), acc.write_port()
+        wiring.connect(m, wiring.flipped(self.act_r), act.read_port(transparent_for=(act_w,)))
+        wiring.connect(m, wiring.flipped(self.act_w), act_w)
+        wiring.connect(m, wiring.flipped(self.acc_r), acc.read_port())  # the fault
+        wiring.connect(m, wiring.flipped(self.acc_w), acc_w)
+        return m
+
+
+class _WrongStageCore(TileCore):
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mac = mac = make_mac_core(self.config)
+        m.submodules.sram = sram = _OldDataBank(self.config)
+        for name in ("act_r", "act_w", "acc_r", "acc_w"):
+            wiring.connect(m, getattr(mac, name), getattr(sram, name))
+        wiring.connect(m, wiring.flipped(self.i), mac.i)
+        wiring.connect(m, mac.o, wiring.flipped(self.o))
+        for name in self.signature.members:
+            if name not in ("i", "o"):
+                m.d.comb += getattr(self, name).eq(getattr(mac, name))
+        return m
+
+
+class _WrongRegisterTx(PhitTx):
+    """A :class:`PhitTx` that sends phit 0 again in the last phase."""
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        m.submodules.inner = inner = PhitTx(cfg)
+        wiring.connect(m, wiring.flipped(self.i), inner.i)
+        phase = phase_counter(m, cfg)
+        first = Signal(cfg.phit_width)
+        with m.If(phase == 0):
+            m.d.sync += first.eq(inner.o.phit)
+        m.d.comb += [self.o.valid.eq(inner.o.valid), inner.o.ready.eq(self.o.ready),
+                     self.o.phit.eq(Mux(phase == cfg.phits - 1, first, inner.o.phit))]
+        return m
+
+
+class _SkipPointerHarness(BufferCountHarness):
+    buffer_class = SkipPointerBuffer
+
+
+class _IgnoreReadyHarness(RouterHarness):
+    def make_dut(self):
+        return _ignore_ready(self.config)
+
+
+class _WrongStageHarness(CoreHarness):
+    def make_dut(self):
+        return _WrongStageCore(self.config)
+
+
+class _WrongRegisterHarness(PhitHarness):
+    def make_tx(self):
+        return _WrongRegisterTx(self.config)
+
+
+#: The mutant harness of each block: ``MUTANT_HARNESSES[block](config)``.
+MUTANT_HARNESSES = {
+    "buffer": _SkipPointerHarness,
+    "router": lambda config: _IgnoreReadyHarness(config, drain=0),
+    "core": _WrongStageHarness,
+    "phit": _WrongRegisterHarness,
+}
+
+#: The name of each block's mutation (check names, the report).
+MUTATION_NAMES = {"buffer": "buffer_skip_pointer", "router": "router_ignore_ready",
+                  "core": "core_wrong_stage", "phit": "phit_wrong_register"}
+
+
+def mutant(block: str, config: Config):
+    """The mutant harness of ``block`` for ``config``."""
+    return MUTANT_HARNESSES[block](config)
