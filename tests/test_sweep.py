@@ -69,9 +69,10 @@ SPEC_ERRORS = [
     ({"measure": ["run", "run"], "workloads": WL}, "s.toml: measure names 'run' twice"),
     ({"measure": ["run", "derived"], "workloads": WL},
      "s.toml: measure 'derived' is computed from 'synth', which measure must hold too"),
-    ({"fidelity": "model", "workloads": WL},
-     "s.toml: fidelity must be one of 'rtl', not 'model' (the performance model is not "
-     "built yet)"),
+    ({"fidelity": "fast", "workloads": WL},
+     "s.toml: fidelity must be one of 'rtl', 'model', not 'fast'"),
+    ({"measure": ["synth"], "fidelity": "model"},
+     "s.toml: measure 'synth' cannot be taken at fidelity 'model' (only 'rtl')"),
     ({"run": {"sim": "icarus"}, "workloads": WL},
      "s.toml: [run] unknown key 'sim' (allowed: dense)"),
     ({"run": {"dense": 1}, "workloads": WL},
@@ -199,6 +200,24 @@ def test_points_grid_list_and_ids():
                              p.config == d.config))
     assert runs[0].label == "run cols=2 buffer_depth=2 density=0.1"
     assert runs[0].columns()["batch"] == 2  # batch defaults to the rows
+
+
+def test_model_points_take_synth_at_rtl_and_predict():
+    """fidelity "model": run and derived at the model, synth once at rtl for both
+    fidelities; a model run point predicts the RTL's cycles without a build."""
+    spec = _spec(measure=["run", "synth", "derived"], fidelity=["rtl", "model"],
+                 base={"rows": 2, "cols": 2}, synth={"mode": "tile"},
+                 workloads=[{"kind": "random", "density": 0.2, "inputs": 24}])
+    points = expand(spec)
+    assert [(p.measurement, p.fidelity) for p in points] == [
+        ("synth", "rtl"), ("run", "rtl"), ("derived", "rtl"), ("run", "model"),
+        ("derived", "model")]
+    synth, run_rtl, _, run_model, derived = points
+    assert derived.inputs == (run_model.id, synth.id)
+    row = tasks.run_point(run_model)
+    assert row["status"] == "ok", row["error"]
+    assert row["fidelity"] == "model" and row.get("passed") is None
+    assert row["cycles"] > 0 and row["model_methods"]
 
 
 def _spec_args():

@@ -242,7 +242,8 @@ def _run(client: Any, todo: list[Point], spec: Spec, cache: str | Path | None, r
             # A design's run points go one after the other (run_layer uses one directory per
             # design): each depends on the previous one, so Dask gives the other workers other
             # designs instead of a lock to wait on, and keeps a design where it was built.
-            design = (p.measurement, p.fidelity, p.config) if p.measurement == "run" else None
+            design = (p.measurement, p.fidelity, p.config) \
+                if p.measurement == "run" and p.fidelity == "rtl" else None
             fut = client.submit(run_point, p, arrays, None if cache is None else str(cache),
                                 last.get(design), key=f"sweep-{p.measurement}-{p.id}",
                                 priority=len(todo) - n)

@@ -34,6 +34,9 @@ __all__ = ["FIDELITIES", "MEASUREMENTS", "Column", "Measurement", "Option", "der
 FIDELITIES: dict[str, str] = {
     "rtl": "the generated RTL: simulated on Verilator (run), synthesized, placed and routed "
            "with Yosys and nextpnr (synth)",
+    "model": "the performance model (wafertile.model): the cycles of run predicted without "
+             "the RTL, in seconds up to wafer-size arrays; synth has no model and is taken "
+             "at rtl (derived combines the model's run with it)",
 }
 
 
@@ -119,6 +122,8 @@ _RUN_COLUMNS = (
     Column("cycles_per_input", "cycles", "cycles / batch: stream cycles per input row"),
     Column("accuracy", "fraction", "network workloads with labels: share of inputs classified "
                                    "right by the fabric"),
+    Column("model_methods", "", "fidelity model: how the phases were predicted (mesh, exact, "
+                                "analytic, bound; docs/performance.md); empty at rtl"),
 )
 
 _SYNTH_COLUMNS = (
@@ -162,7 +167,7 @@ MEASUREMENTS: dict[str, Measurement] = {m.name: m for m in (
     Measurement(
         "run", "the workload on the array's RTL (Verilator): cycles, MACs, utilization, "
                "speedup over the dense stream",
-        fidelities=("rtl",), per_workload=True, needs=(),
+        fidelities=("rtl", "model"), per_workload=True, needs=(),
         options=(
             Option("dense", (bool,), True, "must be true or false", lambda v: True,
                    "also stream the dense weights, for dense_cycles and speedup"),
@@ -194,7 +199,7 @@ MEASUREMENTS: dict[str, Measurement] = {m.name: m for m in (
     Measurement(
         "derived", "from run and synth: time per inference at fmax, MACs per second, and "
                    "per LUT",
-        fidelities=("rtl",), per_workload=True, needs=("run", "synth"), options=(),
+        fidelities=("rtl", "model"), per_workload=True, needs=("run", "synth"), options=(),
         columns=(*_pick(_RUN_COLUMNS, _FROM_RUN), *_pick(_SYNTH_COLUMNS, _FROM_SYNTH),
                  *_DERIVED_COLUMNS)),
 )}

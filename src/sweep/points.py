@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import Config
+from .measures import MEASUREMENTS
 from .spec import Spec
 from .workloads import Workload
 
@@ -109,15 +110,21 @@ def expand(spec: Spec) -> list[Point]:
     """Every point of ``spec``, in running order (see the module's docstring)."""
     label = _labeller(spec)
     points: list[Point] = []
+    synths: dict[tuple, Point] = {}
     for fidelity in spec.fidelities:
         by_key: dict[tuple, Point] = {}
         if "synth" in spec.measure:
             opts = spec.options["synth"]
+            # a fidelity synth does not have (the model) takes synth at rtl, once
+            taken = fidelity if fidelity in MEASUREMENTS["synth"].fidelities else "rtl"
             for config in spec.configs:
-                p = Point(point_id("synth", fidelity, config, None, opts), "synth", fidelity,
-                          config, None, opts, f"synth {label(config, None)}")
+                p = synths.get((taken, config))
+                if p is None:
+                    p = Point(point_id("synth", taken, config, None, opts), "synth", taken,
+                              config, None, opts, f"synth {label(config, None)}")
+                    synths[(taken, config)] = p
+                    points.append(p)
                 by_key[("synth", config)] = p
-                points.append(p)
         if "run" in spec.measure:
             opts = spec.options["run"]
             for workload in spec.workloads:

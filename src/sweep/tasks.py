@@ -150,6 +150,41 @@ def _run_rtl(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any]:
     return figures
 
 
+def _run_model(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any]:
+    """``run`` at fidelity ``model``: :func:`wafertile.model.predict_layer` or
+    :func:`~wafertile.model.predict_network`, the cycles predicted without the RTL (no
+    build, no lock; nothing to check against numpy: ``passed`` stays empty)."""
+    from ..model.command import layer_macs
+    from ..model.layer import predict_layer, predict_network
+
+    config = point.config
+    dense = point.options["dense"]
+    if point.workload.kind == "network":
+        from ..sim.models.network import network_reference
+
+        net, x, _ = arrays
+        result = predict_network(config, net, x, dense=dense)
+        _, acts = network_reference(config, net, x)
+        macs = sum(layer_macs(a, layer.weights) for a, layer in zip(acts, net.layers,
+                                                                     strict=True))
+    else:
+        x, w = point.workload.layer(config, arrays)
+        result = predict_layer(config, x, w, dense=dense)
+        macs = layer_macs(x, w)
+    sparse, full = result.sparse, result.dense
+    cycles = sparse.cycles
+    network = point.workload.kind == "network"
+    dense_cycles = None if full is None else (full.total_cycles if network else full.cycles)
+    mine = sparse.total_cycles if network else cycles
+    tiles = config.rows * config.cols
+    return {"nnz": result.nnz, "macs": macs, "cycles": mine,
+            "total_cycles": sparse.total_cycles, "dense_cycles": dense_cycles,
+            "speedup": dense_cycles / mine if dense_cycles and mine else None,
+            "utilization": macs / (tiles * cycles) if cycles else 0.0,
+            "cycles_per_input": mine / len(x) if mine else None, "cached": False,
+            "model_methods": " ".join(sorted(set(sparse.methods)))}
+
+
 def _synth_rtl(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any]:
     """``synth`` at fidelity ``rtl``: :func:`wafertile.synth.flow.run_synth`, cached; mode
     ``tile`` scales one tile's figures to the array."""
@@ -190,6 +225,7 @@ def _synth_rtl(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any
 #: The code of each (measurement, fidelity) a worker takes.
 MEASURE: dict[tuple[str, str], Callable[[Point, Arrays | None, Path], dict[str, Any]]] = {
     ("run", "rtl"): _run_rtl,
+    ("run", "model"): _run_model,
     ("synth", "rtl"): _synth_rtl,
 }
 
