@@ -117,11 +117,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import json
-
-    import numpy as np
-
-    from .outputs import check_output_file
+    from .outputs import check_output_file, finish_run
     from .run import default_layer, load_layer, run_layer
 
     # Every input is checked before anything is built or simulated.
@@ -166,15 +162,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         report, y = run_layer(cfg, x, w, sim=args.sim, waves=args.waves,
                               dense=not args.no_dense)
-    if args.out is not None:
-        np.save(args.out, y)
-    if args.json:
-        print(json.dumps(report.as_json()))
-    else:
-        print(report.text(cfg))
-        where = f"; build and logs in {report.build_dir}" if report.build_dir else ""
-        print(f"(finished in {report.wall_seconds:.1f} s{where})")
-    return 0 if report.passed else 1
+    return finish_run(report, y, cfg, out=args.out, as_json=args.json)
 
 
 def _cmd_lint(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 from .errors import InputError
 
 __all__ = ["BUILD_MARK", "check_build_dir", "check_generate_dir", "check_output_file",
-           "mark_build_dir"]
+           "finish_run", "mark_build_dir"]
 
 #: The file that marks a directory as a ``wafertile synth`` build directory.
 BUILD_MARK = ".wafertile-build"
@@ -182,3 +182,19 @@ def mark_build_dir(path: Path) -> None:
     if not mark.exists():
         mark.write_text("a wafertile build directory: `wafertile synth --build-dir` reuses "
                         "it without --force\n", encoding="utf-8")
+
+
+def finish_run(report, y, config, *, out: Path | None, as_json: bool) -> int:
+    """The end of ``wafertile run`` (a layer or a network): save ``y`` to ``out`` (checked
+    before the run), print ``report`` (``--json``: one object) and return the exit status
+    (0 pass, 1 mismatch)."""
+    if out is not None:
+        import numpy as np
+        np.save(out, y)
+    if as_json:
+        print(json.dumps(report.as_json()))
+    else:
+        print(report.text(config))
+        where = f"; build and logs in {report.build_dir}" if report.build_dir else ""
+        print(f"(finished in {report.wall_seconds:.1f} s{where})")
+    return 0 if report.passed else 1

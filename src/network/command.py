@@ -9,13 +9,13 @@ build, runs it and prints the report.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..outputs import finish_run
 from ..run import load_array
 from .model import Network, load_network
 
@@ -143,12 +143,4 @@ def run_network_command(args: argparse.Namespace, make_config: Callable[..., obj
     else:
         report, y = run_network(cfg, net, x, labels=labels, sim=args.sim, waves=args.waves,
                                 dense=not args.no_dense)
-    if args.out is not None:
-        np.save(args.out, y)
-    if args.json:
-        print(json.dumps(report.as_json()))
-    else:
-        print(report.text(cfg))
-        where = f"; build and logs in {report.build_dir}" if report.build_dir else ""
-        print(f"(finished in {report.wall_seconds:.1f} s{where})")
-    return 0 if report.passed else 1
+    return finish_run(report, y, cfg, out=args.out, as_json=args.json)
