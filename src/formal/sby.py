@@ -123,8 +123,10 @@ def _sby_file(check: Check, depth: int, solver: str, cover_depth: int) -> str:
     options = [f"main: mode {check.mode}", f"main: depth {depth}"]
     if cover_depth:
         options += ["cover: mode cover", f"cover: depth {cover_depth}"]
-    # keep-going: in a BMC run, a failing assertion does not hide the others.
-    engine = f"main: smtbmc {'--keep-going ' if check.mode == 'bmc' else ''}{solver}"
+    # keep-going: in a BMC run, a failing assertion does not hide the others (a mutation
+    # stops at its first counterexample).
+    going = check.mode == "bmc" and not check.expect_fail
+    engine = f"main: smtbmc {'--keep-going ' if going else ''}{solver}"
     if cover_depth:
         engine += f"\ncover: smtbmc {solver}"
     return "\n".join([

@@ -1,0 +1,177 @@
+"""Formal checks (``wafertile formal``): every block's checks in their small configuration in
+the default run, deeper and bigger ones with ``--run-slow``; the mutations, each of which must
+fail with a counterexample; the command line's refusals; the property naming and report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from amaranth.hdl import Module, Signal
+
+from wafertile.errors import ToolError
+from wafertile.formal import BLOCKS, checks_for, mutation_checks, run_check
+from wafertile.formal.mutations import MUTATION_NAMES
+from wafertile.formal.props import Properties, name_checks
+from wafertile.formal.report import CheckResult, FormalReport, PropertyResult
+from wafertile.formal.sby import DEFAULT_SOLVER, sby_environment
+
+
+@pytest.fixture(scope="session")
+def formal_tools(tmp_path_factory):
+    """Skip (with the reason) when YoWASP's sby or the solver is not installed."""
+    try:
+        sby_environment(DEFAULT_SOLVER, tmp_path_factory.mktemp("formal_bin"))
+    except ToolError as exc:
+        pytest.skip(str(exc))
+
+
+def _cases(deep):
+    out = []
+    for block in BLOCKS:
+        for check in checks_for(block, deep=deep):
+            marks = pytest.mark.slow if deep else ()
+            out.append(pytest.param(check, id=f"{check.name}{'-deep' if deep else ''}",
+                                    marks=marks))
+    return out
+
+
+def _explain(result: CheckResult) -> str:
+    return "; ".join(f"{p.name}: {p.status} {p.trace or ''}" for p in result.failed) or \
+        result.error
+
+
+@pytest.mark.parametrize("check", _cases(False) + _cases(True))
+def test_check(check, tmp_path, formal_tools):
+    result = run_check(check, tmp_path)
+    assert result.ok, f"{check.name} ({result.workdir}): {_explain(result)}"
+    asserts = [p for p in result.properties if p.kind == "assert"]
+    assert asserts
+    want = "proved" if check.mode == "prove" else "passed"
+    assert all(p.status == want for p in asserts)
+    assert all(p.status == "reached" and p.trace.exists()
+               for p in result.properties if p.kind == "cover")
+
+
+@pytest.mark.parametrize("block", list(MUTATION_NAMES))
+def test_mutation_is_caught(block, tmp_path, formal_tools):
+    (check,) = mutation_checks(block)
+    result = run_check(check, tmp_path, covers=False)
+    failed = [p for p in result.properties if p.status == "failed"]
+    assert failed, f"the {check.name} mutation was not caught: {result.properties}"
+    for prop in failed:
+        assert prop.trace is not None and prop.trace.suffix == ".vcd" and prop.trace.exists()
+        assert "$enddefinitions" in prop.trace.read_text()
+    assert result.ok  # a mutation's check is ok when it fails with a counterexample
+
+
+# -- the command line ------------------------------------------------------------------------
+
+@pytest.fixture
+def no_run(monkeypatch):
+    def forbidden(*_args, **_kwargs):
+        pytest.fail("run_check was called: the input should have been refused first")
+    monkeypatch.setattr("wafertile.formal.sby.run_check", forbidden)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--depth", "0"], "--depth must be an integer >= 1, not 0"),
+    (["--block", "nope"], "argument --block: invalid choice: 'nope'"),
+    (["--block", "route", "--mutate"], "--mutate needs --block one of buffer, router, core, "
+                                       "phit, not 'route'"),
+    (["--solver", "cvc5"], "argument --solver: invalid choice: 'cvc5'"),
+])
+def test_cli_refuses(argv, message, capsys, no_run):
+    from wafertile.cli import main
+    with pytest.raises(SystemExit) if "invalid choice" in message else _no_raise():
+        status = main(["formal", *argv])
+        assert status == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("wafertile: error: ") and message in err
+
+
+def test_cli_refuses_bad_config(tmp_path, capsys, no_run):
+    from wafertile.cli import main
+    bad = tmp_path / "bad.toml"
+    bad.write_text('buffer_depth = 3\n')
+    assert main(["formal", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err == ("wafertile: error: buffer_depth must be a power of two from 2 to 64, "
+                   "not 3\n")
+    missing = tmp_path / "missing.toml"
+    assert main(["formal", "--config", str(missing)]) == 2
+    assert "cannot read configuration file" in capsys.readouterr().err
+
+
+class _no_raise:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_cli_help_lists_defaults(capsys):
+    from wafertile.cli import main
+    with pytest.raises(SystemExit):
+        main(["formal", "--help"])
+    out = capsys.readouterr().out
+    for option in ("--block", "--config", "--depth", "--solver", "--mutate", "--no-covers",
+                   "--work-dir", "--json"):
+        assert option in out
+    assert f"default: {DEFAULT_SOLVER}" in out and "default: router" in out
+
+
+def test_cli_json(tmp_path, capsys, formal_tools):
+    from wafertile.cli import main
+    cfg = tmp_path / "small.toml"
+    cfg.write_text("rows = 2\ncols = 2\n")
+    status = main(["formal", "--block", "route", "--config", str(cfg), "--json",
+                   "--work-dir", str(tmp_path / "work")])
+    report = json.loads(capsys.readouterr().out)
+    assert status == 0 and report["ok"]
+    (check,) = report["checks"]
+    assert check["check"] == "route_2x2" and check["mode"] == "prove"
+    assert {p["status"] for p in check["properties"]} == {"proved"}
+
+
+# -- the pieces ------------------------------------------------------------------------------
+
+def test_properties_need_unique_identifiers():
+    m = Module()
+    m._MustUse__silence = True  # never elaborated
+    props = Properties(m)
+    props.check("one", Signal(), "a")
+    with pytest.raises(ValueError, match=r"^property name 'one' is used twice$"):
+        props.check("one", Signal(), "b")
+    with pytest.raises(ValueError, match=r"^property name must be a lower-case identifier, "
+                                         r"not 'Two words'$"):
+        props.check("Two words", Signal(), "c")
+
+
+def test_name_checks_renames_cells_after_their_message():
+    from amaranth.back import rtlil
+
+    a = Signal()
+    m = Module()
+    Properties(m).check("a_is_high", a, "a is high")
+    text = name_checks(rtlil.convert(m, ports=[a]))
+    assert "cell $check \\a_is_high\n" in text
+
+
+def test_report_text_and_json(tmp_path):
+    trace = tmp_path / "trace.vcd"
+    trace.write_text("$enddefinitions $end\n")
+    result = CheckResult("c", "router", "bmc", 5, {}, "boolector", 1.0, tmp_path, [
+        PropertyResult("p", "assert", "passed", 5, text="p holds"),
+        PropertyResult("q", "assert", "failed", 3, trace, "q holds"),
+        PropertyResult("r", "cover", "reached", 2, trace, "r happens"),
+    ])
+    report = FormalReport([result], "boolector", 1.0)
+    assert not report.ok
+    text = report.text()
+    assert "p  passed to depth 5" in text and f"q  failed at step 3  {trace}" in text
+    data = report.as_json()
+    assert data["checks"][0]["properties"][1]["trace"] == str(trace)
+    result.expect_fail = True
+    assert report.ok
