@@ -9,20 +9,27 @@ phit input and a per-VC :class:`~wafertile.hdl.noc.PhitRx` behind each output (a
 so that flits are compared whole; the router's own phit ports are checked against the phit
 link rule in between.
 
-Two watched flits ``w1`` and ``w2`` (any header and payload, chosen by the solver, ``w1 !=
-w2``) may be accepted at one input ``src`` (also chosen), each at most once, ``w2`` after
-``w1``; no other input offers them. Then, on every output:
+Two watched flits ``w1`` and ``w2`` (any header and payload, chosen by the solver) may be
+accepted at one input ``src`` (also chosen), each at most once, ``w2`` after ``w1``. They are
+marked by two payload bits (1 and 2; every other flit carries 0 or 3 there): the router never
+looks at the payload, so the mark costs no behaviour, and the solver tells them apart without
+comparing whole flits (comparing every flit with a free constant made the check intractable).
+Then, on every output:
 
-- ``watched_accepted_first``: ``w1`` leaves only after it was accepted (as ``w1`` is any
-  value: no flit appears that was not accepted, and none is changed on the way);
+- ``nothing_appears``: no output sends more flits than the inputs accepted for it (by the
+  routing rule);
+- ``watched_accepted_first``: ``w1`` leaves only after it was accepted;
+- ``watched_unchanged_<port>``: it leaves unchanged, header and payload;
 - ``watched_routed``: ``w1`` leaves only on the outputs the routing rule
   (:func:`~.route.spec_route`, written independently) names for it;
 - ``watched_once``: ``w1`` leaves each output at most once;
 - ``watched_order``: if ``w2`` has the same VC and also goes to that output, it does not
   leave before ``w1`` has left there;
-- ``watched_delivered``: once the environment goes quiet (no new flit offered, every
-  downstream VC ready), ``w1`` has left on every output of its route within ``drain``
-  cycles (a bound of the drain time of a full router; bounded liveness).
+- ``watched_delivered`` (with ``drain > 0``): once the environment goes quiet (no new flit
+  offered, every downstream VC ready), ``w1`` has left on every output of its route within
+  ``drain`` cycles (bounded liveness). A bound that covers a full router draining needs a
+  BMC depth out of reach (``docs/formal.md``), so the checks of ``wafertile formal`` run
+  with ``drain=0``.
 """
 
 from __future__ import annotations
@@ -65,7 +72,7 @@ class RouterHarness(Harness):
     def __init__(self, config: Config, *, drain: int | None = None):
         super().__init__(config)
         self.drain = drain_cycles(config) if drain is None else drain
-        #: flits counted per output: enough for any check's depth (counters saturate never)
+        #: flits counted per output (``nothing_appears``): more than any check's depth
         self.depth_hint = 64
 
     def make_dut(self):

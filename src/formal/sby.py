@@ -152,17 +152,17 @@ def _statuses(sby: Path, env: dict[str, str], taskdir: Path) -> list[dict]:
     return rows
 
 
-def _prop_name(row: dict) -> str:
+def _prop_name(row: dict, props: dict) -> str:
+    """A property's name: the harness's own, or for a property of a library block
+    (Amaranth's ``SyncFIFO`` invariants in the ``parallel`` router) its cell and source line."""
     name = row["name"]
     if name.startswith("top."):
         name = name[len("top."):]
-    if "$" in name or "\\" in name:  # an unnamed check: Amaranth's own invariants
+    if name not in props:
         location = row.get("location", "")
-        where = Path(location.split(":")[0]).name + ":" + location.rsplit(":", 1)[-1] \
-            if location else ""
-        name = f"{name} ({where})"
+        if location:
+            name += f" ({Path(location.split(':')[0]).name}:{location.rsplit(':', 1)[-1]})"
     return name
-
 
 def _property(row: dict, mode: str, depth: int, cover_depth: int, root: Path,
               props: dict) -> PropertyResult | None:
@@ -184,7 +184,7 @@ def _property(row: dict, mode: str, depth: int, cover_depth: int, root: Path,
         status = "reached"
     else:
         status, step, trace = "unreached", cover_depth, None
-    name = _prop_name(row)
+    name = _prop_name(row, props)
     prop = props.get(name)
     return PropertyResult(name=name, kind=kind, status=status, depth=step, trace=trace,
                           text=prop.text if prop else
@@ -250,7 +250,7 @@ def run_check(check: Check, workdir: str | os.PathLike, *, solver: str = DEFAULT
                 prop.kind == "assert" or cover_depth):
             result.properties.append(PropertyResult(prop.name, prop.kind, "unknown",
                                                     text=prop.text))
-    if run.returncode not in (0, 1, 2) or not result.properties:
+    if run.returncode >= 8 or not result.properties:  # sby: 8 error, 16 tool failure
         last = (run.stdout + run.stderr).strip().splitlines()[-1:] or ["no output"]
         result.error = f"sby exited with status {run.returncode}: {last[0]}"
     order = {p: k for k, p in enumerate(props)}
