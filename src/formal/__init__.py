@@ -6,8 +6,8 @@ Modules, each importing only the ones listed before it:
 - :mod:`.harness`: :class:`~.harness.Harness` (a wrapper around one block) and
   :class:`~.harness.Check` (a harness, a configuration, a mode and a depth);
 - :mod:`.link`: the link and stream rules as properties;
-- :mod:`.route`, :mod:`.buffer`, :mod:`.router`, :mod:`.core`, :mod:`.phit`: one harness
-  module per block;
+- :mod:`.route`, :mod:`.buffer`, :mod:`.router`, :mod:`.core`, :mod:`.sram`,
+  :mod:`.phit`: one harness module per block;
 - :mod:`.mutations`: known faults, which the checks must catch;
 - :mod:`.checks`: the checks of each block, with their configurations and depths;
 - :mod:`.report`, :mod:`.sby`: running a check and its per-property result;

@@ -20,6 +20,7 @@ from .mutations import MUTATION_NAMES, mutant
 from .phit import PhitHarness
 from .route import RouteHarness
 from .router import RouterHarness
+from .sram import SramHarness
 
 __all__ = ["BLOCKS", "SMALL", "checks_for", "mutation_checks"]
 
@@ -36,6 +37,7 @@ BLOCKS = {
               "unchanged, in order, nothing appearing",
     "core": "the tile core against a sequential specification (replies, accumulators, "
             "forwarding by transparent reads)",
+    "sram": "the SRAM bank against a memory specification (transparent reads)",
     "phit": "serializer then deserializer: identity and order; phit and flit link rules",
 }
 
@@ -132,6 +134,12 @@ def _core(base, given, deep):
             for o in modes]
 
 
+def _sram(base, given, deep):
+    return [Check("sram", "sram", _config(base), SramHarness, "bmc", 10 if deep else 6,
+                  cover_depth=4, why="a write, a read of it, a read during a write and a "
+                  "held read fit in 6 cycles")]
+
+
 def _phit(base, given, deep):
     variants = [{}] if "phits" in given else [{"phits": 2}] + ([{"phits": 3}] if deep else [])
     out = []
@@ -148,7 +156,7 @@ def _phit(base, given, deep):
 
 
 _CHECKS = {"route": _route, "buffer": _buffer, "router": _router, "core": _core,
-           "phit": _phit}
+           "sram": _sram, "phit": _phit}
 
 
 def mutation_checks(block: str) -> list[Check]:
