@@ -175,3 +175,23 @@ def test_report_text_and_json(tmp_path):
     assert data["checks"][0]["properties"][1]["trace"] == str(trace)
     result.expect_fail = True
     assert report.ok
+
+
+def test_cli_config_overrides_the_small_configuration(tmp_path, monkeypatch, capsys):
+    """A file is read over the small formal configuration: acc_width = 24 is fine there
+    (data_width 8) though not over the generator's defaults (data_width 16)."""
+    from wafertile.cli import main
+    seen = []
+
+    def fake_run(check, workdir, **_kwargs):
+        seen.append(check)
+        return CheckResult(check.name, check.block, check.mode, check.depth, {}, "boolector",
+                           0.0, tmp_path, [PropertyResult("p", "assert", "proved")])
+
+    monkeypatch.setattr("wafertile.formal.sby.run_check", fake_run)
+    cfg = tmp_path / "wide.toml"
+    cfg.write_text('acc_width = 24\nrouter_arch = "parallel"\n')
+    assert main(["formal", "--block", "router", "--config", str(cfg)]) == 0
+    assert [c.config.router_arch for c in seen] == ["parallel"]
+    assert seen[0].config.acc_width == 24 and seen[0].config.data_width == 8
+    assert "1 of 1 checks ok" in capsys.readouterr().out

@@ -68,11 +68,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _overrides(path: Path | None) -> dict:
-    """The parameters a --config file sets (checked as a whole :class:`Config` first)."""
+    """The parameters a --config file sets, checked with the small formal configuration
+    under them (a file that cannot be read or parsed fails in the configuration's words)."""
+    from .checks import SMALL
+
     if path is None:
         return {}
-    Config.from_toml(path)  # every error of the file, in the configuration's own words
-    return tomllib.loads(path.read_text(encoding="utf-8"))
+    try:
+        given = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        given = None
+    if not isinstance(given, dict) or any(isinstance(v, dict) for v in given.values()):
+        Config.from_toml(path)  # raises ConfigError with the reason
+    Config.from_toml(path, **{k: v for k, v in SMALL.items() if k not in given})
+    return given
 
 
 def _cmd_formal(args: argparse.Namespace) -> int:
