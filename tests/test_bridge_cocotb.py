@@ -30,7 +30,8 @@ LAYERS = {
 
 
 def _build(build_root, sim, cfg=CFG):
-    build = build_root / f"bridge-{sim}{'-' + cfg.router_arch if cfg is not CFG else ''}"
+    suffix = "" if cfg is CFG else f"-{cfg.router_arch}-{cfg.dtype}"
+    build = build_root / f"bridge-{sim}{suffix}"
     build.mkdir(parents=True, exist_ok=True)
     path = build / "wafertile_bridge_top.v"
     text = bridge_verilog(cfg, DIVISOR)
@@ -68,6 +69,23 @@ def test_layer_through_uart_lite_router(request, sim_env, build_root):
                test_module="wafertile.sim.tb.bridge", build_dir=build, testcase="layer",
                extra_env=_env(CFG_LITE, WAFERTILE_SEED=str(seed_for(request)),
                               WAFERTILE_LAYER=json.dumps(LAYERS["sparse"])))
+
+
+#: a float fabric behind the bridge: the frames carry FP16 / BF16 and FP32 words as bits
+CFG_BF16 = Config(rows=2, cols=2, dtype="bf16", act_depth=32, acc_depth=16)
+
+
+@pytest.mark.parametrize("sim", sim_cases([()], slow=_icarus_only, ids=lambda: "bf16"))
+def test_float_layer_through_uart(request, sim_env, build_root):
+    """A BF16 layer (extreme values, infinities, a reduction over K = 2 tiles) through the
+    serial pins and wafertile.device.drive: Y's FP32 words equal the float reference."""
+    build, sources = _build(build_root, sim_env, CFG_BF16)
+    run_cocotb(sim=sim_env, sources=sources, top="wafertile_bridge_top",
+               test_module="wafertile.sim.tb.bridge", build_dir=build, testcase="layer",
+               extra_env=_env(CFG_BF16, WAFERTILE_SEED=str(seed_for(request)),
+                              WAFERTILE_LAYER=json.dumps({"B": 2, "I": 5, "J": 40,
+                                                          "density": 0.6,
+                                                          "extremes": True})))
 
 
 @pytest.mark.parametrize("sim", sim_cases([()], slow=_icarus_only, ids=lambda: "network"))

@@ -241,6 +241,30 @@ def test_network_on_the_rtl(request, cache, tmp_path, cfg_name):
     assert same(y, want).all() and report.passed and report.dtype == cfg.dtype
 
 
+def test_onnx_mlp_in_fp16(request, cache, monkeypatch, tmp_path, capsys):
+    """A float ONNX MLP made outside the project runs in FP16 (``--dtype fp16``: weights
+    rounded to FP16, no calibration), pruned, a layer split over K = 2 tiles, on Verilator."""
+    from wafertile.network.onnx import import_onnx_float
+
+    from .test_network import _onnx_mlp
+
+    rng = np.random.default_rng(seed_for(request))
+    _onnx_mlp(tmp_path / "mlp.onnx", rng, [12, 20, 16, 5])
+    x = rng.random((6, 12)).astype(np.float16)
+    np.save(tmp_path / "x.npy", x)
+    monkeypatch.setenv("WAFERTILE_CACHE", str(cache))
+    code = main(["run", "--network", str(tmp_path / "mlp.onnx"), "--dtype", "fp16", "--prune",
+                 "0.5", "--inputs", str(tmp_path / "x.npy"), "--rows", "4", "--cols", "4",
+                 "--act-depth", "16", "--acc-depth", "16", "--out", str(tmp_path / "y.npy"),
+                 "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["pass"] is True and report["dtype"] == "fp16"
+    net = import_onnx_float(tmp_path / "mlp.onnx", "fp16", prune_to=0.5)
+    want = documented_network([(np.asarray(layer.weights), layer.bias, layer.relu)
+                               for layer in net.layers], x, 16, "fp16")
+    assert same(np.load(tmp_path / "y.npy"), want).all()
+
+
 def test_reduction_is_one_phase_per_block():
     """The compiler's order of partial sums: one fenced reduce phase per block k = 1, 2, ...,
     each with only block k's SENDs (integer layers keep one phase for all blocks)."""
