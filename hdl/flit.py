@@ -18,6 +18,10 @@ data      ``acc_width`` signed   weight (MAC, low ``data_width`` bits), activati
                                  (WRITE_ACT, low ``data_width`` bits), addend (ADD),
                                  value (WRITE_ACC, REPLY)
 ========  =====================  ==========================================================
+
+With a floating-point ``dtype`` the layout is the same and ``data`` carries raw bits: FP16 /
+BF16 words in bits 15:0 (weights, activations), FP32 words in all 32 bits (ADD, WRITE_ACC,
+REPLY of an accumulator); ``manifest.json``'s ``number_format`` says which (``docs/flit.md``).
 """
 
 from __future__ import annotations
