@@ -60,16 +60,21 @@ def mesh_seconds(cycles: float, tiles: int) -> float:
 
 
 _L, _N, _E, _S, _W = (p.value for p in Port)
-#: Each output's candidate inputs, in the order its round-robin arbiter scans them (padded
-#: with the output's own direction, which never asks for it: no U-turns).
-_ORDER = {
-    _L: (_N, _S, _L, _E, _W),
-    _N: (_S, _W, _L, _E, _N),
-    _E: (_W, _L, _N, _S, _E),
-    _S: (_N, _E, _W, _L, _S),
-    _W: (_E, _L, _N, _S, _W),
+#: Each output's candidate inputs, in the order its round-robin arbiter scans them, per
+#: micro-architecture (padded with the output's own direction, which never asks for it: no
+#: U-turns). ``compact``: the output's direct inputs in port order, then the turn stage T
+#: (L, E, W) or the delivery stage D (N, S, T); ``lite``: XE (W, L), XW (E, L), N (S, T),
+#: S (N, T), D (N, S, T) with T (W, E, L); ``parallel``: every input in port order.
+_ORDERS = {
+    "compact": {_L: (_N, _S, _L, _E, _W), _N: (_S, _W, _L, _E, _N),
+                _E: (_L, _W, _N, _S, _E), _S: (_N, _E, _L, _W, _S),
+                _W: (_L, _E, _N, _S, _W)},
+    "lite": {_L: (_N, _S, _W, _E, _L), _N: (_S, _W, _E, _L, _N),
+             _E: (_W, _L, _N, _S, _E), _S: (_N, _W, _E, _L, _S),
+             _W: (_E, _L, _N, _S, _W)},
+    "parallel": {o: (_L, _N, _E, _S, _W) for o in range(5)},
 }
-_ORDER_INDEX = np.array([_ORDER[o] for o in range(5)])
+_ORDER_INDEX = {arch: np.array([order[o] for o in range(5)]) for arch, order in _ORDERS.items()}
 _OPPOSITE = {_N: _S, _S: _N, _E: _W, _W: _E}
 
 # what a core does with a flit (the kinds of :class:`PhaseFlits`)
@@ -186,12 +191,16 @@ class MeshResult:
         (-1: none).
     cycles : int
         Cycles from the first injection to the last step.
+    arbiters : tuple
+        The round-robin pointers of every output and input at the end (what a next phase
+        starts from: the RTL keeps them from phase to phase).
     """
 
     last_mac: int
     last_write: int
     last_reply: int
     cycles: int
+    arbiters: tuple = ()
 
 
 class _Mesh:
@@ -254,6 +263,7 @@ class _Mesh:
         self.dmask = np.where(self.x == 0, (1 << _L) | (1 << _W), 1 << _L) \
             if self.arch == "lite" else np.full(nodes, 1 << _L)
         self.ptrs = np.zeros((5, nodes), np.int64)  # round-robin pointers per output
+        self.order = _ORDER_INDEX[self.arch]
 
     # -- buffers ---------------------------------------------------------------------------
 
@@ -320,16 +330,26 @@ class _Mesh:
         asks = np.stack([(offer >> o) & 1 for o in range(5)]) != 0             # (o, i, V, n)
         asks[_L] = (offer & self.dmask) != 0
         asks[_W] &= self.inside[_W] | (self.arch != "lite")
-        cand = asks[np.arange(5)[:, None], _ORDER_INDEX].reshape(5, 5 * V, nodes)
-        k = 5 * V
+        if chosen is None:
+            # parallel: every (input, VC) head is a requester, inputs in port order
+            cand = asks.reshape(5, 5 * V, nodes)
+            k = 5 * V
+        else:
+            # compact, lite: the arbiters see inputs (each offers one VC's head)
+            cand = asks[np.arange(5)[:, None], self.order].any(axis=2)
+            k = 5
         prio = (np.arange(k)[None, :, None] - self.ptrs[:, None, :]) % k
         key = np.where(cand, prio, k)
         best = key.argmin(axis=1)                                               # (o, n)
         win = key.min(axis=1) < k
         self.ptrs = np.where(win, (best + 1) % k, self.ptrs)
         o_w, n_w = np.nonzero(win)
-        inp = _ORDER_INDEX[o_w, best[o_w, n_w] // V]
-        vc = best[o_w, n_w] % V
+        if chosen is None:
+            inp = best[o_w, n_w] // V
+            vc = best[o_w, n_w] % V
+        else:
+            inp = self.order[o_w, best[o_w, n_w]]
+            vc = chosen[inp, n_w]
         bits = np.where(o_w == _L, offer[inp, vc, n_w] & self.dmask[n_w], 1 << o_w)
         got = np.zeros((5, V, nodes), np.int64)
         np.add.at(got, (inp, vc, n_w), bits)
@@ -439,9 +459,12 @@ class _Mesh:
         return self.macs > 0 or self.writes > 0 or self.replies > 0
 
 
-def simulate(timing: Timing, flits: PhaseFlits, *, limit: int | None = None) -> MeshResult:
+def simulate(timing: Timing, flits: PhaseFlits, *, limit: int | None = None,
+             arbiters: tuple = ()) -> MeshResult:
     """Play one phase from an empty fabric, its first injection at cycle 0 (a slot
     boundary), until every MAC, activation write and reply it causes is counted.
+    ``arbiters``: the round-robin pointers the previous phase left
+    (:attr:`MeshResult.arbiters`; default: reset).
 
     Raises
     ------
@@ -450,6 +473,8 @@ def simulate(timing: Timing, flits: PhaseFlits, *, limit: int | None = None) -> 
         phase's size; only a bug in the model can reach it).
     """
     mesh = _Mesh(timing, flits)
+    if arbiters:
+        mesh.ptrs, mesh.vcp = (a.copy() for a in arbiters)
     h = timing.slot
     if limit is None:
         limit = 8 * h * (flits.hosts + len(flits.port) + 1) * (mesh.R + mesh.C + mesh.B) + 1000
@@ -467,4 +492,5 @@ def simulate(timing: Timing, flits: PhaseFlits, *, limit: int | None = None) -> 
             given = mesh.route(now, advance)
         mesh.core(now, advance, given)
         now += 1
-    return MeshResult(mesh.last["mac"], mesh.last["write"], mesh.last["reply"], now)
+    return MeshResult(mesh.last["mac"], mesh.last["write"], mesh.last["reply"], now,
+                      (mesh.ptrs, mesh.vcp))

@@ -94,11 +94,13 @@ class Prediction:
 
 
 def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto",
-                  budget: float = MESH_BUDGET) -> tuple[int, str, float]:
+                  budget: float = MESH_BUDGET, arbiters: tuple = ()
+                  ) -> tuple[int, str, float, tuple]:
     """The cycles of one phase that starts at a slot boundary, how they were found
-    (:attr:`Prediction.methods`) and the estimated seconds of mesh model spent (``detail =
+    (:attr:`Prediction.methods`), the estimated seconds of mesh model spent (``detail =
     "auto"``: the mesh where the analytic model is not exact, if that estimate is within
-    ``budget``).
+    ``budget``) and, after the mesh, its arbiters' pointers (the next phase starts from
+    them, as in the RTL; ``arbiters``: the previous phase's).
 
     Raises
     ------
@@ -110,16 +112,16 @@ def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto",
         raise ModelError(f"phase kind {phase.kind!r} cannot be predicted (known: "
                          f"{', '.join(KINDS)})")
     if not len(phase):
-        return 1, "analytic", 0.0  # the host sees at once that nothing is left
+        return 1, "analytic", 0.0, arbiters  # the host sees at once that nothing is left
     cycles, method = _analytic(timing, phase)
     cfg = timing.config
     cost = mesh_seconds(cycles, cfg.rows * cfg.cols)
     if detail == "mesh" or (detail == "auto" and method != "exact" and cost <= budget):
-        result = simulate(timing, PhaseFlits.from_phase(cfg, phase))
+        result = simulate(timing, PhaseFlits.from_phase(cfg, phase), arbiters=arbiters)
         end = {"stream": result.last_mac, "handoff": result.last_write}.get(
             phase.kind, result.last_reply)
-        return end + 1, "mesh", cost
-    return cycles, method, 0.0
+        return end + 1, "mesh", cost, result.arbiters
+    return cycles, method, 0.0, ()
 
 
 def _analytic(timing: Timing, phase: Phase) -> tuple[int, str]:
@@ -173,9 +175,11 @@ def predict_program(config: Config, program: LayerProgram, *, detail: str = "aut
     elapsed = 0  # cycles since reset: where the next phase starts in the slot
     seen: dict[int, tuple[int, str]] = {}  # a network's batch groups share phase objects
     budget = MESH_BUDGET
+    arbiters: tuple = ()
     for phase in program.phases:
         if id(phase) not in seen:
-            c, how, spent = predict_phase(timing, phase, detail=detail, budget=budget)
+            c, how, spent, arbiters = predict_phase(timing, phase, detail=detail,
+                                                    budget=budget, arbiters=arbiters)
             budget -= spent
             seen[id(phase)] = c, how
         c, how = seen[id(phase)]
