@@ -240,7 +240,7 @@ def test_dense_stream_from_its_period_is_the_analytic_stream():
         cycles, how = dense_stream(Timing(cfg), plan, 0, rows)
         port, fields = plan.streams[0]
         est = stream_cycles(Timing(cfg), port, fields["x0"], 0, rows - 1)
-        assert how == "analytic" and est.shared == 1 and cycles == est.cycles
+        assert how == "exact" and est.shared == 1 and cycles == est.cycles
 
 
 def test_network_prediction(request):

@@ -182,14 +182,15 @@ def _lean(config: Config, x: np.ndarray, w: np.ndarray, *, dense: bool = False
 
 def _row(timing: Timing, phase) -> tuple[int, str]:
     f = phase.flits
+    # exact on compact and parallel (predict._analytic says why)
     return row_cycles(timing, phase.port, f["header.x0"], f["header.x1"],
-                      f["payload.op"]), "analytic"
+                      f["payload.op"]), "analytic" if timing.lite else "exact"
 
 
 def _stream(timing: Timing, plan: LayerPlan, p: int, rows: int) -> tuple[int, str]:
     port, fields = plan.streams[p]
     est = stream_cycles(timing, port, fields["x0"], 0, max(rows - 1, 0))
-    return est.cycles, "bound" if est.bound else "analytic"
+    return est.cycles, "exact" if est.shared <= 1 else "bound" if est.bound else "analytic"
 
 
 def dense_stream(timing: Timing, plan: LayerPlan, p: int, rows: int) -> tuple[int, str]:
@@ -200,7 +201,8 @@ def dense_stream(timing: Timing, plan: LayerPlan, p: int, rows: int) -> tuple[in
     (chunk by chunk when a row is split). When every column is fed by one port only, no
     column queues and the free-flow result is the latest of each port's last round:
     ``(flits - m + r) + column + 1`` slots for its output of rank ``r``, plus the rows it
-    reaches. Otherwise the port and column bounds (``"bound"``).
+    reaches (``"exact"``, as the analytic stream is then). Otherwise the port and column
+    bounds (``"bound"``).
     """
     cfg = timing.config
     port = plan.ports(p)
@@ -227,7 +229,7 @@ def dense_stream(timing: Timing, plan: LayerPlan, p: int, rows: int) -> tuple[in
         ranks = np.zeros(plan.I, dtype=np.int64)
         ranks[order] = rank(port[order])
         last = (flits[q] - m[q] + ranks[members]) + group[members] + 1 + reach
-        return int(last.max()) * h + timing.adapter + 3, "analytic"
+        return int(last.max()) * h + timing.adapter + 3, "exact"
     # chunk k of every output goes to column k * G + g(output)
     sizes = np.full(plan.K, plan.chunk)
     sizes[-1] = J - plan.chunk * (plan.K - 1)
