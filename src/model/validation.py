@@ -1,8 +1,9 @@
 """The model against the RTL: the validation set and the comparison.
 
 The set (``benchmarks/model.py`` runs it all, ``tests/test_model.py`` a sample) is
-(configuration, workload) pairs: :data:`CONFIGS`, ten configurations from 1 x 1 to 8 x 8
-with the three router micro-architectures (``lite`` with 1, 2 and 4 phits); per
+(configuration, workload) pairs: :data:`CONFIGS`, fifteen configurations from 1 x 1 to 8 x 8
+with the three router micro-architectures (``lite`` with 1 to 4 phits; 2 to 4 VCs, buffers
+of 2 to 8 flits); per
 configuration, seeded random layers from :func:`layer_cases` (densities from 1% to 100%,
 layers that need passes, on-fabric reduction, several batch groups, outputs of uneven
 density) and the small networks of :func:`network_cases` that fit it. Each pair's program is
@@ -26,9 +27,9 @@ from .predict import predict_program
 __all__ = ["CONFIGS", "LayerCase", "NetworkCase", "PairResult", "compare", "layer_cases",
            "measure_pairs", "network_cases", "summarize"]
 
-#: The validation configurations (name -> Config): sizes 1 x 1 .. 8 x 8, every router
-#: micro-architecture, phits 1, 2 and 4, banks small enough that layers need passes and
-#: on-fabric reduction.
+#: The validation configurations (name -> Config): sizes 1 x 1 .. 8 x 8 (rows or columns
+#: alone too), every router micro-architecture, phits 1 to 4, 2 to 4 VCs, buffers of 2 to 8
+#: flits, banks small enough that layers need passes and on-fabric reduction.
 CONFIGS: dict[str, Config] = {
     "compact-1x1": Config(rows=1, cols=1, data_width=8, acc_width=24, act_depth=64,
                           acc_depth=16),
@@ -49,6 +50,17 @@ CONFIGS: dict[str, Config] = {
                           phits=4, buffer_depth=2),
     "lite-8x8-p4": Config(rows=8, cols=8, act_depth=64, acc_depth=32, router_arch="lite",
                           phits=4, buffer_depth=2),
+    "compact-3x2-v4": Config(rows=3, cols=2, data_width=8, acc_width=24, act_depth=16,
+                             acc_depth=16, num_vcs=4, buffer_depth=2),
+    "compact-5x1": Config(rows=5, cols=1, data_width=8, acc_width=24, act_depth=64,
+                          acc_depth=16),
+    "parallel-1x4": Config(rows=1, cols=4, data_width=8, acc_width=24, act_depth=16,
+                           acc_depth=16, router_arch="parallel"),
+    "lite-3x3-p3": Config(rows=3, cols=3, data_width=8, acc_width=24, act_depth=32,
+                          acc_depth=16, router_arch="lite", phits=3, buffer_depth=2),
+    "lite-2x4-p2-v3": Config(rows=2, cols=4, data_width=8, acc_width=24, act_depth=16,
+                             acc_depth=32, router_arch="lite", phits=2, buffer_depth=4,
+                             num_vcs=3),
 }
 
 
