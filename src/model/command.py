@@ -33,10 +33,10 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         "fidelity", "simulate the RTL, or predict the cycles with the performance model "
                     "(docs/performance.md)")
     group.add_argument("--fidelity", choices=FIDELITIES, default="rtl",
-                       help="rtl: generate, build and simulate the array (default); model: "
-                            "predict the cycles of every phase without the RTL, in seconds "
-                            "up to wafer-size arrays (no outputs: no --out, --waves, "
-                            "--device)")
+                       help="rtl: generate, build and simulate the array; model: predict "
+                            "the cycles of every phase without the RTL, in seconds up to "
+                            "wafer-size arrays (no outputs: no --out, --waves, --device) "
+                            "(default: %(default)s)")
     group.add_argument("--model-detail", choices=DETAILS, default="auto",
                        help="with --fidelity model: 'mesh' plays every phase through the "
                             "event-level model of the routers and cores (matches the RTL; "
