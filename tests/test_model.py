@@ -350,3 +350,15 @@ def test_wafer_size_layer():
     assert ports < result.sparse.cycles < 1.1 * ports + 2 * (1024 + 1024)
     assert set(result.sparse.methods) == {"exact"}
     assert result.dense.cycles == pytest.approx(16384 * 16384 / 1024, rel=0.01)
+
+
+def test_only_the_command_line_imports_the_model():
+    """Imports go one way: the model uses the compiler, the network compiler, the
+    configuration and the flit format; of the rest of the package only the commands that
+    offer ``fidelity = "model"`` import it."""
+    from .test_structure import _graph
+
+    users = {m for m, deps in _graph().items() if not m.startswith("wafertile.model")
+             and any(d.startswith("wafertile.model") for d in deps)}
+    assert users <= {"wafertile.cli", "wafertile.network.command", "wafertile.sweep.tasks"}, \
+        users
