@@ -10,8 +10,10 @@ router moves once per slot, a core once per cycle):
 1. every input offers the branches of a head that still have to go and whose next buffer
    had room at the start of the step (``compact`` and ``lite``: the head of one VC per
    input, chosen round-robin; ``parallel``: every VC's head);
-2. every output grants one offer round-robin (candidates in a fixed order per output);
-   a multicast head keeps its buffer until every branch has gone, one or several per step;
+2. every output grants one offer round-robin, its candidates in the order of the
+   micro-architecture's switch (:data:`_ORDERS`); the pointers carry over from one phase to
+   the next, as in the RTL; a multicast head keeps its buffer until every branch has gone,
+   one or several per step;
 3. granted branches enter the next router's buffer (visible next step), the core, or
    leave by the west edge to the host; heads with nothing left leave their buffers;
 4. each west port injects its next flit if the first router's buffer for its VC had room;
@@ -27,8 +29,8 @@ one phit); its delivery stage ``D``, which on the west edge serves both the loca
 the west exit (one flit per slot for both); phits (a router step every ``phits`` cycles, a
 slot more for the serializer at the edge and the deserializer in front of each core, whose
 register frees in the cycle the core takes the flit). ``benchmarks/model.py`` compares it
-with the RTL: it gives the RTL's cycle counts for every phase of the validation set but a
-few hand-off rounds (a cycle or two). Not modelled: the turn stages of ``compact`` and
+with the RTL: it gives the RTL's cycle count for every phase of the validation set (193
+pairs, 2 853 phases; ``docs/performance.md``). Not modelled: the turn stages of ``compact`` and
 ``lite`` as stages of their own (the compiler's phases never make two inputs compete for
 a turn), and edges other than the west one (nothing the compiler emits leaves there).
 
