@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,7 +63,8 @@ class ModelReport:
     wall_seconds: float
     name: str = ""
     per_image: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: a network with labels: the integer reference's accuracy
+    accuracy: float | None = None
 
     @classmethod
     def make(cls, config: Config, result: LayerPrediction, macs: int, *, wall: float,
@@ -95,6 +96,7 @@ class ModelReport:
                "wall_seconds": round(self.wall_seconds, 2)}
         if self.per_image is not None:
             out["cycles_per_image"] = self.per_image
+            out["accuracy"] = self.accuracy
         return out
 
     def text(self, config: Config) -> str:
@@ -112,6 +114,9 @@ class ModelReport:
         ]
         if self.name:
             lines.append(f"network          {self.name}")
+        if self.accuracy is not None:
+            lines.append(f"accuracy         {100 * self.accuracy:.1f}% (the integer reference, "
+                         f"which the fabric computes bit for bit)")
         lines += [
             f"nonzeros         {self.nnz} weights streamed",
             what,
@@ -153,14 +158,19 @@ def run_model_layer(args: argparse.Namespace, config: Config, x: np.ndarray,
     return _print(args, config, report)
 
 
-def run_model_network(args: argparse.Namespace, config: Config, net, x: np.ndarray) -> int:
-    """``wafertile run --network ... --fidelity model``: predict, print, exit status 0."""
+def run_model_network(args: argparse.Namespace, config: Config, net, x: np.ndarray,
+                      labels: np.ndarray | None = None) -> int:
+    """``wafertile run --network ... --fidelity model``: predict, print, exit status 0. With
+    ``labels``, the accuracy of the integer reference (the fabric computes it bit for
+    bit)."""
     from ..sim.models.network import network_reference
 
     start = time.perf_counter()
     result = predict_network(config, net, x, dense=not args.no_dense, detail=args.model_detail)
-    _, acts = network_reference(config, net, x)
+    outputs, acts = network_reference(config, net, x)
     macs = sum(layer_macs(a, layer.weights) for a, layer in zip(acts, net.layers, strict=True))
     report = ModelReport.make(config, result, macs, wall=time.perf_counter() - start,
                               name=net.name or "network", images=len(x))
+    if labels is not None:
+        report.accuracy = float(np.mean(np.argmax(outputs, axis=1) == labels))
     return _print(args, config, report)

@@ -135,7 +135,7 @@ def run_network_command(args: argparse.Namespace, make_config: Callable[..., obj
     cfg = make_config(dtype=net.dtype)
     if getattr(args, "fidelity", "rtl") == "model":
         from ..model.command import run_model_network
-        return run_model_network(args, cfg, net, x)
+        return run_model_network(args, cfg, net, x, labels)
     # run_network / run_network_device compile (and so check every size and value) before
     # anything is built or a port is opened
     if args.device is not None:

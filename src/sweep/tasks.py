@@ -153,7 +153,8 @@ def _run_rtl(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any]:
 def _run_model(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any]:
     """``run`` at fidelity ``model``: :func:`wafertile.model.predict_layer` or
     :func:`~wafertile.model.predict_network`, the cycles predicted without the RTL (no
-    build, no lock; nothing to check against numpy: ``passed`` stays empty)."""
+    build, no lock; nothing to check against numpy: ``passed`` stays empty; a network's
+    ``accuracy`` is its integer reference's, which the fabric computes bit for bit)."""
     from ..model.command import layer_macs
     from ..model.layer import predict_layer, predict_network
 
@@ -162,15 +163,19 @@ def _run_model(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any
     if point.workload.kind == "network":
         from ..sim.models.network import network_reference
 
-        net, x, _ = arrays
+        net, x, labels = arrays
         result = predict_network(config, net, x, dense=dense)
-        _, acts = network_reference(config, net, x)
+        outputs, acts = network_reference(config, net, x)
         macs = sum(layer_macs(a, layer.weights) for a, layer in zip(acts, net.layers,
                                                                      strict=True))
+        # the fabric computes the integer reference bit for bit (tests/test_network.py)
+        accuracy = None if labels is None else \
+            float(np.mean(np.argmax(outputs, axis=1) == labels))
     else:
         x, w = point.workload.layer(config, arrays)
         result = predict_layer(config, x, w, dense=dense)
         macs = layer_macs(x, w)
+        accuracy = None
     sparse, full = result.sparse, result.dense
     cycles = sparse.cycles
     network = point.workload.kind == "network"
@@ -182,7 +187,7 @@ def _run_model(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any
             "speedup": dense_cycles / mine if dense_cycles and mine else None,
             "utilization": macs / (tiles * cycles) if cycles else 0.0,
             "cycles_per_input": mine / len(x) if mine else None, "cached": False,
-            "model_methods": " ".join(sorted(set(sparse.methods)))}
+            "accuracy": accuracy, "model_methods": " ".join(sorted(set(sparse.methods)))}
 
 
 def _synth_rtl(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any]:
