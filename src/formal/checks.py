@@ -53,7 +53,8 @@ def checks_for(block: str, overrides: Mapping[str, Any] | None = None, *,
                depth: int | None = None, deep: bool = False) -> list[Check]:
     """The checks of ``block``: its default configurations, or ``SMALL`` overridden by
     ``overrides`` (the parameters a ``--config`` file sets). ``depth`` replaces every
-    check's depth; ``deep`` gives the longer runs of ``pytest --run-slow``.
+    check's depth; ``deep`` gives the checks ``pytest --run-slow`` adds (deeper, bigger or
+    other configurations).
 
     Raises
     ------
@@ -87,14 +88,16 @@ def _buffer(base, given, deep):
         variants = [{}]
     else:
         variants = [{"router_arch": "compact"}, {"router_arch": "lite", "phits": 2}]
+    if deep and not {"buffer_depth", "num_vcs"} & set(given):
+        base = {**base, "buffer_depth": 4, "num_vcs": 3}  # bigger, and VCs not a power of 2
     out = []
     for v in variants:
         cfg = _config(base, **v)
-        tag = f"p{cfg.phits}_d{cfg.buffer_depth}"
-        fifo_depth = (2 * cfg.buffer_depth + 3) * cfg.phits + (6 if deep else 0)
+        tag = f"p{cfg.phits}_v{cfg.num_vcs}_d{cfg.buffer_depth}"
+        fifo_depth = (2 * cfg.buffer_depth + 3) * cfg.phits
         out += [
             Check(f"buffer_count_{tag}", "buffer", cfg, BufferCountHarness, "prove", 4,
-                  cover_depth=(2 * cfg.buffer_depth + 2) * cfg.phits,
+                  cover_depth=(cfg.num_vcs * cfg.buffer_depth + 2) * cfg.phits,
                   why="the counters are their own inductive invariant"),
             Check(f"buffer_fifo_{tag}", "buffer", cfg, BufferFifoHarness, "bmc", fifo_depth,
                   cover_depth=fifo_depth,
@@ -104,8 +107,10 @@ def _buffer(base, given, deep):
     return out
 
 
-#: BMC depth of the router checks (default run, --run-slow).
-ROUTER_DEPTH = {False: 3, True: 5}
+#: BMC depth of the router checks, in slots (default run, --run-slow): each step costs more
+#: than the one before, the parallel router's most (docs/formal.md).
+ROUTER_DEPTH = {False: {"compact": 3, "parallel": 3, "lite": 3},
+                True: {"compact": 5, "parallel": 4, "lite": 4}}
 
 
 def _router(base, given, deep):
@@ -113,22 +118,21 @@ def _router(base, given, deep):
     out = []
     for a in archs:
         cfg = _config(base, **a)
-        depth = ROUTER_DEPTH[deep] * cfg.phits
+        depth = ROUTER_DEPTH[deep][cfg.router_arch] * cfg.phits
         out.append(Check(
             f"router_{cfg.router_arch}_p{cfg.phits}", "router", cfg,
             lambda c: RouterHarness(c, drain=0), "bmc", depth,
             cover_depth=(2 * cfg.buffer_depth + 4) * cfg.phits,
-            why="each input's buffers fill in buffer_depth * num_vcs slots: the depth lets "
-                "a flit wait behind a full buffer and leave"))
+            why="flits enter in slots 0 and 1 and a VC buffer is full in slot 2; a second "
+                "flit can try to overtake a blocked first one"))
     return out
 
 
 def _core(base, given, deep):
-    modes = [{}] if "overflow" in given else [{"overflow": "wrap"}, {"overflow": "saturate"}]
-    if not deep and "overflow" not in given:
-        modes = modes[:1]
+    # the default run checks wrap; --run-slow adds saturate (depth 7 does not finish)
+    modes = [{}] if "overflow" in given else [{"overflow": "saturate" if deep else "wrap"}]
     return [Check(f"core_{_config(base, **o).overflow}", "core", _config(base, **o),
-                  CoreHarness, "bmc", 8 if deep else 6, cover_depth=6,
+                  CoreHarness, "bmc", 6, cover_depth=6,
                   why="WRITE_ACT, two back-to-back MACs into one accumulator and its read "
                       "fit in 4 accepted flits; the reply comes 2 cycles later")
             for o in modes]
@@ -141,7 +145,7 @@ def _sram(base, given, deep):
 
 
 def _phit(base, given, deep):
-    variants = [{}] if "phits" in given else [{"phits": 2}] + ([{"phits": 3}] if deep else [])
+    variants = [{}] if "phits" in given else [{"phits": 3 if deep else 2}]
     out = []
     for v in variants:
         cfg = _config(base, router_arch="lite", **v)
