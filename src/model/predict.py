@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
+from ..hdl.flit import Opcode
 from ..stream import LayerProgram, Phase
 from .mesh import MESH_BUDGET, PhaseFlits, mesh_seconds, simulate
 from .phases import handoff_cycles, row_cycles
@@ -116,12 +117,60 @@ def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto",
     cycles, method = _analytic(timing, phase)
     cfg = timing.config
     cost = mesh_seconds(cycles, cfg.rows * cfg.cols)
+    row = _one_row(cfg, phase) if phase.kind != "stream" and cfg.rows > 1 else None
+    if row is not None:  # every row alike: one row costs 1 / rows of the array
+        cost /= cfg.rows
     if detail == "mesh" or (detail == "auto" and method != "exact" and cost <= budget):
+        if row is not None:
+            # row 0's arbiters in, the same state out for every row (the rows run alike)
+            first = tuple(a[:, :cfg.cols] for a in arbiters)
+            result = simulate(Timing(cfg.replace(rows=1)), PhaseFlits.from_phase(cfg, row),
+                              arbiters=first)
+            end = {"handoff": result.last_write}.get(phase.kind, result.last_reply)
+            return end + 1, "mesh", cost, tuple(np.tile(a, (1, cfg.rows))
+                                                for a in result.arbiters)
         result = simulate(timing, PhaseFlits.from_phase(cfg, phase), arbiters=arbiters)
         end = {"stream": result.last_mac, "handoff": result.last_write}.get(
             phase.kind, result.last_reply)
         return end + 1, "mesh", cost, result.arbiters
     return cycles, method, 0.0, ()
+
+
+def _one_row(config: Config, phase: Phase) -> Phase | None:
+    """Row 0's flits, if every row of a phase that stays in its rows (load, read, reduce,
+    hand-off) carries the same sequence as far as timing goes (rectangles, opcodes, where
+    the outputs go; not the values): the rows do not interact, so the phase takes as long as
+    one row. None otherwise."""
+    f = phase.flits
+    port = phase.port
+    counts = np.bincount(port, minlength=config.rows)
+    used = np.flatnonzero(counts)
+    if len(used) < 2 or used[0] != 0 or np.any(counts[used] != counts[0]):
+        return None
+    n = int(counts[0])
+    order = np.argsort(port, kind="stable")
+    op = f["payload.op"]
+    # where an answering flit's output goes, without its row (the y fields)
+    answers = np.isin(op, (Opcode.READ_ACC.value, Opcode.READ_ACT.value, Opcode.SEND.value,
+                           Opcode.FINISH.value))
+    ymask = 0
+    for table in (config.route_fields, config.handoff_fields):
+        at = 0
+        for name, width in table.items():
+            if name == "y":
+                ymask |= ((1 << width) - 1) << at
+            at += width
+    where = np.where(answers, np.asarray(f["payload.data"], np.int64) & ~ymask, 0)
+    for column in (f["header.x0"], f["header.x1"], f["header.exit"], f["header.vc"], op,
+                   where):
+        rows = np.asarray(column)[order].reshape(len(used), n)
+        if np.any(rows != rows[0]):
+            return None
+    mine = port == 0
+    return Phase(phase.kind, port[mine], {k: v[mine] for k, v in f.items()},
+                 phase.expected_macs, 0, *(getattr(phase, k)[phase.reply_row == 0] for k in
+                                           ("reply_row", "reply_slot", "reply_x", "reply_b",
+                                            "reply_i")))
 
 
 def _analytic(timing: Timing, phase: Phase) -> tuple[int, str]:
