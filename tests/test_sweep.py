@@ -212,7 +212,7 @@ def test_model_points_take_synth_at_rtl_and_predict():
     assert [(p.measurement, p.fidelity) for p in points] == [
         ("synth", "rtl"), ("run", "rtl"), ("derived", "rtl"), ("run", "model"),
         ("derived", "model")]
-    synth, run_rtl, _, run_model, derived = points
+    synth, _, _, run_model, derived = points
     assert derived.inputs == (run_model.id, synth.id)
     row = tasks.run_point(run_model)
     assert row["status"] == "ok", row["error"]
