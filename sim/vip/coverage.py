@@ -183,26 +183,25 @@ def format_text(rep: Mapping[str, Any], *, holes: int | None = None) -> str:
 
 
 _dumped = itertools.count()
+#: The process that collects the report (it merges its own counts in memory).
+_collector_pid: int | None = None
+
+
+def collecting_here() -> None:
+    """Mark this process as the one that merges the report (it does not dump at exit)."""
+    global _collector_pid
+    _collector_pid = os.getpid()
 
 
 def _dump_at_exit() -> None:
     where = os.environ.get("WAFERTILE_COVERAGE_DIR")
-    if where and counts() and os.getpid() != _PYTEST_PID.get("pid"):
+    if where and counts() and os.getpid() != _collector_pid:
         path = Path(where) / f"cov-{os.getpid()}-{next(_dumped)}.json"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             dump(path)
         except OSError:  # pragma: no cover - a report is not worth failing a simulation for
             pass
-
-
-#: The process that collects the report (it merges its own counts in memory).
-_PYTEST_PID: dict[str, int] = {}
-
-
-def collecting_here() -> None:
-    """Mark this process as the one that merges the report (it does not dump at exit)."""
-    _PYTEST_PID["pid"] = os.getpid()
 
 
 atexit.register(_dump_at_exit)
