@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import PARAMETERS, Config, parameter_help
+from .config import PARAMETERS, Config, parameter_help, parse_bool
 from .errors import InputError
 from .log import show_progress
 
@@ -50,15 +50,29 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         kwargs = {"dest": rule.name, "default": None, "help": helps[rule.name]}
         if rule.kind is int:
             kwargs.update(type=int, metavar="N")
+        elif rule.kind is bool:  # true / false, read by _flag_values (a ConfigError)
+            kwargs.update(metavar="BOOL")
         else:
             kwargs.update(metavar="MODE")
         group.add_argument(flag, **kwargs)
 
 
 def _flag_values(args: argparse.Namespace) -> dict:
-    """The configuration parameters given as flags (the others are absent)."""
-    return {r.name: getattr(args, r.name) for r in PARAMETERS
-            if getattr(args, r.name, None) is not None}
+    """The configuration parameters given as flags (the others are absent); a bool flag's
+    text (``--handoff false``) as a bool.
+
+    Raises
+    ------
+    ConfigError
+        If a bool flag is not ``true`` or ``false``.
+    """
+    values = {r.name: getattr(args, r.name) for r in PARAMETERS
+              if getattr(args, r.name, None) is not None}
+    for rule in PARAMETERS:
+        if rule.kind is bool and isinstance(values.get(rule.name), str):
+            values[rule.name] = parse_bool("--" + rule.name.replace("_", "-"),
+                                           values[rule.name])
+    return values
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -346,9 +360,10 @@ def _parser() -> argparse.ArgumentParser:
             "design fits and meets --freq. ECP5 blocks are placed out of context (no pins); "
             "iCE40 blocks get a 4-pin I/O shell (see docs/fpga.md). On ECP5 (targets and the "
             "ULX3S board) the router defaults to the FPGA profile: --router-arch lite --phits 4 "
-            "--buffer-depth 2 (4-cycle links, the smallest router: an 8 x 8 array of 16/32-bit "
-            "tiles fits the 85F) for whichever of these three the flags do not set (a --config "
-            "file is taken as it is); --router-arch compact gives the simulation default. "
+            "--buffer-depth 2 (4-cycle links, the smallest router: with --handoff false, an "
+            "8 x 8 array of 16/32-bit tiles fits the 85F) for whichever of these three the "
+            "flags do not set (a --config file is taken as it is); --router-arch compact gives "
+            "the simulation default. "
             "With --board: the board top-level (array + UART bridge) and its bitstream. Tool "
             "logs stay in the build directory. Exit status 1 when the design does not fit.", 79),
         epilog="targets:\n" + "\n".join(f"  {t.name:11s} {t.device}" for t in TARGETS.values()),

@@ -65,6 +65,11 @@ class _Rule:
     rule: str  # the rule as it reads in an error message ("must be ...")
     check: Callable[[Any], bool]
 
+    @property
+    def kind_text(self) -> str:
+        """The kind of value, as an error message words it ("must be an integer")."""
+        return {int: "an integer", str: "a string", bool: "true or false"}[self.kind]
+
 
 #: Every user-settable parameter, in the order the CLI and the docs list them.
 PARAMETERS: tuple[_Rule, ...] = (
@@ -102,6 +107,12 @@ PARAMETERS: tuple[_Rule, ...] = (
           "cycles a flit takes on a link: the links, buffers and switch are flit_width / phits "
           "bits wide ('lite' router only; 1 elsewhere)",
           "must be an integer from 1 to 8", lambda v: 1 <= v <= 8),
+    _Rule("handoff", bool,
+          "whether the tile cores have the hand-off unit of whole networks (SET and FINISH: "
+          "requantization registers, an accumulator turned into the next layer's activation); "
+          "false leaves it out (SET and FINISH are then unknown opcodes) for smaller, faster "
+          "tiles that run single layers",
+          "must be true or false", lambda v: True),
 )
 
 _RULES = {r.name: r for r in PARAMETERS}
@@ -147,6 +158,11 @@ class Config:
     phits : int
         Cycles a flit takes on a link (``"lite"`` only): links, router buffers and switch are
         ``ceil(flit_width / phits)`` bits wide (:attr:`phit_width`).
+    handoff : bool
+        Whether the tile cores contain the hand-off unit (SET, FINISH: the on-chip
+        requantization that a network of several layers needs, ``docs/network.md``). Default
+        True; False leaves out its logic and registers, and the cores treat SET and FINISH as
+        unknown opcodes (sticky ``error``).
 
     Raises
     ------
@@ -168,6 +184,7 @@ class Config:
     buffer_depth: int = 4
     router_arch: str = "compact"
     phits: int = 1
+    handoff: bool = True
 
     def __post_init__(self) -> None:
         self._resolve_format()
@@ -175,8 +192,7 @@ class Config:
             value = getattr(self, rule.name)
             # bool is an int in Python; a flag is never a width or a count.
             if type(value) is not rule.kind:
-                kind = "an integer" if rule.kind is int else "a string"
-                raise ConfigError(f"{rule.name} must be {kind}, not {value!r}")
+                raise ConfigError(f"{rule.name} must be {rule.kind_text}, not {value!r}")
             if not rule.check(value):
                 raise ConfigError(f"{rule.name} {rule.rule}, not {value!r}")
         if self.data_width != DTYPES[self.dtype]:
@@ -196,8 +212,10 @@ class Config:
             raise ConfigError(
                 f"acc_width must be at least 2 * data_width = {2 * self.data_width} "
                 f"(room for one full product), not {self.acc_width}")
-        for what, table in (("a READ/SEND carries its output's route", self.route_fields),
-                            ("a FINISH carries its hand-off", self.handoff_fields)):
+        carried = [("a READ/SEND carries its output's route", self.route_fields)]
+        if self.handoff:  # without the hand-off unit no FINISH carries a hand-off
+            carried.append(("a FINISH carries its hand-off", self.handoff_fields))
+        for what, table in carried:
             need = sum(table.values())
             if self.acc_width < need:
                 fields = " + ".join(f"{k} {w}" for k, w in table.items())
@@ -276,10 +294,8 @@ class Config:
 
     def to_toml(self) -> str:
         """The configuration as a flat TOML document that :meth:`from_toml` reads back."""
-        lines = []
-        for name, value in self.as_dict().items():
-            lines.append(f'{name} = "{value}"' if isinstance(value, str) else f"{name} = {value}")
-        return "\n".join(lines) + "\n"
+        return "".join(f"{name} = {toml_value(value)}\n"
+                       for name, value in self.as_dict().items())
 
     # -- derived widths (the only place they are computed) ------------------------------------
 
@@ -419,7 +435,24 @@ def _merge_format(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[s
     return merged
 
 
+def toml_value(value: Any) -> str:
+    """A parameter value as TOML writes it (``"wrap"``, ``16``, ``true``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
+def parse_bool(name: str, text: str) -> bool:
+    """A bool parameter given as text (a command-line flag): ``true`` or ``false`` (any
+    case)."""
+    value = {"true": True, "false": False}.get(text.strip().lower())
+    if value is None:
+        raise ConfigError(f"{name} must be true or false, not {text!r}")
+    return value
+
+
 def parameter_help() -> dict[str, str]:
     """Each parameter's help text with its rule and default, for ``--help``."""
-    defaults = Config().as_dict()
+    defaults = {name: str(v).lower() if isinstance(v, bool) else v
+                for name, v in Config().as_dict().items()}
     return {r.name: f"{r.help}; {r.rule} (default {defaults[r.name]})" for r in PARAMETERS}

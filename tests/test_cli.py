@@ -118,6 +118,37 @@ def test_lite_with_phits_generates_phit_links_and_edge_adapters(tmp_path):
     assert text.count("wafertile_phit_rx rx (") == 4
 
 
+def test_handoff_flag_and_file(tmp_path, capsys):
+    """--handoff false / true (any case) and handoff = false in a --config file reach the
+    configuration (the manifest lists it); the flag wins over the file."""
+    for argv, want in ((["--handoff", "false"], False), (["--handoff", "TRUE"], True), ([], True)):
+        out = tmp_path / f"o{len(argv)}{want}"
+        assert main(["generate", "--block", "sram", *argv, "-o", str(out)]) == 0
+        assert json.loads((out / "manifest.json").read_text())["parameters"]["handoff"] is want
+    toml = tmp_path / "t.toml"
+    toml.write_text("handoff = false\n")
+    for argv, want in (([], False), (["--handoff", "true"], True)):
+        out = tmp_path / f"f{len(argv)}"
+        assert main(["generate", "--block", "sram", "--config", str(toml), *argv, "-o",
+                     str(out)]) == 0
+        assert json.loads((out / "manifest.json").read_text())["parameters"]["handoff"] is want
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(("argv", "toml", "message"), [
+    (["--handoff", "maybe"], None, "--handoff must be true or false, not 'maybe'"),
+    (["--handoff", "0"], None, "--handoff must be true or false, not '0'"),
+    ([], 'handoff = "false"\n', "handoff must be true or false, not 'false'"),
+])
+def test_bad_handoff_is_one_line_error(tmp_path, capsys, argv, toml, message):
+    if toml is not None:
+        (tmp_path / "t.toml").write_text(toml)
+        argv = [*argv, "--config", str(tmp_path / "t.toml")]
+    assert main(["generate", "--block", "core", *argv, "-o", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == f"wafertile: error: {message}\n"
+    assert not (tmp_path / "o").exists()
+
+
 def test_bad_value_is_one_line_error(tmp_path, capsys):
     assert main(["generate", "--data-width", "12", "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err

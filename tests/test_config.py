@@ -31,6 +31,8 @@ from wafertile.config import PARAMETERS
      "router_arch must be one of 'compact', 'parallel', 'lite', not 'fast'"),
     ("phits", 0, "phits must be an integer from 1 to 8, not 0"),
     ("phits", 9, "phits must be an integer from 1 to 8, not 9"),
+    ("handoff", 1, "handoff must be true or false, not 1"),
+    ("handoff", "false", "handoff must be true or false, not 'false'"),
 ])
 def test_rejects_bad_value(name, value, message):
     with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
@@ -93,8 +95,8 @@ def test_rejects_route_wider_than_acc():
 
 @pytest.mark.parametrize("rule", PARAMETERS, ids=lambda r: r.name)
 def test_rejects_wrong_type(rule):
-    bad = "8" if rule.kind is int else 8
-    kind = "an integer" if rule.kind is int else "a string"
+    bad = {int: "8", str: 8, bool: "true"}[rule.kind]
+    kind = {int: "an integer", str: "a string", bool: "true or false"}[rule.kind]
     with pytest.raises(ConfigError, match=rf"^{rule.name} must be {kind}, not {bad!r}$"):
         Config(**{rule.name: bad})
 
@@ -142,7 +144,7 @@ def test_rejects_bool_as_int():
 
 def test_every_parameter_has_a_rejection_test():
     tested = {"rows", "cols", "dtype", "data_width", "acc_width", "overflow", "act_depth",
-              "acc_depth", "num_vcs", "buffer_depth", "router_arch", "phits"}
+              "acc_depth", "num_vcs", "buffer_depth", "router_arch", "phits", "handoff"}
     assert tested == {r.name for r in PARAMETERS}
 
 
@@ -176,6 +178,37 @@ def test_toml_round_trip(tmp_path):
     path.write_text(cfg.to_toml())
     assert Config.from_toml(path) == cfg
     assert Config.from_toml(path, rows=3) == cfg.replace(rows=3)
+
+
+def test_handoff(tmp_path):
+    """The hand-off unit is in by default; ``handoff = false`` (a TOML bool) leaves it out and
+    round-trips through as_dict and TOML."""
+    assert Config().handoff is True and Config().as_dict()["handoff"] is True
+    off = Config(handoff=False)
+    assert off.as_dict()["handoff"] is False and off != Config()
+    assert Config.from_mapping(off.as_dict()) == off
+    assert "handoff = false\n" in off.to_toml()
+    path = tmp_path / "h.toml"
+    path.write_text(off.to_toml())
+    assert Config.from_toml(path) == off
+    assert Config.from_toml(path, handoff=True) == Config()
+    path.write_text("handoff = false\n")
+    assert Config.from_toml(path) == off
+    path.write_text('handoff = "no"\n')
+    with pytest.raises(ConfigError, match=r"^handoff must be true or false, not 'no'$"):
+        Config.from_toml(path)
+
+
+def test_handoff_width_binds_only_with_the_unit():
+    """A FINISH carries its hand-off (x0, x1, y, vc) in the data field, so with the unit
+    acc_width must hold it; without the unit only the route of READ/SEND must fit."""
+    message = ("acc_width must be at least 22 for a 2 x 1024 array with 2 VCs (a FINISH "
+               "carries its hand-off in its data field: x0 10 + x1 10 + y 1 + vc 1 bits), "
+               "not 16")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
+        Config(rows=2, cols=1024, data_width=8, acc_width=16)
+    cfg = Config(rows=2, cols=1024, data_width=8, acc_width=16, handoff=False)
+    assert cfg.route_width == 15 < cfg.handoff_width == 22
 
 
 def test_toml_unknown_key(tmp_path):

@@ -98,6 +98,8 @@ SPEC_ERRORS = [
      "s.toml: [grid] rows is also set in [base]; a parameter is fixed or varied, not both"),
     ({"base": {"rows": "4"}, "workloads": WL},
      "s.toml: [base] rows must be an integer, not '4'"),
+    ({"base": {"handoff": "no"}, "workloads": WL},
+     "s.toml: [base] handoff must be true or false, not 'no'"),
     ({"base": {"buffer_depth": 3}, "workloads": WL},
      "s.toml: [base] buffer_depth must be a power of two from 2 to 64, not 3"),
     ({"points": [{"rows": 0}], "workloads": WL},

@@ -235,8 +235,7 @@ def _check_value(where: str, key: str, value: Any, fail) -> None:
                    f"(known: {', '.join(r.name for r in PARAMETERS)})")
     rule = _RULES[key]
     if type(value) is not rule.kind:
-        kind = "an integer" if rule.kind is int else "a string"
-        raise fail(f"{where} {key} must be {kind}, not {value!r}")
+        raise fail(f"{where} {key} must be {rule.kind_text}, not {value!r}")
     if not rule.check(value):
         raise fail(f"{where} {key} {rule.rule}, not {value!r}")
 
