@@ -86,21 +86,31 @@ class Tile(ConfiguredComponent):
         # Core -> router: a READ's reply or a SEND's ADD is a unicast to the route the request
         # carried; a FINISH's WRITE_ACT goes to the row rectangle of its hand-off.
         route = data.View(route_layout(cfg), core.o_tag[:cfg.route_width])
-        handoff = data.View(handoff_layout(cfg), core.o_tag[:cfg.handoff_width])
-        finished = core.o.payload.op == Opcode.WRITE_ACT
         header = from_core.flit.header
-        vc = Mux(finished, handoff.vc, route.vc)
-        m.d.comb += [
-            from_core.valid.eq(core.o.valid),
-            from_core.flit.payload.eq(core.o.payload),
-            header.x0.eq(Mux(finished, handoff.x0, route.x)),
-            header.x1.eq(Mux(finished, handoff.x1, route.x)),
-            header.y0.eq(Mux(finished, handoff.y, route.y)),
-            header.y1.eq(Mux(finished, handoff.y, route.y)),
-            header.vc.eq(vc),
-            header.exit.eq(Mux(finished, Port.LOCAL, route.exit)),
-            core.o.ready.eq(from_core.ready.bit_select(vc, 1)),
-        ]
+        if not cfg.handoff:  # no FINISH: every output goes to its request's route
+            m.d.comb += [
+                from_core.valid.eq(core.o.valid),
+                from_core.flit.payload.eq(core.o.payload),
+                header.x0.eq(route.x), header.x1.eq(route.x),
+                header.y0.eq(route.y), header.y1.eq(route.y),
+                header.vc.eq(route.vc), header.exit.eq(route.exit),
+                core.o.ready.eq(from_core.ready.bit_select(route.vc, 1)),
+            ]
+        else:
+            handoff = data.View(handoff_layout(cfg), core.o_tag[:cfg.handoff_width])
+            finished = core.o.payload.op == Opcode.WRITE_ACT
+            vc = Mux(finished, handoff.vc, route.vc)
+            m.d.comb += [
+                from_core.valid.eq(core.o.valid),
+                from_core.flit.payload.eq(core.o.payload),
+                header.x0.eq(Mux(finished, handoff.x0, route.x)),
+                header.x1.eq(Mux(finished, handoff.x1, route.x)),
+                header.y0.eq(Mux(finished, handoff.y, route.y)),
+                header.y1.eq(Mux(finished, handoff.y, route.y)),
+                header.vc.eq(vc),
+                header.exit.eq(Mux(finished, Port.LOCAL, route.exit)),
+                core.o.ready.eq(from_core.ready.bit_select(vc, 1)),
+            ]
         m.d.comb += [self.mac_done.eq(core.mac_done), self.mac_skipped.eq(core.mac_skipped),
                      self.act_written.eq(core.act_written), self.error.eq(core.error)]
         return m

@@ -22,8 +22,8 @@ from ..config import Config
 from ..hdl.core.fp import FP32, float_format
 from ..hdl.flit import MULT_WIDTH, Opcode, Reg
 
-__all__ = ["DIRECTED", "FLOAT_DIRECTED", "directed", "directed_cases", "dump", "make_layer",
-           "random_float_words", "random_stream"]
+__all__ = ["DIRECTED", "FLOAT_DIRECTED", "NO_HANDOFF_DIRECTED", "directed", "directed_cases",
+           "dump", "make_layer", "random_float_words", "random_stream"]
 
 Flit = dict[str, Any]
 
@@ -140,6 +140,22 @@ def _requant(cfg: Config) -> list[Flit]:
     return flits
 
 
+def _handoff_off(cfg: Config) -> list[Flit]:
+    """A core without the hand-off unit (``handoff = false``): SET of every register and
+    FINISH (also right after the MAC / ADD that makes its accumulator) are unknown opcodes:
+    no output, no register written, no accumulator or activation changed, the sticky
+    error; the operations around them go on."""
+    flits = [_f(Opcode.WRITE_ACC, 0, data=5), _f(Opcode.WRITE_ACT, 1, data=7),
+             _f(Opcode.READ_ACC, 0, data=1)]
+    flits += [_set(reg, 3) for reg in Reg]
+    flits += [_f(Opcode.FINISH, 0, 1, data=2), _f(Opcode.READ_ACC, 0, data=3),
+              _f(Opcode.READ_ACT, 1, data=4),
+              _f(Opcode.MAC, 0, 1, 2), _f(Opcode.FINISH, 0, 1, data=5),
+              _f(Opcode.ADD, 0, data=-1), _f(Opcode.FINISH, 0, 2, data=6),
+              _f(Opcode.SEND, 0, 3, data=7), _f(Opcode.READ_ACT, 2, data=8)]
+    return flits
+
+
 #: Directed cases by name.
 DIRECTED = {
     "overflow": _overflow,
@@ -150,19 +166,38 @@ DIRECTED = {
     "requant": _requant,
 }
 
+#: Directed cases of a core without the hand-off unit (``handoff = false``, either format).
+NO_HANDOFF_DIRECTED = {
+    "handoff_off": _handoff_off,
+}
+
+#: The cases that test the hand-off unit itself (left out without it).
+_HANDOFF_CASES = ("requant", "fp_finish")
+
 
 def directed_cases(config: Config) -> list[str]:
-    """The directed cases that apply to ``config``'s number format: :data:`DIRECTED` for the
-    integer formats; :data:`FLOAT_DIRECTED` and ``bad_op`` for fp16 / bf16."""
-    return [*FLOAT_DIRECTED, "bad_op"] if config.is_float else list(DIRECTED)
+    """The directed cases that apply to ``config``: :data:`DIRECTED` for the integer
+    formats; :data:`FLOAT_DIRECTED` and ``bad_op`` for fp16 / bf16. Without the hand-off unit
+    (``handoff = false``) the cases of the unit (``requant``, ``fp_finish``) are left out and
+    :data:`NO_HANDOFF_DIRECTED` is added."""
+    cases = [*FLOAT_DIRECTED, "bad_op"] if config.is_float else list(DIRECTED)
+    if not config.handoff:
+        cases = [c for c in cases if c not in _HANDOFF_CASES] + list(NO_HANDOFF_DIRECTED)
+    return cases
 
 
 def directed(name: str, config: Config) -> list[Flit]:
+    """The flits of directed case ``name`` (one of :func:`directed_cases`). Without the
+    hand-off unit a case's SET and FINISH flits are left out (but for ``handoff_off``'s)."""
     cases = directed_cases(config)
     if name not in cases:
-        raise ValueError(f"directed case for dtype {config.dtype!r} must be one of "
-                         f"{', '.join(cases)}, not {name!r}")
-    return {**DIRECTED, **FLOAT_DIRECTED}[name](config)
+        raise ValueError(f"directed case for dtype {config.dtype!r}"
+                         f"{'' if config.handoff else ' without the hand-off unit'} must be "
+                         f"one of {', '.join(cases)}, not {name!r}")
+    flits = {**DIRECTED, **FLOAT_DIRECTED, **NO_HANDOFF_DIRECTED}[name](config)
+    if not config.handoff and name not in NO_HANDOFF_DIRECTED:
+        flits = [f for f in flits if f["op"] not in (Opcode.SET, Opcode.FINISH)]
+    return flits
 
 
 # -- floating point ---------------------------------------------------------------------------
@@ -448,6 +483,15 @@ def random_float_words(fmt_name: str, rng: np.random.Generator, n: int, *,
     return out.astype(np.int64)
 
 
+def _random_ops(cfg: Config) -> list[Opcode]:
+    """The operations of a random stream, weighted by repetition: SET and FINISH only with
+    the hand-off unit (``handoff``)."""
+    ops = [Opcode.MAC] * 12 + [Opcode.WRITE_ACT] * 3 + [Opcode.ADD, Opcode.WRITE_ACC,
+                                                        Opcode.READ_ACC, Opcode.READ_ACT,
+                                                        Opcode.SEND]
+    return [*ops, Opcode.SET, Opcode.FINISH] if cfg.handoff else ops
+
+
 def _random_float_stream(config: Config, rng: np.random.Generator, n: int, density: float,
                          hot: int) -> list[Flit]:
     """:func:`random_stream` for a floating-point core: the same mix of operations, with
@@ -461,10 +505,7 @@ def _random_float_stream(config: Config, rng: np.random.Generator, n: int, densi
     def half(zeros: float) -> int:
         return int(random_float_words(cfg.dtype, rng, 1, zeros=zeros)[0])
 
-    ops = [Opcode.MAC] * 12 + [Opcode.WRITE_ACT] * 3 + [Opcode.ADD, Opcode.WRITE_ACC,
-                                                        Opcode.READ_ACC, Opcode.READ_ACT,
-                                                        Opcode.SEND, Opcode.SET,
-                                                        Opcode.FINISH]
+    ops = _random_ops(cfg)
     flits = []
     for _ in range(n):
         op = ops[int(rng.integers(len(ops)))]
@@ -491,6 +532,9 @@ def random_stream(config: Config, rng: np.random.Generator, n: int, density: flo
                   *, hot: int = 8) -> list[Flit]:
     """A seeded random mix of all operations; ``density`` is the share of nonzero weights.
 
+    SET and FINISH only with the hand-off unit (``config.handoff``; without it they are
+    unknown opcodes, exercised by the directed case ``handoff_off``).
+
     Addresses are drawn mostly from ``hot`` words so that back-to-back hazards are frequent,
     and sometimes from the whole bank so that every address bit is exercised. Activations are
     zero with probability ``1 - density`` too, so both zero-skip paths are covered. For a
@@ -511,10 +555,7 @@ def random_stream(config: Config, rng: np.random.Generator, n: int, density: flo
             return int(rng.choice([lo, hi]))
         return int(rng.integers(lo, hi + 1))
 
-    ops = [Opcode.MAC] * 12 + [Opcode.WRITE_ACT] * 3 + [Opcode.ADD, Opcode.WRITE_ACC,
-                                                        Opcode.READ_ACC, Opcode.READ_ACT,
-                                                        Opcode.SEND, Opcode.SET,
-                                                        Opcode.FINISH]
+    ops = _random_ops(cfg)
     flits = []
     for _ in range(n):
         op = ops[int(rng.integers(len(ops)))]

@@ -10,7 +10,7 @@ import pytest
 from wafertile import Config
 from wafertile.hdl.generate import emit
 from wafertile.sim.runner import run_cocotb
-from wafertile.sim.stimulus import FLOAT_DIRECTED
+from wafertile.sim.stimulus import FLOAT_DIRECTED, directed_cases
 
 from .conftest import seed_for, sim_cases
 
@@ -33,6 +33,17 @@ FLOAT_TESTS = [*FLOAT_DIRECTED, "bad_op", "zero_stream_never_stalls", "full_rate
 DIRECTED = ["overflow", "back_to_back", "zeros", "extremes", "bad_op",
             "zero_stream_never_stalls", "full_rate", "requant"]
 
+#: A core without the hand-off unit (handoff = false: SET and FINISH are unknown opcodes).
+NO_HANDOFF_CONFIGS = {
+    "d8a24nohandoff": Config(data_width=8, acc_width=24, act_depth=32, acc_depth=32,
+                             handoff=False),
+}
+#: Its cocotb tests, in one simulator process: the directed cases of its format (those of
+#: the unit left out, ``handoff_off`` added: SET and FINISH raise the error), full rate and a
+#: random stream (no SET / FINISH in it).
+NO_HANDOFF_TESTS = [*directed_cases(NO_HANDOFF_CONFIGS["d8a24nohandoff"]), "full_rate",
+                    "random_stream_test"]
+
 
 def _sampled(sim, cfg_name, *_):
     """The default run takes one configuration on Verilator (every one on Icarus)."""
@@ -40,7 +51,7 @@ def _sampled(sim, cfg_name, *_):
 
 
 def _run(build_root, sim, cfg_name, testcase, env):
-    cfg = {**CONFIGS, **FLOAT_CONFIGS}[cfg_name]
+    cfg = {**CONFIGS, **FLOAT_CONFIGS, **NO_HANDOFF_CONFIGS}[cfg_name]
     build = build_root / f"core-{cfg_name}-{sim}"
     files = emit("core", cfg, build / "rtl")
     run_cocotb(sim=sim, sources=[files["verilog"]], top="wafertile_core",
@@ -72,6 +83,19 @@ def test_directed_under_backpressure(request, sim_env, build_root, cfg_name):
         "WAFERTILE_SEED": str(seed_for(request)),
         "WAFERTILE_IDLE": "0.4",
         "WAFERTILE_BACKPRESSURE": "0.6",
+    })
+
+
+@pytest.mark.parametrize(("sim", "cfg_name"), sim_cases(list(NO_HANDOFF_CONFIGS),
+                                                        slow=lambda sim, *_: sim == "verilator"))
+def test_no_handoff(request, sim_env, build_root, cfg_name):
+    """A core without the hand-off unit against the model: SET and FINISH raise the sticky
+    error and do nothing else; every other operation as with the unit. (The default run takes
+    Icarus; Verilator with --run-slow.)"""
+    _run(build_root, sim_env, cfg_name, NO_HANDOFF_TESTS, {
+        "WAFERTILE_SEED": str(seed_for(request)),
+        "WAFERTILE_DENSITY": "0.3",
+        "WAFERTILE_FLITS": "600",
     })
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -10,8 +12,16 @@ from wafertile import Config
 from wafertile.hdl.core import FpMacCore, MacCore, TileCore
 from wafertile.hdl.core.fp import float_format
 from wafertile.hdl.flit import Opcode, pack, payload_layout, unpack
+from wafertile.hdl.generate import verilog_text
 from wafertile.sim.models import CoreModel
-from wafertile.sim.stimulus import DIRECTED, FLOAT_DIRECTED, directed, dump, random_stream
+from wafertile.sim.stimulus import (
+    DIRECTED,
+    FLOAT_DIRECTED,
+    directed,
+    directed_cases,
+    dump,
+    random_stream,
+)
 
 from .conftest import seed_for
 
@@ -26,6 +36,13 @@ CONFIGS = {
 FLOAT_CONFIGS = {
     "fp16": Config(dtype="fp16", act_depth=64, acc_depth=64),
     "bf16": Config(dtype="bf16", act_depth=64, acc_depth=32),
+}
+
+
+#: Cores without the hand-off unit (handoff = false): SET and FINISH are unknown opcodes.
+NO_HANDOFF_CONFIGS = {
+    "d16a32nohandoff": Config(act_depth=16, acc_depth=16, handoff=False),
+    "fp16nohandoff": Config(dtype="fp16", act_depth=64, acc_depth=64, handoff=False),
 }
 
 
@@ -156,6 +173,84 @@ def test_float_throughput(cfg):
         got = simulate(cfg, flits)
         _check(cfg, flits, got)
         assert got["stalls"] == CoreModel(cfg).run(flits).bubbles == bubbles
+
+
+# -- without the hand-off unit (handoff = false) ------------------------------------------------
+
+
+@pytest.mark.parametrize(("cfg", "case"), [
+    pytest.param(cfg, case, id=f"{name}-{case}") for name, cfg in NO_HANDOFF_CONFIGS.items()
+    for case in directed_cases(cfg)])
+def test_no_handoff_directed(cfg, case):
+    """Every directed case of the format, their SET / FINISH flits left out, and
+    ``handoff_off`` (SET and FINISH among other operations), against the model; the
+    ``handoff_off`` case raises the error and emits nothing for them."""
+    flits = directed(case, cfg) + dump(cfg)
+    got = simulate(cfg, flits)
+    _check(cfg, flits, got)
+    assert got["stalls"] == CoreModel(cfg).run(flits).bubbles
+    if case == "handoff_off":
+        assert got["error"] == 1
+        assert not any(o["op"] is Opcode.WRITE_ACT for o in got["outputs"])
+
+
+@pytest.mark.parametrize("cfg", NO_HANDOFF_CONFIGS.values(), ids=NO_HANDOFF_CONFIGS.keys())
+def test_no_handoff_random(request, cfg):
+    """A random stream (no SET / FINISH in it) with idle input and backpressure."""
+    seed = seed_for(request)
+    flits = random_stream(cfg, np.random.default_rng(seed), 300, 0.5) + dump(cfg)
+    assert not any(f["op"] in (Opcode.SET, Opcode.FINISH) for f in flits)
+    got = simulate(cfg, flits, seed=seed, idle=0.3, stall=0.3)
+    _check(cfg, flits, got)
+    assert got["error"] == 0
+
+
+@pytest.mark.parametrize("dtype", ["int16", "fp16"])
+@pytest.mark.parametrize("op", [Opcode.SET, Opcode.FINISH])
+def test_set_and_finish_raise_error_without_the_unit(dtype, op):
+    """On the RTL alone (no model): a SET or a FINISH raises the sticky error and emits
+    nothing on a core without the hand-off unit, and the accumulator is unchanged; the same
+    flits on a core with it raise no error (and FINISH emits its WRITE_ACT)."""
+    flits = [{"op": Opcode.WRITE_ACC, "addr": 3, "data": 40},
+             {"op": op, "addr": 3 if op is Opcode.FINISH else 0, "addr_b": 5, "data": 2},
+             {"op": Opcode.READ_ACC, "addr": 3}]
+    for handoff in (False, True):
+        got = simulate(Config(dtype=dtype, act_depth=16, acc_depth=16, handoff=handoff), flits)
+        ops = [o["op"] for o in got["outputs"]]
+        assert got["error"] == (not handoff)
+        assert ops == ([Opcode.WRITE_ACT] if handoff and op is Opcode.FINISH else []) + \
+            [Opcode.REPLY]
+        assert got["outputs"][-1]["data"] == 40
+
+
+def _top_ports(text: str, top: str) -> list[str]:
+    """The input / output declarations of module ``top`` in Verilog ``text``."""
+    body = text[text.index(f"module {top}("):]
+    body = body[:body.index("endmodule")]
+    return re.findall(r"^\s*((?:input|output)\b.*);$", body, re.M)
+
+
+@pytest.mark.parametrize("dtype", ["int16", "int8", "fp16", "bf16"])
+def test_handoff_false_leaves_the_unit_out(dtype):
+    """Without the hand-off unit the core and the tile have the same ports, and the core's
+    Verilog has no requantization (int: no MULT / SHIFT / RELU registers, one multiplier
+    instead of two; float: no RELU register, no FP32-to-format rounding)."""
+    on, off = Config(dtype=dtype), Config(dtype=dtype, handoff=False)
+    blocks = [("mac", "wafertile_mac")] + [("tile", "wafertile_tile")] * (dtype in ("int16",
+                                                                               "fp16"))
+    for block, top in blocks:
+        ports = [_top_ports(verilog_text(block, cfg), top) for cfg in (on, off)]
+        assert ports[0] == ports[1] and len(ports[0]) > 10, block
+    text = {cfg.handoff: verilog_text("mac", cfg) for cfg in (on, off)}
+    regs = [r"reg relu\b"] if on.is_float else [r"reg \[14:0\] mult\b", r"reg \[\d+:0\] shift\b",
+                                               r"reg relu\b"]
+    for reg in regs:
+        assert re.search(reg, text[True]) and not re.search(reg, text[False]), reg
+    if on.is_float:
+        assert "to_half" in text[True] and "to_half" not in text[False]
+    else:
+        assert (text[True].count(" * "), text[False].count(" * ")) == (2, 1)
+    assert len(text[False]) < len(text[True])
 
 
 def test_rejects_non_config():

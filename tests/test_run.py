@@ -55,8 +55,10 @@ def test_bad_density(capsys):
     assert capsys.readouterr().err == "wafertile: error: --density must be from 0 to 1, not 1.5\n"
 
 
-def test_run_files_end_to_end(tmp_path, capsys, monkeypatch):
-    """A layer nobody has seen, through the CLI on Icarus: Y.npy equals numpy."""
+@pytest.mark.parametrize("handoff", ["true", "false"])
+def test_run_files_end_to_end(tmp_path, capsys, monkeypatch, handoff):
+    """A layer nobody has seen, through the CLI on Icarus: Y.npy equals numpy (also on tiles
+    without the hand-off unit: a single layer never uses it)."""
     pytest.importorskip("cocotb")
     from wafertile.sim.toolchain import icarus_available
     if not icarus_available():
@@ -67,7 +69,7 @@ def test_run_files_end_to_end(tmp_path, capsys, monkeypatch):
     w = rng.integers(-128, 128, (13, 20)) * (rng.random((13, 20)) < 0.25)
     np.save(tmp_path / "X.npy", x)
     np.save(tmp_path / "W.npy", w)
-    code = main(["run", *SMALL, "--sim", "icarus", "--json", "--weights",
+    code = main(["run", *SMALL, "--handoff", handoff, "--sim", "icarus", "--json", "--weights",
                  str(tmp_path / "W.npy"), "--activations", str(tmp_path / "X.npy"),
                  "--out", str(tmp_path / "Y.npy")])
     report = json.loads(capsys.readouterr().out)

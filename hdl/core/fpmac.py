@@ -118,7 +118,8 @@ class FpMacCore(ConfiguredComponent):
         layout = payload_layout(cfg)
         m.submodules.mul = mul = FpMul(cfg.dtype, stages=2)
         m.submodules.add = add = FpAdd(stages=2)
-        m.submodules.to_half = to_half = FpToHalf(cfg.dtype)
+        if cfg.handoff:  # FINISH's rounding to the format (no hand-off unit: no FINISH)
+            m.submodules.to_half = to_half = FpToHalf(cfg.dtype)
 
         s1, s2, s3 = Signal(layout), Signal(layout), Signal(layout)
         s1_valid, s2_valid, s3_valid = Signal(), Signal(), Signal()
@@ -134,8 +135,10 @@ class FpMacCore(ConfiguredComponent):
         # The pipeline moves as one (`advance`: it holds only while S3 offers a flit that is
         # not taken), except that S0 .. S2 hold for one cycle on the hazard (`move`: they
         # advance too). The hazard is a function of registers only.
-        s3_emits = s3_valid & ((s3.op == Opcode.READ_ACT) | (s3.op == Opcode.READ_ACC) |
-                               (s3.op == Opcode.SEND) | (s3.op == Opcode.FINISH))
+        emits = (s3.op == Opcode.READ_ACT) | (s3.op == Opcode.READ_ACC) | (s3.op == Opcode.SEND)
+        if cfg.handoff:
+            emits = emits | (s3.op == Opcode.FINISH)
+        s3_emits = s3_valid & emits
         advance = Signal()
         hazard = Signal()
         move = Signal()
@@ -171,9 +174,11 @@ class FpMacCore(ConfiguredComponent):
                          s2_nonzero.eq(nonzero)]
 
         # -- S2: the product's normalization, the accumulator read, the hazard ----------------
-        s2_reads = s2_valid & (s2_nonzero | (s2.op == Opcode.ADD) |
-                               (s2.op == Opcode.READ_ACC) | (s2.op == Opcode.SEND) |
-                               (s2.op == Opcode.FINISH))
+        reads = (s2_nonzero | (s2.op == Opcode.ADD) | (s2.op == Opcode.READ_ACC) |
+                 (s2.op == Opcode.SEND))
+        if cfg.handoff:
+            reads = reads | (s2.op == Opcode.FINISH)
+        s2_reads = s2_valid & reads
         s3_writes = s3_valid & (((s3.op == Opcode.MAC) & s3_nonzero) | (s3.op == Opcode.ADD) |
                                 (s3.op == Opcode.WRITE_ACC))
         m.d.comb += hazard.eq(s2_reads & s3_writes & (s2.addr[:aaw] == s3.addr[:aaw]))
@@ -198,16 +203,18 @@ class FpMacCore(ConfiguredComponent):
                          s4_write_acc.eq(s3.op == Opcode.WRITE_ACC), s4_data.eq(s3.data)]
 
         fire3 = advance & s3_valid
-        relu = Signal()
-        with m.If(fire3 & (s3.op == Opcode.SET) & (s3.addr[:2] == Reg.RELU.value)):
-            m.d.sync += relu.eq(s3.data[0])
-        m.d.comb += to_half.i.eq(Mux(relu, fp_relu(acc), acc))
+        if cfg.handoff:  # the hand-off unit: the RELU register (SET) and FINISH's rounding
+            relu = Signal()
+            with m.If(fire3 & (s3.op == Opcode.SET) & (s3.addr[:2] == Reg.RELU.value)):
+                m.d.sync += relu.eq(s3.data[0])
+            m.d.comb += to_half.i.eq(Mux(relu, fp_relu(acc), acc))
 
         m.d.comb += [self.o.valid.eq(s3_emits), self.o_tag.eq(s3.data.as_unsigned())]
         with m.Switch(s3.op):
-            with m.Case(Opcode.FINISH):
-                m.d.comb += [self.o.p.op.eq(Opcode.WRITE_ACT), self.o.p.addr.eq(s3.addr_b),
-                             self.o.p.addr_b.eq(0), self.o.p.data.eq(to_half.o)]
+            if cfg.handoff:
+                with m.Case(Opcode.FINISH):
+                    m.d.comb += [self.o.p.op.eq(Opcode.WRITE_ACT), self.o.p.addr.eq(s3.addr_b),
+                                 self.o.p.addr_b.eq(0), self.o.p.data.eq(to_half.o)]
             with m.Case(Opcode.READ_ACT):
                 m.d.comb += [self.o.p.op.eq(Opcode.REPLY), self.o.p.addr.eq(s3.addr),
                              self.o.p.addr_b.eq(s3.addr_b), self.o.p.data.eq(s3_act)]
@@ -223,7 +230,9 @@ class FpMacCore(ConfiguredComponent):
             self.mac_skipped.eq(fire3 & (s3.op == Opcode.MAC) & ~s3_nonzero),
         ]
         known = [Opcode.WRITE_ACT, Opcode.WRITE_ACC, Opcode.READ_ACT, Opcode.READ_ACC, Opcode.MAC,
-                 Opcode.ADD, Opcode.SEND, Opcode.SET, Opcode.FINISH]
+                 Opcode.ADD, Opcode.SEND]
+        if cfg.handoff:
+            known += [Opcode.SET, Opcode.FINISH]
         with m.If(fire3 & ~any_of(s3.op == op for op in known)):
             m.d.sync += self.error.eq(1)
 

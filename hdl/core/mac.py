@@ -131,8 +131,10 @@ class MacCore(ConfiguredComponent):
         s2_nonzero = Signal()
 
         # The pipeline moves as one; it holds only while S2 offers a flit that is not taken.
-        s2_emits = s2_valid & ((s2.op == Opcode.READ_ACT) | (s2.op == Opcode.READ_ACC) |
-                               (s2.op == Opcode.SEND) | (s2.op == Opcode.FINISH))
+        emits = (s2.op == Opcode.READ_ACT) | (s2.op == Opcode.READ_ACC) | (s2.op == Opcode.SEND)
+        if cfg.handoff:
+            emits = emits | (s2.op == Opcode.FINISH)
+        s2_emits = s2_valid & emits
         advance = Signal()
         m.d.comb += [
             advance.eq(~s2_emits | self.o.ready),
@@ -207,13 +209,17 @@ class MacCore(ConfiguredComponent):
             self.acc_w.en.eq(advance & acc_we),
         ]
 
-        activation = self._requantize(m, acc, s2, advance & s2_valid)
+        # The hand-off unit (SET, FINISH) only with config.handoff: without it, both are
+        # unknown opcodes (no registers, no requantization, the sticky error below).
+        if cfg.handoff:
+            activation = self._requantize(m, acc, s2, advance & s2_valid)
 
         m.d.comb += [self.o.valid.eq(s2_emits), self.o_tag.eq(s2.data.as_unsigned())]
         with m.Switch(s2.op):
-            with m.Case(Opcode.FINISH):
-                m.d.comb += [self.o.p.op.eq(Opcode.WRITE_ACT), self.o.p.addr.eq(s2.addr_b),
-                             self.o.p.addr_b.eq(0), self.o.p.data.eq(activation)]
+            if cfg.handoff:
+                with m.Case(Opcode.FINISH):
+                    m.d.comb += [self.o.p.op.eq(Opcode.WRITE_ACT), self.o.p.addr.eq(s2.addr_b),
+                                 self.o.p.addr_b.eq(0), self.o.p.data.eq(activation)]
             with m.Case(Opcode.READ_ACT):
                 m.d.comb += [self.o.p.op.eq(Opcode.REPLY), self.o.p.addr.eq(s2.addr),
                              self.o.p.addr_b.eq(s2.addr_b), self.o.p.data.eq(s2_act)]
@@ -230,7 +236,9 @@ class MacCore(ConfiguredComponent):
             self.mac_skipped.eq(fire2 & (s2.op == Opcode.MAC) & ~s2_nonzero),
         ]
         known = [Opcode.WRITE_ACT, Opcode.WRITE_ACC, Opcode.READ_ACT, Opcode.READ_ACC, Opcode.MAC,
-                 Opcode.ADD, Opcode.SEND, Opcode.SET, Opcode.FINISH]
+                 Opcode.ADD, Opcode.SEND]
+        if cfg.handoff:
+            known += [Opcode.SET, Opcode.FINISH]
         with m.If(fire2 & ~any_of(s2.op == op for op in known)):
             m.d.sync += self.error.eq(1)
         return m

@@ -123,7 +123,9 @@ class CoreResult:
 
 
 class CoreModel:
-    """Transaction-level model of :class:`~wafertile.hdl.core.TileCore`."""
+    """Transaction-level model of :class:`~wafertile.hdl.core.TileCore`. With ``handoff =
+    false`` in the configuration (no hand-off unit) SET and FINISH are unknown opcodes: no
+    effect, the sticky error."""
 
     def __init__(self, config: Config):
         self.config = config
@@ -146,6 +148,10 @@ class CoreModel:
         try:
             op = Opcode(flit["op"])
         except ValueError:  # an opcode with no operation
+            op = None
+        if op is None or (not cfg.handoff and op in (Opcode.SET, Opcode.FINISH)):
+            # an opcode with no operation, or SET / FINISH on a core without the hand-off
+            # unit (handoff = false): no effect, sticky error
             self.result.error = True
             self._written = None
             return None

@@ -20,7 +20,7 @@ import numpy as np
 
 from ...hdl.flit import Opcode, pack, payload_layout
 from ..models import CoreModel
-from ..stimulus import DIRECTED, FLOAT_DIRECTED, directed, dump, random_stream
+from ..stimulus import DIRECTED, FLOAT_DIRECTED, NO_HANDOFF_DIRECTED, directed, dump, random_stream
 from ..vip import (
     TB,
     CoreCoverage,
@@ -83,8 +83,10 @@ class CoreTB(TB):
         self.source.stall_cycles = self.board.mac_done = self.board.mac_skipped = 0
         stream = flits + dump(self.config)
         await self.send(stream)
-        expected = len([f for f in stream if f["op"] in (Opcode.READ_ACT, Opcode.READ_ACC,
-                                                         Opcode.SEND, Opcode.FINISH)])
+        # FINISH emits only on a core with the hand-off unit (an unknown opcode without)
+        emitters = (Opcode.READ_ACT, Opcode.READ_ACC, Opcode.SEND) + \
+            ((Opcode.FINISH,) if self.config.handoff else ())
+        expected = len([f for f in stream if f["op"] in emitters])
         # the outputs still in flight (bounded: a lost flit must fail, not hang)
         await self.wait_until(lambda: len(self.board.outputs) >= expected,
                               timeout=100 + 20 * expected, what=f"{expected} outputs")
@@ -105,13 +107,15 @@ def _tb(dut) -> CoreTB:
 
 @cocotb.test()
 @cocotb.parametrize(case=[cocotb.Param(value=name, name=name)
-                          for name in [*DIRECTED, *FLOAT_DIRECTED]])
+                          for name in [*DIRECTED, *FLOAT_DIRECTED, *NO_HANDOFF_DIRECTED]])
 async def directed_case(dut, case):
     """A directed case of :data:`wafertile.sim.stimulus.DIRECTED` (overflow at both ends,
     back-to-back hazards, zero operands, extreme products, a bad opcode), or for a float core
     of :data:`~wafertile.sim.stimulus.FLOAT_DIRECTED` (signed zeros, subnormals, infinities,
-    NaNs, ties, cancellation, runs into one accumulator, the hand-off); the pytest side picks
-    the cases of the core's number format."""
+    NaNs, ties, cancellation, runs into one accumulator, the hand-off), or for a core without
+    the hand-off unit :data:`~wafertile.sim.stimulus.NO_HANDOFF_DIRECTED` (SET and FINISH
+    raise the error); the pytest side picks the cases of the core's configuration
+    (:func:`~wafertile.sim.stimulus.directed_cases`)."""
     tb = _tb(dut)
     await tb.check(directed(case, tb.config))
 
