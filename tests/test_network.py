@@ -17,6 +17,7 @@ import pytest
 
 from wafertile import Config
 from wafertile.cli import main
+from wafertile.hdl.flit import Opcode
 from wafertile.network import (
     Layer,
     Network,
@@ -160,6 +161,44 @@ def test_compiler_refuses_with_sizes(request, cfg, sizes, message):
     x = np.ones((2, sizes[0]), np.int64)
     with pytest.raises(NetworkError, match=message):
         compile_network(cfg, net, x)
+
+
+def test_compiler_refuses_a_network_without_the_handoff_unit(request):
+    """A network of several layers needs SET / FINISH between them: on tiles without the
+    hand-off unit (handoff = false) the compiler refuses it, before anything else; one layer
+    has no hand-off and compiles either way, with no SET or FINISH in it."""
+    cfg = Config(data_width=8, rows=2, cols=2, act_depth=16, acc_depth=16, handoff=False)
+    rng = np.random.default_rng(seed_for(request))
+    net = random_network(rng, cfg, [6, 5, 3], 0.5)
+    x = np.ones((2, 6), np.int64)
+    with pytest.raises(NetworkError, match=r"^a network of 2 layers needs the tiles' hand-off "
+                                           r"unit \(SET/FINISH\) between its layers: handoff = "
+                                           r"false leaves it out; use handoff = true$"):
+        compile_network(cfg, net, x)
+    assert compile_network(cfg.replace(handoff=True), net, x).phases
+    one = Network(net.layers[-1:], 8, name="one")
+    program = compile_network(cfg, one, np.ones((2, 5), np.int64))
+    ops = np.concatenate([p.flits["payload.op"] for p in program.phases])
+    assert not np.isin(ops, [Opcode.SET.value, Opcode.FINISH.value]).any()
+
+
+@pytest.mark.parametrize("extra", [[], ["--fidelity", "model"]])
+def test_network_without_handoff_is_refused_by_the_cli(tmp_path, capsys, monkeypatch, extra):
+    """``wafertile run --network ... --handoff false``: one line, exit status 2, nothing
+    built or simulated (a build would fail this test)."""
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("simulated a network the compiler refuses")
+    monkeypatch.setattr("wafertile.network.run.simulate", no_simulation)
+    cfg = Config(data_width=8)
+    net = random_network(np.random.default_rng(3), cfg, [6, 5, 3], 0.5)
+    save_network(net, tmp_path / "n.npz")
+    np.save(tmp_path / "x.npy", np.ones((2, 6), np.int64))
+    assert main(["run", "--network", str(tmp_path / "n.npz"), "--inputs",
+                 str(tmp_path / "x.npy"), "--data-width", "8", "--handoff", "false",
+                 *extra]) == 2
+    assert capsys.readouterr().err == (
+        "wafertile: error: a network of 2 layers needs the tiles' hand-off unit (SET/FINISH) "
+        "between its layers: handoff = false leaves it out; use handoff = true\n")
 
 
 CONFIGS = {

@@ -92,6 +92,10 @@ def _bases(config: Config, plans: list[LayerPlan]) -> list[int]:
 
 def _check(config: Config, net: Network, x: np.ndarray) -> None:
     net.check()
+    if not config.handoff and len(net.layers) > 1:
+        raise NetworkError(
+            f"a network of {len(net.layers)} layers needs the tiles' hand-off unit (SET/FINISH) "
+            f"between its layers: handoff = false leaves it out; use handoff = true")
     if (net.is_float or config.is_float) and net.dtype != config.dtype:
         raise NetworkError(f"the network is {net.dtype} but the configuration has dtype "
                            f"{config.dtype!r} (use --dtype {net.dtype})")
@@ -242,7 +246,9 @@ def compile_network(config: Config, net: Network, x: np.ndarray, *,
     Raises
     ------
     NetworkError
-        If the network does not fit the configuration (sizes in the message): data width,
+        If the configuration has no hand-off unit (``handoff = false``) and the network more
+        than one layer, or if the network does not fit the configuration (sizes in the
+        message): data width,
         an activation vector longer than a row of tiles can hold, saturation with a split
         layer, values out of range, activation buffers that do not fit the bank.
     """
