@@ -84,8 +84,9 @@ def synth_command(family: str, top: str) -> str:
 
 #: The router configuration that ``wafertile synth`` uses on ECP5 unless the user sets it (flags
 #: or ``--config``): the ``lite`` router with 4-phit links and 2-flit VC buffers, which fits an
-#: 8 x 8 array of 16/32-bit tiles on an ECP5-85F (docs/fpga.md). ``phits`` is lowered where the
-#: header would not fit in phit 0 (narrow flits, large arrays).
+#: 8 x 8 array of 16/32-bit tiles on an ECP5-85F with ``handoff = false`` (docs/fpga.md; it
+#: does not set ``handoff``: a tile with the hand-off unit is twice as large). ``phits`` is
+#: lowered where the header would not fit in phit 0 (narrow flits, large arrays).
 FPGA_PROFILE = {"router_arch": "lite", "phits": 4, "buffer_depth": 2}
 
 
