@@ -5,10 +5,10 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, Signal
 
 from ...config import Config
-from .._util import ConfiguredComponent, any_of
+from .._util import ConfiguredComponent
 from ..flit import Opcode, Reg, payload_layout
 from .fp import FpAdd, FpMul, FpToHalf, fp_relu
-from .mac import core_ports
+from .mac import core_ports, last_stage_flags
 from .sram import bank_ports
 
 __all__ = ["FpMacCore"]
@@ -225,16 +225,7 @@ class FpMacCore(ConfiguredComponent):
                 m.d.comb += [self.o.p.op.eq(Opcode.REPLY), self.o.p.addr.eq(s3.addr),
                              self.o.p.addr_b.eq(s3.addr_b), self.o.p.data.eq(acc)]
 
-        m.d.comb += [
-            self.mac_done.eq(fire3 & (s3.op == Opcode.MAC) & s3_nonzero),
-            self.mac_skipped.eq(fire3 & (s3.op == Opcode.MAC) & ~s3_nonzero),
-        ]
-        known = [Opcode.WRITE_ACT, Opcode.WRITE_ACC, Opcode.READ_ACT, Opcode.READ_ACC, Opcode.MAC,
-                 Opcode.ADD, Opcode.SEND]
-        if cfg.handoff:
-            known += [Opcode.SET, Opcode.FINISH]
-        with m.If(fire3 & ~any_of(s3.op == op for op in known)):
-            m.d.sync += self.error.eq(1)
+        last_stage_flags(m, self, fire3, s3.op, s3_nonzero)
 
         # -- S4: the add's second half, the accumulator write -----------------------------------
         m.d.comb += [

@@ -28,6 +28,22 @@ def core_ports(config: Config) -> dict[str, wiring.Member]:
     }
 
 
+def last_stage_flags(m: Module, core, fire, op, nonzero) -> None:
+    """A core's last stage: ``mac_done`` / ``mac_skipped`` for a MAC that leaves it (``fire``)
+    with or without a nonzero pair, and the sticky ``error`` for an opcode the core does not
+    know (SET and FINISH only with the hand-off unit)."""
+    m.d.comb += [
+        core.mac_done.eq(fire & (op == Opcode.MAC) & nonzero),
+        core.mac_skipped.eq(fire & (op == Opcode.MAC) & ~nonzero),
+    ]
+    known = [Opcode.WRITE_ACT, Opcode.WRITE_ACC, Opcode.READ_ACT, Opcode.READ_ACC, Opcode.MAC,
+             Opcode.ADD, Opcode.SEND]
+    if core.config.handoff:
+        known += [Opcode.SET, Opcode.FINISH]
+    with m.If(fire & ~any_of(op == o for o in known)):
+        m.d.sync += core.error.eq(1)
+
+
 class MacCore(ConfiguredComponent):
     """Executes operation flits against an :class:`~wafertile.hdl.core.SramBank`.
 
@@ -230,17 +246,7 @@ class MacCore(ConfiguredComponent):
                 m.d.comb += [self.o.p.op.eq(Opcode.REPLY), self.o.p.addr.eq(s2.addr),
                              self.o.p.addr_b.eq(s2.addr_b), self.o.p.data.eq(acc)]
 
-        fire2 = advance & s2_valid
-        m.d.comb += [
-            self.mac_done.eq(fire2 & (s2.op == Opcode.MAC) & s2_nonzero),
-            self.mac_skipped.eq(fire2 & (s2.op == Opcode.MAC) & ~s2_nonzero),
-        ]
-        known = [Opcode.WRITE_ACT, Opcode.WRITE_ACC, Opcode.READ_ACT, Opcode.READ_ACC, Opcode.MAC,
-                 Opcode.ADD, Opcode.SEND]
-        if cfg.handoff:
-            known += [Opcode.SET, Opcode.FINISH]
-        with m.If(fire2 & ~any_of(s2.op == op for op in known)):
-            m.d.sync += self.error.eq(1)
+        last_stage_flags(m, self, advance & s2_valid, s2.op, s2_nonzero)
         return m
 
     def _requantize(self, m: Module, acc, s2, fire):
