@@ -226,31 +226,32 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
     known = {"format", "data_width", "layers", "name", "dtype", *_META}
     width = int(_int_array(data["data_width"], "data_width"))
     dtype = str(data["dtype"]) if "dtype" in data else None
-    if dtype in ("fp16", "bf16"):
-        return _float_network(data, count, width, dtype, known)
+    floating = dtype in ("fp16", "bf16")
+    # what every layer but the last carries: the requantization, or (float) ReLU only
+    extra = ("relu",) if floating else ("mult", "shift", "relu")
     layers = []
     for n in range(count):
         if f"w{n}" not in data:
             raise NetworkError(f"key 'w{n}' is missing (layers = {count})")
-        w = _int_array(data[f"w{n}"], f"w{n}")
+        w = np.asarray(data[f"w{n}"]) if floating else _int_array(data[f"w{n}"], f"w{n}")
         outputs = w.shape[0] if w.ndim == 2 else 0
-        b = _int_array(data[f"b{n}"], f"b{n}") if f"b{n}" in data else \
-            np.zeros(outputs, np.int64)
+        if f"b{n}" not in data:
+            b = np.zeros(outputs, np.float32 if floating else np.int64)
+        else:
+            b = np.asarray(data[f"b{n}"]) if floating else _int_array(data[f"b{n}"], f"b{n}")
         known |= {f"w{n}", f"b{n}"}
         mult = shift = None
         relu = False
         if n < count - 1:
-            known |= {f"mult{n}", f"shift{n}", f"relu{n}"}
-            for key in (f"mult{n}", f"shift{n}", f"relu{n}"):
-                if key not in data:
-                    raise NetworkError(f"key {key!r} is missing (every layer but the last "
-                                       f"requantizes its outputs)")
-            mult = np.broadcast_to(_int_array(data[f"mult{n}"], f"mult{n}"), (outputs,)).copy() \
-                if np.ndim(data[f"mult{n}"]) == 0 else _int_array(data[f"mult{n}"], f"mult{n}")
-            shift = np.broadcast_to(_int_array(data[f"shift{n}"], f"shift{n}"),
-                                    (outputs,)).copy() \
-                if np.ndim(data[f"shift{n}"]) == 0 else _int_array(data[f"shift{n}"],
-                                                                     f"shift{n}")
+            known |= {f"{key}{n}" for key in extra}
+            for key in extra:
+                if f"{key}{n}" not in data:
+                    raise NetworkError(f"key '{key}{n}' is missing (every layer but the last "
+                                       + ("has one)" if floating else
+                                          "requantizes its outputs)"))
+            if not floating:
+                mult = _per_output(data, f"mult{n}", outputs)
+                shift = _per_output(data, f"shift{n}", outputs)
             r = _int_array(data[f"relu{n}"], f"relu{n}")
             if r.ndim or int(r) not in (0, 1):
                 raise NetworkError(f"relu{n} must be 0 or 1, not {data[f'relu{n}']!r}")
@@ -258,9 +259,11 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
         layers.append(Layer(w, b, mult, shift, relu))
     unknown = sorted(set(data) - known)
     if unknown:
-        raise NetworkError(f"unknown key {unknown[0]!r} (a network of {count} layers has "
-                           f"w0..w{count - 1}, b.., mult.., shift.., relu.. and "
-                           f"format, data_width, layers, name, {', '.join(_META)})")
+        what = f"a {dtype} network" if floating else "a network"
+        keys = ", ".join(f"{key}.." for key in extra)
+        raise NetworkError(f"unknown key {unknown[0]!r} ({what} of {count} layers has "
+                           f"w0..w{count - 1}, b.., {keys} and format, data_width, "
+                           f"{'dtype, ' if floating else ''}layers, name, {', '.join(_META)})")
     meta = {k: float(data[k]) for k in _META if k in data}
     net = Network(layers, width, name=str(data["name"]) if "name" in data else "", meta=meta,
                   dtype=dtype)
@@ -268,38 +271,10 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
     return net
 
 
-def _float_network(data: dict[str, np.ndarray], count: int, width: int, dtype: str,
-                   known: set[str]) -> Network:
-    """The float network of a ``.npz`` file's arrays (the keys of a float file)."""
-    layers = []
-    for n in range(count):
-        if f"w{n}" not in data:
-            raise NetworkError(f"key 'w{n}' is missing (layers = {count})")
-        w = np.asarray(data[f"w{n}"])
-        outputs = w.shape[0] if w.ndim == 2 else 0
-        b = np.asarray(data[f"b{n}"]) if f"b{n}" in data else np.zeros(outputs, np.float32)
-        known |= {f"w{n}", f"b{n}"}
-        relu = False
-        if n < count - 1:
-            known.add(f"relu{n}")
-            if f"relu{n}" not in data:
-                raise NetworkError(f"key 'relu{n}' is missing (every layer but the last has "
-                                   f"one)")
-            r = _int_array(data[f"relu{n}"], f"relu{n}")
-            if r.ndim or int(r) not in (0, 1):
-                raise NetworkError(f"relu{n} must be 0 or 1, not {data[f'relu{n}']!r}")
-            relu = bool(r)
-        layers.append(Layer(w, b, None, None, relu))
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise NetworkError(f"unknown key {unknown[0]!r} (a {dtype} network of {count} layers "
-                           f"has w0..w{count - 1}, b.., relu.. and format, data_width, dtype, "
-                           f"layers, name, {', '.join(_META)})")
-    meta = {k: float(data[k]) for k in _META if k in data}
-    net = Network(layers, width, name=str(data["name"]) if "name" in data else "", meta=meta,
-                  dtype=dtype)
-    net.check()
-    return net
+def _per_output(data: dict[str, np.ndarray], key: str, outputs: int) -> np.ndarray:
+    """``data[key]``: integers, one per output, or one scalar for all of them."""
+    values = _int_array(data[key], key)
+    return np.broadcast_to(values, (outputs,)).copy() if values.ndim == 0 else values
 
 
 def save_network(net: Network, path: str | Path) -> None:
