@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import InputError
 from ..outputs import finish_run
 from ..run import load_array
-from .model import Network, load_network
+from .model import Network, load_labels, load_network
 
 __all__ = ["add_network_flags", "run_network_command"]
 
@@ -46,20 +46,6 @@ def add_network_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--prune", type=float, metavar="Z",
                        help="prune an .onnx network by weight magnitude to this share of zero "
                             "weights (e.g. 0.9) before quantizing it")
-
-
-def _labels(path: Path) -> np.ndarray:
-    """Integer labels, one per input, from a .npy file."""
-    label = f"labels file {str(path)!r}"
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{label} does not exist") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{label} is not a .npy array: {exc}") from None
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise InputError(f"{label} must hold a 1-D integer array, not {arr.ndim}-D {arr.dtype}")
-    return arr.astype(np.int64)
 
 
 def _network(args: argparse.Namespace, data_width: int | None) -> tuple[Network, np.ndarray,
@@ -115,7 +101,7 @@ def _network(args: argparse.Namespace, data_width: int | None) -> tuple[Network,
     if x is None:
         raise InputError(f"--network {name} needs --inputs X.npy")
     if args.labels is not None:
-        labels = _labels(args.labels)
+        labels = load_labels(args.labels)
     if args.images is not None:
         x = x[:args.images]
         labels = None if labels is None else labels[:args.images]

@@ -43,7 +43,8 @@ from ..errors import InputError
 from ..formats import float_words, fp32_words
 from ..hdl.flit import MULT_WIDTH
 
-__all__ = ["FORMAT", "Layer", "Network", "NetworkError", "load_network", "save_network"]
+__all__ = ["FORMAT", "Layer", "Network", "NetworkError", "load_labels", "load_network",
+           "save_network"]
 
 #: The value of the ``format`` key of a network file.
 FORMAT = "wafertile-network/1"
@@ -275,6 +276,21 @@ def _per_output(data: dict[str, np.ndarray], key: str, outputs: int) -> np.ndarr
     """``data[key]``: integers, one per output, or one scalar for all of them."""
     values = _int_array(data[key], key)
     return np.broadcast_to(values, (outputs,)).copy() if values.ndim == 0 else values
+
+
+def load_labels(path: Path) -> np.ndarray:
+    """Integer class labels, one per input (1-D), from a ``.npy`` file; an unusable file is an
+    :class:`~wafertile.errors.InputError` naming it."""
+    label = f"labels file {str(path)!r}"
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{label} does not exist") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{label} is not a .npy array: {exc}") from None
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(f"{label} must hold a 1-D integer array, not {arr.ndim}-D {arr.dtype}")
+    return arr.astype(np.int64)
 
 
 def save_network(net: Network, path: str | Path) -> None:

@@ -218,24 +218,10 @@ def _digest(*arrays: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
-def _labels(path: Path) -> np.ndarray:
-    """Integer class labels (1-D) from a .npy file."""
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise ValueError(f"labels file {str(path)!r} does not exist") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"labels file {str(path)!r} is not a .npy array: {exc}") from None
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"labels file {str(path)!r} must hold a 1-D integer array, not "
-                         f"{arr.ndim}-D {arr.dtype}")
-    return arr.astype(np.int64)
-
-
 def _network(entry: dict[str, Any], base: Path) -> tuple[list[Workload], dict[str, Any]]:
     """A ``network`` entry: the network, its inputs and labels, read as ``wafertile run
     --network`` reads them (digits or a .npz file; an .onnx model is converted first)."""
-    from ..network.model import load_network
+    from ..network.model import load_labels, load_network
 
     spec = entry.get("network")
     if not isinstance(spec, str) or not (spec == "digits" or spec.endswith(".npz")):
@@ -262,7 +248,7 @@ def _network(entry: dict[str, Any], base: Path) -> tuple[list[Workload], dict[st
     if x is None:
         raise ValueError(f"network {spec!r} needs activations (a .npy file of its inputs)")
     if "labels" in entry:
-        labels = _labels(base / entry["labels"])
+        labels = load_labels(base / entry["labels"])  # an InputError is a ValueError
     if images is not None:
         x = x[:images]
         labels = None if labels is None else labels[:images]
