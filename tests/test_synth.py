@@ -4,11 +4,13 @@ cell count runs the same Yosys command as ``wafertile synth``."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from wafertile import Config
+from wafertile.hdl.flit import MULT_WIDTH
 from wafertile.hdl.generate import BLOCKS
 from wafertile.synth import yosys
 from wafertile.synth.flow import TARGETS, run_synth
@@ -17,12 +19,28 @@ from wafertile.synth.yosys import synth_cells
 
 pytestmark = pytest.mark.synth
 
+#: operand width of one DSP block: ECP5's MULT18X18D, iCE40's SB_MAC16
+DSP_WIDTH = {"ecp5": 18, "ice40": 16}
 
-def test_core_ecp5_uses_bram_and_dsp():
-    cells = synth_cells("core", Config(), "ecp5")
+
+def expected_dsps(config: Config, family: str) -> int:
+    """DSP blocks of one tile core: one for the MAC's weight x activation (data_width fits one
+    block), and with the hand-off unit the requantization's acc x MULT, acc_width x MULT_WIDTH
+    bits (unsigned MULT), which Yosys splits into blocks of the family's operand width."""
+    family = family.split("-")[0]
+    width = DSP_WIDTH[family]
+    assert config.data_width <= width
+    requant = math.ceil(config.acc_width / width) * math.ceil(MULT_WIDTH / width)
+    return 1 + (requant if config.handoff else 0)
+
+
+@pytest.mark.parametrize("handoff", [True, False])
+def test_core_ecp5_uses_bram_and_dsp(handoff):
+    config = Config(handoff=handoff)
+    cells = synth_cells("core", config, "ecp5")
     # 512 x 16 activations and 512 x 32 accumulators: one DP16KD each (1024x18 / 512x36).
     assert cells.get("DP16KD") == 2, cells
-    assert cells.get("MULT18X18D") == 1, cells
+    assert cells.get("MULT18X18D") == expected_dsps(config, "ecp5"), cells
     # No memory bits in flip-flops: 2 x 512 words would be > 24k FFs.
     assert cells.get("TRELLIS_FF", 0) < 500, cells
 
@@ -35,11 +53,13 @@ def test_sram_ecp5_is_bram():
     assert cells.get("TRELLIS_FF", 0) <= 2 * 9 + 16 + 32 + 2, cells
 
 
-def test_core_ice40_uses_ebr_and_dsp():
-    cells = synth_cells("core", Config(data_width=8, acc_width=24), "ice40")
+@pytest.mark.parametrize("handoff", [True, False])
+def test_core_ice40_uses_ebr_and_dsp(handoff):
+    config = Config(data_width=8, acc_width=24, handoff=handoff)
+    cells = synth_cells("core", config, "ice40")
     # SB_RAM40_4K is 512 x 8 at this depth: 1 for 512 x 8 activations, 3 for 512 x 24 accs.
     assert cells.get("SB_RAM40_4K") == 4, cells
-    assert cells.get("SB_MAC16") == 1, cells
+    assert cells.get("SB_MAC16") == expected_dsps(config, "ice40"), cells
     ffs = sum(v for k, v in cells.items() if k.startswith("SB_DFF"))
     assert ffs < 500, cells
 

@@ -12,18 +12,21 @@ from wafertile.synth.flow import TARGETS, run_synth
 from wafertile.synth.nextpnr import unrouted
 from wafertile.synth.shell import io_shell
 
+from .test_synth import expected_dsps
+
 pytestmark = pytest.mark.synth
 
 KEYS = {"target", "luts", "ffs", "brams", "dsps", "fits", "fmax_mhz", "utilization"}
 
 
 def test_mac_on_up5k(tmp_path):
-    report = run_synth("mac", Config(data_width=8, acc_width=24), "ice40-up5k",
-                       build_dir=tmp_path / "b")
-    assert report.fits and report.dsps == 1, report
+    config = Config(data_width=8, acc_width=24)
+    report = run_synth("mac", config, "ice40-up5k", build_dir=tmp_path / "b")
+    dsps = expected_dsps(config, "ice40")
+    assert report.fits and report.dsps == dsps, report
     assert 0 < report.luts < TARGETS["ice40-up5k"].luts
     assert report.fmax_mhz and report.fmax_mhz > 10
-    assert report.utilization["dsps"] == pytest.approx(1 / 8)
+    assert report.utilization["dsps"] == pytest.approx(dsps / 8)
     assert (tmp_path / "b" / "nextpnr.log").exists() and (tmp_path / "b" / "yosys.log").exists()
     assert report.critical_path and report.critical_path["delay_ns"] > 0
     assert "FITS" in report.text()
@@ -31,8 +34,9 @@ def test_mac_on_up5k(tmp_path):
 
 def test_core_on_ecp5_out_of_context(tmp_path):
     report = run_synth("core", Config(), "ecp5-25k", build_dir=tmp_path)
-    # SRAM bank in block RAM, multiplier in a DSP, nothing added for pins.
-    assert (report.brams, report.dsps, report.fits) == (2, 1, True), report
+    # SRAM bank in block RAM, multipliers in DSPs, nothing added for pins.
+    assert (report.brams, report.dsps, report.fits) == (2, expected_dsps(Config(), "ecp5"),
+                                                        True), report
     assert report.ffs < 400
     assert report.shell_ffs == 0
 
@@ -86,20 +90,22 @@ def test_io_shell_feeds_every_port():
 
 def test_icebreaker_bitstream(tmp_path):
     from wafertile.synth.boards import board_config, build_board
-    result = build_board("icebreaker", board_config("icebreaker", {}), build_dir=tmp_path)
+    config = board_config("icebreaker", {})
+    result = build_board("icebreaker", config, build_dir=tmp_path)
     assert result.fits, result.message
     assert result.bitstream and result.bitstream.endswith(".bin")
     assert (tmp_path / "wafertile_icebreaker.bin").stat().st_size > 100_000
-    assert result.dsps == 1 and result.brams >= 1
+    assert result.dsps == expected_dsps(config, "ice40") and result.brams >= 1
 
 
 @pytest.mark.slow
 def test_ulx3s_bitstream(tmp_path):
     from wafertile.synth.boards import build_board
-    result = build_board("ulx3s-85f", Config(rows=2, cols=2), build_dir=tmp_path)
+    config = Config(rows=2, cols=2)
+    result = build_board("ulx3s-85f", config, build_dir=tmp_path)
     assert result.fits, result.message
     assert result.bitstream and result.bitstream.endswith(".bit")
-    assert result.dsps == 4 and result.brams >= 8
+    assert result.dsps == 4 * expected_dsps(config, "ecp5") and result.brams >= 8
 
 
 def test_array_too_big_is_told_from_one_tile(tmp_path):
@@ -110,7 +116,7 @@ def test_array_too_big_is_told_from_one_tile(tmp_path):
     assert report.fits is False
     assert report.luts > 5280 and "4 x one tile" in report.message
     assert "luts" in report.message and "--full" in report.message
-    assert report.dsps == 4 and report.brams >= 4
+    assert report.dsps == 4 * expected_dsps(cfg, "ice40") and report.brams >= 4
 
 
 def test_bad_router_is_rejected():
