@@ -19,6 +19,20 @@ _ROOT = "wafertile"
 _handler: logging.Handler | None = None
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a message is emitted, not when the handler
+    was made (a test runner that captures and closes stderr per test otherwise leaves a
+    handler on a closed file)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def show_progress(command: str, *, stream=None, level: int = logging.INFO) -> None:
     """Print the ``wafertile`` loggers' messages on ``stream`` (default: the current
     ``sys.stderr``) as ``wafertile <command>: <message>``. Calling it again replaces the
@@ -27,7 +41,7 @@ def show_progress(command: str, *, stream=None, level: int = logging.INFO) -> No
     logger = logging.getLogger(_ROOT)
     if _handler is not None:
         logger.removeHandler(_handler)
-    _handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    _handler = _CurrentStderr() if stream is None else logging.StreamHandler(stream)
     _handler.setFormatter(logging.Formatter(f"wafertile {command}: %(message)s"))
     logger.addHandler(_handler)
     logger.setLevel(level)

@@ -191,3 +191,20 @@ def test_lint_reports_findings(monkeypatch, capsys):
     monkeypatch.setattr("wafertile.sim.runner.LINT_WAIVERS", {})
     assert main(["lint", "--block", "sram"]) == 1
     assert "%Warning" in capsys.readouterr().out
+
+
+def test_progress_goes_to_the_current_stderr(monkeypatch):
+    # The handler follows sys.stderr: a stream that was replaced and closed after the set-up
+    # (as a test runner's capture is) is never written to.
+    import io
+    import logging
+
+    from wafertile.log import show_progress
+
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    show_progress("test")
+    first.close()
+    monkeypatch.setattr("sys.stderr", second)
+    logging.getLogger("wafertile.test").info("hello")
+    assert second.getvalue() == "wafertile test: hello\n"
