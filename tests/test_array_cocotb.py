@@ -38,7 +38,8 @@ EXTRA_CONFIG_SAMPLE = {"sparse10", "reduce", "extremes", "uneven"}
 SAMPLE_3X5 = {"3x5sat": {"extremes", "uneven", "passes", "sparse10"},
               "3x5d16": {"reduce", "reduce_dense", "reduce_passes", "reduce_passes1",
                          "reduce_extremes", "zero"},
-              "2x2": {"dense", "sparse10", "sparse1", "zero_lines", "uneven", "zero", "reduce"},
+              "2x2": {"dense", "sparse10", "sparse1", "zero_lines", "uneven", "zero", "reduce",
+                      "passes_groups"},
               "4x4fp16": {"extremes", "reduce_passes"},
               "3x5bf16": {"zero_lines", "reduce_extremes"}}
 
@@ -51,6 +52,8 @@ LAYERS = {
     "zero": {"B": 2, "I": 8, "J": 8, "density": 0.0},
     "extremes": {"B": 2, "I": 12, "J": 16, "density": 0.5, "extremes": True},
     "passes": {"B": 2, "I": 40, "J": 8, "density": 0.5},      # more outputs than acc_depth
+    # passes and batch groups without reduction (2x2: 2 passes x 3 groups)
+    "passes_groups": {"B": 5, "I": 40, "J": 12, "density": 0.4},
     # J > act_depth = 32 on 2x2 (K = 2) and > 16 on 3x5d16 (K = 3): on-fabric reduction
     "reduce": {"B": 2, "I": 9, "J": 40, "density": 0.4},
     "reduce_dense": {"B": 3, "I": 5, "J": 37, "density": 1.0},        # J odd, 2 batch groups
