@@ -170,6 +170,12 @@ def _build_dir(build_dir: str | Path | None, block: str, config: Config, target:
     return bdir.resolve()
 
 
+#: Added to a "does not fit" report of tiles with the hand-off unit, which doubles a tile
+#: (docs/fpga.md, "The hand-off unit on an FPGA").
+_HANDOFF_HINT = ("; the tiles include the hand-off unit that networks need (handoff = true): "
+                 "--handoff false leaves it out for single layers (docs/fpga.md)")
+
+
 def _check_one_leaf(block: str, config: Config, tgt: Target, freq: float,
                     bdir: Path) -> SynthReport | None:
     """For an array or mesh of several leaves: the "does not fit" report when one leaf's Yosys
@@ -197,7 +203,7 @@ def _check_one_leaf(block: str, config: Config, tgt: Target, freq: float,
         message=f"does not fit {tgt.device}: {what} ({n} x one {leaf}'s Yosys counts: "
                 f"{one.luts - one.shell_luts} LUT4 sites, {one.ffs - one.shell_ffs} FFs, "
                 f"{one.brams} BRAM, {one.dsps} DSP; the whole {block} was not synthesized, "
-                f"--full does)",
+                f"--full does){_HANDOFF_HINT if config.handoff else ''}",
         seconds=one.seconds)
 
 

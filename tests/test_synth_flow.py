@@ -116,6 +116,7 @@ def test_array_too_big_is_told_from_one_tile(tmp_path):
     assert report.fits is False
     assert report.luts > 5280 and "4 x one tile" in report.message
     assert "luts" in report.message and "--full" in report.message
+    assert "--handoff false" in report.message
     assert report.dsps == 4 * expected_dsps(cfg, "ice40") and report.brams >= 4
 
 
