@@ -30,7 +30,7 @@ def test_example_runs_as_written(sim_env, tmp_path, monkeypatch):
     (tmp_path / "test_my_mesh.py").write_text(test_module, encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))  # "importable": cocotb's PYTHONPATH is ours
     monkeypatch.chdir(tmp_path)
-    code = runner.replace('sim="icarus"', f'sim="{sim_env}"')
+    code = runner.replace("icarus", sim_env)  # the simulator and its build directory
     exec(compile(code, str(DOC), "exec"), {})  # fails the test if the cocotb test fails
     results = (tmp_path / "build" / sim_env / "results.xml").read_text()
     assert 'name="multicast_from_the_west"' in results and "<failure" not in results
