@@ -65,8 +65,9 @@ def _graph() -> dict[str, set[str]]:
     for name, file in MODULES.items():
         for target, names, _ in _imports(name, file):
             for dep in _resolve(target, names):
-                # a package's parents are imported first, never part of a cycle through it
-                if dep != name and not name.startswith(dep + "."):
+                # an import of a parent package counts (``from . import fp`` loads the
+                # package's __init__, which may import this module: a cycle)
+                if dep != name:
                     graph[name].add(dep)
     return graph
 

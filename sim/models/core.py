@@ -23,7 +23,11 @@ import numpy as np
 
 from ...config import Config, Overflow
 from ...hdl.flit import MULT_WIDTH, Opcode, Reg
-from . import fp
+from .fp import add as fp_add
+from .fp import is_zero as fp_is_zero
+from .fp import mac as fp_mac
+from .fp import relu as fp_relu
+from .fp import to_half as fp_to_half
 
 __all__ = ["CoreModel", "CoreResult", "SramCycleModel", "SramModel", "requantize", "saturate",
            "wrap"]
@@ -224,14 +228,14 @@ class CoreModel:
             reads = True
         elif op is Opcode.MAC:
             act = int(mem.act[mem.act_index(addr_b)])
-            if fp.is_zero(low, fmt) or fp.is_zero(act, fmt):
+            if fp_is_zero(low, fmt) or fp_is_zero(act, fmt):
                 self.result.mac_skipped += 1
             else:
-                mem.acc[i] = wrap(int(fp.mac(acc, low, act, fmt)), 32)
+                mem.acc[i] = wrap(int(fp_mac(acc, low, act, fmt)), 32)
                 self.result.mac_done += 1
                 reads = writes = True
         elif op is Opcode.ADD:
-            mem.acc[i] = wrap(int(fp.add(acc, value & 0xFFFFFFFF)), 32)
+            mem.acc[i] = wrap(int(fp_add(acc, value & 0xFFFFFFFF)), 32)
             reads = writes = True
         elif op is Opcode.SEND:
             out = {"op": Opcode.ADD, "addr": addr_b, "addr_b": addr, "data": wrap(acc, 32)}
@@ -240,9 +244,9 @@ class CoreModel:
             if addr & 0b11 == Reg.RELU.value:
                 self.regs[Reg.RELU] = value & 1
         elif op is Opcode.FINISH:
-            word = fp.relu(acc) if self.regs[Reg.RELU] else acc
+            word = fp_relu(acc) if self.regs[Reg.RELU] else acc
             out = {"op": Opcode.WRITE_ACT, "addr": addr_b, "addr_b": 0,
-                   "data": int(fp.to_half(word, fmt))}
+                   "data": int(fp_to_half(word, fmt))}
             reads = True
         else:
             self.result.error = True

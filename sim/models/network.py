@@ -22,8 +22,9 @@ from ...config import Config
 from ...formats import fp32_fields, fp32_words
 from ...hdl.core.fp import float_format
 from ...stream import reference
-from . import fp
 from .core import requantize
+from .fp import relu as fp_relu
+from .fp import to_half as fp_to_half
 
 __all__ = ["network_reference"]
 
@@ -54,6 +55,6 @@ def _float_reference(config: Config, net, x: np.ndarray) -> tuple[np.ndarray, li
             return acc, acts
         word = fp32_fields(acc) & 0xFFFFFFFF
         if layer.relu:
-            word = fp.relu(word)
-        acts.append(fmt.values(fp.to_half(word, fmt)))
+            word = fp_relu(word)
+        acts.append(fmt.values(fp_to_half(word, fmt)))
     raise AssertionError("a network has at least one layer")  # pragma: no cover
