@@ -8,7 +8,7 @@ from ...config import Config
 from .._util import ConfiguredComponent
 from ..flit import Opcode, Reg, payload_layout
 from .fp import FpAdd, FpMul, FpToHalf, fp_relu
-from .mac import core_ports, last_stage_flags
+from .mac import core_ports, last_stage_flags, last_stage_output
 from .sram import bank_ports
 
 __all__ = ["FpMacCore"]
@@ -209,22 +209,8 @@ class FpMacCore(ConfiguredComponent):
                 m.d.sync += relu.eq(s3.data[0])
             m.d.comb += to_half.i.eq(Mux(relu, fp_relu(acc), acc))
 
-        m.d.comb += [self.o.valid.eq(s3_emits), self.o_tag.eq(s3.data.as_unsigned())]
-        with m.Switch(s3.op):
-            if cfg.handoff:
-                with m.Case(Opcode.FINISH):
-                    m.d.comb += [self.o.p.op.eq(Opcode.WRITE_ACT), self.o.p.addr.eq(s3.addr_b),
-                                 self.o.p.addr_b.eq(0), self.o.p.data.eq(to_half.o)]
-            with m.Case(Opcode.READ_ACT):
-                m.d.comb += [self.o.p.op.eq(Opcode.REPLY), self.o.p.addr.eq(s3.addr),
-                             self.o.p.addr_b.eq(s3.addr_b), self.o.p.data.eq(s3_act)]
-            with m.Case(Opcode.SEND):
-                m.d.comb += [self.o.p.op.eq(Opcode.ADD), self.o.p.addr.eq(s3.addr_b),
-                             self.o.p.addr_b.eq(s3.addr), self.o.p.data.eq(acc)]
-            with m.Default():
-                m.d.comb += [self.o.p.op.eq(Opcode.REPLY), self.o.p.addr.eq(s3.addr),
-                             self.o.p.addr_b.eq(s3.addr_b), self.o.p.data.eq(acc)]
-
+        last_stage_output(m, self, s3, s3_emits, acc, s3_act,
+                          to_half.o if cfg.handoff else None)
         last_stage_flags(m, self, fire3, s3.op, s3_nonzero)
 
         # -- S4: the add's second half, the accumulator write -----------------------------------

@@ -28,6 +28,28 @@ def core_ports(config: Config) -> dict[str, wiring.Member]:
     }
 
 
+def last_stage_output(m: Module, core, stage, emits, acc, act, activation=None) -> None:
+    """A core's output flit, from the operation in its last stage (``stage``): READ_ACT's
+    REPLY of ``act``, SEND's ADD of ``acc`` to ``addr_b`` (the partner's address in ``addr``),
+    READ_ACC's REPLY of ``acc``, and with the hand-off unit FINISH's WRITE_ACT of
+    ``activation`` to ``addr_b``. ``emits``: the stage holds an operation that replies."""
+    m.d.comb += [core.o.valid.eq(emits), core.o_tag.eq(stage.data.as_unsigned())]
+    with m.Switch(stage.op):
+        if core.config.handoff:
+            with m.Case(Opcode.FINISH):
+                m.d.comb += [core.o.p.op.eq(Opcode.WRITE_ACT), core.o.p.addr.eq(stage.addr_b),
+                             core.o.p.addr_b.eq(0), core.o.p.data.eq(activation)]
+        with m.Case(Opcode.READ_ACT):
+            m.d.comb += [core.o.p.op.eq(Opcode.REPLY), core.o.p.addr.eq(stage.addr),
+                         core.o.p.addr_b.eq(stage.addr_b), core.o.p.data.eq(act)]
+        with m.Case(Opcode.SEND):
+            m.d.comb += [core.o.p.op.eq(Opcode.ADD), core.o.p.addr.eq(stage.addr_b),
+                         core.o.p.addr_b.eq(stage.addr), core.o.p.data.eq(acc)]
+        with m.Default():
+            m.d.comb += [core.o.p.op.eq(Opcode.REPLY), core.o.p.addr.eq(stage.addr),
+                         core.o.p.addr_b.eq(stage.addr_b), core.o.p.data.eq(acc)]
+
+
 def last_stage_flags(m: Module, core, fire, op, nonzero) -> None:
     """A core's last stage: ``mac_done`` / ``mac_skipped`` for a MAC that leaves it (``fire``)
     with or without a nonzero pair, and the sticky ``error`` for an opcode the core does not
@@ -227,25 +249,8 @@ class MacCore(ConfiguredComponent):
 
         # The hand-off unit (SET, FINISH) only with config.handoff: without it, both are
         # unknown opcodes (no registers, no requantization, the sticky error below).
-        if cfg.handoff:
-            activation = self._requantize(m, acc, s2, advance & s2_valid)
-
-        m.d.comb += [self.o.valid.eq(s2_emits), self.o_tag.eq(s2.data.as_unsigned())]
-        with m.Switch(s2.op):
-            if cfg.handoff:
-                with m.Case(Opcode.FINISH):
-                    m.d.comb += [self.o.p.op.eq(Opcode.WRITE_ACT), self.o.p.addr.eq(s2.addr_b),
-                                 self.o.p.addr_b.eq(0), self.o.p.data.eq(activation)]
-            with m.Case(Opcode.READ_ACT):
-                m.d.comb += [self.o.p.op.eq(Opcode.REPLY), self.o.p.addr.eq(s2.addr),
-                             self.o.p.addr_b.eq(s2.addr_b), self.o.p.data.eq(s2_act)]
-            with m.Case(Opcode.SEND):
-                m.d.comb += [self.o.p.op.eq(Opcode.ADD), self.o.p.addr.eq(s2.addr_b),
-                             self.o.p.addr_b.eq(s2.addr), self.o.p.data.eq(acc)]
-            with m.Default():
-                m.d.comb += [self.o.p.op.eq(Opcode.REPLY), self.o.p.addr.eq(s2.addr),
-                             self.o.p.addr_b.eq(s2.addr_b), self.o.p.data.eq(acc)]
-
+        activation = self._requantize(m, acc, s2, advance & s2_valid) if cfg.handoff else None
+        last_stage_output(m, self, s2, s2_emits, acc, s2_act, activation)
         last_stage_flags(m, self, advance & s2_valid, s2.op, s2_nonzero)
         return m
 
