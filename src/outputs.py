@@ -22,8 +22,8 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["BUILD_MARK", "check_build_dir", "check_generate_dir", "check_output_file",
-           "finish_run", "mark_build_dir"]
+__all__ = ["BUILD_MARK", "check_build_dir", "check_dir_writable", "check_generate_dir",
+           "check_output_file", "finish_run", "mark_build_dir"]
 
 #: The file that marks a directory as a ``wafertile synth`` build directory.
 BUILD_MARK = ".wafertile-build"
@@ -34,30 +34,36 @@ def _writable(directory: Path) -> bool:
     return os.access(directory, os.W_OK | os.X_OK)
 
 
-def _check_creatable(flag: str, path: Path) -> None:
-    """Check that the missing directory ``path`` can be made (its parents included).
+def check_dir_writable(flag: str, path: Path) -> bool:
+    """Check that files can be written into directory ``path``: an existing directory that is
+    writable, or a missing one whose nearest existing parent is a writable directory.
+
+    Returns
+    -------
+    bool
+        Whether ``path`` exists (the caller checks what it already holds).
 
     Raises
     ------
     InputError
-        If a parent of ``path`` is a file, or the nearest existing parent is not writable.
+        If ``path`` is a file, lies under a file, or is not writable (or cannot be created).
     """
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise InputError(f"{flag} {str(path)!r} cannot be created: {str(parent)!r} is a file, "
-                         f"not a directory")
-    if not _writable(parent):
-        raise InputError(f"{flag} {str(path)!r} cannot be created: directory {str(parent)!r} "
-                         f"is not writable")
-
-
-def _check_existing_dir(flag: str, path: Path) -> None:
+    if not path.exists():
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise InputError(f"{flag} {str(path)!r} cannot be created: {str(parent)!r} is a "
+                             f"file, not a directory")
+        if not _writable(parent):
+            raise InputError(f"{flag} {str(path)!r} cannot be created: directory "
+                             f"{str(parent)!r} is not writable")
+        return False
     if not path.is_dir():
         raise InputError(f"{flag} {str(path)!r} is a file, not a directory")
     if not _writable(path):
         raise InputError(f"{flag} directory {str(path)!r} is not writable")
+    return True
 
 
 def _generated_by_wafertile(manifest: Path) -> bool:
@@ -92,10 +98,8 @@ def check_generate_dir(path: Path, names: Iterable[str], *, force: bool,
         if one of ``names`` is a directory; if one of them exists and ``path`` holds no
         ``manifest.json`` of wafertile, unless ``force``.
     """
-    if not path.exists():
-        _check_creatable(flag, path)
+    if not check_dir_writable(flag, path):
         return
-    _check_existing_dir(flag, path)
     present = []
     for name in names:
         target = path / name
@@ -166,10 +170,8 @@ def check_build_dir(path: Path, *, force: bool, flag: str = "--build-dir") -> No
         If ``path`` is a file, lies under a file, or is not writable (or cannot be created);
         if it is a non-empty directory without :data:`BUILD_MARK`, unless ``force``.
     """
-    if not path.exists():
-        _check_creatable(flag, path)
+    if not check_dir_writable(flag, path):
         return
-    _check_existing_dir(flag, path)
     if not force and not (path / BUILD_MARK).is_file() and any(path.iterdir()):
         raise InputError(f"{flag} {str(path)!r} is a non-empty directory that is not a "
                          f"wafertile build directory (no {BUILD_MARK}); --force builds in it")

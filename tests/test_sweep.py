@@ -423,6 +423,14 @@ def test_bad_spec_and_output_dir(tmp_path, capsys, no_cluster):
     assert capsys.readouterr().err == (
         f"wafertile: error: -o '{foreign}' is a non-empty directory that is not a wafertile "
         f"sweep's (no {MARK}); --force writes the sweep into it\n")
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert main(["sweep", str(good), "-o", str(afile)]) == 2
+    assert capsys.readouterr().err == f"wafertile: error: -o '{afile}' is a file, not a directory\n"
+    assert main(["sweep", str(good), "-o", str(afile / "out")]) == 2
+    assert capsys.readouterr().err == (
+        f"wafertile: error: -o '{afile / 'out'}' cannot be created: '{afile}' is a file, not a "
+        f"directory\n")
     ours = tmp_path / "ours"
     ResultTable.open(ours, resume=False)
     assert main(["sweep", str(good), "-o", str(ours)]) == 2

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..config import PARAMETERS
 from ..errors import InputError
+from ..outputs import check_dir_writable
 from .measures import MEASUREMENTS
 from .workloads import WORKLOAD_COLUMNS
 
@@ -93,21 +94,8 @@ def check_output_dir(path: Path, *, resume: bool, force: bool, flag: str = "-o")
         if it is a non-empty directory without :data:`MARK`, unless ``force``; if it holds a
         sweep's table and neither ``resume`` nor ``force`` says what to do with it.
     """
-    if not path.exists():
-        parent = path.parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        if not parent.is_dir():
-            raise InputError(f"{flag} {str(path)!r} cannot be created: {str(parent)!r} is a "
-                             f"file, not a directory")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise InputError(f"{flag} {str(path)!r} cannot be created: directory "
-                             f"{str(parent)!r} is not writable")
+    if not check_dir_writable(flag, path):
         return
-    if not path.is_dir():
-        raise InputError(f"{flag} {str(path)!r} is a file, not a directory")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise InputError(f"{flag} directory {str(path)!r} is not writable")
     ours = (path / MARK).is_file()
     if not ours and not force and any(path.iterdir()):
         raise InputError(f"{flag} {str(path)!r} is a non-empty directory that is not a "
