@@ -52,6 +52,10 @@ class SramBank(ConfiguredComponent):
         Write ports (``en``, ``addr``, ``data``).
     """
 
+    #: the accumulator read port is transparent for its write port (False only in the formal
+    #: flow's ``core_wrong_stage`` mutation)
+    _acc_transparent = True
+
     def __init__(self, config: Config):
         super().__init__(config, bank_ports(config))
 
@@ -70,6 +74,7 @@ class SramBank(ConfiguredComponent):
         acc_w = acc.write_port()
         wiring.connect(m, wiring.flipped(self.act_r), act.read_port(transparent_for=(act_w,)))
         wiring.connect(m, wiring.flipped(self.act_w), act_w)
-        wiring.connect(m, wiring.flipped(self.acc_r), acc.read_port(transparent_for=(acc_w,)))
+        acc_for = (acc_w,) if self._acc_transparent else ()
+        wiring.connect(m, wiring.flipped(self.acc_r), acc.read_port(transparent_for=acc_for))
         wiring.connect(m, wiring.flipped(self.acc_w), acc_w)
         return m

@@ -20,12 +20,11 @@ inside and alter one signal on its way.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
 
 from ..config import Config
-from ..hdl.core import SramBank, TileCore, make_mac_core
+from ..hdl.core import SramBank, TileCore
 from ..hdl.noc import PhitTx, VcBuffer, make_router, phase_counter
 from .buffer import BufferCountHarness
 from .core import CoreHarness
@@ -94,34 +93,13 @@ def _ignore_ready(config: Config):
 class _OldDataBank(SramBank):
     """A :class:`SramBank` whose accumulator read port is not transparent."""
 
-    def elaborate(self, platform):
-        m = Module()
-        cfg = self.config
-        m.submodules.act = act = Memory(shape=signed(cfg.data_width), depth=cfg.act_depth,
-                                        init=[])
-        m.submodules.acc = acc = Memory(shape=signed(cfg.acc_width), depth=cfg.acc_depth,
-                                        init=[])
-        act_w, acc_w = act.write_port(), acc.write_port()
-        wiring.connect(m, wiring.flipped(self.act_r), act.read_port(transparent_for=(act_w,)))
-        wiring.connect(m, wiring.flipped(self.act_w), act_w)
-        wiring.connect(m, wiring.flipped(self.acc_r), acc.read_port())  # the fault
-        wiring.connect(m, wiring.flipped(self.acc_w), acc_w)
-        return m
+    _acc_transparent = False  # the fault
 
 
 class _WrongStageCore(TileCore):
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.mac = mac = make_mac_core(self.config)
-        m.submodules.sram = sram = _OldDataBank(self.config)
-        for name in ("act_r", "act_w", "acc_r", "acc_w"):
-            wiring.connect(m, getattr(mac, name), getattr(sram, name))
-        wiring.connect(m, wiring.flipped(self.i), mac.i)
-        wiring.connect(m, mac.o, wiring.flipped(self.o))
-        for name in self.signature.members:
-            if name not in ("i", "o"):
-                m.d.comb += getattr(self, name).eq(getattr(mac, name))
-        return m
+    """A :class:`TileCore` on the :class:`_OldDataBank`."""
+
+    _bank_class = _OldDataBank
 
 
 class _WrongRegisterTx(PhitTx):
