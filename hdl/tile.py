@@ -9,7 +9,8 @@ from amaranth.lib.wiring import In, Out
 from ..config import Config
 from ._util import ConfiguredComponent
 from .core import TileCore
-from .flit import MESH_PORTS, Opcode, Port, handoff_layout, route_layout
+from .core.ops import matches
+from .flit import MESH_PORTS, Port, handoff_layout, route_layout
 from .noc import LinkSignature, PhitRx, make_router
 
 __all__ = ["Tile"]
@@ -87,7 +88,10 @@ class Tile(ConfiguredComponent):
         # carried; a FINISH's WRITE_ACT goes to the row rectangle of its hand-off.
         route = data.View(route_layout(cfg), core.o_tag[:cfg.route_width])
         header = from_core.flit.header
-        if not cfg.handoff:  # no FINISH: every output goes to its request's route
+        # the outputs of the operations whose data field carries a hand-off (FINISH's
+        # WRITE_ACT), of the core's table (:mod:`.core.ops`)
+        handoffs = [row.emit.op for row in core.ops.emitting(cfg) if row.data == "handoff"]
+        if not handoffs:  # no FINISH: every output goes to its request's route
             m.d.comb += [
                 from_core.valid.eq(core.o.valid),
                 from_core.flit.payload.eq(core.o.payload),
@@ -98,7 +102,7 @@ class Tile(ConfiguredComponent):
             ]
         else:
             handoff = data.View(handoff_layout(cfg), core.o_tag[:cfg.handoff_width])
-            finished = core.o.payload.op == Opcode.WRITE_ACT
+            finished = matches(core.o.payload.op, handoffs)
             vc = Mux(finished, handoff.vc, route.vc)
             m.d.comb += [
                 from_core.valid.eq(core.o.valid),

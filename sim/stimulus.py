@@ -20,6 +20,7 @@ import numpy as np
 
 from ..config import Config
 from ..hdl.core.fp import FP32, float_format
+from ..hdl.core.ops import OPS, Op, OpTable, code_of, codes
 from ..hdl.flit import MULT_WIDTH, Opcode, Reg
 
 __all__ = ["DIRECTED", "FLOAT_DIRECTED", "NO_HANDOFF_DIRECTED", "directed", "directed_cases",
@@ -195,8 +196,9 @@ def directed(name: str, config: Config) -> list[Flit]:
                          f"{'' if config.handoff else ' without the hand-off unit'} must be "
                          f"one of {', '.join(cases)}, not {name!r}")
     flits = {**DIRECTED, **FLOAT_DIRECTED, **NO_HANDOFF_DIRECTED}[name](config)
-    if not config.handoff and name not in NO_HANDOFF_DIRECTED:
-        flits = [f for f in flits if f["op"] not in (Opcode.SET, Opcode.FINISH)]
+    if name not in NO_HANDOFF_DIRECTED:  # the operations this core does not execute
+        absent = codes(OPS.absent(config))
+        flits = [f for f in flits if code_of(f["op"]) not in absent]
     return flits
 
 
@@ -483,66 +485,61 @@ def random_float_words(fmt_name: str, rng: np.random.Generator, n: int, *,
     return out.astype(np.int64)
 
 
-def _random_ops(cfg: Config) -> list[Opcode]:
-    """The operations of a random stream, weighted by repetition: SET and FINISH only with
-    the hand-off unit (``handoff``)."""
-    ops = [Opcode.MAC] * 12 + [Opcode.WRITE_ACT] * 3 + [Opcode.ADD, Opcode.WRITE_ACC,
-                                                        Opcode.READ_ACC, Opcode.READ_ACT,
-                                                        Opcode.SEND]
-    return [*ops, Opcode.SET, Opcode.FINISH] if cfg.handoff else ops
+#: How often each operation comes in a random stream, and the order of the draw: an operation
+#: the core executes (:meth:`~wafertile.hdl.core.ops.OpTable.legal`) that is not listed comes
+#: with weight 1 after these; one it does not execute never comes.
+_MIX = {"MAC": 12, "WRITE_ACT": 3, "ADD": 1, "WRITE_ACC": 1, "READ_ACC": 1, "READ_ACT": 1,
+        "SEND": 1, "SET": 1, "FINISH": 1}
 
 
-def _random_float_stream(config: Config, rng: np.random.Generator, n: int, density: float,
-                         hot: int) -> list[Flit]:
-    """:func:`random_stream` for a floating-point core: the same mix of operations, with
-    operands from :func:`random_float_words` (a weight or activation is a zero, either sign,
-    with probability ``1 - density``; FP32 words for ADD / WRITE_ACC)."""
-    cfg = config
+def _random_ops(cfg: Config, ops: OpTable) -> list[Op]:
+    """The operations of a random stream, weighted by repetition (:data:`_MIX`): those of
+    ``ops`` that the core of ``cfg`` executes (SET and FINISH only with the hand-off unit)."""
+    legal = {row.name: row for row in ops.legal(cfg)}
+    names = [name for name in _MIX if name in legal] + [n for n in legal if n not in _MIX]
+    return [legal[name] for name in names for _ in range(_MIX.get(name, 1))]
 
-    def addr(depth: int) -> int:
-        return int(rng.integers(hot)) if rng.random() < 0.8 else int(rng.integers(depth))
 
-    def half(zeros: float) -> int:
-        return int(random_float_words(cfg.dtype, rng, 1, zeros=zeros)[0])
-
-    ops = _random_ops(cfg)
-    flits = []
-    for _ in range(n):
-        op = ops[int(rng.integers(len(ops)))]
-        if op is Opcode.MAC:
-            flits.append(_f(op, addr(cfg.acc_depth), addr(cfg.act_depth), half(1 - density)))
-        elif op is Opcode.WRITE_ACT:
-            flits.append(_f(op, addr(cfg.act_depth), 0, half(1 - max(density, 0.5))))
-        elif op in (Opcode.ADD, Opcode.WRITE_ACC):
-            word = random_float_words("fp32", rng, 1, zeros=0.1, scale=2)[0]
-            flits.append(_f(op, addr(cfg.acc_depth), 0, _s(int(word))))
-        elif op is Opcode.SET:
-            reg = Reg(int(rng.integers(3)))
-            flits.append(_set(reg, int(rng.integers(2 if reg is Reg.RELU else 1 << 14))))
-        elif op is Opcode.READ_ACT:
-            flits.append(_f(op, addr(cfg.act_depth), int(rng.integers(cfg.act_depth)),
-                            int(rng.integers(cfg.acc_min, cfg.acc_max + 1))))
-        else:
-            flits.append(_f(op, addr(cfg.acc_depth), int(rng.integers(cfg.acc_depth)),
-                            int(rng.integers(cfg.acc_min, cfg.acc_max + 1))))
-    return flits
+def _random_flit(cfg: Config, row: Op, rng: np.random.Generator, addr, value) -> Flit:
+    """A random flit of operation ``row``, its fields by what the table says they carry:
+    ``addr`` a word of the bank it addresses (``addr(depth)``: mostly a hot one) or a tile
+    register; ``addr_b`` an activation operand's address, a word echoed in the output or its
+    target (any), or nothing; ``data`` ``value(kind, reg)`` of its kind (a float core's FP32
+    word drawn first, as its streams always were: the same seed gives the same stream)."""
+    depth = {"act": cfg.act_depth, "acc": cfg.acc_depth}
+    reg = None
+    early = cfg.is_float and row.data == "value"
+    data = value(row.data, reg) if early else 0
+    if row.addr_space == "reg":
+        reg = Reg(int(rng.integers(len(Reg))))
+        a = reg.value
+    else:
+        a = addr(depth[row.addr_space])
+    if row.act_field == "addr_b":
+        b = addr(cfg.act_depth)
+    elif row.emit is not None:  # data: a random tag (the output's route in a tile)
+        b = int(rng.integers(depth[row.addr_space]))
+    else:
+        b = 0
+    return _f(row.opcode or row.code, a, b, data if early else value(row.data, reg))
 
 
 def random_stream(config: Config, rng: np.random.Generator, n: int, density: float,
-                  *, hot: int = 8) -> list[Flit]:
+                  *, hot: int = 8, ops: OpTable = OPS) -> list[Flit]:
     """A seeded random mix of all operations; ``density`` is the share of nonzero weights.
 
-    SET and FINISH only with the hand-off unit (``config.handoff``; without it they are
-    unknown opcodes, exercised by the directed case ``handoff_off``).
+    The operations are those of ``ops`` (the operation table) that the core executes: SET
+    and FINISH only with the hand-off unit (``config.handoff``; without it they are unknown
+    opcodes, exercised by the directed case ``handoff_off``). Each field is drawn by what
+    the table says it carries.
 
     Addresses are drawn mostly from ``hot`` words so that back-to-back hazards are frequent,
     and sometimes from the whole bank so that every address bit is exercised. Activations are
     zero with probability ``1 - density`` too, so both zero-skip paths are covered. For a
     floating-point ``config`` the operands are float words of mixed kinds and magnitudes
-    (:func:`random_float_words`).
+    (:func:`random_float_words`: a weight or activation is a zero, either sign, with
+    probability ``1 - density``; FP32 words for ADD / WRITE_ACC).
     """
-    if config.is_float:
-        return _random_float_stream(config, rng, n, density, hot)
     cfg = config
 
     def addr(depth: int) -> int:
@@ -555,30 +552,36 @@ def random_stream(config: Config, rng: np.random.Generator, n: int, density: flo
             return int(rng.choice([lo, hi]))
         return int(rng.integers(lo, hi + 1))
 
-    ops = _random_ops(cfg)
-    flits = []
-    for _ in range(n):
-        op = ops[int(rng.integers(len(ops)))]
-        if op is Opcode.MAC:
-            flits.append(_f(op, addr(cfg.acc_depth), addr(cfg.act_depth),
-                            word(cfg.data_min, cfg.data_max, density)))
-        elif op is Opcode.WRITE_ACT:
-            flits.append(_f(op, addr(cfg.act_depth), 0,
-                            word(cfg.data_min, cfg.data_max, max(density, 0.5))))
-        elif op in (Opcode.ADD, Opcode.WRITE_ACC):
-            flits.append(_f(op, addr(cfg.acc_depth), 0, word(cfg.acc_min, cfg.acc_max, 0.9)))
-        elif op is Opcode.SET:
-            reg = Reg(int(rng.integers(3)))
-            top = {Reg.MULT: (1 << MULT_WIDTH) - 1, Reg.SHIFT: cfg.acc_width + MULT_WIDTH - 1,
-                   Reg.RELU: 1}[reg]
-            flits.append(_set(reg, int(rng.integers(top + 1))))
-        elif op is Opcode.READ_ACT:  # data: a random tag (the reply's route in a tile)
-            flits.append(_f(op, addr(cfg.act_depth), int(rng.integers(cfg.act_depth)),
-                            int(rng.integers(cfg.acc_min, cfg.acc_max + 1))))
-        else:  # READ_ACC, SEND, FINISH (data: the output's route or hand-off, here a tag)
-            flits.append(_f(op, addr(cfg.acc_depth), int(rng.integers(cfg.acc_depth)),
-                            int(rng.integers(cfg.acc_min, cfg.acc_max + 1))))
-    return flits
+    def half(zeros: float) -> int:
+        return int(random_float_words(cfg.dtype, rng, 1, zeros=zeros)[0])
+
+    def register(reg: Reg) -> int:
+        if cfg.is_float:
+            return int(rng.integers(2 if reg is Reg.RELU else 1 << 14))
+        top = {Reg.MULT: (1 << MULT_WIDTH) - 1, Reg.SHIFT: cfg.acc_width + MULT_WIDTH - 1,
+               Reg.RELU: 1}[reg]
+        return int(rng.integers(top + 1))
+
+    def value(kind: str | None, reg: Reg | None) -> int:
+        if kind == "weight":
+            return half(1 - density) if cfg.is_float else \
+                word(cfg.data_min, cfg.data_max, density)
+        if kind == "activation":
+            return half(1 - max(density, 0.5)) if cfg.is_float else \
+                word(cfg.data_min, cfg.data_max, max(density, 0.5))
+        if kind == "value":
+            if cfg.is_float:
+                return _s(int(random_float_words("fp32", rng, 1, zeros=0.1, scale=2)[0]))
+            return word(cfg.acc_min, cfg.acc_max, 0.9)
+        if kind == "register":
+            return register(reg)
+        if kind in ("route", "handoff"):  # here a random tag
+            return int(rng.integers(cfg.acc_min, cfg.acc_max + 1))
+        return 0
+
+    mix = _random_ops(cfg, ops)
+    return [_random_flit(cfg, mix[int(rng.integers(len(mix)))], rng, addr, value)
+            for _ in range(n)]
 
 
 def make_layer(cfg: Config, rng: np.random.Generator, b: int, i: int, j: int, density: float,

@@ -46,6 +46,7 @@ import numpy as np
 from .config import Config, Overflow
 from .errors import InputError
 from .formats import float_words, fp32_values
+from .hdl.core.ops import OPS, codes
 from .hdl.flit import Opcode, Port, encode_route, flit_layout, leaf_names, pack_columns
 
 __all__ = ["LayerError", "LayerPlan", "LayerProgram", "Phase", "PhaseBuilder", "add_activations",
@@ -169,7 +170,8 @@ class PhaseBuilder:
             columns[name] = cat([np.broadcast_to(np.asarray(f.get(leaf, 0), np.int64),
                                                  (len(p),)) for p, f in self.blocks])
         h = {k: columns[f"header.{k}"] for k in ("x0", "x1", "y0", "y1")}
-        writes = (columns["payload.op"] == Opcode.WRITE_ACT.value) * \
+        # the flits that write an activation (the tiles' act_written), at every tile they reach
+        writes = np.isin(columns["payload.op"], _ACT_WRITES) * \
             (h["x1"] - h["x0"] + 1) * (h["y1"] - h["y0"] + 1)
         replies = [cat([r[k] for r in self.replies]) for k in range(5)]
         return Phase(kind, cat([p for p, _ in self.blocks]), columns, expected_macs,
@@ -178,6 +180,8 @@ class PhaseBuilder:
 
 #: The leaf fields of every flit (the names do not depend on the configuration).
 _LEAVES = tuple(leaf_names(flit_layout(Config())))
+#: The opcodes of the operations that write an activation (:mod:`wafertile.hdl.core.ops`).
+_ACT_WRITES = codes(OPS.where(lambda r: r.act_write is not None))
 
 
 @dataclass

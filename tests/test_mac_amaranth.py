@@ -11,6 +11,7 @@ from amaranth.sim import Simulator
 from wafertile import Config
 from wafertile.hdl.core import FpMacCore, MacCore, TileCore
 from wafertile.hdl.core.fp import float_format
+from wafertile.hdl.core.ops import OPS, OpTable
 from wafertile.hdl.flit import Opcode, pack, payload_layout, unpack
 from wafertile.hdl.generate import verilog_text
 from wafertile.sim.models import CoreModel
@@ -46,9 +47,11 @@ NO_HANDOFF_CONFIGS = {
 }
 
 
-def simulate(cfg: Config, flits, *, seed: int = 0, idle: float = 0.0, stall: float = 0.0):
-    """Drive ``flits`` into a TileCore with random idle/backpressure; collect what comes out."""
-    dut = TileCore(cfg)
+def simulate(cfg: Config, flits, *, seed: int = 0, idle: float = 0.0, stall: float = 0.0,
+             ops: OpTable = OPS):
+    """Drive ``flits`` into a TileCore (of the operation table ``ops``) with random
+    idle/backpressure; collect what comes out."""
+    dut = TileCore(cfg, ops)
     layout = payload_layout(cfg)
     words = [pack(layout, f) for f in flits]
     rng = np.random.default_rng(seed)
@@ -86,8 +89,8 @@ def simulate(cfg: Config, flits, *, seed: int = 0, idle: float = 0.0, stall: flo
     return got
 
 
-def _check(cfg, flits, got):
-    ref = CoreModel(cfg).run(flits)
+def _check(cfg, flits, got, ops: OpTable = OPS, units=None):
+    ref = CoreModel(cfg, ops, units).run(flits)
     assert got["outputs"] == ref.outputs
     assert got["tags"] == ref.tags
     assert (got["mac_done"], got["mac_skipped"]) == (ref.mac_done, ref.mac_skipped)

@@ -1,5 +1,6 @@
 """The tile core: the sparse-aware MAC core and its SRAM bank.
 
+- :mod:`.ops`: :data:`~.ops.OPS`, the operation table every per-opcode decision derives from;
 - :mod:`.sram`: :class:`~.sram.SramBank`, the activation and accumulator banks in block RAM;
 - :mod:`.mac`: :class:`~.mac.MacCore`, the integer pipeline (int8 / int16);
 - :mod:`.fp`: the floating-point units (FP16 / BF16 products, FP32 sums, the hand-off);
@@ -10,8 +11,9 @@
 
 from .fpmac import FpMacCore
 from .mac import MacCore, core_ports
+from .ops import OPS, Emit, Op, OpTable
 from .sram import SramBank, bank_ports
 from .tilecore import TileCore, make_mac_core
 
-__all__ = ["FpMacCore", "MacCore", "SramBank", "TileCore", "bank_ports", "core_ports",
-           "make_mac_core"]
+__all__ = ["OPS", "Emit", "FpMacCore", "MacCore", "Op", "OpTable", "SramBank", "TileCore",
+           "bank_ports", "core_ports", "make_mac_core"]

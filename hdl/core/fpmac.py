@@ -8,7 +8,15 @@ from ...config import Config
 from .._util import ConfiguredComponent
 from ..flit import Opcode, Reg, payload_layout
 from .fp import FpAdd, FpMul, FpToHalf, fp_relu
-from .mac import core_ports, last_stage_flags, last_stage_output
+from .mac import (
+    act_address,
+    check_ops,
+    core_ports,
+    last_stage_flags,
+    last_stage_output,
+    rows_of,
+)
+from .ops import OPS, OpTable, matches, ordered
 from .sram import bank_ports
 
 __all__ = ["FpMacCore"]
@@ -86,6 +94,8 @@ class FpMacCore(ConfiguredComponent):
     ----------
     config : Config
         With ``dtype`` ``"fp16"`` or ``"bf16"``.
+    ops : OpTable
+        As :class:`~wafertile.hdl.core.MacCore`'s.
 
     Members
     -------
@@ -99,26 +109,34 @@ class FpMacCore(ConfiguredComponent):
         If ``config`` is not a :class:`Config` with a floating-point ``dtype``.
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, ops: OpTable = OPS):
+        self._ops = ops
         ports = core_ports(config)
         ports.update({name: member.flip() for name, member in bank_ports(config).items()})
         super().__init__(config, ports)
 
     @classmethod
-    def check(cls, config: object, *args, **kwargs) -> None:
+    def check(cls, config: object, ops: OpTable = OPS) -> None:
         super().check(config)
         if not config.is_float:
             raise TypeError(f"FpMacCore needs a floating-point dtype ('fp16' or 'bf16'), not "
                             f"{config.dtype!r} (MacCore is the integer core)")
+        check_ops(cls, config, ops)
+
+    @property
+    def ops(self) -> OpTable:
+        """The operation table the core executes."""
+        return self._ops
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
         dw, aaw = cfg.data_width, cfg.acc_addr_width
         layout = payload_layout(cfg)
+        handoff = "handoff" in self.ops.units(cfg)
         m.submodules.mul = mul = FpMul(cfg.dtype, stages=2)
         m.submodules.add = add = FpAdd(stages=2)
-        if cfg.handoff:  # FINISH's rounding to the format (no hand-off unit: no FINISH)
+        if handoff:  # FINISH's rounding to the format (no hand-off unit: no FINISH)
             m.submodules.to_half = to_half = FpToHalf(cfg.dtype)
 
         s1, s2, s3 = Signal(layout), Signal(layout), Signal(layout)
@@ -135,52 +153,48 @@ class FpMacCore(ConfiguredComponent):
         # The pipeline moves as one (`advance`: it holds only while S3 offers a flit that is
         # not taken), except that S0 .. S2 hold for one cycle on the hazard (`move`: they
         # advance too). The hazard is a function of registers only.
-        emits = (s3.op == Opcode.READ_ACT) | (s3.op == Opcode.READ_ACC) | (s3.op == Opcode.SEND)
-        if cfg.handoff:
-            emits = emits | (s3.op == Opcode.FINISH)
-        s3_emits = s3_valid & emits
+        s3_emits = s3_valid & matches(s3.op, self.ops.emitting(cfg))
         advance = Signal()
         hazard = Signal()
         move = Signal()
         m.d.comb += [advance.eq(~s3_emits | self.o.ready), move.eq(advance & ~hazard),
                      self.i.ready.eq(move)]
 
-        def act_addr(p):
-            is_act_op = (p.op == Opcode.READ_ACT) | (p.op == Opcode.WRITE_ACT)
-            return Mux(is_act_op, p.addr, p.addr_b)[:cfg.act_addr_width]
-
         with m.If(move):
             m.d.sync += [s1.eq(self.i.payload), s1_valid.eq(self.i.valid)]
 
         # -- S0: activation read ----------------------------------------------------------------
-        m.d.comb += [self.act_r.addr.eq(act_addr(self.i.payload)), self.act_r.en.eq(move)]
+        m.d.comb += [self.act_r.addr.eq(act_address(self, self.i.payload)), self.act_r.en.eq(move)]
 
         # -- S1: activation, WRITE_ACT, the multiplier ------------------------------------------
         act = self.act_r.data.as_unsigned()
         weight = s1.data.as_unsigned()[:dw]
-        act_we = s1_valid & (s1.op == Opcode.WRITE_ACT)
+        act_we = s1_valid & matches(s1.op, rows_of(self, lambda r: r.act_write))
         m.d.comb += [
-            self.act_w.addr.eq(act_addr(s1)),
+            self.act_w.addr.eq(act_address(self, s1)),
             self.act_w.data.eq(weight),
             self.act_w.en.eq(move & act_we),
             self.act_written.eq(move & act_we),
         ]
         # +0 and -0 are zero: every bit but the sign. The multiplier's register (after the
         # DSP) loads only for a nonzero pair: a zero operand costs no multiply.
-        nonzero = (s1.op == Opcode.MAC) & (weight[:dw - 1] != 0) & (act[:dw - 1] != 0)
+        nonzero = matches(s1.op, rows_of(self, lambda r: r.skips_zero)) & \
+            (weight[:dw - 1] != 0) & (act[:dw - 1] != 0)
         m.d.comb += [mul.a.eq(weight), mul.b.eq(act), mul.en.eq(move & nonzero)]
         with m.If(move):
             m.d.sync += [s2.eq(s1), s2_valid.eq(s1_valid), s2_act.eq(act),
                          s2_nonzero.eq(nonzero)]
 
         # -- S2: the product's normalization, the accumulator read, the hazard ----------------
-        reads = (s2_nonzero | (s2.op == Opcode.ADD) | (s2.op == Opcode.READ_ACC) |
-                 (s2.op == Opcode.SEND))
-        if cfg.handoff:
-            reads = reads | (s2.op == Opcode.FINISH)
-        s2_reads = s2_valid & reads
-        s3_writes = s3_valid & (((s3.op == Opcode.MAC) & s3_nonzero) | (s3.op == Opcode.ADD) |
-                                (s3.op == Opcode.WRITE_ACC))
+        # the accumulator's readers and writers, those that skip a zero operand only for a
+        # nonzero pair (the order of the terms is the Verilog's text only: ADD first)
+        s2_reads = s2_valid & matches(s2.op, ordered(
+            rows_of(self, lambda r: r.acc_read and not r.skips_zero), first=(Opcode.ADD,)),
+            lead=s2_nonzero)
+        unless_zero = matches(s3.op, rows_of(self, lambda r: r.acc_write and r.skips_zero))
+        s3_writes = s3_valid & matches(s3.op, ordered(
+            rows_of(self, lambda r: r.acc_write and not r.skips_zero), first=(Opcode.ADD,)),
+            lead=unless_zero & s3_nonzero)
         m.d.comb += hazard.eq(s2_reads & s3_writes & (s2.addr[:aaw] == s3.addr[:aaw]))
         # The read is issued whenever the pipeline advances, also in the bubble's cycle: the
         # read of the cycle in which S2 finally moves (the write's cycle) is the one kept.
@@ -195,22 +209,26 @@ class FpMacCore(ConfiguredComponent):
 
         # -- S3: the add's first half, outputs, SET -------------------------------------------
         acc = self.acc_r.data.as_unsigned()
-        m.d.comb += [add.a.eq(acc), add.b.eq(Mux(s3.op == Opcode.MAC, s3_prod,
-                                                  s3.data.as_unsigned())),
+        m.d.comb += [add.a.eq(acc),
+                     add.b.eq(Mux(matches(s3.op, rows_of(self, lambda r: r.unit == "mac")),
+                                  s3_prod, s3.data.as_unsigned())),
                      add.en.eq(advance)]
         with m.If(advance):
             m.d.sync += [s4_we.eq(s3_writes), s4_addr.eq(s3.addr[:aaw]),
-                         s4_write_acc.eq(s3.op == Opcode.WRITE_ACC), s4_data.eq(s3.data)]
+                         s4_write_acc.eq(matches(s3.op,
+                                                 rows_of(self, lambda r: r.acc_write == "data"))),
+                         s4_data.eq(s3.data)]
 
         fire3 = advance & s3_valid
-        if cfg.handoff:  # the hand-off unit: the RELU register (SET) and FINISH's rounding
+        if handoff:  # the hand-off unit: the RELU register (SET) and FINISH's rounding
             relu = Signal()
-            with m.If(fire3 & (s3.op == Opcode.SET) & (s3.addr[:2] == Reg.RELU.value)):
+            with m.If(fire3 & matches(s3.op, rows_of(self, lambda r: r.reg_write)) &
+                      (s3.addr[:2] == Reg.RELU.value)):
                 m.d.sync += relu.eq(s3.data[0])
             m.d.comb += to_half.i.eq(Mux(relu, fp_relu(acc), acc))
 
-        last_stage_output(m, self, s3, s3_emits, acc, s3_act,
-                          to_half.o if cfg.handoff else None)
+        last_stage_output(m, self, s3, s3_emits,
+                          {"act": s3_act, "acc": acc, "unit": to_half.o if handoff else None})
         last_stage_flags(m, self, fire3, s3.op, s3_nonzero)
 
         # -- S4: the add's second half, the accumulator write -----------------------------------

@@ -10,9 +10,15 @@ from amaranth.lib.wiring import In, Out
 from ...config import Config, Overflow
 from .._util import ConfiguredComponent, any_of
 from ..flit import MULT_WIDTH, Opcode, Reg, payload_layout
+from .ops import OPS, OpTable, matches, ordered
 from .sram import bank_ports
 
-__all__ = ["MacCore", "core_ports"]
+__all__ = ["CORE_UNITS", "MacCore", "act_address", "check_ops", "core_ports",
+           "last_stage_flags", "last_stage_output", "rows_of"]
+
+#: The units a core has (``wafertile.hdl.core.ops``): an operation of another unit needs the
+#: decoder step's unit interface first.
+CORE_UNITS = frozenset({"mac", "add", "handoff"})
 
 
 def core_ports(config: Config) -> dict[str, wiring.Member]:
@@ -28,41 +34,83 @@ def core_ports(config: Config) -> dict[str, wiring.Member]:
     }
 
 
-def last_stage_output(m: Module, core, stage, emits, acc, act, activation=None) -> None:
-    """A core's output flit, from the operation in its last stage (``stage``): READ_ACT's
-    REPLY of ``act``, SEND's ADD of ``acc`` to ``addr_b`` (the partner's address in ``addr``),
-    READ_ACC's REPLY of ``acc``, and with the hand-off unit FINISH's WRITE_ACT of
-    ``activation`` to ``addr_b``. ``emits``: the stage holds an operation that replies."""
+def check_ops(cls, config: Config, ops: OpTable) -> None:
+    """A core's check of its operation table: an :class:`~.ops.OpTable` whose operations
+    for ``config`` need only the units the cores have (:data:`CORE_UNITS`), every MAC-unit
+    operation skipping a zero operand (the product register loads only for a nonzero pair).
+
+    Raises
+    ------
+    TypeError
+        If ``ops`` is not an :class:`~.ops.OpTable`.
+    ValueError
+        If an operation needs a unit the core does not have.
+    """
+    if not isinstance(ops, OpTable):
+        raise TypeError(f"{cls.__name__} ops must be an OpTable, not {ops!r}")
+    for row in ops.legal(config):
+        if row.unit is not None and row.unit not in CORE_UNITS:
+            raise ValueError(f"{cls.__name__} has no unit {row.unit!r} (operation "
+                             f"{row.name}); its units: {', '.join(sorted(CORE_UNITS))}")
+        if (row.unit == "mac") != row.skips_zero:
+            raise ValueError(f"{cls.__name__} skips the zero operands of exactly the "
+                             f"operations of its MAC unit (operation {row.name})")
+
+
+def rows_of(core, test) -> tuple:
+    """The operations of ``core``'s table that its configuration executes and for which
+    ``test`` holds (:meth:`~.ops.OpTable.where`)."""
+    return core.ops.where(test, core.config)
+
+
+def act_address(core, p):
+    """The activation address of the operation in payload ``p``: ``addr`` for the operations
+    that address the activation by ``addr``, ``addr_b`` for the others (a MAC's)."""
+    # the terms in the order the cores have always compared them: the Verilog's text
+    by_addr = ordered(rows_of(core, lambda r: r.act_field == "addr"), first=(Opcode.READ_ACT,))
+    return Mux(matches(p.op, by_addr), p.addr, p.addr_b)[:core.config.act_addr_width]
+
+
+def last_stage_output(m: Module, core, stage, emits, sources) -> None:
+    """A core's output flit, from the operation in its last stage (``stage``): the output
+    (:class:`~.ops.Emit`) of its row, its data from ``sources`` (``"act"``: the activation
+    it read, ``"acc"``: the accumulator, ``"unit"``: the unit's result). ``emits``: the stage
+    holds an operation that emits."""
     m.d.comb += [core.o.valid.eq(emits), core.o_tag.eq(stage.data.as_unsigned())]
+    out = core.o.p
+
+    def drive(emit):
+        m.d.comb += [out.op.eq(emit.op),
+                     out.addr.eq(getattr(stage, emit.addr) if emit.addr else 0),
+                     out.addr_b.eq(getattr(stage, emit.addr_b) if emit.addr_b else 0),
+                     out.data.eq(sources[emit.data])]
+
+    # One case per emitting operation, the last the default. The order of the cases is the
+    # Verilog's text only (the one the cores have always had): the decoder step drops it.
+    rows = ordered(core.ops.emitting(core.config),
+                   first=(Opcode.FINISH, Opcode.READ_ACT, Opcode.SEND))
+    if not rows:
+        return
     with m.Switch(stage.op):
-        if core.config.handoff:
-            with m.Case(Opcode.FINISH):
-                m.d.comb += [core.o.p.op.eq(Opcode.WRITE_ACT), core.o.p.addr.eq(stage.addr_b),
-                             core.o.p.addr_b.eq(0), core.o.p.data.eq(activation)]
-        with m.Case(Opcode.READ_ACT):
-            m.d.comb += [core.o.p.op.eq(Opcode.REPLY), core.o.p.addr.eq(stage.addr),
-                         core.o.p.addr_b.eq(stage.addr_b), core.o.p.data.eq(act)]
-        with m.Case(Opcode.SEND):
-            m.d.comb += [core.o.p.op.eq(Opcode.ADD), core.o.p.addr.eq(stage.addr_b),
-                         core.o.p.addr_b.eq(stage.addr), core.o.p.data.eq(acc)]
+        for row in rows[:-1]:
+            with m.Case(row.code):
+                drive(row.emit)
         with m.Default():
-            m.d.comb += [core.o.p.op.eq(Opcode.REPLY), core.o.p.addr.eq(stage.addr),
-                         core.o.p.addr_b.eq(stage.addr_b), core.o.p.data.eq(acc)]
+            drive(rows[-1].emit)
 
 
 def last_stage_flags(m: Module, core, fire, op, nonzero) -> None:
-    """A core's last stage: ``mac_done`` / ``mac_skipped`` for a MAC that leaves it (``fire``)
-    with or without a nonzero pair, and the sticky ``error`` for an opcode the core does not
-    know (SET and FINISH only with the hand-off unit)."""
+    """A core's last stage: ``mac_done`` / ``mac_skipped`` for an operation counted as a MAC
+    that leaves it (``fire``) with or without a nonzero pair, and the sticky ``error`` for an
+    opcode the core does not execute (:meth:`~.ops.OpTable.legal`: SET and FINISH only with
+    the hand-off unit)."""
+    macs = rows_of(core, lambda r: r.counts_mac)
     m.d.comb += [
-        core.mac_done.eq(fire & (op == Opcode.MAC) & nonzero),
-        core.mac_skipped.eq(fire & (op == Opcode.MAC) & ~nonzero),
+        core.mac_done.eq(fire & matches(op, macs) & nonzero),
+        core.mac_skipped.eq(fire & matches(op, macs) & ~nonzero),
     ]
-    known = [Opcode.WRITE_ACT, Opcode.WRITE_ACC, Opcode.READ_ACT, Opcode.READ_ACC, Opcode.MAC,
-             Opcode.ADD, Opcode.SEND]
-    if core.config.handoff:
-        known += [Opcode.SET, Opcode.FINISH]
-    with m.If(fire & ~any_of(op == o for o in known)):
+    known = core.ops.legal(core.config)
+    with m.If(fire & ~any_of(matches(op, [row]) for row in known)):
         m.d.sync += core.error.eq(1)
 
 
@@ -126,6 +174,9 @@ class MacCore(ConfiguredComponent):
     Parameters
     ----------
     config : Config
+    ops : OpTable
+        The operations (by default :data:`~.ops.OPS`): the core derives every per-opcode
+        decision from it.
 
     Members
     -------
@@ -142,17 +193,24 @@ class MacCore(ConfiguredComponent):
     mac_done, mac_skipped, act_written, error : ``Out(1)``
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, ops: OpTable = OPS):
+        self._ops = ops
         ports = core_ports(config)
         ports.update({name: member.flip() for name, member in bank_ports(config).items()})
         super().__init__(config, ports)
 
     @classmethod
-    def check(cls, config: object, *args, **kwargs) -> None:
+    def check(cls, config: object, ops: OpTable = OPS) -> None:
         super().check(config)
         if config.is_float:
             raise TypeError(f"MacCore is the integer core, not for dtype {config.dtype!r} (use "
                             f"FpMacCore, or make_mac_core to pick by the configuration)")
+        check_ops(cls, config, ops)
+
+    @property
+    def ops(self) -> OpTable:
+        """The operation table the core executes."""
+        return self._ops
 
     def elaborate(self, platform):
         m = Module()
@@ -169,37 +227,29 @@ class MacCore(ConfiguredComponent):
         s2_nonzero = Signal()
 
         # The pipeline moves as one; it holds only while S2 offers a flit that is not taken.
-        emits = (s2.op == Opcode.READ_ACT) | (s2.op == Opcode.READ_ACC) | (s2.op == Opcode.SEND)
-        if cfg.handoff:
-            emits = emits | (s2.op == Opcode.FINISH)
-        s2_emits = s2_valid & emits
+        s2_emits = s2_valid & matches(s2.op, self.ops.emitting(cfg))
         advance = Signal()
         m.d.comb += [
             advance.eq(~s2_emits | self.o.ready),
             self.i.ready.eq(advance),
         ]
 
-        def act_addr(p):
-            # READ_ACT and WRITE_ACT address the activation bank with `addr`; a MAC with `addr_b`.
-            is_act_op = (p.op == Opcode.READ_ACT) | (p.op == Opcode.WRITE_ACT)
-            return Mux(is_act_op, p.addr, p.addr_b)[:cfg.act_addr_width]
-
         with m.If(advance):
             m.d.sync += [s1.eq(self.i.payload), s1_valid.eq(self.i.valid)]
 
         # -- S0: activation read ----------------------------------------------------------------
         m.d.comb += [
-            self.act_r.addr.eq(act_addr(self.i.payload)),
+            self.act_r.addr.eq(act_address(self, self.i.payload)),
             self.act_r.en.eq(advance),
         ]
 
         # -- S1: activation, WRITE_ACT, multiply, accumulator read ------------------------------
-        s1_act_addr = act_addr(s1)
+        s1_act_addr = act_address(self, s1)
         act = self.act_r.data
 
         weight = s1.data[:dw].as_signed()
         new_act = s1.data[:dw].as_signed()
-        act_we = s1_valid & (s1.op == Opcode.WRITE_ACT)
+        act_we = s1_valid & matches(s1.op, rows_of(self, lambda r: r.act_write))
         m.d.comb += [
             self.act_w.addr.eq(s1_act_addr),
             self.act_w.data.eq(new_act),
@@ -207,7 +257,7 @@ class MacCore(ConfiguredComponent):
             self.act_written.eq(advance & act_we),
         ]
 
-        nonzero = (s1.op == Opcode.MAC) & (weight != 0) & (act != 0)
+        nonzero = matches(s1.op, rows_of(self, lambda r: r.skips_zero)) & (weight != 0) & (act != 0)
         m.d.comb += [
             self.acc_r.addr.eq(s1.addr[:cfg.acc_addr_width]),
             self.acc_r.en.eq(advance),
@@ -224,7 +274,7 @@ class MacCore(ConfiguredComponent):
         s2_acc_addr = s2.addr[:cfg.acc_addr_width]
         acc = self.acc_r.data
 
-        addend = Mux(s2.op == Opcode.MAC, s2_prod, s2.data)
+        addend = Mux(matches(s2.op, rows_of(self, lambda r: r.unit == "mac")), s2_prod, s2.data)
         total = Signal(signed(aw + 1))
         m.d.comb += total.eq(acc + addend)
         result = Signal(signed(aw))
@@ -238,19 +288,25 @@ class MacCore(ConfiguredComponent):
         else:
             m.d.comb += result.eq(total[:aw].as_signed())
 
-        acc_value = Mux(s2.op == Opcode.WRITE_ACC, s2.data, result)
-        acc_we = s2_valid & ((s2.op == Opcode.WRITE_ACC) | (s2.op == Opcode.ADD) |
-                             ((s2.op == Opcode.MAC) & s2_nonzero))
+        acc_value = Mux(matches(s2.op, rows_of(self, lambda r: r.acc_write == "data")), s2.data,
+                        result)
+        # every accumulator write, that of an operation that skips a zero operand only for a
+        # nonzero pair
+        always = matches(s2.op, rows_of(self, lambda r: r.acc_write and not r.skips_zero))
+        unless_zero = matches(s2.op, rows_of(self, lambda r: r.acc_write and r.skips_zero))
+        acc_we = s2_valid & (always | (unless_zero & s2_nonzero))
         m.d.comb += [
             self.acc_w.addr.eq(s2_acc_addr),
             self.acc_w.data.eq(acc_value),
             self.acc_w.en.eq(advance & acc_we),
         ]
 
-        # The hand-off unit (SET, FINISH) only with config.handoff: without it, both are
-        # unknown opcodes (no registers, no requantization, the sticky error below).
-        activation = self._requantize(m, acc, s2, advance & s2_valid) if cfg.handoff else None
-        last_stage_output(m, self, s2, s2_emits, acc, s2_act, activation)
+        # The hand-off unit (SET, FINISH) only for a table and configuration that need it
+        # (config.handoff): without it, both are unknown opcodes (no registers, no
+        # requantization, the sticky error below).
+        activation = self._requantize(m, acc, s2, advance & s2_valid) \
+            if "handoff" in self.ops.units(cfg) else None
+        last_stage_output(m, self, s2, s2_emits, {"act": s2_act, "acc": acc, "unit": activation})
         last_stage_flags(m, self, advance & s2_valid, s2.op, s2_nonzero)
         return m
 
@@ -262,7 +318,7 @@ class MacCore(ConfiguredComponent):
         shift = Signal(range(aw + MULT_WIDTH))
         relu = Signal()
         reg = s2.addr[:2]
-        with m.If(fire & (s2.op == Opcode.SET)):
+        with m.If(fire & matches(s2.op, rows_of(self, lambda r: r.reg_write))):
             with m.If(reg == Reg.MULT.value):
                 m.d.sync += mult.eq(s2.data[:MULT_WIDTH])
             with m.Elif(reg == Reg.SHIFT.value):
@@ -273,8 +329,8 @@ class MacCore(ConfiguredComponent):
         product = Signal(signed(width))
         m.d.comb += product.eq(acc * mult)
         # p / 2**shift rounded to nearest, ties away from zero (gemmlowp's
-        # RoundingDivideByPOT): floor, then +1 when the remainder is above half (or, for a
-        # negative p, at least half).
+        # RoundingDivideByPOT): floor, then +1 when the remainder is above half (or, for
+        # p >= 0, exactly half: -2.5 -> -3, 2.5 -> 3).
         floor = Signal(signed(width))
         m.d.comb += floor.eq(product >> shift)
         mask = Signal(width)

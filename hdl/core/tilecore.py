@@ -9,15 +9,16 @@ from ...config import Config
 from .._util import ConfiguredComponent
 from .fpmac import FpMacCore
 from .mac import MacCore, core_ports
+from .ops import OPS, OpTable
 from .sram import SramBank
 
 __all__ = ["TileCore", "make_mac_core"]
 
 
-def make_mac_core(config: Config) -> MacCore | FpMacCore:
-    """The MAC core of ``config.dtype``: :class:`MacCore` for int8 / int16,
+def make_mac_core(config: Config, ops: OpTable = OPS) -> MacCore | FpMacCore:
+    """The MAC core of ``config.dtype`` executing ``ops``: :class:`MacCore` for int8 / int16,
     :class:`FpMacCore` for fp16 / bf16."""
-    return FpMacCore(config) if config.is_float else MacCore(config)
+    return FpMacCore(config, ops) if config.is_float else MacCore(config, ops)
 
 
 class TileCore(ConfiguredComponent):
@@ -25,18 +26,29 @@ class TileCore(ConfiguredComponent):
     (:func:`make_mac_core`) wired to its :class:`SramBank`.
 
     Same stream interface, latency and backpressure behaviour as the MAC core; the memory
-    ports are internal.
+    ports are internal. ``ops``: the operation table (by default :data:`~.ops.OPS`).
     """
 
     #: the bank's class (a faulty subclass only in the formal flow's mutations)
     _bank_class = SramBank
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, ops: OpTable = OPS):
+        self._ops = ops
         super().__init__(config, core_ports(config))
+
+    @classmethod
+    def check(cls, config: object, ops: OpTable = OPS) -> None:
+        super().check(config)
+        (FpMacCore if config.is_float else MacCore).check(config, ops)
+
+    @property
+    def ops(self) -> OpTable:
+        """The operation table the core executes."""
+        return self._ops
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mac = mac = make_mac_core(self.config)
+        m.submodules.mac = mac = make_mac_core(self.config, self.ops)
         m.submodules.sram = sram = self._bank_class(self.config)
         for name in ("act_r", "act_w", "acc_r", "acc_w"):
             wiring.connect(m, getattr(mac, name), getattr(sram, name))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...config import Config
+from ...hdl.core.ops import OPS, code_of, codes
 from ...hdl.flit import Opcode, Port, decode_handoff, decode_route
 from ...stream import LayerProgram
 from .core import CoreModel
@@ -42,10 +43,12 @@ class ArrayModel:
                 self._step(x, y, flit["payload"])
 
     def _step(self, x: int, y: int, payload: dict) -> None:
-        out = self.tiles[x, y].step(payload)
+        tile = self.tiles[x, y]
+        out = tile.step(payload)
         if out is None:
             return
-        if out["op"] is Opcode.WRITE_ACT:  # a FINISH's activation: to its row rectangle
+        # the data field of an operation that emits is its output's route or hand-off
+        if tile.ops[payload["op"]].data == "handoff":  # FINISH's activation: a row rectangle
             h = decode_handoff(self.config, int(payload.get("data", 0)))
             for rx in range(h["x0"], h["x1"] + 1):
                 self.outputs.setdefault((x, y), []).append((rx, h["y"], Port.LOCAL, out))
@@ -92,7 +95,7 @@ def collect_outputs(phase, replies: dict[int, list[dict]], y_out: np.ndarray) ->
     must be there (:func:`collect_reply_arrays` on the same replies as arrays)."""
     flat = [(row, f) for row, flits in replies.items() for f in flits]
     cols = [np.array([v for v in values], dtype=np.int64) for values in (
-        [row for row, _ in flat], [Opcode(f["op"]).value for _, f in flat],
+        [row for row, _ in flat], [code_of(f["op"]) for _, f in flat],
         [f["addr"] for _, f in flat], [f["addr_b"] for _, f in flat],
         [f["data"] for _, f in flat])]
     collect_reply_arrays(phase, *cols, y_out)
@@ -160,7 +163,7 @@ def port_hazards(program: LayerProgram) -> tuple[int, int]:
     for phase in program.phases:
         if phase.kind != "stream":
             continue
-        mac = phase.flits["payload.op"] == Opcode.MAC.value
+        mac = np.isin(phase.flits["payload.op"], codes(OPS.where(lambda r: r.counts_mac)))
         macs += int(mac.sum())
         for q in np.unique(phase.port[mac]):
             mine = mac & (phase.port == q)

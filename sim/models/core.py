@@ -10,27 +10,30 @@ FP16 / BF16 words in the activation bank, FP32 bits in the accumulators (held as
 :mod:`wafertile.sim.models.fp`, and the core's bubbles counted (:attr:`CoreResult.bubbles`).
 
 Flits are dicts with the payload fields ``op`` (an :class:`~wafertile.hdl.flit.Opcode`),
-``addr``, ``addr_b`` and ``data``, as :func:`wafertile.hdl.flit.unpack` returns them.
+``addr``, ``addr_b`` and ``data``, as :func:`wafertile.hdl.flit.unpack` returns them. What
+each operation does comes from the operation table (:mod:`wafertile.hdl.core.ops`); what its
+unit computes, from the number format's units (:data:`INT_UNITS`, :data:`FLOAT_UNITS`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ...config import Config, Overflow
-from ...hdl.flit import MULT_WIDTH, Opcode, Reg
+from ...hdl.core.ops import OPS, OpTable, code_of
+from ...hdl.flit import MULT_WIDTH, Reg
 from .fp import add as fp_add
 from .fp import is_zero as fp_is_zero
 from .fp import mac as fp_mac
 from .fp import relu as fp_relu
 from .fp import to_half as fp_to_half
 
-__all__ = ["CoreModel", "CoreResult", "SramCycleModel", "SramModel", "requantize", "saturate",
-           "wrap"]
+__all__ = ["FLOAT_UNITS", "INT_UNITS", "CoreModel", "CoreResult", "Operands", "SramCycleModel",
+           "SramModel", "Unit", "requantize", "saturate", "wrap"]
 
 
 def wrap(value: int, bits: int) -> int:
@@ -126,13 +129,88 @@ class CoreResult:
     bubbles: int = 0
 
 
-class CoreModel:
-    """Transaction-level model of :class:`~wafertile.hdl.core.TileCore`. With ``handoff =
-    false`` in the configuration (no hand-off unit) SET and FINISH are unknown opcodes: no
-    effect, the sticky error."""
+@dataclass(frozen=True)
+class Operands:
+    """What a unit of :class:`CoreModel` computes from (:data:`INT_UNITS`,
+    :data:`FLOAT_UNITS`)."""
 
-    def __init__(self, config: Config):
+    #: the accumulator the operation read (``acc[addr]``; a float core's FP32 bits as the
+    #: signed 32-bit value a ``data`` field carries)
+    acc: int
+    #: the activation it read (0 if it reads none)
+    act: int
+    #: the request's whole ``data`` field
+    data: int
+    #: the low ``data_width`` bits of ``data`` (a weight or activation; a float core's 16
+    #: bits, raw)
+    operand: int
+
+
+#: A unit of the model: the value an operation's unit computes (what it writes to the
+#: accumulator or emits), from the core's state and the operands.
+Unit = Callable[["CoreModel", Operands], int]
+
+
+def _int_mac(model: CoreModel, o: Operands) -> int:
+    return model.accumulate(o.acc, o.operand * o.act)
+
+
+def _int_add(model: CoreModel, o: Operands) -> int:
+    return model.accumulate(o.acc, o.data)
+
+
+def _int_handoff(model: CoreModel, o: Operands) -> int:
+    regs = model.regs
+    return int(requantize(o.acc, regs[Reg.MULT], regs[Reg.SHIFT], regs[Reg.RELU], model.config))
+
+
+def _float_mac(model: CoreModel, o: Operands) -> int:
+    return wrap(int(fp_mac(o.acc & 0xFFFFFFFF, o.operand, o.act, model.config.dtype)), 32)
+
+
+def _float_add(model: CoreModel, o: Operands) -> int:
+    return wrap(int(fp_add(o.acc & 0xFFFFFFFF, o.data & 0xFFFFFFFF)), 32)
+
+
+def _float_handoff(model: CoreModel, o: Operands) -> int:
+    word = o.acc & 0xFFFFFFFF
+    word = fp_relu(word) if model.regs[Reg.RELU] else word
+    return int(fp_to_half(word, model.config.dtype))
+
+
+#: The units of the integer core (``wafertile.hdl.core.ops``): ``acc + weight * act`` and
+#: ``acc + data`` wrapped or saturated, FINISH's requantization (:func:`requantize`).
+INT_UNITS: dict[str, Unit] = {"mac": _int_mac, "add": _int_add, "handoff": _int_handoff}
+#: The units of the float core: the FP32 ``acc + fp32(w) * fp32(act)`` and ``acc + data`` of
+#: :mod:`wafertile.sim.models.fp`, FINISH's ``to_half(relu?(acc))``.
+FLOAT_UNITS: dict[str, Unit] = {"mac": _float_mac, "add": _float_add,
+                                "handoff": _float_handoff}
+
+
+class CoreModel:
+    """Transaction-level model of :class:`~wafertile.hdl.core.TileCore`, driven by the
+    operation table: what an operation reads, computes, writes and emits is its row of
+    ``ops`` (by default :data:`~wafertile.hdl.core.ops.OPS`); what a unit computes is the
+    format's (:data:`INT_UNITS`, :data:`FLOAT_UNITS`, plus ``units``). An opcode the core
+    does not execute (:meth:`~wafertile.hdl.core.ops.OpTable.legal`: REPLY, a code with no
+    operation, SET and FINISH with ``handoff = false``) has no effect and sets the sticky
+    error.
+
+    Raises
+    ------
+    ValueError
+        If an operation of ``ops`` needs a unit the model does not have.
+    """
+
+    def __init__(self, config: Config, ops: OpTable = OPS,
+                 units: Mapping[str, Unit] | None = None):
         self.config = config
+        self.ops = ops
+        self.units = {**(FLOAT_UNITS if config.is_float else INT_UNITS), **(units or {})}
+        self._legal = {row.code: row for row in ops.legal(config)}
+        for row in self._legal.values():
+            if row.unit is not None and row.unit not in self.units:
+                raise ValueError(f"the model has no unit {row.unit!r} (operation {row.name})")
         self.sram = SramModel(config)
         self.result = CoreResult()
         #: the tile registers SET writes, at their reset values
@@ -140,120 +218,80 @@ class CoreModel:
         #: the accumulator the flit before wrote (float bubbles), or None
         self._written: int | None = None
 
-    def _accumulate(self, old: int, addend: int) -> int:
+    def accumulate(self, old: int, addend: int) -> int:
+        """``old + addend`` wrapped or saturated to ``acc_width`` (the integer core's sums)."""
         total = old + addend
         if self.config.overflow_mode is Overflow.SATURATE:
             return saturate(total, self.config.acc_width)
         return wrap(total, self.config.acc_width)
 
+    def _operand(self, value: int) -> int:
+        """A weight or activation: the low ``data_width`` bits of ``value`` (a float core's
+        16 bits, raw)."""
+        return value & 0xFFFF if self.config.is_float else wrap(value, self.config.data_width)
+
+    def _is_zero(self, word: int) -> bool:
+        return fp_is_zero(word, self.config.dtype) if self.config.is_float else word == 0
+
+    def _write_reg(self, addr: int, value: int) -> None:
+        """SET: the register's low bits, as the hardware takes them; a float core has only
+        RELU (MULT and SHIFT are kept, unused)."""
+        index = addr & 0b11
+        if index not in Reg._value2member_map_ or (self.config.is_float and
+                                                   index != Reg.RELU.value):
+            return
+        reg = Reg(index)
+        bits = {Reg.MULT: MULT_WIDTH, Reg.SHIFT: (self.config.acc_width + MULT_WIDTH - 1)
+                .bit_length(), Reg.RELU: 1}
+        self.regs[reg] = value & ((1 << bits[reg]) - 1)
+
     def step(self, flit: Mapping[str, Any]) -> dict[str, Any] | None:
         """Apply one flit; return the flit the core emits for it, if any."""
         cfg, mem = self.config, self.sram
         try:
-            op = Opcode(flit["op"])
-        except ValueError:  # an opcode with no operation
-            op = None
-        if op is None or (not cfg.handoff and op in (Opcode.SET, Opcode.FINISH)):
-            # an opcode with no operation, or SET / FINISH on a core without the hand-off
-            # unit (handoff = false): no effect, sticky error
+            row = self._legal.get(code_of(flit["op"]))
+        except TypeError:
+            row = None
+        if row is None:  # no operation of this core: no effect, sticky error
             self.result.error = True
             self._written = None
             return None
         # missing fields are zero, as in wafertile.hdl.flit.pack
-        addr, addr_b = int(flit.get("addr", 0)), int(flit.get("addr_b", 0))
+        fields = {"addr": int(flit.get("addr", 0)), "addr_b": int(flit.get("addr_b", 0))}
         value = int(flit.get("data", 0))
-        if cfg.is_float:
-            return self._step_float(op, addr, addr_b, value)
-        low = wrap(value, cfg.data_width)  # weight / activation: the low data_width bits
-        if op is Opcode.WRITE_ACT:
-            mem.act[mem.act_index(addr)] = low
-            self.result.act_written += 1
-        elif op is Opcode.WRITE_ACC:
-            mem.acc[mem.acc_index(addr)] = value
-        elif op is Opcode.READ_ACT:
-            return {"op": Opcode.REPLY, "addr": addr, "addr_b": addr_b,
-                    "data": int(mem.act[mem.act_index(addr)])}
-        elif op is Opcode.READ_ACC:
-            return {"op": Opcode.REPLY, "addr": addr, "addr_b": addr_b,
-                    "data": int(mem.acc[mem.acc_index(addr)])}
-        elif op is Opcode.MAC:
-            act = int(mem.act[mem.act_index(addr_b)])
-            if low == 0 or act == 0:
+        operand = self._operand(value)
+        a = mem.act_index(fields[row.act_field]) if row.act_field else 0
+        act = int(mem.act[a]) if row.act_read else 0
+        i = mem.acc_index(fields["addr"])
+        acc = int(mem.acc[i])
+        skipped = row.skips_zero and (self._is_zero(operand) or self._is_zero(act))
+        if row.counts_mac:
+            if skipped:
                 self.result.mac_skipped += 1
             else:
-                i = mem.acc_index(addr)
-                mem.acc[i] = self._accumulate(int(mem.acc[i]), low * act)
                 self.result.mac_done += 1
-        elif op is Opcode.ADD:
-            i = mem.acc_index(addr)
-            mem.acc[i] = self._accumulate(int(mem.acc[i]), value)
-        elif op is Opcode.SEND:
-            return {"op": Opcode.ADD, "addr": addr_b, "addr_b": addr,
-                    "data": int(mem.acc[mem.acc_index(addr)])}
-        elif op is Opcode.SET:  # the register's low bits, as the hardware takes them
-            reg = Reg(addr & 0b11) if addr & 0b11 in (r.value for r in Reg) else None
-            bits = {Reg.MULT: MULT_WIDTH, Reg.SHIFT: (cfg.acc_width + MULT_WIDTH - 1)
-                    .bit_length(), Reg.RELU: 1}
-            if reg is not None:
-                self.regs[reg] = value & ((1 << bits[reg]) - 1)
-        elif op is Opcode.FINISH:
-            act = requantize(int(mem.acc[mem.acc_index(addr)]), self.regs[Reg.MULT],
-                             self.regs[Reg.SHIFT], self.regs[Reg.RELU], cfg)
-            return {"op": Opcode.WRITE_ACT, "addr": addr_b, "addr_b": 0, "data": int(act)}
-        else:  # REPLY and the unused opcodes are not operations: no effect, sticky error
-            self.result.error = True
-        return None
-
-    def _step_float(self, op: Opcode, addr: int, addr_b: int, value: int
-                    ) -> dict[str, Any] | None:
-        """:meth:`step` of a floating-point core (``FpMacCore``): raw bits, IEEE arithmetic."""
-        cfg, mem = self.config, self.sram
-        fmt = cfg.dtype
-        low = value & 0xFFFF  # weight / activation: the low 16 bits, raw
-        i = mem.acc_index(addr)
-        acc = int(mem.acc[i]) & 0xFFFFFFFF
-        reads = writes = False
-        out = None
-        if op is Opcode.WRITE_ACT:
-            mem.act[mem.act_index(addr)] = low
+        result = None
+        if row.unit is not None and not skipped:
+            result = self.units[row.unit](self, Operands(acc, act, value, operand))
+        if row.act_write:
+            mem.act[a] = operand
             self.result.act_written += 1
-        elif op is Opcode.WRITE_ACC:
-            mem.acc[i] = wrap(value, 32)
-            writes = True
-        elif op is Opcode.READ_ACT:
-            out = {"op": Opcode.REPLY, "addr": addr, "addr_b": addr_b,
-                   "data": int(mem.act[mem.act_index(addr)])}
-        elif op is Opcode.READ_ACC:
-            out = {"op": Opcode.REPLY, "addr": addr, "addr_b": addr_b, "data": wrap(acc, 32)}
-            reads = True
-        elif op is Opcode.MAC:
-            act = int(mem.act[mem.act_index(addr_b)])
-            if fp_is_zero(low, fmt) or fp_is_zero(act, fmt):
-                self.result.mac_skipped += 1
-            else:
-                mem.acc[i] = wrap(int(fp_mac(acc, low, act, fmt)), 32)
-                self.result.mac_done += 1
-                reads = writes = True
-        elif op is Opcode.ADD:
-            mem.acc[i] = wrap(int(fp_add(acc, value & 0xFFFFFFFF)), 32)
-            reads = writes = True
-        elif op is Opcode.SEND:
-            out = {"op": Opcode.ADD, "addr": addr_b, "addr_b": addr, "data": wrap(acc, 32)}
-            reads = True
-        elif op is Opcode.SET:  # only RELU has a meaning; MULT and SHIFT are kept, unused
-            if addr & 0b11 == Reg.RELU.value:
-                self.regs[Reg.RELU] = value & 1
-        elif op is Opcode.FINISH:
-            word = fp_relu(acc) if self.regs[Reg.RELU] else acc
-            out = {"op": Opcode.WRITE_ACT, "addr": addr_b, "addr_b": 0,
-                   "data": int(fp_to_half(word, fmt))}
-            reads = True
-        else:
-            self.result.error = True
-        if reads and self._written == i:
-            self.result.bubbles += 1
-        self._written = i if writes else None
-        return out
+        if row.reg_write:
+            self._write_reg(fields["addr"], value)
+        writes = row.acc_write is not None and not skipped
+        if writes:
+            mem.acc[i] = result if row.acc_write == "unit" else \
+                wrap(value, 32) if cfg.is_float else value
+        if cfg.is_float:  # the accumulator hazard of FpMacCore: a read right after its write
+            if row.acc_read and not skipped and self._written == i:
+                self.result.bubbles += 1
+            self._written = i if writes else None
+        emit = row.emit
+        if emit is None:
+            return None
+        return {"op": emit.op, "addr": fields[emit.addr] if emit.addr else 0,
+                "addr_b": fields[emit.addr_b] if emit.addr_b else 0,
+                "data": int({"act": act, "acc": acc, "unit": result}[emit.data])}
 
     def run(self, flits: Iterable[Mapping[str, Any]]) -> CoreResult:
         """Apply every flit in order; the result accumulates over calls."""

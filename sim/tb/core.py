@@ -18,6 +18,7 @@ from random import Random
 import cocotb
 import numpy as np
 
+from ...hdl.core.ops import OPS, code_of, codes
 from ...hdl.flit import Opcode, pack, payload_layout
 from ..models import CoreModel
 from ..stimulus import DIRECTED, FLOAT_DIRECTED, NO_HANDOFF_DIRECTED, directed, dump, random_stream
@@ -83,10 +84,9 @@ class CoreTB(TB):
         self.source.stall_cycles = self.board.mac_done = self.board.mac_skipped = 0
         stream = flits + dump(self.config)
         await self.send(stream)
-        # FINISH emits only on a core with the hand-off unit (an unknown opcode without)
-        emitters = (Opcode.READ_ACT, Opcode.READ_ACC, Opcode.SEND) + \
-            ((Opcode.FINISH,) if self.config.handoff else ())
-        expected = len([f for f in stream if f["op"] in emitters])
+        # the operations of this core that emit (FINISH only with the hand-off unit)
+        emitters = codes(OPS.emitting(self.config))
+        expected = len([f for f in stream if code_of(f["op"]) in emitters])
         # the outputs still in flight (bounded: a lost flit must fail, not hang)
         await self.wait_until(lambda: len(self.board.outputs) >= expected,
                               timeout=100 + 20 * expected, what=f"{expected} outputs")

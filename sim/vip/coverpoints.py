@@ -25,20 +25,21 @@ VC bins go up to 4 VCs, the most any regression configures; port names are the l
 from __future__ import annotations
 
 from ...config import Config
-from ...hdl.flit import Opcode, Port, field_slice, payload_layout
+from ...hdl.core.ops import OPS, OpTable
+from ...hdl.flit import Port, field_slice, payload_layout
 from .coverage import Covergroup
 from .env import Part
 from .signals import Element
 
 __all__ = ["ARRAY", "CORE", "MESH", "NOC", "ROUTER", "ROUTER_VCS", "CoreCoverModel",
-           "CoreCoverage", "NocCoverage", "cover_program"]
+           "CoreCoverage", "NocCoverage", "core_covergroup", "cover_program"]
 
 PORTS = [p.letter for p in Port]
 VCS = ["0", "1", "2", "3"]
-#: Operations that read or write an accumulator word (a hazard on its address matters).
-ACC_OPS = ("WRITE_ACC", "READ_ACC", "MAC", "ADD", "SEND", "FINISH")
-#: Operations a core takes (REPLY is output only; a code with no operation is "illegal").
-INPUT_OPS = [op.name for op in Opcode if op is not Opcode.REPLY]
+#: The ``op`` bin of an opcode the table defines no operation for (REPLY is output only);
+#: the other bins are the table's operations, and a hazard matters for those that read or
+#: write an accumulator word (:func:`core_covergroup`).
+ILLEGAL = "illegal"
 HAZARDS = ["1", "2", "3", ">3"]
 #: Pipeline advances a core needs before an operation no longer depends on forwarding.
 FAR = 4
@@ -46,21 +47,32 @@ FAR = 4
 DTYPES = ["int8", "int16", "fp16", "bf16"]
 
 
-def _no_hazard_combination(op, hazard, **_):
-    """An operation that touches no accumulator has hazard 'none', and only it; the illegal
-    opcode is not crossed."""
-    return op == "illegal" or (hazard == "none") != (op not in ACC_OPS)
+def core_covergroup(ops: OpTable = OPS, registry: dict[str, Covergroup] | None = None
+                    ) -> Covergroup:
+    """The cover group of the tile core bench for the operations of ``ops`` (one ``op``
+    bin per operation of the table, and ``illegal``), declared in ``registry`` (default
+    :data:`~wafertile.sim.vip.coverage.GROUPS`)."""
+    acc_ops = {row.name for row in ops.where(lambda r: r.uses_acc)}
+
+    def no_hazard_combination(op, hazard, **_):
+        """An operation that touches no accumulator has hazard 'none', and only it; the
+        illegal opcode is not crossed."""
+        return op == ILLEGAL or (hazard == "none") != (op not in acc_ops)
+
+    return Covergroup(
+        "core",
+        {"op": [*(row.name for row in ops.operations()), ILLEGAL],
+         "hazard": [*HAZARDS, "none"], "after_stall": ["no", "yes"],
+         "overflow": ["wrap", "saturate"], "dtype": DTYPES},
+        crosses={"op x hazard x after_stall x overflow": (
+                     ("op", "hazard", "after_stall", "overflow"), no_hazard_combination),
+                 # the float cores: a bubble when an operation uses the word the one ahead
+                 # writes
+                 "op x hazard x dtype": (("op", "hazard", "dtype"), no_hazard_combination)},
+        doc="operations the core takes (tile core bench)", registry=registry)
 
 
-CORE = Covergroup(
-    "core",
-    {"op": [*INPUT_OPS, "illegal"], "hazard": [*HAZARDS, "none"],
-     "after_stall": ["no", "yes"], "overflow": ["wrap", "saturate"], "dtype": DTYPES},
-    crosses={"op x hazard x after_stall x overflow": (
-                 ("op", "hazard", "after_stall", "overflow"), _no_hazard_combination),
-             # the float cores: a bubble when an operation uses the word the one ahead writes
-             "op x hazard x dtype": (("op", "hazard", "dtype"), _no_hazard_combination)},
-    doc="operations the core takes (tile core bench)")
+CORE = core_covergroup()
 
 ROUTER = Covergroup(
     "router", {"input": PORTS, "output": PORTS, "vc": VCS},
@@ -121,9 +133,11 @@ def cover_program(config: Config, program) -> None:
 
 class CoreCoverModel:
     """The bookkeeping behind :class:`CoreCoverage`, one call per clock cycle (testable
-    without a simulator)."""
+    without a simulator): the operations of ``ops`` into ``group`` (:func:`core_covergroup`
+    of the same table)."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, ops: OpTable = OPS, group: Covergroup = CORE):
+        self.group = group
         self.overflow = str(config.overflow)
         self.dtype = config.dtype
         layout = payload_layout(config)
@@ -131,7 +145,8 @@ class CoreCoverModel:
         self.op_mask = (1 << op_width) - 1
         self.addr_at, addr_width = field_slice(layout, "addr")
         self.addr_mask = (1 << addr_width) - 1
-        self.names = {op.value: op.name for op in Opcode if op is not Opcode.REPLY}
+        self.names = {row.code: row.name for row in ops.operations()}
+        self.acc_ops = {row.name for row in ops.where(lambda r: r.uses_acc)}
         self.reset()
 
     def reset(self) -> None:
@@ -142,8 +157,8 @@ class CoreCoverModel:
 
     def step(self, *, i_valid: bool, i_ready: bool, payload: int, o_valid: bool,
              o_ready: bool) -> dict[str, str] | None:
-        """One cycle's handshakes; samples :data:`CORE` and returns the bins when the core
-        takes an operation."""
+        """One cycle's handshakes; samples its group (:data:`CORE`) and returns the bins when
+        the core takes an operation."""
         self.cycle += 1
         if o_valid and not o_ready:
             self.stalled_at = self.cycle
@@ -152,16 +167,16 @@ class CoreCoverModel:
         self.advances += 1
         if not i_valid:
             return None
-        op = self.names.get((payload >> self.op_at) & self.op_mask, "illegal")
+        op = self.names.get((payload >> self.op_at) & self.op_mask, ILLEGAL)
         hazard = "none"
-        if op in ACC_OPS:
+        if op in self.acc_ops:
             addr = (payload >> self.addr_at) & self.addr_mask
             distance = self.advances - self.last.get(addr, -FAR)
             hazard = str(distance) if distance < FAR else f">{FAR - 1}"
             self.last[addr] = self.advances
         bins = {"op": op, "hazard": hazard, "overflow": self.overflow, "dtype": self.dtype,
                 "after_stall": "yes" if self.cycle - self.stalled_at <= FAR else "no"}
-        CORE.sample(**bins)
+        self.group.sample(**bins)
         return bins
 
 

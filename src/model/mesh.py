@@ -45,7 +45,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..hdl.flit import Opcode, Port
+from ..hdl.core.ops import OPS, codes
+from ..hdl.flit import Port
 from .timing import Timing
 
 __all__ = ["MESH_BUDGET", "MeshResult", "PhaseFlits", "mesh_seconds", "route_bits", "simulate"]
@@ -81,6 +82,26 @@ _OPPOSITE = {_N: _S, _S: _N, _E: _W, _W: _E}
 
 # what a core does with a flit (the kinds of :class:`PhaseFlits`)
 _OTHER, _MAC, _WRITE, _ANSWER = 0, 1, 2, 3
+
+
+def _kinds(config, op: np.ndarray, answers: bool = True) -> np.ndarray:
+    """What the cores of ``config`` do with flits of opcodes ``op`` (of the operation table,
+    :mod:`wafertile.hdl.core.ops`): a MAC (counted), an activation write (counted), an
+    operation that answers (with ``answers``), or nothing counted."""
+    kind = np.full(len(op), _OTHER, np.int64)
+    kind[np.isin(op, codes(OPS.where(lambda r: r.counts_mac, config)))] = _MAC
+    kind[np.isin(op, codes(OPS.where(lambda r: r.act_write is not None, config)))] = _WRITE
+    if answers:
+        kind[np.isin(op, codes(OPS.emitting(config)))] = _ANSWER
+    return kind
+
+
+def _output_ops(config) -> np.ndarray:
+    """The opcode of the flit each opcode's operation emits (indexed by opcode; -1: none)."""
+    out = np.full(max(row.code for row in OPS) + 1, -1, np.int64)
+    for row in OPS.emitting(config):
+        out[row.code] = row.emit.op.value
+    return out
 
 
 @dataclass
@@ -121,14 +142,11 @@ class PhaseFlits:
         n = len(phase)
         op = np.asarray(f["payload.op"], np.int64)
         data = np.asarray(f["payload.data"], np.int64)
-        kind = np.full(n, _OTHER, np.int64)
-        kind[op == Opcode.MAC.value] = _MAC
-        kind[op == Opcode.WRITE_ACT.value] = _WRITE
-        reads = np.isin(op, (Opcode.READ_ACC.value, Opcode.READ_ACT.value,
-                             Opcode.SEND.value))
-        finish = op == Opcode.FINISH.value
-        answers = np.flatnonzero(reads | finish)
-        kind[answers] = _ANSWER
+        kind = _kinds(config, op)
+        answers = np.flatnonzero(kind == _ANSWER)
+        # an answer's data field carries its output's route, or a FINISH's hand-off
+        finish = np.isin(op, codes(row for row in OPS.emitting(config)
+                                   if row.data == "handoff"))
         out = np.full(n, -1, np.int64)
         out[answers] = n + np.arange(len(answers))
         # the outputs: a READ's / SEND's route, a FINISH's hand-off rectangle
@@ -140,7 +158,7 @@ class PhaseFlits:
         oy = np.where(fin, hand["y"], route["y"])
         ovc = np.where(fin, hand["vc"], route["vc"])
         oexit = np.where(fin, _L, route["exit"])
-        okind = np.where(fin, _WRITE, _OTHER)
+        okind = _kinds(config, _output_ops(config)[op[answers]], answers=False)
         cat = np.concatenate
         return cls(
             port=cat([np.asarray(phase.port, np.int64), np.full(len(answers), -1)]),

@@ -25,13 +25,16 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import Config
-from ..hdl.flit import Opcode
+from ..hdl.core.ops import OPS, codes
 from .flow import fifo_server, rank, server
 from .timing import Timing
 
 __all__ = ["handoff_cycles", "handoff_targets", "row_cycles"]
 
-_ANSWERS = (Opcode.READ_ACC.value, Opcode.READ_ACT.value, Opcode.SEND.value)
+#: The operations whose output is routed by its request's route (a READ's reply, a SEND's
+#: ADD), and those whose output goes to a hand-off rectangle (FINISH's activation).
+_ANSWERS = codes(row for row in OPS.emitting() if row.data == "route")
+_HANDOFFS = codes(row for row in OPS.emitting() if row.data == "handoff")
 
 
 def row_cycles(timing: Timing, port: np.ndarray, x0: np.ndarray, x1: np.ndarray,
@@ -105,7 +108,7 @@ def handoff_cycles(timing: Timing, port: np.ndarray, x0: np.ndarray, x1: np.ndar
         for a round without FINISH.
     """
     cfg = timing.config
-    finish = np.asarray(op) == Opcode.FINISH.value
+    finish = np.isin(op, _HANDOFFS)
     if not finish.any():
         return 1
     h = timing.slot

@@ -1,0 +1,408 @@
+"""The operations of a tile core, one row each: the one place that says what an opcode does.
+
+Per opcode (:class:`~wafertile.hdl.flit.Opcode`) a row (:class:`Op`) says what the operation
+reads (the activation, addressed by which payload field; the accumulator at ``addr``), which
+unit computes its result, what it writes (the activation, the accumulator, a tile register),
+whether it emits a flit and which (:class:`Emit`: its opcode, the request fields it carries,
+where its data comes from), what the request's ``data`` field carries (which also says how
+the tile routes the output), and its flags (counts as a MAC, skipped on a zero operand, needs
+the hand-off unit, the number formats that define it).
+
+Everything else derives its per-opcode decisions from :data:`OPS`: the cores
+(:mod:`.mac`, :mod:`.fpmac`), the tile, the numpy core model, the formal core
+specification, the coverage model, the testbenches' random streams and the performance
+model; ``docs/architecture.md``'s opcode table is checked against it (``tests/test_ops.py``).
+A new operation is a row here (and a unit, if it computes something new): a test adds one
+with :meth:`OpTable.with_rows`.
+
+The wire encoding of the opcodes stays :class:`~wafertile.hdl.flit.Opcode`; a row holds its
+code and name, so that a table may also hold a row for a code the enumeration does not name
+(a test's). The rows of a table are in code order: the cores compare the opcode with the
+codes of a set of rows in that order, so the Verilog does not depend on how a table was made.
+
+Units (:attr:`Op.unit`) the cores have: ``"mac"`` (``acc + weight * act``), ``"add"``
+(``acc + data``) and ``"handoff"`` (the hand-off unit: FINISH's activation from the
+accumulator, the requantization of an integer core or the rounding of a float core; SET
+writes its registers).
+"""
+
+from __future__ import annotations
+
+import enum as py_enum
+import operator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, fields
+from functools import reduce
+from typing import Any
+
+from amaranth.hdl import Const, Value
+
+from ...config import Config
+from ..flit import Opcode
+
+__all__ = ["DATA_KINDS", "FIELDS", "FORMATS", "OPS", "SOURCES", "UNITS", "Emit", "Op",
+           "OpTable", "absent", "code_of", "codes", "emitting", "legal", "matches", "ordered"]
+
+#: The payload fields that address something or are carried into an output.
+FIELDS = ("addr", "addr_b")
+#: Where an output's data comes from: the activation the operation read, the accumulator it
+#: read, its unit's result.
+SOURCES = ("act", "acc", "unit")
+#: What a request's ``data`` field carries: a MAC's weight (low ``data_width`` bits), an
+#: activation (low ``data_width`` bits), an accumulator word (a value to write or add), a
+#: tile register's value, the output's route (:func:`~wafertile.hdl.flit.route_layout`: a
+#: unicast) or its hand-off (:func:`~wafertile.hdl.flit.handoff_layout`: a row rectangle).
+DATA_KINDS = ("weight", "activation", "value", "register", "route", "handoff")
+#: The units of the cores (module documentation).
+UNITS = ("mac", "add", "handoff")
+#: The number formats: ``"int"`` (int8, int16: :class:`~.mac.MacCore`) and ``"float"``
+#: (fp16, bf16: :class:`~.fpmac.FpMacCore`).
+FORMATS = frozenset({"int", "float"})
+
+#: The codes an ``op`` field holds, and the opcodes the enumeration names by code.
+_CODES = range(1 << Opcode.as_shape().width)
+_NAMED = {op.value: op for op in Opcode}
+
+
+@dataclass(frozen=True)
+class Emit:
+    """The flit an operation emits, from the core's last stage.
+
+    Attributes
+    ----------
+    op : Opcode
+        The output flit's opcode.
+    addr, addr_b : str or None
+        The request's payload field (:data:`FIELDS`) that the output's ``addr`` /
+        ``addr_b`` is, or None for 0.
+    data : str
+        Where the output's ``data`` comes from (:data:`SOURCES`): ``"act"`` (the activation
+        the operation read, sign-extended; a float core's 16 bits zero-extended), ``"acc"``
+        (the accumulator it read), ``"unit"`` (its unit's result).
+    """
+
+    op: Opcode
+    addr: str | None
+    addr_b: str | None
+    data: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.op, Opcode):
+            raise TypeError(f"an output's op must be an Opcode, not {self.op!r}")
+        for name in ("addr", "addr_b"):
+            if getattr(self, name) not in (*FIELDS, None):
+                raise ValueError(f"an output's {name} must be one of {FIELDS} or None, not "
+                                 f"{getattr(self, name)!r}")
+        if self.data not in SOURCES:
+            raise ValueError(f"an output's data must be one of {SOURCES}, not {self.data!r}")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation: what it reads, computes, writes and emits.
+
+    The accumulator an operation reads or writes is always ``acc[addr]``; a tile register it
+    writes is register ``addr`` (:class:`~wafertile.hdl.flit.Reg`).
+
+    Attributes
+    ----------
+    name : str
+        The opcode's name (:class:`~wafertile.hdl.flit.Opcode`'s, for a code it names).
+    code : int
+        The opcode (0 .. 15).
+    operation : bool
+        False for a code that is no operation (REPLY: output only); a core consumes it with
+        no effect and sets its sticky ``error``, like a code with no row.
+    act_read, act_write : str or None
+        The payload field (:data:`FIELDS`) whose low bits address the activation the
+        operation reads / writes, or None. An operation reads or writes one activation.
+    acc_read : bool
+        It reads ``acc[addr]``.
+    unit : str or None
+        The unit that computes its result (:data:`UNITS`), or None.
+    acc_write : str or None
+        What it writes to ``acc[addr]``: ``"data"`` (the request's data field), ``"unit"``
+        (the unit's result), or None.
+    reg_write : bool
+        It writes tile register ``addr`` with the low bits of ``data`` (a register of the
+        hand-off unit).
+    emit : Emit or None
+        The flit it emits.
+    data : str or None
+        What the request's ``data`` field carries (:data:`DATA_KINDS`); for an operation
+        that emits, ``"route"`` or ``"handoff"``: how the tile routes the output.
+    counts_mac : bool
+        It counts as a MAC (``mac_done`` when it changes the accumulator, ``mac_skipped``
+        when skipped).
+    skips_zero : bool
+        It has no effect (no product, no accumulator read or write) when the weight or the
+        activation is zero (+0 or -0 in a float core).
+    handoff : bool
+        It needs the hand-off unit: only with ``config.handoff`` (without it the code is
+        unknown: no effect, the sticky error).
+    formats : frozenset of str
+        The number formats (:data:`FORMATS`) whose core defines it.
+    """
+
+    name: str
+    code: int
+    operation: bool = True
+    act_read: str | None = None
+    act_write: str | None = None
+    acc_read: bool = False
+    unit: str | None = None
+    acc_write: str | None = None
+    reg_write: bool = False
+    emit: Emit | None = None
+    data: str | None = None
+    counts_mac: bool = False
+    skips_zero: bool = False
+    handoff: bool = False
+    formats: frozenset[str] = field(default=FORMATS)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"an operation's name must be an identifier, not {self.name!r}")
+        if type(self.code) is not int or self.code not in _CODES:
+            raise ValueError(f"operation {self.name}: code must be an integer from 0 to "
+                             f"{_CODES[-1]}, not {self.code!r}")
+        if self.code in _NAMED and _NAMED[self.code].name != self.name:
+            raise ValueError(f"operation {self.name}: code {self.code} is "
+                             f"{_NAMED[self.code]}")
+        for name in ("act_read", "act_write"):
+            if getattr(self, name) not in (*FIELDS, None):
+                raise ValueError(f"operation {self.name}: {name} must be one of {FIELDS} or "
+                                 f"None, not {getattr(self, name)!r}")
+        if self.act_read and self.act_write and self.act_read != self.act_write:
+            raise ValueError(f"operation {self.name} reads and writes different activations")
+        if self.acc_write not in ("data", "unit", None):
+            raise ValueError(f"operation {self.name}: acc_write must be 'data', 'unit' or "
+                             f"None, not {self.acc_write!r}")
+        if self.data not in (*DATA_KINDS, None):
+            raise ValueError(f"operation {self.name}: data must be one of {DATA_KINDS} or "
+                             f"None, not {self.data!r}")
+        uses_unit = self.acc_write == "unit" or (self.emit is not None and
+                                                 self.emit.data == "unit")
+        if uses_unit != (self.unit is not None):
+            raise ValueError(f"operation {self.name}: a unit is needed exactly when the "
+                             f"accumulator or the output takes its result")
+        if self.emit is not None and self.data not in ("route", "handoff"):
+            raise ValueError(f"operation {self.name} emits: its data must be its output's "
+                             f"route or hand-off, not {self.data!r}")
+        if self.emit is not None and self.emit.data == "act" and not self.act_read:
+            raise ValueError(f"operation {self.name} emits an activation it does not read")
+        if self.emit is not None and self.emit.data == "acc" and not self.acc_read:
+            raise ValueError(f"operation {self.name} emits an accumulator it does not read")
+        if self.skips_zero and not (self.act_read and self.data == "weight"):
+            raise ValueError(f"operation {self.name} skips a zero operand: it needs a weight "
+                             f"and an activation read")
+        if not self.formats or not set(self.formats) <= FORMATS:
+            raise ValueError(f"operation {self.name}: formats must be a nonempty subset of "
+                             f"{sorted(FORMATS)}, not {self.formats!r}")
+        if not self.operation and any(getattr(self, f.name) != f.default for f in fields(self)
+                                      if f.name not in ("name", "code", "operation")):
+            raise ValueError(f"{self.name} is no operation: it reads, writes and emits nothing")
+
+    @property
+    def opcode(self) -> Opcode | None:
+        """The :class:`~wafertile.hdl.flit.Opcode` of :attr:`code`, None for a code it does
+        not name."""
+        return _NAMED.get(self.code)
+
+    @property
+    def act_field(self) -> str | None:
+        """The payload field that addresses the activation the operation reads or writes."""
+        return self.act_read or self.act_write
+
+    @property
+    def addr_space(self) -> str | None:
+        """What ``addr`` addresses: ``"act"`` (an activation), ``"reg"`` (a tile register),
+        ``"acc"`` (an accumulator), or None (nothing: no operation)."""
+        if not self.operation:
+            return None
+        if self.act_field == "addr":
+            return "act"
+        return "reg" if self.reg_write else "acc"
+
+    @property
+    def uses_acc(self) -> bool:
+        """It reads or writes ``acc[addr]``."""
+        return self.acc_read or self.acc_write is not None
+
+    def defined(self, config: Config) -> bool:
+        """Whether the core of ``config`` executes it."""
+        fmt = "float" if config.is_float else "int"
+        return self.operation and fmt in self.formats and (config.handoff or not self.handoff)
+
+
+def _op(opcode: Opcode, **columns: Any) -> Op:
+    return Op(opcode.name, opcode.value, **columns)
+
+
+class OpTable:
+    """The operations of a core, in code order (one row per code, names unique).
+
+    Iterating gives the rows in code order; ``table[key]`` is the row of a code, an
+    :class:`~wafertile.hdl.flit.Opcode` or a name.
+
+    Raises
+    ------
+    TypeError
+        If a row is not an :class:`Op`.
+    ValueError
+        If two rows have the same code or name.
+    """
+
+    def __init__(self, rows: Iterable[Op]):
+        rows = tuple(rows)
+        for row in rows:
+            if not isinstance(row, Op):
+                raise TypeError(f"a table's rows must be Op, not {row!r}")
+        for key in ("code", "name"):
+            seen: dict[Any, Op] = {}
+            for row in rows:
+                other = seen.setdefault(getattr(row, key), row)
+                if other is not row:
+                    raise ValueError(f"operations {other.name} and {row.name} have the same "
+                                     f"{key}")
+        self._rows = tuple(sorted(rows, key=lambda r: r.code))
+        self._by_code = {row.code: row for row in self._rows}
+        self._by_name = {row.name: row for row in self._rows}
+
+    def __iter__(self) -> Iterator[Op]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, key: int | str | Opcode) -> Op:
+        row = self._by_name.get(key) if isinstance(key, str) else self.get(key)
+        if row is None:
+            raise KeyError(key)
+        return row
+
+    def __repr__(self) -> str:
+        return f"OpTable({', '.join(row.name for row in self._rows)})"
+
+    def get(self, code: Any) -> Op | None:
+        """The row of ``code`` (an int, an :class:`Opcode`, a numpy integer), or None."""
+        try:
+            return self._by_code.get(code_of(code))
+        except TypeError:
+            return None
+
+    def with_rows(self, *rows: Op) -> OpTable:
+        """This table with ``rows`` added (a row for a code the table has replaces it)."""
+        codes_ = {row.code for row in rows}
+        return OpTable([*(r for r in self._rows if r.code not in codes_), *rows])
+
+    def where(self, test: Callable[[Op], bool], config: Config | None = None
+              ) -> tuple[Op, ...]:
+        """The rows for which ``test`` holds, in code order: of the operations ``config``'s
+        core executes (:meth:`legal`), or of every operation without ``config``."""
+        rows = self.legal(config) if config is not None else self.operations()
+        return tuple(row for row in rows if test(row))
+
+    def operations(self) -> tuple[Op, ...]:
+        """The rows that are operations (every format, with and without the hand-off unit)."""
+        return tuple(row for row in self._rows if row.operation)
+
+    def legal(self, config: Config) -> tuple[Op, ...]:
+        """The operations the core of ``config`` executes; any other code is consumed with no
+        effect and sets the sticky ``error`` (SET and FINISH only with ``config.handoff``)."""
+        return tuple(row for row in self._rows if row.defined(config))
+
+    def absent(self, config: Config) -> tuple[Op, ...]:
+        """The operations of the table that the core of ``config`` does not execute."""
+        return tuple(row for row in self.operations() if not row.defined(config))
+
+    def emitting(self, config: Config | None = None) -> tuple[Op, ...]:
+        """The operations that emit a flit (of ``config``'s core, if given)."""
+        return self.where(lambda row: row.emit is not None, config)
+
+    def units(self, config: Config) -> frozenset[str]:
+        """The units the operations of ``config``'s core need (an operation that writes a
+        tile register needs the hand-off unit, whose registers they are)."""
+        return frozenset({row.unit for row in self.legal(config) if row.unit is not None} |
+                         ({"handoff"} if any(row.reg_write for row in self.legal(config))
+                          else set()))
+
+
+#: The operations of wafertile's tile cores (``docs/architecture.md``).
+OPS = OpTable([
+    _op(Opcode.WRITE_ACT, act_write="addr", data="activation"),
+    _op(Opcode.WRITE_ACC, acc_write="data", data="value"),
+    _op(Opcode.READ_ACT, act_read="addr", data="route",
+        emit=Emit(Opcode.REPLY, "addr", "addr_b", "act")),
+    _op(Opcode.READ_ACC, acc_read=True, data="route",
+        emit=Emit(Opcode.REPLY, "addr", "addr_b", "acc")),
+    _op(Opcode.MAC, act_read="addr_b", acc_read=True, unit="mac", acc_write="unit",
+        data="weight", counts_mac=True, skips_zero=True),
+    _op(Opcode.ADD, acc_read=True, unit="add", acc_write="unit", data="value"),
+    _op(Opcode.SEND, acc_read=True, data="route", emit=Emit(Opcode.ADD, "addr_b", "addr", "acc")),
+    _op(Opcode.REPLY, operation=False),
+    _op(Opcode.SET, reg_write=True, data="register", handoff=True),
+    _op(Opcode.FINISH, acc_read=True, unit="handoff", data="handoff", handoff=True,
+        emit=Emit(Opcode.WRITE_ACT, "addr_b", None, "unit")),
+])
+
+
+def legal(config: Config, table: OpTable = OPS) -> tuple[Op, ...]:
+    """:meth:`OpTable.legal` of ``table`` (by default :data:`OPS`)."""
+    return table.legal(config)
+
+
+def absent(config: Config, table: OpTable = OPS) -> tuple[Op, ...]:
+    """:meth:`OpTable.absent` of ``table`` (by default :data:`OPS`)."""
+    return table.absent(config)
+
+
+def emitting(config: Config | None = None, table: OpTable = OPS) -> tuple[Op, ...]:
+    """:meth:`OpTable.emitting` of ``table`` (by default :data:`OPS`)."""
+    return table.emitting(config)
+
+
+def code_of(op: Any) -> int:
+    """The code of ``op``: an :class:`Opcode` (or another enumeration member), an :class:`Op`,
+    or an integer (numpy's too).
+
+    Raises
+    ------
+    TypeError
+        For anything else.
+    """
+    if isinstance(op, Op):
+        return op.code
+    if isinstance(op, py_enum.Enum):
+        return op.value
+    if type(op) is bool:
+        raise TypeError(f"an opcode must be an integer, not {op!r}")
+    return operator.index(op)
+
+
+def codes(rows: Iterable[Op]) -> tuple[int, ...]:
+    """The codes of ``rows``, in their order (for ``numpy.isin``)."""
+    return tuple(row.code for row in rows)
+
+
+def ordered(rows: Iterable[Op], first: Iterable[Opcode | int] = ()) -> tuple[Op, ...]:
+    """``rows`` with those whose code ``first`` lists first, in that order, then the others
+    in their order.
+
+    Only the order of the terms a core writes out depends on it (and so the text of its
+    Verilog): which operations are in the set is the table's.
+    """
+    rows = tuple(rows)
+    lead = [code_of(op) for op in first]
+    head = [row for code in lead for row in rows if row.code == code]
+    return (*head, *(row for row in rows if row.code not in lead))
+
+
+def matches(op: Any, rows: Iterable[Op | Opcode | int], lead: Any = None) -> Value:
+    """Whether the opcode ``op`` (a payload's ``op`` field) is the code of one of ``rows``
+    (rows, opcodes or codes): ``(op == a) | (op == b) | ...`` in the order of ``rows`` (0
+    for none), or with ``lead`` ``lead | (op == a) | (op == b) | ...``."""
+    terms = [Value.cast(op) == code_of(row) for row in rows]
+    if lead is not None:
+        terms.insert(0, lead)
+    return reduce(operator.or_, terms) if terms else Const(0)
