@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In
 
 from .. import __version__
 from ..config import Config
+from ..files import write_text
 from .core import SramBank, TileCore, make_mac_core
 from .core.fp import FP32, float_format
 from .flit import Opcode, describe, flit_layout, header_layout, payload_layout, route_layout
@@ -145,10 +146,11 @@ def emit(block: str, config: Config, outdir: str | Path) -> dict[str, Path]:
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    stale = _earlier_files(outdir)
     vpath = outdir / f"{spec.top}.v"
-    vpath.write_text(text, encoding="utf-8")
+    write_text(vpath, text)
     cpath = outdir / f"{spec.top}.core"
-    cpath.write_text(_fusesoc(spec, vpath.name), encoding="utf-8")
+    write_text(cpath, _fusesoc(spec, vpath.name))
 
     layouts = {"flit": flit_layout(config), "header": header_layout(config),
                "payload": payload_layout(config), "route": route_layout(config)}
@@ -184,8 +186,26 @@ def emit(block: str, config: Config, outdir: str | Path) -> dict[str, Path]:
         "verilog_modules": _module_names(text),
     }
     mpath = outdir / "manifest.json"
-    mpath.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_text(mpath, json.dumps(manifest, indent=2) + "\n")
+    # an earlier block's files that this one does not replace would sit beside a manifest
+    # that no longer names them: remove them (only files the old manifest says it wrote)
+    for old in stale - {vpath.name, cpath.name, mpath.name}:
+        (outdir / old).unlink(missing_ok=True)
     return {"verilog": vpath, "manifest": mpath, "fusesoc": cpath}
+
+
+def _earlier_files(outdir: Path) -> set[str]:
+    """The file names an earlier ``wafertile generate`` wrote into ``outdir``, as its
+    ``manifest.json`` lists them (plain names of regular files in ``outdir`` only)."""
+    try:
+        old = json.loads((outdir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return set()
+    if not isinstance(old, dict) or old.get("generator") != "wafertile":
+        return set()
+    names = [*old.get("files", []), old.get("fusesoc")]
+    return {n for n in names if isinstance(n, str) and n and Path(n).name == n
+            and not (outdir / n).is_symlink() and (outdir / n).is_file()}
 
 
 def _leaves(config: Config, spec: Block) -> list[tuple[str, wiring.Component]]:

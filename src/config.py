@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .files import read_text, toml_reason
 
 __all__ = ["DTYPES", "PARAMETERS", "Config", "ConfigError", "Overflow"]
 
@@ -262,15 +263,18 @@ class Config:
         """Read a flat TOML file of parameters; keyword ``overrides`` win over the file."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read configuration file {str(path)!r}: "
-                              f"{exc.strerror}") from None
+            text = read_text(path, f"configuration file {str(path)!r}")
+        except ConfigError:
+            raise
+        except InputError as exc:
+            raise ConfigError(str(exc)) from None
         try:
             values = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # a TOMLDecodeError is a ValueError;
+            # tomllib also raises ValueError for an integer of over 4300 digits, and
+            # RecursionError for tables nested a thousand deep
             raise ConfigError(f"configuration file {str(path)!r} is not valid TOML: "
-                              f"{exc}") from None
+                              f"{toml_reason(exc)}") from None
         for key, value in values.items():
             if isinstance(value, dict):
                 raise ConfigError(

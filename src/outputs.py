@@ -16,11 +16,11 @@ the path and what is wrong with it.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import InputError
+from .files import check_dir_writable, check_output_file, check_output_names, save_npy
 
 __all__ = ["BUILD_MARK", "check_build_dir", "check_dir_writable", "check_generate_dir",
            "check_output_file", "finish_run", "mark_build_dir"]
@@ -29,48 +29,11 @@ __all__ = ["BUILD_MARK", "check_build_dir", "check_dir_writable", "check_generat
 BUILD_MARK = ".wafertile-build"
 
 
-def _writable(directory: Path) -> bool:
-    """True if files can be made in the existing ``directory``."""
-    return os.access(directory, os.W_OK | os.X_OK)
-
-
-def check_dir_writable(flag: str, path: Path) -> bool:
-    """Check that files can be written into directory ``path``: an existing directory that is
-    writable, or a missing one whose nearest existing parent is a writable directory.
-
-    Returns
-    -------
-    bool
-        Whether ``path`` exists (the caller checks what it already holds).
-
-    Raises
-    ------
-    InputError
-        If ``path`` is a file, lies under a file, or is not writable (or cannot be created).
-    """
-    if not path.exists():
-        parent = path.parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        if not parent.is_dir():
-            raise InputError(f"{flag} {str(path)!r} cannot be created: {str(parent)!r} is a "
-                             f"file, not a directory")
-        if not _writable(parent):
-            raise InputError(f"{flag} {str(path)!r} cannot be created: directory "
-                             f"{str(parent)!r} is not writable")
-        return False
-    if not path.is_dir():
-        raise InputError(f"{flag} {str(path)!r} is a file, not a directory")
-    if not _writable(path):
-        raise InputError(f"{flag} directory {str(path)!r} is not writable")
-    return True
-
-
 def _generated_by_wafertile(manifest: Path) -> bool:
     """True if ``manifest`` is the ``manifest.json`` of a ``wafertile generate``."""
     try:
         data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return False
     return isinstance(data, dict) and data.get("generator") == "wafertile"
 
@@ -100,56 +63,11 @@ def check_generate_dir(path: Path, names: Iterable[str], *, force: bool,
     """
     if not check_dir_writable(flag, path):
         return
-    present = []
-    for name in names:
-        target = path / name
-        if target.is_dir():
-            raise InputError(f"{flag} {str(path)!r}: {name} is a directory, so the file "
-                             f"{name} cannot be written")
-        if target.exists():
-            present.append(name)
+    present = check_output_names(flag, path, names)
     if present and not force and not _generated_by_wafertile(path / "manifest.json"):
         raise InputError(f"{flag} {str(path)!r} already holds {', '.join(present)}, not written "
                          f"by wafertile generate (no manifest.json of wafertile); --force "
                          f"overwrites")
-
-
-def check_output_file(path: Path, *, suffix: str, force: bool, flag: str) -> None:
-    """Check that a command may write the file ``path`` (made at the end of its work).
-
-    Parameters
-    ----------
-    path : Path
-        The file to write.
-    suffix : str
-        The suffix the name must end in (``".npy"``).
-    force : bool
-        Replace an existing file.
-    flag : str
-        The flag named in the messages.
-
-    Raises
-    ------
-    InputError
-        If the name does not end in ``suffix``; if ``path`` is a directory; if its directory
-        does not exist, is not a directory or is not writable; if the file exists, unless
-        ``force``.
-    """
-    if path.is_dir():
-        raise InputError(f"{flag} {str(path)!r} is a directory; name a {suffix} file (e.g. "
-                         f"{str(path / ('Y' + suffix))!r})")
-    if path.suffix != suffix:
-        raise InputError(f"{flag} {str(path)!r} must name a {suffix} file (the name must end "
-                         f"in {suffix})")
-    parent = path.parent
-    if not parent.exists():
-        raise InputError(f"{flag} {str(path)!r}: directory {str(parent)!r} does not exist")
-    if not parent.is_dir():
-        raise InputError(f"{flag} {str(path)!r}: {str(parent)!r} is a file, not a directory")
-    if not _writable(parent):
-        raise InputError(f"{flag} {str(path)!r}: directory {str(parent)!r} is not writable")
-    if path.exists() and not force:
-        raise InputError(f"{flag} {str(path)!r} already exists; --force overwrites it")
 
 
 def check_build_dir(path: Path, *, force: bool, flag: str = "--build-dir") -> None:
@@ -191,8 +109,7 @@ def finish_run(report, y, config, *, out: Path | None, as_json: bool) -> int:
     before the run), print ``report`` (``--json``: one object) and return the exit status
     (0 pass, 1 mismatch)."""
     if out is not None:
-        import numpy as np
-        np.save(out, y)
+        save_npy(out, y)
     if as_json:
         print(json.dumps(report.as_json()))
     else:

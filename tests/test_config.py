@@ -241,5 +241,5 @@ def test_toml_table_rejected(tmp_path):
 
 
 def test_toml_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match=r"^cannot read configuration file '.*nope\.toml': "):
+    with pytest.raises(ConfigError, match=r"^configuration file '.*nope\.toml' does not exist$"):
         Config.from_toml(tmp_path / "nope.toml")

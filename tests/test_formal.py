@@ -100,7 +100,8 @@ def test_cli_refuses_bad_config(tmp_path, capsys, no_run):
                    "not 3\n")
     missing = tmp_path / "missing.toml"
     assert main(["formal", "--config", str(missing)]) == 2
-    assert "cannot read configuration file" in capsys.readouterr().err
+    assert capsys.readouterr().err == (f"wafertile: error: configuration file {str(missing)!r} "
+                                       f"does not exist\n")
 
 
 class _no_raise:

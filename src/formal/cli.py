@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import InputError
+from ..files import check_dir_writable, check_own_dir, read_text
 from .checks import BLOCKS
 
 __all__ = ["add_parser"]
@@ -75,8 +76,8 @@ def _overrides(path: Path | None) -> dict:
     if path is None:
         return {}
     try:
-        given = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        given = tomllib.loads(read_text(path, f"configuration file {str(path)!r}"))
+    except (InputError, ValueError, RecursionError):  # Config.from_toml says why
         given = None
     if not isinstance(given, dict) or any(isinstance(v, dict) for v in given.values()):
         Config.from_toml(path)  # raises ConfigError with the reason
@@ -102,6 +103,10 @@ def _cmd_formal(args: argparse.Namespace) -> int:
             checks_for(args.block, given, depth=args.depth)
     except ValueError as exc:  # a configuration the file and the defaults make together
         raise InputError(str(exc)) from None
+    # each check's directory is replaced: only one that an earlier run made (and marked)
+    if check_dir_writable("--work-dir", args.work_dir):
+        for c in checks:
+            check_own_dir(args.work_dir / c.name, flag="--work-dir")
     start = time.perf_counter()
     results = [run_check(c, args.work_dir, solver=args.solver, covers=not args.no_covers)
                for c in checks]

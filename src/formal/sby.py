@@ -27,6 +27,7 @@ from pathlib import Path
 from amaranth.back import rtlil
 
 from ..errors import ToolError
+from ..files import make_own_dir, remove_own_dir
 from .harness import Check
 from .props import name_checks
 from .report import CheckResult, PropertyResult
@@ -213,10 +214,9 @@ def run_check(check: Check, workdir: str | os.PathLike, *, solver: str = DEFAULT
         If a tool is missing.
     """
     depth = check.depth if depth is None else depth
-    root = Path(workdir).resolve() / check.name
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
+    root = Path(workdir).absolute() / check.name
+    remove_own_dir(root, flag="--work-dir")
+    make_own_dir(root, what="wafertile formal, one check's work directory")
     start = time.perf_counter()
     sby, env = sby_environment(solver, root / "bin")
 

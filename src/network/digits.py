@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..files import cache_root
 from .model import Network, load_network, save_network
 from .quantize import FloatLayer, float_forward, prune, quantize
 
@@ -127,8 +127,7 @@ def test_set(net: Network) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _cache_file() -> Path:
-    base = os.environ.get("WAFERTILE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "wafertile")
+    base = cache_root()
     recipe = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
     return Path(base) / "networks" / f"digits-{recipe}.npz"
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import check_input_file, memory_budget
 from ..hdl.core.fp import float_format
 from .model import Layer, Network, NetworkError
 from .quantize import FloatLayer, prune, quantize
@@ -23,6 +24,49 @@ __all__ = ["SUPPORTED", "float_layers", "import_onnx", "import_onnx_float"]
 
 #: The operators an imported graph may use.
 SUPPORTED = ("MatMul", "Gemm", "Add", "Relu")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
+def _tensor(t, label: str) -> np.ndarray:
+    """The values of the ONNX tensor ``t`` as float64, after checking that its data is in the
+    file (not external), holds as many values as its dims claim, is a real number type, and
+    is finite."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    if t.data_location == TensorProto.EXTERNAL or t.external_data:
+        raise NetworkError(f"{label} keeps its data in an external file; wafertile reads "
+                           f"self-contained models only (onnx.save without external data)")
+    if any(d < 0 for d in t.dims):
+        raise NetworkError(f"{label} has a negative dimension {list(t.dims)}")
+    count = int(np.prod(t.dims, dtype=np.float64)) if t.dims else 1
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type))
+    except Exception:
+        raise NetworkError(f"{label} has an unknown element type {t.data_type}") from None
+    if dtype.kind not in "biuf":
+        raise NetworkError(f"{label} holds {dtype} values; weights must be real numbers")
+    if t.HasField("raw_data") or t.raw_data:
+        held = len(t.raw_data) // dtype.itemsize
+    else:
+        held = max(len(t.float_data), len(t.int32_data), len(t.int64_data),
+                   len(t.double_data), len(t.uint64_data))
+    if held != count:
+        raise NetworkError(f"{label} claims {count} values (dims {list(t.dims)}) but holds "
+                           f"{held}")
+    if count * dtype.itemsize > memory_budget():
+        raise NetworkError(f"{label} holds {count} values (dims {list(t.dims)}), more than the "
+                           f"memory budget")
+    try:
+        values = numpy_helper.to_array(t).astype(np.float64)
+    except Exception as exc:
+        raise NetworkError(f"{label} cannot be read: {_one_line(exc)}") from None
+    if not np.all(np.isfinite(values)):
+        raise NetworkError(f"{label} holds NaN or infinite values")
+    return values
 
 
 def float_layers(path: str | Path) -> list[FloatLayer]:
@@ -35,22 +79,26 @@ def float_layers(path: str | Path) -> list[FloatLayer]:
         or a graph that is not a chain of the supported operators with constant weights.
     """
     import onnx
-    from onnx import numpy_helper
 
     path = Path(path)
+    label = f"ONNX file {str(path)!r}"
+    size = check_input_file(path, label)
+    if size > memory_budget():
+        raise NetworkError(f"{label} is larger than the memory budget "
+                           f"({memory_budget() >> 20} MiB, WAFERTILE_MEMORY_BUDGET)")
     try:
-        model = onnx.load(str(path))
-    except FileNotFoundError:
-        raise NetworkError(f"ONNX file {str(path)!r} does not exist") from None
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # the onnx package raises several kinds on a bad file
-        raise NetworkError(f"{str(path)!r} is not an ONNX model: {exc}") from None
+        raise NetworkError(f"{label} is not an ONNX model: {_one_line(exc)}") from None
     graph = model.graph
-    consts = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in graph.initializer}
+    consts = {t.name: _tensor(t, f"{label}, initializer {t.name!r}")
+              for t in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
                 if attr.name == "value":
-                    consts[node.output[0]] = numpy_helper.to_array(attr.t).astype(np.float64)
+                    consts[node.output[0]] = _tensor(
+                        attr.t, f"{label}, node {node.name or node.output[0]!r} (Constant)")
     inputs = [i.name for i in graph.input if i.name not in consts]
     if len(inputs) != 1:
         raise NetworkError(f"the ONNX graph must have one input (not an initializer), not "
@@ -71,12 +119,21 @@ def float_layers(path: str | Path) -> list[FloatLayer]:
                                f"{', '.join(SUPPORTED)} with constant weights is imported")
         params = [consts[i] for i in node.input if i in consts]
         if node.op_type in ("MatMul", "Gemm"):
-            layers.append(_dense(node, name, params))
+            layer = _dense(node, name, params)
+            if layers and layer.weights.shape[1] != layers[-1].weights.shape[0]:
+                raise NetworkError(f"node {name!r} ({node.op_type}) takes "
+                                   f"{layer.weights.shape[1]} inputs, but the layer before it "
+                                   f"has {layers[-1].weights.shape[0]} outputs")
+            layers.append(layer)
         elif node.op_type == "Add":
             if not layers or len(params) != 1 or (params[0].ndim > 1
                                                    and params[0].shape[0] != 1):
                 raise NetworkError(f"node {name!r} (Add) must add a constant vector to a "
                                    f"MatMul/Gemm's output")
+            outputs = layers[-1].weights.shape[0]
+            if params[0].size not in (1, outputs):
+                raise NetworkError(f"node {name!r} (Add) adds {params[0].size} values to a "
+                                   f"layer of {outputs} outputs")
             layers[-1].bias = layers[-1].bias + params[0].reshape(-1)
         else:  # Relu
             if not layers or layers[-1].relu:
@@ -106,6 +163,9 @@ def _dense(node, name: str, params: list[np.ndarray]) -> FloatLayer:
         raise NetworkError(f"node {name!r} (Gemm) must have a constant 2-D weight B")
     w = params[0] if ("transB" in attrs and attrs["transB"].i) else params[0].T
     bias = beta * params[1].reshape(-1) if len(params) > 1 else np.zeros(w.shape[0])
+    if bias.size not in (1, w.shape[0]):
+        raise NetworkError(f"node {name!r} (Gemm) has a bias C of {bias.size} values for "
+                           f"{w.shape[0]} outputs")
     return FloatLayer(alpha * w, np.broadcast_to(bias, (w.shape[0],)).copy(), False)
 
 

@@ -31,6 +31,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from .. import files
 from ..config import Config
 
 __all__ = ["cache_root", "design_key", "locked", "read_synth", "synth_dir", "synth_key",
@@ -41,9 +42,7 @@ def cache_root(cache: str | Path | None = None) -> Path:
     """The cache root: ``cache`` if given, else the one ``wafertile run`` uses."""
     if cache is not None:
         return Path(cache).absolute()
-    base = os.environ.get("WAFERTILE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "wafertile")
-    return Path(base).absolute()
+    return files.cache_root()
 
 
 def design_key(kind: str, config: Config) -> str:

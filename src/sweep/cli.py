@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..files import check_dir_writable, check_input_file
 from .measures import MEASUREMENTS
 from .results import COLUMNS, MARK, TABLE, check_axes, check_output_dir
 
@@ -150,6 +151,23 @@ def _check_plot_flags(args: argparse.Namespace) -> dict[str, str]:
     return where
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse a ``--scheduler`` that nothing answers on, before anything is written."""
+    import socket
+
+    match = _ADDRESS.match(address)
+    host = match.group(3).strip("[]")
+    port = int(match.group(4)[1:]) if match.group(4) else 8786
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise InputError(f"--scheduler {address!r} cannot be reached ({why}); start one with "
+                         f"`dask scheduler`, or leave --scheduler out for a local "
+                         f"cluster") from None
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     where = _check_plot_flags(args)
     if args.plot is not None:
@@ -168,9 +186,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
            f"--scheduler must be a Dask scheduler's address (tcp://HOST:8786), not "
            f"{args.scheduler!r}")
     _check(not args.retry_failed or args.resume, "--retry-failed goes with --resume")
+    if args.scheduler is not None and not args.dry_run:
+        _check_reachable(args.scheduler)
     if args.cache is not None:
-        _check(not args.cache.exists() or args.cache.is_dir(),
-               f"--cache {str(args.cache)!r} is a file, not a directory")
+        check_dir_writable("--cache", args.cache)
 
     from .spec import load_spec
 
@@ -276,10 +295,29 @@ def _cmd_plot(args: argparse.Namespace, where: dict[str, str]) -> int:
     from .plots import default_plots, plot_metric, plot_pareto
 
     table = args.plot / TABLE
-    _check(table.is_file(), f"--plot {str(args.plot)!r} holds no {TABLE} (the -o DIR of a "
-                            f"`wafertile sweep`)")
-    df = pd.read_csv(table)
+    _check(args.plot.is_dir(), f"--plot {str(args.plot)!r} is not a directory (name the -o DIR "
+                               f"of a `wafertile sweep`)")
+    _check((args.plot / MARK).is_file() and (table.exists() or table.is_symlink()),
+           f"--plot {str(args.plot)!r} holds no {TABLE} of a wafertile sweep (the -o DIR of a "
+           f"`wafertile sweep`, marked by {MARK})")
+    check_input_file(table, f"--plot {str(args.plot)!r}: {TABLE}")
+    try:
+        df = pd.read_csv(table)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError,
+            pd.errors.EmptyDataError) as exc:
+        raise InputError(f"--plot {str(args.plot)!r}: {TABLE} is not a sweep's table "
+                         f"({' '.join(str(exc).split())[:160]})") from None
+    missing = [c for c in ("id", "status", "measurement") if c not in df.columns]
+    _check(not missing, f"--plot {str(args.plot)!r}: {TABLE} is not a sweep's table (no "
+                        f"{', '.join(missing)} column)")
+    _check(len(df) > 0, f"--plot {str(args.plot)!r}: {TABLE} has no rows to plot")
     out_dir = args.plot / "plots"
+    _check(not out_dir.is_symlink(), f"--plot {str(args.plot)!r}: plots is a symbolic link; "
+                                     f"wafertile does not write through links")
+    _check(not out_dir.exists() or out_dir.is_dir(),
+           f"--plot {str(args.plot)!r}: plots is a file, so the plots cannot be written into "
+           f"a plots directory")
+    check_dir_writable("--plot", out_dir)
     try:
         if args.x is not None:
             paths = [plot_metric(df, args.x, args.y, out_dir, by=args.by, where=where)]

@@ -19,7 +19,6 @@ and the same code runs on a laptop's LocalCluster and on a cluster of machines.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,9 +28,10 @@ from typing import Any, TextIO
 
 from .. import __version__
 from ..errors import ToolError
+from ..files import write_bytes
 from .points import Point, expand
 from .progress import Progress
-from .results import ResultTable
+from .results import SPEC_COPY, ResultTable
 from .spec import Spec
 from .tasks import START_TOPIC, derive_point, error_text, run_point
 
@@ -176,8 +176,8 @@ def run_sweep(spec: Spec, output: Path, *, workers: int = 2, scheduler: str | No
     start = time.perf_counter()
     points = expand(spec)
     table = ResultTable.open(output, resume=resume)
-    if spec.path.is_file() and spec.path.resolve() != (output / "spec.toml").resolve():
-        shutil.copyfile(spec.path, output / "spec.toml")
+    if spec.path.is_file() and spec.path.resolve() != (output / SPEC_COPY).resolve():
+        write_bytes(output / SPEC_COPY, spec.path.read_bytes())
     done = {r["id"]: r for r in table.rows()}
     ids = {p.id for p in points}
     if retry_failed:

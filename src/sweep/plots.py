@@ -14,6 +14,7 @@ display, nothing global.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..files import write_bytes
 from .measures import MEASUREMENTS
 from .results import COLUMNS, PARAMETER_COLUMNS, check_axes
 
@@ -123,8 +125,16 @@ def plot_metric(df: pd.DataFrame, x: str, y: str, out_dir: Path, *, by: str | No
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / _file_name(y, "vs", x, *(["by", by] if by else []),
                                 *(f"{k}={v}" for k, v in where.items()))
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _save(fig, path)
     return path
+
+
+def _save(fig: Figure, path: Path) -> None:
+    """Write ``fig`` as a PNG to ``path`` through a temporary file (a link at ``path`` is
+    replaced, not followed)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    write_bytes(path, buf.getvalue())
 
 
 def pareto_front(area: list[float], time: list[float]) -> list[int]:
@@ -185,7 +195,7 @@ def plot_pareto(df: pd.DataFrame, out_dir: Path, *, by: str | None = None) -> Pa
     ax.legend(fontsize="small")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / _file_name("pareto", *(["by", by] if by else []))
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _save(fig, path)
     return path
 
 

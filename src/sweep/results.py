@@ -17,24 +17,31 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..config import PARAMETERS
 from ..errors import InputError
-from ..outputs import check_dir_writable
+from ..files import (
+    check_dir_writable,
+    check_input_file,
+    check_output_names,
+    memory_budget,
+    write_bytes,
+)
 from .measures import MEASUREMENTS
 from .workloads import WORKLOAD_COLUMNS
 
-__all__ = ["COLUMNS", "IDENTITY", "MARK", "PARAMETER_COLUMNS", "TABLE", "ResultTable",
+__all__ = ["COLUMNS", "IDENTITY", "MARK", "PARAMETER_COLUMNS", "SPEC_COPY", "TABLE", "ResultTable",
            "check_axes", "check_output_dir", "parquet_available"]
 
 #: The file name of the table in the output directory.
 TABLE = "results.csv"
 #: The Parquet copy of the table (written when pyarrow is installed).
 PARQUET = "results.parquet"
+#: The copy of the spec in the output directory.
+SPEC_COPY = "spec.toml"
 #: The file that marks a directory as a ``wafertile sweep`` output directory.
 MARK = ".wafertile-sweep"
 
@@ -96,16 +103,16 @@ def check_output_dir(path: Path, *, resume: bool, force: bool, flag: str = "-o")
     """
     if not check_dir_writable(flag, path):
         return
+    check_output_names(flag, path, (MARK, TABLE, PARQUET, SPEC_COPY), dirs=("plots",))
     ours = (path / MARK).is_file()
     if not ours and not force and any(path.iterdir()):
         raise InputError(f"{flag} {str(path)!r} is a non-empty directory that is not a "
                          f"wafertile sweep's (no {MARK}); --force writes the sweep into it")
-    if (path / TABLE).is_dir():
-        raise InputError(f"{flag} {str(path)!r}: {TABLE} is a directory, so the table cannot "
-                         f"be written")
     if ours and (path / TABLE).exists() and not resume and not force:
         raise InputError(f"{flag} {str(path)!r} already holds a sweep's {TABLE}; --resume "
                          f"continues it, --force starts it over")
+    if ours and (path / TABLE).exists() and resume and not force:
+        ResultTable(path).read(flag)  # a table --resume cannot continue stops here
 
 
 def _cell(value: Any) -> str:
@@ -151,32 +158,55 @@ class ResultTable:
             table._write(())
         return table
 
-    def _repair(self) -> None:
+    def read(self, flag: str = "-o") -> tuple[tuple[str, ...], list[dict[str, str]], bool]:
+        """Read and check the table: ``(header, rows, cut)``, where ``cut`` says the last line
+        was half-written (a sweep killed while writing it; that line is left out).
+
+        Raises
+        ------
+        InputError
+            If the table is not a regular file, not UTF-8 text or CSV, has no ``id`` column,
+            or has columns this version does not write.
+        """
+        where = f"{flag} {str(self.directory)!r}: {TABLE}"
+        size = check_input_file(self.path, where)
+        if size > memory_budget():
+            raise InputError(f"{where} is larger than the memory budget")
         data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            self.path.write_bytes(data[:data.rfind(b"\n") + 1])
-        with open(self.path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
+        cut = bool(data) and not data.endswith(b"\n")
+        if cut:
+            data = data[:data.rfind(b"\n") + 1]
+        try:
+            reader = csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))
             header = tuple(reader.fieldnames or ())
             rows = list(reader)
-        if header == COLUMNS:
-            return
+        except UnicodeDecodeError:
+            raise InputError(f"{where} is not a sweep's table (not UTF-8 text); use another "
+                             f"-o DIR, or --force to start over") from None
+        except csv.Error as exc:
+            raise InputError(f"{where} is not a sweep's table ({' '.join(str(exc).split())}); "
+                             f"use another -o DIR, or --force to start over") from None
         unknown = [c for c in header if c not in COLUMNS]
-        if unknown:
-            raise InputError(f"-o {str(self.directory)!r}: {TABLE} has columns this wafertile "
-                             f"does not write ({', '.join(unknown)}); use another -o DIR, or "
-                             f"--force to start over")
-        self._write(rows)
+        if unknown or "id" not in header:
+            shown = "".join(c if c.isprintable() else "?" for c in ", ".join(unknown))[:200]
+            what = (f"has columns this wafertile does not write ({shown})" if unknown
+                    else "has no id column")
+            raise InputError(f"{where} {what}; use another -o DIR, or --force to start over")
+        return header, rows, cut
+
+    def _repair(self) -> None:
+        header, rows, cut = self.read()
+        if header != COLUMNS or cut:
+            self._write(rows)
 
     def _write(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Replace the table with the header and ``rows`` (through a temporary file)."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(COLUMNS)
-            for row in rows:
-                writer.writerow([_cell(row.get(c)) for c in COLUMNS])
-        os.replace(tmp, self.path)
+        buf = io.StringIO(newline="")
+        writer = csv.writer(buf)
+        writer.writerow(COLUMNS)
+        for row in rows:
+            writer.writerow([_cell(row.get(c)) for c in COLUMNS])
+        write_bytes(self.path, buf.getvalue().encode("utf-8"))
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Add one row at the end of the table, on disk at once.
@@ -199,8 +229,7 @@ class ResultTable:
         """Every row, as strings (empty cells are ``""``)."""
         if not self.path.exists():
             return []
-        with open(self.path, newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
+        return self.read()[1]
 
     def ids(self) -> set[str]:
         """The ids of the rows in the table."""
