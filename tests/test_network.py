@@ -10,7 +10,10 @@ order (saturating after each, or wrapping), and each hidden layer's outputs are
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +32,16 @@ from wafertile.network import (
 from wafertile.sim.models import ArrayModel
 
 from .conftest import seed_for, sim_cases
+
+ROOT = Path(__file__).parents[1]
+
+
+@contextlib.contextmanager
+def warnings_as_errors():
+    """A numpy RuntimeWarning (NaN cast to an integer, ...) fails the test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
 
 
 def documented(cfg: Config, net: Network, x: np.ndarray) -> np.ndarray:
@@ -268,6 +281,13 @@ def test_on_the_rtl(request, sim_env, build_root, cfg_name, net_name):
     fences = sum(p.expected_replies for p in program.phases if p.kind != "read")
     assert edges["host_flits_out"] == x.shape[0] * net.outputs + fences  # only outputs + fences
     assert report.per_layer[0]["handoff_cycles"] > 0 and report.dense_cycles > 0
+    # the cycle counts, each with its one meaning (docs/network.md, the report)
+    tiles = cfg.rows * cfg.cols
+    assert report.total_cycles == report.cycles > report.stream_cycles > 0
+    assert report.stream_cycles == sum(layer["stream_cycles"] for layer in report.per_layer)
+    assert report.utilization == pytest.approx(report.macs / (tiles * report.cycles))
+    assert report.stream_utilization == pytest.approx(report.macs /
+                                                      (tiles * report.stream_cycles))
 
 
 # -- the shipped digits classifier ---------------------------------------------------------
@@ -373,9 +393,224 @@ def test_onnx_unsupported_operator_names_it(tmp_path, capsys):
      "--calibration quantizes an .onnx network to integers; with --dtype fp16 it runs in "
      "floating point and takes none"),
     (["--network", "digits", "--images", "0"], "--images must be an integer >= 1, not 0"),
+    # not fewer inputs than asked without a word (issue 22, item 14)
+    (["--network", "digits", "--images", "1000"],
+     "--images 1000 asks for more inputs than there are: the digits test set has 450"),
     (["--network", "digits", "--weights", "w.npy", "--activations", "x.npy"],
      "--network runs a network: it does not take --weights / --activations"),
 ])
 def test_network_flag_errors(capsys, argv, message):
     assert main(["run", *argv]) == 2
     assert capsys.readouterr().err == f"wafertile: error: {message}\n"
+
+
+@pytest.mark.parametrize("sim", ["verilator", "icarus"])
+def test_network_waves_are_named(capsys, monkeypatch, tmp_path, sim):
+    """--network ... --waves: the report and the JSON name the waveform files (issue 22,
+    item 15); the simulation is a stand-in."""
+    from wafertile.sim.harness import trace_format
+
+    class Report:
+        passed, wall_seconds, build_dir, dense_cycles = True, 1.0, str(tmp_path), 10
+
+        def as_json(self):
+            return {"pass": True, "images": 4}
+
+        def text(self, config):
+            return "PASS"
+
+    def run_network(config, net, x, **kwargs):
+        assert kwargs["waves"] and kwargs["sim"] == sim and len(x) == 4
+        return Report(), np.zeros((4, 10))
+
+    monkeypatch.setattr("wafertile.network.run.run_network", run_network)
+    argv = ["run", "--network", "digits", "--images", "4", "--waves", "--sim", sim]
+    assert main([*argv, "--json"]) == 0
+    files = ([f"{tmp_path}/run/program{k}.{trace_format()}" for k in (0, 1)]
+             if sim == "verilator" else [f"{tmp_path}/waves/wafertile_array.fst"])
+    assert json.loads(capsys.readouterr().out) == {"pass": True, "images": 4, "waves": files}
+    assert main(argv) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line == ("waveforms        " + (f"{files[0]} (sparse stream), {files[1]} (dense "
+                                           f"stream)" if sim == "verilator" else
+                                           f"{files[0]} (sparse, then dense stream)"))
+
+
+# -- the accumulator's range, quantized inputs, NaN, the report's cycles (issue 22) -------------
+
+def _two_layer_file(tmp_path, bias0, name="n.npz", **meta):
+    net = Network([Layer(np.ones((3, 4), np.int64), np.asarray(bias0, np.int64),
+                         np.full(3, 3), np.full(3, 4), True),
+                   Layer(np.ones((2, 3), np.int64), np.zeros(2, np.int64))], 8, name="t",
+                  meta=meta)
+    save_network(net, tmp_path / name)
+    return tmp_path / name
+
+
+def test_bias_at_both_ends_of_the_accumulator(request):
+    """The accumulator holds -2**(acc_width-1) .. 2**(acc_width-1) - 1 (docs/architecture.md):
+    a bias at either end compiles and gives the documented outputs; one beyond is refused
+    with the range and the values found."""
+    cfg = Config(rows=2, cols=2, data_width=8, acc_width=32, act_depth=16, acc_depth=16)
+    x = np.array([[1, 0, 2, 3], [0, 0, 0, 0]])
+    for b in (-(1 << 31), (1 << 31) - 1):
+        net = Network([Layer(np.ones((3, 4), np.int64), np.array([b, 0, b]), np.full(3, 3),
+                             np.full(3, 4), True),
+                       Layer(np.ones((2, 3), np.int64), np.array([b, 0]))], 8)
+        program = compile_network(cfg, net, x)
+        got = ArrayModel(cfg).run(program, seed=seed_for(request))
+        np.testing.assert_array_equal(got, documented(cfg, net, x))
+    net = Network([Layer(np.ones((2, 4), np.int64), np.array([1 << 31, 0]))], 8)
+    with pytest.raises(NetworkError, match=r"^b0 must fit the 32-bit accumulator \(acc_width = "
+                                           r"32\): -2147483648\.\.2147483647, found "
+                                           r"0\.\.2147483648$"):
+        compile_network(cfg, net, x)
+
+
+@pytest.mark.parametrize("bias", [1 << 31, -(1 << 31) - 1])
+def test_bias_beyond_the_accumulator_names_the_file(tmp_path, capsys, monkeypatch, bias):
+    """docs/network.md: a file's errors name the file, the key and the rule; a bias checked
+    against the configuration (acc_width) too. Nothing is built or simulated."""
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("simulated a network the compiler refuses")
+    monkeypatch.setattr("wafertile.network.run.simulate", no_simulation)
+    path = _two_layer_file(tmp_path, [0, bias, 0])
+    np.save(tmp_path / "x.npy", np.ones((2, 4), np.int64))
+    lo, hi = sorted((0, bias))
+    assert main(["run", "--network", str(path), "--inputs", str(tmp_path / "x.npy"),
+                 "--data-width", "8", "--acc-width", "32"]) == 2
+    assert capsys.readouterr().err == (
+        f"wafertile: error: network file '{path}': b0 must fit the 32-bit accumulator "
+        f"(acc_width = 32): -2147483648..2147483647, found {lo}..{hi}\n")
+
+
+def test_float_inputs_quantize_to_the_symmetric_range():
+    """docs/network.md: float --inputs are round(x / input_scale) clamped to -qmax .. qmax,
+    the symmetric range of the weights (-127 .. 127 for int8): -32.0 at scale 0.25 is -127,
+    as 32.0 is 127, and negation is exact."""
+    from wafertile.network.quantize import quantize_inputs
+
+    x = np.array([[-32.0, 32.0, -0.5 * 0.25, 0.375, -1e300, 1e300]])
+    assert quantize_inputs(x, 0.25, 8).tolist() == [[-127, 127, 0, 2, -127, 127]]
+    assert quantize_inputs(-x, 0.25, 8).tolist() == [[127, -127, 0, -2, 127, -127]]
+    assert quantize_inputs(np.array([[-1e9, 1e9]]), 1.0, 16).tolist() == [[-32767, 32767]]
+    text = (ROOT / "docs" / "network.md").read_text()
+    assert "`q = clamp(round(x / input_scale), -qmax, qmax)`" in text
+    assert "the symmetric range -127 .. 127 for int8" in text
+
+
+@pytest.mark.parametrize(("value", "shown"), [(np.nan, "nan"), (np.inf, "inf"),
+                                               (-np.inf, "-inf")])
+def test_float_inputs_with_nan_or_infinity_are_refused(tmp_path, capsys, value, shown):
+    """NaN or infinity in float --inputs of an integer network: one line naming the file and
+    the value, exit status 2 (no numpy warning, no meaningless range)."""
+    path = _two_layer_file(tmp_path, [0, 0, 0], input_scale=0.25)
+    x = np.ones((2, 4))
+    x[1, 2] = value
+    np.save(tmp_path / "x.npy", x)
+    with warnings_as_errors():
+        assert main(["run", "--network", str(path), "--inputs", str(tmp_path / "x.npy"),
+                     "--data-width", "8", "--fidelity", "model"]) == 2
+    assert capsys.readouterr().err == (
+        f"wafertile: error: inputs file '{tmp_path / 'x.npy'}' holds NaN or infinity ({shown} "
+        f"at [1, 2], 1 such value(s)); float inputs are quantized with the network's "
+        f"input_scale and must be finite\n")
+
+
+def test_calibration_with_nan_is_refused(tmp_path, capsys):
+    _onnx_mlp(tmp_path / "m.onnx", np.random.default_rng(1), [4, 6, 3])
+    cal = np.ones((5, 4))
+    cal[3, 1] = np.nan
+    np.save(tmp_path / "cal.npy", cal)
+    with warnings_as_errors():
+        assert main(["run", "--network", str(tmp_path / "m.onnx"), "--calibration",
+                     str(tmp_path / "cal.npy")]) == 2
+    assert capsys.readouterr().err == (
+        f"wafertile: error: calibration file '{tmp_path / 'cal.npy'}' holds NaN or infinity "
+        f"(nan at [3, 1], 1 such value(s)); a calibration set must be finite numbers\n")
+
+
+def test_quantize_refuses_what_it_cannot_quantize():
+    from wafertile.network.quantize import FloatLayer, quantize
+
+    layers = [FloatLayer(np.ones((3, 4)), np.zeros(3), True),
+              FloatLayer(np.ones((2, 3)), np.zeros(2), False)]
+    cal = np.ones((2, 4))
+    for n, key in ((0, "weights"), (1, "bias")):
+        bad = [FloatLayer(layer.weights.copy(), layer.bias.copy(), layer.relu)
+               for layer in layers]
+        getattr(bad[n], key)[1] = np.inf if key == "bias" else np.nan
+        with pytest.raises(NetworkError, match=rf"^layer {n}'s {key} holds NaN or infinity "
+                                               r"\((nan|inf) at \[1"):
+            quantize(bad, cal)
+    with pytest.raises(NetworkError, match=r"^the calibration set holds NaN or infinity "
+                                           r"\(-inf at \[0, 0\], 1 such value\(s\)\)"):
+        quantize(layers, np.array([[-np.inf, 1, 1, 1], [1, 1, 1, 1]]))
+    with pytest.raises(NetworkError, match=r"^layer 0's bias quantizes to .* beyond any "
+                                           r"accumulator \(64 bits\)$"):
+        quantize([FloatLayer(np.full((3, 4), 1e-200), np.full(3, 1e100), False)], cal)
+
+
+def test_network_input_scale_must_be_positive_and_finite(tmp_path):
+    path = _file(tmp_path, input_scale=0.0)
+    with pytest.raises(NetworkError, match=rf"^network file '{path}': input_scale must be a "
+                                           r"positive finite number \(the float value of one "
+                                           r"input step\), not 0\.0$"):
+        load_network(path)
+
+
+def test_finish_rounding_in_the_docs_is_the_reference():
+    """docs/architecture.md spells out FINISH's tie rule; that rule, applied as written, gives
+    the reference's requantization (ties away from zero) for every p and shift here."""
+    import re
+
+    from wafertile.sim.models.core import requantize
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    rule = re.search(r"\+ 1 when the remainder is above half, or exactly half with\s+"
+                     r"p (>=|<) 0", text)
+    assert rule, "the tie rule of FINISH is not in docs/architecture.md"
+    cfg = Config(data_width=16, acc_width=32)
+    for shift in (1, 2, 3):
+        half = 1 << (shift - 1)
+        for p in range(-40, 41):
+            floor, rem = p >> shift, p & ((1 << shift) - 1)
+            tie_up = p >= 0 if rule.group(1) == ">=" else p < 0
+            want = floor + (rem > half or (rem == half and tie_up))
+            assert requantize(p, 1, shift, False, cfg) == want, (p, shift)
+    assert requantize(-5, 1, 1, False, cfg) == -3 and requantize(5, 1, 1, False, cfg) == 3
+
+
+def test_network_report_cycles_and_utilization(tmp_path, monkeypatch):
+    """The report of an RTL network run (the simulator stood in for by the model's phase
+    cycles): total_cycles filled, = cycles; utilization = macs / (tiles x cycles);
+    stream_utilization = macs / (tiles x stream_cycles), stream_cycles the layers' streams."""
+    from wafertile.model import predict_program
+    from wafertile.network.run import run_network
+    from wafertile.run import Simulation
+    from wafertile.sim.models.network import network_reference
+
+    cfg = Config(rows=2, cols=2, data_width=8, acc_width=24, act_depth=16, acc_depth=16)
+    net = random_network(np.random.default_rng(4), cfg, [6, 5, 3], 0.6)
+    x = np.random.default_rng(5).integers(-9, 9, (3, 6))
+    y, _ = network_reference(cfg, net, x)
+
+    def simulate(config, programs, **kwargs):
+        results = []
+        for program in programs:
+            pred = predict_program(config, program)
+            done = [0] * 4
+            done[1] = sum(int(p.expected_macs) for p in program.phases)
+            results.append((y, {"cycles": pred.cycles, "total_cycles": pred.total_cycles,
+                                "phase_cycles": pred.phase_cycles, "mac_done": done}))
+        return Simulation(results, 0, tmp_path, {}, None)
+
+    monkeypatch.setattr("wafertile.network.run.simulate", simulate)
+    report, _ = run_network(cfg, net, x)
+    out = report.as_json()
+    assert out["pass"] is True
+    assert out["total_cycles"] == out["cycles"] > out["stream_cycles"] > 0
+    assert out["stream_cycles"] == sum(layer["stream_cycles"] for layer in out["per_layer"])
+    assert out["utilization"] == pytest.approx(out["macs"] / (4 * out["cycles"]))
+    assert out["stream_utilization"] == pytest.approx(out["macs"] / (4 * out["stream_cycles"]))
+    assert "utilization" in report.text(cfg)

@@ -108,6 +108,12 @@ SPEC_ERRORS = [
      "s.toml: point (router_arch='compact', phits=4): phits must be 1 with router_arch "
      "'compact' (flits split into phits need router_arch 'lite'), not 4; skip_invalid = true "
      "leaves such points out"),
+    # the point named by every parameter the spec gives it ([base] too), in Config's order
+    ({"base": {"phits": 4, "rows": 2}, "grid": {"router_arch": ["compact", "lite"]},
+      "workloads": WL},
+     "s.toml: point (rows=2, router_arch='compact', phits=4): phits must be 1 with "
+     "router_arch 'compact' (flits split into phits need router_arch 'lite'), not 4; "
+     "skip_invalid = true leaves such points out"),
     ({"skip_invalid": "yes", "workloads": WL},
      "s.toml: skip_invalid must be true or false, not 'yes'"),
     ({}, "s.toml: measure 'run' needs at least one [[workloads]] entry"),
@@ -144,11 +150,12 @@ def test_spec_error(data, message):
 
 
 def test_spec_file_errors(tmp_path):
-    with pytest.raises(SpecError, match=r"^cannot read sweep spec '.*nope.toml': No such file"):
+    with pytest.raises(SpecError, match=r"^sweep spec '.*nope.toml' does not exist$"):
         load_spec(tmp_path / "nope.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("measure = [run]\n")
-    with pytest.raises(SpecError, match=r"^sweep spec '.*bad.toml' is not valid TOML: "):
+    with pytest.raises(SpecError, match=rf"^{re.escape(str(bad))}: not valid TOML: Invalid "
+                                        r"value \(at line 1, column 12\)$"):
         load_spec(bad)
 
 
@@ -295,6 +302,77 @@ def test_synth_tile_estimate_is_cached(tmp_path, monkeypatch):
     assert calls == ["tile"]  # the same design with the same tools is synthesized once
 
 
+def _network_spec(tmp_path, **data):
+    rng = np.random.default_rng(11)
+    save_network(Network([
+        Layer(rng.integers(-50, 50, (6, 8)) * (rng.random((6, 8)) < 0.5),
+              rng.integers(-100, 100, 6), np.full(6, 1 << 10), np.full(6, 12), relu=True),
+        Layer(rng.integers(-50, 50, (3, 6)), np.zeros(3, dtype=np.int64))], data_width=8),
+        tmp_path / "mlp.npz")
+    np.save(tmp_path / "inputs.npy", rng.integers(-100, 100, (5, 8)))
+    return parse_spec({"base": {"rows": 2, "cols": 2, "data_width": 8, "acc_width": 24,
+                                "act_depth": 16, "acc_depth": 16},
+                       "workloads": [{"kind": "network", "network": "mlp.npz",
+                                      "activations": "inputs.npy"},
+                                     {"kind": "random", "density": 0.3, "inputs": 24}],
+                       **data}, source="s.toml", base=tmp_path)
+
+
+def _check_cycle_columns(row):
+    """Every cycle column filled, each with its one documented meaning (docs/sweep.md)."""
+    assert row["status"] == "ok", row["error"]
+    tiles = row["rows"] * row["cols"]
+    for key in ("cycles", "total_cycles", "stream_cycles", "macs", "utilization",
+                "stream_utilization"):
+        assert row[key] is not None and row[key] > 0, key
+    assert row["utilization"] == pytest.approx(row["macs"] / (tiles * row["cycles"]))
+    assert row["stream_utilization"] == pytest.approx(
+        row["macs"] / (tiles * row["stream_cycles"]))
+    assert row["cycles_per_input"] == pytest.approx(row["cycles"] / row["batch"])
+    assert row["speedup"] == pytest.approx(row["dense_cycles"] / row["cycles"])
+    if row["workload_kind"] == "network":  # cycles: the whole program
+        assert row["total_cycles"] == row["cycles"] > row["stream_cycles"]
+    else:  # cycles: the weight stream
+        assert row["total_cycles"] > row["cycles"] == row["stream_cycles"]
+        assert row["utilization"] == row["stream_utilization"]
+
+
+def test_cycle_columns_at_model_fidelity(tmp_path):
+    spec = _network_spec(tmp_path, fidelity="model")
+    rows = [tasks.run_point(p, spec.arrays.get(p.workload.digest), cache=str(tmp_path))
+            for p in expand(spec)]
+    assert sorted(r["workload_kind"] for r in rows) == ["network", "random"]
+    for row in rows:
+        _check_cycle_columns(row)
+
+
+def test_cycle_columns_of_a_network_at_rtl(tmp_path, monkeypatch):
+    """A network's rtl row fills total_cycles (= cycles) and both utilizations, from the
+    simulator's counters (here the model's phase cycles stand in for Verilator's)."""
+    from wafertile.model import predict_program
+    from wafertile.run import Simulation
+    from wafertile.sim.models.network import network_reference
+
+    spec = _network_spec(tmp_path)
+    point = next(p for p in expand(spec) if p.workload.kind == "network")
+    net, x, _ = spec.arrays[point.workload.digest]
+
+    def simulate(config, programs, **kwargs):
+        y, _ = network_reference(config, net, x)
+        results = []
+        for program in programs:
+            pred = predict_program(config, program)
+            done = [sum(int(p.expected_macs) for p in program.phases), 0, 0, 0]
+            results.append((y, {"cycles": pred.cycles, "total_cycles": pred.total_cycles,
+                                "phase_cycles": pred.phase_cycles, "mac_done": done}))
+        return Simulation(results, 0, tmp_path, {}, None)
+
+    monkeypatch.setattr("wafertile.network.run.simulate", simulate)
+    row = tasks.run_point(point, spec.arrays[point.workload.digest], cache=str(tmp_path))
+    assert row["passed"] is True
+    _check_cycle_columns(row)
+
+
 def test_a_failing_point_is_an_error_row(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("nextpnr crashed\nsecond line")
@@ -439,8 +517,8 @@ def test_bad_spec_and_output_dir(tmp_path, capsys, no_cluster):
         f"continues it, --force starts it over\n")
     assert main(["sweep", "--plot", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (
-        f"wafertile: error: --plot '{tmp_path}' holds no results.csv (the -o DIR of a "
-        f"`wafertile sweep`)\n")
+        f"wafertile: error: --plot '{tmp_path}' holds no results.csv of a wafertile sweep (the "
+        f"-o DIR of a `wafertile sweep`, marked by .wafertile-sweep)\n")
 
 
 def test_dry_run_lists_the_points(tmp_path, capsys, no_cluster):

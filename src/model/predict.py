@@ -26,14 +26,16 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
-from ..hdl.flit import Opcode
+from ..errors import InputError
+from ..hdl.core.ops import OPS, codes
 from ..stream import LayerProgram, Phase
 from .mesh import MESH_BUDGET, PhaseFlits, mesh_seconds, simulate
 from .phases import handoff_cycles, row_cycles
 from .stream import stream_cycles
 from .timing import Timing
 
-__all__ = ["DETAILS", "KINDS", "ModelError", "Prediction", "predict_phase", "predict_program"]
+__all__ = ["DETAILS", "KINDS", "ModelError", "Prediction", "UnmodelledConfigError",
+           "predict_phase", "predict_program"]
 
 #: The phase kinds the model predicts.
 KINDS = ("load", "stream", "reduce", "handoff", "read")
@@ -43,6 +45,11 @@ DETAILS = ("auto", "analytic", "mesh")
 
 class ModelError(ValueError):
     """The model cannot predict this program (the reason in one line)."""
+
+
+class UnmodelledConfigError(ModelError, InputError):
+    """A configuration the model does not cover (a float ``dtype``): refused like any bad
+    input (one line, exit status 2) before anything is predicted."""
 
 
 @dataclass
@@ -151,8 +158,7 @@ def _one_row(config: Config, phase: Phase) -> Phase | None:
     order = np.argsort(port, kind="stable")
     op = f["payload.op"]
     # where an answering flit's output goes, without its row (the y fields)
-    answers = np.isin(op, (Opcode.READ_ACC.value, Opcode.READ_ACT.value, Opcode.SEND.value,
-                           Opcode.FINISH.value))
+    answers = np.isin(op, codes(OPS.emitting()))
     ymask = 0
     for table in (config.route_fields, config.handoff_fields):
         at = 0

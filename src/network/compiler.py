@@ -47,7 +47,8 @@ from ..stream import (
 )
 from .model import Layer, Network, NetworkError
 
-__all__ = ["NetworkProgram", "compile_network", "edge_flits", "handoff_window"]
+__all__ = ["NetworkProgram", "check_network", "compile_network", "edge_flits",
+           "handoff_window"]
 
 
 def handoff_window(config: Config) -> int:
@@ -90,7 +91,9 @@ def _bases(config: Config, plans: list[LayerPlan]) -> list[int]:
     return bases
 
 
-def _check(config: Config, net: Network, x: np.ndarray) -> None:
+def check_network(config: Config, net: Network, x: np.ndarray) -> None:
+    """Raise :class:`NetworkError` (one line) for ``net`` on inputs ``x`` that
+    :func:`compile_network` would refuse on ``config``, without compiling anything."""
     net.check()
     if not config.handoff and len(net.layers) > 1:
         raise NetworkError(
@@ -119,11 +122,14 @@ def _check(config: Config, net: Network, x: np.ndarray) -> None:
                            f"{config.data_min}..{config.data_max}, found {x.min()}..{x.max()}")
     for n, layer in enumerate(net.layers):
         _check_size(config, n, layer)
-        if np.abs(layer.bias).max(initial=0) > config.acc_max:
-            raise NetworkError(f"b{n} does not fit the {config.acc_width}-bit accumulator")
+        lo, hi = layer.bias.min(initial=0), layer.bias.max(initial=0)
+        if lo < config.acc_min or hi > config.acc_max:
+            raise net.error(f"b{n} must fit the {config.acc_width}-bit accumulator "
+                            f"(acc_width = {config.acc_width}): {config.acc_min}.."
+                            f"{config.acc_max}, found {lo}..{hi}")
         if n < len(net.layers) - 1 and layer.shift.max() > config.acc_width + 14:
-            raise NetworkError(f"shift{n} must be at most acc_width + 14 = "
-                               f"{config.acc_width + 14}, found {layer.shift.max()}")
+            raise net.error(f"shift{n} must be at most acc_width + 14 = "
+                            f"{config.acc_width + 14}, found {layer.shift.max()}")
 
 
 def _check_size(config: Config, n: int, layer: Layer) -> None:
@@ -253,7 +259,7 @@ def compile_network(config: Config, net: Network, x: np.ndarray, *,
         layer, values out of range, activation buffers that do not fit the bank.
     """
     x = np.asarray(x)
-    _check(config, net, x)
+    check_network(config, net, x)
     if net.is_float:
         net = _as_words(net)
         x = float_words(net.dtype, "inputs", x, error=NetworkError)

@@ -31,7 +31,6 @@ dense and pruned).
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ import numpy as np
 
 from ..config import DTYPES
 from ..errors import InputError
+from ..files import read_npy, read_npz
 from ..formats import float_words, fp32_words
 from ..hdl.flit import MULT_WIDTH
 
@@ -92,10 +92,18 @@ class Network:
     #: information carried along (``input_scale``, ``float_accuracy``, ...)
     meta: dict[str, Any] = field(default_factory=dict)
     dtype: str | None = None
+    #: where the network was read from, for the messages about its keys (``"network file
+    #: 'net.npz'"``; empty for a network made in Python)
+    source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if self.dtype is None:
             self.dtype = {8: "int8"}.get(self.data_width, "int16")
+
+    def error(self, message: str) -> NetworkError:
+        """A :class:`NetworkError` about one of the network's keys, naming its file first
+        (``"network file 'net.npz': b0 must ..."``) when it was read from one."""
+        return NetworkError(f"{self.source}: {message}" if self.source else message)
 
     @property
     def is_float(self) -> bool:
@@ -129,6 +137,10 @@ class Network:
                                f"{self.dtype!r}, not {self.data_width}")
         if not self.layers:
             raise NetworkError("a network needs at least one layer")
+        scale = self.meta.get("input_scale")
+        if scale is not None and not (np.isfinite(scale) and scale > 0):
+            raise NetworkError(f"input_scale must be a positive finite number (the float "
+                               f"value of one input step), not {scale!r}")
         if self.is_float:
             self._check_float()
             return
@@ -200,18 +212,17 @@ def load_network(path: str | Path) -> Network:
     """
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except FileNotFoundError:
-        raise NetworkError(f"network file {str(path)!r} does not exist") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise NetworkError(f"network file {str(path)!r} is not a .npz archive: {exc}") from None
-    if not isinstance(data, dict):
-        raise NetworkError(f"network file {str(path)!r} is a single array, not a .npz archive")
+        data = read_npz(path, f"network file {str(path)!r}")
+    except NetworkError:
+        raise
+    except InputError as exc:
+        raise NetworkError(str(exc)) from None
     try:
-        return _from_mapping(data)
+        net = _from_mapping(data)
     except NetworkError as exc:
         raise NetworkError(f"network file {str(path)!r}: {exc}") from None
+    net.source = f"network file {str(path)!r}"
+    return net
 
 
 def _from_mapping(data: dict[str, np.ndarray]) -> Network:
@@ -221,12 +232,12 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
     for key in ("data_width", "layers"):
         if key not in data:
             raise NetworkError(f"key {key!r} is missing")
-    count = int(_int_array(data["layers"], "layers"))
+    count = _scalar_int(data["layers"], "layers")
     if count < 1:
         raise NetworkError(f"layers must be at least 1, not {count}")
     known = {"format", "data_width", "layers", "name", "dtype", *_META}
-    width = int(_int_array(data["data_width"], "data_width"))
-    dtype = str(data["dtype"]) if "dtype" in data else None
+    width = _scalar_int(data["data_width"], "data_width")
+    dtype = _scalar_str(data["dtype"], "dtype") if "dtype" in data else None
     floating = dtype in ("fp16", "bf16")
     # what every layer but the last carries: the requantization, or (float) ReLU only
     extra = ("relu",) if floating else ("mult", "shift", "relu")
@@ -265,11 +276,40 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
         raise NetworkError(f"unknown key {unknown[0]!r} ({what} of {count} layers has "
                            f"w0..w{count - 1}, b.., {keys} and format, data_width, "
                            f"{'dtype, ' if floating else ''}layers, name, {', '.join(_META)})")
-    meta = {k: float(data[k]) for k in _META if k in data}
-    net = Network(layers, width, name=str(data["name"]) if "name" in data else "", meta=meta,
-                  dtype=dtype)
+    meta = {k: _scalar_float(data[k], k) for k in _META if k in data}
+    name = _scalar_str(data["name"], "name") if "name" in data else ""
+    net = Network(layers, width, name=name, meta=meta, dtype=dtype)
     net.check()
     return net
+
+
+def _scalar_int(data: Any, key: str) -> int:
+    """``data[key]`` as one integer (a 0-D integer array)."""
+    a = _int_array(data, key)
+    if a.ndim:
+        raise NetworkError(f"{key} must be one integer, not an array of shape {a.shape}")
+    return int(a)
+
+
+def _scalar_float(data: Any, key: str) -> float:
+    """``data[key]`` as one finite number (a 0-D bool, integer or float array)."""
+    a = np.asarray(data)
+    if a.ndim or a.dtype.kind not in "biuf":
+        raise NetworkError(f"{key} must be one number, not a {a.dtype} array of shape "
+                           f"{a.shape}")
+    value = float(a)
+    if not np.isfinite(value):
+        raise NetworkError(f"{key} must be a finite number, not {value}")
+    return value
+
+
+def _scalar_str(data: Any, key: str) -> str:
+    """``data[key]`` as one string (a 0-D string array)."""
+    a = np.asarray(data)
+    if a.ndim or a.dtype.kind != "U":
+        raise NetworkError(f"{key} must be one string, not a {a.dtype} array of shape "
+                           f"{a.shape}")
+    return str(a)
 
 
 def _per_output(data: dict[str, np.ndarray], key: str, outputs: int) -> np.ndarray:
@@ -282,12 +322,7 @@ def load_labels(path: Path) -> np.ndarray:
     """Integer class labels, one per input (1-D), from a ``.npy`` file; an unusable file is an
     :class:`~wafertile.errors.InputError` naming it."""
     label = f"labels file {str(path)!r}"
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{label} does not exist") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{label} is not a .npy array: {exc}") from None
+    arr = read_npy(path, label)
     if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
         raise InputError(f"{label} must hold a 1-D integer array, not {arr.ndim}-D {arr.dtype}")
     return arr.astype(np.int64)

@@ -19,7 +19,7 @@ import numpy as np
 from ..hdl.flit import MULT_WIDTH
 from .model import Layer, Network, NetworkError
 
-__all__ = ["FloatLayer", "float_forward", "multiplier", "prune", "quantize"]
+__all__ = ["FloatLayer", "float_forward", "multiplier", "prune", "quantize", "quantize_inputs"]
 
 
 @dataclass
@@ -72,6 +72,26 @@ def multiplier(real: float) -> tuple[int, int]:
     return max(mult, 1), shift
 
 
+def quantize_inputs(x: np.ndarray, scale: float, data_width: int) -> np.ndarray:
+    """Float inputs (finite) as the integers of a ``data_width``-bit network whose input step
+    is ``scale``: ``round(x / scale)`` (to nearest, ties to even), clamped to the symmetric
+    range ``-qmax .. qmax`` (``qmax = 2**(data_width - 1) - 1``: -127 .. 127 for int8), the
+    range of the weights: zero stays zero and ``-x`` quantizes to exactly ``-q``."""
+    qmax = (1 << (data_width - 1)) - 1
+    with np.errstate(over="ignore"):  # beyond float64: +-inf, clamped like any large value
+        steps = np.asarray(x, np.float64) / scale
+    return np.clip(np.round(steps), -qmax, qmax).astype(np.int64)
+
+
+def _finite(what: str, values: np.ndarray) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        where = np.unravel_index(int(np.argmax(bad)), values.shape)
+        raise NetworkError(f"{what} holds NaN or infinity ({float(values[where])} at "
+                           f"{list(map(int, where))}, {int(bad.sum())} such value(s)); only "
+                           f"finite values can be quantized")
+
+
 def quantize(layers: list[FloatLayer], calibration: np.ndarray, *, data_width: int = 8,
              input_scale: float | None = None, name: str = "") -> Network:
     """The integer :class:`Network` of float ``layers`` (see the module documentation);
@@ -82,6 +102,12 @@ def quantize(layers: list[FloatLayer], calibration: np.ndarray, *, data_width: i
             not calibration.shape[0]:
         raise NetworkError(f"the calibration set must be N x {layers[0].weights.shape[1]} "
                            f"floats (N >= 1), not shape {calibration.shape}")
+    _finite("the calibration set", calibration)
+    for n, layer in enumerate(layers):
+        _finite(f"layer {n}'s weights", np.asarray(layer.weights, np.float64))
+        _finite(f"layer {n}'s bias", np.asarray(layer.bias, np.float64))
+    if input_scale is not None and not (math.isfinite(input_scale) and input_scale > 0):
+        raise NetworkError(f"input_scale must be a positive finite number, not {input_scale!r}")
     outs = float_forward(layers, calibration)
     s_in = input_scale or max(float(np.abs(calibration).max()), 1e-12) / qmax
     steps = [s_in] + [max(float(np.abs(o).max()), 1e-12) / qmax for o in outs[:-1]]
@@ -89,7 +115,12 @@ def quantize(layers: list[FloatLayer], calibration: np.ndarray, *, data_width: i
     for n, layer in enumerate(layers):
         s_w = max(float(np.abs(layer.weights).max()), 1e-12) / qmax
         w = np.clip(np.round(layer.weights / s_w), -qmax, qmax).astype(np.int64)
-        b = np.round(layer.bias / (s_w * steps[n])).astype(np.int64)
+        with np.errstate(over="ignore"):  # beyond float64: inf, refused below
+            b = np.round(np.asarray(layer.bias, np.float64) / (s_w * steps[n]))
+        if np.abs(b).max(initial=0) >= 2.0 ** 63:
+            raise NetworkError(f"layer {n}'s bias quantizes to {np.abs(b).max():.4g} "
+                               f"accumulator steps, beyond any accumulator (64 bits)")
+        b = b.astype(np.int64)
         if n == len(layers) - 1:
             qlayers.append(Layer(w, b))
             continue

@@ -5,8 +5,8 @@ the array (:func:`wafertile.run.simulate`: the compiled Verilator harness, or th
 bench on Icarus), and checks every output against the bit-exact reference (integer, or for
 a float network FP32 words, any NaN equal to any NaN). The report gives accuracy (with
 labels), cycles in all and per image, per layer (MAC stream, hand-off and the rest), MAC
-utilization, the dense run's cycles and the speedup, and the flits that cross the array's
-edge.
+utilization (over all the cycles, and over the MAC-stream phases' cycles), the dense run's
+cycles and the speedup, and the flits that cross the array's edge.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
-from ..run import outputs_and_mismatches, simulate
+from ..run import outputs_and_mismatches, simulate, waves_line
 from ..sim.models.network import network_reference
 from .compiler import NetworkProgram, compile_network, edge_flits
 from .model import Network
@@ -40,10 +40,13 @@ class NetworkReport:
     layers: int
     accuracy: float | None
     float_accuracy: float | None
+    #: every cycle of the sparse program (a network's cycles: loading, streams, hand-offs,
+    #: read-back); ``total_cycles`` is the same count, under the name a layer's report gives it
     cycles: int | None
     cycles_per_image: float | None
     nnz: int
     macs: int
+    #: ``macs / (tiles x cycles)``
     utilization: float | None
     dense_cycles: int | None
     speedup: float | None
@@ -59,6 +62,14 @@ class NetworkReport:
     name: str = ""
     #: the number format (``Config.dtype``)
     dtype: str = "int8"
+    #: = ``cycles`` (None on a board)
+    total_cycles: int | None = None
+    #: the cycles of the MAC-stream phases only (the sum of ``per_layer`` ``stream_cycles``)
+    stream_cycles: int | None = None
+    #: ``macs / (tiles x stream_cycles)``: how busy the MACs are while weights stream
+    stream_utilization: float | None = None
+    #: with ``--waves``: the waveform files (:func:`~wafertile.run.waves_files`)
+    waves: list[str] | None = None
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -85,7 +96,9 @@ class NetworkReport:
             lines.append(f"cycles           {self.cycles} ({self.cycles_per_image:.1f} per "
                          f"input)")
             lines.append(f"MACs             {self.macs} done; utilization "
-                         f"{100 * self.utilization:.1f}% of the stream cycles")
+                         f"{100 * self.utilization:.1f}% (MACs / (tiles x cycles)), "
+                         f"{100 * self.stream_utilization:.1f}% over the {self.stream_cycles} "
+                         f"MAC-stream cycles")
             if self.dense_cycles is not None:
                 lines.append(f"dense stream     {self.dense_cycles} cycles; speedup "
                              f"{self.speedup:.2f}x from sparsity")
@@ -97,6 +110,8 @@ class NetworkReport:
                          f"{layer['nnz']} nonzeros, stream {layer['stream_cycles']} cycles "
                          f"(ideal {layer['ideal_stream_cycles']}), hand-off "
                          f"{layer['handoff_cycles']}, other {layer['other_cycles']}")
+        if self.waves:
+            lines.append(waves_line(self.waves, dense=self.dense_cycles is not None))
         return "\n".join(lines)
 
 
@@ -143,6 +158,7 @@ def run_network(config: Config, net: Network, x: np.ndarray, *, labels: np.ndarr
     cycles = int(stats["total_cycles"])
     stream = int(stats["cycles"])
     macs = int(sum(stats["mac_done"]))
+    tiles = config.rows * config.cols
     dense_cycles = int(run.results[1][1]["total_cycles"]) if dense else None
     edges = edge_flits(programs[0])
     report = NetworkReport(
@@ -151,14 +167,17 @@ def run_network(config: Config, net: Network, x: np.ndarray, *, labels: np.ndarr
         accuracy=None if labels is None else float(np.mean(np.argmax(y, axis=1) == labels)),
         float_accuracy=net.meta.get("float_accuracy"), cycles=cycles,
         cycles_per_image=cycles / x.shape[0], nnz=net.nnz, macs=macs,
-        utilization=macs / (config.rows * config.cols * stream) if stream else 0.0,
+        utilization=macs / (tiles * cycles) if cycles else 0.0,
         dense_cycles=dense_cycles,
         speedup=dense_cycles / cycles if dense_cycles and cycles else None,
         host_flits_in=edges["host_flits_in"], host_flits_out=edges["host_flits_out"],
         handoff_flits=edges["handoff_flits"],
         per_layer=_per_layer(net, programs[0], stats["phase_cycles"], config),
         sim=sim, build_dir=str(run.build_dir), wall_seconds=time.perf_counter() - start,
-        sim_cycles_per_s=run.cycles_per_s, seconds=seconds, name=net.name, dtype=config.dtype)
+        sim_cycles_per_s=run.cycles_per_s, seconds=seconds, name=net.name, dtype=config.dtype,
+        total_cycles=cycles, stream_cycles=stream,
+        stream_utilization=macs / (tiles * stream) if stream else 0.0,
+        waves=[str(f) for f in run.waves] if waves else None)
     return report, y
 
 

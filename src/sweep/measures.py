@@ -114,12 +114,19 @@ _RUN_COLUMNS = (
     Column("mismatches", "count", "outputs that differ from numpy"),
     Column("nnz", "count", "nonzero weights streamed"),
     Column("macs", "count", "MACs done by the tiles (a zero weight or activation is skipped)"),
-    Column("cycles", "cycles", "clock cycles of the sparse weight stream"),
-    Column("total_cycles", "cycles", "cycles with loading the activations and reading back Y"),
-    Column("dense_cycles", "cycles", "cycles of the same layer streamed dense (every weight)"),
+    Column("cycles", "cycles", "a layer: clock cycles of the sparse weight stream; a network: "
+                               "every cycle of its program (= total_cycles)"),
+    Column("total_cycles", "cycles", "every cycle of the sparse program: with loading the "
+                                     "activations and reading back Y"),
+    Column("dense_cycles", "cycles", "cycles of the same workload streamed dense (every "
+                                     "weight), counted as cycles is"),
     Column("speedup", "x", "dense_cycles / cycles: the speedup from sparsity"),
     Column("utilization", "fraction", "macs / (tiles x cycles)"),
-    Column("cycles_per_input", "cycles", "cycles / batch: stream cycles per input row"),
+    Column("stream_cycles", "cycles", "cycles of the MAC-stream phases only (a layer: = "
+                                      "cycles)"),
+    Column("stream_utilization", "fraction", "macs / (tiles x stream_cycles): how busy the "
+                                             "MACs are while weights stream"),
+    Column("cycles_per_input", "cycles", "cycles / batch"),
     Column("accuracy", "fraction", "network workloads with labels: share of inputs classified "
                                    "right by the fabric"),
     Column("model_methods", "", "fidelity model: how the phases were predicted (mesh, exact, "

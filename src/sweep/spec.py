@@ -32,6 +32,7 @@ import numpy as np
 
 from ..config import PARAMETERS, Config, ConfigError
 from ..errors import InputError
+from ..files import read_text, toml_reason
 from .measures import FIDELITIES, MEASUREMENTS
 from .results import COLUMNS, check_axes
 from .workloads import Workload, parse_workload
@@ -43,6 +44,10 @@ TOP_KEYS = ("measure", "fidelity", "base", "grid", "points", "workloads", "run",
             "plots", "skip_invalid")
 
 _RULES = {r.name: r for r in PARAMETERS}
+
+
+#: The most configurations ([grid] x [[points]]) one spec may make.
+MAX_CONFIGS = 100_000
 
 
 class SpecError(InputError):
@@ -110,15 +115,13 @@ def load_spec(path: str | Path) -> Spec:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"cannot read sweep spec {str(path)!r}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"sweep spec {str(path)!r} is not a text (UTF-8) file") from None
+        text = read_text(path, f"sweep spec {str(path)!r}")
+    except InputError as exc:
+        raise SpecError(str(exc)) from None
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"sweep spec {str(path)!r} is not valid TOML: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # see Config.from_toml
+        raise SpecError(f"{path}: not valid TOML: {toml_reason(exc)}") from None
     return parse_spec(data, source=str(path), base=path.parent)
 
 
@@ -269,17 +272,23 @@ def _configs(data: dict[str, Any], skip_invalid: bool, fail
         if both:
             raise fail(f"[[points]] {i + 1}: {both[0]} is also in [grid]; a parameter is "
                        f"listed or varied, not both")
+    count = max(1, len(points)) * int(np.prod([len(v) for v in grid.values()],
+                                               dtype=np.float64))
+    if count > MAX_CONFIGS:
+        raise fail(f"[grid] and [[points]] make {count:.0f} configurations, more than the "
+                   f"{MAX_CONFIGS} a sweep may have; split the sweep into several specs")
     combos = [dict(zip(grid, c, strict=True)) for c in itertools.product(*grid.values())]
     configs: dict[Config, None] = {}
     skipped = []
     for p in points or [{}]:
         for combo in combos:
             values = {**base, **p, **combo}
-            shown = {**p, **combo}
             try:
                 configs.setdefault(Config.from_mapping(values, source="the sweep spec"))
             except ConfigError as exc:
-                where = ", ".join(f"{k}={v!r}" for k, v in shown.items()) or "base"
+                # every parameter the spec gives this point, in the configuration's order
+                where = ", ".join(f"{r.name}={values[r.name]!r}" for r in PARAMETERS
+                                  if r.name in values) or "the defaults"
                 if not skip_invalid:
                     raise fail(f"point ({where}): {exc}; skip_invalid = true leaves such "
                                f"points out") from None

@@ -131,12 +131,18 @@ def _run_rtl(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any]:
         if point.workload.kind == "network":
             report, _ = run_network(config, net, x, labels=labels, sim="verilator",
                                     dense=point.options["dense"], build_root=root / "builds")
-            extra = {"accuracy": report.accuracy, "cycles_per_input": report.cycles_per_image}
+            extra = {"accuracy": report.accuracy, "cycles_per_input": report.cycles_per_image,
+                     "total_cycles": report.total_cycles,
+                     "stream_cycles": report.stream_cycles,
+                     "stream_utilization": report.stream_utilization}
         else:
             report, _ = run_layer(config, x, w, sim="verilator", dense=point.options["dense"],
                                   build_root=root / "builds")
+            # a layer's cycles are its weight stream's: stream_* repeat cycles, utilization
             extra = {"total_cycles": report.total_cycles,
-                     "cycles_per_input": report.cycles / len(x) if report.cycles else None}
+                     "cycles_per_input": report.cycles / len(x) if report.cycles else None,
+                     "stream_cycles": report.cycles,
+                     "stream_utilization": report.utilization}
     # The harness binary is rebuilt only when its sources change: older than this point
     # means the build was reused.
     exe = Path(report.build_dir) / "obj" / "harness"
@@ -177,15 +183,18 @@ def _run_model(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any
         macs = layer_macs(x, w)
         accuracy = None
     sparse, full = result.sparse, result.dense
-    cycles = sparse.cycles
+    stream = sparse.cycles  # the MAC-stream phases
     network = point.workload.kind == "network"
     dense_cycles = None if full is None else (full.total_cycles if network else full.cycles)
-    mine = sparse.total_cycles if network else cycles
+    # as at rtl: a network's cycles are its whole program's, a layer's its weight stream's
+    mine = sparse.total_cycles if network else stream
     tiles = config.rows * config.cols
     return {"nnz": result.nnz, "macs": macs, "cycles": mine,
             "total_cycles": sparse.total_cycles, "dense_cycles": dense_cycles,
             "speedup": dense_cycles / mine if dense_cycles and mine else None,
-            "utilization": macs / (tiles * cycles) if cycles else 0.0,
+            "utilization": macs / (tiles * mine) if mine else 0.0,
+            "stream_cycles": stream,
+            "stream_utilization": macs / (tiles * stream) if stream else 0.0,
             "cycles_per_input": mine / len(x) if mine else None, "cached": False,
             "accuracy": accuracy, "model_methods": " ".join(sorted(set(sparse.methods)))}
 

@@ -241,6 +241,8 @@ def _network(entry: dict[str, Any], base: Path) -> tuple[list[Workload], dict[st
         x, labels = test_set(net)
     else:
         net = load_network(base / spec)
+        # the compiler's checks against a point's configuration (a bias) name the file
+        net.source = net.source or f"network file {str(base / spec)!r}"
         x = None
     if "activations" in entry:
         x = load_array("activations", base / entry["activations"])
