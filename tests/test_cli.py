@@ -208,3 +208,33 @@ def test_progress_goes_to_the_current_stderr(monkeypatch):
     monkeypatch.setattr("sys.stderr", second)
     logging.getLogger("wafertile.test").info("hello")
     assert second.getvalue() == "wafertile test: hello\n"
+
+
+def test_lint_says_what_it_does(capsys):
+    """lint generates its own copy of the block and says so, then runs Verilator (an 8 x 8
+    array takes 24 s: no silent stretch; issue 22, item 16)."""
+    assert main(["lint", "--block", "mac"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "wafertile lint: generating block 'mac' into a temporary directory"
+    assert err[1].startswith("wafertile lint: verilator --lint-only -Wall on its ")
+
+
+def test_ticking_reports_a_long_step_only(monkeypatch):
+    import io
+    import logging
+    import time
+
+    from wafertile.log import show_progress, ticking
+
+    stream = io.StringIO()
+    show_progress("test", stream=stream)
+    log = logging.getLogger("wafertile.test")
+    with ticking(log, "quick", every=5):
+        pass
+    with ticking(log, "slow", every=0.05):
+        time.sleep(0.3)
+    with ticking(log, lambda s: f"at {s:.0f} s", every=0.05):
+        time.sleep(0.15)
+    lines = stream.getvalue().splitlines()
+    assert "quick" not in stream.getvalue()
+    assert lines[0] == "wafertile test: slow (0 s so far)" and "wafertile test: at 0 s" in lines

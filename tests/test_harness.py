@@ -64,3 +64,40 @@ def test_harness_and_icarus_agree_with_reduction(request, tmp_path_factory):
     np.testing.assert_array_equal(y_fast, y_slow)
     assert (fast.cycles, fast.total_cycles, fast.dense_cycles, fast.macs_per_tile) == \
         (slow.cycles, slow.total_cycles, slow.dense_cycles, slow.macs_per_tile)
+
+
+def test_traced_harness_is_the_plain_one_plus_the_dump():
+    """``--waves`` on Verilator: the harness with a waveform dump (FST or VCD) is the plain
+    one plus the dump; the plain one is unchanged (its cached builds stay valid)."""
+    from wafertile.sim.harness import TRACE_FORMATS, _source
+
+    plain = _source(CFG)
+    assert "dump" not in plain and "tfp" not in plain and "argc != 4" in plain
+    for fmt, (_, header, cls) in TRACE_FORMATS.items():
+        traced = _source(CFG, fmt)
+        assert f'#include "{header}"' in traced and f"tfp = new {cls};" in traced
+        assert "argc != 5" in traced and "tfp->open(argv[4]);" in traced
+        # a dump after each evaluation of each half clock period, from reset on
+        assert traced.count("dump();") == 5 and "tfp->close();" in traced
+
+
+@pytest.mark.slow
+def test_harness_waves(request, tmp_path_factory):
+    """A traced harness build (a minute or two): the same cycles and Y as the plain one, and
+    a waveform file per program (issue 22, item 15)."""
+    from wafertile.sim.harness import trace_format
+
+    x, w = _layer(np.random.default_rng(seed_for(request)), 2, 9, 12, 0.5)
+    root = tmp_path_factory.getbasetemp() / "harness-builds"
+    plain, y_plain = run_layer(CFG, x, w, sim="verilator", build_root=root)
+    traced, y_traced = run_layer(CFG, x, w, sim="verilator", waves=True, build_root=root)
+    np.testing.assert_array_equal(y_plain, y_traced)
+    assert (plain.cycles, plain.total_cycles, plain.dense_cycles) == \
+        (traced.cycles, traced.total_cycles, traced.dense_cycles)
+    assert plain.waves is None and len(traced.waves) == 2
+    for path in traced.waves:
+        assert path.endswith(f".{trace_format()}")
+        with open(path, "rb") as f:
+            head = f.read(64)
+        assert head and (trace_format() == "fst" or head.startswith(b"$"))
+    assert "waveforms        " in traced.text(CFG) and traced.as_json()["waves"] == traced.waves

@@ -11,6 +11,7 @@ measured in ``benchmarks/model.py``, not asserted here.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -286,6 +287,34 @@ def test_run_fidelity_model_text_and_network(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["cycles_by_kind"]["handoff"] > 0
     assert report["cycles"] == report["total_cycles"]  # a network's cycles are its total
+    # one meaning per column (issue 22, item 5): the same as the RTL report and the sweep
+    tiles = 2 * 3
+    assert report["utilization"] == pytest.approx(report["macs"] / (tiles * report["cycles"]))
+    assert report["stream_cycles"] == report["cycles_by_kind"]["stream"]
+    assert report["stream_utilization"] == pytest.approx(
+        report["macs"] / (tiles * report["stream_cycles"]))
+
+
+def test_run_fidelity_model_network_reports_its_inputs_and_progress(capsys):
+    """The count of inputs predicted (--images) is in the report and the JSON; each step
+    that can take long says so on stderr (issue 22, items 14 and 16)."""
+    assert main(["run", "--fidelity", "model", "--network", "digits", "--images", "6"]) == 0
+    captured = capsys.readouterr()
+    assert "network          digits, 6 inputs\n" in captured.out
+    assert captured.err.splitlines()[0] == ("wafertile run: predicting digits on 6 inputs on "
+                                            "the 4 x 4 array, then its dense stream")
+    assert main(["run", "--fidelity", "model", "--json", "--network", "digits", "--images",
+                 "6"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 6
+
+
+def test_run_fidelity_model_layer_progress(capsys):
+    assert main(["run", "--fidelity", "model", *SMALL, "--size", "40"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "wafertile run: predicting the layer 2 x 32 @ 40 x 32.T on the 2 x 3 array, then its "
+        "dense stream",
+        "wafertile run: compiling and predicting the sparse program (121 nonzero weights)",
+        "wafertile run: compiling and predicting the dense program"]
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -300,6 +329,37 @@ def test_run_fidelity_model_text_and_network(tmp_path, capsys):
 def test_run_fidelity_model_refusals(capsys, argv, message):
     assert main(["run", *argv]) == 2
     assert capsys.readouterr().err == f"wafertile: error: {message}\n"
+
+
+FLOAT_REFUSAL = ("wafertile: error: the model's tile core is the integer core; dtype 'fp16' "
+                 "runs on the float core (its hazard bubbles are not modelled): use --fidelity "
+                 "rtl\n")
+
+
+def test_float_fabric_at_model_fidelity_is_refused(tmp_path, capsys, monkeypatch):
+    """docs/performance.md: the model refuses a float configuration. A float network (.npz of
+    dtype fp16) or layer at --fidelity model: one line, exit status 2, nothing predicted."""
+    from wafertile.errors import InputError
+    from wafertile.network.model import Layer, Network, save_network
+
+    def no_prediction(*args, **kwargs):
+        raise AssertionError("predicted a float program")
+    monkeypatch.setattr("wafertile.model.layer.predict_program", no_prediction)
+    net = Network([Layer(np.ones((3, 4), np.float16), np.zeros(3, np.float32), relu=True),
+                   Layer(np.ones((2, 3), np.float16), np.zeros(2, np.float32))], 16,
+                  dtype="fp16")
+    save_network(net, tmp_path / "f.npz")
+    np.save(tmp_path / "x.npy", np.ones((2, 4), np.float16))
+    assert main(["run", "--network", str(tmp_path / "f.npz"), "--inputs",
+                 str(tmp_path / "x.npy"), "--fidelity", "model", "--rows", "2", "--cols",
+                 "2"]) == 2
+    assert capsys.readouterr().err == FLOAT_REFUSAL
+    fp = Config(rows=2, cols=2, dtype="fp16")
+    message = FLOAT_REFUSAL.removeprefix("wafertile: error: ").rstrip("\n")
+    with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
+        model_layer.predict_network(fp, net, np.ones((2, 4), np.float16))
+    with pytest.raises(InputError):
+        predict_layer(fp, np.ones((2, 4), np.float32), np.ones((3, 4), np.float32))
 
 
 def test_bad_fidelity_is_argparse_s(capsys):

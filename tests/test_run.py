@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -81,3 +82,52 @@ def test_run_files_end_to_end(tmp_path, capsys, monkeypatch, handoff):
     np.testing.assert_array_equal(np.load(tmp_path / "Y.npy"),
                                   ((exact + 2**15) % 2**16) - 2**15)
     assert report["dense_cycles"] > report["cycles"] > 0
+
+
+def test_run_waves_named_and_progress(tmp_path, capsys, monkeypatch):
+    """--waves on Icarus: the report and the JSON name the waveform file; the build's
+    estimate and the simulation's progress come on stderr (issue 22, items 15 and 16)."""
+    from pathlib import Path
+
+    pytest.importorskip("cocotb")
+    from wafertile.sim.toolchain import icarus_available
+    if not icarus_available():
+        pytest.skip("Icarus Verilog (iverilog) is not installed")
+    monkeypatch.setenv("WAFERTILE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("wafertile.log.EVERY", 0.2)  # a progress line every 0.2 s
+    rng = np.random.default_rng(5)
+    np.save(tmp_path / "X.npy", rng.integers(-128, 128, (2, 12)))
+    np.save(tmp_path / "W.npy", rng.integers(-128, 128, (9, 12)))
+    argv = ["run", *SMALL, "--sim", "icarus", "--waves", "--weights", str(tmp_path / "W.npy"),
+            "--activations", str(tmp_path / "X.npy")]
+    assert main([*argv, "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    (waves,) = report["waves"]
+    assert waves.endswith("/waves/wafertile_array.fst") and Path(waves).stat().st_size > 0
+    err = captured.err.splitlines()
+    assert any(line.startswith("wafertile run: building with icarus with tracing in ")
+               and "(first build of this design with tracing: a few seconds to build and start "
+                   "for 6 tiles, from builds of 2 x 2 to 16 x 16 arrays measured, scaled by "
+                   "tiles)" in line for line in err), err
+    assert any(re.match(r"wafertile run: simulating on Icarus: program [12] of 2: phase \d+ "
+                        r"of \d+ \(\d+ s so far\)$", line) for line in err), err
+    assert main(argv) == 0  # the build is cached; the text report names the file too
+    captured = capsys.readouterr()
+    assert f"waveforms        {waves} (sparse, then dense stream)\n" in captured.out
+    assert "(cached)" in captured.err
+
+
+def test_build_estimate_grows_with_the_array():
+    """The first build's estimate in the progress line follows the measured builds: not
+    "about 40 s" whatever the size, tracing or simulator (issue 22, items 15 and 16)."""
+    from wafertile import Config
+    from wafertile.run import build_estimate
+
+    assert build_estimate(Config(), "verilator").startswith("about 37 s on 2 cores for 16 "
+                                                            "tiles, from builds of 2 x 2 to "
+                                                            "8 x 8 arrays measured")
+    assert build_estimate(Config(), "icarus").startswith("a few seconds to build and start")
+    big = build_estimate(Config(rows=32, cols=32), "verilator", waves=True)
+    assert " minutes on 2 cores for 1024 tiles, from " in big and "-traced builds" in big
+    assert big.endswith("scaled by tiles beyond the largest")

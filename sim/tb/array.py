@@ -100,11 +100,12 @@ class ArrayTB(TB):
         if self.board is not None:
             self.board.received(row, unpack(self.layout, word)["payload"])
 
-    async def play(self, program: LayerProgram, *, timeout: int = 200_000
-                   ) -> tuple[np.ndarray, dict]:
+    async def play(self, program: LayerProgram, *, timeout: int = 200_000,
+                   on_phase=None) -> tuple[np.ndarray, dict]:
         """Run ``program``; return ``(Y, stats)``: ``cycles`` (of the stream phases),
         ``total_cycles``, and per tile (index ``y * cols + x``) ``mac_done`` and
-        ``mac_skipped`` counts of the stream phases."""
+        ``mac_skipped`` counts of the stream phases. ``on_phase(n)``, if given, is called
+        after each phase with the number of phases done."""
         B, I, _ = program.shape
         self.board = board = LayerScoreboard(self.config, (B, I))
         self.macs.done_per_tile[:] = 0
@@ -146,6 +147,8 @@ class ArrayTB(TB):
                 f"{phase.expected_writes}"
             phase_cycles.append(self.cycle - start)
             board.end_phase(phase)
+            if on_phase is not None:
+                on_phase(len(phase_cycles))
         for sink in self.sinks:
             assert not sink.protocol_errors, sink.protocol_errors[:3]
         return board.y.copy(), {
@@ -191,9 +194,16 @@ async def run_programs(dut):
     run_dir = Path(os.environ["WAFERTILE_RUN_DIR"])
     await tb.reset()
     k = 0
+    progress = run_dir / "progress.txt"  # how far it is, for wafertile.run.simulate
     while (run_dir / f"program{k}.npz").exists():
         program = load_program(run_dir / f"program{k}.npz", tb.config)
-        y, stats = await tb.play(program)
+
+        total = len(program.phases)
+
+        def on_phase(done, k=k, total=total):
+            progress.write_text(f"{k} {done} {total}\n")
+        on_phase(0)
+        y, stats = await tb.play(program, on_phase=on_phase)
         np.save(run_dir / f"Y{k}.npy", y)
         (run_dir / f"stats{k}.json").write_text(json.dumps(stats))
         k += 1

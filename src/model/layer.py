@@ -13,6 +13,7 @@ a layer has a flit per weight; its stream is predicted from its periodic structu
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -32,12 +33,14 @@ from ..stream import (
 )
 from .flow import rank
 from .phases import row_cycles
-from .predict import ModelError, Prediction, predict_program
+from .predict import Prediction, UnmodelledConfigError, predict_program
 from .stream import stream_cycles
 from .timing import Timing
 
-__all__ = ["LEAN_FLITS", "LayerPrediction", "dense_stream", "predict_layer",
+__all__ = ["LEAN_FLITS", "LayerPrediction", "check_modelled", "dense_stream", "predict_layer",
            "predict_network"]
+
+_log = logging.getLogger(__name__)
 
 #: Flits of a program above which :func:`predict_layer` predicts from the plan instead of
 #: compiling every phase (a compiled flit costs about 100 bytes in the column store).
@@ -69,11 +72,13 @@ class LayerPrediction:
     seconds: float
 
 
-def _check(config: Config) -> None:
+def check_modelled(config: Config) -> None:
+    """Raise :class:`UnmodelledConfigError` (an :class:`~wafertile.errors.InputError`, one
+    line) for a configuration the model does not cover: a float ``dtype``."""
     if config.is_float:
-        raise ModelError(f"the model's tile core is the integer core; dtype {config.dtype!r} "
-                         f"runs on the float core (its hazard bubbles are not modelled): "
-                         f"use --fidelity rtl")
+        raise UnmodelledConfigError(
+            f"the model's tile core is the integer core; dtype {config.dtype!r} runs on the "
+            f"float core (its hazard bubbles are not modelled): use --fidelity rtl")
 
 
 def program_flits(config: Config, shape: tuple[int, int, int], nnz: int) -> int:
@@ -106,25 +111,32 @@ def predict_layer(config: Config, x: np.ndarray, w: np.ndarray, *, dense: bool =
     ------
     LayerError
         For a layer the compiler refuses (before anything is predicted).
-    ModelError
-        For a configuration the model does not cover (a float ``dtype``).
+    UnmodelledConfigError
+        For a configuration the model does not cover (a float ``dtype``): an
+        :class:`~wafertile.errors.InputError` and a :class:`ModelError`.
     """
     start = time.perf_counter()
-    _check(config)
+    check_modelled(config)
     x = np.asarray(x)
     w = np.asarray(w)
     nnz_rows = np.count_nonzero(w, axis=1)
     nnz = int(nnz_rows.sum())
     macs = nnz * x.shape[0]
     if program_flits(config, (x.shape[0], w.shape[0], w.shape[1]), nnz) <= LEAN_FLITS:
+        _log.info(f"compiling and predicting the sparse program ({nnz} nonzero weights)")
         sparse = predict_program(config, compile_layer(config, x, w), detail=detail)
         full = None
         if dense:
+            _log.info("compiling and predicting the dense program")
             full = predict_program(config, compile_layer(config, x, w, dense=True),
                                    detail=detail)
         return LayerPrediction(sparse, full, nnz, macs, time.perf_counter() - start)
     check_layer(config, x, w)
+    _log.info(f"planning and predicting the sparse stream ({nnz} nonzero weights, "
+              f"analytic: too large to compile in full)")
     sparse = _lean(config, x, w)
+    if dense:
+        _log.info("predicting the dense stream from its periodic structure")
     full = _lean(config, x, w, dense=True) if dense else None
     return LayerPrediction(sparse, full, nnz, macs, time.perf_counter() - start)
 
@@ -249,13 +261,13 @@ def predict_network(config: Config, net, x: np.ndarray, *, dense: bool = True,
     ------
     NetworkError
         For a network the compiler refuses.
-    ModelError
-        For a configuration the model does not cover.
+    UnmodelledConfigError
+        For a configuration the model does not cover (a float ``dtype``).
     """
     from ..network.compiler import compile_network
 
     start = time.perf_counter()
-    _check(config)
+    check_modelled(config)
     program = compile_network(config, net, x)
     sparse = predict_program(config, program, detail=detail)
     full = None

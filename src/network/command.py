@@ -17,7 +17,9 @@ import numpy as np
 from ..errors import InputError
 from ..outputs import finish_run
 from ..run import load_array
+from .compiler import check_network
 from .model import Network, load_labels, load_network
+from .quantize import quantize_inputs
 
 __all__ = ["add_network_flags", "run_network_command"]
 
@@ -38,7 +40,8 @@ def add_network_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--labels", type=Path, metavar="L.npy",
                        help="integer class labels of the inputs (B), for the accuracy")
     group.add_argument("--images", type=int, metavar="N",
-                       help="use only the first N inputs (default: all)")
+                       help="use only the first N inputs, at most as many as there are "
+                            "(default: all)")
     group.add_argument("--calibration", type=Path, metavar="C.npy",
                        help="float inputs (N x inputs) that set the quantization of an "
                             ".onnx network (not with --dtype fp16 or bf16: a float network "
@@ -46,6 +49,18 @@ def add_network_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--prune", type=float, metavar="Z",
                        help="prune an .onnx network by weight magnitude to this share of zero "
                             "weights (e.g. 0.9) before quantizing it")
+
+
+def _check_finite(label: str, values: np.ndarray, rule: str) -> None:
+    """Refuse a float array ``values`` (read from the file ``label``) that holds NaN or
+    infinity, naming the first one and where it is."""
+    if not np.issubdtype(values.dtype, np.floating):
+        return
+    bad = ~np.isfinite(values)
+    if bad.any():
+        where = np.unravel_index(int(np.argmax(bad)), values.shape)
+        raise InputError(f"{label} holds NaN or infinity ({float(values[where])} at "
+                         f"{list(map(int, where))}, {int(bad.sum())} such value(s)); {rule}")
 
 
 def _network(args: argparse.Namespace, data_width: int | None) -> tuple[Network, np.ndarray,
@@ -81,21 +96,31 @@ def _network(args: argparse.Namespace, data_width: int | None) -> tuple[Network,
     elif onnx:
         from .onnx import import_onnx
         calibration = load_array("calibration", args.calibration)
+        label = f"calibration file {str(args.calibration)!r}"
+        if calibration.dtype.kind not in "biuf":
+            raise InputError(f"{label} holds {calibration.dtype} values; a calibration set "
+                             f"must be numbers (the float inputs the model expects)")
+        _check_finite(label, calibration, "a calibration set must be finite numbers")
         net, _ = import_onnx(name, calibration, data_width=data_width or 8,
                              prune_to=args.prune)
+        net.source = net.source or f"the network quantized from ONNX file {name!r}"
         x = None
     else:
         net = load_network(name)
+        # the compiler's checks against the configuration (a bias against acc_width) name it
+        net.source = net.source or f"network file {name!r}"
         x = None
     if args.inputs is not None:
         raw = load_array("inputs", args.inputs)
         if np.issubdtype(raw.dtype, np.floating) and not net.is_float:
+            label = f"inputs file {str(args.inputs)!r}"
             scale = net.meta.get("input_scale")
             if scale is None:
-                raise InputError(f"inputs file {str(args.inputs)!r} holds floats but the network "
-                                 f"has no input_scale to quantize them: give integers")
-            q = (1 << (net.data_width - 1)) - 1
-            raw = np.clip(np.round(raw / scale), -q, q).astype(np.int64)
+                raise InputError(f"{label} holds floats but the network has no input_scale to "
+                                 f"quantize them: give integers")
+            _check_finite(label, raw, "float inputs are quantized with the network's "
+                                      "input_scale and must be finite")
+            raw = quantize_inputs(raw, scale, net.data_width)
         x = raw
         labels = None
     if x is None:
@@ -103,6 +128,11 @@ def _network(args: argparse.Namespace, data_width: int | None) -> tuple[Network,
     if args.labels is not None:
         labels = load_labels(args.labels)
     if args.images is not None:
+        if args.images > len(x):  # not fewer than asked without a word
+            where = (f"inputs file {str(args.inputs)!r}" if args.inputs is not None
+                     else "the digits test set")
+            raise InputError(f"--images {args.images} asks for more inputs than there are: "
+                             f"{where} has {len(x)}")
         x = x[:args.images]
         labels = None if labels is None else labels[:args.images]
     if labels is not None and len(labels) != len(x):
@@ -119,7 +149,14 @@ def run_network_command(args: argparse.Namespace, make_config: Callable[..., obj
         raise InputError("--network runs a network: it does not take --weights / --activations")
     net, x, labels = _network(args, None)
     cfg = make_config(dtype=net.dtype)
-    if getattr(args, "fidelity", "rtl") == "model":
+    # every refusal before any work (and before a progress line): the model's scope, then
+    # everything the compiler checks
+    model = getattr(args, "fidelity", "rtl") == "model"
+    if model:
+        from ..model.layer import check_modelled
+        check_modelled(cfg)
+    check_network(cfg, net, x)
+    if model:
         from ..model.command import run_model_network
         return run_model_network(args, cfg, net, x, labels)
     # run_network / run_network_device compile (and so check every size and value) before
