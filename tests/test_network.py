@@ -406,34 +406,32 @@ def test_network_flag_errors(capsys, argv, message):
 
 @pytest.mark.parametrize("sim", ["verilator", "icarus"])
 def test_network_waves_are_named(capsys, monkeypatch, tmp_path, sim):
-    """--network ... --waves: the report and the JSON name the waveform files (issue 22,
-    item 15); the simulation is a stand-in."""
-    from wafertile.sim.harness import trace_format
+    """--network ... --waves: the command asks run_network for waves (a stand-in here), and
+    the network report's text and JSON name the files it was given (issue 22, item 15)."""
+    from wafertile.network.run import NetworkReport
+    from wafertile.run import waves_files
 
-    class Report:
-        passed, wall_seconds, build_dir, dense_cycles = True, 1.0, str(tmp_path), 10
-
-        def as_json(self):
-            return {"pass": True, "images": 4}
-
-        def text(self, config):
-            return "PASS"
+    files = [str(f) for f in waves_files(tmp_path, sim, 2)]
+    report = NetworkReport(
+        passed=True, mismatches=0, images=4, layers=2, accuracy=None, float_accuracy=None,
+        cycles=100, cycles_per_image=25.0, nnz=10, macs=40, utilization=0.1,
+        dense_cycles=200, speedup=2.0, host_flits_in=1, host_flits_out=1, handoff_flits=1,
+        per_layer=[], sim=sim, build_dir=str(tmp_path), wall_seconds=1.0, stream_cycles=50,
+        stream_utilization=0.2, waves=files)
 
     def run_network(config, net, x, **kwargs):
         assert kwargs["waves"] and kwargs["sim"] == sim and len(x) == 4
-        return Report(), np.zeros((4, 10))
+        return report, np.zeros((4, 10))
 
     monkeypatch.setattr("wafertile.network.run.run_network", run_network)
     argv = ["run", "--network", "digits", "--images", "4", "--waves", "--sim", sim]
     assert main([*argv, "--json"]) == 0
-    files = ([f"{tmp_path}/run/program{k}.{trace_format()}" for k in (0, 1)]
-             if sim == "verilator" else [f"{tmp_path}/waves/wafertile_array.fst"])
-    assert json.loads(capsys.readouterr().out) == {"pass": True, "images": 4, "waves": files}
+    assert json.loads(capsys.readouterr().out)["waves"] == files
     assert main(argv) == 0
-    line = capsys.readouterr().out.splitlines()[1]
-    assert line == ("waveforms        " + (f"{files[0]} (sparse stream), {files[1]} (dense "
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("waveforms")]
+    assert line == ["waveforms        " + (f"{files[0]} (sparse stream), {files[1]} (dense "
                                            f"stream)" if sim == "verilator" else
-                                           f"{files[0]} (sparse, then dense stream)"))
+                                           f"{files[0]} (sparse, then dense stream)")]
 
 
 # -- the accumulator's range, quantized inputs, NaN, the report's cycles (issue 22) -------------
