@@ -60,7 +60,13 @@ def test_layer_through_uart(request, sim_env, build_root, layer):
                               WAFERTILE_LAYER=json.dumps(LAYERS[layer])))
 
 
-@pytest.mark.parametrize("sim", sim_cases([()], slow=_icarus_only, ids=lambda: "lite"))
+def _long(sim, *_):
+    """Long cases of the bridge (20-35 s each): with --run-slow only; the default run keeps
+    the integer layers and the network through the bridge on Icarus."""
+    return True
+
+
+@pytest.mark.parametrize("sim", sim_cases([()], slow=_long, ids=lambda: "lite"))
 def test_layer_through_uart_lite_router(request, sim_env, build_root):
     """The bridge in front of an array of lite routers with phit links (the ULX3S default):
     the array's ports and the framing are unchanged."""
@@ -75,7 +81,7 @@ def test_layer_through_uart_lite_router(request, sim_env, build_root):
 CFG_BF16 = Config(rows=2, cols=2, dtype="bf16", act_depth=32, acc_depth=16)
 
 
-@pytest.mark.parametrize("sim", sim_cases([()], slow=_icarus_only, ids=lambda: "bf16"))
+@pytest.mark.parametrize("sim", sim_cases([()], slow=_long, ids=lambda: "bf16"))
 def test_float_layer_through_uart(request, sim_env, build_root):
     """A BF16 layer (extreme values, infinities, a reduction over K = 2 tiles) through the
     serial pins and wafertile.device.drive: Y's FP32 words equal the float reference."""

@@ -262,7 +262,8 @@ def test_add_rules():
     assert_same(simulate(dut, [dut.a, dut.b], [b, a]), expected, b, a)
 
 
-@pytest.mark.parametrize("n", [100_000, pytest.param(1_000_000, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("n", [20_000, *(pytest.param(n, marks=pytest.mark.slow)
+                                          for n in (100_000, 1_000_000))])
 def test_add_random(request, n):
     rng = np.random.default_rng(seed_for(request))
     a, b = fp32_pairs(rng, n)
@@ -346,7 +347,8 @@ def test_mul_rules():
         assert_same(simulate(dut, [dut.a, dut.b], [b, a]), expected, b, a)
 
 
-@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+# fp16 in the default run; bf16 (the same datapath, another exponent width) with --run-slow
+@pytest.mark.parametrize("fmt", ["fp16", pytest.param("bf16", marks=pytest.mark.slow)])
 def test_mul_every_operand(request, fmt):
     """Every 16-bit pattern as ``a`` once (every NaN payload, subnormal and sign), each with a
     partner of :func:`half_partners`: 65 536 products per format."""

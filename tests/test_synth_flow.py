@@ -41,6 +41,7 @@ def test_core_on_ecp5_out_of_context(tmp_path):
     assert report.shell_ffs == 0
 
 
+@pytest.mark.slow
 def test_does_not_fit_is_said_plainly(tmp_path, capsys):
     # 8192 x 16 activations need 32 SB_RAM40_4K; the UP5K has 30.
     rc = main(["synth", "--block", "sram", "--target", "ice40-up5k", "--act-depth", "8192",
