@@ -44,6 +44,7 @@ from .errors import InputError
 __all__ = ["BUDGET_CAP", "OWN_MARK", "TEXT_CAP", "cache_root", "check_dir_writable",
            "check_input_file", "check_output_file", "check_output_names", "check_own_dir",
            "gib_text", "make_own_dir", "memory_budget", "memory_budget_info", "npy_header",
+           "one_line",
            "read_npy", "read_npz", "read_text", "remove_own_dir", "save_npy", "toml_reason",
            "write_bytes", "write_text"]
 
@@ -190,7 +191,7 @@ def toml_reason(exc: BaseException) -> str:
     deep."""
     if isinstance(exc, RecursionError):
         return "tables or arrays nested too deep"
-    return " ".join(str(exc).split())
+    return one_line(exc)
 
 
 def npy_header(f: IO[bytes], label: str):
@@ -212,10 +213,12 @@ def npy_header(f: IO[bytes], label: str):
             return npformat.read_array_header_2_0(f, max_header_size=1 << 16)
         raise ValueError(f"unknown .npy format version {version}")
     except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
-        raise InputError(f"{label} has a damaged .npy header ({_one_line(exc)})") from None
+        raise InputError(f"{label} has a damaged .npy header ({one_line(exc)})") from None
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception's text on one line, at most 200 characters (for a message that quotes
+    what a library said)."""
     text = " ".join(str(exc).split())
     return text[:200] + ("..." if len(text) > 200 else "")
 
@@ -305,7 +308,7 @@ def read_npy(path: str | Path, label: str, *, kinds: str = _NUMBER_KINDS,
             count = int(np.prod(shape, dtype=np.int64))
             data = np.fromfile(f, dtype=dtype, count=count) if count else np.empty(0, dtype)
         except (OSError, ValueError) as exc:
-            raise InputError(f"{label} is a damaged .npy file ({_one_line(exc)})") from None
+            raise InputError(f"{label} is a damaged .npy file ({one_line(exc)})") from None
     if data.size != count:
         raise InputError(f"{label} is truncated: {data.size} of {count} values")
     return data.reshape(shape, order="F" if fortran else "C")
@@ -332,7 +335,7 @@ def read_npz(path: str | Path, label: str, *, kinds: str = _NUMBER_KINDS + "U") 
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise InputError(f"{label} is not a .npz archive ({_one_line(exc)})") from None
+        raise InputError(f"{label} is not a .npz archive ({one_line(exc)})") from None
     out = {}
     total = 0
     budget = memory_budget()
@@ -361,7 +364,7 @@ def read_npz(path: str | Path, label: str, *, kinds: str = _NUMBER_KINDS + "U") 
                 raise
             except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError,
                     RuntimeError) as exc:
-                raise InputError(f"{what} is damaged ({_one_line(exc)})") from None
+                raise InputError(f"{what} is damaged ({one_line(exc)})") from None
             if len(raw) != count * dtype.itemsize:
                 raise InputError(f"{what} is truncated: {len(raw)} of "
                                  f"{count * dtype.itemsize} bytes")

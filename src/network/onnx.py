@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import check_input_file, memory_budget
+from ..files import check_input_file, memory_budget, one_line
 from ..hdl.core.fp import float_format
 from .model import Layer, Network, NetworkError
 from .quantize import FloatLayer, prune, quantize
@@ -24,11 +24,6 @@ __all__ = ["SUPPORTED", "float_layers", "import_onnx", "import_onnx_float"]
 
 #: The operators an imported graph may use.
 SUPPORTED = ("MatMul", "Gemm", "Add", "Relu")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:200] + ("..." if len(text) > 200 else "")
 
 
 def _tensor(t, label: str) -> np.ndarray:
@@ -63,7 +58,7 @@ def _tensor(t, label: str) -> np.ndarray:
     try:
         values = numpy_helper.to_array(t).astype(np.float64)
     except Exception as exc:
-        raise NetworkError(f"{label} cannot be read: {_one_line(exc)}") from None
+        raise NetworkError(f"{label} cannot be read: {one_line(exc)}") from None
     if not np.all(np.isfinite(values)):
         raise NetworkError(f"{label} holds NaN or infinite values")
     return values
@@ -89,7 +84,7 @@ def float_layers(path: str | Path) -> list[FloatLayer]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # the onnx package raises several kinds on a bad file
-        raise NetworkError(f"{label} is not an ONNX model: {_one_line(exc)}") from None
+        raise NetworkError(f"{label} is not an ONNX model: {one_line(exc)}") from None
     graph = model.graph
     consts = {t.name: _tensor(t, f"{label}, initializer {t.name!r}")
               for t in graph.initializer}
