@@ -186,6 +186,13 @@ def test_lint_clean(capsys, block):
     assert "is clean" in capsys.readouterr().out
 
 
+def test_lint_clean_narrow_accumulators(capsys):
+    """8-bit data into 16-bit accumulators: the requantizer's shift register is 5 bits, and
+    no mask bit may be a comparison that is constant (lint's CMPCONST)."""
+    assert main(["lint", "--block", "mac", "--data-width", "8", "--acc-width", "16"]) == 0
+    assert "is clean" in capsys.readouterr().out
+
+
 def test_lint_reports_findings(monkeypatch, capsys):
     """With no waivers, Amaranth's style warnings must be reported and fail the command."""
     monkeypatch.setattr("wafertile.sim.runner.LINT_WAIVERS", {})

@@ -53,9 +53,10 @@ def test_check(check, tmp_path, formal_tools):
                for p in result.properties if p.kind == "cover")
 
 
-@pytest.mark.parametrize("block", list(MUTATION_NAMES))
-def test_mutation_is_caught(block, tmp_path, formal_tools):
-    (check,) = mutation_checks(block)
+@pytest.mark.parametrize(("block", "name"), [(block, name) for block, names in
+                                              MUTATION_NAMES.items() for name in names])
+def test_mutation_is_caught(block, name, tmp_path, formal_tools):
+    (check,) = [c for c in mutation_checks(block) if c.name == name]
     result = run_check(check, tmp_path, covers=False)
     failed = [p for p in result.properties if p.status == "failed"]
     assert failed, f"the {check.name} mutation was not caught: {result.properties}"

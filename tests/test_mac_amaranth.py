@@ -48,10 +48,10 @@ NO_HANDOFF_CONFIGS = {
 
 
 def simulate(cfg: Config, flits, *, seed: int = 0, idle: float = 0.0, stall: float = 0.0,
-             ops: OpTable = OPS):
-    """Drive ``flits`` into a TileCore (of the operation table ``ops``) with random
-    idle/backpressure; collect what comes out."""
-    dut = TileCore(cfg, ops)
+             ops: OpTable = OPS, units=None):
+    """Drive ``flits`` into a TileCore (of the operation table ``ops``, with the core's
+    units and ``units``) with random idle/backpressure; collect what comes out."""
+    dut = TileCore(cfg, ops, units)
     layout = payload_layout(cfg)
     words = [pack(layout, f) for f in flits]
     rng = np.random.default_rng(seed)

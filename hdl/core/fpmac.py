@@ -4,25 +4,27 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal
 
-from ...config import Config
-from .._util import ConfiguredComponent
-from ..flit import Opcode, Reg, payload_layout
-from .fp import FpAdd, FpMul, FpToHalf, fp_relu
-from .mac import (
+from ..flit import payload_layout
+from .control import (
+    Control,
+    CoreBase,
+    Decoder,
+    acc_reads,
+    acc_writes,
     act_address,
-    check_ops,
-    core_ports,
-    last_stage_flags,
-    last_stage_output,
-    rows_of,
+    drive_output,
+    make_units,
+    pick_result,
+    pipeline_hold,
+    status_flags,
+    tile_registers,
 )
-from .ops import OPS, OpTable, matches, ordered
-from .sram import bank_ports
+from .units import FLOAT_UNITS
 
 __all__ = ["FpMacCore"]
 
 
-class FpMacCore(ConfiguredComponent):
+class FpMacCore(CoreBase):
     """Executes operation flits against an :class:`~wafertile.hdl.core.SramBank` in a
     floating-point format (``dtype = "fp16"`` or ``"bf16"``): the same operations, ports,
     zero skipping and backpressure as :class:`~wafertile.hdl.core.MacCore`, with IEEE
@@ -96,6 +98,9 @@ class FpMacCore(ConfiguredComponent):
         With ``dtype`` ``"fp16"`` or ``"bf16"``.
     ops : OpTable
         As :class:`~wafertile.hdl.core.MacCore`'s.
+    units : mapping of str to unit class, optional
+        Units added to :data:`~.units.FLOAT_UNITS` or replacing them, by name
+        (:mod:`.units`; an accumulator unit here has latency 1: it spans S3 and S4).
 
     Members
     -------
@@ -109,132 +114,109 @@ class FpMacCore(ConfiguredComponent):
         If ``config`` is not a :class:`Config` with a floating-point ``dtype``.
     """
 
-    def __init__(self, config: Config, ops: OpTable = OPS):
-        self._ops = ops
-        ports = core_ports(config)
-        ports.update({name: member.flip() for name, member in bank_ports(config).items()})
-        super().__init__(config, ports)
-
-    @classmethod
-    def check(cls, config: object, ops: OpTable = OPS) -> None:
-        super().check(config)
-        if not config.is_float:
-            raise TypeError(f"FpMacCore needs a floating-point dtype ('fp16' or 'bf16'), not "
-                            f"{config.dtype!r} (MacCore is the integer core)")
-        check_ops(cls, config, ops)
-
-    @property
-    def ops(self) -> OpTable:
-        """The operation table the core executes."""
-        return self._ops
+    UNITS = FLOAT_UNITS
+    ACC_LATENCY = 1
+    FLOAT = True
+    _WRONG_FORMAT = ("FpMacCore needs a floating-point dtype ('fp16' or 'bf16'), not {dtype} "
+                     "(MacCore is the integer core)")
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
         dw, aaw = cfg.data_width, cfg.acc_addr_width
         layout = payload_layout(cfg)
-        handoff = "handoff" in self.ops.units(cfg)
-        m.submodules.mul = mul = FpMul(cfg.dtype, stages=2)
-        m.submodules.add = add = FpAdd(stages=2)
-        if handoff:  # FINISH's rounding to the format (no hand-off unit: no FINISH)
-            m.submodules.to_half = to_half = FpToHalf(cfg.dtype)
+        units = self._units
+        control = Control.of(self.ops, cfg, units)
+        m.submodules.decoder = decoder = Decoder(control, units)
+        made = make_units(self, m, units, self.ACC_LATENCY)
+        mul = made.get(units.get("multiply"))
+        handoff = made.get(units.get("handoff"))
 
-        s1, s2, s3 = Signal(layout), Signal(layout), Signal(layout)
-        s1_valid, s2_valid, s3_valid = Signal(), Signal(), Signal()
-        s2_act, s3_act = Signal(dw), Signal(dw)
-        s2_nonzero, s3_nonzero = Signal(), Signal()
+        s1, s2, s3 = (Signal(layout, name=f"s{k}") for k in (1, 2, 3))
+        s1_ctrl, s2_ctrl, s3_ctrl = (Signal(control.layout, name=f"s{k}_ctrl")
+                                     for k in (1, 2, 3))
+        s1_valid, s2_valid, s3_valid = (Signal(name=f"s{k}_valid") for k in (1, 2, 3))
+        s2_act, s3_act = Signal(dw, name="s2_act"), Signal(dw, name="s3_act")
+        s2_nonzero, s3_nonzero = Signal(name="s2_nonzero"), Signal(name="s3_nonzero")
         s3_prod = Signal(32)
-        # S4: what the second half of the add needs to write the accumulator
+        # S4: what the second half of the accumulator unit needs to write the accumulator
         s4_we = Signal()
         s4_addr = Signal(aaw)
-        s4_write_acc = Signal()
+        s4_write_data = Signal()
+        s4_unit = Signal.like(s3_ctrl.unit)
         s4_data = Signal(32)
 
-        # The pipeline moves as one (`advance`: it holds only while S3 offers a flit that is
-        # not taken), except that S0 .. S2 hold for one cycle on the hazard (`move`: they
-        # advance too). The hazard is a function of registers only.
-        s3_emits = s3_valid & matches(s3.op, self.ops.emitting(cfg))
-        advance = Signal()
+        # The hazard (a function of registers only): the flit in S2 uses the accumulator
+        # that the flit in S3 will write.
         hazard = Signal()
-        move = Signal()
-        m.d.comb += [advance.eq(~s3_emits | self.o.ready), move.eq(advance & ~hazard),
-                     self.i.ready.eq(move)]
+        m.d.comb += hazard.eq(s2_valid & acc_reads(s2_ctrl, s2_nonzero) &
+                              s3_valid & acc_writes(s3_ctrl, s3_nonzero) &
+                              (s2.addr[:aaw] == s3.addr[:aaw]))
+        # The pipeline moves as one (`advance`: it holds only while S3 offers a flit that is
+        # not taken), except that S0 .. S2 hold for one cycle on the hazard (`move`).
+        advance, move = pipeline_hold(m, self, s3_valid, s3_ctrl, hazard)
 
+        # -- S0: decode, activation read --------------------------------------------------------
+        m.d.comb += [decoder.op.eq(self.i.payload.op),
+                     self.act_r.addr.eq(act_address(cfg, self.i.payload, decoder.ctrl)),
+                     self.act_r.en.eq(move)]
         with m.If(move):
-            m.d.sync += [s1.eq(self.i.payload), s1_valid.eq(self.i.valid)]
-
-        # -- S0: activation read ----------------------------------------------------------------
-        m.d.comb += [self.act_r.addr.eq(act_address(self, self.i.payload)), self.act_r.en.eq(move)]
+            m.d.sync += [s1.eq(self.i.payload), s1_ctrl.eq(decoder.ctrl),
+                         s1_valid.eq(self.i.valid)]
 
         # -- S1: activation, WRITE_ACT, the multiplier ------------------------------------------
         act = self.act_r.data.as_unsigned()
-        weight = s1.data.as_unsigned()[:dw]
-        act_we = s1_valid & matches(s1.op, rows_of(self, lambda r: r.act_write))
+        word = s1.data.as_unsigned()[:dw]  # a MAC's weight, a WRITE_ACT's activation
+        act_we = s1_valid & s1_ctrl.act_write
         m.d.comb += [
-            self.act_w.addr.eq(act_address(self, s1)),
-            self.act_w.data.eq(weight),
+            self.act_w.addr.eq(act_address(cfg, s1, s1_ctrl)),
+            self.act_w.data.eq(word),
             self.act_w.en.eq(move & act_we),
             self.act_written.eq(move & act_we),
         ]
         # +0 and -0 are zero: every bit but the sign. The multiplier's register (after the
         # DSP) loads only for a nonzero pair: a zero operand costs no multiply.
-        nonzero = matches(s1.op, rows_of(self, lambda r: r.skips_zero)) & \
-            (weight[:dw - 1] != 0) & (act[:dw - 1] != 0)
-        m.d.comb += [mul.a.eq(weight), mul.b.eq(act), mul.en.eq(move & nonzero)]
+        nonzero = s1_ctrl.mac & (word[:dw - 1] != 0) & (act[:dw - 1] != 0)
+        if mul is not None:
+            m.d.comb += [mul.a.eq(word), mul.b.eq(act), mul.en.eq(move & nonzero)]
         with m.If(move):
-            m.d.sync += [s2.eq(s1), s2_valid.eq(s1_valid), s2_act.eq(act),
+            m.d.sync += [s2.eq(s1), s2_ctrl.eq(s1_ctrl), s2_valid.eq(s1_valid), s2_act.eq(act),
                          s2_nonzero.eq(nonzero)]
 
-        # -- S2: the product's normalization, the accumulator read, the hazard ----------------
-        # the accumulator's readers and writers, those that skip a zero operand only for a
-        # nonzero pair (the order of the terms is the Verilog's text only: ADD first)
-        s2_reads = s2_valid & matches(s2.op, ordered(
-            rows_of(self, lambda r: r.acc_read and not r.skips_zero), first=(Opcode.ADD,)),
-            lead=s2_nonzero)
-        unless_zero = matches(s3.op, rows_of(self, lambda r: r.acc_write and r.skips_zero))
-        s3_writes = s3_valid & matches(s3.op, ordered(
-            rows_of(self, lambda r: r.acc_write and not r.skips_zero), first=(Opcode.ADD,)),
-            lead=unless_zero & s3_nonzero)
-        m.d.comb += hazard.eq(s2_reads & s3_writes & (s2.addr[:aaw] == s3.addr[:aaw]))
+        # -- S2: the product's second half, the accumulator read, the hazard ------------------
         # The read is issued whenever the pipeline advances, also in the bubble's cycle: the
         # read of the cycle in which S2 finally moves (the write's cycle) is the one kept.
         m.d.comb += [self.acc_r.addr.eq(s2.addr[:aaw]), self.acc_r.en.eq(advance)]
         with m.If(move):
-            m.d.sync += [s3.eq(s2), s3_valid.eq(s2_valid), s3_act.eq(s2_act),
-                         s3_nonzero.eq(s2_nonzero)]
-            with m.If(s2_nonzero):  # the product register, zero skipping as above
-                m.d.sync += s3_prod.eq(mul.o)
+            m.d.sync += [s3.eq(s2), s3_ctrl.eq(s2_ctrl), s3_valid.eq(s2_valid),
+                         s3_act.eq(s2_act), s3_nonzero.eq(s2_nonzero)]
+            if mul is not None:
+                with m.If(s2_nonzero):  # the product register, zero skipping as above
+                    m.d.sync += s3_prod.eq(mul.o)
         with m.Elif(advance):
             m.d.sync += s3_valid.eq(0)  # the bubble
 
-        # -- S3: the add's first half, outputs, SET -------------------------------------------
+        # -- S3: the accumulator unit's first half, outputs, registers --------------------------
         acc = self.acc_r.data.as_unsigned()
-        m.d.comb += [add.a.eq(acc),
-                     add.b.eq(Mux(matches(s3.op, rows_of(self, lambda r: r.unit == "mac")),
-                                  s3_prod, s3.data.as_unsigned())),
-                     add.en.eq(advance)]
+        operand = Mux(s3_ctrl.mac, s3_prod, s3.data.as_unsigned())
+        for cls in control.acc_units:
+            m.d.comb += [made[cls].a.eq(acc), made[cls].b.eq(operand), made[cls].en.eq(advance)]
         with m.If(advance):
-            m.d.sync += [s4_we.eq(s3_writes), s4_addr.eq(s3.addr[:aaw]),
-                         s4_write_acc.eq(matches(s3.op,
-                                                 rows_of(self, lambda r: r.acc_write == "data"))),
-                         s4_data.eq(s3.data)]
+            m.d.sync += [s4_we.eq(s3_valid & acc_writes(s3_ctrl, s3_nonzero)),
+                         s4_addr.eq(s3.addr[:aaw]), s4_write_data.eq(s3_ctrl.acc_data),
+                         s4_unit.eq(s3_ctrl.unit), s4_data.eq(s3.data)]
+        fire = advance & s3_valid
+        if handoff is not None:  # only with config.handoff: else SET and FINISH are unknown
+            m.d.comb += handoff.acc.eq(acc)
+            tile_registers(m, handoff, cfg, fire & s3_ctrl.reg_write, s3)
+        drive_output(m, self, control, s3, s3_ctrl, s3_valid,
+                     {"act": s3_act, "acc": acc, "unit": handoff.o if handoff else None})
+        status_flags(m, self, fire, s3_ctrl, s3_nonzero)
 
-        fire3 = advance & s3_valid
-        if handoff:  # the hand-off unit: the RELU register (SET) and FINISH's rounding
-            relu = Signal()
-            with m.If(fire3 & matches(s3.op, rows_of(self, lambda r: r.reg_write)) &
-                      (s3.addr[:2] == Reg.RELU.value)):
-                m.d.sync += relu.eq(s3.data[0])
-            m.d.comb += to_half.i.eq(Mux(relu, fp_relu(acc), acc))
-
-        last_stage_output(m, self, s3, s3_emits,
-                          {"act": s3_act, "acc": acc, "unit": to_half.o if handoff else None})
-        last_stage_flags(m, self, fire3, s3.op, s3_nonzero)
-
-        # -- S4: the add's second half, the accumulator write -----------------------------------
+        # -- S4: the accumulator unit's second half, the accumulator write ----------------------
         m.d.comb += [
             self.acc_w.addr.eq(s4_addr),
-            self.acc_w.data.eq(Mux(s4_write_acc, s4_data, add.o)),
+            self.acc_w.data.eq(pick_result(control, made, s4_unit, s4_data, s4_write_data)),
             self.acc_w.en.eq(advance & s4_we),
         ]
         return m

@@ -12,16 +12,17 @@ Everything else derives its per-opcode decisions from :data:`OPS`: the cores
 (:mod:`.mac`, :mod:`.fpmac`), the tile, the numpy core model, the formal core
 specification, the coverage model, the testbenches' random streams and the performance
 model; ``docs/architecture.md``'s opcode table is checked against it (``tests/test_ops.py``).
-A new operation is a row here (and a unit, if it computes something new): a test adds one
-with :meth:`OpTable.with_rows`.
+A new operation is a row here (and a unit, :mod:`.units`, if it computes something new): a
+test adds one with :meth:`OpTable.with_rows` and gives the cores its unit's class.
 
 The wire encoding of the opcodes stays :class:`~wafertile.hdl.flit.Opcode`; a row holds its
 code and name, so that a table may also hold a row for a code the enumeration does not name
-(a test's). The rows of a table are in code order: the cores compare the opcode with the
-codes of a set of rows in that order, so the Verilog does not depend on how a table was made.
+(a test's). The rows of a table are in code order: the cores decode the opcode
+(:mod:`.control`) with one case per row in that order, so the Verilog does not depend on how
+a table was made.
 
-Units (:attr:`Op.unit`) the cores have: ``"mac"`` (``acc + weight * act``), ``"add"``
-(``acc + data``) and ``"handoff"`` (the hand-off unit: FINISH's activation from the
+Units (:attr:`Op.unit`) the cores have (:mod:`.units`): ``"mac"`` (``acc + weight * act``),
+``"add"`` (``acc + data``) and ``"handoff"`` (the hand-off unit: FINISH's activation from the
 accumulator, the requantization of an integer core or the rounding of a float core; SET
 writes its registers).
 """
@@ -41,7 +42,7 @@ from ...config import Config
 from ..flit import Opcode
 
 __all__ = ["DATA_KINDS", "FIELDS", "FORMATS", "OPS", "SOURCES", "UNITS", "Emit", "Op",
-           "OpTable", "absent", "code_of", "codes", "emitting", "legal", "matches", "ordered"]
+           "OpTable", "absent", "code_of", "codes", "emitting", "legal", "matches"]
 
 #: The payload fields that address something or are carried into an output.
 FIELDS = ("addr", "addr_b")
@@ -383,19 +384,6 @@ def code_of(op: Any) -> int:
 def codes(rows: Iterable[Op]) -> tuple[int, ...]:
     """The codes of ``rows``, in their order (for ``numpy.isin``)."""
     return tuple(row.code for row in rows)
-
-
-def ordered(rows: Iterable[Op], first: Iterable[Opcode | int] = ()) -> tuple[Op, ...]:
-    """``rows`` with those whose code ``first`` lists first, in that order, then the others
-    in their order.
-
-    Only the order of the terms a core writes out depends on it (and so the text of its
-    Verilog): which operations are in the set is the table's.
-    """
-    rows = tuple(rows)
-    lead = [code_of(op) for op in first]
-    head = [row for code in lead for row in rows if row.code == code]
-    return (*head, *(row for row in rows if row.code not in lead))
 
 
 def matches(op: Any, rows: Iterable[Op | Opcode | int], lead: Any = None) -> Value:

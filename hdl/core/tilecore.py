@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 
 from ...config import Config
 from .._util import ConfiguredComponent
+from .control import core_ports
 from .fpmac import FpMacCore
-from .mac import MacCore, core_ports
+from .mac import MacCore
 from .ops import OPS, OpTable
 from .sram import SramBank
 
 __all__ = ["TileCore", "make_mac_core"]
 
 
-def make_mac_core(config: Config, ops: OpTable = OPS) -> MacCore | FpMacCore:
-    """The MAC core of ``config.dtype`` executing ``ops``: :class:`MacCore` for int8 / int16,
-    :class:`FpMacCore` for fp16 / bf16."""
-    return FpMacCore(config, ops) if config.is_float else MacCore(config, ops)
+def make_mac_core(config: Config, ops: OpTable = OPS, units: Mapping[str, type] | None = None
+                  ) -> MacCore | FpMacCore:
+    """The MAC core of ``config.dtype`` executing ``ops`` (with ``units``, :mod:`.units`):
+    :class:`MacCore` for int8 / int16, :class:`FpMacCore` for fp16 / bf16."""
+    return (FpMacCore if config.is_float else MacCore)(config, ops, units)
 
 
 class TileCore(ConfiguredComponent):
@@ -26,20 +30,24 @@ class TileCore(ConfiguredComponent):
     (:func:`make_mac_core`) wired to its :class:`SramBank`.
 
     Same stream interface, latency and backpressure behaviour as the MAC core; the memory
-    ports are internal. ``ops``: the operation table (by default :data:`~.ops.OPS`).
+    ports are internal. ``ops``: the operation table (by default :data:`~.ops.OPS`);
+    ``units``: units added to the core's or replacing them (:mod:`.units`).
     """
 
     #: the bank's class (a faulty subclass only in the formal flow's mutations)
     _bank_class = SramBank
 
-    def __init__(self, config: Config, ops: OpTable = OPS):
+    def __init__(self, config: Config, ops: OpTable = OPS,
+                 units: Mapping[str, type] | None = None):
         self._ops = ops
+        self._units = units
         super().__init__(config, core_ports(config))
 
     @classmethod
-    def check(cls, config: object, ops: OpTable = OPS) -> None:
+    def check(cls, config: object, ops: OpTable = OPS,
+              units: Mapping[str, type] | None = None) -> None:
         super().check(config)
-        (FpMacCore if config.is_float else MacCore).check(config, ops)
+        (FpMacCore if config.is_float else MacCore).check(config, ops, units)
 
     @property
     def ops(self) -> OpTable:
@@ -48,7 +56,7 @@ class TileCore(ConfiguredComponent):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mac = mac = make_mac_core(self.config, self.ops)
+        m.submodules.mac = mac = make_mac_core(self.config, self.ops, self._units)
         m.submodules.sram = sram = self._bank_class(self.config)
         for name in ("act_r", "act_w", "acc_r", "acc_w"):
             wiring.connect(m, getattr(mac, name), getattr(sram, name))

@@ -16,7 +16,7 @@ from ..config import Config
 from .buffer import BufferCountHarness, BufferFifoHarness
 from .core import CoreHarness
 from .harness import Check
-from .mutations import MUTATION_NAMES, mutant
+from .mutations import MUTATIONS, mutant
 from .phit import PhitHarness
 from .route import RouteHarness
 from .router import RouterHarness
@@ -129,13 +129,33 @@ def _router(base, given, deep):
 
 
 def _core(base, given, deep):
-    # the default run checks wrap; --run-slow adds saturate (depth 7 does not finish)
-    modes = [{}] if "overflow" in given else [{"overflow": "saturate" if deep else "wrap"}]
-    return [Check(f"core_{_config(base, **o).overflow}", "core", _config(base, **o),
-                  CoreHarness, "bmc", 6, cover_depth=6,
-                  why="WRITE_ACT, two back-to-back MACs into one accumulator and its read "
-                      "fit in 4 accepted flits; the reply comes 2 cycles later")
-            for o in modes]
+    """The integer core (wrap; saturate with --run-slow: depth 7 does not finish) and the
+    float core (fp16; bf16 with --run-slow), or the one configuration a --config file sets."""
+    if "dtype" in given:
+        variants = [{}]
+    else:
+        variants = [{"overflow": "saturate" if deep else "wrap"},
+                    {"dtype": "bf16" if deep else "fp16"}]
+    out = []
+    for v in variants:
+        params = {**base, **v}
+        if params.get("dtype") in ("fp16", "bf16"):  # the format sets the widths
+            params = {k: x for k, x in params.items() if k not in ("data_width", "acc_width")
+                      or k in given}
+        cfg = Config.from_mapping(params)
+        if cfg.is_float:
+            out.append(Check(f"core_{cfg.dtype}", "core", cfg, CoreHarness, "bmc", 9,
+                             cover_depth=9,
+                             why="WRITE_ACT, two back-to-back MACs into one accumulator (one "
+                                 "bubble) and its read fit in 5 cycles; the reply comes 3 "
+                                 "cycles later"))
+        else:
+            out.append(Check(f"core_{cfg.overflow}", "core", cfg, CoreHarness, "bmc", 6,
+                             cover_depth=6,
+                             why="WRITE_ACT, two back-to-back MACs into one accumulator and "
+                                 "its read fit in 4 accepted flits; the reply comes 2 cycles "
+                                 "later"))
+    return out
 
 
 def _sram(base, given, deep):
@@ -164,14 +184,21 @@ _CHECKS = {"route": _route, "buffer": _buffer, "router": _router, "core": _core,
 
 
 def mutation_checks(block: str) -> list[Check]:
-    """The mutation check of ``block`` (``buffer``, ``router``, ``core`` or ``phit``): the
-    block's harness around a faulty block, which must fail."""
+    """The mutation checks of ``block`` (``buffer``, ``router``, ``core`` or ``phit``): the
+    block's harness around a faulty block, which must fail; one per mutation
+    (:data:`~.mutations.MUTATIONS`), each on the configuration of the block's first default
+    check of its number format (the router's: compact)."""
     checks = checks_for(block)
-    first = checks[0] if block != "buffer" else \
-        next(c for c in checks if c.name.startswith("buffer_count"))
+    if block == "buffer":
+        checks = [c for c in checks if c.name.startswith("buffer_count")]
     if block == "router":
-        first = next(c for c in checks if c.config.router_arch == "compact")
-    return [Check(MUTATION_NAMES[block], block, first.config,
-                  lambda c, block=block: mutant(block, c), "bmc",
-                  first.depth if first.mode == "bmc" else 6, why="a known fault",
-                  expect_fail=True)]
+        checks = [c for c in checks if c.config.router_arch == "compact"]
+    out = []
+    for name, (_, fmt) in MUTATIONS[block].items():
+        first = next(c for c in checks if fmt is None or
+                     (fmt == "float") == c.config.is_float)
+        out.append(Check(name, block, first.config,
+                         lambda c, block=block, name=name: mutant(block, c, name), "bmc",
+                         first.depth if first.mode == "bmc" else 6, why="a known fault",
+                         expect_fail=True))
+    return out

@@ -51,7 +51,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--solver", choices=list(SOLVERS), default=DEFAULT_SOLVER,
                         help="SMT solver (default: %(default)s, the fastest measured)")
     parser.add_argument("--mutate", action="store_true",
-                        help="run the block's mutation instead: a known fault that the "
+                        help="run the block's mutations instead: known faults that the "
                              "checks must catch with a counterexample (blocks buffer, "
                              "router, core, phit)")
     parser.add_argument("--no-covers", action="store_true",

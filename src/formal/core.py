@@ -1,18 +1,23 @@
 """The tile core harness: :class:`~wafertile.hdl.core.TileCore` (MAC core + SRAM bank)
-against a sequential specification.
+against a sequential specification, for every operation of the table, integer and float.
 
 The solver picks the operation flits (any opcode, addresses and data, in any cycle, within
 the stream rule) and the output's ``ready`` in every cycle. The harness keeps its own copy of
-both banks (registers, all addresses, starting at zero like the RTL's memories) and applies
-each accepted operation to it at once, in order, with the semantics of its row of the
-operation table (:mod:`wafertile.hdl.core.ops`: what it reads, which unit, what it writes and
-emits; :class:`~wafertile.sim.models.CoreModel` in numpy), the units' arithmetic written out
-here. Every output
-flit must then equal the specification's output of the matching request, in order; a
+one activation and one accumulator (at addresses the solver picks, so any address, starting
+at zero like the RTL's memories) and of the tile registers, and applies each accepted
+operation to them at once, in order, with the semantics of its row of the operation table
+(:mod:`wafertile.hdl.core.ops`: what it reads, which unit, what it writes and emits). Every
+output flit must then equal the specification's output of the matching request, in order; a
 ``READ_ACC`` reads the accumulators, so "replies and accumulator contents equal the
 sequential specification". The pipeline reads a bank in the cycle the flit ahead writes it
-(transparent ports instead of forwarding registers): back-to-back MACs into one accumulator
-are exactly what these checks exercise (and what a cover shows).
+(transparent ports instead of forwarding registers; the float core adds one bubble where
+that is not enough): back-to-back MACs into one accumulator are exactly what these checks
+exercise (and what a cover shows).
+
+The units' arithmetic is cut out (:mod:`.cut`): the core runs with the cut units and the
+specification applies the same functions, so the check is of the control around them. The
+integer core keeps its real multiplier and adder (the weights of the MACs are bounded to
+-2 .. 2 instead).
 """
 
 from __future__ import annotations
@@ -25,26 +30,29 @@ from ..config import Overflow
 from ..hdl.core import TileCore
 from ..hdl.core.ops import matches
 from ..hdl.flit import payload_layout
+from .cut import accumulate, cut_units, handoff, product
 from .harness import Harness
 from .link import stream_rules
 from .props import Properties
 
 __all__ = ["CoreHarness"]
 
-#: Outputs in flight at most (one per pipeline stage, and the one accepted).
-_QUEUE = 4
-
 
 class CoreHarness(Harness):
-    """A :class:`TileCore` of ``config`` against the sequential specification (module
-    documentation), by BMC."""
+    """A :class:`TileCore` of ``config`` with the cut units (:mod:`.cut`) against the
+    sequential specification (module documentation), by BMC."""
+
+    def units(self) -> dict[str, type]:
+        """The units of the core under test (a mutation replaces one)."""
+        return cut_units(self.config)
 
     def make_dut(self):
         """The core under test (a mutation replaces it)."""
-        return TileCore(self.config)
+        return TileCore(self.config, units=self.units())
 
     def build(self, m: Module, props: Properties) -> None:
         cfg = self.config
+        fp = cfg.is_float
         dw, aw = cfg.data_width, cfg.acc_width
         layout = payload_layout(cfg)
         m.submodules.dut = dut = self.make_dut()
@@ -52,19 +60,13 @@ class CoreHarness(Harness):
         m.d.comb += [dut.i.valid.eq(AnySeq(1)), dut.i.payload.eq(AnySeq(width)),
                      dut.o.ready.eq(AnySeq(1))]
         ops = dut.ops
+        units = cut_units(cfg)  # what the specification applies: the correct units
         stream_rules(m, props, dut.i, "i", dut=False)
-        # every operation of the table but those of the hand-off unit, and every code with no
-        # operation (they must do nothing)
-        handoff = ops.where(lambda r: r.handoff, cfg)
-        props.assume("no_handoff_ops", ~dut.i.valid | ~matches(dut.i.payload.op, handoff),
-                     f"the operations of the hand-off unit "
-                     f"({', '.join(r.name for r in handoff) or 'none'}: the on-chip "
-                     f"requantization) are left to the cocotb regressions")
         stream_rules(m, props, dut.o, "o", dut=True)
-        spec = ops.where(lambda r: not r.handoff, cfg)
+        # every operation of the table and every code with no operation (they must do nothing)
+        spec = ops.legal(cfg)
         for row in spec:  # what the specification below knows how to apply
-            if row.unit not in (None, "mac", "add") or row.reg_write or \
-                    (row.emit is not None and row.emit.data == "unit"):
+            if row.unit not in (None, "mac", "add", "handoff"):
                 raise ValueError(f"the core's specification has no unit {row.unit!r} "
                                  f"(operation {row.name})")
 
@@ -74,52 +76,68 @@ class CoreHarness(Harness):
         # it is written again.
         watch_act = AnyConst(cfg.act_addr_width)
         watch_acc = AnyConst(cfg.acc_addr_width)
-        act = Signal(signed(dw))
-        acc = Signal(signed(aw))
+        act = Signal(dw) if fp else Signal(signed(dw))
+        acc = Signal(32) if fp else Signal(signed(aw))
         known = Signal(init=1)
+        regs = {reg: Signal(width, init=init, name=f"reg_{reg.name.lower()}")
+                for reg, (width, init) in units["handoff"].registers(cfg).items()}
         req = dut.i.payload
         take = dut.i.valid & dut.i.ready
         a_act = req.addr[:cfg.act_addr_width]
         b_act = req.addr_b[:cfg.act_addr_width]
         a_acc = req.addr[:cfg.acc_addr_width]
         act_at = {"addr": a_act, "addr_b": b_act}  # an activation, by the field of its row
-        low = req.data[:dw].as_signed()
-        # Two multipliers (the core's and the specification's) with operands that are equal
-        # but come from different places are a miter that SAT solvers take hours on; small
-        # weights keep the products cheap while every other bit (activations, addresses,
-        # accumulators, the forwarding) stays free. The multiplier itself is checked bit for
-        # bit by the cocotb regressions.
+        word = req.data.as_unsigned()[:dw] if fp else req.data[:dw].as_signed()
+        # zero skipping: a float's +0 and -0 are zero (every bit but the sign)
+        word_nonzero = (word[:dw - 1] != 0) if fp else (word != 0)
+        act_nonzero = (act[:dw - 1] != 0) if fp else (act != 0)
         macs = [row for row in spec if row.unit == "mac"]
-        props.assume("small_weights", ~(dut.i.valid & matches(req.op, macs)) |
-                     ((low >= -2) & (low <= 2)), "MAC weights are from -2 to 2")
-        # the units: "mac" acc + weight * act, "add" acc + data (wrapped or saturated)
-        addend = Signal(signed(aw + 1))
-        total = Signal(signed(aw + 2))
-        m.d.comb += [
-            addend.eq(Mux(matches(req.op, macs), low * act, req.data)),
-            total.eq(acc + addend),
-        ]
-        if cfg.overflow_mode is Overflow.SATURATE:
-            summed = Mux(total > cfg.acc_max, cfg.acc_max,
-                         Mux(total < cfg.acc_min, cfg.acc_min, total[:aw].as_signed()))
+        if not fp:
+            # Two multipliers (the core's and the specification's) with operands that are
+            # equal but come from different places are a miter that SAT solvers take hours
+            # on; small weights keep the products cheap while every other bit (activations,
+            # addresses, accumulators, the forwarding) stays free. The multiplier itself is
+            # checked bit for bit by the cocotb regressions.
+            props.assume("small_weights", ~(dut.i.valid & matches(req.op, macs)) |
+                         ((word >= -2) & (word <= 2)), "MAC weights are from -2 to 2")
+        # the units: "mac" acc + weight * act, "add" acc + data (the float core's cut)
+        is_mac = matches(req.op, macs)
+        if fp:
+            summed = Signal(32)
+            m.d.comb += summed.eq(accumulate(acc, Mux(is_mac, product(word, act),
+                                                       req.data.as_unsigned())))
         else:
-            summed = total[:aw].as_signed()
+            addend = Signal(signed(aw + 1))
+            total = Signal(signed(aw + 2))
+            m.d.comb += [addend.eq(Mux(is_mac, word * act, req.data)), total.eq(acc + addend)]
+            if cfg.overflow_mode is Overflow.SATURATE:
+                summed = Mux(total > cfg.acc_max, cfg.acc_max,
+                             Mux(total < cfg.acc_min, cfg.acc_min, total[:aw].as_signed()))
+            else:
+                summed = total[:aw].as_signed()
+        set_seen = Signal()  # a SET was taken (for a cover)
         with m.If(take), m.Switch(req.op):
             for row in spec:
-                if not (row.act_write or row.acc_write):
+                if not (row.act_write or row.acc_write or row.reg_write):
                     continue
                 with m.Case(row.code):
                     if row.act_write:
                         with m.If(act_at[row.act_write] == watch_act):
-                            m.d.sync += act.eq(low)
+                            m.d.sync += act.eq(word)
+                    if row.reg_write:
+                        m.d.sync += set_seen.eq(1)
+                        with m.Switch(req.addr[:2]):
+                            for reg, value in regs.items():
+                                with m.Case(reg.value):
+                                    m.d.sync += value.eq(req.data[:len(value)])
                     if row.acc_write == "data":
                         with m.If(a_acc == watch_acc):
                             m.d.sync += [acc.eq(req.data), known.eq(1)]
                     elif row.acc_write and row.skips_zero:  # the weight times an activation
-                        with m.If((a_acc == watch_acc) & (low != 0)):
+                        with m.If((a_acc == watch_acc) & word_nonzero):
                             with m.If(act_at[row.act_read] != watch_act):
                                 m.d.sync += known.eq(0)
-                            with m.Elif(act != 0):
+                            with m.Elif(act_nonzero):
                                 m.d.sync += acc.eq(summed)
                     elif row.acc_write:
                         with m.If(a_acc == watch_acc):
@@ -128,6 +146,7 @@ class CoreHarness(Harness):
         # The outputs the specification expects, in order: a small queue.
         want = Signal(layout)
         sure = Signal()  # the specification knows the data of this output
+        watched = Signal()  # the output is the watched accumulator's value
         emitting = [row for row in spec if row.emit is not None]
         with m.Switch(req.op):
             for row in emitting:
@@ -140,29 +159,35 @@ class CoreHarness(Harness):
                     if emit.data == "act":
                         m.d.comb += [want.data.eq(act),
                                      sure.eq(act_at[row.act_read] == watch_act)]
-                    else:  # "acc": the accumulator's value
-                        m.d.comb += [want.data.eq(acc), sure.eq((a_acc == watch_acc) & known)]
+                    else:  # "acc" the accumulator's value, "unit" the hand-off's of it
+                        activation = handoff(cfg, acc, regs)
+                        activation = activation if fp else activation.as_signed()
+                        m.d.comb += [want.data.eq(acc if emit.data == "acc" else activation),
+                                     sure.eq((a_acc == watch_acc) & known),
+                                     watched.eq(int(emit.data == "acc") & (a_acc == watch_acc))]
         emits = matches(req.op, emitting)
-        queue = Array(Signal(layout, name=f"want{k}") for k in range(_QUEUE))
-        tags = Array(Signal(aw, name=f"want_tag{k}") for k in range(_QUEUE))
-        sures = Array(Signal(name=f"want_sure{k}") for k in range(_QUEUE))
-        count = Signal(range(_QUEUE + 1))
+        depth = 6 if fp else 4  # outputs in flight at most: one per stage, and the accepted
+        queue = Array(Signal(layout, name=f"want{k}") for k in range(depth))
+        tags = Array(Signal(aw, name=f"want_tag{k}") for k in range(depth))
+        sures = Array(Signal(name=f"want_sure{k}") for k in range(depth))
+        accs = Array(Signal(name=f"want_acc{k}") for k in range(depth))
+        count = Signal(range(depth + 1))
         given = dut.o.valid & dut.o.ready
         push = take & emits
         with m.If(given):
-            for k in range(_QUEUE - 1):
+            for k in range(depth - 1):
                 m.d.sync += [queue[k].eq(queue[k + 1]), tags[k].eq(tags[k + 1]),
-                             sures[k].eq(sures[k + 1])]
+                             sures[k].eq(sures[k + 1]), accs[k].eq(accs[k + 1])]
         slot = Mux(given, count - 1, count)
         with m.If(push):
             m.d.sync += [queue[slot].eq(want), tags[slot].eq(req.data.as_unsigned()),
-                         sures[slot].eq(sure)]
+                         sures[slot].eq(sure), accs[slot].eq(watched)]
         m.d.sync += count.eq(count + push - given)
 
-        props.check("no_queue_overflow", count < _QUEUE,
-                    f"fewer than {_QUEUE} outputs are ever owed (the harness's queue suffices)")
+        props.check("no_queue_overflow", count < depth,
+                    f"fewer than {depth} outputs are ever owed (the harness's queue suffices)")
         props.check("no_spurious_output", ~dut.o.valid | (count != 0),
-                    "the core offers an output only for an accepted READ or SEND")
+                    "the core offers an output only for an accepted READ, SEND or FINISH")
         with m.If(dut.o.valid):
             head = data.View(layout, queue[0])
             for field in ("op", "addr", "addr_b"):
@@ -172,25 +197,37 @@ class CoreHarness(Harness):
                             f"(in order)")
             with m.If(sures[0]):
                 props.check("output_data", dut.o.payload.data == head.data,
-                            "every output's data (an activation or accumulator read) equals "
-                            "the sequential specification's")
+                            "every output's data (an activation or accumulator read, a "
+                            "FINISH's activation) equals the sequential specification's")
             props.check("output_tag", dut.o_tag == tags[0],
                         "every output's tag equals its request's data")
-        props.check("full_rate", dut.o.valid & ~dut.o.ready | dut.i.ready,
-                    "the core takes a flit in every cycle unless an output waits (no bubble)")
+        waits = dut.o.valid & ~dut.o.ready
+        if not fp:
+            props.check("full_rate", waits | dut.i.ready,
+                        "the core takes a flit in every cycle unless an output waits (no "
+                        "bubble)")
 
-        # Covers: back-to-back MACs into one accumulator, then its value read back.
+        # Covers: back-to-back MACs into one accumulator, then its value read back; a FINISH
+        # after a SET; the float core's bubble.
         prev_mac = Signal()
         prev_addr = Signal(cfg.acc_addr_width)
-        effective = take & matches(req.op, [r for r in macs if r.counts_mac]) & (low != 0) & \
-            (act != 0) & (b_act == watch_act) & (a_acc == watch_acc)
+        effective = take & matches(req.op, [r for r in macs if r.counts_mac]) & \
+            word_nonzero & act_nonzero & (b_act == watch_act) & (a_acc == watch_acc)
         m.d.sync += [prev_mac.eq(effective), prev_addr.eq(a_acc)]
         chained = Signal()
         with m.If(effective & prev_mac & (prev_addr == a_acc)):
             m.d.sync += chained.eq(1)
         props.cover("back_to_back_macs", effective & prev_mac & (prev_addr == a_acc),
                     "two MACs that both change it go into one accumulator in consecutive cycles")
-        props.cover("read_after_back_to_back", chained & given & sures[0] & (queue[0].data != 0),
+        props.cover("read_after_back_to_back",
+                    chained & given & accs[0] & sures[0] & (queue[0].data != 0),
                     "an accumulator updated by back-to-back MACs is read back")
-        props.cover("output_waits", dut.o.valid & ~dut.o.ready,
-                    "an output waits for ready (backpressure)")
+        props.cover("output_waits", waits, "an output waits for ready (backpressure)")
+        finishes = [row for row in emitting if row.emit.data == "unit"]
+        if finishes and regs:
+            props.cover("finish_after_set", set_seen & given & sures[0] &
+                        (queue[0].op == finishes[0].emit.op),
+                        "an output of the hand-off unit after a SET, its data known")
+        if fp:
+            props.cover("bubble", dut.i.valid & ~dut.i.ready & ~waits,
+                        "the input waits with no output waiting (the hazard's bubble)")

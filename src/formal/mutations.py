@@ -14,6 +14,10 @@ inside and alter one signal on its way.
 - ``core_wrong_stage``: a tile core whose accumulator read port is not transparent, so the
   accumulator read of a flit misses the write of the stage ahead of it (the forwarding from
   the wrong stage): back-to-back MACs into one accumulator lose an update.
+- ``core_fp_wrong_stage``: the same fault in the float core (fp16), whose hazard bubble
+  relies on the transparent read for the flit two stages behind a write.
+- ``core_register_reset``: a tile core whose hand-off unit declares MULT with reset value 0
+  instead of 1: a FINISH before any SET hands off the wrong activation.
 - ``phit_wrong_register``: a serializer that sends phit 0 again in the slot's last phase
   instead of the last phit.
 """
@@ -25,13 +29,15 @@ from amaranth.lib import wiring
 
 from ..config import Config
 from ..hdl.core import SramBank, TileCore
+from ..hdl.flit import Reg
 from ..hdl.noc import PhitTx, VcBuffer, make_router, phase_counter
 from .buffer import BufferCountHarness
 from .core import CoreHarness
+from .cut import CutRequantizer
 from .phit import PhitHarness
 from .router import RouterHarness
 
-__all__ = ["MUTANT_HARNESSES", "MUTATION_NAMES", "SkipPointerBuffer", "mutant"]
+__all__ = ["MUTANT_HARNESSES", "MUTATIONS", "MUTATION_NAMES", "SkipPointerBuffer", "mutant"]
 
 
 class SkipPointerBuffer(VcBuffer):
@@ -130,7 +136,22 @@ class _IgnoreReadyHarness(RouterHarness):
 
 class _WrongStageHarness(CoreHarness):
     def make_dut(self):
-        return _WrongStageCore(self.config)
+        return _WrongStageCore(self.config, units=self.units())
+
+
+class _WrongResetRequantizer(CutRequantizer):
+    """The cut requantizer with MULT reset to 0 (the fault)."""
+
+    @classmethod
+    def registers(cls, config: Config) -> dict:
+        regs = dict(super().registers(config))
+        regs[Reg.MULT] = (regs[Reg.MULT][0], 0)
+        return regs
+
+
+class _WrongResetHarness(CoreHarness):
+    def make_dut(self):
+        return TileCore(self.config, units={**self.units(), "handoff": _WrongResetRequantizer})
 
 
 class _WrongRegisterHarness(PhitHarness):
@@ -138,19 +159,28 @@ class _WrongRegisterHarness(PhitHarness):
         return _WrongRegisterTx(self.config)
 
 
-#: The mutant harness of each block: ``MUTANT_HARNESSES[block](config)``.
-MUTANT_HARNESSES = {
-    "buffer": _SkipPointerHarness,
-    "router": lambda config: _IgnoreReadyHarness(config, drain=0),
-    "core": _WrongStageHarness,
-    "phit": _WrongRegisterHarness,
+#: Each block's mutations: ``{block: {name: (harness class or factory, format)}}``; the
+#: format (``"int"``, ``"float"``, or None for any) picks which of the block's default
+#: checks' configurations the mutation runs on.
+MUTATIONS = {
+    "buffer": {"buffer_skip_pointer": (_SkipPointerHarness, None)},
+    "router": {"router_ignore_ready": (lambda config: _IgnoreReadyHarness(config, drain=0),
+                                       None)},
+    "core": {"core_wrong_stage": (_WrongStageHarness, "int"),
+             "core_fp_wrong_stage": (_WrongStageHarness, "float"),
+             "core_register_reset": (_WrongResetHarness, "int")},
+    "phit": {"phit_wrong_register": (_WrongRegisterHarness, None)},
 }
 
-#: The name of each block's mutation (check names, the report).
-MUTATION_NAMES = {"buffer": "buffer_skip_pointer", "router": "router_ignore_ready",
-                  "core": "core_wrong_stage", "phit": "phit_wrong_register"}
+#: The mutant harness of each block's first mutation: ``MUTANT_HARNESSES[block](config)``.
+MUTANT_HARNESSES = {block: next(iter(muts.values()))[0] for block, muts in MUTATIONS.items()}
+
+#: The names of each block's mutations (check names, the report).
+MUTATION_NAMES = {block: tuple(muts) for block, muts in MUTATIONS.items()}
 
 
-def mutant(block: str, config: Config):
-    """The mutant harness of ``block`` for ``config``."""
-    return MUTANT_HARNESSES[block](config)
+def mutant(block: str, config: Config, name: str | None = None):
+    """The mutant harness of ``block`` for ``config``: mutation ``name``, by default the
+    block's first."""
+    muts = MUTATIONS[block]
+    return muts[name or next(iter(muts))][0](config)

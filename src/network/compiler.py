@@ -32,6 +32,7 @@ import numpy as np
 
 from ..config import Config, Overflow
 from ..formats import float_words, fp32_words
+from ..hdl.core.ops import OPS, codes
 from ..hdl.flit import Opcode, Reg, encode_handoff
 from ..stream import (
     LayerPlan,
@@ -295,8 +296,10 @@ def edge_flits(program: LayerProgram) -> dict[str, int]:
     """Flits that cross the array's edge: ``host_flits_in`` (everything the host injects:
     weights as MAC flits, control, and the first layer's inputs) and ``host_flits_out`` (the
     replies: fences and the outputs), and, inside the array, ``handoff_flits`` (the WRITE_ACT
-    multicasts the tiles send each other: one per FINISH)."""
-    finish = sum(int(np.count_nonzero(p.flits["payload.op"] == Opcode.FINISH.value))
+    multicasts the tiles send each other: one per operation whose output goes to a hand-off
+    rectangle, :data:`~wafertile.hdl.core.ops.OPS`: FINISH)."""
+    handoffs = codes(OPS.where(lambda r: r.emit is not None and r.data == "handoff"))
+    finish = sum(int(np.count_nonzero(np.isin(p.flits["payload.op"], handoffs)))
                  for p in program.phases)
     return {"host_flits_in": program.flits,
             "host_flits_out": sum(p.expected_replies for p in program.phases),

@@ -1,0 +1,364 @@
+"""What the two tile cores share: the decoder, its control word, the units a table needs,
+and the pipeline's control (the hold, the accumulator's readers and writers, the output,
+the status flags, the tile registers).
+
+A core decodes the opcode once, in its first stage (:class:`Decoder`), into a control word
+(:class:`Control`: a named struct made from the operation table, :mod:`.ops`) that travels
+down the pipeline beside the request; every later stage reads the word's fields, never the
+opcode. The word's fields:
+
+============== =====================================================================
+``legal``      an operation the core executes (:meth:`~.ops.OpTable.legal`); 0: no
+               effect, the sticky ``error``
+``act_by_addr`` the activation is addressed by ``addr`` (else by ``addr_b``)
+``act_write``  it writes the activation (the low ``data_width`` bits of ``data``)
+``mac``        an operation of the MAC unit: the operand is the product, and it has no
+               effect for a zero weight or activation (:attr:`~.ops.Op.skips_zero`)
+``counts_mac`` it counts as a MAC (``mac_done`` / ``mac_skipped``)
+``acc_read``   it reads ``acc[addr]``
+``acc_write``  it writes ``acc[addr]`` (a MAC only for a nonzero pair)
+``acc_data``   the value written is the request's ``data`` (else its unit's result)
+``unit``       which accumulator unit (an index into :attr:`Control.acc_units`)
+``reg_write``  it writes tile register ``addr`` (SET)
+``emits``      it emits a flit from the last stage
+``emit``       which output (an index into :attr:`Control.emits`)
+============== =====================================================================
+
+``illegal`` is the complement of ``legal``: exactly the codes that the table does not define
+for the configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import Component, In, Out
+
+from ...config import Config
+from .._util import ConfiguredComponent, any_of
+from ..flit import Opcode, payload_layout
+from .ops import OPS, Emit, Op, OpTable
+from .sram import bank_ports
+from .units import unit_kind
+
+__all__ = ["Control", "CoreBase", "Decoder", "acc_reads", "acc_writes", "act_address",
+           "check_units", "core_ports", "drive_output", "make_units", "pick_result",
+           "pipeline_hold", "status_flags", "tile_registers"]
+
+#: The one-bit fields of the control word, in the struct's order.
+_FLAGS = ("legal", "act_by_addr", "act_write", "mac", "counts_mac", "acc_read", "acc_write",
+          "acc_data", "reg_write", "emits")
+
+
+def _index_shape(n: int) -> range:
+    return range(max(n, 2))
+
+
+@dataclass(frozen=True)
+class Control:
+    """The control word of a core: its layout, and the word of each operation.
+
+    Parameters
+    ----------
+    ops : OpTable
+    config : Config
+    units : mapping of str to unit class
+        The core's units (:mod:`.units`), by the name a row's ``unit`` gives.
+
+    Attributes
+    ----------
+    rows : tuple of Op
+        The operations the core executes (:meth:`~.ops.OpTable.legal`), in code order.
+    emits : tuple of Emit
+        The distinct outputs of ``rows``, in code order of their first row.
+    acc_units : tuple of unit classes
+        The distinct accumulator units of ``rows`` (names mapped to one class are one
+        unit), in code order of their first row.
+    layout : amaranth.lib.data.StructLayout
+    """
+
+    rows: tuple[Op, ...]
+    emits: tuple[Emit, ...]
+    acc_units: tuple[type, ...]
+    layout: data.StructLayout
+
+    @classmethod
+    def of(cls, ops: OpTable, config: Config, units: Mapping[str, type]) -> Control:
+        rows = ops.legal(config)
+        emits: list[Emit] = []
+        acc_units: list[type] = []
+        for row in rows:
+            if row.emit is not None and row.emit not in emits:
+                emits.append(row.emit)
+            if row.acc_write == "unit" and units[row.unit] not in acc_units:
+                acc_units.append(units[row.unit])
+        layout = data.StructLayout({**{name: 1 for name in _FLAGS},
+                                    "unit": _index_shape(len(acc_units)),
+                                    "emit": _index_shape(len(emits))})
+        return cls(rows, tuple(emits), tuple(acc_units), layout)
+
+    def word(self, row: Op, units: Mapping[str, type]) -> dict[str, int]:
+        """The control word of ``row`` (a row of :attr:`rows`), as field values."""
+        return {
+            "legal": 1,
+            "act_by_addr": int(row.act_field == "addr"),
+            "act_write": int(row.act_write is not None),
+            "mac": int(row.skips_zero),
+            "counts_mac": int(row.counts_mac),
+            "acc_read": int(row.acc_read),
+            "acc_write": int(row.acc_write is not None),
+            "acc_data": int(row.acc_write == "data"),
+            "reg_write": int(row.reg_write),
+            "emits": int(row.emit is not None),
+            "unit": self.acc_units.index(units[row.unit]) if row.acc_write == "unit" else 0,
+            "emit": self.emits.index(row.emit) if row.emit is not None else 0,
+        }
+
+
+class Decoder(Component):
+    """The opcode's control word (:class:`Control`), combinational: the word of the row of
+    ``op`` if the core executes it, all zeros (``legal`` 0) otherwise.
+
+    Members
+    -------
+    op : ``In(Opcode)``
+    ctrl : ``Out(control.layout)``
+    """
+
+    def __init__(self, control: Control, units: Mapping[str, type]):
+        self._words = {row.code: control.layout.const(control.word(row, units)).as_bits()
+                       for row in control.rows}
+        super().__init__({"op": In(Opcode), "ctrl": Out(control.layout)})
+
+    def elaborate(self, platform):
+        m = Module()
+        # Each bit of the word is the OR of the opcode tests of the rows that set it: plain
+        # continuous logic (no always block, which an event-driven simulator such as Icarus
+        # does not run at time 0 while the opcode has not changed: the word would stay X).
+        hits = {code: Signal(name=f"is_{code}") for code in self._words}
+        for code, hit in hits.items():
+            m.d.comb += hit.eq(self.op.as_value() == code)
+        width = len(self.ctrl.as_value())
+        bits = []
+        for k in range(width):
+            terms = [hit for code, hit in hits.items() if (self._words[code] >> k) & 1]
+            bits.append(any_of(terms))
+        m.d.comb += self.ctrl.eq(Cat(*bits))
+        return m
+
+
+def make_units(core, m: Module, units: Mapping[str, type], acc_latency: int
+               ) -> dict[type, Any]:
+    """The units ``core``'s operations need, one instance per class, added to ``m`` as
+    submodules named after their first name in ``units``: ``{class: instance}``. The
+    multiplier (``units["multiply"]``) only for a table with a MAC-unit operation.
+
+    Raises
+    ------
+    ValueError
+        If an operation needs a unit that ``units`` does not name, of the wrong kind or
+        latency.
+    """
+    check_units(type(core).__name__, core.config, core.ops, units, acc_latency)
+    names: dict[type, str] = {}
+    for row in core.ops.legal(core.config):
+        if row.unit is not None:
+            names.setdefault(units[row.unit], row.unit)
+        if row.skips_zero:
+            names.setdefault(units["multiply"], "multiply")
+    if any(row.reg_write for row in core.ops.legal(core.config)):
+        names.setdefault(units["handoff"], "handoff")
+    made = {}
+    for cls, name in names.items():
+        made[cls] = cls(core.config)
+        m.submodules[name] = made[cls]
+    return made
+
+
+def check_units(owner: str, config: Config, ops: OpTable, units: Mapping[str, type],
+                acc_latency: int) -> None:
+    """Raise ``ValueError`` if an operation of ``ops`` for ``config`` needs a unit that
+    ``units`` does not name, or one of the wrong kind or latency (the accumulator units'
+    ``acc_latency``, the output units' 0); or if the MAC-unit operations are not exactly
+    those that skip a zero operand."""
+    def need(name: str, kind: str, latency: int, why: str) -> None:
+        cls = units.get(name)
+        if cls is None:
+            raise ValueError(f"{owner} has no unit {name!r} ({why}); its units: "
+                             f"{', '.join(sorted(units))}")
+        if unit_kind(cls) != kind:
+            raise ValueError(f"{owner}'s unit {name!r} ({cls.__name__}) is of kind "
+                             f"{unit_kind(cls)!r}, not {kind!r} ({why})")
+        if getattr(cls, "latency", None) != latency:
+            raise ValueError(f"{owner}'s unit {name!r} ({cls.__name__}) has latency "
+                             f"{getattr(cls, 'latency', None)!r}; {owner} needs {latency} "
+                             f"({why})")
+
+    for row in ops.legal(config):
+        why = f"operation {row.name}"
+        if (row.unit == "mac") != row.skips_zero:
+            raise ValueError(f"{owner} skips the zero operands of exactly the operations of "
+                             f"its MAC unit ({why})")
+        if row.skips_zero:
+            need("multiply", "multiply", 1, why)
+        if row.acc_write == "unit":
+            need(row.unit, "acc", acc_latency, why)
+        elif row.unit is not None:
+            need(row.unit, "output", 0, why)
+        if row.reg_write:
+            need("handoff", "output", 0, f"{why} writes its registers")
+
+
+def pipeline_hold(m: Module, core, last_valid, last_ctrl, hazard=None):
+    """The pipeline's hold, the same in both cores: everything moves as one (``advance``)
+    unless the last stage offers an output that is not taken; the stages before the
+    accumulator read also hold on ``hazard`` (``move``: they advance and there is no
+    hazard), and ``i.ready`` is ``move``. Returns ``(advance, move)``."""
+    advance = Signal()
+    m.d.comb += advance.eq(~(last_valid & last_ctrl.emits) | core.o.ready)
+    if hazard is None:
+        move = advance
+    else:
+        move = Signal()
+        m.d.comb += move.eq(advance & ~hazard)
+    m.d.comb += core.i.ready.eq(move)
+    return advance, move
+
+
+def acc_reads(ctrl, nonzero):
+    """The operation reads its accumulator (a MAC only for a nonzero pair)."""
+    return ctrl.acc_read & (~ctrl.mac | nonzero)
+
+
+def acc_writes(ctrl, nonzero):
+    """The operation writes its accumulator (a MAC only for a nonzero pair)."""
+    return ctrl.acc_write & (~ctrl.mac | nonzero)
+
+
+def drive_output(m: Module, core, control: Control, stage, ctrl, valid, sources) -> None:
+    """A core's output flit from its last stage: the output (:class:`~.ops.Emit`) that the
+    control word ``ctrl`` picks, its fields from the request ``stage``, its data from
+    ``sources`` (``"act"``: the activation the operation read, ``"acc"``: the accumulator,
+    ``"unit"``: the output unit's result); valid for an operation that emits."""
+    m.d.comb += [core.o.valid.eq(valid & ctrl.emits), core.o_tag.eq(stage.data.as_unsigned())]
+    if not control.emits:
+        return
+    out = core.o.p
+    with m.Switch(ctrl.emit):
+        for k, emit in enumerate(control.emits):
+            with m.Case(k) if k < len(control.emits) - 1 else m.Default():
+                m.d.comb += [out.op.eq(emit.op),
+                             out.addr.eq(getattr(stage, emit.addr) if emit.addr else 0),
+                             out.addr_b.eq(getattr(stage, emit.addr_b) if emit.addr_b else 0),
+                             out.data.eq(sources[emit.data])]
+
+
+def status_flags(m: Module, core, fire, ctrl, nonzero) -> None:
+    """``mac_done`` / ``mac_skipped`` for an operation counted as a MAC that leaves the last
+    stage (``fire``) with or without a nonzero pair, and the sticky ``error`` for an opcode
+    the core does not execute."""
+    m.d.comb += [core.mac_done.eq(fire & ctrl.counts_mac & nonzero),
+                 core.mac_skipped.eq(fire & ctrl.counts_mac & ~nonzero)]
+    with m.If(fire & ~ctrl.legal):
+        m.d.sync += core.error.eq(1)
+
+
+def tile_registers(m: Module, unit, config: Config, write, stage) -> None:
+    """The tile registers of output unit ``unit`` (its :meth:`registers`), held by the core
+    and connected to the unit's inputs: ``write`` (a SET leaving the last stage) writes the
+    low bits of ``stage.data`` into register ``stage.addr`` (a register the unit does not
+    declare is not written)."""
+    regs = {}
+    for reg, (width, init) in type(unit).registers(config).items():
+        regs[reg] = Signal(width, init=init, name=reg.name.lower())
+        m.d.comb += getattr(unit, reg.name.lower()).eq(regs[reg])
+    reg_addr = stage.addr[:2]
+    with m.If(write):
+        for k, (reg, value) in enumerate(regs.items()):
+            with (m.If if k == 0 else m.Elif)(reg_addr == reg.value):
+                m.d.sync += value.eq(stage.data[:len(value)])
+
+
+def pick_result(control: Control, made: Mapping[type, Any], index, data_value, use_data):
+    """The accumulator's new value: ``data_value`` where ``use_data``, else the result of
+    the accumulator unit ``index`` picks (:attr:`Control.acc_units`)."""
+    results = [made[cls].o for cls in control.acc_units]
+    value = results[0] if results else data_value
+    for k in range(1, len(results)):
+        value = Mux(index == k, results[k], value)
+    return Mux(use_data, data_value, value)
+
+
+def act_address(config: Config, p, ctrl):
+    """The activation address of request ``p`` with control word ``ctrl``: the low bits of
+    ``addr`` or ``addr_b`` (``ctrl.act_by_addr``)."""
+    return Mux(ctrl.act_by_addr, p.addr, p.addr_b)[:config.act_addr_width]
+
+
+def core_ports(config: Config) -> dict[str, wiring.Member]:
+    """The stream and status members a tile core shows the tile (``i``, ``o``, ``o_tag``, ...)."""
+    return {
+        "i": In(stream.Signature(payload_layout(config))),
+        "o": Out(stream.Signature(payload_layout(config))),
+        "o_tag": Out(config.acc_width),
+        "mac_done": Out(1),
+        "mac_skipped": Out(1),
+        "act_written": Out(1),
+        "error": Out(1),
+    }
+
+
+class CoreBase(ConfiguredComponent):
+    """What the integer and float cores share: the members (:func:`core_ports` and the bank's
+    ports, flipped), the operation table and the units (:mod:`.units`).
+
+    Subclasses set ``UNITS`` (their units by name), ``ACC_LATENCY`` (cycles from the
+    accumulator read's data to the result an accumulator unit writes) and ``FLOAT`` (the
+    number formats they execute: True for fp16 / bf16).
+
+    Parameters
+    ----------
+    config : Config
+    ops : OpTable
+        The operations (by default :data:`~.ops.OPS`): the core derives every per-opcode
+        decision from it.
+    units : mapping of str to unit class, optional
+        Units added to the core's own or replacing them, by name (:mod:`.units`).
+    """
+
+    UNITS: Mapping[str, type] = {}
+    ACC_LATENCY = 0
+    FLOAT = False
+
+    def __init__(self, config: Config, ops: OpTable = OPS,
+                 units: Mapping[str, type] | None = None):
+        self._ops = ops
+        self._units = {**self.UNITS, **(units or {})}
+        ports = core_ports(config)
+        ports.update({name: member.flip() for name, member in bank_ports(config).items()})
+        super().__init__(config, ports)
+
+    @classmethod
+    def check(cls, config: object, ops: OpTable = OPS,
+              units: Mapping[str, type] | None = None) -> None:
+        super().check(config)
+        if config.is_float != cls.FLOAT:
+            raise TypeError(cls._WRONG_FORMAT.format(dtype=repr(config.dtype)))
+        if not isinstance(ops, OpTable):
+            raise TypeError(f"{cls.__name__} ops must be an OpTable, not {ops!r}")
+        check_units(cls.__name__, config, ops, {**cls.UNITS, **(units or {})},
+                    cls.ACC_LATENCY)
+
+    @property
+    def ops(self) -> OpTable:
+        """The operation table the core executes."""
+        return self._ops
+
+    @property
+    def units(self) -> dict[str, type]:
+        """The core's units by name."""
+        return dict(self._units)

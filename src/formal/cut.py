@@ -1,0 +1,123 @@
+"""The cut units of the formal core check: the cores' arithmetic taken out, control kept.
+
+Proving a core's FP32 adder or its requantizer's multiplier equal to a second copy in the
+specification is a multiplier (or adder) miter, which SAT solvers take hours on; the units'
+arithmetic is checked bit for bit elsewhere (``tests/test_fp_units.py``, the cocotb
+regressions). What the formal check is for is the control around the units: the decoder,
+which operand reaches a unit in which cycle (the forwarding, the float core's hazard
+bubble), zero skipping, the tile registers that SET writes and FINISH reads, the order and
+fields of the outputs. So the check replaces each unit by a cheap function with the same
+members, kind, latency and registers (:mod:`wafertile.hdl.core.units`) that still depends on
+every bit of its operands and on their order, and the specification applies the same
+functions (:func:`product`, :func:`accumulate`, :func:`handoff`):
+
+- the float product ``a * b`` -> ``Cat(a, b)`` (the weight and the activation side by side);
+- the float sum ``a + b`` -> ``rotate_left(a, 1) ^ b`` (not commutative: two additions
+  into one accumulator applied in the wrong order, or one lost or doubled, give another
+  word);
+- the hand-off (requantization, or ReLU and rounding) -> the low ``data_width`` bits of the
+  accumulator XOR the ``data_width``-bit slices of the registers (an accumulator from the
+  wrong flit or stage differs in its low bits for some operands, which the solver picks; the
+  low bits keep the integer adder's cone small).
+
+The integer core keeps its real multiplier and adder (the check bounds the weights instead,
+:class:`~.core.CoreHarness`); only its requantizer is cut.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+
+from amaranth.hdl import Cat, Module, Value
+
+from ..config import Config
+from ..hdl.core.units import (
+    FLOAT_UNITS,
+    INT_UNITS,
+    FpHandoff,
+    FpProduct,
+    FpSum,
+    Requantizer,
+)
+
+__all__ = ["CUT_UNITS", "accumulate", "cut_units", "fold", "handoff", "product"]
+
+
+def fold(value: Value, width: int) -> Value:
+    """The XOR of the ``width``-bit slices of ``value`` (the last one zero-padded)."""
+    value = Value.cast(value).as_unsigned()
+    slices = [value[k:k + width] for k in range(0, len(value), width)]
+    return reduce(lambda a, b: a ^ b, slices)
+
+
+def product(a: Value, b: Value) -> Value:
+    """The cut float product of weight ``a`` and activation ``b``: ``Cat(a, b)``."""
+    return Cat(a, b)
+
+
+def accumulate(a: Value, b: Value) -> Value:
+    """The cut float sum of accumulator ``a`` and operand ``b`` (32 bits):
+    ``rotate_left(a, 1) ^ b``."""
+    return Value.cast(a).as_unsigned().rotate_left(1) ^ Value.cast(b).as_unsigned()[:32]
+
+
+def handoff(config: Config, acc: Value, registers: dict) -> Value:
+    """The cut hand-off: the low ``data_width`` bits of ``acc`` XOR the ``data_width``-bit
+    slices of the registers (``{Reg: value}``, in :class:`~wafertile.hdl.flit.Reg` order)."""
+    regs = [registers[reg] for reg in sorted(registers, key=lambda r: r.value)]
+    return Value.cast(acc)[:config.data_width] ^ fold(Cat(*regs), config.data_width)
+
+
+class CutProduct(FpProduct):
+    """The float core's multiplier, cut: ``o = Cat(a, b)`` into a register loaded while
+    ``en`` (the members and ``latency`` 1 of :class:`~wafertile.hdl.core.units.FpProduct`)."""
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.If(self.en):
+            m.d.sync += self.o.eq(product(self.a, self.b))
+        return m
+
+
+class CutSum(FpSum):
+    """The float core's accumulator unit, cut: ``o = accumulate(a, b)`` into a register
+    loaded while ``en`` (the members and ``latency`` 1 of
+    :class:`~wafertile.hdl.core.units.FpSum`)."""
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.If(self.en):
+            m.d.sync += self.o.eq(accumulate(self.a, self.b))
+        return m
+
+
+class _CutHandoff:
+    """A hand-off unit, cut (mixed in before the unit it stands for, whose members, kind,
+    latency and registers it keeps): ``o = handoff(acc, registers)``, combinational."""
+
+    def elaborate(self, platform):
+        m = Module()
+        regs = {reg: getattr(self, reg.name.lower()) for reg in self.registers(self.config)}
+        m.d.comb += self.o.eq(handoff(self.config, self.acc, regs))
+        return m
+
+
+class CutRequantizer(_CutHandoff, Requantizer):
+    """The integer core's requantizer, cut (:class:`_CutHandoff`)."""
+
+
+class CutFpHandoff(_CutHandoff, FpHandoff):
+    """The float core's hand-off (ReLU and rounding), cut (:class:`_CutHandoff`)."""
+
+
+#: The units of the cores in the formal check, by format (``"int"``, ``"float"``).
+CUT_UNITS = {
+    "int": {**INT_UNITS, "handoff": CutRequantizer},
+    "float": {**FLOAT_UNITS, "multiply": CutProduct, "mac": CutSum, "add": CutSum,
+              "handoff": CutFpHandoff},
+}
+
+
+def cut_units(config: Config) -> dict[str, type]:
+    """The units of ``config``'s core in the formal check (:data:`CUT_UNITS`)."""
+    return dict(CUT_UNITS["float" if config.is_float else "int"])
