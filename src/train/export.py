@@ -1,0 +1,87 @@
+"""The parameter store and the network ``.npz`` format (``docs/training.md``, Export): a
+store from a float network's weights and masks, and the trained network back as a file that
+``wafertile run --network`` runs.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from ..errors import InputError
+from ..files import check_output_file, write_bytes
+from ..network.model import Layer, Network, save_network
+from .config import TrainConfig, TrainError, check_dtype
+from .store import ParameterStore
+
+__all__ = ["export_network", "from_network", "to_network"]
+
+
+def to_network(store: ParameterStore, dtype: str | None = None, name: str = "") -> Network:
+    """The trained network in the format ``dtype`` (default the configuration's): the
+    weights as :meth:`~ParameterStore.stream_weights` gives them, the FP32 master biases, ReLU
+    after every layer but the last.
+
+    Raises
+    ------
+    TrainError
+        If ``dtype`` is not ``"fp16"`` or ``"bf16"``.
+    """
+    dtype = check_dtype(store.config.dtype if dtype is None else dtype)
+    weights = store.stream_weights(dtype)
+    layers = [Layer(w, b, relu=n < store.layers - 1)
+              for n, (w, b) in enumerate(zip(weights, store.biases, strict=True))]
+    return Network(layers, 16, name=name, dtype=dtype)
+
+
+def export_network(store: ParameterStore, path: str | Path, *, dtype: str | None = None,
+                   name: str = "") -> None:
+    """Write :func:`to_network`'s network to the ``.npz`` file ``path``
+    (:func:`wafertile.network.save_network`'s format, written atomically).
+
+    Raises
+    ------
+    TrainError
+        If ``path`` cannot be written (:func:`wafertile.files.check_output_file`), or
+        ``dtype`` is not a float format.
+    """
+    try:
+        check_output_file(path, suffix=".npz", force=True, flag="network export")
+    except InputError as exc:
+        raise TrainError(str(exc)) from None
+    buffer = io.BytesIO()
+    save_network(to_network(store, dtype, name), buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+def from_network(net: Network, config: TrainConfig | None = None) -> ParameterStore:
+    """A store that starts from a float network: its weights, its FP32 biases, and its
+    nonzero weights as the masks.
+
+    Parameters
+    ----------
+    net : Network
+        A float network (fp16 or bf16) with ReLU after every layer but the last.
+    config : TrainConfig, optional
+        Default: ``TrainConfig(dtype=net.dtype)``.
+
+    Raises
+    ------
+    TrainError
+        For an integer network, a hidden layer without ReLU, or weights the store refuses
+        (not finite); the message names the network's file when it was read from one.
+    """
+    where = f"{net.source}: " if net.source else ""
+    if not net.is_float:
+        raise TrainError(f"{where}training starts from a float network (fp16 or bf16), not "
+                         f"an {net.dtype} one")
+    for n, layer in enumerate(net.layers[:-1]):
+        if not layer.relu:
+            raise TrainError(f"{where}layer {n} has no ReLU; the trained chain has ReLU after "
+                             f"every layer but the last")
+    config = TrainConfig(dtype=net.dtype) if config is None else config
+    try:
+        return ParameterStore([layer.weights for layer in net.layers],
+                              [layer.bias for layer in net.layers], None, config)
+    except TrainError as exc:
+        raise TrainError(f"{where}{exc}") from None
