@@ -143,6 +143,16 @@ class CoreHarness(Harness):
                         with m.If(a_acc == watch_acc):
                             m.d.sync += acc.eq(summed)
 
+        # Back-to-back MACs into the watched accumulator, both changing it (covers).
+        prev_mac = Signal()
+        prev_addr = Signal(cfg.acc_addr_width)
+        effective = take & matches(req.op, [r for r in macs if r.counts_mac]) & \
+            word_nonzero & act_nonzero & (b_act == watch_act) & (a_acc == watch_acc)
+        m.d.sync += [prev_mac.eq(effective), prev_addr.eq(a_acc)]
+        chained = Signal()  # they happened (set the cycle after the second)
+        with m.If(effective & prev_mac & (prev_addr == a_acc)):
+            m.d.sync += chained.eq(1)
+
         # The outputs the specification expects, in order: a small queue.
         want = Signal(layout)
         sure = Signal()  # the specification knows the data of this output
@@ -170,18 +180,23 @@ class CoreHarness(Harness):
         queue = Array(Signal(layout, name=f"want{k}") for k in range(depth))
         tags = Array(Signal(aw, name=f"want_tag{k}") for k in range(depth))
         sures = Array(Signal(name=f"want_sure{k}") for k in range(depth))
-        accs = Array(Signal(name=f"want_acc{k}") for k in range(depth))
+        # the output reads the watched accumulator after back-to-back MACs into it (a cover)
+        after = Array(Signal(name=f"want_after{k}") for k in range(depth))
+        # the output's request was accepted after a SET (a cover)
+        post_set = Array(Signal(name=f"want_post_set{k}") for k in range(depth))
         count = Signal(range(depth + 1))
         given = dut.o.valid & dut.o.ready
         push = take & emits
         with m.If(given):
             for k in range(depth - 1):
                 m.d.sync += [queue[k].eq(queue[k + 1]), tags[k].eq(tags[k + 1]),
-                             sures[k].eq(sures[k + 1]), accs[k].eq(accs[k + 1])]
+                             sures[k].eq(sures[k + 1]), after[k].eq(after[k + 1]),
+                             post_set[k].eq(post_set[k + 1])]
         slot = Mux(given, count - 1, count)
         with m.If(push):
             m.d.sync += [queue[slot].eq(want), tags[slot].eq(req.data.as_unsigned()),
-                         sures[slot].eq(sure), accs[slot].eq(watched)]
+                         sures[slot].eq(sure), after[slot].eq(watched & chained),
+                         post_set[slot].eq(set_seen)]
         m.d.sync += count.eq(count + push - given)
 
         props.check("no_queue_overflow", count < depth,
@@ -207,27 +222,20 @@ class CoreHarness(Harness):
                         "the core takes a flit in every cycle unless an output waits (no "
                         "bubble)")
 
-        # Covers: back-to-back MACs into one accumulator, then its value read back; a FINISH
-        # after a SET; the float core's bubble.
-        prev_mac = Signal()
-        prev_addr = Signal(cfg.acc_addr_width)
-        effective = take & matches(req.op, [r for r in macs if r.counts_mac]) & \
-            word_nonzero & act_nonzero & (b_act == watch_act) & (a_acc == watch_acc)
-        m.d.sync += [prev_mac.eq(effective), prev_addr.eq(a_acc)]
-        chained = Signal()
-        with m.If(effective & prev_mac & (prev_addr == a_acc)):
-            m.d.sync += chained.eq(1)
+        # Covers: back-to-back MACs into one accumulator, then its value read by a read
+        # accepted after them; a FINISH after a SET; the float core's bubble.
         props.cover("back_to_back_macs", effective & prev_mac & (prev_addr == a_acc),
                     "two MACs that both change it go into one accumulator in consecutive cycles")
         props.cover("read_after_back_to_back",
-                    chained & given & accs[0] & sures[0] & (queue[0].data != 0),
+                    given & after[0] & sures[0] & (queue[0].data != 0),
                     "an accumulator updated by back-to-back MACs is read back")
         props.cover("output_waits", waits, "an output waits for ready (backpressure)")
         finishes = [row for row in emitting if row.emit.data == "unit"]
         if finishes and regs:
-            props.cover("finish_after_set", set_seen & given & sures[0] &
+            props.cover("finish_after_set", post_set[0] & given & sures[0] &
                         (queue[0].op == finishes[0].emit.op),
-                        "an output of the hand-off unit after a SET, its data known")
+                        "an output of the hand-off unit for a request accepted after a SET, "
+                        "its data known")
         if fp:
             props.cover("bubble", dut.i.valid & ~dut.i.ready & ~waits,
                         "the input waits with no output waiting (the hazard's bubble)")
