@@ -131,8 +131,8 @@ def _router(base, given, deep):
 def _core(base, given, deep):
     """The integer core (wrap; saturate with --run-slow: depth 7 does not finish) and the
     float core (fp16; bf16 with --run-slow), or the one configuration a --config file sets."""
-    if "dtype" in given:
-        variants = [{}]
+    if "dtype" in given or "overflow" in given:  # the one core the file describes (a float
+        variants = [{}]                           # core has no overflow mode)
     else:
         variants = [{"overflow": "saturate" if deep else "wrap"},
                     {"dtype": "bf16" if deep else "fp16"}]
