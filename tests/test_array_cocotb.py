@@ -30,18 +30,15 @@ CONFIGS = {
     "4x4fp16": Config(rows=4, cols=4, dtype="fp16", act_depth=16, acc_depth=16),
     "3x5bf16": Config(rows=3, cols=5, dtype="bf16", act_depth=16, acc_depth=16),
 }
-#: Layers that 2x3par and 2x3lite4 run in the default (CI) run on
-#: Icarus; the rest of their layers run with --run-slow.
-EXTRA_CONFIG_SAMPLE = {"sparse10", "reduce", "extremes", "uneven"}
-#: The layers 3x5sat (saturation), 3x5d16 (reduction over 3 columns) and 2x2 run by default
-#: on Icarus; the rest with --run-slow.
-SAMPLE_3X5 = {"3x5sat": {"extremes", "uneven", "passes", "sparse10"},
-              "3x5d16": {"reduce", "reduce_dense", "reduce_passes", "reduce_passes1",
-                         "reduce_extremes", "zero"},
-              "2x2": {"dense", "sparse10", "sparse1", "zero_lines", "uneven", "zero", "reduce",
-                      "passes_groups"},
-              "4x4fp16": {"extremes", "reduce_passes"},
-              "3x5bf16": {"zero_lines", "reduce_extremes"}}
+#: The layers each configuration runs in the default (CI) run on Icarus (every layer runs
+#: on some configuration); the rest with --run-slow.
+SAMPLE = {"2x3par": {"reduce", "extremes"},
+          "2x3lite4": {"sparse10", "uneven"},
+          "3x5sat": {"extremes", "passes"},
+          "3x5d16": {"reduce_passes", "reduce_dense", "reduce_extremes"},
+          "2x2": {"dense", "sparse1", "zero_lines", "zero", "reduce", "passes_groups"},
+          "4x4fp16": {"extremes", "reduce_passes"},
+          "3x5bf16": {"zero_lines", "reduce_extremes"}}
 
 LAYERS = {
     "dense": {"B": 2, "I": 6, "J": 8, "density": 1.0},
@@ -75,12 +72,10 @@ VERILATOR_SAMPLE = {("2x2", "sparse10"), ("2x2", "uneven")}
 
 
 def _slow(sim, layer, cfg_name):
-    """Outside the default (CI) sample: see EXTRA_CONFIG_SAMPLE, SAMPLE_3X5, VERILATOR_SAMPLE."""
-    if cfg_name in ("2x3par", "2x3lite4") and layer not in EXTRA_CONFIG_SAMPLE:
-        return True
-    if cfg_name in SAMPLE_3X5 and layer not in SAMPLE_3X5[cfg_name]:
-        return True
-    return sim == "verilator" and (cfg_name, layer) not in VERILATOR_SAMPLE
+    """Outside the default (CI) sample: see SAMPLE and VERILATOR_SAMPLE."""
+    if sim == "verilator":
+        return (cfg_name, layer) not in VERILATOR_SAMPLE
+    return cfg_name in SAMPLE and layer not in SAMPLE[cfg_name]
 
 
 PAIRS = sim_cases([(layer, cfg_name) for layer in LAYERS for cfg_name in CONFIGS

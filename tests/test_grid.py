@@ -118,7 +118,10 @@ def test_deterministic(tmp_path):
     assert a["manifest"].read_bytes() == b["manifest"].read_bytes()
 
 
-@pytest.mark.parametrize("block", ["router", "mesh", "array"])
+# the array of every micro-architecture by default (it holds the router and the mesh's
+# links); the router and the mesh alone with --run-slow
+@pytest.mark.parametrize("block", [pytest.param("router", marks=pytest.mark.slow),
+                                   pytest.param("mesh", marks=pytest.mark.slow), "array"])
 @pytest.mark.parametrize("kw", [{"num_vcs": 3}, {"router_arch": "lite", "phits": 3,
                                                  "buffer_depth": 2},
                                 {"router_arch": "parallel", "num_vcs": 4}],

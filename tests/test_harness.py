@@ -49,6 +49,7 @@ def test_verilator_harness_and_icarus_cocotb_agree(request, tmp_path_factory):
         (slow.cycles, slow.total_cycles, slow.dense_cycles, slow.macs_per_tile)
 
 
+@pytest.mark.slow
 def test_harness_and_icarus_agree_with_reduction(request, tmp_path_factory):
     """J > act_depth (K = 3 chunks, reduce phases): numpy, and the same cycles on both."""
     if not icarus_available():

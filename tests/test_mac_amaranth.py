@@ -233,7 +233,9 @@ def _top_ports(text: str, top: str) -> list[str]:
     return re.findall(r"^\s*((?:input|output)\b.*);$", body, re.M)
 
 
-@pytest.mark.parametrize("dtype", ["int16", "int8", "fp16", "bf16"])
+# one format of each core by default, the other two with --run-slow
+@pytest.mark.parametrize("dtype", ["int16", pytest.param("int8", marks=pytest.mark.slow),
+                                   "fp16", pytest.param("bf16", marks=pytest.mark.slow)])
 def test_handoff_false_leaves_the_unit_out(dtype):
     """Without the hand-off unit the core and the tile have the same ports, and the core's
     Verilog has no requantization (int: no MULT / SHIFT / RELU registers, one multiplier

@@ -52,7 +52,14 @@ def run(build_root, sim, mesh, testcase, env):
                           "WAFERTILE_KIND": "mesh", **env})
 
 
-def _slow(sim, mesh, *_):
+#: The loads of the random traffic each bigger mesh runs in the default run (the small ones
+#: run both); the other with --run-slow.
+DEFAULT_LOADS = {"3x5": (0.05,), "4x4": (1.0,), "3x5-parallel": (1.0,), "3x5-lite4": (0.05,)}
+
+
+def _slow(sim, mesh, load=None, *_):
+    if load is not None and load not in DEFAULT_LOADS.get(mesh, (load,)):
+        return True
     return (mesh, sim) not in DEFAULT
 
 

@@ -32,11 +32,15 @@ _emitted: set = set()
 
 
 def _slow(sim, cfg_name, pos=None, *_):
-    """Outside the default (CI) sample: a (config, simulator) pair not in DEFAULT, or par-v4d8
-    and v3d2 away from the interior and a corner."""
+    """Outside the default (CI) sample: a (config, simulator) pair not in DEFAULT; par-v4d8,
+    v3d2 and Verilator away from the interior and a corner; v2d4 on Icarus away from the
+    interior and two corners."""
     if (cfg_name, sim) not in DEFAULT:
         return True
-    return cfg_name in ("par-v4d8", "v3d2") and pos is not None and pos not in POSITIONS[:2]
+    if pos is None:
+        return False
+    keep = 3 if (cfg_name, sim) == ("v2d4", "icarus") else 2
+    return pos not in POSITIONS[:keep]
 
 
 def run(build_root, sim, cfg_name, testcase, env):
