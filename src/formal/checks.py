@@ -35,8 +35,9 @@ BLOCKS = {
     "buffer": "the VC buffers: occupancy, overflow, ready (proved); FIFO order and data",
     "router": "every micro-architecture: link rules, watched flits routed once each, "
               "unchanged, in order, nothing appearing",
-    "core": "the tile core against a sequential specification (replies, accumulators, "
-            "forwarding by transparent reads)",
+    "core": "the tile cores (integer and float) against a sequential specification of "
+            "every operation of the table, arithmetic units cut out (replies, accumulators, "
+            "registers, forwarding by transparent reads, the float core's bubble)",
     "sram": "the SRAM bank against a memory specification (transparent reads)",
     "phit": "serializer then deserializer: identity and order; phit and flit link rules",
 }
