@@ -79,12 +79,15 @@ class Control:
         The distinct accumulator units of ``rows`` (names mapped to one class are one
         unit), in code order of their first row.
     layout : amaranth.lib.data.StructLayout
+    units : mapping of str to unit class
+        The ``units`` it was made with.
     """
 
     rows: tuple[Op, ...]
     emits: tuple[Emit, ...]
     acc_units: tuple[type, ...]
     layout: data.StructLayout
+    units: Mapping[str, type]
 
     @classmethod
     def of(cls, ops: OpTable, config: Config, units: Mapping[str, type]) -> Control:
@@ -99,9 +102,9 @@ class Control:
         layout = data.StructLayout({**{name: 1 for name in _FLAGS},
                                     "unit": _index_shape(len(acc_units)),
                                     "emit": _index_shape(len(emits))})
-        return cls(rows, tuple(emits), tuple(acc_units), layout)
+        return cls(rows, tuple(emits), tuple(acc_units), layout, units)
 
-    def word(self, row: Op, units: Mapping[str, type]) -> dict[str, int]:
+    def word(self, row: Op) -> dict[str, int]:
         """The control word of ``row`` (a row of :attr:`rows`), as field values."""
         return {
             "legal": 1,
@@ -114,7 +117,8 @@ class Control:
             "acc_data": int(row.acc_write == "data"),
             "reg_write": int(row.reg_write),
             "emits": int(row.emit is not None),
-            "unit": self.acc_units.index(units[row.unit]) if row.acc_write == "unit" else 0,
+            "unit": (self.acc_units.index(self.units[row.unit]) if row.acc_write == "unit"
+                     else 0),
             "emit": self.emits.index(row.emit) if row.emit is not None else 0,
         }
 
@@ -129,8 +133,8 @@ class Decoder(Component):
     ctrl : ``Out(control.layout)``
     """
 
-    def __init__(self, control: Control, units: Mapping[str, type]):
-        self._words = {row.code: control.layout.const(control.word(row, units)).as_bits()
+    def __init__(self, control: Control):
+        self._words = {row.code: control.layout.const(control.word(row)).as_bits()
                        for row in control.rows}
         super().__init__({"op": In(Opcode), "ctrl": Out(control.layout)})
 
@@ -151,19 +155,13 @@ class Decoder(Component):
         return m
 
 
-def make_units(core, m: Module, units: Mapping[str, type], acc_latency: int
-               ) -> dict[type, Any]:
+def make_units(core, m: Module, units: Mapping[str, type]) -> dict[type, Any]:
     """The units ``core``'s operations need, one instance per class, added to ``m`` as
     submodules named after their first name in ``units``: ``{class: instance}``. The
-    multiplier (``units["multiply"]``) only for a table with a MAC-unit operation.
-
-    Raises
-    ------
-    ValueError
-        If an operation needs a unit that ``units`` does not name, of the wrong kind or
-        latency.
+    multiplier (``units["multiply"]``) only for a table with a MAC-unit operation. (The
+    core's :meth:`CoreBase.check` has checked ``units`` against the table when the core was
+    made: :func:`check_units`.)
     """
-    check_units(type(core).__name__, core.config, core.ops, units, acc_latency)
     names: dict[type, str] = {}
     for row in core.ops.legal(core.config):
         if row.unit is not None:

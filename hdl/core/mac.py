@@ -119,8 +119,8 @@ class MacCore(CoreBase):
         layout = payload_layout(cfg)
         units = self._units
         control = Control.of(self.ops, cfg, units)
-        m.submodules.decoder = decoder = Decoder(control, units)
-        made = make_units(self, m, units, self.ACC_LATENCY)
+        m.submodules.decoder = decoder = Decoder(control)
+        made = make_units(self, m, units)
         mul = made.get(units.get("multiply"))
         handoff = made.get(units.get("handoff"))
 
