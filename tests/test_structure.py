@@ -104,6 +104,22 @@ def test_hdl_imports_nothing_from_sim_or_synth():
     assert not bad, bad
 
 
+def test_the_parameter_store_is_a_box_apart():
+    """The parameter store (wafertile.train, MemoryX's role) knows nothing of the fabric's
+    simulation, its streams or the training driver: it shares only the number formats
+    (hdl.core.fp) and the network file (network.model); nothing but the driver and the tests
+    imports the driver (wafertile.trainer)."""
+    graph = _graph()
+    allowed = ("wafertile.train", "wafertile.errors", "wafertile.files",
+               "wafertile.hdl.core.fp", "wafertile.network.model")
+    bad = [(m, d) for m, deps in graph.items() for d in deps
+           if m.startswith("wafertile.train.") or m == "wafertile.train"
+           if d.startswith("wafertile") and not d.startswith(allowed)]
+    bad += [(m, d) for m, deps in graph.items() for d in deps
+            if d.startswith("wafertile.trainer") and not m.startswith("wafertile.trainer")]
+    assert not bad, bad
+
+
 def test_models_run_without_a_simulator():
     for name, file in MODULES.items():
         if name.startswith(("wafertile.sim.models", "wafertile.sim.stimulus")):

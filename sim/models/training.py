@@ -1,0 +1,193 @@
+"""Numpy reference of a training step on the fabric (``docs/training.md``, "The training step
+on the fabric"), bit for bit: what the float tiles and the host compute, in their order.
+
+A step of a chain of fully connected layers with ReLU (every layer but the last), softmax
+cross-entropy, on a batch of ``B`` inputs:
+
+- **forward** as inference (:func:`wafertile.stream.reference`, one chunk per layer: a
+  training layer is never split over tiles): ``Z = fp32(Z + fp32(w) * fp32(x))`` from the
+  bias, ``j`` ascending, zero operands skipped; ``X_{l+1} = half(relu(Z_l))``;
+- **the loss gradient** on the host, from the FP32 logits, in float64
+  (:func:`loss_gradient`), times the loss scale ``S``, rounded to FP32 and then to the format;
+- **backward data** (layers ``L-1 .. 1``): the transposed layer from +0, ``i`` ascending,
+  zero operands skipped; then ``FINISH_BACK``: ``half(D)`` where the forward activation
+  ``X_l > 0``, else +0;
+- **weight and bias gradients** (``GRAD``): for every position of the mask and every bias, a
+  sum from +0 over the batch in order ``b = 0 .. B-1``, zero operands skipped, the bias's
+  second operand 1.0.
+
+Everything is vectorized: one numpy step per input index (forward), per output index
+(backward data), per batch row (gradients). Words are raw bits (``uint16`` for the format,
+``uint32`` for FP32), as in :mod:`.fp`; the results are returned as ``float32`` values too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...config import Config
+from ...formats import fp32_fields
+from ...hdl.core.fp import FP32, float_format
+from ...stream.numpy_reference import reference
+from .fp import canonical, mac, relu, to_half
+
+__all__ = ["StepResult", "backward_data", "finish_back", "forward", "gradients",
+           "loss_gradient", "training_step"]
+
+
+@dataclass
+class StepResult:
+    """One training step's results (``docs/training.md``).
+
+    Attributes
+    ----------
+    loss : float
+        The mean cross-entropy of the batch (float64, reported only: nothing depends on it).
+    losses : numpy.ndarray
+        float64, ``B``: each input's cross-entropy.
+    logits : numpy.ndarray
+        float32, ``B x I_{L-1}``: the last layer's accumulators.
+    acts : list of numpy.ndarray
+        float32, ``acts[l]`` = ``X_l`` (``B x J_l``): the activations entering layer ``l``
+        (``acts[0]`` the inputs), as the tiles keep them for the backward pass.
+    dys : list of numpy.ndarray
+        float32, ``dys[l]`` = ``dY_l`` (``B x I_l``): the gradient of layer ``l``'s output as
+        the tiles hold it (numbers of the format, times ``S``); ``dys[L-1]`` is the loss
+        gradient the host writes in.
+    dw, db : list of numpy.ndarray
+        float32, ``I_l x J_l`` (+0 outside the mask) and ``I_l``: the weight and bias
+        gradients times ``S``, as the store takes them.
+    """
+
+    loss: float
+    losses: np.ndarray
+    logits: np.ndarray
+    acts: list[np.ndarray]
+    dys: list[np.ndarray]
+    dw: list[np.ndarray]
+    db: list[np.ndarray]
+
+
+def _words(values, fmt) -> np.ndarray:
+    """The words of ``values`` (numbers of ``fmt``, as float32 or float16): every NaN the
+    canonical one."""
+    return canonical(fmt.bits(np.asarray(values, np.float32)), fmt)
+
+
+def forward(config: Config, weights, biases, x) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``(logits, acts)``: the forward pass of a step, exactly inference's (``docs/network.md``,
+    "Floating-point networks"; :func:`wafertile.stream.reference` per layer): ``logits`` FP32
+    words ``B x I_{L-1}``, ``acts[l]`` the format's words of ``X_l``."""
+    fmt = float_format(config.dtype)
+    acts = [np.asarray(x, np.float32)]
+    for n, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        z = FP32.bits(reference(config, acts[-1], np.asarray(w, np.float32), fp32_fields(b)))
+        if n == len(weights) - 1:
+            return z, [_words(a, fmt) for a in acts]
+        acts.append(fmt.values(to_half(relu(z), fmt)))
+    raise ValueError("a network has at least one layer")
+
+
+def loss_gradient(logits, labels, scale: float, batch: int, dtype: str
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``(losses, dy)``: each row's cross-entropy (float64) and the loss gradient the host
+    writes into the tiles, ``half(fp32((p - onehot) * (S / batch)))`` as the format's words.
+
+    In float64, per row: ``m = max(z)``, ``e = exp(z - m)`` (numpy's), ``s = e_0 + e_1 + ...``
+    in index order, ``p = e / s``; ``loss = log(s) - (z_y - m)``. ``batch`` is the step's
+    batch ``B`` (the mean is over the step, not over one group).
+    """
+    fmt = float_format(dtype)
+    z = FP32.values(np.asarray(logits, np.uint32)).astype(np.float64)
+    labels = np.asarray(labels, np.int64)
+    with np.errstate(all="ignore"):
+        m = z.max(axis=1, keepdims=True)
+        e = np.exp(z - m)
+        s = e[:, 0].copy()
+        for c in range(1, e.shape[1]):  # in index order (not numpy's pairwise sum)
+            s = s + e[:, c]
+        p = e / s[:, None]
+        rows = np.arange(len(z))
+        losses = np.log(s) - (z[rows, labels] - m[:, 0])
+        d = p.copy()
+        d[rows, labels] = p[rows, labels] - 1.0
+        g = (d * (float(scale) / float(batch))).astype(np.float32)
+    return losses, canonical(fmt.bits(g), fmt)
+
+
+def backward_data(config: Config, w, dy) -> np.ndarray:
+    """``D`` (FP32 words ``B x J``): ``dY @ W`` on the tiles, the transposed layer (weights
+    ``W.T``) from +0, ``i`` ascending, zero operands skipped (:func:`wafertile.stream.reference`;
+    ``dy``: the format's words ``B x I``)."""
+    fmt = float_format(config.dtype)
+    return FP32.bits(reference(config, fmt.values(dy), np.asarray(w, np.float32).T))
+
+
+def finish_back(dtype: str, d, x) -> np.ndarray:
+    """``FINISH_BACK``: ``half(D)`` where the forward activation ``x`` (the format's words)
+    is greater than 0 (a positive number or +infinity), else +0: the format's words."""
+    fmt = float_format(dtype)
+    with np.errstate(invalid="ignore"):
+        positive = fmt.values(x) > 0
+    return np.where(positive, to_half(d, fmt), 0).astype(fmt.dtype)
+
+
+def gradients(dtype: str, mask, dy, x) -> tuple[np.ndarray, np.ndarray]:
+    """``(dW, db)`` as FP32 words (``I x J``, +0 outside ``mask``; ``I``): the GRAD chains,
+    from +0, over the batch rows in order, zero operands skipped; the bias's operand 1.0."""
+    fmt = float_format(dtype)
+    rows, cols = np.nonzero(np.asarray(mask, bool))
+    g = np.zeros(len(rows), np.uint32)
+    gb = np.zeros(dy.shape[1], np.uint32)
+    one = fmt.bits(np.float32(1.0))
+    for b in range(dy.shape[0]):
+        g = mac(g, dy[b, rows], x[b, cols], fmt)
+        gb = mac(gb, dy[b], one, fmt)
+    dw = np.zeros(np.shape(mask), np.uint32)
+    dw[rows, cols] = g
+    return dw, gb
+
+
+def training_step(config: Config, weights, biases, masks, x, labels, scale: float = 1.0
+                  ) -> StepResult:
+    """One step of the fabric's numerics (``docs/training.md``).
+
+    Parameters
+    ----------
+    config : Config
+        The fabric's (``dtype`` ``"fp16"`` or ``"bf16"``); a layer must not be split over tiles
+        (``J_l <= act_depth``: the training compiler checks the whole step's budget).
+    weights : list of arrays
+        ``W_l`` (``I_l x J_l``), numbers of the format (``ParameterStore.stream_weights``).
+    biases : list of arrays
+        FP32 ``b_l``.
+    masks : list of bool arrays
+        ``M_l``: the positions whose gradients are computed.
+    x : array
+        ``B x J_0`` inputs, numbers of the format.
+    labels : array
+        ``B`` integers in ``0 .. I_{L-1} - 1``.
+    scale : float
+        The loss scale ``S``.
+    """
+    dtype = config.dtype
+    fmt = float_format(dtype)
+    L = len(weights)
+    logits, acts = forward(config, weights, biases, x)
+    losses, dy = loss_gradient(logits, labels, scale, len(logits), dtype)
+    dys: list[np.ndarray] = [None] * L  # type: ignore[list-item]
+    dys[L - 1] = dy
+    dw: list[np.ndarray] = [None] * L  # type: ignore[list-item]
+    db: list[np.ndarray] = [None] * L  # type: ignore[list-item]
+    for n in reversed(range(L)):
+        gw, gb = gradients(dtype, masks[n], dys[n], acts[n])
+        dw[n], db[n] = FP32.values(gw), FP32.values(gb)
+        if n > 0:
+            dys[n - 1] = finish_back(dtype, backward_data(config, weights[n], dys[n]),
+                                      acts[n])
+    return StepResult(
+        loss=float(np.mean(losses)) if len(losses) else 0.0, losses=losses,
+        logits=FP32.values(logits), acts=[fmt.values(a).astype(np.float32) for a in acts],
+        dys=[fmt.values(d).astype(np.float32) for d in dys], dw=dw, db=db)

@@ -1,0 +1,126 @@
+"""The training loop: the fabric's step (:func:`wafertile.sim.models.training.training_step`)
+and the store's update, batch after batch; and the FP32 baseline."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import Config
+from ..hdl.core.fp import FP32
+from ..sim.models.training import StepResult, forward, training_step
+from ..train import ParameterStore
+
+__all__ = ["StepRecord", "TrainRun", "accuracy", "batches", "train", "train_fp32"]
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step: its number (from 1), the batch's mean loss, the share of the batch the
+    forward pass classified right, whether the store applied the update (False: a gradient
+    was not finite, the step was skipped) and the loss scale it ran with."""
+
+    step: int
+    loss: float
+    batch_accuracy: float
+    applied: bool
+    scale: float
+
+
+@dataclass
+class TrainRun:
+    """A run's store (trained in place) and its records."""
+
+    store: ParameterStore
+    records: list[StepRecord] = field(default_factory=list)
+
+    @property
+    def losses(self) -> list[float]:
+        return [r.loss for r in self.records]
+
+
+def batches(n: int, batch: int, steps: int, seed: int) -> Iterator[np.ndarray]:
+    """The indices of ``steps`` batches of a data set of ``n``: epoch after epoch, each a
+    permutation (``numpy.random.default_rng(seed)``, one generator for the run) cut into
+    batches of ``batch`` in order, the last of an epoch smaller when ``batch`` does not divide
+    ``n``."""
+    if n < 1 or batch < 1 or steps < 0:
+        raise ValueError(f"batches needs n >= 1, batch >= 1, steps >= 0, not {n}, {batch}, "
+                         f"{steps}")
+    rng = np.random.default_rng(seed)
+    made = 0
+    while made < steps:
+        order = rng.permutation(n)
+        for start in range(0, n, batch):
+            if made == steps:
+                return
+            yield order[start:start + batch]
+            made += 1
+
+
+def accuracy(config: Config, weights, biases, x, y) -> float:
+    """The share of ``x`` whose largest logit (the fabric's forward pass, its numerics) is the
+    label."""
+    logits, _acts = forward(config, weights, biases, x)
+    return float(np.mean(np.argmax(FP32.values(logits), axis=1) == np.asarray(y)))
+
+
+def train(config: Config, store: ParameterStore, x, y, *, steps: int, batch: int, seed: int,
+          on_step: Callable[[StepRecord, StepResult], None] | None = None) -> TrainRun:
+    """Train ``store`` (in place) for ``steps`` steps on the fabric's numerics.
+
+    Each step streams ``store.stream_weights()`` and the FP32 biases, runs
+    :func:`~wafertile.sim.models.training.training_step` on the batch with the store's loss
+    scale, and hands the gradients to ``store.apply``. ``on_step`` sees each record and the
+    step's full result.
+    """
+    run = TrainRun(store)
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.int64)
+    for step, idx in enumerate(batches(len(x), batch, steps, seed), 1):
+        scale = float(store.scale)
+        result = training_step(config, store.stream_weights(), store.biases, store.masks,
+                               x[idx], y[idx], scale)
+        applied = store.apply(result.dw, result.db)
+        hits = np.argmax(result.logits, axis=1) == y[idx]
+        record = StepRecord(step, result.loss, float(np.mean(hits)), applied, scale)
+        run.records.append(record)
+        if on_step is not None:
+            on_step(record, result)
+    return run
+
+
+def train_fp32(store: ParameterStore, x, y, *, steps: int, batch: int, seed: int) -> TrainRun:
+    """The baseline: a copy of ``store`` trained on the same batches (``seed``) with the same
+    optimizer, its gradients computed in FP32 numpy (matrix products, no rounding to the
+    tiles' format, no loss scale) from the FP32 master weights."""
+    store = copy.deepcopy(store)
+    run = TrainRun(store)
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.int64)
+    for step, idx in enumerate(batches(len(x), batch, steps, seed), 1):
+        ws, bs = store.weights, store.biases
+        acts = [x[idx]]
+        for n, (w, b) in enumerate(zip(ws, bs, strict=True)):
+            z = acts[-1] @ w.T + b
+            acts.append(np.maximum(z, np.float32(0)) if n < len(ws) - 1 else z)
+        z = acts[-1].astype(np.float64)
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+        rows = np.arange(len(idx))
+        loss = float(np.mean(-np.log(p[rows, y[idx]])))
+        hits = float(np.mean(np.argmax(z, axis=1) == y[idx]))
+        p[rows, y[idx]] -= 1.0
+        g = (p / len(idx)).astype(np.float32)
+        dw, db = [None] * len(ws), [None] * len(ws)
+        for n in reversed(range(len(ws))):
+            dw[n] = np.where(store.masks[n], g.T @ acts[n], np.float32(0)).astype(np.float32)
+            db[n] = g.sum(axis=0, dtype=np.float32)
+            if n:
+                g = ((g @ ws[n]) * (acts[n] > 0)).astype(np.float32)
+        scale = float(store.scale)
+        applied = store.apply([d * np.float32(scale) for d in dw],
+                              [d * np.float32(scale) for d in db])
+        run.records.append(StepRecord(step, loss, hits, applied, scale))
+    return run
