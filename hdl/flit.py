@@ -70,6 +70,14 @@ class Opcode(enum.Enum, shape=4):
     #: optional ReLU, saturation to ``data_width``), sent as a WRITE_ACT ``{addr: addr_b,
     #: data: act}`` to the tiles of the rectangle in ``data`` (:func:`handoff_layout`).
     FINISH = 9
+    #: Float tiles (training, ``docs/training.md``): emit a GRAD ``{addr, addr_b, data:
+    #: data + act[addr] * act[addr_b]}`` (FP32 ``data``; unchanged when either activation is
+    #: zero) to the tile below in the same column, or out of the south edge from the last row.
+    GRAD = 10
+    #: Float tiles (training): finish an input gradient, ``g = to_half(acc[addr])`` if
+    #: ``act[addr_b] > 0`` else +0, sent as a WRITE_ACT ``{addr: addr_b, data: g}`` to the
+    #: rectangle in ``data``, as FINISH.
+    FINISH_BACK = 11
 
 
 class Reg(enum.Enum, shape=2):

@@ -24,7 +24,10 @@ class Tile(ConfiguredComponent):
     virtual channel. The core's output flits (READ replies, SEND's ADD flits) enter the router's
     local port with a unicast header built from the request's ``data`` field, read as a
     :func:`~wafertile.hdl.flit.route_layout` (the core echoes it on ``o_tag``); the core waits
-    while that VC's local input buffer is full.
+    while that VC's local input buffer is full. A FINISH's (or FINISH_BACK's) WRITE_ACT goes to
+    the row rectangle in its ``data``; a GRAD's output (an output whose route is ``"down"``,
+    :class:`~wafertile.hdl.core.ops.Emit`) to the tile below on VC 0, or, from the last row,
+    out of the array's south edge.
 
     Coordinates are inputs, so one Verilog module serves every tile of an array.
 
@@ -90,31 +93,36 @@ class Tile(ConfiguredComponent):
         header = from_core.flit.header
         # the outputs of the operations whose data field carries a hand-off (FINISH's
         # WRITE_ACT), of the core's table (:mod:`.core.ops`)
-        handoffs = [row.emit.op for row in core.ops.emitting(cfg) if row.data == "handoff"]
-        if not handoffs:  # no FINISH: every output goes to its request's route
-            m.d.comb += [
-                from_core.valid.eq(core.o.valid),
-                from_core.flit.payload.eq(core.o.payload),
-                header.x0.eq(route.x), header.x1.eq(route.x),
-                header.y0.eq(route.y), header.y1.eq(route.y),
-                header.vc.eq(route.vc), header.exit.eq(route.exit),
-                core.o.ready.eq(from_core.ready.bit_select(route.vc, 1)),
-            ]
-        else:
+        emitting = core.ops.emitting(cfg)
+        handoffs = {row.emit.op for row in emitting if row.data == "handoff"}
+        downs = {row.emit.op for row in emitting if row.emit.route == "down"}
+        # The header fields of each way, then picked by the output's opcode (an opcode that
+        # is both a hand-off's and a route's output, WRITE_ACT, is told apart by the data
+        # kind of the request: only FINISH's carries a hand-off, and only its output is a
+        # WRITE_ACT).
+        x0, x1, y0, y1, vc, exit_ = (route.x, route.x, route.y, route.y, route.vc, route.exit)
+        if handoffs:
             handoff = data.View(handoff_layout(cfg), core.o_tag[:cfg.handoff_width])
-            finished = matches(core.o.payload.op, handoffs)
-            vc = Mux(finished, handoff.vc, route.vc)
-            m.d.comb += [
-                from_core.valid.eq(core.o.valid),
-                from_core.flit.payload.eq(core.o.payload),
-                header.x0.eq(Mux(finished, handoff.x0, route.x)),
-                header.x1.eq(Mux(finished, handoff.x1, route.x)),
-                header.y0.eq(Mux(finished, handoff.y, route.y)),
-                header.y1.eq(Mux(finished, handoff.y, route.y)),
-                header.vc.eq(vc),
-                header.exit.eq(Mux(finished, Port.LOCAL, route.exit)),
-                core.o.ready.eq(from_core.ready.bit_select(vc, 1)),
-            ]
+            finished = matches(core.o.payload.op, sorted(handoffs, key=lambda op: op.value))
+            x0, x1 = Mux(finished, handoff.x0, x0), Mux(finished, handoff.x1, x1)
+            y0, y1 = Mux(finished, handoff.y, y0), Mux(finished, handoff.y, y1)
+            vc = Mux(finished, handoff.vc, vc)
+            exit_ = Mux(finished, Port.LOCAL, exit_)
+        if downs:
+            down = matches(core.o.payload.op, sorted(downs, key=lambda op: op.value))
+            last = self.y == cfg.rows - 1
+            below = Mux(last, self.y, self.y + 1)
+            x0, x1 = Mux(down, self.x, x0), Mux(down, self.x, x1)
+            y0, y1 = Mux(down, below, y0), Mux(down, below, y1)
+            vc = Mux(down, 0, vc)
+            exit_ = Mux(down, Mux(last, Port.SOUTH, Port.LOCAL), exit_)
+        m.d.comb += [
+            from_core.valid.eq(core.o.valid),
+            from_core.flit.payload.eq(core.o.payload),
+            header.x0.eq(x0), header.x1.eq(x1), header.y0.eq(y0), header.y1.eq(y1),
+            header.vc.eq(vc), header.exit.eq(exit_),
+            core.o.ready.eq(from_core.ready.bit_select(vc, 1)),
+        ]
         m.d.comb += [self.mac_done.eq(core.mac_done), self.mac_skipped.eq(core.mac_skipped),
                      self.act_written.eq(core.act_written), self.error.eq(core.error)]
         return m

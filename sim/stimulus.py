@@ -173,7 +173,7 @@ NO_HANDOFF_DIRECTED = {
 }
 
 #: The cases that test the hand-off unit itself (left out without it).
-_HANDOFF_CASES = ("requant", "fp_finish")
+_HANDOFF_CASES = ("requant", "fp_finish", "fp_finish_back")
 
 
 def directed_cases(config: Config) -> list[str]:
@@ -446,6 +446,49 @@ def _fp_finish(cfg: Config) -> list[Flit]:
     return flits
 
 
+def _fp_grad(cfg: Config) -> list[Flit]:
+    """GRAD (training, ``docs/training.md``): the sum ``data + act[addr] * act[addr_b]``
+    with each operand +0, -0, an infinity, a NaN, a subnormal, a large value; the data -0,
+    an infinity, a NaN; a GRAD right after the WRITE_ACT of either operand (the second read
+    port's transparency) and between MACs, ADDs and reads of one accumulator."""
+    low, _normal, top = _tiny(cfg)
+    acts = [1.5, -2.0, 0.0, -0.0, np.inf, np.nan, low, top, -3.0, 0.75]
+    flits = [_f(Opcode.WRITE_ACT, a, data=v) for a, v in enumerate(_h(cfg, *acts))]
+    data = _w(0.25, 7.0, -1.0, -0.0, np.inf, np.nan, 1e30, -2.5e-40)
+    for k, (a, b) in enumerate([(0, 1), (0, 2), (3, 4), (0, 4), (5, 0), (6, 6), (7, 7),
+                                (8, 9), (1, 8), (4, 1), (2, 5)]):
+        flits.append(_f(Opcode.GRAD, a, b, data[k % len(data)]))
+    two, one = _h(cfg, 2.0, 1.0)
+    flits += [_f(Opcode.WRITE_ACT, 12, data=two), _f(Opcode.GRAD, 12, 0, _w(1.0)[0]),
+              _f(Opcode.WRITE_ACT, 13, data=two), _f(Opcode.GRAD, 0, 13, _w(1.0)[0]),
+              _f(Opcode.WRITE_ACC, 2, data=_w(0.5)[0]), _f(Opcode.MAC, 2, 0, one),
+              _f(Opcode.GRAD, 2, 9, _w(-1.0)[0]), _f(Opcode.MAC, 2, 0, one),
+              _f(Opcode.ADD, 2, data=_w(4.0)[0]), _f(Opcode.GRAD, 0, 0, _w(0.0)[0]),
+              _f(Opcode.READ_ACC, 2), _f(Opcode.GRAD, 9, 9, _w(0.0)[0])]
+    return flits
+
+
+def _fp_finish_back(cfg: Config) -> list[Flit]:
+    """FINISH_BACK (training): the rounded accumulator where the activation at ``addr_b``
+    is greater than 0 (a positive number, a subnormal, +infinity), +0 where it is +0, -0,
+    negative or a NaN, for accumulators of every kind; right after the MAC and the ADD that
+    make its accumulator; the activation it tests is not written by the core itself."""
+    values = [1.0, -1.0, 2.5e-3, np.nan, 3.0e5, -np.inf, -0.0, 1e-30]
+    flits = [_f(Opcode.WRITE_ACC, a, data=v) for a, v in enumerate(_w(*values))]
+    low, _normal, _top = _tiny(cfg)
+    masks = [1.0, 0.0, -0.0, -2.0, np.nan, np.inf, low, -np.inf]
+    flits += [_f(Opcode.WRITE_ACT, 20 + k, data=v) for k, v in enumerate(_h(cfg, *masks))]
+    for a in range(len(values)):
+        for k in range(len(masks)):
+            if (a + k) % 2 == 0 or k < 2:
+                flits.append(_f(Opcode.FINISH_BACK, a, 20 + k, data=a * 8 + k))
+    one = _h(cfg, 1.0)[0]
+    flits += [_f(Opcode.MAC, 0, 20, one), _f(Opcode.FINISH_BACK, 0, 20, data=1),
+              _f(Opcode.ADD, 1, data=_w(5.0)[0]), _f(Opcode.FINISH_BACK, 1, 26, data=2),
+              _f(Opcode.READ_ACT, 20), _f(Opcode.READ_ACT, 26), _f(Opcode.READ_ACC, 0)]
+    return flits
+
+
 #: Directed cases of a floating-point core (fp16 / bf16), by name.
 FLOAT_DIRECTED = {
     "fp_signed_zero": _fp_signed_zero,
@@ -456,6 +499,8 @@ FLOAT_DIRECTED = {
     "fp_cancel": _fp_cancel,
     "fp_runs": _fp_runs,
     "fp_finish": _fp_finish,
+    "fp_grad": _fp_grad,
+    "fp_finish_back": _fp_finish_back,
 }
 
 

@@ -60,7 +60,7 @@ def simulate(cfg: Config, flits, *, seed: int = 0, idle: float = 0.0, stall: flo
     async def bench(ctx):
         k = 0
         quiet = 0
-        while k < len(words) or quiet < 4:
+        while k < len(words) or quiet < 6:  # the float core offers an output 4 cycles on
             valid = k < len(words) and rng.random() >= idle
             ready = rng.random() >= stall
             ctx.set(dut.i.valid, valid)
@@ -134,6 +134,66 @@ def test_float_directed(cfg, case):
     # With no backpressure the input waits only for the bubbles: one per flit that uses the
     # accumulator the flit just before it writes (CoreModel counts them).
     assert got["stalls"] == CoreModel(cfg).run(flits).bubbles
+
+
+def _fp32(value: float) -> int:
+    return int(np.array([value], np.float32).view(np.uint32)[0])
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("stall", [0.0, 0.6])
+def test_training_operations_by_hand(dtype, stall):
+    """GRAD and FINISH_BACK on the RTL alone (no model), against values worked out by hand
+    from docs/training.md: every operand and sum exact in FP16, BF16 and FP32."""
+    cfg = FLOAT_CONFIGS[dtype]
+    fmt = float_format(dtype)
+
+    def h(v):
+        return int(fmt.bits(np.array([v], np.float32))[0])
+
+    def w(v):
+        word = _fp32(v)
+        return word - (1 << 32) if word >> 31 else word
+
+    flits = [{"op": Opcode.WRITE_ACT, "addr": a, "data": h(v)}
+             for a, v in ((1, 1.5), (2, -2.0), (3, 0.0), (5, 1.0), (6, -0.0), (7, np.nan))]
+    flits += [{"op": Opcode.WRITE_ACC, "addr": 0, "data": w(2.5)},
+              {"op": Opcode.WRITE_ACC, "addr": 1, "data": w(-1.0)},
+              {"op": Opcode.GRAD, "addr": 1, "addr_b": 2, "data": w(0.25)},    # -2.75
+              {"op": Opcode.GRAD, "addr": 1, "addr_b": 3, "data": w(7.0)},     # 7 (skipped)
+              {"op": Opcode.GRAD, "addr": 2, "addr_b": 2, "data": w(-0.0)},    # 4
+              {"op": Opcode.WRITE_ACT, "addr": 4, "data": h(3.0)},
+              {"op": Opcode.GRAD, "addr": 4, "addr_b": 1, "data": w(1.0)},     # 5.5
+              {"op": Opcode.FINISH_BACK, "addr": 0, "addr_b": 5, "data": 9},   # 2.5
+              {"op": Opcode.FINISH_BACK, "addr": 1, "addr_b": 5},              # -1
+              {"op": Opcode.FINISH_BACK, "addr": 0, "addr_b": 6},              # +0
+              {"op": Opcode.FINISH_BACK, "addr": 0, "addr_b": 7},              # +0
+              {"op": Opcode.MAC, "addr": 0, "addr_b": 1, "data": h(2.0)},      # acc 5.5
+              {"op": Opcode.FINISH_BACK, "addr": 0, "addr_b": 1}]              # 5.5
+    got = simulate(cfg, flits, seed=3, stall=stall)
+    want = [(Opcode.GRAD, 1, 2, _fp32(-2.75)), (Opcode.GRAD, 1, 3, _fp32(7.0)),
+            (Opcode.GRAD, 2, 2, _fp32(4.0)), (Opcode.GRAD, 4, 1, _fp32(5.5)),
+            (Opcode.WRITE_ACT, 5, 0, h(2.5)), (Opcode.WRITE_ACT, 5, 0, h(-1.0)),
+            (Opcode.WRITE_ACT, 6, 0, 0), (Opcode.WRITE_ACT, 7, 0, 0),
+            (Opcode.WRITE_ACT, 1, 0, h(5.5))]
+    assert [(o["op"], o["addr"], o["addr_b"], o["data"] & 0xFFFFFFFF)
+            for o in got["outputs"]] == want
+    assert got["tags"][4] == 9 and got["error"] == 0
+
+
+@pytest.mark.parametrize("op", [Opcode.GRAD, Opcode.FINISH_BACK])
+def test_integer_cores_do_not_train(op):
+    """GRAD and FINISH_BACK are float operations: an integer core consumes them with no
+    effect, raises the sticky error and emits nothing but the READ's reply."""
+    cfg = CONFIGS["d16a32wrap"]
+    flits = [{"op": Opcode.WRITE_ACT, "addr": 1, "data": 3},
+             {"op": Opcode.WRITE_ACC, "addr": 1, "data": 40},
+             {"op": op, "addr": 1, "addr_b": 1, "data": 5},
+             {"op": Opcode.READ_ACC, "addr": 1}]
+    got = simulate(cfg, flits)
+    assert got["error"] == 1
+    assert [(o["op"], o["data"]) for o in got["outputs"]] == [(Opcode.REPLY, 40)]
+    _check(cfg, flits, got)
 
 
 @pytest.mark.parametrize("cfg", FLOAT_CONFIGS.values(), ids=FLOAT_CONFIGS.keys())

@@ -56,48 +56,63 @@ def test_one_row_per_opcode_in_code_order():
 def test_legal_sets():
     base = ["WRITE_ACT", "WRITE_ACC", "READ_ACT", "READ_ACC", "MAC", "ADD", "SEND"]
     for dtype in ("int8", "int16", "fp16", "bf16"):
-        assert _names(legal(Config(dtype=dtype))) == [*base, "SET", "FINISH"]
-        assert _names(legal(Config(dtype=dtype, handoff=False))) == base
-        assert _names(absent(Config(dtype=dtype, handoff=False))) == ["SET", "FINISH"]
-        assert absent(Config(dtype=dtype)) == ()
+        # the float tiles' training operations: GRAD always, FINISH_BACK with the hand-off
+        grad = ["GRAD"] if dtype.startswith(("fp", "bf")) else []
+        back = ["FINISH_BACK"] if grad else []
+        assert _names(legal(Config(dtype=dtype))) == [*base, "SET", "FINISH", *grad, *back]
+        assert _names(legal(Config(dtype=dtype, handoff=False))) == [*base, *grad]
+        assert _names(absent(Config(dtype=dtype, handoff=False))) == \
+            ["SET", "FINISH", *(["GRAD"] if not grad else []), "FINISH_BACK"]
+        assert _names(absent(Config(dtype=dtype))) == ([] if grad else ["GRAD", "FINISH_BACK"])
     assert "REPLY" not in _names(OPS.operations())
 
 
 def test_what_emits_reads_and_writes():
-    assert _names(emitting()) == ["READ_ACT", "READ_ACC", "SEND", "FINISH"]
+    assert _names(emitting(Config())) == ["READ_ACT", "READ_ACC", "SEND", "FINISH"]
+    assert _names(emitting()) == ["READ_ACT", "READ_ACC", "SEND", "FINISH", "GRAD",
+                                  "FINISH_BACK"]
     assert _names(emitting(Config(handoff=False))) == ["READ_ACT", "READ_ACC", "SEND"]
-    assert [row.emit.op for row in emitting()] == [Opcode.REPLY, Opcode.REPLY, Opcode.ADD,
+    assert _names(emitting(Config(dtype="bf16"))) == ["READ_ACT", "READ_ACC", "SEND", "FINISH",
+                                                      "GRAD", "FINISH_BACK"]
+    assert [row.emit.op for row in emitting(Config())] == [Opcode.REPLY, Opcode.REPLY, Opcode.ADD,
                                                    Opcode.WRITE_ACT]
-    assert _names(OPS.where(lambda r: r.data == "handoff")) == ["FINISH"]
+    assert [row.emit.route for row in emitting(Config(dtype="fp16"))] == \
+        ["request"] * 4 + ["down", "request"]
+    assert _names(OPS.where(lambda r: r.data == "handoff")) == ["FINISH", "FINISH_BACK"]
     assert _names(OPS.where(lambda r: r.uses_acc)) == ["WRITE_ACC", "READ_ACC", "MAC", "ADD",
-                                                       "SEND", "FINISH"]
+                                                       "SEND", "FINISH", "FINISH_BACK"]
     assert _names(OPS.where(lambda r: r.counts_mac)) == ["MAC"]
+    assert _names(OPS.where(lambda r: r.act_weight is not None)) == ["GRAD"]
+    assert OPS["GRAD"].act_fields == ("addr_b", "addr")
     assert {row.name: row.addr_space for row in OPS.operations()} == {
         "WRITE_ACT": "act", "WRITE_ACC": "acc", "READ_ACT": "act", "READ_ACC": "acc",
-        "MAC": "acc", "ADD": "acc", "SEND": "acc", "SET": "reg", "FINISH": "acc"}
+        "MAC": "acc", "ADD": "acc", "SEND": "acc", "SET": "reg", "FINISH": "acc",
+        "GRAD": "act", "FINISH_BACK": "acc"}
     assert OPS.units(Config()) == {"mac", "add", "handoff"}
     assert OPS.units(Config(handoff=False)) == {"mac", "add"}
+    assert OPS.units(Config(dtype="fp16")) == {"mac", "add", "handoff", "grad", "backprop"}
 
 
 def test_helpers():
     assert code_of(Opcode.SEND) == 6 == code_of(np.int64(6)) == code_of(OPS["SEND"])
     with pytest.raises(TypeError):
         code_of(True)
-    assert codes(emitting()) == (2, 3, 6, 9)
+    assert codes(emitting(Config())) == (2, 3, 6, 9)
+    assert codes(emitting()) == (2, 3, 6, 9, 10, 11)
 
 
 @pytest.mark.parametrize(("columns", "message"), [
     ({"name": "MAC", "code": 5}, "code 5 is Opcode.ADD"),
     ({"name": "X", "code": 16}, "code must be an integer from 0 to 15"),
-    ({"name": "X", "code": 10, "acc_write": "unit"}, "a unit is needed"),
-    ({"name": "X", "code": 10, "unit": "add"}, "a unit is needed"),
-    ({"name": "X", "code": 10, "data": "value",
+    ({"name": "X", "code": 12, "acc_write": "unit"}, "a unit is needed"),
+    ({"name": "X", "code": 12, "unit": "add"}, "a unit is needed"),
+    ({"name": "X", "code": 12, "data": "value",
       "emit": Emit(Opcode.REPLY, "addr", None, "acc"), "acc_read": True}, "route or hand-off"),
-    ({"name": "X", "code": 10, "data": "route",
+    ({"name": "X", "code": 12, "data": "route",
       "emit": Emit(Opcode.REPLY, "addr", None, "act")}, "an activation it does not read"),
-    ({"name": "X", "code": 10, "skips_zero": True}, "a weight and an activation read"),
-    ({"name": "X", "code": 10, "operation": False, "acc_read": True}, "no operation"),
-    ({"name": "X", "code": 10, "formats": frozenset({"fixed"})}, "formats"),
+    ({"name": "X", "code": 12, "skips_zero": True}, "and an activation read"),
+    ({"name": "X", "code": 12, "operation": False, "acc_read": True}, "no operation"),
+    ({"name": "X", "code": 12, "formats": frozenset({"fixed"})}, "formats"),
 ])
 def test_bad_rows_are_refused(columns, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -106,9 +121,9 @@ def test_bad_rows_are_refused(columns, message):
 
 def test_tables_refuse_clashes():
     with pytest.raises(ValueError, match="same code"):
-        OpTable([*OPS, Op("X", 10), Op("Y", 10)])
+        OpTable([*OPS, Op("X", 12), Op("Y", 12)])
     with pytest.raises(ValueError, match="same name"):
-        OpTable([*OPS, Op("MAC", 11)])
+        OpTable([*OPS, Op("MAC", 12)])
     with pytest.raises(TypeError):
         OpTable([*OPS, "MAC"])
 
@@ -158,8 +173,8 @@ def test_docs_opcode_table_agrees_with_the_table():
         assert ("skipped" in effect) == row.skips_zero, where
         assert ("acc[addr]" in text) == row.uses_acc, where
         assert ("tile register" in effect) == row.reg_write, where
-        if row.act_field:
-            assert f"act[{row.act_field}]" in text, where
+        for name in row.act_fields:
+            assert f"act[{name}]" in text, where
         if row.act_write:
             assert f"`act[{row.act_write}] = data" in effect, where
         if row.acc_write == "data":
@@ -173,9 +188,12 @@ def test_docs_opcode_table_agrees_with_the_table():
         fields = _output_fields(output)
         for name in ("addr", "addr_b"):
             assert fields.get(name) == getattr(row.emit, name), (where, name)
-        source = {"act": "act[", "acc": "acc[", "unit": "requant("}[row.emit.data]
+        unit = "requant(" if row.unit == "handoff" else f"{row.unit}("
+        source = {"act": "act[", "acc": "acc[", "unit": unit}[row.emit.data]
         assert fields["data"].startswith(source), where
         assert ("rectangle" in output) == (row.data == "handoff"), where
+        assert ("the tile below" in output) == (row.emit.route == "down"), where
+        assert ("float tiles only" in effect) == (row.formats == {"float"}), where
 
 
 # -- the cores -----------------------------------------------------------------------------------
@@ -200,12 +218,12 @@ def test_cores_refuse_what_they_cannot_execute():
 # -- the extension point: operations added by a test ---------------------------------------------
 
 #: A dummy operation that the existing units and paths carry: REPLY with ``act[addr_b]``.
-READ_ACT_B = Op("READ_ACT_B", 10, act_read="addr_b", data="route",
+READ_ACT_B = Op("READ_ACT_B", 13, act_read="addr_b", data="route",
                 emit=Emit(Opcode.REPLY, "addr", "addr_b", "act"))
 #: Another: ``acc[addr] += data`` under a second code (the ADD unit).
-ADD_B = Op("ADD_B", 11, acc_read=True, unit="add", acc_write="unit", data="value")
+ADD_B = Op("ADD_B", 14, acc_read=True, unit="add", acc_write="unit", data="value")
 #: One with a unit of its own: ``acc[addr] = max(acc[addr], data)``.
-MAX = Op("ACC_MAX", 12, acc_read=True, unit="max", acc_write="unit", data="value")
+MAX = Op("ACC_MAX", 15, acc_read=True, unit="max", acc_write="unit", data="value")
 DUMMIES = OPS.with_rows(READ_ACT_B, ADD_B)
 
 
@@ -225,10 +243,10 @@ def test_added_rows_are_legal_and_counted():
 def test_the_model_executes_added_rows_and_units():
     flits = [{"op": Opcode.WRITE_ACT, "addr": 3, "data": -7},
              {"op": Opcode.WRITE_ACC, "addr": 1, "data": 40},
-             {"op": 10, "addr": 5, "addr_b": 3, "data": 77},
-             {"op": 11, "addr": 1, "data": 2},
-             {"op": 12, "addr": 1, "data": 100},
-             {"op": 12, "addr": 1, "data": -5},
+             {"op": 13, "addr": 5, "addr_b": 3, "data": 77},
+             {"op": 14, "addr": 1, "data": 2},
+             {"op": 15, "addr": 1, "data": 100},
+             {"op": 15, "addr": 1, "data": -5},
              {"op": Opcode.READ_ACC, "addr": 1}]
     result = CoreModel(INT, OPS.with_rows(READ_ACT_B, ADD_B, MAX), {"max": _acc_max}).run(flits)
     assert result.outputs == [{"op": Opcode.REPLY, "addr": 5, "addr_b": 3, "data": -7},
@@ -246,7 +264,7 @@ def test_random_streams_and_coverage_pick_added_rows_up():
     rng = np.random.default_rng(1)
     flits = random_stream(INT, rng, 2000, 0.5, ops=DUMMIES)
     ops = {code_of(f["op"]) for f in flits}
-    assert {10, 11} <= ops and ops <= set(codes(DUMMIES.legal(INT)))
+    assert {13, 14} <= ops and ops <= set(codes(DUMMIES.legal(INT)))
     group = core_covergroup(DUMMIES, registry={})
     model = CoreCoverModel(INT, DUMMIES, group)
     layout = payload_layout(INT)
@@ -269,9 +287,9 @@ def test_the_cores_execute_added_rows(request, cfg):
     the ADD unit, the output and its data, the float core's hazard, all from the table."""
     seed = seed_for(request)
     directed = [{"op": Opcode.WRITE_ACT, "addr": 3, "data": 5},
-                {"op": 10, "addr": 1, "addr_b": 3, "data": 9},
+                {"op": 13, "addr": 1, "addr_b": 3, "data": 9},
                 {"op": Opcode.WRITE_ACC, "addr": 2, "data": 0},
-                {"op": 11, "addr": 2, "data": 4}, {"op": 11, "addr": 2, "data": 4},
+                {"op": 14, "addr": 2, "data": 4}, {"op": 14, "addr": 2, "data": 4},
                 {"op": Opcode.READ_ACC, "addr": 2}]
     flits = directed + random_stream(cfg, np.random.default_rng(seed), 300, 0.5,
                                      ops=DUMMIES) + dump(cfg)
@@ -324,12 +342,12 @@ def test_the_cores_execute_an_added_unit(request, cfg):
     table = OPS.with_rows(MAX, ADD_B)
     unit = AccMaxFloat if cfg.is_float else AccMaxInt
     directed = [{"op": Opcode.WRITE_ACC, "addr": 1, "data": 40},
-                {"op": 12, "addr": 1, "data": 100}, {"op": 12, "addr": 1, "data": -5},
-                {"op": Opcode.READ_ACC, "addr": 1}, {"op": 12, "addr": 1, "data": 300},
-                {"op": 11, "addr": 1, "data": 1}, {"op": Opcode.READ_ACC, "addr": 1}]
+                {"op": 15, "addr": 1, "data": 100}, {"op": 15, "addr": 1, "data": -5},
+                {"op": Opcode.READ_ACC, "addr": 1}, {"op": 15, "addr": 1, "data": 300},
+                {"op": 14, "addr": 1, "data": 1}, {"op": Opcode.READ_ACC, "addr": 1}]
     flits = directed + random_stream(cfg, np.random.default_rng(seed), 300, 0.5,
                                      ops=table) + dump(cfg)
-    assert 12 in {code_of(f["op"]) for f in flits[len(directed):]}
+    assert 15 in {code_of(f["op"]) for f in flits[len(directed):]}
     got = simulate(cfg, flits, seed=seed, idle=0.2, stall=0.3, ops=table,
                    units={"max": unit})
     _check(cfg, flits, got, table, {"max": _acc_max})

@@ -18,9 +18,15 @@ opcode. The word's fields:
 ``acc_read``   it reads ``acc[addr]``
 ``acc_write``  it writes ``acc[addr]`` (a MAC only for a nonzero pair)
 ``acc_data``   the value written is the request's ``data`` (else its unit's result)
-``unit``       which accumulator unit (an index into :attr:`Control.acc_units`)
+``act_weight`` the product's weight is a second activation (GRAD), not ``data``
+``sum_data``   the accumulator unit adds to the request's ``data``, not to an
+               accumulator (GRAD: it reads none)
+``emit_sum``   the output's data is the accumulator unit's sum (GRAD), in a core that
+               emits after the unit's latency
 ``reg_write``  it writes tile register ``addr`` (SET)
 ``emits``      it emits a flit from the last stage
+``unit``       which accumulator unit (an index into :attr:`Control.acc_units`)
+``out_unit``   which output unit (an index into :attr:`Control.out_units`)
 ``emit``       which output (an index into :attr:`Control.emits`)
 ============== =====================================================================
 
@@ -46,12 +52,13 @@ from .sram import bank_ports
 from .units import unit_kind
 
 __all__ = ["Control", "CoreBase", "Decoder", "acc_reads", "acc_writes", "act_address",
-           "check_units", "core_ports", "drive_output", "make_units", "pick_result",
-           "pipeline_hold", "status_flags", "tile_registers"]
+           "check_units", "core_ports", "drive_output", "make_units", "output_flit",
+           "pick_output", "pick_result", "pipeline_hold", "second_act_read", "status_flags",
+           "tile_registers"]
 
 #: The one-bit fields of the control word, in the struct's order.
 _FLAGS = ("legal", "act_by_addr", "act_write", "mac", "counts_mac", "acc_read", "acc_write",
-          "acc_data", "reg_write", "emits")
+          "acc_data", "act_weight", "sum_data", "emit_sum", "reg_write", "emits")
 
 
 def _index_shape(n: int) -> range:
@@ -78,6 +85,11 @@ class Control:
     acc_units : tuple of unit classes
         The distinct accumulator units of ``rows`` (names mapped to one class are one
         unit), in code order of their first row.
+    out_units : tuple of unit classes
+        The distinct output units of ``rows``, likewise.
+    weight_field : str or None
+        The payload field that addresses the second activation of the rows that read one
+        (:attr:`~.ops.Op.act_weight`; one field for all), or None.
     layout : amaranth.lib.data.StructLayout
     units : mapping of str to unit class
         The ``units`` it was made with.
@@ -86,6 +98,8 @@ class Control:
     rows: tuple[Op, ...]
     emits: tuple[Emit, ...]
     acc_units: tuple[type, ...]
+    out_units: tuple[type, ...]
+    weight_field: str | None
     layout: data.StructLayout
     units: Mapping[str, type]
 
@@ -93,19 +107,32 @@ class Control:
     def of(cls, ops: OpTable, config: Config, units: Mapping[str, type]) -> Control:
         rows = ops.legal(config)
         emits: list[Emit] = []
-        acc_units: list[type] = []
+        kinds: dict[str | None, list[type]] = {"acc": [], "output": []}
         for row in rows:
             if row.emit is not None and row.emit not in emits:
                 emits.append(row.emit)
-            if row.acc_write == "unit" and units[row.unit] not in acc_units:
-                acc_units.append(units[row.unit])
+            if row.unit is not None:
+                found = kinds.setdefault(unit_kind(units[row.unit]), [])
+                if units[row.unit] not in found:
+                    found.append(units[row.unit])
+        fields = {row.act_weight for row in rows if row.act_weight}
+        if len(fields) > 1:
+            raise ValueError(f"the second activation of every operation must come from one "
+                             f"field, not {sorted(fields)}")
         layout = data.StructLayout({**{name: 1 for name in _FLAGS},
-                                    "unit": _index_shape(len(acc_units)),
+                                    "unit": _index_shape(len(kinds["acc"])),
+                                    "out_unit": _index_shape(len(kinds["output"])),
                                     "emit": _index_shape(len(emits))})
-        return cls(rows, tuple(emits), tuple(acc_units), layout, units)
+        return cls(rows, tuple(emits), tuple(kinds["acc"]), tuple(kinds["output"]),
+                   fields.pop() if fields else None, layout, units)
+
+    def kind(self, row: Op) -> str | None:
+        """The kind of ``row``'s unit (:func:`~.units.unit_kind`), or None."""
+        return unit_kind(self.units[row.unit]) if row.unit is not None else None
 
     def word(self, row: Op) -> dict[str, int]:
         """The control word of ``row`` (a row of :attr:`rows`), as field values."""
+        kind = self.kind(row)
         return {
             "legal": 1,
             "act_by_addr": int(row.act_field == "addr"),
@@ -115,10 +142,13 @@ class Control:
             "acc_read": int(row.acc_read),
             "acc_write": int(row.acc_write is not None),
             "acc_data": int(row.acc_write == "data"),
+            "act_weight": int(row.act_weight is not None),
+            "sum_data": int(kind == "acc" and not row.acc_read),
+            "emit_sum": int(kind == "acc" and row.emit is not None and row.emit.data == "unit"),
             "reg_write": int(row.reg_write),
             "emits": int(row.emit is not None),
-            "unit": (self.acc_units.index(self.units[row.unit]) if row.acc_write == "unit"
-                     else 0),
+            "unit": self.acc_units.index(self.units[row.unit]) if kind == "acc" else 0,
+            "out_unit": self.out_units.index(self.units[row.unit]) if kind == "output" else 0,
             "emit": self.emits.index(row.emit) if row.emit is not None else 0,
         }
 
@@ -178,11 +208,13 @@ def make_units(core, m: Module, units: Mapping[str, type]) -> dict[type, Any]:
 
 
 def check_units(owner: str, config: Config, ops: OpTable, units: Mapping[str, type],
-                acc_latency: int) -> None:
+                acc_latency: int, emits_sums: bool = False) -> None:
     """Raise ``ValueError`` if an operation of ``ops`` for ``config`` needs a unit that
     ``units`` does not name, or one of the wrong kind or latency (the accumulator units'
-    ``acc_latency``, the output units' 0); or if the MAC-unit operations are not exactly
-    those that skip a zero operand."""
+    ``acc_latency``, the output units' 0); if the MAC-unit operations are not exactly those
+    that skip a zero operand (with GRAD's unit, the one that skips and emits its sum); or if
+    an operation emits an accumulator unit's sum (or reads a second activation) in a core
+    that does not (``emits_sums``: the float core)."""
     def need(name: str, kind: str, latency: int, why: str) -> None:
         cls = units.get(name)
         if cls is None:
@@ -198,12 +230,16 @@ def check_units(owner: str, config: Config, ops: OpTable, units: Mapping[str, ty
 
     for row in ops.legal(config):
         why = f"operation {row.name}"
-        if (row.unit == "mac") != row.skips_zero:
+        sums_out = row.act_weight is not None
+        if (row.unit == "mac" or sums_out) != row.skips_zero:
             raise ValueError(f"{owner} skips the zero operands of exactly the operations of "
-                             f"its MAC unit ({why})")
+                             f"its MAC unit and those whose product's weight is an activation "
+                             f"({why})")
+        if sums_out and not emits_sums:
+            raise ValueError(f"{owner} cannot read a second activation or emit a sum ({why})")
         if row.skips_zero:
             need("multiply", "multiply", 1, why)
-        if row.acc_write == "unit":
+        if row.acc_write == "unit" or sums_out:
             need(row.unit, "acc", acc_latency, why)
         elif row.unit is not None:
             need(row.unit, "output", 0, why)
@@ -211,13 +247,13 @@ def check_units(owner: str, config: Config, ops: OpTable, units: Mapping[str, ty
             need("handoff", "output", 0, f"{why} writes its registers")
 
 
-def pipeline_hold(m: Module, core, last_valid, last_ctrl, hazard=None):
+def pipeline_hold(m: Module, core, offers, hazard=None):
     """The pipeline's hold, the same in both cores: everything moves as one (``advance``)
-    unless the last stage offers an output that is not taken; the stages before the
-    accumulator read also hold on ``hazard`` (``move``: they advance and there is no
+    unless the last stage offers an output (``offers``) that is not taken; the stages before
+    the accumulator read also hold on ``hazard`` (``move``: they advance and there is no
     hazard), and ``i.ready`` is ``move``. Returns ``(advance, move)``."""
     advance = Signal()
-    m.d.comb += advance.eq(~(last_valid & last_ctrl.emits) | core.o.ready)
+    m.d.comb += advance.eq(~offers | core.o.ready)
     if hazard is None:
         move = advance
     else:
@@ -238,21 +274,27 @@ def acc_writes(ctrl, nonzero):
 
 
 def drive_output(m: Module, core, control: Control, stage, ctrl, valid, sources) -> None:
-    """A core's output flit from its last stage: the output (:class:`~.ops.Emit`) that the
-    control word ``ctrl`` picks, its fields from the request ``stage``, its data from
-    ``sources`` (``"act"``: the activation the operation read, ``"acc"``: the accumulator,
-    ``"unit"``: the output unit's result); valid for an operation that emits."""
+    """A core's output flit from its last stage, combinational (the integer core): valid for
+    an operation that emits, the fields of :func:`output_flit`, the tag the request's
+    ``data``."""
     m.d.comb += [core.o.valid.eq(valid & ctrl.emits), core.o_tag.eq(stage.data.as_unsigned())]
+    output_flit(m.d.comb, m, control, stage, ctrl, sources, core.o.p)
+
+
+def output_flit(domain, m: Module, control: Control, stage, ctrl, sources, out) -> None:
+    """Assign, in ``domain``, the fields of the output flit ``out``: the output
+    (:class:`~.ops.Emit`) that the control word ``ctrl`` picks, its fields from the request
+    ``stage``, its data from ``sources`` (``"act"``: the activation the operation read,
+    ``"acc"``: the accumulator, ``"unit"``: the output unit's result)."""
     if not control.emits:
         return
-    out = core.o.p
     with m.Switch(ctrl.emit):
         for k, emit in enumerate(control.emits):
             with m.Case(k) if k < len(control.emits) - 1 else m.Default():
-                m.d.comb += [out.op.eq(emit.op),
-                             out.addr.eq(getattr(stage, emit.addr) if emit.addr else 0),
-                             out.addr_b.eq(getattr(stage, emit.addr_b) if emit.addr_b else 0),
-                             out.data.eq(sources[emit.data])]
+                domain += [out.op.eq(emit.op),
+                           out.addr.eq(getattr(stage, emit.addr) if emit.addr else 0),
+                           out.addr_b.eq(getattr(stage, emit.addr_b) if emit.addr_b else 0),
+                           out.data.eq(sources[emit.data])]
 
 
 def status_flags(m: Module, core, fire, ctrl, nonzero) -> None:
@@ -284,17 +326,33 @@ def tile_registers(m: Module, unit, config: Config, write, stage) -> None:
 def pick_result(control: Control, made: Mapping[type, Any], index, data_value, use_data):
     """The accumulator's new value: ``data_value`` where ``use_data``, else the result of
     the accumulator unit ``index`` picks (:attr:`Control.acc_units`)."""
-    results = [made[cls].o for cls in control.acc_units]
-    value = results[0] if results else data_value
+    return Mux(use_data, data_value, _pick([made[cls].o for cls in control.acc_units], index,
+                                           data_value))
+
+
+def pick_output(control: Control, made: Mapping[type, Any], index, default):
+    """The result of the output unit ``index`` picks (:attr:`Control.out_units`), or
+    ``default`` for a core with none."""
+    return _pick([made[cls].o for cls in control.out_units], index, default)
+
+
+def _pick(results, index, default):
+    value = results[0] if results else default
     for k in range(1, len(results)):
         value = Mux(index == k, results[k], value)
-    return Mux(use_data, data_value, value)
+    return value
 
 
 def act_address(config: Config, p, ctrl):
     """The activation address of request ``p`` with control word ``ctrl``: the low bits of
     ``addr`` or ``addr_b`` (``ctrl.act_by_addr``)."""
     return Mux(ctrl.act_by_addr, p.addr, p.addr_b)[:config.act_addr_width]
+
+
+def second_act_read(ops: OpTable, config: Config) -> bool:
+    """Whether a core of ``config`` executing ``ops`` reads a second activation (GRAD): its
+    bank then has a second activation read port (``act_r2``)."""
+    return any(row.act_weight for row in ops.legal(config))
 
 
 def core_ports(config: Config) -> dict[str, wiring.Member]:
@@ -331,13 +389,17 @@ class CoreBase(ConfiguredComponent):
     UNITS: Mapping[str, type] = {}
     ACC_LATENCY = 0
     FLOAT = False
+    #: it emits after its accumulator units' latency, so an output may carry a unit's sum
+    #: and an operation may read a second activation (GRAD): the float core
+    EMITS_SUMS = False
 
     def __init__(self, config: Config, ops: OpTable = OPS,
                  units: Mapping[str, type] | None = None):
         self._ops = ops
         self._units = {**self.UNITS, **(units or {})}
         ports = core_ports(config)
-        ports.update({name: member.flip() for name, member in bank_ports(config).items()})
+        ports.update({name: member.flip() for name, member in
+                      bank_ports(config, second_act_read(ops, config)).items()})
         super().__init__(config, ports)
 
     @classmethod
@@ -349,7 +411,7 @@ class CoreBase(ConfiguredComponent):
         if not isinstance(ops, OpTable):
             raise TypeError(f"{cls.__name__} ops must be an OpTable, not {ops!r}")
         check_units(cls.__name__, config, ops, {**cls.UNITS, **(units or {})},
-                    cls.ACC_LATENCY)
+                    cls.ACC_LATENCY, cls.EMITS_SUMS)
 
     @property
     def ops(self) -> OpTable:

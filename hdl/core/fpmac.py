@@ -12,8 +12,9 @@ from .control import (
     acc_reads,
     acc_writes,
     act_address,
-    drive_output,
     make_units,
+    output_flit,
+    pick_output,
     pick_result,
     pipeline_hold,
     status_flags,
@@ -30,22 +31,28 @@ class FpMacCore(CoreBase):
     zero skipping and backpressure as :class:`~wafertile.hdl.core.MacCore`, with IEEE
     arithmetic bit exact with numpy's float32 (``docs/float.md``)::
 
-        MAC     acc[addr] = fp32(acc + fp32(w) * fp32(act[addr_b]))   unless w or act is +-0
-        ADD     acc[addr] = fp32(acc + data)
-        FINISH  act = to_half(relu?(acc[addr]))                        round to nearest even
+        MAC          acc[addr] = fp32(acc + fp32(w) * fp32(act[addr_b]))   unless w or act is +-0
+        ADD          acc[addr] = fp32(acc + data)
+        FINISH       act = to_half(relu?(acc[addr]))                   round to nearest even
+        GRAD         out = fp32(data + fp32(act[addr]) * fp32(act[addr_b]))   (training)
+        FINISH_BACK  act = act[addr_b] > 0 ? to_half(acc[addr]) : +0        (training)
 
     Pipeline (one flit accepted per cycle, five stages)::
 
-        S0  accept flit; issue the activation read (act[addr_b] for MAC, act[addr] for READ_ACT)
+        S0  accept flit; issue the activation read (act[addr_b] for MAC, act[addr] for
+            READ_ACT) and, for GRAD, the second one (act[addr], on the second read port)
         S1  activation arrives; WRITE_ACT writes; w * act on the DSP (FpMul's first stage: its
-            register after the multiplier loads only when both are nonzero)
+            register after the multiplier loads only when both are nonzero; GRAD's w is the
+            second activation)
         S2  the product's normalization (FpMul's second stage) into the product register;
             issue the accumulator read acc[addr]; the hazard check
         S3  accumulator arrives; first half of the FP32 add (exponent difference, alignment,
-            significand add: FpAdd's register); READ_*, SEND and FINISH present their output
-            flit; SET writes its register
+            significand add: FpAdd's register; GRAD adds to its data, not to an accumulator);
+            READ_*, SEND, FINISH and FINISH_BACK register their output flit; SET writes its
+            register
         S4  second half (normalization, rounding, specials); acc[addr] <= the sum (MAC, ADD)
-            or data (WRITE_ACC)
+            or data (WRITE_ACC); the output flit is offered (GRAD's data: the sum, or its
+            data unchanged when an activation was zero)
 
     The multiplier and the adder are each split over two stages (on an ECP5 a one-stage
     FP16 product runs at ~57 MHz from registers, BF16 ~43 MHz, an FP32 sum ~32 MHz; two
@@ -87,10 +94,18 @@ class FpMacCore(CoreBase):
     meaning in floating point (no requantization: the hand-off is the rounding) and a SET of
     them has no effect.
 
-    **Backpressure.** As in :class:`~wafertile.hdl.core.MacCore`: when S2 holds an output
+    **Training** (``docs/training.md``). GRAD reads two activations (the second on the bank's
+    second read port ``act_r2``, there only when the table has GRAD), multiplies them on the
+    MAC's multiplier and adds the product to its ``data`` on the MAC's adder (zero operands
+    skipped: the data passes unchanged), and emits the sum; FINISH_BACK emits the rounded
+    accumulator where the activation at ``addr_b`` is greater than 0, else +0
+    (:class:`~.units.FpBackHandoff`).
+
+    **Backpressure.** As in :class:`~wafertile.hdl.core.MacCore`: when S4 holds an output
     flit and ``o.ready`` is low, the whole pipeline holds (nothing is written, the read ports
-    keep their data). A READ accepted in cycle *t* offers its reply in cycle *t* + 3 (or
-    *t* + 4 after a bubble).
+    keep their data). A READ accepted in cycle *t* offers its reply in cycle *t* + 4 (or
+    *t* + 5 after a bubble): the output leaves from S4, a stage after the accumulator read,
+    so that GRAD's sum (ready in S4) and every other output leave from one stage.
 
     Parameters
     ----------
@@ -117,6 +132,7 @@ class FpMacCore(CoreBase):
     UNITS = FLOAT_UNITS
     ACC_LATENCY = 1
     FLOAT = True
+    EMITS_SUMS = True
     _WRONG_FORMAT = ("FpMacCore needs a floating-point dtype ('fp16' or 'bf16'), not {dtype} "
                      "(MacCore is the integer core)")
 
@@ -131,6 +147,7 @@ class FpMacCore(CoreBase):
         made = make_units(self, m, units)
         mul = made.get(units.get("multiply"))
         handoff = made.get(units.get("handoff"))
+        second = control.weight_field is not None
 
         s1, s2, s3 = (Signal(layout, name=f"s{k}") for k in (1, 2, 3))
         s1_ctrl, s2_ctrl, s3_ctrl = (Signal(control.layout, name=f"s{k}_ctrl")
@@ -145,6 +162,12 @@ class FpMacCore(CoreBase):
         s4_write_data = Signal()
         s4_unit = Signal.like(s3_ctrl.unit)
         s4_data = Signal(32)
+        # S4: the output flit (registered in S3), and what GRAD's sum needs
+        s4_out = Signal(layout, name="s4_out")
+        s4_offers = Signal()
+        s4_tag = Signal(cfg.acc_width)
+        s4_emit_sum = Signal()
+        s4_nonzero = Signal()
 
         # The hazard (a function of registers only): the flit in S2 uses the accumulator
         # that the flit in S3 will write.
@@ -152,14 +175,18 @@ class FpMacCore(CoreBase):
         m.d.comb += hazard.eq(s2_valid & acc_reads(s2_ctrl, s2_nonzero) &
                               s3_valid & acc_writes(s3_ctrl, s3_nonzero) &
                               (s2.addr[:aaw] == s3.addr[:aaw]))
-        # The pipeline moves as one (`advance`: it holds only while S3 offers a flit that is
+        # The pipeline moves as one (`advance`: it holds only while S4 offers a flit that is
         # not taken), except that S0 .. S2 hold for one cycle on the hazard (`move`).
-        advance, move = pipeline_hold(m, self, s3_valid, s3_ctrl, hazard)
+        advance, move = pipeline_hold(m, self, s4_offers, hazard)
 
         # -- S0: decode, activation read --------------------------------------------------------
         m.d.comb += [decoder.op.eq(self.i.payload.op),
                      self.act_r.addr.eq(act_address(cfg, self.i.payload, decoder.ctrl)),
                      self.act_r.en.eq(move)]
+        if second:  # GRAD's second activation, the product's weight
+            m.d.comb += [self.act_r2.addr.eq(getattr(self.i.payload, control.weight_field)
+                                             [:cfg.act_addr_width]),
+                         self.act_r2.en.eq(move)]
         with m.If(move):
             m.d.sync += [s1.eq(self.i.payload), s1_ctrl.eq(decoder.ctrl),
                          s1_valid.eq(self.i.valid)]
@@ -176,9 +203,10 @@ class FpMacCore(CoreBase):
         ]
         # +0 and -0 are zero: every bit but the sign. The multiplier's register (after the
         # DSP) loads only for a nonzero pair: a zero operand costs no multiply.
-        nonzero = s1_ctrl.mac & (word[:dw - 1] != 0) & (act[:dw - 1] != 0)
+        weight = Mux(s1_ctrl.act_weight, self.act_r2.data.as_unsigned(), word) if second else word
+        nonzero = s1_ctrl.mac & (weight[:dw - 1] != 0) & (act[:dw - 1] != 0)
         if mul is not None:
-            m.d.comb += [mul.a.eq(word), mul.b.eq(act), mul.en.eq(move & nonzero)]
+            m.d.comb += [mul.a.eq(weight), mul.b.eq(act), mul.en.eq(move & nonzero)]
         with m.If(move):
             m.d.sync += [s2.eq(s1), s2_ctrl.eq(s1_ctrl), s2_valid.eq(s1_valid), s2_act.eq(act),
                          s2_nonzero.eq(nonzero)]
@@ -199,24 +227,40 @@ class FpMacCore(CoreBase):
         # -- S3: the accumulator unit's first half, outputs, registers --------------------------
         acc = self.acc_r.data.as_unsigned()
         operand = Mux(s3_ctrl.mac, s3_prod, s3.data.as_unsigned())
+        base = Mux(s3_ctrl.sum_data, s3.data.as_unsigned(), acc)  # GRAD adds to its data
         for cls in control.acc_units:
-            m.d.comb += [made[cls].a.eq(acc), made[cls].b.eq(operand), made[cls].en.eq(advance)]
+            m.d.comb += [made[cls].a.eq(base), made[cls].b.eq(operand),
+                         made[cls].en.eq(advance)]
         with m.If(advance):
             m.d.sync += [s4_we.eq(s3_valid & acc_writes(s3_ctrl, s3_nonzero)),
                          s4_addr.eq(s3.addr[:aaw]), s4_write_data.eq(s3_ctrl.acc_data),
-                         s4_unit.eq(s3_ctrl.unit), s4_data.eq(s3.data)]
+                         s4_unit.eq(s3_ctrl.unit), s4_data.eq(s3.data),
+                         s4_offers.eq(s3_valid & s3_ctrl.emits), s4_tag.eq(s3.data),
+                         s4_emit_sum.eq(s3_ctrl.emit_sum), s4_nonzero.eq(s3_nonzero)]
         fire = advance & s3_valid
         if handoff is not None:  # only with config.handoff: else SET and FINISH are unknown
-            m.d.comb += handoff.acc.eq(acc)
             tile_registers(m, handoff, cfg, fire & s3_ctrl.reg_write, s3)
-        drive_output(m, self, control, s3, s3_ctrl, s3_valid,
-                     {"act": s3_act, "acc": acc, "unit": handoff.o if handoff else None})
+        for cls in control.out_units:  # the output units read the accumulator (and act)
+            m.d.comb += made[cls].acc.eq(acc)
+            if hasattr(made[cls], "act"):
+                m.d.comb += made[cls].act.eq(s3_act)
+        with m.If(advance):
+            output_flit(m.d.sync, m, control, s3, s3_ctrl,
+                        {"act": s3_act, "acc": acc, "unit": pick_output(control, made,
+                                                                         s3_ctrl.out_unit, 0)},
+                        s4_out)
         status_flags(m, self, fire, s3_ctrl, s3_nonzero)
 
-        # -- S4: the accumulator unit's second half, the accumulator write ----------------------
+        # -- S4: the accumulator unit's second half, the accumulator write, the output --------
+        result = pick_result(control, made, s4_unit, s4_data, s4_write_data)
         m.d.comb += [
             self.acc_w.addr.eq(s4_addr),
-            self.acc_w.data.eq(pick_result(control, made, s4_unit, s4_data, s4_write_data)),
+            self.acc_w.data.eq(result),
             self.acc_w.en.eq(advance & s4_we),
+            self.o.valid.eq(s4_offers),
+            self.o.p.eq(s4_out),
+            self.o_tag.eq(s4_tag),
         ]
+        with m.If(s4_emit_sum):  # GRAD: the sum, or its data where an activation was zero
+            m.d.comb += self.o.p.data.eq(Mux(s4_nonzero, result, s4_data))
         return m

@@ -132,7 +132,7 @@ class MacCore(CoreBase):
         s2_nonzero = Signal()
 
         # The pipeline moves as one; it holds only while S2 offers a flit that is not taken.
-        advance, _ = pipeline_hold(m, self, s2_valid, s2_ctrl)
+        advance, _ = pipeline_hold(m, self, s2_valid & s2_ctrl.emits)
 
         # -- S0: decode, activation read --------------------------------------------------------
         m.d.comb += [

@@ -22,9 +22,11 @@ code and name, so that a table may also hold a row for a code the enumeration do
 a table was made.
 
 Units (:attr:`Op.unit`) the cores have (:mod:`.units`): ``"mac"`` (``acc + weight * act``),
-``"add"`` (``acc + data``) and ``"handoff"`` (the hand-off unit: FINISH's activation from the
+``"add"`` (``acc + data``), ``"handoff"`` (the hand-off unit: FINISH's activation from the
 accumulator, the requantization of an integer core or the rounding of a float core; SET
-writes its registers).
+writes its registers), and the float cores' training units (``docs/training.md``):
+``"grad"`` (``data + act * act``, GRAD's step of a weight gradient: the MAC's multiplier and
+adder with other operands) and ``"backprop"`` (FINISH_BACK's ``act > 0 ? to_half(acc) : +0``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from amaranth.hdl import Const, Value
 from ...config import Config
 from ..flit import Opcode
 
-__all__ = ["DATA_KINDS", "FIELDS", "FORMATS", "OPS", "SOURCES", "UNITS", "Emit", "Op",
+__all__ = ["DATA_KINDS", "FIELDS", "FORMATS", "OPS", "ROUTES", "SOURCES", "UNITS", "Emit", "Op",
            "OpTable", "absent", "code_of", "codes", "emitting", "legal", "matches"]
 
 #: The payload fields that address something or are carried into an output.
@@ -55,7 +57,11 @@ SOURCES = ("act", "acc", "unit")
 #: unicast) or its hand-off (:func:`~wafertile.hdl.flit.handoff_layout`: a row rectangle).
 DATA_KINDS = ("weight", "activation", "value", "register", "route", "handoff")
 #: The units of the cores (module documentation).
-UNITS = ("mac", "add", "handoff")
+UNITS = ("mac", "add", "handoff", "grad", "backprop")
+#: Where a tile sends an operation's output: ``"request"`` (the route or hand-off its
+#: request's ``data`` carries) or ``"down"`` (the tile below in the same column; from the last
+#: row, out of the array's south edge: GRAD's chain).
+ROUTES = ("request", "down")
 #: The number formats: ``"int"`` (int8, int16: :class:`~.mac.MacCore`) and ``"float"``
 #: (fp16, bf16: :class:`~.fpmac.FpMacCore`).
 FORMATS = frozenset({"int", "float"})
@@ -80,12 +86,16 @@ class Emit:
         Where the output's ``data`` comes from (:data:`SOURCES`): ``"act"`` (the activation
         the operation read, sign-extended; a float core's 16 bits zero-extended), ``"acc"``
         (the accumulator it read), ``"unit"`` (its unit's result).
+    route : str
+        Where the tile sends it (:data:`ROUTES`): ``"request"`` (the route or hand-off in the
+        request's ``data``) or ``"down"`` (the tile below; the south edge from the last row).
     """
 
     op: Opcode
     addr: str | None
     addr_b: str | None
     data: str
+    route: str = "request"
 
     def __post_init__(self) -> None:
         if not isinstance(self.op, Opcode):
@@ -96,6 +106,8 @@ class Emit:
                                  f"{getattr(self, name)!r}")
         if self.data not in SOURCES:
             raise ValueError(f"an output's data must be one of {SOURCES}, not {self.data!r}")
+        if self.route not in ROUTES:
+            raise ValueError(f"an output's route must be one of {ROUTES}, not {self.route!r}")
 
 
 @dataclass(frozen=True)
@@ -116,7 +128,11 @@ class Op:
         no effect and sets its sticky ``error``, like a code with no row.
     act_read, act_write : str or None
         The payload field (:data:`FIELDS`) whose low bits address the activation the
-        operation reads / writes, or None. An operation reads or writes one activation.
+        operation reads / writes, or None.
+    act_weight : str or None
+        The payload field addressing a second activation it reads, which takes the weight's
+        place as the product's first operand (GRAD: both operands are activations), or None
+        (the weight is the low bits of ``data``).
     acc_read : bool
         It reads ``acc[addr]``.
     unit : str or None
@@ -131,13 +147,15 @@ class Op:
         The flit it emits.
     data : str or None
         What the request's ``data`` field carries (:data:`DATA_KINDS`); for an operation
-        that emits, ``"route"`` or ``"handoff"``: how the tile routes the output.
+        whose output goes to the request's route (:attr:`Emit.route`), ``"route"`` or
+        ``"handoff"``: how the tile routes the output.
     counts_mac : bool
         It counts as a MAC (``mac_done`` when it changes the accumulator, ``mac_skipped``
         when skipped).
     skips_zero : bool
         It has no effect (no product, no accumulator read or write) when the weight or the
-        activation is zero (+0 or -0 in a float core).
+        activation is zero (+0 or -0 in a float core); one that emits its unit's sum emits
+        the sum's first operand unchanged.
     handoff : bool
         It needs the hand-off unit: only with ``config.handoff`` (without it the code is
         unknown: no effect, the sticky error).
@@ -150,6 +168,7 @@ class Op:
     operation: bool = True
     act_read: str | None = None
     act_write: str | None = None
+    act_weight: str | None = None
     acc_read: bool = False
     unit: str | None = None
     acc_write: str | None = None
@@ -170,12 +189,17 @@ class Op:
         if self.code in _NAMED and _NAMED[self.code].name != self.name:
             raise ValueError(f"operation {self.name}: code {self.code} is "
                              f"{_NAMED[self.code]}")
-        for name in ("act_read", "act_write"):
+        for name in ("act_read", "act_write", "act_weight"):
             if getattr(self, name) not in (*FIELDS, None):
                 raise ValueError(f"operation {self.name}: {name} must be one of {FIELDS} or "
                                  f"None, not {getattr(self, name)!r}")
         if self.act_read and self.act_write and self.act_read != self.act_write:
             raise ValueError(f"operation {self.name} reads and writes different activations")
+        if self.act_weight and not (self.act_read and self.skips_zero and
+                                    self.act_weight != self.act_read and not self.act_write):
+            raise ValueError(f"operation {self.name}: a second activation is a product's "
+                             f"weight: it needs a first activation of another field, zero "
+                             f"skipping, and no activation write")
         if self.acc_write not in ("data", "unit", None):
             raise ValueError(f"operation {self.name}: acc_write must be 'data', 'unit' or "
                              f"None, not {self.acc_write!r}")
@@ -187,16 +211,18 @@ class Op:
         if uses_unit != (self.unit is not None):
             raise ValueError(f"operation {self.name}: a unit is needed exactly when the "
                              f"accumulator or the output takes its result")
-        if self.emit is not None and self.data not in ("route", "handoff"):
-            raise ValueError(f"operation {self.name} emits: its data must be its output's "
-                             f"route or hand-off, not {self.data!r}")
+        if (self.emit is not None and self.emit.route == "request" and
+                self.data not in ("route", "handoff")):
+            raise ValueError(f"operation {self.name} emits to its request's route: its data "
+                             f"must be its output's route or hand-off, not {self.data!r}")
         if self.emit is not None and self.emit.data == "act" and not self.act_read:
             raise ValueError(f"operation {self.name} emits an activation it does not read")
         if self.emit is not None and self.emit.data == "acc" and not self.acc_read:
             raise ValueError(f"operation {self.name} emits an accumulator it does not read")
-        if self.skips_zero and not (self.act_read and self.data == "weight"):
+        if self.skips_zero and not (self.act_read and (self.data == "weight" or
+                                                       self.act_weight)):
             raise ValueError(f"operation {self.name} skips a zero operand: it needs a weight "
-                             f"and an activation read")
+                             f"(or a second activation) and an activation read")
         if not self.formats or not set(self.formats) <= FORMATS:
             raise ValueError(f"operation {self.name}: formats must be a nonempty subset of "
                              f"{sorted(FORMATS)}, not {self.formats!r}")
@@ -211,6 +237,11 @@ class Op:
         return _NAMED.get(self.code)
 
     @property
+    def act_fields(self) -> tuple[str, ...]:
+        """The payload fields of every activation it reads or writes."""
+        return tuple(f for f in (self.act_read or self.act_write, self.act_weight) if f)
+
+    @property
     def act_field(self) -> str | None:
         """The payload field that addresses the activation the operation reads or writes."""
         return self.act_read or self.act_write
@@ -221,7 +252,7 @@ class Op:
         ``"acc"`` (an accumulator), or None (nothing: no operation)."""
         if not self.operation:
             return None
-        if self.act_field == "addr":
+        if "addr" in self.act_fields:
             return "act"
         return "reg" if self.reg_write else "acc"
 
@@ -344,6 +375,12 @@ OPS = OpTable([
     _op(Opcode.REPLY, operation=False),
     _op(Opcode.SET, reg_write=True, data="register", handoff=True),
     _op(Opcode.FINISH, acc_read=True, unit="handoff", data="handoff", handoff=True,
+        emit=Emit(Opcode.WRITE_ACT, "addr_b", None, "unit")),
+    _op(Opcode.GRAD, act_read="addr_b", act_weight="addr", unit="grad", data="value",
+        skips_zero=True, formats=frozenset({"float"}),
+        emit=Emit(Opcode.GRAD, "addr", "addr_b", "unit", route="down")),
+    _op(Opcode.FINISH_BACK, act_read="addr_b", acc_read=True, unit="backprop",
+        data="handoff", handoff=True, formats=frozenset({"float"}),
         emit=Emit(Opcode.WRITE_ACT, "addr_b", None, "unit")),
 ])
 

@@ -13,16 +13,20 @@ from .._util import ConfiguredComponent
 __all__ = ["SramBank", "bank_ports"]
 
 
-def bank_ports(config: Config) -> dict[str, wiring.Member]:
-    """The four memory-side ports of a bank (the MAC core uses them flipped)."""
+def bank_ports(config: Config, second_read: bool = False) -> dict[str, wiring.Member]:
+    """The memory-side ports of a bank (the MAC core uses them flipped): four, and with
+    ``second_read`` a second activation read port ``act_r2``."""
     act = {"addr_width": config.act_addr_width, "shape": signed(config.data_width)}
     acc = {"addr_width": config.acc_addr_width, "shape": signed(config.acc_width)}
-    return {
+    ports = {
         "act_r": Out(ReadPort.Signature(**act)),
         "act_w": Out(WritePort.Signature(**act)),
         "acc_r": Out(ReadPort.Signature(**acc)),
         "acc_w": Out(WritePort.Signature(**acc)),
     }
+    if second_read:
+        ports["act_r2"] = Out(ReadPort.Signature(**act))
+    return ports
 
 
 class SramBank(ConfiguredComponent):
@@ -39,15 +43,23 @@ class SramBank(ConfiguredComponent):
     written. This is what lets the MAC core update one accumulator in back-to-back cycles with
     no forwarding logic of its own. Contents start at zero and are not cleared by reset.
 
+    A float tile that trains (GRAD reads two activations) has a second read port on the
+    activation bank, ``act_r2``, transparent like the first (on an FPGA, a copy of the
+    activation block RAM).
+
     Parameters
     ----------
     config : Config
         Uses ``data_width``, ``acc_width``, ``act_depth`` and ``acc_depth``.
+    second_read : bool
+        Add ``act_r2``.
 
     Members
     -------
     act_r, acc_r : ``Out(ReadPort.Signature(...))``
         Read ports of the activation and accumulator banks (``en``, ``addr``, ``data``).
+    act_r2 : ``Out(ReadPort.Signature(...))``
+        With ``second_read``: the activation bank's second read port.
     act_w, acc_w : ``Out(WritePort.Signature(...))``
         Write ports (``en``, ``addr``, ``data``).
     """
@@ -56,8 +68,9 @@ class SramBank(ConfiguredComponent):
     #: flow's ``core_wrong_stage`` mutation)
     _acc_transparent = True
 
-    def __init__(self, config: Config):
-        super().__init__(config, bank_ports(config))
+    def __init__(self, config: Config, second_read: bool = False):
+        self._second_read = second_read
+        super().__init__(config, bank_ports(config, second_read))
 
     def elaborate(self, platform):
         m = Module()
@@ -73,6 +86,9 @@ class SramBank(ConfiguredComponent):
         act_w = act.write_port()
         acc_w = acc.write_port()
         wiring.connect(m, wiring.flipped(self.act_r), act.read_port(transparent_for=(act_w,)))
+        if self._second_read:
+            wiring.connect(m, wiring.flipped(self.act_r2),
+                           act.read_port(transparent_for=(act_w,)))
         wiring.connect(m, wiring.flipped(self.act_w), act_w)
         acc_for = (acc_w,) if self._acc_transparent else ()
         wiring.connect(m, wiring.flipped(self.acc_r), acc.read_port(transparent_for=acc_for))

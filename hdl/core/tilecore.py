@@ -9,7 +9,7 @@ from amaranth.lib import wiring
 
 from ...config import Config
 from .._util import ConfiguredComponent
-from .control import core_ports
+from .control import core_ports, second_act_read
 from .fpmac import FpMacCore
 from .mac import MacCore
 from .ops import OPS, OpTable
@@ -57,8 +57,9 @@ class TileCore(ConfiguredComponent):
     def elaborate(self, platform):
         m = Module()
         m.submodules.mac = mac = make_mac_core(self.config, self.ops, self._units)
-        m.submodules.sram = sram = self._bank_class(self.config)
-        for name in ("act_r", "act_w", "acc_r", "acc_w"):
+        second = second_act_read(self.ops, self.config)
+        m.submodules.sram = sram = self._bank_class(self.config, second)
+        for name in ("act_r", "act_w", "acc_r", "acc_w", *(("act_r2",) if second else ())):
             wiring.connect(m, getattr(mac, name), getattr(sram, name))
         wiring.connect(m, wiring.flipped(self.i), mac.i)
         wiring.connect(m, mac.o, wiring.flipped(self.o))

@@ -17,14 +17,21 @@ is one of two kinds, by its class attribute ``kind``:
     (:attr:`~.mac.MacCore.ACC_LATENCY`: 0 in the integer core, 1 in the float core) and
     refuses another.
 
+    An accumulator unit may also compute an operation's output instead of its accumulator
+    (GRAD, ``"grad"``: ``o = f(data, weight * act)``, the sum's first operand the request's
+    ``data`` because the operation reads no accumulator), in a core that emits after its
+    accumulator units' latency (the float core's last stage).
+
 ``"output"`` (an output unit)
-    ``o = f(acc, registers)``: an output's data from the accumulator the operation read and
-    the tile registers that SET writes (:class:`~wafertile.hdl.flit.Reg`). The unit declares
-    its registers (:meth:`registers`: width and reset value of each); the core keeps them and
-    SET writes the low bits of ``data`` into register ``addr`` (a register the unit does not
-    declare is not written). Members ``acc`` (``In`` accumulator word), one ``In`` per
-    register (named after it: ``mult``, ``shift``, ``relu``), ``o`` (``Out``: the activation
-    word); ``latency`` 0 (combinational, in the core's last stage).
+    ``o = f(acc, registers)`` or ``o = f(acc, act)``: an output's data from the accumulator
+    the operation read, the tile registers that SET writes (:class:`~wafertile.hdl.flit.Reg`)
+    and, for a unit with an ``act`` member, the activation it read. The unit declares its
+    registers (:meth:`registers`: width and reset value of each; none for FINISH_BACK's);
+    the core keeps them and SET writes the low bits of ``data`` into register ``addr`` (a
+    register the unit does not declare is not written). Members ``acc`` (``In`` accumulator
+    word), one ``In`` per register (named after it: ``mult``, ``shift``, ``relu``),
+    optionally ``act`` (``In``: the activation word), ``o`` (``Out``: the activation word);
+    ``latency`` 0 (combinational, in the stage that reads the accumulator).
 
 The arithmetic of the built-in units is ``docs/architecture.md``'s and ``docs/float.md``'s;
 their numpy references are :mod:`wafertile.sim.models.core`'s units.
@@ -38,10 +45,10 @@ from amaranth.lib.wiring import In, Out
 from ...config import Config, Overflow
 from .._util import ConfiguredComponent
 from ..flit import MULT_WIDTH, Reg
-from .fp import FpAdd, FpMul, FpToHalf, fp_relu
+from .fp import FpAdd, FpMul, FpToHalf, float_format, fp_relu
 
-__all__ = ["FLOAT_UNITS", "INT_UNITS", "FpHandoff", "FpProduct", "FpSum", "IntProduct", "IntSum",
-           "Requantizer", "Unit", "unit_kind"]
+__all__ = ["FLOAT_UNITS", "INT_UNITS", "FpBackHandoff", "FpHandoff", "FpProduct", "FpSum",
+           "IntProduct", "IntSum", "Requantizer", "Unit", "unit_kind"]
 
 
 class Unit(ConfiguredComponent):
@@ -286,7 +293,45 @@ class FpHandoff(Unit):
         return m
 
 
+class FpBackHandoff(Unit):
+    """The float core's backward hand-off (FINISH_BACK, ``docs/training.md``): the input
+    gradient ``to_half(acc)`` (rounded to the tile's format to nearest even,
+    :class:`~.fp.FpToHalf`) where the forward activation ``act`` is greater than 0 (a
+    positive number or +infinity: sign 0, not zero, not a NaN), else +0: ReLU's derivative
+    taken from the activation the forward pass left in the tile. Combinational (``latency``
+    0); no registers.
+
+    Members
+    -------
+    acc : ``In(32)`` (FP32 bits)
+    act : ``In(16)`` (the format's bits)
+    o : ``Out(16)``
+    """
+
+    kind = "output"
+    latency = 0
+
+    @staticmethod
+    def registers(config: Config) -> dict[Reg, tuple[int, int]]:
+        """None: FINISH_BACK reads no tile register."""
+        return {}
+
+    @classmethod
+    def members(cls, config: Config) -> dict:
+        return {"acc": In(32), "act": In(16), "o": Out(16)}
+
+    def elaborate(self, platform):
+        m = Module()
+        fmt = float_format(self.config.dtype)
+        m.submodules.to_half = to_half = FpToHalf(self.config.dtype)
+        magnitude = self.act[:15]
+        positive = ~self.act[15] & (magnitude != 0) & (magnitude <= fmt.inf)
+        m.d.comb += [to_half.i.eq(self.acc), self.o.eq(Mux(positive, to_half.o, 0))]
+        return m
+
+
 #: The integer core's units (:class:`~.mac.MacCore`).
 INT_UNITS = {"multiply": IntProduct, "mac": IntSum, "add": IntSum, "handoff": Requantizer}
 #: The float core's units (:class:`~.fpmac.FpMacCore`); ``"multiply"`` is the MAC's product.
-FLOAT_UNITS = {"multiply": FpProduct, "mac": FpSum, "add": FpSum, "handoff": FpHandoff}
+FLOAT_UNITS = {"multiply": FpProduct, "mac": FpSum, "add": FpSum, "handoff": FpHandoff,
+               "grad": FpSum, "backprop": FpBackHandoff}

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ...config import Config, Overflow
+from ...hdl.core.fp import float_format
 from ...hdl.core.ops import OPS, OpTable, code_of
 from ...hdl.flit import MULT_WIDTH, Reg
 from .fp import add as fp_add
@@ -144,6 +145,8 @@ class Operands:
     #: the low ``data_width`` bits of ``data`` (a weight or activation; a float core's 16
     #: bits, raw)
     operand: int
+    #: the second activation it read (GRAD's, the product's weight; 0 if it reads none)
+    act2: int = 0
 
 
 #: A unit of the model: the value an operation's unit computes (what it writes to the
@@ -178,13 +181,27 @@ def _float_handoff(model: CoreModel, o: Operands) -> int:
     return int(fp_to_half(word, model.config.dtype))
 
 
+def _float_grad(model: CoreModel, o: Operands) -> int:
+    return wrap(int(fp_mac(o.data & 0xFFFFFFFF, o.act2, o.act, model.config.dtype)), 32)
+
+
+def _float_backprop(model: CoreModel, o: Operands) -> int:
+    fmt = float_format(model.config.dtype)
+    with np.errstate(invalid="ignore"):
+        positive = bool(fmt.values(np.array([o.act]))[0] > 0)
+    return int(fp_to_half(o.acc & 0xFFFFFFFF, model.config.dtype)) if positive else 0
+
+
 #: The units of the integer core (``wafertile.hdl.core.ops``): ``acc + weight * act`` and
 #: ``acc + data`` wrapped or saturated, FINISH's requantization (:func:`requantize`).
 INT_UNITS: dict[str, Unit] = {"mac": _int_mac, "add": _int_add, "handoff": _int_handoff}
 #: The units of the float core: the FP32 ``acc + fp32(w) * fp32(act)`` and ``acc + data`` of
-#: :mod:`wafertile.sim.models.fp`, FINISH's ``to_half(relu?(acc))``.
+#: :mod:`wafertile.sim.models.fp`, FINISH's ``to_half(relu?(acc))``, and the training units
+#: (``docs/training.md``): GRAD's ``data + fp32(act2) * fp32(act)``, FINISH_BACK's
+#: ``act > 0 ? to_half(acc) : +0``.
 FLOAT_UNITS: dict[str, Unit] = {"mac": _float_mac, "add": _float_add,
-                                "handoff": _float_handoff}
+                                "handoff": _float_handoff, "grad": _float_grad,
+                                "backprop": _float_backprop}
 
 
 class CoreModel:
@@ -262,17 +279,19 @@ class CoreModel:
         operand = self._operand(value)
         a = mem.act_index(fields[row.act_field]) if row.act_field else 0
         act = int(mem.act[a]) if row.act_read else 0
+        act2 = int(mem.act[mem.act_index(fields[row.act_weight])]) if row.act_weight else 0
         i = mem.acc_index(fields["addr"])
         acc = int(mem.acc[i])
-        skipped = row.skips_zero and (self._is_zero(operand) or self._is_zero(act))
+        weight = act2 if row.act_weight else operand
+        skipped = row.skips_zero and (self._is_zero(weight) or self._is_zero(act))
         if row.counts_mac:
             if skipped:
                 self.result.mac_skipped += 1
             else:
                 self.result.mac_done += 1
-        result = None
+        result = value  # a skipped operation that emits its sum emits its data (GRAD)
         if row.unit is not None and not skipped:
-            result = self.units[row.unit](self, Operands(acc, act, value, operand))
+            result = self.units[row.unit](self, Operands(acc, act, value, operand, act2))
         if row.act_write:
             mem.act[a] = operand
             self.result.act_written += 1
