@@ -146,14 +146,16 @@ def _core(base, given, deep):
                       or k in given}
         cfg = Config.from_mapping(params)
         if cfg.is_float:
-            # the default run to depth 8 (16 s), --run-slow to 9 (about 90 s)
+            # the default run to depth 8 (about 20 s), --run-slow to 9 (about 8 minutes)
             out.append(Check(f"core_{cfg.dtype}", "core", cfg, CoreHarness, "bmc",
-                             9 if deep else 8, cover_depth=9,
-                             why="a MAC and a read of its accumulator right behind it (the "
-                                 "bubble) and the reply fit in 8 steps; WRITE_ACT, two "
-                                 "back-to-back MACs (one bubble) and the read of their sum "
-                                 "reply at step 8 (the cover, depth 9; the BMC with "
-                                 "--run-slow)"))
+                             9 if deep else 8, cover_depth=10,
+                             why="every sequence of 8 steps, an output leaving 4 cycles "
+                                 "after its request (GRAD, FINISH_BACK, READ and FINISH "
+                                 "outputs of the first steps); a MAC, a read of its "
+                                 "accumulator right behind it (the bubble) and the reply need "
+                                 "9 (the BMC with --run-slow); WRITE_ACT, two back-to-back "
+                                 "MACs (one bubble) and the read of their sum reply at step 9 "
+                                 "(the cover, depth 10)"))
         else:
             out.append(Check(f"core_{cfg.overflow}", "core", cfg, CoreHarness, "bmc", 6,
                              cover_depth=6,

@@ -30,7 +30,7 @@ from ..config import Overflow
 from ..hdl.core import TileCore
 from ..hdl.core.ops import matches
 from ..hdl.flit import payload_layout
-from .cut import accumulate, cut_units, handoff, product
+from .cut import accumulate, backprop, cut_units, handoff, product
 from .harness import Harness
 from .link import stream_rules
 from .props import Properties
@@ -66,7 +66,7 @@ class CoreHarness(Harness):
         # every operation of the table and every code with no operation (they must do nothing)
         spec = ops.legal(cfg)
         for row in spec:  # what the specification below knows how to apply
-            if row.unit not in (None, "mac", "add", "handoff"):
+            if row.unit not in (None, "mac", "add", "handoff", "grad", "backprop"):
                 raise ValueError(f"the core's specification has no unit {row.unit!r} "
                                  f"(operation {row.name})")
 
@@ -77,6 +77,10 @@ class CoreHarness(Harness):
         watch_act = AnyConst(cfg.act_addr_width)
         watch_acc = AnyConst(cfg.acc_addr_width)
         act = Signal(dw) if fp else Signal(signed(dw))
+        # a second activation, for the operations that read two (GRAD)
+        two = any(row.act_weight for row in spec)
+        watch_act2 = AnyConst(cfg.act_addr_width) if two else watch_act
+        act2 = Signal(dw, name="act2") if two else act
         acc = Signal(32) if fp else Signal(signed(aw))
         known = Signal(init=1)
         regs = {reg: Signal(width, init=init, name=f"reg_{reg.name.lower()}")
@@ -124,6 +128,9 @@ class CoreHarness(Harness):
                     if row.act_write:
                         with m.If(act_at[row.act_write] == watch_act):
                             m.d.sync += act.eq(word)
+                        if two:
+                            with m.If(act_at[row.act_write] == watch_act2):
+                                m.d.sync += act2.eq(word)
                     if row.reg_write:
                         m.d.sync += set_seen.eq(1)
                         with m.Switch(req.addr[:2]):
@@ -153,6 +160,13 @@ class CoreHarness(Harness):
         with m.If(effective & prev_mac & (prev_addr == a_acc)):
             m.d.sync += chained.eq(1)
 
+        def act_value(address):
+            """The watched activation at ``address`` (meaningful where act_known)."""
+            return Mux(address == watch_act, act, act2)
+
+        def act_known(address):
+            return (address == watch_act) | (address == watch_act2)
+
         # The outputs the specification expects, in order: a small queue.
         want = Signal(layout)
         sure = Signal()  # the specification knows the data of this output
@@ -169,6 +183,20 @@ class CoreHarness(Harness):
                     if emit.data == "act":
                         m.d.comb += [want.data.eq(act),
                                      sure.eq(act_at[row.act_read] == watch_act)]
+                    elif row.unit == "grad":  # data + act[addr] * act[addr_b], zeros skipped
+                        weight = act_value(act_at[row.act_weight])
+                        operand = act_value(act_at[row.act_read])
+                        skip = (weight[:dw - 1] == 0) | (operand[:dw - 1] == 0)
+                        m.d.comb += [
+                            want.data.eq(Mux(skip, req.data.as_unsigned(), accumulate(
+                                req.data, product(weight, operand)))),
+                            sure.eq(act_known(act_at[row.act_weight]) &
+                                    act_known(act_at[row.act_read]))]
+                    elif row.unit == "backprop":  # the accumulator, masked by act[addr_b]
+                        m.d.comb += [
+                            want.data.eq(backprop(acc, act_value(act_at[row.act_read]))),
+                            sure.eq((a_acc == watch_acc) & known &
+                                    act_known(act_at[row.act_read]))]
                     else:  # "acc" the accumulator's value, "unit" the hand-off's of it
                         activation = handoff(cfg, acc, regs)
                         activation = activation if fp else activation.as_signed()
@@ -176,7 +204,7 @@ class CoreHarness(Harness):
                                      sure.eq((a_acc == watch_acc) & known),
                                      watched.eq(int(emit.data == "acc") & (a_acc == watch_acc))]
         emits = matches(req.op, emitting)
-        depth = 6 if fp else 4  # outputs in flight at most: one per stage, and the accepted
+        depth = 7 if fp else 4  # outputs in flight at most: one per stage, and the accepted
         queue = Array(Signal(layout, name=f"want{k}") for k in range(depth))
         tags = Array(Signal(aw, name=f"want_tag{k}") for k in range(depth))
         sures = Array(Signal(name=f"want_sure{k}") for k in range(depth))

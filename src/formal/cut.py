@@ -18,7 +18,10 @@ functions (:func:`product`, :func:`accumulate`, :func:`handoff`):
 - the hand-off (requantization, or ReLU and rounding) -> the low ``data_width`` bits of the
   accumulator XOR the ``data_width``-bit slices of the registers (an accumulator from the
   wrong flit or stage differs in its low bits for some operands, which the solver picks; the
-  low bits keep the integer adder's cone small).
+  low bits keep the integer adder's cone small);
+- the backward hand-off (FINISH_BACK's ``act > 0 ? to_half(acc) : +0``) -> ``+0`` where the
+  activation's sign bit is set, else the low 16 bits of the accumulator XOR the activation
+  (:func:`backprop`). GRAD's unit is the float sum, cut as above.
 
 The integer core keeps its real multiplier and adder (the check bounds the weights instead,
 :class:`~.core.CoreHarness`); only its requantizer is cut.
@@ -28,19 +31,20 @@ from __future__ import annotations
 
 from functools import reduce
 
-from amaranth.hdl import Cat, Module, Value
+from amaranth.hdl import Cat, Module, Mux, Value
 
 from ..config import Config
 from ..hdl.core.units import (
     FLOAT_UNITS,
     INT_UNITS,
+    FpBackHandoff,
     FpHandoff,
     FpProduct,
     FpSum,
     Requantizer,
 )
 
-__all__ = ["CUT_UNITS", "accumulate", "cut_units", "fold", "handoff", "product"]
+__all__ = ["CUT_UNITS", "accumulate", "backprop", "cut_units", "fold", "handoff", "product"]
 
 
 def fold(value: Value, width: int) -> Value:
@@ -66,6 +70,13 @@ def handoff(config: Config, acc: Value, registers: dict) -> Value:
     slices of the registers (``{Reg: value}``, in :class:`~wafertile.hdl.flit.Reg` order)."""
     regs = [registers[reg] for reg in sorted(registers, key=lambda r: r.value)]
     return Value.cast(acc)[:config.data_width] ^ fold(Cat(*regs), config.data_width)
+
+
+def backprop(acc: Value, act: Value) -> Value:
+    """The cut backward hand-off of accumulator ``acc`` and activation ``act`` (16 bits): +0
+    where ``act``'s sign bit is set, else ``acc[:16] ^ act``."""
+    act = Value.cast(act).as_unsigned()
+    return Mux(act[15], 0, Value.cast(acc).as_unsigned()[:16] ^ act[:16])
 
 
 class CutProduct(FpProduct):
@@ -110,11 +121,20 @@ class CutFpHandoff(_CutHandoff, FpHandoff):
     """The float core's hand-off (ReLU and rounding), cut (:class:`_CutHandoff`)."""
 
 
+class CutBackHandoff(FpBackHandoff):
+    """The float core's backward hand-off, cut: ``o = backprop(acc, act)``, combinational."""
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.o.eq(backprop(self.acc, self.act))
+        return m
+
+
 #: The units of the cores in the formal check, by format (``"int"``, ``"float"``).
 CUT_UNITS = {
     "int": {**INT_UNITS, "handoff": CutRequantizer},
     "float": {**FLOAT_UNITS, "multiply": CutProduct, "mac": CutSum, "add": CutSum,
-              "handoff": CutFpHandoff},
+              "handoff": CutFpHandoff, "grad": CutSum, "backprop": CutBackHandoff},
 }
 
 

@@ -18,6 +18,9 @@ inside and alter one signal on its way.
   relies on the transparent read for the flit two stages behind a write.
 - ``core_register_reset``: a tile core whose hand-off unit declares MULT with reset value 0
   instead of 1: a FINISH before any SET hands off the wrong activation.
+- ``core_grad_operands``: a float core (fp16) whose GRAD adds its data and the product the
+  other way round (``product + data`` on a sum that is not commutative, as the cut sum is
+  not): a GRAD's output data is wrong.
 - ``phit_wrong_register``: a serializer that sends phit 0 again in the slot's last phase
   instead of the last phit.
 """
@@ -33,7 +36,7 @@ from ..hdl.flit import Reg
 from ..hdl.noc import PhitTx, VcBuffer, make_router, phase_counter
 from .buffer import BufferCountHarness
 from .core import CoreHarness
-from .cut import CutRequantizer
+from .cut import CutRequantizer, CutSum, accumulate
 from .phit import PhitHarness
 from .router import RouterHarness
 
@@ -154,6 +157,21 @@ class _WrongResetHarness(CoreHarness):
         return TileCore(self.config, units={**self.units(), "handoff": _WrongResetRequantizer})
 
 
+class _SwappedGradSum(CutSum):
+    """The cut sum with its operands the other way round (GRAD's only, the fault)."""
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.If(self.en):
+            m.d.sync += self.o.eq(accumulate(self.b, self.a))
+        return m
+
+
+class _SwappedGradHarness(CoreHarness):
+    def make_dut(self):
+        return TileCore(self.config, units={**self.units(), "grad": _SwappedGradSum})
+
+
 class _WrongRegisterHarness(PhitHarness):
     def make_tx(self):
         return _WrongRegisterTx(self.config)
@@ -168,7 +186,8 @@ MUTATIONS = {
                                        None)},
     "core": {"core_wrong_stage": (_WrongStageHarness, "int"),
              "core_fp_wrong_stage": (_WrongStageHarness, "float"),
-             "core_register_reset": (_WrongResetHarness, "int")},
+             "core_register_reset": (_WrongResetHarness, "int"),
+             "core_grad_operands": (_SwappedGradHarness, "float")},
     "phit": {"phit_wrong_register": (_WrongRegisterHarness, None)},
 }
 
