@@ -101,3 +101,23 @@ def test_layer(request, sim_env, build_root, cfg_name, layer):
                           "WAFERTILE_SEED": str(seed_for(request)),
                           "WAFERTILE_LAYER": json.dumps(LAYERS[layer]),
                           "WAFERTILE_BACKPRESSURE": "0.3"})
+
+
+#: Float arrays for the GRAD chains (training): a tall one (every row adds) and a wide one.
+GRAD_CONFIGS = {
+    "4x2fp16": Config(rows=4, cols=2, dtype="fp16", act_depth=16, acc_depth=16),
+    "2x3bf16": Config(rows=2, cols=3, dtype="bf16", act_depth=16, acc_depth=16),
+}
+
+
+@pytest.mark.parametrize(("sim", "cfg_name"), sim_cases(
+    list(GRAD_CONFIGS), slow=lambda sim, cfg_name: sim == "verilator" or cfg_name != "4x2fp16"))
+def test_grad_chains(request, sim_env, build_root, cfg_name):
+    """GRAD flits go down their column, each tile adding its rows' product, and leave by the
+    south edge (sim/tb/array.py grad_chains; the default run: fp16 on Icarus)."""
+    cfg = GRAD_CONFIGS[cfg_name]
+    build = build_root / f"array-{cfg_name}-{sim_env}"
+    run_cocotb(sim=sim_env, sources=_sources(build, cfg), top="wafertile_array",
+               test_module="wafertile.sim.tb.array", build_dir=build, testcase="grad_chains",
+               extra_env={"WAFERTILE_CONFIG": json.dumps(cfg.as_dict()),
+                          "WAFERTILE_SEED": str(seed_for(request))})

@@ -23,9 +23,11 @@ import cocotb
 import numpy as np
 
 from ...formats import fp32_fields
-from ...hdl.flit import Port, flit_layout, unpack
+from ...hdl.core.fp import float_format
+from ...hdl.flit import Opcode, Port, flit_layout, pack, unpack
 from ...hdl.grid import ARRAY
 from ...stream import LayerProgram, compile_layer, load_program, reference
+from ..models.fp import mac
 from ..stimulus import make_layer
 from ..vip import (
     TB,
@@ -95,10 +97,14 @@ class ArrayTB(TB):
                 on_received=lambda word, y=y: self._reply(y, word))))
         self.macs = self.add(_MacCounter(dut, cfg.rows * cfg.cols))
         self.board: LayerScoreboard | None = None
+        #: flits that left by the west edge with no layer playing
+        self.stray: list[dict] = []
 
     def _reply(self, row: int, word: int) -> None:
         if self.board is not None:
             self.board.received(row, unpack(self.layout, word)["payload"])
+        else:
+            self.stray.append(unpack(self.layout, word)["payload"])
 
     async def play(self, program: LayerProgram, *, timeout: int = 200_000,
                    on_phase=None) -> tuple[np.ndarray, dict]:
@@ -209,3 +215,63 @@ async def run_programs(dut):
         k += 1
     (run_dir / "result.json").write_text(json.dumps({"programs": k,
                                                      "error_flags": int(dut.error.value)}))
+
+
+
+@cocotb.test()
+async def grad_chains(dut):
+    """GRAD chains (training, ``docs/training.md``) through a float array: every row's
+    activations written by row multicasts, then GRADs injected at the west ports (spread over
+    the rows) to the top of a column, with random backpressure at the south edge; each must
+    leave the south edge of its column once, carrying its data plus ``act[addr] *
+    act[addr_b]`` of every row added row by row from row 0 (the tiles' MAC rule, zero
+    operands skipped), and nothing may leave by the west edge."""
+    tb = ArrayTB(dut)
+    cfg = tb.config
+    rng = np.random.default_rng(tb.seed)
+    fmt = float_format(cfg.dtype)
+    R, C, n_act = cfg.rows, cfg.cols, min(cfg.act_depth, 12)
+    values = rng.normal(0, 2, (R, n_act)) * (rng.random((R, n_act)) >= 0.2)
+    acts = fmt.bits(values.astype(np.float32))
+    south: dict[int, list[dict]] = {x: [] for x in range(C)}
+    pauses = Random(tb.seed)
+    for x in range(C):
+        name, k = grid_link(cfg, ARRAY, x, R - 1, Port.SOUTH, into=False)
+        tb.add(LinkSink(dut, name, cfg, index=k, backpressure=random_pause(0.4, pauses),
+                        on_received=lambda word, x=x: south[x].append(
+                            unpack(tb.layout, word)["payload"])))
+    await tb.reset()
+
+    def send(port: int, header: dict, payload: dict) -> None:
+        tb.sources[port].send(pack(tb.layout, {"header": {"vc": 0, "exit": Port.LOCAL,
+                                                          **header}, "payload": payload}))
+
+    for y in range(R):  # each row's activations, to every tile of the row
+        for a in range(n_act):
+            send(y, {"x0": 0, "x1": C - 1, "y0": y, "y1": y},
+                 {"op": Opcode.WRITE_ACT, "addr": a, "data": int(acts[y, a])})
+    await tb.wait_until(lambda: tb.macs.writes >= R * C * n_act, timeout=20_000,
+                        what="the activation writes")
+    grads = []
+    for n in range(6 * C):
+        x, i, k = n % C, int(rng.integers(n_act)), int(rng.integers(n_act))
+        start = int(fp32_fields(np.float32(rng.normal(0, 4))))
+        grads.append((x, i, k, start))
+        send(n % R, {"x0": x, "x1": x, "y0": 0, "y1": 0},
+             {"op": Opcode.GRAD, "addr": i, "addr_b": k, "data": start})
+    await tb.wait_until(lambda: sum(map(len, south.values())) >= len(grads), timeout=20_000,
+                        what="the GRAD results at the south edge")
+    await tb.cycles(50)  # nothing more may come
+    for x in range(C):
+        want = []
+        for gx, i, k, start in grads:
+            if gx == x:
+                g = np.uint32(start & 0xFFFFFFFF)
+                for y in range(R):
+                    g = mac(g, acts[y, i], acts[y, k], cfg.dtype)
+                want.append((i, k, int(g)))
+        got = [(f["addr"], f["addr_b"], f["data"] & 0xFFFFFFFF) for f in south[x]]
+        assert all(f["op"] == Opcode.GRAD for f in south[x]), f"column {x} (seed {tb.seed})"
+        assert sorted(got) == sorted(want), f"column {x}: GRAD results differ (seed {tb.seed})"
+    assert not tb.stray, f"flits left by the west edge: {tb.stray[:3]} (seed {tb.seed})"
+    assert int(dut.error.value) == 0, "a tile raised its error flag"
