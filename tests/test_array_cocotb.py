@@ -121,3 +121,30 @@ def test_grad_chains(request, sim_env, build_root, cfg_name):
                test_module="wafertile.sim.tb.array", build_dir=build, testcase="grad_chains",
                extra_env={"WAFERTILE_CONFIG": json.dumps(cfg.as_dict()),
                           "WAFERTILE_SEED": str(seed_for(request))})
+
+
+#: Training steps on the RTL (sim/tb/array.py train_step): (configuration, chain).
+TRAIN_CASES = {
+    "2x2fp16": (Config(rows=2, cols=2, dtype="fp16", act_depth=32, acc_depth=16),
+                {"sizes": [6, 5, 3], "density": 0.7, "batch": 3, "scale": 64.0}),
+    # 40 outputs over 2 columns of 16 accumulator slots: two passes forward and backward
+    "3x2bf16": (Config(rows=3, cols=2, dtype="bf16", act_depth=64, acc_depth=16),
+                {"sizes": [7, 40, 4, 3], "density": 0.5, "batch": 5}),
+}
+
+
+@pytest.mark.parametrize(("sim", "case"), sim_cases(
+    list(TRAIN_CASES), slow=lambda sim, case: sim == "verilator" or case != "2x2fp16"))
+def test_train_step(request, sim_env, build_root, case):
+    """A training step (forward, loss gradient, GRAD chains, backward data, FINISH_BACK) of a
+    small chain, two batch groups, every logit and gradient bit exact against the reference
+    (the default run: fp16 on Icarus; bf16 with two passes forward and backward, and
+    Verilator, with --run-slow)."""
+    cfg, spec = TRAIN_CASES[case]
+    build = build_root / f"array-train-{case}-{sim_env}"
+    run_cocotb(sim=sim_env, sources=_sources(build, cfg), top="wafertile_array",
+               test_module="wafertile.sim.tb.array", build_dir=build, testcase="train_step",
+               extra_env={"WAFERTILE_CONFIG": json.dumps(cfg.as_dict()),
+                          "WAFERTILE_SEED": str(seed_for(request)),
+                          "WAFERTILE_TRAIN": json.dumps(spec),
+                          "WAFERTILE_BACKPRESSURE": "0.3"})

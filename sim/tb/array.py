@@ -27,7 +27,10 @@ from ...hdl.core.fp import float_format
 from ...hdl.flit import Opcode, Port, flit_layout, pack, unpack
 from ...hdl.grid import ARRAY
 from ...stream import LayerProgram, compile_layer, load_program, reference
+from ...trainer import random_network
+from ...trainer.compiler import compile_step
 from ..models.fp import mac
+from ..models.training import training_step
 from ..stimulus import make_layer
 from ..vip import (
     TB,
@@ -80,7 +83,7 @@ class _MacCounter(Part):
 class ArrayTB(TB):
     """The array with the host's west-edge ports, the MAC counter and the scoreboard."""
 
-    def __init__(self, dut, *, backpressure: float = 0.0):
+    def __init__(self, dut, *, backpressure: float = 0.0, south: bool = False):
         super().__init__(dut)
         cfg = self.config
         self.layout = flit_layout(cfg)
@@ -96,6 +99,15 @@ class ArrayTB(TB):
                 dut, name, cfg, index=k, backpressure=random_pause(backpressure, rng),
                 on_received=lambda word, y=y: self._reply(y, word))))
         self.macs = self.add(_MacCounter(dut, cfg.rows * cfg.cols))
+        #: with ``south``: what left by the south edge, ``(column, payload)`` in order
+        self.south: list[tuple[int, dict]] = []
+        if south:  # training's GRAD results (random backpressure too)
+            for x in range(cfg.cols):
+                name, k = grid_link(cfg, ARRAY, x, cfg.rows - 1, Port.SOUTH, into=False)
+                self.add(LinkSink(dut, name, cfg, index=k,
+                                  backpressure=random_pause(backpressure, rng),
+                                  on_received=lambda word, x=x: self.south.append(
+                                      (x, unpack(self.layout, word)["payload"]))))
         self.board: LayerScoreboard | None = None
         #: flits that left by the west edge with no layer playing
         self.stray: list[dict] = []
@@ -124,9 +136,13 @@ class ArrayTB(TB):
             start, macs0, writes0 = self.cycle, self.macs.total, self.macs.writes
             self.macs.per_tile = phase.kind == "stream"
 
-            def done(phase=phase, macs0=macs0, writes0=writes0):
+            south0 = len(self.south)
+
+            def done(phase=phase, macs0=macs0, writes0=writes0, south0=south0):
                 if not all(s.idle_now for s in self.sources):
                     return False
+                if phase.kind == "grad":  # every GRAD's result back at the south edge
+                    return len(self.south) - south0 >= len(phase)
                 if phase.kind == "stream":
                     return self.macs.total - macs0 >= phase.expected_macs
                 if phase.kind == "handoff":
@@ -275,3 +291,64 @@ async def grad_chains(dut):
         assert sorted(got) == sorted(want), f"column {x}: GRAD results differ (seed {tb.seed})"
     assert not tb.stray, f"flits left by the west edge: {tb.stray[:3]} (seed {tb.seed})"
     assert int(dut.error.value) == 0, "a tile raised its error flag"
+
+
+@cocotb.test()
+async def train_step(dut):
+    """One training step of a small chain on a float array (``docs/training.md``), compiled
+    by :func:`wafertile.trainer.compiler.compile_step` group by group (the second group
+    padded, carrying the first's partial sums): the logits of every group and every weight
+    and bias gradient that leaves the south edge equal
+    :func:`wafertile.sim.models.training.training_step` bit for bit."""
+    tb = ArrayTB(dut, backpressure=env_float("WAFERTILE_BACKPRESSURE", 0.0), south=True)
+    cfg, spec = tb.config, env_json("WAFERTILE_TRAIN")
+    rng = np.random.default_rng(tb.seed)
+    fmt = float_format(cfg.dtype)
+    weights, biases, masks = random_network(spec["sizes"], spec["density"], tb.seed)
+    weights = [fmt.values(fmt.bits(w)) for w in weights]
+    biases = [rng.normal(0, 0.2, len(b)).astype(np.float32) for b in biases]
+    B = spec["batch"]
+    x = fmt.values(fmt.bits((rng.random((B, spec["sizes"][0])) *
+                             (rng.random((B, spec["sizes"][0])) > 0.2)).astype(np.float32)))
+    labels = rng.integers(0, spec["sizes"][-1], B)
+    ref = training_step(cfg, weights, biases, masks, x, labels, spec.get("scale", 1.0))
+    await tb.reset()
+    carry = None
+    R = cfg.rows
+    for g0 in range(0, B, R):
+        program = compile_step(cfg, weights, biases, masks, x[g0:g0 + R],
+                               ref.dys[-1][g0:g0 + R], carry)
+        south0 = len(tb.south)
+        logits, _ = await tb.play(program)
+        rows = min(R, B - g0)
+        want = fp32_fields(ref.logits[g0:g0 + rows]) & 0xFFFFFFFF
+        assert np.array_equal(logits[:rows] & 0xFFFFFFFF, want), \
+            f"logits of the group at {g0} differ (seed {tb.seed})"
+        results = {(c, f["addr"], f["addr_b"]): f["data"] & 0xFFFFFFFF
+                   for c, f in tb.south[south0:]}
+        assert len(results) == len(tb.south) - south0, "a GRAD result came twice"
+        carry = [None] * len(weights)
+        for grad in program.grads:
+            if grad is None:
+                continue
+            dw = np.zeros(np.shape(weights[grad.layer]), np.int64)
+            db = np.zeros(len(biases[grad.layer]), np.int64)
+            for c, a, b_, i, k in zip(grad.column, grad.addr, grad.addr_b, grad.i, grad.k,
+                                      strict=True):
+                word = results[(int(c), int(a), int(b_))]
+                if k >= 0:
+                    dw[i, k] = word
+                else:
+                    db[i] = word
+            carry[grad.layer] = (dw, db)
+    for n, (dw, db) in enumerate(carry):
+        want_w = fp32_fields(ref.dw[n]) & 0xFFFFFFFF
+        want_b = fp32_fields(ref.db[n]) & 0xFFFFFFFF
+        got_w = np.where(masks[n], dw, 0)
+        assert np.array_equal(got_w, np.where(masks[n], want_w, 0)), \
+            f"dW_{n} differs in {int(np.sum(got_w != np.where(masks[n], want_w, 0)))} " \
+            f"places (seed {tb.seed})"
+        assert np.array_equal(db, want_b), f"db_{n} differs (seed {tb.seed})"
+    assert int(dut.error.value) == 0, "a tile raised its error flag"
+    dut._log.info("training step of %s, batch %d: every gradient equal (seed %d)",
+                  spec["sizes"], B, tb.seed)

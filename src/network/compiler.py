@@ -49,7 +49,7 @@ from ..stream import (
 from .model import Layer, Network, NetworkError
 
 __all__ = ["NetworkProgram", "check_network", "compile_network", "edge_flits",
-           "handoff_window"]
+           "handoff_phases", "handoff_window"]
 
 
 def handoff_window(config: Config) -> int:
@@ -158,10 +158,15 @@ def _as_words(net: Network) -> Network:
     return replace(net, layers=layers)
 
 
-def _handoff(config: Config, plan: LayerPlan, layer, p: int, rows: int, nxt: LayerPlan,
-             base: int) -> list[Phase]:
+def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nxt, base: int,
+                   *, op: Opcode = Opcode.FINISH) -> list[Phase]:
     """The hand-off of pass ``p``'s outputs, in rounds of :func:`handoff_window` FINISHes per
-    tile; the SETs of the layer's requantization first (per output where it varies)."""
+    tile; the SETs of the layer's requantization first (per output where it varies).
+
+    ``nxt`` (the next layer's plan, or anything with its ``chunk`` and ``G``) says which
+    tiles of the row take output ``i`` (its column block), at ``base + i`` within its chunk.
+    ``op``: FINISH (forward), or FINISH_BACK (training's backward hand-off: no registers, so
+    no SET; ``layer`` is then not read)."""
     window = handoff_window(config)
     vc = config.num_vcs - 1
     parts = plan.parts(p)
@@ -176,7 +181,9 @@ def _handoff(config: Config, plan: LayerPlan, layer, p: int, rows: int, nxt: Lay
         writes = 0
         for y in range(rows):
             regs = {g: current.get(g) for g in range(plan.G)}
-            if r == 0:  # the layer's registers, in every tile that holds its outputs
+            if op is not Opcode.FINISH:
+                regs = dict.fromkeys(range(plan.G))  # FINISH_BACK reads no register
+            elif r == 0:  # the layer's registers, in every tile that holds its outputs
                 settings = [(Reg.RELU, int(layer.relu))]
                 if per_layer and not config.is_float:
                     settings += [(Reg.MULT, int(layer.mult[0])), (Reg.SHIFT,
@@ -190,8 +197,8 @@ def _handoff(config: Config, plan: LayerPlan, layer, p: int, rows: int, nxt: Lay
             for g, part in enumerate(parts):
                 for s in range(r * window, min((r + 1) * window, len(part))):
                     i = int(part[s])
-                    want = None if config.is_float else (int(layer.mult[i]),
-                                                         int(layer.shift[i]))
+                    want = None if config.is_float or op is not Opcode.FINISH else \
+                        (int(layer.mult[i]), int(layer.shift[i]))
                     if regs[g] != want:  # this output's own requantization
                         for reg, value in ((Reg.MULT, want[0]), (Reg.SHIFT, want[1])):
                             flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=Opcode.SET.value,
@@ -199,7 +206,7 @@ def _handoff(config: Config, plan: LayerPlan, layer, p: int, rows: int, nxt: Lay
                         regs[g] = want
                     k = i // nxt.chunk
                     x0, x1 = k * nxt.G, k * nxt.G + nxt.G - 1
-                    flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=Opcode.FINISH.value, addr=s,
+                    flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=op.value, addr=s,
                               addr_b=base + i - k * nxt.chunk,
                               data=encode_handoff(config, x0=x0, x1=x1, y=y, vc=vc))
                     writes += x1 - x0 + 1
@@ -226,7 +233,8 @@ def _group(config: Config, net: Network, plans: list[LayerPlan], bases: list[int
             if n == last:
                 here.append(read_phase(plan, p, rows))
             else:
-                here += _handoff(config, plan, layer, p, rows, plans[n + 1], bases[n + 1])
+                here += handoff_phases(config, plan, layer, p, rows, plans[n + 1],
+                                       bases[n + 1])
             phases += here
             layer_of += [n] * len(here)
     return phases, layer_of

@@ -1,0 +1,182 @@
+"""The training step as a program for the array (``docs/training.md``, "The phases of a
+step"): one batch group of ``rows`` inputs through the forward pass, the loss gradient written
+in by the host, and per layer, from the last, the GRAD chains (weight and bias gradients), the
+backward data pass and the backward hand-off (FINISH_BACK).
+
+The loss gradient depends on the logits the forward pass leaves; a program is made whole
+before it runs, so the host's loss gradient is given (from the reference's logits: the run
+then checks the fabric's logits equal them bit for bit, which makes it the loss gradient the
+host would have computed from the fabric's own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import numpy as np
+
+from ..config import Config
+from ..formats import float_words, fp32_words
+from ..hdl.core.fp import float_format
+from ..hdl.flit import Opcode, Port
+from ..network.compiler import handoff_phases
+from ..stream import LayerProgram, Phase, PhaseBuilder
+from ..stream.compiler import add_activations, add_zero, read_phase, stream_phase
+from ..stream.plan import plan_layer
+from ..train import TrainError
+
+__all__ = ["GradFlits", "StepProgram", "compile_step", "step_layout"]
+
+
+@dataclass
+class GradFlits:
+    """The GRADs of one layer's gradient phase, in injection order: the column each goes
+    down, its ``addr`` / ``addr_b``, and which gradient it is (output ``i``; input ``k``, or
+    -1 for the bias)."""
+
+    layer: int
+    column: np.ndarray
+    addr: np.ndarray
+    addr_b: np.ndarray
+    i: np.ndarray
+    k: np.ndarray
+
+
+@dataclass
+class StepProgram(LayerProgram):
+    """A compiled training step of one batch group: a :class:`~wafertile.stream.LayerProgram`
+    whose ``"grad"`` phases end when their GRAD results are back at the south edge;
+    ``grads[n]`` describes phase ``n``'s GRADs (None for the other phases)."""
+
+    grads: list[GradFlits | None] = field(default_factory=list)
+    #: where each region starts in the activation bank: ``"A0"`` ... , ``"G"``, ``"ONE"``
+    regions: dict[str, int] = field(default_factory=dict)
+
+
+def step_layout(config: Config, sizes: list[int]) -> dict[str, int]:
+    """The activation regions of a tile (docs/training.md, "What a tile keeps"):
+    ``A_l`` at ``J_0 + ... + J_{l-1}``, ``G`` after them, ``ONE`` after ``G``.
+
+    Raises
+    ------
+    TrainError
+        If they do not fit ``act_depth``.
+    """
+    regions, at = {}, 0
+    for n, J in enumerate(sizes[:-1]):
+        regions[f"A{n}"] = at
+        at += J
+    regions["G"] = at
+    regions["ONE"] = at + sizes[-1]
+    need = regions["ONE"] + 1
+    if need > config.act_depth:
+        raise TrainError(f"a training step keeps every layer's inputs, the loss gradient and "
+                         f"a 1.0 in each tile: {' + '.join(map(str, sizes))} + 1 = {need} "
+                         f"activation words > act_depth = {config.act_depth}")
+    return regions
+
+
+def _words(config: Config, name: str, values) -> np.ndarray:
+    w = float_words(config.dtype, name, np.asarray(values, np.float32), error=TrainError)
+    return np.where((w & 0x7FFF) == 0, 0, w)
+
+
+def compile_step(config: Config, weights, biases, masks, x, dy, carry=None) -> StepProgram:
+    """The program of one batch group.
+
+    Parameters
+    ----------
+    weights, biases, masks : lists per layer
+        Numbers of the format (``I_l x J_l``), FP32 biases, bool masks.
+    x : array
+        The group's inputs, at most ``rows`` x ``J_0`` numbers of the format; a group of
+        fewer rows is padded with zero inputs.
+    dy : array
+        The loss gradient of the group's rows (numbers of the format, ``x``'s rows x
+        ``I_{L-1}``); padding rows get +0.
+    carry : list of (dW words, db words), optional
+        The partial sums the previous group left, FP32 words per layer (default +0).
+    """
+    cfg = config
+    R, C = cfg.rows, cfg.cols
+    L = len(weights)
+    sizes = [np.shape(w)[1] for w in weights] + [np.shape(weights[-1])[0]]
+    regions = step_layout(cfg, sizes)
+    fmt = float_format(cfg.dtype)
+    ws = [_words(cfg, f"w{n}", w) for n, w in enumerate(weights)]
+    bs = [fp32_words(f"b{n}", b, error=TrainError) for n, b in enumerate(biases)]
+    rows = len(x)
+    xw = np.zeros((R, sizes[0]), np.int64)
+    xw[:rows] = float_words(cfg.dtype, "inputs", np.asarray(x, np.float32), error=TrainError)
+    dyw = np.zeros((R, sizes[-1]), np.int64)
+    dyw[:rows] = float_words(cfg.dtype, "loss gradient", np.asarray(dy, np.float32),
+                             error=TrainError)
+    plans = [plan_layer(cfg, w) for w in ws]
+    phases: list[Phase] = []
+    grads: list[GradFlits | None] = []
+
+    def add(phase: Phase, grad: GradFlits | None = None) -> None:
+        phases.append(phase)
+        grads.append(grad)
+
+    # -- forward: as inference, layer l's inputs in region A_l -------------------------------
+    relu = SimpleNamespace(relu=1)
+    for n, plan in enumerate(plans):
+        for p in range(plan.passes):
+            load = PhaseBuilder()
+            if n == 0 and p == 0:
+                add_activations(load, plan, xw, base=regions["A0"])
+            add_zero(load, plan, p, R, bias=bs[n])
+            add(load.phase("load"))
+            add(stream_phase(plan, p, R, base=regions[f"A{n}"]))
+            if n == L - 1:
+                add(read_phase(plan, p, R))
+            else:
+                for phase in handoff_phases(cfg, plan, relu, p, R, plans[n + 1],
+                                            regions[f"A{n + 1}"]):
+                    add(phase)
+    # -- the loss gradient and the 1.0, written by the host --------------------------------
+    loss = PhaseBuilder()
+    one = int(fmt.bits(np.float32(1.0)))
+    for y in range(R):
+        loss.add(y, sizes[-1], x0=0, x1=C - 1, y0=y, y1=y, op=Opcode.WRITE_ACT.value,
+                 addr=regions["G"] + np.arange(sizes[-1]), data=dyw[y])
+        loss.add(y, 1, x0=0, x1=C - 1, y0=y, y1=y, op=Opcode.WRITE_ACT.value,
+                 addr=regions["ONE"], data=one)
+    add(loss.phase("handoff"))
+    # -- backward, from the last layer ------------------------------------------------------
+    for n in reversed(range(L)):
+        dy_base = regions["G"] if n == L - 1 else regions[f"A{n + 1}"]
+        ii, kk = np.nonzero(np.asarray(masks[n], bool))
+        ii = np.r_[ii, np.arange(sizes[n + 1])]
+        kk = np.r_[kk, np.full(sizes[n + 1], -1)]
+        m = len(ii)
+        column = np.arange(m) % C
+        addr_b = np.where(kk >= 0, regions[f"A{n}"] + kk, regions["ONE"])
+        start = np.zeros(m, np.int64)
+        if carry is not None:
+            cw, cb = carry[n]
+            start = np.where(kk >= 0, np.asarray(cw)[ii, np.maximum(kk, 0)],
+                             np.asarray(cb)[ii])
+        start = np.where(start >= 1 << 31, start - (1 << 32), start)  # signed data fields
+        grad = PhaseBuilder()
+        grad.add(np.arange(m) % R, m, x0=column, x1=column, y0=0, y1=0, vc=0,
+                 exit=Port.LOCAL.value, op=Opcode.GRAD.value, addr=dy_base + ii,
+                 addr_b=addr_b, data=start)
+        add(grad.phase("grad"), GradFlits(n, column, dy_base + ii, addr_b, ii, kk))
+        if n == 0:
+            break
+        tplan = plan_layer(cfg, ws[n].T.copy())
+        for p in range(tplan.passes):
+            load = PhaseBuilder()
+            add_zero(load, tplan, p, R)
+            add(load.phase("load"))
+            add(stream_phase(tplan, p, R, base=dy_base))
+            row = SimpleNamespace(chunk=sizes[n], G=C)  # every tile of the row
+            for phase in handoff_phases(cfg, tplan, None, p, R, row, regions[f"A{n}"],
+                                        op=Opcode.FINISH_BACK):
+                add(phase)
+    nnz = sum(int(np.count_nonzero(w)) for w in ws)
+    return StepProgram(cfg, (R, sizes[-1], sizes[0]), phases, nnz,
+                       dense_flits=sum(w.size for w in ws), grads=grads, regions=regions)
