@@ -12,11 +12,12 @@ array, cycle by cycle, into the file named by its 4th argument.
 File formats (little-endian binary, written and read with numpy):
 
 - program: ``int32 words_per_flit``; then per phase ``int32 kind`` (0 load, 1 stream,
-  2 reduce, 3 read, 4 handoff), ``int64 expected_macs``, ``int64 expected_writes``,
-  ``int64 expected_replies``, ``int64 n``,
-  ``int32 port[n]``, ``int32 vc[n]``, ``uint32 flit[n][words_per_flit]`` (least significant
-  word first);
-- replies: one record per reply, ``int32 phase``, ``int32 port``,
+  2 reduce, 3 read, 4 handoff, 5 grad), ``int64 expected_macs``, ``int64 expected_writes``,
+  ``int64 expected_replies`` (a grad phase: the results expected at the south edge),
+  ``int64 n``, ``int32 port[n]``, ``int32 vc[n]``, ``uint32 flit[n][words_per_flit]`` (least
+  significant word first);
+- replies: one record per flit out of the west edge (``port`` its row) or the south edge
+  (``port`` ``rows`` + its column: training's GRAD results), ``int32 phase``, ``int32 port``,
   ``uint32 flit[words_per_flit]``;
 - counters (text, one record per line): ``S <phase> <cycles> <macs> <writes>`` per phase,
   ``T <tile> <mac_done> <mac_skipped>`` per tile (stream phases only), ``E <error bits>``.
@@ -132,6 +133,11 @@ static int out(int y, uint32_t* w) {
   get_bits(top->w_out__flit, y * FW, FW, w);
   return get_bit(top->w_out__valid, y);
 }
+// Element x of the south edge's output group (column x): training's GRAD results.
+static int out_south(int x, uint32_t* w) {
+  get_bits(top->s_out__flit, x * FW, FW, w);
+  return get_bit(top->s_out__valid, x);
+}
 
 struct Flit { int vc; uint32_t w[NW]; };
 
@@ -151,10 +157,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   top = new Vwafertile_array;
-  // the other edges: nothing in, never ready; the west outputs: always ready
+  // the other edges: nothing in; the west and south outputs always ready (the south edge
+  // gives training's GRAD results), the north and east ones never
   put_all(top->e_in__valid, @R@, 0); put_all(top->e_out__ready, @R@ * NV, 0);
   put_all(top->n_in__valid, @C@, 0); put_all(top->n_out__ready, @C@ * NV, 0);
-  put_all(top->s_in__valid, @C@, 0); put_all(top->s_out__ready, @C@ * NV, 0);
+  put_all(top->s_in__valid, @C@, 0); put_all(top->s_out__ready, @C@ * NV, 1);
   put_all(top->w_out__ready, R * NV, 1);
   uint32_t zero[NW] = {0};
   for (int y = 0; y < R; y++) drive(y, 0, zero);
@@ -187,10 +194,10 @@ int main(int argc, char** argv) {
       q[ports[i]].push_back(f);
     }
     std::vector<size_t> head(R, 0);
-    bool stream = kind == 1, handoff = kind == 4;
-    long macs = 0, writes = 0, replies = 0, cycles = 0, last_progress = 0;
+    bool stream = kind == 1, handoff = kind == 4, grad = kind == 5;
+    long macs = 0, writes = 0, replies = 0, south = 0, cycles = 0, last_progress = 0;
     while (true) {
-      long before = macs + writes + replies;
+      long before = macs + writes + replies + south;
       size_t sent_before = 0;
       for (int y = 0; y < R; y++) sent_before += head[y];
       for (int y = 0; y < R; y++)
@@ -207,6 +214,15 @@ int main(int argc, char** argv) {
           fwrite(w, 4, NW, rep);
         }
       }
+      for (int x = 0; x < @C@; x++) {  // a south output: port R + x
+        uint32_t w[NW];
+        if (out_south(x, w)) {
+          south++;
+          int32_t head2[2] = {phase, R + x};
+          fwrite(head2, 4, 2, rep);
+          fwrite(w, 4, NW, rep);
+        }
+      }
       for (int k = 0; k < TILES; k++) {
         int d = get_bit(top->mac_done, k), s = get_bit(top->mac_skipped, k);
         macs += d + s;
@@ -217,17 +233,19 @@ int main(int argc, char** argv) {
       cycles++;
       size_t sent_after = 0;
       for (int y = 0; y < R; y++) sent_after += head[y];
-      if (macs + writes + replies != before || sent_after != sent_before) last_progress = cycles;
+      if (macs + writes + replies + south != before || sent_after != sent_before)
+        last_progress = cycles;
       bool sent = true;
       for (int y = 0; y < R; y++) if (head[y] < q[y].size()) sent = false;
       if (sent && stream && macs >= macs_expected) break;
       if (sent && handoff && writes >= writes_expected) break;
-      if (sent && !stream && !handoff && replies >= replies_expected) break;
+      if (sent && grad && south >= replies_expected) break;
+      if (sent && !stream && !handoff && !grad && replies >= replies_expected) break;
       if (cycles - last_progress > 100000) {
         fprintf(stderr, "harness: no progress for 100000 cycles in phase %d (kind %d): "
-                "%ld/%ld MACs, %ld/%ld activation writes, %ld/%ld replies, flits left per "
-                "port:", phase, (int)kind, macs, (long)macs_expected, writes,
-                (long)writes_expected, replies, (long)replies_expected);
+                "%ld/%ld MACs, %ld/%ld activation writes, %ld/%ld replies (%ld at the south "
+                "edge), flits left per port:", phase, (int)kind, macs, (long)macs_expected,
+                writes, (long)writes_expected, replies, (long)replies_expected, south);
         for (int y = 0; y < R; y++) fprintf(stderr, " %zu", q[y].size() - head[y]);
         fprintf(stderr, "\n");
         return 3;
@@ -372,8 +390,9 @@ def trace_format() -> str:
     return "fst" if proc.returncode == 0 else "vcd"
 
 
-#: Phase kinds in the program file.
-KINDS = {"load": 0, "stream": 1, "reduce": 2, "read": 3, "handoff": 4}
+#: Phase kinds in the program file ("grad": training's GRAD chains, docs/training.md; the
+#: phase ends when as many results as it has flits have left by the south edge).
+KINDS = {"load": 0, "stream": 1, "reduce": 2, "read": 3, "handoff": 4, "grad": 5}
 
 
 def write_program(path: Path, config: Config, program: LayerProgram) -> None:
@@ -384,8 +403,9 @@ def write_program(path: Path, config: Config, program: LayerProgram) -> None:
         np.array([nw], dtype="<i4").tofile(f)
         for phase in program.phases:
             np.array([KINDS[phase.kind]], dtype="<i4").tofile(f)
-            np.array([phase.expected_macs, phase.expected_writes, phase.expected_replies,
-                      len(phase)], dtype="<i8").tofile(f)
+            replies = len(phase) if phase.kind == "grad" else phase.expected_replies
+            np.array([phase.expected_macs, phase.expected_writes, replies, len(phase)],
+                     dtype="<i8").tofile(f)
             phase.port.astype("<i4").tofile(f)
             phase.flits["header.vc"].astype("<i4").tofile(f)
             phase.words(layout).astype("<u4").tofile(f)
@@ -426,8 +446,13 @@ def run_harness(exe: Path, config: Config, program: LayerProgram, workdir: Path,
     B, I, _ = program.shape
     y_out = np.zeros((B, I), dtype=np.int64)
     stream_cycles = 0
+    south = records["port"] >= config.rows  # training's GRAD results (docs/training.md)
+    south_out = {"phase": records["phase"][south].astype(np.int64),
+                 "column": (records["port"][south] - config.rows).astype(np.int64),
+                 **{k: payload[f"payload.{k}"][south] for k in ("op", "addr", "addr_b",
+                                                                 "data")}}
     for n, phase in enumerate(program.phases):
-        mine = records["phase"] == n
+        mine = (records["phase"] == n) & ~south
         collect_reply_arrays(phase, records["port"][mine].astype(np.int64),
                              payload["payload.op"][mine], payload["payload.addr"][mine],
                              payload["payload.addr_b"][mine], payload["payload.data"][mine],
@@ -447,4 +472,4 @@ def run_harness(exe: Path, config: Config, program: LayerProgram, workdir: Path,
     return y_out, {"cycles": stream_cycles, "total_cycles": total, "mac_done": done,
                    "mac_skipped": skipped, "error": error, "seconds": seconds,
                    "phase_cycles": [cycles[n][0] for n in range(len(program.phases))],
-                   "cycles_by_kind": per_kind}
+                   "cycles_by_kind": per_kind, "south": south_out}

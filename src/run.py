@@ -29,7 +29,8 @@ from .formats import fp32_values, same_bits
 from .hdl.core.fp import float_format
 from .stream import LayerError, compile_layer, reference
 
-__all__ = ["LEAN_WEIGHTS", "RunReport", "Simulation", "build_estimate", "default_layer",
+__all__ = ["LEAN_WEIGHTS", "RunReport", "Simulation", "array_build", "build_estimate",
+           "default_layer",
            "load_array", "load_layer", "outputs_and_mismatches", "run_layer", "simulate",
            "waves_files", "waves_line"]
 
@@ -331,6 +332,22 @@ def build_estimate(config: Config, sim: str, *, waves: bool = False) -> str:
 _SIM_NAMES = {"verilator": "Verilator", "icarus": "Icarus"}
 
 
+def array_build(config: Config, sim: str, build_root: Path | None = None) -> tuple[Path, Path]:
+    """``(build, source)``: the build directory of the array of ``config`` on ``sim`` (cached
+    per design and simulator: ``<build_root or cache>/builds/array-<sim>-<hash of the
+    Verilog>``) and its Verilog, written there if it changed."""
+    from .hdl.generate import verilog_text
+
+    text = verilog_text("array", config)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    build = (build_root or cache_root() / "builds") / f"array-{sim}-{digest}"
+    build.mkdir(parents=True, exist_ok=True)
+    source = build / "wafertile_array.v"
+    if not source.exists() or source.read_text() != text:
+        source.write_text(text)
+    return build, source
+
+
 def simulate(config: Config, programs: list, *, sim: str = "verilator", waves: bool = False,
              build_root: Path | None = None) -> Simulation:
     """Generate the array for ``config``, build it (cached per design and simulator) and play
@@ -343,7 +360,6 @@ def simulate(config: Config, programs: list, *, sim: str = "verilator", waves: b
     ``waves``, in ``<build>/waves``, one FST file for all). A step that runs for longer than
     :data:`wafertile.log.EVERY` seconds says how far it is every so often.
     """
-    from .hdl.generate import verilog_text
     from .sim.runner import run_cocotb
     from .sim.toolchain import simulator_env
 
@@ -353,13 +369,7 @@ def simulate(config: Config, programs: list, *, sim: str = "verilator", waves: b
         for program in programs:
             cover_program(config, program)
     seconds: dict[str, float] = {}
-    text = verilog_text("array", config)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    build = (build_root or cache_root() / "builds") / f"array-{sim}-{digest}"
-    build.mkdir(parents=True, exist_ok=True)
-    source = build / "wafertile_array.v"
-    if not source.exists() or source.read_text() != text:
-        source.write_text(text)
+    build, source = array_build(config, sim, build_root)
     use_harness = sim == "verilator"
     trace = None
     if use_harness and waves:

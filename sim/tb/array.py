@@ -28,7 +28,7 @@ from ...hdl.flit import Opcode, Port, flit_layout, pack, unpack
 from ...hdl.grid import ARRAY
 from ...stream import LayerProgram, compile_layer, load_program, reference
 from ...trainer import random_network
-from ...trainer.compiler import compile_step
+from ...trainer.compiler import compile_step, gradient_words
 from ..models.fp import mac
 from ..models.training import training_step
 from ..stimulus import make_layer
@@ -327,20 +327,7 @@ async def train_step(dut):
         results = {(c, f["addr"], f["addr_b"]): f["data"] & 0xFFFFFFFF
                    for c, f in tb.south[south0:]}
         assert len(results) == len(tb.south) - south0, "a GRAD result came twice"
-        carry = [None] * len(weights)
-        for grad in program.grads:
-            if grad is None:
-                continue
-            dw = np.zeros(np.shape(weights[grad.layer]), np.int64)
-            db = np.zeros(len(biases[grad.layer]), np.int64)
-            for c, a, b_, i, k in zip(grad.column, grad.addr, grad.addr_b, grad.i, grad.k,
-                                      strict=True):
-                word = results[(int(c), int(a), int(b_))]
-                if k >= 0:
-                    dw[i, k] = word
-                else:
-                    db[i] = word
-            carry[grad.layer] = (dw, db)
+        carry = gradient_words(program, results, [np.shape(w) for w in weights])
     for n, (dw, db) in enumerate(carry):
         want_w = fp32_fields(ref.dw[n]) & 0xFFFFFFFF
         want_b = fp32_fields(ref.db[n]) & 0xFFFFFFFF

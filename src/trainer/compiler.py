@@ -26,7 +26,7 @@ from ..stream.compiler import add_activations, add_zero, read_phase, stream_phas
 from ..stream.plan import plan_layer
 from ..train import TrainError
 
-__all__ = ["GradFlits", "StepProgram", "compile_step", "step_layout"]
+__all__ = ["GradFlits", "StepProgram", "compile_step", "gradient_words", "step_layout"]
 
 
 @dataclass
@@ -50,6 +50,10 @@ class StepProgram(LayerProgram):
     ``grads[n]`` describes phase ``n``'s GRADs (None for the other phases)."""
 
     grads: list[GradFlits | None] = field(default_factory=list)
+    #: each phase's part of the step: ``"forward"``, ``"loss"`` (the loss gradient written
+    #: in), ``"gradients"`` (GRAD chains), ``"backward"`` (the transposed layers' zeroing and
+    #: streams), ``"backward_handoff"`` (FINISH_BACK rounds)
+    roles: list[str] = field(default_factory=list)
     #: where each region starts in the activation bank: ``"A0"`` ... , ``"G"``, ``"ONE"``
     regions: dict[str, int] = field(default_factory=dict)
 
@@ -115,10 +119,13 @@ def compile_step(config: Config, weights, biases, masks, x, dy, carry=None) -> S
     plans = [plan_layer(cfg, w) for w in ws]
     phases: list[Phase] = []
     grads: list[GradFlits | None] = []
+    roles: list[str] = []
+    role = "forward"
 
     def add(phase: Phase, grad: GradFlits | None = None) -> None:
         phases.append(phase)
         grads.append(grad)
+        roles.append(role)
 
     # -- forward: as inference, layer l's inputs in region A_l -------------------------------
     relu = SimpleNamespace(relu=1)
@@ -144,6 +151,7 @@ def compile_step(config: Config, weights, biases, masks, x, dy, carry=None) -> S
                  addr=regions["G"] + np.arange(sizes[-1]), data=dyw[y])
         loss.add(y, 1, x0=0, x1=C - 1, y0=y, y1=y, op=Opcode.WRITE_ACT.value,
                  addr=regions["ONE"], data=one)
+    role = "loss"
     add(loss.phase("handoff"))
     # -- backward, from the last layer ------------------------------------------------------
     for n in reversed(range(L)):
@@ -160,6 +168,7 @@ def compile_step(config: Config, weights, biases, masks, x, dy, carry=None) -> S
             start = np.where(kk >= 0, np.asarray(cw)[ii, np.maximum(kk, 0)],
                              np.asarray(cb)[ii])
         start = np.where(start >= 1 << 31, start - (1 << 32), start)  # signed data fields
+        role = "gradients"
         grad = PhaseBuilder()
         grad.add(np.arange(m) % R, m, x0=column, x1=column, y0=0, y1=0, vc=0,
                  exit=Port.LOCAL.value, op=Opcode.GRAD.value, addr=dy_base + ii,
@@ -169,14 +178,47 @@ def compile_step(config: Config, weights, biases, masks, x, dy, carry=None) -> S
             break
         tplan = plan_layer(cfg, ws[n].T.copy())
         for p in range(tplan.passes):
+            role = "backward"
             load = PhaseBuilder()
             add_zero(load, tplan, p, R)
             add(load.phase("load"))
             add(stream_phase(tplan, p, R, base=dy_base))
+            role = "backward_handoff"
             row = SimpleNamespace(chunk=sizes[n], G=C)  # every tile of the row
             for phase in handoff_phases(cfg, tplan, None, p, R, row, regions[f"A{n}"],
                                         op=Opcode.FINISH_BACK):
                 add(phase)
     nnz = sum(int(np.count_nonzero(w)) for w in ws)
     return StepProgram(cfg, (R, sizes[-1], sizes[0]), phases, nnz,
-                       dense_flits=sum(w.size for w in ws), grads=grads, regions=regions)
+                       dense_flits=sum(w.size for w in ws), grads=grads, roles=roles,
+                       regions=regions)
+
+
+def gradient_words(program: StepProgram, results: dict[tuple[int, int, int], int],
+                   shapes: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The partial sums a group's GRAD results carry, per layer ``(dW, db)`` as FP32 words
+    (``int64``; +0 outside the mask), from ``results``: ``{(column, addr, addr_b): data}``
+    (the south edge's GRAD flits; one per GRAD of ``program``).
+
+    Raises
+    ------
+    AssertionError
+        If a GRAD's result is missing.
+    """
+    out: list = [None] * len(shapes)
+    for grad in program.grads:
+        if grad is None:
+            continue
+        dw = np.zeros(shapes[grad.layer], np.int64)
+        db = np.zeros(shapes[grad.layer][0], np.int64)
+        for c, a, b, i, k in zip(grad.column.tolist(), grad.addr.tolist(), grad.addr_b.tolist(),
+                                 grad.i.tolist(), grad.k.tolist(), strict=True):
+            word = results.get((c, a, b))
+            assert word is not None, f"no GRAD result for layer {grad.layer}, output {i}, " \
+                                     f"{'the bias' if k < 0 else f'input {k}'}"
+            if k >= 0:
+                dw[i, k] = word & 0xFFFFFFFF
+            else:
+                db[i] = word & 0xFFFFFFFF
+        out[grad.layer] = (dw, db)
+    return out
