@@ -91,15 +91,13 @@ class Tile(ConfiguredComponent):
         # carried; a FINISH's WRITE_ACT goes to the row rectangle of its hand-off.
         route = data.View(route_layout(cfg), core.o_tag[:cfg.route_width])
         header = from_core.flit.header
-        # the outputs of the operations whose data field carries a hand-off (FINISH's
-        # WRITE_ACT), of the core's table (:mod:`.core.ops`)
+        # An output's way follows from its opcode, by the core's table (:mod:`.core.ops`):
+        # the outputs of the operations whose data field carries a hand-off (FINISH's and
+        # FINISH_BACK's WRITE_ACT) go to the rectangle in the tag, those whose route is
+        # "down" (GRAD's) down the column, the others (REPLY, ADD) to the tag's route.
         emitting = core.ops.emitting(cfg)
         handoffs = {row.emit.op for row in emitting if row.data == "handoff"}
         downs = {row.emit.op for row in emitting if row.emit.route == "down"}
-        # The header fields of each way, then picked by the output's opcode (an opcode that
-        # is both a hand-off's and a route's output, WRITE_ACT, is told apart by the data
-        # kind of the request: only FINISH's carries a hand-off, and only its output is a
-        # WRITE_ACT).
         x0, x1, y0, y1, vc, exit_ = (route.x, route.x, route.y, route.y, route.vc, route.exit)
         if handoffs:
             handoff = data.View(handoff_layout(cfg), core.o_tag[:cfg.handoff_width])
