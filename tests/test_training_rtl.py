@@ -11,6 +11,7 @@ from wafertile.config import Config
 from wafertile.hdl.core.fp import float_format
 from wafertile.train import ParameterStore, TrainConfig
 from wafertile.trainer import random_network
+from wafertile.trainer.compiler import StepCompiler, compile_step
 from wafertile.trainer.rtl import ROLES, RtlFabric
 
 from .conftest import seed_for
@@ -41,3 +42,26 @@ def test_steps_on_the_harness_equal_the_reference(request, tmp_path, dtype):
         grads = sum(int(mask.sum()) + mask.shape[0] for mask in m)
         assert r.flits_out >= 3 * grads
     assert losses[-1] < losses[0], f"the loss did not fall: {losses} (seed {seed})"
+
+
+def test_the_step_compiler_gives_compile_steps_flits():
+    """StepCompiler.group (one compile per step, the group's data filled in) makes the same
+    flits and counts as compile_step for each group, partial sums included."""
+    cfg = Config(rows=2, cols=3, dtype="bf16", act_depth=64, acc_depth=16)
+    fmt = float_format("bf16")
+    rng = np.random.default_rng(3)
+    w, b, m = random_network((7, 20, 4), 0.5, 3)
+    w = [fmt.values(fmt.bits(a)) for a in w]
+    compiler = StepCompiler(cfg, w, b, m)
+    x = fmt.values(fmt.bits(rng.normal(0, 1, (3, 7)).astype(np.float32)))
+    dy = fmt.values(fmt.bits(rng.normal(0, 1, (3, 4)).astype(np.float32)))
+    carry = [(rng.integers(0, 1 << 32, np.shape(a)), rng.integers(0, 1 << 32, len(c)))
+             for a, c in zip(w, b, strict=True)]
+    for rows, part in ((slice(0, 2), None), (slice(2, 3), carry)):
+        want = compile_step(cfg, w, b, m, x[rows], dy[rows], part)
+        got = compiler.group(x[rows], dy[rows], part)
+        assert [p.kind for p in got.phases] == [p.kind for p in want.phases]
+        for p, q in zip(got.phases, want.phases, strict=True):
+            assert np.array_equal(p.port, q.port)
+            assert all(np.array_equal(p.flits[k], q.flits[k]) for k in q.flits), p.kind
+            assert (p.expected_macs, p.expected_writes) == (q.expected_macs, q.expected_writes)

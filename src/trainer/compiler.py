@@ -11,7 +11,7 @@ host would have computed from the fabric's own).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -26,7 +26,8 @@ from ..stream.compiler import add_activations, add_zero, read_phase, stream_phas
 from ..stream.plan import plan_layer
 from ..train import TrainError
 
-__all__ = ["GradFlits", "StepProgram", "compile_step", "gradient_words", "step_layout"]
+__all__ = ["GradFlits", "StepCompiler", "StepProgram", "compile_step", "gradient_words",
+           "step_layout"]
 
 
 @dataclass
@@ -110,12 +111,7 @@ def compile_step(config: Config, weights, biases, masks, x, dy, carry=None) -> S
     fmt = float_format(cfg.dtype)
     ws = [_words(cfg, f"w{n}", w) for n, w in enumerate(weights)]
     bs = [fp32_words(f"b{n}", b, error=TrainError) for n, b in enumerate(biases)]
-    rows = len(x)
-    xw = np.zeros((R, sizes[0]), np.int64)
-    xw[:rows] = float_words(cfg.dtype, "inputs", np.asarray(x, np.float32), error=TrainError)
-    dyw = np.zeros((R, sizes[-1]), np.int64)
-    dyw[:rows] = float_words(cfg.dtype, "loss gradient", np.asarray(dy, np.float32),
-                             error=TrainError)
+    xw, dyw = _group_words(cfg, x, dy, sizes[0], sizes[-1])
     plans = [plan_layer(cfg, w) for w in ws]
     phases: list[Phase] = []
     grads: list[GradFlits | None] = []
@@ -162,12 +158,7 @@ def compile_step(config: Config, weights, biases, masks, x, dy, carry=None) -> S
         m = len(ii)
         column = np.arange(m) % C
         addr_b = np.where(kk >= 0, regions[f"A{n}"] + kk, regions["ONE"])
-        start = np.zeros(m, np.int64)
-        if carry is not None:
-            cw, cb = carry[n]
-            start = np.where(kk >= 0, np.asarray(cw)[ii, np.maximum(kk, 0)],
-                             np.asarray(cb)[ii])
-        start = np.where(start >= 1 << 31, start - (1 << 32), start)  # signed data fields
+        start = _starts(ii, kk, None if carry is None else carry[n])
         role = "gradients"
         grad = PhaseBuilder()
         grad.add(np.arange(m) % R, m, x0=column, x1=column, y0=0, y1=0, vc=0,
@@ -192,6 +183,73 @@ def compile_step(config: Config, weights, biases, masks, x, dy, carry=None) -> S
     return StepProgram(cfg, (R, sizes[-1], sizes[0]), phases, nnz,
                        dense_flits=sum(w.size for w in ws), grads=grads, roles=roles,
                        regions=regions)
+
+
+def _starts(ii: np.ndarray, kk: np.ndarray, carry) -> np.ndarray:
+    """The data fields of a layer's GRADs (outputs ``ii``, inputs ``kk``, -1 for a bias):
+    the partial sums ``carry`` = (dW words, db words) as signed 32-bit fields, or +0."""
+    if carry is None:
+        return np.zeros(len(ii), np.int64)
+    cw, cb = carry
+    start = np.where(kk >= 0, np.asarray(cw)[ii, np.maximum(kk, 0)], np.asarray(cb)[ii])
+    return np.where(start >= 1 << 31, start - (1 << 32), start)
+
+
+class StepCompiler:
+    """:func:`compile_step` for every group of one step, fast: the program is compiled once
+    (with zero inputs, loss gradient and partial sums) and each group's differs only in the
+    data fields of its first load (the inputs), its loss-gradient phase and its GRADs (the
+    partial sums), which :meth:`group` fills in. ``compile_step(...)`` and
+    ``StepCompiler(...).group(...)`` give the same flits."""
+
+    def __init__(self, config: Config, weights, biases, masks):
+        self.config = config
+        self.sizes = [np.shape(w)[1] for w in weights] + [np.shape(weights[-1])[0]]
+        R = config.rows
+        self.template = compile_step(config, weights, biases, masks,
+                                     np.zeros((R, self.sizes[0]), np.float32),
+                                     np.zeros((R, self.sizes[-1]), np.float32))
+        self._loss = self.template.roles.index("loss")
+
+    def group(self, x, dy, carry=None) -> StepProgram:
+        """The program of the group ``x`` with loss gradient ``dy`` (as
+        :func:`compile_step`)."""
+        cfg, t = self.config, self.template
+        R, J, I = cfg.rows, self.sizes[0], self.sizes[-1]
+        xw, dyw = _group_words(cfg, x, dy, J, I)
+        phases = list(t.phases)
+
+        def with_data(n: int, write) -> None:
+            data = phases[n].flits["payload.data"].copy()
+            write(data)
+            phases[n] = replace(phases[n], flits={**phases[n].flits, "payload.data": data})
+
+        def inputs(data):
+            data[:R * J] = xw.reshape(-1)  # add_activations' flits come first, row-major
+
+        def loss(data):
+            data.reshape(R, I + 1)[:, :I] = dyw  # per row: the loss gradient, then the 1.0
+
+        with_data(0, inputs)
+        with_data(self._loss, loss)
+        for n, grad in enumerate(t.grads):
+            if grad is not None:
+                start = _starts(grad.i, grad.k, None if carry is None else carry[grad.layer])
+                with_data(n, lambda data, start=start: data.__setitem__(slice(None), start))
+        return replace(t, phases=phases)
+
+
+def _group_words(config: Config, x, dy, J: int, I: int) -> tuple[np.ndarray, np.ndarray]:
+    """A group's inputs and loss gradient as words, padded to ``rows`` rows with +0."""
+    R = config.rows
+    xw = np.zeros((R, J), np.int64)
+    dyw = np.zeros((R, I), np.int64)
+    rows = len(x)
+    xw[:rows] = float_words(config.dtype, "inputs", np.asarray(x, np.float32),
+                            error=TrainError)
+    dyw[:rows] = float_words(config.dtype, "loss gradient", np.asarray(dy, np.float32),
+                             error=TrainError)
+    return xw, dyw
 
 
 def gradient_words(program: StepProgram, results: dict[tuple[int, int, int], int],

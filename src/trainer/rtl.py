@@ -14,7 +14,7 @@ from ..formats import fp32_fields
 from ..hdl.core.fp import FP32
 from ..sim.harness import build_harness, run_harness
 from ..sim.models.training import StepResult, training_step
-from .compiler import compile_step, gradient_words
+from .compiler import StepCompiler, gradient_words
 
 __all__ = ["RtlFabric", "RtlStep"]
 
@@ -82,9 +82,9 @@ class RtlFabric:
         flits_in = flits_out = 0
         seconds = 0.0
         R = cfg.rows
+        compiler = StepCompiler(cfg, weights, biases, masks)
         for g0 in range(0, len(x), R):
-            program = compile_step(cfg, weights, biases, masks, x[g0:g0 + R],
-                                   ref.dys[-1][g0:g0 + R], carry)
+            program = compiler.group(x[g0:g0 + R], ref.dys[-1][g0:g0 + R], carry)
             logits, stats = run_harness(self.exe, cfg, program, self.workdir)
             seconds += stats["seconds"]
             rows = min(R, len(x) - g0)
