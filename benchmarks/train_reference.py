@@ -24,7 +24,14 @@ import numpy as np
 
 from wafertile import Config
 from wafertile.train import ParameterStore, TrainConfig
-from wafertile.trainer import accuracy, digits_data, random_network, train, train_fp32
+from wafertile.trainer import (
+    accuracy,
+    digits_data,
+    fp32_forward,
+    random_network,
+    train,
+    train_fp32,
+)
 
 SIZES = (64, 128, 64, 10)
 DENSITY = 0.2
@@ -47,7 +54,7 @@ def run(dtype: str) -> dict:
     seconds = time.perf_counter() - start
     fp32 = train_fp32(baseline, x_train, y_train, steps=steps, batch=BATCH, seed=SEED)
     fp32_w = fp32.store.weights
-    fp32_acc = float(np.mean(np.argmax(_fp32_forward(fp32_w, fp32.store.biases, x_test),
+    fp32_acc = float(np.mean(np.argmax(fp32_forward(fp32_w, fp32.store.biases, x_test)[-1],
                                        axis=1) == y_test))
     losses = run_.losses
     curve = []
@@ -61,15 +68,6 @@ def run(dtype: str) -> dict:
         "epoch_mean_loss": curve, "seconds": round(seconds, 2),
         "ms_per_step": round(1000 * seconds / steps, 2),
     }
-
-
-def _fp32_forward(ws, bs, x):
-    a = np.asarray(x, np.float32)
-    for n, (w, b) in enumerate(zip(ws, bs, strict=True)):
-        a = a @ w.T + b
-        if n < len(ws) - 1:
-            a = np.maximum(a, np.float32(0))
-    return a
 
 
 def main(argv=None) -> int:

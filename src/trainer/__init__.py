@@ -15,8 +15,8 @@ with what the tiles are specified to compute); the RTL's training operations, th
 ``wafertile train`` are not built yet (issue 18).
 """
 
-from .loop import StepRecord, TrainRun, accuracy, batches, train, train_fp32
+from .loop import StepRecord, TrainRun, accuracy, batches, fp32_forward, train, train_fp32
 from .workload import digits_data, random_network
 
-__all__ = ["StepRecord", "TrainRun", "accuracy", "batches", "digits_data", "random_network",
-           "train", "train_fp32"]
+__all__ = ["StepRecord", "TrainRun", "accuracy", "batches", "digits_data", "fp32_forward",
+           "random_network", "train", "train_fp32"]

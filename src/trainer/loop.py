@@ -14,7 +14,8 @@ from ..hdl.core.fp import FP32
 from ..sim.models.training import StepResult, forward, training_step
 from ..train import ParameterStore
 
-__all__ = ["StepRecord", "TrainRun", "accuracy", "batches", "train", "train_fp32"]
+__all__ = ["StepRecord", "TrainRun", "accuracy", "batches", "fp32_forward", "train",
+           "train_fp32"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,16 @@ def train(config: Config, store: ParameterStore, x, y, *, steps: int, batch: int
     return run
 
 
+def fp32_forward(weights, biases, x) -> list[np.ndarray]:
+    """The FP32 numpy forward pass of the baseline (matrix products, ReLU but after the last
+    layer): the activations entering each layer, then the logits."""
+    acts = [np.asarray(x, np.float32)]
+    for n, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        z = acts[-1] @ w.T + b
+        acts.append(np.maximum(z, np.float32(0)) if n < len(weights) - 1 else z)
+    return acts
+
+
 def train_fp32(store: ParameterStore, x, y, *, steps: int, batch: int, seed: int) -> TrainRun:
     """The baseline: a copy of ``store`` trained on the same batches (``seed``) with the same
     optimizer, its gradients computed in FP32 numpy (matrix products, no rounding to the
@@ -100,11 +111,8 @@ def train_fp32(store: ParameterStore, x, y, *, steps: int, batch: int, seed: int
     run = TrainRun(store)
     x, y = np.asarray(x, np.float32), np.asarray(y, np.int64)
     for step, idx in enumerate(batches(len(x), batch, steps, seed), 1):
-        ws, bs = store.weights, store.biases
-        acts = [x[idx]]
-        for n, (w, b) in enumerate(zip(ws, bs, strict=True)):
-            z = acts[-1] @ w.T + b
-            acts.append(np.maximum(z, np.float32(0)) if n < len(ws) - 1 else z)
+        ws = store.weights
+        acts = fp32_forward(ws, store.biases, x[idx])
         z = acts[-1].astype(np.float64)
         e = np.exp(z - z.max(axis=1, keepdims=True))
         p = e / e.sum(axis=1, keepdims=True)
