@@ -195,6 +195,18 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
                     regs = dict.fromkeys(range(plan.G), None if config.is_float else
                                          (int(layer.mult[0]), int(layer.shift[0])))
             for g, part in enumerate(parts):
+                if config.is_float or op is not Opcode.FINISH:  # no SET: one add per tile
+                    s = np.arange(r * window, min((r + 1) * window, len(part)))
+                    i = np.asarray(part, np.int64)[s]
+                    k = i // nxt.chunk
+                    data = {int(c): encode_handoff(config, x0=c * nxt.G,
+                                                   x1=c * nxt.G + nxt.G - 1, y=y, vc=vc)
+                            for c in np.unique(k)}
+                    flits.add(y, len(s), x0=g, x1=g, y0=y, y1=y, op=op.value, addr=s,
+                              addr_b=base + i - k * nxt.chunk,
+                              data=np.array([data[int(c)] for c in k], np.int64))
+                    writes += len(s) * nxt.G
+                    continue
                 for s in range(r * window, min((r + 1) * window, len(part))):
                     i = int(part[s])
                     want = None if config.is_float or op is not Opcode.FINISH else \
