@@ -43,8 +43,9 @@ def half(v: float, dtype: str) -> float:
     return struct.unpack("<f", struct.pack("<I", (u & 0xFFFF) << 16))[0]
 
 
-def doc_step(dtype, weights, biases, masks, x, labels, scale):
-    """docs/training.md, "The arithmetic, exactly", line by line, in Python floats."""
+def doc_step(dtype, weights, biases, masks, x, labels, scale, rows=4):
+    """docs/training.md, "The arithmetic, exactly", line by line, in Python floats (groups of
+    ``rows`` batch rows: the default array's)."""
     L = len(weights)
     W = [w.astype(np.float64).tolist() for w in weights]
     acts = [np.asarray(x, np.float64).tolist()]
@@ -81,22 +82,29 @@ def doc_step(dtype, weights, biases, masks, x, labels, scale):
         I, J = weights[n].shape
         g = np.zeros((I, J), np.float32)
         gb = np.zeros(I, np.float32)
+        groups = [range(g0, min(g0 + rows, B)) for g0 in range(0, B, rows)]
         for i in range(I):
-            acc = 0.0
-            for b in range(B):
-                if dys[n][b][i] != 0:
-                    acc = f32(acc + f32(dys[n][b][i] * 1.0))
-            gb[i] = acc
+            total = None
+            for group in groups:  # per group from +0, then the host's sum in group order
+                acc = 0.0
+                for b in group:
+                    if dys[n][b][i] != 0:
+                        acc = f32(acc + f32(dys[n][b][i] * 1.0))
+                total = acc if total is None else f32(total + acc)
+            gb[i] = total
             for k in range(J):
                 if not masks[n][i, k]:
                     continue
-                acc = 0.0
-                for b in range(B):
-                    p, q = dys[n][b][i], acts[n][b][k]
-                    if p == 0 or q == 0:
-                        continue
-                    acc = f32(acc + f32(p * q))
-                g[i, k] = acc
+                total = None
+                for group in groups:
+                    acc = 0.0
+                    for b in group:
+                        p, q = dys[n][b][i], acts[n][b][k]
+                        if p == 0 or q == 0:
+                            continue
+                        acc = f32(acc + f32(p * q))
+                    total = acc if total is None else f32(total + acc)
+                g[i, k] = total
         dw[n], db[n] = g, gb
         if n:
             prev = []
@@ -146,9 +154,11 @@ def test_step_follows_the_doc(dtype, scale, seed):
     x = numbers(rng, dtype, (5, sizes[0]))
     x[0, 0] = -0.0  # a -0 input: skipped as +0
     labels = rng.integers(0, sizes[-1], 5)
-    r = training_step(Config(dtype=dtype), weights, biases, masks, x, labels, scale)
-    logits, acts, dys, dw, db = doc_step(dtype, weights, biases, masks, x, labels, scale)
-    where = f"(seed {seed}, {dtype}, S = {scale})"
+    rows = 2 + seed  # groups of 2, 3 and 4 rows: 5 rows are 3, 2 and 2 groups
+    r = training_step(Config(dtype=dtype, rows=rows), weights, biases, masks, x, labels, scale)
+    logits, acts, dys, dw, db = doc_step(dtype, weights, biases, masks, x, labels, scale,
+                                         rows)
+    where = f"(seed {seed}, {dtype}, S = {scale}, groups of {rows})"
     assert np.array_equal(bits(r.logits), bits(logits)), f"logits differ {where}"
     for n in range(len(sizes) - 1):
         assert np.array_equal(bits(r.acts[n]) & 0x7FFFFFFF, bits(acts[n]) & 0x7FFFFFFF) and \

@@ -11,7 +11,7 @@ from wafertile.config import Config
 from wafertile.hdl.core.fp import float_format
 from wafertile.train import ParameterStore, TrainConfig
 from wafertile.trainer import random_network
-from wafertile.trainer.compiler import StepCompiler, compile_step
+from wafertile.trainer.compiler import StepCompiler, compile_step, gradient_words
 from wafertile.trainer.rtl import ROLES, RtlFabric
 
 from .conftest import seed_for
@@ -35,18 +35,26 @@ def test_steps_on_the_harness_equal_the_reference(request, tmp_path, dtype):
         assert r.exact, f"{r.mismatches} (seed {seed})"
         assert store.apply(r.dw, r.db)
         losses.append(r.reference.loss)
-        assert set(r.cycles) == {*ROLES, "total"} and r.cycles["total"] == sum(
-            r.cycles[k] for k in ROLES)
+        assert set(r.cycles) == {*ROLES, "total", "check"} and r.cycles["total"] == sum(
+            r.cycles[k] for k in ROLES) and r.cycles["check"] > 0
         assert r.cycles["gradients"] > 0 and r.cycles["backward"] > 0
         # GRAD results: one per mask position and bias per group (3 groups of 2 rows)
         grads = sum(int(mask.sum()) + mask.shape[0] for mask in m)
         assert r.flits_out >= 3 * grads
     assert losses[-1] < losses[0], f"the loss did not fall: {losses} (seed {seed})"
+    # the read-back of dX is outside the step: without it, the same step cycles and flits
+    plain = RtlFabric(cfg, build_root=tmp_path, read_dx=False).step(
+        store.stream_weights(), store.biases, store.masks, x, labels, float(store.scale))
+    again = fabric.step(store.stream_weights(), store.biases, store.masks, x, labels,
+                        float(store.scale))
+    assert plain.exact and plain.cycles["check"] == 0
+    assert {k: plain.cycles[k] for k in ROLES} == {k: again.cycles[k] for k in ROLES}
+    assert (plain.flits_in, plain.flits_out) == (again.flits_in, again.flits_out)
 
 
 def test_the_step_compiler_gives_compile_steps_flits():
     """StepCompiler.group (one compile per step, the group's data filled in) makes the same
-    flits and counts as compile_step for each group, partial sums included."""
+    flits and counts as compile_step for each group."""
     cfg = Config(rows=2, cols=3, dtype="bf16", act_depth=64, acc_depth=16)
     fmt = float_format("bf16")
     rng = np.random.default_rng(3)
@@ -55,13 +63,46 @@ def test_the_step_compiler_gives_compile_steps_flits():
     compiler = StepCompiler(cfg, w, b, m)
     x = fmt.values(fmt.bits(rng.normal(0, 1, (3, 7)).astype(np.float32)))
     dy = fmt.values(fmt.bits(rng.normal(0, 1, (3, 4)).astype(np.float32)))
-    carry = [(rng.integers(0, 1 << 32, np.shape(a)), rng.integers(0, 1 << 32, len(c)))
-             for a, c in zip(w, b, strict=True)]
-    for rows, part in ((slice(0, 2), None), (slice(2, 3), carry)):
-        want = compile_step(cfg, w, b, m, x[rows], dy[rows], part)
-        got = compiler.group(x[rows], dy[rows], part)
+    for rows in (slice(0, 2), slice(2, 3)):
+        want = compile_step(cfg, w, b, m, x[rows], dy[rows])
+        got = compiler.group(x[rows], dy[rows])
         assert [p.kind for p in got.phases] == [p.kind for p in want.phases]
         for p, q in zip(got.phases, want.phases, strict=True):
             assert np.array_equal(p.port, q.port)
             assert all(np.array_equal(p.flits[k], q.flits[k]) for k in q.flits), p.kind
             assert (p.expected_macs, p.expected_writes) == (q.expected_macs, q.expected_writes)
+
+
+def test_gradient_words_match_results_in_any_order_and_name_a_missing_one():
+    """A group's GRAD results, shuffled, land on their gradients; one missing or one twice is
+    named."""
+    cfg = Config(rows=2, cols=3, dtype="fp16", act_depth=64, acc_depth=16)
+    w, b, m = random_network((5, 6, 3), 0.5, 4)
+    fmt = float_format("fp16")
+    w = [fmt.values(fmt.bits(a)) for a in w]
+    program = compile_step(cfg, w, b, m, np.zeros((2, 5), np.float32),
+                           np.zeros((2, 3), np.float32))
+    rng = np.random.default_rng(5)
+    cols, addrs, addr_bs, data, want = [], [], [], [], []
+    for g in program.grads:
+        if g is None:
+            continue
+        words = rng.integers(0, 1 << 32, len(g.i))
+        cols += g.column.tolist()
+        addrs += g.addr.tolist()
+        addr_bs += g.addr_b.tolist()
+        data += words.tolist()
+        want.append((g.layer, g.i, g.k, words))
+    order = rng.permutation(len(cols))
+    pick = [np.asarray(a)[order] for a in (cols, addrs, addr_bs, data)]
+    shapes = [np.shape(a) for a in w]
+    out = gradient_words(program, *pick, shapes)
+    for layer, i, k, words in want:
+        dw, db = out[layer]
+        got = np.where(k >= 0, dw[i, np.maximum(k, 0)], db[i])
+        assert np.array_equal(got, words)
+        assert not dw[~m[layer]].any()
+    with pytest.raises(ValueError, match="no GRAD result for layer"):
+        gradient_words(program, *(a[1:] for a in pick), shapes)
+    with pytest.raises(ValueError, match="came twice"):
+        gradient_words(program, *(np.r_[a, a[:1]] for a in pick), shapes)

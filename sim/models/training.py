@@ -12,9 +12,10 @@ cross-entropy, on a batch of ``B`` inputs:
 - **backward data** (layers ``L-1 .. 1``): the transposed layer from +0, ``i`` ascending,
   zero operands skipped; then ``FINISH_BACK``: ``half(D)`` where the forward activation
   ``X_l > 0``, else +0;
-- **weight and bias gradients** (``GRAD``): for every position of the mask and every bias, a
-  sum from +0 over the batch in order ``b = 0 .. B-1``, zero operands skipped, the bias's
-  second operand 1.0.
+- **weight and bias gradients** (``GRAD``): for every position of the mask and every bias,
+  per group of ``rows`` batch rows a sum from +0 over the group's rows in order, zero
+  operands skipped, the bias's second operand 1.0; the host adds the groups' sums in group
+  order (:func:`sum_groups`).
 
 Everything is vectorized: one numpy step per input index (forward), per output index
 (backward data), per batch row (gradients). Words are raw bits (``uint16`` for the format,
@@ -31,10 +32,10 @@ from ...config import Config
 from ...formats import fp32_fields
 from ...hdl.core.fp import FP32, float_format
 from ...stream.numpy_reference import reference
-from .fp import canonical, mac, relu, to_half
+from .fp import add, canonical, mac, relu, to_half
 
 __all__ = ["StepResult", "backward_data", "finish_back", "forward", "gradients",
-           "loss_gradient", "training_step"]
+           "loss_gradient", "sum_groups", "training_step"]
 
 
 @dataclass
@@ -134,20 +135,46 @@ def finish_back(dtype: str, d, x) -> np.ndarray:
     return np.where(positive, to_half(d, fmt), 0).astype(fmt.dtype)
 
 
-def gradients(dtype: str, mask, dy, x) -> tuple[np.ndarray, np.ndarray]:
-    """``(dW, db)`` as FP32 words (``I x J``, +0 outside ``mask``; ``I``): the GRAD chains,
-    from +0, over the batch rows in order, zero operands skipped; the bias's operand 1.0."""
+def gradients(dtype: str, mask, dy, x, rows: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """``(dW, db)`` as FP32 words (``I x J``, +0 outside ``mask``; ``I``): per group of
+    ``rows`` batch rows (default: the whole batch is one group), the GRAD chains from +0 over
+    the group's rows in order, zero operands skipped, the bias's operand 1.0; then the
+    groups' partial sums added by the host in group order (:func:`sum_groups`)."""
     fmt = float_format(dtype)
-    rows, cols = np.nonzero(np.asarray(mask, bool))
-    g = np.zeros(len(rows), np.uint32)
-    gb = np.zeros(dy.shape[1], np.uint32)
+    B = dy.shape[0]
+    rows = B if rows is None else rows
+    if rows < 1:
+        raise ValueError(f"gradients needs rows >= 1, not {rows}")
+    r, c = np.nonzero(np.asarray(mask, bool))
     one = fmt.bits(np.float32(1.0))
-    for b in range(dy.shape[0]):
-        g = mac(g, dy[b, rows], x[b, cols], fmt)
-        gb = mac(gb, dy[b], one, fmt)
-    dw = np.zeros(np.shape(mask), np.uint32)
-    dw[rows, cols] = g
-    return dw, gb
+    parts = []
+    for g0 in range(0, B, rows):
+        g = np.zeros(len(r), np.uint32)
+        gb = np.zeros(dy.shape[1], np.uint32)
+        for b in range(g0, min(g0 + rows, B)):
+            g = mac(g, dy[b, r], x[b, c], fmt)
+            gb = mac(gb, dy[b], one, fmt)
+        dw = np.zeros(np.shape(mask), np.uint32)
+        dw[r, c] = g
+        parts.append((dw, gb))
+    if not parts:  # an empty batch: +0
+        return np.zeros(np.shape(mask), np.uint32), np.zeros(dy.shape[1], np.uint32)
+    return sum_groups(parts)
+
+
+def sum_groups(parts) -> tuple[np.ndarray, np.ndarray]:
+    """The host's sum of the groups' partial sums ``parts`` = ``[(dW words, db words), ...]``
+    in group order: ``G = P_0``, then ``G = fp32(G + P_g)`` for ``g = 1, 2, ...`` (round to
+    nearest even, a NaN canonical): FP32 words."""
+    parts = list(parts)
+    if not parts:
+        raise ValueError("sum_groups needs at least one group")
+    dw, db = (np.asarray(a).astype(np.uint32) for a in parts[0])
+    for w, b in parts[1:]:
+        dw = add(dw, np.asarray(w).astype(np.uint32))
+        db = add(db, np.asarray(b).astype(np.uint32))
+    return dw, db
 
 
 def training_step(config: Config, weights, biases, masks, x, labels, scale: float = 1.0
@@ -182,7 +209,7 @@ def training_step(config: Config, weights, biases, masks, x, labels, scale: floa
     dw: list[np.ndarray] = [None] * L  # type: ignore[list-item]
     db: list[np.ndarray] = [None] * L  # type: ignore[list-item]
     for n in reversed(range(L)):
-        gw, gb = gradients(dtype, masks[n], dys[n], acts[n])
+        gw, gb = gradients(dtype, masks[n], dys[n], acts[n], config.rows)
         dw[n], db[n] = FP32.values(gw), FP32.values(gb)
         if n > 0:
             dys[n - 1] = finish_back(dtype, backward_data(config, weights[n], dys[n]),

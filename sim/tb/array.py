@@ -28,7 +28,8 @@ from ...hdl.flit import Opcode, Port, flit_layout, pack, unpack
 from ...hdl.grid import ARRAY
 from ...stream import LayerProgram, compile_layer, load_program, reference
 from ...trainer import random_network
-from ...trainer.compiler import compile_step, gradient_words
+from ...trainer.compiler import compile_step
+from ...trainer.rtl import assemble, group_result, group_starts
 from ..models.fp import mac
 from ..models.training import training_step
 from ..stimulus import make_layer
@@ -297,8 +298,8 @@ async def grad_chains(dut):
 async def train_step(dut):
     """One training step of a small chain on a float array (``docs/training.md``), compiled
     by :func:`wafertile.trainer.compiler.compile_step` group by group (the second group
-    padded, carrying the first's partial sums): the logits of every group and every weight
-    and bias gradient that leaves the south edge equal
+    padded), the groups' partial sums added by the host: the logits of every group, every
+    tile's dX (read back) and every weight and bias gradient equal
     :func:`wafertile.sim.models.training.training_step` bit for bit."""
     tb = ArrayTB(dut, backpressure=env_float("WAFERTILE_BACKPRESSURE", 0.0), south=True)
     cfg, spec = tb.config, env_json("WAFERTILE_TRAIN")
@@ -313,29 +314,21 @@ async def train_step(dut):
     labels = rng.integers(0, spec["sizes"][-1], B)
     ref = training_step(cfg, weights, biases, masks, x, labels, spec.get("scale", 1.0))
     await tb.reset()
-    carry = None
     R = cfg.rows
-    for g0 in range(0, B, R):
+    shapes = [np.shape(w) for w in weights]
+    results = []
+    for g0 in group_starts(B, R):
         program = compile_step(cfg, weights, biases, masks, x[g0:g0 + R],
-                               ref.dys[-1][g0:g0 + R], carry)
+                               ref.dys[-1][g0:g0 + R], read_dx=True)
         south0 = len(tb.south)
         logits, _ = await tb.play(program)
-        rows = min(R, B - g0)
-        want = fp32_fields(ref.logits[g0:g0 + rows]) & 0xFFFFFFFF
-        assert np.array_equal(logits[:rows] & 0xFFFFFFFF, want), \
-            f"logits of the group at {g0} differ (seed {tb.seed})"
-        results = {(c, f["addr"], f["addr_b"]): f["data"] & 0xFFFFFFFF
-                   for c, f in tb.south[south0:]}
-        assert len(results) == len(tb.south) - south0, "a GRAD result came twice"
-        carry = gradient_words(program, results, [np.shape(w) for w in weights])
-    for n, (dw, db) in enumerate(carry):
-        want_w = fp32_fields(ref.dw[n]) & 0xFFFFFFFF
-        want_b = fp32_fields(ref.db[n]) & 0xFFFFFFFF
-        got_w = np.where(masks[n], dw, 0)
-        assert np.array_equal(got_w, np.where(masks[n], want_w, 0)), \
-            f"dW_{n} differs in {int(np.sum(got_w != np.where(masks[n], want_w, 0)))} " \
-            f"places (seed {tb.seed})"
-        assert np.array_equal(db, want_b), f"db_{n} differs (seed {tb.seed})"
+        got = tb.south[south0:]
+        south = {"column": [c for c, _ in got],
+                 **{k: [f[k] for _, f in got] for k in ("addr", "addr_b", "data")}}
+        results.append(group_result(program, min(R, B - g0), logits, {"south": south},
+                                    shapes))
+    step = assemble(cfg, ref, masks, results)
+    assert step.exact, f"{', '.join(step.mismatches)} differ (seed {tb.seed})"
     assert int(dut.error.value) == 0, "a tile raised its error flag"
     dut._log.info("training step of %s, batch %d: every gradient equal (seed %d)",
                   spec["sizes"], B, tb.seed)

@@ -23,7 +23,7 @@ from ..hdl.flit import Opcode, Port
 from ..network.compiler import handoff_phases
 from ..stream import LayerProgram, Phase, PhaseBuilder
 from ..stream.compiler import add_activations, add_zero, read_phase, stream_phase
-from ..stream.plan import plan_layer
+from ..stream.plan import plan_layer, reply_route
 from ..train import TrainError
 
 __all__ = ["GradFlits", "StepCompiler", "StepProgram", "compile_step", "gradient_words",
@@ -57,6 +57,10 @@ class StepProgram(LayerProgram):
     roles: list[str] = field(default_factory=list)
     #: where each region starts in the activation bank: ``"A0"`` ... , ``"G"``, ``"ONE"``
     regions: dict[str, int] = field(default_factory=dict)
+    #: with ``read_dx``: per layer ``l >= 1`` from the last, ``(l, column, J_l)``: the
+    #: replies of its ``"check"`` phase are ``Y[y, column + c x J_l + k]`` = ``dY_{l-1}[y, k]``
+    #: as tile ``(c, y)`` keeps it (its format's word)
+    dx: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 def step_layout(config: Config, sizes: list[int]) -> dict[str, int]:
@@ -87,7 +91,8 @@ def _words(config: Config, name: str, values) -> np.ndarray:
     return np.where((w & 0x7FFF) == 0, 0, w)
 
 
-def compile_step(config: Config, weights, biases, masks, x, dy, carry=None) -> StepProgram:
+def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool = False
+                 ) -> StepProgram:
     """The program of one batch group.
 
     Parameters
@@ -100,8 +105,10 @@ def compile_step(config: Config, weights, biases, masks, x, dy, carry=None) -> S
     dy : array
         The loss gradient of the group's rows (numbers of the format, ``x``'s rows x
         ``I_{L-1}``); padding rows get +0.
-    carry : list of (dW words, db words), optional
-        The partial sums the previous group left, FP32 words per layer (default +0).
+    read_dx : bool
+        After each backward hand-off, read back every tile's copy of ``dY_{l-1}`` (a
+        ``"check"`` phase of READ_ACTs, :attr:`StepProgram.dx`): the verification of every
+        ``dX`` the tiles make; its cycles are not the step's.
     """
     cfg = config
     R, C = cfg.rows, cfg.cols
@@ -116,6 +123,7 @@ def compile_step(config: Config, weights, biases, masks, x, dy, carry=None) -> S
     phases: list[Phase] = []
     grads: list[GradFlits | None] = []
     roles: list[str] = []
+    dx: list[tuple[int, int, int]] = []
     role = "forward"
 
     def add(phase: Phase, grad: GradFlits | None = None) -> None:
@@ -158,12 +166,16 @@ def compile_step(config: Config, weights, biases, masks, x, dy, carry=None) -> S
         m = len(ii)
         column = np.arange(m) % C
         addr_b = np.where(kk >= 0, regions[f"A{n}"] + kk, regions["ONE"])
-        start = _starts(ii, kk, None if carry is None else carry[n])
         role = "gradients"
         grad = PhaseBuilder()
-        grad.add(np.arange(m) % R, m, x0=column, x1=column, y0=0, y1=0, vc=0,
+        # injected below row 0 (rows 1 .. R-1, dealt round-robin) when there is such a row:
+        # reaching the column's top from the south, a GRAD is delivered through the compact
+        # router's D stage; from the west it would take T, which its result's turn south
+        # needs too (docs/training.md, "The phases of a step")
+        ports = 1 + np.arange(m) % (R - 1) if R > 1 else np.zeros(m, np.int64)
+        grad.add(ports, m, x0=column, x1=column, y0=0, y1=0, vc=0,
                  exit=Port.LOCAL.value, op=Opcode.GRAD.value, addr=dy_base + ii,
-                 addr_b=addr_b, data=start)
+                 addr_b=addr_b, data=0)
         add(grad.phase("grad"), GradFlits(n, column, dy_base + ii, addr_b, ii, kk))
         if n == 0:
             break
@@ -179,39 +191,43 @@ def compile_step(config: Config, weights, biases, masks, x, dy, carry=None) -> S
             for phase in handoff_phases(cfg, tplan, None, p, R, row, regions[f"A{n}"],
                                         op=Opcode.FINISH_BACK):
                 add(phase)
+        if read_dx:
+            role = "check"
+            read = PhaseBuilder()
+            to_host = reply_route(cfg, R)
+            k = np.arange(sizes[n])
+            column = sizes[-1] + sum(C * J for _, _, J in dx)
+            for y in range(R):
+                for c in range(C):
+                    read.add(y, len(k), x0=c, x1=c, y0=y, y1=y, op=Opcode.READ_ACT.value,
+                             addr=regions[f"A{n}"] + k, addr_b=c, data=to_host[y])
+                    read.reply(y, regions[f"A{n}"] + k, c, y, column + c * sizes[n] + k)
+            add(read.phase("read"))
+            dx.append((n, column, sizes[n]))
     nnz = sum(int(np.count_nonzero(w)) for w in ws)
-    return StepProgram(cfg, (R, sizes[-1], sizes[0]), phases, nnz,
+    width = sizes[-1] + sum(C * J for _, _, J in dx)
+    return StepProgram(cfg, (R, width, sizes[0]), phases, nnz,
                        dense_flits=sum(w.size for w in ws), grads=grads, roles=roles,
-                       regions=regions)
-
-
-def _starts(ii: np.ndarray, kk: np.ndarray, carry) -> np.ndarray:
-    """The data fields of a layer's GRADs (outputs ``ii``, inputs ``kk``, -1 for a bias):
-    the partial sums ``carry`` = (dW words, db words) as signed 32-bit fields, or +0."""
-    if carry is None:
-        return np.zeros(len(ii), np.int64)
-    cw, cb = carry
-    start = np.where(kk >= 0, np.asarray(cw)[ii, np.maximum(kk, 0)], np.asarray(cb)[ii])
-    return np.where(start >= 1 << 31, start - (1 << 32), start)
+                       regions=regions, dx=dx)
 
 
 class StepCompiler:
     """:func:`compile_step` for every group of one step, fast: the program is compiled once
-    (with zero inputs, loss gradient and partial sums) and each group's differs only in the
-    data fields of its first load (the inputs), its loss-gradient phase and its GRADs (the
-    partial sums), which :meth:`group` fills in. ``compile_step(...)`` and
-    ``StepCompiler(...).group(...)`` give the same flits."""
+    (with zero inputs and loss gradient) and each group's differs only in the data fields of
+    its first load (the inputs) and its loss-gradient phase, which :meth:`group` fills in.
+    ``compile_step(...)`` and ``StepCompiler(...).group(...)`` give the same flits."""
 
-    def __init__(self, config: Config, weights, biases, masks):
+    def __init__(self, config: Config, weights, biases, masks, *, read_dx: bool = False):
         self.config = config
         self.sizes = [np.shape(w)[1] for w in weights] + [np.shape(weights[-1])[0]]
         R = config.rows
         self.template = compile_step(config, weights, biases, masks,
                                      np.zeros((R, self.sizes[0]), np.float32),
-                                     np.zeros((R, self.sizes[-1]), np.float32))
+                                     np.zeros((R, self.sizes[-1]), np.float32),
+                                     read_dx=read_dx)
         self._loss = self.template.roles.index("loss")
 
-    def group(self, x, dy, carry=None) -> StepProgram:
+    def group(self, x, dy) -> StepProgram:
         """The program of the group ``x`` with loss gradient ``dy`` (as
         :func:`compile_step`)."""
         cfg, t = self.config, self.template
@@ -232,10 +248,6 @@ class StepCompiler:
 
         with_data(0, inputs)
         with_data(self._loss, loss)
-        for n, grad in enumerate(t.grads):
-            if grad is not None:
-                start = _starts(grad.i, grad.k, None if carry is None else carry[grad.layer])
-                with_data(n, lambda data, start=start: data.__setitem__(slice(None), start))
         return replace(t, phases=phases)
 
 
@@ -252,31 +264,44 @@ def _group_words(config: Config, x, dy, J: int, I: int) -> tuple[np.ndarray, np.
     return xw, dyw
 
 
-def gradient_words(program: StepProgram, results: dict[tuple[int, int, int], int],
+def gradient_words(program: StepProgram, column, addr, addr_b, data,
                    shapes: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The partial sums a group's GRAD results carry, per layer ``(dW, db)`` as FP32 words
-    (``int64``; +0 outside the mask), from ``results``: ``{(column, addr, addr_b): data}``
-    (the south edge's GRAD flits; one per GRAD of ``program``).
+    """A group's partial sums per layer ``(dW, db)`` as FP32 words (``uint32``; +0 outside
+    the mask), from the GRAD results that left the south edge: arrays ``column``, ``addr``,
+    ``addr_b``, ``data`` (one element per result, in any order), matched to
+    ``program.grads`` by ``(column, addr, addr_b)``.
 
     Raises
     ------
-    AssertionError
-        If a GRAD's result is missing.
+    ValueError
+        If a GRAD's result is missing or came twice, naming the gradient.
     """
+    def keys(c, a, b) -> np.ndarray:
+        return (np.asarray(c, np.int64) << 42) | (np.asarray(a, np.int64) << 21) \
+            | np.asarray(b, np.int64)
+
+    got = keys(column, addr, addr_b)
+    order = np.argsort(got, kind="stable")
+    got, words = got[order], (np.asarray(data, np.int64) & 0xFFFFFFFF)[order]
+    if len(got) > 1 and (got[1:] == got[:-1]).any():
+        raise ValueError("a GRAD result came twice")
     out: list = [None] * len(shapes)
     for grad in program.grads:
         if grad is None:
             continue
-        dw = np.zeros(shapes[grad.layer], np.int64)
-        db = np.zeros(shapes[grad.layer][0], np.int64)
-        for c, a, b, i, k in zip(grad.column.tolist(), grad.addr.tolist(), grad.addr_b.tolist(),
-                                 grad.i.tolist(), grad.k.tolist(), strict=True):
-            word = results.get((c, a, b))
-            assert word is not None, f"no GRAD result for layer {grad.layer}, output {i}, " \
-                                     f"{'the bias' if k < 0 else f'input {k}'}"
-            if k >= 0:
-                dw[i, k] = word & 0xFFFFFFFF
-            else:
-                db[i] = word & 0xFFFFFFFF
+        want = keys(grad.column, grad.addr, grad.addr_b)
+        at = np.minimum(np.searchsorted(got, want), max(len(got) - 1, 0))
+        found = (got[at] == want) if len(got) else np.zeros(len(want), bool)
+        if not found.all():
+            n = int(np.argmin(found))
+            i, k = int(grad.i[n]), int(grad.k[n])
+            raise ValueError(f"no GRAD result for layer {grad.layer}, output {i}, "
+                             f"{'the bias' if k < 0 else f'input {k}'}")
+        w = words[at].astype(np.uint32)
+        dw = np.zeros(shapes[grad.layer], np.uint32)
+        bias = grad.k < 0
+        dw[grad.i[~bias], grad.k[~bias]] = w[~bias]
+        db = np.zeros(shapes[grad.layer][0], np.uint32)
+        db[grad.i[bias]] = w[bias]
         out[grad.layer] = (dw, db)
     return out
