@@ -30,6 +30,7 @@ win). Every value is checked before any work starts.
 _EPILOG = """\
 examples:
   wafertile run                              weight-stream a sparse layer through a 4 x 4 array
+  wafertile train                            train the digits MLP on the RTL, checked bit for bit
   wafertile generate -o out/                 the default 4 x 4 array
   wafertile generate --rows 8 --cols 8 -o out/8x8
   wafertile generate --block mac --data-width 8 --acc-width 24 -o out/mac8
@@ -531,6 +532,12 @@ def _add_sweep(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return add_parser(sub)
 
 
+def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``train`` command (:mod:`wafertile.trainer.command`) to ``sub``."""
+    from .trainer.command import add_parser
+    return add_parser(sub)
+
+
 def _add_formal(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``formal`` command, whose options and handler are in
     :mod:`wafertile.formal.cli`, to ``sub``."""
@@ -542,7 +549,8 @@ def _add_formal(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 #: sub-parser action it is given, sets the parser's defaults ``func`` (the handler, which takes
 #: the parsed arguments and returns the exit status) and ``command_parser`` (the parser itself,
 #: which reports the command's unrecognized arguments), and returns the parser.
-_COMMANDS = (_add_generate, _add_run, _add_lint, _add_synth, _add_sweep, _add_formal)
+_COMMANDS = (_add_generate, _add_run, _add_train, _add_lint, _add_synth, _add_sweep,
+             _add_formal)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -119,7 +119,9 @@ def stand_ins() -> dict[str, Callable[[Any], Any]]:
         "wafertile.device.run_on_device": lambda real: _reached("run_on_device"),
         "wafertile.synth.flow.run_synth": lambda real: _reached("run_synth"),
         "wafertile.synth.boards.build_board": lambda real: _reached("build_board"),
-        "wafertile.sweep.driver._client": lambda real: _reached("the sweep's Dask cluster"),
+        "wafertile.sweep.driver.dask_client": lambda real: _reached("the sweep's Dask cluster"),
+        "wafertile.trainer.command._fabric": lambda real: _reached("the training's fabric"),
+        "wafertile.trainer.command._run": lambda real: _reached("the training steps"),
         "wafertile.formal.sby.sby_environment": lambda real: _reached("formal solver"),
         "wafertile.sim.toolchain.run_verilator_lint": lambda real: _reached("verilator lint"),
         "wafertile.hdl.generate.emit": _emit_guard,
@@ -305,6 +307,8 @@ def named_outputs(argv: Sequence[str], cwd: Path) -> list[Path]:
         named.append(args.build_dir if args.build_dir is not None else Path("wafertile-synth"))
     elif command == "formal":
         named.append(args.work_dir)
+    elif command == "train":
+        named.append(args.output if args.output is not None else Path("wafertile-train"))
     elif command == "sweep":
         if args.output is not None:
             named.append(args.output)
@@ -1353,6 +1357,24 @@ RUN_FLAGS: dict[str, st.SearchStrategy[str]] = {
     "--activations": st.sampled_from(["x.npy", "w.npy", "xf.npy"]),
 }
 RUN_SWITCHES = ("--no-dense", "--json", "--waves", "--force")
+#: ``wafertile train``'s flags (files from the template: net.npz, m.onnx, bad.npz, ...)
+TRAIN_FLAGS: dict[str, st.SearchStrategy[str]] = {
+    "--network": st.sampled_from(["digits", "net.npz", "m.onnx", "bad.npz", "missing.npz",
+                                  "", "a_dir.npz", "x.npy"]),
+    "--data": st.sampled_from(["bad.npz", "net.npz", "missing.npz", "x.npy", "a_dir.npz"]),
+    "--density": FLOAT_TEXT, "--epochs": INT_TEXT, "--steps": INT_TEXT,
+    "--batch": plausible([1, 3, 8, 32], INT_TEXT), "--lr": FLOAT_TEXT,
+    "--weight-decay": FLOAT_TEXT, "--momentum": FLOAT_TEXT, "--warmup": INT_TEXT,
+    "--seed": INT_TEXT, "--fabrics": plausible([1, 2, 9], INT_TEXT),
+    "--checkpoint-every": INT_TEXT,
+    "--optimizer": choice_text(["sgd", "momentum", "adam"]),
+    "--schedule": choice_text(["constant", "step", "cosine"]),
+    "--fidelity": choice_text(["rtl", "model"]),
+    "--scheduler": st.sampled_from(["tcp://127.0.0.1:1", "nowhere", "tcp://[::1]:99999"]),
+    "--dtype": choice_text(["bf16", "fp16", "int8"]),
+    "-o": st.sampled_from(["out", "prev_gen", "a_dir.npz", "x.npy", ""]),
+}
+TRAIN_SWITCHES = ("--json", "--force", "--resume")
 
 
 def flag_pairs(flags: dict[str, st.SearchStrategy[str]], *, max_size: int = 6

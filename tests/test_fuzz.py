@@ -53,6 +53,8 @@ from .fuzz_support import (
     RUN_SWITCHES,
     TOML_SCALARS,
     TOML_VALUES,
+    TRAIN_FLAGS,
+    TRAIN_SWITCHES,
     Npy,
     Onnx,
     Toml,
@@ -154,6 +156,22 @@ def run_flag_cases(draw):
     pairs = draw(flag_pairs({**RUN_FLAGS, **CONFIG_FLAGS}, max_size=5))
     switches = draw(st.lists(st.sampled_from(RUN_SWITCHES), max_size=2, unique=True))
     return ["run", *SMALL, "--size", "8", *draw(MODES), *argv_of(pairs), *switches]
+
+
+@st.composite
+def train_flag_cases(draw):
+    """``wafertile train`` with random values of its flags and the configuration's, the
+    network and data files fuzzed (bad.npz) or of the template."""
+    pairs = draw(flag_pairs({**TRAIN_FLAGS, **CONFIG_FLAGS}, max_size=5))
+    switches = draw(st.lists(st.sampled_from(TRAIN_SWITCHES), max_size=2, unique=True))
+    return ["train", *argv_of(pairs), *switches], draw(net_specs())
+
+
+def build_train_case(case, ws) -> list[str]:
+    argv, npz = case
+    _prepare_outputs(ws)
+    write(ws, "bad.npz", npz_bytes(npz))
+    return argv
 
 
 SYNTH_FLAGS = {"--freq": FLOAT_TEXT, "--pnr-timeout": FLOAT_TEXT, "--seed": INT_TEXT,
@@ -667,6 +685,11 @@ def build_random_case(case, ws) -> list[str]:
 def test_fuzz_run_flags(fuzz):
     """``wafertile run``: random values of every numeric and text flag."""
     fuzz.check(run_flag_cases(), lambda case, ws: case, default=60)
+
+
+def test_fuzz_train_flags(fuzz):
+    """``wafertile train``: random values of its flags, fuzzed network and data files."""
+    fuzz.check(train_flag_cases(), build_train_case, default=40)
 
 
 def test_fuzz_command_flags(fuzz):

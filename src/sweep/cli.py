@@ -21,7 +21,7 @@ from ..files import check_dir_writable, check_input_file
 from .measures import MEASUREMENTS
 from .results import COLUMNS, MARK, TABLE, check_axes, check_output_dir
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "check_scheduler"]
 
 _log = logging.getLogger(__name__)
 
@@ -151,11 +151,16 @@ def _check_plot_flags(args: argparse.Namespace) -> dict[str, str]:
     return where
 
 
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Refuse a ``--scheduler`` that nothing answers on, before anything is written."""
+def check_scheduler(address: str, *, reach: bool = True, timeout: float = 5.0) -> None:
+    """Refuse a ``--scheduler`` that is not a Dask scheduler's address or (``reach``) that
+    nothing answers on, before anything is written: :class:`InputError`."""
     import socket
 
     match = _ADDRESS.match(address)
+    _check(bool(match), f"--scheduler must be a Dask scheduler's address (tcp://HOST:8786), "
+                        f"not {address!r}")
+    if not reach:
+        return
     host = match.group(3).strip("[]")
     port = int(match.group(4)[1:]) if match.group(4) else 8786
     try:
@@ -182,12 +187,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     _check(args.workers is None or args.scheduler is None,
            "--workers sizes the local cluster; the workers of --scheduler are the ones started "
            "with `dask worker`")
-    _check(args.scheduler is None or bool(_ADDRESS.match(args.scheduler)),
-           f"--scheduler must be a Dask scheduler's address (tcp://HOST:8786), not "
-           f"{args.scheduler!r}")
+    if args.scheduler is not None:
+        check_scheduler(args.scheduler, reach=not args.dry_run)
     _check(not args.retry_failed or args.resume, "--retry-failed goes with --resume")
-    if args.scheduler is not None and not args.dry_run:
-        _check_reachable(args.scheduler)
     if args.cache is not None:
         check_dir_writable("--cache", args.cache)
 

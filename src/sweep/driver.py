@@ -35,7 +35,7 @@ from .results import SPEC_COPY, ResultTable
 from .spec import Spec
 from .tasks import START_TOPIC, derive_point, error_text, run_point
 
-__all__ = ["SweepResult", "run_sweep", "worker_version"]
+__all__ = ["SweepResult", "dask_client", "run_sweep", "worker_version"]
 
 _log = logging.getLogger(__name__)
 
@@ -90,8 +90,10 @@ def worker_version() -> str:
 
 
 @contextmanager
-def _client(workers: int, scheduler: str | None) -> Iterator[tuple[Any, str]]:
-    """A Dask client: of a new LocalCluster, or of the scheduler at ``scheduler``."""
+def dask_client(workers: int, scheduler: str | None) -> Iterator[tuple[Any, str]]:
+    """A Dask client (with where it runs, for messages): of a new LocalCluster of ``workers``
+    processes of one thread, or of the scheduler at ``scheduler``; its workers checked to run
+    wafertile. Closed (and the LocalCluster with it) when the block ends."""
     from distributed import Client, LocalCluster
 
     if scheduler is None:
@@ -215,7 +217,7 @@ def run_sweep(spec: Spec, output: Path, *, workers: int = 2, scheduler: str | No
 
     derive_ready()  # from rows already in the table
     if todo:
-        with _client(workers, scheduler) as (client, where):
+        with dask_client(workers, scheduler) as (client, where):
             result.cluster = where
             _run(client, todo, spec, cache, record, stream)
     result.seconds = time.perf_counter() - start

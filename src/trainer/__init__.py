@@ -8,11 +8,14 @@ training`) and the store; neither knows it.
   initialization on a fixed random mask) and the digits data as numbers of a format;
 - :mod:`.loop`: :func:`~.loop.train` (steps of the fabric's numerics, the store's updates),
   :func:`~.loop.train_fp32` (the same chain, mask, batches and optimizer in FP32 numpy: the
-  baseline) and :func:`~.loop.accuracy`.
-
-Built so far: the steps run on the numpy reference of the fabric (bit-exact by construction
-with what the tiles are specified to compute); the RTL's training operations, the compiler and
-``wafertile train`` are not built yet (issue 18).
+  baseline) and :func:`~.loop.accuracy`;
+- :mod:`.compiler`: a batch group's training step as a program for the array;
+- :mod:`.rtl`: :class:`~.rtl.RtlFabric`, steps on the Verilator harness, every logit and
+  gradient checked against the reference; :func:`~.rtl.assemble`, the host's sum of the
+  groups' partial sums;
+- :mod:`.fabrics`: :class:`~.fabrics.DaskFabrics`, a step's groups on several simulated
+  fabrics (Dask workers), equal to one fabric's bit for bit;
+- :mod:`.command`: ``wafertile train``.
 """
 
 from .loop import StepRecord, TrainRun, accuracy, batches, fp32_forward, train, train_fp32

@@ -1,0 +1,174 @@
+"""``wafertile train`` (docs/training.md, "wafertile train"): bad inputs refused before any
+work, a run killed and resumed equal to an uninterrupted one bit for bit, a small network
+trained on the RTL with every step exact, and ``--fabrics 2`` equal to one fabric."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from wafertile.cli import main
+from wafertile.hdl.core.fp import float_format
+from wafertile.train import ParameterStore, TrainConfig, export_network, load_checkpoint
+from wafertile.trainer import random_network
+from wafertile.trainer.command import COLUMNS
+
+#: a 2 x 2 fp16 array small enough to build in seconds
+SMALL = ["--rows", "2", "--cols", "2", "--act-depth", "32", "--acc-depth", "16",
+         "--dtype", "fp16"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def small_run(tmp_path, monkeypatch, cache):
+    """A float network file (6-5-3, 70% of the weights) and its data file in ``tmp_path``;
+    the builds cached for the module."""
+    monkeypatch.setenv("WAFERTILE_CACHE", str(cache))
+    monkeypatch.chdir(tmp_path)
+    fmt = float_format("fp16")
+    w, b, m = random_network((6, 5, 3), 0.7, 7)
+    store = ParameterStore(w, b, m, TrainConfig(dtype="fp16"))
+    export_network(store, tmp_path / "net.npz")
+    rng = np.random.default_rng(7)
+    x = fmt.values(fmt.bits(rng.random((9, 6)).astype(np.float32)))
+    np.savez(tmp_path / "data.npz", x=x, y=rng.integers(0, 3, 9), x_test=x[:4],
+             y_test=rng.integers(0, 3, 4))
+    return ["train", "--network", "net.npz", "--data", "data.npz", *SMALL]
+
+
+def _forbidden(*_args, **_kwargs):
+    pytest.fail("the run started: the input should have been refused before any work")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--dtype", "int8"], "training needs a float tile format (--dtype fp16 or bf16), not "
+                          "int8: the integer tiles have no backward operations"),
+    (["--lr", "-0.1"], "--lr must be a positive finite number, not -0.1"),
+    (["--lr", "nan"], "--lr must be a positive finite number, not nan"),
+    (["--batch", "0"], "--batch must be an integer >= 1, not 0"),
+    (["--steps", "3", "--epochs", "2"], "--epochs and --steps both set the run's length: "
+                                        "give one"),
+    (["--density", "0"], "--density must be in (0, 1], not 0.0"),
+    (["--fabrics", "9", "--batch", "32"], "--fabrics 9 needs at least 9 batch groups of 4 "
+                                          "inputs (--rows); a batch of 32 makes 8"),
+    (["--fidelity", "model", "--fabrics", "2"], "--fabrics and --scheduler spread simulations "
+                                                "over workers; --fidelity model simulates "
+                                                "nothing"),
+    (["--resume"], "--resume: 'wafertile-train/checkpoint.npz' does not exist (no earlier run "
+                   "of this directory to continue)"),
+    (["--network", "net.txt"], "--network must be 'digits', a network .npz file or an .onnx "
+                               "model, not 'net.txt'"),
+])
+def test_bad_flags_are_refused_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("wafertile.trainer.command._fabric", _forbidden)
+    monkeypatch.setattr("wafertile.trainer.command._run", _forbidden)
+    assert main(["train", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"wafertile: error: {message}\n"
+    assert captured.out == ""
+    assert not (tmp_path / "wafertile-train").exists()
+
+
+def test_bad_data_and_sizes_are_refused(small_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("wafertile.trainer.command._fabric", _forbidden)
+    monkeypatch.setattr("wafertile.trainer.command._run", _forbidden)
+
+    def refused(argv, start):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"wafertile: error: {start}") and err.count("\n") == 1, err
+
+    data = dict(np.load(tmp_path / "data.npz"))
+    np.savez(tmp_path / "labels.npz", **{**data, "y": np.r_[data["y"][:-1], 3]})
+    refused([*small_run[:3], "--data", "labels.npz", *SMALL],
+            "--data 'labels.npz': y[8] = 3 is not a class of the network (0 to 2)")
+    np.savez(tmp_path / "narrow.npz", x=data["x"][:, :4], y=data["y"])
+    refused([*small_run[:3], "--data", "narrow.npz", *SMALL],
+            "--data 'narrow.npz': x must be N x 6 (the network's inputs)")
+    refused(["train", "--network", "net.npz", *SMALL],
+            "the network has 6 inputs and 3 outputs; the default data (digits) needs 64 and 10")
+    refused(["train", "--act-depth", "128"],
+            "a training step keeps every layer's inputs, the loss gradient and a 1.0 in each "
+            "tile: 64 + 128 + 64 + 10 + 1 = 267 activation words > act_depth = 128")
+    assert not (tmp_path / "wafertile-train").exists()
+
+
+def test_a_killed_run_resumes_to_the_same_steps(tmp_path, monkeypatch, capsys):
+    """--fidelity model, 9 steps, checkpoints every 4: a run killed in step 7 and resumed
+    ends with the losses and master weights of an uninterrupted run, bit for bit."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--fidelity", "model", "--steps", "9", "--batch", "64",
+            "--checkpoint-every", "4", "--json"]
+    assert main([*argv, "-o", "whole"]) == 0
+    whole = json.loads(capsys.readouterr().out)
+    calls = {"n": 0}
+    real = ParameterStore.apply
+
+    def dies(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ParameterStore, "apply", dies)
+    assert main([*argv, "-o", "cut"]) == 130
+    monkeypatch.setattr(ParameterStore, "apply", real)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.npz")[0].step == 4
+    capsys.readouterr()
+    assert main([*argv, "-o", "cut"]) == 2  # not over an earlier run without --resume
+    assert "--resume to continue it" in capsys.readouterr().err
+    assert main([*argv, "-o", "cut", "--resume"]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["loss"] == whole["loss"] and len(whole["loss"]) == 9
+    a, _ = load_checkpoint(tmp_path / "whole" / "checkpoint.npz")
+    b, _ = load_checkpoint(tmp_path / "cut" / "checkpoint.npz")
+    for x, y in zip(a.arrays().values(), b.arrays().values(), strict=True):
+        assert np.array_equal(np.atleast_1d(x).view(np.uint8), np.atleast_1d(y).view(np.uint8))
+    # a checkpoint of another network is refused
+    assert main([*argv, "-o", "cut", "--resume", "--density", "0.3"]) == 2
+    assert "is of another network: mask 0 differs" in capsys.readouterr().err
+
+
+def test_a_small_network_trains_on_the_rtl_exactly(small_run, tmp_path, capsys):
+    assert main([*small_run, "--steps", "3", "--batch", "5", "--lr", "0.05", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pass"] is True and report["steps"] == 3 and len(report["loss"]) == 3
+    for key in ("accuracy", "fp32_accuracy", "step_cycles", "forward_cycles", "flits_in",
+                "flits_out", "nnz", "seconds"):
+        assert report[key] is not None, key
+    table = pd.read_csv(tmp_path / "wafertile-train" / "steps.csv")
+    assert list(table.columns) == list(COLUMNS) and len(table) == 3
+    assert table["exact"].all()
+    assert (table["cycles_total"] == table[[f"cycles_{k}" for k in (
+        "forward", "loss", "gradients", "backward", "backward_handoff")]].sum(axis=1)).all()
+    assert (tmp_path / "wafertile-train" / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    # the trained network runs with wafertile run --network, exact against its reference
+    np.save(tmp_path / "x.npy", np.load(tmp_path / "data.npz")["x"])
+    assert main(["run", "--network", "wafertile-train/network.npz", "--inputs", "x.npy",
+                 *SMALL, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pass"] is True
+
+
+def test_two_fabrics_equal_one(small_run, tmp_path, capsys):
+    """--fabrics 2 (a Dask LocalCluster of two workers, each a fabric) makes the same steps
+    as one fabric: the same losses, the same master weights bit for bit."""
+    argv = [*small_run, "--steps", "2", "--batch", "8", "--lr", "0.05", "--json"]
+    assert main([*argv, "-o", "one"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert main([*argv, "-o", "two", "--fabrics", "2"]) == 0
+    two = json.loads(capsys.readouterr().out)
+    assert one["pass"] and two["pass"] and one["loss"] == two["loss"]
+    a, _ = load_checkpoint(tmp_path / "one" / "checkpoint.npz")
+    b, _ = load_checkpoint(tmp_path / "two" / "checkpoint.npz")
+    for x, y in zip(a.arrays().values(), b.arrays().values(), strict=True):
+        assert np.array_equal(np.atleast_1d(x).view(np.uint8), np.atleast_1d(y).view(np.uint8))
+    # two fabrics, four groups each step: each fabric runs half of the step's cycles
+    assert two["step_cycles"] < one["step_cycles"]
