@@ -27,7 +27,14 @@ import numpy as np
 
 from ..config import Config
 from ..errors import InputError
-from ..files import check_dir_writable, check_output_names, read_npz, write_bytes, write_text
+from ..files import (
+    check_dir_writable,
+    check_output_names,
+    read_npz,
+    save_npy,
+    write_bytes,
+    write_text,
+)
 from ..train import (
     OPTIMIZERS,
     SCHEDULES,
@@ -53,7 +60,8 @@ DEFAULTS = {"network": "digits", "dtype": "bf16", "epochs": 10, "batch": 32,
             "optimizer": "adam", "lr": 0.003, "seed": 0, "density": 0.2, "fidelity": "rtl",
             "fabrics": 1, "output": Path("wafertile-train")}
 #: What a run writes in its output directory.
-FILES = ("report.json", "steps.csv", "curve.png", "network.npz", "checkpoint.npz")
+FILES = ("report.json", "steps.csv", "curve.png", "network.npz", "checkpoint.npz",
+         "test_inputs.npy", "test_labels.npy")
 #: The columns of ``steps.csv``.
 COLUMNS = ("step", "epoch", "loss", "batch_accuracy", "applied", "scale", "rows", "exact",
            "cycles_forward", "cycles_loss", "cycles_gradients", "cycles_backward",
@@ -77,7 +85,8 @@ writes, in --output DIR (default wafertile-train/; existing files are replaced o
   steps.csv       one row per step: loss, batch accuracy, loss scale, cycles by part of the
                   step, flits in and out, seconds (pandas.read_csv)
   curve.png       loss per step and test accuracy per epoch, beside the FP32 baseline
-  network.npz     the trained network (wafertile run --network DIR/network.npz)
+  network.npz     the trained network: wafertile run --network DIR/network.npz
+                  --inputs DIR/test_inputs.npy --labels DIR/test_labels.npy (the test set)
   checkpoint.npz  the parameter store and the run's progress (--resume continues from it)
 
 examples:
@@ -393,6 +402,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     report = _report(p, fidelity, history, epoch_accuracy, ok, seconds, args)
     export_network(p.store, p.output / "network.npz", name=f"{p.name}-trained")
+    save_npy(p.output / "test_inputs.npy", p.x_test)
+    save_npy(p.output / "test_labels.npy", p.y_test)
     _write_table(p.output / "steps.csv", history)
     _plot(p.output / "curve.png", history, epoch_accuracy, report)
     write_text(p.output / "report.json", json.dumps(report, indent=1) + "\n")
