@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import PARAMETERS, Config, parameter_help, parse_bool
 from .errors import InputError
+from .flags import add_config_flags, config_from_args, flag_values
 from .log import show_progress
 
 __all__ = ["main"]
@@ -37,51 +37,6 @@ examples:
   wafertile lint --block core                lint the generated core with Verilator -Wall
   wafertile COMMAND --help                   options of one command
 """
-
-
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "configuration", "flags override --config FILE, which overrides the defaults")
-    group.add_argument("--config", metavar="FILE", type=Path,
-                       help="flat TOML file of parameters (same names as the flags, with "
-                            "underscores: data_width = 8); unknown keys are an error")
-    helps = parameter_help()
-    for rule in PARAMETERS:
-        flag = "--" + rule.name.replace("_", "-")
-        kwargs = {"dest": rule.name, "default": None, "help": helps[rule.name]}
-        if rule.kind is int:
-            kwargs.update(type=int, metavar="N")
-        elif rule.kind is bool:  # true / false, read by _flag_values (a ConfigError)
-            kwargs.update(metavar="BOOL")
-        else:
-            kwargs.update(metavar="MODE")
-        group.add_argument(flag, **kwargs)
-
-
-def _flag_values(args: argparse.Namespace) -> dict:
-    """The configuration parameters given as flags (the others are absent); a bool flag's
-    text (``--handoff false``) as a bool.
-
-    Raises
-    ------
-    ConfigError
-        If a bool flag is not ``true`` or ``false``.
-    """
-    values = {r.name: getattr(args, r.name) for r in PARAMETERS
-              if getattr(args, r.name, None) is not None}
-    for rule in PARAMETERS:
-        if rule.kind is bool and isinstance(values.get(rule.name), str):
-            values[rule.name] = parse_bool("--" + rule.name.replace("_", "-"),
-                                           values[rule.name])
-    return values
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    """Build the :class:`Config` from ``--config`` and the parameter flags."""
-    overrides = _flag_values(args)
-    if getattr(args, "config", None) is not None:
-        return Config.from_toml(args.config, **overrides)
-    return Config.from_mapping(overrides, source="command-line flags")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -154,7 +109,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                      help="overwrite <top>.v, <top>.core and manifest.json in DIR even if an "
                           "earlier `wafertile generate` did not write them (DIR holds no "
                           "manifest.json of wafertile)")
-    _add_config_flags(gen)
+    add_config_flags(gen)
     gen.set_defaults(func=_cmd_generate, command_parser=gen)
     return gen
 
@@ -253,7 +208,7 @@ def _add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_network_flags(run)
     from .model.command import add_model_flags
     add_model_flags(run)
-    _add_config_flags(run)
+    add_config_flags(run)
     run.set_defaults(func=_cmd_run, command_parser=run)
     return run
 
@@ -365,7 +320,7 @@ def _add_lint(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "output style. Exit status 1 on any other warning.")
     lint.add_argument("--block", default="core", choices=_block_names(),
                       help="what to lint (default: %(default)s)")
-    _add_config_flags(lint)
+    add_config_flags(lint)
     lint.set_defaults(func=_cmd_lint, command_parser=lint)
     return lint
 
@@ -461,7 +416,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     synth.add_argument("--json", action="store_true",
                        help="print one JSON object (keys target, luts, ffs, brams, dsps, fits, "
                             "fmax_mhz, utilization, ...); progress goes to stderr")
-    _add_config_flags(synth)
+    add_config_flags(synth)
     synth.set_defaults(func=_cmd_synth, command_parser=synth)
     return synth
 
@@ -494,7 +449,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         if args.config is not None:
             cfg = config_from_args(args)
         else:  # the board's defaults (an array that fits it) under the flags
-            cfg = board_config(args.board, _flag_values(args))
+            cfg = board_config(args.board, flag_values(args))
 
         result = build_board(args.board, cfg, baud=args.baud, build_dir=build_dir())
         if args.json:
@@ -507,7 +462,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     if args.config is not None:
         cfg = config_from_args(args)
     else:  # on ECP5 the FPGA router profile, where the flags do not set the router
-        cfg = fpga_config(TARGETS[args.target].family, _flag_values(args),
+        cfg = fpga_config(TARGETS[args.target].family, flag_values(args),
                           source="command-line flags")
     bdir = build_dir()
     try:

@@ -50,6 +50,9 @@ def _forbidden(*_args, **_kwargs):
 @pytest.mark.parametrize(("argv", "message"), [
     (["--dtype", "int8"], "training needs a float tile format (--dtype fp16 or bf16), not "
                           "int8: the integer tiles have no backward operations"),
+    (["--handoff", "false"], "training hands activations and gradients on between the layers "
+                             "on chip: handoff = false leaves the hand-off unit out; use "
+                             "handoff = true"),
     (["--lr", "-0.1"], "--lr must be a positive finite number, not -0.1"),
     (["--lr", "nan"], "--lr must be a positive finite number, not nan"),
     (["--batch", "0"], "--batch must be an integer >= 1, not 0"),

@@ -35,6 +35,7 @@ from ..files import (
     write_bytes,
     write_text,
 )
+from ..flags import add_config_flags, config_from_args
 from ..train import (
     OPTIMIZERS,
     SCHEDULES,
@@ -100,8 +101,6 @@ examples:
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Add ``train`` to the sub-parser action ``sub``."""
-    from ..cli import _add_config_flags
-
     p = sub.add_parser("train", help="train a masked MLP on the fabric (weight streaming), "
                                      "checked bit for bit", description=_DESCRIPTION,
                        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,7 +171,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="print the report as one JSON object (keys pass, accuracy, "
                         "fp32_accuracy, steps, loss, step_cycles, forward_cycles, flits_in, "
                         "flits_out, nnz, seconds, ...)")
-    _add_config_flags(p)
+    add_config_flags(p)
     p.set_defaults(func=cmd_train, command_parser=p)
     return p
 
@@ -204,13 +203,13 @@ class _Plan:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    from ..cli import config_from_args
-
     if args.dtype is None and args.data_width is None and args.config is None:
         args.dtype = DEFAULTS["dtype"]
     cfg = config_from_args(args)
     _check(cfg.is_float, f"training needs a float tile format (--dtype fp16 or bf16), not "
                          f"{cfg.dtype}: the integer tiles have no backward operations")
+    _check(cfg.handoff, "training hands activations and gradients on between the layers on "
+                        "chip: handoff = false leaves the hand-off unit out; use handoff = true")
     return cfg
 
 
