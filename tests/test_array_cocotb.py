@@ -68,7 +68,7 @@ def _runs(cfg: Config, layer: dict) -> bool:
 
 #: (config, layer) pairs run on Verilator in the default (CI) run; the rest with --run-slow
 #: (each Verilator build of an array takes minutes).
-VERILATOR_SAMPLE = {("2x2", "sparse10"), ("2x2", "uneven")}
+VERILATOR_SAMPLE = {("2x2", "uneven")}  # sparse10 too with --run-slow (43 s)
 
 
 def _slow(sim, layer, cfg_name):

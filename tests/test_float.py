@@ -159,7 +159,10 @@ def cache(tmp_path_factory):
 
 #: The default run builds one float array on Verilator (4 x 4, fp16) and runs bf16 on Icarus;
 #: --run-slow adds the 3 x 5 bf16 array on Verilator.
-VERILATOR = [pytest.param("4x4fp16"), pytest.param("3x5bf16", marks=pytest.mark.slow)]
+# both with --run-slow (44 s for 4x4fp16): float layers reach the harness by default through
+# the training steps (tests/test_training_rtl.py, tests/test_train_command.py) and the CLI
+VERILATOR = [pytest.param("4x4fp16", marks=pytest.mark.slow),
+             pytest.param("3x5bf16", marks=pytest.mark.slow)]
 
 
 def _sim(cfg_name: str) -> str:

@@ -256,9 +256,9 @@ def test_functional_model(request, cfg_name, net_name):
     np.testing.assert_array_equal(got, documented(cfg, net, x))
 
 
-#: (config, network) pairs on Verilator in the default run; with --run-slow every pair on
-#: both simulators.
-VERILATOR_SAMPLE = {("4x4d8", "deep")}
+#: (config, network) pairs on Verilator in the default run: none (a network reaches Verilator
+#: by default through test_digits_on_verilator); with --run-slow every pair on both simulators.
+VERILATOR_SAMPLE: set[tuple[str, str]] = set()
 #: (config, network) pairs on Icarus in the default run: every network once and every
 #: configuration at least once (the other 15 pairs with --run-slow).
 ICARUS_SAMPLE = {("4x4d8", "wide"), ("4x4d16", "sparse"), ("3x5d8sat", "deep"),
