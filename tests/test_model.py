@@ -25,6 +25,7 @@ from wafertile.model.flow import fifo_server, rank, server, unit_server
 from wafertile.model.layer import dense_stream, predict_layer
 from wafertile.model.mesh import PhaseFlits, route_bits, simulate
 from wafertile.model.phases import row_cycles
+from wafertile.model.predict import UnmodelledConfigError
 from wafertile.model.stream import stream_cycles
 from wafertile.model.validation import (
     CONFIGS,
@@ -213,6 +214,10 @@ def test_model_refuses_what_it_does_not_model():
     fp = Config(rows=2, cols=2, dtype="fp16")
     with pytest.raises(ModelError, match="dtype 'fp16' runs on the float core"):
         predict_layer(fp, np.ones((2, 4), np.float32), np.ones((3, 4), np.float32))
+    # a program compiled for the float core too (a training step): not predicted with the
+    # integer core's timing
+    with pytest.raises(UnmodelledConfigError, match="dtype 'fp16' runs on the float core"):
+        predict_program(fp, LayerProgram(fp, (1, 1, 1), [], 0, 0))
 
 
 def test_plan_path_is_the_compiled_path(request, monkeypatch):

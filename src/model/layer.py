@@ -33,7 +33,7 @@ from ..stream import (
 )
 from .flow import rank
 from .phases import row_cycles
-from .predict import Prediction, UnmodelledConfigError, predict_program
+from .predict import Prediction, check_modelled, predict_program
 from .stream import stream_cycles
 from .timing import Timing
 
@@ -70,15 +70,6 @@ class LayerPrediction:
     nnz: int
     macs: int
     seconds: float
-
-
-def check_modelled(config: Config) -> None:
-    """Raise :class:`UnmodelledConfigError` (an :class:`~wafertile.errors.InputError`, one
-    line) for a configuration the model does not cover: a float ``dtype``."""
-    if config.is_float:
-        raise UnmodelledConfigError(
-            f"the model's tile core is the integer core; dtype {config.dtype!r} runs on the "
-            f"float core (its hazard bubbles are not modelled): use --fidelity rtl")
 
 
 def program_flits(config: Config, shape: tuple[int, int, int], nnz: int) -> int:

@@ -35,7 +35,7 @@ from .stream import stream_cycles
 from .timing import Timing
 
 __all__ = ["DETAILS", "KINDS", "ModelError", "Prediction", "UnmodelledConfigError",
-           "predict_phase", "predict_program"]
+           "check_modelled", "predict_phase", "predict_program"]
 
 #: The phase kinds the model predicts.
 KINDS = ("load", "stream", "reduce", "handoff", "read")
@@ -50,6 +50,15 @@ class ModelError(ValueError):
 class UnmodelledConfigError(ModelError, InputError):
     """A configuration the model does not cover (a float ``dtype``): refused like any bad
     input (one line, exit status 2) before anything is predicted."""
+
+
+def check_modelled(config: Config) -> None:
+    """Raise :class:`UnmodelledConfigError` (an :class:`~wafertile.errors.InputError`, one
+    line) for a configuration the model does not cover: a float ``dtype``."""
+    if config.is_float:
+        raise UnmodelledConfigError(
+            f"the model's tile core is the integer core; dtype {config.dtype!r} runs on the "
+            f"float core (its hazard bubbles are not modelled): use --fidelity rtl")
 
 
 @dataclass
@@ -216,11 +225,15 @@ def predict_program(config: Config, program: LayerProgram, *, detail: str = "aut
 
     Raises
     ------
+    UnmodelledConfigError
+        For a configuration the model does not cover (:func:`check_modelled`: a float
+        ``dtype``, whose core the model's timing is not).
     ModelError
         If a phase cannot be predicted (its kind, or its flits).
     ValueError
         On an unknown ``detail``.
     """
+    check_modelled(config)
     if detail not in DETAILS:
         raise ValueError(f"detail must be one of {', '.join(map(repr, DETAILS))}, not "
                          f"{detail!r}")
