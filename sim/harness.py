@@ -395,31 +395,37 @@ def trace_format() -> str:
 KINDS = {"load": 0, "stream": 1, "reduce": 2, "read": 3, "handoff": 4, "grad": 5}
 
 
-def write_program(path: Path, config: Config, program: LayerProgram) -> None:
-    """Write ``program`` in the harness's binary format (vectorized packing)."""
+def write_program(path: Path, config: Config, program: LayerProgram, *,
+                  packed: dict[int, np.ndarray] | None = None) -> None:
+    """Write ``program`` in the harness's binary format (vectorized packing). ``packed``: phase
+    ``n``'s flits already packed (:meth:`~wafertile.stream.Phase.words`), for the phases a
+    caller reuses from program to program."""
     layout = flit_layout(config)
     nw = words_per_flit(layout)
     with open(path, "wb") as f:
         np.array([nw], dtype="<i4").tofile(f)
-        for phase in program.phases:
+        for n, phase in enumerate(program.phases):
             np.array([KINDS[phase.kind]], dtype="<i4").tofile(f)
             replies = len(phase) if phase.kind == "grad" else phase.expected_replies
             np.array([phase.expected_macs, phase.expected_writes, replies, len(phase)],
                      dtype="<i8").tofile(f)
             phase.port.astype("<i4").tofile(f)
             phase.flits["header.vc"].astype("<i4").tofile(f)
-            phase.words(layout).astype("<u4").tofile(f)
+            words = packed.get(n) if packed else None
+            (phase.words(layout) if words is None else words).astype("<u4").tofile(f)
 
 
 def run_harness(exe: Path, config: Config, program: LayerProgram, workdir: Path, *,
-                waves: Path | None = None) -> tuple[np.ndarray, dict]:
+                waves: Path | None = None, packed: dict[int, np.ndarray] | None = None
+                ) -> tuple[np.ndarray, dict]:
     """Run ``program``; return (Y, stats) like :meth:`wafertile.sim.tb.array.ArrayTB.play`,
     plus ``seconds``: the harness's own run time (the simulation). ``waves``: the file a
-    traced harness (``build_harness(..., trace=...)``) dumps into."""
+    traced harness (``build_harness(..., trace=...)``) dumps into; ``packed``: as
+    :func:`write_program`'s."""
     layout = flit_layout(config)
     nw = words_per_flit(layout)
     prog, rep, res = workdir / "program.bin", workdir / "replies.bin", workdir / "counters.txt"
-    write_program(prog, config, program)
+    write_program(prog, config, program, packed=packed)
     start = time.perf_counter()
     proc = subprocess.run([str(exe), str(prog), str(rep), str(res),
                            *([] if waves is None else [str(waves)])], capture_output=True,

@@ -9,6 +9,7 @@ import pytest
 
 from wafertile.config import Config
 from wafertile.hdl.core.fp import float_format
+from wafertile.hdl.flit import flit_layout
 from wafertile.train import ParameterStore, TrainConfig
 from wafertile.trainer import random_network
 from wafertile.trainer.compiler import StepCompiler, compile_step, gradient_words
@@ -71,6 +72,10 @@ def test_the_step_compiler_gives_compile_steps_flits():
             assert np.array_equal(p.port, q.port)
             assert all(np.array_equal(p.flits[k], q.flits[k]) for k in q.flits), p.kind
             assert (p.expected_macs, p.expected_writes) == (q.expected_macs, q.expected_writes)
+        # the template's packed phases are those of the group compiled on its own
+        layout = flit_layout(cfg)
+        for n, words in compiler.packed.items():
+            assert np.array_equal(words, want.phases[n].words(layout)), n
 
 
 def test_gradient_words_match_results_in_any_order_and_name_a_missing_one():

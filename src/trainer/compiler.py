@@ -19,7 +19,7 @@ import numpy as np
 from ..config import Config
 from ..formats import float_words, fp32_words
 from ..hdl.core.fp import float_format
-from ..hdl.flit import Opcode, Port
+from ..hdl.flit import Opcode, Port, flit_layout
 from ..network.compiler import handoff_phases
 from ..stream import LayerProgram, Phase, PhaseBuilder
 from ..stream.compiler import add_activations, add_zero, read_phase, stream_phase
@@ -226,6 +226,11 @@ class StepCompiler:
                                      np.zeros((R, self.sizes[-1]), np.float32),
                                      read_dx=read_dx)
         self._loss = self.template.roles.index("loss")
+        layout = flit_layout(config)
+        #: the template's phases packed once (:func:`wafertile.sim.harness.write_program`'s
+        #: ``packed``): a group's program differs only in phase 0 and the loss phase
+        self.packed = {n: phase.words(layout) for n, phase in enumerate(self.template.phases)
+                       if n not in (0, self._loss)}
 
     def group(self, x, dy) -> StepProgram:
         """The program of the group ``x`` with loss gradient ``dy`` (as

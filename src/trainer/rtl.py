@@ -214,7 +214,8 @@ class RtlFabric:
         out = []
         for g0 in group_starts(len(x), R):
             program = compiler.group(x[g0:g0 + R], dy[g0:g0 + R])
-            logits, stats = run_harness(self.exe, cfg, program, self.workdir)
+            logits, stats = run_harness(self.exe, cfg, program, self.workdir,
+                                        packed=compiler.packed)
             out.append(group_result(program, min(R, len(x) - g0), logits, stats, shapes))
         return out
 
