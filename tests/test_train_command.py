@@ -138,6 +138,12 @@ def test_a_killed_run_resumes_to_the_same_steps(tmp_path, monkeypatch, capsys):
     # a checkpoint of another network is refused
     assert main([*argv, "-o", "cut", "--resume", "--density", "0.3"]) == 2
     assert "is of another network: mask 0 differs" in capsys.readouterr().err
+    # ... and one of another fidelity or array (rows make the groups: the sums' order)
+    assert main([*argv, "-o", "cut", "--resume", "--fidelity", "rtl"]) == 2
+    assert capsys.readouterr().err == ("wafertile: error: --resume: the checkpoint's run had "
+                                       "another fidelity (\"model\" there, \"rtl\" here)\n")
+    assert main([*argv, "-o", "cut", "--resume", "--rows", "2"]) == 2
+    assert "--resume: the checkpoint's run had another array (" in capsys.readouterr().err
 
 
 def test_a_small_network_trains_on_the_rtl_exactly(small_run, tmp_path, capsys):
@@ -177,3 +183,17 @@ def test_two_fabrics_equal_one(small_run, tmp_path, capsys):
         assert np.array_equal(np.atleast_1d(x).view(np.uint8), np.atleast_1d(y).view(np.uint8))
     # two fabrics, four groups each step: each fabric runs half of the step's cycles
     assert two["step_cycles"] < one["step_cycles"]
+
+
+def test_a_checkpoint_keeps_a_step_of_infinite_loss():
+    """A step whose logits overflowed has an infinite or NaN loss: the checkpoint (JSON
+    numbers only) keeps it as text and the resumed run reads back the same value."""
+    from wafertile.trainer.command import _row_in, _row_out
+
+    rows = [{"step": 1, "loss": float("inf"), "batch_accuracy": 0.5, "scale": 65536.0},
+            {"step": 2, "loss": float("nan"), "batch_accuracy": 0.25, "scale": 32768.0},
+            {"step": 3, "loss": 0.1 + 0.2, "batch_accuracy": 1.0, "scale": 1.0}]
+    text = json.dumps([_row_out(r) for r in rows], allow_nan=False)
+    back = [_row_in(r) for r in json.loads(text)]
+    assert back[0]["loss"] == float("inf") and np.isnan(back[1]["loss"])
+    assert back[2] == rows[2]

@@ -76,7 +76,8 @@ pass, computes the weight and bias gradients of the fixed mask on the tiles and 
 out to the parameter store, which holds the FP32 master weights and runs the optimizer
 (docs/training.md). On the RTL (the default, --fidelity rtl) every logit and gradient of
 every step is checked against the numpy reference bit for bit. Every input is checked before
-anything is built; exit status 1 on a mismatch, 2 on bad input.
+anything is built; exit status 1 on a mismatch or a tool's failure, 2 on bad input, 130 when
+interrupted.
 """
 
 _EPILOG = """\
@@ -89,6 +90,7 @@ writes, in --output DIR (default wafertile-train/; existing files are replaced o
   network.npz     the trained network: wafertile run --network DIR/network.npz
                   --inputs DIR/test_inputs.npy --labels DIR/test_labels.npy (the test set)
   checkpoint.npz  the parameter store and the run's progress (--resume continues from it)
+  test_inputs.npy, test_labels.npy   the test set the accuracy is measured on
 
 examples:
   wafertile train                                   digits, bf16, on the RTL of a 4 x 4 array
@@ -141,6 +143,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                         "the last step)")
     t.add_argument("--warmup", type=int, default=None, metavar="N",
                    help="linear warm-up steps, >= 0 (default: 0)")
+    t.add_argument("--step-size", type=int, default=None, metavar="N",
+                   help="--schedule step: updates between two decays, >= 1 (default: 1000)")
+    t.add_argument("--gamma", type=float, default=None, metavar="X",
+                   help="--schedule step: the factor of each decay, in (0, 1] (default: 0.1)")
     t.add_argument("--seed", type=int, default=None, metavar="N",
                    help=f"seed of the random start and the batch order, >= 0 (default: "
                         f"{DEFAULTS['seed']})")
@@ -152,10 +158,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     r.add_argument("--fabrics", type=int, default=None, metavar="N",
                    help="simulated fabrics, each a Dask worker with a share of every step's "
                         "batch groups; the result equals one fabric's bit for bit (default: "
-                        "1, no Dask); at most the groups in a batch")
+                        "one fabric in this process, no Dask; any --fabrics uses Dask); at "
+                        "most the groups of a full batch")
     r.add_argument("--scheduler", metavar="ADDRESS", default=None,
-                   help="the Dask scheduler of the fabrics' workers (tcp://HOST:8786); "
-                        "default: a LocalCluster of --fabrics processes")
+                   help="with --fabrics: the Dask scheduler of the fabrics' workers "
+                        "(tcp://HOST:8786); default: a LocalCluster of --fabrics processes")
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", type=Path, default=None, metavar="DIR",
                    help=f"directory of the run's files (default: {DEFAULTS['output']})")
@@ -163,8 +170,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="write DIR/checkpoint.npz every N steps, atomically (default: every "
                         "epoch's end; always after the last step)")
     o.add_argument("--resume", action="store_true",
-                   help="continue the run in DIR from its checkpoint (same network, data and "
-                        "flags): the steps after it equal an uninterrupted run's bit for bit")
+                   help="continue the run in DIR from its checkpoint: the same network, data, "
+                        "configuration, fidelity, seed, batch and steps (checked); the steps "
+                        "after it equal an uninterrupted run's bit for bit")
     o.add_argument("--force", action="store_true",
                    help="replace the files of an earlier run in DIR")
     o.add_argument("--json", action="store_true",
@@ -172,6 +180,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                         "fp32_accuracy, steps, loss, step_cycles, forward_cycles, flits_in, "
                         "flits_out, nnz, seconds, ...)")
     add_config_flags(p)
+    for action in p._actions:  # the tile format's default is train's own
+        if action.dest == "dtype":
+            action.help = (f"{action.help}; wafertile train: default {DEFAULTS['dtype']} (an "
+                           f"integer format is refused)")
     p.set_defaults(func=cmd_train, command_parser=p)
     return p
 
@@ -200,6 +212,7 @@ class _Plan:
     every: int
     name: str
     state: dict | None
+    identity: dict
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -219,6 +232,7 @@ def _numbers(args: argparse.Namespace) -> None:
     for flag, value, low in (("--epochs", args.epochs, 1), ("--steps", args.steps, 1),
                              ("--batch", args.batch, 1), ("--seed", args.seed, 0),
                              ("--fabrics", args.fabrics, 1), ("--warmup", args.warmup, 0),
+                             ("--step-size", args.step_size, 1),
                              ("--checkpoint-every", args.checkpoint_every, 1)):
         _check(value is None or value >= low,
                f"{flag} must be an integer >= {low}, not {value}")
@@ -236,7 +250,8 @@ def _train_config(args: argparse.Namespace, cfg: Config, steps: int) -> TrainCon
                               "optimizer": args.optimizer or DEFAULTS["optimizer"],
                               "lr": DEFAULTS["lr"] if args.lr is None else args.lr}
     for flag, key in (("weight_decay", "weight_decay"), ("momentum", "momentum"),
-                      ("schedule", "schedule"), ("warmup", "warmup_steps")):
+                      ("schedule", "schedule"), ("warmup", "warmup_steps"),
+                      ("step_size", "step_size"), ("gamma", "gamma")):
         if getattr(args, flag) is not None:
             values[key] = getattr(args, flag)
     if values.get("schedule") == "cosine":
@@ -247,6 +262,7 @@ def _train_config(args: argparse.Namespace, cfg: Config, steps: int) -> TrainCon
         text = str(exc)
         for key, flag in (("lr", "--lr"), ("weight_decay", "--weight-decay"),
                           ("momentum", "--momentum"), ("warmup_steps", "--warmup"),
+                          ("gamma", "--gamma"),
                           ("total_steps", "the run's steps")):
             if text.startswith(key + " "):
                 text = flag + text[len(key):]
@@ -372,9 +388,47 @@ def plan(args: argparse.Namespace) -> _Plan:
                f"this one {seed}, {batch}, {steps}")
         _check(isinstance(state.get("history"), list), "--resume: the checkpoint has no "
                                                        "history of the run's steps")
+        here = _identity(args, cfg, x, y, x_test, y_test)
+        for key, value in here.items():
+            _check(state.get(key) == value,
+                   f"--resume: the checkpoint's run had another {key} "
+                   f"({_short(state.get(key))} there, {_short(value)} here)")
+        state["history"] = [_row_in(r) for r in state["history"]]
     every = args.checkpoint_every or per_epoch
     return _Plan(cfg, tcfg, store, initial, x, y, x_test, y_test, steps, per_epoch, batch,
-                 Path(output), every, name, state)
+                 Path(output), every, name, state, _identity(args, cfg, x, y, x_test, y_test))
+
+
+def _identity(args: argparse.Namespace, cfg: Config, *data: np.ndarray) -> dict:
+    """What a resumed run must share with the checkpoint's beyond the store: the fidelity,
+    the array (``rows`` makes the groups) and the data (SHA-256 of its arrays)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for a in data:
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return {"fidelity": args.fidelity or DEFAULTS["fidelity"], "array": cfg.as_dict(),
+            "data": digest.hexdigest()}
+
+
+def _short(value: Any) -> str:
+    """A checkpoint's value for a message, cut after 60 characters."""
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+#: The fields of a step's row that may be infinite or NaN (a loss of infinite logits): kept in
+#: the checkpoint (JSON numbers only) as the strings "inf", "-inf", "nan".
+_FLOATS = ("loss", "batch_accuracy", "scale")
+
+
+def _row_out(row: dict) -> dict:
+    return {k: (str(v) if k in _FLOATS and not math.isfinite(v) else v)
+            for k, v in row.items()}
+
+
+def _row_in(row: dict) -> dict:
+    return {k: (float(v) if k in _FLOATS else v) for k, v in row.items()}
 
 
 def _get(state: Any, key: str) -> Any:
@@ -476,8 +530,8 @@ def _run(p: _Plan, fabric, history: list[dict], epoch_accuracy: list[list[float]
                       f"{rate:.2f} steps/s, {_duration(left)} left")
         if step % p.every == 0 or step == p.steps:
             save_checkpoint(p.output / "checkpoint.npz", store, rng_state={
-                "seed": seed, "batch": p.batch, "steps": p.steps, "history": history,
-                "epoch_accuracy": epoch_accuracy})
+                "seed": seed, "batch": p.batch, "steps": p.steps, **p.identity,
+                "history": [_row_out(r) for r in history], "epoch_accuracy": epoch_accuracy})
     return True
 
 
