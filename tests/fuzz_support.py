@@ -1365,6 +1365,7 @@ TRAIN_FLAGS: dict[str, st.SearchStrategy[str]] = {
     "--density": FLOAT_TEXT, "--epochs": INT_TEXT, "--steps": INT_TEXT,
     "--batch": plausible([1, 3, 8, 32], INT_TEXT), "--lr": FLOAT_TEXT,
     "--weight-decay": FLOAT_TEXT, "--momentum": FLOAT_TEXT, "--warmup": INT_TEXT,
+    "--step-size": INT_TEXT, "--gamma": FLOAT_TEXT,
     "--seed": INT_TEXT, "--fabrics": plausible([1, 2, 9], INT_TEXT),
     "--checkpoint-every": INT_TEXT,
     "--optimizer": choice_text(["sgd", "momentum", "adam"]),
