@@ -357,8 +357,8 @@ def plan(args: argparse.Namespace) -> _Plan:
                f"--resume to continue it, --force to replace it, or another --output")
     seed = DEFAULTS["seed"] if args.seed is None else args.seed
     batch = DEFAULTS["batch"] if args.batch is None else args.batch
-    # the steps (for a cosine schedule's length) need the data's size: read the network's
-    # sizes with a throwaway configuration first
+    # the steps (for a cosine schedule's length) need the data's size: read the network once
+    # with a provisional configuration, then give its arrays the run's
     probe, name = _network(args, cfg, TrainConfig(dtype=cfg.dtype), seed)
     sizes = [probe.shapes[0][1]] + [s[0] for s in probe.shapes]
     x, x_test, y, y_test = _data(args, cfg, sizes)
@@ -366,7 +366,7 @@ def plan(args: argparse.Namespace) -> _Plan:
     steps = args.steps if args.steps is not None else per_epoch * (
         DEFAULTS["epochs"] if args.epochs is None else args.epochs)
     tcfg = _train_config(args, cfg, steps)
-    store, _ = _network(args, cfg, tcfg, seed)
+    store = ParameterStore(probe.weights, probe.biases, probe.masks, tcfg)
     from .compiler import step_layout
     step_layout(cfg, sizes)  # the activation bank's budget (names the sizes)
     groups = math.ceil(min(batch, len(x)) / cfg.rows)
