@@ -4,6 +4,7 @@
     python benchmarks/model.py --configs compact-2x2 --layers 4 --no-networks   # a subset
     python benchmarks/model.py --micro lite-4x4-p4      # latencies and rates, RTL vs model
     python benchmarks/model.py --wafer                  # the 16384 x 16384 layer on 1024 x 1024
+    python benchmarks/model.py --training               # training steps on float tiles
 
 Validation (``wafertile.model.validation``): for every configuration of ``CONFIGS`` (or
 ``--configs``), ``--layers`` seeded random layers and the small networks that fit, each
@@ -13,6 +14,11 @@ per phase kind), the mean and max absolute relative error of the total cycles (o
 router micro-architecture, per phase kind; for the model as it runs and for its analytic
 level alone), writes them as JSON (``--json``) and draws the scatter plot (``--png``).
 Targets: mean <= 3%, max <= 10%.
+
+``--training`` runs the training set instead (``wafertile.trainer.validation``): float
+configurations, one step of random chains per pair (every batch group's phases: forward,
+loss gradient, GRAD chains, backward streams and hand-offs), the model given the tiles'
+nonzero activations; it writes ``results-model-training.json`` and ``.png``.
 
 ``--wafer`` runs ``wafertile run --fidelity model --rows 1024 --cols 1024 --act-depth 16384
 --acc-depth 16 --size 16384 --batch 1024 --density 0.1 --json`` in a child process and
@@ -60,16 +66,31 @@ def _line(p: PairResult) -> str:
 
 
 def validate(args) -> int:
-    names = args.configs or list(CONFIGS)
-    unknown = [n for n in names if n not in CONFIGS]
+    if args.training:
+        from wafertile.trainer.validation import TRAIN_CONFIGS, measure_training, training_cases
+        configs = TRAIN_CONFIGS
+    else:
+        configs = CONFIGS
+    names = args.configs or list(configs)
+    unknown = [n for n in names if n not in configs]
     if unknown:
-        print(f"unknown configuration {unknown[0]!r} (known: {', '.join(CONFIGS)})",
+        print(f"unknown configuration {unknown[0]!r} (known: {', '.join(configs)})",
               file=sys.stderr)
         return 2
+    stem = "results-model-training" if args.training else "results-model"
+    args.json = args.json or str(HERE / f"{stem}.json")
+    args.png = args.png or str(HERE / f"{stem}.png")
     pairs: list[PairResult] = []
     start = time.perf_counter()
     for n, name in enumerate(names):
-        config = CONFIGS[name]
+        config = configs[name]
+        if args.training:
+            cases = training_cases(config, args.seed + 1000 * n)
+            print(f"== {name}: {len(cases)} training steps (building / simulating on "
+                  f"Verilator)", flush=True)
+            pairs += measure_training(name, config, cases,
+                                      log=lambda p: print(_line(p), flush=True))
+            continue
         workloads = layer_cases(config, args.layers, args.seed + 1000 * n)
         if not args.no_networks:
             workloads += network_cases(args.seed + 1000 * n + 7)
@@ -98,8 +119,8 @@ def validate(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"summary": summary, "seconds": {"wall": wall, "model": model_s, "rtl": rtl_s},
-             "seed": args.seed, "layers": args.layers,
-             "configs": {n: CONFIGS[n].as_dict() for n in names},
+             "seed": args.seed, "layers": None if args.training else args.layers,
+             "configs": {n: configs[n].as_dict() for n in names},
              "pairs": [p.as_json() for p in pairs]}, indent=1))
         print(f"json     {args.json}")
     if args.png:
@@ -130,8 +151,8 @@ def _plot(pairs: list[PairResult], summary, path: str) -> None:
            ylabel="predicted cycles", title=f"{len(pairs)} (configuration, workload) pairs: "
                                             f"total cycles")
     ax.legend(fontsize=7)
-    kinds = ("load", "stream", "reduce", "handoff", "read")
-    marks = dict(zip(kinds, "os^Dv", strict=True))
+    kinds = ("load", "stream", "reduce", "handoff", "read", "grad")
+    marks = dict(zip(kinds, "os^Dvx", strict=True))
     for kind in kinds:
         r, m, a = [], [], []
         for p in pairs:
@@ -220,10 +241,15 @@ def main(argv=None) -> int:
                         help="random layers per configuration (default: %(default)s)")
     parser.add_argument("--no-networks", action="store_true", help="layers only")
     parser.add_argument("--seed", type=int, default=2026, help="seed (default: %(default)s)")
-    parser.add_argument("--json", default=str(HERE / "results-model.json"),
-                        help="write the pairs and errors here (default: %(default)s)")
-    parser.add_argument("--png", default=str(HERE / "results-model.png"),
-                        help="the scatter plot (default: %(default)s)")
+    parser.add_argument("--json", default=None,
+                        help="write the pairs and errors here (default: "
+                             "benchmarks/results-model.json, with --training "
+                             "results-model-training.json)")
+    parser.add_argument("--png", default=None,
+                        help="the scatter plot (default: benchmarks/results-model.png, with "
+                             "--training results-model-training.png)")
+    parser.add_argument("--training", action="store_true",
+                        help="the training set (float tiles, whole steps) instead")
     parser.add_argument("--micro", metavar="NAME", help="latencies and rates of one "
                                                          "configuration, RTL vs model")
     parser.add_argument("--wafer", action="store_true",

@@ -1371,6 +1371,7 @@ TRAIN_FLAGS: dict[str, st.SearchStrategy[str]] = {
     "--optimizer": choice_text(["sgd", "momentum", "adam"]),
     "--schedule": choice_text(["constant", "step", "cosine"]),
     "--fidelity": choice_text(["rtl", "model"]),
+    "--model-detail": choice_text(["auto", "analytic", "mesh"]),
     "--scheduler": st.sampled_from(["tcp://127.0.0.1:1", "nowhere", "tcp://[::1]:99999"]),
     "--dtype": choice_text(["bf16", "fp16", "int8"]),
     "-o": st.sampled_from(["out", "prev_gen", "a_dir.npz", "x.npy", ""]),

@@ -25,7 +25,7 @@ from wafertile.model.flow import fifo_server, rank, server, unit_server
 from wafertile.model.layer import dense_stream, predict_layer
 from wafertile.model.mesh import PhaseFlits, route_bits, simulate
 from wafertile.model.phases import row_cycles
-from wafertile.model.predict import UnmodelledConfigError
+from wafertile.model.predict import MissingActivationsError, UnmodelledConfigError
 from wafertile.model.stream import stream_cycles
 from wafertile.model.validation import (
     CONFIGS,
@@ -206,18 +206,22 @@ def test_model_refuses_what_it_does_not_model():
     cfg = Config(rows=2, cols=2)
     phase = Phase("warmup", np.zeros(0, np.int64), {})
     with pytest.raises(ModelError, match=r"^phase kind 'warmup' cannot be predicted \(known: "
-                                         r"load, stream, reduce, handoff, read\)$"):
+                                         r"load, stream, reduce, handoff, read, grad\)$"):
         predict_program(cfg, LayerProgram(cfg, (1, 1, 1), [phase], 0, 0))
     with pytest.raises(ValueError, match=r"^detail must be one of 'auto', 'analytic', 'mesh', "
                                          r"not 'fast'$"):
         predict_program(cfg, LayerProgram(cfg, (1, 1, 1), [], 0, 0), detail="fast")
     fp = Config(rows=2, cols=2, dtype="fp16")
-    with pytest.raises(ModelError, match="dtype 'fp16' runs on the float core"):
-        predict_layer(fp, np.ones((2, 4), np.float32), np.ones((3, 4), np.float32))
-    # a program compiled for the float core too (a training step): not predicted with the
-    # integer core's timing
     with pytest.raises(UnmodelledConfigError, match="dtype 'fp16' runs on the float core"):
-        predict_program(fp, LayerProgram(fp, (1, 1, 1), [], 0, 0))
+        predict_layer(fp, np.ones((2, 4), np.float32), np.ones((3, 4), np.float32))
+    # a MAC stream on float tiles needs the tiles' nonzero activations (its hazard bubbles
+    # depend on them): refused without them, predicted with them
+    program = compile_layer(fp, np.ones((2, 4), np.float16), np.ones((3, 4), np.float16))
+    with pytest.raises(MissingActivationsError, match="needs its nonzero activations"):
+        predict_program(fp, program)
+    streams = {n: np.ones((4, fp.act_depth), bool) for n, p in enumerate(program.phases)
+               if p.kind == "stream"}
+    assert predict_program(fp, program, nonzero=streams).cycles > 0
 
 
 def test_plan_path_is_the_compiled_path(request, monkeypatch):
@@ -336,9 +340,10 @@ def test_run_fidelity_model_refusals(capsys, argv, message):
     assert capsys.readouterr().err == f"wafertile: error: {message}\n"
 
 
-FLOAT_REFUSAL = ("wafertile: error: the model's tile core is the integer core; dtype 'fp16' "
-                 "runs on the float core (its hazard bubbles are not modelled): use --fidelity "
-                 "rtl\n")
+FLOAT_REFUSAL = ("wafertile: error: wafertile run --fidelity model predicts the integer tiles "
+                 "only: dtype 'fp16' runs on the float core, whose hazard bubbles depend on "
+                 "which hidden activations are zero (modelled for training: wafertile train "
+                 "--fidelity model); use --fidelity rtl\n")
 
 
 def test_float_fabric_at_model_fidelity_is_refused(tmp_path, capsys, monkeypatch):
@@ -419,10 +424,12 @@ def test_wafer_size_layer():
 def test_only_the_command_line_imports_the_model():
     """Imports go one way: the model uses the compiler, the network compiler, the
     configuration and the flit format; of the rest of the package only the commands that
-    offer ``fidelity = "model"`` import it."""
+    offer ``fidelity = "model"`` import it (and training's model fidelity, with its
+    validation against the RTL)."""
     from .test_structure import _graph
 
     users = {m for m, deps in _graph().items() if not m.startswith("wafertile.model")
              and any(d.startswith("wafertile.model") for d in deps)}
-    assert users <= {"wafertile.cli", "wafertile.network.command", "wafertile.sweep.tasks"}, \
-        users
+    assert users <= {"wafertile.cli", "wafertile.network.command", "wafertile.sweep.tasks",
+                     "wafertile.trainer.command", "wafertile.trainer.model",
+                     "wafertile.trainer.validation"}, users

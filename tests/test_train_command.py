@@ -61,6 +61,8 @@ def _forbidden(*_args, **_kwargs):
     (["--density", "0"], "--density must be in (0, 1], not 0.0"),
     (["--fabrics", "9", "--batch", "32"], "--fabrics 9 needs at least 9 batch groups of 4 "
                                           "inputs (--rows); a batch of 32 makes 8"),
+    (["--model-detail", "mesh"], "--model-detail applies to --fidelity model only (the RTL "
+                                 "has no detail levels)"),
     (["--fidelity", "model", "--fabrics", "2"], "--fabrics and --scheduler spread simulations "
                                                 "over workers; --fidelity model simulates "
                                                 "nothing"),
@@ -106,12 +108,18 @@ def test_bad_data_and_sizes_are_refused(small_run, tmp_path, monkeypatch, capsys
 
 def test_a_killed_run_resumes_to_the_same_steps(tmp_path, monkeypatch, capsys):
     """--fidelity model, 9 steps, checkpoints every 4: a run killed in step 7 and resumed
-    ends with the losses and master weights of an uninterrupted run, bit for bit."""
+    ends with the losses and master weights of an uninterrupted run, bit for bit (and the
+    same predicted cycles)."""
     monkeypatch.chdir(tmp_path)
-    argv = ["train", "--fidelity", "model", "--steps", "9", "--batch", "64",
-            "--checkpoint-every", "4", "--json"]
+    argv = ["train", "--fidelity", "model", "--model-detail", "analytic", "--steps", "9",
+            "--batch", "64", "--checkpoint-every", "4", "--json"]
     assert main([*argv, "-o", "whole"]) == 0
     whole = json.loads(capsys.readouterr().out)
+    # the model's cycles are reported (not the RTL's check: pass is null)
+    assert whole["pass"] is None and whole["model_detail"] == "analytic"
+    assert whole["step_cycles"] > whole["forward_cycles"] > 0
+    assert whole["total_cycles"] >= 9 * min(whole["phase_cycles"].values())
+    assert set(whole["model_methods"]) <= {"exact", "analytic", "bound"}
     calls = {"n": 0}
     real = ParameterStore.apply
 
@@ -131,6 +139,7 @@ def test_a_killed_run_resumes_to_the_same_steps(tmp_path, monkeypatch, capsys):
     assert main([*argv, "-o", "cut", "--resume"]) == 0
     resumed = json.loads(capsys.readouterr().out)
     assert resumed["loss"] == whole["loss"] and len(whole["loss"]) == 9
+    assert resumed["total_cycles"] == whole["total_cycles"]
     a, _ = load_checkpoint(tmp_path / "whole" / "checkpoint.npz")
     b, _ = load_checkpoint(tmp_path / "cut" / "checkpoint.npz")
     for x, y in zip(a.arrays().values(), b.arrays().values(), strict=True):
@@ -139,9 +148,11 @@ def test_a_killed_run_resumes_to_the_same_steps(tmp_path, monkeypatch, capsys):
     assert main([*argv, "-o", "cut", "--resume", "--density", "0.3"]) == 2
     assert "is of another network: mask 0 differs" in capsys.readouterr().err
     # ... and one of another fidelity or array (rows make the groups: the sums' order)
-    assert main([*argv, "-o", "cut", "--resume", "--fidelity", "rtl"]) == 2
+    rtl = [a for a in argv if a not in ("--model-detail", "analytic")]
+    assert main([*rtl, "-o", "cut", "--resume", "--fidelity", "rtl"]) == 2
     assert capsys.readouterr().err == ("wafertile: error: --resume: the checkpoint's run had "
-                                       "another fidelity (\"model\" there, \"rtl\" here)\n")
+                                       "another fidelity (\"model (analytic)\" there, \"rtl\" "
+                                       "here)\n")
     assert main([*argv, "-o", "cut", "--resume", "--rows", "2"]) == 2
     assert "--resume: the checkpoint's run had another array (" in capsys.readouterr().err
 

@@ -4,37 +4,45 @@ every tile's core, one cycle per step, vectorized over the tiles.
 What it keeps: every router's buffers and arbiters, in an object of the router
 micro-architecture's class (:mod:`.routers`: :class:`~.routers.CompactRouter`,
 :class:`~.routers.ParallelRouter`, :class:`~.routers.LiteRouter`, by ``Config.router_arch``
-in :data:`~.routers.ROUTERS`); per tile core: the three pipeline stages. Each step (a router
-moves once per slot, a core once per cycle):
+in :data:`~.routers.ROUTERS`); per tile core: its pipeline stages (three for the integer
+core, five for the float core). Each step (a router moves once per slot, a core once per
+cycle):
 
 1. every input offers the branches of a head that still have to go and whose next buffer
    had room at the start of the step (``compact`` and ``lite``: the head of one VC per
    input, chosen round-robin; ``parallel``: every VC's head);
 2. every output grants one offer round-robin, its candidates in the order of the
-   micro-architecture's switch (:attr:`~.routers.Router.orders`); the pointers carry over
-   from one phase to the next, as in the RTL; a multicast head keeps its buffer until every
-   branch has gone, one or several per step;
+   micro-architecture's switch (:attr:`~.routers.Router.orders`; ``lite``: its stages,
+   :meth:`~.routers.LiteRouter._grant`); the pointers carry over from one phase to the next,
+   as in the RTL; a multicast head keeps its buffer until every branch has gone, one or
+   several per step;
 3. granted branches enter the next router's buffer (visible next step), the core, or
-   leave by the west edge to the host; heads with nothing left leave their buffers;
+   leave by the west edge to the host or by the south edge (training's GRAD results); heads
+   with nothing left leave their buffers;
 4. each west port injects its next flit if the first router's buffer for its VC had room;
-5. each core advances unless its third stage holds an output (a reply, ADD or hand-off
-   activation) that its router's local input cannot take; a MAC is counted in stage 3, an
-   activation write in stage 2.
+5. each core advances unless its last stage holds an output (a reply, ADD, hand-off
+   activation or GRAD) that its router's local input cannot take; a MAC is counted in stage
+   3 (the float core's S3), an activation write a cycle after the take. The float core's
+   first three stages also hold for a cycle, and take no flit, when the flit in S2 reads the
+   accumulator that the flit in S3 writes (a MAC only with a nonzero weight and activation:
+   the ``nonzero`` table of :func:`simulate`); S3 then moves on empty (the hazard bubble of
+   :class:`~wafertile.hdl.core.FpMacCore`).
 
 Steps 1 to 3, but for what reaches a core or the host, are the routers'
 (:meth:`~.routers.Router.step`), where the micro-architectures differ in a way the programs
 see: the VC choice per input above (``lite``: the input's current VC, which moves on at the
 end of a slot in which it sent its head, had nothing to send or is empty); the ``lite``
-router's one-flit local input (a core output every other cycle with one phit); its delivery
-stage ``D``, which on the west edge serves both the local port and the west exit (one flit
-per slot for both). This module plays the rest, the same for all: the cores, the host, and
-phits (a router step every ``phits`` cycles, a slot more for the serializer at the edge and
-the deserializer in front of each core, whose register frees in the cycle the core takes the
-flit). ``benchmarks/model.py`` compares it with the RTL: it gives the RTL's cycle count for
-every phase of the validation set (193 pairs, 2 853 phases; ``docs/performance.md``). Not
-modelled: the turn stages of ``compact`` and ``lite`` as stages of their own (the compiler's
-phases never make two inputs compete for a turn), and edges other than the west one (nothing
-the compiler emits leaves there).
+router's one-flit local input (a core output every other cycle with one phit); its turn
+stage ``T`` shared by the W, E and local inputs and its delivery stage ``D``, which on an
+edge serves both the local port and the edge's exit (one flit per slot for both). This
+module plays the rest, the same for all: the cores, the host, and phits (a router step every
+``phits`` cycles, a slot more for the serializer at the edge and the deserializer in front
+of each core, whose register frees in the cycle the core takes the flit).
+``benchmarks/model.py`` compares it with the RTL: it gives the RTL's cycle count for every
+phase of the validation set (193 pairs, 2 853 phases) and of the training set (``--training``:
+23 training steps on float tiles, 779 phases; ``docs/performance.md``). Not modelled: the turn
+stages of ``compact`` as stages of their own (the compiler's phases never make two inputs
+compete for one), and the north and east edges (nothing the compiler emits leaves there).
 
 Cost: a few dozen numpy operations on arrays of ``5 * num_vcs * rows * cols`` elements per
 step; :mod:`.predict` uses it only for phases where the analytic bounds are not enough and
@@ -65,7 +73,7 @@ def mesh_seconds(cycles: float, tiles: int) -> float:
     return cycles * (2.8e-4 + 1.5e-6 * tiles)
 
 
-_L, _W = Port.LOCAL.value, Port.WEST.value
+_L, _S, _W = Port.LOCAL.value, Port.SOUTH.value, Port.WEST.value
 
 # what a core does with a flit (the kinds of :class:`PhaseFlits`)
 _OTHER, _MAC, _WRITE, _ANSWER = 0, 1, 2, 3
@@ -91,10 +99,21 @@ def _output_ops(config) -> np.ndarray:
     return out
 
 
+def _flags(config, op: np.ndarray) -> dict[str, np.ndarray]:
+    """Per flit of opcode ``op``, what the float core's hazard check sees of its operation
+    (``docs/float.md``): it reads / writes ``acc[addr]`` (``reads``, ``writes``), and only
+    for a nonzero pair (``gated``: an operation that skips zeros)."""
+    def has(test):
+        return np.isin(op, codes(OPS.where(test, config)))
+    return {"reads": has(lambda r: r.acc_read), "writes": has(lambda r: r.acc_write is not None),
+            "gated": has(lambda r: r.skips_zero)}
+
+
 @dataclass
 class PhaseFlits:
     """The flits of one phase as the mesh model plays them: the host's, then the outputs
-    their tiles make (a READ's reply, a SEND's ADD, a FINISH's activation), one table.
+    their tiles make (a READ's reply, a SEND's ADD, a FINISH's activation, each GRAD of a
+    chain down its column and the chain's result out of the south edge), one table.
 
     Attributes
     ----------
@@ -109,6 +128,12 @@ class PhaseFlits:
         The output flit of an answering flit (-1 for the others).
     hosts : int
         The number of host flits (the first ``hosts`` rows of the table).
+    addr, act : numpy.ndarray
+        The accumulator it reads or writes (``addr``) and the activation a MAC multiplies
+        (``addr_b``), for the float core's hazard check.
+    reads, writes, gated, wnz : numpy.ndarray
+        It reads / writes ``acc[addr]``, only for a nonzero pair (``gated``), and its weight
+        (the low bits of ``data``) is nonzero.
     """
 
     port: np.ndarray
@@ -121,6 +146,12 @@ class PhaseFlits:
     kind: np.ndarray
     out: np.ndarray
     hosts: int
+    addr: np.ndarray | None = None
+    act: np.ndarray | None = None
+    reads: np.ndarray | None = None
+    writes: np.ndarray | None = None
+    gated: np.ndarray | None = None
+    wnz: np.ndarray | None = None
 
     @classmethod
     def from_phase(cls, config, phase) -> PhaseFlits:
@@ -129,33 +160,73 @@ class PhaseFlits:
         n = len(phase)
         op = np.asarray(f["payload.op"], np.int64)
         data = np.asarray(f["payload.data"], np.int64)
-        kind = _kinds(config, op)
-        answers = np.flatnonzero(kind == _ANSWER)
-        # an answer's data field carries its output's route, or a FINISH's hand-off
-        finish = np.isin(op, codes(row for row in OPS.emitting(config)
-                                   if row.data == "handoff"))
-        out = np.full(n, -1, np.int64)
-        out[answers] = n + np.arange(len(answers))
-        # the outputs: a READ's / SEND's route, a FINISH's hand-off rectangle
-        route = _unpack(config.route_fields, data[answers])
-        hand = _unpack(config.handoff_fields, data[answers])
-        fin = finish[answers]
-        ox0 = np.where(fin, hand["x0"], route["x"])
-        ox1 = np.where(fin, hand["x1"], route["x"])
-        oy = np.where(fin, hand["y"], route["y"])
-        ovc = np.where(fin, hand["vc"], route["vc"])
-        oexit = np.where(fin, _L, route["exit"])
-        okind = _kinds(config, _output_ops(config)[op[answers]], answers=False)
-        cat = np.concatenate
+        cols = {"x0": f["header.x0"], "x1": f["header.x1"], "y0": f["header.y0"],
+                "y1": f["header.y1"], "vc": f["header.vc"], "exit": f["header.exit"],
+                "op": op, "addr": f["payload.addr"], "addr_b": f["payload.addr_b"],
+                "data": data}
+        parts = [{k: np.asarray(v, np.int64) for k, v in cols.items()}]
+        outs = [np.full(n, -1, np.int64)]
+        emit_op = _output_ops(config)
+        # per opcode: its output goes to a hand-off rectangle / down the column, and where
+        # the output's addr and addr_b come from (0: none, 1: the request's addr, 2: addr_b)
+        size = len(emit_op)
+        handoff, down = np.zeros(size, bool), np.zeros(size, bool)
+        source = np.zeros((2, size), np.int64)
+        for row in OPS.emitting(config):
+            handoff[row.code] = row.data == "handoff"
+            down[row.code] = row.emit.route == "down"
+            for k, name in enumerate(("addr", "addr_b")):
+                source[k, row.code] = {None: 0, "addr": 1, "addr_b": 2}[getattr(row.emit, name)]
+        total = n
+        while True:
+            level = parts[-1]
+            answers = np.flatnonzero((level["op"] >= 0) & (emit_op[np.maximum(level["op"], 0)]
+                                                          >= 0))
+            if not len(answers):
+                break
+            o = {k: v[answers] for k, v in level.items()}
+            m = len(answers)
+            outs[-1][answers] = total + np.arange(m)
+            # where the output goes: a FINISH's hand-off rectangle, a GRAD's tile below (the
+            # south edge from the last row), else the route in the request's data
+            route = _unpack(config.route_fields, o["data"])
+            hand = _unpack(config.handoff_fields, o["data"])
+            how, dn = handoff[o["op"]], down[o["op"]]
+            last = o["y0"] == config.rows - 1
+            below = np.where(last, o["y0"], o["y0"] + 1)
+            nxt = {
+                "x0": np.select([how, dn], [hand["x0"], o["x0"]], route["x"]),
+                "x1": np.select([how, dn], [hand["x1"], o["x0"]], route["x"]),
+                "y0": np.select([how, dn], [hand["y"], below], route["y"]),
+                "y1": np.select([how, dn], [hand["y"], below], route["y"]),
+                "vc": np.select([how, dn], [hand["vc"], 0], route["vc"]),
+                "exit": np.select([how, dn & last, dn], [_L, _S, _L], route["exit"]),
+                "op": emit_op[o["op"]],
+                "data": np.zeros(m, np.int64),
+            }
+            for k, name in enumerate(("addr", "addr_b")):
+                pick = source[k, o["op"]]
+                nxt[name] = np.select([pick == 1, pick == 2], [o["addr"], o["addr_b"]], 0)
+            # what leaves the fabric reaches no core: no operation
+            nxt["op"] = np.where(nxt["exit"] != _L, -1, nxt["op"])
+            parts.append(nxt)
+            outs.append(np.full(m, -1, np.int64))
+            total += m
+        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        op_all = cat["op"]
+        kind = _kinds(config, np.maximum(op_all, 0))
+        kind[op_all < 0] = _OTHER
+        flags = _flags(config, np.maximum(op_all, 0))
+        for v in flags.values():
+            v[op_all < 0] = False
+        mask = (1 << (config.data_width - 1)) - 1
         return cls(
-            port=cat([np.asarray(phase.port, np.int64), np.full(len(answers), -1)]),
-            x0=cat([f["header.x0"], ox0]).astype(np.int64),
-            x1=cat([f["header.x1"], ox1]).astype(np.int64),
-            y0=cat([f["header.y0"], oy]).astype(np.int64),
-            y1=cat([f["header.y1"], oy]).astype(np.int64),
-            vc=cat([f["header.vc"], ovc]).astype(np.int64),
-            exit=cat([f["header.exit"], oexit]).astype(np.int64),
-            kind=cat([kind, okind]), out=cat([out, np.full(len(answers), -1)]), hosts=n)
+            port=np.concatenate([np.asarray(phase.port, np.int64),
+                                 np.full(total - n, -1, np.int64)]),
+            x0=cat["x0"], x1=cat["x1"], y0=cat["y0"], y1=cat["y1"], vc=cat["vc"],
+            exit=cat["exit"], kind=kind, out=np.concatenate(outs), hosts=n,
+            addr=cat["addr"] % config.acc_depth, act=cat["addr_b"] % config.act_depth,
+            wnz=(cat["data"] & mask) != 0, **flags)
 
 
 def _unpack(fields: dict[str, int], data: np.ndarray) -> dict[str, np.ndarray]:
@@ -173,8 +244,8 @@ class MeshResult:
     Attributes
     ----------
     last_mac, last_write, last_reply : int
-        Cycle of the last MAC (stage 3), activation write (stage 2) and reply at the host
-        (-1: none).
+        Cycle of the last MAC (counted in stage 3), activation write (stage 2; the float
+        core's S1) and reply at the host or result out of the south edge (-1: none).
     cycles : int
         Cycles from the first injection to the last step.
     arbiters : tuple
@@ -203,10 +274,12 @@ class _Mesh:
         self.routers: Router = ROUTERS[cfg.router_arch](timing, flits)
         nodes = self.R * self.C
         self.nodes = nodes
-        # cores: stage 2, stage 3 (flit ids, -1 empty); with phits, the deserializer in
-        # front of the core holds a delivered flit until the cycle it may be taken
-        self.s2 = np.full(nodes, -1, np.int64)
-        self.s3 = np.full(nodes, -1, np.int64)
+        # cores: the stages behind the first (flit ids, -1 empty): ``pipe[k]`` holds the flit
+        # taken k + 1 cycles ago (integer core: stages 2 and 3; float core: S1 .. S4); with
+        # phits, the deserializer in front of the core holds a delivered flit until the cycle
+        # it may be taken
+        self.pipe = np.full((timing.out_stage, nodes), -1, np.int64)
+        self.nonzero = None  # per node and activation address (set by simulate)
         self.rx = np.full(nodes, -1, np.int64)
         self.rx_at = np.zeros(nodes, np.int64)
         # host injection per west port
@@ -221,31 +294,55 @@ class _Mesh:
                                * (flits.x1 - flits.x0 + 1)))
         self.writes = int(np.sum((flits.kind == _WRITE) * (flits.y1 - flits.y0 + 1)
                                  * (flits.x1 - flits.x0 + 1)))
-        self.replies = int(np.sum(flits.exit == _W))
+        self.replies = int(np.sum((flits.exit == _W) | (flits.exit == _S)))
         self.last = {"mac": -1, "write": -1, "reply": -1}
 
     # -- one step --------------------------------------------------------------------------
 
-    def core_ready(self, now: int) -> np.ndarray:
-        """Whether each core advances in cycle ``now`` (its stage 3 output can go)."""
+    def core_ready(self, now: int) -> tuple[np.ndarray, np.ndarray]:
+        """Whether each core's pipeline advances in cycle ``now`` (its last stage's output can
+        go) and whether its first stages move and take a flit (they do not in a hazard
+        bubble of the float core)."""
         f = self.f
-        s3 = self.s3
-        emits = (s3 >= 0) & (f.out[np.maximum(s3, 0)] >= 0)
-        vcs = f.vc[f.out[np.maximum(s3, 0)]]
-        return ~emits | self.routers.local_room(vcs, now)
+        last = self.pipe[-1]
+        out = f.out[np.maximum(last, 0)]
+        emits = (last >= 0) & (out >= 0)
+        advance = ~emits | self.routers.local_room(f.vc[out], now)
+        if not self.t.hazards:
+            return advance, advance
+        # the flit in S2 reads the accumulator the flit in S3 writes (a MAC: a nonzero pair)
+        s2, s3 = self.pipe[1], self.pipe[2]
+        hazard = ((s2 >= 0) & (s3 >= 0) & f.reads[np.maximum(s2, 0)]
+                  & f.writes[np.maximum(s3, 0)] & (f.addr[np.maximum(s2, 0)]
+                                                   == f.addr[np.maximum(s3, 0)]))
+        if hazard.any():
+            at = np.flatnonzero(hazard)
+            hazard[at] = self._effective(s2[at], at) & self._effective(s3[at], at)
+        return advance, advance & ~hazard
 
-    def route(self, now: int, advance: np.ndarray) -> np.ndarray:
+    def _effective(self, fid: np.ndarray, node: np.ndarray) -> np.ndarray:
+        """Whether flits ``fid`` at cores ``node`` touch their accumulator: an operation that
+        skips zeros only for a nonzero weight and activation."""
+        f = self.f
+        gated = f.gated[fid]
+        pair = f.wnz[fid]
+        if self.nonzero is not None:
+            pair = pair & self.nonzero[node, f.act[fid]]
+        return ~gated | pair
+
+    def route(self, now: int, move: np.ndarray) -> np.ndarray:
         """One router step; returns the flit each core is given this cycle (-1: none)."""
-        step = self.routers.step(self._local_room(advance))   # 1 to 3: offers, grants, buffers
+        step = self.routers.step(self._local_room(move))   # 1 to 3: offers, grants, buffers
         given = self._deliver(now, step.grants)               # 3: to the cores and the host
         self._inject(step.full)                               # 4: from the host
         self.routers.end_slot(step)                           # the VC pointers move on
         return given
 
-    def _local_room(self, advance: np.ndarray) -> np.ndarray:
-        """Whether each router's local output may send: its core advances (with phits: the
-        deserializer in front of it is free, again in the cycle the core takes its flit)."""
-        return (self.rx < 0) if self.h > 1 else advance
+    def _local_room(self, move: np.ndarray) -> np.ndarray:
+        """Whether each router's local output may send: its core takes a flit (with phits:
+        the deserializer in front of it is free, again in the cycle the core takes its
+        flit)."""
+        return (self.rx < 0) if self.h > 1 else move
 
     def _deliver(self, now: int, grants: Grants) -> np.ndarray:
         """The granted branches to the cores (with phits: into their deserializers) and out
@@ -258,7 +355,8 @@ class _Mesh:
                 self.rx_at[grants.node[local]] = now + self.h
             else:
                 given[grants.node[local]] = grants.fid[local]
-        exits = ((grants.bits & (1 << _W)) != 0) & (self.routers.x[grants.node] == 0)
+        exits = (((grants.bits & (1 << _W)) != 0) & (self.routers.x[grants.node] == 0)) | (
+            ((grants.bits & (1 << _S)) != 0) & (self.routers.y[grants.node] == self.R - 1))
         if exits.any():
             self.replies -= int(exits.sum())
             self.last["reply"] = now + self.t.adapter
@@ -276,30 +374,43 @@ class _Mesh:
             self.next[ports[ok]] += 1
             self.routers.push(np.full(int(ok.sum()), _W), west[ok], fid[ok])
 
-    def core(self, now: int, advance: np.ndarray, given: np.ndarray) -> None:
+    def core(self, now: int, advance: np.ndarray, move: np.ndarray, given: np.ndarray
+             ) -> None:
         """One cycle of every core (after the routers decided what they deliver)."""
         f = self.f
+        t = self.t
         self.routers.cycle(now)
         adv = np.flatnonzero(advance)
-        s3 = self.s3[adv]
-        s2 = self.s2[adv]
-        mac = (s3 >= 0) & (f.kind[np.maximum(s3, 0)] == _MAC)
+        pipe = self.pipe
+        fired = pipe[t.mac_stage - 1, adv]
+        mac = (fired >= 0) & (f.kind[np.maximum(fired, 0)] == _MAC)
         if mac.any():
             self.macs -= int(mac.sum())
             self.last["mac"] = now
-        write = (s2 >= 0) & (f.kind[np.maximum(s2, 0)] == _WRITE)
+        moving = np.flatnonzero(move)
+        written = pipe[t.write_stage - 1, moving]
+        write = (written >= 0) & (f.kind[np.maximum(written, 0)] == _WRITE)
         if write.any():
             self.writes -= int(write.sum())
             self.last["write"] = now
-        emits = (s3 >= 0) & (f.out[np.maximum(s3, 0)] >= 0)
+        last = pipe[-1, adv]
+        emits = (last >= 0) & (f.out[np.maximum(last, 0)] >= 0)
         if emits.any():
-            self.routers.push(_L, adv[emits], f.out[s3[emits]])
-        self.s3[adv] = s2
-        self.s2[adv] = given[adv]
+            self.routers.push(_L, adv[emits], f.out[last[emits]])
+        if len(moving) == len(adv):
+            pipe[1:, adv] = pipe[:-1, adv]
+            pipe[0, adv] = given[adv]
+            return
+        # a bubble: S3 and S4 move on (S3 empty), S0 .. S2 hold; the others move as one
+        held = np.flatnonzero(advance & ~move)
+        pipe[1:, moving] = pipe[:-1, moving]
+        pipe[0, moving] = given[moving]
+        pipe[3, held] = pipe[2, held]
+        pipe[2, held] = -1
 
-    def take(self, now: int, advance: np.ndarray) -> np.ndarray:
+    def take(self, now: int, move: np.ndarray) -> np.ndarray:
         """With phits: the flit each core takes from its deserializer this cycle."""
-        ready = (self.rx >= 0) & (self.rx_at <= now) & advance
+        ready = (self.rx >= 0) & (self.rx_at <= now) & move
         given = np.where(ready, self.rx, -1)
         self.rx = np.where(ready, -1, self.rx)
         return given
@@ -309,11 +420,15 @@ class _Mesh:
 
 
 def simulate(timing: Timing, flits: PhaseFlits, *, limit: int | None = None,
-             arbiters: tuple = ()) -> MeshResult:
+             arbiters: tuple = (), nonzero: np.ndarray | None = None) -> MeshResult:
     """Play one phase from an empty fabric, its first injection at cycle 0 (a slot
-    boundary), until every MAC, activation write and reply it causes is counted.
+    boundary), until every MAC, activation write and reply it causes is counted (a reply:
+    a flit out of the west edge, or a GRAD chain's result out of the south edge).
     ``arbiters``: the round-robin pointers the previous phase left
-    (:attr:`MeshResult.arbiters`; default: reset).
+    (:attr:`MeshResult.arbiters`; default: reset). ``nonzero``: for the float core, which
+    activations are nonzero, per tile (``row * cols + column``) and activation address
+    (bool, ``tiles x act_depth``): a MAC with a zero operand skips its accumulator and never
+    makes a hazard bubble (default: every activation nonzero).
 
     Raises
     ------
@@ -322,6 +437,8 @@ def simulate(timing: Timing, flits: PhaseFlits, *, limit: int | None = None,
         phase's size; only a bug in the model can reach it).
     """
     mesh = _Mesh(timing, flits)
+    if nonzero is not None:
+        mesh.nonzero = np.asarray(nonzero, bool)
     if arbiters:
         mesh.routers.arbiters = arbiters
     h = timing.slot
@@ -332,14 +449,14 @@ def simulate(timing: Timing, flits: PhaseFlits, *, limit: int | None = None,
         if now > limit:
             raise RuntimeError(f"the mesh model of a phase of {flits.hosts} flits did not "
                                f"finish in {limit} cycles")
-        advance = mesh.core_ready(now)
+        advance, move = mesh.core_ready(now)
         if h > 1:
-            given = mesh.take(now, advance)
+            given = mesh.take(now, move)
             if now % h == 0:
-                mesh.route(now, advance)
+                mesh.route(now, move)
         else:
-            given = mesh.route(now, advance)
-        mesh.core(now, advance, given)
+            given = mesh.route(now, move)
+        mesh.core(now, advance, move, given)
         now += 1
     return MeshResult(mesh.last["mac"], mesh.last["write"], mesh.last["reply"], now,
                       mesh.routers.arbiters)

@@ -29,12 +29,13 @@ from ..hdl.core.ops import OPS, codes
 from .flow import fifo_server, rank, server
 from .timing import Timing
 
-__all__ = ["handoff_cycles", "handoff_targets", "row_cycles"]
+__all__ = ["grad_cycles", "handoff_cycles", "handoff_targets", "row_cycles"]
 
 #: The operations whose output is routed by its request's route (a READ's reply, a SEND's
 #: ADD), and those whose output goes to a hand-off rectangle (FINISH's activation).
 _ANSWERS = codes(row for row in OPS.emitting() if row.data == "route")
 _HANDOFFS = codes(row for row in OPS.emitting() if row.data == "handoff")
+_WRITES = codes(row for row in OPS.operations() if row.act_write is not None)
 
 
 def row_cycles(timing: Timing, port: np.ndarray, x0: np.ndarray, x1: np.ndarray,
@@ -65,7 +66,7 @@ def row_cycles(timing: Timing, port: np.ndarray, x0: np.ndarray, x1: np.ndarray,
     answers = np.isin(op, _ANSWERS)
     # the far end of the rectangle is the last tile the flit reaches; an answering flit is
     # a unicast to tile x0
-    stage3 = inject + timing.to_core(x1 + 1) + 2
+    stage3 = inject + timing.to_core(x1 + 1) + timing.out_stage
     back = timing.from_core(stage3, x0 + 1)
     arrival = np.where(answers, back, inject)
     service = np.where(answers, np.where(x0 == 0, timing.west_service, timing.out_service),
@@ -109,7 +110,8 @@ def handoff_cycles(timing: Timing, port: np.ndarray, x0: np.ndarray, x1: np.ndar
     """
     cfg = timing.config
     finish = np.isin(op, _HANDOFFS)
-    if not finish.any():
+    writes = np.isin(op, _WRITES)
+    if not (finish.any() or writes.any()):
         return 1
     h = timing.slot
     port = np.asarray(port)
@@ -122,11 +124,17 @@ def handoff_cycles(timing: Timing, port: np.ndarray, x0: np.ndarray, x1: np.ndar
                                                                       span))
     tile = port[flit] * cfg.cols + tile_x
     taken = fifo_server(tile, inject[flit] + timing.to_core(tile_x + 1), float(h))
-    # the FINISHes: stage 3 two cycles after their core takes them, then the sending tile's
-    # output rate
+    # the host's own activation writes (the loss gradient of a training step), a cycle after
+    # the take
+    own = taken[writes[flit]]
+    last = float(own.max()) if len(own) else -np.inf
     fin = np.flatnonzero(finish[flit])
+    if not len(fin):
+        return int(np.ceil(last)) + 2
+    # the FINISHes: their output out_stage cycles after their core takes them, then the
+    # sending tile's output rate
     sender = tile[fin]
-    stage3 = taken[fin] + 2
+    stage3 = taken[fin] + timing.out_stage
     service = np.where(tile_x[fin] == 0, timing.west_service, timing.out_service)
     sent = server(sender, timing.next_slot(stage3 + 1), service)
     # every activation to every tile of its range, one slot per router from the sender
@@ -138,4 +146,31 @@ def handoff_cycles(timing: Timing, port: np.ndarray, x0: np.ndarray, x1: np.ndar
     arrive = sent[which] + hops * h + timing.adapter
     receiver = port[flit[fin]][which] * cfg.cols + target
     written = fifo_server(receiver, arrive, float(h))
-    return int(np.ceil(written.max())) + 2
+    return int(np.ceil(max(written.max(), last))) + 2
+
+
+def grad_cycles(timing: Timing, port: np.ndarray, column: np.ndarray, row: np.ndarray
+                ) -> int:
+    """Predict a gradient phase of a training step (``docs/training.md``): each GRAD goes
+    from its west port (row ``port``) east to its column and north to the column's tile in
+    ``row``; that tile takes its column's GRADs one per slot in arrival order; each tile
+    below takes the result of the one above (its output ``out_stage`` cycles after the
+    take, one router down) in the same order, and the last row's leaves by the south edge.
+    The phase ends in the cycle after the last result leaves. Analytic: GRADs of several
+    rows meet on the way north, which this takes in arrival order.
+    """
+    n = len(port)
+    if not n:
+        return 1
+    cfg = timing.config
+    h = timing.slot
+    port = np.asarray(port, np.int64)
+    column = np.asarray(column, np.int64)
+    row = np.broadcast_to(np.asarray(row, np.int64), (n,))
+    inject = rank(port) * h
+    arrive = inject + timing.to_core(column + 1 + np.abs(port - row))
+    t = fifo_server(column, arrive, float(h))
+    # down the column: from each tile's take to the next one's, and out of the last row
+    for _ in range(cfg.rows - 1 - int(row.min())):
+        t = timing.from_core(t + timing.out_stage, 2)
+    return int(np.ceil(timing.from_core(t + timing.out_stage, 1).max())) + 1

@@ -20,6 +20,7 @@ and the mesh for the other phases of a program while its estimated cost
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,21 +31,26 @@ from ..errors import InputError
 from ..hdl.core.ops import OPS, codes
 from ..stream import LayerProgram, Phase
 from .mesh import MESH_BUDGET, PhaseFlits, mesh_seconds, simulate
-from .phases import handoff_cycles, row_cycles
-from .stream import stream_cycles
+from .phases import grad_cycles, handoff_cycles, row_cycles
+from .stream import column_slots, stream_cycles
 from .timing import Timing
 
-__all__ = ["DETAILS", "KINDS", "ModelError", "Prediction", "UnmodelledConfigError",
-           "check_modelled", "predict_phase", "predict_program"]
+__all__ = ["DETAILS", "KINDS", "MissingActivationsError", "ModelError", "Prediction",
+           "UnmodelledConfigError", "check_modelled", "predict_phase", "predict_program",
+           "timing_key"]
 
-#: The phase kinds the model predicts.
-KINDS = ("load", "stream", "reduce", "handoff", "read")
+#: The phase kinds the model predicts (``"grad"``: training's GRAD chains).
+KINDS = ("load", "stream", "reduce", "handoff", "read", "grad")
 #: The levels of detail of a prediction (module docstring).
 DETAILS = ("auto", "analytic", "mesh")
 
 
 class ModelError(ValueError):
     """The model cannot predict this program (the reason in one line)."""
+
+
+class MissingActivationsError(ModelError):
+    """A float MAC stream predicted without the table of its nonzero activations."""
 
 
 class UnmodelledConfigError(ModelError, InputError):
@@ -54,11 +60,16 @@ class UnmodelledConfigError(ModelError, InputError):
 
 def check_modelled(config: Config) -> None:
     """Raise :class:`UnmodelledConfigError` (an :class:`~wafertile.errors.InputError`, one
-    line) for a configuration the model does not cover: a float ``dtype``."""
+    line) for a configuration ``wafertile run --fidelity model`` does not cover: a float
+    ``dtype`` (the float core's hazard bubbles depend on which activations are zero, which
+    the model knows for training steps only: ``wafertile train --fidelity model``)."""
     if config.is_float:
         raise UnmodelledConfigError(
-            f"the model's tile core is the integer core; dtype {config.dtype!r} runs on the "
-            f"float core (its hazard bubbles are not modelled): use --fidelity rtl")
+            f"wafertile run --fidelity model predicts the integer tiles only: dtype "
+            f"{config.dtype!r} runs on the float core, whose hazard bubbles depend on which "
+            f"hidden activations are zero (modelled for training: wafertile train --fidelity "
+            f"model); use --fidelity rtl")
+
 
 
 @dataclass
@@ -111,29 +122,38 @@ class Prediction:
 
 
 def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto",
-                  budget: float = MESH_BUDGET, arbiters: tuple = ()
-                  ) -> tuple[int, str, float, tuple]:
+                  budget: float = MESH_BUDGET, arbiters: tuple = (),
+                  nonzero: np.ndarray | None = None) -> tuple[int, str, float, tuple]:
     """The cycles of one phase that starts at a slot boundary, how they were found
     (:attr:`Prediction.methods`), the estimated seconds of mesh model spent (``detail =
     "auto"``: the mesh where the analytic model is not exact, if that estimate is within
     ``budget``) and, after the mesh, its arbiters' pointers (the next phase starts from
-    them, as in the RTL; ``arbiters``: the previous phase's).
+    them, as in the RTL; ``arbiters``: the previous phase's). ``nonzero``: on float tiles,
+    a MAC stream's nonzero activations per tile and address
+    (:func:`~wafertile.model.mesh.simulate`).
 
     Raises
     ------
     ModelError
         For a phase kind the model does not know, or a MAC stream whose flits are not
         column multicasts (the analytic model's assumption).
+    MissingActivationsError
+        For a MAC stream on float tiles without ``nonzero``.
     """
     if phase.kind not in KINDS:
         raise ModelError(f"phase kind {phase.kind!r} cannot be predicted (known: "
                          f"{', '.join(KINDS)})")
     if not len(phase):
         return 1, "analytic", 0.0, arbiters  # the host sees at once that nothing is left
-    cycles, method = _analytic(timing, phase)
     cfg = timing.config
+    if timing.hazards and phase.kind == "stream" and nonzero is None:
+        raise MissingActivationsError(
+            "a MAC stream on float tiles needs its nonzero activations (the float core's "
+            "hazard bubbles depend on them)")
+    cycles, method = _analytic(timing, phase, nonzero)
     cost = mesh_seconds(cycles, cfg.rows * cfg.cols)
-    row = _one_row(cfg, phase) if phase.kind != "stream" and cfg.rows > 1 else None
+    row = (_one_row(cfg, phase) if phase.kind not in ("stream", "grad") and cfg.rows > 1
+           else None)
     if row is not None:  # every row alike: one row costs 1 / rows of the array
         cost /= cfg.rows
     if detail == "mesh" or (detail == "auto" and method != "exact" and cost <= budget):
@@ -145,7 +165,8 @@ def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto",
             end = {"handoff": result.last_write}.get(phase.kind, result.last_reply)
             return end + 1, "mesh", cost, tuple(np.tile(a, (1, cfg.rows))
                                                 for a in result.arbiters)
-        result = simulate(timing, PhaseFlits.from_phase(cfg, phase), arbiters=arbiters)
+        result = simulate(timing, PhaseFlits.from_phase(cfg, phase), arbiters=arbiters,
+                          nonzero=nonzero)
         end = {"stream": result.last_mac, "handoff": result.last_write}.get(
             phase.kind, result.last_reply)
         return end + 1, "mesh", cost, result.arbiters
@@ -188,11 +209,14 @@ def _one_row(config: Config, phase: Phase) -> Phase | None:
                                             "reply_i")))
 
 
-def _analytic(timing: Timing, phase: Phase) -> tuple[int, str]:
+def _analytic(timing: Timing, phase: Phase, nonzero: np.ndarray | None = None
+              ) -> tuple[int, str]:
     """The analytic estimate, and ``"exact"`` where the analytic model gives the mesh
-    model's (and the RTL's) cycles: a stream in which one port feeds each column, and the load,
-    read and reduce phases of ``compact`` and ``parallel`` (``lite``'s delivery stage and
-    one-flit local input make its tiles answer at rates that depend on the traffic)."""
+    model's (and the RTL's) cycles: a stream in which one port feeds each column (on float
+    tiles: and no tile takes two MACs in a row into one accumulator with nonzero operands,
+    the only way to a hazard bubble), and the load, read and reduce phases of ``compact``
+    and ``parallel`` on integer tiles (``lite``'s delivery stage and one-flit local input
+    make its tiles answer at rates that depend on the traffic)."""
     f = phase.flits
     if phase.kind == "stream":
         if np.any(f["header.x0"] != f["header.x1"]):
@@ -201,17 +225,83 @@ def _analytic(timing: Timing, phase: Phase) -> tuple[int, str]:
                              "compiler emits)")
         est = stream_cycles(timing, phase.port, f["header.x0"], f["header.y0"],
                             f["header.y1"])
-        how = "exact" if est.shared <= 1 else "bound" if est.bound else "analytic"
+        exact = est.shared <= 1 and not (timing.hazards and _may_bubble(timing, phase,
+                                                                         nonzero))
+        how = "exact" if exact else "bound" if est.bound else "analytic"
         return est.cycles, how
+    if phase.kind == "grad":
+        return grad_cycles(timing, phase.port, f["header.x0"], f["header.y0"]), "analytic"
     if phase.kind == "handoff":
         return handoff_cycles(timing, phase.port, f["header.x0"], f["header.x1"],
                               f["payload.op"], f["payload.data"]), "analytic"
+    exact = not (timing.lite or timing.hazards)
     return row_cycles(timing, phase.port, f["header.x0"], f["header.x1"],
-                      f["payload.op"]), "analytic" if timing.lite else "exact"
+                      f["payload.op"]), "exact" if exact else "analytic"
 
 
-def predict_program(config: Config, program: LayerProgram, *, detail: str = "auto"
-                    ) -> Prediction:
+def _may_bubble(timing: Timing, phase: Phase, nonzero: np.ndarray | None) -> bool:
+    """Whether a float core of a MAC stream (one port per column) meets a hazard in the
+    free-flow schedule: a tile takes two MACs into one accumulator with nonzero pairs in
+    consecutive cycles (one slot apart with one phit: with phits, slots are longer than a
+    cycle and a tile never takes two flits in a row)."""
+    if timing.slot > 1:
+        return False
+    cfg = timing.config
+    f = phase.flits
+    column = np.asarray(f["header.x0"], np.int64)
+    port = np.asarray(phase.port, np.int64)
+    served, _ = column_slots(port, column)
+    order = np.lexsort((served, column))  # per column, in the order it passes them
+    col, served = column[order], served[order]
+    addr = np.asarray(f["payload.addr"], np.int64)[order] % cfg.acc_depth
+    act = np.asarray(f["payload.addr_b"], np.int64)[order] % cfg.act_depth
+    mask = (1 << (cfg.data_width - 1)) - 1
+    wnz = (np.asarray(f["payload.data"], np.int64)[order] & mask) != 0
+    y0 = np.asarray(f["header.y0"], np.int64)[order]
+    y1 = np.asarray(f["header.y1"], np.int64)[order]
+    # one port per column: both flits reach every tile of the column one slot apart
+    pair = np.flatnonzero((col[1:] == col[:-1]) & (served[1:] - served[:-1] == 1)
+                          & (addr[1:] == addr[:-1]) & wnz[1:] & wnz[:-1])
+    if not len(pair):
+        return False
+    if nonzero is None:
+        return True
+    rows = np.arange(cfg.rows)[:, None]
+    a, b = pair, pair + 1
+    tile = rows * cfg.cols + col[a][None, :]
+    inside = (rows >= np.maximum(y0[a], y0[b])) & (rows <= np.minimum(y1[a], y1[b]))
+    both = nonzero[tile, act[a][None, :]] & nonzero[tile, act[b][None, :]]
+    return bool((inside & both).any())
+
+
+def timing_key(config: Config, phase: Phase) -> str:
+    """A digest of what a phase's predicted cycles depend on: its kind and, per flit, its
+    port, rectangle, VC, exit, opcode, addresses and, of its data, what the fabric's timing
+    sees (an answering operation's route or hand-off; whether an operation that skips zeros
+    has a nonzero weight). Phases of equal keys take the same cycles (from the same
+    arbiter pointers)."""
+    import hashlib
+
+    f = phase.flits
+    op = np.asarray(f.get("payload.op", np.zeros(len(phase), np.int64)), np.int64)
+    data = np.asarray(f.get("payload.data", np.zeros(len(phase), np.int64)), np.int64)
+    mask = (1 << (config.data_width - 1)) - 1
+    answers = np.isin(op, codes(OPS.emitting(config)))
+    gated = np.isin(op, codes(OPS.where(lambda r: r.skips_zero, config)))
+    seen = np.where(answers, data, np.where(gated, (data & mask) != 0, 0))
+    digest = hashlib.blake2b(phase.kind.encode(), digest_size=16)
+    for column in (np.asarray(phase.port, np.int64), *(
+            np.asarray(f[k], np.int64) for k in ("header.x0", "header.x1", "header.y0",
+                                                  "header.y1", "header.vc", "header.exit",
+                                                  "payload.addr", "payload.addr_b")
+            if k in f), op, seen):
+        digest.update(np.ascontiguousarray(column).tobytes())
+    return digest.hexdigest()
+
+
+def predict_program(config: Config, program: LayerProgram, *, detail: str = "auto",
+                    nonzero: Mapping[int, np.ndarray] | None = None,
+                    cache: dict | None = None) -> Prediction:
     """Predict every phase of ``program`` on ``config``.
 
     Parameters
@@ -219,21 +309,28 @@ def predict_program(config: Config, program: LayerProgram, *, detail: str = "aut
     config : Config
         The fabric (the program must have been compiled for it).
     program : LayerProgram
-        A compiled layer or network.
+        A compiled layer, network or training step.
     detail : str
         ``"auto"``, ``"analytic"`` or ``"mesh"`` (module docstring).
+    nonzero : mapping of int to numpy.ndarray, optional
+        On float tiles, for each MAC stream phase (by its index in ``program.phases``), which
+        activations are nonzero per tile and address (:func:`~wafertile.model.mesh.simulate`;
+        a training step's: :func:`wafertile.trainer.model.step_nonzero`).
+    cache : dict, optional
+        Predictions of phases without a ``nonzero`` table kept across calls, by what their
+        timing depends on (:func:`timing_key`): the phases a training step's batch groups and
+        its later steps repeat are predicted once. Without it, phases are reused within the
+        program by identity (a network's batch groups share phase objects).
 
     Raises
     ------
-    UnmodelledConfigError
-        For a configuration the model does not cover (:func:`check_modelled`: a float
-        ``dtype``, whose core the model's timing is not).
+    MissingActivationsError
+        For a MAC stream on float tiles without its table.
     ModelError
         If a phase cannot be predicted (its kind, or its flits).
     ValueError
         On an unknown ``detail``.
     """
-    check_modelled(config)
     if detail not in DETAILS:
         raise ValueError(f"detail must be one of {', '.join(map(repr, DETAILS))}, not "
                          f"{detail!r}")
@@ -241,16 +338,26 @@ def predict_program(config: Config, program: LayerProgram, *, detail: str = "aut
     timing = Timing(config)
     kinds, cycles, methods = [], [], []
     elapsed = 0  # cycles since reset: where the next phase starts in the slot
-    seen: dict[int, tuple[int, str]] = {}  # a network's batch groups share phase objects
+    # a network's batch groups share phase objects (by id), a training step's groups and
+    # steps repeat phases with other values (by what the timing depends on)
+    seen: dict = cache if cache is not None else {}
+    nonzero = nonzero or {}
     budget = MESH_BUDGET
     arbiters: tuple = ()
-    for phase in program.phases:
-        if id(phase) not in seen:
+    for n, phase in enumerate(program.phases):
+        table = nonzero.get(n)
+        key = None
+        if table is None:
+            key = (detail, id(phase)) if cache is None else (detail, timing_key(config, phase))
+        if key is None or key not in seen:
             c, how, spent, arbiters = predict_phase(timing, phase, detail=detail,
-                                                    budget=budget, arbiters=arbiters)
+                                                    budget=budget, arbiters=arbiters,
+                                                    nonzero=table)
             budget -= spent
-            seen[id(phase)] = c, how
-        c, how = seen[id(phase)]
+            if key is not None:
+                seen[key] = c, how
+        else:
+            c, how = seen[key]
         if len(phase):
             c += timing.wait(elapsed)
         kinds.append(phase.kind)

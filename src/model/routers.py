@@ -37,6 +37,8 @@ __all__ = ["ROUTERS", "CompactRouter", "Grants", "LiteRouter", "ParallelRouter",
 
 _L, _N, _E, _S, _W = (p.value for p in Port)
 _OPPOSITE = {_N: _S, _S: _N, _E: _W, _W: _E}
+#: ``lite``'s switch (:mod:`wafertile.hdl.noc.lite`): the inputs of XE, XW and the turn stage
+_XE_IN, _XW_IN, _T_IN = [_W, _L], [_E, _L], [_W, _E, _L]
 
 
 def route_bits(x, y, port, x0, x1, y0, y1, exit_, rows: int, cols: int):
@@ -249,13 +251,15 @@ class Router:
 
     def _room_bits(self, local_room: np.ndarray, full: np.ndarray) -> np.ndarray:
         """The outputs (bits) with room per (VC, router): the next buffer, the core
-        (``local_room``), the host at the west edge; the other edges are never ready
-        (nothing the compiler emits leaves there)."""
+        (``local_room``), the host at the west and south edges (the south edge takes
+        training's GRAD results); the north and east edges are never ready (nothing the
+        compiler emits leaves there)."""
         room = np.zeros((5, self.V, self.nodes), bool)
         room[_L] = local_room[None, :]
         for o in (_N, _S, _E, _W):
             room[o] = self.inside[o] & ~full[_OPPOSITE[o]][:, self.neighbour[o]]
         room[_W] |= ~self.inside[_W]
+        room[_S] |= ~self.inside[_S]
         return (room * (1 << np.arange(5))[:, None, None]).sum(axis=0)
 
     def _offer(self, send: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -378,10 +382,12 @@ class LiteRouter(Router):
     which moves on at the end of a slot in which it sent its head, had nothing to send or
     is empty, to the next VC that holds a flit; the local input (any VC) is a one-flit
     register, which with phits empties in the slot's last phase (a core output every other
-    cycle with one phit, full rate with phits). On the west edge, the delivery stage D
-    serves both the local port and the west exit: one flit per slot for both, so the west
-    output's own arbiter never grants there. Each output's arbiter scans XE (W, L), XW (E,
-    L), N (S, T), S (N, T), D (N, S, T) with T (W, E, L)."""
+    cycle with one phit, full rate with phits). The switch is :mod:`wafertile.hdl.noc.lite`'s
+    (:meth:`_grant`): XE (W, L), XW (E, L) and the turn stage T (W, E, L) arbitrate among
+    their inputs; N (S, T), S (N, T) and the delivery stage D (N, S, T) between their direct
+    inputs and T's winner; on an edge, D serves both the local port and the edge's exit (the
+    west exit's replies, the south exit's GRAD results): one flit per slot for both. The
+    :attr:`orders` are unused but for the base class's bookkeeping."""
 
     arch = "lite"
     orders = {_L: (_N, _S, _W, _E, _L), _N: (_S, _W, _E, _L, _N),
@@ -391,7 +397,15 @@ class LiteRouter(Router):
     def __init__(self, timing: Timing, flits):
         super().__init__(timing, flits)
         self.depth[_L] = 1
-        self.dmask = np.where(self.x == 0, (1 << _L) | (1 << _W), 1 << _L)
+        # the edge ports of each router (bits), which its delivery stage D feeds
+        self.edge = (((self.y == 0) << _N) | ((self.x == self.C - 1) << _E)
+                     | ((self.y == self.R - 1) << _S) | ((self.x == 0) << _W))
+        self.dmask = self.edge | (1 << _L)
+        # per output, whether it leads to another router (the edges' exits go through D)
+        self.inner = ((~self.edge[None, :] >> np.arange(5)[:, None]) & 1) != 0
+        # the round-robin pointers: XE, XW, N, S and D at their output's index (D at the
+        # local output's), T's in row 5
+        self.ptrs = np.zeros((6, self.nodes), np.int64)
         # the local register's head left in this step, empties in the slot's last phase
         self.leaving_l = np.zeros(self.nodes, bool)
 
@@ -417,10 +431,64 @@ class LiteRouter(Router):
         ok[_L] = send[_L] != 0
         return ok
 
-    def _asks(self, offer: np.ndarray) -> np.ndarray:
-        asks = super()._asks(offer)
-        asks[_W] &= self.inside[_W]
-        return asks
+    def _grant(self, offer: np.ndarray, chosen: np.ndarray | None,
+               fid: np.ndarray) -> Grants:
+        """The switch of :mod:`wafertile.hdl.noc.lite`: XE (W, L), XW (E, L) and the turn
+        stage T (W, E, L) grant among their inputs; N (S, T), S (N, T) and the delivery stage
+        D (N, S, T) grant between their direct inputs and T's winner, whose branches (a turn
+        north or south, or what D delivers: the local port and the exits at the array's edge)
+        go where granted. T's pointer moves only when one of its winner's branches went."""
+        req = offer.sum(axis=1)                                 # (input, node): one VC each
+        # asks[p, o]: input p asks for output o, which leads to another router
+        asks = (((req[:, None, :] >> np.arange(5)[None, :, None]) & 1) != 0) & self.inner
+        d_bits = req & self.dmask[None, :]
+        t_in = _T_IN
+        t_n, t_s, t_d = asks[t_in, _N], asks[t_in, _S], d_bits[t_in] != 0
+        xe = self._round_robin(_E, asks[_XE_IN, _E])
+        xw = self._round_robin(_W, asks[_XW_IN, _W])
+        tg, t_win = self._round_robin(5, t_n | t_s | t_d, advance=False)
+        rows = np.arange(self.nodes)
+        wants_n, wants_s, wants_d = (t_win & a[tg, rows] for a in (t_n, t_s, t_d))
+        n_g = self._round_robin(_N, np.stack([asks[_S, _N], wants_n]))
+        s_g = self._round_robin(_S, np.stack([asks[_N, _S], wants_s]))
+        d_g = self._round_robin(_L, np.stack([d_bits[_N] != 0, d_bits[_S] != 0, wants_d]))
+        t_ok = t_win & ((n_g[1] & (n_g[0] == 1)) | (s_g[1] & (s_g[0] == 1))
+                        | (d_g[1] & (d_g[0] == 2)))
+        self.ptrs[5] = np.where(t_ok, (tg + 1) % 3, self.ptrs[5])
+        t_inp = np.asarray(t_in)[tg]
+        parts = []
+        # XE, XW: their inputs; N, S and D: their direct inputs or T's winner (the last index)
+        for o, (g, win), sources in ((_E, xe, _XE_IN), (_W, xw, _XW_IN),
+                                     (_N, n_g, (_S, -1)), (_S, s_g, (_N, -1)),
+                                     (_L, d_g, (_N, _S, -1))):
+            at = np.flatnonzero(win)
+            if not len(at):
+                continue
+            src = np.asarray(sources)[g[at]]
+            src = np.where(src < 0, t_inp[at], src)
+            bits = d_bits[src, at] if o == _L else np.full(len(at), 1 << o)
+            parts.append((np.full(len(at), o), at, src, bits))
+        if not parts:
+            empty = np.zeros(0, np.int64)
+            return Grants(empty, empty, empty, empty, empty, empty)
+        out, node, inp, bits = (np.concatenate(a).astype(np.int64)
+                                for a in zip(*parts, strict=True))
+        vc = chosen[inp, node]
+        return Grants(out, node, inp, vc, bits, fid[inp, vc, node])
+
+    def _round_robin(self, arbiter: int, req: np.ndarray, *, advance: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """One round-robin arbiter per router over requests ``req`` (requester, node): the
+        winner's index and whether there was one; the pointer (row ``arbiter`` of
+        :attr:`ptrs`) moves past the winner when ``advance``."""
+        k = req.shape[0]
+        prio = (np.arange(k)[:, None] - self.ptrs[arbiter][None, :]) % k
+        key = np.where(req, prio, k)
+        best = key.argmin(axis=0)
+        win = key.min(axis=0) < k
+        if advance:
+            self.ptrs[arbiter] = np.where(win, (best + 1) % k, self.ptrs[arbiter])
+        return best, win
 
     def _hold(self, done: np.ndarray, got: np.ndarray) -> None:
         if self.slot > 1:

@@ -26,7 +26,7 @@ import numpy as np
 from .flow import rank, unit_server
 from .timing import Timing
 
-__all__ = ["StreamEstimate", "stream_cycles"]
+__all__ = ["StreamEstimate", "column_slots", "stream_cycles"]
 
 @dataclass(frozen=True)
 class StreamEstimate:
@@ -56,6 +56,20 @@ class StreamEstimate:
     shared: int
 
 
+def column_slots(port: np.ndarray, column: np.ndarray) -> tuple[np.ndarray, int]:
+    """The slot in which each MAC flit passes its column's server in the free-flow schedule
+    (injected one per slot per port, turning at router ``(x, q)`` ``x + 1`` slots after its
+    injection at the earliest, each column one flit per slot in arrival order), and the
+    longest wait at a column (slots). Each tile of the column takes the flit as many slots
+    later as it is rows away from the port's row."""
+    turn = rank(port)
+    turn += column
+    turn += 1
+    served = unit_server(column, turn, port)
+    backlog = int((served - turn).max())
+    return served, backlog
+
+
 def stream_cycles(timing: Timing, port: np.ndarray, column: np.ndarray, y0, y1
                   ) -> StreamEstimate:
     """Predict one stream phase that starts at a slot boundary (free flow).
@@ -79,18 +93,12 @@ def stream_cycles(timing: Timing, port: np.ndarray, column: np.ndarray, y0, y1
     y1 = np.broadcast_to(np.asarray(y1), (n,))
     ports = np.bincount(port, minlength=cfg.rows)
     columns = np.bincount(column, minlength=cfg.cols)
-    # in slots: injected at k, turns at router (x, q) at k + x + 1 at the earliest
-    turn = rank(port)
-    turn += column
-    turn += 1
-    served = unit_server(column, turn, port)
-    backlog = int((served - turn).max())
-    del turn
+    served, backlog = column_slots(port, column)
     served += np.maximum(port - y0, y1 - port)
     last = int(served.max())
     # the core takes the flit (stage 1) a slot (and the deserializer) after its router sent
-    # it; the MAC is counted in stage 3, and the phase ends in the cycle after
-    cycles = last * timing.slot + timing.adapter + 3
+    # it; the MAC is counted mac_stage cycles later, and the phase ends in the cycle after
+    cycles = last * timing.slot + timing.adapter + timing.mac_stage + 1
     pairs = np.unique(column.astype(np.int64) * cfg.rows + port)
     shared = int(np.bincount(pairs // cfg.rows, minlength=cfg.cols).max())
     return StreamEstimate(int(cycles), backlog > timing.depth, int(ports.max()),

@@ -11,9 +11,14 @@ configuration), not a correction per workload:
 - **Latency.** A flit the host offers at a slot boundary is taken by the core of a tile
   ``r`` routers away (source and destination routers included) ``r`` slots later, plus one
   slot for the serializer at the edge and the deserializer in front of the core when links
-  carry phits (:meth:`Timing.to_core`). The core executes in three pipeline stages: a MAC
-  or an accumulator write lands in the third (a MAC is counted there), an activation write
-  in the second, and a reply, ADD or hand-off flit is offered in the third.
+  carry phits (:meth:`Timing.to_core`). The integer core executes in three pipeline stages:
+  a MAC or an accumulator write lands in the third (a MAC is counted there), an activation
+  write in the second, and a reply, ADD or hand-off flit is offered in the third. The float
+  core (:class:`~wafertile.hdl.core.FpMacCore`) has five: the activation write in S1 (a
+  cycle after the take), the MAC counted in S3, the output offered in S4
+  (:attr:`Timing.write_stage`, :attr:`Timing.mac_stage`, :attr:`Timing.out_stage`: cycles
+  after the take); it holds its first three stages for a cycle when the flit in S2 reads the
+  accumulator the flit in S3 writes (the hazard bubble, :mod:`.mesh`).
 - **A tile's outputs.** A core's output enters its router's local input at the next slot
   boundary and leaves the fabric (or enters another core) one slot per router later
   (:meth:`Timing.from_core`). One tile sends at most one output per
@@ -89,6 +94,27 @@ class Timing:
         if not self.lite:
             return 1.0
         return _WEST_SERVICE.get(("lite", self.slot), 2.0 * self.slot)
+
+    @property
+    def write_stage(self) -> int:
+        """Cycles from a core's take of a flit to its activation write (both cores: 1)."""
+        return 1
+
+    @property
+    def mac_stage(self) -> int:
+        """Cycles from the take to the cycle a MAC is counted (integer core 2, float 3)."""
+        return 3 if self.config.is_float else 2
+
+    @property
+    def out_stage(self) -> int:
+        """Cycles from the take to the cycle the core offers the flit's output (integer core
+        2, float 4): also the number of pipeline registers behind the first stage."""
+        return 4 if self.config.is_float else 2
+
+    @property
+    def hazards(self) -> bool:
+        """The core bubbles on an accumulator read right behind its write (the float core)."""
+        return self.config.is_float
 
     @property
     def depth(self) -> int:

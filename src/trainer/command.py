@@ -36,6 +36,7 @@ from ..files import (
     write_text,
 )
 from ..flags import add_config_flags, config_from_args
+from ..model.predict import DETAILS
 from ..train import (
     OPTIMIZERS,
     SCHEDULES,
@@ -67,7 +68,7 @@ FILES = ("report.json", "steps.csv", "curve.png", "network.npz", "checkpoint.npz
 COLUMNS = ("step", "epoch", "loss", "batch_accuracy", "applied", "scale", "rows", "exact",
            "cycles_forward", "cycles_loss", "cycles_gradients", "cycles_backward",
            "cycles_backward_handoff", "cycles_total", "cycles_check", "step_cycles", "flits_in",
-           "flits_out", "sim_seconds", "optimizer_seconds", "seconds")
+           "flits_out", "sim_seconds", "optimizer_seconds", "seconds", "model_methods")
 
 _DESCRIPTION = """\
 Train a chain of fully connected layers with ReLU (softmax cross-entropy) by weight
@@ -153,8 +154,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     r = p.add_argument_group("where")
     r.add_argument("--fidelity", choices=("rtl", "model"), default=None,
                    help="rtl: every step on the RTL (Verilator), checked against the "
-                        "reference bit for bit; model: the reference's numerics only, no "
-                        "simulation and no cycles (default: rtl)")
+                        "reference bit for bit; model: the reference's numerics and the "
+                        "performance model's cycles, no simulation and no build (default: "
+                        "rtl)")
+    r.add_argument("--model-detail", choices=DETAILS, default=None,
+                   help="with --fidelity model: auto (exact: the analytic level where it "
+                        "is exact, the event-level mesh elsewhere), analytic (fast, "
+                        "approximate: hand-offs and streams with hazard bubbles are "
+                        "estimated) or mesh (everything event by event) (default: auto)")
     r.add_argument("--fabrics", type=int, default=None, metavar="N",
                    help="simulated fabrics, each a Dask worker with a share of every step's "
                         "batch groups; the result equals one fabric's bit for bit (default: "
@@ -240,6 +247,8 @@ def _numbers(args: argparse.Namespace) -> None:
            f"--density must be in (0, 1], not {args.density}")
     _check(args.scheduler is None or args.fabrics is not None,
            "--scheduler runs the fabrics of --fabrics N on a cluster: give --fabrics")
+    _check(args.model_detail is None or args.fidelity == "model",
+           "--model-detail applies to --fidelity model only (the RTL has no detail levels)")
     _check(args.fidelity != "model" or (args.fabrics is None and args.scheduler is None),
            "--fabrics and --scheduler spread simulations over workers; --fidelity model "
            "simulates nothing")
@@ -407,8 +416,10 @@ def _identity(args: argparse.Namespace, cfg: Config, *data: np.ndarray) -> dict:
     digest = hashlib.sha256()
     for a in data:
         digest.update(np.ascontiguousarray(a).tobytes())
-    return {"fidelity": args.fidelity or DEFAULTS["fidelity"], "array": cfg.as_dict(),
-            "data": digest.hexdigest()}
+    fidelity = args.fidelity or DEFAULTS["fidelity"]
+    if fidelity == "model":  # the cycles of each step depend on the model's level too
+        fidelity = f"model ({args.model_detail or 'auto'})"
+    return {"fidelity": fidelity, "array": cfg.as_dict(), "data": digest.hexdigest()}
 
 
 def _short(value: Any) -> str:
@@ -469,7 +480,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _fabric(p: _Plan, fidelity: str, args: argparse.Namespace):
     if fidelity == "model":
-        return None
+        from .model import ModelFabric
+        return ModelFabric(p.config, detail=args.model_detail or "auto")
     if args.fabrics is not None:
         from .fabrics import DaskFabrics
         return DaskFabrics(p.config, args.fabrics, scheduler=args.scheduler)
@@ -480,8 +492,6 @@ def _fabric(p: _Plan, fidelity: str, args: argparse.Namespace):
 def _run(p: _Plan, fabric, history: list[dict], epoch_accuracy: list[list[float]], *,
          seed: int) -> bool:
     """The steps after the checkpoint's (all of them in a new run); False at a mismatch."""
-    from ..sim.models.training import training_step
-
     store, cfg = p.store, p.config
     done = len(history)
     began, last_line = time.perf_counter(), 0.0
@@ -493,18 +503,17 @@ def _run(p: _Plan, fabric, history: list[dict], epoch_accuracy: list[list[float]
         args = (store.stream_weights(), store.biases, store.masks, p.x[idx], p.y[idx], scale)
         row: dict[str, Any] = {"step": step, "epoch": (step - 1) // p.per_epoch + 1,
                                "rows": len(idx)}
-        if fabric is None:
-            result = training_step(cfg, *args)
-            dw, db, exact = result.dw, result.db, None
-        else:
-            r = fabric.step(*args)
-            result, dw, db, exact = r.reference, r.dw, r.db, r.exact
-            row.update({f"cycles_{k}": v for k, v in r.cycles.items()})
-            row.update(step_cycles=r.step_cycles, flits_in=r.flits_in, flits_out=r.flits_out,
-                       sim_seconds=round(r.seconds, 4))
-            if not exact:
-                _log.error(f"step {step}: the RTL differs from the reference: "
-                           f"{', '.join(r.mismatches)}")
+        r = fabric.step(*args)
+        result, dw, db, exact = r.reference, r.dw, r.db, r.exact
+        row.update({f"cycles_{k}": v for k, v in r.cycles.items()})
+        row.update(step_cycles=r.step_cycles, flits_in=r.flits_in, flits_out=r.flits_out,
+                   sim_seconds=round(r.seconds, 4))
+        if exact is None:  # predicted: how the model found the cycles
+            methods = getattr(r, "methods", {})
+            row["model_methods"] = " ".join(f"{k}:{v}" for k, v in sorted(methods.items()))
+        if exact is False:
+            _log.error(f"step {step}: the RTL differs from the reference: "
+                       f"{', '.join(r.mismatches)}")
         t1 = time.perf_counter()
         applied = store.apply(dw, db) if exact is not False else False
         t2 = time.perf_counter()
@@ -557,9 +566,16 @@ def _report(p: _Plan, fidelity: str, history: list[dict], epoch_accuracy, ok: bo
     rtl = fidelity == "rtl"
     phases = {k: _median(history, f"cycles_{k}") for k in
               ("forward", "loss", "gradients", "backward", "backward_handoff", "total")}
+    methods: dict[str, int] = {}
+    for h in history:
+        for item in (h.get("model_methods") or "").split():
+            k, _, v = item.partition(":")
+            methods[k] = methods.get(k, 0) + int(v)
     return {
         "pass": (ok and all(h["exact"] for h in history)) if rtl else None,
         "fidelity": fidelity, "network": p.name,
+        "model_detail": None if rtl else (args.model_detail or "auto"),
+        "model_methods": None if rtl else methods,
         "sizes": [store.shapes[0][1]] + [s[0] for s in store.shapes],
         "dtype": p.config.dtype, "rows": p.config.rows, "cols": p.config.cols,
         "fabrics": args.fabrics or 1, "optimizer": p.train.optimizer, "lr": p.train.lr,
@@ -572,7 +588,7 @@ def _report(p: _Plan, fidelity: str, history: list[dict], epoch_accuracy, ok: bo
         "skipped": store.skipped, "final_scale": float(store.scale),
         "step_cycles": _median(history, "step_cycles"),
         "forward_cycles": phases["forward"], "phase_cycles": phases,
-        "total_cycles": int(sum(h.get("step_cycles") or 0 for h in history)) if rtl else None,
+        "total_cycles": int(sum(h.get("step_cycles") or 0 for h in history)),
         "flits_in": _median(history, "flits_in"), "flits_out": _median(history, "flits_out"),
         "seconds": round(seconds, 2),
         "output": str(p.output),
@@ -618,15 +634,16 @@ def _text(r: dict) -> str:
              f"{r['fp32_accuracy']:.4f}); last loss {r['loss'][-1]:.4f}; "
              f"{r['skipped']} steps skipped"]
     if r["fidelity"] == "rtl":
-        ph = r["phase_cycles"]
-        lines += [f"RTL ({r['rows']} x {r['cols']}, {r['fabrics']} fabric(s)): "
-                  + ("every step bit exact" if r["pass"] else "MISMATCH"),
-                  f"cycles per step (median): {r['step_cycles']} = forward {ph['forward']}, "
-                  f"loss gradient {ph['loss']}, weight gradients {ph['gradients']}, "
-                  f"backward data {ph['backward']}, backward hand-off "
-                  f"{ph['backward_handoff']}",
-                  f"flits per step: {r['flits_in']} in, {r['flits_out']} out"]
+        lines.append(f"RTL ({r['rows']} x {r['cols']}, {r['fabrics']} fabric(s)): "
+                     + ("every step bit exact" if r["pass"] else "MISMATCH"))
     else:
-        lines.append("fidelity model: the reference's numerics, no cycles")
+        how = ", ".join(f"{v} {k}" for k, v in sorted(r["model_methods"].items()))
+        lines.append(f"fidelity model ({r['rows']} x {r['cols']}): the reference's numerics, "
+                     f"cycles predicted ({r['model_detail']}; phases: {how})")
+    ph = r["phase_cycles"]
+    lines += [f"cycles per step (median): {r['step_cycles']} = forward {ph['forward']}, "
+              f"loss gradient {ph['loss']}, weight gradients {ph['gradients']}, "
+              f"backward data {ph['backward']}, backward hand-off {ph['backward_handoff']}",
+              f"flits per step: {r['flits_in']} in, {r['flits_out']} out"]
     lines.append(f"{r['seconds']:.1f} s; files in {r['output']}/")
     return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""The performance model against the RTL on training steps: float tiles, the loss gradient
+written in, GRAD chains out of the south edge, backward streams and hand-offs.
+
+The set (``benchmarks/model.py --training`` runs it all, ``tests/test_training_rtl.py`` a
+sample): the float configurations of :data:`TRAIN_CONFIGS` (compact, parallel and lite
+routers, phits 1 and 2, 2 to 4 VCs), each with the random chains of :func:`training_cases`
+(densities 0.1 to 1, one to three layers, several batch groups, the last one padded). Each
+case's step is compiled per batch group (:class:`~.compiler.StepCompiler`), played on the
+Verilator harness (``phase_cycles``) and predicted with the tiles' nonzero activations
+(:func:`~.model.step_nonzero`), at ``detail = "auto"`` and ``"analytic"``; the results are
+:class:`wafertile.model.validation.PairResult` rows, summarized as the inference set's are.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import Config
+from ..hdl.core.fp import float_format
+from ..model.validation import PairResult
+from .workload import random_network
+
+__all__ = ["TRAIN_CONFIGS", "TrainCase", "measure_training", "training_cases"]
+
+#: The float configurations of the training set (name -> Config).
+TRAIN_CONFIGS: dict[str, Config] = {
+    "compact-2x2-fp16": Config(rows=2, cols=2, dtype="fp16", act_depth=32, acc_depth=16),
+    "compact-4x4-bf16": Config(dtype="bf16"),
+    "compact-3x2-v4-bf16": Config(rows=3, cols=2, dtype="bf16", act_depth=64, acc_depth=16,
+                                  num_vcs=4, buffer_depth=2),
+    "parallel-4x4-bf16": Config(rows=4, cols=4, dtype="bf16", act_depth=64, acc_depth=32,
+                                router_arch="parallel", num_vcs=4, buffer_depth=8),
+    "lite-3x3-fp16": Config(rows=3, cols=3, dtype="fp16", act_depth=64, acc_depth=32,
+                            router_arch="lite"),
+    "lite-2x3-p2-bf16": Config(rows=2, cols=3, dtype="bf16", act_depth=64, acc_depth=16,
+                               router_arch="lite", phits=2, buffer_depth=2),
+}
+
+
+@dataclass(frozen=True)
+class TrainCase:
+    """A random chain of ``sizes`` at ``density`` (:func:`~.workload.random_network`, biases
+    drawn small), one step on ``batch`` inputs (uniform in [0, 1), a tenth of them zero)."""
+
+    sizes: tuple[int, ...]
+    density: float
+    batch: int
+    seed: int
+
+    def arrays(self, config: Config):
+        """``(weights, biases, masks, x, labels)``, numbers of the tiles' format."""
+        fmt = float_format(config.dtype)
+        rng = np.random.default_rng(self.seed)
+        w, _, m = random_network(self.sizes, self.density, self.seed)
+        w = [fmt.values(fmt.bits(a)).astype(np.float32) for a in w]
+        b = [(rng.normal(size=n) * 0.1).astype(np.float32) for n in self.sizes[1:]]
+        x = rng.random((self.batch, self.sizes[0])).astype(np.float32)
+        x[rng.random(x.shape) < 0.1] = 0
+        x = fmt.values(fmt.bits(x)).astype(np.float32)
+        labels = rng.integers(0, self.sizes[-1], self.batch)
+        return w, b, m, x, labels
+
+    def label(self) -> str:
+        return (f"train {'-'.join(map(str, self.sizes))}, density {self.density:g}, "
+                f"{self.batch} inputs")
+
+
+def training_cases(config: Config, seed: int) -> list[TrainCase]:
+    """Chains that fit ``config``'s activation bank (every layer's inputs, the loss gradient
+    and a 1.0: :func:`~.compiler.step_layout`), seeded: a deep sparse one, a dense one, a
+    very sparse one, one layer alone."""
+    R = config.rows
+    cases = [TrainCase((12, 16, 9, 5), 0.4, 2 * R + 1, seed),
+             TrainCase((8, 10, 4), 1.0, R, seed + 1),
+             TrainCase((10, 14, 6), 0.1, R + 1, seed + 2),
+             TrainCase((9, 7), 0.6, 2 * R, seed + 3)]
+    return [c for c in cases if sum(c.sizes) + 1 <= config.act_depth]
+
+
+def measure_training(name: str, config: Config, cases: list[TrainCase], *, build_root=None,
+                     log=None) -> list[PairResult]:
+    """Play each case's step on the Verilator harness (one build per configuration, cached)
+    and predict it, group by group; one :class:`~wafertile.model.validation.PairResult` per
+    case (its phases: every group's, in order)."""
+    from ..model import predict_program
+    from ..sim.harness import run_harness
+    from ..sim.models.training import forward, training_step
+    from .compiler import StepCompiler
+    from .model import step_nonzero
+    from .rtl import RtlFabric, group_starts
+
+    fabric = RtlFabric(config, build_root=build_root, read_dx=False)
+    R = config.rows
+    out = []
+    for case in cases:
+        w, b, m, x, labels = case.arrays(config)
+        ref = training_step(config, w, b, m, x, labels)
+        starts = group_starts(len(x), R)
+        padded = np.zeros((len(starts) * R, x.shape[1]), np.float32)
+        padded[:len(x)] = x
+        _, acts = forward(config, w, b, padded)
+        dys = [np.zeros((len(padded), d.shape[1]), np.float32) for d in ref.dys]
+        for d, r in zip(dys, ref.dys, strict=True):
+            d[:len(x)] = r
+        compiler = StepCompiler(config, w, b, m)
+        kinds, rtl, auto, analytic, methods = [], [], [], [], []
+        model_seconds = rtl_seconds = 0.0
+        for g0 in starts:
+            program = compiler.group(x[g0:g0 + R], ref.dys[-1][g0:g0 + R])
+            t0 = time.perf_counter()
+            _, stats = run_harness(fabric.exe, config, program, fabric.workdir,
+                                   packed=compiler.packed)
+            rtl_seconds += time.perf_counter() - t0
+            rows = slice(g0, g0 + R)
+            tables = step_nonzero(config, program, [a[rows] for a in acts],
+                                  [d[rows] for d in dys])
+            t0 = time.perf_counter()
+            pred = predict_program(config, program, nonzero=tables)
+            model_seconds += time.perf_counter() - t0
+            fast = predict_program(config, program, detail="analytic", nonzero=tables)
+            kinds += [p.kind for p in program.phases]
+            rtl += [int(c) for c in stats["phase_cycles"]]
+            auto += pred.phase_cycles
+            analytic += fast.phase_cycles
+            methods += pred.methods
+        result = PairResult(name, config.router_arch, config.phits,
+                            f"{config.rows}x{config.cols}", case.label(), kinds, rtl, auto,
+                            analytic, methods, model_seconds, rtl_seconds,
+                            extra={"dtype": config.dtype, "groups": len(starts)})
+        out.append(result)
+        if log is not None:
+            log(result)
+    return out
