@@ -19,14 +19,14 @@ from .conftest import seed_for
 
 
 @pytest.mark.parametrize("dtype", ["fp16"])
-def test_steps_on_the_harness_equal_the_reference(request, tmp_path, dtype):
+def test_steps_on_the_harness_equal_the_reference(request, dtype):
     seed = seed_for(request)
     cfg = Config(rows=2, cols=2, dtype=dtype, act_depth=32, acc_depth=16)
     fmt = float_format(dtype)
     rng = np.random.default_rng(seed)
     w, b, m = random_network((6, 5, 3), 0.7, seed % 1000)
     store = ParameterStore(w, b, m, TrainConfig(dtype=dtype, lr=0.05, init_scale=64.0))
-    fabric = RtlFabric(cfg, build_root=tmp_path)
+    fabric = RtlFabric(cfg)  # the build is cached, shared with test_training_model
     x = fmt.values(fmt.bits(rng.random((5, 6)).astype(np.float32)))
     labels = rng.integers(0, 3, 5)
     losses = []
@@ -44,7 +44,7 @@ def test_steps_on_the_harness_equal_the_reference(request, tmp_path, dtype):
         assert r.flits_out >= 3 * grads
     assert losses[-1] < losses[0], f"the loss did not fall: {losses} (seed {seed})"
     # the read-back of dX is outside the step: without it, the same step cycles and flits
-    plain = RtlFabric(cfg, build_root=tmp_path, read_dx=False).step(
+    plain = RtlFabric(cfg, read_dx=False).step(
         store.stream_weights(), store.biases, store.masks, x, labels, float(store.scale))
     again = fabric.step(store.stream_weights(), store.biases, store.masks, x, labels,
                         float(store.scale))
