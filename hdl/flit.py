@@ -27,6 +27,7 @@ REPLY of an accumulator); ``manifest.json``'s ``number_format`` says which (``do
 from __future__ import annotations
 
 import enum as py_enum
+import functools
 import operator
 from collections.abc import Mapping
 from typing import Any
@@ -148,8 +149,17 @@ _ENUM_FIELDS = {"op": Opcode, "exit": Port}
 
 
 def _layout(fields: Mapping[str, int], signed_fields: tuple[str, ...] = ()) -> data.StructLayout:
+    """The struct of ``fields`` (name -> width), one object per distinct set of fields: the
+    layouts of a configuration are made again and again on the host's hot paths (a hand-off's
+    ``data`` per FINISH), and :func:`_leaves` caches per layout object."""
+    return _struct(tuple(fields.items()), tuple(signed_fields))
+
+
+@functools.cache
+def _struct(fields: tuple[tuple[str, int], ...], signed_fields: tuple[str, ...]
+            ) -> data.StructLayout:
     out: dict[str, Any] = {}
-    for name, width in fields.items():
+    for name, width in fields:
         kind = _ENUM_FIELDS.get(name)
         if kind is not None:
             if Shape.cast(kind).width != width:  # pragma: no cover - a Config/enum mismatch

@@ -134,10 +134,15 @@ class PhaseBuilder:
             return np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
 
         columns = {}
+        sizes = [len(p) for p, _ in self.blocks]
         for name in _LEAVES:
             leaf = name.split(".")[1]
-            columns[name] = cat([np.broadcast_to(np.asarray(f.get(leaf, 0), np.int64),
-                                                 (len(p),)) for p, f in self.blocks])
+            values = [f.get(leaf, 0) for _, f in self.blocks]
+            if all(np.ndim(v) == 0 for v in values):  # scalars: one repeat for the phase
+                columns[name] = np.repeat(np.asarray(values, np.int64), sizes)
+                continue
+            columns[name] = cat([np.broadcast_to(np.asarray(v, np.int64), (n,))
+                                 for v, n in zip(values, sizes, strict=True)])
         h = {k: columns[f"header.{k}"] for k in ("x0", "x1", "y0", "y1")}
         # the flits that write an activation (the tiles' act_written), at every tile they reach
         writes = np.isin(columns["payload.op"], _ACT_WRITES) * \

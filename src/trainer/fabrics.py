@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config
-from ..sim.models.training import training_step
+from ..hdl.core.fp import float_format
+from ..sim.models.training import forward, loss_gradient, training_step
 from .rtl import GroupResult, RtlFabric, RtlStep, assemble, group_starts
 
 __all__ = ["DaskFabrics", "shares"]
@@ -47,6 +48,17 @@ def shares(groups: int, fabrics: int) -> list[tuple[int, int]]:
         out.append((start, stop))
         start = stop
     return out
+
+
+def loss_gradient_values(config: Config, weights, biases, x, labels, scale: float
+                         ) -> np.ndarray:
+    """The loss gradient the host writes in (numbers of the tiles' format): the reference
+    step's ``dys[-1]`` (:func:`~wafertile.sim.models.training.training_step`) from its forward
+    pass alone."""
+    fmt = float_format(config.dtype)
+    logits, _ = forward(config, weights, biases, x)
+    _, dy = loss_gradient(logits, labels, scale, len(logits), config.dtype)
+    return fmt.values(dy).astype(np.float32)
 
 
 def _fabric(config: Config, build_root: str | None) -> RtlFabric:
@@ -103,8 +115,9 @@ class DaskFabrics:
         ``fabric_cycles`` has each fabric's cycles, ``step_cycles`` the longest."""
         cfg = self.config
         R = cfg.rows
-        ref = training_step(cfg, weights, biases, masks, x, labels, scale)
-        dy = ref.dys[-1]
+        # the groups need only the loss gradient: the fabrics start on it while this process
+        # computes the rest of the reference step
+        dy = loss_gradient_values(cfg, weights, biases, x, labels, scale)
         starts = group_starts(len(x), R)
         futures = []
         # a short batch (an epoch's last) may have fewer groups than there are fabrics
@@ -113,6 +126,7 @@ class DaskFabrics:
             futures.append(self.client.submit(
                 _share, cfg, self.build_root, weights, biases, masks, np.asarray(x)[rows],
                 dy[rows], pure=False))
+        ref = training_step(cfg, weights, biases, masks, x, labels, scale)
         per_fabric = self.client.gather(futures)
         results = [r for share in per_fabric for r in share]
         return assemble(cfg, ref, masks, results,
