@@ -288,9 +288,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
            "--weights and --activations go together (or neither, for the built-in random "
            "layer)")
     cfg = config_from_args(args)
-    if args.fidelity == "model":  # before a layer is made for a configuration it refuses
-        from .model.layer import check_modelled
-        check_modelled(cfg)
     if args.weights is not None:
         x, w = load_layer(args.weights, args.activations)
     else:

@@ -10,8 +10,8 @@ measured in ``benchmarks/model.py``, not asserted here.
 
 from __future__ import annotations
 
+import itertools
 import json
-import re
 
 import numpy as np
 import pytest
@@ -212,8 +212,6 @@ def test_model_refuses_what_it_does_not_model():
                                          r"not 'fast'$"):
         predict_program(cfg, LayerProgram(cfg, (1, 1, 1), [], 0, 0), detail="fast")
     fp = Config(rows=2, cols=2, dtype="fp16")
-    with pytest.raises(UnmodelledConfigError, match="dtype 'fp16' runs on the float core"):
-        predict_layer(fp, np.ones((2, 4), np.float32), np.ones((3, 4), np.float32))
     # a MAC stream on float tiles needs the tiles' nonzero activations (its hazard bubbles
     # depend on them): refused without them, predicted with them
     program = compile_layer(fp, np.ones((2, 4), np.float16), np.ones((3, 4), np.float16))
@@ -340,36 +338,60 @@ def test_run_fidelity_model_refusals(capsys, argv, message):
     assert capsys.readouterr().err == f"wafertile: error: {message}\n"
 
 
-FLOAT_REFUSAL = ("wafertile: error: wafertile run --fidelity model predicts the integer tiles "
-                 "only: dtype 'fp16' runs on the float core, whose hazard bubbles depend on "
-                 "which hidden activations are zero (modelled for training: wafertile train "
-                 "--fidelity model); use --fidelity rtl\n")
-
-
-def test_float_fabric_at_model_fidelity_is_refused(tmp_path, capsys, monkeypatch):
-    """docs/performance.md: the model refuses a float configuration. A float network (.npz of
-    dtype fp16) or layer at --fidelity model: one line, exit status 2, nothing predicted."""
-    from wafertile.errors import InputError
+def test_float_layers_and_networks_are_predicted_exactly(request, tmp_path, capsys):
+    """docs/performance.md, "Float layers and networks": on float tiles every phase of a
+    layer (with on-fabric reduction, several batch groups) and of a network (hand-offs, the
+    hidden activations from the network reference) predicted as the Verilator harness plays
+    it; the command line predicts a float network file; a float layer too large to compile
+    in full is refused in one line."""
+    from wafertile.hdl.core.fp import float_format
+    from wafertile.network.compiler import compile_network
     from wafertile.network.model import Layer, Network, save_network
+    from wafertile.run import simulate
 
-    def no_prediction(*args, **kwargs):
-        raise AssertionError("predicted a float program")
-    monkeypatch.setattr("wafertile.model.layer.predict_program", no_prediction)
-    net = Network([Layer(np.ones((3, 4), np.float16), np.zeros(3, np.float32), relu=True),
-                   Layer(np.ones((2, 3), np.float16), np.zeros(2, np.float32))], 16,
-                  dtype="fp16")
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    cfg = Config(rows=2, cols=2, dtype="fp16", act_depth=32, acc_depth=16)  # cached build
+    fmt = float_format("fp16")
+
+    def numbers(a):
+        return fmt.values(fmt.bits(np.asarray(a, np.float32))).astype(np.float32)
+
+    programs, predictions = [], []
+    for b, i, j, density in ((5, 20, 40, 0.3), (4, 30, 12, 1.0)):  # reduction; dense
+        x = rng.random((b, j))
+        x[rng.random(x.shape) < 0.3] = 0  # zero activations: MACs that skip
+        x = numbers(x)
+        w = numbers(rng.normal(size=(i, j)) * (rng.random((i, j)) < density))
+        programs.append(compile_layer(cfg, x, w))
+        predictions.append(predict_layer(cfg, x, w, dense=False).sparse)
+    sizes = (16, 24, 12, 6)
+    net = Network([Layer(numbers(rng.normal(size=(n, m)) * 0.4 * (rng.random((n, m)) < 0.5)),
+                         (rng.normal(size=n) * 0.1).astype(np.float32), relu=k < 2)
+                   for k, (m, n) in enumerate(itertools.pairwise(sizes))],
+                  16, dtype="fp16")
+    x = numbers(rng.random((5, 16)))
+    programs.append(compile_network(cfg, net, x))
+    predictions.append(model_layer.predict_network(cfg, net, x, dense=False).sparse)
+    sim = simulate(cfg, programs, sim="verilator")
+    for pred, (_, stats) in zip(predictions, sim.results, strict=True):
+        assert pred.phase_cycles == [int(c) for c in stats["phase_cycles"]], \
+            f"{pred.kinds} (seed {seed})"
+    assert "handoff" in predictions[-1].kinds and "reduce" in predictions[0].kinds
+    # the command line: a float network file at --fidelity model
     save_network(net, tmp_path / "f.npz")
-    np.save(tmp_path / "x.npy", np.ones((2, 4), np.float16))
+    np.save(tmp_path / "x.npy", x.astype(np.float16))
     assert main(["run", "--network", str(tmp_path / "f.npz"), "--inputs",
-                 str(tmp_path / "x.npy"), "--fidelity", "model", "--rows", "2", "--cols",
-                 "2"]) == 2
-    assert capsys.readouterr().err == FLOAT_REFUSAL
-    fp = Config(rows=2, cols=2, dtype="fp16")
-    message = FLOAT_REFUSAL.removeprefix("wafertile: error: ").rstrip("\n")
-    with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
-        model_layer.predict_network(fp, net, np.ones((2, 4), np.float16))
-    with pytest.raises(InputError):
-        predict_layer(fp, np.ones((2, 4), np.float32), np.ones((3, 4), np.float32))
+                 str(tmp_path / "x.npy"), "--fidelity", "model", "--rows", "2", "--cols", "2",
+                 "--act-depth", "32", "--acc-depth", "16", "--no-dense", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fidelity"] == "model"
+    assert report["total_cycles"] == sum(predictions[-1].phase_cycles)
+    # a float layer above LEAN_FLITS: refused (it would be compiled in full)
+    big = Config(rows=2, cols=2, dtype="fp16")
+    with pytest.raises(UnmodelledConfigError, match="the model predicts float layers of at "
+                                                    "most 4000000 flits"):
+        predict_layer(big, np.ones((2000, 512), np.float32), np.ones((4000, 512), np.float32))
 
 
 def test_bad_fidelity_is_argparse_s(capsys):

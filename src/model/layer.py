@@ -22,6 +22,7 @@ import numpy as np
 from ..config import Config
 from ..stream import (
     LayerPlan,
+    LayerProgram,
     PhaseBuilder,
     add_activations,
     add_zero,
@@ -33,11 +34,16 @@ from ..stream import (
 )
 from .flow import rank
 from .phases import row_cycles
-from .predict import Prediction, check_modelled, predict_program
+from .predict import (
+    ModelError,
+    Prediction,
+    UnmodelledConfigError,
+    predict_program,
+)
 from .stream import stream_cycles
 from .timing import Timing
 
-__all__ = ["LEAN_FLITS", "LayerPrediction", "check_modelled", "dense_stream", "predict_layer",
+__all__ = ["LEAN_FLITS", "LayerPrediction", "dense_stream", "predict_layer",
            "predict_network"]
 
 _log = logging.getLogger(__name__)
@@ -72,6 +78,44 @@ class LayerPrediction:
     seconds: float
 
 
+def activation_table(config: Config, plan: LayerPlan, base: int, values) -> np.ndarray:
+    """Which activations the tiles hold nonzero when a layer of ``plan`` streams, for one
+    batch group: ``values`` (the group's rows x ``J``, numbers of the tiles' format) as the
+    compiler lays them out (:func:`~wafertile.stream.add_activations`, a hand-off: chunk
+    ``k`` at ``base`` onwards in every tile of column block ``k`` of the row); bool, tiles
+    (``row * cols + column``) x ``act_depth``."""
+    C = config.cols
+    table = np.zeros((config.rows * C, config.act_depth), bool)
+    nz = np.asarray(values) != 0
+    rows = np.arange(len(nz))
+    for k in range(plan.K):
+        j0, j1 = k * plan.chunk, min(plan.J, (k + 1) * plan.chunk)
+        for c in range(k * plan.G, min(C, (k + 1) * plan.G)):
+            table[rows * C + c, base:base + j1 - j0] = nz[:, j0:j1]
+    return table
+
+
+def stream_tables(config: Config, program: LayerProgram, batch: int, layer_of, tables
+                  ) -> dict[int, np.ndarray]:
+    """The nonzero table of every MAC stream of a float ``program`` compiled for ``batch``
+    inputs: its batch group is its place in the program (every group compiles to as many
+    phases), its layer ``layer_of[n]``; ``tables(layer, group)`` makes the table."""
+    n_groups = max(1, -(-batch // config.rows))
+    per, extra = divmod(len(program.phases), n_groups)
+    if extra:  # pragma: no cover - the compilers give every group as many phases
+        raise ModelError(f"{len(program.phases)} phases for {n_groups} batch groups")
+    made: dict[tuple[int, int], np.ndarray] = {}
+    out = {}
+    for n, phase in enumerate(program.phases):
+        if phase.kind != "stream":
+            continue
+        key = (layer_of[n], n // per)
+        if key not in made:
+            made[key] = tables(*key)
+        out[n] = made[key]
+    return out
+
+
 def program_flits(config: Config, shape: tuple[int, int, int], nnz: int) -> int:
     """About how many flits compiling a layer of ``shape`` (B, I, J) with ``nnz`` nonzero
     weights makes: activations, zeroing and fences, MAC stream, reduction, reads."""
@@ -103,24 +147,40 @@ def predict_layer(config: Config, x: np.ndarray, w: np.ndarray, *, dense: bool =
     LayerError
         For a layer the compiler refuses (before anything is predicted).
     UnmodelledConfigError
-        For a configuration the model does not cover (a float ``dtype``): an
+        For a float layer above :data:`LEAN_FLITS` flits (a float layer is compiled in full:
+        its streams are predicted with the tiles' nonzero activations): an
         :class:`~wafertile.errors.InputError` and a :class:`ModelError`.
     """
     start = time.perf_counter()
-    check_modelled(config)
     x = np.asarray(x)
     w = np.asarray(w)
     nnz_rows = np.count_nonzero(w, axis=1)
     nnz = int(nnz_rows.sum())
     macs = nnz * x.shape[0]
-    if program_flits(config, (x.shape[0], w.shape[0], w.shape[1]), nnz) <= LEAN_FLITS:
+    flits = program_flits(config, (x.shape[0], w.shape[0], w.shape[1]), nnz)
+    if config.is_float and flits > LEAN_FLITS:
+        raise UnmodelledConfigError(
+            f"a float layer of about {flits} flits: the model predicts float layers of at "
+            f"most {LEAN_FLITS} flits (compiled in full, for the tiles' activations); use "
+            f"an integer dtype or --fidelity rtl")
+    if flits <= LEAN_FLITS:
+        def run(dense_: bool) -> Prediction:
+            program = compile_layer(config, x, w, dense=dense_)
+            nonzero = None
+            if config.is_float:  # the hazard bubbles: the tiles' nonzero activations
+                plan = plan_layer(config, w, dense=dense_, streams=False)
+                R = config.rows
+                nonzero = stream_tables(
+                    config, program, x.shape[0], [0] * len(program.phases),
+                    lambda _layer, g: activation_table(config, plan, 0, x[g * R:(g + 1) * R]))
+            return predict_program(config, program, detail=detail, nonzero=nonzero)
+
         _log.info(f"compiling and predicting the sparse program ({nnz} nonzero weights)")
-        sparse = predict_program(config, compile_layer(config, x, w), detail=detail)
+        sparse = run(False)
         full = None
         if dense:
             _log.info("compiling and predicting the dense program")
-            full = predict_program(config, compile_layer(config, x, w, dense=True),
-                                   detail=detail)
+            full = run(True)
         return LayerPrediction(sparse, full, nnz, macs, time.perf_counter() - start)
     check_layer(config, x, w)
     _log.info(f"planning and predicting the sparse stream ({nnz} nonzero weights, "
@@ -232,7 +292,7 @@ def dense_stream(timing: Timing, plan: LayerPlan, p: int, rows: int) -> tuple[in
         ranks = np.zeros(plan.I, dtype=np.int64)
         ranks[order] = rank(port[order])
         last = (flits[q] - m[q] + ranks[members]) + group[members] + 1 + reach
-        return int(last.max()) * h + timing.adapter + 3, "exact"
+        return int(last.max()) * h + timing.adapter + timing.mac_stage + 1, "exact"
     # chunk k of every output goes to column k * G + g(output)
     sizes = np.full(plan.K, plan.chunk)
     sizes[-1] = J - plan.chunk * (plan.K - 1)
@@ -240,30 +300,43 @@ def dense_stream(timing: Timing, plan: LayerPlan, p: int, rows: int) -> tuple[in
                           minlength=cfg.cols)
     busiest = max(int(flits.max()), int(columns.max()))
     last = busiest + cfg.cols + int(reach.max())
-    return last * h + timing.adapter + 3, "bound"
+    return last * h + timing.adapter + timing.mac_stage + 1, "bound"
 
 
 def predict_network(config: Config, net, x: np.ndarray, *, dense: bool = True,
                     detail: str = "auto") -> LayerPrediction:
     """Predict a network (:class:`~wafertile.network.model.Network`) on inputs ``x``, as
-    ``wafertile run --network`` compiles it (and its dense stream).
+    ``wafertile run --network`` compiles it (and its dense stream). A float network's streams
+    are predicted with the activations that enter each layer, as
+    :func:`wafertile.sim.models.network.network_reference` computes them (the float core's
+    hazard bubbles depend on which are zero).
 
     Raises
     ------
     NetworkError
         For a network the compiler refuses.
-    UnmodelledConfigError
-        For a configuration the model does not cover (a float ``dtype``).
     """
-    from ..network.compiler import compile_network
+    from ..network.compiler import NetworkProgram, compile_network
 
     start = time.perf_counter()
-    check_modelled(config)
-    program = compile_network(config, net, x)
-    sparse = predict_program(config, program, detail=detail)
-    full = None
-    if dense:
-        full = predict_program(config, compile_network(config, net, x, dense=True),
-                               detail=detail)
+    acts = None
+    if config.is_float:  # the activations entering each layer, as the tiles hold them
+        from ..sim.models.network import network_reference
+        acts = network_reference(config, net, np.asarray(x, np.float32))[1]
+
+    def run(dense_: bool) -> tuple[Prediction, NetworkProgram]:
+        program = compile_network(config, net, x, dense=dense_)
+        nonzero = None
+        if acts is not None:
+            R = config.rows
+            nonzero = stream_tables(
+                config, program, len(x), program.phase_layer,
+                lambda layer, g: activation_table(config, program.plans[layer],
+                                                  program.bases[layer],
+                                                  acts[layer][g * R:(g + 1) * R]))
+        return predict_program(config, program, detail=detail, nonzero=nonzero), program
+
+    sparse, program = run(False)
+    full = run(True)[0] if dense else None
     macs = sum(int(p.expected_macs) for p in program.phases)
     return LayerPrediction(sparse, full, net.nnz, macs, time.perf_counter() - start)

@@ -36,7 +36,7 @@ from .stream import column_slots, stream_cycles
 from .timing import Timing
 
 __all__ = ["DETAILS", "KINDS", "MissingActivationsError", "ModelError", "Prediction",
-           "UnmodelledConfigError", "check_modelled", "predict_phase", "predict_program",
+           "UnmodelledConfigError", "predict_phase", "predict_program",
            "timing_key"]
 
 #: The phase kinds the model predicts (``"grad"``: training's GRAD chains).
@@ -54,22 +54,8 @@ class MissingActivationsError(ModelError):
 
 
 class UnmodelledConfigError(ModelError, InputError):
-    """A configuration the model does not cover (a float ``dtype``): refused like any bad
-    input (one line, exit status 2) before anything is predicted."""
-
-
-def check_modelled(config: Config) -> None:
-    """Raise :class:`UnmodelledConfigError` (an :class:`~wafertile.errors.InputError`, one
-    line) for a configuration ``wafertile run --fidelity model`` does not cover: a float
-    ``dtype`` (the float core's hazard bubbles depend on which activations are zero, which
-    the model knows for training steps only: ``wafertile train --fidelity model``)."""
-    if config.is_float:
-        raise UnmodelledConfigError(
-            f"wafertile run --fidelity model predicts the integer tiles only: dtype "
-            f"{config.dtype!r} runs on the float core, whose hazard bubbles depend on which "
-            f"hidden activations are zero (modelled for training: wafertile train --fidelity "
-            f"model); use --fidelity rtl")
-
+    """A program the model does not cover (a float layer too large to compile in full):
+    refused like any bad input (one line, exit status 2) before anything is predicted."""
 
 
 @dataclass

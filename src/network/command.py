@@ -149,12 +149,9 @@ def run_network_command(args: argparse.Namespace, make_config: Callable[..., obj
         raise InputError("--network runs a network: it does not take --weights / --activations")
     net, x, labels = _network(args, None)
     cfg = make_config(dtype=net.dtype)
-    # every refusal before any work (and before a progress line): the model's scope, then
-    # everything the compiler checks
+    # every refusal before any work (and before a progress line): everything the compiler
+    # checks
     model = getattr(args, "fidelity", "rtl") == "model"
-    if model:
-        from ..model.layer import check_modelled
-        check_modelled(cfg)
     check_network(cfg, net, x)
     if model:
         from ..model.command import run_model_network
