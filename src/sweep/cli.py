@@ -16,12 +16,13 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from ..cluster import check_scheduler
 from ..errors import InputError
 from ..files import check_dir_writable, check_input_file
 from .measures import MEASUREMENTS
 from .results import COLUMNS, MARK, TABLE, check_axes, check_output_dir
 
-__all__ = ["add_parser", "check_scheduler"]
+__all__ = ["add_parser"]
 
 _log = logging.getLogger(__name__)
 
@@ -149,28 +150,6 @@ def _check_plot_flags(args: argparse.Namespace) -> dict[str, str]:
     except ValueError as exc:
         raise InputError(f"--{exc!s}") from None
     return where
-
-
-def check_scheduler(address: str, *, reach: bool = True, timeout: float = 5.0) -> None:
-    """Refuse a ``--scheduler`` that is not a Dask scheduler's address or (``reach``) that
-    nothing answers on, before anything is written: :class:`InputError`."""
-    import socket
-
-    match = _ADDRESS.match(address)
-    _check(bool(match), f"--scheduler must be a Dask scheduler's address (tcp://HOST:8786), "
-                        f"not {address!r}")
-    if not reach:
-        return
-    host = match.group(3).strip("[]")
-    port = int(match.group(4)[1:]) if match.group(4) else 8786
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except (OSError, ValueError) as exc:
-        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise InputError(f"--scheduler {address!r} cannot be reached ({why}); start one with "
-                         f"`dask scheduler`, or leave --scheduler out for a local "
-                         f"cluster") from None
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:

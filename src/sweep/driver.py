@@ -20,22 +20,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .. import __version__
-from ..errors import ToolError
+from ..cluster import dask_client, error_text
 from ..files import write_bytes
 from .points import Point, expand
 from .progress import Progress
 from .results import SPEC_COPY, ResultTable
 from .spec import Spec
-from .tasks import START_TOPIC, derive_point, error_text, run_point
+from .tasks import START_TOPIC, derive_point, run_point
 
-__all__ = ["SweepResult", "dask_client", "run_sweep", "worker_version"]
+__all__ = ["SweepResult", "run_sweep"]
 
 _log = logging.getLogger(__name__)
 
@@ -82,61 +79,6 @@ class SweepResult:
                 "derived": self.derived, "ok": self.ok, "failed": self.failed,
                 "seconds": round(self.seconds, 2), "table": str(self.table),
                 "cluster": self.cluster}
-
-
-def worker_version() -> str:
-    """wafertile's version, as a worker sees it (run on every worker before a sweep)."""
-    return __version__
-
-
-@contextmanager
-def dask_client(workers: int, scheduler: str | None) -> Iterator[tuple[Any, str]]:
-    """A Dask client (with where it runs, for messages): of a new LocalCluster of ``workers``
-    processes of one thread, or of the scheduler at ``scheduler``; its workers checked to run
-    wafertile. Closed (and the LocalCluster with it) when the block ends."""
-    from distributed import Client, LocalCluster
-
-    if scheduler is None:
-        _log.info(f"starting a Dask LocalCluster of {workers} worker processes")
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
-        where = "a LocalCluster"
-        try:
-            client = Client(cluster)
-        except BaseException:
-            cluster.close()
-            raise
-    else:
-        cluster = None
-        try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as exc:
-            raise ToolError(f"cannot reach the Dask scheduler at {scheduler}: {exc}; start "
-                            f"it with `dask scheduler` and its workers with `dask worker "
-                            f"{scheduler}` (docs/sweep.md)") from None
-        where = f"scheduler {scheduler}"
-    try:
-        if cluster is None:
-            try:
-                client.wait_for_workers(1, timeout=60)
-            except TimeoutError:
-                raise ToolError(f"the Dask scheduler at {scheduler} has no worker after 60 s; "
-                                f"start them with `dask worker {scheduler}`") from None
-        try:
-            versions = client.run(worker_version)
-        except Exception as exc:
-            raise ToolError(f"a Dask worker of {where} cannot run wafertile ({error_text(exc)}); "
-                            f"install the same wafertile on every worker") from None
-        other = sorted({v for v in versions.values() if v != __version__})
-        if other:
-            _log.warning(f"workers run wafertile {', '.join(other)}, this is {__version__}")
-        where += f" ({len(versions)} worker(s))"
-        _log.info(f"running on {where}")
-        yield client, where
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def run_sweep(spec: Spec, output: Path, *, workers: int = 2, scheduler: str | None = None,

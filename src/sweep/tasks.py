@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cluster import error_text
 from ..hdl.generate import verilog_text
 from ..network.run import run_network
 from ..run import run_layer
@@ -39,18 +40,12 @@ from .cache import (
 from .measures import derive
 from .points import Point
 
-__all__ = ["MEASURE", "START_TOPIC", "derive_point", "error_text", "run_point"]
+__all__ = ["MEASURE", "START_TOPIC", "derive_point", "run_point"]
 
 #: The Dask event topic on which a point says that it started (``{"id": ...}``).
 START_TOPIC = "wafertile-sweep-start"
 
 Arrays = tuple[np.ndarray, np.ndarray]
-
-
-def error_text(exc: BaseException) -> str:
-    """An exception in one line: its type and message."""
-    text = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _announce(point: Point) -> None:

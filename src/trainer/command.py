@@ -384,7 +384,7 @@ def plan(args: argparse.Namespace) -> _Plan:
            f"--fabrics {fabrics} needs at least {fabrics} batch groups of {cfg.rows} inputs "
            f"(--rows); a batch of {min(batch, len(x))} makes {groups}")
     if args.scheduler is not None:
-        from ..sweep.cli import check_scheduler
+        from ..cluster import check_scheduler
         check_scheduler(args.scheduler)
     initial = copy.deepcopy(store)
     state = None

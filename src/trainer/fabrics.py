@@ -87,7 +87,7 @@ class DaskFabrics:
 
     def __init__(self, config: Config, fabrics: int, *, scheduler: str | None = None,
                  build_root: Path | None = None):
-        from ..sweep.driver import dask_client
+        from ..cluster import dask_client
 
         self.config, self.fabrics = config, fabrics
         self.build_root = None if build_root is None else str(build_root)
