@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""The error of the float tiles' nonlinear functions (``docs/nonlinear.md``,
+``wafertile.sim.models.nonlinear``) against float64, in FP32 ulps, over each function's
+documented ranges; and what survives the rounding to BF16 and FP16 (issue 19).
+
+Seeded samples: uniform in value over each range, plus (for ranges over several binades)
+uniform in the logarithm. The ulp of a value is the spacing of FP32 numbers at the exact
+result (``numpy.spacing``); results whose exact value is below 2^-126 in magnitude are counted
+apart (absolute error). Prints a table and writes JSON.
+
+    python benchmarks/nonlinear.py --json benchmarks/results-nonlinear.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from wafertile.hdl.core.fp import BF16, FP16
+from wafertile.sim.models import nonlinear as nl
+
+TINY = 2.0 ** -126
+
+
+def exact(name: str, x: np.ndarray) -> np.ndarray:
+    """The float64 reference of ``name`` (GELU as ``x sigmoid(2a)``: no cancellation)."""
+    x = x.astype(np.float64)
+    with np.errstate(over="ignore"):
+        if name == "exp":
+            return np.exp(x)
+        if name == "reciprocal":
+            return 1 / x
+        if name == "rsqrt":
+            return 1 / np.sqrt(x)
+        a = np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)
+        return x / (1 + np.exp(-2 * a))
+
+
+#: (function, low, high, logarithmic sampling): the rows of the table
+RANGES = [("exp", -87.3365479, 88.7228317, False), ("exp", -1.0, 1.0, False),
+          ("reciprocal", 2.0 ** -125, 2.0 ** 125, True),
+          ("rsqrt", 2.0 ** -126, 3.4e38, True),
+          ("gelu", -4.0, 4.0, False), ("gelu", -9.5, -4.0, False), ("gelu", 4.0, 1e4, False),
+          ("gelu", -1e4, -9.5, False)]
+
+
+def measure(name: str, lo: float, hi: float, log: bool, n: int, rng) -> dict:
+    x = np.exp(rng.uniform(np.log(lo), np.log(hi), n)) if log else rng.uniform(lo, hi, n)
+    x = np.clip(x.astype(np.float32), np.float32(lo), np.float32(hi))
+    got = getattr(nl, name)(x.view(np.uint32)).view(np.float32).astype(np.float64)
+    want = exact(name, x)
+    normal = np.abs(want) >= TINY
+    ulp = np.abs(got - want)[normal] / np.spacing(np.abs(want[normal]).astype(np.float32))
+    out = {"function": name, "low": lo, "high": hi, "samples": n,
+           "max_abs_error": float(np.abs(got - want).max()),
+           "max_ulp": float(ulp.max()) if len(ulp) else None,
+           "mean_ulp": float(ulp.mean()) if len(ulp) else None,
+           "worst_input": float(x[normal][ulp.argmax()]) if len(ulp) else None,
+           "below_2^-126": int((~normal).sum()),
+           "max_abs_error_below_2^-126": float(np.abs(got - want)[~normal].max())
+           if (~normal).any() else None}
+    for fmt in (BF16, FP16):  # what survives the rounding to the tile's format
+        mine = fmt.bits(got.astype(np.float32)).astype(np.int64)
+        theirs = fmt.bits(want.astype(np.float32)).astype(np.int64)
+        keep = normal & (np.abs(want) >= 2.0 ** (-14 if fmt is FP16 else -126))
+        keep &= np.abs(want) <= (65504 if fmt is FP16 else 3.3e38)
+        d = np.abs(mine - theirs)[keep]
+        out[f"{fmt.name}_max_ulp"] = int(d.max()) if len(d) else None
+        out[f"{fmt.name}_share_off"] = float((d > 0).mean()) if len(d) else None
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=1_000_000,
+                        help="samples per range (default 1000000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    parser.add_argument("--json", type=Path, help="write the rows here")
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    rows = [measure(*r, args.samples, rng) for r in RANGES]
+    print(f"{'function':10s} {'range':>24s} {'max ulp':>9s} {'mean':>6s}  {'worst at':>12s}  "
+          f"{'max abs':>8s}  bf16 max/share  fp16 max/share")
+    for r in rows:
+        mx = "-" if r["max_ulp"] is None else f"{r['max_ulp']:.2f}"
+        mean = "-" if r["mean_ulp"] is None else f"{r['mean_ulp']:.2f}"
+        print(f"{r['function']:10s} {r['low']:>11.4g} .. {r['high']:<10.4g} {mx:>9s} {mean:>6s}  "
+              f"{r['worst_input']!s:>12.8s}  {r['max_abs_error']:8.1e}  "
+              f"{r['bf16_max_ulp']} / {r['bf16_share_off']:.1e}    {r['fp16_max_ulp']} / "
+              f"{r['fp16_share_off'] or 0:.1e}")
+    if args.json:
+        args.json.write_text(json.dumps({"seed": args.seed, "iterations": nl.ITERATIONS,
+                                         "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

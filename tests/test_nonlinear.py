@@ -1,0 +1,174 @@
+"""The nonlinear functions' reference (``wafertile.sim.models.nonlinear``) against
+``docs/nonlinear.md``: a second implementation written from the document alone, one scalar
+operation at a time in Python floats (each rounded to FP32 through ``struct``: a sum or
+product of two FP32 numbers computed in double and rounded once more to FP32 is correctly
+rounded), equal bit for bit on seeded random inputs and the special values; the errors within
+the document's table; and the corners the document states."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+import pytest
+
+from wafertile.sim.models import nonlinear as nl
+
+from .conftest import seed_for
+
+# -- the document's pseudo-code, one rounding per line -----------------------------------------
+
+
+def f32(v: float) -> float:
+    """``v`` rounded to FP32 (nearest even, subnormals kept; overflow to infinity)."""
+    if math.isnan(v) or math.isinf(v):
+        return v
+    try:
+        return struct.unpack("<f", struct.pack("<f", v))[0]
+    except OverflowError:
+        return math.copysign(math.inf, v)
+
+
+def word(v: float) -> int:
+    return struct.unpack("<I", struct.pack("<f", v))[0]
+
+
+def number(w: int) -> float:
+    return struct.unpack("<f", struct.pack("<I", w & 0xFFFFFFFF))[0]
+
+
+K = {name: number(w) for name, w in {
+    "EXP_MAX": 0x42B17217, "EXP_MIN": 0xC2AEAC50, "LOG2E": 0x3FB8AA3B,
+    "ROUNDER": 0x4B400000, "C1": 0x3F318000, "C2": 0xB95E8083, "P0": 0x39506967,
+    "P1": 0x3AB743CE, "P2": 0x3C088908, "P3": 0x3D2AA9C1, "P4": 0x3E2AAAAA,
+    "P5": 0x3F000000, "GELU_A": 0x3D372713, "GELU_K": 0x3FCC422A,
+    "GELU_ZMAX": 0x42A00000}.items()}
+
+
+def doc_exp(x: float) -> float:
+    if math.isnan(x):
+        return math.nan
+    if x > K["EXP_MAX"]:
+        return math.inf
+    if x < K["EXP_MIN"]:
+        return 0.0
+    t = f32(x * K["LOG2E"])
+    k = f32(t + K["ROUNDER"])
+    nf = f32(k - K["ROUNDER"])
+    r = f32(x - f32(nf * K["C1"]))
+    r = f32(r - f32(nf * K["C2"]))
+    z = f32(r * r)
+    p = K["P0"]
+    for c in ("P1", "P2", "P3", "P4", "P5"):
+        p = f32(f32(p * r) + K[c])
+    y = f32(f32(p * z) + r)
+    y = f32(y + 1.0)
+    n = int(nf)
+    if n == 128:
+        y, n = f32(y * 2.0), 127
+    return f32(y * number((n + 127) << 23))
+
+
+def doc_recip(s: float) -> float:
+    y = number(0x7EF311C3 - word(s))
+    for _ in range(3):
+        t = f32(s * y)
+        t = f32(2.0 - t)
+        y = f32(y * t)
+    return y
+
+
+def doc_rsqrt(v: float) -> float:
+    y = number(0x5F375A86 - (word(v) >> 1))
+    h = f32(v * 0.5)
+    for _ in range(3):
+        t = f32(y * y)
+        t = f32(h * t)
+        t = f32(1.5 - t)
+        y = f32(y * t)
+    return y
+
+
+def doc_gelu(x: float) -> float:
+    c = f32(x * x)
+    c = f32(c * x)
+    c = f32(c * K["GELU_A"])
+    u = f32(x + c)
+    z = f32(u * K["GELU_K"])
+    z = math.nan if math.isnan(z) else min(z, K["GELU_ZMAX"])
+    e = doc_exp(z)
+    d = f32(e + 1.0)
+    q = doc_recip(d)
+    w = f32(e * q)
+    return f32(x * w)
+
+
+def canonical(v: float) -> int:
+    return 0x7FC00000 if math.isnan(v) else word(v)
+
+
+CASES = {"exp": (doc_exp, -90.0, 90.0), "reciprocal": (doc_recip, 2.0 ** -125, 2.0 ** 125),
+         "rsqrt": (doc_rsqrt, 2.0 ** -126, 3.4e38), "gelu": (doc_gelu, -12.0, 12.0)}
+SPECIALS = {"exp": [0.0, -0.0, 1.0, -1.0, 88.72283, 88.7229, -87.33655, -87.3366, 1e-30,
+                    math.inf, -math.inf, math.nan, 0.34657359, -0.34657359],
+            "reciprocal": [1.0, 2.0, 0.5, 3.0, 1.1754944e-38 * 2, 4.25e37, 1.5, 7.0],
+            "rsqrt": [1.0, 4.0, 0.25, 2.0, 1.1754944e-38, 3.4e38, 1e-30, 1e30],
+            "gelu": [0.0, -0.0, 1.0, -1.0, 3.0, -3.0, 9.6, -9.6, -9.7, 50.0, 1e20, -1e20,
+                     math.inf, math.nan, -math.inf]}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_reference_is_the_document(request, name):
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    doc, lo, hi = CASES[name]
+    if lo > 0:  # logarithmic
+        x = np.exp(rng.uniform(np.log(lo), np.log(hi), 3000))
+    else:
+        x = np.concatenate([rng.uniform(lo, hi, 2000), rng.uniform(-1, 1, 1000)])
+    x = np.concatenate([x, SPECIALS[name]]).astype(np.float32)
+    got = getattr(nl, name)(x.view(np.uint32))
+    want = np.array([canonical(doc(float(v))) for v in x], np.uint32)
+    bad = np.flatnonzero(got != want)
+    assert not len(bad), (f"{name}: {len(bad)} differ, first x = {x[bad[0]]!r}: reference "
+                          f"{got[bad[0]]:#010x}, document {want[bad[0]]:#010x} (seed {seed})")
+
+
+def _ulp(name, x):
+    got = getattr(nl, name)(x.view(np.uint32)).view(np.float32).astype(np.float64)
+    xd = x.astype(np.float64)
+    exact = {"exp": np.exp, "reciprocal": lambda v: 1 / v, "rsqrt": lambda v: 1 / np.sqrt(v),
+             "gelu": lambda v: v / (1 + np.exp(-2 * np.sqrt(2 / np.pi) *
+                                               (v + 0.044715 * v ** 3)))}[name](xd)
+    return np.abs(got - exact) / np.spacing(np.abs(exact).astype(np.float32))
+
+
+@pytest.mark.parametrize(("name", "lo", "hi", "bound"), [
+    ("exp", -87.33, 88.72, 1.0), ("exp", -1.0, 1.0, 1.0),
+    ("reciprocal", 2.0 ** -125, 2.0 ** 125, 2.5), ("rsqrt", 2.0 ** -126, 3.4e38, 3.0),
+    ("gelu", -4.0, 4.0, 30.0), ("gelu", -9.5, -4.0, 250.0), ("gelu", 4.0, 1e4, 3.0)])
+def test_the_errors_are_within_the_table(request, name, lo, hi, bound):
+    """docs/nonlinear.md, "Errors": each row's bound, on another seed's sample."""
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    x = np.exp(rng.uniform(np.log(lo), np.log(hi), 200_000)) if lo > 0 else \
+        rng.uniform(lo, hi, 200_000)
+    ulp = _ulp(name, x.astype(np.float32))
+    assert ulp.max() <= bound, f"{name}: {ulp.max():.2f} ulp at {x[ulp.argmax()]} (seed {seed})"
+
+
+def test_the_corners_the_document_states():
+    def call(name, values):
+        return getattr(nl, name)(np.asarray(values, np.float32).view(np.uint32))
+
+    inf, nan = np.float32(np.inf), np.float32(np.nan)
+    assert list(call("exp", [0.0, -0.0, 89.0, -88.0, inf, -inf, nan])) == \
+        [0x3F800000, 0x3F800000, 0x7F800000, 0, 0x7F800000, 0, 0x7FC00000]
+    # at EXP_MIN itself: a subnormal
+    assert 0 < call("exp", [np.uint32(0xC2AEAC50).view(np.float32)])[0] < 0x00800000
+    assert list(call("gelu", [0.0, -0.0, -10.01, inf, -inf, nan])) == \
+        [0, 0x80000000, 0x80000000, 0x7F800000, 0x7FC00000, 0x7FC00000]
+    assert -1e-36 < call("gelu", [-10.0]).view(np.float32)[0] < 0  # not yet flushed
+    # large positive x: x itself (e / (e + 1) rounds to 1)
+    assert call("gelu", [100.0])[0] == np.float32(100.0).view(np.uint32)
