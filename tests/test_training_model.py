@@ -12,11 +12,11 @@ import pytest
 from wafertile.hdl.core.fp import float_format
 from wafertile.model import predict_program
 from wafertile.sim.harness import run_harness
-from wafertile.sim.models.training import forward, training_step
+from wafertile.sim.models.training import training_step
 from wafertile.train import ParameterStore, TrainConfig
 from wafertile.trainer import random_network
 from wafertile.trainer.compiler import StepCompiler
-from wafertile.trainer.model import ModelFabric, step_nonzero
+from wafertile.trainer.model import GroupTables, ModelFabric
 from wafertile.trainer.rtl import ROLES, RtlFabric
 from wafertile.trainer.validation import TRAIN_CONFIGS, measure_training, training_cases
 
@@ -58,8 +58,7 @@ def test_without_the_nonzero_activations_the_streams_are_mispredicted():
     compiler = StepCompiler(config, w, b, m)
     program = compiler.group(x[:R], ref.dys[-1][:R])
     _, stats = run_harness(fabric.exe, config, program, fabric.workdir, packed=compiler.packed)
-    _, acts = forward(config, w, b, x[:R])
-    tables = step_nonzero(config, program, acts, [d[:R] for d in ref.dys])
+    tables = GroupTables(config, w, b, x, ref)(program, 0)
     right = predict_program(config, program, detail="mesh", nonzero=tables)
     wrong = predict_program(config, program, detail="mesh",
                             nonzero={n: np.ones_like(t) for n, t in tables.items()})

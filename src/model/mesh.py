@@ -60,7 +60,8 @@ from ..hdl.flit import Port
 from .routers import ROUTERS, Grants, Router, route_bits
 from .timing import Timing
 
-__all__ = ["MESH_BUDGET", "MeshResult", "PhaseFlits", "mesh_seconds", "route_bits", "simulate"]
+__all__ = ["MESH_BUDGET", "MeshResult", "PhaseFlits", "mesh_seconds", "route_bits", "simulate",
+           "weight_nonzero"]
 
 #: Seconds of mesh model that :mod:`.predict` spends on one program at most (``detail =
 #: "auto"``); phases beyond it are predicted analytically.
@@ -79,16 +80,23 @@ _L, _S, _W = Port.LOCAL.value, Port.SOUTH.value, Port.WEST.value
 _OTHER, _MAC, _WRITE, _ANSWER = 0, 1, 2, 3
 
 
-def _kinds(config, op: np.ndarray, answers: bool = True) -> np.ndarray:
+def _kinds(config, op: np.ndarray) -> np.ndarray:
     """What the cores of ``config`` do with flits of opcodes ``op`` (of the operation table,
     :mod:`wafertile.hdl.core.ops`): a MAC (counted), an activation write (counted), an
-    operation that answers (with ``answers``), or nothing counted."""
+    operation that answers, or nothing counted."""
     kind = np.full(len(op), _OTHER, np.int64)
     kind[np.isin(op, codes(OPS.where(lambda r: r.counts_mac, config)))] = _MAC
     kind[np.isin(op, codes(OPS.where(lambda r: r.act_write is not None, config)))] = _WRITE
-    if answers:
-        kind[np.isin(op, codes(OPS.emitting(config)))] = _ANSWER
+    kind[np.isin(op, codes(OPS.emitting(config)))] = _ANSWER
     return kind
+
+
+def weight_nonzero(config, data) -> np.ndarray:
+    """Whether the weights in the low bits of ``data`` fields are nonzero, as the cores test
+    them: every bit but the sign for a float format (+0 and -0 are zero), all ``data_width``
+    bits for an integer one."""
+    width = config.data_width - 1 if config.is_float else config.data_width
+    return (np.asarray(data, np.int64) & ((1 << width) - 1)) != 0
 
 
 def _output_ops(config) -> np.ndarray:
@@ -219,14 +227,13 @@ class PhaseFlits:
         flags = _flags(config, np.maximum(op_all, 0))
         for v in flags.values():
             v[op_all < 0] = False
-        mask = (1 << (config.data_width - 1)) - 1
         return cls(
             port=np.concatenate([np.asarray(phase.port, np.int64),
                                  np.full(total - n, -1, np.int64)]),
             x0=cat["x0"], x1=cat["x1"], y0=cat["y0"], y1=cat["y1"], vc=cat["vc"],
             exit=cat["exit"], kind=kind, out=np.concatenate(outs), hosts=n,
             addr=cat["addr"] % config.acc_depth, act=cat["addr_b"] % config.act_depth,
-            wnz=(cat["data"] & mask) != 0, **flags)
+            wnz=weight_nonzero(config, cat["data"]), **flags)
 
 
 def _unpack(fields: dict[str, int], data: np.ndarray) -> dict[str, np.ndarray]:

@@ -30,7 +30,7 @@ from ..config import Config
 from ..errors import InputError
 from ..hdl.core.ops import OPS, codes
 from ..stream import LayerProgram, Phase
-from .mesh import MESH_BUDGET, PhaseFlits, mesh_seconds, simulate
+from .mesh import MESH_BUDGET, PhaseFlits, mesh_seconds, simulate, weight_nonzero
 from .phases import grad_cycles, handoff_cycles, row_cycles
 from .stream import column_slots, stream_cycles
 from .timing import Timing
@@ -241,8 +241,7 @@ def _may_bubble(timing: Timing, phase: Phase, nonzero: np.ndarray | None) -> boo
     col, served = column[order], served[order]
     addr = np.asarray(f["payload.addr"], np.int64)[order] % cfg.acc_depth
     act = np.asarray(f["payload.addr_b"], np.int64)[order] % cfg.act_depth
-    mask = (1 << (cfg.data_width - 1)) - 1
-    wnz = (np.asarray(f["payload.data"], np.int64)[order] & mask) != 0
+    wnz = weight_nonzero(cfg, np.asarray(f["payload.data"], np.int64)[order])
     y0 = np.asarray(f["header.y0"], np.int64)[order]
     y1 = np.asarray(f["header.y1"], np.int64)[order]
     # one port per column: both flits reach every tile of the column one slot apart
@@ -271,10 +270,9 @@ def timing_key(config: Config, phase: Phase) -> str:
     f = phase.flits
     op = np.asarray(f.get("payload.op", np.zeros(len(phase), np.int64)), np.int64)
     data = np.asarray(f.get("payload.data", np.zeros(len(phase), np.int64)), np.int64)
-    mask = (1 << (config.data_width - 1)) - 1
     answers = np.isin(op, codes(OPS.emitting(config)))
     gated = np.isin(op, codes(OPS.where(lambda r: r.skips_zero, config)))
-    seen = np.where(answers, data, np.where(gated, (data & mask) != 0, 0))
+    seen = np.where(answers, data, np.where(gated, weight_nonzero(config, data), 0))
     digest = hashlib.blake2b(phase.kind.encode(), digest_size=16)
     for column in (np.asarray(phase.port, np.int64), *(
             np.asarray(f[k], np.int64) for k in ("header.x0", "header.x1", "header.y0",

@@ -26,7 +26,7 @@ from ..sim.models.training import forward, training_step
 from .compiler import StepCompiler, StepProgram
 from .rtl import ROLES, RtlStep, group_starts
 
-__all__ = ["ModelFabric", "ModelStep", "step_nonzero"]
+__all__ = ["GroupTables", "ModelFabric", "ModelStep", "step_nonzero"]
 
 
 def step_nonzero(config: Config, program: StepProgram, acts: list[np.ndarray],
@@ -59,6 +59,27 @@ def step_nonzero(config: Config, program: StepProgram, acts: list[np.ndarray],
     return {n: tiles[role] for n, (phase, role) in
             enumerate(zip(program.phases, program.roles, strict=True))
             if phase.kind == "stream" and role in tiles}
+
+
+class GroupTables:
+    """:func:`step_nonzero` for each batch group of a step: the forward pass of the step's
+    inputs padded to whole groups (padding rows: zero inputs) and its gradients ``ref.dys``
+    (padding rows: zero), made once; called with a group's program and first row."""
+
+    def __init__(self, config: Config, weights, biases, x, ref):
+        self.config = config
+        R = config.rows
+        padded = np.zeros((len(group_starts(len(x), R)) * R, np.shape(x)[1]), np.float32)
+        padded[:len(x)] = x
+        _, self.acts = forward(config, weights, biases, padded)
+        self.dys = [np.zeros((len(padded), np.shape(d)[1]), np.float32) for d in ref.dys]
+        for d, r in zip(self.dys, ref.dys, strict=True):
+            d[:len(x)] = r
+
+    def __call__(self, program: StepProgram, g0: int) -> dict[int, np.ndarray]:
+        rows = slice(g0, g0 + self.config.rows)
+        return step_nonzero(self.config, program, [a[rows] for a in self.acts],
+                            [d[rows] for d in self.dys])
 
 
 @dataclass
@@ -96,24 +117,15 @@ class ModelFabric:
         R = cfg.rows
         start = time.perf_counter()
         ref = training_step(cfg, weights, biases, masks, x, labels, scale)
-        starts = group_starts(len(x), R)
-        padded = np.zeros((len(starts) * R, np.shape(x)[1]), np.float32)
-        padded[:len(x)] = x
-        _, acts = forward(cfg, weights, biases, padded)
-        dys = [np.zeros((len(padded), np.shape(d)[1]), np.float32) for d in ref.dys]
-        for d, r in zip(dys, ref.dys, strict=True):
-            d[:len(x)] = r
+        tables = GroupTables(cfg, weights, biases, x, ref)
         compiler = StepCompiler(cfg, weights, biases, masks)
         cycles = dict.fromkeys((*ROLES, "total", "check"), 0)
         methods: Counter = Counter()
         flits_in = flits_out = 0
-        for g0 in starts:
+        for g0 in group_starts(len(x), R):
             program = compiler.group(x[g0:g0 + R], ref.dys[-1][g0:g0 + R])
-            rows = slice(g0, g0 + R)
-            tables = step_nonzero(cfg, program, [a[rows] for a in acts],
-                                  [d[rows] for d in dys])
-            pred = predict_program(cfg, program, detail=self.detail, nonzero=tables,
-                                   cache=self.cache)
+            pred = predict_program(cfg, program, detail=self.detail,
+                                   nonzero=tables(program, g0), cache=self.cache)
             for role, c in zip(program.roles, pred.phase_cycles, strict=True):
                 cycles[role] += c
             methods.update(pred.methods)

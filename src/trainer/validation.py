@@ -87,9 +87,9 @@ def measure_training(name: str, config: Config, cases: list[TrainCase], *, build
     case (its phases: every group's, in order)."""
     from ..model import predict_program
     from ..sim.harness import run_harness
-    from ..sim.models.training import forward, training_step
+    from ..sim.models.training import training_step
     from .compiler import StepCompiler
-    from .model import step_nonzero
+    from .model import GroupTables
     from .rtl import RtlFabric, group_starts
 
     fabric = RtlFabric(config, build_root=build_root, read_dx=False)
@@ -99,12 +99,7 @@ def measure_training(name: str, config: Config, cases: list[TrainCase], *, build
         w, b, m, x, labels = case.arrays(config)
         ref = training_step(config, w, b, m, x, labels)
         starts = group_starts(len(x), R)
-        padded = np.zeros((len(starts) * R, x.shape[1]), np.float32)
-        padded[:len(x)] = x
-        _, acts = forward(config, w, b, padded)
-        dys = [np.zeros((len(padded), d.shape[1]), np.float32) for d in ref.dys]
-        for d, r in zip(dys, ref.dys, strict=True):
-            d[:len(x)] = r
+        group_tables = GroupTables(config, w, b, x, ref)
         compiler = StepCompiler(config, w, b, m)
         kinds, rtl, auto, analytic, methods = [], [], [], [], []
         model_seconds = rtl_seconds = 0.0
@@ -114,9 +109,7 @@ def measure_training(name: str, config: Config, cases: list[TrainCase], *, build
             _, stats = run_harness(fabric.exe, config, program, fabric.workdir,
                                    packed=compiler.packed)
             rtl_seconds += time.perf_counter() - t0
-            rows = slice(g0, g0 + R)
-            tables = step_nonzero(config, program, [a[rows] for a in acts],
-                                  [d[rows] for d in dys])
+            tables = group_tables(program, g0)
             t0 = time.perf_counter()
             pred = predict_program(config, program, nonzero=tables)
             model_seconds += time.perf_counter() - t0
