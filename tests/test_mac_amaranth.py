@@ -12,9 +12,11 @@ from wafertile import Config
 from wafertile.hdl.core import FpMacCore, MacCore, TileCore
 from wafertile.hdl.core.fp import float_format
 from wafertile.hdl.core.ops import OPS, OpTable
-from wafertile.hdl.flit import Opcode, pack, payload_layout, unpack
+from wafertile.hdl.core.units import Requantizer, limbs
+from wafertile.hdl.flit import MULT_WIDTH, Opcode, Reg, pack, payload_layout, unpack
 from wafertile.hdl.generate import verilog_text
 from wafertile.sim.models import CoreModel
+from wafertile.sim.models.core import requantize
 from wafertile.sim.stimulus import (
     DIRECTED,
     FLOAT_DIRECTED,
@@ -103,8 +105,15 @@ def test_directed(cfg, case):
     flits = directed(case, cfg) + dump(cfg)
     got = simulate(cfg, flits)
     _check(cfg, flits, got)
-    # With no backpressure nothing ever waits: one flit per cycle, zero MACs included.
-    assert got["stalls"] == 0
+    # With no backpressure nothing waits but behind a FINISH: one flit per cycle, zero MACs
+    # included. The hand-off works beside the pipeline on the MAC's multiplier; a flit waits
+    # only where it is in the way (docs/architecture.md): as many cycles as the model's
+    # replay of that rule, at most the unit's delay per FINISH, none without one.
+    finishes = sum(f["op"] == Opcode.FINISH for f in flits)
+    assert got["stalls"] == CoreModel(cfg).run(flits).bubbles
+    assert got["stalls"] <= finishes * Requantizer.delay(cfg)
+    if not finishes:
+        assert got["stalls"] == 0
 
 
 @pytest.mark.parametrize("cfg", CONFIGS.values(), ids=CONFIGS.keys())
@@ -298,8 +307,9 @@ def _top_ports(text: str, top: str) -> list[str]:
                                    "fp16", pytest.param("bf16", marks=pytest.mark.slow)])
 def test_handoff_false_leaves_the_unit_out(dtype):
     """Without the hand-off unit the core and the tile have the same ports, and the core's
-    Verilog has no requantization (int: no MULT / SHIFT / RELU registers, one multiplier
-    instead of two; float: no RELU register, no FP32-to-format rounding)."""
+    Verilog has no requantization (int: no MULT / SHIFT / RELU registers, no step counter,
+    and one multiplier either way: the unit multiplies on the MAC's; float: no RELU register,
+    no FP32-to-format rounding)."""
     on, off = Config(dtype=dtype), Config(dtype=dtype, handoff=False)
     blocks = [("mac", "wafertile_mac")] + [("tile", "wafertile_tile")] * (dtype in ("int16",
                                                                                "fp16"))
@@ -314,7 +324,8 @@ def test_handoff_false_leaves_the_unit_out(dtype):
     if on.is_float:
         assert "to_half" in text[True] and "to_half" not in text[False]
     else:
-        assert (text[True].count(" * "), text[False].count(" * ")) == (2, 1)
+        assert (text[True].count(" * "), text[False].count(" * ")) == (1, 1)
+        assert re.search(r"reg \[\d+:0\] step\b", text[True]) and " step" not in text[False]
     assert len(text[False]) < len(text[True])
 
 
@@ -334,3 +345,90 @@ def test_cores_of_the_other_number_format_are_refused():
                                         r"'bf16'\), not 'int8' \(MacCore is the integer "
                                         r"core\)$"):
         FpMacCore(Config(dtype="int8"))
+
+
+def _requantizer_outputs(cfg: Config, acc, mult, shift, relu) -> list[int]:
+    """The hand-off unit alone (:class:`Requantizer`) on each accumulator and registers, its
+    multiplier played by the bench (the MAC's: the product register loads ``mul_a * mul_b``
+    at a clock edge while ``mul_en``), which a MAC takes (not ``free``) in one cycle of
+    three. Also checks the unit's timing: it multiplies once per limb, only when free; it
+    offers its activation ``delay`` cycles after the start plus one per cycle the multiplier
+    was not free before its last multiply, whatever its inputs do meanwhile (it works on
+    copies); it holds the activation until ``ready``."""
+    unit = Requantizer(cfg)
+    got: list[int] = []
+
+    async def bench(ctx):
+        product = 0
+        cycle = 0
+        for values in zip(acc, mult, shift, relu, strict=True):
+            members = (unit.acc, unit.mult, unit.shift, unit.relu)
+            for member, value in zip(members, values, strict=True):
+                ctx.set(member, int(value))
+            ctx.set(unit.start, 1)
+            seen = []  # per cycle after the start: (free, multiplied)
+            while True:
+                await ctx.tick()
+                ctx.set(unit.product, product)  # the register loaded at this edge
+                ctx.set(unit.start, 0)
+                for member in members:
+                    ctx.set(member, 0)
+                cycle += 1
+                free = cycle % 3 != 0
+                ctx.set(unit.free, free)
+                if ctx.get(unit.valid):
+                    break
+                loads = bool(ctx.get(unit.mul_en))
+                assert free or not loads, "it multiplied on a busy multiplier"
+                seen.append((free, loads))
+                if loads:  # into the product register at the coming edge
+                    product = ctx.get(unit.mul_a) * ctx.get(unit.mul_b)
+                assert len(seen) < 4 * Requantizer.delay(cfg), "the unit never offers"
+            muls = [k for k, (_, loads) in enumerate(seen) if loads]
+            assert len(muls) == limbs(cfg.acc_width)
+            waited = sum(not free for free, _ in seen[:muls[-1]])
+            assert len(seen) + 1 == Requantizer.delay(cfg) + waited  # valid in the next
+            got.append(ctx.get(unit.o))
+            await ctx.tick()  # not ready: the activation stays
+            assert ctx.get(unit.valid) and ctx.get(unit.active)
+            ctx.set(unit.ready, 1)
+            await ctx.tick()
+            ctx.set(unit.ready, 0)
+            assert not ctx.get(unit.active)
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
+@pytest.mark.parametrize(("dw", "aw"), [(16, 32), (8, 16), (8, 18), (8, 19), (8, 40)])
+def test_requantizer_on_the_shared_multiplier(request, dw, aw):
+    """The hand-off unit's limbs on the MAC's multiplier and its rounding from the product's
+    register equal the reference's requantization (``docs/architecture.md``) bit for bit:
+    ties both ways at small shifts, the accumulator's extremes, MULT 0, 1 and its maximum,
+    every shift the register holds, seeded random values."""
+    cfg = Config(data_width=dw, acc_width=aw)
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    n = 240
+    lo, hi = cfg.acc_min, cfg.acc_max
+    shift_bits = Requantizer.registers(cfg)[Reg.SHIFT][0]
+    acc = rng.integers(lo, hi + 1, n)
+    corners = [0, 1, -1, 2, -2, 3, -3, 5, -5, 7, -7, hi, lo, hi - 1, lo + 1, 1 << 16,
+               -(1 << 16), (1 << 17) - 1, -(1 << 17)]
+    corners = [c for c in corners if lo <= c <= hi]
+    acc[:len(corners)] = corners
+    mult = rng.integers(0, 1 << MULT_WIDTH, n)
+    mult[:len(corners)] = 1
+    mult[len(corners):len(corners) + 6] = [0, 0, (1 << MULT_WIDTH) - 1] * 2
+    shift = rng.integers(0, 1 << shift_bits, n)
+    shift[:len(corners)] = rng.integers(0, 4, len(corners))
+    shift[-8:] = [0, 1, (1 << shift_bits) - 1, 2, 0, 1, 3, 4]
+    relu = rng.integers(0, 2, n)
+    want = requantize(acc, mult, shift, relu, cfg)
+    got = np.array(_requantizer_outputs(cfg, acc, mult, shift, relu))
+    bad = np.flatnonzero(got != want)
+    assert not len(bad), [(int(acc[i]), int(mult[i]), int(shift[i]), int(relu[i]),
+                           int(want[i]), int(got[i])) for i in bad[:5]]

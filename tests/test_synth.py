@@ -4,13 +4,12 @@ cell count runs the same Yosys command as ``wafertile synth``."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 
 from wafertile import Config
-from wafertile.hdl.flit import MULT_WIDTH
+from wafertile.hdl.core.units import operand_width
 from wafertile.hdl.generate import BLOCKS
 from wafertile.synth import yosys
 from wafertile.synth.flow import TARGETS, run_synth
@@ -23,15 +22,21 @@ pytestmark = pytest.mark.synth
 DSP_WIDTH = {"ecp5": 18, "ice40": 16}
 
 
+#: Yosys's smallest product on a DSP block (``mul2dsp``'s ``DSP_Y_MINWIDTH`` in
+#: ``synth_ice40 -dsp``; ECP5 never splits an 18-bit operand): a smaller one stays in LUTs
+DSP_Y_MIN = {"ecp5": 0, "ice40": 11}
+
+
 def expected_dsps(config: Config, family: str) -> int:
-    """DSP blocks of one tile core: one for the MAC's weight x activation (data_width fits one
-    block), and with the hand-off unit the requantization's acc x MULT, acc_width x MULT_WIDTH
-    bits (unsigned MULT), which Yosys splits into blocks of the family's operand width."""
+    """DSP blocks of one tile core: its one multiplier (the hand-off multiplies on the
+    MAC's), whose operands are ``operand_width(config)`` bits (18 with the hand-off unit),
+    split by Yosys into chunks of the family's block width; every pair of chunks is a block
+    unless its product is narrower than :data:`DSP_Y_MIN`."""
     family = family.split("-")[0]
     width = DSP_WIDTH[family]
-    assert config.data_width <= width
-    requant = math.ceil(config.acc_width / width) * math.ceil(MULT_WIDTH / width)
-    return 1 + (requant if config.handoff else 0)
+    w = operand_width(config)
+    chunks = [min(width, w - k) for k in range(0, w, width)]
+    return sum(a + b >= DSP_Y_MIN[family] for a in chunks for b in chunks)
 
 
 @pytest.mark.parametrize("handoff", [True, False])

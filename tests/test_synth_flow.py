@@ -37,7 +37,7 @@ def test_core_on_ecp5_out_of_context(tmp_path):
     # SRAM bank in block RAM, multipliers in DSPs, nothing added for pins.
     assert (report.brams, report.dsps, report.fits) == (2, expected_dsps(Config(), "ecp5"),
                                                         True), report
-    assert report.ffs < 400
+    assert report.ffs < 600  # registers only: the banks alone would be 24k flip-flops
     assert report.shell_ffs == 0
 
 

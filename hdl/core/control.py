@@ -25,6 +25,9 @@ opcode. The word's fields:
                emits after the unit's latency
 ``reg_write``  it writes tile register ``addr`` (SET)
 ``emits``      it emits a flit from the last stage
+``holds``      its output unit works beside the pipeline and emits the output itself,
+               :meth:`~.units.Requantizer.delay` cycles after the operation leaves the
+               last stage (the integer hand-off: a unit with a ``delay``)
 ``unit``       which accumulator unit (an index into :attr:`Control.acc_units`)
 ``out_unit``   which output unit (an index into :attr:`Control.out_units`)
 ``emit``       which output (an index into :attr:`Control.emits`)
@@ -58,7 +61,7 @@ __all__ = ["Control", "CoreBase", "Decoder", "acc_reads", "acc_writes", "act_add
 
 #: The one-bit fields of the control word, in the struct's order.
 _FLAGS = ("legal", "act_by_addr", "act_write", "mac", "counts_mac", "acc_read", "acc_write",
-          "acc_data", "act_weight", "sum_data", "emit_sum", "reg_write", "emits")
+          "acc_data", "act_weight", "sum_data", "emit_sum", "reg_write", "emits", "holds")
 
 
 def _index_shape(n: int) -> range:
@@ -147,6 +150,7 @@ class Control:
             "emit_sum": int(kind == "acc" and row.emit is not None and row.emit.data == "unit"),
             "reg_write": int(row.reg_write),
             "emits": int(row.emit is not None),
+            "holds": int(kind == "output" and hasattr(self.units[row.unit], "delay")),
             "unit": self.acc_units.index(self.units[row.unit]) if kind == "acc" else 0,
             "out_unit": self.out_units.index(self.units[row.unit]) if kind == "output" else 0,
             "emit": self.emits.index(row.emit) if row.emit is not None else 0,
@@ -247,13 +251,14 @@ def check_units(owner: str, config: Config, ops: OpTable, units: Mapping[str, ty
             need("handoff", "output", 0, f"{why} writes its registers")
 
 
-def pipeline_hold(m: Module, core, offers, hazard=None):
+def pipeline_hold(m: Module, core, offers, hazard=None, busy=None):
     """The pipeline's hold, the same in both cores: everything moves as one (``advance``)
-    unless the last stage offers an output (``offers``) that is not taken; the stages before
-    the accumulator read also hold on ``hazard`` (``move``: they advance and there is no
-    hazard), and ``i.ready`` is ``move``. Returns ``(advance, move)``."""
+    unless the last stage offers an output (``offers``) that is not taken, or something is
+    ``busy`` (the integer hand-off in the way); the stages before the accumulator read also hold on
+    ``hazard`` (``move``: they advance and there is no hazard), and ``i.ready`` is ``move``.
+    Returns ``(advance, move)``."""
     advance = Signal()
-    m.d.comb += advance.eq(~offers | core.o.ready)
+    m.d.comb += advance.eq((~offers | core.o.ready) & ~(busy if busy is not None else 0))
     if hazard is None:
         move = advance
     else:

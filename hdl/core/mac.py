@@ -14,6 +14,7 @@ from .control import (
     core_ports,
     drive_output,
     make_units,
+    output_flit,
     pick_result,
     pipeline_hold,
     status_flags,
@@ -33,14 +34,16 @@ class MacCore(CoreBase):
         S1  activation arrives; WRITE_ACT writes; weight * activation into the product register,
             only when both are nonzero; issue the accumulator read acc[addr]
         S2  accumulator arrives; acc[addr] <= acc + product / data, wrapped or saturated;
-            READ_*, SEND and FINISH present their output flit; SET writes its register
+            READ_* and SEND present their output flit; FINISH starts the hand-off unit,
+            which offers its output later; SET writes its register
 
-    **Throughput.** One flit per cycle in and, for READ/SEND, one per cycle out, including
-    back-to-back MACs into the same accumulator. A flit's reads are issued in the cycle the
-    previous flit writes (S0 reads act while S1 writes act; S1 reads acc while S2 writes acc),
-    and the bank's read ports are transparent, so the read returns the word being written. While
-    the pipeline holds, the read ports are disabled (they keep their data) and nothing is
-    written, so the data stays current. No cycle is ever spent on a hazard.
+    **Throughput.** One flit per cycle in and, for READ/SEND, one per cycle out, including back-
+    to-back MACs into the same accumulator (but where the hand-off unit is in the way: below). A
+    flit's reads are issued in the cycle the previous flit writes (S0 reads act while S1 writes
+    act; S1 reads acc while S2 writes acc), and the bank's read ports are transparent, so the
+    read returns the word being written. While the pipeline holds, the read ports are disabled
+    (they keep their data) and nothing is written, so the data stays current. No cycle is ever
+    spent on a hazard.
 
     **Sparsity.** A MAC whose weight or activation is zero does not load the product register
     (no multiply), does not write the accumulator, and takes its one pipeline slot like any
@@ -65,9 +68,12 @@ class MacCore(CoreBase):
     **Finishing an output.** FINISH reads ``acc[addr]`` (in S2, like SEND) and sends the
     activation ``requant(acc)`` as a WRITE_ACT ``{addr: addr_b, data: act}``; the ``data``
     field of the FINISH carries where (a :func:`~wafertile.hdl.flit.handoff_layout`, echoed on
-    ``o_tag``). ``requant`` is the hand-off unit (:class:`~.units.Requantizer`); it uses the
-    tile registers that SET writes (:class:`~wafertile.hdl.flit.Reg`: MULT, SHIFT,
-    RELU; reset values 1, 0, 0)::
+    ``o_tag``). ``requant`` is the hand-off unit (:class:`~.units.Requantizer`), which works
+    beside the pipeline on the MAC's multiplier: the FINISH leaves S2 at once and the unit
+    offers its activation ``delay`` cycles later (4 with 32-bit accumulators; more when MACs
+    take the multiplier first); while it is active, an output or another FINISH waits in S2.
+    It uses the tile registers that SET writes (:class:`~wafertile.hdl.flit.Reg`: MULT,
+    SHIFT, RELU; reset values 1, 0, 0)::
 
         p   = acc * MULT                                   (exact, acc_width + 16 bits)
         r   = p / 2**SHIFT rounded to nearest, ties away from zero
@@ -131,8 +137,19 @@ class MacCore(CoreBase):
         s2_act = Signal(signed(dw))
         s2_nonzero = Signal()
 
-        # The pipeline moves as one; it holds only while S2 offers a flit that is not taken.
-        advance, _ = pipeline_hold(m, self, s2_valid & s2_ctrl.emits)
+        # The pipeline moves as one; it holds while S2 offers a flit that is not taken, and
+        # while the hand-off unit, working beside it on the MAC's multiplier, is active and
+        # an output or a FINISH is in S2 (outputs stay in order; one FINISH at a time).
+        holder = handoff if handoff is not None and hasattr(handoff, "start") else None
+        blocked = Signal()
+        offers = s2_valid & s2_ctrl.emits
+        if holder is not None:
+            offers = offers & ~s2_ctrl.holds  # FINISH's output comes from the unit
+            # (a FINISH may start the unit in the cycle the unit's last output goes)
+            done = holder.valid & self.o.ready
+            m.d.comb += blocked.eq(holder.active & s2_valid & s2_ctrl.emits
+                                   & ~(s2_ctrl.holds & done))
+        advance, _ = pipeline_hold(m, self, offers, busy=blocked)
 
         # -- S0: decode, activation read --------------------------------------------------------
         m.d.comb += [
@@ -160,7 +177,15 @@ class MacCore(CoreBase):
         if mul is not None:
             # The product register loads only for a nonzero pair: a zero operand costs no
             # multiply (the DSP's clock enable stays low).
-            m.d.comb += [mul.a.eq(word), mul.b.eq(act), mul.en.eq(advance & nonzero)]
+            a, b, en = word, act, advance & nonzero
+            if holder is not None:
+                # FINISH's limbs in the cycles no MAC loads the product register (a MAC
+                # moving from S1 to S2 takes the multiplier first; the one in S2 has used
+                # its product by the clock edge, as it always moves on)
+                m.d.comb += holder.free.eq(~(s1_valid & s1_ctrl.mac & advance))
+                a, b = Mux(holder.mul_en, holder.mul_a, a), Mux(holder.mul_en, holder.mul_b, b)
+                en = holder.mul_en | en
+            m.d.comb += [mul.a.eq(a), mul.b.eq(b), mul.en.eq(en)]
         with m.If(advance):
             m.d.sync += [s2.eq(s1), s2_ctrl.eq(s1_ctrl), s2_valid.eq(s1_valid), s2_act.eq(act),
                          s2_nonzero.eq(nonzero)]
@@ -180,7 +205,24 @@ class MacCore(CoreBase):
         if handoff is not None:  # only with config.handoff: else SET and FINISH are unknown
             m.d.comb += handoff.acc.eq(acc)
             tile_registers(m, handoff, cfg, fire & s2_ctrl.reg_write, s2)
-        drive_output(m, self, control, s2, s2_ctrl, s2_valid,
-                     {"act": s2_act, "acc": acc, "unit": handoff.o if handoff else None})
+        sources = {"act": s2_act, "acc": acc, "unit": handoff.o if handoff else None}
+        if holder is None:
+            drive_output(m, self, control, s2, s2_ctrl, s2_valid, sources)
+        else:
+            # the FINISH the unit works on: its request and control word, for its output
+            held = Signal(layout, name="finishing")
+            held_ctrl = Signal(control.layout, name="finishing_ctrl")
+            start = fire & s2_ctrl.holds
+            with m.If(start):
+                m.d.sync += [held.eq(s2), held_ctrl.eq(s2_ctrl)]
+            m.d.comb += [holder.start.eq(start), holder.ready.eq(self.o.ready),
+                         holder.product.eq(mul.o),
+                         self.o.valid.eq(holder.valid | (offers & ~holder.active))]
+            with m.If(holder.valid):
+                m.d.comb += self.o_tag.eq(held.data.as_unsigned())
+                output_flit(m.d.comb, m, control, held, held_ctrl, sources, self.o.p)
+            with m.Else():
+                m.d.comb += self.o_tag.eq(s2.data.as_unsigned())
+                output_flit(m.d.comb, m, control, s2, s2_ctrl, sources, self.o.p)
         status_flags(m, self, fire, s2_ctrl, s2_nonzero)
         return m

@@ -43,12 +43,27 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib.wiring import In, Out
 
 from ...config import Config, Overflow
-from .._util import ConfiguredComponent
+from .._util import ConfiguredComponent, any_of
 from ..flit import MULT_WIDTH, Reg
 from .fp import FpAdd, FpMul, FpToHalf, float_format, fp_relu
 
-__all__ = ["FLOAT_UNITS", "INT_UNITS", "FpBackHandoff", "FpHandoff", "FpProduct", "FpSum",
-           "IntProduct", "IntSum", "Requantizer", "Unit", "unit_kind"]
+__all__ = [
+    "FLOAT_UNITS",
+    "INT_UNITS",
+    "LIMB",
+    "SHARED_OPERAND",
+    "FpBackHandoff",
+    "FpHandoff",
+    "FpProduct",
+    "FpSum",
+    "IntProduct",
+    "IntSum",
+    "Requantizer",
+    "Unit",
+    "limbs",
+    "operand_width",
+    "unit_kind",
+]
 
 
 class Unit(ConfiguredComponent):
@@ -74,16 +89,40 @@ def unit_kind(cls) -> str | None:
     return kind if kind in ("acc", "output", "multiply") else None
 
 
+#: Bits of each of the accumulator's low limbs that the hand-off multiplies on the MAC's
+#: multiplier (unsigned, zero-extended to its 18-bit operand); the last limb is signed and at
+#: most 18 bits: one ECP5 MULT18X18D per product, in one of its configurations.
+LIMB = 17
+#: The width of the integer multiplier's operands in a core with the hand-off unit, which
+#: multiplies the accumulator's limbs on it (and of its product: twice that).
+SHARED_OPERAND = 18
+
+
+def limbs(acc_width: int) -> int:
+    """How many limbs the hand-off splits an ``acc_width``-bit accumulator into: 17-bit
+    unsigned limbs from the bottom and a last signed one of at most 18 bits."""
+    return 1 if acc_width <= SHARED_OPERAND else 2 + (acc_width - SHARED_OPERAND - 1) // LIMB
+
+
+def operand_width(config: Config) -> int:
+    """The integer multiplier's operand width: ``data_width``, or :data:`SHARED_OPERAND`
+    when the hand-off unit shares it (``config.handoff``)."""
+    return max(config.data_width, SHARED_OPERAND) if config.handoff else config.data_width
+
+
 class IntProduct(Unit):
-    """The integer core's multiplier: ``o = a * b`` (two ``data_width`` words, exact in
-    ``product_width`` bits) into a register loaded while ``en`` (``latency`` 1; the core holds
-    ``en`` low for a zero operand: no multiply, the DSP's clock enable stays low).
+    """The integer core's multiplier: ``o = a * b`` (the weight and the activation, exact)
+    into a register loaded while ``en`` (``latency`` 1; the core holds ``en`` low for a zero
+    operand: no multiply, the DSP's clock enable stays low). With the hand-off unit
+    (``config.handoff``) its operands are :data:`SHARED_OPERAND` bits wide: FINISH multiplies
+    the accumulator's limbs by MULT on it (:class:`Requantizer`) in the cycles it holds the
+    pipeline, when no MAC does.
 
     Members
     -------
-    a, b : ``In(signed(data_width))`` (the weight and the activation)
+    a, b : ``In(signed(operand_width(config)))`` (the weight and the activation)
     en : ``In(1)``
-    o : ``Out(signed(product_width))``
+    o : ``Out(signed(2 * operand_width(config)))``
     """
 
     kind = "multiply"
@@ -91,9 +130,8 @@ class IntProduct(Unit):
 
     @classmethod
     def members(cls, config: Config) -> dict:
-        dw = config.data_width
-        return {"a": In(signed(dw)), "b": In(signed(dw)), "en": In(1),
-                "o": Out(signed(config.product_width))}
+        w = operand_width(config)
+        return {"a": In(signed(w)), "b": In(signed(w)), "en": In(1), "o": Out(signed(2 * w))}
 
     def elaborate(self, platform):
         m = Module()
@@ -149,14 +187,44 @@ class Requantizer(Unit):
         r   = max(r, 0) if RELU
         act = r clamped to data_min .. data_max
 
-    Combinational (``latency`` 0). The rounding is gemmlowp's RoundingDivideByPOT: floor,
-    then +1 when the remainder is above half (or, for ``p >= 0``, exactly half: -2.5 -> -3,
-    2.5 -> 3).
+    The rounding is gemmlowp's RoundingDivideByPOT (-2.5 -> -3, 2.5 -> 3), computed as one
+    addition and an arithmetic shift: ``r = (p + c) >> SHIFT`` with ``c = 2**(SHIFT-1) -
+    [p < 0]`` for ``SHIFT >= 1``, ``c = 0`` for ``SHIFT = 0``.
+
+    **Beside the pipeline, on the MAC's multiplier.** The unit has no multiplier of its own
+    and does not hold the pipeline while it works. When a FINISH leaves the core's last stage
+    (``start``) the unit takes its accumulator and the registers into registers of its own
+    and is ``active``; the pipeline goes on (WRITE_ACTs, SETs, ADDs flow past). With ``n``
+    limbs (:func:`limbs`: for 32 bits, ``acc[17:32]`` signed and ``acc[0:17]`` unsigned) it
+    multiplies its limbs by MULT on the MAC's multiplier (``mul_en``, ``mul_a``, ``mul_b``;
+    the product register back on ``product``), the top one first, one per cycle in which the
+    multiplier is ``free`` (no MAC loads the product register at the clock edge: the core
+    says so); in the cycle after each multiply it adds the product to the sum of the ones
+    above it, shifted into place (the last into ``p``'s register); in the cycle after the
+    last sum it rounds, applies RELU and clamps from ``p`` and offers the activation
+    (``valid``) until ``ready``. So, with the multiplier free, the output is offered
+    :meth:`delay` (``n + 2``) cycles after the start; each cycle in which a MAC takes the
+    multiplier first puts it off by one. The core holds its pipeline only where the unit is
+    in the way: an output or another FINISH in the last stage while the unit is active
+    (outputs stay in order); a FINISH may start the unit in the cycle its output goes, so
+    one tile finishes an output every :meth:`delay` cycles. Every path starts at a register
+    or the accumulator RAM and ends at one, except the last step's rounding and clamp into
+    the router.
+
+    The rounding, from ``p``: ``y = p >> t`` with ``t = SHIFT - 1``, of which only the low
+    ``data_width + 2`` bits are formed, with whether ``y`` fits them (else ``act``
+    saturates) and whether ``p``'s low ``t`` bits are all zero; ``r = (y - d + 1) >> 1``
+    with ``d = 1`` for a negative ``p`` whose low ``t`` bits are zero (then ``floor((p -
+    1) / 2**t) = y - 1``), else 0. For ``SHIFT = 0``, ``r = p``.
 
     Members
     -------
     acc : ``In(signed(acc_width))``
     mult, shift, relu : ``In`` (:meth:`registers`)
+    start, free, ready : ``In(1)``
+    active, valid : ``Out(1)``
+    mul_a, mul_b : ``Out(signed(operand_width(config)))``; mul_en : ``Out(1)``
+    product : ``In(signed(2 * operand_width(config)))``
     o : ``Out(signed(data_width))``
     """
 
@@ -170,40 +238,145 @@ class Requantizer(Unit):
                 Reg.SHIFT: (Signal(range(config.acc_width + MULT_WIDTH)).shape().width, 0),
                 Reg.RELU: (1, 0)}
 
+    @staticmethod
+    def delay(config: Config) -> int:
+        """Cycles from a FINISH leaving the last stage to its activation offered (``limbs +
+        2``: 4 for accumulators of 19 to 35 bits)."""
+        return limbs(config.acc_width) + 2
+
     @classmethod
     def members(cls, config: Config) -> dict:
-        members = {"acc": In(signed(config.acc_width)), "o": Out(signed(config.data_width))}
+        w = operand_width(config)
+        members = {"acc": In(signed(config.acc_width)), "o": Out(signed(config.data_width)),
+                   "start": In(1), "free": In(1), "ready": In(1), "active": Out(1),
+                   "valid": Out(1),
+                   "mul_a": Out(signed(w)), "mul_b": Out(signed(w)), "mul_en": Out(1),
+                   "product": In(signed(2 * w))}
         members.update({reg.name.lower(): In(width)
                         for reg, (width, _) in cls.registers(config).items()})
         return members
 
+    def may_multiply(self):
+        """Whether the unit may take the multiplier this cycle: ``free`` (a formal mutation
+        takes it regardless)."""
+        return self.free
+
+    def control(self, m: Module) -> tuple[Signal, Signal, dict]:
+        """The counter of limbs multiplied, ``active`` and ``valid``, the copies of the
+        accumulator and the registers taken at the start, and the limbs to the multiplier;
+        returns the counter (0 .. ``n``), whether the product register holds the last limb's
+        product (``fresh``: a cycle after its multiply) and the copies (``"acc"`` and the
+        registers' names)."""
+        cfg = self.config
+        n = limbs(cfg.acc_width)
+        k = Signal(range(n + 1), name="step")  # limbs multiplied so far
+        fresh = Signal(name="fresh")  # the product register holds the last one's product
+        copies = {"acc": Signal.like(self.acc, name="acc_copy")}
+        copies.update({reg.name.lower(): Signal(width, name=f"{reg.name.lower()}_copy")
+                       for reg, (width, _) in self.registers(cfg).items()})
+        multiply = Signal(name="multiply")
+        m.d.comb += multiply.eq(self.active & (k < n) & self.may_multiply())
+        m.d.sync += fresh.eq(multiply)
+        with m.If(self.start):
+            m.d.sync += [self.active.eq(1), k.eq(0)]
+            m.d.sync += [copy.eq(getattr(self, name)) for name, copy in copies.items()]
+        with m.Elif(multiply):
+            m.d.sync += k.eq(k + 1)
+        with m.Elif(self.valid & self.ready):
+            m.d.sync += self.active.eq(0)
+        m.d.comb += self.valid.eq(self.active & (k == n) & ~fresh)
+        acc = copies["acc"]
+        parts = [acc[LIMB * j:LIMB * (j + 1)].as_unsigned() for j in range(n - 1)]
+        parts.append(acc[LIMB * (n - 1):].as_signed())
+        limb = parts[0]  # step k multiplies limb n - 1 - k: the top one first
+        for j in range(1, n):
+            limb = Mux(k == n - 1 - j, parts[j], limb)
+        m.d.comb += [self.mul_a.eq(limb), self.mul_b.eq(copies["mult"]),
+                     self.mul_en.eq(multiply)]
+        return k, fresh, copies
+
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
+        n = limbs(cfg.acc_width)
+        k, fresh, copies = self.control(m)
+        dw = cfg.data_width
         width = cfg.acc_width + MULT_WIDTH + 1
-        shift = self.shift
-        product = Signal(signed(width))
-        m.d.comb += product.eq(self.acc * self.mult)
-        floor = Signal(signed(width))
-        m.d.comb += floor.eq(product >> shift)
-        mask = Signal(width)
-        # bit k of the mask: k < shift (a constant 0 where no value of shift's bits is above
-        # k: written out, the comparison is one that lint calls constant)
-        top = (1 << len(shift)) - 1
-        m.d.comb += mask.eq(Cat(Const(k, range(width + 1)) < shift if k < top else Const(0)
-                                for k in range(width)))
-        remainder = product.as_unsigned() & mask
-        threshold = (mask >> 1) + (product < 0)
-        rounded = Signal(signed(width + 1))
-        m.d.comb += rounded.eq(floor + (remainder > threshold))
-        positive = Mux(self.relu & (rounded < 0), 0, rounded)
-        with m.If(positive > cfg.data_max):
-            m.d.comb += self.o.eq(cfg.data_max)
-        with m.Elif(positive < cfg.data_min):
-            m.d.comb += self.o.eq(cfg.data_min)
+        # p = acc * MULT from the limbs' products, the top limb first: the product register
+        # holds limb n-1-j's product in cycle j + 1; ``high`` the sum of the higher ones
+        p = Signal(signed(width), name="p")
+        high = Signal(signed(width), name="high")
+        product = self.product
+        for j in range(1, n + 1):
+            # high * 2**17 + product, the low 17 bits the product's own
+            below = Cat(product[:LIMB], high + (product >> LIMB)) if j > 1 else product
+            with m.If(fresh & (k == j)):
+                m.d.sync += (p if j == n else high).eq(below)
+        # the rounding from p's register: r = floor((p - [p < 0]) / 2**t + 1) / 2) with
+        # t = SHIFT - 1 (SHIFT >= 1; the same as the (p + c) >> SHIFT of the class docstring),
+        # r = p for SHIFT = 0. Only y = p >> t's low dw + 2 bits are formed, with whether y
+        # fits them (else r saturates) and whether p's low t bits are zero ([p < 0] then
+        # takes one off y)
+        shift = copies["shift"]
+        t = Signal.like(shift, name="t")
+        m.d.comb += t.eq(Mux(shift == 0, 0, shift - 1))
+        keep = dw + 2
+        y = Signal(signed(keep), name="y")
+        m.d.comb += y.eq(_shift_low(p, t, keep))
+        sign = p[-1]
+        at_most = _thermometer(t, width)  # t <= c for each c, shared by the two tests
+        overflow = Signal(name="overflow")  # y does not fit keep bits: p[t+keep-1:] not all sign
+        m.d.comb += overflow.eq(any_of((p[j] ^ sign) & at_most[j - keep + 1]
+                                     for j in range(keep - 1, width)))
+        low_zero = Signal(name="low_zero")  # p's low t bits are all zero
+        m.d.comb += low_zero.eq(~any_of(p[j] & ~at_most[j] for j in range(width)))
+        up = Signal(signed(keep + 1), name="up")
+        m.d.comb += up.eq(y + ((shift != 0) & ~(sign & low_zero)))
+        r = Signal(signed(keep), name="r")
+        m.d.comb += r.eq(Mux(shift == 0, y, up >> 1))
+        top = r[dw - 1:]  # r fits dw bits: these all equal
+        with m.If(copies["relu"] & sign):
+            m.d.comb += self.o.eq(0)
+        with m.Elif(overflow | ~((top == 0) | (top == (1 << len(top)) - 1))):
+            m.d.comb += self.o.eq(Mux(sign, cfg.data_min, cfg.data_max))
         with m.Else():
-            m.d.comb += self.o.eq(positive)
+            m.d.comb += self.o.eq(r)
         return m
+
+
+def _shift_low(value, amount, keep: int):
+    """The low ``keep`` bits of ``value >> amount`` (arithmetic), as a mux per stage of the
+    amount's bits (the largest first), each stage only as wide as the stages after it
+    still need."""
+    value = value.as_signed()
+    sign = value[-1]
+    bits = list(value)
+    for b in reversed(range(len(amount))):
+        step = 1 << b
+        need = min(keep + step - 1, len(value))  # the bits the smaller stages still read
+        shifted = [bits[i + step] if i + step < len(bits) else sign for i in range(need)]
+        bits = [Mux(amount[b], shifted[i], bits[i] if i < len(bits) else sign)
+                for i in range(need)]
+    return Cat(*bits[:keep])
+
+
+def _thermometer(value, n: int) -> list:
+    """``[value <= c for c in range(n)]`` as gates, from ``value``'s high and low halves
+    (``hi < c_hi | hi == c_hi & lo <= c_lo``, the half comparisons shared): a comparison
+    with a constant would become a carry chain of its own."""
+    half = len(value) // 2
+    lo, hi = value[:half], value[half:]
+    top = (1 << half) - 1  # (comparisons that are constant are written as constants:
+    lo_at_most = [Const(1) if c == top else lo == 0 if c == 0 else lo <= c  # lint calls
+                  for c in range(1 << half)]                                # them out)
+    hi_below = [Const(0) if c == 0 else hi < c for c in range(1 << len(hi))]
+    hi_equal = [hi == c for c in range(1 << len(hi))]
+    out = []
+    for c in range(n):
+        ch, cl = c >> half, c & ((1 << half) - 1)
+        out.append(Const(1) if ch >= 1 << len(hi) else
+                   hi_below[ch] | (hi_equal[ch] & lo_at_most[cl]))
+    return out
 
 
 class FpSum(Unit):

@@ -26,6 +26,8 @@ import numpy as np
 from ...config import Config, Overflow
 from ...hdl.core.fp import float_format
 from ...hdl.core.ops import OPS, OpTable, code_of
+from ...hdl.core.units import INT_UNITS as HDL_INT_UNITS
+from ...hdl.core.units import limbs
 from ...hdl.flit import MULT_WIDTH, Reg
 from .fp import add as fp_add
 from .fp import is_zero as fp_is_zero
@@ -34,7 +36,7 @@ from .fp import relu as fp_relu
 from .fp import to_half as fp_to_half
 
 __all__ = ["FLOAT_UNITS", "INT_UNITS", "CoreModel", "CoreResult", "Operands", "SramCycleModel",
-           "SramModel", "Unit", "requantize", "saturate", "wrap"]
+           "SramModel", "Unit", "handoff_stalls", "requantize", "saturate", "wrap"]
 
 
 def wrap(value: int, bits: int) -> int:
@@ -124,9 +126,10 @@ class CoreResult:
     #: WRITE_ACT operations executed (the ``act_written`` pulses)
     act_written: int = 0
     error: bool = False
-    #: Cycles a floating-point core holds its input for the accumulator hazard when the flits
-    #: come one per cycle: flits that use the accumulator the flit just before them writes
-    #: (``FpMacCore``; always 0 for the integer core, which never holds).
+    #: Cycles the core holds its input when the flits come one per cycle and every output is
+    #: taken at once: a floating-point core's accumulator hazard (flits that use the
+    #: accumulator the flit just before them writes, ``FpMacCore``); an integer core's
+    #: hand-off unit in the way (:func:`handoff_stalls`).
     bubbles: int = 0
 
 
@@ -234,6 +237,12 @@ class CoreModel:
         self.regs = {Reg.MULT: 1, Reg.SHIFT: 0, Reg.RELU: 0}
         #: the accumulator the flit before wrote (float bubbles), or None
         self._written: int | None = None
+        #: per flit so far, for the integer hand-off's stalls: (emits, its output comes
+        #: from the hand-off unit, an operation of the MAC unit)
+        self._flow: list[tuple[bool, bool, bool]] = []
+        hdl_handoff = HDL_INT_UNITS.get("handoff")
+        self._limbs = limbs(config.acc_width) if (not config.is_float and config.handoff and
+                                                  hasattr(hdl_handoff, "delay")) else 0
 
     def accumulate(self, old: int, addend: int) -> int:
         """``old + addend`` wrapped or saturated to ``acc_width`` (the integer core's sums)."""
@@ -272,7 +281,10 @@ class CoreModel:
         if row is None:  # no operation of this core: no effect, sticky error
             self.result.error = True
             self._written = None
+            self._flow.append((False, False, False))
             return None
+        self._flow.append((row.emit is not None, row.unit == "handoff" and self._limbs > 0,
+                           row.skips_zero))
         # missing fields are zero, as in wafertile.hdl.flit.pack
         fields = {"addr": int(flit.get("addr", 0)), "addr_b": int(flit.get("addr_b", 0))}
         value = int(flit.get("data", 0))
@@ -320,4 +332,37 @@ class CoreModel:
                 self.result.outputs.append(out)
                 mask = (1 << self.config.acc_width) - 1
                 self.result.tags.append(int(flit.get("data", 0)) & mask)
+        if self._limbs:
+            self.result.bubbles = handoff_stalls(self._limbs, self._flow)
         return self.result
+
+
+def handoff_stalls(n: int, flow: list[tuple[bool, bool, bool]]) -> int:
+    """Cycles the integer core's input waits for its hand-off unit (``docs/architecture.md``)
+    when the flits come one per cycle and every output is taken at once: per flit, whether
+    it emits, whether its output comes from the unit (FINISH), whether it is an operation of
+    the MAC unit. The unit starts when a FINISH leaves S2, multiplies ``n`` limbs in cycles
+    in which no MAC moves into S2, sums each a cycle later and offers the activation in the
+    cycle after the last sum; while it is active an output or a FINISH waits in S2 (a FINISH
+    may start it in the cycle it offers). Cycle by cycle, as the RTL."""
+    s1 = s2 = None
+    active = fresh = False
+    k = stalls = taken = 0
+    while taken < len(flow) or s1 is not None or s2 is not None:
+        offers = active and k == n and not fresh
+        blocked = active and s2 is not None and s2[0] and not (s2[1] and offers)
+        free = not (s1 is not None and s1[2] and not blocked)
+        multiply = active and k < n and free
+        if not blocked and s2 is not None and s2[1]:
+            active, k = True, 0
+        elif multiply:
+            k += 1
+        elif offers:
+            active = False
+        fresh = multiply
+        if blocked:
+            stalls += taken < len(flow)
+            continue
+        s2, s1 = s1, flow[taken] if taken < len(flow) else None
+        taken += taken < len(flow)
+    return stalls

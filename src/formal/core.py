@@ -246,9 +246,25 @@ class CoreHarness(Harness):
                         "every output's tag equals its request's data")
         waits = dut.o.valid & ~dut.o.ready
         if not fp:
-            props.check("full_rate", waits | dut.i.ready,
-                        "the core takes a flit in every cycle unless an output waits (no "
-                        "bubble)")
+            # the hand-off works beside the pipeline (units.Requantizer): an output or a
+            # FINISH waits in the last stage while it is active, a MAC while it multiplies;
+            # the only cycles the input may wait with no output waiting, never more of them
+            # in a row than the unit takes to offer its activation
+            unit = units.get("handoff")
+            hold = unit.delay(cfg) if hasattr(unit, "delay") else 0
+            finishing = [row for row in emitting if row.emit.data == "unit"]
+            pending = Signal(range(4))  # FINISHes accepted whose output has not gone
+            run = Signal(range(hold + 2))  # cycles the input has waited, in a row, so far
+            took = take & matches(req.op, finishing) if finishing else 0
+            went = dut.o.valid & dut.o.ready & (dut.o.payload.op == finishing[0].emit.op) \
+                if finishing else 0
+            stalled = ~dut.i.ready & ~waits
+            m.d.sync += [pending.eq(pending + took - went),
+                         run.eq(Mux(stalled, Mux(run > hold, run, run + 1), 0))]
+            props.check("full_rate", waits | dut.i.ready | ((pending != 0) & (run < hold)),
+                        f"the core takes a flit in every cycle unless an output waits or the "
+                        f"hand-off is in the way of a FINISH's (at most {hold} cycles in a row: "
+                        f"no other bubble)")
 
         # Covers: back-to-back MACs into one accumulator, then its value read by a read
         # accepted after them; a FINISH after a SET; the float core's bubble.

@@ -113,8 +113,18 @@ class _CutHandoff:
         return m
 
 
-class CutRequantizer(_CutHandoff, Requantizer):
-    """The integer core's requantizer, cut (:class:`_CutHandoff`)."""
+class CutRequantizer(Requantizer):
+    """The integer core's requantizer, cut: its control kept (the copies it takes when a
+    FINISH leaves the last stage, its steps beside the pipeline, the accumulator's limbs on
+    the MAC's multiplier, the output it offers), its arithmetic ``o = handoff(acc,
+    registers)`` of the copies."""
+
+    def elaborate(self, platform):
+        m = Module()
+        _, _, copies = self.control(m)
+        regs = {reg: copies[reg.name.lower()] for reg in self.registers(self.config)}
+        m.d.comb += self.o.eq(handoff(self.config, copies["acc"], regs))
+        return m
 
 
 class CutFpHandoff(_CutHandoff, FpHandoff):

@@ -157,6 +157,19 @@ class _WrongResetHarness(CoreHarness):
         return TileCore(self.config, units={**self.units(), "handoff": _WrongResetRequantizer})
 
 
+class _GreedyRequantizer(CutRequantizer):
+    """The cut requantizer taking the MAC's multiplier whether or not a MAC moves into S2
+    (the fault: that MAC's product register gets a limb's product)."""
+
+    def may_multiply(self):
+        return 1
+
+
+class _GreedyHarness(CoreHarness):
+    def make_dut(self):
+        return TileCore(self.config, units={**self.units(), "handoff": _GreedyRequantizer})
+
+
 class _SwappedGradSum(CutSum):
     """The cut sum with its operands the other way round (GRAD's only, the fault)."""
 
@@ -177,9 +190,10 @@ class _WrongRegisterHarness(PhitHarness):
         return _WrongRegisterTx(self.config)
 
 
-#: Each block's mutations: ``{block: {name: (harness class or factory, format)}}``; the
-#: format (``"int"``, ``"float"``, or None for any) picks which of the block's default
-#: checks' configurations the mutation runs on.
+#: Each block's mutations: ``{block: {name: (harness class or factory, format[, depth])}}``;
+#: the format (``"int"``, ``"float"``, or None for any) picks which of the block's default
+#: checks' configurations the mutation runs on; the depth, where given, is the least the
+#: fault needs to show (else the check's).
 MUTATIONS = {
     "buffer": {"buffer_skip_pointer": (_SkipPointerHarness, None)},
     "router": {"router_ignore_ready": (lambda config: _IgnoreReadyHarness(config, drain=0),
@@ -187,6 +201,9 @@ MUTATIONS = {
     "core": {"core_wrong_stage": (_WrongStageHarness, "int"),
              "core_fp_wrong_stage": (_WrongStageHarness, "float"),
              "core_register_reset": (_WrongResetHarness, "int"),
+             # its fault shows in the read of the MAC's accumulator, which waits in S2 for
+             # the unit's activation: step 7 (a counterexample is found fast)
+             "core_handoff_takes_multiplier": (_GreedyHarness, "int", 8),
              "core_grad_operands": (_SwappedGradHarness, "float")},
     "phit": {"phit_wrong_register": (_WrongRegisterHarness, None)},
 }

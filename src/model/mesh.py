@@ -21,7 +21,12 @@ cycle):
    with nothing left leave their buffers;
 4. each west port injects its next flit if the first router's buffer for its VC had room;
 5. each core advances unless its last stage holds an output (a reply, ADD, hand-off
-   activation or GRAD) that its router's local input cannot take; a MAC is counted in stage
+   activation or GRAD) that its router's local input cannot take; the integer core's
+   hand-off works beside the pipeline (a FINISH leaves the last stage at once, its unit
+   multiplies the accumulator's :attr:`~.timing.Timing.limbs` on the MAC's multiplier in
+   cycles no MAC moves into the last stage and offers the activation two cycles after the
+   last limb; an output or a FINISH waits in the last stage while the unit is busy); a MAC
+   is counted in stage
    3 (the float core's S3), an activation write a cycle after the take. The float core's
    first three stages also hold for a cycle, and take no flit, when the flit in S2 reads the
    accumulator that the flit in S3 writes (a MAC only with a nonzero weight and activation:
@@ -58,7 +63,7 @@ import numpy as np
 from ..hdl.core.ops import OPS, codes
 from ..hdl.flit import Port
 from .routers import ROUTERS, Grants, Router, route_bits
-from .timing import Timing
+from .timing import Timing, core_units
 
 __all__ = ["MESH_BUDGET", "MeshResult", "PhaseFlits", "mesh_seconds", "route_bits", "simulate",
            "weight_nonzero"]
@@ -110,11 +115,14 @@ def _output_ops(config) -> np.ndarray:
 def _flags(config, op: np.ndarray) -> dict[str, np.ndarray]:
     """Per flit of opcode ``op``, what the float core's hazard check sees of its operation
     (``docs/float.md``): it reads / writes ``acc[addr]`` (``reads``, ``writes``), and only
-    for a nonzero pair (``gated``: an operation that skips zeros)."""
+    for a nonzero pair (``gated``: an operation that skips zeros); and whether its output
+    comes from the integer core's hand-off unit beside the pipeline (``holds``: FINISH)."""
     def has(test):
         return np.isin(op, codes(OPS.where(test, config)))
+    units = core_units(config)
     return {"reads": has(lambda r: r.acc_read), "writes": has(lambda r: r.acc_write is not None),
-            "gated": has(lambda r: r.skips_zero)}
+            "gated": has(lambda r: r.skips_zero),
+            "holds": has(lambda r: r.unit is not None and hasattr(units[r.unit], "delay"))}
 
 
 @dataclass
@@ -142,6 +150,8 @@ class PhaseFlits:
     reads, writes, gated, wnz : numpy.ndarray
         It reads / writes ``acc[addr]``, only for a nonzero pair (``gated``), and its weight
         (the low bits of ``data``) is nonzero.
+    holds : numpy.ndarray
+        Its output comes from the integer core's hand-off unit (FINISH).
     """
 
     port: np.ndarray
@@ -160,6 +170,7 @@ class PhaseFlits:
     writes: np.ndarray | None = None
     gated: np.ndarray | None = None
     wnz: np.ndarray | None = None
+    holds: np.ndarray | None = None
 
     @classmethod
     def from_phase(cls, config, phase) -> PhaseFlits:
@@ -286,6 +297,12 @@ class _Mesh:
         # phits, the deserializer in front of the core holds a delivered flit until the cycle
         # it may be taken
         self.pipe = np.full((timing.out_stage, nodes), -1, np.int64)
+        # the integer hand-off beside the pipeline: the output flit of the FINISH it works
+        # on (-1: idle), the limbs it has multiplied, whether it multiplied last cycle
+        self.u_out = np.full(nodes, -1, np.int64)
+        self.u_k = np.zeros(nodes, np.int64)
+        self.u_fresh = np.zeros(nodes, bool)
+        self.u_go = np.zeros(nodes, bool)
         self.nonzero = None  # per node and activation address (set by simulate)
         self.rx = np.full(nodes, -1, np.int64)
         self.rx_at = np.zeros(nodes, np.int64)
@@ -314,6 +331,15 @@ class _Mesh:
         last = self.pipe[-1]
         out = f.out[np.maximum(last, 0)]
         emits = (last >= 0) & (out >= 0)
+        if self.t.limbs:  # the integer hand-off: FINISH's output comes from the unit
+            active = self.u_out >= 0
+            holds = f.holds[np.maximum(last, 0)]
+            offers = active & (self.u_k == self.t.limbs) & ~self.u_fresh
+            self.u_go = offers & self.routers.local_room(f.vc[np.maximum(self.u_out, 0)], now)
+            # a FINISH may start the unit in the cycle its last output goes
+            blocked = active & emits & ~(holds & self.u_go)
+            advance = (~(emits & ~holds) | self.routers.local_room(f.vc[out], now)) & ~blocked
+            return advance, advance
         advance = ~emits | self.routers.local_room(f.vc[out], now)
         if not self.t.hazards:
             return advance, advance
@@ -402,6 +428,9 @@ class _Mesh:
             self.last["write"] = now
         last = pipe[-1, adv]
         emits = (last >= 0) & (f.out[np.maximum(last, 0)] >= 0)
+        if t.limbs:
+            self._handoff(advance, adv, last, emits)
+            emits &= ~f.holds[np.maximum(last, 0)]
         if emits.any():
             self.routers.push(_L, adv[emits], f.out[last[emits]])
         if len(moving) == len(adv):
@@ -414,6 +443,27 @@ class _Mesh:
         pipe[0, moving] = given[moving]
         pipe[3, held] = pipe[2, held]
         pipe[2, held] = -1
+
+    def _handoff(self, advance: np.ndarray, adv: np.ndarray, last: np.ndarray,
+                 emits: np.ndarray) -> None:
+        """One cycle of the integer hand-off units: an offered activation into the router,
+        a limb multiplied where no MAC moves into the last stage, a FINISH leaving it
+        starts its unit (idle: a FINISH waits while it is active)."""
+        f = self.f
+        go = np.flatnonzero(self.u_go)
+        if len(go):
+            self.routers.push(_L, go, self.u_out[go])
+            self.u_out[go] = -1
+        s1 = self.pipe[0]
+        mac_moves = (s1 >= 0) & f.gated[np.maximum(s1, 0)] & advance
+        multiply = (self.u_out >= 0) & (self.u_k < self.t.limbs) & ~mac_moves
+        self.u_k += multiply
+        self.u_fresh = multiply
+        start = emits & f.holds[np.maximum(last, 0)]
+        if start.any():
+            at = adv[start]
+            self.u_out[at] = f.out[last[start]]
+            self.u_k[at] = 0
 
     def take(self, now: int, move: np.ndarray) -> np.ndarray:
         """With phits: the flit each core takes from its deserializer this cycle."""

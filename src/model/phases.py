@@ -14,7 +14,9 @@ slowest row:
   host.
 - **hand-off** (:func:`handoff_cycles`): every FINISH makes its tile multicast one
   activation to a range of its row. Each receiving tile takes one flit per slot through its
-  local port, both the host's flits addressed to it and the activations, so the phase is a
+  local port, both the host's flits addressed to it and the activations (the integer
+  hand-off offers a FINISH's activation :attr:`~.timing.Timing.finish_delay` cycles after
+  the FINISH leaves the core, one FINISH at a time), so the phase is a
   server per tile over the arrival times of its activations (after each sending tile's own
   output rate); it ends in the cycle after the last activation is written (stage 2 of the
   receiving core).
@@ -134,8 +136,10 @@ def handoff_cycles(timing: Timing, port: np.ndarray, x0: np.ndarray, x1: np.ndar
     # the FINISHes: their output out_stage cycles after their core takes them, then the
     # sending tile's output rate
     sender = tile[fin]
-    stage3 = taken[fin] + timing.out_stage
+    stage3 = taken[fin] + timing.out_stage + timing.finish_delay
     service = np.where(tile_x[fin] == 0, timing.west_service, timing.out_service)
+    if timing.limbs:  # one FINISH at a time in the unit, every finish_delay cycles
+        service = np.maximum(service, timing.finish_delay)
     sent = server(sender, timing.next_slot(stage3 + 1), service)
     # every activation to every tile of its range, one slot per router from the sender
     tx0, tx1 = handoff_targets(cfg, np.asarray(data)[flit[fin]])

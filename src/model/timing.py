@@ -18,7 +18,11 @@ configuration), not a correction per workload:
   cycle after the take), the MAC counted in S3, the output offered in S4
   (:attr:`Timing.write_stage`, :attr:`Timing.mac_stage`, :attr:`Timing.out_stage`: cycles
   after the take); it holds its first three stages for a cycle when the flit in S2 reads the
-  accumulator the flit in S3 writes (the hazard bubble, :mod:`.mesh`).
+  accumulator the flit in S3 writes (the hazard bubble, :mod:`.mesh`). The integer core's
+  hand-off works beside its pipeline on the MAC's multiplier: a FINISH leaves the third
+  stage like any flit and its activation is offered :attr:`Timing.finish_delay` cycles
+  later (4 for 32-bit accumulators), one more for each cycle a MAC took the multiplier
+  first; an output or another FINISH waits in the third stage while the unit is busy.
 - **A tile's outputs.** A core's output enters its router's local input at the next slot
   boundary and leaves the fabric (or enters another core) one slot per router later
   (:meth:`Timing.from_core`). One tile sends at most one output per
@@ -34,8 +38,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import Config
+from ..hdl.core.units import FLOAT_UNITS, INT_UNITS, limbs
 
-__all__ = ["Timing"]
+__all__ = ["Timing", "core_units"]
+
+
+def core_units(config: Config) -> dict[str, type]:
+    """The units of the core ``config`` makes, by name (:mod:`wafertile.hdl.core.units`)."""
+    return FLOAT_UNITS if config.is_float else INT_UNITS
 
 #: Cycles between two outputs of one tile, per (router_arch, phits): measured with runs of
 #: READs to one tile (``benchmarks/model.py --micro``). With 2 phits the core's three-stage
@@ -110,6 +120,22 @@ class Timing:
         """Cycles from the take to the cycle the core offers the flit's output (integer core
         2, float 4): also the number of pipeline registers behind the first stage."""
         return 4 if self.config.is_float else 2
+
+    @property
+    def limbs(self) -> int:
+        """Limbs the integer core's hand-off multiplies on the MAC's multiplier, one per
+        cycle in which no MAC moves into the last stage
+        (:class:`~wafertile.hdl.core.units.Requantizer`: 2 for accumulators of 19 to 35
+        bits); 0 for a core whose hand-off is combinational (the float core) or absent."""
+        unit = core_units(self.config).get("handoff")
+        return limbs(self.config.acc_width) if self.config.handoff and hasattr(
+            unit, "delay") else 0
+
+    @property
+    def finish_delay(self) -> int:
+        """Cycles from a FINISH leaving the integer core's last stage to its activation
+        offered, with the multiplier free (``limbs + 2``; 0 without such a unit)."""
+        return self.limbs + 2 if self.limbs else 0
 
     @property
     def hazards(self) -> bool:

@@ -161,7 +161,8 @@ def _as_words(net: Network) -> Network:
 def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nxt, base: int,
                    *, op: Opcode = Opcode.FINISH) -> list[Phase]:
     """The hand-off of pass ``p``'s outputs, in rounds of :func:`handoff_window` FINISHes per
-    tile; the SETs of the layer's requantization first (per output where it varies).
+    tile; the SETs of the layer's requantization first (per output where it varies). An
+    integer layer's FINISHes (each after its own SETs) take turns over the tiles of a row.
 
     ``nxt`` (the next layer's plan, or anything with its ``chunk`` and ``G``) says which
     tiles of the row take output ``i`` (its column block), at ``base + i`` within its chunk.
@@ -194,6 +195,10 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
                 if per_layer:
                     regs = dict.fromkeys(range(plan.G), None if config.is_float else
                                          (int(layer.mult[0]), int(layer.shift[0])))
+            # the integer FINISHes (with their SETs) go out round-robin over the tiles of the
+            # row: each tile's hand-off unit works beside its pipeline, one FINISH at a time,
+            # while the row's next flits go to the other tiles
+            turns: list[list[list[dict]]] = [[] for _ in parts]
             for g, part in enumerate(parts):
                 if config.is_float or op is not Opcode.FINISH:  # no SET: one add per tile
                     s = np.arange(r * window, min((r + 1) * window, len(part)))
@@ -211,17 +216,22 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
                     i = int(part[s])
                     want = None if config.is_float or op is not Opcode.FINISH else \
                         (int(layer.mult[i]), int(layer.shift[i]))
+                    turn = []
                     if regs[g] != want:  # this output's own requantization
                         for reg, value in ((Reg.MULT, want[0]), (Reg.SHIFT, want[1])):
-                            flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=Opcode.SET.value,
-                                      addr=reg.value, data=value)
+                            turn.append({"op": Opcode.SET.value, "addr": reg.value,
+                                         "data": value})
                         regs[g] = want
                     k = i // nxt.chunk
                     x0, x1 = k * nxt.G, k * nxt.G + nxt.G - 1
-                    flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=op.value, addr=s,
-                              addr_b=base + i - k * nxt.chunk,
-                              data=encode_handoff(config, x0=x0, x1=x1, y=y, vc=vc))
+                    turn.append({"op": op.value, "addr": s, "addr_b": base + i - k * nxt.chunk,
+                                 "data": encode_handoff(config, x0=x0, x1=x1, y=y, vc=vc)})
+                    turns[g].append(turn)
                     writes += x1 - x0 + 1
+            for j in range(max(map(len, turns))):
+                for g, mine in enumerate(turns):
+                    for fields in mine[j] if j < len(mine) else ():
+                        flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, **fields)
             if y == rows - 1:
                 current = regs
         phases.append(flits.phase("handoff", handoff_writes=writes))
