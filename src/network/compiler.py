@@ -228,7 +228,7 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
                                  "data": encode_handoff(config, x0=x0, x1=x1, y=y, vc=vc)})
                     turns[g].append(turn)
                     writes += x1 - x0 + 1
-            for j in range(max(map(len, turns))):
+            for j in range(max(map(len, turns), default=0)):
                 for g, mine in enumerate(turns):
                     for fields in mine[j] if j < len(mine) else ():
                         flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, **fields)
