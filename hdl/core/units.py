@@ -114,9 +114,9 @@ class IntProduct(Unit):
     """The integer core's multiplier: ``o = a * b`` (the weight and the activation, exact)
     into a register loaded while ``en`` (``latency`` 1; the core holds ``en`` low for a zero
     operand: no multiply, the DSP's clock enable stays low). With the hand-off unit
-    (``config.handoff``) its operands are :data:`SHARED_OPERAND` bits wide: FINISH multiplies
-    the accumulator's limbs by MULT on it (:class:`Requantizer`) in the cycles it holds the
-    pipeline, when no MAC does.
+    (``config.handoff``) its operands are :data:`SHARED_OPERAND` bits wide: FINISH's hand-off
+    multiplies the accumulator's limbs by MULT on it (:class:`Requantizer`) in cycles in which
+    no MAC moves into the last stage.
 
     Members
     -------
@@ -302,8 +302,8 @@ class Requantizer(Unit):
         k, fresh, copies = self.control(m)
         dw = cfg.data_width
         width = cfg.acc_width + MULT_WIDTH + 1
-        # p = acc * MULT from the limbs' products, the top limb first: the product register
-        # holds limb n-1-j's product in cycle j + 1; ``high`` the sum of the higher ones
+        # p = acc * MULT from the limbs' products, the top limb first: the cycle after the
+        # j-th multiply (fresh, k = j) adds its product; ``high`` the sum of the higher ones
         p = Signal(signed(width), name="p")
         high = Signal(signed(width), name="high")
         product = self.product
@@ -312,7 +312,7 @@ class Requantizer(Unit):
             below = Cat(product[:LIMB], high + (product >> LIMB)) if j > 1 else product
             with m.If(fresh & (k == j)):
                 m.d.sync += (p if j == n else high).eq(below)
-        # the rounding from p's register: r = floor((p - [p < 0]) / 2**t + 1) / 2) with
+        # the rounding from p's register: r = floor((floor((p - [p < 0]) / 2**t) + 1) / 2) with
         # t = SHIFT - 1 (SHIFT >= 1; the same as the (p + c) >> SHIFT of the class docstring),
         # r = p for SHIFT = 0. Only y = p >> t's low dw + 2 bits are formed, with whether y
         # fits them (else r saturates) and whether p's low t bits are zero ([p < 0] then
