@@ -25,7 +25,7 @@ import numpy as np
 
 from ...config import Config, Overflow
 from ...hdl.core.fp import float_format
-from ...hdl.core.ops import OPS, OpTable, code_of
+from ...hdl.core.ops import OPS, Op, OpTable, code_of
 from ...hdl.core.units import INT_UNITS as HDL_INT_UNITS
 from ...hdl.core.units import limbs
 from ...hdl.flit import MULT_WIDTH, Reg
@@ -237,8 +237,7 @@ class CoreModel:
         self.regs = {Reg.MULT: 1, Reg.SHIFT: 0, Reg.RELU: 0}
         #: the accumulator the flit before wrote (float bubbles), or None
         self._written: int | None = None
-        #: per flit so far, for the integer hand-off's stalls: (emits, its output comes
-        #: from the hand-off unit, an operation of the MAC unit)
+        #: per flit :meth:`run` has applied, for the integer hand-off's stalls (:meth:`_flow_of`)
         self._flow: list[tuple[bool, bool, bool]] = []
         hdl_handoff = HDL_INT_UNITS.get("handoff")
         self._limbs = limbs(config.acc_width) if (not config.is_float and config.handoff and
@@ -274,17 +273,11 @@ class CoreModel:
     def step(self, flit: Mapping[str, Any]) -> dict[str, Any] | None:
         """Apply one flit; return the flit the core emits for it, if any."""
         cfg, mem = self.config, self.sram
-        try:
-            row = self._legal.get(code_of(flit["op"]))
-        except TypeError:
-            row = None
+        row = self._row(flit)
         if row is None:  # no operation of this core: no effect, sticky error
             self.result.error = True
             self._written = None
-            self._flow.append((False, False, False))
             return None
-        self._flow.append((row.emit is not None, row.unit == "handoff" and self._limbs > 0,
-                           row.skips_zero))
         # missing fields are zero, as in wafertile.hdl.flit.pack
         fields = {"addr": int(flit.get("addr", 0)), "addr_b": int(flit.get("addr_b", 0))}
         value = int(flit.get("data", 0))
@@ -324,9 +317,26 @@ class CoreModel:
                 "addr_b": fields[emit.addr_b] if emit.addr_b else 0,
                 "data": int({"act": act, "acc": acc, "unit": result}[emit.data])}
 
+    def _row(self, flit: Mapping[str, Any]) -> Op | None:
+        """The operation of ``flit``'s opcode that this core executes, or None."""
+        try:
+            return self._legal.get(code_of(flit["op"]))
+        except TypeError:
+            return None
+
+    def _flow_of(self, flit: Mapping[str, Any]) -> tuple[bool, bool, bool]:
+        """What :func:`handoff_stalls` needs of a flit: it emits, its output comes from the
+        hand-off unit, it is an operation of the MAC unit (none of them for no operation)."""
+        row = self._row(flit)
+        if row is None:
+            return False, False, False
+        return row.emit is not None, row.unit == "handoff", row.skips_zero
+
     def run(self, flits: Iterable[Mapping[str, Any]]) -> CoreResult:
         """Apply every flit in order; the result accumulates over calls."""
         for flit in flits:
+            if self._limbs:  # (run only: step's callers, the array model, need no timing)
+                self._flow.append(self._flow_of(flit))
             out = self.step(flit)
             if out is not None:
                 self.result.outputs.append(out)
