@@ -42,6 +42,10 @@ class VcBuffer(CheckedComponent):
     head_width : int
         Bits of a sideband word stored with each flit and readable for the head of every VC
         at once (``head``), in a small RAM per VC (0: none).
+    peek : bool
+        Add a second read port that shows any stored flit, for proofs only (``wafertile
+        formal``: the invariants of a k-induction name the words behind a VC's head). The
+        fabric never sets it; it changes nothing else.
 
     Members
     -------
@@ -68,6 +72,11 @@ class VcBuffer(CheckedComponent):
         Bit ``v``: remove VC ``v``'s head (in the slot's last phase).
     phase : ``In(range(phits))`` (with ``phits > 1``)
         The phase of the slot, shared by the whole fabric.
+    peek_vc, peek_ahead, peek_phase : ``In`` (with ``peek``; ``peek_phase`` with ``phits > 1``)
+        Which stored word ``peek_data`` shows: word ``peek_phase`` of the flit
+        ``peek_ahead`` places behind VC ``peek_vc``'s head (0: the head).
+    peek_data : ``Out(width)``, peek_head : ``Out(head_width)`` (with ``peek``)
+        That word, and the sideband stored with that flit (with ``head_width``).
 
     Raises
     ------
@@ -78,9 +87,9 @@ class VcBuffer(CheckedComponent):
     """
 
     def __init__(self, *, num_vcs: int, depth: int, width: int, phits: int = 1,
-                 head_width: int = 0):
+                 head_width: int = 0, peek: bool = False):
         self._num_vcs, self._depth, self._width = num_vcs, depth, width
-        self._phits, self._head_width = phits, head_width
+        self._phits, self._head_width, self._peek = phits, head_width, bool(peek)
         vbits = _bits(num_vcs)
         members = {
             "w_valid": In(1), "w_vc": In(vbits), "w_data": In(width),
@@ -94,10 +103,16 @@ class VcBuffer(CheckedComponent):
             members["head"] = Out(head_width).array(num_vcs)
         if phits > 1:
             members["phase"] = In(range(phits))
+        if peek:
+            members.update(peek_vc=In(vbits), peek_ahead=In(range(depth)), peek_data=Out(width))
+            if phits > 1:
+                members["peek_phase"] = In(range(phits))
+            if head_width:
+                members["peek_head"] = Out(head_width)
         super().__init__(members)
 
     @classmethod
-    def check(cls, *, num_vcs, depth, width, phits=1, head_width=0) -> None:
+    def check(cls, *, num_vcs, depth, width, phits=1, head_width=0, peek=False) -> None:
         for name, value, low in (("num_vcs", num_vcs, 1), ("depth", depth, 1),
                                  ("width", width, 1), ("phits", phits, 1),
                                  ("head_width", head_width, 0)):
@@ -143,10 +158,11 @@ class VcBuffer(CheckedComponent):
             with m.If(self.pop[v] & last):
                 m.d.sync += rp.eq(rp + 1)
 
-        def at(ptrs, vc):
-            """Address of the word of the current phase of VC ``vc``'s flit at ``ptrs[vc]``."""
-            ptr = pick([vc == v for v in range(nv)], [p[:abits] for p in ptrs])
-            return Cat(phase[:pbits], ptr[:abits], vc[:vbits]) if n > 1 else \
+        def at(ptrs, vc, ahead=0, word=phase):
+            """Address of word ``word`` (default: the current phase's) of the flit ``ahead``
+            places behind ``ptrs[vc]`` in VC ``vc``."""
+            ptr = pick([vc == v for v in range(nv)], [p[:abits] for p in ptrs]) + ahead
+            return Cat(word[:pbits], ptr[:abits], vc[:vbits]) if n > 1 else \
                 Cat(ptr[:abits], vc[:vbits])
 
         m.submodules.ram = ram = Memory(shape=unsigned(self._width), depth=nv << (pbits + abits),
@@ -160,6 +176,11 @@ class VcBuffer(CheckedComponent):
             rd.addr.eq(at(rps, self.r_vc)),
             self.r_data.eq(rd.data),
         ]
+        if self._peek:
+            pk = ram.read_port(domain="comb")
+            m.d.comb += [pk.addr.eq(at(rps, self.peek_vc, self.peek_ahead,
+                                       self.peek_phase if n > 1 else phase)),
+                         self.peek_data.eq(pk.data)]
 
         # The sideband: one small RAM per VC, so that every VC's head is visible at once.
         for v in range(self._head_width and nv):
@@ -171,4 +192,9 @@ class VcBuffer(CheckedComponent):
                 swr.addr.eq(wps[v][:abits]), swr.data.eq(self.w_head), swr.en.eq(self.push[v]),
                 srd.addr.eq(rps[v][:abits]), self.head[v].eq(srd.data),
             ]
+            if self._peek:
+                spk = side.read_port(domain="comb")
+                m.d.comb += spk.addr.eq(rps[v][:abits] + self.peek_ahead)
+                with m.If(self.peek_vc == v):
+                    m.d.comb += self.peek_head.eq(spk.data)
         return m

@@ -73,6 +73,19 @@ class PhitTx(_PhitAdapter):
     def __init__(self, config: Config):
         super().__init__(config, {"i": In(LinkSignature(config)),
                                   "o": Out(LinkSignature(config, phit=True))})
+        w = config.phit_width
+        self._state = {
+            "phase": Signal(range(config.phits), name="phase_seen"),
+            "busy": Signal(name="busy"),       # sending phits 1 .. n-1 of the flit taken in phase 0
+            "rest": Signal(config.phits * w - w, name="rest"),  # those (loaded once: no shift)
+        }
+
+    @property
+    def state(self) -> dict:
+        """The serializer's registers, for proofs (the invariants of ``wafertile formal``):
+        ``phase`` (a copy of its phase counter), ``busy`` (sending phits 1 .. n-1 of a flit)
+        and ``rest`` (those phits)."""
+        return dict(self._state)
 
     def elaborate(self, platform):
         cfg = self.config
@@ -83,8 +96,8 @@ class PhitTx(_PhitAdapter):
         first = phase == 0
         m.d.comb += self.i.ready.eq(Mux(first, self.o.ready, 0))
         take = self.i.valid & (self.i.ready.bit_select(self.i.flit.header.vc, 1))
-        busy = Signal()                     # sending phits 1 .. n-1 of the flit taken in phase 0
-        rest = Signal(n * w - w)            # those phits (loaded once: no shifting)
+        busy, rest = self._state["busy"], self._state["rest"]
+        m.d.comb += self._state["phase"].eq(phase)
         with m.If(first):
             m.d.sync += [busy.eq(take), rest.eq(flit[w:])]
         with m.Elif(phase == n - 1):
@@ -122,6 +135,20 @@ class PhitRx(_PhitAdapter):
         self._per_vc = bool(per_vc)
         super().__init__(config, {"i": In(LinkSignature(config, phit=True)),
                                   "o": Out(LinkSignature(config))})
+        regs = config.num_vcs if self._per_vc else 1
+        self._state = {
+            "phase": Signal(range(config.phits), name="phase_seen"),
+            "vc": Signal(config.vc_width, name="rx_vc"),  # the arriving flit's, from phase 0
+            "holds": [Signal(flit_layout(config), name=f"hold{r}") for r in range(regs)],
+            "fulls": [Signal(name=f"full{r}") for r in range(regs)],
+        }
+
+    @property
+    def state(self) -> dict:
+        """The deserializer's registers, for proofs (the invariants of ``wafertile formal``):
+        ``phase`` (a copy of its phase counter), ``vc`` (the arriving flit's VC, kept from
+        phase 0), and per register (one, or one per VC) ``holds`` and ``fulls``."""
+        return dict(self._state)
 
     @property
     def per_vc(self) -> bool:
@@ -132,12 +159,12 @@ class PhitRx(_PhitAdapter):
         m = Module()
         n, w, nv = cfg.phits, cfg.phit_width, cfg.num_vcs
         phase = phase_counter(m, cfg)
+        m.d.comb += self._state["phase"].eq(phase)
         regs = nv if self._per_vc else 1
-        holds = [Signal(flit_layout(cfg), name=f"hold{r}") for r in range(regs)]
-        fulls = [Signal(name=f"full{r}") for r in range(regs)]
+        holds, fulls = self._state["holds"], self._state["fulls"]
         # the arriving flit's VC: in the header, in phit 0
         vc0 = data.View(header_layout(cfg), self.i.phit[:cfg.header_width]).vc
-        rx_vc = Signal(cfg.vc_width)
+        rx_vc = self._state["vc"]
         with m.If(phase == 0):
             m.d.sync += rx_vc.eq(vc0)
         vc_now = Mux(phase == 0, vc0, rx_vc)

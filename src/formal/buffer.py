@@ -8,8 +8,10 @@ the contract, whose breach would show in the router checks as a flit that was ne
 accepted.
 
 - :class:`BufferCountHarness` (k-induction): occupancy, overflow and ready.
-- :class:`BufferFifoHarness` (BMC): a watched flit, chosen by the solver among the pushed
-  ones, is read out of its VC unchanged, after exactly the flits that were ahead of it.
+- :class:`BufferFifoHarness` (k-induction): a watched flit, chosen by the solver among the
+  pushed ones, is read out of its VC unchanged, after exactly the flits that were ahead of
+  it. Its invariants name the words stored behind a VC's head, which the buffer shows
+  through its proof-only read port (``peek``).
 """
 
 from __future__ import annotations
@@ -30,13 +32,16 @@ class _BufferHarness(Harness):
     inputs. ``buffer_class`` replaces :class:`VcBuffer` (a mutation)."""
 
     buffer_class = VcBuffer
+    #: build the buffer with its proof-only read port (:class:`VcBuffer` ``peek``)
+    peek = False
 
     def _buffer(self, m: Module, props: Properties):
         cfg = self.config
         n = cfg.phits
         head = 5 if n == 1 else 0
         buf = self.buffer_class(num_vcs=cfg.num_vcs, depth=cfg.buffer_depth,
-                                width=cfg.phit_width, phits=n, head_width=head)
+                                width=cfg.phit_width, phits=n, head_width=head,
+                                peek=self.peek)
         m.submodules.dut = buf
         phase = phase_counter(m, cfg) if n > 1 else Const(0, 1)
         last = (phase == n - 1) if n > 1 else Const(1)
@@ -97,7 +102,10 @@ class BufferCountHarness(_BufferHarness):
 class BufferFifoHarness(_BufferHarness):
     """A watched flit (the solver picks which push) comes out of its VC's head unchanged,
     word by word, with its sideband, after exactly the flits that were ahead of it, and is
-    in the buffer until it is popped (BMC)."""
+    in the buffer until it is popped. Proved by k-induction, with the invariants it needs
+    (:meth:`build`) stated as properties of their own."""
+
+    peek = True
 
     def build(self, m: Module, props: Properties) -> None:
         cfg = self.config
@@ -105,6 +113,10 @@ class BufferFifoHarness(_BufferHarness):
         buf, phase, last = self._buffer(m, props)
         vc = AnyConst(buf.w_vc.shape())
         props.assume("watched_vc_in_range", vc < cfg.num_vcs, "the watched VC exists")
+        # the word that the invariants and the read-back check: any one, chosen by the
+        # solver once (a proof for every choice is a proof for every word)
+        word = AnyConst(range(n)) if n > 1 else Const(0, 1)
+        props.assume("watched_word_in_range", word < n, "the checked word is one of the flit's")
         pick = AnySeq(1)
         level = buf.level[0]
         for v in range(1, cfg.num_vcs):
@@ -124,7 +136,7 @@ class BufferFifoHarness(_BufferHarness):
             if side is not None:
                 m.d.sync += side.eq(buf.w_head)
         # the words of the watched flit: phase k of its slot
-        slot = Signal()  # inside the watched flit's write slot
+        slot = Signal()  # inside the watched flit's write slot, after its phase 0
         with m.If(start & ~last):
             m.d.sync += slot.eq(1)
         with m.Elif(last):
@@ -137,16 +149,44 @@ class BufferFifoHarness(_BufferHarness):
                 m.d.sync += [armed.eq(0), done.eq(1)]
             with m.Else():
                 m.d.sync += ahead.eq(ahead - 1)
+        watched = words[0]
+        for k in range(1, n):
+            watched = Mux(word == k, words[k], watched)
+
+        # The invariants (each also a property): what the buffer holds for the watched flit.
+        m.d.comb += [buf.peek_vc.eq(vc), buf.peek_ahead.eq(ahead)]
+        if n > 1:
+            m.d.comb += buf.peek_phase.eq(word)
+        for v in range(cfg.num_vcs):
+            props.check(f"inv_level_vc{v}", buf.level[v] <= depth,
+                        f"invariant: VC {v} holds at most buffer_depth flits")
+        props.check("inv_states", ~(armed & done) & (~slot | armed),
+                    "invariant: the watched flit is in one state at a time")
+        stored = armed & ~slot
+        props.check("inv_stored_ahead", ~stored | (ahead < level),
+                    "invariant: once written, the watched flit is among its VC's flits, "
+                    "`ahead` places behind the head")
+        props.check("inv_stored_word", ~stored | (buf.peek_data == watched),
+                    "invariant: the buffer holds the watched flit's words there")
+        if side is not None:
+            props.check("inv_stored_sideband", ~stored | (buf.peek_head == side),
+                        "invariant: and its sideband")
+        if n > 1:
+            props.check("inv_writing", ~slot | ((ahead == level) & pushed_here & (phase != 0)),
+                        "invariant: while the watched flit is written (its slot after phase "
+                        "0) every VC's pointers stand still and its words go in behind the "
+                        "flits ahead of it")
+            props.check("inv_written_words", ~slot | (word >= phase) |
+                        (buf.peek_data == watched),
+                        "invariant: the words of its slot written so far are in the buffer")
 
         at_head = armed & (ahead == 0) & ~slot & ~start
         props.check("watched_in_buffer", ~armed | (level > ahead) | slot | start,
                     "the watched flit stays in its VC until it is popped")
-        with m.If(at_head & (buf.r_vc == vc)):
-            for k in range(n):
-                with m.If(phase == k):
-                    props.check(f"head_word{k}", buf.r_data == words[k],
-                                f"the watched flit's word {k} is read back unchanged when it "
-                                f"is at the head of its VC (FIFO order)")
+        with m.If(at_head & (buf.r_vc == vc) & (phase == word)):
+            props.check("head_word", buf.r_data == watched,
+                        "each word of the watched flit is read back unchanged, in its phase, "
+                        "when the flit is at the head of its VC (FIFO order)")
         if side is not None:
             with m.If(at_head):
                 head = buf.head[0]

@@ -84,6 +84,10 @@ def _route(base, given, deep):
                   "every header and position") for r, c in sizes]
 
 
+#: Induction length of the buffer's FIFO proof.
+FIFO_K = 2
+
+
 def _buffer(base, given, deep):
     if "router_arch" in given or "phits" in given:
         variants = [{}]
@@ -100,10 +104,12 @@ def _buffer(base, given, deep):
             Check(f"buffer_count_{tag}", "buffer", cfg, BufferCountHarness, "prove", 4,
                   cover_depth=(cfg.num_vcs * cfg.buffer_depth + 2) * cfg.phits,
                   why="the counters are their own inductive invariant"),
-            Check(f"buffer_fifo_{tag}", "buffer", cfg, BufferFifoHarness, "bmc", fifo_depth,
+            Check(f"buffer_fifo_{tag}", "buffer", cfg, BufferFifoHarness, "prove", FIFO_K,
                   cover_depth=fifo_depth,
-                  why="fills a VC, then reads the watched flit out behind buffer_depth - 1 "
-                      "others"),
+                  why="the invariants tie the watched flit's words to the buffer's RAM "
+                      "behind its VC's head (read through the proof-only peek port); the "
+                      "cover fills a VC and reads the watched flit out behind "
+                      "buffer_depth - 1 others"),
         ]
     return out
 
@@ -180,12 +186,13 @@ def _phit(base, given, deep):
     for v in variants:
         cfg = _config(base, router_arch="lite", **v)
         for per_vc in (False, True):
-            depth = 5 * cfg.phits + 2
+            cover = 5 * cfg.phits + 2
             out.append(Check(
                 f"phit_{'per_vc' if per_vc else 'shared'}_p{cfg.phits}", "phit", cfg,
-                lambda c, per_vc=per_vc: PhitHarness(c, per_vc=per_vc), "bmc", depth,
-                cover_depth=depth, why="several flits back to back through both adapters, "
-                "with the deserializer's register refused and held"))
+                lambda c, per_vc=per_vc: PhitHarness(c, per_vc=per_vc), "prove", cfg.phits,
+                cover_depth=cover, why="the invariants tie the scoreboard to the adapters' "
+                "registers; an induction over a slot; the cover runs several flits back to "
+                "back through both, with the deserializer's register refused and held"))
     return out
 
 

@@ -9,6 +9,9 @@ inside and alter one signal on its way.
 
 - ``buffer_skip_pointer``: :class:`~wafertile.hdl.noc.VcBuffer` whose read pointer skips its
   update when VC 0 is full (the pop is lost): occupancy no longer counts pops.
+- ``buffer_wrong_head``: a :class:`~wafertile.hdl.noc.VcBuffer` that shows VC 1's head word
+  for VC 0 while VC 1 is full: a flit read out of its VC is not the one that went in (FIFO
+  data).
 - ``router_ignore_ready``: a router that takes VC 1's ``ready`` on its east output as always
   high: it sends into a full downstream buffer (link rule), for every micro-architecture.
 - ``core_wrong_stage``: a tile core whose accumulator read port is not transparent, so the
@@ -34,35 +37,63 @@ from ..config import Config
 from ..hdl.core import SramBank, TileCore
 from ..hdl.flit import Reg
 from ..hdl.noc import PhitTx, VcBuffer, make_router, phase_counter
-from .buffer import BufferCountHarness
+from .buffer import BufferCountHarness, BufferFifoHarness
 from .core import CoreHarness
 from .cut import CutRequantizer, CutSum, accumulate
 from .phit import PhitHarness
 from .router import RouterHarness
 
-__all__ = ["MUTANT_HARNESSES", "MUTATIONS", "MUTATION_NAMES", "SkipPointerBuffer", "mutant"]
+__all__ = ["MUTANT_HARNESSES", "MUTATIONS", "MUTATION_NAMES", "SkipPointerBuffer",
+           "WrongHeadBuffer", "mutant"]
 
 
-class SkipPointerBuffer(VcBuffer):
-    """A :class:`VcBuffer` whose read pointer of VC 0 does not move on a pop when VC 0 is
-    full (the pop is dropped on its way in)."""
+class _WrappedBuffer(VcBuffer):
+    """A :class:`VcBuffer` around a real one, every member passed through but those
+    :meth:`alter` drives."""
+
+    def alter(self, m: Module, inner: VcBuffer, name: str) -> bool:
+        """Drive member ``name`` between ``self`` and ``inner`` the faulty way (True), or
+        leave it to be passed through (False)."""
+        return False
 
     def elaborate(self, platform):
         m = Module()
         inner = VcBuffer(num_vcs=self._num_vcs, depth=self._depth, width=self._width,
-                         phits=self._phits, head_width=self._head_width)
+                         phits=self._phits, head_width=self._head_width, peek=self._peek)
         m.submodules.inner = inner
         for name, member in self.signature.members.items():
-            ours, theirs = getattr(self, name), getattr(inner, name)
-            if name == "pop":
-                full0 = self.level[0] == self._depth
-                m.d.comb += theirs.eq(Cat(ours[0] & ~full0, ours[1:]))
+            if self.alter(m, inner, name):
                 continue
+            ours, theirs = getattr(self, name), getattr(inner, name)
             pairs = zip(ours, theirs, strict=True) if isinstance(ours, list) else \
                 [(ours, theirs)]
             for a, b in pairs:
                 m.d.comb += b.eq(a) if member.flow == wiring.In else a.eq(b)
         return m
+
+
+class SkipPointerBuffer(_WrappedBuffer):
+    """A :class:`VcBuffer` whose read pointer of VC 0 does not move on a pop when VC 0 is
+    full (the pop is dropped on its way in)."""
+
+    def alter(self, m, inner, name):
+        if name != "pop":
+            return False
+        full0 = self.level[0] == self._depth
+        m.d.comb += inner.pop.eq(Cat(self.pop[0] & ~full0, self.pop[1:]))
+        return True
+
+
+class WrongHeadBuffer(_WrappedBuffer):
+    """A :class:`VcBuffer` that shows VC 1's head word when VC 0's is asked for while VC 1 is
+    full (a read address multiplexer with a wrong select term)."""
+
+    def alter(self, m, inner, name):
+        if name != "r_vc":
+            return False
+        full1 = self.level[1] == self._depth
+        m.d.comb += inner.r_vc.eq(Mux((self.r_vc == 0) & full1, 1, self.r_vc))
+        return True
 
 
 def _ignore_ready(config: Config):
@@ -114,10 +145,18 @@ class _WrongStageCore(TileCore):
 class _WrongRegisterTx(PhitTx):
     """A :class:`PhitTx` that sends phit 0 again in the last phase."""
 
+    def __init__(self, config: Config):
+        super().__init__(config)
+        self._inner = PhitTx(config)
+
+    @property
+    def state(self) -> dict:
+        return self._inner.state
+
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
-        m.submodules.inner = inner = PhitTx(cfg)
+        m.submodules.inner = inner = self._inner
         wiring.connect(m, wiring.flipped(self.i), inner.i)
         phase = phase_counter(m, cfg)
         first = Signal(cfg.phit_width)
@@ -130,6 +169,10 @@ class _WrongRegisterTx(PhitTx):
 
 class _SkipPointerHarness(BufferCountHarness):
     buffer_class = SkipPointerBuffer
+
+
+class _WrongHeadHarness(BufferFifoHarness):
+    buffer_class = WrongHeadBuffer
 
 
 class _IgnoreReadyHarness(RouterHarness):
@@ -195,7 +238,8 @@ class _WrongRegisterHarness(PhitHarness):
 #: checks' configurations the mutation runs on; the depth, where given, is the least the
 #: fault needs to show (else the check's).
 MUTATIONS = {
-    "buffer": {"buffer_skip_pointer": (_SkipPointerHarness, None)},
+    "buffer": {"buffer_skip_pointer": (_SkipPointerHarness, None),
+               "buffer_wrong_head": (_WrongHeadHarness, None)},
     "router": {"router_ignore_ready": (lambda config: _IgnoreReadyHarness(config, drain=0),
                                        None)},
     "core": {"core_wrong_stage": (_WrongStageHarness, "int"),

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from amaranth.asserts import AnySeq
 from amaranth.hdl import Array, Module, Mux, Signal, Value
+from amaranth.lib import data
 
 from ..config import Config
+from ..hdl.flit import flit_layout
 from ..hdl.noc import PhitRx, PhitTx, phase_counter
 from .harness import Harness
 from .link import flit_link_rules, flit_transfer, phit_link_rules
@@ -30,7 +32,8 @@ _QUEUE = 4
 
 class PhitHarness(Harness):
     """Serializer then deserializer for ``config`` (``phits > 1``); ``per_vc`` chooses the
-    deserializer with one register per VC (module documentation). BMC."""
+    deserializer with one register per VC (module documentation). Proved by k-induction, with
+    invariants (``inv_*``) on the adapters' registers (their ``state``)."""
 
     def __init__(self, config: Config, *, per_vc: bool = False):
         super().__init__(config)
@@ -39,6 +42,9 @@ class PhitHarness(Harness):
     def make_tx(self):
         """The serializer under test (a mutation replaces it)."""
         return PhitTx(self.config)
+
+    def _of(self, q: int) -> str:
+        return f" of VC {q}" if self.per_vc else ""
 
     def build(self, m: Module, props: Properties) -> None:
         cfg = self.config
@@ -59,6 +65,15 @@ class PhitHarness(Harness):
         given = flit_transfer(rx.o)
         in_vc = Value.cast(tx.i.flit.header.vc)
         out_vc = Value.cast(rx.o.flit.header.vc)
+        ts, rs = tx.state, rx.state
+        busy = ts["busy"]
+        # the invariants: both adapters count the fabric's phase; a flit is in the link while
+        # the serializer is busy (phases 1 .. n-1), in the register behind it until taken
+        props.check("inv_phases", (ts["phase"] == phase) & (rs["phase"] == phase),
+                    "invariant: both adapters are in the fabric's phase")
+        props.check("inv_busy_in_slot", ~busy | (phase != 0),
+                    "invariant: the serializer is busy only after phase 0 of a slot")
+        w, n = cfg.phit_width, cfg.phits
         for q in range(queues):
             mine_in = taken & ((in_vc == q) if self.per_vc else 1)
             mine_out = given & ((out_vc == q) if self.per_vc else 1)
@@ -72,6 +87,29 @@ class PhitHarness(Harness):
             m.d.sync += count.eq(count + mine_in - mine_out)
             props.check(f"queue_fits_{q}", count < _QUEUE,
                         f"fewer than {_QUEUE} flits are ever between the adapters")
+            # invariants of queue q: its flits are the one in the link (if it is of q) and
+            # the one in q's register, never both
+            hold, full = rs["holds"][q], rs["fulls"][q]
+            sending = busy & ((rs["vc"] == q) if self.per_vc else 1)
+            first = queue[0]
+            props.check(f"inv_count_{q}", (count == full + sending) & ~(full & sending),
+                        f"invariant: the flits between the adapters{self._of(q)} are the one in "
+                        f"the link and the one in the register, never both")
+            props.check(f"inv_held_{q}", ~full | (hold.as_value() == first),
+                        f"invariant: a full register{self._of(q)} holds the oldest flit")
+            props.check(f"inv_rest_{q}", ~sending | (ts["rest"] == first[w:]),
+                        f"invariant: the serializer keeps the rest of the flit in the "
+                        f"link{self._of(q)}")
+            for k in range(n - 1):
+                lo, hi = k * w, (k + 1) * w
+                props.check(f"inv_phit{k}_{q}", ~sending | (phase <= k) |
+                            (hold.as_value()[lo:hi] == first[lo:hi]),
+                            f"invariant: phit {k} of the flit in the link{self._of(q)} is in "
+                            f"the register once sent")
+            if self.per_vc:
+                props.check(f"inv_vc_{q}", (count == 0) |
+                            (Value.cast(data.View(flit_layout(cfg), first).header.vc) == q),
+                            f"invariant: queue {q} holds flits of VC {q}")
             with m.If(mine_out):
                 props.check(f"rx_gives_what_tx_took_{q}",
                             (count != 0) & (rx.o.flit.as_value() == queue[0]),
