@@ -1,5 +1,6 @@
 """Formal checks (``wafertile formal``): every block's checks in their small configuration in
-the default run, deeper and bigger ones with ``--run-slow``; the mutations, each of which must
+the default run (the compact router's proof, minutes long, by its bounded check), deeper and
+bigger ones and that proof with ``--run-slow``; the mutations, each of which must
 fail with a counterexample; the command line's refusals; the property naming and report."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Fragment, Module, Signal
 
 from wafertile.errors import ToolError
 from wafertile.formal import BLOCKS, checks_for, mutation_checks, run_check
@@ -29,7 +30,7 @@ def formal_tools(tmp_path_factory):
 def _cases(deep):
     out = []
     for block in BLOCKS:
-        for check in checks_for(block, deep=deep):
+        for check in checks_for(block, deep=deep, quick=not deep):
             marks = pytest.mark.slow if deep else ()
             out.append(pytest.param(check, id=f"{check.name}{'-deep' if deep else ''}",
                                     marks=marks))
@@ -197,3 +198,27 @@ def test_cli_config_overrides_the_small_configuration(tmp_path, monkeypatch, cap
     assert [c.config.router_arch for c in seen] == ["parallel"]
     assert seen[0].config.acc_width == 24 and seen[0].config.data_width == 8
     assert "1 of 1 checks ok" in capsys.readouterr().out
+
+
+def test_proof_only_views_need_asking_for():
+    """The proof-only views (a router's ``state``, the proof harness) refuse what they cannot
+    show; the quick sample replaces the compact router's proof by its bounded check only."""
+    from wafertile.config import Config
+    from wafertile.formal.router import CompactRouterProof
+    from wafertile.hdl.noc.compact import CompactRouter
+    cfg = Config.from_mapping({"router_arch": "compact"})
+    plain, peeking = CompactRouter(cfg), CompactRouter(cfg, peek=True)
+    with pytest.raises(ValueError, match="needs a router made with peek=True"):
+        _ = plain.state
+    assert len(peeking.state["buffers"]) == 5
+    for router in (plain, peeking):  # elaborated (buffers and all), as any design is
+        Fragment.get(router, None)
+    lite = Config.from_mapping({"router_arch": "lite", "phits": 2})
+    with pytest.raises(ValueError, match="compact router with whole flits"):
+        CompactRouterProof(lite)
+    full = {c.name: c for c in checks_for("router")}
+    quick = {c.name: c for c in checks_for("router", quick=True)}
+    assert full["router_compact_p1"].mode == "prove"
+    assert quick["router_compact_p1"].mode == "bmc"
+    assert {n: c.mode for n, c in full.items() if n != "router_compact_p1"} == \
+        {n: c.mode for n, c in quick.items() if n != "router_compact_p1"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import product
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -43,9 +45,9 @@ class VcBuffer(CheckedComponent):
         Bits of a sideband word stored with each flit and readable for the head of every VC
         at once (``head``), in a small RAM per VC (0: none).
     peek : bool
-        Add a second read port that shows any stored flit, for proofs only (``wafertile
-        formal``: the invariants of a k-induction name the words behind a VC's head). The
-        fabric never sets it; it changes nothing else.
+        Show every stored word, in FIFO order, for proofs only (``wafertile formal``: the
+        invariants of a k-induction name the flits behind a VC's head). The fabric never
+        sets it; it adds read ports and changes nothing else.
 
     Members
     -------
@@ -72,11 +74,11 @@ class VcBuffer(CheckedComponent):
         Bit ``v``: remove VC ``v``'s head (in the slot's last phase).
     phase : ``In(range(phits))`` (with ``phits > 1``)
         The phase of the slot, shared by the whole fabric.
-    peek_vc, peek_ahead, peek_phase : ``In`` (with ``peek``; ``peek_phase`` with ``phits > 1``)
-        Which stored word ``peek_data`` shows: word ``peek_phase`` of the flit
-        ``peek_ahead`` places behind VC ``peek_vc``'s head (0: the head).
-    peek_data : ``Out(width)``, peek_head : ``Out(head_width)`` (with ``peek``)
-        That word, and the sideband stored with that flit (with ``head_width``).
+    stored : ``Out(width).array(num_vcs, depth, phits)`` (with ``peek``)
+        ``stored[v][a][k]``: word ``k`` of the flit ``a`` places behind VC ``v``'s head (0:
+        the head; what is there beyond ``level[v]`` means nothing).
+    stored_head : ``Out(head_width).array(num_vcs, depth)`` (with ``peek`` and ``head_width``)
+        The sideband stored with each of those flits.
 
     Raises
     ------
@@ -104,11 +106,9 @@ class VcBuffer(CheckedComponent):
         if phits > 1:
             members["phase"] = In(range(phits))
         if peek:
-            members.update(peek_vc=In(vbits), peek_ahead=In(range(depth)), peek_data=Out(width))
-            if phits > 1:
-                members["peek_phase"] = In(range(phits))
+            members["stored"] = Out(width).array(num_vcs, depth, phits)
             if head_width:
-                members["peek_head"] = Out(head_width)
+                members["stored_head"] = Out(head_width).array(num_vcs, depth)
         super().__init__(members)
 
     @classmethod
@@ -176,11 +176,10 @@ class VcBuffer(CheckedComponent):
             rd.addr.eq(at(rps, self.r_vc)),
             self.r_data.eq(rd.data),
         ]
-        if self._peek:
+        for v, a, k in product(range(nv), range(depth), range(n)) if self._peek else ():
             pk = ram.read_port(domain="comb")
-            m.d.comb += [pk.addr.eq(at(rps, self.peek_vc, self.peek_ahead,
-                                       self.peek_phase if n > 1 else phase)),
-                         self.peek_data.eq(pk.data)]
+            m.d.comb += [pk.addr.eq(at(rps, Const(v, vbits), a, Const(k, max(1, pbits)))),
+                         self.stored[v][a][k].eq(pk.data)]
 
         # The sideband: one small RAM per VC, so that every VC's head is visible at once.
         for v in range(self._head_width and nv):
@@ -192,9 +191,8 @@ class VcBuffer(CheckedComponent):
                 swr.addr.eq(wps[v][:abits]), swr.data.eq(self.w_head), swr.en.eq(self.push[v]),
                 srd.addr.eq(rps[v][:abits]), self.head[v].eq(srd.data),
             ]
-            if self._peek:
+            for a in range(depth) if self._peek else ():
                 spk = side.read_port(domain="comb")
-                m.d.comb += spk.addr.eq(rps[v][:abits] + self.peek_ahead)
-                with m.If(self.peek_vc == v):
-                    m.d.comb += self.peek_head.eq(spk.data)
+                m.d.comb += [spk.addr.eq(rps[v][:abits] + a),
+                             self.stored_head[v][a].eq(spk.data)]
         return m

@@ -77,9 +77,41 @@ class _Input:
 
 class CompactRouter(Router):
     """The ``compact`` micro-architecture (module documentation); members as
-    :class:`~.base.Router`."""
+    :class:`~.base.Router`.
+
+    ``peek=True`` (proofs only, ``wafertile formal``) builds the input buffers with their
+    proof-only read ports (:class:`~.buffer.VcBuffer` ``peek``); :attr:`state` names the
+    buffers and the ``sent`` registers for the invariants of a k-induction. The fabric never
+    sets it; it changes nothing else.
+    """
 
     arch = "compact"
+
+    def __init__(self, config, *, peek: bool = False):
+        super().__init__(config)
+        nv = config.num_vcs
+        # made here only for proofs (the harness names them before they are elaborated)
+        self._buffers = [self._buffer(peek=True) for _ in Port] if peek else None
+        # Branches each VC's head has sent (``sent`` remembers a partial multicast).
+        self._sents = [[Signal(5, name=f"sent_{port.letter}{v}") for v in range(nv)]
+                       for port in Port]
+
+    @classmethod
+    def check(cls, config, *, peek: bool = False) -> None:
+        super().check(config)
+
+    @property
+    def state(self) -> dict:
+        """For proofs (``peek=True``): ``buffers`` (the input buffers, by port number) and
+        ``sent`` (by port and VC: the branches that VC's head has sent)."""
+        if self._buffers is None:
+            raise ValueError("CompactRouter.state needs a router made with peek=True")
+        return {"buffers": list(self._buffers), "sent": [list(s) for s in self._sents]}
+
+    def _buffer(self, *, peek: bool = False) -> VcBuffer:
+        cfg = self.config
+        return VcBuffer(num_vcs=cfg.num_vcs, depth=cfg.buffer_depth, width=cfg.flit_width,
+                        head_width=5, peek=peek)
 
     def elaborate(self, platform):
         m = Module()
@@ -96,8 +128,8 @@ class CompactRouter(Router):
         ready_by_vc = [Cat(out.ready[v] for out in self.outputs) for v in range(nv)]
 
         # Buffer, with the route mask computed once, on arrival, and kept beside the flit.
-        m.submodules[f"buf_{name}"] = buf = VcBuffer(
-            num_vcs=nv, depth=cfg.buffer_depth, width=cfg.flit_width, head_width=5)
+        m.submodules[f"buf_{name}"] = buf = \
+            self._buffer() if self._buffers is None else self._buffers[port.value]
         m.d.comb += [
             buf.w_valid.eq(inp.valid), buf.w_vc.eq(inp.flit.header.vc),
             buf.w_data.eq(inp.flit.as_value()),
@@ -105,7 +137,7 @@ class CompactRouter(Router):
             inp.ready.eq(buf.w_rdy),
         ]
         # Branches each VC's head still has to send (``sent`` remembers a partial multicast).
-        sents = [Signal(5, name=f"sent_{name}{v}") for v in range(nv)]
+        sents = self._sents[port.value]
         rems = []
         for v in range(nv):
             rem = Signal(5, name=f"rem_{name}{v}")

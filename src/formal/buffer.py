@@ -11,19 +11,35 @@ accepted.
 - :class:`BufferFifoHarness` (k-induction): a watched flit, chosen by the solver among the
   pushed ones, is read out of its VC unchanged, after exactly the flits that were ahead of
   it. Its invariants name the words stored behind a VC's head, which the buffer shows
-  through its proof-only read port (``peek``).
+  through its proof-only read ports (``peek``: :func:`stored_at`).
 """
 
 from __future__ import annotations
 
 from amaranth.asserts import AnyConst, AnySeq
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 
 from ..hdl.noc import VcBuffer, phase_counter
 from .harness import Harness
 from .props import Properties
 
-__all__ = ["BufferCountHarness", "BufferFifoHarness"]
+__all__ = ["BufferCountHarness", "BufferFifoHarness", "stored_at"]
+
+
+def stored_at(buf: VcBuffer, vc: Value, ahead: Value, word: Value | None = None) -> Value:
+    """What a buffer built with ``peek`` holds ``ahead`` places behind VC ``vc``'s head:
+    word ``word`` of that flit, or its sideband (``word=None``)."""
+    out = None
+    for v in range(len(buf.stored)):
+        for a in range(len(buf.stored[v])):
+            if word is None:
+                here, value = (vc == v) & (ahead == a), buf.stored_head[v][a]
+                out = value if out is None else Mux(here, value, out)
+                continue
+            for k, value in enumerate(buf.stored[v][a]):
+                here = (vc == v) & (ahead == a) & (word == k)
+                out = value if out is None else Mux(here, value, out)
+    return out
 
 
 class _BufferHarness(Harness):
@@ -154,9 +170,7 @@ class BufferFifoHarness(_BufferHarness):
             watched = Mux(word == k, words[k], watched)
 
         # The invariants (each also a property): what the buffer holds for the watched flit.
-        m.d.comb += [buf.peek_vc.eq(vc), buf.peek_ahead.eq(ahead)]
-        if n > 1:
-            m.d.comb += buf.peek_phase.eq(word)
+        peek_data = stored_at(buf, vc, ahead, word)
         for v in range(cfg.num_vcs):
             props.check(f"inv_level_vc{v}", buf.level[v] <= depth,
                         f"invariant: VC {v} holds at most buffer_depth flits")
@@ -166,10 +180,10 @@ class BufferFifoHarness(_BufferHarness):
         props.check("inv_stored_ahead", ~stored | (ahead < level),
                     "invariant: once written, the watched flit is among its VC's flits, "
                     "`ahead` places behind the head")
-        props.check("inv_stored_word", ~stored | (buf.peek_data == watched),
+        props.check("inv_stored_word", ~stored | (peek_data == watched),
                     "invariant: the buffer holds the watched flit's words there")
         if side is not None:
-            props.check("inv_stored_sideband", ~stored | (buf.peek_head == side),
+            props.check("inv_stored_sideband", ~stored | (stored_at(buf, vc, ahead) == side),
                         "invariant: and its sideband")
         if n > 1:
             props.check("inv_writing", ~slot | ((ahead == level) & pushed_here & (phase != 0)),
@@ -177,7 +191,7 @@ class BufferFifoHarness(_BufferHarness):
                         "0) every VC's pointers stand still and its words go in behind the "
                         "flits ahead of it")
             props.check("inv_written_words", ~slot | (word >= phase) |
-                        (buf.peek_data == watched),
+                        (peek_data == watched),
                         "invariant: the words of its slot written so far are in the buffer")
 
         at_head = armed & (ahead == 0) & ~slot & ~start

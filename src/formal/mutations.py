@@ -64,12 +64,16 @@ class _WrappedBuffer(VcBuffer):
         for name, member in self.signature.members.items():
             if self.alter(m, inner, name):
                 continue
-            ours, theirs = getattr(self, name), getattr(inner, name)
-            pairs = zip(ours, theirs, strict=True) if isinstance(ours, list) else \
-                [(ours, theirs)]
-            for a, b in pairs:
+            for a, b in _leaves(getattr(self, name), getattr(inner, name)):
                 m.d.comb += b.eq(a) if member.flow == wiring.In else a.eq(b)
         return m
+
+
+def _leaves(ours, theirs):
+    """The signal pairs of two members of one shape (arrays of any depth)."""
+    if not isinstance(ours, list):
+        return [(ours, theirs)]
+    return [pair for a, b in zip(ours, theirs, strict=True) for pair in _leaves(a, b)]
 
 
 class SkipPointerBuffer(_WrappedBuffer):

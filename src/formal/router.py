@@ -34,19 +34,40 @@ Then, on every output:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from amaranth.asserts import AnyConst, AnySeq
-from amaranth.hdl import Cat, Const, Module, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 
 from ..config import Config
 from ..hdl.flit import Port, flit_layout
 from ..hdl.noc import PhitRx, PhitTx, make_router, phase_counter
+from ..hdl.noc.compact import CompactRouter
+from .buffer import stored_at
 from .harness import Harness
 from .link import flit_link_rules, flit_transfer, phit_link_rules
 from .props import Properties
 from .route import spec_route
 
-__all__ = ["RouterHarness", "drain_cycles"]
+__all__ = ["CompactRouterProof", "RouterHarness", "drain_cycles"]
+
+
+@dataclass
+class _Watch:
+    """What the router harness keeps about the watched flits, for the invariants."""
+
+    dut: object
+    x: Value
+    y: Value
+    src: Value
+    w: tuple          # the watched flits' words
+    headers: tuple    # their headers
+    accepted: tuple   # accepted already (registers)
+    taken: tuple      # accepted in this cycle
+    route1: Value     # w1's route (the spec's)
+    sent1: Value      # the outputs w1 has left on
+    pending: list     # per output: flits owed to it, not yet gone
 
 
 def drain_cycles(config: Config) -> int:
@@ -117,11 +138,11 @@ class RouterHarness(Harness):
         props.assume("w1_marked", w1[hw:hw + 2] == 1, "w1 carries mark 1")
         props.assume("w2_marked", w2[hw:hw + 2] == 2, "w2 carries mark 2")
         acc1, acc2 = Signal(), Signal()
-        owed = [Signal(range(2 * self.depth_hint + 1), name=f"owed_{Port(o).letter}")
-                for o in range(5)]
-        gone = [Signal(range(2 * self.depth_hint + 1), name=f"gone_{Port(o).letter}")
-                for o in range(5)]
+        # flits accepted for each output (by the routing rule) that have not left on it yet
+        pending = [Signal(range(self.depth_hint + 1), name=f"pending_{Port(o).letter}")
+                   for o in range(5)]
         owed_now = [[] for _ in range(5)]
+        taken_w = [[], []]  # per input: w1 / w2 accepted in this cycle
         for p, link in enumerate(ins):
             taken = flit_transfer(link)
             word = link.flit.as_value()
@@ -137,6 +158,8 @@ class RouterHarness(Harness):
                 m.d.sync += acc1.eq(1)
             with m.If(taken & (mark == 2)):
                 m.d.sync += acc2.eq(1)
+            taken_w[0].append(taken & (mark == 1))
+            taken_w[1].append(taken & (mark == 2))
             route = spec_route(cfg, link.flit.header, x, y, Port(p))
             for o in range(5):
                 owed_now[o].append(taken & route[o])
@@ -159,10 +182,11 @@ class RouterHarness(Harness):
         ]
         m.d.sync += sent1.eq(sent1 | leaves1)
         for o, out in enumerate(outs):
-            total = owed[o] + sum(owed_now[o])
-            m.d.sync += [owed[o].eq(total), gone[o].eq(gone[o] + flit_transfer(out))]
+            owed = sum(owed_now[o])
+            m.d.sync += pending[o].eq(pending[o] + owed - flit_transfer(out))
         props.check("nothing_appears",
-                    Cat(gone[o] <= owed[o] for o in range(5)).all(),
+                    Cat(flit_transfer(out) <= pending[o] + sum(owed_now[o])
+                        for o, out in enumerate(outs)).all(),
                     "no output sends more flits than were accepted for it by the routing "
                     "rule: no flit appears that was not accepted")
         props.check("watched_accepted_first", (leaves1 == 0) | acc1,
@@ -202,6 +226,14 @@ class RouterHarness(Harness):
                 props.cover(f"full_{Port(p).letter}_vc{v}", full,
                             f"input {Port(p).name.lower()}'s VC {v} buffer is full")
         props.cover("all_buffers_full", Cat(fulls).all(), "every input buffer is full at once")
+        self.invariants(m, props, _Watch(
+            dut=dut, x=x, y=y, src=src, w=(w1, w2), headers=(h1, h2), accepted=(acc1, acc2),
+            taken=(Cat(taken_w[0]) != 0, Cat(taken_w[1]) != 0), route1=route1, sent1=sent1,
+            pending=pending))
+
+    def invariants(self, m: Module, props: Properties, watch: _Watch) -> None:
+        """Add the invariants a k-induction needs (none: the checks of this harness are
+        bounded; :class:`CompactRouterProof` adds them)."""
 
     def _ports(self, m: Module, props: Properties, dut):
         """The whole-flit links the environment drives and reads: the router's own, or for a
@@ -226,3 +258,123 @@ class RouterHarness(Harness):
                             dut=True)
             outs.append(rx.o)
         return ins, outs
+
+
+class CompactRouterProof(RouterHarness):
+    """The router harness around a ``compact`` router built for proofs (``peek``), with the
+    invariants that make its properties inductive: proved by k-induction.
+
+    - every VC of every input holds at most ``buffer_depth`` flits;
+    - a watched flit, once accepted and until its buffer pops it, is ``ahead`` places behind
+      the head of its VC at the watched input, stored unchanged with the route the rule
+      gives it; no other stored flit carries its mark; ``w2`` is behind ``w1`` in one VC;
+    - at the head, the router's ``sent`` register of that VC is what has left (``sent1``);
+      when the buffer pops ``w1``, it has left on its whole route;
+    - a VC's ``sent`` is empty when the VC is and a part of its head's route;
+    - the flits owed to each output are the stored ones whose route names it, less the
+      branches their heads have sent.
+    """
+
+    def __new__(cls, config: Config, *args, **kwargs):
+        # refused before the object exists (Amaranth warns of an elaboratable never used)
+        if config.router_arch != "compact" or config.phits != 1:
+            raise ValueError(f"CompactRouterProof needs the compact router with whole flits, "
+                             f"not {config.router_arch!r} with {config.phits} phits")
+        return super().__new__(cls)
+
+    def __init__(self, config: Config):
+        super().__init__(config, drain=0)
+
+    def make_dut(self):
+        return CompactRouter(self.config, peek=True)
+
+    def invariants(self, m: Module, props: Properties, watch: _Watch) -> None:
+        cfg = self.config
+        nv, depth, hw = cfg.num_vcs, cfg.buffer_depth, cfg.header_width
+        state = watch.dut.state
+        bufs, sents = state["buffers"], state["sent"]
+        src = watch.src
+
+        def at_src(values):
+            out = values[0]
+            for p in range(1, 5):
+                out = Mux(src == p, values[p], out)
+            return out
+
+        def by_vc(values, vc):
+            out = values[0]
+            for v in range(1, nv):
+                out = Mux(vc == v, values[v], out)
+            return out
+
+        for p, buf in enumerate(bufs):
+            for v in range(nv):
+                props.check(f"inv_level_{Port(p).letter}{v}", buf.level[v] <= depth,
+                            f"invariant: input {Port(p).name.lower()}'s VC {v} holds at most "
+                            f"buffer_depth flits")
+
+        # where the watched flits are: like the buffer's FIFO proof, per watched flit
+        stored, ahead = [Signal(name=f"stored{i + 1}") for i in range(2)], \
+            [Signal(range(depth + 1), name=f"ahead{i + 1}") for i in range(2)]
+        vcs = [Value.cast(h.vc) for h in watch.headers]
+        for i in range(2):
+            level = by_vc([at_src([b.level[v] for b in bufs]) for v in range(nv)], vcs[i])
+            popped = by_vc([at_src([b.pop[v] for b in bufs]) for v in range(nv)], vcs[i])
+            with m.If(watch.taken[i]):
+                m.d.sync += [stored[i].eq(1), ahead[i].eq(level - popped)]
+            with m.Elif(stored[i] & popped):
+                with m.If(ahead[i] == 0):
+                    m.d.sync += stored[i].eq(0)
+                with m.Else():
+                    m.d.sync += ahead[i].eq(ahead[i] - 1)
+            # w1's whole word (it must leave unchanged); w2's mark is enough (inv_stored_*)
+            same = Const(1) if i else \
+                at_src([stored_at(b, vcs[i], ahead[i], Const(0)) for b in bufs]) == watch.w[i]
+            props.check(f"inv_w{i + 1}_stored", ~stored[i] | (
+                watch.accepted[i] & (ahead[i] < level) & same),
+                f"invariant: once accepted and until popped, w{i + 1} is stored "
+                f"{'unchanged ' if i == 0 else ''}behind the flits ahead of it in its VC")
+        route = at_src([stored_at(b, vcs[0], ahead[0]) for b in bufs])
+        sent_head = by_vc([at_src([s[v] for s in sents]) for v in range(nv)], vcs[0])
+        acc1, acc2 = watch.accepted
+        sent1, route1 = watch.sent1, watch.route1
+        props.check("inv_w1_route", ~stored[0] | (route == route1),
+                    "invariant: w1 is stored with the route the rule gives it")
+        props.check("inv_w1_sent", ((sent1 & ~route1) == 0) & (acc1 | (sent1 == 0)) &
+                    (~stored[0] | (ahead[0] == 0) | (sent1 == 0)) &
+                    (~stored[0] | (ahead[0] != 0) | (sent_head == sent1)) &
+                    (~acc1 | stored[0] | (sent1 == route1)),
+                    "invariant: w1 has left on part of its route; at its VC's head the "
+                    "router's sent register says which part; popped, on all of it")
+        props.check("inv_order", (~acc2 | acc1) & ~(
+            stored[0] & stored[1] & (vcs[0] == vcs[1]) & (ahead[1] <= ahead[0])),
+            "invariant: w2 is accepted after w1, and behind it in one VC")
+
+        counts = [[] for _ in range(5)]
+        for p, buf in enumerate(bufs):
+            for v in range(nv):
+                for a in range(depth):
+                    here = a < buf.level[v]
+                    word = buf.stored[v][a][0]
+                    mark = word[hw:hw + 2]
+                    good = Value.cast(data.View(flit_layout(cfg), word).header.vc) == v
+                    for i in range(2):
+                        mine = stored[i] & (src == p) & (vcs[i] == v) & (ahead[i] == a)
+                        good &= (mark == i + 1) == mine
+                    props.check(f"inv_stored_{Port(p).letter}{v}_{a}", ~here | good,
+                                f"invariant: a flit stored in input {Port(p).name.lower()}'s "
+                                f"VC {v} is of VC {v}, and carries a watched flit's mark "
+                                f"exactly where that flit is")
+                    head = buf.stored_head[v][a]
+                    left = sents[p][v] if a == 0 else Const(0, 5)
+                    for o in range(5):
+                        counts[o].append(here & head[o] & ~left[o])
+                sent = sents[p][v]
+                props.check(f"inv_sent_{Port(p).letter}{v}", Mux(
+                    buf.level[v] == 0, sent == 0, (sent & ~buf.stored_head[v][0]) == 0),
+                    "invariant: a VC's sent register is empty when the VC is, else a part of "
+                    "its head's route")
+        for o in range(5):
+            props.check(f"inv_pending_{Port(o).letter}", watch.pending[o] == sum(counts[o]),
+                        f"invariant: the flits owed to {Port(o).name.lower()} are the stored "
+                        f"ones whose route names it, less the branches their heads have sent")
