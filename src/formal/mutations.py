@@ -14,6 +14,8 @@ inside and alter one signal on its way.
   data).
 - ``router_ignore_ready``: a router that takes VC 1's ``ready`` on its east output as always
   high: it sends into a full downstream buffer (link rule), for every micro-architecture.
+- ``router_corrupts_payload``: a router whose east output flips a payload bit of VC 1's flits
+  (a flit leaves changed).
 - ``core_wrong_stage``: a tile core whose accumulator read port is not transparent, so the
   accumulator read of a flit misses the write of the stage ahead of it (the forwarding from
   the wrong stage): back-to-back MACs into one accumulator lose an update.
@@ -30,12 +32,12 @@ inside and alter one signal on its way.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.hdl import Cat, Module, Mux, Signal, Value
+from amaranth.lib import data, wiring
 
 from ..config import Config
 from ..hdl.core import SramBank, TileCore
-from ..hdl.flit import Reg
+from ..hdl.flit import Reg, header_layout
 from ..hdl.noc import PhitTx, VcBuffer, make_router, phase_counter
 from .buffer import BufferCountHarness, BufferFifoHarness
 from .core import CoreHarness
@@ -102,6 +104,18 @@ class WrongHeadBuffer(_WrappedBuffer):
 
 def _ignore_ready(config: Config):
     """A router whose east output takes VC 1's ready as always high."""
+    return _wrapped_router(config, ignore_ready=True)
+
+
+def _corrupt_payload(config: Config):
+    """A router whose east output flips the payload bit above the watched flits' mark on
+    VC 1."""
+    return _wrapped_router(config, ignore_ready=False)
+
+
+def _wrapped_router(config: Config, *, ignore_ready: bool):
+    """The router of ``config`` inside a wrapper that breaks its east output's VC 1: its
+    ``ready`` taken as always high (``ignore_ready``), or its payload's third bit flipped."""
     inner = make_router(config)
 
     class IgnoreReady(wiring.Component):
@@ -123,10 +137,19 @@ def _ignore_ready(config: Config):
             for a, b in zip(self.inputs, inner.inputs, strict=True):
                 wiring.connect(m, wiring.flipped(a), b)
             for k, (a, b) in enumerate(zip(self.outputs, inner.outputs, strict=True)):
-                if k == 2:  # east: VC 1 looks ready
+                if k == 2 and ignore_ready:  # east: VC 1 looks ready
                     word = b.signature.word_name
                     m.d.comb += [a.valid.eq(b.valid), getattr(a, word).eq(getattr(b, word)),
                                  b.ready.eq(a.ready | 0b10)]
+                elif k == 2:  # east: a payload bit of VC 1's flits flipped
+                    word = b.signature.word_name
+                    value = getattr(b, word).as_value()
+                    vc1 = Value.cast(data.View(header_layout(config),
+                                               value[:config.header_width]).vc) == 1
+                    bit = config.header_width + 2  # the watched flits' mark is bits 0-1
+                    flipped = Cat(value[:bit], value[bit] ^ vc1, value[bit + 1:])
+                    m.d.comb += [a.valid.eq(b.valid), getattr(a, word).eq(flipped),
+                                 b.ready.eq(a.ready)]
                 else:
                     wiring.connect(m, b, wiring.flipped(a))
             return m
@@ -182,6 +205,11 @@ class _WrongHeadHarness(BufferFifoHarness):
 class _IgnoreReadyHarness(RouterHarness):
     def make_dut(self):
         return _ignore_ready(self.config)
+
+
+class _CorruptPayloadHarness(RouterHarness):
+    def make_dut(self):
+        return _corrupt_payload(self.config)
 
 
 class _WrongStageHarness(CoreHarness):
@@ -245,7 +273,9 @@ MUTATIONS = {
     "buffer": {"buffer_skip_pointer": (_SkipPointerHarness, None),
                "buffer_wrong_head": (_WrongHeadHarness, None)},
     "router": {"router_ignore_ready": (lambda config: _IgnoreReadyHarness(config, drain=0),
-                                       None)},
+                                       None),
+               "router_corrupts_payload": (
+                   lambda config: _CorruptPayloadHarness(config, drain=0), None)},
     "core": {"core_wrong_stage": (_WrongStageHarness, "int"),
              "core_fp_wrong_stage": (_WrongStageHarness, "float"),
              "core_register_reset": (_WrongResetHarness, "int"),
