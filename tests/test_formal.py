@@ -80,7 +80,7 @@ def no_run(monkeypatch):
     (["--depth", "0"], "--depth must be an integer >= 1, not 0"),
     (["--block", "nope"], "argument --block: invalid choice: 'nope'"),
     (["--block", "route", "--mutate"], "--mutate needs --block one of buffer, router, core, "
-                                       "phit, not 'route'"),
+                                       "phit, handoff, not 'route'"),
     (["--solver", "cvc5"], "argument --solver: invalid choice: 'cvc5'"),
 ])
 def test_cli_refuses(argv, message, capsys, no_run):

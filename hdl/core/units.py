@@ -231,6 +231,28 @@ class Requantizer(Unit):
     kind = "output"
     latency = 0
 
+    def __init__(self, config: Config):
+        super().__init__(config)
+        n = limbs(config.acc_width)
+        width = config.acc_width + MULT_WIDTH + 1
+        copies = {"acc": Signal(signed(config.acc_width), name="acc_copy")}
+        copies.update({reg.name.lower(): Signal(w, name=f"{reg.name.lower()}_copy")
+                       for reg, (w, _) in self.registers(config).items()})
+        self._state = {
+            "step": Signal(range(n + 1), name="step"),  # limbs multiplied so far
+            "fresh": Signal(name="fresh"),  # the product register holds the last one's product
+            "copies": copies,
+            "high": Signal(signed(width), name="high"),  # the sum of the products so far
+            "p": Signal(signed(width), name="p"),  # acc * MULT
+        }
+
+    @property
+    def state(self) -> dict:
+        """The unit's registers, for proofs (``wafertile formal``): ``step`` (limbs multiplied
+        since the start), ``fresh``, ``copies`` (``"acc"`` and the registers' names), ``high``
+        (the sum of the limbs' products so far, before the last) and ``p``."""
+        return {**self._state, "copies": dict(self._state["copies"])}
+
     @staticmethod
     def registers(config: Config) -> dict[Reg, tuple[int, int]]:
         """The tile registers the unit reads: ``{Reg: (width, reset value)}``."""
@@ -261,6 +283,12 @@ class Requantizer(Unit):
         takes it regardless)."""
         return self.free
 
+    def rounds_up(self, shift, sign, low_zero):
+        """The one added to ``y`` before its last halving (the rounding, class docstring): 1
+        for ``SHIFT >= 1`` unless ``p`` is negative with its low ``t`` bits zero (a formal
+        mutation adds it always)."""
+        return (shift != 0) & ~(sign & low_zero)
+
     def control(self, m: Module) -> tuple[Signal, Signal, dict]:
         """The counter of limbs multiplied, ``active`` and ``valid``, the copies of the
         accumulator and the registers taken at the start, and the limbs to the multiplier;
@@ -269,11 +297,7 @@ class Requantizer(Unit):
         registers' names)."""
         cfg = self.config
         n = limbs(cfg.acc_width)
-        k = Signal(range(n + 1), name="step")  # limbs multiplied so far
-        fresh = Signal(name="fresh")  # the product register holds the last one's product
-        copies = {"acc": Signal.like(self.acc, name="acc_copy")}
-        copies.update({reg.name.lower(): Signal(width, name=f"{reg.name.lower()}_copy")
-                       for reg, (width, _) in self.registers(cfg).items()})
+        k, fresh, copies = self._state["step"], self._state["fresh"], self._state["copies"]
         multiply = Signal(name="multiply")
         m.d.comb += multiply.eq(self.active & (k < n) & self.may_multiply())
         m.d.sync += fresh.eq(multiply)
@@ -304,8 +328,7 @@ class Requantizer(Unit):
         width = cfg.acc_width + MULT_WIDTH + 1
         # p = acc * MULT from the limbs' products, the top limb first: the cycle after the
         # j-th multiply (fresh, k = j) adds its product; ``high`` the sum of the higher ones
-        p = Signal(signed(width), name="p")
-        high = Signal(signed(width), name="high")
+        p, high = self._state["p"], self._state["high"]
         product = self.product
         for j in range(1, n + 1):
             # high * 2**17 + product, the low 17 bits the product's own
@@ -331,7 +354,7 @@ class Requantizer(Unit):
         low_zero = Signal(name="low_zero")  # p's low t bits are all zero
         m.d.comb += low_zero.eq(~any_of(p[j] & ~at_most[j] for j in range(width)))
         up = Signal(signed(keep + 1), name="up")
-        m.d.comb += up.eq(y + ((shift != 0) & ~(sign & low_zero)))
+        m.d.comb += up.eq(y + self.rounds_up(shift, sign, low_zero))
         r = Signal(signed(keep), name="r")
         m.d.comb += r.eq(Mux(shift == 0, y, up >> 1))
         top = r[dw - 1:]  # r fits dw bits: these all equal

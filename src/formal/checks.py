@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..config import Config
+from ..hdl.core.units import Requantizer
 from .buffer import BufferCountHarness, BufferFifoHarness
 from .core import CoreHarness
+from .handoff import HandoffHarness
 from .harness import Check
 from .mutations import MUTATIONS, mutant
 from .phit import PhitHarness
@@ -40,6 +42,9 @@ BLOCKS = {
             "every operation of the table, arithmetic units cut out (replies, accumulators, "
             "registers, forwarding by transparent reads, the float core's bubble)",
     "sram": "the SRAM bank against a memory specification (transparent reads)",
+    "handoff": "the integer hand-off unit alone, its arithmetic included: each FINISH's "
+               "activation once, rounded as specified from its limbs' products, the "
+               "multiplier only when free (proved)",
     "phit": "serializer then deserializer: identity and order; phit and flit link rules "
             "(proved)",
 }
@@ -193,6 +198,25 @@ def _core(base, given, deep):
     return out
 
 
+def _handoff(base, given, deep):
+    """The integer hand-off unit: one limb (16-bit accumulators) by default, two (32 bits)
+    with --run-slow, or the configuration a --config file sets."""
+    widths = [{}] if "acc_width" in given else [{"acc_width": 32 if deep else 16}]
+    out = []
+    for v in widths:
+        cfg = _config({k: x for k, x in base.items() if k != "dtype"}, **v)
+        out.append(Check(f"handoff_a{cfg.acc_width}", "handoff", cfg, HandoffHarness,
+                         "prove", HANDOFF_K, cover_depth=2 * Requantizer.delay(cfg) + 2,
+                         why="the invariants tie the unit's step, copies, product register "
+                             "and sums to the scoreboard; the cover takes two outputs back "
+                             "to back and a multiply put off by a MAC"))
+    return out
+
+
+#: Induction length of the hand-off unit's proof.
+HANDOFF_K = 2
+
+
 def _sram(base, given, deep):
     return [Check("sram", "sram", _config(base), SramHarness, "bmc", 10 if deep else 6,
                   cover_depth=4, why="a write, a read of it, a read during a write and a "
@@ -228,7 +252,7 @@ def _bounded_router(check: Check) -> Check:
 QUICK = {CompactRouterProof: _bounded_router}
 
 _CHECKS = {"route": _route, "buffer": _buffer, "router": _router, "core": _core,
-           "sram": _sram, "phit": _phit}
+           "sram": _sram, "phit": _phit, "handoff": _handoff}
 
 
 def mutation_checks(block: str) -> list[Check]:

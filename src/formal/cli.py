@@ -13,6 +13,7 @@ from ..config import Config
 from ..errors import InputError
 from ..files import check_dir_writable, check_own_dir, read_text
 from .checks import BLOCKS
+from .mutations import MUTATION_NAMES
 
 __all__ = ["add_parser"]
 
@@ -52,8 +53,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="SMT solver (default: %(default)s, the fastest measured)")
     parser.add_argument("--mutate", action="store_true",
                         help="run the block's mutations instead: known faults that the "
-                             "checks must catch with a counterexample (blocks buffer, "
-                             "router, core, phit)")
+                             "checks must catch with a counterexample (blocks "
+                             f"{', '.join(MUTATION_NAMES)})")
     parser.add_argument("--no-covers", action="store_true",
                         help="skip the cover runs (reachability of buffers full, multicasts, "
                              "back-to-back MACs)")
@@ -87,7 +88,6 @@ def _overrides(path: Path | None) -> dict:
 
 def _cmd_formal(args: argparse.Namespace) -> int:
     from .checks import checks_for, mutation_checks
-    from .mutations import MUTATION_NAMES
     from .report import FormalReport
     from .sby import run_check
 

@@ -26,6 +26,12 @@ inside and alter one signal on its way.
 - ``core_grad_operands``: a float core (fp16) whose GRAD adds its data and the product the
   other way round (``product + data`` on a sum that is not commutative, as the cut sum is
   not): a GRAD's output data is wrong.
+- ``handoff_takes_busy_multiplier``: the integer hand-off unit (real arithmetic) taking the
+  MAC's multiplier in a cycle it is not free.
+- ``handoff_ties_up``: the hand-off unit rounding a negative tie up (-2.5 -> -2) instead of
+  away from zero.
+- ``handoff_shift_off_by_one``: the hand-off unit behind a SHIFT of 3 where the register says
+  2: its activation is not the FINISH's.
 - ``phit_wrong_register``: a serializer that sends phit 0 again in the slot's last phase
   instead of the last phit.
 """
@@ -37,11 +43,13 @@ from amaranth.lib import data, wiring
 
 from ..config import Config
 from ..hdl.core import SramBank, TileCore
+from ..hdl.core.units import Requantizer
 from ..hdl.flit import Reg, header_layout
 from ..hdl.noc import PhitTx, VcBuffer, make_router, phase_counter
 from .buffer import BufferCountHarness, BufferFifoHarness
 from .core import CoreHarness
 from .cut import CutRequantizer, CutSum, accumulate
+from .handoff import HandoffHarness
 from .phit import PhitHarness
 from .router import RouterHarness
 
@@ -169,16 +177,25 @@ class _WrongStageCore(TileCore):
     _bank_class = _OldDataBank
 
 
-class _WrongRegisterTx(PhitTx):
-    """A :class:`PhitTx` that sends phit 0 again in the last phase."""
+class _AroundReal:
+    """A mutant around a real block of class ``real``, whose registers (``state``, for the
+    invariants) are the real block's."""
+
+    real: type
 
     def __init__(self, config: Config):
         super().__init__(config)
-        self._inner = PhitTx(config)
+        self._inner = self.real(config)
 
     @property
     def state(self) -> dict:
         return self._inner.state
+
+
+class _WrongRegisterTx(_AroundReal, PhitTx):
+    """A :class:`PhitTx` that sends phit 0 again in the last phase."""
+
+    real = PhitTx
 
     def elaborate(self, platform):
         m = Module()
@@ -202,14 +219,10 @@ class _WrongHeadHarness(BufferFifoHarness):
     buffer_class = WrongHeadBuffer
 
 
-class _IgnoreReadyHarness(RouterHarness):
-    def make_dut(self):
-        return _ignore_ready(self.config)
-
-
-class _CorruptPayloadHarness(RouterHarness):
-    def make_dut(self):
-        return _corrupt_payload(self.config)
+def _with_dut(harness: type, make) -> type:
+    """``harness`` around the block ``make(config)`` builds instead of its own."""
+    return type(f"{harness.__name__}_{make.__name__.strip('_')}", (harness,),
+                {"make_dut": lambda self: make(self.config)})
 
 
 class _WrongStageHarness(CoreHarness):
@@ -245,6 +258,39 @@ class _GreedyHarness(CoreHarness):
         return TileCore(self.config, units={**self.units(), "handoff": _GreedyRequantizer})
 
 
+class _GreedyUnit(Requantizer):
+    """The hand-off unit (real arithmetic) taking the multiplier whether or not it is free."""
+
+    def may_multiply(self):
+        return 1
+
+
+class _TiesUpUnit(Requantizer):
+    """The hand-off unit rounding every tie up (-2.5 -> -2): the negative-tie correction of
+    its rounding left out."""
+
+    def rounds_up(self, shift, sign, low_zero):
+        return shift != 0
+
+
+class _ShiftOffByOne(_AroundReal, Requantizer):
+    """The hand-off unit behind a wrong SHIFT: 3 where the register says 2 (a fault in the
+    register's path into the unit)."""
+
+    real = Requantizer
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = inner = self._inner
+        for name, member in self.signature.members.items():
+            ours, theirs = getattr(self, name), getattr(inner, name)
+            if name == "shift":
+                m.d.comb += theirs.eq(Mux(ours == 2, 3, ours))
+            else:
+                m.d.comb += theirs.eq(ours) if member.flow == wiring.In else ours.eq(theirs)
+        return m
+
+
 class _SwappedGradSum(CutSum):
     """The cut sum with its operands the other way round (GRAD's only, the fault)."""
 
@@ -272,10 +318,11 @@ class _WrongRegisterHarness(PhitHarness):
 MUTATIONS = {
     "buffer": {"buffer_skip_pointer": (_SkipPointerHarness, None),
                "buffer_wrong_head": (_WrongHeadHarness, None)},
-    "router": {"router_ignore_ready": (lambda config: _IgnoreReadyHarness(config, drain=0),
-                                       None),
+    "router": {"router_ignore_ready": (
+                   lambda config: _with_dut(RouterHarness, _ignore_ready)(config, drain=0), None),
                "router_corrupts_payload": (
-                   lambda config: _CorruptPayloadHarness(config, drain=0), None)},
+                   lambda config: _with_dut(RouterHarness, _corrupt_payload)(config, drain=0),
+                   None)},
     "core": {"core_wrong_stage": (_WrongStageHarness, "int"),
              "core_fp_wrong_stage": (_WrongStageHarness, "float"),
              "core_register_reset": (_WrongResetHarness, "int"),
@@ -284,6 +331,9 @@ MUTATIONS = {
              "core_handoff_takes_multiplier": (_GreedyHarness, "int", 8),
              "core_grad_operands": (_SwappedGradHarness, "float")},
     "phit": {"phit_wrong_register": (_WrongRegisterHarness, None)},
+    "handoff": {"handoff_takes_busy_multiplier": (_with_dut(HandoffHarness, _GreedyUnit), None),
+                "handoff_ties_up": (_with_dut(HandoffHarness, _TiesUpUnit), None),
+                "handoff_shift_off_by_one": (_with_dut(HandoffHarness, _ShiftOffByOne), None)},
 }
 
 #: The mutant harness of each block's first mutation: ``MUTANT_HARNESSES[block](config)``.
