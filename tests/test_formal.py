@@ -222,3 +222,12 @@ def test_proof_only_views_need_asking_for():
     assert quick["router_compact_p1"].mode == "bmc"
     assert {n: c.mode for n, c in full.items() if n != "router_compact_p1"} == \
         {n: c.mode for n, c in quick.items() if n != "router_compact_p1"}
+
+
+def test_handoff_block_is_the_integer_unit():
+    """A float configuration for the integer hand-off unit's proof is refused, not ignored;
+    an integer one is taken as the file says."""
+    with pytest.raises(ValueError, match="dtype must be int8 or int16, not 'fp16'"):
+        checks_for("handoff", {"dtype": "fp16"})
+    (check,) = checks_for("handoff", {"data_width": 16, "acc_width": 40})
+    assert check.mode == "prove" and check.config.acc_width == 40

@@ -201,10 +201,13 @@ def _core(base, given, deep):
 def _handoff(base, given, deep):
     """The integer hand-off unit: one limb (16-bit accumulators) by default, two (32 bits)
     with --run-slow, or the configuration a --config file sets."""
+    if given.get("dtype") in ("fp16", "bf16"):
+        raise ValueError(f"--block handoff checks the integer hand-off unit: the --config "
+                         f"file's dtype must be int8 or int16, not {given['dtype']!r}")
     widths = [{}] if "acc_width" in given else [{"acc_width": 32 if deep else 16}]
     out = []
     for v in widths:
-        cfg = _config({k: x for k, x in base.items() if k != "dtype"}, **v)
+        cfg = _config(base, **v)
         out.append(Check(f"handoff_a{cfg.acc_width}", "handoff", cfg, HandoffHarness,
                          "prove", HANDOFF_K, cover_depth=2 * Requantizer.delay(cfg) + 2,
                          why="the invariants tie the unit's step, copies, product register "
