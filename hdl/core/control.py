@@ -52,7 +52,7 @@ from .._util import ConfiguredComponent, any_of
 from ..flit import Opcode, payload_layout
 from .ops import OPS, Emit, Op, OpTable
 from .sram import bank_ports
-from .units import unit_kind
+from .units import beside_pipeline, unit_kind
 
 __all__ = ["Control", "CoreBase", "Decoder", "acc_reads", "acc_writes", "act_address",
            "check_units", "core_ports", "drive_output", "make_units", "output_flit",
@@ -150,7 +150,7 @@ class Control:
             "emit_sum": int(kind == "acc" and row.emit is not None and row.emit.data == "unit"),
             "reg_write": int(row.reg_write),
             "emits": int(row.emit is not None),
-            "holds": int(kind == "output" and hasattr(self.units[row.unit], "delay")),
+            "holds": int(kind == "output" and beside_pipeline(self.units[row.unit])),
             "unit": self.acc_units.index(self.units[row.unit]) if kind == "acc" else 0,
             "out_unit": self.out_units.index(self.units[row.unit]) if kind == "output" else 0,
             "emit": self.emits.index(row.emit) if row.emit is not None else 0,

@@ -20,7 +20,7 @@ from .control import (
     status_flags,
     tile_registers,
 )
-from .units import INT_UNITS
+from .units import INT_UNITS, beside_pipeline
 
 __all__ = ["MacCore", "core_ports"]
 
@@ -140,7 +140,7 @@ class MacCore(CoreBase):
         # The pipeline moves as one; it holds while S2 offers a flit that is not taken, and
         # while the hand-off unit, working beside it on the MAC's multiplier, is active and
         # an output or a FINISH is in S2 (outputs stay in order; one FINISH at a time).
-        holder = handoff if handoff is not None and hasattr(handoff, "start") else None
+        holder = handoff if beside_pipeline(handoff) else None
         blocked = Signal()
         offers = s2_valid & s2_ctrl.emits
         if holder is not None:

@@ -60,6 +60,9 @@ __all__ = [
     "IntSum",
     "Requantizer",
     "Unit",
+    "beside_pipeline",
+    "core_units",
+    "handoff_limbs",
     "limbs",
     "operand_width",
     "unit_kind",
@@ -87,6 +90,27 @@ def unit_kind(cls) -> str | None:
     is not a unit."""
     kind = getattr(cls, "kind", None)
     return kind if kind in ("acc", "output", "multiply") else None
+
+
+def beside_pipeline(unit) -> bool:
+    """Whether output unit ``unit`` (a class or an instance) works beside the core's pipeline
+    and offers its output itself, ``delay(config)`` cycles after its operation leaves the
+    last stage (the integer hand-off, :class:`Requantizer`), instead of in that stage."""
+    return hasattr(unit, "delay")
+
+
+def core_units(config: Config) -> dict[str, type]:
+    """The units of the core ``config`` makes, by name (:data:`INT_UNITS`,
+    :data:`FLOAT_UNITS`)."""
+    return FLOAT_UNITS if config.is_float else INT_UNITS
+
+
+def handoff_limbs(config: Config) -> int:
+    """Limbs the hand-off of ``config``'s core multiplies on the MAC's multiplier beside the
+    pipeline (:func:`limbs`: 2 for accumulators of 19 to 35 bits), or 0 where the hand-off is
+    absent or does not work beside the pipeline (the float core's, combinational)."""
+    unit = core_units(config).get("handoff")
+    return limbs(config.acc_width) if config.handoff and beside_pipeline(unit) else 0
 
 
 #: Bits of each of the accumulator's low limbs that the hand-off multiplies on the MAC's
@@ -325,10 +349,10 @@ class Requantizer(Unit):
         n = limbs(cfg.acc_width)
         k, fresh, copies = self.control(m)
         dw = cfg.data_width
-        width = cfg.acc_width + MULT_WIDTH + 1
         # p = acc * MULT from the limbs' products, the top limb first: the cycle after the
         # j-th multiply (fresh, k = j) adds its product; ``high`` the sum of the higher ones
         p, high = self._state["p"], self._state["high"]
+        width = len(p)
         product = self.product
         for j in range(1, n + 1):
             # high * 2**17 + product, the low 17 bits the product's own

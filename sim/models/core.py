@@ -26,8 +26,7 @@ import numpy as np
 from ...config import Config, Overflow
 from ...hdl.core.fp import float_format
 from ...hdl.core.ops import OPS, Op, OpTable, code_of
-from ...hdl.core.units import INT_UNITS as HDL_INT_UNITS
-from ...hdl.core.units import limbs
+from ...hdl.core.units import handoff_limbs
 from ...hdl.flit import MULT_WIDTH, Reg
 from .fp import add as fp_add
 from .fp import is_zero as fp_is_zero
@@ -239,9 +238,7 @@ class CoreModel:
         self._written: int | None = None
         #: per flit :meth:`run` has applied, for the integer hand-off's stalls (:meth:`_flow_of`)
         self._flow: list[tuple[bool, bool, bool]] = []
-        hdl_handoff = HDL_INT_UNITS.get("handoff")
-        self._limbs = limbs(config.acc_width) if (not config.is_float and config.handoff and
-                                                  hasattr(hdl_handoff, "delay")) else 0
+        self._limbs = handoff_limbs(config)
 
     def accumulate(self, old: int, addend: int) -> int:
         """``old + addend`` wrapped or saturated to ``acc_width`` (the integer core's sums)."""

@@ -29,6 +29,7 @@ from amaranth.lib import data
 from ..config import Overflow
 from ..hdl.core import TileCore
 from ..hdl.core.ops import matches
+from ..hdl.core.units import beside_pipeline
 from ..hdl.flit import payload_layout
 from .cut import accumulate, backprop, cut_units, handoff, product
 from .harness import Harness
@@ -251,7 +252,7 @@ class CoreHarness(Harness):
             # the only cycles the input may wait with no output waiting, never more of them
             # in a row than the unit takes to offer its activation
             unit = units.get("handoff")
-            hold = unit.delay(cfg) if hasattr(unit, "delay") else 0
+            hold = unit.delay(cfg) if beside_pipeline(unit) else 0
             finishing = [row for row in emitting if row.emit.data == "unit"]
             pending = Signal(range(4))  # FINISHes accepted whose output has not gone
             run = Signal(range(hold + 2))  # cycles the input has waited, in a row, so far

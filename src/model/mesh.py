@@ -61,9 +61,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..hdl.core.ops import OPS, codes
+from ..hdl.core.units import beside_pipeline, core_units
 from ..hdl.flit import Port
 from .routers import ROUTERS, Grants, Router, route_bits
-from .timing import Timing, core_units
+from .timing import Timing
 
 __all__ = ["MESH_BUDGET", "MeshResult", "PhaseFlits", "mesh_seconds", "route_bits", "simulate",
            "weight_nonzero"]
@@ -122,7 +123,7 @@ def _flags(config, op: np.ndarray) -> dict[str, np.ndarray]:
     units = core_units(config)
     return {"reads": has(lambda r: r.acc_read), "writes": has(lambda r: r.acc_write is not None),
             "gated": has(lambda r: r.skips_zero),
-            "holds": has(lambda r: r.unit is not None and hasattr(units[r.unit], "delay"))}
+            "holds": has(lambda r: r.unit is not None and beside_pipeline(units[r.unit]))}
 
 
 @dataclass

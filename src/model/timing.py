@@ -38,14 +38,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import Config
-from ..hdl.core.units import FLOAT_UNITS, INT_UNITS, limbs
+from ..hdl.core.units import handoff_limbs
 
-__all__ = ["Timing", "core_units"]
-
-
-def core_units(config: Config) -> dict[str, type]:
-    """The units of the core ``config`` makes, by name (:mod:`wafertile.hdl.core.units`)."""
-    return FLOAT_UNITS if config.is_float else INT_UNITS
+__all__ = ["Timing"]
 
 #: Cycles between two outputs of one tile, per (router_arch, phits): measured with runs of
 #: READs to one tile (``benchmarks/model.py --micro``). With 2 phits the core's three-stage
@@ -127,9 +122,7 @@ class Timing:
         cycle in which no MAC moves into the last stage
         (:class:`~wafertile.hdl.core.units.Requantizer`: 2 for accumulators of 19 to 35
         bits); 0 for a core whose hand-off is combinational (the float core) or absent."""
-        unit = core_units(self.config).get("handoff")
-        return limbs(self.config.acc_width) if self.config.handoff and hasattr(
-            unit, "delay") else 0
+        return handoff_limbs(self.config)
 
     @property
     def finish_delay(self) -> int:
