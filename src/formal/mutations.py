@@ -44,7 +44,7 @@ from amaranth.lib import data, wiring
 from ..config import Config
 from ..hdl.core import SramBank, TileCore
 from ..hdl.core.units import Requantizer
-from ..hdl.flit import Reg, header_layout
+from ..hdl.flit import Port, Reg, header_layout
 from ..hdl.noc import PhitTx, VcBuffer, make_router, phase_counter
 from .buffer import BufferCountHarness, BufferFifoHarness
 from .core import CoreHarness
@@ -112,21 +112,28 @@ class WrongHeadBuffer(_WrappedBuffer):
 
 def _ignore_ready(config: Config):
     """A router whose east output takes VC 1's ready as always high."""
-    return _wrapped_router(config, ignore_ready=True)
+    def fault(word, ready):
+        return word, ready | 0b10
+    return _east_fault(config, fault)
 
 
 def _corrupt_payload(config: Config):
     """A router whose east output flips the payload bit above the watched flits' mark on
     VC 1."""
-    return _wrapped_router(config, ignore_ready=False)
+    def fault(word, ready):
+        vc1 = Value.cast(data.View(header_layout(config), word[:config.header_width]).vc) == 1
+        bit = config.header_width + 2  # the watched flits' mark is bits 0-1
+        return Cat(word[:bit], word[bit] ^ vc1, word[bit + 1:]), ready
+    return _east_fault(config, fault)
 
 
-def _wrapped_router(config: Config, *, ignore_ready: bool):
-    """The router of ``config`` inside a wrapper that breaks its east output's VC 1: its
-    ``ready`` taken as always high (``ignore_ready``), or its payload's third bit flipped."""
+def _east_fault(config: Config, fault):
+    """The router of ``config`` inside a wrapper that passes every port through but the east
+    output, whose word and ready go through ``fault(word, ready)`` (the word the router sends,
+    the ready from downstream; it returns the word sent on and the ready the router sees)."""
     inner = make_router(config)
 
-    class IgnoreReady(wiring.Component):
+    class EastFault(wiring.Component):
         def __init__(self):
             super().__init__(inner.signature)
 
@@ -145,24 +152,16 @@ def _wrapped_router(config: Config, *, ignore_ready: bool):
             for a, b in zip(self.inputs, inner.inputs, strict=True):
                 wiring.connect(m, wiring.flipped(a), b)
             for k, (a, b) in enumerate(zip(self.outputs, inner.outputs, strict=True)):
-                if k == 2 and ignore_ready:  # east: VC 1 looks ready
-                    word = b.signature.word_name
-                    m.d.comb += [a.valid.eq(b.valid), getattr(a, word).eq(getattr(b, word)),
-                                 b.ready.eq(a.ready | 0b10)]
-                elif k == 2:  # east: a payload bit of VC 1's flits flipped
-                    word = b.signature.word_name
-                    value = getattr(b, word).as_value()
-                    vc1 = Value.cast(data.View(header_layout(config),
-                                               value[:config.header_width]).vc) == 1
-                    bit = config.header_width + 2  # the watched flits' mark is bits 0-1
-                    flipped = Cat(value[:bit], value[bit] ^ vc1, value[bit + 1:])
-                    m.d.comb += [a.valid.eq(b.valid), getattr(a, word).eq(flipped),
-                                 b.ready.eq(a.ready)]
-                else:
+                if k != Port.EAST.value:
                     wiring.connect(m, b, wiring.flipped(a))
+                    continue
+                name = b.signature.word_name
+                word, ready = fault(getattr(b, name).as_value(), a.ready)
+                m.d.comb += [a.valid.eq(b.valid), getattr(a, name).eq(word),
+                             b.ready.eq(ready)]
             return m
 
-    return IgnoreReady()
+    return EastFault()
 
 
 class _OldDataBank(SramBank):
