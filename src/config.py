@@ -101,9 +101,11 @@ PARAMETERS: tuple[_Rule, ...] = (
     _Rule("router_arch", str,
           "router micro-architecture: 'compact' (one VC head per input per cycle, about half "
           "the area of 'parallel'), 'parallel' (every VC head competes at every output, higher "
-          "saturation throughput) or 'lite' (smallest: links of 1/phits of a flit, for FPGAs)",
-          "must be one of 'compact', 'parallel', 'lite'",
-          lambda v: v in ("compact", "parallel", "lite")),
+          "saturation throughput), 'lite' (smallest: links of 1/phits of a flit, for FPGAs) or "
+          "'voq' (virtual output queues, two reads per input: the highest saturation "
+          "throughput per area; not in the performance model)",
+          "must be one of 'compact', 'parallel', 'lite', 'voq'",
+          lambda v: v in ("compact", "parallel", "lite", "voq")),
     _Rule("phits", int,
           "cycles a flit takes on a link: the links, buffers and switch are flit_width / phits "
           "bits wide ('lite' router only; 1 elsewhere)",

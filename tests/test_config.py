@@ -28,7 +28,7 @@ from wafertile.config import PARAMETERS
     ("buffer_depth", 3, "buffer_depth must be a power of two from 2 to 64, not 3"),
     ("buffer_depth", 128, "buffer_depth must be a power of two from 2 to 64, not 128"),
     ("router_arch", "fast",
-     "router_arch must be one of 'compact', 'parallel', 'lite', not 'fast'"),
+     "router_arch must be one of 'compact', 'parallel', 'lite', 'voq', not 'fast'"),
     ("phits", 0, "phits must be an integer from 1 to 8, not 0"),
     ("phits", 9, "phits must be an integer from 1 to 8, not 9"),
     ("handoff", 1, "handoff must be true or false, not 1"),

@@ -124,8 +124,9 @@ def test_deterministic(tmp_path):
                                    pytest.param("mesh", marks=pytest.mark.slow), "array"])
 @pytest.mark.parametrize("kw", [{"num_vcs": 3}, {"router_arch": "lite", "phits": 3,
                                                  "buffer_depth": 2},
-                                {"router_arch": "parallel", "num_vcs": 4}],
-                         ids=["compact-v3", "lite-p3", "parallel-v4"])
+                                {"router_arch": "parallel", "num_vcs": 4},
+                                {"router_arch": "voq", "num_vcs": 3}],
+                         ids=["compact-v3", "lite-p3", "parallel-v4", "voq-v3"])
 def test_lint_clean(tmp_path, block, kw):
     cfg = Config(rows=2, cols=3, **kw)
     files = emit(block, cfg, tmp_path)

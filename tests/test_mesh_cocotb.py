@@ -32,11 +32,13 @@ MESHES = {
                           phits=3),
     "1x1-lite4": Config(rows=1, cols=1, buffer_depth=2, router_arch="lite", phits=4),
     "1x3-lite2": Config(rows=1, cols=3, router_arch="lite", phits=2),
+    "3x5-voq": Config(rows=3, cols=5, router_arch="voq"),
+    "4x4-voq3": Config(rows=4, cols=4, num_vcs=3, buffer_depth=2, router_arch="voq"),
 }
 #: (mesh, simulator) pairs in the default run (Icarus only: a Verilator build of a mesh takes
 #: about a minute, and the router and the array are sampled on Verilator in the default run).
 DEFAULT = {("1x1", "icarus"), ("1x4", "icarus"), ("3x5", "icarus"), ("4x4", "icarus"),
-           ("3x5-parallel", "icarus"), ("3x5-lite4", "icarus")}
+           ("3x5-parallel", "icarus"), ("3x5-lite4", "icarus"), ("3x5-voq", "icarus")}
 _emitted: set = set()
 
 
@@ -54,7 +56,8 @@ def run(build_root, sim, mesh, testcase, env):
 
 #: The loads of the random traffic each bigger mesh runs in the default run (the small ones
 #: run both); the other with --run-slow.
-DEFAULT_LOADS = {"3x5": (0.05,), "4x4": (1.0,), "3x5-parallel": (1.0,), "3x5-lite4": (0.05,)}
+DEFAULT_LOADS = {"3x5": (0.05,), "4x4": (1.0,), "3x5-parallel": (1.0,), "3x5-lite4": (0.05,),
+                 "3x5-voq": (1.0,)}
 
 
 def _slow(sim, mesh, load=None, *_):

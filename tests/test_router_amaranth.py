@@ -147,10 +147,10 @@ POSITIONS = [(1, 1), (0, 0), (2, 0), (0, 2), (2, 2), (1, 0)]
 #: (num_vcs, buffer_depth, router_arch, phits) of the random tests.
 ROUTER_CASES = [(2, 4, "compact", 1), (3, 2, "compact", 1), (2, 4, "parallel", 1),
                 (4, 8, "parallel", 1), (2, 4, "lite", 1), (2, 2, "lite", 4), (3, 2, "lite", 3),
-                (2, 4, "lite", 2)]
+                (2, 4, "lite", 2), (2, 4, "voq", 1), (3, 2, "voq", 1), (2, 8, "voq", 1)]
 #: The default run takes every case at the interior and a corner, and one case per
 #: micro-architecture (FULL) at every position; --run-slow every case at every position.
-FULL = {(3, 2, "compact", 1), (2, 4, "parallel", 1), (2, 2, "lite", 4)}
+FULL = {(3, 2, "compact", 1), (2, 4, "parallel", 1), (2, 2, "lite", 4), (2, 4, "voq", 1)}
 RANDOM_CASES = [
     pytest.param(pos, *case, id=f"x{pos[0]}y{pos[1]}-v{case[0]}d{case[1]}-{case[2]}{case[3]}",
                  marks=pytest.mark.slow if case not in FULL and pos not in POSITIONS[:2] else ())
@@ -187,7 +187,7 @@ def test_random_all_ports(request, pos, num_vcs, depth, arch, phits):
                 assert sub_got == sub_exp, f"order {PORTS[p]}->{PORTS[o]} VC {v} (seed {seed})"
 
 
-@pytest.mark.parametrize("arch", ["compact", "parallel", "lite"])
+@pytest.mark.parametrize("arch", ["compact", "parallel", "lite", "voq"])
 def test_one_cycle_per_router_and_full_rate(arch):
     """Zero load: a flit leaves in the cycle after it arrived; an output moves 1 flit/cycle."""
     cfg = Config(rows=3, cols=3, router_arch=arch)
@@ -324,7 +324,7 @@ def test_router_base_is_abstract():
         Router(Config())
 
 
-@pytest.mark.parametrize("arch", ["compact", "parallel", "lite"])
+@pytest.mark.parametrize("arch", ["compact", "parallel", "lite", "voq"])
 def test_make_router_picks_the_class(arch):
     router = make_router(Config(router_arch=arch))
     assert type(router).arch == arch

@@ -10,7 +10,7 @@ Modules, each importing only the ones listed before it:
 - :mod:`.phit`: phit-serial links in lockstep slots, :class:`~.phit.PhitTx`,
   :class:`~.phit.PhitRx`;
 - :mod:`.base`: :class:`~.base.Router`, what every micro-architecture shares;
-- :mod:`.compact`, :mod:`.parallel`, :mod:`.lite`: one micro-architecture each;
+- :mod:`.compact`, :mod:`.parallel`, :mod:`.lite`, :mod:`.voq`: one micro-architecture each;
 - :mod:`.router`: :func:`~.router.make_router`, which picks the class from the configuration.
 """
 
@@ -25,7 +25,9 @@ from .phit import PhitRx, PhitTx, phase_counter
 from .route import route_mask
 from .router import ROUTERS, make_router
 from .topology import Edge, edges, neighbour
+from .voq import VoqRouter
 
 __all__ = ["ROUTERS", "CompactRouter", "Edge", "LinkInterface", "LinkSignature", "LiteRouter",
            "ParallelRouter", "PhitRx", "PhitTx", "RoundRobinArbiter", "Router", "VcBuffer",
-           "arbitrate", "edges", "make_router", "neighbour", "phase_counter", "route_mask"]
+           "VoqRouter", "arbitrate", "edges", "make_router", "neighbour", "phase_counter",
+           "route_mask"]

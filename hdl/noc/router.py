@@ -7,12 +7,14 @@ from .base import Router
 from .compact import CompactRouter
 from .lite import LiteRouter
 from .parallel import ParallelRouter
+from .voq import VoqRouter
 
 __all__ = ["ROUTERS", "make_router"]
 
 #: Router classes by ``Config.router_arch``.
 ROUTERS: dict[str, type[Router]] = {cls.arch: cls for cls in
-                                    (CompactRouter, ParallelRouter, LiteRouter)}
+                                    (CompactRouter, ParallelRouter, LiteRouter,
+                                                      VoqRouter)}
 
 
 def make_router(config: Config) -> Router:

@@ -100,7 +100,7 @@ ARRAY = Covergroup(
     "array",
     {"phase": ["load", "stream", "reduce", "handoff", "read"],
      "passes": ["1", "2+"], "reduction": ["none", "on fabric"], "groups": ["1", "2+"],
-     "layers": ["1", "2", "3+"], "router": ["compact", "parallel", "lite"],
+     "layers": ["1", "2", "3+"], "router": ["compact", "parallel", "lite", "voq"],
      "dtype": DTYPES},
     crosses={"passes x reduction x groups": (("passes", "reduction", "groups"), None),
              "layers x reduction": (("layers", "reduction"), None),
