@@ -394,6 +394,17 @@ def test_float_layers_and_networks_are_predicted_exactly(request, tmp_path, caps
         predict_layer(big, np.ones((2000, 512), np.float32), np.ones((4000, 512), np.float32))
 
 
+def test_router_the_model_does_not_cover_is_refused(capsys):
+    """voq is simulated on the RTL only: the model refuses it in one line, exit status 2."""
+    with pytest.raises(UnmodelledConfigError, match="router_arch 'voq': the performance model "
+                                                    "covers 'compact', 'parallel', 'lite'"):
+        Timing(Config(router_arch="voq"))
+    assert main(["run", "--fidelity", "model", "--router-arch", "voq", "--size", "32"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("wafertile: error: router_arch 'voq': the performance model covers "
+                       "'compact', 'parallel', 'lite'; use --fidelity rtl")
+
+
 def test_bad_fidelity_is_argparse_s(capsys):
     with pytest.raises(SystemExit) as info:
         main(["run", "--fidelity", "fast"])

@@ -27,13 +27,12 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
-from ..errors import InputError
 from ..hdl.core.ops import OPS, codes
 from ..stream import LayerProgram, Phase
 from .mesh import MESH_BUDGET, PhaseFlits, mesh_seconds, simulate, weight_nonzero
 from .phases import grad_cycles, handoff_cycles, row_cycles
 from .stream import column_slots, stream_cycles
-from .timing import Timing
+from .timing import ModelError, Timing, UnmodelledConfigError
 
 __all__ = ["DETAILS", "KINDS", "MissingActivationsError", "ModelError", "Prediction",
            "UnmodelledConfigError", "predict_phase", "predict_program",
@@ -45,17 +44,8 @@ KINDS = ("load", "stream", "reduce", "handoff", "read", "grad")
 DETAILS = ("auto", "analytic", "mesh")
 
 
-class ModelError(ValueError):
-    """The model cannot predict this program (the reason in one line)."""
-
-
 class MissingActivationsError(ModelError):
     """A float MAC stream predicted without the table of its nonzero activations."""
-
-
-class UnmodelledConfigError(ModelError, InputError):
-    """A program the model does not cover (a float layer too large to compile in full):
-    refused like any bad input (one line, exit status 2) before anything is predicted."""
 
 
 @dataclass

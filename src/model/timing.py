@@ -38,9 +38,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import Config
+from ..errors import InputError
 from ..hdl.core.units import handoff_limbs
 
-__all__ = ["Timing"]
+__all__ = ["MODELLED_ROUTERS", "ModelError", "Timing", "UnmodelledConfigError"]
+
+#: The router micro-architectures the model knows (``voq`` is simulated on the RTL only).
+MODELLED_ROUTERS = ("compact", "parallel", "lite")
+
+
+class ModelError(ValueError):
+    """The model cannot predict this program (the reason in one line)."""
+
+
+class UnmodelledConfigError(ModelError, InputError):
+    """A program or fabric the model does not cover (a float layer too large to compile in
+    full, a router it has no class for): refused like any bad input (one line, exit status
+    2) before anything is predicted."""
 
 #: Cycles between two outputs of one tile, per (router_arch, phits): measured with runs of
 #: READs to one tile (``benchmarks/model.py --micro``). With 2 phits the core's three-stage
@@ -75,6 +89,12 @@ class Timing:
     """
 
     config: Config
+
+    def __post_init__(self):
+        if self.config.router_arch not in MODELLED_ROUTERS:
+            raise UnmodelledConfigError(
+                f"router_arch {self.config.router_arch!r}: the performance model covers "
+                f"{', '.join(map(repr, MODELLED_ROUTERS))}; use --fidelity rtl")
 
     @property
     def slot(self) -> int:
