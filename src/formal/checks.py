@@ -4,7 +4,7 @@ configurations, proof modes and depths (``docs/formal.md`` says why each).
 Formal checks run on small configurations: a 3 x 3 array (so that a router can be interior,
 where a multicast may use all five outputs), 8-bit data, 16-bit accumulators, 16-word banks,
 2 VCs of 2 flits. A ``--config`` file overrides any of these; a router check without
-``router_arch`` in the file runs all three micro-architectures.
+``router_arch`` in the file runs all four micro-architectures.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ BLOCKS = {
              "input)",
     "buffer": "the VC buffers: occupancy, overflow, ready, FIFO order and data (proved)",
     "router": "every micro-architecture: link rules, watched flits routed once each, "
-              "unchanged, in order, nothing appearing (compact: proved; parallel, lite: "
-              "bounded)",
+              "unchanged, in order, nothing appearing (compact: proved; parallel, lite, "
+              "voq: bounded)",
     "core": "the tile cores (integer and float) against a sequential specification of "
             "every operation of the table, arithmetic units cut out (replies, accumulators, "
             "registers, forwarding by transparent reads, the float core's bubble)",
@@ -50,7 +50,7 @@ BLOCKS = {
 }
 
 _ARCHS = ({"router_arch": "compact"}, {"router_arch": "parallel"},
-          {"router_arch": "lite", "phits": 2})
+          {"router_arch": "lite", "phits": 2}, {"router_arch": "voq"})
 
 
 def _config(base: Mapping[str, Any], **changes: Any) -> Config:
@@ -131,8 +131,8 @@ ROUTER_K = 1
 #: BMC depth of the router checks, in slots (default run, --run-slow): each step costs more
 #: than the one before, the parallel router's most (docs/formal.md). The compact router is
 #: proved; its depth here is that of the bounded sample of the default pytest run.
-ROUTER_DEPTH = {False: {"compact": 3, "parallel": 3, "lite": 3},
-                True: {"parallel": 4, "lite": 4}}
+ROUTER_DEPTH = {False: {"compact": 3, "parallel": 3, "lite": 3, "voq": 3},
+                True: {"parallel": 4, "lite": 4, "voq": 4}}
 
 
 def _router(base, given, deep):
@@ -262,16 +262,17 @@ def mutation_checks(block: str) -> list[Check]:
     """The mutation checks of ``block`` (``buffer``, ``router``, ``core`` or ``phit``): the
     block's harness around a faulty block, which must fail; one per mutation
     (:data:`~.mutations.MUTATIONS`), each on the configuration of the block's first default
-    check of its number format (the router's: compact)."""
+    check of its number format (the router's: of its micro-architecture, default compact)."""
     checks = checks_for(block)
     if block == "buffer":
         checks = [c for c in checks if c.name.startswith("buffer_count")]
-    if block == "router":
-        checks = [c for c in checks if c.config.router_arch == "compact"]
     out = []
-    for name, (_, fmt, *deeper) in MUTATIONS[block].items():
-        first = next(c for c in checks if fmt is None or
-                     (fmt == "float") == c.config.is_float)
+    for name, (_, kind, *deeper) in MUTATIONS[block].items():
+        if block == "router":  # kind: the micro-architecture (default compact)
+            first = next(c for c in checks if c.config.router_arch == (kind or "compact"))
+        else:  # kind: the number format, "int" or "float" (default: the first check's)
+            first = next(c for c in checks if kind is None or
+                         (kind == "float") == c.config.is_float)
         depth = first.depth if first.mode == "bmc" else 6
         out.append(Check(name, block, first.config,
                          lambda c, block=block, name=name: mutant(block, c, name), "bmc",

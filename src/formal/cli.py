@@ -45,7 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="flat TOML file of parameters overriding the small formal "
                              "configuration (same keys as `wafertile generate --config`; "
                              "router_arch picks one router micro-architecture, default: all "
-                             "three)")
+                             "four)")
     parser.add_argument("--depth", type=int, default=None, metavar="N",
                         help="bound (BMC) or induction length (k-induction) of every check, "
                              ">= 1 (default: each check's documented depth)")

@@ -16,6 +16,8 @@ inside and alter one signal on its way.
   high: it sends into a full downstream buffer (link rule), for every micro-architecture.
 - ``router_corrupts_payload``: a router whose east output flips a payload bit of VC 1's flits
   (a flit leaves changed).
+- ``router_voq_youngest_first``: a ``voq`` router whose per-output queues serve the youngest
+  flit for an output instead of the oldest (flits reordered).
 - ``core_wrong_stage``: a tile core whose accumulator read port is not transparent, so the
   accumulator read of a flit misses the write of the stage ahead of it (the forwarding from
   the wrong stage): back-to-back MACs into one accumulator lose an update.
@@ -42,10 +44,11 @@ from amaranth.hdl import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 
 from ..config import Config
+from ..hdl._util import any_of
 from ..hdl.core import SramBank, TileCore
 from ..hdl.core.units import Requantizer
 from ..hdl.flit import Port, Reg, header_layout
-from ..hdl.noc import PhitTx, VcBuffer, make_router, phase_counter
+from ..hdl.noc import PhitTx, VcBuffer, VoqRouter, make_router, phase_counter
 from .buffer import BufferCountHarness, BufferFifoHarness
 from .core import CoreHarness
 from .cut import CutRequantizer, CutSum, accumulate
@@ -125,6 +128,16 @@ def _corrupt_payload(config: Config):
         bit = config.header_width + 2  # the watched flits' mark is bits 0-1
         return Cat(word[:bit], word[bit] ^ vc1, word[bit + 1:]), ready
     return _east_fault(config, fault)
+
+
+class _YoungestFirst(VoqRouter):
+    """A ``voq`` router whose per-output queues serve the slot that arrived *last*."""
+
+    @staticmethod
+    def _oldest(cand, older):
+        n = len(cand)
+        return Cat(cand[i] & ~any_of(cand[j] & older[i][j] for j in range(n) if j != i)
+                   for i in range(n))
 
 
 def _east_fault(config: Config, fault):
@@ -310,9 +323,10 @@ class _WrongRegisterHarness(PhitHarness):
         return _WrongRegisterTx(self.config)
 
 
-#: Each block's mutations: ``{block: {name: (harness class or factory, format[, depth])}}``;
-#: the format (``"int"``, ``"float"``, or None for any) picks which of the block's default
-#: checks' configurations the mutation runs on; the depth, where given, is the least the
+#: Each block's mutations: ``{block: {name: (harness class or factory, kind[, depth])}}``;
+#: the kind picks which of the block's default checks' configurations the mutation runs on:
+#: the number format (``"int"``, ``"float"``, or None for any), for the router the
+#: micro-architecture (None: ``compact``); the depth, where given, is the least the
 #: fault needs to show (else the check's).
 MUTATIONS = {
     "buffer": {"buffer_skip_pointer": (_SkipPointerHarness, None),
@@ -321,7 +335,10 @@ MUTATIONS = {
                    lambda config: _with_dut(RouterHarness, _ignore_ready)(config, drain=0), None),
                "router_corrupts_payload": (
                    lambda config: _with_dut(RouterHarness, _corrupt_payload)(config, drain=0),
-                   None)},
+                   None),
+               "router_voq_youngest_first": (
+                   lambda config: _with_dut(RouterHarness, _YoungestFirst)(config, drain=0),
+                   "voq")},
     "core": {"core_wrong_stage": (_WrongStageHarness, "int"),
              "core_fp_wrong_stage": (_WrongStageHarness, "float"),
              "core_register_reset": (_WrongResetHarness, "int"),

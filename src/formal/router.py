@@ -1,5 +1,5 @@
 """The router harness: link rules on every port, and watched flits through the router, for
-every micro-architecture (``compact``, ``parallel``, ``lite``).
+every micro-architecture (``compact``, ``parallel``, ``lite``, ``voq``).
 
 The router's coordinates are chosen by the solver (any position of the array). Every input
 offers any flit in any cycle, within the link rule (a flit only on a VC that is ready: the
