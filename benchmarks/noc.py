@@ -301,7 +301,7 @@ def main(argv=None) -> int:
                              "picks a VC uniformly at random")
     parser.add_argument("--buffer-depth", type=int, default=4,
                         help="flits per VC per router input (Config.buffer_depth, default 4)")
-    parser.add_argument("--router-arch", choices=["compact", "parallel", "lite"],
+    parser.add_argument("--router-arch", choices=["compact", "parallel", "lite", "voq"],
                         default="compact",
                         help="router micro-architecture (Config.router_arch, docs/router.md; "
                              "default compact, the fabric's default)")
