@@ -37,8 +37,10 @@ MESHES = {
 }
 #: (mesh, simulator) pairs in the default run (Icarus only: a Verilator build of a mesh takes
 #: about a minute, and the router and the array are sampled on Verilator in the default run).
+#: (3x5-parallel runs with --run-slow since voq, the other high-throughput router, took its
+#: place; parallel keeps its router, array and formal samples.)
 DEFAULT = {("1x1", "icarus"), ("1x4", "icarus"), ("3x5", "icarus"), ("4x4", "icarus"),
-           ("3x5-parallel", "icarus"), ("3x5-lite4", "icarus"), ("3x5-voq", "icarus")}
+           ("3x5-lite4", "icarus"), ("3x5-voq", "icarus")}
 _emitted: set = set()
 
 
