@@ -13,8 +13,7 @@ __all__ = ["ROUTERS", "make_router"]
 
 #: Router classes by ``Config.router_arch``.
 ROUTERS: dict[str, type[Router]] = {cls.arch: cls for cls in
-                                    (CompactRouter, ParallelRouter, LiteRouter,
-                                                      VoqRouter)}
+                                    (CompactRouter, ParallelRouter, LiteRouter, VoqRouter)}
 
 
 def make_router(config: Config) -> Router:
