@@ -114,9 +114,6 @@ SPEC_ERRORS = [
      "s.toml: point (rows=2, router_arch='compact', phits=4): phits must be 1 with "
      "router_arch 'compact' (flits split into phits need router_arch 'lite'), not 4; "
      "skip_invalid = true leaves such points out"),
-    ({"fidelity": "model", "grid": {"router_arch": ["compact", "voq"]}, "workloads": WL},
-     "s.toml: fidelity 'model' cannot predict router_arch 'voq' (the performance model covers "
-     "'compact', 'parallel', 'lite'); measure it at fidelity 'rtl'"),
     ({"skip_invalid": "yes", "workloads": WL},
      "s.toml: skip_invalid must be true or false, not 'yes'"),
     ({}, "s.toml: measure 'run' needs at least one [[workloads]] entry"),

@@ -33,7 +33,6 @@ import numpy as np
 from ..config import PARAMETERS, Config, ConfigError
 from ..errors import InputError
 from ..files import read_text, toml_reason
-from ..model.timing import MODELLED_ROUTERS
 from .measures import FIDELITIES, MEASUREMENTS
 from .results import COLUMNS, check_axes
 from .workloads import Workload, parse_workload
@@ -159,12 +158,6 @@ def parse_spec(data: dict[str, Any], *, source: str = "<spec>", base: Path = Pat
     if not isinstance(skip_invalid, bool):
         raise fail(f"skip_invalid must be true or false, not {skip_invalid!r}")
     configs, varying, skipped = _configs(data, skip_invalid, fail)
-    if "model" in fidelities:
-        unmodelled = [c.router_arch for c in configs if c.router_arch not in MODELLED_ROUTERS]
-        if unmodelled:
-            raise fail(f"fidelity 'model' cannot predict router_arch {unmodelled[0]!r} (the "
-                       f"performance model covers {', '.join(map(repr, MODELLED_ROUTERS))}); "
-                       f"measure it at fidelity 'rtl'")
     workloads, arrays = _workloads(data.get("workloads", []), base, fail)
     if any(MEASUREMENTS[m].per_workload for m in measure) and not workloads:
         needs = [m for m in measure if MEASUREMENTS[m].per_workload]
