@@ -19,6 +19,11 @@ def pick(select, values):
     return out
 
 
+def index_bits(n: int) -> int:
+    """Bits of an index into ``n`` things (at least 1)."""
+    return max(1, (n - 1).bit_length())
+
+
 def any_of(bits):
     """The OR of ``bits`` (0 for none)."""
     out = Const(0)

@@ -8,13 +8,9 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .._util import CheckedComponent, any_of, pick
+from .._util import CheckedComponent, any_of, index_bits, pick
 
 __all__ = ["VcBuffer"]
-
-
-def _bits(n: int) -> int:
-    return max(1, (n - 1).bit_length())
 
 
 class VcBuffer(CheckedComponent):
@@ -92,7 +88,7 @@ class VcBuffer(CheckedComponent):
                  head_width: int = 0, peek: bool = False):
         self._num_vcs, self._depth, self._width = num_vcs, depth, width
         self._phits, self._head_width, self._peek = phits, head_width, bool(peek)
-        vbits = _bits(num_vcs)
+        vbits = index_bits(num_vcs)
         members = {
             "w_valid": In(1), "w_vc": In(vbits), "w_data": In(width),
             "w_rdy": Out(num_vcs), "push": Out(num_vcs),
@@ -130,7 +126,7 @@ class VcBuffer(CheckedComponent):
         nv, depth, n = self._num_vcs, self._depth, self._phits
         abits = (depth - 1).bit_length()
         pbits = (n - 1).bit_length()
-        vbits = _bits(nv)
+        vbits = index_bits(nv)
         if n > 1:
             phase = self.phase
             last = phase == n - 1

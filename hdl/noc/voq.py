@@ -35,17 +35,13 @@ from dataclasses import dataclass
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib.memory import Memory
 
-from .._util import any_of
+from .._util import any_of, index_bits
 from ..flit import Port
 from .arbiter import arbitrate
 from .base import Router
 from .route import route_mask
 
 __all__ = ["VoqRouter"]
-
-
-def _bits(n: int) -> int:
-    return max(1, (n - 1).bit_length())
 
 
 @dataclass
@@ -79,7 +75,7 @@ class VoqRouter(Router):
         """Slots, age matrices and per-output heads of one input."""
         cfg = self.config
         nv, depth, name = cfg.num_vcs, cfg.buffer_depth, port.letter
-        abits, vbits = _bits(depth), _bits(nv)
+        abits, vbits = index_bits(depth), index_bits(nv)
         inp = self.inputs[port.value]
 
         # rem[v][i]: branches slot i of VC v still has to send (0: free).
@@ -100,7 +96,7 @@ class VoqRouter(Router):
 
         mask = Signal(5, name=f"mask_{name}")
         m.d.comb += mask.eq(route_mask(cfg, inp.flit.header, self.x, self.y, port))
-        heads, wants, pushes = [], [], []
+        heads, wants, pushes, firsts = [], [], [], []
         for v in range(nv):
             # The lowest free slot takes an arriving flit of VC v.
             free = [r == 0 for r in rem[v]]
@@ -111,6 +107,7 @@ class VoqRouter(Router):
                 push.eq(inp.valid & (inp.flit.header.vc == v) & any_of(free)),
             ]
             pushes.append(push)
+            firsts.append(first)
             for i in range(depth):
                 gone = any_of(Mux(slot[k][v * depth + i], taken[k], 0) for k in range(reads))
                 with m.If(push & first[i]):
@@ -142,14 +139,12 @@ class VoqRouter(Router):
                     with m.If(slot[k][v * depth + i]):
                         m.d.comb += [r_idx.eq(i), r_vc.eq(v)]
             m.d.comb += rds[k].addr.eq(Cat(r_idx, r_vc))
-        # Written: the lowest free slot of the arriving flit's VC.
+        # Written: the slot the pushed VC's registers take (its lowest free one).
         free_idx = Signal(abits, name=f"free_idx_{name}")
         for v in range(nv):
-            with m.If(inp.flit.header.vc == v):
-                free = [r == 0 for r in rem[v]]
-                for i in reversed(range(depth)):
-                    with m.If(free[i]):
-                        m.d.comb += free_idx.eq(i)
+            for i in range(depth):
+                with m.If(pushes[v] & firsts[v][i]):
+                    m.d.comb += free_idx.eq(i)
         m.d.comb += [
             wr.en.eq(any_of(pushes)),
             wr.addr.eq(Cat(free_idx, inp.flit.header.vc[:vbits])),

@@ -44,7 +44,6 @@ from amaranth.hdl import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 
 from ..config import Config
-from ..hdl._util import any_of
 from ..hdl.core import SramBank, TileCore
 from ..hdl.core.units import Requantizer
 from ..hdl.flit import Port, Reg, header_layout
@@ -131,13 +130,12 @@ def _corrupt_payload(config: Config):
 
 
 class _YoungestFirst(VoqRouter):
-    """A ``voq`` router whose per-output queues serve the slot that arrived *last*."""
+    """A ``voq`` router whose per-output queues serve the slot that arrived *last*: the real
+    head search on the age relation turned around."""
 
     @staticmethod
     def _oldest(cand, older):
-        n = len(cand)
-        return Cat(cand[i] & ~any_of(cand[j] & older[i][j] for j in range(n) if j != i)
-                   for i in range(n))
+        return VoqRouter._oldest(cand, [list(row) for row in zip(*older, strict=True)])
 
 
 def _east_fault(config: Config, fault):
