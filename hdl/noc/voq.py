@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib.memory import Memory
 
 from .._util import any_of, index_bits
@@ -57,13 +57,48 @@ class _Input:
 
 class VoqRouter(Router):
     """The ``voq`` micro-architecture (module documentation); members as
-    :class:`~.base.Router`."""
+    :class:`~.base.Router`.
+
+    ``peek=True`` (proofs only, ``wafertile formal``) adds a proof-only read port per slot to
+    each input's RAM; :attr:`state` names the slots' words, their remaining branches and the
+    age matrices for the invariants of a k-induction. The fabric never sets it; it changes
+    nothing else.
+    """
 
     arch = "voq"
     #: Rounds of iSLIP allocation per cycle.
     ITERATIONS = 2
     #: Read ports of each input's RAM (slots an input sends per cycle).
     READS = 2
+
+    def __init__(self, config, *, peek: bool = False):
+        super().__init__(config)
+        nv, depth = config.num_vcs, config.buffer_depth
+        self._peek = bool(peek)
+        # per port: rem[v][i], the branches slot i of VC v still has to send (0: free), and
+        # older[v][i][j] (i != j): slot i's flit arrived before slot j's
+        self._rem = [[[Signal(5, name=f"rem_{port.letter}{v}_{i}") for i in range(depth)]
+                      for v in range(nv)] for port in Port]
+        self._older = [[[[Signal(name=f"older_{port.letter}{v}_{i}_{j}") if i != j else None
+                          for j in range(depth)] for i in range(depth)] for v in range(nv)]
+                       for port in Port]
+        self._stored = [[[Signal(config.flit_width, name=f"stored_{port.letter}{v}_{i}")
+                          for i in range(depth)] for v in range(nv)]
+                        for port in Port] if peek else None
+
+    @classmethod
+    def check(cls, config, *, peek: bool = False) -> None:
+        super().check(config)
+
+    @property
+    def state(self) -> dict:
+        """For proofs (``peek=True``), by port number, VC and slot: ``rem`` (the branches the
+        slot's flit still has to send; 0: free), ``older`` (``older[p][v][i][j]``: slot ``i``'s
+        flit arrived before slot ``j``'s; ``None`` on the diagonal) and ``stored`` (the word
+        in the slot's RAM address)."""
+        if self._stored is None:
+            raise ValueError("VoqRouter.state needs a router made with peek=True")
+        return {"rem": self._rem, "older": self._older, "stored": self._stored}
 
     def elaborate(self, platform):
         m = Module()
@@ -78,11 +113,7 @@ class VoqRouter(Router):
         abits, vbits = index_bits(depth), index_bits(nv)
         inp = self.inputs[port.value]
 
-        # rem[v][i]: branches slot i of VC v still has to send (0: free).
-        rem = [[Signal(5, name=f"rem_{name}{v}_{i}") for i in range(depth)] for v in range(nv)]
-        # older[v][i][j] (i != j): slot i's flit arrived before slot j's.
-        older = [[[Signal(name=f"older_{name}{v}_{i}_{j}") if i != j else None
-                   for j in range(depth)] for i in range(depth)] for v in range(nv)]
+        rem, older = self._rem[port.value], self._older[port.value]
 
         reads = self.READS
         # per read port: the slot read (one-hot) and where it goes this cycle
@@ -93,6 +124,11 @@ class VoqRouter(Router):
             shape=unsigned(cfg.flit_width), depth=(1 << vbits) * (1 << abits), init=[])
         wr = ram.write_port()
         rds = [ram.read_port(domain="comb") for _ in range(reads)]
+        for v in range(nv) if self._peek else ():
+            for i in range(depth):
+                pk = ram.read_port(domain="comb")
+                m.d.comb += [pk.addr.eq(Cat(Const(i, abits), Const(v, vbits))),
+                             self._stored[port.value][v][i].eq(pk.data)]
 
         mask = Signal(5, name=f"mask_{name}")
         m.d.comb += mask.eq(route_mask(cfg, inp.flit.header, self.x, self.y, port))
@@ -116,7 +152,7 @@ class VoqRouter(Router):
                         if j != i:  # the new flit is the youngest
                             m.d.sync += [older[v][j][i].eq(1), older[v][i][j].eq(0)]
                 with m.Else():
-                    m.d.sync += rem[v][i].eq(rem[v][i] & ~gone)
+                    m.d.sync += rem[v][i].eq(self._remaining(rem[v][i], gone))
 
             # Per output, the oldest slot with a branch for it.
             hv = []
@@ -152,6 +188,11 @@ class VoqRouter(Router):
         ]
         return _Input(heads=heads, wants=wants, data=[rd.data for rd in rds], slot=slot,
                       taken=taken)
+
+    @staticmethod
+    def _remaining(rem, gone):
+        """The branches a slot still has to send after a cycle in which ``gone`` left."""
+        return rem & ~gone
 
     @staticmethod
     def _oldest(cand: list, older: list):

@@ -21,7 +21,7 @@ from .harness import Check
 from .mutations import MUTATIONS, mutant
 from .phit import PhitHarness
 from .route import RouteHarness
-from .router import CompactRouterProof, RouterHarness
+from .router import CompactRouterProof, RouterHarness, VoqRouterProof
 from .sram import SramHarness
 
 __all__ = ["BLOCKS", "SMALL", "checks_for", "mutation_checks"]
@@ -36,8 +36,8 @@ BLOCKS = {
              "input)",
     "buffer": "the VC buffers: occupancy, overflow, ready, FIFO order and data (proved)",
     "router": "every micro-architecture: link rules, watched flits routed once each, "
-              "unchanged, in order, nothing appearing (compact: proved; parallel, lite, "
-              "voq: bounded)",
+              "unchanged, in order, nothing appearing (compact and voq: proved; parallel "
+              "and lite: bounded)",
     "core": "the tile cores (integer and float) against a sequential specification of "
             "every operation of the table, arithmetic units cut out (replies, accumulators, "
             "registers, forwarding by transparent reads, the float core's bubble)",
@@ -125,14 +125,26 @@ def _buffer(base, given, deep):
     return out
 
 
-#: Induction length of the compact router's proof (its invariants are inductive at 1).
+#: Induction length of the compact and voq routers' proofs (their invariants are inductive
+#: at 1).
 ROUTER_K = 1
 
 #: BMC depth of the router checks, in slots (default run, --run-slow): each step costs more
-#: than the one before, the parallel router's most (docs/formal.md). The compact router is
-#: proved; its depth here is that of the bounded sample of the default pytest run.
+#: than the one before, the parallel router's most (docs/formal.md). The compact and voq
+#: routers are proved; their depth here is that of their bounded sample.
 ROUTER_DEPTH = {False: {"compact": 3, "parallel": 3, "lite": 3, "voq": 3},
-                True: {"parallel": 4, "lite": 4, "voq": 4}}
+                True: {"parallel": 4, "lite": 4}}
+
+
+#: The router micro-architectures proved by k-induction (with whole flits): their harness and
+#: what its invariants tie together (the check's ``why``).
+_ROUTER_PROOFS = {
+    "compact": (CompactRouterProof, "tie the watched flits, the sent registers and the flits "
+                                    "owed to each output to the five buffers' contents"),
+    "voq": (VoqRouterProof, "follow each watched flit to its slot and tie it, the age "
+                            "matrices and the flits owed to each output to the slots' words "
+                            "and remaining branches"),
+}
 
 
 def _router(base, given, deep):
@@ -140,14 +152,14 @@ def _router(base, given, deep):
     out = []
     for a in archs:
         cfg = _config(base, **a)
-        if cfg.router_arch == "compact" and cfg.phits == 1:
+        proof = _ROUTER_PROOFS.get(cfg.router_arch) if cfg.phits == 1 else None
+        if proof is not None:
+            harness, what = proof
             out.append(Check(
-                f"router_compact_p{cfg.phits}", "router", cfg, CompactRouterProof, "prove",
-                ROUTER_K, cover_depth=2 * cfg.buffer_depth + 4,
-                why="the invariants tie the watched flits, the sent registers and the flits "
-                    "owed to each output to the five buffers' contents (their proof-only "
-                    "read ports); the cover fills a VC and sends a second flit behind a "
-                    "blocked first one"))
+                f"router_{cfg.router_arch}_p1", "router", cfg, harness, "prove", ROUTER_K,
+                cover_depth=2 * cfg.buffer_depth + 4,
+                why=f"the invariants {what} (the RAMs' proof-only read ports); the cover "
+                    f"fills a VC and sends a second flit behind a blocked first one"))
             continue
         depth = ROUTER_DEPTH[deep][cfg.router_arch] * cfg.phits
         out.append(Check(
@@ -243,16 +255,16 @@ def _phit(base, given, deep):
 
 
 def _bounded_router(check: Check) -> Check:
-    """The compact router's proof as the bounded check it replaced (the same properties to
-    depth 3, without the invariants): the default pytest run's sample."""
+    """A router's proof (``compact``, ``voq``) as the bounded check it replaced (the same
+    properties to depth 3, without the invariants): the default pytest run's sample."""
     return Check(check.name, check.block, check.config, lambda c: RouterHarness(c, drain=0),
-                 "bmc", ROUTER_DEPTH[False]["compact"], check.cover_depth,
+                 "bmc", ROUTER_DEPTH[False][check.config.router_arch], check.cover_depth,
                  "the default pytest run's sample of the proof (minutes): flits enter in "
                  "cycles 0 and 1 and a VC buffer is full in cycle 2")
 
 
 #: Checks that ``quick`` replaces, by their harness.
-QUICK = {CompactRouterProof: _bounded_router}
+QUICK = {CompactRouterProof: _bounded_router, VoqRouterProof: _bounded_router}
 
 _CHECKS = {"route": _route, "buffer": _buffer, "router": _router, "core": _core,
            "sram": _sram, "phit": _phit, "handoff": _handoff}

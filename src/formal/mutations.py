@@ -18,6 +18,10 @@ inside and alter one signal on its way.
   (a flit leaves changed).
 - ``router_voq_youngest_first``: a ``voq`` router whose per-output queues serve the youngest
   flit for an output instead of the oldest (flits reordered).
+- ``router_voq_frees_early``: a ``voq`` router that frees a slot when one branch of its flit
+  has gone (a multicast's other branches lost). No safety property of the bare harness sees a
+  lost flit (only the bounded liveness one, out of reach), so it runs on the proof's harness,
+  whose invariants do.
 - ``core_wrong_stage``: a tile core whose accumulator read port is not transparent, so the
   accumulator read of a flit misses the write of the stage ahead of it (the forwarding from
   the wrong stage): back-to-back MACs into one accumulator lose an update.
@@ -53,7 +57,7 @@ from .core import CoreHarness
 from .cut import CutRequantizer, CutSum, accumulate
 from .handoff import HandoffHarness
 from .phit import PhitHarness
-from .router import RouterHarness
+from .router import RouterHarness, VoqRouterProof
 
 __all__ = ["MUTANT_HARNESSES", "MUTATIONS", "MUTATION_NAMES", "SkipPointerBuffer",
            "WrongHeadBuffer", "mutant"]
@@ -136,6 +140,19 @@ class _YoungestFirst(VoqRouter):
     @staticmethod
     def _oldest(cand, older):
         return VoqRouter._oldest(cand, [list(row) for row in zip(*older, strict=True)])
+
+
+class _FreesEarly(VoqRouter):
+    """A ``voq`` router that frees a slot as soon as one branch of its flit has gone (a
+    multicast's other branches are lost)."""
+
+    @staticmethod
+    def _remaining(rem, gone):
+        return Mux(gone != 0, 0, rem)
+
+
+def _frees_early(config: Config) -> VoqRouter:
+    return _FreesEarly(config, peek=True)
 
 
 def _east_fault(config: Config, fault):
@@ -336,7 +353,10 @@ MUTATIONS = {
                    None),
                "router_voq_youngest_first": (
                    lambda config: _with_dut(RouterHarness, _YoungestFirst)(config, drain=0),
-                   "voq")},
+                   "voq"),
+               # a lost branch breaks no safety property of the bare harness (only the
+               # bounded liveness one, out of reach): the proof's invariants catch it
+               "router_voq_frees_early": (_with_dut(VoqRouterProof, _frees_early), "voq")},
     "core": {"core_wrong_stage": (_WrongStageHarness, "int"),
              "core_fp_wrong_stage": (_WrongStageHarness, "float"),
              "core_register_reset": (_WrongResetHarness, "int"),

@@ -44,13 +44,14 @@ from ..config import Config
 from ..hdl.flit import Port, flit_layout
 from ..hdl.noc import PhitRx, PhitTx, make_router, phase_counter
 from ..hdl.noc.compact import CompactRouter
+from ..hdl.noc.voq import VoqRouter
 from .buffer import stored_at
 from .harness import Harness
 from .link import flit_link_rules, flit_transfer, phit_link_rules
 from .props import Properties
 from .route import spec_route
 
-__all__ = ["CompactRouterProof", "RouterHarness", "drain_cycles"]
+__all__ = ["CompactRouterProof", "RouterHarness", "VoqRouterProof", "drain_cycles"]
 
 
 @dataclass
@@ -68,6 +69,14 @@ class _Watch:
     route1: Value     # w1's route (the spec's)
     sent1: Value      # the outputs w1 has left on
     pending: list     # per output: flits owed to it, not yet gone
+
+
+def _pick(index: Value, values: list) -> Value:
+    """``values[index]`` (``values[0]`` for an index past the end)."""
+    out = values[0]
+    for k in range(1, len(values)):
+        out = Mux(index == k, values[k], out)
+    return out
 
 
 def drain_cycles(config: Config) -> int:
@@ -296,16 +305,10 @@ class CompactRouterProof(RouterHarness):
         src = watch.src
 
         def at_src(values):
-            out = values[0]
-            for p in range(1, 5):
-                out = Mux(src == p, values[p], out)
-            return out
+            return _pick(src, values)
 
         def by_vc(values, vc):
-            out = values[0]
-            for v in range(1, nv):
-                out = Mux(vc == v, values[v], out)
-            return out
+            return _pick(vc, values)
 
         for p, buf in enumerate(bufs):
             for v in range(nv):
@@ -378,3 +381,116 @@ class CompactRouterProof(RouterHarness):
             props.check(f"inv_pending_{Port(o).letter}", watch.pending[o] == sum(counts[o]),
                         f"invariant: the flits owed to {Port(o).name.lower()} are the stored "
                         f"ones whose route names it, less the branches their heads have sent")
+
+
+class VoqRouterProof(RouterHarness):
+    """The router harness around a ``voq`` router built for proofs (``peek``), with the
+    invariants that make its properties inductive: proved by k-induction.
+
+    The harness follows each watched flit to its slot: the lowest free slot of its VC at the
+    watched input when it is accepted (the router's rule), held while the slot's remaining
+    branches (``rem``) are not all gone. The invariants:
+
+    - a watched flit is accepted before it is followed; ``w2`` only after ``w1``;
+    - ``w1``, while followed, is stored unchanged in its slot, whose ``rem`` is its route (the
+      rule's) less the outputs it has left on; once no longer followed it has left on all of
+      its route, and never on an output outside it;
+    - ``w2`` and ``w1`` followed in one VC: ``w1``'s slot is older than ``w2``'s;
+    - any two occupied slots of one VC are ordered by the age matrix (one is older);
+    - every occupied slot holds a flit of its VC, carrying a watched flit's mark exactly where
+      that flit is followed;
+    - the flits owed to each output are the occupied slots whose ``rem`` names it.
+    """
+
+    def __new__(cls, config: Config, *args, **kwargs):
+        # refused before the object exists (Amaranth warns of an elaboratable never used)
+        if config.router_arch != "voq" or config.phits != 1:
+            raise ValueError(f"VoqRouterProof needs the voq router with whole flits, "
+                             f"not {config.router_arch!r} with {config.phits} phits")
+        return super().__new__(cls)
+
+    def __init__(self, config: Config):
+        super().__init__(config, drain=0)
+
+    def make_dut(self):
+        return VoqRouter(self.config, peek=True)
+
+    def invariants(self, m: Module, props: Properties, watch: _Watch) -> None:
+        cfg = self.config
+        nv, depth, hw = cfg.num_vcs, cfg.buffer_depth, cfg.header_width
+        state = watch.dut.state
+        rems, olders, words = state["rem"], state["older"], state["stored"]
+        src = watch.src
+        vcs = [Value.cast(h.vc) for h in watch.headers]
+
+        def at(table, vc, slot):
+            """``table[src][vc][slot]``."""
+            return _pick(src, [_pick(vc, [_pick(slot, row) for row in per_port])
+                               for per_port in table])
+
+        # Follow each watched flit to its slot.
+        held = [Signal(name=f"held{i + 1}") for i in range(2)]
+        slots = [Signal(range(depth), name=f"slot{i + 1}") for i in range(2)]
+        followed = []
+        for i in range(2):
+            rem_here = at(rems, vcs[i], slots[i])
+            lowest_free = Const(depth - 1, range(depth))
+            for s in reversed(range(depth)):
+                lowest_free = Mux(at(rems, vcs[i], Const(s, range(depth))) == 0, s,
+                                  lowest_free)
+            with m.If(watch.taken[i]):
+                m.d.sync += [held[i].eq(1), slots[i].eq(lowest_free)]
+            with m.Elif(rem_here == 0):
+                m.d.sync += held[i].eq(0)
+            here = Signal(name=f"followed{i + 1}")
+            m.d.comb += here.eq(held[i] & (rem_here != 0))
+            followed.append(here)
+            props.check(f"inv_w{i + 1}_accepted", ~held[i] | watch.accepted[i],
+                        f"invariant: w{i + 1} is followed only once accepted")
+
+        acc1, acc2 = watch.accepted
+        sent1, route1 = watch.sent1, watch.route1
+        props.check("inv_w1_stored", ~followed[0] | (
+            (at(rems, vcs[0], slots[0]) == (route1 & ~sent1)) &
+            (at(words, vcs[0], slots[0]) == watch.w[0])),
+            "invariant: while followed, w1 is stored unchanged in its slot, whose remaining "
+            "branches are its route less the outputs it has left on")
+        props.check("inv_w1_sent", ((sent1 & ~route1) == 0) & (acc1 | (sent1 == 0)) &
+                    (~acc1 | followed[0] | (sent1 == route1)),
+                    "invariant: w1 has left on part of its route, nothing before it was "
+                    "accepted, and all of it once no longer followed")
+        older_12 = _pick(src, [_pick(vcs[0], [
+            _pick(slots[0], [_pick(slots[1], [Const(0) if o is None else o for o in row])
+                             for row in per_vc])
+            for per_vc in per_port]) for per_port in olders])
+        props.check("inv_order", (~acc2 | acc1) & ~(
+            followed[0] & followed[1] & (vcs[0] == vcs[1]) & ~older_12),
+            "invariant: w2 is accepted after w1, and in one VC its slot is younger than w1's")
+
+        counts = [[] for _ in range(5)]
+        for p in range(5):
+            letter = Port(p).letter
+            for v in range(nv):
+                rem, older, word = rems[p][v], olders[p][v], words[p][v]
+                for a in range(depth):
+                    full = rem[a] != 0
+                    mark = word[a][hw:hw + 2]
+                    good = Value.cast(data.View(flit_layout(cfg), word[a]).header.vc) == v
+                    for i in range(2):
+                        mine = followed[i] & (src == p) & (vcs[i] == v) & (slots[i] == a)
+                        good &= (mark == i + 1) == mine
+                    props.check(f"inv_stored_{letter}{v}_{a}", ~full | good,
+                                f"invariant: an occupied slot of input "
+                                f"{Port(p).name.lower()}'s VC {v} holds a flit of VC {v}, "
+                                f"with a watched flit's mark exactly where that flit is")
+                    for b in range(a + 1, depth):
+                        props.check(f"inv_age_{letter}{v}_{a}{b}",
+                                    (rem[a] == 0) | (rem[b] == 0) | (older[a][b] != older[b][a]),
+                                    f"invariant: of two occupied slots of input "
+                                    f"{Port(p).name.lower()}'s VC {v}, one is older")
+                    for o in range(5):
+                        counts[o].append(rem[a][o])
+        for o in range(5):
+            props.check(f"inv_pending_{Port(o).letter}", watch.pending[o] == sum(counts[o]),
+                        f"invariant: the flits owed to {Port(o).name.lower()} are the "
+                        f"occupied slots whose remaining branches name it")
