@@ -216,11 +216,13 @@ def test_cli_config_overrides_the_small_configuration(tmp_path, monkeypatch, cap
 
 
 def test_proof_only_views_need_asking_for():
-    """The proof-only views (a router's ``state``, the proof harness) refuse what they cannot
-    show; the quick sample replaces the compact router's proof by its bounded check only."""
+    """The proof-only views (a router's ``state``, the proof harnesses) refuse what they cannot
+    show; the quick sample replaces the compact and voq routers' proofs by their bounded
+    checks only."""
     from wafertile.config import Config
-    from wafertile.formal.router import CompactRouterProof
+    from wafertile.formal.router import CompactRouterProof, VoqRouterProof
     from wafertile.hdl.noc.compact import CompactRouter
+    from wafertile.hdl.noc.voq import VoqRouter
     cfg = Config.from_mapping({"router_arch": "compact"})
     plain, peeking = CompactRouter(cfg), CompactRouter(cfg, peek=True)
     with pytest.raises(ValueError, match="needs a router made with peek=True"):
@@ -228,15 +230,27 @@ def test_proof_only_views_need_asking_for():
     assert len(peeking.state["buffers"]) == 5
     for router in (plain, peeking):  # elaborated (buffers and all), as any design is
         Fragment.get(router, None)
+    vcfg = Config.from_mapping({"router_arch": "voq"})
+    vplain, vpeeking = VoqRouter(vcfg), VoqRouter(vcfg, peek=True)
+    with pytest.raises(ValueError, match="needs a router made with peek=True"):
+        _ = vplain.state
+    state = vpeeking.state
+    assert len(state["stored"]) == 5 and len(state["stored"][0]) == vcfg.num_vcs
+    assert len(state["rem"][0][0]) == vcfg.buffer_depth and state["older"][0][0][1][1] is None
+    for router in (vplain, vpeeking):
+        Fragment.get(router, None)
     lite = Config.from_mapping({"router_arch": "lite", "phits": 2})
     with pytest.raises(ValueError, match="compact router with whole flits"):
         CompactRouterProof(lite)
+    with pytest.raises(ValueError, match="voq router with whole flits"):
+        VoqRouterProof(cfg)
     full = {c.name: c for c in checks_for("router")}
     quick = {c.name: c for c in checks_for("router", quick=True)}
-    assert full["router_compact_p1"].mode == "prove"
-    assert quick["router_compact_p1"].mode == "bmc"
-    assert {n: c.mode for n, c in full.items() if n != "router_compact_p1"} == \
-        {n: c.mode for n, c in quick.items() if n != "router_compact_p1"}
+    proved = {"router_compact_p1", "router_voq_p1"}
+    assert {n for n, c in full.items() if c.mode == "prove"} == proved
+    assert all(quick[n].mode == "bmc" for n in proved)
+    assert {n: c.mode for n, c in full.items() if n not in proved} == \
+        {n: c.mode for n, c in quick.items() if n not in proved}
 
 
 def test_handoff_block_is_the_integer_unit():
