@@ -269,7 +269,28 @@ class RouterHarness(Harness):
         return ins, outs
 
 
-class CompactRouterProof(RouterHarness):
+class _RouterProof(RouterHarness):
+    """The router harness around a router of class :attr:`router` built for proofs
+    (``peek=True``), with whole flits and no liveness bound; a subclass adds the invariants."""
+
+    #: The router class (its ``arch`` is the micro-architecture the proof takes).
+    router: type
+
+    def __new__(cls, config: Config, *args, **kwargs):
+        # refused before the object exists (Amaranth warns of an elaboratable never used)
+        if config.router_arch != cls.router.arch or config.phits != 1:
+            raise ValueError(f"{cls.__name__} needs the {cls.router.arch} router with whole "
+                             f"flits, not {config.router_arch!r} with {config.phits} phits")
+        return super().__new__(cls)
+
+    def __init__(self, config: Config):
+        super().__init__(config, drain=0)
+
+    def make_dut(self):
+        return self.router(self.config, peek=True)
+
+
+class CompactRouterProof(_RouterProof):
     """The router harness around a ``compact`` router built for proofs (``peek``), with the
     invariants that make its properties inductive: proved by k-induction.
 
@@ -284,18 +305,7 @@ class CompactRouterProof(RouterHarness):
       branches their heads have sent.
     """
 
-    def __new__(cls, config: Config, *args, **kwargs):
-        # refused before the object exists (Amaranth warns of an elaboratable never used)
-        if config.router_arch != "compact" or config.phits != 1:
-            raise ValueError(f"CompactRouterProof needs the compact router with whole flits, "
-                             f"not {config.router_arch!r} with {config.phits} phits")
-        return super().__new__(cls)
-
-    def __init__(self, config: Config):
-        super().__init__(config, drain=0)
-
-    def make_dut(self):
-        return CompactRouter(self.config, peek=True)
+    router = CompactRouter
 
     def invariants(self, m: Module, props: Properties, watch: _Watch) -> None:
         cfg = self.config
@@ -383,7 +393,7 @@ class CompactRouterProof(RouterHarness):
                         f"ones whose route names it, less the branches their heads have sent")
 
 
-class VoqRouterProof(RouterHarness):
+class VoqRouterProof(_RouterProof):
     """The router harness around a ``voq`` router built for proofs (``peek``), with the
     invariants that make its properties inductive: proved by k-induction.
 
@@ -402,18 +412,7 @@ class VoqRouterProof(RouterHarness):
     - the flits owed to each output are the occupied slots whose ``rem`` names it.
     """
 
-    def __new__(cls, config: Config, *args, **kwargs):
-        # refused before the object exists (Amaranth warns of an elaboratable never used)
-        if config.router_arch != "voq" or config.phits != 1:
-            raise ValueError(f"VoqRouterProof needs the voq router with whole flits, "
-                             f"not {config.router_arch!r} with {config.phits} phits")
-        return super().__new__(cls)
-
-    def __init__(self, config: Config):
-        super().__init__(config, drain=0)
-
-    def make_dut(self):
-        return VoqRouter(self.config, peek=True)
+    router = VoqRouter
 
     def invariants(self, m: Module, props: Properties, watch: _Watch) -> None:
         cfg = self.config
