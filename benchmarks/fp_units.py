@@ -38,6 +38,8 @@ UNITS = {
     "mul-fp16-s2": lambda: FpMul("fp16", stages=2),
     "mul-bf16": lambda: FpMul("bf16"),
     "mul-bf16-s2": lambda: FpMul("bf16", stages=2),
+    "mul-fp32": lambda: FpMul("fp32"),
+    "mul-fp32-s2": lambda: FpMul("fp32", stages=2),
     "add": lambda: FpAdd(),
     "add-s2": lambda: FpAdd(stages=2),
     "to-fp16": lambda: FpToHalf("fp16"),

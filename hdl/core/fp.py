@@ -275,8 +275,8 @@ class _FpUnit(CheckedComponent):
 
 
 class FpMul(_FpUnit):
-    """The product of two FP16 or two BF16 numbers as an FP32 word, bit exact with numpy's
-    ``float32(a) * float32(b)``.
+    """The product of two FP16, two BF16 or two FP32 numbers as an FP32 word, bit exact with
+    numpy's ``float32(a) * float32(b)``.
 
     The significands (hidden bit included, subnormals as they are) go through one unsigned
     multiplier, 11 x 11 bits for FP16 and 8 x 8 for BF16: one DSP. The product is normalized
@@ -289,6 +289,11 @@ class FpMul(_FpUnit):
     denormalizes (a marker bit from the exponent sum limits the leading-zero count); that
     logic is generated only for formats whose products leave FP32's normal range.
 
+    FP32 operands (the nonlinear functions of ``docs/nonlinear.md``) take the BF16 datapath
+    with a 24 x 24 multiplier: the product has 48 significant bits, so the same right shift's
+    guard and sticky bits round every product, normal or not, to nearest even (a rounding
+    carry out of the significand increments the exponent, up to infinity).
+
     Specials: a NaN operand or infinity times zero gives the canonical NaN ``0x7FC00000``;
     infinity times a nonzero number is infinity; a zero times a finite number is a zero. Every
     non-NaN result has the sign ``a.sign ^ b.sign``, zeros included (``-0 * 3 = -0``).
@@ -300,19 +305,20 @@ class FpMul(_FpUnit):
     and the special flags (and for BF16 the normal-range flag and the marker, formed beside
     the multiplier); ``o`` is valid one cycle after ``a`` and ``b`` (~100 MHz FP16, ~65 MHz
     BF16), and the register loads only while ``en`` is high (a core's clock enable:
-    zero-skipped MACs leave it alone). Measured sizes and fmax: ``docs/float.md``.
+    zero-skipped MACs leave it alone). FP32 takes four DSPs and reaches ~30 MHz (``stages =
+    1``) or ~46 MHz (``stages = 2``). Measured sizes and fmax: ``docs/float.md``.
 
     Parameters
     ----------
     fmt : str or FloatFormat
-        ``"fp16"`` or ``"bf16"`` (or :data:`FP16`, :data:`BF16`).
+        ``"fp16"``, ``"bf16"`` or ``"fp32"`` (or :data:`FP16`, :data:`BF16`, :data:`FP32`).
     stages : int
         1 (combinational) or 2 (one register).
 
     Members
     -------
-    a, b : ``In(16)``
-        The operands, raw bits of ``fmt``.
+    a, b : ``In(fmt.width)``
+        The operands, raw bits of ``fmt`` (16 bits, 32 for FP32).
     o : ``Out(32)``
         The product, raw FP32 bits.
     en : ``In(1, init=1)``, only with ``stages = 2``
@@ -321,22 +327,23 @@ class FpMul(_FpUnit):
     Raises
     ------
     TypeError
-        If ``fmt`` is not FP16 or BF16, or ``stages`` is not 1 or 2.
+        If ``fmt`` is not FP16, BF16 or FP32, or ``stages`` is not 1 or 2.
     """
 
     def __init__(self, fmt: str | FloatFormat = "fp16", *, stages: int = 1):
         self._fmt = float_format(fmt)
         self._stages = stages
-        super().__init__(self._members(stages, {"a": In(16), "b": In(16), "o": Out(32)}))
+        w = self._fmt.width
+        super().__init__(self._members(stages, {"a": In(w), "b": In(w), "o": Out(32)}))
 
     @classmethod
     def check(cls, fmt: object = "fp16", *, stages: object = 1) -> None:
         try:
-            ok = float_format(fmt) in (FP16, BF16)
+            ok = float_format(fmt) in (FP16, BF16, FP32)
         except TypeError:
             ok = False
         if not ok:
-            raise TypeError(f"FpMul format must be 'fp16' or 'bf16', not {fmt!r}")
+            raise TypeError(f"FpMul format must be 'fp16', 'bf16' or 'fp32', not {fmt!r}")
         super().check(stages=stages)
 
     @property
@@ -390,7 +397,7 @@ class FpMul(_FpUnit):
             # marker bit at pw - exp_sum stops the leading-zero count there, which picks the
             # smaller of the two shifts with no compare after the count.
             lz = _leading_zeros(r["prod"] | r["marker"])
-            amount = Signal(8)          # pw - exp_sum <= pw + 139 (BF16)
+            amount = Signal(8)          # pw - exp_sum <= pw + 139 (BF16), 48 + 124 (FP32)
             m.d.comb += [amount.eq(Mux(r["above"], (pw - 1) - lz, pw - r["exp_sum"])),
                          exp.eq(r["exp_sum"] - lz)]
             q, guard, sticky = _shift_right_sticky(Cat(Const(0, 23), r["prod"]), amount)
