@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from wafertile.hdl.core import programs as progs
 from wafertile.sim.models import nonlinear as nl
 
 from .conftest import seed_for
@@ -172,3 +174,91 @@ def test_the_corners_the_document_states():
     assert -1e-36 < call("gelu", [-10.0]).view(np.float32)[0] < 0  # not yet flushed
     # large positive x: x itself (e / (e + 1) rounds to 1)
     assert call("gelu", [100.0])[0] == np.float32(100.0).view(np.uint32)
+
+
+# -- the programs (hdl/core/programs.py): what a tile will run, interpreted step by step -------
+
+def _program_inputs(rng, name: str, n: int) -> np.ndarray:
+    """Any 32-bit word (every NaN payload, subnormal and sign), values on the function's
+    documented range and around it, the document's special values and the words at the range
+    limits."""
+    words = rng.integers(0, 1 << 32, n, dtype=np.uint64).astype(np.uint32)
+    lo, hi = nl.RANGES[name]
+    if lo > 0:
+        values = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+    else:
+        values = rng.uniform(lo * 1.02, hi * 1.02, n)
+    limits = np.array([lo, hi], np.float32).view(np.uint32)
+    edges = np.concatenate([limits - 1, limits, limits + 1]).astype(np.uint32)
+    specials = np.array(SPECIALS[name], np.float32).view(np.uint32)
+    return np.concatenate([words, values.astype(np.float32).view(np.uint32), edges, specials])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_programs_are_the_reference(request, name):
+    """Each function's program, run step by step with numbered registers, equals the
+    reference bit for bit: on every kind of input word, not only the documented range."""
+    seed = seed_for(request)
+    x = _program_inputs(np.random.default_rng(seed), name, 200_000)
+    got, want = nl.run(name, x), getattr(nl, name)(x)
+    bad = np.flatnonzero(got != want)
+    assert not len(bad), (f"{name}: {len(bad)} of {len(x)} differ, first x = {x[bad[0]]:#010x}:"
+                          f" program {got[bad[0]]:#010x}, reference {want[bad[0]]:#010x} "
+                          f"(seed {seed})")
+
+
+@pytest.mark.parametrize(("name", "index"), [("exp", 22), ("exp", 23), ("exp", 27),
+                                             ("exp", 28), ("gelu", 5), ("rsqrt", 14)])
+def test_a_program_without_one_of_its_steps_is_caught(request, name, index):
+    """Mutations: dropping the n == 128 fix-up (either half), either range check, GELU's
+    clamp or RSQRT's last Newton update changes results the test above compares."""
+    program = progs.PROGRAMS[name]
+    steps = program.steps[:index] + program.steps[index + 1:]
+    mutant = progs.Program(name, steps, program.result)
+    x = _program_inputs(np.random.default_rng(seed_for(request)), name, 200_000)
+    differ = np.count_nonzero(nl.run(mutant, x) != getattr(nl, name)(x))
+    assert differ, f"{name} without step {index} ({program.steps[index]}) still agrees"
+
+
+def test_the_programs_table_in_the_document():
+    """docs/nonlinear.md, "The programs": steps, registers and each step's listing."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "nonlinear.md").read_text()
+    for name, program in progs.PROGRAMS.items():
+        code = progs.assemble(program)
+        row = f"| {name} | {len(program.steps)} | {code.registers} |"
+        assert row in text, f"docs/nonlinear.md lacks the row {row!r}"
+    listing = text.split("```steps-exp\n", 1)[1].split("```", 1)[0].split("\n")
+    written = [line.split("#")[0].split() for line in listing if line.split("#")[0].strip()]
+    steps = [[s.op, s.dst, *(o for o in (s.a, s.b, s.c) if o is not None)]
+             for s in progs.EXP.steps]
+    assert written == steps
+    for word in ("F128", "K127", "K_SCALE", "INF", "ZERO"):
+        assert f"| `{word}` | `{progs.CONSTANTS[word]:#010X}`".replace("0X", "0x") in text, word
+
+
+def test_assemble_numbers_and_checks():
+    code = progs.assemble(progs.RECIPROCAL)
+    assert code.steps[0] == ("isub", 1, "RECIP_SEED", 0, None)
+    assert code.registers == 3 and code.result == 1
+    assert max(progs.assemble(p).registers for p in progs.PROGRAMS.values()) == 8
+    bad = progs.Program("bad", (progs.Step("add", "y", "x", "t"),), "y")
+    with pytest.raises(ValueError, match=r"^bad: step 0 \(add y\) reads t before it is "
+                                         r"written$"):
+        progs.assemble(bad)
+    select = progs.Program("sel", (progs.Step("gt", "y", "x", "ONE", "ONE"),), "y")
+    with pytest.raises(ValueError, match=r"^sel: step 0 \(gt y\) reads y before it is "):
+        progs.assemble(select)
+    with pytest.raises(ValueError, match=r"^none: the result r is never written$"):
+        progs.assemble(progs.Program("none", (progs.Step("shr1", "y", "x"),), "r"))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("div", "y", "x", "x"), r"^unknown step operation 'div' \(one of add, sub, mul, min, "),
+    (("add", "y", "x"), r"^step add takes operand b$"),
+    (("shr1", "y", "x", "x"), r"^step shr1 has no operand b$"),
+    (("gt", "y", "x", "ONE"), r"^step gt takes operand c$"),
+    (("mul", "ONE", "x", "x"), r"^step mul writes the constant ONE$"),
+])
+def test_bad_steps(args, message):
+    with pytest.raises(ValueError, match=message):
+        progs.Step(*args)

@@ -6,6 +6,10 @@ document gives.
 
 Words in and out are FP32 bit patterns (``uint32`` arrays); every function is elementwise and
 vectorized; every NaN result is the canonical quiet NaN (``0x7FC00000``), as in :mod:`.fp`.
+
+:func:`run` is the other half: it interprets a function's program of steps
+(:mod:`wafertile.hdl.core.programs`, what a tile will run) with numbered registers, as the
+hardware will, one step at a time; the tests hold it equal to the functions above bit for bit.
 """
 
 from __future__ import annotations
@@ -13,33 +17,14 @@ from __future__ import annotations
 import numpy as np
 
 from ...hdl.core.fp import FP32
+from ...hdl.core.programs import CONSTANTS as _CONSTANTS
+from ...hdl.core.programs import PROGRAMS, Program, assemble
 
-__all__ = ["CONSTANTS", "ITERATIONS", "RANGES", "exp", "gelu", "reciprocal", "rsqrt"]
+__all__ = ["CONSTANTS", "ITERATIONS", "RANGES", "exp", "gelu", "reciprocal", "rsqrt", "run"]
 
-#: The constants of ``docs/nonlinear.md`` as FP32 words (name -> word).
-CONSTANTS: dict[str, int] = {
-    "EXP_MAX": 0x42B17217,    # 88.7228317: above it exp overflows
-    "EXP_MIN": 0xC2AEAC50,    # -87.3365479: below it exp is below 2^-126 (flushed to +0)
-    "LOG2E": 0x3FB8AA3B,      # 1.44269502
-    "ROUNDER": 0x4B400000,    # 12582912 = 1.5 x 2^23: t + ROUNDER - ROUNDER = rint(t)
-    "C1": 0x3F318000,         # 0.693359375 (9 significant bits: n x C1 is exact)
-    "C2": 0xB95E8083,         # -2.12194440e-4 (ln 2 = C1 + C2, to FP32's precision)
-    "P0": 0x39506967,         # 1.9875691500e-4
-    "P1": 0x3AB743CE,         # 1.3981999507e-3
-    "P2": 0x3C088908,         # 8.3334519073e-3
-    "P3": 0x3D2AA9C1,         # 4.1665795894e-2
-    "P4": 0x3E2AAAAA,         # 1.6666665459e-1
-    "P5": 0x3F000000,         # 5.0000001201e-1 rounds to 0.5
-    "ONE": 0x3F800000,
-    "TWO": 0x40000000,
-    "HALF": 0x3F000000,
-    "THREE_HALVES": 0x3FC00000,
-    "RECIP_SEED": 0x7EF311C3,
-    "RSQRT_SEED": 0x5F375A86,
-    "GELU_A": 0x3D372713,     # 0.044715
-    "GELU_K": 0x3FCC422A,     # 1.59576912 = 2 sqrt(2 / pi)
-    "GELU_ZMAX": 0x42A00000,  # 80: keeps e + 1 within the reciprocal's range
-}
+#: The constants of ``docs/nonlinear.md`` as FP32 words (name -> word): the programs' table
+#: (:data:`wafertile.hdl.core.programs.CONSTANTS`), which the tiles will hold.
+CONSTANTS = _CONSTANTS
 #: Newton iterations of the reciprocal and of the reciprocal square root.
 ITERATIONS = {"reciprocal": 3, "rsqrt": 3}
 #: The input ranges over which each function is specified (and its error measured), FP32
@@ -142,3 +127,50 @@ def gelu(words) -> np.ndarray:
         w = e * q
         g = x * w
     return _words(g)
+
+
+def _step(op: str, a, b) -> np.ndarray:
+    """One arithmetic or integer step on ``uint32`` words (``docs/nonlinear.md``, "The
+    programs"): its result word, NaNs canonical."""
+    if op in ("isub", "shr1", "shl23"):
+        if op == "isub":
+            return (a - b).astype(np.uint32)          # modulo 2^32
+        return (a >> np.uint32(1)) if op == "shr1" else (a << np.uint32(23))
+    fa, fb = a.view(np.float32), b.view(np.float32)
+    with np.errstate(all="ignore"):
+        if op == "min":
+            v = np.where(np.isnan(fa) | np.isnan(fb), np.float32(np.nan),
+                         np.where(fb < fa, fb, fa))
+        else:
+            v = {"add": np.add, "sub": np.subtract, "mul": np.multiply}[op](fa, fb)
+    return _words(v)
+
+
+def _condition(op: str, a, b) -> np.ndarray:
+    fa, fb = a.view(np.float32), b.view(np.float32)
+    return {"gt": np.greater, "lt": np.less, "eq": np.equal}[op](fa, fb)
+
+
+def run(program: str | Program, words) -> np.ndarray:
+    """Run ``program`` (a :class:`~wafertile.hdl.core.programs.Program` or a name of
+    :data:`~wafertile.hdl.core.programs.PROGRAMS`) on FP32 words, vectorized over them, with
+    the registers :func:`~wafertile.hdl.core.programs.assemble` numbers: FP32 words."""
+    if isinstance(program, str):
+        program = PROGRAMS[program]
+    code = assemble(program)
+    x = np.asarray(words, np.uint32).ravel()
+    regs = np.zeros((code.registers, len(x)), np.uint32)
+    regs[0] = x
+
+    def operand(o):
+        return np.uint32(CONSTANTS[o]) if isinstance(o, str) else regs[o]
+
+    for op, dst, a, b, c in code.steps:
+        va = operand(a)
+        vb = None if b is None else np.broadcast_to(operand(b), x.shape)
+        va = np.broadcast_to(va, x.shape)
+        if c is None:
+            regs[dst] = _step(op, va, vb)
+        else:
+            regs[dst] = np.where(_condition(op, va, vb), operand(c), regs[dst])
+    return regs[code.result].reshape(np.shape(words))

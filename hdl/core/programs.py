@@ -1,0 +1,257 @@
+"""The nonlinear functions of ``docs/nonlinear.md`` as programs of FP32 steps: what a tile's
+nonlinear unit will run (issue 19), one step a cycle, and what its numpy interpreter
+(:func:`wafertile.sim.models.nonlinear.run`) runs today.
+
+A program is a tuple of :class:`Step` on named registers. Its operands are registers or
+constants (:data:`CONSTANTS`, FP32 words by name); the input is register ``x`` and the result
+is the register :attr:`Program.result` names. The operations (:data:`OPERATIONS`) are the four
+kinds of step the document allows, nothing else:
+
+- ``add``, ``sub``, ``mul``: ``fp32(a + b)``, ``fp32(a - b)``, ``fp32(a * b)``, IEEE 754
+  binary32 rounded to nearest even, subnormals kept (:class:`~.fp.FpAdd`,
+  :class:`~.fp.FpMul` ``("fp32")``);
+- ``min``: the smaller of ``a`` and ``b``, NaN if either is NaN;
+- ``isub``, ``shr1``, ``shl23``: integer operations on the 32-bit words (``a - b`` modulo
+  2**32, ``a >> 1``, ``a << 23`` modulo 2**32);
+- ``gt``, ``lt``, ``eq``: compare-and-select: ``dst = c`` when ``a > b``, ``a < b``,
+  ``a == b`` (FP32 comparisons: false when either is NaN; ``+0 == -0``), else ``dst`` keeps
+  its value.
+
+Every NaN a step produces is the canonical quiet NaN ``0x7FC00000``. :func:`assemble` gives a
+program's registers numbers (a register is reused once its value is dead) and checks that
+nothing is read before it is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CONSTANTS", "EXP", "GELU", "OPERATIONS", "PROGRAMS", "RECIPROCAL", "RSQRT",
+           "Assembled", "Program", "Step", "assemble"]
+
+#: The constants of ``docs/nonlinear.md`` (and the few words the programs add) as FP32 words.
+CONSTANTS: dict[str, int] = {
+    "EXP_MAX": 0x42B17217,    # 88.7228317: above it exp overflows
+    "EXP_MIN": 0xC2AEAC50,    # -87.3365479: below it exp is below 2^-126 (flushed to +0)
+    "LOG2E": 0x3FB8AA3B,      # 1.44269502
+    "ROUNDER": 0x4B400000,    # 12582912 = 1.5 x 2^23: t + ROUNDER - ROUNDER = rint(t)
+    "C1": 0x3F318000,         # 0.693359375 (9 significant bits: n x C1 is exact)
+    "C2": 0xB95E8083,         # -2.12194440e-4 (ln 2 = C1 + C2, to FP32's precision)
+    "P0": 0x39506967,         # 1.9875691500e-4
+    "P1": 0x3AB743CE,         # 1.3981999507e-3
+    "P2": 0x3C088908,         # 8.3334519073e-3
+    "P3": 0x3D2AA9C1,         # 4.1665795894e-2
+    "P4": 0x3E2AAAAA,         # 1.6666665459e-1
+    "P5": 0x3F000000,         # 5.0000001201e-1 rounds to 0.5
+    "ONE": 0x3F800000,
+    "TWO": 0x40000000,
+    "HALF": 0x3F000000,
+    "THREE_HALVES": 0x3FC00000,
+    "RECIP_SEED": 0x7EF311C3,
+    "RSQRT_SEED": 0x5F375A86,
+    "GELU_A": 0x3D372713,     # 0.044715
+    "GELU_K": 0x3FCC422A,     # 1.59576912 = 2 sqrt(2 / pi)
+    "GELU_ZMAX": 0x42A00000,  # 80: keeps e + 1 within the reciprocal's range
+    # the programs' own words (docs/nonlinear.md, "The programs")
+    "F128": 0x43000000,       # 128.0
+    "K127": 0x4B40007F,       # ROUNDER + 127: k when n = 128 is replaced by n = 127
+    "K_SCALE": 0x4B3FFF81,    # word(ROUNDER) - 127: word(k) - K_SCALE = n + 127
+    "INF": 0x7F800000,
+    "ZERO": 0x00000000,
+}
+
+#: The operations of a step and how many operands each reads besides ``dst``:
+#: ``a`` and ``b`` (``shr1`` and ``shl23`` read ``a`` only), and ``c`` for the selects.
+OPERATIONS: dict[str, tuple[str, ...]] = {
+    "add": ("a", "b"), "sub": ("a", "b"), "mul": ("a", "b"), "min": ("a", "b"),
+    "isub": ("a", "b"), "shr1": ("a",), "shl23": ("a",),
+    "gt": ("a", "b", "c"), "lt": ("a", "b", "c"), "eq": ("a", "b", "c"),
+}
+#: The selects: they keep ``dst``'s value when their condition is false, so they read it.
+SELECTS = frozenset({"gt", "lt", "eq"})
+
+
+@dataclass(frozen=True)
+class Step:
+    """``dst = op(a, b)`` (or a select, ``dst = c`` if the condition holds); operands are
+    register names or :data:`CONSTANTS` names, ``dst`` a register name."""
+
+    op: str
+    dst: str
+    a: str
+    b: str | None = None
+    c: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.op not in OPERATIONS:
+            raise ValueError(f"unknown step operation {self.op!r} (one of "
+                             f"{', '.join(OPERATIONS)})")
+        wants = OPERATIONS[self.op]
+        for name in ("b", "c"):
+            given = getattr(self, name) is not None
+            if given != (name in wants):
+                raise ValueError(f"step {self.op} {'takes' if name in wants else 'has no'} "
+                                 f"operand {name}")
+        if self.dst in CONSTANTS:
+            raise ValueError(f"step {self.op} writes the constant {self.dst}")
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The operands it reads, ``dst`` included for a select."""
+        ops = tuple(getattr(self, n) for n in OPERATIONS[self.op])
+        return (*ops, self.dst) if self.op in SELECTS else ops
+
+
+@dataclass(frozen=True)
+class Program:
+    """A function's steps, its input register (``x``) and the register holding the result."""
+
+    name: str
+    steps: tuple[Step, ...]
+    result: str
+    input: str = "x"
+
+    def renamed(self, names: dict[str, str], prefix: str) -> tuple[Step, ...]:
+        """The steps with register ``r`` renamed ``names.get(r, prefix + r)`` (constants
+        kept): to inline one program into another."""
+        def rn(r):
+            if r is None or r in CONSTANTS:
+                return r
+            return names.get(r, prefix + r)
+        return tuple(Step(s.op, rn(s.dst), rn(s.a), rn(s.b), rn(s.c)) for s in self.steps)
+
+
+def _s(op, dst, a, b=None, c=None) -> Step:
+    return Step(op, dst, a, b, c)
+
+
+#: EXP(x): docs/nonlinear.md "exp", with the test of n == 128 and the range checks as selects.
+EXP = Program("exp", (
+    _s("mul", "t", "x", "LOG2E"),
+    _s("add", "k", "t", "ROUNDER"),
+    _s("sub", "n", "k", "ROUNDER"),          # rint(t), as an FP32 number
+    _s("mul", "u", "n", "C1"),
+    _s("sub", "r", "x", "u"),
+    _s("mul", "u", "n", "C2"),
+    _s("sub", "r", "r", "u"),
+    _s("mul", "z", "r", "r"),
+    _s("mul", "p", "P0", "r"),
+    _s("add", "p", "p", "P1"),
+    _s("mul", "p", "p", "r"),
+    _s("add", "p", "p", "P2"),
+    _s("mul", "p", "p", "r"),
+    _s("add", "p", "p", "P3"),
+    _s("mul", "p", "p", "r"),
+    _s("add", "p", "p", "P4"),
+    _s("mul", "p", "p", "r"),
+    _s("add", "p", "p", "P5"),
+    _s("mul", "y", "p", "z"),
+    _s("add", "y", "y", "r"),
+    _s("add", "y", "y", "ONE"),
+    _s("mul", "u", "y", "TWO"),              # n == 128: y = y * 2 and n = 127
+    _s("eq", "y", "n", "F128", "u"),
+    _s("eq", "k", "n", "F128", "K127"),
+    _s("isub", "s", "k", "K_SCALE"),         # n + 127 (k's word is ROUNDER's plus n)
+    _s("shl23", "s", "s"),                   # 2^n
+    _s("mul", "e", "y", "s"),
+    _s("gt", "e", "x", "EXP_MAX", "INF"),
+    _s("lt", "e", "x", "EXP_MIN", "ZERO"),   # a NaN x needs no step: e is NaN already
+), result="e")
+
+#: RECIP(s): docs/nonlinear.md "Reciprocal" (input register x).
+RECIPROCAL = Program("reciprocal", (
+    _s("isub", "y", "RECIP_SEED", "x"),
+    *(step for _ in range(3) for step in (
+        _s("mul", "t", "x", "y"),
+        _s("sub", "t", "TWO", "t"),
+        _s("mul", "y", "y", "t"))),
+), result="y")
+
+#: RSQRT(v): docs/nonlinear.md "Reciprocal square root" (input register x).
+RSQRT = Program("rsqrt", (
+    _s("shr1", "h", "x"),
+    _s("isub", "y", "RSQRT_SEED", "h"),
+    _s("mul", "h", "x", "HALF"),
+    *(step for _ in range(3) for step in (
+        _s("mul", "t", "y", "y"),
+        _s("mul", "t", "h", "t"),
+        _s("sub", "t", "THREE_HALVES", "t"),
+        _s("mul", "y", "y", "t"))),
+), result="y")
+
+#: GELU(x), tanh form: docs/nonlinear.md "GELU", with EXP and RECIP inlined.
+GELU = Program("gelu", (
+    _s("mul", "c", "x", "x"),
+    _s("mul", "c", "c", "x"),
+    _s("mul", "c", "c", "GELU_A"),
+    _s("add", "u", "x", "c"),
+    _s("mul", "z", "u", "GELU_K"),
+    _s("min", "z", "z", "GELU_ZMAX"),
+    *EXP.renamed({"x": "z", "e": "e"}, "exp_"),
+    _s("add", "d", "e", "ONE"),
+    *RECIPROCAL.renamed({"x": "d", "y": "q"}, "rec_"),
+    _s("mul", "w", "e", "q"),
+    _s("mul", "g", "x", "w"),
+), result="g")
+
+#: The programs by function name (the names of :mod:`wafertile.sim.models.nonlinear`).
+PROGRAMS: dict[str, Program] = {p.name: p for p in (EXP, RECIPROCAL, RSQRT, GELU)}
+
+
+@dataclass(frozen=True)
+class Assembled:
+    """A program with numbered registers: ``steps`` as ``(op, dst, a, b, c)`` where a register
+    is an ``int`` and a constant its name (a ``str``); the input in register 0."""
+
+    name: str
+    steps: tuple[tuple, ...]
+    result: int
+    registers: int
+
+
+def assemble(program: Program) -> Assembled:
+    """Number ``program``'s registers, the input as 0, each other register taking the lowest
+    number free when it is written (a number is free again after its register's last read).
+
+    Raises
+    ------
+    ValueError
+        If a step reads a register that no earlier step wrote (nor is the input), or the result
+        is never written.
+    """
+    last_read: dict[str, int] = {}
+    for i, step in enumerate(program.steps):
+        for r in step.reads:
+            if r not in CONSTANTS:
+                last_read[r] = i
+    last_read[program.result] = len(program.steps)
+    number = {program.input: 0}
+    free: list[int] = []
+    count = 1
+    out = []
+    for i, step in enumerate(program.steps):
+        def reg(r, i=i, step=step):
+            if r is None or r in CONSTANTS:
+                return r
+            if r not in number:
+                raise ValueError(f"{program.name}: step {i} ({step.op} {step.dst}) reads "
+                                 f"{r} before it is written")
+            return number[r]
+        ops = [reg(getattr(step, n)) for n in ("a", "b", "c")]
+        if step.op in SELECTS:
+            reg(step.dst)
+        # registers whose last read is this step are free for its result
+        for r, last in last_read.items():
+            if last == i and r in number and r != step.dst:
+                free.append(number.pop(r))
+        if step.dst not in number:
+            if free:
+                free.sort()
+                number[step.dst] = free.pop(0)
+            else:
+                number[step.dst] = count
+                count += 1
+        out.append((step.op, number[step.dst], *ops))
+    if program.result not in number:
+        raise ValueError(f"{program.name}: the result {program.result} is never written")
+    return Assembled(program.name, tuple(out), number[program.result], count)
