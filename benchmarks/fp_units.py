@@ -29,6 +29,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from wafertile.hdl.core.fp import FpAdd, FpMul, FpToHalf
+from wafertile.hdl.core.nonlinear import NonlinearUnit
 from wafertile.synth.nextpnr import run_nextpnr
 from wafertile.synth.targets import TARGETS
 from wafertile.synth.yosys import NETLIST, estimate, run_yosys
@@ -44,6 +45,9 @@ UNITS = {
     "add-s2": lambda: FpAdd(stages=2),
     "to-fp16": lambda: FpToHalf("fp16"),
     "to-bf16": lambda: FpToHalf("bf16"),
+    # the nonlinear unit (docs/nonlinear.md): the programs' ROM, registers, FpAdd, FpMul fp32
+    "nonlinear": lambda: NonlinearUnit(),
+    "nonlinear-s2": lambda: NonlinearUnit(stages=2),
 }
 
 

@@ -7,7 +7,7 @@ from amaranth.lib import wiring
 
 from ..config import Config
 
-__all__ = ["CheckedComponent", "ConfiguredComponent", "any_of", "pick"]
+__all__ = ["CheckedComponent", "ConfiguredComponent", "any_of", "check_stages", "pick"]
 
 
 def pick(select, values):
@@ -30,6 +30,18 @@ def any_of(bits):
     for b in bits:
         out = out | b
     return out
+
+
+def check_stages(owner: str, stages: object) -> None:
+    """Refuse a pipeline depth ``stages`` other than 1 or 2 (an ``int``), naming ``owner``.
+
+    Raises
+    ------
+    TypeError
+        ``<owner> stages must be 1 or 2, not <stages!r>``.
+    """
+    if type(stages) is not int or stages not in (1, 2):
+        raise TypeError(f"{owner} stages must be 1 or 2, not {stages!r}")
 
 
 class CheckedComponent(wiring.Component):

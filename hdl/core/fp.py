@@ -25,7 +25,7 @@ import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib.wiring import In, Out
 
-from .._util import CheckedComponent
+from .._util import CheckedComponent, check_stages
 
 __all__ = ["BF16", "FORMATS", "FP16", "FP32", "FloatFormat", "FpAdd", "FpMul", "FpToHalf",
            "float_format", "fp_relu"]
@@ -254,9 +254,7 @@ class _FpUnit(CheckedComponent):
 
     @classmethod
     def check(cls, *args, **kwargs) -> None:
-        stages = kwargs.get("stages", 1)
-        if type(stages) is not int or stages not in (1, 2):
-            raise TypeError(f"{cls.__name__} stages must be 1 or 2, not {stages!r}")
+        check_stages(cls.__name__, kwargs.get("stages", 1))
 
     @property
     def stages(self) -> int:

@@ -1,0 +1,121 @@
+"""The nonlinear unit (``wafertile.hdl.core.nonlinear``): Amaranth's simulator and cocotb on
+Verilator and Icarus, each result bit for bit against the numpy reference of
+``docs/nonlinear.md`` and each job's cycles against ``1 + steps * stages``; lint; bad
+parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from amaranth.sim import Simulator
+
+from wafertile.hdl.core.nonlinear import FUNCTIONS, OPCODES, NonlinearUnit, cycles
+from wafertile.hdl.core.programs import PROGRAMS
+from wafertile.sim.models import nonlinear as nl
+from wafertile.sim.runner import LINT_WAIVERS, run_cocotb
+from wafertile.sim.tb.nonlinear import SPECIAL
+from wafertile.sim.toolchain import run_verilator_lint
+
+from .conftest import seed_for
+
+TOP = "wafertile_nonlinear"
+
+
+def run_jobs(dut: NonlinearUnit, jobs, rng) -> tuple[list[int], list[int]]:
+    """Start each ``(function, x)`` when the unit is ready, after 0-2 idle cycles, with junk
+    starts while it is busy; returns the results and each job's cycles from start to done."""
+    results, latency = [], []
+
+    async def bench(ctx):
+        for f, x in jobs:
+            for _ in range(int(rng.integers(0, 3))):
+                await ctx.tick()
+            assert ctx.get(dut.ready)
+            ctx.set(dut.start, 1)
+            ctx.set(dut.func, f)
+            ctx.set(dut.x, int(x))
+            await ctx.tick()
+            n = 1
+            while not ctx.get(dut.done):
+                junk = rng.random() < 0.3     # must be ignored: the unit is busy
+                ctx.set(dut.start, int(junk))
+                ctx.set(dut.func, int(rng.integers(4)))
+                ctx.set(dut.x, int(rng.integers(0, 1 << 32)))
+                assert not ctx.get(dut.ready)
+                await ctx.tick()
+                n += 1
+            ctx.set(dut.start, 0)
+            results.append(ctx.get(dut.o))
+            latency.append(n)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return results, latency
+
+
+@pytest.mark.parametrize("stages", [1, 2])
+def test_every_function_in_amaranth(request, stages):
+    """Per function: the special words and 12 random ones (Amaranth's simulator runs a few
+    hundred cycles a second here; the volume is in the cocotb tests)."""
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for f in range(len(FUNCTIONS)):
+        words = rng.integers(0, 1 << 32, 12, dtype=np.uint64).astype(np.uint32)
+        specials = SPECIAL if stages == 1 else SPECIAL[::3]
+        jobs += [(f, w) for w in [*specials, *words.tolist()]]
+    got, latency = run_jobs(NonlinearUnit(stages=stages), jobs, rng)
+    for (f, x), o, n in zip(jobs, got, latency, strict=True):
+        name = FUNCTIONS[f]
+        want = int(getattr(nl, name)(np.array([x], np.uint32))[0])
+        assert o == want, f"{name}({x:#010x}) = {o:#010x}, reference {want:#010x} (seed {seed})"
+        assert n == 1 + len(PROGRAMS[name].steps) * stages == cycles(name, stages)
+
+
+def test_functions_opcodes_and_the_document():
+    assert FUNCTIONS == ("exp", "reciprocal", "rsqrt", "gelu")
+    used = {s.op for p in PROGRAMS.values() for s in p.steps}
+    assert used == set(OPCODES)   # no operation the programs do not use
+    text = (Path(__file__).resolve().parents[1] / "docs" / "nonlinear.md").read_text()
+    for name in FUNCTIONS:
+        row = f"| {name} | {cycles(name, 1)} | {cycles(name, 2)} |"
+        assert row in text, f"docs/nonlinear.md lacks the row {row!r}"
+
+
+@pytest.mark.parametrize("stages", [1, 2])
+def test_lints_clean(tmp_path, stages):
+    """The unit's Verilog, and with it FpMul("fp32"), which no tile holds yet."""
+    path = tmp_path / "unit.v"
+    path.write_text(verilog.convert(NonlinearUnit(stages=stages), name=TOP))
+    out = run_verilator_lint([path], TOP, waivers=[f"-Wno-{w}" for w in LINT_WAIVERS])
+    assert "%Warning" not in out and "%Error" not in out, out
+
+
+@pytest.mark.parametrize("stages", [3, 0, "2", True])
+def test_rejects_bad_stages(stages):
+    with pytest.raises(TypeError, match=rf"^NonlinearUnit stages must be 1 or 2, not "
+                                        rf"{stages!r}$"):
+        NonlinearUnit(stages=stages)
+
+
+# cocotb: stages 1 on Icarus by default (the event-driven simulator, where X shows); Verilator
+# (two minutes of build, then fast: 5 000 jobs) and stages 2 with --run-slow
+@pytest.mark.parametrize(("sim", "stages", "jobs"), [
+    pytest.param("icarus", 1, 300, id="icarus-s1"),
+    pytest.param("icarus", 2, 300, id="icarus-s2", marks=pytest.mark.slow),
+    pytest.param("verilator", 1, 5000, id="verilator-s1", marks=pytest.mark.slow),
+    pytest.param("verilator", 2, 2000, id="verilator-s2", marks=pytest.mark.slow)])
+def test_unit_cocotb(request, sim_env, build_root, stages, jobs):
+    build = build_root / f"nonlinear-s{stages}-{sim_env}"
+    build.mkdir(parents=True, exist_ok=True)
+    source = build / "nonlinear.v"
+    source.write_text(verilog.convert(NonlinearUnit(stages=stages), name=TOP))
+    run_cocotb(sim=sim_env, sources=[source], top=TOP, test_module="wafertile.sim.tb.nonlinear",
+               build_dir=build, testcase="random_jobs",
+               extra_env={"WAFERTILE_SEED": str(seed_for(request)),
+                          "WAFERTILE_STAGES": str(stages), "WAFERTILE_JOBS": str(jobs)})
