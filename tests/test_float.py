@@ -199,7 +199,9 @@ def test_corner_layer_on_icarus(request, cache, cfg_name):
     _check(cfg, x, w, y, report)
 
 
-@pytest.mark.parametrize("cfg_name", ["4x4fp16", "3x5bf16"])
+# 4x4fp16 with --run-slow (fp16 through `wafertile run` on Verilator: test_onnx_mlp_in_fp16)
+@pytest.mark.parametrize("cfg_name", [pytest.param("4x4fp16", marks=pytest.mark.slow),
+                                      "3x5bf16"])
 def test_cli_run_json(request, cache, monkeypatch, tmp_path, capsys, cfg_name):
     """``wafertile run --dtype ... --weights W.npy --activations X.npy --out Y.npy --json``:
     float16 arrays for fp16 (Verilator), float32 arrays of BF16 numbers for bf16 (Icarus);
