@@ -4,11 +4,12 @@ square root, GELU; ``docs/nonlinear.md``) on one FP32 word at a time, one step e
 reference functions.
 
 The unit holds the programs in a ROM (one entry per step: operation, destination register,
-three operand fields), the constants they use, a register file of as many FP32 registers as
-the largest program needs (:func:`~.programs.assemble`: 8, for GELU), one :class:`~.fp.FpAdd`
-(``add``; ``sub`` flips ``b``'s sign), one :class:`~.fp.FpMul` ``("fp32")`` (``mul``), two
-FP32 comparators (``min`` and the selects), a 32-bit subtractor (``isub``) and two wired
-shifts (``shr1``, ``shl23``). It is a unit of its own, not yet a tile operation (issue 19).
+three operand fields), the constants they use, a register file in LUT RAM of as many FP32
+registers as the largest program needs (:func:`~.programs.assemble`: 8, for GELU), one
+:class:`~.fp.FpAdd` (``add``; ``sub`` flips ``b``'s sign), one :class:`~.fp.FpMul`
+``("fp32")`` (``mul``), two FP32 comparators (``min`` and the selects), a 32-bit subtractor
+(``isub``) and two wired shifts (``shr1``, ``shl23``). It is a unit of its own, not yet a
+tile operation (issue 19).
 
 Protocol: while ``ready`` is high, ``start`` loads ``x`` into register 0 and starts the
 program of function ``func`` (:data:`FUNCTIONS`: 0 exp, 1 reciprocal, 2 rsqrt, 3 gelu);
@@ -121,13 +122,18 @@ class NonlinearUnit(CheckedComponent):
                 rom.append((OPCODES[op], dst, operand(a), operand(b), operand(c),
                             int(i == len(code.steps) - 1)))
 
-        # Everything combinational below is continuous logic (a ROM read, multiplexers of
-        # AND-OR form): no Verilog `always @*` block, which an event-driven simulator (Icarus)
+        # Everything combinational below is continuous logic (ROM and RAM reads, multiplexers
+        # of AND-OR form): no Verilog `always @*` block, which an event-driven simulator (Icarus)
         # does not run at time 0 while its inputs have not changed (a function code or a pc
         # that never changed would leave its outputs X).
-        regs = [Signal(32, name=f"r{k}") for k in range(nregs)]
-        sources = [*regs, *(Const(CONSTANTS[n], 32) for n in consts)]
-        reg_bits, sel_bits = (nregs - 1).bit_length(), (len(sources) - 1).bit_length()
+        # The registers: a LUT RAM written once a step, with one asynchronous read per
+        # operand and one for the result (synthesis copies the RAM per read port).
+        m.submodules.regs = regs = Memory(shape=32, depth=nregs, init=[0] * nregs)
+        write = regs.write_port()
+        reads = [regs.read_port(domain="comb") for _ in range(4)]
+        constants = [Const(CONSTANTS[n], 32) for n in consts]
+        reg_bits = (nregs - 1).bit_length()
+        sel_bits = (nregs + len(consts) - 1).bit_length()
         widths = (len(OPCODES).bit_length(), reg_bits, sel_bits, sel_bits, sel_bits, 1)
         words = []
         for row in rom:
@@ -147,8 +153,11 @@ class NonlinearUnit(CheckedComponent):
         op, dst, sel_a, sel_b, sel_c, last = fields
 
         a, b, c = (Signal(32, name=n) for n in "abc")
-        m.d.comb += [a.eq(_pick(sel_a, sources)), b.eq(_pick(sel_b, sources)),
-                     c.eq(_pick(sel_c, sources))]
+        for operand_value, sel, read in zip((a, b, c), (sel_a, sel_b, sel_c), reads[:3],
+                                            strict=True):
+            m.d.comb += [read.addr.eq(sel[:reg_bits]),
+                         operand_value.eq(Mux(sel >= nregs, _pick(sel - nregs, constants),
+                                              read.data))]
 
         s = self._stages
         m.submodules.add = add = FpAdd(stages=s)
@@ -158,7 +167,7 @@ class NonlinearUnit(CheckedComponent):
         a_below, b_below = _less(a, b), _less(b, a)
         equal = ~_nan(a) & ~_nan(b) & ((a == b) | ((a[:31] == 0) & (b[:31] == 0)))
 
-        value, write = Signal(32), Signal()
+        value, writes = Signal(32), Signal()
         results = {
             "add": (add.o, 1), "sub": (add.o, 1), "mul": (mul.o, 1),
             "min": (Mux(_nan(a) | _nan(b), FP32.nan, Mux(b_below, b, a)), 1),
@@ -167,7 +176,7 @@ class NonlinearUnit(CheckedComponent):
             "gt": (c, b_below), "lt": (c, a_below), "eq": (c, equal)}
         hits = {name: op == code for name, code in OPCODES.items()}
         m.d.comb += [value.eq(any_of(Mux(hits[n], v, 0) for n, (v, _) in results.items())),
-                     write.eq(any_of(hits[n] & w for n, (_, w) in results.items()))]
+                     writes.eq(any_of(hits[n] & w for n, (_, w) in results.items()))]
 
         busy = Signal()
         func = Signal(2)
@@ -183,17 +192,17 @@ class NonlinearUnit(CheckedComponent):
         m.d.comb += self.ready.eq(~busy)
         m.d.sync += self.done.eq(0)
         entry = any_of(Mux(self.func == k, e, 0) for k, e in enumerate(entries))
-        with m.If(~busy & self.start):
-            m.d.sync += [busy.eq(1), func.eq(self.func), regs[0].eq(self.x), pc.eq(entry)]
+        take = ~busy & self.start
+        m.d.comb += [write.en.eq(take | (step_end & writes)),
+                     write.addr.eq(Mux(take, 0, dst)), write.data.eq(Mux(take, self.x, value))]
+        with m.If(take):
+            m.d.sync += [busy.eq(1), func.eq(self.func), pc.eq(entry)]
         with m.If(step_end):
-            for k, reg in enumerate(regs):
-                with m.If(write & (dst == k)):
-                    m.d.sync += reg.eq(value)
             with m.If(last):
                 m.d.sync += [busy.eq(0), self.done.eq(1)]
             with m.Else():
                 m.d.sync += pc.eq(pc + 1)
 
         result = any_of(Mux(func == k, code.result, 0) for k, code in enumerate(codes))
-        m.d.comb += self.o.eq(_pick(result, regs))
+        m.d.comb += [reads[3].addr.eq(result), self.o.eq(reads[3].data)]
         return m
