@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 from .._util import CheckedComponent, check_stages
 
 __all__ = ["BF16", "FORMATS", "FP16", "FP32", "FloatFormat", "FpAdd", "FpMul", "FpToHalf",
-           "float_format", "fp_relu"]
+           "float_format", "fp32_is_nan", "fp_relu"]
 
 
 @dataclass(frozen=True)
@@ -235,6 +235,11 @@ def _register(m: Module, en: Value, values: dict[str, Value], stages: int) -> di
     return out
 
 
+def fp32_is_nan(word: Value) -> Value:
+    """Whether the FP32 word ``word`` is a NaN (any sign, any payload)."""
+    return _Fields(FP32, Value.cast(word)).nan
+
+
 def fp_relu(word: Value) -> Value:
     """ReLU of an FP32 word: ``word`` if it is a NaN or not negative, else +0.
 
@@ -245,8 +250,7 @@ def fp_relu(word: Value) -> Value:
     word = Value.cast(word)
     if len(word) != 32:
         raise TypeError(f"fp_relu word must be 32 bits (FP32), not {len(word)}")
-    nan = (word[23:31] == FP32.exp_max) & (word[:23] != 0)
-    return Mux(word[31] & ~nan, Const(0, 32), word)
+    return Mux(word[31] & ~fp32_is_nan(word), Const(0, 32), word)
 
 
 class _FpUnit(CheckedComponent):

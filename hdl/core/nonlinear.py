@@ -26,7 +26,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .._util import CheckedComponent, any_of, check_stages
-from .fp import FP32, FpAdd, FpMul
+from .fp import FP32, FpAdd, FpMul, fp32_is_nan
 from .programs import CONSTANTS, PROGRAMS, assemble
 
 __all__ = ["FUNCTIONS", "OPCODES", "NonlinearUnit", "cycles"]
@@ -43,21 +43,17 @@ def cycles(function: str, stages: int = 1) -> int:
     return 1 + len(PROGRAMS[function].steps) * stages
 
 
-def _nan(word: Value) -> Value:
-    return (word[23:31] == FP32.exp_max) & (word[:23] != 0)
-
-
 def _pick(sel: Value, sources: list[Value]) -> Value:
     """``sources[sel]`` as an AND-OR multiplexer (0 for a ``sel`` past the end)."""
     return any_of(Mux(sel == k, source, 0) for k, source in enumerate(sources))
 
 
-def _less(a: Value, b: Value) -> Value:
-    """FP32 ``a < b``: false when either is a NaN; ``-0 < +0`` is false."""
+def _less(a: Value, b: Value, unordered: Value) -> Value:
+    """FP32 ``a < b`` when not ``unordered`` (either is a NaN: false); ``-0 < +0`` is false."""
     mag_a, mag_b = a[:31], b[:31]
     zeros = (mag_a == 0) & (mag_b == 0)
     ordered = Mux(a[31] != b[31], a[31], Mux(a[31], mag_b < mag_a, mag_a < mag_b))
-    return ordered & ~zeros & ~_nan(a) & ~_nan(b)
+    return ordered & ~zeros & ~unordered
 
 
 class NonlinearUnit(CheckedComponent):
@@ -164,13 +160,14 @@ class NonlinearUnit(CheckedComponent):
         m.submodules.mul = mul = FpMul("fp32", stages=s)
         m.d.comb += [add.a.eq(a), add.b.eq(b ^ Mux(op == OPCODES["sub"], 1 << 31, 0)),
                      mul.a.eq(a), mul.b.eq(b)]
-        a_below, b_below = _less(a, b), _less(b, a)
-        equal = ~_nan(a) & ~_nan(b) & ((a == b) | ((a[:31] == 0) & (b[:31] == 0)))
+        unordered = fp32_is_nan(a) | fp32_is_nan(b)
+        a_below, b_below = _less(a, b, unordered), _less(b, a, unordered)
+        equal = ~unordered & ((a == b) | ((a[:31] == 0) & (b[:31] == 0)))
 
         value, writes = Signal(32), Signal()
         results = {
             "add": (add.o, 1), "sub": (add.o, 1), "mul": (mul.o, 1),
-            "min": (Mux(_nan(a) | _nan(b), FP32.nan, Mux(b_below, b, a)), 1),
+            "min": (Mux(unordered, FP32.nan, Mux(b_below, b, a)), 1),
             "isub": ((a - b)[:32], 1), "shr1": (a >> 1, 1),
             "shl23": (Cat(Const(0, 23), a[:9]), 1),
             "gt": (c, b_below), "lt": (c, a_below), "eq": (c, equal)}

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CONSTANTS", "EXP", "GELU", "OPERATIONS", "PROGRAMS", "RECIPROCAL", "RSQRT",
-           "Assembled", "Program", "Step", "assemble"]
+__all__ = ["CONSTANTS", "EXP", "GELU", "ITERATIONS", "OPERATIONS", "PROGRAMS", "RECIPROCAL",
+           "RSQRT", "Assembled", "Program", "Step", "assemble"]
 
 #: The constants of ``docs/nonlinear.md`` (and the few words the programs add) as FP32 words.
 CONSTANTS: dict[str, int] = {
@@ -59,6 +59,9 @@ CONSTANTS: dict[str, int] = {
     "INF": 0x7F800000,
     "ZERO": 0x00000000,
 }
+
+#: Newton iterations of the reciprocal and of the reciprocal square root.
+ITERATIONS = {"reciprocal": 3, "rsqrt": 3}
 
 #: The operations of a step and how many operands each reads besides ``dst``:
 #: ``a`` and ``b`` (``shr1`` and ``shl23`` read ``a`` only), and ``c`` for the selects.
@@ -121,77 +124,73 @@ class Program:
         return tuple(Step(s.op, rn(s.dst), rn(s.a), rn(s.b), rn(s.c)) for s in self.steps)
 
 
-def _s(op, dst, a, b=None, c=None) -> Step:
-    return Step(op, dst, a, b, c)
-
-
 #: EXP(x): docs/nonlinear.md "exp", with the test of n == 128 and the range checks as selects.
 EXP = Program("exp", (
-    _s("mul", "t", "x", "LOG2E"),
-    _s("add", "k", "t", "ROUNDER"),
-    _s("sub", "n", "k", "ROUNDER"),          # rint(t), as an FP32 number
-    _s("mul", "u", "n", "C1"),
-    _s("sub", "r", "x", "u"),
-    _s("mul", "u", "n", "C2"),
-    _s("sub", "r", "r", "u"),
-    _s("mul", "z", "r", "r"),
-    _s("mul", "p", "P0", "r"),
-    _s("add", "p", "p", "P1"),
-    _s("mul", "p", "p", "r"),
-    _s("add", "p", "p", "P2"),
-    _s("mul", "p", "p", "r"),
-    _s("add", "p", "p", "P3"),
-    _s("mul", "p", "p", "r"),
-    _s("add", "p", "p", "P4"),
-    _s("mul", "p", "p", "r"),
-    _s("add", "p", "p", "P5"),
-    _s("mul", "y", "p", "z"),
-    _s("add", "y", "y", "r"),
-    _s("add", "y", "y", "ONE"),
-    _s("mul", "u", "y", "TWO"),              # n == 128: y = y * 2 and n = 127
-    _s("eq", "y", "n", "F128", "u"),
-    _s("eq", "k", "n", "F128", "K127"),
-    _s("isub", "s", "k", "K_SCALE"),         # n + 127 (k's word is ROUNDER's plus n)
-    _s("shl23", "s", "s"),                   # 2^n
-    _s("mul", "e", "y", "s"),
-    _s("gt", "e", "x", "EXP_MAX", "INF"),
-    _s("lt", "e", "x", "EXP_MIN", "ZERO"),   # a NaN x needs no step: e is NaN already
+    Step("mul", "t", "x", "LOG2E"),
+    Step("add", "k", "t", "ROUNDER"),
+    Step("sub", "n", "k", "ROUNDER"),          # rint(t), as an FP32 number
+    Step("mul", "u", "n", "C1"),
+    Step("sub", "r", "x", "u"),
+    Step("mul", "u", "n", "C2"),
+    Step("sub", "r", "r", "u"),
+    Step("mul", "z", "r", "r"),
+    Step("mul", "p", "P0", "r"),
+    Step("add", "p", "p", "P1"),
+    Step("mul", "p", "p", "r"),
+    Step("add", "p", "p", "P2"),
+    Step("mul", "p", "p", "r"),
+    Step("add", "p", "p", "P3"),
+    Step("mul", "p", "p", "r"),
+    Step("add", "p", "p", "P4"),
+    Step("mul", "p", "p", "r"),
+    Step("add", "p", "p", "P5"),
+    Step("mul", "y", "p", "z"),
+    Step("add", "y", "y", "r"),
+    Step("add", "y", "y", "ONE"),
+    Step("mul", "u", "y", "TWO"),              # n == 128: y = y * 2 and n = 127
+    Step("eq", "y", "n", "F128", "u"),
+    Step("eq", "k", "n", "F128", "K127"),
+    Step("isub", "s", "k", "K_SCALE"),         # n + 127 (k's word is ROUNDER's plus n)
+    Step("shl23", "s", "s"),                   # 2^n
+    Step("mul", "e", "y", "s"),
+    Step("gt", "e", "x", "EXP_MAX", "INF"),
+    Step("lt", "e", "x", "EXP_MIN", "ZERO"),   # a NaN x needs no step: e is NaN already
 ), result="e")
 
 #: RECIP(s): docs/nonlinear.md "Reciprocal" (input register x).
 RECIPROCAL = Program("reciprocal", (
-    _s("isub", "y", "RECIP_SEED", "x"),
-    *(step for _ in range(3) for step in (
-        _s("mul", "t", "x", "y"),
-        _s("sub", "t", "TWO", "t"),
-        _s("mul", "y", "y", "t"))),
+    Step("isub", "y", "RECIP_SEED", "x"),
+    *(step for _ in range(ITERATIONS["reciprocal"]) for step in (
+        Step("mul", "t", "x", "y"),
+        Step("sub", "t", "TWO", "t"),
+        Step("mul", "y", "y", "t"))),
 ), result="y")
 
 #: RSQRT(v): docs/nonlinear.md "Reciprocal square root" (input register x).
 RSQRT = Program("rsqrt", (
-    _s("shr1", "h", "x"),
-    _s("isub", "y", "RSQRT_SEED", "h"),
-    _s("mul", "h", "x", "HALF"),
-    *(step for _ in range(3) for step in (
-        _s("mul", "t", "y", "y"),
-        _s("mul", "t", "h", "t"),
-        _s("sub", "t", "THREE_HALVES", "t"),
-        _s("mul", "y", "y", "t"))),
+    Step("shr1", "h", "x"),
+    Step("isub", "y", "RSQRT_SEED", "h"),
+    Step("mul", "h", "x", "HALF"),
+    *(step for _ in range(ITERATIONS["rsqrt"]) for step in (
+        Step("mul", "t", "y", "y"),
+        Step("mul", "t", "h", "t"),
+        Step("sub", "t", "THREE_HALVES", "t"),
+        Step("mul", "y", "y", "t"))),
 ), result="y")
 
 #: GELU(x), tanh form: docs/nonlinear.md "GELU", with EXP and RECIP inlined.
 GELU = Program("gelu", (
-    _s("mul", "c", "x", "x"),
-    _s("mul", "c", "c", "x"),
-    _s("mul", "c", "c", "GELU_A"),
-    _s("add", "u", "x", "c"),
-    _s("mul", "z", "u", "GELU_K"),
-    _s("min", "z", "z", "GELU_ZMAX"),
+    Step("mul", "c", "x", "x"),
+    Step("mul", "c", "c", "x"),
+    Step("mul", "c", "c", "GELU_A"),
+    Step("add", "u", "x", "c"),
+    Step("mul", "z", "u", "GELU_K"),
+    Step("min", "z", "z", "GELU_ZMAX"),
     *EXP.renamed({"x": "z", "e": "e"}, "exp_"),
-    _s("add", "d", "e", "ONE"),
+    Step("add", "d", "e", "ONE"),
     *RECIPROCAL.renamed({"x": "d", "y": "q"}, "rec_"),
-    _s("mul", "w", "e", "q"),
-    _s("mul", "g", "x", "w"),
+    Step("mul", "w", "e", "q"),
+    Step("mul", "g", "x", "w"),
 ), result="g")
 
 #: The programs by function name (the names of :mod:`wafertile.sim.models.nonlinear`).

@@ -18,6 +18,7 @@ import numpy as np
 
 from ...hdl.core.fp import FP32
 from ...hdl.core.programs import CONSTANTS as _CONSTANTS
+from ...hdl.core.programs import ITERATIONS as _ITERATIONS
 from ...hdl.core.programs import PROGRAMS, Program, assemble
 
 __all__ = ["CONSTANTS", "ITERATIONS", "RANGES", "exp", "gelu", "reciprocal", "rsqrt", "run"]
@@ -25,8 +26,8 @@ __all__ = ["CONSTANTS", "ITERATIONS", "RANGES", "exp", "gelu", "reciprocal", "rs
 #: The constants of ``docs/nonlinear.md`` as FP32 words (name -> word): the programs' table
 #: (:data:`wafertile.hdl.core.programs.CONSTANTS`), which the tiles will hold.
 CONSTANTS = _CONSTANTS
-#: Newton iterations of the reciprocal and of the reciprocal square root.
-ITERATIONS = {"reciprocal": 3, "rsqrt": 3}
+#: Newton iterations of the reciprocal and of the reciprocal square root (the programs').
+ITERATIONS = _ITERATIONS
 #: The input ranges over which each function is specified (and its error measured), FP32
 #: values: ``(low, high)``.
 RANGES = {"exp": (-87.3365479, 88.7228317), "reciprocal": (2.0 ** -125, 2.0 ** 125),
@@ -166,9 +167,8 @@ def run(program: str | Program, words) -> np.ndarray:
         return np.uint32(CONSTANTS[o]) if isinstance(o, str) else regs[o]
 
     for op, dst, a, b, c in code.steps:
-        va = operand(a)
+        va = np.broadcast_to(operand(a), x.shape)
         vb = None if b is None else np.broadcast_to(operand(b), x.shape)
-        va = np.broadcast_to(va, x.shape)
         if c is None:
             regs[dst] = _step(op, va, vb)
         else:
