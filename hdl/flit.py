@@ -79,6 +79,10 @@ class Opcode(enum.Enum, shape=4):
     #: ``act[addr_b] > 0`` else +0, sent as a WRITE_ACT ``{addr: addr_b, data: g}`` to the
     #: rectangle in ``data``, as FINISH.
     FINISH_BACK = 11
+    #: Float tiles with the nonlinear unit (``nonlinear = true``, ``docs/nonlinear.md``):
+    #: ``acc[addr] = f(acc[addr])`` in FP32, ``f`` by the low 2 bits of ``data``: 0 exp,
+    #: 1 reciprocal, 2 reciprocal square root, 3 GELU.
+    NONLINEAR = 12
 
 
 class Reg(enum.Enum, shape=2):

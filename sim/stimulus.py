@@ -105,7 +105,7 @@ def _extremes(cfg: Config) -> list[Flit]:
 def _bad_op(cfg: Config) -> list[Flit]:
     """A REPLY flit and an unused opcode sent as operations: no effect, sticky error."""
     return [_f(Opcode.WRITE_ACC, 0, data=9), _f(Opcode.REPLY, 0, data=1),
-            {"op": 12, "addr": 0, "addr_b": 0, "data": 3}, _f(Opcode.READ_ACC, 0)]
+            {"op": 15, "addr": 0, "addr_b": 0, "data": 3}, _f(Opcode.READ_ACC, 0)]
 
 
 def _set(reg: Reg, value: int) -> Flit:
@@ -178,10 +178,13 @@ _HANDOFF_CASES = ("requant", "fp_finish", "fp_finish_back")
 
 def directed_cases(config: Config) -> list[str]:
     """The directed cases that apply to ``config``: :data:`DIRECTED` for the integer
-    formats; :data:`FLOAT_DIRECTED` and ``bad_op`` for fp16 / bf16. Without the hand-off unit
+    formats; :data:`FLOAT_DIRECTED` and ``bad_op`` for fp16 / bf16 (``fp_nonlinear`` only
+    with the nonlinear unit, ``nonlinear = true``). Without the hand-off unit
     (``handoff = false``) the cases of the unit (``requant``, ``fp_finish``) are left out and
     :data:`NO_HANDOFF_DIRECTED` is added."""
     cases = [*FLOAT_DIRECTED, "bad_op"] if config.is_float else list(DIRECTED)
+    if not config.nonlinear:
+        cases = [c for c in cases if c != "fp_nonlinear"]
     if not config.handoff:
         cases = [c for c in cases if c not in _HANDOFF_CASES] + list(NO_HANDOFF_DIRECTED)
     return cases
@@ -489,6 +492,36 @@ def _fp_finish_back(cfg: Config) -> list[Flit]:
     return flits
 
 
+def _fp_nonlinear(cfg: Config) -> list[Flit]:
+    """NONLINEAR (``nonlinear = true``): every function on the special words (+-0, +-inf,
+    NaNs of both signs and a payload, the smallest subnormal and normal, the largest finite),
+    values inside and just past each function's range, a ``data`` whose high bits are set
+    (only the low 2 pick the function), NONLINEARs back to back on one accumulator (the
+    second reads what the first writes), a MAC and a READ_ACC right after one on its
+    accumulator, and a NONLINEAR between MACs into another accumulator."""
+    specials = [0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000,
+                0x7F800001, 0x00000001, 0x00800000, 0x7F7FFFFF, 0xFF7FFFFF]
+    values = [_s(w) for w in specials] + _w(1.0, -1.0, 0.5, 3.0, -3.0, 10.0, -10.0, 88.5,
+                                           -87.5, 89.0, -104.0, 1e-30, 1e30, 2.0 ** -125,
+                                           2.0 ** 126)
+    flits = []
+    for func in range(4):
+        for k, v in enumerate(values):
+            flits.append(_f(Opcode.WRITE_ACC, k, data=v))
+            # every other one with junk above the function's two bits
+            flits.append(_f(Opcode.NONLINEAR, k, data=func | ((k % 2) * 0x7FFC)))
+            flits.append(_f(Opcode.READ_ACC, k, data=k))
+    x, one = _w(0.75)[0], _h(cfg, 1.0)[0]
+    flits += [_f(Opcode.WRITE_ACT, 1, data=one), _f(Opcode.WRITE_ACC, 0, data=x),
+              _f(Opcode.NONLINEAR, 0, data=0), _f(Opcode.NONLINEAR, 0, data=1),
+              _f(Opcode.MAC, 0, 1, one), _f(Opcode.NONLINEAR, 0, data=3),
+              _f(Opcode.READ_ACC, 0, data=1),
+              _f(Opcode.WRITE_ACC, 2, data=_w(2.0)[0]), _f(Opcode.MAC, 3, 1, one),
+              _f(Opcode.NONLINEAR, 2, data=2), _f(Opcode.MAC, 3, 1, one),
+              _f(Opcode.READ_ACC, 2, data=2), _f(Opcode.READ_ACC, 3, data=3)]
+    return flits
+
+
 #: Directed cases of a floating-point core (fp16 / bf16), by name.
 FLOAT_DIRECTED = {
     "fp_signed_zero": _fp_signed_zero,
@@ -501,6 +534,7 @@ FLOAT_DIRECTED = {
     "fp_finish": _fp_finish,
     "fp_grad": _fp_grad,
     "fp_finish_back": _fp_finish_back,
+    "fp_nonlinear": _fp_nonlinear,
 }
 
 
@@ -620,7 +654,7 @@ def random_stream(config: Config, rng: np.random.Generator, n: int, density: flo
             return word(cfg.acc_min, cfg.acc_max, 0.9)
         if kind == "register":
             return register(reg)
-        if kind in ("route", "handoff"):  # here a random tag
+        if kind in ("route", "handoff", "function"):  # a random tag; NONLINEAR's low 2 bits
             return int(rng.integers(cfg.acc_min, cfg.acc_max + 1))
         return 0
 

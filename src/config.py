@@ -116,6 +116,12 @@ PARAMETERS: tuple[_Rule, ...] = (
           "false leaves it out (SET and FINISH are then unknown opcodes) for smaller, faster "
           "tiles that run single layers",
           "must be true or false", lambda v: True),
+    _Rule("nonlinear", bool,
+          "whether the float tile cores have the nonlinear unit (NONLINEAR: exp, reciprocal, "
+          "reciprocal square root or GELU of an accumulator in FP32, docs/nonlinear.md; about "
+          "2 300 LUT4 sites and 4 multipliers per tile); fp16 and bf16 only; false (the "
+          "default) leaves it out and NONLINEAR is an unknown opcode",
+          "must be true or false", lambda v: True),
 )
 
 _RULES = {r.name: r for r in PARAMETERS}
@@ -166,6 +172,11 @@ class Config:
         requantization that a network of several layers needs, ``docs/network.md``). Default
         True; False leaves out its logic and registers, and the cores treat SET and FINISH as
         unknown opcodes (sticky ``error``).
+    nonlinear : bool
+        Whether the float tile cores contain the nonlinear unit (NONLINEAR: ``acc[addr] =
+        f(acc[addr])`` for exp, the reciprocal, the reciprocal square root or GELU,
+        ``docs/nonlinear.md``). fp16 and bf16 only. Default False: the opcode is unknown
+        (sticky ``error``).
 
     Raises
     ------
@@ -188,6 +199,7 @@ class Config:
     router_arch: str = "compact"
     phits: int = 1
     handoff: bool = True
+    nonlinear: bool = False
 
     def __post_init__(self) -> None:
         self._resolve_format()
@@ -211,6 +223,10 @@ class Config:
                 f"overflow = {self.overflow!r} has no meaning with dtype {self.dtype!r} "
                 f"(floating-point sums round to nearest and overflow to infinity): leave "
                 f"overflow = 'wrap', the default")
+        if self.nonlinear and not self.is_float:
+            raise ConfigError(
+                f"nonlinear = true needs a floating-point dtype ('fp16' or 'bf16': the "
+                f"nonlinear unit computes in FP32), not {self.dtype!r}")
         if self.acc_width < 2 * self.data_width:
             raise ConfigError(
                 f"acc_width must be at least 2 * data_width = {2 * self.data_width} "

@@ -33,6 +33,9 @@ from wafertile.config import PARAMETERS
     ("phits", 9, "phits must be an integer from 1 to 8, not 9"),
     ("handoff", 1, "handoff must be true or false, not 1"),
     ("handoff", "false", "handoff must be true or false, not 'false'"),
+    ("nonlinear", 0, "nonlinear must be true or false, not 0"),
+    ("nonlinear", True, "nonlinear = true needs a floating-point dtype ('fp16' or 'bf16': the "
+                        "nonlinear unit computes in FP32), not 'int16'"),
 ])
 def test_rejects_bad_value(name, value, message):
     with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
@@ -144,7 +147,8 @@ def test_rejects_bool_as_int():
 
 def test_every_parameter_has_a_rejection_test():
     tested = {"rows", "cols", "dtype", "data_width", "acc_width", "overflow", "act_depth",
-              "acc_depth", "num_vcs", "buffer_depth", "router_arch", "phits", "handoff"}
+              "acc_depth", "num_vcs", "buffer_depth", "router_arch", "phits", "handoff",
+              "nonlinear"}
     assert tested == {r.name for r in PARAMETERS}
 
 
@@ -178,6 +182,20 @@ def test_toml_round_trip(tmp_path):
     path.write_text(cfg.to_toml())
     assert Config.from_toml(path) == cfg
     assert Config.from_toml(path, rows=3) == cfg.replace(rows=3)
+
+
+def test_nonlinear(tmp_path):
+    """The nonlinear unit is out by default; ``nonlinear = true`` (a TOML bool) with a float
+    dtype puts it in and round-trips through as_dict and TOML."""
+    assert Config().nonlinear is False and Config().as_dict()["nonlinear"] is False
+    on = Config(dtype="bf16", nonlinear=True)
+    assert Config.from_mapping(on.as_dict()) == on
+    path = tmp_path / "n.toml"
+    path.write_text(on.to_toml())
+    assert Config.from_toml(path) == on
+    path.write_text('dtype = "int8"\nnonlinear = true\n')
+    with pytest.raises(ConfigError, match=r"needs a floating-point dtype .*, not 'int8'$"):
+        Config.from_toml(path)
 
 
 def test_handoff(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from wafertile import Config
 from wafertile.hdl.generate import emit
 from wafertile.sim.runner import run_cocotb
-from wafertile.sim.stimulus import FLOAT_DIRECTED, directed_cases
+from wafertile.sim.stimulus import directed_cases
 
 from .conftest import seed_for, sim_cases
 
@@ -28,7 +28,15 @@ FLOAT_CONFIGS = {
     "bf16": Config(dtype="bf16", act_depth=64, acc_depth=32),
 }
 #: The float cores' directed cocotb tests, run together in one simulator process per core.
-FLOAT_TESTS = [*FLOAT_DIRECTED, "bad_op", "zero_stream_never_stalls", "full_rate"]
+FLOAT_TESTS = [*directed_cases(FLOAT_CONFIGS["fp16"]), "zero_stream_never_stalls", "full_rate"]
+
+#: A float core with the nonlinear unit (nonlinear = true: NONLINEAR, docs/nonlinear.md), and
+#: its tests in one simulator process: NONLINEAR's directed case, full rate (the input waits
+#: exactly the model's bubbles: the unit's cycles per NONLINEAR) and a random stream.
+NONLINEAR_CONFIGS = {
+    "bf16nl": Config(dtype="bf16", act_depth=32, acc_depth=32, nonlinear=True),
+}
+NONLINEAR_TESTS = ["fp_nonlinear", "full_rate", "random_stream_test"]
 
 DIRECTED = ["overflow", "back_to_back", "zeros", "extremes", "bad_op",
             "zero_stream_never_stalls", "full_rate", "requant"]
@@ -51,7 +59,7 @@ def _sampled(sim, cfg_name, *_):
 
 
 def _run(build_root, sim, cfg_name, testcase, env):
-    cfg = {**CONFIGS, **FLOAT_CONFIGS, **NO_HANDOFF_CONFIGS}[cfg_name]
+    cfg = {**CONFIGS, **FLOAT_CONFIGS, **NO_HANDOFF_CONFIGS, **NONLINEAR_CONFIGS}[cfg_name]
     build = build_root / f"core-{cfg_name}-{sim}"
     files = emit("core", cfg, build / "rtl")
     run_cocotb(sim=sim, sources=[files["verilog"]], top="wafertile_core",
@@ -137,8 +145,21 @@ def test_float_random(request, sim_env, build_root, cfg_name, density):
     })
 
 
+@pytest.mark.parametrize(("sim", "cfg_name"), sim_cases(list(NONLINEAR_CONFIGS)))
+def test_nonlinear(request, sim_env, build_root, cfg_name):
+    """A core with the nonlinear unit against the model on both simulators: NONLINEAR on
+    special words, range edges and back to back (``fp_nonlinear``), full rate with exactly
+    the model's bubbles, and a random stream of every operation with idle input and
+    backpressure."""
+    _run(build_root, sim_env, cfg_name, NONLINEAR_TESTS, {
+        "WAFERTILE_SEED": str(seed_for(request)),
+        "WAFERTILE_DENSITY": "0.5",
+        "WAFERTILE_FLITS": "800",
+    })
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("cfg_name", [*CONFIGS, *FLOAT_CONFIGS])
+@pytest.mark.parametrize("cfg_name", [*CONFIGS, *FLOAT_CONFIGS, *NONLINEAR_CONFIGS])
 @pytest.mark.parametrize("index", range(8))
 def test_random_long(request, sim_env, build_root, cfg_name, index):
     """More seeds and longer streams (run with --run-slow)."""

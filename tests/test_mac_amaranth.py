@@ -42,6 +42,13 @@ FLOAT_CONFIGS = {
 }
 
 
+#: Float cores with the nonlinear unit (nonlinear = true: NONLINEAR, docs/nonlinear.md).
+NONLINEAR_CONFIGS = {
+    "fp16nl": Config(dtype="fp16", act_depth=32, acc_depth=32, nonlinear=True),
+    "bf16nl": Config(dtype="bf16", act_depth=16, acc_depth=32, nonlinear=True, handoff=False),
+}
+
+
 #: Cores without the hand-off unit (handoff = false): SET and FINISH are unknown opcodes.
 NO_HANDOFF_CONFIGS = {
     "d16a32nohandoff": Config(act_depth=16, acc_depth=16, handoff=False),
@@ -62,7 +69,8 @@ def simulate(cfg: Config, flits, *, seed: int = 0, idle: float = 0.0, stall: flo
     async def bench(ctx):
         k = 0
         quiet = 0
-        while k < len(words) or quiet < 6:  # the float core offers an output 4 cycles on
+        # the float core offers an output 4 cycles on (a NONLINEAR ahead: up to 97 more)
+        while k < len(words) or quiet < (6 + 97 if cfg.nonlinear else 6):
             valid = k < len(words) and rng.random() >= idle
             ready = rng.random() >= stall
             ctx.set(dut.i.valid, valid)
@@ -135,7 +143,7 @@ def test_zero_stream_never_stalls():
 
 
 @pytest.mark.parametrize("cfg", FLOAT_CONFIGS.values(), ids=FLOAT_CONFIGS.keys())
-@pytest.mark.parametrize("case", [*FLOAT_DIRECTED, "bad_op"])
+@pytest.mark.parametrize("case", [c for c in (*FLOAT_DIRECTED, "bad_op") if c != "fp_nonlinear"])
 def test_float_directed(cfg, case):
     flits = directed(case, cfg) + dump(cfg)
     got = simulate(cfg, flits)
@@ -293,6 +301,90 @@ def test_set_and_finish_raise_error_without_the_unit(dtype, op):
         assert ops == ([Opcode.WRITE_ACT] if handoff and op is Opcode.FINISH else []) + \
             [Opcode.REPLY]
         assert got["outputs"][-1]["data"] == 40
+
+
+# -- with the nonlinear unit (nonlinear = true) -------------------------------------------------
+
+
+@pytest.mark.parametrize(("cfg", "stall"), [
+    pytest.param(NONLINEAR_CONFIGS["fp16nl"], 0.0, id="fp16nl"),
+    pytest.param(NONLINEAR_CONFIGS["bf16nl"], 0.5, id="bf16nl-backpressure")])
+def test_nonlinear_directed(cfg, stall):
+    """NONLINEAR on special words, range edges, junk function bits, back to back and beside
+    MACs (``fp_nonlinear``), against the model; without backpressure the input waits
+    exactly the model's bubbles: the unit's cycles per NONLINEAR plus the hazards."""
+    flits = directed("fp_nonlinear", cfg) + dump(cfg)
+    got = simulate(cfg, flits, stall=stall, seed=7)
+    _check(cfg, flits, got)
+    assert got["error"] == 0
+    if not stall:
+        assert got["stalls"] == CoreModel(cfg).run(flits).bubbles
+
+
+@pytest.mark.parametrize("cfg", NONLINEAR_CONFIGS.values(), ids=NONLINEAR_CONFIGS.keys())
+def test_nonlinear_random(request, cfg):
+    """A random stream of every operation of the core, NONLINEAR among them, with idle input
+    and backpressure."""
+    seed = seed_for(request)
+    flits = random_stream(cfg, np.random.default_rng(seed), 250, 0.5) + dump(cfg)
+    assert sum(f["op"] is Opcode.NONLINEAR for f in flits) >= 3, seed
+    got = simulate(cfg, flits, seed=seed, idle=0.3, stall=0.3)
+    _check(cfg, flits, got)
+
+
+def test_nonlinear_by_hand():
+    """On the RTL against values computed here in float64 (no model), within the documented
+    bounds (docs/nonlinear.md: exp and the reciprocal 2 ulp, rsqrt and GELU 4): exp(0) = 1,
+    1 / 3, 1 / sqrt(2), GELU(1), exp(-inf) = +0; and the core's input waits the unit's
+    cycles (exp 59, reciprocal 21, rsqrt 31, GELU 97: 1 + 2 x 29, 10, 15, 48 steps)."""
+    cfg = NONLINEAR_CONFIGS["fp16nl"]
+    gelu1 = 0.5 * (1 + np.tanh(np.sqrt(2 / np.pi) * (1 + 0.044715)))
+    cases = [(0.0, 0, 1.0, 2, 59), (3.0, 1, 1 / 3, 2, 21), (2.0, 2, 1 / np.sqrt(2), 4, 31),
+             (1.0, 3, gelu1, 4, 97), (-np.inf, 0, 0.0, 0, 59)]
+    for x, func, want, ulps, cycles in cases:
+        # (a flit between the write and NONLINEAR: no accumulator hazard, no bubble)
+        word = int(np.array([x], np.float32).view(np.int32)[0])  # as data carries it
+        flits = [{"op": Opcode.WRITE_ACC, "addr": 5, "data": word},
+                 {"op": Opcode.READ_ACC, "addr": 9, "data": 9},
+                 {"op": Opcode.NONLINEAR, "addr": 5, "data": func}] + \
+            [{"op": Opcode.READ_ACC, "addr": k, "data": k} for k in range(4)] + \
+            [{"op": Opcode.READ_ACC, "addr": 5}]
+        got = simulate(cfg, flits)
+        assert abs(got["outputs"][-1]["data"] - _fp32(want)) <= ulps, (x, func)
+        assert got["stalls"] == cycles, (x, func)
+        assert got["error"] == 0
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_nonlinear_is_unknown_without_the_unit(dtype):
+    """With ``nonlinear = false`` (the default) NONLINEAR raises the sticky error, leaves the
+    accumulator as it was and holds nothing."""
+    flits = [{"op": Opcode.WRITE_ACC, "addr": 3, "data": _fp32(2.0)},
+             {"op": Opcode.NONLINEAR, "addr": 3, "data": 1},
+             {"op": Opcode.READ_ACC, "addr": 3}]
+    got = simulate(Config(dtype=dtype, act_depth=16, acc_depth=16), flits)
+    assert got["error"] == 1 and got["stalls"] == 0
+    assert [o["data"] for o in got["outputs"]] == [_fp32(2.0)]
+    cfg = Config(dtype=dtype, act_depth=16, acc_depth=16, nonlinear=True)
+    got = simulate(cfg, flits)
+    _check(cfg, flits, got)
+    assert got["error"] == 0 and abs(got["outputs"][0]["data"] - _fp32(0.5)) <= 2
+
+
+def test_iterative_units_are_checked():
+    """An iterative unit's operation must read and write its accumulator and emit nothing,
+    in a core that iterates (the float core); the integer core has none."""
+    from wafertile.hdl.core.ops import Op
+
+    bad = OPS.with_rows(Op("NONLINEAR", 12, unit="nonlinear", acc_write="unit",
+                           data="function", option="nonlinear", formats=frozenset({"float"})))
+    cfg = NONLINEAR_CONFIGS["fp16nl"]
+    with pytest.raises(ValueError, match="reads and writes its accumulator"):
+        FpMacCore(cfg, bad)
+    from wafertile.hdl.core.units import FpNonlinear
+    with pytest.raises(ValueError, match="no iterative units"):
+        MacCore(Config(), OPS.with_rows(Op("X", 13, acc_read=True, unit="x",
+                                              acc_write="unit")), {"x": FpNonlinear})
 
 
 def _top_ports(text: str, top: str) -> list[str]:

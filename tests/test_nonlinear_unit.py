@@ -103,10 +103,11 @@ def test_rejects_bad_stages(stages):
         NonlinearUnit(stages=stages)
 
 
-# cocotb: stages 1 on Icarus by default (the event-driven simulator, where X shows); Verilator
-# (two minutes of build, then fast: 5 000 jobs) and stages 2 with --run-slow
+# cocotb, all with --run-slow: the default run has the unit at stages 2 inside the float core
+# on both simulators (tests/test_core_cocotb.py::test_nonlinear) and both stages in Amaranth's
+# simulator here; Verilator takes two minutes of build, then is fast (5 000 jobs)
 @pytest.mark.parametrize(("sim", "stages", "jobs"), [
-    pytest.param("icarus", 1, 300, id="icarus-s1"),
+    pytest.param("icarus", 1, 300, id="icarus-s1", marks=pytest.mark.slow),
     pytest.param("icarus", 2, 300, id="icarus-s2", marks=pytest.mark.slow),
     pytest.param("verilator", 1, 5000, id="verilator-s1", marks=pytest.mark.slow),
     pytest.param("verilator", 2, 2000, id="verilator-s2", marks=pytest.mark.slow)])

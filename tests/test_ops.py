@@ -50,7 +50,7 @@ def _names(rows):
 def test_one_row_per_opcode_in_code_order():
     assert [(row.name, row.code) for row in OPS] == [(op.name, op.value) for op in Opcode]
     assert all(OPS[op] is OPS[op.name] is OPS[op.value] for op in Opcode)
-    assert OPS.get(12) is None and OPS.get("x") is None
+    assert OPS.get(13) is None and OPS.get("x") is None
 
 
 def test_legal_sets():
@@ -62,9 +62,19 @@ def test_legal_sets():
         assert _names(legal(Config(dtype=dtype))) == [*base, "SET", "FINISH", *grad, *back]
         assert _names(legal(Config(dtype=dtype, handoff=False))) == [*base, *grad]
         assert _names(absent(Config(dtype=dtype, handoff=False))) == \
-            ["SET", "FINISH", *(["GRAD"] if not grad else []), "FINISH_BACK"]
-        assert _names(absent(Config(dtype=dtype))) == ([] if grad else ["GRAD", "FINISH_BACK"])
+            ["SET", "FINISH", *(["GRAD"] if not grad else []), "FINISH_BACK", "NONLINEAR"]
+        assert _names(absent(Config(dtype=dtype))) == \
+            (["NONLINEAR"] if grad else ["GRAD", "FINISH_BACK", "NONLINEAR"])
+        if grad:  # the nonlinear unit: float tiles only, with the flag
+            with_unit = Config(dtype=dtype, nonlinear=True)
+            assert _names(legal(with_unit)) == [*base, "SET", "FINISH", *grad, *back,
+                                                "NONLINEAR"]
+            assert _names(legal(with_unit.replace(handoff=False))) == [*base, *grad,
+                                                                       "NONLINEAR"]
+            assert OPS.units(with_unit) - OPS.units(Config(dtype=dtype)) == {"nonlinear"}
     assert "REPLY" not in _names(OPS.operations())
+    assert [row.option for row in OPS if row.option] == ["handoff"] * 3 + ["nonlinear"]
+    assert [row.name for row in OPS if row.handoff] == ["SET", "FINISH", "FINISH_BACK"]
 
 
 def test_what_emits_reads_and_writes():
@@ -80,14 +90,15 @@ def test_what_emits_reads_and_writes():
         ["request"] * 4 + ["down", "request"]
     assert _names(OPS.where(lambda r: r.data == "handoff")) == ["FINISH", "FINISH_BACK"]
     assert _names(OPS.where(lambda r: r.uses_acc)) == ["WRITE_ACC", "READ_ACC", "MAC", "ADD",
-                                                       "SEND", "FINISH", "FINISH_BACK"]
+                                                       "SEND", "FINISH", "FINISH_BACK",
+                                                       "NONLINEAR"]
     assert _names(OPS.where(lambda r: r.counts_mac)) == ["MAC"]
     assert _names(OPS.where(lambda r: r.act_weight is not None)) == ["GRAD"]
     assert OPS["GRAD"].act_fields == ("addr_b", "addr")
     assert {row.name: row.addr_space for row in OPS.operations()} == {
         "WRITE_ACT": "act", "WRITE_ACC": "acc", "READ_ACT": "act", "READ_ACC": "acc",
         "MAC": "acc", "ADD": "acc", "SEND": "acc", "SET": "reg", "FINISH": "acc",
-        "GRAD": "act", "FINISH_BACK": "acc"}
+        "GRAD": "act", "FINISH_BACK": "acc", "NONLINEAR": "acc"}
     assert OPS.units(Config()) == {"mac", "add", "handoff"}
     assert OPS.units(Config(handoff=False)) == {"mac", "add"}
     assert OPS.units(Config(dtype="fp16")) == {"mac", "add", "handoff", "grad", "backprop"}
@@ -104,15 +115,16 @@ def test_helpers():
 @pytest.mark.parametrize(("columns", "message"), [
     ({"name": "MAC", "code": 5}, "code 5 is Opcode.ADD"),
     ({"name": "X", "code": 16}, "code must be an integer from 0 to 15"),
-    ({"name": "X", "code": 12, "acc_write": "unit"}, "a unit is needed"),
-    ({"name": "X", "code": 12, "unit": "add"}, "a unit is needed"),
-    ({"name": "X", "code": 12, "data": "value",
+    ({"name": "X", "code": 15, "acc_write": "unit"}, "a unit is needed"),
+    ({"name": "X", "code": 15, "unit": "add"}, "a unit is needed"),
+    ({"name": "X", "code": 15, "data": "value",
       "emit": Emit(Opcode.REPLY, "addr", None, "acc"), "acc_read": True}, "route or hand-off"),
-    ({"name": "X", "code": 12, "data": "route",
+    ({"name": "X", "code": 15, "data": "route",
       "emit": Emit(Opcode.REPLY, "addr", None, "act")}, "an activation it does not read"),
-    ({"name": "X", "code": 12, "skips_zero": True}, "and an activation read"),
-    ({"name": "X", "code": 12, "operation": False, "acc_read": True}, "no operation"),
-    ({"name": "X", "code": 12, "formats": frozenset({"fixed"})}, "formats"),
+    ({"name": "X", "code": 15, "skips_zero": True}, "and an activation read"),
+    ({"name": "X", "code": 15, "operation": False, "acc_read": True}, "no operation"),
+    ({"name": "X", "code": 15, "formats": frozenset({"fixed"})}, "formats"),
+    ({"name": "X", "code": 15, "option": "fast"}, "option must be one of"),
 ])
 def test_bad_rows_are_refused(columns, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -121,9 +133,9 @@ def test_bad_rows_are_refused(columns, message):
 
 def test_tables_refuse_clashes():
     with pytest.raises(ValueError, match="same code"):
-        OpTable([*OPS, Op("X", 12), Op("Y", 12)])
+        OpTable([*OPS, Op("X", 15), Op("Y", 15)])
     with pytest.raises(ValueError, match="same name"):
-        OpTable([*OPS, Op("MAC", 12)])
+        OpTable([*OPS, Op("MAC", 15)])
     with pytest.raises(TypeError):
         OpTable([*OPS, "MAC"])
 
@@ -170,6 +182,7 @@ def test_docs_opcode_table_agrees_with_the_table():
             assert "not an operation" in effect, where
             continue
         assert ("`handoff = false`" in effect) == row.handoff, where
+        assert ("`nonlinear = true`" in effect) == (row.option == "nonlinear"), where
         assert ("skipped" in effect) == row.skips_zero, where
         assert ("acc[addr]" in text) == row.uses_acc, where
         assert ("tile register" in effect) == row.reg_write, where
@@ -179,6 +192,8 @@ def test_docs_opcode_table_agrees_with_the_table():
             assert f"`act[{row.act_write}] = data" in effect, where
         if row.acc_write == "data":
             assert "`acc[addr] = data`" in effect, where
+        elif row.acc_write == "unit" and row.unit == "nonlinear":  # the iterative unit
+            assert "`acc[addr] = nonlinear(acc[addr])`" in effect, where
         elif row.acc_write == "unit":
             assert "`acc[addr] +=" in effect, where
         if row.emit is None:

@@ -28,6 +28,9 @@ opcode. The word's fields:
 ``holds``      its output unit works beside the pipeline and emits the output itself,
                :meth:`~.units.Requantizer.delay` cycles after the operation leaves the
                last stage (the integer hand-off: a unit with a ``delay``)
+``iterate``    its unit is the iterative one (NONLINEAR): the accumulator read's stage
+               holds until the unit is done; a field of the word only in a core that has
+               an iterative unit
 ``unit``       which accumulator unit (an index into :attr:`Control.acc_units`)
 ``out_unit``   which output unit (an index into :attr:`Control.out_units`)
 ``emit``       which output (an index into :attr:`Control.emits`)
@@ -90,6 +93,8 @@ class Control:
         unit), in code order of their first row.
     out_units : tuple of unit classes
         The distinct output units of ``rows``, likewise.
+    iter_unit : unit class or None
+        The iterative unit of ``rows`` (at most one), or None.
     weight_field : str or None
         The payload field that addresses the second activation of the rows that read one
         (:attr:`~.ops.Op.act_weight`; one field for all), or None.
@@ -102,6 +107,7 @@ class Control:
     emits: tuple[Emit, ...]
     acc_units: tuple[type, ...]
     out_units: tuple[type, ...]
+    iter_unit: type | None
     weight_field: str | None
     layout: data.StructLayout
     units: Mapping[str, type]
@@ -110,7 +116,7 @@ class Control:
     def of(cls, ops: OpTable, config: Config, units: Mapping[str, type]) -> Control:
         rows = ops.legal(config)
         emits: list[Emit] = []
-        kinds: dict[str | None, list[type]] = {"acc": [], "output": []}
+        kinds: dict[str | None, list[type]] = {"acc": [], "output": [], "iterative": []}
         for row in rows:
             if row.emit is not None and row.emit not in emits:
                 emits.append(row.emit)
@@ -122,11 +128,16 @@ class Control:
         if len(fields) > 1:
             raise ValueError(f"the second activation of every operation must come from one "
                              f"field, not {sorted(fields)}")
-        layout = data.StructLayout({**{name: 1 for name in _FLAGS},
+        if len(kinds["iterative"]) > 1:
+            raise ValueError(f"a core has at most one iterative unit, not "
+                             f"{', '.join(c.__name__ for c in kinds['iterative'])}")
+        flags = _FLAGS + (("iterate",) if kinds["iterative"] else ())
+        layout = data.StructLayout({**{name: 1 for name in flags},
                                     "unit": _index_shape(len(kinds["acc"])),
                                     "out_unit": _index_shape(len(kinds["output"])),
                                     "emit": _index_shape(len(emits))})
         return cls(rows, tuple(emits), tuple(kinds["acc"]), tuple(kinds["output"]),
+                   kinds["iterative"][0] if kinds["iterative"] else None,
                    fields.pop() if fields else None, layout, units)
 
     def kind(self, row: Op) -> str | None:
@@ -136,7 +147,7 @@ class Control:
     def word(self, row: Op) -> dict[str, int]:
         """The control word of ``row`` (a row of :attr:`rows`), as field values."""
         kind = self.kind(row)
-        return {
+        word = {
             "legal": 1,
             "act_by_addr": int(row.act_field == "addr"),
             "act_write": int(row.act_write is not None),
@@ -155,6 +166,9 @@ class Control:
             "out_unit": self.out_units.index(self.units[row.unit]) if kind == "output" else 0,
             "emit": self.emits.index(row.emit) if row.emit is not None else 0,
         }
+        if self.iter_unit is not None:
+            word["iterate"] = int(kind == "iterative")
+        return word
 
 
 class Decoder(Component):
@@ -212,13 +226,15 @@ def make_units(core, m: Module, units: Mapping[str, type]) -> dict[type, Any]:
 
 
 def check_units(owner: str, config: Config, ops: OpTable, units: Mapping[str, type],
-                acc_latency: int, emits_sums: bool = False) -> None:
+                acc_latency: int, emits_sums: bool = False, iterates: bool = False) -> None:
     """Raise ``ValueError`` if an operation of ``ops`` for ``config`` needs a unit that
     ``units`` does not name, or one of the wrong kind or latency (the accumulator units'
     ``acc_latency``, the output units' 0); if the MAC-unit operations are not exactly those
-    that skip a zero operand (with GRAD's unit, the one that skips and emits its sum); or if
+    that skip a zero operand (with GRAD's unit, the one that skips and emits its sum); if
     an operation emits an accumulator unit's sum (or reads a second activation) in a core
-    that does not (``emits_sums``: the float core)."""
+    that does not (``emits_sums``: the float core); or if an iterative unit's operation
+    does not read and write its accumulator and emit nothing, or is in a core without
+    iterative units (``iterates``: the float core)."""
     def need(name: str, kind: str, latency: int, why: str) -> None:
         cls = units.get(name)
         if cls is None:
@@ -243,7 +259,15 @@ def check_units(owner: str, config: Config, ops: OpTable, units: Mapping[str, ty
             raise ValueError(f"{owner} cannot read a second activation or emit a sum ({why})")
         if row.skips_zero:
             need("multiply", "multiply", 1, why)
-        if row.acc_write == "unit" or sums_out:
+        if row.unit is not None and unit_kind(units.get(row.unit)) == "iterative":
+            if not iterates:
+                raise ValueError(f"{owner} has no iterative units ({why})")
+            if not (row.acc_read and row.acc_write == "unit" and row.emit is None and
+                    not row.skips_zero):
+                raise ValueError(f"{owner}: an iterative unit's operation reads and writes "
+                                 f"its accumulator and emits nothing ({why})")
+            need(row.unit, "iterative", None, why)
+        elif row.acc_write == "unit" or sums_out:
             need(row.unit, "acc", acc_latency, why)
         elif row.unit is not None:
             need(row.unit, "output", 0, why)
@@ -397,6 +421,8 @@ class CoreBase(ConfiguredComponent):
     #: it emits after its accumulator units' latency, so an output may carry a unit's sum
     #: and an operation may read a second activation (GRAD): the float core
     EMITS_SUMS = False
+    #: it holds the accumulator read's stage for an iterative unit (NONLINEAR): the float core
+    ITERATES = False
 
     def __init__(self, config: Config, ops: OpTable = OPS,
                  units: Mapping[str, type] | None = None):
@@ -416,7 +442,7 @@ class CoreBase(ConfiguredComponent):
         if not isinstance(ops, OpTable):
             raise TypeError(f"{cls.__name__} ops must be an OpTable, not {ops!r}")
         check_units(cls.__name__, config, ops, {**cls.UNITS, **(units or {})},
-                    cls.ACC_LATENCY, cls.EMITS_SUMS)
+                    cls.ACC_LATENCY, cls.EMITS_SUMS, cls.ITERATES)
 
     @property
     def ops(self) -> OpTable:

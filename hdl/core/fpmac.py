@@ -36,6 +36,8 @@ class FpMacCore(CoreBase):
         FINISH       act = to_half(relu?(acc[addr]))                   round to nearest even
         GRAD         out = fp32(data + fp32(act[addr]) * fp32(act[addr_b]))   (training)
         FINISH_BACK  act = act[addr_b] > 0 ? to_half(acc[addr]) : +0        (training)
+        NONLINEAR    acc[addr] = f(acc[addr]), f = data[1:0]: exp, 1/x, 1/sqrt(x), GELU
+                     (config.nonlinear; docs/nonlinear.md)
 
     Pipeline (one flit accepted per cycle, five stages)::
 
@@ -49,10 +51,11 @@ class FpMacCore(CoreBase):
         S3  accumulator arrives; first half of the FP32 add (exponent difference, alignment,
             significand add: FpAdd's register; GRAD adds to its data, not to an accumulator);
             READ_*, SEND, FINISH and FINISH_BACK register their output flit; SET writes its
-            register
-        S4  second half (normalization, rounding, specials); acc[addr] <= the sum (MAC, ADD)
-            or data (WRITE_ACC); the output flit is offered (GRAD's data: the sum, or its
-            data unchanged when an activation was zero)
+            register; NONLINEAR starts the nonlinear unit on the accumulator and holds S0 ..
+            S3 until the unit is done
+        S4  second half (normalization, rounding, specials); acc[addr] <= the sum (MAC, ADD),
+            data (WRITE_ACC) or the nonlinear unit's result (NONLINEAR); the output flit is
+            offered (GRAD's data: the sum, or its data unchanged when an activation was zero)
 
     The multiplier and the adder are each split over two stages (on an ECP5 a one-stage
     FP16 product runs at ~57 MHz from registers, BF16 ~43 MHz, an FP32 sum ~32 MHz; two
@@ -101,6 +104,18 @@ class FpMacCore(CoreBase):
     accumulator where the activation at ``addr_b`` is greater than 0, else +0
     (:class:`~.units.FpBackHandoff`).
 
+    **The nonlinear unit** (``config.nonlinear``, ``docs/nonlinear.md``). NONLINEAR starts
+    the core's iterative unit (:class:`~.units.FpNonlinear`: a
+    :class:`~.nonlinear.NonlinearUnit` at ``stages = 2``) with the accumulator and the low 2
+    bits of ``data`` in its first cycle in S3. S0 .. S3 hold until the unit's ``done``; S4
+    drains meanwhile (an output there leaves when taken; no write). In the cycle of ``done``
+    (or later, if S4 holds an output that is not taken) the operation moves to S4 with the
+    unit's result, which S4 writes as it writes a WRITE_ACC's data. The input therefore waits
+    :meth:`~.units.FpNonlinear.cycles` cycles per NONLINEAR (exp 59, reciprocal 21,
+    reciprocal square root 31, GELU 97), plus the usual bubble when the flit after it reads
+    its accumulator. Without ``config.nonlinear`` the core's logic is exactly as before the
+    operation existed, and NONLINEAR is an unknown opcode.
+
     **Backpressure.** As in :class:`~wafertile.hdl.core.MacCore`: when S4 holds an output
     flit and ``o.ready`` is low, the whole pipeline holds (nothing is written, the read ports
     keep their data). A READ accepted in cycle *t* offers its reply in cycle *t* + 4 (or
@@ -133,6 +148,7 @@ class FpMacCore(CoreBase):
     ACC_LATENCY = 1
     FLOAT = True
     EMITS_SUMS = True
+    ITERATES = True
     _WRONG_FORMAT = ("FpMacCore needs a floating-point dtype ('fp16' or 'bf16'), not {dtype} "
                      "(MacCore is the integer core)")
 
@@ -176,8 +192,19 @@ class FpMacCore(CoreBase):
                               s3_valid & acc_writes(s3_ctrl, s3_nonzero) &
                               (s2.addr[:aaw] == s3.addr[:aaw]))
         # The pipeline moves as one (`advance`: it holds only while S4 offers a flit that is
-        # not taken), except that S0 .. S2 hold for one cycle on the hazard (`move`).
-        advance, move = pipeline_hold(m, self, s4_offers, hazard)
+        # not taken), except that S0 .. S2 hold for one cycle on the hazard (`move`), and
+        # that S0 .. S3 hold while the iterative unit works on the operation in S3 (`stall`;
+        # `step`: S3 moves on; S4 drains meanwhile).
+        it = made.get(control.iter_unit) if control.iter_unit is not None else None
+        if it is None:
+            advance, move = pipeline_hold(m, self, s4_offers, hazard)
+            step = advance
+        else:
+            stall, started, have = Signal(), Signal(), Signal()
+            m.d.comb += stall.eq(s3_valid & s3_ctrl.iterate & ~(it.done | have))
+            advance, move = pipeline_hold(m, self, s4_offers, hazard | stall)
+            step = Signal()
+            m.d.comb += step.eq(advance & ~stall)
 
         # -- S0: decode, activation read --------------------------------------------------------
         m.d.comb += [decoder.op.eq(self.i.payload.op),
@@ -214,14 +241,14 @@ class FpMacCore(CoreBase):
         # -- S2: the product's second half, the accumulator read, the hazard ------------------
         # The read is issued whenever the pipeline advances, also in the bubble's cycle: the
         # read of the cycle in which S2 finally moves (the write's cycle) is the one kept.
-        m.d.comb += [self.acc_r.addr.eq(s2.addr[:aaw]), self.acc_r.en.eq(advance)]
+        m.d.comb += [self.acc_r.addr.eq(s2.addr[:aaw]), self.acc_r.en.eq(step)]
         with m.If(move):
             m.d.sync += [s3.eq(s2), s3_ctrl.eq(s2_ctrl), s3_valid.eq(s2_valid),
                          s3_act.eq(s2_act), s3_nonzero.eq(s2_nonzero)]
             if mul is not None:
                 with m.If(s2_nonzero):  # the product register, zero skipping as above
                     m.d.sync += s3_prod.eq(mul.o)
-        with m.Elif(advance):
+        with m.Elif(step):
             m.d.sync += s3_valid.eq(0)  # the bubble
 
         # -- S3: the accumulator unit's first half, outputs, registers --------------------------
@@ -230,21 +257,35 @@ class FpMacCore(CoreBase):
         base = Mux(s3_ctrl.sum_data, s3.data.as_unsigned(), acc)  # GRAD adds to its data
         for cls in control.acc_units:
             m.d.comb += [made[cls].a.eq(base), made[cls].b.eq(operand),
-                         made[cls].en.eq(advance)]
-        with m.If(advance):
+                         made[cls].en.eq(step)]
+        with m.If(step):
             m.d.sync += [s4_we.eq(s3_valid & acc_writes(s3_ctrl, s3_nonzero)),
                          s4_addr.eq(s3.addr[:aaw]), s4_write_data.eq(s3_ctrl.acc_data),
                          s4_unit.eq(s3_ctrl.unit), s4_data.eq(s3.data),
                          s4_offers.eq(s3_valid & s3_ctrl.emits), s4_tag.eq(s3.data),
                          s4_emit_sum.eq(s3_ctrl.emit_sum), s4_nonzero.eq(s3_nonzero)]
-        fire = advance & s3_valid
+        if it is not None:  # NONLINEAR: its result is written as a WRITE_ACC's data is
+            m.d.comb += [it.a.eq(acc), it.func.eq(s3.data[:len(it.func)]),
+                         it.start.eq(s3_valid & s3_ctrl.iterate & ~started)]
+            with m.If(step):
+                m.d.sync += [s4_write_data.eq(s3_ctrl.acc_data | s3_ctrl.iterate),
+                             s4_data.eq(Mux(s3_ctrl.iterate, it.o, s3.data))]
+            with m.Elif(advance):  # S4 drains while S3 waits for the unit
+                m.d.sync += [s4_we.eq(0), s4_offers.eq(0), s4_emit_sum.eq(0)]
+            with m.If(it.start):
+                m.d.sync += started.eq(1)
+            with m.If(it.done):
+                m.d.sync += have.eq(1)
+            with m.If(step & s3_valid):
+                m.d.sync += [started.eq(0), have.eq(0)]
+        fire = step & s3_valid
         if handoff is not None:  # only with config.handoff: else SET and FINISH are unknown
             tile_registers(m, handoff, cfg, fire & s3_ctrl.reg_write, s3)
         for cls in control.out_units:  # the output units read the accumulator (and act)
             m.d.comb += made[cls].acc.eq(acc)
             if hasattr(made[cls], "act"):
                 m.d.comb += made[cls].act.eq(s3_act)
-        with m.If(advance):
+        with m.If(step):
             output_flit(m.d.sync, m, control, s3, s3_ctrl,
                         {"act": s3_act, "acc": acc, "unit": pick_output(control, made,
                                                                          s3_ctrl.out_unit, 0)},

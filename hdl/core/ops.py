@@ -26,7 +26,9 @@ Units (:attr:`Op.unit`) the cores have (:mod:`.units`): ``"mac"`` (``acc + weigh
 accumulator, the requantization of an integer core or the rounding of a float core; SET
 writes its registers), and the float cores' training units (``docs/training.md``):
 ``"grad"`` (``data + act * act``, GRAD's step of a weight gradient: the MAC's multiplier and
-adder with other operands) and ``"backprop"`` (FINISH_BACK's ``act > 0 ? to_half(acc) : +0``).
+adder with other operands) and ``"backprop"`` (FINISH_BACK's ``act > 0 ? to_half(acc) : +0``);
+the float cores' optional ``"nonlinear"`` (NONLINEAR's ``f(acc)``, ``docs/nonlinear.md``: an
+iterative unit, :mod:`.units`, there only with ``config.nonlinear``).
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ from amaranth.hdl import Const, Value
 from ...config import Config
 from ..flit import Opcode
 
-__all__ = ["DATA_KINDS", "FIELDS", "FORMATS", "OPS", "ROUTES", "SOURCES", "UNITS", "Emit", "Op",
-           "OpTable", "absent", "code_of", "codes", "emitting", "legal", "matches"]
+__all__ = ["DATA_KINDS", "FIELDS", "FORMATS", "OPS", "OPTIONS", "ROUTES", "SOURCES", "UNITS",
+           "Emit", "Op", "OpTable", "absent", "code_of", "codes", "emitting", "legal",
+           "matches"]
 
 #: The payload fields that address something or are carried into an output.
 FIELDS = ("addr", "addr_b")
@@ -54,10 +57,14 @@ SOURCES = ("act", "acc", "unit")
 #: What a request's ``data`` field carries: a MAC's weight (low ``data_width`` bits), an
 #: activation (low ``data_width`` bits), an accumulator word (a value to write or add), a
 #: tile register's value, the output's route (:func:`~wafertile.hdl.flit.route_layout`: a
-#: unicast) or its hand-off (:func:`~wafertile.hdl.flit.handoff_layout`: a row rectangle).
-DATA_KINDS = ("weight", "activation", "value", "register", "route", "handoff")
+#: unicast), its hand-off (:func:`~wafertile.hdl.flit.handoff_layout`: a row rectangle) or a
+#: function's number (low 2 bits: NONLINEAR's ``f``).
+DATA_KINDS = ("weight", "activation", "value", "register", "route", "handoff", "function")
 #: The units of the cores (module documentation).
-UNITS = ("mac", "add", "handoff", "grad", "backprop")
+UNITS = ("mac", "add", "handoff", "grad", "backprop", "nonlinear")
+#: The configuration's flags that add an optional unit, and with it the operations that need
+#: it (:attr:`Op.option`).
+OPTIONS = ("handoff", "nonlinear")
 #: Where a tile sends an operation's output: ``"request"`` (the route or hand-off its
 #: request's ``data`` carries) or ``"down"`` (the tile below in the same column; from the last
 #: row, out of the array's south edge: GRAD's chain).
@@ -156,9 +163,10 @@ class Op:
         It has no effect (no product, no accumulator read or write) when the weight or the
         activation is zero (+0 or -0 in a float core); one that emits its unit's sum emits
         the sum's first operand unchanged.
-    handoff : bool
-        It needs the hand-off unit: only with ``config.handoff`` (without it the code is
-        unknown: no effect, the sticky error).
+    option : str or None
+        The configuration flag (:data:`OPTIONS`) of the optional unit it needs: it is
+        executed only where the flag is set (else the code is unknown: no effect, the sticky
+        error): ``"handoff"`` (SET, FINISH, FINISH_BACK), ``"nonlinear"`` (NONLINEAR).
     formats : frozenset of str
         The number formats (:data:`FORMATS`) whose core defines it.
     """
@@ -177,7 +185,7 @@ class Op:
     data: str | None = None
     counts_mac: bool = False
     skips_zero: bool = False
-    handoff: bool = False
+    option: str | None = None
     formats: frozenset[str] = field(default=FORMATS)
 
     def __post_init__(self) -> None:
@@ -223,6 +231,9 @@ class Op:
                                                        self.act_weight)):
             raise ValueError(f"operation {self.name} skips a zero operand: it needs a weight "
                              f"(or a second activation) and an activation read")
+        if self.option not in (*OPTIONS, None):
+            raise ValueError(f"operation {self.name}: option must be one of {OPTIONS} or "
+                             f"None, not {self.option!r}")
         if not self.formats or not set(self.formats) <= FORMATS:
             raise ValueError(f"operation {self.name}: formats must be a nonempty subset of "
                              f"{sorted(FORMATS)}, not {self.formats!r}")
@@ -235,6 +246,11 @@ class Op:
         """The :class:`~wafertile.hdl.flit.Opcode` of :attr:`code`, None for a code it does
         not name."""
         return _NAMED.get(self.code)
+
+    @property
+    def handoff(self) -> bool:
+        """It needs the hand-off unit (``option == "handoff"``)."""
+        return self.option == "handoff"
 
     @property
     def act_fields(self) -> tuple[str, ...]:
@@ -264,7 +280,8 @@ class Op:
     def defined(self, config: Config) -> bool:
         """Whether the core of ``config`` executes it."""
         fmt = "float" if config.is_float else "int"
-        return self.operation and fmt in self.formats and (config.handoff or not self.handoff)
+        return self.operation and fmt in self.formats and (self.option is None or
+                                                          getattr(config, self.option))
 
 
 def _op(opcode: Opcode, **columns: Any) -> Op:
@@ -341,7 +358,8 @@ class OpTable:
 
     def legal(self, config: Config) -> tuple[Op, ...]:
         """The operations the core of ``config`` executes; any other code is consumed with no
-        effect and sets the sticky ``error`` (SET and FINISH only with ``config.handoff``)."""
+        effect and sets the sticky ``error`` (SET and FINISH only with ``config.handoff``,
+        NONLINEAR only with ``config.nonlinear``)."""
         return tuple(row for row in self._rows if row.defined(config))
 
     def absent(self, config: Config) -> tuple[Op, ...]:
@@ -373,15 +391,17 @@ OPS = OpTable([
     _op(Opcode.ADD, acc_read=True, unit="add", acc_write="unit", data="value"),
     _op(Opcode.SEND, acc_read=True, data="route", emit=Emit(Opcode.ADD, "addr_b", "addr", "acc")),
     _op(Opcode.REPLY, operation=False),
-    _op(Opcode.SET, reg_write=True, data="register", handoff=True),
-    _op(Opcode.FINISH, acc_read=True, unit="handoff", data="handoff", handoff=True,
+    _op(Opcode.SET, reg_write=True, data="register", option="handoff"),
+    _op(Opcode.FINISH, acc_read=True, unit="handoff", data="handoff", option="handoff",
         emit=Emit(Opcode.WRITE_ACT, "addr_b", None, "unit")),
     _op(Opcode.GRAD, act_read="addr_b", act_weight="addr", unit="grad", data="value",
         skips_zero=True, formats=frozenset({"float"}),
         emit=Emit(Opcode.GRAD, "addr", "addr_b", "unit", route="down")),
     _op(Opcode.FINISH_BACK, act_read="addr_b", acc_read=True, unit="backprop",
-        data="handoff", handoff=True, formats=frozenset({"float"}),
+        data="handoff", option="handoff", formats=frozenset({"float"}),
         emit=Emit(Opcode.WRITE_ACT, "addr_b", None, "unit")),
+    _op(Opcode.NONLINEAR, acc_read=True, unit="nonlinear", acc_write="unit", data="function",
+        option="nonlinear", formats=frozenset({"float"})),
 ])
 
 

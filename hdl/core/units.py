@@ -33,6 +33,17 @@ is one of two kinds, by its class attribute ``kind``:
     optionally ``act`` (``In``: the activation word), ``o`` (``Out``: the activation word);
     ``latency`` 0 (combinational, in the stage that reads the accumulator).
 
+``"iterative"`` (an iterative unit, the float core only)
+    ``o = f(a)`` over many cycles: ``a`` the accumulator the operation read, ``func`` the
+    low bits of its ``data`` (which function). The core starts the unit (``start``, while
+    ``ready``) when the operation reaches the stage that reads the accumulator, holds that
+    stage and the ones before it until the unit's ``done`` (the stage after it drains), and
+    writes ``o`` to the accumulator as any accumulator unit's result. Members ``a`` (``In``
+    accumulator word), ``func``, ``start`` (``In``), ``ready``, ``done`` (``Out(1)``), ``o``
+    (``Out`` accumulator word, held from ``done`` until the next start); :meth:`cycles`
+    (``func``) the cycles from ``start`` to ``done``, which the models count. One per core
+    (NONLINEAR's :class:`FpNonlinear`, with ``config.nonlinear``).
+
 The arithmetic of the built-in units is ``docs/architecture.md``'s and ``docs/float.md``'s;
 their numpy references are :mod:`wafertile.sim.models.core`'s units.
 """
@@ -46,6 +57,8 @@ from ...config import Config, Overflow
 from .._util import ConfiguredComponent, any_of
 from ..flit import MULT_WIDTH, Reg
 from .fp import FpAdd, FpMul, FpToHalf, float_format, fp_relu
+from .nonlinear import FUNCTIONS, NonlinearUnit
+from .nonlinear import cycles as nonlinear_cycles
 
 __all__ = [
     "FLOAT_UNITS",
@@ -54,6 +67,7 @@ __all__ = [
     "SHARED_OPERAND",
     "FpBackHandoff",
     "FpHandoff",
+    "FpNonlinear",
     "FpProduct",
     "FpSum",
     "IntProduct",
@@ -86,10 +100,10 @@ class Unit(ConfiguredComponent):
 
 
 def unit_kind(cls) -> str | None:
-    """The kind of unit class ``cls`` (``"acc"``, ``"output"``, ``"multiply"``), or None if it
-    is not a unit."""
+    """The kind of unit class ``cls`` (``"acc"``, ``"output"``, ``"iterative"``,
+    ``"multiply"``), or None if it is not a unit."""
     kind = getattr(cls, "kind", None)
-    return kind if kind in ("acc", "output", "multiply") else None
+    return kind if kind in ("acc", "output", "iterative", "multiply") else None
 
 
 def beside_pipeline(unit) -> bool:
@@ -550,8 +564,49 @@ class FpBackHandoff(Unit):
         return m
 
 
+class FpNonlinear(Unit):
+    """The float core's nonlinear unit (NONLINEAR, ``config.nonlinear``): ``o = f(a)`` in
+    FP32 for ``f`` exp, reciprocal, reciprocal square root or GELU (``func`` 0 .. 3,
+    :data:`~.nonlinear.FUNCTIONS`), bit exact with ``docs/nonlinear.md``'s reference: a
+    :class:`~.nonlinear.NonlinearUnit` with :attr:`STAGES` (2) stages per step, so that its
+    adder and multiplier run at the core's clock. An iterative unit (module documentation):
+    :meth:`cycles` from ``start`` to ``done`` (exp 59, reciprocal 21, reciprocal square root
+    31, GELU 97).
+
+    Members
+    -------
+    a : ``In(32)`` (FP32 bits)
+    func : ``In(2)``
+    start : ``In(1)``
+    ready, done : ``Out(1)``
+    o : ``Out(32)`` (FP32 bits)
+    """
+
+    kind = "iterative"
+    latency = None
+    #: Cycles per step of the programs.
+    STAGES = 2
+
+    @classmethod
+    def members(cls, config: Config) -> dict:
+        return {"a": In(32), "func": In(2), "start": In(1), "ready": Out(1), "done": Out(1),
+                "o": Out(32)}
+
+    @classmethod
+    def cycles(cls, func: int) -> int:
+        """Cycles from ``start`` to ``done`` for function ``func`` (0 .. 3)."""
+        return nonlinear_cycles(FUNCTIONS[func], cls.STAGES)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.nonlinear = unit = NonlinearUnit(stages=self.STAGES)
+        m.d.comb += [unit.start.eq(self.start), unit.func.eq(self.func), unit.x.eq(self.a),
+                     self.ready.eq(unit.ready), self.done.eq(unit.done), self.o.eq(unit.o)]
+        return m
+
+
 #: The integer core's units (:class:`~.mac.MacCore`).
 INT_UNITS = {"multiply": IntProduct, "mac": IntSum, "add": IntSum, "handoff": Requantizer}
 #: The float core's units (:class:`~.fpmac.FpMacCore`); ``"multiply"`` is the MAC's product.
 FLOAT_UNITS = {"multiply": FpProduct, "mac": FpSum, "add": FpSum, "handoff": FpHandoff,
-               "grad": FpSum, "backprop": FpBackHandoff}
+               "grad": FpSum, "backprop": FpBackHandoff, "nonlinear": FpNonlinear}

@@ -26,13 +26,17 @@ import numpy as np
 from ...config import Config, Overflow
 from ...hdl.core.fp import float_format
 from ...hdl.core.ops import OPS, Op, OpTable, code_of
-from ...hdl.core.units import handoff_limbs
+from ...hdl.core.units import FpNonlinear, handoff_limbs
 from ...hdl.flit import MULT_WIDTH, Reg
 from .fp import add as fp_add
 from .fp import is_zero as fp_is_zero
 from .fp import mac as fp_mac
 from .fp import relu as fp_relu
 from .fp import to_half as fp_to_half
+from .nonlinear import exp as nl_exp
+from .nonlinear import gelu as nl_gelu
+from .nonlinear import reciprocal as nl_reciprocal
+from .nonlinear import rsqrt as nl_rsqrt
 
 __all__ = ["FLOAT_UNITS", "INT_UNITS", "CoreModel", "CoreResult", "Operands", "SramCycleModel",
            "SramModel", "Unit", "handoff_stalls", "requantize", "saturate", "wrap"]
@@ -127,7 +131,8 @@ class CoreResult:
     error: bool = False
     #: Cycles the core holds its input when the flits come one per cycle and every output is
     #: taken at once: a floating-point core's accumulator hazard (flits that use the
-    #: accumulator the flit just before them writes, ``FpMacCore``); an integer core's
+    #: accumulator the flit just before them writes, ``FpMacCore``) and its NONLINEARs
+    #: (:meth:`~wafertile.hdl.core.units.FpNonlinear.cycles` each); an integer core's
     #: hand-off unit in the way (:func:`handoff_stalls`).
     bubbles: int = 0
 
@@ -194,16 +199,26 @@ def _float_backprop(model: CoreModel, o: Operands) -> int:
     return int(fp_to_half(o.acc & 0xFFFFFFFF, model.config.dtype)) if positive else 0
 
 
+#: NONLINEAR's functions by the low 2 bits of ``data`` (``docs/nonlinear.md``, the order of
+#: :data:`wafertile.hdl.core.nonlinear.FUNCTIONS`).
+NONLINEAR_FUNCTIONS = (nl_exp, nl_reciprocal, nl_rsqrt, nl_gelu)
+
+
+def _float_nonlinear(model: CoreModel, o: Operands) -> int:
+    word = np.array([o.acc & 0xFFFFFFFF], dtype=np.uint32)
+    return wrap(int(NONLINEAR_FUNCTIONS[o.data & 0b11](word)[0]), 32)
+
+
 #: The units of the integer core (``wafertile.hdl.core.ops``): ``acc + weight * act`` and
 #: ``acc + data`` wrapped or saturated, FINISH's requantization (:func:`requantize`).
 INT_UNITS: dict[str, Unit] = {"mac": _int_mac, "add": _int_add, "handoff": _int_handoff}
 #: The units of the float core: the FP32 ``acc + fp32(w) * fp32(act)`` and ``acc + data`` of
 #: :mod:`wafertile.sim.models.fp`, FINISH's ``to_half(relu?(acc))``, and the training units
 #: (``docs/training.md``): GRAD's ``data + fp32(act2) * fp32(act)``, FINISH_BACK's
-#: ``act > 0 ? to_half(acc) : +0``.
+#: ``act > 0 ? to_half(acc) : +0``; NONLINEAR's ``f(acc)`` (``docs/nonlinear.md``).
 FLOAT_UNITS: dict[str, Unit] = {"mac": _float_mac, "add": _float_add,
                                 "handoff": _float_handoff, "grad": _float_grad,
-                                "backprop": _float_backprop}
+                                "backprop": _float_backprop, "nonlinear": _float_nonlinear}
 
 
 class CoreModel:
@@ -306,6 +321,8 @@ class CoreModel:
         if cfg.is_float:  # the accumulator hazard of FpMacCore: a read right after its write
             if row.acc_read and not skipped and self._written == i:
                 self.result.bubbles += 1
+            if row.unit == "nonlinear":  # the core holds while the iterative unit works
+                self.result.bubbles += FpNonlinear.cycles(value & 0b11)
             self._written = i if writes else None
         emit = row.emit
         if emit is None:

@@ -173,13 +173,14 @@ def _router(base, given, deep):
 
 def _core(base, given, deep):
     """The integer core (wrap; saturate with --run-slow: depth 7 does not finish) and the
-    float core (fp16 to depth 8; bf16 to depth 9 with --run-slow), or the one configuration a
-    --config file sets."""
+    float core (fp16 to depth 8; bf16 to depth 9 with --run-slow), the fp16 core with the
+    nonlinear unit (depth 8), or the one configuration a --config file sets."""
     if "dtype" in given or "overflow" in given:  # the one core the file describes (a float
         variants = [{}]                           # core has no overflow mode)
     else:
         variants = [{"overflow": "saturate" if deep else "wrap"},
-                    {"dtype": "bf16" if deep else "fp16"}]
+                    {"dtype": "bf16" if deep else "fp16"},
+                    {"dtype": "fp16", "nonlinear": True}]
     out = []
     for v in variants:
         params = {**base, **v}
@@ -187,7 +188,15 @@ def _core(base, given, deep):
             params = {k: x for k, x in params.items() if k not in ("data_width", "acc_width")
                       or k in given}
         cfg = Config.from_mapping(params)
-        if cfg.is_float:
+        if cfg.nonlinear:
+            out.append(Check(f"core_{cfg.dtype}_nonlinear", "core", cfg, CoreHarness, "bmc",
+                             8, cover_depth=10,
+                             why="the float core with the nonlinear unit (cut: done 2 to 5 "
+                                 "cycles after its start): every sequence of 8 steps, a "
+                                 "NONLINEAR's hold and the outputs around it; a NONLINEAR of "
+                                 "the watched accumulator and the reply of its read at step "
+                                 "9 (the cover, depth 10)"))
+        elif cfg.is_float:
             # the default run to depth 8 (about 20 s), --run-slow to 9 (about 8 minutes)
             out.append(Check(f"core_{cfg.dtype}", "core", cfg, CoreHarness, "bmc",
                              9 if deep else 8, cover_depth=10,
@@ -282,9 +291,11 @@ def mutation_checks(block: str) -> list[Check]:
     for name, (_, kind, *deeper) in MUTATIONS[block].items():
         if block == "router":  # kind: the micro-architecture (default compact)
             first = next(c for c in checks if c.config.router_arch == (kind or "compact"))
-        else:  # kind: the number format, "int" or "float" (default: the first check's)
+        else:  # kind: the number format, "int" or "float" (default: the first check's),
+            # or "nonlinear" (the float core with the nonlinear unit)
             first = next(c for c in checks if kind is None or
-                         (kind == "float") == c.config.is_float)
+                         ((kind in ("float", "nonlinear")) == c.config.is_float and
+                          (kind == "nonlinear") == c.config.nonlinear))
         depth = first.depth if first.mode == "bmc" else 6
         out.append(Check(name, block, first.config,
                          lambda c, block=block, name=name: mutant(block, c, name), "bmc",

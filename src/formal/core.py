@@ -30,8 +30,8 @@ from ..config import Overflow
 from ..hdl.core import TileCore
 from ..hdl.core.ops import matches
 from ..hdl.core.units import beside_pipeline
-from ..hdl.flit import payload_layout
-from .cut import accumulate, backprop, cut_units, handoff, product
+from ..hdl.flit import Opcode, payload_layout
+from .cut import accumulate, backprop, cut_units, handoff, nonlinear, product
 from .harness import Harness
 from .link import stream_rules
 from .props import Properties
@@ -67,7 +67,7 @@ class CoreHarness(Harness):
         # every operation of the table and every code with no operation (they must do nothing)
         spec = ops.legal(cfg)
         for row in spec:  # what the specification below knows how to apply
-            if row.unit not in (None, "mac", "add", "handoff", "grad", "backprop"):
+            if row.unit not in (None, "mac", "add", "handoff", "grad", "backprop", "nonlinear"):
                 raise ValueError(f"the core's specification has no unit {row.unit!r} "
                                  f"(operation {row.name})")
 
@@ -121,6 +121,7 @@ class CoreHarness(Harness):
             else:
                 summed = total[:aw].as_signed()
         set_seen = Signal()  # a SET was taken (for a cover)
+        nl_seen = Signal()  # a NONLINEAR of the watched accumulator was taken (for a cover)
         with m.If(take), m.Switch(req.op):
             for row in spec:
                 if not (row.act_write or row.acc_write or row.reg_write):
@@ -147,6 +148,10 @@ class CoreHarness(Harness):
                                 m.d.sync += known.eq(0)
                             with m.Elif(act_nonzero):
                                 m.d.sync += acc.eq(summed)
+                    elif row.unit == "nonlinear":  # f(acc), f = data[1:0]
+                        with m.If(a_acc == watch_acc):
+                            m.d.sync += [acc.eq(nonlinear(acc, req.data[:2])),
+                                         nl_seen.eq(1)]
                     elif row.acc_write:
                         with m.If(a_acc == watch_acc):
                             m.d.sync += acc.eq(summed)
@@ -213,6 +218,8 @@ class CoreHarness(Harness):
         after = Array(Signal(name=f"want_after{k}") for k in range(depth))
         # the output's request was accepted after a SET (a cover)
         post_set = Array(Signal(name=f"want_post_set{k}") for k in range(depth))
+        # the output's request was accepted after a NONLINEAR of the watched accumulator
+        post_nl = Array(Signal(name=f"want_post_nl{k}") for k in range(depth))
         count = Signal(range(depth + 1))
         given = dut.o.valid & dut.o.ready
         push = take & emits
@@ -220,12 +227,12 @@ class CoreHarness(Harness):
             for k in range(depth - 1):
                 m.d.sync += [queue[k].eq(queue[k + 1]), tags[k].eq(tags[k + 1]),
                              sures[k].eq(sures[k + 1]), after[k].eq(after[k + 1]),
-                             post_set[k].eq(post_set[k + 1])]
+                             post_set[k].eq(post_set[k + 1]), post_nl[k].eq(post_nl[k + 1])]
         slot = Mux(given, count - 1, count)
         with m.If(push):
             m.d.sync += [queue[slot].eq(want), tags[slot].eq(req.data.as_unsigned()),
                          sures[slot].eq(sure), after[slot].eq(watched & chained),
-                         post_set[slot].eq(set_seen)]
+                         post_set[slot].eq(set_seen), post_nl[slot].eq(nl_seen)]
         m.d.sync += count.eq(count + push - given)
 
         props.check("no_queue_overflow", count < depth,
@@ -281,6 +288,11 @@ class CoreHarness(Harness):
                         (queue[0].op == finishes[0].emit.op),
                         "an output of the hand-off unit for a request accepted after a SET, "
                         "its data known")
+        if any(row.unit == "nonlinear" for row in spec):
+            props.cover("read_after_nonlinear",
+                        given & sures[0] & post_nl[0] & (queue[0].op == Opcode.REPLY) &
+                        (queue[0].addr[:cfg.acc_addr_width] == watch_acc),
+                        "the watched accumulator, after a NONLINEAR of it, is read back")
         if fp:
             props.cover("bubble", dut.i.valid & ~dut.i.ready & ~waits,
                         "the input waits with no output waiting (the hazard's bubble)")

@@ -21,7 +21,11 @@ functions (:func:`product`, :func:`accumulate`, :func:`handoff`):
   low bits keep the integer adder's cone small);
 - the backward hand-off (FINISH_BACK's ``act > 0 ? to_half(acc) : +0``) -> ``+0`` where the
   activation's sign bit is set, else the low 16 bits of the accumulator XOR the activation
-  (:func:`backprop`). GRAD's unit is the float sum, cut as above.
+  (:func:`backprop`). GRAD's unit is the float sum, cut as above;
+- the nonlinear unit (NONLINEAR's exp, reciprocal, rsqrt or GELU, an iterative unit of 21 to
+  97 cycles) -> ``rotate_left(a, 7) ^ func`` (:func:`nonlinear`), done ``func + 2`` cycles
+  after its start (2 to 5: the core must wait for ``done``, however long), its output junk
+  (the complement) until then.
 
 The integer core keeps its real multiplier and adder (the check bounds the weights instead,
 :class:`~.core.CoreHarness`); only its requantizer is cut.
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 from functools import reduce
 
-from amaranth.hdl import Cat, Module, Mux, Value
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 
 from ..config import Config
 from ..hdl.core.units import (
@@ -39,12 +43,14 @@ from ..hdl.core.units import (
     INT_UNITS,
     FpBackHandoff,
     FpHandoff,
+    FpNonlinear,
     FpProduct,
     FpSum,
     Requantizer,
 )
 
-__all__ = ["CUT_UNITS", "accumulate", "backprop", "cut_units", "fold", "handoff", "product"]
+__all__ = ["CUT_UNITS", "accumulate", "backprop", "cut_units", "fold", "handoff", "nonlinear",
+           "product"]
 
 
 def fold(value: Value, width: int) -> Value:
@@ -77,6 +83,43 @@ def backprop(acc: Value, act: Value) -> Value:
     where ``act``'s sign bit is set, else ``acc[:16] ^ act``."""
     act = Value.cast(act).as_unsigned()
     return Mux(act[15], 0, Value.cast(acc).as_unsigned()[:16] ^ act[:16])
+
+
+def nonlinear(a: Value, func: Value) -> Value:
+    """The cut nonlinear function of accumulator ``a`` (32 bits) and function ``func`` (2
+    bits): ``rotate_left(a, 7) ^ func``."""
+    return Value.cast(a).as_unsigned()[:32].rotate_left(7) ^ Value.cast(func).as_unsigned()
+
+
+class CutNonlinear(FpNonlinear):
+    """The float core's nonlinear unit, cut: the protocol of
+    :class:`~wafertile.hdl.core.units.FpNonlinear` (``start`` taken while ``ready``, one
+    ``done`` pulse, ``o`` held from ``done`` until the next start) with ``o = nonlinear(a,
+    func)`` done ``func + 2`` cycles after the start, and the complement of it on ``o``
+    while busy."""
+
+    @classmethod
+    def cycles(cls, func: int) -> int:
+        return func + 2
+
+    def hasty(self) -> Value:
+        """1 to say ``done`` the cycle after a start as well (a formal mutation); 0."""
+        return Const(0)
+
+    def elaborate(self, platform):
+        m = Module()
+        busy, left, value = Signal(), Signal(2), Signal(32)
+        m.d.comb += [self.ready.eq(~busy), self.o.eq(Mux(busy, ~value, value))]
+        m.d.sync += self.done.eq(0)
+        with m.If(~busy & self.start):
+            m.d.sync += [busy.eq(1), left.eq(self.func), value.eq(nonlinear(self.a, self.func)),
+                         self.done.eq(self.hasty())]
+        with m.Elif(busy):
+            with m.If(left == 0):
+                m.d.sync += [busy.eq(0), self.done.eq(1)]
+            with m.Else():
+                m.d.sync += left.eq(left - 1)
+        return m
 
 
 class CutProduct(FpProduct):
@@ -144,7 +187,8 @@ class CutBackHandoff(FpBackHandoff):
 CUT_UNITS = {
     "int": {**INT_UNITS, "handoff": CutRequantizer},
     "float": {**FLOAT_UNITS, "multiply": CutProduct, "mac": CutSum, "add": CutSum,
-              "handoff": CutFpHandoff, "grad": CutSum, "backprop": CutBackHandoff},
+              "handoff": CutFpHandoff, "grad": CutSum, "backprop": CutBackHandoff,
+              "nonlinear": CutNonlinear},
 }
 
 

@@ -32,6 +32,9 @@ inside and alter one signal on its way.
 - ``core_grad_operands``: a float core (fp16) whose GRAD adds its data and the product the
   other way round (``product + data`` on a sum that is not commutative, as the cut sum is
   not): a GRAD's output data is wrong.
+- ``core_nonlinear_no_wait``: a float core (fp16, with the nonlinear unit) whose unit says
+  ``done`` the cycle after every start, while it is still busy (its output junk): the
+  accumulator a NONLINEAR writes is wrong.
 - ``handoff_takes_busy_multiplier``: the integer hand-off unit (real arithmetic) taking the
   MAC's multiplier in a cycle it is not free.
 - ``handoff_ties_up``: the hand-off unit rounding a negative tie up (-2.5 -> -2) instead of
@@ -44,7 +47,7 @@ inside and alter one signal on its way.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 
 from ..config import Config
@@ -54,7 +57,7 @@ from ..hdl.flit import Port, Reg, header_layout
 from ..hdl.noc import PhitTx, VcBuffer, VoqRouter, make_router, phase_counter
 from .buffer import BufferCountHarness, BufferFifoHarness
 from .core import CoreHarness
-from .cut import CutRequantizer, CutSum, accumulate
+from .cut import CutNonlinear, CutRequantizer, CutSum, accumulate
 from .handoff import HandoffHarness
 from .phit import PhitHarness
 from .router import RouterHarness, VoqRouterProof
@@ -333,6 +336,18 @@ class _SwappedGradHarness(CoreHarness):
         return TileCore(self.config, units={**self.units(), "grad": _SwappedGradSum})
 
 
+class _HastyNonlinear(CutNonlinear):
+    """The cut nonlinear unit, with ``done`` high the cycle after every start."""
+
+    def hasty(self):
+        return Const(1)
+
+
+class _HastyNonlinearHarness(CoreHarness):
+    def make_dut(self):
+        return TileCore(self.config, units={**self.units(), "nonlinear": _HastyNonlinear})
+
+
 class _WrongRegisterHarness(PhitHarness):
     def make_tx(self):
         return _WrongRegisterTx(self.config)
@@ -340,7 +355,8 @@ class _WrongRegisterHarness(PhitHarness):
 
 #: Each block's mutations: ``{block: {name: (harness class or factory, kind[, depth])}}``;
 #: the kind picks which of the block's default checks' configurations the mutation runs on:
-#: the number format (``"int"``, ``"float"``, or None for any), for the router the
+#: the number format (``"int"``, ``"float"``, ``"nonlinear"``: float with the nonlinear unit,
+#: or None for any), for the router the
 #: micro-architecture (None: ``compact``); the depth, where given, is the least the
 #: fault needs to show (else the check's).
 MUTATIONS = {
@@ -363,7 +379,8 @@ MUTATIONS = {
              # its fault shows in the read of the MAC's accumulator, which waits in S2 for
              # the unit's activation: step 7 (a counterexample is found fast)
              "core_handoff_takes_multiplier": (_GreedyHarness, "int", 8),
-             "core_grad_operands": (_SwappedGradHarness, "float")},
+             "core_grad_operands": (_SwappedGradHarness, "float"),
+             "core_nonlinear_no_wait": (_HastyNonlinearHarness, "nonlinear")},
     "phit": {"phit_wrong_register": (_WrongRegisterHarness, None)},
     "handoff": {"handoff_takes_busy_multiplier": (_with_dut(HandoffHarness, _GreedyUnit), None),
                 "handoff_ties_up": (_with_dut(HandoffHarness, _TiesUpUnit), None),
