@@ -145,12 +145,13 @@ def test_float_random(request, sim_env, build_root, cfg_name, density):
     })
 
 
-@pytest.mark.parametrize(("sim", "cfg_name"), sim_cases(list(NONLINEAR_CONFIGS)))
+@pytest.mark.parametrize(("sim", "cfg_name"), sim_cases(
+    list(NONLINEAR_CONFIGS), slow=lambda sim, *_: sim == "verilator"))
 def test_nonlinear(request, sim_env, build_root, cfg_name):
-    """A core with the nonlinear unit against the model on both simulators: NONLINEAR on
-    special words, range edges and back to back (``fp_nonlinear``), full rate with exactly
-    the model's bubbles, and a random stream of every operation with idle input and
-    backpressure."""
+    """A core with the nonlinear unit against the model: NONLINEAR on special words, range
+    edges and back to back (``fp_nonlinear``), full rate with exactly the model's bubbles,
+    and a random stream of every operation with idle input and backpressure. Icarus by
+    default, Verilator (a 50 s build) with --run-slow."""
     _run(build_root, sim_env, cfg_name, NONLINEAR_TESTS, {
         "WAFERTILE_SEED": str(seed_for(request)),
         "WAFERTILE_DENSITY": "0.5",

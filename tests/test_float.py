@@ -18,6 +18,7 @@ A network adds its FP32 bias as the starting value of chunk 0, then per hidden l
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -78,13 +79,19 @@ def documented(x, w, act_depth: int, bias=None) -> np.ndarray:
 
 
 def documented_network(layers, x, act_depth: int, dtype: str) -> np.ndarray:
-    """The network's outputs: each layer from its FP32 bias, ReLU and the rounding between."""
+    """The network's outputs: each layer from its FP32 bias, ReLU (``relu`` True) or GELU
+    (``"gelu"``: docs/nonlinear.md's, whose reference tests/test_nonlinear.py checks against
+    the document) and the rounding between."""
+    from wafertile.sim.models.nonlinear import gelu
+
     a = np.asarray(x, np.float32)
-    for n, (w, bias, relu) in enumerate(layers):
+    for n, (w, bias, act) in enumerate(layers):
         acc = documented(a, w, act_depth, bias)
         if n == len(layers) - 1:
             return acc
-        if relu:
+        if act == "gelu":
+            acc = gelu(acc.view(np.uint32)).view(np.float32)
+        elif act:
             acc = np.where(np.isnan(acc) | ~np.signbit(acc), acc, np.float32(0.0))
         a = to_format(acc, dtype)
     raise AssertionError("no layers")
@@ -223,7 +230,12 @@ def test_cli_run_json(request, cache, monkeypatch, tmp_path, capsys, cfg_name):
     assert y.dtype == np.float32 and same(y, documented(x, w, cfg.act_depth)).all()
 
 
-@pytest.mark.parametrize("cfg_name", ["4x4fp16", "3x5bf16"])
+# both with --run-slow (36 s for 4x4fp16 on Verilator, 24 s for 3x5bf16 on Icarus): float
+# networks reach the RTL in the default run through test_onnx_mlp_in_fp16 (fp16, Verilator, a
+# layer split over two tiles) and test_gelu_network_on_the_rtl (bf16, Icarus, a split layer,
+# ReLU and GELU)
+@pytest.mark.parametrize("cfg_name", [pytest.param("4x4fp16", marks=pytest.mark.slow),
+                                      pytest.param("3x5bf16", marks=pytest.mark.slow)])
 def test_network_on_the_rtl(request, cache, tmp_path, cfg_name):
     """A float network no one has seen (one layer split over K = 2 tiles, ReLU on one hidden
     layer, biases of both signs and a -0 bias) through its .npz file, on the RTL."""
@@ -244,6 +256,136 @@ def test_network_on_the_rtl(request, cache, tmp_path, cfg_name):
                             build_root=cache / "builds")
     want = documented_network(layers, x, cfg.act_depth, cfg.dtype)
     assert same(y, want).all() and report.passed and report.dtype == cfg.dtype
+
+
+def test_gelu_network_on_the_rtl(request, cache, tmp_path):
+    """A bf16 network with a GELU hidden layer (NONLINEAR before each FINISH, on tiles with
+    ``nonlinear = true``) and a ReLU one, through its .npz file, on Icarus: every output bit
+    exact against the documented arithmetic, and the performance model's event level
+    (``detail = "mesh"``) gives the RTL's cycles for every phase, the hand-offs whose cores
+    wait for the unit included."""
+    from wafertile.model.layer import predict_network
+    from wafertile.network.compiler import compile_network
+    from wafertile.run import simulate
+
+    cfg = Config(rows=2, cols=3, dtype="bf16", act_depth=16, acc_depth=16, nonlinear=True)
+    rng = np.random.default_rng(seed_for(request))
+    sizes = [20, 9, 6, 4]
+    layers = []
+    for n, act in enumerate(("gelu", True, False)):
+        w = numbers(rng, (sizes[n + 1], sizes[n]), cfg.dtype, zeros=0.5, spread=2)
+        layers.append((w, rng.normal(0, 2, sizes[n + 1]).astype(np.float32), act))
+    net = Network([Layer(w, b, None, None, act is True, act == "gelu") for w, b, act in layers],
+                  16, name="gelu", dtype=cfg.dtype)
+    save_network(net, tmp_path / "net.npz")
+    net = load_network(tmp_path / "net.npz")
+    assert [layer.gelu for layer in net.layers] == [True, False, False]
+    x = numbers(rng, (3, sizes[0]), cfg.dtype, zeros=0.2, spread=2)
+    program = compile_network(cfg, net, x)
+    run = simulate(cfg, [program], sim=_sim("3x5bf16"), build_root=cache / "builds")
+    (y, stats), = run.results
+    y = np.asarray(y, np.int64).astype(np.uint32).view(np.float32)
+    want = documented_network(layers, x, cfg.act_depth, cfg.dtype)
+    assert same(y, want).all() and run.error_flags == 0, rng
+    predicted = predict_network(cfg, net, x, dense=False, detail="mesh").sparse
+    assert predicted.phase_cycles == [int(c) for c in stats["phase_cycles"]]
+    # the GELU layer's hand-offs wait for the unit: 97 cycles per output at least
+    handoffs = [c for p, c in zip(program.phases, predicted.phase_cycles, strict=True)
+                if p.kind == "handoff" and (p.flits["payload.op"] == 12).any()]
+    assert handoffs and min(handoffs) > 97
+
+
+def test_gelu_needs_the_unit_and_a_float_layer(tmp_path):
+    """GELU layers: refused without the nonlinear unit (one line naming the layer), next to
+    ReLU, on the last layer and in an integer network."""
+    from wafertile.network import NetworkError
+    from wafertile.network.compiler import check_network
+
+    w = np.ones((2, 3), np.float32)
+    net = Network([Layer(w, np.zeros(2, np.float32), gelu=True),
+                   Layer(np.ones((1, 2), np.float32), np.zeros(1, np.float32))], 16,
+                  dtype="bf16")
+    x = np.ones((1, 3), np.float32)
+    cfg = Config(rows=2, cols=2, dtype="bf16", act_depth=16, acc_depth=16)
+    with pytest.raises(NetworkError, match=r"^layer 0 has GELU \(gelu0 = 1\): it needs the "
+                                           r"tiles' nonlinear unit, nonlinear = true"):
+        check_network(cfg, net, x)
+    check_network(cfg.replace(nonlinear=True), net, x)
+    bad = [(Network([Layer(w, np.zeros(2, np.float32), relu=True, gelu=True),
+                     net.layers[1]], 16, dtype="bf16"), "relu0 and gelu0 are both set"),
+           (Network([net.layers[0], Layer(np.ones((1, 2), np.float32), np.zeros(1, np.float32),
+                                          gelu=True)], 16, dtype="bf16"),
+            "gelu1 has no meaning on the last layer"),
+           (Network([Layer(np.ones((2, 3), np.int64), np.zeros(2, np.int64), np.ones(2, np.int64),
+                           np.zeros(2, np.int64), gelu=True),
+                     Layer(np.ones((1, 2), np.int64), np.zeros(1, np.int64))], 16),
+            "gelu0 needs a float dtype")]
+    for network, message in bad:
+        with pytest.raises(NetworkError, match=re.escape(message)):
+            network.check()
+    # an integer network's file has no gelu key; a float one's is 0 or 1
+    save_network(net, tmp_path / "f.npz")
+    data = dict(np.load(tmp_path / "f.npz"))
+    np.savez(tmp_path / "g.npz", **{**data, "gelu0": 2})
+    with pytest.raises(NetworkError, match=r"gelu0 must be 0 or 1"):
+        load_network(tmp_path / "g.npz")
+
+
+def _gelu_onnx(path, rng, approximate="tanh", last=False):
+    """An ONNX MLP 8 -> 6 -> 3 whose hidden layer ends in Gelu (opset 20), made with
+    onnx.helper as a user's script would."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w0 = rng.normal(0, 0.5, (8, 6)).astype(np.float32)
+    w1 = rng.normal(0, 0.5, (6, 3)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W0"], ["m0"], name="matmul0"),
+             helper.make_node("Gelu", ["m0"], ["g0"], name="gelu0",
+                              **({"approximate": approximate} if approximate else {})),
+             helper.make_node("MatMul", ["g0", "W1"], ["y"], name="matmul1")]
+    out = "y"
+    if last:
+        nodes.append(helper.make_node("Gelu", ["y"], ["z"], name="gelu1", approximate="tanh"))
+        out = "z"
+    graph = helper.make_graph(
+        nodes, "gelu_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [None, 3])],
+        [numpy_helper.from_array(w0, "W0"), numpy_helper.from_array(w1, "W1")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), str(path))
+    return w0, w1
+
+
+def test_onnx_gelu_import(request, tmp_path):
+    """An ONNX Gelu (approximate = "tanh") becomes a GELU layer of a float network; the erf
+    form, a Gelu at the end and an integer import are refused, naming the node or layer."""
+    from wafertile.network import NetworkError
+    from wafertile.network.compiler import check_network
+    from wafertile.network.onnx import import_onnx, import_onnx_float
+    from wafertile.network.quantize import float_forward
+
+    rng = np.random.default_rng(seed_for(request))
+    w0, w1 = _gelu_onnx(tmp_path / "g.onnx", rng)
+    net = import_onnx_float(tmp_path / "g.onnx", "bf16")
+    assert [layer.gelu for layer in net.layers] == [True, False]
+    assert [layer.relu for layer in net.layers] == [False, False]
+    check_network(Config(rows=2, cols=2, dtype="bf16", act_depth=16, acc_depth=16,
+                         nonlinear=True), net, np.zeros((1, 8), np.float32))
+    # the float model the importer keeps: GELU's tanh form, computed here from the formula
+    from wafertile.network.onnx import float_layers
+    x = rng.normal(0, 1, (4, 8))
+    h = x @ w0
+    h = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h ** 3)))
+    np.testing.assert_allclose(float_forward(float_layers(tmp_path / "g.onnx"), x)[-1],
+                               h @ w1, rtol=1e-6)
+    _gelu_onnx(tmp_path / "erf.onnx", rng, approximate=None)
+    with pytest.raises(NetworkError, match=r"node 'gelu0' \(Gelu\) has approximate = 'none' "
+                                           r"\(the erf form\)"):
+        import_onnx_float(tmp_path / "erf.onnx", "bf16")
+    _gelu_onnx(tmp_path / "last.onnx", rng, last=True)
+    with pytest.raises(NetworkError, match="the last layer must not end in Gelu"):
+        import_onnx_float(tmp_path / "last.onnx", "bf16")
+    with pytest.raises(NetworkError, match=r"^layer 0 ends in Gelu: GELU runs on float tiles"):
+        import_onnx(tmp_path / "g.onnx", np.zeros((2, 8)))
 
 
 def test_onnx_mlp_in_fp16(request, cache, monkeypatch, tmp_path, capsys):

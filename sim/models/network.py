@@ -9,7 +9,8 @@ the last layer's accumulators are the outputs.
 A floating-point network (``dtype`` fp16 / bf16): the accumulators start from the FP32 bias
 and take the MACs in FP32 in ascending input order, skipping zero operands, with the partial
 sums of a split layer added in block order (:func:`wafertile.stream.reference`); the hand-off
-is ReLU in FP32 if the layer has it (:func:`~wafertile.sim.models.fp.relu`) and the rounding
+is ReLU or GELU in FP32 if the layer has it (:func:`~wafertile.sim.models.fp.relu`,
+:func:`~wafertile.sim.models.nonlinear.gelu`: NONLINEAR's, ``docs/nonlinear.md``) and the rounding
 to the format, to nearest even (:func:`~wafertile.sim.models.fp.to_half`); the outputs are
 the last layer's FP32 accumulators, as ``float32``.
 """
@@ -25,6 +26,7 @@ from ...stream import reference
 from .core import requantize
 from .fp import relu as fp_relu
 from .fp import to_half as fp_to_half
+from .nonlinear import gelu as nl_gelu
 
 __all__ = ["network_reference"]
 
@@ -56,5 +58,7 @@ def _float_reference(config: Config, net, x: np.ndarray) -> tuple[np.ndarray, li
         word = fp32_fields(acc) & 0xFFFFFFFF
         if layer.relu:
             word = fp_relu(word)
+        if layer.gelu:
+            word = nl_gelu(word.astype(np.uint32)).astype(word.dtype)
         acts.append(fmt.values(fp_to_half(word, fmt)))
     raise AssertionError("a network has at least one layer")  # pragma: no cover

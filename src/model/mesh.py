@@ -31,7 +31,10 @@ cycle):
    first three stages also hold for a cycle, and take no flit, when the flit in S2 reads the
    accumulator that the flit in S3 writes (a MAC only with a nonzero weight and activation:
    the ``nonzero`` table of :func:`simulate`); S3 then moves on empty (the hazard bubble of
-   :class:`~wafertile.hdl.core.FpMacCore`).
+   :class:`~wafertile.hdl.core.FpMacCore`). A NONLINEAR (``nonlinear = true``) holds
+   S0 .. S3 from the cycle it reaches S3 for its iterative unit's cycles
+   (:meth:`~wafertile.hdl.core.units.FpNonlinear.cycles`, by ``data[1:0]``), while S4 moves
+   on and drains; it then moves on as any flit.
 
 Steps 1 to 3, but for what reaches a core or the host, are the routers'
 (:meth:`~.routers.Router.step`), where the micro-architectures differ in a way the programs
@@ -61,7 +64,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..hdl.core.ops import OPS, codes
-from ..hdl.core.units import beside_pipeline, core_units
+from ..hdl.core.units import beside_pipeline, core_units, unit_kind
 from ..hdl.flit import Port
 from .routers import ROUTERS, Grants, Router, route_bits
 from .timing import Timing
@@ -120,7 +123,7 @@ def _flags(config, op: np.ndarray) -> dict[str, np.ndarray]:
     comes from the integer core's hand-off unit beside the pipeline (``holds``: FINISH)."""
     def has(test):
         return np.isin(op, codes(OPS.where(test, config)))
-    units = core_units(config)
+    units = core_units(config)  # (an iterative unit's cycles: PhaseFlits.from_phase)
     return {"reads": has(lambda r: r.acc_read), "writes": has(lambda r: r.acc_write is not None),
             "gated": has(lambda r: r.skips_zero),
             "holds": has(lambda r: r.unit is not None and beside_pipeline(units[r.unit]))}
@@ -153,6 +156,10 @@ class PhaseFlits:
         (the low bits of ``data``) is nonzero.
     holds : numpy.ndarray
         Its output comes from the integer core's hand-off unit (FINISH).
+    iterates : numpy.ndarray
+        The cycles its core's iterative unit works on it, holding S0 .. S3 (NONLINEAR:
+        :meth:`~wafertile.hdl.core.units.FpNonlinear.cycles` of ``data[1:0]``; 0 for the
+        others).
     """
 
     port: np.ndarray
@@ -172,6 +179,7 @@ class PhaseFlits:
     gated: np.ndarray | None = None
     wnz: np.ndarray | None = None
     holds: np.ndarray | None = None
+    iterates: np.ndarray | None = None
 
     @classmethod
     def from_phase(cls, config, phase) -> PhaseFlits:
@@ -239,13 +247,20 @@ class PhaseFlits:
         flags = _flags(config, np.maximum(op_all, 0))
         for v in flags.values():
             v[op_all < 0] = False
+        iterates = np.zeros(len(op_all), np.int64)
+        units = core_units(config)
+        for row in OPS.where(lambda r: r.unit is not None and
+                             unit_kind(units[r.unit]) == "iterative", config):
+            at = op_all == row.code
+            cycles = np.array([units[row.unit].cycles(k) for k in range(4)], np.int64)
+            iterates[at] = cycles[cat["data"][at] & 0b11]
         return cls(
             port=np.concatenate([np.asarray(phase.port, np.int64),
                                  np.full(total - n, -1, np.int64)]),
             x0=cat["x0"], x1=cat["x1"], y0=cat["y0"], y1=cat["y1"], vc=cat["vc"],
             exit=cat["exit"], kind=kind, out=np.concatenate(outs), hosts=n,
             addr=cat["addr"] % config.acc_depth, act=cat["addr_b"] % config.act_depth,
-            wnz=weight_nonzero(config, cat["data"]), **flags)
+            wnz=weight_nonzero(config, cat["data"]), iterates=iterates, **flags)
 
 
 def _unpack(fields: dict[str, int], data: np.ndarray) -> dict[str, np.ndarray]:
@@ -304,6 +319,10 @@ class _Mesh:
         self.u_k = np.zeros(nodes, np.int64)
         self.u_fresh = np.zeros(nodes, bool)
         self.u_go = np.zeros(nodes, bool)
+        # the iterative unit (NONLINEAR): the flit it works on (-1: none) and the cycles left
+        self.it_flit = np.full(nodes, -1, np.int64)
+        self.it_left = np.zeros(nodes, np.int64)
+        self.stall = None  # per node: S0 .. S3 wait for the iterative unit (core_ready)
         self.nonzero = None  # per node and activation address (set by simulate)
         self.rx = np.full(nodes, -1, np.int64)
         self.rx_at = np.zeros(nodes, np.int64)
@@ -342,6 +361,7 @@ class _Mesh:
             advance = (~(emits & ~holds) | self.routers.local_room(f.vc[out], now)) & ~blocked
             return advance, advance
         advance = ~emits | self.routers.local_room(f.vc[out], now)
+        self.stall = None
         if not self.t.hazards:
             return advance, advance
         # the flit in S2 reads the accumulator the flit in S3 writes (a MAC: a nonzero pair)
@@ -352,6 +372,16 @@ class _Mesh:
         if hazard.any():
             at = np.flatnonzero(hazard)
             hazard[at] = self._effective(s2[at], at) & self._effective(s3[at], at)
+        iterating = (s3 >= 0) & (f.iterates[np.maximum(s3, 0)] > 0)
+        if iterating.any():  # NONLINEAR in S3: its unit starts there, S0 .. S3 wait for it
+            fresh = iterating & (self.it_flit != s3)
+            self.it_flit[fresh] = s3[fresh]
+            self.it_left[fresh] = f.iterates[s3[fresh]]
+            stall = iterating & (self.it_left > 0)
+            self.it_left[iterating] -= stall[iterating]  # the unit works on, held or not
+            if stall.any():
+                self.stall = stall
+                return advance, advance & ~hazard & ~stall
         return advance, advance & ~hazard
 
     def _effective(self, fid: np.ndarray, node: np.ndarray) -> np.ndarray:
@@ -438,12 +468,16 @@ class _Mesh:
             pipe[1:, adv] = pipe[:-1, adv]
             pipe[0, adv] = given[adv]
             return
-        # a bubble: S3 and S4 move on (S3 empty), S0 .. S2 hold; the others move as one
-        held = np.flatnonzero(advance & ~move)
+        # a bubble: S3 and S4 move on (S3 empty), S0 .. S2 hold; the others move as one; a
+        # NONLINEAR's wait: S4 moves on (empty), S0 .. S3 hold
+        stall = self.stall if self.stall is not None else np.zeros(self.nodes, bool)
+        held = np.flatnonzero(advance & ~move & ~stall)
+        waiting = np.flatnonzero(advance & stall)
         pipe[1:, moving] = pipe[:-1, moving]
         pipe[0, moving] = given[moving]
         pipe[3, held] = pipe[2, held]
         pipe[2, held] = -1
+        pipe[3, waiting] = -1
 
     def _handoff(self, advance: np.ndarray, adv: np.ndarray, last: np.ndarray,
                  emits: np.ndarray) -> None:
@@ -501,7 +535,8 @@ def simulate(timing: Timing, flits: PhaseFlits, *, limit: int | None = None,
         mesh.routers.arbiters = arbiters
     h = timing.slot
     if limit is None:
-        limit = 8 * h * (flits.hosts + len(flits.port) + 1) * (mesh.R + mesh.C + mesh.B) + 1000
+        limit = 8 * h * (flits.hosts + len(flits.port) + 1) * (mesh.R + mesh.C + mesh.B) + \
+            1000 + int(flits.iterates.sum() if flits.iterates is not None else 0)
     now = 0
     while mesh.busy():
         if now > limit:

@@ -93,7 +93,8 @@ def handoff_targets(config: Config, data: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def handoff_cycles(timing: Timing, port: np.ndarray, x0: np.ndarray, x1: np.ndarray,
-                   op: np.ndarray, data: np.ndarray) -> int:
+                   op: np.ndarray, data: np.ndarray, iterates: np.ndarray | None = None
+                   ) -> int:
     """Predict one hand-off round (see the module's docstring).
 
     Parameters
@@ -103,6 +104,11 @@ def handoff_cycles(timing: Timing, port: np.ndarray, x0: np.ndarray, x1: np.ndar
     port, x0, x1, op, data : numpy.ndarray
         Per flit, in injection order per port: west port (row), rectangle columns, opcode
         and ``data`` field (a FINISH's hand-off rectangle).
+    iterates : numpy.ndarray, optional
+        Per flit, the cycles its core's iterative unit holds the core (NONLINEAR,
+        :attr:`~wafertile.model.mesh.PhaseFlits.iterates`; default none): every later flit
+        of the same tile is taken that much later (an estimate: the core's first stages
+        still take two flits behind it).
 
     Returns
     -------
@@ -126,6 +132,14 @@ def handoff_cycles(timing: Timing, port: np.ndarray, x0: np.ndarray, x1: np.ndar
                                                                       span))
     tile = port[flit] * cfg.cols + tile_x
     taken = fifo_server(tile, inject[flit] + timing.to_core(tile_x + 1), float(h))
+    if iterates is not None and np.any(iterates):
+        work = np.asarray(iterates, np.float64)[flit]
+        order = np.lexsort((taken, tile))
+        ahead = np.cumsum(work[order])  # per tile, the units' cycles of the flits before
+        first = np.r_[True, tile[order][1:] != tile[order][:-1]]
+        start = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+        before = ahead - work[order] - np.where(start > 0, ahead[start - 1], 0)
+        taken[order] += before
     # the host's own activation writes (the loss gradient of a training step), a cycle after
     # the take
     own = taken[writes[flit]]

@@ -172,7 +172,10 @@ def _one_row(config: Config, phase: Phase) -> Phase | None:
             if name == "y":
                 ymask |= ((1 << width) - 1) << at
             at += width
-    where = np.where(answers, np.asarray(f["payload.data"], np.int64) & ~ymask, 0)
+    data = np.asarray(f["payload.data"], np.int64)
+    # a NONLINEAR's function sets its cycles (an iterative unit's operation)
+    iterative = np.isin(op, codes(OPS.where(lambda r: r.data == "function", config)))
+    where = np.where(answers, data & ~ymask, np.where(iterative, data & 0b11, 0))
     for column in (f["header.x0"], f["header.x1"], f["header.exit"], f["header.vc"], op,
                    where):
         rows = np.asarray(column)[order].reshape(len(used), n)
@@ -208,8 +211,12 @@ def _analytic(timing: Timing, phase: Phase, nonzero: np.ndarray | None = None
     if phase.kind == "grad":
         return grad_cycles(timing, phase.port, f["header.x0"], f["header.y0"]), "analytic"
     if phase.kind == "handoff":
+        iterates = None  # NONLINEARs (an iterative unit's operation) hold their cores
+        if np.isin(f["payload.op"], codes(OPS.where(lambda r: r.data == "function",
+                                                    timing.config))).any():
+            iterates = PhaseFlits.from_phase(timing.config, phase).iterates[:len(phase)]
         return handoff_cycles(timing, phase.port, f["header.x0"], f["header.x1"],
-                              f["payload.op"], f["payload.data"]), "analytic"
+                              f["payload.op"], f["payload.data"], iterates), "analytic"
     exact = not (timing.lite or timing.hazards)
     return row_cycles(timing, phase.port, f["header.x0"], f["header.x1"],
                       f["payload.op"]), "exact" if exact else "analytic"
@@ -253,8 +260,8 @@ def timing_key(config: Config, phase: Phase) -> str:
     """A digest of what a phase's predicted cycles depend on: its kind and, per flit, its
     port, rectangle, VC, exit, opcode, addresses and, of its data, what the fabric's timing
     sees (an answering operation's route or hand-off; whether an operation that skips zeros
-    has a nonzero weight). Phases of equal keys take the same cycles (from the same
-    arbiter pointers)."""
+    has a nonzero weight; a NONLINEAR's function). Phases of equal keys take the same cycles
+    (from the same arbiter pointers)."""
     import hashlib
 
     f = phase.flits
@@ -262,7 +269,10 @@ def timing_key(config: Config, phase: Phase) -> str:
     data = np.asarray(f.get("payload.data", np.zeros(len(phase), np.int64)), np.int64)
     answers = np.isin(op, codes(OPS.emitting(config)))
     gated = np.isin(op, codes(OPS.where(lambda r: r.skips_zero, config)))
-    seen = np.where(answers, data, np.where(gated, weight_nonzero(config, data), 0))
+    # an iterative unit's operation (NONLINEAR): its function (data[1:0]) sets its cycles
+    iterative = np.isin(op, codes(OPS.where(lambda r: r.data == "function", config)))
+    seen = np.where(answers, data, np.where(gated, weight_nonzero(config, data),
+                                            np.where(iterative, data & 0b11, 0)))
     digest = hashlib.blake2b(phase.kind.encode(), digest_size=16)
     for column in (np.asarray(phase.port, np.int64), *(
             np.asarray(f[k], np.int64) for k in ("header.x0", "header.x1", "header.y0",

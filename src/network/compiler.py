@@ -32,6 +32,7 @@ import numpy as np
 
 from ..config import Config, Overflow
 from ..formats import float_words, fp32_words
+from ..hdl.core.nonlinear import FUNCTIONS
 from ..hdl.core.ops import OPS, codes
 from ..hdl.flit import Opcode, Reg, encode_handoff
 from ..stream import (
@@ -50,6 +51,10 @@ from .model import Layer, Network, NetworkError
 
 __all__ = ["NetworkProgram", "check_network", "compile_network", "edge_flits",
            "handoff_phases", "handoff_window"]
+
+
+#: NONLINEAR's function number of GELU (``data[1:0]``, :data:`~.nonlinear.FUNCTIONS`).
+GELU = FUNCTIONS.index("gelu")
 
 
 def handoff_window(config: Config) -> int:
@@ -104,6 +109,10 @@ def check_network(config: Config, net: Network, x: np.ndarray) -> None:
         raise NetworkError(f"the network is {net.dtype} but the configuration has dtype "
                            f"{config.dtype!r} (use --dtype {net.dtype})")
     if net.is_float:
+        gelu = [n for n, layer in enumerate(net.layers) if layer.gelu]
+        if gelu and not config.nonlinear:
+            raise net.error(f"layer {gelu[0]} has GELU (gelu{gelu[0]} = 1): it needs the "
+                            f"tiles' nonlinear unit, nonlinear = true (--nonlinear true)")
         if x.ndim != 2 or x.shape[1] != net.inputs or x.shape[0] < 1:
             raise NetworkError(f"inputs must be B x {net.inputs} (B >= 1), not shape {x.shape}")
         float_words(net.dtype, "inputs", x, error=NetworkError)
@@ -207,9 +216,17 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
                     data = {int(c): encode_handoff(config, x0=c * nxt.G,
                                                    x1=c * nxt.G + nxt.G - 1, y=y, vc=vc)
                             for c in np.unique(k)}
-                    flits.add(y, len(s), x0=g, x1=g, y0=y, y1=y, op=op.value, addr=s,
-                              addr_b=base + i - k * nxt.chunk,
-                              data=np.array([data[int(c)] for c in k], np.int64))
+                    fields = {"op": np.full(len(s), op.value), "addr": s,
+                              "addr_b": base + i - k * nxt.chunk,
+                              "data": np.array([data[int(c)] for c in k], np.int64)}
+                    if op is Opcode.FINISH and layer.gelu:
+                        # GELU first, in the accumulator: a NONLINEAR before each FINISH
+                        gelu = {"op": Opcode.NONLINEAR.value, "addr": s, "addr_b": 0,
+                                "data": GELU}
+                        fields = {key: np.stack(np.broadcast_arrays(gelu[key], value),
+                                                axis=1).ravel()
+                                  for key, value in fields.items()}
+                    flits.add(y, len(fields["addr"]), x0=g, x1=g, y0=y, y1=y, **fields)
                     writes += len(s) * nxt.G
                     continue
                 for s in range(r * window, min((r + 1) * window, len(part))):

@@ -12,10 +12,12 @@ outputs (logits): they leave the array as they are.
 
 A floating-point network (``dtype`` ``"fp16"`` or ``"bf16"``) has float weights that are
 numbers of its format, FP32 biases (the accumulators' starting values) and no ``mult`` /
-``shift``: its hand-off is ReLU (if set) in FP32 and the rounding of the FP32 accumulator to
-the format, to nearest even (``docs/float.md``)::
+``shift``: its hand-off is ReLU or GELU (if set) in FP32 and the rounding of the FP32
+accumulator to the format, to nearest even (``docs/float.md``; GELU, the tanh form, is
+``docs/nonlinear.md``'s, on tiles with the nonlinear unit)::
 
-    x_{l+1} = to_half(relu?(x_l @ W_l.T + b_l))          accumulated in FP32
+    x_{l+1} = to_half(act(x_l @ W_l.T + b_l))          accumulated in FP32, act: relu, gelu
+                                                       or none
 
 The ``.npz`` file (``numpy.savez``): ``format = "wafertile-network/1"``, ``data_width`` (8 or
 16), ``layers`` (L), and per layer ``l``: ``w{l}`` (integers, ``I x J``), ``b{l}`` (optional,
@@ -23,7 +25,8 @@ The ``.npz`` file (``numpy.savez``): ``format = "wafertile-network/1"``, ``data_
 ``I`` integers), ``relu{l}`` (0 or 1). Optional ``dtype`` (``"int8"``, ``"int16"``,
 ``"fp16"``, ``"bf16"``; default the integer format of ``data_width``); with ``"fp16"`` or
 ``"bf16"`` (and ``data_width = 16``), ``w{l}`` are float16 or float32 arrays of numbers of the
-format, ``b{l}`` float32 values, and there are no ``mult{l}`` / ``shift{l}``. Optional:
+format, ``b{l}`` float32 values, and there are no ``mult{l}`` / ``shift{l}``; for ``l < L -
+1`` an optional ``gelu{l}`` (0 or 1, default 0; not with ``relu{l} = 1``). Optional:
 ``name`` (a string), ``input_scale`` (the float value of one input step, for float inputs),
 ``float_accuracy`` and ``float_pruned_accuracy`` (information: the float model's accuracy,
 dense and pruned).
@@ -60,13 +63,14 @@ class NetworkError(InputError):
 class Layer:
     """One fully connected layer: ``weights`` (``I x J``), ``bias`` (``I``), and, but for the
     last layer, the requantization: ``mult`` and ``shift`` (``I`` each) and ``relu`` (a float
-    layer: ``relu`` only)."""
+    layer: ``relu`` or ``gelu`` only)."""
 
     weights: np.ndarray
     bias: np.ndarray
     mult: np.ndarray | None = None
     shift: np.ndarray | None = None
     relu: bool = False
+    gelu: bool = False
 
     @property
     def outputs(self) -> int:
@@ -158,6 +162,9 @@ class Network:
             if layer.bias.shape != (w.shape[0],):
                 raise NetworkError(f"b{n} must have {w.shape[0]} values, not shape "
                                    f"{layer.bias.shape}")
+            if layer.gelu:
+                raise NetworkError(f"gelu{n} needs a float dtype ('fp16' or 'bf16': GELU is "
+                                   f"computed in FP32), not {self.dtype!r}")
             last = n == len(self.layers) - 1
             if last:
                 continue
@@ -187,6 +194,12 @@ class Network:
                 raise NetworkError(f"b{n} must have {w.shape[0]} values, not shape "
                                    f"{np.shape(layer.bias)}")
             fp32_words(f"b{n}", layer.bias, error=NetworkError)
+            if layer.gelu and layer.relu:
+                raise NetworkError(f"relu{n} and gelu{n} are both set: a layer's hand-off has "
+                                   f"one activation function")
+            if layer.gelu and n == len(self.layers) - 1:
+                raise NetworkError(f"gelu{n} has no meaning on the last layer (its FP32 "
+                                   f"accumulators are the outputs)")
             for key, values in (("mult", layer.mult), ("shift", layer.shift)):
                 if values is not None:
                     raise NetworkError(f"{key}{n} has no meaning with dtype {self.dtype!r} (the "
@@ -253,7 +266,7 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
             b = np.asarray(data[f"b{n}"]) if floating else _int_array(data[f"b{n}"], f"b{n}")
         known |= {f"w{n}", f"b{n}"}
         mult = shift = None
-        relu = False
+        relu = gelu = False
         if n < count - 1:
             known |= {f"{key}{n}" for key in extra}
             for key in extra:
@@ -264,15 +277,15 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
             if not floating:
                 mult = _per_output(data, f"mult{n}", outputs)
                 shift = _per_output(data, f"shift{n}", outputs)
-            r = _int_array(data[f"relu{n}"], f"relu{n}")
-            if r.ndim or int(r) not in (0, 1):
-                raise NetworkError(f"relu{n} must be 0 or 1, not {data[f'relu{n}']!r}")
-            relu = bool(r)
-        layers.append(Layer(w, b, mult, shift, relu))
+            relu = _flag(data, f"relu{n}")
+            if floating and f"gelu{n}" in data:
+                known.add(f"gelu{n}")
+                gelu = _flag(data, f"gelu{n}")
+        layers.append(Layer(w, b, mult, shift, relu, gelu))
     unknown = sorted(set(data) - known)
     if unknown:
         what = f"a {dtype} network" if floating else "a network"
-        keys = ", ".join(f"{key}.." for key in extra)
+        keys = ", ".join(f"{key}.." for key in (*extra, *(("gelu",) if floating else ())))
         raise NetworkError(f"unknown key {unknown[0]!r} ({what} of {count} layers has "
                            f"w0..w{count - 1}, b.., {keys} and format, data_width, "
                            f"{'dtype, ' if floating else ''}layers, name, {', '.join(_META)})")
@@ -281,6 +294,14 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
     net = Network(layers, width, name=name, meta=meta, dtype=dtype)
     net.check()
     return net
+
+
+def _flag(data: dict[str, np.ndarray], key: str) -> bool:
+    """``data[key]`` as a flag: one integer, 0 or 1."""
+    r = _int_array(data[key], key)
+    if r.ndim or int(r) not in (0, 1):
+        raise NetworkError(f"{key} must be 0 or 1, not {data[key]!r}")
+    return bool(r)
 
 
 def _scalar_int(data: Any, key: str) -> int:
@@ -342,6 +363,8 @@ def save_network(net: Network, path: str | Path) -> None:
             arrays[f"b{n}"] = np.asarray(layer.bias).astype(np.float32)
             if n < len(net.layers) - 1:
                 arrays[f"relu{n}"] = int(layer.relu)
+                if layer.gelu:
+                    arrays[f"gelu{n}"] = 1
         np.savez(path, **arrays)
         return
     for n, layer in enumerate(net.layers):

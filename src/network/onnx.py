@@ -1,8 +1,10 @@
-"""Import of a float ONNX MLP: a chain of MatMul or Gemm, Add and Relu nodes.
+"""Import of a float ONNX MLP: a chain of MatMul or Gemm, Add, Relu and Gelu nodes.
 
 Read with the ``onnx`` package (no runtime): the weights come from the graph's initializers
 (or Constant nodes); each MatMul/Gemm starts a layer, an Add of a constant vector is its bias,
-a Relu its activation. Anything else in the chain (another operator, a weight computed at run
+a Relu or a Gelu its activation (Gelu, opset 20, with ``approximate = "tanh"`` only: the
+fabric's GELU is the tanh form, ``docs/nonlinear.md``; on float tiles with the nonlinear
+unit only). Anything else in the chain (another operator, a weight computed at run
 time, a branch) is refused naming the operator and the node. The float layers are then pruned
 by magnitude (optional, no fine-tuning: post-training) and quantized from a calibration set
 (:mod:`wafertile.network.quantize`), or, for a floating-point fabric, kept in floating point
@@ -23,7 +25,7 @@ from .quantize import FloatLayer, prune, quantize
 __all__ = ["SUPPORTED", "float_layers", "import_onnx", "import_onnx_float"]
 
 #: The operators an imported graph may use.
-SUPPORTED = ("MatMul", "Gemm", "Add", "Relu")
+SUPPORTED = ("MatMul", "Gemm", "Add", "Relu", "Gelu")
 
 
 def _tensor(t, label: str) -> np.ndarray:
@@ -130,16 +132,27 @@ def float_layers(path: str | Path) -> list[FloatLayer]:
                 raise NetworkError(f"node {name!r} (Add) adds {params[0].size} values to a "
                                    f"layer of {outputs} outputs")
             layers[-1].bias = layers[-1].bias + params[0].reshape(-1)
-        else:  # Relu
-            if not layers or layers[-1].relu:
-                raise NetworkError(f"node {name!r} (Relu) must follow a MatMul/Gemm")
-            layers[-1].relu = True
+        else:  # Relu, Gelu
+            if not layers or layers[-1].relu or layers[-1].gelu:
+                raise NetworkError(f"node {name!r} ({node.op_type}) must follow a "
+                                   f"MatMul/Gemm")
+            if node.op_type == "Gelu":
+                attrs = {a.name: a for a in node.attribute}
+                form = attrs["approximate"].s.decode() if "approximate" in attrs else "none"
+                if form != "tanh":
+                    raise NetworkError(f"node {name!r} (Gelu) has approximate = {form!r} (the "
+                                       f"erf form); the fabric computes GELU's tanh form: "
+                                       f"export it with approximate = 'tanh'")
+                layers[-1].gelu = True
+            else:
+                layers[-1].relu = True
         current = node.output[0]
     if not layers:
         raise NetworkError(f"the ONNX graph in {str(path)!r} has no MatMul or Gemm")
-    if layers[-1].relu:  # the outputs leave the array as accumulators: ReLU keeps the argmax
-        raise NetworkError("the last layer must not end in Relu (its accumulators are the "
-                           "network's outputs, read back as they are)")
+    if layers[-1].relu or layers[-1].gelu:  # the outputs leave the array as accumulators
+        raise NetworkError(f"the last layer must not end in {'Relu' if layers[-1].relu else 'Gelu'}"
+                           f" (its accumulators are the network's outputs, read back as they "
+                           f"are)")
     return layers
 
 
@@ -181,6 +194,10 @@ def import_onnx(path: str | Path, calibration: np.ndarray, *, data_width: int = 
     zero weights, e.g. 0.9) and quantized from ``calibration`` (float inputs). Returns the
     network and the float layers it came from (pruned)."""
     layers = _pruned(path, prune_to)
+    gelu = [n for n, layer in enumerate(layers) if layer.gelu]
+    if gelu:
+        raise NetworkError(f"layer {gelu[0]} ends in Gelu: GELU runs on float tiles only "
+                           f"(--dtype fp16 or bf16, with --nonlinear true)")
     return quantize(layers, calibration, data_width=data_width, name=Path(path).stem), layers
 
 
@@ -190,12 +207,14 @@ def import_onnx_float(path: str | Path, dtype: str, *, prune_to: float | None = 
     ``"bf16"``): pruned as :func:`import_onnx` does, the weights rounded to FP32 and then to
     the format, the biases to FP32 (each to nearest even; no calibration, no requantization).
     A ReLU after the
-    last layer is not applied (its accumulators are the outputs), as for integer networks."""
+    last layer is not applied (its accumulators are the outputs), as for integer networks; a
+    Gelu layer is a GELU layer (:class:`~.model.Layer` ``gelu``: tiles with the nonlinear
+    unit)."""
     fmt = float_format(dtype)
     layers = []
     pruned = _pruned(path, prune_to)
     for n, layer in enumerate(pruned):
         w = fmt.values(fmt.bits(np.asarray(layer.weights, np.float32)))
         layers.append(Layer(w, np.asarray(layer.bias, np.float32), None, None,
-                            bool(layer.relu) and n < len(pruned) - 1))
+                            bool(layer.relu) and n < len(pruned) - 1, bool(layer.gelu)))
     return Network(layers, 16, name=Path(path).stem, dtype=dtype)

@@ -24,11 +24,13 @@ __all__ = ["FloatLayer", "float_forward", "multiplier", "prune", "quantize", "qu
 
 @dataclass
 class FloatLayer:
-    """A float fully connected layer ``y = x @ weights.T + bias``, then ReLU if ``relu``."""
+    """A float fully connected layer ``y = x @ weights.T + bias``, then ReLU if ``relu`` or
+    GELU (the tanh form) if ``gelu``."""
 
     weights: np.ndarray
     bias: np.ndarray
     relu: bool
+    gelu: bool = False
 
 
 def float_forward(layers: list[FloatLayer], x: np.ndarray) -> list[np.ndarray]:
@@ -38,6 +40,8 @@ def float_forward(layers: list[FloatLayer], x: np.ndarray) -> list[np.ndarray]:
         x = x @ layer.weights.T + layer.bias
         if layer.relu:
             x = np.maximum(x, 0.0)
+        if layer.gelu:  # the tanh form (docs/nonlinear.md), in float64
+            x = 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
         outs.append(x)
     return outs
 

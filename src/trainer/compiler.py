@@ -132,7 +132,7 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
         roles.append(role)
 
     # -- forward: as inference, layer l's inputs in region A_l -------------------------------
-    relu = SimpleNamespace(relu=1)
+    relu = SimpleNamespace(relu=1, gelu=False)  # what handoff_phases reads of a layer
     for n, plan in enumerate(plans):
         for p in range(plan.passes):
             load = PhaseBuilder()
