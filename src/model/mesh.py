@@ -123,7 +123,7 @@ def _flags(config, op: np.ndarray) -> dict[str, np.ndarray]:
     comes from the integer core's hand-off unit beside the pipeline (``holds``: FINISH)."""
     def has(test):
         return np.isin(op, codes(OPS.where(test, config)))
-    units = core_units(config)  # (an iterative unit's cycles: PhaseFlits.from_phase)
+    units = core_units(config)
     return {"reads": has(lambda r: r.acc_read), "writes": has(lambda r: r.acc_write is not None),
             "gated": has(lambda r: r.skips_zero),
             "holds": has(lambda r: r.unit is not None and beside_pipeline(units[r.unit]))}
