@@ -171,7 +171,8 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
                    *, op: Opcode = Opcode.FINISH) -> list[Phase]:
     """The hand-off of pass ``p``'s outputs, in rounds of :func:`handoff_window` FINISHes per
     tile; the SETs of the layer's requantization first (per output where it varies). An
-    integer layer's FINISHes (each after its own SETs) take turns over the tiles of a row.
+    integer layer's FINISHes (each after its own SETs) and a GELU layer's (each after its
+    NONLINEAR) take turns over the tiles of a row.
 
     ``nxt`` (the next layer's plan, or anything with its ``chunk`` and ``G``) says which
     tiles of the row take output ``i`` (its column block), at ``base + i`` within its chunk.
@@ -208,25 +209,21 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
             # row: each tile's hand-off unit works beside its pipeline, one FINISH at a time,
             # while the row's next flits go to the other tiles
             turns: list[list[list[dict]]] = [[] for _ in parts]
+            # a GELU layer's FINISHes (each after the NONLINEAR that applies GELU to its
+            # accumulator, 97 cycles of its core) take turns over the tiles of the row too, so
+            # that the row's tiles work on their NONLINEARs at once
+            gelu = op is Opcode.FINISH and config.is_float and layer.gelu
             for g, part in enumerate(parts):
-                if config.is_float or op is not Opcode.FINISH:  # no SET: one add per tile
+                if (config.is_float and not gelu) or op is not Opcode.FINISH:  # one add a tile
                     s = np.arange(r * window, min((r + 1) * window, len(part)))
                     i = np.asarray(part, np.int64)[s]
                     k = i // nxt.chunk
                     data = {int(c): encode_handoff(config, x0=c * nxt.G,
                                                    x1=c * nxt.G + nxt.G - 1, y=y, vc=vc)
                             for c in np.unique(k)}
-                    fields = {"op": np.full(len(s), op.value), "addr": s,
-                              "addr_b": base + i - k * nxt.chunk,
-                              "data": np.array([data[int(c)] for c in k], np.int64)}
-                    if op is Opcode.FINISH and layer.gelu:
-                        # GELU first, in the accumulator: a NONLINEAR before each FINISH
-                        gelu = {"op": Opcode.NONLINEAR.value, "addr": s, "addr_b": 0,
-                                "data": GELU}
-                        fields = {key: np.stack(np.broadcast_arrays(gelu[key], value),
-                                                axis=1).ravel()
-                                  for key, value in fields.items()}
-                    flits.add(y, len(fields["addr"]), x0=g, x1=g, y0=y, y1=y, **fields)
+                    flits.add(y, len(s), x0=g, x1=g, y0=y, y1=y, op=op.value, addr=s,
+                              addr_b=base + i - k * nxt.chunk,
+                              data=np.array([data[int(c)] for c in k], np.int64))
                     writes += len(s) * nxt.G
                     continue
                 for s in range(r * window, min((r + 1) * window, len(part))):
@@ -234,6 +231,8 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
                     want = None if config.is_float or op is not Opcode.FINISH else \
                         (int(layer.mult[i]), int(layer.shift[i]))
                     turn = []
+                    if gelu:  # GELU first, in the accumulator
+                        turn.append({"op": Opcode.NONLINEAR.value, "addr": s, "data": GELU})
                     if regs[g] != want:  # this output's own requantization
                         for reg, value in ((Reg.MULT, want[0]), (Reg.SHIFT, want[1])):
                             turn.append({"op": Opcode.SET.value, "addr": reg.value,
