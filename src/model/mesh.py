@@ -69,8 +69,8 @@ from ..hdl.flit import Port
 from .routers import ROUTERS, Grants, Router, route_bits
 from .timing import Timing
 
-__all__ = ["MESH_BUDGET", "MeshResult", "PhaseFlits", "mesh_seconds", "route_bits", "simulate",
-           "weight_nonzero"]
+__all__ = ["MESH_BUDGET", "MeshResult", "PhaseFlits", "iterative_cycles", "mesh_seconds",
+           "route_bits", "simulate", "weight_nonzero"]
 
 #: Seconds of mesh model that :mod:`.predict` spends on one program at most (``detail =
 #: "auto"``); phases beyond it are predicted analytically.
@@ -247,13 +247,7 @@ class PhaseFlits:
         flags = _flags(config, np.maximum(op_all, 0))
         for v in flags.values():
             v[op_all < 0] = False
-        iterates = np.zeros(len(op_all), np.int64)
-        units = core_units(config)
-        for row in OPS.where(lambda r: r.unit is not None and
-                             unit_kind(units[r.unit]) == "iterative", config):
-            at = op_all == row.code
-            cycles = np.array([units[row.unit].cycles(k) for k in range(4)], np.int64)
-            iterates[at] = cycles[cat["data"][at] & 0b11]
+        iterates = iterative_cycles(config, op_all, cat["data"])
         return cls(
             port=np.concatenate([np.asarray(phase.port, np.int64),
                                  np.full(total - n, -1, np.int64)]),
@@ -261,6 +255,21 @@ class PhaseFlits:
             exit=cat["exit"], kind=kind, out=np.concatenate(outs), hosts=n,
             addr=cat["addr"] % config.acc_depth, act=cat["addr_b"] % config.act_depth,
             wnz=weight_nonzero(config, cat["data"]), iterates=iterates, **flags)
+
+
+def iterative_cycles(config, op, data) -> np.ndarray:
+    """Per flit of opcode ``op`` and ``data`` field, the cycles its core's iterative unit holds
+    the core (NONLINEAR: :meth:`~wafertile.hdl.core.units.FpNonlinear.cycles` of
+    ``data[1:0]``); 0 for every other flit."""
+    op, data = np.asarray(op, np.int64), np.asarray(data, np.int64)
+    out = np.zeros(len(op), np.int64)
+    units = core_units(config)
+    for row in OPS.where(lambda r: r.unit is not None and
+                         unit_kind(units[r.unit]) == "iterative", config):
+        at = op == row.code
+        cycles = np.array([units[row.unit].cycles(k) for k in range(4)], np.int64)
+        out[at] = cycles[data[at] & 0b11]
+    return out
 
 
 def _unpack(fields: dict[str, int], data: np.ndarray) -> dict[str, np.ndarray]:

@@ -29,7 +29,14 @@ import numpy as np
 from ..config import Config
 from ..hdl.core.ops import OPS, codes
 from ..stream import LayerProgram, Phase
-from .mesh import MESH_BUDGET, PhaseFlits, mesh_seconds, simulate, weight_nonzero
+from .mesh import (
+    MESH_BUDGET,
+    PhaseFlits,
+    iterative_cycles,
+    mesh_seconds,
+    simulate,
+    weight_nonzero,
+)
 from .phases import grad_cycles, handoff_cycles, row_cycles
 from .stream import column_slots, stream_cycles
 from .timing import ModelError, Timing, UnmodelledConfigError
@@ -173,9 +180,8 @@ def _one_row(config: Config, phase: Phase) -> Phase | None:
                 ymask |= ((1 << width) - 1) << at
             at += width
     data = np.asarray(f["payload.data"], np.int64)
-    # a NONLINEAR's function sets its cycles (an iterative unit's operation)
-    iterative = np.isin(op, codes(OPS.where(lambda r: r.data == "function", config)))
-    where = np.where(answers, data & ~ymask, np.where(iterative, data & 0b11, 0))
+    # (a NONLINEAR's function sets how long it holds its core)
+    where = np.where(answers, data & ~ymask, iterative_cycles(config, op, data))
     for column in (f["header.x0"], f["header.x1"], f["header.exit"], f["header.vc"], op,
                    where):
         rows = np.asarray(column)[order].reshape(len(used), n)
@@ -211,12 +217,10 @@ def _analytic(timing: Timing, phase: Phase, nonzero: np.ndarray | None = None
     if phase.kind == "grad":
         return grad_cycles(timing, phase.port, f["header.x0"], f["header.y0"]), "analytic"
     if phase.kind == "handoff":
-        iterates = None  # NONLINEARs (an iterative unit's operation) hold their cores
-        if np.isin(f["payload.op"], codes(OPS.where(lambda r: r.data == "function",
-                                                    timing.config))).any():
-            iterates = PhaseFlits.from_phase(timing.config, phase).iterates[:len(phase)]
         return handoff_cycles(timing, phase.port, f["header.x0"], f["header.x1"],
-                              f["payload.op"], f["payload.data"], iterates), "analytic"
+                              f["payload.op"], f["payload.data"],
+                              iterative_cycles(timing.config, f["payload.op"],
+                                               f["payload.data"])), "analytic"
     exact = not (timing.lite or timing.hazards)
     return row_cycles(timing, phase.port, f["header.x0"], f["header.x1"],
                       f["payload.op"]), "exact" if exact else "analytic"
@@ -269,10 +273,8 @@ def timing_key(config: Config, phase: Phase) -> str:
     data = np.asarray(f.get("payload.data", np.zeros(len(phase), np.int64)), np.int64)
     answers = np.isin(op, codes(OPS.emitting(config)))
     gated = np.isin(op, codes(OPS.where(lambda r: r.skips_zero, config)))
-    # an iterative unit's operation (NONLINEAR): its function (data[1:0]) sets its cycles
-    iterative = np.isin(op, codes(OPS.where(lambda r: r.data == "function", config)))
     seen = np.where(answers, data, np.where(gated, weight_nonzero(config, data),
-                                            np.where(iterative, data & 0b11, 0)))
+                                            iterative_cycles(config, op, data)))
     digest = hashlib.blake2b(phase.kind.encode(), digest_size=16)
     for column in (np.asarray(phase.port, np.int64), *(
             np.asarray(f[k], np.int64) for k in ("header.x0", "header.x1", "header.y0",
