@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""What NONLINEAR costs on the float tiles (issue 19): cycles per element per function on
-the RTL core, and the hand-off of a GELU layer against a ReLU one in a whole network.
+"""What the nonlinear unit's operations cost on the float tiles (issue 19): cycles per
+element per function on the RTL core (NONLINEAR's four, MUL and MAX), and the hand-off of a
+GELU layer against a ReLU one in a whole network.
 
 1. **Per element.** A bf16 tile core with the nonlinear unit (``nonlinear = true``) in
-   Amaranth's simulator takes, per function, ``N`` NONLINEARs on ``N`` different accumulators
-   back to back (no accumulator hazard), after a WRITE_ACC of each, then a READ_ACC of each.
+   Amaranth's simulator takes, per function, ``N`` operations (NONLINEAR with the function's
+   number, or MUL / MAX with an FP32 operand) on ``N`` different accumulators back to back
+   (no accumulator hazard), after a WRITE_ACC of each, then a READ_ACC of each.
    Cycles per element = (the cycle of the last reply, less that of the same stream without
    the NONLINEARs) / ``N``: what each element adds to a stream. Every result is checked
    against the reference (``wafertile.sim.models.nonlinear``).
@@ -30,16 +32,17 @@ from amaranth.sim import Simulator
 from wafertile import Config
 from wafertile.hdl.core import TileCore
 from wafertile.hdl.core.fp import float_format
-from wafertile.hdl.core.nonlinear import FUNCTIONS
+from wafertile.hdl.core.nonlinear import FUNCTIONS, UNARY
 from wafertile.hdl.core.units import FpNonlinear
 from wafertile.hdl.flit import Opcode, pack, payload_layout, unpack
 from wafertile.model.layer import predict_network
 from wafertile.network import Layer, Network
 from wafertile.network.compiler import compile_network
 from wafertile.run import simulate
-from wafertile.sim.models.nonlinear import exp, gelu, reciprocal, rsqrt
+from wafertile.sim.models.nonlinear import REFERENCES
 
-REFERENCE = {"exp": exp, "reciprocal": reciprocal, "rsqrt": rsqrt, "gelu": gelu}
+#: The opcode of each function of two operands, and the operand its elements get.
+BINARY = {"mul": (Opcode.MUL, -1.25), "max": (Opcode.MAX, 2.0)}
 
 
 def _last_reply(cfg: Config, layout, flits: list[dict], n: int) -> tuple[int, list[int]]:
@@ -86,11 +89,18 @@ def per_element(n: int, seed: int) -> list[dict]:
         words = x.view(np.uint32)
         writes = [{"op": Opcode.WRITE_ACC, "addr": k, "data": int(words[k].view(np.int32))}
                   for k in range(n)]
-        work = [{"op": Opcode.NONLINEAR, "addr": k, "data": func} for k in range(n)]
+        if name in UNARY:
+            work = [{"op": Opcode.NONLINEAR, "addr": k, "data": func} for k in range(n)]
+            want = REFERENCES[name](words).astype(np.uint32)
+        else:
+            op, value = BINARY[name]
+            operand = np.float32(value).view(np.uint32)
+            work = [{"op": op, "addr": k, "data": int(operand.view(np.int32))}
+                    for k in range(n)]
+            want = REFERENCES[name](words, operand).astype(np.uint32)
         reads = [{"op": Opcode.READ_ACC, "addr": k, "data": k} for k in range(n)]
         end, replies = _last_reply(cfg, layout, writes + work + reads, n)
         base, _ = _last_reply(cfg, layout, writes + reads, n)
-        want = REFERENCE[name](words).astype(np.uint32)
         got = np.array(replies, np.int64).astype(np.uint32)
         out.append({"function": name, "code": func, "elements": n, "cycles": end - base,
                     "cycles_per_element": (end - base) / n,

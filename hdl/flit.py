@@ -83,6 +83,12 @@ class Opcode(enum.Enum, shape=4):
     #: ``acc[addr] = f(acc[addr])`` in FP32, ``f`` by the low 2 bits of ``data``: 0 exp,
     #: 1 reciprocal, 2 reciprocal square root, 3 GELU.
     NONLINEAR = 12
+    #: Float tiles with the nonlinear unit: ``acc[addr] = fp32(acc[addr] * data)`` (FP32
+    #: ``data``), on the unit.
+    MUL = 13
+    #: Float tiles with the nonlinear unit: ``acc[addr] = max(acc[addr], data)`` (FP32; NaN if
+    #: either is NaN, of equal values the accumulator), on the unit.
+    MAX = 14
 
 
 class Reg(enum.Enum, shape=2):

@@ -498,7 +498,8 @@ def _fp_nonlinear(cfg: Config) -> list[Flit]:
     values inside and just past each function's range, a ``data`` whose high bits are set
     (only the low 2 pick the function), NONLINEARs back to back on one accumulator (the
     second reads what the first writes), a MAC and a READ_ACC right after one on its
-    accumulator, and a NONLINEAR between MACs into another accumulator."""
+    accumulator, and a NONLINEAR between MACs into another accumulator; MUL and MAX on pairs
+    of those words, back to back, after a MAC, and a running maximum from -inf."""
     specials = [0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000,
                 0x7F800001, 0x00000001, 0x00800000, 0x7F7FFFFF, 0xFF7FFFFF]
     values = [_s(w) for w in specials] + _w(1.0, -1.0, 0.5, 3.0, -3.0, 10.0, -10.0, 88.5,
@@ -519,6 +520,19 @@ def _fp_nonlinear(cfg: Config) -> list[Flit]:
               _f(Opcode.WRITE_ACC, 2, data=_w(2.0)[0]), _f(Opcode.MAC, 3, 1, one),
               _f(Opcode.NONLINEAR, 2, data=2), _f(Opcode.MAC, 3, 1, one),
               _f(Opcode.READ_ACC, 2, data=2), _f(Opcode.READ_ACC, 3, data=3)]
+    # MUL and MAX: each special word and value against three others (and itself), then
+    # back to back on one accumulator, right after a MAC, and a running maximum from -inf
+    n = len(values)
+    for op in (Opcode.MUL, Opcode.MAX):
+        for k, v in enumerate(values):
+            for j in (k, (k * 7 + 1) % n, (k * 5 + 3) % n):
+                flits += [_f(Opcode.WRITE_ACC, k, data=v), _f(op, k, data=values[j]),
+                          _f(Opcode.READ_ACC, k, data=j)]
+    flits += [_f(Opcode.WRITE_ACC, 4, data=_w(-np.inf)[0]),
+              *(_f(Opcode.MAX, 4, data=w) for w in _w(-3.0, 2.5, -0.0, 2.5, 7.0, 1.0)),
+              _f(Opcode.MUL, 4, data=_w(-0.5)[0]), _f(Opcode.MAC, 4, 1, one),
+              _f(Opcode.MUL, 4, data=_w(3.0)[0]), _f(Opcode.MAX, 4, data=_w(-1e30)[0]),
+              _f(Opcode.NONLINEAR, 4, data=0), _f(Opcode.READ_ACC, 4, data=4)]
     return flits
 
 

@@ -43,7 +43,8 @@ def test_pack_bit_positions():
     ({"addr_b": -1}, r"^flit field 'addr_b' must be from 0 to 255 \(8-bit unsigned\), not -1$"),
     ({"data": 1 << 23}, r"^flit field 'data' must be from -8388608 to 8388607 \(24-bit signed\), "
                         r"not 8388608$"),
-    ({"op": "NOP"}, r"^flit field 'op' must be one of WRITE_ACT, .*, NONLINEAR, not 'NOP'$"),
+    ({"op": "NOP"}, r"^flit field 'op' must be one of WRITE_ACT, .*, NONLINEAR, MUL, MAX, "
+                    r"not 'NOP'$"),
     ({"data": 1.5}, r"^flit field 'data' must be an integer, not 1\.5$"),
     ({"adr": 1}, r"^flit has no field 'adr' \(fields: addr, addr_b, data, op\)$"),
 ])

@@ -157,6 +157,11 @@ def _fp32(value: float) -> int:
     return int(np.array([value], np.float32).view(np.uint32)[0])
 
 
+def _data(value: float) -> int:
+    """The FP32 word of ``value`` as a ``data`` field carries it (signed)."""
+    return int(np.array([value], np.float32).view(np.int32)[0])
+
+
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 @pytest.mark.parametrize("stall", [0.0, 0.6])
 def test_training_operations_by_hand(dtype, stall):
@@ -335,40 +340,85 @@ def test_nonlinear_random(request, cfg):
 def test_nonlinear_by_hand():
     """On the RTL against values computed here in float64 (no model), within the documented
     bounds (docs/nonlinear.md: exp and the reciprocal 2 ulp, rsqrt and GELU 4): exp(0) = 1,
-    1 / 3, 1 / sqrt(2), GELU(1), exp(-inf) = +0; and the core's input waits the unit's
-    cycles (exp 59, reciprocal 21, rsqrt 31, GELU 97: 1 + 2 x 29, 10, 15, 48 steps)."""
+    1 / 3, 1 / sqrt(2), GELU(1), exp(-inf) = +0; MUL 1.5 x -3 = -4.5 and the smallest normal
+    halved (a subnormal), MAX of 2 and 5, of -inf and -7, of 1 and NaN (exact); and the
+    core's input waits the unit's cycles (exp 59, reciprocal 21, rsqrt 31, GELU 97, MUL 3,
+    MAX 7: 1 + 2 x 29, 10, 15, 48, 1, 3 steps)."""
     cfg = NONLINEAR_CONFIGS["fp16nl"]
     gelu1 = 0.5 * (1 + np.tanh(np.sqrt(2 / np.pi) * (1 + 0.044715)))
-    cases = [(0.0, 0, 1.0, 2, 59), (3.0, 1, 1 / 3, 2, 21), (2.0, 2, 1 / np.sqrt(2), 4, 31),
-             (1.0, 3, gelu1, 4, 97), (-np.inf, 0, 0.0, 0, 59)]
-    for x, func, want, ulps, cycles in cases:
-        # (a flit between the write and NONLINEAR: no accumulator hazard, no bubble)
+    nl, mul, mx = Opcode.NONLINEAR, Opcode.MUL, Opcode.MAX
+    cases = [(0.0, nl, 0, 1.0, 2, 59), (3.0, nl, 1, 1 / 3, 2, 21),
+             (2.0, nl, 2, 1 / np.sqrt(2), 4, 31), (1.0, nl, 3, gelu1, 4, 97),
+             (-np.inf, nl, 0, 0.0, 0, 59), (1.5, mul, _data(-3.0), -4.5, 0, 3),
+             (2.0 ** -126, mul, _data(0.5), 2.0 ** -127, 0, 3),
+             (2.0, mx, _data(5.0), 5.0, 0, 7),
+             (-np.inf, mx, _data(-7.0), -7.0, 0, 7), (1.0, mx, _data(np.nan), np.nan, 0, 7)]
+    for x, op, data, want, ulps, cycles in cases:
+        # (a flit between the write and the operation: no accumulator hazard, no bubble)
         word = int(np.array([x], np.float32).view(np.int32)[0])  # as data carries it
         flits = [{"op": Opcode.WRITE_ACC, "addr": 5, "data": word},
                  {"op": Opcode.READ_ACC, "addr": 9, "data": 9},
-                 {"op": Opcode.NONLINEAR, "addr": 5, "data": func}] + \
+                 {"op": op, "addr": 5, "data": data}] + \
             [{"op": Opcode.READ_ACC, "addr": k, "data": k} for k in range(4)] + \
             [{"op": Opcode.READ_ACC, "addr": 5}]
         got = simulate(cfg, flits)
-        assert abs(got["outputs"][-1]["data"] - _fp32(want)) <= ulps, (x, func)
-        assert got["stalls"] == cycles, (x, func)
+        assert abs((got["outputs"][-1]["data"] & 0xFFFFFFFF) - _fp32(want)) <= ulps, \
+            (x, op, data)
+        assert got["stalls"] == cycles, (x, op, data)
         assert got["error"] == 0
+
+
+def _mutant_unit(wire):
+    """An FpNonlinear whose inner unit is wired by ``wire(unit, outer)`` instead."""
+    from amaranth.hdl import Module
+
+    from wafertile.hdl.core.nonlinear import NonlinearUnit
+    from wafertile.hdl.core.units import FpNonlinear
+
+    class Mutant(FpNonlinear):
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.nonlinear = unit = NonlinearUnit(stages=self.STAGES)
+            m.d.comb += [unit.start.eq(self.start), unit.x.eq(self.a), *wire(unit, self),
+                         self.ready.eq(unit.ready), self.done.eq(unit.done),
+                         self.o.eq(unit.o)]
+            return m
+    return Mutant
+
+
+@pytest.mark.parametrize("mutation", ["function from data", "operand is the accumulator"])
+def test_a_wrong_wiring_of_the_unit_is_caught(mutation):
+    """Mutations the directed case must catch: MUL and MAX run the function of data's low
+    bits, as NONLINEAR does (the core's choice of function lost), or their second operand is
+    the accumulator instead of data."""
+    wire = {"function from data": lambda u, o: [u.func.eq(o.b[:2]), u.d.eq(o.b)],
+            "operand is the accumulator": lambda u, o: [u.func.eq(o.func), u.d.eq(o.a)]}
+    cfg = NONLINEAR_CONFIGS["fp16nl"]
+    case = directed("fp_nonlinear", cfg)
+    first = next(k for k, f in enumerate(case) if f["op"] is Opcode.MUL) - 1  # its WRITE_ACC
+    flits = [f for f in case[first:] if f["op"] is not Opcode.NONLINEAR][::4][:80]
+    assert {Opcode.MUL, Opcode.MAX} <= {f["op"] for f in flits}
+    got = simulate(cfg, flits + dump(cfg), units={"nonlinear": _mutant_unit(wire[mutation])})
+    with pytest.raises(AssertionError):
+        _check(cfg, flits + dump(cfg), got)
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 def test_nonlinear_is_unknown_without_the_unit(dtype):
     """With ``nonlinear = false`` (the default) NONLINEAR raises the sticky error, leaves the
     accumulator as it was and holds nothing."""
-    flits = [{"op": Opcode.WRITE_ACC, "addr": 3, "data": _fp32(2.0)},
-             {"op": Opcode.NONLINEAR, "addr": 3, "data": 1},
-             {"op": Opcode.READ_ACC, "addr": 3}]
-    got = simulate(Config(dtype=dtype, act_depth=16, acc_depth=16), flits)
-    assert got["error"] == 1 and got["stalls"] == 0
-    assert [o["data"] for o in got["outputs"]] == [_fp32(2.0)]
-    cfg = Config(dtype=dtype, act_depth=16, acc_depth=16, nonlinear=True)
-    got = simulate(cfg, flits)
-    _check(cfg, flits, got)
-    assert got["error"] == 0 and abs(got["outputs"][0]["data"] - _fp32(0.5)) <= 2
+    for op, data, want in ((Opcode.NONLINEAR, 1, 0.5), (Opcode.MUL, _data(3.0), 6.0),
+                           (Opcode.MAX, _data(9.0), 9.0)):
+        flits = [{"op": Opcode.WRITE_ACC, "addr": 3, "data": _fp32(2.0)},
+                 {"op": op, "addr": 3, "data": data},
+                 {"op": Opcode.READ_ACC, "addr": 3}]
+        got = simulate(Config(dtype=dtype, act_depth=16, acc_depth=16), flits)
+        assert got["error"] == 1 and got["stalls"] == 0, op
+        assert [o["data"] for o in got["outputs"]] == [_fp32(2.0)], op
+        cfg = Config(dtype=dtype, act_depth=16, acc_depth=16, nonlinear=True)
+        got = simulate(cfg, flits)
+        _check(cfg, flits, got)
+        assert got["error"] == 0 and abs(got["outputs"][0]["data"] - _fp32(want)) <= 2, op
 
 
 def test_iterative_units_are_checked():
@@ -385,6 +435,14 @@ def test_iterative_units_are_checked():
     with pytest.raises(ValueError, match="no iterative units"):
         MacCore(Config(), OPS.with_rows(Op("X", 13, acc_read=True, unit="x",
                                               acc_write="unit")), {"x": FpNonlinear})
+    # a row's function must be one its unit has, and only an iterative unit runs one
+    with pytest.raises(ValueError, match="FpNonlinear has no function 'tanh'"):
+        FpMacCore(cfg, OPS.with_rows(Op("X", 15, acc_read=True, unit="nonlinear",
+                                        acc_write="unit", data="value", function="tanh",
+                                        option="nonlinear", formats=frozenset({"float"}))))
+    with pytest.raises(ValueError, match="only an iterative unit runs a function"):
+        FpMacCore(cfg, OPS.with_rows(Op("X", 15, acc_read=True, unit="add",
+                                        acc_write="unit", data="value", function="mul")))
 
 
 def _top_ports(text: str, top: str) -> list[str]:

@@ -466,3 +466,30 @@ def test_only_the_command_line_imports_the_model():
     assert users <= {"wafertile.cli", "wafertile.network.command", "wafertile.sweep.tasks",
                      "wafertile.trainer.command", "wafertile.trainer.model",
                      "wafertile.trainer.validation"}, users
+
+
+def test_iterative_cycles_are_the_core_models_waits(request):
+    """The event level's hold per flit (``iterative_cycles``: NONLINEAR by its function bits,
+    MUL and MAX by their own) is what the core model counts as bubbles for the same flits,
+    one flit at a time (no accumulator hazards), on a random stream of every operation; the
+    model's bubbles are checked against the RTL's waits in tests/test_mac_amaranth.py."""
+    from wafertile.model.mesh import iterative_cycles
+    from wafertile.sim.models.core import CoreModel
+    from wafertile.sim.stimulus import random_stream
+
+    seed = seed_for(request)
+    cfg = Config(dtype="bf16", act_depth=16, acc_depth=16, nonlinear=True)
+    flits = random_stream(cfg, np.random.default_rng(seed), 600, 0.5)
+    op = np.array([int(getattr(f["op"], "value", f["op"])) for f in flits])
+    data = np.array([int(f.get("data", 0)) for f in flits])
+    holds = iterative_cycles(cfg, op, data)
+    waits = []
+    for f in flits:
+        model = CoreModel(cfg)
+        model.run([f])
+        waits.append(model.result.bubbles)
+    assert holds.tolist() == waits, seed
+    names = {Opcode(int(o)).name for o in op[holds > 0]}
+    assert {"NONLINEAR", "MUL", "MAX"} <= names, (names, seed)
+    assert set(holds[op == Opcode.MUL.value].tolist()) == {3}
+    assert set(holds[op == Opcode.MAX.value].tolist()) == {7}

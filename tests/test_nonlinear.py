@@ -220,6 +220,67 @@ def test_a_program_without_one_of_its_steps_is_caught(request, name, index):
     assert differ, f"{name} without step {index} ({program.steps[index]}) still agrees"
 
 
+#: Words for the functions of two operands: every sign of zero and infinity, NaNs with
+#: payloads, the smallest subnormal and normal, the largest finite, and ordinary values.
+PAIR_WORDS = np.array([0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00001,
+                       0x7F800001, 0x00000001, 0x80000001, 0x00800000, 0x7F7FFFFF, 0xFF7FFFFF,
+                       0x3F800000, 0xBF800000, 0x40490FDB, 0xC0490FDB, 0x3F800001],
+                      np.uint32)
+
+
+def _pair_inputs(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of :data:`PAIR_WORDS`, random words (any bit pattern), random pairs of
+    near values (the comparison's and the rounding's hard cases) and equal pairs."""
+    a, b = (w.ravel() for w in np.meshgrid(PAIR_WORDS, PAIR_WORDS))
+    x = rng.integers(0, 1 << 32, n, dtype=np.uint64).astype(np.uint32)
+    d = rng.integers(0, 1 << 32, n, dtype=np.uint64).astype(np.uint32)
+    near = (x.astype(np.int64) + rng.integers(-2, 3, n)).astype(np.uint32)
+    return np.concatenate([a, x, x, x]), np.concatenate([b, d, near, x])
+
+
+def test_mul_and_max_are_the_document(request):
+    """MUL and MAX (docs/nonlinear.md, "Multiply and maximum"): the reference against float64
+    arithmetic and comparisons computed here, and the programs against the reference, bit for
+    bit, on every kind of pair."""
+    seed = seed_for(request)
+    x, d = _pair_inputs(np.random.default_rng(seed), 100_000)
+    with np.errstate(all="ignore"):
+        fx, fd = x.view(np.float32).astype(np.float64), d.view(np.float32).astype(np.float64)
+        # a float64 product of two FP32 numbers is exact; one rounding to FP32 follows
+        product = (fx * fd).astype(np.float32).view(np.uint32)
+        want_mul = np.where(np.isnan(fx * fd), np.uint32(0x7FC00000), product)
+    nan = np.isnan(fx) | np.isnan(fd)
+    want_max = np.where(nan, np.uint32(0x7FC00000), np.where(fd > fx, d, x))
+    for name, ref, want in (("mul", nl.mul, want_mul), ("max", nl.maximum, want_max)):
+        got = ref(x, d)
+        bad = np.flatnonzero(got != want)
+        assert not len(bad), (f"{name}: {len(bad)} differ, first ({x[bad[0]]:#010x}, "
+                              f"{d[bad[0]]:#010x}): {got[bad[0]]:#010x} (seed {seed})")
+        ran = nl.run(name, x, d)
+        bad = np.flatnonzero(ran != want)
+        assert not len(bad), (f"{name} program: {len(bad)} differ, first ({x[bad[0]]:#010x}, "
+                              f"{d[bad[0]]:#010x}): {ran[bad[0]]:#010x} (seed {seed})")
+    # the corners the document states: of equal values x, -inf leaves x, NaN wins
+    assert list(nl.maximum([0x80000000, 0, 0x3F800000, 0xFF800000], [0, 0x80000000,
+                                                                     0xFF800000, 0x7FC00123])) \
+        == [0x80000000, 0, 0x3F800000, 0x7FC00000]
+    with pytest.raises(ValueError, match="mul takes a second operand"):
+        nl.run("mul", x)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_max_without_one_of_its_steps_is_caught(request, index):
+    """Mutations: MAX without its NaN step, its select or its NaN guard differs from the
+    reference on the pairs above."""
+    program = progs.MAX
+    steps = program.steps[:index] + program.steps[index + 1:]
+    result = "x" if index == 0 else program.result
+    steps = tuple(s for s in steps if not (index == 0 and "m" in (s.dst, s.a)))
+    mutant = progs.Program("max", steps, result, operand="d")
+    x, d = _pair_inputs(np.random.default_rng(seed_for(request)), 20_000)
+    assert (nl.run(mutant, x, d) != nl.maximum(x, d)).any()
+
+
 def test_the_programs_table_in_the_document():
     """docs/nonlinear.md, "The programs": steps, registers and each step's listing."""
     text = (Path(__file__).resolve().parents[1] / "docs" / "nonlinear.md").read_text()
@@ -248,6 +309,11 @@ def test_assemble_numbers_and_checks():
     select = progs.Program("sel", (progs.Step("gt", "y", "x", "ONE", "ONE"),), "y")
     with pytest.raises(ValueError, match=r"^sel: step 0 \(gt y\) reads y before it is "):
         progs.assemble(select)
+    writes_d = progs.Program("wd", (progs.Step("add", "d", "x", "d"),), "d", operand="d")
+    with pytest.raises(ValueError, match=r"^wd: step 0 \(add\) writes the operand d$"):
+        progs.assemble(writes_d)
+    assert progs.assemble(progs.MAX).steps == (("min", 1, 0, "d", None), ("gt", 0, "d", 0, "d"),
+                                               ("eq", 1, 1, 1, 0))
     with pytest.raises(ValueError, match=r"^none: the result r is never written$"):
         progs.assemble(progs.Program("none", (progs.Step("shr1", "y", "x"),), "r"))
 

@@ -12,11 +12,11 @@ import pytest
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from wafertile.hdl.core.nonlinear import FUNCTIONS, OPCODES, NonlinearUnit, cycles
+from wafertile.hdl.core.nonlinear import FUNCTIONS, OPCODES, UNARY, NonlinearUnit, cycles
 from wafertile.hdl.core.programs import PROGRAMS
 from wafertile.sim.models import nonlinear as nl
 from wafertile.sim.runner import LINT_WAIVERS, run_cocotb
-from wafertile.sim.tb.nonlinear import SPECIAL
+from wafertile.sim.tb.nonlinear import SPECIAL, special_pairs
 from wafertile.sim.toolchain import run_verilator_lint
 
 from .conftest import seed_for
@@ -25,25 +25,27 @@ TOP = "wafertile_nonlinear"
 
 
 def run_jobs(dut: NonlinearUnit, jobs, rng) -> tuple[list[int], list[int]]:
-    """Start each ``(function, x)`` when the unit is ready, after 0-2 idle cycles, with junk
+    """Start each ``(function, x, d)`` when the unit is ready, after 0-2 idle cycles, with junk
     starts while it is busy; returns the results and each job's cycles from start to done."""
     results, latency = [], []
 
     async def bench(ctx):
-        for f, x in jobs:
+        for f, x, d in jobs:
             for _ in range(int(rng.integers(0, 3))):
                 await ctx.tick()
             assert ctx.get(dut.ready)
             ctx.set(dut.start, 1)
             ctx.set(dut.func, f)
             ctx.set(dut.x, int(x))
+            ctx.set(dut.d, int(d))
             await ctx.tick()
             n = 1
             while not ctx.get(dut.done):
                 junk = rng.random() < 0.3     # must be ignored: the unit is busy
                 ctx.set(dut.start, int(junk))
-                ctx.set(dut.func, int(rng.integers(4)))
+                ctx.set(dut.func, int(rng.integers(len(FUNCTIONS))))
                 ctx.set(dut.x, int(rng.integers(0, 1 << 32)))
+                ctx.set(dut.d, int(rng.integers(0, 1 << 32)))
                 assert not ctx.get(dut.ready)
                 await ctx.tick()
                 n += 1
@@ -65,20 +67,27 @@ def test_every_function_in_amaranth(request, stages):
     seed = seed_for(request)
     rng = np.random.default_rng(seed)
     jobs = []
-    for f in range(len(FUNCTIONS)):
-        words = rng.integers(0, 1 << 32, 12, dtype=np.uint64).astype(np.uint32)
-        specials = SPECIAL if stages == 1 else SPECIAL[::3]
-        jobs += [(f, w) for w in [*specials, *words.tolist()]]
+    for f, name in enumerate(FUNCTIONS):
+        words = rng.integers(0, 1 << 32, 24, dtype=np.uint64).astype(np.uint32).tolist()
+        if name in UNARY:
+            specials = SPECIAL if stages == 1 else SPECIAL[::3]
+            jobs += [(f, w, 0) for w in [*specials, *words[:12]]]
+        else:  # the special pairs, and random pairs
+            pairs = special_pairs() if stages == 1 else special_pairs()[::3]
+            jobs += [(f, x, d) for x, d in [*pairs, *zip(words[:12], words[12:], strict=True)]]
     got, latency = run_jobs(NonlinearUnit(stages=stages), jobs, rng)
-    for (f, x), o, n in zip(jobs, got, latency, strict=True):
+    for (f, x, d), o, n in zip(jobs, got, latency, strict=True):
         name = FUNCTIONS[f]
-        want = int(getattr(nl, name)(np.array([x], np.uint32))[0])
-        assert o == want, f"{name}({x:#010x}) = {o:#010x}, reference {want:#010x} (seed {seed})"
+        args = [np.array([x], np.uint32)] + ([] if name in UNARY else [np.array([d], np.uint32)])
+        want = int(nl.REFERENCES[name](*args)[0])
+        assert o == want, (f"{name}({x:#010x}, {d:#010x}) = {o:#010x}, reference {want:#010x} "
+                           f"(seed {seed})")
         assert n == 1 + len(PROGRAMS[name].steps) * stages == cycles(name, stages)
 
 
 def test_functions_opcodes_and_the_document():
-    assert FUNCTIONS == ("exp", "reciprocal", "rsqrt", "gelu")
+    assert FUNCTIONS == ("exp", "reciprocal", "rsqrt", "gelu", "mul", "max")
+    assert FUNCTIONS[:4] == UNARY   # NONLINEAR's data[1:0] numbers the first four
     used = {s.op for p in PROGRAMS.values() for s in p.steps}
     assert used == set(OPCODES)   # no operation the programs do not use
     text = (Path(__file__).resolve().parents[1] / "docs" / "nonlinear.md").read_text()

@@ -50,7 +50,11 @@ def _names(rows):
 def test_one_row_per_opcode_in_code_order():
     assert [(row.name, row.code) for row in OPS] == [(op.name, op.value) for op in Opcode]
     assert all(OPS[op] is OPS[op.name] is OPS[op.value] for op in Opcode)
-    assert OPS.get(13) is None and OPS.get("x") is None
+    assert OPS.get(15) is None and OPS.get("x") is None
+
+
+#: The operations of the nonlinear unit (float tiles with ``nonlinear = true``).
+UNIT_OPS = ["NONLINEAR", "MUL", "MAX"]
 
 
 def test_legal_sets():
@@ -62,18 +66,18 @@ def test_legal_sets():
         assert _names(legal(Config(dtype=dtype))) == [*base, "SET", "FINISH", *grad, *back]
         assert _names(legal(Config(dtype=dtype, handoff=False))) == [*base, *grad]
         assert _names(absent(Config(dtype=dtype, handoff=False))) == \
-            ["SET", "FINISH", *(["GRAD"] if not grad else []), "FINISH_BACK", "NONLINEAR"]
+            ["SET", "FINISH", *(["GRAD"] if not grad else []), "FINISH_BACK", *UNIT_OPS]
         assert _names(absent(Config(dtype=dtype))) == \
-            (["NONLINEAR"] if grad else ["GRAD", "FINISH_BACK", "NONLINEAR"])
+            (UNIT_OPS if grad else ["GRAD", "FINISH_BACK", *UNIT_OPS])
         if grad:  # the nonlinear unit: float tiles only, with the flag
             with_unit = Config(dtype=dtype, nonlinear=True)
             assert _names(legal(with_unit)) == [*base, "SET", "FINISH", *grad, *back,
-                                                "NONLINEAR"]
+                                                *UNIT_OPS]
             assert _names(legal(with_unit.replace(handoff=False))) == [*base, *grad,
-                                                                       "NONLINEAR"]
+                                                                       *UNIT_OPS]
             assert OPS.units(with_unit) - OPS.units(Config(dtype=dtype)) == {"nonlinear"}
     assert "REPLY" not in _names(OPS.operations())
-    assert [row.option for row in OPS if row.option] == ["handoff"] * 3 + ["nonlinear"]
+    assert [row.option for row in OPS if row.option] == ["handoff"] * 3 + ["nonlinear"] * 3
     assert [row.name for row in OPS if row.handoff] == ["SET", "FINISH", "FINISH_BACK"]
 
 
@@ -91,14 +95,14 @@ def test_what_emits_reads_and_writes():
     assert _names(OPS.where(lambda r: r.data == "handoff")) == ["FINISH", "FINISH_BACK"]
     assert _names(OPS.where(lambda r: r.uses_acc)) == ["WRITE_ACC", "READ_ACC", "MAC", "ADD",
                                                        "SEND", "FINISH", "FINISH_BACK",
-                                                       "NONLINEAR"]
+                                                       *UNIT_OPS]
     assert _names(OPS.where(lambda r: r.counts_mac)) == ["MAC"]
     assert _names(OPS.where(lambda r: r.act_weight is not None)) == ["GRAD"]
     assert OPS["GRAD"].act_fields == ("addr_b", "addr")
     assert {row.name: row.addr_space for row in OPS.operations()} == {
         "WRITE_ACT": "act", "WRITE_ACC": "acc", "READ_ACT": "act", "READ_ACC": "acc",
         "MAC": "acc", "ADD": "acc", "SEND": "acc", "SET": "reg", "FINISH": "acc",
-        "GRAD": "act", "FINISH_BACK": "acc", "NONLINEAR": "acc"}
+        "GRAD": "act", "FINISH_BACK": "acc", "NONLINEAR": "acc", "MUL": "acc", "MAX": "acc"}
     assert OPS.units(Config()) == {"mac", "add", "handoff"}
     assert OPS.units(Config(handoff=False)) == {"mac", "add"}
     assert OPS.units(Config(dtype="fp16")) == {"mac", "add", "handoff", "grad", "backprop"}
@@ -114,6 +118,7 @@ def test_helpers():
 
 @pytest.mark.parametrize(("columns", "message"), [
     ({"name": "MAC", "code": 5}, "code 5 is Opcode.ADD"),
+    ({"name": "MAC", "code": 15}, "code 15 is no opcode"),
     ({"name": "X", "code": 16}, "code must be an integer from 0 to 15"),
     ({"name": "X", "code": 15, "acc_write": "unit"}, "a unit is needed"),
     ({"name": "X", "code": 15, "unit": "add"}, "a unit is needed"),
@@ -135,7 +140,7 @@ def test_tables_refuse_clashes():
     with pytest.raises(ValueError, match="same code"):
         OpTable([*OPS, Op("X", 15), Op("Y", 15)])
     with pytest.raises(ValueError, match="same name"):
-        OpTable([*OPS, Op("MAC", 15)])
+        OpTable([*OPS.where(lambda r: r.code < 13), Op("X", 15), Op("X", 14)])
     with pytest.raises(TypeError):
         OpTable([*OPS, "MAC"])
 
@@ -172,9 +177,9 @@ def test_docs_opcode_table_agrees_with_the_table():
     *named, rest = doc
     assert [(cells[0], cells[1]) for cells in named] == \
         [(f"`{row.name}`", str(row.code)) for row in OPS], "the rows, in code order"
-    assert rest[0] == f"{free[0]} .. {free[-1]}" and free == list(range(free[0], 16)), \
-        "the codes with no operation"
-    assert "not operations" in rest[2]
+    span = f"{free[0]} .. {free[-1]}" if len(free) > 1 else f"{free[0]}"
+    assert rest[0] == span and free == list(range(free[0], 16)), "the codes with no operation"
+    assert "not an operation" in rest[2] or "not operations" in rest[2]
     for row, (_, _, effect, output) in zip(OPS, named, strict=True):
         where = f"docs/architecture.md, {row.name}"
         text = f"{effect} {output}"
@@ -193,7 +198,10 @@ def test_docs_opcode_table_agrees_with_the_table():
         if row.acc_write == "data":
             assert "`acc[addr] = data`" in effect, where
         elif row.acc_write == "unit" and row.unit == "nonlinear":  # the iterative unit
-            assert "`acc[addr] = nonlinear(acc[addr])`" in effect, where
+            call = {None: "nonlinear(acc[addr])", "mul": "fp32(acc[addr] * data)",
+                    "max": "max(acc[addr], data)"}[row.function]
+            assert f"`acc[addr] = {call}`" in effect, where
+            assert "on the nonlinear unit" in effect or row.function is None, where
         elif row.acc_write == "unit":
             assert "`acc[addr] +=" in effect, where
         if row.emit is None:
@@ -232,7 +240,9 @@ def test_cores_refuse_what_they_cannot_execute():
 
 # -- the extension point: operations added by a test ---------------------------------------------
 
-#: A dummy operation that the existing units and paths carry: REPLY with ``act[addr_b]``.
+#: A dummy operation that the existing units and paths carry: REPLY with ``act[addr_b]``. It
+#: and ADD_B take the codes of MUL and MAX (operations of the float tiles' nonlinear unit),
+#: which a test's table may give to rows of other names.
 READ_ACT_B = Op("READ_ACT_B", 13, act_read="addr_b", data="route",
                 emit=Emit(Opcode.REPLY, "addr", "addr_b", "act"))
 #: Another: ``acc[addr] += data`` under a second code (the ADD unit).
@@ -252,7 +262,8 @@ def test_added_rows_are_legal_and_counted():
     assert _names(DUMMIES.emitting(Config(handoff=False))) == ["READ_ACT", "READ_ACC", "SEND",
                                                               "READ_ACT_B"]
     assert _names(DUMMIES.where(lambda r: r.uses_acc))[-1] == "ADD_B"
-    assert len(DUMMIES) == len(OPS) + 2
+    assert len(DUMMIES) == len(OPS) and "MUL" not in _names(DUMMIES)
+    assert DUMMIES[13].opcode is None and OPS[13].opcode is Opcode.MUL
 
 
 def test_the_model_executes_added_rows_and_units():

@@ -28,9 +28,13 @@ opcode. The word's fields:
 ``holds``      its output unit works beside the pipeline and emits the output itself,
                :meth:`~.units.Requantizer.delay` cycles after the operation leaves the
                last stage (the integer hand-off: a unit with a ``delay``)
-``iterate``    its unit is the iterative one (NONLINEAR): the accumulator read's stage
-               holds until the unit is done; a field of the word only in a core that has
-               an iterative unit
+``iterate``    its unit is the iterative one (NONLINEAR, MUL, MAX): the accumulator
+               read's stage holds until the unit is done; a field of the word only in a
+               core that has an iterative unit, as are the next two
+``func_data``  the iterative unit's function is numbered by the low bits of ``data``
+               (NONLINEAR)
+``func``       else the function it runs (:attr:`~.ops.Op.function`: its code in the
+               unit's ``FUNCTIONS``)
 ``unit``       which accumulator unit (an index into :attr:`Control.acc_units`)
 ``out_unit``   which output unit (an index into :attr:`Control.out_units`)
 ``emit``       which output (an index into :attr:`Control.emits`)
@@ -131,8 +135,10 @@ class Control:
         if len(kinds["iterative"]) > 1:
             raise ValueError(f"a core has at most one iterative unit, not "
                              f"{', '.join(c.__name__ for c in kinds['iterative'])}")
-        flags = _FLAGS + (("iterate",) if kinds["iterative"] else ())
-        layout = data.StructLayout({**{name: 1 for name in flags},
+        flags = _FLAGS + (("iterate", "func_data") if kinds["iterative"] else ())
+        funcs = ({"func": _index_shape(len(kinds["iterative"][0].FUNCTIONS))}
+                 if kinds["iterative"] else {})
+        layout = data.StructLayout({**{name: 1 for name in flags}, **funcs,
                                     "unit": _index_shape(len(kinds["acc"])),
                                     "out_unit": _index_shape(len(kinds["output"])),
                                     "emit": _index_shape(len(emits))})
@@ -168,6 +174,9 @@ class Control:
         }
         if self.iter_unit is not None:
             word["iterate"] = int(kind == "iterative")
+            word["func_data"] = int(kind == "iterative" and row.data == "function")
+            word["func"] = (self.iter_unit.FUNCTIONS.index(row.function)
+                            if kind == "iterative" and row.function is not None else 0)
         return word
 
 
@@ -267,6 +276,11 @@ def check_units(owner: str, config: Config, ops: OpTable, units: Mapping[str, ty
                 raise ValueError(f"{owner}: an iterative unit's operation reads and writes "
                                  f"its accumulator and emits nothing ({why})")
             need(row.unit, "iterative", None, why)
+            if row.function is not None and row.function not in units[row.unit].FUNCTIONS:
+                raise ValueError(f"{owner}: {units[row.unit].__name__} has no function "
+                                 f"{row.function!r} ({why})")
+        elif row.function is not None:
+            raise ValueError(f"{owner}: only an iterative unit runs a function ({why})")
         elif row.acc_write == "unit" or sums_out:
             need(row.unit, "acc", acc_latency, why)
         elif row.unit is not None:

@@ -104,17 +104,18 @@ class FpMacCore(CoreBase):
     accumulator where the activation at ``addr_b`` is greater than 0, else +0
     (:class:`~.units.FpBackHandoff`).
 
-    **The nonlinear unit** (``config.nonlinear``, ``docs/nonlinear.md``). NONLINEAR starts
-    the core's iterative unit (:class:`~.units.FpNonlinear`: a
-    :class:`~.nonlinear.NonlinearUnit` at ``stages = 2``) with the accumulator and the low 2
-    bits of ``data`` in its first cycle in S3. S0 .. S3 hold until the unit's ``done``; S4
+    **The nonlinear unit** (``config.nonlinear``, ``docs/nonlinear.md``). NONLINEAR, MUL and
+    MAX start the core's iterative unit (:class:`~.units.FpNonlinear`: a
+    :class:`~.nonlinear.NonlinearUnit` at ``stages = 2``) with the accumulator, ``data`` (the
+    second operand) and the function (NONLINEAR's low 2 bits of ``data``, MUL's or MAX's
+    own) in its first cycle in S3. S0 .. S3 hold until the unit's ``done``; S4
     drains meanwhile (an output there leaves when taken; no write). In the cycle of ``done``
     (or later, if S4 holds an output that is not taken) the operation moves to S4 with the
     unit's result, which S4 writes as it writes a WRITE_ACC's data. The input therefore waits
-    :meth:`~.units.FpNonlinear.cycles` cycles per NONLINEAR (exp 59, reciprocal 21,
-    reciprocal square root 31, GELU 97), plus the usual bubble when the flit after it reads
-    its accumulator. Without ``config.nonlinear`` the core's logic is exactly as before the
-    operation existed, and NONLINEAR is an unknown opcode.
+    :meth:`~.units.FpNonlinear.cycles` cycles per operation (exp 59, reciprocal 21,
+    reciprocal square root 31, GELU 97, MUL 3, MAX 7), plus the usual bubble when the flit
+    after it reads its accumulator. Without ``config.nonlinear`` the core's logic is exactly
+    as before the operations existed, and NONLINEAR, MUL and MAX are unknown opcodes.
 
     **Backpressure.** As in :class:`~wafertile.hdl.core.MacCore`: when S4 holds an output
     flit and ``o.ready`` is low, the whole pipeline holds (nothing is written, the read ports
@@ -264,8 +265,10 @@ class FpMacCore(CoreBase):
                          s4_unit.eq(s3_ctrl.unit), s4_data.eq(s3.data),
                          s4_offers.eq(s3_valid & s3_ctrl.emits), s4_tag.eq(s3.data),
                          s4_emit_sum.eq(s3_ctrl.emit_sum), s4_nonzero.eq(s3_nonzero)]
-        if it is not None:  # NONLINEAR: its result is written as a WRITE_ACC's data is
-            m.d.comb += [it.a.eq(acc), it.func.eq(s3.data[:len(it.func)]),
+        if it is not None:  # NONLINEAR, MUL, MAX: the result is written as a WRITE_ACC's is
+            data_func = s3.data[:type(it).DATA_BITS]
+            m.d.comb += [it.a.eq(acc), it.b.eq(s3.data[:32]),
+                         it.func.eq(Mux(s3_ctrl.func_data, data_func, s3_ctrl.func)),
                          it.start.eq(s3_valid & s3_ctrl.iterate & ~started)]
             with m.If(step):
                 m.d.sync += [s4_write_data.eq(s3_ctrl.acc_data | s3_ctrl.iterate),

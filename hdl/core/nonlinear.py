@@ -1,18 +1,21 @@
 """The nonlinear unit: runs the programs of :mod:`.programs` (exp, reciprocal, reciprocal
-square root, GELU; ``docs/nonlinear.md``) on one FP32 word at a time, one step every
+square root, GELU, and MUL and MAX of two operands; ``docs/nonlinear.md``) on one FP32 word
+at a time, one step every
 ``stages`` cycles, bit exact with :func:`wafertile.sim.models.nonlinear.run` and so with the
 reference functions.
 
 The unit holds the programs in a ROM (one entry per step: operation, destination register,
 three operand fields), the constants they use, a register file in LUT RAM of as many FP32
-registers as the largest program needs (:func:`~.programs.assemble`: 8, for GELU), one
+registers as the largest program needs (:func:`~.programs.assemble`: 8, for GELU), a
+register for the second operand (``d``, loaded with ``x``), one
 :class:`~.fp.FpAdd` (``add``; ``sub`` flips ``b``'s sign), one :class:`~.fp.FpMul`
 ``("fp32")`` (``mul``), two FP32 comparators (``min`` and the selects), a 32-bit subtractor
-(``isub``) and two wired shifts (``shr1``, ``shl23``). It is a unit of its own, not yet a
-tile operation (issue 19).
+(``isub``) and two wired shifts (``shr1``, ``shl23``). The float tile's NONLINEAR, MUL and
+MAX run on it (:class:`~.units.FpNonlinear`).
 
-Protocol: while ``ready`` is high, ``start`` loads ``x`` into register 0 and starts the
-program of function ``func`` (:data:`FUNCTIONS`: 0 exp, 1 reciprocal, 2 rsqrt, 3 gelu);
+Protocol: while ``ready`` is high, ``start`` loads ``x`` into register 0 (and ``d`` into the
+operand register) and starts the program of function ``func`` (:data:`FUNCTIONS`: 0 exp,
+1 reciprocal, 2 rsqrt, 3 gelu, 4 mul, 5 max);
 ``start`` while the unit is busy is ignored. One step every ``stages`` cycles follows, from
 the cycle after the start. ``done`` is high for one cycle, the cycle after the last step;
 ``o`` then holds the result, and keeps it until the next start. From the cycle of ``start``
@@ -29,13 +32,20 @@ from .._util import CheckedComponent, any_of, check_stages
 from .fp import FP32, FpAdd, FpMul, fp32_is_nan
 from .programs import CONSTANTS, PROGRAMS, assemble
 
-__all__ = ["FUNCTIONS", "OPCODES", "NonlinearUnit", "cycles"]
+__all__ = ["FUNCTIONS", "OPCODES", "UNARY", "NonlinearUnit", "cycles"]
 
 #: The functions by code (``func``): the order of :data:`~.programs.PROGRAMS`.
 FUNCTIONS: tuple[str, ...] = tuple(PROGRAMS)
+#: The functions of one operand (the first of :data:`FUNCTIONS`): NONLINEAR's, by the low 2
+#: bits of its ``data``.
+UNARY: tuple[str, ...] = tuple(f for f in FUNCTIONS if PROGRAMS[f].operand is None)
 #: The ROM's encoding of each step operation.
 OPCODES: dict[str, int] = {op: k for k, op in enumerate(
     ("add", "sub", "mul", "min", "isub", "shr1", "shl23", "gt", "lt", "eq"))}
+
+
+#: Bits of the function code.
+FUNC_WIDTH = (len(FUNCTIONS) - 1).bit_length()
 
 
 def cycles(function: str, stages: int = 1) -> int:
@@ -69,10 +79,12 @@ class NonlinearUnit(CheckedComponent):
     Members
     -------
     start : ``In(1)``
-    func : ``In(2)``
+    func : ``In(3)``
         The function (:data:`FUNCTIONS`), read with ``start``.
     x : ``In(32)``
         The FP32 operand, read with ``start``.
+    d : ``In(32)``
+        The second FP32 operand (MUL, MAX), read with ``start``.
     ready : ``Out(1)``
         Idle: a ``start`` is taken.
     done : ``Out(1)``
@@ -88,8 +100,8 @@ class NonlinearUnit(CheckedComponent):
 
     def __init__(self, *, stages: int = 1):
         self._stages = stages
-        super().__init__({"start": In(1), "func": In(2), "x": In(32), "ready": Out(1),
-                          "done": Out(1), "o": Out(32)})
+        super().__init__({"start": In(1), "func": In(FUNC_WIDTH), "x": In(32), "d": In(32),
+                          "ready": Out(1), "done": Out(1), "o": Out(32)})
 
     @classmethod
     def check(cls, *, stages: object = 1) -> None:
@@ -106,9 +118,14 @@ class NonlinearUnit(CheckedComponent):
         used = {o for c in codes for s in c.steps for o in s[2:] if isinstance(o, str)}
         consts = [name for name in CONSTANTS if name in used]
 
-        def operand(o) -> int:  # register k -> k, constant i -> nregs + i
+        operands = {c.operand for c in codes} - {None}
+        assert len(operands) <= 1, "one name for the second operand of every program"
+
+        def operand(o) -> int:  # register k -> k, constant i -> nregs + i, d after them
             if o is None:
                 return 0
+            if o in operands:
+                return nregs + len(consts)
             return o if isinstance(o, int) else nregs + consts.index(o)
 
         rom, entries = [], []
@@ -127,9 +144,10 @@ class NonlinearUnit(CheckedComponent):
         m.submodules.regs = regs = Memory(shape=32, depth=nregs, init=[0] * nregs)
         write = regs.write_port()
         reads = [regs.read_port(domain="comb") for _ in range(4)]
-        constants = [Const(CONSTANTS[n], 32) for n in consts]
+        d = Signal(32)
+        constants = [*(Const(CONSTANTS[n], 32) for n in consts), d]
         reg_bits = (nregs - 1).bit_length()
-        sel_bits = (nregs + len(consts) - 1).bit_length()
+        sel_bits = (nregs + len(constants) - 1).bit_length()
         widths = (len(OPCODES).bit_length(), reg_bits, sel_bits, sel_bits, sel_bits, 1)
         words = []
         for row in rom:
@@ -176,7 +194,7 @@ class NonlinearUnit(CheckedComponent):
                      writes.eq(any_of(hits[n] & w for n, (_, w) in results.items()))]
 
         busy = Signal()
-        func = Signal(2)
+        func = Signal(FUNC_WIDTH)
         step_end = Signal()
         if s == 1:
             m.d.comb += step_end.eq(busy)
@@ -193,7 +211,7 @@ class NonlinearUnit(CheckedComponent):
         m.d.comb += [write.en.eq(take | (step_end & writes)),
                      write.addr.eq(Mux(take, 0, dst)), write.data.eq(Mux(take, self.x, value))]
         with m.If(take):
-            m.d.sync += [busy.eq(1), func.eq(self.func), pc.eq(entry)]
+            m.d.sync += [busy.eq(1), func.eq(self.func), pc.eq(entry), d.eq(self.d)]
         with m.If(step_end):
             with m.If(last):
                 m.d.sync += [busy.eq(0), self.done.eq(1)]

@@ -16,8 +16,9 @@ A new operation is a row here (and a unit, :mod:`.units`, if it computes somethi
 test adds one with :meth:`OpTable.with_rows` and gives the cores its unit's class.
 
 The wire encoding of the opcodes stays :class:`~wafertile.hdl.flit.Opcode`; a row holds its
-code and name, so that a table may also hold a row for a code the enumeration does not name
-(a test's). The rows of a table are in code order: the cores decode the opcode
+code and name, so that a table may also hold a row for a code the enumeration does not name,
+or a row of another name in place of an operation the enumeration names (a test's: 13 .. 15
+are MUL, MAX and one free code). The rows of a table are in code order: the cores decode the opcode
 (:mod:`.control`) with one case per row in that order, so the Verilog does not depend on how
 a table was made.
 
@@ -27,8 +28,9 @@ accumulator, the requantization of an integer core or the rounding of a float co
 writes its registers), and the float cores' training units (``docs/training.md``):
 ``"grad"`` (``data + act * act``, GRAD's step of a weight gradient: the MAC's multiplier and
 adder with other operands) and ``"backprop"`` (FINISH_BACK's ``act > 0 ? to_half(acc) : +0``);
-the float cores' optional ``"nonlinear"`` (NONLINEAR's ``f(acc)``, ``docs/nonlinear.md``: an
-iterative unit, :mod:`.units`, there only with ``config.nonlinear``).
+the float cores' optional ``"nonlinear"`` (NONLINEAR's ``f(acc)``, MUL's ``acc * data`` and
+MAX's ``max(acc, data)``, ``docs/nonlinear.md``: an iterative unit, :mod:`.units`, there only
+with ``config.nonlinear``).
 """
 
 from __future__ import annotations
@@ -166,7 +168,13 @@ class Op:
     option : str or None
         The configuration flag (:data:`OPTIONS`) of the optional unit it needs: it is
         executed only where the flag is set (else the code is unknown: no effect, the sticky
-        error): ``"handoff"`` (SET, FINISH, FINISH_BACK), ``"nonlinear"`` (NONLINEAR).
+        error): ``"handoff"`` (SET, FINISH, FINISH_BACK), ``"nonlinear"`` (NONLINEAR, MUL,
+        MAX).
+    function : str or None
+        The function its iterative unit runs (one of the unit's ``FUNCTIONS``: MUL's
+        ``"mul"``, MAX's ``"max"``, with ``data`` the second operand), or None: an operation
+        whose ``data`` is a ``"function"`` (NONLINEAR) runs the unit's function of one
+        operand that the low bits of ``data`` number.
     formats : frozenset of str
         The number formats (:data:`FORMATS`) whose core defines it.
     """
@@ -186,6 +194,7 @@ class Op:
     counts_mac: bool = False
     skips_zero: bool = False
     option: str | None = None
+    function: str | None = None
     formats: frozenset[str] = field(default=FORMATS)
 
     def __post_init__(self) -> None:
@@ -194,9 +203,10 @@ class Op:
         if type(self.code) is not int or self.code not in _CODES:
             raise ValueError(f"operation {self.name}: code must be an integer from 0 to "
                              f"{_CODES[-1]}, not {self.code!r}")
-        if self.code in _NAMED and _NAMED[self.code].name != self.name:
+        named = Opcode.__members__.get(self.name)
+        if named is not None and named.value != self.code:
             raise ValueError(f"operation {self.name}: code {self.code} is "
-                             f"{_NAMED[self.code]}")
+                             f"{_NAMED.get(self.code, 'no opcode')}")
         for name in ("act_read", "act_write", "act_weight"):
             if getattr(self, name) not in (*FIELDS, None):
                 raise ValueError(f"operation {self.name}: {name} must be one of {FIELDS} or "
@@ -234,6 +244,9 @@ class Op:
         if self.option not in (*OPTIONS, None):
             raise ValueError(f"operation {self.name}: option must be one of {OPTIONS} or "
                              f"None, not {self.option!r}")
+        if self.function is not None and (self.unit is None or self.data == "function"):
+            raise ValueError(f"operation {self.name}: a function is run by a unit, for an "
+                             f"operation whose data is no function number")
         if not self.formats or not set(self.formats) <= FORMATS:
             raise ValueError(f"operation {self.name}: formats must be a nonempty subset of "
                              f"{sorted(FORMATS)}, not {self.formats!r}")
@@ -244,8 +257,9 @@ class Op:
     @property
     def opcode(self) -> Opcode | None:
         """The :class:`~wafertile.hdl.flit.Opcode` of :attr:`code`, None for a code it does
-        not name."""
-        return _NAMED.get(self.code)
+        not name or a row of another name (a test's)."""
+        op = _NAMED.get(self.code)
+        return op if op is not None and op.name == self.name else None
 
     @property
     def handoff(self) -> bool:
@@ -359,7 +373,7 @@ class OpTable:
     def legal(self, config: Config) -> tuple[Op, ...]:
         """The operations the core of ``config`` executes; any other code is consumed with no
         effect and sets the sticky ``error`` (SET and FINISH only with ``config.handoff``,
-        NONLINEAR only with ``config.nonlinear``)."""
+        NONLINEAR, MUL and MAX only with ``config.nonlinear``)."""
         return tuple(row for row in self._rows if row.defined(config))
 
     def absent(self, config: Config) -> tuple[Op, ...]:
@@ -402,6 +416,10 @@ OPS = OpTable([
         emit=Emit(Opcode.WRITE_ACT, "addr_b", None, "unit")),
     _op(Opcode.NONLINEAR, acc_read=True, unit="nonlinear", acc_write="unit", data="function",
         option="nonlinear", formats=frozenset({"float"})),
+    _op(Opcode.MUL, acc_read=True, unit="nonlinear", acc_write="unit", data="value",
+        option="nonlinear", function="mul", formats=frozenset({"float"})),
+    _op(Opcode.MAX, acc_read=True, unit="nonlinear", acc_write="unit", data="value",
+        option="nonlinear", function="max", formats=frozenset({"float"})),
 ])
 
 

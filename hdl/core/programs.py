@@ -4,8 +4,9 @@ nonlinear unit will run (issue 19), one step a cycle, and what its numpy interpr
 
 A program is a tuple of :class:`Step` on named registers. Its operands are registers or
 constants (:data:`CONSTANTS`, FP32 words by name); the input is register ``x`` and the result
-is the register :attr:`Program.result` names. The operations (:data:`OPERATIONS`) are the four
-kinds of step the document allows, nothing else:
+is the register :attr:`Program.result` names. A function of two operands (MUL, MAX) reads its
+second, ``d``, as it reads a constant: it is never written. The operations
+(:data:`OPERATIONS`) are the four kinds of step the document allows, nothing else:
 
 - ``add``, ``sub``, ``mul``: ``fp32(a + b)``, ``fp32(a - b)``, ``fp32(a * b)``, IEEE 754
   binary32 rounded to nearest even, subnormals kept (:class:`~.fp.FpAdd`,
@@ -26,8 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CONSTANTS", "EXP", "GELU", "ITERATIONS", "OPERATIONS", "PROGRAMS", "RECIPROCAL",
-           "RSQRT", "Assembled", "Program", "Step", "assemble"]
+__all__ = ["CONSTANTS", "EXP", "GELU", "ITERATIONS", "MAX", "MUL", "OPERATIONS", "PROGRAMS",
+           "RECIPROCAL", "RSQRT", "Assembled", "Program", "Step", "assemble"]
 
 #: The constants of ``docs/nonlinear.md`` (and the few words the programs add) as FP32 words.
 CONSTANTS: dict[str, int] = {
@@ -107,12 +108,14 @@ class Step:
 
 @dataclass(frozen=True)
 class Program:
-    """A function's steps, its input register (``x``) and the register holding the result."""
+    """A function's steps, its input register (``x``), the register holding the result, and
+    the name of its second operand (``d``: MUL, MAX), or None for a function of one."""
 
     name: str
     steps: tuple[Step, ...]
     result: str
     input: str = "x"
+    operand: str | None = None
 
     def renamed(self, names: dict[str, str], prefix: str) -> tuple[Step, ...]:
         """The steps with register ``r`` renamed ``names.get(r, prefix + r)`` (constants
@@ -193,19 +196,32 @@ GELU = Program("gelu", (
     Step("mul", "g", "x", "w"),
 ), result="g")
 
-#: The programs by function name (the names of :mod:`wafertile.sim.models.nonlinear`).
-PROGRAMS: dict[str, Program] = {p.name: p for p in (EXP, RECIPROCAL, RSQRT, GELU)}
+#: MUL(x, d) = fp32(x * d): docs/nonlinear.md "Multiply and maximum".
+MUL = Program("mul", (Step("mul", "y", "x", "d"),), result="y", operand="d")
+
+#: MAX(x, d): NaN if either is NaN, else d if d > x, else x (docs/nonlinear.md).
+MAX = Program("max", (
+    Step("min", "m", "x", "d"),                # NaN if x or d is NaN
+    Step("gt", "x", "d", "x", "d"),            # x = d if d > x
+    Step("eq", "m", "m", "m", "x"),            # m = x unless m is NaN
+), result="m", operand="d")
+
+#: The programs by function name (the names of :mod:`wafertile.sim.models.nonlinear`), the
+#: functions of one operand first.
+PROGRAMS: dict[str, Program] = {p.name: p for p in (EXP, RECIPROCAL, RSQRT, GELU, MUL, MAX)}
 
 
 @dataclass(frozen=True)
 class Assembled:
     """A program with numbered registers: ``steps`` as ``(op, dst, a, b, c)`` where a register
-    is an ``int`` and a constant its name (a ``str``); the input in register 0."""
+    is an ``int`` and a constant or the second operand its name (a ``str``: ``operand``); the
+    input in register 0."""
 
     name: str
     steps: tuple[tuple, ...]
     result: int
     registers: int
+    operand: str | None = None
 
 
 def assemble(program: Program) -> Assembled:
@@ -215,13 +231,17 @@ def assemble(program: Program) -> Assembled:
     Raises
     ------
     ValueError
-        If a step reads a register that no earlier step wrote (nor is the input), or the result
-        is never written.
+        If a step reads a register that no earlier step wrote (nor is the input), writes the
+        second operand, or the result is never written.
     """
+    fixed = {*CONSTANTS, program.operand}
     last_read: dict[str, int] = {}
     for i, step in enumerate(program.steps):
+        if step.dst == program.operand:
+            raise ValueError(f"{program.name}: step {i} ({step.op}) writes the operand "
+                             f"{step.dst}")
         for r in step.reads:
-            if r not in CONSTANTS:
+            if r not in fixed:
                 last_read[r] = i
     last_read[program.result] = len(program.steps)
     number = {program.input: 0}
@@ -230,7 +250,7 @@ def assemble(program: Program) -> Assembled:
     out = []
     for i, step in enumerate(program.steps):
         def reg(r, i=i, step=step):
-            if r is None or r in CONSTANTS:
+            if r is None or r in fixed:
                 return r
             if r not in number:
                 raise ValueError(f"{program.name}: step {i} ({step.op} {step.dst}) reads "
@@ -253,4 +273,5 @@ def assemble(program: Program) -> Assembled:
         out.append((step.op, number[step.dst], *ops))
     if program.result not in number:
         raise ValueError(f"{program.name}: the result {program.result} is never written")
-    return Assembled(program.name, tuple(out), number[program.result], count)
+    return Assembled(program.name, tuple(out), number[program.result], count,
+                     program.operand)

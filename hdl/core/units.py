@@ -34,15 +34,18 @@ is one of two kinds, by its class attribute ``kind``:
     ``latency`` 0 (combinational, in the stage that reads the accumulator).
 
 ``"iterative"`` (an iterative unit, the float core only)
-    ``o = f(a)`` over many cycles: ``a`` the accumulator the operation read, ``func`` the
-    low bits of its ``data`` (which function). The core starts the unit (``start``, while
+    ``o = f(a, b)`` over many cycles: ``a`` the accumulator the operation read, ``b`` its
+    ``data`` field (a second operand), ``func`` which function (:meth:`FpNonlinear.function`:
+    the row's own, or the low bits of ``data``). The core starts the unit (``start``, while
     ``ready``) when the operation reaches the stage that reads the accumulator, holds that
     stage and the ones before it until the unit's ``done`` (the stage after it drains), and
-    writes ``o`` to the accumulator as any accumulator unit's result. Members ``a`` (``In``
-    accumulator word), ``func``, ``start`` (``In``), ``ready``, ``done`` (``Out(1)``), ``o``
-    (``Out`` accumulator word, held from ``done`` until the next start); :meth:`cycles`
-    (``func``) the cycles from ``start`` to ``done``, which the models count. One per core
-    (NONLINEAR's :class:`FpNonlinear`, with ``config.nonlinear``).
+    writes ``o`` to the accumulator as any accumulator unit's result. Members ``a``, ``b``
+    (``In`` accumulator word), ``func``, ``start`` (``In``), ``ready``, ``done``
+    (``Out(1)``), ``o`` (``Out`` accumulator word, held from ``done`` until the next start);
+    ``FUNCTIONS`` (the names of its functions, by code), ``DATA_BITS`` (the low bits of
+    ``data`` that number a function of an operation whose data is a function),
+    :meth:`cycles` (``func``) the cycles from ``start`` to ``done``, which the models count.
+    One per core (:class:`FpNonlinear`: NONLINEAR, MUL and MAX, with ``config.nonlinear``).
 
 The arithmetic of the built-in units is ``docs/architecture.md``'s and ``docs/float.md``'s;
 their numpy references are :mod:`wafertile.sim.models.core`'s units.
@@ -57,7 +60,7 @@ from ...config import Config, Overflow
 from .._util import ConfiguredComponent, any_of
 from ..flit import MULT_WIDTH, Reg
 from .fp import FpAdd, FpMul, FpToHalf, float_format, fp_relu
-from .nonlinear import FUNCTIONS, NonlinearUnit
+from .nonlinear import FUNC_WIDTH, FUNCTIONS, UNARY, NonlinearUnit
 from .nonlinear import cycles as nonlinear_cycles
 
 __all__ = [
@@ -565,18 +568,18 @@ class FpBackHandoff(Unit):
 
 
 class FpNonlinear(Unit):
-    """The float core's nonlinear unit (NONLINEAR, ``config.nonlinear``): ``o = f(a)`` in
-    FP32 for ``f`` exp, reciprocal, reciprocal square root or GELU (``func`` 0 .. 3,
-    :data:`~.nonlinear.FUNCTIONS`), bit exact with ``docs/nonlinear.md``'s reference: a
-    :class:`~.nonlinear.NonlinearUnit` with :attr:`STAGES` (2) stages per step, so that its
-    adder and multiplier run at the core's clock. An iterative unit (module documentation):
-    :meth:`cycles` from ``start`` to ``done`` (exp 59, reciprocal 21, reciprocal square root
-    31, GELU 97).
+    """The float core's nonlinear unit (NONLINEAR, MUL, MAX; ``config.nonlinear``): ``o =
+    f(a, b)`` in FP32 for ``f`` exp, reciprocal, reciprocal square root, GELU (of ``a``
+    only), MUL or MAX (``func`` 0 .. 5, :data:`~.nonlinear.FUNCTIONS`), bit exact with
+    ``docs/nonlinear.md``'s reference: a :class:`~.nonlinear.NonlinearUnit` with
+    :attr:`STAGES` (2) stages per step, so that its adder and multiplier run at the core's
+    clock. An iterative unit (module documentation): :meth:`cycles` from ``start`` to
+    ``done`` (exp 59, reciprocal 21, reciprocal square root 31, GELU 97, MUL 3, MAX 7).
 
     Members
     -------
-    a : ``In(32)`` (FP32 bits)
-    func : ``In(2)``
+    a, b : ``In(32)`` (FP32 bits)
+    func : ``In(3)``
     start : ``In(1)``
     ready, done : ``Out(1)``
     o : ``Out(32)`` (FP32 bits)
@@ -586,22 +589,36 @@ class FpNonlinear(Unit):
     latency = None
     #: Cycles per step of the programs.
     STAGES = 2
+    #: The functions by code.
+    FUNCTIONS = FUNCTIONS
+    #: The low bits of ``data`` that number a function of one operand (NONLINEAR).
+    DATA_BITS = (len(UNARY) - 1).bit_length()
 
     @classmethod
     def members(cls, config: Config) -> dict:
-        return {"a": In(32), "func": In(2), "start": In(1), "ready": Out(1), "done": Out(1),
-                "o": Out(32)}
+        return {"a": In(32), "b": In(32), "func": In(FUNC_WIDTH), "start": In(1),
+                "ready": Out(1), "done": Out(1), "o": Out(32)}
 
     @classmethod
     def cycles(cls, func: int) -> int:
-        """Cycles from ``start`` to ``done`` for function ``func`` (0 .. 3)."""
+        """Cycles from ``start`` to ``done`` for function ``func`` (:attr:`FUNCTIONS`)."""
         return nonlinear_cycles(FUNCTIONS[func], cls.STAGES)
+
+    @classmethod
+    def function(cls, row, data):
+        """The function code that ``row`` (an operation of this unit) runs for a request's
+        ``data`` field (an int or a numpy array of them): its own :attr:`~.ops.Op.function`,
+        or the low :attr:`DATA_BITS` of ``data``."""
+        if row.function is not None:
+            return data * 0 + FUNCTIONS.index(row.function)
+        return data & ((1 << cls.DATA_BITS) - 1)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.nonlinear = unit = NonlinearUnit(stages=self.STAGES)
         m.d.comb += [unit.start.eq(self.start), unit.func.eq(self.func), unit.x.eq(self.a),
-                     self.ready.eq(unit.ready), self.done.eq(unit.done), self.o.eq(unit.o)]
+                     unit.d.eq(self.b), self.ready.eq(unit.ready), self.done.eq(unit.done),
+                     self.o.eq(unit.o)]
         return m
 
 

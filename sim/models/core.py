@@ -26,17 +26,15 @@ import numpy as np
 from ...config import Config, Overflow
 from ...hdl.core.fp import float_format
 from ...hdl.core.ops import OPS, Op, OpTable, code_of
-from ...hdl.core.units import FpNonlinear, handoff_limbs
+from ...hdl.core.programs import PROGRAMS
+from ...hdl.core.units import FpNonlinear, core_units, handoff_limbs, unit_kind
 from ...hdl.flit import MULT_WIDTH, Reg
 from .fp import add as fp_add
 from .fp import is_zero as fp_is_zero
 from .fp import mac as fp_mac
 from .fp import relu as fp_relu
 from .fp import to_half as fp_to_half
-from .nonlinear import exp as nl_exp
-from .nonlinear import gelu as nl_gelu
-from .nonlinear import reciprocal as nl_reciprocal
-from .nonlinear import rsqrt as nl_rsqrt
+from .nonlinear import REFERENCES as NONLINEAR_FUNCTIONS
 
 __all__ = ["FLOAT_UNITS", "INT_UNITS", "CoreModel", "CoreResult", "Operands", "SramCycleModel",
            "SramModel", "Unit", "handoff_stalls", "requantize", "saturate", "wrap"]
@@ -154,6 +152,9 @@ class Operands:
     operand: int
     #: the second activation it read (GRAD's, the product's weight; 0 if it reads none)
     act2: int = 0
+    #: the function its iterative unit runs (:meth:`~wafertile.hdl.core.units.FpNonlinear.
+    #: function`; 0 for any other unit)
+    func: int = 0
 
 
 #: A unit of the model: the value an operation's unit computes (what it writes to the
@@ -199,14 +200,12 @@ def _float_backprop(model: CoreModel, o: Operands) -> int:
     return int(fp_to_half(o.acc & 0xFFFFFFFF, model.config.dtype)) if positive else 0
 
 
-#: NONLINEAR's functions by the low 2 bits of ``data`` (``docs/nonlinear.md``, the order of
-#: :data:`wafertile.hdl.core.nonlinear.FUNCTIONS`).
-NONLINEAR_FUNCTIONS = (nl_exp, nl_reciprocal, nl_rsqrt, nl_gelu)
-
-
 def _float_nonlinear(model: CoreModel, o: Operands) -> int:
-    word = np.array([o.acc & 0xFFFFFFFF], dtype=np.uint32)
-    return wrap(int(NONLINEAR_FUNCTIONS[o.data & 0b11](word)[0]), 32)
+    name = FpNonlinear.FUNCTIONS[o.func]
+    args = [np.array([o.acc & 0xFFFFFFFF], dtype=np.uint32)]
+    if PROGRAMS[name].operand is not None:
+        args.append(np.array([o.data & 0xFFFFFFFF], dtype=np.uint32))
+    return wrap(int(NONLINEAR_FUNCTIONS[name](*args)[0]), 32)
 
 
 #: The units of the integer core (``wafertile.hdl.core.ops``): ``acc + weight * act`` and
@@ -242,6 +241,10 @@ class CoreModel:
         self.ops = ops
         self.units = {**(FLOAT_UNITS if config.is_float else INT_UNITS), **(units or {})}
         self._legal = {row.code: row for row in ops.legal(config)}
+        hardware = core_units(config)
+        #: the operations of the core's iterative unit (the float core's FpNonlinear)
+        self._iterative = {row for row in self._legal.values() if row.unit is not None and
+                           unit_kind(hardware.get(row.unit)) == "iterative"}
         for row in self._legal.values():
             if row.unit is not None and row.unit not in self.units:
                 raise ValueError(f"the model has no unit {row.unit!r} (operation {row.name})")
@@ -307,8 +310,10 @@ class CoreModel:
             else:
                 self.result.mac_done += 1
         result = value  # a skipped operation that emits its sum emits its data (GRAD)
+        iterative = row in self._iterative
+        func = FpNonlinear.function(row, value) if iterative else 0
         if row.unit is not None and not skipped:
-            result = self.units[row.unit](self, Operands(acc, act, value, operand, act2))
+            result = self.units[row.unit](self, Operands(acc, act, value, operand, act2, func))
         if row.act_write:
             mem.act[a] = operand
             self.result.act_written += 1
@@ -321,8 +326,8 @@ class CoreModel:
         if cfg.is_float:  # the accumulator hazard of FpMacCore: a read right after its write
             if row.acc_read and not skipped and self._written == i:
                 self.result.bubbles += 1
-            if row.unit == "nonlinear":  # the core holds while the iterative unit works
-                self.result.bubbles += FpNonlinear.cycles(value & 0b11)
+            if iterative:  # the core holds while the iterative unit works
+                self.result.bubbles += FpNonlinear.cycles(func)
             self._written = i if writes else None
         emit = row.emit
         if emit is None:

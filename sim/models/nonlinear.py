@@ -1,5 +1,6 @@
 """Numpy reference of the nonlinear functions of the float tiles (``docs/nonlinear.md``), bit
-for bit: ``exp``, the reciprocal, the reciprocal square root and GELU (tanh form), each a fixed
+for bit: ``exp``, the reciprocal, the reciprocal square root and GELU (tanh form), and the
+two functions of two operands, ``mul`` and ``maximum`` (MUL and MAX), each a fixed
 sequence of FP32 additions and multiplications (every one rounded to nearest even, subnormals
 kept, as numpy's float32 arithmetic) and integer operations on FP32 words, in the order the
 document gives.
@@ -21,7 +22,8 @@ from ...hdl.core.programs import CONSTANTS as _CONSTANTS
 from ...hdl.core.programs import ITERATIONS as _ITERATIONS
 from ...hdl.core.programs import PROGRAMS, Program, assemble
 
-__all__ = ["CONSTANTS", "ITERATIONS", "RANGES", "exp", "gelu", "reciprocal", "rsqrt", "run"]
+__all__ = ["CONSTANTS", "ITERATIONS", "RANGES", "REFERENCES", "exp", "gelu", "maximum", "mul",
+           "reciprocal", "rsqrt", "run"]
 
 #: The constants of ``docs/nonlinear.md`` as FP32 words (name -> word): the programs' table
 #: (:data:`wafertile.hdl.core.programs.CONSTANTS`), which the tiles will hold.
@@ -130,6 +132,28 @@ def gelu(words) -> np.ndarray:
     return _words(g)
 
 
+def mul(words, operand) -> np.ndarray:
+    """MUL: ``fp32(x * d)`` of FP32 words ``x`` and ``d`` (``docs/nonlinear.md``, "Multiply
+    and maximum"): FP32 words."""
+    with np.errstate(all="ignore"):
+        return _words(_values(words) * _values(operand))
+
+
+def maximum(words, operand) -> np.ndarray:
+    """MAX: NaN if ``x`` or ``d`` is NaN, else ``d`` if ``d > x``, else ``x`` (of equal values,
+    ``x``: ``MAX(-0, +0) = -0``), of FP32 words: FP32 words."""
+    x, d = np.broadcast_arrays(np.asarray(words, np.uint32), np.asarray(operand, np.uint32))
+    fx, fd = x.view(np.float32), d.view(np.float32)
+    out = np.where(fd > fx, d, x)
+    return np.where(np.isnan(fx) | np.isnan(fd), np.uint32(FP32.nan), out).astype(np.uint32)
+
+
+#: The reference of each function of the nonlinear unit, by its program's name
+#: (:data:`~wafertile.hdl.core.programs.PROGRAMS`): ``f(x)``, or ``f(x, d)`` for MUL and MAX.
+REFERENCES = {"exp": exp, "reciprocal": reciprocal, "rsqrt": rsqrt, "gelu": gelu, "mul": mul,
+              "max": maximum}
+
+
 def _step(op: str, a, b) -> np.ndarray:
     """One arithmetic or integer step on ``uint32`` words (``docs/nonlinear.md``, "The
     programs"): its result word, NaNs canonical."""
@@ -152,25 +176,33 @@ def _condition(op: str, a, b) -> np.ndarray:
     return {"gt": np.greater, "lt": np.less, "eq": np.equal}[op](fa, fb)
 
 
-def run(program: str | Program, words) -> np.ndarray:
+def run(program: str | Program, words, operand=None) -> np.ndarray:
     """Run ``program`` (a :class:`~wafertile.hdl.core.programs.Program` or a name of
     :data:`~wafertile.hdl.core.programs.PROGRAMS`) on FP32 words, vectorized over them, with
-    the registers :func:`~wafertile.hdl.core.programs.assemble` numbers: FP32 words."""
+    the registers :func:`~wafertile.hdl.core.programs.assemble` numbers: FP32 words.
+    ``operand`` is the second operand's words (a function of two: MUL, MAX), broadcast to
+    ``words``; a function of one ignores it."""
     if isinstance(program, str):
         program = PROGRAMS[program]
     code = assemble(program)
     x = np.asarray(words, np.uint32).ravel()
+    if code.operand is not None and operand is None:
+        raise ValueError(f"{program.name} takes a second operand")
+    d = (np.broadcast_to(np.asarray(operand, np.uint32), np.shape(words)).ravel()
+         if code.operand is not None else None)
     regs = np.zeros((code.registers, len(x)), np.uint32)
     regs[0] = x
 
-    def operand(o):
+    def operand_words(o):
+        if o == code.operand:
+            return d
         return np.uint32(CONSTANTS[o]) if isinstance(o, str) else regs[o]
 
     for op, dst, a, b, c in code.steps:
-        va = np.broadcast_to(operand(a), x.shape)
-        vb = None if b is None else np.broadcast_to(operand(b), x.shape)
+        va = np.broadcast_to(operand_words(a), x.shape)
+        vb = None if b is None else np.broadcast_to(operand_words(b), x.shape)
         if c is None:
             regs[dst] = _step(op, va, vb)
         else:
-            regs[dst] = np.where(_condition(op, va, vb), operand(c), regs[dst])
+            regs[dst] = np.where(_condition(op, va, vb), operand_words(c), regs[dst])
     return regs[code.result].reshape(np.shape(words))

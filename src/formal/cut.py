@@ -22,10 +22,11 @@ functions (:func:`product`, :func:`accumulate`, :func:`handoff`):
 - the backward hand-off (FINISH_BACK's ``act > 0 ? to_half(acc) : +0``) -> ``+0`` where the
   activation's sign bit is set, else the low 16 bits of the accumulator XOR the activation
   (:func:`backprop`). GRAD's unit is the float sum, cut as above;
-- the nonlinear unit (NONLINEAR's exp, reciprocal, rsqrt or GELU, an iterative unit of 21 to
-  97 cycles) -> ``rotate_left(a, 7) ^ func`` (:func:`nonlinear`), done ``func + 2`` cycles
-  after its start (2 to 5: the core must wait for ``done``, however long), its output junk
-  (the complement) until then.
+- the nonlinear unit (NONLINEAR's exp, reciprocal, rsqrt or GELU, MUL, MAX: an iterative
+  unit of 3 to 97 cycles) -> ``rotate_left(a, 7) ^ rotate_left(b, 13) ^ func``
+  (:func:`nonlinear`: ``b`` the request's ``data``), done ``func + 2`` cycles after its start
+  (2 to 7: the core must wait for ``done``, however long), its output junk (the complement)
+  until then.
 
 The integer core keeps its real multiplier and adder (the check bounds the weights instead,
 :class:`~.core.CoreHarness`); only its requantizer is cut.
@@ -85,16 +86,18 @@ def backprop(acc: Value, act: Value) -> Value:
     return Mux(act[15], 0, Value.cast(acc).as_unsigned()[:16] ^ act[:16])
 
 
-def nonlinear(a: Value, func: Value) -> Value:
-    """The cut nonlinear function of accumulator ``a`` (32 bits) and function ``func`` (2
-    bits): ``rotate_left(a, 7) ^ func``."""
-    return Value.cast(a).as_unsigned()[:32].rotate_left(7) ^ Value.cast(func).as_unsigned()
+def nonlinear(a: Value, b: Value, func: Value) -> Value:
+    """The cut nonlinear function of accumulator ``a``, second operand ``b`` (32 bits each:
+    the request's ``data``) and function ``func`` (3 bits): ``rotate_left(a, 7) ^
+    rotate_left(b, 13) ^ func``."""
+    return (Value.cast(a).as_unsigned()[:32].rotate_left(7) ^
+            Value.cast(b).as_unsigned()[:32].rotate_left(13) ^ Value.cast(func).as_unsigned())
 
 
 class CutNonlinear(FpNonlinear):
     """The float core's nonlinear unit, cut: the protocol of
     :class:`~wafertile.hdl.core.units.FpNonlinear` (``start`` taken while ``ready``, one
-    ``done`` pulse, ``o`` held from ``done`` until the next start) with ``o = nonlinear(a,
+    ``done`` pulse, ``o`` held from ``done`` until the next start) with ``o = nonlinear(a, b,
     func)`` done ``func + 2`` cycles after the start, and the complement of it on ``o``
     while busy."""
 
@@ -108,11 +111,12 @@ class CutNonlinear(FpNonlinear):
 
     def elaborate(self, platform):
         m = Module()
-        busy, left, value = Signal(), Signal(2), Signal(32)
+        busy, left, value = Signal(), Signal(len(self.func)), Signal(32)
         m.d.comb += [self.ready.eq(~busy), self.o.eq(Mux(busy, ~value, value))]
         m.d.sync += self.done.eq(0)
         with m.If(~busy & self.start):
-            m.d.sync += [busy.eq(1), left.eq(self.func), value.eq(nonlinear(self.a, self.func)),
+            m.d.sync += [busy.eq(1), left.eq(self.func),
+                         value.eq(nonlinear(self.a, self.b, self.func)),
                          self.done.eq(self.hasty())]
         with m.Elif(busy):
             with m.If(left == 0):

@@ -259,16 +259,18 @@ class PhaseFlits:
 
 def iterative_cycles(config, op, data) -> np.ndarray:
     """Per flit of opcode ``op`` and ``data`` field, the cycles its core's iterative unit holds
-    the core (NONLINEAR: :meth:`~wafertile.hdl.core.units.FpNonlinear.cycles` of
-    ``data[1:0]``); 0 for every other flit."""
+    the core (NONLINEAR, MUL, MAX: :meth:`~wafertile.hdl.core.units.FpNonlinear.cycles` of
+    the function the flit runs, :meth:`~wafertile.hdl.core.units.FpNonlinear.function`); 0
+    for every other flit."""
     op, data = np.asarray(op, np.int64), np.asarray(data, np.int64)
     out = np.zeros(len(op), np.int64)
     units = core_units(config)
     for row in OPS.where(lambda r: r.unit is not None and
                          unit_kind(units[r.unit]) == "iterative", config):
+        unit = units[row.unit]
         at = op == row.code
-        cycles = np.array([units[row.unit].cycles(k) for k in range(4)], np.int64)
-        out[at] = cycles[data[at] & 0b11]
+        cycles = np.array([unit.cycles(k) for k in range(len(unit.FUNCTIONS))], np.int64)
+        out[at] = cycles[unit.function(row, data[at])]
     return out
 
 
