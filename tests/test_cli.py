@@ -33,7 +33,11 @@ def test_generate_core(tmp_path, capsys):
         assert port in text
 
 
-@pytest.mark.parametrize("block", ["mac", "sram", "core", "router", "tile", "mesh", "array"])
+# the core, the router and the array (which holds the tile and the mesh) by default; the
+# others with --run-slow
+@pytest.mark.parametrize("block", [*(pytest.param(b, marks=pytest.mark.slow)
+                                     for b in ("mac", "sram", "tile", "mesh")),
+                                   "core", "router", "array"])
 def test_generate_is_deterministic(tmp_path, block):
     args = ["generate", "--block", block, "--data-width", "8", "--acc-width", "20",
             "--rows", "2", "--cols", "3"]

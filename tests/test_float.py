@@ -388,6 +388,10 @@ def test_onnx_gelu_import(request, tmp_path):
         import_onnx(tmp_path / "g.onnx", np.zeros((2, 8)))
 
 
+# with --run-slow (51 s, a Verilator build of its own): the default run imports float ONNX
+# files (test_onnx_gelu_import and the refusals) and runs float networks on the RTL
+# (test_gelu_network_on_the_rtl, test_cli_run_json)
+@pytest.mark.slow
 def test_onnx_mlp_in_fp16(request, cache, monkeypatch, tmp_path, capsys):
     """A float ONNX MLP made outside the project runs in FP16 (``--dtype fp16``: weights
     rounded to FP16, no calibration), pruned, a layer split over K = 2 tiles, on Verilator."""

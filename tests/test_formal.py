@@ -32,6 +32,10 @@ def formal_tools(tmp_path_factory):
 #: router's bounded sample, BMC to depth 3, takes about 70 s; --run-slow and the command line
 #: run its proof).
 SLOW_CHECKS = {"router_voq_p1"}
+#: Default checks that run with --run-slow only (each 25 to 40 s): the default run keeps the
+#: compact router, the integer core and the float core with the nonlinear unit (whose
+#: operations include the plain float core's).
+SAMPLED_OUT = {"router_parallel_p1", "router_lite_p2", "core_fp16"}
 
 
 def _cases(deep):
@@ -40,7 +44,7 @@ def _cases(deep):
         for check in checks_for(block, deep=deep, quick=not deep):
             if not deep and check.name in SLOW_CHECKS:
                 continue
-            marks = pytest.mark.slow if deep else ()
+            marks = pytest.mark.slow if deep or check.name in SAMPLED_OUT else ()
             out.append(pytest.param(check, id=f"{check.name}{'-deep' if deep else ''}",
                                     marks=marks))
     return out
@@ -65,7 +69,10 @@ def test_check(check, tmp_path, formal_tools):
 
 #: Mutations of the voq router, whose checks run with --run-slow as its proof does (its BMC to
 #: depth 3, about 65 s; the proof's harness to the fault at step 2, about 25 s).
-SLOW_MUTATIONS = {"router_voq_youngest_first", "router_voq_frees_early"}
+SLOW_MUTATIONS = {"router_voq_youngest_first", "router_voq_frees_early",
+                  # the default run keeps one of each block's kinds of fault: the router's
+                  # ignore_ready, the core's other hand-off and stage mutations
+                  "router_corrupts_payload", "core_handoff_takes_multiplier"}
 
 
 @pytest.mark.parametrize(("block", "name"), [

@@ -56,10 +56,10 @@ def run(build_root, sim, mesh, testcase, env):
                           "WAFERTILE_KIND": "mesh", **env})
 
 
-#: The loads of the random traffic each bigger mesh runs in the default run (the small ones
-#: run both); the other with --run-slow.
-DEFAULT_LOADS = {"3x5": (0.05,), "4x4": (1.0,), "3x5-parallel": (1.0,), "3x5-lite4": (0.05,),
-                 "3x5-voq": (1.0,)}
+#: The load of the random traffic each mesh runs in the default run; the other with
+#: --run-slow.
+DEFAULT_LOADS = {"1x1": (1.0,), "1x4": (1.0,), "3x5": (0.05,), "4x4": (1.0,),
+                 "3x5-parallel": (1.0,), "3x5-lite4": (0.05,), "3x5-voq": (1.0,)}
 
 
 def _slow(sim, mesh, load=None, *_):

@@ -578,6 +578,9 @@ labels = "labels.npy"
 """
 
 
+# with --run-slow (32 s): the default run has Dask's scheduler and workers, started by hand
+# on 127.0.0.1, in test_sweep_on_a_dask_scheduler_and_workers_started_by_hand
+@pytest.mark.slow
 def test_sweep_on_a_local_cluster(tmp_path, capsys, cache, monkeypatch):
     rng = np.random.default_rng(7)
     w = rng.integers(-100, 100, (8, 32)) * (rng.random((8, 32)) < 0.25)

@@ -19,6 +19,9 @@ pytestmark = pytest.mark.synth
 KEYS = {"target", "luts", "ffs", "brams", "dsps", "fits", "fmax_mhz", "utilization"}
 
 
+# with --run-slow: the default run places and routes for the UP5K in
+# test_icebreaker_bitstream
+@pytest.mark.slow
 def test_mac_on_up5k(tmp_path):
     config = Config(data_width=8, acc_width=24)
     report = run_synth("mac", config, "ice40-up5k", build_dir=tmp_path / "b")
@@ -109,6 +112,7 @@ def test_ulx3s_bitstream(tmp_path):
     assert result.dsps == 4 * expected_dsps(config, "ecp5") and result.brams >= 8
 
 
+@pytest.mark.slow  # 23 s of synthesis; the default run has the other refusals
 def test_array_too_big_is_told_from_one_tile(tmp_path):
     # Four 8/24-bit tiles need about 4 x 1 900 logic cells; the UP5K has 5 280.
     cfg = Config(rows=2, cols=2, data_width=8, acc_width=24, act_depth=256, acc_depth=256,
