@@ -39,7 +39,7 @@ from wafertile.model.layer import predict_network
 from wafertile.network import Layer, Network
 from wafertile.network.compiler import compile_network
 from wafertile.run import simulate
-from wafertile.sim.models.nonlinear import REFERENCES
+from wafertile.sim.models.nonlinear import reference
 
 #: The opcode of each function of two operands, and the operand its elements get.
 BINARY = {"mul": (Opcode.MUL, -1.25), "max": (Opcode.MAX, 2.0)}
@@ -91,13 +91,13 @@ def per_element(n: int, seed: int) -> list[dict]:
                   for k in range(n)]
         if name in UNARY:
             work = [{"op": Opcode.NONLINEAR, "addr": k, "data": func} for k in range(n)]
-            want = REFERENCES[name](words).astype(np.uint32)
+            want = reference(name, words)
         else:
             op, value = BINARY[name]
             operand = np.float32(value).view(np.uint32)
             work = [{"op": op, "addr": k, "data": int(operand.view(np.int32))}
                     for k in range(n)]
-            want = REFERENCES[name](words, operand).astype(np.uint32)
+            want = reference(name, words, operand)
         reads = [{"op": Opcode.READ_ACC, "addr": k, "data": k} for k in range(n)]
         end, replies = _last_reply(cfg, layout, writes + work + reads, n)
         base, _ = _last_reply(cfg, layout, writes + reads, n)

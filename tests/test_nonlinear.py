@@ -266,6 +266,9 @@ def test_mul_and_max_are_the_document(request):
         == [0x80000000, 0, 0x3F800000, 0x7FC00000]
     with pytest.raises(ValueError, match="mul takes a second operand"):
         nl.run("mul", x)
+    with pytest.raises(ValueError, match="max takes a second operand"):
+        nl.reference("max", x)
+    assert (nl.reference("exp", x[:100], d[:100]) == nl.exp(x[:100])).all()
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])

@@ -26,7 +26,6 @@ import numpy as np
 from ...config import Config, Overflow
 from ...hdl.core.fp import float_format
 from ...hdl.core.ops import OPS, Op, OpTable, code_of
-from ...hdl.core.programs import PROGRAMS
 from ...hdl.core.units import FpNonlinear, core_units, handoff_limbs, unit_kind
 from ...hdl.flit import MULT_WIDTH, Reg
 from .fp import add as fp_add
@@ -34,7 +33,7 @@ from .fp import is_zero as fp_is_zero
 from .fp import mac as fp_mac
 from .fp import relu as fp_relu
 from .fp import to_half as fp_to_half
-from .nonlinear import REFERENCES as NONLINEAR_FUNCTIONS
+from .nonlinear import reference as nonlinear_reference
 
 __all__ = ["FLOAT_UNITS", "INT_UNITS", "CoreModel", "CoreResult", "Operands", "SramCycleModel",
            "SramModel", "Unit", "handoff_stalls", "requantize", "saturate", "wrap"]
@@ -201,11 +200,9 @@ def _float_backprop(model: CoreModel, o: Operands) -> int:
 
 
 def _float_nonlinear(model: CoreModel, o: Operands) -> int:
-    name = FpNonlinear.FUNCTIONS[o.func]
-    args = [np.array([o.acc & 0xFFFFFFFF], dtype=np.uint32)]
-    if PROGRAMS[name].operand is not None:
-        args.append(np.array([o.data & 0xFFFFFFFF], dtype=np.uint32))
-    return wrap(int(NONLINEAR_FUNCTIONS[name](*args)[0]), 32)
+    words = np.array([o.acc & 0xFFFFFFFF, o.data & 0xFFFFFFFF], dtype=np.uint32)
+    return wrap(int(nonlinear_reference(FpNonlinear.FUNCTIONS[o.func], words[:1],
+                                        words[1:])[0]), 32)
 
 
 #: The units of the integer core (``wafertile.hdl.core.ops``): ``acc + weight * act`` and

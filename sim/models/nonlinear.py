@@ -23,7 +23,7 @@ from ...hdl.core.programs import ITERATIONS as _ITERATIONS
 from ...hdl.core.programs import PROGRAMS, Program, assemble
 
 __all__ = ["CONSTANTS", "ITERATIONS", "RANGES", "REFERENCES", "exp", "gelu", "maximum", "mul",
-           "reciprocal", "rsqrt", "run"]
+           "reciprocal", "reference", "rsqrt", "run"]
 
 #: The constants of ``docs/nonlinear.md`` as FP32 words (name -> word): the programs' table
 #: (:data:`wafertile.hdl.core.programs.CONSTANTS`), which the tiles will hold.
@@ -152,6 +152,17 @@ def maximum(words, operand) -> np.ndarray:
 #: (:data:`~wafertile.hdl.core.programs.PROGRAMS`): ``f(x)``, or ``f(x, d)`` for MUL and MAX.
 REFERENCES = {"exp": exp, "reciprocal": reciprocal, "rsqrt": rsqrt, "gelu": gelu, "mul": mul,
               "max": maximum}
+
+
+def reference(name: str, words, operand=None) -> np.ndarray:
+    """The reference of the unit's function ``name`` (:data:`REFERENCES`) on FP32 words, with
+    ``operand`` the second operand's words of MUL and MAX, as :func:`run` takes them (a
+    function of one ignores it)."""
+    if PROGRAMS[name].operand is None:
+        return REFERENCES[name](words)
+    if operand is None:
+        raise ValueError(f"{name} takes a second operand")
+    return REFERENCES[name](words, operand)
 
 
 def _step(op: str, a, b) -> np.ndarray:

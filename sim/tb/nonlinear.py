@@ -66,8 +66,7 @@ def jobs(rng: np.random.Generator, n: int) -> list[tuple[int, int, int, int]]:
     for f, name in enumerate(FUNCTIONS):
         words = np.array([w for g, w, _ in out if g == f], np.uint32)
         operands = np.array([d for g, _, d in out if g == f], np.uint32)
-        args = (words,) if name in UNARY else (words, operands)
-        expected[f] = iter(nl.REFERENCES[name](*args).tolist())
+        expected[f] = iter(nl.reference(name, words, operands).tolist())
     return [(f, w, d, next(expected[f])) for f, w, d in out]
 
 
