@@ -9,6 +9,9 @@ result (``numpy.spacing``); results whose exact value is below 2^-126 in magnitu
 apart (absolute error). Prints a table and writes JSON.
 
     python benchmarks/nonlinear.py --json benchmarks/results-nonlinear.json
+
+``--exhaustive`` adds GELU on every FP32 number from -9.5 to 9.5 (about 2.2 billion inputs,
+in chunks: about 10 minutes on one core).
 """
 
 from __future__ import annotations
@@ -74,15 +77,41 @@ def measure(name: str, lo: float, hi: float, log: bool, n: int, rng) -> dict:
     return out
 
 
+def exhaustive(name: str, lo: float, hi: float, chunk: int = 1 << 22) -> dict:
+    """``name`` on every FP32 number from ``lo`` to ``hi`` (``lo < 0 < hi``: each sign's words
+    from +-0 to the limit): the largest error in ulps (exact values of at least 2^-126) and
+    where."""
+    worst, at, count = 0.0, None, 0
+    for limit in (lo, hi):
+        top = int(np.float32(limit).view(np.uint32))
+        sign = 0x80000000 if limit < 0 else 0
+        for start in range(sign, top + 1, chunk):
+            w = np.arange(start, min(start + chunk, top + 1), dtype=np.uint32)
+            x = w.view(np.float32)
+            got = getattr(nl, name)(w).view(np.float32).astype(np.float64)
+            want = exact(name, x)
+            normal = np.abs(want) >= TINY
+            ulp = np.abs(got - want)[normal] / np.spacing(
+                np.abs(want[normal]).astype(np.float32))
+            count += len(w)
+            if len(ulp) and ulp.max() > worst:
+                worst, at = float(ulp.max()), float(x[normal][ulp.argmax()])
+    return {"function": name, "low": lo, "high": hi, "inputs": count, "max_ulp": worst,
+            "worst_input": at}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1_000_000,
                         help="samples per range (default 1000000)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--exhaustive", action="store_true",
+                        help="also GELU on every FP32 number from -9.5 to 9.5 (slow)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     rows = [measure(*r, args.samples, rng) for r in RANGES]
+    every = exhaustive("gelu", -9.5, 9.5) if args.exhaustive else None
     print(f"{'function':10s} {'range':>24s} {'max ulp':>9s} {'mean':>6s}  {'worst at':>12s}  "
           f"{'max abs':>8s}  bf16 max/share  fp16 max/share")
     for r in rows:
@@ -92,9 +121,12 @@ def main(argv=None) -> int:
               f"{r['worst_input']!s:>12.8s}  {r['max_abs_error']:8.1e}  "
               f"{r['bf16_max_ulp']} / {r['bf16_share_off']:.1e}    {r['fp16_max_ulp']} / "
               f"{r['fp16_share_off'] or 0:.1e}")
+    if every:
+        print(f"gelu on all {every['inputs']} FP32 numbers from -9.5 to 9.5: max "
+              f"{every['max_ulp']:.2f} ulp at {every['worst_input']!r}")
     if args.json:
         args.json.write_text(json.dumps({"seed": args.seed, "iterations": nl.ITERATIONS,
-                                         "rows": rows}, indent=1) + "\n")
+                                         "rows": rows, "exhaustive": every}, indent=1) + "\n")
     return 0
 
 

@@ -289,10 +289,10 @@ def test_gelu_network_on_the_rtl(request, cache, tmp_path):
     assert same(y, want).all() and run.error_flags == 0, rng
     predicted = predict_network(cfg, net, x, dense=False, detail="mesh").sparse
     assert predicted.phase_cycles == [int(c) for c in stats["phase_cycles"]]
-    # the GELU layer's hand-offs wait for the unit: 97 cycles per output at least
+    # the GELU layer's hand-offs wait for the unit: 187 cycles per output at least
     handoffs = [c for p, c in zip(program.phases, predicted.phase_cycles, strict=True)
                 if p.kind == "handoff" and (p.flits["payload.op"] == 12).any()]
-    assert handoffs and min(handoffs) > 97
+    assert handoffs and min(handoffs) > 187
 
 
 def test_gelu_needs_the_unit_and_a_float_layer(tmp_path):

@@ -6,7 +6,7 @@ reference functions.
 
 The unit holds the programs in a ROM (one entry per step: operation, destination register,
 three operand fields), the constants they use, a register file in LUT RAM of as many FP32
-registers as the largest program needs (:func:`~.programs.assemble`: 8, for GELU), a
+registers as the largest program needs (:func:`~.programs.assemble`: 11, for GELU), a
 register for the second operand (``d``, loaded with ``x``), one
 :class:`~.fp.FpAdd` (``add``; ``sub`` flips ``b``'s sign), one :class:`~.fp.FpMul`
 ``("fp32")`` (``mul``), two FP32 comparators (``min`` and the selects), a 32-bit subtractor

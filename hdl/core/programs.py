@@ -50,9 +50,18 @@ CONSTANTS: dict[str, int] = {
     "THREE_HALVES": 0x3FC00000,
     "RECIP_SEED": 0x7EF311C3,
     "RSQRT_SEED": 0x5F375A86,
-    "GELU_A": 0x3D372713,     # 0.044715
-    "GELU_K": 0x3FCC422A,     # 1.59576912 = 2 sqrt(2 / pi)
-    "GELU_ZMAX": 0x42A00000,  # 80: keeps e + 1 within the reciprocal's range
+    # GELU: z = x (K + KA x^2), K = 2 sqrt(2 / pi), KA = 0.044715 K, each constant the sum of
+    # a part of 12 significant bits (products with it are exact) and the rest
+    "GELU_K1": 0x3FCC4000,    # 1.595703125
+    "GELU_K2": 0x388A67A8,    # 6.59966026e-05 (K - K1)
+    "GELU_KA1": 0x3D922000,   # 0.07135009765625
+    "GELU_KA2": 0x369E549B,   # 4.71861631e-06 (KA - KA1)
+    "GELU_KA": 0x3D922279,    # 0.0713548139 (KA)
+    "GELU_XMAX": 0x41100000,  # 9: above it GELU(x) = x
+    "GELU_XMIN": 0xC1300000,  # -11: below it exp(z) is +0
+    "SPLIT8": 0x47400000,     # 49152 = 1.5 x 2^15: v + SPLIT8 - SPLIT8 rounds |v| < 2^14 to 2^-8
+    "SPLIT4": 0x49400000,     # 786432 = 1.5 x 2^19: ... rounds |v| < 2^18 to a multiple of 2^-4
+    "VELTKAMP": 0x45800800,   # 4097 = 2^12 + 1: Veltkamp's split into two halves of 12 bits
     # the programs' own words (docs/nonlinear.md, "The programs")
     "F128": 0x43000000,       # 128.0
     "K127": 0x4B40007F,       # ROUNDER + 127: k when n = 128 is replaced by n = 127
@@ -127,38 +136,46 @@ class Program:
         return tuple(Step(s.op, rn(s.dst), rn(s.a), rn(s.b), rn(s.c)) for s in self.steps)
 
 
+def _exp_steps(high: str | None = None, low: str | None = None) -> tuple[Step, ...]:
+    """EXP's steps on input ``x`` (docs/nonlinear.md "exp"). With ``high`` and ``low`` (the
+    two parts of a sum whose rounding is ``x``), ``r`` is computed from them: ``r = high -
+    nf C1 - nf C2 + low`` (GELU's EXP2)."""
+    return (
+        Step("mul", "t", "x", "LOG2E"),
+        Step("add", "k", "t", "ROUNDER"),
+        Step("sub", "n", "k", "ROUNDER"),          # rint(t), as an FP32 number
+        Step("mul", "u", "n", "C1"),
+        Step("sub", "r", high or "x", "u"),
+        Step("mul", "u", "n", "C2"),
+        Step("sub", "r", "r", "u"),
+        *((Step("add", "r", "r", low),) if low else ()),
+        Step("mul", "z", "r", "r"),
+        Step("mul", "p", "P0", "r"),
+        Step("add", "p", "p", "P1"),
+        Step("mul", "p", "p", "r"),
+        Step("add", "p", "p", "P2"),
+        Step("mul", "p", "p", "r"),
+        Step("add", "p", "p", "P3"),
+        Step("mul", "p", "p", "r"),
+        Step("add", "p", "p", "P4"),
+        Step("mul", "p", "p", "r"),
+        Step("add", "p", "p", "P5"),
+        Step("mul", "y", "p", "z"),
+        Step("add", "y", "y", "r"),
+        Step("add", "y", "y", "ONE"),
+        Step("mul", "u", "y", "TWO"),              # n == 128: y = y * 2 and n = 127
+        Step("eq", "y", "n", "F128", "u"),
+        Step("eq", "k", "n", "F128", "K127"),
+        Step("isub", "s", "k", "K_SCALE"),         # n + 127 (k's word is ROUNDER's plus n)
+        Step("shl23", "s", "s"),                   # 2^n
+        Step("mul", "e", "y", "s"),
+        Step("gt", "e", "x", "EXP_MAX", "INF"),
+        Step("lt", "e", "x", "EXP_MIN", "ZERO"),   # a NaN x needs no step: e is NaN already
+    )
+
+
 #: EXP(x): docs/nonlinear.md "exp", with the test of n == 128 and the range checks as selects.
-EXP = Program("exp", (
-    Step("mul", "t", "x", "LOG2E"),
-    Step("add", "k", "t", "ROUNDER"),
-    Step("sub", "n", "k", "ROUNDER"),          # rint(t), as an FP32 number
-    Step("mul", "u", "n", "C1"),
-    Step("sub", "r", "x", "u"),
-    Step("mul", "u", "n", "C2"),
-    Step("sub", "r", "r", "u"),
-    Step("mul", "z", "r", "r"),
-    Step("mul", "p", "P0", "r"),
-    Step("add", "p", "p", "P1"),
-    Step("mul", "p", "p", "r"),
-    Step("add", "p", "p", "P2"),
-    Step("mul", "p", "p", "r"),
-    Step("add", "p", "p", "P3"),
-    Step("mul", "p", "p", "r"),
-    Step("add", "p", "p", "P4"),
-    Step("mul", "p", "p", "r"),
-    Step("add", "p", "p", "P5"),
-    Step("mul", "y", "p", "z"),
-    Step("add", "y", "y", "r"),
-    Step("add", "y", "y", "ONE"),
-    Step("mul", "u", "y", "TWO"),              # n == 128: y = y * 2 and n = 127
-    Step("eq", "y", "n", "F128", "u"),
-    Step("eq", "k", "n", "F128", "K127"),
-    Step("isub", "s", "k", "K_SCALE"),         # n + 127 (k's word is ROUNDER's plus n)
-    Step("shl23", "s", "s"),                   # 2^n
-    Step("mul", "e", "y", "s"),
-    Step("gt", "e", "x", "EXP_MAX", "INF"),
-    Step("lt", "e", "x", "EXP_MIN", "ZERO"),   # a NaN x needs no step: e is NaN already
-), result="e")
+EXP = Program("exp", _exp_steps(), result="e")
 
 #: RECIP(s): docs/nonlinear.md "Reciprocal" (input register x).
 RECIPROCAL = Program("reciprocal", (
@@ -181,18 +198,60 @@ RSQRT = Program("rsqrt", (
         Step("mul", "y", "y", "t"))),
 ), result="y")
 
-#: GELU(x), tanh form: docs/nonlinear.md "GELU", with EXP and RECIP inlined.
+#: GELU(x), tanh form: docs/nonlinear.md "GELU", with EXP2 and RECIP inlined.
 GELU = Program("gelu", (
-    Step("mul", "c", "x", "x"),
-    Step("mul", "c", "c", "x"),
-    Step("mul", "c", "c", "GELU_A"),
-    Step("add", "u", "x", "c"),
-    Step("mul", "z", "u", "GELU_K"),
-    Step("min", "z", "z", "GELU_ZMAX"),
-    *EXP.renamed({"x": "z", "e": "e"}, "exp_"),
+    Step("min", "xc", "x", "GELU_XMAX"),       # NaN stays NaN
+    Step("lt", "xc", "x", "GELU_XMIN", "GELU_XMIN"),
+    Step("add", "xh", "xc", "SPLIT8"),
+    Step("sub", "xh", "xh", "SPLIT8"),         # xc to a multiple of 2^-8
+    Step("sub", "xl", "xc", "xh"),
+    Step("mul", "p", "xh", "xh"),
+    Step("add", "t", "xc", "xh"),
+    Step("mul", "t", "xl", "t"),               # xc^2 = p + t
+    Step("add", "a1", "p", "SPLIT4"),
+    Step("sub", "a1", "a1", "SPLIT4"),         # p to a multiple of 2^-4
+    Step("sub", "a2", "p", "a1"),
+    Step("mul", "gh", "GELU_KA1", "a1"),
+    Step("add", "gh", "gh", "GELU_K1"),
+    Step("mul", "gl", "GELU_KA1", "a2"),
+    Step("add", "gl", "GELU_K2", "gl"),
+    Step("mul", "m", "GELU_KA2", "p"),
+    Step("add", "gl", "gl", "m"),
+    Step("mul", "m", "GELU_KA", "t"),
+    Step("add", "gl", "gl", "m"),              # K + KA xc^2 = gh + gl
+    Step("add", "hh", "gh", "SPLIT8"),
+    Step("sub", "hh", "hh", "SPLIT8"),
+    Step("sub", "hl", "gh", "hh"),
+    Step("mul", "zh", "xh", "hh"),
+    Step("mul", "zl", "xh", "hl"),
+    Step("mul", "m", "xl", "gh"),
+    Step("add", "zl", "zl", "m"),
+    Step("mul", "m", "xc", "gl"),
+    Step("add", "zl", "zl", "m"),              # z = zh + zl
+    Step("add", "z", "zh", "zl"),
+    *Program("exp2", _exp_steps("zh", "zl"), "e").renamed(
+        {"x": "z", "zh": "zh", "zl": "zl", "e": "e"}, "exp_"),
     Step("add", "d", "e", "ONE"),
     *RECIPROCAL.renamed({"x": "d", "y": "q"}, "rec_"),
     Step("mul", "w", "e", "q"),
+    *(step for v in ("w", "d") for step in (   # Veltkamp: v = vh + vl, 12 bits each
+        Step("mul", "s", v, "VELTKAMP"),
+        Step("sub", v + "h", "s", v),
+        Step("sub", v + "h", "s", v + "h"),
+        Step("sub", v + "l", v, v + "h"))),
+    Step("mul", "m", "w", "d"),
+    Step("mul", "me", "wh", "dh"),
+    Step("sub", "me", "me", "m"),
+    Step("mul", "s", "wh", "dl"),
+    Step("add", "me", "me", "s"),
+    Step("mul", "s", "wl", "dh"),
+    Step("add", "me", "me", "s"),
+    Step("mul", "s", "wl", "dl"),
+    Step("add", "me", "me", "s"),              # w d = m + me, exactly (Dekker)
+    Step("sub", "rho", "e", "m"),
+    Step("sub", "rho", "rho", "me"),           # e - w d
+    Step("mul", "rho", "rho", "q"),
+    Step("add", "w", "w", "rho"),
     Step("mul", "g", "x", "w"),
 ), result="g")
 

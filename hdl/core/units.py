@@ -574,7 +574,7 @@ class FpNonlinear(Unit):
     ``docs/nonlinear.md``'s reference: a :class:`~.nonlinear.NonlinearUnit` with
     :attr:`STAGES` (2) stages per step, so that its adder and multiplier run at the core's
     clock. An iterative unit (module documentation): :meth:`cycles` from ``start`` to
-    ``done`` (exp 59, reciprocal 21, reciprocal square root 31, GELU 97, MUL 3, MAX 7).
+    ``done`` (exp 59, reciprocal 21, reciprocal square root 31, GELU 187, MUL 3, MAX 7).
 
     Members
     -------

@@ -49,14 +49,18 @@ def _words(values: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(values), np.uint32(FP32.nan), out).astype(np.uint32)
 
 
-def _exp(x: np.ndarray) -> np.ndarray:
-    """EXP on float32 values (``docs/nonlinear.md``, "exp"), float32 out."""
+def _exp(x: np.ndarray, high: np.ndarray | None = None,
+         low: np.ndarray | None = None) -> np.ndarray:
+    """EXP on float32 values (``docs/nonlinear.md``, "exp"), float32 out; with ``high`` and
+    ``low``, EXP2 (``docs/nonlinear.md``, "GELU"): ``r`` from them, not from ``x``."""
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         t = x * _c("LOG2E")
         k = t + _c("ROUNDER")
         nf = k - _c("ROUNDER")                     # rint(t), exact for |t| < 2^22
-        r = x - nf * _c("C1")
+        r = (x if high is None else high) - nf * _c("C1")
         r = r - nf * _c("C2")
+        if low is not None:
+            r = r + low
         z = r * r
         p = _c("P0")
         for name in ("P1", "P2", "P3", "P4", "P5"):
@@ -113,21 +117,54 @@ def rsqrt(words) -> np.ndarray:
     return _words(_rsqrt(_values(words)))
 
 
+def _split(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Veltkamp's split of float32 ``v`` into two parts of at most 12 significant bits."""
+    s = v * _c("VELTKAMP")
+    h = s - (s - v)
+    return h, v - h
+
+
+def _round_to(v: np.ndarray, rounder: str) -> np.ndarray:
+    """``v`` rounded to the multiple of 2^-8 (SPLIT8) or 2^-4 (SPLIT4) nearest it."""
+    return (v + _c(rounder)) - _c(rounder)
+
+
 def gelu(words) -> np.ndarray:
     """GELU, tanh form, ``x * e / (e + 1)`` with ``e = exp(2 sqrt(2 / pi) (x + 0.044715
-    x^3))``, of FP32 words ``x`` (``docs/nonlinear.md``): FP32 words."""
+    x^3))``, of FP32 words ``x`` (``docs/nonlinear.md``): FP32 words. The argument of exp is
+    a sum of two FP32 numbers, and ``e / (e + 1)`` is corrected once with an exact residual."""
     x = _values(words)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        c = x * x
-        c = c * x
-        c = c * _c("GELU_A")
-        u = x + c
-        z = u * _c("GELU_K")
-        z = np.minimum(z, _c("GELU_ZMAX"))  # NaN stays NaN; below EXP_MIN, e = +0
-        e = _exp(z)
+        xc = np.minimum(x, _c("GELU_XMAX"))        # NaN stays NaN
+        xc = np.where(x < _c("GELU_XMIN"), _c("GELU_XMIN"), xc)
+        xh = _round_to(xc, "SPLIT8")
+        xl = xc - xh
+        p = xh * xh                                 # exact
+        t = xl * (xc + xh)                          # xc^2 = p + t
+        a1 = _round_to(p, "SPLIT4")
+        a2 = p - a1
+        gh = _c("GELU_KA1") * a1 + _c("GELU_K1")    # exact
+        gl = _c("GELU_K2") + _c("GELU_KA1") * a2
+        gl = gl + _c("GELU_KA2") * p
+        gl = gl + _c("GELU_KA") * t                 # K + KA xc^2 = gh + gl
+        hh = _round_to(gh, "SPLIT8")
+        hl = gh - hh
+        zh = xh * hh                                # exact
+        zl = xh * hl
+        zl = zl + xl * gh
+        zl = zl + xc * gl                           # z = zh + zl
+        e = _exp(zh + zl, zh, zl)
         d = e + _c("ONE")
         q = _reciprocal(d)
         w = e * q
+        (wh, wl), (dh, dl) = _split(w), _split(d)
+        m = w * d
+        me = wh * dh - m
+        me = me + wh * dl
+        me = me + wl * dh
+        me = me + wl * dl                           # w d = m + me
+        rho = (e - m) - me
+        w = w + rho * q
         g = x * w
     return _words(g)
 
