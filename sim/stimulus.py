@@ -499,7 +499,9 @@ def _fp_nonlinear(cfg: Config) -> list[Flit]:
     (only the low 2 pick the function), NONLINEARs back to back on one accumulator (the
     second reads what the first writes), a MAC and a READ_ACC right after one on its
     accumulator, and a NONLINEAR between MACs into another accumulator; MUL and MAX on pairs
-    of those words, back to back, after a MAC, and a running maximum from -inf."""
+    of those words and on every pair of classes of FP32 word (zeros, subnormal, normal,
+    infinities of each sign, NaN), back to back, after a MAC, and a running maximum from
+    -inf."""
     specials = [0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000,
                 0x7F800001, 0x00000001, 0x00800000, 0x7F7FFFFF, 0xFF7FFFFF]
     values = [_s(w) for w in specials] + _w(1.0, -1.0, 0.5, 3.0, -3.0, 10.0, -10.0, 88.5,
@@ -528,6 +530,15 @@ def _fp_nonlinear(cfg: Config) -> list[Flit]:
             for j in (k, (k * 7 + 1) % n, (k * 5 + 3) % n):
                 flits += [_f(Opcode.WRITE_ACC, k, data=v), _f(op, k, data=values[j]),
                           _f(Opcode.READ_ACC, k, data=j)]
+    # every pair of classes of FP32 word (a zero of each sign, a subnormal, a normal number
+    # of each sign, an infinity of each sign, a NaN): the nonlinear cover group's bins
+    classes = [0x00000000, 0x80000000, 0x807FFFFF, 0x3FC00000, 0xC0200000, 0x7F800000,
+               0xFF800000, 0x7FC00000]
+    for op in (Opcode.MUL, Opcode.MAX):
+        for k, v in enumerate(classes):
+            for j, d in enumerate(classes):
+                flits += [_f(Opcode.WRITE_ACC, k, data=_s(v)), _f(op, k, data=_s(d)),
+                          _f(Opcode.READ_ACC, k, data=8 * k + j)]
     flits += [_f(Opcode.WRITE_ACC, 4, data=_w(-np.inf)[0]),
               *(_f(Opcode.MAX, 4, data=w) for w in _w(-3.0, 2.5, -0.0, 2.5, 7.0, 1.0)),
               _f(Opcode.MUL, 4, data=_w(-0.5)[0]), _f(Opcode.MAC, 4, 1, one),

@@ -15,7 +15,15 @@ import pytest
 from wafertile import Config
 from wafertile.hdl.flit import Opcode, pack, payload_layout
 from wafertile.sim.vip import coverage
-from wafertile.sim.vip.coverpoints import ARRAY, CoreCoverModel, cover_program
+from wafertile.sim.vip.coverpoints import (
+    ARRAY,
+    FP32_CLASSES,
+    NONLINEAR,
+    CoreCoverModel,
+    cover_program,
+    cover_unit_jobs,
+    fp32_class,
+)
 
 from .conftest import seed_for
 
@@ -125,17 +133,60 @@ def test_core_hazard_distance_counts_pipeline_advances():
     assert take(_mac(cfg, 3))["after_stall"] == "no"
 
 
-@pytest.fixture
-def array_hits():
-    """ARRAY's counts of this test alone (restored after: a program that was only compiled
-    must not count in the session's report)."""
-    saved = {k: Counter(v) for k, v in ARRAY.hits.items()}
-    for c in ARRAY.hits.values():
+def _alone(group):
+    """``group``'s counts of this test alone, restored after (what a test only compiled or
+    ran on a model must not count in the session's report)."""
+    saved = {k: Counter(v) for k, v in group.hits.items()}
+    for c in group.hits.values():
         c.clear()
-    yield ARRAY.hits
-    for k, c in ARRAY.hits.items():
+    yield group.hits
+    for k, c in group.hits.items():
         c.clear()
         c.update(saved[k])
+
+
+@pytest.fixture
+def array_hits():
+    """ARRAY's counts of this test alone."""
+    yield from _alone(ARRAY)
+
+
+@pytest.fixture
+def nonlinear_hits():
+    """NONLINEAR's counts of this test alone."""
+    yield from _alone(NONLINEAR)
+
+
+def test_fp32_classes():
+    words = {0x00000000: "+0", 0x80000000: "-0", 0x00000001: "subnormal",
+             0x807FFFFF: "subnormal", 0x00800000: "+normal", 0xFF7FFFFF: "-normal",
+             0x7F800000: "+inf", 0xFF800000: "-inf", 0x7F800001: "nan", 0xFFC00000: "nan"}
+    assert {w: fp32_class(w) for w in words} == words
+    assert set(words.values()) == set(FP32_CLASSES)
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_the_nonlinear_directed_case_hits_every_bin(nonlinear_hits, dtype):
+    """The core bench samples each job of the nonlinear unit from the model's run of the
+    flits the core took: the directed case ``fp_nonlinear`` (run by the default test run on
+    Icarus) alone hits every bin of the group, and each function is counted once per
+    operation of the stream that runs it."""
+    from wafertile.hdl.core.nonlinear import FUNCTIONS
+    from wafertile.sim.models import CoreModel
+    from wafertile.sim.stimulus import directed, dump
+
+    cfg = Config(dtype=dtype, nonlinear=True)
+    flits = directed("fp_nonlinear", cfg) + dump(cfg)
+    cover_unit_jobs(CoreModel(cfg).run(flits).unit_jobs)
+    want = Counter()
+    for f in flits:
+        if f["op"] == Opcode.NONLINEAR:
+            want[FUNCTIONS[f["data"] & 3]] += 1
+        elif f["op"] in (Opcode.MUL, Opcode.MAX):
+            want[Opcode(f["op"]).name.lower()] += 1
+    assert nonlinear_hits["function"] == want
+    rep = coverage.report(coverage.merge([coverage.counts()]))["groups"]["nonlinear"]
+    assert rep["hit"] == rep["bins"] == 6 + 8 + 9 + 48 + 128, rep
 
 
 @pytest.mark.parametrize(("shape", "expected"), [

@@ -132,6 +132,11 @@ class CoreResult:
     #: (:meth:`~wafertile.hdl.core.units.FpNonlinear.cycles` each); an integer core's
     #: hand-off unit in the way (:func:`handoff_stalls`).
     bubbles: int = 0
+    #: The jobs of the iterative unit (the float core's NONLINEAR, MUL and MAX), in order:
+    #: ``(function, x, d)``, the function's number (:attr:`~wafertile.hdl.core.units.
+    #: FpNonlinear.FUNCTIONS`), the accumulator's FP32 word and the second operand's (the
+    #: request's ``data``, used by MUL and MAX only): what the functional coverage samples.
+    unit_jobs: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -311,6 +316,8 @@ class CoreModel:
         func = FpNonlinear.function(row, value) if iterative else 0
         if row.unit is not None and not skipped:
             result = self.units[row.unit](self, Operands(acc, act, value, operand, act2, func))
+        if iterative:
+            self.result.unit_jobs.append((func, acc & 0xFFFFFFFF, value & 0xFFFFFFFF))
         if row.act_write:
             mem.act[a] = operand
             self.result.act_written += 1

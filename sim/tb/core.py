@@ -29,6 +29,7 @@ from ..vip import (
     Part,
     StreamSink,
     StreamSource,
+    cover_unit_jobs,
     env_float,
     env_int,
     never,
@@ -92,7 +93,8 @@ class CoreTB(TB):
                               timeout=100 + 20 * expected, what=f"{expected} outputs")
         await self.cycles(5)
         self.board.errors += self.sink.protocol_errors
-        self.board.compare(stream, error=int(self.dut.error.value))
+        model = self.board.compare(stream, error=int(self.dut.error.value))
+        cover_unit_jobs(model.result.unit_jobs)
         self.board.assert_ok(f"(seed {self.seed}, {len(stream)} flits)")
         self.dut._log.info("checked %d flits, %d outputs, %d MACs done, %d skipped, %d input "
                            "stalls (seed %d)", len(stream), len(self.board.outputs),

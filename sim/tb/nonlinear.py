@@ -20,7 +20,7 @@ import numpy as np
 from ...config import Config
 from ...hdl.core.nonlinear import FUNCTIONS, UNARY, cycles
 from ..models import nonlinear as nl
-from ..vip import TB, Part, env_float, env_int
+from ..vip import TB, Part, cover_unit_jobs, env_float, env_int
 
 #: Words every function sees once: signed zeros, subnormals, the normal boundary, 1, the
 #: largest finite, infinities, NaNs (quiet, signalling, negative), exp's range limits.
@@ -137,6 +137,7 @@ class Unit(Part):
         if busy and int(self.dut.start.value):
             self.ignored_starts += 1
         if self.offered is not None:   # taken: ready was high
+            cover_unit_jobs([self.offered[:3]])
             self.work.pop(0)
             self.current = self.offered
             self.result_valid = False

@@ -15,7 +15,7 @@
 ``docs/verification.md`` shows a complete test of a generated mesh.
 """
 
-from .coverpoints import CoreCoverage, NocCoverage, cover_program
+from .coverpoints import CoreCoverage, NocCoverage, cover_program, cover_unit_jobs
 from .env import TB, Part, Source, TieOff, env_config, env_float, env_int, env_json, env_seed
 from .link import LinkMonitor, LinkSink, LinkSource, grid_inputs, grid_link
 from .pause import never, random_pause
@@ -25,6 +25,7 @@ from .stream import StreamSink, StreamSource
 
 __all__ = ["TB", "CoreCoverage", "CoreScoreboard", "Element", "LayerScoreboard", "LinkMonitor",
            "LinkSink", "LinkSource", "NocCoverage", "NocScoreboard", "Part", "Scoreboard",
-           "Source", "StreamSink", "StreamSource", "TieOff", "cover_program", "env_config",
+           "Source", "StreamSink", "StreamSource", "TieOff", "cover_program", "cover_unit_jobs",
+           "env_config",
            "env_float", "env_int", "env_json", "env_seed", "forget_writes", "grid_inputs",
            "grid_link", "never", "random_pause"]

@@ -16,6 +16,10 @@ group            sampled
 ``mesh``         each delivery of the mesh bench at an edge port (an edge exit) x VC
 ``array``        each program the array bench plays: its phase kinds, passes, on-fabric
                  reduction, batch groups, layers, router micro-architecture, number format
+``nonlinear``    each job of the float core's nonlinear unit (NONLINEAR, MUL, MAX; core
+                 bench, from the model's run of the flits the core took) and of the unit
+                 bench: function x class of ``x`` (the accumulator), and for MUL and MAX x
+                 class of ``d`` (the FP32 word in ``data``)
 =============== ===========================================================================
 
 VC bins go up to 4 VCs, the most any regression configures; port names are the letters of
@@ -25,14 +29,16 @@ VC bins go up to 4 VCs, the most any regression configures; port names are the l
 from __future__ import annotations
 
 from ...config import Config
+from ...hdl.core.nonlinear import FUNCTIONS, UNARY
 from ...hdl.core.ops import OPS, OpTable
 from ...hdl.flit import Port, field_slice, payload_layout
 from .coverage import Covergroup
 from .env import Part
 from .signals import Element
 
-__all__ = ["ARRAY", "CORE", "MESH", "NOC", "ROUTER", "ROUTER_VCS", "CoreCoverModel",
-           "CoreCoverage", "NocCoverage", "core_covergroup", "cover_program"]
+__all__ = ["ARRAY", "CORE", "FP32_CLASSES", "MESH", "NOC", "NONLINEAR", "ROUTER", "ROUTER_VCS",
+           "CoreCoverModel", "CoreCoverage", "NocCoverage", "core_covergroup", "cover_program",
+           "cover_unit_jobs", "fp32_class"]
 
 PORTS = [p.letter for p in Port]
 VCS = ["0", "1", "2", "3"]
@@ -107,6 +113,39 @@ ARRAY = Covergroup(
              "router x reduction": (("router", "reduction"), None),
              "dtype x reduction": (("dtype", "reduction"), None)},
     doc="programs the array bench plays (layers and networks)")
+
+
+#: The classes of an FP32 word the ``nonlinear`` group tells apart.
+FP32_CLASSES = ["+0", "-0", "subnormal", "+normal", "-normal", "+inf", "-inf", "nan"]
+
+NONLINEAR = Covergroup(
+    "nonlinear", {"function": list(FUNCTIONS), "x": FP32_CLASSES, "d": [*FP32_CLASSES, "none"]},
+    crosses={"function x x": (("function", "x"), None),
+             # the second operand: MUL's and MAX's only
+             "function x x x d": (("function", "x", "d"),
+                                  lambda function, d, **_: function in UNARY or d == "none")},
+    doc="jobs of the nonlinear unit (float core bench, unit bench)")
+
+
+def fp32_class(word: int) -> str:
+    """The class of an FP32 word (:data:`FP32_CLASSES`): a zero of either sign, a
+    subnormal, a normal number or an infinity of either sign, or a NaN."""
+    sign = "-" if word >> 31 & 1 else "+"
+    exponent, fraction = word >> 23 & 0xFF, word & 0x7FFFFF
+    if exponent == 0xFF:
+        return "nan" if fraction else sign + "inf"
+    if exponent == 0:
+        return "subnormal" if fraction else sign + "0"
+    return sign + "normal"
+
+
+def cover_unit_jobs(jobs) -> None:
+    """Sample :data:`NONLINEAR` for each ``(function, x, d)`` job of the nonlinear unit
+    (:attr:`~wafertile.sim.models.core.CoreResult.unit_jobs`, or the unit bench's)."""
+    for func, x, d in jobs:
+        name = FUNCTIONS[func]
+        NONLINEAR.sample(function=name, x=fp32_class(x),
+                         d="none" if name in UNARY else fp32_class(d))
 
 
 def _count(n: int, top: int) -> str:
