@@ -249,7 +249,8 @@ def encode_route(config: Config, *, x: int, y: int, exit: Port | int = Port.LOCA
 
 def decode_route(config: Config, data_field: int) -> dict[str, Any]:
     """The route in the ``data`` field of a READ or SEND (its low :attr:`Config.route_width`
-    bits; the tile ignores the others)."""
+    bits; the tile ignores the others, but on a float tile with the nonlinear unit the two
+    right above them pick a SEND's output opcode: :meth:`~.core.ops.Emit.opcode`)."""
     return unpack(route_layout(config), data_field & ((1 << config.route_width) - 1))
 
 

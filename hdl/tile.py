@@ -96,8 +96,8 @@ class Tile(ConfiguredComponent):
         # FINISH_BACK's WRITE_ACT) go to the rectangle in the tag, those whose route is
         # "down" (GRAD's) down the column, the others (REPLY, ADD) to the tag's route.
         emitting = core.ops.emitting(cfg)
-        handoffs = {row.emit.op for row in emitting if row.data == "handoff"}
-        downs = {row.emit.op for row in emitting if row.emit.route == "down"}
+        handoffs = {op for row in emitting if row.data == "handoff" for op in row.emit.opcodes(cfg)}
+        downs = {op for row in emitting if row.emit.route == "down" for op in row.emit.opcodes(cfg)}
         x0, x1, y0, y1, vc, exit_ = (route.x, route.x, route.y, route.y, route.vc, route.exit)
         if handoffs:
             handoff = data.View(handoff_layout(cfg), core.o_tag[:cfg.handoff_width])

@@ -13,7 +13,16 @@ from wafertile.hdl.core import FpMacCore, MacCore, TileCore
 from wafertile.hdl.core.fp import float_format
 from wafertile.hdl.core.ops import OPS, OpTable
 from wafertile.hdl.core.units import Requantizer, limbs
-from wafertile.hdl.flit import MULT_WIDTH, Opcode, Reg, pack, payload_layout, unpack
+from wafertile.hdl.flit import (
+    MULT_WIDTH,
+    Opcode,
+    Port,
+    Reg,
+    encode_route,
+    pack,
+    payload_layout,
+    unpack,
+)
 from wafertile.hdl.generate import verilog_text
 from wafertile.sim.models import CoreModel
 from wafertile.sim.models.core import requantize
@@ -583,3 +592,46 @@ def test_requantizer_on_the_shared_multiplier(request, dw, aw):
     bad = np.flatnonzero(got != want)
     assert not len(bad), [(int(acc[i]), int(mult[i]), int(shift[i]), int(relu[i]),
                            int(want[i]), int(got[i])) for i in bad[:5]]
+
+
+@pytest.mark.parametrize("nonlinear", [True, False])
+def test_send_picks_its_output_op(nonlinear):
+    """SEND's output on a float core with the nonlinear unit: the two data bits above the
+    route pick ADD, MUL, MAX or WRITE_ACC (docs/architecture.md), with the route below them
+    echoed on the tag; without the unit the output is ADD whatever those bits hold. Checked
+    against the opcodes written here, not the model."""
+    cfg = NONLINEAR_CONFIGS["fp16nl"] if nonlinear else \
+        Config(dtype="fp16", act_depth=32, acc_depth=32)
+    route = encode_route(cfg, x=1, y=2, exit=Port.EAST, vc=1)
+    picks = [Opcode.ADD, Opcode.MUL, Opcode.MAX, Opcode.WRITE_ACC]
+    flits = [{"op": Opcode.WRITE_ACC, "addr": 6, "data": _data(-2.5)}]
+    for k in range(4):
+        flits.append({"op": Opcode.SEND, "addr": 6, "addr_b": 20 + k,
+                      "data": route | k << cfg.route_width})
+    # a tag with every bit above the choice set as well (the signed field): MAX's pick
+    flits.append({"op": Opcode.SEND, "addr": 6, "addr_b": 30,
+                  "data": -(1 << 31) | route | 2 << cfg.route_width})
+    got = simulate(cfg, flits)
+    want = [p if nonlinear else Opcode.ADD for p in (*picks, Opcode.MAX)]
+    assert [Opcode(o["op"]) for o in got["outputs"]] == want
+    assert [(o["addr"], o["addr_b"], o["data"]) for o in got["outputs"]] == \
+        [(20 + k, 6, _data(-2.5)) for k in range(4)] + [(30, 6, _data(-2.5))]
+    assert [t & ((1 << cfg.route_width) - 1) for t in got["tags"]] == [route] * 5
+    assert got["error"] == 0
+    _check(cfg, flits, got)
+
+
+def test_a_send_that_ignores_its_pick_is_caught():
+    """Mutation: a core built from a table whose SEND has no choices (always ADD) fails
+    against the model on the directed case."""
+    from dataclasses import replace
+
+    send = OPS[Opcode.SEND]
+    table = OPS.with_rows(replace(send, emit=replace(send.emit, choices=(),
+                                                     choice_option=None)))
+    cfg = NONLINEAR_CONFIGS["bf16nl"]
+    flits = [f for f in directed("fp_nonlinear", cfg) if f["op"] is not Opcode.NONLINEAR]
+    assert any(f["op"] is Opcode.SEND for f in flits)
+    got = simulate(cfg, flits, ops=table)
+    with pytest.raises(AssertionError):
+        _check(cfg, flits, got)

@@ -493,3 +493,22 @@ def test_iterative_cycles_are_the_core_models_waits(request):
     assert {"NONLINEAR", "MUL", "MAX"} <= names, (names, seed)
     assert set(holds[op == Opcode.MUL.value].tolist()) == {3}
     assert set(holds[op == Opcode.MAX.value].tolist()) == {7}
+
+
+@pytest.mark.parametrize("nonlinear", [False, True])
+def test_the_mesh_model_picks_the_output_op_as_the_core_does(request, nonlinear):
+    """The event level's opcode of each output (vectorized) equals the core's rule
+    (:meth:`~wafertile.hdl.core.ops.Emit.opcode`) flit by flit: SEND's pick by the data bits
+    above the route on a core with the nonlinear unit, one opcode otherwise."""
+    from wafertile.hdl.core.ops import OPS, emitting
+    from wafertile.model.mesh import _emitted_ops
+
+    cfg = Config(rows=4, cols=4, dtype="bf16", nonlinear=nonlinear)
+    rng = np.random.default_rng(seed_for(request))
+    rows = emitting(cfg)
+    op = np.array([r.code for r in rows], np.int64)[rng.integers(len(rows), size=2000)]
+    data = rng.integers(-(1 << 31), 1 << 31, 2000)
+    want = [OPS[int(o)].emit.opcode(cfg, int(d)).value for o, d in zip(op, data, strict=True)]
+    assert _emitted_ops(cfg, op, data).tolist() == want
+    sends = op == Opcode.SEND.value
+    assert len(set(_emitted_ops(cfg, op, data)[sends].tolist())) == (4 if nonlinear else 1)

@@ -108,6 +108,38 @@ def test_what_emits_reads_and_writes():
     assert OPS.units(Config(dtype="fp16")) == {"mac", "add", "handoff", "grad", "backprop"}
 
 
+def test_send_picks_its_output_on_cores_with_the_nonlinear_unit():
+    """SEND's output (docs/architecture.md): ADD, MUL, MAX or WRITE_ACC by the two data bits
+    above the route on a core with the nonlinear unit; ADD on every other core."""
+    emit = OPS["SEND"].emit
+    picks = (Opcode.ADD, Opcode.MUL, Opcode.MAX, Opcode.WRITE_ACC)
+    with_unit = Config(dtype="bf16", nonlinear=True, rows=8, cols=8)
+    for cfg in (Config(), Config(dtype="fp16"), Config(dtype="bf16", handoff=False)):
+        assert emit.opcodes(cfg) == (Opcode.ADD,)
+        assert {emit.opcode(cfg, d) for d in (0, 1 << cfg.route_width, -1)} == {Opcode.ADD}
+    assert emit.opcodes(with_unit) == picks
+    at = with_unit.route_width
+    assert [emit.opcode(with_unit, k << at | (1 << at) - 1) for k in range(4)] == list(picks)
+    assert emit.opcode(with_unit, -1) is Opcode.WRITE_ACC       # every bit set
+    assert emit.opcode(with_unit, -(1 << 31) | 2 << at) is Opcode.MAX
+    # the other outputs have one opcode everywhere
+    assert all(len(row.emit.opcodes(with_unit)) == 1 for row in emitting(with_unit)
+               if row.name != "SEND")
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"choices": (Opcode.ADD, Opcode.MUL, Opcode.MAX)}, "must be 2 or 4 opcodes"),
+    ({"choices": (Opcode.MUL, Opcode.ADD)}, "the first its op ADD"),
+    ({"choices": (Opcode.ADD, 13)}, "must be 2 or 4 opcodes"),
+    ({"choices": (Opcode.ADD, Opcode.MUL), "route": "down"}, "goes to the route"),
+    ({"choices": (Opcode.ADD, Opcode.MUL), "choice_option": "fast"},
+     "choice_option must be one of"),
+])
+def test_bad_output_choices_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Emit(Opcode.ADD, "addr_b", "addr", "acc", **kwargs)
+
+
 def test_helpers():
     assert code_of(Opcode.SEND) == 6 == code_of(np.int64(6)) == code_of(OPS["SEND"])
     with pytest.raises(TypeError):

@@ -62,9 +62,9 @@ from .sram import bank_ports
 from .units import beside_pipeline, unit_kind
 
 __all__ = ["Control", "CoreBase", "Decoder", "acc_reads", "acc_writes", "act_address",
-           "check_units", "core_ports", "drive_output", "make_units", "output_flit",
-           "pick_output", "pick_result", "pipeline_hold", "second_act_read", "status_flags",
-           "tile_registers"]
+           "check_units", "core_ports", "drive_output", "emit_opcode", "make_units",
+           "output_flit", "pick_output", "pick_result", "pipeline_hold", "second_act_read",
+           "status_flags", "tile_registers"]
 
 #: The one-bit fields of the control word, in the struct's order.
 _FLAGS = ("legal", "act_by_addr", "act_write", "mac", "counts_mac", "acc_read", "acc_write",
@@ -105,6 +105,12 @@ class Control:
     layout : amaranth.lib.data.StructLayout
     units : mapping of str to unit class
         The ``units`` it was made with.
+    emit_ops : tuple of tuple of Opcode
+        The opcodes each of :attr:`emits` can have on this core
+        (:meth:`~.ops.Emit.opcodes`): one, or the choices its request's ``data`` picks from
+        bit ``choice_at`` up.
+    choice_at : int
+        The configuration's :attr:`~wafertile.Config.route_width`.
     """
 
     rows: tuple[Op, ...]
@@ -115,6 +121,8 @@ class Control:
     weight_field: str | None
     layout: data.StructLayout
     units: Mapping[str, type]
+    emit_ops: tuple[tuple[Opcode, ...], ...] = ()
+    choice_at: int = 0
 
     @classmethod
     def of(cls, ops: OpTable, config: Config, units: Mapping[str, type]) -> Control:
@@ -142,9 +150,14 @@ class Control:
                                     "unit": _index_shape(len(kinds["acc"])),
                                     "out_unit": _index_shape(len(kinds["output"])),
                                     "emit": _index_shape(len(emits))})
+        # the bits that pick an output's opcode sit above the route in the data field: a
+        # route has at most 29 bits (4096 x 4096, 4 VCs), a float core's data field 32
+        assert all(config.route_width + (len(e.opcodes(config)) - 1).bit_length()
+                   <= config.acc_width for e in emits)
         return cls(rows, tuple(emits), tuple(kinds["acc"]), tuple(kinds["output"]),
                    kinds["iterative"][0] if kinds["iterative"] else None,
-                   fields.pop() if fields else None, layout, units)
+                   fields.pop() if fields else None, layout, units,
+                   tuple(e.opcodes(config) for e in emits), config.route_width)
 
     def kind(self, row: Op) -> str | None:
         """The kind of ``row``'s unit (:func:`~.units.unit_kind`), or None."""
@@ -324,6 +337,19 @@ def drive_output(m: Module, core, control: Control, stage, ctrl, valid, sources)
     output_flit(m.d.comb, m, control, stage, ctrl, sources, core.o.p)
 
 
+def emit_opcode(domain, m: Module, target, ops, data, at: int) -> None:
+    """Assign, in ``domain``, an output's opcode to ``target``: ``ops[0]`` if it has one,
+    else the one the request's ``data`` bits from ``at`` (the route's width) up pick
+    (:meth:`~.ops.Emit.opcode`)."""
+    if len(ops) == 1:
+        domain += target.eq(ops[0])
+        return
+    with m.Switch(data.as_unsigned()[at:at + (len(ops) - 1).bit_length()]):
+        for j, op in enumerate(ops):
+            with m.Case(j):
+                domain += target.eq(op)
+
+
 def output_flit(domain, m: Module, control: Control, stage, ctrl, sources, out) -> None:
     """Assign, in ``domain``, the fields of the output flit ``out``: the output
     (:class:`~.ops.Emit`) that the control word ``ctrl`` picks, its fields from the request
@@ -334,8 +360,9 @@ def output_flit(domain, m: Module, control: Control, stage, ctrl, sources, out) 
     with m.Switch(ctrl.emit):
         for k, emit in enumerate(control.emits):
             with m.Case(k) if k < len(control.emits) - 1 else m.Default():
-                domain += [out.op.eq(emit.op),
-                           out.addr.eq(getattr(stage, emit.addr) if emit.addr else 0),
+                emit_opcode(domain, m, out.op, control.emit_ops[k], stage.data,
+                            control.choice_at)
+                domain += [out.addr.eq(getattr(stage, emit.addr) if emit.addr else 0),
                            out.addr_b.eq(getattr(stage, emit.addr_b) if emit.addr_b else 0),
                            out.data.eq(sources[emit.data])]
 

@@ -98,6 +98,13 @@ class Emit:
     route : str
         Where the tile sends it (:data:`ROUTES`): ``"request"`` (the route or hand-off in the
         request's ``data``) or ``"down"`` (the tile below; the south edge from the last row).
+    choices : tuple of Opcode
+        Empty, or the opcodes the output may have (2 or 4, the first ``op``): on a core with
+        ``choice_option``, the request's ``data`` bits right above the route (from bit
+        :attr:`~wafertile.Config.route_width`: 1 or 2 of them) pick one
+        (:meth:`opcode`); on other cores the output is ``op`` and the bits are ignored.
+    choice_option : str or None
+        The configuration flag (:data:`OPTIONS`) that enables ``choices`` (None: always).
     """
 
     op: Opcode
@@ -105,10 +112,21 @@ class Emit:
     addr_b: str | None
     data: str
     route: str = "request"
+    choices: tuple[Opcode, ...] = ()
+    choice_option: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.op, Opcode):
             raise TypeError(f"an output's op must be an Opcode, not {self.op!r}")
+        if self.choices and (len(self.choices) not in (2, 4) or self.choices[0] != self.op
+                             or not all(isinstance(c, Opcode) for c in self.choices)):
+            raise ValueError(f"an output's choices must be 2 or 4 opcodes, the first its op "
+                             f"{self.op.name}, not {self.choices!r}")
+        if self.choices and self.route != "request":
+            raise ValueError("an output with choices goes to the route in the request")
+        if self.choice_option not in (*OPTIONS, None):
+            raise ValueError(f"an output's choice_option must be one of {OPTIONS} or None, "
+                             f"not {self.choice_option!r}")
         for name in ("addr", "addr_b"):
             if getattr(self, name) not in (*FIELDS, None):
                 raise ValueError(f"an output's {name} must be one of {FIELDS} or None, not "
@@ -117,6 +135,19 @@ class Emit:
             raise ValueError(f"an output's data must be one of {SOURCES}, not {self.data!r}")
         if self.route not in ROUTES:
             raise ValueError(f"an output's route must be one of {ROUTES}, not {self.route!r}")
+
+    def opcodes(self, config: Config) -> tuple[Opcode, ...]:
+        """The opcodes the output can have on a core of ``config``: :attr:`choices` where
+        their option is set, else ``(op,)``."""
+        if self.choices and (self.choice_option is None or getattr(config, self.choice_option)):
+            return self.choices
+        return (self.op,)
+
+    def opcode(self, config: Config, data: int) -> Opcode:
+        """The output's opcode for a request whose ``data`` field is ``data`` (an ``int``;
+        negative as the signed field): :meth:`opcodes` indexed by the bits above the route."""
+        ops = self.opcodes(config)
+        return ops[(data >> config.route_width) & (len(ops) - 1)]
 
 
 @dataclass(frozen=True)
@@ -403,7 +434,10 @@ OPS = OpTable([
     _op(Opcode.MAC, act_read="addr_b", acc_read=True, unit="mac", acc_write="unit",
         data="weight", counts_mac=True, skips_zero=True),
     _op(Opcode.ADD, acc_read=True, unit="add", acc_write="unit", data="value"),
-    _op(Opcode.SEND, acc_read=True, data="route", emit=Emit(Opcode.ADD, "addr_b", "addr", "acc")),
+    _op(Opcode.SEND, acc_read=True, data="route",
+        emit=Emit(Opcode.ADD, "addr_b", "addr", "acc",
+                  choices=(Opcode.ADD, Opcode.MUL, Opcode.MAX, Opcode.WRITE_ACC),
+                  choice_option="nonlinear")),
     _op(Opcode.REPLY, operation=False),
     _op(Opcode.SET, reg_write=True, data="register", option="handoff"),
     _op(Opcode.FINISH, acc_read=True, unit="handoff", data="handoff", option="handoff",

@@ -336,7 +336,7 @@ class CoreModel:
         emit = row.emit
         if emit is None:
             return None
-        return {"op": emit.op, "addr": fields[emit.addr] if emit.addr else 0,
+        return {"op": emit.opcode(cfg, value), "addr": fields[emit.addr] if emit.addr else 0,
                 "addr_b": fields[emit.addr_b] if emit.addr_b else 0,
                 "data": int({"act": act, "acc": acc, "unit": result}[emit.data])}
 

@@ -28,6 +28,7 @@ from amaranth.lib import data
 
 from ..config import Overflow
 from ..hdl.core import TileCore
+from ..hdl.core.control import emit_opcode
 from ..hdl.core.ops import matches
 from ..hdl.core.units import beside_pipeline
 from ..hdl.flit import Opcode, payload_layout
@@ -185,8 +186,10 @@ class CoreHarness(Harness):
             for row in emitting:
                 emit = row.emit
                 with m.Case(row.code):
+                    # SEND with the unit: the bits above the route pick the opcode
+                    emit_opcode(m.d.comb, m, want.op, emit.opcodes(cfg), req.data,
+                                cfg.route_width)
                     m.d.comb += [
-                        want.op.eq(emit.op),
                         want.addr.eq(getattr(req, emit.addr) if emit.addr else 0),
                         want.addr_b.eq(getattr(req, emit.addr_b) if emit.addr_b else 0)]
                     if emit.data == "act":

@@ -35,6 +35,8 @@ inside and alter one signal on its way.
 - ``core_nonlinear_no_wait``: a float core (fp16, with the nonlinear unit) whose unit says
   ``done`` the cycle after every start, while it is still busy (its output junk): the
   accumulator a NONLINEAR writes is wrong.
+- ``core_send_ignores_pick``: a float core (fp16, with the nonlinear unit) whose SEND emits
+  ADD whatever the data bits above its route pick (MUL, MAX or WRITE_ACC).
 - ``handoff_takes_busy_multiplier``: the integer hand-off unit (real arithmetic) taking the
   MAC's multiplier in a cycle it is not free.
 - ``handoff_ties_up``: the hand-off unit rounding a negative tie up (-2.5 -> -2) instead of
@@ -47,13 +49,15 @@ inside and alter one signal on its way.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 
 from ..config import Config
 from ..hdl.core import SramBank, TileCore
 from ..hdl.core.units import Requantizer
-from ..hdl.flit import Port, Reg, header_layout
+from ..hdl.flit import Opcode, Port, Reg, header_layout
 from ..hdl.noc import PhitTx, VcBuffer, VoqRouter, make_router, phase_counter
 from .buffer import BufferCountHarness, BufferFifoHarness
 from .core import CoreHarness
@@ -348,6 +352,27 @@ class _HastyNonlinearHarness(CoreHarness):
         return TileCore(self.config, units={**self.units(), "nonlinear": _HastyNonlinear})
 
 
+class _SendWithoutPick(TileCore):
+    """A tile core whose SEND emits ADD whatever its data bits pick (its output built from a
+    table whose SEND has no choices), while its ``ops``, which the specification reads, stay
+    the real table."""
+
+    def elaborate(self, platform):
+        real = self._ops
+        send = real[Opcode.SEND]
+        self._ops = real.with_rows(replace(send, emit=replace(send.emit, choices=(),
+                                                              choice_option=None)))
+        try:
+            return super().elaborate(platform)
+        finally:
+            self._ops = real
+
+
+class _SendWithoutPickHarness(CoreHarness):
+    def make_dut(self):
+        return _SendWithoutPick(self.config, units=self.units())
+
+
 class _WrongRegisterHarness(PhitHarness):
     def make_tx(self):
         return _WrongRegisterTx(self.config)
@@ -380,7 +405,8 @@ MUTATIONS = {
              # the unit's activation: step 7 (a counterexample is found fast)
              "core_handoff_takes_multiplier": (_GreedyHarness, "int", 8),
              "core_grad_operands": (_SwappedGradHarness, "float"),
-             "core_nonlinear_no_wait": (_HastyNonlinearHarness, "nonlinear")},
+             "core_nonlinear_no_wait": (_HastyNonlinearHarness, "nonlinear"),
+             "core_send_ignores_pick": (_SendWithoutPickHarness, "nonlinear")},
     "phit": {"phit_wrong_register": (_WrongRegisterHarness, None)},
     "handoff": {"handoff_takes_busy_multiplier": (_with_dut(HandoffHarness, _GreedyUnit), None),
                 "handoff_ties_up": (_with_dut(HandoffHarness, _TiesUpUnit), None),

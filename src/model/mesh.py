@@ -116,6 +116,20 @@ def _output_ops(config) -> np.ndarray:
     return out
 
 
+def _emitted_ops(config, op: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """The opcode of the flit each request of opcode ``op`` (that emits) and ``data`` field
+    emits: :func:`_output_ops`, or for an output with choices on this configuration (SEND with
+    the nonlinear unit) the one the bits above the route pick (:meth:`~wafertile.hdl.core.ops.
+    Emit.opcode`)."""
+    out = _output_ops(config)[op]
+    for row in OPS.emitting(config):
+        ops = row.emit.opcodes(config)
+        if len(ops) > 1:
+            pick = (data >> config.route_width) & (len(ops) - 1)
+            out = np.where(op == row.code, np.array([o.value for o in ops])[pick], out)
+    return out
+
+
 def _flags(config, op: np.ndarray) -> dict[str, np.ndarray]:
     """Per flit of opcode ``op``, what the float core's hazard check sees of its operation
     (``docs/float.md``): it reads / writes ``acc[addr]`` (``reads``, ``writes``), and only
@@ -229,7 +243,7 @@ class PhaseFlits:
                 "y1": np.select([how, dn], [hand["y"], below], route["y"]),
                 "vc": np.select([how, dn], [hand["vc"], 0], route["vc"]),
                 "exit": np.select([how, dn & last, dn], [_L, _S, _L], route["exit"]),
-                "op": emit_op[o["op"]],
+                "op": _emitted_ops(config, o["op"], o["data"]),
                 "data": np.zeros(m, np.int64),
             }
             for k, name in enumerate(("addr", "addr_b")):
