@@ -11,7 +11,10 @@ apart (absolute error). Prints a table and writes JSON.
     python benchmarks/nonlinear.py --json benchmarks/results-nonlinear.json
 
 ``--exhaustive`` adds GELU on every FP32 number from -9.5 to 9.5 (about 2.2 billion inputs,
-in chunks: about 10 minutes on one core).
+in chunks: about 10 minutes on one core), the reciprocal on every number of [1, 2) and the
+reciprocal square root on every number of [1, 4): their results scale exactly with their
+inputs' powers of two, so these binades stand for every input of their ranges, but for the
+reciprocal square root's lowest binade and two highest, also measured whole.
 """
 
 from __future__ import annotations
@@ -79,13 +82,16 @@ def measure(name: str, lo: float, hi: float, log: bool, n: int, rng) -> dict:
 
 def exhaustive(name: str, lo: float, hi: float, chunk: int = 1 << 22) -> dict:
     """``name`` on every FP32 number from ``lo`` to ``hi`` (``lo < 0 < hi``: each sign's words
-    from +-0 to the limit): the largest error in ulps (exact values of at least 2^-126) and
-    where."""
+    from +-0 to the limit; ``0 < lo < hi``: the words from ``lo`` up to, not including,
+    ``hi``): the largest error in ulps (exact values of at least 2^-126) and where."""
     worst, at, count = 0.0, None, 0
-    for limit in (lo, hi):
-        top = int(np.float32(limit).view(np.uint32))
-        sign = 0x80000000 if limit < 0 else 0
-        for start in range(sign, top + 1, chunk):
+    if lo > 0:
+        spans = [(int(np.float32(lo).view(np.uint32)), int(np.float32(hi).view(np.uint32)) - 1)]
+    else:
+        spans = [(0x80000000 if limit < 0 else 0, int(np.float32(limit).view(np.uint32)))
+                 for limit in (lo, hi)]
+    for first, top in spans:
+        for start in range(first, top + 1, chunk):
             w = np.arange(start, min(start + chunk, top + 1), dtype=np.uint32)
             x = w.view(np.float32)
             got = getattr(nl, name)(w).view(np.float32).astype(np.float64)
@@ -107,23 +113,34 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--exhaustive", action="store_true",
-                        help="also GELU on every FP32 number from -9.5 to 9.5 (slow)")
+                        help="also GELU on every FP32 number from -9.5 to 9.5 (slow), the "
+                             "reciprocal on [1, 2) and rsqrt on [2^-126, 2^-124), [1, 4) "
+                             "and [2^126, 3.4e38]")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     rows = [measure(*r, args.samples, rng) for r in RANGES]
-    every = exhaustive("gelu", -9.5, 9.5) if args.exhaustive else None
+    # the reciprocal on one binade and the reciprocal square root on two: both are exact
+    # under scaling by 2^k (by 4^k), so these stand for every input of their documented
+    # ranges (the reciprocal's end binades measured to show it); except for rsqrt's lowest
+    # binade (v / 2 is subnormal, rounded) and two highest (y * y is subnormal), measured on
+    # their own
+    every = [exhaustive("gelu", -9.5, 9.5), exhaustive("reciprocal", 2.0 ** -125, 2.0 ** -124),
+             exhaustive("reciprocal", 1.0, 2.0), exhaustive("reciprocal", 2.0 ** 124, 2.0 ** 125),
+             exhaustive("rsqrt", 2.0 ** -126, 2.0 ** -124), exhaustive("rsqrt", 1.0, 4.0),
+             exhaustive("rsqrt", 2.0 ** 126, 3.4e38)] if args.exhaustive else None
     print(f"{'function':10s} {'range':>24s} {'max ulp':>9s} {'mean':>6s}  {'worst at':>12s}  "
           f"{'max abs':>8s}  bf16 max/share  fp16 max/share")
     for r in rows:
         mx = "-" if r["max_ulp"] is None else f"{r['max_ulp']:.2f}"
         mean = "-" if r["mean_ulp"] is None else f"{r['mean_ulp']:.2f}"
+        at = "-" if r["worst_input"] is None else format(r["worst_input"], ".6g")
         print(f"{r['function']:10s} {r['low']:>11.4g} .. {r['high']:<10.4g} {mx:>9s} {mean:>6s}  "
-              f"{r['worst_input']!s:>12.8s}  {r['max_abs_error']:8.1e}  "
-              f"{r['bf16_max_ulp']} / {r['bf16_share_off']:.1e}    {r['fp16_max_ulp']} / "
+              f"{at:>12s}  {r['max_abs_error']:8.1e}  "
+              f"{r['bf16_max_ulp']} / {r['bf16_share_off'] or 0:.1e}    {r['fp16_max_ulp']} / "
               f"{r['fp16_share_off'] or 0:.1e}")
-    if every:
-        print(f"gelu on all {every['inputs']} FP32 numbers from -9.5 to 9.5: max "
-              f"{every['max_ulp']:.2f} ulp at {every['worst_input']!r}")
+    for e in every or ():
+        print(f"{e['function']} on all {e['inputs']} FP32 numbers from {e['low']} to "
+              f"{e['high']}: max {e['max_ulp']:.2f} ulp at {e['worst_input']!r}")
     if args.json:
         args.json.write_text(json.dumps({"seed": args.seed, "iterations": nl.ITERATIONS,
                                          "rows": rows, "exhaustive": every}, indent=1) + "\n")
