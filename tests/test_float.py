@@ -503,3 +503,89 @@ def test_specials_are_numbers_of_both_formats():
 def test_float_tile_lints_clean(capsys, dtype):
     assert main(["lint", "--block", "tile", "--dtype", dtype]) == 0
     assert "is clean" in capsys.readouterr().out
+
+
+def test_sends_picks_across_tiles_on_the_rtl(request, cache):
+    """SEND's outputs other than ADD, between the tiles of each row on the RTL array (bf16,
+    ``nonlinear = true``, Icarus): every tile's value reaches tile 0 of its row as a MAX into
+    one accumulator (the row's maximum, in one phase: a maximum does not depend on the order),
+    as a MUL into another (the row's product in the order of the tiles, one fenced phase per
+    tile, as a float reduction), and as a WRITE_ACC into an accumulator of its own (a copy).
+    Against values computed here with numpy float32, bit for bit; and the performance model's
+    event level gives the RTL's cycles for every phase (the MULs and MAXes hold tile 0's core
+    for the unit)."""
+    from wafertile.hdl.flit import Opcode, Port
+    from wafertile.model import predict_program
+    from wafertile.run import simulate
+    from wafertile.stream.plan import reply_route, route_to
+    from wafertile.stream.program import LayerProgram, PhaseBuilder
+
+    cfg = Config(rows=2, cols=3, dtype="bf16", act_depth=16, acc_depth=16, nonlinear=True)
+    R, C = cfg.rows, cfg.cols
+    rng = np.random.default_rng(seed_for(request))
+    x = rng.normal(0, 3, (R, C)).astype(np.float32)
+    x[1, 2] = -np.inf                          # a masked position: MAX leaves the others
+    words = x.view(np.int32).astype(np.int64)  # FP32 words as the signed data field
+    at = cfg.route_width
+    pick = {"MUL": 1, "MAX": 2, "WRITE_ACC": 3}
+    to_host = reply_route(cfg, R)
+    phases = []
+    # load: acc[0] = acc[1] = x at every tile; acc[2] = x at tile 0 (the product's start)
+    load = PhaseBuilder()
+    for y in range(R):
+        for c in range(C):
+            for a in (0, 1, 2) if c == 0 else (0, 1):
+                load.add(y, 1, x0=c, x1=c, y0=y, y1=y, op=Opcode.WRITE_ACC.value, addr=a,
+                         data=words[y, c])
+        load.add(y, 1, x0=C - 1, x1=C - 1, y0=y, y1=y, op=Opcode.READ_ACC.value,
+                 addr_b=C - 1, data=to_host[y])
+    load.reply(np.arange(R), 0, C - 1)
+    phases.append(load.phase("load"))
+
+    def sends(tiles, addr, target, how):
+        """Each tile of ``tiles`` SENDs acc[addr] to tile 0's acc[target(c)] as ``how``,
+        then a fence READ whose reply follows it west (as the float reduction's)."""
+        phase = PhaseBuilder()
+        for y in range(R):
+            for c in tiles:
+                phase.add(y, 1, x0=c, x1=c, y0=y, y1=y, op=Opcode.SEND.value, addr=addr,
+                          addr_b=target(c), data=route_to(cfg, 0, y, Port.LOCAL) |
+                          pick[how] << at)
+                phase.add(y, 1, x0=c, x1=c, y0=y, y1=y, op=Opcode.READ_ACC.value, addr_b=c,
+                          data=to_host[y])
+                phase.reply(y, 0, c)
+        return phase.phase("reduce")
+
+    phases.append(sends(range(1, C), 0, lambda c: 0, "MAX"))
+    phases += [sends([c], 1, lambda c: 2, "MUL") for c in range(1, C)]
+    phases.append(sends(range(1, C), 1, lambda c: 2 + c, "WRITE_ACC"))
+    read = PhaseBuilder()
+    slots = np.array([0, 2, *range(3, C + 2)])  # the maximum, the product, the copies
+    for y in range(R):
+        read.add(y, C + 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.READ_ACC.value, addr=slots,
+                 addr_b=0, data=to_host[y])
+        read.reply(y, slots, 0, y, np.arange(C + 1))
+    phases.append(read.phase("read"))
+    program = LayerProgram(cfg, (R, C + 1, C), phases, 0, 0)
+
+    run = simulate(cfg, [program], sim=_sim("3x5bf16"), build_root=cache / "builds")
+    (y, stats), = run.results
+    got = np.asarray(y, np.int64).astype(np.uint32).view(np.float32)
+    want = np.zeros((R, C + 1), np.float32)
+    for r in range(R):
+        want[r, 0] = x[r].max()
+        prod = x[r, 0]
+        for c in range(1, C):
+            prod = np.float32(prod * x[r, c])
+        want[r, 1] = prod
+        want[r, 2:] = x[r, 1:]
+    assert same(got, want).all() and run.error_flags == 0, (got, want)
+    predicted = predict_program(cfg, program, detail="mesh")
+    assert predicted.phase_cycles == [int(c) for c in stats["phase_cycles"]]
+    # a model that took every SEND's output for an ADD (no wait for the unit) is off
+    from wafertile.model import mesh
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mesh, "_emitted_ops", lambda config, op, data: mesh._output_ops(config)[op])
+        assert predict_program(cfg, program, detail="mesh").phase_cycles != \
+            predicted.phase_cycles

@@ -154,8 +154,14 @@ def _count(n: int, top: int) -> str:
 
 def cover_program(config: Config, program) -> None:
     """Sample :data:`ARRAY` for a :class:`~wafertile.stream.LayerProgram` (one layer) or a
-    :class:`~wafertile.network.compiler.NetworkProgram` (its ``plans``, one per layer)."""
+    :class:`~wafertile.network.compiler.NetworkProgram` (its ``plans``, one per layer). A
+    program with no stream phase (no layer: phases a test builds by hand) samples its phase
+    kinds only."""
     kinds = [p.kind for p in program.phases]
+    if "stream" not in kinds:
+        for kind in dict.fromkeys(kinds):
+            ARRAY.sample(phase=kind)
+        return
     groups = -(-program.shape[0] // config.rows)
     plans = getattr(program, "plans", None)
     if plans:
