@@ -254,3 +254,23 @@ def test_network_program_bins(array_hits, cfg_name, net_name, expected):
     passes = max(plan.passes for plan in program.plans)
     assert array_hits["passes"] == Counter({"1" if passes == 1 else "2+": 1})
     assert array_hits["phase"]["handoff"] == 1
+
+
+def test_core_crosses_leave_out_formats_whose_core_lacks_the_operation():
+    """A float-only operation (GRAD, FINISH_BACK, NONLINEAR, MUL, MAX) is crossed with the
+    float formats only, and never with ``saturate`` (an integer core's rule): those bins
+    could never be hit."""
+    from wafertile.sim.vip.coverpoints import core_covergroup
+
+    items = core_covergroup(registry={}).items()
+    by_format = set(items["op x hazard x dtype"])
+    by_overflow = set(items["op x hazard x after_stall x overflow"])
+    for op in ("GRAD", "FINISH_BACK", "NONLINEAR", "MUL", "MAX"):
+        hazard = "none" if op == "GRAD" else "1"
+        assert f"{op} x {hazard} x bf16" in by_format and f"{op} x {hazard} x int8" not in \
+            by_format
+        assert f"{op} x {hazard} x no x wrap" in by_overflow
+        assert f"{op} x {hazard} x no x saturate" not in by_overflow
+    assert {"MAC x 1 x int8", "MAC x 1 x fp16"} <= by_format
+    assert "MAC x 1 x no x saturate" in by_overflow
+    assert len(by_format) == len(by_overflow) == 142

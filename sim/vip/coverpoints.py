@@ -53,17 +53,29 @@ FAR = 4
 DTYPES = ["int8", "int16", "fp16", "bf16"]
 
 
+def _format(dtype: str) -> str:
+    """The number format (:data:`~wafertile.hdl.core.ops.FORMATS`) of a ``dtype`` bin."""
+    return "float" if dtype in ("fp16", "bf16") else "int"
+
+
 def core_covergroup(ops: OpTable = OPS, registry: dict[str, Covergroup] | None = None
                     ) -> Covergroup:
     """The cover group of the tile core bench for the operations of ``ops`` (one ``op``
     bin per operation of the table, and ``illegal``), declared in ``registry`` (default
     :data:`~wafertile.sim.vip.coverage.GROUPS`)."""
     acc_ops = {row.name for row in ops.where(lambda r: r.uses_acc)}
+    formats = {row.name: row.formats for row in ops.operations()}
 
-    def no_hazard_combination(op, hazard, **_):
+    def no_hazard_combination(op, hazard, overflow=None, dtype=None, **_):
         """An operation that touches no accumulator has hazard 'none', and only it; the
-        illegal opcode is not crossed."""
-        return op == ILLEGAL or (hazard == "none") != (op not in acc_ops)
+        illegal opcode is not crossed; nor is an operation with a number format whose core
+        does not define it (a float-only operation with an integer dtype, or with
+        ``saturate``, which only integer cores have)."""
+        if op == ILLEGAL or (hazard == "none") != (op not in acc_ops):
+            return True
+        if dtype is not None and _format(dtype) not in formats[op]:
+            return True
+        return overflow == "saturate" and "int" not in formats[op]
 
     return Covergroup(
         "core",
