@@ -624,11 +624,9 @@ def test_send_picks_its_output_op(nonlinear):
 def test_a_send_that_ignores_its_pick_is_caught():
     """Mutation: a core built from a table whose SEND has no choices (always ADD) fails
     against the model on the directed case."""
-    from dataclasses import replace
+    from wafertile.formal.mutations import send_without_pick
 
-    send = OPS[Opcode.SEND]
-    table = OPS.with_rows(replace(send, emit=replace(send.emit, choices=(),
-                                                     choice_option=None)))
+    table = send_without_pick(OPS)
     cfg = NONLINEAR_CONFIGS["bf16nl"]
     flits = [f for f in directed("fp_nonlinear", cfg) if f["op"] is not Opcode.NONLINEAR]
     assert any(f["op"] is Opcode.SEND for f in flits)

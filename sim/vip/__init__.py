@@ -26,6 +26,5 @@ from .stream import StreamSink, StreamSource
 __all__ = ["TB", "CoreCoverage", "CoreScoreboard", "Element", "LayerScoreboard", "LinkMonitor",
            "LinkSink", "LinkSource", "NocCoverage", "NocScoreboard", "Part", "Scoreboard",
            "Source", "StreamSink", "StreamSource", "TieOff", "cover_program", "cover_unit_jobs",
-           "env_config",
-           "env_float", "env_int", "env_json", "env_seed", "forget_writes", "grid_inputs",
-           "grid_link", "never", "random_pause"]
+           "env_config", "env_float", "env_int", "env_json", "env_seed", "forget_writes",
+           "grid_inputs", "grid_link", "never", "random_pause"]

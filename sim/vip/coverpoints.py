@@ -170,9 +170,9 @@ def cover_program(config: Config, program) -> None:
     program with no stream phase (no layer: phases a test builds by hand) samples its phase
     kinds only."""
     kinds = [p.kind for p in program.phases]
+    for kind in dict.fromkeys(kinds):
+        ARRAY.sample(phase=kind)
     if "stream" not in kinds:
-        for kind in dict.fromkeys(kinds):
-            ARRAY.sample(phase=kind)
         return
     groups = -(-program.shape[0] // config.rows)
     plans = getattr(program, "plans", None)
@@ -180,8 +180,6 @@ def cover_program(config: Config, program) -> None:
         layers, passes = len(plans), max(plan.passes for plan in plans)
     else:  # one layer: its stream phases are passes x batch groups
         layers, passes = 1, kinds.count("stream") // max(groups, 1)
-    for kind in dict.fromkeys(kinds):
-        ARRAY.sample(phase=kind)
     ARRAY.sample(passes=_count(passes, 2), groups=_count(groups, 2),
                  layers=_count(layers, 3),
                  reduction="on fabric" if "reduce" in kinds else "none",

@@ -56,6 +56,7 @@ from amaranth.lib import data, wiring
 
 from ..config import Config
 from ..hdl.core import SramBank, TileCore
+from ..hdl.core.ops import OpTable
 from ..hdl.core.units import Requantizer
 from ..hdl.flit import Opcode, Port, Reg, header_layout
 from ..hdl.noc import PhitTx, VcBuffer, VoqRouter, make_router, phase_counter
@@ -67,7 +68,7 @@ from .phit import PhitHarness
 from .router import RouterHarness, VoqRouterProof
 
 __all__ = ["MUTANT_HARNESSES", "MUTATIONS", "MUTATION_NAMES", "SkipPointerBuffer",
-           "WrongHeadBuffer", "mutant"]
+           "WrongHeadBuffer", "mutant", "send_without_pick"]
 
 
 class _WrappedBuffer(VcBuffer):
@@ -352,16 +353,21 @@ class _HastyNonlinearHarness(CoreHarness):
         return TileCore(self.config, units={**self.units(), "nonlinear": _HastyNonlinear})
 
 
+def send_without_pick(ops: OpTable) -> OpTable:
+    """``ops`` with a SEND that has no choices: it emits ADD whatever its data bits pick (the
+    fault of ``core_send_ignores_pick``, also the Amaranth tests')."""
+    send = ops[Opcode.SEND]
+    return ops.with_rows(replace(send, emit=replace(send.emit, choices=(),
+                                                    choice_option=None)))
+
+
 class _SendWithoutPick(TileCore):
-    """A tile core whose SEND emits ADD whatever its data bits pick (its output built from a
-    table whose SEND has no choices), while its ``ops``, which the specification reads, stay
-    the real table."""
+    """A tile core built from :func:`send_without_pick`'s table, while its ``ops``, which
+    the specification reads, stay the real table."""
 
     def elaborate(self, platform):
         real = self._ops
-        send = real[Opcode.SEND]
-        self._ops = real.with_rows(replace(send, emit=replace(send.emit, choices=(),
-                                                              choice_option=None)))
+        self._ops = send_without_pick(real)
         try:
             return super().elaborate(platform)
         finally:
