@@ -12,7 +12,8 @@ sums of a split layer added in block order (:func:`wafertile.stream.reference`);
 is ReLU or GELU in FP32 if the layer has it (:func:`~wafertile.sim.models.fp.relu`,
 :func:`~wafertile.sim.models.nonlinear.gelu`: NONLINEAR's, ``docs/nonlinear.md``) and the rounding
 to the format, to nearest even (:func:`~wafertile.sim.models.fp.to_half`); the outputs are
-the last layer's FP32 accumulators, as ``float32``.
+the last layer's FP32 accumulators, as ``float32``, or with ``softmax`` their softmax along
+each row as the tiles make it (:func:`~wafertile.sim.models.rows.softmax`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import numpy as np
 from ...config import Config
 from ...formats import fp32_fields, fp32_words
 from ...hdl.core.fp import float_format
-from ...stream import reference
+from ...stream import plan_layer, reference
 from .core import requantize
 from .fp import relu as fp_relu
 from .fp import to_half as fp_to_half
 from .nonlinear import gelu as nl_gelu
+from .rows import softmax
 
 __all__ = ["network_reference"]
 
@@ -54,6 +56,9 @@ def _float_reference(config: Config, net, x: np.ndarray) -> tuple[np.ndarray, li
         acc = reference(config, acts[-1], np.asarray(layer.weights, np.float32),
                         fp32_words(f"b{n}", layer.bias))
         if n == len(net.layers) - 1:
+            if net.softmax:  # along each row, in the orders of the tiles that hold it
+                parts = plan_layer(config, layer.weights, streams=False).parts(0)
+                acc = softmax(acc.view(np.uint32), parts, net.dtype).view(np.float32)
             return acc, acts
         word = fp32_fields(acc) & 0xFFFFFFFF
         if layer.relu:

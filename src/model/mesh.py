@@ -69,7 +69,7 @@ from ..hdl.flit import Port
 from .routers import ROUTERS, Grants, Router, route_bits
 from .timing import Timing
 
-__all__ = ["MESH_BUDGET", "MeshResult", "PhaseFlits", "iterative_cycles", "mesh_seconds",
+__all__ = ["MESH_BUDGET", "Carry", "MeshResult", "PhaseFlits", "iterative_cycles", "mesh_seconds",
            "route_bits", "simulate", "weight_nonzero"]
 
 #: Seconds of mesh model that :mod:`.predict` spends on one program at most (``detail =
@@ -271,6 +271,53 @@ class PhaseFlits:
             wnz=weight_nonzero(config, cat["data"]), iterates=iterates, **flags)
 
 
+#: The per-flit columns of a :class:`PhaseFlits` (all but ``port``, ``out`` and ``hosts``).
+_COLUMNS = ("x0", "x1", "y0", "y1", "vc", "exit", "kind", "addr", "act", "reads", "writes",
+            "gated", "wnz", "holds", "iterates")
+
+
+@dataclass(frozen=True)
+class Carry:
+    """What the cores still hold when a phase ends (its last count): the flits in their
+    stages, with their outputs, and their iterative units' work left. The RTL's next phase
+    starts on top of it (the phase's end is the host's count; a SEND's MAX or MUL may still
+    be in its receiving core's unit), so :func:`simulate` starts the next phase from it.
+
+    Attributes
+    ----------
+    rows : dict of str to numpy.ndarray
+        The carried flits' columns (:class:`PhaseFlits`), ``out`` pointing into them.
+    pipe : numpy.ndarray
+        Stages x nodes: the carried flit in each core stage (-1: empty).
+    rx : numpy.ndarray
+        With phits: the carried flit in each core's deserializer (-1: empty).
+    it_flit, it_left : numpy.ndarray
+        The carried flit each iterative unit works on (-1: none) and its cycles left.
+    at : int
+        The cycle of the snapshot, counted from the phase's first injection.
+    """
+
+    rows: dict
+    pipe: np.ndarray
+    rx: np.ndarray
+    it_flit: np.ndarray
+    it_left: np.ndarray
+    at: int
+
+
+def _with_carry(flits: PhaseFlits, carry: Carry) -> PhaseFlits:
+    """``flits`` with the carried flits appended (after every flit of the phase), uncounted:
+    their MAC or write was counted in the phase that took them."""
+    n = len(flits.port)
+    rows = carry.rows
+    m = len(rows["kind"])
+    extra = {k: np.concatenate([getattr(flits, k), rows[k]]) for k in _COLUMNS}
+    extra["kind"][n:] = np.where(rows["kind"] == _ANSWER, _ANSWER, _OTHER)
+    out = np.concatenate([flits.out, np.where(rows["out"] >= 0, rows["out"] + n, -1)])
+    return PhaseFlits(port=np.concatenate([flits.port, np.full(m, -1, np.int64)]), out=out,
+                      hosts=flits.hosts, **extra)
+
+
 def iterative_cycles(config, op, data) -> np.ndarray:
     """Per flit of opcode ``op`` and ``data`` field, the cycles its core's iterative unit holds
     the core (NONLINEAR, MUL, MAX: :meth:`~wafertile.hdl.core.units.FpNonlinear.cycles` of
@@ -310,6 +357,8 @@ class MeshResult:
     arbiters : tuple
         The round-robin pointers of every output and input at the end (what a next phase
         starts from: the RTL keeps them from phase to phase).
+    carry : Carry or None
+        The cores' unfinished work at the end (what a next phase starts on top of).
     """
 
     last_mac: int
@@ -317,6 +366,8 @@ class MeshResult:
     last_reply: int
     cycles: int
     arbiters: tuple = ()
+    #: what the cores still hold at the end (None: nothing)
+    carry: Carry | None = None
 
 
 class _Mesh:
@@ -535,9 +586,52 @@ class _Mesh:
     def busy(self) -> bool:
         return self.macs > 0 or self.writes > 0 or self.replies > 0
 
+    def snapshot(self, now: int) -> Carry | None:
+        """The cores' flits and units at cycle ``now`` (None if every core is empty)."""
+        held = np.concatenate([self.pipe.ravel(), self.rx])
+        ids = np.unique(held[held >= 0])
+        if not len(ids):
+            return None
+        f = self.f
+        outs = f.out[ids]
+        ids = np.unique(np.concatenate([ids, outs[outs >= 0]]))
+        index = np.full(len(f.port), -1, np.int64)
+        index[ids] = np.arange(len(ids))
+        rows = {k: getattr(f, k)[ids] for k in _COLUMNS}
+        out = f.out[ids]
+        rows["out"] = np.where(out >= 0, index[np.maximum(out, 0)], -1)
+
+        def remap(a):
+            return np.where(a >= 0, index[np.maximum(a, 0)], -1)
+        # the unit's flit while it is in S3 (done or not: a done one moves on, it does not
+        # start again)
+        mine = (self.it_flit >= 0) & (self.it_flit == self.pipe[2]) if len(self.pipe) > 2 \
+            else np.zeros(self.nodes, bool)
+        return Carry(rows, remap(self.pipe), remap(self.rx),
+                     np.where(mine, remap(self.it_flit), -1), np.where(mine, self.it_left, 0),
+                     now)
+
+    def restore(self, carry: Carry) -> None:
+        """Start from ``carry`` (its flits appended to the table by :func:`_with_carry`)."""
+        n = len(self.f.port) - len(carry.rows["kind"])
+
+        def shift(a):
+            return np.where(a >= 0, a + n, -1)
+        self.pipe[:] = shift(carry.pipe)
+        self.rx[:] = shift(carry.rx)
+        self.it_flit[:] = shift(carry.it_flit)
+        self.it_left[:] = carry.it_left
+
+    def idle_cycle(self, now: int) -> None:
+        """A cycle between two phases: the cores work on what they hold; nothing is injected
+        and the routers do not step (what a core outputs waits in its router's local input)."""
+        advance, move = self.core_ready(now)
+        self.core(now, advance, move, np.full(self.nodes, -1, np.int64))
+
 
 def simulate(timing: Timing, flits: PhaseFlits, *, limit: int | None = None,
-             arbiters: tuple = (), nonzero: np.ndarray | None = None) -> MeshResult:
+             arbiters: tuple = (), nonzero: np.ndarray | None = None,
+             carry: Carry | None = None, gap: int = 0) -> MeshResult:
     """Play one phase from an empty fabric, its first injection at cycle 0 (a slot
     boundary), until every MAC, activation write and reply it causes is counted (a reply:
     a flit out of the west edge, or a GRAD chain's result out of the south edge).
@@ -545,7 +639,11 @@ def simulate(timing: Timing, flits: PhaseFlits, *, limit: int | None = None,
     (:attr:`MeshResult.arbiters`; default: reset). ``nonzero``: for the float core, which
     activations are nonzero, per tile (``row * cols + column``) and activation address
     (bool, ``tiles x act_depth``): a MAC with a zero operand skips its accumulator and never
-    makes a hazard bubble (default: every activation nonzero).
+    makes a hazard bubble (default: every activation nonzero). ``carry``: what the previous
+    phase's cores still held at its snapshot (:attr:`MeshResult.carry`), ``gap`` cycles
+    before this phase's first injection; the cores play those cycles first. The result's
+    ``carry`` is taken at the phase's end as the host sees it (the last count, and a reply's
+    ``adapter`` cycles).
 
     Raises
     ------
@@ -553,12 +651,18 @@ def simulate(timing: Timing, flits: PhaseFlits, *, limit: int | None = None,
         If the phase does not finish within ``limit`` cycles (default: generous for the
         phase's size; only a bug in the model can reach it).
     """
+    if carry is not None:
+        flits = _with_carry(flits, carry)
     mesh = _Mesh(timing, flits)
     if nonzero is not None:
         mesh.nonzero = np.asarray(nonzero, bool)
     if arbiters:
         mesh.routers.arbiters = arbiters
     h = timing.slot
+    if carry is not None:
+        mesh.restore(carry)
+        for now in range(-gap, 0):
+            mesh.idle_cycle(now)
     if limit is None:
         limit = 8 * h * (flits.hosts + len(flits.port) + 1) * (mesh.R + mesh.C + mesh.B) + \
             1000 + int(flits.iterates.sum() if flits.iterates is not None else 0)
@@ -577,4 +681,4 @@ def simulate(timing: Timing, flits: PhaseFlits, *, limit: int | None = None,
         mesh.core(now, advance, move, given)
         now += 1
     return MeshResult(mesh.last["mac"], mesh.last["write"], mesh.last["reply"], now,
-                      mesh.routers.arbiters)
+                      mesh.routers.arbiters, mesh.snapshot(now))

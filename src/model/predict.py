@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from ..hdl.core.ops import OPS, codes
 from ..stream import LayerProgram, Phase
 from .mesh import (
     MESH_BUDGET,
+    Carry,
     PhaseFlits,
     iterative_cycles,
     mesh_seconds,
@@ -106,14 +107,19 @@ class Prediction:
 
 def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto",
                   budget: float = MESH_BUDGET, arbiters: tuple = (),
-                  nonzero: np.ndarray | None = None) -> tuple[int, str, float, tuple]:
+                  nonzero: np.ndarray | None = None, carry: Carry | None = None,
+                  gap: int = 0, carried: list | None = None) -> tuple[int, str, float, tuple]:
     """The cycles of one phase that starts at a slot boundary, how they were found
     (:attr:`Prediction.methods`), the estimated seconds of mesh model spent (``detail =
     "auto"``: the mesh where the analytic model is not exact, if that estimate is within
     ``budget``) and, after the mesh, its arbiters' pointers (the next phase starts from
     them, as in the RTL; ``arbiters``: the previous phase's). ``nonzero``: on float tiles,
     a MAC stream's nonzero activations per tile and address
-    (:func:`~wafertile.model.mesh.simulate`).
+    (:func:`~wafertile.model.mesh.simulate`). ``carry``: what the previous phase's cores
+    still held, ``gap`` cycles before this phase's first injection (the mesh then plays this
+    phase on top of it, whatever the analytic model says); ``carried``: a list that gets
+    what this phase's cores still hold at its end and the cycles from that snapshot to the
+    end (the mesh only; nothing is appended otherwise).
 
     Raises
     ------
@@ -136,24 +142,60 @@ def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto",
     cycles, method = _analytic(timing, phase, nonzero)
     cost = mesh_seconds(cycles, cfg.rows * cfg.cols)
     row = (_one_row(cfg, phase) if phase.kind not in ("stream", "grad") and cfg.rows > 1
-           else None)
+           and (carry is None or _rows_alike(cfg, carry)) else None)
     if row is not None:  # every row alike: one row costs 1 / rows of the array
         cost /= cfg.rows
-    if detail == "mesh" or (detail == "auto" and method != "exact" and cost <= budget):
+    if detail == "mesh" or (detail == "auto" and (method != "exact" or carry is not None)
+                            and cost <= budget):
         if row is not None:
-            # row 0's arbiters in, the same state out for every row (the rows run alike)
+            # row 0's arbiters and carry in, the same state out for every row (the rows run
+            # alike)
             first = tuple(a[:, :cfg.cols] for a in arbiters)
             result = simulate(Timing(cfg.replace(rows=1)), PhaseFlits.from_phase(cfg, row),
-                              arbiters=first)
+                              arbiters=first, carry=_row0(cfg, carry), gap=gap)
             end = {"handoff": result.last_write}.get(phase.kind, result.last_reply)
+            if carried is not None and result.carry is not None:
+                tiled = _tile_rows(cfg, result.carry)
+                if tiled is not None:
+                    carried += [tiled, end + 1 - result.carry.at]
             return end + 1, "mesh", cost, tuple(np.tile(a, (1, cfg.rows))
                                                 for a in result.arbiters)
         result = simulate(timing, PhaseFlits.from_phase(cfg, phase), arbiters=arbiters,
-                          nonzero=nonzero)
+                          nonzero=nonzero, carry=carry, gap=gap)
         end = {"stream": result.last_mac, "handoff": result.last_write}.get(
             phase.kind, result.last_reply)
+        if carried is not None and result.carry is not None:
+            carried += [result.carry, end + 1 - result.carry.at]
         return end + 1, "mesh", cost, result.arbiters
     return cycles, method, 0.0, ()
+
+
+def _rows_alike(config: Config, carry: Carry) -> bool:
+    """Whether every row of the cores holds the same carried flits, as row 0 does (the rows
+    of a row phase run alike)."""
+    C = config.cols
+    rows = carry.pipe.reshape(len(carry.pipe), -1, C)
+    return bool(np.all(rows == rows[:, :1]) and np.all(
+        carry.it_left.reshape(-1, C) == carry.it_left[:C]))
+
+
+def _row0(config: Config, carry: Carry | None) -> Carry | None:
+    """Row 0's part of ``carry`` (for the one-row model of a phase whose rows run alike)."""
+    if carry is None:
+        return None
+    C = config.cols
+    return replace(carry, pipe=carry.pipe[:, :C], rx=carry.rx[:C], it_flit=carry.it_flit[:C],
+                   it_left=carry.it_left[:C])
+
+
+def _tile_rows(config: Config, carry: Carry) -> Carry | None:
+    """A one-row model's carry for every row (None if a carried flit still has an output to
+    make: its route is row 0's)."""
+    if np.any(carry.rows["out"] >= 0):
+        return None
+    R = config.rows
+    return replace(carry, pipe=np.tile(carry.pipe, (1, R)), rx=np.tile(carry.rx, R),
+                   it_flit=np.tile(carry.it_flit, R), it_left=np.tile(carry.it_left, R))
 
 
 def _one_row(config: Config, phase: Phase) -> Phase | None:
@@ -330,22 +372,27 @@ def predict_program(config: Config, program: LayerProgram, *, detail: str = "aut
     nonzero = nonzero or {}
     budget = MESH_BUDGET
     arbiters: tuple = ()
+    carry, rest = None, 0  # the previous phase's cores' work left, and its cycles to the end
     for n, phase in enumerate(program.phases):
         table = nonzero.get(n)
         key = None
-        if table is None:
+        if table is None and carry is None:
             key = (detail, id(phase)) if cache is None else (detail, timing_key(config, phase))
+        wait = timing.wait(elapsed) if len(phase) else 0
         if key is None or key not in seen:
+            carried: list = []
             c, how, spent, arbiters = predict_phase(timing, phase, detail=detail,
                                                     budget=budget, arbiters=arbiters,
-                                                    nonzero=table)
+                                                    nonzero=table, carry=carry,
+                                                    gap=rest + wait, carried=carried)
             budget -= spent
-            if key is not None:
+            if key is not None and not carried:
                 seen[key] = c, how
+            carry, rest = carried or (None, 0)
         else:
             c, how = seen[key]
-        if len(phase):
-            c += timing.wait(elapsed)
+            carry, rest = None, 0
+        c += wait
         kinds.append(phase.kind)
         cycles.append(int(c))
         methods.append(how)

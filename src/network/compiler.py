@@ -42,11 +42,14 @@ from ..stream import (
     PhaseBuilder,
     add_activations,
     add_zero,
+    handoff_window,
     plan_layer,
     read_phase,
     reduce_phases,
     stream_phase,
 )
+from ..stream.program import LayerError
+from ..stream.rows import check_softmax, softmax_phases
 from .model import Layer, Network, NetworkError
 
 __all__ = ["NetworkProgram", "check_network", "compile_network", "edge_flits",
@@ -57,12 +60,6 @@ __all__ = ["NetworkProgram", "check_network", "compile_network", "edge_flits",
 GELU = FUNCTIONS.index("gelu")
 
 
-def handoff_window(config: Config) -> int:
-    """FINISHes per tile per hand-off round: what the router's local input can hold on the
-    reply VC (a VC buffer of ``buffer_depth`` flits; the ``lite`` router's one-flit register)."""
-    return 1 if config.router_arch == "lite" else config.buffer_depth
-
-
 @dataclass
 class NetworkProgram(LayerProgram):
     """A compiled network: :class:`~wafertile.stream.LayerProgram` (``shape`` is ``(B,
@@ -70,6 +67,9 @@ class NetworkProgram(LayerProgram):
 
     #: the layer each phase belongs to
     phase_layer: list[int] = None
+    #: what each phase does: ``"layer"``, or ``"softmax"`` for the phases of the softmax
+    #: (:func:`~wafertile.stream.rows.softmax_phases`)
+    phase_step: list[str] = None
     #: the activation base address of each layer
     bases: list[int] = None
     plans: list[LayerPlan] = None
@@ -118,6 +118,13 @@ def check_network(config: Config, net: Network, x: np.ndarray) -> None:
         float_words(net.dtype, "inputs", x, error=NetworkError)
         for n, layer in enumerate(net.layers):
             _check_size(config, n, layer)
+        if net.softmax:
+            last = len(net.layers) - 1
+            try:
+                check_softmax(plan_layer(config, net.layers[last].weights, streams=False),
+                              f"the softmax of layer {last}'s outputs")
+            except LayerError as exc:
+                raise net.error(str(exc)) from None
         return
     if net.data_width != config.data_width:
         raise NetworkError(f"the network has {net.data_width}-bit activations and weights but "
@@ -255,11 +262,12 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
 
 
 def _group(config: Config, net: Network, plans: list[LayerPlan], bases: list[int],
-           rows: int) -> tuple[list[Phase], list[int]]:
+           rows: int) -> tuple[list[Phase], list[int], list[str]]:
     """The phases of one batch group of ``rows`` inputs (batch index 0 onwards; without the
-    first layer's inputs), and the layer of each."""
+    first layer's inputs), the layer of each and its step."""
     phases: list[Phase] = []
     layer_of: list[int] = []
+    step_of: list[str] = []
     last = len(net.layers) - 1
     for n, (layer, plan) in enumerate(zip(net.layers, plans, strict=True)):
         for p in range(plan.passes):
@@ -268,14 +276,21 @@ def _group(config: Config, net: Network, plans: list[LayerPlan], bases: list[int
             here = [load.phase("load"), stream_phase(plan, p, rows, base=bases[n])]
             if plan.K > 1:
                 here += reduce_phases(plan, p, rows)
+            steps = ["layer"] * len(here)
             if n == last:
+                if net.softmax:
+                    softmax = softmax_phases(plan, p, rows)
+                    here += softmax
+                    steps += ["softmax"] * len(softmax)
                 here.append(read_phase(plan, p, rows))
             else:
                 here += handoff_phases(config, plan, layer, p, rows, plans[n + 1],
                                        bases[n + 1])
+            steps += ["layer"] * (len(here) - len(steps))
             phases += here
             layer_of += [n] * len(here)
-    return phases, layer_of
+            step_of += steps
+    return phases, layer_of, step_of
 
 
 def _join(first: Phase, then: Phase) -> Phase:
@@ -316,12 +331,13 @@ def compile_network(config: Config, net: Network, x: np.ndarray, *,
     B = x.shape[0]
     phases: list[Phase] = []
     layer_of: list[int] = []
-    templates: dict[int, tuple[list[Phase], list[int]]] = {}
+    step_of: list[str] = []
+    templates: dict[int, tuple[list[Phase], list[int], list[str]]] = {}
     for g0 in range(0, B, R):
         rows = min(R, B - g0)
         if rows not in templates:  # every batch group of this size runs the same flits
             templates[rows] = _group(config, net, plans, bases, rows)
-        template, layers = templates[rows]
+        template, layers, steps = templates[rows]
         # this group's own part: its inputs (before the first phase's flits) and the batch
         # index of its outputs
         inputs = PhaseBuilder()
@@ -333,9 +349,11 @@ def compile_network(config: Config, net: Network, x: np.ndarray, *,
                                                         phase.reply_b))
             phases.append(phase)
         layer_of += layers
+        step_of += steps
     return NetworkProgram(config, (B, net.outputs, net.inputs), phases, net.nnz,
                           dense_flits=sum(layer.weights.size for layer in net.layers),
-                          phase_layer=layer_of, bases=bases, plans=plans)
+                          phase_layer=layer_of, phase_step=step_of, bases=bases,
+                          plans=plans)
 
 
 def edge_flits(program: LayerProgram) -> dict[str, int]:

@@ -26,7 +26,9 @@ The ``.npz`` file (``numpy.savez``): ``format = "wafertile-network/1"``, ``data_
 ``"fp16"``, ``"bf16"``; default the integer format of ``data_width``); with ``"fp16"`` or
 ``"bf16"`` (and ``data_width = 16``), ``w{l}`` are float16 or float32 arrays of numbers of the
 format, ``b{l}`` float32 values, and there are no ``mult{l}`` / ``shift{l}``; for ``l < L -
-1`` an optional ``gelu{l}`` (0 or 1, default 0; not with ``relu{l} = 1``). Optional:
+1`` an optional ``gelu{l}`` (0 or 1, default 0; not with ``relu{l} = 1``), and an optional
+``softmax`` (0 or 1, default 0: the outputs are then the softmax of the last layer's
+accumulators, per input, made on the fabric: ``docs/nonlinear.md``). Optional:
 ``name`` (a string), ``input_scale`` (the float value of one input step, for float inputs),
 ``float_accuracy`` and ``float_pruned_accuracy`` (information: the float model's accuracy,
 dense and pruned).
@@ -99,6 +101,9 @@ class Network:
     #: where the network was read from, for the messages about its keys (``"network file
     #: 'net.npz'"``; empty for a network made in Python)
     source: str = field(default="", compare=False)
+    #: the outputs are the softmax of the last layer's accumulators, made on the fabric (a
+    #: float network on tiles with the nonlinear unit; docs/nonlinear.md)
+    softmax: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype is None:
@@ -148,6 +153,9 @@ class Network:
         if self.is_float:
             self._check_float()
             return
+        if self.softmax:
+            raise self.error(f"softmax needs a float dtype ('fp16' or 'bf16': the softmax is "
+                             f"computed in FP32 by the nonlinear unit), not {self.dtype!r}")
         lo, hi = -(1 << (self.data_width - 1)), (1 << (self.data_width - 1)) - 1
         for n, layer in enumerate(self.layers):
             w = layer.weights
@@ -248,7 +256,7 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
     count = _scalar_int(data["layers"], "layers")
     if count < 1:
         raise NetworkError(f"layers must be at least 1, not {count}")
-    known = {"format", "data_width", "layers", "name", "dtype", *_META}
+    known = {"format", "data_width", "layers", "name", "dtype", "softmax", *_META}
     width = _scalar_int(data["data_width"], "data_width")
     dtype = _scalar_str(data["dtype"], "dtype") if "dtype" in data else None
     floating = dtype in ("fp16", "bf16")
@@ -288,10 +296,12 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
         keys = ", ".join(f"{key}.." for key in (*extra, *(("gelu",) if floating else ())))
         raise NetworkError(f"unknown key {unknown[0]!r} ({what} of {count} layers has "
                            f"w0..w{count - 1}, b.., {keys} and format, data_width, "
-                           f"{'dtype, ' if floating else ''}layers, name, {', '.join(_META)})")
+                           f"{'dtype, softmax, ' if floating else ''}layers, name, "
+                           f"{', '.join(_META)})")
     meta = {k: _scalar_float(data[k], k) for k in _META if k in data}
     name = _scalar_str(data["name"], "name") if "name" in data else ""
-    net = Network(layers, width, name=name, meta=meta, dtype=dtype)
+    net = Network(layers, width, name=name, meta=meta, dtype=dtype,
+                  softmax=_flag(data, "softmax") if "softmax" in data else False)
     net.check()
     return net
 
@@ -300,7 +310,7 @@ def _flag(data: dict[str, np.ndarray], key: str) -> bool:
     """``data[key]`` as a flag: one integer, 0 or 1."""
     r = _int_array(data[key], key)
     if r.ndim or int(r) not in (0, 1):
-        raise NetworkError(f"{key} must be 0 or 1, not {data[key]!r}")
+        raise NetworkError(f"{key} must be 0 or 1, not {r.tolist()!r}")
     return bool(r)
 
 
@@ -357,6 +367,8 @@ def save_network(net: Network, path: str | Path) -> None:
     arrays.update({k: float(v) for k, v in net.meta.items()})
     if net.is_float:
         arrays["dtype"] = np.array(net.dtype)
+        if net.softmax:
+            arrays["softmax"] = 1
         for n, layer in enumerate(net.layers):
             arrays[f"w{n}"] = np.asarray(layer.weights).astype(
                 np.float16 if net.dtype == "fp16" else np.float32)

@@ -43,17 +43,19 @@ The modules, by job (each imports only those above it):
 - :mod:`.numpy_reference`: the numpy :func:`reference` and the input checks (:func:`check_layer`,
   :func:`layer_words`);
 - :mod:`.reduction`: the on-fabric reduction (:func:`reduce_phases`, :func:`reduce_phase`);
+- :mod:`.rows`: operations along a row of the array (:func:`~.rows.softmax_phases`: the
+  softmax of a layer's outputs, docs/nonlinear.md);
 - :mod:`.compiler`: the phases of a layer (:func:`add_activations`, :func:`add_zero`,
   :func:`stream_phase`, :func:`read_phase`) and :func:`compile_layer`.
 """
 
 from .compiler import add_activations, add_zero, compile_layer, read_phase, stream_phase
 from .numpy_reference import check_layer, layer_words, reference
-from .plan import LayerPlan, plan_layer, reply_route
+from .plan import LayerPlan, handoff_window, plan_layer, reply_route
 from .program import LayerError, LayerProgram, Phase, PhaseBuilder, load_program, save_program
 from .reduction import reduce_phase, reduce_phases
 
 __all__ = ["LayerError", "LayerPlan", "LayerProgram", "Phase", "PhaseBuilder", "add_activations",
-           "add_zero", "check_layer", "compile_layer", "layer_words", "load_program", "plan_layer",
-           "read_phase", "reduce_phase", "reduce_phases", "reference", "reply_route",
-           "save_program", "stream_phase"]
+           "add_zero", "check_layer", "compile_layer", "handoff_window", "layer_words",
+           "load_program", "plan_layer", "read_phase", "reduce_phase", "reduce_phases",
+           "reference", "reply_route", "save_program", "stream_phase"]

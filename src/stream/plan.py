@@ -18,12 +18,20 @@ import numpy as np
 from ..config import Config
 from ..hdl.flit import Opcode, Port, encode_route
 
-__all__ = ["LayerPlan", "plan_layer", "reply_route", "route_to", "row_chunks"]
+__all__ = ["LayerPlan", "handoff_window", "plan_layer", "reply_route", "route_to", "row_chunks"]
 
 
 def row_chunks(config: Config, J: int) -> int:
     """K: the number of tiles (columns) one activation row of ``J`` values is split over."""
     return max(1, -(-J // config.act_depth))
+
+
+def handoff_window(config: Config) -> int:
+    """Outputs a tile may have in flight at once without a wait on itself: what the router's
+    local input holds on the reply VC (a VC buffer of ``buffer_depth`` flits; the ``lite``
+    router's one-flit register). FINISHes per tile per hand-off round (docs/network.md);
+    a row operation's self-SENDs and their fence (:mod:`.rows`)."""
+    return 1 if config.router_arch == "lite" else config.buffer_depth
 
 
 def route_to(config: Config, x: int, y, exit_: Port):

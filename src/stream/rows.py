@@ -1,0 +1,229 @@
+"""Operations along a row of the array: the softmax of a layer's outputs, on the fabric.
+
+A layer's outputs for one batch element are spread over the tiles of its array row (output
+``i`` in accumulator ``s`` of tile ``g``: :meth:`LayerPlan.parts`). The softmax of that
+vector needs every element; :func:`softmax_phases` makes it with the tiles' own operations
+(``docs/nonlinear.md``, "Softmax on the fabric"), in fixed orders that
+:func:`wafertile.sim.models.rows.softmax` follows bit for bit:
+
+1. each tile's maximum in a scratch accumulator ``z`` (self-SENDs: the first a WRITE_ACC,
+   the others MAX), the tiles' maxima into tile 0's ``z`` (SENDs west, as MAX);
+2. tile 0's FINISH writes the maximum, rounded to the format, into activation 0 of every
+   tile of the row; each element takes a MAC with weight -1 on it;
+3. NONLINEAR exp on each element; each tile's sum in ``z`` (self-SENDs: WRITE_ACC, then
+   ADD), the tiles' sums added at tile 0 in tile order (one fenced phase per tile);
+4. NONLINEAR reciprocal of the sum at tile 0, whose FINISH writes it, rounded to the format,
+   into activation 0 of every tile; each tile copies it into ``z`` (a MAC with weight 1 on a
+   zeroed ``z``) and SENDs it to each element as a MUL.
+
+Every phase ends at a fence: a READ whose reply leaves on the reply VC after the SENDs (the
+same queue of the same router), or the count of the FINISH's activation writes. A tile has
+at most :func:`handoff_window` - 1 of its own SENDs in flight in a phase (then its fence),
+so that a core never waits on its own output (as the hand-off's rounds, docs/network.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import Config
+from ..hdl.core.nonlinear import FUNCTIONS
+from ..hdl.flit import Opcode, Port, Reg, encode_handoff
+from .plan import LayerPlan, handoff_window, reply_route, route_to
+from .program import LayerError, Phase, PhaseBuilder
+
+__all__ = ["SEND_PICKS", "check_softmax", "softmax_phases", "softmax_scratch", "softmax_window"]
+
+#: The bits of a SEND's ``data`` right above the route that pick its output's opcode on a
+#: float tile with the nonlinear unit (docs/architecture.md).
+SEND_PICKS = {"ADD": 0, "MUL": 1, "MAX": 2, "WRITE_ACC": 3}
+#: The activation address that carries the row's maximum, then its reciprocal sum.
+ACT = 0
+
+
+def softmax_window(config: Config) -> int:
+    """Self-SENDs per tile per phase: one less than the router's local input holds on the
+    reply VC (the fence READ's reply is the last)."""
+    return handoff_window(config) - 1
+
+
+def softmax_scratch(plan: LayerPlan, p: int = 0) -> int:
+    """The scratch accumulator ``z`` of every tile: the first slot no output of pass ``p``
+    uses."""
+    return max(len(part) for part in plan.parts(p))
+
+
+def check_softmax(plan: LayerPlan, what: str = "the softmax layer") -> None:
+    """Raise :class:`LayerError` (one line) if :func:`softmax_phases` cannot run ``plan``."""
+    config = plan.config
+    if not (config.is_float and config.nonlinear):
+        raise LayerError(f"{what} needs float tiles with the nonlinear unit (dtype fp16 or "
+                         f"bf16, nonlinear = true), not dtype {config.dtype!r} with nonlinear "
+                         f"= {str(config.nonlinear).lower()}")
+    if softmax_window(config) < 1:
+        raise LayerError(f"{what} needs a router whose local input holds at least 2 flits "
+                         f"per VC (its SENDs and their fence): router_arch = "
+                         f"{config.router_arch!r} holds 1")
+    if plan.passes > 1:
+        raise LayerError(f"{what} has {plan.I} outputs: they need {plan.passes} passes over "
+                         f"{plan.G} columns of {config.acc_depth} accumulators, and a softmax "
+                         f"needs them all at once (raise acc_depth or use more columns)")
+    if softmax_scratch(plan) >= config.acc_depth:
+        raise LayerError(f"{what} fills all {config.acc_depth} accumulators of a tile and the "
+                         f"softmax needs one more per tile (raise acc_depth or use more "
+                         f"columns)")
+
+
+def _tiles(plan: LayerPlan, p: int) -> list[int]:
+    """The columns that hold outputs of pass ``p`` (``0 .. n - 1``: the groups are dealt
+    by count)."""
+    return [g for g, part in enumerate(plan.parts(p)) if len(part)]
+
+
+class _Turns:
+    """One row's flits, in order per tile, sent taking turns over the tiles (flit ``k`` of
+    every tile, then flit ``k + 1``): a core busy in its unit then holds up the flits of the
+    tiles behind it for one turn, not for all of its own (they share the row's first
+    routers)."""
+
+    def __init__(self):
+        self.blocks: list = []
+        self.count: dict[int, int] = {}
+
+    def add(self, g: int, n: int, **fields) -> None:
+        """``n`` flits to tile ``g`` of the row (fields as :meth:`PhaseBuilder.add`)."""
+        k = self.count.get(g, 0)
+        self.count[g] = k + n
+        self.blocks.append((np.arange(k, k + n), g, n, fields))
+
+    def emit(self, flits: PhaseBuilder, y: int) -> None:
+        """Into ``flits`` at row ``y``'s port, taking turns."""
+        if not self.blocks:
+            return
+        turn = np.concatenate([t for t, *_ in self.blocks])
+        tile = np.concatenate([np.full(n, g, np.int64) for _, g, n, _ in self.blocks])
+        order = np.lexsort((tile, turn))
+        names = set().union(*(f.keys() for *_, f in self.blocks))
+        cols = {name: np.concatenate([np.broadcast_to(np.asarray(f.get(name, 0), np.int64),
+                                                      (n,)) for _, _, n, f in self.blocks])
+                [order] for name in names}
+        flits.add(y, len(turn), x0=tile[order], x1=tile[order], y0=y, y1=y, **cols)
+
+
+def _self_rounds(config: Config, plan: LayerPlan, p: int, rows: int, z: int, first: str,
+                 rest: str, before=None, *, into_z: bool = True) -> list[Phase]:
+    """Each tile SENDs its elements, in slot order, into its own ``z``: the first as
+    ``first``, the others as ``rest``; :func:`softmax_window` per tile per phase, each
+    tile's fence READ last. ``into_z = False``: ``z`` into each element instead.
+    ``before(turns, g, n)``: flits for tile ``g`` at the start of the first phase."""
+    window = softmax_window(config)
+    sizes = [len(part) for part in plan.parts(p)]
+    at = config.route_width
+    to_host = reply_route(config, rows)
+    phases = []
+    for r in range(-(-max(sizes) // window)):
+        flits = PhaseBuilder()
+        for y in range(rows):
+            turns = _Turns()
+            for g, n in enumerate(sizes):
+                if not n:
+                    continue
+                if r == 0 and before is not None:
+                    before(turns, g, n)
+                s = np.arange(r * window, min((r + 1) * window, n))
+                if not len(s):
+                    continue
+                pick = np.where(s == 0, SEND_PICKS[first], SEND_PICKS[rest])
+                src, dst = (s, z) if into_z else (z, s)
+                turns.add(g, len(s), op=Opcode.SEND.value, addr=src, addr_b=dst,
+                          data=route_to(config, g, y, Port.LOCAL) | (pick << at))
+                turns.add(g, 1, op=Opcode.READ_ACC.value, addr_b=g, data=to_host[y])
+                flits.reply(y, 0, g)
+            turns.emit(flits, y)
+        phases.append(flits.phase("reduce"))
+    return phases
+
+
+def _to_tile0(config: Config, rows: int, z: int, tiles: list[int], how: str) -> Phase:
+    """Tiles ``tiles`` (columns >= 1) SEND their ``z`` into tile 0's ``z`` as ``how``, each
+    then its fence READ (whose reply follows the SEND west)."""
+    to_host = reply_route(config, rows)
+    flits = PhaseBuilder()
+    data = route_to(config, 0, np.arange(rows), Port.LOCAL) | \
+        (SEND_PICKS[how] << config.route_width)
+    for y in range(rows):
+        for g in tiles:
+            flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=Opcode.SEND.value, addr=z, addr_b=z,
+                      data=data[y])
+            flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=Opcode.READ_ACC.value, addr_b=g,
+                      data=to_host[y])
+            flits.reply(y, 0, g)
+    return flits.phase("reduce")
+
+
+def _spread(config: Config, rows: int, z: int, tiles: list[int], function: str | None
+            ) -> Phase:
+    """Tile 0 (after NONLINEAR ``function`` on its ``z``, if given) FINISHes ``z`` into
+    activation :data:`ACT` of the row's tiles ``tiles``, rounded to the format (ReLU off)."""
+    flits = PhaseBuilder()
+    vc = config.num_vcs - 1
+    for y in range(rows):
+        if function is not None:
+            flits.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.NONLINEAR.value, addr=z,
+                      data=FUNCTIONS.index(function))
+        flits.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.SET.value, addr=Reg.RELU.value,
+                  data=0)
+        flits.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.FINISH.value, addr=z, addr_b=ACT,
+                  data=encode_handoff(config, x0=0, x1=len(tiles) - 1, y=y, vc=vc))
+    return flits.phase("handoff", handoff_writes=rows * len(tiles))
+
+
+def _macs(config: Config, plan: LayerPlan, p: int, rows: int, z: int, *, scale: bool) -> Phase:
+    """MACs on activation :data:`ACT`, each tile's fence READ last: with weight -1 into every
+    element (``x - c``), or (``scale``) with weight 1 into ``z`` zeroed first (a copy)."""
+    fmt_words = {"bf16": (0xBF80, 0x3F80), "fp16": (0xBC00, 0x3C00)}[config.dtype]
+    to_host = reply_route(config, rows)
+    flits = PhaseBuilder()
+    for y in range(rows):
+        turns = _Turns()
+        for g, part in enumerate(plan.parts(p)):
+            n = len(part)
+            if not n:
+                continue
+            if scale:
+                turns.add(g, 1, op=Opcode.WRITE_ACC.value, addr=z)
+                turns.add(g, 1, op=Opcode.MAC.value, addr=z, addr_b=ACT, data=fmt_words[1])
+            else:
+                turns.add(g, n, op=Opcode.MAC.value, addr=np.arange(n), addr_b=ACT,
+                          data=fmt_words[0])
+            turns.add(g, 1, op=Opcode.READ_ACC.value, addr_b=g, data=to_host[y])
+            flits.reply(y, 0, g)
+        turns.emit(flits, y)
+    return flits.phase("reduce")
+
+
+def softmax_phases(plan: LayerPlan, p: int, rows: int) -> list[Phase]:
+    """The softmax of pass ``p``'s outputs along each of the first ``rows`` array rows, in
+    place (the module's steps); :func:`check_softmax` first. The layer's activations must be
+    dead (its MACs done): activation 0 of its tiles is overwritten."""
+    check_softmax(plan)
+    config = plan.config
+    z = softmax_scratch(plan, p)
+    tiles = _tiles(plan, p)
+    others = tiles[1:]
+    phases = _self_rounds(config, plan, p, rows, z, "WRITE_ACC", "MAX")
+    if others:  # the maximum does not depend on the order: the tiles at once
+        phases.append(_to_tile0(config, rows, z, others, "MAX"))
+    phases.append(_spread(config, rows, z, tiles, None))
+    phases.append(_macs(config, plan, p, rows, z, scale=False))
+
+    def exp_first(turns, g, n):
+        turns.add(g, n, op=Opcode.NONLINEAR.value, addr=np.arange(n),
+                  data=FUNCTIONS.index("exp"))
+
+    phases += _self_rounds(config, plan, p, rows, z, "WRITE_ACC", "ADD", before=exp_first)
+    phases += [_to_tile0(config, rows, z, [g], "ADD") for g in others]  # in tile order
+    phases.append(_spread(config, rows, z, tiles, "reciprocal"))
+    phases.append(_macs(config, plan, p, rows, z, scale=True))
+    phases += _self_rounds(config, plan, p, rows, z, "MUL", "MUL", into_z=False)
+    return phases
