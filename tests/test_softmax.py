@@ -219,3 +219,54 @@ def test_softmax_key_in_the_file(tmp_path):
     np.savez(tmp_path / "c.npz", **data)
     with pytest.raises(NetworkError, match="softmax must be 0 or 1, not 2"):
         load_network(tmp_path / "c.npz")
+
+
+def _softmax_onnx(path, rng, *, axis=-1, after=False):
+    """An ONNX classifier 8 -> 6 -> 4 ending in Softmax (opset 13), made with onnx.helper as
+    a user's script would; ``after``: a Relu after the Softmax."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w0 = rng.normal(0, 0.5, (8, 6)).astype(np.float32)
+    w1 = rng.normal(0, 0.5, (6, 4)).astype(np.float32)
+    b1 = rng.normal(0, 0.5, 4).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W0"], ["m0"], name="matmul0"),
+             helper.make_node("Relu", ["m0"], ["r0"], name="relu0"),
+             helper.make_node("MatMul", ["r0", "W1"], ["m1"], name="matmul1"),
+             helper.make_node("Add", ["m1", "B1"], ["y"], name="add1"),
+             helper.make_node("Softmax", ["y"], ["p"], name="softmax", axis=axis)]
+    out = "p"
+    if after:
+        nodes.append(helper.make_node("Relu", ["p"], ["q"], name="relu2"))
+        out = "q"
+    graph = helper.make_graph(
+        nodes, "classifier", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [None, 4])],
+        [numpy_helper.from_array(w0, "W0"), numpy_helper.from_array(w1, "W1"),
+         numpy_helper.from_array(b1, "B1")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+def test_onnx_softmax_import(tmp_path):
+    """An ONNX Softmax over the last axis at the end of the graph is the network's softmax;
+    over another axis, followed by a node, or in an integer import it is refused, naming the
+    node."""
+    from wafertile.network.compiler import check_network
+    from wafertile.network.onnx import import_onnx, import_onnx_float
+
+    rng = np.random.default_rng(3)
+    _softmax_onnx(tmp_path / "c.onnx", rng)
+    net = import_onnx_float(tmp_path / "c.onnx", "fp16")
+    assert net.softmax and [layer.relu for layer in net.layers] == [True, False]
+    check_network(Config(rows=2, cols=2, dtype="fp16", act_depth=16, acc_depth=16,
+                         nonlinear=True), net, np.zeros((1, 8), np.float16))
+    _softmax_onnx(tmp_path / "axis.onnx", rng, axis=0)
+    with pytest.raises(NetworkError, match=r"node 'softmax' \(Softmax\) must take the last "
+                                           r"layer's outputs .* not axis 0"):
+        import_onnx_float(tmp_path / "axis.onnx", "bf16")
+    _softmax_onnx(tmp_path / "after.onnx", rng, after=True)
+    with pytest.raises(NetworkError, match=r"node 'relu2' \(Relu\) follows the Softmax"):
+        import_onnx_float(tmp_path / "after.onnx", "bf16")
+    with pytest.raises(NetworkError, match=r"^the graph ends in Softmax: the softmax runs "
+                                           r"on float tiles only"):
+        import_onnx(tmp_path / "c.onnx", np.zeros((2, 8)))

@@ -1,11 +1,14 @@
-"""Import of a float ONNX MLP: a chain of MatMul or Gemm, Add, Relu and Gelu nodes.
+"""Import of a float ONNX MLP: a chain of MatMul or Gemm, Add, Relu and Gelu nodes, and a
+Softmax at its end.
 
 Read with the ``onnx`` package (no runtime): the weights come from the graph's initializers
 (or Constant nodes); each MatMul/Gemm starts a layer, an Add of a constant vector is its bias,
 a Relu or a Gelu its activation (Gelu, opset 20, with ``approximate = "tanh"`` only: the
 fabric's GELU is the tanh form, ``docs/nonlinear.md``; on float tiles with the nonlinear
-unit only). Anything else in the chain (another operator, a weight computed at run
-time, a branch) is refused naming the operator and the node. The float layers are then pruned
+unit only). A Softmax over the last axis as the graph's last node is the network's
+``softmax`` (made on the fabric, float tiles with the unit). Anything else in the chain
+(another operator, a weight computed at run time, a branch) is refused naming the operator
+and the node. The float layers are then pruned
 by magnitude (optional, no fine-tuning: post-training) and quantized from a calibration set
 (:mod:`wafertile.network.quantize`), or, for a floating-point fabric, kept in floating point
 (:func:`import_onnx_float`: weights rounded to FP16 or BF16, biases to FP32, to nearest even).
@@ -25,7 +28,7 @@ from .quantize import FloatLayer, prune, quantize
 __all__ = ["SUPPORTED", "float_layers", "import_onnx", "import_onnx_float"]
 
 #: The operators an imported graph may use.
-SUPPORTED = ("MatMul", "Gemm", "Add", "Relu", "Gelu")
+SUPPORTED = ("MatMul", "Gemm", "Add", "Relu", "Gelu", "Softmax")
 
 
 def _tensor(t, label: str) -> np.ndarray:
@@ -109,6 +112,9 @@ def float_layers(path: str | Path) -> list[FloatLayer]:
         if node.op_type not in SUPPORTED:
             raise NetworkError(f"unsupported ONNX operator {node.op_type!r} (node {name!r}); "
                                f"wafertile imports {', '.join(SUPPORTED)}")
+        if layers and layers[-1].softmax:
+            raise NetworkError(f"node {name!r} ({node.op_type}) follows the Softmax: a Softmax "
+                               f"must be the graph's last node")
         data = [i for i in node.input if i not in consts]
         if data != [current]:
             raise NetworkError(f"node {name!r} ({node.op_type}) does not continue the chain "
@@ -132,6 +138,14 @@ def float_layers(path: str | Path) -> list[FloatLayer]:
                 raise NetworkError(f"node {name!r} (Add) adds {params[0].size} values to a "
                                    f"layer of {outputs} outputs")
             layers[-1].bias = layers[-1].bias + params[0].reshape(-1)
+        elif node.op_type == "Softmax":
+            axis = {a.name: a.i for a in node.attribute}.get("axis", -1)
+            if not layers or layers[-1].relu or layers[-1].gelu or axis not in (-1, 1):
+                raise NetworkError(f"node {name!r} (Softmax) must take the last layer's outputs "
+                                   f"(a MatMul/Gemm's, with its Add) over their last axis "
+                                   f"(axis -1 or 1), not axis {axis}" if layers else
+                                   f"node {name!r} (Softmax) must follow a MatMul/Gemm")
+            layers[-1].softmax = True
         else:  # Relu, Gelu
             if not layers or layers[-1].relu or layers[-1].gelu:
                 raise NetworkError(f"node {name!r} ({node.op_type}) must follow a "
@@ -198,6 +212,9 @@ def import_onnx(path: str | Path, calibration: np.ndarray, *, data_width: int = 
     if gelu:
         raise NetworkError(f"layer {gelu[0]} ends in Gelu: GELU runs on float tiles only "
                            f"(--dtype fp16 or bf16, with --nonlinear true)")
+    if layers[-1].softmax:
+        raise NetworkError("the graph ends in Softmax: the softmax runs on float tiles only "
+                           "(--dtype fp16 or bf16, with --nonlinear true)")
     return quantize(layers, calibration, data_width=data_width, name=Path(path).stem), layers
 
 
@@ -209,7 +226,7 @@ def import_onnx_float(path: str | Path, dtype: str, *, prune_to: float | None = 
     A ReLU after the
     last layer is not applied (its accumulators are the outputs), as for integer networks; a
     Gelu layer is a GELU layer (:class:`~.model.Layer` ``gelu``: tiles with the nonlinear
-    unit)."""
+    unit); a Softmax at the end is the network's ``softmax``."""
     fmt = float_format(dtype)
     layers = []
     pruned = _pruned(path, prune_to)
@@ -217,4 +234,4 @@ def import_onnx_float(path: str | Path, dtype: str, *, prune_to: float | None = 
         w = fmt.values(fmt.bits(np.asarray(layer.weights, np.float32)))
         layers.append(Layer(w, np.asarray(layer.bias, np.float32), None, None,
                             bool(layer.relu) and n < len(pruned) - 1, bool(layer.gelu)))
-    return Network(layers, 16, name=Path(path).stem, dtype=dtype)
+    return Network(layers, 16, name=Path(path).stem, dtype=dtype, softmax=pruned[-1].softmax)

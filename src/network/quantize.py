@@ -31,6 +31,8 @@ class FloatLayer:
     bias: np.ndarray
     relu: bool
     gelu: bool = False
+    #: a Softmax of the outputs follows (the network's last layer only)
+    softmax: bool = False
 
 
 def float_forward(layers: list[FloatLayer], x: np.ndarray) -> list[np.ndarray]:
