@@ -11,9 +11,11 @@ GELU layer against a ReLU one in a whole network.
    the NONLINEARs) / ``N``: what each element adds to a stream. Every result is checked
    against the reference (``wafertile.sim.models.nonlinear``).
 2. **In a network.** A bf16 MLP (64 -> 128 -> 10, 50% of the weights zero) on a 4 x 4
-   array with the unit, once with GELU after the hidden layer and once with ReLU, on the
-   Verilator harness: total cycles, the hand-off phases' cycles and share, outputs bit exact
-   against ``network_reference``; and the performance model's event level for both.
+   array with the unit, once with GELU after the hidden layer, once with ReLU and once with
+   ReLU and the softmax of its outputs (``softmax = 1``, made on the fabric: docs/nonlinear.md),
+   on the Verilator harness: total cycles, the hand-off phases' cycles and share, the
+   softmax's cycles per batch group, outputs bit exact against ``network_reference``; and
+   the performance model's event level for each.
 
     python benchmarks/nonlinear_cycles.py --json benchmarks/results-nonlinear-cycles.json
 """
@@ -124,9 +126,9 @@ def network(seed: int, build_root: Path | None) -> list[dict]:
     b1 = np.zeros(10, np.float32)
     x = numbers((8, 64))
     out = []
-    for act in ("gelu", "relu"):
-        net = Network([Layer(w0, b0, relu=act == "relu", gelu=act == "gelu"), Layer(w1, b1)],
-                      16, name=f"mlp-{act}", dtype="bf16")
+    for act in ("gelu", "relu", "relu+softmax"):
+        net = Network([Layer(w0, b0, relu=act != "gelu", gelu=act == "gelu"), Layer(w1, b1)],
+                      16, name=f"mlp-{act}", dtype="bf16", softmax=act.endswith("softmax"))
         program = compile_network(cfg, net, x)
         t0 = time.perf_counter()
         run = simulate(cfg, [program], sim="verilator", build_root=build_root)
@@ -137,11 +139,18 @@ def network(seed: int, build_root: Path | None) -> list[dict]:
         got = np.asarray(y, np.int64).astype(np.uint32)
         phases = [int(c) for c in stats["phase_cycles"]]
         kinds = [p.kind for p in program.phases]
-        handoff = sum(c for k, c in zip(kinds, phases, strict=True) if k == "handoff")
+        steps = program.phase_step
+        handoff = sum(c for k, c, st in zip(kinds, phases, steps, strict=True)
+                      if k == "handoff" and st == "layer")
+        softmax = sum(c for c, st in zip(phases, steps, strict=True) if st == "softmax")
+        groups = -(-x.shape[0] // cfg.rows)
         model = predict_network(cfg, net, x, dense=False, detail="mesh").sparse
         out.append({"activation": act, "config": cfg.as_dict(), "batch": int(x.shape[0]),
                     "total_cycles": sum(phases), "handoff_cycles": handoff,
                     "handoff_share": handoff / sum(phases),
+                    "softmax_cycles": softmax,
+                    "softmax_cycles_per_group": softmax / groups,
+                    "softmax_cycles_per_element": softmax / groups / w1.shape[0],
                     "model_total_cycles": int(sum(model.phase_cycles)),
                     "model_phases_equal": model.phase_cycles == phases,
                     "bit_exact": bool(np.array_equal(got, want.view(np.uint32))),
@@ -171,12 +180,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['unit_cycles']:>13}{row['bit_exact']!s:>11}")
     if not args.skip_network:
         result["network"] = network(args.seed, args.build_root)
-        print(f"\n{'activation':<12}{'total':>8}{'hand-off':>10}{'share':>8}{'model':>8}"
-              f"{'bit exact':>11}")
+        print(f"\n{'activation':<14}{'total':>8}{'hand-off':>10}{'share':>8}{'softmax':>9}"
+              f"{'model':>8}{'bit exact':>11}")
         for row in result["network"]:
-            print(f"{row['activation']:<12}{row['total_cycles']:>8}{row['handoff_cycles']:>10}"
-                  f"{row['handoff_share']:>8.1%}{row['model_total_cycles']:>8}"
-                  f"{row['bit_exact']!s:>11}")
+            print(f"{row['activation']:<14}{row['total_cycles']:>8}{row['handoff_cycles']:>10}"
+                  f"{row['handoff_share']:>8.1%}{row['softmax_cycles']:>9}"
+                  f"{row['model_total_cycles']:>8}{row['bit_exact']!s:>11}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     ok = all(r["bit_exact"] for r in result["per_element"]) and all(

@@ -71,7 +71,8 @@ COLUMNS = ("step", "epoch", "loss", "batch_accuracy", "applied", "scale", "rows"
            "flits_out", "sim_seconds", "optimizer_seconds", "seconds", "model_methods")
 
 _DESCRIPTION = """\
-Train a chain of fully connected layers with ReLU (softmax cross-entropy) by weight
+Train a chain of fully connected layers with ReLU (softmax cross-entropy: a network's own
+softmax at its end is the loss's, and the trained network is written without it) by weight
 streaming: every step streams the weights in for the forward pass and again for the backward
 pass, computes the weight and bias gradients of the fixed mask on the tiles and streams them
 out to the parameter store, which holds the FP32 master weights and runs the optimizer
@@ -296,6 +297,10 @@ def _network(args: argparse.Namespace, cfg: Config, tcfg: TrainConfig, seed: int
     else:
         raise InputError(f"--network must be 'digits', a network .npz file or an .onnx model, "
                          f"not {source!r}")
+    if net.softmax:  # the loss's own softmax: the chain trained is the logits'
+        _log.info(f"{net.source or source}: its softmax (softmax = 1, or an ONNX Softmax) is "
+                  f"the loss's: training takes the logits, and the trained network is written "
+                  f"without it")
     if args.density is not None:
         sizes = [net.layers[0].weights.shape[1]] + [layer.weights.shape[0]
                                                     for layer in net.layers]
