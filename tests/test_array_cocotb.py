@@ -42,7 +42,7 @@ SAMPLE = {"2x3par": {"extremes"},
           "2x3lite4": {"sparse10"},
           "3x5sat": {"passes"},
           "3x5d16": {"reduce_dense"},
-          "2x2": {"dense", "sparse1", "zero_lines", "zero", "uneven", "passes_groups"},
+          "2x2": {"zero", "uneven", "zero_lines", "passes_groups"},
           "4x4fp16": {"reduce_passes"},
           "3x5bf16": {"reduce_extremes"}}
 

@@ -118,13 +118,16 @@ def test_deterministic(tmp_path):
     assert a["manifest"].read_bytes() == b["manifest"].read_bytes()
 
 
-# the array of every micro-architecture by default (it holds the router and the mesh's
-# links); the router and the mesh alone with --run-slow
+# the array of compact and voq by default (it holds the router and the mesh's links); lite
+# and parallel arrays, and the router and the mesh alone, with --run-slow (the default run
+# lints the default tile and array of each simulator's build too: tests/test_cli.py)
 @pytest.mark.parametrize("block", [pytest.param("router", marks=pytest.mark.slow),
                                    pytest.param("mesh", marks=pytest.mark.slow), "array"])
-@pytest.mark.parametrize("kw", [{"num_vcs": 3}, {"router_arch": "lite", "phits": 3,
-                                                 "buffer_depth": 2},
-                                {"router_arch": "parallel", "num_vcs": 4},
+@pytest.mark.parametrize("kw", [{"num_vcs": 3},
+                                pytest.param({"router_arch": "lite", "phits": 3,
+                                              "buffer_depth": 2}, marks=pytest.mark.slow),
+                                pytest.param({"router_arch": "parallel", "num_vcs": 4},
+                                             marks=pytest.mark.slow),
                                 {"router_arch": "voq", "num_vcs": 3}],
                          ids=["compact-v3", "lite-p3", "parallel-v4", "voq-v3"])
 def test_lint_clean(tmp_path, block, kw):

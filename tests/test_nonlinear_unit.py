@@ -60,7 +60,7 @@ def run_jobs(dut: NonlinearUnit, jobs, rng) -> tuple[list[int], list[int]]:
     return results, latency
 
 
-@pytest.mark.parametrize("stages", [1, 2])
+@pytest.mark.parametrize("stages", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_every_function_in_amaranth(request, stages):
     """Per function: the special words and 12 random ones (Amaranth's simulator runs a few
     hundred cycles a second here; the volume is in the cocotb tests)."""
