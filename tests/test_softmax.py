@@ -139,7 +139,7 @@ def softmax_run(tmp_path_factory):
     logits = documented_network(layers, x, cfg.act_depth, cfg.dtype)
     parts = plan_layer(cfg, net.layers[-1].weights, streams=False).parts(0)
     want = np.array([documented_softmax(row, parts, cfg.dtype) for row in logits])
-    return cfg, net, x, program, run, stats, y, want, seed
+    return cfg, net, x, program, run, stats, y, want, seed, cache / "builds"
 
 
 def test_softmax_network_on_the_rtl(softmax_run):
@@ -150,7 +150,7 @@ def test_softmax_network_on_the_rtl(softmax_run):
     from wafertile.model.layer import predict_network
     from wafertile.sim.models.network import network_reference
 
-    cfg, net, x, _, run, stats, y, want, seed = softmax_run
+    cfg, net, x, _, run, stats, y, want, seed, _ = softmax_run
     assert run.error_flags == 0
     assert same(y, want).all(), (seed, y, want)
     assert same(y, network_reference(cfg, net, x)[0]).all()
@@ -166,6 +166,27 @@ def test_softmax_network_on_the_rtl(softmax_run):
         patch.setattr(predict, "predict_phase", _without_carry(predict.predict_phase))
         idle = predict_network(cfg, net, x, dense=False, detail="mesh").sparse.phase_cycles
     assert idle != rtl
+
+
+def test_run_network_reports_the_softmax(softmax_run):
+    """``run_network`` (``wafertile run --network``): passes, and the last layer's
+    ``softmax_cycles`` are the RTL's cycles of the softmax's phases, kept out of its other
+    columns."""
+    from wafertile.network.run import run_network
+
+    cfg, net, x, program, _, stats, _, _, _, builds = softmax_run
+    report, y = run_network(cfg, net, x, sim=_sim("3x5bf16"), dense=False, build_root=builds)
+    assert report.passed and same(y, softmax_run[6]).all()
+    rtl = [int(c) for c in stats["phase_cycles"]]
+    last = report.per_layer[-1]
+    want = sum(c for c, step in zip(rtl, program.phase_step, strict=True) if step == "softmax")
+    assert last["softmax_cycles"] == want > 0
+    layer = sum(c for c, n, step in zip(rtl, program.phase_layer, program.phase_step,
+                                        strict=True) if n == len(net.layers) - 1
+                and step == "layer")
+    assert last["stream_cycles"] + last["handoff_cycles"] + last["other_cycles"] == layer
+    assert report.per_layer[0]["softmax_cycles"] == 0
+    assert ", softmax " in report.text(cfg)
 
 
 @pytest.mark.parametrize("change, message", [

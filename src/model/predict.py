@@ -170,6 +170,14 @@ def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto",
     return cycles, method, 0.0, ()
 
 
+def _carry_key(carry: Carry | None, gap: int):
+    """What a phase's timing depends on of the work it starts on (None: none)."""
+    if carry is None:
+        return None
+    return (gap, carry.pipe.tobytes(), carry.rx.tobytes(), carry.it_flit.tobytes(),
+            carry.it_left.tobytes(), *(v.tobytes() for v in carry.rows.values()))
+
+
 def _rows_alike(config: Config, carry: Carry) -> bool:
     """Whether every row of the cores holds the same carried flits, as row 0 does (the rows
     of a row phase run alike)."""
@@ -376,9 +384,10 @@ def predict_program(config: Config, program: LayerProgram, *, detail: str = "aut
     for n, phase in enumerate(program.phases):
         table = nonzero.get(n)
         key = None
-        if table is None and carry is None:
-            key = (detail, id(phase)) if cache is None else (detail, timing_key(config, phase))
         wait = timing.wait(elapsed) if len(phase) else 0
+        if table is None:  # the phase, and the work it starts on
+            key = ((detail, id(phase)) if cache is None else
+                   (detail, timing_key(config, phase))) + (_carry_key(carry, rest + wait),)
         if key is None or key not in seen:
             carried: list = []
             c, how, spent, arbiters = predict_phase(timing, phase, detail=detail,
@@ -386,12 +395,11 @@ def predict_program(config: Config, program: LayerProgram, *, detail: str = "aut
                                                     nonzero=table, carry=carry,
                                                     gap=rest + wait, carried=carried)
             budget -= spent
-            if key is not None and not carried:
-                seen[key] = c, how
-            carry, rest = carried or (None, 0)
+            if key is not None:
+                seen[key] = c, how, carried
         else:
-            c, how = seen[key]
-            carry, rest = None, 0
+            c, how, carried = seen[key]
+        carry, rest = carried or (None, 0)
         c += wait
         kinds.append(phase.kind)
         cycles.append(int(c))
