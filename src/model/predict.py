@@ -134,6 +134,8 @@ def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto",
                          f"{', '.join(KINDS)})")
     if not len(phase):
         return 1, "analytic", 0.0, arbiters  # the host sees at once that nothing is left
+    if carry is not None and _harmless(timing, carry, gap):
+        carry = None
     cfg = timing.config
     if timing.hazards and phase.kind == "stream" and nonzero is None:
         raise MissingActivationsError(
@@ -168,6 +170,27 @@ def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto",
             carried += [result.carry, end + 1 - result.carry.at]
         return end + 1, "mesh", cost, result.arbiters
     return cycles, method, 0.0, ()
+
+
+def _harmless(timing: Timing, carry: Carry, gap: int) -> bool:
+    """Whether the carried work is over in every core before the next phase's first flit can
+    reach it (``gap`` cycles after the snapshot, then ``x + 1`` routers to column ``x``), and
+    makes no output: it cannot change the phase, which is then predicted as from idle
+    cores (the analytic level stays usable). Counted generously: every carried flit's
+    remaining stages, the unit's cycles left and every waiting flit's unit cycles, and a
+    bubble per flit."""
+    if np.any(carry.rows["out"] >= 0) or np.any(carry.rx >= 0):
+        return False
+    stages = len(carry.pipe)
+    held = carry.pipe >= 0
+    if not held.any():
+        return True
+    depth = np.where(held, stages - np.arange(stages)[:, None], 0).max(axis=0)
+    waiting = np.where(held[:3] if stages > 3 else held, carry.rows["iterates"][
+        np.maximum(carry.pipe[:3] if stages > 3 else carry.pipe, 0)], 0).sum(axis=0)
+    drain = depth + carry.it_left + waiting + held.sum(axis=0)
+    x = np.arange(carry.pipe.shape[1]) % timing.config.cols
+    return bool(np.all(drain <= gap + timing.to_core(x + 1)))
 
 
 def _carry_key(carry: Carry | None, gap: int):
