@@ -168,6 +168,33 @@ def test_softmax_network_on_the_rtl(softmax_run):
     assert idle != rtl
 
 
+# with --run-slow (an Icarus build of its own, about a minute): the default run plays the
+# softmax on bf16 tiles (above); fp16's arithmetic is in test_reference_follows_the_document
+@pytest.mark.slow
+def test_softmax_network_fp16_on_the_rtl(tmp_path):
+    """The same network on fp16 tiles (a 3 x 2 array: four outputs on each tile but the last),
+    bit exact against the document's arithmetic, the event level exact on every phase."""
+    from wafertile.model.layer import predict_network
+    from wafertile.network.compiler import compile_network
+    from wafertile.run import simulate
+    from wafertile.stream import plan_layer
+
+    cfg = Config(rows=3, cols=2, dtype="fp16", act_depth=16, acc_depth=16, nonlinear=True)
+    seed = int(os.environ.get("WAFERTILE_SEED") or zlib.crc32(b"test_softmax.py::fp16"))
+    net, layers, x = _network(np.random.default_rng(seed), cfg.dtype)
+    x = np.concatenate([x, x[:1] * 2])  # 4 inputs: a second batch group of one
+    program = compile_network(cfg, net, x)
+    run = simulate(cfg, [program], sim=_sim("3x5bf16"), build_root=tmp_path / "builds")
+    (y, stats), = run.results
+    y = np.asarray(y, np.int64).astype(np.uint32).view(np.float32)
+    logits = documented_network(layers, x, cfg.act_depth, cfg.dtype)
+    parts = plan_layer(cfg, net.layers[-1].weights, streams=False).parts(0)
+    want = np.array([documented_softmax(row, parts, cfg.dtype) for row in logits])
+    assert run.error_flags == 0 and same(y, want).all(), (seed, y, want)
+    predicted = predict_network(cfg, net, x, dense=False, detail="mesh").sparse.phase_cycles
+    assert predicted == [int(c) for c in stats["phase_cycles"]]
+
+
 def test_run_network_reports_the_softmax(softmax_run):
     """``run_network`` (``wafertile run --network``): passes, and the last layer's
     ``softmax_cycles`` are the RTL's cycles of the softmax's phases, kept out of its other
