@@ -28,7 +28,7 @@ from .core import requantize
 from .fp import relu as fp_relu
 from .fp import to_half as fp_to_half
 from .nonlinear import gelu as nl_gelu
-from .rows import softmax
+from .rows import layernorm, softmax
 
 __all__ = ["network_reference"]
 
@@ -55,6 +55,12 @@ def _float_reference(config: Config, net, x: np.ndarray) -> tuple[np.ndarray, li
     for n, layer in enumerate(net.layers):
         acc = reference(config, acts[-1], np.asarray(layer.weights, np.float32),
                         fp32_words(f"b{n}", layer.bias))
+        if layer.layernorm:  # along each row, in the orders of the tiles that hold it
+            parts = plan_layer(config, layer.weights, streams=False).parts(0)
+            words = [fp32_words(k, v) & 0xFFFFFFFF for k, v in
+                     (("ln_g", layer.ln_gamma), ("ln_b", layer.ln_beta),
+                      ("ln_eps", np.float32(layer.ln_eps)))]
+            acc = layernorm(acc.view(np.uint32), parts, net.dtype, *words).view(np.float32)
         if n == len(net.layers) - 1:
             if net.softmax:  # along each row, in the orders of the tiles that hold it
                 parts = plan_layer(config, layer.weights, streams=False).parts(0)

@@ -1,8 +1,9 @@
 """The bit-exact reference of the row operations on the fabric (:mod:`wafertile.stream.rows`).
 
-:func:`softmax` follows ``docs/nonlinear.md`` ("Softmax on the fabric") step by step, in the
-orders the compiled phases fix: each tile's elements in slot order, the tiles in column
-order. Vectorized over the batch (one numpy operation per element and step).
+:func:`softmax` and :func:`layernorm` follow ``docs/nonlinear.md`` ("Softmax on the fabric",
+"LayerNorm on the fabric") step by step, in the orders the compiled phases fix: each tile's
+elements in slot order, the tiles in column order. Vectorized over the batch (one numpy
+operation per element and step).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from ...hdl.core.fp import float_format
 from . import fp
 from . import nonlinear as nl
 
-__all__ = ["softmax"]
+__all__ = ["layernorm", "softmax"]
 
 #: The words of -1 and 1 in each 16-bit format (the MAC weights of the steps).
 _MINUS_ONE = {"bf16": 0xBF80, "fp16": 0xBC00}
@@ -45,9 +46,45 @@ def softmax(words, parts: list[np.ndarray], dtype: str) -> np.ndarray:
     c = fp.to_half(m, fmt)
     e = nl.exp(fp.mac(x, _MINUS_ONE[dtype], c[:, None], fmt))
     # 3. the sum: per tile in slot order, then tile 0's plus tile 1's, plus tile 2's ...
-    total = _fold(np.stack([_fold(e[:, part], fp.add) for part in tiles], axis=-1), fp.add)
+    total = _tile_sum(e, tiles)
     # 4. r = 1 / sum rounded to the format, copied into a zeroed accumulator by a MAC with
     # weight 1 (+0 if r is a zero), times every element
     r = fp.to_half(nl.reciprocal(total), fmt)
     z = fp.mac(np.zeros_like(r, np.uint32), _ONE[dtype], r, fmt)
     return nl.mul(e, z[:, None]).astype(np.uint32)
+
+
+def _tile_sum(words: np.ndarray, tiles: list[np.ndarray]) -> np.ndarray:
+    """Each tile's elements added in slot order (the first a copy), then the tiles' sums in
+    column order: per row."""
+    return _fold(np.stack([_fold(words[:, part], fp.add) for part in tiles], axis=-1), fp.add)
+
+
+def _minus(x: np.ndarray, c: np.ndarray, dtype: str) -> np.ndarray:
+    """``fp32(x + fp32(-1) * c)`` for a number ``c`` of the format (its words), or ``x`` if
+    ``c`` is a zero: a MAC with weight -1."""
+    return fp.mac(x, _MINUS_ONE[dtype], c, float_format(dtype))
+
+
+def layernorm(words, parts: list[np.ndarray], dtype: str, gamma, beta, eps) -> np.ndarray:
+    """LayerNorm of each row of ``words`` (``B x I`` FP32 words, uint32) as the tiles make it
+    (``parts`` and ``dtype`` as :func:`softmax`): ``gamma``, ``beta`` (``I`` FP32 words) and
+    ``eps`` (one FP32 word). FP32 words, ``B x I``."""
+    fmt = float_format(dtype)
+    x = np.asarray(words, np.uint32)
+    tiles = [np.asarray(part, np.int64) for part in parts if len(part)]
+    n = np.float32(1.0) / np.float32(x.shape[1])
+    n_word = np.array([n], np.float32).view(np.uint32)[0]
+    # 1. the mean
+    mu = nl.mul(_tile_sum(x, tiles), n_word)
+    # 2. mu as c1 + c2, numbers of the format; d = (x - c1) - c2
+    c1 = fp.to_half(mu, fmt)
+    c2 = fp.to_half(_minus(mu, c1, dtype), fmt)
+    d = _minus(_minus(x, c1[:, None], dtype), c2[:, None], dtype)
+    # 3. the variance: d * d, summed as in step 1
+    v = fp.add(nl.mul(_tile_sum(nl.mul(d, d), tiles), n_word), np.uint32(eps))
+    r = fp.to_half(nl.rsqrt(v), fmt)
+    # 4. d * r (r copied into a zeroed accumulator), then gamma and beta
+    z = fp.mac(np.zeros_like(r, np.uint32), _ONE[dtype], r, fmt)
+    y = nl.mul(nl.mul(d, z[:, None]), np.asarray(gamma, np.uint32)[None, :])
+    return fp.add(y, np.asarray(beta, np.uint32)[None, :]).astype(np.uint32)

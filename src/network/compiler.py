@@ -49,7 +49,7 @@ from ..stream import (
     stream_phase,
 )
 from ..stream.program import LayerError
-from ..stream.rows import check_softmax, softmax_phases
+from ..stream.rows import check_layernorm, check_softmax, layernorm_phases, softmax_phases
 from .model import Layer, Network, NetworkError
 
 __all__ = ["NetworkProgram", "check_network", "compile_network", "edge_flits",
@@ -67,8 +67,8 @@ class NetworkProgram(LayerProgram):
 
     #: the layer each phase belongs to
     phase_layer: list[int] = None
-    #: what each phase does: ``"layer"``, or ``"softmax"`` for the phases of the softmax
-    #: (:func:`~wafertile.stream.rows.softmax_phases`)
+    #: what each phase does: ``"layer"``, ``"layernorm"`` or ``"softmax"`` for the phases of
+    #: a LayerNorm or the softmax (:mod:`wafertile.stream.rows`)
     phase_step: list[str] = None
     #: the activation base address of each layer
     bases: list[int] = None
@@ -118,13 +118,17 @@ def check_network(config: Config, net: Network, x: np.ndarray) -> None:
         float_words(net.dtype, "inputs", x, error=NetworkError)
         for n, layer in enumerate(net.layers):
             _check_size(config, n, layer)
-        if net.softmax:
-            last = len(net.layers) - 1
-            try:
+        try:
+            for n, layer in enumerate(net.layers):
+                if layer.layernorm:
+                    check_layernorm(plan_layer(config, layer.weights, streams=False),
+                                    f"the LayerNorm of layer {n}'s outputs")
+            if net.softmax:
+                last = len(net.layers) - 1
                 check_softmax(plan_layer(config, net.layers[last].weights, streams=False),
                               f"the softmax of layer {last}'s outputs")
-            except LayerError as exc:
-                raise net.error(str(exc)) from None
+        except LayerError as exc:
+            raise net.error(str(exc)) from None
         return
     if net.data_width != config.data_width:
         raise NetworkError(f"the network has {net.data_width}-bit activations and weights but "
@@ -277,6 +281,13 @@ def _group(config: Config, net: Network, plans: list[LayerPlan], bases: list[int
             if plan.K > 1:
                 here += reduce_phases(plan, p, rows)
             steps = ["layer"] * len(here)
+            if layer.layernorm:
+                words = [fp32_words(f"ln_{k}{n}", v, error=NetworkError) for k, v in
+                         (("g", layer.ln_gamma), ("b", layer.ln_beta),
+                          ("eps", np.float32(layer.ln_eps)))]
+                norm = layernorm_phases(plan, p, rows, words[0], words[1], int(words[2]))
+                here += norm
+                steps += ["layernorm"] * len(norm)
             if n == last:
                 if net.softmax:
                     softmax = softmax_phases(plan, p, rows)

@@ -28,7 +28,10 @@ The ``.npz`` file (``numpy.savez``): ``format = "wafertile-network/1"``, ``data_
 format, ``b{l}`` float32 values, and there are no ``mult{l}`` / ``shift{l}``; for ``l < L -
 1`` an optional ``gelu{l}`` (0 or 1, default 0; not with ``relu{l} = 1``), and an optional
 ``softmax`` (0 or 1, default 0: the outputs are then the softmax of the last layer's
-accumulators, per input, made on the fabric: ``docs/nonlinear.md``). Optional:
+accumulators, per input, made on the fabric: ``docs/nonlinear.md``), and per layer optional
+``ln_g{l}`` and ``ln_b{l}`` (together: ``I`` float32 values each, LayerNorm's scale and shift)
+and ``ln_eps{l}`` (default 1e-5): LayerNorm of the layer's accumulators per input, before its
+hand-off, made on the fabric. Optional:
 ``name`` (a string), ``input_scale`` (the float value of one input step, for float inputs),
 ``float_accuracy`` and ``float_pruned_accuracy`` (information: the float model's accuracy,
 dense and pruned).
@@ -73,6 +76,15 @@ class Layer:
     shift: np.ndarray | None = None
     relu: bool = False
     gelu: bool = False
+    #: LayerNorm of the accumulators before the hand-off (float layers: docs/nonlinear.md):
+    #: gamma and beta, FP32, one per output (None: no LayerNorm), and eps (FP32)
+    ln_gamma: np.ndarray | None = None
+    ln_beta: np.ndarray | None = None
+    ln_eps: float = 1e-5
+
+    @property
+    def layernorm(self) -> bool:
+        return self.ln_gamma is not None
 
     @property
     def outputs(self) -> int:
@@ -153,6 +165,10 @@ class Network:
         if self.is_float:
             self._check_float()
             return
+        ln = [n for n, layer in enumerate(self.layers) if layer.layernorm]
+        if ln:
+            raise self.error(f"ln_g{ln[0]} needs a float dtype ('fp16' or 'bf16': LayerNorm is "
+                             f"computed in FP32 by the nonlinear unit), not {self.dtype!r}")
         if self.softmax:
             raise self.error(f"softmax needs a float dtype ('fp16' or 'bf16': the softmax is "
                              f"computed in FP32 by the nonlinear unit), not {self.dtype!r}")
@@ -202,6 +218,21 @@ class Network:
                 raise NetworkError(f"b{n} must have {w.shape[0]} values, not shape "
                                    f"{np.shape(layer.bias)}")
             fp32_words(f"b{n}", layer.bias, error=NetworkError)
+            if (layer.ln_gamma is None) != (layer.ln_beta is None):
+                raise NetworkError(f"ln_g{n} and ln_b{n} go together (LayerNorm's scale and "
+                                   f"shift)")
+            if layer.layernorm:
+                for key, values in ((f"ln_g{n}", layer.ln_gamma), (f"ln_b{n}", layer.ln_beta)):
+                    if np.shape(values) != (w.shape[0],):
+                        raise NetworkError(f"{key} must have {w.shape[0]} values, not shape "
+                                           f"{np.shape(values)}")
+                    words = fp32_words(key, values, error=NetworkError)
+                    if not np.isfinite(np.asarray(values, np.float64)).all():
+                        raise NetworkError(f"{key} must be finite, found {words}")
+                eps = np.float32(layer.ln_eps)
+                if not (np.isfinite(eps) and eps > 0):
+                    raise NetworkError(f"ln_eps{n} must be a positive finite FP32 number, not "
+                                       f"{layer.ln_eps!r}")
             if layer.gelu and layer.relu:
                 raise NetworkError(f"relu{n} and gelu{n} are both set: a layer's hand-off has "
                                    f"one activation function")
@@ -289,11 +320,23 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
             if floating and f"gelu{n}" in data:
                 known.add(f"gelu{n}")
                 gelu = _flag(data, f"gelu{n}")
-        layers.append(Layer(w, b, mult, shift, relu, gelu))
+        ln: dict = {}
+        if floating and (f"ln_g{n}" in data or f"ln_b{n}" in data):
+            known |= {f"ln_g{n}", f"ln_b{n}", f"ln_eps{n}"}
+            for key in ("ln_g", "ln_b"):
+                if f"{key}{n}" not in data:
+                    raise NetworkError(f"ln_g{n} and ln_b{n} go together (LayerNorm's scale "
+                                       f"and shift): '{key}{n}' is missing")
+            ln = {"ln_gamma": np.asarray(data[f"ln_g{n}"]),
+                  "ln_beta": np.asarray(data[f"ln_b{n}"])}
+            if f"ln_eps{n}" in data:
+                ln["ln_eps"] = _scalar_float(data[f"ln_eps{n}"], f"ln_eps{n}")
+        layers.append(Layer(w, b, mult, shift, relu, gelu, **ln))
     unknown = sorted(set(data) - known)
     if unknown:
         what = f"a {dtype} network" if floating else "a network"
-        keys = ", ".join(f"{key}.." for key in (*extra, *(("gelu",) if floating else ())))
+        keys = ", ".join(f"{key}.." for key in (*extra, *(("gelu", "ln_g", "ln_b", "ln_eps")
+                                                         if floating else ())))
         raise NetworkError(f"unknown key {unknown[0]!r} ({what} of {count} layers has "
                            f"w0..w{count - 1}, b.., {keys} and format, data_width, "
                            f"{'dtype, softmax, ' if floating else ''}layers, name, "
@@ -373,6 +416,10 @@ def save_network(net: Network, path: str | Path) -> None:
             arrays[f"w{n}"] = np.asarray(layer.weights).astype(
                 np.float16 if net.dtype == "fp16" else np.float32)
             arrays[f"b{n}"] = np.asarray(layer.bias).astype(np.float32)
+            if layer.layernorm:
+                arrays[f"ln_g{n}"] = np.asarray(layer.ln_gamma).astype(np.float32)
+                arrays[f"ln_b{n}"] = np.asarray(layer.ln_beta).astype(np.float32)
+                arrays[f"ln_eps{n}"] = np.float32(layer.ln_eps)
             if n < len(net.layers) - 1:
                 arrays[f"relu{n}"] = int(layer.relu)
                 if layer.gelu:

@@ -110,8 +110,9 @@ class NetworkReport:
                          f"{layer['nnz']} nonzeros, stream {layer['stream_cycles']} cycles "
                          f"(ideal {layer['ideal_stream_cycles']}), hand-off "
                          f"{layer['handoff_cycles']}, other {layer['other_cycles']}"
-                         + (f", softmax {layer['softmax_cycles']}" if layer['softmax_cycles']
-                            else ""))
+                         + "".join(f", {k} {layer[f'{k}_cycles']}" for k in ("layernorm",
+                                                                             "softmax")
+                                   if layer[f"{k}_cycles"]))
         if self.waves:
             lines.append(waves_line(self.waves, dense=self.dense_cycles is not None))
         return "\n".join(lines)
@@ -123,12 +124,13 @@ def _per_layer(net: Network, program: NetworkProgram, phase_cycles: list[int],
     batches = -(-program.shape[0] // config.rows)
     for n, layer in enumerate(net.layers):
         kinds: dict[str, int] = {}
-        softmax = 0
+        steps = {"layernorm": 0, "softmax": 0}  # the row operations' phases, apart
         for k, phase in enumerate(program.phases):
             if program.phase_layer[k] != n:
                 continue
-            if program.phase_step[k] == "softmax":
-                softmax += phase_cycles[k]
+            step = program.phase_step[k]
+            if step in steps:
+                steps[step] += phase_cycles[k]
             else:
                 kinds[phase.kind] = kinds.get(phase.kind, 0) + phase_cycles[k]
         out.append({
@@ -139,8 +141,10 @@ def _per_layer(net: Network, program: NetworkProgram, phase_cycles: list[int],
             "handoff_cycles": kinds.get("handoff", 0),
             "reduce_cycles": kinds.get("reduce", 0),
             "other_cycles": sum(v for k, v in kinds.items() if k not in ("stream", "handoff")),
-            # the softmax of the outputs (the last layer of a network with softmax = 1)
-            "softmax_cycles": softmax,
+            # the LayerNorm of the layer's outputs (ln_g{n}), the softmax of the network's
+            # outputs (the last layer of a network with softmax = 1)
+            "layernorm_cycles": steps["layernorm"],
+            "softmax_cycles": steps["softmax"],
         })
     return out
 

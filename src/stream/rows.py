@@ -1,4 +1,6 @@
-"""Operations along a row of the array: the softmax of a layer's outputs, on the fabric.
+"""Operations along a row of the array: the softmax and the LayerNorm of a layer's outputs,
+on the fabric (:func:`softmax_phases`; :func:`layernorm_phases`, docs/nonlinear.md "LayerNorm
+on the fabric", built from the same pieces).
 
 A layer's outputs for one batch element are spread over the tiles of its array row (output
 ``i`` in accumulator ``s`` of tile ``g``: :meth:`LayerPlan.parts`). The softmax of that
@@ -32,13 +34,16 @@ from ..hdl.flit import Opcode, Port, Reg, encode_handoff
 from .plan import LayerPlan, handoff_window, reply_route, route_to
 from .program import LayerError, Phase, PhaseBuilder
 
-__all__ = ["SEND_PICKS", "check_softmax", "softmax_phases", "softmax_scratch", "softmax_window"]
+__all__ = ["SEND_PICKS", "check_layernorm", "check_softmax", "layernorm_phases", "softmax_phases",
+           "softmax_scratch", "softmax_window"]
 
 #: The bits of a SEND's ``data`` right above the route that pick its output's opcode on a
 #: float tile with the nonlinear unit (docs/architecture.md).
 SEND_PICKS = {"ADD": 0, "MUL": 1, "MAX": 2, "WRITE_ACC": 3}
 #: The activation address that carries the row's maximum, then its reciprocal sum.
 ACT = 0
+#: The words of the MAC weights -1 and 1 in each 16-bit format.
+_WEIGHTS = {"bf16": (0xBF80, 0x3F80), "fp16": (0xBC00, 0x3C00)}
 
 
 def softmax_window(config: Config) -> int:
@@ -161,19 +166,22 @@ def _to_tile0(config: Config, rows: int, z: int, tiles: list[int], how: str) -> 
     return flits.phase("reduce")
 
 
-def _spread(config: Config, rows: int, z: int, tiles: list[int], function: str | None
-            ) -> Phase:
-    """Tile 0 (after NONLINEAR ``function`` on its ``z``, if given) FINISHes ``z`` into
-    activation :data:`ACT` of the row's tiles ``tiles``, rounded to the format (ReLU off)."""
+def _spread(config: Config, rows: int, z: int, tiles: list[int], function: str | None, *,
+            ops: tuple = (), act: int = ACT) -> Phase:
+    """Tile 0 (after the host's operations ``ops`` on its ``z``, ``(opcode, data)`` each, and
+    NONLINEAR ``function``, if given) FINISHes ``z`` into activation ``act`` of the row's
+    tiles ``tiles``, rounded to the format (ReLU off)."""
     flits = PhaseBuilder()
     vc = config.num_vcs - 1
     for y in range(rows):
+        for op, data in ops:
+            flits.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=op.value, addr=z, data=data)
         if function is not None:
             flits.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.NONLINEAR.value, addr=z,
                       data=FUNCTIONS.index(function))
         flits.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.SET.value, addr=Reg.RELU.value,
                   data=0)
-        flits.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.FINISH.value, addr=z, addr_b=ACT,
+        flits.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.FINISH.value, addr=z, addr_b=act,
                   data=encode_handoff(config, x0=0, x1=len(tiles) - 1, y=y, vc=vc))
     return flits.phase("handoff", handoff_writes=rows * len(tiles))
 
@@ -181,7 +189,18 @@ def _spread(config: Config, rows: int, z: int, tiles: list[int], function: str |
 def _macs(config: Config, plan: LayerPlan, p: int, rows: int, z: int, *, scale: bool) -> Phase:
     """MACs on activation :data:`ACT`, each tile's fence READ last: with weight -1 into every
     element (``x - c``), or (``scale``) with weight 1 into ``z`` zeroed first (a copy)."""
-    fmt_words = {"bf16": (0xBF80, 0x3F80), "fp16": (0xBC00, 0x3C00)}[config.dtype]
+    minus, one = _WEIGHTS[config.dtype]
+    if scale:
+        return _per_element(config, plan, p, rows, lambda g, n: [
+            (1, {"op": Opcode.WRITE_ACC.value, "addr": z}),
+            (1, {"op": Opcode.MAC.value, "addr": z, "addr_b": ACT, "data": one})])
+    return _per_element(config, plan, p, rows, lambda g, n: [
+        (n, {"op": Opcode.MAC.value, "addr": np.arange(n), "addr_b": ACT, "data": minus})])
+
+
+def _per_element(config: Config, plan: LayerPlan, p: int, rows: int, blocks) -> Phase:
+    """Host operations on each tile's accumulators, each tile's fence READ last: ``blocks(g,
+    n)`` gives tile ``g``'s (``n`` outputs) as ``[(count, fields), ...]``, in that order."""
     to_host = reply_route(config, rows)
     flits = PhaseBuilder()
     for y in range(rows):
@@ -190,12 +209,8 @@ def _macs(config: Config, plan: LayerPlan, p: int, rows: int, z: int, *, scale: 
             n = len(part)
             if not n:
                 continue
-            if scale:
-                turns.add(g, 1, op=Opcode.WRITE_ACC.value, addr=z)
-                turns.add(g, 1, op=Opcode.MAC.value, addr=z, addr_b=ACT, data=fmt_words[1])
-            else:
-                turns.add(g, n, op=Opcode.MAC.value, addr=np.arange(n), addr_b=ACT,
-                          data=fmt_words[0])
+            for count, fields in blocks(g, n):
+                turns.add(g, count, **fields)
             turns.add(g, 1, op=Opcode.READ_ACC.value, addr_b=g, data=to_host[y])
             flits.reply(y, 0, g)
         turns.emit(flits, y)
@@ -226,4 +241,104 @@ def softmax_phases(plan: LayerPlan, p: int, rows: int) -> list[Phase]:
     phases.append(_spread(config, rows, z, tiles, "reciprocal"))
     phases.append(_macs(config, plan, p, rows, z, scale=True))
     phases += _self_rounds(config, plan, p, rows, z, "MUL", "MUL", into_z=False)
+    return phases
+
+
+def check_layernorm(plan: LayerPlan, what: str = "the LayerNorm layer") -> None:
+    """Raise :class:`LayerError` (one line) if :func:`layernorm_phases` cannot run
+    ``plan``."""
+    check_softmax(plan, what)
+    config = plan.config
+    if softmax_window(config) < 3:
+        raise LayerError(f"{what} needs a router whose local input holds at least 4 flits per "
+                         f"VC (three SENDs and their fence): buffer_depth = "
+                         f"{config.buffer_depth} with router_arch = {config.router_arch!r}")
+    if softmax_scratch(plan) + 3 > config.acc_depth:
+        raise LayerError(f"{what} leaves {config.acc_depth - softmax_scratch(plan)} of a "
+                         f"tile's {config.acc_depth} accumulators free and LayerNorm needs 3 "
+                         f"(raise acc_depth or use more columns)")
+
+
+def _squares(config: Config, plan: LayerPlan, p: int, rows: int, z: int) -> list[Phase]:
+    """Step 3's squares and tile sums: phase ``k`` SENDs each tile's element ``k`` into
+    scratch ``z + 1 + k % 2`` (WRITE_ACC, then MUL: its square) and the square of phase
+    ``k - 1`` into ``z`` (the first a WRITE_ACC, then ADD); each tile's fence READ last."""
+    at = config.route_width
+    sizes = [len(part) for part in plan.parts(p)]
+    to_host = reply_route(config, rows)
+    phases = []
+    for k in range(max(sizes) + 1):
+        flits = PhaseBuilder()
+        for y in range(rows):
+            turns = _Turns()
+            for g, n in enumerate(sizes):
+                if not n or k > n:
+                    continue
+                local = route_to(config, g, y, Port.LOCAL)
+                if k < n:
+                    q = z + 1 + k % 2
+                    turns.add(g, 2, op=Opcode.SEND.value, addr=k, addr_b=q, data=local | (
+                        np.array([SEND_PICKS["WRITE_ACC"], SEND_PICKS["MUL"]]) << at))
+                if k:
+                    how = "WRITE_ACC" if k == 1 else "ADD"
+                    turns.add(g, 1, op=Opcode.SEND.value, addr=z + 1 + (k - 1) % 2, addr_b=z,
+                              data=local | (SEND_PICKS[how] << at))
+                turns.add(g, 1, op=Opcode.READ_ACC.value, addr_b=g, data=to_host[y])
+                flits.reply(y, 0, g)
+            turns.emit(flits, y)
+        phases.append(flits.phase("reduce"))
+    return phases
+
+
+def layernorm_phases(plan: LayerPlan, p: int, rows: int, gamma, beta, eps: int
+                     ) -> list[Phase]:
+    """LayerNorm of pass ``p``'s outputs along each of the first ``rows`` array rows, in
+    place (docs/nonlinear.md, "LayerNorm on the fabric"); ``gamma``, ``beta`` (FP32 words,
+    one per output of the layer) and ``eps`` (an FP32 word) as ``data`` fields.
+    :func:`check_layernorm` first. Activations 0 and 1 of the layer's tiles are overwritten
+    (its MACs must be done)."""
+    from ..formats import fp32_fields
+
+    check_layernorm(plan)
+    config = plan.config
+    z = softmax_scratch(plan, p)
+    tiles = _tiles(plan, p)
+    others = tiles[1:]
+    n = int(fp32_fields(np.float32(1.0) / np.float32(plan.I)))
+    minus = _WEIGHTS[config.dtype][0]
+    parts = plan.parts(p)
+    to_host = reply_route(config, rows)
+
+    def sum_into_tile0() -> list[Phase]:
+        return [_to_tile0(config, rows, z, [g], "ADD") for g in others]  # in tile order
+
+    # 1. the mean: the tiles' sums, the chain, times n at tile 0; c1 = fmt(mu)
+    phases = _self_rounds(config, plan, p, rows, z, "WRITE_ACC", "ADD")
+    phases += sum_into_tile0()
+    phases.append(_spread(config, rows, z, tiles, None, ops=((Opcode.MUL, n),), act=0))
+    # 2. c2 = fmt(mu - c1) (tile 0 holds c1 as every tile of the row); d = (x - c1) - c2
+    minus_c1 = PhaseBuilder()
+    for y in range(rows):
+        minus_c1.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.MAC.value, addr=z, addr_b=0,
+                     data=minus)
+        minus_c1.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.READ_ACC.value, addr_b=0,
+                     data=to_host[y])
+        minus_c1.reply(y, 0, 0)
+    phases.append(minus_c1.phase("reduce"))
+    phases.append(_spread(config, rows, z, tiles, None, act=1))
+    phases.append(_per_element(config, plan, p, rows, lambda g, m: [
+        (m, {"op": Opcode.MAC.value, "addr": np.arange(m), "addr_b": 0, "data": minus}),
+        (m, {"op": Opcode.MAC.value, "addr": np.arange(m), "addr_b": 1, "data": minus})]))
+    # 3. the squares and their sum; v = V * n + eps; r = fmt(rsqrt(v))
+    phases += _squares(config, plan, p, rows, z)
+    phases += sum_into_tile0()
+    phases.append(_spread(config, rows, z, tiles, "rsqrt",
+                          ops=((Opcode.MUL, n), (Opcode.ADD, int(eps)))))
+    # 4. d * r (r copied into z), then gamma and beta
+    phases.append(_macs(config, plan, p, rows, z, scale=True))
+    phases += _self_rounds(config, plan, p, rows, z, "MUL", "MUL", into_z=False)
+    gamma, beta = np.asarray(gamma, np.int64), np.asarray(beta, np.int64)
+    phases.append(_per_element(config, plan, p, rows, lambda g, m: [
+        (m, {"op": Opcode.MUL.value, "addr": np.arange(m), "data": gamma[parts[g]]}),
+        (m, {"op": Opcode.ADD.value, "addr": np.arange(m), "data": beta[parts[g]]})]))
     return phases

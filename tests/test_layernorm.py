@@ -1,0 +1,196 @@
+"""LayerNorm on the fabric (docs/nonlinear.md, "LayerNorm on the fabric"): a float layer's
+outputs normalized per input by the tiles themselves, before its hand-off.
+
+- the reference (:func:`wafertile.sim.models.rows.layernorm`) against a scalar implementation
+  written here from the document, and both near float64's LayerNorm;
+- a bf16 network with LayerNorm on its hidden layer (then ReLU) and on its last layer, through
+  its .npz file, on the RTL (Icarus): every output bit exact, the event level exact;
+- what is refused, with one line each.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from wafertile import Config
+from wafertile.network import Network, NetworkError, load_network, save_network
+from wafertile.sim.models import nonlinear as nl
+
+from .test_float import _sim, same, to_format
+from .test_softmax import _network, _value, _word
+
+
+def documented_layernorm(x, parts, dtype, gamma, beta, eps) -> np.ndarray:
+    """One row ``x`` (float32) as the document writes it, scalar by scalar."""
+    f32 = np.float32
+    tiles = [list(p) for p in parts if len(p)]
+
+    def minus(v, c):  # a MAC with weight -1 on c: nothing if c is a zero
+        return v if c == 0 else f32(v + f32(-1.0) * c)
+
+    def tile_sum(values):
+        sums = []
+        for part in tiles:
+            s = values[part[0]]
+            for i in part[1:]:
+                s = f32(s + values[i])
+            sums.append(s)
+        total = sums[0]
+        for v in sums[1:]:
+            total = f32(total + v)
+        return total
+
+    with np.errstate(all="ignore"):
+        n = f32(1.0) / f32(len(x))
+        mu = f32(tile_sum(x) * n)
+        c1 = to_format(mu, dtype)
+        c2 = to_format(minus(mu, c1), dtype)
+        d = np.array([minus(minus(v, c1), c2) for v in x], f32)
+        q = np.array([f32(v * v) for v in d], f32)
+        v = f32(f32(tile_sum(q) * n) + f32(eps))
+        r = to_format(_value(nl.rsqrt(np.array([_word(v)], np.uint32))[0]), dtype)
+        z = f32(0.0) if r == 0 else f32(r)
+        return np.array([f32(f32(f32(d[i] * z) * gamma[i]) + beta[i]) for i in range(len(x))],
+                        f32)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_reference_follows_the_document(request, dtype):
+    """The vectorized reference equals the scalar one written from the document on random
+    rows of every scale (and a constant row: v = eps), and both are within the format's
+    rounding of float64's LayerNorm on the well-scaled ones."""
+    from wafertile.sim.models.rows import layernorm
+
+    seed = int(os.environ.get("WAFERTILE_SEED") or zlib.crc32(request.node.nodeid.encode()))
+    rng = np.random.default_rng(seed)
+    parts = [np.array([3, 0, 6]), np.array([1, 4]), np.array([2, 5]), np.array([], np.int64)]
+    rows = [rng.normal(m, s, 7) for m in (0, 5, -300) for s in (0.01, 1, 50)]
+    rows += [np.full(7, 2.5), rng.normal(0, 1, 7) * 1e-20, np.array([1e30, -1e30, 0, 0, 1, 2, 3])]
+    x = np.array(rows, np.float32)
+    gamma = rng.normal(1, 0.3, 7).astype(np.float32)
+    beta = rng.normal(0, 0.3, 7).astype(np.float32)
+    eps = np.float32(1e-5)
+    words = [v.view(np.uint32) for v in (gamma, beta)]
+    got = layernorm(x.view(np.uint32), parts, dtype, words[0], words[1],
+                    np.array(eps).view(np.uint32)).view(np.float32)
+    for b, row in enumerate(x):
+        want = documented_layernorm(row, parts, dtype, gamma, beta, eps)
+        assert same(got[b], want).all(), (seed, row, got[b], want)
+    x64 = x.astype(np.float64)
+    exact = (x64 - x64.mean(1, keepdims=True)) / np.sqrt(x64.var(1, keepdims=True) + 1e-5)
+    exact = exact * gamma + beta
+    ulp = {"bf16": 2.0 ** -8, "fp16": 2.0 ** -11}[dtype]
+    scale = np.abs(gamma).max() * 4 + np.abs(beta).max()
+    good = np.ptp(x64, axis=1) > 1e-3 * np.abs(x64).max(axis=1)  # not cancelled away
+    assert np.all(np.abs(got[:9][good[:9]] - exact[:9][good[:9]]) <= 4 * ulp * scale)
+
+
+def _ln_network(rng, dtype: str) -> Network:
+    net, _, _ = _network(rng, dtype)
+    first, last = net.layers
+    first = replace(first, ln_gamma=rng.normal(1, 0.3, first.outputs).astype(np.float32),
+                    ln_beta=rng.normal(0, 0.3, first.outputs).astype(np.float32))
+    last = replace(last, ln_gamma=rng.normal(1, 0.3, last.outputs).astype(np.float32),
+                   ln_beta=rng.normal(0, 0.3, last.outputs).astype(np.float32), ln_eps=1e-3)
+    return Network([first, last], 16, name="layernorm", dtype=dtype)
+
+
+def test_layernorm_network_on_the_rtl(tmp_path):
+    """LayerNorm on the hidden layer (then its ReLU) and on the last layer (eps 1e-3) of a
+    bf16 network, on a 2 x 3 array (Icarus) through its .npz file: every output bit exact
+    against the reference, near float64's LayerNorm of the reference's logits, and the
+    event level of the performance model exact on every phase."""
+    from wafertile.model.layer import predict_network
+    from wafertile.network.compiler import compile_network
+    from wafertile.run import simulate
+    from wafertile.sim.models.network import network_reference
+
+    cfg = Config(rows=2, cols=3, dtype="bf16", act_depth=16, acc_depth=16, nonlinear=True)
+    seed = int(os.environ.get("WAFERTILE_SEED") or zlib.crc32(b"test_layernorm.py::rtl"))
+    rng = np.random.default_rng(seed)
+    net = _ln_network(rng, cfg.dtype)
+    save_network(net, tmp_path / "net.npz")
+    net = load_network(tmp_path / "net.npz")
+    assert [layer.layernorm for layer in net.layers] == [True, True]
+    assert net.layers[1].ln_eps == pytest.approx(1e-3)
+    _, _, x = _network(np.random.default_rng(seed), cfg.dtype)
+    program = compile_network(cfg, net, x)
+    assert program.phase_step.count("layernorm") > 0
+    run = simulate(cfg, [program], sim=_sim("3x5bf16"), build_root=tmp_path / "builds")
+    (y, stats), = run.results
+    y = np.asarray(y, np.int64).astype(np.uint32).view(np.float32)
+    want, acts = network_reference(cfg, net, x)
+    assert run.error_flags == 0 and same(y, want).all(), (seed, y, want)
+    # the last layer's normalized outputs: mean beta-ish, near float64's LayerNorm
+    last = net.layers[1]
+    logits = (acts[1].astype(np.float64) @ np.asarray(last.weights, np.float64).T
+              + last.bias)
+    exact = (logits - logits.mean(1, keepdims=True)) / np.sqrt(
+        logits.var(1, keepdims=True) + 1e-3) * last.ln_gamma + last.ln_beta
+    assert np.abs(y - exact).max() < 0.05, (y, exact)
+    predicted = predict_network(cfg, net, x, dense=False, detail="mesh").sparse.phase_cycles
+    assert predicted == [int(c) for c in stats["phase_cycles"]]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"buffer_depth": 2}, "the LayerNorm of layer 0's outputs needs a router whose local input "
+                          "holds at least 4 flits per VC (three SENDs and their fence): "
+                          "buffer_depth = 2"),
+    ({"nonlinear": False}, "the LayerNorm of layer 0's outputs needs float tiles with the "
+                           "nonlinear unit"),
+    ({"cols": 1, "outputs": 14}, "the LayerNorm of layer 0's outputs leaves 2 of a tile's 16 "
+                                 "accumulators free and LayerNorm needs 3"),
+])
+def test_layernorm_refused(change, message):
+    """A LayerNorm that cannot run is refused before anything is built, one line naming
+    why."""
+    from wafertile.network.compiler import check_network
+
+    rng = np.random.default_rng(4)
+    net = _ln_network(rng, "bf16")
+    _, _, x = _network(np.random.default_rng(4), "bf16")
+    change = dict(change)
+    if "outputs" in change:  # a wider first layer: 14 outputs on one column of 16
+        m = change.pop("outputs")
+        first = replace(net.layers[0], weights=np.ones((m, 12), np.float32),
+                        bias=np.zeros(m, np.float32), ln_gamma=np.ones(m, np.float32),
+                        ln_beta=np.zeros(m, np.float32))
+        second = replace(net.layers[1], weights=np.ones((7, m), np.float32))
+        net = Network([first, second], 16, dtype="bf16")
+    options = {"rows": 2, "cols": 3, "dtype": "bf16", "act_depth": 16, "acc_depth": 16,
+               "nonlinear": True, **change}
+    with pytest.raises(NetworkError) as info:
+        check_network(Config(**options), net, x)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_layernorm_keys(tmp_path):
+    """ln_g{l} and ln_b{l} go together, have one value per output, are finite; ln_eps{l}
+    is positive; an integer network with them is refused."""
+    rng = np.random.default_rng(6)
+    net = _ln_network(rng, "fp16")
+    save_network(net, tmp_path / "a.npz")
+    data = dict(np.load(tmp_path / "a.npz"))
+    cases = [({"drop": "ln_b0"}, "ln_g0 and ln_b0 go together"),
+             ({"ln_g0": np.ones(3, np.float32)}, "ln_g0 must have 9 values, not shape (3,)"),
+             ({"ln_b1": np.full(7, np.inf, np.float32)}, "ln_b1 must be finite"),
+             ({"ln_eps1": np.float32(-1)}, "ln_eps1 must be a positive finite FP32 number")]
+    for k, (change, message) in enumerate(cases):
+        bad = dict(data)
+        if "drop" in change:
+            del bad[change["drop"]]
+        else:
+            bad.update(change)
+        np.savez(tmp_path / f"b{k}.npz", **bad)
+        with pytest.raises(NetworkError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            load_network(tmp_path / f"b{k}.npz")
+    from wafertile.network import Layer
+
+    with pytest.raises(NetworkError, match="ln_g0 needs a float dtype"):
+        Network([Layer(np.ones((2, 3), np.int64), np.zeros(2, np.int64),
+                       ln_gamma=np.ones(2), ln_beta=np.zeros(2))], 16).check()
