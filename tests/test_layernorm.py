@@ -194,3 +194,78 @@ def test_layernorm_keys(tmp_path):
     with pytest.raises(NetworkError, match="ln_g0 needs a float dtype"):
         Network([Layer(np.ones((2, 3), np.int64), np.zeros(2, np.int64),
                        ln_gamma=np.ones(2), ln_beta=np.zeros(2))], 16).check()
+
+
+def test_onnx_layernormalization_import(tmp_path):
+    """An ONNX LayerNormalization (opset 17) after a layer's MatMul and Add is the layer's
+    LayerNorm (scale, bias, epsilon); the float model the importer keeps computes it; over
+    another axis, twice, or in an integer import it is refused naming the node or layer."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from wafertile.network.compiler import check_network
+    from wafertile.network.onnx import float_layers, import_onnx, import_onnx_float
+    from wafertile.network.quantize import float_forward
+
+    rng = np.random.default_rng(7)
+    w0 = rng.normal(0, 0.5, (8, 6)).astype(np.float32)
+    w1 = rng.normal(0, 0.5, (6, 4)).astype(np.float32)
+    g0 = rng.normal(1, 0.2, 6).astype(np.float32)
+    b0 = rng.normal(0, 0.2, 6).astype(np.float32)
+
+    def save(path, axis=-1, twice=False, softmax=True):
+        ln = [helper.make_node("LayerNormalization", ["m0", "G0", "B0"], ["n0"], name="ln0",
+                               axis=axis, epsilon=1e-3)]
+        if twice:
+            ln.append(helper.make_node("LayerNormalization", ["n0", "G0", "B0"], ["n1"],
+                                       name="ln1"))
+        nodes = [helper.make_node("MatMul", ["x", "W0"], ["m0"], name="matmul0"), *ln,
+                 helper.make_node("Relu", [ln[-1].output[0]], ["r0"], name="relu0"),
+                 helper.make_node("MatMul", ["r0", "W1"], ["y"], name="matmul1"),
+                 helper.make_node("Softmax", ["y"], ["p"], name="softmax")][:5 + twice
+                                                                          - (not softmax)]
+        graph = helper.make_graph(
+            nodes, "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])],
+            [helper.make_tensor_value_info("p" if softmax else "y", TensorProto.FLOAT,
+                                           [None, 4])],
+            [numpy_helper.from_array(a, k) for k, a in
+             (("W0", w0), ("W1", w1), ("G0", g0), ("B0", b0))])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                  str(path))
+
+    save(tmp_path / "ln.onnx")
+    net = import_onnx_float(tmp_path / "ln.onnx", "bf16")
+    first = net.layers[0]
+    assert first.layernorm and first.relu and net.softmax and not net.layers[1].layernorm
+    assert np.array_equal(first.ln_gamma, g0) and np.array_equal(first.ln_beta, b0)
+    assert first.ln_eps == pytest.approx(1e-3)
+    check_network(Config(rows=2, cols=2, dtype="bf16", act_depth=16, acc_depth=16,
+                         nonlinear=True), net, np.zeros((1, 8), np.float32))
+    x = rng.normal(0, 1, (3, 8))
+    h = x @ w0
+    h = np.maximum((h - h.mean(1, keepdims=True)) / np.sqrt(h.var(1, keepdims=True) + 1e-3)
+                   * g0 + b0, 0)
+    np.testing.assert_allclose(float_forward(float_layers(tmp_path / "ln.onnx"), x)[-1],
+                               h @ w1, rtol=1e-5)
+    save(tmp_path / "axis.onnx", axis=0)
+    with pytest.raises(NetworkError, match=r"node 'ln0' \(LayerNormalization\) must normalize"):
+        import_onnx_float(tmp_path / "axis.onnx", "bf16")
+    save(tmp_path / "twice.onnx", twice=True)
+    with pytest.raises(NetworkError, match=r"node 'ln1' \(LayerNormalization\) must normalize"):
+        import_onnx_float(tmp_path / "twice.onnx", "bf16")
+    save(tmp_path / "plain.onnx", softmax=False)
+    assert not import_onnx_float(tmp_path / "plain.onnx", "fp16").softmax
+    with pytest.raises(NetworkError, match=r"^layer 0 has a LayerNormalization: it runs on float "
+                                           r"tiles only"):
+        import_onnx(tmp_path / "plain.onnx", np.zeros((2, 8)))
+
+
+def test_training_refuses_a_layernorm(tmp_path):
+    """Training takes chains with ReLU only: a network with a LayerNorm is refused, naming
+    the layer (not trained as if it had none)."""
+    from wafertile.train import TrainError
+    from wafertile.train.export import from_network
+
+    net = _ln_network(np.random.default_rng(8), "bf16")
+    with pytest.raises(TrainError, match=r"layer 0 has a LayerNorm \(ln_g0\)"):
+        from_network(net)

@@ -1,12 +1,13 @@
-"""Import of a float ONNX MLP: a chain of MatMul or Gemm, Add, Relu and Gelu nodes, and a
-Softmax at its end.
+"""Import of a float ONNX MLP: a chain of MatMul or Gemm, Add, LayerNormalization, Relu and
+Gelu nodes, and a Softmax at its end.
 
 Read with the ``onnx`` package (no runtime): the weights come from the graph's initializers
 (or Constant nodes); each MatMul/Gemm starts a layer, an Add of a constant vector is its bias,
 a Relu or a Gelu its activation (Gelu, opset 20, with ``approximate = "tanh"`` only: the
 fabric's GELU is the tanh form, ``docs/nonlinear.md``; on float tiles with the nonlinear
 unit only). A Softmax over the last axis as the graph's last node is the network's
-``softmax`` (made on the fabric, float tiles with the unit). Anything else in the chain
+``softmax`` (made on the fabric, float tiles with the unit); a LayerNormalization over the
+last axis after a layer's Add is the layer's LayerNorm (the same). Anything else in the chain
 (another operator, a weight computed at run time, a branch) is refused naming the operator
 and the node. The float layers are then pruned
 by magnitude (optional, no fine-tuning: post-training) and quantized from a calibration set
@@ -28,7 +29,7 @@ from .quantize import FloatLayer, prune, quantize
 __all__ = ["SUPPORTED", "float_layers", "import_onnx", "import_onnx_float"]
 
 #: The operators an imported graph may use.
-SUPPORTED = ("MatMul", "Gemm", "Add", "Relu", "Gelu", "Softmax")
+SUPPORTED = ("MatMul", "Gemm", "Add", "Relu", "Gelu", "Softmax", "LayerNormalization")
 
 
 def _tensor(t, label: str) -> np.ndarray:
@@ -138,6 +139,25 @@ def float_layers(path: str | Path) -> list[FloatLayer]:
                 raise NetworkError(f"node {name!r} (Add) adds {params[0].size} values to a "
                                    f"layer of {outputs} outputs")
             layers[-1].bias = layers[-1].bias + params[0].reshape(-1)
+        elif node.op_type == "LayerNormalization":
+            attrs = {a.name: a for a in node.attribute}
+            axis = attrs["axis"].i if "axis" in attrs else -1
+            eps = attrs["epsilon"].f if "epsilon" in attrs else 1e-5
+            if (not layers or layers[-1].relu or layers[-1].gelu
+                    or layers[-1].ln_gamma is not None or axis not in (-1, 1)
+                    or len(params) not in (1, 2) or node.input[0] != current):
+                raise NetworkError(f"node {name!r} (LayerNormalization) must normalize a "
+                                   f"MatMul/Gemm's outputs (with its Add, before its Relu or "
+                                   f"Gelu) over their last axis with a constant scale and "
+                                   f"bias")
+            outputs = layers[-1].weights.shape[0]
+            scale = params[0].reshape(-1)
+            shift = params[1].reshape(-1) if len(params) == 2 else np.zeros(outputs)
+            if scale.size != outputs or shift.size != outputs:
+                raise NetworkError(f"node {name!r} (LayerNormalization) has {scale.size} "
+                                   f"scales and {shift.size} biases for a layer of {outputs} "
+                                   f"outputs")
+            layers[-1].ln_gamma, layers[-1].ln_beta, layers[-1].ln_eps = scale, shift, eps
         elif node.op_type == "Softmax":
             axis = {a.name: a.i for a in node.attribute}.get("axis", -1)
             if not layers or layers[-1].relu or layers[-1].gelu or axis not in (-1, 1):
@@ -215,6 +235,10 @@ def import_onnx(path: str | Path, calibration: np.ndarray, *, data_width: int = 
     if layers[-1].softmax:
         raise NetworkError("the graph ends in Softmax: the softmax runs on float tiles only "
                            "(--dtype fp16 or bf16, with --nonlinear true)")
+    norm = [n for n, layer in enumerate(layers) if layer.ln_gamma is not None]
+    if norm:
+        raise NetworkError(f"layer {norm[0]} has a LayerNormalization: it runs on float tiles "
+                           f"only (--dtype fp16 or bf16, with --nonlinear true)")
     return quantize(layers, calibration, data_width=data_width, name=Path(path).stem), layers
 
 
@@ -232,6 +256,10 @@ def import_onnx_float(path: str | Path, dtype: str, *, prune_to: float | None = 
     pruned = _pruned(path, prune_to)
     for n, layer in enumerate(pruned):
         w = fmt.values(fmt.bits(np.asarray(layer.weights, np.float32)))
+        ln = {} if layer.ln_gamma is None else {
+            "ln_gamma": np.asarray(layer.ln_gamma, np.float32),
+            "ln_beta": np.asarray(layer.ln_beta, np.float32),
+            "ln_eps": float(np.float32(layer.ln_eps))}
         layers.append(Layer(w, np.asarray(layer.bias, np.float32), None, None,
-                            bool(layer.relu) and n < len(pruned) - 1, bool(layer.gelu)))
+                            bool(layer.relu) and n < len(pruned) - 1, bool(layer.gelu), **ln))
     return Network(layers, 16, name=Path(path).stem, dtype=dtype, softmax=pruned[-1].softmax)

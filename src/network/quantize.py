@@ -33,13 +33,20 @@ class FloatLayer:
     gelu: bool = False
     #: a Softmax of the outputs follows (the network's last layer only)
     softmax: bool = False
+    #: LayerNorm of the outputs before the activation: scale, shift (None: none) and eps
+    ln_gamma: np.ndarray | None = None
+    ln_beta: np.ndarray | None = None
+    ln_eps: float = 1e-5
 
 
 def float_forward(layers: list[FloatLayer], x: np.ndarray) -> list[np.ndarray]:
-    """Every layer's output (after its ReLU), float64; the last is the logits."""
+    """Every layer's output (after its LayerNorm and ReLU), float64; the last is the logits."""
     outs = []
     for layer in layers:
         x = x @ layer.weights.T + layer.bias
+        if layer.ln_gamma is not None:
+            x = (x - x.mean(axis=-1, keepdims=True)) / np.sqrt(
+                x.var(axis=-1, keepdims=True) + layer.ln_eps) * layer.ln_gamma + layer.ln_beta
         if layer.relu:
             x = np.maximum(x, 0.0)
         if layer.gelu:  # the tanh form (docs/nonlinear.md), in float64

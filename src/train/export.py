@@ -75,6 +75,10 @@ def from_network(net: Network, config: TrainConfig | None = None) -> ParameterSt
     if not net.is_float:
         raise TrainError(f"{where}training starts from a float network (fp16 or bf16), not "
                          f"an {net.dtype} one")
+    for n, layer in enumerate(net.layers):
+        if layer.layernorm:
+            raise TrainError(f"{where}layer {n} has a LayerNorm (ln_g{n}); training takes chains "
+                             f"of fully connected layers with ReLU only")
     for n, layer in enumerate(net.layers[:-1]):
         if not layer.relu:
             raise TrainError(f"{where}layer {n} has no ReLU; the trained chain has ReLU after "
