@@ -134,12 +134,17 @@ def stand_ins() -> dict[str, Callable[[Any], Any]]:
 
 
 def install_stubs(setattr_: Callable[[Any, str, Any], None] = setattr) -> None:
-    """Replace the expensive steps (``setattr_``: ``monkeypatch.setattr`` in a test)."""
+    """Replace the expensive steps (``setattr_``: ``monkeypatch.setattr`` in a test).
+
+    Every module is imported before anything is replaced: a module first imported after
+    ``wafertile.run.simulate`` became a stand-in would bind the stand-in by ``from ..run
+    import simulate`` and keep it after the test (``wafertile.network.run`` did, when no test
+    module had imported it before test_fuzz ran)."""
     import importlib
 
-    for target, make in stand_ins().items():
-        module_name, attr = target.rsplit(".", 1)
-        module = importlib.import_module(module_name)
+    targets = [(importlib.import_module(t.rsplit(".", 1)[0]), t.rsplit(".", 1)[1], make)
+               for t, make in stand_ins().items()]
+    for module, attr, make in targets:
         setattr_(module, attr, make(getattr(module, attr)))
 
 
