@@ -383,7 +383,7 @@ def test_onnx_unsupported_operator_names_it(tmp_path, capsys):
                  str(tmp_path / "cal.npy")]) == 2
     assert capsys.readouterr().err == ("wafertile: error: unsupported ONNX operator 'Sigmoid' "
                                        "(node 'squash'); wafertile imports MatMul, Gemm, Add, "
-                                       "Relu, Gelu\n")
+                                       "Relu, Gelu, Softmax, LayerNormalization\n")
 
 
 @pytest.mark.parametrize(("argv", "message"), [
