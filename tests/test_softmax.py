@@ -115,13 +115,27 @@ def _without_carry(predict_phase):
     return run
 
 
+def _play(cfg: Config, net: Network, layers, x, build_root):
+    """Compile ``net`` on ``x``, play it on Icarus: the program, the run, its stats, the
+    outputs (float32) and the document's softmax of the document's logits."""
+    from wafertile.network.compiler import compile_network
+    from wafertile.run import simulate
+    from wafertile.stream import plan_layer
+
+    program = compile_network(cfg, net, x)
+    run = simulate(cfg, [program], sim=_sim("3x5bf16"), build_root=build_root)
+    (y, stats), = run.results
+    y = np.asarray(y, np.int64).astype(np.uint32).view(np.float32)
+    logits = documented_network(layers, x, cfg.act_depth, cfg.dtype)
+    parts = plan_layer(cfg, net.layers[-1].weights, streams=False).parts(0)
+    want = np.array([documented_softmax(row, parts, cfg.dtype) for row in logits])
+    return program, run, stats, y, want
+
+
 @pytest.fixture(scope="module")
 def softmax_run(tmp_path_factory):
     """The bf16 network with ``softmax = 1`` on a 2 x 3 array (Icarus), through its file (the
     seed: $WAFERTILE_SEED, else fixed; the assertions print it)."""
-    from wafertile.network.compiler import compile_network
-    from wafertile.run import simulate
-    from wafertile.stream import plan_layer
 
     cfg = Config(rows=2, cols=3, dtype="bf16", act_depth=16, acc_depth=16, nonlinear=True)
     seed = int(os.environ.get("WAFERTILE_SEED") or zlib.crc32(b"test_softmax.py::softmax_run"))
@@ -132,13 +146,7 @@ def softmax_run(tmp_path_factory):
     save_network(net, path)
     net = load_network(path)
     assert net.softmax
-    program = compile_network(cfg, net, x)
-    run = simulate(cfg, [program], sim=_sim("3x5bf16"), build_root=cache / "builds")
-    (y, stats), = run.results
-    y = np.asarray(y, np.int64).astype(np.uint32).view(np.float32)
-    logits = documented_network(layers, x, cfg.act_depth, cfg.dtype)
-    parts = plan_layer(cfg, net.layers[-1].weights, streams=False).parts(0)
-    want = np.array([documented_softmax(row, parts, cfg.dtype) for row in logits])
+    program, run, stats, y, want = _play(cfg, net, layers, x, cache / "builds")
     return cfg, net, x, program, run, stats, y, want, seed, cache / "builds"
 
 
@@ -175,21 +183,12 @@ def test_softmax_network_fp16_on_the_rtl(tmp_path):
     """The same network on fp16 tiles (a 3 x 2 array: four outputs on each tile but the last),
     bit exact against the document's arithmetic, the event level exact on every phase."""
     from wafertile.model.layer import predict_network
-    from wafertile.network.compiler import compile_network
-    from wafertile.run import simulate
-    from wafertile.stream import plan_layer
 
     cfg = Config(rows=3, cols=2, dtype="fp16", act_depth=16, acc_depth=16, nonlinear=True)
     seed = int(os.environ.get("WAFERTILE_SEED") or zlib.crc32(b"test_softmax.py::fp16"))
     net, layers, x = _network(np.random.default_rng(seed), cfg.dtype)
     x = np.concatenate([x, x[:1] * 2])  # 4 inputs: a second batch group of one
-    program = compile_network(cfg, net, x)
-    run = simulate(cfg, [program], sim=_sim("3x5bf16"), build_root=tmp_path / "builds")
-    (y, stats), = run.results
-    y = np.asarray(y, np.int64).astype(np.uint32).view(np.float32)
-    logits = documented_network(layers, x, cfg.act_depth, cfg.dtype)
-    parts = plan_layer(cfg, net.layers[-1].weights, streams=False).parts(0)
-    want = np.array([documented_softmax(row, parts, cfg.dtype) for row in logits])
+    _, run, stats, y, want = _play(cfg, net, layers, x, tmp_path / "builds")
     assert run.error_flags == 0 and same(y, want).all(), (seed, y, want)
     predicted = predict_network(cfg, net, x, dense=False, detail="mesh").sparse.phase_cycles
     assert predicted == [int(c) for c in stats["phase_cycles"]]
