@@ -39,8 +39,8 @@ from amaranth.lib import data, enum
 from ..config import Config
 
 __all__ = ["MESH_PORTS", "MULT_WIDTH", "Opcode", "Port", "Reg", "decode_handoff", "decode_route",
-           "describe", "encode_handoff", "encode_route", "field_slice", "flit_layout",
-           "handoff_layout", "header_layout", "leaf_names", "pack", "pack_columns",
+           "describe", "encode_handoff", "encode_route", "field_slice", "finish_layout",
+           "flit_layout", "handoff_layout", "header_layout", "leaf_names", "pack", "pack_columns",
            "payload_layout", "route_layout", "unpack", "unpack_columns", "words_per_flit"]
 
 
@@ -69,7 +69,10 @@ class Opcode(enum.Enum, shape=4):
     SET = 8
     #: Finish an output: ``act = requant(acc[addr])`` (multiplier, rounding right shift,
     #: optional ReLU, saturation to ``data_width``), sent as a WRITE_ACT ``{addr: addr_b,
-    #: data: act}`` to the tiles of the rectangle in ``data`` (:func:`handoff_layout`).
+    #: data: act}`` to the tiles of the rectangle in ``data`` (:func:`handoff_layout`); on a
+    #: float tile with the nonlinear unit, a MAC ``{addr: addr_b, addr_b: act field, data:
+    #: act}`` instead where the ``pick`` bit is set, and the rectangle's rows ``y .. y + dy``
+    #: (:func:`finish_layout`).
     FINISH = 9
     #: Float tiles (training, ``docs/training.md``): emit a GRAD ``{addr, addr_b, data:
     #: data + act[addr] * act[addr_b]}`` (FP32 ``data``; unchanged when either activation is
@@ -228,15 +231,47 @@ def handoff_layout(config: Config) -> data.StructLayout:
     return _layout(config.handoff_fields)
 
 
-def encode_handoff(config: Config, *, x0: int, x1: int, y: int, vc: int) -> int:
-    """The ``data`` field of a FINISH whose activation goes to tiles ``x0 .. x1`` of row
-    ``y`` on VC ``vc`` (:func:`handoff_layout`)."""
-    return pack(handoff_layout(config), {"x0": x0, "x1": x1, "y": y, "vc": vc})
+def finish_layout(config: Config) -> data.StructLayout:
+    """What a FINISH carries in its ``data`` field on a float tile with the nonlinear unit
+    (fields: :attr:`Config.finish_fields`): its hand-off (:func:`handoff_layout`), then
+    ``pick`` (its output: 0 a WRITE_ACT of the activation, 1 a MAC whose weight is the
+    activation), ``dy`` (the rectangle is rows ``y .. y + dy``) and ``act`` (the MAC's
+    activation address, its ``addr_b``)."""
+    return _layout(config.finish_fields)
+
+
+def encode_handoff(config: Config, *, x0: int, x1: int, y: int, vc: int, dy: int = 0,
+                   mac: bool = False, act: int = 0) -> int:
+    """The ``data`` field of a FINISH whose activation goes to tiles ``x0 .. x1`` of rows
+    ``y .. y + dy`` on VC ``vc`` (:func:`handoff_layout`); with ``mac``, as a MAC's weight on
+    activation ``act`` of each of those tiles (:func:`finish_layout`).
+
+    Raises
+    ------
+    ValueError
+        For ``dy``, ``mac`` or ``act`` on a core whose FINISH has no such fields (without
+        the nonlinear unit), or a rectangle past the array.
+    """
+    fields = {"x0": x0, "x1": x1, "y": y, "vc": vc}
+    if not (config.handoff and config.nonlinear):
+        if dy or mac or act:
+            raise ValueError("a FINISH's rows, MAC output and activation address need a "
+                             "float tile with the nonlinear unit (nonlinear = true)")
+        return pack(handoff_layout(config), fields)
+    if not (0 <= y <= y + dy < config.rows and 0 <= x0 <= x1 < config.cols):
+        raise ValueError(f"a FINISH's rectangle x {x0} .. {x1}, y {y} .. {y + dy} is not "
+                         f"in the {config.rows} x {config.cols} array")
+    word = pack(finish_layout(config), {**fields, "pick": int(mac), "dy": dy, "act": act})
+    return word - (1 << config.acc_width) if word >> (config.acc_width - 1) else word  # signed
 
 
 def decode_handoff(config: Config, data_field: int) -> dict[str, Any]:
     """The hand-off in the ``data`` field of a FINISH (its low :attr:`Config.handoff_width`
-    bits)."""
+    bits; on a float tile with the nonlinear unit also ``pick``, ``dy`` and ``act``:
+    :func:`finish_layout`)."""
+    if config.handoff and config.nonlinear:
+        width = sum(config.finish_fields.values())
+        return unpack(finish_layout(config), data_field & ((1 << width) - 1))
     return unpack(handoff_layout(config), data_field & ((1 << config.handoff_width) - 1))
 
 

@@ -10,7 +10,7 @@ from ..config import Config
 from ._util import ConfiguredComponent
 from .core import TileCore
 from .core.ops import matches
-from .flit import MESH_PORTS, Port, handoff_layout, route_layout
+from .flit import MESH_PORTS, Port, finish_layout, handoff_layout, route_layout
 from .noc import LinkSignature, PhitRx, make_router
 
 __all__ = ["Tile"]
@@ -88,7 +88,7 @@ class Tile(ConfiguredComponent):
         ]
 
         # Core -> router: a READ's reply or a SEND's ADD is a unicast to the route the request
-        # carried; a FINISH's WRITE_ACT goes to the row rectangle of its hand-off.
+        # carried; a FINISH's WRITE_ACT (or MAC) goes to the rectangle of its hand-off.
         route = data.View(route_layout(cfg), core.o_tag[:cfg.route_width])
         header = from_core.flit.header
         # An output's way follows from its opcode, by the core's table (:mod:`.core.ops`):
@@ -101,9 +101,14 @@ class Tile(ConfiguredComponent):
         x0, x1, y0, y1, vc, exit_ = (route.x, route.x, route.y, route.y, route.vc, route.exit)
         if handoffs:
             handoff = data.View(handoff_layout(cfg), core.o_tag[:cfg.handoff_width])
+            last_row = handoff.y
+            if any(row.emit.chooses(cfg) for row in emitting if row.data == "handoff"):
+                # rows y .. y + dy (finish_layout; the host's encoder keeps it in the array)
+                wide = data.View(finish_layout(cfg), core.o_tag[:sum(cfg.finish_fields.values())])
+                last_row = (handoff.y + wide.dy)[:cfg.y_width]
             finished = matches(core.o.payload.op, sorted(handoffs, key=lambda op: op.value))
             x0, x1 = Mux(finished, handoff.x0, x0), Mux(finished, handoff.x1, x1)
-            y0, y1 = Mux(finished, handoff.y, y0), Mux(finished, handoff.y, y1)
+            y0, y1 = Mux(finished, handoff.y, y0), Mux(finished, last_row, y1)
             vc = Mux(finished, handoff.vc, vc)
             exit_ = Mux(finished, Port.LOCAL, exit_)
         if downs:

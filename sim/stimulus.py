@@ -501,7 +501,7 @@ def _fp_nonlinear(cfg: Config) -> list[Flit]:
     accumulator, and a NONLINEAR between MACs into another accumulator; MUL and MAX on pairs
     of those words and on every pair of classes of FP32 word (zeros, subnormal, normal,
     infinities of each sign, NaN), back to back, after a MAC, and a running maximum from
-    -inf; SEND with each of its four outputs."""
+    -inf; SEND with each of its four outputs, FINISH with each of its two."""
     specials = [0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000,
                 0x7F800001, 0x00000001, 0x00800000, 0x7F7FFFFF, 0xFF7FFFFF]
     values = [_s(w) for w in specials] + _w(1.0, -1.0, 0.5, 3.0, -3.0, 10.0, -10.0, 88.5,
@@ -545,6 +545,15 @@ def _fp_nonlinear(cfg: Config) -> list[Flit]:
     flits += [_f(Opcode.SEND, k, 10 + k, data=k << at | k) for k in range(4)]
     flits += [_f(Opcode.MAX, 2, data=_w(1e30)[0]), _f(Opcode.SEND, 2, 14, data=2 << at),
               _f(Opcode.SEND, 3, 15, data=_s(0xFFFFFFFF << at | 5))]
+    if cfg.handoff:
+        # FINISH's two outputs (WRITE_ACT, MAC: the bit above the hand-off), with rows and
+        # a MAC's activation address above it, one right after the MAX that makes its
+        # accumulator, and with every bit above the hand-off set
+        hat, wide = cfg.handoff_width, cfg.handoff_width + 1 + cfg.y_width
+        flits += [_f(Opcode.FINISH, k, 16 + k, data=k << hat | 1 << hat + 1 | (9 + k) << wide
+                     | k) for k in range(2)]
+        flits += [_f(Opcode.MAX, 1, data=_w(-2.5)[0]), _f(Opcode.FINISH, 1, 18, data=1 << hat),
+                  _f(Opcode.FINISH, 3, 19, data=_s(0xFFFFFFFF << hat | 3))]
     flits += [_f(Opcode.WRITE_ACC, 4, data=_w(-np.inf)[0]),
               *(_f(Opcode.MAX, 4, data=w) for w in _w(-3.0, 2.5, -0.0, 2.5, 7.0, 1.0)),
               _f(Opcode.MUL, 4, data=_w(-0.5)[0]), _f(Opcode.MAC, 4, 1, one),

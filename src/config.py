@@ -234,10 +234,19 @@ class Config:
         carried = [("a READ/SEND carries its output's route", self.route_fields)]
         if self.handoff:  # without the hand-off unit no FINISH carries a hand-off
             carried.append(("a FINISH carries its hand-off", self.handoff_fields))
+        if self.handoff and self.nonlinear:  # and its pick, extra rows and MAC's address
+            carried.append(("a FINISH carries its hand-off and its output's pick, rows and "
+                            "activation", self.finish_fields))
         for what, table in carried:
             need = sum(table.values())
+            fields = " + ".join(f"{k} {w}" for k, w in table.items())
+            if self.acc_width < need and table is not self.route_fields and self.is_float:
+                raise ConfigError(
+                    f"a {self.rows} x {self.cols} array with {self.num_vcs} VCs is too large "
+                    f"for the float tiles' nonlinear unit: {what} in its 32-bit data field "
+                    f"({fields} = {need} bits); use a smaller array (32 x 32 fits with the "
+                    f"default act_depth), a smaller act_depth or nonlinear = false")
             if self.acc_width < need:
-                fields = " + ".join(f"{k} {w}" for k, w in table.items())
                 raise ConfigError(
                     f"acc_width must be at least {need} for a {self.rows} x {self.cols} "
                     f"array with {self.num_vcs} VCs ({what} in its data field: {fields} "
@@ -397,6 +406,15 @@ class Config:
         """The fields of the hand-off a FINISH carries in its ``data`` field: the rectangle
         ``x0 .. x1`` of row ``y`` whose tiles receive the activation, and its VC, LSB first."""
         return {"x0": self.x_width, "x1": self.x_width, "y": self.y_width, "vc": self.vc_width}
+
+    @property
+    def finish_fields(self) -> dict[str, int]:
+        """The fields a FINISH carries in its ``data`` field on a float tile with the
+        nonlinear unit, LSB first: its hand-off (:attr:`handoff_fields`), then ``pick`` (its
+        output's opcode: 0 WRITE_ACT, 1 MAC), ``dy`` (the rectangle's rows are ``y .. y +
+        dy``) and ``act`` (a MAC output's activation address). On other tiles the bits above
+        the hand-off are ignored (``docs/architecture.md``)."""
+        return {**self.handoff_fields, "pick": 1, "dy": self.y_width, "act": self.act_addr_width}
 
     @property
     def handoff_width(self) -> int:

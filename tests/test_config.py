@@ -229,6 +229,24 @@ def test_handoff_width_binds_only_with_the_unit():
     assert cfg.route_width == 15 < cfg.handoff_width == 22
 
 
+def test_finish_fields_bind_with_the_nonlinear_unit():
+    """On a float tile with the nonlinear unit a FINISH also carries its output's pick, rows
+    and a MAC's activation address (docs/architecture.md): 32 x 32 fits the data field, 64 x 64
+    does not and is refused in one line; without the unit it is as before."""
+    cfg = Config(rows=32, cols=32, dtype="bf16", nonlinear=True)
+    assert sum(cfg.finish_fields.values()) == 5 + 5 + 5 + 1 + 1 + 5 + 9 == 31
+    assert list(cfg.finish_fields)[-3:] == ["pick", "dy", "act"]
+    message = ("a 64 x 64 array with 2 VCs is too large for the float tiles' nonlinear unit: a "
+               "FINISH carries its hand-off and its output's pick, rows and activation in its "
+               "32-bit data field (x0 6 + x1 6 + y 6 + vc 1 + pick 1 + dy 6 + act 9 = 35 "
+               "bits); use a smaller array (32 x 32 fits with the default act_depth), a "
+               "smaller act_depth or nonlinear = false")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
+        Config(rows=64, cols=64, dtype="bf16", nonlinear=True)
+    Config(rows=64, cols=64, dtype="bf16", nonlinear=True, act_depth=64)    # 32 bits
+    Config(rows=64, cols=64, dtype="bf16")
+
+
 def test_toml_unknown_key(tmp_path):
     path = tmp_path / "t.toml"
     path.write_text("data_wdith = 8\n")

@@ -18,6 +18,7 @@ from wafertile.hdl.flit import (
     Opcode,
     Port,
     Reg,
+    encode_handoff,
     encode_route,
     pack,
     payload_layout,
@@ -634,3 +635,27 @@ def test_a_send_that_ignores_its_pick_is_caught():
     got = simulate(cfg, flits, ops=table)
     with pytest.raises(AssertionError):
         _check(cfg, flits, got)
+
+
+def test_finish_emits_a_mac_by_hand():
+    """On the RTL alone (no model): with the nonlinear unit, a FINISH whose pick bit is set
+    emits a MAC ``{addr: addr_b, addr_b: the act field, data: to_half(acc)}`` (the activation
+    as the weight), without it the WRITE_ACT with ``addr_b`` = the act field; the tag (the
+    request's data) carries the rows for the tile. A core without the unit ignores the bits
+    above the hand-off: a WRITE_ACT with ``addr_b`` 0."""
+    cfg = NONLINEAR_CONFIGS["fp16nl"]
+    half = int(float_format("fp16").bits(np.float32([1.5]))[0])   # 0x3E00
+    word = int(np.float32(1.5).view(np.uint32))
+    mac = encode_handoff(cfg, x0=0, x1=0, y=0, vc=0, mac=True, act=21)
+    plain = encode_handoff(cfg, x0=0, x1=0, y=0, vc=0, act=9)
+    flits = [{"op": Opcode.WRITE_ACC, "addr": 3, "data": word},
+             {"op": Opcode.FINISH, "addr": 3, "addr_b": 5, "data": mac},
+             {"op": Opcode.FINISH, "addr": 3, "addr_b": 6, "data": plain}]
+    got = simulate(cfg, flits)
+    assert [(o["op"], o["addr"], o["addr_b"], o["data"]) for o in got["outputs"]] == [
+        (Opcode.MAC, 5, 21, half), (Opcode.WRITE_ACT, 6, 9, half)]
+    assert got["tags"] == [mac & 0xFFFFFFFF, plain & 0xFFFFFFFF]
+    without = Config(dtype="fp16", act_depth=32, acc_depth=32)
+    got = simulate(without, [flits[0], {**flits[1], "data": mac & 0x7FFFFFFF}])
+    assert [(o["op"], o["addr"], o["addr_b"]) for o in got["outputs"]] == [
+        (Opcode.WRITE_ACT, 5, 0)]

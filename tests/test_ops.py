@@ -122,9 +122,32 @@ def test_send_picks_its_output_on_cores_with_the_nonlinear_unit():
     assert [emit.opcode(with_unit, k << at | (1 << at) - 1) for k in range(4)] == list(picks)
     assert emit.opcode(with_unit, -1) is Opcode.WRITE_ACC       # every bit set
     assert emit.opcode(with_unit, -(1 << 31) | 2 << at) is Opcode.MAX
-    # the other outputs have one opcode everywhere
+    # the other outputs but FINISH's have one opcode everywhere
     assert all(len(row.emit.opcodes(with_unit)) == 1 for row in emitting(with_unit)
-               if row.name != "SEND")
+               if row.name not in ("SEND", "FINISH"))
+
+
+def test_finish_picks_a_mac_on_cores_with_the_nonlinear_unit():
+    """FINISH's output (docs/architecture.md): a WRITE_ACT, or with the bit right above the
+    hand-off set a MAC whose addr_b is the act field above the pick and dy bits; on cores
+    without the unit a WRITE_ACT with addr_b 0 whatever the bits above the hand-off."""
+    emit = OPS["FINISH"].emit
+    with_unit = Config(dtype="bf16", nonlinear=True, rows=8, cols=4, act_depth=64)
+    at = with_unit.handoff_width
+    assert at == 2 * 2 + 3 + with_unit.vc_width           # x0, x1 (4 columns), y (8 rows), vc
+    act_at = at + 1 + 3                                     # pick, dy (8 rows)
+    for data in (5, 1 << at | 5, 1 << at | 6 << at + 1 | 63 << act_at | 5, -1):
+        request = {"addr": 3, "addr_b": 11, "data": data}
+        pick = (data >> at) & 1
+        assert emit.opcode(with_unit, data) is (Opcode.MAC if pick else Opcode.WRITE_ACT)
+        assert emit.field("addr", with_unit, request) == 11
+        assert emit.field("addr_b", with_unit, request) == (data >> act_at) & 63
+    for cfg in (Config(), Config(dtype="bf16"), Config(dtype="fp16", rows=8, cols=4)):
+        request = {"addr": 3, "addr_b": 11, "data": -1}
+        assert emit.opcode(cfg, -1) is Opcode.WRITE_ACT
+        assert emit.field("addr_b", cfg, request) == 0
+    # FINISH_BACK's output has no choices
+    assert OPS["FINISH_BACK"].emit.opcodes(with_unit) == (Opcode.WRITE_ACT,)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -108,9 +108,14 @@ class Control:
     emit_ops : tuple of tuple of Opcode
         The opcodes each of :attr:`emits` can have on this core
         (:meth:`~.ops.Emit.opcodes`): one, or the choices its request's ``data`` picks from
-        bit ``choice_at`` up.
-    choice_at : int
-        The configuration's :attr:`~wafertile.Config.route_width`.
+        bit ``choice_at[k]`` up.
+    choice_at : tuple of int
+        Where each of :attr:`emits` finds its choice bits in the request's ``data``
+        (:meth:`~.ops.Emit.choice_at`: right above the route or the hand-off).
+    data_act : tuple of (int, int) or None
+        Where each of :attr:`emits` finds the ``act`` field of a FINISH's ``data``
+        (``"data_act"``, :attr:`~wafertile.Config.finish_fields`): its first bit and width,
+        or None where the output takes no address from it on this core.
     """
 
     rows: tuple[Op, ...]
@@ -122,7 +127,8 @@ class Control:
     layout: data.StructLayout
     units: Mapping[str, type]
     emit_ops: tuple[tuple[Opcode, ...], ...] = ()
-    choice_at: int = 0
+    choice_at: tuple[int, ...] = ()
+    data_act: tuple[tuple[int, int] | None, ...] = ()
 
     @classmethod
     def of(cls, ops: OpTable, config: Config, units: Mapping[str, type]) -> Control:
@@ -150,14 +156,19 @@ class Control:
                                     "unit": _index_shape(len(kinds["acc"])),
                                     "out_unit": _index_shape(len(kinds["output"])),
                                     "emit": _index_shape(len(emits))})
-        # the bits that pick an output's opcode sit above the route in the data field: a
-        # route has at most 29 bits (4096 x 4096, 4 VCs), a float core's data field 32
-        assert all(config.route_width + (len(e.opcodes(config)) - 1).bit_length()
+        # the bits that pick an output's opcode sit above the route or hand-off in the data
+        # field (Config checks that a FINISH's fields fit it)
+        assert all(e.choice_at(config) + (len(e.opcodes(config)) - 1).bit_length()
                    <= config.acc_width for e in emits)
+        act_at = sum(w for k, w in config.finish_fields.items() if k != "act")
+        data_act = tuple((act_at, config.act_addr_width)
+                         if "data_act" in (e.addr, e.addr_b) and e.chooses(config) else None
+                         for e in emits)
         return cls(rows, tuple(emits), tuple(kinds["acc"]), tuple(kinds["output"]),
                    kinds["iterative"][0] if kinds["iterative"] else None,
                    fields.pop() if fields else None, layout, units,
-                   tuple(e.opcodes(config) for e in emits), config.route_width)
+                   tuple(e.opcodes(config) for e in emits),
+                   tuple(e.choice_at(config) for e in emits), data_act)
 
     def kind(self, row: Op) -> str | None:
         """The kind of ``row``'s unit (:func:`~.units.unit_kind`), or None."""
@@ -361,10 +372,21 @@ def output_flit(domain, m: Module, control: Control, stage, ctrl, sources, out) 
         for k, emit in enumerate(control.emits):
             with m.Case(k) if k < len(control.emits) - 1 else m.Default():
                 emit_opcode(domain, m, out.op, control.emit_ops[k], stage.data,
-                            control.choice_at)
-                domain += [out.addr.eq(getattr(stage, emit.addr) if emit.addr else 0),
-                           out.addr_b.eq(getattr(stage, emit.addr_b) if emit.addr_b else 0),
+                            control.choice_at[k])
+                domain += [out.addr.eq(_out_field(stage, emit.addr, control.data_act[k])),
+                           out.addr_b.eq(_out_field(stage, emit.addr_b, control.data_act[k])),
                            out.data.eq(sources[emit.data])]
+
+
+def _out_field(stage, source: str | None, data_act: tuple[int, int] | None):
+    """An output's ``addr`` / ``addr_b`` from the request ``stage``: a payload field, the
+    ``act`` field of a FINISH's ``data`` (where the core has it), or 0."""
+    if source is None or (source == "data_act" and data_act is None):
+        return 0
+    if source == "data_act":
+        at, width = data_act
+        return stage.data.as_unsigned()[at:at + width]
+    return getattr(stage, source)
 
 
 def status_flags(m: Module, core, fire, ctrl, nonzero) -> None:

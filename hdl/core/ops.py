@@ -47,12 +47,22 @@ from amaranth.hdl import Const, Value
 from ...config import Config
 from ..flit import Opcode
 
-__all__ = ["DATA_KINDS", "FIELDS", "FORMATS", "OPS", "OPTIONS", "ROUTES", "SOURCES", "UNITS",
+__all__ = ["DATA_KINDS", "FIELDS", "FORMATS", "LOW_BITS", "OPS", "OPTIONS", "OUT_FIELDS",
+           "ROUTES", "SOURCES", "UNITS",
            "Emit", "Op", "OpTable", "absent", "code_of", "codes", "emitting", "legal",
            "matches"]
 
 #: The payload fields that address something or are carried into an output.
 FIELDS = ("addr", "addr_b")
+#: What an output's ``addr`` / ``addr_b`` may be: a payload field (:data:`FIELDS`) or
+#: ``"data_act"``, the ``act`` field a FINISH carries in its ``data`` above its hand-off and
+#: its output's pick (:attr:`~wafertile.Config.finish_fields`; 0 on a core without the
+#: output's ``choice_option``).
+OUT_FIELDS = (*FIELDS, "data_act")
+#: What the low bits of a request's ``data`` carry for an output that goes to the request's
+#: route (:attr:`Emit.after`): its route or its hand-off; an output's choice bits sit right
+#: above them.
+LOW_BITS = ("route", "handoff")
 #: Where an output's data comes from: the activation the operation read, the accumulator it
 #: read, its unit's result.
 SOURCES = ("act", "acc", "unit")
@@ -90,7 +100,8 @@ class Emit:
         The output flit's opcode.
     addr, addr_b : str or None
         The request's payload field (:data:`FIELDS`) that the output's ``addr`` /
-        ``addr_b`` is, or None for 0.
+        ``addr_b`` is, ``"data_act"`` (the ``act`` field of a FINISH's ``data``,
+        :data:`OUT_FIELDS`), or None for 0.
     data : str
         Where the output's ``data`` comes from (:data:`SOURCES`): ``"act"`` (the activation
         the operation read, sign-extended; a float core's 16 bits zero-extended), ``"acc"``
@@ -100,11 +111,16 @@ class Emit:
         request's ``data``) or ``"down"`` (the tile below; the south edge from the last row).
     choices : tuple of Opcode
         Empty, or the opcodes the output may have (2 or 4, the first ``op``): on a core with
-        ``choice_option``, the request's ``data`` bits right above the route (from bit
-        :attr:`~wafertile.Config.route_width`: 1 or 2 of them) pick one
-        (:meth:`opcode`); on other cores the output is ``op`` and the bits are ignored.
+        ``choice_option``, the request's ``data`` bits right above its route or hand-off
+        (from bit :meth:`choice_at`: 1 or 2 of them) pick one (:meth:`opcode`); on other
+        cores the output is ``op`` and the bits are ignored.
     choice_option : str or None
         The configuration flag (:data:`OPTIONS`) that enables ``choices`` (None: always).
+    after : str
+        What the request's ``data`` carries in its low bits (:data:`LOW_BITS`): ``"route"``
+        (:attr:`~wafertile.Config.route_width` bits) or ``"handoff"``
+        (:attr:`~wafertile.Config.handoff_width`); for an output to the request's route, the
+        operation's :attr:`Op.data`.
     """
 
     op: Opcode
@@ -114,6 +130,7 @@ class Emit:
     route: str = "request"
     choices: tuple[Opcode, ...] = ()
     choice_option: str | None = None
+    after: str = "route"
 
     def __post_init__(self) -> None:
         if not isinstance(self.op, Opcode):
@@ -128,26 +145,56 @@ class Emit:
             raise ValueError(f"an output's choice_option must be one of {OPTIONS} or None, "
                              f"not {self.choice_option!r}")
         for name in ("addr", "addr_b"):
-            if getattr(self, name) not in (*FIELDS, None):
-                raise ValueError(f"an output's {name} must be one of {FIELDS} or None, not "
-                                 f"{getattr(self, name)!r}")
+            if getattr(self, name) not in (*OUT_FIELDS, None):
+                raise ValueError(f"an output's {name} must be one of {OUT_FIELDS} or None, "
+                                 f"not {getattr(self, name)!r}")
+        if self.after not in LOW_BITS:
+            raise ValueError(f"an output's after must be one of {LOW_BITS}, not "
+                             f"{self.after!r}")
+        if "data_act" in (self.addr, self.addr_b) and not (self.after == "handoff" and
+                                                          self.choices):
+            raise ValueError("an output's address from a FINISH's data (data_act) needs a "
+                             "hand-off in the request and choices")
         if self.data not in SOURCES:
             raise ValueError(f"an output's data must be one of {SOURCES}, not {self.data!r}")
         if self.route not in ROUTES:
             raise ValueError(f"an output's route must be one of {ROUTES}, not {self.route!r}")
 
+    def chooses(self, config: Config) -> bool:
+        """Whether the core of ``config`` picks the output's opcode from :attr:`choices`."""
+        return bool(self.choices) and (self.choice_option is None or
+                                       getattr(config, self.choice_option))
+
     def opcodes(self, config: Config) -> tuple[Opcode, ...]:
         """The opcodes the output can have on a core of ``config``: :attr:`choices` where
         their option is set, else ``(op,)``."""
-        if self.choices and (self.choice_option is None or getattr(config, self.choice_option)):
-            return self.choices
-        return (self.op,)
+        return self.choices if self.chooses(config) else (self.op,)
+
+    def choice_at(self, config: Config) -> int:
+        """The bit of the request's ``data`` where the choice bits start: right above its
+        route or hand-off (:attr:`after`)."""
+        return config.route_width if self.after == "route" else config.handoff_width
 
     def opcode(self, config: Config, data: int) -> Opcode:
         """The output's opcode for a request whose ``data`` field is ``data`` (an ``int``;
-        negative as the signed field): :meth:`opcodes` indexed by the bits above the route."""
+        negative as the signed field): :meth:`opcodes` indexed by the bits above the route
+        or hand-off (:meth:`choice_at`)."""
         ops = self.opcodes(config)
-        return ops[(data >> config.route_width) & (len(ops) - 1)]
+        return ops[(data >> self.choice_at(config)) & (len(ops) - 1)]
+
+    def field(self, name: str, config: Config, payload: dict[str, int]) -> int:
+        """The output's ``addr`` or ``addr_b`` (``name``) for a request ``payload`` (its
+        ``addr``, ``addr_b`` and ``data``, ``data`` as the signed field) on a core of
+        ``config``."""
+        source = getattr(self, name)
+        if source is None:
+            return 0
+        if source != "data_act":
+            return payload[source]
+        if not self.chooses(config):
+            return 0
+        at = sum(w for k, w in config.finish_fields.items() if k not in ("act",))
+        return (payload["data"] >> at) & ((1 << config.act_addr_width) - 1)
 
 
 @dataclass(frozen=True)
@@ -261,9 +308,10 @@ class Op:
             raise ValueError(f"operation {self.name}: a unit is needed exactly when the "
                              f"accumulator or the output takes its result")
         if (self.emit is not None and self.emit.route == "request" and
-                self.data not in ("route", "handoff")):
+                self.data != self.emit.after):
             raise ValueError(f"operation {self.name} emits to its request's route: its data "
-                             f"must be its output's route or hand-off, not {self.data!r}")
+                             f"must be its output's route or hand-off (the output's after, "
+                             f"{self.emit.after!r}), not {self.data!r}")
         if self.emit is not None and self.emit.data == "act" and not self.act_read:
             raise ValueError(f"operation {self.name} emits an activation it does not read")
         if self.emit is not None and self.emit.data == "acc" and not self.acc_read:
@@ -441,13 +489,14 @@ OPS = OpTable([
     _op(Opcode.REPLY, operation=False),
     _op(Opcode.SET, reg_write=True, data="register", option="handoff"),
     _op(Opcode.FINISH, acc_read=True, unit="handoff", data="handoff", option="handoff",
-        emit=Emit(Opcode.WRITE_ACT, "addr_b", None, "unit")),
+        emit=Emit(Opcode.WRITE_ACT, "addr_b", "data_act", "unit", after="handoff",
+                  choices=(Opcode.WRITE_ACT, Opcode.MAC), choice_option="nonlinear")),
     _op(Opcode.GRAD, act_read="addr_b", act_weight="addr", unit="grad", data="value",
         skips_zero=True, formats=frozenset({"float"}),
         emit=Emit(Opcode.GRAD, "addr", "addr_b", "unit", route="down")),
     _op(Opcode.FINISH_BACK, act_read="addr_b", acc_read=True, unit="backprop",
         data="handoff", option="handoff", formats=frozenset({"float"}),
-        emit=Emit(Opcode.WRITE_ACT, "addr_b", None, "unit")),
+        emit=Emit(Opcode.WRITE_ACT, "addr_b", None, "unit", after="handoff")),
     _op(Opcode.NONLINEAR, acc_read=True, unit="nonlinear", acc_write="unit", data="function",
         option="nonlinear", formats=frozenset({"float"})),
     _op(Opcode.MUL, acc_read=True, unit="nonlinear", acc_write="unit", data="value",

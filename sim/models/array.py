@@ -48,10 +48,11 @@ class ArrayModel:
         if out is None:
             return
         # the data field of an operation that emits is its output's route or hand-off
-        if tile.ops[payload["op"]].data == "handoff":  # FINISH's activation: a row rectangle
+        if tile.ops[payload["op"]].data == "handoff":  # FINISH's output: a rectangle
             h = decode_handoff(self.config, int(payload.get("data", 0)))
-            for rx in range(h["x0"], h["x1"] + 1):
-                self.outputs.setdefault((x, y), []).append((rx, h["y"], Port.LOCAL, out))
+            for ry in range(h["y"], h["y"] + h.get("dy", 0) + 1):
+                for rx in range(h["x0"], h["x1"] + 1):
+                    self.outputs.setdefault((x, y), []).append((rx, ry, Port.LOCAL, out))
             return
         route = decode_route(self.config, int(payload.get("data", 0)))
         self.outputs.setdefault((x, y), []).append((route["x"], route["y"], route["exit"],

@@ -336,8 +336,9 @@ class CoreModel:
         emit = row.emit
         if emit is None:
             return None
-        return {"op": emit.opcode(cfg, value), "addr": fields[emit.addr] if emit.addr else 0,
-                "addr_b": fields[emit.addr_b] if emit.addr_b else 0,
+        request = {**fields, "data": value}
+        return {"op": emit.opcode(cfg, value), "addr": emit.field("addr", cfg, request),
+                "addr_b": emit.field("addr_b", cfg, request),
                 "data": int({"act": act, "acc": acc, "unit": result}[emit.data])}
 
     def _row(self, flit: Mapping[str, Any]) -> Op | None:

@@ -167,15 +167,15 @@ def _count(n: int, top: int) -> str:
 def cover_program(config: Config, program) -> None:
     """Sample :data:`ARRAY` for a :class:`~wafertile.stream.LayerProgram` (one layer) or a
     :class:`~wafertile.network.compiler.NetworkProgram` (its ``plans``, one per layer). A
-    program with no stream phase (no layer: phases a test builds by hand) samples its phase
-    kinds only."""
+    program with no stream phase, or a layer program with no weight (no layer: phases a test
+    builds by hand) samples its phase kinds only."""
     kinds = [p.kind for p in program.phases]
     for kind in dict.fromkeys(kinds):
         ARRAY.sample(phase=kind)
-    if "stream" not in kinds:
+    plans = getattr(program, "plans", None)
+    if "stream" not in kinds or (not plans and not program.nnz):
         return
     groups = -(-program.shape[0] // config.rows)
-    plans = getattr(program, "plans", None)
     if plans:
         layers, passes = len(plans), max(plan.passes for plan in plans)
     else:  # one layer: its stream phases are passes x batch groups

@@ -186,12 +186,12 @@ class CoreHarness(Harness):
             for row in emitting:
                 emit = row.emit
                 with m.Case(row.code):
-                    # SEND with the unit: the bits above the route pick the opcode
+                    # SEND / FINISH with the unit: the bits above the route or hand-off
+                    # pick the opcode; a FINISH's MAC takes its addr_b from its data's act
                     emit_opcode(m.d.comb, m, want.op, emit.opcodes(cfg), req.data,
-                                cfg.route_width)
-                    m.d.comb += [
-                        want.addr.eq(getattr(req, emit.addr) if emit.addr else 0),
-                        want.addr_b.eq(getattr(req, emit.addr_b) if emit.addr_b else 0)]
+                                emit.choice_at(cfg))
+                    m.d.comb += [want.addr.eq(_spec_field(cfg, emit, emit.addr, req)),
+                                 want.addr_b.eq(_spec_field(cfg, emit, emit.addr_b, req))]
                     if emit.data == "act":
                         m.d.comb += [want.data.eq(act),
                                      sure.eq(act_at[row.act_read] == watch_act)]
@@ -302,3 +302,16 @@ class CoreHarness(Harness):
         if fp:
             props.cover("bubble", dut.i.valid & ~dut.i.ready & ~waits,
                         "the input waits with no output waiting (the hazard's bubble)")
+
+
+def _spec_field(cfg, emit, source, req):
+    """The output's ``addr`` / ``addr_b`` the specification expects: the request's field,
+    the ``act`` bits of a FINISH's ``data`` above its hand-off, pick and ``dy``
+    (``Config.finish_fields``, on a core whose FINISH has choices), or 0."""
+    if source is None or (source == "data_act" and not emit.chooses(cfg)):
+        return 0
+    if source == "data_act":
+        fields = list(cfg.finish_fields.items())
+        at = sum(width for name, width in fields[:-1])
+        return req.data.as_unsigned()[at:at + fields[-1][1]]
+    return getattr(req, source)

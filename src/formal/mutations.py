@@ -37,6 +37,8 @@ inside and alter one signal on its way.
   accumulator a NONLINEAR writes is wrong.
 - ``core_send_ignores_pick``: a float core (fp16, with the nonlinear unit) whose SEND emits
   ADD whatever the data bits above its route pick (MUL, MAX or WRITE_ACC).
+- ``core_finish_mac_act``: a float core (fp16, with the nonlinear unit) whose FINISH's
+  output takes no activation address from its data: a MAC output's ``addr_b`` is 0.
 - ``handoff_takes_busy_multiplier``: the integer hand-off unit (real arithmetic) taking the
   MAC's multiplier in a cycle it is not free.
 - ``handoff_ties_up``: the hand-off unit rounding a negative tie up (-2.5 -> -2) instead of
@@ -361,22 +363,39 @@ def send_without_pick(ops: OpTable) -> OpTable:
                                                     choice_option=None)))
 
 
-class _SendWithoutPick(TileCore):
-    """A tile core built from :func:`send_without_pick`'s table, while its ``ops``, which
-    the specification reads, stay the real table."""
+def finish_without_act(ops: OpTable) -> OpTable:
+    """``ops`` with a FINISH whose output takes no activation address from its data: a MAC it
+    emits multiplies activation 0 whatever its ``act`` field says (the fault of
+    ``core_finish_mac_act``)."""
+    finish = ops[Opcode.FINISH]
+    return ops.with_rows(replace(finish, emit=replace(finish.emit, addr_b=None)))
+
+
+class _TableMutant(TileCore):
+    """A tile core built from a changed table (``change``), while its ``ops``, which the
+    specification reads, stay the real table."""
+
+    change = staticmethod(send_without_pick)
 
     def elaborate(self, platform):
         real = self._ops
-        self._ops = send_without_pick(real)
+        self._ops = self.change(real)
         try:
             return super().elaborate(platform)
         finally:
             self._ops = real
 
 
-class _SendWithoutPickHarness(CoreHarness):
-    def make_dut(self):
-        return _SendWithoutPick(self.config, units=self.units())
+def _table_harness(change):
+    """A core harness whose core is built from ``change(table)``."""
+    core = type(f"_Mutant_{change.__name__}", (_TableMutant,),
+                {"change": staticmethod(change)})
+
+    class Harness(CoreHarness):
+        def make_dut(self):
+            return core(self.config, units=self.units())
+    Harness.__name__ = Harness.__qualname__ = f"_Harness_{change.__name__}"
+    return Harness
 
 
 class _WrongRegisterHarness(PhitHarness):
@@ -412,7 +431,8 @@ MUTATIONS = {
              "core_handoff_takes_multiplier": (_GreedyHarness, "int", 8),
              "core_grad_operands": (_SwappedGradHarness, "float"),
              "core_nonlinear_no_wait": (_HastyNonlinearHarness, "nonlinear"),
-             "core_send_ignores_pick": (_SendWithoutPickHarness, "nonlinear")},
+             "core_send_ignores_pick": (_table_harness(send_without_pick), "nonlinear"),
+             "core_finish_mac_act": (_table_harness(finish_without_act), "nonlinear")},
     "phit": {"phit_wrong_register": (_WrongRegisterHarness, None)},
     "handoff": {"handoff_takes_busy_multiplier": (_with_dut(HandoffHarness, _GreedyUnit), None),
                 "handoff_ties_up": (_with_dut(HandoffHarness, _TiesUpUnit), None),

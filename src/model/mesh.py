@@ -65,7 +65,7 @@ import numpy as np
 
 from ..hdl.core.ops import OPS, codes
 from ..hdl.core.units import beside_pipeline, core_units, unit_kind
-from ..hdl.flit import Port
+from ..hdl.flit import Opcode, Port
 from .routers import ROUTERS, Grants, Router, route_bits
 from .timing import Timing
 
@@ -125,7 +125,7 @@ def _emitted_ops(config, op: np.ndarray, data: np.ndarray) -> np.ndarray:
     for row in OPS.emitting(config):
         ops = row.emit.opcodes(config)
         if len(ops) > 1:
-            pick = (data >> config.route_width) & (len(ops) - 1)
+            pick = (data >> row.emit.choice_at(config)) & (len(ops) - 1)
             out = np.where(op == row.code, np.array([o.value for o in ops])[pick], out)
     return out
 
@@ -218,7 +218,12 @@ class PhaseFlits:
             handoff[row.code] = row.data == "handoff"
             down[row.code] = row.emit.route == "down"
             for k, name in enumerate(("addr", "addr_b")):
-                source[k, row.code] = {None: 0, "addr": 1, "addr_b": 2}[getattr(row.emit, name)]
+                where = getattr(row.emit, name)
+                if where == "data_act" and not row.emit.chooses(config):
+                    where = None
+                source[k, row.code] = {None: 0, "addr": 1, "addr_b": 2, "data_act": 3}[where]
+        wide = config.handoff and config.nonlinear  # a FINISH's rows y .. y + dy, its act
+        act_at = sum(w for k, w in config.finish_fields.items() if k != "act")
         total = n
         while True:
             level = parts[-1]
@@ -232,7 +237,9 @@ class PhaseFlits:
             # where the output goes: a FINISH's hand-off rectangle, a GRAD's tile below (the
             # south edge from the last row), else the route in the request's data
             route = _unpack(config.route_fields, o["data"])
-            hand = _unpack(config.handoff_fields, o["data"])
+            hand = _unpack(config.finish_fields if wide else config.handoff_fields,
+                           o["data"])
+            hand_y1 = hand["y"] + hand["dy"] if wide else hand["y"]
             how, dn = handoff[o["op"]], down[o["op"]]
             last = o["y0"] == config.rows - 1
             below = np.where(last, o["y0"], o["y0"] + 1)
@@ -240,7 +247,7 @@ class PhaseFlits:
                 "x0": np.select([how, dn], [hand["x0"], o["x0"]], route["x"]),
                 "x1": np.select([how, dn], [hand["x1"], o["x0"]], route["x"]),
                 "y0": np.select([how, dn], [hand["y"], below], route["y"]),
-                "y1": np.select([how, dn], [hand["y"], below], route["y"]),
+                "y1": np.select([how, dn], [hand_y1, below], route["y"]),
                 "vc": np.select([how, dn], [hand["vc"], 0], route["vc"]),
                 "exit": np.select([how, dn & last, dn], [_L, _S, _L], route["exit"]),
                 "op": _emitted_ops(config, o["op"], o["data"]),
@@ -248,7 +255,12 @@ class PhaseFlits:
             }
             for k, name in enumerate(("addr", "addr_b")):
                 pick = source[k, o["op"]]
-                nxt[name] = np.select([pick == 1, pick == 2], [o["addr"], o["addr_b"]], 0)
+                act = (o["data"] >> act_at) & ((1 << config.act_addr_width) - 1)
+                nxt[name] = np.select([pick == 1, pick == 2, pick == 3],
+                                      [o["addr"], o["addr_b"], act], 0)
+            if np.any(how & (nxt["op"] == Opcode.MAC.value)):
+                raise ValueError("the performance model does not follow a FINISH whose output "
+                                 "is a MAC (its weight is a value the model does not compute)")
             # what leaves the fabric reaches no core: no operation
             nxt["op"] = np.where(nxt["exit"] != _L, -1, nxt["op"])
             parts.append(nxt)
