@@ -1,0 +1,133 @@
+"""The reference of causal self-attention on the fabric (``docs/attention.md``,
+``wafertile.sim.models.attention``): bit for bit against a scalar implementation written from
+the page (each score a chain of MACs over the features in ascending order, each row's softmax
+the fabric's of one tile, each output a chain of MACs over the positions in ascending order;
+the masked scores never made), on random heads with zeros of both signs and wide magnitudes;
+within the formats' rounding of float64 attention; its refusals."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from wafertile.sim.models.attention import attention
+
+from .conftest import seed_for
+from .test_float import numbers, same, to_format
+from .test_softmax import documented_softmax
+
+
+def _mac(s, w, a):
+    """The float tile's MAC as the page writes it: ``fp32(s + fp32(w) * fp32(a))``, ``s`` as
+    it is where ``w`` or ``a`` is +0 or -0."""
+    if w == 0 or a == 0:
+        return s
+    with np.errstate(all="ignore"):
+        return np.float32(s + np.float32(np.float32(w) * np.float32(a)))
+
+
+def documented_attention(q, k, v, heads, dtype):
+    """``docs/attention.md``'s arithmetic, one number at a time (float32 in, float32 out)."""
+    T, width = q.shape
+    D = width // heads
+    out = np.zeros((T, width), np.float32)
+    probs = np.zeros((heads, T, T), np.float32)
+    for h in range(heads):
+        cols = slice(h * D, (h + 1) * D)
+        Q, K, V = (to_format(a[:, cols], dtype) for a in (q, k, v))
+        for i in range(T):
+            scores = np.zeros(i + 1, np.float32)
+            for j in range(i + 1):
+                s = np.float32(0.0)
+                for d in range(D):
+                    s = _mac(s, K[j, d], Q[i, d])
+                scores[j] = s
+            probs[h, i, :i + 1] = documented_softmax(scores, [np.arange(i + 1)], dtype)
+            P = to_format(probs[h, i, :i + 1], dtype)
+            for e in range(D):
+                o = np.float32(0.0)
+                for j in range(i + 1):
+                    o = _mac(o, P[j], V[j, e])
+                out[i, h * D + e] = o
+    return out, probs
+
+
+def _words(a):
+    return np.asarray(a, np.float32).view(np.uint32)
+
+
+def _floats(w):
+    return np.asarray(w, np.uint32).view(np.float32)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize(("T", "heads", "D"), [(1, 1, 3), (5, 2, 4), (9, 3, 2)])
+def test_reference_follows_the_document(request, dtype, T, heads, D):
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    q, k, v = (numbers(rng, (T, heads * D), dtype, zeros=0.15, spread=3) for _ in range(3))
+    k[0, :D] = 0.0                        # a key of zeros: a row of scores +0 for j = 0
+    got = attention(_words(q), _words(k), _words(v), heads, dtype)
+    want, probs = documented_attention(q, k, v, heads, dtype)
+    assert same(_floats(got["out"]), want).all(), f"seed {seed}"
+    causal = np.tril(np.ones((T, T), bool))
+    assert same(_floats(got["probs"]), probs).all(), f"seed {seed}"
+    assert (got["probs"][:, ~causal] == 0).all()
+    assert (_floats(got["scores"])[:, ~causal] == -np.inf).all()
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_special_values_follow_the_document(request, dtype):
+    """Infinities, NaN, -0 and huge products (which overflow) in the queries and keys: the
+    reference still equals the page's arithmetic, NaN for NaN."""
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    T, heads, D = 4, 1, 3
+    q, k, v = (numbers(rng, (T, D), dtype, spread=2) for _ in range(3))
+    big = 60000.0 if dtype == "fp16" else 1e38
+    q[1] = [big, -0.0, 1.0]
+    k[0] = [big, 1.0, -0.0]               # q[1] . k[0] overflows to +inf: P of row 1 is NaN
+    k[2, 1] = np.inf
+    v[3, 0] = np.nan
+    got = attention(_words(q), _words(k), _words(v), heads, dtype)
+    want, _ = documented_attention(q, k, v, heads, dtype)
+    assert same(_floats(got["out"]), want).all(), f"seed {seed}"
+    assert np.isnan(want).any()
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_reference_is_close_to_float64_attention(request, dtype):
+    """Against float64 attention of the same rounded inputs: the outputs within a few units
+    of the format's rounding (the scores, probabilities and the sums are rounded on the way)."""
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    T, heads, D = 16, 2, 16
+    q, k, v = (to_format(rng.normal(0, 1, (T, heads * D)).astype(np.float32), dtype)
+               for _ in range(3))
+    q = to_format(q * np.float32(0.25), dtype)      # 1 / sqrt(16), folded into the queries
+    got = _floats(attention(_words(q), _words(k), _words(v), heads, dtype)["out"])
+    want = np.zeros((T, heads * D))
+    for h in range(heads):
+        cols = slice(h * D, (h + 1) * D)
+        s = to_format(q[:, cols], dtype).astype(np.float64) @ \
+            to_format(k[:, cols], dtype).astype(np.float64).T
+        s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        want[:, cols] = p @ to_format(v[:, cols], dtype).astype(np.float64)
+    ulp = 2.0 ** (-8 if dtype == "bf16" else -11)
+    err = np.abs(got - want) / np.maximum(np.abs(v).max(), 1e-30)
+    assert err.max() < 4 * ulp, f"seed {seed}: {err.max() / ulp:.2f} ulp"
+
+
+@pytest.mark.parametrize(("shapes", "heads", "message"), [
+    (((4, 6), (4, 6), (4, 5)), 2, "one shape"),
+    (((4, 6), (4, 6), (4, 6)), 4, "6 features do not split into 4 heads"),
+    (((6,), (6,), (6,)), 1, "T x (H D) arrays"),
+])
+def test_bad_shapes_are_refused(shapes, heads, message):
+    arrays = [np.zeros(s, np.uint32) for s in shapes]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        attention(*arrays, heads, "bf16")
