@@ -34,8 +34,8 @@ from ..hdl.flit import Opcode, Port, Reg, encode_handoff
 from .plan import LayerPlan, handoff_window, reply_route, route_to
 from .program import LayerError, Phase, PhaseBuilder
 
-__all__ = ["SEND_PICKS", "check_layernorm", "check_softmax", "layernorm_phases", "softmax_phases",
-           "softmax_scratch", "softmax_window"]
+__all__ = ["SEND_PICKS", "check_layernorm", "check_softmax", "layernorm_phases",
+           "local_softmax_phases", "softmax_phases", "softmax_scratch", "softmax_window"]
 
 #: The bits of a SEND's ``data`` right above the route that pick its output's opcode on a
 #: float tile with the nonlinear unit (docs/architecture.md).
@@ -85,6 +85,13 @@ def _tiles(plan: LayerPlan, p: int) -> list[int]:
     return [g for g, part in enumerate(plan.parts(p)) if len(part)]
 
 
+def _plan_elems(plan: LayerPlan, p: int, rows: int) -> list[dict[int, np.ndarray]]:
+    """Each of the first ``rows`` rows' elements: tile ``g`` -> its accumulators holding
+    pass ``p``'s outputs, in slot order (the same in every row)."""
+    elems = {g: np.arange(len(part)) for g, part in enumerate(plan.parts(p)) if len(part)}
+    return [elems] * rows
+
+
 class _Turns:
     """One row's flits, in order per tile, sent taking turns over the tiles (flit ``k`` of
     every tile, then flit ``k + 1``): a core busy in its unit then holds up the flits of the
@@ -115,31 +122,31 @@ class _Turns:
         flits.add(y, len(turn), x0=tile[order], x1=tile[order], y0=y, y1=y, **cols)
 
 
-def _self_rounds(config: Config, plan: LayerPlan, p: int, rows: int, z: int, first: str,
+def _self_rounds(config: Config, elems: list[dict[int, np.ndarray]], z: int, first: str,
                  rest: str, before=None, *, into_z: bool = True) -> list[Phase]:
-    """Each tile SENDs its elements, in slot order, into its own ``z``: the first as
-    ``first``, the others as ``rest``; :func:`softmax_window` per tile per phase, each
-    tile's fence READ last. ``into_z = False``: ``z`` into each element instead.
-    ``before(turns, g, n)``: flits for tile ``g`` at the start of the first phase."""
+    """Each tile SENDs its elements (``elems[y][g]``: the accumulators of tile ``g`` of row
+    ``y``), in order, into its own ``z``: the first as ``first``, the others as ``rest``;
+    :func:`softmax_window` per tile per phase, each tile's fence READ last. ``into_z =
+    False``: ``z`` into each element instead. ``before(turns, g, slots)``: flits for tile
+    ``g`` at the start of the first phase."""
     window = softmax_window(config)
-    sizes = [len(part) for part in plan.parts(p)]
+    rows = len(elems)
+    longest = max((len(s) for row in elems for s in row.values()), default=0)
     at = config.route_width
     to_host = reply_route(config, rows)
     phases = []
-    for r in range(-(-max(sizes) // window)):
+    for r in range(-(-longest // window)):
         flits = PhaseBuilder()
         for y in range(rows):
             turns = _Turns()
-            for g, n in enumerate(sizes):
-                if not n:
-                    continue
+            for g, slots in elems[y].items():
                 if r == 0 and before is not None:
-                    before(turns, g, n)
-                s = np.arange(r * window, min((r + 1) * window, n))
+                    before(turns, g, slots)
+                s = np.arange(r * window, min((r + 1) * window, len(slots)))
                 if not len(s):
                     continue
                 pick = np.where(s == 0, SEND_PICKS[first], SEND_PICKS[rest])
-                src, dst = (s, z) if into_z else (z, s)
+                src, dst = (slots[s], z) if into_z else (z, slots[s])
                 turns.add(g, len(s), op=Opcode.SEND.value, addr=src, addr_b=dst,
                           data=route_to(config, g, y, Port.LOCAL) | (pick << at))
                 turns.add(g, 1, op=Opcode.READ_ACC.value, addr_b=g, data=to_host[y])
@@ -166,50 +173,59 @@ def _to_tile0(config: Config, rows: int, z: int, tiles: list[int], how: str) -> 
     return flits.phase("reduce")
 
 
-def _spread(config: Config, rows: int, z: int, tiles: list[int], function: str | None, *,
-            ops: tuple = (), act: int = ACT) -> Phase:
-    """Tile 0 (after the host's operations ``ops`` on its ``z``, ``(opcode, data)`` each, and
-    NONLINEAR ``function``, if given) FINISHes ``z`` into activation ``act`` of the row's
-    tiles ``tiles``, rounded to the format (ReLU off)."""
+def _spread(config: Config, leaders: list[list[tuple[int, int, int]]], z: int,
+            function: str | None, *, ops: tuple = (), act: int = ACT) -> Phase:
+    """Each leader ``(g, x0, x1)`` of row ``y`` (``leaders[y]``: tile 0 of a row softmax,
+    or every tile of a softmax in one tile), after the host's operations ``ops`` on its
+    ``z`` (``(opcode, data)`` each) and NONLINEAR ``function``, if given, FINISHes ``z`` into
+    activation ``act`` of tiles ``x0 .. x1`` of its row, rounded to the format (ReLU off)."""
     flits = PhaseBuilder()
     vc = config.num_vcs - 1
-    for y in range(rows):
-        for op, data in ops:
-            flits.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=op.value, addr=z, data=data)
-        if function is not None:
-            flits.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.NONLINEAR.value, addr=z,
-                      data=FUNCTIONS.index(function))
-        flits.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.SET.value, addr=Reg.RELU.value,
-                  data=0)
-        flits.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.FINISH.value, addr=z, addr_b=act,
-                  data=encode_handoff(config, x0=0, x1=len(tiles) - 1, y=y, vc=vc))
-    return flits.phase("handoff", handoff_writes=rows * len(tiles))
+    writes = 0
+    for y, row in enumerate(leaders):
+        for g, x0, x1 in row:
+            for op, data in ops:
+                flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=op.value, addr=z, data=data)
+            if function is not None:
+                flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=Opcode.NONLINEAR.value, addr=z,
+                          data=FUNCTIONS.index(function))
+            flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=Opcode.SET.value,
+                      addr=Reg.RELU.value, data=0)
+            flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=Opcode.FINISH.value, addr=z,
+                      addr_b=act, data=encode_handoff(config, x0=x0, x1=x1, y=y, vc=vc))
+            writes += x1 - x0 + 1
+    return flits.phase("handoff", handoff_writes=writes)
 
 
-def _macs(config: Config, plan: LayerPlan, p: int, rows: int, z: int, *, scale: bool) -> Phase:
+def _row_leaders(rows: int, tiles: list[int]) -> list[list[tuple[int, int, int]]]:
+    """Tile 0 of each row spreads to the row's ``tiles`` (columns 0 .. n - 1)."""
+    return [[(0, 0, len(tiles) - 1)]] * rows
+
+
+def _macs(config: Config, elems: list[dict[int, np.ndarray]], z: int, *,
+          scale: bool) -> Phase:
     """MACs on activation :data:`ACT`, each tile's fence READ last: with weight -1 into every
     element (``x - c``), or (``scale``) with weight 1 into ``z`` zeroed first (a copy)."""
     minus, one = _WEIGHTS[config.dtype]
     if scale:
-        return _per_element(config, plan, p, rows, lambda g, n: [
+        return _per_element(config, elems, lambda g, slots: [
             (1, {"op": Opcode.WRITE_ACC.value, "addr": z}),
             (1, {"op": Opcode.MAC.value, "addr": z, "addr_b": ACT, "data": one})])
-    return _per_element(config, plan, p, rows, lambda g, n: [
-        (n, {"op": Opcode.MAC.value, "addr": np.arange(n), "addr_b": ACT, "data": minus})])
+    return _per_element(config, elems, lambda g, slots: [
+        (len(slots), {"op": Opcode.MAC.value, "addr": slots, "addr_b": ACT, "data": minus})])
 
 
-def _per_element(config: Config, plan: LayerPlan, p: int, rows: int, blocks) -> Phase:
+def _per_element(config: Config, elems: list[dict[int, np.ndarray]], blocks) -> Phase:
     """Host operations on each tile's accumulators, each tile's fence READ last: ``blocks(g,
-    n)`` gives tile ``g``'s (``n`` outputs) as ``[(count, fields), ...]``, in that order."""
+    slots)`` gives tile ``g``'s (its elements' accumulators ``slots``) as ``[(count,
+    fields), ...]``, in that order."""
+    rows = len(elems)
     to_host = reply_route(config, rows)
     flits = PhaseBuilder()
     for y in range(rows):
         turns = _Turns()
-        for g, part in enumerate(plan.parts(p)):
-            n = len(part)
-            if not n:
-                continue
-            for count, fields in blocks(g, n):
+        for g, slots in elems[y].items():
+            for count, fields in blocks(g, slots):
                 turns.add(g, count, **fields)
             turns.add(g, 1, op=Opcode.READ_ACC.value, addr_b=g, data=to_host[y])
             flits.reply(y, 0, g)
@@ -217,31 +233,48 @@ def _per_element(config: Config, plan: LayerPlan, p: int, rows: int, blocks) -> 
     return flits.phase("reduce")
 
 
+def _softmax(config: Config, elems: list[dict[int, np.ndarray]], z: int,
+             leaders: list[list[tuple[int, int, int]]], others: list[int]) -> list[Phase]:
+    """The module's steps on ``elems``: ``others`` (the row's tiles but tile 0) send their
+    maximum and sum to tile 0, whose ``leaders`` spread them; none for a softmax in one tile
+    (each tile its own leader)."""
+    rows = len(elems)
+    phases = _self_rounds(config, elems, z, "WRITE_ACC", "MAX")
+    if others:  # the maximum does not depend on the order: the tiles at once
+        phases.append(_to_tile0(config, rows, z, others, "MAX"))
+    phases.append(_spread(config, leaders, z, None))
+    phases.append(_macs(config, elems, z, scale=False))
+
+    def exp_first(turns, g, slots):
+        turns.add(g, len(slots), op=Opcode.NONLINEAR.value, addr=slots,
+                  data=FUNCTIONS.index("exp"))
+
+    phases += _self_rounds(config, elems, z, "WRITE_ACC", "ADD", before=exp_first)
+    phases += [_to_tile0(config, rows, z, [g], "ADD") for g in others]  # in tile order
+    phases.append(_spread(config, leaders, z, "reciprocal"))
+    phases.append(_macs(config, elems, z, scale=True))
+    phases += _self_rounds(config, elems, z, "MUL", "MUL", into_z=False)
+    return phases
+
+
+def local_softmax_phases(config: Config, elems: list[dict[int, np.ndarray]], z: int
+                         ) -> list[Phase]:
+    """A softmax in each tile of ``elems`` (row ``y``: tile ``g`` -> its elements'
+    accumulators, in order), in place, with scratch accumulator ``z`` and activation
+    :data:`ACT` of each such tile: the module's steps with one tile (docs/attention.md);
+    :func:`wafertile.sim.models.rows.softmax` with one part is its reference."""
+    leaders = [[(g, g, g) for g in row] for row in elems]
+    return _softmax(config, elems, z, leaders, [])
+
+
 def softmax_phases(plan: LayerPlan, p: int, rows: int) -> list[Phase]:
     """The softmax of pass ``p``'s outputs along each of the first ``rows`` array rows, in
     place (the module's steps); :func:`check_softmax` first. The layer's activations must be
     dead (its MACs done): activation 0 of its tiles is overwritten."""
     check_softmax(plan)
-    config = plan.config
-    z = softmax_scratch(plan, p)
     tiles = _tiles(plan, p)
-    others = tiles[1:]
-    phases = _self_rounds(config, plan, p, rows, z, "WRITE_ACC", "MAX")
-    if others:  # the maximum does not depend on the order: the tiles at once
-        phases.append(_to_tile0(config, rows, z, others, "MAX"))
-    phases.append(_spread(config, rows, z, tiles, None))
-    phases.append(_macs(config, plan, p, rows, z, scale=False))
-
-    def exp_first(turns, g, n):
-        turns.add(g, n, op=Opcode.NONLINEAR.value, addr=np.arange(n),
-                  data=FUNCTIONS.index("exp"))
-
-    phases += _self_rounds(config, plan, p, rows, z, "WRITE_ACC", "ADD", before=exp_first)
-    phases += [_to_tile0(config, rows, z, [g], "ADD") for g in others]  # in tile order
-    phases.append(_spread(config, rows, z, tiles, "reciprocal"))
-    phases.append(_macs(config, plan, p, rows, z, scale=True))
-    phases += _self_rounds(config, plan, p, rows, z, "MUL", "MUL", into_z=False)
-    return phases
+    return _softmax(plan.config, _plan_elems(plan, p, rows), softmax_scratch(plan, p),
+                    _row_leaders(rows, tiles), tiles[1:])
 
 
 def check_layernorm(plan: LayerPlan, what: str = "the LayerNorm layer") -> None:
@@ -259,25 +292,27 @@ def check_layernorm(plan: LayerPlan, what: str = "the LayerNorm layer") -> None:
                          f"(raise acc_depth or use more columns)")
 
 
-def _squares(config: Config, plan: LayerPlan, p: int, rows: int, z: int) -> list[Phase]:
+def _squares(config: Config, elems: list[dict[int, np.ndarray]], z: int) -> list[Phase]:
     """Step 3's squares and tile sums: phase ``k`` SENDs each tile's element ``k`` into
     scratch ``z + 1 + k % 2`` (WRITE_ACC, then MUL: its square) and the square of phase
     ``k - 1`` into ``z`` (the first a WRITE_ACC, then ADD); each tile's fence READ last."""
     at = config.route_width
-    sizes = [len(part) for part in plan.parts(p)]
+    rows = len(elems)
+    longest = max((len(s) for row in elems for s in row.values()), default=0)
     to_host = reply_route(config, rows)
     phases = []
-    for k in range(max(sizes) + 1):
+    for k in range(longest + 1):
         flits = PhaseBuilder()
         for y in range(rows):
             turns = _Turns()
-            for g, n in enumerate(sizes):
-                if not n or k > n:
+            for g, slots in elems[y].items():
+                n = len(slots)
+                if k > n:
                     continue
                 local = route_to(config, g, y, Port.LOCAL)
                 if k < n:
                     q = z + 1 + k % 2
-                    turns.add(g, 2, op=Opcode.SEND.value, addr=k, addr_b=q, data=local | (
+                    turns.add(g, 2, op=Opcode.SEND.value, addr=slots[k], addr_b=q, data=local | (
                         np.array([SEND_PICKS["WRITE_ACC"], SEND_PICKS["MUL"]]) << at))
                 if k:
                     how = "WRITE_ACC" if k == 1 else "ADD"
@@ -308,14 +343,16 @@ def layernorm_phases(plan: LayerPlan, p: int, rows: int, gamma, beta, eps: int
     minus = _WEIGHTS[config.dtype][0]
     parts = plan.parts(p)
     to_host = reply_route(config, rows)
+    elems = _plan_elems(plan, p, rows)
+    leaders = _row_leaders(rows, tiles)
 
     def sum_into_tile0() -> list[Phase]:
         return [_to_tile0(config, rows, z, [g], "ADD") for g in others]  # in tile order
 
     # 1. the mean: the tiles' sums, the chain, times n at tile 0; c1 = fmt(mu)
-    phases = _self_rounds(config, plan, p, rows, z, "WRITE_ACC", "ADD")
+    phases = _self_rounds(config, elems, z, "WRITE_ACC", "ADD")
     phases += sum_into_tile0()
-    phases.append(_spread(config, rows, z, tiles, None, ops=((Opcode.MUL, n),), act=0))
+    phases.append(_spread(config, leaders, z, None, ops=((Opcode.MUL, n),), act=0))
     # 2. c2 = fmt(mu - c1) (tile 0 holds c1 as every tile of the row); d = (x - c1) - c2
     minus_c1 = PhaseBuilder()
     for y in range(rows):
@@ -325,20 +362,20 @@ def layernorm_phases(plan: LayerPlan, p: int, rows: int, gamma, beta, eps: int
                      data=to_host[y])
         minus_c1.reply(y, 0, 0)
     phases.append(minus_c1.phase("reduce"))
-    phases.append(_spread(config, rows, z, tiles, None, act=1))
-    phases.append(_per_element(config, plan, p, rows, lambda g, m: [
-        (m, {"op": Opcode.MAC.value, "addr": np.arange(m), "addr_b": 0, "data": minus}),
-        (m, {"op": Opcode.MAC.value, "addr": np.arange(m), "addr_b": 1, "data": minus})]))
+    phases.append(_spread(config, leaders, z, None, act=1))
+    phases.append(_per_element(config, elems, lambda g, slots: [
+        (len(slots), {"op": Opcode.MAC.value, "addr": slots, "addr_b": 0, "data": minus}),
+        (len(slots), {"op": Opcode.MAC.value, "addr": slots, "addr_b": 1, "data": minus})]))
     # 3. the squares and their sum; v = V * n + eps; r = fmt(rsqrt(v))
-    phases += _squares(config, plan, p, rows, z)
+    phases += _squares(config, elems, z)
     phases += sum_into_tile0()
-    phases.append(_spread(config, rows, z, tiles, "rsqrt",
+    phases.append(_spread(config, leaders, z, "rsqrt",
                           ops=((Opcode.MUL, n), (Opcode.ADD, int(eps)))))
     # 4. d * r (r copied into z), then gamma and beta
-    phases.append(_macs(config, plan, p, rows, z, scale=True))
-    phases += _self_rounds(config, plan, p, rows, z, "MUL", "MUL", into_z=False)
+    phases.append(_macs(config, elems, z, scale=True))
+    phases += _self_rounds(config, elems, z, "MUL", "MUL", into_z=False)
     gamma, beta = np.asarray(gamma, np.int64), np.asarray(beta, np.int64)
-    phases.append(_per_element(config, plan, p, rows, lambda g, m: [
-        (m, {"op": Opcode.MUL.value, "addr": np.arange(m), "data": gamma[parts[g]]}),
-        (m, {"op": Opcode.ADD.value, "addr": np.arange(m), "data": beta[parts[g]]})]))
+    phases.append(_per_element(config, elems, lambda g, slots: [
+        (len(slots), {"op": Opcode.MUL.value, "addr": slots, "data": gamma[parts[g]]}),
+        (len(slots), {"op": Opcode.ADD.value, "addr": slots, "data": beta[parts[g]]})]))
     return phases
