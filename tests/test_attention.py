@@ -12,6 +12,7 @@ import re
 import numpy as np
 import pytest
 
+from wafertile.hdl.flit import Opcode
 from wafertile.sim.models.attention import attention
 
 from .conftest import seed_for
@@ -131,3 +132,95 @@ def test_bad_shapes_are_refused(shapes, heads, message):
     arrays = [np.zeros(s, np.uint32) for s in shapes]
     with pytest.raises(ValueError, match=re.escape(message)):
         attention(*arrays, heads, "bf16")
+
+
+# -- the phases on the array -------------------------------------------------------------------
+
+
+def attention_program(cfg, T, heads, D, q, k, v):
+    """q, k, v (``T x (H D)`` FP32 words) written into their accumulators, the attention's
+    phases, the outputs read: a program whose Y is ``T x (H D)``."""
+    from wafertile.stream import LayerProgram
+    from wafertile.stream.attention import AttentionLayout, attention_phases
+    from wafertile.stream.plan import reply_route
+    from wafertile.stream.program import PhaseBuilder
+
+    layout = AttentionLayout(cfg, T, heads, D)
+    to_host = reply_route(cfg, T)
+    load = PhaseBuilder()
+    f = np.arange(heads * D)
+    for i in range(T):
+        for h in range(heads):
+            cols = slice(h * D, (h + 1) * D)
+            for slots, words in ((layout.q_slot(np.arange(D)), q[i, cols]),
+                                 (layout.k_slot(np.arange(D)), k[i, cols])):
+                load.add(i, D, x0=h, x1=h, y0=i, y1=i, op=Opcode.WRITE_ACC.value, addr=slots,
+                         data=words.astype(np.int32).astype(np.int64))
+        load.add(i, len(f), x0=layout.column(f), x1=layout.column(f), y0=i, y1=i,
+                 op=Opcode.WRITE_ACC.value, addr=layout.v_slot(layout.index(f)),
+                 data=v[i].astype(np.int32).astype(np.int64))
+        load.add(i, 1, x0=0, x1=0, y0=i, y1=i, op=Opcode.READ_ACC.value, data=to_host[i])
+        load.reply(i, 0, 0)
+    read = PhaseBuilder()
+    for i in range(T):
+        read.add(i, len(f), x0=layout.column(f), x1=layout.column(f), y0=i, y1=i,
+                 op=Opcode.READ_ACC.value, addr=layout.o_slot(layout.index(f)),
+                 addr_b=layout.column(f), data=to_host[i])
+        read.reply(i, layout.o_slot(layout.index(f)), layout.column(f), i, f)
+    phases = [load.phase("load"), *attention_phases(layout), read.phase("read")]
+    return LayerProgram(cfg, (T, heads * D, 0), phases, 0, 0)
+
+
+def _case(rng, T, heads, D, dtype):
+    q, k, v = (numbers(rng, (T, heads * D), dtype, zeros=0.1, spread=2) for _ in range(3))
+    return tuple(_words(a) for a in (q, k, v))
+
+
+@pytest.mark.parametrize(("rows", "cols", "T", "heads", "D"), [
+    (3, 2, 3, 2, 2), (4, 4, 4, 2, 8), (4, 3, 3, 3, 5), (2, 4, 2, 1, 3)])
+def test_phases_on_the_array_model(request, rows, cols, T, heads, D):
+    """The compiled phases on the functional array model (every interleaving the fabric may
+    choose, seeded): every output word equals the reference's."""
+    from wafertile import Config
+    from wafertile.sim.models.array import ArrayModel
+
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    cfg = Config(rows=rows, cols=cols, dtype="bf16", act_depth=64, acc_depth=64,
+                 nonlinear=True)
+    q, k, v = _case(rng, T, heads, D, cfg.dtype)
+    program = attention_program(cfg, T, heads, D, q, k, v)
+    want = attention(q, k, v, heads, cfg.dtype)["out"]
+    for s in (seed, seed + 1):
+        got = ArrayModel(cfg).run(program, seed=s) & 0xFFFFFFFF
+        assert np.array_equal(got, want), f"seed {seed}, interleaving {s}"
+
+
+@pytest.mark.parametrize(("sim", "dtype", "shape"), [
+    ("icarus", "bf16", (3, 2, 3, 2, 2)),
+    pytest.param("verilator", "fp16", (4, 3, 4, 3, 3), marks=pytest.mark.slow)])
+def test_attention_on_the_rtl(request, tmp_path, sim, dtype, shape):
+    """The phases on the RTL: every output word of every head and position equals the
+    reference's (docs/attention.md), and every MAC the phases expect was done or skipped."""
+    from wafertile import Config
+    from wafertile.run import simulate
+
+    from .test_float import _sim
+
+    rows, cols, T, heads, D = shape
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    cfg = Config(rows=rows, cols=cols, dtype=dtype, act_depth=32, acc_depth=32,
+                 nonlinear=True)
+    q, k, v = _case(rng, T, heads, D, dtype)
+    program = attention_program(cfg, T, heads, D, q, k, v)
+    want = attention(q, k, v, heads, dtype)
+    run = simulate(cfg, [program], sim=sim if sim == "verilator" else _sim("3x2"),
+                   build_root=tmp_path)
+    (y, stats), = run.results
+    got = np.asarray(y, np.int64) & 0xFFFFFFFF
+    bad = np.argwhere(got != want["out"])
+    assert not len(bad), f"seed {seed}: (position, feature) {bad.tolist()} differ"
+    macs = sum(p.expected_macs for p in program.phases)
+    assert sum(stats["mac_done"]) + sum(stats["mac_skipped"]) == macs
+    assert macs == heads * D * T * (T + 1) // 2 + heads * D * T * (T + 1) // 2

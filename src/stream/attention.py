@@ -1,0 +1,239 @@
+"""Causal self-attention on the fabric (``docs/attention.md``): the phases from the
+projection's accumulators ``q``, ``k``, ``v`` to the attention's outputs, tile to tile.
+
+One sequence of ``T`` positions on the array's first ``T`` rows, head ``h`` in column ``h``,
+value feature ``f`` (of all heads, ``h D + e``) in column ``f mod cols``
+(:class:`AttentionLayout` says which accumulator and activation holds what). The phases, in
+order (:func:`attention_phases`):
+
+1. the score accumulators of each row zeroed, ReLU off, and each query ``FINISH``ed into its
+   own tile's activations (hand-off rounds, counted activation writes);
+2. each key sent by its tile as the weight of a MAC down its column, rows ``j .. T - 1`` (a
+   ``FINISH`` with ``pick = 1``, ``dy = T - 1 - j``), features in ascending order (rounds of
+   counted MACs): the scores;
+3. the softmax of each row of each head in its tile (:func:`.rows.local_softmax_phases`);
+4. the output accumulators zeroed, and each value ``FINISH``ed down its column to rows ``j ..
+   T - 1`` as an activation (hand-off rounds);
+5. each probability sent by its tile as the weight of a MAC to the row's tiles that hold its
+   head's values, positions in ascending order (rounds of counted MACs): the outputs.
+
+A tile has at most :func:`~.plan.handoff_window` ``FINISH``es of its own per round (the
+hand-off's argument, docs/network.md), and every round ends on a count the host sees.
+:func:`wafertile.sim.models.attention.attention` is the bit-exact reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import Config
+from ..hdl.flit import Opcode, Reg, encode_handoff
+from .plan import handoff_window
+from .program import LayerError, Phase, PhaseBuilder
+from .rows import ACT, _Turns, local_softmax_phases, softmax_window
+
+__all__ = ["AttentionLayout", "attention_phases", "check_attention"]
+
+
+@dataclass(frozen=True)
+class AttentionLayout:
+    """Where causal self-attention of ``T`` positions, ``heads`` heads of ``D`` features
+    keeps its numbers (``docs/attention.md``): accumulators and activations of tile ``(x,
+    t)`` for position ``t``."""
+
+    config: Config
+    T: int
+    heads: int
+    D: int
+
+    @property
+    def width(self) -> int:
+        """The features of all heads (``heads * D``)."""
+        return self.heads * self.D
+
+    @property
+    def E(self) -> int:
+        """Value features per column (the most any column holds)."""
+        return -(-self.width // self.config.cols)
+
+    def q_slot(self, d):
+        """Query feature ``d`` of head ``h``: accumulator of tile ``(h, t)``."""
+        return np.asarray(d)
+
+    def k_slot(self, d):
+        """Key feature ``d`` of head ``h``: accumulator of tile ``(h, t)``."""
+        return self.D + np.asarray(d)
+
+    def s_slot(self, j):
+        """Score (then probability) of key ``j``: accumulator of tile ``(h, i)``."""
+        return 2 * self.D + np.asarray(j)
+
+    def column(self, f):
+        """The column of value feature ``f`` (``h D + e``)."""
+        return np.asarray(f) % self.config.cols
+
+    def index(self, f):
+        """The index ``k`` of value feature ``f`` among its column's."""
+        return np.asarray(f) // self.config.cols
+
+    def v_slot(self, k):
+        """The ``k``-th value feature of a column: accumulator of tile ``(c, t)``."""
+        return 2 * self.D + self.T + np.asarray(k)
+
+    def o_slot(self, k):
+        """The output of the ``k``-th value feature of a column: accumulator of ``(c, i)``."""
+        return 2 * self.D + self.T + self.E + np.asarray(k)
+
+    @property
+    def z(self) -> int:
+        """The softmax's scratch accumulator."""
+        return 2 * self.D + self.T + 2 * self.E
+
+    def q_act(self, d):
+        """Query feature ``d`` as an activation of tile ``(h, i)`` (activation 0 is the
+        softmax's)."""
+        return ACT + 1 + np.asarray(d)
+
+    def v_act(self, j, k):
+        """Value ``k`` of a column at position ``j``, as an activation of tile ``(c, i)``,
+        ``i >= j``."""
+        return ACT + 1 + self.D + np.asarray(j) * self.E + np.asarray(k)
+
+    @property
+    def accumulators(self) -> int:
+        """Accumulators a tile needs."""
+        return self.z + 1
+
+    @property
+    def activations(self) -> int:
+        """Activations a tile needs."""
+        return int(self.v_act(self.T - 1, self.E - 1)) + 1
+
+
+def check_attention(layout: AttentionLayout, what: str = "the attention") -> None:
+    """Raise :class:`LayerError` (one line) if :func:`attention_phases` cannot run
+    ``layout``."""
+    config, T, H, D = layout.config, layout.T, layout.heads, layout.D
+    if not (config.is_float and config.nonlinear):
+        raise LayerError(f"{what} needs float tiles with the nonlinear unit (dtype fp16 or "
+                         f"bf16, nonlinear = true), not dtype {config.dtype!r} with nonlinear "
+                         f"= {str(config.nonlinear).lower()}")
+    if min(T, H, D) < 1:
+        raise LayerError(f"{what} needs at least one position, head and feature, not T = {T}, "
+                         f"{H} heads of {D}")
+    if config.rows < T:
+        raise LayerError(f"{what} has {T} positions and the array {config.rows} rows (one "
+                         f"position per row)")
+    if config.cols < H:
+        raise LayerError(f"{what} has {H} heads and the array {config.cols} columns (one head "
+                         f"per column)")
+    if softmax_window(config) < 1:
+        raise LayerError(f"{what} needs a router whose local input holds at least 2 flits "
+                         f"per VC: router_arch = {config.router_arch!r} holds 1")
+    if layout.accumulators > config.acc_depth:
+        raise LayerError(f"{what} ({T} positions, {H} heads of {D}) needs "
+                         f"{layout.accumulators} accumulators per tile, acc_depth is "
+                         f"{config.acc_depth}")
+    if layout.activations > config.act_depth:
+        raise LayerError(f"{what} ({T} positions, {H} heads of {D}) needs "
+                         f"{layout.activations} activations per tile, act_depth is "
+                         f"{config.act_depth}")
+
+
+def _rounds(config: Config, T: int, sends, kind: str, before=None) -> list[Phase]:
+    """FINISH rounds: ``sends(i)`` lists row ``i``'s ``(tile, fields, count)`` in each tile's
+    order (``count``: the activation writes or MACs it causes); at most
+    :func:`handoff_window` per tile per round, taking turns over the tiles; ``before(turns,
+    i)``: flits of row ``i`` at the start of the first round. ``kind``: ``"handoff"``
+    (counted writes) or ``"stream"`` (counted MACs)."""
+    window = handoff_window(config)
+    per_row = [sends(i) for i in range(T)]
+    longest = max((sum(1 for t, *_ in row if t == g) for row in per_row
+                   for g in {t for t, *_ in row}), default=0)
+    phases = []
+    for r in range(max(1, -(-longest // window))):
+        flits = PhaseBuilder()
+        count = 0
+        for i, row in enumerate(per_row):
+            turns = _Turns()
+            if r == 0 and before is not None:
+                before(turns, i)
+            seen: dict[int, int] = {}
+            for g, fields, n in row:
+                k = seen[g] = seen.get(g, -1) + 1
+                if r * window <= k < (r + 1) * window:
+                    turns.add(g, 1, op=Opcode.FINISH.value, **fields)
+                    count += n
+            turns.emit(flits, i)
+        phases.append(flits.phase("handoff", handoff_writes=count) if kind == "handoff"
+                      else flits.phase("stream", expected_macs=count))
+    return phases
+
+
+def attention_phases(layout: AttentionLayout) -> list[Phase]:
+    """The phases of causal self-attention (the module's steps), from ``q``, ``k``, ``v`` in
+    their accumulators (:class:`AttentionLayout`) to the outputs in theirs;
+    :func:`check_attention` first. ReLU is off in every tile of the first ``T`` rows after."""
+    check_attention(layout)
+    cfg, T, H, D, E = layout.config, layout.T, layout.heads, layout.D, layout.E
+    C = cfg.cols
+    vc = cfg.num_vcs - 1
+    features = np.arange(layout.width)
+
+    def clear(slots):
+        def before(turns, i):
+            # ReLU off in the row's tiles (one multicast from tile 0's view: each tile's
+            # SET), the row's accumulators ``slots(i)`` written +0 in the tiles of its heads
+            for g in range(C):
+                turns.add(g, 1, op=Opcode.SET.value, addr=Reg.RELU.value, data=0)
+            for g, s in slots(i):
+                turns.add(g, len(s), op=Opcode.WRITE_ACC.value, addr=s, data=0)
+        return before
+
+    def queries(i):
+        return [(h, {"addr": int(layout.q_slot(d)), "addr_b": int(layout.q_act(d)),
+                     "data": encode_handoff(cfg, x0=h, x1=h, y=i, vc=vc)}, 1)
+                for h in range(H) for d in range(D)]
+
+    def keys(j):
+        return [(h, {"addr": int(layout.k_slot(d)), "addr_b": int(layout.s_slot(j)),
+                     "data": encode_handoff(cfg, x0=h, x1=h, y=j, dy=T - 1 - j, vc=vc,
+                                            mac=True, act=int(layout.q_act(d)))}, T - j)
+                for h in range(H) for d in range(D)]
+
+    def values(j):
+        return [(int(layout.column(f)), {
+            "addr": int(layout.v_slot(layout.index(f))),
+            "addr_b": int(layout.v_act(j, layout.index(f))),
+            "data": encode_handoff(cfg, x0=int(layout.column(f)), x1=int(layout.column(f)),
+                                   y=j, dy=T - 1 - j, vc=vc)}, T - j) for f in features]
+
+    def probabilities(i):
+        out = []
+        for h in range(H):
+            head = features[h * D:(h + 1) * D]
+            ks = np.unique(layout.index(head))
+            for j in range(i + 1):
+                for k in ks:
+                    cols = layout.column(head[layout.index(head) == k])
+                    x0, x1 = int(cols.min()), int(cols.max())
+                    out.append((h, {"addr": int(layout.s_slot(j)),
+                                    "addr_b": int(layout.o_slot(k)),
+                                    "data": encode_handoff(cfg, x0=x0, x1=x1, y=i, vc=vc,
+                                                           mac=True,
+                                                           act=int(layout.v_act(j, k)))},
+                                x1 - x0 + 1))
+        return out
+
+    phases = _rounds(cfg, T, queries, "handoff",
+                     clear(lambda i: [(h, layout.s_slot(np.arange(i + 1))) for h in range(H)]))
+    phases += _rounds(cfg, T, keys, "stream")
+    phases += local_softmax_phases(
+        cfg, [{h: layout.s_slot(np.arange(i + 1)) for h in range(H)} for i in range(T)],
+        layout.z)
+    phases += _rounds(cfg, T, values, "handoff",
+                      clear(lambda i: [(g, layout.o_slot(np.arange(E))) for g in range(C)]))
+    phases += _rounds(cfg, T, probabilities, "stream")
+    return phases
