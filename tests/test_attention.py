@@ -12,7 +12,6 @@ import re
 import numpy as np
 import pytest
 
-from wafertile.hdl.flit import Opcode
 from wafertile.sim.models.attention import attention
 
 from .conftest import seed_for
@@ -138,37 +137,12 @@ def test_bad_shapes_are_refused(shapes, heads, message):
 
 
 def attention_program(cfg, T, heads, D, q, k, v):
-    """q, k, v (``T x (H D)`` FP32 words) written into their accumulators, the attention's
-    phases, the outputs read: a program whose Y is ``T x (H D)``."""
-    from wafertile.stream import LayerProgram
-    from wafertile.stream.attention import AttentionLayout, attention_phases
-    from wafertile.stream.plan import reply_route
-    from wafertile.stream.program import PhaseBuilder
+    """The package's standalone attention program (:func:`wafertile.stream.attention.
+    attention_program`) for these shapes."""
+    from wafertile.stream.attention import AttentionLayout
+    from wafertile.stream.attention import attention_program as program
 
-    layout = AttentionLayout(cfg, T, heads, D)
-    to_host = reply_route(cfg, T)
-    load = PhaseBuilder()
-    f = np.arange(heads * D)
-    for i in range(T):
-        for h in range(heads):
-            cols = slice(h * D, (h + 1) * D)
-            for slots, words in ((layout.q_slot(np.arange(D)), q[i, cols]),
-                                 (layout.k_slot(np.arange(D)), k[i, cols])):
-                load.add(i, D, x0=h, x1=h, y0=i, y1=i, op=Opcode.WRITE_ACC.value, addr=slots,
-                         data=words.astype(np.int32).astype(np.int64))
-        load.add(i, len(f), x0=layout.column(f), x1=layout.column(f), y0=i, y1=i,
-                 op=Opcode.WRITE_ACC.value, addr=layout.v_slot(layout.index(f)),
-                 data=v[i].astype(np.int32).astype(np.int64))
-        load.add(i, 1, x0=0, x1=0, y0=i, y1=i, op=Opcode.READ_ACC.value, data=to_host[i])
-        load.reply(i, 0, 0)
-    read = PhaseBuilder()
-    for i in range(T):
-        read.add(i, len(f), x0=layout.column(f), x1=layout.column(f), y0=i, y1=i,
-                 op=Opcode.READ_ACC.value, addr=layout.o_slot(layout.index(f)),
-                 addr_b=layout.column(f), data=to_host[i])
-        read.reply(i, layout.o_slot(layout.index(f)), layout.column(f), i, f)
-    phases = [load.phase("load"), *attention_phases(layout), read.phase("read")]
-    return LayerProgram(cfg, (T, heads * D, 0), phases, 0, 0)
+    return program(AttentionLayout(cfg, T, heads, D), q, k, v)[0]
 
 
 def _case(rng, T, heads, D, dtype):
@@ -224,3 +198,44 @@ def test_attention_on_the_rtl(request, tmp_path, sim, dtype, shape):
     macs = sum(p.expected_macs for p in program.phases)
     assert sum(stats["mac_done"]) + sum(stats["mac_skipped"]) == macs
     assert macs == heads * D * T * (T + 1) // 2 + heads * D * T * (T + 1) // 2
+
+
+@pytest.mark.parametrize(("kwargs", "shape", "message"), [
+    ({"dtype": "int16"}, (2, 1, 2), "needs float tiles with the nonlinear unit (dtype fp16 or "
+                                    "bf16, nonlinear = true), not dtype 'int16' with nonlinear "
+                                    "= false"),
+    ({}, (5, 1, 2), "has 5 positions and the array 4 rows (one position per row)"),
+    ({}, (2, 4, 2), "has 4 heads and the array 3 columns (one head per column)"),
+    ({}, (0, 1, 2), "needs at least one position, head and feature, not T = 0, 1 heads of 2"),
+    ({"acc_depth": 16}, (4, 3, 4), "(4 positions, 3 heads of 4) needs 21 accumulators per "
+                                   "tile, acc_depth is 16"),
+    ({"act_depth": 16}, (4, 3, 4), "(4 positions, 3 heads of 4) needs 21 activations per "
+                                   "tile, act_depth is 16"),
+    ({"router_arch": "lite"}, (2, 1, 2), "needs a router whose local input holds at least 2 "
+                                         "flits per VC"),
+])
+def test_bad_attention_is_refused(kwargs, shape, message):
+    from wafertile import Config
+    from wafertile.stream import LayerError
+    from wafertile.stream.attention import AttentionLayout, attention_phases
+
+    base = {"rows": 4, "cols": 3, "dtype": "bf16", "nonlinear": True, "act_depth": 64,
+            "acc_depth": 64}
+    if kwargs.get("dtype") == "int16":
+        base["nonlinear"] = False
+    cfg = Config(**{**base, **kwargs})
+    with pytest.raises(LayerError, match=re.escape(f"the attention {message}")):
+        attention_phases(AttentionLayout(cfg, *shape))
+
+
+def test_attention_program_refuses_bad_inputs():
+    from wafertile import Config
+    from wafertile.stream import LayerError
+    from wafertile.stream.attention import AttentionLayout
+    from wafertile.stream.attention import attention_program as program
+
+    cfg = Config(rows=2, cols=2, dtype="bf16", nonlinear=True, act_depth=32, acc_depth=32)
+    ok = np.zeros((2, 4), np.uint32)
+    with pytest.raises(LayerError, match=re.escape("q, k and v must be 2 x 4 arrays, not "
+                                                   "(2, 4), (2, 3), (2, 4)")):
+        program(AttentionLayout(cfg, 2, 2, 2), ok, ok[:, :3], ok)

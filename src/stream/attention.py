@@ -30,11 +30,12 @@ import numpy as np
 
 from ..config import Config
 from ..hdl.flit import Opcode, Reg, encode_handoff
-from .plan import handoff_window
-from .program import LayerError, Phase, PhaseBuilder
+from .plan import handoff_window, reply_route
+from .program import LayerError, LayerProgram, Phase, PhaseBuilder
 from .rows import ACT, _Turns, local_softmax_phases, softmax_window
 
-__all__ = ["AttentionLayout", "attention_phases", "check_attention"]
+__all__ = ["STEPS", "AttentionLayout", "attention_phases", "attention_program",
+           "attention_steps", "check_attention"]
 
 
 @dataclass(frozen=True)
@@ -172,10 +173,55 @@ def _rounds(config: Config, T: int, sends, kind: str, before=None) -> list[Phase
     return phases
 
 
+#: The steps of :func:`attention_steps`, in order.
+STEPS = ("queries", "scores", "softmax", "values", "outputs")
+
+
 def attention_phases(layout: AttentionLayout) -> list[Phase]:
     """The phases of causal self-attention (the module's steps), from ``q``, ``k``, ``v`` in
     their accumulators (:class:`AttentionLayout`) to the outputs in theirs;
     :func:`check_attention` first. ReLU is off in every tile of the first ``T`` rows after."""
+    return [phase for _, phases in attention_steps(layout) for phase in phases]
+
+
+def attention_program(layout: AttentionLayout, q, k, v) -> tuple[LayerProgram, list[str]]:
+    """A program that writes ``q``, ``k``, ``v`` (``T x (H D)`` FP32 words: the projection's
+    accumulators) into their accumulators, runs the attention's phases and reads the
+    outputs (its Y: ``T x (H D)`` FP32 words, :func:`wafertile.sim.models.attention.attention`'s
+    ``out``); and each phase's step (``"load"``, :data:`STEPS`, ``"read"``)."""
+    cfg, T, H, D = layout.config, layout.T, layout.heads, layout.D
+    check_attention(layout)
+    words = [np.asarray(a, np.int64) for a in (q, k, v)]
+    if any(w.shape != (T, layout.width) for w in words):
+        raise LayerError(f"q, k and v must be {T} x {layout.width} arrays, not "
+                         f"{', '.join(str(w.shape) for w in words)}")
+    q, k, v = (((w & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000 for w in words)  # signed fields
+    to_host = reply_route(cfg, T)
+    f = np.arange(layout.width)
+    cols, slots = layout.column(f), layout.o_slot(layout.index(f))
+    load, read = PhaseBuilder(), PhaseBuilder()
+    for i in range(T):
+        for h in range(H):
+            head = slice(h * D, (h + 1) * D)
+            load.add(i, D, x0=h, x1=h, y0=i, y1=i, op=Opcode.WRITE_ACC.value,
+                     addr=layout.q_slot(np.arange(D)), data=q[i, head])
+            load.add(i, D, x0=h, x1=h, y0=i, y1=i, op=Opcode.WRITE_ACC.value,
+                     addr=layout.k_slot(np.arange(D)), data=k[i, head])
+        load.add(i, len(f), x0=cols, x1=cols, y0=i, y1=i, op=Opcode.WRITE_ACC.value,
+                 addr=layout.v_slot(layout.index(f)), data=v[i])
+        load.add(i, 1, x0=0, x1=0, y0=i, y1=i, op=Opcode.READ_ACC.value, data=to_host[i])
+        load.reply(i, 0, 0)
+        read.add(i, len(f), x0=cols, x1=cols, y0=i, y1=i, op=Opcode.READ_ACC.value,
+                 addr=slots, addr_b=cols, data=to_host[i])
+        read.reply(i, slots, cols, i, f)
+    steps = attention_steps(layout)
+    phases = [load.phase("load"), *(p for _, ps in steps for p in ps), read.phase("read")]
+    labels = ["load", *(name for name, ps in steps for _ in ps), "read"]
+    return LayerProgram(cfg, (T, layout.width, 0), phases, 0, 0), labels
+
+
+def attention_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]]]:
+    """:func:`attention_phases` by step (:data:`STEPS`)."""
     check_attention(layout)
     cfg, T, H, D, E = layout.config, layout.T, layout.heads, layout.D, layout.E
     C = cfg.cols
@@ -227,13 +273,13 @@ def attention_phases(layout: AttentionLayout) -> list[Phase]:
                                 x1 - x0 + 1))
         return out
 
-    phases = _rounds(cfg, T, queries, "handoff",
-                     clear(lambda i: [(h, layout.s_slot(np.arange(i + 1))) for h in range(H)]))
-    phases += _rounds(cfg, T, keys, "stream")
-    phases += local_softmax_phases(
-        cfg, [{h: layout.s_slot(np.arange(i + 1)) for h in range(H)} for i in range(T)],
-        layout.z)
-    phases += _rounds(cfg, T, values, "handoff",
-                      clear(lambda i: [(g, layout.o_slot(np.arange(E))) for g in range(C)]))
-    phases += _rounds(cfg, T, probabilities, "stream")
-    return phases
+    return list(zip(STEPS, [
+        _rounds(cfg, T, queries, "handoff",
+                clear(lambda i: [(h, layout.s_slot(np.arange(i + 1))) for h in range(H)])),
+        _rounds(cfg, T, keys, "stream"),
+        local_softmax_phases(
+            cfg, [{h: layout.s_slot(np.arange(i + 1)) for h in range(H)} for i in range(T)],
+            layout.z),
+        _rounds(cfg, T, values, "handoff",
+                clear(lambda i: [(g, layout.o_slot(np.arange(E))) for g in range(C)])),
+        _rounds(cfg, T, probabilities, "stream")], strict=True))
