@@ -348,8 +348,11 @@ def test_mul_rules():
         assert_same(simulate(dut, [dut.a, dut.b], [b, a]), expected, b, a)
 
 
-# fp16 in the default run; bf16 (the same datapath, another exponent width) with --run-slow
-@pytest.mark.parametrize("fmt", ["fp16", pytest.param("bf16", marks=pytest.mark.slow)])
+# both with --run-slow (about 31 s for fp16); the default run multiplies every class of
+# operand (test_mul_special_pairs, test_mul_bf16_underflow_and_overflow) and random pairs
+# (test_mul_pipelined)
+@pytest.mark.parametrize("fmt", [pytest.param("fp16", marks=pytest.mark.slow),
+                                 pytest.param("bf16", marks=pytest.mark.slow)])
 def test_mul_every_operand(request, fmt):
     """Every 16-bit pattern as ``a`` once (every NaN payload, subnormal and sign), each with a
     partner of :func:`half_partners`: 65 536 products per format."""

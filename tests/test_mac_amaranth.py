@@ -324,7 +324,8 @@ def test_set_and_finish_raise_error_without_the_unit(dtype, op):
 
 @pytest.mark.parametrize(("cfg", "stall"), [
     pytest.param(NONLINEAR_CONFIGS["fp16nl"], 0.0, id="fp16nl"),
-    pytest.param(NONLINEAR_CONFIGS["bf16nl"], 0.5, id="bf16nl-backpressure")])
+    pytest.param(NONLINEAR_CONFIGS["bf16nl"], 0.5, id="bf16nl-backpressure",
+                 marks=pytest.mark.slow)])
 def test_nonlinear_directed(cfg, stall):
     """NONLINEAR on special words, range edges, junk function bits, back to back and beside
     MACs (``fp_nonlinear``), against the model; without backpressure the input waits

@@ -695,6 +695,7 @@ def _dask_cluster(logs: Path):
                     p.wait()
 
 
+@pytest.mark.slow  # about 35 s; the default run has the LocalCluster's real scheduler and workers
 def test_sweep_on_a_dask_scheduler_and_workers_started_by_hand(tmp_path, capsys, cache):
     spec = _write_spec(tmp_path, SMALL_TOML + '[grid]\n'
                        'buffer_depth = [4]\n[[workloads]]\nkind = "random"\ninputs = 32\n'

@@ -92,6 +92,7 @@ def test_io_shell_feeds_every_port():
     assert ".y(outs[2:0])" in shell and "sout <= ^outs" in shell
 
 
+@pytest.mark.slow  # about 45 s (place, route, pack); the default run synthesizes for ECP5
 def test_icebreaker_bitstream(tmp_path):
     from wafertile.synth.boards import board_config, build_board
     config = board_config("icebreaker", {})
