@@ -67,10 +67,6 @@ class AttentionLayout:
         """Key feature ``d`` of head ``h``: accumulator of tile ``(h, t)``."""
         return self.D + np.asarray(d)
 
-    def s_slot(self, j):
-        """Score (then probability) of key ``j``: accumulator of tile ``(h, i)``."""
-        return 2 * self.D + np.asarray(j)
-
     def column(self, f):
         """The column of value feature ``f`` (``h D + e``)."""
         return np.asarray(f) % self.config.cols
@@ -79,18 +75,41 @@ class AttentionLayout:
         """The index ``k`` of value feature ``f`` among its column's."""
         return np.asarray(f) // self.config.cols
 
-    def v_slot(self, k):
-        """The ``k``-th value feature of a column: accumulator of tile ``(c, t)``."""
-        return 2 * self.D + self.T + np.asarray(k)
+    def v_slot(self, c, k):
+        """The ``k``-th value feature of column ``c``: accumulator of tile ``(c, t)`` (after
+        the column's head's queries and keys, if it holds a head)."""
+        return np.where(np.asarray(c) < self.heads, 2 * self.D, 0) + np.asarray(k)
+
+    def groups(self) -> list[np.ndarray]:
+        """The projection's outputs (``q`` features ``0 .. H D - 1``, then ``k``, then
+        ``v``) that each column holds, in accumulator order: its head's queries and keys,
+        then its value features (a :class:`~.plan.LayerPlan`'s ``groups``)."""
+        HD, D = self.width, self.D
+        f = np.arange(HD)
+        out = []
+        for c in range(self.config.cols):
+            head = [c * D + np.arange(D), HD + c * D + np.arange(D)] if c < self.heads else []
+            out.append(np.concatenate([*head, 2 * HD + f[self.column(f) == c]]).astype(
+                np.int64))
+        return out
+
+    @property
+    def top(self) -> int:
+        """The first accumulator above every column's projection outputs."""
+        return max(len(g) for g in self.groups())
+
+    def s_slot(self, j):
+        """Score (then probability) of key ``j``: accumulator of tile ``(h, i)``."""
+        return self.top + np.asarray(j)
 
     def o_slot(self, k):
         """The output of the ``k``-th value feature of a column: accumulator of ``(c, i)``."""
-        return 2 * self.D + self.T + self.E + np.asarray(k)
+        return self.top + self.T + np.asarray(k)
 
     @property
     def z(self) -> int:
         """The softmax's scratch accumulator."""
-        return 2 * self.D + self.T + 2 * self.E
+        return self.top + self.T + self.E
 
     def q_act(self, d):
         """Query feature ``d`` as an activation of tile ``(h, i)`` (activation 0 is the
@@ -208,7 +227,7 @@ def attention_program(layout: AttentionLayout, q, k, v) -> tuple[LayerProgram, l
             load.add(i, D, x0=h, x1=h, y0=i, y1=i, op=Opcode.WRITE_ACC.value,
                      addr=layout.k_slot(np.arange(D)), data=k[i, head])
         load.add(i, len(f), x0=cols, x1=cols, y0=i, y1=i, op=Opcode.WRITE_ACC.value,
-                 addr=layout.v_slot(layout.index(f)), data=v[i])
+                 addr=layout.v_slot(cols, layout.index(f)), data=v[i])
         load.add(i, 1, x0=0, x1=0, y0=i, y1=i, op=Opcode.READ_ACC.value, data=to_host[i])
         load.reply(i, 0, 0)
         read.add(i, len(f), x0=cols, x1=cols, y0=i, y1=i, op=Opcode.READ_ACC.value,
@@ -251,7 +270,7 @@ def attention_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]]]:
 
     def values(j):
         return [(int(layout.column(f)), {
-            "addr": int(layout.v_slot(layout.index(f))),
+            "addr": int(layout.v_slot(layout.column(f), layout.index(f))),
             "addr_b": int(layout.v_act(j, layout.index(f))),
             "data": encode_handoff(cfg, x0=int(layout.column(f)), x1=int(layout.column(f)),
                                    y=j, dy=T - 1 - j, vc=vc)}, T - j) for f in features]
