@@ -239,3 +239,142 @@ def test_attention_program_refuses_bad_inputs():
     with pytest.raises(LayerError, match=re.escape("q, k and v must be 2 x 4 arrays, not "
                                                    "(2, 4), (2, 3), (2, 4)")):
         program(AttentionLayout(cfg, 2, 2, 2), ok, ok[:, :3], ok)
+
+
+# -- attention in a network ----------------------------------------------------------------------
+
+
+def _attention_network(rng, dtype, J=6, heads=2, D=2, out=5):
+    """A float network: a projection of ``J`` inputs to the queries, keys and values of
+    ``heads`` heads of ``D`` (30% of its weights zero) with ``attn0``, then a last layer."""
+    from wafertile.network import Layer, Network
+
+    w0 = numbers(rng, (3 * heads * D, J), dtype, zeros=0.3, spread=1)
+    w1 = numbers(rng, (out, heads * D), dtype, spread=1)
+    b0 = rng.normal(0, 0.2, 3 * heads * D).astype(np.float32)
+    return Network([Layer(w0, b0, attn=heads), Layer(w1, np.zeros(out, np.float32))], 16,
+                   dtype=dtype)
+
+
+def _document_network(net, x, dtype):
+    """The network from the documents: the projection's FP32 accumulators (MACs in
+    ascending input order from the bias, zero operands skipped), the page's attention, its
+    outputs rounded, the last layer's accumulators."""
+    layer0, layer1 = net.layers
+    width = layer0.outputs // 3
+    acc = np.zeros((len(x), layer0.outputs), np.float32)
+    for b in range(len(x)):
+        for o in range(layer0.outputs):
+            s = np.float32(layer0.bias[o])
+            for j in range(layer0.inputs):
+                s = _mac(s, to_format(np.float32(layer0.weights[o, j]), dtype), x[b, j])
+            acc[b, o] = s
+    o, _ = documented_attention(acc[:, :width], acc[:, width:2 * width], acc[:, 2 * width:],
+                                layer0.attn, dtype)
+    h = to_format(o, dtype)
+    y = np.zeros((len(x), layer1.outputs), np.float32)
+    for b in range(len(x)):
+        for i in range(layer1.outputs):
+            s = np.float32(layer1.bias[i])
+            for j in range(layer1.inputs):
+                s = _mac(s, np.float32(layer1.weights[i, j]), h[b, j])
+            y[b, i] = s
+    return y
+
+
+def test_attention_network_on_the_model_and_in_its_file(request, tmp_path):
+    """A network with ``attn0 = 2`` through its .npz file: the reference equals the
+    documents' arithmetic, and the compiled program on the functional array model (two
+    interleavings) equals the reference; the file keeps the key."""
+    from wafertile import Config
+    from wafertile.network import load_network, save_network
+    from wafertile.network.compiler import compile_network
+    from wafertile.sim.models.array import ArrayModel
+    from wafertile.sim.models.network import network_reference
+
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    cfg = Config(rows=3, cols=2, dtype="bf16", act_depth=32, acc_depth=32, nonlinear=True)
+    net = _attention_network(rng, "bf16")
+    save_network(net, tmp_path / "net.npz")
+    net = load_network(tmp_path / "net.npz")
+    assert [layer.attn for layer in net.layers] == [2, 0]
+    x = numbers(rng, (3, 6), "bf16", zeros=0.1, spread=1)
+    want, _ = network_reference(cfg, net, x)
+    assert same(want, _document_network(net, x, "bf16")).all(), f"seed {seed}"
+    program = compile_network(cfg, net, x)
+    assert "attention" in program.phase_step
+    for s in (seed, seed + 1):
+        got = ArrayModel(cfg).run(program, seed=s)
+        assert same(_floats(got & 0xFFFFFFFF), want).all(), f"seed {seed}, interleaving {s}"
+
+
+def test_attention_network_on_the_rtl(request, tmp_path):
+    """`run_network` of a bf16 network with attention on Icarus: every output bit equals the
+    reference's, and the report keeps the attention's cycles apart."""
+    from wafertile import Config
+    from wafertile.network.run import run_network
+    from wafertile.sim.models.network import network_reference
+
+    from .test_float import _sim
+
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    cfg = Config(rows=3, cols=2, dtype="bf16", act_depth=32, acc_depth=32, nonlinear=True)
+    net = _attention_network(rng, "bf16")
+    x = numbers(rng, (3, 6), "bf16", zeros=0.1, spread=1)
+    report, y = run_network(cfg, net, x, sim=_sim("3x2"), dense=False, build_root=tmp_path)
+    want, _ = network_reference(cfg, net, x)
+    assert same(np.asarray(y, np.float32), want).all(), f"seed {seed}"
+    first = report.per_layer[0]
+    assert first["attention_cycles"] > 0 and report.per_layer[1]["attention_cycles"] == 0
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"attn": 5}, "attn0 = 5: layer 0's 12 outputs must be the queries, keys and values of 5 "
+                  "heads (a multiple of 15)"),
+    ({"relu": True}, "relu0 and attn0 are both set: the attention takes the projection's "
+                     "accumulators as they are"),
+])
+def test_bad_attention_layers_are_refused(change, message):
+    from dataclasses import replace
+
+    from wafertile.network import NetworkError
+
+    net = _attention_network(np.random.default_rng(0), "bf16")
+    net.layers[0] = replace(net.layers[0], **change)
+    with pytest.raises(NetworkError, match=re.escape(message)):
+        net.check()
+
+
+def test_attention_network_refusals():
+    """One line each, before anything is built: a batch longer than the rows, a last layer
+    with attention, an integer network, the performance model, training."""
+    from dataclasses import replace
+
+    from wafertile import Config
+    from wafertile.model.layer import predict_network
+    from wafertile.network import NetworkError
+    from wafertile.network.compiler import compile_network
+    from wafertile.train.export import from_network
+
+    rng = np.random.default_rng(1)
+    cfg = Config(rows=3, cols=2, dtype="bf16", act_depth=32, acc_depth=32, nonlinear=True)
+    net = _attention_network(rng, "bf16")
+    x = numbers(rng, (4, 6), "bf16", spread=1)
+    with pytest.raises(NetworkError, match=re.escape(
+            "the attention after layer 0 takes the batch as one sequence, one position per "
+            "row: 4 inputs and 3 rows")):
+        compile_network(cfg, net, x)
+    with pytest.raises(NetworkError, match=re.escape(
+            "the performance model does not follow the attention's tile-to-tile MACs yet")):
+        predict_network(cfg, net, x[:3])
+    with pytest.raises(Exception, match=re.escape("layer 0 has attention after it (attn0)")):
+        from_network(net)
+    last = replace(net.layers[1], attn=1, weights=np.zeros((3, 4), np.float32),
+                   bias=np.zeros(3, np.float32))
+    with pytest.raises(NetworkError, match=re.escape("attn1 has no meaning on the last layer")):
+        replace(net, layers=[net.layers[0], last]).check()
+    with pytest.raises(NetworkError, match=re.escape("needs the tiles' nonlinear unit")
+                       + "|" + re.escape("nonlinear = true")):
+        compile_network(cfg.replace(nonlinear=False), net, x[:3])

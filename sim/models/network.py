@@ -24,6 +24,7 @@ from ...config import Config
 from ...formats import fp32_fields, fp32_words
 from ...hdl.core.fp import float_format
 from ...stream import plan_layer, reference
+from .attention import attention
 from .core import requantize
 from .fp import relu as fp_relu
 from .fp import to_half as fp_to_half
@@ -67,6 +68,10 @@ def _float_reference(config: Config, net, x: np.ndarray) -> tuple[np.ndarray, li
                 acc = softmax(acc.view(np.uint32), parts, net.dtype).view(np.float32)
             return acc, acts
         word = fp32_fields(acc) & 0xFFFFFFFF
+        if layer.attn:  # the batch is one sequence (docs/attention.md)
+            width = layer.outputs // 3
+            word = attention(*(word[:, k * width:(k + 1) * width] for k in range(3)),
+                             layer.attn, net.dtype)["out"].astype(word.dtype)
         if layer.relu:
             word = fp_relu(word)
         if layer.gelu:

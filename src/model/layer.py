@@ -316,8 +316,14 @@ def predict_network(config: Config, net, x: np.ndarray, *, dense: bool = True,
     NetworkError
         For a network the compiler refuses.
     """
-    from ..network.compiler import NetworkProgram, compile_network
+    from ..network.compiler import NetworkProgram, check_network, compile_network
 
+    check_network(config, net, np.asarray(x))
+    attention = [n for n, layer in enumerate(net.layers) if layer.attn]
+    if attention:
+        raise net.error(f"layer {attention[0]} has attention after it (attn{attention[0]}): "
+                        f"the performance model does not follow the attention's tile-to-tile "
+                        f"MACs yet (docs/attention.md); use --fidelity rtl")
     start = time.perf_counter()
     acts = None
     if config.is_float:  # the activations entering each layer, as the tiles hold them

@@ -48,6 +48,7 @@ from ..stream import (
     reduce_phases,
     stream_phase,
 )
+from ..stream.attention import AttentionLayout, attention_phases, check_attention
 from ..stream.program import LayerError
 from ..stream.rows import check_layernorm, check_softmax, layernorm_phases, softmax_phases
 from .model import Layer, Network, NetworkError
@@ -68,7 +69,8 @@ class NetworkProgram(LayerProgram):
     #: the layer each phase belongs to
     phase_layer: list[int] = None
     #: what each phase does: ``"layer"``, ``"layernorm"`` or ``"softmax"`` for the phases of
-    #: a LayerNorm or the softmax (:mod:`wafertile.stream.rows`)
+    #: a LayerNorm or the softmax (:mod:`wafertile.stream.rows`), ``"attention"`` for the
+    #: attention's (:mod:`wafertile.stream.attention`; its outputs' hand-off is ``"layer"``)
     phase_step: list[str] = None
     #: the activation base address of each layer
     bases: list[int] = None
@@ -120,6 +122,8 @@ def check_network(config: Config, net: Network, x: np.ndarray) -> None:
             _check_size(config, n, layer)
         try:
             for n, layer in enumerate(net.layers):
+                if layer.attn:
+                    _check_attention(config, n, layer, x.shape[0])
                 if layer.layernorm:
                     check_layernorm(plan_layer(config, layer.weights, streams=False),
                                     f"the LayerNorm of layer {n}'s outputs")
@@ -153,6 +157,24 @@ def check_network(config: Config, net: Network, x: np.ndarray) -> None:
                             f"{config.acc_width + 14}, found {layer.shift.max()}")
 
 
+def _attention(config: Config, layer: Layer, rows: int) -> AttentionLayout:
+    """The attention of an ``attn`` layer over ``rows`` positions."""
+    return AttentionLayout(config, rows, layer.attn, layer.outputs // (3 * layer.attn))
+
+
+def _check_attention(config: Config, n: int, layer: Layer, batch: int) -> None:
+    """Layer ``n``'s attention runs on ``config`` over a batch of ``batch`` positions (one
+    sequence, one position per row), its projection's inputs in one tile."""
+    what = f"the attention after layer {n}"
+    if batch > config.rows:
+        raise LayerError(f"{what} takes the batch as one sequence, one position per row: "
+                         f"{batch} inputs and {config.rows} rows")
+    if -(-layer.inputs // config.act_depth) > 1:
+        raise LayerError(f"{what}: layer {n}'s {layer.inputs} inputs must fit one tile's "
+                         f"activations (act_depth = {config.act_depth})")
+    check_attention(_attention(config, layer, batch), what)
+
+
 def _check_size(config: Config, n: int, layer: Layer) -> None:
     """Layer ``n``'s inputs fit a row of tiles (and are not split under saturation)."""
     K = -(-layer.inputs // config.act_depth)
@@ -179,7 +201,7 @@ def _as_words(net: Network) -> Network:
 
 
 def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nxt, base: int,
-                   *, op: Opcode = Opcode.FINISH) -> list[Phase]:
+                   *, op: Opcode = Opcode.FINISH, slot_base: int = 0) -> list[Phase]:
     """The hand-off of pass ``p``'s outputs, in rounds of :func:`handoff_window` FINISHes per
     tile; the SETs of the layer's requantization first (per output where it varies). An
     integer layer's FINISHes (each after its own SETs) and a GELU layer's (each after its
@@ -188,7 +210,8 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
     ``nxt`` (the next layer's plan, or anything with its ``chunk`` and ``G``) says which
     tiles of the row take output ``i`` (its column block), at ``base + i`` within its chunk.
     ``op``: FINISH (forward), or FINISH_BACK (training's backward hand-off: no registers, so
-    no SET; ``layer`` is then not read)."""
+    no SET; ``layer`` is then not read). ``slot_base``: the accumulator of slot 0 (the
+    attention's outputs sit above its other numbers)."""
     window = handoff_window(config)
     vc = config.num_vcs - 1
     parts = plan.parts(p)
@@ -232,8 +255,8 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
                     data = {int(c): encode_handoff(config, x0=c * nxt.G,
                                                    x1=c * nxt.G + nxt.G - 1, y=y, vc=vc)
                             for c in np.unique(k)}
-                    flits.add(y, len(s), x0=g, x1=g, y0=y, y1=y, op=op.value, addr=s,
-                              addr_b=base + i - k * nxt.chunk,
+                    flits.add(y, len(s), x0=g, x1=g, y0=y, y1=y, op=op.value,
+                              addr=slot_base + s, addr_b=base + i - k * nxt.chunk,
                               data=np.array([data[int(c)] for c in k], np.int64))
                     writes += len(s) * nxt.G
                     continue
@@ -243,7 +266,8 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
                         (int(layer.mult[i]), int(layer.shift[i]))
                     turn = []
                     if gelu:  # GELU first, in the accumulator
-                        turn.append({"op": Opcode.NONLINEAR.value, "addr": s, "data": GELU})
+                        turn.append({"op": Opcode.NONLINEAR.value, "addr": slot_base + s,
+                                     "data": GELU})
                     if regs[g] != want:  # this output's own requantization
                         for reg, value in ((Reg.MULT, want[0]), (Reg.SHIFT, want[1])):
                             turn.append({"op": Opcode.SET.value, "addr": reg.value,
@@ -251,7 +275,8 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
                         regs[g] = want
                     k = i // nxt.chunk
                     x0, x1 = k * nxt.G, k * nxt.G + nxt.G - 1
-                    turn.append({"op": op.value, "addr": s, "addr_b": base + i - k * nxt.chunk,
+                    turn.append({"op": op.value, "addr": slot_base + s,
+                                 "addr_b": base + i - k * nxt.chunk,
                                  "data": encode_handoff(config, x0=x0, x1=x1, y=y, vc=vc)})
                     turns[g].append(turn)
                     writes += x1 - x0 + 1
@@ -288,7 +313,17 @@ def _group(config: Config, net: Network, plans: list[LayerPlan], bases: list[int
                 norm = layernorm_phases(plan, p, rows, words[0], words[1], int(words[2]))
                 here += norm
                 steps += ["layernorm"] * len(norm)
-            if n == last:
+            if layer.attn:  # the attention, then its outputs' hand-off (docs/attention.md)
+                layout = _attention(config, layer, rows)
+                attention = attention_phases(layout)
+                here += attention
+                steps += ["attention"] * len(attention)
+                f = np.arange(layout.width)
+                outputs = replace(plan, I=layout.width, passes=1, groups=[
+                    f[layout.column(f) == c] for c in range(config.cols)])
+                here += handoff_phases(config, outputs, layer, 0, rows, plans[n + 1],
+                                       bases[n + 1], slot_base=int(layout.o_slot(0)))
+            elif n == last:
                 if net.softmax:
                     softmax = softmax_phases(plan, p, rows)
                     here += softmax
@@ -336,7 +371,9 @@ def compile_network(config: Config, net: Network, x: np.ndarray, *,
     if net.is_float:
         net = _as_words(net)
         x = float_words(net.dtype, "inputs", x, error=NetworkError)
-    plans = [plan_layer(config, layer.weights, dense=dense) for layer in net.layers]
+    plans = [plan_layer(config, layer.weights, dense=dense,
+                        groups=_attention(config, layer, 1).groups() if layer.attn else None)
+             for layer in net.layers]
     bases = _bases(config, plans)
     R = config.rows
     B = x.shape[0]

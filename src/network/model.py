@@ -31,7 +31,11 @@ format, ``b{l}`` float32 values, and there are no ``mult{l}`` / ``shift{l}``; fo
 accumulators, per input, made on the fabric: ``docs/nonlinear.md``), and per layer optional
 ``ln_g{l}`` and ``ln_b{l}`` (together: ``I`` float32 values each, LayerNorm's scale and shift)
 and ``ln_eps{l}`` (default 1e-5): LayerNorm of the layer's accumulators per input, before its
-hand-off, made on the fabric. Optional:
+hand-off, made on the fabric; for ``l < L - 1`` an optional ``attn{l}`` (the number of heads
+``H``, default 0: none): layer ``l`` is then the projection of causal self-attention, its
+``3 H D`` outputs the queries (already scaled), keys and values of ``H`` heads of ``D``
+features, and the next layer's inputs are the attention's ``H D`` outputs
+(``docs/attention.md``; the batch is one sequence). Optional:
 ``name`` (a string), ``input_scale`` (the float value of one input step, for float inputs),
 ``float_accuracy`` and ``float_pruned_accuracy`` (information: the float model's accuracy,
 dense and pruned).
@@ -81,6 +85,9 @@ class Layer:
     ln_gamma: np.ndarray | None = None
     ln_beta: np.ndarray | None = None
     ln_eps: float = 1e-5
+    #: causal self-attention after the layer (float layers: docs/attention.md): its number
+    #: of heads (0: none); the layer's outputs are then q, k and v of ``attn`` heads
+    attn: int = 0
 
     @property
     def layernorm(self) -> bool:
@@ -89,6 +96,11 @@ class Layer:
     @property
     def outputs(self) -> int:
         return self.weights.shape[0]
+
+    @property
+    def hands_on(self) -> int:
+        """What the next layer takes: the outputs, or the attention's (a third of them)."""
+        return self.outputs // 3 if self.attn else self.outputs
 
     @property
     def inputs(self) -> int:
@@ -177,9 +189,10 @@ class Network:
             w = layer.weights
             if w.ndim != 2 or 0 in w.shape:
                 raise NetworkError(f"w{n} must be a non-empty 2-D array, not shape {w.shape}")
-            if n and w.shape[1] != self.layers[n - 1].outputs:
+            if n and w.shape[1] != self.layers[n - 1].hands_on:
                 raise NetworkError(f"w{n} has {w.shape[1]} inputs but layer {n - 1} has "
-                                   f"{self.layers[n - 1].outputs} outputs")
+                                   f"{self.layers[n - 1].hands_on} outputs"
+                                   + (" (its attention's)" if self.layers[n - 1].attn else ""))
             if w.min() < lo or w.max() > hi:
                 raise NetworkError(f"w{n} must be within the {self.data_width}-bit signed range "
                                    f"{lo}..{hi}, found {w.min()}..{w.max()}")
@@ -189,6 +202,10 @@ class Network:
             if layer.gelu:
                 raise NetworkError(f"gelu{n} needs a float dtype ('fp16' or 'bf16': GELU is "
                                    f"computed in FP32), not {self.dtype!r}")
+            if layer.attn:
+                raise NetworkError(f"attn{n} needs a float dtype ('fp16' or 'bf16': the "
+                                   f"attention's softmax is computed in FP32), not "
+                                   f"{self.dtype!r}")
             last = n == len(self.layers) - 1
             if last:
                 continue
@@ -210,9 +227,10 @@ class Network:
             w = np.asarray(layer.weights)
             if w.ndim != 2 or 0 in w.shape:
                 raise NetworkError(f"w{n} must be a non-empty 2-D array, not shape {w.shape}")
-            if n and w.shape[1] != self.layers[n - 1].outputs:
+            if n and w.shape[1] != self.layers[n - 1].hands_on:
                 raise NetworkError(f"w{n} has {w.shape[1]} inputs but layer {n - 1} has "
-                                   f"{self.layers[n - 1].outputs} outputs")
+                                   f"{self.layers[n - 1].hands_on} outputs"
+                                   + (" (its attention's)" if self.layers[n - 1].attn else ""))
             float_words(self.dtype, f"w{n}", w, error=NetworkError)
             if np.shape(layer.bias) != (w.shape[0],):
                 raise NetworkError(f"b{n} must have {w.shape[0]} values, not shape "
@@ -236,6 +254,20 @@ class Network:
             if layer.gelu and layer.relu:
                 raise NetworkError(f"relu{n} and gelu{n} are both set: a layer's hand-off has "
                                    f"one activation function")
+            if layer.attn:
+                if n == len(self.layers) - 1:
+                    raise NetworkError(f"attn{n} has no meaning on the last layer (the "
+                                       f"attention's outputs go to a next layer)")
+                if layer.attn < 0 or w.shape[0] % (3 * layer.attn):
+                    raise NetworkError(f"attn{n} = {layer.attn}: layer {n}'s {w.shape[0]} "
+                                       f"outputs must be the queries, keys and values of "
+                                       f"{layer.attn} heads (a multiple of {3 * layer.attn})")
+                for flag, on in (("relu", layer.relu), ("gelu", layer.gelu),
+                                 ("ln_g", layer.layernorm)):
+                    if on:
+                        raise NetworkError(f"{flag}{n} and attn{n} are both set: the "
+                                           f"attention takes the projection's accumulators "
+                                           f"as they are")
             if layer.gelu and n == len(self.layers) - 1:
                 raise NetworkError(f"gelu{n} has no meaning on the last layer (its FP32 "
                                    f"accumulators are the outputs)")
@@ -331,12 +363,15 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
                   "ln_beta": np.asarray(data[f"ln_b{n}"])}
             if f"ln_eps{n}" in data:
                 ln["ln_eps"] = _scalar_float(data[f"ln_eps{n}"], f"ln_eps{n}")
+        if floating and f"attn{n}" in data:
+            known.add(f"attn{n}")
+            ln["attn"] = _scalar_int(data[f"attn{n}"], f"attn{n}")
         layers.append(Layer(w, b, mult, shift, relu, gelu, **ln))
     unknown = sorted(set(data) - known)
     if unknown:
         what = f"a {dtype} network" if floating else "a network"
-        keys = ", ".join(f"{key}.." for key in (*extra, *(("gelu", "ln_g", "ln_b", "ln_eps")
-                                                         if floating else ())))
+        keys = ", ".join(f"{key}.." for key in (*extra, *(("gelu", "ln_g", "ln_b", "ln_eps",
+                                                           "attn") if floating else ())))
         raise NetworkError(f"unknown key {unknown[0]!r} ({what} of {count} layers has "
                            f"w0..w{count - 1}, b.., {keys} and format, data_width, "
                            f"{'dtype, softmax, ' if floating else ''}layers, name, "
@@ -424,6 +459,8 @@ def save_network(net: Network, path: str | Path) -> None:
                 arrays[f"relu{n}"] = int(layer.relu)
                 if layer.gelu:
                     arrays[f"gelu{n}"] = 1
+                if layer.attn:
+                    arrays[f"attn{n}"] = int(layer.attn)
         np.savez(path, **arrays)
         return
     for n, layer in enumerate(net.layers):

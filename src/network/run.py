@@ -124,7 +124,7 @@ def _per_layer(net: Network, program: NetworkProgram, phase_cycles: list[int],
     batches = -(-program.shape[0] // config.rows)
     for n, layer in enumerate(net.layers):
         kinds: dict[str, int] = {}
-        steps = {"layernorm": 0, "softmax": 0}  # the row operations' phases, apart
+        steps = {"layernorm": 0, "softmax": 0, "attention": 0}  # these phases, apart
         for k, phase in enumerate(program.phases):
             if program.phase_layer[k] != n:
                 continue
@@ -145,6 +145,9 @@ def _per_layer(net: Network, program: NetworkProgram, phase_cycles: list[int],
             # outputs (the last layer of a network with softmax = 1)
             "layernorm_cycles": steps["layernorm"],
             "softmax_cycles": steps["softmax"],
+            # the attention after the layer (attn{n}: docs/attention.md), from its
+            # projection's accumulators to its outputs (their hand-off: handoff_cycles)
+            "attention_cycles": steps["attention"],
         })
     return out
 

@@ -32,7 +32,7 @@ from ..config import Config
 from ..hdl.flit import Opcode, Reg, encode_handoff
 from .plan import handoff_window, reply_route
 from .program import LayerError, LayerProgram, Phase, PhaseBuilder
-from .rows import ACT, _Turns, local_softmax_phases, softmax_window
+from .rows import ACT, Turns, local_softmax_phases, softmax_window
 
 __all__ = ["STEPS", "AttentionLayout", "attention_phases", "attention_program",
            "attention_steps", "check_attention"]
@@ -177,7 +177,7 @@ def _rounds(config: Config, T: int, sends, kind: str, before=None) -> list[Phase
         flits = PhaseBuilder()
         count = 0
         for i, row in enumerate(per_row):
-            turns = _Turns()
+            turns = Turns()
             if r == 0 and before is not None:
                 before(turns, i)
             seen: dict[int, int] = {}

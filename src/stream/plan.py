@@ -107,11 +107,13 @@ class LayerPlan:
 
 
 def plan_layer(config: Config, w: np.ndarray, *, dense: bool = False,
-               streams: bool = True) -> LayerPlan:
+               streams: bool = True, groups: list[np.ndarray] | None = None) -> LayerPlan:
     """Outputs to groups (longest first, LPT), to accumulator slots and passes; each pass's
     MAC flits (:func:`compile_layer`). ``dense``: every weight, zeros included; ``streams =
     False``: without the MAC flits (``streams`` is empty; for a model that needs only the
-    assignment, :meth:`LayerPlan.ports`)."""
+    assignment, :meth:`LayerPlan.ports`). ``groups``: the outputs of each column, in slot
+    order, given (a layer whose inputs fit one tile, ``K = 1``: the attention's projection,
+    :meth:`~.attention.AttentionLayout.groups`) instead of dealt."""
     I, J = w.shape
     A = config.acc_depth
     K = row_chunks(config, J)
@@ -119,8 +121,15 @@ def plan_layer(config: Config, w: np.ndarray, *, dense: bool = False,
     G = config.cols // K
     nnz_row = np.full(I, J, dtype=np.int64) if dense else np.count_nonzero(w, axis=1)
     longest = np.lexsort((np.arange(I), -nnz_row))
-    group = _lpt(nnz_row, longest, G, by_count=True)
-    groups = [longest[group[longest] == g] for g in range(G)]
+    if groups is not None:
+        groups = [np.asarray(m, np.int64) for m in groups]
+        if K != 1 or len(groups) != G or not np.array_equal(np.sort(np.concatenate(groups)),
+                                                            np.arange(I)):
+            raise ValueError(f"given groups need a layer of one chunk (K = {K}) and each of "
+                             f"its {I} outputs in one of {G} groups")
+    else:
+        group = _lpt(nnz_row, longest, G, by_count=True)
+        groups = [longest[group[longest] == g] for g in range(G)]
     passes = max(1, -(-max((len(m) for m in groups), default=0) // A))
     flits = [_stream(config, w, nnz_row, longest, [m[p * A:(p + 1) * A] for m in groups],
                      K=K, G=G, chunk=chunk, dense=dense) for p in range(passes)] if streams \

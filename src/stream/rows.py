@@ -34,7 +34,7 @@ from ..hdl.flit import Opcode, Port, Reg, encode_handoff
 from .plan import LayerPlan, handoff_window, reply_route, route_to
 from .program import LayerError, Phase, PhaseBuilder
 
-__all__ = ["SEND_PICKS", "check_layernorm", "check_softmax", "layernorm_phases",
+__all__ = ["SEND_PICKS", "Turns", "check_layernorm", "check_softmax", "layernorm_phases",
            "local_softmax_phases", "softmax_phases", "softmax_scratch", "softmax_window"]
 
 #: The bits of a SEND's ``data`` right above the route that pick its output's opcode on a
@@ -92,7 +92,7 @@ def _plan_elems(plan: LayerPlan, p: int, rows: int) -> list[dict[int, np.ndarray
     return [elems] * rows
 
 
-class _Turns:
+class Turns:
     """One row's flits, in order per tile, sent taking turns over the tiles (flit ``k`` of
     every tile, then flit ``k + 1``): a core busy in its unit then holds up the flits of the
     tiles behind it for one turn, not for all of its own (they share the row's first
@@ -138,7 +138,7 @@ def _self_rounds(config: Config, elems: list[dict[int, np.ndarray]], z: int, fir
     for r in range(-(-longest // window)):
         flits = PhaseBuilder()
         for y in range(rows):
-            turns = _Turns()
+            turns = Turns()
             for g, slots in elems[y].items():
                 if r == 0 and before is not None:
                     before(turns, g, slots)
@@ -223,7 +223,7 @@ def _per_element(config: Config, elems: list[dict[int, np.ndarray]], blocks) -> 
     to_host = reply_route(config, rows)
     flits = PhaseBuilder()
     for y in range(rows):
-        turns = _Turns()
+        turns = Turns()
         for g, slots in elems[y].items():
             for count, fields in blocks(g, slots):
                 turns.add(g, count, **fields)
@@ -304,7 +304,7 @@ def _squares(config: Config, elems: list[dict[int, np.ndarray]], z: int) -> list
     for k in range(longest + 1):
         flits = PhaseBuilder()
         for y in range(rows):
-            turns = _Turns()
+            turns = Turns()
             for g, slots in elems[y].items():
                 n = len(slots)
                 if k > n:

@@ -79,6 +79,9 @@ def from_network(net: Network, config: TrainConfig | None = None) -> ParameterSt
         if layer.layernorm:
             raise TrainError(f"{where}layer {n} has a LayerNorm (ln_g{n}); training takes chains "
                              f"of fully connected layers with ReLU only")
+        if layer.attn:
+            raise TrainError(f"{where}layer {n} has attention after it (attn{n}); training "
+                             f"takes chains of fully connected layers with ReLU only")
     for n, layer in enumerate(net.layers[:-1]):
         if not layer.relu:
             raise TrainError(f"{where}layer {n} has no ReLU; the trained chain has ReLU after "
