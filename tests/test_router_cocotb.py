@@ -79,7 +79,10 @@ def test_random(request, sim_env, build_root, cfg_name, load, backpressure):
          "WAFERTILE_FLITS": "200"})
 
 
-@pytest.mark.parametrize("pos", ["1,1", "0,2"])
+# on Icarus in the default run; on Verilator (the router's own build, about 30 s) with
+# --run-slow, as the router's other cocotb tests there
+@pytest.mark.parametrize(("sim", "pos"), sim_cases(["1,1", "0,2"],
+                                                   slow=lambda sim, pos: sim == "verilator"))
 def test_zero_load_latency(request, sim_env, build_root, pos):
     run(build_root, sim_env, "v2d4", "zero_load_latency",
         {"WAFERTILE_POS": pos, "WAFERTILE_SEED": str(seed_for(request)),
