@@ -39,9 +39,10 @@ from amaranth.lib import data, enum
 from ..config import Config
 
 __all__ = ["MESH_PORTS", "MULT_WIDTH", "Opcode", "Port", "Reg", "decode_handoff", "decode_route",
-           "describe", "encode_handoff", "encode_route", "field_slice", "finish_layout",
-           "flit_layout", "handoff_layout", "header_layout", "leaf_names", "pack", "pack_columns",
-           "payload_layout", "route_layout", "unpack", "unpack_columns", "words_per_flit"]
+           "describe", "encode_handoff", "encode_route", "field_slice", "finish_act",
+           "finish_layout", "flit_layout", "handoff_layout", "header_layout", "leaf_names",
+           "pack", "pack_columns", "payload_layout", "route_layout", "unpack", "unpack_columns",
+           "words_per_flit"]
 
 
 class Opcode(enum.Enum, shape=4):
@@ -238,6 +239,12 @@ def finish_layout(config: Config) -> data.StructLayout:
     activation), ``dy`` (the rectangle is rows ``y .. y + dy``) and ``act`` (the MAC's
     activation address, its ``addr_b``)."""
     return _layout(config.finish_fields)
+
+
+def finish_act(config: Config) -> tuple[int, int]:
+    """``(offset, width)`` of the ``act`` field in a FINISH's ``data`` (:func:`finish_layout`):
+    where a MAC output's activation address sits."""
+    return field_slice(finish_layout(config), "act")
 
 
 def encode_handoff(config: Config, *, x0: int, x1: int, y: int, vc: int, dy: int = 0,

@@ -56,7 +56,7 @@ from amaranth.lib.wiring import Component, In, Out
 
 from ...config import Config
 from .._util import ConfiguredComponent, any_of
-from ..flit import Opcode, payload_layout
+from ..flit import Opcode, finish_act, payload_layout
 from .ops import OPS, Emit, Op, OpTable
 from .sram import bank_ports
 from .units import beside_pipeline, unit_kind
@@ -160,8 +160,7 @@ class Control:
         # field (Config checks that a FINISH's fields fit it)
         assert all(e.choice_at(config) + (len(e.opcodes(config)) - 1).bit_length()
                    <= config.acc_width for e in emits)
-        act_at = sum(w for k, w in config.finish_fields.items() if k != "act")
-        data_act = tuple((act_at, config.act_addr_width)
+        data_act = tuple(finish_act(config)
                          if "data_act" in (e.addr, e.addr_b) and e.chooses(config) else None
                          for e in emits)
         return cls(rows, tuple(emits), tuple(kinds["acc"]), tuple(kinds["output"]),

@@ -45,7 +45,7 @@ from typing import Any
 from amaranth.hdl import Const, Value
 
 from ...config import Config
-from ..flit import Opcode
+from ..flit import Opcode, finish_act
 
 __all__ = ["DATA_KINDS", "FIELDS", "FORMATS", "LOW_BITS", "OPS", "OPTIONS", "OUT_FIELDS",
            "ROUTES", "SOURCES", "UNITS",
@@ -193,8 +193,8 @@ class Emit:
             return payload[source]
         if not self.chooses(config):
             return 0
-        at = sum(w for k, w in config.finish_fields.items() if k not in ("act",))
-        return (payload["data"] >> at) & ((1 << config.act_addr_width) - 1)
+        at, width = finish_act(config)
+        return (payload["data"] >> at) & ((1 << width) - 1)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from ..hdl.core import TileCore
 from ..hdl.core.control import emit_opcode
 from ..hdl.core.ops import matches
 from ..hdl.core.units import beside_pipeline
-from ..hdl.flit import Opcode, payload_layout
+from ..hdl.flit import Opcode, finish_act, payload_layout
 from .cut import accumulate, backprop, cut_units, handoff, nonlinear, product
 from .harness import Harness
 from .link import stream_rules
@@ -311,7 +311,6 @@ def _spec_field(cfg, emit, source, req):
     if source is None or (source == "data_act" and not emit.chooses(cfg)):
         return 0
     if source == "data_act":
-        fields = list(cfg.finish_fields.items())
-        at = sum(width for name, width in fields[:-1])
-        return req.data.as_unsigned()[at:at + fields[-1][1]]
+        at, width = finish_act(cfg)
+        return req.data.as_unsigned()[at:at + width]
     return getattr(req, source)

@@ -316,9 +316,8 @@ def predict_network(config: Config, net, x: np.ndarray, *, dense: bool = True,
     NetworkError
         For a network the compiler refuses.
     """
-    from ..network.compiler import NetworkProgram, check_network, compile_network
+    from ..network.compiler import NetworkProgram, compile_network
 
-    check_network(config, net, np.asarray(x))
     attention = [n for n, layer in enumerate(net.layers) if layer.attn]
     if attention:
         raise net.error(f"layer {attention[0]} has attention after it (attn{attention[0]}): "

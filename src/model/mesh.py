@@ -65,7 +65,7 @@ import numpy as np
 
 from ..hdl.core.ops import OPS, codes
 from ..hdl.core.units import beside_pipeline, core_units, unit_kind
-from ..hdl.flit import Opcode, Port
+from ..hdl.flit import Opcode, Port, finish_act
 from .routers import ROUTERS, Grants, Router, route_bits
 from .timing import Timing
 
@@ -223,7 +223,7 @@ class PhaseFlits:
                     where = None
                 source[k, row.code] = {None: 0, "addr": 1, "addr_b": 2, "data_act": 3}[where]
         wide = config.handoff and config.nonlinear  # a FINISH's rows y .. y + dy, its act
-        act_at = sum(w for k, w in config.finish_fields.items() if k != "act")
+        act_at, act_width = finish_act(config)
         total = n
         while True:
             level = parts[-1]
@@ -255,7 +255,7 @@ class PhaseFlits:
             }
             for k, name in enumerate(("addr", "addr_b")):
                 pick = source[k, o["op"]]
-                act = (o["data"] >> act_at) & ((1 << config.act_addr_width) - 1)
+                act = (o["data"] >> act_at) & ((1 << act_width) - 1)
                 nxt[name] = np.select([pick == 1, pick == 2, pick == 3],
                                       [o["addr"], o["addr_b"], act], 0)
             if np.any(how & (nxt["op"] == Opcode.MAC.value)):
