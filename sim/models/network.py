@@ -13,7 +13,10 @@ is ReLU or GELU in FP32 if the layer has it (:func:`~wafertile.sim.models.fp.rel
 :func:`~wafertile.sim.models.nonlinear.gelu`: NONLINEAR's, ``docs/nonlinear.md``) and the rounding
 to the format, to nearest even (:func:`~wafertile.sim.models.fp.to_half`); the outputs are
 the last layer's FP32 accumulators, as ``float32``, or with ``softmax`` their softmax along
-each row as the tiles make it (:func:`~wafertile.sim.models.rows.softmax`).
+each row as the tiles make it (:func:`~wafertile.sim.models.rows.softmax`). A residual
+connection (``res``): the layer's accumulators, after its MACs, each take one more MAC, of
+weight 1 on the kept output (the earlier layer's accumulator before its LayerNorm, rounded to
+the format; :func:`~wafertile.sim.models.fp.mac`, zero skipping included).
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from __future__ import annotations
 import numpy as np
 
 from ...config import Config
-from ...formats import fp32_fields, fp32_words
+from ...formats import fp32_fields, fp32_values, fp32_words
 from ...hdl.core.fp import float_format
 from ...stream import plan_layer, reference
 from .attention import attention
 from .core import requantize
+from .fp import mac as fp_mac
 from .fp import relu as fp_relu
 from .fp import to_half as fp_to_half
 from .nonlinear import gelu as nl_gelu
@@ -53,9 +57,15 @@ def network_reference(config: Config, net, x: np.ndarray) -> tuple[np.ndarray, l
 def _float_reference(config: Config, net, x: np.ndarray) -> tuple[np.ndarray, list]:
     fmt = float_format(net.dtype)
     acts = [np.asarray(x, dtype=np.float32)]
+    kept = None  # the outputs a later layer adds (res), rounded to the format: words
+    one = fmt.bits(np.float32(1))
     for n, layer in enumerate(net.layers):
         acc = reference(config, acts[-1], np.asarray(layer.weights, np.float32),
                         fp32_words(f"b{n}", layer.bias))
+        if layer.res is not None:  # one MAC of weight 1 on each kept output, after the rest
+            acc = fp32_values(fp_mac(fp32_fields(acc), one, kept, fmt))
+        if n in net.keeps:  # before the LayerNorm
+            kept = fp_to_half(fp32_fields(acc), fmt)
         if layer.layernorm:  # along each row, in the orders of the tiles that hold it
             parts = plan_layer(config, layer.weights, streams=False).parts(0)
             words = [fp32_words(k, v) & 0xFFFFFFFF for k, v in

@@ -323,6 +323,11 @@ def predict_network(config: Config, net, x: np.ndarray, *, dense: bool = True,
         raise net.error(f"layer {attention[0]} has attention after it (attn{attention[0]}): "
                         f"the performance model does not follow the attention's tile-to-tile "
                         f"MACs yet (docs/attention.md); use --fidelity rtl")
+    residual = [n for n, layer in enumerate(net.layers) if layer.res is not None]
+    if residual:
+        raise net.error(f"layer {residual[0]} adds a residual (res{residual[0]}): the "
+                        f"performance model does not follow the residual's kept outputs yet "
+                        f"(docs/network.md); use --fidelity rtl")
     start = time.perf_counter()
     acts = None
     if config.is_float:  # the activations entering each layer, as the tiles hold them

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..config import Config, Overflow
 from ..formats import float_words, fp32_words
+from ..hdl.core.fp import float_format
 from ..hdl.core.nonlinear import FUNCTIONS
 from ..hdl.core.ops import OPS, codes
 from ..hdl.flit import Opcode, Reg, encode_handoff
@@ -70,7 +71,8 @@ class NetworkProgram(LayerProgram):
     phase_layer: list[int] = None
     #: what each phase does: ``"layer"``, ``"layernorm"`` or ``"softmax"`` for the phases of
     #: a LayerNorm or the softmax (:mod:`wafertile.stream.rows`), ``"attention"`` for the
-    #: attention's (:mod:`wafertile.stream.attention`; its outputs' hand-off is ``"layer"``)
+    #: attention's (:mod:`wafertile.stream.attention`; its outputs' hand-off is ``"layer"``),
+    #: ``"residual"`` for a residual's MACs and the hand-off that keeps a layer's outputs
     phase_step: list[str] = None
     #: the activation base address of each layer
     bases: list[int] = None
@@ -127,6 +129,12 @@ def check_network(config: Config, net: Network, x: np.ndarray) -> None:
                 if layer.layernorm:
                     check_layernorm(plan_layer(config, layer.weights, streams=False),
                                     f"the LayerNorm of layer {n}'s outputs")
+            if net.keeps:
+                plans = [plan_layer(config, layer.weights, streams=False, groups=_attention(
+                    config, layer, 1).groups() if layer.attn else None)
+                    for layer in net.layers]
+                _keep_base(config, net, plans, _bases(config, plans),
+                           min(x.shape[0], config.rows))
             if net.softmax:
                 last = len(net.layers) - 1
                 check_softmax(plan_layer(config, net.layers[last].weights, streams=False),
@@ -201,7 +209,8 @@ def _as_words(net: Network) -> Network:
 
 
 def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nxt, base: int,
-                   *, op: Opcode = Opcode.FINISH, slot_base: int = 0) -> list[Phase]:
+                   *, op: Opcode = Opcode.FINISH, slot_base: int = 0,
+                   to: tuple[np.ndarray, np.ndarray] | None = None) -> list[Phase]:
     """The hand-off of pass ``p``'s outputs, in rounds of :func:`handoff_window` FINISHes per
     tile; the SETs of the layer's requantization first (per output where it varies). An
     integer layer's FINISHes (each after its own SETs) and a GELU layer's (each after its
@@ -211,8 +220,19 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
     tiles of the row take output ``i`` (its column block), at ``base + i`` within its chunk.
     ``op``: FINISH (forward), or FINISH_BACK (training's backward hand-off: no registers, so
     no SET; ``layer`` is then not read). ``slot_base``: the accumulator of slot 0 (the
-    attention's outputs sit above its other numbers)."""
+    attention's outputs sit above its other numbers). ``to``: instead of ``nxt`` and
+    ``base``, the one column and the activation address that take each output (indexed by
+    output: a residual's kept outputs)."""
     window = handoff_window(config)
+
+    def targets(i: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(x0, x1, addr)``: the columns and the activation address that take outputs
+        ``i``."""
+        if to is not None:
+            return to[0][i], to[0][i], to[1][i]
+        k = i // nxt.chunk
+        return k * nxt.G, k * nxt.G + nxt.G - 1, base + i - k * nxt.chunk
+
     vc = config.num_vcs - 1
     parts = plan.parts(p)
     rounds = -(-max(len(part) for part in parts) // window)
@@ -250,15 +270,14 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
             for g, part in enumerate(parts):
                 if (config.is_float and not gelu) or op is not Opcode.FINISH:  # one add a tile
                     s = np.arange(r * window, min((r + 1) * window, len(part)))
-                    i = np.asarray(part, np.int64)[s]
-                    k = i // nxt.chunk
-                    data = {int(c): encode_handoff(config, x0=c * nxt.G,
-                                                   x1=c * nxt.G + nxt.G - 1, y=y, vc=vc)
-                            for c in np.unique(k)}
+                    x0, x1, addr = targets(np.asarray(part, np.int64)[s])
+                    data = {(a, b): encode_handoff(config, x0=a, x1=b, y=y, vc=vc)
+                            for a, b in set(zip(x0.tolist(), x1.tolist(), strict=True))}
                     flits.add(y, len(s), x0=g, x1=g, y0=y, y1=y, op=op.value,
-                              addr=slot_base + s, addr_b=base + i - k * nxt.chunk,
-                              data=np.array([data[int(c)] for c in k], np.int64))
-                    writes += len(s) * nxt.G
+                              addr=slot_base + s, addr_b=addr,
+                              data=np.array([data[ab] for ab in zip(x0.tolist(), x1.tolist(),
+                                                                    strict=True)], np.int64))
+                    writes += int(np.sum(x1 - x0 + 1))
                     continue
                 for s in range(r * window, min((r + 1) * window, len(part))):
                     i = int(part[s])
@@ -273,10 +292,8 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
                             turn.append({"op": Opcode.SET.value, "addr": reg.value,
                                          "data": value})
                         regs[g] = want
-                    k = i // nxt.chunk
-                    x0, x1 = k * nxt.G, k * nxt.G + nxt.G - 1
-                    turn.append({"op": op.value, "addr": slot_base + s,
-                                 "addr_b": base + i - k * nxt.chunk,
+                    x0, x1, addr = (int(v) for v in targets(np.int64(i)))
+                    turn.append({"op": op.value, "addr": slot_base + s, "addr_b": addr,
                                  "data": encode_handoff(config, x0=x0, x1=x1, y=y, vc=vc)})
                     turns[g].append(turn)
                     writes += x1 - x0 + 1
@@ -291,9 +308,10 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
 
 
 def _group(config: Config, net: Network, plans: list[LayerPlan], bases: list[int],
-           rows: int) -> tuple[list[Phase], list[int], list[str]]:
+           rows: int, keep_base: int) -> tuple[list[Phase], list[int], list[str]]:
     """The phases of one batch group of ``rows`` inputs (batch index 0 onwards; without the
-    first layer's inputs), the layer of each and its step."""
+    first layer's inputs), the layer of each and its step; ``keep_base``: the activation
+    address of the kept outputs of a residual connection (:func:`_keep_base`)."""
     phases: list[Phase] = []
     layer_of: list[int] = []
     step_of: list[str] = []
@@ -306,6 +324,16 @@ def _group(config: Config, net: Network, plans: list[LayerPlan], bases: list[int
             if plan.K > 1:
                 here += reduce_phases(plan, p, rows)
             steps = ["layer"] * len(here)
+            if layer.res is not None:  # the kept outputs, after the layer's own MACs
+                here.append(_residual_phase(plan, rows, keep_base))
+                steps.append("residual")
+            if n in net.keeps:  # before the LayerNorm: to the tiles that add them
+                m = net.keeps[n]
+                column, slot = _places(plans[m])
+                keep = handoff_phases(config, plan, replace(layer, relu=False, gelu=False), p,
+                                      rows, None, 0, to=(column, keep_base + slot))
+                here += keep
+                steps += ["residual"] * len(keep)
             if layer.layernorm:
                 words = [fp32_words(f"ln_{k}{n}", v, error=NetworkError) for k, v in
                          (("g", layer.ln_gamma), ("b", layer.ln_beta),
@@ -337,6 +365,66 @@ def _group(config: Config, net: Network, plans: list[LayerPlan], bases: list[int
             layer_of += [n] * len(here)
             step_of += steps
     return phases, layer_of, step_of
+
+
+def _places(plan: LayerPlan) -> tuple[np.ndarray, np.ndarray]:
+    """The column and the accumulator slot of each output of a one-pass layer (after a
+    reduction: in block 0)."""
+    column = np.zeros(plan.I, np.int64)
+    slot = np.zeros(plan.I, np.int64)
+    for g, part in enumerate(plan.parts(0)):
+        column[part] = g
+        slot[part] = np.arange(len(part))
+    return column, slot
+
+
+def _keep_base(config: Config, net: Network, plans: list[LayerPlan], bases: list[int],
+               T: int) -> int:
+    """Where a residual's kept outputs sit in the activation bank of the tiles that add them:
+    at the top, ``act_depth - n`` onwards for the ``n`` outputs of the fullest tile, above
+    every layer's activations and every attention's (over ``T`` positions); one pass for the
+    layers that keep and that add (a kept output goes to the one accumulator that adds it).
+    """
+    if not net.keeps:
+        return config.act_depth
+    for k, m in net.keeps.items():
+        for n in (k, m):
+            if plans[n].passes > 1:
+                raise NetworkError(
+                    f"res{m} = {k}: layer {n}'s {plans[n].I} outputs need {plans[n].passes} "
+                    f"passes over {plans[n].G} columns of acc_depth = {config.acc_depth} "
+                    f"accumulators; a residual needs its layers in one pass (raise acc_depth "
+                    f"or use more columns)")
+    size = max(len(part) for m in net.keeps.values() for part in plans[m].parts(0))
+    used, what = 0, ""
+    for n, (layer, plan) in enumerate(zip(net.layers, plans, strict=True)):
+        if bases[n] + plan.chunk > used:
+            used, what = bases[n] + plan.chunk, f"layer {n}'s inputs"
+        if layer.attn:
+            need = _attention(config, layer, T).activations
+            if need > used:
+                used, what = need, f"the attention after layer {n}"
+    if used + size > config.act_depth:
+        raise NetworkError(
+            f"the residual's kept outputs need {size} activations per tile above {what} "
+            f"({used}): {used} + {size} > act_depth = {config.act_depth} (raise act_depth or "
+            f"use more columns)")
+    return config.act_depth - size
+
+
+def _residual_phase(plan: LayerPlan, rows: int, keep_base: int) -> Phase:
+    """The residual's MACs: on each accumulator of the (one-pass) layer, weight 1 on the kept
+    output at ``keep_base`` + its slot, multicast down its column, the columns dealt over the
+    west ports."""
+    config = plan.config
+    one = int(float_format(config.dtype).bits(np.float32(1)))
+    flits = PhaseBuilder()
+    column, slot = _places(plan)
+    order = np.lexsort((column, slot))  # slot 0 of every column, then slot 1, ...
+    flits.add(np.arange(plan.I) % config.rows, plan.I, x0=column[order], x1=column[order],
+              y0=0, y1=max(rows - 1, 0), op=Opcode.MAC.value, addr=slot[order],
+              addr_b=keep_base + slot[order], data=one)
+    return flits.phase("stream", expected_macs=plan.I * rows)
 
 
 def _join(first: Phase, then: Phase) -> Phase:
@@ -377,6 +465,7 @@ def compile_network(config: Config, net: Network, x: np.ndarray, *,
     bases = _bases(config, plans)
     R = config.rows
     B = x.shape[0]
+    keep_base = _keep_base(config, net, plans, bases, min(B, R))
     phases: list[Phase] = []
     layer_of: list[int] = []
     step_of: list[str] = []
@@ -384,7 +473,7 @@ def compile_network(config: Config, net: Network, x: np.ndarray, *,
     for g0 in range(0, B, R):
         rows = min(R, B - g0)
         if rows not in templates:  # every batch group of this size runs the same flits
-            templates[rows] = _group(config, net, plans, bases, rows)
+            templates[rows] = _group(config, net, plans, bases, rows, keep_base)
         template, layers, steps = templates[rows]
         # this group's own part: its inputs (before the first phase's flits) and the batch
         # index of its outputs

@@ -35,7 +35,10 @@ hand-off, made on the fabric; for ``l < L - 1`` an optional ``attn{l}`` (the num
 ``H``, default 0: none): layer ``l`` is then the projection of causal self-attention, its
 ``3 H D`` outputs the queries (already scaled), keys and values of ``H`` heads of ``D``
 features, and the next layer's inputs are the attention's ``H D`` outputs
-(``docs/attention.md``; the batch is one sequence). Optional:
+(``docs/attention.md``; the batch is one sequence); an optional ``res{l}`` (an earlier layer
+``k``, ``0 <= k < l``, with as many outputs): the residual connection, layer ``l``'s
+accumulators add layer ``k``'s outputs as they were before its LayerNorm, rounded to the
+format (``docs/network.md``, "Residual connections"). Optional:
 ``name`` (a string), ``input_scale`` (the float value of one input step, for float inputs),
 ``float_accuracy`` and ``float_pruned_accuracy`` (information: the float model's accuracy,
 dense and pruned).
@@ -88,6 +91,10 @@ class Layer:
     #: causal self-attention after the layer (float layers: docs/attention.md): its number
     #: of heads (0: none); the layer's outputs are then q, k and v of ``attn`` heads
     attn: int = 0
+    #: the residual connection (float layers: docs/network.md): the earlier layer whose
+    #: outputs (before its LayerNorm, rounded to the format) this layer's accumulators add
+    #: after their MACs (None: none)
+    res: int | None = None
 
     @property
     def layernorm(self) -> bool:
@@ -206,6 +213,10 @@ class Network:
                 raise NetworkError(f"attn{n} needs a float dtype ('fp16' or 'bf16': the "
                                    f"attention's softmax is computed in FP32), not "
                                    f"{self.dtype!r}")
+            if layer.res is not None:
+                raise NetworkError(f"res{n} needs a float dtype ('fp16' or 'bf16': an integer "
+                                   f"layer's outputs and accumulators have different scales), "
+                                   f"not {self.dtype!r}")
             last = n == len(self.layers) - 1
             if last:
                 continue
@@ -276,6 +287,40 @@ class Network:
                     raise NetworkError(f"{key}{n} has no meaning with dtype {self.dtype!r} (the "
                                        f"hand-off of a float layer is the rounding to "
                                        f"{self.dtype}, with ReLU if relu{n} = 1)")
+        self._check_residuals()
+
+    @property
+    def keeps(self) -> dict[int, int]:
+        """The residual connections: each layer whose outputs are kept -> the layer that
+        adds them (``res``)."""
+        return {layer.res: n for n, layer in enumerate(self.layers) if layer.res is not None}
+
+    def _check_residuals(self) -> None:
+        """Each ``res{l} = k``: an earlier layer of as many outputs, not an attention
+        projection; one kept vector at a time (layer ``k``'s kept outputs are added by layer
+        ``l`` before any later layer keeps its own)."""
+        held: tuple[int, int] | None = None  # the (source, layer) whose vector is kept
+        for n, layer in enumerate(self.layers):
+            k = layer.res
+            if k is None:
+                continue
+            if not 0 <= k < n:
+                raise NetworkError(f"res{n} = {k}: the residual comes from an earlier layer, "
+                                   f"0 .. {n - 1}")
+            source = self.layers[k]
+            if source.attn:
+                raise NetworkError(f"res{n} = {k}: layer {k} is an attention projection "
+                                   f"(attn{k}); its accumulators are queries, keys and values")
+            if source.outputs != layer.outputs:
+                raise NetworkError(f"res{n} = {k}: layer {n} has {layer.outputs} outputs and "
+                                   f"layer {k} {source.outputs}; a residual adds them one to "
+                                   f"one")
+            if held is not None and k < held[1]:
+                raise NetworkError(f"res{n} = {k} and res{held[1]} = {held[0]} overlap: "
+                                   f"layer {k}'s outputs would be kept while layer {held[0]}'s "
+                                   f"are (one residual at a time: the next starts at or after "
+                                   f"layer {held[1]})")
+            held = (k, n)
 
 
 def _int_array(data: Any, key: str) -> np.ndarray:
@@ -366,12 +411,15 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
         if floating and f"attn{n}" in data:
             known.add(f"attn{n}")
             ln["attn"] = _scalar_int(data[f"attn{n}"], f"attn{n}")
+        if floating and f"res{n}" in data:
+            known.add(f"res{n}")
+            ln["res"] = _scalar_int(data[f"res{n}"], f"res{n}")
         layers.append(Layer(w, b, mult, shift, relu, gelu, **ln))
     unknown = sorted(set(data) - known)
     if unknown:
         what = f"a {dtype} network" if floating else "a network"
         keys = ", ".join(f"{key}.." for key in (*extra, *(("gelu", "ln_g", "ln_b", "ln_eps",
-                                                           "attn") if floating else ())))
+                                                           "attn", "res") if floating else ())))
         raise NetworkError(f"unknown key {unknown[0]!r} ({what} of {count} layers has "
                            f"w0..w{count - 1}, b.., {keys} and format, data_width, "
                            f"{'dtype, softmax, ' if floating else ''}layers, name, "
@@ -455,6 +503,8 @@ def save_network(net: Network, path: str | Path) -> None:
                 arrays[f"ln_g{n}"] = np.asarray(layer.ln_gamma).astype(np.float32)
                 arrays[f"ln_b{n}"] = np.asarray(layer.ln_beta).astype(np.float32)
                 arrays[f"ln_eps{n}"] = np.float32(layer.ln_eps)
+            if layer.res is not None:
+                arrays[f"res{n}"] = int(layer.res)
             if n < len(net.layers) - 1:
                 arrays[f"relu{n}"] = int(layer.relu)
                 if layer.gelu:

@@ -124,7 +124,7 @@ def _per_layer(net: Network, program: NetworkProgram, phase_cycles: list[int],
     batches = -(-program.shape[0] // config.rows)
     for n, layer in enumerate(net.layers):
         kinds: dict[str, int] = {}
-        steps = {"layernorm": 0, "softmax": 0, "attention": 0}  # these phases, apart
+        steps = {"layernorm": 0, "softmax": 0, "attention": 0, "residual": 0}  # apart
         for k, phase in enumerate(program.phases):
             if program.phase_layer[k] != n:
                 continue
@@ -148,6 +148,9 @@ def _per_layer(net: Network, program: NetworkProgram, phase_cycles: list[int],
             # the attention after the layer (attn{n}: docs/attention.md), from its
             # projection's accumulators to its outputs (their hand-off: handoff_cycles)
             "attention_cycles": steps["attention"],
+            # the residual connections: this layer's MACs on the kept outputs it adds
+            # (res{n}) and the hand-off that keeps its own outputs for a later layer
+            "residual_cycles": steps["residual"],
         })
     return out
 

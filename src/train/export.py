@@ -82,6 +82,9 @@ def from_network(net: Network, config: TrainConfig | None = None) -> ParameterSt
         if layer.attn:
             raise TrainError(f"{where}layer {n} has attention after it (attn{n}); training "
                              f"takes chains of fully connected layers with ReLU only")
+        if layer.res is not None:
+            raise TrainError(f"{where}layer {n} adds a residual (res{n}); training takes "
+                             f"chains of fully connected layers with ReLU only")
     for n, layer in enumerate(net.layers[:-1]):
         if not layer.relu:
             raise TrainError(f"{where}layer {n} has no ReLU; the trained chain has ReLU after "
