@@ -140,7 +140,7 @@ _RUN_DEFAULTS = {"density": _DENSITY, "size": 256, "seed": 1, "sim": "verilator"
                  "baud": 115200, "model_detail": "auto"}
 
 #: Flags of a --network run only.
-_NETWORK_FLAGS = ("inputs", "labels", "images", "calibration", "prune")
+_NETWORK_FLAGS = ("inputs", "labels", "images", "calibration", "prune", "prompt", "tokens")
 #: Flags of the built-in random layer only.
 _LAYER_FLAGS = ("density", "size", "batch", "seed")
 
@@ -279,9 +279,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.network is not None:
         from .network.command import run_network_command
 
-        def make_config(dtype):  # the network's number format unless a flag or file says
+        def make_config(dtype, **defaults):  # the network's number format (and, for
+            # tinygpt, its array) unless a flag or file says otherwise
             if args.data_width is None and args.dtype is None and args.config is None:
                 args.dtype = dtype
+            if args.config is None:
+                for key, value in defaults.items():
+                    if getattr(args, key) is None:
+                        setattr(args, key, value)
             return config_from_args(args)
         return run_network_command(args, make_config)
     _check((args.weights is None) == (args.activations is None),

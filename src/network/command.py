@@ -21,7 +21,10 @@ from .compiler import check_network
 from .model import Network, load_labels, load_network
 from .quantize import quantize_inputs
 
-__all__ = ["add_network_flags", "run_network_command"]
+__all__ = ["PROMPT", "add_network_flags", "run_network_command"]
+
+#: tinygpt's default prompt.
+PROMPT = "An object is "
 
 
 def add_network_flags(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +33,16 @@ def add_network_flags(parser: argparse.ArgumentParser) -> None:
         "networks", "a whole network on the fabric, activations kept on chip (docs/network.md)")
     group.add_argument("--network", metavar="NET",
                        help="run a network instead of one layer: 'digits' (the shipped pruned "
-                            "int8 digit classifier, on its 450 held-out test images), a "
-                            "network .npz file, or a float .onnx MLP (with --calibration)")
+                            "int8 digit classifier, on its 450 held-out test images), "
+                            "'tinygpt' (the shipped character-level GPT: generates text, "
+                            "docs/gpt.md), a network .npz file, or a float .onnx MLP (with "
+                            "--calibration)")
+    group.add_argument("--prompt", metavar="TEXT",
+                       help="tinygpt: the text to continue (printable ASCII and newlines; "
+                            "default: 'An object is ')")
+    group.add_argument("--tokens", type=int, metavar="N",
+                       help="tinygpt: characters to generate, one run of the network per "
+                            "character (default: 8)")
     group.add_argument("--inputs", type=Path, metavar="X.npy",
                        help="the network's inputs (B x inputs: integers, or floats that the "
                             "network's input_scale or the ONNX calibration quantizes; for a "
@@ -68,9 +79,13 @@ def _network(args: argparse.Namespace, data_width: int | None) -> tuple[Network,
     """The network, its inputs (integers, or numbers of a float network's format) and labels
     (checked, before any build)."""
     name = args.network
-    if name != "digits" and not name.endswith((".npz", ".onnx")):
-        raise InputError(f"--network must be 'digits', a .npz network file or an .onnx model, "
-                         f"not {name!r}")
+    if name not in ("digits", "tinygpt") and not name.endswith((".npz", ".onnx")):
+        raise InputError(f"--network must be 'digits', 'tinygpt', a .npz network file or an "
+                         f".onnx model, not {name!r}")
+    for flag in ("prompt", "tokens"):
+        if getattr(args, flag, None) is not None:
+            raise InputError(f"--{flag} applies to --network tinygpt only (a generating "
+                             f"model); {name!r} maps inputs to outputs")
     onnx = name.endswith(".onnx")
     dtype = getattr(args, "dtype", None)
     as_float = onnx and dtype in ("fp16", "bf16")
@@ -147,6 +162,8 @@ def run_network_command(args: argparse.Namespace, make_config: Callable[..., obj
 
     if args.weights is not None or args.activations is not None:
         raise InputError("--network runs a network: it does not take --weights / --activations")
+    if args.network == "tinygpt":
+        return _tinygpt(args, make_config)
     net, x, labels = _network(args, None)
     cfg = make_config(dtype=net.dtype)
     # every refusal before any work (and before a progress line): everything the compiler
@@ -164,3 +181,47 @@ def run_network_command(args: argparse.Namespace, make_config: Callable[..., obj
         report, y = run_network(cfg, net, x, labels=labels, sim=args.sim, waves=args.waves,
                                 dense=not args.no_dense)
     return finish_run(report, y, cfg, out=args.out, as_json=args.json)
+
+
+def _tinygpt(args: argparse.Namespace, make_config: Callable[..., object]) -> int:
+    """``--network tinygpt``: generate ``--tokens`` characters after ``--prompt`` on the RTL
+    (docs/gpt.md); exit status 1 if a logit differs from the reference."""
+    import json
+
+    from . import tinygpt
+    from .compiler import check_network
+    from .generate import generate
+    from .gpt import GPTShape, gpt_network, one_hot
+
+    for flag in ("inputs", "labels", "images", "calibration", "prune", "out"):
+        if getattr(args, flag, None) is not None:
+            raise InputError(f"--{flag} does not apply to --network tinygpt: it generates from "
+                             f"--prompt (its inputs) and prints the text")
+    if getattr(args, "fidelity", "rtl") == "model":
+        raise InputError("--network tinygpt runs on the RTL: the performance model does not "
+                         "follow its residuals and attention yet (use --fidelity rtl)")
+    if args.device is not None:
+        raise InputError("--network tinygpt runs on a simulator: a board's serial link would "
+                         "take minutes per character (no --device)")
+    tokens = 8 if args.tokens is None else args.tokens
+    if tokens < 1:
+        raise InputError(f"--tokens must be an integer >= 1, not {tokens}")
+    params, vocab, _ = tinygpt.load()
+    shape = GPTShape.of(params)
+    prompt = PROMPT if args.prompt is None else args.prompt
+    ids = tinygpt.encode(prompt, vocab, "--prompt")
+    if not len(ids):
+        raise InputError("--prompt must hold at least one character")
+    cfg = make_config(dtype="bf16", rows=shape.context, cols=4, nonlinear=True)
+    net = gpt_network(params, cfg.dtype, name="tinygpt")
+    # every refusal before any work: the longest window on this configuration
+    longest = min(shape.context, len(ids) + tokens - 1)
+    check_network(cfg, net, one_hot(np.zeros(longest, np.int64), shape))
+    report, _ = generate(cfg, params, ids, tokens, decode=lambda i: tinygpt.decode(i, vocab),
+                         sim=args.sim, name="tinygpt")
+    if args.json:
+        print(json.dumps(report.as_json()))
+    else:
+        print(report.text_lines(cfg))
+        print(f"(finished in {report.wall_seconds:.1f} s)")
+    return 0 if report.passed else 1
