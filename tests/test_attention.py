@@ -170,8 +170,10 @@ def test_phases_on_the_array_model(request, rows, cols, T, heads, D):
         assert np.array_equal(got, want), f"seed {seed}, interleaving {s}"
 
 
+# the default run's attention on the RTL is the GPT block's (tests/test_gpt_block.py) and
+# generation's (tests/test_gpt.py); these two behind --run-slow
 @pytest.mark.parametrize(("sim", "dtype", "shape"), [
-    ("icarus", "bf16", (3, 2, 3, 2, 2)),
+    pytest.param("icarus", "bf16", (3, 2, 3, 2, 2), marks=pytest.mark.slow),
     pytest.param("verilator", "fp16", (4, 3, 4, 3, 3), marks=pytest.mark.slow)])
 def test_attention_on_the_rtl(request, tmp_path, sim, dtype, shape):
     """The phases on the RTL: every output word of every head and position equals the
@@ -309,6 +311,7 @@ def test_attention_network_on_the_model_and_in_its_file(request, tmp_path):
         assert same(_floats(got & 0xFFFFFFFF), want).all(), f"seed {seed}, interleaving {s}"
 
 
+@pytest.mark.slow
 def test_attention_network_on_the_rtl(request, tmp_path):
     """`run_network` of a bf16 network with attention on Icarus: every output bit equals the
     reference's, and the report keeps the attention's cycles apart."""

@@ -1,7 +1,9 @@
 """GPTs on the fabric (docs/gpt.md): the FP32 model in numpy against the same model as an
-ONNX graph in onnxruntime; the GPT's mapping onto a chain of layers (``gpt_network``) close to
-the FP32 model and bit exact on the array model; the shipped tinygpt; generation on the RTL
-(``generate``, ``wafertile run --network tinygpt``) and its refusals."""
+ONNX graph in onnxruntime; the GPT importer (the graph back to the parameters, its variants
+and refusals); the GPT's mapping onto a chain of layers (``gpt_network``) close to the FP32
+model and bit exact on the array model; the shipped tinygpt; generation on the RTL
+(``generate``, ``wafertile run --network tinygpt`` or a GPT's .onnx file) and its
+refusals."""
 
 from __future__ import annotations
 
@@ -161,14 +163,14 @@ def test_generate_on_the_rtl(request, tmp_path):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--network", "digits", "--tokens", "3"], "--tokens applies to --network tinygpt only"),
+    (["--network", "digits", "--tokens", "3"], "--tokens applies to a GPT only"),
     (["--network", "tinygpt", "--tokens", "0"], "--tokens must be an integer >= 1, not 0"),
     (["--network", "tinygpt", "--prompt", "caf\u00e9"],
      "--prompt has the character '\u00e9', which the model's vocabulary of 94 characters "
      "does not hold"),
     (["--network", "tinygpt", "--prompt", ""], "--prompt must hold at least one character"),
-    (["--network", "tinygpt", "--images", "3"], "--images does not apply to --network "
-                                                "tinygpt"),
+    (["--network", "tinygpt", "--images", "3"], "--images does not apply to a GPT "
+                                                "(--network tinygpt)"),
     (["--network", "tinygpt", "--fidelity", "model"], "--network tinygpt runs on the RTL"),
     (["--network", "tinygpt", "--rows", "8"], "the attention after layer 1 takes the batch "
                                               "as one sequence, one position per row: 16 "
@@ -196,3 +198,149 @@ def test_tinygpt_command_on_verilator(capsys):
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["passed"] and report["tokens"] == 2 and len(report["text"]) == 2
     assert report["prompt"] == PROMPT and report["agreement_positions"] == len(PROMPT) + 1
+
+
+# -- the GPT importer ----------------------------------------------------------------------------
+
+
+def _save(model, path):
+    import onnx
+
+    onnx.save(model, str(path))
+    return path
+
+
+def _node(model, op, const_value=None):
+    """The first node of ``op`` (with an initializer input equal to ``const_value``)."""
+    from onnx import numpy_helper
+
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == op and (const_value is None or any(
+                i in inits and inits[i].size == 1 and np.isclose(inits[i], const_value)
+                for i in node.input)):
+            return node
+    raise AssertionError(f"no {op} node")
+
+
+def _div_scale_and_additive_mask(model, head_width):
+    """The same model written another way a GPT exports: the scale as a Div by sqrt(D_h), the
+    causal mask as an Add of -1e9 above the diagonal (every block)."""
+    from onnx import numpy_helper
+
+    inits = {t.name for t in model.graph.initializer}
+    scores = {n.output[0] for n in model.graph.node  # Q @ K.T: a MatMul of two tensors
+              if n.op_type == "MatMul" and not any(i in inits for i in n.input)}
+    for node in list(model.graph.node):
+        if node.op_type == "Mul" and node.input[0] in scores:
+            const = node.input[1]
+            node.op_type = "Div"
+            node.input[1] = const + "_div"
+            model.graph.initializer.append(numpy_helper.from_array(
+                np.float32(np.sqrt(head_width)), const + "_div"))
+        if node.op_type == "Where":
+            T = 4
+            mask = np.where(np.triu(np.ones((T, T), bool), 1), -1e9, 0).astype(np.float32)
+            node.op_type = "Add"
+            name = node.input[0] + "_add"
+            model.graph.initializer.append(numpy_helper.from_array(mask, name))
+            node.input[:] = [node.input[2], name]
+    return model
+
+
+@pytest.mark.parametrize("variant", ["ops", "tanh", "div-add"])
+def test_importer_reads_the_parameters_back(request, tmp_path, variant):
+    """``gpt_onnx`` written (GELU written out or one Gelu node; the scale and the mask as
+    another export writes them) and read back by ``import_onnx_gpt``: the same parameters,
+    every bit; onnxruntime runs the variants to the same logits."""
+    from wafertile.network.generate import OnnxReference
+    from wafertile.network.gpt import gpt_onnx
+    from wafertile.network.onnx_gpt import import_onnx_gpt, is_gpt_graph
+
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    params = random_gpt(rng, SMALL)
+    model = gpt_onnx(params, SMALL.context, gelu="ops" if variant == "div-add" else variant,
+                     metadata={"wafertile.vocab": "abcdefg"})
+    if variant == "div-add":
+        model = _div_scale_and_additive_mask(model, SMALL.head_width)
+    path = _save(model, tmp_path / "gpt.onnx")
+    assert is_gpt_graph(path)
+    got, meta = import_onnx_gpt(path)
+    assert meta == {"wafertile.vocab": "abcdefg"}
+    assert sorted(got) == sorted(params)
+    for key, value in params.items():
+        assert np.array_equal(got[key], value), f"seed {seed}: {key}"
+    ids = rng.integers(0, SMALL.vocab, SMALL.context)
+    assert np.allclose(OnnxReference(path).logits(ids), gpt_logits(params, ids), rtol=1e-5,
+                       atol=1e-5), f"seed {seed}"
+
+
+def test_importer_folds_another_scale_into_the_queries(tmp_path):
+    """A graph whose scores are scaled by 2 / sqrt(D_h): the importer folds the factor 2 into
+    the queries' weights and biases, so that the network (which scales by 1 / sqrt(D_h))
+    computes the graph's function."""
+    from onnx import numpy_helper
+
+    from wafertile.network.gpt import gpt_onnx
+    from wafertile.network.onnx_gpt import import_onnx_gpt
+
+    rng = np.random.default_rng(5)
+    params = random_gpt(rng, SMALL)
+    model = gpt_onnx(params, SMALL.context)
+    inits = {t.name: t for t in model.graph.initializer}
+    scores = {n.output[0] for n in model.graph.node  # Q @ K.T: a MatMul of two tensors
+              if n.op_type == "MatMul" and not any(i in inits for i in n.input)}
+    scales = {i for n in model.graph.node if n.op_type == "Mul" and n.input[0] in scores
+              for i in n.input[1:]}
+    assert len(scales) == SMALL.blocks
+    for name in scales:
+        inits[name].CopyFrom(numpy_helper.from_array(
+            np.float32(2 / np.sqrt(SMALL.head_width)), name))
+    got, _ = import_onnx_gpt(_save(model, tmp_path / "g.onnx"))
+    D = SMALL.width
+    for b in range(SMALL.blocks):
+        w, want = got[f"h{b}.qkv.w"], params[f"h{b}.qkv.w"]
+        assert np.array_equal(w[:D], want[:D] * 2) and np.array_equal(w[D:], want[D:])
+
+
+def test_importer_refusals(tmp_path):
+    """One line naming the node: an operator outside the GPT set, GELU's erf form, a node
+    that does not fit a block; and the command refuses a GPT file without a vocabulary."""
+    from wafertile.network import NetworkError
+    from wafertile.network.gpt import gpt_onnx
+    from wafertile.network.onnx_gpt import import_onnx_gpt
+
+    params = random_gpt(np.random.default_rng(6), SMALL)
+    model = gpt_onnx(params, SMALL.context)
+    _node(model, "Tanh").op_type = "Erf"
+    with pytest.raises(NetworkError, match=re.escape("unsupported ONNX operator 'Erf' (node "
+                                                     "'") + ".*a GPT graph imports Gather"):
+        import_onnx_gpt(_save(model, tmp_path / "erf.onnx"))
+    with pytest.raises(NetworkError, match=re.escape(
+            "(Gelu) does not fit a GPT block: approximate = 'none' (the erf form); the fabric "
+            "computes GELU's tanh form")):
+        import_onnx_gpt(_save(gpt_onnx(params, SMALL.context, gelu="erf"),
+                              tmp_path / "g.onnx"))
+    model = gpt_onnx(params, SMALL.context)
+    _node(model, "Softmax").attribute[0].i = 0
+    with pytest.raises(NetworkError, match=re.escape(
+            "(Softmax) does not fit a GPT block: a Softmax takes the masked scores over their "
+            "last axis")):
+        import_onnx_gpt(_save(model, tmp_path / "s.onnx"))
+    path = _save(gpt_onnx(params, SMALL.context), tmp_path / "novocab.onnx")
+    assert main(["run", "--network", str(path)]) == 2
+
+
+def test_gpt_onnx_file_generates(tmp_path, capsys):
+    """``wafertile run --network model.onnx`` with a GPT graph and a vocabulary in its
+    metadata: refused in one line when the prompt has a character outside it (the path that
+    reads the file, before anything is built)."""
+    from wafertile.network.gpt import gpt_onnx
+
+    params = random_gpt(np.random.default_rng(7), SMALL)
+    path = _save(gpt_onnx(params, SMALL.context, metadata={"wafertile.vocab": "abcdefg"}),
+                 tmp_path / "g.onnx")
+    assert main(["run", "--network", str(path), "--prompt", "abz"]) == 2
+    err = capsys.readouterr().err
+    assert "--prompt has the character 'z', which the model's vocabulary of 7" in err

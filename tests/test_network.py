@@ -387,8 +387,8 @@ def test_onnx_unsupported_operator_names_it(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--network", "resnet"], "--network must be 'digits', a .npz network file or an .onnx "
-                              "model, not 'resnet'"),
+    (["--network", "resnet"], "--network must be 'digits', 'tinygpt', a .npz network file or "
+                              "an .onnx model, not 'resnet'"),
     (["--network", "digits", "--prune", "0.5"], "--calibration and --prune apply to an .onnx "
                                                 "network only"),
     (["--network", "m.onnx"], "an .onnx network needs --calibration C.npy (float inputs that "

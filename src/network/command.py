@@ -35,13 +35,14 @@ def add_network_flags(parser: argparse.ArgumentParser) -> None:
                        help="run a network instead of one layer: 'digits' (the shipped pruned "
                             "int8 digit classifier, on its 450 held-out test images), "
                             "'tinygpt' (the shipped character-level GPT: generates text, "
-                            "docs/gpt.md), a network .npz file, or a float .onnx MLP (with "
-                            "--calibration)")
+                            "docs/gpt.md), a network .npz file, a float .onnx MLP (with "
+                            "--calibration or --dtype), or a GPT's .onnx file (token ids in, "
+                            "logits out: generates text as tinygpt)")
     group.add_argument("--prompt", metavar="TEXT",
-                       help="tinygpt: the text to continue (printable ASCII and newlines; "
+                       help="a GPT: the text to continue (characters of its vocabulary; "
                             "default: 'An object is ')")
     group.add_argument("--tokens", type=int, metavar="N",
-                       help="tinygpt: characters to generate, one run of the network per "
+                       help="a GPT: characters to generate, one run of the network per "
                             "character (default: 8)")
     group.add_argument("--inputs", type=Path, metavar="X.npy",
                        help="the network's inputs (B x inputs: integers, or floats that the "
@@ -84,8 +85,8 @@ def _network(args: argparse.Namespace, data_width: int | None) -> tuple[Network,
                          f".onnx model, not {name!r}")
     for flag in ("prompt", "tokens"):
         if getattr(args, flag, None) is not None:
-            raise InputError(f"--{flag} applies to --network tinygpt only (a generating "
-                             f"model); {name!r} maps inputs to outputs")
+            raise InputError(f"--{flag} applies to a GPT only (--network tinygpt or a GPT's "
+                             f".onnx file); {name!r} maps inputs to outputs")
     onnx = name.endswith(".onnx")
     dtype = getattr(args, "dtype", None)
     as_float = onnx and dtype in ("fp16", "bf16")
@@ -162,8 +163,9 @@ def run_network_command(args: argparse.Namespace, make_config: Callable[..., obj
 
     if args.weights is not None or args.activations is not None:
         raise InputError("--network runs a network: it does not take --weights / --activations")
-    if args.network == "tinygpt":
-        return _tinygpt(args, make_config)
+    if args.network == "tinygpt" or (args.network.endswith(".onnx") and
+                                      _is_gpt(args.network)):
+        return _generate(args, make_config)
     net, x, labels = _network(args, None)
     cfg = make_config(dtype=net.dtype)
     # every refusal before any work (and before a progress line): everything the compiler
@@ -183,9 +185,21 @@ def run_network_command(args: argparse.Namespace, make_config: Callable[..., obj
     return finish_run(report, y, cfg, out=args.out, as_json=args.json)
 
 
-def _tinygpt(args: argparse.Namespace, make_config: Callable[..., object]) -> int:
-    """``--network tinygpt``: generate ``--tokens`` characters after ``--prompt`` on the RTL
-    (docs/gpt.md); exit status 1 if a logit differs from the reference."""
+def _is_gpt(name: str) -> bool:
+    """The .onnx file ``name`` takes token ids (a GPT); a file that cannot be read is left
+    to the MLP's path, which names what is wrong with it."""
+    from .onnx_gpt import is_gpt_graph
+
+    try:
+        return is_gpt_graph(name)
+    except InputError:
+        return False
+
+
+def _generate(args: argparse.Namespace, make_config: Callable[..., object]) -> int:
+    """``--network tinygpt`` or a GPT's ONNX file: generate ``--tokens`` characters after
+    ``--prompt`` on the RTL (docs/gpt.md); exit status 1 if a logit differs from the
+    reference."""
     import json
 
     from . import tinygpt
@@ -193,32 +207,39 @@ def _tinygpt(args: argparse.Namespace, make_config: Callable[..., object]) -> in
     from .generate import generate
     from .gpt import GPTShape, gpt_network, one_hot
 
+    name = args.network
     for flag in ("inputs", "labels", "images", "calibration", "prune", "out"):
         if getattr(args, flag, None) is not None:
-            raise InputError(f"--{flag} does not apply to --network tinygpt: it generates from "
-                             f"--prompt (its inputs) and prints the text")
+            raise InputError(f"--{flag} does not apply to a GPT (--network {name}): it "
+                             f"generates from --prompt and prints the text")
     if getattr(args, "fidelity", "rtl") == "model":
-        raise InputError("--network tinygpt runs on the RTL: the performance model does not "
-                         "follow its residuals and attention yet (use --fidelity rtl)")
+        raise InputError(f"--network {name} runs on the RTL: the performance model does not "
+                         f"follow a GPT's residuals and attention yet (use --fidelity rtl)")
     if args.device is not None:
-        raise InputError("--network tinygpt runs on a simulator: a board's serial link would "
-                         "take minutes per character (no --device)")
+        raise InputError(f"--network {name} runs on a simulator: a board's serial link would "
+                         f"take minutes per character (no --device)")
     tokens = 8 if args.tokens is None else args.tokens
     if tokens < 1:
         raise InputError(f"--tokens must be an integer >= 1, not {tokens}")
-    params, vocab, _ = tinygpt.load()
+    path = tinygpt.WEIGHTS if name == "tinygpt" else Path(name)
+    params, vocab, _ = tinygpt.load(path)
+    if not vocab:
+        raise InputError(f"the GPT in {name!r} has no vocabulary (metadata "
+                         f"{tinygpt.VOCAB_KEY!r}: its characters in token order), so a "
+                         f"--prompt cannot be encoded")
     shape = GPTShape.of(params)
     prompt = PROMPT if args.prompt is None else args.prompt
     ids = tinygpt.encode(prompt, vocab, "--prompt")
     if not len(ids):
         raise InputError("--prompt must hold at least one character")
     cfg = make_config(dtype="bf16", rows=shape.context, cols=4, nonlinear=True)
-    net = gpt_network(params, cfg.dtype, name="tinygpt")
+    label = "tinygpt" if name == "tinygpt" else Path(name).stem
+    net = gpt_network(params, cfg.dtype, name=label)
     # every refusal before any work: the longest window on this configuration
     longest = min(shape.context, len(ids) + tokens - 1)
     check_network(cfg, net, one_hot(np.zeros(longest, np.int64), shape))
     report, _ = generate(cfg, params, ids, tokens, decode=lambda i: tinygpt.decode(i, vocab),
-                         sim=args.sim, name="tinygpt")
+                         sim=args.sim, name=label, model=path)
     if args.json:
         print(json.dumps(report.as_json()))
     else:

@@ -7,10 +7,10 @@ no KV cache: each step computes its window's keys and values again (the attentio
 accumulators do not outlive a run; docs/attention.md).
 
 ``agreement``: the share of positions where the fabric's argmax equals that of the FP32 model
-run by onnxruntime (the same parameters as an ONNX graph, :func:`~.gpt.gpt_onnx`) on the same
-window, teacher-forced: every position of the first step's window (the prompt), then the last
-position of every later step (each generated token), so each position of the text is counted
-once, with the same prefix in both.
+run by onnxruntime on the ONNX file the parameters came from (or their graph,
+:func:`~.gpt.gpt_onnx`) on the same window, teacher-forced: every position of the first
+step's window (the prompt), then the last position of every later step (each generated
+token), so each position of the text is counted once, with the same prefix in both.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,26 +41,30 @@ def phase_of_layers(shape: GPTShape) -> list[str]:
 
 
 class OnnxReference:
-    """The FP32 model in onnxruntime, one session per window length."""
+    """The FP32 model in onnxruntime: an ONNX file of a GPT (or the graph of ``params``,
+    :func:`~.gpt.gpt_onnx`), one session. The graph takes ``T`` ids; a shorter window is
+    padded at its end, which changes no earlier position (the attention is causal)."""
 
-    def __init__(self, params: dict[str, np.ndarray]):
+    def __init__(self, model: dict[str, np.ndarray] | str | Path):
         import onnxruntime
 
-        self.params = params
+        if isinstance(model, dict):
+            data = gpt_onnx(model, GPTShape.of(model).context).SerializeToString()
+        else:
+            data = Path(model).read_bytes()
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
         self.version = onnxruntime.__version__
-        self._sessions: dict[int, Any] = {}
+        self._session = onnxruntime.InferenceSession(data, options,
+                                                     providers=["CPUExecutionProvider"])
+        self.T = int(self._session.get_inputs()[0].shape[0])
 
     def logits(self, ids: np.ndarray) -> np.ndarray:
-        import onnxruntime
-
-        T = len(ids)
-        if T not in self._sessions:
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = 1
-            self._sessions[T] = onnxruntime.InferenceSession(
-                gpt_onnx(self.params, T).SerializeToString(), options,
-                providers=["CPUExecutionProvider"])
-        return self._sessions[T].run(["logits"], {"ids": np.asarray(ids, np.int64)})[0]
+        """``len(ids) x V``: the logits of every position."""
+        n = len(ids)
+        padded = np.zeros(self.T, np.int64)
+        padded[:n] = ids
+        return self._session.run(["logits"], {"ids": padded})[0][:n]
 
 
 @dataclass
@@ -119,10 +124,12 @@ class GenerationReport:
 
 def generate(config: Config, params: dict[str, np.ndarray], ids: np.ndarray, tokens: int, *,
              decode=None, sim: str = "verilator", name: str = "gpt", reference: bool = True,
-             build_root=None) -> tuple[GenerationReport, np.ndarray]:
+             model: str | Path | None = None, build_root=None
+             ) -> tuple[GenerationReport, np.ndarray]:
     """Generate ``tokens`` tokens after ``ids`` on the RTL; return the report and all the
     ids (prompt and generated). ``decode``: ids to text, for the report; ``reference``:
-    measure the agreement with onnxruntime (if it is installed)."""
+    measure the agreement with onnxruntime (if it is installed), on the ONNX file ``model``
+    that ``params`` were read from (default: their graph, :func:`~.gpt.gpt_onnx`)."""
     from .run import run_network
 
     start = time.perf_counter()
@@ -134,7 +141,7 @@ def generate(config: Config, params: dict[str, np.ndarray], ids: np.ndarray, tok
     onnx, note = None, ""
     if reference:
         try:
-            onnx = OnnxReference(params)
+            onnx = OnnxReference(params if model is None else model)
             note = onnx.version
         except ImportError:
             note = "onnxruntime is not installed (pip install 'wafertile[gpt]')"

@@ -16,7 +16,8 @@ Parameters are a dict of float32 arrays named ``wte`` (V x D), ``wpe`` (T x D), 
 ``b`` ``h{b}.ln1.g``, ``h{b}.ln1.b``, ``h{b}.qkv.w`` (3D x D: queries, keys, values, head by
 head), ``h{b}.qkv.b``, ``h{b}.proj.w`` (D x D), ``h{b}.proj.b``, ``h{b}.ln2.g``, ``h{b}.ln2.b``,
 ``h{b}.fc.w`` (F x D), ``h{b}.fc.b``, ``h{b}.fc2.w`` (D x F), ``h{b}.fc2.b``, and ``ln_f.g``,
-``ln_f.b``. Weights are ``outputs x inputs``, as a network's.
+``ln_f.b``, and optionally ``head.w`` (V x D) and ``head.b``: an output projection of its own
+instead of ``wte``. Weights are ``outputs x inputs``, as a network's.
 """
 
 from __future__ import annotations
@@ -113,7 +114,10 @@ def gpt_network(params: dict[str, np.ndarray], dtype: str, name: str = "gpt") ->
         after = f"h{b + 1}.ln1" if b + 1 < shape.blocks else "ln_f"
         layers.append(Layer(_round(dtype, p(f"{h}.fc2.w")), p(f"{h}.fc2.b"),
                             res=len(layers) - 2, **ln(after)))
-    layers.append(Layer(_round(dtype, p("wte")), np.zeros(shape.vocab, np.float32)))
+    # the output projection: tied to the token embedding unless the model has its own
+    layers.append(Layer(_round(dtype, p("head.w") if "head.w" in params else p("wte")),
+                        p("head.b") if "head.b" in params else
+                        np.zeros(shape.vocab, np.float32)))
     net = Network(layers, 16, name=name, dtype=dtype)
     net.check()
     return net
@@ -156,17 +160,23 @@ def gpt_logits(params: dict[str, np.ndarray], ids: np.ndarray) -> np.ndarray:
         m = _gelu(_layernorm(x, p[f"{h}.ln2.g"], p[f"{h}.ln2.b"]) @ p[f"{h}.fc.w"].T +
                   p[f"{h}.fc.b"])
         x = x + m @ p[f"{h}.fc2.w"].T + p[f"{h}.fc2.b"]
-    return _layernorm(x, p["ln_f.g"], p["ln_f.b"]) @ p["wte"].T
+    head = p.get("head.w", p["wte"])
+    return _layernorm(x, p["ln_f.g"], p["ln_f.b"]) @ head.T + p.get("head.b", np.float32(0))
 
 
 # -- the ONNX graph -----------------------------------------------------------------------------
 
 
-def gpt_onnx(params: dict[str, np.ndarray], T: int, name: str = "gpt"):
+def gpt_onnx(params: dict[str, np.ndarray], T: int, name: str = "gpt",
+             metadata: dict[str, str] | None = None, gelu: str = "ops"):
     """The GPT as an ONNX model (opset 17) of one sequence of ``T`` token ids (input
     ``ids``, int64, shape ``[T]``) to ``logits`` (float32, ``[T, V]``): Gather, Add,
-    LayerNormalization, MatMul, Reshape, Transpose, Mul, Where (the causal mask), Softmax,
-    Tanh and Pow (GELU's tanh form), as a GPT exports."""
+    LayerNormalization, MatMul, Split, Reshape, Transpose, Mul, Where (the causal mask),
+    Softmax, Tanh and Pow (GELU's tanh form), as a GPT exports; the output projection tied
+    to the token embedding. ``metadata``: the model's metadata properties. ``gelu``:
+    ``"ops"`` (written out), or one Gelu node (opset 20) with ``approximate = "tanh"``
+    (``"tanh"``) or the erf form (``"erf"``: a different function, which the fabric
+    refuses)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -219,6 +229,10 @@ def gpt_onnx(params: dict[str, np.ndarray], T: int, name: str = "gpt"):
                              const(np.array([T, D], np.int64))])
         x = node("Add", [x, linear(a, f"{h}.proj")])
         f = linear(layernorm(x, f"{h}.ln2"), f"{h}.fc")
+        if gelu != "ops":
+            g = node("Gelu", [f], approximate="tanh" if gelu == "tanh" else "none")
+            x = node("Add", [x, linear(g, f"{h}.fc2")])
+            continue
         cube = node("Mul", [node("Pow", [f, const(np.float32(3))]), const(np.float32(0.044715))])
         t = node("Tanh", [node("Mul", [node("Add", [f, cube]),
                                        const(np.float32(math.sqrt(2.0 / math.pi)))])])
@@ -230,8 +244,12 @@ def gpt_onnx(params: dict[str, np.ndarray], T: int, name: str = "gpt"):
     graph = helper.make_graph(
         nodes, name, [helper.make_tensor_value_info("ids", TensorProto.INT64, [T])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [T, V])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17 if gelu == "ops"
+                                                                         else 20)],
                               producer_name="wafertile")
-    model.ir_version = 8
+    model.ir_version = 8 if gelu == "ops" else 9
+    for key, value in (metadata or {}).items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
     onnx.checker.check_model(model)
     return model

@@ -26,7 +26,7 @@ from ..hdl.core.fp import float_format
 from .model import Layer, Network, NetworkError
 from .quantize import FloatLayer, prune, quantize
 
-__all__ = ["SUPPORTED", "float_layers", "import_onnx", "import_onnx_float"]
+__all__ = ["SUPPORTED", "float_layers", "import_onnx", "import_onnx_float", "load_model"]
 
 #: The operators an imported graph may use.
 SUPPORTED = ("MatMul", "Gemm", "Add", "Relu", "Gelu", "Softmax", "LayerNormalization")
@@ -70,6 +70,22 @@ def _tensor(t, label: str) -> np.ndarray:
     return values
 
 
+def load_model(path: Path):
+    """The ONNX model at ``path`` (a regular file within the memory budget, its data in the
+    file), or a :class:`NetworkError` naming it."""
+    import onnx
+
+    label = f"ONNX file {str(path)!r}"
+    size = check_input_file(path, label)
+    if size > memory_budget():
+        raise NetworkError(f"{label} is larger than the memory budget "
+                           f"({memory_budget() >> 20} MiB, WAFERTILE_MEMORY_BUDGET)")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # the onnx package raises several kinds on a bad file
+        raise NetworkError(f"{label} is not an ONNX model: {one_line(exc)}") from None
+
+
 def float_layers(path: str | Path) -> list[FloatLayer]:
     """The float layers of the ONNX model at ``path``.
 
@@ -79,18 +95,9 @@ def float_layers(path: str | Path) -> list[FloatLayer]:
         For a file that is not an ONNX model, an unsupported operator (named with its node),
         or a graph that is not a chain of the supported operators with constant weights.
     """
-    import onnx
-
     path = Path(path)
     label = f"ONNX file {str(path)!r}"
-    size = check_input_file(path, label)
-    if size > memory_budget():
-        raise NetworkError(f"{label} is larger than the memory budget "
-                           f"({memory_budget() >> 20} MiB, WAFERTILE_MEMORY_BUDGET)")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # the onnx package raises several kinds on a bad file
-        raise NetworkError(f"{label} is not an ONNX model: {one_line(exc)}") from None
+    model = load_model(path)
     graph = model.graph
     consts = {t.name: _tensor(t, f"{label}, initializer {t.name!r}")
               for t in graph.initializer}

@@ -9,9 +9,11 @@ it are kept with the weights as the held text that ``agreement`` is measured on.
 :func:`train` fits the model of :data:`SHAPE` (2 blocks, width 32, 2 heads of 16, MLP 128,
 context 16) with autograd (an optional extra: ``pip install wafertile[gpt]``): Adam (lr 3e-3,
 then 1e-3 for the last third), cross-entropy of the next character, mini-batches of 32
-windows, :data:`STEPS` steps, fixed seed, in float64. The parameters are written as float32 to
-``tinygpt.npz`` beside this file (about 120 kB, committed): ``python -m
-wafertile.network.tinygpt`` remakes it and prints the held text's loss.
+windows, :data:`STEPS` steps, fixed seed, in float64. The model is written as an ONNX file,
+``tinygpt.onnx`` beside this file (float32, about 120 kB, committed; the vocabulary and the
+held text in its metadata), which ``wafertile run --network tinygpt`` reads with the GPT
+importer: ``python -m wafertile.network.tinygpt`` remakes it and prints the held text's
+loss.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ import numpy as np
 from .gpt import EPS, GPTShape
 from .model import NetworkError
 
-__all__ = ["HELD", "SHAPE", "STEPS", "WEIGHTS", "corpus", "decode", "encode", "init_params",
-           "load", "train"]
+__all__ = ["HELD", "HELD_KEY", "SHAPE", "STEPS", "VOCAB_KEY", "WEIGHTS", "corpus", "decode",
+           "encode", "init_params", "load", "save", "train"]
 
 _log = logging.getLogger(__name__)
 
@@ -37,8 +39,10 @@ SHAPE = GPTShape(vocab=0, context=16, width=32, heads=2, blocks=2, hidden=128)
 #: Training steps.
 STEPS = 4000
 SEED = 0
-#: The shipped parameters.
-WEIGHTS = Path(__file__).with_name("tinygpt.npz")
+#: The shipped model: an ONNX file (its vocabulary and held text in its metadata).
+WEIGHTS = Path(__file__).with_name("tinygpt.onnx")
+#: The metadata keys of the vocabulary and the held text.
+VOCAB_KEY, HELD_KEY = "wafertile.vocab", "wafertile.held"
 #: Characters of held text kept with the weights.
 HELD = 2000
 
@@ -67,14 +71,26 @@ def decode(ids, vocab: str) -> str:
 
 
 def load(path: Path = WEIGHTS) -> tuple[dict[str, np.ndarray], str, str]:
-    """``(params, vocab, held)`` of the shipped model (or of ``path``)."""
-    if not path.is_file():
-        raise NetworkError(f"the tinygpt weights {str(path)!r} are missing: make them with "
+    """``(params, vocab, held)`` of the shipped model (or of the ONNX file ``path``), read
+    with the GPT importer (:func:`~.onnx_gpt.import_onnx_gpt`)."""
+    from .onnx_gpt import import_onnx_gpt
+
+    if path == WEIGHTS and not path.is_file():
+        raise NetworkError(f"the tinygpt model {str(path)!r} is missing: make it with "
                            f"'python -m wafertile.network.tinygpt' (needs wafertile[gpt])")
-    with np.load(path, allow_pickle=False) as f:
-        data = {k: f[k] for k in f.files}
-    vocab, held = str(data.pop("vocab")), str(data.pop("held"))
-    return data, vocab, held
+    params, meta = import_onnx_gpt(path)
+    return params, meta.get(VOCAB_KEY, ""), meta.get(HELD_KEY, "")
+
+
+def save(path: Path, params: dict[str, np.ndarray], vocab: str, held: str) -> None:
+    """Write the model as an ONNX file (:func:`~.gpt.gpt_onnx`, the context's length), its
+    vocabulary and held text in the metadata."""
+    import onnx
+
+    from .gpt import gpt_onnx
+
+    onnx.save(gpt_onnx(params, GPTShape.of(params).context, name="tinygpt",
+                       metadata={VOCAB_KEY: vocab, HELD_KEY: held}), str(path))
 
 
 def _forward(p, ids, shape: GPTShape):
@@ -195,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     params, vocab, held, losses = train(args.steps)
-    np.savez(args.out, vocab=np.array(vocab), held=np.array(held), **params)
+    save(args.out, params, vocab, held)
     print(f"wrote {args.out}: vocabulary {len(vocab)}, training loss {losses['train']:.3f}, "
           f"held loss {losses['held']:.3f} nats per character")
     return 0
