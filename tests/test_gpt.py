@@ -196,7 +196,12 @@ def test_tinygpt_command_on_verilator(capsys):
     """``wafertile run --network tinygpt --tokens 2 --json`` on the default 16 x 4 array."""
     assert main(["run", "--network", "tinygpt", "--tokens", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["passed"] and report["tokens"] == 2 and len(report["text"]) == 2
+    assert report["pass"] and report["passed"] and report["tokens"] == 2
+    assert len(report["text"]) == 2
+    for key in ("agreement", "cycles_per_token", "phase_cycles", "utilization",
+                "host_flits_in", "host_flits_out"):
+        assert key in report
+    assert sum(report["phase_cycles"].values()) == report["cycles"]
     assert report["prompt"] == PROMPT and report["agreement_positions"] == len(PROMPT) + 1
 
 
@@ -344,3 +349,121 @@ def test_gpt_onnx_file_generates(tmp_path, capsys):
     assert main(["run", "--network", str(path), "--prompt", "abz"]) == 2
     err = capsys.readouterr().err
     assert "--prompt has the character 'z', which the model's vocabulary of 7" in err
+
+
+def _other_exporter(params, T, path):
+    """A GPT written as another exporter writes one (the test's own writer, not
+    ``gpt_onnx``): a batch of one (ids ``[1, T]``, logits ``[1, T, V]``), three projections
+    for the queries, keys and values, the queries divided by sqrt(D_h) before their product,
+    the keys transposed straight from their reshape, an additive causal mask of -1e9 shaped
+    ``[1, 1, T, T]``, one Gelu node (opset 20), and an output projection of its own with a
+    bias."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    V, D = params["wte"].shape
+    H = int(params["heads"])
+    Dh = D // H
+    nodes, inits = [], []
+
+    def c(value, name):
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def n(op, inputs, out, **attrs):
+        nodes.append(helper.make_node(op, inputs, [out], name=out + "_node", **attrs))
+        return out
+
+    def proj(x, w, b, out):  # x @ w.T + b, the weight stored inputs x outputs
+        m = n("MatMul", [x, c(np.ascontiguousarray(w.T), out + "_w")], out + "_mm")
+        return n("Add", [m, c(b, out + "_b")], out)
+
+    x = n("Add", [n("Gather", [c(params["wte"], "wte"), "input_ids"], "tok"),
+                  n("Gather", [c(params["wpe"], "wpe"),
+                               c(np.arange(T, dtype=np.int64)[None], "pos")], "posemb")],
+          "x0")
+    mask = np.where(np.triu(np.ones((T, T), bool), 1), -1e9, 0).astype(np.float32)
+    c(mask[None, None], "mask")
+    c(np.array([1, T, H, Dh], np.int64), "split_heads")
+    c(np.array([1, T, D], np.int64), "join_heads")
+    c(np.float32(np.sqrt(Dh)), "sqrt_dh")
+    blocks = sum(1 for k in params if k.endswith(".ln1.g"))
+    for b in range(blocks):
+        h = f"h{b}"
+        a = n("LayerNormalization", [x, c(params[f"{h}.ln1.g"], f"{h}_g1"),
+                                     c(params[f"{h}.ln1.b"], f"{h}_b1")], f"{h}_ln1",
+              axis=-1, epsilon=1e-5)
+        w, bias = params[f"{h}.qkv.w"], params[f"{h}.qkv.b"]
+        q, k, v = (proj(a, w[i * D:(i + 1) * D], bias[i * D:(i + 1) * D], f"{h}_{name}")
+                   for i, name in enumerate("qkv"))
+        q = n("Div", [n("Transpose", [n("Reshape", [q, "split_heads"], f"{h}_qr")],
+                        f"{h}_qt", perm=[0, 2, 1, 3]), "sqrt_dh"], f"{h}_qs")
+        k = n("Transpose", [n("Reshape", [k, "split_heads"], f"{h}_kr")], f"{h}_kt",
+              perm=[0, 2, 3, 1])
+        v = n("Transpose", [n("Reshape", [v, "split_heads"], f"{h}_vr")], f"{h}_vt",
+              perm=[0, 2, 1, 3])
+        s = n("Add", [n("MatMul", [q, k], f"{h}_s"), "mask"], f"{h}_sm")
+        o = n("MatMul", [n("Softmax", [s], f"{h}_p", axis=-1), v], f"{h}_o")
+        o = n("Reshape", [n("Transpose", [o], f"{h}_ot", perm=[0, 2, 1, 3]), "join_heads"],
+              f"{h}_oj")
+        x = n("Add", [x, proj(o, params[f"{h}.proj.w"], params[f"{h}.proj.b"], f"{h}_proj")],
+              f"{h}_x1")
+        f = n("LayerNormalization", [x, c(params[f"{h}.ln2.g"], f"{h}_g2"),
+                                     c(params[f"{h}.ln2.b"], f"{h}_b2")], f"{h}_ln2",
+              axis=-1, epsilon=1e-5)
+        g = n("Gelu", [proj(f, params[f"{h}.fc.w"], params[f"{h}.fc.b"], f"{h}_fc")],
+              f"{h}_gelu", approximate="tanh")
+        x = n("Add", [x, proj(g, params[f"{h}.fc2.w"], params[f"{h}.fc2.b"], f"{h}_fc2")],
+              f"{h}_x2")
+    x = n("LayerNormalization", [x, c(params["ln_f.g"], "gf"), c(params["ln_f.b"], "bf")],
+          "lnf", axis=-1, epsilon=1e-5)
+    proj(x, params["head.w"], params["head.b"], "logits")
+    graph = helper.make_graph(
+        nodes, "other", [helper.make_tensor_value_info("input_ids", TensorProto.INT64,
+                                                       [1, T])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, T, V])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 9
+    prop = model.metadata_props.add()
+    prop.key, prop.value = "wafertile.vocab", "abcdefghi"[:V]
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_gpt_written_by_another_exporter(request, tmp_path):
+    """A GPT of other sizes (width 18, 3 heads of 6, MLP 36, context 5, 9 tokens) written by
+    another exporter (:func:`_other_exporter`): the importer reads its parameters (three
+    projections joined, an untied head); the numpy FP32 model of them equals onnxruntime's
+    run of the file; the bf16 network's reference picks the file's next tokens, and the
+    compiled network equals it bit for bit on the array model."""
+    from wafertile import Config
+    from wafertile.network.compiler import compile_network
+    from wafertile.network.generate import OnnxReference
+    from wafertile.network.onnx_gpt import import_onnx_gpt
+    from wafertile.sim.models.array import ArrayModel
+    from wafertile.sim.models.network import network_reference
+
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    shape = GPTShape(vocab=9, context=5, width=18, heads=3, blocks=2, hidden=36)
+    params = random_gpt(rng, shape, spread=0.2)
+    params["head.w"] = rng.normal(0, 0.5, (9, 18)).astype(np.float32)
+    params["head.b"] = rng.normal(0, 0.5, 9).astype(np.float32)
+    path = _other_exporter(params, 5, tmp_path / "other.onnx")
+    got, meta = import_onnx_gpt(path)
+    assert meta["wafertile.vocab"] == "abcdefghi" and GPTShape.of(got) == shape
+    for key, value in params.items():
+        assert np.array_equal(got[key], value), f"seed {seed}: {key}"
+    reference = OnnxReference(path)
+    ids = rng.integers(0, 9, 5)
+    fp32 = reference.logits(ids)
+    assert np.allclose(gpt_logits(got, ids), fp32, rtol=1e-5, atol=1e-5), f"seed {seed}"
+    assert np.allclose(reference.logits(ids[:3]), fp32[:3], rtol=1e-6, atol=1e-6)
+    cfg = Config(rows=5, cols=3, dtype="bf16", nonlinear=True, act_depth=64, acc_depth=64)
+    net = gpt_network(got, "bf16")
+    x = one_hot(ids, shape)
+    want, _ = network_reference(cfg, net, x)
+    assert np.abs(want - fp32).max() <= 2.0 ** -5 * np.abs(fp32).max(), f"seed {seed}"
+    got_rtl = ArrayModel(cfg).run(compile_network(cfg, net, x), seed=seed) & 0xFFFFFFFF
+    assert np.array_equal(got_rtl.astype(np.uint32), want.view(np.uint32)), f"seed {seed}"

@@ -232,7 +232,8 @@ def _generate(args: argparse.Namespace, make_config: Callable[..., object]) -> i
     ids = tinygpt.encode(prompt, vocab, "--prompt")
     if not len(ids):
         raise InputError("--prompt must hold at least one character")
-    cfg = make_config(dtype="bf16", rows=shape.context, cols=4, nonlinear=True)
+    cfg = make_config(dtype="bf16", rows=shape.context, cols=max(4, shape.heads),
+                      nonlinear=True)
     label = "tinygpt" if name == "tinygpt" else Path(name).stem
     net = gpt_network(params, cfg.dtype, name=label)
     # every refusal before any work: the longest window on this configuration

@@ -57,14 +57,20 @@ class OnnxReference:
         self.version = onnxruntime.__version__
         self._session = onnxruntime.InferenceSession(data, options,
                                                      providers=["CPUExecutionProvider"])
-        self.T = int(self._session.get_inputs()[0].shape[0])
+        ids = self._session.get_inputs()[0]
+        self._input, self._shape = ids.name, list(ids.shape)  # (T) or (1, T)
+        self._output = self._session.get_outputs()[0].name
+        self._int = np.int32 if ids.type == "tensor(int32)" else np.int64
+        self.T = int(self._shape[-1])
 
     def logits(self, ids: np.ndarray) -> np.ndarray:
         """``len(ids) x V``: the logits of every position."""
         n = len(ids)
-        padded = np.zeros(self.T, np.int64)
+        padded = np.zeros(self.T, self._int)
         padded[:n] = ids
-        return self._session.run(["logits"], {"ids": padded})[0][:n]
+        out = self._session.run([self._output], {
+            self._input: padded.reshape([1] * (len(self._shape) - 1) + [self.T])})[0]
+        return out.reshape(self.T, -1)[:n]
 
 
 @dataclass
@@ -101,8 +107,14 @@ class GenerationReport:
     wall_seconds: float
     seconds: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def phase_cycles(self) -> dict[str, int]:
+        """Every step's cycles by phase (``phase_cycles_per_token`` times ``tokens``)."""
+        return {k: round(v * self.tokens) for k, v in self.phase_cycles_per_token.items()}
+
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, with ``pass`` (= ``passed``) and ``phase_cycles``."""
+        return {"pass": self.passed, **asdict(self), "phase_cycles": self.phase_cycles}
 
     def text_lines(self, config: Config) -> str:
         phases = ", ".join(f"{k} {v:.0f}" for k, v in self.phase_cycles_per_token.items())

@@ -152,14 +152,15 @@ def import_onnx_gpt(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
                 fail("a Gather takes rows of a constant embedding table")
             if args[1] is not None and args[1].kind == "ids":
                 out(_V("embedding", wte=cs[0]))
-            elif cs[1] is not None and np.array_equal(cs[1], np.arange(len(cs[1]))):
-                out(_V("positions", wpe=cs[0], T=len(cs[1])))
+            elif cs[1] is not None and np.array_equal(cs[1].reshape(-1),
+                                                      np.arange(cs[1].size)):
+                out(_V("positions", wpe=cs[0], T=cs[1].size))
             else:
                 fail("a Gather picks the token ids' rows or the positions 0 .. T - 1")
             continue
         if op == "LayerNormalization":
             axis = attrs["axis"].i if "axis" in attrs else -1
-            if args[0] is None or not stream_of(args[0]) or axis not in (-1, 1) or \
+            if args[0] is None or not stream_of(args[0]) or axis not in (-1, 1, 2) or \
                     cs[1] is None:
                 fail("a LayerNormalization normalizes the residual stream over its last axis "
                      "with a constant scale (and bias)")
@@ -169,13 +170,18 @@ def import_onnx_gpt(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
             continue
         if op in ("MatMul", "Gemm"):
             src, w = args[0], cs[1]
-            if src is not None and src.kind == "heads_q" and args[1] is not None and \
-                    args[1].kind == "keys_t":
-                out(_V("scores", qkv=src.qkv, scale=1.0))
+            if src is not None and src.kind == "hfirst" and args[1] is not None and \
+                    args[1].kind == "keys_t":  # a scale may come with the queries or keys
+                if src.H != args[1].H:
+                    fail(f"queries of {src.H} heads and keys of {args[1].H}")
+                out(_V("scores", att={"q": src.src, "k": args[1].src, "H": src.H},
+                       scale=src.scale * args[1].scale))
                 continue
             if src is not None and src.kind == "probs" and args[1] is not None and \
-                    args[1].kind == "heads_v":
-                out(_V("attn", qkv=src.qkv))
+                    args[1].kind == "hfirst":
+                if src.att["H"] != args[1].H:
+                    fail(f"probabilities of {src.att['H']} heads and values of {args[1].H}")
+                out(_V("attn", att={**src.att, "v": args[1].src}))
                 continue
             if src is None or w is None or w.ndim != 2 or \
                     src.kind not in ("ln", "attn_out", "gelu"):
@@ -212,8 +218,9 @@ def import_onnx_gpt(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
                      "constant")
             if v.kind == "linear" and v.b is None:
                 out(_V("linear", src=v.src, w=v.w, b=c.reshape(-1)))
-            elif v.kind in ("scores", "scaled") and _causal(c, -1e4):
-                out(_V("masked", qkv=v.qkv, scale=getattr(v, "scale", 1.0)))
+            elif v.kind in ("scores", "scaled") and _causal(c.reshape(c.shape[-2:]) if c.ndim
+                                                            >= 2 else c, -1e4):
+                out(_V("masked", att=v.att, scale=v.scale))
             elif v.kind == "tanh" and _close(c, 1.0):
                 out(_V("tanh1", f=v.f))
             else:
@@ -245,18 +252,21 @@ def import_onnx_gpt(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
             continue
         if op == "Reshape":
             src, shape = args[0], cs[1]
-            if src is not None and src.kind == "part" and shape is not None and \
-                    len(shape) == 3:
-                H = int(shape[1])
-                if getattr(src.qkv, "heads", H) != H or H < 1 or \
-                        src.qkv.w.shape[0] != 3 * H * int(shape[2]):
-                    fail(f"the queries, keys and values reshaped to the same heads, "
-                         f"(T, H, {src.qkv.w.shape[0] // 3} / H)")
-                src.qkv.heads = H
-                out(_V("heads", qkv=src.qkv, n=src.n, H=H, Dh=int(shape[2])))
+            # a third of the fused projection, or a projection of its own, to (T, H, D_h),
+            # or (1, T, H, D_h) with a batch of one; -1 for one of H, D_h
+            if src is not None and (src.kind == "part" or (src.kind == "linear" and
+                                                            src.src.kind == "ln")) and \
+                    shape is not None and len(shape) in (3, 4):
+                D = src.qkv.w.shape[0] // 3 if src.kind == "part" else src.w.shape[0]
+                H, Dh = int(shape[-2]), int(shape[-1])
+                H, Dh = (D // Dh, Dh) if H == -1 and Dh > 0 else \
+                    (H, D // H) if Dh == -1 and H > 0 else (H, Dh)
+                if H < 1 or H * Dh != D:
+                    fail(f"the queries, keys or values reshaped to (T, H, {D} / H)")
+                out(_V("heads", src=src, H=H))
             elif src is not None and src.kind == "attn_t" and shape is not None and \
-                    len(shape) == 2:
-                out(_V("attn_out", qkv=src.qkv))
+                    len(shape) in (2, 3):
+                out(_V("attn_out", att=src.att))
             else:
                 fail("a Reshape splits a part of the projection into heads (T, H, D_h) or "
                      "joins the heads' outputs (T, H D_h)")
@@ -264,16 +274,21 @@ def import_onnx_gpt(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
         if op == "Transpose":
             src = args[0]
             perm = list(attrs["perm"].ints) if "perm" in attrs else []
-            if src is not None and src.kind == "heads" and perm == [1, 0, 2]:
-                kind = ("heads_q", "heads_k", "heads_v")[src.n]
-                out(_V(kind, qkv=src.qkv, H=src.H))
-            elif src is not None and src.kind == "heads_k" and perm == [0, 2, 1]:
-                out(_V("keys_t", qkv=src.qkv))
-            elif src is not None and src.kind == "attn" and perm == [1, 0, 2]:
-                out(_V("attn_t", qkv=src.qkv))
+            # without and with a batch of one: heads first, the keys' features first (from
+            # the heads or from the reshape), the positions back first
+            if src is not None and src.kind == "heads" and perm in ([1, 0, 2], [0, 2, 1, 3]):
+                out(_V("hfirst", src=src.src, H=src.H, scale=1.0))
+            elif src is not None and src.kind == "hfirst" and perm in ([0, 2, 1],
+                                                                        [0, 1, 3, 2]):
+                out(_V("keys_t", src=src.src, H=src.H, scale=src.scale))
+            elif src is not None and src.kind == "heads" and perm in ([1, 2, 0], [0, 2, 3, 1]):
+                out(_V("keys_t", src=src.src, H=src.H, scale=1.0))
+            elif src is not None and src.kind == "attn" and perm in ([1, 0, 2], [0, 2, 1, 3]):
+                out(_V("attn_t", att=src.att))
             else:
-                fail("a Transpose moves the heads first (perm 1, 0, 2), the keys' features "
-                     "first (0, 2, 1) or the positions back first")
+                fail("a Transpose moves the heads first (perm 1, 0, 2; with a batch 0, 2, 1, "
+                     "3), the keys' features first (0, 2, 1; 0, 1, 3, 2) or the positions "
+                     "back first")
             continue
         if op in ("Mul", "Div"):
             a, b = args
@@ -287,8 +302,10 @@ def import_onnx_gpt(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
                 fail("a Mul or Div by one constant")
             k = float(c.reshape(-1)[0])
             k = 1.0 / k if op == "Div" else k
-            if v.kind == "scores":
-                out(_V("scaled", qkv=v.qkv, scale=k))
+            if v.kind in ("scores", "scaled"):
+                out(_V("scaled", att=v.att, scale=v.scale * k))
+            elif v.kind in ("hfirst", "keys_t"):  # scaled before the product
+                out(_V(v.kind, src=v.src, H=v.H, scale=v.scale * k))
             elif v.kind == "linear" and math.isclose(k, 0.5, rel_tol=1e-6):
                 out(_V("half", f=v))
             elif v.kind == "cube" and math.isclose(k, 0.044715, rel_tol=1e-6):
@@ -316,20 +333,22 @@ def import_onnx_gpt(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
             continue
         if op == "Where":
             mask, fill, v = cs[0], cs[1], args[2] if len(args) > 2 else None
+            mask = mask.reshape(mask.shape[-2:]) if mask is not None and mask.ndim >= 2 and \
+                mask.size == mask.shape[-1] * mask.shape[-2] else mask
             if mask is None or fill is None or v is None or v.kind not in ("scores",
                                                                            "scaled") or \
                     not (np.all(np.isneginf(fill)) or np.all(fill <= -1e4)) or \
+                    mask.ndim != 2 or \
                     not np.array_equal(mask.astype(bool), np.triu(np.ones(mask.shape, bool),
                                                                   1)):
                 fail("a Where is the causal mask: where j > i, -inf, else the scores")
-            out(_V("masked", qkv=v.qkv, scale=getattr(v, "scale", 1.0)))
+            out(_V("masked", att=v.att, scale=v.scale))
             continue
         if op == "Softmax":
             axis = attrs["axis"].i if "axis" in attrs else -1
-            if args[0] is None or args[0].kind != "masked" or axis not in (-1, 2):
+            if args[0] is None or args[0].kind != "masked" or axis not in (-1, 2, 3):
                 fail("a Softmax takes the masked scores over their last axis")
-            args[0].qkv.scale = args[0].scale
-            out(_V("probs", qkv=args[0].qkv, scale=args[0].scale))
+            out(_V("probs", att={**args[0].att, "scale": args[0].scale}))
             continue
         if op == "Gelu":
             form = attrs["approximate"].s.decode() if "approximate" in attrs else "none"
@@ -391,21 +410,35 @@ def _residual(lin, blocks: list[dict], where: str) -> None:
     src = lin.src
     bias = lin.b if lin.b is not None else np.zeros(lin.w.shape[0])
     if src.kind == "attn_out":
-        qkv = src.qkv
+        att = src.att
+        q, k, v = att["q"], att["k"], att["v"]
+        if all(x.kind == "part" for x in (q, k, v)) and q.qkv is k.qkv is v.qkv and \
+                (q.n, k.n, v.n) == (0, 1, 2):  # one projection, split
+            qkv = q.qkv
+            w = np.array(qkv.w, np.float64)
+            b = np.array(qkv.b if qkv.b is not None else np.zeros(w.shape[0]), np.float64)
+        elif all(x.kind == "linear" for x in (q, k, v)) and q.src is k.src is v.src and \
+                q.w.shape == k.w.shape == v.w.shape:  # three projections of one LayerNorm
+            qkv = q
+            w = np.concatenate([x.w for x in (q, k, v)]).astype(np.float64)
+            b = np.concatenate([x.b if x.b is not None else np.zeros(x.w.shape[0])
+                                for x in (q, k, v)]).astype(np.float64)
+        else:
+            raise NetworkError(f"{where} does not fit a GPT block: the attention's queries, "
+                               f"keys and values must be the three parts of one projection, "
+                               f"in that order, or three projections of one LayerNorm")
         if qkv.src.kind != "ln":
             raise NetworkError(f"{where} does not fit a GPT block: the attention's projection "
                                f"must take a LayerNorm of the residual stream")
-        w = np.array(qkv.w, np.float64)
-        b = np.array(qkv.b if qkv.b is not None else np.zeros(w.shape[0]), np.float64)
         D = w.shape[0] // 3
         # the graph's scale of the scores, in the queries (gpt_network folds 1 / sqrt(D_h))
-        factor = qkv.scale * math.sqrt(D // qkv.heads)
+        factor = att["scale"] * math.sqrt(D // att["H"])
         if not math.isclose(factor, 1.0, rel_tol=1e-6):
             w[:D] *= factor
             b[:D] *= factor
         blocks.append({"attn": {"ln1.g": qkv.src.g, "ln1.b": qkv.src.b, "qkv.w": w,
                                 "qkv.b": b, "proj.w": lin.w, "proj.b": bias,
-                                "heads": qkv.heads}})
+                                "heads": att["H"]}})
         return
     if src.kind == "gelu":
         fc = src.f
