@@ -202,9 +202,8 @@ def test_bad_residuals_are_refused(change, message):
 
 def test_residual_refusals_before_anything_is_built(tmp_path):
     """An integer network (in Python, and ``res`` in its file is an unknown key), kept
-    outputs that do not fit the activation bank, a layer in two passes, the performance
-    model and training: one line each."""
-    from wafertile.model.layer import predict_network
+    outputs that do not fit the activation bank, a layer in two passes, training: one line
+    each."""
     from wafertile.network import Layer, Network, NetworkError, load_network
     from wafertile.network.compiler import compile_network
     from wafertile.train.export import TrainError, from_network
@@ -238,8 +237,39 @@ def test_residual_refusals_before_anything_is_built(tmp_path):
             "res1 = 0: layer 0's 40 outputs need 2 passes over 2 columns of acc_depth = 16 "
             "accumulators; a residual needs its layers in one pass")):
         compile_network(_config(acc_depth=16), chain, tokens(rng))
-    with pytest.raises(NetworkError, match=re.escape(
-            "layer 1 adds a residual (res1): the performance model does not follow")):
-        predict_network(_config(), chain, tokens(rng))
     with pytest.raises(TrainError, match=re.escape("layer 1 adds a residual (res1)")):
         from_network(chain)
+
+
+def test_residual_network_model_is_exact_on_the_rtl(request, tmp_path):
+    """The block without its attention (embedding and LayerNorm, a residual layer with
+    LayerNorm, the GELU MLP with its residual, the output projection), bf16 on Icarus: every
+    output bit equals the reference's, and the event level of the performance model predicts
+    every phase's cycles exactly, the residuals' hand-offs and MACs included."""
+    from wafertile.model.layer import predict_network
+    from wafertile.network.compiler import compile_network
+    from wafertile.run import simulate
+    from wafertile.sim.models.network import network_reference
+
+    from .test_float import _sim
+
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    cfg = _config()
+    block = gpt_block(rng, "bf16")
+    net = replace(block, layers=[block.layers[0], replace(block.layers[2], res=0),
+                                 block.layers[3], replace(block.layers[4], res=1),
+                                 block.layers[5]])
+    # the layer after the embedding takes its D outputs (not the attention's)
+    net.layers[1] = replace(net.layers[1], weights=numbers(rng, (D, D), "bf16", zeros=0.3,
+                                                           spread=1))
+    x = tokens(rng)
+    program = compile_network(cfg, net, x)
+    assert "residual" in program.phase_step
+    run = simulate(cfg, [program], sim=_sim("3x2"), build_root=tmp_path)
+    (y, stats), = run.results
+    want, _ = network_reference(cfg, net, x)
+    got = np.asarray(y, np.int64).astype(np.uint32).view(np.float32)
+    assert run.error_flags == 0 and same(got, want).all(), f"seed {seed}"
+    predicted = predict_network(cfg, net, x, dense=False, detail="mesh").sparse.phase_cycles
+    assert predicted == [int(c) for c in stats["phase_cycles"]], f"seed {seed}"

@@ -38,12 +38,15 @@ from .rows import layernorm, softmax
 __all__ = ["network_reference"]
 
 
-def network_reference(config: Config, net, x: np.ndarray) -> tuple[np.ndarray, list]:
+def network_reference(config: Config, net, x: np.ndarray, *,
+                      kept: dict | None = None) -> tuple[np.ndarray, list]:
     """``(outputs, activations)``: the last layer's accumulators (``B x outputs``) and the
     activations that entered each layer (``activations[0]`` is ``x``; for a float network
-    ``float32`` values of its format, the outputs ``float32``)."""
+    ``float32`` values of its format, the outputs ``float32``). ``kept``: a dict that takes
+    the kept outputs of each layer a residual adds (its index -> ``B x outputs`` words of
+    the format)."""
     if net.is_float:
-        return _float_reference(config, net, x)
+        return _float_reference(config, net, x, {} if kept is None else kept)
     acts = [np.asarray(x, dtype=np.int64)]
     for n, layer in enumerate(net.layers):
         acc = reference(config, acts[-1], layer.weights, layer.bias)
@@ -54,7 +57,8 @@ def network_reference(config: Config, net, x: np.ndarray) -> tuple[np.ndarray, l
     raise AssertionError("a network has at least one layer")  # pragma: no cover
 
 
-def _float_reference(config: Config, net, x: np.ndarray) -> tuple[np.ndarray, list]:
+def _float_reference(config: Config, net, x: np.ndarray, store: dict
+                     ) -> tuple[np.ndarray, list]:
     fmt = float_format(net.dtype)
     acts = [np.asarray(x, dtype=np.float32)]
     kept = None  # the outputs a later layer adds (res), rounded to the format: words
@@ -65,7 +69,7 @@ def _float_reference(config: Config, net, x: np.ndarray) -> tuple[np.ndarray, li
         if layer.res is not None:  # one MAC of weight 1 on each kept output, after the rest
             acc = fp32_values(fp_mac(fp32_fields(acc), one, kept, fmt))
         if n in net.keeps:  # before the LayerNorm
-            kept = fp_to_half(fp32_fields(acc), fmt)
+            kept = store[n] = fp_to_half(fp32_fields(acc), fmt)
         if layer.layernorm:  # along each row, in the orders of the tiles that hold it
             parts = plan_layer(config, layer.weights, streams=False).parts(0)
             words = [fp32_words(k, v) & 0xFFFFFFFF for k, v in

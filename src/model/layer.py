@@ -316,34 +316,40 @@ def predict_network(config: Config, net, x: np.ndarray, *, dense: bool = True,
     NetworkError
         For a network the compiler refuses.
     """
-    from ..network.compiler import NetworkProgram, compile_network
+    from ..network.compiler import NetworkProgram, compile_network, output_places
 
     attention = [n for n, layer in enumerate(net.layers) if layer.attn]
     if attention:
         raise net.error(f"layer {attention[0]} has attention after it (attn{attention[0]}): "
                         f"the performance model does not follow the attention's tile-to-tile "
                         f"MACs yet (docs/attention.md); use --fidelity rtl")
-    residual = [n for n, layer in enumerate(net.layers) if layer.res is not None]
-    if residual:
-        raise net.error(f"layer {residual[0]} adds a residual (res{residual[0]}): the "
-                        f"performance model does not follow the residual's kept outputs yet "
-                        f"(docs/network.md); use --fidelity rtl")
     start = time.perf_counter()
     acts = None
+    kept: dict[int, np.ndarray] = {}  # a residual's kept outputs (words), by source layer
     if config.is_float:  # the activations entering each layer, as the tiles hold them
         from ..sim.models.network import network_reference
-        acts = network_reference(config, net, np.asarray(x, np.float32))[1]
+        acts = network_reference(config, net, np.asarray(x, np.float32), kept=kept)[1]
 
     def run(dense_: bool) -> tuple[Prediction, NetworkProgram]:
         program = compile_network(config, net, x, dense=dense_)
         nonzero = None
         if acts is not None:
             R = config.rows
-            nonzero = stream_tables(
-                config, program, len(x), program.phase_layer,
-                lambda layer, g: activation_table(config, program.plans[layer],
-                                                  program.bases[layer],
-                                                  acts[layer][g * R:(g + 1) * R]))
+
+            def table(layer: int, g: int) -> np.ndarray:
+                out = activation_table(config, program.plans[layer], program.bases[layer],
+                                       acts[layer][g * R:(g + 1) * R])
+                k = net.layers[layer].res
+                if k is not None:  # the kept outputs its residual's MACs read
+                    column, slot = output_places(program.plans[layer])
+                    words = kept[k][g * R:(g + 1) * R]
+                    nz = (words & 0x7FFF) != 0
+                    rows = np.arange(len(words))[:, None]
+                    out[rows * config.cols + column[None, :],
+                        program.keep_base + slot[None, :]] = nz
+                return out
+
+            nonzero = stream_tables(config, program, len(x), program.phase_layer, table)
         return predict_program(config, program, detail=detail, nonzero=nonzero), program
 
     sparse, program = run(False)

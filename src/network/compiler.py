@@ -55,7 +55,7 @@ from ..stream.rows import check_layernorm, check_softmax, layernorm_phases, soft
 from .model import Layer, Network, NetworkError
 
 __all__ = ["NetworkProgram", "check_network", "compile_network", "edge_flits",
-           "handoff_phases", "handoff_window"]
+           "handoff_phases", "handoff_window", "output_places"]
 
 
 #: NONLINEAR's function number of GELU (``data[1:0]``, :data:`~.nonlinear.FUNCTIONS`).
@@ -77,6 +77,8 @@ class NetworkProgram(LayerProgram):
     #: the activation base address of each layer
     bases: list[int] = None
     plans: list[LayerPlan] = None
+    #: the activation address of a residual's kept outputs (``act_depth``: none)
+    keep_base: int = None
 
 
 def _bases(config: Config, plans: list[LayerPlan]) -> list[int]:
@@ -329,7 +331,7 @@ def _group(config: Config, net: Network, plans: list[LayerPlan], bases: list[int
                 steps.append("residual")
             if n in net.keeps:  # before the LayerNorm: to the tiles that add them
                 m = net.keeps[n]
-                column, slot = _places(plans[m])
+                column, slot = output_places(plans[m])
                 keep = handoff_phases(config, plan, replace(layer, relu=False, gelu=False), p,
                                       rows, None, 0, to=(column, keep_base + slot))
                 here += keep
@@ -367,7 +369,7 @@ def _group(config: Config, net: Network, plans: list[LayerPlan], bases: list[int
     return phases, layer_of, step_of
 
 
-def _places(plan: LayerPlan) -> tuple[np.ndarray, np.ndarray]:
+def output_places(plan: LayerPlan) -> tuple[np.ndarray, np.ndarray]:
     """The column and the accumulator slot of each output of a one-pass layer (after a
     reduction: in block 0)."""
     column = np.zeros(plan.I, np.int64)
@@ -419,7 +421,7 @@ def _residual_phase(plan: LayerPlan, rows: int, keep_base: int) -> Phase:
     config = plan.config
     one = int(float_format(config.dtype).bits(np.float32(1)))
     flits = PhaseBuilder()
-    column, slot = _places(plan)
+    column, slot = output_places(plan)
     order = np.lexsort((column, slot))  # slot 0 of every column, then slot 1, ...
     flits.add(np.arange(plan.I) % config.rows, plan.I, x0=column[order], x1=column[order],
               y0=0, y1=max(rows - 1, 0), op=Opcode.MAC.value, addr=slot[order],
@@ -490,7 +492,7 @@ def compile_network(config: Config, net: Network, x: np.ndarray, *,
     return NetworkProgram(config, (B, net.outputs, net.inputs), phases, net.nnz,
                           dense_flits=sum(layer.weights.size for layer in net.layers),
                           phase_layer=layer_of, phase_step=step_of, bases=bases,
-                          plans=plans)
+                          plans=plans, keep_base=keep_base)
 
 
 def edge_flits(program: LayerProgram) -> dict[str, int]:
