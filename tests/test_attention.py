@@ -351,8 +351,8 @@ def test_bad_attention_layers_are_refused(change, message):
 
 
 def test_attention_network_refusals():
-    """One line each, before anything is built: a batch longer than the rows, a last layer
-    with attention, an integer network, the performance model, training."""
+    """One line each, before anything is built: a batch longer than the rows (also in the
+    performance model), a last layer with attention, an integer network, training."""
     from dataclasses import replace
 
     from wafertile import Config
@@ -370,8 +370,8 @@ def test_attention_network_refusals():
             "row: 4 inputs and 3 rows")):
         compile_network(cfg, net, x)
     with pytest.raises(NetworkError, match=re.escape(
-            "the performance model does not follow the attention's tile-to-tile MACs yet")):
-        predict_network(cfg, net, x[:3])
+            "the attention after layer 0 takes the batch as one sequence")):
+        predict_network(cfg, net, x)
     with pytest.raises(Exception, match=re.escape("layer 0 has attention after it (attn0)")):
         from_network(net)
     last = replace(net.layers[1], attn=1, weights=np.zeros((3, 4), np.float32),

@@ -171,7 +171,8 @@ def test_generate_on_the_rtl(request, tmp_path):
     (["--network", "tinygpt", "--prompt", ""], "--prompt must hold at least one character"),
     (["--network", "tinygpt", "--images", "3"], "--images does not apply to a GPT "
                                                 "(--network tinygpt)"),
-    (["--network", "tinygpt", "--fidelity", "model"], "--network tinygpt runs on the RTL"),
+    (["--network", "tinygpt", "--fidelity", "model"], "--network tinygpt generates on the "
+                                                      "RTL (use --fidelity rtl)"),
     (["--network", "tinygpt", "--rows", "8"], "the attention after layer 1 takes the batch "
                                               "as one sequence, one position per row: 16 "
                                               "inputs and 8 rows"),

@@ -258,9 +258,10 @@ class PhaseFlits:
                 act = (o["data"] >> act_at) & ((1 << act_width) - 1)
                 nxt[name] = np.select([pick == 1, pick == 2, pick == 3],
                                       [o["addr"], o["addr_b"], act], 0)
-            if np.any(how & (nxt["op"] == Opcode.MAC.value)):
-                raise ValueError("the performance model does not follow a FINISH whose output "
-                                 "is a MAC (its weight is a value the model does not compute)")
+            # a FINISH's MAC (docs/attention.md): its weight is a value the model does not
+            # compute; it takes it as nonzero, as it takes every activation of a phase
+            # without a table (exact unless a key or a probability rounds to +0 or -0)
+            nxt["data"] = np.where(how & (nxt["op"] == Opcode.MAC.value), 1, nxt["data"])
             # what leaves the fabric reaches no core: no operation
             nxt["op"] = np.where(nxt["exit"] != _L, -1, nxt["op"])
             parts.append(nxt)

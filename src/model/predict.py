@@ -28,6 +28,7 @@ import numpy as np
 
 from ..config import Config
 from ..hdl.core.ops import OPS, codes
+from ..hdl.flit import Opcode
 from ..stream import LayerProgram, Phase
 from .mesh import (
     MESH_BUDGET,
@@ -283,8 +284,10 @@ def _analytic(timing: Timing, phase: Phase, nonzero: np.ndarray | None = None
                              "compiler emits)")
         est = stream_cycles(timing, phase.port, f["header.x0"], f["header.y0"],
                             f["header.y1"])
-        exact = est.shared <= 1 and not (timing.hazards and _may_bubble(timing, phase,
-                                                                         nonzero))
+        # (host MACs only: a stream of FINISHes whose outputs are MACs, the attention's,
+        # is the mesh model's to play)
+        exact = est.shared <= 1 and np.all(f["payload.op"] == Opcode.MAC.value) and not (
+            timing.hazards and _may_bubble(timing, phase, nonzero))
         how = "exact" if exact else "bound" if est.bound else "analytic"
         return est.cycles, how
     if phase.kind == "grad":

@@ -213,8 +213,9 @@ def _generate(args: argparse.Namespace, make_config: Callable[..., object]) -> i
             raise InputError(f"--{flag} does not apply to a GPT (--network {name}): it "
                              f"generates from --prompt and prints the text")
     if getattr(args, "fidelity", "rtl") == "model":
-        raise InputError(f"--network {name} runs on the RTL: the performance model does not "
-                         f"follow a GPT's residuals and attention yet (use --fidelity rtl)")
+        raise InputError(f"--network {name} generates on the RTL (use --fidelity rtl): "
+                         f"--fidelity model predicts a network's cycles for given inputs "
+                         f"(--network FILE.npz --inputs X.npy), not a generation")
     if args.device is not None:
         raise InputError(f"--network {name} runs on a simulator: a board's serial link would "
                          f"take minutes per character (no --device)")
