@@ -144,8 +144,12 @@ def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto",
             "hazard bubbles depend on them)")
     cycles, method = _analytic(timing, phase, nonzero)
     cost = mesh_seconds(cycles, cfg.rows * cfg.cols)
+    # one row for all (rows alike): the same flits, the same work carried in, and the same
+    # arbiter pointers (phases whose rows differ, as the attention's, leave them apart)
     row = (_one_row(cfg, phase) if phase.kind not in ("stream", "grad") and cfg.rows > 1
-           and (carry is None or _rows_alike(cfg, carry)) else None)
+           and (carry is None or _rows_alike(cfg, carry))
+           and all(np.array_equal(a, np.tile(a[:, :cfg.cols], (1, cfg.rows)))
+                   for a in arbiters) else None)
     if row is not None:  # every row alike: one row costs 1 / rows of the array
         cost /= cfg.rows
     if detail == "mesh" or (detail == "auto" and (method != "exact" or carry is not None)
