@@ -8,8 +8,10 @@ harness, the default 16 x 4 array with the nonlinear unit, bf16 and fp16), all w
 simulation. Every logit is checked bit for bit against ``network_reference``. The fabric's
 argmax at each position is compared with onnxruntime's on the same window, teacher-forced:
 each position sees the same prefix in both. Issue 19's target is >= 95% of 200 positions in
-bf16. Printed, and written as JSON: agreement, mismatches, and the cycles of a window by
-phase (the phases of ``wafertile run --network tinygpt``).
+bf16. Printed, and written as JSON: agreement, mismatches, the cycles of a window by phase
+(the phases of ``wafertile run --network tinygpt``), each layer's stream against its bounds,
+and the performance model's event level on the first window, phase by phase against the
+RTL.
 
     python benchmarks/tinygpt.py --json benchmarks/results-tinygpt.json
 """
@@ -82,8 +84,17 @@ def run_dtype(dtype: str, windows: int) -> dict:
                         "ports_bound": -(-plan.nnz // cfg.rows), "column_bound": column,
                         "over_ports_bound": c / -(-plan.nnz // cfg.rows),
                         "over_column_bound": c / column})
+    # the performance model's event level on the first window, against the RTL's cycles
+    from wafertile.model.layer import predict_network
+
+    t1 = time.time()
+    model = predict_network(cfg, net, xs[0], dense=False, detail="mesh").sparse.phase_cycles
+    model_s = round(time.time() - t1, 1)
     positions = windows * T
-    return {"dtype": dtype, "rows": cfg.rows, "cols": cfg.cols, "windows": windows,
+    return {"model_cycles_per_window": int(sum(model)),
+            "model_phases_exact": model == [int(c) for c in stats["phase_cycles"]],
+            "model_s": model_s, "dtype": dtype, "rows": cfg.rows, "cols": cfg.cols,
+            "windows": windows,
             "positions": positions, "agree": agree, "agreement": agree / positions,
             "mismatches": mismatches, "cycles_per_window": cycles[0],
             "cycles_min_max": [min(cycles), max(cycles)], "phases": phases,
@@ -107,6 +118,9 @@ def main(argv=None) -> int:
               f"({r['agreement']:.1%}), {r['mismatches']} logit mismatches, "
               f"{r['cycles_per_window']} cycles per window ({r['wall_s']} s)")
         print("  " + ", ".join(f"{k} {v}" for k, v in r["phases"].items()))
+        print(f"  performance model (event level): {r['model_cycles_per_window']} cycles per "
+              f"window, every phase as on the RTL: {r['model_phases_exact']} "
+              f"({r['model_s']} s)")
         for st in r["streams"]:
             print(f"  layer {st['layer']} ({st['role']}): {st['cycles']} stream cycles, "
                   f"{st['over_ports_bound']:.2f}x nnz/ports ({st['ports_bound']}), "
