@@ -131,6 +131,7 @@ def test_training_lowers_the_loss():
     assert losses["held"] < np.log(len(vocab)) - 0.5
 
 
+@pytest.mark.slow  # the default run generates on Icarus through the command (below)
 def test_generate_on_the_rtl(request, tmp_path):
     """``generate`` with a 1-block GPT on Icarus: every logit of every step equals the
     reference's, the tokens are the reference's argmax, the agreement is measured over the
@@ -310,9 +311,10 @@ def test_importer_folds_another_scale_into_the_queries(tmp_path):
         assert np.array_equal(w[:D], want[:D] * 2) and np.array_equal(w[D:], want[D:])
 
 
-def test_importer_refusals(tmp_path):
+def test_importer_refusals(tmp_path, capsys):
     """One line naming the node: an operator outside the GPT set, GELU's erf form, a node
-    that does not fit a block; and the command refuses a GPT file without a vocabulary."""
+    that does not fit a block; and the command refuses a prompt that is not token ids for a
+    GPT file without a vocabulary."""
     from wafertile.network import NetworkError
     from wafertile.network.gpt import gpt_onnx
     from wafertile.network.onnx_gpt import import_onnx_gpt
@@ -335,7 +337,11 @@ def test_importer_refusals(tmp_path):
             "last axis")):
         import_onnx_gpt(_save(model, tmp_path / "s.onnx"))
     path = _save(gpt_onnx(params, SMALL.context), tmp_path / "novocab.onnx")
-    assert main(["run", "--network", str(path)]) == 2
+    for prompt, found in ((None, "give one"), ("1 9", "found '9'"), ("1,x", "found 'x'")):
+        assert main(["run", "--network", str(path)] +
+                    ([] if prompt is None else ["--prompt", prompt])) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "has no vocabulary" in err and found in err, err
 
 
 def test_gpt_onnx_file_generates(tmp_path, capsys):
@@ -468,3 +474,38 @@ def test_a_gpt_written_by_another_exporter(request, tmp_path):
     assert np.abs(want - fp32).max() <= 2.0 ** -5 * np.abs(fp32).max(), f"seed {seed}"
     got_rtl = ArrayModel(cfg).run(compile_network(cfg, net, x), seed=seed) & 0xFFFFFFFF
     assert np.array_equal(got_rtl.astype(np.uint32), want.view(np.uint32)), f"seed {seed}"
+
+
+def test_a_gpt_file_without_vocabulary_generates_token_ids(request, tmp_path, capsys,
+                                                          monkeypatch):
+    """``wafertile run --network gpt.onnx --prompt '3, 1' --tokens 2 --json`` on a 1-block
+    GPT without a vocabulary, on Icarus: the prompt and the text are token ids, every logit
+    exact, the tokens the reference's argmax, the agreement over the prompt's positions and
+    the generated one, the cycles by phase adding up to the cycles."""
+    from wafertile import Config
+    from wafertile.network.gpt import gpt_onnx
+    from wafertile.sim.models.network import network_reference
+
+    from .test_float import _sim
+
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    shape = GPTShape(vocab=6, context=3, width=4, heads=2, blocks=1, hidden=8)
+    params = random_gpt(rng, shape, spread=0.5)
+    path = _save(gpt_onnx(params, shape.context), tmp_path / "ids.onnx")
+    monkeypatch.setenv("WAFERTILE_CACHE", str(tmp_path / "cache"))
+    args = ["run", "--network", str(path), "--prompt", "3, 1", "--tokens", "2", "--json",
+            "--rows", "3", "--cols", "2", "--act-depth", "32", "--acc-depth", "32",
+            "--sim", _sim("3x2")]
+    assert main(args) == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["pass"] and report["prompt"] == "3 1", report
+    assert report["agreement_positions"] == 2 + 1 and report["agreement"] is not None
+    assert sum(report["phase_cycles"].values()) == report["cycles"]
+    assert report["phase_cycles"]["attention"] > 0 and 0 < report["utilization"] < 1
+    ids = [3, 1] + [int(t) for t in report["text"].split()]
+    cfg = Config(rows=3, cols=2, dtype="bf16", nonlinear=True, act_depth=32, acc_depth=32)
+    net = gpt_network(params, "bf16")
+    for t in (2, 3):
+        y, _ = network_reference(cfg, net, one_hot(np.array(ids[:t]), shape))
+        assert ids[t] == int(np.argmax(y[-1])), f"seed {seed}"

@@ -40,7 +40,8 @@ def add_network_flags(parser: argparse.ArgumentParser) -> None:
                             "logits out: generates text as tinygpt)")
     group.add_argument("--prompt", metavar="TEXT",
                        help="a GPT: the text to continue (characters of its vocabulary; "
-                            "default: 'An object is ')")
+                            "default: 'An object is '), or, for a GPT file without a "
+                            "vocabulary, its token ids ('3, 1, 4')")
     group.add_argument("--tokens", type=int, metavar="N",
                        help="a GPT: characters to generate, one run of the network per "
                             "character (default: 8)")
@@ -196,6 +197,22 @@ def _is_gpt(name: str) -> bool:
         return False
 
 
+def _token_ids(name: str, prompt: str | None, vocab: int) -> np.ndarray:
+    """``--prompt`` as token ids (a GPT whose file has no vocabulary): integers from 0 to
+    ``vocab - 1``, separated by commas or spaces."""
+    import re
+
+    where = (f"the GPT in {name!r} has no vocabulary (metadata 'wafertile.vocab'), so "
+             f"--prompt is its token ids, 0 .. {vocab - 1}, separated by commas or spaces")
+    if prompt is None or not prompt.strip():
+        raise InputError(f"{where}: give one, e.g. --prompt '1 2 3'")
+    words = [w for w in re.split(r"[,\s]+", prompt.strip()) if w]
+    bad = next((w for w in words if not re.fullmatch(r"\d+", w) or int(w) >= vocab), None)
+    if bad is not None:
+        raise InputError(f"{where}; found {bad!r}")
+    return np.array([int(w) for w in words], np.int64)
+
+
 def _generate(args: argparse.Namespace, make_config: Callable[..., object]) -> int:
     """``--network tinygpt`` or a GPT's ONNX file: generate ``--tokens`` characters after
     ``--prompt`` on the RTL (docs/gpt.md); exit status 1 if a logit differs from the
@@ -224,15 +241,18 @@ def _generate(args: argparse.Namespace, make_config: Callable[..., object]) -> i
         raise InputError(f"--tokens must be an integer >= 1, not {tokens}")
     path = tinygpt.WEIGHTS if name == "tinygpt" else Path(name)
     params, vocab, _ = tinygpt.load(path)
-    if not vocab:
-        raise InputError(f"the GPT in {name!r} has no vocabulary (metadata "
-                         f"{tinygpt.VOCAB_KEY!r}: its characters in token order), so a "
-                         f"--prompt cannot be encoded")
     shape = GPTShape.of(params)
-    prompt = PROMPT if args.prompt is None else args.prompt
-    ids = tinygpt.encode(prompt, vocab, "--prompt")
-    if not len(ids):
-        raise InputError("--prompt must hold at least one character")
+    if vocab:  # characters
+        prompt = PROMPT if args.prompt is None else args.prompt
+        ids = tinygpt.encode(prompt, vocab, "--prompt")
+        if not len(ids):
+            raise InputError("--prompt must hold at least one character")
+
+        def decode(i):
+            return tinygpt.decode(i, vocab)
+    else:  # no vocabulary in the file: the prompt is token ids, and so is the text
+        ids = _token_ids(name, args.prompt, shape.vocab)
+        decode = None
     cfg = make_config(dtype="bf16", rows=shape.context, cols=max(4, shape.heads),
                       nonlinear=True)
     label = "tinygpt" if name == "tinygpt" else Path(name).stem
@@ -240,8 +260,8 @@ def _generate(args: argparse.Namespace, make_config: Callable[..., object]) -> i
     # every refusal before any work: the longest window on this configuration
     longest = min(shape.context, len(ids) + tokens - 1)
     check_network(cfg, net, one_hot(np.zeros(longest, np.int64), shape))
-    report, _ = generate(cfg, params, ids, tokens, decode=lambda i: tinygpt.decode(i, vocab),
-                         sim=args.sim, name=label, model=path)
+    report, _ = generate(cfg, params, ids, tokens, decode=decode, sim=args.sim, name=label,
+                         model=path)
     if args.json:
         print(json.dumps(report.as_json()))
     else:
