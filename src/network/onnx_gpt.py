@@ -78,8 +78,43 @@ def is_gpt_graph(path: str | Path) -> bool:
     return len(inputs) == 1 and inputs[0].type.tensor_type.elem_type in (6, 7)
 
 
-def _close(value: np.ndarray, want: float) -> bool:
+def _close(value, want: float) -> bool:
+    """``value`` (a number, or a constant of one value) is ``want`` to 1e-6."""
+    value = np.asarray(value)
     return value.size == 1 and math.isclose(float(value.reshape(-1)[0]), want, rel_tol=1e-6)
+
+
+#: A masked score: -inf, or a number at most this low.
+_MASKED = -1e4
+
+
+def _tensor_and_constant(args: list, cs: list) -> tuple:
+    """``(tensor, constant)`` of a binary node with one constant operand (either side)."""
+    return (args[0], cs[1]) if args[0] is not None else (args[1], cs[0])
+
+
+def _matrix(c: np.ndarray | None) -> np.ndarray | None:
+    """``c`` as a square matrix (its leading dimensions all 1: ``[T, T]``, ``[1, 1, T, T]``),
+    or None."""
+    if c is None or c.ndim < 2 or c.shape[-1] != c.shape[-2] or \
+            c.size != c.shape[-1] * c.shape[-2]:
+        return None
+    return c.reshape(c.shape[-2:])
+
+
+def _above(shape: tuple) -> np.ndarray:
+    """Where a causal mask masks: ``j > i``."""
+    return np.triu(np.ones(shape, bool), 1)
+
+
+def _additive_mask(c: np.ndarray) -> bool:
+    """``c`` is an additive causal mask: 0 where ``j <= i``, -inf or at most
+    :data:`_MASKED` above."""
+    c = _matrix(c)
+    if c is None:
+        return False
+    upper = _above(c.shape)
+    return bool(np.all(c[~upper] == 0) and np.all(c[upper] <= _MASKED))
 
 
 def import_onnx_gpt(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -112,7 +147,6 @@ def import_onnx_gpt(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
     values: dict[str, _V] = {inputs[0]: _V("ids")}
     blocks: list[dict[str, np.ndarray]] = []
     params: dict[str, np.ndarray] = {}
-    head = None
     ln_eps: list[float] = []
 
     for index, node in enumerate(graph.node):
@@ -133,9 +167,6 @@ def import_onnx_gpt(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
 
         def out(v: _V, node=node):
             values[node.output[0]] = v
-
-        def stream_of(v):
-            return v.kind == "stream"
 
         if op == "Identity":
             if node.input[0] in consts:
@@ -160,7 +191,7 @@ def import_onnx_gpt(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
             continue
         if op == "LayerNormalization":
             axis = attrs["axis"].i if "axis" in attrs else -1
-            if args[0] is None or not stream_of(args[0]) or axis not in (-1, 1, 2) or \
+            if args[0] is None or args[0].kind != "stream" or axis not in (-1, 1, 2) or \
                     cs[1] is None:
                 fail("a LayerNormalization normalizes the residual stream over its last axis "
                      "with a constant scale (and bias)")
@@ -199,7 +230,7 @@ def import_onnx_gpt(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
                                                                           "positions"}:
                 emb, pos = (a, b) if a.kind == "embedding" else (b, a)
                 params["wte"], params["wpe"] = emb.wte, pos.wpe
-                out(_V("stream", step=0))
+                out(_V("stream"))
                 continue
             if a is not None and b is not None and {a.kind, b.kind} == {"linear", "cube_c"}:
                 lin, cube = (a, b) if a.kind == "linear" else (b, a)
@@ -208,18 +239,17 @@ def import_onnx_gpt(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
                 out(_V("inner", f=lin))
                 continue
             if a is not None and b is not None and {a.kind, b.kind} == {"stream", "linear"}:
-                s, lin = (a, b) if a.kind == "stream" else (b, a)
-                out(_V("stream", step=s.step + 1))
+                lin = b if a.kind == "stream" else a
+                out(_V("stream"))
                 _residual(lin, blocks, where)
                 continue
-            v, c = (a, cs[1]) if a is not None else (b, cs[0])
+            v, c = _tensor_and_constant(args, cs)
             if v is None or c is None:
                 fail("an Add adds the embeddings, a projection to the residual stream, or a "
                      "constant")
             if v.kind == "linear" and v.b is None:
                 out(_V("linear", src=v.src, w=v.w, b=c.reshape(-1)))
-            elif v.kind in ("scores", "scaled") and _causal(c.reshape(c.shape[-2:]) if c.ndim
-                                                            >= 2 else c, -1e4):
+            elif v.kind in ("scores", "scaled") and _additive_mask(c):
                 out(_V("masked", att=v.att, scale=v.scale))
             elif v.kind == "tanh" and _close(c, 1.0):
                 out(_V("tanh1", f=v.f))
@@ -292,7 +322,7 @@ def import_onnx_gpt(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
             continue
         if op in ("Mul", "Div"):
             a, b = args
-            v, c = (a, cs[1]) if a is not None else (b, cs[0])
+            v, c = _tensor_and_constant(args, cs)
             if a is not None and b is not None:
                 if {a.kind, b.kind} == {"half", "tanh1"} and a.f is b.f:
                     out(_V("gelu", f=a.f))
@@ -306,14 +336,13 @@ def import_onnx_gpt(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
                 out(_V("scaled", att=v.att, scale=v.scale * k))
             elif v.kind in ("hfirst", "keys_t"):  # scaled before the product
                 out(_V(v.kind, src=v.src, H=v.H, scale=v.scale * k))
-            elif v.kind == "linear" and math.isclose(k, 0.5, rel_tol=1e-6):
+            elif v.kind == "linear" and _close(k, 0.5):
                 out(_V("half", f=v))
-            elif v.kind == "cube" and math.isclose(k, 0.044715, rel_tol=1e-6):
+            elif v.kind == "cube" and _close(k, 0.044715):
                 out(_V("cube_c", f=v.f))
-            elif v.kind == "inner" and math.isclose(k, math.sqrt(2 / math.pi), rel_tol=1e-6):
+            elif v.kind == "inner" and _close(k, math.sqrt(2 / math.pi)):
                 out(_V("inner_s", f=v.f))
-            elif v.kind == "linear" and op == "Div" and math.isclose(1 / k, math.sqrt(2),
-                                                                      rel_tol=1e-6):
+            elif v.kind == "linear" and op == "Div" and _close(1 / k, math.sqrt(2)):
                 fail("GELU's erf form (x / sqrt(2), then Erf): the fabric computes the tanh "
                      "form; export GELU with approximate = 'tanh'")
             else:
@@ -332,15 +361,11 @@ def import_onnx_gpt(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
             out(_V("tanh", f=args[0].f))
             continue
         if op == "Where":
-            mask, fill, v = cs[0], cs[1], args[2] if len(args) > 2 else None
-            mask = mask.reshape(mask.shape[-2:]) if mask is not None and mask.ndim >= 2 and \
-                mask.size == mask.shape[-1] * mask.shape[-2] else mask
+            mask, fill, v = _matrix(cs[0]), cs[1], args[2] if len(args) > 2 else None
             if mask is None or fill is None or v is None or v.kind not in ("scores",
                                                                            "scaled") or \
-                    not (np.all(np.isneginf(fill)) or np.all(fill <= -1e4)) or \
-                    mask.ndim != 2 or \
-                    not np.array_equal(mask.astype(bool), np.triu(np.ones(mask.shape, bool),
-                                                                  1)):
+                    not np.all(fill <= _MASKED) or \
+                    not np.array_equal(mask.astype(bool), _above(mask.shape)):
                 fail("a Where is the causal mask: where j > i, -inf, else the scores")
             out(_V("masked", att=v.att, scale=v.scale))
             continue
@@ -358,8 +383,6 @@ def import_onnx_gpt(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
             if args[0] is None or args[0].kind != "linear":
                 fail("a Gelu takes a projection")
             out(_V("gelu", f=args[0]))
-            continue
-        if op == "Add":  # pragma: no cover - handled above
             continue
     # the end: the logits
     outputs = [o.name for o in graph.output]
@@ -394,14 +417,6 @@ def import_onnx_gpt(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
     out_params["heads"] = np.array(heads.pop())
     meta = {p.key: p.value for p in model.metadata_props}
     return out_params, meta
-
-
-def _causal(c: np.ndarray, limit: float) -> bool:
-    """``c`` is an additive causal mask: 0 where ``j <= i``, -inf or at most ``limit`` above."""
-    if c.ndim != 2 or c.shape[0] != c.shape[1]:
-        return False
-    upper = np.triu(np.ones(c.shape, bool), 1)
-    return bool(np.all(c[~upper] == 0) and np.all(c[upper] <= limit))
 
 
 def _residual(lin, blocks: list[dict], where: str) -> None:
