@@ -29,8 +29,9 @@ import numpy as np
 from wafertile import Config
 from wafertile.network import tinygpt
 from wafertile.network.compiler import compile_network
-from wafertile.network.generate import OnnxReference, phase_of_layers
+from wafertile.network.generate import OnnxReference, phase_cycles, phase_of_layers
 from wafertile.network.gpt import GPTShape, gpt_network, one_hot
+from wafertile.network.run import per_layer_cycles
 from wafertile.run import outputs_and_mismatches, simulate
 from wafertile.sim.models.network import network_reference
 
@@ -46,7 +47,7 @@ def run_dtype(dtype: str, windows: int) -> dict:
     xs = [one_hot(w, shape) for w in ids]
     programs = [compile_network(cfg, net, x) for x in xs]
     run = simulate(cfg, programs, sim="verilator")
-    onnx = OnnxReference(params)
+    onnx = OnnxReference(tinygpt.WEIGHTS)  # the shipped file itself
     agree = mismatches = 0
     cycles = []
     for w, (x, result) in enumerate(zip(xs, run.results, strict=True)):
@@ -56,31 +57,18 @@ def run_dtype(dtype: str, windows: int) -> dict:
         cycles.append(int(stats["total_cycles"]))
         theirs = onnx.logits(ids[w]).argmax(1)
         agree += int(np.sum(np.asarray(y, np.float32).argmax(1) == theirs))
-    # the phases of the first window (every window runs the same flits but for the data)
+    # the phases of the first window (every window runs the same flits but for the data), as
+    # wafertile run --network tinygpt reports them
     program, stats = programs[0], run.results[0][1]
-    roles = phase_of_layers(shape)
-    phases = dict.fromkeys(("embedding", "projections", "attention", "layernorm", "mlp",
-                            "handoffs", "residual", "other"), 0)
-    for k, phase in enumerate(program.phases):
-        step, n = program.phase_step[k], program.phase_layer[k]
-        c = int(stats["phase_cycles"][k])
-        if step in ("attention", "layernorm", "residual"):
-            phases[step] += c
-        elif phase.kind == "stream":
-            phases[roles[n]] += c
-        elif phase.kind == "handoff":
-            phases["handoffs"] += c
-        else:
-            phases["other"] += c
+    per_layer = per_layer_cycles(net, program, stats["phase_cycles"], cfg)
+    phases = phase_cycles(shape, per_layer)
     # each layer's MAC stream against its bounds: nonzeros / injection ports (issue 19's
     # target, 1.1x) and the busiest column's MACs (a tile does one MAC a cycle)
     streams = []
-    for n, plan in enumerate(program.plans):
-        c = sum(int(stats["phase_cycles"][k]) for k, phase in enumerate(program.phases)
-                if program.phase_layer[k] == n and phase.kind == "stream"
-                and program.phase_step[k] == "layer")
+    for n, (plan, role) in enumerate(zip(program.plans, phase_of_layers(shape), strict=True)):
+        c = per_layer[n]["stream_cycles"]
         column = max(int(plan.nnz_row[g].sum()) for g in plan.groups if len(g))
-        streams.append({"layer": n, "role": roles[n], "nnz": plan.nnz, "cycles": c,
+        streams.append({"layer": n, "role": role, "nnz": plan.nnz, "cycles": c,
                         "ports_bound": -(-plan.nnz // cfg.rows), "column_bound": column,
                         "over_ports_bound": c / -(-plan.nnz // cfg.rows),
                         "over_column_bound": c / column})

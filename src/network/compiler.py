@@ -132,9 +132,7 @@ def check_network(config: Config, net: Network, x: np.ndarray) -> None:
                     check_layernorm(plan_layer(config, layer.weights, streams=False),
                                     f"the LayerNorm of layer {n}'s outputs")
             if net.keeps:
-                plans = [plan_layer(config, layer.weights, streams=False, groups=_attention(
-                    config, layer, 1).groups() if layer.attn else None)
-                    for layer in net.layers]
+                plans = _plans(config, net, streams=False)
                 _keep_base(config, net, plans, _bases(config, plans),
                            min(x.shape[0], config.rows))
             if net.softmax:
@@ -170,6 +168,14 @@ def check_network(config: Config, net: Network, x: np.ndarray) -> None:
 def _attention(config: Config, layer: Layer, rows: int) -> AttentionLayout:
     """The attention of an ``attn`` layer over ``rows`` positions."""
     return AttentionLayout(config, rows, layer.attn, layer.outputs // (3 * layer.attn))
+
+
+def _plans(config: Config, net: Network, **kw) -> list[LayerPlan]:
+    """Every layer's plan (``kw``: :func:`plan_layer`'s); an attention's projection has its
+    outputs in the attention's columns (:meth:`AttentionLayout.groups`)."""
+    return [plan_layer(config, layer.weights, **kw,
+                       groups=_attention(config, layer, 1).groups() if layer.attn else None)
+            for layer in net.layers]
 
 
 def _check_attention(config: Config, n: int, layer: Layer, batch: int) -> None:
@@ -461,9 +467,7 @@ def compile_network(config: Config, net: Network, x: np.ndarray, *,
     if net.is_float:
         net = _as_words(net)
         x = float_words(net.dtype, "inputs", x, error=NetworkError)
-    plans = [plan_layer(config, layer.weights, dense=dense,
-                        groups=_attention(config, layer, 1).groups() if layer.attn else None)
-             for layer in net.layers]
+    plans = _plans(config, net, dense=dense)
     bases = _bases(config, plans)
     R = config.rows
     B = x.shape[0]

@@ -27,7 +27,8 @@ from ..config import Config
 from .gpt import GPTShape, gpt_network, gpt_onnx, one_hot
 from .model import NetworkError
 
-__all__ = ["GenerationReport", "OnnxReference", "generate", "phase_of_layers"]
+__all__ = ["PHASES", "GenerationReport", "OnnxReference", "generate", "phase_cycles",
+           "phase_of_layers"]
 
 _log = logging.getLogger(__name__)
 
@@ -38,6 +39,27 @@ def phase_of_layers(shape: GPTShape) -> list[str]:
     layers, and the output projection."""
     return ["embedding"] + ["projections", "projections", "mlp", "mlp"] * shape.blocks + \
         ["projections"]
+
+
+#: The phases of a token's cycles (:func:`phase_cycles`).
+PHASES = ("embedding", "projections", "attention", "layernorm", "mlp", "handoffs", "residual",
+          "other")
+
+
+def phase_cycles(shape: GPTShape, per_layer: list[dict[str, Any]]) -> dict[str, int]:
+    """A run's cycles by phase (:data:`PHASES`), from its report's ``per_layer``
+    (:func:`~.run.per_layer_cycles`): each layer's MAC stream by what the layer is
+    (:func:`phase_of_layers`), and the attention, LayerNorm, hand-off, residual and other
+    cycles of every layer."""
+    phases = dict.fromkeys(PHASES, 0)
+    for role, layer in zip(phase_of_layers(shape), per_layer, strict=True):
+        phases[role] += layer["stream_cycles"]
+        phases["attention"] += layer["attention_cycles"]
+        phases["layernorm"] += layer["layernorm_cycles"]
+        phases["handoffs"] += layer["handoff_cycles"]
+        phases["residual"] += layer["residual_cycles"]
+        phases["other"] += layer["other_cycles"]
+    return phases
 
 
 class OnnxReference:
@@ -157,9 +179,7 @@ def generate(config: Config, params: dict[str, np.ndarray], ids: np.ndarray, tok
             note = onnx.version
         except ImportError:
             note = "onnxruntime is not installed (pip install 'wafertile[gpt]')"
-    roles = phase_of_layers(shape)
-    phases = dict.fromkeys(("embedding", "projections", "attention", "layernorm", "mlp",
-                            "handoffs", "residual", "other"), 0)
+    phases = dict.fromkeys(PHASES, 0)
     totals = dict.fromkeys(("cycles", "macs", "mismatches", "host_flits_in",
                             "host_flits_out", "handoff_flits"), 0)
     agree = positions = 0
@@ -177,13 +197,8 @@ def generate(config: Config, params: dict[str, np.ndarray], ids: np.ndarray, tok
         totals["macs"] += report.macs
         for k in ("host_flits_in", "host_flits_out", "handoff_flits"):
             totals[k] += getattr(report, k)
-        for role, layer in zip(roles, report.per_layer, strict=True):
-            phases[role] += layer["stream_cycles"]
-            phases["attention"] += layer["attention_cycles"]
-            phases["layernorm"] += layer["layernorm_cycles"]
-            phases["handoffs"] += layer["handoff_cycles"]
-            phases["residual"] += layer["residual_cycles"]
-            phases["other"] += layer["other_cycles"]
+        for k, v in phase_cycles(shape, report.per_layer).items():
+            phases[k] += v
         mine = np.argmax(np.asarray(y, np.float32), axis=1)
         if onnx is not None:
             theirs = np.argmax(onnx.logits(window), axis=1)

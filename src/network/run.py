@@ -25,7 +25,7 @@ from ..sim.models.network import network_reference
 from .compiler import NetworkProgram, compile_network, edge_flits
 from .model import Network
 
-__all__ = ["NetworkReport", "run_network", "run_network_device"]
+__all__ = ["NetworkReport", "per_layer_cycles", "run_network", "run_network_device"]
 
 _log = logging.getLogger(__name__)
 
@@ -118,8 +118,10 @@ class NetworkReport:
         return "\n".join(lines)
 
 
-def _per_layer(net: Network, program: NetworkProgram, phase_cycles: list[int],
-               config: Config) -> list[dict[str, Any]]:
+def per_layer_cycles(net: Network, program: NetworkProgram, phase_cycles: list[int],
+                     config: Config) -> list[dict[str, Any]]:
+    """The report's ``per_layer``: each layer's cycles by kind of phase (``phase_cycles``:
+    the cycles of each of ``program``'s phases)."""
     out = []
     batches = -(-program.shape[0] // config.rows)
     for n, layer in enumerate(net.layers):
@@ -191,7 +193,7 @@ def run_network(config: Config, net: Network, x: np.ndarray, *, labels: np.ndarr
         speedup=dense_cycles / cycles if dense_cycles and cycles else None,
         host_flits_in=edges["host_flits_in"], host_flits_out=edges["host_flits_out"],
         handoff_flits=edges["handoff_flits"],
-        per_layer=_per_layer(net, programs[0], stats["phase_cycles"], config),
+        per_layer=per_layer_cycles(net, programs[0], stats["phase_cycles"], config),
         sim=sim, build_dir=str(run.build_dir), wall_seconds=time.perf_counter() - start,
         sim_cycles_per_s=run.cycles_per_s, seconds=seconds, name=net.name, dtype=config.dtype,
         total_cycles=cycles, stream_cycles=stream,
