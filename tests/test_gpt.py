@@ -172,11 +172,15 @@ def test_generate_on_the_rtl(request, tmp_path):
     (["--network", "tinygpt", "--prompt", ""], "--prompt must hold at least one character"),
     (["--network", "tinygpt", "--images", "3"], "--images does not apply to a GPT "
                                                 "(--network tinygpt)"),
-    (["--network", "tinygpt", "--fidelity", "model"], "--network tinygpt generates on the "
-                                                      "RTL (use --fidelity rtl)"),
-    (["--network", "tinygpt", "--rows", "8"], "the attention after layer 1 takes the batch "
-                                              "as one sequence, one position per row: 16 "
-                                              "inputs and 8 rows"),
+    (["--network", "tinygpt", "--fidelity", "model", "--sim", "icarus"],
+     "--sim chooses the simulator of the RTL; --fidelity model simulates nothing"),
+    (["--network", "tinygpt", "--rows", "8"], "the attention after layer 1 runs sequences of "
+                                              "seq = 16 positions, one per row, and the array "
+                                              "has 8 rows"),
+    (["--network", "tinygpt", "--prompt", "ab", "--prompt", "c", "--rows", "24", "--tokens",
+      "20"],
+     "a batch group of rows = 24 inputs must hold whole sequences of seq = 16 positions (2 "
+     "sequences, 32 inputs): use a multiple of 16 rows, or at most 16 inputs"),
     (["--prompt", "x"], "--prompt applies only with --network"),
 ])
 def test_tinygpt_refusals(capsys, argv, message):
@@ -478,10 +482,13 @@ def test_a_gpt_written_by_another_exporter(request, tmp_path):
 
 def test_a_gpt_file_without_vocabulary_generates_token_ids(request, tmp_path, capsys,
                                                           monkeypatch):
-    """``wafertile run --network gpt.onnx --prompt '3, 1' --tokens 2 --json`` on a 1-block
-    GPT without a vocabulary, on Icarus: the prompt and the text are token ids, every logit
-    exact, the tokens the reference's argmax, the agreement over the prompt's positions and
-    the generated one, the cycles by phase adding up to the cycles."""
+    """``wafertile run --network gpt.onnx --prompt '3, 1' --prompt 2 --tokens 2 --json`` on a
+    1-block GPT without a vocabulary, on Icarus: two sequences side by side on the rows
+    (default rows: context x 2), the shorter window padded. The prompts and the texts are
+    token ids, every logit exact, each token the reference's argmax on its own sequence
+    alone, the agreement over the prompts' positions and the generated ones, the cycles by
+    phase adding up to the cycles. ``--fidelity model`` gives the same tokens, cycles (every
+    phase), MACs and flits without the RTL."""
     from wafertile import Config
     from wafertile.network.gpt import gpt_onnx
     from wafertile.sim.models.network import network_reference
@@ -494,18 +501,31 @@ def test_a_gpt_file_without_vocabulary_generates_token_ids(request, tmp_path, ca
     params = random_gpt(rng, shape, spread=0.5)
     path = _save(gpt_onnx(params, shape.context), tmp_path / "ids.onnx")
     monkeypatch.setenv("WAFERTILE_CACHE", str(tmp_path / "cache"))
-    args = ["run", "--network", str(path), "--prompt", "3, 1", "--tokens", "2", "--json",
-            "--rows", "3", "--cols", "2", "--act-depth", "32", "--acc-depth", "32",
-            "--sim", _sim("3x2")]
-    assert main(args) == 0, capsys.readouterr().err
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["pass"] and report["prompt"] == "3 1", report
-    assert report["agreement_positions"] == 2 + 1 and report["agreement"] is not None
+    args = ["run", "--network", str(path), "--prompt", "3, 1", "--prompt", "2", "--tokens",
+            "2", "--json", "--cols", "2", "--act-depth", "32", "--acc-depth", "32"]
+    reports = {}
+    for fidelity, more in (("rtl", ["--sim", _sim("6x2")]), ("model", ["--fidelity", "model"])):
+        assert main(args + more) == 0, capsys.readouterr().err
+        reports[fidelity] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    report = reports["rtl"]
+    assert report["pass"] and report["prompt"] == ["3 1", "2"], report
+    assert report["sequences"] == 2 and report["mismatches"] == 0
+    assert report["agreement_positions"] == 3 + 2 and report["agreement"] is not None
     assert sum(report["phase_cycles"].values()) == report["cycles"]
+    assert report["cycles_per_token"] == report["cycles"] / 4
     assert report["phase_cycles"]["attention"] > 0 and 0 < report["utilization"] < 1
-    ids = [3, 1] + [int(t) for t in report["text"].split()]
     cfg = Config(rows=3, cols=2, dtype="bf16", nonlinear=True, act_depth=32, acc_depth=32)
     net = gpt_network(params, "bf16")
-    for t in (2, 3):
-        y, _ = network_reference(cfg, net, one_hot(np.array(ids[:t]), shape))
-        assert ids[t] == int(np.argmax(y[-1])), f"seed {seed}"
+    for prompt, text in zip(([3, 1], [2]), report["text"], strict=True):
+        ids = prompt + [int(t) for t in text.split()]
+        for t in (len(prompt), len(prompt) + 1):
+            y, _ = network_reference(cfg, net, one_hot(np.array(ids[max(0, t - 3):t]), shape))
+            assert ids[t] == int(np.argmax(y[-1])), f"seed {seed}"
+    model = reports["model"]
+    assert model["pass"] is None and model["fidelity"] == "model", model
+    for key in ("text", "cycles", "phase_cycles", "host_flits_in", "host_flits_out",
+                "handoff_flits", "agreement"):
+        assert model[key] == report[key], f"seed {seed}: {key}"
+    # the model takes the attention's and the norms' operands as nonzero: its MACs are the
+    # RTL's unless one of them is +0 or -0 (docs/gpt.md)
+    assert report["macs"] <= model["macs"] <= report["macs"] * 1.001, f"seed {seed}"

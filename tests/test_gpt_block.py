@@ -149,6 +149,78 @@ def test_block_on_the_array_model_and_in_its_file(request, tmp_path):
     assert not same(got.astype(np.uint32).view(np.float32), want).all(), f"seed {seed}"
 
 
+def test_sequences_side_by_side(request, tmp_path):
+    """A batch of two sequences (``seq = 3``, kept by the .npz file): each attends to its own
+    positions only. The reference equals the documents' arithmetic on each sequence alone;
+    the compiled block equals the reference on the array model with both sequences in one
+    batch group (6 rows) and in one group each (3 rows); the same inputs taken as one
+    sequence of 6 give other outputs (the check can fail)."""
+    from wafertile.network import load_network, save_network
+    from wafertile.network.compiler import compile_network
+    from wafertile.sim.models.array import ArrayModel
+    from wafertile.sim.models.network import network_reference
+
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    save_network(replace(gpt_block(rng, "bf16"), seq=T), tmp_path / "block.npz")
+    net = load_network(tmp_path / "block.npz")
+    assert net.seq == T
+    x = np.concatenate([tokens(rng), tokens(rng)])
+    for rows in (2 * T, T):
+        cfg = _config(rows=rows)
+        want, _ = network_reference(cfg, net, x)
+        alone = np.concatenate([documented_block(cfg, net, x[s * T:(s + 1) * T], "bf16")
+                                for s in range(2)])
+        assert same(want, alone).all(), f"seed {seed}, {rows} rows"
+        got = ArrayModel(cfg).run(compile_network(cfg, net, x), seed=seed) & 0xFFFFFFFF
+        assert same(got.astype(np.uint32).view(np.float32), want).all(), \
+            f"seed {seed}, {rows} rows"
+    cfg = _config(rows=2 * T)
+    one = ArrayModel(cfg).run(compile_network(cfg, replace(net, seq=None), x), seed=seed)
+    assert not same((one & 0xFFFFFFFF).astype(np.uint32).view(np.float32), want).all(), \
+        f"seed {seed}"
+
+
+@pytest.mark.parametrize(("seq", "rows", "batch", "message"), [
+    (2, 6, 3 * T, "the 9 inputs are not whole sequences of seq = 2 positions"),
+    (T, 2, T, "the attention after layer 1 runs sequences of seq = 3 positions, one per row, "
+              "and the array has 2 rows"),
+    (T, 4, 2 * T, "the attention after layer 1: a batch group of rows = 4 inputs must hold "
+                  "whole sequences of seq = 3 positions (2 sequences, 6 inputs): use a "
+                  "multiple of 3 rows, or at most 3 inputs"),
+    (None, 4, 2 * T, "takes the batch as one sequence, one position per row: 6 inputs and "
+                     "4 rows (several sequences: set seq)"),
+    (0, T, T, "seq must be an integer >= 1 (positions per sequence), not 0"),
+])
+def test_bad_sequences_are_refused(seq, rows, batch, message):
+    """One line each: a batch that is not whole sequences, a sequence longer than the rows,
+    a batch group that would split a sequence, several groups without ``seq``, a bad
+    ``seq``."""
+    from wafertile.network import NetworkError
+    from wafertile.network.compiler import check_network
+
+    rng = np.random.default_rng(0)
+    net = replace(gpt_block(rng, "bf16"), seq=seq)
+    x = np.concatenate([tokens(rng)] * 3)[:batch]
+    with pytest.raises(NetworkError, match=re.escape(message)):
+        check_network(_config(rows=rows), net, x)
+
+
+def test_seq_without_attention_is_refused(tmp_path):
+    """``seq`` in a file of a network without attention: one line naming the file."""
+    from wafertile.network import Layer, Network, NetworkError, load_network, save_network
+
+    net = Network([Layer(np.ones((2, 3), np.float32), np.zeros(2, np.float32))], 16,
+                  dtype="bf16")
+    save_network(net, tmp_path / "plain.npz")
+    data = dict(np.load(tmp_path / "plain.npz"))
+    np.savez(tmp_path / "seq.npz", **data, seq=4)
+    with pytest.raises(NetworkError, match=re.escape(
+            "network file '" + str(tmp_path / "seq.npz") + "': seq = 4 has no meaning "
+            "without attention (attn{l})")):
+        load_network(tmp_path / "seq.npz")
+
+
 @pytest.mark.parametrize(("sim", "dtype"), [
     ("icarus", "bf16"), pytest.param("verilator", "fp16", marks=pytest.mark.slow)])
 def test_block_on_the_rtl(request, tmp_path, sim, dtype):

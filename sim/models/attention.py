@@ -20,25 +20,30 @@ from .rows import softmax
 __all__ = ["attention"]
 
 
-def _heads(words: np.ndarray, heads: int) -> np.ndarray:
-    """``T x (H D)`` words as ``H x T x D``."""
-    T, width = words.shape
-    return words.reshape(T, heads, width // heads).transpose(1, 0, 2)
+def _heads(words: np.ndarray, heads: int, sequences: int) -> np.ndarray:
+    """``S T x (H D)`` words as ``S H x T x D`` (sequence after sequence)."""
+    rows, width = words.shape
+    T = rows // sequences
+    return words.reshape(sequences, T, heads, width // heads).transpose(0, 2, 1, 3).reshape(
+        sequences * heads, T, width // heads)
 
 
-def attention(q, k, v, heads: int, dtype: str) -> dict[str, np.ndarray]:
-    """Causal self-attention of one sequence from the projection's FP32 accumulators ``q``,
-    ``k``, ``v`` (``T x (H D)`` FP32 words, uint32; the scale already in ``q``): ``heads``
-    heads of ``D`` features, ``dtype`` the tiles' format.
+def attention(q, k, v, heads: int, dtype: str, sequences: int = 1) -> dict[str, np.ndarray]:
+    """Causal self-attention of ``sequences`` sequences of ``T`` positions each from the
+    projection's FP32 accumulators ``q``, ``k``, ``v`` (``S T x (H D)`` FP32 words, uint32,
+    sequence after sequence; the scale already in ``q``): ``heads`` heads of ``D`` features,
+    ``dtype`` the tiles' format. Each sequence attends to its own positions only.
 
-    Returns the steps as FP32 words (uint32): ``scores`` (``H x T x T``, the masked ones
-    ``-inf``, never made on the fabric), ``probs`` (``H x T x T``, the masked ones +0),
-    ``out`` (``T x (H D)``: the attention's FP32 accumulators, before the hand-off rounds them).
+    Returns the steps as FP32 words (uint32): ``scores`` (``S H x T x T``, sequence ``s``'s
+    head ``h`` at ``s H + h``, the masked ones ``-inf``, never made on the fabric), ``probs``
+    (likewise, the masked ones +0), ``out`` (``S T x (H D)``: the attention's FP32
+    accumulators, before the hand-off rounds them).
 
     Raises
     ------
     ValueError
-        If the shapes differ, are not 2-D, or ``H D`` is not a multiple of ``heads``.
+        If the shapes differ, are not 2-D, ``H D`` is not a multiple of ``heads`` or the rows
+        not a multiple of ``sequences``.
     """
     fmt = float_format(dtype)
     q, k, v = (np.asarray(a).astype(np.uint32) for a in (q, k, v))
@@ -47,8 +52,11 @@ def attention(q, k, v, heads: int, dtype: str) -> dict[str, np.ndarray]:
                          f"{q.shape}, {k.shape}, {v.shape}")
     if heads < 1 or q.shape[1] % heads:
         raise ValueError(f"{q.shape[1]} features do not split into {heads} heads")
-    T = q.shape[0]
-    Q, K, V = (fp.to_half(_heads(a, heads), fmt) for a in (q, k, v))     # H x T x D
+    if sequences < 1 or q.shape[0] % sequences:
+        raise ValueError(f"{q.shape[0]} positions do not split into {sequences} sequences")
+    T = q.shape[0] // sequences
+    # S H x T x D: the sequences' heads side by side (they never meet)
+    Q, K, V = (fp.to_half(_heads(a, heads, sequences), fmt) for a in (q, k, v))
     H, _, D = Q.shape
     # the scores: S[h, i, j] from +0, one MAC per feature d in ascending order, j <= i only
     S = np.zeros((H, T, T), np.uint32)
@@ -67,5 +75,6 @@ def attention(q, k, v, heads: int, dtype: str) -> dict[str, np.ndarray]:
     for j in range(T):
         step = fp.mac(O, P[:, :, j, None], V[:, None, j, :], fmt)
         O = np.where(causal[:, j][None, :, None], step, O).astype(np.uint32)
-    out = O.transpose(1, 0, 2).reshape(T, H * D)
+    out = O.reshape(sequences, heads, T, D).transpose(0, 2, 1, 3).reshape(
+        sequences * T, heads * D)
     return {"scores": scores, "probs": probs, "out": out}

@@ -82,10 +82,11 @@ def _float_reference(config: Config, net, x: np.ndarray, store: dict
                 acc = softmax(acc.view(np.uint32), parts, net.dtype).view(np.float32)
             return acc, acts
         word = fp32_fields(acc) & 0xFFFFFFFF
-        if layer.attn:  # the batch is one sequence (docs/attention.md)
+        if layer.attn:  # over each sequence of the batch (docs/attention.md)
             width = layer.outputs // 3
             word = attention(*(word[:, k * width:(k + 1) * width] for k in range(3)),
-                             layer.attn, net.dtype)["out"].astype(word.dtype)
+                             layer.attn, net.dtype, net.sequences(len(word))[0]
+                             )["out"].astype(word.dtype)
         if layer.relu:
             word = fp_relu(word)
         if layer.gelu:

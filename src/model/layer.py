@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +70,9 @@ class LayerPrediction:
         MACs the tiles execute (done or skipped: a zero activation is skipped).
     seconds : float
         Wall time, compiling included.
+    program : LayerProgram or None
+        The sparse program predicted (a network's, with its phases' layers and steps), or
+        None.
     """
 
     sparse: Prediction
@@ -76,6 +80,7 @@ class LayerPrediction:
     nnz: int
     macs: int
     seconds: float
+    program: Any = None
 
 
 def activation_table(config: Config, plan: LayerPlan, base: int, values) -> np.ndarray:
@@ -357,4 +362,4 @@ def predict_network(config: Config, net, x: np.ndarray, *, dense: bool = True,
     sparse, program = run(False)
     full = run(True)[0] if dense else None
     macs = sum(int(p.expected_macs) for p in program.phases)
-    return LayerPrediction(sparse, full, net.nnz, macs, time.perf_counter() - start)
+    return LayerPrediction(sparse, full, net.nnz, macs, time.perf_counter() - start, program)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +39,15 @@ def add_network_flags(parser: argparse.ArgumentParser) -> None:
                             "docs/gpt.md), a network .npz file, a float .onnx MLP (with "
                             "--calibration or --dtype), or a GPT's .onnx file (token ids in, "
                             "logits out: generates text as tinygpt)")
-    group.add_argument("--prompt", metavar="TEXT",
+    group.add_argument("--prompt", metavar="TEXT", action="append",
                        help="a GPT: the text to continue (characters of its vocabulary; "
                             "default: 'An object is '), or, for a GPT file without a "
-                            "vocabulary, its token ids ('3, 1, 4')")
+                            "vocabulary, its token ids ('3, 1, 4'); given several times, a "
+                            "batch: the sequences run side by side on the rows (default "
+                            "rows: context x prompts), a token of each per step")
     group.add_argument("--tokens", type=int, metavar="N",
-                       help="a GPT: characters to generate, one run of the network per "
-                            "character (default: 8)")
+                       help="a GPT: characters to generate per sequence, one run of the "
+                            "network per character (default: 8)")
     group.add_argument("--inputs", type=Path, metavar="X.npy",
                        help="the network's inputs (B x inputs: integers, or floats that the "
                             "network's input_scale or the ONNX calibration quantizes; for a "
@@ -215,13 +218,14 @@ def _token_ids(name: str, prompt: str | None, vocab: int) -> np.ndarray:
 
 def _generate(args: argparse.Namespace, make_config: Callable[..., object]) -> int:
     """``--network tinygpt`` or a GPT's ONNX file: generate ``--tokens`` characters after
-    ``--prompt`` on the RTL (docs/gpt.md); exit status 1 if a logit differs from the
+    each ``--prompt`` on the RTL, or with ``--fidelity model`` the reference's tokens and the
+    performance model's cycles (docs/gpt.md); exit status 1 if a logit differs from the
     reference."""
     import json
 
     from . import tinygpt
     from .compiler import check_network
-    from .generate import generate
+    from .generate import generate, window_length
     from .gpt import GPTShape, gpt_network, one_hot
 
     name = args.network
@@ -229,10 +233,7 @@ def _generate(args: argparse.Namespace, make_config: Callable[..., object]) -> i
         if getattr(args, flag, None) is not None:
             raise InputError(f"--{flag} does not apply to a GPT (--network {name}): it "
                              f"generates from --prompt and prints the text")
-    if getattr(args, "fidelity", "rtl") == "model":
-        raise InputError(f"--network {name} generates on the RTL (use --fidelity rtl): "
-                         f"--fidelity model predicts a network's cycles for given inputs "
-                         f"(--network FILE.npz --inputs X.npy), not a generation")
+    fidelity = getattr(args, "fidelity", "rtl")
     if args.device is not None:
         raise InputError(f"--network {name} runs on a simulator: a board's serial link would "
                          f"take minutes per character (no --device)")
@@ -242,29 +243,41 @@ def _generate(args: argparse.Namespace, make_config: Callable[..., object]) -> i
     path = tinygpt.WEIGHTS if name == "tinygpt" else Path(name)
     params, vocab, _ = tinygpt.load(path)
     shape = GPTShape.of(params)
+    prompts = args.prompt or [None]
     if vocab:  # characters
-        prompt = PROMPT if args.prompt is None else args.prompt
-        ids = tinygpt.encode(prompt, vocab, "--prompt")
-        if not len(ids):
-            raise InputError("--prompt must hold at least one character")
+        batch = []
+        for prompt in prompts:
+            ids = tinygpt.encode(PROMPT if prompt is None else prompt, vocab, "--prompt")
+            if not len(ids):
+                raise InputError("--prompt must hold at least one character")
+            batch.append(ids)
 
         def decode(i):
             return tinygpt.decode(i, vocab)
     else:  # no vocabulary in the file: the prompt is token ids, and so is the text
-        ids = _token_ids(name, args.prompt, shape.vocab)
+        batch = [_token_ids(name, prompt, shape.vocab) for prompt in prompts]
         decode = None
-    cfg = make_config(dtype="bf16", rows=shape.context, cols=max(4, shape.heads),
+    S = len(batch)
+    cfg = make_config(dtype="bf16", rows=shape.context * S, cols=max(4, shape.heads),
                       nonlinear=True)
     label = "tinygpt" if name == "tinygpt" else Path(name).stem
     net = gpt_network(params, cfg.dtype, name=label)
-    # every refusal before any work: the longest window on this configuration
-    longest = min(shape.context, len(ids) + tokens - 1)
-    check_network(cfg, net, one_hot(np.zeros(longest, np.int64), shape))
-    report, _ = generate(cfg, params, ids, tokens, decode=decode, sim=args.sim, name=label,
-                         model=path)
+    # every refusal before any work: the longest windows on this configuration
+    longest = window_length(min(shape.context, max(len(ids) for ids in batch) + tokens - 1),
+                            S, cfg.rows, shape.context)
+    check_network(cfg, replace(net, seq=longest),
+                  np.concatenate([one_hot(np.zeros(longest, np.int64), shape)] * S))
+    predict = None
+    if fidelity == "model":
+        from functools import partial
+
+        from ..model.generation import predict_step
+        predict = partial(predict_step, detail=getattr(args, "model_detail", None) or "auto")
+    report, _ = generate(cfg, params, batch if S > 1 else batch[0], tokens, decode=decode,
+                         sim=args.sim, name=label, model=path, predict=predict)
     if args.json:
         print(json.dumps(report.as_json()))
     else:
         print(report.text_lines(cfg))
         print(f"(finished in {report.wall_seconds:.1f} s)")
-    return 0 if report.passed else 1
+    return 1 if report.passed is False else 0

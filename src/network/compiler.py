@@ -127,14 +127,14 @@ def check_network(config: Config, net: Network, x: np.ndarray) -> None:
         try:
             for n, layer in enumerate(net.layers):
                 if layer.attn:
-                    _check_attention(config, n, layer, x.shape[0])
+                    _check_attention(config, net, n, x.shape[0])
                 if layer.layernorm:
                     check_layernorm(plan_layer(config, layer.weights, streams=False),
                                     f"the LayerNorm of layer {n}'s outputs")
             if net.keeps:
                 plans = _plans(config, net, streams=False)
                 _keep_base(config, net, plans, _bases(config, plans),
-                           min(x.shape[0], config.rows))
+                           _positions(config, net, x.shape[0]))
             if net.softmax:
                 last = len(net.layers) - 1
                 check_softmax(plan_layer(config, net.layers[last].weights, streams=False),
@@ -165,9 +165,18 @@ def check_network(config: Config, net: Network, x: np.ndarray) -> None:
                             f"{config.acc_width + 14}, found {layer.shift.max()}")
 
 
-def _attention(config: Config, layer: Layer, rows: int) -> AttentionLayout:
-    """The attention of an ``attn`` layer over ``rows`` positions."""
-    return AttentionLayout(config, rows, layer.attn, layer.outputs // (3 * layer.attn))
+def _attention(config: Config, layer: Layer, rows: int, seq: int | None = None
+               ) -> AttentionLayout:
+    """The attention of an ``attn`` layer over a batch group of ``rows`` positions:
+    sequences of ``seq`` positions (default: the group is one sequence)."""
+    T = rows if seq is None else seq
+    return AttentionLayout(config, T, layer.attn, layer.outputs // (3 * layer.attn),
+                           rows // T)
+
+
+def _positions(config: Config, net: Network, batch: int) -> int:
+    """The positions of a sequence of ``net``'s attention in a batch of ``batch`` inputs."""
+    return min(batch, config.rows) if net.seq is None else net.seq
 
 
 def _plans(config: Config, net: Network, **kw) -> list[LayerPlan]:
@@ -178,17 +187,28 @@ def _plans(config: Config, net: Network, **kw) -> list[LayerPlan]:
             for layer in net.layers]
 
 
-def _check_attention(config: Config, n: int, layer: Layer, batch: int) -> None:
-    """Layer ``n``'s attention runs on ``config`` over a batch of ``batch`` positions (one
-    sequence, one position per row), its projection's inputs in one tile."""
+def _check_attention(config: Config, net: Network, n: int, batch: int) -> None:
+    """Layer ``n``'s attention runs on ``config`` over a batch of ``batch`` inputs: whole
+    sequences (``net.seq``, or the batch as one) of at most ``rows`` positions, one position
+    per row, and each batch group of ``rows`` inputs whole sequences; its projection's inputs
+    in one tile."""
     what = f"the attention after layer {n}"
-    if batch > config.rows:
+    layer, R = net.layers[n], config.rows
+    S, T = net.sequences(batch)
+    if net.seq is None and batch > R:
         raise LayerError(f"{what} takes the batch as one sequence, one position per row: "
-                         f"{batch} inputs and {config.rows} rows")
+                         f"{batch} inputs and {R} rows (several sequences: set seq)")
+    if T > R:
+        raise LayerError(f"{what} runs sequences of seq = {T} positions, one per row, and the "
+                         f"array has {R} rows")
+    if batch > R and R % T:
+        raise LayerError(f"{what}: a batch group of rows = {R} inputs must hold whole "
+                         f"sequences of seq = {T} positions ({S} sequences, {batch} inputs): "
+                         f"use a multiple of {T} rows, or at most {R // T * T} inputs")
     if -(-layer.inputs // config.act_depth) > 1:
         raise LayerError(f"{what}: layer {n}'s {layer.inputs} inputs must fit one tile's "
                          f"activations (act_depth = {config.act_depth})")
-    check_attention(_attention(config, layer, batch), what)
+    check_attention(_attention(config, layer, min(batch, R), net.seq), what)
 
 
 def _check_size(config: Config, n: int, layer: Layer) -> None:
@@ -350,7 +370,7 @@ def _group(config: Config, net: Network, plans: list[LayerPlan], bases: list[int
                 here += norm
                 steps += ["layernorm"] * len(norm)
             if layer.attn:  # the attention, then its outputs' hand-off (docs/attention.md)
-                layout = _attention(config, layer, rows)
+                layout = _attention(config, layer, rows, net.seq)
                 attention = attention_phases(layout)
                 here += attention
                 steps += ["attention"] * len(attention)
@@ -471,7 +491,7 @@ def compile_network(config: Config, net: Network, x: np.ndarray, *,
     bases = _bases(config, plans)
     R = config.rows
     B = x.shape[0]
-    keep_base = _keep_base(config, net, plans, bases, min(B, R))
+    keep_base = _keep_base(config, net, plans, bases, _positions(config, net, B))
     phases: list[Phase] = []
     layer_of: list[int] = []
     step_of: list[str] = []

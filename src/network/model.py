@@ -35,7 +35,9 @@ hand-off, made on the fabric; for ``l < L - 1`` an optional ``attn{l}`` (the num
 ``H``, default 0: none): layer ``l`` is then the projection of causal self-attention, its
 ``3 H D`` outputs the queries (already scaled), keys and values of ``H`` heads of ``D``
 features, and the next layer's inputs are the attention's ``H D`` outputs
-(``docs/attention.md``; the batch is one sequence); an optional ``res{l}`` (an earlier layer
+(``docs/attention.md``), and with attention an optional ``seq`` (positions per sequence: the
+inputs are sequences of ``seq`` rows each, one after the other, each attending to its own
+positions only; default: the inputs are one sequence); an optional ``res{l}`` (an earlier layer
 ``k``, ``0 <= k < l``, with as many outputs): the residual connection, layer ``l``'s
 accumulators add layer ``k``'s outputs as they were before its LayerNorm, rounded to the
 format (``docs/network.md``, "Residual connections"). Optional:
@@ -135,6 +137,9 @@ class Network:
     #: the outputs are the softmax of the last layer's accumulators, made on the fabric (a
     #: float network on tiles with the nonlinear unit; docs/nonlinear.md)
     softmax: bool = False
+    #: positions per sequence of a network with attention: the inputs are sequences of
+    #: ``seq`` rows each (None: the inputs are one sequence; docs/attention.md)
+    seq: int | None = None
 
     def __post_init__(self) -> None:
         if self.dtype is None:
@@ -177,6 +182,14 @@ class Network:
                                f"{self.dtype!r}, not {self.data_width}")
         if not self.layers:
             raise NetworkError("a network needs at least one layer")
+        if self.seq is not None:
+            if not any(layer.attn for layer in self.layers):
+                raise self.error(f"seq = {self.seq} has no meaning without attention (attn{{l}}):"
+                                 f" the layers see each input on its own")
+            if isinstance(self.seq, bool) or not isinstance(self.seq, (int, np.integer)) or \
+                    self.seq < 1:
+                raise self.error(f"seq must be an integer >= 1 (positions per sequence), not "
+                                 f"{self.seq!r}")
         scale = self.meta.get("input_scale")
         if scale is not None and not (np.isfinite(scale) and scale > 0):
             raise NetworkError(f"input_scale must be a positive finite number (the float "
@@ -289,6 +302,17 @@ class Network:
                                        f"{self.dtype}, with ReLU if relu{n} = 1)")
         self._check_residuals()
 
+    def sequences(self, batch: int) -> tuple[int, int]:
+        """``(S, T)``: a batch of ``batch`` inputs as ``S`` sequences of ``T`` positions
+        (``seq``, or the whole batch as one); :class:`NetworkError` if ``seq`` does not divide
+        it."""
+        if self.seq is None:
+            return 1, batch
+        if batch % self.seq:
+            raise self.error(f"the {batch} inputs are not whole sequences of seq = {self.seq} "
+                             f"positions")
+        return batch // self.seq, self.seq
+
     @property
     def keeps(self) -> dict[int, int]:
         """The residual connections: each layer whose outputs are kept -> the layer that
@@ -364,7 +388,7 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
     count = _scalar_int(data["layers"], "layers")
     if count < 1:
         raise NetworkError(f"layers must be at least 1, not {count}")
-    known = {"format", "data_width", "layers", "name", "dtype", "softmax", *_META}
+    known = {"format", "data_width", "layers", "name", "dtype", "softmax", "seq", *_META}
     width = _scalar_int(data["data_width"], "data_width")
     dtype = _scalar_str(data["dtype"], "dtype") if "dtype" in data else None
     floating = dtype in ("fp16", "bf16")
@@ -422,12 +446,13 @@ def _from_mapping(data: dict[str, np.ndarray]) -> Network:
                                                            "attn", "res") if floating else ())))
         raise NetworkError(f"unknown key {unknown[0]!r} ({what} of {count} layers has "
                            f"w0..w{count - 1}, b.., {keys} and format, data_width, "
-                           f"{'dtype, softmax, ' if floating else ''}layers, name, "
+                           f"{'dtype, softmax, seq, ' if floating else ''}layers, name, "
                            f"{', '.join(_META)})")
     meta = {k: _scalar_float(data[k], k) for k in _META if k in data}
     name = _scalar_str(data["name"], "name") if "name" in data else ""
     net = Network(layers, width, name=name, meta=meta, dtype=dtype,
-                  softmax=_flag(data, "softmax") if "softmax" in data else False)
+                  softmax=_flag(data, "softmax") if "softmax" in data else False,
+                  seq=_scalar_int(data["seq"], "seq") if "seq" in data else None)
     net.check()
     return net
 
@@ -495,6 +520,8 @@ def save_network(net: Network, path: str | Path) -> None:
         arrays["dtype"] = np.array(net.dtype)
         if net.softmax:
             arrays["softmax"] = 1
+        if net.seq is not None:
+            arrays["seq"] = int(net.seq)
         for n, layer in enumerate(net.layers):
             arrays[f"w{n}"] = np.asarray(layer.weights).astype(
                 np.float16 if net.dtype == "fp16" else np.float32)

@@ -1,19 +1,20 @@
 """Causal self-attention on the fabric (``docs/attention.md``): the phases from the
 projection's accumulators ``q``, ``k``, ``v`` to the attention's outputs, tile to tile.
 
-One sequence of ``T`` positions on the array's first ``T`` rows, head ``h`` in column ``h``,
+``S`` sequences of ``T`` positions each on the array's first ``S T`` rows (sequence ``s``'s
+position ``t`` on row ``s T + t``), head ``h`` in column ``h``,
 value feature ``f`` (of all heads, ``h D + e``) in column ``f mod cols``
 (:class:`AttentionLayout` says which accumulator and activation holds what). The phases, in
 order (:func:`attention_phases`):
 
 1. the score accumulators of each row zeroed, ReLU off, and each query ``FINISH``ed into its
    own tile's activations (hand-off rounds, counted activation writes);
-2. each key sent by its tile as the weight of a MAC down its column, rows ``j .. T - 1`` (a
-   ``FINISH`` with ``pick = 1``, ``dy = T - 1 - j``), features in ascending order (rounds of
-   counted MACs): the scores;
+2. each key sent by its tile as the weight of a MAC down its column, to the rows of positions
+   ``j .. T - 1`` of its sequence (a ``FINISH`` with ``pick = 1``, ``dy = T - 1 - j``),
+   features in ascending order (rounds of counted MACs): the scores;
 3. the softmax of each row of each head in its tile (:func:`.rows.local_softmax_phases`);
-4. the output accumulators zeroed, and each value ``FINISH``ed down its column to rows ``j ..
-   T - 1`` as an activation (hand-off rounds);
+4. the output accumulators zeroed, and each value ``FINISH``ed down its column to the rows of
+   positions ``j .. T - 1`` of its sequence as an activation (hand-off rounds);
 5. each probability sent by its tile as the weight of a MAC to the row's tiles that hold its
    head's values, positions in ascending order (rounds of counted MACs): the outputs.
 
@@ -42,12 +43,23 @@ __all__ = ["STEPS", "AttentionLayout", "attention_phases", "attention_program",
 class AttentionLayout:
     """Where causal self-attention of ``T`` positions, ``heads`` heads of ``D`` features
     keeps its numbers (``docs/attention.md``): accumulators and activations of tile ``(x,
-    t)`` for position ``t``."""
+    s T + t)`` for position ``t`` of sequence ``s`` (``sequences`` of them side by side on
+    the rows, each attending to its own positions only)."""
 
     config: Config
     T: int
     heads: int
     D: int
+    sequences: int = 1
+
+    @property
+    def rows(self) -> int:
+        """The rows the sequences take (``sequences * T``)."""
+        return self.sequences * self.T
+
+    def position(self, row: int) -> int:
+        """The position within its sequence of the numbers of row ``row``."""
+        return row % self.T
 
     @property
     def width(self) -> int:
@@ -135,7 +147,7 @@ class AttentionLayout:
 def check_attention(layout: AttentionLayout, what: str = "the attention") -> None:
     """Raise :class:`LayerError` (one line) if :func:`attention_phases` cannot run
     ``layout``."""
-    config, T, H, D = layout.config, layout.T, layout.heads, layout.D
+    config, T, H, D, S = layout.config, layout.T, layout.heads, layout.D, layout.sequences
     if not (config.is_float and config.nonlinear):
         raise LayerError(f"{what} needs float tiles with the nonlinear unit (dtype fp16 or "
                          f"bf16, nonlinear = true), not dtype {config.dtype!r} with nonlinear "
@@ -143,9 +155,12 @@ def check_attention(layout: AttentionLayout, what: str = "the attention") -> Non
     if min(T, H, D) < 1:
         raise LayerError(f"{what} needs at least one position, head and feature, not T = {T}, "
                          f"{H} heads of {D}")
-    if config.rows < T:
-        raise LayerError(f"{what} has {T} positions and the array {config.rows} rows (one "
-                         f"position per row)")
+    if S < 1:
+        raise LayerError(f"{what} needs at least one sequence, not {S}")
+    if config.rows < layout.rows:
+        raise LayerError(f"{what} has {layout.rows} positions"
+                         + (f" ({S} sequences of {T})" if S > 1 else "")
+                         + f" and the array {config.rows} rows (one position per row)")
     if config.cols < H:
         raise LayerError(f"{what} has {H} heads and the array {config.cols} columns (one head "
                          f"per column)")
@@ -162,14 +177,15 @@ def check_attention(layout: AttentionLayout, what: str = "the attention") -> Non
                          f"{config.act_depth}")
 
 
-def _rounds(config: Config, T: int, sends, kind: str, before=None) -> list[Phase]:
-    """FINISH rounds: ``sends(i)`` lists row ``i``'s ``(tile, fields, count)`` in each tile's
+def _rounds(config: Config, rows: int, sends, kind: str, before=None) -> list[Phase]:
+    """FINISH rounds over the first ``rows`` rows: ``sends(i)`` lists row ``i``'s ``(tile,
+    fields, count)`` in each tile's
     order (``count``: the activation writes or MACs it causes); at most
     :func:`handoff_window` per tile per round, taking turns over the tiles; ``before(turns,
     i)``: flits of row ``i`` at the start of the first round. ``kind``: ``"handoff"``
     (counted writes) or ``"stream"`` (counted MACs)."""
     window = handoff_window(config)
-    per_row = [sends(i) for i in range(T)]
+    per_row = [sends(i) for i in range(rows)]
     longest = max((sum(1 for t, *_ in row if t == g) for row in per_row
                    for g in {t for t, *_ in row}), default=0)
     phases = []
@@ -199,27 +215,28 @@ STEPS = ("queries", "scores", "softmax", "values", "outputs")
 def attention_phases(layout: AttentionLayout) -> list[Phase]:
     """The phases of causal self-attention (the module's steps), from ``q``, ``k``, ``v`` in
     their accumulators (:class:`AttentionLayout`) to the outputs in theirs;
-    :func:`check_attention` first. ReLU is off in every tile of the first ``T`` rows after."""
+    :func:`check_attention` first. ReLU is off in every tile of the first ``S T`` rows after."""
     return [phase for _, phases in attention_steps(layout) for phase in phases]
 
 
 def attention_program(layout: AttentionLayout, q, k, v) -> tuple[LayerProgram, list[str]]:
-    """A program that writes ``q``, ``k``, ``v`` (``T x (H D)`` FP32 words: the projection's
-    accumulators) into their accumulators, runs the attention's phases and reads the
-    outputs (its Y: ``T x (H D)`` FP32 words, :func:`wafertile.sim.models.attention.attention`'s
-    ``out``); and each phase's step (``"load"``, :data:`STEPS`, ``"read"``)."""
-    cfg, T, H, D = layout.config, layout.T, layout.heads, layout.D
+    """A program that writes ``q``, ``k``, ``v`` (``S T x (H D)`` FP32 words: the projection's
+    accumulators, sequence after sequence) into their accumulators, runs the attention's
+    phases and reads the outputs (its Y: ``S T x (H D)`` FP32 words,
+    :func:`wafertile.sim.models.attention.attention`'s ``out`` of each sequence); and each
+    phase's step (``"load"``, :data:`STEPS`, ``"read"``)."""
+    cfg, N, H, D = layout.config, layout.rows, layout.heads, layout.D
     check_attention(layout)
     words = [np.asarray(a, np.int64) for a in (q, k, v)]
-    if any(w.shape != (T, layout.width) for w in words):
-        raise LayerError(f"q, k and v must be {T} x {layout.width} arrays, not "
+    if any(w.shape != (N, layout.width) for w in words):
+        raise LayerError(f"q, k and v must be {N} x {layout.width} arrays, not "
                          f"{', '.join(str(w.shape) for w in words)}")
     q, k, v = (((w & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000 for w in words)  # signed fields
-    to_host = reply_route(cfg, T)
+    to_host = reply_route(cfg, N)
     f = np.arange(layout.width)
     cols, slots = layout.column(f), layout.o_slot(layout.index(f))
     load, read = PhaseBuilder(), PhaseBuilder()
-    for i in range(T):
+    for i in range(N):
         for h in range(H):
             head = slice(h * D, (h + 1) * D)
             load.add(i, D, x0=h, x1=h, y0=i, y1=i, op=Opcode.WRITE_ACC.value,
@@ -236,14 +253,14 @@ def attention_program(layout: AttentionLayout, q, k, v) -> tuple[LayerProgram, l
     steps = attention_steps(layout)
     phases = [load.phase("load"), *(p for _, ps in steps for p in ps), read.phase("read")]
     labels = ["load", *(name for name, ps in steps for _ in ps), "read"]
-    return LayerProgram(cfg, (T, layout.width, 0), phases, 0, 0), labels
+    return LayerProgram(cfg, (N, layout.width, 0), phases, 0, 0), labels
 
 
 def attention_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]]]:
     """:func:`attention_phases` by step (:data:`STEPS`)."""
     check_attention(layout)
     cfg, T, H, D, E = layout.config, layout.T, layout.heads, layout.D, layout.E
-    C = cfg.cols
+    C, N, at = cfg.cols, layout.rows, layout.position
     vc = cfg.num_vcs - 1
     features = np.arange(layout.width)
 
@@ -253,7 +270,7 @@ def attention_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]]]:
             # SET), the row's accumulators ``slots(i)`` written +0 in the tiles of its heads
             for g in range(C):
                 turns.add(g, 1, op=Opcode.SET.value, addr=Reg.RELU.value, data=0)
-            for g, s in slots(i):
+            for g, s in slots(at(i)):
                 turns.add(g, len(s), op=Opcode.WRITE_ACC.value, addr=s, data=0)
         return before
 
@@ -262,20 +279,23 @@ def attention_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]]]:
                      "data": encode_handoff(cfg, x0=h, x1=h, y=i, vc=vc)}, 1)
                 for h in range(H) for d in range(D)]
 
-    def keys(j):
+    def keys(y):  # row y's keys, to the rows of its sequence's later positions
+        j = at(y)
         return [(h, {"addr": int(layout.k_slot(d)), "addr_b": int(layout.s_slot(j)),
-                     "data": encode_handoff(cfg, x0=h, x1=h, y=j, dy=T - 1 - j, vc=vc,
+                     "data": encode_handoff(cfg, x0=h, x1=h, y=y, dy=T - 1 - j, vc=vc,
                                             mac=True, act=int(layout.q_act(d)))}, T - j)
                 for h in range(H) for d in range(D)]
 
-    def values(j):
+    def values(y):
+        j = at(y)
         return [(int(layout.column(f)), {
             "addr": int(layout.v_slot(layout.column(f), layout.index(f))),
             "addr_b": int(layout.v_act(j, layout.index(f))),
             "data": encode_handoff(cfg, x0=int(layout.column(f)), x1=int(layout.column(f)),
-                                   y=j, dy=T - 1 - j, vc=vc)}, T - j) for f in features]
+                                   y=y, dy=T - 1 - j, vc=vc)}, T - j) for f in features]
 
-    def probabilities(i):
+    def probabilities(y):
+        i = at(y)
         out = []
         for h in range(H):
             head = features[h * D:(h + 1) * D]
@@ -286,19 +306,19 @@ def attention_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]]]:
                     x0, x1 = int(cols.min()), int(cols.max())
                     out.append((h, {"addr": int(layout.s_slot(j)),
                                     "addr_b": int(layout.o_slot(k)),
-                                    "data": encode_handoff(cfg, x0=x0, x1=x1, y=i, vc=vc,
+                                    "data": encode_handoff(cfg, x0=x0, x1=x1, y=y, vc=vc,
                                                            mac=True,
                                                            act=int(layout.v_act(j, k)))},
                                 x1 - x0 + 1))
         return out
 
     return list(zip(STEPS, [
-        _rounds(cfg, T, queries, "handoff",
+        _rounds(cfg, N, queries, "handoff",
                 clear(lambda i: [(h, layout.s_slot(np.arange(i + 1))) for h in range(H)])),
-        _rounds(cfg, T, keys, "stream"),
+        _rounds(cfg, N, keys, "stream"),
         local_softmax_phases(
-            cfg, [{h: layout.s_slot(np.arange(i + 1)) for h in range(H)} for i in range(T)],
-            layout.z),
-        _rounds(cfg, T, values, "handoff",
+            cfg, [{h: layout.s_slot(np.arange(at(y) + 1)) for h in range(H)}
+                  for y in range(N)], layout.z),
+        _rounds(cfg, N, values, "handoff",
                 clear(lambda i: [(g, layout.o_slot(np.arange(E))) for g in range(C)])),
-        _rounds(cfg, T, probabilities, "stream")], strict=True))
+        _rounds(cfg, N, probabilities, "stream")], strict=True))
