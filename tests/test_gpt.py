@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -161,6 +162,33 @@ def test_generate_on_the_rtl(request, tmp_path):
         report.cycles_per_token)
     assert report.phase_cycles_per_token["attention"] > 0
     assert 0 < report.utilization < 1
+
+
+def test_window_length_and_inputs():
+    """The windows of a batch: side by side when they fit the rows; else padded to the
+    shortest length up to the context that makes batch groups of whole sequences; the
+    padding is token 0 at each window's end, and changes no logit of an earlier position."""
+    from wafertile import Config
+    from wafertile.network.generate import window_inputs, window_length
+    from wafertile.sim.models.network import network_reference
+
+    assert window_length(5, 3, 16, 16) == 5            # 15 rows of 16
+    assert window_length(9, 2, 16, 16) == 16           # 18 > 16: groups of one 16-window
+    assert window_length(5, 4, 16, 16) == 8            # 20 > 16: two windows of 8 a group
+    assert window_length(7, 3, 12, 16) == 12           # 21 > 12: the next divisor of 12
+    assert window_length(16, 2, 24, 16) == 16          # no divisor of 24 in 16 .. 16
+    shape = GPTShape(vocab=5, context=4, width=4, heads=2, blocks=1, hidden=8)
+    x = window_inputs(shape, [[1, 2], [3]], 3)
+    assert x.shape == (6, 5 + 4)
+    assert [int(np.argmax(r[:5])) for r in x] == [1, 2, 0, 3, 0, 0]
+    assert [int(np.argmax(r[5:])) for r in x] == [0, 1, 2, 0, 1, 2]
+    params = random_gpt(np.random.default_rng(0), shape)
+    cfg = Config(rows=6, cols=2, dtype="bf16", nonlinear=True, act_depth=32, acc_depth=32)
+    net = replace(gpt_network(params, "bf16"), seq=3)
+    both, _ = network_reference(cfg, net, x)
+    alone, _ = network_reference(cfg, gpt_network(params, "bf16"), one_hot(np.array([1, 2]),
+                                                                           shape))
+    assert np.array_equal(both[:2].view(np.uint32), alone.view(np.uint32))
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -241,8 +241,9 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
                    to: tuple[np.ndarray, np.ndarray] | None = None) -> list[Phase]:
     """The hand-off of pass ``p``'s outputs, in rounds of :func:`handoff_window` FINISHes per
     tile; the SETs of the layer's requantization first (per output where it varies). An
-    integer layer's FINISHes (each after its own SETs) and a GELU layer's (each after its
-    NONLINEAR) take turns over the tiles of a row.
+    integer layer's FINISHes (each after its own SETs) take turns over the tiles of a row; a
+    GELU layer's NONLINEARs and FINISHes too, each tile's NONLINEAR in one turn and its
+    FINISH in the next.
 
     ``nxt`` (the next layer's plan, or anything with its ``chunk`` and ``G``) says which
     tiles of the row take output ``i`` (its column block), at ``base + i`` within its chunk.
@@ -325,6 +326,11 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
                                  "data": encode_handoff(config, x0=x0, x1=x1, y=y, vc=vc)})
                     turns[g].append(turn)
                     writes += x1 - x0 + 1
+            if gelu:  # the NONLINEARs of every tile of the row, then their FINISHes: the
+                # row's units work at once, while the FINISH at the head of the row's queue
+                # waits for its own (a core takes no flit while its unit works); with a
+                # FINISH after each NONLINEAR, the next tile's NONLINEAR waited behind it
+                turns = [[[f] for turn in mine for f in turn] for mine in turns]
             for j in range(max(map(len, turns), default=0)):
                 for g, mine in enumerate(turns):
                     for fields in mine[j] if j < len(mine) else ():
