@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from wafertile import Config
+from wafertile.hdl.flit import Opcode
 from wafertile.network import Network, NetworkError, load_network, save_network
 from wafertile.sim.models import nonlinear as nl
 
@@ -100,17 +101,20 @@ def _ln_network(rng, dtype: str) -> Network:
     return Network([first, last], 16, name="layernorm", dtype=dtype)
 
 
-def test_layernorm_network_on_the_rtl(tmp_path):
+@pytest.mark.parametrize("cols", [3, 5])
+def test_layernorm_network_on_the_rtl(tmp_path, cols):
     """LayerNorm on the hidden layer (then its ReLU) and on the last layer (eps 1e-3) of a
-    bf16 network, on a 2 x 3 array (Icarus) through its .npz file: every output bit exact
-    against the reference, near float64's LayerNorm of the reference's logits, and the
-    event level of the performance model exact on every phase."""
+    bf16 network, on a 2 x 3 and a 2 x 5 array (Icarus) through its .npz file: every output
+    bit exact against the reference, near float64's LayerNorm of the reference's logits, and
+    the event level of the performance model exact on every phase. On 3 columns the tiles'
+    sums reach tile 0 in a chain; on 5, as copies that tile 0 then adds in order
+    (docs/nonlinear.md)."""
     from wafertile.model.layer import predict_network
     from wafertile.network.compiler import compile_network
     from wafertile.run import simulate
     from wafertile.sim.models.network import network_reference
 
-    cfg = Config(rows=2, cols=3, dtype="bf16", act_depth=16, acc_depth=16, nonlinear=True)
+    cfg = Config(rows=2, cols=cols, dtype="bf16", act_depth=16, acc_depth=16, nonlinear=True)
     seed = int(os.environ.get("WAFERTILE_SEED") or zlib.crc32(b"test_layernorm.py::rtl"))
     rng = np.random.default_rng(seed)
     net = _ln_network(rng, cfg.dtype)
@@ -121,6 +125,10 @@ def test_layernorm_network_on_the_rtl(tmp_path):
     _, _, x = _network(np.random.default_rng(seed), cfg.dtype)
     program = compile_network(cfg, net, x)
     assert program.phase_step.count("layernorm") > 0
+    copies = [p for p in program.phases if (p.flits["payload.op"] == Opcode.SEND.value).any()
+              and ((p.flits["payload.data"] >> cfg.route_width) & 3 == 3).any()
+              and (p.flits["header.x0"] > 0).all()]
+    assert bool(copies) == (cols == 5)  # the copies to tile 0: only on 5 columns
     run = simulate(cfg, [program], sim=_sim("3x5bf16"), build_root=tmp_path / "builds")
     (y, stats), = run.results
     y = np.asarray(y, np.int64).astype(np.uint32).view(np.float32)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from wafertile import Config
+from wafertile.hdl.flit import Opcode
 from wafertile.network import Layer, Network, NetworkError, load_network, save_network
 from wafertile.sim.models import nonlinear as nl
 
@@ -174,6 +175,80 @@ def test_softmax_network_on_the_rtl(softmax_run):
         patch.setattr(predict, "predict_phase", _without_carry(predict.predict_phase))
         idle = predict_network(cfg, net, x, dense=False, detail="mesh").sparse.phase_cycles
     assert idle != rtl
+
+
+def test_softmax_across_five_tiles_on_the_array_model(request):
+    """On 5 columns the tiles' sums reach tile 0 as copies that tile 0 adds in tile order
+    (docs/nonlinear.md): every probability bit equals the document's arithmetic on the
+    functional array model, in two interleavings (the copies race, the sum does not)."""
+    from wafertile.network.compiler import compile_network
+    from wafertile.sim.models.array import ArrayModel
+    from wafertile.stream import plan_layer
+
+    cfg = Config(rows=2, cols=5, dtype="bf16", act_depth=16, acc_depth=16, nonlinear=True)
+    seed = seed_for(request)
+    net, layers, x = _network(np.random.default_rng(seed), cfg.dtype)
+    program = compile_network(cfg, net, x)
+    assert any((p.flits["payload.op"] == Opcode.SEND.value).any()
+               and ((p.flits["payload.data"] >> cfg.route_width) & 3 == 3).any()
+               and (p.flits["header.x0"] > 0).all() for p in program.phases)
+    logits = documented_network(layers, x, cfg.act_depth, cfg.dtype)
+    parts = plan_layer(cfg, net.layers[-1].weights, streams=False).parts(0)
+    assert len(parts) == 5
+    want = np.array([documented_softmax(row, parts, cfg.dtype) for row in logits])
+    for s in (seed, seed + 1):
+        got = ArrayModel(cfg).run(program, seed=s) & 0xFFFFFFFF
+        assert same(got.astype(np.uint32).view(np.float32), want).all(), f"seed {seed}, {s}"
+
+
+@pytest.mark.parametrize("cols", [3, 5, 9])
+def test_row_sums_add_in_tile_order(request, cols):
+    """``sum_at_tile0`` (the softmax's and LayerNorm's sums across a row: a chain on 3
+    columns, copies that tile 0 adds in order on 5 and 9) gives ``fp32(...fp32(z_0 + z_1)
+    ... + z_last)`` bit for bit on the array model, in two interleavings, on values whose
+    sum depends on the order (1, -1, 2^-24, 2^-24, 2^-24, ...); the sum of the reversed
+    order differs (the check can fail)."""
+    from wafertile.sim.models.array import ArrayModel
+    from wafertile.stream import LayerProgram, PhaseBuilder
+    from wafertile.stream.plan import reply_route
+    from wafertile.stream.rows import sum_at_tile0
+
+    cfg = Config(rows=2, cols=cols, dtype="bf16", act_depth=16, acc_depth=16, nonlinear=True)
+    z = 2
+    rng = np.random.default_rng(seed_for(request))
+    pattern = np.array([1.0, -1.0, 2.0 ** -24, 2.0 ** -24, 2.0 ** -24], np.float32)
+    values = np.stack([np.resize(pattern, cols),
+                       rng.normal(0, 1, cols) * 2.0 ** rng.integers(-30, 30, cols)]
+                      ).astype(np.float32)
+    words = values.view(np.uint32).astype(np.int64)
+    words = np.where(words >= 1 << 31, words - (1 << 32), words)
+    load, read = PhaseBuilder(), PhaseBuilder()
+    to_host = reply_route(cfg, 2)
+    for y in range(2):
+        load.add(y, cols, x0=np.arange(cols), x1=np.arange(cols), y0=y, y1=y,
+                 op=Opcode.WRITE_ACC.value, addr=z, data=words[y])
+        load.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.READ_ACC.value, data=to_host[y])
+        load.reply(y, 0, 0)
+        read.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.READ_ACC.value, addr=z, addr_b=0,
+                 data=to_host[y])
+        read.reply(y, z, 0, y, 0)
+    phases = sum_at_tile0(cfg, 2, z, list(range(1, cols)))
+    assert len(phases) == (cols - 1 if cols == 3 else 1 + -(-(cols - 1) // 3))
+    program = LayerProgram(cfg, (2, 1, 0), [load.phase("load"), *phases, read.phase("read")],
+                           0, 0)
+
+    def chain(row):
+        acc = row[0]
+        for v in row[1:]:
+            acc = np.float32(acc + v)
+        return acc
+
+    want = np.array([[chain(row)] for row in values], np.float32)
+    for s in (1, 2):
+        got = (ArrayModel(cfg).run(program, seed=s) & 0xFFFFFFFF).astype(np.uint32)
+        assert same(got.view(np.float32), want).all(), (cols, got.view(np.float32), want)
+    reverse = np.float32(chain(np.concatenate([values[0, :1], values[0, :0:-1]])))
+    assert not same(np.array([reverse]), want[0]).all()
 
 
 # with --run-slow (an Icarus build of its own, about a minute): the default run plays the

@@ -35,7 +35,8 @@ from .plan import LayerPlan, handoff_window, reply_route, route_to
 from .program import LayerError, Phase, PhaseBuilder
 
 __all__ = ["SEND_PICKS", "Turns", "check_layernorm", "check_softmax", "layernorm_phases",
-           "local_softmax_phases", "softmax_phases", "softmax_scratch", "softmax_window"]
+           "local_softmax_phases", "softmax_phases", "softmax_scratch", "softmax_window",
+           "sum_at_tile0"]
 
 #: The bits of a SEND's ``data`` right above the route that pick its output's opcode on a
 #: float tile with the nonlinear unit (docs/architecture.md).
@@ -156,17 +157,18 @@ def _self_rounds(config: Config, elems: list[dict[int, np.ndarray]], z: int, fir
     return phases
 
 
-def _to_tile0(config: Config, rows: int, z: int, tiles: list[int], how: str) -> Phase:
-    """Tiles ``tiles`` (columns >= 1) SEND their ``z`` into tile 0's ``z`` as ``how``, each
-    then its fence READ (whose reply follows the SEND west)."""
+def _to_tile0(config: Config, rows: int, z: int, tiles: list[int], how: str,
+              into: list[int] | None = None) -> Phase:
+    """Tiles ``tiles`` (columns >= 1) SEND their ``z`` into tile 0's ``z`` (or each into its
+    own ``into``) as ``how``, each then its fence READ (whose reply follows the SEND west)."""
     to_host = reply_route(config, rows)
     flits = PhaseBuilder()
     data = route_to(config, 0, np.arange(rows), Port.LOCAL) | \
         (SEND_PICKS[how] << config.route_width)
     for y in range(rows):
-        for g in tiles:
-            flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=Opcode.SEND.value, addr=z, addr_b=z,
-                      data=data[y])
+        for k, g in enumerate(tiles):
+            flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=Opcode.SEND.value, addr=z,
+                      addr_b=z if into is None else into[k], data=data[y])
             flits.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=Opcode.READ_ACC.value, addr_b=g,
                       data=to_host[y])
             flits.reply(y, 0, g)
@@ -195,6 +197,20 @@ def _spread(config: Config, leaders: list[list[tuple[int, int, int]]], z: int,
                       addr_b=act, data=encode_handoff(config, x0=x0, x1=x1, y=y, vc=vc))
             writes += x1 - x0 + 1
     return flits.phase("handoff", handoff_writes=writes)
+
+
+def sum_at_tile0(config: Config, rows: int, z: int, others: list[int]) -> list[Phase]:
+    """The tiles' sums in ``z`` added at tile 0 in tile order: ``fp32(...fp32(z_0 + z_1) ...
+    + z_last)``. With room in tile 0 (``z + len(others) < acc_depth``) and fewer phases so,
+    every other tile first copies its sum into an accumulator of its own at tile 0 (``z + 1
+    ..``, one phase: the copies do not race), and tile 0 adds them to its ``z`` in order by
+    its own SENDs; else a chain, one fenced phase per tile."""
+    window = softmax_window(config)
+    spare = [z + 1 + k for k in range(len(others))]
+    if len(others) <= 1 + -(-len(others) // window) or spare[-1] >= config.acc_depth:
+        return [_to_tile0(config, rows, z, [g], "ADD") for g in others]
+    return [_to_tile0(config, rows, z, others, "WRITE_ACC", into=spare),
+            *_self_rounds(config, [{0: np.array(spare)}] * rows, z, "ADD", "ADD")]
 
 
 def _row_leaders(rows: int, tiles: list[int]) -> list[list[tuple[int, int, int]]]:
@@ -250,7 +266,7 @@ def _softmax(config: Config, elems: list[dict[int, np.ndarray]], z: int,
                   data=FUNCTIONS.index("exp"))
 
     phases += _self_rounds(config, elems, z, "WRITE_ACC", "ADD", before=exp_first)
-    phases += [_to_tile0(config, rows, z, [g], "ADD") for g in others]  # in tile order
+    phases += sum_at_tile0(config, rows, z, others)  # in tile order
     phases.append(_spread(config, leaders, z, "reciprocal"))
     phases.append(_macs(config, elems, z, scale=True))
     phases += _self_rounds(config, elems, z, "MUL", "MUL", into_z=False)
@@ -347,7 +363,7 @@ def layernorm_phases(plan: LayerPlan, p: int, rows: int, gamma, beta, eps: int
     leaders = _row_leaders(rows, tiles)
 
     def sum_into_tile0() -> list[Phase]:
-        return [_to_tile0(config, rows, z, [g], "ADD") for g in others]  # in tile order
+        return sum_at_tile0(config, rows, z, others)  # in tile order
 
     # 1. the mean: the tiles' sums, the chain, times n at tile 0; c1 = fmt(mu)
     phases = _self_rounds(config, elems, z, "WRITE_ACC", "ADD")
