@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -405,10 +406,14 @@ def simulate(config: Config, programs: list, *, sim: str = "verilator", waves: b
         t0 = time.perf_counter()
         files = waves_files(build, sim, len(programs)) if waves else []
         results = []
-        for k, program in enumerate(programs):
-            with ticking(_log, f"simulating program {k + 1} of {len(programs)} on {name}"):
-                results.append(run_harness(exe, config, program, run_dir,
-                                           waves=files[k] if files else None))
+        # the harness's files in a directory of this run's own: two runs of one design at
+        # once (two commands, two tests) do not overwrite each other's program
+        with tempfile.TemporaryDirectory(prefix="harness-", dir=run_dir) as mine:
+            for k, program in enumerate(programs):
+                with ticking(_log, f"simulating program {k + 1} of {len(programs)} on "
+                                   f"{name}"):
+                    results.append(run_harness(exe, config, program, Path(mine),
+                                               waves=files[k] if files else None))
         sim_seconds = sum(stats["seconds"] for _, stats in results)
         simulated = sum(stats["total_cycles"] for _, stats in results)
         seconds["simulate"] = sim_seconds
