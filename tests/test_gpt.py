@@ -239,6 +239,27 @@ def test_tinygpt_command_on_verilator(capsys):
     assert report["prompt"] == PROMPT and report["agreement_positions"] == len(PROMPT) + 1
 
 
+@pytest.mark.slow
+def test_tinygpt_two_prompts_on_verilator_and_by_the_model(capsys):
+    """``wafertile run --network tinygpt --prompt ... --prompt ... --tokens 2 --json`` on the
+    default 32 x 4 array (two sequences side by side), then with ``--fidelity model``: every
+    logit exact on the RTL, and the model gives the same texts, cycles of every phase and
+    flits, and at least the RTL's MACs (docs/gpt.md)."""
+    args = ["run", "--network", "tinygpt", "--prompt", "An object is ", "--prompt",
+            "The class ", "--tokens", "2", "--json"]
+    reports = []
+    for more in ([], ["--fidelity", "model"]):
+        assert main(args + more) == 0, capsys.readouterr().err
+        reports.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    rtl, model = reports
+    assert rtl["pass"] and rtl["sequences"] == 2 and len(rtl["text"]) == 2
+    assert model["pass"] is None and model["fidelity"] == "model"
+    for key in ("text", "cycles", "phase_cycles", "host_flits_in", "host_flits_out",
+                "handoff_flits", "agreement"):
+        assert model[key] == rtl[key], key
+    assert rtl["macs"] <= model["macs"] <= rtl["macs"] * 1.001
+
+
 # -- the GPT importer ----------------------------------------------------------------------------
 
 
