@@ -28,14 +28,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from wafertile import Config
 from wafertile.model.generation import model_macs
 from wafertile.model.layer import predict_network
 from wafertile.network import tinygpt
-from wafertile.network.generate import phase_cycles, phase_of_layers
-from wafertile.network.gpt import GPTShape, gpt_network, one_hot
+from wafertile.network.generate import phase_cycles, phase_of_layers, window_inputs
+from wafertile.network.gpt import GPTShape, gpt_network
 from wafertile.network.run import per_layer_cycles
 from wafertile.sim.models.network import network_reference
 
@@ -48,7 +46,7 @@ def run_case(rows: int, cols: int, S: int, params, ids, rtl: bool = False) -> di
     T = shape.context
     cfg = Config(rows=rows, cols=cols, dtype="bf16", nonlinear=True)
     net = replace(gpt_network(params, "bf16", name="tinygpt"), seq=T)
-    x = np.concatenate([one_hot(w, shape) for w in ids[:S]])
+    x = window_inputs(shape, [list(w) for w in ids[:S]])
     t0 = time.time()
     result = predict_network(cfg, net, x, dense=False)
     wall = time.time() - t0

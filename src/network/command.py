@@ -225,8 +225,8 @@ def _generate(args: argparse.Namespace, make_config: Callable[..., object]) -> i
 
     from . import tinygpt
     from .compiler import check_network
-    from .generate import generate, window_length
-    from .gpt import GPTShape, gpt_network, one_hot
+    from .generate import generate, window_inputs, window_length
+    from .gpt import GPTShape, gpt_network
 
     name = args.network
     for flag in ("inputs", "labels", "images", "calibration", "prune", "out"):
@@ -265,8 +265,7 @@ def _generate(args: argparse.Namespace, make_config: Callable[..., object]) -> i
     # every refusal before any work: the longest windows on this configuration
     longest = window_length(min(shape.context, max(len(ids) for ids in batch) + tokens - 1),
                             S, cfg.rows, shape.context)
-    check_network(cfg, replace(net, seq=longest),
-                  np.concatenate([one_hot(np.zeros(longest, np.int64), shape)] * S))
+    check_network(cfg, replace(net, seq=longest), window_inputs(shape, [[0] * longest] * S))
     predict = None
     if fidelity == "model":
         from functools import partial

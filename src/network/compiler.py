@@ -324,13 +324,13 @@ def handoff_phases(config: Config, plan: LayerPlan, layer, p: int, rows: int, nx
                     x0, x1, addr = (int(v) for v in targets(np.int64(i)))
                     turn.append({"op": op.value, "addr": slot_base + s, "addr_b": addr,
                                  "data": encode_handoff(config, x0=x0, x1=x1, y=y, vc=vc)})
-                    turns[g].append(turn)
+                    # GELU: the NONLINEAR and the FINISH each a turn of their own, so the
+                    # NONLINEARs of every tile of the row go first, then their FINISHes: the
+                    # row's units work at once, while the FINISH at the head of the row's
+                    # queue waits for its own (a core takes no flit while its unit works);
+                    # with a FINISH after each NONLINEAR, the next tile's waited behind it
+                    turns[g].extend([[f] for f in turn] if gelu else [turn])
                     writes += x1 - x0 + 1
-            if gelu:  # the NONLINEARs of every tile of the row, then their FINISHes: the
-                # row's units work at once, while the FINISH at the head of the row's queue
-                # waits for its own (a core takes no flit while its unit works); with a
-                # FINISH after each NONLINEAR, the next tile's NONLINEAR waited behind it
-                turns = [[[f] for turn in mine for f in turn] for mine in turns]
             for j in range(max(map(len, turns), default=0)):
                 for g, mine in enumerate(turns):
                     for fields in mine[j] if j < len(mine) else ():
