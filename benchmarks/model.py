@@ -135,7 +135,8 @@ def _plot(pairs: list[PairResult], summary, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 5.2))
-    colors = {"compact": "tab:blue", "parallel": "tab:orange", "lite": "tab:green"}
+    colors = {"compact": "tab:blue", "parallel": "tab:orange", "lite": "tab:green",
+              "voq": "tab:red"}
     for arch, color in colors.items():
         mine = [p for p in pairs if p.router_arch == arch]
         if not mine:

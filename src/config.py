@@ -103,7 +103,7 @@ PARAMETERS: tuple[_Rule, ...] = (
           "the area of 'parallel'), 'parallel' (every VC head competes at every output, higher "
           "saturation throughput), 'lite' (smallest: links of 1/phits of a flit, for FPGAs) or "
           "'voq' (virtual output queues, two reads per input: the highest saturation "
-          "throughput per area; not in the performance model)",
+          "throughput per area)",
           "must be one of 'compact', 'parallel', 'lite', 'voq'",
           lambda v: v in ("compact", "parallel", "lite", "voq")),
     _Rule("phits", int,

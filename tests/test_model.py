@@ -114,7 +114,7 @@ def _reads(cfg, x, n):
 
 @pytest.mark.parametrize(("arch", "phits", "hop", "mac0", "read0", "service"), [
     ("compact", 1, 1, 4, 5, 1), ("parallel", 1, 1, 4, 5, 1), ("lite", 1, 1, 4, 5, 2),
-    ("lite", 4, 4, 11, 17, 4)])
+    ("lite", 4, 4, 11, 17, 4), ("voq", 1, 1, 4, 5, 1)])
 def test_one_flit_latency_and_tile_rate(arch, phits, hop, mac0, read0, service):
     """A MAC reaching a tile d routers down column x is counted ``hop * (x + d) + mac0``
     cycles after the phase starts (one slot per router, the edge adapters with phits, the
@@ -394,8 +394,78 @@ def test_float_layers_and_networks_are_predicted_exactly(request, tmp_path, caps
         predict_layer(big, np.ones((2000, 512), np.float32), np.ones((4000, 512), np.float32))
 
 
-def test_router_the_model_does_not_cover_is_refused(capsys):
-    """voq is simulated on the RTL only: the model refuses it in one line, exit status 2."""
+def _router_with(arch, dests, vcs=None, depth=4):
+    """Router (1, 0) of a 1 x 3 array's model with flits to columns ``dests`` (lists of a
+    rectangle's first and last column) queued on its west input, in order."""
+    from types import SimpleNamespace
+
+    from wafertile.model.routers import ROUTERS
+
+    cfg = Config(rows=1, cols=3, router_arch=arch, buffer_depth=depth)
+    n = len(dests)
+    x0, x1 = (np.array([d[k] for d in dests]) for k in (0, 1))
+    flits = SimpleNamespace(vc=np.zeros(n, np.int64) if vcs is None else np.array(vcs),
+                            x0=x0, x1=x1, y0=np.zeros(n, np.int64), y1=np.zeros(n, np.int64),
+                            exit=np.zeros(n, np.int64))
+    router = ROUTERS[arch](Timing(cfg), flits)
+    for fid in range(n):
+        router.push(4, np.array([1]), np.array([fid]))  # input 4: west
+    return router
+
+
+def _sent(step):
+    """(flit, output) pairs granted at router 1."""
+    g = step.grants
+    return sorted((int(f), int(o)) for f, o, n in zip(g.fid, g.out, g.node, strict=True)
+                  if n == 1)
+
+
+def test_voq_model_has_no_head_of_line_blocking():
+    """A flit whose output is blocked (the core takes nothing) holds up the flit behind it
+    for another output in ``compact``, not in ``voq``; flits for one output leave in order;
+    a multicast sends the branch that has room and keeps its slot for the other."""
+    blocked = np.zeros(3, bool)
+    open_ = np.ones(3, bool)
+    # flit 0 to tile 1 (local), flit 1 to tile 2 (east)
+    compact = _router_with("compact", [(1, 1), (2, 2)])
+    assert _sent(compact.step(blocked)) == []
+    voq = _router_with("voq", [(1, 1), (2, 2)])
+    assert _sent(voq.step(blocked)) == [(1, 2)]
+    assert voq.count[4, 0, 1] == 1
+    assert _sent(voq.step(open_)) == [(0, 0)]
+    assert voq.count[4, 0, 1] == 0
+    # two flits east behind a blocked one: they leave east in order, one per step
+    voq = _router_with("voq", [(1, 1), (2, 2), (2, 2)])
+    assert [_sent(voq.step(blocked)) for _ in range(3)] == [[(1, 2)], [(2, 2)], []]
+    # a multicast to tiles 1 and 2 with the core blocked: east goes, the slot stays until the
+    # local branch goes; a flit behind it for the east output passes it
+    voq = _router_with("voq", [(1, 2), (2, 2)])
+    assert _sent(voq.step(blocked)) == [(0, 2)]
+    assert _sent(voq.step(blocked)) == [(1, 2)]
+    assert voq.count[4, 0, 1] == 1
+    assert _sent(voq.step(open_)) == [(0, 0)]
+    assert voq.count[4, 0, 1] == 0
+
+
+def test_voq_model_reads_two_flits_per_input():
+    """Two flits of one input to two free outputs leave in the same step (two reads per
+    input, two rounds); ``compact`` sends one."""
+    open_ = np.ones(3, bool)
+    assert _sent(_router_with("voq", [(1, 1), (2, 2)]).step(open_)) == [(0, 0), (1, 2)]
+    assert len(_sent(_router_with("compact", [(1, 1), (2, 2)]).step(open_))) == 1
+
+
+def test_every_router_is_modelled_and_an_unmodelled_one_is_refused(capsys, monkeypatch):
+    """The model has a class for every router micro-architecture the configuration takes;
+    one it had none for would be refused in one line, exit status 2."""
+    from wafertile.config import PARAMETERS
+    from wafertile.model import timing as model_timing
+    from wafertile.model.routers import ROUTERS
+
+    rule = next(r for r in PARAMETERS if r.name == "router_arch")
+    archs = {a for a in ("compact", "parallel", "lite", "voq", "mesh", "") if rule.check(a)}
+    assert archs == set(model_timing.MODELLED_ROUTERS) == set(ROUTERS)
+    monkeypatch.setattr(model_timing, "MODELLED_ROUTERS", ("compact", "parallel", "lite"))
     with pytest.raises(UnmodelledConfigError, match="router_arch 'voq': the performance model "
                                                     "covers 'compact', 'parallel', 'lite'"):
         Timing(Config(router_arch="voq"))
@@ -416,12 +486,14 @@ def test_bad_fidelity_is_argparse_s(capsys):
 
 #: A seed of the test's own: layers and networks the model was not developed on.
 SEED = 91
+#: The configurations run by default: the default router, and ``voq``'s virtual output
+#: queues and two allocation rounds (the rest with ``--run-slow``).
+SAMPLE = ("compact-2x2", "voq-3x3")
 
 
 @pytest.mark.parametrize("sim", ["verilator"])
 @pytest.mark.parametrize("name", [
-    "compact-2x2",
-    *(pytest.param(n, marks=pytest.mark.slow) for n in CONFIGS if n != "compact-2x2")])
+    *SAMPLE, *(pytest.param(n, marks=pytest.mark.slow) for n in CONFIGS if n not in SAMPLE)])
 def test_model_against_the_rtl(sim_env, build_root, name):
     """Predicted total cycles against Verilator's on seeded layers (dense, 1%, passes,
     reduction, batch groups, uneven outputs, random) and small networks: mean |error| <=

@@ -251,14 +251,16 @@ def _lean(config: Config, x: np.ndarray, w: np.ndarray, *, dense: bool = False
 def _row(timing: Timing, phase) -> tuple[int, str]:
     f = phase.flits
     # exact on compact and parallel (predict._analytic says why)
+    exact = timing.analytic_exact and not timing.lite
     return row_cycles(timing, phase.port, f["header.x0"], f["header.x1"],
-                      f["payload.op"]), "analytic" if timing.lite else "exact"
+                      f["payload.op"]), "exact" if exact else "analytic"
 
 
 def _stream(timing: Timing, plan: LayerPlan, p: int, rows: int) -> tuple[int, str]:
     port, fields = plan.streams[p]
     est = stream_cycles(timing, port, fields["x0"], 0, max(rows - 1, 0))
-    return est.cycles, "exact" if est.shared <= 1 else "bound" if est.bound else "analytic"
+    exact = timing.analytic_exact and est.shared <= 1
+    return est.cycles, "exact" if exact else "bound" if est.bound else "analytic"
 
 
 def dense_stream(timing: Timing, plan: LayerPlan, p: int, rows: int) -> tuple[int, str]:
@@ -297,7 +299,8 @@ def dense_stream(timing: Timing, plan: LayerPlan, p: int, rows: int) -> tuple[in
         ranks = np.zeros(plan.I, dtype=np.int64)
         ranks[order] = rank(port[order])
         last = (flits[q] - m[q] + ranks[members]) + group[members] + 1 + reach
-        return int(last.max()) * h + timing.adapter + timing.mac_stage + 1, "exact"
+        return int(last.max()) * h + timing.adapter + timing.mac_stage + 1, (
+            "exact" if timing.analytic_exact else "analytic")
     # chunk k of every output goes to column k * G + g(output)
     sizes = np.full(plan.K, plan.chunk)
     sizes[-1] = J - plan.chunk * (plan.K - 1)

@@ -3,14 +3,15 @@ every tile's core, one cycle per step, vectorized over the tiles.
 
 What it keeps: every router's buffers and arbiters, in an object of the router
 micro-architecture's class (:mod:`.routers`: :class:`~.routers.CompactRouter`,
-:class:`~.routers.ParallelRouter`, :class:`~.routers.LiteRouter`, by ``Config.router_arch``
-in :data:`~.routers.ROUTERS`); per tile core: its pipeline stages (three for the integer
-core, five for the float core). Each step (a router moves once per slot, a core once per
-cycle):
+:class:`~.routers.ParallelRouter`, :class:`~.routers.LiteRouter`,
+:class:`~.routers.VoqRouter`, by ``Config.router_arch`` in :data:`~.routers.ROUTERS`);
+per tile core: its pipeline stages (three for the integer core, five for the float core).
+Each step (a router moves once per slot, a core once per cycle):
 
 1. every input offers the branches of a head that still have to go and whose next buffer
    had room at the start of the step (``compact`` and ``lite``: the head of one VC per
-   input, chosen round-robin; ``parallel``: every VC's head);
+   input, chosen round-robin; ``parallel``: every VC's head; ``voq``: per (VC, output) the
+   oldest flit with a branch for it, :class:`~.routers.VoqRouter`);
 2. every output grants one offer round-robin, its candidates in the order of the
    micro-architecture's switch (:attr:`~.routers.Router.orders`; ``lite``: its stages,
    :meth:`~.routers.LiteRouter._grant`); the pointers carry over from one phase to the next,

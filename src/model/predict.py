@@ -279,7 +279,8 @@ def _analytic(timing: Timing, phase: Phase, nonzero: np.ndarray | None = None
     tiles: and no tile takes two MACs in a row into one accumulator with nonzero operands,
     the only way to a hazard bubble), and the load, read and reduce phases of ``compact``
     and ``parallel`` on integer tiles (``lite``'s delivery stage and one-flit local input
-    make its tiles answer at rates that depend on the traffic)."""
+    make its tiles answer at rates that depend on the traffic); never on ``voq``
+    (:attr:`~.timing.Timing.analytic_exact`)."""
     f = phase.flits
     if phase.kind == "stream":
         if np.any(f["header.x0"] != f["header.x1"]):
@@ -290,7 +291,8 @@ def _analytic(timing: Timing, phase: Phase, nonzero: np.ndarray | None = None
                             f["header.y1"])
         # (host MACs only: a stream of FINISHes whose outputs are MACs, the attention's,
         # is the mesh model's to play)
-        exact = est.shared <= 1 and np.all(f["payload.op"] == Opcode.MAC.value) and not (
+        exact = timing.analytic_exact and est.shared <= 1 and np.all(
+            f["payload.op"] == Opcode.MAC.value) and not (
             timing.hazards and _may_bubble(timing, phase, nonzero))
         how = "exact" if exact else "bound" if est.bound else "analytic"
         return est.cycles, how
@@ -301,7 +303,7 @@ def _analytic(timing: Timing, phase: Phase, nonzero: np.ndarray | None = None
                               f["payload.op"], f["payload.data"],
                               iterative_cycles(timing.config, f["payload.op"],
                                                f["payload.data"])), "analytic"
-    exact = not (timing.lite or timing.hazards)
+    exact = timing.analytic_exact and not (timing.lite or timing.hazards)
     return row_cycles(timing, phase.port, f["header.x0"], f["header.x1"],
                       f["payload.op"]), "exact" if exact else "analytic"
 

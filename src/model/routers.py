@@ -18,7 +18,8 @@ a phase hands to the next, as the RTL keeps them); and one step per slot
    deliver (:class:`Grants`).
 
 Where the micro-architectures differ in a way the programs see, a subclass overrides a step
-of :class:`Router` (:class:`CompactRouter`, :class:`ParallelRouter`, :class:`LiteRouter`);
+of :class:`Router` (:class:`CompactRouter`, :class:`ParallelRouter`, :class:`LiteRouter`;
+:class:`VoqRouter` replaces the whole step: its queues are per output, not FIFOs);
 :data:`ROUTERS` picks the class of ``Config.router_arch``. A new micro-architecture is a new
 subclass there.
 """
@@ -33,7 +34,7 @@ from ..hdl.flit import Port
 from .timing import Timing
 
 __all__ = ["ROUTERS", "CompactRouter", "Grants", "LiteRouter", "ParallelRouter", "Router",
-           "Step", "route_bits"]
+           "Step", "VoqRouter", "route_bits"]
 
 _L, _N, _E, _S, _W = (p.value for p in Port)
 _OPPOSITE = {_N: _S, _S: _N, _E: _W, _W: _E}
@@ -510,6 +511,109 @@ class LiteRouter(Router):
         self.vcp = np.where(move & (key.min(axis=1) < V), key.argmin(axis=1), self.vcp)
 
 
+class VoqRouter(Router):
+    """``voq``: virtual output queues (:mod:`wafertile.hdl.noc.voq`). Each (input, VC)
+    keeps its flits in arrival order (:attr:`fifo`, positions ``0 .. count - 1``) with the
+    branches each still has to send (:attr:`mask`); a flit leaves its buffer when its last
+    branch has gone, wherever it stands. For each (input, VC, output) the head is the oldest
+    flit with a branch for the output. Allocation is two rounds of iSLIP with two reads per
+    input (:meth:`step`): in round ``r`` each output still free grants round-robin one of the
+    ``5 * num_vcs`` (input, VC) pairs with a head for it and room downstream (inputs in port
+    order, the VCs of each in turn); each input takes every grant of a flit it already reads
+    this step and, if its read ``r`` is unused, accepts one grant of another flit
+    (round-robin over the outputs) with every other grant of that flit. An output's pointer
+    moves past its winner only when the winner took it; an input's accept pointer moves past
+    every output it accepts. The pointers (:attr:`ptrs`) are ``2 x 5`` grant arbiters (row
+    ``5 r + output``) and ``2 x 5`` accept arbiters (row ``10 + 5 r + input``)."""
+
+    arch = "voq"
+    orders = {o: (_L, _N, _E, _S, _W) for o in range(5)}
+    #: Rounds of allocation per step and reads per input (``VoqRouter`` of the RTL).
+    ROUNDS = READS = 2
+
+    def __init__(self, timing: Timing, flits):
+        super().__init__(timing, flits)
+        self.ptrs = np.zeros((4 * 5, self.nodes), np.int64)
+
+    def step(self, local_room: np.ndarray) -> Step:
+        V, B, nodes = self.V, self.B, self.nodes
+        full = self.full()
+        room = self._room_bits(local_room, full)                                # (V, n)
+        live = np.arange(B)[None, None, None, :] < self.count[..., None]
+        outs = np.arange(5)[:, None, None, None, None]
+        # has[o, p, v, n, j]: flit j of (p, v) still has a branch for output o
+        has = (((self.mask[None] >> outs) & 1) != 0) & live[None]
+        wants = has.any(axis=4)                                                 # (o, p, v, n)
+        head = has.argmax(axis=4)                                               # the oldest
+        ready = ((room[None, :, :] >> np.arange(5)[:, None, None]) & 1) != 0    # (o, v, n)
+        asks = wants & ready[:, None, :, :]
+        free = np.ones((5, nodes), bool)
+        reads = np.full((self.READS, 5, nodes), -1, np.int64)   # slot v * B + j read, per port
+        taken = np.zeros((self.READS, 5, 5, nodes), bool)       # (port, input, output, node)
+        K = 5 * V
+        for r in range(self.ROUNDS):
+            req = (asks & free[:, None, None, :]).reshape(5, K, nodes)
+            ptr = self.ptrs[5 * r:5 * r + 5]
+            key = np.where(req, (np.arange(K)[None, :, None] - ptr[:, None, :]) % K, K)
+            best = key.argmin(axis=1)                                           # (o, n)
+            win = key.min(axis=1) < K
+            o_w, n_w = np.nonzero(win)
+            p_w, v_w = best[o_w, n_w] // V, best[o_w, n_w] % V
+            sels = np.full((5, 5, nodes), -1, np.int64)                          # (p, o, n)
+            sels[p_w, o_w, n_w] = v_w * B + head[o_w, p_w, v_w, n_w]
+            port = min(r, self.READS - 1)
+            merged = [(sels == reads[k][:, None, :]) & (reads[k] >= 0)[:, None, :]
+                      for k in range(self.READS)]
+            fresh = (sels >= 0) & ~np.any(merged, axis=0) & (reads[port] < 0)[:, None, :]
+            acc = self.ptrs[10 + 5 * r:15 + 5 * r]                               # (p, n)
+            akey = np.where(fresh, (np.arange(5)[None, :, None] - acc[:, None, :]) % 5, 5)
+            abest = akey.argmin(axis=1)                                          # (p, n)
+            awin = akey.min(axis=1) < 5
+            self.ptrs[10 + 5 * r:15 + 5 * r] = np.where(awin, (abest + 1) % 5, acc)
+            new = np.where(awin, np.take_along_axis(sels, abest[:, None, :], axis=1)[:, 0], -1)
+            new_taken = fresh & (sels == new[:, None, :]) & (new >= 0)[:, None, :]
+            reads[port] = np.where(new >= 0, new, reads[port])
+            for k in range(self.READS):
+                taken[k] |= merged[k]
+            taken[port] |= new_taken
+            took = (new_taken | np.any(merged, axis=0)).any(axis=0)              # (o, n)
+            self.ptrs[5 * r:5 * r + 5] = np.where(win & took, (best + 1) % K, ptr)
+            free &= ~took
+        # the grants: per (read port, input, output, node) taken, its slot's flit
+        k_g, p_g, o_g, n_g = np.nonzero(taken)
+        sid = reads[k_g, p_g, n_g]
+        v_g, j_g = sid // B, sid % B
+        fid = self.fifo[p_g, v_g, n_g, j_g]
+        grants = Grants(o_g, n_g, p_g, v_g, np.left_shift(1, o_g), fid)
+        popped = self._leave(grants, j_g)
+        offer = (asks * (1 << np.arange(5))[:, None, None, None]).sum(axis=0)
+        return Step(full, offer, None, grants, popped)
+
+    def _leave(self, g: Grants, j: np.ndarray) -> np.ndarray:
+        """Granted branches into the next routers' buffers (visible next step), flits with
+        nothing left out of theirs (the others keep their order); returns whether each
+        (input, router) let a flit go."""
+        np.bitwise_and.at(self.mask, (g.inp, g.vc, g.node, j), ~g.bits)
+        live = np.arange(self.B)[None, None, None, :] < self.count[..., None]
+        keep = live & (self.mask != 0)
+        gone = live & ~keep
+        popped = gone.any(axis=(1, 3))
+        if gone.any():
+            order = np.argsort(~keep, axis=3, kind="stable")   # kept flits first, in order
+            self.fifo = np.take_along_axis(self.fifo, order, axis=3)
+            self.mask = np.take_along_axis(self.mask, order, axis=3)
+            self.count = keep.sum(axis=3)
+        moving = (g.out != _L) & self._leads_inside(g.out, g.node)
+        if moving.any():
+            out = g.out[moving]
+            move_in = np.array([_OPPOSITE.get(o, 0) for o in range(5)])[out]
+            move_to = np.choose(out, [g.node[moving], *(self.neighbour[o][g.node[moving]]
+                                                        for o in range(1, 5))])
+            self.push(move_in, move_to, g.fid[moving])
+        return popped
+
+
 #: Router classes by ``Config.router_arch``.
 ROUTERS: dict[str, type[Router]] = {cls.arch: cls for cls in
-                                    (CompactRouter, ParallelRouter, LiteRouter)}
+                                    (CompactRouter, ParallelRouter, LiteRouter,
+                                     VoqRouter)}

@@ -43,8 +43,8 @@ from ..hdl.core.units import handoff_limbs
 
 __all__ = ["MODELLED_ROUTERS", "ModelError", "Timing", "UnmodelledConfigError"]
 
-#: The router micro-architectures the model knows (``voq`` is simulated on the RTL only).
-MODELLED_ROUTERS = ("compact", "parallel", "lite")
+#: The router micro-architectures the model knows (all of ``Config.router_arch``).
+MODELLED_ROUTERS = ("compact", "parallel", "lite", "voq")
 
 
 class ModelError(ValueError):
@@ -107,6 +107,14 @@ class Timing:
     @property
     def lite(self) -> bool:
         return self.config.router_arch == "lite"
+
+    @property
+    def analytic_exact(self) -> bool:
+        """Whether the analytic level may be exact at all: not on ``voq``, where how a phase
+        flows depends on the round-robin pointers the phase before left (iSLIP's grant and
+        accept pointers), which only the event level keeps; on ``voq`` the event level
+        plays every phase within its budget."""
+        return self.config.router_arch != "voq"
 
     @property
     def out_service(self) -> float:

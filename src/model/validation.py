@@ -1,8 +1,8 @@
 """The model against the RTL: the validation set and the comparison.
 
 The set (``benchmarks/model.py`` runs it all, ``tests/test_model.py`` a sample) is
-(configuration, workload) pairs: :data:`CONFIGS`, fifteen configurations from 1 x 1 to 8 x 8
-with the three router micro-architectures (``lite`` with 1 to 4 phits; 2 to 4 VCs, buffers
+(configuration, workload) pairs: :data:`CONFIGS`, eighteen configurations from 1 x 1 to 8 x 8
+with the four router micro-architectures (``lite`` with 1 to 4 phits; 2 to 4 VCs, buffers
 of 2 to 8 flits); per
 configuration, seeded random layers from :func:`layer_cases` (densities from 1% to 100%,
 layers that need passes, on-fabric reduction, several batch groups, outputs of uneven
@@ -61,6 +61,12 @@ CONFIGS: dict[str, Config] = {
     "lite-2x4-p2-v3": Config(rows=2, cols=4, data_width=8, acc_width=24, act_depth=16,
                              acc_depth=32, router_arch="lite", phits=2, buffer_depth=4,
                              num_vcs=3),
+    "voq-3x3": Config(rows=3, cols=3, data_width=8, acc_width=24, act_depth=32, acc_depth=16,
+                      router_arch="voq"),
+    "voq-4x4-d2": Config(rows=4, cols=4, data_width=8, acc_width=24, act_depth=64,
+                         acc_depth=16, router_arch="voq", buffer_depth=2),
+    "voq-2x5-v3": Config(rows=2, cols=5, data_width=8, acc_width=24, act_depth=16,
+                         acc_depth=16, router_arch="voq", num_vcs=3, buffer_depth=4),
 }
 
 
