@@ -53,7 +53,7 @@ their numpy references are :mod:`wafertile.sim.models.core`'s units.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib.wiring import In, Out
 
 from ...config import Config, Overflow
@@ -285,13 +285,16 @@ class Requantizer(Unit):
             "copies": copies,
             "high": Signal(signed(width), name="high"),  # the sum of the products so far
             "p": Signal(signed(width), name="p"),  # acc * MULT
+            # the rounding's shift, SHIFT - 1 (0 for SHIFT = 0), taken at the start
+            "t": Signal.like(copies["shift"], name="t"),
         }
 
     @property
     def state(self) -> dict:
         """The unit's registers, for proofs (``wafertile formal``): ``step`` (limbs multiplied
         since the start), ``fresh``, ``copies`` (``"acc"`` and the registers' names), ``high``
-        (the sum of the limbs' products so far, before the last) and ``p``."""
+        (the sum of the limbs' products so far, before the last), ``p`` and ``t`` (the
+        rounding's shift: ``SHIFT - 1``, or 0 for ``SHIFT = 0``)."""
         return {**self._state, "copies": dict(self._state["copies"])}
 
     @staticmethod
@@ -369,7 +372,6 @@ class Requantizer(Unit):
         # p = acc * MULT from the limbs' products, the top limb first: the cycle after the
         # j-th multiply (fresh, k = j) adds its product; ``high`` the sum of the higher ones
         p, high = self._state["p"], self._state["high"]
-        width = len(p)
         product = self.product
         for j in range(1, n + 1):
             # high * 2**17 + product, the low 17 bits the product's own
@@ -380,20 +382,20 @@ class Requantizer(Unit):
         # t = SHIFT - 1 (SHIFT >= 1; the same as the (p + c) >> SHIFT of the class docstring),
         # r = p for SHIFT = 0. Only y = p >> t's low dw + 2 bits are formed, with whether y
         # fits them (else r saturates) and whether p's low t bits are zero ([p < 0] then
-        # takes one off y)
+        # takes one off y), both found in the shifter's stages (:func:`_shift_low`)
         shift = copies["shift"]
-        t = Signal.like(shift, name="t")
-        m.d.comb += t.eq(Mux(shift == 0, 0, shift - 1))
+        t = self._state["t"]  # a register: the shifter's amount starts at one
+        with m.If(self.start):
+            m.d.sync += t.eq(Mux(self.shift == 0, 0, self.shift - 1))
         keep = dw + 2
         y = Signal(signed(keep), name="y")
-        m.d.comb += y.eq(_shift_low(p, t, keep))
+        low, above, out = _shift_low(p, t, keep)
+        m.d.comb += y.eq(low)
         sign = p[-1]
-        at_most = _thermometer(t, width)  # t <= c for each c, shared by the two tests
         overflow = Signal(name="overflow")  # y does not fit keep bits: p[t+keep-1:] not all sign
-        m.d.comb += overflow.eq(any_of((p[j] ^ sign) & at_most[j - keep + 1]
-                                     for j in range(keep - 1, width)))
+        m.d.comb += overflow.eq(any_of(b ^ sign for b in [y[-1], *above]))
         low_zero = Signal(name="low_zero")  # p's low t bits are all zero
-        m.d.comb += low_zero.eq(~any_of(p[j] & ~at_most[j] for j in range(width)))
+        m.d.comb += low_zero.eq(~any_of(out))
         up = Signal(signed(keep + 1), name="up")
         m.d.comb += up.eq(y + self.rounds_up(shift, sign, low_zero))
         r = Signal(signed(keep), name="r")
@@ -408,39 +410,36 @@ class Requantizer(Unit):
         return m
 
 
-def _shift_low(value, amount, keep: int):
+def _shift_low(value, amount, keep: int) -> tuple[Value, list, list]:
     """The low ``keep`` bits of ``value >> amount`` (arithmetic), as a mux per stage of the
-    amount's bits (the largest first), each stage only as wide as the stages after it
-    still need."""
+    amount's bits (the largest first), each stage only as wide as the stages after it still
+    need; and, found on the way, what the rounding needs of the bits not formed.
+
+    Returns ``(low, above, out)``: ``low`` the ``keep`` bits; ``above`` the bits each stage
+    forms beyond what the next stages read (each is a bit of the whole result at a place >=
+    ``keep``, as every later stage shifts it by less than the bits it leaves; with the
+    stage's input bits that were not formed read as the sign, which only matters where an
+    earlier stage's ``above`` already differs from it): the whole result's bits from
+    ``keep`` up all equal the sign iff every one of them does; ``out`` per stage that
+    shifts, the OR of the bits it shifts out at the bottom (gated by its amount bit): all
+    are zero iff ``value``'s low ``amount`` bits are (past the top, the sign bits shifted
+    out are ones only for a negative value, which has a one among its own bits)."""
     value = value.as_signed()
     sign = value[-1]
     bits = list(value)
+    above, out = [], []
     for b in reversed(range(len(amount))):
         step = 1 << b
         need = min(keep + step - 1, len(value))  # the bits the smaller stages still read
-        shifted = [bits[i + step] if i + step < len(bits) else sign for i in range(need)]
-        bits = [Mux(amount[b], shifted[i], bits[i] if i < len(bits) else sign)
-                for i in range(need)]
-    return Cat(*bits[:keep])
-
-
-def _thermometer(value, n: int) -> list:
-    """``[value <= c for c in range(n)]`` as gates, from ``value``'s high and low halves
-    (``hi < c_hi | hi == c_hi & lo <= c_lo``, the half comparisons shared): a comparison
-    with a constant would become a carry chain of its own."""
-    half = len(value) // 2
-    lo, hi = value[:half], value[half:]
-    top = (1 << half) - 1  # (comparisons that are constant are written as constants:
-    lo_at_most = [Const(1) if c == top else lo == 0 if c == 0 else lo <= c  # lint calls
-                  for c in range(1 << half)]                                # them out)
-    hi_below = [Const(0) if c == 0 else hi < c for c in range(1 << len(hi))]
-    hi_equal = [hi == c for c in range(1 << len(hi))]
-    out = []
-    for c in range(n):
-        ch, cl = c >> half, c & ((1 << half) - 1)
-        out.append(Const(1) if ch >= 1 << len(hi) else
-                   hi_below[ch] | (hi_equal[ch] & lo_at_most[cl]))
-    return out
+        out.append(amount[b] & any_of(bits[i] if i < len(bits) else sign
+                                      for i in range(step)))
+        formed = max(need, len(bits))
+        shifted = [bits[i + step] if i + step < len(bits) else sign for i in range(formed)]
+        new = [Mux(amount[b], shifted[i], bits[i] if i < len(bits) else sign)
+               for i in range(formed)]
+        above += new[need:]
+        bits = new[:need]
+    return Cat(*bits[:keep]), above, out
 
 
 class FpSum(Unit):

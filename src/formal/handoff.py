@@ -136,6 +136,9 @@ class HandoffHarness(Harness):
         props.check("inv_copies", ~busy | ((copies["acc"] == acc) & Cat(
             copies[r] == mine[r] for r in regs).all()),
             "invariant: the unit's copies are its FINISH's accumulator and registers")
+        props.check("inv_t", ~busy | (st["t"] == Mux(copies["shift"] == 0, 0,
+                                                      copies["shift"] - 1)),
+                    "invariant: the rounding's shift is the copied SHIFT less one (0 for 0)")
         props.check("inv_fresh", ~fresh | (busy & (step != 0) & (product == caps[step - 1])),
                     "invariant: the cycle after a multiply the product register holds its "
                     "product")
