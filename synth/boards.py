@@ -167,6 +167,8 @@ class BoardResult:
     build_dir: str
     seconds: float
     message: str = ""
+    #: The parameters of the array that was built (``Config.as_dict``).
+    config: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -273,7 +275,7 @@ def build_board(board: str, config: Config, *, freq: float | None = None, baud: 
                          luts=None, ffs=None, brams=None, dsps=None, fmax_mhz=None,
                          freq_mhz=freq or spec.clock_hz / 1e6, utilization={}, baud=baud,
                          build_dir=str(bdir), seconds=round(seconds, 1),
-                         message=message)
+                         message=message, config=config.as_dict())
     report = bdir / "report.json"
     if ok and report.exists():
         _fill(result, json.loads(report.read_text(encoding="utf-8")), spec.target)

@@ -204,7 +204,7 @@ def _check_one_leaf(block: str, config: Config, tgt: Target, freq: float,
                 f"{one.luts - one.shell_luts} LUT4 sites, {one.ffs - one.shell_ffs} FFs, "
                 f"{one.brams} BRAM, {one.dsps} DSP; the whole {block} was not synthesized, "
                 f"--full does){_HANDOFF_HINT if config.handoff else ''}",
-        seconds=one.seconds)
+        seconds=one.seconds, config=config.as_dict())
 
 
 @dataclass
@@ -238,7 +238,8 @@ class _Run:
             utilization=utilization(used, available), available=available, cells=self.cells,
             critical_path=critical_path, build_dir=str(self.build_dir), logs=self.logs,
             message=message, routed=routed, shell_ffs=self.shell_ffs,
-            shell_luts=self.shell_luts, seconds={k: round(v, 1) for k, v in self.seconds.items()})
+            shell_luts=self.shell_luts, seconds={k: round(v, 1) for k, v in self.seconds.items()},
+            config=self.config.as_dict())
 
 
 def _generate(block: str, config: Config, tgt: Target, freq: float, bdir: Path) -> _Run:

@@ -22,7 +22,9 @@ class SynthReport:
     False when routing was stopped unfinished (see ``pnr_timeout`` of
     :func:`~wafertile.synth.flow.run_synth`), None when place-and-route was not run.
     ``shell_ffs`` and ``shell_luts`` are the share of the iCE40 I/O shell
-    (:mod:`wafertile.synth.shell`); ``seconds`` the time of each step.
+    (:mod:`wafertile.synth.shell`); ``seconds`` the time of each step; ``config`` the
+    parameters of the design that was built (``Config.as_dict``: the router profile the
+    target chose among them).
     """
 
     target: str
@@ -48,6 +50,7 @@ class SynthReport:
     shell_ffs: int = 0
     shell_luts: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """The report as a JSON-ready dict, one key per field."""
@@ -61,6 +64,11 @@ class SynthReport:
                            ("dsps", "DSPs")):
             used, avail = getattr(self, key), self.available[key]
             lines.append(f"  {label:11s} {used:7d} / {avail:<7d} ({100 * used / avail:5.1f}%)")
+        if self.config:
+            c = self.config
+            lines.append(f"  built with  {c['dtype']}, router {c['router_arch']} ({c['phits']} "
+                         f"phit{'s' if c['phits'] > 1 else ''}, {c['num_vcs']} VCs x "
+                         f"{c['buffer_depth']} flits), handoff {str(c['handoff']).lower()}")
         if self.shell_ffs or self.shell_luts:
             lines.append(f"  (of which the iCE40 I/O shell: ~{self.shell_ffs} flip-flops, "
                          f"~{self.shell_luts} LUTs)")

@@ -64,6 +64,22 @@ def test_cli_json_keys(tmp_path, capsys):
     assert rc == 0 and set(out) >= KEYS and out["fits"] is True
     assert out["target"] == "ice40-up5k"
     assert "yosys" in captured.err    # progress goes to stderr
+    # what was built: the flags over the defaults
+    want = Config(data_width=8, acc_width=24).as_dict()
+    assert out["config"] == want and out["config"]["data_width"] == 8
+
+
+def test_the_report_says_what_was_built(tmp_path):
+    """The ECP5 router profile fills the flags not given; the report's ``config`` and its
+    text's ``built with`` line say which router was built."""
+    from wafertile.synth.flow import fpga_config
+
+    cfg = fpga_config("ecp5", {"rows": 2, "cols": 2}, source="test")
+    report = run_synth("router", cfg, "ecp5-85k", build_dir=tmp_path, synth_only=True)
+    assert report.config == cfg.as_dict()
+    assert (report.config["router_arch"], report.config["phits"]) == ("lite", 4)
+    assert "built with  int16, router lite (4 phits, 2 VCs x 2 flits), handoff true" in \
+        report.text()
 
 
 @pytest.mark.parametrize("argv, message", [
