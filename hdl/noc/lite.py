@@ -59,20 +59,31 @@ class _Slot:
 
     def hold(self, sig, name: str):
         """``sig`` in phase 0, then the value it had in phase 0 for the rest of the slot."""
+        return self._hold(sig, name)[0]
+
+    def at_end(self, sig, name: str):
+        """``sig`` as it was in phase 0, for what happens in the slot's last phase: with
+        phits the register :meth:`hold` keeps (equal to :meth:`hold`'s value there), so no
+        combinational path runs from phase 0's allocation into the last phase's updates (a
+        path static timing analysis would count, though the two phases never meet)."""
+        eff, reg = self._hold(sig, name)
+        return eff if reg is None else reg
+
+    def _hold(self, sig, name: str):
         m = self.m
         if not isinstance(sig, Signal):
             wire = Signal(len(sig), name=name)
             m.d.comb += wire.eq(sig)
             sig = wire
         if self.n == 1:
-            return sig
+            return sig, None
         reg = Signal.like(sig, name=f"{name}_held")
         eff = Signal.like(sig, name=f"{name}_eff")
         with m.If(self.first):
             m.d.sync += reg.eq(sig)
         m.d.comb += eff.eq(Mux(self.first, sig, reg))
         self.held[name] = reg
-        return eff
+        return eff, reg
 
 
 @dataclass
@@ -248,12 +259,14 @@ class LiteRouter(Router):
                      got: list[Signal]) -> None:
         """Pop heads whose last branch went, remember partial multicasts, choose each mesh
         input's next VC (the buffers move their pointers in the last phase)."""
-        cfg, nv, hold, last = self.config, self.config.num_vcs, slot.hold, slot.last
+        cfg, nv, end, last = self.config, self.config.num_vcs, slot.at_end, slot.last
         vbits = (nv - 1).bit_length()
-        got_h = self._got_h
+        # the grants as held for the slot, from their registers (all is updated in the last
+        # phase: :meth:`_Slot.at_end`)
+        got_h = [slot.held.get(f"got_{Port(p).letter}", self._got_h[p]) for p in range(5)]
         lin = self.in_l
         lrem = ins[_L].remaining
-        lpop = hold((got[_L] != 0) & ((lrem & ~got[_L]) == 0), "pop_l")
+        lpop = end((got[_L] != 0) & ((lrem & ~got[_L]) == 0), "pop_l")
         m.d.comb += self._l_leaving.eq(last & slot.held["pop_l"] if cfg.phits > 1 else 0)
         with m.If(last & lpop):
             m.d.sync += self._l_sent.eq(0)
@@ -266,8 +279,8 @@ class LiteRouter(Router):
             inp = ins[p]
             cur, sents, buf = inp.cur, inp.sents, inp.buf
             letter = Port(p).letter
-            pop = hold((got[p] != 0) & ((inp.remaining & ~got[p]) == 0), f"pop_{letter}")
-            idle = hold(inp.request == 0, f"idle_{letter}")
+            pop = end((got[p] != 0) & ((inp.remaining & ~got[p]) == 0), f"pop_{letter}")
+            idle = end(inp.request == 0, f"idle_{letter}")
             pops = [pop & (cur == v) for v in range(nv)]
             m.d.comb += buf.pop.eq(Cat(pops))
             counts = [buf.level[v] for v in range(nv)]
