@@ -110,6 +110,12 @@ PARAMETERS: tuple[_Rule, ...] = (
           "cycles a flit takes on a link: the links, buffers and switch are flit_width / phits "
           "bits wide ('lite' router only; 1 elsewhere)",
           "must be an integer from 1 to 8", lambda v: 1 <= v <= 8),
+    _Rule("link_slice", bool,
+          "whether each router input of a 'lite' router with phits > 1 registers its link "
+          "(the phits in, the ready bits out): the wires between tiles leave the paths of "
+          "allocation and switch, for a higher clock on an FPGA; the cycle hides in the slot "
+          "(the same cycles, docs/router.md)",
+          "must be true or false", lambda v: True),
     _Rule("handoff", bool,
           "whether the tile cores have the hand-off unit of whole networks (SET and FINISH: "
           "requantization registers, an accumulator turned into the next layer's activation); "
@@ -167,6 +173,9 @@ class Config:
     phits : int
         Cycles a flit takes on a link (``"lite"`` only): links, router buffers and switch are
         ``ceil(flit_width / phits)`` bits wide (:attr:`phit_width`).
+    link_slice : bool
+        Whether each mesh input of a ``"lite"`` router with ``phits > 1`` registers its link
+        (phits in, ready out); the same cycles, a shorter clock period.
     handoff : bool
         Whether the tile cores contain the hand-off unit (SET, FINISH: the on-chip
         requantization that a network of several layers needs, ``docs/network.md``). Default
@@ -198,6 +207,7 @@ class Config:
     buffer_depth: int = 4
     router_arch: str = "compact"
     phits: int = 1
+    link_slice: bool = False
     handoff: bool = True
     nonlinear: bool = False
 
@@ -255,6 +265,11 @@ class Config:
             raise ConfigError(
                 f"phits must be 1 with router_arch {self.router_arch!r} (flits split into "
                 f"phits need router_arch 'lite'), not {self.phits}")
+        if self.link_slice and (self.router_arch != "lite" or self.phits < 2):
+            raise ConfigError(
+                f"link_slice = true needs router_arch 'lite' with phits >= 2 (the slice's "
+                f"cycle hides in a slot of several phits; with whole flits it would add a "
+                f"cycle per router), not {self.router_arch!r} with {self.phits} phit(s)")
         if self.phit_width < self.header_width:
             raise ConfigError(
                 f"phits must leave the whole {self.header_width}-bit header in the first phit "

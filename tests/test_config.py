@@ -112,6 +112,18 @@ def test_phits_need_the_lite_router():
     assert Config(router_arch="lite", phits=2).phits == 2
 
 
+def test_link_slices_need_lite_with_phits():
+    for kw, what in (({}, "'compact' with 1 phit(s)"),
+                     ({"router_arch": "lite"}, "'lite' with 1 phit(s)"),
+                     ({"router_arch": "voq"}, "'voq' with 1 phit(s)")):
+        message = (f"link_slice = true needs router_arch 'lite' with phits >= 2 (the slice's "
+                   f"cycle hides in a slot of several phits; with whole flits it would add a "
+                   f"cycle per router), not {what}")
+        with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
+            Config(link_slice=True, **kw)
+    assert Config(router_arch="lite", phits=2, link_slice=True).link_slice
+
+
 def test_phits_keep_the_header_in_the_first_phit():
     # 8 x 8 default: 16-bit header, 70-bit flit: 4 phits of 18 bits, 5 would be 14 < 16
     assert Config(rows=8, cols=8, router_arch="lite", phits=4).phit_width == 18
@@ -147,8 +159,8 @@ def test_rejects_bool_as_int():
 
 def test_every_parameter_has_a_rejection_test():
     tested = {"rows", "cols", "dtype", "data_width", "acc_width", "overflow", "act_depth",
-              "acc_depth", "num_vcs", "buffer_depth", "router_arch", "phits", "handoff",
-              "nonlinear"}
+              "acc_depth", "num_vcs", "buffer_depth", "router_arch", "phits", "link_slice",
+              "handoff", "nonlinear"}
     assert tested == {r.name for r in PARAMETERS}
 
 

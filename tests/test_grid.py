@@ -118,8 +118,9 @@ def test_deterministic(tmp_path):
     assert a["manifest"].read_bytes() == b["manifest"].read_bytes()
 
 
-# the array of compact and voq by default (it holds the router and the mesh's links); lite
-# and parallel arrays, and the router and the mesh alone, with --run-slow (the default run
+# the array of compact, voq and lite with link slices by default (it holds the router and the
+# mesh's links); the other lite and the parallel arrays, and the router and the mesh alone,
+# with --run-slow (the default run
 # lints the default tile and array of each simulator's build too: tests/test_cli.py)
 @pytest.mark.parametrize("block", [pytest.param("router", marks=pytest.mark.slow),
                                    pytest.param("mesh", marks=pytest.mark.slow), "array"])
@@ -128,8 +129,10 @@ def test_deterministic(tmp_path):
                                               "buffer_depth": 2}, marks=pytest.mark.slow),
                                 pytest.param({"router_arch": "parallel", "num_vcs": 4},
                                              marks=pytest.mark.slow),
-                                {"router_arch": "voq", "num_vcs": 3}],
-                         ids=["compact-v3", "lite-p3", "parallel-v4", "voq-v3"])
+                                {"router_arch": "voq", "num_vcs": 3},
+                                {"router_arch": "lite", "phits": 2, "buffer_depth": 2,
+                                 "link_slice": True}],
+                         ids=["compact-v3", "lite-p3", "parallel-v4", "voq-v3", "lite-p2-slice"])
 def test_lint_clean(tmp_path, block, kw):
     cfg = Config(rows=2, cols=3, **kw)
     files = emit(block, cfg, tmp_path)

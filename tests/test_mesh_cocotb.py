@@ -32,6 +32,8 @@ MESHES = {
                           phits=3),
     "1x1-lite4": Config(rows=1, cols=1, buffer_depth=2, router_arch="lite", phits=4),
     "1x3-lite2": Config(rows=1, cols=3, router_arch="lite", phits=2),
+    "3x3-lite2s": Config(rows=3, cols=3, buffer_depth=2, router_arch="lite", phits=2,
+                         link_slice=True),
     "3x5-voq": Config(rows=3, cols=5, router_arch="voq"),
     "4x4-voq3": Config(rows=4, cols=4, num_vcs=3, buffer_depth=2, router_arch="voq"),
 }
@@ -40,10 +42,10 @@ MESHES = {
 #: (3x5-parallel runs with --run-slow since voq, the other high-throughput router, took its
 #: place; parallel keeps its router, array and formal samples.)
 DEFAULT = {("1x1", "icarus"), ("1x4", "icarus"), ("3x5", "icarus"), ("4x4", "icarus"),
-           ("3x5-lite4", "icarus"), ("3x5-voq", "icarus")}
+           ("3x5-lite4", "icarus"), ("3x5-voq", "icarus"), ("3x3-lite2s", "icarus")}
 #: Meshes whose random traffic runs with --run-slow only (their zero-load latency stays in
-#: the default run; 4x4 saturating, 3x5-lite4 at low load and 3x5-voq saturating keep the
-#: random traffic of compact, lite and voq there)
+#: the default run; 4x4 saturating, 3x5-lite4 at low load, 3x5-voq and 3x3-lite2s (link
+#: slices) saturating keep the random traffic of compact, lite and voq there)
 RANDOM_SLOW = {"1x4", "3x5"}
 _emitted: set = set()
 
@@ -63,7 +65,8 @@ def run(build_root, sim, mesh, testcase, env):
 #: The load of the random traffic each mesh runs in the default run; the other with
 #: --run-slow.
 DEFAULT_LOADS = {"1x1": (1.0,), "1x4": (1.0,), "3x5": (0.05,), "4x4": (1.0,),
-                 "3x5-parallel": (1.0,), "3x5-lite4": (0.05,), "3x5-voq": (1.0,)}
+                 "3x5-parallel": (1.0,), "3x5-lite4": (0.05,), "3x5-voq": (1.0,),
+                 "3x3-lite2s": (1.0,)}
 
 
 def _slow(sim, mesh, load=None, *_):

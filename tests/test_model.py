@@ -510,6 +510,30 @@ def test_model_against_the_rtl(sim_env, build_root, name):
     assert errors["max"] <= 0.10, (worst.workload, worst.rtl, worst.model)
 
 
+@pytest.mark.parametrize("sim", ["verilator"])
+def test_link_slices_keep_every_cycle(sim_env, build_root):
+    """The lite router's link slices (``link_slice``) hide their cycle in the slot: seeded
+    layers and a small network on Verilator give the same outputs and take the same cycles
+    in every phase with and without them, and the model, which does not know about them,
+    predicts both exactly."""
+    from wafertile.network.compiler import compile_network
+    from wafertile.run import simulate
+
+    del sim_env
+    base = Config(rows=2, cols=3, data_width=8, acc_width=24, act_depth=16, acc_depth=16,
+                  router_arch="lite", phits=2, buffer_depth=2)
+    programs = [compile_layer(base, *case.arrays(base)) for case in layer_cases(base, 4, SEED)]
+    net, x = network_cases(SEED + 1)[2].build(base)
+    programs.append(compile_network(base, net, x))
+    plain, sliced = (simulate(cfg, programs, sim="verilator", build_root=build_root)
+                     for cfg in (base, base.replace(link_slice=True)))
+    for program, (y0, s0), (y1, s1) in zip(programs, plain.results, sliced.results,
+                                           strict=True):
+        assert np.array_equal(y0, y1)
+        assert list(s1["phase_cycles"]) == list(s0["phase_cycles"])
+        assert predict_program(base, program).phase_cycles == list(s1["phase_cycles"])
+
+
 @pytest.mark.slow
 def test_wafer_size_layer():
     """The issue's wafer-size layer: 16384 x 16384 at 10% on 1024 x 1024 (timed in

@@ -165,8 +165,21 @@ RANDOM_CASES = [
 
 @pytest.mark.parametrize(("pos", "num_vcs", "depth", "arch", "phits"), RANDOM_CASES)
 def test_random_all_ports(request, pos, num_vcs, depth, arch, phits):
-    cfg = Config(rows=3, cols=3, num_vcs=num_vcs, buffer_depth=depth, router_arch=arch,
-                 phits=phits)
+    _random_all_ports(request, pos, Config(rows=3, cols=3, num_vcs=num_vcs, buffer_depth=depth,
+                                           router_arch=arch, phits=phits))
+
+
+@pytest.mark.parametrize(("pos", "num_vcs", "depth", "phits"), [
+    ((1, 1), 2, 2, 4), ((0, 2), 2, 2, 4), ((1, 1), 3, 2, 3), ((2, 1), 2, 4, 2)])
+def test_random_all_ports_with_link_slices(request, pos, num_vcs, depth, phits):
+    """The lite router with its link slices (``link_slice``): every flit out on its route,
+    once, in order per (input, VC), under idle and stalled links, as without them."""
+    _random_all_ports(request, pos, Config(rows=3, cols=3, num_vcs=num_vcs, buffer_depth=depth,
+                                           router_arch="lite", phits=phits, link_slice=True))
+
+
+def _random_all_ports(request, pos, cfg):
+    num_vcs = cfg.num_vcs
     model = NocModel(cfg)
     seed = seed_for(request)
     rng = Random(seed)
@@ -206,12 +219,15 @@ def test_one_cycle_per_router_and_full_rate(arch):
     assert info["cycles"] == len(words) + 1 + 11
 
 
+@pytest.mark.parametrize("link_slice", [False, True])
 @pytest.mark.parametrize("phits", [2, 3, 4])
-def test_lite_one_slot_per_router_and_full_rate(phits):
+def test_lite_one_slot_per_router_and_full_rate(phits, link_slice):
     """With n phits an output moves one flit per n-cycle slot, back to back: the serializer
     takes flit k in the phase 0 of slot k, the router sends it in slot k + 1 and the
-    deserializer offers it in the cycle after that slot."""
-    cfg = Config(rows=3, cols=3, router_arch="lite", phits=phits, buffer_depth=2)
+    deserializer offers it in the cycle after that slot. With the link slices the same: the
+    slice's cycle hides in the slot."""
+    cfg = Config(rows=3, cols=3, router_arch="lite", phits=phits, buffer_depth=2,
+                 link_slice=link_slice)
     model = NocModel(cfg)
     words = [model.flit(x0=2, x1=2, y0=1, y1=1, vc=k % 2, payload=k) for k in range(40)]
     got, info = simulate_router(cfg, 1, 1, {4: words}, seed=0, idle=0.0, stall=0.0)

@@ -40,6 +40,14 @@ class VcBuffer(CheckedComponent):
     head_width : int
         Bits of a sideband word stored with each flit and readable for the head of every VC
         at once (``head``), in a small RAM per VC (0: none).
+    sliced : bool
+        With ``phits > 1``: the words come through a one-cycle register slice (the router's
+        link slice, ``Config.link_slice``), so word ``k`` of a flit is offered in phase ``k +
+        1`` and the last one in the next slot's phase 0. The flit is pushed (its VC's
+        pointer moves) in the slot's last phase as without the slice, and its last word is
+        written in the next phase 0 at the address it had (registered); ``w_rdy_next`` gives
+        in the last phase the room the VCs will have once the pointers moved (the register
+        slice's ``ready``: the value ``w_rdy`` has in the next phase 0).
     peek : bool
         Show every stored word, in FIFO order, for proofs only (``wafertile formal``: the
         invariants of a k-induction name the flits behind a VC's head). The fabric never
@@ -56,6 +64,8 @@ class VcBuffer(CheckedComponent):
         The sideband word of the incoming flit.
     w_rdy : ``Out(num_vcs)``
         Bit ``v``: VC ``v`` has room for a whole flit.
+    w_rdy_next : ``Out(num_vcs)`` (with ``sliced``)
+        ``w_rdy`` after this cycle's pointer moves.
     push : ``Out(num_vcs)``
         Bit ``v``: the offered word is written into VC ``v`` in this cycle.
     r_vc : ``In(vc bits)``
@@ -85,9 +95,10 @@ class VcBuffer(CheckedComponent):
     """
 
     def __init__(self, *, num_vcs: int, depth: int, width: int, phits: int = 1,
-                 head_width: int = 0, peek: bool = False):
+                 head_width: int = 0, sliced: bool = False, peek: bool = False):
         self._num_vcs, self._depth, self._width = num_vcs, depth, width
         self._phits, self._head_width, self._peek = phits, head_width, bool(peek)
+        self._sliced = bool(sliced)
         vbits = index_bits(num_vcs)
         members = {
             "w_valid": In(1), "w_vc": In(vbits), "w_data": In(width),
@@ -101,6 +112,8 @@ class VcBuffer(CheckedComponent):
             members["head"] = Out(head_width).array(num_vcs)
         if phits > 1:
             members["phase"] = In(range(phits))
+        if sliced:
+            members["w_rdy_next"] = Out(num_vcs)
         if peek:
             members["stored"] = Out(width).array(num_vcs, depth, phits)
             if head_width:
@@ -108,7 +121,8 @@ class VcBuffer(CheckedComponent):
         super().__init__(members)
 
     @classmethod
-    def check(cls, *, num_vcs, depth, width, phits=1, head_width=0, peek=False) -> None:
+    def check(cls, *, num_vcs, depth, width, phits=1, head_width=0, sliced=False,
+              peek=False) -> None:
         for name, value, low in (("num_vcs", num_vcs, 1), ("depth", depth, 1),
                                  ("width", width, 1), ("phits", phits, 1),
                                  ("head_width", head_width, 0)):
@@ -117,6 +131,9 @@ class VcBuffer(CheckedComponent):
                 raise TypeError(f"VcBuffer {name} must be {kind} integer, not {value!r}")
         if depth & (depth - 1):
             raise ValueError(f"VcBuffer depth must be a power of two, not {depth}")
+        if sliced and phits < 2:
+            raise ValueError(f"VcBuffer sliced needs phits > 1 (the slice's cycle hides in the "
+                             f"slot), not phits = {phits}")
         if head_width and phits > 1:
             raise ValueError(f"VcBuffer head_width needs phits = 1 (a sideband is written once "
                              f"per flit), not phits = {phits}")
@@ -127,16 +144,20 @@ class VcBuffer(CheckedComponent):
         abits = (depth - 1).bit_length()
         pbits = (n - 1).bit_length()
         vbits = index_bits(nv)
+        sliced = self._sliced
         if n > 1:
             phase = self.phase
             last = phase == n - 1
+            # the phase of the word offered: one behind with the slice (the last word comes
+            # in the next slot's phase 0)
+            wphase = Mux(phase == 0, n - 1, phase - 1)[:max(1, pbits)] if sliced else phase
             # The flit's VC is in its first phit (phase 0); keep it for the slot.
             held_vc = Signal(vbits)
-            with m.If(phase == 0):
+            with m.If(wphase == 0):
                 m.d.sync += held_vc.eq(self.w_vc)
-            vc_in = Mux(phase == 0, self.w_vc, held_vc)
+            vc_in = Mux(wphase == 0, self.w_vc, held_vc)
         else:
-            phase, last, vc_in = Const(0, 1), Const(1), self.w_vc
+            phase, wphase, last, vc_in = Const(0, 1), Const(0, 1), Const(1), self.w_vc
 
         # Pointers with a wrap bit; ready and occupancy from them alone.
         wps = [Signal(abits + 1, name=f"wp{v}") for v in range(nv)]
@@ -153,6 +174,11 @@ class VcBuffer(CheckedComponent):
                 m.d.sync += wp.eq(wp + 1)
             with m.If(self.pop[v] & last):
                 m.d.sync += rp.eq(rp + 1)
+            if sliced:
+                wp_n = wp + (self.push[v] & last)
+                rp_n = rp + (self.pop[v] & last)
+                m.d.comb += self.w_rdy_next[v].eq(
+                    ~((wp_n[abits] != rp_n[abits]) & (wp_n[:abits] == rp_n[:abits])))
 
         def at(ptrs, vc, ahead=0, word=phase):
             """Address of word ``word`` (default: the current phase's) of the flit ``ahead``
@@ -165,9 +191,20 @@ class VcBuffer(CheckedComponent):
                                         init=[])
         wr = ram.write_port()
         rd = ram.read_port(domain="comb")
+        write = any_of(self.push[v] for v in range(nv))
+        addr = at(wps, vc_in, word=wphase)
+        if sliced:
+            # the last word, in the next slot's phase 0: where the flit was pushed (the
+            # pointer has moved since), if it was
+            tail_en = Signal(name="tail_en")
+            tail_addr = Signal(len(addr), name="tail_addr")
+            with m.If(last):
+                m.d.sync += [tail_en.eq(write), tail_addr.eq(at(wps, vc_in, word=wphase + 1))]
+            write = Mux(phase == 0, tail_en, write)
+            addr = Mux(phase == 0, tail_addr, addr)
         m.d.comb += [
-            wr.en.eq(any_of(self.push[v] for v in range(nv))),
-            wr.addr.eq(at(wps, vc_in)),
+            wr.en.eq(write),
+            wr.addr.eq(addr),
             wr.data.eq(self.w_data),
             rd.addr.eq(at(rps, self.r_vc)),
             self.r_data.eq(rd.data),

@@ -159,15 +159,29 @@ class LiteRouter(Router):
         cfg, nv, w = self.config, self.config.num_vcs, self.config.phit_width
         name = port.letter
         inp = self.inputs[port.value]
-        word = inp.word
+        valid, word = inp.valid, inp.word
+        sliced = cfg.link_slice
+        if sliced:
+            # the link slice: the phits a cycle late, ready from a register loaded in the
+            # slot's last phase with the room the next slot has (what w_rdy then says)
+            valid = Signal(name=f"valid_{name}_slice")
+            word = Signal.like(inp.word, name=f"word_{name}_slice")
+            ready = Signal(nv, name=f"ready_{name}_slice", init=(1 << nv) - 1)
+            m.d.sync += [valid.eq(inp.valid), word.eq(inp.word)]
         in_hdr = data.View(header_layout(cfg), word[:cfg.header_width])
-        buf = VcBuffer(num_vcs=nv, depth=cfg.buffer_depth, width=w + 5, phits=cfg.phits)
+        buf = VcBuffer(num_vcs=nv, depth=cfg.buffer_depth, width=w + 5, phits=cfg.phits,
+                       sliced=sliced)
         m.submodules[f"buf_{name}"] = buf
         m.d.comb += [
-            buf.w_valid.eq(inp.valid), buf.w_vc.eq(in_hdr.vc),
+            buf.w_valid.eq(valid), buf.w_vc.eq(in_hdr.vc),
             buf.w_data.eq(Cat(word[:w], route_mask(cfg, in_hdr, self.x, self.y, port))),
-            inp.ready.eq(buf.w_rdy),
         ]
+        if sliced:
+            with m.If(slot.last):
+                m.d.sync += ready.eq(buf.w_rdy_next)
+            m.d.comb += inp.ready.eq(ready)
+        else:
+            m.d.comb += inp.ready.eq(buf.w_rdy)
         if cfg.phits > 1:
             m.d.comb += buf.phase.eq(slot.phase)
 

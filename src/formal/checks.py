@@ -51,6 +51,8 @@ BLOCKS = {
 
 _ARCHS = ({"router_arch": "compact"}, {"router_arch": "parallel"},
           {"router_arch": "lite", "phits": 2}, {"router_arch": "voq"})
+#: Added with --run-slow: the lite router with its link slices.
+_DEEP_ARCHS = ({"router_arch": "lite", "phits": 2, "link_slice": True},)
 
 
 def _config(base: Mapping[str, Any], **changes: Any) -> Config:
@@ -148,7 +150,7 @@ _ROUTER_PROOFS = {
 
 
 def _router(base, given, deep):
-    archs = [{}] if "router_arch" in given else list(_ARCHS)
+    archs = [{}] if "router_arch" in given else list(_ARCHS) + list(_DEEP_ARCHS if deep else ())
     out = []
     for a in archs:
         cfg = _config(base, **a)
@@ -163,7 +165,8 @@ def _router(base, given, deep):
             continue
         depth = ROUTER_DEPTH[deep][cfg.router_arch] * cfg.phits
         out.append(Check(
-            f"router_{cfg.router_arch}_p{cfg.phits}", "router", cfg,
+            f"router_{cfg.router_arch}_p{cfg.phits}{'_slice' if cfg.link_slice else ''}",
+            "router", cfg,
             lambda c: RouterHarness(c, drain=0), "bmc", depth,
             cover_depth=(2 * cfg.buffer_depth + 4) * cfg.phits,
             why="flits enter in slots 0 and 1 and a VC buffer is full in slot 2; a second "
