@@ -112,7 +112,8 @@ def fpga_config(family: str, values: dict[str, Any], *, source: str) -> Config:
         return Config.from_mapping(values, source=source)
     merged = {**FPGA_PROFILE, **values}
     if "phits" not in values:  # as many phits as the header allows, up to the profile's 4
-        probe = Config.from_mapping({**merged, "phits": 1}, source=source)
+        probe = Config.from_mapping({**merged, "phits": 1, "link_slice": False},
+                                    source=source)
         merged["phits"] = max(1, min(FPGA_PROFILE["phits"],
                                      probe.flit_width // probe.header_width))
     return Config.from_mapping(merged, source=source)

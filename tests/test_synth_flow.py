@@ -194,6 +194,9 @@ def test_ecp5_defaults_to_the_fpga_router_profile():
     assert fpga_config("ecp5", {"router_arch": "compact"}, source="test") == \
         Config(router_arch="compact")
     assert fpga_config("ecp5", {"phits": 2}, source="test").phits == 2
+    # link slices asked for, the profile's phits under them
+    sliced = fpga_config("ecp5", {"link_slice": True}, source="test")
+    assert (sliced.router_arch, sliced.phits, sliced.link_slice) == ("lite", 4, True)
     # a flit too narrow for 4 phits (16-bit header, 53-bit flit) gets as many as fit: 3
     narrow = fpga_config("ecp5", {"rows": 8, "cols": 8, "data_width": 8, "acc_width": 16},
                          source="test")
