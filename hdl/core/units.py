@@ -431,12 +431,10 @@ def _shift_low(value, amount, keep: int) -> tuple[Value, list, list]:
     for b in reversed(range(len(amount))):
         step = 1 << b
         need = min(keep + step - 1, len(value))  # the bits the smaller stages still read
-        out.append(amount[b] & any_of(bits[i] if i < len(bits) else sign
-                                      for i in range(step)))
-        formed = max(need, len(bits))
-        shifted = [bits[i + step] if i + step < len(bits) else sign for i in range(formed)]
-        new = [Mux(amount[b], shifted[i], bits[i] if i < len(bits) else sign)
-               for i in range(formed)]
+        assert step <= need <= len(bits)  # every stage forms at least what it keeps
+        out.append(amount[b] & any_of(bits[:step]))
+        shifted = [bits[i + step] if i + step < len(bits) else sign for i in range(len(bits))]
+        new = [Mux(amount[b], shifted[i], bits[i]) for i in range(len(bits))]
         above += new[need:]
         bits = new[:need]
     return Cat(*bits[:keep]), above, out

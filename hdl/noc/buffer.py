@@ -162,9 +162,12 @@ class VcBuffer(CheckedComponent):
         # Pointers with a wrap bit; ready and occupancy from them alone.
         wps = [Signal(abits + 1, name=f"wp{v}") for v in range(nv)]
         rps = [Signal(abits + 1, name=f"rp{v}") for v in range(nv)]
+        def is_full(wp, rp):
+            return (wp[abits] != rp[abits]) & (wp[:abits] == rp[:abits])
+
         for v in range(nv):
             wp, rp = wps[v], rps[v]
-            full = (wp[abits] != rp[abits]) & (wp[:abits] == rp[:abits])
+            full = is_full(wp, rp)
             m.d.comb += [
                 self.w_rdy[v].eq(~full),
                 self.push[v].eq(self.w_valid & (vc_in == v) & ~full),
@@ -175,10 +178,8 @@ class VcBuffer(CheckedComponent):
             with m.If(self.pop[v] & last):
                 m.d.sync += rp.eq(rp + 1)
             if sliced:
-                wp_n = wp + (self.push[v] & last)
-                rp_n = rp + (self.pop[v] & last)
-                m.d.comb += self.w_rdy_next[v].eq(
-                    ~((wp_n[abits] != rp_n[abits]) & (wp_n[:abits] == rp_n[:abits])))
+                m.d.comb += self.w_rdy_next[v].eq(~is_full(wp + (self.push[v] & last),
+                                                           rp + (self.pop[v] & last)))
 
         def at(ptrs, vc, ahead=0, word=phase):
             """Address of word ``word`` (default: the current phase's) of the flit ``ahead``

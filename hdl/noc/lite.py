@@ -57,33 +57,34 @@ class _Slot:
         self.last = (self.phase == self.n - 1) if self.n > 1 else Const(1)
         self.held: dict[str, Signal] = {}
 
-    def hold(self, sig, name: str):
-        """``sig`` in phase 0, then the value it had in phase 0 for the rest of the slot."""
-        return self._hold(sig, name)[0]
-
     def at_end(self, sig, name: str):
         """``sig`` as it was in phase 0, for what happens in the slot's last phase: with
         phits the register :meth:`hold` keeps (equal to :meth:`hold`'s value there), so no
         combinational path runs from phase 0's allocation into the last phase's updates (a
         path static timing analysis would count, though the two phases never meet)."""
-        eff, reg = self._hold(sig, name)
-        return eff if reg is None else reg
+        return self.ended(name, self.hold(sig, name))
 
-    def _hold(self, sig, name: str):
+    def ended(self, name: str, held):
+        """The register behind ``held`` (what :meth:`hold` gave for ``name``), or ``held``
+        itself with one phit."""
+        return self.held.get(name, held)
+
+    def hold(self, sig, name: str):
+        """``sig`` in phase 0, then the value it had in phase 0 for the rest of the slot."""
         m = self.m
         if not isinstance(sig, Signal):
             wire = Signal(len(sig), name=name)
             m.d.comb += wire.eq(sig)
             sig = wire
         if self.n == 1:
-            return sig, None
+            return sig
         reg = Signal.like(sig, name=f"{name}_held")
         eff = Signal.like(sig, name=f"{name}_eff")
         with m.If(self.first):
             m.d.sync += reg.eq(sig)
         m.d.comb += eff.eq(Mux(self.first, sig, reg))
         self.held[name] = reg
-        return eff, reg
+        return eff
 
 
 @dataclass
@@ -277,11 +278,11 @@ class LiteRouter(Router):
         vbits = (nv - 1).bit_length()
         # the grants as held for the slot, from their registers (all is updated in the last
         # phase: :meth:`_Slot.at_end`)
-        got_h = [slot.held.get(f"got_{Port(p).letter}", self._got_h[p]) for p in range(5)]
+        got_h = [slot.ended(f"got_{Port(p).letter}", self._got_h[p]) for p in range(5)]
         lin = self.in_l
         lrem = ins[_L].remaining
         lpop = end((got[_L] != 0) & ((lrem & ~got[_L]) == 0), "pop_l")
-        m.d.comb += self._l_leaving.eq(last & slot.held["pop_l"] if cfg.phits > 1 else 0)
+        m.d.comb += self._l_leaving.eq(last & lpop if cfg.phits > 1 else 0)
         with m.If(last & lpop):
             m.d.sync += self._l_sent.eq(0)
             with m.If(~(lin.valid & self._l_leaving & (lin.flit.header.vc < nv))):

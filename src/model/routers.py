@@ -319,19 +319,23 @@ class Router:
         nothing left out of theirs; returns whether each (input, router) let a head go."""
         got = np.zeros((5, self.V, self.nodes), np.int64)
         np.add.at(got, (g.inp, g.vc, g.node), g.bits)
-        moving = (g.out != _L) & self._leads_inside(g.out, g.node)
-        move_in = np.array([_OPPOSITE.get(o, 0) for o in range(5)])[g.out[moving]]
-        move_to = np.choose(g.out[moving], [g.node[moving], *(self.neighbour[o][g.node[moving]]
-                                                              for o in range(1, 5))])
-        move_fid = g.fid[moving]
         done = has & (got != 0) & ((rem & ~got) == 0)
         self._hold(done, got)
         self.sent = np.where(done, 0, self.sent | got)
         self.head = np.where(done, (self.head + 1) % self.B, self.head)
         self.count -= done
-        if len(move_fid):
-            self.push(move_in, move_to, move_fid)
+        self._move(g)
         return done.any(axis=1)
+
+    def _move(self, g: Grants) -> None:
+        """The granted branches that lead to another router into its buffers (after this
+        router's own buffers changed: visible next step)."""
+        moving = (g.out != _L) & self._leads_inside(g.out, g.node)
+        if moving.any():
+            out, node = g.out[moving], g.node[moving]
+            move_in = np.array([_OPPOSITE.get(o, 0) for o in range(5)])[out]
+            move_to = np.choose(out, [node, *(self.neighbour[o][node] for o in range(1, 5))])
+            self.push(move_in, move_to, g.fid[moving])
 
     def _hold(self, done: np.ndarray, got: np.ndarray) -> None:
         """Heads that are ``done`` but keep their buffer past the step (changed in place;
@@ -603,13 +607,7 @@ class VoqRouter(Router):
             self.fifo = np.take_along_axis(self.fifo, order, axis=3)
             self.mask = np.take_along_axis(self.mask, order, axis=3)
             self.count = keep.sum(axis=3)
-        moving = (g.out != _L) & self._leads_inside(g.out, g.node)
-        if moving.any():
-            out = g.out[moving]
-            move_in = np.array([_OPPOSITE.get(o, 0) for o in range(5)])[out]
-            move_to = np.choose(out, [g.node[moving], *(self.neighbour[o][g.node[moving]]
-                                                        for o in range(1, 5))])
-            self.push(move_in, move_to, g.fid[moving])
+        self._move(g)
         return popped
 
 
