@@ -208,6 +208,8 @@ def _add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_network_flags(run)
     from .model.command import add_model_flags
     add_model_flags(run)
+    from .model.wafer_command import add_wafer_flags
+    add_wafer_flags(run)
     add_config_flags(run)
     run.set_defaults(func=_cmd_run, command_parser=run)
     return run
@@ -256,11 +258,15 @@ def _check_run_flags(args: argparse.Namespace) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .files import cache_root
-    from .outputs import check_output_file, finish_run
-    from .run import default_layer, load_layer, run_layer
 
     # Every input is checked before anything is built or simulated: first that every flag
     # given applies to this run (none is silently ignored), then the values.
+    from .model.wafer_command import check_wafer_flags, run_wafer
+    from .outputs import check_output_file, finish_run
+    from .run import default_layer, load_layer, run_layer
+    if args.train:  # a GPT's training step at wafer scale, predicted: docs/wafer.md
+        return run_wafer(args)
+    check_wafer_flags(args)
     _check_run_flags(args)
     for name, default in _RUN_DEFAULTS.items():  # defaults None: "given" is "not None"
         if getattr(args, name) is None:

@@ -1,0 +1,754 @@
+"""A GPT's training step at wafer scale, predicted (issue 20; ``docs/wafer.md``).
+
+The step is the one ``docs/training.md`` builds for chains of layers, applied to a GPT of the
+model zoo (:mod:`.zoo`) on an ``R x C`` array of float tiles: per batch group of ``R`` token
+rows (whole sequences side by side, one position per row), the weights stream in for the
+forward pass and again for the backward pass, the GRAD chains make the weight gradients and
+stream them out of the south edge, and the parameter store (outside the fabric) adds the
+groups' partial sums and runs the optimizer. Nothing of the weights stays on the fabric;
+what stays is each token's activations, in its row's tiles.
+
+How each phase is predicted (``Phase.method``):
+
+- ``"plan"``: the performance model's analytic level on the compiler's own plan of the
+  layer (:func:`~wafertile.stream.plan_layer` on the dense shape,
+  :func:`~wafertile.model.layer.dense_stream` for the MAC streams; the zeroing, reduction,
+  hand-off, LayerNorm and read phases built by the compiler's functions for one row and
+  predicted by :func:`~wafertile.model.predict.predict_phase`: their rows run alike). The
+  same functions ``wafertile run --fidelity model`` uses at any size;
+- ``"closed form"``: a GRAD phase, ``max(ceil(n / ports), ceil(n / C))`` slots plus the
+  distance to the farthest column and the chain down the column (checked against the
+  analytic level's :func:`~wafertile.model.phases.grad_cycles` in ``tests/test_wafer.py``);
+- ``"estimate"``: what the RTL does not build yet, or builds with phases too large to
+  compile at wafer size: the attention's phases (the costs of ``docs/attention.md``, "What
+  it costs", as port and tile bounds), the residual adds, and every backward nonlinear
+  operation (GELU's derivative, LayerNorm's and the attention's backward, written in
+  ``docs/wafer.md`` as multiples of the forward phases).
+
+Everything is per batch group (every group alike), times the groups of a step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from ..config import Config
+from ..errors import InputError
+from ..formats import fp32_fields
+from ..hdl.core import nonlinear
+from ..hdl.flit import Opcode
+from ..network.compiler import handoff_phases, output_places
+from ..stream import (
+    PhaseBuilder,
+    add_activations,
+    add_zero,
+    handoff_window,
+    plan_layer,
+    read_phase,
+    reduce_phases,
+)
+from ..stream.rows import layernorm_phases
+from .energy import ENERGY, EnergyTable
+from .layer import dense_stream
+from .predict import predict_phase
+from .stream import stream_cycles
+from .timing import Timing
+from .zoo import GptShape
+
+__all__ = ["BATCH_TOKENS", "DEFAULTS", "KINDS", "Fabric", "GroupBuilder", "MemoryPlan",
+           "WaferError", "WaferStep", "attention_phases", "grad_phase_cycles", "memory_plan",
+           "plan_at", "predict_training", "resident_bytes_per_tile", "resolve"]
+
+#: Tokens per step the default batch reaches at least (GPT-3 XL's batch, Brown et al. 2020).
+BATCH_TOKENS = 1 << 20
+
+#: The defaults of everything but the array's size (docs/wafer.md says where each is from).
+DEFAULTS = {"dtype": "bf16", "sram_kib": 48.0, "clock_mhz": 1000.0, "stream_gbps": 1200.0}
+
+_POW2 = [1 << k for k in range(16, 3, -1)]  # chunk sizes (act_depth) tried, largest first
+
+
+class WaferError(InputError):
+    """A wafer-scale prediction that cannot be made as asked (one line, exit status 2)."""
+
+
+@dataclass(frozen=True)
+class Fabric:
+    """The array the prediction is for.
+
+    Attributes
+    ----------
+    rows, cols : int
+    dtype : str
+        ``"bf16"`` or ``"fp16"`` (the float tiles; FP32 accumulators).
+    sram_kib : float
+        Each tile's SRAM, activations and accumulators together (KiB).
+    clock_mhz : float
+    stream_gbps : float
+        The bandwidth between the parameter store and the fabric, each way (Gb/s).
+    router_arch : str
+        The routers (``Config.router_arch``).
+    """
+
+    rows: int
+    cols: int
+    dtype: str = DEFAULTS["dtype"]
+    sram_kib: float = DEFAULTS["sram_kib"]
+    clock_mhz: float = DEFAULTS["clock_mhz"]
+    stream_gbps: float = DEFAULTS["stream_gbps"]
+    router_arch: str = "compact"
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "cols"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 2:
+                raise WaferError(f"{name} must be an integer >= 2 for a training step (GRAD "
+                                 f"chains enter below row 0), not {value!r}")
+        if self.dtype not in ("bf16", "fp16"):
+            raise WaferError(f"a GPT trains on float tiles: dtype must be 'bf16' or 'fp16', "
+                             f"not {self.dtype!r}")
+        for name in ("sram_kib", "clock_mhz", "stream_gbps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    math.isfinite(value) and value > 0):
+                raise WaferError(f"--{name.replace('_', '-')} must be a number > 0, not "
+                                 f"{value!r}")
+
+    @property
+    def sram_bytes(self) -> int:
+        return int(self.sram_kib * 1024)
+
+    @property
+    def tiles(self) -> int:
+        return self.rows * self.cols
+
+    def config(self, act_depth: int = 1024, acc_depth: int = 1024, *, rows: int | None = None
+               ) -> Config:
+        """The tiles' configuration; with ``rows``, of a strip of that many rows (a row
+        phase's model: its rows run alike), with the nonlinear unit. The whole array's has
+        none: a FINISH's 32-bit data field cannot address a wafer-size array's rows with it
+        (``docs/wafer.md``, "What the RTL would need")."""
+        return Config(rows=rows or self.rows, cols=self.cols, dtype=self.dtype,
+                      act_depth=act_depth, acc_depth=acc_depth,
+                      router_arch=self.router_arch, nonlinear=rows is not None)
+
+
+def _chunk(n: int, A: int) -> int:
+    """The words of a vector of ``n`` a tile holds when it is split into chunks of at most
+    ``A`` (the compiler's ``K = ceil(n / A)`` chunks of ``ceil(n / K)``)."""
+    return -(-n // -(-n // A))
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def _layers(shape: GptShape) -> list[tuple[str, int, int]]:
+    """A block's streamed layers: (name, outputs I, inputs J)."""
+    d, f = shape.d_model, shape.d_ff
+    return [("qkv", 3 * d, d), ("proj", d, d), ("fc1", f, d), ("fc2", d, f)]
+
+
+def _block_vectors(shape: GptShape) -> list[int]:
+    """The vectors a token keeps per block from the forward pass to the backward pass (their
+    lengths): the LayerNorms' inputs and outputs, the queries, keys and values, the
+    attention's output, the MLP's hidden layer before and after GELU (docs/wafer.md)."""
+    d, f = shape.d_model, shape.d_ff
+    return [d] * (4 * shape.norms) + [d] * 4 + [f, f]
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Where a token's numbers live in its row's tiles (``docs/wafer.md``, "Memory").
+
+    Attributes
+    ----------
+    chunk : int
+        The most words of one vector a tile holds (``act_depth``): a vector of ``n`` is split
+        into ``ceil(n / chunk)`` chunks over blocks of columns.
+    acc_depth : int
+        Accumulators per tile (FP32).
+    recompute : bool
+        Only each block's input is kept; the backward pass runs the block's forward again.
+    stored_words, transient_words : int
+        Activation words per tile kept across the step, and held while one layer runs.
+    fits : bool
+        Everything within the tile's SRAM.
+    """
+
+    chunk: int
+    acc_depth: int
+    recompute: bool
+    stored_words: int
+    transient_words: int
+    word_bytes: int
+    sram_bytes: int
+
+    @property
+    def act_bytes(self) -> int:
+        return (self.stored_words + self.transient_words) * self.word_bytes
+
+    @property
+    def acc_bytes(self) -> int:
+        return 4 * self.acc_depth
+
+    @property
+    def bytes_per_tile(self) -> int:
+        return self.act_bytes + self.acc_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self.bytes_per_tile <= self.sram_bytes
+
+
+def _attention_accumulators(shape: GptShape, fabric: Fabric, seq: int) -> int:
+    """A head's tile's accumulators (docs/attention.md: ``2D + E + T + E + 1``) and the
+    LayerNorm's three."""
+    E = -(-shape.d_model // fabric.cols)
+    return 2 * shape.d_head + 2 * E + seq + 1 + 3
+
+
+def plan_at(shape: GptShape, fabric: Fabric, seq: int, A: int, recompute: bool
+             ) -> MemoryPlan | None:
+    """The memory plan with chunks of ``A`` (None if a layer would need more column blocks
+    than a row has)."""
+    C = fabric.cols
+    d = shape.d_model
+    layers = [*_layers(shape), ("head", shape.vocab, d)]
+    layers += [(name, J, I) for name, I, J in layers]  # the backward pass's transposes
+    if any(-(-J // A) > C for _, _, J in layers):
+        return None
+    block = sum(_chunk(n, A) for n in _block_vectors(shape))
+    if recompute:  # each block's input kept; one block's vectors while it runs again
+        stored = shape.layers * _chunk(d, A) + 2 * _chunk(d, A)
+        transient = block
+    else:
+        stored = shape.layers * block + 2 * _chunk(d, A)
+        transient = 0
+    # the gradient flowing back: a layer's output gradient and its input gradient
+    widest = max(shape.d_ff, shape.vocab, 3 * d)
+    transient += 2 * _chunk(widest, A)
+    # accumulators: the attention's and the LayerNorm's, at least; one pass for the widest
+    # layer if it fits, fewer (more passes) if not
+    need = _pow2_at_least(_attention_accumulators(shape, fabric, seq))
+    want = max(need, max(_pow2_at_least(-(-I // max(1, C // -(-J // A)))) for _, I, J
+                         in layers))
+    word = 2
+    free = fabric.sram_bytes - (stored + transient) * word
+    acc = want
+    while acc > need and 4 * acc > free:
+        acc //= 2
+    return MemoryPlan(A, acc, recompute, stored, transient, word, fabric.sram_bytes)
+
+
+def memory_plan(shape: GptShape, fabric: Fabric, seq: int, recompute: bool | None = None
+                ) -> MemoryPlan:
+    """The plan with the longest chunks that fits (``recompute`` None: without recomputation
+    if any chunk length fits, with it otherwise); if none fits, the one that needs the least
+    memory (:attr:`MemoryPlan.fits` false)."""
+    options = [False, True] if recompute is None else [recompute]
+    smallest = None
+    for rc in options:
+        for A in _POW2:
+            plan = plan_at(shape, fabric, seq, A, rc)
+            if plan is None:
+                continue
+            if plan.fits:
+                return plan
+            if smallest is None or plan.bytes_per_tile < smallest.bytes_per_tile:
+                smallest = plan
+    if smallest is None:
+        raise WaferError(f"{shape.name}: even chunks of 16 words need more column blocks "
+                         f"than the {fabric.cols} columns of a row (a layer of "
+                         f"{max(shape.d_ff, shape.vocab)} inputs)")
+    return smallest
+
+
+def resident_bytes_per_tile(shape: GptShape, fabric: Fabric) -> float:
+    """The SRAM a tile would need if the weights stayed on the fabric (a weights-resident,
+    layer-pipelined mapping: every parameter in the format, spread evenly), activations
+    not counted."""
+    return shape.parameters()["total"] * 2 / fabric.tiles
+
+
+@dataclass
+class Phase:
+    """One phase of a layer, per batch group."""
+
+    layer: str
+    kind: str
+    cycles: int
+    method: str
+    flits_in: int = 0
+    flits_out: int = 0
+    macs: int = 0
+    hops: float = 0.0
+    sram_bits: int = 0
+
+
+@dataclass
+class WaferStep:
+    """The predicted training step (``as_json`` for ``--json``)."""
+
+    shape: GptShape
+    fabric: Fabric
+    seq: int
+    batch: int
+    groups: int
+    memory: MemoryPlan
+    memory_without_recompute: MemoryPlan
+    phases: list[Phase]
+    flit_bits: int
+    energy: EnergyTable
+    seconds: float = 0.0
+    advice: list[str] = field(default_factory=list)
+
+    # --- per group -------------------------------------------------------------------
+    @property
+    def group_cycles(self) -> int:
+        return sum(p.cycles * _count(self, p) for p in self.phases)
+
+    def _sum(self, name: str) -> float:
+        return sum(getattr(p, name) * _count(self, p) for p in self.phases)
+
+    # --- per step --------------------------------------------------------------------
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.seq
+
+    @property
+    def step_cycles(self) -> int:
+        return self.groups * self.group_cycles
+
+    def layer_table(self) -> list[dict[str, Any]]:
+        """Per layer of the model (a block's layers once, with ``count`` = blocks), the
+        cycles per kind of phase, the time, the bytes across the edge and what bounds it."""
+        f = self.fabric
+        out: dict[str, dict[str, Any]] = {}
+        for p in self.phases:
+            row = out.setdefault(p.layer, {"layer": p.layer, "count": _count(self, p),
+                                           **dict.fromkeys(KINDS, 0), "flits_in": 0,
+                                           "flits_out": 0, "methods": set()})
+            row[p.kind] += p.cycles
+            row["flits_in"] += p.flits_in
+            row["flits_out"] += p.flits_out
+            row["methods"].add(p.method)
+        rows = []
+        for row in out.values():
+            cycles = sum(row[k] for k in KINDS)
+            compute = self.groups * cycles / (f.clock_mhz * 1e6)
+            bytes_in = self.groups * row["flits_in"] * self.flit_bits / 8
+            bytes_out = self.groups * row["flits_out"] * self.flit_bits / 8
+            stream = max(bytes_in, bytes_out) * 8 / (f.stream_gbps * 1e9)
+            rows.append({**{k: v for k, v in row.items() if k != "methods"},
+                         "methods": sorted(row["methods"]), "cycles": cycles,
+                         "compute_seconds": compute, "stream_seconds": stream,
+                         "seconds": max(compute, stream),
+                         "bound": "stream" if stream > compute else "compute",
+                         "required_stream_gbps": max(bytes_in, bytes_out) * 8 / 1e9
+                         / compute if compute else 0.0,
+                         "stream_bytes_in": bytes_in, "stream_bytes_out": bytes_out})
+        return rows
+
+    def as_json(self) -> dict[str, Any]:
+        f, s, e = self.fabric, self.shape, self.energy
+        table = self.layer_table()
+        step_seconds = sum(r["seconds"] * r["count"] for r in table)
+        compute_seconds = sum(r["compute_seconds"] * r["count"] for r in table)
+        bytes_in = sum(r["stream_bytes_in"] * r["count"] for r in table)
+        bytes_out = sum(r["stream_bytes_out"] * r["count"] for r in table)
+        G = self.groups
+        macs = G * self._sum("macs")
+        flits_in, flits_out = G * self._sum("flits_in"), G * self._sum("flits_out")
+        parts = {
+            "macs": macs * e.mac_pj,
+            "sram": G * self._sum("sram_bits") * e.sram_bit_pj * e.scale,
+            "network": G * self._sum("hops") * self.flit_bits * e.hop_bit_pj,
+            "stream": (flits_in + flits_out) * self.flit_bits * e.offchip_bit_pj,
+        }
+        energy_j = sum(parts.values()) * 1e-12
+        kinds = {k: 0 for k in KINDS}
+        for p in self.phases:
+            kinds[p.kind] += G * p.cycles * _count(self, p)
+        m, m0 = self.memory, self.memory_without_recompute
+        peak = f.tiles * f.clock_mhz * 1e6
+        return {
+            "model": s.name, "parameters": s.parameters()["total"],
+            "rows": f.rows, "cols": f.cols, "dtype": f.dtype, "sram_kib": f.sram_kib,
+            "clock_mhz": f.clock_mhz, "stream_gbps": f.stream_gbps,
+            "router_arch": f.router_arch,
+            "seq": self.seq, "batch": self.batch, "tokens": self.tokens,
+            "batch_groups": G, "sequences_per_group": f.rows // self.seq,
+            "step_seconds": step_seconds, "compute_seconds": compute_seconds,
+            "step_cycles": self.step_cycles, "tokens_per_s": self.tokens / step_seconds,
+            "phase_cycles": kinds,
+            "stream_bytes_in": bytes_in, "stream_bytes_out": bytes_out,
+            "weight_bytes": s.parameters()["total"] * 2,
+            "required_stream_gbps": max(r["required_stream_gbps"] for r in table),
+            "average_stream_gbps": max(bytes_in, bytes_out) * 8 / 1e9 / step_seconds,
+            "bound": {r["layer"]: r["bound"] for r in table},
+            "layers": table,
+            "act_bytes_per_tile": m.act_bytes, "acc_bytes_per_tile": m.acc_bytes,
+            "bytes_per_tile": m.bytes_per_tile, "sram_bytes": m.sram_bytes,
+            "fits": m.fits, "recompute": m.recompute, "chunk": m.chunk,
+            "acc_depth": m.acc_depth,
+            "fits_without_recompute": m0.fits,
+            "bytes_per_tile_without_recompute": m0.bytes_per_tile,
+            "advice": self.advice,
+            "resident_bytes_per_tile": resident_bytes_per_tile(s, f),
+            "resident_fits": resident_bytes_per_tile(s, f) <= m.sram_bytes,
+            "macs": macs, "mac_utilization": macs / (peak * compute_seconds),
+            "peak_fraction": macs / (peak * step_seconds),
+            "host_flits_in": flits_in, "host_flits_out": flits_out,
+            "flit_bits": self.flit_bits,
+            "energy_j": energy_j, "energy_parts_j": {k: v * 1e-12 for k, v in parts.items()},
+            "power_w": energy_j / step_seconds,
+            "power_compute_bound_w": energy_j / compute_seconds, "energy_table": e.as_dict(),
+            "methods": sorted({p.method for p in self.phases}),
+            "predict_seconds": round(self.seconds, 3),
+        }
+
+
+#: The kinds of phase a layer's cycles are reported by.
+KINDS = ("forward", "backward_data", "reduce", "weight_gradients", "attention", "nonlinear",
+         "handoffs", "edge")
+
+
+def _count(step: WaferStep, p: Phase) -> int:
+    """How many times a phase runs per group: a block's phases once per block."""
+    return step.shape.layers if p.layer in BLOCK_LAYERS else 1
+
+
+#: The layers of a block (their phases run once per block).
+BLOCK_LAYERS = ("qkv", "attention", "proj", "fc1", "fc2", "norms", "residual")
+
+
+# --------------------------------------------------------------------------------------
+# the phases
+
+
+class GroupBuilder:
+    """Builds one batch group's phases (per block and for the model's ends)."""
+
+    def __init__(self, shape: GptShape, fabric: Fabric, memory: MemoryPlan, seq: int):
+        self.shape, self.fabric, self.memory, self.seq = shape, fabric, memory, seq
+        self.config = fabric.config(act_depth=memory.chunk, acc_depth=memory.acc_depth)
+        self.timing = Timing(self.config)
+        self.row_config = fabric.config(act_depth=memory.chunk, acc_depth=memory.acc_depth,
+                                        rows=1)
+        self.row_timing = Timing(self.row_config)
+        self.rows = (fabric.rows // seq) * seq  # the rows that hold positions
+        self.phases: list[Phase] = []
+        self._plans: dict[tuple[int, int], Any] = {}
+
+    # -- helpers ---------------------------------------------------------------------
+    def plan(self, I: int, J: int, *, row: bool = False):
+        """The compiler's plan of a dense ``I x J`` layer on the array, or (``row``) on
+        one row of it (the same groups and passes: only the ports differ)."""
+        key = (I, J, row)
+        if key not in self._plans:
+            w = np.broadcast_to(np.ones(1, np.int8), (I, J))
+            self._plans[key] = plan_layer(self.row_config if row else self.config, w,
+                                          dense=True, streams=False)
+        return self._plans[key]
+
+    def row_phase(self, phase) -> tuple[int, str, int, int]:
+        """A one-row phase's cycles (every row alike), method, flits in and replies, each
+        for all rows."""
+        n, _, _, _ = predict_phase(self.row_timing, phase, detail="analytic")
+        replies = int(np.count_nonzero(np.isin(phase.flits["payload.op"], _REPLIES)))
+        return int(n), "plan", len(phase) * self.rows, replies * self.rows
+
+    def add(self, layer: str, kind: str, cycles: int, method: str, **counts) -> None:
+        self.phases.append(Phase(layer, kind, int(cycles), method, **counts))
+
+    def row_phases(self, layer: str, kind: str, phases) -> None:
+        C = self.fabric.cols
+        for ph in phases:
+            c, m, fin, fout = self.row_phase(ph)
+            # each flit travels half a row on average; a reply comes back as far
+            self.add(layer, kind, c, m, flits_in=fin, flits_out=fout,
+                     hops=(fin + fout) * (C + 1) / 2)
+
+    # -- a linear layer ----------------------------------------------------------------
+    def linear(self, layer: str, I: int, J: int, kind: str, *, handoff: str | None,
+               gelu: bool = False, read: bool = False) -> list[Phase]:
+        """Zeroing, MAC stream, reduction and hand-off (or read) of a dense layer: forward
+        (``handoff = "finish"``) or the backward data pass (``"back"``); the phases added."""
+        first = len(self.phases)
+        plan, row_plan = self.plan(I, J), self.plan(I, J, row=True)
+        R, C = self.rows, self.fabric.cols
+        nxt = SimpleNamespace(chunk=_chunk(I, self.memory.chunk),
+                              G=C // -(-I // self.memory.chunk))
+        op = Opcode.FINISH if handoff == "finish" else Opcode.FINISH_BACK
+        layer_ns = SimpleNamespace(relu=False, gelu=gelu)
+        for p in range(plan.passes):
+            row = PhaseBuilder()
+            add_zero(row, row_plan, p, 1)
+            self.row_phases(layer, kind, [row.phase("load")])
+            cycles, how = dense_stream(self.timing, plan, p, R)
+            n = sum(len(plan.parts(p)[g]) for g in range(plan.G)) * J
+            self.add(layer, kind, cycles, "plan" if how == "exact" else "plan (bound)",
+                     flits_in=n, macs=n * R, hops=n * ((C + 1) / 2 + R - 1),
+                     sram_bits=n * R * _MAC_BITS)
+            if plan.K > 1:
+                self.row_phases(layer, "reduce", reduce_phases(row_plan, p, 1))
+            if read:
+                self.row_phases(layer, "edge", [read_phase(row_plan, p, 1)])
+            elif handoff is not None:
+                self.row_phases(layer, "nonlinear" if gelu else "handoffs",
+                                handoff_phases(self.row_config, row_plan, layer_ns, p, 1, nxt,
+                                               0, op=op))
+        return self.phases[first:]
+
+    def grad(self, layer: str, I: int, J: int, bias: bool) -> None:
+        """The GRAD phase of a layer's weights (and biases): closed form."""
+        n = I * J + (I if bias else 0)
+        R, C = self.rows, self.fabric.cols
+        self.add(layer, "weight_gradients", grad_phase_cycles(self.timing, n, R, C),
+                 "closed form", flits_in=n, flits_out=n, macs=n * R,
+                 hops=n * ((C + 1) / 2 + R / 2 + R), sram_bits=n * R * 2 * 16)
+
+    def layernorm(self, layer: str, *, backward: bool = False) -> None:
+        """A LayerNorm of d outputs (the compiler's phases for one row); backward: twice
+        its forward phases, an estimate (docs/wafer.md)."""
+        d = self.shape.d_model
+        plan = self.plan(d, d, row=True)
+        gamma = np.zeros(d, np.int64)
+        eps = int(fp32_fields(np.float32(1e-5)))
+        phases = [ph for p in range(plan.passes)
+                  for ph in layernorm_phases(plan, p, 1, gamma, gamma, eps)]
+        first = len(self.phases)
+        for _ in range(2 if backward else 1):
+            self.row_phases(layer, "nonlinear", phases)
+        if backward:
+            for ph in self.phases[first:]:
+                ph.method = "estimate"
+
+    def residual(self, kind: str) -> None:
+        """A residual add: one MAC of weight 1 per output of the d-wide layer, multicast
+        down its column, the outputs dealt over the ports (the compiler's residual phase,
+        predicted by the analytic stream)."""
+        d, R, C = self.shape.d_model, self.rows, self.fabric.cols
+        plan = self.plan(d, d)
+        column, _ = output_places(plan)
+        est = stream_cycles(self.timing, np.arange(d) % R, column[np.argsort(column,
+                                                                            kind="stable")],
+                            0, R - 1)
+        self.add("residual", kind, est.cycles, "plan", flits_in=d, macs=d * R,
+                 hops=d * ((C + 1) / 2 + R - 1), sram_bits=d * R * _MAC_BITS)
+
+    def attention(self, backward: bool) -> None:
+        """The attention's phases (docs/attention.md), estimated; the backward pass's as
+        multiples of the forward's (docs/wafer.md)."""
+        for name, cycles, flits, macs in attention_phases(self.shape, self.fabric, self.seq,
+                                                          self.timing):
+            n_seq = self.fabric.rows // self.seq
+            times = 1
+            if backward:  # the scores and softmax again, then dP, dS, dQ, dK, dV
+                times = {"queries": 1, "scores": 3, "softmax": 2, "values": 1,
+                         "outputs": 2}[name]
+            for _ in range(times):
+                self.add("attention", "attention", cycles, "estimate",
+                         flits_in=int(flits * self.rows),
+                         macs=macs * n_seq,
+                         hops=flits * self.rows * (self.fabric.cols / 2 + self.seq / 2),
+                         sram_bits=macs * n_seq * _MAC_BITS)
+
+
+_REPLIES = np.array([Opcode.READ_ACC.value, Opcode.READ_ACT.value], np.int64)
+#: SRAM bits a MAC touches: its activation (16), its accumulator read and written (32 each).
+_MAC_BITS = 16 + 32 + 32
+
+
+def grad_phase_cycles(timing: Timing, n: int, rows: int, cols: int) -> int:
+    """A GRAD phase of ``n`` GRADs dealt round-robin over the columns and over the ports of
+    rows ``1 .. rows - 1`` (docs/training.md): the busier of a port and a column, one a slot,
+    then the farthest column, the climb to row 0 and the chain down the column and out."""
+    if n <= 0:
+        return 1
+    ports = max(1, rows - 1)
+    busiest = max(-(-n // ports), -(-n // cols))
+    h, a, o = timing.slot, timing.adapter, timing.out_stage
+    last = (busiest - 1) * h + timing.to_core(min(n, cols) + rows - 1)
+    return int(last + (rows - 1) * (o + 1 + h + a) + o + a + 2)
+
+
+def attention_phases(shape: GptShape, fabric: Fabric, seq: int, timing: Timing
+                     ) -> list[tuple[str, int, float, int]]:
+    """The forward attention of one batch group, phase by phase (docs/attention.md, "The
+    phases"): name, cycles (an estimate), the host's flits per row (the rows' mean) and the
+    MACs per sequence.
+
+    Each step takes the larger of the host flits of the busiest row (the last position's:
+    the causal triangle gives it the most) and the work of the busiest tile, one flit a slot
+    and the nonlinear unit's cycles per exponential, plus a fence round trip (``2 C + 10``
+    slots) per phase: a step has a phase per round of ``handoff_window`` outputs per tile,
+    the softmax ``3 ceil(T / (w - 1)) + 4`` (docs/nonlinear.md). Checked against the RTL's
+    steps on the two arrays of ``benchmarks/results-attention-cycles.json``
+    (``benchmarks/wafer.py --validate``; docs/wafer.md gives the errors)."""
+    T, H, D, C = seq, shape.heads, shape.d_head, fabric.cols
+    d = shape.d_model
+    E = -(-d // C)  # value features per column
+    kh = -(-D // C) if D > C else 1  # FINISHes per probability: head h's features a column
+    w = handoff_window(timing.config)
+    h = timing.slot
+    trip = (2 * C + 10) * h
+    mean = (T + 1) / 2  # the mean row's causal length
+
+    def cost(port: int, tile: int, phases: int) -> int:
+        return int(max(port, tile) * h + phases * trip)
+
+    exp, recip, mx, mul = (nonlinear.cycles(f, 2) for f in ("exp", "reciprocal", "max", "mul"))
+    triangle = H * D * T * (T + 1) // 2
+    sm = -(-T // max(1, w - 1))
+    return [
+        # FINISH of each query feature to itself, after the score accumulators' zeroing
+        ("queries", cost(d + H * T + 1, D, -(-D // w)), d + H * mean + 1, 0),
+        # each key feature as a MAC down its head's column: the last row takes T D of them
+        ("scores", cost(d, T * D, -(-D // w)), d, triangle),
+        # max, subtract, exp, sum, reciprocal, scale: about eight host flits an element
+        ("softmax", cost(8 * H * T, T * (exp + mx + mul + 4) + recip, 3 * sm + 4),
+         8 * H * mean, H * T * (T + 1) // 2),
+        # the outputs zeroed, then each value feature down its column
+        ("values", cost(2 * C * E + 4, T * E, -(-E // w)), 2 * C * E + 4, 0),
+        # each probability as a MAC to its head's value columns
+        ("outputs", cost(T * H * kh, T * E, -(-T * kh // w)), mean * H * kh, triangle),
+    ]
+
+
+def resolve(shape: GptShape, fabric: Fabric, batch: int | None, seq: int | None
+            ) -> tuple[int, int, int]:
+    """The sequence length, the sequences per step and the batch groups of a request (the
+    defaults of :func:`predict_training`), or a :class:`WaferError` naming what is wrong."""
+    R, C = fabric.rows, fabric.cols
+    if seq is None:
+        seq = min(shape.context, R)
+    if type(seq) is not int or seq < 1:
+        raise WaferError(f"--seq must be an integer >= 1, not {seq!r}")
+    if seq > shape.context:
+        raise WaferError(f"--seq {seq} is longer than {shape.name}'s context of "
+                         f"{shape.context} positions")
+    if seq > R:
+        raise WaferError(f"--seq {seq} needs {seq} rows: the fabric keeps one position of a "
+                         f"sequence per row and a sequence in one batch group "
+                         f"(docs/attention.md), and the array has {R} (use --seq <= {R} or "
+                         f"more rows)")
+    if shape.heads > C:
+        raise WaferError(f"{shape.name} has {shape.heads} heads and the attention puts one "
+                         f"per column: the array has {C} columns")
+    per_group = R // seq
+    if batch is None:
+        batch = -(-BATCH_TOKENS // (per_group * seq)) * per_group
+    if type(batch) is not int or batch < 1:
+        raise WaferError(f"--batch must be an integer >= 1 (sequences per step), not "
+                         f"{batch!r}")
+    return seq, batch, -(-batch // per_group)
+
+
+def predict_training(shape: GptShape, fabric: Fabric, *, batch: int | None = None,
+                     seq: int | None = None, recompute: bool | None = None,
+                     energy: EnergyTable = ENERGY) -> WaferStep:
+    """Predict one training step of ``shape`` on ``fabric`` (module docstring).
+
+    ``seq``: positions per sequence (default: the context, at most the rows); ``batch``:
+    sequences per step (default: whole batch groups of at least :data:`BATCH_TOKENS`
+    tokens); ``recompute``: None picks it only if the step does not fit without it."""
+    start = time.perf_counter()
+    seq, batch, groups = resolve(shape, fabric, batch, seq)
+    memory = memory_plan(shape, fabric, seq, recompute)
+    without = memory if not memory.recompute else memory_plan(shape, fabric, seq, False)
+    g = GroupBuilder(shape, fabric, memory, seq)
+    d, V = shape.d_model, shape.vocab
+    bias = shape.attention_bias
+    # the embedding, looked up at the edge: each row's d values written by its port
+    emb = PhaseBuilder()
+    add_activations(emb, g.plan(d, d, row=True), np.zeros((1, d), np.int64))
+    g.row_phases("embedding", "edge", [emb.phase("load")])
+    # forward, per block (phases counted once per block)
+    g.layernorm("norms")
+    g.linear("qkv", 3 * d, d, "forward", handoff=None)
+    g.attention(backward=False)
+    g.linear("proj", d, d, "forward", handoff="finish")
+    g.residual("forward")
+    if shape.norms == 2:
+        g.layernorm("norms")
+    fc1 = g.linear("fc1", shape.d_ff, d, "forward", handoff="finish", gelu=True)
+    g.linear("fc2", d, shape.d_ff, "forward", handoff="finish")
+    g.residual("forward")
+    # the head: final LayerNorm, the output projection, the logits read out
+    g.layernorm("head")
+    g.linear("head", V, d, "forward", handoff=None, read=True)
+    # the loss gradient written back: V values per row
+    back = g.plan(d, V, row=True)
+    dy = PhaseBuilder()
+    add_activations(dy, back, np.zeros((1, V), np.int64))
+    g.row_phases("head", "edge", [dy.phase("load")])
+    g.grad("head", V, d, shape.output_bias)
+    g.linear("head", d, V, "backward_data", handoff="back")
+    g.layernorm("head", backward=True)
+    # backward, per block
+    if memory.recompute:  # the block's forward again (its activations were not kept)
+        n = len(g.phases)
+        g.layernorm("norms")
+        g.linear("qkv", 3 * d, d, "forward", handoff=None)
+        g.attention(backward=False)
+        g.linear("proj", d, d, "forward", handoff="finish")
+        if shape.norms == 2:
+            g.layernorm("norms")
+        g.linear("fc1", shape.d_ff, d, "forward", handoff="finish", gelu=True)
+        for ph in g.phases[n:]:
+            ph.method = "estimate" if ph.method == "estimate" else "plan (recomputed)"
+    g.grad("fc2", d, shape.d_ff, True)
+    g.linear("fc2", shape.d_ff, d, "backward_data", handoff="back")
+    # GELU's derivative: as GELU's hand-off, a NONLINEAR and a FINISH per output (estimate)
+    g.phases += [replace(p, method="estimate") for p in fc1 if p.kind == "nonlinear"]
+    g.grad("fc1", shape.d_ff, d, True)
+    g.linear("fc1", d, shape.d_ff, "backward_data", handoff="back")
+    for _ in range(shape.norms):
+        g.layernorm("norms", backward=True)
+    g.residual("backward_data")
+    g.grad("proj", d, d, bias)
+    g.linear("proj", d, d, "backward_data", handoff="back")
+    g.attention(backward=True)
+    g.grad("qkv", 3 * d, d, bias)
+    g.linear("qkv", d, 3 * d, "backward_data", handoff="back")
+    g.residual("backward_data")
+    # the embedding's gradient: the first block's input gradient read out, d per row
+    g.row_phases("embedding", "edge", [read_phase(g.plan(d, d, row=True), 0, 1)])
+    step = WaferStep(shape, fabric, seq, batch, groups, memory, without, g.phases,
+                     g.config.flit_width, energy)
+    step.advice = _advice(shape, fabric, seq, memory, without)
+    step.seconds = time.perf_counter() - start
+    return step
+
+
+def _advice(shape: GptShape, fabric: Fabric, seq: int, memory: MemoryPlan,
+            without: MemoryPlan) -> list[str]:
+    """What makes the step fit, when it does not (the smallest change first)."""
+    out = []
+    if memory.fits and not memory.recompute:
+        return out
+    if memory.recompute and memory.fits:
+        out.append(f"recomputation: without it a tile needs {without.bytes_per_tile} bytes "
+                   f"of its {without.sram_bytes}")
+        return out
+    # the batch does not change the memory: one token per row whatever the batch
+    for s in range(seq - 1, 0, -max(1, seq // 64)):
+        if memory_plan(shape, fabric, s, None).fits:
+            out.append(f"--seq {s}: the longest sequence that fits (the attention's "
+                       f"accumulators grow with it)")
+            break
+    for kib in (64, 96, 128, 192, 256, 384, 512, 768, 1024):
+        if kib > fabric.sram_kib and memory_plan(shape, replace(fabric, sram_kib=kib), seq,
+                                                 None).fits:
+            out.append(f"--sram-kib {kib}")
+            break
+    out.append("the batch does not change a tile's memory: each group holds one token a row")
+    return out
