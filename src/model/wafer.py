@@ -236,7 +236,9 @@ def plan_at(shape: GptShape, fabric: Fabric, seq: int, A: int, recompute: bool
     transient += 2 * _chunk(widest, A)
     # accumulators: the attention's and the LayerNorm's, at least; one pass for the widest
     # layer if it fits, fewer (more passes) if not
-    need = _pow2_at_least(_attention_accumulators(shape, fabric, seq))
+    # a LayerNorm needs its d outputs in one pass (and three more accumulators)
+    g_d = max(1, C // -(-d // A))
+    need = _pow2_at_least(max(_attention_accumulators(shape, fabric, seq), -(-d // g_d) + 3))
     want = max(need, max(_pow2_at_least(-(-I // max(1, C // -(-J // A)))) for _, I, J
                          in layers))
     word = 2
@@ -271,9 +273,9 @@ def memory_plan(shape: GptShape, fabric: Fabric, seq: int, recompute: bool | Non
 
 
 def resident_bytes_per_tile(shape: GptShape, fabric: Fabric) -> float:
-    """The SRAM a tile would need if the weights stayed on the fabric (a weights-resident,
-    layer-pipelined mapping: every parameter in the format, spread evenly), activations
-    not counted."""
+    """The SRAM a tile would need for the weights alone if they stayed on the fabric (a
+    weights-resident, layer-pipelined mapping: every parameter in the format, spread
+    evenly); the report adds the activations and accumulators of the step's plan."""
     return shape.parameters()["total"] * 2 / fabric.tiles
 
 
@@ -401,8 +403,8 @@ class WaferStep:
             "fits_without_recompute": m0.fits,
             "bytes_per_tile_without_recompute": m0.bytes_per_tile,
             "advice": self.advice,
-            "resident_bytes_per_tile": resident_bytes_per_tile(s, f),
-            "resident_fits": resident_bytes_per_tile(s, f) <= m.sram_bytes,
+            "resident_bytes_per_tile": resident_bytes_per_tile(s, f) + m.bytes_per_tile,
+            "resident_fits": resident_bytes_per_tile(s, f) + m.bytes_per_tile <= m.sram_bytes,
             "macs": macs, "mac_utilization": macs / (peak * compute_seconds),
             "peak_fraction": macs / (peak * step_seconds),
             "host_flits_in": flits_in, "host_flits_out": flits_out,

@@ -26,7 +26,7 @@ _log = logging.getLogger(__name__)
 #: The flags of this prediction (None when not given).
 WAFER_FLAGS = ("seq", "sram_kib", "stream_gbps", "clock_mhz", "energy", "recompute")
 #: ``wafertile run`` flags that --train does not use.
-_OTHER_RUN_FLAGS = ("weights", "activations", "out", "density", "size", "seed", "sim",
+_OTHER_RUN_FLAGS = ("weights", "activations", "out", "force", "density", "size", "seed", "sim",
                     "device", "baud", "waves", "no_dense", "inputs", "labels", "images",
                     "calibration", "prune", "prompt", "tokens", "model_detail")
 #: configuration flags that --train uses (the others shape an RTL tile it does not build)
