@@ -510,6 +510,9 @@ def test_model_against_the_rtl(sim_env, build_root, name):
     assert errors["max"] <= 0.10, (worst.workload, worst.rtl, worst.model)
 
 
+# with --run-slow (34 s, two Verilator builds): link slices are off by default; the default
+# run keeps their Icarus mesh traffic (test_mesh_cocotb "3x3-lite2s") and their lint
+@pytest.mark.slow
 @pytest.mark.parametrize("sim", ["verilator"])
 def test_link_slices_keep_every_cycle(sim_env, build_root):
     """The lite router's link slices (``link_slice``) hide their cycle in the slot: seeded

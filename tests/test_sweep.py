@@ -63,9 +63,10 @@ SPEC_ERRORS = [
     ({"grdi": {}},
      "s.toml: unknown key 'grdi' (allowed: " + ", ".join(TOP_KEYS) + ")"),
     ({"measure": ["runn"], "workloads": WL},
-     "s.toml: measure must hold only 'run', 'synth', 'derived', not 'runn'"),
+     "s.toml: measure must hold only 'run', 'synth', 'derived', 'train', not 'runn'"),
     ({"measure": [], "workloads": WL},
-     "s.toml: measure must be a non-empty list of 'run', 'synth', 'derived', not []"),
+     "s.toml: measure must be a non-empty list of 'run', 'synth', 'derived', 'train', "
+     "not []"),
     ({"measure": ["run", "run"], "workloads": WL}, "s.toml: measure names 'run' twice"),
     ({"measure": ["run", "derived"], "workloads": WL},
      "s.toml: measure 'derived' is computed from 'synth', which measure must hold too"),
@@ -118,7 +119,7 @@ SPEC_ERRORS = [
      "s.toml: skip_invalid must be true or false, not 'yes'"),
     ({}, "s.toml: measure 'run' needs at least one [[workloads]] entry"),
     ({"workloads": [{"kind": "resnet"}]},
-     "s.toml: [[workloads]] 1: kind must be one of 'random', 'layer', 'network', not "
+     "s.toml: [[workloads]] 1: kind must be one of 'random', 'layer', 'network', 'gpt', not "
      "'resnet'"),
     ({"workloads": [{"kind": "network", "network": "mlp.onnx"}]},
      "s.toml: [[workloads]] 1: network must be 'digits' or a network .npz file (relative to "

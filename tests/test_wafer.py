@@ -212,3 +212,79 @@ def test_the_command_refuses(argv, message, capsys):
     err = capsys.readouterr().err
     assert message in err, err
     assert len(err.strip().splitlines()) == 1, err
+
+
+# -- wafertile sweep: measure "train" over array x SRAM x bandwidth x model ------------------
+
+SWEEP = """measure = ["train"]
+fidelity = "model"
+
+[base]
+dtype = "bf16"
+
+[grid]
+rows = [16, 32]
+cols = [8]
+
+[[workloads]]
+name = "small"
+kind = "gpt"
+model = ["small.toml", "wide.toml"]
+sram_kib = [8, 16]
+stream_gbps = 100
+batch = 4
+"""
+
+
+def test_a_sweep_of_training_steps_on_dask(tmp_path, capsys):
+    """A real sweep (a Dask LocalCluster of one worker): each row is the prediction the
+    same fabric gives here, and the Pareto plot of step time against energy is drawn."""
+    import pandas as pd
+
+    (tmp_path / "small.toml").write_text("layers = 2\nd_model = 64\nheads = 4\ncontext = 16\n"
+                                         "vocab = 64\n")
+    (tmp_path / "wide.toml").write_text("layers = 1\nd_model = 128\nheads = 8\ncontext = 16\n"
+                                        "vocab = 64\n")
+    spec = tmp_path / "sweep.toml"
+    spec.write_text(SWEEP)
+    out = tmp_path / "out"
+    assert main(["sweep", str(spec), "-o", str(out), "--workers", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "train: 8 rows, 8 ok, 0 failed" in text
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 8 and (df["status"] == "ok").all()
+    from wafertile.model.zoo import load_shape
+    for _, row in df.iterrows():
+        shape = load_shape(tmp_path / row["model"])
+        ref = predict_training(shape, Fabric(int(row["rows"]), 8, sram_kib=row["sram_kib"],
+                                             stream_gbps=100.0), batch=4).as_json()
+        assert row["step_seconds"] == pytest.approx(ref["step_seconds"])
+        assert row["energy_j"] == pytest.approx(ref["energy_j"])
+        assert bool(row["memory_fits"]) == ref["fits"]
+        assert row["bytes_per_tile"] == ref["bytes_per_tile"]
+    assert (out / "plots" / "pareto-train.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"measure": ["run"]}, "measure 'run' needs at least one [[workloads]] entry of a layer or "
+                           "network (kind 'gpt' is for measure 'train')"),
+    ({"measure": ["run"], "workloads": [{"kind": "gpt", "model": "gpt3-xl"},
+                                        {"kind": "random", "density": 0.5}]},
+     "a [[workloads]] entry of kind 'gpt' needs measure 'train'"),
+    ({"workloads": [{"kind": "random", "density": 0.5}]},
+     "measure 'train' needs at least one [[workloads]] entry of kind 'gpt'"),
+    ({"fidelity": "rtl"}, "cannot be taken at fidelity 'rtl'"),
+    ({"workloads": [{"kind": "gpt", "model": "gpt-5"}]}, "model must be a GPT of the model zoo"),
+    ({"workloads": [{"kind": "gpt", "model": "gpt3-xl", "sram_kib": -1}]},
+     "sram_kib must be a number > 0, not -1"),
+    ({"workloads": [{"kind": "gpt", "model": "gpt3-xl", "seq": 0}]},
+     "seq must be an integer >= 1, not 0"),
+])
+def test_a_training_sweep_refuses(change, message):
+    from wafertile.sweep.spec import SpecError, parse_spec
+
+    data = {"measure": ["train"], "fidelity": "model", "base": {"dtype": "bf16"},
+            "workloads": [{"kind": "gpt", "model": "gpt3-xl"}], **change}
+    with pytest.raises(SpecError) as info:
+        parse_spec(data, source="s.toml")
+    assert message in str(info.value)

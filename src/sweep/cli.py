@@ -302,8 +302,11 @@ def _cmd_plot(args: argparse.Namespace, where: dict[str, str]) -> int:
     try:
         if args.x is not None:
             paths = [plot_metric(df, args.x, args.y, out_dir, by=args.by, where=where)]
-        elif args.by is not None:
-            paths = [plot_pareto(df, out_dir, by=args.by)]
+        elif args.by is not None:  # the Pareto front: derived rows', else train rows'
+            derived = (df["measurement"] == "derived").any() or \
+                not (df["measurement"] == "train").any()
+            paths = [plot_pareto(df, out_dir, by=args.by,
+                                 measurement="derived" if derived else "train")]
         else:
             paths = default_plots(df, out_dir)
     except ValueError as exc:

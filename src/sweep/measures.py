@@ -158,6 +158,26 @@ _DERIVED_COLUMNS = (
     Column("macs_per_s_per_lut", "MAC/s/LUT", "macs_per_s / luts"),
 )
 
+_TRAIN_COLUMNS = (
+    Column("parameters", "count", "train: the GPT's parameters"),
+    Column("step_seconds", "s", "train: one training step, each layer the longer of its "
+                                "fabric time and its stream time (docs/wafer.md)"),
+    Column("compute_seconds", "s", "train: the step's fabric cycles alone, at clock_mhz"),
+    Column("tokens_per_s", "1/s", "train: tokens of a step / step_seconds"),
+    Column("required_stream_gbps", "Gb/s", "train: the highest rate a layer needs to keep the "
+                                           "fabric busy"),
+    Column("stream_bytes_in", "bytes", "train: flits into the fabric per step, in bytes"),
+    Column("stream_bytes_out", "bytes", "train: flits out of the fabric per step, in bytes"),
+    Column("stream_bound_layers", "count", "train: layers whose stream takes longer than "
+                                           "their cycles"),
+    Column("bytes_per_tile", "bytes", "train: activations and accumulators a tile needs"),
+    Column("memory_fits", "bool", "train: bytes_per_tile within the tile's SRAM"),
+    Column("recompute", "bool", "train: each block's forward run again in the backward pass"),
+    Column("energy_j", "J", "train: energy of a step (events x the energy table)"),
+    Column("power_w", "W", "train: energy_j / step_seconds"),
+    Column("peak_fraction", "fraction", "train: MACs / (tiles x clock x step_seconds)"),
+)
+
 #: The columns a ``derived`` row copies from its ``run`` and its ``synth`` row, so that one
 #: derived row holds time and area together.
 _FROM_RUN = ("cycles", "total_cycles", "macs")
@@ -209,6 +229,11 @@ MEASUREMENTS: dict[str, Measurement] = {m.name: m for m in (
         fidelities=("rtl", "model"), per_workload=True, needs=("run", "synth"), options=(),
         columns=(*_pick(_RUN_COLUMNS, _FROM_RUN), *_pick(_SYNTH_COLUMNS, _FROM_SYNTH),
                  *_DERIVED_COLUMNS)),
+    Measurement(
+        "train", "a GPT's training step at wafer scale, predicted: time, bandwidth, memory, "
+                 "energy (kind 'gpt' workloads, fidelity model; docs/wafer.md)",
+        fidelities=("model",), per_workload=True, needs=(), options=(),
+        columns=_TRAIN_COLUMNS),
 )}
 
 

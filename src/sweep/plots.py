@@ -25,11 +25,19 @@ from matplotlib.figure import Figure
 from ..files import write_bytes
 from .measures import MEASUREMENTS
 from .results import COLUMNS, PARAMETER_COLUMNS, check_axes
+from .workloads import VARYING_COLUMNS
 
 __all__ = ["default_plots", "pareto_front", "plot_metric", "plot_pareto"]
 
 _UNITS = {c.name: c.unit for m in MEASUREMENTS.values() for c in m.columns}
-_WORKLOAD_FIELDS = ("workload", "density", "inputs", "outputs", "batch", "seed")
+_WORKLOAD_FIELDS = VARYING_COLUMNS
+#: The Pareto plots: measurement -> (x: cost, y: time, title, file name, how to get them).
+PARETO = {
+    "derived": ("luts", "time_us", "time per inference vs area",
+                "measure = ['run', 'synth', 'derived']"),
+    "train": ("energy_j", "step_seconds", "training step time vs energy",
+              "measure = ['train'] and a workload of kind 'gpt'"),
+}
 
 
 def _label(column: str) -> str:
@@ -149,24 +157,27 @@ def pareto_front(area: list[float], time: list[float]) -> list[int]:
     return front
 
 
-def plot_pareto(df: pd.DataFrame, out_dir: Path, *, by: str | None = None) -> Path:
-    """Plot time per inference against LUTs of the ``derived`` rows, with the Pareto front
-    per value of ``by`` (default: per workload, when several); return the PNG's path
-    (``pareto[-by-<by>].png``).
+def plot_pareto(df: pd.DataFrame, out_dir: Path, *, by: str | None = None,
+                measurement: str = "derived") -> Path:
+    """Plot time per inference against LUTs of the ``derived`` rows (``measurement =
+    "train"``: a training step's time against its energy, :data:`PARETO`), with the Pareto
+    front per value of ``by`` (default: per workload, when several); return the PNG's path
+    (``pareto[-train][-by-<by>].png``).
 
     Raises
     ------
     ValueError
         If ``by`` is not a column, or no derived row has both values.
     """
-    check_axes(COLUMNS, "luts", "time_us", by, {})
-    rows = df[(df["measurement"] == "derived") & (df["status"] == "ok")].copy()
-    for c in ("luts", "time_us"):
+    cost, when, title, needs = PARETO[measurement]
+    check_axes(COLUMNS, cost, when, by, {})
+    rows = df[(df["measurement"] == measurement) & (df["status"] == "ok")].copy()
+    for c in (cost, when):
         rows[c] = pd.to_numeric(rows[c], errors="coerce")
-    rows = rows.dropna(subset=["luts", "time_us"])
+    rows = rows.dropna(subset=[cost, when])
     if rows.empty:
-        raise ValueError("no ok 'derived' row has both luts and time_us (the sweep needs "
-                         "measure = ['run', 'synth', 'derived'])")
+        raise ValueError(f"no ok {measurement!r} row has both {cost} and {when} (the sweep "
+                         f"needs {needs})")
     # One front per workload: time is only comparable on the same job.
     keys = [by] if by else [c for c in _WORKLOAD_FIELDS if rows[c].nunique() > 1]
     params = [c for c in PARAMETER_COLUMNS if rows[c].nunique() > 1 and c != by]
@@ -175,7 +186,7 @@ def plot_pareto(df: pd.DataFrame, out_dir: Path, *, by: str | None = None) -> Pa
     groups = rows.groupby(keys, sort=True) if keys else [((), rows)]
     for n, (value, group) in enumerate(groups):
         colour = f"C{n % 10}"
-        area, time = list(group["luts"]), list(group["time_us"])
+        area, time = list(group[cost]), list(group[when])
         value = value if isinstance(value, tuple) else (value,)
         name = ", ".join(f"{k}={v}" for k, v in zip(keys, value, strict=True)) or "points"
         ax.scatter(area, time, color=colour, alpha=0.4, label=name)
@@ -188,25 +199,28 @@ def plot_pareto(df: pd.DataFrame, out_dir: Path, *, by: str | None = None) -> Pa
                 ax.annotate(text, (area[i], time[i]), fontsize="x-small",
                             xytext=(4, 4), textcoords="offset points")
     estimate = rows["estimate"].astype(str).eq("True").any()
-    ax.set_xlabel(_label("luts") + (" (estimate: one tile x tiles)" if estimate else ""))
-    ax.set_ylabel(_label("time_us"))
-    ax.set_title("time per inference vs area: Pareto front" + (f" by {by}" if by else ""))
+    ax.set_xlabel(_label(cost) + (" (estimate: one tile x tiles)" if estimate else ""))
+    ax.set_ylabel(_label(when))
+    ax.set_title(f"{title}: Pareto front" + (f" by {by}" if by else ""))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / _file_name("pareto", *(["by", by] if by else []))
+    path = out_dir / _file_name("pareto", *([] if measurement == "derived" else
+                                            [measurement]), *(["by", by] if by else []))
     _save(fig, path)
     return path
 
 
 def default_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
     """The plots a sweep draws without being asked: the Pareto front when the table has
-    ``derived`` rows; for ``run`` rows, cycles and speedup against ``density`` (or the first
+    ``derived`` rows (and a training step's time against its energy when it has ``train``
+    rows); for ``run`` rows, cycles and speedup against ``density`` (or the first
     parameter that varies) by the first parameter that varies besides it."""
     out = []
     ok = df[df["status"] == "ok"]
-    if (ok["measurement"] == "derived").any():
-        out.append(plot_pareto(df, out_dir))
+    for measurement in PARETO:
+        if (ok["measurement"] == measurement).any():
+            out.append(plot_pareto(df, out_dir, measurement=measurement))
     runs = ok[ok["measurement"] == "run"]
     varying = [c for c in ("density", *PARAMETER_COLUMNS) if runs[c].nunique() > 1]
     if not runs.empty and varying:

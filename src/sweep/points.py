@@ -90,7 +90,8 @@ def point_id(measurement: str, fidelity: str, config: Config, workload: Workload
 
 def _labeller(spec: Spec):
     """A function (config, workload) -> the short text that tells points apart."""
-    fields = ("name", "density", "inputs", "outputs", "batch", "seed")
+    fields = ("name", "density", "inputs", "outputs", "batch", "seed", "model", "seq",
+              "sram_kib", "stream_gbps", "clock_mhz")
     wvary = [f for f in fields if len({getattr(w, f) for w in spec.workloads}) > 1]
 
     def label(config: Config, workload: Workload | None) -> str:
@@ -127,16 +128,24 @@ def expand(spec: Spec) -> list[Point]:
                 by_key[("synth", config)] = p
         if "run" in spec.measure:
             opts = spec.options["run"]
-            for workload in spec.workloads:
+            for workload in spec.layer_workloads:
                 for config in spec.configs:
                     p = Point(point_id("run", fidelity, config, workload, opts), "run",
                               fidelity, config, workload, opts,
                               f"run {label(config, workload)}")
                     by_key[("run", config, workload)] = p
                     points.append(p)
+        if "train" in spec.measure and fidelity in MEASUREMENTS["train"].fidelities:
+            for workload in spec.workloads:
+                if workload.kind != "gpt":
+                    continue
+                for config in spec.configs:
+                    points.append(Point(
+                        point_id("train", fidelity, config, workload, {}), "train", fidelity,
+                        config, workload, {}, f"train {label(config, workload)}"))
         if "derived" in spec.measure:
             opts = {"run": spec.options["run"], "synth": spec.options["synth"]}
-            for workload in spec.workloads:
+            for workload in spec.layer_workloads:
                 for config in spec.configs:
                     inputs = (by_key[("run", config, workload)].id,
                               by_key[("synth", config)].id)

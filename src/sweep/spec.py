@@ -104,6 +104,11 @@ class Spec:
     plots: list[PlotSpec]
     skipped: list[str]
 
+    @property
+    def layer_workloads(self) -> list[Workload]:
+        """The workloads ``run`` takes (all but the GPTs, which are ``train``'s)."""
+        return [w for w in self.workloads if w.kind != "gpt"]
+
 
 def load_spec(path: str | Path) -> Spec:
     """Read and validate the spec file ``path``.
@@ -159,9 +164,20 @@ def parse_spec(data: dict[str, Any], *, source: str = "<spec>", base: Path = Pat
         raise fail(f"skip_invalid must be true or false, not {skip_invalid!r}")
     configs, varying, skipped = _configs(data, skip_invalid, fail)
     workloads, arrays = _workloads(data.get("workloads", []), base, fail)
-    if any(MEASUREMENTS[m].per_workload for m in measure) and not workloads:
-        needs = [m for m in measure if MEASUREMENTS[m].per_workload]
-        raise fail(f"measure {needs[0]!r} needs at least one [[workloads]] entry")
+    gpts = [w for w in workloads if w.kind == "gpt"]
+    for m in measure:
+        if not MEASUREMENTS[m].per_workload:
+            continue
+        if not workloads:
+            raise fail(f"measure {m!r} needs at least one [[workloads]] entry")
+        if m == "train" and not gpts:
+            raise fail("measure 'train' needs at least one [[workloads]] entry of kind 'gpt'")
+        if m != "train" and len(gpts) == len(workloads):
+            raise fail(f"measure {m!r} needs at least one [[workloads]] entry of a layer or "
+                       f"network (kind 'gpt' is for measure 'train')")
+    if gpts and "train" not in measure:
+        raise fail("a [[workloads]] entry of kind 'gpt' needs measure 'train' (a training "
+                   "step at wafer scale, predicted)")
     plots = _plots(data.get("plots", []), fail)
     return Spec(Path(source), measure, fidelities, configs, varying, workloads, arrays,
                 options, plots, skipped)

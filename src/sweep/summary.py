@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .results import PARAMETER_COLUMNS
+from .workloads import VARYING_COLUMNS
 
 __all__ = ["FIGURES", "summary_text"]
 
@@ -15,9 +16,11 @@ FIGURES: dict[str, tuple[str, ...]] = {
     "run": ("cycles", "speedup", "utilization", "passed"),
     "synth": ("luts", "ffs", "brams", "dsps", "fmax_mhz", "fits", "estimate"),
     "derived": ("luts", "fmax_mhz", "time_us", "macs_per_s", "macs_per_s_per_lut", "estimate"),
+    "train": ("step_seconds", "tokens_per_s", "required_stream_gbps", "bytes_per_tile",
+              "memory_fits", "energy_j", "power_w"),
 }
 
-_WORKLOAD_FIELDS = ("workload", "density", "inputs", "outputs", "batch", "seed")
+_WORKLOAD_FIELDS = VARYING_COLUMNS
 
 
 def _varying(df: pd.DataFrame, columns: tuple[str, ...]) -> list[str]:

@@ -231,11 +231,36 @@ def _synth_rtl(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any
             "cached": cached}
 
 
+def _train_model(point: Point, arrays: Any, root: Path) -> dict[str, Any]:
+    """``train`` at fidelity ``model``: :func:`wafertile.model.wafer.predict_training` of the
+    workload's GPT (``arrays``: its shape, read by the driver) on the point's array."""
+    from ..model.wafer import DEFAULTS, Fabric, predict_training
+
+    config, w = point.config, point.workload
+    if arrays is None:
+        raise ValueError(f"workload {w.name!r}: the GPT's shape was not sent")
+    fabric = Fabric(config.rows, config.cols, dtype=config.dtype,
+                    router_arch=config.router_arch,
+                    **{k: DEFAULTS[k] if getattr(w, k) is None else getattr(w, k)
+                       for k in ("sram_kib", "stream_gbps", "clock_mhz")})
+    r = predict_training(arrays, fabric, batch=w.batch, seq=w.seq).as_json()
+    return {"parameters": r["parameters"], "step_seconds": r["step_seconds"],
+            "compute_seconds": r["compute_seconds"], "tokens_per_s": r["tokens_per_s"],
+            "required_stream_gbps": r["required_stream_gbps"],
+            "stream_bytes_in": r["stream_bytes_in"], "stream_bytes_out": r["stream_bytes_out"],
+            "stream_bound_layers": sum(b == "stream" for b in r["bound"].values()),
+            "bytes_per_tile": r["bytes_per_tile"], "memory_fits": r["fits"],
+            "recompute": r["recompute"], "energy_j": r["energy_j"], "power_w": r["power_w"],
+            "peak_fraction": r["peak_fraction"], "macs": r["macs"], "cached": False,
+            "model_methods": " ".join(r["methods"]), "seq": r["seq"], "batch": r["batch"]}
+
+
 #: The code of each (measurement, fidelity) a worker takes.
 MEASURE: dict[tuple[str, str], Callable[[Point, Arrays | None, Path], dict[str, Any]]] = {
     ("run", "rtl"): _run_rtl,
     ("run", "model"): _run_model,
     ("synth", "rtl"): _synth_rtl,
+    ("train", "model"): _train_model,
 }
 
 

@@ -15,7 +15,13 @@ expands into one workload per value (the product over the keys):
   images, or a network ``.npz`` file), ``activations`` (its inputs, ``.npy``; required but
   for digits), ``labels`` (``.npy``, for the accuracy), ``images`` (the first N inputs): a
   whole network as ``wafertile run --network`` runs it, read by the driver and sent to the
-  workers; the columns hold its total density, its inputs and outputs, and the batch.
+  workers; the columns hold its total density, its inputs and outputs, and the batch;
+- ``kind = "gpt"``: ``model`` (a GPT of the model zoo, ``"gpt3-xl"`` ..., or a ``.toml`` file
+  of its shape, relative to the spec), ``seq``, ``batch`` (sequences per step), ``sram_kib``,
+  ``stream_gbps``, ``clock_mhz`` (each optional, the defaults of ``wafertile run --train``):
+  a training step at wafer scale, predicted (measurement ``train``, ``docs/wafer.md``); the
+  shape is read by the driver and sent to the workers. The columns hold ``d_model`` as
+  ``inputs``, the vocabulary as ``outputs``, density 1.
 
 Every workload fills the same table columns (:data:`WORKLOAD_COLUMNS`), so that a plot of a
 metric against ``density`` mixes both kinds.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,20 +41,30 @@ import numpy as np
 from ..config import Config
 from ..run import load_array, load_layer
 
-__all__ = ["KINDS", "WORKLOAD_COLUMNS", "Workload", "parse_workload", "synthetic_layer"]
+__all__ = ["GPT_FABRIC", "KINDS", "VARYING_COLUMNS", "WORKLOAD_COLUMNS", "Workload",
+           "parse_workload", "synthetic_layer"]
 
 #: The table columns of a workload (empty in rows of per-configuration measurements).
 WORKLOAD_COLUMNS = ("workload", "workload_kind", "density", "inputs", "outputs", "batch",
-                    "seed", "weights", "activations", "network", "labels")
+                    "seed", "weights", "activations", "network", "labels", "model", "seq",
+                    "sram_kib", "stream_gbps", "clock_mhz")
+
+#: The workload columns that tell the rows of a measurement apart (summaries and plots show
+#: those that vary).
+VARYING_COLUMNS = ("workload", "density", "inputs", "outputs", "batch", "seed", "model", "seq",
+                   "sram_kib", "stream_gbps", "clock_mhz")
 
 #: The keys of each kind of ``[[workloads]]`` entry.
 KINDS: dict[str, tuple[str, ...]] = {
     "random": ("name", "kind", "density", "inputs", "outputs", "batch", "seed"),
     "layer": ("name", "kind", "weights", "activations"),
     "network": ("name", "kind", "network", "activations", "labels", "images"),
+    "gpt": ("name", "kind", "model", "seq", "batch", "sram_kib", "stream_gbps", "clock_mhz"),
 }
+#: The keys of a ``gpt`` entry that are the fabric's (None: the prediction's default).
+GPT_FABRIC = ("sram_kib", "stream_gbps", "clock_mhz")
 
-_INT_KEYS = {"inputs": 1, "outputs": 1, "batch": 1, "seed": 0}  # key -> least value
+_INT_KEYS = {"inputs": 1, "outputs": 1, "batch": 1, "seed": 0, "seq": 1}  # key -> least value
 
 
 @dataclass(frozen=True)
@@ -71,12 +88,17 @@ class Workload:
     digest: str | None = None
     network: str | None = None
     labels: str | None = None
+    model: str | None = None
+    seq: int | None = None
+    sram_kib: float | None = None
+    stream_gbps: float | None = None
+    clock_mhz: float | None = None
 
     def identity(self) -> dict[str, Any]:
         """What makes this workload itself, for point ids."""
         out = asdict(self)
-        for key in ("network", "labels"):  # absent before networks: the same ids as then
-            if out[key] is None:
+        for key in ("network", "labels", "model", "seq", *GPT_FABRIC):
+            if out[key] is None:  # absent before networks and GPTs: the same ids as then
                 del out[key]
         if self.kind != "random":  # the files' content, not the numbers read from it
             for key in ("density", "inputs", "outputs", "batch"):
@@ -89,11 +111,17 @@ class Workload:
                 "density": self.density, "inputs": self.inputs, "outputs": self.outputs,
                 "batch": config.rows if self.batch is None else self.batch,
                 "seed": self.seed, "weights": self.weights, "activations": self.activations,
-                "network": self.network, "labels": self.labels}
+                "network": self.network, "labels": self.labels, "model": self.model,
+                "seq": self.seq, "sram_kib": self.sram_kib, "stream_gbps": self.stream_gbps,
+                "clock_mhz": self.clock_mhz}
 
     def label(self) -> str:
         """A short description for listings."""
         batch = "rows" if self.batch is None else self.batch
+        if self.kind == "gpt":
+            fabric = ", ".join(f"{k} {getattr(self, k):g}" for k in GPT_FABRIC
+                               if getattr(self, k) is not None)
+            return f"{self.name} (GPT {self.model}{', ' + fabric if fabric else ''})"
         if self.kind == "network":
             return f"{self.name} (network {self.network}, {batch} inputs, density " \
                    f"{self.density:.3g})"
@@ -192,6 +220,8 @@ def parse_workload(entry: dict[str, Any], base: Path
         return _layer_file(entry, name, base)
     if kind == "network":
         return _network(entry, base)
+    if kind == "gpt":
+        return _gpt(entry, name, base)
     if "density" not in entry:
         raise ValueError("density is required for kind 'random' (a number from 0 to 1, or a "
                          "list of them)")
@@ -263,6 +293,41 @@ def _network(entry: dict[str, Any], base: Path) -> tuple[list[Workload], dict[st
                         int(net.outputs), len(x), None, None, entry.get("activations"),
                         key, spec, entry.get("labels"))
     return [workload], {key: (net, np.asarray(x), labels)}
+
+
+def _gpt(entry: dict[str, Any], name: str, base: Path
+         ) -> tuple[list[Workload], dict[str, Any]]:
+    """A ``gpt`` entry: one workload per combination of its listed values; the shapes go to
+    the workers (``digest -> GptShape``)."""
+    from ..model.zoo import ZOO, load_shape, shape
+
+    shapes = {}
+    for spec in _values(entry, "model", None):
+        if not isinstance(spec, str) or not (spec in ZOO or spec.endswith(".toml")):
+            raise ValueError(f"model must be a GPT of the model zoo ({', '.join(ZOO)}) or a "
+                             f".toml file of its shape (relative to the spec), not {spec!r}")
+        shapes[spec] = load_shape(base / spec) if spec.endswith(".toml") else shape(spec)
+    seqs = [None if v is None else _check_int("seq", v)
+            for v in _values(entry, "seq", None)]
+    batches = [None if v is None else _check_int("batch", v)
+               for v in _values(entry, "batch", None)]
+    fabric = {}
+    for key in GPT_FABRIC:
+        values = _values(entry, key, None)
+        for v in values:
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)
+                                  or not 0 < v < float("inf")):
+                raise ValueError(f"{key} must be a number > 0, not {v!r}")
+        fabric[key] = [None if v is None else float(v) for v in values]
+    out, sent = [], {}
+    for spec, gpt in shapes.items():
+        key = hashlib.sha256(json.dumps(gpt.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        sent[key] = gpt
+        for seq, b, sram, gbps, mhz in itertools.product(seqs, batches, *fabric.values()):
+            out.append(Workload(name if len(shapes) == 1 else f"{name}-{gpt.name}", "gpt",
+                                1.0, gpt.d_model, gpt.vocab, b, None, digest=key, model=spec,
+                                seq=seq, sram_kib=sram, stream_gbps=gbps, clock_mhz=mhz))
+    return out, sent
 
 
 def _layer_file(entry: dict[str, Any], name: str, base: Path
