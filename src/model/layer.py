@@ -289,8 +289,8 @@ def dense_stream(timing: Timing, plan: LayerPlan, p: int, rows: int) -> tuple[in
     flits = m * J
     # columns of each port (over all chunks)
     col = (np.arange(plan.K)[None, :] * plan.G + group[members][:, None])
-    pairs = np.unique(np.stack([np.repeat(q, plan.K), col.ravel()]), axis=1)
-    fed = np.bincount(pairs[1], minlength=cfg.cols)
+    pairs = np.unique(np.repeat(q, plan.K) * cfg.cols + col.ravel())  # (port, column)
+    fed = np.bincount(pairs % cfg.cols, minlength=cfg.cols)
     reach = np.maximum(q, rows - 1 - q)
     h = timing.slot
     if plan.K == 1 and fed.max() <= 1:

@@ -448,6 +448,7 @@ class GroupBuilder:
         self.rows = (fabric.rows // seq) * seq  # the rows that hold positions
         self.phases: list[Phase] = []
         self._plans: dict[tuple[int, int], Any] = {}
+        self._done: dict[Any, list[Phase]] = {}  # phases predicted, to repeat
 
     # -- helpers ---------------------------------------------------------------------
     def plan(self, I: int, J: int, *, row: bool = False):
@@ -482,7 +483,11 @@ class GroupBuilder:
     def linear(self, layer: str, I: int, J: int, kind: str, *, handoff: str | None,
                gelu: bool = False, read: bool = False) -> list[Phase]:
         """Zeroing, MAC stream, reduction and hand-off (or read) of a dense layer: forward
-        (``handoff = "finish"``) or the backward data pass (``"back"``); the phases added."""
+        (``handoff = "finish"``) or the backward data pass (``"back"``); the phases added.
+        The same layer again (a recomputed forward) takes the phases predicted before."""
+        key = ("linear", I, J, kind, handoff, gelu, read)
+        if key in self._done:
+            return self._replay(layer, key)
         first = len(self.phases)
         plan, row_plan = self.plan(I, J), self.plan(I, J, row=True)
         R, C = self.rows, self.fabric.cols
@@ -507,7 +512,13 @@ class GroupBuilder:
                 self.row_phases(layer, "nonlinear" if gelu else "handoffs",
                                 handoff_phases(self.row_config, row_plan, layer_ns, p, 1, nxt,
                                                0, op=op))
+        self._done[key] = self.phases[first:]
         return self.phases[first:]
+
+    def _replay(self, layer: str, key: tuple) -> list[Phase]:
+        made = [replace(p, layer=layer) for p in self._done[key]]
+        self.phases += made
+        return made
 
     def grad(self, layer: str, I: int, J: int, bias: bool) -> None:
         """The GRAD phase of a layer's weights (and biases): closed form."""
@@ -520,15 +531,20 @@ class GroupBuilder:
     def layernorm(self, layer: str, *, backward: bool = False) -> None:
         """A LayerNorm of d outputs (the compiler's phases for one row); backward: twice
         its forward phases, an estimate (docs/wafer.md)."""
-        d = self.shape.d_model
-        plan = self.plan(d, d, row=True)
-        gamma = np.zeros(d, np.int64)
-        eps = int(fp32_fields(np.float32(1e-5)))
-        phases = [ph for p in range(plan.passes)
-                  for ph in layernorm_phases(plan, p, 1, gamma, gamma, eps)]
+        if "layernorm" not in self._done:
+            d = self.shape.d_model
+            plan = self.plan(d, d, row=True)
+            gamma = np.zeros(d, np.int64)
+            eps = int(fp32_fields(np.float32(1e-5)))
+            first = len(self.phases)
+            self.row_phases(layer, "nonlinear",
+                            [ph for p in range(plan.passes)
+                             for ph in layernorm_phases(plan, p, 1, gamma, gamma, eps)])
+            self._done["layernorm"] = self.phases[first:]
+            del self.phases[first:]
         first = len(self.phases)
         for _ in range(2 if backward else 1):
-            self.row_phases(layer, "nonlinear", phases)
+            self._replay(layer, "layernorm")
         if backward:
             for ph in self.phases[first:]:
                 ph.method = "estimate"
@@ -661,11 +677,26 @@ def predict_training(shape: GptShape, fabric: Fabric, *, batch: int | None = Non
 
     ``seq``: positions per sequence (default: the context, at most the rows); ``batch``:
     sequences per step (default: whole batch groups of at least :data:`BATCH_TOKENS`
-    tokens); ``recompute``: None picks it only if the step does not fit without it."""
+    tokens); ``recompute``: None takes recomputation if the step does not fit without it,
+    or if it lets longer chunks fit and the step is then faster (both are predicted)."""
     start = time.perf_counter()
     seq, batch, groups = resolve(shape, fabric, batch, seq)
-    memory = memory_plan(shape, fabric, seq, recompute)
-    without = memory if not memory.recompute else memory_plan(shape, fabric, seq, False)
+    without = memory_plan(shape, fabric, seq, False)
+    plans = [memory_plan(shape, fabric, seq, recompute)]
+    if recompute is None and without.fits:
+        # recomputation can still pay: longer chunks, fewer partial sums to move
+        again = memory_plan(shape, fabric, seq, True)
+        if again.fits and again.chunk > without.chunk:
+            plans.append(again)
+    steps = [_step(shape, fabric, seq, batch, groups, m, without, energy) for m in plans]
+    step = min(steps, key=lambda s: (s.as_json()["step_seconds"], s.memory.recompute))
+    step.seconds = time.perf_counter() - start
+    return step
+
+
+def _step(shape: GptShape, fabric: Fabric, seq: int, batch: int, groups: int,
+          memory: MemoryPlan, without: MemoryPlan, energy: EnergyTable) -> WaferStep:
+    """The step with one memory plan."""
     g = GroupBuilder(shape, fabric, memory, seq)
     d, V = shape.d_model, shape.vocab
     bias = shape.attention_bias
@@ -727,7 +758,6 @@ def predict_training(shape: GptShape, fabric: Fabric, *, batch: int | None = Non
     step = WaferStep(shape, fabric, seq, batch, groups, memory, without, g.phases,
                      g.config.flit_width, energy)
     step.advice = _advice(shape, fabric, seq, memory, without)
-    step.seconds = time.perf_counter() - start
     return step
 
 
@@ -738,8 +768,12 @@ def _advice(shape: GptShape, fabric: Fabric, seq: int, memory: MemoryPlan,
     if memory.fits and not memory.recompute:
         return out
     if memory.recompute and memory.fits:
-        out.append(f"recomputation: without it a tile needs {without.bytes_per_tile} bytes "
-                   f"of its {without.sram_bytes}")
+        if without.fits:
+            out.append(f"recomputation is on because the step is faster with it: chunks of "
+                       f"{memory.chunk} words fit with it, of {without.chunk} without")
+        else:
+            out.append(f"recomputation: without it a tile needs {without.bytes_per_tile} "
+                       f"bytes of its {without.sram_bytes}")
         return out
     # the batch does not change the memory: one token per row whatever the batch
     for s in range(seq - 1, 0, -max(1, seq // 64)):

@@ -63,8 +63,8 @@ def add_wafer_flags(parser: argparse.ArgumentParser) -> None:
                             "published 45 nm figures, docs/wafer.md)")
     group.add_argument("--recompute", choices=["auto", "true", "false"],
                        help="keep only each block's input and run its forward again in the "
-                            "backward pass (default: auto, only if the step does not fit "
-                            "without)")
+                            "backward pass (default: auto: if the step does not fit without, "
+                            "or if it is faster with: longer chunks fit)")
 
 
 def _given(args: argparse.Namespace, name: str) -> bool:
