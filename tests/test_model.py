@@ -557,13 +557,14 @@ def test_only_the_command_line_imports_the_model():
     """Imports go one way: the model uses the compiler, the network compiler, the
     configuration and the flit format; of the rest of the package only the commands that
     offer ``fidelity = "model"`` import it (and training's model fidelity, with its
-    validation against the RTL)."""
+    validation against the RTL; and the sweep's ``gpt`` workloads, which read the model
+    zoo's shapes)."""
     from .test_structure import _graph
 
     users = {m for m, deps in _graph().items() if not m.startswith("wafertile.model")
              and any(d.startswith("wafertile.model") for d in deps)}
     assert users <= {"wafertile.cli", "wafertile.network.command", "wafertile.sweep.tasks",
-                     "wafertile.trainer.command", "wafertile.trainer.model",
+                     "wafertile.sweep.workloads", "wafertile.trainer.command", "wafertile.trainer.model",
                      "wafertile.trainer.validation"}, users
 
 
