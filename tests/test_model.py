@@ -564,8 +564,8 @@ def test_only_the_command_line_imports_the_model():
     users = {m for m, deps in _graph().items() if not m.startswith("wafertile.model")
              and any(d.startswith("wafertile.model") for d in deps)}
     assert users <= {"wafertile.cli", "wafertile.network.command", "wafertile.sweep.tasks",
-                     "wafertile.sweep.workloads", "wafertile.trainer.command", "wafertile.trainer.model",
-                     "wafertile.trainer.validation"}, users
+                     "wafertile.sweep.workloads", "wafertile.trainer.command",
+                     "wafertile.trainer.model", "wafertile.trainer.validation"}, users
 
 
 def test_iterative_cycles_are_the_core_models_waits(request):
