@@ -15,8 +15,9 @@ Three parts, each printed and written into the JSON:
   (weights resident), and the step time. With ``--png`` the plot;
 - ``validation``: the attention's estimate against the RTL's steps
   (``benchmarks/results-attention-cycles.json``, Verilator), the GRAD closed form against the
-  analytic level, and the dense MAC stream from the plan against the event level of the
-  compiled layer (exact against the RTL).
+  analytic level, the dense MAC stream from the plan against the event level of the
+  compiled layer (exact against the RTL), and the row phases (LayerNorm, hand-offs) at the
+  analytic level against the event level.
 
     python benchmarks/wafer.py --json benchmarks/results-wafer.json \
         --png benchmarks/results-wafer.png
@@ -30,12 +31,16 @@ import resource
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from wafertile import Config
+from wafertile.formats import fp32_fields
+from wafertile.hdl.flit import Opcode
 from wafertile.model import predict_program
 from wafertile.model.phases import grad_cycles
+from wafertile.model.predict import predict_phase
 from wafertile.model.timing import Timing
 from wafertile.model.wafer import (
     Fabric,
@@ -46,7 +51,9 @@ from wafertile.model.wafer import (
     predict_training,
 )
 from wafertile.model.zoo import ZOO, GptShape
+from wafertile.network.compiler import handoff_phases
 from wafertile.stream import compile_layer
+from wafertile.stream.rows import layernorm_phases
 
 HERE = Path(__file__).resolve().parent
 
@@ -112,7 +119,7 @@ def decoupling(rows: int, cols: int) -> list[dict]:
 
 
 def validation() -> dict:
-    out: dict = {"attention": [], "grad": [], "stream": []}
+    out: dict = {"attention": [], "grad": [], "stream": [], "rows": []}
     rtl = json.loads((HERE / "results-attention-cycles.json").read_text())
     for case in rtl["cases"]:
         shape = GptShape("t", layers=1, d_model=case["heads"] * case["D"], heads=case["heads"],
@@ -167,6 +174,30 @@ def validation() -> dict:
         print(f"stream {s['rows']}x{s['cols']}, layer {s['I']}x{s['J']}, K = {s['K']}: plan "
               f"{s['plan']} "
               f"({s['method']}), event level {s['mesh']} ({s['error']:+.1%})")
+    # the row phases: the analytic level the prediction uses against the event level, on one
+    # row (every row's phase is the same)
+    for C, d, f in [(8, 32, 128), (16, 64, 256), (32, 128, 512)]:
+        fabric = Fabric(2, C)
+        shape = GptShape("t", layers=1, d_model=d, heads=2, d_ff=f, context=2, vocab=8)
+        g = GroupBuilder(shape, fabric, memory_plan(shape, fabric, 2), 2)
+        zeros = np.zeros(d, np.int64)
+        eps = int(fp32_fields(np.float32(1e-5)))
+        cases = {
+            "layernorm": layernorm_phases(g.plan(d, d, row=True), 0, 1, zeros, zeros, eps),
+            "gelu_handoff": handoff_phases(g.row_config, g.plan(f, d, row=True),
+                                           SimpleNamespace(relu=False, gelu=True), 0, 1,
+                                           SimpleNamespace(chunk=f, G=C), 0),
+            "finish_back_handoff": handoff_phases(
+                g.row_config, g.plan(d, d, row=True), SimpleNamespace(relu=False, gelu=False),
+                0, 1, SimpleNamespace(chunk=d, G=C), 0, op=Opcode.FINISH_BACK),
+        }
+        for name, phases in cases.items():
+            a = sum(predict_phase(g.row_timing, p, detail="analytic")[0] for p in phases)
+            m = sum(predict_phase(g.row_timing, p, detail="mesh")[0] for p in phases)
+            out["rows"].append({"cols": C, "d_model": d, "d_ff": f, "phase": name,
+                                "analytic": int(a), "mesh": int(m), "error": a / m - 1})
+            print(f"{name} on a row of {C} tiles, d_model {d}: analytic {a}, event level {m} "
+                  f"({a / m - 1:+.1%})")
     return out
 
 
