@@ -258,12 +258,12 @@ def _check_run_flags(args: argparse.Namespace) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .files import cache_root
-
-    # Every input is checked before anything is built or simulated: first that every flag
-    # given applies to this run (none is silently ignored), then the values.
     from .model.wafer_command import check_wafer_flags, run_wafer
     from .outputs import check_output_file, finish_run
     from .run import default_layer, load_layer, run_layer
+
+    # Every input is checked before anything is built or simulated: first that every flag
+    # given applies to this run (none is silently ignored), then the values.
     if args.train:  # a GPT's training step at wafer scale, predicted: docs/wafer.md
         return run_wafer(args)
     check_wafer_flags(args)

@@ -120,6 +120,11 @@ class Fabric:
                 raise WaferError(f"--{name.replace('_', '-')} must be a number > 0, not "
                                  f"{value!r}")
 
+    @classmethod
+    def given(cls, rows: int, cols: int, **values: Any) -> Fabric:
+        """The fabric with the values given (None: the default of :data:`DEFAULTS`)."""
+        return cls(rows, cols, **{k: v for k, v in values.items() if v is not None})
+
     @property
     def sram_bytes(self) -> int:
         return int(self.sram_kib * 1024)
@@ -328,6 +333,11 @@ class WaferStep:
     def step_cycles(self) -> int:
         return self.groups * self.group_cycles
 
+    @property
+    def step_seconds(self) -> float:
+        """Each layer the longer of its fabric time and its stream time, summed."""
+        return sum(r["seconds"] * r["count"] for r in self.layer_table())
+
     def layer_table(self) -> list[dict[str, Any]]:
         """Per layer of the model (a block's layers once, with ``count`` = blocks), the
         cycles per kind of phase, the time, the bytes across the edge and what bounds it."""
@@ -361,7 +371,7 @@ class WaferStep:
     def as_json(self) -> dict[str, Any]:
         f, s, e = self.fabric, self.shape, self.energy
         table = self.layer_table()
-        step_seconds = sum(r["seconds"] * r["count"] for r in table)
+        step_seconds = self.step_seconds
         compute_seconds = sum(r["compute_seconds"] * r["count"] for r in table)
         bytes_in = sum(r["stream_bytes_in"] * r["count"] for r in table)
         bytes_out = sum(r["stream_bytes_out"] * r["count"] for r in table)
@@ -689,7 +699,7 @@ def predict_training(shape: GptShape, fabric: Fabric, *, batch: int | None = Non
         if again.fits and again.chunk > without.chunk:
             plans.append(again)
     steps = [_step(shape, fabric, seq, batch, groups, m, without, energy) for m in plans]
-    step = min(steps, key=lambda s: (s.as_json()["step_seconds"], s.memory.recompute))
+    step = min(steps, key=lambda s: (s.step_seconds, s.memory.recompute))
     step.seconds = time.perf_counter() - start
     return step
 

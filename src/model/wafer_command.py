@@ -110,12 +110,9 @@ def run_wafer(args: argparse.Namespace) -> int:
     """Check, predict, print (text or ``--json``)."""
     check_wafer_flags(args)
     gpt = _shape(args.network)
-    fabric = Fabric(
-        rows=args.rows, cols=args.cols, dtype=args.dtype or DEFAULTS["dtype"],
-        sram_kib=DEFAULTS["sram_kib"] if args.sram_kib is None else args.sram_kib,
-        clock_mhz=DEFAULTS["clock_mhz"] if args.clock_mhz is None else args.clock_mhz,
-        stream_gbps=DEFAULTS["stream_gbps"] if args.stream_gbps is None else args.stream_gbps,
-        router_arch=args.router_arch or "compact")
+    fabric = Fabric.given(args.rows, args.cols, dtype=args.dtype, sram_kib=args.sram_kib,
+                          clock_mhz=args.clock_mhz, stream_gbps=args.stream_gbps,
+                          router_arch=args.router_arch)
     energy = ENERGY if args.energy is None else load_energy(args.energy)
     recompute = {None: None, "auto": None, "true": True, "false": False}[args.recompute]
     resolve(gpt, fabric, args.batch, args.seq)  # refused before the work starts

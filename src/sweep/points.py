@@ -23,7 +23,7 @@ from typing import Any
 from ..config import Config
 from .measures import MEASUREMENTS
 from .spec import Spec
-from .workloads import Workload
+from .workloads import VARYING_COLUMNS, Workload
 
 __all__ = ["Point", "expand", "point_id"]
 
@@ -90,8 +90,7 @@ def point_id(measurement: str, fidelity: str, config: Config, workload: Workload
 
 def _labeller(spec: Spec):
     """A function (config, workload) -> the short text that tells points apart."""
-    fields = ("name", "density", "inputs", "outputs", "batch", "seed", "model", "seq",
-              "sram_kib", "stream_gbps", "clock_mhz")
+    fields = ("name", *VARYING_COLUMNS[1:])  # the workload column is its name
     wvary = [f for f in fields if len({getattr(w, f) for w in spec.workloads}) > 1]
 
     def label(config: Config, workload: Workload | None) -> str:
@@ -136,9 +135,7 @@ def expand(spec: Spec) -> list[Point]:
                     by_key[("run", config, workload)] = p
                     points.append(p)
         if "train" in spec.measure and fidelity in MEASUREMENTS["train"].fidelities:
-            for workload in spec.workloads:
-                if workload.kind != "gpt":
-                    continue
+            for workload in spec.gpt_workloads:
                 for config in spec.configs:
                     points.append(Point(
                         point_id("train", fidelity, config, workload, {}), "train", fidelity,

@@ -109,6 +109,11 @@ class Spec:
         """The workloads ``run`` takes (all but the GPTs, which are ``train``'s)."""
         return [w for w in self.workloads if w.kind != "gpt"]
 
+    @property
+    def gpt_workloads(self) -> list[Workload]:
+        """The workloads ``train`` takes."""
+        return [w for w in self.workloads if w.kind == "gpt"]
+
 
 def load_spec(path: str | Path) -> Spec:
     """Read and validate the spec file ``path``.

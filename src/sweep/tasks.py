@@ -39,6 +39,7 @@ from .cache import (
 )
 from .measures import derive
 from .points import Point
+from .workloads import GPT_FABRIC
 
 __all__ = ["MEASURE", "START_TOPIC", "derive_point", "run_point"]
 
@@ -234,15 +235,14 @@ def _synth_rtl(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any
 def _train_model(point: Point, arrays: Any, root: Path) -> dict[str, Any]:
     """``train`` at fidelity ``model``: :func:`wafertile.model.wafer.predict_training` of the
     workload's GPT (``arrays``: its shape, read by the driver) on the point's array."""
-    from ..model.wafer import DEFAULTS, Fabric, predict_training
+    from ..model.wafer import Fabric, predict_training
 
     config, w = point.config, point.workload
     if arrays is None:
         raise ValueError(f"workload {w.name!r}: the GPT's shape was not sent")
-    fabric = Fabric(config.rows, config.cols, dtype=config.dtype,
-                    router_arch=config.router_arch,
-                    **{k: DEFAULTS[k] if getattr(w, k) is None else getattr(w, k)
-                       for k in ("sram_kib", "stream_gbps", "clock_mhz")})
+    fabric = Fabric.given(config.rows, config.cols, dtype=config.dtype,
+                          router_arch=config.router_arch,
+                          **{k: getattr(w, k) for k in GPT_FABRIC})
     r = predict_training(arrays, fabric, batch=w.batch, seq=w.seq).as_json()
     return {"parameters": r["parameters"], "step_seconds": r["step_seconds"],
             "compute_seconds": r["compute_seconds"], "tokens_per_s": r["tokens_per_s"],
