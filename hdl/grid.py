@@ -21,7 +21,8 @@ fabric and one out of it; element ``i`` of a group is the edge port of column ``
 Element ``i`` of ``__flit`` is bits ``i * flit_width`` upwards, of ``__ready`` bits
 ``i * num_vcs`` upwards; each element follows the whole-flit link protocol
 (:mod:`wafertile.hdl.noc.link`). The array also has ``mac_done``, ``mac_skipped``,
-``act_written`` and ``error``, one bit per tile (``y * cols + x``). With ``phits > 1`` every
+``act_written`` and ``error``, one bit per tile (``y * cols + x``), and with ``counters`` the
+tiles' event counters, ``events`` (:mod:`wafertile.hdl.counters`). With ``phits > 1`` every
 edge port has a serializer and a deserializer (:mod:`wafertile.hdl.noc.phit`) inside the top;
 the ports are whole flits all the same.
 
@@ -39,6 +40,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import Config
 from ._util import ConfiguredComponent
+from .counters import event_bits
 from .flit import MESH_PORTS, Port
 from .noc import ROUTERS, LinkSignature, edges
 from .ports import verilog_ports
@@ -66,6 +68,14 @@ class Grid:
     #: a refused VC never holds up another), or one for all VCs (the array: its edges are
     #: sinks that take every flit in the end)
     rx_per_vc: bool = False
+
+    def outputs(self, config: Config) -> dict[str, int]:
+        """The node outputs gathered at the top, name -> bits per node: :attr:`status`, and
+        the array's ``events`` with ``config.counters`` (:mod:`.counters`)."""
+        out = dict.fromkeys(self.status, 1)
+        if self.status and config.counters:
+            out["events"] = event_bits()
+        return out
 
     @property
     def rx_module(self) -> str:
@@ -127,7 +137,7 @@ def _top_ports(config: Config, grid: Grid) -> list[_TopPort]:
         out += [_TopPort(f"{g.name}__valid", fwd, g.count, 1),
                 _TopPort(f"{g.name}__flit", fwd, g.count, fw, "flit"),
                 _TopPort(f"{g.name}__ready", back, g.count, nv)]
-    return out + [_TopPort(s, "output", n, 1) for s in grid.status]
+    return out + [_TopPort(s, "output", n, w) for s, w in grid.outputs(config).items()]
 
 
 def grid_ports(config: Config, grid: Grid) -> list[dict[str, Any]]:
@@ -169,7 +179,7 @@ def grid_verilog(config: Config, grid: Grid, node_verilog: str) -> str:
         If the node module's ports are not the ones the top wires (an internal error).
     """
     words = _node_links(config, grid)
-    expected = {"clk", "rst", "x", "y", *grid.status}
+    expected = {"clk", "rst", "x", "y", *grid.outputs(config)}
     for link, word in words.items():
         expected |= {f"{link}__valid", f"{link}__{word}", f"{link}__ready"}
     found = {name for _, name, _ in verilog_ports(node_verilog, grid.node)}
@@ -217,7 +227,8 @@ def grid_verilog(config: Config, grid: Grid, node_verilog: str) -> str:
                   f"in_{s}__ready({s}_ir[K*NV +: NV])", f"out_{s}__valid({s}_ov[K])",
                   f"out_{s}__{words['out_' + s]}({s}_ow[K*LW +: LW])",
                   f"out_{s}__ready({s}_or[K*NV +: NV])"]
-    conns += [f"{st}({st}[K])" for st in grid.status]
+    conns += [f"{st}({st}[K])" if w == 1 else f"{st}({st}[K*{w} +: {w}])"
+              for st, w in grid.outputs(config).items()]
     body = ",\n".join(f"          .{c}" for c in conns)
     lines.append(f"        {grid.node} node (\n{body}\n        );")
     for p in MESH_PORTS:
@@ -302,7 +313,7 @@ class Array(ConfiguredComponent):
         members = {g.name: (In if g.into else Out)(link).array(g.count)
                    for g in port_groups(config, ARRAY)}
         n = config.rows * config.cols
-        members.update({s: Out(n) for s in ARRAY.status})
+        members.update({s: Out(n * w) for s, w in ARRAY.outputs(config).items()})
         super().__init__(config, members)
 
     def elaborate(self, platform):
@@ -314,7 +325,7 @@ class Array(ConfiguredComponent):
             ports[f"{fwd}_{g.name}__valid"] = Cat(link.valid for link in links)
             ports[f"{fwd}_{g.name}__flit"] = Cat(link.flit.as_value() for link in links)
             ports[f"{back}_{g.name}__ready"] = Cat(link.ready for link in links)
-        for s in ARRAY.status:
+        for s in ARRAY.outputs(self.config):
             ports[f"o_{s}"] = getattr(self, s)
         m.submodules.array = Instance(ARRAY.top, **ports)
         return m

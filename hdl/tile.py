@@ -10,8 +10,10 @@ from ..config import Config
 from ._util import ConfiguredComponent
 from .core import TileCore
 from .core.ops import matches
+from .counters import count_events, event_bits
 from .flit import MESH_PORTS, Port, finish_layout, handoff_layout, route_layout
 from .noc import LinkSignature, PhitRx, make_router
+from .noc.phit import phase_counter
 
 __all__ = ["Tile"]
 
@@ -41,6 +43,8 @@ class Tile(ConfiguredComponent):
     mac_done, mac_skipped, act_written, error : ``Out(1)``
         The core's MAC and activation-write pulses and its sticky error (for utilization
         counters, the host's completion counts, and debug).
+    events : ``Out(event_bits())``
+        With ``config.counters``: the tile's event counters (:mod:`.counters`).
 
     Raises
     ------
@@ -57,6 +61,8 @@ class Tile(ConfiguredComponent):
             members[f"out_{p.letter}"] = Out(link)
         members.update({"mac_done": Out(1), "mac_skipped": Out(1), "act_written": Out(1),
                         "error": Out(1)})
+        if config.counters:
+            members["events"] = Out(event_bits())
         super().__init__(config, members)
 
     def elaborate(self, platform):
@@ -128,4 +134,12 @@ class Tile(ConfiguredComponent):
         ]
         m.d.comb += [self.mac_done.eq(core.mac_done), self.mac_skipped.eq(core.mac_skipped),
                      self.act_written.eq(core.act_written), self.error.eq(core.error)]
+        if cfg.counters:
+            phase = phase_counter(m, cfg, "ev_phase") if cfg.phits > 1 else None
+            m.d.comb += self.events.eq(count_events(
+                m, cfg, core.ops, core_in=core.i.valid & core.i.ready,
+                core_in_op=core.i.payload.op, core_out=core.o.valid & core.o.ready,
+                mac_done=core.mac_done, mac_skipped=core.mac_skipped,
+                act_written=core.act_written,
+                links=[getattr(router, f"out_{p.letter}") for p in MESH_PORTS], phase=phase))
         return m

@@ -20,7 +20,9 @@ File formats (little-endian binary, written and read with numpy):
   (``port`` ``rows`` + its column: training's GRAD results), ``int32 phase``, ``int32 port``,
   ``uint32 flit[words_per_flit]``;
 - counters (text, one record per line): ``S <phase> <cycles> <macs> <writes>`` per phase,
-  ``T <tile> <mac_done> <mac_skipped>`` per tile (stream phases only), ``E <error bits>``.
+  ``T <tile> <mac_done> <mac_skipped>`` per tile (stream phases only), with
+  ``Config.counters`` ``K <tile> <count>...`` per tile (its event counters after the cores
+  are idle, :data:`_COUNTERS_CPP`), ``E <error bits>``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import numpy as np
 
 from ..config import Config
 from ..errors import ToolError
+from ..hdl.counters import COUNTER_WIDTH, EVENTS
 from ..hdl.flit import flit_layout, unpack_columns, words_per_flit
 from ..stream import LayerProgram
 from .models import collect_reply_arrays
@@ -256,7 +259,7 @@ int main(int argc, char** argv) {
     phase++;
   }
   for (int k = 0; k < TILES; k++) fprintf(res, "T %d %ld %ld\n", k, done[k], skipped[k]);
-  long err = 0;
+@COUNTERS@  long err = 0;
   for (int k = 0; k < TILES && k < 62; k++) err |= (long)get_bit(top->error, k) << k;
   fprintf(res, "E %ld\n", err);
   fclose(res);
@@ -267,6 +270,30 @@ int main(int argc, char** argv) {
 }
 """
 
+
+#: The end of a harness with event counters (``Config.counters``): idle cycles until the
+#: counters have not changed for 1 024 cycles (what the cores still held is done: a
+#: phase ends on the host's count, not when every core is idle), then a record
+#: ``K <tile> <count>...`` per tile in the order of :data:`~wafertile.hdl.counters.EVENTS`.
+_COUNTERS_CPP = r"""  {
+    const int NE = @NE@;
+    std::vector<uint32_t> now((size_t)TILES * NE, 0), last((size_t)TILES * NE, 1);
+    long still = 0, idle = 0;
+    while (still < 1024 && idle < 1000000) {
+      for (int y = 0; y < R; y++) drive(y, 0, zero);
+      top->eval(); get_bits(top->events, 0, TILES * NE * 32, now.data());
+      if (now == last) still++; else still = 0;
+      last = now;
+      top->clk = 1; top->eval(); top->clk = 0; top->eval(); idle++;
+    }
+    if (still < 1024) { fprintf(stderr, "harness: the counters still change\n"); return 3; }
+    for (int k = 0; k < TILES; k++) {
+      fprintf(res, "K %d", k);
+      for (int e = 0; e < NE; e++) fprintf(res, " %u", now[(size_t)k * NE + e]);
+      fprintf(res, "\n");
+    }
+  }
+"""
 
 #: Waveform formats of a traced harness: Verilator's flag, its C++ header and class.
 TRACE_FORMATS = {"fst": ("--trace-fst", "verilated_fst_c.h", "VerilatedFstC"),
@@ -305,7 +332,10 @@ def _source(config: Config, trace: str | None = None) -> str:
     ``trace`` (``"fst"`` or ``"vcd"``), the one that dumps waveforms."""
     values = {"R": config.rows, "C": config.cols, "TILES": config.rows * config.cols,
               "FW": config.flit_width, "NV": config.num_vcs}
-    text = _TEMPLATE.replace("@BIT_ACCESS@", BIT_ACCESS_CPP)
+    text = _TEMPLATE.replace("@BIT_ACCESS@", BIT_ACCESS_CPP).replace(
+        "@COUNTERS@", _COUNTERS_CPP if config.counters else "")
+    values["NE"] = len(EVENTS)
+    assert COUNTER_WIDTH == 32  # the harness reads each counter as one 32-bit word
     if trace is not None:
         _, header, cls = TRACE_FORMATS[trace]
         for old, new in _TRACE_EDITS:
@@ -440,6 +470,7 @@ def run_harness(exe: Path, config: Config, program: LayerProgram, workdir: Path,
     tiles = config.rows * config.cols
     done = [0] * tiles
     skipped = [0] * tiles
+    events: dict[int, list[int]] = {}
     error = 0
     for line in res.read_text().splitlines():
         f = line.split()
@@ -449,6 +480,8 @@ def run_harness(exe: Path, config: Config, program: LayerProgram, workdir: Path,
             done[int(f[1])], skipped[int(f[1])] = int(f[2]), int(f[3])
         elif f[0] == "E":
             error = int(f[1])
+        elif f[0] == "K":
+            events[int(f[1])] = [int(v) for v in f[2:]]
     B, I, _ = program.shape
     y_out = np.zeros((B, I), dtype=np.int64)
     stream_cycles = 0
@@ -475,7 +508,11 @@ def run_harness(exe: Path, config: Config, program: LayerProgram, workdir: Path,
     per_kind: dict[str, int] = {}
     for n, phase in enumerate(program.phases):
         per_kind[phase.kind] = per_kind.get(phase.kind, 0) + cycles[n][0]
-    return y_out, {"cycles": stream_cycles, "total_cycles": total, "mac_done": done,
+    extra = {}
+    if config.counters:  # per event, per tile (docs/counters.md)
+        extra["events"] = {name: [events[k][e] for k in range(tiles)]
+                           for e, name in enumerate(EVENTS)}
+    return y_out, {**extra, "cycles": stream_cycles, "total_cycles": total, "mac_done": done,
                    "mac_skipped": skipped, "error": error, "seconds": seconds,
                    "phase_cycles": [cycles[n][0] for n in range(len(program.phases))],
                    "cycles_by_kind": per_kind, "south": south_out}

@@ -122,6 +122,12 @@ PARAMETERS: tuple[_Rule, ...] = (
           "false leaves it out (SET and FINISH are then unknown opcodes) for smaller, faster "
           "tiles that run single layers",
           "must be true or false", lambda v: True),
+    _Rule("counters", bool,
+          "whether every tile counts its events (MACs done and skipped, SRAM words read and "
+          "written, flits in and out of the core and on the links) in 32-bit saturating "
+          "counters, read out of the array's events port (docs/counters.md); off by "
+          "default: they cost logic",
+          "must be true or false", lambda v: True),
     _Rule("nonlinear", bool,
           "whether the float tile cores have the nonlinear unit (NONLINEAR: exp, reciprocal, "
           "reciprocal square root or GELU of an accumulator in FP32, docs/nonlinear.md; about "
@@ -181,6 +187,9 @@ class Config:
         requantization that a network of several layers needs, ``docs/network.md``). Default
         True; False leaves out its logic and registers, and the cores treat SET and FINISH as
         unknown opcodes (sticky ``error``).
+    counters : bool
+        Whether every tile counts its events (:data:`wafertile.hdl.counters.EVENTS`) and the
+        array has the ``events`` output (``docs/counters.md``). Default False.
     nonlinear : bool
         Whether the float tile cores contain the nonlinear unit (NONLINEAR: ``acc[addr] =
         f(acc[addr])`` for exp, the reciprocal, the reciprocal square root or GELU,
@@ -209,6 +218,7 @@ class Config:
     phits: int = 1
     link_slice: bool = False
     handoff: bool = True
+    counters: bool = False
     nonlinear: bool = False
 
     def __post_init__(self) -> None:

@@ -28,6 +28,7 @@ from .errors import InputError
 from .files import cache_root, read_npy
 from .formats import fp32_values, same_bits
 from .hdl.core.fp import float_format
+from .hdl.counters import events_line
 from .stream import LayerError, compile_layer, reference
 
 __all__ = ["LEAN_WEIGHTS", "RunReport", "Simulation", "array_build", "build_estimate",
@@ -194,6 +195,9 @@ class RunReport:
     dtype: str = "int16"
     #: with ``--waves``: the waveform files (:func:`waves_files`)
     waves: list[str] | None = None
+    #: with ``--counters true``: the tiles' event counters of the sparse run, per event a
+    #: list per tile (``docs/counters.md``)
+    events: dict[str, list[int]] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -208,6 +212,7 @@ class RunReport:
             else round(self.sim_cycles_per_s),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "waves": self.waves,
+            **({"events": self.events} if self.events is not None else {}),
         }
 
     def text(self, config: Config) -> str:
@@ -242,6 +247,8 @@ class RunReport:
             lines.append(f"speedup          {self.speedup:.2f}x from sparsity")
         if self.waves:
             lines.append(waves_line(self.waves, dense=self.dense_cycles is not None))
+        if self.events is not None:
+            lines.append(events_line(self.events, "the tiles' counters"))
         return "\n".join(lines)
 
 
@@ -533,7 +540,8 @@ def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "veril
         total_cycles=int(sparse["total_cycles"]), injection_ports=config.rows, sim=sim,
         build_dir=str(run.build_dir), wall_seconds=time.perf_counter() - start,
         mismatches=mismatches, sim_cycles_per_s=run.cycles_per_s, seconds=seconds,
-        dtype=config.dtype, waves=[str(f) for f in run.waves] if waves else None)
+        dtype=config.dtype, waves=[str(f) for f in run.waves] if waves else None,
+        events=sparse.get("events"))
     return report, y
 
 

@@ -33,6 +33,7 @@ from wafertile.config import PARAMETERS
     ("phits", 9, "phits must be an integer from 1 to 8, not 9"),
     ("handoff", 1, "handoff must be true or false, not 1"),
     ("handoff", "false", "handoff must be true or false, not 'false'"),
+    ("counters", 1, "counters must be true or false, not 1"),
     ("nonlinear", 0, "nonlinear must be true or false, not 0"),
     ("nonlinear", True, "nonlinear = true needs a floating-point dtype ('fp16' or 'bf16': the "
                         "nonlinear unit computes in FP32), not 'int16'"),
@@ -160,7 +161,7 @@ def test_rejects_bool_as_int():
 def test_every_parameter_has_a_rejection_test():
     tested = {"rows", "cols", "dtype", "data_width", "acc_width", "overflow", "act_depth",
               "acc_depth", "num_vcs", "buffer_depth", "router_arch", "phits", "link_slice",
-              "handoff", "nonlinear"}
+              "handoff", "counters", "nonlinear"}
     assert tested == {r.name for r in PARAMETERS}
 
 

@@ -21,9 +21,11 @@ from random import Random
 
 import cocotb
 import numpy as np
+from cocotb.triggers import ClockCycles
 
 from ...formats import fp32_fields
 from ...hdl.core.fp import float_format
+from ...hdl.counters import COUNTER_WIDTH, EVENTS
 from ...hdl.flit import Opcode, Port, flit_layout, pack, unpack
 from ...hdl.grid import ARRAY
 from ...stream import LayerProgram, compile_layer, load_program, reference
@@ -130,6 +132,7 @@ class ArrayTB(TB):
         self.macs.done_per_tile[:] = 0
         self.macs.skipped_per_tile[:] = 0
         first, stream_cycles, phase_cycles = self.cycle, 0, []
+        events0 = self.events_now() if self.config.counters else None
         for phase in program.phases:
             words = phase.words(self.layout)
             for port, row in zip(phase.port.tolist(), words, strict=True):
@@ -174,11 +177,38 @@ class ArrayTB(TB):
                 on_phase(len(phase_cycles))
         for sink in self.sinks:
             assert not sink.protocol_errors, sink.protocol_errors[:3]
-        return board.y.copy(), {
+        stats = {
             "cycles": stream_cycles, "total_cycles": self.cycle - first,
             "phase_cycles": phase_cycles,
             "mac_done": self.macs.done_per_tile.tolist(),
             "mac_skipped": self.macs.skipped_per_tile.tolist()}
+        if self.config.counters:  # as the Verilator harness: once the counters are still
+            stats["events"] = await self.events_since(events0)
+        return board.y.copy(), stats
+
+    def events_now(self, value: int | None = None) -> np.ndarray:
+        """The tiles' event counters (``Config.counters``; ``value``: the port's value read
+        before): tiles x events."""
+        value = int(self.dut.events.value) if value is None else value
+        width, tiles = COUNTER_WIDTH, self.config.rows * self.config.cols
+        mask = (1 << width) - 1
+        return np.array([[(value >> ((k * len(EVENTS) + e) * width)) & mask
+                          for e in range(len(EVENTS))] for k in range(tiles)], np.int64)
+
+    async def events_since(self, before: np.ndarray, still: int = 1024) -> dict:
+        """Wait until the counters have not changed for ``still`` cycles (the cores have
+        done what they held); return what they counted since ``before``, per event a list
+        per tile (the harness's ``events``)."""
+        last, same = int(self.dut.events.value), 0
+        for _ in range(1_000_000):
+            await ClockCycles(self.clk, 1)
+            now = int(self.dut.events.value)
+            same = same + 1 if now == last else 0
+            last = now
+            if same >= still:
+                diff = self.events_now(last) - before
+                return {name: diff[:, e].tolist() for e, name in enumerate(EVENTS)}
+        raise AssertionError("the event counters still change")
 
 
 @cocotb.test()

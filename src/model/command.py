@@ -21,8 +21,18 @@ import numpy as np
 from ..config import Config
 from ..errors import InputError
 from ..files import gib_text, memory_budget_info
+from ..hdl.counters import events_line
 from ..run import LEAN_WEIGHTS
-from .layer import LEAN_FLITS, LayerPrediction, predict_layer, predict_network, program_flits
+from ..stream import compile_layer
+from .events import program_events
+from .layer import (
+    LEAN_FLITS,
+    LayerPrediction,
+    network_nonzero,
+    predict_layer,
+    predict_network,
+    program_flits,
+)
 from .predict import DETAILS
 
 __all__ = ["ModelReport", "add_model_flags", "check_layer_memory", "layer_memory",
@@ -78,6 +88,9 @@ class ModelReport:
     stream_cycles: int | None = None
     #: ``macs / (tiles x stream_cycles)`` (= ``utilization`` for a layer)
     stream_utilization: float | None = None
+    #: with ``--counters true``: the events the tiles' counters would count (the sparse
+    #: run), per event a list per tile (:mod:`.events`, ``docs/counters.md``)
+    events: dict[str, list[int]] | None = None
 
     @classmethod
     def make(cls, config: Config, result: LayerPrediction, macs: int, *, wall: float,
@@ -115,6 +128,8 @@ class ModelReport:
             out["images"] = self.images
             out["cycles_per_image"] = self.per_image
             out["accuracy"] = self.accuracy
+        if self.events is not None:
+            out["events"] = self.events
         return out
 
     def text(self, config: Config) -> str:
@@ -150,6 +165,8 @@ class ModelReport:
         if self.dense_cycles is not None:
             lines.append(f"dense stream     {self.dense_cycles} cycles")
             lines.append(f"speedup          {self.speedup:.2f}x from sparsity")
+        if self.events is not None:
+            lines.append(events_line(self.events, "the model's count"))
         return "\n".join(lines)
 
 
@@ -175,6 +192,14 @@ def run_model_layer(args: argparse.Namespace, config: Config, x: np.ndarray,
     from ..log import ticking
 
     start = time.perf_counter()
+    if config.counters:
+        flits = program_flits(config, (x.shape[0], w.shape[0], w.shape[1]),
+                              int(np.count_nonzero(w)))
+        if flits > LEAN_FLITS:
+            raise InputError(f"--counters true with --fidelity model counts the events of "
+                             f"the compiled program, at most {LEAN_FLITS} flits; this layer "
+                             f"makes about {flits} (leave --counters out, or run a smaller "
+                             f"layer)")
     _log.info(f"predicting the layer {x.shape[0]} x {x.shape[1]} @ {w.shape[0]} x "
               f"{w.shape[1]}.T on the {config.rows} x {config.cols} array"
               + ("" if args.no_dense else ", then its dense stream"))
@@ -182,6 +207,9 @@ def run_model_layer(args: argparse.Namespace, config: Config, x: np.ndarray,
         result = predict_layer(config, x, w, dense=not args.no_dense, detail=args.model_detail)
         macs = layer_macs(x, w)
     report = ModelReport.make(config, result, macs, wall=time.perf_counter() - start)
+    if config.counters:
+        _log.info("counting the events (docs/counters.md)")
+        report.events = program_events(config, compile_layer(config, x, w))
     return _print(args, config, report)
 
 
@@ -207,6 +235,11 @@ def run_model_network(args: argparse.Namespace, config: Config, net, x: np.ndarr
                               name=net.name or "network", images=len(x))
     if labels is not None:
         report.accuracy = float(np.mean(np.argmax(outputs, axis=1) == labels))
+    if config.counters:
+        _log.info("counting the events (docs/counters.md)")
+        program = result.program
+        report.events = program_events(config, program,
+                                       network_nonzero(config, net, x, program))
     return _print(args, config, report)
 
 

@@ -44,7 +44,7 @@ from .predict import (
 from .stream import stream_cycles
 from .timing import Timing
 
-__all__ = ["LEAN_FLITS", "LayerPrediction", "dense_stream", "predict_layer",
+__all__ = ["LEAN_FLITS", "LayerPrediction", "dense_stream", "network_nonzero", "predict_layer",
            "predict_network"]
 
 _log = logging.getLogger(__name__)
@@ -324,45 +324,54 @@ def predict_network(config: Config, net, x: np.ndarray, *, dense: bool = True,
     NetworkError
         For a network the compiler refuses.
     """
-    from ..network.compiler import NetworkProgram, compile_network, output_places
+    from ..network.compiler import NetworkProgram, compile_network
 
     start = time.perf_counter()
-    acts = None
-    kept: dict[int, np.ndarray] = {}  # a residual's kept outputs (words), by source layer
-    if config.is_float:  # the activations entering each layer, as the tiles hold them
-        from ..sim.models.network import network_reference
-        acts = network_reference(config, net, np.asarray(x, np.float32), kept=kept)[1]
 
     def run(dense_: bool) -> tuple[Prediction, NetworkProgram]:
         program = compile_network(config, net, x, dense=dense_)
-        nonzero = None
-        if acts is not None:
-            R = config.rows
-
-            def table(layer: int, g: int) -> np.ndarray:
-                out = activation_table(config, program.plans[layer], program.bases[layer],
-                                       acts[layer][g * R:(g + 1) * R])
-                k = net.layers[layer].res
-                if k is not None:  # the kept outputs its residual's MACs read
-                    column, slot = output_places(program.plans[layer])
-                    words = kept[k][g * R:(g + 1) * R]
-                    nz = (words & 0x7FFF) != 0
-                    rows = np.arange(len(words))[:, None]
-                    out[rows * config.cols + column[None, :],
-                        program.keep_base + slot[None, :]] = nz
-                return out
-
-            nonzero = stream_tables(config, program, len(x), program.phase_layer, table)
-            # the attention's MACs (docs/attention.md) read queries and values that the
-            # tiles wrote themselves: taken as nonzero, as the weights its FINISHes send
-            # (mesh.PhaseFlits), exact unless one of them rounds to +0 or -0
-            every = np.ones((config.rows * config.cols, config.act_depth), bool)
-            for n in nonzero:
-                if program.phase_step[n] == "attention":
-                    nonzero[n] = every
+        # a float network's streams: the activations entering each layer, as the tiles hold
+        # them (the float core's hazard bubbles depend on which are zero)
+        nonzero = network_nonzero(config, net, x, program) if config.is_float else None
         return predict_program(config, program, detail=detail, nonzero=nonzero), program
 
     sparse, program = run(False)
     full = run(True)[0] if dense else None
     macs = sum(int(p.expected_macs) for p in program.phases)
     return LayerPrediction(sparse, full, net.nnz, macs, time.perf_counter() - start, program)
+
+
+def network_nonzero(config: Config, net, x: np.ndarray, program) -> dict[int, np.ndarray]:
+    """Which activations each tile holds nonzero when each MAC stream of a compiled
+    network ``program`` runs (per phase index: tiles x ``act_depth``), from the activations
+    that enter each layer as :func:`wafertile.sim.models.network.network_reference` computes
+    them (a residual's kept outputs included). The attention's MACs (docs/attention.md)
+    read queries and values that the tiles wrote themselves: taken as nonzero, as the
+    weights its FINISHes send (:class:`~wafertile.model.mesh.PhaseFlits`), exact unless one
+    of them rounds to +0 or -0."""
+    from ..network.compiler import output_places
+    from ..sim.models.network import network_reference
+
+    kept: dict[int, np.ndarray] = {}  # a residual's kept outputs (words), by source layer
+    acts = network_reference(config, net, np.asarray(x, np.float32 if config.is_float
+                                                      else np.int64), kept=kept)[1]
+    R = config.rows
+
+    def table(layer: int, g: int) -> np.ndarray:
+        out = activation_table(config, program.plans[layer], program.bases[layer],
+                               acts[layer][g * R:(g + 1) * R])
+        k = net.layers[layer].res
+        if k is not None:  # the kept outputs its residual's MACs read
+            column, slot = output_places(program.plans[layer])
+            words = kept[k][g * R:(g + 1) * R]
+            nz = (words & 0x7FFF) != 0
+            rows = np.arange(len(words))[:, None]
+            out[rows * config.cols + column[None, :], program.keep_base + slot[None, :]] = nz
+        return out
+
+    nonzero = stream_tables(config, program, len(x), program.phase_layer, table)
+    every = np.ones((config.rows * config.cols, config.act_depth), bool)
+    for n in nonzero:
+        if program.phase_step[n] == "attention":
+            nonzero[n] = every
+    return nonzero

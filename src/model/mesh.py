@@ -175,6 +175,9 @@ class PhaseFlits:
         The cycles its core's iterative unit works on it, holding S0 .. S3 (NONLINEAR:
         :meth:`~wafertile.hdl.core.units.FpNonlinear.cycles` of ``data[1:0]``; 0 for the
         others).
+    op, act_w : numpy.ndarray
+        Its opcode (-1: it leaves the fabric and reaches no core) and the activation its
+        ``addr`` addresses (a WRITE_ACT's), for the event counts (:mod:`.events`).
     """
 
     port: np.ndarray
@@ -195,6 +198,8 @@ class PhaseFlits:
     wnz: np.ndarray | None = None
     holds: np.ndarray | None = None
     iterates: np.ndarray | None = None
+    op: np.ndarray | None = None
+    act_w: np.ndarray | None = None
 
     @classmethod
     def from_phase(cls, config, phase) -> PhaseFlits:
@@ -282,7 +287,8 @@ class PhaseFlits:
             x0=cat["x0"], x1=cat["x1"], y0=cat["y0"], y1=cat["y1"], vc=cat["vc"],
             exit=cat["exit"], kind=kind, out=np.concatenate(outs), hosts=n,
             addr=cat["addr"] % config.acc_depth, act=cat["addr_b"] % config.act_depth,
-            wnz=weight_nonzero(config, cat["data"]), iterates=iterates, **flags)
+            wnz=weight_nonzero(config, cat["data"]), iterates=iterates, op=op_all,
+            act_w=cat["addr"] % config.act_depth, **flags)
 
 
 #: The per-flit columns of a :class:`PhaseFlits` (all but ``port``, ``out`` and ``hosts``).

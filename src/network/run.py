@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
+from ..hdl.counters import events_line
 from ..run import outputs_and_mismatches, simulate, waves_line
 from ..sim.models.network import network_reference
 from .compiler import NetworkProgram, compile_network, edge_flits
@@ -70,9 +71,14 @@ class NetworkReport:
     stream_utilization: float | None = None
     #: with ``--waves``: the waveform files (:func:`~wafertile.run.waves_files`)
     waves: list[str] | None = None
+    #: with ``--counters true``: the tiles' event counters of the sparse run, per event a
+    #: list per tile (``docs/counters.md``)
+    events: dict[str, list[int]] | None = None
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
+        if self.events is None:
+            del out["events"]
         out["pass"] = out.pop("passed")
         out["wall_seconds"] = round(self.wall_seconds, 2)
         out["seconds"] = {k: round(v, 3) for k, v in self.seconds.items()}
@@ -115,6 +121,8 @@ class NetworkReport:
                                    if layer[f"{k}_cycles"]))
         if self.waves:
             lines.append(waves_line(self.waves, dense=self.dense_cycles is not None))
+        if self.events is not None:
+            lines.append(events_line(self.events, "the tiles' counters"))
         return "\n".join(lines)
 
 
@@ -198,7 +206,7 @@ def run_network(config: Config, net: Network, x: np.ndarray, *, labels: np.ndarr
         sim_cycles_per_s=run.cycles_per_s, seconds=seconds, name=net.name, dtype=config.dtype,
         total_cycles=cycles, stream_cycles=stream,
         stream_utilization=macs / (tiles * stream) if stream else 0.0,
-        waves=[str(f) for f in run.waves] if waves else None)
+        waves=[str(f) for f in run.waves] if waves else None, events=stats.get("events"))
     return report, y
 
 

@@ -1,0 +1,138 @@
+"""The events of a program, counted per tile as the RTL's counters count them
+(``Config.counters``, :mod:`wafertile.hdl.counters`, ``docs/counters.md``).
+
+No event depends on timing: a flit's route (the XY-tree rule,
+:func:`~wafertile.model.routers.route_bits`) gives the links it takes and the cores it
+reaches, and the operation table (:data:`~wafertile.hdl.core.ops.OPS`) what each operation
+reads and writes. Per phase (:class:`~wafertile.model.mesh.PhaseFlits`, the host's flits and
+the outputs their tiles make) the host's flits start at their west port and every output at
+each tile that made it; each walk is vectorized over the flits, a hop per step.
+
+What only a value says is whether a MAC is skipped: a zero weight (in the flit) or a zero
+activation (in the bank). The bank is followed through the program: a WRITE_ACT from the
+host writes the word its flit carries; one a tile made (a FINISH's hand-off) writes a word
+the model does not compute, taken as nonzero unless ``nonzero`` gives the stream's table
+(:func:`~wafertile.model.layer.network_nonzero`, from the reference): the counts are then
+exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..config import Config
+from ..hdl.core.ops import OPS
+from ..hdl.counters import EVENTS
+from ..hdl.flit import Port
+from ..stream import LayerProgram, Phase
+from .mesh import PhaseFlits
+from .routers import route_bits
+
+__all__ = ["EVENTS", "phase_events", "program_events"]
+
+_L = Port.LOCAL.value
+#: (bit of route_bits, dx, dy, the input port at the neighbour) per mesh output
+_STEPS = [(Port.NORTH, 0, -1), (Port.EAST, 1, 0), (Port.SOUTH, 0, 1), (Port.WEST, -1, 0)]
+
+
+def _op_columns(config: Config) -> dict[str, np.ndarray]:
+    """Per opcode (0 .. 15), what a legal operation does of each counted event."""
+    size = 16
+    cols = {k: np.zeros(size, np.int64) for k in ("act_reads", "acc_reads", "acc_writes",
+                                                   "act_write", "mac", "emits")}
+    for row in OPS.legal(config):
+        cols["act_reads"][row.code] = (row.act_read is not None) + (row.act_weight is not None)
+        cols["acc_reads"][row.code] = int(row.acc_read and not row.skips_zero)
+        cols["acc_writes"][row.code] = int(row.acc_write is not None and not row.skips_zero)
+        cols["act_write"][row.code] = int(row.act_write is not None)
+        cols["mac"][row.code] = int(row.counts_mac)
+        cols["emits"][row.code] = int(row.emit is not None)
+    return cols
+
+
+def _walk(config: Config, f: PhaseFlits, fid: np.ndarray, x: np.ndarray, y: np.ndarray,
+          port: np.ndarray, link_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Walk flits ``fid`` from router (``x``, ``y``), arrived on ``port``, to the end;
+    count their mesh outputs into ``link_out`` (per tile); return the (flit, tile) pairs of
+    their local deliveries."""
+    C, R = config.cols, config.rows
+    got_f, got_t = [], []
+    while len(fid):
+        bits = route_bits(x, y, port, f.x0[fid], f.x1[fid], f.y0[fid], f.y1[fid],
+                          f.exit[fid], R, C)
+        tile = y * C + x
+        here = (bits & 1) != 0
+        got_f.append(fid[here])
+        got_t.append(tile[here])
+        nxt = ([], [], [], [])
+        for p, dx, dy in _STEPS:
+            go = (bits >> p.value) & 1 != 0
+            np.add.at(link_out, tile[go], 1)
+            nx, ny = x[go] + dx, y[go] + dy
+            inside = (nx >= 0) & (nx < C) & (ny >= 0) & (ny < R)  # else out of the edge
+            for k, v in enumerate((fid[go][inside], nx[inside], ny[inside],
+                                   np.full(int(inside.sum()), p.opposite.value))):
+                nxt[k].append(v)
+        fid, x, y, port = (np.concatenate(v) for v in nxt)
+    return np.concatenate(got_f), np.concatenate(got_t)
+
+
+def phase_events(config: Config, phase: Phase, bank: np.ndarray,
+                 table: np.ndarray | None = None) -> np.ndarray:
+    """The events of ``phase`` per tile: ``rows * cols`` x ``len(EVENTS)``. ``bank``: which
+    activations the tiles hold nonzero (tiles x ``act_depth``), updated by the phase's
+    activation writes; ``table``: a stream's nonzero activations, used for its MACs in place
+    of ``bank`` where given."""
+    tiles = config.rows * config.cols
+    out = {name: np.zeros(tiles, np.int64) for name in EVENTS}
+    if not len(phase):
+        return np.stack([out[name] for name in EVENTS], axis=1)
+    f = PhaseFlits.from_phase(config, phase)
+    cols = _op_columns(config)
+    n = f.hosts
+    fid = np.arange(n)
+    x = np.zeros(n, np.int64)
+    y = np.asarray(f.port[:n], np.int64)
+    port = np.full(n, Port.WEST.value)
+    acts = table if table is not None else bank
+    while len(fid):
+        got_f, got_t = _walk(config, f, fid, x, y, port, out["link_out"])
+        op = f.op[got_f]
+        legal = op >= 0
+        got_f, got_t, op = got_f[legal], got_t[legal], op[legal]
+        np.add.at(out["core_in"], got_t, 1)
+        np.add.at(out["act_reads"], got_t, cols["act_reads"][op])
+        mac = cols["mac"][op] != 0
+        done = mac & f.wnz[got_f] & acts[got_t, f.act[got_f]]
+        np.add.at(out["mac_done"], got_t[done], 1)
+        np.add.at(out["mac_skipped"], got_t[mac & ~done], 1)
+        np.add.at(out["acc_reads"], got_t, cols["acc_reads"][op] + done)
+        np.add.at(out["acc_writes"], got_t, cols["acc_writes"][op] + done)
+        writes = cols["act_write"][op] != 0
+        np.add.at(out["act_writes"], got_t[writes], 1)
+        # the host's words are known; a tile's (a hand-off's) are taken as nonzero
+        w_f, w_t = got_f[writes], got_t[writes]
+        bank[w_t, f.act_w[w_f]] = np.where(w_f < n, f.wnz[w_f], True)
+        emits = cols["emits"][op] != 0
+        np.add.at(out["core_out"], got_t[emits], 1)
+        # the outputs start at the tiles that made them, on their local input
+        fid = f.out[got_f[emits]]
+        x, y = got_t[emits] % config.cols, got_t[emits] // config.cols
+        port = np.full(len(fid), _L)
+    return np.stack([out[name] for name in EVENTS], axis=1)
+
+
+def program_events(config: Config, program: LayerProgram,
+                   nonzero: Mapping[int, np.ndarray] | None = None) -> dict[str, list[int]]:
+    """The events of every phase of ``program`` summed, per event (:data:`EVENTS`) a list
+    per tile (``y * cols + x``), as the harness reports the RTL's counters. ``nonzero``: per
+    stream phase index, its nonzero activations (tiles x ``act_depth``), as
+    :func:`~wafertile.model.predict.predict_program` takes them."""
+    nonzero = nonzero or {}
+    bank = np.zeros((config.rows * config.cols, config.act_depth), bool)
+    total = np.zeros((config.rows * config.cols, len(EVENTS)), np.int64)
+    for n, phase in enumerate(program.phases):
+        total += phase_events(config, phase, bank, nonzero.get(n))
+    return {name: [int(v) for v in total[:, e]] for e, name in enumerate(EVENTS)}

@@ -1,0 +1,174 @@
+"""The tiles' event counters (``Config.counters``, docs/counters.md) against the performance
+model's count of the same events (``wafertile.model.events``): exact per tile and event, on
+Verilator and Icarus, for layers, networks with hand-offs and a scaled-down GPT block.
+
+The default run plays a 2 x 2 integer array (layers that need passes and reduction, and
+networks) and the GPT block on Verilator, and a phit-link array on Icarus; ``--run-slow``
+adds every router micro-architecture of the model's validation set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wafertile import Config
+from wafertile.hdl.counters import EVENTS
+from wafertile.model.events import program_events
+from wafertile.model.layer import network_nonzero
+from wafertile.model.validation import CONFIGS, layer_cases, network_cases
+from wafertile.network.compiler import compile_network
+from wafertile.network.model import NetworkError
+from wafertile.run import simulate
+from wafertile.stream import LayerError, compile_layer
+
+from .conftest import seed_for
+
+
+def _workloads(cfg: Config, seed: int) -> list:
+    """(label, program, nonzero tables or None): seeded layers, then networks."""
+    out = []
+    for case in layer_cases(cfg, 4, seed):
+        x, w = case.arrays(cfg)
+        try:
+            out.append((case.label(), compile_layer(cfg, x, w), None))
+        except LayerError:
+            continue
+    for case in network_cases(seed):
+        net, x = case.build(cfg)
+        try:
+            program = compile_network(cfg, net, x)
+        except NetworkError:
+            continue
+        out.append((case.label(), program, network_nonzero(cfg, net, x, program)))
+    return out
+
+
+def _check(cfg: Config, workloads: list, sim: str, tmp_path, seed: int) -> list[dict]:
+    run = simulate(cfg, [p for _, p, _ in workloads], sim=sim, build_root=tmp_path)
+    got = []
+    for (label, program, nonzero), (_, stats) in zip(workloads, run.results, strict=True):
+        want = program_events(cfg, program, nonzero)
+        for name in EVENTS:
+            assert stats["events"][name] == want[name], \
+                f"seed {seed}: {label}: {name} per tile: RTL {stats['events'][name]}, " \
+                f"model {want[name]}"
+        # the counters agree with the harness's own MAC count
+        assert stats["events"]["mac_done"] == stats["mac_done"], f"seed {seed}: {label}"
+        got.append(stats["events"])
+    return got
+
+
+_SLOW = ["voq-3x3", "parallel-3x5", "lite-4x4-p4", "compact-3x2-v4", "lite-2x4-p2-v3"]
+
+
+@pytest.mark.parametrize("name", ["compact-2x2", *(pytest.param(n, marks=pytest.mark.slow)
+                                                   for n in _SLOW)])
+def test_counters_equal_the_model_on_verilator(request, tmp_path, name):
+    seed = seed_for(request)
+    cfg = CONFIGS[name].replace(counters=True)
+    workloads = _workloads(cfg, seed)
+    assert len(workloads) >= 5
+    events = _check(cfg, workloads, "verilator", tmp_path, seed)
+    # multicast branches and skipped MACs occur, so the check can tell them apart
+    assert any(sum(e["mac_skipped"]) for e in events)
+    assert all(sum(e["link_out"]) > sum(e["core_in"]) / (cfg.rows * cfg.cols)
+               for e in events)
+
+
+def test_counters_equal_the_model_on_icarus(request, tmp_path):
+    """A phit-link array (lite, 2 phits: the counters see a flit in its slot's phase 0) on
+    Icarus, through the cocotb testbench."""
+    seed = seed_for(request)
+    cfg = CONFIGS["lite-2x3-p2"].replace(counters=True)
+    workloads = _workloads(cfg, seed)[:3]
+    _check(cfg, workloads, "icarus", tmp_path, seed)
+
+
+def test_gpt_block_counters_equal_the_model(request, tmp_path):
+    """A scaled-down GPT block (bf16: embedding, LayerNorms, attention, GELU, residuals) on
+    Verilator. Every event but the MACs' outcome is exact per tile. The attention's operands
+    the tiles make themselves (scores, probabilities, values) are taken as nonzero by the
+    model (docs/counters.md): a probability whose exp flushes to zero is a skipped MAC on
+    the RTL and a done one in the model. So per tile the MACs (done + skipped) are exact,
+    the model's done MACs an upper bound, and its accumulator accesses above the RTL's by
+    exactly the MACs it takes as done in excess (two per tile of one row, on one seed in
+    three measured)."""
+    from .test_gpt_block import _config, gpt_block, tokens
+
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    cfg = _config("bf16", counters=True)
+    net = gpt_block(rng, "bf16")
+    x = tokens(rng)
+    program = compile_network(cfg, net, x)
+    run = simulate(cfg, [program], sim="verilator", build_root=tmp_path)
+    got = run.results[0][1]["events"]
+    want = program_events(cfg, program, network_nonzero(cfg, net, x, program))
+    for name in ("act_reads", "act_writes", "core_in", "core_out", "link_out"):
+        assert got[name] == want[name], f"seed {seed}: {name}: RTL {got[name]}, " \
+                                        f"model {want[name]}"
+    done, model_done = np.array(got["mac_done"]), np.array(want["mac_done"])
+    assert (done + got["mac_skipped"] == model_done + want["mac_skipped"]).all(), f"seed {seed}"
+    excess = model_done - done
+    assert (excess >= 0).all() and excess.sum() <= 0.01 * model_done.sum(), f"seed {seed}"
+    for name in ("acc_reads", "acc_writes"):
+        assert (np.array(want[name]) - got[name] == excess).all(), f"seed {seed}: {name}"
+
+
+def test_model_counts_follow_the_values():
+    """The model's count is not blind: a zero activation skips its MACs (no accumulator
+    access), a multicast counts every branch, and the bank follows the host's writes."""
+    cfg = Config(rows=2, cols=2, data_width=8, acc_width=24, act_depth=16, acc_depth=16)
+    w = np.array([[1, 2, 0, 3], [0, 1, 1, 1]])
+    x = np.array([[1, 0, 2, 3], [0, 0, 0, 0]])
+    ev = program_events(cfg, compile_layer(cfg, x, w))
+    # row 0's tiles multiply 5 nonzero pairs... of 6 MACs; row 1 (all zero) skips all 6
+    assert sum(ev["mac_done"]) + sum(ev["mac_skipped"]) == 2 * int(np.count_nonzero(w))
+    assert sum(ev["mac_done"]) == int(np.count_nonzero((x[:, None, :] != 0) & (w != 0)))
+    assert sum(ev["acc_writes"]) > sum(ev["mac_done"])  # zeroing and bias writes besides
+    ones = program_events(cfg, compile_layer(cfg, np.ones_like(x), w))
+    assert sum(ones["mac_done"]) == 2 * int(np.count_nonzero(w))
+    assert ones["link_out"] == ev["link_out"]  # routes do not depend on values
+
+
+def test_counters_flag(capsys):
+    """``--counters`` is a configuration flag: refused in one line when it is no boolean;
+    off, the array has no ``events`` port (no logic spent)."""
+    from wafertile.cli import main
+    from wafertile.hdl.generate import verilog_text
+
+    assert main(["run", "--counters", "maybe"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["wafertile: error: --counters must be true or false, not 'maybe'"]
+    off = verilog_text("array", Config(rows=1, cols=2))
+    on = verilog_text("array", Config(rows=1, cols=2, counters=True))
+    assert " events" not in off and "output [575:0] events;" in on
+
+
+def test_run_reports_the_counters_and_the_model_the_same(tmp_path, capsys):
+    """``wafertile run --counters true --json`` on Verilator and with ``--fidelity model``
+    report the same ``events`` for the same layer (no events without ``--counters``)."""
+    import json
+
+    from wafertile.cli import main
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(-4, 5, (3, 30))
+    x[rng.random(x.shape) < 0.3] = 0
+    w = rng.integers(-4, 5, (9, 30))
+    w[rng.random(w.shape) < 0.6] = 0
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "w.npy", w)
+    common = ["run", "--rows", "3", "--cols", "2", "--data-width", "8", "--acc-width", "24",
+              "--act-depth", "16", "--acc-depth", "16", "--activations", str(tmp_path / "x.npy"),
+              "--weights", str(tmp_path / "w.npy"), "--no-dense", "--json"]
+    reports = []
+    for extra in (["--counters", "true"],
+                  ["--counters", "true", "--fidelity", "model"], ["--fidelity", "model"]):
+        assert main(common + extra) == 0
+        reports.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    rtl, model, plain = reports
+    assert rtl["pass"] and rtl["events"] == model["events"]
+    assert sum(rtl["events"]["mac_skipped"]) > 0 and sum(rtl["events"]["link_out"]) > 0
+    assert "events" not in plain
