@@ -121,9 +121,14 @@ def count_events(m: Module, config: Config, ops: OpTable, *, core_in, core_in_op
     top = (1 << COUNTER_WIDTH) - 1
     out = []
     for name in EVENTS:
+        # the increment is registered first: the router's and the core's handshakes stay
+        # off the counter's carry chain (a count lands a cycle late; a run reads the
+        # counters once they are still)
+        step = Signal(3, name=f"ev_{name}_step")
         counter = Signal(COUNTER_WIDTH, name=f"ev_{name}")
         total = Signal(COUNTER_WIDTH + 3, name=f"ev_{name}_next")
-        m.d.comb += total.eq(counter + increments[name])
+        m.d.sync += step.eq(increments[name])
+        m.d.comb += total.eq(counter + step)
         m.d.sync += counter.eq(Mux(total > top, top, total))
         out.append(counter)
     return Cat(*out)
