@@ -172,3 +172,79 @@ def test_run_reports_the_counters_and_the_model_the_same(tmp_path, capsys):
     assert rtl["pass"] and rtl["events"] == model["events"]
     assert sum(rtl["events"]["mac_skipped"]) > 0 and sum(rtl["events"]["link_out"]) > 0
     assert "events" not in plain
+
+
+def test_closed_form_routes_are_the_walks(request):
+    """The energy's closed form per flit (``_route_totals``: links out of routers and cores
+    reached by the XY-tree rule) against the hop-by-hop walk (``_walk``, ``route_bits``:
+    the RTL's rule) on seeded random flits: rectangles anywhere, every exit port, from the
+    west edge and from a tile's local input."""
+    from wafertile.model.events import _route_totals, _walk
+    from wafertile.model.mesh import PhaseFlits
+
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        R, C = (int(v) for v in rng.integers(1, 9, 2))
+        cfg = Config(rows=R, cols=C)
+        n = 300
+        x0, x1 = np.sort(rng.integers(0, C, (2, n)), axis=0)
+        y0, y1 = np.sort(rng.integers(0, R, (2, n)), axis=0)
+        zeros = np.zeros(n, np.int64)
+        f = PhaseFlits(port=zeros, x0=x0, x1=x1, y0=y0, y1=y1, vc=zeros,
+                       exit=rng.integers(0, 5, n), kind=zeros, out=zeros - 1, hosts=n)
+        local = rng.random(n) < 0.5
+        sx = np.where(local, rng.integers(0, C, n), 0)
+        sy = rng.integers(0, R, n)
+        links, cores = _route_totals(cfg, f, np.arange(n), sx, sy, local)
+        for i in range(n):
+            counted = np.zeros(R * C, np.int64)
+            got, _ = _walk(cfg, f, np.array([i]), sx[i:i + 1], sy[i:i + 1],
+                           np.array([0 if local[i] else 4]), counted)
+            assert (links[i], cores[i]) == (counted.sum(), len(got)), \
+                f"seed {seed}: flit {i} of {R} x {C}"
+
+
+def test_the_wafer_models_events_are_the_compiled_phases(request):
+    """The wafer-scale prediction prices events counted exactly: a dense layer's MAC stream
+    (closed form) and its reduction (one row, counted flit by flit, times the rows) equal the
+    events of the compiled layer's phases, and a GRAD phase's closed form those of the
+    training compiler's GRAD phase."""
+    from wafertile.hdl.core.fp import float_format
+    from wafertile.model.events import energy_events, grad_events
+    from wafertile.model.wafer import Fabric, GroupBuilder, memory_plan
+    from wafertile.model.zoo import GptShape
+    from wafertile.trainer.compiler import compile_step
+    from wafertile.trainer.workload import random_network
+
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    fabric = Fabric(rows=4, cols=4)
+    seen = []
+    for I, J, depth in ((48, 32, 64), (40, 96, 32)):
+        shape = GptShape("t", layers=1, d_model=J, heads=1, d_ff=I, context=4, vocab=8)
+        memory = memory_plan(shape, fabric, 4)
+        memory = type(memory)(depth, 64, False, 0, 0, 2, memory.sram_bytes)
+        g = GroupBuilder(shape, fabric, memory, 4)
+        g.linear("l", I, J, "forward", handoff=None)
+        cfg = Config(rows=4, cols=4, dtype="bf16", act_depth=depth, acc_depth=64)
+        w = rng.choice([-2.0, -1.0, 0.5, 1.0, 1.5], (I, J)).astype(np.float32)
+        program = compile_layer(cfg, np.ones((4, J), np.float32), w)
+        for kind, ours in (("stream", [p for p in g.phases if p.kind == "forward"][1::2]),
+                           ("reduce", [p for p in g.phases if p.kind == "reduce"])):
+            theirs = [energy_events(cfg, p) for p in program.phases if p.kind == kind]
+            assert [(p.macs, p.hops, p.sram_bits) for p in ours] == \
+                [(e.macs, e.hops, e.sram_bits) for e in theirs], f"seed {seed}: {kind}"
+            seen += [kind] * len(theirs)
+    assert {"stream", "reduce"} <= set(seen)
+    cfg = Config(rows=3, cols=4, dtype="bf16", act_depth=64, acc_depth=64)
+    w, b, m = random_network([6, 5, 3], 0.7, seed)
+    fmt = float_format("bf16")
+    w = [fmt.values(fmt.bits(a)) for a in w]
+    step = compile_step(cfg, w, b, m, np.ones((3, 6), np.float32), np.ones((3, 3), np.float32))
+    grads = [p for p in step.phases if p.kind == "grad"]
+    assert grads
+    for phase in grads:
+        e = energy_events(cfg, phase)
+        assert (e.hops, e.sram_bits) == (grad_events(cfg, len(phase)).hops,
+                                         grad_events(cfg, len(phase)).sram_bits), f"seed {seed}"

@@ -19,6 +19,7 @@ exact.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,7 +31,8 @@ from ..stream import LayerProgram, Phase
 from .mesh import PhaseFlits
 from .routers import route_bits
 
-__all__ = ["EVENTS", "phase_events", "program_events"]
+__all__ = ["EVENTS", "EnergyEvents", "energy_events", "grad_events", "phase_events",
+           "program_events", "stream_events"]
 
 _L = Port.LOCAL.value
 #: (bit of route_bits, dx, dy, the input port at the neighbour) per mesh output
@@ -136,3 +138,128 @@ def program_events(config: Config, program: LayerProgram,
     for n, phase in enumerate(program.phases):
         total += phase_events(config, phase, bank, nonzero.get(n))
     return {name: [int(v) for v in total[:, e]] for e, name in enumerate(EVENTS)}
+
+
+@dataclass(frozen=True)
+class EnergyEvents:
+    """What the energy of a phase is priced from (``docs/wafer.md``, "Energy"), all tiles
+    together: MACs done, flit hops (each link a flit crosses: the one into the fabric from
+    the host's edge port, then ``link_out``) and SRAM bits (the words read and written, of
+    ``data_width`` and ``acc_width`` bits)."""
+
+    macs: int = 0
+    hops: int = 0
+    sram_bits: int = 0
+
+    def times(self, k: int) -> EnergyEvents:
+        return EnergyEvents(self.macs * k, self.hops * k, self.sram_bits * k)
+
+
+def _route_totals(config: Config, f: PhaseFlits, fid, sx, sy, local
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per flit ``fid`` starting at router (``sx``, ``sy``) on its local input (``local``)
+    or its west input, in closed form: the links it takes out of routers (``link_out``) and
+    the cores it reaches (``core_in``), by the XY-tree rule (:func:`_walk` walks the same;
+    ``tests/test_events.py`` checks they agree). Needs well-formed rectangles."""
+    R, C = config.rows, config.cols
+    x0, x1, y0, y1, ex = f.x0[fid], f.x1[fid], f.y0[fid], f.y1[fid], f.exit[fid]
+    lo = np.where(local, x0, np.maximum(x0, sx))  # the rectangle's columns it reaches
+    cols = np.maximum(0, x1 - lo + 1)
+    horizontal = np.maximum(0, x1 - sx) + np.where(local, np.maximum(0, sx - x0), 0)
+    vertical = np.maximum(0, y1 - sy) + np.maximum(0, sy - y0)
+    h = y1 - y0 + 1
+    reached = cols > 0
+    exits = reached * np.select(
+        [ex == Port.NORTH.value, ex == Port.SOUTH.value, ex == Port.EAST.value,
+         ex == Port.WEST.value],
+        [cols * (y0 == 0), cols * (y1 == R - 1), h * (x1 == C - 1), h * (lo == 0)], 0)
+    return horizontal + cols * vertical + exits, cols * h - exits
+
+
+def _energy_totals(config: Config, f: PhaseFlits) -> dict[str, int] | None:
+    """The phase's events summed over the tiles, every activation nonzero, in closed form
+    (:func:`_route_totals`); None where it does not apply (a malformed rectangle, a flit
+    that would reach nothing, or an answering flit that reaches more than one core)."""
+    if np.any((f.x0 > f.x1) | (f.y0 > f.y1)):
+        return None
+    cols = _op_columns(config)
+    t = dict.fromkeys(EVENTS, 0)
+    n = f.hosts
+    fid = np.arange(n)
+    sx, sy, local = np.zeros(n, np.int64), np.asarray(f.port[:n], np.int64), np.zeros(n, bool)
+    while len(fid):
+        links, cores = _route_totals(config, f, fid, sx, sy, local)
+        if np.any(links + cores == 0):
+            return None
+        op = f.op[fid]
+        legal = op >= 0
+        code = np.maximum(op, 0)
+        k = np.where(legal, cores, 0)
+        done = k * (cols["mac"][code] * f.wnz[fid])
+        t["link_out"] += int(links.sum())
+        t["core_in"] += int(k.sum())
+        t["act_reads"] += int(np.dot(k, cols["act_reads"][code]))
+        t["mac_done"] += int(done.sum())
+        t["mac_skipped"] += int(np.dot(k, cols["mac"][code]) - done.sum())
+        t["acc_reads"] += int(np.dot(k, cols["acc_reads"][code]) + done.sum())
+        t["acc_writes"] += int(np.dot(k, cols["acc_writes"][code]) + done.sum())
+        t["act_writes"] += int(np.dot(k, cols["act_write"][code]))
+        answers = (k > 0) & (cols["emits"][code] != 0)
+        t["core_out"] += int(k[answers].sum())
+        if np.any(k[answers] > 1):
+            return None
+        parent = fid[answers]
+        if np.any((f.x0[parent] != f.x1[parent]) | (f.y0[parent] != f.y1[parent])):
+            return None  # its core is not (x0, y0)
+        fid = f.out[parent]
+        sx, sy = f.x0[parent], f.y0[parent]
+        local = np.ones(len(fid), bool)
+    return t
+
+
+def energy_events(config: Config, phase: Phase) -> EnergyEvents:
+    """The :class:`EnergyEvents` of ``phase`` from its exact event count, every activation
+    taken as nonzero (the wafer-scale prediction's assumption: its values are not
+    computed): in closed form per flit where it applies, else by :func:`phase_events`."""
+    t = _energy_totals(config, PhaseFlits.from_phase(config, phase)) if len(phase) else \
+        dict.fromkeys(EVENTS, 0)
+    if t is None:
+        bank = np.ones((config.rows * config.cols, config.act_depth), bool)
+        t = dict(zip(EVENTS, phase_events(config, phase, bank).sum(axis=0).tolist(),
+                     strict=True))
+    return EnergyEvents(
+        t["mac_done"], len(phase) + t["link_out"],
+        config.data_width * (t["act_reads"] + t["act_writes"])
+        + config.acc_width * (t["acc_reads"] + t["acc_writes"]))
+
+
+def stream_events(config: Config, columns: np.ndarray, weights: np.ndarray,
+                  rows: int | None = None) -> EnergyEvents:
+    """A MAC stream's :class:`EnergyEvents` in closed form: ``weights[k]`` flits multicast
+    down column ``columns[k]`` (rows 0 .. ``rows - 1``, by default every row) from a west
+    port among them, every activation nonzero. A flit crosses its edge link, ``column``
+    links east, ``rows - 1`` links of its column; every tile of it does a MAC (an
+    activation read, an accumulator read and write)."""
+    R = config.rows if rows is None else rows
+    n = int(np.sum(weights))
+    macs = n * R
+    hops = n + int(np.sum(np.multiply(columns, weights))) + n * (R - 1)
+    return EnergyEvents(macs, hops, macs * (config.data_width + 2 * config.acc_width))
+
+
+def grad_events(config: Config, n: int, rows: int | None = None) -> EnergyEvents:
+    """A GRAD phase's :class:`EnergyEvents` in closed form (``docs/training.md``): GRAD
+    ``i`` enters at row ``1 + i % (rows - 1)`` (row 0 on one row), goes east to column
+    ``i % cols``, north to row 0, then its chain down every row and out of the south edge;
+    each tile reads two activations and does a multiply-add (priced as a MAC, though the
+    counters count it as no MAC); ``rows``: the rows used (by default every row)."""
+    R, C = (config.rows if rows is None else rows), config.cols
+    ports = n + _mod_sum(n, R - 1) if R > 1 else 0
+    hops = n + _mod_sum(n, C) + ports + n * R
+    return EnergyEvents(n * R, hops, n * R * 2 * config.data_width)
+
+
+def _mod_sum(n: int, m: int) -> int:
+    """``sum(i % m for i in range(n))``, in closed form (``n`` is a layer's weights)."""
+    q, r = divmod(n, m)
+    return q * m * (m - 1) // 2 + r * (r - 1) // 2

@@ -55,6 +55,7 @@ from ..stream import (
 )
 from ..stream.rows import layernorm_phases
 from .energy import ENERGY, EnergyTable
+from .events import energy_events, grad_events, stream_events
 from .layer import dense_stream
 from .predict import predict_phase
 from .stream import stream_cycles
@@ -482,12 +483,12 @@ class GroupBuilder:
         self.phases.append(Phase(layer, kind, int(cycles), method, **counts))
 
     def row_phases(self, layer: str, kind: str, phases) -> None:
-        C = self.fabric.cols
         for ph in phases:
             c, m, fin, fout = self.row_phase(ph)
-            # each flit travels half a row on average; a reply comes back as far
-            self.add(layer, kind, c, m, flits_in=fin, flits_out=fout,
-                     hops=(fin + fout) * (C + 1) / 2)
+            # the events of one row, counted flit by flit (model.events), every row alike
+            ev = energy_events(self.row_config, ph).times(self.rows)
+            self.add(layer, kind, c, m, flits_in=fin, flits_out=fout, macs=ev.macs,
+                     hops=ev.hops, sram_bits=ev.sram_bits)
 
     # -- a linear layer ----------------------------------------------------------------
     def linear(self, layer: str, I: int, J: int, kind: str, *, handoff: str | None,
@@ -510,10 +511,15 @@ class GroupBuilder:
             add_zero(row, row_plan, p, 1)
             self.row_phases(layer, kind, [row.phase("load")])
             cycles, how = dense_stream(self.timing, plan, p, R)
-            n = sum(len(plan.parts(p)[g]) for g in range(plan.G)) * J
+            # chunk k of group g's outputs goes down column k * G + g
+            sizes = np.full(plan.K, plan.chunk)
+            sizes[-1] = J - plan.chunk * (plan.K - 1)
+            outputs = np.array([len(plan.parts(p)[g]) for g in range(plan.G)])
+            columns = np.arange(plan.K)[:, None] * plan.G + np.arange(plan.G)[None, :]
+            n = int(outputs.sum()) * J
+            ev = stream_events(self.config, columns, sizes[:, None] * outputs[None, :], R)
             self.add(layer, kind, cycles, "plan" if how == "exact" else "plan (bound)",
-                     flits_in=n, macs=n * R, hops=n * ((C + 1) / 2 + R - 1),
-                     sram_bits=n * R * _MAC_BITS)
+                     flits_in=n, macs=ev.macs, hops=ev.hops, sram_bits=ev.sram_bits)
             if plan.K > 1:
                 self.row_phases(layer, "reduce", reduce_phases(row_plan, p, 1))
             if read:
@@ -534,9 +540,10 @@ class GroupBuilder:
         """The GRAD phase of a layer's weights (and biases): closed form."""
         n = I * J + (I if bias else 0)
         R, C = self.rows, self.fabric.cols
+        ev = grad_events(self.config, n, R)
         self.add(layer, "weight_gradients", grad_phase_cycles(self.timing, n, R, C),
-                 "closed form", flits_in=n, flits_out=n, macs=n * R,
-                 hops=n * ((C + 1) / 2 + R / 2 + R), sram_bits=n * R * 2 * 16)
+                 "closed form", flits_in=n, flits_out=n, macs=ev.macs, hops=ev.hops,
+                 sram_bits=ev.sram_bits)
 
     def layernorm(self, layer: str, *, backward: bool = False) -> None:
         """A LayerNorm of d outputs (the compiler's phases for one row); backward: twice
@@ -563,14 +570,15 @@ class GroupBuilder:
         """A residual add: one MAC of weight 1 per output of the d-wide layer, multicast
         down its column, the outputs dealt over the ports (the compiler's residual phase,
         predicted by the analytic stream)."""
-        d, R, C = self.shape.d_model, self.rows, self.fabric.cols
+        d, R = self.shape.d_model, self.rows
         plan = self.plan(d, d)
         column, _ = output_places(plan)
         est = stream_cycles(self.timing, np.arange(d) % R, column[np.argsort(column,
                                                                             kind="stable")],
                             0, R - 1)
-        self.add("residual", kind, est.cycles, "plan", flits_in=d, macs=d * R,
-                 hops=d * ((C + 1) / 2 + R - 1), sram_bits=d * R * _MAC_BITS)
+        ev = stream_events(self.config, column, np.ones(d, np.int64), R)
+        self.add("residual", kind, est.cycles, "plan", flits_in=d, macs=ev.macs, hops=ev.hops,
+                 sram_bits=ev.sram_bits)
 
     def attention(self, backward: bool) -> None:
         """The attention's phases (docs/attention.md), estimated; the backward pass's as
