@@ -14,6 +14,7 @@ import pytest
 
 from wafertile import Config
 from wafertile.hdl.counters import EVENTS
+from wafertile.model import predict_program
 from wafertile.model.events import program_events
 from wafertile.model.layer import network_nonzero
 from wafertile.model.validation import CONFIGS, layer_cases, network_cases
@@ -44,10 +45,20 @@ def _workloads(cfg: Config, seed: int) -> list:
     return out
 
 
-def _check(cfg: Config, workloads: list, sim: str, tmp_path, seed: int) -> list[dict]:
+def _check(cfg: Config, workloads: list, sim: str, tmp_path, seed: int, *,
+           cycles: bool = False) -> list[dict]:
+    """Run ``workloads`` with counters; every event of every tile equals the model's count;
+    with ``cycles``, the model's cycles too (as tests/test_model.py checks them: total
+    cycles within 10% on each workload, 3% on average)."""
     run = simulate(cfg, [p for _, p, _ in workloads], sim=sim, build_root=tmp_path)
     got = []
+    errors = []
     for (label, program, nonzero), (_, stats) in zip(workloads, run.results, strict=True):
+        if cycles:
+            predicted = predict_program(cfg, program, nonzero=nonzero).total_cycles
+            errors.append(abs(predicted / stats["total_cycles"] - 1))
+            assert errors[-1] <= 0.10, f"seed {seed}: {label}: cycles {predicted} against " \
+                                       f"the RTL's {stats['total_cycles']}"
         want = program_events(cfg, program, nonzero)
         for name in EVENTS:
             assert stats["events"][name] == want[name], \
@@ -56,6 +67,7 @@ def _check(cfg: Config, workloads: list, sim: str, tmp_path, seed: int) -> list[
         # the counters agree with the harness's own MAC count
         assert stats["events"]["mac_done"] == stats["mac_done"], f"seed {seed}: {label}"
         got.append(stats["events"])
+    assert not errors or np.mean(errors) <= 0.03, f"seed {seed}: {errors}"
     return got
 
 
@@ -69,7 +81,7 @@ def test_counters_equal_the_model_on_verilator(request, tmp_path, name):
     cfg = CONFIGS[name].replace(counters=True)
     workloads = _workloads(cfg, seed)
     assert len(workloads) >= 5
-    events = _check(cfg, workloads, "verilator", tmp_path, seed)
+    events = _check(cfg, workloads, "verilator", tmp_path, seed, cycles=True)
     # multicast branches and skipped MACs occur, so the check can tell them apart
     assert any(sum(e["mac_skipped"]) for e in events)
     assert all(sum(e["link_out"]) > sum(e["core_in"]) / (cfg.rows * cfg.cols)
