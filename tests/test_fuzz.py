@@ -33,6 +33,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -679,6 +680,84 @@ def build_random_case(case, ws) -> list[str]:
     return argv
 
 
+# -- the wafer-scale prediction's files: a GPT's shape, an energy table
+
+#: The keys of a GPT shape file (docs/zoo.md) and of an energy table (docs/wafer.md).
+SHAPE_KEYS = ("layers", "d_model", "heads", "d_ff", "context", "vocab", "name", "positions",
+              "tied", "attention_bias", "output_bias", "norms", "source")
+ENERGY_KEYS = ("mul_half_pj", "add_fp32_pj", "sram_bit_pj", "wire_bit_mm_pj", "pitch_mm",
+               "buffer_bit_pj", "offchip_bit_pj", "scale", "source")
+SMALL_DIM = st.one_of(st.integers(1, 48), st.sampled_from([0, -1, 64, 2**31, 10**30]),
+                      TOML_SCALARS)
+ENERGY_VALUE = st.one_of(st.floats(0, 5), st.sampled_from([0, -1.0, float("nan"),
+                                                           float("inf"), 1e308]), TOML_SCALARS)
+
+
+def _entries(keys, value, junk) -> st.SearchStrategy[dict[str, Any]]:
+    good = st.sampled_from(keys).flatmap(lambda k: st.tuples(st.just(k), value))
+    return st.lists(st.one_of(good, good, good, st.tuples(st.one_of(st.sampled_from(keys),
+                                                                     JUNK_TEXT), junk)),
+                    max_size=8).map(dict)
+
+
+@st.composite
+def _hostile_wafer_case(draw):
+    base = {"layers": 2, "d_model": 16, "heads": 2, "context": 4, "vocab": 8}
+    shape = draw(_entries(SHAPE_KEYS, SMALL_DIM, TOML_VALUES))
+    if draw(st.booleans()):
+        shape = {**base, **shape}
+    energy = draw(_entries(ENERGY_KEYS, ENERGY_VALUE, TOML_VALUES))
+    flags = ["--rows", draw(st.sampled_from(["4", "2", "8", "0", "x"])),
+             "--cols", draw(st.sampled_from(["4", "2", "8", "3"]))]
+    for flag, values in (("--seq", INT_TEXT), ("--batch", INT_TEXT), ("--sram-kib", FLOAT_TEXT),
+                         ("--stream-gbps", FLOAT_TEXT), ("--recompute", choice_text(
+                             ["auto", "true", "false"]))):
+        if draw(st.booleans()):
+            flags += [flag, draw(values)]
+    return (draw(toml_specs(st.just(shape))), draw(toml_specs(st.just(energy))),
+            draw(st.booleans()), flags)
+
+
+@st.composite
+def _plausible_wafer_case(draw):
+    """Shapes and tables that mostly hold, on arrays they mostly fit: the prediction runs."""
+    heads = draw(st.sampled_from([1, 2, 4]))
+    shape = {"layers": draw(st.integers(1, 3)), "d_model": heads * draw(st.sampled_from(
+        [4, 8, 16])), "heads": heads, "context": draw(st.sampled_from([2, 4, 8])),
+        "vocab": draw(st.integers(2, 64))}
+    shape.update(draw(st.dictionaries(st.sampled_from(("d_ff", "tied", "norms", "positions")),
+                                      st.one_of(st.integers(1, 64), st.booleans(),
+                                                st.sampled_from(["learned", "rotary"])),
+                                      max_size=2)))
+    energy = draw(st.dictionaries(st.sampled_from(ENERGY_KEYS[:-1]), st.floats(0, 5),
+                                  max_size=4))
+    size = draw(st.sampled_from(["4", "8"]))
+    flags = ["--rows", size, "--cols", size]
+    for flag, values in (("--seq", st.integers(1, 8)), ("--batch", st.integers(1, 40)),
+                         ("--sram-kib", st.sampled_from([1, 4, 48])),
+                         ("--recompute", st.sampled_from(["auto", "true", "false"]))):
+        if draw(st.booleans()):
+            flags += [flag, str(draw(values))]
+    whole = (Toml(kind="table", table=tuple(shape.items())),
+             Toml(kind="table", table=tuple(energy.items())))
+    return (*whole, draw(st.booleans()), flags)
+
+
+def wafer_cases():
+    """A fuzzed GPT shape (``--network F.toml --train``) and energy table (``--energy``),
+    with the command's flags, on small arrays: plausible ones (which the prediction runs)
+    two times in three, else hostile ones."""
+    return st.one_of(_plausible_wafer_case(), _plausible_wafer_case(), _hostile_wafer_case())
+
+
+def build_wafer_case(case, ws) -> list[str]:
+    shape, energy, with_energy, flags = case
+    write(ws, "gpt.toml", toml_bytes(shape))
+    write(ws, "energy.toml", toml_bytes(energy))
+    return ["run", "--fidelity", "model", "--network", "gpt.toml", "--train", "--json", *flags,
+            *(["--energy", "energy.toml"] if with_energy else [])]
+
+
 # -- the properties ---------------------------------------------------------------------------
 
 
@@ -721,6 +800,12 @@ def test_fuzz_sweep_specs(fuzz):
     """Fuzzed sweep specs (and the layer and network files they name), with the sweep's
     flags."""
     fuzz.check(sweep_cases(), build_sweep_case, default=50)
+
+
+def test_fuzz_wafer_files(fuzz):
+    """``wafertile run --fidelity model --train`` over a fuzzed GPT shape file and energy
+    table (issue 20's TOML files), with its flags, on small arrays."""
+    fuzz.check(wafer_cases(), build_wafer_case, default=30)
 
 
 def test_fuzz_sweep_plot_tables(fuzz):
