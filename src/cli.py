@@ -316,6 +316,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         report, y = run_layer(cfg, x, w, sim=args.sim, waves=args.waves,
                               dense=not args.no_dense)
+        from .model.energy import price_report
+        price_report(report, cfg)
     return finish_run(report, y, cfg, out=args.out, as_json=args.json)
 
 

@@ -198,6 +198,11 @@ class RunReport:
     #: with ``--counters true``: the tiles' event counters of the sparse run, per event a
     #: list per tile (``docs/counters.md``)
     events: dict[str, list[int]] | None = None
+    #: with ``--counters true``: the flits the host sent and got back (the sparse run), and
+    #: the energy priced from the counters (``energy_j``, ``energy_parts_j``)
+    host_flits_in: int | None = None
+    host_flits_out: int | None = None
+    energy: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -212,7 +217,9 @@ class RunReport:
             else round(self.sim_cycles_per_s),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "waves": self.waves,
-            **({"events": self.events} if self.events is not None else {}),
+            **({"events": self.events, "host_flits_in": self.host_flits_in,
+                "host_flits_out": self.host_flits_out} if self.events is not None else {}),
+            **(self.energy or {}),
         }
 
     def text(self, config: Config) -> str:
@@ -248,7 +255,7 @@ class RunReport:
         if self.waves:
             lines.append(waves_line(self.waves, dense=self.dense_cycles is not None))
         if self.events is not None:
-            lines.append(events_line(self.events, "the tiles' counters"))
+            lines.append(events_line(self.events, "the tiles' counters", self.energy))
         return "\n".join(lines)
 
 
@@ -542,6 +549,9 @@ def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "veril
         mismatches=mismatches, sim_cycles_per_s=run.cycles_per_s, seconds=seconds,
         dtype=config.dtype, waves=[str(f) for f in run.waves] if waves else None,
         events=sparse.get("events"))
+    if report.events is not None:
+        report.host_flits_in = programs[0].flits
+        report.host_flits_out = sum(p.expected_replies for p in programs[0].phases)
     return report, y
 
 

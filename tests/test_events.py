@@ -183,7 +183,24 @@ def test_run_reports_the_counters_and_the_model_the_same(tmp_path, capsys):
     rtl, model, plain = reports
     assert rtl["pass"] and rtl["events"] == model["events"]
     assert sum(rtl["events"]["mac_skipped"]) > 0 and sum(rtl["events"]["link_out"]) > 0
-    assert "events" not in plain
+    assert "events" not in plain and "energy_j" not in plain
+    # the energy, priced from the counters by the default table (docs/wafer.md), by hand
+    from wafertile.model.energy import ENERGY as E
+
+    cfg = Config(rows=3, cols=2, data_width=8, acc_width=24, act_depth=16, acc_depth=16)
+    n = {k: sum(v) for k, v in rtl["events"].items()}
+    flits_in, flits_out = rtl["host_flits_in"], rtl["host_flits_out"]
+    want = {"macs": n["mac_done"] * (0.2 + 0.1),
+            "sram": (8 * (n["act_reads"] + n["act_writes"]) + 24 * (n["acc_reads"]
+                                                                  + n["acc_writes"]))
+            * 10 / 64,
+            "network": (flits_in + n["link_out"]) * cfg.flit_width
+            * (0.0404 * E.pitch_mm + 2 * 10 / 64),
+            "stream": (flits_in + flits_out) * cfg.flit_width * 1300 / 64}
+    for got in (rtl, model):
+        assert got["energy_parts_j"] == pytest.approx({k: v * 1e-12 for k, v in want.items()})
+        assert got["energy_j"] == pytest.approx(sum(want.values()) * 1e-12)
+    assert flits_in > 3 * 30 and flits_out >= 3 * 9  # the activations in, the outputs back
 
 
 def test_closed_form_routes_are_the_walks(request):

@@ -24,6 +24,7 @@ from ..files import gib_text, memory_budget_info
 from ..hdl.counters import events_line
 from ..run import LEAN_WEIGHTS
 from ..stream import compile_layer
+from .energy import price_events
 from .events import program_events
 from .layer import (
     LEAN_FLITS,
@@ -91,6 +92,8 @@ class ModelReport:
     #: with ``--counters true``: the events the tiles' counters would count (the sparse
     #: run), per event a list per tile (:mod:`.events`, ``docs/counters.md``)
     events: dict[str, list[int]] | None = None
+    #: with the events: the energy priced from them (``energy_j``, ``energy_parts_j``)
+    energy: dict[str, Any] | None = None
 
     @classmethod
     def make(cls, config: Config, result: LayerPrediction, macs: int, *, wall: float,
@@ -130,6 +133,7 @@ class ModelReport:
             out["accuracy"] = self.accuracy
         if self.events is not None:
             out["events"] = self.events
+            out.update(self.energy or {})
         return out
 
     def text(self, config: Config) -> str:
@@ -166,7 +170,7 @@ class ModelReport:
             lines.append(f"dense stream     {self.dense_cycles} cycles")
             lines.append(f"speedup          {self.speedup:.2f}x from sparsity")
         if self.events is not None:
-            lines.append(events_line(self.events, "the model's count"))
+            lines.append(events_line(self.events, "the model's count", self.energy))
         return "\n".join(lines)
 
 
@@ -209,7 +213,7 @@ def run_model_layer(args: argparse.Namespace, config: Config, x: np.ndarray,
     report = ModelReport.make(config, result, macs, wall=time.perf_counter() - start)
     if config.counters:
         _log.info("counting the events (docs/counters.md)")
-        report.events = program_events(config, compile_layer(config, x, w))
+        _count_events(report, config, compile_layer(config, x, w))
     return _print(args, config, report)
 
 
@@ -237,10 +241,19 @@ def run_model_network(args: argparse.Namespace, config: Config, net, x: np.ndarr
         report.accuracy = float(np.mean(np.argmax(outputs, axis=1) == labels))
     if config.counters:
         _log.info("counting the events (docs/counters.md)")
-        program = result.program
-        report.events = program_events(config, program,
-                                       network_nonzero(config, net, x, program))
+        _count_events(report, config, result.program, network_nonzero(config, net, x,
+                                                                      result.program))
     return _print(args, config, report)
+
+
+def _count_events(report: ModelReport, config: Config, program, nonzero=None) -> None:
+    """The report's events (:mod:`.events`) and their energy (the default table)."""
+    from ..network.compiler import edge_flits
+
+    report.events = program_events(config, program, nonzero)
+    flits = edge_flits(program)
+    report.energy = price_events(config, report.events, flits["host_flits_in"],
+                                 flits["host_flits_out"])
 
 
 #: Bytes per nonzero weight of the performance model's plan of a layer too large to compile

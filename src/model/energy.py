@@ -32,7 +32,8 @@ from typing import Any
 from ..errors import InputError
 from ..files import read_text
 
-__all__ = ["ENERGY", "EnergyError", "EnergyTable", "load_energy"]
+__all__ = ["ENERGY", "EnergyError", "EnergyTable", "load_energy", "price_events",
+           "price_report"]
 
 
 class EnergyError(InputError):
@@ -49,6 +50,12 @@ class EnergyTable:
         A multiply of two 16-bit floats (the MAC's and GRAD's product).
     add_fp32_pj : float
         An FP32 addition (the MAC's accumulation).
+    mul_int8_pj, mul_int16_pj : float
+        A multiply of two 8-bit / 16-bit integers (an integer tile's MAC). Horowitz gives
+        0.2 pJ for 8 bits and 3.1 pJ for 32; 16 bits is our estimate, the 8-bit figure times
+        the square of the width ratio (an array multiplier's area).
+    add_int_pj : float
+        An integer addition of the accumulator's width (Horowitz: 0.1 pJ for 32 bits).
     sram_bit_pj : float
         One bit read from or written to a tile's SRAM.
     wire_bit_mm_pj : float
@@ -67,6 +74,9 @@ class EnergyTable:
 
     mul_half_pj: float = 1.1
     add_fp32_pj: float = 0.9
+    mul_int8_pj: float = 0.2
+    mul_int16_pj: float = 0.8
+    add_int_pj: float = 0.1
     sram_bit_pj: float = 10.0 / 64
     wire_bit_mm_pj: float = 0.0404
     pitch_mm: float = round(math.sqrt(46225 / 850000), 3)
@@ -91,6 +101,13 @@ class EnergyTable:
         """One MAC (multiply and FP32 add), scaled."""
         return (self.mul_half_pj + self.add_fp32_pj) * self.scale
 
+    def mac_pj_of(self, dtype: str) -> float:
+        """One MAC of ``dtype``'s tiles (a multiply and an accumulation), scaled."""
+        mul = {"int8": self.mul_int8_pj, "int16": self.mul_int16_pj}.get(dtype,
+                                                                        self.mul_half_pj)
+        add = self.add_int_pj if dtype in ("int8", "int16") else self.add_fp32_pj
+        return (mul + add) * self.scale
+
     @property
     def hop_bit_pj(self) -> float:
         """One bit over one hop: the link and the next router's buffer, scaled."""
@@ -102,6 +119,28 @@ class EnergyTable:
 
 #: The default table (the module docstring cites each figure).
 ENERGY = EnergyTable()
+
+
+def price_events(config, events: dict[str, list[int]], flits_in: int, flits_out: int,
+                 table: EnergyTable = ENERGY) -> dict[str, Any]:
+    """The energy of a run from its event counts (the RTL's counters or the model's,
+    ``docs/counters.md``; per event a count per tile) and the flits across the edge, as the
+    wafer-scale prediction prices a step (``docs/wafer.md``): ``energy_j`` and its parts
+    ``energy_parts_j``: ``macs`` (MACs done), ``sram`` (the words read and written, of
+    ``data_width`` and ``acc_width`` bits), ``network`` (every link a flit crosses: into
+    the fabric from the host, then ``link_out``; a flit is ``flit_width`` bits) and
+    ``stream`` (the flits in and out, between the host and the edge)."""
+    total = {k: sum(v) for k, v in events.items()}
+    parts = {
+        "macs": total["mac_done"] * table.mac_pj_of(config.dtype),
+        "sram": (config.data_width * (total["act_reads"] + total["act_writes"])
+                 + config.acc_width * (total["acc_reads"] + total["acc_writes"]))
+        * table.sram_bit_pj * table.scale,
+        "network": (flits_in + total["link_out"]) * config.flit_width * table.hop_bit_pj,
+        "stream": (flits_in + flits_out) * config.flit_width * table.offchip_bit_pj,
+    }
+    return {"energy_j": sum(parts.values()) * 1e-12,
+            "energy_parts_j": {k: v * 1e-12 for k, v in parts.items()}}
 
 
 def load_energy(path: str | Path) -> EnergyTable:
@@ -128,3 +167,12 @@ def load_energy(path: str | Path) -> EnergyTable:
         return EnergyTable(**data)
     except EnergyError as e:
         raise EnergyError(f"{label}: {str(e).removeprefix('energy table: ')}") from None
+
+
+def price_report(report, config) -> None:
+    """A run with the tiles' counters (``--counters true``; ``report.events`` set): the
+    energy priced from them and its flits across the edge (:func:`price_events`, the
+    default table), into ``report.energy``; nothing without counters."""
+    if getattr(report, "events", None) is not None:
+        report.energy = price_events(config, report.events, report.host_flits_in,
+                                     report.host_flits_out)

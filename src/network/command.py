@@ -186,6 +186,8 @@ def run_network_command(args: argparse.Namespace, make_config: Callable[..., obj
     else:
         report, y = run_network(cfg, net, x, labels=labels, sim=args.sim, waves=args.waves,
                                 dense=not args.no_dense)
+    from ..model.energy import price_report
+    price_report(report, cfg)
     return finish_run(report, y, cfg, out=args.out, as_json=args.json)
 
 

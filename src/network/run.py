@@ -74,11 +74,15 @@ class NetworkReport:
     #: with ``--counters true``: the tiles' event counters of the sparse run, per event a
     #: list per tile (``docs/counters.md``)
     events: dict[str, list[int]] | None = None
+    #: with ``--counters true``: the energy priced from the counters (``energy_j``,
+    #: ``energy_parts_j``)
+    energy: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
         if self.events is None:
             del out["events"]
+        out.update(out.pop("energy") or {})
         out["pass"] = out.pop("passed")
         out["wall_seconds"] = round(self.wall_seconds, 2)
         out["seconds"] = {k: round(v, 3) for k, v in self.seconds.items()}
@@ -122,7 +126,7 @@ class NetworkReport:
         if self.waves:
             lines.append(waves_line(self.waves, dense=self.dense_cycles is not None))
         if self.events is not None:
-            lines.append(events_line(self.events, "the tiles' counters"))
+            lines.append(events_line(self.events, "the tiles' counters", self.energy))
         return "\n".join(lines)
 
 
