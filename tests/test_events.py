@@ -277,3 +277,55 @@ def test_the_wafer_models_events_are_the_compiled_phases(request):
         e = energy_events(cfg, phase)
         assert (e.hops, e.sram_bits) == (grad_events(cfg, len(phase)).hops,
                                          grad_events(cfg, len(phase)).sram_bits), f"seed {seed}"
+
+
+SWEEP = """measure = ["run"]
+fidelity = "model"
+
+[base]
+counters = true
+data_width = 8
+acc_width = 24
+act_depth = 16
+acc_depth = 16
+
+[grid]
+rows = [2, 4]
+cols = [2, 3]
+
+[[workloads]]
+name = "fc"
+kind = "random"
+inputs = 24
+outputs = 12
+batch = 4
+density = [0.3, 1.0]
+seed = 3
+"""
+
+
+def test_a_sweep_reports_each_points_energy(tmp_path, capsys):
+    """``wafertile sweep`` of ``run`` at fidelity model with ``counters = true`` (a real Dask
+    LocalCluster): every row's ``energy_j`` is the compiled layer's events priced
+    (``program_energy``), and the energy follows the array's size."""
+    import pandas as pd
+
+    from wafertile.cli import main
+    from wafertile.model.energy import program_energy
+    from wafertile.sweep.workloads import synthetic_layer
+
+    spec = tmp_path / "sweep.toml"
+    spec.write_text(SWEEP)
+    out = tmp_path / "out"
+    assert main(["sweep", str(spec), "-o", str(out), "--workers", "1"]) == 0
+    capsys.readouterr()
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 8 and (df["status"] == "ok").all()
+    for _, row in df.iterrows():
+        cfg = Config(rows=int(row["rows"]), cols=int(row["cols"]), data_width=8, acc_width=24,
+                     act_depth=16, acc_depth=16, counters=True)
+        x, w = synthetic_layer(cfg, batch=4, inputs=24, outputs=12,
+                               density=float(row["density"]), seed=3)
+        assert row["energy_j"] == pytest.approx(program_energy(cfg, compile_layer(cfg, x, w))[
+            1]["energy_j"])
+    assert df["energy_j"].nunique() > 1

@@ -24,8 +24,7 @@ from ..files import gib_text, memory_budget_info
 from ..hdl.counters import events_line
 from ..run import LEAN_WEIGHTS
 from ..stream import compile_layer
-from .energy import price_events
-from .events import program_events
+from .energy import program_energy
 from .layer import (
     LEAN_FLITS,
     LayerPrediction,
@@ -190,20 +189,26 @@ def layer_macs(x: np.ndarray, w: np.ndarray) -> int:
                       np.count_nonzero(x, axis=0).astype(np.int64)))
 
 
+def check_countable(config: Config, x: np.ndarray, w: np.ndarray) -> None:
+    """With ``config.counters``, refuse (one line) a layer too large to count its events
+    (they are counted on the compiled program, at most :data:`LEAN_FLITS` flits)."""
+    if not config.counters:
+        return
+    flits = program_flits(config, (x.shape[0], w.shape[0], w.shape[1]),
+                          int(np.count_nonzero(w)))
+    if flits > LEAN_FLITS:
+        raise InputError(f"counters = true with fidelity model counts the events of the "
+                         f"compiled program, at most {LEAN_FLITS} flits; this layer makes "
+                         f"about {flits} (leave counters out, or run a smaller layer)")
+
+
 def run_model_layer(args: argparse.Namespace, config: Config, x: np.ndarray,
                     w: np.ndarray) -> int:
     """``wafertile run --fidelity model`` for one layer: predict, print, exit status 0."""
     from ..log import ticking
 
     start = time.perf_counter()
-    if config.counters:
-        flits = program_flits(config, (x.shape[0], w.shape[0], w.shape[1]),
-                              int(np.count_nonzero(w)))
-        if flits > LEAN_FLITS:
-            raise InputError(f"--counters true with --fidelity model counts the events of "
-                             f"the compiled program, at most {LEAN_FLITS} flits; this layer "
-                             f"makes about {flits} (leave --counters out, or run a smaller "
-                             f"layer)")
+    check_countable(config, x, w)
     _log.info(f"predicting the layer {x.shape[0]} x {x.shape[1]} @ {w.shape[0]} x "
               f"{w.shape[1]}.T on the {config.rows} x {config.cols} array"
               + ("" if args.no_dense else ", then its dense stream"))
@@ -248,12 +253,7 @@ def run_model_network(args: argparse.Namespace, config: Config, net, x: np.ndarr
 
 def _count_events(report: ModelReport, config: Config, program, nonzero=None) -> None:
     """The report's events (:mod:`.events`) and their energy (the default table)."""
-    from ..network.compiler import edge_flits
-
-    report.events = program_events(config, program, nonzero)
-    flits = edge_flits(program)
-    report.energy = price_events(config, report.events, flits["host_flits_in"],
-                                 flits["host_flits_out"])
+    report.events, report.energy = program_energy(config, program, nonzero)
 
 
 #: Bytes per nonzero weight of the performance model's plan of a layer too large to compile

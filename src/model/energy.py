@@ -33,7 +33,7 @@ from ..errors import InputError
 from ..files import read_text
 
 __all__ = ["ENERGY", "EnergyError", "EnergyTable", "load_energy", "price_events",
-           "price_report"]
+           "price_report", "program_energy"]
 
 
 class EnergyError(InputError):
@@ -176,3 +176,17 @@ def price_report(report, config) -> None:
     if getattr(report, "events", None) is not None:
         report.energy = price_events(config, report.events, report.host_flits_in,
                                      report.host_flits_out)
+
+
+def program_energy(config, program, nonzero=None, table: EnergyTable = ENERGY
+                   ) -> tuple[dict[str, list[int]], dict[str, Any]]:
+    """A compiled program's events, as the tiles' counters count them
+    (:func:`~wafertile.model.events.program_events`, ``nonzero`` as it takes them), and
+    their energy with the program's flits across the edge (:func:`price_events`)."""
+    from ..network.compiler import edge_flits
+    from .events import program_events
+
+    events = program_events(config, program, nonzero)
+    flits = edge_flits(program)
+    return events, price_events(config, events, flits["host_flits_in"],
+                                flits["host_flits_out"], table)

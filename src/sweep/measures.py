@@ -131,6 +131,10 @@ _RUN_COLUMNS = (
                                    "right by the fabric"),
     Column("model_methods", "", "fidelity model: how the phases were predicted (mesh, exact, "
                                 "analytic, bound; docs/performance.md); empty at rtl"),
+    Column("energy_j", "J", "run with counters = true: the events the tiles count (rtl) or the "
+                            "model counts (model), priced by the default energy table "
+                            "(docs/counters.md); train: the energy of a step (events x the "
+                            "energy table)"),
 )
 
 _SYNTH_COLUMNS = (

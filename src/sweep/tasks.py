@@ -142,6 +142,11 @@ def _run_rtl(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any]:
     # The harness binary is rebuilt only when its sources change: older than this point
     # means the build was reused.
     exe = Path(report.build_dir) / "obj" / "harness"
+    if config.counters:  # the run's energy from the tiles' counters (docs/counters.md)
+        from ..model.energy import price_report
+
+        price_report(report, config)
+        extra["energy_j"] = report.energy["energy_j"]
     figures = {"passed": report.passed, "mismatches": report.mismatches, "nnz": report.nnz,
                "macs": report.macs, "cycles": report.cycles, "dense_cycles": report.dense_cycles,
                "speedup": report.speedup, "utilization": report.utilization,
@@ -157,7 +162,7 @@ def _run_model(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any
     :func:`~wafertile.model.predict_network`, the cycles predicted without the RTL (no
     build, no lock; nothing to check against numpy: ``passed`` stays empty; a network's
     ``accuracy`` is its integer reference's, which the fabric computes bit for bit)."""
-    from ..model.command import layer_macs
+    from ..model.command import check_countable, layer_macs
     from ..model.layer import predict_layer, predict_network
 
     config = point.config
@@ -175,9 +180,21 @@ def _run_model(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any
             float(np.mean(np.argmax(outputs, axis=1) == labels))
     else:
         x, w = point.workload.layer(config, arrays)
+        check_countable(config, x, w)
         result = predict_layer(config, x, w, dense=dense)
         macs = layer_macs(x, w)
         accuracy = None
+    energy = None
+    if config.counters:  # the events the tiles would count, priced (docs/counters.md)
+        from ..model.energy import program_energy
+        from ..model.layer import network_nonzero
+        from ..stream import compile_layer
+
+        if point.workload.kind == "network":
+            energy = program_energy(config, result.program,
+                                    network_nonzero(config, net, x, result.program))[1]
+        else:
+            energy = program_energy(config, compile_layer(config, x, w))[1]
     sparse, full = result.sparse, result.dense
     stream = sparse.cycles  # the MAC-stream phases
     network = point.workload.kind == "network"
@@ -192,7 +209,8 @@ def _run_model(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any
             "stream_cycles": stream,
             "stream_utilization": macs / (tiles * stream) if stream else 0.0,
             "cycles_per_input": mine / len(x) if mine else None, "cached": False,
-            "accuracy": accuracy, "model_methods": " ".join(sorted(set(sparse.methods)))}
+            "accuracy": accuracy, "model_methods": " ".join(sorted(set(sparse.methods))),
+            **({"energy_j": energy["energy_j"]} if energy else {})}
 
 
 def _synth_rtl(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any]:
