@@ -537,7 +537,8 @@ def test_a_gpt_file_without_vocabulary_generates_token_ids(request, tmp_path, ca
     token ids, every logit exact, each token the reference's argmax on its own sequence
     alone, the agreement over the prompts' positions and the generated ones, the cycles by
     phase adding up to the cycles. ``--fidelity model`` gives the same tokens, cycles (every
-    phase), MACs and flits without the RTL."""
+    phase), MACs and flits without the RTL, and (``--counters true``) the events the tiles
+    counted."""
     from wafertile import Config
     from wafertile.network.gpt import gpt_onnx
     from wafertile.sim.models.network import network_reference
@@ -551,7 +552,8 @@ def test_a_gpt_file_without_vocabulary_generates_token_ids(request, tmp_path, ca
     path = _save(gpt_onnx(params, shape.context), tmp_path / "ids.onnx")
     monkeypatch.setenv("WAFERTILE_CACHE", str(tmp_path / "cache"))
     args = ["run", "--network", str(path), "--prompt", "3, 1", "--prompt", "2", "--tokens",
-            "2", "--json", "--cols", "2", "--act-depth", "32", "--acc-depth", "32"]
+            "2", "--json", "--cols", "2", "--act-depth", "32", "--acc-depth", "32",
+            "--counters", "true"]
     reports = {}
     for fidelity, more in (("rtl", ["--sim", _sim("6x2")]), ("model", ["--fidelity", "model"])):
         assert main(args + more) == 0, capsys.readouterr().err
@@ -578,3 +580,11 @@ def test_a_gpt_file_without_vocabulary_generates_token_ids(request, tmp_path, ca
     # the model takes the attention's and the norms' operands as nonzero: its MACs are the
     # RTL's unless one of them is +0 or -0 (docs/gpt.md)
     assert report["macs"] <= model["macs"] <= report["macs"] * 1.001, f"seed {seed}"
+    # the tiles' counters over both steps against the model's count (docs/counters.md): every
+    # event exact but the MACs' outcome, for the same reason as the MACs above
+    rtl_events, model_events = report["events"], model["events"]
+    for key in ("act_reads", "act_writes", "core_in", "core_out", "link_out"):
+        assert rtl_events[key] == model_events[key], f"seed {seed}: {key}"
+    both = [np.add(e["mac_done"], e["mac_skipped"]) for e in (rtl_events, model_events)]
+    assert (both[0] == both[1]).all() and sum(rtl_events["mac_done"]) > 0, f"seed {seed}"
+    assert 0 < report["energy_j"] <= model["energy_j"] <= report["energy_j"] * 1.001

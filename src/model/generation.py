@@ -39,13 +39,21 @@ def predict_step(config: Config, net, x: np.ndarray, *, detail: str = "auto"
                  ) -> tuple[dict[str, Any], np.ndarray]:
     """One step of a generation without the RTL: the figures of a network report
     (``passed`` and ``mismatches`` None: nothing is checked; ``cycles``, ``macs``, the edge
-    flits, ``per_layer``, ``methods``, ``seconds``) and the outputs of the reference."""
+    flits, ``per_layer``, ``methods``, ``seconds``; with ``config.counters`` the ``events``
+    the tiles would count) and the outputs of the reference."""
     start = time.perf_counter()
     result = predict_network(config, net, x, dense=False, detail=detail)
     y, acts = network_reference(config, net, x)
     program = result.program
     cycles = result.sparse.phase_cycles
-    return {"passed": None, "mismatches": None, "cycles": sum(cycles),
+    events = {}
+    if config.counters:  # what the tiles' counters would count (docs/counters.md)
+        from .events import program_events
+        from .layer import network_nonzero
+
+        events["events"] = program_events(config, program,
+                                          network_nonzero(config, net, x, program))
+    return {**events, "passed": None, "mismatches": None, "cycles": sum(cycles),
             "macs": model_macs(net, program, acts), **edge_flits(program),
             "per_layer": per_layer_cycles(net, program, cycles, config),
             "methods": result.sparse.methods,

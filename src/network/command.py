@@ -276,6 +276,8 @@ def _generate(args: argparse.Namespace, make_config: Callable[..., object]) -> i
         predict = partial(predict_step, detail=getattr(args, "model_detail", None) or "auto")
     report, _ = generate(cfg, params, batch if S > 1 else batch[0], tokens, decode=decode,
                          sim=args.sim, name=label, model=path, predict=predict)
+    from ..model.energy import price_report
+    price_report(report, cfg)
     if args.json:
         print(json.dumps(report.as_json()))
     else:

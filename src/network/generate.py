@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
+from ..hdl.counters import events_line
 from .gpt import GPTShape, gpt_network, gpt_onnx, one_hot
 from .model import NetworkError
 
@@ -141,6 +142,10 @@ class GenerationReport:
     #: how the model predicted the phases (--fidelity model)
     model_methods: list[str] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    #: with ``counters = true``: the events of every step (the tiles' counters, or the
+    #: model's count), per event a list per tile (docs/counters.md); and their energy
+    events: dict[str, list[int]] | None = None
+    energy: dict[str, Any] | None = None
 
     @property
     def phase_cycles(self) -> dict[str, int]:
@@ -149,8 +154,13 @@ class GenerationReport:
         return {k: round(v * made) for k, v in self.phase_cycles_per_token.items()}
 
     def as_json(self) -> dict[str, Any]:
-        """The fields, with ``pass`` (= ``passed``) and ``phase_cycles``."""
-        return {"pass": self.passed, **asdict(self), "phase_cycles": self.phase_cycles}
+        """The fields, with ``pass`` (= ``passed``) and ``phase_cycles`` (and the energy's
+        keys at the top; no ``events`` without counters)."""
+        out = asdict(self)
+        out.update(out.pop("energy") or {})
+        if self.events is None:
+            del out["events"]
+        return {"pass": self.passed, **out, "phase_cycles": self.phase_cycles}
 
     def text_lines(self, config: Config) -> str:
         phases = ", ".join(f"{k} {v:.0f}" for k, v in self.phase_cycles_per_token.items())
@@ -182,6 +192,9 @@ class GenerationReport:
             f"MACs:      {self.macs}, utilization {self.utilization:.1%}; flits across the "
             f"edge {self.host_flits_in} in, {self.host_flits_out} out; {self.handoff_flits} "
             f"hand-off flits"]
+        if self.events is not None:
+            lines.append(events_line(self.events, "the model's count" if self.fidelity ==
+                                     "model" else "the tiles' counters", self.energy))
         return "\n".join(lines)
 
 
@@ -248,6 +261,7 @@ def generate(config: Config, params: dict[str, np.ndarray], ids, tokens: int, *,
     totals = dict.fromkeys(("cycles", "macs", "mismatches", "host_flits_in",
                             "host_flits_out", "handoff_flits"), 0)
     agree = positions = 0
+    events: dict[str, np.ndarray] | None = None
     passed: bool | None = True
     prompt_lens = [len(seq) for seq in seqs]
     seconds: dict[str, float] = {}
@@ -266,13 +280,17 @@ def generate(config: Config, params: dict[str, np.ndarray], ids, tokens: int, *,
                                     build_root=build_root)
             got = {k: getattr(report, k) for k in (
                 "passed", "mismatches", "cycles", "macs", "host_flits_in", "host_flits_out",
-                "handoff_flits", "per_layer", "seconds")}
+                "handoff_flits", "per_layer", "seconds", "events")}
             passed &= got["passed"]
             totals["mismatches"] += got["mismatches"]
         for k, v in got["seconds"].items():
             seconds[k] = seconds.get(k, 0.0) + v
         for k in ("cycles", "macs", "host_flits_in", "host_flits_out", "handoff_flits"):
             totals[k] += got[k]
+        if got.get("events") is not None:  # every step's, added tile by tile
+            step_events = {k: np.asarray(v, np.int64) for k, v in got["events"].items()}
+            events = step_events if events is None else {
+                k: events[k] + v for k, v in step_events.items()}
         for k, v in phase_cycles(shape, got["per_layer"]).items():
             phases[k] += v
         mine = np.argmax(np.asarray(y, np.float32), axis=1).reshape(S, T)
@@ -308,6 +326,7 @@ def generate(config: Config, params: dict[str, np.ndarray], ids, tokens: int, *,
         host_flits_in=totals["host_flits_in"], host_flits_out=totals["host_flits_out"],
         handoff_flits=totals["handoff_flits"], sim="model" if fidelity == "model" else sim,
         fidelity=fidelity, model_methods=sorted(methods) if fidelity == "model" else None,
-        wall_seconds=time.perf_counter() - start, seconds=seconds)
+        wall_seconds=time.perf_counter() - start, seconds=seconds,
+        events=None if events is None else {k: v.tolist() for k, v in events.items()})
     out = [np.array(seq, np.int64) for seq in seqs]
     return report, out if batch else out[0]
