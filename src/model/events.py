@@ -35,7 +35,8 @@ __all__ = ["EVENTS", "EnergyEvents", "energy_events", "grad_events", "phase_even
            "program_events", "stream_events"]
 
 _L = Port.LOCAL.value
-#: (bit of route_bits, dx, dy, the input port at the neighbour) per mesh output
+#: Per mesh output: its port (its bit in route_bits; the neighbour takes the flit on the
+#: opposite port) and the step to the neighbour (dx, dy)
 _STEPS = [(Port.NORTH, 0, -1), (Port.EAST, 1, 0), (Port.SOUTH, 0, 1), (Port.WEST, -1, 0)]
 
 
@@ -52,6 +53,19 @@ def _op_columns(config: Config) -> dict[str, np.ndarray]:
         cols["mac"][row.code] = int(row.counts_mac)
         cols["emits"][row.code] = int(row.emit is not None)
     return cols
+
+
+def _per_delivery(cols: dict[str, np.ndarray], op: np.ndarray, done: np.ndarray
+                  ) -> dict[str, np.ndarray]:
+    """What one delivery of each flit (legal opcode ``op``; ``done``: a MAC with a nonzero
+    pair) adds to each core event: the operation's reads and writes by the table, a MAC's
+    accumulator access only when done, and its output (``core_out``)."""
+    mac = cols["mac"][op] != 0
+    done = mac & done
+    return {"mac_done": done.astype(np.int64), "mac_skipped": (mac & ~done).astype(np.int64),
+            "act_reads": cols["act_reads"][op], "act_writes": cols["act_write"][op],
+            "acc_reads": cols["acc_reads"][op] + done, "acc_writes": cols["acc_writes"][op] + done,
+            "core_in": np.ones(len(op), np.int64), "core_out": cols["emits"][op]}
 
 
 def _walk(config: Config, f: PhaseFlits, fid: np.ndarray, x: np.ndarray, y: np.ndarray,
@@ -104,21 +118,14 @@ def phase_events(config: Config, phase: Phase, bank: np.ndarray,
         op = f.op[got_f]
         legal = op >= 0
         got_f, got_t, op = got_f[legal], got_t[legal], op[legal]
-        np.add.at(out["core_in"], got_t, 1)
-        np.add.at(out["act_reads"], got_t, cols["act_reads"][op])
-        mac = cols["mac"][op] != 0
-        done = mac & f.wnz[got_f] & acts[got_t, f.act[got_f]]
-        np.add.at(out["mac_done"], got_t[done], 1)
-        np.add.at(out["mac_skipped"], got_t[mac & ~done], 1)
-        np.add.at(out["acc_reads"], got_t, cols["acc_reads"][op] + done)
-        np.add.at(out["acc_writes"], got_t, cols["acc_writes"][op] + done)
+        adds = _per_delivery(cols, op, f.wnz[got_f] & acts[got_t, f.act[got_f]])
+        for name, v in adds.items():
+            np.add.at(out[name], got_t, v)
         writes = cols["act_write"][op] != 0
-        np.add.at(out["act_writes"], got_t[writes], 1)
         # the host's words are known; a tile's (a hand-off's) are taken as nonzero
         w_f, w_t = got_f[writes], got_t[writes]
         bank[w_t, f.act_w[w_f]] = np.where(w_f < n, f.wnz[w_f], True)
         emits = cols["emits"][op] != 0
-        np.add.at(out["core_out"], got_t[emits], 1)
         # the outputs start at the tiles that made them, on their local input
         fid = f.out[got_f[emits]]
         x, y = got_t[emits] % config.cols, got_t[emits] // config.cols
@@ -192,20 +199,12 @@ def _energy_totals(config: Config, f: PhaseFlits) -> dict[str, int] | None:
         if np.any(links + cores == 0):
             return None
         op = f.op[fid]
-        legal = op >= 0
         code = np.maximum(op, 0)
-        k = np.where(legal, cores, 0)
-        done = k * (cols["mac"][code] * f.wnz[fid])
+        k = np.where(op >= 0, cores, 0)  # each flit's deliveries, each an operation
         t["link_out"] += int(links.sum())
-        t["core_in"] += int(k.sum())
-        t["act_reads"] += int(np.dot(k, cols["act_reads"][code]))
-        t["mac_done"] += int(done.sum())
-        t["mac_skipped"] += int(np.dot(k, cols["mac"][code]) - done.sum())
-        t["acc_reads"] += int(np.dot(k, cols["acc_reads"][code]) + done.sum())
-        t["acc_writes"] += int(np.dot(k, cols["acc_writes"][code]) + done.sum())
-        t["act_writes"] += int(np.dot(k, cols["act_write"][code]))
+        for name, v in _per_delivery(cols, code, f.wnz[fid]).items():
+            t[name] += int(np.dot(k, v))
         answers = (k > 0) & (cols["emits"][code] != 0)
-        t["core_out"] += int(k[answers].sum())
         if np.any(k[answers] > 1):
             return None
         parent = fid[answers]
