@@ -25,7 +25,7 @@ from .core.ops import OpTable, matches
 from .flit import header_layout
 
 __all__ = ["COUNTER_WIDTH", "EVENTS", "EVENT_HELP", "count_events", "event_bits",
-           "events_line", "link_transfer"]
+           "events_line", "link_transfer", "op_counts"]
 
 #: Bits of each counter (it saturates at ``2 ** COUNTER_WIDTH - 1``).
 COUNTER_WIDTH = 32
@@ -75,6 +75,20 @@ def link_transfer(config: Config, link, phase: Value | None) -> Value:
     return link.valid & link.ready.bit_select(link.flit.header.vc, 1)
 
 
+def op_counts(row) -> dict[str, int]:
+    """What one operation (a row of the table, :class:`~.core.ops.Op`) counts when its core
+    takes it: activation words read (``act_read``, and GRAD's second, ``act_weight``) and
+    written, accumulator words read and written unless it skips on a zero operand (a MAC:
+    its ``mac_done`` then stands for both), whether it counts as a MAC and whether it
+    emits a flit. The RTL's counters and the model's count (:mod:`wafertile.model.events`)
+    both take it from here."""
+    return {"act_reads": (row.act_read is not None) + (row.act_weight is not None),
+            "act_writes": int(row.act_write is not None),
+            "acc_reads": int(row.acc_read and not row.skips_zero),
+            "acc_writes": int(row.acc_write is not None and not row.skips_zero),
+            "mac": int(row.counts_mac), "emits": int(row.emit is not None)}
+
+
 def _per_op(ops: OpTable, config: Config, value) -> list[tuple[int, list[int]]]:
     """(count, opcodes) pairs: the legal operations grouped by ``value(row)``, zeros left
     out."""
@@ -107,11 +121,9 @@ def count_events(m: Module, config: Config, ops: OpTable, *, core_in, core_in_op
         # a skipped operation's accumulator access is one that counts as a MAC (mac_done
         # then stands for its access): true of MAC, the one operation that has both
         assert not (row.skips_zero and (row.acc_read or row.acc_write) and not row.counts_mac)
-    act_reads = _per_op(ops, config, lambda r: (r.act_read is not None)
-                        + (r.act_weight is not None))
-    acc_reads = _per_op(ops, config, lambda r: int(r.acc_read and not r.skips_zero))
-    acc_writes = _per_op(ops, config, lambda r: int(r.acc_write is not None
-                                                    and not r.skips_zero))
+    act_reads, acc_reads, acc_writes = (
+        _per_op(ops, config, lambda r, k=k: op_counts(r)[k])
+        for k in ("act_reads", "acc_reads", "acc_writes"))
     took = core_in
 
     def taken(groups):

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..config import Config
 from ..hdl.core.ops import OPS
-from ..hdl.counters import EVENTS
+from ..hdl.counters import EVENTS, op_counts
 from ..hdl.flit import Port
 from ..stream import LayerProgram, Phase
 from .mesh import PhaseFlits
@@ -42,16 +42,10 @@ _STEPS = [(Port.NORTH, 0, -1), (Port.EAST, 1, 0), (Port.SOUTH, 0, 1), (Port.WEST
 
 def _op_columns(config: Config) -> dict[str, np.ndarray]:
     """Per opcode (0 .. 15), what a legal operation does of each counted event."""
-    size = 16
-    cols = {k: np.zeros(size, np.int64) for k in ("act_reads", "acc_reads", "acc_writes",
-                                                   "act_write", "mac", "emits")}
+    cols: dict[str, np.ndarray] = {}
     for row in OPS.legal(config):
-        cols["act_reads"][row.code] = (row.act_read is not None) + (row.act_weight is not None)
-        cols["acc_reads"][row.code] = int(row.acc_read and not row.skips_zero)
-        cols["acc_writes"][row.code] = int(row.acc_write is not None and not row.skips_zero)
-        cols["act_write"][row.code] = int(row.act_write is not None)
-        cols["mac"][row.code] = int(row.counts_mac)
-        cols["emits"][row.code] = int(row.emit is not None)
+        for name, n in op_counts(row).items():
+            cols.setdefault(name, np.zeros(16, np.int64))[row.code] = n
     return cols
 
 
@@ -63,7 +57,7 @@ def _per_delivery(cols: dict[str, np.ndarray], op: np.ndarray, done: np.ndarray
     mac = cols["mac"][op] != 0
     done = mac & done
     return {"mac_done": done.astype(np.int64), "mac_skipped": (mac & ~done).astype(np.int64),
-            "act_reads": cols["act_reads"][op], "act_writes": cols["act_write"][op],
+            "act_reads": cols["act_reads"][op], "act_writes": cols["act_writes"][op],
             "acc_reads": cols["acc_reads"][op] + done, "acc_writes": cols["acc_writes"][op] + done,
             "core_in": np.ones(len(op), np.int64), "core_out": cols["emits"][op]}
 
@@ -121,7 +115,7 @@ def phase_events(config: Config, phase: Phase, bank: np.ndarray,
         adds = _per_delivery(cols, op, f.wnz[got_f] & acts[got_t, f.act[got_f]])
         for name, v in adds.items():
             np.add.at(out[name], got_t, v)
-        writes = cols["act_write"][op] != 0
+        writes = cols["act_writes"][op] != 0
         # the host's words are known; a tile's (a hand-off's) are taken as nonzero
         w_f, w_t = got_f[writes], got_t[writes]
         bank[w_t, f.act_w[w_f]] = np.where(w_f < n, f.wnz[w_f], True)
