@@ -54,15 +54,16 @@ def event_bits() -> int:
 
 def events_line(events: dict[str, list[int]], how: str, energy: dict | None = None) -> str:
     """A report's line of ``events`` (per event, a count per tile) summed over the tiles;
-    ``how``: who counted them; with ``energy`` (``energy_j``, ``energy_parts_j``: what
-    :func:`wafertile.model.energy.price_events` makes of them) a second line."""
+    ``how``: who counted them; with ``energy`` (``energy_j``, ``energy_parts_j``,
+    ``energy_source``: what :func:`wafertile.model.energy.price_events` makes of them) a
+    second line."""
     line = "events           " + ", ".join(f"{k} {sum(v)}" for k, v in events.items()) + \
         f" ({how}, docs/counters.md)"
     if energy is None:
         return line
     parts = ", ".join(f"{k} {v * 1e9:,.1f}" for k, v in energy["energy_parts_j"].items())
-    return line + f"\nenergy           {energy['energy_j'] * 1e9:,.1f} nJ ({parts}; the " \
-        "default 45 nm table, docs/wafer.md)"
+    return line + f"\nenergy           {energy['energy_j'] * 1e9:,.1f} nJ ({parts}; " \
+        f"{energy['energy_source']})"
 
 
 def link_transfer(config: Config, link, phase: Value | None) -> Value:

@@ -258,7 +258,7 @@ def _check_run_flags(args: argparse.Namespace) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .files import cache_root
-    from .model.wafer_command import check_wafer_flags, run_wafer
+    from .model.wafer_command import check_wafer_flags, run_energy_table, run_wafer
     from .outputs import check_output_file, finish_run
     from .run import default_layer, load_layer, run_layer
 
@@ -299,6 +299,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
            "--weights and --activations go together (or neither, for the built-in random "
            "layer)")
     cfg = config_from_args(args)
+    table = run_energy_table(args, cfg)  # a bad --energy file: refused before any work
     if args.weights is not None:
         x, w = load_layer(args.weights, args.activations)
     else:
@@ -309,7 +310,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                              size=args.size)
     if args.fidelity == "model":
         from .model.command import run_model_layer
-        return run_model_layer(args, cfg, x, w)
+        return run_model_layer(args, cfg, x, w, table=table)
     if args.device is not None:
         from .run import run_device
         report, y = run_device(cfg, x, w, args.device, baud=args.baud)
@@ -317,7 +318,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         report, y = run_layer(cfg, x, w, sim=args.sim, waves=args.waves,
                               dense=not args.no_dense)
         from .model.energy import price_report
-        price_report(report, cfg)
+        price_report(report, cfg, table)
     return finish_run(report, y, cfg, out=args.out, as_json=args.json)
 
 

@@ -329,3 +329,30 @@ def test_a_sweep_reports_each_points_energy(tmp_path, capsys):
         assert row["energy_j"] == pytest.approx(program_energy(cfg, compile_layer(cfg, x, w))[
             1]["energy_j"])
     assert df["energy_j"].nunique() > 1
+
+
+def test_a_runs_energy_by_the_users_table(tmp_path, capsys):
+    """``--energy T.toml`` prices a run's counted events by the user's table (here at
+    fidelity model), names it, and is refused in one line without ``--counters true`` or
+    for a file that is not there, before any work."""
+    import json
+
+    from wafertile.cli import main
+
+    table = tmp_path / "e.toml"
+    table.write_text('mul_int16_pj = 0.5\nadd_int_pj = 0.25\nsource = "my table"\n')
+    argv = ["run", "--fidelity", "model", "--rows", "2", "--cols", "2", "--size", "16",
+            "--no-dense", "--json"]
+    assert main([*argv, "--counters", "true", "--energy", str(table)]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got["energy_source"] == "my table"
+    assert got["energy_parts_j"]["macs"] == pytest.approx(
+        sum(got["events"]["mac_done"]) * 0.75e-12)
+    for extra, message in (
+            (["--energy", str(table)], "--energy prices the events of --train's prediction or "
+                                       "of a run's counters: add --counters true (or --train)"),
+            (["--counters", "true", "--energy", str(tmp_path / "no.toml")],
+             f"energy table {str(tmp_path / 'no.toml')!r} does not exist")):
+        assert main(["run", "--rows", "2", "--cols", "2", "--size", "16", *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"wafertile: error: {message}"], err

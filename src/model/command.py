@@ -24,7 +24,7 @@ from ..files import gib_text, memory_budget_info
 from ..hdl.counters import events_line
 from ..run import LEAN_WEIGHTS
 from ..stream import compile_layer
-from .energy import program_energy
+from .energy import ENERGY, EnergyTable, program_energy
 from .layer import (
     LEAN_FLITS,
     LayerPrediction,
@@ -203,7 +203,7 @@ def check_countable(config: Config, x: np.ndarray, w: np.ndarray) -> None:
 
 
 def run_model_layer(args: argparse.Namespace, config: Config, x: np.ndarray,
-                    w: np.ndarray) -> int:
+                    w: np.ndarray, *, table: EnergyTable = ENERGY) -> int:
     """``wafertile run --fidelity model`` for one layer: predict, print, exit status 0."""
     from ..log import ticking
 
@@ -218,12 +218,13 @@ def run_model_layer(args: argparse.Namespace, config: Config, x: np.ndarray,
     report = ModelReport.make(config, result, macs, wall=time.perf_counter() - start)
     if config.counters:
         _log.info("counting the events (docs/counters.md)")
-        _count_events(report, config, compile_layer(config, x, w))
+        _count_events(report, config, table, compile_layer(config, x, w))
     return _print(args, config, report)
 
 
 def run_model_network(args: argparse.Namespace, config: Config, net, x: np.ndarray,
-                      labels: np.ndarray | None = None) -> int:
+                      labels: np.ndarray | None = None, *, table: EnergyTable = ENERGY
+                      ) -> int:
     """``wafertile run --network ... --fidelity model``: predict, print, exit status 0. With
     ``labels``, the accuracy of the integer reference (the fabric computes it bit for
     bit)."""
@@ -246,14 +247,15 @@ def run_model_network(args: argparse.Namespace, config: Config, net, x: np.ndarr
         report.accuracy = float(np.mean(np.argmax(outputs, axis=1) == labels))
     if config.counters:
         _log.info("counting the events (docs/counters.md)")
-        _count_events(report, config, result.program, network_nonzero(config, net, x,
-                                                                      result.program))
+        _count_events(report, config, table, result.program,
+                      network_nonzero(config, net, x, result.program))
     return _print(args, config, report)
 
 
-def _count_events(report: ModelReport, config: Config, program, nonzero=None) -> None:
-    """The report's events (:mod:`.events`) and their energy (the default table)."""
-    report.events, report.energy = program_energy(config, program, nonzero)
+def _count_events(report: ModelReport, config: Config, table: EnergyTable, program,
+                  nonzero=None) -> None:
+    """The report's events (:mod:`.events`) and their energy by ``table``."""
+    report.events, report.energy = program_energy(config, program, nonzero, table)
 
 
 #: Bytes per nonzero weight of the performance model's plan of a layer too large to compile

@@ -125,11 +125,12 @@ def price_events(config, events: dict[str, list[int]], flits_in: int, flits_out:
                  table: EnergyTable = ENERGY) -> dict[str, Any]:
     """The energy of a run from its event counts (the RTL's counters or the model's,
     ``docs/counters.md``; per event a count per tile) and the flits across the edge, as the
-    wafer-scale prediction prices a step (``docs/wafer.md``): ``energy_j`` and its parts
-    ``energy_parts_j``: ``macs`` (MACs done), ``sram`` (the words read and written, of
-    ``data_width`` and ``acc_width`` bits), ``network`` (every link a flit crosses: into
-    the fabric from the host, then ``link_out``; a flit is ``flit_width`` bits) and
-    ``stream`` (the flits in and out, between the host and the edge)."""
+    wafer-scale prediction prices a step (``docs/wafer.md``): ``energy_j``, the table's
+    ``source`` (``energy_source``) and the parts ``energy_parts_j``: ``macs`` (MACs done),
+    ``sram`` (the words read and written, of ``data_width`` and ``acc_width`` bits),
+    ``network`` (every link a flit crosses: into the fabric from the host, then
+    ``link_out``; a flit is ``flit_width`` bits) and ``stream`` (the flits in and out,
+    between the host and the edge)."""
     total = {k: sum(v) for k, v in events.items()}
     parts = {
         "macs": total["mac_done"] * table.mac_pj_of(config.dtype),
@@ -140,7 +141,8 @@ def price_events(config, events: dict[str, list[int]], flits_in: int, flits_out:
         "stream": (flits_in + flits_out) * config.flit_width * table.offchip_bit_pj,
     }
     return {"energy_j": sum(parts.values()) * 1e-12,
-            "energy_parts_j": {k: v * 1e-12 for k, v in parts.items()}}
+            "energy_parts_j": {k: v * 1e-12 for k, v in parts.items()},
+            "energy_source": table.source}
 
 
 def load_energy(path: str | Path) -> EnergyTable:
@@ -169,13 +171,13 @@ def load_energy(path: str | Path) -> EnergyTable:
         raise EnergyError(f"{label}: {str(e).removeprefix('energy table: ')}") from None
 
 
-def price_report(report, config) -> None:
+def price_report(report, config, table: EnergyTable = ENERGY) -> None:
     """A run with the tiles' counters (``--counters true``; ``report.events`` set): the
-    energy priced from them and its flits across the edge (:func:`price_events`, the
-    default table), into ``report.energy``; nothing without counters."""
+    energy priced from them and its flits across the edge (:func:`price_events`, by
+    ``table``), into ``report.energy``; nothing without counters."""
     if getattr(report, "events", None) is not None:
         report.energy = price_events(config, report.events, report.host_flits_in,
-                                     report.host_flits_out)
+                                     report.host_flits_out, table)
 
 
 def program_energy(config, program, nonzero=None, table: EnergyTable = ENERGY

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .energy import ENERGY, load_energy
+from .energy import ENERGY, EnergyTable, load_energy
 from .wafer import BATCH_TOKENS, DEFAULTS, Fabric, WaferStep, predict_training, resolve
 from .zoo import ZOO, load_shape, shape
 
@@ -60,7 +60,8 @@ def add_wafer_flags(parser: argparse.ArgumentParser) -> None:
                        help=f"the fabric's clock (default: {DEFAULTS['clock_mhz']:g})")
     group.add_argument("--energy", type=Path, metavar="TABLE.toml",
                        help="an energy table of your own (picojoules per event; default: "
-                            "published 45 nm figures, docs/wafer.md)")
+                            "published 45 nm figures, docs/wafer.md); also prices a run's "
+                            "counters (with --counters true, docs/counters.md)")
     group.add_argument("--recompute", choices=["auto", "true", "false"],
                        help="keep only each block's input and run its forward again in the "
                             "backward pass (default: auto: if the step does not fit without, "
@@ -77,6 +78,8 @@ def check_wafer_flags(args: argparse.Namespace) -> None:
     does not apply."""
     if not args.train:
         for name in WAFER_FLAGS:
+            if name == "energy":  # also prices a run's counters: run_energy_table checks
+                continue
             if _given(args, name):
                 raise InputError(f"--{name.replace('_', '-')} applies only with --train (the "
                                  f"wafer-scale training prediction)")
@@ -95,6 +98,18 @@ def check_wafer_flags(args: argparse.Namespace) -> None:
         if args.__dict__.get(name) is None:
             raise InputError("--train needs --rows and --cols (the array's size has no "
                              "default here; a WSE-2 is about --rows 920 --cols 920)")
+
+
+def run_energy_table(args: argparse.Namespace, config) -> EnergyTable:
+    """The energy table that prices a run's counters (``--energy``, docs/counters.md): the
+    default, or the file given, which needs ``counters = true`` (refused in one line
+    otherwise, and a bad file too, before anything is built)."""
+    if args.energy is None:
+        return ENERGY
+    if not config.counters:
+        raise InputError("--energy prices the events of --train's prediction or of a run's "
+                         "counters: add --counters true (or --train)")
+    return load_energy(args.energy)
 
 
 def _shape(name: str):

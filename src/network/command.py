@@ -176,9 +176,11 @@ def run_network_command(args: argparse.Namespace, make_config: Callable[..., obj
     # checks
     model = getattr(args, "fidelity", "rtl") == "model"
     check_network(cfg, net, x)
+    from ..model.wafer_command import run_energy_table
+    table = run_energy_table(args, cfg)
     if model:
         from ..model.command import run_model_network
-        return run_model_network(args, cfg, net, x, labels)
+        return run_model_network(args, cfg, net, x, labels, table=table)
     # run_network / run_network_device compile (and so check every size and value) before
     # anything is built or a port is opened
     if args.device is not None:
@@ -187,7 +189,7 @@ def run_network_command(args: argparse.Namespace, make_config: Callable[..., obj
         report, y = run_network(cfg, net, x, labels=labels, sim=args.sim, waves=args.waves,
                                 dense=not args.no_dense)
     from ..model.energy import price_report
-    price_report(report, cfg)
+    price_report(report, cfg, table)
     return finish_run(report, y, cfg, out=args.out, as_json=args.json)
 
 
@@ -268,6 +270,8 @@ def _generate(args: argparse.Namespace, make_config: Callable[..., object]) -> i
     longest = window_length(min(shape.context, max(len(ids) for ids in batch) + tokens - 1),
                             S, cfg.rows, shape.context)
     check_network(cfg, replace(net, seq=longest), window_inputs(shape, [[0] * longest] * S))
+    from ..model.wafer_command import run_energy_table
+    table = run_energy_table(args, cfg)
     predict = None
     if fidelity == "model":
         from functools import partial
@@ -277,7 +281,7 @@ def _generate(args: argparse.Namespace, make_config: Callable[..., object]) -> i
     report, _ = generate(cfg, params, batch if S > 1 else batch[0], tokens, decode=decode,
                          sim=args.sim, name=label, model=path, predict=predict)
     from ..model.energy import price_report
-    price_report(report, cfg)
+    price_report(report, cfg, table)
     if args.json:
         print(json.dumps(report.as_json()))
     else:
