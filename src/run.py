@@ -551,7 +551,7 @@ def run_layer(config: Config, x: np.ndarray, w: np.ndarray, *, sim: str = "veril
         events=sparse.get("events"))
     if report.events is not None:
         report.host_flits_in = programs[0].flits
-        report.host_flits_out = sum(p.expected_replies for p in programs[0].phases)
+        report.host_flits_out = programs[0].replies
     return report, y
 
 

@@ -302,9 +302,7 @@ def dense_stream(timing: Timing, plan: LayerPlan, p: int, rows: int) -> tuple[in
         return int(last.max()) * h + timing.adapter + timing.mac_stage + 1, (
             "exact" if timing.analytic_exact else "analytic")
     # chunk k of every output goes to column k * G + g(output)
-    sizes = np.full(plan.K, plan.chunk)
-    sizes[-1] = J - plan.chunk * (plan.K - 1)
-    columns = np.bincount(col.ravel(), weights=np.tile(sizes, len(members)),
+    columns = np.bincount(col.ravel(), weights=np.tile(plan.chunk_sizes, len(members)),
                           minlength=cfg.cols)
     busiest = max(int(flits.max()), int(columns.max()))
     last = busiest + cfg.cols + int(reach.max())

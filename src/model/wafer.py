@@ -512,12 +512,11 @@ class GroupBuilder:
             self.row_phases(layer, kind, [row.phase("load")])
             cycles, how = dense_stream(self.timing, plan, p, R)
             # chunk k of group g's outputs goes down column k * G + g
-            sizes = np.full(plan.K, plan.chunk)
-            sizes[-1] = J - plan.chunk * (plan.K - 1)
             outputs = np.array([len(plan.parts(p)[g]) for g in range(plan.G)])
             columns = np.arange(plan.K)[:, None] * plan.G + np.arange(plan.G)[None, :]
             n = int(outputs.sum()) * J
-            ev = stream_events(self.config, columns, sizes[:, None] * outputs[None, :], R)
+            ev = stream_events(self.config, columns,
+                               plan.chunk_sizes[:, None] * outputs[None, :], R)
             self.add(layer, kind, cycles, "plan" if how == "exact" else "plan (bound)",
                      flits_in=n, macs=ev.macs, hops=ev.hops, sram_bits=ev.sram_bits)
             if plan.K > 1:

@@ -535,5 +535,5 @@ def edge_flits(program: LayerProgram) -> dict[str, int]:
     finish = sum(int(np.count_nonzero(np.isin(p.flits["payload.op"], handoffs)))
                  for p in program.phases)
     return {"host_flits_in": program.flits,
-            "host_flits_out": sum(p.expected_replies for p in program.phases),
+            "host_flits_out": program.replies,
             "handoff_flits": finish}

@@ -87,6 +87,13 @@ class LayerPlan:
     #: the outputs, longest first (the order of the assignments)
     longest: np.ndarray = None
 
+    @property
+    def chunk_sizes(self) -> np.ndarray:
+        """The inputs of each of the ``K`` chunks: ``chunk``, the last one the rest."""
+        sizes = np.full(self.K, self.chunk)
+        sizes[-1] = self.J - self.chunk * (self.K - 1)
+        return sizes
+
     def parts(self, p: int) -> list[np.ndarray]:
         """The outputs of every group in pass ``p`` (slot ``s`` of group ``g``:
         ``parts(p)[g][s]``)."""

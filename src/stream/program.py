@@ -176,6 +176,11 @@ class LayerProgram:
         """Flits the host injects in all (load, stream, reduce and read phases)."""
         return sum(len(p) for p in self.phases)
 
+    @property
+    def replies(self) -> int:
+        """Flits the host gets back by the west edge in all (fences, read-back)."""
+        return sum(p.expected_replies for p in self.phases)
+
 
 _REPLY_FIELDS = ("reply_row", "reply_slot", "reply_x", "reply_b", "reply_i")
 

@@ -109,6 +109,12 @@ def _positive(v: float) -> bool:
     return 0 < v < math.inf
 
 
+#: ``run`` with ``counters = true`` and ``train`` both give it: one column of the table.
+_ENERGY = Column("energy_j", "J", "run with counters = true: the events the tiles count (rtl) "
+                                  "or the model counts (model), priced by the default energy "
+                                  "table (docs/counters.md); train: the energy of a step "
+                                  "(events x the energy table)")
+
 _RUN_COLUMNS = (
     Column("passed", "bool", "Y matched numpy bit for bit, no error flag, dense = sparse"),
     Column("mismatches", "count", "outputs that differ from numpy"),
@@ -131,10 +137,7 @@ _RUN_COLUMNS = (
                                    "right by the fabric"),
     Column("model_methods", "", "fidelity model: how the phases were predicted (mesh, exact, "
                                 "analytic, bound; docs/performance.md); empty at rtl"),
-    Column("energy_j", "J", "run with counters = true: the events the tiles count (rtl) or the "
-                            "model counts (model), priced by the default energy table "
-                            "(docs/counters.md); train: the energy of a step (events x the "
-                            "energy table)"),
+    _ENERGY,
 )
 
 _SYNTH_COLUMNS = (
@@ -177,7 +180,7 @@ _TRAIN_COLUMNS = (
     Column("bytes_per_tile", "bytes", "train: activations and accumulators a tile needs"),
     Column("memory_fits", "bool", "train: bytes_per_tile within the tile's SRAM"),
     Column("recompute", "bool", "train: each block's forward run again in the backward pass"),
-    Column("energy_j", "J", "train: energy of a step (events x the energy table)"),
+    _ENERGY,
     Column("power_w", "W", "train: energy_j / step_seconds"),
     Column("peak_fraction", "fraction", "train: MACs / (tiles x clock x step_seconds)"),
 )

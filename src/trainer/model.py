@@ -129,8 +129,8 @@ class ModelFabric:
             for role, c in zip(program.roles, pred.phase_cycles, strict=True):
                 cycles[role] += c
             methods.update(pred.methods)
-            flits_in += sum(len(p) for p in program.phases)
-            flits_out += sum(p.expected_replies for p in program.phases) + sum(
+            flits_in += program.flits
+            flits_out += program.replies + sum(
                 len(g.column) for g in program.grads if g is not None)
         cycles["total"] = sum(cycles[r] for r in ROLES)
         cycles["check"] = None  # the read-back of dX is the RTL's check: nothing to predict
