@@ -288,3 +288,27 @@ def test_a_training_sweep_refuses(change, message):
     with pytest.raises(SpecError) as info:
         parse_spec(data, source="s.toml")
     assert message in str(info.value)
+
+
+def test_chunks_the_rtl_cannot_address_are_not_planned(tmp_path, capsys):
+    """A narrow GPT fits chunks of 512 words, but on 920 columns a row's strip with the
+    nonlinear unit cannot address them (a FINISH's data field needs 33 bits): the plan takes
+    the longest chunk the RTL can address (256), and the prediction runs (before, it stopped
+    with the configuration's refusal)."""
+    from wafertile.config import ConfigError
+    from wafertile.model.wafer import plan_at
+    from wafertile.model.zoo import load_shape
+
+    path = tmp_path / "narrow.toml"
+    path.write_text("layers = 12\nd_model = 768\nheads = 12\nd_ff = 2048\ncontext = 1024\n"
+                    "vocab = 32000\n")
+    fabric = Fabric(920, 920)
+    with pytest.raises(ConfigError, match="32-bit data field"):
+        fabric.config(act_depth=512, acc_depth=64, rows=1)
+    shape = load_shape(path)
+    assert plan_at(shape, fabric, 920, 512, True) is None
+    assert memory_plan(shape, fabric, 920, recompute=True).chunk == 256
+    assert main(["run", "--fidelity", "model", "--network", str(path), "--train", "--rows",
+                 "920", "--cols", "920", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got["chunk"] == 256 and got["fits"]

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..errors import InputError
 from ..formats import fp32_fields
 from ..hdl.core import nonlinear
@@ -223,7 +223,8 @@ def _attention_accumulators(shape: GptShape, fabric: Fabric, seq: int) -> int:
 def plan_at(shape: GptShape, fabric: Fabric, seq: int, A: int, recompute: bool
              ) -> MemoryPlan | None:
     """The memory plan with chunks of ``A`` (None if a layer would need more column blocks
-    than a row has)."""
+    than a row has, or if a row's strip with the nonlinear unit cannot address chunks of
+    ``A``: a FINISH's data field, :meth:`Fabric.config`)."""
     C = fabric.cols
     d = shape.d_model
     layers = [*_layers(shape), ("head", shape.vocab, d)]
@@ -252,6 +253,10 @@ def plan_at(shape: GptShape, fabric: Fabric, seq: int, A: int, recompute: bool
     acc = want
     while acc > need and 4 * acc > free:
         acc //= 2
+    try:  # a row phase's strip must be a configuration the RTL has (a FINISH's data field)
+        fabric.config(act_depth=A, acc_depth=acc, rows=1)
+    except ConfigError:
+        return None
     return MemoryPlan(A, acc, recompute, stored, transient, word, fabric.sram_bytes)
 
 
@@ -272,9 +277,10 @@ def memory_plan(shape: GptShape, fabric: Fabric, seq: int, recompute: bool | Non
             if smallest is None or plan.bytes_per_tile < smallest.bytes_per_tile:
                 smallest = plan
     if smallest is None:
-        raise WaferError(f"{shape.name}: even chunks of 16 words need more column blocks "
-                         f"than the {fabric.cols} columns of a row (a layer of "
-                         f"{max(shape.d_ff, shape.vocab)} inputs)")
+        raise WaferError(f"{shape.name}: no chunk length from 16 words up fits: either a "
+                         f"layer of {max(shape.d_ff, shape.vocab)} inputs needs more column "
+                         f"blocks than the {fabric.cols} columns of a row, or a FINISH's "
+                         f"data field cannot address a row of {fabric.cols} tiles")
     return smallest
 
 
