@@ -17,7 +17,8 @@ Three parts, each printed and written into the JSON:
   (``benchmarks/results-attention-cycles.json``, Verilator), the GRAD closed form against the
   analytic level, the dense MAC stream from the plan against the event level of the
   compiled layer (exact against the RTL), and the row phases (LayerNorm, hand-offs) at the
-  analytic level against the event level.
+  analytic level against the event level, on small rows and (``rows_wafer``) on GPT-3 XL's
+  hand-off rounds on the prediction's row of 920 tiles.
 
     python benchmarks/wafer.py --json benchmarks/results-wafer.json \
         --png benchmarks/results-wafer.png
@@ -198,7 +199,59 @@ def validation() -> dict:
                                 "analytic": int(a), "mesh": int(m), "error": a / m - 1})
             print(f"{name} on a row of {C} tiles, d_model {d}: analytic {a}, event level {m} "
                   f"({a / m - 1:+.1%})")
+    out["rows_wafer"] = wafer_rows(ZOO["gpt3-xl"], 920)
     return out
+
+
+def wafer_rows(shape: GptShape, cols: int, per_layer: int = 6) -> dict:
+    """The hand-off rounds of ``shape``'s block on a row of ``cols`` tiles (the strip the
+    prediction plays them on, 920 for the WSE-2-sized fabric), at the analytic level against
+    the event level: up to ``per_layer`` rounds of each layer's hand-off, evenly spaced over
+    its rounds. Forward: the attention's projection and ``fc2`` (FINISH), ``fc1`` (GELU:
+    NONLINEAR and FINISH); backward data: FINISH_BACK of every layer."""
+    fabric = Fabric.given(cols, cols)
+    step = predict_training(shape, fabric)
+    d, f = shape.d_model, shape.d_ff
+    layers = [("proj", d, d, "forward", "finish", False), ("fc1", f, d, "forward", "finish", True),
+              ("fc2", d, f, "forward", "finish", False),
+              ("fc2", f, d, "backward_data", "back", False),
+              ("fc1", d, f, "backward_data", "back", False),
+              ("qkv", d, 3 * d, "backward_data", "back", False)]
+    cases = []
+    for name, I, J, kind, handoff, gelu in layers:
+        g = GroupBuilder(shape, fabric, step.memory, step.seq)
+        g.kept = []
+        g.linear(name, I, J, kind, handoff=handoff, gelu=gelu)
+        rounds = [p for p in g.kept if p.kind == "handoff"]
+        pick = sorted(set(np.linspace(0, len(rounds) - 1, min(per_layer, len(rounds)))
+                          .round().astype(int)))
+        for k in pick:
+            t0 = time.perf_counter()
+            a = predict_phase(g.row_timing, rounds[k], detail="analytic")[0]
+            m = predict_phase(g.row_timing, rounds[k], detail="mesh")[0]
+            ops = set(np.unique(rounds[k].flits["payload.op"]).tolist())
+            what = ("gelu" if Opcode.NONLINEAR.value in ops else "finish_back"
+                    if Opcode.FINISH_BACK.value in ops else "finish")
+            cases.append({"layer": name, "pass": kind, "what": what, "round": int(k),
+                          "rounds": len(rounds), "flits": len(rounds[k]), "analytic": int(a),
+                          "mesh": int(m), "error": a / m - 1,
+                          "mesh_seconds": round(time.perf_counter() - t0, 2)})
+            print(f"{shape.name} on a row of {cols}: {name} {kind} round {k} of {len(rounds)} "
+                  f"({what}, {len(rounds[k])} flits): analytic {a}, event level {m} "
+                  f"({a / m - 1:+.1%})", flush=True)
+    summary = {}
+    for what in ("finish", "gelu", "finish_back"):
+        mine = [c for c in cases if c["what"] == what]
+        if mine:
+            a = sum(c["analytic"] for c in mine)
+            m = sum(c["mesh"] for c in mine)
+            errs = [c["error"] for c in mine]
+            summary[what] = {"rounds": len(mine), "total_error": a / m - 1,
+                             "min_error": min(errs), "max_error": max(errs)}
+            print(f"{what}: {len(mine)} rounds, analytic against event level {a / m - 1:+.1%} "
+                  f"in total, {min(errs):+.1%} to {max(errs):+.1%} per round")
+    return {"model": shape.name, "cols": cols, "chunk": step.memory.chunk, "cases": cases,
+            "summary": summary}
 
 
 def plot(rows: list[dict], path: Path) -> None:

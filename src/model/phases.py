@@ -13,13 +13,18 @@ slowest row:
   any other flit one slot. The phase ends in the cycle after its last reply reaches the
   host.
 - **hand-off** (:func:`handoff_cycles`): every FINISH makes its tile multicast one
-  activation to a range of its row. Each receiving tile takes one flit per slot through its
-  local port, both the host's flits addressed to it and the activations (the integer
-  hand-off offers a FINISH's activation :attr:`~.timing.Timing.finish_delay` cycles after
-  the FINISH leaves the core, one FINISH at a time), so the phase is a
-  server per tile over the arrival times of its activations (after each sending tile's own
-  output rate); it ends in the cycle after the last activation is written (stage 2 of the
-  receiving core).
+  activation to a range of its row. The host's flits pass the west inputs of the row's
+  routers in order, one a slot per router, and a flit stays at the head of the input of the
+  router whose core it goes to until that core takes it: the flits behind it wait
+  (head-of-line). A core takes one flit a slot, and none while its iterative unit works (a
+  GELU's ``NONLINEAR``). The integer hand-off offers a FINISH's activation
+  :attr:`~.timing.Timing.finish_delay` cycles after the FINISH leaves the core, one FINISH
+  at a time. The activations reach each tile of their range one slot per router from the
+  sender, each receiving tile a server of one a slot over their arrivals (after each
+  sending tile's own output rate); the round ends in the cycle after the last activation is
+  written (stage 2 of the receiving core). Not modelled: the activations that go east share
+  the routers' west inputs with the host's flits (one head an input a cycle), which holds
+  the host's flits up; docs/performance.md gives what that costs.
 """
 
 from __future__ import annotations
@@ -124,22 +129,12 @@ def handoff_cycles(timing: Timing, port: np.ndarray, x0: np.ndarray, x1: np.ndar
     h = timing.slot
     port = np.asarray(port)
     inject = rank(port) * h
-    # the host's flits reach their tile's local port one per slot per tile: a server per
-    # tile over the flits addressed to it (a SET multicast counts at every tile it reaches)
     span = np.asarray(x1) - np.asarray(x0) + 1
     flit = np.repeat(np.arange(len(port)), span)
     tile_x = np.asarray(x0)[flit] + (np.arange(len(flit)) - np.repeat(np.cumsum(span) - span,
                                                                       span))
     tile = port[flit] * cfg.cols + tile_x
-    taken = fifo_server(tile, inject[flit] + timing.to_core(tile_x + 1), float(h))
-    if iterates is not None and np.any(iterates):
-        work = np.asarray(iterates, np.float64)[flit]
-        order = np.lexsort((taken, tile))
-        ahead = np.cumsum(work[order])  # per tile, the units' cycles of the flits before
-        first = np.r_[True, tile[order][1:] != tile[order][:-1]]
-        start = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
-        before = ahead - work[order] - np.where(start > 0, ahead[start - 1], 0)
-        taken[order] += before
+    taken = _chain_takes(timing, port, np.asarray(x0), np.asarray(x1), inject, iterates)
     # the host's own activation writes (the loss gradient of a training step), a cycle after
     # the take
     own = taken[writes[flit]]
@@ -192,3 +187,39 @@ def grad_cycles(timing: Timing, port: np.ndarray, column: np.ndarray, row: np.nd
     for _ in range(cfg.rows - 1 - int(row.min())):
         t = timing.from_core(t + timing.out_stage, 2)
     return int(np.ceil(timing.from_core(t + timing.out_stage, 1).max())) + 1
+
+
+def _chain_takes(timing: Timing, port: np.ndarray, x0: np.ndarray, x1: np.ndarray,
+                 inject: np.ndarray, iterates: np.ndarray | None) -> np.ndarray:
+    """The cycle each host flit is taken by each core of its rectangle ``x0 .. x1`` (flit
+    by flit, its columns in order, as :func:`handoff_cycles` spans them).
+
+    Each row's flits pass the west inputs of the row's routers in injection order, one a
+    slot per input, one slot per router; a flit keeps its place in the input of a router
+    whose core it goes to until that core takes it, so the flits behind it wait
+    (head-of-line). A core takes one flit a slot, and after a flit with an iterative unit
+    (``iterates``) none until the unit is done (it holds the first stages from the cycle the
+    flit reaches its last but one, :attr:`~.timing.Timing.out_stage` - 1 cycles after the
+    take). Per flit, the times along its path are one running maximum."""
+    cols = timing.config.cols
+    h = timing.slot
+    span = x1 - x0 + 1
+    at = np.cumsum(span) - span
+    out = np.empty(int(span.sum()))
+    work = np.zeros(len(port)) if iterates is None else np.asarray(iterates, np.float64)
+    xs = np.arange(cols) * h
+    first = timing.to_core(1)
+    for p in np.unique(port):
+        left = np.full(cols, -np.inf)   # when the last flit left each router's west input
+        free = np.full(cols, -np.inf)   # when each core takes its next flit
+        for k in np.flatnonzero(port == p):
+            a, b = int(x0[k]), int(x1[k]) + 1
+            t = left[:b] + h
+            t[0] = max(t[0], inject[k] + first)
+            t = np.maximum.accumulate(t - xs[:b]) + xs[:b]
+            take = np.maximum(t[a:], free[a:b])
+            out[at[k]:at[k] + b - a] = take
+            free[a:b] = take + (timing.out_stage - 1 + work[k] if work[k] else h)
+            t[a:] = take
+            left[:b] = t
+    return out

@@ -466,6 +466,9 @@ class GroupBuilder:
         self.phases: list[Phase] = []
         self._plans: dict[tuple[int, int], Any] = {}
         self._done: dict[Any, list[Phase]] = {}  # phases predicted, to repeat
+        #: a list to keep every one-row phase predicted in (None: not kept), for checks of
+        #: the analytic level against the event level (benchmarks/wafer.py)
+        self.kept: list | None = None
 
     # -- helpers ---------------------------------------------------------------------
     def plan(self, I: int, J: int, *, row: bool = False):
@@ -481,6 +484,8 @@ class GroupBuilder:
     def row_phase(self, phase) -> tuple[int, str, int, int]:
         """A one-row phase's cycles (every row alike), method, flits in and replies, each
         for all rows."""
+        if self.kept is not None:
+            self.kept.append(phase)
         n, _, _, _ = predict_phase(self.row_timing, phase, detail="analytic")
         replies = int(np.count_nonzero(np.isin(phase.flits["payload.op"], _REPLIES)))
         return int(n), "plan", len(phase) * self.rows, replies * self.rows
