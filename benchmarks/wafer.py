@@ -17,7 +17,7 @@ Three parts, each printed and written into the JSON:
   (``benchmarks/results-attention-cycles.json``, Verilator), the GRAD closed form against the
   analytic level, the dense MAC stream from the plan against the event level of the
   compiled layer (exact against the RTL), and the row phases (LayerNorm, hand-offs) at the
-  analytic level against the event level, on small rows and (``rows_wafer``) on GPT-3 XL's
+  analytic level against the event level, on small rows and (``rows_wafer``) on the zoo's
   hand-off rounds on the prediction's row of 920 tiles.
 
     python benchmarks/wafer.py --json benchmarks/results-wafer.json \
@@ -199,7 +199,8 @@ def validation() -> dict:
                                 "analytic": int(a), "mesh": int(m), "error": a / m - 1})
             print(f"{name} on a row of {C} tiles, d_model {d}: analytic {a}, event level {m} "
                   f"({a / m - 1:+.1%})")
-    out["rows_wafer"] = wafer_rows(ZOO["gpt3-xl"], 920)
+    out["rows_wafer"] = [wafer_rows(ZOO[name], 920, per_layer=4)
+                         for name in ("gpt3-xl", "gpt-j-6b", "gpt3-13b", "gpt-neox-20b")]
     return out
 
 

@@ -314,24 +314,33 @@ def test_chunks_the_rtl_cannot_address_are_not_planned(tmp_path, capsys):
     assert got["chunk"] == 256 and got["fits"]
 
 
-def test_gelu_rounds_at_wafer_width_against_the_event_level():
-    """GPT-NeoX-20B's GELU hand-off rounds on the prediction's row of 920 tiles: the
-    analytic level (the host's flits queue in the routers' west inputs behind a flit whose
-    core's unit is busy) within 5% of the event level in total, four rounds evenly spaced
-    over the layer's (the estimate before 2026-12-07 added every unit's cycles to the
-    flits' free-flow arrivals: 7% high here, 18% on GPT-3 XL)."""
+@pytest.mark.parametrize(("model", "layer", "kind", "handoff", "gelu"), [
+    ("gpt-neox-20b", "fc1", "forward", "finish", True),
+    ("gpt3-xl", "fc2", "forward", "finish", False),
+    ("gpt3-xl", "fc2", "backward_data", "back", False)])
+def test_hand_off_rounds_at_wafer_width_against_the_event_level(model, layer, kind, handoff,
+                                                                gelu):
+    """A layer's hand-off rounds on the prediction's row of 920 tiles (GELU's NONLINEAR and
+    FINISH, a forward FINISH, a backward FINISH_BACK): the analytic level within 3% of the
+    event level in total over four rounds evenly spaced over the layer's. Before 2026-12-07
+    the analytic level let the host's flits pass the routers freely: GELU 7% high, the
+    FINISH rounds 3% to 15% low here."""
     from wafertile.model.predict import predict_phase
     from wafertile.model.wafer import resolve
 
-    shape = ZOO["gpt-neox-20b"]
+    shape = ZOO[model]
     fabric = Fabric.given(920, 920)
     seq, _, _ = resolve(shape, fabric, None, None)
     g = GroupBuilder(shape, fabric, memory_plan(shape, fabric, seq), seq)
     g.kept = []
-    g.linear("fc1", shape.d_ff, shape.d_model, "forward", handoff="finish", gelu=True)
+    d, f = shape.d_model, shape.d_ff
+    I, J = {"fc1": (f, d), "fc2": (d, f)}[layer]
+    if kind != "forward":
+        I, J = J, I
+    g.linear(layer, I, J, kind, handoff=handoff, gelu=gelu)
     rounds = [p for p in g.kept if p.kind == "handoff"]
     assert len(rounds) > 4
     pick = np.linspace(0, len(rounds) - 1, 4).round().astype(int)
     analytic = sum(predict_phase(g.row_timing, rounds[k], detail="analytic")[0] for k in pick)
     mesh = sum(predict_phase(g.row_timing, rounds[k], detail="mesh")[0] for k in pick)
-    assert abs(analytic / mesh - 1) <= 0.05, (analytic, mesh)
+    assert abs(analytic / mesh - 1) <= 0.03, (analytic, mesh)

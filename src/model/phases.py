@@ -13,18 +13,19 @@ slowest row:
   any other flit one slot. The phase ends in the cycle after its last reply reaches the
   host.
 - **hand-off** (:func:`handoff_cycles`): every FINISH makes its tile multicast one
-  activation to a range of its row. The host's flits pass the west inputs of the row's
-  routers in order, one a slot per router, and a flit stays at the head of the input of the
-  router whose core it goes to until that core takes it: the flits behind it wait
-  (head-of-line). A core takes one flit a slot, and none while its iterative unit works (a
-  GELU's ``NONLINEAR``). The integer hand-off offers a FINISH's activation
-  :attr:`~.timing.Timing.finish_delay` cycles after the FINISH leaves the core, one FINISH
-  at a time. The activations reach each tile of their range one slot per router from the
-  sender, each receiving tile a server of one a slot over their arrivals (after each
-  sending tile's own output rate); the round ends in the cycle after the last activation is
-  written (stage 2 of the receiving core). Not modelled: the activations that go east share
-  the routers' west inputs with the host's flits (one head an input a cycle), which holds
-  the host's flits up; docs/performance.md gives what that costs.
+  activation to a range of its row. Each row is swept router by router, west to east,
+  through the routers' west inputs (:func:`_row_round`): the host's flits and the
+  activations going east share each input, one flit a slot in arrival order; a flit for the
+  router's core waits until the core takes it (one a slot, none while a GELU unit works),
+  and the flits behind it on its VC wait with it (head-of-line). A FINISH's activation
+  leaves its tile ``out_stage`` cycles after the take (the integer hand-off: after
+  :attr:`~.timing.Timing.finish_delay` more, one FINISH at a time), at the tile's output
+  rate; it reaches its own tile and those west of it one slot per router, each taking those
+  one a slot. The round ends in the cycle after the last activation is written (stage 2 of
+  the receiving core). Not modelled: the west inputs' backpressure (buffers are taken as
+  deep enough), and the local port's turns between the activations that arrive from the
+  east and those from the west (the rounds where every tile sends to the whole row are
+  about 10% low).
 """
 
 from __future__ import annotations
@@ -111,9 +112,8 @@ def handoff_cycles(timing: Timing, port: np.ndarray, x0: np.ndarray, x1: np.ndar
         and ``data`` field (a FINISH's hand-off rectangle).
     iterates : numpy.ndarray, optional
         Per flit, the cycles its core's iterative unit holds the core (NONLINEAR,
-        :attr:`~wafertile.model.mesh.PhaseFlits.iterates`; default none): every later flit
-        of the same tile is taken that much later (an estimate: the core's first stages
-        still take two flits behind it).
+        :attr:`~wafertile.model.mesh.PhaseFlits.iterates`; default none): the core takes no
+        flit from ``out_stage - 1`` cycles after the take for that many cycles.
 
     Returns
     -------
@@ -122,44 +122,141 @@ def handoff_cycles(timing: Timing, port: np.ndarray, x0: np.ndarray, x1: np.ndar
         for a round without FINISH.
     """
     cfg = timing.config
+    op = np.asarray(op)
     finish = np.isin(op, _HANDOFFS)
     writes = np.isin(op, _WRITES)
     if not (finish.any() or writes.any()):
         return 1
-    h = timing.slot
     port = np.asarray(port)
-    inject = rank(port) * h
-    span = np.asarray(x1) - np.asarray(x0) + 1
-    flit = np.repeat(np.arange(len(port)), span)
-    tile_x = np.asarray(x0)[flit] + (np.arange(len(flit)) - np.repeat(np.cumsum(span) - span,
-                                                                      span))
-    tile = port[flit] * cfg.cols + tile_x
-    taken = _chain_takes(timing, port, np.asarray(x0), np.asarray(x1), inject, iterates)
-    # the host's own activation writes (the loss gradient of a training step), a cycle after
-    # the take
-    own = taken[writes[flit]]
-    last = float(own.max()) if len(own) else -np.inf
-    fin = np.flatnonzero(finish[flit])
-    if not len(fin):
-        return int(np.ceil(last)) + 2
-    # the FINISHes: their output out_stage cycles after their core takes them, then the
-    # sending tile's output rate
-    sender = tile[fin]
-    stage3 = taken[fin] + timing.out_stage + timing.finish_delay
-    service = np.where(tile_x[fin] == 0, timing.west_service, timing.out_service)
-    if timing.limbs:  # one FINISH at a time in the unit, every finish_delay cycles
-        service = np.maximum(service, timing.finish_delay)
-    sent = server(sender, timing.next_slot(stage3 + 1), service)
-    # every activation to every tile of its range, one slot per router from the sender
-    tx0, tx1 = handoff_targets(cfg, np.asarray(data)[flit[fin]])
-    width = tx1 - tx0 + 1
-    which = np.repeat(np.arange(len(fin)), width)
-    target = tx0[which] + (np.arange(len(which)) - np.repeat(np.cumsum(width) - width, width))
-    hops = np.abs(target - tile_x[fin][which])
-    arrive = sent[which] + hops * h + timing.adapter
-    receiver = port[flit[fin]][which] * cfg.cols + target
-    written = fifo_server(receiver, arrive, float(h))
-    return int(np.ceil(max(written.max(), last))) + 2
+    x0 = np.asarray(x0, np.int64)
+    x1 = np.asarray(x1, np.int64)
+    r0 = np.zeros(len(port), np.int64)
+    r1 = np.full(len(port), -1, np.int64)
+    if finish.any():
+        r0[finish], r1[finish] = handoff_targets(cfg, np.asarray(data)[finish])
+    work = np.zeros(len(port)) if iterates is None else np.asarray(iterates, np.float64)
+    inject = rank(port) * timing.slot
+    end = -np.inf
+    for p in np.unique(port):
+        k = np.flatnonzero(port == p)
+        end = max(end, _row_round(timing, inject[k], x0[k], x1[k], finish[k], writes[k],
+                                  work[k], r0[k], r1[k]))
+    return int(np.ceil(end)) + 2
+
+
+def _row_round(timing: Timing, inject, x0, x1, finish, writes, work, r0, r1) -> float:
+    """One row's hand-off round (:func:`handoff_cycles`): the cycle of its last activation
+    write. A sweep over the row's routers, west to east, through the west input of each:
+
+    - the host's flits (one VC) and the activations going east (the other) share the
+      input, one flit a slot, in the order they arrive;
+    - a flit for the router's core (a host flit of its rectangle, an activation of its
+      range) is taken when the core is free: one a slot, and none while its iterative unit
+      works (from ``out_stage - 1`` cycles after the take, for the unit's cycles); the
+      flits behind it on its VC wait for it (head-of-line), the other VC's do not;
+    - a FINISH's activation is offered ``out_stage`` (+ the integer unit's
+      ``finish_delay``) cycles after the take, at the sending tile's output rate; it goes
+      east through the following routers' west inputs, and reaches its own tile and those
+      west of it one slot per router, each receiving tile taking those one a slot.
+
+    Routers where nothing meets (no delivery, one VC only) pass their flits on unchanged
+    and are skipped."""
+    cols = timing.config.cols
+    h = float(timing.slot)
+    adapter = timing.adapter
+    n = len(inject)
+    # where something can happen: deliveries, or both VCs in the west input
+    diff = np.zeros(cols + 1, np.int64)
+    np.add.at(diff, x0, 1)
+    np.add.at(diff, x1 + 1, -1)
+    host_here = np.cumsum(diff)[:cols] > 0
+    host_pass = np.cumsum(np.bincount(x1, minlength=cols)[::-1])[::-1][:cols] > 0
+    east = finish & (r1 > x0)
+    diff[:] = 0
+    np.add.at(diff, np.maximum(r0[east], x0[east] + 1), 1)
+    np.add.at(diff, r1[east] + 1, -1)
+    act_here = np.cumsum(diff)[:cols] > 0
+    diff[:] = 0
+    np.add.at(diff, x0[east] + 1, 1)
+    np.add.at(diff, r1[east] + 1, -1)
+    act_pass = np.cumsum(diff)[:cols] > 0
+    busy = np.flatnonzero(host_here | act_here | (host_pass & act_pass))
+    # the flits in the sweep, one row each: the time it reaches the current router's core
+    # less ``x h`` (so that passing a router changes nothing), the first and last router of
+    # its deliveries or passage, its VC (0: the host's, 1: an activation), its unit's cycles
+    # and its host flit (-1: an activation)
+    t = inject + timing.to_core(1)
+    lo = x0.copy()
+    hi = x1.copy()
+    vc = np.zeros(n, bool)
+    work = np.asarray(work, np.float64)
+    kid = np.arange(n)
+    west_to = []    # activations to their own tile and westwards: (tile, arrival)
+    west_at = []
+    end = -np.inf
+    for x in busy:
+        order = np.argsort(t, kind="stable")
+        t, lo, hi, vc, work, kid = t[order], lo[order], hi[order], vc[order], work[order], \
+            kid[order]
+        step = h * np.arange(len(t))
+        d = np.maximum.accumulate(t - step) + step     # one flit a slot, in arrival order
+        new = None
+        m = np.flatnonzero(lo <= x)                    # for this router's core
+        if len(m):
+            served = d[m]
+            w = work[m]
+            gap = np.where(w > 0, timing.out_stage - 1 + w, h)
+            g = np.cumsum(gap) - gap
+            take = np.maximum.accumulate(served - g) + g   # the core, one at a time
+            if np.any(take > served):  # the flits behind a waiting one on its VC wait
+                d[m] = take
+                for sel in (np.flatnonzero(~vc), np.flatnonzero(vc)):
+                    held = np.full(len(d), -np.inf)
+                    held[m] = take
+                    before = np.maximum.accumulate(held[sel])
+                    d[sel[1:]] = np.maximum(d[sel[1:]], before[:-1])
+            own = kid[m]
+            host = own >= 0
+            counted = take[~host | (host & writes[np.maximum(own, 0)])]
+            if len(counted):
+                end = max(end, float(counted.max()) + x * h)
+            # the FINISHes taken here: their activations
+            fin = host & finish[np.maximum(own, 0)]
+            if fin.any():
+                fk = own[fin]
+                took = take[fin] + x * h
+                ready = timing.next_slot(took + timing.out_stage + timing.finish_delay + 1)
+                rate = timing.west_service if x == 0 else timing.out_service
+                if timing.limbs:  # one FINISH at a time in the unit
+                    rate = max(rate, timing.finish_delay)
+                steps = rate * np.arange(len(ready))
+                sent = np.maximum.accumulate(ready - steps) + steps
+                lo_w, hi_w = r0[fk], np.minimum(r1[fk], x)
+                width = np.maximum(hi_w - lo_w + 1, 0)
+                which = np.repeat(np.arange(len(fk)), width)
+                tile = lo_w[which] + (np.arange(len(which))
+                                      - np.repeat(np.cumsum(width) - width, width))
+                west_to.append(tile)
+                west_at.append(sent[which] + (x - tile) * h + adapter)
+                go = r1[fk] > x
+                new = (sent[go] + adapter - x * h, np.maximum(r0[fk][go], x + 1), r1[fk][go])
+        # on to the next router: what goes further east, and the new activations
+        keep = hi > x
+        t, lo, hi, vc, work, kid = d[keep], lo[keep], hi[keep], vc[keep], work[keep], \
+            kid[keep]
+        if new is not None:
+            k = len(new[0])
+            t = np.concatenate([t, new[0]])
+            lo = np.concatenate([lo, new[1]])
+            hi = np.concatenate([hi, new[2]])
+            vc = np.concatenate([vc, np.ones(k, bool)])
+            work = np.concatenate([work, np.zeros(k)])
+            kid = np.concatenate([kid, np.full(k, -1)])
+    if west_to:
+        to = np.concatenate(west_to)
+        if len(to):
+            end = max(end, float(fifo_server(to, np.concatenate(west_at), h).max()))
+    return end
 
 
 def grad_cycles(timing: Timing, port: np.ndarray, column: np.ndarray, row: np.ndarray
@@ -188,38 +285,3 @@ def grad_cycles(timing: Timing, port: np.ndarray, column: np.ndarray, row: np.nd
         t = timing.from_core(t + timing.out_stage, 2)
     return int(np.ceil(timing.from_core(t + timing.out_stage, 1).max())) + 1
 
-
-def _chain_takes(timing: Timing, port: np.ndarray, x0: np.ndarray, x1: np.ndarray,
-                 inject: np.ndarray, iterates: np.ndarray | None) -> np.ndarray:
-    """The cycle each host flit is taken by each core of its rectangle ``x0 .. x1`` (flit
-    by flit, its columns in order, as :func:`handoff_cycles` spans them).
-
-    Each row's flits pass the west inputs of the row's routers in injection order, one a
-    slot per input, one slot per router; a flit keeps its place in the input of a router
-    whose core it goes to until that core takes it, so the flits behind it wait
-    (head-of-line). A core takes one flit a slot, and after a flit with an iterative unit
-    (``iterates``) none until the unit is done (it holds the first stages from the cycle the
-    flit reaches its last but one, :attr:`~.timing.Timing.out_stage` - 1 cycles after the
-    take). Per flit, the times along its path are one running maximum."""
-    cols = timing.config.cols
-    h = timing.slot
-    span = x1 - x0 + 1
-    at = np.cumsum(span) - span
-    out = np.empty(int(span.sum()))
-    work = np.zeros(len(port)) if iterates is None else np.asarray(iterates, np.float64)
-    xs = np.arange(cols) * h
-    first = timing.to_core(1)
-    for p in np.unique(port):
-        left = np.full(cols, -np.inf)   # when the last flit left each router's west input
-        free = np.full(cols, -np.inf)   # when each core takes its next flit
-        for k in np.flatnonzero(port == p):
-            a, b = int(x0[k]), int(x1[k]) + 1
-            t = left[:b] + h
-            t[0] = max(t[0], inject[k] + first)
-            t = np.maximum.accumulate(t - xs[:b]) + xs[:b]
-            take = np.maximum(t[a:], free[a:b])
-            out[at[k]:at[k] + b - a] = take
-            free[a:b] = take + (timing.out_stage - 1 + work[k] if work[k] else h)
-            t[a:] = take
-            left[:b] = t
-    return out
