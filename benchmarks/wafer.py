@@ -14,7 +14,8 @@ Three parts, each printed and written into the JSON:
   the activations (weight streaming) against the SRAM it would need to keep the weights
   (weights resident), and the step time. With ``--png`` the plot;
 - ``validation``: the attention's estimate against the RTL's steps
-  (``benchmarks/results-attention-cycles.json``, Verilator), the GRAD closed form against the
+  (``benchmarks/results-attention-cycles.json``, Verilator) and, on larger arrays
+  (``attention_event``), against the event level; the GRAD closed form against the
   analytic level, the dense MAC stream from the plan against the event level of the
   compiled layer (exact against the RTL), and the row phases (LayerNorm, hand-offs) at the
   analytic level against the event level, on small rows and (``rows_wafer``) on the zoo's
@@ -54,6 +55,7 @@ from wafertile.model.wafer import (
 from wafertile.model.zoo import ZOO, GptShape
 from wafertile.network.compiler import handoff_phases
 from wafertile.stream import compile_layer
+from wafertile.stream.attention import STEPS, AttentionLayout, attention_program
 from wafertile.stream.rows import layernorm_phases
 
 HERE = Path(__file__).resolve().parent
@@ -139,6 +141,9 @@ def validation() -> dict:
               f"{case['D']}: RTL {case['attention_cycles']}, estimate {total} "
               f"({total / case['attention_cycles'] - 1:+.1%}); per step "
               + ", ".join(f"{n} {s['error']:+.0%}" for n, s in steps.items()))
+    # larger arrays than the RTL's measurements, against the event level (exact against the
+    # RTL on the attention's phases: the two cases above, tests/test_gpt.py)
+    out["attention_event"] = [attention_event(*case) for case in ATTENTION_EVENT]
     for R, C, n in [(4, 4, 1600), (8, 8, 6400), (16, 4, 1000), (4, 16, 1000), (32, 32, 50000),
                     (64, 64, 400000), (3, 5, 77)]:
         timing = Timing(Config(rows=R, cols=C, dtype="bf16"))
@@ -253,6 +258,38 @@ def wafer_rows(shape: GptShape, cols: int, per_layer: int = 6) -> dict:
                   f"in total, {min(errs):+.1%} to {max(errs):+.1%} per round")
     return {"model": shape.name, "cols": cols, "chunk": step.memory.chunk, "cases": cases,
             "summary": summary}
+
+
+#: (rows, cols, T, heads, D) of the attention's estimate against the event level
+ATTENTION_EVENT = [(16, 16, 16, 4, 16), (16, 16, 16, 16, 16), (32, 32, 32, 8, 32)]
+
+
+def attention_event(rows: int, cols: int, T: int, heads: int, D: int, seed: int = 0) -> dict:
+    """The attention's estimate (:func:`attention_phases`) against the event level on the
+    compiled attention (``wafertile.stream.attention``) of random ``q``, ``k``, ``v``, step
+    by step; every activation taken as nonzero (random normal values)."""
+    cfg = Config(rows=rows, cols=cols, dtype="bf16", nonlinear=True, act_depth=1024,
+                 acc_depth=512)
+    layout = AttentionLayout(cfg, T, heads, D)
+    rng = np.random.default_rng(seed)
+    q, k, v = (rng.normal(0, 1, (T, heads * D)).astype(np.float32).view(np.uint32)
+               for _ in range(3))
+    program, labels = attention_program(layout, q, k, v)
+    table = np.ones((rows * cols, cfg.act_depth), bool)
+    nz = {i: table for i, p in enumerate(program.phases) if p.kind == "stream"}
+    pred = predict_program(cfg, program, nonzero=nz, detail="mesh")
+    event = {n: int(sum(c for c, lab in zip(pred.phase_cycles, labels, strict=True)
+                        if lab == n)) for n in STEPS}
+    shape = GptShape("t", layers=1, d_model=heads * D, heads=heads, d_ff=4, context=T, vocab=4)
+    est = {n: c for n, c, _, _ in attention_phases(shape, Fabric(rows, cols), T, Timing(cfg))}
+    total_e, total_m = sum(est.values()), sum(event.values())
+    steps = {n: {"event": event[n], "estimate": est[n], "error": est[n] / event[n] - 1}
+             for n in STEPS}
+    print(f"attention {rows}x{cols} T={T} {heads} heads of {D}: event level {total_m}, estimate "
+          f"{total_e} ({total_e / total_m - 1:+.1%}); per step "
+          + ", ".join(f"{n} {s['error']:+.0%}" for n, s in steps.items()))
+    return {"rows": rows, "cols": cols, "T": T, "heads": heads, "D": D, "steps": steps,
+            "event": total_m, "estimate": total_e, "error": total_e / total_m - 1}
 
 
 def plot(rows: list[dict], path: Path) -> None:
