@@ -23,9 +23,9 @@ slowest row:
   rate; it reaches its own tile and those west of it one slot per router, each taking those
   one a slot. The round ends in the cycle after the last activation is written (stage 2 of
   the receiving core). Not modelled: the west inputs' backpressure (buffers are taken as
-  deep enough), and the local port's turns between the activations that arrive from the
-  east and those from the west (the rounds where every tile sends to the whole row are
-  about 10% low).
+  deep enough), and the cycles in which a tile's own activation, from its router's local
+  input, takes the local and east outputs that the west input's head waits for (the rounds
+  where every tile sends to the whole row are about 10% low).
 """
 
 from __future__ import annotations
