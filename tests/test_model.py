@@ -21,7 +21,7 @@ from wafertile.config import Config
 from wafertile.hdl.flit import Opcode
 from wafertile.model import ModelError, Timing, predict_program
 from wafertile.model import layer as model_layer
-from wafertile.model.flow import fifo_server, rank, server, unit_server
+from wafertile.model.flow import fifo_server, queue, rank, server, unit_server
 from wafertile.model.layer import dense_stream, predict_layer
 from wafertile.model.mesh import PhaseFlits, route_bits, simulate
 from wafertile.model.phases import row_cycles
@@ -61,6 +61,18 @@ def test_server_is_the_max_plus_recursion(request):
         service = rng.choice([1.0, 2.0, 2.75, 4.0], n)
         assert np.allclose(server(group, arrival, service),
                            _loop_server(group, arrival, service))
+
+
+def test_queue_is_the_max_plus_recursion_of_one_server(request):
+    rng = np.random.default_rng(seed_for(request))
+    for _ in range(20):
+        n = int(rng.integers(1, 200))
+        arrival = rng.integers(0, 300, n).astype(float)
+        service = rng.choice([1.0, 2.0, 2.75, 4.0], n)
+        assert np.allclose(queue(arrival, service),
+                           _loop_server(np.zeros(n, np.int64), arrival, service))
+        assert np.allclose(queue(arrival, 3.0), _loop_server(np.zeros(n, np.int64), arrival,
+                                                             np.full(n, 3.0)))
 
 
 def test_unit_server_is_the_fifo_server(request):

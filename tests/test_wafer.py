@@ -16,6 +16,7 @@ from wafertile.config import Config
 from wafertile.model import predict_program
 from wafertile.model.energy import ENERGY, EnergyError, EnergyTable, load_energy
 from wafertile.model.phases import grad_cycles
+from wafertile.model.predict import predict_phase
 from wafertile.model.timing import Timing
 from wafertile.model.wafer import (
     KINDS,
@@ -27,6 +28,7 @@ from wafertile.model.wafer import (
     plan_at,
     predict_training,
     resident_bytes_per_tile,
+    resolve,
 )
 from wafertile.model.zoo import ZOO, GptShape
 from wafertile.stream import compile_layer
@@ -325,9 +327,6 @@ def test_hand_off_rounds_at_wafer_width_against_the_event_level(model, layer, ki
     event level in total over four rounds evenly spaced over the layer's. Before 2026-12-07
     the analytic level let the host's flits pass the routers freely: GELU 7% high, the
     FINISH rounds 3% to 15% low here."""
-    from wafertile.model.predict import predict_phase
-    from wafertile.model.wafer import resolve
-
     shape = ZOO[model]
     fabric = Fabric.given(920, 920)
     seq, _, _ = resolve(shape, fabric, None, None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fifo_server", "rank", "server", "unit_server"]
+__all__ = ["fifo_server", "queue", "rank", "server", "unit_server"]
 
 
 def rank(group: np.ndarray) -> np.ndarray:
@@ -50,6 +50,14 @@ def _segmented_cummax(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     span = float(values.max() - values.min()) + 1.0
     lifted = values + seg * span
     return np.maximum.accumulate(lifted) - seg * span
+
+
+def queue(arrival: np.ndarray, service) -> np.ndarray:
+    """:func:`server` for one server, its items in array order (no grouping, no sort):
+    ``e[k] = max(arrival[k], e[k - 1] + service[k])``."""
+    arrival = np.asarray(arrival, dtype=np.float64)
+    total = np.cumsum(np.broadcast_to(np.asarray(service, dtype=np.float64), arrival.shape))
+    return np.maximum.accumulate(arrival - total) + total
 
 
 def server(group: np.ndarray, arrival: np.ndarray, service) -> np.ndarray:

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..config import Config
 from ..hdl.core.ops import OPS, codes
-from .flow import fifo_server, rank, server
+from .flow import fifo_server, queue, rank, server
 from .timing import Timing
 
 __all__ = ["grad_cycles", "handoff_cycles", "handoff_targets", "row_cycles"]
@@ -165,22 +165,18 @@ def _row_round(timing: Timing, inject, x0, x1, finish, writes, work, r0, r1) -> 
     h = float(timing.slot)
     adapter = timing.adapter
     n = len(inject)
+    def covered(first: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """Whether each router lies in one of the ranges ``first .. last``."""
+        diff = np.zeros(cols + 1, np.int64)
+        np.add.at(diff, first, 1)
+        np.add.at(diff, last + 1, -1)
+        return np.cumsum(diff)[:cols] > 0
+
     # where something can happen: deliveries, or both VCs in the west input
-    diff = np.zeros(cols + 1, np.int64)
-    np.add.at(diff, x0, 1)
-    np.add.at(diff, x1 + 1, -1)
-    host_here = np.cumsum(diff)[:cols] > 0
-    host_pass = np.cumsum(np.bincount(x1, minlength=cols)[::-1])[::-1][:cols] > 0
     east = finish & (r1 > x0)
-    diff[:] = 0
-    np.add.at(diff, np.maximum(r0[east], x0[east] + 1), 1)
-    np.add.at(diff, r1[east] + 1, -1)
-    act_here = np.cumsum(diff)[:cols] > 0
-    diff[:] = 0
-    np.add.at(diff, x0[east] + 1, 1)
-    np.add.at(diff, r1[east] + 1, -1)
-    act_pass = np.cumsum(diff)[:cols] > 0
-    busy = np.flatnonzero(host_here | act_here | (host_pass & act_pass))
+    busy = np.flatnonzero(covered(x0, x1) | covered(np.maximum(r0[east], x0[east] + 1), r1[east])
+                          | (covered(np.zeros_like(x1), x1)
+                             & covered(x0[east] + 1, r1[east])))
     # the flits in the sweep, one row each: the time it reaches the current router's core
     # less ``x h`` (so that passing a router changes nothing), the first and last router of
     # its deliveries or passage, its VC (0: the host's, 1: an activation), its unit's cycles
@@ -189,7 +185,6 @@ def _row_round(timing: Timing, inject, x0, x1, finish, writes, work, r0, r1) -> 
     lo = x0.copy()
     hi = x1.copy()
     vc = np.zeros(n, bool)
-    work = np.asarray(work, np.float64)
     kid = np.arange(n)
     west_to = []    # activations to their own tile and westwards: (tile, arrival)
     west_at = []
@@ -198,16 +193,14 @@ def _row_round(timing: Timing, inject, x0, x1, finish, writes, work, r0, r1) -> 
         order = np.argsort(t, kind="stable")
         t, lo, hi, vc, work, kid = t[order], lo[order], hi[order], vc[order], work[order], \
             kid[order]
-        step = h * np.arange(len(t))
-        d = np.maximum.accumulate(t - step) + step     # one flit a slot, in arrival order
+        d = queue(t, h)                                # one flit a slot, in arrival order
         new = None
         m = np.flatnonzero(lo <= x)                    # for this router's core
         if len(m):
             served = d[m]
             w = work[m]
-            gap = np.where(w > 0, timing.out_stage - 1 + w, h)
-            g = np.cumsum(gap) - gap
-            take = np.maximum.accumulate(served - g) + g   # the core, one at a time
+            gap = np.where(w > 0, timing.out_stage - 1 + w, h)  # after each take
+            take = queue(served, np.r_[0.0, gap[:-1]])     # the core, one at a time
             if np.any(take > served):  # the flits behind a waiting one on its VC wait
                 d[m] = take
                 for sel in (np.flatnonzero(~vc), np.flatnonzero(vc)):
@@ -229,8 +222,7 @@ def _row_round(timing: Timing, inject, x0, x1, finish, writes, work, r0, r1) -> 
                 rate = timing.west_service if x == 0 else timing.out_service
                 if timing.limbs:  # one FINISH at a time in the unit
                     rate = max(rate, timing.finish_delay)
-                steps = rate * np.arange(len(ready))
-                sent = np.maximum.accumulate(ready - steps) + steps
+                sent = queue(ready, rate)
                 lo_w, hi_w = r0[fk], np.minimum(r1[fk], x)
                 width = np.maximum(hi_w - lo_w + 1, 0)
                 which = np.repeat(np.arange(len(fk)), width)
@@ -284,4 +276,3 @@ def grad_cycles(timing: Timing, port: np.ndarray, column: np.ndarray, row: np.nd
     for _ in range(cfg.rows - 1 - int(row.min())):
         t = timing.from_core(t + timing.out_stage, 2)
     return int(np.ceil(timing.from_core(t + timing.out_stage, 1).max())) + 1
-
