@@ -170,6 +170,38 @@ def test_reduction_layout():
     np.testing.assert_array_equal(ArrayModel(cfg).run(prog), reference(cfg, x, w))
 
 
+@pytest.mark.parametrize(("rows", "cols", "i", "j", "depth"), [
+    (8, 8, 48, 64, 16),    # K = 4, G = 2: four ports a group, one per column of it
+    (4, 4, 40, 96, 32),    # K = 3, G = 1: three ports of four (column 3 idle)
+    (6, 5, 30, 40, 16),    # K = 3, G = 1, fewer columns than rows
+    (4, 8, 21, 48, 16),    # K = 3, G = 2: fewer ports than the columns they feed
+])
+def test_split_streams_use_one_port_per_column_each_on_its_own_chunk(rows, cols, i, j,
+                                                                     depth):
+    """With K > 1 the stream uses ``min(rows, K * G)`` ports (more share the K columns of a
+    group and slow each other down); the ports whose outputs are in one group start on
+    chunks 0, 1, 2, ... (mod K), so they begin on different columns."""
+    cfg = Config(rows=rows, cols=cols, data_width=8, acc_width=24, act_depth=depth,
+                 acc_depth=64)
+    K = -(-j // depth)
+    G = cols // K
+    rng = np.random.default_rng(7)
+    x = rng.integers(1, 5, (rows, j))
+    w = rng.integers(1, 5, (i, j))
+    prog = compile_layer(cfg, x, w)
+    stream = next(p for p in prog.phases if p.kind == "stream")
+    used = sorted({q for q, _ in stream.injections})
+    assert used == list(range(min(rows, K * G)))
+    starts: dict[int, list[int]] = {}
+    for q in used:
+        first = next(f for p_, f in stream.injections if p_ == q)["header"]["x0"]
+        starts.setdefault(first % G, []).append(first // G)  # group, then chunk
+    for group, chunks in starts.items():
+        want = [n % K for n in range(len(chunks))]
+        assert chunks == want, (group, chunks)
+    np.testing.assert_array_equal(ArrayModel(cfg).run(prog), reference(cfg, x, w))
+
+
 def test_reduction_needs_its_phase():
     """Without the reduce phase the model reads partial sums: the check is not vacuous."""
     cfg = Config(rows=2, cols=2, data_width=8, acc_width=16, act_depth=16, acc_depth=16)

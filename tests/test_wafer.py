@@ -67,9 +67,11 @@ def test_a_layers_stream_and_reduction_are_the_event_levels(I, J, act_depth, req
     for ours, theirs in zip(streams, mesh["stream"], strict=True):
         if ours.method == "plan":  # one port feeds each column: exact
             assert ours.cycles == theirs
-        else:  # the port and column bounds: never more (docs/wafer.md: how far below)
+        else:  # the port and column bounds: never more (docs/wafer.md: how far below),
+            # and the compiler's split stream (one port a column, each group's ports on
+            # different chunks) within 5% of them
             assert ours.method == "plan (bound)"
-            assert ours.cycles <= theirs, (ours, theirs)
+            assert ours.cycles <= theirs <= 1.05 * ours.cycles, (ours, theirs)
     assert reduce == mesh["reduce"]
 
 

@@ -18,12 +18,21 @@ import numpy as np
 from ..config import Config
 from ..hdl.flit import Opcode, Port, encode_route
 
-__all__ = ["LayerPlan", "handoff_window", "plan_layer", "reply_route", "route_to", "row_chunks"]
+__all__ = ["LayerPlan", "handoff_window", "plan_layer", "reply_route", "route_to", "row_chunks",
+           "stream_ports"]
 
 
 def row_chunks(config: Config, J: int) -> int:
     """K: the number of tiles (columns) one activation row of ``J`` values is split over."""
     return max(1, -(-J // config.act_depth))
+
+
+def stream_ports(config: Config, K: int, G: int) -> int:
+    """The west ports a layer's MAC stream uses: every row's, but with ``K > 1`` at most
+    ``K * G``, one per column the stream feeds (ports ``0 .. K * G - 1``). More would not
+    help: the columns, each one flit a slot, carry the same flits; and ports that outnumber
+    a group's ``K`` columns share them and slow each other down (docs/streaming.md)."""
+    return config.rows if K == 1 else min(config.rows, K * G)
 
 
 def handoff_window(config: Config) -> int:
@@ -107,7 +116,8 @@ class LayerPlan:
         parts = self.parts(p)
         members = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         order = self.longest[np.isin(self.longest, members)]
-        port = _lpt(self.nnz_row, order, self.config.rows, by_count=False)
+        port = _lpt(self.nnz_row, order, stream_ports(self.config, self.K, self.G),
+                    by_count=False)
         out = np.full(self.I, -1, dtype=np.int64)
         out[order] = port[order]
         return out
@@ -159,8 +169,10 @@ def _stream(config: Config, w, nnz_row, longest, parts, *, K, G, chunk, dense):
     saturating mode needs that). Outputs are dealt to the ports longest-first, and each port
     interleaves its outputs so consecutive flits go to different columns: flit ``n`` of every
     output of the port, then flit ``n + 1``. With K > 1 an output has one accumulator per
-    chunk, each fed in ascending j; port q takes the chunks in the order q, q + 1, ...
-    (mod K), so that the ports do not all feed the same column block at the same time.
+    chunk, each fed in ascending j; the stream uses ``K * G`` ports at most
+    (:func:`stream_ports`), and each port takes the chunks in the order f, f + 1, ... (mod
+    K) from its first chunk f (:func:`_first_turns`): the ports of one output group start on
+    different chunks, so that they feed different columns at the same time.
     """
     R = config.rows
     I = len(nnz_row)
@@ -173,7 +185,7 @@ def _stream(config: Config, w, nnz_row, longest, parts, *, K, G, chunk, dense):
         group[part] = g
         slot[part] = np.arange(len(part))
     order = longest[np.isin(longest, members)]
-    port = _lpt(nnz_row, order, R, by_count=False).astype(np.int32)
+    port = _lpt(nnz_row, order, stream_ports(config, K, G), by_count=False).astype(np.int32)
     # position of each output in its port's list (the order it joined the port)
     rank = np.zeros(I, dtype=np.int64)
     rank[order] = _rank_within(port[order])
@@ -181,14 +193,16 @@ def _stream(config: Config, w, nnz_row, longest, parts, *, K, G, chunk, dense):
     rows = np.sort(members)
     ii, jj = _macs(w, rows, dense=dense)
     # n: the flit's position in its output's queue (ascending (turn, j), where the chunk
-    # order of port q is q, q + 1, ... (mod K)): flits of one output are contiguous here, in
+    # order of a port is f, f + 1, ... (mod K) from its first chunk f): flits of one output
+    # are contiguous here, in
     # ascending j, so chunk by chunk
     start = np.searchsorted(ii, rows)  # the first flit of each member output
     count = np.diff(np.r_[start, len(ii)])
     if K == 1:
         n = np.arange(len(ii), dtype=np.int32) - np.repeat(start.astype(np.int32), count)
     else:
-        n = _positions_by_turn(ii, jj // chunk, rows, start, port[rows], K)
+        first = _first_turns(port[order], group[order], R, K)
+        n = _positions_by_turn(ii, jj // chunk, rows, start, first[port[rows]], K)
     # the port's sequence: flit n of each of its outputs (in the order they joined), then
     # n + 1: sort by (port, n, rank), one key (each (port, n, rank) is one flit)
     span_n = int(n.max(initial=0)) + 1
@@ -246,15 +260,28 @@ def _macs(w: np.ndarray, rows: np.ndarray, *, dense: bool) -> tuple[np.ndarray, 
     return (r if whole else rows.astype(np.int32)[r]), jj
 
 
-def _positions_by_turn(ii, kk, rows, start, ports, K):
+def _first_turns(port: np.ndarray, group: np.ndarray, R: int, K: int) -> np.ndarray:
+    """The chunk each of the ``R`` ports starts on (K > 1), from its outputs in dealing
+    order (``port`` and ``group`` of each): a port's lead group is the group of its first
+    output; the ports that share a lead group start on chunks ``0, 1, 2, ...`` (mod K) in
+    port order, so that ports feeding the same output group begin on different columns."""
+    lead = np.full(R, -1, dtype=np.int64)
+    seen, at = np.unique(port, return_index=True)
+    lead[seen] = group[at]
+    out = np.zeros(R, dtype=np.int64)
+    out[seen] = _rank_within(lead[seen]) % K
+    return out
+
+
+def _positions_by_turn(ii, kk, rows, start, first, K):
     """n for K > 1: a flit's position in its output's queue, the output's chunks taken in
-    the order q, q + 1, ... (mod K) of its port q, each in ascending j."""
+    the order f, f + 1, ... (mod K) from its port's first chunk f, each in ascending j."""
     # flits per (output, chunk); the output's flits are in ascending j, so chunk by chunk
     m = len(rows)
     out_index = np.repeat(np.arange(m), np.diff(np.r_[start, len(ii)]))
     per = np.bincount(out_index * K + kk, minlength=m * K).reshape(m, K)
     block_start = np.cumsum(per, axis=1) - per          # where chunk k starts, j order
-    turn_of = (np.arange(K)[None, :] - ports[:, None] % K) % K  # turn of chunk k
+    turn_of = (np.arange(K)[None, :] - first[:, None]) % K  # turn of chunk k
     # the queue takes chunks by turn: offset of chunk k = flits of the chunks of lower turn
     by_turn = np.take_along_axis(per, (turn_of.argsort(axis=1)), axis=1)
     offset_by_turn = np.cumsum(by_turn, axis=1) - by_turn
