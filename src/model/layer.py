@@ -271,8 +271,9 @@ def dense_stream(timing: Timing, plan: LayerPlan, p: int, rows: int) -> tuple[in
     (chunk by chunk when a row is split). When every column is fed by one port only, no
     column queues and the free-flow result is the latest of each port's last round:
     ``(flits - m + r) + column + 1`` slots for its output of rank ``r``, plus the rows it
-    reaches (``"exact"``, as the analytic stream is then). Otherwise the port and column
-    bounds (``"bound"``).
+    reaches (``"exact"``, as the analytic stream is then). A split row whose ports move in
+    lockstep, one port a column at a time: :func:`_lockstep` (``"lockstep"``). Otherwise the
+    port and column bounds (``"bound"``).
     """
     cfg = timing.config
     port = plan.ports(p)
@@ -301,12 +302,50 @@ def dense_stream(timing: Timing, plan: LayerPlan, p: int, rows: int) -> tuple[in
         last = (flits[q] - m[q] + ranks[members]) + group[members] + 1 + reach
         return int(last.max()) * h + timing.adapter + timing.mac_stage + 1, (
             "exact" if timing.analytic_exact else "analytic")
+    if plan.K > 1:
+        lock = _lockstep(plan, p, q, group[members], flits, rows)
+        if lock is not None:
+            return lock * h + timing.adapter + timing.mac_stage + 1, "lockstep"
     # chunk k of every output goes to column k * G + g(output)
     columns = np.bincount(col.ravel(), weights=np.tile(plan.chunk_sizes, len(members)),
                           minlength=cfg.cols)
     busiest = max(int(flits.max()), int(columns.max()))
     last = busiest + cfg.cols + int(reach.max())
     return last * h + timing.adapter + timing.mac_stage + 1, "bound"
+
+
+def _lockstep(plan: LayerPlan, p: int, q: np.ndarray, g: np.ndarray, flits: np.ndarray,
+              rows: int) -> int | None:
+    """The last slot of a split dense stream whose ports move in lockstep, or None.
+
+    Lockstep: every port's outputs are in one group, the chunks are equally long, and the
+    ports of a group (at most ``K``) carry equally many flits and start on different chunks
+    (the compiler's order, :func:`~wafertile.stream.plan.stream_ports`): then a column is
+    fed by one port at a time. A port's last flit, injected in slot ``flits - 1``, goes to
+    its last chunk ``f - 1`` (mod ``K``) of its group, one slot a router, then to the
+    ``rows`` rows of the rectangle. Each change of column costs the ports the slots in which
+    the port they follow still has flits on their way along the column: ``(2 K - 3) G``
+    slots a phase, measured on the event level (docs/performance.md), added here.
+    """
+    K, G = plan.K, plan.G
+    sizes = plan.chunk_sizes
+    if (sizes != sizes[0]).any():
+        return None
+    lead = np.full(plan.config.rows, -1, dtype=np.int64)
+    lead[q] = g
+    if (lead[q] != g).any():  # a port with outputs of two groups
+        return None
+    ports = np.unique(q)
+    first = plan.first_chunks(p)[ports]
+    if len(np.unique(lead[ports] * K + first)) < len(ports):  # two of a group on one chunk
+        return None
+    per_group = np.full(G, -1, dtype=np.int64)
+    per_group[lead[ports]] = flits[ports]
+    if (per_group[lead[ports]] != flits[ports]).any():  # unequal loads drift apart
+        return None
+    column = ((first - 1) % K) * G + lead[ports]
+    last = flits[ports] - 1 + column + 1 + np.maximum(ports, rows - 1 - ports)
+    return int(last.max()) + (2 * K - 3) * G
 
 
 def predict_network(config: Config, net, x: np.ndarray, *, dense: bool = True,

@@ -528,7 +528,7 @@ class GroupBuilder:
             n = int(outputs.sum()) * J
             ev = stream_events(self.config, columns,
                                plan.chunk_sizes[:, None] * outputs[None, :], R)
-            self.add(layer, kind, cycles, "plan" if how == "exact" else "plan (bound)",
+            self.add(layer, kind, cycles, _STREAM_METHODS.get(how, "plan (bound)"),
                      flits_in=n, macs=ev.macs, hops=ev.hops, sram_bits=ev.sram_bits)
             if plan.K > 1:
                 self.row_phases(layer, "reduce", reduce_phases(row_plan, p, 1))
@@ -609,6 +609,8 @@ class GroupBuilder:
 
 
 _REPLIES = np.array([Opcode.READ_ACC.value, Opcode.READ_ACT.value], np.int64)
+#: how a dense stream was predicted (:func:`~wafertile.model.layer.dense_stream`) -> method
+_STREAM_METHODS = {"exact": "plan", "lockstep": "plan (lockstep)"}
 #: SRAM bits a MAC touches: its activation (16), its accumulator read and written (32 each).
 _MAC_BITS = 16 + 32 + 32
 

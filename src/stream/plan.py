@@ -122,6 +122,16 @@ class LayerPlan:
         out[order] = port[order]
         return out
 
+    def first_chunks(self, p: int) -> np.ndarray:
+        """The chunk each west port starts pass ``p``'s stream on (``K > 1``; 0 for a port
+        without outputs): :func:`_first_turns`."""
+        port = self.ports(p)
+        group = np.full(self.I, -1, dtype=np.int64)
+        for g, part in enumerate(self.parts(p)):
+            group[part] = g
+        order = self.longest[port[self.longest] >= 0]
+        return _first_turns(port[order], group[order], self.config.rows, self.K)
+
 
 def plan_layer(config: Config, w: np.ndarray, *, dense: bool = False,
                streams: bool = True, groups: list[np.ndarray] | None = None) -> LayerPlan:
