@@ -25,7 +25,11 @@ from wafertile.model.flow import fifo_server, queue, rank, server, unit_server
 from wafertile.model.layer import dense_stream, predict_layer
 from wafertile.model.mesh import PhaseFlits, route_bits, simulate
 from wafertile.model.phases import row_cycles
-from wafertile.model.predict import MissingActivationsError, UnmodelledConfigError
+from wafertile.model.predict import (
+    MissingActivationsError,
+    UnmodelledConfigError,
+    predict_phase,
+)
 from wafertile.model.stream import stream_cycles
 from wafertile.model.validation import (
     CONFIGS,
@@ -36,6 +40,7 @@ from wafertile.model.validation import (
 )
 from wafertile.sim.models.noc import NocModel
 from wafertile.stream import LayerProgram, Phase, PhaseBuilder, compile_layer, plan_layer
+from wafertile.stream.compiler import add_activations, add_zero
 
 from .conftest import seed_for
 
@@ -61,6 +66,25 @@ def test_server_is_the_max_plus_recursion(request):
         service = rng.choice([1.0, 2.0, 2.75, 4.0], n)
         assert np.allclose(server(group, arrival, service),
                            _loop_server(group, arrival, service))
+
+
+def test_a_load_without_its_fence_ends_at_its_last_write_on_the_event_level():
+    """The wafer model's embedding is a load without the fence READ (no reply): the event
+    level ends it in the cycle after its last activation write, not at cycle 0. With the
+    fence (and the zeroing before it) the same load ends later, at the fence's reply."""
+    cfg = Config(rows=2, cols=4, dtype="bf16", act_depth=64)
+    plan = plan_layer(cfg, np.ones((16, 16), np.float32), dense=True, streams=False)
+    x = np.zeros((1, 16), np.int64)
+    bare, fenced = PhaseBuilder(), PhaseBuilder()
+    add_activations(bare, plan, x)
+    add_activations(fenced, plan, x)
+    add_zero(fenced, plan, 0, 1)
+    timing = Timing(cfg)
+    alone, how, _, _ = predict_phase(timing, bare.phase("load"), detail="mesh")
+    with_fence = predict_phase(timing, fenced.phase("load"), detail="mesh")[0]
+    assert how == "mesh"
+    # 16 writes from one port, one a slot, each at least a router and the core's stage away
+    assert 16 < alone < with_fence
 
 
 def test_queue_is_the_max_plus_recursion_of_one_server(request):

@@ -160,7 +160,7 @@ def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto",
             first = tuple(a[:, :cfg.cols] for a in arbiters)
             result = simulate(Timing(cfg.replace(rows=1)), PhaseFlits.from_phase(cfg, row),
                               arbiters=first, carry=_row0(cfg, carry), gap=gap)
-            end = {"handoff": result.last_write}.get(phase.kind, result.last_reply)
+            end = _end(phase.kind, result)
             if carried is not None and result.carry is not None:
                 tiled = _tile_rows(cfg, result.carry)
                 if tiled is not None:
@@ -169,12 +169,24 @@ def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto",
                                                 for a in result.arbiters)
         result = simulate(timing, PhaseFlits.from_phase(cfg, phase), arbiters=arbiters,
                           nonzero=nonzero, carry=carry, gap=gap)
-        end = {"stream": result.last_mac, "handoff": result.last_write}.get(
-            phase.kind, result.last_reply)
+        end = _end(phase.kind, result)
         if carried is not None and result.carry is not None:
             carried += [result.carry, end + 1 - result.carry.at]
         return end + 1, "mesh", cost, result.arbiters
     return cycles, method, 0.0, ()
+
+
+def _end(kind: str, result) -> int:
+    """The cycle a phase ends in at the event level: its last MAC (a stream), activation
+    write (a hand-off) or reply (the other kinds); a phase without that event (a load
+    without its fence: the wafer model's embedding) at its last event of any kind, or
+    when the mesh has nothing left."""
+    end = {"stream": result.last_mac, "handoff": result.last_write}.get(kind,
+                                                                        result.last_reply)
+    if end >= 0:
+        return end
+    end = max(result.last_mac, result.last_write, result.last_reply)
+    return end if end >= 0 else result.cycles - 1
 
 
 def _harmless(timing: Timing, carry: Carry, gap: int) -> bool:
