@@ -157,7 +157,10 @@ def validation() -> dict:
     for R, C, I, J, depth in [(4, 4, 48, 32, 64), (4, 4, 32, 128, 32), (4, 4, 40, 96, 32),
                               (4, 4, 64, 256, 64), (4, 4, 96, 64, 16), (16, 16, 64, 96, 16),
                               (16, 32, 96, 160, 32), (32, 32, 192, 128, 32),
-                              (16, 24, 48, 128, 16)]:
+                              (16, 24, 48, 128, 16),
+                              # larger split layers in lockstep (K = 4, 8, 16)
+                              (64, 64, 256, 256, 64), (64, 64, 128, 512, 64),
+                              (128, 128, 256, 512, 64), (128, 128, 256, 1024, 64)]:
         fabric = Fabric(R, C)
         shape = GptShape("t", layers=1, d_model=J, heads=1, d_ff=I, context=4, vocab=8)
         m = memory_plan(shape, fabric, 4)
