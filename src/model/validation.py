@@ -22,10 +22,14 @@ import numpy as np
 
 from ..config import Config
 from ..stream import LayerError, compile_layer
+from ..stream.attention import STEPS, AttentionLayout, attention_program
 from .predict import predict_program
+from .timing import Timing
+from .wafer import Fabric, attention_phases
+from .zoo import GptShape
 
-__all__ = ["CONFIGS", "LayerCase", "NetworkCase", "PairResult", "compare", "layer_cases",
-           "measure_pairs", "network_cases", "summarize"]
+__all__ = ["CONFIGS", "LayerCase", "NetworkCase", "PairResult", "attention_estimate", "compare",
+           "layer_cases", "measure_pairs", "network_cases", "summarize"]
 
 #: The validation configurations (name -> Config): sizes 1 x 1 .. 8 x 8 (rows or columns
 #: alone too), every router micro-architecture, phits 1 to 4, 2 to 4 VCs, buffers of 2 to 8
@@ -288,3 +292,27 @@ def summarize(pairs: list[PairResult]) -> dict[str, Any]:
                                   "max": float(np.max(v[level]))} for level in v}
                       for k, v in kinds.items()}
     return out
+
+
+def attention_estimate(rows: int, cols: int, T: int, heads: int, D: int,
+                       rng: np.random.Generator) -> tuple[dict[str, int], dict[str, int]]:
+    """The attention's cycles per step (:data:`~wafertile.stream.attention.STEPS`) on a
+    ``rows x cols`` bf16 array, ``T`` positions, ``heads`` heads of ``D``: at the event
+    level, on the compiled attention of random normal ``q``, ``k``, ``v`` (every activation
+    nonzero), and as the wafer model estimates them (:func:`~.wafer.attention_phases`)."""
+    cfg = Config(rows=rows, cols=cols, dtype="bf16", nonlinear=True, act_depth=1024,
+                 acc_depth=512)
+    layout = AttentionLayout(cfg, T, heads, D)
+    q, k, v = (rng.normal(0, 1, (T, heads * D)).astype(np.float32).view(np.uint32)
+               for _ in range(3))
+    program, labels = attention_program(layout, q, k, v)
+    table = np.ones((rows * cols, cfg.act_depth), bool)
+    nonzero = {i: table for i, p in enumerate(program.phases) if p.kind == "stream"}
+    pred = predict_program(cfg, program, nonzero=nonzero, detail="mesh")
+    event = {n: int(sum(c for c, lab in zip(pred.phase_cycles, labels, strict=True)
+                        if lab == n)) for n in STEPS}
+    shape = GptShape("t", layers=1, d_model=heads * D, heads=heads, d_ff=4, context=T,
+                     vocab=4)
+    est = {n: int(c) for n, c, _, _ in attention_phases(shape, Fabric(rows, cols), T,
+                                                        Timing(cfg))}
+    return event, est

@@ -630,44 +630,77 @@ def grad_phase_cycles(timing: Timing, n: int, rows: int, cols: int) -> int:
 
 def attention_phases(shape: GptShape, fabric: Fabric, seq: int, timing: Timing
                      ) -> list[tuple[str, int, float, int]]:
-    """The forward attention of one batch group, phase by phase (docs/attention.md, "The
+    """The forward attention of one batch group, step by step (docs/attention.md, "The
     phases"): name, cycles (an estimate), the host's flits per row (the rows' mean) and the
     MACs per sequence.
 
-    Each step takes the larger of the host flits of the busiest row (the last position's:
-    the causal triangle gives it the most) and the work of the busiest tile, one flit a slot
-    and the nonlinear unit's cycles per exponential, plus a fence round trip (``2 C + 10``
-    slots) per phase: a step has a phase per round of ``handoff_window`` outputs per tile,
-    the softmax ``3 ceil(T / (w - 1)) + 4`` (docs/nonlinear.md). Checked against the RTL's
-    steps on the two arrays of ``benchmarks/results-attention-cycles.json``
-    (``benchmarks/wafer.py --validate``; docs/wafer.md gives the errors)."""
+    Each step is a sequence of rounds (at most ``handoff_window`` outputs per tile each, the
+    compiler's :func:`~wafertile.stream.attention.attention_steps`), and each round costs
+    the host flits of its busiest row (the last position's: the causal triangle gives it
+    the most) or the work of its busiest tile, one flit a slot, plus what the round's end
+    waits for: a hand-off round's last write ``x + 6`` cycles after its last flit, a
+    stream round's last MAC ``2 x + 10``, a round that ends on fence replies ``2 x + 4``,
+    where ``x`` is the farthest column the round reaches (the heads' ``H`` columns for
+    the queries, scores and softmax; the value columns for the values, whose writes also
+    go ``T`` rows down). The softmax adds its units' cycles: ``w - 1`` maxima a round,
+    ``T`` exponentials of ``exp + 4`` cycles, the reciprocal, ``w - 1`` products a round.
+    Those end costs were measured on the event level of the compiled attention (16 x 16
+    with 4 and 16 heads, 32 x 32 with 8); checked on the RTL's 8 x 4 and 8 x 8
+    (``benchmarks/results-attention-cycles.json``) and on the event level of 24 x 24 and
+    32 x 32 with 32 heads (``benchmarks/wafer.py``; the errors in docs/performance.md)."""
     T, H, D, C = seq, shape.heads, shape.d_head, fabric.cols
     d = shape.d_model
     E = -(-d // C)  # value features per column
-    kh = -(-D // C) if D > C else 1  # FINISHes per probability: head h's features a column
     w = handoff_window(timing.config)
     h = timing.slot
-    trip = (2 * C + 10) * h
     mean = (T + 1) / 2  # the mean row's causal length
+    xh, xv = min(H, C), min(C, d)  # the heads' columns, the value columns
 
-    def cost(port: int, tile: int, phases: int) -> int:
-        return int(max(port, tile) * h + phases * trip)
+    def hand(x: int) -> int:  # a hand-off round: from its last flit to its last write
+        return x + 6
+
+    def trip(x: int) -> int:  # a round that ends on its fences' replies
+        return 2 * x + 4
 
     exp, recip, mx, mul = (nonlinear.cycles(f, 2) for f in ("exp", "reciprocal", "max", "mul"))
     triangle = H * D * T * (T + 1) // 2
+    # the softmax's rounds of w - 1 elements a tile (the last row's T), each with its fence
     sm = -(-T // max(1, w - 1))
+    last = T - (sm - 1) * (w - 1)
+
+    def rounds(count: int, unit: int) -> int:
+        full = max(0, count - 1) * ((H * w) * h + trip(xh) + unit)
+        return full + (H * (last + 1)) * h + trip(xh) + unit if count else 0
+
+    softmax = (rounds(sm, (w - 1) * mx)                       # the maximum
+               + 2 * H * h + hand(xh)                         # its FINISH to the tile itself
+               + (H * T + H) * h + trip(xh)                   # the MACs of weight -1
+               + T * (exp + 4) + trip(xh)                     # exp, and the sum's first round
+               + rounds(sm - 1, 0)                            # the sum
+               + 3 * H * h + recip + hand(xh)                 # the reciprocal
+               + 3 * H * h + trip(xh)                         # its MUL operands
+               + rounds(sm, (w - 1) * mul))                   # the scaling
+    # the probabilities: head h's sends per probability, one per index of its value columns
+    first = np.arange(H) * D
+    ks = (first + D - 1) // C - first // C + 1
+    n = -(-T * ks // w)  # each head's rounds (the last row's sends)
+    active = n[None, :] > np.arange(int(n.max()))[:, None]
+    ports = active.sum(axis=1) * w
+    tiles = -(-(active * (w * D / ks)[None, :]).sum(axis=1) // C)
+    vr = -(-E // w)
     return [
-        # FINISH of each query feature to itself, after the score accumulators' zeroing
-        ("queries", cost(d + H * T + 1, D, -(-D // w)), d + H * mean + 1, 0),
-        # each key feature as a MAC down its head's column: the last row takes T D of them
-        ("scores", cost(d, T * D, -(-D // w)), d, triangle),
-        # max, subtract, exp, sum, reciprocal, scale: about eight host flits an element
-        ("softmax", cost(8 * H * T, T * (exp + mx + mul + 4) + recip, 3 * sm + 4),
-         8 * H * mean, H * T * (T + 1) // 2),
-        # the outputs zeroed, then each value feature down its column
-        ("values", cost(2 * C * E + 4, T * E, -(-E // w)), 2 * C * E + 4, 0),
-        # each probability as a MAC to its head's value columns
-        ("outputs", cost(T * H * kh, T * E, -(-T * kh // w)), mean * H * kh, triangle),
+        # ReLU off, the score accumulators zeroed, then a FINISH per query feature to itself
+        ("queries", (H * T + C + H * D) * h + -(-D // w) * hand(xh), d + H * mean + 1, 0),
+        # each key feature as a MAC down its head's column: the last row takes T of them a
+        # round from each earlier row
+        ("scores", -(-D // w) * (max(H * w, T * w) * h + trip(xh) + 6), d, triangle),
+        ("softmax", int(softmax), 8 * H * mean, H * T * (T + 1) // 2),
+        # the outputs zeroed, then each value feature down its column to the later rows
+        ("values", (C + C * E + C * min(E, w)) * h + (vr - 1) * max(C * w, T * w) * h
+         + vr * (xv + T + 8), 2 * C * E + 4, 0),
+        # each probability as a MAC to its head's value columns of its row
+        ("outputs", int(((ports + tiles) * h + C + 1).sum()), mean * int(ks.sum()),
+         triangle),
     ]
 
 
