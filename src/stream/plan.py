@@ -204,8 +204,7 @@ def _stream(config: Config, w, nnz_row, longest, parts, *, K, G, chunk, dense):
     ii, jj = _macs(w, rows, dense=dense)
     # n: the flit's position in its output's queue (ascending (turn, j), where the chunk
     # order of a port is f, f + 1, ... (mod K) from its first chunk f): flits of one output
-    # are contiguous here, in
-    # ascending j, so chunk by chunk
+    # are contiguous here, in ascending j, so chunk by chunk
     start = np.searchsorted(ii, rows)  # the first flit of each member output
     count = np.diff(np.r_[start, len(ii)])
     if K == 1:
