@@ -638,12 +638,13 @@ def attention_phases(shape: GptShape, fabric: Fabric, seq: int, timing: Timing
     compiler's :func:`~wafertile.stream.attention.attention_steps`), and each round costs
     the host flits of its busiest row (the last position's: the causal triangle gives it
     the most) or the work of its busiest tile, one flit a slot, plus what the round's end
-    waits for: a hand-off round's last write ``x + 6`` cycles after its last flit, a
-    stream round's last MAC ``2 x + 10``, a round that ends on fence replies ``2 x + 4``,
-    where ``x`` is the farthest column the round reaches (the heads' ``H`` columns for
-    the queries, scores and softmax; the value columns for the values, whose writes also
-    go ``T`` rows down). The softmax adds its units' cycles: ``w - 1`` maxima a round,
-    ``T`` exponentials of ``exp + 4`` cycles, the reciprocal, ``w - 1`` products a round.
+    waits for: a hand-off round's last write ``x h + 6`` cycles after its last flit, a
+    stream round's last MAC ``2 x h + 10``, a round that ends on fence replies ``2 x h +
+    4``, where ``h`` is the slot and ``x`` the farthest column the round reaches (the
+    heads' ``H`` columns for the queries, scores and softmax; the value columns for the
+    values, whose writes also go ``T`` rows down). The softmax adds its units' cycles:
+    ``w - 1`` maxima a round, ``T`` exponentials of ``exp + 4`` cycles, the reciprocal,
+    ``w - 1`` products a round.
     Those end costs were measured on the event level of the compiled attention (16 x 16
     with 4 and 16 heads, 32 x 32 with 8); checked on the RTL's 8 x 4 and 8 x 8
     (``benchmarks/results-attention-cycles.json``) and on the event level of 24 x 24 and
@@ -657,10 +658,10 @@ def attention_phases(shape: GptShape, fabric: Fabric, seq: int, timing: Timing
     xh, xv = min(H, C), min(C, d)  # the heads' columns, the value columns
 
     def hand(x: int) -> int:  # a hand-off round: from its last flit to its last write
-        return x + 6
+        return x * h + 6
 
     def trip(x: int) -> int:  # a round that ends on its fences' replies
-        return 2 * x + 4
+        return 2 * x * h + 4
 
     exp, recip, mx, mul = (nonlinear.cycles(f, 2) for f in ("exp", "reciprocal", "max", "mul"))
     triangle = H * D * T * (T + 1) // 2
@@ -691,15 +692,15 @@ def attention_phases(shape: GptShape, fabric: Fabric, seq: int, timing: Timing
     return [
         # ReLU off, the score accumulators zeroed, then a FINISH per query feature to itself
         ("queries", (H * T + C + H * D) * h + -(-D // w) * hand(xh), d + H * mean + 1, 0),
-        # each key feature as a MAC down its head's column: the last row takes T of them a
-        # round from each earlier row
+        # each key feature as a MAC down its head's column: the last row's tile takes w a
+        # round from each of the T rows
         ("scores", -(-D // w) * (max(H * w, T * w) * h + trip(xh) + 6), d, triangle),
         ("softmax", int(softmax), 8 * H * mean, H * T * (T + 1) // 2),
         # the outputs zeroed, then each value feature down its column to the later rows
         ("values", (C + C * E + C * min(E, w)) * h + (vr - 1) * max(C * w, T * w) * h
-         + vr * (xv + T + 8), 2 * C * E + 4, 0),
+         + vr * ((xv + T) * h + 8), 2 * C * E + 4, 0),
         # each probability as a MAC to its head's value columns of its row
-        ("outputs", int(((ports + tiles) * h + C + 1).sum()), mean * int(ks.sum()),
+        ("outputs", int(((ports + tiles + C) * h + 1).sum()), mean * int(ks.sum()),
          triangle),
     ]
 
