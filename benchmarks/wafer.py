@@ -264,9 +264,8 @@ def wafer_rows(shape: GptShape, cols: int, per_layer: int = 6) -> dict:
             "summary": summary}
 
 
-#: (rows, cols, T, heads, D) of the attention's estimate against the event level
-#: (rows, cols, T, heads, D): the first three measured the estimate's end costs, the last two
-#: (and the RTL's two) check it
+#: (rows, cols, T, heads, D) of the attention's estimate against the event level: the first
+#: three measured the estimate's end costs, the last two (and the RTL's two) check it
 ATTENTION_EVENT = [(16, 16, 16, 4, 16), (16, 16, 16, 16, 16), (32, 32, 32, 8, 32),
                    (24, 24, 24, 6, 16), (32, 32, 32, 32, 8)]
 

@@ -303,7 +303,7 @@ def dense_stream(timing: Timing, plan: LayerPlan, p: int, rows: int) -> tuple[in
         return int(last.max()) * h + timing.adapter + timing.mac_stage + 1, (
             "exact" if timing.analytic_exact else "analytic")
     if plan.K > 1:
-        lock = _lockstep(plan, p, q, group[members], flits, rows)
+        lock = _lockstep(plan, p, port, q, group[members], flits, rows)
         if lock is not None:
             return lock * h + timing.adapter + timing.mac_stage + 1, "lockstep"
     # chunk k of every output goes to column k * G + g(output)
@@ -314,18 +314,20 @@ def dense_stream(timing: Timing, plan: LayerPlan, p: int, rows: int) -> tuple[in
     return last * h + timing.adapter + timing.mac_stage + 1, "bound"
 
 
-def _lockstep(plan: LayerPlan, p: int, q: np.ndarray, g: np.ndarray, flits: np.ndarray,
-              rows: int) -> int | None:
+def _lockstep(plan: LayerPlan, p: int, port: np.ndarray, q: np.ndarray, g: np.ndarray,
+              flits: np.ndarray, rows: int) -> int | None:
     """The last slot of a split dense stream whose ports move in lockstep, or None.
 
     Lockstep: every port's outputs are in one group, the chunks are equally long, and the
     ports of a group (at most ``K``) carry equally many flits and start on different chunks
-    (the compiler's order, :func:`~wafertile.stream.plan.stream_ports`): then a column is
-    fed by one port at a time. A port's last flit, injected in slot ``flits - 1``, goes to
-    its last chunk ``f - 1`` (mod ``K``) of its group, one slot a router, then to the
-    ``rows`` rows of the rectangle. Each change of column costs the ports the slots in which
-    the port they follow still has flits on their way along the column: ``(2 K - 3) G``
-    slots a phase, measured on the event level (docs/performance.md), added here.
+    (the compiler's order, :meth:`~wafertile.stream.plan.LayerPlan.first_chunks`): then a
+    column is fed by one port at a time. A port's last flit, injected in slot ``flits -
+    1``, goes to its last chunk ``f - 1`` (mod ``K``) of its group, one slot a router, then
+    to the ``rows`` rows of the rectangle. Each change of column costs the ports the slots
+    in which the port they follow still has flits on their way along the column: ``(2 K -
+    3) G`` slots a phase, measured on the event level (docs/performance.md), added here.
+    ``port``: every output's port (:meth:`~wafertile.stream.plan.LayerPlan.ports`); ``q``,
+    ``g``: the port and group of each of the pass's outputs; ``flits``: per port.
     """
     K, G = plan.K, plan.G
     sizes = plan.chunk_sizes
@@ -336,7 +338,7 @@ def _lockstep(plan: LayerPlan, p: int, q: np.ndarray, g: np.ndarray, flits: np.n
     if (lead[q] != g).any():  # a port with outputs of two groups
         return None
     ports = np.unique(q)
-    first = plan.first_chunks(p)[ports]
+    first = plan.first_chunks(p, port)[ports]
     if len(np.unique(lead[ports] * K + first)) < len(ports):  # two of a group on one chunk
         return None
     per_group = np.full(G, -1, dtype=np.int64)

@@ -122,10 +122,11 @@ class LayerPlan:
         out[order] = port[order]
         return out
 
-    def first_chunks(self, p: int) -> np.ndarray:
+    def first_chunks(self, p: int, port: np.ndarray | None = None) -> np.ndarray:
         """The chunk each west port starts pass ``p``'s stream on (``K > 1``; 0 for a port
-        without outputs): :func:`_first_turns`."""
-        port = self.ports(p)
+        without outputs): :func:`_first_turns`. ``port``: :meth:`ports` of ``p``, if the
+        caller has it."""
+        port = self.ports(p) if port is None else port
         group = np.full(self.I, -1, dtype=np.int64)
         for g, part in enumerate(self.parts(p)):
             group[part] = g
