@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,8 @@ TINY = 2.0 ** -126
 
 
 def exact(name: str, x: np.ndarray) -> np.ndarray:
-    """The float64 reference of ``name`` (GELU as ``x sigmoid(2a)``: no cancellation)."""
+    """The float64 reference of ``name`` (GELU as ``x sigmoid(2a)``: no cancellation; its
+    derivative ``sigmoid(2a) + x sigmoid(2a) sigmoid(-2a) d(2a)/dx``)."""
     x = x.astype(np.float64)
     with np.errstate(over="ignore"):
         if name == "exp":
@@ -42,8 +44,12 @@ def exact(name: str, x: np.ndarray) -> np.ndarray:
             return 1 / x
         if name == "rsqrt":
             return 1 / np.sqrt(x)
-        a = np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)
-        return x / (1 + np.exp(-2 * a))
+        k = 2 * np.sqrt(2 / np.pi)
+        z = x * (k + 0.044715 * k * x * x)    # 2a
+        if name == "gelu":
+            return x / (1 + np.exp(-z))
+        s, s1 = 1 / (1 + np.exp(-z)), 1 / (1 + np.exp(z))
+        return s + x * s * s1 * (k + 3 * 0.044715 * k * x * x)   # GELU's derivative
 
 
 #: (function, low, high, logarithmic sampling): the rows of the table
@@ -51,7 +57,10 @@ RANGES = [("exp", -87.3365479, 88.7228317, False), ("exp", -1.0, 1.0, False),
           ("reciprocal", 2.0 ** -125, 2.0 ** 125, True),
           ("rsqrt", 2.0 ** -126, 3.4e38, True),
           ("gelu", -4.0, 4.0, False), ("gelu", -9.5, -4.0, False), ("gelu", 4.0, 1e4, False),
-          ("gelu", -1e4, -9.5, False)]
+          ("gelu", -1e4, -9.5, False),
+          ("gelu_grad", -0.5, 9.5, False), ("gelu_grad", -9.5, -1.0, False),
+          ("gelu_grad", -1.0, -0.5, False), ("gelu_grad", 9.5, 1e4, False),
+          ("gelu_grad", -1e4, -9.5, False)]
 
 
 def measure(name: str, lo: float, hi: float, log: bool, n: int, rng) -> dict:
@@ -142,7 +151,8 @@ def main(argv=None) -> int:
         print(f"{e['function']} on all {e['inputs']} FP32 numbers from {e['low']} to "
               f"{e['high']}: max {e['max_ulp']:.2f} ulp at {e['worst_input']!r}")
     if args.json:
-        args.json.write_text(json.dumps({"seed": args.seed, "iterations": nl.ITERATIONS,
+        args.json.write_text(json.dumps({"date": date.today().isoformat(), "seed": args.seed,
+                                         "iterations": nl.ITERATIONS,
                                          "rows": rows, "exhaustive": every}, indent=1) + "\n")
     return 0
 

@@ -84,8 +84,8 @@ class Opcode(enum.Enum, shape=4):
     #: rectangle in ``data``, as FINISH.
     FINISH_BACK = 11
     #: Float tiles with the nonlinear unit (``nonlinear = true``, ``docs/nonlinear.md``):
-    #: ``acc[addr] = f(acc[addr])`` in FP32, ``f`` by the low 2 bits of ``data``: 0 exp,
-    #: 1 reciprocal, 2 reciprocal square root, 3 GELU.
+    #: ``acc[addr] = f(acc[addr])`` in FP32, ``f`` by the low 3 bits of ``data``: 0 exp,
+    #: 1 reciprocal, 2 reciprocal square root, 3 GELU, 4 GELU's derivative (5 to 7 as 4).
     NONLINEAR = 12
     #: Float tiles with the nonlinear unit: ``acc[addr] = fp32(acc[addr] * data)`` (FP32
     #: ``data``), on the unit.

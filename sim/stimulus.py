@@ -496,7 +496,7 @@ def _fp_nonlinear(cfg: Config) -> list[Flit]:
     """NONLINEAR (``nonlinear = true``): every function on the special words (+-0, +-inf,
     NaNs of both signs and a payload, the smallest subnormal and normal, the largest finite),
     values inside and just past each function's range, a ``data`` whose high bits are set
-    (only the low 2 pick the function), NONLINEARs back to back on one accumulator (the
+    (only the low 3 pick the function; 5 to 7 pick the fifth), NONLINEARs back to back on one accumulator (the
     second reads what the first writes), a MAC and a READ_ACC right after one on its
     accumulator, and a NONLINEAR between MACs into another accumulator; MUL and MAX on pairs
     of those words and on every pair of classes of FP32 word (zeros, subnormal, normal,
@@ -508,11 +508,11 @@ def _fp_nonlinear(cfg: Config) -> list[Flit]:
                                            -87.5, 89.0, -104.0, 1e-30, 1e30, 2.0 ** -125,
                                            2.0 ** 126)
     flits = []
-    for func in range(4):
-        for k, v in enumerate(values):
+    for func in range(8):  # 5, 6 and 7 are GELU's derivative (4) too
+        for k, v in enumerate(values if func < 5 else values[func::7]):
             flits.append(_f(Opcode.WRITE_ACC, k, data=v))
-            # every other one with junk above the function's two bits
-            flits.append(_f(Opcode.NONLINEAR, k, data=func | ((k % 2) * 0x7FFC)))
+            # every other one with junk above the function's three bits
+            flits.append(_f(Opcode.NONLINEAR, k, data=func | ((k % 2) * 0x7FF8)))
             flits.append(_f(Opcode.READ_ACC, k, data=k))
     x, one = _w(0.75)[0], _h(cfg, 1.0)[0]
     flits += [_f(Opcode.WRITE_ACT, 1, data=one), _f(Opcode.WRITE_ACC, 0, data=x),
@@ -694,7 +694,7 @@ def random_stream(config: Config, rng: np.random.Generator, n: int, density: flo
             return word(cfg.acc_min, cfg.acc_max, 0.9)
         if kind == "register":
             return register(reg)
-        if kind in ("route", "handoff", "function"):  # a random tag; NONLINEAR's low 2 bits
+        if kind in ("route", "handoff", "function"):  # a random tag; NONLINEAR's low 3 bits
             return int(rng.integers(cfg.acc_min, cfg.acc_max + 1))
         return 0
 

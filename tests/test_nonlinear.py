@@ -47,7 +47,7 @@ K = {name: number(w) for name, w in {
     "P5": 0x3F000000, "GELU_K1": 0x3FCC4000, "GELU_K2": 0x388A67A8, "GELU_KA1": 0x3D922000,
     "GELU_KA2": 0x369E549B, "GELU_KA": 0x3D922279, "GELU_XMAX": 0x41100000,
     "GELU_XMIN": 0xC1300000, "SPLIT8": 0x47400000, "SPLIT4": 0x49400000,
-    "VELTKAMP": 0x45800800}.items()}
+    "VELTKAMP": 0x45800800, "GELU_K": 0x3FCC422A, "GELU_KA3": 0x3E5B33B6}.items()}
 
 
 def doc_exp(x: float, zh: float | None = None, zl: float | None = None) -> float:
@@ -103,7 +103,7 @@ def doc_split(v: float) -> tuple[float, float]:
     return h, f32(v - h)
 
 
-def doc_gelu(x: float) -> float:
+def doc_gelu_w(x: float) -> tuple[float, float, float]:
     xc = math.nan if math.isnan(x) else min(x, K["GELU_XMAX"])
     if x < K["GELU_XMIN"]:
         xc = K["GELU_XMIN"]
@@ -136,7 +136,20 @@ def doc_gelu(x: float) -> float:
     me = f32(me + f32(wl * dl))
     rho = f32(f32(e - m) - me)
     w = f32(w + f32(rho * q))
-    return f32(x * w)
+    return xc, w, q
+
+
+def doc_gelu(x: float) -> float:
+    return f32(x * doc_gelu_w(x)[1])
+
+
+def doc_gelu_grad(x: float) -> float:
+    xc, w, q = doc_gelu_w(x)
+    if xc < 0:
+        q = f32(1.0 - w)
+    c = f32(xc * f32(w * q))
+    k3 = f32(f32(K["GELU_KA3"] * f32(xc * xc)) + K["GELU_K"])
+    return f32(w + f32(c * k3))
 
 
 def canonical(v: float) -> int:
@@ -144,13 +157,17 @@ def canonical(v: float) -> int:
 
 
 CASES = {"exp": (doc_exp, -90.0, 90.0), "reciprocal": (doc_recip, 2.0 ** -125, 2.0 ** 125),
-         "rsqrt": (doc_rsqrt, 2.0 ** -126, 3.4e38), "gelu": (doc_gelu, -12.0, 12.0)}
+         "rsqrt": (doc_rsqrt, 2.0 ** -126, 3.4e38), "gelu": (doc_gelu, -12.0, 12.0),
+         "gelu_grad": (doc_gelu_grad, -12.0, 12.0)}
 SPECIALS = {"exp": [0.0, -0.0, 1.0, -1.0, 88.72283, 88.7229, -87.33655, -87.3366, 1e-30,
                     math.inf, -math.inf, math.nan, 0.34657359, -0.34657359],
             "reciprocal": [1.0, 2.0, 0.5, 3.0, 1.1754944e-38 * 2, 4.25e37, 1.5, 7.0],
             "rsqrt": [1.0, 4.0, 0.25, 2.0, 1.1754944e-38, 3.4e38, 1e-30, 1e30],
             "gelu": [0.0, -0.0, 1.0, -1.0, 3.0, -3.0, 9.6, -9.6, -9.7, 50.0, 1e20, -1e20,
-                     math.inf, math.nan, -math.inf]}
+                     math.inf, math.nan, -math.inf],
+            "gelu_grad": [0.0, -0.0, 1.0, -1.0, -0.75246, -0.7524614, 3.0, -3.0, 9.0, 9.6,
+                          -9.6, -10.2, -11.0, -11.5, 50.0, 1e20, -1e20, 1e-40, -1e-40,
+                          math.inf, math.nan, -math.inf]}
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -170,19 +187,43 @@ def test_the_reference_is_the_document(request, name):
                           f"{got[bad[0]]:#010x}, document {want[bad[0]]:#010x} (seed {seed})")
 
 
+def exact_gelu_grad(v: np.ndarray) -> np.ndarray:
+    """d/dx of x sigmoid(z), z = 2 sqrt(2 / pi) (x + 0.044715 x^3), in float64."""
+    k = 2 * np.sqrt(2 / np.pi)
+    with np.errstate(over="ignore"):
+        z = v * (k + 0.044715 * k * v * v)
+        s, s1 = 1 / (1 + np.exp(-z)), 1 / (1 + np.exp(z))
+    return s + v * s * s1 * (k + 3 * 0.044715 * k * v * v)
+
+
+def _exact(name, xd):
+    return {"exp": np.exp, "reciprocal": lambda v: 1 / v, "rsqrt": lambda v: 1 / np.sqrt(v),
+            "gelu": lambda v: v / (1 + np.exp(-2 * np.sqrt(2 / np.pi) *
+                                              (v + 0.044715 * v ** 3))),
+            "gelu_grad": exact_gelu_grad}[name](xd)
+
+
 def _ulp(name, x):
     got = getattr(nl, name)(x.view(np.uint32)).view(np.float32).astype(np.float64)
-    xd = x.astype(np.float64)
-    exact = {"exp": np.exp, "reciprocal": lambda v: 1 / v, "rsqrt": lambda v: 1 / np.sqrt(v),
-             "gelu": lambda v: v / (1 + np.exp(-2 * np.sqrt(2 / np.pi) *
-                                               (v + 0.044715 * v ** 3)))}[name](xd)
+    exact = _exact(name, x.astype(np.float64))
     return np.abs(got - exact) / np.spacing(np.abs(exact).astype(np.float32))
+
+
+def test_gelus_derivative_is_the_derivative():
+    """The float64 derivative the errors are measured against is GELU's: central differences
+    of float64 GELU agree to 1e-7."""
+    x = np.linspace(-9.0, 9.0, 3001)
+    h = 1e-5
+    diff = (_exact("gelu", x + h) - _exact("gelu", x - h)) / (2 * h)
+    assert np.abs(diff - exact_gelu_grad(x)).max() < 1e-7
 
 
 @pytest.mark.parametrize(("name", "lo", "hi", "bound"), [
     ("exp", -87.33, 88.72, 1.0), ("exp", -1.0, 1.0, 1.0),
     ("reciprocal", 2.0 ** -125, 2.0 ** 125, 2.5), ("rsqrt", 2.0 ** -126, 3.4e38, 3.0),
-    ("gelu", -4.0, 4.0, 4.0), ("gelu", -9.5, -4.0, 4.0), ("gelu", 4.0, 1e4, 1.0)])
+    ("gelu", -4.0, 4.0, 4.0), ("gelu", -9.5, -4.0, 4.0), ("gelu", 4.0, 1e4, 1.0),
+    ("gelu_grad", -0.5, 9.5, 4.5), ("gelu_grad", -9.5, -1.0, 8.0),
+    ("gelu_grad", 9.5, 1e4, 0.0)])
 def test_the_errors_are_within_the_table(request, name, lo, hi, bound):
     """docs/nonlinear.md, "Errors": each row's bound, on another seed's sample."""
     seed = seed_for(request)
@@ -207,6 +248,22 @@ def test_the_corners_the_document_states():
     assert -1e-36 < call("gelu", [-10.0]).view(np.float32)[0] < 0  # not yet flushed
     # large positive x: x itself (e / (e + 1) rounds to 1)
     assert call("gelu", [100.0])[0] == np.float32(100.0).view(np.uint32)
+    one, half = 0x3F800000, 0x3F000000
+    assert list(call("gelu_grad", [0.0, -0.0, 1e-40, inf, -inf, nan, 100.0, -12.0])) == \
+        [half, half, half, one, 0, 0x7FC00000, one, 0]
+
+
+def test_gelus_derivative_near_its_zero_is_within_its_absolute_bound(request):
+    """docs/nonlinear.md, "Errors": on [-1, -0.5], around the derivative's zero at -0.7525,
+    and everywhere, the absolute error is within its bound."""
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.uniform(-1.0, -0.5, 100_000), rng.uniform(-12, 12, 100_000)])
+    x = x.astype(np.float32)
+    got = nl.gelu_grad(x.view(np.uint32)).view(np.float32).astype(np.float64)
+    err = np.abs(got - exact_gelu_grad(x.astype(np.float64)))
+    assert err[:100_000].max() <= 7e-8, f"{err[:100_000].max():.3g} (seed {seed})"
+    assert err.max() <= 2.5e-7, f"{err.max():.3g} at {x[err.argmax()]} (seed {seed})"
 
 
 # -- the programs (hdl/core/programs.py): what a tile will run, interpreted step by step -------

@@ -13,7 +13,9 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from wafertile.hdl.core.nonlinear import FUNCTIONS, OPCODES, UNARY, NonlinearUnit, cycles
+from wafertile.hdl.core.ops import OPS
 from wafertile.hdl.core.programs import PROGRAMS
+from wafertile.hdl.core.units import FpNonlinear
 from wafertile.sim.models import nonlinear as nl
 from wafertile.sim.runner import LINT_WAIVERS, run_cocotb
 from wafertile.sim.tb.nonlinear import SPECIAL, special_pairs
@@ -85,8 +87,10 @@ def test_every_function_in_amaranth(request, stages):
 
 
 def test_functions_opcodes_and_the_document():
-    assert FUNCTIONS == ("exp", "reciprocal", "rsqrt", "gelu", "mul", "max")
-    assert FUNCTIONS[:4] == UNARY   # NONLINEAR's data[1:0] numbers the first four
+    assert FUNCTIONS == ("exp", "reciprocal", "rsqrt", "gelu", "gelu_grad", "mul", "max")
+    assert FUNCTIONS[:5] == UNARY   # NONLINEAR's data[2:0] numbers the first five
+    nonlinear = OPS["NONLINEAR"]    # ... and 5 to 7 are the fifth, bits above them ignored
+    assert list(FpNonlinear.function(nonlinear, np.arange(16))) == [0, 1, 2, 3, 4, 4, 4, 4] * 2
     used = {s.op for p in PROGRAMS.values() for s in p.steps}
     assert used == set(OPCODES)   # no operation the programs do not use
     text = (Path(__file__).resolve().parents[1] / "docs" / "nonlinear.md").read_text()

@@ -36,7 +36,7 @@ class FpMacCore(CoreBase):
         FINISH       act = to_half(relu?(acc[addr]))                   round to nearest even
         GRAD         out = fp32(data + fp32(act[addr]) * fp32(act[addr_b]))   (training)
         FINISH_BACK  act = act[addr_b] > 0 ? to_half(acc[addr]) : +0        (training)
-        NONLINEAR    acc[addr] = f(acc[addr]), f = data[1:0]: exp, 1/x, 1/sqrt(x), GELU
+        NONLINEAR    acc[addr] = f(acc[addr]), f = data[2:0]: exp, 1/x, 1/sqrt(x), GELU, GELU'
                      (config.nonlinear; docs/nonlinear.md)
 
     Pipeline (one flit accepted per cycle, five stages)::
@@ -107,15 +107,16 @@ class FpMacCore(CoreBase):
     **The nonlinear unit** (``config.nonlinear``, ``docs/nonlinear.md``). NONLINEAR, MUL and
     MAX start the core's iterative unit (:class:`~.units.FpNonlinear`: a
     :class:`~.nonlinear.NonlinearUnit` at ``stages = 2``) with the accumulator, ``data`` (the
-    second operand) and the function (NONLINEAR's low 2 bits of ``data``, MUL's or MAX's
+    second operand) and the function (NONLINEAR's low 3 bits of ``data``, MUL's or MAX's
     own) in its first cycle in S3. S0 .. S3 hold until the unit's ``done``; S4
     drains meanwhile (an output there leaves when taken; no write). In the cycle of ``done``
     (or later, if S4 holds an output that is not taken) the operation moves to S4 with the
     unit's result, which S4 writes as it writes a WRITE_ACC's data. The input therefore waits
     :meth:`~.units.FpNonlinear.cycles` cycles per operation (exp 59, reciprocal 21,
-    reciprocal square root 31, GELU 97, MUL 3, MAX 7), plus the usual bubble when the flit
-    after it reads its accumulator. Without ``config.nonlinear`` the core's logic is exactly
-    as before the operations existed, and NONLINEAR, MUL and MAX are unknown opcodes.
+    reciprocal square root 31, GELU 187, GELU's derivative 203, MUL 3, MAX 7), plus the usual
+    bubble when the flit after it reads its accumulator. Without ``config.nonlinear`` the
+    core's logic is exactly as before the operations existed, and NONLINEAR, MUL and MAX are
+    unknown opcodes.
 
     **Backpressure.** As in :class:`~wafertile.hdl.core.MacCore`: when S4 holds an output
     flit and ``o.ready`` is low, the whole pipeline holds (nothing is written, the read ports
@@ -266,7 +267,7 @@ class FpMacCore(CoreBase):
                          s4_offers.eq(s3_valid & s3_ctrl.emits), s4_tag.eq(s3.data),
                          s4_emit_sum.eq(s3_ctrl.emit_sum), s4_nonzero.eq(s3_nonzero)]
         if it is not None:  # NONLINEAR, MUL, MAX: the result is written as a WRITE_ACC's is
-            data_func = s3.data[:type(it).DATA_BITS]
+            data_func = type(it).unary(s3.data)
             m.d.comb += [it.a.eq(acc), it.b.eq(s3.data[:32]),
                          it.func.eq(Mux(s3_ctrl.func_data, data_func, s3_ctrl.func)),
                          it.start.eq(s3_valid & s3_ctrl.iterate & ~started)]

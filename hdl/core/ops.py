@@ -70,7 +70,7 @@ SOURCES = ("act", "acc", "unit")
 #: activation (low ``data_width`` bits), an accumulator word (a value to write or add), a
 #: tile register's value, the output's route (:func:`~wafertile.hdl.flit.route_layout`: a
 #: unicast), its hand-off (:func:`~wafertile.hdl.flit.handoff_layout`: a row rectangle) or a
-#: function's number (low 2 bits: NONLINEAR's ``f``).
+#: function's number (low 3 bits: NONLINEAR's ``f``).
 DATA_KINDS = ("weight", "activation", "value", "register", "route", "handoff", "function")
 #: The units of the cores (module documentation).
 UNITS = ("mac", "add", "handoff", "grad", "backprop", "nonlinear")

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CONSTANTS", "EXP", "GELU", "ITERATIONS", "MAX", "MUL", "OPERATIONS", "PROGRAMS",
-           "RECIPROCAL", "RSQRT", "Assembled", "Program", "Step", "assemble"]
+__all__ = ["CONSTANTS", "EXP", "GELU", "GELU_GRAD", "ITERATIONS", "MAX", "MUL", "OPERATIONS",
+           "PROGRAMS", "RECIPROCAL", "RSQRT", "Assembled", "Program", "Step", "assemble"]
 
 #: The constants of ``docs/nonlinear.md`` (and the few words the programs add) as FP32 words.
 CONSTANTS: dict[str, int] = {
@@ -57,6 +57,8 @@ CONSTANTS: dict[str, int] = {
     "GELU_KA1": 0x3D922000,   # 0.07135009765625
     "GELU_KA2": 0x369E549B,   # 4.71861631e-06 (KA - KA1)
     "GELU_KA": 0x3D922279,    # 0.0713548139 (KA)
+    "GELU_K": 0x3FCC422A,     # 1.5957692 (K): GELU's derivative
+    "GELU_KA3": 0x3E5B33B6,   # 0.21406445 (3 KA): GELU's derivative
     "GELU_XMAX": 0x41100000,  # 9: above it GELU(x) = x
     "GELU_XMIN": 0xC1300000,  # -11: below it exp(z) is +0
     "SPLIT8": 0x47400000,     # 49152 = 1.5 x 2^15: v + SPLIT8 - SPLIT8 rounds |v| < 2^14 to 2^-8
@@ -198,8 +200,9 @@ RSQRT = Program("rsqrt", (
         Step("mul", "y", "y", "t"))),
 ), result="y")
 
-#: GELU(x), tanh form: docs/nonlinear.md "GELU", with EXP2 and RECIP inlined.
-GELU = Program("gelu", (
+#: GELU's steps up to its corrected ``w = e / (e + 1)`` (docs/nonlinear.md "GELU"): what
+#: GELU and its derivative share; ``xc``, ``w`` and ``q`` = RECIP(e + 1) are live after them.
+_GELU_W = (
     Step("min", "xc", "x", "GELU_XMAX"),       # NaN stays NaN
     Step("lt", "xc", "x", "GELU_XMIN", "GELU_XMIN"),
     Step("add", "xh", "xc", "SPLIT8"),
@@ -252,7 +255,24 @@ GELU = Program("gelu", (
     Step("sub", "rho", "rho", "me"),           # e - w d
     Step("mul", "rho", "rho", "q"),
     Step("add", "w", "w", "rho"),
-    Step("mul", "g", "x", "w"),
+)
+
+#: GELU(x), tanh form: docs/nonlinear.md "GELU", with EXP2 and RECIP inlined.
+GELU = Program("gelu", (*_GELU_W, Step("mul", "g", "x", "w")), result="g")
+
+#: GELU's derivative: docs/nonlinear.md "GELU's derivative", GELU's steps and then
+#: ``w + xc (w q) (K + 3 KA xc^2)``.
+GELU_GRAD = Program("gelu_grad", (
+    *_GELU_W,
+    Step("sub", "v", "ONE", "w"),
+    Step("lt", "q", "xc", "ZERO", "v"),        # 1 - w: q, or 1 - w where xc < 0
+    Step("mul", "u", "w", "q"),                # w (1 - w)
+    Step("mul", "c", "xc", "u"),
+    Step("mul", "s", "xc", "xc"),
+    Step("mul", "k3", "GELU_KA3", "s"),
+    Step("add", "k3", "k3", "GELU_K"),         # K + 3 KA xc^2
+    Step("mul", "c", "c", "k3"),
+    Step("add", "g", "w", "c"),
 ), result="g")
 
 #: MUL(x, d) = fp32(x * d): docs/nonlinear.md "Multiply and maximum".
@@ -267,7 +287,8 @@ MAX = Program("max", (
 
 #: The programs by function name (the names of :mod:`wafertile.sim.models.nonlinear`), the
 #: functions of one operand first.
-PROGRAMS: dict[str, Program] = {p.name: p for p in (EXP, RECIPROCAL, RSQRT, GELU, MUL, MAX)}
+PROGRAMS: dict[str, Program] = {p.name: p for p in (EXP, RECIPROCAL, RSQRT, GELU, GELU_GRAD,
+                                                    MUL, MAX)}
 
 
 @dataclass(frozen=True)

@@ -566,12 +566,14 @@ class FpBackHandoff(Unit):
 
 class FpNonlinear(Unit):
     """The float core's nonlinear unit (NONLINEAR, MUL, MAX; ``config.nonlinear``): ``o =
-    f(a, b)`` in FP32 for ``f`` exp, reciprocal, reciprocal square root, GELU (of ``a``
-    only), MUL or MAX (``func`` 0 .. 5, :data:`~.nonlinear.FUNCTIONS`), bit exact with
+    f(a, b)`` in FP32 for ``f`` exp, reciprocal, reciprocal square root, GELU, GELU's
+    derivative (of ``a`` only), MUL or MAX (``func`` 0 .. 6, :data:`~.nonlinear.FUNCTIONS`),
+    bit exact with
     ``docs/nonlinear.md``'s reference: a :class:`~.nonlinear.NonlinearUnit` with
     :attr:`STAGES` (2) stages per step, so that its adder and multiplier run at the core's
     clock. An iterative unit (module documentation): :meth:`cycles` from ``start`` to
-    ``done`` (exp 59, reciprocal 21, reciprocal square root 31, GELU 187, MUL 3, MAX 7).
+    ``done`` (exp 59, reciprocal 21, reciprocal square root 31, GELU 187, GELU's derivative
+    203, MUL 3, MAX 7).
 
     Members
     -------
@@ -588,8 +590,16 @@ class FpNonlinear(Unit):
     STAGES = 2
     #: The functions by code.
     FUNCTIONS = FUNCTIONS
-    #: The low bits of ``data`` that number a function of one operand (NONLINEAR).
+    #: The low bits of ``data`` that number a function of one operand (NONLINEAR); a number
+    #: past the last such function (5 to 7) is taken as the last (:meth:`unary`).
     DATA_BITS = (len(UNARY) - 1).bit_length()
+
+    @classmethod
+    def unary(cls, data: Value) -> Value:
+        """NONLINEAR's function code from its request's ``data`` (an Amaranth value): the low
+        :attr:`DATA_BITS`, at most the last function of one operand."""
+        bits = data[:cls.DATA_BITS]
+        return Mux(bits > len(UNARY) - 1, len(UNARY) - 1, bits)
 
     @classmethod
     def members(cls, config: Config) -> dict:
@@ -608,7 +618,8 @@ class FpNonlinear(Unit):
         or the low :attr:`DATA_BITS` of ``data``."""
         if row.function is not None:
             return data * 0 + FUNCTIONS.index(row.function)
-        return data & ((1 << cls.DATA_BITS) - 1)
+        bits, last = data & ((1 << cls.DATA_BITS) - 1), len(UNARY) - 1
+        return bits - (bits > last) * (bits - last)  # at most ``last``, ints or arrays
 
     def elaborate(self, platform):
         m = Module()

@@ -22,8 +22,8 @@ from ...hdl.core.programs import CONSTANTS as _CONSTANTS
 from ...hdl.core.programs import ITERATIONS as _ITERATIONS
 from ...hdl.core.programs import PROGRAMS, Program, assemble
 
-__all__ = ["CONSTANTS", "ITERATIONS", "RANGES", "REFERENCES", "exp", "gelu", "maximum", "mul",
-           "reciprocal", "reference", "rsqrt", "run"]
+__all__ = ["CONSTANTS", "ITERATIONS", "RANGES", "REFERENCES", "exp", "gelu", "gelu_grad",
+           "maximum", "mul", "reciprocal", "reference", "rsqrt", "run"]
 
 #: The constants of ``docs/nonlinear.md`` as FP32 words (name -> word): the programs' table
 #: (:data:`wafertile.hdl.core.programs.CONSTANTS`), which the tiles will hold.
@@ -33,7 +33,7 @@ ITERATIONS = _ITERATIONS
 #: The input ranges over which each function is specified (and its error measured), FP32
 #: values: ``(low, high)``.
 RANGES = {"exp": (-87.3365479, 88.7228317), "reciprocal": (2.0 ** -125, 2.0 ** 125),
-          "rsqrt": (2.0 ** -126, 3.4e38), "gelu": (-1e4, 1e4)}
+          "rsqrt": (2.0 ** -126, 3.4e38), "gelu": (-1e4, 1e4), "gelu_grad": (-1e4, 1e4)}
 
 
 def _c(name: str) -> np.float32:
@@ -129,11 +129,9 @@ def _round_to(v: np.ndarray, rounder: str) -> np.ndarray:
     return (v + _c(rounder)) - _c(rounder)
 
 
-def gelu(words) -> np.ndarray:
-    """GELU, tanh form, ``x * e / (e + 1)`` with ``e = exp(2 sqrt(2 / pi) (x + 0.044715
-    x^3))``, of FP32 words ``x`` (``docs/nonlinear.md``): FP32 words. The argument of exp is
-    a sum of two FP32 numbers, and ``e / (e + 1)`` is corrected once with an exact residual."""
-    x = _values(words)
+def _gelu_w(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(xc, w, q)`` of GELU's steps on float32 ``x`` (``docs/nonlinear.md``, "GELU"): the
+    clamped input, ``w = e / (e + 1)`` corrected once, and ``q = RECIP(e + 1)``."""
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         xc = np.minimum(x, _c("GELU_XMAX"))        # NaN stays NaN
         xc = np.where(x < _c("GELU_XMIN"), _c("GELU_XMIN"), xc)
@@ -165,8 +163,28 @@ def gelu(words) -> np.ndarray:
         me = me + wl * dl                           # w d = m + me
         rho = (e - m) - me
         w = w + rho * q
-        g = x * w
-    return _words(g)
+    return xc, w, q
+
+
+def gelu(words) -> np.ndarray:
+    """GELU, tanh form, ``x * e / (e + 1)`` with ``e = exp(2 sqrt(2 / pi) (x + 0.044715
+    x^3))``, of FP32 words ``x`` (``docs/nonlinear.md``): FP32 words. The argument of exp is
+    a sum of two FP32 numbers, and ``e / (e + 1)`` is corrected once with an exact residual."""
+    x = _values(words)
+    _, w, _ = _gelu_w(x)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        return _words(x * w)
+
+
+def gelu_grad(words) -> np.ndarray:
+    """GELU's derivative, ``w + xc (w q) (K + 3 KA xc^2)`` from GELU's own ``xc``, ``w`` and
+    ``q`` (``docs/nonlinear.md``, "GELU's derivative"), of FP32 words: FP32 words."""
+    xc, w, q = _gelu_w(_values(words))
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        q = np.where(xc < 0, _c("ONE") - w, q)          # 1 - w: q, or for xc < 0 1 - w
+        c = xc * (w * q)
+        k3 = _c("GELU_KA3") * (xc * xc) + _c("GELU_K")    # K + 3 KA xc^2
+        return _words(w + c * k3)
 
 
 def mul(words, operand) -> np.ndarray:
@@ -187,8 +205,8 @@ def maximum(words, operand) -> np.ndarray:
 
 #: The reference of each function of the nonlinear unit, by its program's name
 #: (:data:`~wafertile.hdl.core.programs.PROGRAMS`): ``f(x)``, or ``f(x, d)`` for MUL and MAX.
-REFERENCES = {"exp": exp, "reciprocal": reciprocal, "rsqrt": rsqrt, "gelu": gelu, "mul": mul,
-              "max": maximum}
+REFERENCES = {"exp": exp, "reciprocal": reciprocal, "rsqrt": rsqrt, "gelu": gelu,
+              "gelu_grad": gelu_grad, "mul": mul, "max": maximum}
 
 
 def reference(name: str, words, operand=None) -> np.ndarray:

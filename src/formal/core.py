@@ -149,10 +149,10 @@ class CoreHarness(Harness):
                                 m.d.sync += known.eq(0)
                             with m.Elif(act_nonzero):
                                 m.d.sync += acc.eq(summed)
-                    elif row.unit == "nonlinear":  # f(acc, data): its function or data[1:0]
+                    elif row.unit == "nonlinear":  # f(acc, data): its function or data[2:0]
                         unit = units["nonlinear"]
                         func = (unit.FUNCTIONS.index(row.function) if row.function else
-                                req.data[:unit.DATA_BITS])
+                                unit.unary(req.data))
                         with m.If(a_acc == watch_acc):
                             m.d.sync += [acc.eq(nonlinear(acc, req.data, func)),
                                          nl_seen.eq(1)]

@@ -34,7 +34,7 @@ Each step (a router moves once per slot, a core once per cycle):
    the ``nonzero`` table of :func:`simulate`); S3 then moves on empty (the hazard bubble of
    :class:`~wafertile.hdl.core.FpMacCore`). A NONLINEAR (``nonlinear = true``) holds
    S0 .. S3 from the cycle it reaches S3 for its iterative unit's cycles
-   (:meth:`~wafertile.hdl.core.units.FpNonlinear.cycles`, by ``data[1:0]``), while S4 moves
+   (:meth:`~wafertile.hdl.core.units.FpNonlinear.cycles`, by ``data[2:0]``), while S4 moves
    on and drains; it then moves on as any flit.
 
 Steps 1 to 3, but for what reaches a core or the host, are the routers'
@@ -173,7 +173,7 @@ class PhaseFlits:
         Its output comes from the integer core's hand-off unit (FINISH).
     iterates : numpy.ndarray
         The cycles its core's iterative unit works on it, holding S0 .. S3 (NONLINEAR:
-        :meth:`~wafertile.hdl.core.units.FpNonlinear.cycles` of ``data[1:0]``; 0 for the
+        :meth:`~wafertile.hdl.core.units.FpNonlinear.cycles` of ``data[2:0]``; 0 for the
         others).
     op, act_w : numpy.ndarray
         Its opcode (-1: it leaves the fabric and reaches no core) and the activation its

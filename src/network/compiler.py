@@ -58,7 +58,7 @@ __all__ = ["NetworkProgram", "check_network", "compile_network", "edge_flits",
            "handoff_phases", "handoff_window", "output_places"]
 
 
-#: NONLINEAR's function number of GELU (``data[1:0]``, :data:`~.nonlinear.FUNCTIONS`).
+#: NONLINEAR's function number of GELU (``data[2:0]``, :data:`~.nonlinear.FUNCTIONS`).
 GELU = FUNCTIONS.index("gelu")
 
 
