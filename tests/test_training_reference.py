@@ -29,6 +29,7 @@ from wafertile.sim.models.training import (
 from wafertile.train import ParameterStore, TrainConfig
 from wafertile.trainer import accuracy, batches, digits_data, random_network, train, train_fp32
 
+from .test_nonlinear import doc_gelu, doc_gelu_grad, exact_gelu_grad
 from .test_train_store import fp32 as f32
 
 
@@ -43,10 +44,14 @@ def half(v: float, dtype: str) -> float:
     return struct.unpack("<f", struct.pack("<I", (u & 0xFFFF) << 16))[0]
 
 
-def doc_step(dtype, weights, biases, masks, x, labels, scale, rows=4):
+def doc_step(dtype, weights, biases, masks, x, labels, scale, rows=4, gelu=None):
     """docs/training.md, "The arithmetic, exactly", line by line, in Python floats (groups of
-    ``rows`` batch rows: the default array's)."""
+    ``rows`` batch rows: the default array's); ``gelu``: per layer, GELU instead of ReLU
+    (docs/training.md, "GELU layers", with docs/nonlinear.md's GELU and its derivative as
+    tests/test_nonlinear.py writes them from the text)."""
     L = len(weights)
+    gelu = gelu or [False] * L
+    kept = [None] * L
     W = [w.astype(np.float64).tolist() for w in weights]
     acts = [np.asarray(x, np.float64).tolist()]
     B = len(acts[0])
@@ -62,7 +67,10 @@ def doc_step(dtype, weights, biases, masks, x, labels, scale, rows=4):
                         continue
                     acc = f32(acc + f32(w * a))
                 z[b][i] = acc
-        if n < L - 1:
+        if n < L - 1 and gelu[n]:
+            kept[n] = [[half(v, dtype) for v in row] for row in z]
+            acts.append([[half(doc_gelu(v), dtype) for v in row] for row in z])
+        elif n < L - 1:
             acts.append([[half(v if v > 0 else 0.0, dtype) for v in row] for row in z])
     logits = z
     C = len(logits[0])
@@ -117,7 +125,11 @@ def doc_step(dtype, weights, biases, masks, x, labels, scale, rows=4):
                         if w == 0 or p == 0:
                             continue
                         d = f32(d + f32(w * p))
-                    row.append(half(d, dtype) if acts[n][b][k] > 0 else 0.0)
+                    if gelu[n - 1]:  # the scratch: +0, then a MAC of 1.0 on U (skipped at 0)
+                        u = kept[n - 1][b][k]
+                        row.append(half(f32(d * doc_gelu_grad(u if u != 0 else 0.0)), dtype))
+                    else:
+                        row.append(half(d, dtype) if acts[n][b][k] > 0 else 0.0)
                 prev.append(row)
             dys[n - 1] = prev
     return (np.array(logits, np.float32), [np.array(a, np.float32) for a in acts],
@@ -169,17 +181,19 @@ def test_step_follows_the_doc(dtype, scale, seed):
         assert not r.dw[n][~masks[n]].any(), f"a gradient outside mask {n} {where}"
 
 
-def test_step_is_the_gradient():
+@pytest.mark.parametrize("gelu", [None, (True, True, False)], ids=["relu", "gelu"])
+def test_step_is_the_gradient(gelu):
     """Divided by S, the fabric's gradients are the gradient of the mean cross-entropy of the
-    fabric's own forward function (float64 backpropagation through the same activations), to
-    the format's precision: a transposed product or a misplaced mask would not be."""
+    fabric's own forward function (float64 backpropagation through the same activations, and
+    ReLU's or GELU's exact derivative at the kept inputs ``U``), to the format's precision: a
+    transposed product, a misplaced mask or a wrong derivative would not be."""
     rng = np.random.default_rng(7)
     sizes = (12, 10, 8, 5)
     weights, biases, masks = chain(rng, "fp16", sizes, density=0.7)
     x = numbers(rng, "fp16", (16, sizes[0]), zeros=0.1)
     labels = rng.integers(0, sizes[-1], 16)
     S = 256.0
-    r = training_step(Config(dtype="fp16"), weights, biases, masks, x, labels, S)
+    r = training_step(Config(dtype="fp16"), weights, biases, masks, x, labels, S, gelu)
     acts = [a.astype(np.float64) for a in r.acts]
     z = r.logits.astype(np.float64)
     p = np.exp(z - z.max(axis=1, keepdims=True))
@@ -192,7 +206,40 @@ def test_step_is_the_gradient():
         tol = 2e-2 * max(np.abs(want_w).max(), 1e-3)
         assert np.allclose(r.dw[n] / S, want_w, atol=tol), f"dW_{n}"
         assert np.allclose(r.db[n] / S, want_b, atol=2e-2 * np.abs(want_b).max()), f"db_{n}"
-        g = (g @ weights[n].astype(np.float64)) * (acts[n] > 0)
+        if not n:
+            break
+        derivative = (acts[n] > 0) if gelu is None else \
+            exact_gelu_grad(r.kept[n - 1].astype(np.float64))
+        g = (g @ weights[n].astype(np.float64)) * derivative
+        assert np.allclose(r.dys[n - 1] / S, g, atol=2e-2 * np.abs(g).max()), f"dY_{n - 1}"
+
+
+@pytest.mark.parametrize("dtype, scale", [("bf16", 1.0), ("fp16", 1024.0)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gelu_step_follows_the_doc(dtype, scale, seed):
+    """A chain with GELU after its first two layers (docs/training.md, "GELU layers")."""
+    rng = np.random.default_rng(10 + seed)
+    sizes = (7, 6, 5, 4)
+    weights, biases, masks = chain(rng, dtype, sizes)
+    x = numbers(rng, dtype, (5, sizes[0]))
+    labels = rng.integers(0, sizes[-1], 5)
+    gelu = [True, True, False]
+    r = training_step(Config(dtype=dtype, rows=2), weights, biases, masks, x, labels, scale,
+                      gelu)
+    logits, acts, dys, dw, db = doc_step(dtype, weights, biases, masks, x, labels, scale, 2,
+                                         gelu)
+    where = f"(seed {seed}, {dtype}, S = {scale})"
+    assert np.array_equal(bits(r.logits), bits(logits)), f"logits differ {where}"
+    for n in range(len(sizes) - 1):
+        assert np.array_equal(r.acts[n], acts[n]), f"X_{n} differs {where}"
+        assert np.array_equal(bits(r.dys[n]), bits(dys[n])), f"dY_{n} differs {where}"
+        assert np.array_equal(bits(r.dw[n]), bits(dw[n])), f"dW_{n} differs {where}"
+        assert np.array_equal(bits(r.db[n]), bits(db[n])), f"db_{n} differs {where}"
+    assert [k is not None for k in r.kept] == [True, True, False]
+    # with ReLU the same chain gives other input gradients: the flags reach the backward pass
+    relu = training_step(Config(dtype=dtype, rows=2), weights, biases, masks, x, labels,
+                         scale)
+    assert not np.array_equal(bits(relu.dys[0]), bits(r.dys[0]))
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])

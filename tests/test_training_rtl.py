@@ -10,9 +10,10 @@ import pytest
 from wafertile.config import Config
 from wafertile.hdl.core.fp import float_format
 from wafertile.hdl.flit import flit_layout
-from wafertile.train import ParameterStore, TrainConfig
+from wafertile.train import ParameterStore, TrainConfig, TrainError
 from wafertile.trainer import random_network
 from wafertile.trainer.compiler import StepCompiler, compile_step, gradient_words
+from wafertile.trainer.model import ModelFabric
 from wafertile.trainer.rtl import ROLES, RtlFabric
 
 from .conftest import seed_for
@@ -51,6 +52,56 @@ def test_steps_on_the_harness_equal_the_reference(request, dtype):
     assert plain.exact and plain.cycles["check"] == 0
     assert {k: plain.cycles[k] for k in ROLES} == {k: again.cycles[k] for k in ROLES}
     assert (plain.flits_in, plain.flits_out) == (again.flits_in, again.flits_out)
+
+
+def test_gelu_steps_on_the_harness_equal_the_reference_and_the_model(request):
+    """A chain with GELU after its first two layers (docs/training.md, "GELU layers"): the
+    kept inputs U, GELU's derivative by NONLINEAR, MUL and FINISH, every logit, dX and
+    gradient bit exact; the model's event level gives every role's cycles."""
+    seed = seed_for(request)
+    cfg = Config(rows=2, cols=2, dtype="bf16", act_depth=64, acc_depth=16, nonlinear=True)
+    fmt = float_format("bf16")
+    rng = np.random.default_rng(seed)
+    w, b, m = random_network((6, 7, 5, 3), 0.7, seed % 1000)
+    store = ParameterStore(w, b, m, TrainConfig(dtype="bf16", lr=0.05, init_scale=64.0))
+    fabric = RtlFabric(cfg)
+    x = fmt.values(fmt.bits(rng.normal(size=(5, 6)).astype(np.float32)))
+    labels = rng.integers(0, 3, 5)
+    gelu = (True, True, False)
+    for _ in range(2):
+        args = (store.stream_weights(), store.biases, store.masks, x, labels,
+                float(store.scale))
+        r = fabric.step(*args, gelu=gelu)
+        assert r.exact, f"{r.mismatches} (seed {seed})"
+        assert r.reference.kept[0] is not None and r.reference.kept[2] is None
+        model = ModelFabric(cfg, detail="mesh").step(*args, gelu=gelu)
+        assert {k: model.cycles[k] for k in ROLES} == {k: r.cycles[k] for k in ROLES}, \
+            f"seed {seed}"
+        assert store.apply(r.dw, r.db)
+    # the same chain with ReLU: the flags change the program, not only the numbers
+    relu = ModelFabric(cfg, detail="mesh").step(*args)
+    assert relu.cycles["backward_handoff"] < r.cycles["backward_handoff"]
+
+
+def test_gelu_steps_are_refused_without_the_unit_or_room():
+    w, b, m = random_network((6, 7, 3), 0.7, 0)
+    x, dy = np.zeros((2, 6), np.float32), np.zeros((2, 3), np.float32)
+    plain = Config(rows=2, cols=2, dtype="bf16", act_depth=64, acc_depth=16)
+    with pytest.raises(TrainError, match=r"^layer 0 has GELU, which needs tiles with the "
+                                         r"nonlinear unit \(nonlinear = true\)$"):
+        compile_step(plain, w, b, m, x, dy, gelu=(True, False))
+    small = Config(rows=2, cols=2, dtype="bf16", act_depth=16, acc_depth=16, nonlinear=True)
+    with pytest.raises(TrainError, match=r"\+ 7 \(U0\) = 24 activation words > act_depth = "
+                                         r"16$"):
+        compile_step(small, w, b, m, x, dy, gelu=(True, False))
+    # 16 outputs of layer 0 fill the 16 accumulators of the one column: no scratch
+    w, b, m = random_network((6, 16, 3), 0.7, 0)
+    w = [float_format("bf16").values(float_format("bf16").bits(v)) for v in w]
+    full = Config(rows=2, cols=1, dtype="bf16", act_depth=64, acc_depth=16, nonlinear=True)
+    with pytest.raises(TrainError, match=r"^layer 0: GELU's derivative needs a scratch "
+                                         r"accumulator per tile: the 16 outputs fill all 16 "
+                                         r"of a tile \(raise acc_depth or use more columns\)$"):
+        compile_step(full, w, b, m, x, dy, gelu=(True, False))
 
 
 def test_the_step_compiler_gives_compile_steps_flits():

@@ -1,17 +1,19 @@
 """Numpy reference of a training step on the fabric (``docs/training.md``, "The training step
 on the fabric"), bit for bit: what the float tiles and the host compute, in their order.
 
-A step of a chain of fully connected layers with ReLU (every layer but the last), softmax
-cross-entropy, on a batch of ``B`` inputs:
+A step of a chain of fully connected layers with ReLU or GELU (every layer but the last),
+softmax cross-entropy, on a batch of ``B`` inputs:
 
 - **forward** as inference (:func:`wafertile.stream.reference`, one chunk per layer: a
   training layer is never split over tiles): ``Z = fp32(Z + fp32(w) * fp32(x))`` from the
-  bias, ``j`` ascending, zero operands skipped; ``X_{l+1} = half(relu(Z_l))``;
+  bias, ``j`` ascending, zero operands skipped; ``X_{l+1} = half(relu(Z_l))``, or for a
+  GELU layer ``half(GELU(Z_l))`` with ``U_l = half(Z_l)`` kept;
 - **the loss gradient** on the host, from the FP32 logits, in float64
   (:func:`loss_gradient`), times the loss scale ``S``, rounded to FP32 and then to the format;
 - **backward data** (layers ``L-1 .. 1``): the transposed layer from +0, ``i`` ascending,
   zero operands skipped; then ``FINISH_BACK``: ``half(D)`` where the forward activation
-  ``X_l > 0``, else +0;
+  ``X_l > 0``, else +0; after a GELU layer instead ``half(MUL(D, GELU_GRAD(z)))`` with ``z =
+  mac(+0, 1.0, U)`` (:func:`gelu_back`);
 - **weight and bias gradients** (``GRAD``): for every position of the mask and every bias,
   per group of ``rows`` batch rows a sum from +0 over the group's rows in order, zero
   operands skipped, the bias's second operand 1.0; the host adds the groups' sums in group
@@ -32,10 +34,11 @@ from ...config import Config
 from ...formats import fp32_fields
 from ...hdl.core.fp import FP32, float_format
 from ...stream.numpy_reference import reference
+from . import nonlinear as nl
 from .fp import add, canonical, mac, relu, to_half
 
-__all__ = ["StepResult", "backward_data", "finish_back", "forward", "gradients",
-           "loss_gradient", "sum_groups", "training_step"]
+__all__ = ["StepResult", "backward_data", "finish_back", "forward", "gelu_back", "gelus",
+           "gradients", "loss_gradient", "sum_groups", "training_step"]
 
 
 @dataclass
@@ -60,6 +63,9 @@ class StepResult:
     dw, db : list of numpy.ndarray
         float32, ``I_l x J_l`` (+0 outside the mask) and ``I_l``: the weight and bias
         gradients times ``S``, as the store takes them.
+    kept : list
+        Per layer, for a GELU layer ``U_l = half(Z_l)`` (float32, ``B x I_l``: what the tiles
+        keep for its derivative), else None.
     """
 
     loss: float
@@ -69,6 +75,7 @@ class StepResult:
     dys: list[np.ndarray]
     dw: list[np.ndarray]
     db: list[np.ndarray]
+    kept: list = None  # type: ignore[assignment]
 
 
 def _words(values, fmt) -> np.ndarray:
@@ -77,17 +84,32 @@ def _words(values, fmt) -> np.ndarray:
     return canonical(fmt.bits(np.asarray(values, np.float32)), fmt)
 
 
-def forward(config: Config, weights, biases, x) -> tuple[np.ndarray, list[np.ndarray]]:
+def gelus(gelu, layers: int) -> tuple[bool, ...]:
+    """``gelu`` (None, or one bool per layer: GELU instead of ReLU after that layer) as a
+    tuple of ``layers`` bools; the last layer has neither."""
+    flags = tuple(bool(g) for g in gelu) if gelu is not None else (False,) * layers
+    if len(flags) != layers:
+        raise ValueError(f"gelu has {len(flags)} flags for {layers} layers")
+    return (*flags[:-1], False)
+
+
+def forward(config: Config, weights, biases, x, gelu=None, kept: list | None = None
+            ) -> tuple[np.ndarray, list[np.ndarray]]:
     """``(logits, acts)``: the forward pass of a step, exactly inference's (``docs/network.md``,
     "Floating-point networks"; :func:`wafertile.stream.reference` per layer): ``logits`` FP32
-    words ``B x I_{L-1}``, ``acts[l]`` the format's words of ``X_l``."""
+    words ``B x I_{L-1}``, ``acts[l]`` the format's words of ``X_l``. ``gelu``: per layer,
+    GELU instead of ReLU (:func:`gelus`); ``kept``, if given, gets per layer the format's
+    words of ``U_l = half(Z_l)`` for a GELU layer, else None."""
     fmt = float_format(config.dtype)
+    flags = gelus(gelu, len(weights))
     acts = [np.asarray(x, np.float32)]
     for n, (w, b) in enumerate(zip(weights, biases, strict=True)):
         z = FP32.bits(reference(config, acts[-1], np.asarray(w, np.float32), fp32_fields(b)))
+        if kept is not None:
+            kept.append(to_half(z, fmt) if flags[n] else None)
         if n == len(weights) - 1:
             return z, [_words(a, fmt) for a in acts]
-        acts.append(fmt.values(to_half(relu(z), fmt)))
+        acts.append(fmt.values(to_half(nl.gelu(z) if flags[n] else relu(z), fmt)))
     raise ValueError("a network has at least one layer")
 
 
@@ -135,6 +157,18 @@ def finish_back(dtype: str, d, x) -> np.ndarray:
     return np.where(positive, to_half(d, fmt), 0).astype(fmt.dtype)
 
 
+def gelu_back(dtype: str, d, u) -> np.ndarray:
+    """The backward hand-off after a GELU layer (``docs/training.md``, "GELU layers"): the
+    derivative at the kept ``U`` (the format's words), copied into a zeroed scratch
+    accumulator by a MAC of weight 1.0, ``z = mac(+0, 1.0, U)``; then ``g = GELU_GRAD(z)``
+    (``docs/nonlinear.md``), ``D = MUL(D, g)`` and ``half(D)``: the format's words."""
+    fmt = float_format(dtype)
+    u = np.asarray(u).astype(fmt.dtype)
+    one = np.full(u.shape, fmt.bits(np.float32(1.0)), fmt.dtype)
+    z = mac(np.zeros(u.shape, np.uint32), one, u, fmt)
+    return to_half(nl.mul(np.asarray(d, np.uint32), nl.gelu_grad(z)), fmt).astype(fmt.dtype)
+
+
 def gradients(dtype: str, mask, dy, x, rows: int | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
     """``(dW, db)`` as FP32 words (``I x J``, +0 outside ``mask``; ``I``): per group of
@@ -177,8 +211,8 @@ def sum_groups(parts) -> tuple[np.ndarray, np.ndarray]:
     return dw, db
 
 
-def training_step(config: Config, weights, biases, masks, x, labels, scale: float = 1.0
-                  ) -> StepResult:
+def training_step(config: Config, weights, biases, masks, x, labels, scale: float = 1.0,
+                  gelu=None) -> StepResult:
     """One step of the fabric's numerics (``docs/training.md``).
 
     Parameters
@@ -198,11 +232,14 @@ def training_step(config: Config, weights, biases, masks, x, labels, scale: floa
         ``B`` integers in ``0 .. I_{L-1} - 1``.
     scale : float
         The loss scale ``S``.
+    gelu : sequence of bool, optional
+        Per layer, GELU after it instead of ReLU (the last layer's flag is ignored).
     """
     dtype = config.dtype
     fmt = float_format(dtype)
     L = len(weights)
-    logits, acts = forward(config, weights, biases, x)
+    kept: list = []
+    logits, acts = forward(config, weights, biases, x, gelu, kept)
     losses, dy = loss_gradient(logits, labels, scale, len(logits), dtype)
     dys: list[np.ndarray] = [None] * L  # type: ignore[list-item]
     dys[L - 1] = dy
@@ -212,9 +249,11 @@ def training_step(config: Config, weights, biases, masks, x, labels, scale: floa
         gw, gb = gradients(dtype, masks[n], dys[n], acts[n], config.rows)
         dw[n], db[n] = FP32.values(gw), FP32.values(gb)
         if n > 0:
-            dys[n - 1] = finish_back(dtype, backward_data(config, weights[n], dys[n]),
-                                      acts[n])
+            d = backward_data(config, weights[n], dys[n])
+            dys[n - 1] = (finish_back(dtype, d, acts[n]) if kept[n - 1] is None else
+                          gelu_back(dtype, d, kept[n - 1]))
     return StepResult(
         loss=float(np.mean(losses)) if len(losses) else 0.0, losses=losses,
         logits=FP32.values(logits), acts=[fmt.values(a).astype(np.float32) for a in acts],
-        dys=[fmt.values(d).astype(np.float32) for d in dys], dw=dw, db=db)
+        dys=[fmt.values(d).astype(np.float32) for d in dys], dw=dw, db=db,
+        kept=[None if k is None else fmt.values(k).astype(np.float32) for k in kept])

@@ -34,7 +34,8 @@ from ..hdl.flit import Opcode, Port, Reg, encode_handoff
 from .plan import LayerPlan, handoff_window, reply_route, route_to
 from .program import LayerError, Phase, PhaseBuilder
 
-__all__ = ["SEND_PICKS", "Turns", "check_layernorm", "check_softmax", "layernorm_phases",
+__all__ = ["SEND_PICKS", "Turns", "check_layernorm", "check_softmax", "gelu_back_phases",
+           "layernorm_phases",
            "local_softmax_phases", "softmax_phases", "softmax_scratch", "softmax_window",
            "sum_at_tile0"]
 
@@ -270,6 +271,57 @@ def _softmax(config: Config, elems: list[dict[int, np.ndarray]], z: int,
     phases.append(_spread(config, leaders, z, "reciprocal"))
     phases.append(_macs(config, elems, z, scale=True))
     phases += _self_rounds(config, elems, z, "MUL", "MUL", into_z=False)
+    return phases
+
+
+def gelu_back_phases(plan: LayerPlan, p: int, rows: int, kept: int) -> list[Phase]:
+    """GELU's derivative applied to pass ``p``'s accumulators of ``plan`` (``docs/training.md``,
+    "GELU layers"): for output ``i`` in accumulator ``s`` of its tile, a scratch accumulator
+    ``z`` written +0, a MAC of weight 1.0 on activation ``kept + i`` (the layer's kept input
+    ``U``), NONLINEAR ``gelu_grad`` on ``z``, and a SEND of ``z`` into ``s`` as a MUL. At
+    most :func:`softmax_window` outputs per tile a phase, each with its own scratch (the
+    first accumulators no output uses), each tile's fence READ last; the tiles take turns.
+
+    Raises
+    ------
+    LayerError
+        If a tile has no accumulator to spare for a scratch.
+    """
+    config = plan.config
+    z = softmax_scratch(plan, p)
+    window = min(softmax_window(config), config.acc_depth - z)
+    if window < 1:
+        raise LayerError(f"GELU's derivative needs a scratch accumulator per tile: the "
+                         f"{plan.I} outputs fill all {config.acc_depth} of a tile (raise "
+                         f"acc_depth or use more columns)")
+    one = _WEIGHTS[config.dtype][1]
+    parts = plan.parts(p)
+    longest = max(len(part) for part in parts)
+    to_host = reply_route(config, rows)
+    mul = SEND_PICKS["MUL"] << config.route_width
+    phases = []
+    for r in range(-(-longest // window)):
+        flits = PhaseBuilder()
+        for y in range(rows):
+            turns = Turns()
+            for g, part in enumerate(parts):
+                s = np.arange(r * window, min((r + 1) * window, len(part)))
+                if not len(s):
+                    continue
+                zs = z + s - r * window
+                ops = np.array([Opcode.WRITE_ACC.value, Opcode.MAC.value,
+                                Opcode.NONLINEAR.value, Opcode.SEND.value])
+                turns.add(g, 4 * len(s), op=np.tile(ops, len(s)), addr=np.repeat(zs, 4),
+                          addr_b=np.stack([zs, kept + np.asarray(part)[s], zs, s],
+                                          axis=1).reshape(-1),
+                          data=np.stack([np.zeros(len(s), np.int64), np.full(len(s), one),
+                                         np.full(len(s), FUNCTIONS.index("gelu_grad")),
+                                         np.full(len(s), route_to(config, g, y, Port.LOCAL)
+                                                 | mul)], axis=1).reshape(-1))
+                turns.add(g, 1, op=Opcode.READ_ACC.value, addr_b=g, data=to_host[y])
+                flits.reply(y, 0, g)
+            turns.emit(flits, y)
+        phases.append(flits.phase("reduce"))
     return phases
 
 

@@ -21,9 +21,12 @@ from ..formats import float_words, fp32_words
 from ..hdl.core.fp import float_format
 from ..hdl.flit import Opcode, Port, flit_layout
 from ..network.compiler import handoff_phases
+from ..sim.models.training import gelus
 from ..stream import LayerProgram, Phase, PhaseBuilder
 from ..stream.compiler import add_activations, add_zero, read_phase, stream_phase
 from ..stream.plan import plan_layer, reply_route
+from ..stream.program import LayerError
+from ..stream.rows import gelu_back_phases
 from ..train import TrainError
 
 __all__ = ["GradFlits", "StepCompiler", "StepProgram", "compile_step", "gradient_words",
@@ -63,9 +66,10 @@ class StepProgram(LayerProgram):
     dx: list[tuple[int, int, int]] = field(default_factory=list)
 
 
-def step_layout(config: Config, sizes: list[int]) -> dict[str, int]:
+def step_layout(config: Config, sizes: list[int], gelu=None) -> dict[str, int]:
     """The activation regions of a tile (docs/training.md, "What a tile keeps"):
-    ``A_l`` at ``J_0 + ... + J_{l-1}``, ``G`` after them, ``ONE`` after ``G``.
+    ``A_l`` at ``J_0 + ... + J_{l-1}``, ``G`` after them, ``ONE`` after ``G``, then ``U_l``
+    (``I_l`` words) for each GELU layer ``l`` (``gelu``: a flag per layer).
 
     Raises
     ------
@@ -79,10 +83,17 @@ def step_layout(config: Config, sizes: list[int]) -> dict[str, int]:
     regions["G"] = at
     regions["ONE"] = at + sizes[-1]
     need = regions["ONE"] + 1
+    terms = [*map(str, sizes), "1"]
+    for n, g in enumerate(gelus(gelu, len(sizes) - 1)):
+        if g:
+            regions[f"U{n}"] = need
+            need += sizes[n + 1]
+            terms.append(f"{sizes[n + 1]} (U{n})")
     if need > config.act_depth:
-        raise TrainError(f"a training step keeps every layer's inputs, the loss gradient and "
-                         f"a 1.0 in each tile: {' + '.join(map(str, sizes))} + 1 = {need} "
-                         f"activation words > act_depth = {config.act_depth}")
+        raise TrainError(f"a training step keeps every layer's inputs, the loss gradient, "
+                         f"a 1.0 and each GELU layer's input in each tile: "
+                         f"{' + '.join(terms)} = {need} activation words > act_depth = "
+                         f"{config.act_depth}")
     return regions
 
 
@@ -91,8 +102,8 @@ def _words(config: Config, name: str, values) -> np.ndarray:
     return np.where((w & 0x7FFF) == 0, 0, w)
 
 
-def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool = False
-                 ) -> StepProgram:
+def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool = False,
+                 gelu=None) -> StepProgram:
     """The program of one batch group.
 
     Parameters
@@ -109,12 +120,19 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
         After each backward hand-off, read back every tile's copy of ``dY_{l-1}`` (a
         ``"check"`` phase of READ_ACTs, :attr:`StepProgram.dx`): the verification of every
         ``dX`` the tiles make; its cycles are not the step's.
+    gelu : sequence of bool, optional
+        Per layer, GELU after it instead of ReLU (docs/training.md, "GELU layers"; the last
+        layer's flag is ignored). Needs tiles with the nonlinear unit.
     """
     cfg = config
     R, C = cfg.rows, cfg.cols
     L = len(weights)
+    flags = gelus(gelu, L)
+    if any(flags) and not cfg.nonlinear:
+        raise TrainError(f"layer {flags.index(True)} has GELU, which needs tiles with the "
+                         f"nonlinear unit (nonlinear = true)")
     sizes = [np.shape(w)[1] for w in weights] + [np.shape(weights[-1])[0]]
-    regions = step_layout(cfg, sizes)
+    regions = step_layout(cfg, sizes, flags)
     fmt = float_format(cfg.dtype)
     ws = [_words(cfg, f"w{n}", w) for n, w in enumerate(weights)]
     bs = [fp32_words(f"b{n}", b, error=TrainError) for n, b in enumerate(biases)]
@@ -133,6 +151,8 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
 
     # -- forward: as inference, layer l's inputs in region A_l -------------------------------
     relu = SimpleNamespace(relu=1, gelu=False)  # what handoff_phases reads of a layer
+    keep = SimpleNamespace(relu=0, gelu=False)  # a hand-off of the accumulators as they are
+    gelu_layer = SimpleNamespace(relu=0, gelu=True)
     for n, plan in enumerate(plans):
         for p in range(plan.passes):
             load = PhaseBuilder()
@@ -143,10 +163,14 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
             add(stream_phase(plan, p, R, base=regions[f"A{n}"]))
             if n == L - 1:
                 add(read_phase(plan, p, R))
-            else:
-                for phase in handoff_phases(cfg, plan, relu, p, R, plans[n + 1],
-                                            regions[f"A{n + 1}"]):
+                continue
+            if flags[n]:  # U_n = half(Z_n) into every tile of the row, then GELU's hand-off
+                row = SimpleNamespace(chunk=sizes[n + 1], G=C)
+                for phase in handoff_phases(cfg, plan, keep, p, R, row, regions[f"U{n}"]):
                     add(phase)
+            for phase in handoff_phases(cfg, plan, gelu_layer if flags[n] else relu, p, R,
+                                        plans[n + 1], regions[f"A{n + 1}"]):
+                add(phase)
     # -- the loss gradient and the 1.0, written by the host --------------------------------
     loss = PhaseBuilder()
     one = int(fmt.bits(np.float32(1.0)))
@@ -188,6 +212,15 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
             add(stream_phase(tplan, p, R, base=dy_base))
             role = "backward_handoff"
             row = SimpleNamespace(chunk=sizes[n], G=C)  # every tile of the row
+            if flags[n - 1]:  # GELU's derivative into the accumulators, then their hand-off
+                try:
+                    for phase in gelu_back_phases(tplan, p, R, regions[f"U{n - 1}"]):
+                        add(phase)
+                except LayerError as exc:
+                    raise TrainError(f"layer {n - 1}: {exc}") from None
+                for phase in handoff_phases(cfg, tplan, keep, p, R, row, regions[f"A{n}"]):
+                    add(phase)
+                continue
             for phase in handoff_phases(cfg, tplan, None, p, R, row, regions[f"A{n}"],
                                         op=Opcode.FINISH_BACK):
                 add(phase)
@@ -217,14 +250,15 @@ class StepCompiler:
     its first load (the inputs) and its loss-gradient phase, which :meth:`group` fills in.
     ``compile_step(...)`` and ``StepCompiler(...).group(...)`` give the same flits."""
 
-    def __init__(self, config: Config, weights, biases, masks, *, read_dx: bool = False):
+    def __init__(self, config: Config, weights, biases, masks, *, read_dx: bool = False,
+                 gelu=None):
         self.config = config
         self.sizes = [np.shape(w)[1] for w in weights] + [np.shape(weights[-1])[0]]
         R = config.rows
         self.template = compile_step(config, weights, biases, masks,
                                      np.zeros((R, self.sizes[0]), np.float32),
                                      np.zeros((R, self.sizes[-1]), np.float32),
-                                     read_dx=read_dx)
+                                     read_dx=read_dx, gelu=gelu)
         self._loss = self.template.roles.index("loss")
         layout = flit_layout(config)
         #: the template's phases packed once (:func:`wafertile.sim.harness.write_program`'s

@@ -30,10 +30,11 @@ __all__ = ["GroupTables", "ModelFabric", "ModelStep", "step_nonzero"]
 
 
 def step_nonzero(config: Config, program: StepProgram, acts: list[np.ndarray],
-                 dys: list[np.ndarray]) -> dict[int, np.ndarray]:
+                 dys: list[np.ndarray], kept: list | None = None) -> dict[int, np.ndarray]:
     """Which activations each tile holds nonzero when each MAC stream of a group's
-    ``program`` runs (the module's docstring): per stream phase index, a bool array of
-    ``rows * cols`` tiles x ``act_depth`` addresses.
+    ``program`` runs, and each phase of GELU's derivative (whose MACs read the kept ``U``)
+    (the module's docstring): per such phase index, a bool array of ``rows * cols`` tiles x
+    ``act_depth`` addresses.
 
     Parameters
     ----------
@@ -42,6 +43,8 @@ def step_nonzero(config: Config, program: StepProgram, acts: list[np.ndarray],
         format's words or values (zero: ``+0`` or ``-0``).
     dys : list of numpy.ndarray
         ``dY_l`` of the same rows, values.
+    kept : list, optional
+        Per layer, ``U_l`` of the same rows (values) for a GELU layer, else None.
     """
     R, C = config.rows, config.cols
     regions = program.regions
@@ -55,10 +58,15 @@ def step_nonzero(config: Config, program: StepProgram, acts: list[np.ndarray],
     for n, d in enumerate(dys):
         base = regions["G"] if n == L - 1 else regions[f"A{n + 1}"]
         bwd[:, base:base + np.shape(d)[1]] = np.asarray(d) != 0
+    for n, u in enumerate(kept or ()):
+        if u is not None:
+            bwd[:, regions[f"U{n}"]:regions[f"U{n}"] + np.shape(u)[1]] = np.asarray(u) != 0
     tiles = {"forward": np.repeat(fwd, C, axis=0), "backward": np.repeat(bwd, C, axis=0)}
+    tiles["backward_handoff"] = tiles["backward"]
     return {n: tiles[role] for n, (phase, role) in
             enumerate(zip(program.phases, program.roles, strict=True))
-            if phase.kind == "stream" and role in tiles}
+            if (phase.kind == "stream" and role in ("forward", "backward")) or
+            (phase.kind == "reduce" and role == "backward_handoff")}
 
 
 class GroupTables:
@@ -66,12 +74,13 @@ class GroupTables:
     inputs padded to whole groups (padding rows: zero inputs) and its gradients ``ref.dys``
     (padding rows: zero), made once; called with a group's program and first row."""
 
-    def __init__(self, config: Config, weights, biases, x, ref):
+    def __init__(self, config: Config, weights, biases, x, ref, gelu=None):
         self.config = config
         R = config.rows
         padded = np.zeros((len(group_starts(len(x), R)) * R, np.shape(x)[1]), np.float32)
         padded[:len(x)] = x
-        _, self.acts = forward(config, weights, biases, padded)
+        self.kept: list = []
+        _, self.acts = forward(config, weights, biases, padded, gelu, self.kept)
         self.dys = [np.zeros((len(padded), np.shape(d)[1]), np.float32) for d in ref.dys]
         for d, r in zip(self.dys, ref.dys, strict=True):
             d[:len(x)] = r
@@ -79,7 +88,8 @@ class GroupTables:
     def __call__(self, program: StepProgram, g0: int) -> dict[int, np.ndarray]:
         rows = slice(g0, g0 + self.config.rows)
         return step_nonzero(self.config, program, [a[rows] for a in self.acts],
-                            [d[rows] for d in self.dys])
+                            [d[rows] for d in self.dys],
+                            [None if u is None else u[rows] for u in self.kept])
 
 
 @dataclass
@@ -109,16 +119,18 @@ class ModelFabric:
         #: from step to step (:func:`wafertile.model.predict.timing_key`)
         self.cache: dict = {}
 
-    def step(self, weights, biases, masks, x, labels, scale: float = 1.0) -> ModelStep:
-        """One step of the batch ``x`` (groups of ``rows``, the last padded)."""
+    def step(self, weights, biases, masks, x, labels, scale: float = 1.0, gelu=None
+             ) -> ModelStep:
+        """One step of the batch ``x`` (groups of ``rows``, the last padded); ``gelu``: per
+        layer, GELU after it instead of ReLU."""
         from ..model import predict_program
 
         cfg = self.config
         R = cfg.rows
         start = time.perf_counter()
-        ref = training_step(cfg, weights, biases, masks, x, labels, scale)
-        tables = GroupTables(cfg, weights, biases, x, ref)
-        compiler = StepCompiler(cfg, weights, biases, masks)
+        ref = training_step(cfg, weights, biases, masks, x, labels, scale, gelu)
+        tables = GroupTables(cfg, weights, biases, x, ref, gelu)
+        compiler = StepCompiler(cfg, weights, biases, masks, gelu=gelu)
         cycles = dict.fromkeys((*ROLES, "total", "check"), 0)
         methods: Counter = Counter()
         flits_in = flits_out = 0

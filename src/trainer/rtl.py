@@ -204,13 +204,13 @@ class RtlFabric:
         self.workdir = self.build / f"train-{os.getpid()}"
         self.workdir.mkdir(exist_ok=True)
 
-    def groups(self, weights, biases, masks, x, dy) -> list[GroupResult]:
+    def groups(self, weights, biases, masks, x, dy, gelu=None) -> list[GroupResult]:
         """Run the groups of ``x`` (``rows`` inputs each, the last padded) with their loss
         gradient ``dy``, one harness run per group."""
         cfg = self.config
         R = cfg.rows
         shapes = [np.shape(w) for w in weights]
-        compiler = StepCompiler(cfg, weights, biases, masks, read_dx=self.read_dx)
+        compiler = StepCompiler(cfg, weights, biases, masks, read_dx=self.read_dx, gelu=gelu)
         out = []
         for g0 in group_starts(len(x), R):
             program = compiler.group(x[g0:g0 + R], dy[g0:g0 + R])
@@ -219,10 +219,11 @@ class RtlFabric:
             out.append(group_result(program, min(R, len(x) - g0), logits, stats, shapes))
         return out
 
-    def step(self, weights, biases, masks, x, labels, scale: float = 1.0) -> RtlStep:
+    def step(self, weights, biases, masks, x, labels, scale: float = 1.0, gelu=None
+             ) -> RtlStep:
         """One step of the batch ``x`` (any number of rows: groups of ``rows``, the last
         padded), the loss gradient taken from the reference's logits (checked equal to the
-        fabric's)."""
-        ref = training_step(self.config, weights, biases, masks, x, labels, scale)
-        results = self.groups(weights, biases, masks, x, ref.dys[-1])
+        fabric's); ``gelu``: per layer, GELU after it instead of ReLU."""
+        ref = training_step(self.config, weights, biases, masks, x, labels, scale, gelu)
+        results = self.groups(weights, biases, masks, x, ref.dys[-1], gelu)
         return assemble(self.config, ref, masks, results)
