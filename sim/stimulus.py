@@ -496,12 +496,12 @@ def _fp_nonlinear(cfg: Config) -> list[Flit]:
     """NONLINEAR (``nonlinear = true``): every function on the special words (+-0, +-inf,
     NaNs of both signs and a payload, the smallest subnormal and normal, the largest finite),
     values inside and just past each function's range, a ``data`` whose high bits are set
-    (only the low 3 pick the function; 5 to 7 pick the fifth), NONLINEARs back to back on one accumulator (the
-    second reads what the first writes), a MAC and a READ_ACC right after one on its
-    accumulator, and a NONLINEAR between MACs into another accumulator; MUL and MAX on pairs
-    of those words and on every pair of classes of FP32 word (zeros, subnormal, normal,
-    infinities of each sign, NaN), back to back, after a MAC, and a running maximum from
-    -inf; SEND with each of its four outputs, FINISH with each of its two."""
+    (only the low 3 pick the function; 5 to 7 pick the fifth), NONLINEARs back to back on
+    one accumulator (the second reads what the first writes), a MAC and a READ_ACC right
+    after one on its accumulator, and a NONLINEAR between MACs into another accumulator; MUL
+    and MAX on pairs of those words and on every pair of classes of FP32 word (zeros,
+    subnormal, normal, infinities of each sign, NaN), back to back, after a MAC, and a running
+    maximum from -inf; SEND with each of its four outputs, FINISH with each of its two."""
     specials = [0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000,
                 0x7F800001, 0x00000001, 0x00800000, 0x7F7FFFFF, 0xFF7FFFFF]
     values = [_s(w) for w in specials] + _w(1.0, -1.0, 0.5, 3.0, -3.0, 10.0, -10.0, 88.5,

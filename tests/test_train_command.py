@@ -179,6 +179,39 @@ def test_a_small_network_trains_on_the_rtl_exactly(small_run, tmp_path, capsys):
     assert run["pass"] is True and run["accuracy"] == report["accuracy"]
 
 
+def test_a_gelu_network_trains_on_the_rtl_exactly(tmp_path, monkeypatch, cache, capsys):
+    """A network with GELU after its first layer (docs/training.md, "GELU layers"): refused
+    without the nonlinear unit; with it, every step exact on the RTL, and the trained network
+    written with its GELU runs with wafertile run, exact, at the report's accuracy."""
+    monkeypatch.setenv("WAFERTILE_CACHE", str(cache))
+    monkeypatch.chdir(tmp_path)
+    fmt = float_format("fp16")
+    w, b, m = random_network((6, 5, 3), 0.7, 8)
+    store = ParameterStore(w, b, m, TrainConfig(dtype="fp16"))
+    export_network(store, tmp_path / "net.npz", gelu=(True, False))
+    rng = np.random.default_rng(8)
+    x = fmt.values(fmt.bits(rng.normal(size=(6, 6)).astype(np.float32)))
+    np.savez(tmp_path / "data.npz", x=x, y=rng.integers(0, 3, 6), x_test=x[:4],
+             y_test=rng.integers(0, 3, 4))
+    argv = ["train", "--network", "net.npz", "--data", "data.npz", *SMALL, "--steps", "2",
+            "--batch", "4", "--lr", "0.05", "--json"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "layer 0 has GELU, which needs tiles with the nonlinear unit: --nonlinear true")
+    assert main([*argv, "--nonlinear", "true"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pass"] is True and report["activations"] == ["gelu", None]
+    assert report["phase_cycles"]["backward_handoff"] > 0
+    out = "wafertile-train/"
+    assert main(["run", "--network", out + "network.npz", "--inputs", out + "test_inputs.npy",
+                 "--labels", out + "test_labels.npy", *SMALL, "--nonlinear", "true",
+                 "--json"]) == 0
+    run = json.loads(capsys.readouterr().out)
+    assert run["pass"] is True and run["accuracy"] == report["accuracy"]
+    with np.load(tmp_path / out / "network.npz") as net:
+        assert int(net["gelu0"]) == 1 and int(net["relu0"]) == 0
+
+
 def test_two_fabrics_equal_one(small_run, tmp_path, capsys):
     """--fabrics 2 (a Dask LocalCluster of two workers, each a fabric) makes the same steps
     as one fabric: the same losses, the same master weights bit for bit."""

@@ -706,7 +706,8 @@ def test_from_network_refusals():
     flat = Network([Layer(w, np.zeros(2, np.float32)), Layer(w, np.zeros(2, np.float32))], 16,
                    dtype="bf16")
     _refused(lambda: from_network(flat),
-             "layer 0 has no ReLU; the trained chain has ReLU after every layer but the last")
+             "layer 0 has neither ReLU nor GELU; the trained chain has one of them after every "
+             "layer but the last")
     nan = Network([Layer(np.array([[1.0, np.nan]], np.float32), np.zeros(1, np.float32))], 16,
                   dtype="bf16")
     _refused(lambda: from_network(nan), "w0[0, 1] = nan is not finite")

@@ -14,13 +14,14 @@ from ..network.model import Layer, Network, save_network
 from .config import TrainConfig, TrainError, check_dtype
 from .store import ParameterStore
 
-__all__ = ["export_network", "from_network", "to_network"]
+__all__ = ["export_network", "from_network", "gelu_flags", "to_network"]
 
 
-def to_network(store: ParameterStore, dtype: str | None = None, name: str = "") -> Network:
+def to_network(store: ParameterStore, dtype: str | None = None, name: str = "",
+               gelu=None) -> Network:
     """The trained network in the format ``dtype`` (default the configuration's): the
     weights as :meth:`~ParameterStore.stream_weights` gives them, the FP32 master biases, ReLU
-    after every layer but the last.
+    after every layer but the last (GELU after those ``gelu`` flags, one per layer).
 
     Raises
     ------
@@ -29,13 +30,15 @@ def to_network(store: ParameterStore, dtype: str | None = None, name: str = "") 
     """
     dtype = check_dtype(store.config.dtype if dtype is None else dtype)
     weights = store.stream_weights(dtype)
-    layers = [Layer(w, b, relu=n < store.layers - 1)
+    gelu = gelu or (False,) * store.layers
+    last = store.layers - 1
+    layers = [Layer(w, b, relu=n < last and not gelu[n], gelu=n < last and bool(gelu[n]))
               for n, (w, b) in enumerate(zip(weights, store.biases, strict=True))]
     return Network(layers, 16, name=name, dtype=dtype)
 
 
 def export_network(store: ParameterStore, path: str | Path, *, dtype: str | None = None,
-                   name: str = "") -> None:
+                   name: str = "", gelu=None) -> None:
     """Write :func:`to_network`'s network to the ``.npz`` file ``path``
     (:func:`wafertile.network.save_network`'s format, written atomically).
 
@@ -50,8 +53,13 @@ def export_network(store: ParameterStore, path: str | Path, *, dtype: str | None
     except InputError as exc:
         raise TrainError(str(exc)) from None
     buffer = io.BytesIO()
-    save_network(to_network(store, dtype, name), buffer)
+    save_network(to_network(store, dtype, name, gelu), buffer)
     write_bytes(path, buffer.getvalue())
+
+
+def gelu_flags(net: Network) -> tuple[bool, ...]:
+    """Per layer of ``net``, whether GELU follows it (the training step's ``gelu``)."""
+    return tuple(bool(layer.gelu) for layer in net.layers)
 
 
 def from_network(net: Network, config: TrainConfig | None = None) -> ParameterStore:
@@ -61,14 +69,16 @@ def from_network(net: Network, config: TrainConfig | None = None) -> ParameterSt
     Parameters
     ----------
     net : Network
-        A float network (fp16 or bf16) with ReLU after every layer but the last.
+        A float network (fp16 or bf16) with ReLU or GELU after every layer but the last
+        (:func:`gelu_flags` says which).
     config : TrainConfig, optional
         Default: ``TrainConfig(dtype=net.dtype)``.
 
     Raises
     ------
     TrainError
-        For an integer network, a hidden layer without ReLU, or weights the store refuses
+        For an integer network, a hidden layer without ReLU or GELU, or weights the store
+        refuses
         (not finite); the message names the network's file when it was read from one.
     """
     where = f"{net.source}: " if net.source else ""
@@ -78,17 +88,17 @@ def from_network(net: Network, config: TrainConfig | None = None) -> ParameterSt
     for n, layer in enumerate(net.layers):
         if layer.layernorm:
             raise TrainError(f"{where}layer {n} has a LayerNorm (ln_g{n}); training takes chains "
-                             f"of fully connected layers with ReLU only")
+                             f"of fully connected layers with ReLU or GELU only")
         if layer.attn:
             raise TrainError(f"{where}layer {n} has attention after it (attn{n}); training "
-                             f"takes chains of fully connected layers with ReLU only")
+                             f"takes chains of fully connected layers with ReLU or GELU only")
         if layer.res is not None:
             raise TrainError(f"{where}layer {n} adds a residual (res{n}); training takes "
-                             f"chains of fully connected layers with ReLU only")
+                             f"chains of fully connected layers with ReLU or GELU only")
     for n, layer in enumerate(net.layers[:-1]):
-        if not layer.relu:
-            raise TrainError(f"{where}layer {n} has no ReLU; the trained chain has ReLU after "
-                             f"every layer but the last")
+        if not (layer.relu or layer.gelu):
+            raise TrainError(f"{where}layer {n} has neither ReLU nor GELU; the trained chain "
+                             f"has one of them after every layer but the last")
     config = TrainConfig(dtype=net.dtype) if config is None else config
     try:
         return ParameterStore([layer.weights for layer in net.layers],

@@ -45,6 +45,7 @@ from ..train import (
     TrainError,
     export_network,
     from_network,
+    gelu_flags,
     load_checkpoint,
     save_checkpoint,
 )
@@ -221,6 +222,8 @@ class _Plan:
     name: str
     state: dict | None
     identity: dict
+    #: per layer, GELU after it instead of ReLU (the network's ``gelu{l}``)
+    gelu: tuple[bool, ...] = ()
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -280,12 +283,12 @@ def _train_config(args: argparse.Namespace, cfg: Config, steps: int) -> TrainCon
 
 
 def _network(args: argparse.Namespace, cfg: Config, tcfg: TrainConfig, seed: int
-             ) -> tuple[ParameterStore, str]:
+             ) -> tuple[ParameterStore, str, tuple[bool, ...]]:
     source = args.network or DEFAULTS["network"]
     if source == "digits":
         density = DEFAULTS["density"] if args.density is None else args.density
         w, b, m = random_network(DIGITS_SIZES, density, seed)
-        return ParameterStore(w, b, m, tcfg), "digits"
+        return ParameterStore(w, b, m, tcfg), "digits", (False,) * len(w)
     path = Path(source)
     if path.suffix == ".onnx":
         from ..network.onnx import import_onnx_float
@@ -301,12 +304,17 @@ def _network(args: argparse.Namespace, cfg: Config, tcfg: TrainConfig, seed: int
         _log.info(f"{net.source or source}: its softmax (softmax = 1, or an ONNX Softmax) is "
                   f"the loss's: training takes the logits, and the trained network is written "
                   f"without it")
+    store = from_network(net, tcfg)  # the masters: the file's values
     if args.density is not None:
         sizes = [net.layers[0].weights.shape[1]] + [layer.weights.shape[0]
                                                     for layer in net.layers]
         w, b, m = random_network(sizes, args.density, seed)
-        return ParameterStore(w, b, m, tcfg), path.stem
-    return from_network(net, tcfg), path.stem  # the masters: the file's values
+        store = ParameterStore(w, b, m, tcfg)
+    gelu = gelu_flags(net)
+    if any(gelu):
+        _check(cfg.nonlinear, f"{net.source or source}: layer {gelu.index(True)} has GELU, "
+                              f"which needs tiles with the nonlinear unit: --nonlinear true")
+    return store, path.stem, gelu
 
 
 def _data(args: argparse.Namespace, cfg: Config, sizes: list[int]
@@ -373,7 +381,7 @@ def plan(args: argparse.Namespace) -> _Plan:
     batch = DEFAULTS["batch"] if args.batch is None else args.batch
     # the steps (for a cosine schedule's length) need the data's size: read the network once
     # with a provisional configuration, then give its arrays the run's
-    probe, name = _network(args, cfg, TrainConfig(dtype=cfg.dtype), seed)
+    probe, name, gelu = _network(args, cfg, TrainConfig(dtype=cfg.dtype), seed)
     sizes = [probe.shapes[0][1]] + [s[0] for s in probe.shapes]
     x, x_test, y, y_test = _data(args, cfg, sizes)
     per_epoch = math.ceil(len(x) / batch)
@@ -382,7 +390,7 @@ def plan(args: argparse.Namespace) -> _Plan:
     tcfg = _train_config(args, cfg, steps)
     store = ParameterStore(probe.weights, probe.biases, probe.masks, tcfg)
     from .compiler import step_layout
-    step_layout(cfg, sizes)  # the activation bank's budget (names the sizes)
+    step_layout(cfg, sizes, gelu)  # the activation bank's budget (names the sizes)
     groups = math.ceil(min(batch, len(x)) / cfg.rows)
     fabrics = args.fabrics or 1
     _check(fabrics <= groups,
@@ -402,7 +410,7 @@ def plan(args: argparse.Namespace) -> _Plan:
                f"this one {seed}, {batch}, {steps}")
         _check(isinstance(state.get("history"), list), "--resume: the checkpoint has no "
                                                        "history of the run's steps")
-        here = _identity(args, cfg, x, y, x_test, y_test)
+        here = _identity(args, cfg, gelu, x, y, x_test, y_test)
         for key, value in here.items():
             _check(state.get(key) == value,
                    f"--resume: the checkpoint's run had another {key} "
@@ -410,12 +418,15 @@ def plan(args: argparse.Namespace) -> _Plan:
         state["history"] = [_row_in(r) for r in state["history"]]
     every = args.checkpoint_every or per_epoch
     return _Plan(cfg, tcfg, store, initial, x, y, x_test, y_test, steps, per_epoch, batch,
-                 Path(output), every, name, state, _identity(args, cfg, x, y, x_test, y_test))
+                 Path(output), every, name, state,
+                 _identity(args, cfg, gelu, x, y, x_test, y_test), gelu)
 
 
-def _identity(args: argparse.Namespace, cfg: Config, *data: np.ndarray) -> dict:
+def _identity(args: argparse.Namespace, cfg: Config, gelu: tuple[bool, ...], *data: np.ndarray
+              ) -> dict:
     """What a resumed run must share with the checkpoint's beyond the store: the fidelity,
-    the array (``rows`` makes the groups) and the data (SHA-256 of its arrays)."""
+    the array (``rows`` makes the groups), the layers' activations and the data (SHA-256 of
+    its arrays)."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -424,7 +435,14 @@ def _identity(args: argparse.Namespace, cfg: Config, *data: np.ndarray) -> dict:
     fidelity = args.fidelity or DEFAULTS["fidelity"]
     if fidelity == "model":  # the cycles of each step depend on the model's level too
         fidelity = f"model ({args.model_detail or 'auto'})"
-    return {"fidelity": fidelity, "array": cfg.as_dict(), "data": digest.hexdigest()}
+    return {"fidelity": fidelity, "array": cfg.as_dict(), "data": digest.hexdigest(),
+            "activations": _activations(gelu)}
+
+
+def _activations(gelu: tuple[bool, ...]) -> list[str | None]:
+    """Each layer's activation by name: ``"relu"``, ``"gelu"``, None for the last."""
+    return [None if n == len(gelu) - 1 else "gelu" if g else "relu"
+            for n, g in enumerate(gelu)]
 
 
 def _short(value: Any) -> str:
@@ -470,7 +488,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             fabric.close()
     seconds = time.perf_counter() - start
     report = _report(p, fidelity, history, epoch_accuracy, ok, seconds, args)
-    export_network(p.store, p.output / "network.npz", name=f"{p.name}-trained")
+    export_network(p.store, p.output / "network.npz", name=f"{p.name}-trained",
+                   gelu=p.gelu)
     save_npy(p.output / "test_inputs.npy", p.x_test)
     save_npy(p.output / "test_labels.npy", p.y_test)
     _write_table(p.output / "steps.csv", history)
@@ -508,7 +527,7 @@ def _run(p: _Plan, fabric, history: list[dict], epoch_accuracy: list[list[float]
         args = (store.stream_weights(), store.biases, store.masks, p.x[idx], p.y[idx], scale)
         row: dict[str, Any] = {"step": step, "epoch": (step - 1) // p.per_epoch + 1,
                                "rows": len(idx)}
-        r = fabric.step(*args)
+        r = fabric.step(*args, gelu=p.gelu)
         result, dw, db, exact = r.reference, r.dw, r.db, r.exact
         row.update({f"cycles_{k}": v for k, v in r.cycles.items()})
         row.update(step_cycles=r.step_cycles, flits_in=r.flits_in, flits_out=r.flits_out,
@@ -531,7 +550,8 @@ def _run(p: _Plan, fabric, history: list[dict], epoch_accuracy: list[list[float]
             return False
         end_of_epoch = step % p.per_epoch == 0 or step == p.steps
         if end_of_epoch:
-            acc = accuracy(cfg, store.stream_weights(), store.biases, p.x_test, p.y_test)
+            acc = accuracy(cfg, store.stream_weights(), store.biases, p.x_test, p.y_test,
+                           p.gelu)
             epoch_accuracy.append([step, acc])
         now = time.perf_counter()
         rate = (step - done) / (now - began)
@@ -561,13 +581,15 @@ def _median(history: list[dict], key: str) -> int | None:
 def _report(p: _Plan, fidelity: str, history: list[dict], epoch_accuracy, ok: bool,
             seconds: float, args: argparse.Namespace) -> dict:
     store = p.store
-    accuracy_ = accuracy(p.config, store.stream_weights(), store.biases, p.x_test, p.y_test)
+    accuracy_ = accuracy(p.config, store.stream_weights(), store.biases, p.x_test, p.y_test,
+                         p.gelu)
     base = TrainConfig.from_dict({**p.train.as_dict(), "loss_scaling": False})
     fp32_store = ParameterStore(p.initial.weights, p.initial.biases, p.initial.masks, base)
     fp32 = train_fp32(fp32_store, p.x, p.y, steps=p.steps, batch=p.batch,
-                      seed=DEFAULTS["seed"] if args.seed is None else args.seed).store
-    fp32_acc = float(np.mean(np.argmax(fp32_forward(fp32.weights, fp32.biases, p.x_test)[-1],
-                                       axis=1) == p.y_test))
+                      seed=DEFAULTS["seed"] if args.seed is None else args.seed,
+                      gelu=p.gelu).store
+    fp32_acc = float(np.mean(np.argmax(fp32_forward(fp32.weights, fp32.biases, p.x_test,
+                                                    p.gelu)[-1], axis=1) == p.y_test))
     rtl = fidelity == "rtl"
     phases = {k: _median(history, f"cycles_{k}") for k in
               ("forward", "loss", "gradients", "backward", "backward_handoff", "total")}
@@ -582,6 +604,7 @@ def _report(p: _Plan, fidelity: str, history: list[dict], epoch_accuracy, ok: bo
         "model_detail": None if rtl else (args.model_detail or "auto"),
         "model_methods": None if rtl else methods,
         "sizes": [store.shapes[0][1]] + [s[0] for s in store.shapes],
+        "activations": _activations(p.gelu),
         "dtype": p.config.dtype, "rows": p.config.rows, "cols": p.config.cols,
         "fabrics": args.fabrics or 1, "optimizer": p.train.optimizer, "lr": p.train.lr,
         "batch": p.batch, "steps": len(history), "planned_steps": p.steps,

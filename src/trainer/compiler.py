@@ -90,8 +90,9 @@ def step_layout(config: Config, sizes: list[int], gelu=None) -> dict[str, int]:
             need += sizes[n + 1]
             terms.append(f"{sizes[n + 1]} (U{n})")
     if need > config.act_depth:
-        raise TrainError(f"a training step keeps every layer's inputs, the loss gradient, "
-                         f"a 1.0 and each GELU layer's input in each tile: "
+        kept = (", the loss gradient, a 1.0 and each GELU layer's input" if len(terms) >
+                len(sizes) + 1 else " the loss gradient and a 1.0")
+        raise TrainError(f"a training step keeps every layer's inputs,{kept} in each tile: "
                          f"{' + '.join(terms)} = {need} activation words > act_depth = "
                          f"{config.act_depth}")
     return regions

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..config import Config
 from ..hdl.core.fp import FP32
-from ..sim.models.training import StepResult, forward, training_step
+from ..sim.models.training import StepResult, forward, gelus, training_step
 from ..train import ParameterStore
 
 __all__ = ["StepRecord", "TrainRun", "accuracy", "batches", "fp32_forward", "train",
@@ -62,15 +62,16 @@ def batches(n: int, batch: int, steps: int, seed: int) -> Iterator[np.ndarray]:
             made += 1
 
 
-def accuracy(config: Config, weights, biases, x, y) -> float:
+def accuracy(config: Config, weights, biases, x, y, gelu=None) -> float:
     """The share of ``x`` whose largest logit (the fabric's forward pass, its numerics) is the
-    label."""
-    logits, _acts = forward(config, weights, biases, x)
+    label; ``gelu``: per layer, GELU after it instead of ReLU."""
+    logits, _acts = forward(config, weights, biases, x, gelu)
     return float(np.mean(np.argmax(FP32.values(logits), axis=1) == np.asarray(y)))
 
 
 def train(config: Config, store: ParameterStore, x, y, *, steps: int, batch: int, seed: int,
-          on_step: Callable[[StepRecord, StepResult], None] | None = None) -> TrainRun:
+          on_step: Callable[[StepRecord, StepResult], None] | None = None, gelu=None
+          ) -> TrainRun:
     """Train ``store`` (in place) for ``steps`` steps on the fabric's numerics.
 
     Each step streams ``store.stream_weights()`` and the FP32 biases, runs
@@ -83,7 +84,7 @@ def train(config: Config, store: ParameterStore, x, y, *, steps: int, batch: int
     for step, idx in enumerate(batches(len(x), batch, steps, seed), 1):
         scale = float(store.scale)
         result = training_step(config, store.stream_weights(), store.biases, store.masks,
-                               x[idx], y[idx], scale)
+                               x[idx], y[idx], scale, gelu)
         applied = store.apply(result.dw, result.db)
         hits = np.argmax(result.logits, axis=1) == y[idx]
         record = StepRecord(step, result.loss, float(np.mean(hits)), applied, scale)
@@ -93,17 +94,36 @@ def train(config: Config, store: ParameterStore, x, y, *, steps: int, batch: int
     return run
 
 
-def fp32_forward(weights, biases, x) -> list[np.ndarray]:
-    """The FP32 numpy forward pass of the baseline (matrix products, ReLU but after the last
-    layer): the activations entering each layer, then the logits."""
+def _gelu32(z: np.ndarray, derivative: bool = False) -> np.ndarray:
+    """GELU's tanh form (or its derivative) in float32 numpy: the baseline's."""
+    k = np.float32(2 * np.sqrt(2 / np.pi))
+    a = np.float32(0.044715) * k
+    with np.errstate(over="ignore"):
+        s = np.float32(1) / (np.float32(1) + np.exp(-z * (k + a * z * z)))
+    if not derivative:
+        return z * s
+    return s + z * s * (np.float32(1) - s) * (k + np.float32(3) * a * z * z)
+
+
+def fp32_forward(weights, biases, x, gelu=None, pre: list | None = None) -> list[np.ndarray]:
+    """The FP32 numpy forward pass of the baseline (matrix products, ReLU, or GELU after the
+    layers ``gelu`` flags, but after the last layer): the activations entering each layer,
+    then the logits; ``pre``, if given, gets each layer's output before its activation."""
     acts = [np.asarray(x, np.float32)]
+    flags = gelus(gelu, len(weights))
     for n, (w, b) in enumerate(zip(weights, biases, strict=True)):
         z = acts[-1] @ w.T + b
-        acts.append(np.maximum(z, np.float32(0)) if n < len(weights) - 1 else z)
+        if pre is not None:
+            pre.append(z)
+        if n == len(weights) - 1:
+            acts.append(z)
+        else:
+            acts.append(_gelu32(z) if flags[n] else np.maximum(z, np.float32(0)))
     return acts
 
 
-def train_fp32(store: ParameterStore, x, y, *, steps: int, batch: int, seed: int) -> TrainRun:
+def train_fp32(store: ParameterStore, x, y, *, steps: int, batch: int, seed: int, gelu=None
+               ) -> TrainRun:
     """The baseline: a copy of ``store`` trained on the same batches (``seed``) with the same
     optimizer, its gradients computed in FP32 numpy (matrix products, no rounding to the
     tiles' format, no loss scale) from the FP32 master weights."""
@@ -112,7 +132,9 @@ def train_fp32(store: ParameterStore, x, y, *, steps: int, batch: int, seed: int
     x, y = np.asarray(x, np.float32), np.asarray(y, np.int64)
     for step, idx in enumerate(batches(len(x), batch, steps, seed), 1):
         ws = store.weights
-        acts = fp32_forward(ws, store.biases, x[idx])
+        pre: list[np.ndarray] = []
+        acts = fp32_forward(ws, store.biases, x[idx], gelu, pre)
+        flags = gelus(gelu, len(ws))
         z = acts[-1].astype(np.float64)
         e = np.exp(z - z.max(axis=1, keepdims=True))
         p = e / e.sum(axis=1, keepdims=True)
@@ -126,7 +148,8 @@ def train_fp32(store: ParameterStore, x, y, *, steps: int, batch: int, seed: int
             dw[n] = np.where(store.masks[n], g.T @ acts[n], np.float32(0)).astype(np.float32)
             db[n] = g.sum(axis=0, dtype=np.float32)
             if n:
-                g = ((g @ ws[n]) * (acts[n] > 0)).astype(np.float32)
+                slope = _gelu32(pre[n - 1], True) if flags[n - 1] else acts[n] > 0
+                g = ((g @ ws[n]) * slope).astype(np.float32)
         scale = float(store.scale)
         applied = store.apply([d * np.float32(scale) for d in dw],
                               [d * np.float32(scale) for d in db])
