@@ -12,6 +12,9 @@ from wafertile.hdl.core.fp import float_format
 from wafertile.hdl.flit import flit_layout
 from wafertile.train import ParameterStore, TrainConfig, TrainError
 from wafertile.trainer import random_network
+from wafertile.stream.plan import plan_layer
+from wafertile.stream.program import LayerError
+from wafertile.stream.rows import gelu_back_phases
 from wafertile.trainer.compiler import StepCompiler, compile_step, gradient_words
 from wafertile.trainer.model import ModelFabric
 from wafertile.trainer.rtl import ROLES, RtlFabric
@@ -94,14 +97,22 @@ def test_gelu_steps_are_refused_without_the_unit_or_room():
     with pytest.raises(TrainError, match=r"\+ 7 \(U0\) = 24 activation words > act_depth = "
                                          r"16$"):
         compile_step(small, w, b, m, x, dy, gelu=(True, False))
-    # 16 outputs of layer 0 fill the 16 accumulators of the one column: no scratch
+    # 16 outputs of layer 0 would fill the 16 accumulators of the one column: the transposed
+    # layer takes two passes instead, each leaving 3 scratch accumulators (a plan without
+    # them is refused by the derivative's phases)
     w, b, m = random_network((6, 16, 3), 0.7, 0)
     w = [float_format("bf16").values(float_format("bf16").bits(v)) for v in w]
     full = Config(rows=2, cols=1, dtype="bf16", act_depth=64, acc_depth=16, nonlinear=True)
-    with pytest.raises(TrainError, match=r"^layer 0: GELU's derivative needs a scratch "
-                                         r"accumulator per tile: the 16 outputs fill all 16 "
-                                         r"of a tile \(raise acc_depth or use more columns\)$"):
-        compile_step(full, w, b, m, x, dy, gelu=(True, False))
+    program = compile_step(full, w, b, m, x, dy, gelu=(True, False))
+    derivative = [(p.flits["payload.op"] == 12) & (p.flits["payload.data"] == 4)
+                  for p in program.phases]
+    scratch = np.concatenate([p.flits["payload.addr"][d]
+                              for p, d in zip(program.phases, derivative, strict=True)])
+    assert len(scratch) == 2 * 16 and scratch.max() < 16   # 2 rows, 16 outputs
+    with pytest.raises(LayerError, match=r"^GELU's derivative needs a scratch accumulator "
+                                         r"per tile: the 16 outputs fill all 16 of a tile "
+                                         r"\(raise acc_depth or use more columns\)$"):
+        gelu_back_phases(plan_layer(full, w[1].T.copy()), 0, 2, 40)
 
 
 def test_the_step_compiler_gives_compile_steps_flits():

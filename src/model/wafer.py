@@ -21,9 +21,11 @@ How each phase is predicted (``Phase.method``):
   analytic level's :func:`~wafertile.model.phases.grad_cycles` in ``tests/test_wafer.py``);
 - ``"estimate"``: what the RTL does not build yet, or builds with phases too large to
   compile at wafer size: the attention's phases (the costs of ``docs/attention.md``, "What
-  it costs", as port and tile bounds), the residual adds, and every backward nonlinear
-  operation (GELU's derivative, LayerNorm's and the attention's backward, written in
-  ``docs/wafer.md`` as multiples of the forward phases).
+  it costs", as port and tile bounds), the residual adds, and the backward nonlinear
+  operations the RTL does not have yet (LayerNorm's and the attention's backward, written
+  in ``docs/wafer.md`` as multiples of the forward phases);
+- ``"plan (event level)"``: GELU's derivative (the training compiler's rounds for one row,
+  ``docs/training.md``), played by the event level once per form of round.
 
 Everything is per batch group (every group alike), times the groups of a step.
 """
@@ -53,7 +55,7 @@ from ..stream import (
     read_phase,
     reduce_phases,
 )
-from ..stream.rows import layernorm_phases
+from ..stream.rows import gelu_back_phases, layernorm_phases, softmax_window
 from .energy import ENERGY, EnergyTable
 from .events import energy_events, grad_events, stream_events
 from .layer import dense_stream
@@ -452,6 +454,25 @@ BLOCK_LAYERS = ("qkv", "attention", "proj", "fc1", "fc2", "norms", "residual")
 # the phases
 
 
+def _form(phase) -> str:
+    """A digest of a one-row phase without its addresses: its kind, and per flit its port,
+    rectangle, VC, exit, opcode and a NONLINEAR's cycles. The rounds of GELU's derivative
+    (``gelu_back_phases``) differ only in their outputs' slots and kept addresses, which
+    no timing of theirs reads: each round's flits are the same operations on its own
+    scratch accumulators."""
+    import hashlib
+
+    f = phase.flits
+    op = np.asarray(f["payload.op"], np.int64)
+    digest = hashlib.blake2b(phase.kind.encode(), digest_size=16)
+    for column in (np.asarray(phase.port, np.int64), *(
+            np.asarray(f[k], np.int64) for k in ("header.x0", "header.x1", "header.y0",
+                                                  "header.y1", "header.vc", "header.exit")
+            if k in f), op, np.where(op == Opcode.NONLINEAR.value, f["payload.data"], 0)):
+        digest.update(np.ascontiguousarray(column).tobytes())
+    return digest.hexdigest()
+
+
 class GroupBuilder:
     """Builds one batch group's phases (per block and for the model's ends)."""
 
@@ -465,37 +486,46 @@ class GroupBuilder:
         self.rows = (fabric.rows // seq) * seq  # the rows that hold positions
         self.phases: list[Phase] = []
         self._plans: dict[tuple[int, int], Any] = {}
+        self._events: dict[str, int] = {}  # event-level cycles by a phase's form
         self._done: dict[Any, list[Phase]] = {}  # phases predicted, to repeat
         #: a list to keep every one-row phase predicted in (None: not kept), for checks of
         #: the analytic level against the event level (benchmarks/wafer.py)
         self.kept: list | None = None
 
     # -- helpers ---------------------------------------------------------------------
-    def plan(self, I: int, J: int, *, row: bool = False):
+    def plan(self, I: int, J: int, *, row: bool = False, spare: int = 0):
         """The compiler's plan of a dense ``I x J`` layer on the array, or (``row``) on
-        one row of it (the same groups and passes: only the ports differ)."""
-        key = (I, J, row)
+        one row of it (the same groups and passes: only the ports differ); ``spare``
+        accumulators a tile keeps free (GELU's derivative's scratch)."""
+        key = (I, J, row, spare)
         if key not in self._plans:
             w = np.broadcast_to(np.ones(1, np.int8), (I, J))
             self._plans[key] = plan_layer(self.row_config if row else self.config, w,
-                                          dense=True, streams=False)
+                                          dense=True, streams=False, spare=spare)
         return self._plans[key]
 
-    def row_phase(self, phase) -> tuple[int, str, int, int]:
+    def row_phase(self, phase, *, events: bool = False) -> tuple[int, str, int, int]:
         """A one-row phase's cycles (every row alike), method, flits in and replies, each
-        for all rows."""
+        for all rows. ``events``: by the event level, once per form of phase (:func:`_form`:
+        rounds that differ only in their addresses take the same cycles)."""
         if self.kept is not None:
             self.kept.append(phase)
-        n, _, _, _ = predict_phase(self.row_timing, phase, detail="analytic")
+        if events:
+            key = _form(phase)
+            if key not in self._events:
+                self._events[key] = predict_phase(self.row_timing, phase, detail="mesh")[0]
+            n, method = self._events[key], "plan (event level)"
+        else:
+            n, method = predict_phase(self.row_timing, phase, detail="analytic")[0], "plan"
         replies = int(np.count_nonzero(np.isin(phase.flits["payload.op"], _REPLIES)))
-        return int(n), "plan", len(phase) * self.rows, replies * self.rows
+        return int(n), method, len(phase) * self.rows, replies * self.rows
 
     def add(self, layer: str, kind: str, cycles: int, method: str, **counts) -> None:
         self.phases.append(Phase(layer, kind, int(cycles), method, **counts))
 
-    def row_phases(self, layer: str, kind: str, phases) -> None:
+    def row_phases(self, layer: str, kind: str, phases, *, events: bool = False) -> None:
         for ph in phases:
-            c, m, fin, fout = self.row_phase(ph)
+            c, m, fin, fout = self.row_phase(ph, events=events)
             # the events of one row, counted flit by flit (model.events), every row alike
             ev = energy_events(self.row_config, ph).times(self.rows)
             self.add(layer, kind, c, m, flits_in=fin, flits_out=fout, macs=ev.macs,
@@ -505,18 +535,24 @@ class GroupBuilder:
     def linear(self, layer: str, I: int, J: int, kind: str, *, handoff: str | None,
                gelu: bool = False, read: bool = False) -> list[Phase]:
         """Zeroing, MAC stream, reduction and hand-off (or read) of a dense layer: forward
-        (``handoff = "finish"``) or the backward data pass (``"back"``); the phases added.
+        (``handoff = "finish"``; with ``gelu``, first the hand-off of its input ``U``, kept
+        for the derivative) or the backward data pass (``"back"``: FINISH_BACK;
+        ``"gelu_back"``: GELU's derivative into the accumulators and their FINISH, as the
+        training compiler makes them, docs/training.md "GELU layers"); the phases added.
         The same layer again (a recomputed forward) takes the phases predicted before."""
         key = ("linear", I, J, kind, handoff, gelu, read)
         if key in self._done:
             return self._replay(layer, key)
         first = len(self.phases)
-        plan, row_plan = self.plan(I, J), self.plan(I, J, row=True)
+        # GELU's derivative takes scratch accumulators beside each pass's outputs
+        spare = softmax_window(self.config) if handoff == "gelu_back" else 0
+        plan, row_plan = self.plan(I, J, spare=spare), self.plan(I, J, row=True, spare=spare)
         R, C = self.rows, self.fabric.cols
         nxt = SimpleNamespace(chunk=_chunk(I, self.memory.chunk),
                               G=C // -(-I // self.memory.chunk))
-        op = Opcode.FINISH if handoff == "finish" else Opcode.FINISH_BACK
+        op = Opcode.FINISH_BACK if handoff == "back" else Opcode.FINISH
         layer_ns = SimpleNamespace(relu=False, gelu=gelu)
+        keep = SimpleNamespace(relu=False, gelu=False)
         for p in range(plan.passes):
             row = PhaseBuilder()
             add_zero(row, row_plan, p, 1)
@@ -534,7 +570,15 @@ class GroupBuilder:
                 self.row_phases(layer, "reduce", reduce_phases(row_plan, p, 1))
             if read:
                 self.row_phases(layer, "edge", [read_phase(row_plan, p, 1)])
+            elif handoff == "gelu_back":  # the analytic level is 14-47% low on these
+                self.row_phases(layer, "nonlinear", gelu_back_phases(row_plan, p, 1, 0),
+                                events=True)
+                self.row_phases(layer, "handoffs", handoff_phases(
+                    self.row_config, row_plan, keep, p, 1, nxt, 0))
             elif handoff is not None:
+                if gelu:  # U = half(Z), kept for GELU's derivative
+                    self.row_phases(layer, "handoffs", handoff_phases(
+                        self.row_config, row_plan, keep, p, 1, nxt, 0))
                 self.row_phases(layer, "nonlinear" if gelu else "handoffs",
                                 handoff_phases(self.row_config, row_plan, layer_ns, p, 1, nxt,
                                                0, op=op))
@@ -776,7 +820,7 @@ def _step(shape: GptShape, fabric: Fabric, seq: int, batch: int, groups: int,
     g.residual("forward")
     if shape.norms == 2:
         g.layernorm("norms")
-    fc1 = g.linear("fc1", shape.d_ff, d, "forward", handoff="finish", gelu=True)
+    g.linear("fc1", shape.d_ff, d, "forward", handoff="finish", gelu=True)
     g.linear("fc2", d, shape.d_ff, "forward", handoff="finish")
     g.residual("forward")
     # the head: final LayerNorm, the output projection, the logits read out
@@ -803,9 +847,8 @@ def _step(shape: GptShape, fabric: Fabric, seq: int, batch: int, groups: int,
         for ph in g.phases[n:]:
             ph.method = "estimate" if ph.method == "estimate" else "plan (recomputed)"
     g.grad("fc2", d, shape.d_ff, True)
-    g.linear("fc2", shape.d_ff, d, "backward_data", handoff="back")
-    # GELU's derivative: as GELU's hand-off, a NONLINEAR and a FINISH per output (estimate)
-    g.phases += [replace(p, method="estimate") for p in fc1 if p.kind == "nonlinear"]
+    # GELU's derivative in the hand-off of fc2's backward data (docs/training.md)
+    g.linear("fc2", shape.d_ff, d, "backward_data", handoff="gelu_back")
     g.grad("fc1", shape.d_ff, d, True)
     g.linear("fc1", d, shape.d_ff, "backward_data", handoff="back")
     for _ in range(shape.norms):

@@ -76,8 +76,9 @@ class LayerPlan:
 
     ``J`` is split into ``K`` chunks of ``chunk`` inputs and the columns into ``K`` blocks of
     ``G``: column ``k * G + g`` holds chunk ``k`` of output group ``g``. ``groups[g]`` lists
-    the outputs of group ``g`` (longest first); pass ``p`` takes slots ``p * acc_depth``
-    onwards of every group (:meth:`parts`). ``streams[p]`` is pass ``p``'s MAC flits (port and
+    the outputs of group ``g`` (longest first); pass ``p`` takes slots ``p * slots`` onwards
+    of every group (:meth:`parts`; ``slots``: ``acc_depth``, or fewer for a layer whose
+    hand-off needs scratch accumulators). ``streams[p]`` is pass ``p``'s MAC flits (port and
     fields, activation addresses relative to the layer's base).
     """
 
@@ -95,6 +96,8 @@ class LayerPlan:
     nnz_row: np.ndarray = None
     #: the outputs, longest first (the order of the assignments)
     longest: np.ndarray = None
+    #: a tile's accumulators that a pass's outputs take (0: all of them, ``acc_depth``)
+    slots: int = 0
 
     @property
     def chunk_sizes(self) -> np.ndarray:
@@ -106,7 +109,7 @@ class LayerPlan:
     def parts(self, p: int) -> list[np.ndarray]:
         """The outputs of every group in pass ``p`` (slot ``s`` of group ``g``:
         ``parts(p)[g][s]``)."""
-        A = self.config.acc_depth
+        A = self.slots or self.config.acc_depth
         return [m[p * A:(p + 1) * A] for m in self.groups]
 
     def ports(self, p: int) -> np.ndarray:
@@ -135,15 +138,27 @@ class LayerPlan:
 
 
 def plan_layer(config: Config, w: np.ndarray, *, dense: bool = False,
-               streams: bool = True, groups: list[np.ndarray] | None = None) -> LayerPlan:
+               streams: bool = True, groups: list[np.ndarray] | None = None,
+               spare: int = 0) -> LayerPlan:
     """Outputs to groups (longest first, LPT), to accumulator slots and passes; each pass's
     MAC flits (:func:`compile_layer`). ``dense``: every weight, zeros included; ``streams =
     False``: without the MAC flits (``streams`` is empty; for a model that needs only the
     assignment, :meth:`LayerPlan.ports`). ``groups``: the outputs of each column, in slot
     order, given (a layer whose inputs fit one tile, ``K = 1``: the attention's projection,
-    :meth:`~.attention.AttentionLayout.groups`) instead of dealt."""
+    :meth:`~.attention.AttentionLayout.groups`) instead of dealt. ``spare``: accumulators of
+    every tile that no output takes (scratch for the hand-off: GELU's derivative), at the
+    cost of more passes.
+
+    Raises
+    ------
+    ValueError
+        If ``spare`` leaves no accumulator for the outputs.
+    """
     I, J = w.shape
-    A = config.acc_depth
+    A = config.acc_depth - spare
+    if not 1 <= A <= config.acc_depth:
+        raise ValueError(f"{spare} spare accumulators of {config.acc_depth} leave none for "
+                         f"the outputs")
     K = row_chunks(config, J)
     chunk = -(-J // K) if J else 1
     G = config.cols // K
@@ -164,7 +179,7 @@ def plan_layer(config: Config, w: np.ndarray, *, dense: bool = False,
         else []
     return LayerPlan(config, I, J, K, chunk, G, groups, passes, flits,
                      int(nnz_row.sum()) if not dense else int(np.count_nonzero(w)),
-                     nnz_row, longest)
+                     nnz_row, longest, A if spare else 0)
 
 
 def reply_route(config: Config, rows: int) -> np.ndarray:

@@ -26,7 +26,7 @@ from ..stream import LayerProgram, Phase, PhaseBuilder
 from ..stream.compiler import add_activations, add_zero, read_phase, stream_phase
 from ..stream.plan import plan_layer, reply_route
 from ..stream.program import LayerError
-from ..stream.rows import gelu_back_phases
+from ..stream.rows import gelu_back_phases, softmax_window
 from ..train import TrainError
 
 __all__ = ["GradFlits", "StepCompiler", "StepProgram", "compile_step", "gradient_words",
@@ -204,7 +204,9 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
         add(grad.phase("grad"), GradFlits(n, column, dy_base + ii, addr_b, ii, kk))
         if n == 0:
             break
-        tplan = plan_layer(cfg, ws[n].T.copy())
+        # GELU's derivative takes scratch accumulators beside the outputs of each pass
+        tplan = plan_layer(cfg, ws[n].T.copy(),
+                           spare=softmax_window(cfg) if flags[n - 1] else 0)
         for p in range(tplan.passes):
             role = "backward"
             load = PhaseBuilder()
