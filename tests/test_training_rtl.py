@@ -10,11 +10,11 @@ import pytest
 from wafertile.config import Config
 from wafertile.hdl.core.fp import float_format
 from wafertile.hdl.flit import flit_layout
-from wafertile.train import ParameterStore, TrainConfig, TrainError
-from wafertile.trainer import random_network
 from wafertile.stream.plan import plan_layer
 from wafertile.stream.program import LayerError
 from wafertile.stream.rows import gelu_back_phases
+from wafertile.train import ParameterStore, TrainConfig, TrainError
+from wafertile.trainer import random_network
 from wafertile.trainer.compiler import StepCompiler, compile_step, gradient_words
 from wafertile.trainer.model import ModelFabric
 from wafertile.trainer.rtl import ROLES, RtlFabric
