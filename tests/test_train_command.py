@@ -196,8 +196,13 @@ def test_a_gelu_network_trains_on_the_rtl_exactly(tmp_path, monkeypatch, cache, 
     argv = ["train", "--network", "net.npz", "--data", "data.npz", *SMALL, "--steps", "2",
             "--batch", "4", "--lr", "0.05", "--json"]
     assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "wafertile: error: network file 'net.npz': layer 0 has GELU, which needs tiles with "
+        "the nonlinear unit (nonlinear = true, --nonlinear true)")
+    assert main([*argv, "--nonlinear", "true", "--router-arch", "lite"]) == 2
     assert capsys.readouterr().err.strip().endswith(
-        "layer 0 has GELU, which needs tiles with the nonlinear unit: --nonlinear true")
+        "layer 0 has GELU, whose derivative needs a router whose local input holds at least 2 "
+        "flits per VC: router_arch = 'lite' holds 1")
     assert main([*argv, "--nonlinear", "true"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["pass"] is True and report["activations"] == ["gelu", None]

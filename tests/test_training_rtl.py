@@ -91,7 +91,8 @@ def test_gelu_steps_are_refused_without_the_unit_or_room():
     x, dy = np.zeros((2, 6), np.float32), np.zeros((2, 3), np.float32)
     plain = Config(rows=2, cols=2, dtype="bf16", act_depth=64, acc_depth=16)
     with pytest.raises(TrainError, match=r"^layer 0 has GELU, which needs tiles with the "
-                                         r"nonlinear unit \(nonlinear = true\)$"):
+                                         r"nonlinear unit \(nonlinear = true, --nonlinear "
+                                         r"true\)$"):
         compile_step(plain, w, b, m, x, dy, gelu=(True, False))
     small = Config(rows=2, cols=2, dtype="bf16", act_depth=16, acc_depth=16, nonlinear=True)
     with pytest.raises(TrainError, match=r"\+ 7 \(U0\) = 24 activation words > act_depth = "

@@ -310,10 +310,13 @@ def _network(args: argparse.Namespace, cfg: Config, tcfg: TrainConfig, seed: int
                                                     for layer in net.layers]
         w, b, m = random_network(sizes, args.density, seed)
         store = ParameterStore(w, b, m, tcfg)
+    from .compiler import check_gelu
+
     gelu = gelu_flags(net)
-    if any(gelu):
-        _check(cfg.nonlinear, f"{net.source or source}: layer {gelu.index(True)} has GELU, "
-                              f"which needs tiles with the nonlinear unit: --nonlinear true")
+    try:
+        check_gelu(cfg, gelu)
+    except TrainError as exc:
+        raise TrainError(f"{net.source or source}: {exc}") from None
     return store, path.stem, gelu
 
 

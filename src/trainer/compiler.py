@@ -29,7 +29,8 @@ from ..stream.program import LayerError
 from ..stream.rows import gelu_back_phases, softmax_window
 from ..train import TrainError
 
-__all__ = ["GradFlits", "StepCompiler", "StepProgram", "compile_step", "gradient_words",
+__all__ = ["GradFlits", "StepCompiler", "StepProgram", "check_gelu", "compile_step",
+           "gradient_words",
            "step_layout"]
 
 
@@ -64,6 +65,29 @@ class StepProgram(LayerProgram):
     #: replies of its ``"check"`` phase are ``Y[y, column + c x J_l + k]`` = ``dY_{l-1}[y, k]``
     #: as tile ``(c, y)`` keeps it (its format's word)
     dx: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+def check_gelu(config: Config, gelu) -> None:
+    """Refuse GELU layers (``gelu``: a flag per layer) that ``config``'s tiles cannot train:
+    without the nonlinear unit, or with a router whose local input holds one flit per VC
+    (the derivative's SENDs and their fence need two: ``lite``).
+
+    Raises
+    ------
+    TrainError
+        One line naming the first GELU layer and what it needs.
+    """
+    flags = tuple(bool(g) for g in (gelu or ()))[:-1]
+    if not any(flags):
+        return
+    n = flags.index(True)
+    if not config.nonlinear:
+        raise TrainError(f"layer {n} has GELU, which needs tiles with the nonlinear unit "
+                         f"(nonlinear = true, --nonlinear true)")
+    if softmax_window(config) < 1:
+        raise TrainError(f"layer {n} has GELU, whose derivative needs a router whose local "
+                         f"input holds at least 2 flits per VC: router_arch = "
+                         f"{config.router_arch!r} holds 1")
 
 
 def step_layout(config: Config, sizes: list[int], gelu=None) -> dict[str, int]:
@@ -129,9 +153,7 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
     R, C = cfg.rows, cfg.cols
     L = len(weights)
     flags = gelus(gelu, L)
-    if any(flags) and not cfg.nonlinear:
-        raise TrainError(f"layer {flags.index(True)} has GELU, which needs tiles with the "
-                         f"nonlinear unit (nonlinear = true)")
+    check_gelu(cfg, flags)
     sizes = [np.shape(w)[1] for w in weights] + [np.shape(weights[-1])[0]]
     regions = step_layout(cfg, sizes, flags)
     fmt = float_format(cfg.dtype)
