@@ -354,12 +354,14 @@ def _may_bubble(timing: Timing, phase: Phase, nonzero: np.ndarray | None) -> boo
     return bool((inside & both).any())
 
 
-def timing_key(config: Config, phase: Phase) -> str:
+def timing_key(config: Config, phase: Phase, *, addresses: bool = True) -> str:
     """A digest of what a phase's predicted cycles depend on: its kind and, per flit, its
     port, rectangle, VC, exit, opcode, addresses and, of its data, what the fabric's timing
     sees (an answering operation's route or hand-off; whether an operation that skips zeros
     has a nonzero weight; a NONLINEAR's function). Phases of equal keys take the same cycles
-    (from the same arbiter pointers)."""
+    (from the same arbiter pointers). ``addresses = False``: without the addresses, for
+    phases known to differ only in addresses no timing of theirs reads (the rounds of GELU's
+    derivative: each round the same operations on its own scratch accumulators)."""
     import hashlib
 
     f = phase.flits
@@ -373,7 +375,8 @@ def timing_key(config: Config, phase: Phase) -> str:
     for column in (np.asarray(phase.port, np.int64), *(
             np.asarray(f[k], np.int64) for k in ("header.x0", "header.x1", "header.y0",
                                                   "header.y1", "header.vc", "header.exit",
-                                                  "payload.addr", "payload.addr_b")
+                                                  *(("payload.addr", "payload.addr_b")
+                                                    if addresses else ()))
             if k in f), op, seen):
         digest.update(np.ascontiguousarray(column).tobytes())
     return digest.hexdigest()

@@ -59,7 +59,7 @@ from ..stream.rows import gelu_back_phases, layernorm_phases, softmax_window
 from .energy import ENERGY, EnergyTable
 from .events import energy_events, grad_events, stream_events
 from .layer import dense_stream
-from .predict import predict_phase
+from .predict import predict_phase, timing_key
 from .stream import stream_cycles
 from .timing import Timing
 from .zoo import GptShape
@@ -454,25 +454,6 @@ BLOCK_LAYERS = ("qkv", "attention", "proj", "fc1", "fc2", "norms", "residual")
 # the phases
 
 
-def _form(phase) -> str:
-    """A digest of a one-row phase without its addresses: its kind, and per flit its port,
-    rectangle, VC, exit, opcode and a NONLINEAR's cycles. The rounds of GELU's derivative
-    (``gelu_back_phases``) differ only in their outputs' slots and kept addresses, which
-    no timing of theirs reads: each round's flits are the same operations on its own
-    scratch accumulators."""
-    import hashlib
-
-    f = phase.flits
-    op = np.asarray(f["payload.op"], np.int64)
-    digest = hashlib.blake2b(phase.kind.encode(), digest_size=16)
-    for column in (np.asarray(phase.port, np.int64), *(
-            np.asarray(f[k], np.int64) for k in ("header.x0", "header.x1", "header.y0",
-                                                  "header.y1", "header.vc", "header.exit")
-            if k in f), op, np.where(op == Opcode.NONLINEAR.value, f["payload.data"], 0)):
-        digest.update(np.ascontiguousarray(column).tobytes())
-    return digest.hexdigest()
-
-
 class GroupBuilder:
     """Builds one batch group's phases (per block and for the model's ends)."""
 
@@ -506,12 +487,14 @@ class GroupBuilder:
 
     def row_phase(self, phase, *, events: bool = False) -> tuple[int, str, int, int]:
         """A one-row phase's cycles (every row alike), method, flits in and replies, each
-        for all rows. ``events``: by the event level, once per form of phase (:func:`_form`:
-        rounds that differ only in their addresses take the same cycles)."""
+        for all rows. ``events``: by the event level, once per form of phase (its
+        :func:`~wafertile.model.predict.timing_key` without addresses: the rounds of GELU's
+        derivative differ only in their outputs' slots and kept addresses, which no timing
+        of theirs reads)."""
         if self.kept is not None:
             self.kept.append(phase)
         if events:
-            key = _form(phase)
+            key = timing_key(self.row_config, phase, addresses=False)
             if key not in self._events:
                 self._events[key] = predict_phase(self.row_timing, phase, detail="mesh")[0]
             n, method = self._events[key], "plan (event level)"
