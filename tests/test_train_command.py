@@ -157,6 +157,7 @@ def test_a_killed_run_resumes_to_the_same_steps(tmp_path, monkeypatch, capsys):
     assert "--resume: the checkpoint's run had another array (" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the default run trains a GELU network on the RTL through the command
 def test_a_small_network_trains_on_the_rtl_exactly(small_run, tmp_path, capsys):
     assert main([*small_run, "--steps", "3", "--batch", "5", "--lr", "0.05", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -181,8 +182,10 @@ def test_a_small_network_trains_on_the_rtl_exactly(small_run, tmp_path, capsys):
 
 def test_a_gelu_network_trains_on_the_rtl_exactly(tmp_path, monkeypatch, cache, capsys):
     """A network with GELU after its first layer (docs/training.md, "GELU layers"): refused
-    without the nonlinear unit; with it, every step exact on the RTL, and the trained network
-    written with its GELU runs with wafertile run, exact, at the report's accuracy."""
+    without the nonlinear unit or with the lite router; with it, every step exact on the RTL,
+    the step table and the curve written, the model's event level giving every part's
+    cycles, and the trained network written with its GELU runs with wafertile run, exact,
+    at the report's accuracy."""
     monkeypatch.setenv("WAFERTILE_CACHE", str(cache))
     monkeypatch.chdir(tmp_path)
     fmt = float_format("fp16")
@@ -207,6 +210,18 @@ def test_a_gelu_network_trains_on_the_rtl_exactly(tmp_path, monkeypatch, cache, 
     report = json.loads(capsys.readouterr().out)
     assert report["pass"] is True and report["activations"] == ["gelu", None]
     assert report["phase_cycles"]["backward_handoff"] > 0
+    for key in ("accuracy", "fp32_accuracy", "step_cycles", "forward_cycles", "flits_in",
+                "flits_out", "nnz", "seconds"):
+        assert report[key] is not None, key
+    table = pd.read_csv(tmp_path / "wafertile-train" / "steps.csv")
+    assert list(table.columns) == list(COLUMNS) and len(table) == 2 and table["exact"].all()
+    assert (table["cycles_total"] == table[[f"cycles_{k}" for k in (
+        "forward", "loss", "gradients", "backward", "backward_handoff")]].sum(axis=1)).all()
+    assert (tmp_path / "wafertile-train" / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert main([*argv, "--nonlinear", "true", "--fidelity", "model", "--model-detail",
+                 "mesh", "-o", "model"]) == 0
+    model = json.loads(capsys.readouterr().out)
+    assert model["phase_cycles"] == report["phase_cycles"] and model["loss"] == report["loss"]
     out = "wafertile-train/"
     assert main(["run", "--network", out + "network.npz", "--inputs", out + "test_inputs.npy",
                  "--labels", out + "test_labels.npy", *SMALL, "--nonlinear", "true",

@@ -57,6 +57,7 @@ def test_steps_on_the_harness_equal_the_reference(request, dtype):
     assert (plain.flits_in, plain.flits_out) == (again.flits_in, again.flits_out)
 
 
+@pytest.mark.slow  # the default run trains a GELU network on the RTL through the command
 def test_gelu_steps_on_the_harness_equal_the_reference_and_the_model(request):
     """A chain with GELU after its first two layers (docs/training.md, "GELU layers"): the
     kept inputs U, GELU's derivative by NONLINEAR, MUL and FINISH, every logit, dX and
