@@ -19,6 +19,8 @@ import pytest
 
 from wafertile.config import Config
 from wafertile.hdl.core.fp import float_format
+from wafertile.network.gpt import gelu as gpt_gelu
+from wafertile.network.gpt import gelu_grad as gpt_gelu_grad
 from wafertile.sim.models.training import (
     backward_data,
     finish_back,
@@ -240,6 +242,18 @@ def test_gelu_step_follows_the_doc(dtype, scale, seed):
     relu = training_step(Config(dtype=dtype, rows=2), weights, biases, masks, x, labels,
                          scale)
     assert not np.array_equal(bits(relu.dys[0]), bits(r.dys[0]))
+
+
+def test_the_fp32_baselines_gelu_derivative():
+    """The FP32 baseline's GELU derivative (``network.gpt.gelu_grad``) is the derivative of
+    its GELU: central differences of ``gelu`` in float64, to float32's precision, and the
+    exact float64 derivative."""
+    x = np.linspace(-8.0, 8.0, 4001)
+    h = 1e-4
+    diff = (gpt_gelu(x + h) - gpt_gelu(x - h)) / (2 * h)
+    got = gpt_gelu_grad(x.astype(np.float32)).astype(np.float64)
+    assert np.abs(got - diff).max() < 1e-5
+    assert np.abs(got - exact_gelu_grad(x)).max() < 1e-5
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])

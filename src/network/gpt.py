@@ -30,7 +30,8 @@ import numpy as np
 from ..hdl.core.fp import float_format
 from .model import Layer, Network, NetworkError
 
-__all__ = ["EPS", "GPTShape", "gpt_logits", "gpt_network", "gpt_onnx", "one_hot"]
+__all__ = ["EPS", "GPTShape", "gelu", "gelu_grad", "gpt_logits", "gpt_network", "gpt_onnx",
+           "one_hot"]
 
 #: LayerNorm's epsilon (GPT-2's).
 EPS = 1e-5
@@ -132,10 +133,19 @@ def _layernorm(x, g, b):
     return (x - mu) / np.sqrt(var + np.float32(EPS)) * g + b
 
 
-def _gelu(x):
+def gelu(x):
+    """GELU's tanh form in float32 numpy (the FP32 model's)."""
     c = np.float32(math.sqrt(2.0 / math.pi))
     return np.float32(0.5) * x * (np.float32(1) + np.tanh(c * (x + np.float32(0.044715) *
                                                                 x ** 3)))
+
+
+def gelu_grad(x):
+    """The derivative of :func:`gelu`, in float32 numpy (the FP32 training baseline's)."""
+    c = np.float32(math.sqrt(2.0 / math.pi))
+    t = np.tanh(c * (x + np.float32(0.044715) * x ** 3))
+    return np.float32(0.5) * (np.float32(1) + t) + np.float32(0.5) * x * (
+        np.float32(1) - t * t) * c * (np.float32(1) + np.float32(3 * 0.044715) * x * x)
 
 
 def gpt_logits(params: dict[str, np.ndarray], ids: np.ndarray) -> np.ndarray:
@@ -157,7 +167,7 @@ def gpt_logits(params: dict[str, np.ndarray], ids: np.ndarray) -> np.ndarray:
         e = np.exp(s - s.max(-1, keepdims=True))
         a = (e / e.sum(-1, keepdims=True)) @ v
         x = x + a.transpose(1, 0, 2).reshape(T, D) @ p[f"{h}.proj.w"].T + p[f"{h}.proj.b"]
-        m = _gelu(_layernorm(x, p[f"{h}.ln2.g"], p[f"{h}.ln2.b"]) @ p[f"{h}.fc.w"].T +
+        m = gelu(_layernorm(x, p[f"{h}.ln2.g"], p[f"{h}.ln2.b"]) @ p[f"{h}.fc.w"].T +
                   p[f"{h}.fc.b"])
         x = x + m @ p[f"{h}.fc2.w"].T + p[f"{h}.fc2.b"]
     head = p.get("head.w", p["wte"])

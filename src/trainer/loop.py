@@ -11,6 +11,8 @@ import numpy as np
 
 from ..config import Config
 from ..hdl.core.fp import FP32
+from ..network.gpt import gelu as fp32_gelu
+from ..network.gpt import gelu_grad as fp32_gelu_grad
 from ..sim.models.training import StepResult, forward, gelus, training_step
 from ..train import ParameterStore
 
@@ -94,17 +96,6 @@ def train(config: Config, store: ParameterStore, x, y, *, steps: int, batch: int
     return run
 
 
-def _gelu32(z: np.ndarray, derivative: bool = False) -> np.ndarray:
-    """GELU's tanh form (or its derivative) in float32 numpy: the baseline's."""
-    k = np.float32(2 * np.sqrt(2 / np.pi))
-    a = np.float32(0.044715) * k
-    with np.errstate(over="ignore"):
-        s = np.float32(1) / (np.float32(1) + np.exp(-z * (k + a * z * z)))
-    if not derivative:
-        return z * s
-    return s + z * s * (np.float32(1) - s) * (k + np.float32(3) * a * z * z)
-
-
 def fp32_forward(weights, biases, x, gelu=None, pre: list | None = None) -> list[np.ndarray]:
     """The FP32 numpy forward pass of the baseline (matrix products, ReLU, or GELU after the
     layers ``gelu`` flags, but after the last layer): the activations entering each layer,
@@ -118,7 +109,7 @@ def fp32_forward(weights, biases, x, gelu=None, pre: list | None = None) -> list
         if n == len(weights) - 1:
             acts.append(z)
         else:
-            acts.append(_gelu32(z) if flags[n] else np.maximum(z, np.float32(0)))
+            acts.append(fp32_gelu(z) if flags[n] else np.maximum(z, np.float32(0)))
     return acts
 
 
@@ -148,7 +139,7 @@ def train_fp32(store: ParameterStore, x, y, *, steps: int, batch: int, seed: int
             dw[n] = np.where(store.masks[n], g.T @ acts[n], np.float32(0)).astype(np.float32)
             db[n] = g.sum(axis=0, dtype=np.float32)
             if n:
-                slope = _gelu32(pre[n - 1], True) if flags[n - 1] else acts[n] > 0
+                slope = fp32_gelu_grad(pre[n - 1]) if flags[n - 1] else acts[n] > 0
                 g = ((g @ ws[n]) * slope).astype(np.float32)
         scale = float(store.scale)
         applied = store.apply([d * np.float32(scale) for d in dw],
