@@ -55,7 +55,7 @@ from ..stream import (
     read_phase,
     reduce_phases,
 )
-from ..stream.rows import gelu_back_phases, layernorm_phases, softmax_window
+from ..stream.rows import gelu_back_phases, gelu_back_scratch, layernorm_phases
 from .energy import ENERGY, EnergyTable
 from .events import energy_events, grad_events, stream_events
 from .layer import dense_stream
@@ -528,7 +528,7 @@ class GroupBuilder:
             return self._replay(layer, key)
         first = len(self.phases)
         # GELU's derivative takes scratch accumulators beside each pass's outputs
-        spare = softmax_window(self.config) if handoff == "gelu_back" else 0
+        spare = gelu_back_scratch(self.config) if handoff == "gelu_back" else 0
         plan, row_plan = self.plan(I, J, spare=spare), self.plan(I, J, row=True, spare=spare)
         R, C = self.rows, self.fabric.cols
         nxt = SimpleNamespace(chunk=_chunk(I, self.memory.chunk),

@@ -35,9 +35,8 @@ from .plan import LayerPlan, handoff_window, reply_route, route_to
 from .program import LayerError, Phase, PhaseBuilder
 
 __all__ = ["SEND_PICKS", "Turns", "check_layernorm", "check_softmax", "gelu_back_phases",
-           "layernorm_phases",
-           "local_softmax_phases", "softmax_phases", "softmax_scratch", "softmax_window",
-           "sum_at_tile0"]
+           "gelu_back_scratch", "layernorm_phases", "local_softmax_phases", "softmax_phases",
+           "softmax_scratch", "softmax_window", "sum_at_tile0"]
 
 #: The bits of a SEND's ``data`` right above the route that pick its output's opcode on a
 #: float tile with the nonlinear unit (docs/architecture.md).
@@ -274,6 +273,13 @@ def _softmax(config: Config, elems: list[dict[int, np.ndarray]], z: int,
     return phases
 
 
+def gelu_back_scratch(config: Config) -> int:
+    """The scratch accumulators :func:`gelu_back_phases` uses per tile at most (one per
+    output of a round: :func:`softmax_window`), which a layer's plan leaves free
+    (``plan_layer(spare=)``)."""
+    return softmax_window(config)
+
+
 def gelu_back_phases(plan: LayerPlan, p: int, rows: int, kept: int) -> list[Phase]:
     """GELU's derivative applied to pass ``p``'s accumulators of ``plan`` (``docs/training.md``,
     "GELU layers"): for output ``i`` in accumulator ``s`` of its tile, a scratch accumulator
@@ -289,7 +295,7 @@ def gelu_back_phases(plan: LayerPlan, p: int, rows: int, kept: int) -> list[Phas
     """
     config = plan.config
     z = softmax_scratch(plan, p)
-    window = min(softmax_window(config), config.acc_depth - z)
+    window = min(gelu_back_scratch(config), config.acc_depth - z)
     if window < 1:
         raise LayerError(f"GELU's derivative needs a scratch accumulator per tile: the "
                          f"{plan.I} outputs fill all {config.acc_depth} of a tile (raise "

@@ -25,8 +25,7 @@ from ..sim.models.training import gelus
 from ..stream import LayerProgram, Phase, PhaseBuilder
 from ..stream.compiler import add_activations, add_zero, read_phase, stream_phase
 from ..stream.plan import plan_layer, reply_route
-from ..stream.program import LayerError
-from ..stream.rows import gelu_back_phases, softmax_window
+from ..stream.rows import gelu_back_phases, gelu_back_scratch
 from ..train import TrainError
 
 __all__ = ["GradFlits", "StepCompiler", "StepProgram", "check_gelu", "compile_step",
@@ -84,7 +83,7 @@ def check_gelu(config: Config, gelu) -> None:
     if not config.nonlinear:
         raise TrainError(f"layer {n} has GELU, which needs tiles with the nonlinear unit "
                          f"(nonlinear = true, --nonlinear true)")
-    if softmax_window(config) < 1:
+    if gelu_back_scratch(config) < 1:
         raise TrainError(f"layer {n} has GELU, whose derivative needs a router whose local "
                          f"input holds at least 2 flits per VC: router_arch = "
                          f"{config.router_arch!r} holds 1")
@@ -228,7 +227,7 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
             break
         # GELU's derivative takes scratch accumulators beside the outputs of each pass
         tplan = plan_layer(cfg, ws[n].T.copy(),
-                           spare=softmax_window(cfg) if flags[n - 1] else 0)
+                           spare=gelu_back_scratch(cfg) if flags[n - 1] else 0)
         for p in range(tplan.passes):
             role = "backward"
             load = PhaseBuilder()
@@ -238,11 +237,10 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
             role = "backward_handoff"
             row = SimpleNamespace(chunk=sizes[n], G=C)  # every tile of the row
             if flags[n - 1]:  # GELU's derivative into the accumulators, then their hand-off
-                try:
-                    for phase in gelu_back_phases(tplan, p, R, regions[f"U{n - 1}"]):
-                        add(phase)
-                except LayerError as exc:
-                    raise TrainError(f"layer {n - 1}: {exc}") from None
+                # (check_gelu and the plan's spare accumulators leave it room: it cannot
+                # refuse here)
+                for phase in gelu_back_phases(tplan, p, R, regions[f"U{n - 1}"]):
+                    add(phase)
                 for phase in handoff_phases(cfg, tplan, keep, p, R, row, regions[f"A{n}"]):
                     add(phase)
                 continue
