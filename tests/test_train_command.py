@@ -12,7 +12,13 @@ import pytest
 
 from wafertile.cli import main
 from wafertile.hdl.core.fp import float_format
-from wafertile.train import ParameterStore, TrainConfig, export_network, load_checkpoint
+from wafertile.train import (
+    ParameterStore,
+    TrainConfig,
+    export_network,
+    load_checkpoint,
+    save_checkpoint,
+)
 from wafertile.trainer import random_network
 from wafertile.trainer.command import COLUMNS
 
@@ -144,6 +150,18 @@ def test_a_killed_run_resumes_to_the_same_steps(tmp_path, monkeypatch, capsys):
     b, _ = load_checkpoint(tmp_path / "cut" / "checkpoint.npz")
     for x, y in zip(a.arrays().values(), b.arrays().values(), strict=True):
         assert np.array_equal(np.atleast_1d(x).view(np.uint8), np.atleast_1d(y).view(np.uint8))
+    # a checkpoint written before a run's identity had its activations (a ReLU chain)
+    # resumes; one that says other activations does not
+    store, state = load_checkpoint(tmp_path / "cut" / "checkpoint.npz")
+    for activations, code in ((None, 0), (["gelu", "relu", None], 2)):
+        state.pop("activations", None)
+        if activations is not None:
+            state["activations"] = activations
+        save_checkpoint(tmp_path / "cut" / "checkpoint.npz", store, rng_state=state)
+        assert main([*argv, "-o", "cut", "--resume"]) == code
+        capsys.readouterr()
+    save_checkpoint(tmp_path / "cut" / "checkpoint.npz", store,
+                    rng_state={**state, "activations": ["relu", "relu", None]})
     # a checkpoint of another network is refused
     assert main([*argv, "-o", "cut", "--resume", "--density", "0.3"]) == 2
     assert "is of another network: mask 0 differs" in capsys.readouterr().err
