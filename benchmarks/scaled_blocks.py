@@ -12,7 +12,7 @@ noise, seeded) in bf16. The block runs on Verilator with the tiles' event counte
 (``counters = true``); the model predicts the same network at its event level and counts the
 same events. Printed and written per shape: the cycles (RTL, model), every event summed over
 the tiles (RTL, model) and whether each tile's count is equal. Exit status 1 if a block
-fails or its cycles differ.
+fails, or its cycles or any tile's count of any event differ.
 
     python benchmarks/scaled_blocks.py --shape gpt3-xl --shape gpt-j-6b --shape gpt3-13b \
         --shape gpt-neox-20b --shape benchmarks/example-shape.toml \
@@ -68,7 +68,9 @@ def measure(shape: GptShape, args, rng) -> dict:
     rtl_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     pred = predict_network(cfg, net, x, dense=False, detail="mesh")
-    events = program_events(cfg, pred.program, network_nonzero(cfg, net, x, pred.program))
+    sent: dict = {}
+    nonzero = network_nonzero(cfg, net, x, pred.program, sent=sent)
+    events = program_events(cfg, pred.program, nonzero, sent)
     model_seconds = time.perf_counter() - t0
     out = {
         "shape": shape.name, "scaled": small.__dict__, "rows": cfg.rows, "cols": cfg.cols,
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"date": date.today().isoformat(), "seed": args.seed,
                                          "rows": rows}, indent=1) + "\n")
-    ok = all(r["passed"] and r["rtl_cycles"] == r["model_cycles"] for r in rows)
+    ok = all(r["passed"] and r["rtl_cycles"] == r["model_cycles"]
+             and all(r["events_equal_per_tile"].values()) for r in rows)
     return 0 if ok else 1
 
 

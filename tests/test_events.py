@@ -99,13 +99,12 @@ def test_counters_equal_the_model_on_icarus(request, tmp_path):
 
 def test_gpt_block_counters_equal_the_model(request, tmp_path):
     """A scaled-down GPT block (bf16: embedding, LayerNorms, attention, GELU, residuals) on
-    Verilator. Every event but the MACs' outcome is exact per tile. The attention's operands
-    the tiles make themselves (scores, probabilities, values) are taken as nonzero by the
-    model (docs/counters.md): a probability whose exp flushes to zero is a skipped MAC on
-    the RTL and a done one in the model. So per tile the MACs (done + skipped) are exact,
-    the model's done MACs an upper bound, and its accumulator accesses above the RTL's by
-    exactly the MACs it takes as done in excess (two per tile of one row, on one seed in
-    three measured)."""
+    Verilator: every event of every tile exact, the attention's MACs included. Their
+    operands the tiles make themselves (queries, keys, values, probabilities, the softmax's
+    maximum, LayerNorm's mean in two parts); the model takes from the reference which are
+    zero (docs/counters.md). On the test's seed one row's mean is a number of the format,
+    so its second part is +0: 4 MACs the RTL skips, which the model without the FINISHes'
+    words takes as done (printed)."""
     from .test_gpt_block import _config, gpt_block, tokens
 
     seed = seed_for(request)
@@ -116,16 +115,15 @@ def test_gpt_block_counters_equal_the_model(request, tmp_path):
     program = compile_network(cfg, net, x)
     run = simulate(cfg, [program], sim="verilator", build_root=tmp_path)
     got = run.results[0][1]["events"]
-    want = program_events(cfg, program, network_nonzero(cfg, net, x, program))
-    for name in ("act_reads", "act_writes", "core_in", "core_out", "link_out"):
+    sent: dict = {}
+    nonzero = network_nonzero(cfg, net, x, program, sent=sent)
+    want = program_events(cfg, program, nonzero, sent)
+    for name in EVENTS:
         assert got[name] == want[name], f"seed {seed}: {name}: RTL {got[name]}, " \
                                         f"model {want[name]}"
-    done, model_done = np.array(got["mac_done"]), np.array(want["mac_done"])
-    assert (done + got["mac_skipped"] == model_done + want["mac_skipped"]).all(), f"seed {seed}"
-    excess = model_done - done
-    assert (excess >= 0).all() and excess.sum() <= 0.01 * model_done.sum(), f"seed {seed}"
-    for name in ("acc_reads", "acc_writes"):
-        assert (np.array(want[name]) - got[name] == excess).all(), f"seed {seed}: {name}"
+    blind = program_events(cfg, program, nonzero)  # the FINISHes' words taken as nonzero
+    print(f"seed {seed}: MACs done {sum(got['mac_done'])}, skipped {sum(got['mac_skipped'])}; "
+          f"without the sent words the model has {sum(blind['mac_done'])} done")
 
 
 def test_model_counts_follow_the_values():

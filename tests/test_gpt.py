@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from wafertile.cli import main
+from wafertile.model.events import EVENTS
 from wafertile.network.command import PROMPT
 from wafertile.network.gpt import GPTShape, gpt_logits, gpt_network, one_hot
 
@@ -581,10 +582,9 @@ def test_a_gpt_file_without_vocabulary_generates_token_ids(request, tmp_path, ca
     # RTL's unless one of them is +0 or -0 (docs/gpt.md)
     assert report["macs"] <= model["macs"] <= report["macs"] * 1.001, f"seed {seed}"
     # the tiles' counters over both steps against the model's count (docs/counters.md): every
-    # event exact but the MACs' outcome, for the same reason as the MACs above
+    # event of every tile exact, the operands the tiles make taken from the reference
     rtl_events, model_events = report["events"], model["events"]
-    for key in ("act_reads", "act_writes", "core_in", "core_out", "link_out"):
+    for key in EVENTS:
         assert rtl_events[key] == model_events[key], f"seed {seed}: {key}"
-    both = [np.add(e["mac_done"], e["mac_skipped"]) for e in (rtl_events, model_events)]
-    assert (both[0] == both[1]).all() and sum(rtl_events["mac_done"]) > 0, f"seed {seed}"
-    assert 0 < report["energy_j"] <= model["energy_j"] <= report["energy_j"] * 1.001
+    assert sum(rtl_events["mac_done"]) > 0 and report["energy_j"] > 0, f"seed {seed}"
+    assert model["energy_j"] == report["energy_j"], f"seed {seed}"

@@ -37,7 +37,10 @@ def attention(q, k, v, heads: int, dtype: str, sequences: int = 1) -> dict[str, 
     Returns the steps as FP32 words (uint32): ``scores`` (``S H x T x T``, sequence ``s``'s
     head ``h`` at ``s H + h``, the masked ones ``-inf``, never made on the fabric), ``probs``
     (likewise, the masked ones +0), ``out`` (``S T x (H D)``: the attention's FP32
-    accumulators, before the hand-off rounds them).
+    accumulators, before the hand-off rounds them); and what the tiles hand on, as words of
+    the format: ``q``, ``k``, ``v`` (``S H x T x D``), each row's softmax's ``max`` and
+    ``recip`` (``S H x T``, :func:`.rows.softmax`'s ``steps``) and ``p``, the
+    probabilities rounded (``S H x T x T``), the weights of the outputs' MACs.
 
     Raises
     ------
@@ -67,8 +70,12 @@ def attention(q, k, v, heads: int, dtype: str, sequences: int = 1) -> dict[str, 
     scores = np.where(causal, S, neg_inf).astype(np.uint32)
     # each row's softmax over its i + 1 elements, in one tile (slot order j)
     probs = np.zeros((H, T, T), np.uint32)
+    crossing = {"max": np.zeros((H, T), np.uint32), "recip": np.zeros((H, T), np.uint32)}
     for i in range(T):
-        probs[:, i, :i + 1] = softmax(S[:, i, :i + 1], [np.arange(i + 1)], dtype)
+        steps: dict = {}
+        probs[:, i, :i + 1] = softmax(S[:, i, :i + 1], [np.arange(i + 1)], dtype, steps)
+        for name, words in steps.items():
+            crossing[name][:, i] = words
     # the outputs: O[h, i, e] from +0, one MAC per position j <= i in ascending order
     P = fp.to_half(probs, fmt)
     O = np.zeros((H, T, D), np.uint32)
@@ -77,4 +84,5 @@ def attention(q, k, v, heads: int, dtype: str, sequences: int = 1) -> dict[str, 
         O = np.where(causal[:, j][None, :, None], step, O).astype(np.uint32)
     out = O.reshape(sequences, heads, T, D).transpose(0, 2, 1, 3).reshape(
         sequences * T, heads * D)
-    return {"scores": scores, "probs": probs, "out": out}
+    return {"scores": scores, "probs": probs, "out": out, "q": Q, "k": K, "v": V, "p": P,
+            **crossing}

@@ -38,15 +38,19 @@ from .rows import layernorm, softmax
 __all__ = ["network_reference"]
 
 
-def network_reference(config: Config, net, x: np.ndarray, *,
-                      kept: dict | None = None) -> tuple[np.ndarray, list]:
+def network_reference(config: Config, net, x: np.ndarray, *, kept: dict | None = None,
+                      steps: dict | None = None) -> tuple[np.ndarray, list]:
     """``(outputs, activations)``: the last layer's accumulators (``B x outputs``) and the
     activations that entered each layer (``activations[0]`` is ``x``; for a float network
     ``float32`` values of its format, the outputs ``float32``). ``kept``: a dict that takes
     the kept outputs of each layer a residual adds (its index -> ``B x outputs`` words of
-    the format)."""
+    the format); ``steps``: a dict that takes, per layer with row operations (its index), the
+    numbers they hand on, the whole batch: ``"attention"``, :func:`~.attention.attention`'s
+    dict; ``"layernorm"`` and ``"softmax"``, the ``steps`` of :func:`~.rows.layernorm` and
+    :func:`~.rows.softmax`."""
     if net.is_float:
-        return _float_reference(config, net, x, {} if kept is None else kept)
+        return _float_reference(config, net, x, {} if kept is None else kept,
+                                {} if steps is None else steps)
     acts = [np.asarray(x, dtype=np.int64)]
     for n, layer in enumerate(net.layers):
         acc = reference(config, acts[-1], layer.weights, layer.bias)
@@ -57,7 +61,7 @@ def network_reference(config: Config, net, x: np.ndarray, *,
     raise AssertionError("a network has at least one layer")  # pragma: no cover
 
 
-def _float_reference(config: Config, net, x: np.ndarray, store: dict
+def _float_reference(config: Config, net, x: np.ndarray, store: dict, steps: dict
                      ) -> tuple[np.ndarray, list]:
     fmt = float_format(net.dtype)
     acts = [np.asarray(x, dtype=np.float32)]
@@ -75,18 +79,23 @@ def _float_reference(config: Config, net, x: np.ndarray, store: dict
             words = [fp32_words(k, v) & 0xFFFFFFFF for k, v in
                      (("ln_g", layer.ln_gamma), ("ln_b", layer.ln_beta),
                       ("ln_eps", np.float32(layer.ln_eps)))]
-            acc = layernorm(acc.view(np.uint32), parts, net.dtype, *words).view(np.float32)
+            steps.setdefault(n, {})["layernorm"] = {}
+            acc = layernorm(acc.view(np.uint32), parts, net.dtype, *words,
+                            steps[n]["layernorm"]).view(np.float32)
         if n == len(net.layers) - 1:
             if net.softmax:  # along each row, in the orders of the tiles that hold it
                 parts = plan_layer(config, layer.weights, streams=False).parts(0)
-                acc = softmax(acc.view(np.uint32), parts, net.dtype).view(np.float32)
+                steps.setdefault(n, {})["softmax"] = {}
+                acc = softmax(acc.view(np.uint32), parts, net.dtype,
+                              steps[n]["softmax"]).view(np.float32)
             return acc, acts
         word = fp32_fields(acc) & 0xFFFFFFFF
         if layer.attn:  # over each sequence of the batch (docs/attention.md)
             width = layer.outputs // 3
-            word = attention(*(word[:, k * width:(k + 1) * width] for k in range(3)),
-                             layer.attn, net.dtype, net.sequences(len(word))[0]
-                             )["out"].astype(word.dtype)
+            done = steps.setdefault(n, {})["attention"] = attention(
+                *(word[:, k * width:(k + 1) * width] for k in range(3)), layer.attn,
+                net.dtype, net.sequences(len(word))[0])
+            word = done["out"].astype(word.dtype)
         if layer.relu:
             word = fp_relu(word)
         if layer.gelu:

@@ -29,11 +29,14 @@ def _fold(words: np.ndarray, step) -> np.ndarray:
     return out.astype(np.uint32)
 
 
-def softmax(words, parts: list[np.ndarray], dtype: str) -> np.ndarray:
+def softmax(words, parts: list[np.ndarray], dtype: str, steps: dict | None = None
+            ) -> np.ndarray:
     """The softmax of each row of ``words`` (``B x I`` FP32 words, uint32) as the tiles make
     it: ``parts[g]`` are the outputs tile ``g`` holds, in slot order (``LayerPlan.parts``);
     ``dtype`` the tiles' format (the maximum and the reciprocal sum cross the row as its
-    numbers). FP32 words, ``B x I``."""
+    numbers). FP32 words, ``B x I``. ``steps``: a dict that takes the two numbers that cross
+    the row, per row, as words of the format: ``"max"`` (``c``, step 2) and ``"recip"``
+    (``r``, step 4)."""
     fmt = float_format(dtype)
     x = np.asarray(words, np.uint32)
     tiles = [np.asarray(part, np.int64) for part in parts if len(part)]
@@ -51,6 +54,8 @@ def softmax(words, parts: list[np.ndarray], dtype: str) -> np.ndarray:
     # weight 1 (+0 if r is a zero), times every element
     r = fp.to_half(nl.reciprocal(total), fmt)
     z = fp.mac(np.zeros_like(r, np.uint32), _ONE[dtype], r, fmt)
+    if steps is not None:
+        steps["max"], steps["recip"] = c, r
     return nl.mul(e, z[:, None]).astype(np.uint32)
 
 
@@ -66,10 +71,13 @@ def _minus(x: np.ndarray, c: np.ndarray, dtype: str) -> np.ndarray:
     return fp.mac(x, _MINUS_ONE[dtype], c, float_format(dtype))
 
 
-def layernorm(words, parts: list[np.ndarray], dtype: str, gamma, beta, eps) -> np.ndarray:
+def layernorm(words, parts: list[np.ndarray], dtype: str, gamma, beta, eps,
+              steps: dict | None = None) -> np.ndarray:
     """LayerNorm of each row of ``words`` (``B x I`` FP32 words, uint32) as the tiles make it
     (``parts`` and ``dtype`` as :func:`softmax`): ``gamma``, ``beta`` (``I`` FP32 words) and
-    ``eps`` (one FP32 word). FP32 words, ``B x I``."""
+    ``eps`` (one FP32 word). FP32 words, ``B x I``. ``steps``: a dict that takes the three
+    numbers that cross the row, per row, as words of the format: ``"mean"`` (``c1``),
+    ``"mean2"`` (``c2``) and ``"rsqrt"`` (``r``)."""
     fmt = float_format(dtype)
     x = np.asarray(words, np.uint32)
     tiles = [np.asarray(part, np.int64) for part in parts if len(part)]
@@ -84,6 +92,8 @@ def layernorm(words, parts: list[np.ndarray], dtype: str, gamma, beta, eps) -> n
     # 3. the variance: d * d, summed as in step 1
     v = fp.add(nl.mul(_tile_sum(nl.mul(d, d), tiles), n_word), np.uint32(eps))
     r = fp.to_half(nl.rsqrt(v), fmt)
+    if steps is not None:
+        steps["mean"], steps["mean2"], steps["rsqrt"] = c1, c2, r
     # 4. d * r (r copied into a zeroed accumulator), then gamma and beta
     z = fp.mac(np.zeros_like(r, np.uint32), _ONE[dtype], r, fmt)
     y = nl.mul(nl.mul(d, z[:, None]), np.asarray(gamma, np.uint32)[None, :])

@@ -247,15 +247,16 @@ def run_model_network(args: argparse.Namespace, config: Config, net, x: np.ndarr
         report.accuracy = float(np.mean(np.argmax(outputs, axis=1) == labels))
     if config.counters:
         _log.info("counting the events (docs/counters.md)")
-        _count_events(report, config, table, result.program,
-                      network_nonzero(config, net, x, result.program))
+        sent: dict = {}
+        nonzero = network_nonzero(config, net, x, result.program, sent=sent)
+        _count_events(report, config, table, result.program, nonzero, sent)
     return _print(args, config, report)
 
 
 def _count_events(report: ModelReport, config: Config, table: EnergyTable, program,
-                  nonzero=None) -> None:
+                  nonzero=None, sent=None) -> None:
     """The report's events (:mod:`.events`) and their energy by ``table``."""
-    report.events, report.energy = program_energy(config, program, nonzero, table)
+    report.events, report.energy = program_energy(config, program, nonzero, table, sent)
 
 
 #: Bytes per nonzero weight of the performance model's plan of a layer too large to compile

@@ -180,15 +180,16 @@ def price_report(report, config, table: EnergyTable = ENERGY) -> None:
                                      report.host_flits_out, table)
 
 
-def program_energy(config, program, nonzero=None, table: EnergyTable = ENERGY
+def program_energy(config, program, nonzero=None, table: EnergyTable = ENERGY, sent=None
                    ) -> tuple[dict[str, list[int]], dict[str, Any]]:
     """A compiled program's events, as the tiles' counters count them
-    (:func:`~wafertile.model.events.program_events`, ``nonzero`` as it takes them), and
-    their energy with the program's flits across the edge (:func:`price_events`)."""
+    (:func:`~wafertile.model.events.program_events`, ``nonzero`` and ``sent`` as it takes
+    them), and their energy with the program's flits across the edge
+    (:func:`price_events`)."""
     from ..network.compiler import edge_flits
     from .events import program_events
 
-    events = program_events(config, program, nonzero)
+    events = program_events(config, program, nonzero, sent)
     flits = edge_flits(program)
     return events, price_events(config, events, flits["host_flits_in"],
                                 flits["host_flits_out"], table)

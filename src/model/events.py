@@ -11,9 +11,10 @@ each tile that made it; each walk is vectorized over the flits, a hop per step.
 What only a value says is whether a MAC is skipped: a zero weight (in the flit) or a zero
 activation (in the bank). The bank is followed through the program: a WRITE_ACT from the
 host writes the word its flit carries; one a tile made (a FINISH's hand-off) writes a word
-the model does not compute, taken as nonzero unless ``nonzero`` gives the stream's table
-(:func:`~wafertile.model.layer.network_nonzero`, from the reference): the counts are then
-exact.
+the model does not compute, and a FINISH's MAC (the attention's) carries one. Both are taken
+as nonzero unless the reference gives them (:func:`~wafertile.model.layer.network_nonzero`):
+``nonzero``, a stream's activations, and ``sent``, the words the FINISHes send. The counts
+are then exact.
 """
 
 from __future__ import annotations
@@ -90,16 +91,18 @@ def _walk(config: Config, f: PhaseFlits, fid: np.ndarray, x: np.ndarray, y: np.n
 
 
 def phase_events(config: Config, phase: Phase, bank: np.ndarray,
-                 table: np.ndarray | None = None) -> np.ndarray:
+                 table: np.ndarray | None = None, sent: np.ndarray | None = None
+                 ) -> np.ndarray:
     """The events of ``phase`` per tile: ``rows * cols`` x ``len(EVENTS)``. ``bank``: which
     activations the tiles hold nonzero (tiles x ``act_depth``), updated by the phase's
     activation writes; ``table``: a stream's nonzero activations, used for its MACs in place
-    of ``bank`` where given."""
+    of ``bank`` where given; ``sent``: which words the tiles' FINISHes send nonzero
+    (:meth:`~wafertile.model.mesh.PhaseFlits.from_phase`)."""
     tiles = config.rows * config.cols
     out = {name: np.zeros(tiles, np.int64) for name in EVENTS}
     if not len(phase):
         return np.stack([out[name] for name in EVENTS], axis=1)
-    f = PhaseFlits.from_phase(config, phase)
+    f = PhaseFlits.from_phase(config, phase, sent)
     cols = _op_columns(config)
     n = f.hosts
     fid = np.arange(n)
@@ -116,9 +119,9 @@ def phase_events(config: Config, phase: Phase, bank: np.ndarray,
         for name, v in adds.items():
             np.add.at(out[name], got_t, v)
         writes = cols["act_writes"][op] != 0
-        # the host's words are known; a tile's (a hand-off's) are taken as nonzero
+        # the host's words are known, a tile's (a hand-off's) with ``sent``; else nonzero
         w_f, w_t = got_f[writes], got_t[writes]
-        bank[w_t, f.act_w[w_f]] = np.where(w_f < n, f.wnz[w_f], True)
+        bank[w_t, f.act_w[w_f]] = np.where(f.known[w_f], f.wnz[w_f], True)
         emits = cols["emits"][op] != 0
         # the outputs start at the tiles that made them, on their local input
         fid = f.out[got_f[emits]]
@@ -128,16 +131,19 @@ def phase_events(config: Config, phase: Phase, bank: np.ndarray,
 
 
 def program_events(config: Config, program: LayerProgram,
-                   nonzero: Mapping[int, np.ndarray] | None = None) -> dict[str, list[int]]:
+                   nonzero: Mapping[int, np.ndarray] | None = None,
+                   sent: Mapping[int, np.ndarray] | None = None) -> dict[str, list[int]]:
     """The events of every phase of ``program`` summed, per event (:data:`EVENTS`) a list
     per tile (``y * cols + x``), as the harness reports the RTL's counters. ``nonzero``: per
-    stream phase index, its nonzero activations (tiles x ``act_depth``), as
-    :func:`~wafertile.model.predict.predict_program` takes them."""
-    nonzero = nonzero or {}
+    stream phase index, its nonzero activations (tiles x ``act_depth``); ``sent``: per phase
+    index, which words its FINISHes send nonzero (tiles x ``acc_depth``); as
+    :func:`~wafertile.model.predict.predict_program` takes them
+    (:func:`~wafertile.model.layer.network_nonzero` makes both)."""
+    nonzero, sent = nonzero or {}, sent or {}
     bank = np.zeros((config.rows * config.cols, config.act_depth), bool)
     total = np.zeros((config.rows * config.cols, len(EVENTS)), np.int64)
     for n, phase in enumerate(program.phases):
-        total += phase_events(config, phase, bank, nonzero.get(n))
+        total += phase_events(config, phase, bank, nonzero.get(n), sent.get(n))
     return {name: [int(v) for v in total[:, e]] for e, name in enumerate(EVENTS)}
 
 

@@ -51,8 +51,9 @@ def predict_step(config: Config, net, x: np.ndarray, *, detail: str = "auto"
         from .events import program_events
         from .layer import network_nonzero
 
-        events["events"] = program_events(config, program,
-                                          network_nonzero(config, net, x, program))
+        sent: dict = {}
+        nonzero = network_nonzero(config, net, x, program, sent=sent)
+        events["events"] = program_events(config, program, nonzero, sent)
     return {**events, "passed": None, "mismatches": None, "cycles": sum(cycles),
             "macs": model_macs(net, program, acts), **edge_flits(program),
             "per_layer": per_layer_cycles(net, program, cycles, config),

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
+from ..hdl.flit import Opcode
 from ..stream import (
     LayerPlan,
     LayerProgram,
@@ -100,21 +101,28 @@ def activation_table(config: Config, plan: LayerPlan, base: int, values) -> np.n
     return table
 
 
+def phase_groups(config: Config, program: LayerProgram, batch: int) -> list[int]:
+    """The batch group of each phase of a ``program`` compiled for ``batch`` inputs: its
+    place in the program (every group compiles to as many phases)."""
+    n_groups = max(1, -(-batch // config.rows))
+    per, extra = divmod(len(program.phases), n_groups)
+    if extra:  # pragma: no cover - the compilers give every group as many phases
+        raise ModelError(f"{len(program.phases)} phases for {n_groups} batch groups")
+    return [n // per for n in range(len(program.phases))]
+
+
 def stream_tables(config: Config, program: LayerProgram, batch: int, layer_of, tables
                   ) -> dict[int, np.ndarray]:
     """The nonzero table of every MAC stream of a float ``program`` compiled for ``batch``
     inputs: its batch group is its place in the program (every group compiles to as many
     phases), its layer ``layer_of[n]``; ``tables(layer, group)`` makes the table."""
-    n_groups = max(1, -(-batch // config.rows))
-    per, extra = divmod(len(program.phases), n_groups)
-    if extra:  # pragma: no cover - the compilers give every group as many phases
-        raise ModelError(f"{len(program.phases)} phases for {n_groups} batch groups")
+    group = phase_groups(config, program, batch)
     made: dict[tuple[int, int], np.ndarray] = {}
     out = {}
     for n, phase in enumerate(program.phases):
         if phase.kind != "stream":
             continue
-        key = (layer_of[n], n // per)
+        key = (layer_of[n], group[n])
         if key not in made:
             made[key] = tables(*key)
         out[n] = made[key]
@@ -371,8 +379,11 @@ def predict_network(config: Config, net, x: np.ndarray, *, dense: bool = True,
         program = compile_network(config, net, x, dense=dense_)
         # a float network's streams: the activations entering each layer, as the tiles hold
         # them (the float core's hazard bubbles depend on which are zero)
-        nonzero = network_nonzero(config, net, x, program) if config.is_float else None
-        return predict_program(config, program, detail=detail, nonzero=nonzero), program
+        sent: dict = {}
+        nonzero = (network_nonzero(config, net, x, program, sent=sent) if config.is_float
+                   else None)
+        return predict_program(config, program, detail=detail, nonzero=nonzero,
+                               sent=sent), program
 
     sparse, program = run(False)
     full = run(True)[0] if dense else None
@@ -380,20 +391,28 @@ def predict_network(config: Config, net, x: np.ndarray, *, dense: bool = True,
     return LayerPrediction(sparse, full, net.nnz, macs, time.perf_counter() - start, program)
 
 
-def network_nonzero(config: Config, net, x: np.ndarray, program) -> dict[int, np.ndarray]:
+def network_nonzero(config: Config, net, x: np.ndarray, program, *,
+                    sent: dict | None = None) -> dict[int, np.ndarray]:
     """Which activations each tile holds nonzero when each MAC stream of a compiled
     network ``program`` runs (per phase index: tiles x ``act_depth``), from the activations
     that enter each layer as :func:`wafertile.sim.models.network.network_reference` computes
     them (a residual's kept outputs included). The attention's MACs (docs/attention.md)
-    read queries and values that the tiles wrote themselves: taken as nonzero, as the
-    weights its FINISHes send (:class:`~wafertile.model.mesh.PhaseFlits`), exact unless one
-    of them rounds to +0 or -0."""
+    read queries and values that the tiles wrote themselves, with keys and probabilities
+    that FINISHes send, and its softmax's MACs the maximum and reciprocal that FINISHes
+    spread: all from the reference's attention. ``sent``: a dict that takes, per attention
+    phase, which words its FINISHes send nonzero (tiles x ``acc_depth``,
+    :meth:`~wafertile.model.mesh.PhaseFlits.from_phase`), for
+    :func:`~wafertile.model.predict.predict_program` and
+    :func:`~wafertile.model.events.program_events`; without it the model takes them as
+    nonzero, exact unless one rounds to +0 or -0."""
     from ..network.compiler import output_places
     from ..sim.models.network import network_reference
 
     kept: dict[int, np.ndarray] = {}  # a residual's kept outputs (words), by source layer
+    steps: dict[int, dict] = {}  # the numbers the row operations hand on, by layer
     acts = network_reference(config, net, np.asarray(x, np.float32 if config.is_float
-                                                      else np.int64), kept=kept)[1]
+                                                      else np.int64), kept=kept,
+                             steps=steps)[1]
     R = config.rows
 
     def table(layer: int, g: int) -> np.ndarray:
@@ -409,8 +428,102 @@ def network_nonzero(config: Config, net, x: np.ndarray, program) -> dict[int, np
         return out
 
     nonzero = stream_tables(config, program, len(x), program.phase_layer, table)
-    every = np.ones((config.rows * config.cols, config.act_depth), bool)
-    for n in nonzero:
-        if program.phase_step[n] == "attention":
-            nonzero[n] = every
+    group = phase_groups(config, program, len(x))
+    made: dict[tuple, Any] = {}
+    for n, phase in enumerate(program.phases):
+        step = program.phase_step[n]
+        if step not in ("attention", "layernorm", "softmax"):
+            continue
+        layer, g = program.phase_layer[n], group[n]
+        if step == "attention" and phase.kind == "stream":
+            key = ("acts", layer, g)
+            if key not in made:
+                made[key] = attention_tables(config, net, len(x), layer, g,
+                                             steps[layer]["attention"])[0]
+            nonzero[n] = made[key]
+        ops = np.asarray(phase.flits["payload.op"]) if len(phase) else np.zeros(0)
+        finish = ops == Opcode.FINISH.value
+        if sent is None or not finish.any():
+            continue
+        # which number a row's leader spreads: after a NONLINEAR the last (the reciprocal,
+        # the reciprocal square root), into activation 1 LayerNorm's c2, else the first
+        late = bool(np.any(ops == Opcode.NONLINEAR.value))
+        second = bool(np.any(np.asarray(phase.flits["payload.addr_b"])[finish] == 1))
+        key = ("sent", step, layer, g, late, second)
+        if key not in made:
+            made[key] = sent_words(config, net, program, len(x), step, layer, g,
+                                   steps[layer][step], late=late, second=second)
+        sent[n] = made[key]
     return nonzero
+
+
+def sent_words(config: Config, net, program, batch: int, step: str, layer: int, group: int,
+               steps: dict, *, late: bool, second: bool) -> np.ndarray:
+    """Which words the FINISHes of layer ``layer``'s row operation ``step`` (``"attention"``,
+    ``"layernorm"``, ``"softmax"``) send nonzero in batch ``group`` (tiles x ``acc_depth``),
+    from the reference's ``steps`` of it (the whole batch;
+    :func:`wafertile.sim.models.network.network_reference`): the attention's queries,
+    keys, values and probabilities (:func:`attention_tables`), and what a row's leader
+    spreads from its scratch accumulator: a LayerNorm's ``c1`` (``c2`` if ``second``, ``r``
+    if ``late``) at column 0, the softmax's maximum (the reciprocal if ``late``) at column 0
+    or, in the attention, at each head's tile."""
+    from ..stream.rows import softmax_scratch
+
+    R, C = config.rows, config.cols
+    r0 = group * R
+    rows = np.arange(min(R, batch - r0))
+    if step == "attention":
+        return attention_tables(config, net, batch, layer, group, steps, late=late)[1]
+    words = np.zeros((R * C, config.acc_depth), bool)
+    if step == "layernorm":
+        numbers = steps["rsqrt" if late else "mean2" if second else "mean"]
+    else:
+        numbers = steps["recip" if late else "max"]
+    z = softmax_scratch(program.plans[layer])
+    words[rows * C, z] = (np.asarray(numbers)[r0 + rows] & 0x7FFF) != 0
+    return words
+
+
+def _layout(config: Config, net, batch: int, layer: int, group: int):
+    """The attention's layout in batch ``group``, its first row in the batch and its first
+    sequence among the batch's."""
+    from ..network.compiler import attention_layout
+
+    r0 = group * config.rows
+    lay = attention_layout(config, net.layers[layer], min(config.rows, batch - r0), net.seq)
+    return lay, r0 // lay.T
+
+
+def attention_tables(config: Config, net, batch: int, layer: int, group: int, steps: dict,
+                     *, late: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """What the attention after ``layer`` hands on in batch ``group``, nonzero, from the
+    reference's ``steps`` (:func:`wafertile.sim.models.attention.attention`, the whole
+    batch), as the compiler lays it out (:class:`~wafertile.stream.attention.AttentionLayout`):
+    the activations its MACs read (queries, values: tiles x ``act_depth``) and the words its
+    FINISHes send (tiles x ``acc_depth``: queries, keys, values, probabilities, and each
+    head's softmax's maximum, or with ``late`` its reciprocal, in the scratch
+    accumulator)."""
+    lay, s0 = _layout(config, net, batch, layer, group)
+    C, T, H, D = config.cols, lay.T, lay.heads, lay.D
+    nz = {k: (np.asarray(v) & 0x7FFF) != 0 for k, v in steps.items()
+          if k in ("q", "k", "v", "p", "max", "recip")}
+    acts = np.zeros((config.rows * C, config.act_depth), bool)
+    words = np.zeros((config.rows * C, config.acc_depth), bool)
+    d, t = np.arange(D), np.arange(T)
+    for s in range(lay.sequences):
+        y = s * T + t  # the sequence's rows in the group
+        for h in range(H):
+            at = (s0 + s) * H + h  # the sequence's head in the batch's steps
+            head = (y * C + h)[:, None]
+            acts[head, lay.q_act(d)[None, :]] = nz["q"][at]
+            words[head, lay.q_slot(d)[None, :]] = nz["q"][at]
+            words[head, lay.k_slot(d)[None, :]] = nz["k"][at]
+            words[head, lay.s_slot(t)[None, :]] = nz["p"][at]  # the masked ones +0
+            words[head[:, 0], lay.z] = nz["recip" if late else "max"][at]
+            f = h * D + d
+            c, k = lay.column(f), lay.index(f)
+            tiles = y[:, None] * C + c[None, :]
+            words[tiles, lay.v_slot(c, k)[None, :]] = nz["v"][at]
+            for j in range(T):  # value j at every later position's tiles
+                acts[tiles[j:], lay.v_act(j, k)[None, :]] = nz["v"][at][j][None, :]
+    return acts, words

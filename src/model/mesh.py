@@ -178,6 +178,9 @@ class PhaseFlits:
     op, act_w : numpy.ndarray
         Its opcode (-1: it leaves the fabric and reaches no core) and the activation its
         ``addr`` addresses (a WRITE_ACT's), for the event counts (:mod:`.events`).
+    known : numpy.ndarray
+        Whether ``wnz`` is the value's own: a host flit's, or a FINISH's output where the
+        phase was made with ``sent`` (:meth:`from_phase`); else it is taken as nonzero.
     """
 
     port: np.ndarray
@@ -200,10 +203,15 @@ class PhaseFlits:
     iterates: np.ndarray | None = None
     op: np.ndarray | None = None
     act_w: np.ndarray | None = None
+    known: np.ndarray | None = None
 
     @classmethod
-    def from_phase(cls, config, phase) -> PhaseFlits:
-        """The table of a :class:`~wafertile.stream.Phase` for ``config``."""
+    def from_phase(cls, config, phase, sent: np.ndarray | None = None) -> PhaseFlits:
+        """The table of a :class:`~wafertile.stream.Phase` for ``config``. ``sent``: which
+        words a FINISH sends nonzero, per tile (``y * cols + x``) and accumulator (the
+        accumulator's value after ReLU, rounded to the format; from the reference): the
+        weight of a FINISH's MAC and the activation its WRITE_ACT writes are then known, for
+        a FINISH sent to one tile. Without it they are taken as nonzero."""
         f = phase.flits
         n = len(phase)
         op = np.asarray(f["payload.op"], np.int64)
@@ -214,6 +222,7 @@ class PhaseFlits:
                 "data": data}
         parts = [{k: np.asarray(v, np.int64) for k, v in cols.items()}]
         outs = [np.full(n, -1, np.int64)]
+        known = [np.ones(n, bool)]
         emit_op = _output_ops(config)
         # per opcode: its output goes to a hand-off rectangle / down the column, and where
         # the output's addr and addr_b come from (0: none, 1: the request's addr, 2: addr_b)
@@ -268,10 +277,18 @@ class PhaseFlits:
             # compute; it takes it as nonzero, as it takes every activation of a phase
             # without a table (exact unless a key or a probability rounds to +0 or -0)
             nxt["data"] = np.where(how & (nxt["op"] == Opcode.MAC.value), 1, nxt["data"])
+            mine = np.zeros(m, bool)
+            if sent is not None:  # the word it sends, where the reference gives it
+                mine = how & (o["x0"] == o["x1"]) & (o["y0"] == o["y1"])
+                tile = (np.clip(o["y0"], 0, config.rows - 1) * config.cols
+                        + np.clip(o["x0"], 0, config.cols - 1))
+                nxt["data"] = np.where(mine, sent[tile, o["addr"] % config.acc_depth],
+                                       nxt["data"]).astype(np.int64)
             # what leaves the fabric reaches no core: no operation
             nxt["op"] = np.where(nxt["exit"] != _L, -1, nxt["op"])
             parts.append(nxt)
             outs.append(np.full(m, -1, np.int64))
+            known.append(mine)
             total += m
         cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         op_all = cat["op"]
@@ -288,7 +305,7 @@ class PhaseFlits:
             exit=cat["exit"], kind=kind, out=np.concatenate(outs), hosts=n,
             addr=cat["addr"] % config.acc_depth, act=cat["addr_b"] % config.act_depth,
             wnz=weight_nonzero(config, cat["data"]), iterates=iterates, op=op_all,
-            act_w=cat["addr"] % config.act_depth, **flags)
+            act_w=cat["addr"] % config.act_depth, known=np.concatenate(known), **flags)
 
 
 #: The per-flit columns of a :class:`PhaseFlits` (all but ``port``, ``out`` and ``hosts``).

@@ -109,14 +109,17 @@ class Prediction:
 def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto",
                   budget: float = MESH_BUDGET, arbiters: tuple = (),
                   nonzero: np.ndarray | None = None, carry: Carry | None = None,
-                  gap: int = 0, carried: list | None = None) -> tuple[int, str, float, tuple]:
+                  gap: int = 0, carried: list | None = None, sent: np.ndarray | None = None
+                  ) -> tuple[int, str, float, tuple]:
     """The cycles of one phase that starts at a slot boundary, how they were found
     (:attr:`Prediction.methods`), the estimated seconds of mesh model spent (``detail =
     "auto"``: the mesh where the analytic model is not exact, if that estimate is within
     ``budget``) and, after the mesh, its arbiters' pointers (the next phase starts from
     them, as in the RTL; ``arbiters``: the previous phase's). ``nonzero``: on float tiles,
     a MAC stream's nonzero activations per tile and address
-    (:func:`~wafertile.model.mesh.simulate`). ``carry``: what the previous phase's cores
+    (:func:`~wafertile.model.mesh.simulate`); ``sent``: which words its FINISHes send
+    nonzero (:meth:`~wafertile.model.mesh.PhaseFlits.from_phase`; the mesh then plays the
+    whole array). ``carry``: what the previous phase's cores
     still held, ``gap`` cycles before this phase's first injection (the mesh then plays this
     phase on top of it, whatever the analytic model says); ``carried``: a list that gets
     what this phase's cores still hold at its end and the cycles from that snapshot to the
@@ -147,7 +150,7 @@ def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto",
     # one row for all (rows alike): the same flits, the same work carried in, and the same
     # arbiter pointers (phases whose rows differ, as the attention's, leave them apart)
     row = (_one_row(cfg, phase) if phase.kind not in ("stream", "grad") and cfg.rows > 1
-           and (carry is None or _rows_alike(cfg, carry))
+           and sent is None and (carry is None or _rows_alike(cfg, carry))
            and all(np.array_equal(a, np.tile(a[:, :cfg.cols], (1, cfg.rows)))
                    for a in arbiters) else None)
     if row is not None:  # every row alike: one row costs 1 / rows of the array
@@ -167,7 +170,7 @@ def predict_phase(timing: Timing, phase: Phase, *, detail: str = "auto",
                     carried += [tiled, end + 1 - result.carry.at]
             return end + 1, "mesh", cost, tuple(np.tile(a, (1, cfg.rows))
                                                 for a in result.arbiters)
-        result = simulate(timing, PhaseFlits.from_phase(cfg, phase), arbiters=arbiters,
+        result = simulate(timing, PhaseFlits.from_phase(cfg, phase, sent), arbiters=arbiters,
                           nonzero=nonzero, carry=carry, gap=gap)
         end = _end(phase.kind, result)
         if carried is not None and result.carry is not None:
@@ -384,7 +387,8 @@ def timing_key(config: Config, phase: Phase, *, addresses: bool = True) -> str:
 
 def predict_program(config: Config, program: LayerProgram, *, detail: str = "auto",
                     nonzero: Mapping[int, np.ndarray] | None = None,
-                    cache: dict | None = None) -> Prediction:
+                    cache: dict | None = None,
+                    sent: Mapping[int, np.ndarray] | None = None) -> Prediction:
     """Predict every phase of ``program`` on ``config``.
 
     Parameters
@@ -399,6 +403,11 @@ def predict_program(config: Config, program: LayerProgram, *, detail: str = "aut
         On float tiles, for each MAC stream phase (by its index in ``program.phases``), which
         activations are nonzero per tile and address (:func:`~wafertile.model.mesh.simulate`;
         a training step's: :func:`wafertile.trainer.model.step_nonzero`).
+    sent : mapping of int to numpy.ndarray, optional
+        For a phase whose FINISHes send words the tiles made (the attention's keys and
+        probabilities), which are nonzero per tile and accumulator
+        (:meth:`~wafertile.model.mesh.PhaseFlits.from_phase`); a network's:
+        :func:`~wafertile.model.layer.network_nonzero`. Without it they are taken as nonzero.
     cache : dict, optional
         Predictions of phases without a ``nonzero`` table kept across calls, by what their
         timing depends on (:func:`timing_key`): the phases a training step's batch groups and
@@ -424,15 +433,15 @@ def predict_program(config: Config, program: LayerProgram, *, detail: str = "aut
     # a network's batch groups share phase objects (by id), a training step's groups and
     # steps repeat phases with other values (by what the timing depends on)
     seen: dict = cache if cache is not None else {}
-    nonzero = nonzero or {}
+    nonzero, sent = nonzero or {}, sent or {}
     budget = MESH_BUDGET
     arbiters: tuple = ()
     carry, rest = None, 0  # the previous phase's cores' work left, and its cycles to the end
     for n, phase in enumerate(program.phases):
-        table = nonzero.get(n)
+        table, words = nonzero.get(n), sent.get(n)
         key = None
         wait = timing.wait(elapsed) if len(phase) else 0
-        if table is None:  # the phase, and the work it starts on
+        if table is None and words is None:  # the phase, and the work it starts on
             key = ((detail, id(phase)) if cache is None else
                    (detail, timing_key(config, phase))) + (_carry_key(carry, rest + wait),)
         if key is None or key not in seen:
@@ -440,7 +449,8 @@ def predict_program(config: Config, program: LayerProgram, *, detail: str = "aut
             c, how, spent, arbiters = predict_phase(timing, phase, detail=detail,
                                                     budget=budget, arbiters=arbiters,
                                                     nonzero=table, carry=carry,
-                                                    gap=rest + wait, carried=carried)
+                                                    gap=rest + wait, carried=carried,
+                                                    sent=words)
             budget -= spent
             if key is not None:
                 seen[key] = c, how, carried

@@ -54,8 +54,8 @@ from ..stream.program import LayerError
 from ..stream.rows import check_layernorm, check_softmax, layernorm_phases, softmax_phases
 from .model import Layer, Network, NetworkError
 
-__all__ = ["NetworkProgram", "check_network", "compile_network", "edge_flits",
-           "handoff_phases", "handoff_window", "output_places"]
+__all__ = ["NetworkProgram", "attention_layout", "check_network", "compile_network",
+           "edge_flits", "handoff_phases", "handoff_window", "output_places"]
 
 
 #: NONLINEAR's function number of GELU (``data[2:0]``, :data:`~.nonlinear.FUNCTIONS`).
@@ -165,7 +165,7 @@ def check_network(config: Config, net: Network, x: np.ndarray) -> None:
                             f"{config.acc_width + 14}, found {layer.shift.max()}")
 
 
-def _attention(config: Config, layer: Layer, rows: int, seq: int | None = None
+def attention_layout(config: Config, layer: Layer, rows: int, seq: int | None = None
                ) -> AttentionLayout:
     """The attention of an ``attn`` layer over a batch group of ``rows`` positions:
     sequences of ``seq`` positions (default: the group is one sequence)."""
@@ -183,7 +183,8 @@ def _plans(config: Config, net: Network, **kw) -> list[LayerPlan]:
     """Every layer's plan (``kw``: :func:`plan_layer`'s); an attention's projection has its
     outputs in the attention's columns (:meth:`AttentionLayout.groups`)."""
     return [plan_layer(config, layer.weights, **kw,
-                       groups=_attention(config, layer, 1).groups() if layer.attn else None)
+                       groups=(attention_layout(config, layer, 1).groups() if layer.attn
+                               else None))
             for layer in net.layers]
 
 
@@ -208,7 +209,7 @@ def _check_attention(config: Config, net: Network, n: int, batch: int) -> None:
     if -(-layer.inputs // config.act_depth) > 1:
         raise LayerError(f"{what}: layer {n}'s {layer.inputs} inputs must fit one tile's "
                          f"activations (act_depth = {config.act_depth})")
-    check_attention(_attention(config, layer, min(batch, R), net.seq), what)
+    check_attention(attention_layout(config, layer, min(batch, R), net.seq), what)
 
 
 def _check_size(config: Config, n: int, layer: Layer) -> None:
@@ -376,7 +377,7 @@ def _group(config: Config, net: Network, plans: list[LayerPlan], bases: list[int
                 here += norm
                 steps += ["layernorm"] * len(norm)
             if layer.attn:  # the attention, then its outputs' hand-off (docs/attention.md)
-                layout = _attention(config, layer, rows, net.seq)
+                layout = attention_layout(config, layer, rows, net.seq)
                 attention = attention_phases(layout)
                 here += attention
                 steps += ["attention"] * len(attention)
@@ -435,7 +436,7 @@ def _keep_base(config: Config, net: Network, plans: list[LayerPlan], bases: list
         if bases[n] + plan.chunk > used:
             used, what = bases[n] + plan.chunk, f"layer {n}'s inputs"
         if layer.attn:
-            need = _attention(config, layer, T).activations
+            need = attention_layout(config, layer, T).activations
             if need > used:
                 used, what = need, f"the attention after layer {n}"
     if used + size > config.act_depth:

@@ -191,8 +191,9 @@ def _run_model(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any
         from ..stream import compile_layer
 
         if point.workload.kind == "network":
-            energy = program_energy(config, result.program,
-                                    network_nonzero(config, net, x, result.program))[1]
+            sent: dict = {}
+            nonzero = network_nonzero(config, net, x, result.program, sent=sent)
+            energy = program_energy(config, result.program, nonzero, sent=sent)[1]
         else:
             energy = program_energy(config, compile_layer(config, x, w))[1]
     sparse, full = result.sparse, result.dense
