@@ -26,6 +26,22 @@ from .test_float import _sim, same, to_format
 from .test_softmax import _network, _value, _word
 
 
+def tile_sum(values, tiles) -> np.float32:
+    """Each tile's values added in slot order (the first a copy), then the tiles' sums in
+    tile order, in float32, as the document writes it."""
+    f32 = np.float32
+    sums = []
+    for part in tiles:
+        s = values[part[0]]
+        for i in part[1:]:
+            s = f32(s + values[i])
+        sums.append(s)
+    total = sums[0]
+    for v in sums[1:]:
+        total = f32(total + v)
+    return total
+
+
 def documented_layernorm(x, parts, dtype, gamma, beta, eps) -> np.ndarray:
     """One row ``x`` (float32) as the document writes it, scalar by scalar."""
     f32 = np.float32
@@ -34,26 +50,15 @@ def documented_layernorm(x, parts, dtype, gamma, beta, eps) -> np.ndarray:
     def minus(v, c):  # a MAC with weight -1 on c: nothing if c is a zero
         return v if c == 0 else f32(v + f32(-1.0) * c)
 
-    def tile_sum(values):
-        sums = []
-        for part in tiles:
-            s = values[part[0]]
-            for i in part[1:]:
-                s = f32(s + values[i])
-            sums.append(s)
-        total = sums[0]
-        for v in sums[1:]:
-            total = f32(total + v)
-        return total
 
     with np.errstate(all="ignore"):
         n = f32(1.0) / f32(len(x))
-        mu = f32(tile_sum(x) * n)
+        mu = f32(tile_sum(x, tiles) * n)
         c1 = to_format(mu, dtype)
         c2 = to_format(minus(mu, c1), dtype)
         d = np.array([minus(minus(v, c1), c2) for v in x], f32)
         q = np.array([f32(v * v) for v in d], f32)
-        v = f32(f32(tile_sum(q) * n) + f32(eps))
+        v = f32(f32(tile_sum(q, tiles) * n) + f32(eps))
         r = to_format(_value(nl.rsqrt(np.array([_word(v)], np.uint32))[0]), dtype)
         z = f32(0.0) if r == 0 else f32(r)
         return np.array([f32(f32(f32(d[i] * z) * gamma[i]) + beta[i]) for i in range(len(x))],
@@ -277,3 +282,204 @@ def test_training_refuses_a_layernorm(tmp_path):
     net = _ln_network(np.random.default_rng(8), "bf16")
     with pytest.raises(TrainError, match=r"layer 0 has a LayerNorm \(ln_g0\)"):
         from_network(net)
+
+
+# -- LayerNorm's derivative (docs/nonlinear.md, "LayerNorm's derivative on the fabric") ---------
+
+def documented_layernorm_grad(dy, parts, dtype, gamma, xhat, r, *, mutate: bool = False
+                              ) -> np.ndarray:
+    """One row's ``dX`` as the document writes it, scalar by scalar (float32 values; ``xhat``
+    and ``r`` numbers of the format). ``mutate``: the mean of ``g`` as one number of the
+    format, ``c1`` without ``c2`` (a wrong rounding the checks must catch)."""
+    f32 = np.float32
+    tiles = [list(p) for p in parts if len(p)]
+
+    def fmt(v):
+        return f32(to_format(np.float32(v), dtype))
+
+    def mac(acc, w, a):  # a MAC: nothing if w or a is a zero
+        return acc if (w == 0 or a == 0) else f32(acc + f32(f32(w) * f32(a)))
+
+    with np.errstate(all="ignore"):
+        n = f32(1.0) / f32(len(dy))
+        g = [f32(f32(dy[i]) * f32(gamma[i])) for i in range(len(dy))]          # 1.
+        sums = []
+        for part in tiles:                                                     # 2.
+            p = f32(0.0)
+            for i in part:
+                p = mac(p, fmt(g[i]), xhat[i])
+            sums.append(p)
+        k = fmt(f32(tile_sum(sums, [[t] for t in range(len(sums))]) * n))
+        m = f32(tile_sum(g, tiles) * n)                                        # 3.
+        c1 = fmt(m)
+        c2 = f32(0.0) if mutate else fmt(mac(m, -1.0, c1))
+        e = [mac(mac(gi, -1.0, c1), -1.0, c2) for gi in g]
+        w = fmt(mac(f32(0.0), -1.0, k))                                        # 4.
+        e = [mac(e[i], w, xhat[i]) for i in range(len(dy))]
+        z = mac(f32(0.0), 1.0, r)                                              # 5.
+        return np.array([f32(v * z) for v in e], f32)
+
+
+def _ln_forward64(x: np.ndarray, eps: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
+    """float64 LayerNorm's normalized rows and reciprocal square roots."""
+    x = np.asarray(x, np.float64)
+    r = 1.0 / np.sqrt(x.var(1, keepdims=True) + eps)
+    return (x - x.mean(1, keepdims=True)) * r, r[:, 0]
+
+
+def _ln_grad64(dy, gamma, xhat, r) -> np.ndarray:
+    """float64: r (g - mean(g) - xhat mean(g xhat)), g = dy gamma."""
+    g = np.asarray(dy, np.float64) * gamma
+    return r[:, None] * (g - g.mean(1, keepdims=True)
+                         - xhat * (g * xhat).mean(1, keepdims=True))
+
+
+def _ln_grad_case(rng, dtype: str, rows: int, outputs: int):
+    """Random rows of a LayerNorm's backward pass: (dy, gamma, xhat, r) as float32 values
+    (xhat and r rounded to the format, as the forward pass keeps them), and float64's
+    normalized rows and r."""
+    x = rng.normal(rng.normal(0, 3, (rows, 1)), rng.uniform(0.1, 10, (rows, 1)),
+                   (rows, outputs))
+    xhat64, r64 = _ln_forward64(x)
+    dy = (rng.normal(0, 1, (rows, outputs)) * 10.0 ** rng.integers(-3, 3, (rows, 1))
+          ).astype(np.float32)
+    gamma = rng.normal(1, 0.3, outputs).astype(np.float32)
+    xhat = to_format(xhat64.astype(np.float32), dtype)
+    r = to_format(r64.astype(np.float32), dtype)
+    return dy, gamma, xhat, r, xhat64, r64
+
+
+def _half_words(values, dtype: str) -> np.ndarray:
+    """float32 values that are numbers of ``dtype``, as its words."""
+    from wafertile.hdl.core.fp import float_format
+
+    return float_format(dtype).bits(np.asarray(values, np.float32)).astype(np.int64)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_layernorm_grad_follows_the_document(request, dtype):
+    """The vectorized reference of LayerNorm's derivative equals the scalar one written from
+    the document (rows of every scale; a zero gradient row, a zero gamma, a zero normalized
+    output), a sum in another order is caught, and both are within a few of the format's
+    ulps of float64's derivative; that derivative is checked against central differences of
+    float64's LayerNorm."""
+    from wafertile.sim.models.rows import layernorm_grad
+
+    from .conftest import seed_for
+
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    parts = [np.array([3, 0, 6]), np.array([1, 4]), np.array([2, 5]), np.array([], np.int64)]
+    dy, gamma, xhat, r, xhat64, r64 = _ln_grad_case(rng, dtype, 12, 7)
+    dy[1] = 0.0
+    gamma[4] = 0.0
+    xhat[2, 3] = 0.0
+    got = layernorm_grad(dy.view(np.uint32), parts, dtype, gamma.view(np.uint32),
+                         _half_words(xhat, dtype), _half_words(r, dtype)).view(np.float32)
+    caught = 0
+    for b in range(len(dy)):
+        want = documented_layernorm_grad(dy[b], parts, dtype, gamma, xhat[b], r[b])
+        assert same(got[b], want).all(), (seed, b, got[b], want)
+        wrong = documented_layernorm_grad(dy[b], parts, dtype, gamma, xhat[b], r[b],
+                                          mutate=True)
+        caught += not same(got[b], wrong).all()
+    assert caught > 0, f"seed {seed}: the mean's second part made no difference on any row"
+    assert not got[1].any(), f"seed {seed}: a zero gradient row"
+    # near float64's derivative: its error is the format's rounding of fmt(g), X^, k and r
+    exact = _ln_grad64(dy, gamma, xhat64, r64)
+    ulp = {"bf16": 2.0 ** -8, "fp16": 2.0 ** -11}[dtype]
+    scale = r64 * np.abs(dy * gamma).max(axis=1)
+    err = np.abs(got - exact).max(axis=1)
+    kept = np.arange(len(dy)) != 2  # row 2's zeroed normalized output is not float64's
+    assert (err <= 4 * ulp * scale)[kept].all(), (seed, err, ulp * scale)
+    # the formula itself: central differences of sum(dy * LayerNorm(x)) in float64
+    x = rng.normal(0, 2, (3, 7))
+    h = 1e-6
+    numeric = np.zeros_like(x)
+    for i in range(7):
+        step = np.zeros_like(x)
+        step[:, i] = h
+        up, down = (_ln_forward64(x + s)[0] * gamma for s in (step, -step))
+        numeric[:, i] = (dy[:3] * (up - down)).sum(1) / (2 * h)
+    xh, rr = _ln_forward64(x)
+    assert np.allclose(_ln_grad64(dy[:3], gamma, xh, rr), numeric, rtol=1e-5, atol=1e-7)
+
+
+def _ln_grad_program(cfg: Config, rng, outputs: int):
+    """LayerNorm's derivative of ``outputs`` outputs over all the array's rows: its program
+    (normalized outputs at activations 4 .., r at 3), the reference's dX and the model's
+    tables."""
+    from wafertile.formats import fp32_fields
+    from wafertile.model.layer import layernorm_back_tables
+    from wafertile.sim.models.rows import layernorm_grad
+    from wafertile.stream import plan_layer
+    from wafertile.stream.rows import layernorm_back_program
+
+    plan = plan_layer(cfg, np.ones((outputs, 2), np.float32), streams=False)
+    dy, gamma, xhat, r, *_ = _ln_grad_case(rng, cfg.dtype, cfg.rows, outputs)
+    dy[0, 1] = 0.0  # a zero gradient, a zero normalized output
+    xhat[-1, 0] = 0.0
+    xw, rw = _half_words(xhat, cfg.dtype), _half_words(r, cfg.dtype)
+    steps: dict = {}
+    want = layernorm_grad(dy.view(np.uint32), plan.parts(0), cfg.dtype,
+                          gamma.view(np.uint32), xw, rw, steps)
+    program = layernorm_back_program(plan, dy.view(np.uint32), xw, rw,
+                                     np.asarray(fp32_fields(gamma), np.int64), xh=4, ra=3)
+    tables = layernorm_back_tables(plan, program.phases, steps, xw, xh=4)
+    return program, want, tables
+
+
+@pytest.mark.parametrize("sim, cols, dtype", [
+    pytest.param("icarus", 5, "bf16", id="icarus-5-bf16"),
+    pytest.param("icarus", 3, "fp16", id="icarus-3-fp16", marks=pytest.mark.slow),
+    pytest.param("verilator", 5, "bf16", id="verilator-5-bf16", marks=pytest.mark.slow),
+    pytest.param("verilator", 3, "fp16", id="verilator-3-fp16", marks=pytest.mark.slow),
+])
+def test_layernorm_grad_on_the_rtl(request, tmp_path, sim, cols, dtype):
+    """LayerNorm's derivative of 9 outputs per row on a 2 x 5 (the sums across the tiles as
+    copies at tile 0) and a 2 x 3 array (a chain): every dX bit exact against the reference,
+    and the event level exact on every phase, with the words the FINISHes send taken from
+    the reference."""
+    from wafertile.model.predict import predict_program
+    from wafertile.run import simulate
+
+    from .conftest import seed_for
+
+    seed = seed_for(request)
+    if sim == "icarus":
+        _sim("3x5bf16")
+    cfg = Config(rows=2, cols=cols, dtype=dtype, act_depth=16, acc_depth=16, nonlinear=True)
+    program, want, (nonzero, sent) = _ln_grad_program(cfg, np.random.default_rng(seed), 9)
+    run = simulate(cfg, [program], sim=sim, build_root=tmp_path / "builds")
+    (y, stats), = run.results
+    got = np.asarray(y, np.int64).astype(np.uint32)
+    assert run.error_flags == 0 and same(got.view(np.float32), want.view(np.float32)).all(), \
+        (seed, got.view(np.float32), want.view(np.float32))
+    predicted = predict_program(cfg, program, nonzero=nonzero, sent=sent, detail="mesh")
+    assert predicted.phase_cycles == [int(c) for c in stats["phase_cycles"]], f"seed {seed}"
+
+
+@pytest.mark.parametrize("change, where, message", [
+    ({"cols": 2, "outputs": 30}, {"xh": 0, "ra": 30}, "LayerNorm's derivative leaves 1 of a "
+                                                      "tile's 16 accumulators free and needs 2"),
+    ({}, {"xh": 10}, "the 9 normalized outputs at activations 10 .. 18 do not fit "
+                     "act_depth = 16"),
+    ({}, {"ra": 5}, "r at activation 5 overlaps another of its activations"),
+    ({}, {"ra": 16}, "r at activation 16, outside the bank (act_depth = 16)"),
+    ({"nonlinear": False}, {}, "LayerNorm's derivative needs float tiles with the nonlinear "
+                               "unit"),
+])
+def test_layernorm_grad_refused(change, where, message):
+    """A LayerNorm's derivative that cannot run is refused before anything is built, one
+    line naming why."""
+    from wafertile.stream import LayerError, plan_layer
+    from wafertile.stream.rows import check_layernorm_back
+
+    change = dict(change)
+    outputs = change.pop("outputs", 9)
+    options = {"rows": 2, "cols": 3, "dtype": "bf16", "act_depth": 16, "acc_depth": 16,
+               "nonlinear": True, **change}
+    plan = plan_layer(Config(**options), np.ones((outputs, 2), np.float32), streams=False)
+    with pytest.raises(LayerError) as info:
+        check_layernorm_back(plan, **{"xh": 4, "ra": 3, **where})
+    assert message in str(info.value) and "\n" not in str(info.value)

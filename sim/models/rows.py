@@ -14,7 +14,7 @@ from ...hdl.core.fp import float_format
 from . import fp
 from . import nonlinear as nl
 
-__all__ = ["layernorm", "softmax"]
+__all__ = ["layernorm", "layernorm_grad", "softmax"]
 
 #: The words of -1 and 1 in each 16-bit format (the MAC weights of the steps).
 _MINUS_ONE = {"bf16": 0xBF80, "fp16": 0xBC00}
@@ -98,3 +98,46 @@ def layernorm(words, parts: list[np.ndarray], dtype: str, gamma, beta, eps,
     z = fp.mac(np.zeros_like(r, np.uint32), _ONE[dtype], r, fmt)
     y = nl.mul(nl.mul(d, z[:, None]), np.asarray(gamma, np.uint32)[None, :])
     return fp.add(y, np.asarray(beta, np.uint32)[None, :]).astype(np.uint32)
+
+
+def layernorm_grad(dy, parts: list[np.ndarray], dtype: str, gamma, xhat, r,
+                   steps: dict | None = None) -> np.ndarray:
+    """LayerNorm's derivative along each row as the tiles make it (``docs/nonlinear.md``,
+    "LayerNorm's derivative on the fabric"; ``parts`` and ``dtype`` as :func:`softmax`):
+    ``dy`` the gradient of the outputs (``B x I`` FP32 words, uint32), ``gamma`` (``I`` FP32
+    words), ``xhat`` the forward pass's normalized outputs as words of the format (``B x
+    I``) and ``r`` its reciprocal square roots (``B`` words of the format). The gradient of
+    the inputs: FP32 words, ``B x I``. ``steps``: a dict that takes what the FINISHes send,
+    as words of the format: ``"g"`` (``fmt(g)``, ``B x I``), and per row ``"k"``, ``"c1"``,
+    ``"c2"`` and ``"w"``."""
+    fmt = float_format(dtype)
+    dy = np.asarray(dy, np.uint32)
+    xhat = np.asarray(xhat).astype(np.uint32)
+    tiles = [np.asarray(part, np.int64) for part in parts if len(part)]
+    n = np.float32(1.0) / np.float32(dy.shape[1])
+    n_word = np.array([n], np.float32).view(np.uint32)[0]
+    zero = np.zeros(len(dy), np.uint32)
+    # 1. g = dY gamma
+    g = nl.mul(dy, np.asarray(gamma, np.uint32)[None, :]).astype(np.uint32)
+    # 2. k = fmt(mean(fmt(g) X^)): each tile's products into p in slot order, then the tiles
+    g_half = fp.to_half(g, fmt)
+    sums = []
+    for part in tiles:
+        p = zero
+        for i in part:
+            p = fp.mac(p, g_half[:, i], xhat[:, i], fmt)
+        sums.append(p)
+    k = fp.to_half(nl.mul(_fold(np.stack(sums, axis=-1), fp.add), n_word), fmt)
+    # 3. e = (g - c1) - c2, mean(g) = c1 + c2 as the forward pass's mean
+    m = nl.mul(_tile_sum(g, tiles), n_word)
+    c1 = fp.to_half(m, fmt)
+    c2 = fp.to_half(_minus(m, c1, dtype), fmt)
+    e = _minus(_minus(g, c1[:, None], dtype), c2[:, None], dtype)
+    # 4. e + w X^, w = fmt(+0 - k) (+0 if k is a zero)
+    w = fp.to_half(_minus(zero, k, dtype), fmt)
+    e = fp.mac(e, w[:, None], xhat, fmt)
+    if steps is not None:
+        steps.update(g=g_half, k=k, c1=c1, c2=c2, w=w)
+    # 5. times r (copied into a zeroed accumulator)
+    z = fp.mac(zero, _ONE[dtype], np.asarray(r).astype(np.uint32), fmt)
+    return nl.mul(e, z[:, None]).astype(np.uint32)

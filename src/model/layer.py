@@ -527,3 +527,52 @@ def attention_tables(config: Config, net, batch: int, layer: int, group: int, st
             for j in range(T):  # value j at every later position's tiles
                 acts[tiles[j:], lay.v_act(j, k)[None, :]] = nz["v"][at][j][None, :]
     return acts, words
+
+
+def layernorm_back_tables(plan: LayerPlan, phases: list, steps: dict, xhat, *, xh: int,
+                          acts: tuple | None = None) -> tuple[dict, dict]:
+    """What the model needs of LayerNorm's derivative's ``phases`` on pass 0 of ``plan``
+    (:func:`~wafertile.stream.rows.layernorm_back_phases` on the rows of ``xhat``: the
+    normalized outputs as words of the format, ``B x I``, at activations ``xh ..``; scratch
+    activations ``acts``), from the reference's ``steps``
+    (:func:`wafertile.sim.models.rows.layernorm_grad`): per phase index in
+    ``phases``, the nonzero activations of its MAC streams (the FINISHes' MACs read the
+    normalized outputs) and which words its FINISHes send nonzero (each element's ``fmt(g)``;
+    at tile 0 ``k``, ``c1``, ``c2``; each tile's ``w``), as
+    :func:`~wafertile.model.predict.predict_program` takes them."""
+    from ..stream.rows import BACK_ACTS, softmax_scratch
+
+    acts = BACK_ACTS if acts is None else acts
+    config = plan.config
+    C = config.cols
+    z = softmax_scratch(plan)
+    nz = {k: (np.asarray(v) & 0x7FFF) != 0 for k, v in {**steps, "xhat": xhat}.items()}
+    y = np.arange(len(nz["xhat"]))
+    table = np.zeros((config.rows * C, config.act_depth), bool)
+    slots = np.zeros((config.rows * C, config.acc_depth), bool)
+    for g, part in enumerate(plan.parts(0)):
+        part = np.asarray(part, np.int64)
+        if len(part):
+            table[(y * C + g)[:, None], (xh + part)[None, :]] = nz["xhat"][:, part]
+            slots[(y * C + g)[:, None], np.arange(len(part))[None, :]] = nz["g"][:, part]
+    nonzero, sent = {}, {}
+    for n, phase in enumerate(phases):
+        if phase.kind == "stream":
+            nonzero[n] = table
+        f = phase.flits
+        finish = np.asarray(f["payload.op"]) == Opcode.FINISH.value if len(phase) else []
+        if not np.any(finish):
+            continue
+        addr = int(np.asarray(f["payload.addr"])[finish][0])
+        addr_b = int(np.asarray(f["payload.addr_b"])[finish][0])
+        words = slots.copy()
+        if addr == z + 1:
+            number = nz["k"]  # tile 0 spreads k
+        elif addr == z:  # tile 0 spreads c1, then c2; each tile sends w
+            number = {acts[0]: nz["c1"], acts[1]: nz["c2"]}.get(addr_b, nz["w"])
+        else:  # the elements' fmt(g)
+            number = None
+        if number is not None:
+            words[(y[:, None] * C + np.arange(C)[None, :]), addr] = number[:, None]
+        sent[n] = words
+    return nonzero, sent

@@ -31,9 +31,9 @@ import numpy as np
 
 from ..config import Config
 from ..hdl.flit import Opcode, Reg, encode_handoff
-from .plan import handoff_window, reply_route
+from .plan import reply_route
 from .program import LayerError, LayerProgram, Phase, PhaseBuilder
-from .rows import ACT, Turns, local_softmax_phases, softmax_window
+from .rows import ACT, finish_rounds, local_softmax_phases, softmax_window
 
 __all__ = ["STEPS", "AttentionLayout", "attention_phases", "attention_program",
            "attention_steps", "check_attention"]
@@ -177,37 +177,6 @@ def check_attention(layout: AttentionLayout, what: str = "the attention") -> Non
                          f"{config.act_depth}")
 
 
-def _rounds(config: Config, rows: int, sends, kind: str, before=None) -> list[Phase]:
-    """FINISH rounds over the first ``rows`` rows: ``sends(i)`` lists row ``i``'s ``(tile,
-    fields, count)`` in each tile's
-    order (``count``: the activation writes or MACs it causes); at most
-    :func:`handoff_window` per tile per round, taking turns over the tiles; ``before(turns,
-    i)``: flits of row ``i`` at the start of the first round. ``kind``: ``"handoff"``
-    (counted writes) or ``"stream"`` (counted MACs)."""
-    window = handoff_window(config)
-    per_row = [sends(i) for i in range(rows)]
-    longest = max((sum(1 for t, *_ in row if t == g) for row in per_row
-                   for g in {t for t, *_ in row}), default=0)
-    phases = []
-    for r in range(max(1, -(-longest // window))):
-        flits = PhaseBuilder()
-        count = 0
-        for i, row in enumerate(per_row):
-            turns = Turns()
-            if r == 0 and before is not None:
-                before(turns, i)
-            seen: dict[int, int] = {}
-            for g, fields, n in row:
-                k = seen[g] = seen.get(g, -1) + 1
-                if r * window <= k < (r + 1) * window:
-                    turns.add(g, 1, op=Opcode.FINISH.value, **fields)
-                    count += n
-            turns.emit(flits, i)
-        phases.append(flits.phase("handoff", handoff_writes=count) if kind == "handoff"
-                      else flits.phase("stream", expected_macs=count))
-    return phases
-
-
 #: The steps of :func:`attention_steps`, in order.
 STEPS = ("queries", "scores", "softmax", "values", "outputs")
 
@@ -313,12 +282,12 @@ def attention_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]]]:
         return out
 
     return list(zip(STEPS, [
-        _rounds(cfg, N, queries, "handoff",
+        finish_rounds(cfg, N, queries, "handoff",
                 clear(lambda i: [(h, layout.s_slot(np.arange(i + 1))) for h in range(H)])),
-        _rounds(cfg, N, keys, "stream"),
+        finish_rounds(cfg, N, keys, "stream"),
         local_softmax_phases(
             cfg, [{h: layout.s_slot(np.arange(at(y) + 1)) for h in range(H)}
                   for y in range(N)], layout.z),
-        _rounds(cfg, N, values, "handoff",
+        finish_rounds(cfg, N, values, "handoff",
                 clear(lambda i: [(g, layout.o_slot(np.arange(E))) for g in range(C)])),
-        _rounds(cfg, N, probabilities, "stream")], strict=True))
+        finish_rounds(cfg, N, probabilities, "stream")], strict=True))

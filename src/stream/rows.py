@@ -32,11 +32,27 @@ from ..config import Config
 from ..hdl.core.nonlinear import FUNCTIONS
 from ..hdl.flit import Opcode, Port, Reg, encode_handoff
 from .plan import LayerPlan, handoff_window, reply_route, route_to
-from .program import LayerError, Phase, PhaseBuilder
+from .program import LayerError, LayerProgram, Phase, PhaseBuilder
 
-__all__ = ["SEND_PICKS", "Turns", "check_layernorm", "check_softmax", "gelu_back_phases",
-           "gelu_back_scratch", "layernorm_phases", "local_softmax_phases", "softmax_phases",
-           "softmax_scratch", "softmax_window", "sum_at_tile0"]
+__all__ = [
+    "BACK_ACTS",
+    "SEND_PICKS",
+    "Turns",
+    "check_layernorm",
+    "check_layernorm_back",
+    "check_softmax",
+    "finish_rounds",
+    "gelu_back_phases",
+    "gelu_back_scratch",
+    "layernorm_back_phases",
+    "layernorm_back_program",
+    "layernorm_phases",
+    "local_softmax_phases",
+    "softmax_phases",
+    "softmax_scratch",
+    "softmax_window",
+    "sum_at_tile0",
+]
 
 #: The bits of a SEND's ``data`` right above the route that pick its output's opcode on a
 #: float tile with the nonlinear unit (docs/architecture.md).
@@ -219,16 +235,18 @@ def _row_leaders(rows: int, tiles: list[int]) -> list[list[tuple[int, int, int]]
 
 
 def _macs(config: Config, elems: list[dict[int, np.ndarray]], z: int, *,
-          scale: bool) -> Phase:
-    """MACs on activation :data:`ACT`, each tile's fence READ last: with weight -1 into every
-    element (``x - c``), or (``scale``) with weight 1 into ``z`` zeroed first (a copy)."""
+          scale: bool, act: int = ACT, negate: bool = False) -> Phase:
+    """MACs on activation ``act``, each tile's fence READ last: with weight -1 into every
+    element (``x - c``), or (``scale``) with weight 1 (``negate``: -1) into ``z`` zeroed
+    first (a copy)."""
     minus, one = _WEIGHTS[config.dtype]
     if scale:
         return _per_element(config, elems, lambda g, slots: [
             (1, {"op": Opcode.WRITE_ACC.value, "addr": z}),
-            (1, {"op": Opcode.MAC.value, "addr": z, "addr_b": ACT, "data": one})])
+            (1, {"op": Opcode.MAC.value, "addr": z, "addr_b": act,
+                 "data": minus if negate else one})])
     return _per_element(config, elems, lambda g, slots: [
-        (len(slots), {"op": Opcode.MAC.value, "addr": slots, "addr_b": ACT, "data": minus})])
+        (len(slots), {"op": Opcode.MAC.value, "addr": slots, "addr_b": act, "data": minus})])
 
 
 def _per_element(config: Config, elems: list[dict[int, np.ndarray]], blocks) -> Phase:
@@ -331,6 +349,37 @@ def gelu_back_phases(plan: LayerPlan, p: int, rows: int, kept: int) -> list[Phas
     return phases
 
 
+def finish_rounds(config: Config, rows: int, sends, kind: str, before=None) -> list[Phase]:
+    """FINISH rounds over the first ``rows`` rows: ``sends(i)`` lists row ``i``'s ``(tile,
+    fields, count)`` in each tile's
+    order (``count``: the activation writes or MACs it causes); at most
+    :func:`handoff_window` per tile per round, taking turns over the tiles; ``before(turns,
+    i)``: flits of row ``i`` at the start of the first round. ``kind``: ``"handoff"``
+    (counted writes) or ``"stream"`` (counted MACs)."""
+    window = handoff_window(config)
+    per_row = [sends(i) for i in range(rows)]
+    longest = max((sum(1 for t, *_ in row if t == g) for row in per_row
+                   for g in {t for t, *_ in row}), default=0)
+    phases = []
+    for r in range(max(1, -(-longest // window))):
+        flits = PhaseBuilder()
+        count = 0
+        for i, row in enumerate(per_row):
+            turns = Turns()
+            if r == 0 and before is not None:
+                before(turns, i)
+            seen: dict[int, int] = {}
+            for g, fields, n in row:
+                k = seen[g] = seen.get(g, -1) + 1
+                if r * window <= k < (r + 1) * window:
+                    turns.add(g, 1, op=Opcode.FINISH.value, **fields)
+                    count += n
+            turns.emit(flits, i)
+        phases.append(flits.phase("handoff", handoff_writes=count) if kind == "handoff"
+                      else flits.phase("stream", expected_macs=count))
+    return phases
+
+
 def local_softmax_phases(config: Config, elems: list[dict[int, np.ndarray]], z: int
                          ) -> list[Phase]:
     """A softmax in each tile of ``elems`` (row ``y``: tile ``g`` -> its elements'
@@ -399,6 +448,48 @@ def _squares(config: Config, elems: list[dict[int, np.ndarray]], z: int) -> list
     return phases
 
 
+def _row_setup(plan: LayerPlan, p: int, rows: int) -> tuple:
+    """A LayerNorm's numbers on pass ``p``'s outputs of ``plan`` over ``rows`` rows: the
+    scratch ``z``, the tiles that hold outputs, ``n = fp32(1 / I)`` as a ``data`` field, the
+    parts, the elements and the rows' leaders."""
+    from ..formats import fp32_fields
+
+    tiles = _tiles(plan, p)
+    return (softmax_scratch(plan, p), tiles,
+            int(fp32_fields(np.float32(1.0) / np.float32(plan.I))), plan.parts(p),
+            _plan_elems(plan, p, rows), _row_leaders(rows, tiles))
+
+
+def _minus_mean(config: Config, elems: list[dict[int, np.ndarray]], z: int, leaders, others,
+                n: int, acts: tuple[int, int]) -> list[Phase]:
+    """LayerNorm's steps 1 and 2 (docs/nonlinear.md) on ``elems``: their mean ``mu`` (the
+    tiles' sums into ``z``, added at tile 0 in tile order, times ``n``) as ``c1 + c2``,
+    numbers of the format spread to activations ``acts`` of the row, and each element less
+    ``c1``, then less ``c2``."""
+    rows = len(elems)
+    minus = _WEIGHTS[config.dtype][0]
+    to_host = reply_route(config, rows)
+    phases = _self_rounds(config, elems, z, "WRITE_ACC", "ADD")
+    phases += sum_at_tile0(config, rows, z, others)  # in tile order
+    phases.append(_spread(config, leaders, z, None, ops=((Opcode.MUL, n),), act=acts[0]))
+    # c2 = fmt(mu - c1) (tile 0 holds c1 as every tile of the row)
+    minus_c1 = PhaseBuilder()
+    for y in range(rows):
+        minus_c1.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.MAC.value, addr=z,
+                     addr_b=acts[0], data=minus)
+        minus_c1.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.READ_ACC.value, addr_b=0,
+                     data=to_host[y])
+        minus_c1.reply(y, 0, 0)
+    phases.append(minus_c1.phase("reduce"))
+    phases.append(_spread(config, leaders, z, None, act=acts[1]))
+    phases.append(_per_element(config, elems, lambda g, slots: [
+        (len(slots), {"op": Opcode.MAC.value, "addr": slots, "addr_b": acts[0],
+                      "data": minus}),
+        (len(slots), {"op": Opcode.MAC.value, "addr": slots, "addr_b": acts[1],
+                      "data": minus})]))
+    return phases
+
+
 def layernorm_phases(plan: LayerPlan, p: int, rows: int, gamma, beta, eps: int
                      ) -> list[Phase]:
     """LayerNorm of pass ``p``'s outputs along each of the first ``rows`` array rows, in
@@ -406,43 +497,16 @@ def layernorm_phases(plan: LayerPlan, p: int, rows: int, gamma, beta, eps: int
     one per output of the layer) and ``eps`` (an FP32 word) as ``data`` fields.
     :func:`check_layernorm` first. Activations 0 and 1 of the layer's tiles are overwritten
     (its MACs must be done)."""
-    from ..formats import fp32_fields
-
     check_layernorm(plan)
     config = plan.config
-    z = softmax_scratch(plan, p)
-    tiles = _tiles(plan, p)
+    z, tiles, n, parts, elems, leaders = _row_setup(plan, p, rows)
     others = tiles[1:]
-    n = int(fp32_fields(np.float32(1.0) / np.float32(plan.I)))
-    minus = _WEIGHTS[config.dtype][0]
-    parts = plan.parts(p)
-    to_host = reply_route(config, rows)
-    elems = _plan_elems(plan, p, rows)
-    leaders = _row_leaders(rows, tiles)
 
-    def sum_into_tile0() -> list[Phase]:
-        return sum_at_tile0(config, rows, z, others)  # in tile order
-
-    # 1. the mean: the tiles' sums, the chain, times n at tile 0; c1 = fmt(mu)
-    phases = _self_rounds(config, elems, z, "WRITE_ACC", "ADD")
-    phases += sum_into_tile0()
-    phases.append(_spread(config, leaders, z, None, ops=((Opcode.MUL, n),), act=0))
-    # 2. c2 = fmt(mu - c1) (tile 0 holds c1 as every tile of the row); d = (x - c1) - c2
-    minus_c1 = PhaseBuilder()
-    for y in range(rows):
-        minus_c1.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.MAC.value, addr=z, addr_b=0,
-                     data=minus)
-        minus_c1.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.READ_ACC.value, addr_b=0,
-                     data=to_host[y])
-        minus_c1.reply(y, 0, 0)
-    phases.append(minus_c1.phase("reduce"))
-    phases.append(_spread(config, leaders, z, None, act=1))
-    phases.append(_per_element(config, elems, lambda g, slots: [
-        (len(slots), {"op": Opcode.MAC.value, "addr": slots, "addr_b": 0, "data": minus}),
-        (len(slots), {"op": Opcode.MAC.value, "addr": slots, "addr_b": 1, "data": minus})]))
+    # 1. the mean; 2. d = (x - c1) - c2
+    phases = _minus_mean(config, elems, z, leaders, others, n, (0, 1))
     # 3. the squares and their sum; v = V * n + eps; r = fmt(rsqrt(v))
     phases += _squares(config, elems, z)
-    phases += sum_into_tile0()
+    phases += sum_at_tile0(config, rows, z, others)  # in tile order
     phases.append(_spread(config, leaders, z, "rsqrt",
                           ops=((Opcode.MUL, n), (Opcode.ADD, int(eps)))))
     # 4. d * r (r copied into z), then gamma and beta
@@ -453,3 +517,127 @@ def layernorm_phases(plan: LayerPlan, p: int, rows: int, gamma, beta, eps: int
         (len(slots), {"op": Opcode.MUL.value, "addr": slots, "data": gamma[parts[g]]}),
         (len(slots), {"op": Opcode.ADD.value, "addr": slots, "data": beta[parts[g]]})]))
     return phases
+
+
+#: The scratch activations of :func:`layernorm_back_phases` by default (``c1``, ``c2``, ``k``).
+BACK_ACTS = (0, 1, 2)
+
+
+def check_layernorm_back(plan: LayerPlan, xh: int, ra: int, acts: tuple = BACK_ACTS,
+                         what: str = "LayerNorm's derivative") -> None:
+    """Raise :class:`LayerError` (one line) if :func:`layernorm_back_phases` cannot run
+    ``plan`` with the normalized outputs at activations ``xh ..``, ``r`` at ``ra`` and the
+    scratch activations ``acts``."""
+    check_softmax(plan, what)
+    config = plan.config
+    if softmax_scratch(plan) + 2 > config.acc_depth:
+        raise LayerError(f"{what} leaves {config.acc_depth - softmax_scratch(plan)} of a "
+                         f"tile's {config.acc_depth} accumulators free and needs 2 (raise "
+                         f"acc_depth or use more columns)")
+    if len(acts) != 3:
+        raise LayerError(f"{what} needs 3 scratch activations, not {len(acts)}")
+    singles = {"r": ra, **{f"scratch {k}": a for k, a in enumerate(acts)}}
+    for name, a in [("the normalized outputs", xh), *singles.items()]:
+        if not 0 <= a < config.act_depth:
+            raise LayerError(f"{what}: {name} at activation {a}, outside the bank (act_depth "
+                             f"= {config.act_depth})")
+    if xh + plan.I > config.act_depth:
+        raise LayerError(f"{what}: the {plan.I} normalized outputs at activations {xh} .. "
+                         f"{xh + plan.I - 1} do not fit act_depth = {config.act_depth}")
+    taken = set(range(xh, xh + plan.I))
+    for name, a in singles.items():
+        if a in taken:
+            raise LayerError(f"{what}: {name} at activation {a} overlaps another of its "
+                             f"activations")
+        taken.add(a)
+
+
+def layernorm_back_phases(plan: LayerPlan, p: int, rows: int, gamma, *, xh: int, ra: int,
+                          acts: tuple = BACK_ACTS) -> list[Phase]:
+    """LayerNorm's derivative of pass ``p``'s accumulators of ``plan`` along each of the
+    first ``rows`` array rows, in place (``docs/nonlinear.md``, "LayerNorm's derivative on
+    the fabric"): the accumulators hold ``dY`` and end with ``dX``; ``gamma`` (FP32 words,
+    one per output, as ``data`` fields); the forward pass's normalized outputs, rounded to
+    the format, output ``i`` at activation ``xh + i`` of its tile, and its ``r`` at
+    activation ``ra`` of every tile of the row; ``acts``: three scratch activations of every
+    tile, overwritten. :func:`check_layernorm_back` first."""
+    check_layernorm_back(plan, xh, ra, acts)
+    config = plan.config
+    z, tiles, n, parts, elems, leaders = _row_setup(plan, p, rows)
+    q = z + 1  # the products' sums
+    others = tiles[1:]
+    gamma = np.asarray(gamma, np.int64)
+    vc = config.num_vcs - 1
+
+    def finishes(source, target):
+        """Per element ``s`` of each tile, a FINISH of ``source(s)`` sending a MAC into
+        ``target(s)`` of the tile itself on the element's normalized output."""
+        def sends(y):
+            return [(g, {"addr": int(source(s)), "addr_b": int(target(s)),
+                         "data": encode_handoff(config, x0=g, x1=g, y=y, vc=vc, mac=True,
+                                                act=int(xh + parts[g][s]))}, 1)
+                    for g in tiles for s in range(len(parts[g]))]
+        return finish_rounds(config, rows, sends, "stream")
+
+    # 1. ReLU off and q = +0 in every tile; g = dY gamma
+    phases = [_per_element(config, elems, lambda g, slots: [
+        (1, {"op": Opcode.SET.value, "addr": Reg.RELU.value, "data": 0}),
+        (1, {"op": Opcode.WRITE_ACC.value, "addr": q}),
+        (len(slots), {"op": Opcode.MUL.value, "addr": slots, "data": gamma[parts[g]]})])]
+    # 2. the sum of fmt(g) X^ in each tile's q, at tile 0 in tile order; k = fmt(sum n)
+    phases += finishes(lambda s: s, lambda s: q)
+    phases += sum_at_tile0(config, rows, q, others)
+    phases.append(_spread(config, leaders, q, None, ops=((Opcode.MUL, n),), act=acts[2]))
+    # 3. e = (g - c1) - c2, the mean of g as the forward pass's
+    phases += _minus_mean(config, elems, z, leaders, others, n, acts[:2])
+    # 4. e + (-k) X^: -k into each tile's z, a FINISH of it per element
+    phases.append(_macs(config, elems, z, scale=True, act=acts[2], negate=True))
+    phases += finishes(lambda s: z, lambda s: s)
+    # 5. times r (copied into z)
+    phases.append(_macs(config, elems, z, scale=True, act=ra))
+    phases += _self_rounds(config, elems, z, "MUL", "MUL", into_z=False)
+    return phases
+
+
+def layernorm_back_program(plan: LayerPlan, dy, xhat, r, gamma, *, xh: int, ra: int,
+                           acts: tuple = BACK_ACTS) -> LayerProgram:
+    """A program that writes ``dy`` (``B x I`` FP32 words, ``B`` at most ``rows``) into
+    pass 0's accumulators of ``plan``, the normalized outputs ``xhat`` (``B x I`` words of
+    the format) into activations ``xh + i`` of each output's tile and ``r`` (``B`` words of
+    the format) into activation ``ra`` of every tile of its row, runs
+    :func:`layernorm_back_phases` and reads ``dX`` back (its Y: ``B x I`` FP32 words,
+    :func:`wafertile.sim.models.rows.layernorm_grad`'s)."""
+    from .compiler import read_phase
+
+    config = plan.config
+    dy = np.asarray(dy, np.int64)
+    rows = len(dy)
+    if dy.shape != (rows, plan.I) or np.shape(xhat) != dy.shape or np.shape(r) != (rows,):
+        raise LayerError(f"dy and xhat must be B x {plan.I} arrays and r B words, not "
+                         f"{dy.shape}, {np.shape(xhat)}, {np.shape(r)}")
+    if not 1 <= rows <= config.rows:
+        raise LayerError(f"{rows} rows of dy, the array has {config.rows}")
+    check_layernorm_back(plan, xh, ra, acts)
+    signed = ((dy & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000
+    xhat, r = np.asarray(xhat, np.int64), np.asarray(r, np.int64)
+    to_host = reply_route(config, rows)
+    load = PhaseBuilder()
+    parts = plan.parts(0)
+    for y in range(rows):
+        for g, part in enumerate(parts):
+            if not len(part):
+                continue
+            part = np.asarray(part)
+            load.add(y, len(part), x0=g, x1=g, y0=y, y1=y, op=Opcode.WRITE_ACC.value,
+                     addr=np.arange(len(part)), data=signed[y, part])
+            load.add(y, len(part), x0=g, x1=g, y0=y, y1=y, op=Opcode.WRITE_ACT.value,
+                     addr=xh + part, data=xhat[y, part])
+        load.add(y, 1, x0=0, x1=config.cols - 1, y0=y, y1=y, op=Opcode.WRITE_ACT.value,
+                 addr=ra, data=r[y])
+        load.add(y, 1, x0=config.cols - 1, x1=config.cols - 1, y0=y, y1=y,
+                 op=Opcode.READ_ACC.value, addr_b=config.cols - 1, data=to_host[y])
+        load.reply(y, 0, config.cols - 1)
+    phases = [load.phase("load"), *layernorm_back_phases(plan, 0, rows, gamma, xh=xh, ra=ra,
+                                                         acts=acts),
+              read_phase(plan, 0, rows)]
+    return LayerProgram(config, (rows, plan.I, 0), phases, 0, 0)
