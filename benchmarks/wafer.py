@@ -57,7 +57,7 @@ from wafertile.model.zoo import ZOO, GptShape
 from wafertile.network.compiler import handoff_phases
 from wafertile.stream import compile_layer
 from wafertile.stream.attention import STEPS
-from wafertile.stream.rows import layernorm_phases
+from wafertile.stream.rows import layernorm_back_phases, layernorm_phases, slot_addresses
 
 HERE = Path(__file__).resolve().parent
 
@@ -194,6 +194,9 @@ def validation() -> dict:
         eps = int(fp32_fields(np.float32(1e-5)))
         cases = {
             "layernorm": layernorm_phases(g.plan(d, d, row=True), 0, 1, zeros, zeros, eps),
+            "layernorm_back": layernorm_back_phases(
+                g.plan(d, d, row=True), 0, 1, zeros, xh=slot_addresses(g.plan(d, d, row=True), 4),
+                ra=3),
             "gelu_handoff": handoff_phases(g.row_config, g.plan(f, d, row=True),
                                            SimpleNamespace(relu=False, gelu=True), 0, 1,
                                            SimpleNamespace(chunk=f, G=C), 0),
@@ -201,15 +204,48 @@ def validation() -> dict:
                 g.row_config, g.plan(d, d, row=True), SimpleNamespace(relu=False, gelu=False),
                 0, 1, SimpleNamespace(chunk=d, G=C), 0, op=Opcode.FINISH_BACK),
         }
+        ones = np.ones((C, g.row_config.act_depth), bool)  # every activation nonzero
         for name, phases in cases.items():
-            a = sum(predict_phase(g.row_timing, p, detail="analytic")[0] for p in phases)
-            m = sum(predict_phase(g.row_timing, p, detail="mesh")[0] for p in phases)
+            a, m = (sum(predict_phase(g.row_timing, p, detail=how, nonzero=ones if p.kind
+                                      == "stream" else None)[0] for p in phases)
+                    for how in ("analytic", "mesh"))
             out["rows"].append({"cols": C, "d_model": d, "d_ff": f, "phase": name,
                                 "analytic": int(a), "mesh": int(m), "error": a / m - 1})
             print(f"{name} on a row of {C} tiles, d_model {d}: analytic {a}, event level {m} "
                   f"({a / m - 1:+.1%})")
     out["rows_wafer"] = [wafer_rows(ZOO[name], 920, per_layer=4)
                          for name in ("gpt3-xl", "gpt-j-6b", "gpt3-13b", "gpt-neox-20b")]
+    out["layernorm_wafer"] = [wafer_layernorm(ZOO[name], 920)
+                              for name in ("gpt3-xl", "gpt-neox-20b")]
+    return out
+
+
+def wafer_layernorm(shape: GptShape, cols: int) -> dict:
+    """A LayerNorm of ``shape`` and its derivative on the prediction's row of ``cols`` tiles
+    (the compiler's phases, as :meth:`GroupBuilder.layernorm` builds them), at the analytic
+    level against the event level: in total and the worst phase."""
+    fabric = Fabric.given(cols, cols)
+    step = predict_training(shape, fabric)
+    g = GroupBuilder(shape, fabric, step.memory, step.seq)
+    d = shape.d_model
+    plan = g.plan(d, d, row=True)
+    zeros = np.zeros(d, np.int64)
+    eps = int(fp32_fields(np.float32(1e-5)))
+    ones = np.ones((cols, g.row_config.act_depth), bool)
+    out = {"model": shape.name, "cols": cols, "d_model": d}
+    for name, phases in (("forward", layernorm_phases(plan, 0, 1, zeros, zeros, eps)),
+                         ("backward", layernorm_back_phases(
+                             plan, 0, 1, zeros, xh=slot_addresses(plan, 4), ra=3))):
+        t0 = time.perf_counter()
+        a, m = ([int(predict_phase(g.row_timing, p, detail=how, nonzero=ones if p.kind
+                                   == "stream" else None)[0]) for p in phases]
+                for how in ("analytic", "mesh"))
+        worst = max(abs(x / y - 1) for x, y in zip(a, m, strict=True))
+        out[name] = {"phases": len(phases), "analytic": sum(a), "mesh": sum(m),
+                     "error": sum(a) / sum(m) - 1, "worst_phase_error": worst,
+                     "seconds": round(time.perf_counter() - t0, 1)}
+        print(f"{shape.name} LayerNorm {name} on a row of {cols}: analytic {sum(a)}, event "
+              f"level {sum(m)} ({sum(a) / sum(m) - 1:+.2%}; worst phase {worst:.1%})")
     return out
 
 

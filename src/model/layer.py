@@ -529,23 +529,25 @@ def attention_tables(config: Config, net, batch: int, layer: int, group: int, st
     return acts, words
 
 
-def layernorm_back_tables(plan: LayerPlan, phases: list, steps: dict, xhat, *, xh: int,
+def layernorm_back_tables(plan: LayerPlan, phases: list, steps: dict, xhat, *, xh,
                           acts: tuple | None = None) -> tuple[dict, dict]:
     """What the model needs of LayerNorm's derivative's ``phases`` on pass 0 of ``plan``
     (:func:`~wafertile.stream.rows.layernorm_back_phases` on the rows of ``xhat``: the
-    normalized outputs as words of the format, ``B x I``, at activations ``xh ..``; scratch
+    normalized outputs as words of the format, ``B x I``, at activations ``xh``
+    (:func:`~wafertile.stream.rows.back_addresses`); scratch
     activations ``acts``), from the reference's ``steps``
     (:func:`wafertile.sim.models.rows.layernorm_grad`): per phase index in
     ``phases``, the nonzero activations of its MAC streams (the FINISHes' MACs read the
     normalized outputs) and which words its FINISHes send nonzero (each element's ``fmt(g)``;
     at tile 0 ``k``, ``c1``, ``c2``; each tile's ``w``), as
     :func:`~wafertile.model.predict.predict_program` takes them."""
-    from ..stream.rows import BACK_ACTS, softmax_scratch
+    from ..stream.rows import BACK_ACTS, back_addresses, softmax_scratch
 
     acts = BACK_ACTS if acts is None else acts
     config = plan.config
     C = config.cols
     z = softmax_scratch(plan)
+    at = back_addresses(plan, xh)
     nz = {k: (np.asarray(v) & 0x7FFF) != 0 for k, v in {**steps, "xhat": xhat}.items()}
     y = np.arange(len(nz["xhat"]))
     table = np.zeros((config.rows * C, config.act_depth), bool)
@@ -553,7 +555,7 @@ def layernorm_back_tables(plan: LayerPlan, phases: list, steps: dict, xhat, *, x
     for g, part in enumerate(plan.parts(0)):
         part = np.asarray(part, np.int64)
         if len(part):
-            table[(y * C + g)[:, None], (xh + part)[None, :]] = nz["xhat"][:, part]
+            table[(y * C + g)[:, None], at[part][None, :]] = nz["xhat"][:, part]
             slots[(y * C + g)[:, None], np.arange(len(part))[None, :]] = nz["g"][:, part]
     nonzero, sent = {}, {}
     for n, phase in enumerate(phases):

@@ -13,7 +13,8 @@ How each phase is predicted (``Phase.method``):
 - ``"plan"``: the performance model's analytic level on the compiler's own plan of the
   layer (:func:`~wafertile.stream.plan_layer` on the dense shape,
   :func:`~wafertile.model.layer.dense_stream` for the MAC streams; the zeroing, reduction,
-  hand-off, LayerNorm and read phases built by the compiler's functions for one row and
+  hand-off, LayerNorm (forward and derivative) and read phases built by the compiler's
+  functions for one row and
   predicted by :func:`~wafertile.model.predict.predict_phase`: their rows run alike). The
   same functions ``wafertile run --fidelity model`` uses at any size;
 - ``"closed form"``: a GRAD phase, ``max(ceil(n / ports), ceil(n / C))`` slots plus the
@@ -21,9 +22,9 @@ How each phase is predicted (``Phase.method``):
   analytic level's :func:`~wafertile.model.phases.grad_cycles` in ``tests/test_wafer.py``);
 - ``"estimate"``: what the RTL does not build yet, or builds with phases too large to
   compile at wafer size: the attention's phases (the costs of ``docs/attention.md``, "What
-  it costs", as port and tile bounds), the residual adds, and the backward nonlinear
-  operations the RTL does not have yet (LayerNorm's and the attention's backward, written
-  in ``docs/wafer.md`` as multiples of the forward phases);
+  it costs", as port and tile bounds), the residual adds, and the attention's backward
+  pass, which the RTL does not have yet (written in ``docs/wafer.md`` as multiples of the
+  forward phases);
 - ``"plan (event level)"``: GELU's derivative (the training compiler's rounds for one row,
   ``docs/training.md``), played by the event level once per form of round.
 
@@ -55,7 +56,13 @@ from ..stream import (
     read_phase,
     reduce_phases,
 )
-from ..stream.rows import gelu_back_phases, gelu_back_scratch, layernorm_phases
+from ..stream.rows import (
+    gelu_back_phases,
+    gelu_back_scratch,
+    layernorm_back_phases,
+    layernorm_phases,
+    slot_addresses,
+)
 from .energy import ENERGY, EnergyTable
 from .events import energy_events, grad_events, stream_events
 from .layer import dense_stream
@@ -498,8 +505,11 @@ class GroupBuilder:
             if key not in self._events:
                 self._events[key] = predict_phase(self.row_timing, phase, detail="mesh")[0]
             n, method = self._events[key], "plan (event level)"
-        else:
-            n, method = predict_phase(self.row_timing, phase, detail="analytic")[0], "plan"
+        else:  # a MAC stream's activations all nonzero (the prediction's assumption)
+            ones = (np.ones((self.row_config.cols, self.row_config.act_depth), bool)
+                    if phase.kind == "stream" else None)
+            n, method = predict_phase(self.row_timing, phase, detail="analytic",
+                                      nonzero=ones)[0], "plan"
         replies = int(np.count_nonzero(np.isin(phase.flits["payload.op"], _REPLIES)))
         return int(n), method, len(phase) * self.rows, replies * self.rows
 
@@ -583,25 +593,25 @@ class GroupBuilder:
                  sram_bits=ev.sram_bits)
 
     def layernorm(self, layer: str, *, backward: bool = False) -> None:
-        """A LayerNorm of d outputs (the compiler's phases for one row); backward: twice
-        its forward phases, an estimate (docs/wafer.md)."""
-        if "layernorm" not in self._done:
+        """A LayerNorm of d outputs, or (``backward``) its derivative: the compiler's phases
+        for one row (``layernorm_phases``, ``layernorm_back_phases``), each tile's normalized
+        outputs at activations 4 onwards (docs/wafer.md)."""
+        key = ("layernorm", backward)
+        if key not in self._done:
             d = self.shape.d_model
             plan = self.plan(d, d, row=True)
             gamma = np.zeros(d, np.int64)
-            eps = int(fp32_fields(np.float32(1e-5)))
+            if backward:
+                phases = layernorm_back_phases(plan, 0, 1, gamma, xh=slot_addresses(plan, 4),
+                                               ra=3)
+            else:
+                eps = int(fp32_fields(np.float32(1e-5)))
+                phases = layernorm_phases(plan, 0, 1, gamma, gamma, eps)
             first = len(self.phases)
-            self.row_phases(layer, "nonlinear",
-                            [ph for p in range(plan.passes)
-                             for ph in layernorm_phases(plan, p, 1, gamma, gamma, eps)])
-            self._done["layernorm"] = self.phases[first:]
+            self.row_phases(layer, "nonlinear", phases)
+            self._done[key] = self.phases[first:]
             del self.phases[first:]
-        first = len(self.phases)
-        for _ in range(2 if backward else 1):
-            self._replay(layer, "layernorm")
-        if backward:
-            for ph in self.phases[first:]:
-                ph.method = "estimate"
+        self._replay(layer, key)
 
     def residual(self, kind: str) -> None:
         """A residual add: one MAC of weight 1 per output of the d-wide layer, multicast

@@ -38,6 +38,7 @@ __all__ = [
     "BACK_ACTS",
     "SEND_PICKS",
     "Turns",
+    "back_addresses",
     "check_layernorm",
     "check_layernorm_back",
     "check_softmax",
@@ -48,6 +49,7 @@ __all__ = [
     "layernorm_back_program",
     "layernorm_phases",
     "local_softmax_phases",
+    "slot_addresses",
     "softmax_phases",
     "softmax_scratch",
     "softmax_window",
@@ -523,11 +525,33 @@ def layernorm_phases(plan: LayerPlan, p: int, rows: int, gamma, beta, eps: int
 BACK_ACTS = (0, 1, 2)
 
 
-def check_layernorm_back(plan: LayerPlan, xh: int, ra: int, acts: tuple = BACK_ACTS,
+def back_addresses(plan: LayerPlan, xh) -> np.ndarray:
+    """The activation of each output's normalized value in its tile: ``xh + i`` for an int
+    ``xh``, else ``xh[i]``."""
+    if np.ndim(xh) == 0:
+        return int(xh) + np.arange(plan.I)
+    xh = np.asarray(xh, np.int64)
+    if xh.shape != (plan.I,):
+        raise LayerError(f"LayerNorm's derivative needs one address per output ({plan.I}), "
+                         f"not {xh.shape}")
+    return xh
+
+
+def slot_addresses(plan: LayerPlan, base: int, p: int = 0) -> np.ndarray:
+    """Each of pass ``p``'s outputs' address ``base + s``, ``s`` its slot in its tile (per
+    output: a :func:`back_addresses` ``xh`` that keeps a tile's normalized outputs in its
+    own slots' order)."""
+    at = np.zeros(plan.I, np.int64)
+    for part in plan.parts(p):
+        at[np.asarray(part, np.int64)] = base + np.arange(len(part))
+    return at
+
+
+def check_layernorm_back(plan: LayerPlan, xh, ra: int, acts: tuple = BACK_ACTS,
                          what: str = "LayerNorm's derivative") -> None:
     """Raise :class:`LayerError` (one line) if :func:`layernorm_back_phases` cannot run
-    ``plan`` with the normalized outputs at activations ``xh ..``, ``r`` at ``ra`` and the
-    scratch activations ``acts``."""
+    ``plan`` with the normalized outputs at activations ``xh`` (:func:`back_addresses`),
+    ``r`` at ``ra`` and the scratch activations ``acts``."""
     check_softmax(plan, what)
     config = plan.config
     if softmax_scratch(plan) + 2 > config.acc_depth:
@@ -537,32 +561,39 @@ def check_layernorm_back(plan: LayerPlan, xh: int, ra: int, acts: tuple = BACK_A
     if len(acts) != 3:
         raise LayerError(f"{what} needs 3 scratch activations, not {len(acts)}")
     singles = {"r": ra, **{f"scratch {k}": a for k, a in enumerate(acts)}}
-    for name, a in [("the normalized outputs", xh), *singles.items()]:
+    for name, a in singles.items():
         if not 0 <= a < config.act_depth:
             raise LayerError(f"{what}: {name} at activation {a}, outside the bank (act_depth "
                              f"= {config.act_depth})")
-    if xh + plan.I > config.act_depth:
-        raise LayerError(f"{what}: the {plan.I} normalized outputs at activations {xh} .. "
-                         f"{xh + plan.I - 1} do not fit act_depth = {config.act_depth}")
-    taken = set(range(xh, xh + plan.I))
-    for name, a in singles.items():
-        if a in taken:
-            raise LayerError(f"{what}: {name} at activation {a} overlaps another of its "
-                             f"activations")
-        taken.add(a)
+    at = back_addresses(plan, xh)
+    if at.min() < 0 or at.max() >= config.act_depth:
+        raise LayerError(f"{what}: the {plan.I} normalized outputs at activations "
+                         f"{at.min()} .. {at.max()} do not fit act_depth = "
+                         f"{config.act_depth}")
+    for part in plan.parts(0):  # in each tile: its outputs' apart, and from the others
+        taken = set(at[np.asarray(part, np.int64)].tolist())
+        if len(taken) < len(part):
+            raise LayerError(f"{what}: two outputs of one tile at the same activation")
+        for name, a in singles.items():
+            if a in taken:
+                raise LayerError(f"{what}: {name} at activation {a} overlaps another of its "
+                                 f"activations")
+            taken.add(a)
 
 
-def layernorm_back_phases(plan: LayerPlan, p: int, rows: int, gamma, *, xh: int, ra: int,
+def layernorm_back_phases(plan: LayerPlan, p: int, rows: int, gamma, *, xh, ra: int,
                           acts: tuple = BACK_ACTS) -> list[Phase]:
     """LayerNorm's derivative of pass ``p``'s accumulators of ``plan`` along each of the
     first ``rows`` array rows, in place (``docs/nonlinear.md``, "LayerNorm's derivative on
     the fabric"): the accumulators hold ``dY`` and end with ``dX``; ``gamma`` (FP32 words,
     one per output, as ``data`` fields); the forward pass's normalized outputs, rounded to
-    the format, output ``i`` at activation ``xh + i`` of its tile, and its ``r`` at
+    the format, output ``i`` at activation ``xh + i`` of its tile (or ``xh[i]``:
+    :func:`back_addresses`), and its ``r`` at
     activation ``ra`` of every tile of the row; ``acts``: three scratch activations of every
     tile, overwritten. :func:`check_layernorm_back` first."""
     check_layernorm_back(plan, xh, ra, acts)
     config = plan.config
+    at = back_addresses(plan, xh)
     z, tiles, n, parts, elems, leaders = _row_setup(plan, p, rows)
     q = z + 1  # the products' sums
     others = tiles[1:]
@@ -575,7 +606,7 @@ def layernorm_back_phases(plan: LayerPlan, p: int, rows: int, gamma, *, xh: int,
         def sends(y):
             return [(g, {"addr": int(source(s)), "addr_b": int(target(s)),
                          "data": encode_handoff(config, x0=g, x1=g, y=y, vc=vc, mac=True,
-                                                act=int(xh + parts[g][s]))}, 1)
+                                                act=int(at[parts[g][s]]))}, 1)
                     for g in tiles for s in range(len(parts[g]))]
         return finish_rounds(config, rows, sends, "stream")
 
@@ -599,7 +630,7 @@ def layernorm_back_phases(plan: LayerPlan, p: int, rows: int, gamma, *, xh: int,
     return phases
 
 
-def layernorm_back_program(plan: LayerPlan, dy, xhat, r, gamma, *, xh: int, ra: int,
+def layernorm_back_program(plan: LayerPlan, dy, xhat, r, gamma, *, xh, ra: int,
                            acts: tuple = BACK_ACTS) -> LayerProgram:
     """A program that writes ``dy`` (``B x I`` FP32 words, ``B`` at most ``rows``) into
     pass 0's accumulators of ``plan``, the normalized outputs ``xhat`` (``B x I`` words of
@@ -618,6 +649,7 @@ def layernorm_back_program(plan: LayerPlan, dy, xhat, r, gamma, *, xh: int, ra: 
     if not 1 <= rows <= config.rows:
         raise LayerError(f"{rows} rows of dy, the array has {config.rows}")
     check_layernorm_back(plan, xh, ra, acts)
+    at = back_addresses(plan, xh)
     signed = ((dy & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000
     xhat, r = np.asarray(xhat, np.int64), np.asarray(r, np.int64)
     to_host = reply_route(config, rows)
@@ -631,7 +663,7 @@ def layernorm_back_program(plan: LayerPlan, dy, xhat, r, gamma, *, xh: int, ra: 
             load.add(y, len(part), x0=g, x1=g, y0=y, y1=y, op=Opcode.WRITE_ACC.value,
                      addr=np.arange(len(part)), data=signed[y, part])
             load.add(y, len(part), x0=g, x1=g, y0=y, y1=y, op=Opcode.WRITE_ACT.value,
-                     addr=xh + part, data=xhat[y, part])
+                     addr=at[part], data=xhat[y, part])
         load.add(y, 1, x0=0, x1=config.cols - 1, y0=y, y1=y, op=Opcode.WRITE_ACT.value,
                  addr=ra, data=r[y])
         load.add(y, 1, x0=config.cols - 1, x1=config.cols - 1, y0=y, y1=y,
