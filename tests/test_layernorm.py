@@ -466,6 +466,8 @@ def test_layernorm_grad_on_the_rtl(request, tmp_path, sim, cols, dtype):
                      "act_depth = 16"),
     ({}, {"ra": 5}, "r at activation 5 overlaps another of its activations"),
     ({}, {"ra": 16}, "r at activation 16, outside the bank (act_depth = 16)"),
+    ({}, {"xh": [4] * 9}, "two outputs of one tile at the same activation"),
+    ({}, {"xh": [4] * 8}, "needs one address per output (9), not (8,)"),
     ({"nonlinear": False}, {}, "LayerNorm's derivative needs float tiles with the nonlinear "
                                "unit"),
 ])

@@ -18,21 +18,34 @@ from ..network.compiler import edge_flits
 from ..network.run import per_layer_cycles
 from ..sim.models.network import network_reference
 from .command import layer_macs
-from .layer import predict_network
+from .layer import network_nonzero, predict_network
 
 __all__ = ["model_macs", "predict_step"]
 
 
-def model_macs(net, program, acts: list[np.ndarray]) -> int:
-    """The MACs that update an accumulator, as the model plays them: each layer's nonzero
-    weights times its nonzero input activations ``acts`` (the reference's), and every MAC
-    of ``program``'s other steps (attention, residual, LayerNorm, softmax), whose operands
-    the model takes as nonzero: the RTL's count unless one of those is +0 or -0, and never
-    below it."""
+def model_macs(net, program, acts: list[np.ndarray], *, config: Config | None = None,
+               nonzero: dict | None = None, sent: dict | None = None) -> int:
+    """The MACs that update an accumulator in the MAC streams, as the harness counts them
+    (``macs``: the row operations' few MACs, in their reduce phases, are left out): each
+    layer's nonzero weights times its nonzero input activations ``acts`` (the reference's),
+    and the MACs of ``program``'s other streams (the attention's products, the residuals).
+    With ``config`` and the reference's tables (``nonzero`` and ``sent``,
+    :func:`~wafertile.model.layer.network_nonzero`, which give every operand of theirs)
+    those are counted as the tiles do them (:func:`~wafertile.model.events.phase_events`):
+    the RTL's count. Without, every one of them is taken as done: the RTL's count unless an
+    operand is +0 or -0, and never below it."""
+    from .events import EVENTS, phase_events
+
     macs = sum(layer_macs(a, layer.weights) for a, layer in zip(acts, net.layers, strict=True))
-    return macs + sum(int(p.expected_macs) for p, step in zip(program.phases,
-                                                              program.phase_step, strict=True)
-                      if step != "layer")
+    others = [n for n, step in enumerate(program.phase_step)
+              if step != "layer" and program.phases[n].kind == "stream"]
+    if config is None:
+        return macs + sum(int(program.phases[n].expected_macs) for n in others)
+    nonzero, sent = nonzero or {}, sent or {}
+    bank = np.zeros((config.rows * config.cols, config.act_depth), bool)
+    done = EVENTS.index("mac_done")
+    return macs + sum(int(phase_events(config, program.phases[n], bank, nonzero.get(n),
+                                       sent.get(n))[:, done].sum()) for n in others)
 
 
 def predict_step(config: Config, net, x: np.ndarray, *, detail: str = "auto"
@@ -47,15 +60,15 @@ def predict_step(config: Config, net, x: np.ndarray, *, detail: str = "auto"
     program = result.program
     cycles = result.sparse.phase_cycles
     events = {}
+    sent: dict = {}
+    nonzero = network_nonzero(config, net, x, program, sent=sent)
     if config.counters:  # what the tiles' counters would count (docs/counters.md)
         from .events import program_events
-        from .layer import network_nonzero
 
-        sent: dict = {}
-        nonzero = network_nonzero(config, net, x, program, sent=sent)
         events["events"] = program_events(config, program, nonzero, sent)
     return {**events, "passed": None, "mismatches": None, "cycles": sum(cycles),
-            "macs": model_macs(net, program, acts), **edge_flits(program),
+            "macs": model_macs(net, program, acts, config=config, nonzero=nonzero, sent=sent),
+            **edge_flits(program),
             "per_layer": per_layer_cycles(net, program, cycles, config),
             "methods": result.sparse.methods,
             "seconds": {"predict": time.perf_counter() - start}}, y

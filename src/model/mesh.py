@@ -275,11 +275,12 @@ class PhaseFlits:
                                       [o["addr"], o["addr_b"], act], 0)
             # a FINISH's MAC (docs/attention.md): its weight is a value the model does not
             # compute; it takes it as nonzero, as it takes every activation of a phase
-            # without a table (exact unless a key or a probability rounds to +0 or -0)
+            # without a table, unless ``sent`` gives it (the reference's words)
             nxt["data"] = np.where(how & (nxt["op"] == Opcode.MAC.value), 1, nxt["data"])
             mine = np.zeros(m, bool)
-            if sent is not None:  # the word it sends, where the reference gives it
-                mine = how & (o["x0"] == o["x1"]) & (o["y0"] == o["y1"])
+            if sent is not None:  # the word a FINISH sends, where the reference gives it
+                mine = ((o["op"] == Opcode.FINISH.value) & (o["x0"] == o["x1"])
+                        & (o["y0"] == o["y1"]))
                 tile = (np.clip(o["y0"], 0, config.rows - 1) * config.cols
                         + np.clip(o["x0"], 0, config.cols - 1))
                 nxt["data"] = np.where(mine, sent[tile, o["addr"] % config.acc_depth],
