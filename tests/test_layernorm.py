@@ -417,8 +417,9 @@ def _ln_grad_program(cfg: Config, rng, outputs: int):
 
     plan = plan_layer(cfg, np.ones((outputs, 2), np.float32), streams=False)
     dy, gamma, xhat, r, *_ = _ln_grad_case(rng, cfg.dtype, cfg.rows, outputs)
-    dy[0, 1] = 0.0  # a zero gradient, a zero normalized output
-    xhat[-1, 0] = 0.0
+    dy[0, 1] = 0.0  # a zero gradient; in the last row each product has a zero operand, so
+    dy[-1, ::2] = 0.0  # k and w are +0 and the MACs of weight w skipped on nonzero outputs
+    xhat[-1, 1::2] = 0.0
     xw, rw = _half_words(xhat, cfg.dtype), _half_words(r, cfg.dtype)
     steps: dict = {}
     want = layernorm_grad(dy.view(np.uint32), plan.parts(0), cfg.dtype,
@@ -438,8 +439,10 @@ def _ln_grad_program(cfg: Config, rng, outputs: int):
 def test_layernorm_grad_on_the_rtl(request, tmp_path, sim, cols, dtype):
     """LayerNorm's derivative of 9 outputs per row on a 2 x 5 (the sums across the tiles as
     copies at tile 0) and a 2 x 3 array (a chain): every dX bit exact against the reference,
-    and the event level exact on every phase, with the words the FINISHes send taken from
-    the reference."""
+    and the event level exact on every phase and the model's count of every event of every
+    tile (docs/counters.md), with the words the FINISHes send taken from the reference (one
+    row's k and w are +0: the MACs of weight w are skipped)."""
+    from wafertile.model.events import EVENTS, program_events
     from wafertile.model.predict import predict_program
     from wafertile.run import simulate
 
@@ -448,7 +451,8 @@ def test_layernorm_grad_on_the_rtl(request, tmp_path, sim, cols, dtype):
     seed = seed_for(request)
     if sim == "icarus":
         _sim("3x5bf16")
-    cfg = Config(rows=2, cols=cols, dtype=dtype, act_depth=16, acc_depth=16, nonlinear=True)
+    cfg = Config(rows=2, cols=cols, dtype=dtype, act_depth=16, acc_depth=16, nonlinear=True,
+                 counters=True)
     program, want, (nonzero, sent) = _ln_grad_program(cfg, np.random.default_rng(seed), 9)
     run = simulate(cfg, [program], sim=sim, build_root=tmp_path / "builds")
     (y, stats), = run.results
@@ -457,6 +461,11 @@ def test_layernorm_grad_on_the_rtl(request, tmp_path, sim, cols, dtype):
         (seed, got.view(np.float32), want.view(np.float32))
     predicted = predict_program(cfg, program, nonzero=nonzero, sent=sent, detail="mesh")
     assert predicted.phase_cycles == [int(c) for c in stats["phase_cycles"]], f"seed {seed}"
+    events = program_events(cfg, program, nonzero, sent)
+    for name in EVENTS:
+        assert stats["events"][name] == events[name], \
+            f"seed {seed}: {name}: RTL {stats['events'][name]}, model {events[name]}"
+    assert sum(stats["events"]["mac_skipped"]) > 0, f"seed {seed}"
 
 
 @pytest.mark.parametrize("change, where, message", [

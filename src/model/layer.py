@@ -568,12 +568,12 @@ def layernorm_back_tables(plan: LayerPlan, phases: list, steps: dict, xhat, *, x
         addr = int(np.asarray(f["payload.addr"])[finish][0])
         addr_b = int(np.asarray(f["payload.addr_b"])[finish][0])
         words = slots.copy()
-        if addr == z + 1:
-            number = nz["k"]  # tile 0 spreads k
-        elif addr == z:  # tile 0 spreads c1, then c2; each tile sends w
-            number = {acts[0]: nz["c1"], acts[1]: nz["c2"]}.get(addr_b, nz["w"])
-        else:  # the elements' fmt(g)
-            number = None
+        if phase.kind == "stream":  # MACs: each tile's w, or the elements' fmt(g)
+            number = nz["w"] if addr == z else None
+        elif addr == z + 1:  # tile 0 spreads k, c1 (into acts[0]), then c2
+            number = nz["k"]
+        else:
+            number = nz["c1"] if addr_b == acts[0] else nz["c2"]
         if number is not None:
             words[(y[:, None] * C + np.arange(C)[None, :]), addr] = number[:, None]
         sent[n] = words

@@ -588,9 +588,9 @@ def layernorm_back_phases(plan: LayerPlan, p: int, rows: int, gamma, *, xh, ra: 
     the fabric"): the accumulators hold ``dY`` and end with ``dX``; ``gamma`` (FP32 words,
     one per output, as ``data`` fields); the forward pass's normalized outputs, rounded to
     the format, output ``i`` at activation ``xh + i`` of its tile (or ``xh[i]``:
-    :func:`back_addresses`), and its ``r`` at
-    activation ``ra`` of every tile of the row; ``acts``: three scratch activations of every
-    tile, overwritten. :func:`check_layernorm_back` first."""
+    :func:`back_addresses`), and its ``r`` at activation ``ra`` of every tile of the row;
+    ``acts``: three scratch activations of every tile, overwritten.
+    :func:`check_layernorm_back` first."""
     check_layernorm_back(plan, xh, ra, acts)
     config = plan.config
     at = back_addresses(plan, xh)
