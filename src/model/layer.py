@@ -399,8 +399,9 @@ def network_nonzero(config: Config, net, x: np.ndarray, program, *,
     them (a residual's kept outputs included). The attention's MACs (docs/attention.md)
     read queries and values that the tiles wrote themselves, with keys and probabilities
     that FINISHes send, and its softmax's MACs the maximum and reciprocal that FINISHes
-    spread: all from the reference's attention. ``sent``: a dict that takes, per attention
-    phase, which words its FINISHes send nonzero (tiles x ``acc_depth``,
+    spread: all from the reference's attention. ``sent``: a dict that takes, per phase of a
+    row operation (the attention, a LayerNorm, the softmax), which words its FINISHes send
+    nonzero (tiles x ``acc_depth``,
     :meth:`~wafertile.model.mesh.PhaseFlits.from_phase`), for
     :func:`~wafertile.model.predict.predict_program` and
     :func:`~wafertile.model.events.program_events`; without it the model takes them as
