@@ -106,7 +106,7 @@ def _ln_network(rng, dtype: str) -> Network:
     return Network([first, last], 16, name="layernorm", dtype=dtype)
 
 
-@pytest.mark.parametrize("cols", [3, 5])
+@pytest.mark.parametrize("cols", [pytest.param(3, marks=pytest.mark.slow), 5])
 def test_layernorm_network_on_the_rtl(tmp_path, cols):
     """LayerNorm on the hidden layer (then its ReLU) and on the last layer (eps 1e-3) of a
     bf16 network, on a 2 x 3 and a 2 x 5 array (Icarus) through its .npz file: every output

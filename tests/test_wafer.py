@@ -336,6 +336,7 @@ def test_a_training_sweep_refuses(change, message):
     assert message in str(info.value)
 
 
+@pytest.mark.slow
 def test_chunks_the_rtl_cannot_address_are_not_planned(tmp_path, capsys):
     """A narrow GPT fits chunks of 512 words, but on 920 columns a row's strip with the
     nonlinear unit cannot address them (a FINISH's data field needs 33 bits): the plan takes
