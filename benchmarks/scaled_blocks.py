@@ -34,7 +34,7 @@ import numpy as np
 from wafertile.config import Config
 from wafertile.hdl.counters import EVENTS
 from wafertile.model.events import program_events
-from wafertile.model.layer import network_nonzero, predict_network
+from wafertile.model.layer import predict_network
 from wafertile.model.zoo import ZOO, GptShape, load_shape
 from wafertile.network.gpt import GPTShape, gpt_network, one_hot
 from wafertile.network.run import run_network
@@ -68,9 +68,7 @@ def measure(shape: GptShape, args, rng) -> dict:
     rtl_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     pred = predict_network(cfg, net, x, dense=False, detail="mesh")
-    sent: dict = {}
-    nonzero = network_nonzero(cfg, net, x, pred.program, sent=sent)
-    events = program_events(cfg, pred.program, nonzero, sent)
+    events = program_events(cfg, pred.program, *pred.tables(cfg, net, x))
     model_seconds = time.perf_counter() - t0
     out = {
         "shape": shape.name, "scaled": small.__dict__, "rows": cfg.rows, "cols": cfg.cols,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from wafertile import Config
 from wafertile.model.generation import model_macs
-from wafertile.model.layer import network_nonzero, predict_network
+from wafertile.model.layer import predict_network
 from wafertile.network import tinygpt
 from wafertile.network.generate import phase_cycles, phase_of_layers, window_inputs
 from wafertile.network.gpt import GPTShape, gpt_network
@@ -53,8 +53,7 @@ def run_case(rows: int, cols: int, S: int, params, ids, rtl: bool = False) -> di
     cycles = result.sparse.phase_cycles
     per_layer = per_layer_cycles(net, result.program, cycles, cfg)
     _, acts = network_reference(cfg, net, x)
-    sent: dict = {}
-    nonzero = network_nonzero(cfg, net, x, result.program, sent=sent)
+    nonzero, sent = result.tables(cfg, net, x)
     macs = model_macs(net, result.program, acts, config=cfg, nonzero=nonzero, sent=sent)
     total = sum(cycles)
     streams = []

@@ -28,7 +28,6 @@ from .energy import ENERGY, EnergyTable, program_energy
 from .layer import (
     LEAN_FLITS,
     LayerPrediction,
-    network_nonzero,
     predict_layer,
     predict_network,
     program_flits,
@@ -247,9 +246,7 @@ def run_model_network(args: argparse.Namespace, config: Config, net, x: np.ndarr
         report.accuracy = float(np.mean(np.argmax(outputs, axis=1) == labels))
     if config.counters:
         _log.info("counting the events (docs/counters.md)")
-        sent: dict = {}
-        nonzero = network_nonzero(config, net, x, result.program, sent=sent)
-        _count_events(report, config, table, result.program, nonzero, sent)
+        _count_events(report, config, table, result.program, *result.tables(config, net, x))
     return _print(args, config, report)
 
 

@@ -18,7 +18,7 @@ from ..network.compiler import edge_flits
 from ..network.run import per_layer_cycles
 from ..sim.models.network import network_reference
 from .command import layer_macs
-from .layer import network_nonzero, predict_network
+from .layer import predict_network
 
 __all__ = ["model_macs", "predict_step"]
 
@@ -60,8 +60,7 @@ def predict_step(config: Config, net, x: np.ndarray, *, detail: str = "auto"
     program = result.program
     cycles = result.sparse.phase_cycles
     events = {}
-    sent: dict = {}
-    nonzero = network_nonzero(config, net, x, program, sent=sent)
+    nonzero, sent = result.tables(config, net, x)
     if config.counters:  # what the tiles' counters would count (docs/counters.md)
         from .events import program_events
 

@@ -74,6 +74,9 @@ class LayerPrediction:
     program : LayerProgram or None
         The sparse program predicted (a network's, with its phases' layers and steps), or
         None.
+    nonzero, sent : dict or None
+        A float network's: the sparse program's tables from the reference, as
+        :func:`network_nonzero` makes them (:meth:`tables`).
     """
 
     sparse: Prediction
@@ -82,7 +85,17 @@ class LayerPrediction:
     macs: int
     seconds: float
     program: Any = None
+    nonzero: dict | None = None
+    sent: dict | None = None
 
+    def tables(self, config: Config, net, x: np.ndarray) -> tuple[dict, dict]:
+        """``(nonzero, sent)`` of the network ``net`` on ``x`` whose prediction this is
+        (:func:`network_nonzero`): those the prediction made, or (an integer network's,
+        which its timing does not need) made now."""
+        if self.nonzero is None:
+            sent: dict = {}
+            return network_nonzero(config, net, x, self.program, sent=sent), sent
+        return self.nonzero, self.sent
 
 def activation_table(config: Config, plan: LayerPlan, base: int, values) -> np.ndarray:
     """Which activations the tiles hold nonzero when a layer of ``plan`` streams, for one
@@ -375,7 +388,7 @@ def predict_network(config: Config, net, x: np.ndarray, *, dense: bool = True,
 
     start = time.perf_counter()
 
-    def run(dense_: bool) -> tuple[Prediction, NetworkProgram]:
+    def run(dense_: bool) -> tuple[Prediction, NetworkProgram, dict | None, dict]:
         program = compile_network(config, net, x, dense=dense_)
         # a float network's streams: the activations entering each layer, as the tiles hold
         # them (the float core's hazard bubbles depend on which are zero)
@@ -383,12 +396,13 @@ def predict_network(config: Config, net, x: np.ndarray, *, dense: bool = True,
         nonzero = (network_nonzero(config, net, x, program, sent=sent) if config.is_float
                    else None)
         return predict_program(config, program, detail=detail, nonzero=nonzero,
-                               sent=sent), program
+                               sent=sent), program, nonzero, sent
 
-    sparse, program = run(False)
+    sparse, program, nonzero, sent = run(False)
     full = run(True)[0] if dense else None
     macs = sum(int(p.expected_macs) for p in program.phases)
-    return LayerPrediction(sparse, full, net.nnz, macs, time.perf_counter() - start, program)
+    return LayerPrediction(sparse, full, net.nnz, macs, time.perf_counter() - start, program,
+                           nonzero, sent if nonzero is not None else None)
 
 
 def network_nonzero(config: Config, net, x: np.ndarray, program, *,

@@ -187,12 +187,10 @@ def _run_model(point: Point, arrays: Arrays | None, root: Path) -> dict[str, Any
     energy = None
     if config.counters:  # the events the tiles would count, priced (docs/counters.md)
         from ..model.energy import program_energy
-        from ..model.layer import network_nonzero
         from ..stream import compile_layer
 
         if point.workload.kind == "network":
-            sent: dict = {}
-            nonzero = network_nonzero(config, net, x, result.program, sent=sent)
+            nonzero, sent = result.tables(config, net, x)
             energy = program_energy(config, result.program, nonzero, sent=sent)[1]
         else:
             energy = program_energy(config, compile_layer(config, x, w))[1]
