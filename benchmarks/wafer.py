@@ -38,7 +38,6 @@ from types import SimpleNamespace
 import numpy as np
 
 from wafertile import Config
-from wafertile.formats import fp32_fields
 from wafertile.hdl.flit import Opcode
 from wafertile.model import predict_program
 from wafertile.model.phases import grad_cycles
@@ -57,7 +56,6 @@ from wafertile.model.zoo import ZOO, GptShape
 from wafertile.network.compiler import handoff_phases
 from wafertile.stream import compile_layer
 from wafertile.stream.attention import STEPS
-from wafertile.stream.rows import layernorm_back_phases, layernorm_phases, slot_addresses
 
 HERE = Path(__file__).resolve().parent
 
@@ -190,13 +188,9 @@ def validation() -> dict:
         fabric = Fabric(2, C)
         shape = GptShape("t", layers=1, d_model=d, heads=2, d_ff=f, context=2, vocab=8)
         g = GroupBuilder(shape, fabric, memory_plan(shape, fabric, 2), 2)
-        zeros = np.zeros(d, np.int64)
-        eps = int(fp32_fields(np.float32(1e-5)))
         cases = {
-            "layernorm": layernorm_phases(g.plan(d, d, row=True), 0, 1, zeros, zeros, eps),
-            "layernorm_back": layernorm_back_phases(
-                g.plan(d, d, row=True), 0, 1, zeros, xh=slot_addresses(g.plan(d, d, row=True), 4),
-                ra=3),
+            "layernorm": g.layernorm_phases(False),
+            "layernorm_back": g.layernorm_phases(True),
             "gelu_handoff": handoff_phases(g.row_config, g.plan(f, d, row=True),
                                            SimpleNamespace(relu=False, gelu=True), 0, 1,
                                            SimpleNamespace(chunk=f, G=C), 0),
@@ -222,20 +216,16 @@ def validation() -> dict:
 
 def wafer_layernorm(shape: GptShape, cols: int) -> dict:
     """A LayerNorm of ``shape`` and its derivative on the prediction's row of ``cols`` tiles
-    (the compiler's phases, as :meth:`GroupBuilder.layernorm` builds them), at the analytic
+    (:meth:`GroupBuilder.layernorm_phases`), at the analytic
     level against the event level: in total and the worst phase."""
     fabric = Fabric.given(cols, cols)
     step = predict_training(shape, fabric)
     g = GroupBuilder(shape, fabric, step.memory, step.seq)
     d = shape.d_model
-    plan = g.plan(d, d, row=True)
-    zeros = np.zeros(d, np.int64)
-    eps = int(fp32_fields(np.float32(1e-5)))
     ones = np.ones((cols, g.row_config.act_depth), bool)
     out = {"model": shape.name, "cols": cols, "d_model": d}
-    for name, phases in (("forward", layernorm_phases(plan, 0, 1, zeros, zeros, eps)),
-                         ("backward", layernorm_back_phases(
-                             plan, 0, 1, zeros, xh=slot_addresses(plan, 4), ra=3))):
+    for name, phases in (("forward", g.layernorm_phases(False)),
+                         ("backward", g.layernorm_phases(True))):
         t0 = time.perf_counter()
         a, m = ([int(predict_phase(g.row_timing, p, detail=how, nonzero=ones if p.kind
                                    == "stream" else None)[0]) for p in phases]

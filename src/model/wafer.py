@@ -592,6 +592,16 @@ class GroupBuilder:
                  "closed form", flits_in=n, flits_out=n, macs=ev.macs, hops=ev.hops,
                  sram_bits=ev.sram_bits)
 
+    def layernorm_phases(self, backward: bool) -> list:
+        """The compiler's phases of a LayerNorm of d outputs on one row, or (``backward``)
+        of its derivative, each tile's normalized outputs at activations 4 onwards."""
+        d = self.shape.d_model
+        plan = self.plan(d, d, row=True)
+        gamma = np.zeros(d, np.int64)
+        if backward:
+            return layernorm_back_phases(plan, 0, 1, gamma, xh=slot_addresses(plan, 4), ra=3)
+        return layernorm_phases(plan, 0, 1, gamma, gamma, int(fp32_fields(np.float32(1e-5))))
+
     def layernorm(self, layer: str, *, backward: bool = False) -> None:
         """A LayerNorm of d outputs, or (``backward``) its derivative: the compiler's phases
         for one row (``layernorm_phases``, ``layernorm_back_phases``), each tile's normalized
@@ -609,15 +619,8 @@ class GroupBuilder:
             return
         key = ("layernorm", backward)
         if key not in self._done:
-            gamma = np.zeros(d, np.int64)
-            if backward:
-                phases = layernorm_back_phases(plan, 0, 1, gamma, xh=slot_addresses(plan, 4),
-                                               ra=3)
-            else:
-                eps = int(fp32_fields(np.float32(1e-5)))
-                phases = layernorm_phases(plan, 0, 1, gamma, gamma, eps)
             first = len(self.phases)
-            self.row_phases(layer, "nonlinear", phases)
+            self.row_phases(layer, "nonlinear", self.layernorm_phases(backward))
             self._done[key] = self.phases[first:]
             del self.phases[first:]
         self._replay(layer, key)
