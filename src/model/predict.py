@@ -441,9 +441,10 @@ def predict_program(config: Config, program: LayerProgram, *, detail: str = "aut
         table, words = nonzero.get(n), sent.get(n)
         key = None
         wait = timing.wait(elapsed) if len(phase) else 0
-        if table is None and words is None:  # the phase, and the work it starts on
+        if table is None and words is None:  # the phase, and the state it starts from
             key = ((detail, id(phase)) if cache is None else
-                   (detail, timing_key(config, phase))) + (_carry_key(carry, rest + wait),)
+                   (detail, timing_key(config, phase))) + (
+                _carry_key(carry, rest + wait), tuple(a.tobytes() for a in arbiters))
         if key is None or key not in seen:
             carried: list = []
             c, how, spent, arbiters = predict_phase(timing, phase, detail=detail,
@@ -453,9 +454,9 @@ def predict_program(config: Config, program: LayerProgram, *, detail: str = "aut
                                                     sent=words)
             budget -= spent
             if key is not None:
-                seen[key] = c, how, carried
+                seen[key] = c, how, carried, arbiters
         else:
-            c, how, carried = seen[key]
+            c, how, carried, arbiters = seen[key]
         carry, rest = carried or (None, 0)
         c += wait
         kinds.append(phase.kind)
