@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 
 from wafertile.config import Config
+from wafertile.formats import fp32_fields
 from wafertile.hdl.core.fp import float_format
 from wafertile.network.gpt import gelu as gpt_gelu
 from wafertile.network.gpt import gelu_grad as gpt_gelu_grad
+from wafertile.sim.models.rows import layernorm, layernorm_grad
 from wafertile.sim.models.training import (
     backward_data,
     finish_back,
@@ -28,6 +30,8 @@ from wafertile.sim.models.training import (
     loss_gradient,
     training_step,
 )
+from wafertile.stream import reference
+from wafertile.stream.plan import plan_layer
 from wafertile.train import ParameterStore, TrainConfig
 from wafertile.trainer import accuracy, batches, digits_data, random_network, train, train_fp32
 
@@ -183,6 +187,26 @@ def test_step_follows_the_doc(dtype, scale, seed):
         assert not r.dw[n][~masks[n]].any(), f"a gradient outside mask {n} {where}"
 
 
+def loss_gradient64(logits, labels) -> np.ndarray:
+    """The mean cross-entropy's gradient of the logits, in float64."""
+    z = np.asarray(logits, np.float64)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(len(z)), labels] -= 1
+    return p / len(z)
+
+
+def check_weight_gradients(r, g, masks, n: int, S: float) -> None:
+    """Layer ``n``'s weight and bias gradients of step ``r``, divided by ``S``, against
+    float64's from the gradient ``g`` of its outputs and its inputs as the tiles keep them
+    (to 2% of the largest)."""
+    want_w = np.where(masks[n], g.T @ r.acts[n].astype(np.float64), 0)
+    want_b = g.sum(axis=0)
+    tol = 2e-2 * max(np.abs(want_w).max(), 1e-3)
+    assert np.allclose(r.dw[n] / S, want_w, atol=tol), f"dW_{n}"
+    assert np.allclose(r.db[n] / S, want_b, atol=2e-2 * np.abs(want_b).max()), f"db_{n}"
+
+
 @pytest.mark.parametrize("gelu", [None, (True, True, False)], ids=["relu", "gelu"])
 def test_step_is_the_gradient(gelu):
     """Divided by S, the fabric's gradients are the gradient of the mean cross-entropy of the
@@ -197,17 +221,9 @@ def test_step_is_the_gradient(gelu):
     S = 256.0
     r = training_step(Config(dtype="fp16"), weights, biases, masks, x, labels, S, gelu)
     acts = [a.astype(np.float64) for a in r.acts]
-    z = r.logits.astype(np.float64)
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    p[np.arange(16), labels] -= 1
-    g = p / 16
+    g = loss_gradient64(r.logits, labels)
     for n in reversed(range(3)):
-        want_w = np.where(masks[n], g.T @ acts[n], 0)
-        want_b = g.sum(axis=0)
-        tol = 2e-2 * max(np.abs(want_w).max(), 1e-3)
-        assert np.allclose(r.dw[n] / S, want_w, atol=tol), f"dW_{n}"
-        assert np.allclose(r.db[n] / S, want_b, atol=2e-2 * np.abs(want_b).max()), f"db_{n}"
+        check_weight_gradients(r, g, masks, n, S)
         if not n:
             break
         derivative = (acts[n] > 0) if gelu is None else \
@@ -393,3 +409,103 @@ def test_digits_trains_to_95_percent(dtype):
     store = ParameterStore(w, b, m, TrainConfig(dtype=dtype, lr=0.003))
     train(cfg, store, x_train, y_train, steps=430, batch=32, seed=0)
     assert accuracy(cfg, store.stream_weights(), store.biases, x_test, y_test) >= 0.95
+
+
+def layernorm_chain(rng, dtype, sizes, norms):
+    """A chain of ``sizes`` with a LayerNorm (gamma near 1, beta near 0, eps 1e-5) on the
+    layers ``norms``."""
+    weights, biases, masks = chain(rng, dtype, sizes, density=0.7)
+    ln = [None] * (len(sizes) - 1)
+    for n in norms:
+        I = sizes[n + 1]
+        ln[n] = (rng.normal(1, 0.3, I).astype(np.float32),
+                 rng.normal(0, 0.3, I).astype(np.float32), 1e-5)
+    return weights, biases, masks, ln
+
+
+def test_layernorm_step_is_the_gradient():
+    """docs/training.md, "LayerNorm layers": divided by S, the gradients of a chain with a
+    LayerNorm on its first two layers are float64 backpropagation through the fabric's own
+    forward pass (at its kept normalized outputs and r): the weights', the biases', gamma's
+    (sum of dY x^) and beta's (sum of dY), and each dY; a derivative without its x^ term,
+    or the GRADs of gamma taking the wrong operand, would not be."""
+    rng = np.random.default_rng(11)
+    sizes = (12, 10, 8, 5)
+    weights, biases, masks, ln = layernorm_chain(rng, "fp16", sizes, (0, 1))
+    x = numbers(rng, "fp16", (16, sizes[0]), zeros=0.1)
+    labels = rng.integers(0, sizes[-1], 16)
+    S = 256.0
+    fmt = float_format("fp16")
+    r = training_step(Config(dtype="fp16", rows=4, cols=4), weights, biases, masks, x, labels,
+                      S, ln=ln)
+    assert [d is not None for d in r.dln] == [True, True, False]
+    g = loss_gradient64(r.logits, labels)
+    for n in reversed(range(3)):
+        check_weight_gradients(r, g, masks, n, S)
+        if not n:
+            break
+        dy = g @ weights[n].astype(np.float64)  # the gradient of LayerNorm n-1's outputs
+        xhat = fmt.values(r.norm[n - 1]["xhat"]).astype(np.float64)
+        rs = fmt.values(r.norm[n - 1]["rsqrt"]).astype(np.float64)[:, None]
+        want_g, want_bt = (dy * xhat).sum(axis=0), dy.sum(axis=0)
+        got_g, got_bt = (v / S for v in r.dln[n - 1])
+        assert np.allclose(got_g, want_g, atol=2e-2 * np.abs(want_g).max()), f"dgamma_{n - 1}"
+        assert np.allclose(got_bt, want_bt, atol=2e-2 * np.abs(want_bt).max()), \
+            f"dbeta_{n - 1}"
+        gg = dy * ln[n - 1][0].astype(np.float64)
+        g = rs * (gg - gg.mean(axis=1, keepdims=True)
+                  - xhat * (gg * xhat).mean(axis=1, keepdims=True))
+        assert np.allclose(r.dys[n - 1] / S, g, atol=2e-2 * np.abs(g).max()), f"dY_{n - 1}"
+        wrong = rs * (gg - gg.mean(axis=1, keepdims=True))  # without the x^ term
+        assert not np.allclose(r.dys[n - 1] / S, wrong, atol=2e-2 * np.abs(g).max())
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_layernorm_step_follows_the_doc(dtype):
+    """The step's LayerNorm parts line by line (docs/training.md, "LayerNorm layers"), in
+    Python floats: E = half(D) with D the transposed layer's accumulators, gamma's and
+    beta's GRAD chains over each group's rows, the groups added in order; the forward pass
+    is inference's LayerNorm (the next layer's input ``half(y)``, no ReLU: a negative
+    input survives) and dY = half of LayerNorm's derivative of D."""
+    rng = np.random.default_rng(3)
+    sizes = (7, 6, 5, 4)
+    weights, biases, masks, ln = layernorm_chain(rng, dtype, sizes, (1,))
+    x = numbers(rng, dtype, (5, sizes[0]))
+    labels = rng.integers(0, sizes[-1], 5)
+    cfg = Config(dtype=dtype, rows=2, cols=2)
+    fmt = float_format(dtype)
+    r = training_step(cfg, weights, biases, masks, x, labels, 64.0, ln=ln)
+    words = [np.asarray(v, np.float32).view(np.uint32) for v in (ln[1][0], ln[1][1])] + \
+        [np.float32(1e-5).view(np.uint32)]
+    assert (r.acts[2] < 0).any(), "no negative input after the LayerNorm: no ReLU to show"
+    # backward: D = dY_2 W_2, then E, the GRADs and dY_1
+    d = backward_data(cfg, weights[2], fmt.bits(r.dys[2]))
+    e = [[half(float(v), dtype) for v in row] for row in d.view(np.float32)]
+    xhat = fmt.values(r.norm[1]["xhat"]).tolist()
+    parts_g, parts_b = [], []
+    for g0 in range(0, 5, 2):
+        pg, pb = [0.0] * 5, [0.0] * 5
+        for b in range(g0, min(g0 + 2, 5)):
+            for i in range(5):
+                pg[i] = f32(pg[i] + e[b][i] * xhat[b][i])
+                pb[i] = f32(pb[i] + e[b][i] * 1.0)
+        parts_g.append(pg)
+        parts_b.append(pb)
+    dg, db_ = parts_g[0], parts_b[0]
+    for pg, pb in zip(parts_g[1:], parts_b[1:], strict=True):
+        dg = [f32(a + b) for a, b in zip(dg, pg, strict=True)]
+        db_ = [f32(a + b) for a, b in zip(db_, pb, strict=True)]
+    assert np.array_equal(bits(r.dln[1][0]), bits(dg)), f"dgamma ({dtype})"
+    assert np.array_equal(bits(r.dln[1][1]), bits(db_)), f"dbeta ({dtype})"
+    tparts = plan_layer(cfg, weights[2].T.copy(), streams=False).parts(0)
+    dz = layernorm_grad(d, tparts, dtype, words[0], r.norm[1]["xhat"], r.norm[1]["rsqrt"])
+    assert np.array_equal(bits(r.dys[1]), bits(fmt.values(fmt.bits(dz.view(np.float32))))), \
+        f"dY_1 ({dtype})"
+    # and the forward's LayerNorm is inference's on layer 1's parts (its Z_1, the stream,
+    # as test_step_follows_the_doc checks it)
+    parts = plan_layer(cfg, weights[1], streams=False).parts(0)
+    steps: dict = {}
+    z = reference(cfg, r.acts[1], weights[1], fp32_fields(biases[1])).view(np.uint32)
+    y = layernorm(z, parts, dtype, *words, steps)
+    assert np.array_equal(r.acts[2], fmt.values(fmt.bits(y.view(np.float32))))
+    assert np.array_equal(steps["xhat"], r.norm[1]["xhat"])

@@ -175,3 +175,149 @@ def test_gradient_words_match_results_in_any_order_and_name_a_missing_one():
         gradient_words(program, *(a[1:] for a in pick), shapes)
     with pytest.raises(ValueError, match="came twice"):
         gradient_words(program, *(np.r_[a, a[:1]] for a in pick), shapes)
+
+
+def test_gradient_words_of_layernorm_layers():
+    """A LayerNorm layer's GRAD results (gamma's, then beta's) land on ``(dgamma, dbeta)``
+    apart from the layer's bias, whose GRADs read the same ``dY`` region; a missing one is
+    named."""
+    cfg = Config(rows=2, cols=3, dtype="fp16", act_depth=64, acc_depth=16, nonlinear=True)
+    w, b, m = random_network((5, 6, 3), 0.5, 4)
+    fmt = float_format("fp16")
+    w = [fmt.values(fmt.bits(a)) for a in w]
+    ln = [(np.ones(6, np.float32), np.zeros(6, np.float32), 1e-5), None]
+    program = compile_step(cfg, w, b, m, np.zeros((2, 5), np.float32),
+                           np.zeros((2, 3), np.float32), ln=ln)
+    grads = [g for g in program.grads if g is not None]
+    assert [(g.layer, g.norm) for g in grads] == [(1, False), (0, True), (0, False)]
+    keys = np.concatenate([(g.column << 42) | (g.addr << 21) | g.addr_b for g in grads])
+    assert len(np.unique(keys)) == len(keys)  # no two GRADs of the step alike
+    rng = np.random.default_rng(6)
+    data = [rng.integers(0, 1 << 32, len(g.i)) for g in grads]
+    pick = [np.concatenate(a) for a in zip(*[(g.column, g.addr, g.addr_b, d)
+                                            for g, d in zip(grads, data, strict=True)],
+                                          strict=True)]
+    norm: dict = {}
+    out = gradient_words(program, *pick, [np.shape(a) for a in w], norm)
+    g = grads[1]
+    assert np.array_equal(norm[0][0][g.i[g.k == 0]], data[1][g.k == 0])
+    assert np.array_equal(norm[0][1][g.i[g.k < 0]], data[1][g.k < 0])
+    bias = grads[2].k < 0
+    assert np.array_equal(out[0][1][grads[2].i[bias]], data[2][bias])
+    n = len(grads[0].i) + 7  # the eighth of LayerNorm 0's: output 1's beta
+    with pytest.raises(ValueError, match=r"^no GRAD result for layer 0's LayerNorm, output 1, "
+                                         r"beta$"):
+        gradient_words(program, *(np.delete(a, n) for a in pick), [np.shape(a) for a in w])
+
+
+def _layernorm_chain(rng, sizes, norms):
+    """Gamma near 1 and beta near 0 (eps 1e-5) for the layers ``norms`` of a chain of
+    ``sizes``, None for the others."""
+    ln = [None] * (len(sizes) - 1)
+    for n in norms:
+        ln[n] = (rng.normal(1, 0.3, sizes[n + 1]).astype(np.float32),
+                 rng.normal(0, 0.3, sizes[n + 1]).astype(np.float32), 1e-5)
+    return ln
+
+
+def _layernorm_steps(request, cfg, sizes, norms, steps):
+    """``steps`` steps of a chain with LayerNorm layers ``norms`` on the harness: every logit,
+    every tile's dY, every gradient (gamma's and beta's too) bit exact; the model's event
+    level gives every role's cycles; gamma and beta follow plain SGD on the host between
+    steps (the store does not hold them yet)."""
+    seed = seed_for(request)
+    fmt = float_format(cfg.dtype)
+    rng = np.random.default_rng(seed)
+    w, b, m = random_network(sizes, 0.7, seed % 1000)
+    store = ParameterStore(w, b, m, TrainConfig(dtype=cfg.dtype, lr=0.05, init_scale=64.0))
+    ln = _layernorm_chain(rng, sizes, norms)
+    fabric = RtlFabric(cfg)
+    x = fmt.values(fmt.bits(rng.normal(size=(5, sizes[0])).astype(np.float32)))
+    labels = rng.integers(0, sizes[-1], 5)
+    for _ in range(steps):
+        args = (store.stream_weights(), store.biases, store.masks, x, labels,
+                float(store.scale))
+        r = fabric.step(*args, ln=ln)
+        assert r.exact, f"{r.mismatches} (seed {seed})"
+        for n in norms:  # the GRADs of gamma and beta came back, and not all zero
+            assert all(np.abs(v).max() > 0 for v in r.dln[n]), f"layer {n} (seed {seed})"
+        model = ModelFabric(cfg, detail="mesh").step(*args, ln=ln)
+        assert {k: model.cycles[k] for k in ROLES} == {k: r.cycles[k] for k in ROLES}, \
+            f"seed {seed}"
+        assert store.apply(r.dw, r.db)
+        ln = [None if v is None else (v[0] - 0.05 * r.dln[n][0] / float(store.scale),
+                                      v[1] - 0.05 * r.dln[n][1] / float(store.scale), v[2])
+              for n, v in enumerate(ln)]
+    return r, args
+
+
+def test_layernorm_steps_on_the_harness_equal_the_reference_and_the_model(request):
+    """A chain with a LayerNorm on its first layer (docs/training.md, "LayerNorm layers"),
+    on the 2 x 2 fp16 array with the unit that tests/test_train_command.py builds."""
+    cfg = Config(rows=2, cols=2, dtype="fp16", act_depth=32, acc_depth=16, nonlinear=True)
+    r, args = _layernorm_steps(request, cfg, (6, 6, 4, 3), (0,), 1)
+    assert r.reference.norm[0] is not None and r.reference.norm[1] is None
+    # the same chain with ReLU: the LayerNorm changes the program, not only the numbers
+    relu = ModelFabric(cfg, detail="mesh").step(*args)
+    assert relu.cycles["forward"] < r.cycles["forward"]
+    assert relu.cycles["backward_handoff"] < r.cycles["backward_handoff"]
+    assert relu.cycles["gradients"] < r.cycles["gradients"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_layernorm_layers_in_a_row_on_the_harness(request, dtype):
+    """LayerNorms on two layers in a row, over three columns (the sums along a row in a
+    chain of tiles), two steps."""
+    cfg = Config(rows=2, cols=3, dtype=dtype, act_depth=64, acc_depth=16, nonlinear=True)
+    _layernorm_steps(request, cfg, (6, 9, 5, 3), (0, 1), 2)
+
+
+def test_layernorm_layers_are_refused_in_one_line():
+    """What a step with LayerNorm layers cannot have, refused before anything is built."""
+    fmt = float_format("fp16")
+
+    def network(sizes):
+        w, b, m = random_network(sizes, 0.7, 0)
+        return [fmt.values(fmt.bits(v)) for v in w], b, m
+
+    def norm(I):
+        return np.ones(I, np.float32), np.zeros(I, np.float32), 1e-5
+
+    x, dy = np.zeros((2, 6), np.float32), np.zeros((2, 3), np.float32)
+    cfg = Config(rows=2, cols=2, dtype="fp16", act_depth=32, acc_depth=16, nonlinear=True)
+    w, b, m = network((6, 6, 4, 3))
+    cases = [
+        (cfg, [None, None, norm(3)], None, r"^layer 2 has a LayerNorm: the chain's last layer "
+                                           r"gives the logits, which the loss takes as they "
+                                           r"are$"),
+        (cfg, [norm(6), None, None], (True, False, False),
+         r"^layer 0 has a LayerNorm and GELU: a LayerNorm layer feeds the next layer with no "
+         r"activation$"),
+        (cfg, [norm(5), None, None], None, r"^layer 0's LayerNorm has 5 gamma values for its "
+                                           r"6 outputs$"),
+        (cfg, [norm(6), None], None, r"^ln has 2 entries for 3 layers$"),
+        (cfg.replace(nonlinear=False), [norm(6), None, None], None,
+         r"^layer 0 has a LayerNorm, which needs float tiles with the nonlinear unit \(dtype "
+         r"fp16 or bf16, nonlinear = true, --nonlinear true\)$"),
+        (cfg.replace(act_depth=16), [norm(6), None, None], None,
+         r"^a training step keeps every layer's inputs, the loss gradient, a 1.0 and what GELU "
+         r"and LayerNorm layers keep in each tile: 6 \+ 6 \+ 4 \+ 3 \+ 1 \+ 6 \(XH0\) \+ 1 "
+         r"\(R0\) \+ 3 \(LS\) = 30 activation words > act_depth = 16$"),
+        (cfg.replace(router_arch="lite"), [norm(6), None, None], None,
+         r"^layer 0's LayerNorm needs a router whose local input holds at least 2 flits per "
+         r"VC"),
+    ]
+    for config, ln, gelu, message in cases:
+        with pytest.raises(TrainError, match=message):
+            compile_step(config, w, b, m, x, dy, ln=ln, gelu=gelu)
+    # on one column: 14 outputs leave 2 accumulators of 16 and the forward pass needs 3 (the
+    # derivative, on the transposed next layer's as many outputs, needs 2: 13 fit both)
+    one = cfg.replace(cols=1, act_depth=64)
+    w, b, m = network((6, 14, 4, 3))
+    with pytest.raises(TrainError, match=r"^layer 0's LayerNorm leaves 2 of a tile's 16 "
+                                         r"accumulators free and LayerNorm needs 3"):
+        compile_step(one, w, b, m, x, dy, ln=[norm(14), None, None])
+    w, b, m = network((6, 4, 13, 3))
+    program = compile_step(one, w, b, m, x, dy, ln=[None, norm(13), None])
+    assert [(s.layer, s.backward) for s in program.norms] == [(1, False), (1, True)]

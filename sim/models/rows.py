@@ -77,7 +77,8 @@ def layernorm(words, parts: list[np.ndarray], dtype: str, gamma, beta, eps,
     (``parts`` and ``dtype`` as :func:`softmax`): ``gamma``, ``beta`` (``I`` FP32 words) and
     ``eps`` (one FP32 word). FP32 words, ``B x I``. ``steps``: a dict that takes the three
     numbers that cross the row, per row, as words of the format: ``"mean"`` (``c1``),
-    ``"mean2"`` (``c2``) and ``"rsqrt"`` (``r``)."""
+    ``"mean2"`` (``c2``) and ``"rsqrt"`` (``r``); and ``"xhat"``, the normalized outputs
+    ``fmt(d z)`` before gamma and beta (``B x I``: what a training step keeps)."""
     fmt = float_format(dtype)
     x = np.asarray(words, np.uint32)
     tiles = [np.asarray(part, np.int64) for part in parts if len(part)]
@@ -96,7 +97,10 @@ def layernorm(words, parts: list[np.ndarray], dtype: str, gamma, beta, eps,
         steps["mean"], steps["mean2"], steps["rsqrt"] = c1, c2, r
     # 4. d * r (r copied into a zeroed accumulator), then gamma and beta
     z = fp.mac(np.zeros_like(r, np.uint32), _ONE[dtype], r, fmt)
-    y = nl.mul(nl.mul(d, z[:, None]), np.asarray(gamma, np.uint32)[None, :])
+    xhat = nl.mul(d, z[:, None])
+    if steps is not None:
+        steps["xhat"] = fp.to_half(xhat, fmt)
+    y = nl.mul(xhat, np.asarray(gamma, np.uint32)[None, :])
     return fp.add(y, np.asarray(beta, np.uint32)[None, :]).astype(np.uint32)
 
 

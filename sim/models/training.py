@@ -17,7 +17,13 @@ softmax cross-entropy, on a batch of ``B`` inputs:
 - **weight and bias gradients** (``GRAD``): for every position of the mask and every bias,
   per group of ``rows`` batch rows a sum from +0 over the group's rows in order, zero
   operands skipped, the bias's second operand 1.0; the host adds the groups' sums in group
-  order (:func:`sum_groups`).
+  order (:func:`sum_groups`);
+- **LayerNorm layers** (``docs/training.md``, "LayerNorm layers"): inference's LayerNorm of
+  ``Z_l`` (:func:`wafertile.sim.models.rows.layernorm`, the parts of layer ``l``'s plan), no
+  activation after it, its normalized outputs ``fmt(x^)`` and ``r`` kept; backward, ``E =
+  half(D)``, the GRAD chains of ``gamma`` (``E x^``) and ``beta`` (``E x 1.0``), and
+  ``dY_l = half(layernorm_grad(D))`` on the parts of the transposed layer ``l + 1``'s plan
+  (:func:`layernorm_back`).
 
 Everything is vectorized: one numpy step per input index (forward), per output index
 (backward data), per batch row (gradients). Words are raw bits (``uint16`` for the format,
@@ -34,11 +40,14 @@ from ...config import Config
 from ...formats import fp32_fields
 from ...hdl.core.fp import FP32, float_format
 from ...stream.numpy_reference import reference
+from ...stream.plan import plan_layer
 from . import nonlinear as nl
 from .fp import add, canonical, mac, relu, to_half
+from .rows import layernorm, layernorm_grad
 
 __all__ = ["StepResult", "backward_data", "finish_back", "forward", "gelu_back", "gelus",
-           "gradients", "loss_gradient", "sum_groups", "training_step"]
+           "gradients", "layernorm_back", "loss_gradient", "norm_gradients", "norms",
+           "sum_groups", "training_step"]
 
 
 @dataclass
@@ -66,6 +75,14 @@ class StepResult:
     kept : list
         Per layer, for a GELU layer ``U_l = half(Z_l)`` (float32, ``B x I_l``: what the tiles
         keep for its derivative), else None.
+    dln : list
+        Per layer, for a LayerNorm layer ``(dgamma, dbeta)`` (float32, ``I_l`` each, times
+        ``S``), else None.
+    norm : list
+        Per layer, for a LayerNorm layer what its forward and backward passes make as words
+        of the format (:func:`forward`'s ``norm``, with ``"back"``: the derivative's steps,
+        :func:`wafertile.sim.models.rows.layernorm_grad`, and ``"e"``: ``E = half(D)``),
+        else None.
     """
 
     loss: float
@@ -76,6 +93,8 @@ class StepResult:
     dw: list[np.ndarray]
     db: list[np.ndarray]
     kept: list = None  # type: ignore[assignment]
+    dln: list = None  # type: ignore[assignment]
+    norm: list = None  # type: ignore[assignment]
 
 
 def _words(values, fmt) -> np.ndarray:
@@ -93,22 +112,57 @@ def gelus(gelu, layers: int) -> tuple[bool, ...]:
     return (*flags[:-1], False)
 
 
-def forward(config: Config, weights, biases, x, gelu=None, kept: list | None = None
-            ) -> tuple[np.ndarray, list[np.ndarray]]:
+def norms(ln, layers: int) -> tuple:
+    """``ln`` (None, or per layer None or ``(gamma, beta, eps)``: a LayerNorm of that layer's
+    accumulators, FP32 values) as a tuple of ``layers`` entries, each None or the FP32 words
+    ``(gamma, beta, eps)`` (``uint32``, NaNs canonical).
+
+    Raises
+    ------
+    ValueError
+        For a wrong count, or a LayerNorm on the last layer (the chain's logits).
+    """
+    if ln is None:
+        return (None,) * layers
+    ln = tuple(ln)
+    if len(ln) != layers:
+        raise ValueError(f"ln has {len(ln)} entries for {layers} layers")
+    if ln and ln[-1] is not None:
+        raise ValueError(f"layer {layers - 1} has a LayerNorm: the chain's last layer gives "
+                         f"the logits, which the loss takes as they are")
+    return tuple(None if norm is None else tuple(
+        (fp32_fields(np.asarray(v, np.float32)) & 0xFFFFFFFF).astype(np.uint32)
+        for v in (norm[0], norm[1], np.float32(norm[2]))) for norm in ln)
+
+
+def forward(config: Config, weights, biases, x, gelu=None, kept: list | None = None, *,
+            ln=None, norm: list | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
     """``(logits, acts)``: the forward pass of a step, exactly inference's (``docs/network.md``,
     "Floating-point networks"; :func:`wafertile.stream.reference` per layer): ``logits`` FP32
     words ``B x I_{L-1}``, ``acts[l]`` the format's words of ``X_l``. ``gelu``: per layer,
     GELU instead of ReLU (:func:`gelus`); ``kept``, if given, gets per layer the format's
-    words of ``U_l = half(Z_l)`` for a GELU layer, else None."""
+    words of ``U_l = half(Z_l)`` for a GELU layer, else None. ``ln``: per layer, a LayerNorm
+    instead of ReLU (:func:`norms`); ``norm``, if given, gets per layer the LayerNorm's
+    steps (:func:`wafertile.sim.models.rows.layernorm`'s: ``"mean"``, ``"mean2"``,
+    ``"rsqrt"`` and the kept ``"xhat"``, words of the format), else None."""
     fmt = float_format(config.dtype)
     flags = gelus(gelu, len(weights))
+    lns = norms(ln, len(weights))
     acts = [np.asarray(x, np.float32)]
     for n, (w, b) in enumerate(zip(weights, biases, strict=True)):
         z = FP32.bits(reference(config, acts[-1], np.asarray(w, np.float32), fp32_fields(b)))
         if kept is not None:
             kept.append(to_half(z, fmt) if flags[n] else None)
+        if norm is not None:
+            norm.append(None if lns[n] is None else {})
         if n == len(weights) - 1:
             return z, [_words(a, fmt) for a in acts]
+        if lns[n] is not None:  # along each row, in the order of the tiles that hold it
+            parts = plan_layer(config, np.asarray(w, np.float32), streams=False).parts(0)
+            y = layernorm(z, parts, config.dtype, *lns[n],
+                          None if norm is None else norm[-1])
+            acts.append(fmt.values(to_half(y, fmt)))
+            continue
         acts.append(fmt.values(to_half(nl.gelu(z) if flags[n] else relu(z), fmt)))
     raise ValueError("a network has at least one layer")
 
@@ -169,6 +223,50 @@ def gelu_back(dtype: str, d, u) -> np.ndarray:
     return to_half(nl.mul(np.asarray(d, np.uint32), nl.gelu_grad(z)), fmt).astype(fmt.dtype)
 
 
+def layernorm_back(config: Config, w, d, norm: tuple, xhat, r, steps: dict | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``(E, dY_l)``: the backward hand-off after a LayerNorm layer ``l`` (``docs/training.md``,
+    "LayerNorm layers"), from ``D`` (``d``: FP32 words ``B x I_l``, the transposed layer
+    ``l + 1``'s accumulators; ``w``: layer ``l + 1``'s weights, whose transposed plan's parts
+    order the sums along the row): ``E = half(D)`` (what the GRADs of gamma and beta take)
+    and ``dY_l = half(layernorm_grad(D))`` with ``norm`` (:func:`norms`' words), the kept
+    ``xhat`` (words of the format) and ``r``: the format's words. ``steps`` takes the
+    derivative's (:func:`wafertile.sim.models.rows.layernorm_grad`)."""
+    fmt = float_format(config.dtype)
+    d = np.asarray(d, np.uint32)
+    parts = plan_layer(config, np.asarray(w, np.float32).T.copy(), streams=False).parts(0)
+    dz = layernorm_grad(d, parts, config.dtype, norm[0], xhat, r, steps)
+    return to_half(d, fmt).astype(fmt.dtype), to_half(dz, fmt).astype(fmt.dtype)
+
+
+def norm_gradients(dtype: str, e, xhat, rows: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``(dgamma, dbeta)`` of a LayerNorm layer as FP32 words (``I`` each): per group of
+    ``rows`` batch rows the GRAD chains from +0 over the group's rows in order, ``fp32(p +
+    E x^)`` and ``fp32(p + E x 1.0)``, zero operands skipped (``e``: ``E = half(D)``, ``xhat``
+    the kept normalized outputs, words of the format ``B x I``); the groups' sums added in
+    group order (:func:`sum_groups`)."""
+    fmt = float_format(dtype)
+    e = np.asarray(e).astype(np.uint32)
+    xhat = np.asarray(xhat).astype(np.uint32)
+    B, I = e.shape
+    rows = B if rows is None else rows
+    if rows < 1:
+        raise ValueError(f"norm_gradients needs rows >= 1, not {rows}")
+    one = fmt.bits(np.float32(1.0))
+    parts = []
+    for g0 in range(0, B, rows):
+        g = np.zeros(I, np.uint32)
+        gb = np.zeros(I, np.uint32)
+        for b in range(g0, min(g0 + rows, B)):
+            g = mac(g, e[b], xhat[b], fmt)
+            gb = mac(gb, e[b], one, fmt)
+        parts.append((g, gb))
+    if not parts:
+        return np.zeros(I, np.uint32), np.zeros(I, np.uint32)
+    return sum_groups(parts)
+
+
 def gradients(dtype: str, mask, dy, x, rows: int | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
     """``(dW, db)`` as FP32 words (``I x J``, +0 outside ``mask``; ``I``): per group of
@@ -212,7 +310,7 @@ def sum_groups(parts) -> tuple[np.ndarray, np.ndarray]:
 
 
 def training_step(config: Config, weights, biases, masks, x, labels, scale: float = 1.0,
-                  gelu=None) -> StepResult:
+                  gelu=None, ln=None) -> StepResult:
     """One step of the fabric's numerics (``docs/training.md``).
 
     Parameters
@@ -234,26 +332,43 @@ def training_step(config: Config, weights, biases, masks, x, labels, scale: floa
         The loss scale ``S``.
     gelu : sequence of bool, optional
         Per layer, GELU after it instead of ReLU (the last layer's flag is ignored).
+    ln : sequence, optional
+        Per layer, None or ``(gamma, beta, eps)``: a LayerNorm of its accumulators instead
+        of ReLU (:func:`norms`; not on the last layer, not with GELU).
     """
     dtype = config.dtype
     fmt = float_format(dtype)
     L = len(weights)
+    lns = norms(ln, L)
+    if any(g and n is not None for g, n in zip(gelus(gelu, L), lns, strict=True)):
+        raise ValueError("a layer has both a LayerNorm and GELU")
     kept: list = []
-    logits, acts = forward(config, weights, biases, x, gelu, kept)
+    norm: list = []
+    logits, acts = forward(config, weights, biases, x, gelu, kept, ln=ln, norm=norm)
     losses, dy = loss_gradient(logits, labels, scale, len(logits), dtype)
     dys: list[np.ndarray] = [None] * L  # type: ignore[list-item]
     dys[L - 1] = dy
     dw: list[np.ndarray] = [None] * L  # type: ignore[list-item]
     db: list[np.ndarray] = [None] * L  # type: ignore[list-item]
+    dln: list = [None] * L
     for n in reversed(range(L)):
         gw, gb = gradients(dtype, masks[n], dys[n], acts[n], config.rows)
         dw[n], db[n] = FP32.values(gw), FP32.values(gb)
         if n > 0:
             d = backward_data(config, weights[n], dys[n])
+            if lns[n - 1] is not None:
+                got = norm[n - 1]
+                got["back"] = {}
+                got["e"], dys[n - 1] = layernorm_back(config, weights[n], d, lns[n - 1],
+                                                      got["xhat"], got["rsqrt"], got["back"])
+                dln[n - 1] = tuple(FP32.values(v) for v in norm_gradients(
+                    dtype, got["e"], got["xhat"], config.rows))
+                continue
             dys[n - 1] = (finish_back(dtype, d, acts[n]) if kept[n - 1] is None else
                           gelu_back(dtype, d, kept[n - 1]))
     return StepResult(
         loss=float(np.mean(losses)) if len(losses) else 0.0, losses=losses,
         logits=FP32.values(logits), acts=[fmt.values(a).astype(np.float32) for a in acts],
         dys=[fmt.values(d).astype(np.float32) for d in dys], dw=dw, db=db,
-        kept=[None if k is None else fmt.values(k).astype(np.float32) for k in kept])
+        kept=[None if k is None else fmt.values(k).astype(np.float32) for k in kept],
+        dln=dln, norm=norm)

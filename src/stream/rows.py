@@ -492,28 +492,36 @@ def _minus_mean(config: Config, elems: list[dict[int, np.ndarray]], z: int, lead
     return phases
 
 
-def layernorm_phases(plan: LayerPlan, p: int, rows: int, gamma, beta, eps: int
-                     ) -> list[Phase]:
+def layernorm_phases(plan: LayerPlan, p: int, rows: int, gamma, beta, eps: int, *,
+                     acts: tuple[int, int] = (0, 1), ra: int | None = None,
+                     kept: list[Phase] | tuple = ()) -> list[Phase]:
     """LayerNorm of pass ``p``'s outputs along each of the first ``rows`` array rows, in
     place (docs/nonlinear.md, "LayerNorm on the fabric"); ``gamma``, ``beta`` (FP32 words,
     one per output of the layer) and ``eps`` (an FP32 word) as ``data`` fields.
-    :func:`check_layernorm` first. Activations 0 and 1 of the layer's tiles are overwritten
-    (its MACs must be done)."""
+    :func:`check_layernorm` first. Activations ``acts`` (``c1`` and ``c2``) of the layer's
+    tiles are overwritten (its MACs must be done), and ``r`` goes to activation ``acts[0]``
+    of the tiles that hold outputs; or, with ``ra``, to activation ``ra`` of every tile of
+    the row (a training step keeps it: docs/training.md, "LayerNorm layers"). ``kept``:
+    phases played after the normalized outputs ``d r`` are made, before gamma and beta (a
+    training step's hand-off that keeps them)."""
     check_layernorm(plan)
     config = plan.config
     z, tiles, n, parts, elems, leaders = _row_setup(plan, p, rows)
     others = tiles[1:]
 
     # 1. the mean; 2. d = (x - c1) - c2
-    phases = _minus_mean(config, elems, z, leaders, others, n, (0, 1))
+    phases = _minus_mean(config, elems, z, leaders, others, n, acts)
     # 3. the squares and their sum; v = V * n + eps; r = fmt(rsqrt(v))
     phases += _squares(config, elems, z)
     phases += sum_at_tile0(config, rows, z, others)  # in tile order
-    phases.append(_spread(config, leaders, z, "rsqrt",
-                          ops=((Opcode.MUL, n), (Opcode.ADD, int(eps)))))
+    at = acts[0] if ra is None else ra
+    phases.append(_spread(config, leaders if ra is None else
+                          _row_leaders(rows, list(range(config.cols))), z, "rsqrt",
+                          ops=((Opcode.MUL, n), (Opcode.ADD, int(eps))), act=at))
     # 4. d * r (r copied into z), then gamma and beta
-    phases.append(_macs(config, elems, z, scale=True))
+    phases.append(_macs(config, elems, z, scale=True, act=at))
     phases += _self_rounds(config, elems, z, "MUL", "MUL", into_z=False)
+    phases += kept
     gamma, beta = np.asarray(gamma, np.int64), np.asarray(beta, np.int64)
     phases.append(_per_element(config, elems, lambda g, slots: [
         (len(slots), {"op": Opcode.MUL.value, "addr": slots, "data": gamma[parts[g]]}),

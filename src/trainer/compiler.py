@@ -21,23 +21,30 @@ from ..formats import float_words, fp32_words
 from ..hdl.core.fp import float_format
 from ..hdl.flit import Opcode, Port, flit_layout
 from ..network.compiler import handoff_phases
-from ..sim.models.training import gelus
-from ..stream import LayerProgram, Phase, PhaseBuilder
+from ..sim.models.training import gelus, norms
+from ..stream import LayerError, LayerProgram, Phase, PhaseBuilder
 from ..stream.compiler import add_activations, add_zero, read_phase, stream_phase
-from ..stream.plan import plan_layer, reply_route
-from ..stream.rows import gelu_back_phases, gelu_back_scratch
+from ..stream.plan import LayerPlan, plan_layer, reply_route
+from ..stream.rows import (
+    check_layernorm,
+    check_layernorm_back,
+    gelu_back_phases,
+    gelu_back_scratch,
+    layernorm_back_phases,
+    layernorm_phases,
+)
 from ..train import TrainError
 
-__all__ = ["GradFlits", "StepCompiler", "StepProgram", "check_gelu", "compile_step",
-           "gradient_words",
-           "step_layout"]
+__all__ = ["GradFlits", "NormPhases", "StepCompiler", "StepProgram", "check_gelu", "check_norms",
+           "compile_step", "gradient_words", "step_layout"]
 
 
 @dataclass
 class GradFlits:
     """The GRADs of one layer's gradient phase, in injection order: the column each goes
     down, its ``addr`` / ``addr_b``, and which gradient it is (output ``i``; input ``k``, or
-    -1 for the bias)."""
+    -1 for the bias). ``norm``: the GRADs of the layer's LayerNorm instead (``k`` 0 for
+    gamma, -1 for beta)."""
 
     layer: int
     column: np.ndarray
@@ -45,6 +52,22 @@ class GradFlits:
     addr_b: np.ndarray
     i: np.ndarray
     k: np.ndarray
+    norm: bool = False
+
+
+@dataclass
+class NormPhases:
+    """Where a LayerNorm layer's row operation sits in a :class:`StepProgram`: its forward
+    pass (:func:`~wafertile.stream.rows.layernorm_phases`, the hand-off that keeps the
+    normalized outputs included) or its derivative
+    (:func:`~wafertile.stream.rows.layernorm_back_phases`), phases ``first`` onwards,
+    ``count`` of them, on ``plan`` (the layer's, or the transposed next layer's)."""
+
+    layer: int
+    backward: bool
+    plan: LayerPlan
+    first: int
+    count: int
 
 
 @dataclass
@@ -64,6 +87,8 @@ class StepProgram(LayerProgram):
     #: replies of its ``"check"`` phase are ``Y[y, column + c x J_l + k]`` = ``dY_{l-1}[y, k]``
     #: as tile ``(c, y)`` keeps it (its format's word)
     dx: list[tuple[int, int, int]] = field(default_factory=list)
+    #: the phases of each LayerNorm layer's forward pass and derivative
+    norms: list[NormPhases] = field(default_factory=list)
 
 
 def check_gelu(config: Config, gelu) -> None:
@@ -89,10 +114,75 @@ def check_gelu(config: Config, gelu) -> None:
                          f"{config.router_arch!r} holds 1")
 
 
-def step_layout(config: Config, sizes: list[int], gelu=None) -> dict[str, int]:
+def check_norms(config: Config, weights, ln, gelu=None) -> tuple:
+    """Refuse LayerNorm layers (``ln``: per layer None or ``(gamma, beta, eps)``) that a
+    training step of ``weights`` (numbers of the format) on ``config`` cannot have: on the
+    last layer, with GELU, with a ``gamma`` or ``beta`` of the wrong length, or whose forward
+    pass or derivative the tiles cannot make (:func:`wafertile.stream.rows.check_layernorm`,
+    :func:`~wafertile.stream.rows.check_layernorm_back` on the transposed next layer, in
+    the step's layout, whose budget :func:`step_layout` checks). Returns
+    :func:`wafertile.sim.models.training.norms`' words.
+
+    Raises
+    ------
+    TrainError
+        One line naming the first such layer and what is wrong.
+    """
+    L = len(weights)
+    try:
+        lns = norms(ln, L)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None
+    flags = gelus(gelu, L)
+    regions: dict[str, int] = {}
+    for n, norm in enumerate(lns):
+        if norm is None:
+            continue
+        if not (config.is_float and config.nonlinear):
+            raise TrainError(f"layer {n} has a LayerNorm, which needs float tiles with the "
+                             f"nonlinear unit (dtype fp16 or bf16, nonlinear = true, "
+                             f"--nonlinear true)")
+        I = np.shape(weights[n])[0]
+        for name, v in zip(("gamma", "beta"), norm[:2], strict=True):
+            if v.shape != (I,):
+                raise TrainError(f"layer {n}'s LayerNorm has {v.size} {name} values for its "
+                                 f"{I} outputs")
+        if flags[n]:
+            raise TrainError(f"layer {n} has a LayerNorm and GELU: a LayerNorm layer feeds "
+                             f"the next layer with no activation")
+        if not regions:
+            sizes = [np.shape(w)[1] for w in weights] + [np.shape(weights[-1])[0]]
+            regions = step_layout(config, sizes, flags, [m is not None for m in lns])
+        try:
+            check_layernorm(plan_layer(config, _words(config, f"w{n}", weights[n]),
+                                       streams=False), f"layer {n}'s LayerNorm")
+            back = plan_layer(config, _words(config, f"w{n + 1}", weights[n + 1]).T.copy(),
+                              streams=False)
+            check_layernorm_back(back, regions[f"XH{n}"], regions[f"R{n}"],
+                                 _scratch(regions), f"layer {n}'s LayerNorm's derivative "
+                                 f"(on layer {n + 1}'s transposed plan)")
+        except LayerError as exc:
+            raise TrainError(str(exc)) from None
+    return lns
+
+
+def _scratch(regions: dict[str, int]) -> tuple[int, int, int]:
+    """The three scratch words of LayerNorm layers (region ``LS``)."""
+    return regions["LS"], regions["LS"] + 1, regions["LS"] + 2
+
+
+def _fields(words) -> np.ndarray:
+    """FP32 words as ``data`` fields (signed)."""
+    w = np.asarray(words, np.int64) & 0xFFFFFFFF
+    return w - ((w >> 31) << 32)
+
+
+def step_layout(config: Config, sizes: list[int], gelu=None, ln=None) -> dict[str, int]:
     """The activation regions of a tile (docs/training.md, "What a tile keeps"):
     ``A_l`` at ``J_0 + ... + J_{l-1}``, ``G`` after them, ``ONE`` after ``G``, then ``U_l``
-    (``I_l`` words) for each GELU layer ``l`` (``gelu``: a flag per layer).
+    (``I_l`` words) for each GELU layer ``l`` (``gelu``: a flag per layer), then ``XH_l``
+    (``I_l`` words) and ``R_l`` (one) for each LayerNorm layer ``l`` (``ln``: a flag per
+    layer) and, with any, the three scratch words ``LS``.
 
     Raises
     ------
@@ -112,9 +202,19 @@ def step_layout(config: Config, sizes: list[int], gelu=None) -> dict[str, int]:
             regions[f"U{n}"] = need
             need += sizes[n + 1]
             terms.append(f"{sizes[n + 1]} (U{n})")
+    flags = [bool(f) for f in (ln or ())]
+    for n, f in enumerate(flags):
+        if f:
+            regions[f"XH{n}"], regions[f"R{n}"] = need, need + sizes[n + 1]
+            need += sizes[n + 1] + 1
+            terms += [f"{sizes[n + 1]} (XH{n})", f"1 (R{n})"]
+    if any(flags):
+        regions["LS"] = need
+        need += 3
+        terms.append("3 (LS)")
     if need > config.act_depth:
-        kept = (", the loss gradient, a 1.0 and each GELU layer's input" if len(terms) >
-                len(sizes) + 1 else " the loss gradient and a 1.0")
+        kept = (" the loss gradient, a 1.0 and what GELU and LayerNorm layers keep"
+                if len(terms) > len(sizes) + 1 else " the loss gradient and a 1.0")
         raise TrainError(f"a training step keeps every layer's inputs,{kept} in each tile: "
                          f"{' + '.join(terms)} = {need} activation words > act_depth = "
                          f"{config.act_depth}")
@@ -127,7 +227,7 @@ def _words(config: Config, name: str, values) -> np.ndarray:
 
 
 def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool = False,
-                 gelu=None) -> StepProgram:
+                 gelu=None, ln=None) -> StepProgram:
     """The program of one batch group.
 
     Parameters
@@ -147,14 +247,18 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
     gelu : sequence of bool, optional
         Per layer, GELU after it instead of ReLU (docs/training.md, "GELU layers"; the last
         layer's flag is ignored). Needs tiles with the nonlinear unit.
+    ln : sequence, optional
+        Per layer, None or ``(gamma, beta, eps)``: a LayerNorm of its accumulators instead
+        of ReLU (docs/training.md, "LayerNorm layers"; :func:`check_norms`).
     """
     cfg = config
     R, C = cfg.rows, cfg.cols
     L = len(weights)
     flags = gelus(gelu, L)
     check_gelu(cfg, flags)
+    lns = check_norms(cfg, weights, ln, flags)
     sizes = [np.shape(w)[1] for w in weights] + [np.shape(weights[-1])[0]]
-    regions = step_layout(cfg, sizes, flags)
+    regions = step_layout(cfg, sizes, flags, [m is not None for m in lns])
     fmt = float_format(cfg.dtype)
     ws = [_words(cfg, f"w{n}", w) for n, w in enumerate(weights)]
     bs = [fp32_words(f"b{n}", b, error=TrainError) for n, b in enumerate(biases)]
@@ -164,6 +268,7 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
     grads: list[GradFlits | None] = []
     roles: list[str] = []
     dx: list[tuple[int, int, int]] = []
+    spans: list[NormPhases] = []
     role = "forward"
 
     def add(phase: Phase, grad: GradFlits | None = None) -> None:
@@ -186,8 +291,20 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
             if n == L - 1:
                 add(read_phase(plan, p, R))
                 continue
+            row = SimpleNamespace(chunk=sizes[n + 1], G=C)  # every tile of the row
+            if lns[n] is not None:  # (one pass: check_norms) keeping fmt(x^) and r
+                kept = handoff_phases(cfg, plan, keep, p, R, row, regions[f"XH{n}"])
+                norm = layernorm_phases(plan, p, R, *map(_fields, lns[n]),
+                                        acts=_scratch(regions)[:2], ra=regions[f"R{n}"],
+                                        kept=kept)
+                spans.append(NormPhases(n, False, plan, len(phases), len(norm)))
+                for phase in norm:
+                    add(phase)
+                for phase in handoff_phases(cfg, plan, keep, p, R, plans[n + 1],
+                                            regions[f"A{n + 1}"]):
+                    add(phase)
+                continue
             if flags[n]:  # U_n = half(Z_n) into every tile of the row, then GELU's hand-off
-                row = SimpleNamespace(chunk=sizes[n + 1], G=C)
                 for phase in handoff_phases(cfg, plan, keep, p, R, row, regions[f"U{n}"]):
                     add(phase)
             for phase in handoff_phases(cfg, plan, gelu_layer if flags[n] else relu, p, R,
@@ -214,12 +331,7 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
         addr_b = np.where(kk >= 0, regions[f"A{n}"] + kk, regions["ONE"])
         role = "gradients"
         grad = PhaseBuilder()
-        # injected below row 0 (rows 1 .. R-1, dealt round-robin) when there is such a row:
-        # reaching the column's top from the south, a GRAD is delivered through the compact
-        # router's D stage; from the west it would take T, which its result's turn south
-        # needs too (docs/training.md, "The phases of a step")
-        ports = 1 + np.arange(m) % (R - 1) if R > 1 else np.zeros(m, np.int64)
-        grad.add(ports, m, x0=column, x1=column, y0=0, y1=0, vc=0,
+        grad.add(_grad_ports(cfg, m), m, x0=column, x1=column, y0=0, y1=0, vc=0,
                  exit=Port.LOCAL.value, op=Opcode.GRAD.value, addr=dy_base + ii,
                  addr_b=addr_b, data=0)
         add(grad.phase("grad"), GradFlits(n, column, dy_base + ii, addr_b, ii, kk))
@@ -236,6 +348,21 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
             add(stream_phase(tplan, p, R, base=dy_base))
             role = "backward_handoff"
             row = SimpleNamespace(chunk=sizes[n], G=C)  # every tile of the row
+            if lns[n - 1] is not None:  # E = half(D), its GRADs, the derivative, dY_{n-1}
+                for phase in handoff_phases(cfg, tplan, keep, p, R, row, regions[f"A{n}"]):
+                    add(phase)
+                role = "gradients"
+                add(*_norm_grads(cfg, n - 1, sizes[n], regions))
+                role = "backward_handoff"
+                norm = layernorm_back_phases(tplan, p, R, _fields(lns[n - 1][0]),
+                                             xh=regions[f"XH{n - 1}"], ra=regions[f"R{n - 1}"],
+                                             acts=_scratch(regions))
+                spans.append(NormPhases(n - 1, True, tplan, len(phases), len(norm)))
+                for phase in norm:
+                    add(phase)
+                for phase in handoff_phases(cfg, tplan, keep, p, R, row, regions[f"A{n}"]):
+                    add(phase)
+                continue
             if flags[n - 1]:  # GELU's derivative into the accumulators, then their hand-off
                 # (check_gelu and the plan's spare accumulators leave it room: it cannot
                 # refuse here)
@@ -264,7 +391,7 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
     width = sizes[-1] + sum(C * J for _, _, J in dx)
     return StepProgram(cfg, (R, width, sizes[0]), phases, nnz,
                        dense_flits=sum(w.size for w in ws), grads=grads, roles=roles,
-                       regions=regions, dx=dx)
+                       regions=regions, dx=dx, norms=spans)
 
 
 class StepCompiler:
@@ -274,14 +401,14 @@ class StepCompiler:
     ``compile_step(...)`` and ``StepCompiler(...).group(...)`` give the same flits."""
 
     def __init__(self, config: Config, weights, biases, masks, *, read_dx: bool = False,
-                 gelu=None):
+                 gelu=None, ln=None):
         self.config = config
         self.sizes = [np.shape(w)[1] for w in weights] + [np.shape(weights[-1])[0]]
         R = config.rows
         self.template = compile_step(config, weights, biases, masks,
                                      np.zeros((R, self.sizes[0]), np.float32),
                                      np.zeros((R, self.sizes[-1]), np.float32),
-                                     read_dx=read_dx, gelu=gelu)
+                                     read_dx=read_dx, gelu=gelu, ln=ln)
         self._loss = self.template.roles.index("loss")
         layout = flit_layout(config)
         #: the template's phases packed once (:func:`wafertile.sim.harness.write_program`'s
@@ -313,6 +440,33 @@ class StepCompiler:
         return replace(t, phases=phases)
 
 
+def _grad_ports(config: Config, m: int) -> np.ndarray:
+    """The rows ``m`` GRADs are injected at: below row 0 (rows 1 .. R-1, dealt round-robin)
+    when there is such a row. Reaching the column's top from the south, a GRAD is delivered
+    through the compact router's D stage; from the west it would take T, which its result's
+    turn south needs too (docs/training.md, "The phases of a step")."""
+    R = config.rows
+    return 1 + np.arange(m) % (R - 1) if R > 1 else np.zeros(m, np.int64)
+
+
+def _norm_grads(config: Config, layer: int, I: int, regions: dict[str, int]
+                ) -> tuple[Phase, GradFlits]:
+    """The GRAD phase of LayerNorm layer ``layer``'s gamma and beta (``I`` each; docs/
+    training.md, "LayerNorm layers"): ``E`` at ``A_{layer+1}``, gamma's times the kept
+    normalized outputs, beta's as ``1.0 x E``."""
+    i = np.r_[np.arange(I), np.arange(I)]
+    k = np.r_[np.zeros(I, np.int64), np.full(I, -1)]
+    e = regions[f"A{layer + 1}"] + i
+    addr = np.where(k == 0, e, regions["ONE"])
+    addr_b = np.where(k == 0, regions[f"XH{layer}"] + i, e)
+    m = len(i)
+    column = np.arange(m) % config.cols
+    grad = PhaseBuilder()
+    grad.add(_grad_ports(config, m), m, x0=column, x1=column, y0=0, y1=0, vc=0,
+             exit=Port.LOCAL.value, op=Opcode.GRAD.value, addr=addr, addr_b=addr_b, data=0)
+    return grad.phase("grad"), GradFlits(layer, column, addr, addr_b, i, k, norm=True)
+
+
 def _group_words(config: Config, x, dy, J: int, I: int) -> tuple[np.ndarray, np.ndarray]:
     """A group's inputs and loss gradient as words, padded to ``rows`` rows with +0."""
     R = config.rows
@@ -327,11 +481,13 @@ def _group_words(config: Config, x, dy, J: int, I: int) -> tuple[np.ndarray, np.
 
 
 def gradient_words(program: StepProgram, column, addr, addr_b, data,
-                   shapes: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+                   shapes: list[tuple[int, int]], norm: dict | None = None
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
     """A group's partial sums per layer ``(dW, db)`` as FP32 words (``uint32``; +0 outside
     the mask), from the GRAD results that left the south edge: arrays ``column``, ``addr``,
     ``addr_b``, ``data`` (one element per result, in any order), matched to
-    ``program.grads`` by ``(column, addr, addr_b)``.
+    ``program.grads`` by ``(column, addr, addr_b)``. ``norm``, if given, takes per
+    LayerNorm layer its ``(dgamma, dbeta)`` the same way.
 
     Raises
     ------
@@ -357,9 +513,19 @@ def gradient_words(program: StepProgram, column, addr, addr_b, data,
         if not found.all():
             n = int(np.argmin(found))
             i, k = int(grad.i[n]), int(grad.k[n])
-            raise ValueError(f"no GRAD result for layer {grad.layer}, output {i}, "
-                             f"{'the bias' if k < 0 else f'input {k}'}")
+            what = (("beta" if k < 0 else "gamma") if grad.norm else
+                    "the bias" if k < 0 else f"input {k}")
+            layer = f"layer {grad.layer}" + ("'s LayerNorm" if grad.norm else "")
+            raise ValueError(f"no GRAD result for {layer}, output {i}, {what}")
         w = words[at].astype(np.uint32)
+        if grad.norm:
+            if norm is not None:
+                g = np.zeros(shapes[grad.layer][0], np.uint32)
+                b = g.copy()
+                g[grad.i[grad.k == 0]] = w[grad.k == 0]
+                b[grad.i[grad.k < 0]] = w[grad.k < 0]
+                norm[grad.layer] = (g, b)
+            continue
         dw = np.zeros(shapes[grad.layer], np.uint32)
         bias = grad.k < 0
         dw[grad.i[~bias], grad.k[~bias]] = w[~bias]

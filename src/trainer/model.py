@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import Config
-from ..sim.models.training import forward, training_step
+from ..hdl.core.fp import float_format
+from ..model.layer import layernorm_back_tables
+from ..sim.models.training import backward_data, forward, layernorm_back, norms, training_step
 from .compiler import StepCompiler, StepProgram
 from .rtl import ROLES, RtlStep, group_starts
 
@@ -30,7 +32,8 @@ __all__ = ["GroupTables", "ModelFabric", "ModelStep", "step_nonzero"]
 
 
 def step_nonzero(config: Config, program: StepProgram, acts: list[np.ndarray],
-                 dys: list[np.ndarray], kept: list | None = None) -> dict[int, np.ndarray]:
+                 dys: list[np.ndarray], kept: list | None = None, norm: list | None = None,
+                 sent: dict | None = None) -> dict[int, np.ndarray]:
     """Which activations each tile holds nonzero when each MAC stream of a group's
     ``program`` runs, and each phase of GELU's derivative (whose MACs read the kept ``U``)
     (the module's docstring): per such phase index, a bool array of ``rows * cols`` tiles x
@@ -45,6 +48,15 @@ def step_nonzero(config: Config, program: StepProgram, acts: list[np.ndarray],
         ``dY_l`` of the same rows, values.
     kept : list, optional
         Per layer, ``U_l`` of the same rows (values) for a GELU layer, else None.
+    norm : list, optional
+        Per layer, for a LayerNorm layer what its row operations make on the same rows
+        (:func:`wafertile.sim.models.training.forward`'s ``norm``, with ``"back"``:
+        :func:`~wafertile.sim.models.training.layernorm_back`'s steps), else None: the
+        tables of its derivative's MAC streams (their MACs read the kept ``fmt(x^)``).
+    sent : dict, optional
+        Takes, per phase of a LayerNorm's row operations whose FINISHes send words the
+        tiles made (the numbers that cross the row, the normalized outputs kept), which
+        are nonzero (:func:`~wafertile.model.predict.predict_program`'s ``sent``).
     """
     R, C = config.rows, config.cols
     regions = program.regions
@@ -63,10 +75,70 @@ def step_nonzero(config: Config, program: StepProgram, acts: list[np.ndarray],
             bwd[:, regions[f"U{n}"]:regions[f"U{n}"] + np.shape(u)[1]] = np.asarray(u) != 0
     tiles = {"forward": np.repeat(fwd, C, axis=0), "backward": np.repeat(bwd, C, axis=0)}
     tiles["backward_handoff"] = tiles["backward"]
-    return {n: tiles[role] for n, (phase, role) in
-            enumerate(zip(program.phases, program.roles, strict=True))
-            if (phase.kind == "stream" and role in ("forward", "backward")) or
-            (phase.kind == "reduce" and role == "backward_handoff")}
+    out = {n: tiles[role] for n, (phase, role) in
+           enumerate(zip(program.phases, program.roles, strict=True))
+           if (phase.kind == "stream" and role in ("forward", "backward")) or
+           (phase.kind == "reduce" and role == "backward_handoff")}
+    for span in program.norms:
+        at = range(span.first, span.first + span.count)
+        for n in at:  # their reduce phases' MACs read numbers the FINISHes spread
+            out.pop(n, None)
+        steps = (norm or [None] * L)[span.layer]
+        if steps is None:
+            continue
+        phases = program.phases[span.first:span.first + span.count]
+        if span.backward:
+            ls = regions["LS"]
+            tables, words = layernorm_back_tables(
+                span.plan, phases, steps["back"], steps["xhat"],
+                xh=regions[f"XH{span.layer}"], acts=(ls, ls + 1, ls + 2))
+            out.update({span.first + k: t for k, t in tables.items()})
+        else:
+            words = _norm_sent(config, span.plan, phases, steps, regions["LS"] + 1)
+        if sent is not None:
+            sent.update({span.first + k: w for k, w in words.items()})
+    return out
+
+
+def _norm_sent(config: Config, plan, phases: list, steps: dict, second: int
+               ) -> dict[int, np.ndarray]:
+    """Which words the FINISHes of a LayerNorm's forward ``phases`` send nonzero, per phase
+    index in ``phases`` (tiles x ``acc_depth``): what tile 0 spreads from its scratch ``z``
+    (``c1``; ``c2`` into activation ``second``; ``r`` after the NONLINEAR), and the
+    normalized outputs the hand-off keeps (``steps``: the group's rows'
+    :func:`~wafertile.sim.models.rows.layernorm` steps)."""
+    from ..hdl.flit import Opcode
+    from ..stream.rows import softmax_scratch
+
+    C = config.cols
+    z = softmax_scratch(plan)
+    nz = {k: (np.asarray(v).astype(np.int64) & 0x7FFF) != 0 for k, v in steps.items()
+          if k in ("mean", "mean2", "rsqrt", "xhat")}
+    y = np.arange(len(nz["xhat"]))
+    outputs = np.zeros((config.rows * C, config.acc_depth), bool)
+    for g, part in enumerate(plan.parts(0)):
+        part = np.asarray(part, np.int64)
+        outputs[(y * C + g)[:, None], np.arange(len(part))[None, :]] = nz["xhat"][:, part]
+    out = {}
+    for k, phase in enumerate(phases):
+        f = phase.flits
+        ops = np.asarray(f["payload.op"]) if len(phase) else np.zeros(0)
+        finish = ops == Opcode.FINISH.value
+        if not finish.any():
+            continue
+        if int(np.asarray(f["payload.addr"])[finish][0]) != z:
+            out[k] = outputs
+            continue
+        late = bool(np.any(ops == Opcode.NONLINEAR.value))
+        if late:
+            number = nz["rsqrt"]
+        else:
+            into = int(np.asarray(f["payload.addr_b"])[finish][0])
+            number = nz["mean2" if into == second else "mean"]
+        words = np.zeros_like(outputs)
+        words[y * C, z] = number
+        out[k] = words
+    return out
 
 
 class GroupTables:
@@ -74,22 +146,38 @@ class GroupTables:
     inputs padded to whole groups (padding rows: zero inputs) and its gradients ``ref.dys``
     (padding rows: zero), made once; called with a group's program and first row."""
 
-    def __init__(self, config: Config, weights, biases, x, ref, gelu=None):
+    def __init__(self, config: Config, weights, biases, x, ref, gelu=None, ln=None):
         self.config = config
         R = config.rows
         padded = np.zeros((len(group_starts(len(x), R)) * R, np.shape(x)[1]), np.float32)
         padded[:len(x)] = x
         self.kept: list = []
-        _, self.acts = forward(config, weights, biases, padded, gelu, self.kept)
+        self.norm: list = []
+        _, self.acts = forward(config, weights, biases, padded, gelu, self.kept, ln=ln,
+                               norm=self.norm)
         self.dys = [np.zeros((len(padded), np.shape(d)[1]), np.float32) for d in ref.dys]
         for d, r in zip(self.dys, ref.dys, strict=True):
             d[:len(x)] = r
+        fmt = float_format(config.dtype)
+        for n, (steps, words) in enumerate(zip(self.norm, norms(ln, len(weights)),
+                                               strict=True)):
+            if steps is not None:  # the derivative's steps on the padded rows
+                d = backward_data(config, weights[n + 1], fmt.bits(self.dys[n + 1]))
+                steps["back"] = {}
+                layernorm_back(config, weights[n + 1], d, words, steps["xhat"],
+                               steps["rsqrt"], steps["back"])
 
-    def __call__(self, program: StepProgram, g0: int) -> dict[int, np.ndarray]:
+    def __call__(self, program: StepProgram, g0: int, sent: dict | None = None
+                 ) -> dict[int, np.ndarray]:
         rows = slice(g0, g0 + self.config.rows)
+
+        def cut(steps):
+            return {k: cut(v) if isinstance(v, dict) else v[rows] for k, v in steps.items()}
+
         return step_nonzero(self.config, program, [a[rows] for a in self.acts],
                             [d[rows] for d in self.dys],
-                            [None if u is None else u[rows] for u in self.kept])
+                            [None if u is None else u[rows] for u in self.kept],
+                            [None if s is None else cut(s) for s in self.norm], sent)
 
 
 @dataclass
@@ -119,25 +207,28 @@ class ModelFabric:
         #: from step to step (:func:`wafertile.model.predict.timing_key`)
         self.cache: dict = {}
 
-    def step(self, weights, biases, masks, x, labels, scale: float = 1.0, gelu=None
+    def step(self, weights, biases, masks, x, labels, scale: float = 1.0, gelu=None, ln=None
              ) -> ModelStep:
         """One step of the batch ``x`` (groups of ``rows``, the last padded); ``gelu``: per
-        layer, GELU after it instead of ReLU."""
+        layer, GELU after it instead of ReLU; ``ln``: per layer, a LayerNorm instead (None or
+        ``(gamma, beta, eps)``)."""
         from ..model import predict_program
 
         cfg = self.config
         R = cfg.rows
         start = time.perf_counter()
-        ref = training_step(cfg, weights, biases, masks, x, labels, scale, gelu)
-        tables = GroupTables(cfg, weights, biases, x, ref, gelu)
-        compiler = StepCompiler(cfg, weights, biases, masks, gelu=gelu)
+        ref = training_step(cfg, weights, biases, masks, x, labels, scale, gelu, ln)
+        tables = GroupTables(cfg, weights, biases, x, ref, gelu, ln)
+        compiler = StepCompiler(cfg, weights, biases, masks, gelu=gelu, ln=ln)
         cycles = dict.fromkeys((*ROLES, "total", "check"), 0)
         methods: Counter = Counter()
         flits_in = flits_out = 0
         for g0 in group_starts(len(x), R):
             program = compiler.group(x[g0:g0 + R], ref.dys[-1][g0:g0 + R])
+            sent: dict = {}
             pred = predict_program(cfg, program, detail=self.detail,
-                                   nonzero=tables(program, g0), cache=self.cache)
+                                   nonzero=tables(program, g0, sent), cache=self.cache,
+                                   sent=sent)
             for role, c in zip(program.roles, pred.phase_cycles, strict=True):
                 cycles[role] += c
             methods.update(pred.methods)
@@ -147,4 +238,5 @@ class ModelFabric:
         cycles["total"] = sum(cycles[r] for r in ROLES)
         cycles["check"] = None  # the read-back of dX is the RTL's check: nothing to predict
         return ModelStep(ref, ref.dw, ref.db, None, [], cycles, [cycles["total"]], flits_in,
-                         flits_out, time.perf_counter() - start, methods=dict(methods))
+                         flits_out, time.perf_counter() - start, dln=ref.dln,
+                         methods=dict(methods))

@@ -63,6 +63,8 @@ class GroupResult:
     seconds: float
     problems: list[str] = field(default_factory=list)
     dx: dict[int, np.ndarray] = field(default_factory=dict)
+    #: per LayerNorm layer, the group's partial sums ``(dgamma, dbeta)`` as FP32 words
+    norm: dict[int, tuple] = field(default_factory=dict)
 
 
 def group_result(program: StepProgram, rows: int, logits, stats: dict,
@@ -73,9 +75,10 @@ def group_result(program: StepProgram, rows: int, logits, stats: dict,
     ``"total_cycles"``, ``"error"``, ``"seconds"`` where the player has them)."""
     south = stats["south"]
     problems = []
+    norm: dict[int, tuple] = {}
     try:
         partials = gradient_words(program, south["column"], south["addr"], south["addr_b"],
-                                  south["data"], shapes)
+                                  south["data"], shapes, norm)
     except ValueError as exc:
         partials = None
         problems.append(str(exc))
@@ -94,7 +97,7 @@ def group_result(program: StepProgram, rows: int, logits, stats: dict,
     dx = {n: words[:, col:col + C * J].reshape(rows, C, J) & 0xFFFF
           for n, col, J in program.dx}
     return GroupResult(words[:, :I], partials, cycles, sum(len(p) for p in step), flits_out,
-                       float(stats.get("seconds", 0.0)), problems, dx)
+                       float(stats.get("seconds", 0.0)), problems, dx, norm)
 
 
 def group_starts(batch: int, rows: int) -> list[int]:
@@ -112,6 +115,8 @@ class RtlStep:
         The reference step (its loss, logits, gradients).
     dw, db : list of numpy.ndarray
         The gradients that left the array, summed over the groups (float32, times ``S``).
+    dln : list
+        Per layer, for a LayerNorm layer ``(dgamma, dbeta)`` as ``dw`` (else None).
     exact : bool
         Every logit and every gradient equal the reference's, bit for bit.
     mismatches : list of str
@@ -138,6 +143,7 @@ class RtlStep:
     flits_in: int = 0
     flits_out: int = 0
     seconds: float = 0.0
+    dln: list = field(default_factory=list)
 
     @property
     def step_cycles(self) -> int:
@@ -181,10 +187,22 @@ def assemble(config: Config, ref: StepResult, masks, results: list[GroupResult],
             mismatches.append(f"dW_{n}")
         if not np.array_equal(db[n].view(np.uint32), ref.db[n].view(np.uint32)):
             mismatches.append(f"db_{n}")
+    dln: list = [None] * L
+    for n, want in enumerate(ref.dln or ()):
+        if want is None:
+            continue
+        if any(n not in r.norm for r in results) or not results:
+            mismatches.append(f"dgamma_{n} and dbeta_{n} (no GRAD results)")
+            continue
+        dln[n] = tuple(FP32.values(v).astype(np.float32)
+                       for v in sum_groups(r.norm[n] for r in results))
+        for name, got, w in zip(("dgamma", "dbeta"), dln[n], want, strict=True):
+            if not np.array_equal(got.view(np.uint32), np.asarray(w, np.float32).view(np.uint32)):
+                mismatches.append(f"{name}_{n}")
     return RtlStep(ref, dw, db, not mismatches, mismatches, cycles,
                    fabric_cycles or [cycles["total"]],
                    sum(r.flits_in for r in results), sum(r.flits_out for r in results),
-                   sum(r.seconds for r in results))
+                   sum(r.seconds for r in results), dln)
 
 
 class RtlFabric:
@@ -204,13 +222,14 @@ class RtlFabric:
         self.workdir = self.build / f"train-{os.getpid()}"
         self.workdir.mkdir(exist_ok=True)
 
-    def groups(self, weights, biases, masks, x, dy, gelu=None) -> list[GroupResult]:
+    def groups(self, weights, biases, masks, x, dy, gelu=None, ln=None) -> list[GroupResult]:
         """Run the groups of ``x`` (``rows`` inputs each, the last padded) with their loss
         gradient ``dy``, one harness run per group."""
         cfg = self.config
         R = cfg.rows
         shapes = [np.shape(w) for w in weights]
-        compiler = StepCompiler(cfg, weights, biases, masks, read_dx=self.read_dx, gelu=gelu)
+        compiler = StepCompiler(cfg, weights, biases, masks, read_dx=self.read_dx, gelu=gelu,
+                                ln=ln)
         out = []
         for g0 in group_starts(len(x), R):
             program = compiler.group(x[g0:g0 + R], dy[g0:g0 + R])
@@ -219,11 +238,12 @@ class RtlFabric:
             out.append(group_result(program, min(R, len(x) - g0), logits, stats, shapes))
         return out
 
-    def step(self, weights, biases, masks, x, labels, scale: float = 1.0, gelu=None
+    def step(self, weights, biases, masks, x, labels, scale: float = 1.0, gelu=None, ln=None
              ) -> RtlStep:
         """One step of the batch ``x`` (any number of rows: groups of ``rows``, the last
         padded), the loss gradient taken from the reference's logits (checked equal to the
-        fabric's); ``gelu``: per layer, GELU after it instead of ReLU."""
-        ref = training_step(self.config, weights, biases, masks, x, labels, scale, gelu)
-        results = self.groups(weights, biases, masks, x, ref.dys[-1], gelu)
+        fabric's); ``gelu``: per layer, GELU after it instead of ReLU; ``ln``: per layer, a
+        LayerNorm instead (None or ``(gamma, beta, eps)``)."""
+        ref = training_step(self.config, weights, biases, masks, x, labels, scale, gelu, ln)
+        results = self.groups(weights, biases, masks, x, ref.dys[-1], gelu, ln)
         return assemble(self.config, ref, masks, results)
