@@ -42,6 +42,23 @@ _OPPOSITE = {_N: _S, _S: _N, _E: _W, _W: _E}
 _XE_IN, _XW_IN, _T_IN = [_W, _L], [_E, _L], [_W, _E, _L]
 
 
+def _compact_paths() -> tuple:
+    """The ``compact`` switch's paths (:data:`wafertile.hdl.noc.compact.PATHS`) as masks per
+    input: the outputs it reaches through T alone, through T then D, through D; and each
+    output's direct inputs."""
+    from ..hdl.noc.compact import PATHS
+
+    def bits(kinds):
+        return np.array([sum(1 << o for o in range(5) if PATHS[p][o] in kinds)
+                         for p in range(5)], np.int64)
+    direct = {o: tuple(p for p in range(5) if PATHS[p][o] == "direct") for o in range(1, 5)}
+    return bits(("T",)), bits(("TD",)), bits(("D",)), direct
+
+
+_CT_T, _CT_TD, _CT_D, _CT_DIRECT = _compact_paths()
+_CT_ANY = _CT_T | _CT_TD
+
+
 def route_bits(x, y, port, x0, x1, y0, y1, exit_, rows: int, cols: int):
     """The outputs (bit ``p`` = :class:`~wafertile.hdl.flit.Port` ``p``) of a flit that
     arrived on input ``port`` at router ``(x, y)``: the rule of
@@ -337,6 +354,20 @@ class Router:
             move_to = np.choose(out, [node, *(self.neighbour[o][node] for o in range(1, 5))])
             self.push(move_in, move_to, g.fid[moving])
 
+    def _round_robin(self, arbiter: int, req: np.ndarray, *, advance: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """One round-robin arbiter per router over requests ``req`` (requester, node): the
+        winner's index and whether there was one; the pointer (row ``arbiter`` of
+        :attr:`ptrs`) moves past the winner when ``advance``."""
+        k = req.shape[0]
+        prio = (np.arange(k)[:, None] - self.ptrs[arbiter][None, :]) % k
+        key = np.where(req, prio, k)
+        best = key.argmin(axis=0)
+        win = key.min(axis=0) < k
+        if advance:
+            self.ptrs[arbiter] = np.where(win, (best + 1) % k, self.ptrs[arbiter])
+        return best, win
+
     def _hold(self, done: np.ndarray, got: np.ndarray) -> None:
         """Heads that are ``done`` but keep their buffer past the step (changed in place;
         here: none)."""
@@ -350,17 +381,75 @@ class Router:
 
 class CompactRouter(Router):
     """``compact`` (the default): one VC head per input per step, as :class:`Router`; an
-    input's VC pointer moves past a VC whose head has left. Each output's arbiter scans the
-    output's direct inputs in port order, then the turn stage T (L, E, W) or the delivery
-    stage D (N, S, T)."""
+    input's VC pointer moves past a VC whose head has left. The switch is
+    :mod:`wafertile.hdl.noc.compact`'s (:meth:`_grant`, its ``PATHS``): the turn stage T
+    (inputs L, N, E, S, W in port order) feeds N, S and the delivery stage D; D (N, S, T)
+    feeds L, E and W; the N, E, S and W outputs arbitrate among their direct inputs and T or
+    D. T's and D's pointers move only when a branch of their winner went, each output's
+    whenever it grants. The :attr:`orders` are unused but for the base class's
+    bookkeeping."""
 
     arch = "compact"
     orders = {_L: (_N, _S, _L, _E, _W), _N: (_S, _W, _L, _E, _N),
               _E: (_L, _W, _N, _S, _E), _S: (_N, _E, _L, _W, _S),
               _W: (_L, _E, _N, _S, _W)}
 
+    def __init__(self, timing: Timing, flits):
+        super().__init__(timing, flits)
+        # the round-robin pointers: N, E, S and W at their output's index (row L unused),
+        # T's in row 5, D's in row 6
+        self.ptrs = np.zeros((7, self.nodes), np.int64)
+
     def end_slot(self, step: Step) -> None:
         self.vcp = np.where(step.popped, (step.chosen + 1) % self.V, self.vcp)
+
+    def _grant(self, offer: np.ndarray, chosen: np.ndarray | None,
+               fid: np.ndarray) -> Grants:
+        """The switch of :mod:`wafertile.hdl.noc.compact` (``_switch``), every router at
+        once: T grants one of the inputs with a branch through it; D one of N's and S's
+        branches through it and T's winner's branches to D; each of N, E, S and W one of its
+        direct inputs and T (N, S) or D (E, W); L takes whatever D's winner sends it."""
+        req = offer.sum(axis=1)                                 # (input, node): one VC each
+        rows = np.arange(self.nodes)
+        t_req = (req & _CT_ANY[:, None]) != 0
+        tg, t_win = self._round_robin(5, t_req, advance=False)
+        t_wants = np.where(t_win, req[tg, rows] & _CT_T[tg], 0)
+        t_wants_d = np.where(t_win, req[tg, rows] & _CT_TD[tg], 0)
+        d_src = np.stack([req[_N] & _CT_D[_N], req[_S] & _CT_D[_S], t_wants_d])
+        dg, d_win = self._round_robin(6, d_src != 0, advance=False)
+        d_wants = np.where(d_win, d_src[dg, rows], 0)
+        d_inp = np.where(dg < 2, np.where(dg == 0, _N, _S), tg)  # D's winner's input
+        parts = []
+        t_took = np.zeros(self.nodes, bool)
+        d_took = ((d_wants >> _L) & 1) != 0
+        if d_took.any():
+            at = np.flatnonzero(d_took)
+            parts.append((np.full(len(at), _L), at, d_inp[at]))
+        for o in (_N, _E, _S, _W):
+            direct = _CT_DIRECT[o]
+            stage = (t_wants if o in (_N, _S) else d_wants) >> o & 1
+            reqs = np.stack([(req[p] >> o) & 1 for p in direct] + [stage]) != 0
+            g, win = self._round_robin(o, reqs)
+            via = win & (g == len(direct))
+            if o in (_N, _S):
+                t_took |= via
+            else:
+                d_took |= via
+            at = np.flatnonzero(win)
+            if len(at):
+                src = np.asarray(direct)[np.minimum(g[at], len(direct) - 1)]
+                src = np.where(via[at], tg[at] if o in (_N, _S) else d_inp[at], src)
+                parts.append((np.full(len(at), o), at, src))
+        # T's pointer moves when a branch of its winner went (to N or S, or through D)
+        t_ok = t_win & (t_took | (d_win & (dg == 2) & d_took))
+        self.ptrs[5] = np.where(t_ok, (tg + 1) % 5, self.ptrs[5])
+        self.ptrs[6] = np.where(d_win & d_took, (dg + 1) % 3, self.ptrs[6])
+        if not parts:
+            empty = np.zeros(0, np.int64)
+            return Grants(empty, empty, empty, empty, empty, empty)
+        out, node, inp = (np.concatenate(a).astype(np.int64) for a in zip(*parts, strict=True))
+        vc = chosen[inp, node]
+        return Grants(out, node, inp, vc, 1 << out, fid[inp, vc, node])
 
 
 class ParallelRouter(Router):
@@ -480,20 +569,6 @@ class LiteRouter(Router):
                                 for a in zip(*parts, strict=True))
         vc = chosen[inp, node]
         return Grants(out, node, inp, vc, bits, fid[inp, vc, node])
-
-    def _round_robin(self, arbiter: int, req: np.ndarray, *, advance: bool = True
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """One round-robin arbiter per router over requests ``req`` (requester, node): the
-        winner's index and whether there was one; the pointer (row ``arbiter`` of
-        :attr:`ptrs`) moves past the winner when ``advance``."""
-        k = req.shape[0]
-        prio = (np.arange(k)[:, None] - self.ptrs[arbiter][None, :]) % k
-        key = np.where(req, prio, k)
-        best = key.argmin(axis=0)
-        win = key.min(axis=0) < k
-        if advance:
-            self.ptrs[arbiter] = np.where(win, (best + 1) % k, self.ptrs[arbiter])
-        return best, win
 
     def _hold(self, done: np.ndarray, got: np.ndarray) -> None:
         if self.slot > 1:
