@@ -258,6 +258,10 @@ def test_network_on_the_rtl(request, cache, tmp_path, cfg_name):
     assert same(y, want).all() and report.passed and report.dtype == cfg.dtype
 
 
+# with --run-slow (11 s on Icarus, 2026-12-07): the default run keeps GELU layers on the RTL
+# in tests/test_gpt_block.py (Icarus, the block's MLP) and tests/test_train_command.py
+# (Verilator, a GELU network trained and run)
+@pytest.mark.slow
 def test_gelu_network_on_the_rtl(request, cache, tmp_path):
     """A bf16 network with a GELU hidden layer (NONLINEAR before each FINISH, on tiles with
     ``nonlinear = true``) and a ReLU one, through its .npz file, on Icarus: every output bit

@@ -292,6 +292,7 @@ def test_residual_refusals_before_anything_is_built(tmp_path):
     from wafertile.network import Layer, Network, NetworkError, load_network
     from wafertile.network.compiler import compile_network
     from wafertile.train.export import TrainError, from_network
+    from wafertile.trainer.compiler import check_residuals
 
     rng = np.random.default_rng(2)
     w = np.ones((2, 2), np.int64)
@@ -322,8 +323,14 @@ def test_residual_refusals_before_anything_is_built(tmp_path):
             "res1 = 0: layer 0's 40 outputs need 2 passes over 2 columns of acc_depth = 16 "
             "accumulators; a residual needs its layers in one pass")):
         compile_network(_config(acc_depth=16), chain, tokens(rng))
-    with pytest.raises(TrainError, match=re.escape("layer 1 adds a residual (res1)")):
+    # training takes a residual of a LayerNorm layer's accumulators only (docs/training.md,
+    # "Residual connections"): this chain's layer 0 has none, and no activation either
+    with pytest.raises(TrainError, match=re.escape("layer 0 has neither ReLU, GELU nor a "
+                                                   "LayerNorm")):
         from_network(chain)
+    with pytest.raises(TrainError, match=re.escape(
+            "layer 1 adds layer 0's outputs (res1 = 0), which have no LayerNorm")):
+        check_residuals([layer.weights for layer in chain.layers], None, (None, 0))
 
 
 def test_residual_network_model_is_exact_on_the_rtl(request, tmp_path):

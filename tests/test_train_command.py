@@ -198,6 +198,34 @@ def test_a_small_network_trains_on_the_rtl_exactly(small_run, tmp_path, capsys):
     assert run["pass"] is True and run["accuracy"] == report["accuracy"]
 
 
+def _two_steps(tmp_path, store, rng, **export) -> list[str]:
+    """``store``'s network exported to ``net.npz`` (``export``: export_network's options),
+    six fp16 inputs of its features and 3 labels in ``data.npz``; the arguments of two steps
+    of 4 on the small array."""
+    fmt = float_format("fp16")
+    export_network(store, tmp_path / "net.npz", **export)
+    x = fmt.values(fmt.bits(rng.normal(size=(6, store.shapes[0][1])).astype(np.float32)))
+    np.savez(tmp_path / "data.npz", x=x, y=rng.integers(0, 3, 6), x_test=x[:4],
+             y_test=rng.integers(0, 3, 4))
+    return ["train", "--network", "net.npz", "--data", "data.npz", *SMALL, "--steps", "2",
+            "--batch", "4", "--lr", "0.05", "--json"]
+
+
+def _the_model_and_the_export_agree(argv: list[str], report: dict, capsys) -> None:
+    """The same run at the model's event level gives every part's cycles and the loss; the
+    exported network runs with wafertile run, exact, at the report's accuracy."""
+    assert main([*argv, "--nonlinear", "true", "--fidelity", "model", "--model-detail",
+                 "mesh", "-o", "model"]) == 0
+    model = json.loads(capsys.readouterr().out)
+    assert model["phase_cycles"] == report["phase_cycles"] and model["loss"] == report["loss"]
+    out = "wafertile-train/"
+    assert main(["run", "--network", out + "network.npz", "--inputs", out + "test_inputs.npy",
+                 "--labels", out + "test_labels.npy", *SMALL, "--nonlinear", "true",
+                 "--json"]) == 0
+    run = json.loads(capsys.readouterr().out)
+    assert run["pass"] is True and run["accuracy"] == report["accuracy"]
+
+
 def test_a_gelu_network_trains_on_the_rtl_exactly(tmp_path, monkeypatch, cache, capsys):
     """A network with GELU after its first layer (docs/training.md, "GELU layers"): refused
     without the nonlinear unit or with the lite router; with it, every step exact on the RTL,
@@ -206,16 +234,9 @@ def test_a_gelu_network_trains_on_the_rtl_exactly(tmp_path, monkeypatch, cache, 
     at the report's accuracy."""
     monkeypatch.setenv("WAFERTILE_CACHE", str(cache))
     monkeypatch.chdir(tmp_path)
-    fmt = float_format("fp16")
     w, b, m = random_network((6, 5, 3), 0.7, 8)
     store = ParameterStore(w, b, m, TrainConfig(dtype="fp16"))
-    export_network(store, tmp_path / "net.npz", gelu=(True, False))
-    rng = np.random.default_rng(8)
-    x = fmt.values(fmt.bits(rng.normal(size=(6, 6)).astype(np.float32)))
-    np.savez(tmp_path / "data.npz", x=x, y=rng.integers(0, 3, 6), x_test=x[:4],
-             y_test=rng.integers(0, 3, 4))
-    argv = ["train", "--network", "net.npz", "--data", "data.npz", *SMALL, "--steps", "2",
-            "--batch", "4", "--lr", "0.05", "--json"]
+    argv = _two_steps(tmp_path, store, np.random.default_rng(8), gelu=(True, False))
     assert main(argv) == 2
     assert capsys.readouterr().err.strip() == (
         "wafertile: error: network file 'net.npz': layer 0 has GELU, which needs tiles with "
@@ -236,18 +257,45 @@ def test_a_gelu_network_trains_on_the_rtl_exactly(tmp_path, monkeypatch, cache, 
     assert (table["cycles_total"] == table[[f"cycles_{k}" for k in (
         "forward", "loss", "gradients", "backward", "backward_handoff")]].sum(axis=1)).all()
     assert (tmp_path / "wafertile-train" / "curve.png").read_bytes()[:4] == b"\x89PNG"
-    assert main([*argv, "--nonlinear", "true", "--fidelity", "model", "--model-detail",
-                 "mesh", "-o", "model"]) == 0
-    model = json.loads(capsys.readouterr().out)
-    assert model["phase_cycles"] == report["phase_cycles"] and model["loss"] == report["loss"]
-    out = "wafertile-train/"
-    assert main(["run", "--network", out + "network.npz", "--inputs", out + "test_inputs.npy",
-                 "--labels", out + "test_labels.npy", *SMALL, "--nonlinear", "true",
-                 "--json"]) == 0
-    run = json.loads(capsys.readouterr().out)
-    assert run["pass"] is True and run["accuracy"] == report["accuracy"]
-    with np.load(tmp_path / out / "network.npz") as net:
+    _the_model_and_the_export_agree(argv, report, capsys)
+    with np.load(tmp_path / "wafertile-train" / "network.npz") as net:
         assert int(net["gelu0"]) == 1 and int(net["relu0"]) == 0
+
+
+def test_a_layernorm_network_trains_on_the_rtl_exactly(tmp_path, monkeypatch, cache, capsys):
+    """A network with a LayerNorm on its first layer and a residual connection from it to
+    its third (docs/training.md, "LayerNorm layers", "Residual connections"): every step
+    exact on the RTL (gamma's and beta's gradients included), gamma and beta trained by the
+    store (checkpointed, exported), the model's event level giving every part's cycles, and
+    the trained network, written with its LayerNorm and its residual, runs with wafertile
+    run, exact, at the report's accuracy."""
+    monkeypatch.setenv("WAFERTILE_CACHE", str(cache))
+    monkeypatch.chdir(tmp_path)
+    w, b, m = random_network((4, 4, 3, 4, 3), 0.7, 8)
+    rng = np.random.default_rng(9)
+    norms = [(rng.normal(1, 0.2, 4).astype(np.float32), rng.normal(0, 0.2, 4).astype(
+        np.float32), 1e-5), None, None, None]
+    store = ParameterStore(w, b, m, TrainConfig(dtype="fp16"), norms)
+    argv = _two_steps(tmp_path, store, rng, res=(None, None, 0, None))
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "wafertile: error: network file 'net.npz': layer 0 has a LayerNorm, which needs float "
+        "tiles with the nonlinear unit (dtype fp16 or bf16, nonlinear = true, --nonlinear "
+        "true)")
+    assert main([*argv, "--nonlinear", "true"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pass"] is True and report["activations"] == ["layernorm", "relu", "relu",
+                                                                None]
+    assert report["residuals"] == [None, None, 0, None]
+    trained, _ = load_checkpoint(tmp_path / "wafertile-train" / "checkpoint.npz")
+    # (fp16's first loss scale may overflow a gradient: that step is skipped)
+    assert trained.norm_layers == [0] and trained.step >= 1 and trained.step + \
+        trained.skipped == 2
+    assert not np.array_equal(trained.norms[0][0], norms[0][0])  # gamma was trained
+    _the_model_and_the_export_agree(argv, report, capsys)
+    with np.load(tmp_path / "wafertile-train" / "network.npz") as net:
+        assert int(net["relu0"]) == 0 and int(net["res2"]) == 0
+        assert net["ln_g0"].tobytes() == trained.norms[0][0].tobytes()
 
 
 def test_two_fabrics_equal_one(small_run, tmp_path, capsys):

@@ -36,6 +36,7 @@ from wafertile.train import (
     TrainConfig,
     TrainError,
     export_network,
+    fingerprint,
     from_network,
     learning_rate,
     load_checkpoint,
@@ -706,8 +707,18 @@ def test_from_network_refusals():
     flat = Network([Layer(w, np.zeros(2, np.float32)), Layer(w, np.zeros(2, np.float32))], 16,
                    dtype="bf16")
     _refused(lambda: from_network(flat),
-             "layer 0 has neither ReLU nor GELU; the trained chain has one of them after every "
-             "layer but the last")
+             "layer 0 has neither ReLU, GELU nor a LayerNorm; the trained chain has one of "
+             "them after every layer but the last")
+    g = np.ones(2, np.float32)
+    for layers, message in [
+        ([Layer(w, g, relu=True, ln_gamma=g, ln_beta=g), Layer(w, g)],
+         "layer 0 has a LayerNorm (ln_g0): a trained LayerNorm has no activation after it "
+         "(relu0)"),
+        ([Layer(w, g, ln_gamma=g, ln_beta=g), Layer(w, g, ln_gamma=g, ln_beta=g)],
+         "layer 1 has a LayerNorm (ln_g1): the last layer's logits go to the loss as they "
+         "are")]:
+        _refused(lambda layers=layers: from_network(Network(layers, 16, dtype="bf16")),
+                 message)
     nan = Network([Layer(np.array([[1.0, np.nan]], np.float32), np.zeros(1, np.float32))], 16,
                   dtype="bf16")
     _refused(lambda: from_network(nan), "w0[0, 1] = nan is not finite")
@@ -829,3 +840,131 @@ def test_the_store_runs_without_the_fabric_simulator():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- LayerNorm layers' gamma and beta ----------------------------------------------------------
+
+def _norm_chain(rng, layers=3):
+    """A random chain with a LayerNorm on its first layer: (weights, biases, masks, norms)."""
+    weights, biases, masks = random_chain(rng, layers=layers)
+    I = weights[0].shape[0]
+    norms = [(_magnitudes(rng, I, -1, 0.5), _magnitudes(rng, I, -2, 0.5), 1e-5)] + \
+        [None] * (layers - 1)
+    return weights, biases, masks, norms
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_layernorm_parameters_update_as_the_biases(request, optimizer):
+    """docs/training.md, "One step, in order": gamma and beta follow the optimizer's lines
+    without the decay line, as biases do (the document's store with them as two more
+    layers' biases), skipped steps included; their gradients are unscaled as every other."""
+    rng = np.random.default_rng(seed_for(request))
+    weights, biases, masks, norms = _norm_chain(rng)
+    cfg, c = _config(dtype="fp16", optimizer=optimizer, lr=0.05, weight_decay=0.03,
+                     init_scale=2.0 ** 10, growth_interval=3)
+    store = ParameterStore(weights, biases, masks, cfg, norms)
+    I = weights[0].shape[0]
+    none = np.zeros((I, 1), np.float32)
+    ref = Ref([*weights, none, none], [*biases, *norms[0][:2]],
+              [*masks, none > 0, none > 0], c)
+    assert store.norm_layers == [0]
+    for k in range(10):
+        dW, db = random_grads(rng, store.shapes, float(store.scale), bad=0.2)
+        dln = [tuple((_magnitudes(rng, I, -8, 1).astype(np.float64) * float(store.scale)
+                      ).astype(np.float32) for _ in range(2)), None, None]
+        if k == 3:  # an infinite gradient of beta skips the step
+            dln[0][1][-1] = np.inf
+        assert store.apply(dW, db, dln) == ref.apply([*dW, none, none], [*db, *dln[0]])
+        ws, bs = ref.dense("w")
+        assert_same(store.weights, ws[:3])
+        assert_same(store.biases, bs[:3])
+        assert_same(store.norms[0][:2], bs[3:])
+        arrays = store.arrays()
+        for name in store.optimizer_state():
+            assert_same([arrays[f"{name}_ln_g0"], arrays[f"{name}_ln_b0"]],
+                        ref.dense(name)[1][3:])
+    assert store.step > 0 and store.skipped > 0
+    assert store.norms[0][2] == np.float32(1e-5) and store.norms[1] is None
+
+
+def test_layernorm_checkpoints_and_exports(request, tmp_path):
+    """A store with a LayerNorm layer resumes bit for bit from its checkpoint (gamma, beta,
+    eps and their optimizer state in it); a checkpoint of the chain without it, or with
+    another eps, is of another network; the exported network has the LayerNorm, no
+    activation after it, and starts the same store again."""
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    weights, biases, masks, norms = _norm_chain(rng)
+    cfg = TrainConfig(dtype="bf16", optimizer="adam", lr=0.05)
+    store = ParameterStore(weights, biases, masks, cfg, norms)
+    I = weights[0].shape[0]
+
+    def steps(s, k):
+        for _ in range(k):
+            dW, db = random_grads(rng, s.shapes, float(s.scale))
+            s.apply(dW, db, [(np.full(I, 0.5, np.float32), np.full(I, -0.25, np.float32)),
+                             None, None])
+
+    steps(store, 3)
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, store)
+    back, _ = load_checkpoint(path, expect=ParameterStore(weights, biases, masks, cfg, norms))
+    a, b = store.arrays(), back.arrays()
+    assert sorted(a) == sorted(b) and {"ln_g0", "ln_b0", "ln_eps0", "m_ln_g0", "v_ln_b0"} <= set(a)
+    for key in a:
+        assert a[key].tobytes() == b[key].tobytes(), key
+    _refused(lambda: load_checkpoint(path, expect=ParameterStore(weights, biases, masks, cfg)),
+             f"checkpoint {str(path)!r} is of another network: LayerNorm layers [0] there, "
+             f"[] here")
+    other = [(norms[0][0], norms[0][1], 1e-3), None, None]
+    _refused(lambda: load_checkpoint(path, expect=ParameterStore(weights, biases, masks, cfg,
+                                                                   other)),
+             f"checkpoint {str(path)!r} is of another network: ln_eps0 = "
+             f"{float(np.float32(1e-5))!r} there, {float(np.float32(1e-3))!r} here")
+    # a chain without LayerNorm keeps its fingerprint of before
+    plain = ParameterStore(weights, biases, masks, cfg)
+    assert fingerprint(cfg, plain.masks, plain.norms) == fingerprint(cfg, plain.masks)
+    assert fingerprint(cfg, store.masks, store.norms) != fingerprint(cfg, store.masks)
+    out = tmp_path / "net.npz"
+    export_network(store, out)
+    net = load_network(out)
+    assert [layer.layernorm for layer in net.layers] == [True, False, False]
+    assert (net.layers[0].relu, net.layers[0].gelu) == (False, False)
+    assert_same([net.layers[0].ln_gamma, net.layers[0].ln_beta], store.norms[0][:2])
+    again = from_network(net)
+    assert again.norm_layers == [0] and again.norms[0][2] == store.norms[0][2]
+    assert_same(again.norms[0][:2], store.norms[0][:2])
+
+
+def test_layernorm_refusals_change_nothing():
+    rng = np.random.default_rng(2)
+    weights, biases, masks, norms = _norm_chain(rng)
+    I = weights[0].shape[0]
+    _refused(lambda: ParameterStore(weights, biases, masks, None,
+                                    [None, None, (np.ones(weights[2].shape[0], np.float32),
+                                                  np.zeros(weights[2].shape[0], np.float32),
+                                                  1e-5)]),
+             "layer 2 has a LayerNorm: the chain's last layer gives the logits, which the loss "
+             "takes as they are")
+    _refused(lambda: ParameterStore(weights, biases, masks, None,
+                                    [(np.ones(I + 1, np.float32), norms[0][1], 1e-5), None,
+                                     None]),
+             f"ln_g0 must have {I} values, not shape ({I + 1},)")
+    _refused(lambda: ParameterStore(weights, biases, masks, None,
+                                    [(norms[0][0], norms[0][1], -1.0), None, None]),
+             "ln_eps0 must be a finite number of at least 0, not -1.0")
+    store = ParameterStore(weights, biases, masks, None, norms)
+    before = store.arrays()
+    dW, db = random_grads(rng, store.shapes, float(store.scale))
+    _refused(lambda: store.apply(dW, db), "dln is missing: the network has LayerNorm layers "
+                                          "[0]")
+    _refused(lambda: store.apply(dW, db, [None, None, None]),
+             "dln[0] must be (dgamma, dbeta): layer 0 has LayerNorm")
+    _refused(lambda: store.apply(dW, db, [(np.zeros(I, np.float64), np.zeros(I, np.float32)),
+                                         None, None]),
+             f"dln[0]'s dgamma must be float32 of shape ({I},), not float64 of shape ({I},)")
+    plain = ParameterStore(weights, biases, masks)
+    _refused(lambda: plain.apply(dW, db, [(np.zeros(I, np.float32),) * 2, None, None]),
+             "dln has LayerNorm gradients, but the network has no LayerNorm layer")
+    after = store.arrays()
+    assert all(before[k].tobytes() == after[k].tobytes() for k in before)

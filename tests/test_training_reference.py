@@ -397,6 +397,33 @@ def test_a_short_run_learns():
                                                                              rel=0.05)
 
 
+def test_a_layernorm_chain_learns_as_the_fp32_baseline():
+    """A digits chain with LayerNorms on its hidden layers, Adam, 120 steps: the fabric's
+    numerics (gamma and beta trained by the store) and the FP32 baseline (LayerNorm's exact
+    derivative in float32) follow the same curve, within 10% at its end, and both learn.
+    A baseline whose derivative loses its ``mean(g)`` term ends 11% apart (measured): this
+    fails; one that loses its ``x^`` term stays within (test_layernorm_step_is_the_gradient
+    catches that in the fabric's step)."""
+    cfg = Config(dtype="bf16", rows=4, cols=4)
+    x_train, x_test, y_train, y_test = digits_data("bf16")
+    w, b, m = random_network((64, 32, 16, 10), 0.5, seed=0)
+
+    def store():
+        return ParameterStore(w, b, m, TrainConfig(dtype="bf16", lr=0.05, optimizer="adam"),
+                              [(np.ones(32, np.float32), np.zeros(32, np.float32), 1e-5),
+                               (np.ones(16, np.float32), np.zeros(16, np.float32), 1e-5),
+                               None])
+
+    fabric = train(cfg, store(), x_train, y_train, steps=120, batch=32, seed=1)
+    base = train_fp32(store(), x_train, y_train, steps=120, batch=32, seed=1)
+    end = np.mean(fabric.losses[-10:])
+    assert end < 0.3 * np.mean(fabric.losses[:10])
+    assert np.mean([r.loss for r in base.records[-10:]]) == pytest.approx(end, rel=0.1)
+    assert not np.array_equal(fabric.store.norms[0][1], np.zeros(32, np.float32))
+    assert accuracy(cfg, fabric.store.stream_weights(), fabric.store.biases, x_test, y_test,
+                    ln=fabric.store.norms) > 0.85
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_digits_trains_to_95_percent(dtype):
@@ -509,3 +536,75 @@ def test_layernorm_step_follows_the_doc(dtype):
     y = layernorm(z, parts, dtype, *words, steps)
     assert np.array_equal(r.acts[2], fmt.values(fmt.bits(y.view(np.float32))))
     assert np.array_equal(steps["xhat"], r.norm[1]["xhat"])
+
+
+def test_residual_step_is_the_gradient():
+    """docs/training.md, "Residual connections": a GPT-like chain (LayerNorm, GELU, then a
+    layer that adds the first layer's accumulators and normalizes again), divided by S, is
+    float64 backpropagation through the fabric's own forward pass: the first layer's
+    gradient is its LayerNorm's derivative plus the adding layer's; without that term it is
+    not."""
+    rng = np.random.default_rng(12)
+    sizes = (12, 10, 8, 10, 5)
+    weights, biases, masks, ln = layernorm_chain(rng, "fp16", sizes, (0, 2))
+    gelu = (False, True, False, False)
+    res = (None, None, 0, None)
+    x = numbers(rng, "fp16", (16, sizes[0]), zeros=0.1)
+    labels = rng.integers(0, sizes[-1], 16)
+    S = 256.0
+    fmt = float_format("fp16")
+    cfg = Config(dtype="fp16", rows=4, cols=4)
+    r = training_step(cfg, weights, biases, masks, x, labels, S, gelu, ln, res)
+    plain = training_step(cfg, weights, biases, masks, x, labels, S, gelu, ln)
+    assert not np.array_equal(r.logits, plain.logits)  # the residual reaches the logits
+    g = loss_gradient64(r.logits, labels)
+    grads = {}
+    for n in reversed(range(4)):
+        check_weight_gradients(r, g, masks, n, S)
+        grads[n] = g
+        if not n:
+            break
+        dy = g @ weights[n].astype(np.float64)
+        if ln[n - 1] is not None:
+            xhat = fmt.values(r.norm[n - 1]["xhat"]).astype(np.float64)
+            rs = fmt.values(r.norm[n - 1]["rsqrt"]).astype(np.float64)[:, None]
+            gg = dy * ln[n - 1][0].astype(np.float64)
+            g = rs * (gg - gg.mean(axis=1, keepdims=True)
+                      - xhat * (gg * xhat).mean(axis=1, keepdims=True))
+            if n - 1 == 0:  # the adding layer's gradient
+                without = g
+                g = g + grads[2]
+        else:
+            g = dy * exact_gelu_grad(r.kept[n - 1].astype(np.float64))
+        assert np.allclose(r.dys[n - 1] / S, g, atol=2e-2 * np.abs(g).max()), f"dY_{n - 1}"
+    assert not np.allclose(r.dys[0] / S, without, atol=2e-2 * np.abs(g).max())
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_residual_step_follows_the_doc(dtype):
+    """The residual's two MACs line by line, in Python floats: forward, the adding layer's
+    accumulators plus ``half(Z_0)`` (taken before layer 0's LayerNorm) after its own MACs;
+    backward, ``dY_0 = half(fp32(LN'(D) + dY_2))``."""
+    rng = np.random.default_rng(4)
+    sizes = (7, 6, 5, 6, 4)
+    weights, biases, masks, ln = layernorm_chain(rng, dtype, sizes, (0,))
+    res = (None, None, 0, None)
+    x = numbers(rng, dtype, (5, sizes[0]))
+    labels = rng.integers(0, sizes[-1], 5)
+    cfg = Config(dtype=dtype, rows=2, cols=2)
+    fmt = float_format(dtype)
+    r = training_step(cfg, weights, biases, masks, x, labels, 64.0, ln=ln, res=res)
+    z0 = reference(cfg, r.acts[0], weights[0], fp32_fields(biases[0]))
+    z2 = reference(cfg, r.acts[2], weights[2], fp32_fields(biases[2]))
+    kept = [[half(float(v), dtype) for v in row] for row in z0]
+    z2 = [[f32(a + k) for a, k in zip(za, ka, strict=True)] for za, ka in zip(z2, kept,
+                                                                               strict=True)]
+    x3 = [[half(max(v, 0.0), dtype) for v in row] for row in z2]  # ReLU after layer 2
+    assert np.array_equal(r.acts[3], np.asarray(x3, np.float32))
+    words = [np.asarray(v, np.float32).view(np.uint32) for v in (ln[0][0], ln[0][1])]
+    d = backward_data(cfg, weights[1], fmt.bits(r.dys[1]))
+    tparts = plan_layer(cfg, weights[1].T.copy(), streams=False).parts(0)
+    dz = layernorm_grad(d, tparts, dtype, words[0], r.norm[0]["xhat"], r.norm[0]["rsqrt"])
+    want = [[half(f32(a + float(b)), dtype) for a, b in zip(row, add, strict=True)]
+            for row, add in zip(dz.view(np.float32).tolist(), r.dys[2], strict=True)]
+    assert np.array_equal(bits(r.dys[0]), bits(want)), dtype

@@ -220,48 +220,68 @@ def _layernorm_chain(rng, sizes, norms):
     return ln
 
 
-def _layernorm_steps(request, cfg, sizes, norms, steps):
-    """``steps`` steps of a chain with LayerNorm layers ``norms`` on the harness: every logit,
-    every tile's dY, every gradient (gamma's and beta's too) bit exact; the model's event
-    level gives every role's cycles; gamma and beta follow plain SGD on the host between
-    steps (the store does not hold them yet)."""
+def _layernorm_steps(request, cfg, sizes, norms, steps, **chain):
+    """``steps`` steps of a chain with LayerNorm layers ``norms`` (``chain``: its ``gelu``
+    and ``res``) on the harness: every logit, every tile's dY, every gradient (gamma's and
+    beta's too) bit exact; the model's event level gives every role's cycles; gamma and
+    beta trained by the store between steps. Returns the last step, its arguments and its
+    LayerNorms."""
     seed = seed_for(request)
     fmt = float_format(cfg.dtype)
     rng = np.random.default_rng(seed)
     w, b, m = random_network(sizes, 0.7, seed % 1000)
-    store = ParameterStore(w, b, m, TrainConfig(dtype=cfg.dtype, lr=0.05, init_scale=64.0))
-    ln = _layernorm_chain(rng, sizes, norms)
+    store = ParameterStore(w, b, m, TrainConfig(dtype=cfg.dtype, lr=0.05, init_scale=64.0),
+                           _layernorm_chain(rng, sizes, norms))
     fabric = RtlFabric(cfg)
     x = fmt.values(fmt.bits(rng.normal(size=(5, sizes[0])).astype(np.float32)))
     labels = rng.integers(0, sizes[-1], 5)
     for _ in range(steps):
         args = (store.stream_weights(), store.biases, store.masks, x, labels,
                 float(store.scale))
-        r = fabric.step(*args, ln=ln)
+        ln = store.norms
+        r = fabric.step(*args, ln=ln, **chain)
         assert r.exact, f"{r.mismatches} (seed {seed})"
         for n in norms:  # the GRADs of gamma and beta came back, and not all zero
             assert all(np.abs(v).max() > 0 for v in r.dln[n]), f"layer {n} (seed {seed})"
-        model = ModelFabric(cfg, detail="mesh").step(*args, ln=ln)
+        model = ModelFabric(cfg, detail="mesh").step(*args, ln=ln, **chain)
         assert {k: model.cycles[k] for k in ROLES} == {k: r.cycles[k] for k in ROLES}, \
             f"seed {seed}"
-        assert store.apply(r.dw, r.db)
-        ln = [None if v is None else (v[0] - 0.05 * r.dln[n][0] / float(store.scale),
-                                      v[1] - 0.05 * r.dln[n][1] / float(store.scale), v[2])
-              for n, v in enumerate(ln)]
-    return r, args
+        assert store.apply(r.dw, r.db, r.dln)
+    return r, args, ln
 
 
 def test_layernorm_steps_on_the_harness_equal_the_reference_and_the_model(request):
     """A chain with a LayerNorm on its first layer (docs/training.md, "LayerNorm layers"),
     on the 2 x 2 fp16 array with the unit that tests/test_train_command.py builds."""
     cfg = Config(rows=2, cols=2, dtype="fp16", act_depth=32, acc_depth=16, nonlinear=True)
-    r, args = _layernorm_steps(request, cfg, (6, 6, 4, 3), (0,), 1)
+    r, args, _ = _layernorm_steps(request, cfg, (6, 6, 4, 3), (0,), 1)
     assert r.reference.norm[0] is not None and r.reference.norm[1] is None
     # the same chain with ReLU: the LayerNorm changes the program, not only the numbers
     relu = ModelFabric(cfg, detail="mesh").step(*args)
     assert relu.cycles["forward"] < r.cycles["forward"]
     assert relu.cycles["backward_handoff"] < r.cycles["backward_handoff"]
     assert relu.cycles["gradients"] < r.cycles["gradients"]
+
+
+def test_a_residual_on_the_harness(request):
+    """A chain whose third layer adds the first layer's accumulators (docs/training.md,
+    "Residual connections"), on the same array: the kept outputs and their MACs forward, the
+    adding layer's gradient added to the first layer's LayerNorm derivative backward."""
+    cfg = Config(rows=2, cols=2, dtype="fp16", act_depth=32, acc_depth=16, nonlinear=True)
+    res = (None, None, 0, None)
+    r, args, ln = _layernorm_steps(request, cfg, (4, 4, 3, 4, 3), (0,), 1, res=res)
+    plain = ModelFabric(cfg, detail="mesh").step(*args, ln=ln)
+    assert r.cycles["forward"] > plain.cycles["forward"]
+    assert r.cycles["backward_handoff"] > plain.cycles["backward_handoff"]
+
+
+@pytest.mark.slow
+def test_a_gpt_like_chain_on_the_harness(request):
+    """LayerNorm, GELU, a layer that adds the first's accumulators and normalizes again, over
+    three columns, two steps (bf16)."""
+    cfg = Config(rows=2, cols=3, dtype="bf16", act_depth=64, acc_depth=16, nonlinear=True)
+    _layernorm_steps(request, cfg, (6, 8, 5, 8, 3), (0, 2), 2, gelu=(False, True, False, False),
+                     res=(None, None, 0, None))
 
 
 @pytest.mark.slow
@@ -301,9 +321,9 @@ def test_layernorm_layers_are_refused_in_one_line():
          r"^layer 0 has a LayerNorm, which needs float tiles with the nonlinear unit \(dtype "
          r"fp16 or bf16, nonlinear = true, --nonlinear true\)$"),
         (cfg.replace(act_depth=16), [norm(6), None, None], None,
-         r"^a training step keeps every layer's inputs, the loss gradient, a 1.0 and what GELU "
-         r"and LayerNorm layers keep in each tile: 6 \+ 6 \+ 4 \+ 3 \+ 1 \+ 6 \(XH0\) \+ 1 "
-         r"\(R0\) \+ 3 \(LS\) = 30 activation words > act_depth = 16$"),
+         r"^a training step keeps every layer's inputs, the loss gradient, a 1.0 and what GELU, "
+         r"LayerNorm and residual layers keep in each tile: 6 \+ 6 \+ 4 \+ 3 \+ 1 \+ 6 "
+         r"\(XH0\) \+ 1 \(R0\) \+ 3 \(LS\) = 30 activation words > act_depth = 16$"),
         (cfg.replace(router_arch="lite"), [norm(6), None, None], None,
          r"^layer 0's LayerNorm needs a router whose local input holds at least 2 flits per "
          r"VC"),
@@ -321,3 +341,33 @@ def test_layernorm_layers_are_refused_in_one_line():
     w, b, m = network((6, 4, 13, 3))
     program = compile_step(one, w, b, m, x, dy, ln=[None, norm(13), None])
     assert [(s.layer, s.backward) for s in program.norms] == [(1, False), (1, True)]
+
+
+def test_residuals_are_refused_in_one_line():
+    """What a step's residual connections cannot be, refused before anything is built."""
+    fmt = float_format("fp16")
+    w, b, m = random_network((4, 4, 3, 4, 3), 0.7, 0)
+    w = [fmt.values(fmt.bits(v)) for v in w]
+    x, dy = np.zeros((2, 4), np.float32), np.zeros((2, 3), np.float32)
+    cfg = Config(rows=2, cols=2, dtype="fp16", act_depth=32, acc_depth=16, nonlinear=True)
+    one = (np.ones(4, np.float32), np.zeros(4, np.float32), 1e-5)
+    ln = [one, None, None, None]
+    for res, lns, message in [
+        ((None, None, 2, None), ln, r"^layer 2 adds layer 2's outputs \(res2 = 2\): a residual "
+                                    r"comes from an earlier layer$"),
+        ((None, 0, None, None), ln, r"^layer 1 adds layer 0's outputs \(res1 = 0\): 4 of them "
+                                    r"to its 3$"),
+        ((None, None, 0, None), None, r"^layer 2 adds layer 0's outputs \(res2 = 0\), which "
+                                      r"have no LayerNorm: training keeps a residual of a "
+                                      r"LayerNorm layer's accumulators"),
+        ((None, 0), ln, r"^res has 2 entries for 4 layers$")]:
+        with pytest.raises(TrainError, match=message):
+            compile_step(cfg, w, b, m, x, dy, ln=lns, res=res)
+    w2, b2, m2 = random_network((4, 4, 4, 4, 3), 0.7, 0)
+    w2 = [fmt.values(fmt.bits(v)) for v in w2]
+    with pytest.raises(TrainError, match=r"^res2 = 0 and res1 = 0 overlap: layer 0's outputs "
+                                         r"would be kept while layer 0's are \(one residual at a "
+                                         r"time: the next starts at or after layer 1\)$"):
+        compile_step(cfg, w2, b2, m2, x, dy, ln=ln, res=(None, 0, 0, None))
+    program = compile_step(cfg, w, b, m, x, dy, ln=ln, res=(None, None, 0, None))
+    assert [(n, base) for n, base, _ in program.residuals] == [(2, program.regions["K2"])]

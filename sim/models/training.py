@@ -135,8 +135,44 @@ def norms(ln, layers: int) -> tuple:
         for v in (norm[0], norm[1], np.float32(norm[2]))) for norm in ln)
 
 
+def residuals(res, layers: int, ln=None, sizes: list[int] | None = None) -> tuple:
+    """``res`` (None, or per layer None or ``k``: the layer adds layer ``k``'s accumulators
+    before its LayerNorm, rounded to the format: ``docs/training.md``, "Residual
+    connections") as a tuple of ``layers`` entries.
+
+    Raises
+    ------
+    ValueError
+        For a wrong count, a source ``k`` not before its layer, of another size (``sizes``:
+        the chain's, if given), or without a LayerNorm (``ln``: :func:`norms`' input). (The
+        compiler also keeps one residual at a time, as inference does:
+        :func:`wafertile.trainer.compiler.check_residuals`.)
+    """
+    if res is None:
+        return (None,) * layers
+    res = tuple(None if k is None else int(k) for k in res)
+    if len(res) != layers:
+        raise ValueError(f"res has {len(res)} entries for {layers} layers")
+    lns = norms(ln, layers)
+    for n, k in enumerate(res):
+        if k is None:
+            continue
+        if not 0 <= k < n:
+            raise ValueError(f"layer {n} adds layer {k}'s outputs (res{n} = {k}): a residual "
+                             f"comes from an earlier layer")
+        if sizes is not None and sizes[k + 1] != sizes[n + 1]:
+            raise ValueError(f"layer {n} adds layer {k}'s outputs (res{n} = {k}): {sizes[k + 1]} "
+                             f"of them to its {sizes[n + 1]}")
+        if lns[k] is None:
+            raise ValueError(f"layer {n} adds layer {k}'s outputs (res{n} = {k}), which have no "
+                             f"LayerNorm: training keeps a residual of a LayerNorm layer's "
+                             f"accumulators (docs/training.md, \"Residual connections\")")
+    return res
+
+
 def forward(config: Config, weights, biases, x, gelu=None, kept: list | None = None, *,
-            ln=None, norm: list | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+            ln=None, norm: list | None = None, res=None, held: dict | None = None
+            ) -> tuple[np.ndarray, list[np.ndarray]]:
     """``(logits, acts)``: the forward pass of a step, exactly inference's (``docs/network.md``,
     "Floating-point networks"; :func:`wafertile.stream.reference` per layer): ``logits`` FP32
     words ``B x I_{L-1}``, ``acts[l]`` the format's words of ``X_l``. ``gelu``: per layer,
@@ -144,13 +180,24 @@ def forward(config: Config, weights, biases, x, gelu=None, kept: list | None = N
     words of ``U_l = half(Z_l)`` for a GELU layer, else None. ``ln``: per layer, a LayerNorm
     instead of ReLU (:func:`norms`); ``norm``, if given, gets per layer the LayerNorm's
     steps (:func:`wafertile.sim.models.rows.layernorm`'s: ``"mean"``, ``"mean2"``,
-    ``"rsqrt"`` and the kept ``"xhat"``, words of the format), else None."""
+    ``"rsqrt"`` and the kept ``"xhat"``, words of the format), else None. ``res``: per
+    layer, the earlier layer whose accumulators it adds (:func:`residuals`); ``held``, if
+    given, gets per target layer the kept ``half(Z_k)`` it adds (words of the format)."""
     fmt = float_format(config.dtype)
     flags = gelus(gelu, len(weights))
     lns = norms(ln, len(weights))
+    sources = {k: n for n, k in enumerate(residuals(res, len(weights), ln)) if k is not None}
+    keep: dict[int, np.ndarray] = {}  # the kept half(Z_k), by target layer
+    one = fmt.bits(np.float32(1.0))
     acts = [np.asarray(x, np.float32)]
     for n, (w, b) in enumerate(zip(weights, biases, strict=True)):
         z = FP32.bits(reference(config, acts[-1], np.asarray(w, np.float32), fp32_fields(b)))
+        if n in keep:  # the residual: one MAC of weight 1.0 on each kept output
+            z = mac(z, one, keep[n], fmt)
+            if held is not None:
+                held[n] = keep[n]
+        if n in sources:  # before the LayerNorm
+            keep[sources[n]] = to_half(z, fmt).astype(fmt.dtype)
         if kept is not None:
             kept.append(to_half(z, fmt) if flags[n] else None)
         if norm is not None:
@@ -223,19 +270,24 @@ def gelu_back(dtype: str, d, u) -> np.ndarray:
     return to_half(nl.mul(np.asarray(d, np.uint32), nl.gelu_grad(z)), fmt).astype(fmt.dtype)
 
 
-def layernorm_back(config: Config, w, d, norm: tuple, xhat, r, steps: dict | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def layernorm_back(config: Config, w, d, norm: tuple, xhat, r, steps: dict | None = None,
+                   res=None) -> tuple[np.ndarray, np.ndarray]:
     """``(E, dY_l)``: the backward hand-off after a LayerNorm layer ``l`` (``docs/training.md``,
     "LayerNorm layers"), from ``D`` (``d``: FP32 words ``B x I_l``, the transposed layer
     ``l + 1``'s accumulators; ``w``: layer ``l + 1``'s weights, whose transposed plan's parts
     order the sums along the row): ``E = half(D)`` (what the GRADs of gamma and beta take)
     and ``dY_l = half(layernorm_grad(D))`` with ``norm`` (:func:`norms`' words), the kept
     ``xhat`` (words of the format) and ``r``: the format's words. ``steps`` takes the
-    derivative's (:func:`wafertile.sim.models.rows.layernorm_grad`)."""
+    derivative's (:func:`wafertile.sim.models.rows.layernorm_grad`). ``res``: the gradient
+    of a layer that adds these accumulators (words of the format, ``B x I_l``), added to the
+    derivative before its rounding by one MAC of weight 1.0 (``docs/training.md``, "Residual
+    connections")."""
     fmt = float_format(config.dtype)
     d = np.asarray(d, np.uint32)
     parts = plan_layer(config, np.asarray(w, np.float32).T.copy(), streams=False).parts(0)
     dz = layernorm_grad(d, parts, config.dtype, norm[0], xhat, r, steps)
+    if res is not None:
+        dz = mac(dz, fmt.bits(np.float32(1.0)), np.asarray(res), fmt)
     return to_half(d, fmt).astype(fmt.dtype), to_half(dz, fmt).astype(fmt.dtype)
 
 
@@ -310,7 +362,7 @@ def sum_groups(parts) -> tuple[np.ndarray, np.ndarray]:
 
 
 def training_step(config: Config, weights, biases, masks, x, labels, scale: float = 1.0,
-                  gelu=None, ln=None) -> StepResult:
+                  gelu=None, ln=None, res=None) -> StepResult:
     """One step of the fabric's numerics (``docs/training.md``).
 
     Parameters
@@ -335,6 +387,9 @@ def training_step(config: Config, weights, biases, masks, x, labels, scale: floa
     ln : sequence, optional
         Per layer, None or ``(gamma, beta, eps)``: a LayerNorm of its accumulators instead
         of ReLU (:func:`norms`; not on the last layer, not with GELU).
+    res : sequence, optional
+        Per layer, None or the earlier LayerNorm layer whose accumulators it adds
+        (:func:`residuals`).
     """
     dtype = config.dtype
     fmt = float_format(dtype)
@@ -342,9 +397,11 @@ def training_step(config: Config, weights, biases, masks, x, labels, scale: floa
     lns = norms(ln, L)
     if any(g and n is not None for g, n in zip(gelus(gelu, L), lns, strict=True)):
         raise ValueError("a layer has both a LayerNorm and GELU")
+    sizes = [np.shape(w)[1] for w in weights] + [np.shape(weights[-1])[0]]
+    targets = {k: n for n, k in enumerate(residuals(res, L, ln, sizes)) if k is not None}
     kept: list = []
     norm: list = []
-    logits, acts = forward(config, weights, biases, x, gelu, kept, ln=ln, norm=norm)
+    logits, acts = forward(config, weights, biases, x, gelu, kept, ln=ln, norm=norm, res=res)
     losses, dy = loss_gradient(logits, labels, scale, len(logits), dtype)
     dys: list[np.ndarray] = [None] * L  # type: ignore[list-item]
     dys[L - 1] = dy
@@ -359,8 +416,10 @@ def training_step(config: Config, weights, biases, masks, x, labels, scale: floa
             if lns[n - 1] is not None:
                 got = norm[n - 1]
                 got["back"] = {}
+                add = dys[targets[n - 1]] if n - 1 in targets else None
                 got["e"], dys[n - 1] = layernorm_back(config, weights[n], d, lns[n - 1],
-                                                      got["xhat"], got["rsqrt"], got["back"])
+                                                      got["xhat"], got["rsqrt"], got["back"],
+                                                      add)
                 dln[n - 1] = tuple(FP32.values(v) for v in norm_gradients(
                     dtype, got["e"], got["xhat"], config.rows))
                 continue

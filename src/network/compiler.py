@@ -55,7 +55,7 @@ from ..stream.rows import check_layernorm, check_softmax, layernorm_phases, soft
 from .model import Layer, Network, NetworkError
 
 __all__ = ["NetworkProgram", "attention_layout", "check_network", "compile_network",
-           "edge_flits", "handoff_phases", "handoff_window", "output_places"]
+           "edge_flits", "handoff_phases", "handoff_window", "output_places", "residual_phase"]
 
 
 #: NONLINEAR's function number of GELU (``data[2:0]``, :data:`~.nonlinear.FUNCTIONS`).
@@ -360,7 +360,7 @@ def _group(config: Config, net: Network, plans: list[LayerPlan], bases: list[int
                 here += reduce_phases(plan, p, rows)
             steps = ["layer"] * len(here)
             if layer.res is not None:  # the kept outputs, after the layer's own MACs
-                here.append(_residual_phase(plan, rows, keep_base))
+                here.append(residual_phase(plan, rows, keep_base))
                 steps.append("residual")
             if n in net.keeps:  # before the LayerNorm: to the tiles that add them
                 m = net.keeps[n]
@@ -447,18 +447,21 @@ def _keep_base(config: Config, net: Network, plans: list[LayerPlan], bases: list
     return config.act_depth - size
 
 
-def _residual_phase(plan: LayerPlan, rows: int, keep_base: int) -> Phase:
+def residual_phase(plan: LayerPlan, rows: int, keep_base: int, *,
+                   by_output: bool = False) -> Phase:
     """The residual's MACs: on each accumulator of the (one-pass) layer, weight 1 on the kept
-    output at ``keep_base`` + its slot, multicast down its column, the columns dealt over the
-    west ports."""
+    output at ``keep_base`` + its slot (``by_output``: + the output's index, a vector every
+    tile of the row holds: training's backward pass), multicast down its column, the columns
+    dealt over the west ports."""
     config = plan.config
     one = int(float_format(config.dtype).bits(np.float32(1)))
     flits = PhaseBuilder()
     column, slot = output_places(plan)
     order = np.lexsort((column, slot))  # slot 0 of every column, then slot 1, ...
+    at = order if by_output else slot[order]
     flits.add(np.arange(plan.I) % config.rows, plan.I, x0=column[order], x1=column[order],
               y0=0, y1=max(rows - 1, 0), op=Opcode.MAC.value, addr=slot[order],
-              addr_b=keep_base + slot[order], data=one)
+              addr_b=keep_base + at, data=one)
     return flits.phase("stream", expected_macs=plan.I * rows)
 
 

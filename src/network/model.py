@@ -323,7 +323,6 @@ class Network:
         """Each ``res{l} = k``: an earlier layer of as many outputs, not an attention
         projection; one kept vector at a time (layer ``k``'s kept outputs are added by layer
         ``l`` before any later layer keeps its own)."""
-        held: tuple[int, int] | None = None  # the (source, layer) whose vector is kept
         for n, layer in enumerate(self.layers):
             k = layer.res
             if k is None:
@@ -339,12 +338,25 @@ class Network:
                 raise NetworkError(f"res{n} = {k}: layer {n} has {layer.outputs} outputs and "
                                    f"layer {k} {source.outputs}; a residual adds them one to "
                                    f"one")
-            if held is not None and k < held[1]:
-                raise NetworkError(f"res{n} = {k} and res{held[1]} = {held[0]} overlap: "
-                                   f"layer {k}'s outputs would be kept while layer {held[0]}'s "
-                                   f"are (one residual at a time: the next starts at or after "
-                                   f"layer {held[1]})")
-            held = (k, n)
+        why = residual_overlap([layer.res for layer in self.layers])
+        if why:
+            raise NetworkError(why)
+
+
+def residual_overlap(res) -> str | None:
+    """Why the residual connections ``res`` (per layer None or the earlier layer ``k`` it
+    adds) break the rule of one kept vector at a time (layer ``k``'s kept outputs are added
+    by layer ``l`` before any later layer keeps its own), or None."""
+    held: tuple[int, int] | None = None  # the (source, layer) whose vector is kept
+    for n, k in enumerate(res):
+        if k is None:
+            continue
+        if held is not None and k < held[1]:
+            return (f"res{n} = {k} and res{held[1]} = {held[0]} overlap: layer {k}'s outputs "
+                    f"would be kept while layer {held[0]}'s are (one residual at a time: the "
+                    f"next starts at or after layer {held[1]})")
+        held = (k, n)
+    return None
 
 
 def _int_array(data: Any, key: str) -> np.ndarray:

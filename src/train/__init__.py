@@ -16,7 +16,14 @@ optimizer (``docs/training.md``).
 
 from .checkpoint import FORMAT, fingerprint, load_checkpoint, save_checkpoint
 from .config import OPTIMIZERS, SCHEDULES, TRAIN_DTYPES, TrainConfig, TrainError, check_dtype
-from .export import export_network, from_network, gelu_flags, to_network
+from .export import (
+    export_network,
+    from_network,
+    gelu_flags,
+    norm_layers,
+    residual_sources,
+    to_network,
+)
 from .optim import Adam, Momentum, Optimizer, Sgd, make_optimizer
 from .scaling import LossScale
 from .schedule import learning_rate
@@ -25,4 +32,5 @@ from .store import ParameterStore
 __all__ = ["FORMAT", "OPTIMIZERS", "SCHEDULES", "TRAIN_DTYPES", "Adam", "LossScale", "Momentum",
            "Optimizer", "ParameterStore", "Sgd", "TrainConfig", "TrainError", "check_dtype",
            "export_network", "fingerprint", "from_network", "gelu_flags", "learning_rate",
-           "load_checkpoint", "make_optimizer", "save_checkpoint", "to_network"]
+           "load_checkpoint", "make_optimizer", "norm_layers", "residual_sources",
+           "save_checkpoint", "to_network"]

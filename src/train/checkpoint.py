@@ -31,12 +31,18 @@ FORMAT = "wafertile-checkpoint/1"
 _META = ("fingerprint", "config", "shapes", "step", "skipped", "good", "rng")
 
 
-def fingerprint(config: TrainConfig, masks: list[np.ndarray]) -> str:
+def fingerprint(config: TrainConfig, masks: list[np.ndarray], norms: list | None = None
+                ) -> str:
     """The SHA-256 (hex) of the configuration, the layer shapes and the masks: the JSON text
-    of ``{"config", "format", "shapes"}`` (keys sorted) followed by each mask's
-    ``numpy.packbits`` (row-major)."""
+    of ``{"config", "format", "shapes"}`` (keys sorted; with LayerNorm layers, ``norms``
+    per layer None or ``(gamma, beta, eps)``, also ``"norms"``, their indices, and
+    ``"eps"``, their ``eps``) followed by each mask's ``numpy.packbits`` (row-major)."""
     head = {"config": config.as_dict(), "format": FORMAT,
             "shapes": [list(map(int, m.shape)) for m in masks]}
+    layers = [n for n, v in enumerate(norms or ()) if v is not None]
+    if layers:
+        head["norms"] = layers
+        head["eps"] = [float(norms[n][2]) for n in layers]
     digest = hashlib.sha256(json.dumps(head, sort_keys=True).encode())
     for m in masks:
         digest.update(np.packbits(np.asarray(m, bool)).tobytes())
@@ -76,7 +82,7 @@ def save_checkpoint(path: str | Path, store: ParameterStore, *, rng_state: Any =
     except (TypeError, ValueError) as exc:
         raise TrainError(f"rng_state must be JSON data (numbers, strings, lists, dicts), not "
                          f"{type(rng_state).__name__} ({exc})") from None
-    meta = {"fingerprint": fingerprint(store.config, store.masks),
+    meta = {"fingerprint": fingerprint(store.config, store.masks, store.norms),
             "config": store.config.as_dict(), "shapes": [list(s) for s in store.shapes],
             **store.counters(), "rng": rng_state}
     buffer = io.BytesIO()
@@ -153,7 +159,7 @@ def load_checkpoint(path: str | Path, *, expect: ParameterStore | None = None
                                        counters)
     except TrainError as exc:
         raise TrainError(f"{label} is damaged: {exc}") from None
-    if fingerprint(config, store.masks) != meta["fingerprint"]:
+    if fingerprint(config, store.masks, store.norms) != meta["fingerprint"]:
         raise TrainError(f"{label} is damaged: its fingerprint does not match its contents")
     if expect is not None:
         _compare(label, store, expect)
@@ -169,6 +175,14 @@ def _compare(label: str, there: ParameterStore, here: ParameterStore) -> None:
         if not np.array_equal(a, b):
             raise TrainError(f"{label} is of another network: mask {n} differs "
                              f"({int(a.sum())} nonzeros there, {int(b.sum())} here)")
+    if there.norm_layers != here.norm_layers:
+        raise TrainError(f"{label} is of another network: LayerNorm layers "
+                         f"{there.norm_layers} there, {here.norm_layers} here")
+    for n in there.norm_layers:
+        a, b = there.norms[n][2], here.norms[n][2]
+        if a != b:
+            raise TrainError(f"{label} is of another network: ln_eps{n} = {float(a)!r} there, "
+                             f"{float(b)!r} here")
     why = there.config.difference(here.config)
     if why:
         raise TrainError(f"{label} was written with another configuration: {why}")

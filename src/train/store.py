@@ -48,6 +48,17 @@ def _float32(name: str, values) -> np.ndarray:
     return single
 
 
+def _eps(layer: int, value) -> np.float32:
+    """A LayerNorm's ``eps`` as FP32: finite and at least 0."""
+    try:
+        eps = np.float32(value)
+    except (TypeError, ValueError):
+        raise TrainError(f"ln_eps{layer} must be a number, not {value!r}") from None
+    if np.ndim(eps) or not (np.isfinite(eps) and eps >= 0):
+        raise TrainError(f"ln_eps{layer} must be a finite number of at least 0, not {value!r}")
+    return eps
+
+
 def _mask(name: str, values, shape: tuple[int, ...], weights: str) -> np.ndarray:
     arr = np.asarray(values)
     if not (arr.dtype == bool or (arr.dtype.kind in "iu" and np.isin(arr, (0, 1)).all())):
@@ -82,16 +93,23 @@ class ParameterStore:
         (default: the weights' nonzeros).
     config : TrainConfig, optional
         The optimizer, schedule and loss scaling (default ``TrainConfig()``).
+    norms : list, optional
+        Per layer None or ``(gamma, beta, eps)``: a LayerNorm layer's scale and shift
+        (``I_l`` values each, of the weights' kind) and its ``eps`` (a number, taken as
+        FP32, finite and at least 0); not on the last layer (docs/training.md, "LayerNorm
+        layers").
 
     Raises
     ------
     TrainError
-        For an empty chain, layers that do not chain, a mask or bias of the wrong shape or
-        type, a weight that is not a finite FP32 number, or nonzero outside its mask.
+        For an empty chain, layers that do not chain, a mask, bias, gamma or beta of the
+        wrong shape or type, a weight that is not a finite FP32 number, or nonzero outside
+        its mask, or a LayerNorm on the last layer.
     """
 
     def __init__(self, weights: Sequence, biases: Sequence | None = None,
-                 masks: Sequence | None = None, config: TrainConfig | None = None):
+                 masks: Sequence | None = None, config: TrainConfig | None = None,
+                 norms: Sequence | None = None):
         config = TrainConfig() if config is None else config
         if not isinstance(config, TrainConfig):
             raise TrainError(f"config must be a TrainConfig, not {type(config).__name__}")
@@ -128,12 +146,28 @@ class ParameterStore:
                 if b.shape != (ws[n].shape[0],):
                     raise TrainError(f"b{n} must have {ws[n].shape[0]} values, not shape "
                                      f"{b.shape}")
-        self._setup(config, ms, [w[m] for w, m in zip(ws, ms, strict=True)], bs)
+        ns: list = [None] * count
+        if norms is not None:
+            for n, norm in enumerate(_per_layer("norms", norms, count, "weights has")):
+                if norm is None:
+                    continue
+                if n == count - 1:
+                    raise TrainError(f"layer {n} has a LayerNorm: the chain's last layer gives "
+                                     f"the logits, which the loss takes as they are")
+                if not (isinstance(norm, Sequence) and len(norm) == 3):
+                    raise TrainError(f"norms[{n}] must be None or (gamma, beta, eps)")
+                g, b = (_float32(f"ln_{k}{n}", v) for k, v in zip("gb", norm[:2], strict=True))
+                for k, v in (("g", g), ("b", b)):
+                    if v.shape != (ws[n].shape[0],):
+                        raise TrainError(f"ln_{k}{n} must have {ws[n].shape[0]} values, not "
+                                         f"shape {v.shape}")
+                ns[n] = (g, b, _eps(n, norm[2]))
+        self._setup(config, ms, [w[m] for w, m in zip(ws, ms, strict=True)], bs, ns)
 
     def _setup(self, config: TrainConfig, masks: list[np.ndarray], flat: list[np.ndarray],
-               biases: list[np.ndarray]) -> None:
-        """The store of checked masks, the mask's weights (row-major) and biases; the state
-        at its start."""
+               biases: list[np.ndarray], norms: list | None = None) -> None:
+        """The store of checked masks, the mask's weights (row-major), biases and LayerNorms
+        (per layer None or ``(gamma, beta, eps)``); the state at its start."""
         self._config = config
         self._optimizer = make_optimizer(config)
         self._masks = [m.copy() for m in masks]
@@ -145,6 +179,14 @@ class ParameterStore:
         self._b = np.concatenate(biases).astype(np.float32)
         self._w_state = {n: np.zeros_like(self._w) for n in self._optimizer.slots}
         self._b_state = {n: np.zeros_like(self._b) for n in self._optimizer.slots}
+        # a LayerNorm layer's gamma and beta, layer by layer, in one vector updated as the
+        # biases; eps per layer (None: no LayerNorm)
+        norms = norms or [None] * len(masks)
+        self._eps = [None if v is None else np.float32(v[2]) for v in norms]
+        parts = [np.asarray(a, np.float32) for v in norms if v is not None for a in v[:2]]
+        self._n = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        self._n_ends = np.cumsum([len(a) for a in parts])
+        self._n_state = {n: np.zeros_like(self._n) for n in self._optimizer.slots}
         self._scalars = self._optimizer.initial_scalars()
         self._loss_scale = LossScale.start(config)
         self._step = 0
@@ -222,6 +264,21 @@ class ParameterStore:
         """The FP32 master biases (copies)."""
         return [b.copy() for b in self._split(self._b, self._b_ends)]
 
+    @property
+    def norm_layers(self) -> list[int]:
+        """The LayerNorm layers, ascending."""
+        return [n for n, e in enumerate(self._eps) if e is not None]
+
+    @property
+    def norms(self) -> list | None:
+        """Per layer None or ``(gamma, beta, eps)`` of a LayerNorm layer (FP32 copies, ``eps``
+        a float32), as ``training_step(ln=)`` takes them; None without LayerNorm layers."""
+        if not self.norm_layers:
+            return None
+        parts = iter(self._split(self._n, self._n_ends))
+        return [None if e is None else (next(parts).copy(), next(parts).copy(), e)
+                for e in self._eps]
+
     def optimizer_state(self) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
         """Each state vector by name (``"v"``; ``"m"``, ``"v"``): ``(weights, biases)``,
         per layer, the weights' as ``I_l x J_l`` arrays (+0 outside the masks; copies)."""
@@ -263,7 +320,36 @@ class ParameterStore:
             out.append(g)
         return out
 
-    def apply(self, dW: Sequence, db: Sequence) -> bool:
+    def _gather_norms(self, dln: Sequence | None) -> np.ndarray:
+        """The LayerNorm layers' gradients of ``dln`` (per layer None or ``(dgamma,
+        dbeta)``) as one vector in the store's order."""
+        layers = self.norm_layers
+        if not layers:
+            if dln is not None and any(d is not None for d in dln):
+                raise TrainError("dln has LayerNorm gradients, but the network has no "
+                                 "LayerNorm layer")
+            return np.zeros(0, np.float32)
+        if dln is None:
+            raise TrainError(f"dln is missing: the network has LayerNorm layers {layers}")
+        out = []
+        for n, d in enumerate(_per_layer("dln", dln, self.layers)):
+            if (d is None) != (n not in layers):
+                raise TrainError(f"dln[{n}] must be {'(dgamma, dbeta)' if n in layers else None}"
+                                 f": layer {n} {'has' if n in layers else 'has no'} LayerNorm")
+            if d is None:
+                continue
+            if not (isinstance(d, Sequence) and len(d) == 2):
+                raise TrainError(f"dln[{n}] must be (dgamma, dbeta)")
+            for k, g in zip(("dgamma", "dbeta"), d, strict=True):
+                g = np.asarray(g)
+                if g.dtype != np.float32 or g.shape != (self.shapes[n][0],):
+                    raise TrainError(f"dln[{n}]'s {k} must be float32 of shape "
+                                     f"({self.shapes[n][0]},), not {g.dtype} of shape "
+                                     f"{g.shape}")
+                out.append(g)
+        return np.concatenate(out)
+
+    def apply(self, dW: Sequence, db: Sequence, dln: Sequence | None = None) -> bool:
         """One step with the gradients of a backward pass, multiplied by the loss scale
         (``docs/training.md``, One step, in order).
 
@@ -273,6 +359,9 @@ class ParameterStore:
             ``float32``, ``I_l x J_l`` per layer; only the mask's positions are read.
         db : list of numpy.ndarray
             ``float32``, ``I_l`` per layer.
+        dln : list, optional
+            Per layer None or ``(dgamma, dbeta)`` (``float32``, ``I_l`` each): needed, for
+            exactly its LayerNorm layers, by a store that has them.
 
         Returns
         -------
@@ -291,8 +380,9 @@ class ParameterStore:
         dbs = self._gather("db", db, [(s[0],) for s in self.shapes])
         gw = np.concatenate([g[m] for g, m in zip(dws, self._masks, strict=True)])
         gb = np.concatenate(dbs)
+        gn = self._gather_norms(dln)
         # 3. a gradient that is not finite skips the step
-        if not (np.isfinite(gw).all() and np.isfinite(gb).all()):
+        if not (np.isfinite(gw).all() and np.isfinite(gb).all() and np.isfinite(gn).all()):
             self._skipped += 1
             self._loss_scale.skipped(self._config)
             return False
@@ -302,6 +392,7 @@ class ParameterStore:
             r = self._loss_scale.inverse()
             gw = gw * r
             gb = gb * r
+            gn = gn * r
             # 5. this update's learning rate, scalars and decay
             t = self._step + 1
             lr = learning_rate(self._config, t)
@@ -310,8 +401,10 @@ class ParameterStore:
             # 6. the update: weights with the decay line, biases without
             w, w_state = opt.update(self._w, gw, self._w_state, scalars, lr, d)
             b, b_state = opt.update(self._b, gb, self._b_state, scalars, lr, None)
+            g, n_state = opt.update(self._n, gn, self._n_state, scalars, lr, None)
         # 7. count
         self._w, self._w_state, self._b, self._b_state = w, w_state, b, b_state
+        self._n, self._n_state = g, n_state
         self._scalars = scalars
         self._step = t
         self._loss_scale.applied(self._config)
@@ -321,8 +414,9 @@ class ParameterStore:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The store's arrays under the checkpoint's keys (``docs/training.md``,
-        Checkpoints): ``mask{l}``, ``w{l}``, ``b{l}``, ``{name}_w{l}``, ``{name}_b{l}``,
-        ``powers`` (Adam), ``scale``."""
+        Checkpoints): ``mask{l}``, ``w{l}``, ``b{l}``, ``{name}_w{l}``, ``{name}_b{l}``; for
+        LayerNorm layers ``ln_g{l}``, ``ln_b{l}``, ``ln_eps{l}``, ``{name}_ln_g{l}``,
+        ``{name}_ln_b{l}``; ``powers`` (Adam), ``scale``."""
         out: dict[str, np.ndarray] = {}
         groups = {"w": (self._w, self._w_ends), "b": (self._b, self._b_ends)}
         groups.update({f"{n}_w": (v, self._w_ends) for n, v in self._w_state.items()})
@@ -332,6 +426,14 @@ class ParameterStore:
         for key, (flat, ends) in groups.items():
             for n, part in enumerate(self._split(flat, ends)):
                 out[f"{key}{n}"] = part.copy()
+        layers = self.norm_layers
+        for prefix, flat in [("", self._n), *((f"{k}_", v) for k, v in self._n_state.items())]:
+            parts = self._split(flat, self._n_ends) if layers else []
+            for k, n in enumerate(layers):
+                out[f"{prefix}ln_g{n}"] = parts[2 * k].copy()
+                out[f"{prefix}ln_b{n}"] = parts[2 * k + 1].copy()
+        for n in layers:
+            out[f"ln_eps{n}"] = np.float32(self._eps[n])
         if self._scalars.size:
             out["powers"] = self._scalars.copy()
         out["scale"] = np.float32(self._loss_scale.scale)
@@ -368,12 +470,25 @@ class ParameterStore:
         masks = [take(f"mask{n}", bool, tuple(s)) for n, s in enumerate(shapes)]
         flat = [take(f"w{n}", np.float32, (int(m.sum()),)) for n, m in enumerate(masks)]
         biases = [take(f"b{n}", np.float32, (m.shape[0],)) for n, m in enumerate(masks)]
-        store._setup(config, masks, flat, biases)
+        layers = [n for n in range(len(masks)) if f"ln_g{n}" in arrays]
+        norms: list = [None] * len(masks)
+        for n in layers:
+            norms[n] = (take(f"ln_g{n}", np.float32, (masks[n].shape[0],)),
+                        take(f"ln_b{n}", np.float32, (masks[n].shape[0],)),
+                        _eps(n, take(f"ln_eps{n}", np.float32, ())))
+        if layers and layers[-1] == len(masks) - 1:
+            raise TrainError(f"layer {layers[-1]} has a LayerNorm: the chain's last layer "
+                             f"gives the logits")
+        store._setup(config, masks, flat, biases, norms)
         for name in store._optimizer.slots:
             store._w_state[name] = np.concatenate(
                 [take(f"{name}_w{n}", np.float32, f.shape) for n, f in enumerate(flat)])
             store._b_state[name] = np.concatenate(
                 [take(f"{name}_b{n}", np.float32, b.shape) for n, b in enumerate(biases)])
+            parts = [take(f"{name}_ln_{k}{n}", np.float32, (masks[n].shape[0],))
+                     for n in layers for k in "gb"]
+            store._n_state[name] = (np.concatenate(parts) if parts else
+                                    np.zeros(0, np.float32))
         if store._scalars.size:
             store._scalars = take("powers", np.float32, store._scalars.shape).copy()
         scale = float(take("scale", np.float32, ()))

@@ -47,6 +47,7 @@ from ..train import (
     from_network,
     gelu_flags,
     load_checkpoint,
+    residual_sources,
     save_checkpoint,
 )
 from .loop import accuracy, batches, fp32_forward, train_fp32
@@ -113,7 +114,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     w.add_argument("--network", metavar="NET", default=None,
                    help="'digits' (64-128-64-10 from a random start, the mask of --density), "
                         "a float network .npz file (fp16/bf16: its weights, its nonzeros the "
-                        "mask) or a float .onnx MLP (default: digits)")
+                        "mask; ReLU, GELU or LayerNorm after each layer but the last: "
+                        "docs/training.md) or a float .onnx MLP (default: digits)")
     w.add_argument("--density", type=float, default=None, metavar="D",
                    help="a fresh random start (He init) whose fixed mask keeps this share of "
                         "each layer's weights, in (0, 1]; with a file, of the file's layer "
@@ -224,6 +226,8 @@ class _Plan:
     identity: dict
     #: per layer, GELU after it instead of ReLU (the network's ``gelu{l}``)
     gelu: tuple[bool, ...] = ()
+    #: per layer, None or the earlier layer whose accumulators it adds (``res{l}``)
+    res: tuple = ()
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -283,12 +287,12 @@ def _train_config(args: argparse.Namespace, cfg: Config, steps: int) -> TrainCon
 
 
 def _network(args: argparse.Namespace, cfg: Config, tcfg: TrainConfig, seed: int
-             ) -> tuple[ParameterStore, str, tuple[bool, ...]]:
+             ) -> tuple[ParameterStore, str, tuple[bool, ...], tuple]:
     source = args.network or DEFAULTS["network"]
     if source == "digits":
         density = DEFAULTS["density"] if args.density is None else args.density
         w, b, m = random_network(DIGITS_SIZES, density, seed)
-        return ParameterStore(w, b, m, tcfg), "digits", (False,) * len(w)
+        return ParameterStore(w, b, m, tcfg), "digits", (False,) * len(w), (None,) * len(w)
     path = Path(source)
     if path.suffix == ".onnx":
         from ..network.onnx import import_onnx_float
@@ -309,15 +313,17 @@ def _network(args: argparse.Namespace, cfg: Config, tcfg: TrainConfig, seed: int
         sizes = [net.layers[0].weights.shape[1]] + [layer.weights.shape[0]
                                                     for layer in net.layers]
         w, b, m = random_network(sizes, args.density, seed)
-        store = ParameterStore(w, b, m, tcfg)
-    from .compiler import check_gelu
+        store = ParameterStore(w, b, m, tcfg, store.norms)  # the file's LayerNorms kept
+    from .compiler import check_gelu, check_norms, check_residuals
 
-    gelu = gelu_flags(net)
+    gelu, res = gelu_flags(net), residual_sources(net)
     try:
         check_gelu(cfg, gelu)
+        check_norms(cfg, store.stream_weights(cfg.dtype), store.norms, gelu)
+        check_residuals(store.weights, store.norms, res)
     except TrainError as exc:
         raise TrainError(f"{net.source or source}: {exc}") from None
-    return store, path.stem, gelu
+    return store, path.stem, gelu, res
 
 
 def _data(args: argparse.Namespace, cfg: Config, sizes: list[int]
@@ -384,16 +390,17 @@ def plan(args: argparse.Namespace) -> _Plan:
     batch = DEFAULTS["batch"] if args.batch is None else args.batch
     # the steps (for a cosine schedule's length) need the data's size: read the network once
     # with a provisional configuration, then give its arrays the run's
-    probe, name, gelu = _network(args, cfg, TrainConfig(dtype=cfg.dtype), seed)
+    probe, name, gelu, res = _network(args, cfg, TrainConfig(dtype=cfg.dtype), seed)
     sizes = [probe.shapes[0][1]] + [s[0] for s in probe.shapes]
     x, x_test, y, y_test = _data(args, cfg, sizes)
     per_epoch = math.ceil(len(x) / batch)
     steps = args.steps if args.steps is not None else per_epoch * (
         DEFAULTS["epochs"] if args.epochs is None else args.epochs)
     tcfg = _train_config(args, cfg, steps)
-    store = ParameterStore(probe.weights, probe.biases, probe.masks, tcfg)
+    store = ParameterStore(probe.weights, probe.biases, probe.masks, tcfg, probe.norms)
     from .compiler import step_layout
-    step_layout(cfg, sizes, gelu)  # the activation bank's budget (names the sizes)
+    # the activation bank's budget (names the sizes)
+    step_layout(cfg, sizes, gelu, [n in probe.norm_layers for n in range(len(gelu))])
     groups = math.ceil(min(batch, len(x)) / cfg.rows)
     fabrics = args.fabrics or 1
     _check(fabrics <= groups,
@@ -413,10 +420,12 @@ def plan(args: argparse.Namespace) -> _Plan:
                f"this one {seed}, {batch}, {steps}")
         _check(isinstance(state.get("history"), list), "--resume: the checkpoint has no "
                                                        "history of the run's steps")
-        here = _identity(args, cfg, gelu, x, y, x_test, y_test)
-        # a checkpoint written before the activations were part of a run's identity
-        # (2026-12-07) is of a chain with ReLU after every layer but the last
+        here = _identity(args, cfg, gelu, probe.norm_layers, res, x, y, x_test, y_test)
+        # a checkpoint written before the activations (the residuals) were part of a run's
+        # identity (2026-12-07) is of a chain with ReLU after every layer but the last (and
+        # no residual)
         state.setdefault("activations", _activations((False,) * len(gelu)))
+        state.setdefault("residuals", [None] * len(gelu))
         for key, value in here.items():
             _check(state.get(key) == value,
                    f"--resume: the checkpoint's run had another {key} "
@@ -425,14 +434,15 @@ def plan(args: argparse.Namespace) -> _Plan:
     every = args.checkpoint_every or per_epoch
     return _Plan(cfg, tcfg, store, initial, x, y, x_test, y_test, steps, per_epoch, batch,
                  Path(output), every, name, state,
-                 _identity(args, cfg, gelu, x, y, x_test, y_test), gelu)
+                 _identity(args, cfg, gelu, probe.norm_layers, res, x, y, x_test, y_test),
+                 gelu, res)
 
 
-def _identity(args: argparse.Namespace, cfg: Config, gelu: tuple[bool, ...], *data: np.ndarray
-              ) -> dict:
+def _identity(args: argparse.Namespace, cfg: Config, gelu: tuple[bool, ...], norms: list[int],
+              res: tuple, *data: np.ndarray) -> dict:
     """What a resumed run must share with the checkpoint's beyond the store: the fidelity,
-    the array (``rows`` makes the groups), the layers' activations and the data (SHA-256 of
-    its arrays)."""
+    the array (``rows`` makes the groups), the layers' activations and residuals and the
+    data (SHA-256 of its arrays)."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -442,13 +452,14 @@ def _identity(args: argparse.Namespace, cfg: Config, gelu: tuple[bool, ...], *da
     if fidelity == "model":  # the cycles of each step depend on the model's level too
         fidelity = f"model ({args.model_detail or 'auto'})"
     return {"fidelity": fidelity, "array": cfg.as_dict(), "data": digest.hexdigest(),
-            "activations": _activations(gelu)}
+            "activations": _activations(gelu, norms), "residuals": list(res)}
 
 
-def _activations(gelu: tuple[bool, ...]) -> list[str | None]:
-    """Each layer's activation by name: ``"relu"``, ``"gelu"``, None for the last."""
-    return [None if n == len(gelu) - 1 else "gelu" if g else "relu"
-            for n, g in enumerate(gelu)]
+def _activations(gelu: tuple[bool, ...], norms: list[int] = ()) -> list[str | None]:
+    """Each layer's activation by name: ``"relu"``, ``"gelu"``, ``"layernorm"`` (the
+    layers ``norms``: a LayerNorm with no activation after it), None for the last."""
+    return [None if n == len(gelu) - 1 else "layernorm" if n in norms else "gelu" if g else
+            "relu" for n, g in enumerate(gelu)]
 
 
 def _short(value: Any) -> str:
@@ -495,7 +506,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     report = _report(p, fidelity, history, epoch_accuracy, ok, seconds, args)
     export_network(p.store, p.output / "network.npz", name=f"{p.name}-trained",
-                   gelu=p.gelu)
+                   gelu=p.gelu, res=p.res)
     save_npy(p.output / "test_inputs.npy", p.x_test)
     save_npy(p.output / "test_labels.npy", p.y_test)
     _write_table(p.output / "steps.csv", history)
@@ -533,7 +544,7 @@ def _run(p: _Plan, fabric, history: list[dict], epoch_accuracy: list[list[float]
         args = (store.stream_weights(), store.biases, store.masks, p.x[idx], p.y[idx], scale)
         row: dict[str, Any] = {"step": step, "epoch": (step - 1) // p.per_epoch + 1,
                                "rows": len(idx)}
-        r = fabric.step(*args, gelu=p.gelu)
+        r = fabric.step(*args, gelu=p.gelu, ln=store.norms, res=p.res)
         result, dw, db, exact = r.reference, r.dw, r.db, r.exact
         row.update({f"cycles_{k}": v for k, v in r.cycles.items()})
         row.update(step_cycles=r.step_cycles, flits_in=r.flits_in, flits_out=r.flits_out,
@@ -545,7 +556,7 @@ def _run(p: _Plan, fabric, history: list[dict], epoch_accuracy: list[list[float]
             _log.error(f"step {step}: the RTL differs from the reference: "
                        f"{', '.join(r.mismatches)}")
         t1 = time.perf_counter()
-        applied = store.apply(dw, db) if exact is not False else False
+        applied = store.apply(dw, db, r.dln) if exact is not False else False
         t2 = time.perf_counter()
         hits = np.argmax(result.logits, axis=1) == p.y[idx]
         row.update(loss=result.loss, batch_accuracy=float(np.mean(hits)), applied=applied,
@@ -557,7 +568,7 @@ def _run(p: _Plan, fabric, history: list[dict], epoch_accuracy: list[list[float]
         end_of_epoch = step % p.per_epoch == 0 or step == p.steps
         if end_of_epoch:
             acc = accuracy(cfg, store.stream_weights(), store.biases, p.x_test, p.y_test,
-                           p.gelu)
+                           p.gelu, store.norms, p.res)
             epoch_accuracy.append([step, acc])
         now = time.perf_counter()
         rate = (step - done) / (now - began)
@@ -588,14 +599,17 @@ def _report(p: _Plan, fidelity: str, history: list[dict], epoch_accuracy, ok: bo
             seconds: float, args: argparse.Namespace) -> dict:
     store = p.store
     accuracy_ = accuracy(p.config, store.stream_weights(), store.biases, p.x_test, p.y_test,
-                         p.gelu)
+                         p.gelu, store.norms, p.res)
     base = TrainConfig.from_dict({**p.train.as_dict(), "loss_scaling": False})
-    fp32_store = ParameterStore(p.initial.weights, p.initial.biases, p.initial.masks, base)
+    fp32_store = ParameterStore(p.initial.weights, p.initial.biases, p.initial.masks, base,
+                                p.initial.norms)
     fp32 = train_fp32(fp32_store, p.x, p.y, steps=p.steps, batch=p.batch,
                       seed=DEFAULTS["seed"] if args.seed is None else args.seed,
-                      gelu=p.gelu).store
+                      gelu=p.gelu, res=p.res).store
     fp32_acc = float(np.mean(np.argmax(fp32_forward(fp32.weights, fp32.biases, p.x_test,
-                                                    p.gelu)[-1], axis=1) == p.y_test))
+                                                    p.gelu, ln=fp32.norms, res=p.res)[-1],
+                                       axis=1)
+                             == p.y_test))
     rtl = fidelity == "rtl"
     phases = {k: _median(history, f"cycles_{k}") for k in
               ("forward", "loss", "gradients", "backward", "backward_handoff", "total")}
@@ -610,7 +624,7 @@ def _report(p: _Plan, fidelity: str, history: list[dict], epoch_accuracy, ok: bo
         "model_detail": None if rtl else (args.model_detail or "auto"),
         "model_methods": None if rtl else methods,
         "sizes": [store.shapes[0][1]] + [s[0] for s in store.shapes],
-        "activations": _activations(p.gelu),
+        "activations": _activations(p.gelu, store.norm_layers), "residuals": list(p.res),
         "dtype": p.config.dtype, "rows": p.config.rows, "cols": p.config.cols,
         "fabrics": args.fabrics or 1, "optimizer": p.train.optimizer, "lr": p.train.lr,
         "batch": p.batch, "steps": len(history), "planned_steps": p.steps,

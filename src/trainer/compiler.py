@@ -20,8 +20,9 @@ from ..config import Config
 from ..formats import float_words, fp32_words
 from ..hdl.core.fp import float_format
 from ..hdl.flit import Opcode, Port, flit_layout
-from ..network.compiler import handoff_phases
-from ..sim.models.training import gelus, norms
+from ..network.compiler import handoff_phases, output_places, residual_phase
+from ..network.model import residual_overlap
+from ..sim.models.training import gelus, norms, residuals
 from ..stream import LayerError, LayerProgram, Phase, PhaseBuilder
 from ..stream.compiler import add_activations, add_zero, read_phase, stream_phase
 from ..stream.plan import LayerPlan, plan_layer, reply_route
@@ -36,6 +37,7 @@ from ..stream.rows import (
 from ..train import TrainError
 
 __all__ = ["GradFlits", "NormPhases", "StepCompiler", "StepProgram", "check_gelu", "check_norms",
+           "check_residuals",
            "compile_step", "gradient_words", "step_layout"]
 
 
@@ -89,6 +91,9 @@ class StepProgram(LayerProgram):
     dx: list[tuple[int, int, int]] = field(default_factory=list)
     #: the phases of each LayerNorm layer's forward pass and derivative
     norms: list[NormPhases] = field(default_factory=list)
+    #: per residual connection ``(l, base, plan)``: layer ``l`` adds the outputs kept at
+    #: ``base`` + their slot of ``plan`` (layer ``l``'s) in the tile that holds them
+    residuals: list[tuple[int, int, LayerPlan]] = field(default_factory=list)
 
 
 def check_gelu(config: Config, gelu) -> None:
@@ -177,12 +182,29 @@ def _fields(words) -> np.ndarray:
     return w - ((w >> 31) << 32)
 
 
-def step_layout(config: Config, sizes: list[int], gelu=None, ln=None) -> dict[str, int]:
+def check_residuals(weights, ln, res) -> tuple:
+    """:func:`wafertile.sim.models.training.residuals` of a step of ``weights``, with one
+    residual kept at a time as in inference (:func:`wafertile.network.model.residual_overlap`),
+    refused in one line (:class:`TrainError`)."""
+    sizes = [np.shape(w)[1] for w in weights] + [np.shape(weights[-1])[0]]
+    try:
+        out = residuals(res, len(weights), ln, sizes)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None
+    why = residual_overlap(out)
+    if why:
+        raise TrainError(why)
+    return out
+
+
+def step_layout(config: Config, sizes: list[int], gelu=None, ln=None,
+                kept: dict[int, int] | None = None) -> dict[str, int]:
     """The activation regions of a tile (docs/training.md, "What a tile keeps"):
     ``A_l`` at ``J_0 + ... + J_{l-1}``, ``G`` after them, ``ONE`` after ``G``, then ``U_l``
     (``I_l`` words) for each GELU layer ``l`` (``gelu``: a flag per layer), then ``XH_l``
     (``I_l`` words) and ``R_l`` (one) for each LayerNorm layer ``l`` (``ln``: a flag per
-    layer) and, with any, the three scratch words ``LS``.
+    layer) and, with any, the three scratch words ``LS``; then ``K_l`` (``kept[l]`` words) for
+    each layer ``l`` that adds a residual.
 
     Raises
     ------
@@ -212,8 +234,12 @@ def step_layout(config: Config, sizes: list[int], gelu=None, ln=None) -> dict[st
         regions["LS"] = need
         need += 3
         terms.append("3 (LS)")
+    for n, words in sorted((kept or {}).items()):
+        regions[f"K{n}"] = need
+        need += words
+        terms.append(f"{words} (K{n})")
     if need > config.act_depth:
-        kept = (" the loss gradient, a 1.0 and what GELU and LayerNorm layers keep"
+        kept = (" the loss gradient, a 1.0 and what GELU, LayerNorm and residual layers keep"
                 if len(terms) > len(sizes) + 1 else " the loss gradient and a 1.0")
         raise TrainError(f"a training step keeps every layer's inputs,{kept} in each tile: "
                          f"{' + '.join(terms)} = {need} activation words > act_depth = "
@@ -227,7 +253,7 @@ def _words(config: Config, name: str, values) -> np.ndarray:
 
 
 def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool = False,
-                 gelu=None, ln=None) -> StepProgram:
+                 gelu=None, ln=None, res=None) -> StepProgram:
     """The program of one batch group.
 
     Parameters
@@ -250,6 +276,9 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
     ln : sequence, optional
         Per layer, None or ``(gamma, beta, eps)``: a LayerNorm of its accumulators instead
         of ReLU (docs/training.md, "LayerNorm layers"; :func:`check_norms`).
+    res : sequence, optional
+        Per layer, None or the earlier LayerNorm layer whose accumulators it adds
+        (docs/training.md, "Residual connections"; :func:`check_residuals`).
     """
     cfg = config
     R, C = cfg.rows, cfg.cols
@@ -257,13 +286,24 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
     flags = gelus(gelu, L)
     check_gelu(cfg, flags)
     lns = check_norms(cfg, weights, ln, flags)
+    ress = check_residuals(weights, ln, res)
+    sources = {k: n for n, k in enumerate(ress) if k is not None}
     sizes = [np.shape(w)[1] for w in weights] + [np.shape(weights[-1])[0]]
-    regions = step_layout(cfg, sizes, flags, [m is not None for m in lns])
+    lnflags = [m is not None for m in lns]
+    step_layout(cfg, sizes, flags, lnflags)  # the budget before the words (then the kept)
     fmt = float_format(cfg.dtype)
     ws = [_words(cfg, f"w{n}", w) for n, w in enumerate(weights)]
     bs = [fp32_words(f"b{n}", b, error=TrainError) for n, b in enumerate(biases)]
     xw, dyw = _group_words(cfg, x, dy, sizes[0], sizes[-1])
     plans = [plan_layer(cfg, w) for w in ws]
+    for n in sources.values():
+        if plans[n].passes > 1:
+            raise TrainError(f"layer {n} adds a residual (res{n}) and has {sizes[n + 1]} "
+                             f"outputs, which take {plans[n].passes} passes over {plans[n].G} "
+                             f"columns of {cfg.acc_depth} accumulators: a residual needs "
+                             f"them at once (raise acc_depth or use more columns)")
+    kept = {n: max(len(part) for part in plans[n].parts(0)) for n in sources.values()}
+    regions = step_layout(cfg, sizes, flags, lnflags, kept)
     phases: list[Phase] = []
     grads: list[GradFlits | None] = []
     roles: list[str] = []
@@ -288,6 +328,13 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
             add_zero(load, plan, p, R, bias=bs[n])
             add(load.phase("load"))
             add(stream_phase(plan, p, R, base=regions[f"A{n}"]))
+            if ress[n] is not None:  # the kept outputs, after the layer's own MACs
+                add(residual_phase(plan, R, regions[f"K{n}"]))
+            if n in sources:  # before the LayerNorm: to the tiles that add them
+                column, slot = output_places(plans[sources[n]])
+                for phase in handoff_phases(cfg, plan, keep, p, R, None, 0, to=(
+                        column, regions[f"K{sources[n]}"] + slot)):
+                    add(phase)
             if n == L - 1:
                 add(read_phase(plan, p, R))
                 continue
@@ -360,6 +407,10 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
                 spans.append(NormPhases(n - 1, True, tplan, len(phases), len(norm)))
                 for phase in norm:
                     add(phase)
+                if n - 1 in sources:  # the gradient of the layer that adds these outputs
+                    m = sources[n - 1]
+                    add(residual_phase(tplan, R, regions["G"] if m == L - 1 else
+                                       regions[f"A{m + 1}"], by_output=True))
                 for phase in handoff_phases(cfg, tplan, keep, p, R, row, regions[f"A{n}"]):
                     add(phase)
                 continue
@@ -391,7 +442,9 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
     width = sizes[-1] + sum(C * J for _, _, J in dx)
     return StepProgram(cfg, (R, width, sizes[0]), phases, nnz,
                        dense_flits=sum(w.size for w in ws), grads=grads, roles=roles,
-                       regions=regions, dx=dx, norms=spans)
+                       regions=regions, dx=dx, norms=spans,
+                       residuals=[(n, regions[f"K{n}"], plans[n]) for n in sorted(
+                           sources.values())])
 
 
 class StepCompiler:
@@ -401,14 +454,14 @@ class StepCompiler:
     ``compile_step(...)`` and ``StepCompiler(...).group(...)`` give the same flits."""
 
     def __init__(self, config: Config, weights, biases, masks, *, read_dx: bool = False,
-                 gelu=None, ln=None):
+                 gelu=None, ln=None, res=None):
         self.config = config
         self.sizes = [np.shape(w)[1] for w in weights] + [np.shape(weights[-1])[0]]
         R = config.rows
         self.template = compile_step(config, weights, biases, masks,
                                      np.zeros((R, self.sizes[0]), np.float32),
                                      np.zeros((R, self.sizes[-1]), np.float32),
-                                     read_dx=read_dx, gelu=gelu, ln=ln)
+                                     read_dx=read_dx, gelu=gelu, ln=ln, res=res)
         self._loss = self.template.roles.index("loss")
         layout = flit_layout(config)
         #: the template's phases packed once (:func:`wafertile.sim.harness.write_program`'s

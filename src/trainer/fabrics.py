@@ -51,12 +51,12 @@ def shares(groups: int, fabrics: int) -> list[tuple[int, int]]:
 
 
 def loss_gradient_values(config: Config, weights, biases, x, labels, scale: float,
-                         gelu=None) -> np.ndarray:
+                         gelu=None, ln=None, res=None) -> np.ndarray:
     """The loss gradient the host writes in (numbers of the tiles' format): the reference
     step's ``dys[-1]`` (:func:`~wafertile.sim.models.training.training_step`) from its forward
     pass alone."""
     fmt = float_format(config.dtype)
-    logits, _ = forward(config, weights, biases, x, gelu)
+    logits, _ = forward(config, weights, biases, x, gelu, ln=ln, res=res)
     _, dy = loss_gradient(logits, labels, scale, len(logits), config.dtype)
     return fmt.values(dy).astype(np.float32)
 
@@ -74,10 +74,10 @@ def _warm(config: Config, build_root: str | None) -> str:
     return str(_fabric(config, build_root).exe)
 
 
-def _share(config: Config, build_root: str | None, weights, biases, masks, x, dy, gelu=None
-           ) -> list[GroupResult]:
+def _share(config: Config, build_root: str | None, weights, biases, masks, x, dy, gelu=None,
+           ln=None, res=None) -> list[GroupResult]:
     """A Dask task: the groups of the share ``x`` on this worker's fabric."""
-    return _fabric(config, build_root).groups(weights, biases, masks, x, dy, gelu)
+    return _fabric(config, build_root).groups(weights, biases, masks, x, dy, gelu, ln, res)
 
 
 class DaskFabrics:
@@ -110,15 +110,15 @@ class DaskFabrics:
     def close(self) -> None:
         self._stack.close()
 
-    def step(self, weights, biases, masks, x, labels, scale: float = 1.0, gelu=None
-             ) -> RtlStep:
+    def step(self, weights, biases, masks, x, labels, scale: float = 1.0, gelu=None, ln=None,
+             res=None) -> RtlStep:
         """One step of the batch ``x`` on the fabrics (as :meth:`RtlFabric.step`);
         ``fabric_cycles`` has each fabric's cycles, ``step_cycles`` the longest."""
         cfg = self.config
         R = cfg.rows
         # the groups need only the loss gradient: the fabrics start on it while this process
         # computes the rest of the reference step
-        dy = loss_gradient_values(cfg, weights, biases, x, labels, scale, gelu)
+        dy = loss_gradient_values(cfg, weights, biases, x, labels, scale, gelu, ln, res)
         starts = group_starts(len(x), R)
         futures = []
         # a short batch (an epoch's last) may have fewer groups than there are fabrics
@@ -126,8 +126,8 @@ class DaskFabrics:
             rows = slice(a * R, b * R)
             futures.append(self.client.submit(
                 _share, cfg, self.build_root, weights, biases, masks, np.asarray(x)[rows],
-                dy[rows], gelu, pure=False))
-        ref = training_step(cfg, weights, biases, masks, x, labels, scale, gelu)
+                dy[rows], gelu, ln, res, pure=False))
+        ref = training_step(cfg, weights, biases, masks, x, labels, scale, gelu, ln, res)
         per_fabric = self.client.gather(futures)
         results = [r for share in per_fabric for r in share]
         return assemble(cfg, ref, masks, results,

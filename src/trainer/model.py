@@ -24,7 +24,15 @@ import numpy as np
 from ..config import Config
 from ..hdl.core.fp import float_format
 from ..model.layer import layernorm_back_tables
-from ..sim.models.training import backward_data, forward, layernorm_back, norms, training_step
+from ..network.compiler import output_places
+from ..sim.models.training import (
+    backward_data,
+    forward,
+    layernorm_back,
+    norms,
+    residuals,
+    training_step,
+)
 from .compiler import StepCompiler, StepProgram
 from .rtl import ROLES, RtlStep, group_starts
 
@@ -33,7 +41,8 @@ __all__ = ["GroupTables", "ModelFabric", "ModelStep", "step_nonzero"]
 
 def step_nonzero(config: Config, program: StepProgram, acts: list[np.ndarray],
                  dys: list[np.ndarray], kept: list | None = None, norm: list | None = None,
-                 sent: dict | None = None) -> dict[int, np.ndarray]:
+                 sent: dict | None = None, held: dict | None = None
+                 ) -> dict[int, np.ndarray]:
     """Which activations each tile holds nonzero when each MAC stream of a group's
     ``program`` runs, and each phase of GELU's derivative (whose MACs read the kept ``U``)
     (the module's docstring): per such phase index, a bool array of ``rows * cols`` tiles x
@@ -57,6 +66,9 @@ def step_nonzero(config: Config, program: StepProgram, acts: list[np.ndarray],
         Takes, per phase of a LayerNorm's row operations whose FINISHes send words the
         tiles made (the numbers that cross the row, the normalized outputs kept), which
         are nonzero (:func:`~wafertile.model.predict.predict_program`'s ``sent``).
+    held : dict, optional
+        Per layer that adds a residual, the kept outputs it adds (words of the format, the
+        same rows), which its residual's MACs read in the tiles that hold its outputs.
     """
     R, C = config.rows, config.cols
     regions = program.regions
@@ -75,10 +87,16 @@ def step_nonzero(config: Config, program: StepProgram, acts: list[np.ndarray],
             bwd[:, regions[f"U{n}"]:regions[f"U{n}"] + np.shape(u)[1]] = np.asarray(u) != 0
     tiles = {"forward": np.repeat(fwd, C, axis=0), "backward": np.repeat(bwd, C, axis=0)}
     tiles["backward_handoff"] = tiles["backward"]
+    for n, base, plan in program.residuals:  # the kept outputs, in the tiles that add them
+        column, slot = output_places(plan)
+        words = np.asarray((held or {})[n]).astype(np.int64)
+        y = np.arange(len(words))[:, None]
+        tiles["forward"][y * C + column[None, :], base + slot[None, :]] = \
+            (words & 0x7FFF) != 0
     out = {n: tiles[role] for n, (phase, role) in
            enumerate(zip(program.phases, program.roles, strict=True))
-           if (phase.kind == "stream" and role in ("forward", "backward")) or
-           (phase.kind == "reduce" and role == "backward_handoff")}
+           if (phase.kind == "stream" and role in ("forward", "backward", "backward_handoff"))
+           or (phase.kind == "reduce" and role == "backward_handoff")}
     for span in program.norms:
         at = range(span.first, span.first + span.count)
         for n in at:  # their reduce phases' MACs read numbers the FINISHes spread
@@ -146,15 +164,19 @@ class GroupTables:
     inputs padded to whole groups (padding rows: zero inputs) and its gradients ``ref.dys``
     (padding rows: zero), made once; called with a group's program and first row."""
 
-    def __init__(self, config: Config, weights, biases, x, ref, gelu=None, ln=None):
+    def __init__(self, config: Config, weights, biases, x, ref, gelu=None, ln=None,
+                 res=None):
         self.config = config
         R = config.rows
         padded = np.zeros((len(group_starts(len(x), R)) * R, np.shape(x)[1]), np.float32)
         padded[:len(x)] = x
         self.kept: list = []
         self.norm: list = []
+        self.held: dict = {}
         _, self.acts = forward(config, weights, biases, padded, gelu, self.kept, ln=ln,
-                               norm=self.norm)
+                               norm=self.norm, res=res, held=self.held)
+        targets = {k: n for n, k in enumerate(residuals(res, len(weights), ln))
+                   if k is not None}
         self.dys = [np.zeros((len(padded), np.shape(d)[1]), np.float32) for d in ref.dys]
         for d, r in zip(self.dys, ref.dys, strict=True):
             d[:len(x)] = r
@@ -165,7 +187,8 @@ class GroupTables:
                 d = backward_data(config, weights[n + 1], fmt.bits(self.dys[n + 1]))
                 steps["back"] = {}
                 layernorm_back(config, weights[n + 1], d, words, steps["xhat"],
-                               steps["rsqrt"], steps["back"])
+                               steps["rsqrt"], steps["back"],
+                               fmt.bits(self.dys[targets[n]]) if n in targets else None)
 
     def __call__(self, program: StepProgram, g0: int, sent: dict | None = None
                  ) -> dict[int, np.ndarray]:
@@ -177,7 +200,8 @@ class GroupTables:
         return step_nonzero(self.config, program, [a[rows] for a in self.acts],
                             [d[rows] for d in self.dys],
                             [None if u is None else u[rows] for u in self.kept],
-                            [None if s is None else cut(s) for s in self.norm], sent)
+                            [None if s is None else cut(s) for s in self.norm], sent,
+                            {n: v[rows] for n, v in self.held.items()})
 
 
 @dataclass
@@ -207,19 +231,20 @@ class ModelFabric:
         #: from step to step (:func:`wafertile.model.predict.timing_key`)
         self.cache: dict = {}
 
-    def step(self, weights, biases, masks, x, labels, scale: float = 1.0, gelu=None, ln=None
-             ) -> ModelStep:
+    def step(self, weights, biases, masks, x, labels, scale: float = 1.0, gelu=None, ln=None,
+             res=None) -> ModelStep:
         """One step of the batch ``x`` (groups of ``rows``, the last padded); ``gelu``: per
         layer, GELU after it instead of ReLU; ``ln``: per layer, a LayerNorm instead (None or
-        ``(gamma, beta, eps)``)."""
+        ``(gamma, beta, eps)``); ``res``: per layer, None or the earlier LayerNorm layer whose
+        accumulators it adds."""
         from ..model import predict_program
 
         cfg = self.config
         R = cfg.rows
         start = time.perf_counter()
-        ref = training_step(cfg, weights, biases, masks, x, labels, scale, gelu, ln)
-        tables = GroupTables(cfg, weights, biases, x, ref, gelu, ln)
-        compiler = StepCompiler(cfg, weights, biases, masks, gelu=gelu, ln=ln)
+        ref = training_step(cfg, weights, biases, masks, x, labels, scale, gelu, ln, res)
+        tables = GroupTables(cfg, weights, biases, x, ref, gelu, ln, res)
+        compiler = StepCompiler(cfg, weights, biases, masks, gelu=gelu, ln=ln, res=res)
         cycles = dict.fromkeys((*ROLES, "total", "check"), 0)
         methods: Counter = Counter()
         flits_in = flits_out = 0

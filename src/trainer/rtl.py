@@ -222,14 +222,15 @@ class RtlFabric:
         self.workdir = self.build / f"train-{os.getpid()}"
         self.workdir.mkdir(exist_ok=True)
 
-    def groups(self, weights, biases, masks, x, dy, gelu=None, ln=None) -> list[GroupResult]:
+    def groups(self, weights, biases, masks, x, dy, gelu=None, ln=None, res=None
+               ) -> list[GroupResult]:
         """Run the groups of ``x`` (``rows`` inputs each, the last padded) with their loss
         gradient ``dy``, one harness run per group."""
         cfg = self.config
         R = cfg.rows
         shapes = [np.shape(w) for w in weights]
         compiler = StepCompiler(cfg, weights, biases, masks, read_dx=self.read_dx, gelu=gelu,
-                                ln=ln)
+                                ln=ln, res=res)
         out = []
         for g0 in group_starts(len(x), R):
             program = compiler.group(x[g0:g0 + R], dy[g0:g0 + R])
@@ -238,12 +239,14 @@ class RtlFabric:
             out.append(group_result(program, min(R, len(x) - g0), logits, stats, shapes))
         return out
 
-    def step(self, weights, biases, masks, x, labels, scale: float = 1.0, gelu=None, ln=None
-             ) -> RtlStep:
+    def step(self, weights, biases, masks, x, labels, scale: float = 1.0, gelu=None, ln=None,
+             res=None) -> RtlStep:
         """One step of the batch ``x`` (any number of rows: groups of ``rows``, the last
         padded), the loss gradient taken from the reference's logits (checked equal to the
         fabric's); ``gelu``: per layer, GELU after it instead of ReLU; ``ln``: per layer, a
-        LayerNorm instead (None or ``(gamma, beta, eps)``)."""
-        ref = training_step(self.config, weights, biases, masks, x, labels, scale, gelu, ln)
-        results = self.groups(weights, biases, masks, x, ref.dys[-1], gelu, ln)
+        LayerNorm instead (None or ``(gamma, beta, eps)``); ``res``: per layer, None or the
+        earlier LayerNorm layer whose accumulators it adds."""
+        ref = training_step(self.config, weights, biases, masks, x, labels, scale, gelu, ln,
+                            res)
+        results = self.groups(weights, biases, masks, x, ref.dys[-1], gelu, ln, res)
         return assemble(self.config, ref, masks, results)
