@@ -232,6 +232,59 @@ def test_closed_form_routes_are_the_walks(request):
                 f"seed {seed}: flit {i} of {R} x {C}"
 
 
+@pytest.mark.slow  # a counters build of its own (about 30 s)
+@pytest.mark.parametrize("chain", ["relu", "gpt-like"])
+def test_training_step_counters_equal_the_model(request, chain):
+    """A training step's events on Verilator, every group of 5 inputs on 2 x 3 bf16 tiles
+    with the nonlinear unit and counters: a ReLU chain (GRAD chains, FINISH_BACK), and a
+    GPT-like chain (LayerNorm, GELU, a residual and a second LayerNorm: their derivatives,
+    the GRADs of gamma and beta). Every event of every tile equals the model's
+    (``program_events`` with the step's tables, :class:`~wafertile.trainer.model.GroupTables`)."""
+    from wafertile.hdl.core.fp import float_format
+    from wafertile.sim.harness import run_harness
+    from wafertile.sim.models.training import training_step
+    from wafertile.train import ParameterStore, TrainConfig
+    from wafertile.trainer import random_network
+    from wafertile.trainer.compiler import StepCompiler
+    from wafertile.trainer.model import GroupTables
+    from wafertile.trainer.rtl import RtlFabric, group_starts
+
+    seed = seed_for(request)
+    cfg = Config(rows=2, cols=3, dtype="bf16", act_depth=64, acc_depth=16, nonlinear=True,
+                 counters=True)
+    fmt = float_format("bf16")
+    rng = np.random.default_rng(seed)
+    sizes = (6, 8, 5, 8, 3)
+    w, b, m = random_network(sizes, 0.7, seed % 1000)
+    chain_args: dict = {}
+    norms = None
+    if chain == "gpt-like":
+        norms = [(rng.normal(1, 0.2, 8).astype(np.float32),
+                  rng.normal(0, 0.2, 8).astype(np.float32), 1e-5), None,
+                 (rng.normal(1, 0.2, 8).astype(np.float32),
+                  rng.normal(0, 0.2, 8).astype(np.float32), 1e-5), None]
+        chain_args = {"gelu": (False, True, False, False), "res": (None, None, 0, None)}
+    store = ParameterStore(w, b, m, TrainConfig(dtype="bf16", init_scale=64.0), norms)
+    x = fmt.values(fmt.bits(rng.normal(size=(5, 6)).astype(np.float32)))
+    labels = rng.integers(0, 3, 5)
+    args = (store.stream_weights(), store.biases, store.masks, x, labels, float(store.scale))
+    gelu, res = chain_args.get("gelu"), chain_args.get("res")
+    ref = training_step(cfg, *args, gelu, norms, res)
+    fabric = RtlFabric(cfg, read_dx=False)
+    compiler = StepCompiler(cfg, *args[:3], gelu=gelu, ln=norms, res=res)
+    tables = GroupTables(cfg, args[0], args[1], x, ref, gelu, norms, res)
+    for g0 in group_starts(len(x), cfg.rows):
+        program = compiler.group(x[g0:g0 + 2], ref.dys[-1][g0:g0 + 2])
+        _, stats = run_harness(fabric.exe, cfg, program, fabric.workdir,
+                               packed=compiler.packed)
+        sent: dict = {}
+        nonzero = tables(program, g0, sent)
+        model = program_events(cfg, program, nonzero, sent)
+        for name in EVENTS:
+            assert stats["events"][name] == model[name], \
+                f"seed {seed}, group at row {g0}: {name}"
+
+
 def test_the_wafer_models_events_are_the_compiled_phases(request):
     """The wafer-scale prediction prices events counted exactly: a dense layer's MAC stream
     (closed form) and its reduction (one row, counted flit by flit, times the rows) equal the
