@@ -40,7 +40,9 @@ def test_every_phase_of_training_steps_is_predicted_exactly(request, name):
         assert not wrong, f"{name}, {p.workload}: (phase, kind, rtl, model) {wrong[:5]} " \
                           f"(seed {seed})"
         kinds |= set(p.kinds)
-    assert kinds == {"load", "stream", "handoff", "read", "grad"}
+    assert kinds >= {"load", "stream", "handoff", "read", "grad"}
+    if config.nonlinear:  # the GPT-like chains' row operations
+        assert "reduce" in kinds and any("LayerNorm" in p.workload for p in pairs)
 
 
 def test_without_the_nonzero_activations_the_streams_are_mispredicted():
