@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pytest
 
-from wafertile.sim.models.attention import attention
+from wafertile.sim.models.attention import attention, attention_grad
 
 from .conftest import seed_for
 from .test_float import numbers, same, to_format
@@ -28,6 +28,14 @@ def _mac(s, w, a):
         return np.float32(s + np.float32(np.float32(w) * np.float32(a)))
 
 
+def _dot(w, a):
+    """The MACs of weights ``w`` on activations ``a`` in index order, from +0."""
+    s = np.float32(0.0)
+    for wk, ak in zip(w, a, strict=True):
+        s = _mac(s, wk, ak)
+    return s
+
+
 def documented_attention(q, k, v, heads, dtype):
     """``docs/attention.md``'s arithmetic, one number at a time (float32 in, float32 out)."""
     T, width = q.shape
@@ -38,12 +46,7 @@ def documented_attention(q, k, v, heads, dtype):
         cols = slice(h * D, (h + 1) * D)
         Q, K, V = (to_format(a[:, cols], dtype) for a in (q, k, v))
         for i in range(T):
-            scores = np.zeros(i + 1, np.float32)
-            for j in range(i + 1):
-                s = np.float32(0.0)
-                for d in range(D):
-                    s = _mac(s, K[j, d], Q[i, d])
-                scores[j] = s
+            scores = np.array([_dot(K[j], Q[i]) for j in range(i + 1)], np.float32)
             probs[h, i, :i + 1] = documented_softmax(scores, [np.arange(i + 1)], dtype)
             P = to_format(probs[h, i, :i + 1], dtype)
             for e in range(D):
@@ -381,3 +384,120 @@ def test_attention_network_refusals():
     with pytest.raises(NetworkError, match=re.escape("needs the tiles' nonlinear unit")
                        + "|" + re.escape("nonlinear = true")):
         compile_network(cfg.replace(nonlinear=False), net, x[:3])
+
+
+def _mul(a, b):
+    """The nonlinear unit's MUL of two FP32 numbers: their product rounded to FP32."""
+    with np.errstate(all="ignore"):
+        return np.float32(np.float32(a) * np.float32(b))
+
+
+def documented_attention_grad(q, k, v, do, heads, dtype):
+    """``docs/attention.md``, "The derivative", one number at a time (float32 values): the
+    forward pass's kept words from :func:`documented_attention`, then dQ, dK, dV."""
+    T, width = q.shape
+    D = width // heads
+    _, probs = documented_attention(q, k, v, heads, dtype)
+    dq, dk, dv = (np.zeros((T, width), np.float32) for _ in range(3))
+    for h in range(heads):
+        cols = slice(h * D, (h + 1) * D)
+        Q, K, V, dO = (to_format(a[:, cols], dtype) for a in (q, k, v, do))
+        P = to_format(probs[h], dtype)
+        dS = np.zeros((T, T), np.float32)
+        for i in range(T):
+            dP = np.array([_dot(V[j], dO[i]) for j in range(i + 1)], np.float32)
+            p = [_mac(np.float32(0.0), 1.0, P[i, j]) for j in range(i + 1)]
+            t = [_mul(dP[j], p[j]) for j in range(i + 1)]
+            c = t[0]
+            for j in range(1, i + 1):
+                c = np.float32(c + t[j])
+            c1 = to_format(np.float32(c), dtype)
+            c2 = to_format(_mac(c, -1.0, c1), dtype)
+            for j in range(i + 1):
+                e_ = _mac(_mac(dP[j], -1.0, c1), -1.0, c2)
+                dS[i, j] = _mul(e_, p[j])
+        W = to_format(dS, dtype)
+        for i in range(T):
+            for d in range(D):
+                s = np.float32(0.0)
+                for j in range(i + 1):
+                    s = _mac(s, W[i, j], K[j, d])
+                dq[i, h * D + d] = s
+        for j in range(T):
+            for d in range(D):
+                sk, sv = np.float32(0.0), np.float32(0.0)
+                for i in range(j, T):
+                    sk = _mac(sk, W[i, j], Q[i, d])
+                    sv = _mac(sv, dO[i, d], P[i, j])
+                dk[j, h * D + d], dv[j, h * D + d] = sk, sv
+    return dq, dk, dv
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize(("T", "heads", "D"), [(1, 1, 3), (5, 2, 4), (7, 3, 2)])
+def test_derivative_follows_the_document(request, dtype, T, heads, D):
+    """docs/attention.md, "The derivative": the reference against the page's lines written
+    out number by number (zeros in every operand, a key row of zeros); and two sequences side
+    by side are each the derivative of the sequence alone."""
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    q, k, v, do = (numbers(rng, (T, heads * D), dtype, zeros=0.15, spread=3)
+                   for _ in range(4))
+    k[0, :D] = 0.0
+    fwd = attention(_words(q), _words(k), _words(v), heads, dtype)
+    got = attention_grad(fwd, _words_of(do, dtype), heads, dtype)
+    want = documented_attention_grad(q, k, v, do, heads, dtype)
+    for name, w in zip(("dq", "dk", "dv"), want, strict=True):
+        assert same(_floats(got[name]), w).all(), f"{name}, seed {seed}"
+    # two sequences: each its own
+    q2, k2, v2, do2 = (numbers(rng, (T, heads * D), dtype, zeros=0.15, spread=3)
+                       for _ in range(4))
+    both = attention_grad(attention(*(_words(np.vstack(p)) for p in ((q, q2), (k, k2), (v, v2))),
+                                    heads, dtype, 2),
+                          _words_of(np.vstack((do, do2)), dtype), heads, dtype, 2)
+    second = attention_grad(attention(_words(q2), _words(k2), _words(v2), heads, dtype),
+                            _words_of(do2, dtype), heads, dtype)
+    for name in ("dq", "dk", "dv"):
+        assert np.array_equal(both[name][:T], got[name]), f"{name}, seed {seed}"
+        assert np.array_equal(both[name][T:], second[name]), f"{name}, seed {seed}"
+
+
+def _words_of(values, dtype):
+    """Values (numbers of the format) as the format's words."""
+    from wafertile.hdl.core.fp import float_format
+
+    return float_format(dtype).bits(np.asarray(values, np.float32))
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_derivative_is_close_to_float64(request, dtype):
+    """Against float64's gradient of the same attention (the same rounded q, k, v and dO):
+    dQ, dK and dV within a few units of the format's rounding of their largest; without the
+    softmax derivative's ``c`` term they are not."""
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    T, heads, D = 12, 2, 8
+    q, k, v, do = (to_format(rng.normal(0, 1, (T, heads * D)).astype(np.float32), dtype)
+                   for _ in range(4))
+    q = to_format(q * np.float32(0.35), dtype)
+    fwd = attention(_words(q), _words(k), _words(v), heads, dtype)
+    got = attention_grad(fwd, _words_of(do, dtype), heads, dtype)
+    ulp = 2.0 ** (-8 if dtype == "bf16" else -11)
+    causal = np.tril(np.ones((T, T), bool))
+    for h in range(heads):
+        cols = slice(h * D, (h + 1) * D)
+        Q, K, V, dO = (a[:, cols].astype(np.float64) for a in (q, k, v, do))
+        s = np.where(causal, Q @ K.T, -np.inf)
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        dP = dO @ V.T
+        dS = p * (dP - (p * dP).sum(axis=1, keepdims=True))
+        wrong = p * dP
+        for name, want, bad in (("dq", dS @ K, wrong @ K), ("dk", dS.T @ Q, wrong.T @ Q),
+                                ("dv", p.T @ dO, None)):
+            mine = _floats(got[name])[:, cols].astype(np.float64)
+            scale = np.abs(want).max()
+            err = np.abs(mine - want).max() / scale
+            assert err < 8 * ulp, f"{name}, head {h}, seed {seed}: {err / ulp:.2f} ulp"
+            if bad is not None:
+                assert np.abs(mine - bad).max() / scale > 8 * ulp, name

@@ -15,9 +15,10 @@ import numpy as np
 
 from ...hdl.core.fp import float_format
 from . import fp
+from . import nonlinear as nl
 from .rows import softmax
 
-__all__ = ["attention"]
+__all__ = ["attention", "attention_grad"]
 
 
 def _heads(words: np.ndarray, heads: int, sequences: int) -> np.ndarray:
@@ -86,3 +87,68 @@ def attention(q, k, v, heads: int, dtype: str, sequences: int = 1) -> dict[str, 
         sequences * T, heads * D)
     return {"scores": scores, "probs": probs, "out": out, "q": Q, "k": K, "v": V, "p": P,
             **crossing}
+
+
+def _unheads(words: np.ndarray, heads: int, sequences: int) -> np.ndarray:
+    """``S H x T x D`` as ``S T x (H D)`` (the inverse of :func:`_heads`)."""
+    _, T, D = words.shape
+    return words.reshape(sequences, heads, T, D).transpose(0, 2, 1, 3).reshape(
+        sequences * T, heads * D)
+
+
+def attention_grad(forward: dict, do, heads: int, dtype: str, sequences: int = 1
+                   ) -> dict[str, np.ndarray]:
+    """The derivative of causal self-attention as ``docs/attention.md`` ("The derivative")
+    writes it: from the forward pass's words (``forward``: :func:`attention`'s result, whose
+    ``q``, ``k``, ``v`` and ``p`` the tiles keep) and ``do``, the gradient of the outputs as
+    words of the format (``S T x (H D)``). Every sum in the page's order: ``dP`` over the
+    features ascending, ``c`` and ``dQ`` over ``j`` ascending, ``dK`` and ``dV`` over ``i``
+    ascending; the masked pairs never made.
+
+    Returns FP32 words (uint32): ``dq``, ``dk``, ``dv`` (``S T x (H D)``: the gradient of the
+    projection's accumulators), ``dp`` and ``ds`` (``S H x T x T``, +0 where masked), and per
+    row ``c`` (FP32) with ``c1``, ``c2`` (words of the format, ``S H x T``).
+    """
+    fmt = float_format(dtype)
+    Q, K, V, P = (np.asarray(forward[k]).astype(np.uint32) for k in ("q", "k", "v", "p"))
+    H, T, D = Q.shape
+    dO = _heads(np.asarray(do).astype(np.uint32), heads, sequences)
+    if dO.shape != Q.shape:
+        raise ValueError(f"do must be {sequences * T} x {heads * D} words, not "
+                         f"{np.shape(do)}")
+    causal = np.tril(np.ones((T, T), bool))[None]
+    one = fmt.bits(np.float32(1.0))
+    minus = fmt.bits(np.float32(-1.0))
+    zero = np.zeros((H, T, T), np.uint32)
+    # dP[h, i, j]: e ascending, weights V[j, e] on dO[i, e]
+    dP = zero
+    for e in range(D):
+        dP = fp.mac(dP, V[:, None, :, e], dO[:, :, None, e], fmt)
+    dP = np.where(causal, dP, 0).astype(np.uint32)
+    # the softmax's derivative in each head's tile, slot order j
+    p = fp.mac(zero, one, P, fmt)
+    t = nl.mul(dP, p).astype(np.uint32)
+    c = t[:, :, 0].copy()
+    for j in range(1, T):
+        c = np.where(j <= np.arange(T)[None, :], fp.add(c, t[:, :, j]), c).astype(np.uint32)
+    c1 = fp.to_half(c, fmt)
+    c2 = fp.to_half(fp.mac(c, minus, c1, fmt), fmt)
+    e_ = fp.mac(fp.mac(dP, minus, c1[:, :, None], fmt), minus, c2[:, :, None], fmt)
+    dS = np.where(causal, nl.mul(e_, p), 0).astype(np.uint32)
+    w = fp.to_half(dS, fmt)  # the weights the tiles send
+    # dQ[h, i, d]: j ascending (j <= i), weights fmt(dS[i, j]) on K[j, d]
+    dQ = np.zeros((H, T, D), np.uint32)
+    for j in range(T):
+        step = fp.mac(dQ, w[:, :, j, None], K[:, None, j, :], fmt)
+        dQ = np.where(causal[0, :, j][None, :, None], step, dQ).astype(np.uint32)
+    # dK[h, j, d] and dV[h, j, e]: i ascending (i >= j)
+    dK = np.zeros((H, T, D), np.uint32)
+    dV = np.zeros((H, T, D), np.uint32)
+    for i in range(T):
+        later = causal[0, i, :][None, :, None]  # rows j <= i take row i's terms
+        dK = np.where(later, fp.mac(dK, w[:, i, :, None], Q[:, i, None, :], fmt), dK)
+        dV = np.where(later, fp.mac(dV, dO[:, i, None, :], P[:, i, :, None], fmt), dV)
+    return {"dq": _unheads(dQ, heads, sequences), "dk": _unheads(dK.astype(np.uint32), heads,
+                                                                 sequences),
+            "dv": _unheads(dV.astype(np.uint32), heads, sequences), "dp": dP, "ds": dS,
+            "c": c, "c1": c1, "c2": c2}

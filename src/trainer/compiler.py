@@ -37,8 +37,7 @@ from ..stream.rows import (
 from ..train import TrainError
 
 __all__ = ["GradFlits", "NormPhases", "StepCompiler", "StepProgram", "check_gelu", "check_norms",
-           "check_residuals",
-           "compile_step", "gradient_words", "step_layout"]
+           "check_residuals", "compile_step", "gradient_words", "step_layout"]
 
 
 @dataclass
