@@ -501,3 +501,91 @@ def test_derivative_is_close_to_float64(request, dtype):
             assert err < 8 * ulp, f"{name}, head {h}, seed {seed}: {err / ulp:.2f} ulp"
             if bad is not None:
                 assert np.abs(mine - bad).max() / scale > 8 * ulp, name
+
+
+def _grad_case(rng, cfg, T, heads, D, sequences=1):
+    """A seeded forward pass and outputs' gradient, the derivative's program and its
+    reference (``dq``, ``dk``, ``dv`` side by side)."""
+    from wafertile.hdl.core.fp import float_format
+    from wafertile.stream.attention import AttentionLayout, attention_grad_program
+
+    fmt = float_format(cfg.dtype)
+    q, k, v, do = (numbers(rng, (sequences * T, heads * D), cfg.dtype, zeros=0.1, spread=2)
+                   for _ in range(4))
+    fwd = attention(_words(q), _words(k), _words(v), heads, cfg.dtype, sequences)
+    want = attention_grad(fwd, fmt.bits(do), heads, cfg.dtype, sequences)
+    program, labels = attention_grad_program(AttentionLayout(cfg, T, heads, D, sequences),
+                                             fwd, fmt.bits(do))
+    return program, labels, np.hstack([want["dq"], want["dk"], want["dv"]])
+
+
+@pytest.mark.parametrize(("rows", "cols", "T", "heads", "D", "sequences", "dtype"), [
+    (4, 2, 4, 2, 2, 1, "bf16"), (5, 3, 5, 3, 2, 1, "fp16"), (8, 4, 4, 2, 3, 2, "bf16"),
+    (4, 5, 4, 1, 4, 1, "fp16")])
+def test_derivative_phases_on_the_array_model(request, rows, cols, T, heads, D, sequences,
+                                              dtype):
+    """The derivative's phases (``attention_grad_program``) on the functional array model,
+    two interleavings: every dQ, dK and dV word equals the reference's (a head's features
+    over several columns and wrapping around, two sequences side by side)."""
+    from wafertile import Config
+    from wafertile.sim.models.array import ArrayModel
+
+    seed = seed_for(request)
+    cfg = Config(rows=rows, cols=cols, dtype=dtype, act_depth=128, acc_depth=64,
+                 nonlinear=True)
+    program, labels, want = _grad_case(np.random.default_rng(seed), cfg, T, heads, D,
+                                       sequences)
+    assert set(labels) >= {"copies", "dp", "softmax", "dq", "dk", "dv"}
+    for s in (seed, seed + 1):
+        got = ArrayModel(cfg).run(program, seed=s) & 0xFFFFFFFF
+        assert np.array_equal(got, want.astype(np.int64)), f"seed {seed}, interleaving {s}"
+
+
+@pytest.mark.parametrize(("sim", "dtype", "shape"), [
+    ("icarus", "fp16", (4, 2, 2, 2, 2, 2)),
+    pytest.param("verilator", "bf16", (4, 2, 4, 2, 2, 1), marks=pytest.mark.slow)])
+def test_derivative_on_the_rtl(request, sim, dtype, shape):
+    """The derivative's phases on the RTL: every dQ, dK and dV word equals the reference's,
+    and every MAC the phases expect was done or skipped (two sequences of 2 on Icarus; one
+    of 4 on Verilator)."""
+    from wafertile import Config
+    from wafertile.run import simulate
+
+    from .test_float import _sim
+
+    rows, cols, T, heads, D, sequences = shape
+    seed = seed_for(request)
+    cfg = Config(rows=rows, cols=cols, dtype=dtype, act_depth=64, acc_depth=32,
+                 nonlinear=True)
+    program, _, want = _grad_case(np.random.default_rng(seed), cfg, T, heads, D, sequences)
+    run = simulate(cfg, [program], sim=sim if sim == "verilator" else _sim("4x2"))
+    (y, stats), = run.results
+    got = np.asarray(y, np.int64) & 0xFFFFFFFF
+    bad = np.argwhere(got != want)
+    assert not len(bad), f"seed {seed}: (row, column) {bad.tolist()[:8]} differ"
+    assert sum(stats["mac_done"]) + sum(stats["mac_skipped"]) == sum(
+        p.expected_macs for p in program.phases)
+
+
+def test_derivative_refusals():
+    """What the derivative's phases cannot run, one line each."""
+    from wafertile import Config
+    from wafertile.stream import LayerError
+    from wafertile.stream.attention import AttentionLayout, attention_grad_program
+
+    fwd = {name: np.zeros((1, 2, 4), np.int64) for name in ("q", "k", "v")}
+    fwd["p"] = np.zeros((1, 2, 2), np.int64)
+    base = Config(rows=2, cols=1, dtype="bf16", act_depth=64, acc_depth=32, nonlinear=True)
+    for cfg, message in [
+        (base.replace(buffer_depth=2), r"^the attention's derivative needs a router whose "
+                                       r"local input holds at least 4 flits per VC"),
+        (base.replace(acc_depth=16), r"^the attention's derivative \(2 positions, 1 heads of "
+                                     r"4\) needs 23 accumulators per tile, acc_depth is 16$"),
+        (base.replace(act_depth=16), r"^the attention's derivative \(2 positions, 1 heads of "
+                                     r"4\) needs 32 activations per tile, act_depth is 16$"),
+        (base.replace(nonlinear=False), r"^the attention's derivative needs float tiles with "
+                                        r"the nonlinear unit")]:
+        with pytest.raises(LayerError, match=message):
+            attention_grad_program(AttentionLayout(cfg, 2, 1, 4), fwd, np.zeros((2, 4)))
+    with pytest.raises(LayerError, match=r"^do must be 2 x 4 words, not \(3, 4\)$"):
+        attention_grad_program(AttentionLayout(base, 2, 1, 4), fwd, np.zeros((3, 4)))

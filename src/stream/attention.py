@@ -33,10 +33,17 @@ from ..config import Config
 from ..hdl.flit import Opcode, Reg, encode_handoff
 from .plan import reply_route
 from .program import LayerError, LayerProgram, Phase, PhaseBuilder
-from .rows import ACT, finish_rounds, local_softmax_phases, softmax_window
+from .rows import (
+    ACT,
+    finish_rounds,
+    local_softmax_grad_phases,
+    local_softmax_phases,
+    softmax_window,
+)
 
-__all__ = ["STEPS", "AttentionLayout", "attention_phases", "attention_program",
-           "attention_steps", "check_attention"]
+__all__ = ["GRAD_STEPS", "STEPS", "AttentionLayout", "attention_grad_program",
+           "attention_grad_steps", "attention_phases", "attention_program", "attention_steps",
+           "check_attention"]
 
 
 @dataclass(frozen=True)
@@ -138,15 +145,72 @@ class AttentionLayout:
         """Accumulators a tile needs."""
         return self.z + 1
 
+    # -- the derivative (docs/attention.md, "The derivative") -------------------------------
+
+    def gp_slot(self, j):
+        """The derivative's copy of probability ``j`` (``p``): accumulator of tile ``(h, i)``
+        (``dP``, then ``dS``, in :meth:`s_slot`)."""
+        return self.top + self.T + np.asarray(j)
+
+    def gt_slot(self, j):
+        """The derivative's scratch ``t`` of element ``j``: accumulator of tile ``(h, i)``."""
+        return self.top + 2 * self.T + np.asarray(j)
+
+    @property
+    def gz(self) -> int:
+        """The derivative's sum ``c``: accumulator of each head's tile."""
+        return self.top + 3 * self.T
+
+    def gdo_slot(self, k):
+        """``dO`` of the ``k``-th value feature of a column, the weight of ``dV``'s MACs:
+        accumulator of tile ``(c, i)``."""
+        return self.gz + 1 + np.asarray(k)
+
+    #: the derivative's activations: ``c1``, ``c2`` of each head's tile
+    G_C = (0, 1)
+
+    def gdo_act(self, e):
+        """``dO[i, h D + e]``: activation of tile ``(h, i)``."""
+        return 2 + np.asarray(e)
+
+    def gp_act(self, j):
+        """``P[i, j]``: activation of tile ``(h, i)``."""
+        return 2 + self.D + np.asarray(j)
+
+    def gk_act(self, j, d):
+        """``K[j, d]``: activation of tile ``(h, i)``, ``i >= j``."""
+        return 2 + self.D + self.T + np.asarray(j) * self.D + np.asarray(d)
+
+    def gq_act(self, i, d):
+        """``Q[i, d]``: activation of tile ``(h, j)``, ``j <= i``."""
+        return 2 + self.D + self.T + self.T * self.D + np.asarray(i) * self.D + np.asarray(d)
+
+    def gpt_act(self, k, i):
+        """``P[i, j]`` of the head of a column's ``k``-th value feature: activation of tile
+        ``(c, j)``, ``j <= i``."""
+        return 2 + self.D + self.T + 2 * self.T * self.D + np.asarray(k) * self.T + \
+            np.asarray(i)
+
+    @property
+    def grad_accumulators(self) -> int:
+        """Accumulators a tile needs for the derivative."""
+        return int(self.gdo_slot(self.E - 1)) + 1
+
+    @property
+    def grad_activations(self) -> int:
+        """Activations a tile needs for the derivative."""
+        return int(self.gpt_act(self.E - 1, self.T - 1)) + 1
+
     @property
     def activations(self) -> int:
         """Activations a tile needs."""
         return int(self.v_act(self.T - 1, self.E - 1)) + 1
 
 
-def check_attention(layout: AttentionLayout, what: str = "the attention") -> None:
+def check_attention(layout: AttentionLayout, what: str = "the attention", *,
+                    depths: bool = True) -> None:
     """Raise :class:`LayerError` (one line) if :func:`attention_phases` cannot run
-    ``layout``."""
+    ``layout`` (``depths = False``: but for the banks' depths)."""
     config, T, H, D, S = layout.config, layout.T, layout.heads, layout.D, layout.sequences
     if not (config.is_float and config.nonlinear):
         raise LayerError(f"{what} needs float tiles with the nonlinear unit (dtype fp16 or "
@@ -167,11 +231,11 @@ def check_attention(layout: AttentionLayout, what: str = "the attention") -> Non
     if softmax_window(config) < 1:
         raise LayerError(f"{what} needs a router whose local input holds at least 2 flits "
                          f"per VC: router_arch = {config.router_arch!r} holds 1")
-    if layout.accumulators > config.acc_depth:
+    if depths and layout.accumulators > config.acc_depth:
         raise LayerError(f"{what} ({T} positions, {H} heads of {D}) needs "
                          f"{layout.accumulators} accumulators per tile, acc_depth is "
                          f"{config.acc_depth}")
-    if layout.activations > config.act_depth:
+    if depths and layout.activations > config.act_depth:
         raise LayerError(f"{what} ({T} positions, {H} heads of {D}) needs "
                          f"{layout.activations} activations per tile, act_depth is "
                          f"{config.act_depth}")
@@ -291,3 +355,199 @@ def attention_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]]]:
         finish_rounds(cfg, N, values, "handoff",
                 clear(lambda i: [(g, layout.o_slot(np.arange(E))) for g in range(C)])),
         finish_rounds(cfg, N, probabilities, "stream")], strict=True))
+
+
+#: The steps of :func:`attention_grad_steps`, in order.
+GRAD_STEPS = ("copies", "dp", "softmax", "dq", "dk", "dv")
+
+
+def _check_grad(layout: AttentionLayout) -> None:
+    """Raise :class:`LayerError` (one line) if :func:`attention_grad_steps` cannot run."""
+    what = "the attention's derivative"
+    check_attention(layout, what, depths=False)  # its own depths below
+    config = layout.config
+    if softmax_window(config) < 3:
+        raise LayerError(f"{what} needs a router whose local input holds at least 4 flits per "
+                         f"VC: buffer_depth = {config.buffer_depth} with router_arch = "
+                         f"{config.router_arch!r}")
+    for name, need, have in (("accumulators", layout.grad_accumulators, config.acc_depth),
+                             ("activations", layout.grad_activations, config.act_depth)):
+        if need > have:
+            raise LayerError(f"{what} ({layout.T} positions, {layout.heads} heads of "
+                             f"{layout.D}) needs {need} {name} per tile, "
+                             f"{'acc' if name == 'accumulators' else 'act'}_depth is {have}")
+
+
+def attention_grad_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]]]:
+    """The phases of the attention's derivative (docs/attention.md, "The derivative") by step
+    (:data:`GRAD_STEPS`), from what :func:`attention_grad_program` loads (the kept words in
+    the activations, ``V`` and ``dO`` in accumulators) to ``dQ``, ``dK``, ``dV`` in the
+    projection's accumulators: the copies ``p`` and the zeroed sums (``dP``, then ``dQ``,
+    ``dK``, ``dV``), ``dP`` in one fenced group of rounds per feature, the softmax's
+    derivative in each head's tile, ``dQ`` from the head's tile to itself, ``dK`` and ``dV``
+    in one group of rounds per source row."""
+    _check_grad(layout)
+    cfg, T, H, D = layout.config, layout.T, layout.heads, layout.D
+    C, N, at = cfg.cols, layout.rows, layout.position
+    vc = cfg.num_vcs - 1
+    one = _word(cfg.dtype, 1.0)
+    features = np.arange(layout.width)
+    to_host = reply_route(cfg, N)
+
+    copies = PhaseBuilder()  # ReLU off, p = mac(+0, 1, P), the sums +0
+    for y in range(N):
+        i = at(y)
+        for g in range(C):
+            copies.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=Opcode.SET.value,
+                       addr=Reg.RELU.value, data=0)
+        for h in range(H):
+            j = np.arange(i + 1)
+            for slots in (layout.s_slot(j), layout.gp_slot(j), layout.q_slot(np.arange(D)),
+                          layout.k_slot(np.arange(D))):
+                copies.add(y, len(slots), x0=h, x1=h, y0=y, y1=y, op=Opcode.WRITE_ACC.value,
+                           addr=slots, data=0)
+            copies.add(y, i + 1, x0=h, x1=h, y0=y, y1=y, op=Opcode.MAC.value,
+                       addr=layout.gp_slot(j), addr_b=layout.gp_act(j), data=one)
+        for g in range(C):
+            copies.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=Opcode.READ_ACC.value, addr_b=g,
+                       data=to_host[y])
+            copies.reply(y, 0, g)
+
+    def dp(e):  # feature e of every head: V[j, e] from its column down to rows j ..
+        def sends(y):
+            j = at(y)
+            out = []
+            for h in range(H):
+                f = h * D + e
+                c, k = int(layout.column(f)), int(layout.index(f))
+                out.append((c, {"addr": int(layout.v_slot(c, k)), "addr_b": int(
+                    layout.s_slot(j)), "data": encode_handoff(
+                        cfg, x0=h, x1=h, y=y, dy=T - 1 - j, vc=vc, mac=True,
+                        act=int(layout.gdo_act(e)))}, T - j))
+            return out
+        return sends
+
+    def dq(y):  # dS[i, j] from the head's tile to itself, j ascending, each feature d
+        i = at(y)
+        return [(h, {"addr": int(layout.s_slot(j)), "addr_b": int(layout.q_slot(d)),
+                     "data": encode_handoff(cfg, x0=h, x1=h, y=y, vc=vc, mac=True,
+                                            act=int(layout.gk_act(j, d)))}, 1)
+                for h in range(H) for d in range(D) for j in range(i + 1)]
+
+    def dk(source):  # row `source`'s dS[i, j] up to rows j <= i, each feature d
+        def sends(y):
+            i = at(y)
+            if i != source:
+                return []
+            base = y - i  # the sequence's first row
+            return [(h, {"addr": int(layout.s_slot(j)), "addr_b": int(layout.k_slot(d)),
+                         "data": encode_handoff(cfg, x0=h, x1=h, y=base + j, vc=vc, mac=True,
+                                                act=int(layout.gq_act(i, d)))}, 1)
+                    for h in range(H) for j in range(i + 1) for d in range(D)]
+        return sends
+
+    def dv(source):  # row `source`'s dO[i, f] up its column to rows j <= i
+        def sends(y):
+            i = at(y)
+            if i != source:
+                return []
+            return [(int(layout.column(f)), {
+                "addr": int(layout.gdo_slot(layout.index(f))),
+                "addr_b": int(layout.v_slot(layout.column(f), layout.index(f))),
+                "data": encode_handoff(cfg, x0=int(layout.column(f)), x1=int(layout.column(f)),
+                                       y=y - i, dy=i, vc=vc, mac=True,
+                                       act=int(layout.gpt_act(layout.index(f), i)))}, i + 1)
+                for f in features]
+        return sends
+
+    def clear_v(turns, y):  # dV's sums +0 (V, dP's weights, is spent)
+        for c in range(C):
+            k = np.unique(layout.index(features[layout.column(features) == c]))
+            turns.add(c, len(k), op=Opcode.WRITE_ACC.value, addr=layout.v_slot(c, k), data=0)
+
+    elems = [{h: (layout.s_slot(np.arange(at(y) + 1)), layout.gp_slot(np.arange(at(y) + 1)),
+                  layout.gt_slot(np.arange(at(y) + 1))) for h in range(H)} for y in range(N)]
+    return list(zip(GRAD_STEPS, [
+        [copies.phase("reduce")],
+        [ph for e in range(D) for ph in finish_rounds(cfg, N, dp(e), "stream")],
+        local_softmax_grad_phases(cfg, elems, layout.gz, layout.G_C),
+        finish_rounds(cfg, N, dq, "stream"),
+        [ph for i in range(T) for ph in finish_rounds(cfg, N, dk(i), "stream")],
+        [ph for n, i in enumerate(range(T)) for ph in finish_rounds(
+            cfg, N, dv(i), "stream", clear_v if n == 0 else None)]], strict=True))
+
+
+def _word(dtype: str, value: float) -> int:
+    """The word of ``value`` in the tiles' format."""
+    from ..hdl.core.fp import float_format
+
+    return int(float_format(dtype).bits(np.float32(value)))
+
+
+def attention_grad_program(layout: AttentionLayout, forward: dict, do
+                           ) -> tuple[LayerProgram, list[str]]:
+    """A program that loads what the attention's derivative starts from (the forward pass's
+    kept words, :func:`wafertile.sim.models.attention.attention`'s ``q``, ``k``, ``v``,
+    ``p``, and ``do``, the outputs' gradient, ``S T x (H D)`` words of the format) where
+    :class:`AttentionLayout` keeps them, runs :func:`attention_grad_steps` and reads ``dQ``,
+    ``dK``, ``dV`` (its Y: ``S T x 3 H D`` FP32 words, :func:`wafertile.sim.models.attention.
+    attention_grad`'s ``dq``, ``dk``, ``dv`` side by side); and each phase's step."""
+    cfg, N, H, D, T = layout.config, layout.rows, layout.heads, layout.D, layout.T
+    _check_grad(layout)
+    fmt_words = {name: np.asarray(forward[name], np.int64) for name in ("q", "k", "v", "p")}
+    do = np.asarray(do, np.int64)
+    if do.shape != (N, layout.width):
+        raise LayerError(f"do must be {N} x {layout.width} words, not {do.shape}")
+    S = layout.sequences
+    Q, K, V, P = (fmt_words[n] for n in ("q", "k", "v", "p"))  # S H x T x D (p: x T)
+    dO = do.reshape(S, T, H, D).transpose(0, 2, 1, 3).reshape(S * H, T, D)
+    f32 = _fp32_fields(cfg.dtype)
+    to_host = reply_route(cfg, N)
+    f = np.arange(layout.width)
+    cols, idx = layout.column(f), layout.index(f)
+    load, read = PhaseBuilder(), PhaseBuilder()
+    for y in range(N):
+        s, i = divmod(y, T)
+        for h in range(H):
+            sh = s * H + h
+            load.add(y, D, x0=h, x1=h, y0=y, y1=y, op=Opcode.WRITE_ACT.value,
+                     addr=layout.gdo_act(np.arange(D)), data=dO[sh, i])
+            load.add(y, i + 1, x0=h, x1=h, y0=y, y1=y, op=Opcode.WRITE_ACT.value,
+                     addr=layout.gp_act(np.arange(i + 1)), data=P[sh, i, :i + 1])
+            jj, dd = np.meshgrid(np.arange(i + 1), np.arange(D), indexing="ij")
+            load.add(y, jj.size, x0=h, x1=h, y0=y, y1=y, op=Opcode.WRITE_ACT.value,
+                     addr=layout.gk_act(jj.ravel(), dd.ravel()), data=K[sh, jj.ravel(),
+                                                                      dd.ravel()])
+            ii, dd = np.meshgrid(np.arange(i, T), np.arange(D), indexing="ij")
+            load.add(y, ii.size, x0=h, x1=h, y0=y, y1=y, op=Opcode.WRITE_ACT.value,
+                     addr=layout.gq_act(ii.ravel(), dd.ravel()), data=Q[sh, ii.ravel(),
+                                                                      dd.ravel()])
+        head, e = f // D, f % D
+        sh = s * H + head
+        load.add(y, len(f), x0=cols, x1=cols, y0=y, y1=y, op=Opcode.WRITE_ACC.value,
+                 addr=layout.v_slot(cols, idx), data=f32(V[sh, i, e]))
+        load.add(y, len(f), x0=cols, x1=cols, y0=y, y1=y, op=Opcode.WRITE_ACC.value,
+                 addr=layout.gdo_slot(idx), data=f32(dO[sh, i, e]))
+        for later in range(i, T):  # P[later, i] of each feature's head, at row i's tiles
+            load.add(y, len(f), x0=cols, x1=cols, y0=y, y1=y, op=Opcode.WRITE_ACT.value,
+                     addr=layout.gpt_act(idx, later), data=P[sh, later, i])
+        load.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.READ_ACC.value, data=to_host[y])
+        load.reply(y, 0, 0)
+        for n, slots, where in ((0, layout.q_slot(e), head), (1, layout.k_slot(e), head),
+                                (2, layout.v_slot(cols, idx), cols)):
+            read.add(y, len(f), x0=where, x1=where, y0=y, y1=y, op=Opcode.READ_ACC.value,
+                     addr=slots, addr_b=where, data=to_host[y])
+            read.reply(y, slots, where, y, n * layout.width + f)
+    steps = attention_grad_steps(layout)
+    phases = [load.phase("load"), *(p for _, ps in steps for p in ps), read.phase("read")]
+    labels = ["load", *(name for name, ps in steps for _ in ps), "read"]
+    return LayerProgram(cfg, (N, 3 * layout.width, 0), phases, 0, 0), labels
+
+
+def _fp32_fields(dtype: str):
+    """Words of the format as the FP32 ``data`` fields of their exact value."""
+    from ..formats import fp32_fields
+    from ..hdl.core.fp import float_format
+
+    fmt = float_format(dtype)
+    return lambda words: fp32_fields(fmt.values(np.asarray(words)).astype(np.float32))

@@ -48,6 +48,7 @@ __all__ = [
     "layernorm_back_phases",
     "layernorm_back_program",
     "layernorm_phases",
+    "local_softmax_grad_phases",
     "local_softmax_phases",
     "slot_addresses",
     "softmax_phases",
@@ -148,31 +149,10 @@ def _self_rounds(config: Config, elems: list[dict[int, np.ndarray]], z: int, fir
     :func:`softmax_window` per tile per phase, each tile's fence READ last. ``into_z =
     False``: ``z`` into each element instead. ``before(turns, g, slots)``: flits for tile
     ``g`` at the start of the first phase."""
-    window = softmax_window(config)
-    rows = len(elems)
-    longest = max((len(s) for row in elems for s in row.values()), default=0)
-    at = config.route_width
-    to_host = reply_route(config, rows)
-    phases = []
-    for r in range(-(-longest // window)):
-        flits = PhaseBuilder()
-        for y in range(rows):
-            turns = Turns()
-            for g, slots in elems[y].items():
-                if r == 0 and before is not None:
-                    before(turns, g, slots)
-                s = np.arange(r * window, min((r + 1) * window, len(slots)))
-                if not len(s):
-                    continue
-                pick = np.where(s == 0, SEND_PICKS[first], SEND_PICKS[rest])
-                src, dst = (slots[s], z) if into_z else (z, slots[s])
-                turns.add(g, len(s), op=Opcode.SEND.value, addr=src, addr_b=dst,
-                          data=route_to(config, g, y, Port.LOCAL) | (pick << at))
-                turns.add(g, 1, op=Opcode.READ_ACC.value, addr_b=g, data=to_host[y])
-                flits.reply(y, 0, g)
-            turns.emit(flits, y)
-        phases.append(flits.phase("reduce"))
-    return phases
+    pairs = [{g: [((int(s), z) if into_z else (z, int(s))) + (first if k == 0 else rest,)
+                  for k, s in enumerate(slots)] for g, slots in row.items()} for row in elems]
+    return _pair_rounds(config, pairs, None if before is None else
+                        lambda turns, y, g: before(turns, g, elems[y][g]))
 
 
 def _to_tile0(config: Config, rows: int, z: int, tiles: list[int], how: str,
@@ -382,6 +362,62 @@ def finish_rounds(config: Config, rows: int, sends, kind: str, before=None) -> l
     return phases
 
 
+def _pair_rounds(config: Config, pairs: list[dict[int, list[tuple[int, int, str]]]],
+                 before=None) -> list[Phase]:
+    """Self-``SEND`` rounds: ``pairs[y][g]`` lists tile ``g`` of row ``y``'s ``(source,
+    target, pick)``, each a ``SEND`` of accumulator ``source`` into its own accumulator
+    ``target`` with that pick, in order; :func:`softmax_window` per tile per phase, each
+    tile's fence READ last. ``before(turns, y, g)``: flits for tile ``g`` of row ``y`` at the
+    start of the first phase."""
+    window = softmax_window(config)
+    rows = len(pairs)
+    longest = max((len(s) for row in pairs for s in row.values()), default=0)
+    at = config.route_width
+    to_host = reply_route(config, rows)
+    phases = []
+    for r in range(-(-longest // window)):
+        flits = PhaseBuilder()
+        for y in range(rows):
+            turns = Turns()
+            for g, sends in pairs[y].items():
+                if r == 0 and before is not None:
+                    before(turns, y, g)
+                part = sends[r * window:(r + 1) * window]
+                if not part:
+                    continue
+                src, dst, pick = zip(*part, strict=True)
+                turns.add(g, len(part), op=Opcode.SEND.value, addr=np.array(src),
+                          addr_b=np.array(dst), data=route_to(config, g, y, Port.LOCAL) | (
+                              np.array([SEND_PICKS[p] for p in pick]) << at))
+                turns.add(g, 1, op=Opcode.READ_ACC.value, addr_b=g, data=to_host[y])
+                flits.reply(y, 0, g)
+            turns.emit(flits, y)
+        phases.append(flits.phase("reduce"))
+    return phases
+
+
+def local_softmax_grad_phases(config: Config, elems: list[dict[int, tuple]], z: int,
+                              acts: tuple[int, int]) -> list[Phase]:
+    """The softmax's derivative in each tile of ``elems`` (docs/attention.md, "The
+    derivative"): ``elems[y][g] = (d, p, t)``, tile ``g`` of row ``y``'s accumulators of
+    ``dP`` (which end holding ``dS``), of the probabilities ``p`` and of scratch ``t``, each
+    in element order; scratch accumulator ``z`` and activations ``acts`` (``c1``, ``c2``) of
+    each such tile. ``t = dP``, ``t = MUL(t, p)``; ``c`` = the ``t`` summed in order;
+    ``c1``, ``c2`` to the tile itself; ``dP - c1 - c2`` (MACs of weight -1); ``MUL`` by
+    ``p``."""
+    leaders = [[(g, g, g) for g in row] for row in elems]
+    t_elems = [{g: np.asarray(t) for g, (_, _, t) in row.items()} for row in elems]
+    d_elems = [{g: np.asarray(d) for g, (d, _, _) in row.items()} for row in elems]
+    phases = _pair_rounds(config, [{g: [x for j in range(len(d)) for x in (
+        (int(d[j]), int(t[j]), "WRITE_ACC"), (int(p[j]), int(t[j]), "MUL"))]
+        for g, (d, p, t) in row.items()} for row in elems])
+    phases += _self_rounds(config, t_elems, z, "WRITE_ACC", "ADD")
+    phases += _minus_c(config, d_elems, z, leaders, acts)
+    phases += _pair_rounds(config, [{g: [(int(p[j]), int(d[j]), "MUL") for j in range(len(d))]
+                                     for g, (d, p, _) in row.items()} for row in elems])
+    return phases
+
+
 def local_softmax_phases(config: Config, elems: list[dict[int, np.ndarray]], z: int
                          ) -> list[Phase]:
     """A softmax in each tile of ``elems`` (row ``y``: tile ``g`` -> its elements'
@@ -469,27 +505,28 @@ def _minus_mean(config: Config, elems: list[dict[int, np.ndarray]], z: int, lead
     numbers of the format spread to activations ``acts`` of the row, and each element less
     ``c1``, then less ``c2``."""
     rows = len(elems)
-    minus = _WEIGHTS[config.dtype][0]
-    to_host = reply_route(config, rows)
     phases = _self_rounds(config, elems, z, "WRITE_ACC", "ADD")
     phases += sum_at_tile0(config, rows, z, others)  # in tile order
-    phases.append(_spread(config, leaders, z, None, ops=((Opcode.MUL, n),), act=acts[0]))
-    # c2 = fmt(mu - c1) (tile 0 holds c1 as every tile of the row)
-    minus_c1 = PhaseBuilder()
-    for y in range(rows):
-        minus_c1.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.MAC.value, addr=z,
-                     addr_b=acts[0], data=minus)
-        minus_c1.add(y, 1, x0=0, x1=0, y0=y, y1=y, op=Opcode.READ_ACC.value, addr_b=0,
-                     data=to_host[y])
-        minus_c1.reply(y, 0, 0)
-    phases.append(minus_c1.phase("reduce"))
-    phases.append(_spread(config, leaders, z, None, act=acts[1]))
-    phases.append(_per_element(config, elems, lambda g, slots: [
-        (len(slots), {"op": Opcode.MAC.value, "addr": slots, "addr_b": acts[0],
-                      "data": minus}),
-        (len(slots), {"op": Opcode.MAC.value, "addr": slots, "addr_b": acts[1],
-                      "data": minus})]))
-    return phases
+    return phases + _minus_c(config, elems, z, leaders, acts, ((Opcode.MUL, n),))
+
+
+def _minus_c(config: Config, elems: list[dict[int, np.ndarray]], z: int, leaders,
+             acts: tuple[int, int], ops: tuple = ()) -> list[Phase]:
+    """A number ``c`` in each leader's ``z`` (after the host's ``ops`` on it) spread as two
+    numbers of the format, ``c1 = fmt(c)`` to activation ``acts[0]`` and ``c2 = fmt(c -
+    c1)`` to ``acts[1]`` of the leader's tiles (each leader holds ``c1`` as they do), then
+    each element less ``c1``, then less ``c2`` (MACs of weight -1)."""
+    minus = _WEIGHTS[config.dtype][0]
+    return [_spread(config, leaders, z, None, ops=ops, act=acts[0]),
+            _per_element(config, [{g: [z] for g, _, _ in row} for row in leaders],
+                         lambda g, slots: [(1, {"op": Opcode.MAC.value, "addr": z,
+                                                "addr_b": acts[0], "data": minus})]),
+            _spread(config, leaders, z, None, act=acts[1]),
+            _per_element(config, elems, lambda g, slots: [
+                (len(slots), {"op": Opcode.MAC.value, "addr": slots, "addr_b": acts[0],
+                              "data": minus}),
+                (len(slots), {"op": Opcode.MAC.value, "addr": slots, "addr_b": acts[1],
+                              "data": minus})])]
 
 
 def layernorm_phases(plan: LayerPlan, p: int, rows: int, gamma, beta, eps: int, *,
