@@ -565,6 +565,20 @@ def test_derivative_on_the_rtl(request, sim, dtype, shape):
     assert not len(bad), f"seed {seed}: (row, column) {bad.tolist()[:8]} differ"
     assert sum(stats["mac_done"]) + sum(stats["mac_skipped"]) == sum(
         p.expected_macs for p in program.phases)
+    # the performance model's event level, told the activations the load wrote (the
+    # FINISHes' words taken as nonzero): every phase's cycles
+    from wafertile.hdl.flit import Opcode
+    from wafertile.model import predict_program
+
+    f = program.phases[0].flits
+    writes = np.asarray(f["payload.op"]) == Opcode.WRITE_ACT.value
+    x, y_, addr, data = (np.asarray(f[k])[writes] for k in (
+        "header.x0", "header.y0", "payload.addr", "payload.data"))
+    bank = np.zeros((rows * cols, cfg.act_depth), bool)
+    bank[y_ * cols + x, addr] = (data & 0x7FFF) != 0
+    pred = predict_program(cfg, program, detail="mesh", nonzero={
+        n: bank for n, p in enumerate(program.phases) if p.kind == "stream"})
+    assert pred.phase_cycles == [int(c) for c in stats["phase_cycles"]], f"seed {seed}"
 
 
 def test_derivative_refusals():
