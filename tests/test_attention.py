@@ -503,20 +503,21 @@ def test_derivative_is_close_to_float64(request, dtype):
                 assert np.abs(mine - bad).max() / scale > 8 * ulp, name
 
 
-def _grad_case(rng, cfg, T, heads, D, sequences=1):
-    """A seeded forward pass and outputs' gradient, the derivative's program and its
-    reference (``dq``, ``dk``, ``dv`` side by side)."""
+def _grad_case(rng, cfg, T, heads, D, sequences=1, zeros=0.1):
+    """A seeded forward pass and outputs' gradient (a share ``zeros`` of each operand +0),
+    the derivative's program, its steps' labels, its reference (``dq``, ``dk``, ``dv`` side by
+    side), the layout and the reference's steps."""
     from wafertile.hdl.core.fp import float_format
     from wafertile.stream.attention import AttentionLayout, attention_grad_program
 
     fmt = float_format(cfg.dtype)
-    q, k, v, do = (numbers(rng, (sequences * T, heads * D), cfg.dtype, zeros=0.1, spread=2)
+    q, k, v, do = (numbers(rng, (sequences * T, heads * D), cfg.dtype, zeros=zeros, spread=2)
                    for _ in range(4))
     fwd = attention(_words(q), _words(k), _words(v), heads, cfg.dtype, sequences)
     want = attention_grad(fwd, fmt.bits(do), heads, cfg.dtype, sequences)
-    program, labels = attention_grad_program(AttentionLayout(cfg, T, heads, D, sequences),
-                                             fwd, fmt.bits(do))
-    return program, labels, np.hstack([want["dq"], want["dk"], want["dv"]])
+    layout = AttentionLayout(cfg, T, heads, D, sequences)
+    program, labels = attention_grad_program(layout, fwd, fmt.bits(do))
+    return program, labels, np.hstack([want["dq"], want["dk"], want["dv"]]), layout, want
 
 
 @pytest.mark.parametrize(("rows", "cols", "T", "heads", "D", "sequences", "dtype"), [
@@ -533,8 +534,8 @@ def test_derivative_phases_on_the_array_model(request, rows, cols, T, heads, D, 
     seed = seed_for(request)
     cfg = Config(rows=rows, cols=cols, dtype=dtype, act_depth=128, acc_depth=64,
                  nonlinear=True)
-    program, labels, want = _grad_case(np.random.default_rng(seed), cfg, T, heads, D,
-                                       sequences)
+    program, labels, want, _, _ = _grad_case(np.random.default_rng(seed), cfg, T, heads, D,
+                                             sequences)
     assert set(labels) >= {"copies", "dp", "softmax", "dq", "dk", "dv"}
     for s in (seed, seed + 1):
         got = ArrayModel(cfg).run(program, seed=s) & 0xFFFFFFFF
@@ -547,7 +548,10 @@ def test_derivative_phases_on_the_array_model(request, rows, cols, T, heads, D, 
 def test_derivative_on_the_rtl(request, sim, dtype, shape):
     """The derivative's phases on the RTL: every dQ, dK and dV word equals the reference's,
     and every MAC the phases expect was done or skipped (two sequences of 2 on Icarus; one
-    of 4 on Verilator)."""
+    of 4 on Verilator; a third of the operands +0). The performance model, given the
+    reference's tables (``attention_grad_tables``), gives every phase's cycles and every
+    event of every tile; without the words the FINISHes send it miscounts the MACs their
+    zeros skip."""
     from wafertile import Config
     from wafertile.run import simulate
 
@@ -556,8 +560,9 @@ def test_derivative_on_the_rtl(request, sim, dtype, shape):
     rows, cols, T, heads, D, sequences = shape
     seed = seed_for(request)
     cfg = Config(rows=rows, cols=cols, dtype=dtype, act_depth=64, acc_depth=32,
-                 nonlinear=True)
-    program, _, want = _grad_case(np.random.default_rng(seed), cfg, T, heads, D, sequences)
+                 nonlinear=True, counters=True)
+    program, labels, want, layout, grad = _grad_case(np.random.default_rng(seed), cfg, T,
+                                                     heads, D, sequences, zeros=0.3)
     run = simulate(cfg, [program], sim=sim if sim == "verilator" else _sim("4x2"))
     (y, stats), = run.results
     got = np.asarray(y, np.int64) & 0xFFFFFFFF
@@ -565,20 +570,15 @@ def test_derivative_on_the_rtl(request, sim, dtype, shape):
     assert not len(bad), f"seed {seed}: (row, column) {bad.tolist()[:8]} differ"
     assert sum(stats["mac_done"]) + sum(stats["mac_skipped"]) == sum(
         p.expected_macs for p in program.phases)
-    # the performance model's event level, told the activations the load wrote (the
-    # FINISHes' words taken as nonzero): every phase's cycles
-    from wafertile.hdl.flit import Opcode
     from wafertile.model import predict_program
+    from wafertile.model.events import program_events
+    from wafertile.model.layer import attention_grad_tables
 
-    f = program.phases[0].flits
-    writes = np.asarray(f["payload.op"]) == Opcode.WRITE_ACT.value
-    x, y_, addr, data = (np.asarray(f[k])[writes] for k in (
-        "header.x0", "header.y0", "payload.addr", "payload.data"))
-    bank = np.zeros((rows * cols, cfg.act_depth), bool)
-    bank[y_ * cols + x, addr] = (data & 0x7FFF) != 0
-    pred = predict_program(cfg, program, detail="mesh", nonzero={
-        n: bank for n, p in enumerate(program.phases) if p.kind == "stream"})
+    nonzero, sent = attention_grad_tables(layout, program, labels, grad)
+    pred = predict_program(cfg, program, detail="mesh", nonzero=nonzero, sent=sent)
     assert pred.phase_cycles == [int(c) for c in stats["phase_cycles"]], f"seed {seed}"
+    assert program_events(cfg, program, nonzero, sent) == stats["events"], f"seed {seed}"
+    assert program_events(cfg, program, nonzero) != stats["events"], f"seed {seed}"
 
 
 def test_derivative_refusals():

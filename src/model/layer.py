@@ -544,6 +544,63 @@ def attention_tables(config: Config, net, batch: int, layer: int, group: int, st
     return acts, words
 
 
+def attention_grad_tables(layout, program, labels: list[str], grad: dict
+                          ) -> tuple[dict, dict]:
+    """What the model needs of the attention's derivative's ``program`` on ``layout``
+    (:func:`~wafertile.stream.attention.attention_grad_program`, its phases' ``labels``), from
+    the reference's ``grad`` (:func:`wafertile.sim.models.attention.attention_grad`): per MAC
+    stream, the activations the load wrote nonzero (no phase writes an activation a stream
+    reads); per phase with FINISHes, which words they send nonzero: the values (``dp``) and
+    ``dO`` (``dv``) as the load wrote them, ``fmt(dS)`` (``dq``, ``dk``), and each head's
+    ``c1``, then ``c2`` (the softmax's derivative), as
+    :func:`~wafertile.model.predict.predict_program` takes them."""
+    from ..hdl.core.fp import float_format
+    from ..hdl.flit import Opcode
+    from ..sim.models.fp import to_half
+
+    config = program.config
+    C, T, H = config.cols, layout.T, layout.heads
+    fmt = float_format(config.dtype)
+    load = program.phases[0].flits
+
+    def written(op: Opcode, depth: int, mask: int) -> np.ndarray:
+        at = np.asarray(load["payload.op"]) == op.value
+        x, y, addr, data = (np.asarray(load[k])[at] for k in (
+            "header.x0", "header.y0", "payload.addr", "payload.data"))
+        table = np.zeros((config.rows * C, depth), bool)
+        table[y * C + x, addr] = (data & mask) != 0
+        return table
+
+    bank = written(Opcode.WRITE_ACT, config.act_depth, 0x7FFF)
+    loaded = written(Opcode.WRITE_ACC, config.acc_depth, 0x7FFFFFFF)  # V and dO
+    ds = (to_half(np.asarray(grad["ds"]).astype(np.uint32), fmt).astype(np.int64)
+          & 0x7FFF) != 0                                                  # S H x T x T
+    c = [(np.asarray(grad[k]).astype(np.int64) & 0x7FFF) != 0 for k in ("c1", "c2")]
+    with_ds = loaded.copy()
+    for sh in range(ds.shape[0]):
+        s, h = divmod(sh, H)
+        rows = s * T + np.arange(T)
+        with_ds[(rows * C + h)[:, None], layout.s_slot(np.arange(T))[None, :]] = ds[sh]
+    nonzero, sent = {}, {}
+    spreads = 0
+    for n, (phase, label) in enumerate(zip(program.phases, labels, strict=True)):
+        if phase.kind == "stream":
+            nonzero[n] = bank
+        if not len(phase) or not (np.asarray(phase.flits["payload.op"])
+                                  == Opcode.FINISH.value).any():
+            continue
+        if label == "softmax":  # each head's tile spreads c1, then c2, from its scratch
+            words = loaded.copy()
+            for sh in range(ds.shape[0]):
+                s, h = divmod(sh, H)
+                words[(s * T + np.arange(T)) * C + h, layout.gz] = c[spreads][sh]
+            spreads += 1
+            sent[n] = words
+        else:
+            sent[n] = with_ds
+    return nonzero, sent
+
+
 def layernorm_back_tables(plan: LayerPlan, phases: list, steps: dict, xhat, *, xh,
                           acts: tuple | None = None) -> tuple[dict, dict]:
     """What the model needs of LayerNorm's derivative's ``phases`` on pass 0 of ``plan``
