@@ -456,20 +456,31 @@ def network_nonzero(config: Config, net, x: np.ndarray, program, *,
                 made[key] = attention_tables(config, net, len(x), layer, g,
                                              steps[layer]["attention"])[0]
             nonzero[n] = made[key]
-        ops = np.asarray(phase.flits["payload.op"]) if len(phase) else np.zeros(0)
-        finish = ops == Opcode.FINISH.value
-        if sent is None or not finish.any():
+        kind = spread_kind(phase, 1)
+        if sent is None or kind is None:
             continue
-        # which number a row's leader spreads: after a NONLINEAR the last (the reciprocal,
-        # the reciprocal square root), into activation 1 LayerNorm's c2, else the first
-        late = bool(np.any(ops == Opcode.NONLINEAR.value))
-        second = bool(np.any(np.asarray(phase.flits["payload.addr_b"])[finish] == 1))
+        late, second = kind
         key = ("sent", step, layer, g, late, second)
         if key not in made:
             made[key] = sent_words(config, net, program, len(x), step, layer, g,
                                    steps[layer][step], late=late, second=second)
         sent[n] = made[key]
     return nonzero
+
+
+def spread_kind(phase, second_act: int) -> tuple[bool, bool] | None:
+    """Which number a row operation's ``phase`` spreads from its leader's scratch
+    accumulator: ``(late, second)``, after a NONLINEAR the last one (the reciprocal, the
+    reciprocal square root), into activation ``second_act`` LayerNorm's ``c2``, else the
+    first; None for a phase without FINISHes."""
+    if not len(phase):
+        return None
+    ops = np.asarray(phase.flits["payload.op"])
+    finish = ops == Opcode.FINISH.value
+    if not finish.any():
+        return None
+    return (bool(np.any(ops == Opcode.NONLINEAR.value)),
+            bool(np.any(np.asarray(phase.flits["payload.addr_b"])[finish] == second_act)))
 
 
 def sent_words(config: Config, net, program, batch: int, step: str, layer: int, group: int,

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import Config
+from ..formats import fp32_fields
+from ..hdl.core.fp import float_format
 from ..hdl.flit import Opcode, Reg, encode_handoff
 from .plan import reply_route
 from .program import LayerError, LayerProgram, Phase, PhaseBuilder
@@ -390,7 +392,7 @@ def attention_grad_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]
     cfg, T, H, D = layout.config, layout.T, layout.heads, layout.D
     C, N, at = cfg.cols, layout.rows, layout.position
     vc = cfg.num_vcs - 1
-    one = _word(cfg.dtype, 1.0)
+    one = int(float_format(cfg.dtype).bits(np.float32(1.0)))
     features = np.arange(layout.width)
     to_host = reply_route(cfg, N)
 
@@ -477,13 +479,6 @@ def attention_grad_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]
             cfg, N, dv(i), "stream", clear_v if n == 0 else None)]], strict=True))
 
 
-def _word(dtype: str, value: float) -> int:
-    """The word of ``value`` in the tiles' format."""
-    from ..hdl.core.fp import float_format
-
-    return int(float_format(dtype).bits(np.float32(value)))
-
-
 def attention_grad_program(layout: AttentionLayout, forward: dict, do
                            ) -> tuple[LayerProgram, list[str]]:
     """A program that loads what the attention's derivative starts from (the forward pass's
@@ -494,14 +489,18 @@ def attention_grad_program(layout: AttentionLayout, forward: dict, do
     attention_grad`'s ``dq``, ``dk``, ``dv`` side by side); and each phase's step."""
     cfg, N, H, D, T = layout.config, layout.rows, layout.heads, layout.D, layout.T
     _check_grad(layout)
-    fmt_words = {name: np.asarray(forward[name], np.int64) for name in ("q", "k", "v", "p")}
+
     do = np.asarray(do, np.int64)
     if do.shape != (N, layout.width):
         raise LayerError(f"do must be {N} x {layout.width} words, not {do.shape}")
     S = layout.sequences
-    Q, K, V, P = (fmt_words[n] for n in ("q", "k", "v", "p"))  # S H x T x D (p: x T)
+    # S H x T x D (p: x T), words of the format
+    Q, K, V, P = (np.asarray(forward[n], np.int64) for n in ("q", "k", "v", "p"))
     dO = do.reshape(S, T, H, D).transpose(0, 2, 1, 3).reshape(S * H, T, D)
-    f32 = _fp32_fields(cfg.dtype)
+    fmt = float_format(cfg.dtype)
+
+    def f32(words):  # words of the format as the FP32 data fields of their value
+        return fp32_fields(fmt.values(np.asarray(words)).astype(np.float32))
     to_host = reply_route(cfg, N)
     f = np.arange(layout.width)
     cols, idx = layout.column(f), layout.index(f)
@@ -542,12 +541,3 @@ def attention_grad_program(layout: AttentionLayout, forward: dict, do
     phases = [load.phase("load"), *(p for _, ps in steps for p in ps), read.phase("read")]
     labels = ["load", *(name for name, ps in steps for _ in ps), "read"]
     return LayerProgram(cfg, (N, 3 * layout.width, 0), phases, 0, 0), labels
-
-
-def _fp32_fields(dtype: str):
-    """Words of the format as the FP32 ``data`` fields of their exact value."""
-    from ..formats import fp32_fields
-    from ..hdl.core.fp import float_format
-
-    fmt = float_format(dtype)
-    return lambda words: fp32_fields(fmt.values(np.asarray(words)).astype(np.float32))

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..config import Config
-from ..formats import float_words, fp32_words
+from ..formats import float_words, fp32_fields, fp32_values, fp32_words
 from ..hdl.core.fp import float_format
 from ..hdl.flit import Opcode, Port, flit_layout
 from ..network.compiler import handoff_phases, output_places, residual_phase
@@ -175,12 +175,6 @@ def _scratch(regions: dict[str, int]) -> tuple[int, int, int]:
     return regions["LS"], regions["LS"] + 1, regions["LS"] + 2
 
 
-def _fields(words) -> np.ndarray:
-    """FP32 words as ``data`` fields (signed)."""
-    w = np.asarray(words, np.int64) & 0xFFFFFFFF
-    return w - ((w >> 31) << 32)
-
-
 def check_residuals(weights, ln, res) -> tuple:
     """:func:`wafertile.sim.models.training.residuals` of a step of ``weights``, with one
     residual kept at a time as in inference (:func:`wafertile.network.model.residual_overlap`),
@@ -238,9 +232,9 @@ def step_layout(config: Config, sizes: list[int], gelu=None, ln=None,
         need += words
         terms.append(f"{words} (K{n})")
     if need > config.act_depth:
-        kept = (" the loss gradient, a 1.0 and what GELU, LayerNorm and residual layers keep"
+        what = (" the loss gradient, a 1.0 and what GELU, LayerNorm and residual layers keep"
                 if len(terms) > len(sizes) + 1 else " the loss gradient and a 1.0")
-        raise TrainError(f"a training step keeps every layer's inputs,{kept} in each tile: "
+        raise TrainError(f"a training step keeps every layer's inputs,{what} in each tile: "
                          f"{' + '.join(terms)} = {need} activation words > act_depth = "
                          f"{config.act_depth}")
     return regions
@@ -301,8 +295,8 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
                              f"outputs, which take {plans[n].passes} passes over {plans[n].G} "
                              f"columns of {cfg.acc_depth} accumulators: a residual needs "
                              f"them at once (raise acc_depth or use more columns)")
-    kept = {n: max(len(part) for part in plans[n].parts(0)) for n in sources.values()}
-    regions = step_layout(cfg, sizes, flags, lnflags, kept)
+    regions = step_layout(cfg, sizes, flags, lnflags, {
+        n: max(len(part) for part in plans[n].parts(0)) for n in sources.values()})
     phases: list[Phase] = []
     grads: list[GradFlits | None] = []
     roles: list[str] = []
@@ -339,10 +333,11 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
                 continue
             row = SimpleNamespace(chunk=sizes[n + 1], G=C)  # every tile of the row
             if lns[n] is not None:  # (one pass: check_norms) keeping fmt(x^) and r
-                kept = handoff_phases(cfg, plan, keep, p, R, row, regions[f"XH{n}"])
-                norm = layernorm_phases(plan, p, R, *map(_fields, lns[n]),
+                xhat = handoff_phases(cfg, plan, keep, p, R, row, regions[f"XH{n}"])
+                norm = layernorm_phases(plan, p, R, *(fp32_fields(fp32_values(v))
+                                                      for v in lns[n]),
                                         acts=_scratch(regions)[:2], ra=regions[f"R{n}"],
-                                        kept=kept)
+                                        kept=xhat)
                 spans.append(NormPhases(n, False, plan, len(phases), len(norm)))
                 for phase in norm:
                     add(phase)
@@ -400,7 +395,7 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
                 role = "gradients"
                 add(*_norm_grads(cfg, n - 1, sizes[n], regions))
                 role = "backward_handoff"
-                norm = layernorm_back_phases(tplan, p, R, _fields(lns[n - 1][0]),
+                norm = layernorm_back_phases(tplan, p, R, fp32_fields(fp32_values(lns[n - 1][0])),
                                              xh=regions[f"XH{n - 1}"], ra=regions[f"R{n - 1}"],
                                              acts=_scratch(regions))
                 spans.append(NormPhases(n - 1, True, tplan, len(phases), len(norm)))

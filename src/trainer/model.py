@@ -23,7 +23,7 @@ import numpy as np
 
 from ..config import Config
 from ..hdl.core.fp import float_format
-from ..model.layer import layernorm_back_tables
+from ..model.layer import layernorm_back_tables, spread_kind
 from ..network.compiler import output_places
 from ..sim.models.training import (
     backward_data,
@@ -139,20 +139,16 @@ def _norm_sent(config: Config, plan, phases: list, steps: dict, second: int
         outputs[(y * C + g)[:, None], np.arange(len(part))[None, :]] = nz["xhat"][:, part]
     out = {}
     for k, phase in enumerate(phases):
-        f = phase.flits
-        ops = np.asarray(f["payload.op"]) if len(phase) else np.zeros(0)
-        finish = ops == Opcode.FINISH.value
-        if not finish.any():
+        kind = spread_kind(phase, second)
+        if kind is None:
             continue
-        if int(np.asarray(f["payload.addr"])[finish][0]) != z:
+        f = phase.flits
+        finish = np.asarray(f["payload.op"]) == Opcode.FINISH.value
+        if int(np.asarray(f["payload.addr"])[finish][0]) != z:  # the kept x^, not a spread
             out[k] = outputs
             continue
-        late = bool(np.any(ops == Opcode.NONLINEAR.value))
-        if late:
-            number = nz["rsqrt"]
-        else:
-            into = int(np.asarray(f["payload.addr_b"])[finish][0])
-            number = nz["mean2" if into == second else "mean"]
+        late, into_second = kind
+        number = nz["rsqrt" if late else "mean2" if into_second else "mean"]
         words = np.zeros_like(outputs)
         words[y * C, z] = number
         out[k] = words
