@@ -608,3 +608,48 @@ def test_residual_step_follows_the_doc(dtype):
     want = [[half(f32(a + float(b)), dtype) for a, b in zip(row, add, strict=True)]
             for row, add in zip(dz.view(np.float32).tolist(), r.dys[2], strict=True)]
     assert np.array_equal(bits(r.dys[0]), bits(want)), dtype
+
+
+def _heads64(words, dtype):
+    """S H x T x ... words of the format as float64 values."""
+    return float_format(dtype).values(np.asarray(words)).astype(np.float64)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_attention_step_is_the_gradient(dtype):
+    """docs/training.md, "Attention layers": divided by S, the gradients of a chain whose
+    first layer projects to the queries, keys and values of an attention (2 sequences of 4
+    positions, 2 heads of 2) are float64 backpropagation through the fabric's own forward
+    pass (its rounded Q, K, V and P): dO, the projection's dY = [dQ | dK | dV] and its
+    weight gradients; a softmax derivative without its sum term would not be."""
+    rng = np.random.default_rng(5)
+    sizes = (8, 12, 6, 5)
+    weights, biases, masks = chain(rng, dtype, sizes, density=0.8)
+    weights[1] = chain(rng, dtype, (4, 6), density=0.8)[0][0]  # the attention gives H D = 4
+    masks[1] = weights[1] != 0
+    x = numbers(rng, dtype, (8, sizes[0]), zeros=0.1)
+    labels = rng.integers(0, sizes[-1], 8)
+    S = 64.0
+    cfg = Config(dtype=dtype, rows=4, cols=2)
+    r = training_step(cfg, weights, biases, masks, x, labels, S, attn=((2, 4), None, None))
+    assert r.attn[0] is not None and r.attn[1] is None
+    g = loss_gradient64(r.logits, labels)
+    check_weight_gradients(r, g, masks, 2, S)
+    g = (g @ weights[2].astype(np.float64)) * (r.acts[2] > 0)
+    check_weight_gradients(r, g, masks, 1, S)
+    do = g @ weights[1].astype(np.float64)  # B x H D, sequence after sequence
+    got_do = float_format(dtype).values(r.attn[0]["do"]).astype(np.float64) / S
+    assert np.allclose(got_do, do, atol=2e-2 * np.abs(do).max()), "dO"
+    Q, K, V, P = (_heads64(r.attn[0][k], dtype) for k in ("q", "k", "v", "p"))
+    H, T, D = 2, 4, 2
+    dO = do.reshape(2, T, H, D).transpose(0, 2, 1, 3).reshape(2 * H, T, D)
+    dP = dO @ V.transpose(0, 2, 1) * np.tril(np.ones((T, T)))
+    wants = {}
+    for exact in (True, False):
+        dS = P * (dP - (P * dP).sum(axis=2, keepdims=True) * exact)
+        parts = [dS @ K, dS.transpose(0, 2, 1) @ Q, P.transpose(0, 2, 1) @ dO]
+        want = wants[exact] = np.hstack([
+            p.reshape(2, H, T, D).transpose(0, 2, 1, 3).reshape(2 * T, H * D) for p in parts])
+        close = np.allclose(r.dys[0] / S, want, atol=2e-2 * np.abs(want).max())
+        assert close == exact, "dY_0 = [dQ | dK | dV]" if exact else "without the sum term"
+    check_weight_gradients(r, wants[True], masks, 0, S)

@@ -322,7 +322,7 @@ def test_layernorm_layers_are_refused_in_one_line():
          r"fp16 or bf16, nonlinear = true, --nonlinear true\)$"),
         (cfg.replace(act_depth=16), [norm(6), None, None], None,
          r"^a training step keeps every layer's inputs, the loss gradient, a 1.0 and what GELU, "
-         r"LayerNorm and residual layers keep in each tile: 6 \+ 6 \+ 4 \+ 3 \+ 1 \+ 6 "
+         r"LayerNorm, residual and attention layers keep in each tile: 6 \+ 6 \+ 4 \+ 3 \+ 1 \+ 6 "
          r"\(XH0\) \+ 1 \(R0\) \+ 3 \(LS\) = 30 activation words > act_depth = 16$"),
         (cfg.replace(router_arch="lite"), [norm(6), None, None], None,
          r"^layer 0's LayerNorm needs a router whose local input holds at least 2 flits per "

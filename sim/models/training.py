@@ -42,11 +42,12 @@ from ...hdl.core.fp import FP32, float_format
 from ...stream.numpy_reference import reference
 from ...stream.plan import plan_layer
 from . import nonlinear as nl
+from .attention import attention, attention_grad
 from .fp import add, canonical, mac, relu, to_half
 from .rows import layernorm, layernorm_grad
 
-__all__ = ["StepResult", "backward_data", "finish_back", "forward", "gelu_back", "gelus",
-           "gradients", "layernorm_back", "loss_gradient", "norm_gradients", "norms",
+__all__ = ["StepResult", "attentions", "backward_data", "finish_back", "forward", "gelu_back",
+           "gelus", "gradients", "layernorm_back", "loss_gradient", "norm_gradients", "norms",
            "sum_groups", "training_step"]
 
 
@@ -95,6 +96,11 @@ class StepResult:
     kept: list = None  # type: ignore[assignment]
     dln: list = None  # type: ignore[assignment]
     norm: list = None  # type: ignore[assignment]
+    #: per layer, for an attention layer its forward pass's words
+    #: (:func:`wafertile.sim.models.attention.attention`'s) with ``"do"``, the outputs'
+    #: gradient as the tiles hold it (words of the format), and ``"grad"``,
+    #: :func:`~wafertile.sim.models.attention.attention_grad`'s; else None
+    attn: list = None  # type: ignore[assignment]
 
 
 def _words(values, fmt) -> np.ndarray:
@@ -135,6 +141,58 @@ def norms(ln, layers: int) -> tuple:
         for v in (norm[0], norm[1], np.float32(norm[2]))) for norm in ln)
 
 
+def attentions(attn, weights, batch: int | None = None, gelu=None, ln=None, res=None
+               ) -> tuple:
+    """``attn`` (None, or per layer None or ``(heads, T)``: layer ``l`` is the projection to
+    the queries, keys and values of ``heads`` heads, the attention of sequences of ``T``
+    positions after it, ``docs/training.md``, "Attention layers") as a tuple of
+    ``len(weights)`` entries, each None or ``(heads, T, D)``.
+
+    Raises
+    ------
+    ValueError
+        For a wrong count, an attention on the last layer, or with GELU or a LayerNorm
+        (``gelu``, ``ln``) or a residual (``res``), outputs that are not ``3 heads D``, a
+        next layer whose inputs are not ``heads D``, ``T < 1``, or a ``batch`` that is not
+        whole sequences.
+    """
+    L = len(weights)
+    if attn is None:
+        return (None,) * L
+    attn = tuple(attn)
+    if len(attn) != L:
+        raise ValueError(f"attn has {len(attn)} entries for {L} layers")
+    flags, lns = gelus(gelu, L), norms(ln, L)
+    out = []
+    for n, a in enumerate(attn):
+        if a is None or (np.ndim(a) == 0 and not a):
+            out.append(None)
+            continue
+        heads, T = (int(v) for v in a)
+        I = np.shape(weights[n])[0]
+        if n == L - 1:
+            raise ValueError(f"layer {n} has attention (attn{n}): the chain's last layer gives "
+                             f"the logits")
+        if heads < 1 or T < 1 or I % (3 * heads):
+            raise ValueError(f"attn{n} = ({heads}, {T}): layer {n}'s {I} outputs are not the "
+                             f"queries, keys and values of {heads} heads of T = {T} positions "
+                             f"(a multiple of {3 * max(heads, 1)} outputs, T >= 1)")
+        if flags[n] or lns[n] is not None or (res is not None and res[n] is not None):
+            what = "GELU" if flags[n] else "a LayerNorm" if lns[n] is not None else \
+                f"a residual (res{n})"
+            raise ValueError(f"layer {n} has attention and {what}: the projection's outputs "
+                             f"are the attention's inputs")
+        if np.shape(weights[n + 1])[1] != I // 3:
+            raise ValueError(f"layer {n + 1} takes {np.shape(weights[n + 1])[1]} inputs and the "
+                             f"attention after layer {n} gives {I // 3} ({heads} heads of "
+                             f"{I // (3 * heads)})")
+        if batch is not None and batch % T:
+            raise ValueError(f"the batch of {batch} inputs is not whole sequences of T = {T} "
+                             f"positions (attn{n})")
+        out.append((heads, T, I // (3 * heads)))
+    return tuple(out)
+
+
 def residuals(res, layers: int, ln=None, sizes: list[int] | None = None) -> tuple:
     """``res`` (None, or per layer None or ``k``: the layer adds layer ``k``'s accumulators
     before its LayerNorm, rounded to the format: ``docs/training.md``, "Residual
@@ -171,8 +229,8 @@ def residuals(res, layers: int, ln=None, sizes: list[int] | None = None) -> tupl
 
 
 def forward(config: Config, weights, biases, x, gelu=None, kept: list | None = None, *,
-            ln=None, norm: list | None = None, res=None, held: dict | None = None
-            ) -> tuple[np.ndarray, list[np.ndarray]]:
+            ln=None, norm: list | None = None, res=None, held: dict | None = None,
+            attn=None, att: list | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
     """``(logits, acts)``: the forward pass of a step, exactly inference's (``docs/network.md``,
     "Floating-point networks"; :func:`wafertile.stream.reference` per layer): ``logits`` FP32
     words ``B x I_{L-1}``, ``acts[l]`` the format's words of ``X_l``. ``gelu``: per layer,
@@ -182,10 +240,13 @@ def forward(config: Config, weights, biases, x, gelu=None, kept: list | None = N
     steps (:func:`wafertile.sim.models.rows.layernorm`'s: ``"mean"``, ``"mean2"``,
     ``"rsqrt"`` and the kept ``"xhat"``, words of the format), else None. ``res``: per
     layer, the earlier layer whose accumulators it adds (:func:`residuals`); ``held``, if
-    given, gets per target layer the kept ``half(Z_k)`` it adds (words of the format)."""
+    given, gets per target layer the kept ``half(Z_k)`` it adds (words of the format).
+    ``attn``: per layer, the attention after it (:func:`attentions`); ``att``, if given,
+    gets per layer its :func:`~wafertile.sim.models.attention.attention` words, else None."""
     fmt = float_format(config.dtype)
     flags = gelus(gelu, len(weights))
     lns = norms(ln, len(weights))
+    atts = attentions(attn, weights, len(x), gelu, ln)
     sources = {k: n for n, k in enumerate(residuals(res, len(weights), ln)) if k is not None}
     keep: dict[int, np.ndarray] = {}  # the kept half(Z_k), by target layer
     one = fmt.bits(np.float32(1.0))
@@ -202,8 +263,19 @@ def forward(config: Config, weights, biases, x, gelu=None, kept: list | None = N
             kept.append(to_half(z, fmt) if flags[n] else None)
         if norm is not None:
             norm.append(None if lns[n] is None else {})
+        if att is not None:
+            att.append(None)
         if n == len(weights) - 1:
             return z, [_words(a, fmt) for a in acts]
+        if atts[n] is not None:  # the queries, keys and values of the attention after it
+            heads, T, D = atts[n]
+            HD = heads * D
+            words = attention(z[:, :HD], z[:, HD:2 * HD], z[:, 2 * HD:], heads, config.dtype,
+                              len(z) // T)
+            if att is not None:
+                att[-1] = words
+            acts.append(fmt.values(to_half(words["out"], fmt)))
+            continue
         if lns[n] is not None:  # along each row, in the order of the tiles that hold it
             parts = plan_layer(config, np.asarray(w, np.float32), streams=False).parts(0)
             y = layernorm(z, parts, config.dtype, *lns[n],
@@ -362,7 +434,7 @@ def sum_groups(parts) -> tuple[np.ndarray, np.ndarray]:
 
 
 def training_step(config: Config, weights, biases, masks, x, labels, scale: float = 1.0,
-                  gelu=None, ln=None, res=None) -> StepResult:
+                  gelu=None, ln=None, res=None, attn=None) -> StepResult:
     """One step of the fabric's numerics (``docs/training.md``).
 
     Parameters
@@ -390,6 +462,8 @@ def training_step(config: Config, weights, biases, masks, x, labels, scale: floa
     res : sequence, optional
         Per layer, None or the earlier LayerNorm layer whose accumulators it adds
         (:func:`residuals`).
+    attn : sequence, optional
+        Per layer, None or ``(heads, T)``: the attention after it (:func:`attentions`).
     """
     dtype = config.dtype
     fmt = float_format(dtype)
@@ -399,9 +473,12 @@ def training_step(config: Config, weights, biases, masks, x, labels, scale: floa
         raise ValueError("a layer has both a LayerNorm and GELU")
     sizes = [np.shape(w)[1] for w in weights] + [np.shape(weights[-1])[0]]
     targets = {k: n for n, k in enumerate(residuals(res, L, ln, sizes)) if k is not None}
+    atts = attentions(attn, weights, len(x), gelu, ln, res)
     kept: list = []
     norm: list = []
-    logits, acts = forward(config, weights, biases, x, gelu, kept, ln=ln, norm=norm, res=res)
+    att: list = []
+    logits, acts = forward(config, weights, biases, x, gelu, kept, ln=ln, norm=norm, res=res,
+                           attn=attn, att=att)
     losses, dy = loss_gradient(logits, labels, scale, len(logits), dtype)
     dys: list[np.ndarray] = [None] * L  # type: ignore[list-item]
     dys[L - 1] = dy
@@ -413,6 +490,14 @@ def training_step(config: Config, weights, biases, masks, x, labels, scale: floa
         dw[n], db[n] = FP32.values(gw), FP32.values(gb)
         if n > 0:
             d = backward_data(config, weights[n], dys[n])
+            if atts[n - 1] is not None:  # dO, the derivative, dY = half(dQ | dK | dV)
+                heads, T, _ = atts[n - 1]
+                got = att[n - 1]
+                got["do"] = to_half(d, fmt).astype(fmt.dtype)
+                got["grad"] = attention_grad(got, got["do"], heads, dtype, len(d) // T)
+                dys[n - 1] = to_half(np.hstack([got["grad"][k] for k in ("dq", "dk", "dv")]),
+                                     fmt).astype(fmt.dtype)
+                continue
             if lns[n - 1] is not None:
                 got = norm[n - 1]
                 got["back"] = {}
@@ -430,4 +515,4 @@ def training_step(config: Config, weights, biases, masks, x, labels, scale: floa
         logits=FP32.values(logits), acts=[fmt.values(a).astype(np.float32) for a in acts],
         dys=[fmt.values(d).astype(np.float32) for d in dys], dw=dw, db=db,
         kept=[None if k is None else fmt.values(k).astype(np.float32) for k in kept],
-        dln=dln, norm=norm)
+        dln=dln, norm=norm, attn=att)

@@ -44,8 +44,8 @@ from .rows import (
 )
 
 __all__ = ["GRAD_STEPS", "STEPS", "AttentionLayout", "attention_grad_program",
-           "attention_grad_steps", "attention_phases", "attention_program", "attention_steps",
-           "check_attention"]
+           "attention_grad_steps", "attention_keep_phases", "attention_phases",
+           "attention_program", "attention_steps", "check_attention"]
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,23 @@ class AttentionLayout:
     """Where causal self-attention of ``T`` positions, ``heads`` heads of ``D`` features
     keeps its numbers (``docs/attention.md``): accumulators and activations of tile ``(x,
     s T + t)`` for position ``t`` of sequence ``s`` (``sequences`` of them side by side on
-    the rows, each attending to its own positions only)."""
+    the rows, each attending to its own positions only).
+
+    ``act``: the first activation of the attention's own (a training step's region
+    ``AT_l``; inference's attention starts at 0). ``do``: where the derivative reads the
+    outputs' gradient, ``dO[i, f]`` at activation ``do + f`` of every tile of row ``i`` (a
+    training step's backward hand-off), its first phase then copying ``V`` (kept at
+    :meth:`gv_act`) and ``dO`` into their accumulators; None: in the derivative's own
+    activations and accumulators, as :func:`attention_grad_program` loads them
+    (``docs/training.md``, "Attention layers")."""
 
     config: Config
     T: int
     heads: int
     D: int
     sequences: int = 1
+    act: int = 0
+    do: int | None = None
 
     @property
     def rows(self) -> int:
@@ -135,12 +145,17 @@ class AttentionLayout:
     def q_act(self, d):
         """Query feature ``d`` as an activation of tile ``(h, i)`` (activation 0 is the
         softmax's)."""
-        return ACT + 1 + np.asarray(d)
+        return self.act + ACT + 1 + np.asarray(d)
+
+    @property
+    def scratch(self) -> int:
+        """The softmax's scratch activation (its maximum, then its reciprocal)."""
+        return self.act + ACT
 
     def v_act(self, j, k):
         """Value ``k`` of a column at position ``j``, as an activation of tile ``(c, i)``,
         ``i >= j``."""
-        return ACT + 1 + self.D + np.asarray(j) * self.E + np.asarray(k)
+        return self.act + ACT + 1 + self.D + np.asarray(j) * self.E + np.asarray(k)
 
     @property
     def accumulators(self) -> int:
@@ -168,30 +183,41 @@ class AttentionLayout:
         accumulator of tile ``(c, i)``."""
         return self.gz + 1 + np.asarray(k)
 
-    #: the derivative's activations: ``c1``, ``c2`` of each head's tile
-    G_C = (0, 1)
+    @property
+    def G_C(self) -> tuple[int, int]:
+        """The derivative's activations ``c1``, ``c2`` of each head's tile."""
+        return self.act, self.act + 1
 
-    def gdo_act(self, e):
-        """``dO[i, h D + e]``: activation of tile ``(h, i)``."""
-        return 2 + np.asarray(e)
+    def gdo_act(self, e, h=0):
+        """``dO[i, h D + e]``: activation of tile ``(h, i)`` (:attr:`do` + ``h D + e`` when
+        the step's hand-off left it there)."""
+        if self.do is not None:
+            return self.do + np.asarray(h) * self.D + np.asarray(e)
+        return self.act + 2 + np.asarray(e)
 
     def gp_act(self, j):
         """``P[i, j]``: activation of tile ``(h, i)``."""
-        return 2 + self.D + np.asarray(j)
+        return self.act + 2 + self.D + np.asarray(j)
 
     def gk_act(self, j, d):
         """``K[j, d]``: activation of tile ``(h, i)``, ``i >= j``."""
-        return 2 + self.D + self.T + np.asarray(j) * self.D + np.asarray(d)
+        return self.act + 2 + self.D + self.T + np.asarray(j) * self.D + np.asarray(d)
 
     def gq_act(self, i, d):
         """``Q[i, d]``: activation of tile ``(h, j)``, ``j <= i``."""
-        return 2 + self.D + self.T + self.T * self.D + np.asarray(i) * self.D + np.asarray(d)
+        return (self.act + 2 + self.D + self.T + self.T * self.D + np.asarray(i) * self.D
+                + np.asarray(d))
 
     def gpt_act(self, k, i):
         """``P[i, j]`` of the head of a column's ``k``-th value feature: activation of tile
         ``(c, j)``, ``j <= i``."""
-        return 2 + self.D + self.T + 2 * self.T * self.D + np.asarray(k) * self.T + \
-            np.asarray(i)
+        return self.act + 2 + self.D + self.T + 2 * self.T * self.D + np.asarray(k) * self.T \
+            + np.asarray(i)
+
+    def gv_act(self, k):
+        """``V[j, k]``, a column's ``k``-th value, kept by a training step's forward pass for
+        the derivative (with :attr:`do`): activation of tile ``(c, j)``."""
+        return self.gpt_act(self.E, 0) + np.asarray(k)
 
     @property
     def grad_accumulators(self) -> int:
@@ -200,7 +226,10 @@ class AttentionLayout:
 
     @property
     def grad_activations(self) -> int:
-        """Activations a tile needs for the derivative."""
+        """Activations a tile needs for the derivative (with :attr:`do`, the kept values
+        too)."""
+        if self.do is not None:
+            return int(self.gv_act(self.E - 1)) + 1
         return int(self.gpt_act(self.E - 1, self.T - 1)) + 1
 
     @property
@@ -353,7 +382,7 @@ def attention_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]]]:
         finish_rounds(cfg, N, keys, "stream"),
         local_softmax_phases(
             cfg, [{h: layout.s_slot(np.arange(at(y) + 1)) for h in range(H)}
-                  for y in range(N)], layout.z),
+                  for y in range(N)], layout.z, layout.scratch),
         finish_rounds(cfg, N, values, "handoff",
                 clear(lambda i: [(g, layout.o_slot(np.arange(E))) for g in range(C)])),
         finish_rounds(cfg, N, probabilities, "stream")], strict=True))
@@ -410,6 +439,14 @@ def attention_grad_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]
                            addr=slots, data=0)
             copies.add(y, i + 1, x0=h, x1=h, y0=y, y1=y, op=Opcode.MAC.value,
                        addr=layout.gp_slot(j), addr_b=layout.gp_act(j), data=one)
+        if layout.do is not None:  # V and dO into their accumulators, from the activations
+            for c, k, f in _column_values(layout):
+                for slot, act in ((layout.v_slot(c, k), layout.gv_act(k)),
+                                  (layout.gdo_slot(k), layout.do + f)):
+                    copies.add(y, 1, x0=c, x1=c, y0=y, y1=y, op=Opcode.WRITE_ACC.value,
+                               addr=int(slot), data=0)
+                    copies.add(y, 1, x0=c, x1=c, y0=y, y1=y, op=Opcode.MAC.value,
+                               addr=int(slot), addr_b=int(act), data=one)
         for g in range(C):
             copies.add(y, 1, x0=g, x1=g, y0=y, y1=y, op=Opcode.READ_ACC.value, addr_b=g,
                        data=to_host[y])
@@ -425,7 +462,7 @@ def attention_grad_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]
                 out.append((c, {"addr": int(layout.v_slot(c, k)), "addr_b": int(
                     layout.s_slot(j)), "data": encode_handoff(
                         cfg, x0=h, x1=h, y=y, dy=T - 1 - j, vc=vc, mac=True,
-                        act=int(layout.gdo_act(e)))}, T - j))
+                        act=int(layout.gdo_act(e, h)))}, T - j))
             return out
         return sends
 
@@ -477,6 +514,61 @@ def attention_grad_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]
         [ph for i in range(T) for ph in finish_rounds(cfg, N, dk(i), "stream")],
         [ph for n, i in enumerate(range(T)) for ph in finish_rounds(
             cfg, N, dv(i), "stream", clear_v if n == 0 else None)]], strict=True))
+
+
+def _column_values(layout: AttentionLayout) -> list[tuple[int, int, int]]:
+    """``(column, k, f)`` of every value feature ``f``: its column and its index there."""
+    f = np.arange(layout.width)
+    return [(int(c), int(k), int(g)) for c, k, g in zip(layout.column(f), layout.index(f), f,
+                                                        strict=True)]
+
+
+def attention_keep_phases(layout: AttentionLayout) -> list[Phase]:
+    """A training step's forward pass keeps what the attention's derivative reads
+    (``docs/training.md``, "Attention layers"): after :func:`attention_phases`, hand-off
+    rounds of ``FINISH``es of the words still in the accumulators (ReLU off) into the
+    derivative's activations: each probability to its own tile (:meth:`~AttentionLayout.
+    gp_act`) and to the rows of its key in the columns of its head's values
+    (:meth:`~AttentionLayout.gpt_act`), each key down to the later positions' head tiles
+    (:meth:`~AttentionLayout.gk_act`), each query up to the earlier positions' head tiles
+    (:meth:`~AttentionLayout.gq_act`), each value to its own tile
+    (:meth:`~AttentionLayout.gv_act`)."""
+    _check_grad(layout)
+    cfg, T, H, D = layout.config, layout.T, layout.heads, layout.D
+    N, at = layout.rows, layout.position
+    vc = cfg.num_vcs - 1
+    features = np.arange(layout.width)
+    values = _column_values(layout)
+
+    def sends(y):
+        i = at(y)
+        base = y - i  # the sequence's first row
+        out = []
+        for h in range(H):
+            for j in range(i + 1):
+                out.append((h, {"addr": int(layout.s_slot(j)), "addr_b": int(layout.gp_act(j)),
+                                "data": encode_handoff(cfg, x0=h, x1=h, y=y, vc=vc)}, 1))
+            for d in range(D):
+                out.append((h, {"addr": int(layout.k_slot(d)), "addr_b": int(
+                    layout.gk_act(i, d)), "data": encode_handoff(
+                        cfg, x0=h, x1=h, y=y, dy=T - 1 - i, vc=vc)}, T - i))
+                out.append((h, {"addr": int(layout.q_slot(d)), "addr_b": int(
+                    layout.gq_act(i, d)), "data": encode_handoff(
+                        cfg, x0=h, x1=h, y=base, dy=i, vc=vc)}, i + 1))
+            head = features[h * D:(h + 1) * D]
+            for k in np.unique(layout.index(head)):
+                cols = layout.column(head[layout.index(head) == k])
+                x0, x1 = int(cols.min()), int(cols.max())
+                for j in range(i + 1):
+                    out.append((h, {"addr": int(layout.s_slot(j)), "addr_b": int(
+                        layout.gpt_act(k, i)), "data": encode_handoff(
+                            cfg, x0=x0, x1=x1, y=base + j, vc=vc)}, x1 - x0 + 1))
+        for c, k, _ in values:
+            out.append((c, {"addr": int(layout.v_slot(c, k)), "addr_b": int(layout.gv_act(k)),
+                            "data": encode_handoff(cfg, x0=c, x1=c, y=y, vc=vc)}, 1))
+        return out
+
+    return finish_rounds(cfg, N, sends, "handoff")
 
 
 def attention_grad_program(layout: AttentionLayout, forward: dict, do

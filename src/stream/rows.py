@@ -250,16 +250,17 @@ def _per_element(config: Config, elems: list[dict[int, np.ndarray]], blocks) -> 
 
 
 def _softmax(config: Config, elems: list[dict[int, np.ndarray]], z: int,
-             leaders: list[list[tuple[int, int, int]]], others: list[int]) -> list[Phase]:
+             leaders: list[list[tuple[int, int, int]]], others: list[int], act: int = ACT
+             ) -> list[Phase]:
     """The module's steps on ``elems``: ``others`` (the row's tiles but tile 0) send their
-    maximum and sum to tile 0, whose ``leaders`` spread them; none for a softmax in one tile
-    (each tile its own leader)."""
+    maximum and sum to tile 0, whose ``leaders`` spread them (into activation ``act``); none
+    for a softmax in one tile (each tile its own leader)."""
     rows = len(elems)
     phases = _self_rounds(config, elems, z, "WRITE_ACC", "MAX")
     if others:  # the maximum does not depend on the order: the tiles at once
         phases.append(_to_tile0(config, rows, z, others, "MAX"))
-    phases.append(_spread(config, leaders, z, None))
-    phases.append(_macs(config, elems, z, scale=False))
+    phases.append(_spread(config, leaders, z, None, act=act))
+    phases.append(_macs(config, elems, z, scale=False, act=act))
 
     def exp_first(turns, g, slots):
         turns.add(g, len(slots), op=Opcode.NONLINEAR.value, addr=slots,
@@ -267,8 +268,8 @@ def _softmax(config: Config, elems: list[dict[int, np.ndarray]], z: int,
 
     phases += _self_rounds(config, elems, z, "WRITE_ACC", "ADD", before=exp_first)
     phases += sum_at_tile0(config, rows, z, others)  # in tile order
-    phases.append(_spread(config, leaders, z, "reciprocal"))
-    phases.append(_macs(config, elems, z, scale=True))
+    phases.append(_spread(config, leaders, z, "reciprocal", act=act))
+    phases.append(_macs(config, elems, z, scale=True, act=act))
     phases += _self_rounds(config, elems, z, "MUL", "MUL", into_z=False)
     return phases
 
@@ -418,14 +419,14 @@ def local_softmax_grad_phases(config: Config, elems: list[dict[int, tuple]], z: 
     return phases
 
 
-def local_softmax_phases(config: Config, elems: list[dict[int, np.ndarray]], z: int
-                         ) -> list[Phase]:
+def local_softmax_phases(config: Config, elems: list[dict[int, np.ndarray]], z: int,
+                         act: int = ACT) -> list[Phase]:
     """A softmax in each tile of ``elems`` (row ``y``: tile ``g`` -> its elements'
-    accumulators, in order), in place, with scratch accumulator ``z`` and activation
-    :data:`ACT` of each such tile: the module's steps with one tile (docs/attention.md);
+    accumulators, in order), in place, with scratch accumulator ``z`` and activation ``act``
+    of each such tile: the module's steps with one tile (docs/attention.md);
     :func:`wafertile.sim.models.rows.softmax` with one part is its reference."""
     leaders = [[(g, g, g) for g in row] for row in elems]
-    return _softmax(config, elems, z, leaders, [])
+    return _softmax(config, elems, z, leaders, [], act)
 
 
 def softmax_phases(plan: LayerPlan, p: int, rows: int) -> list[Phase]:

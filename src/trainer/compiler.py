@@ -22,8 +22,15 @@ from ..hdl.core.fp import float_format
 from ..hdl.flit import Opcode, Port, flit_layout
 from ..network.compiler import handoff_phases, output_places, residual_phase
 from ..network.model import residual_overlap
-from ..sim.models.training import gelus, norms, residuals
+from ..sim.models.training import attentions, gelus, norms, residuals
 from ..stream import LayerError, LayerProgram, Phase, PhaseBuilder
+from ..stream.attention import (
+    AttentionLayout,
+    attention_grad_steps,
+    attention_keep_phases,
+    attention_steps,
+    check_attention,
+)
 from ..stream.compiler import add_activations, add_zero, read_phase, stream_phase
 from ..stream.plan import LayerPlan, plan_layer, reply_route
 from ..stream.rows import (
@@ -36,8 +43,9 @@ from ..stream.rows import (
 )
 from ..train import TrainError
 
-__all__ = ["GradFlits", "NormPhases", "StepCompiler", "StepProgram", "check_gelu", "check_norms",
-           "check_residuals", "compile_step", "gradient_words", "step_layout"]
+__all__ = ["AttentionPhases", "GradFlits", "NormPhases", "StepCompiler", "StepProgram",
+           "check_attentions", "check_gelu", "check_norms", "check_residuals", "compile_step",
+           "gradient_words", "step_layout"]
 
 
 @dataclass
@@ -72,6 +80,21 @@ class NormPhases:
 
 
 @dataclass
+class AttentionPhases:
+    """Where an attention layer's phases sit in a :class:`StepProgram`: the forward pass's
+    (:func:`~wafertile.stream.attention.attention_steps`, then the keeping hand-offs,
+    ``"kept"``) or the derivative's (:func:`~wafertile.stream.attention.
+    attention_grad_steps`), phases ``first`` onwards, each one's step in ``labels``, on
+    ``layout``."""
+
+    layer: int
+    backward: bool
+    layout: AttentionLayout
+    first: int
+    labels: list[str]
+
+
+@dataclass
 class StepProgram(LayerProgram):
     """A compiled training step of one batch group: a :class:`~wafertile.stream.LayerProgram`
     whose ``"grad"`` phases end when their GRAD results are back at the south edge;
@@ -93,6 +116,8 @@ class StepProgram(LayerProgram):
     #: per residual connection ``(l, base, plan)``: layer ``l`` adds the outputs kept at
     #: ``base`` + their slot of ``plan`` (layer ``l``'s) in the tile that holds them
     residuals: list[tuple[int, int, LayerPlan]] = field(default_factory=list)
+    #: the phases of each attention layer's forward pass and derivative
+    attention: list[AttentionPhases] = field(default_factory=list)
 
 
 def check_gelu(config: Config, gelu) -> None:
@@ -170,6 +195,44 @@ def check_norms(config: Config, weights, ln, gelu=None) -> tuple:
     return lns
 
 
+def check_attentions(config: Config, weights, attn, gelu=None, ln=None, res=None,
+                     batch: int | None = None) -> tuple:
+    """:func:`wafertile.sim.models.training.attentions` of a step of ``weights`` on
+    ``config`` (``docs/training.md``, "Attention layers"): each group of ``rows`` inputs whole
+    sequences (``T`` divides ``rows``), the attention's phases and its derivative's possible
+    on the tiles (:func:`wafertile.stream.attention.check_attention`, the banks' depths in
+    the step's layout, whose budget :func:`step_layout` checks), refused in one line
+    (:class:`TrainError`)."""
+    try:
+        atts = attentions(attn, weights, batch, gelu, ln, res)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None
+    for n, a in enumerate(atts):
+        if a is None:
+            continue
+        T = a[1]
+        if config.rows < T or config.rows % T:
+            raise TrainError(f"the attention after layer {n} has sequences of T = {T} "
+                             f"positions and the array {config.rows} rows: a batch group of "
+                             f"rows inputs is whole sequences, one position per row (T must "
+                             f"divide rows)")
+        try:
+            lay = _attention_layout(config, a)
+            check_attention(lay, f"the attention after layer {n}")
+            attention_grad_steps(lay)
+        except LayerError as exc:
+            raise TrainError(str(exc)) from None
+    return atts
+
+
+def _attention_layout(config: Config, att: tuple, act: int = 0, do: int = 0
+                      ) -> AttentionLayout:
+    """The layout of an attention ``(heads, T, D)`` in a group of ``rows`` inputs: its own
+    activations from ``act``, ``dO`` at ``do``."""
+    heads, T, D = att
+    return AttentionLayout(config, T, heads, D, config.rows // T, act=act, do=do)
+
+
 def _scratch(regions: dict[str, int]) -> tuple[int, int, int]:
     """The three scratch words of LayerNorm layers (region ``LS``)."""
     return regions["LS"], regions["LS"] + 1, regions["LS"] + 2
@@ -191,13 +254,15 @@ def check_residuals(weights, ln, res) -> tuple:
 
 
 def step_layout(config: Config, sizes: list[int], gelu=None, ln=None,
-                kept: dict[int, int] | None = None) -> dict[str, int]:
+                kept: dict[int, int] | None = None, att: dict[int, tuple[int, int]] | None = None
+                ) -> dict[str, int]:
     """The activation regions of a tile (docs/training.md, "What a tile keeps"):
     ``A_l`` at ``J_0 + ... + J_{l-1}``, ``G`` after them, ``ONE`` after ``G``, then ``U_l``
     (``I_l`` words) for each GELU layer ``l`` (``gelu``: a flag per layer), then ``XH_l``
     (``I_l`` words) and ``R_l`` (one) for each LayerNorm layer ``l`` (``ln``: a flag per
     layer) and, with any, the three scratch words ``LS``; then ``K_l`` (``kept[l]`` words) for
-    each layer ``l`` that adds a residual.
+    each layer ``l`` that adds a residual; then ``DA_l`` and ``AT_l`` for each attention
+    layer (``att[l]``: their words, docs/training.md, "Attention layers").
 
     Raises
     ------
@@ -231,8 +296,13 @@ def step_layout(config: Config, sizes: list[int], gelu=None, ln=None,
         regions[f"K{n}"] = need
         need += words
         terms.append(f"{words} (K{n})")
+    for n, (da, at) in sorted((att or {}).items()):
+        regions[f"DA{n}"], regions[f"AT{n}"] = need, need + da
+        need += da + at
+        terms += [f"{da} (DA{n})", f"{at} (AT{n})"]
     if need > config.act_depth:
-        what = (" the loss gradient, a 1.0 and what GELU, LayerNorm and residual layers keep"
+        what = (" the loss gradient, a 1.0 and what GELU, LayerNorm, residual and attention "
+                "layers keep"
                 if len(terms) > len(sizes) + 1 else " the loss gradient and a 1.0")
         raise TrainError(f"a training step keeps every layer's inputs,{what} in each tile: "
                          f"{' + '.join(terms)} = {need} activation words > act_depth = "
@@ -246,7 +316,7 @@ def _words(config: Config, name: str, values) -> np.ndarray:
 
 
 def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool = False,
-                 gelu=None, ln=None, res=None) -> StepProgram:
+                 gelu=None, ln=None, res=None, attn=None) -> StepProgram:
     """The program of one batch group.
 
     Parameters
@@ -272,6 +342,9 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
     res : sequence, optional
         Per layer, None or the earlier LayerNorm layer whose accumulators it adds
         (docs/training.md, "Residual connections"; :func:`check_residuals`).
+    attn : sequence, optional
+        Per layer, None or ``(heads, T)``: the attention after it (docs/training.md,
+        "Attention layers"; :func:`check_attentions`).
     """
     cfg = config
     R, C = cfg.rows, cfg.cols
@@ -280,15 +353,20 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
     check_gelu(cfg, flags)
     lns = check_norms(cfg, weights, ln, flags)
     ress = check_residuals(weights, ln, res)
+    atts = check_attentions(cfg, weights, attn, flags, ln, res)
     sources = {k: n for n, k in enumerate(ress) if k is not None}
     sizes = [np.shape(w)[1] for w in weights] + [np.shape(weights[-1])[0]]
     lnflags = [m is not None for m in lns]
-    step_layout(cfg, sizes, flags, lnflags)  # the budget before the words (then the kept)
+    att_words = {n: (np.shape(weights[n])[0], max(lay.activations, lay.grad_activations))
+                 for n, a in enumerate(atts) if a is not None
+                 for lay in [_attention_layout(cfg, a)]}
+    step_layout(cfg, sizes, flags, lnflags, att=att_words)  # the budget before the words
     fmt = float_format(cfg.dtype)
     ws = [_words(cfg, f"w{n}", w) for n, w in enumerate(weights)]
     bs = [fp32_words(f"b{n}", b, error=TrainError) for n, b in enumerate(biases)]
     xw, dyw = _group_words(cfg, x, dy, sizes[0], sizes[-1])
-    plans = [plan_layer(cfg, w) for w in ws]
+    plans = [plan_layer(cfg, w, groups=None if a is None else _attention_layout(cfg, a).groups())
+             for w, a in zip(ws, atts, strict=True)]
     for n in sources.values():
         if plans[n].passes > 1:
             raise TrainError(f"layer {n} adds a residual (res{n}) and has {sizes[n + 1]} "
@@ -296,7 +374,10 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
                              f"columns of {cfg.acc_depth} accumulators: a residual needs "
                              f"them at once (raise acc_depth or use more columns)")
     regions = step_layout(cfg, sizes, flags, lnflags, {
-        n: max(len(part) for part in plans[n].parts(0)) for n in sources.values()})
+        n: max(len(part) for part in plans[n].parts(0)) for n in sources.values()}, att_words)
+    layouts = {n: _attention_layout(cfg, a, regions[f"AT{n}"], regions[f"A{n + 1}"])
+               for n, a in enumerate(atts) if a is not None}
+    attention: list[AttentionPhases] = []
     phases: list[Phase] = []
     grads: list[GradFlits | None] = []
     roles: list[str] = []
@@ -331,6 +412,21 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
             if n == L - 1:
                 add(read_phase(plan, p, R))
                 continue
+            if n in layouts:  # the attention, what its derivative reads, its outputs' hand-off
+                lay = layouts[n]
+                steps = [*attention_steps(lay), ("kept", attention_keep_phases(lay))]
+                attention.append(AttentionPhases(n, False, lay, len(phases), [
+                    name for name, ps in steps for _ in ps]))
+                for _, ps in steps:
+                    for phase in ps:
+                        add(phase)
+                f = np.arange(lay.width)
+                outputs = replace(plan, I=lay.width, passes=1, groups=[
+                    f[lay.column(f) == c] for c in range(C)])
+                for phase in handoff_phases(cfg, outputs, keep, 0, R, plans[n + 1],
+                                            regions[f"A{n + 1}"], slot_base=int(lay.o_slot(0))):
+                    add(phase)
+                continue
             row = SimpleNamespace(chunk=sizes[n + 1], G=C)  # every tile of the row
             if lns[n] is not None:  # (one pass: check_norms) keeping fmt(x^) and r
                 xhat = handoff_phases(cfg, plan, keep, p, R, row, regions[f"XH{n}"])
@@ -363,10 +459,12 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
     add(loss.phase("handoff"))
     # -- backward, from the last layer ------------------------------------------------------
     for n in reversed(range(L)):
-        dy_base = regions["G"] if n == L - 1 else regions[f"A{n + 1}"]
+        dy_base = regions["G"] if n == L - 1 else regions[f"DA{n}"] if n in layouts else \
+            regions[f"A{n + 1}"]
         ii, kk = np.nonzero(np.asarray(masks[n], bool))
-        ii = np.r_[ii, np.arange(sizes[n + 1])]
-        kk = np.r_[kk, np.full(sizes[n + 1], -1)]
+        outputs = np.shape(ws[n])[0]  # I_n (after an attention 3 H D, not J_{n+1})
+        ii = np.r_[ii, np.arange(outputs)]
+        kk = np.r_[kk, np.full(outputs, -1)]
         m = len(ii)
         column = np.arange(m) % C
         addr_b = np.where(kk >= 0, regions[f"A{n}"] + kk, regions["ONE"])
@@ -389,6 +487,10 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
             add(stream_phase(tplan, p, R, base=dy_base))
             role = "backward_handoff"
             row = SimpleNamespace(chunk=sizes[n], G=C)  # every tile of the row
+            if n - 1 in layouts:  # dO = half(D), for the attention's derivative below
+                for phase in handoff_phases(cfg, tplan, keep, p, R, row, regions[f"A{n}"]):
+                    add(phase)
+                continue
             if lns[n - 1] is not None:  # E = half(D), its GRADs, the derivative, dY_{n-1}
                 for phase in handoff_phases(cfg, tplan, keep, p, R, row, regions[f"A{n}"]):
                     add(phase)
@@ -419,26 +521,42 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
             for phase in handoff_phases(cfg, tplan, None, p, R, row, regions[f"A{n}"],
                                         op=Opcode.FINISH_BACK):
                 add(phase)
+        if n - 1 in layouts:  # the attention's derivative, then dY_{n-1} = half(dQ | dK | dV)
+            lay = layouts[n - 1]
+            role = "attention_grad"
+            steps = attention_grad_steps(lay)
+            attention.append(AttentionPhases(n - 1, True, lay, len(phases), [
+                name for name, ps in steps for _ in ps]))
+            for _, ps in steps:
+                for phase in ps:
+                    add(phase)
+            role = "backward_handoff"
+            for phase in handoff_phases(cfg, plans[n - 1], keep, 0, R, SimpleNamespace(
+                    chunk=plans[n - 1].I, G=C), regions[f"DA{n - 1}"]):
+                add(phase)
         if read_dx:
             role = "check"
             read = PhaseBuilder()
             to_host = reply_route(cfg, R)
-            k = np.arange(sizes[n])
+            # dY_{n-1}: at A_n, or after an attention at DA_{n-1}
+            base, J = ((regions[f"DA{n - 1}"], plans[n - 1].I) if n - 1 in layouts else
+                       (regions[f"A{n}"], sizes[n]))
+            k = np.arange(J)
             column = sizes[-1] + sum(C * J for _, _, J in dx)
             for y in range(R):
                 for c in range(C):
                     read.add(y, len(k), x0=c, x1=c, y0=y, y1=y, op=Opcode.READ_ACT.value,
-                             addr=regions[f"A{n}"] + k, addr_b=c, data=to_host[y])
-                    read.reply(y, regions[f"A{n}"] + k, c, y, column + c * sizes[n] + k)
+                             addr=base + k, addr_b=c, data=to_host[y])
+                    read.reply(y, base + k, c, y, column + c * J + k)
             add(read.phase("read"))
-            dx.append((n, column, sizes[n]))
+            dx.append((n, column, J))
     nnz = sum(int(np.count_nonzero(w)) for w in ws)
     width = sizes[-1] + sum(C * J for _, _, J in dx)
     return StepProgram(cfg, (R, width, sizes[0]), phases, nnz,
                        dense_flits=sum(w.size for w in ws), grads=grads, roles=roles,
                        regions=regions, dx=dx, norms=spans,
                        residuals=[(n, regions[f"K{n}"], plans[n]) for n in sorted(
-                           sources.values())])
+                           sources.values())], attention=attention)
 
 
 class StepCompiler:
@@ -448,14 +566,14 @@ class StepCompiler:
     ``compile_step(...)`` and ``StepCompiler(...).group(...)`` give the same flits."""
 
     def __init__(self, config: Config, weights, biases, masks, *, read_dx: bool = False,
-                 gelu=None, ln=None, res=None):
+                 gelu=None, ln=None, res=None, attn=None):
         self.config = config
         self.sizes = [np.shape(w)[1] for w in weights] + [np.shape(weights[-1])[0]]
         R = config.rows
         self.template = compile_step(config, weights, biases, masks,
                                      np.zeros((R, self.sizes[0]), np.float32),
                                      np.zeros((R, self.sizes[-1]), np.float32),
-                                     read_dx=read_dx, gelu=gelu, ln=ln, res=res)
+                                     read_dx=read_dx, gelu=gelu, ln=ln, res=res, attn=attn)
         self._loss = self.template.roles.index("loss")
         layout = flit_layout(config)
         #: the template's phases packed once (:func:`wafertile.sim.harness.write_program`'s

@@ -27,7 +27,7 @@ from .compiler import StepCompiler, StepProgram, gradient_words
 __all__ = ["ROLES", "GroupResult", "RtlFabric", "RtlStep", "assemble", "group_starts"]
 
 #: The parts of a step the cycles are reported by (:attr:`~.compiler.StepProgram.roles`).
-ROLES = ("forward", "loss", "gradients", "backward", "backward_handoff")
+ROLES = ("forward", "loss", "gradients", "backward", "backward_handoff", "attention_grad")
 
 
 @dataclass
@@ -222,7 +222,7 @@ class RtlFabric:
         self.workdir = self.build / f"train-{os.getpid()}"
         self.workdir.mkdir(exist_ok=True)
 
-    def groups(self, weights, biases, masks, x, dy, gelu=None, ln=None, res=None
+    def groups(self, weights, biases, masks, x, dy, gelu=None, ln=None, res=None, attn=None
                ) -> list[GroupResult]:
         """Run the groups of ``x`` (``rows`` inputs each, the last padded) with their loss
         gradient ``dy``, one harness run per group."""
@@ -230,7 +230,7 @@ class RtlFabric:
         R = cfg.rows
         shapes = [np.shape(w) for w in weights]
         compiler = StepCompiler(cfg, weights, biases, masks, read_dx=self.read_dx, gelu=gelu,
-                                ln=ln, res=res)
+                                ln=ln, res=res, attn=attn)
         out = []
         for g0 in group_starts(len(x), R):
             program = compiler.group(x[g0:g0 + R], dy[g0:g0 + R])
@@ -240,13 +240,14 @@ class RtlFabric:
         return out
 
     def step(self, weights, biases, masks, x, labels, scale: float = 1.0, gelu=None, ln=None,
-             res=None) -> RtlStep:
+             res=None, attn=None) -> RtlStep:
         """One step of the batch ``x`` (any number of rows: groups of ``rows``, the last
         padded), the loss gradient taken from the reference's logits (checked equal to the
         fabric's); ``gelu``: per layer, GELU after it instead of ReLU; ``ln``: per layer, a
         LayerNorm instead (None or ``(gamma, beta, eps)``); ``res``: per layer, None or the
-        earlier LayerNorm layer whose accumulators it adds."""
+        earlier LayerNorm layer whose accumulators it adds; ``attn``: per layer, None or
+        ``(heads, T)``, the attention after it."""
         ref = training_step(self.config, weights, biases, masks, x, labels, scale, gelu, ln,
-                            res)
-        results = self.groups(weights, biases, masks, x, ref.dys[-1], gelu, ln, res)
+                            res, attn)
+        results = self.groups(weights, biases, masks, x, ref.dys[-1], gelu, ln, res, attn)
         return assemble(self.config, ref, masks, results)
