@@ -233,12 +233,14 @@ def test_closed_form_routes_are_the_walks(request):
 
 
 @pytest.mark.slow  # a counters build of its own (about 30 s)
-@pytest.mark.parametrize("chain", ["relu", "gpt-like"])
+@pytest.mark.parametrize("chain", ["relu", "gpt-like", "gpt-block"])
 def test_training_step_counters_equal_the_model(request, chain):
     """A training step's events on Verilator, every group of 5 inputs on 2 x 3 bf16 tiles
     with the nonlinear unit and counters: a ReLU chain (GRAD chains, FINISH_BACK), and a
     GPT-like chain (LayerNorm, GELU, a residual and a second LayerNorm: their derivatives,
-    the GRADs of gamma and beta). Every event of every tile equals the model's
+    the GRADs of gamma and beta); and a GPT training block with attention
+    (``tests/test_training_rtl.py``'s ``gpt_block``: the attention's keeping hand-offs and
+    derivative) on 4 x 2 tiles, 6 inputs. Every event of every tile equals the model's
     (``program_events`` with the step's tables, :class:`~wafertile.trainer.model.GroupTables`)."""
     from wafertile.hdl.core.fp import float_format
     from wafertile.sim.harness import run_harness
@@ -268,13 +270,25 @@ def test_training_step_counters_equal_the_model(request, chain):
     x = fmt.values(fmt.bits(rng.normal(size=(5, 6)).astype(np.float32)))
     labels = rng.integers(0, 3, 5)
     args = (store.stream_weights(), store.biases, store.masks, x, labels, float(store.scale))
+    attn = None
+    if chain == "gpt-block":
+        from .test_training_rtl import gpt_block
+
+        cfg = Config(rows=4, cols=2, dtype="bf16", act_depth=128, acc_depth=32,
+                     nonlinear=True, counters=True)
+        w, b, m, chain_args = gpt_block(rng, "bf16")
+        norms, attn = chain_args["ln"], chain_args["attn"]
+        x = fmt.values(fmt.bits(rng.normal(size=(6, 4)).astype(np.float32)))
+        labels = rng.integers(0, 3, 6)
+        args = (w, b, m, x, labels, 16.0)
     gelu, res = chain_args.get("gelu"), chain_args.get("res")
-    ref = training_step(cfg, *args, gelu, norms, res)
+    ref = training_step(cfg, *args, gelu, norms, res, attn)
     fabric = RtlFabric(cfg, read_dx=False)
-    compiler = StepCompiler(cfg, *args[:3], gelu=gelu, ln=norms, res=res)
-    tables = GroupTables(cfg, args[0], args[1], x, ref, gelu, norms, res)
-    for g0 in group_starts(len(x), cfg.rows):
-        program = compiler.group(x[g0:g0 + 2], ref.dys[-1][g0:g0 + 2])
+    compiler = StepCompiler(cfg, *args[:3], gelu=gelu, ln=norms, res=res, attn=attn)
+    tables = GroupTables(cfg, args[0], args[1], x, ref, gelu, norms, res, attn)
+    R = cfg.rows
+    for g0 in group_starts(len(x), R):
+        program = compiler.group(x[g0:g0 + R], ref.dys[-1][g0:g0 + R])
         _, stats = run_harness(fabric.exe, cfg, program, fabric.workdir,
                                packed=compiler.packed)
         sent: dict = {}

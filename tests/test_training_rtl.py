@@ -371,3 +371,142 @@ def test_residuals_are_refused_in_one_line():
         compile_step(cfg, w2, b2, m2, x, dy, ln=ln, res=(None, 0, 0, None))
     program = compile_step(cfg, w, b, m, x, dy, ln=ln, res=(None, None, 0, None))
     assert [(n, base) for n, base, _ in program.residuals] == [(2, program.regions["K2"])]
+
+
+def _attention_chain(rng, dtype, shapes, density=0.8):
+    """Weights, biases and masks of layers of ``shapes`` ``(J, I)`` (an attention's
+    projection gives ``3 H D`` outputs and the next layer takes ``H D``)."""
+    from .test_training_reference import chain
+
+    w, b, m = [], [], []
+    for J, I in shapes:
+        a, bb, mm = chain(rng, dtype, (J, I), density)
+        w, b, m = w + a, b + bb, m + mm
+    return w, b, m
+
+
+def test_attention_steps_on_the_harness_equal_the_reference_and_the_model(request):
+    """docs/training.md, "Attention layers": a chain 3-6-3 whose first layer projects to 2
+    heads of 1 feature, sequences of 2 positions (4 inputs, two groups), on the 2 x 2 fp16
+    array of the LayerNorm tests: every logit, every tile's dY (dY_0 = half(dQ | dK | dV)
+    read back from DA_0), every gradient bit exact on the harness; the model's event level
+    gives every role's cycles. Without the forward pass's keeping hand-offs the derivative
+    reads stale words and the step is not exact."""
+    from wafertile.sim.harness import run_harness
+    from wafertile.trainer.rtl import assemble, group_result, group_starts
+
+    from .test_training_reference import numbers
+
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    cfg = Config(rows=2, cols=2, dtype="fp16", act_depth=32, acc_depth=16, nonlinear=True)
+    w, b, m = _attention_chain(rng, "fp16", [(3, 6), (2, 3)])
+    x = numbers(rng, "fp16", (4, 3), zeros=0.2)
+    labels = rng.integers(0, 3, 4)
+    attn = ((2, 2), None)
+    fabric = RtlFabric(cfg)
+    r = fabric.step(w, b, m, x, labels, 64.0, attn=attn)
+    assert r.exact, f"{r.mismatches} (seed {seed})"
+    assert r.reference.attn[0] is not None and np.abs(r.dw[0]).max() > 0, f"seed {seed}"
+    assert r.cycles["attention_grad"] > 0
+    model = ModelFabric(cfg, detail="mesh").step(w, b, m, x, labels, 64.0, attn=attn)
+    assert {k: model.cycles[k] for k in ROLES} == {k: r.cycles[k] for k in ROLES}, \
+        f"seed {seed}"
+    # the same groups without the keeping hand-offs ("kept"): the derivative's words are stale
+    compiler = StepCompiler(cfg, w, b, m, read_dx=True, attn=attn)
+    span = next(a for a in compiler.template.attention if not a.backward)
+    drop = {span.first + k for k, label in enumerate(span.labels) if label == "kept"}
+    assert drop
+    results = []
+    for g0 in group_starts(len(x), cfg.rows):
+        program = compiler.group(x[g0:g0 + 2], r.reference.dys[-1][g0:g0 + 2])
+        keep = [n for n in range(len(program.phases)) if n not in drop]
+        program.phases, program.roles, program.grads = (
+            [seq[n] for n in keep] for seq in (program.phases, program.roles, program.grads))
+        logits, stats = run_harness(fabric.exe, cfg, program, fabric.workdir)
+        results.append(group_result(program, 2, logits, stats, [np.shape(a) for a in w]))
+    broken = assemble(cfg, r.reference, m, results)
+    assert not broken.exact and "dW_0" in broken.mismatches, f"seed {seed}"
+
+
+def gpt_block(rng, dtype):
+    """A scaled-down GPT training block as a chain: LayerNorm, the projection to 2 heads of 2
+    (sequences of 2), the output projection adding layer 0's accumulators and normalizing,
+    a GELU MLP whose second layer adds layer 2's and normalizes, the logits: ``(weights,
+    biases, masks, kwargs)``."""
+    w, b, m = _attention_chain(rng, dtype, [(4, 4), (4, 12), (4, 4), (4, 8), (8, 4), (4, 3)])
+    ln = [None] * 6
+    for n in (0, 2, 4):
+        ln[n] = (rng.normal(1, 0.3, 4).astype(np.float32),
+                 rng.normal(0, 0.3, 4).astype(np.float32), 1e-5)
+    return w, b, m, {"gelu": (False, False, False, True, False, False), "ln": ln,
+                     "res": (None, None, 0, None, 2, None),
+                     "attn": (None, (2, 2), None, None, None, None)}
+
+
+@pytest.mark.slow
+def test_a_gpt_training_block_on_the_harness(request):
+    """The whole block (gpt_block: LayerNorm, attention, residual, GELU MLP) on 4 x 2 bf16
+    tiles, 6 inputs as 3 sequences of 2 in two groups (the second padded): bit exact, the
+    model's event level giving every role's cycles."""
+    from .test_training_reference import numbers
+
+    seed = seed_for(request)
+    rng = np.random.default_rng(seed)
+    cfg = Config(rows=4, cols=2, dtype="bf16", act_depth=128, acc_depth=32, nonlinear=True,
+                 counters=True)
+    w, b, m, kw = gpt_block(rng, "bf16")
+    x = numbers(rng, "bf16", (6, 4), zeros=0.1)
+    labels = rng.integers(0, 3, 6)
+    r = RtlFabric(cfg).step(w, b, m, x, labels, 16.0, **kw)
+    assert r.exact, f"{r.mismatches} (seed {seed})"
+    model = ModelFabric(cfg, detail="mesh").step(w, b, m, x, labels, 16.0, **kw)
+    assert {k: model.cycles[k] for k in ROLES} == {k: r.cycles[k] for k in ROLES}, \
+        f"seed {seed}"
+
+
+def test_attention_layers_are_refused_in_one_line():
+    """What a step's attention layers cannot be, refused before anything is built."""
+    from wafertile.sim.models.training import training_step
+
+    rng = np.random.default_rng(0)
+    w, b, m = _attention_chain(rng, "fp16", [(3, 6), (2, 3)])
+    x, dy = np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32)
+    cfg = Config(rows=2, cols=2, dtype="fp16", act_depth=32, acc_depth=16, nonlinear=True)
+    ok = ((2, 2), None)
+    for config, attn, kw, message in [
+        (cfg, (None, (1, 2)), {}, r"^layer 1 has attention \(attn1\): the chain's last layer "
+                                  r"gives the logits$"),
+        (cfg, ((4, 2), None), {}, r"^attn0 = \(4, 2\): layer 0's 6 outputs are not the "
+                                  r"queries, keys and values of 4 heads"),
+        (cfg, ok, {"gelu": (True, False)}, r"^layer 0 has attention and GELU: the projection's "
+                                           r"outputs are the attention's inputs$"),
+        (cfg, ((2, 3), None), {}, r"^the attention after layer 0 has sequences of T = 3 "
+                                  r"positions and the array 2 rows"),
+        (cfg, ok, {}, None),
+        (cfg.replace(act_depth=16), ok, {},
+         r"^a training step keeps every layer's inputs, the loss gradient, a 1.0 and what GELU, "
+         r"LayerNorm, residual and attention layers keep in each tile: 3 \+ 2 \+ 3 \+ 1 \+ 6 "
+         r"\(DA0\) \+ 12 \(AT0\) = 27 activation words > act_depth = 16$"),
+        (cfg.replace(router_arch="lite"), ok, {}, r"^the attention after layer 0 needs a "
+                                                  r"router whose local input holds at least 2"),
+        (cfg, (None,), {}, r"^attn has 1 entries for 2 layers$")]:
+        if message is None:
+            program = compile_step(config, w, b, m, x, dy, attn=attn, **kw)
+            assert [(a.layer, a.backward) for a in program.attention] == [(0, False), (0, True)]
+            continue
+        with pytest.raises(TrainError, match=message):
+            compile_step(config, w, b, m, x, dy, attn=attn, **kw)
+    w4, b4, m4 = _attention_chain(rng, "fp16", [(3, 24), (8, 3)])
+    with pytest.raises(TrainError, match=r"^the attention after layer 0 \(2 positions, 2 "
+                                         r"heads of 4\) needs 19 accumulators per tile, "
+                                         r"acc_depth is 16$"):
+        compile_step(cfg.replace(act_depth=128), w4, b4, m4, x, dy, attn=ok)
+    w3, b3, m3 = _attention_chain(rng, "fp16", [(3, 6), (3, 3)])
+    with pytest.raises(TrainError, match=r"^layer 1 takes 3 inputs and the attention after "
+                                         r"layer 0 gives 2 \(2 heads of 1\)$"):
+        compile_step(cfg, w3, b3, m3, x, dy, attn=ok)
+    with pytest.raises(ValueError, match=r"^the batch of 3 inputs is not whole sequences of "
+                                         r"T = 2 positions \(attn0\)$"):
+        training_step(cfg, w, b, m, np.zeros((3, 3), np.float32), np.zeros(3, np.int64),
+                      attn=ok)

@@ -530,6 +530,14 @@ def attention_tables(config: Config, net, batch: int, layer: int, group: int, st
     head's softmax's maximum, or with ``late`` its reciprocal, in the scratch
     accumulator)."""
     lay, s0 = _layout(config, net, batch, layer, group)
+    return layout_tables(lay, s0, steps, late=late)
+
+
+def layout_tables(lay, s0: int, steps: dict, *, late: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`attention_tables` of the attention on layout ``lay`` whose first sequence is
+    the ``s0``-th of the reference's ``steps``."""
+    config = lay.config
     C, T, H, D = config.cols, lay.T, lay.heads, lay.D
     nz = {k: (np.asarray(v) & 0x7FFF) != 0 for k, v in steps.items()
           if k in ("q", "k", "v", "p", "max", "recip")}
@@ -565,13 +573,8 @@ def attention_grad_tables(layout, program, labels: list[str], grad: dict
     ``dO`` (``dv``) as the load wrote them, ``fmt(dS)`` (``dq``, ``dk``), and each head's
     ``c1``, then ``c2`` (the softmax's derivative), as
     :func:`~wafertile.model.predict.predict_program` takes them."""
-    from ..hdl.core.fp import float_format
-    from ..hdl.flit import Opcode
-    from ..sim.models.fp import to_half
-
     config = program.config
-    C, T, H = config.cols, layout.T, layout.heads
-    fmt = float_format(config.dtype)
+    C = config.cols
     load = program.phases[0].flits
 
     def written(op: Opcode, depth: int, mask: int) -> np.ndarray:
@@ -582,11 +585,68 @@ def attention_grad_tables(layout, program, labels: list[str], grad: dict
         table[y * C + x, addr] = (data & mask) != 0
         return table
 
-    bank = written(Opcode.WRITE_ACT, config.act_depth, 0x7FFF)
-    loaded = written(Opcode.WRITE_ACC, config.acc_depth, 0x7FFFFFFF)  # V and dO
+    return grad_tables(layout, program.phases, labels, grad,
+                       written(Opcode.WRITE_ACT, config.act_depth, 0x7FFF),
+                       written(Opcode.WRITE_ACC, config.acc_depth, 0x7FFFFFFF))
+
+
+def kept_tables(layout, steps: dict, do, s0: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """What a training step's attention derivative on ``layout`` starts from, nonzero
+    (``docs/training.md``, "Attention layers"): the activations (tiles x ``act_depth``: the
+    kept ``P``, ``K``, ``Q``, ``P`` of a value's head and ``V``, and ``dO`` at
+    ``layout.do`` in every tile of the row) and the accumulators its first phase copies
+    ``V`` and ``dO`` into (tiles x ``acc_depth``), from the reference's attention
+    ``steps`` (whose ``s0``-th sequence is the layout's first) and ``do`` (the group's rows,
+    words of the format)."""
+    config = layout.config
+    C, T, H, D = config.cols, layout.T, layout.heads, layout.D
+    nz = {k: (np.asarray(steps[k]).astype(np.int64) & 0x7FFF) != 0 for k in "qkvp"}
+    dO = (np.asarray(do).astype(np.int64) & 0x7FFF) != 0
+    bank = np.zeros((config.rows * C, config.act_depth), bool)
+    loaded = np.zeros((config.rows * C, config.acc_depth), bool)
+    rows = np.arange(len(dO))
+    bank[(rows[:, None] * C + np.arange(C)[None, :]).ravel()[:, None],
+         layout.do + np.arange(layout.width)[None, :]] = np.repeat(dO, C, axis=0)
+    t, d = np.arange(T), np.arange(D)
+    for s in range(layout.sequences):
+        y = s * T + t
+        for h in range(H):
+            at = (s0 + s) * H + h
+            P, K, Q, V = nz["p"][at], nz["k"][at], nz["q"][at], nz["v"][at]
+            head = y * C + h
+            bank[head[:, None], layout.gp_act(t)[None, :]] = P
+            for j in range(T):
+                bank[head[j:, None], layout.gk_act(j, d)[None, :]] = K[j][None, :]
+                bank[head[:j + 1, None], layout.gq_act(j, d)[None, :]] = Q[j][None, :]
+            f = h * D + d
+            c, k = layout.column(f), layout.index(f)
+            tiles = y[:, None] * C + c[None, :]
+            for i in range(T):  # P[i, j] of the head, at row j's value tiles, j <= i
+                bank[tiles[:i + 1], layout.gpt_act(k, i)[None, :]] = P[i, :i + 1][:, None]
+            bank[tiles, layout.gv_act(k)[None, :]] = V
+            loaded[tiles, layout.v_slot(c, k)[None, :]] = V
+            loaded[tiles, layout.gdo_slot(k)[None, :]] = dO[y[:, None], f[None, :]]
+    return bank, loaded
+
+
+def grad_tables(layout, phases: list, labels: list[str], grad: dict, bank: np.ndarray,
+                loaded: np.ndarray, s0: int = 0) -> tuple[dict, dict]:
+    """:func:`attention_grad_tables` of the derivative's ``phases`` (their steps
+    ``labels``) given what they start from: ``bank``, the activations, and ``loaded``, the
+    words of ``V`` and ``dO`` in their accumulators (tiles x depth, nonzero), with ``grad``
+    whose ``s0``-th sequence is the layout's first."""
+    from ..hdl.core.fp import float_format
+    from ..sim.models.fp import to_half
+
+    config = layout.config
+    C, T, H = config.cols, layout.T, layout.heads
+    fmt = float_format(config.dtype)
+    first = s0 * H
     ds = (to_half(np.asarray(grad["ds"]).astype(np.uint32), fmt).astype(np.int64)
-          & 0x7FFF) != 0                                                  # S H x T x T
-    c = [(np.asarray(grad[k]).astype(np.int64) & 0x7FFF) != 0 for k in ("c1", "c2")]
+          & 0x7FFF) != 0
+    ds = ds[first:first + layout.sequences * H]                           # S H x T x T
+    c = [((np.asarray(grad[k]).astype(np.int64) & 0x7FFF) != 0)[first:first + len(ds)]
+         for k in ("c1", "c2")]
     with_ds = loaded.copy()
     for sh in range(ds.shape[0]):
         s, h = divmod(sh, H)
@@ -594,8 +654,8 @@ def attention_grad_tables(layout, program, labels: list[str], grad: dict
         with_ds[(rows * C + h)[:, None], layout.s_slot(np.arange(T))[None, :]] = ds[sh]
     nonzero, sent = {}, {}
     spreads = 0
-    for n, (phase, label) in enumerate(zip(program.phases, labels, strict=True)):
-        if phase.kind == "stream":
+    for n, (phase, label) in enumerate(zip(phases, labels, strict=True)):
+        if phase.kind == "stream" or label == "copies":
             nonzero[n] = bank
         if not len(phase) or not (np.asarray(phase.flits["payload.op"])
                                   == Opcode.FINISH.value).any():

@@ -17,6 +17,7 @@ optimizer (``docs/training.md``).
 from .checkpoint import FORMAT, fingerprint, load_checkpoint, save_checkpoint
 from .config import OPTIMIZERS, SCHEDULES, TRAIN_DTYPES, TrainConfig, TrainError, check_dtype
 from .export import (
+    attention_layers,
     export_network,
     from_network,
     gelu_flags,
@@ -30,7 +31,8 @@ from .schedule import learning_rate
 from .store import ParameterStore
 
 __all__ = ["FORMAT", "OPTIMIZERS", "SCHEDULES", "TRAIN_DTYPES", "Adam", "LossScale", "Momentum",
-           "Optimizer", "ParameterStore", "Sgd", "TrainConfig", "TrainError", "check_dtype",
+           "Optimizer", "ParameterStore", "Sgd", "TrainConfig", "TrainError", "attention_layers",
+           "check_dtype",
            "export_network", "fingerprint", "from_network", "gelu_flags", "learning_rate",
            "load_checkpoint", "make_optimizer", "norm_layers", "residual_sources",
            "save_checkpoint", "to_network"]

@@ -14,8 +14,8 @@ from ..network.model import Layer, Network, save_network
 from .config import TrainConfig, TrainError, check_dtype
 from .store import ParameterStore
 
-__all__ = ["export_network", "from_network", "gelu_flags", "norm_layers", "residual_sources",
-           "to_network"]
+__all__ = ["attention_layers", "export_network", "from_network", "gelu_flags", "norm_layers",
+           "residual_sources", "to_network"]
 
 
 def to_network(store: ParameterStore, dtype: str | None = None, name: str = "",
@@ -79,6 +79,23 @@ def residual_sources(net: Network) -> tuple:
     return tuple(layer.res for layer in net.layers)
 
 
+def attention_layers(net: Network, positions: int | None = None) -> tuple:
+    """Per layer of ``net``, None or ``(heads, T)``: the attention after it (``attn{l}``)
+    over sequences of ``T`` positions, the network's ``seq`` or else ``positions`` (the
+    training step's ``attn``, docs/training.md, "Attention layers").
+
+    Raises
+    ------
+    TrainError
+        If the network has attention and neither ``seq`` nor ``positions``.
+    """
+    T = net.seq if net.seq is not None else positions
+    if T is None and any(layer.attn for layer in net.layers):
+        raise TrainError("the network's attention needs its positions per sequence: the "
+                         "network's seq, or give them")
+    return tuple((int(layer.attn), int(T)) if layer.attn else None for layer in net.layers)
+
+
 def norm_layers(net: Network) -> list[int]:
     """The layers of ``net`` with a LayerNorm (``ln_g{l}``)."""
     return [n for n, layer in enumerate(net.layers) if layer.layernorm]
@@ -118,8 +135,9 @@ def from_network(net: Network, config: TrainConfig | None = None) -> ParameterSt
                     f"a trained LayerNorm has no activation after it ({key})")
             raise TrainError(f"{where}layer {n} has a LayerNorm (ln_g{n}): {what}")
         if layer.attn:
-            raise TrainError(f"{where}layer {n} has attention after it (attn{n}); training "
-                             f"takes {chains}")
+            raise TrainError(f"{where}layer {n} has attention after it (attn{n}); the store "
+                             f"takes {chains} (a training step takes attention layers: "
+                             f"docs/training.md, \"Attention layers\")")
     for n, layer in enumerate(net.layers[:-1]):
         if not (layer.relu or layer.gelu or layer.layernorm):
             raise TrainError(f"{where}layer {n} has neither ReLU, GELU nor a LayerNorm; the "

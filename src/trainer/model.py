@@ -23,9 +23,18 @@ import numpy as np
 
 from ..config import Config
 from ..hdl.core.fp import float_format
-from ..model.layer import layernorm_back_tables, spread_kind
+from ..model.layer import (
+    grad_tables,
+    kept_tables,
+    layernorm_back_tables,
+    layout_tables,
+    spread_kind,
+)
 from ..network.compiler import output_places
+from ..sim.models.attention import attention_grad
+from ..sim.models.fp import to_half
 from ..sim.models.training import (
+    attentions,
     backward_data,
     forward,
     layernorm_back,
@@ -41,8 +50,8 @@ __all__ = ["GroupTables", "ModelFabric", "ModelStep", "step_nonzero"]
 
 def step_nonzero(config: Config, program: StepProgram, acts: list[np.ndarray],
                  dys: list[np.ndarray], kept: list | None = None, norm: list | None = None,
-                 sent: dict | None = None, held: dict | None = None
-                 ) -> dict[int, np.ndarray]:
+                 sent: dict | None = None, held: dict | None = None,
+                 att: tuple[list, int] | None = None) -> dict[int, np.ndarray]:
     """Which activations each tile holds nonzero when each MAC stream of a group's
     ``program`` runs, and each phase of GELU's derivative (whose MACs read the kept ``U``)
     (the module's docstring): per such phase index, a bool array of ``rows * cols`` tiles x
@@ -69,6 +78,13 @@ def step_nonzero(config: Config, program: StepProgram, acts: list[np.ndarray],
     held : dict, optional
         Per layer that adds a residual, the kept outputs it adds (words of the format, the
         same rows), which its residual's MACs read in the tiles that hold its outputs.
+    att : tuple, optional
+        ``(steps, g0)``: per layer, for an attention layer the reference's words of the
+        whole (padded) batch (:attr:`~wafertile.sim.models.training.StepResult.attn`'s,
+        with ``"do"`` and ``"grad"``), else None; and the group's first row. The tables of
+        the attention's streams and derivative and the words their FINISHes send
+        (:func:`wafertile.model.layer.layout_tables`, :func:`~wafertile.model.layer.
+        kept_tables`, :func:`~wafertile.model.layer.grad_tables`).
     """
     R, C = config.rows, config.cols
     regions = program.regions
@@ -80,7 +96,7 @@ def step_nonzero(config: Config, program: StepProgram, acts: list[np.ndarray],
         nz = (a.astype(np.int64) & 0x7FFF) != 0 if a.dtype.kind in "iu" else a != 0
         fwd[:, regions[f"A{n}"]:regions[f"A{n}"] + a.shape[1]] = nz
     for n, d in enumerate(dys):
-        base = regions["G"] if n == L - 1 else regions[f"A{n + 1}"]
+        base = regions["G"] if n == L - 1 else regions.get(f"DA{n}", regions[f"A{n + 1}"])
         bwd[:, base:base + np.shape(d)[1]] = np.asarray(d) != 0
     for n, u in enumerate(kept or ()):
         if u is not None:
@@ -115,6 +131,27 @@ def step_nonzero(config: Config, program: StepProgram, acts: list[np.ndarray],
             words = _norm_sent(config, span.plan, phases, steps, regions["LS"] + 1)
         if sent is not None:
             sent.update({span.first + k: w for k, w in words.items()})
+    for a in program.attention:
+        phases = program.phases[a.first:a.first + len(a.labels)]
+        for n in range(a.first, a.first + len(phases)):
+            out.pop(n, None)
+        if att is None or att[0][a.layer] is None:
+            continue
+        steps, g0 = att[0][a.layer], att[1]
+        lay = a.layout
+        s0 = g0 // lay.T
+        if a.backward:
+            bank, loaded = kept_tables(lay, steps, steps["do"][g0:g0 + R], s0)
+            tables, words = grad_tables(lay, phases, a.labels, steps["grad"], bank, loaded, s0)
+        else:
+            acts, early = layout_tables(lay, s0, steps)
+            late = layout_tables(lay, s0, steps, late=True)[1]
+            tables = {k: acts for k, phase in enumerate(phases) if phase.kind == "stream"}
+            words = {k: late if kind[0] else early for k, phase in enumerate(phases)
+                     if (kind := spread_kind(phase, 1)) is not None}
+        out.update({a.first + k: t for k, t in tables.items()})
+        if sent is not None:
+            sent.update({a.first + k: w for k, w in words.items()})
     return out
 
 
@@ -161,7 +198,7 @@ class GroupTables:
     (padding rows: zero), made once; called with a group's program and first row."""
 
     def __init__(self, config: Config, weights, biases, x, ref, gelu=None, ln=None,
-                 res=None):
+                 res=None, attn=None):
         self.config = config
         R = config.rows
         padded = np.zeros((len(group_starts(len(x), R)) * R, np.shape(x)[1]), np.float32)
@@ -169,14 +206,23 @@ class GroupTables:
         self.kept: list = []
         self.norm: list = []
         self.held: dict = {}
+        self.att: list = []
         _, self.acts = forward(config, weights, biases, padded, gelu, self.kept, ln=ln,
-                               norm=self.norm, res=res, held=self.held)
+                               norm=self.norm, res=res, held=self.held, attn=attn,
+                               att=self.att)
         targets = {k: n for n, k in enumerate(residuals(res, len(weights), ln))
                    if k is not None}
         self.dys = [np.zeros((len(padded), np.shape(d)[1]), np.float32) for d in ref.dys]
         for d, r in zip(self.dys, ref.dys, strict=True):
             d[:len(x)] = r
         fmt = float_format(config.dtype)
+        for n, a in enumerate(attentions(attn, weights)):
+            if a is not None:  # the derivative on the padded rows
+                steps = self.att[n]
+                d = backward_data(config, weights[n + 1], fmt.bits(self.dys[n + 1]))
+                steps["do"] = to_half(d, fmt).astype(fmt.dtype)
+                steps["grad"] = attention_grad(steps, steps["do"], a[0], config.dtype,
+                                               len(d) // a[1])
         for n, (steps, words) in enumerate(zip(self.norm, norms(ln, len(weights)),
                                                strict=True)):
             if steps is not None:  # the derivative's steps on the padded rows
@@ -197,7 +243,7 @@ class GroupTables:
                             [d[rows] for d in self.dys],
                             [None if u is None else u[rows] for u in self.kept],
                             [None if s is None else cut(s) for s in self.norm], sent,
-                            {n: v[rows] for n, v in self.held.items()})
+                            {n: v[rows] for n, v in self.held.items()}, (self.att, g0))
 
 
 @dataclass
@@ -228,19 +274,21 @@ class ModelFabric:
         self.cache: dict = {}
 
     def step(self, weights, biases, masks, x, labels, scale: float = 1.0, gelu=None, ln=None,
-             res=None) -> ModelStep:
+             res=None, attn=None) -> ModelStep:
         """One step of the batch ``x`` (groups of ``rows``, the last padded); ``gelu``: per
         layer, GELU after it instead of ReLU; ``ln``: per layer, a LayerNorm instead (None or
         ``(gamma, beta, eps)``); ``res``: per layer, None or the earlier LayerNorm layer whose
-        accumulators it adds."""
+        accumulators it adds; ``attn``: per layer, None or ``(heads, T)``, the attention after
+        it."""
         from ..model import predict_program
 
         cfg = self.config
         R = cfg.rows
         start = time.perf_counter()
-        ref = training_step(cfg, weights, biases, masks, x, labels, scale, gelu, ln, res)
-        tables = GroupTables(cfg, weights, biases, x, ref, gelu, ln, res)
-        compiler = StepCompiler(cfg, weights, biases, masks, gelu=gelu, ln=ln, res=res)
+        ref = training_step(cfg, weights, biases, masks, x, labels, scale, gelu, ln, res, attn)
+        tables = GroupTables(cfg, weights, biases, x, ref, gelu, ln, res, attn)
+        compiler = StepCompiler(cfg, weights, biases, masks, gelu=gelu, ln=ln, res=res,
+                                attn=attn)
         cycles = dict.fromkeys((*ROLES, "total", "check"), 0)
         methods: Counter = Counter()
         flits_in = flits_out = 0
