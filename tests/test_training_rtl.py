@@ -487,7 +487,7 @@ def test_attention_layers_are_refused_in_one_line():
         (cfg.replace(act_depth=16), ok, {},
          r"^a training step keeps every layer's inputs, the loss gradient, a 1.0 and what GELU, "
          r"LayerNorm, residual and attention layers keep in each tile: 3 \+ 2 \+ 3 \+ 1 \+ 6 "
-         r"\(DA0\) \+ 12 \(AT0\) = 27 activation words > act_depth = 16$"),
+         r"\(DA0\) \+ 14 \(AT0\) = 29 activation words > act_depth = 16$"),
         (cfg.replace(router_arch="lite"), ok, {}, r"^the attention after layer 0 needs a "
                                                   r"router whose local input holds at least 2"),
         (cfg, (None,), {}, r"^attn has 1 entries for 2 layers$")]:

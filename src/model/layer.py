@@ -568,10 +568,10 @@ def attention_grad_tables(layout, program, labels: list[str], grad: dict
     """What the model needs of the attention's derivative's ``program`` on ``layout``
     (:func:`~wafertile.stream.attention.attention_grad_program`, its phases' ``labels``), from
     the reference's ``grad`` (:func:`wafertile.sim.models.attention.attention_grad`): per MAC
-    stream, the activations the load wrote nonzero (no phase writes an activation a stream
-    reads); per phase with FINISHes, which words they send nonzero: the values (``dp``) and
-    ``dO`` (``dv``) as the load wrote them, ``fmt(dS)`` (``dq``, ``dk``), and each head's
-    ``c1``, then ``c2`` (the softmax's derivative), as
+    stream, the activations the load wrote nonzero and ``fmt(dS)`` as the ``ds`` step
+    hands it on; per phase with FINISHes, which words they send nonzero: the values
+    (``dp``), the keys, queries and ``dO`` (``grads``) as the load wrote them, ``fmt(dS)``
+    (``ds``), and each head's ``c1``, then ``c2`` (the softmax's derivative), as
     :func:`~wafertile.model.predict.predict_program` takes them."""
     config = program.config
     C = config.cols
@@ -595,7 +595,7 @@ def kept_tables(layout, steps: dict, do, s0: int = 0) -> tuple[np.ndarray, np.nd
     (``docs/training.md``, "Attention layers"): the activations (tiles x ``act_depth``: the
     kept ``P``, ``K``, ``Q``, ``P`` of a value's head and ``V``, and ``dO`` at
     ``layout.do`` in every tile of the row) and the accumulators its first phase copies
-    ``V`` and ``dO`` into (tiles x ``acc_depth``), from the reference's attention
+    ``V``, ``dO``, ``K`` and ``Q`` into (tiles x ``acc_depth``), from the reference's attention
     ``steps`` (whose ``s0``-th sequence is the layout's first) and ``do`` (the group's rows,
     words of the format)."""
     config = layout.config
@@ -615,9 +615,10 @@ def kept_tables(layout, steps: dict, do, s0: int = 0) -> tuple[np.ndarray, np.nd
             P, K, Q, V = nz["p"][at], nz["k"][at], nz["q"][at], nz["v"][at]
             head = y * C + h
             bank[head[:, None], layout.gp_act(t)[None, :]] = P
-            for j in range(T):
-                bank[head[j:, None], layout.gk_act(j, d)[None, :]] = K[j][None, :]
-                bank[head[:j + 1, None], layout.gq_act(j, d)[None, :]] = Q[j][None, :]
+            bank[head[:, None], layout.gk_act(d)[None, :]] = K
+            bank[head[:, None], layout.gq_act(d)[None, :]] = Q
+            loaded[head[:, None], layout.gkw_slot(d)[None, :]] = K
+            loaded[head[:, None], layout.gqw_slot(d)[None, :]] = Q
             f = h * D + d
             c, k = layout.column(f), layout.index(f)
             tiles = y[:, None] * C + c[None, :]
@@ -648,10 +649,14 @@ def grad_tables(layout, phases: list, labels: list[str], grad: dict, bank: np.nd
     c = [((np.asarray(grad[k]).astype(np.int64) & 0x7FFF) != 0)[first:first + len(ds)]
          for k in ("c1", "c2")]
     with_ds = loaded.copy()
+    bank = bank.copy()  # and fmt(dS) as the "ds" step hands it to the activations
     for sh in range(ds.shape[0]):
         s, h = divmod(sh, H)
         rows = s * T + np.arange(T)
-        with_ds[(rows * C + h)[:, None], layout.s_slot(np.arange(T))[None, :]] = ds[sh]
+        head = (rows * C + h)[:, None]
+        with_ds[head, layout.s_slot(np.arange(T))[None, :]] = ds[sh]
+        bank[head, layout.gds_act(np.arange(T))[None, :]] = ds[sh]
+        bank[head, layout.gdst_act(np.arange(T))[None, :]] = ds[sh].T
     nonzero, sent = {}, {}
     spreads = 0
     for n, (phase, label) in enumerate(zip(phases, labels, strict=True)):

@@ -183,6 +183,14 @@ class AttentionLayout:
         accumulator of tile ``(c, i)``."""
         return self.gz + 1 + np.asarray(k)
 
+    def gkw_slot(self, d):
+        """``K[j, d]`` as the weight of ``dQ``'s MACs: accumulator of tile ``(h, j)``."""
+        return self.gz + 1 + self.E + np.asarray(d)
+
+    def gqw_slot(self, d):
+        """``Q[i, d]`` as the weight of ``dK``'s MACs: accumulator of tile ``(h, i)``."""
+        return self.gz + 1 + self.E + self.D + np.asarray(d)
+
     @property
     def G_C(self) -> tuple[int, int]:
         """The derivative's activations ``c1``, ``c2`` of each head's tile."""
@@ -199,20 +207,29 @@ class AttentionLayout:
         """``P[i, j]``: activation of tile ``(h, i)``."""
         return self.act + 2 + self.D + np.asarray(j)
 
-    def gk_act(self, j, d):
-        """``K[j, d]``: activation of tile ``(h, i)``, ``i >= j``."""
-        return self.act + 2 + self.D + self.T + np.asarray(j) * self.D + np.asarray(d)
+    def gds_act(self, j):
+        """``fmt(dS[i, j])``, the activation of ``dQ``'s MACs: of tile ``(h, i)``."""
+        return self.act + 2 + self.D + self.T + np.asarray(j)
 
-    def gq_act(self, i, d):
-        """``Q[i, d]``: activation of tile ``(h, j)``, ``j <= i``."""
-        return (self.act + 2 + self.D + self.T + self.T * self.D + np.asarray(i) * self.D
-                + np.asarray(d))
+    def gdst_act(self, i):
+        """``fmt(dS[i, j])``, the activation of ``dK``'s MACs: of tile ``(h, j)``, ``j <=
+        i``."""
+        return self.act + 2 + self.D + 2 * self.T + np.asarray(i)
+
+    def gk_act(self, d):
+        """``K[j, d]``, kept by a training step's forward pass: activation of tile
+        ``(h, j)``."""
+        return self.act + 2 + self.D + 3 * self.T + np.asarray(d)
+
+    def gq_act(self, d):
+        """``Q[i, d]``, kept by a training step's forward pass: activation of tile
+        ``(h, i)``."""
+        return self.act + 2 + 2 * self.D + 3 * self.T + np.asarray(d)
 
     def gpt_act(self, k, i):
         """``P[i, j]`` of the head of a column's ``k``-th value feature: activation of tile
         ``(c, j)``, ``j <= i``."""
-        return self.act + 2 + self.D + self.T + 2 * self.T * self.D + np.asarray(k) * self.T \
-            + np.asarray(i)
+        return self.act + 2 + 3 * self.D + 3 * self.T + np.asarray(k) * self.T + np.asarray(i)
 
     def gv_act(self, k):
         """``V[j, k]``, a column's ``k``-th value, kept by a training step's forward pass for
@@ -222,7 +239,7 @@ class AttentionLayout:
     @property
     def grad_accumulators(self) -> int:
         """Accumulators a tile needs for the derivative."""
-        return int(self.gdo_slot(self.E - 1)) + 1
+        return int(self.gqw_slot(self.D - 1)) + 1
 
     @property
     def grad_activations(self) -> int:
@@ -389,7 +406,7 @@ def attention_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]]]:
 
 
 #: The steps of :func:`attention_grad_steps`, in order.
-GRAD_STEPS = ("copies", "dp", "softmax", "dq", "dk", "dv")
+GRAD_STEPS = ("copies", "dp", "softmax", "ds", "grads")
 
 
 def _check_grad(layout: AttentionLayout) -> None:
@@ -411,12 +428,14 @@ def _check_grad(layout: AttentionLayout) -> None:
 
 def attention_grad_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]]]:
     """The phases of the attention's derivative (docs/attention.md, "The derivative") by step
-    (:data:`GRAD_STEPS`), from what :func:`attention_grad_program` loads (the kept words in
-    the activations, ``V`` and ``dO`` in accumulators) to ``dQ``, ``dK``, ``dV`` in the
+    (:data:`GRAD_STEPS`), from what :func:`attention_grad_program` loads (or, with
+    ``layout.do``, what a training step's forward pass kept) to ``dQ``, ``dK``, ``dV`` in the
     projection's accumulators: the copies ``p`` and the zeroed sums (``dP``, then ``dQ``,
     ``dK``, ``dV``), ``dP`` in one fenced group of rounds per feature, the softmax's
-    derivative in each head's tile, ``dQ`` from the head's tile to itself, ``dK`` and ``dV``
-    in one group of rounds per source row."""
+    derivative in each head's tile, ``fmt(dS)`` handed to the head's tile's activations
+    and, transposed, to those of the key's row, then ``dQ``, ``dK`` and ``dV`` in one group
+    of rounds per source row (the keys, queries and ``dO`` of row ``n`` sent as the MACs'
+    weights in group ``n``)."""
     _check_grad(layout)
     cfg, T, H, D = layout.config, layout.T, layout.heads, layout.D
     C, N, at = cfg.cols, layout.rows, layout.position
@@ -424,6 +443,7 @@ def attention_grad_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]
     one = int(float_format(cfg.dtype).bits(np.float32(1.0)))
     features = np.arange(layout.width)
     to_host = reply_route(cfg, N)
+    d_all = np.arange(D)
 
     copies = PhaseBuilder()  # ReLU off, p = mac(+0, 1, P), the sums +0
     for y in range(N):
@@ -433,12 +453,19 @@ def attention_grad_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]
                        addr=Reg.RELU.value, data=0)
         for h in range(H):
             j = np.arange(i + 1)
-            for slots in (layout.s_slot(j), layout.gp_slot(j), layout.q_slot(np.arange(D)),
-                          layout.k_slot(np.arange(D))):
+            for slots in (layout.s_slot(j), layout.gp_slot(j), layout.q_slot(d_all),
+                          layout.k_slot(d_all)):
                 copies.add(y, len(slots), x0=h, x1=h, y0=y, y1=y, op=Opcode.WRITE_ACC.value,
                            addr=slots, data=0)
             copies.add(y, i + 1, x0=h, x1=h, y0=y, y1=y, op=Opcode.MAC.value,
                        addr=layout.gp_slot(j), addr_b=layout.gp_act(j), data=one)
+            if layout.do is not None:  # the kept K and Q into their weights' accumulators
+                for slots, acts in ((layout.gkw_slot(d_all), layout.gk_act(d_all)),
+                                    (layout.gqw_slot(d_all), layout.gq_act(d_all))):
+                    copies.add(y, D, x0=h, x1=h, y0=y, y1=y, op=Opcode.WRITE_ACC.value,
+                               addr=slots, data=0)
+                    copies.add(y, D, x0=h, x1=h, y0=y, y1=y, op=Opcode.MAC.value,
+                               addr=slots, addr_b=acts, data=one)
         if layout.do is not None:  # V and dO into their accumulators, from the activations
             for c, k, f in _column_values(layout):
                 for slot, act in ((layout.v_slot(c, k), layout.gv_act(k)),
@@ -466,37 +493,38 @@ def attention_grad_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]
             return out
         return sends
 
-    def dq(y):  # dS[i, j] from the head's tile to itself, j ascending, each feature d
+    def ds(y):  # fmt(dS[i, j]) to the tile's own activations and to row j's head tile
         i = at(y)
-        return [(h, {"addr": int(layout.s_slot(j)), "addr_b": int(layout.q_slot(d)),
-                     "data": encode_handoff(cfg, x0=h, x1=h, y=y, vc=vc, mac=True,
-                                            act=int(layout.gk_act(j, d)))}, 1)
-                for h in range(H) for d in range(D) for j in range(i + 1)]
+        base = y - i  # the sequence's first row
+        return [(h, {"addr": int(layout.s_slot(j)), "addr_b": int(act),
+                     "data": encode_handoff(cfg, x0=h, x1=h, y=row, vc=vc)}, 1)
+                for h in range(H) for j in range(i + 1)
+                for row, act in ((y, layout.gds_act(j)), (base + j, layout.gdst_act(i)))]
 
-    def dk(source):  # row `source`'s dS[i, j] up to rows j <= i, each feature d
+    def grads(source):  # row `source` sends K and Q (head tiles) and dO (value tiles)
         def sends(y):
-            i = at(y)
-            if i != source:
+            n = at(y)
+            if n != source:
                 return []
-            base = y - i  # the sequence's first row
-            return [(h, {"addr": int(layout.s_slot(j)), "addr_b": int(layout.k_slot(d)),
-                         "data": encode_handoff(cfg, x0=h, x1=h, y=base + j, vc=vc, mac=True,
-                                                act=int(layout.gq_act(i, d)))}, 1)
-                    for h in range(H) for j in range(i + 1) for d in range(D)]
-        return sends
-
-    def dv(source):  # row `source`'s dO[i, f] up its column to rows j <= i
-        def sends(y):
-            i = at(y)
-            if i != source:
-                return []
-            return [(int(layout.column(f)), {
+            base = y - n
+            out = []
+            for h in range(H):
+                out += [(h, {"addr": int(layout.gkw_slot(d)), "addr_b": int(layout.q_slot(d)),
+                             "data": encode_handoff(cfg, x0=h, x1=h, y=y, dy=T - 1 - n, vc=vc,
+                                                    mac=True, act=int(layout.gds_act(n)))},
+                         T - n) for d in range(D)]
+                out += [(h, {"addr": int(layout.gqw_slot(d)), "addr_b": int(layout.k_slot(d)),
+                             "data": encode_handoff(cfg, x0=h, x1=h, y=base, dy=n, vc=vc,
+                                                    mac=True, act=int(layout.gdst_act(n)))},
+                         n + 1) for d in range(D)]
+            out += [(int(layout.column(f)), {
                 "addr": int(layout.gdo_slot(layout.index(f))),
                 "addr_b": int(layout.v_slot(layout.column(f), layout.index(f))),
                 "data": encode_handoff(cfg, x0=int(layout.column(f)), x1=int(layout.column(f)),
-                                       y=y - i, dy=i, vc=vc, mac=True,
-                                       act=int(layout.gpt_act(layout.index(f), i)))}, i + 1)
+                                       y=base, dy=n, vc=vc, mac=True,
+                                       act=int(layout.gpt_act(layout.index(f), n)))}, n + 1)
                 for f in features]
+            return out
         return sends
 
     def clear_v(turns, y):  # dV's sums +0 (V, dP's weights, is spent)
@@ -510,10 +538,9 @@ def attention_grad_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]
         [copies.phase("reduce")],
         [ph for e in range(D) for ph in finish_rounds(cfg, N, dp(e), "stream")],
         local_softmax_grad_phases(cfg, elems, layout.gz, layout.G_C),
-        finish_rounds(cfg, N, dq, "stream"),
-        [ph for i in range(T) for ph in finish_rounds(cfg, N, dk(i), "stream")],
-        [ph for n, i in enumerate(range(T)) for ph in finish_rounds(
-            cfg, N, dv(i), "stream", clear_v if n == 0 else None)]], strict=True))
+        finish_rounds(cfg, N, ds, "handoff"),
+        [ph for n in range(T) for ph in finish_rounds(
+            cfg, N, grads(n), "stream", clear_v if n == 0 else None)]], strict=True))
 
 
 def _column_values(layout: AttentionLayout) -> list[tuple[int, int, int]]:
@@ -529,12 +556,11 @@ def attention_keep_phases(layout: AttentionLayout) -> list[Phase]:
     rounds of ``FINISH``es of the words still in the accumulators (ReLU off) into the
     derivative's activations: each probability to its own tile (:meth:`~AttentionLayout.
     gp_act`) and to the rows of its key in the columns of its head's values
-    (:meth:`~AttentionLayout.gpt_act`), each key down to the later positions' head tiles
-    (:meth:`~AttentionLayout.gk_act`), each query up to the earlier positions' head tiles
-    (:meth:`~AttentionLayout.gq_act`), each value to its own tile
-    (:meth:`~AttentionLayout.gv_act`)."""
+    (:meth:`~AttentionLayout.gpt_act`), each key, query and value to its own tile
+    (:meth:`~AttentionLayout.gk_act`, :meth:`~AttentionLayout.gq_act`,
+    :meth:`~AttentionLayout.gv_act`)."""
     _check_grad(layout)
-    cfg, T, H, D = layout.config, layout.T, layout.heads, layout.D
+    cfg, H, D = layout.config, layout.heads, layout.D
     N, at = layout.rows, layout.position
     vc = cfg.num_vcs - 1
     features = np.arange(layout.width)
@@ -549,12 +575,10 @@ def attention_keep_phases(layout: AttentionLayout) -> list[Phase]:
                 out.append((h, {"addr": int(layout.s_slot(j)), "addr_b": int(layout.gp_act(j)),
                                 "data": encode_handoff(cfg, x0=h, x1=h, y=y, vc=vc)}, 1))
             for d in range(D):
-                out.append((h, {"addr": int(layout.k_slot(d)), "addr_b": int(
-                    layout.gk_act(i, d)), "data": encode_handoff(
-                        cfg, x0=h, x1=h, y=y, dy=T - 1 - i, vc=vc)}, T - i))
-                out.append((h, {"addr": int(layout.q_slot(d)), "addr_b": int(
-                    layout.gq_act(i, d)), "data": encode_handoff(
-                        cfg, x0=h, x1=h, y=base, dy=i, vc=vc)}, i + 1))
+                for slot, act in ((layout.k_slot(d), layout.gk_act(d)),
+                                  (layout.q_slot(d), layout.gq_act(d))):
+                    out.append((h, {"addr": int(slot), "addr_b": int(act),
+                                    "data": encode_handoff(cfg, x0=h, x1=h, y=y, vc=vc)}, 1))
             head = features[h * D:(h + 1) * D]
             for k in np.unique(layout.index(head)):
                 cols = layout.column(head[layout.index(head) == k])
@@ -605,14 +629,10 @@ def attention_grad_program(layout: AttentionLayout, forward: dict, do
                      addr=layout.gdo_act(np.arange(D)), data=dO[sh, i])
             load.add(y, i + 1, x0=h, x1=h, y0=y, y1=y, op=Opcode.WRITE_ACT.value,
                      addr=layout.gp_act(np.arange(i + 1)), data=P[sh, i, :i + 1])
-            jj, dd = np.meshgrid(np.arange(i + 1), np.arange(D), indexing="ij")
-            load.add(y, jj.size, x0=h, x1=h, y0=y, y1=y, op=Opcode.WRITE_ACT.value,
-                     addr=layout.gk_act(jj.ravel(), dd.ravel()), data=K[sh, jj.ravel(),
-                                                                      dd.ravel()])
-            ii, dd = np.meshgrid(np.arange(i, T), np.arange(D), indexing="ij")
-            load.add(y, ii.size, x0=h, x1=h, y0=y, y1=y, op=Opcode.WRITE_ACT.value,
-                     addr=layout.gq_act(ii.ravel(), dd.ravel()), data=Q[sh, ii.ravel(),
-                                                                      dd.ravel()])
+            for slots, words in ((layout.gkw_slot(np.arange(D)), K[sh, i]),
+                                 (layout.gqw_slot(np.arange(D)), Q[sh, i])):
+                load.add(y, D, x0=h, x1=h, y0=y, y1=y, op=Opcode.WRITE_ACC.value, addr=slots,
+                         data=f32(words))
         head, e = f // D, f % D
         sh = s * H + head
         load.add(y, len(f), x0=cols, x1=cols, y0=y, y1=y, op=Opcode.WRITE_ACC.value,
