@@ -15,11 +15,12 @@ Three parts, each printed and written into the JSON:
   (weights resident), and the step time. With ``--png`` the plot;
 - ``validation``: the attention's estimate against the RTL's steps
   (``benchmarks/results-attention-cycles.json``, Verilator) and, on larger arrays
-  (``attention_event``), against the event level; the GRAD closed form against the
-  analytic level, the dense MAC stream from the plan against the event level of the
-  compiled layer (exact against the RTL), and the row phases (LayerNorm, hand-offs) at the
-  analytic level against the event level, on small rows and (``rows_wafer``) on the zoo's
-  hand-off rounds on the prediction's row of 920 tiles.
+  (``attention_event``), against the event level; the attention derivative's estimate
+  against the event level of its compiled phases (``attention_grad_event``); the GRAD
+  closed form against the analytic level, the dense MAC stream from the plan against the
+  event level of the compiled layer (exact against the RTL), and the row phases
+  (LayerNorm, hand-offs) at the analytic level against the event level, on small rows and
+  (``rows_wafer``) on the zoo's hand-off rounds on the prediction's row of 920 tiles.
 
     python benchmarks/wafer.py --json benchmarks/results-wafer.json \
         --png benchmarks/results-wafer.png
@@ -43,7 +44,7 @@ from wafertile.model import predict_program
 from wafertile.model.phases import grad_cycles
 from wafertile.model.predict import predict_phase
 from wafertile.model.timing import Timing
-from wafertile.model.validation import attention_estimate
+from wafertile.model.validation import attention_estimate, attention_grad_estimate
 from wafertile.model.wafer import (
     Fabric,
     GroupBuilder,
@@ -143,6 +144,10 @@ def validation() -> dict:
     # larger arrays than the RTL's measurements, against the event level (exact against the
     # RTL on the attention's phases: the two cases above, tests/test_gpt.py)
     out["attention_event"] = [attention_event(*case) for case in ATTENTION_EVENT]
+    # the derivative's estimate (and the forward's keeping hand-offs): fitted on the first
+    # twelve, checked on the last three
+    out["attention_grad_event"] = [attention_grad_event(*case, fitted=n < 12)
+                                   for n, case in enumerate(ATTENTION_GRAD_EVENT)]
     for R, C, n in [(4, 4, 1600), (8, 8, 6400), (16, 4, 1000), (4, 16, 1000), (32, 32, 50000),
                     (64, 64, 400000), (3, 5, 77)]:
         timing = Timing(Config(rows=R, cols=C, dtype="bf16"))
@@ -309,6 +314,32 @@ def attention_event(rows: int, cols: int, T: int, heads: int, D: int, seed: int 
           + ", ".join(f"{n} {s['error']:+.0%}" for n, s in steps.items()))
     return {"rows": rows, "cols": cols, "T": T, "heads": heads, "D": D, "steps": steps,
             "event": total_m, "estimate": total_e, "error": total_e / total_m - 1}
+
+
+#: (rows, cols, T, heads, D, sequences) of the derivative's estimate's cases
+ATTENTION_GRAD_EVENT = [(8, 8, 8, 2, 4, 1), (16, 16, 16, 4, 4, 1), (12, 12, 12, 3, 4, 1),
+                        (16, 16, 16, 2, 8, 1), (16, 16, 16, 8, 2, 1), (24, 24, 24, 4, 6, 1),
+                        (32, 32, 32, 8, 4, 1), (20, 20, 20, 5, 4, 1), (28, 28, 28, 4, 7, 1),
+                        (16, 16, 8, 4, 4, 2), (16, 8, 16, 4, 2, 1), (32, 32, 16, 8, 4, 2),
+                        (12, 12, 12, 2, 6, 1), (20, 20, 10, 4, 5, 2), (24, 16, 24, 4, 4, 1)]
+
+
+def attention_grad_event(rows: int, cols: int, T: int, heads: int, D: int, sequences: int,
+                         *, fitted: bool) -> dict:
+    """The estimate of a training step's attention derivative and keeping hand-offs
+    (:func:`~wafertile.model.wafer.attention_grad_phases`) against the event level of the
+    compiled phases, step by step (``fitted``: a case its coefficients were fitted on)."""
+    event, est = attention_grad_estimate(rows, cols, T, heads, D, sequences)
+    total_e, total_m = sum(est.values()), sum(event.values())
+    steps = {n: {"event": event[n], "estimate": est[n], "error": est[n] / event[n] - 1}
+             for n in event}
+    print(f"attention derivative {rows}x{cols} T={T} x {sequences} {heads} heads of {D}"
+          f"{' (fitted)' if fitted else ''}: event level {total_m}, estimate {total_e} "
+          f"({total_e / total_m - 1:+.1%}); per step "
+          + ", ".join(f"{n} {s['error']:+.0%}" for n, s in steps.items()))
+    return {"rows": rows, "cols": cols, "T": T, "heads": heads, "D": D,
+            "sequences": sequences, "fitted": fitted, "steps": steps, "event": total_m,
+            "estimate": total_e, "error": total_e / total_m - 1}
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -117,6 +117,27 @@ def test_the_attention_estimate_against_the_event_level(R, T, heads, D, request)
         assert abs(est[n] / event[n] - 1) <= 0.11, (n, est, event)
 
 
+@pytest.mark.parametrize(("R", "C", "T", "heads", "D", "sequences"), [
+    (12, 12, 12, 2, 6, 1),
+    pytest.param(20, 20, 10, 4, 5, 2, marks=pytest.mark.slow),
+    pytest.param(24, 16, 24, 4, 4, 1, marks=pytest.mark.slow)])
+def test_the_attention_derivatives_estimate_against_the_event_level(R, C, T, heads, D,
+                                                                    sequences):
+    """The estimate of a training step's attention derivative and keeping hand-offs
+    (``attention_grad_phases``, what the wafer-size prediction uses) against the event level
+    of the compiled phases (exact against the RTL), on arrays its coefficients were not
+    fitted on (one of them rectangular, one with two sequences): within 3% in total and 8%
+    a step (docs/wafer.md)."""
+    from wafertile.model.validation import attention_grad_estimate
+    from wafertile.stream.attention import GRAD_STEPS
+
+    event, est = attention_grad_estimate(R, C, T, heads, D, sequences)
+    assert set(event) == {"kept", *GRAD_STEPS} == set(est)
+    assert abs(sum(est.values()) / sum(event.values()) - 1) <= 0.03, (est, event)
+    for n in event:
+        assert abs(est[n] / event[n] - 1) <= 0.08, (n, est, event)
+
+
 @pytest.mark.parametrize("case", range(6))
 def test_the_grad_closed_form_against_the_analytic_level(case, request):
     """``grad_phase_cycles`` against the analytic level's GRAD phase on the flits the
@@ -144,11 +165,12 @@ def test_the_memory_plan_fits_and_says_what_it_needs():
     longer = plan_at(neox, fabric, 920, 2 * plan.chunk, True)
     assert longer is None or not longer.fits
     # the activations a tile keeps do not grow with the parameters the way resident
-    # weights do: 4x the blocks' width is 16x the weights a tile would hold
+    # weights do: 4x the blocks' width is 16x the weights a tile would hold, and at most 4x
+    # the activations (the attention's values of every earlier position grow with d / C)
     wide = GptShape("wide", layers=44, d_model=4 * 6144, heads=64, d_ff=4 * 24576,
                     context=2048, vocab=50432)
     assert resident_bytes_per_tile(wide, fabric) > 15 * resident_bytes_per_tile(neox, fabric)
-    assert memory_plan(wide, fabric, 920).bytes_per_tile < 2 * plan.bytes_per_tile
+    assert memory_plan(wide, fabric, 920).bytes_per_tile < 4 * plan.bytes_per_tile
 
 
 def test_the_step_adds_up():

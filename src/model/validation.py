@@ -21,15 +21,23 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
-from ..stream import LayerError, compile_layer
-from ..stream.attention import STEPS, AttentionLayout, attention_program
+from ..stream import LayerError, LayerProgram, compile_layer
+from ..stream.attention import (
+    GRAD_STEPS,
+    STEPS,
+    AttentionLayout,
+    attention_grad_steps,
+    attention_keep_phases,
+    attention_program,
+)
 from .predict import predict_program
 from .timing import Timing
-from .wafer import Fabric, attention_phases
+from .wafer import Fabric, attention_grad_phases, attention_phases
 from .zoo import GptShape
 
-__all__ = ["CONFIGS", "LayerCase", "NetworkCase", "PairResult", "attention_estimate", "compare",
-           "layer_cases", "measure_pairs", "network_cases", "summarize"]
+__all__ = ["CONFIGS", "LayerCase", "NetworkCase", "PairResult", "attention_estimate",
+           "attention_grad_estimate", "compare", "layer_cases", "measure_pairs", "network_cases",
+           "summarize"]
 
 #: The validation configurations (name -> Config): sizes 1 x 1 .. 8 x 8 (rows or columns
 #: alone too), every router micro-architecture, phits 1 to 4, 2 to 4 VCs, buffers of 2 to 8
@@ -315,4 +323,34 @@ def attention_estimate(rows: int, cols: int, T: int, heads: int, D: int,
                      vocab=4)
     est = {n: int(c) for n, c, _, _ in attention_phases(shape, Fabric(rows, cols), T,
                                                         Timing(cfg))}
+    return event, est
+
+
+def attention_grad_estimate(rows: int, cols: int, T: int, heads: int, D: int,
+                            sequences: int = 1) -> tuple[dict[str, int], dict[str, int]]:
+    """The cycles per step of a training step's attention derivative and the forward pass's
+    keeping hand-offs (``"kept"``, then :data:`~wafertile.stream.attention.GRAD_STEPS`) on
+    a ``rows x cols`` bf16 array, ``sequences`` of ``T`` positions, ``heads`` heads of
+    ``D``: at the event level, on the compiled phases of a training step's layout
+    (:func:`~wafertile.stream.attention.attention_keep_phases`,
+    :func:`~wafertile.stream.attention.attention_grad_steps`, every activation and every
+    word a ``FINISH`` sends nonzero), and as the wafer model estimates them
+    (:func:`~.wafer.attention_grad_phases`)."""
+    cfg = Config(rows=rows, cols=cols, dtype="bf16", nonlinear=True, act_depth=1024,
+                 acc_depth=512)
+    layout = AttentionLayout(cfg, T, heads, D, sequences, act=0,
+                             do=cfg.act_depth - heads * D)
+    steps = [("kept", attention_keep_phases(layout)), *attention_grad_steps(layout)]
+    phases = [p for _, ps in steps for p in ps]
+    labels = [name for name, ps in steps for _ in ps]
+    program = LayerProgram(cfg, (rows, 1, 0), phases, 0, 0)
+    table = np.ones((rows * cols, cfg.act_depth), bool)
+    nonzero = {i: table for i, p in enumerate(phases) if p.kind in ("stream", "reduce")}
+    pred = predict_program(cfg, program, nonzero=nonzero, detail="mesh")
+    event = {n: int(sum(c for c, lab in zip(pred.phase_cycles, labels, strict=True)
+                        if lab == n)) for n in ("kept", *GRAD_STEPS)}
+    shape = GptShape("t", layers=1, d_model=heads * D, heads=heads, d_ff=4, context=T,
+                     vocab=4)
+    est = {n: int(c) for n, c, _, _ in attention_grad_phases(shape, Fabric(rows, cols), T,
+                                                             Timing(cfg))}
     return event, est

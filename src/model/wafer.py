@@ -62,6 +62,7 @@ from ..stream.rows import (
     layernorm_back_phases,
     layernorm_phases,
     slot_addresses,
+    softmax_window,
 )
 from .energy import ENERGY, EnergyTable
 from .events import energy_events, grad_events, stream_events
@@ -72,8 +73,9 @@ from .timing import Timing
 from .zoo import GptShape
 
 __all__ = ["BATCH_TOKENS", "DEFAULTS", "KINDS", "Fabric", "GroupBuilder", "MemoryPlan",
-           "WaferError", "WaferStep", "attention_phases", "grad_phase_cycles", "memory_plan",
-           "plan_at", "predict_training", "resident_bytes_per_tile", "resolve"]
+           "WaferError", "WaferStep", "attention_grad_phases", "attention_phases",
+           "attention_words", "grad_phase_cycles", "memory_plan", "plan_at", "predict_training",
+           "resident_bytes_per_tile", "resolve"]
 
 #: Tokens per step the default batch reaches at least (GPT-3 XL's batch, Brown et al. 2020).
 BATCH_TOKENS = 1 << 20
@@ -223,10 +225,25 @@ class MemoryPlan:
 
 
 def _attention_accumulators(shape: GptShape, fabric: Fabric, seq: int) -> int:
-    """A head's tile's accumulators (docs/attention.md: ``2D + E + T + E + 1``) and the
-    LayerNorm's three."""
+    """A head's tile's accumulators for the attention's derivative (docs/attention.md, "The
+    derivative": ``top + 3T + 1 + E + 2D`` with ``top = 2D + E``, more than the forward
+    pass's ``2D + 2E + T + 1``) and the LayerNorm's three."""
     E = -(-shape.d_model // fabric.cols)
-    return 2 * shape.d_head + 2 * E + seq + 1 + 3
+    return 4 * shape.d_head + 2 * E + 3 * seq + 1 + 3
+
+
+def attention_words(shape: GptShape, fabric: Fabric, seq: int) -> int:
+    """The activation words a head's tile holds for a block's attention, from its forward
+    pass to the end of its derivative (a training step's region ``AT_l``: docs/training.md,
+    "Attention layers"; :class:`~wafertile.stream.attention.AttentionLayout`): the larger
+    of the forward's (its queries, and the values of every earlier position of its column:
+    ``1 + D + T E``) and the derivative's (``2 + 3D + 3T + E T + E``: what the forward pass
+    keeps for it, its probabilities, those of its column's values' heads, its own keys,
+    queries and values, over the forward's once they are spent; then ``c1``, ``c2`` and
+    ``fmt(dS)`` twice)."""
+    T, D = seq, shape.d_head
+    E = -(-shape.d_model // fabric.cols)
+    return max(1 + D + T * E, 2 + 3 * D + 3 * T + E * T + E)
 
 
 def plan_at(shape: GptShape, fabric: Fabric, seq: int, A: int, recompute: bool
@@ -241,11 +258,12 @@ def plan_at(shape: GptShape, fabric: Fabric, seq: int, A: int, recompute: bool
     if any(-(-J // A) > C for _, _, J in layers):
         return None
     block = sum(_chunk(n, A) for n in _block_vectors(shape))
+    attention = attention_words(shape, fabric, seq)  # a head's tile's, per block
     if recompute:  # each block's input kept; one block's vectors while it runs again
         stored = shape.layers * _chunk(d, A) + 2 * _chunk(d, A)
-        transient = block
+        transient = block + attention
     else:
-        stored = shape.layers * block + 2 * _chunk(d, A)
+        stored = shape.layers * (block + attention) + 2 * _chunk(d, A)
         transient = 0
     # the gradient flowing back: a layer's output gradient and its input gradient
     widest = max(shape.d_ff, shape.vocab, 3 * d)
@@ -640,21 +658,18 @@ class GroupBuilder:
                  sram_bits=ev.sram_bits)
 
     def attention(self, backward: bool) -> None:
-        """The attention's phases (docs/attention.md), estimated; the backward pass's as
-        multiples of the forward's (docs/wafer.md)."""
-        for name, cycles, flits, macs in attention_phases(self.shape, self.fabric, self.seq,
-                                                          self.timing):
-            n_seq = self.fabric.rows // self.seq
-            times = 1
-            if backward:  # the scores and softmax again, then dP, dS, dQ, dK, dV
-                times = {"queries": 1, "scores": 3, "softmax": 2, "values": 1,
-                         "outputs": 2}[name]
-            for _ in range(times):
-                self.add("attention", "attention", cycles, "estimate",
-                         flits_in=int(flits * self.rows),
-                         macs=macs * n_seq,
-                         hops=flits * self.rows * (self.fabric.cols / 2 + self.seq / 2),
-                         sram_bits=macs * n_seq * _MAC_BITS)
+        """The attention's phases, estimated: the forward pass's (docs/attention.md, "The
+        phases") and the words it keeps for the derivative, or the derivative's
+        (docs/attention.md, "The derivative"; docs/wafer.md)."""
+        phases = (attention_grad_phases if backward else attention_phases)(
+            self.shape, self.fabric, self.seq, self.timing)
+        n_seq = self.fabric.rows // self.seq
+        for _, cycles, flits, macs in phases:
+            self.add("attention", "attention", cycles, "estimate",
+                     flits_in=int(flits * self.rows),
+                     macs=macs * n_seq,
+                     hops=flits * self.rows * (self.fabric.cols / 2 + self.seq / 2),
+                     sram_bits=macs * n_seq * _MAC_BITS)
 
 
 _REPLIES = np.array([Opcode.READ_ACC.value, Opcode.READ_ACT.value], np.int64)
@@ -731,8 +746,7 @@ def attention_phases(shape: GptShape, fabric: Fabric, seq: int, timing: Timing
                + 3 * H * h + trip(xh)                         # its MUL operands
                + rounds(sm, (w - 1) * mul))                   # the scaling
     # the probabilities: head h's sends per probability, one per index of its value columns
-    first = np.arange(H) * D
-    ks = (first + D - 1) // C - first // C + 1
+    ks = _value_blocks(shape, C)
     n = -(-T * ks // w)  # each head's rounds (the last row's sends)
     active = n[None, :] > np.arange(int(n.max()))[:, None]
     ports = active.sum(axis=1) * w
@@ -751,6 +765,74 @@ def attention_phases(shape: GptShape, fabric: Fabric, seq: int, timing: Timing
         # each probability as a MAC to its head's value columns of its row
         ("outputs", int(((ports + tiles + C) * h + 1).sum()), mean * int(ks.sum()),
          triangle),
+    ]
+
+
+def _value_blocks(shape: GptShape, C: int) -> np.ndarray:
+    """Per head, the indices of its value columns (1, or 2 where its features cross a
+    multiple of ``C``; more when ``D > C``)."""
+    first = np.arange(shape.heads) * shape.d_head
+    return (first + shape.d_head - 1) // C - first // C + 1
+
+
+def attention_grad_phases(shape: GptShape, fabric: Fabric, seq: int, timing: Timing
+                          ) -> list[tuple[str, int, float, int]]:
+    """The attention's derivative of one batch group and, first, the forward pass's keeping
+    hand-offs, step by step (:data:`~wafertile.stream.attention.GRAD_STEPS` after
+    ``"kept"``; docs/attention.md, "The derivative", docs/training.md, "Attention layers"):
+    name, cycles (an estimate), the host's flits per row (the rows' mean) and the MACs per
+    sequence, as :func:`attention_phases` gives the forward's.
+
+    The forms follow the compiler's rounds (``w`` = ``handoff_window``, ``w'`` =
+    ``softmax_window``, ``h`` the slot; ``x_v = min(C, d)`` the farthest value column):
+    ``copies`` one phase of the last row's flits and a round trip across the row, exact;
+    ``dp`` ``D`` fenced groups of ``1.4 (x_v + T) + 1.3 H + 2`` slots; the softmax's
+    derivative ``ceil(2T / w') + 2 ceil(T / w')`` rounds of ``H (w' + 1)`` flits and a fence
+    over the heads' columns, two rounds of the ``H (T + 1)`` MACs of weight -1, two spreads
+    and ``5 T``; ``ds`` ``ceil(2T / w)`` hand-off rounds of ``H w + 0.9 T + 5``; ``grads``
+    ``T`` groups of the source row's ``3 d`` flits and ``r = ceil((2D + E) / w)`` rounds of
+    ``0.55 T + 0.27 x_v + 8``; ``kept`` ``ceil((T (1 + k) + 2D + E) / w)`` hand-off rounds
+    of ``1.1 H w + 0.9 T + 0.84 x_v - 2.5`` (``k`` the most value columns' indices of a
+    head). The coefficients were fitted to the event level of the compiled phases on
+    twelve arrays from 8 x 8 to 32 x 32 (one and two sequences, 2 to 8 heads of 2 to 8) and
+    checked on three others (``tests/test_wafer.py``; docs/wafer.md gives the errors)."""
+    T, H, D, C = seq, shape.heads, shape.d_head, fabric.cols
+    d = shape.d_model
+    E = -(-d // C)
+    w = handoff_window(timing.config)
+    sw = softmax_window(timing.config)
+    h = timing.slot
+    mean = (T + 1) / 2
+    xh, xv = min(H, C), min(C, d)
+    tri = T * (T + 1) // 2  # a head's causal pairs
+
+    def trip(x: int) -> float:
+        return 2 * x * h + 4
+
+    ks = int(_value_blocks(shape, C).max())
+    kept = -(-(T * (1 + ks) + 2 * D + E) // w) * (1.1 * H * w + 0.9 * T + 0.84 * xv - 2.5) * h
+    copies = (2 * C + H * (3 * T + 2 * D) + 8 * H * D) * h + trip(C)
+    dp = D * (1.4 * (xv + T) + 1.3 * H + 2) * h
+    rounds = -(-2 * T // sw) + 2 * -(-T // sw)
+    softmax = (rounds * (H * (sw + 1) * h + trip(xh) - 2) + 2 * (H * (T + 1) * h + trip(xh))
+               + 2 * (2 * H * h + xh * h + 6) + 5 * T * h)
+    ds = -(-2 * T // w) * (H * w + 0.9 * T + 5) * h
+    r = -(-(2 * D + E) // w)
+    grads = T * (3 * d * h + r * (0.55 * T + 0.27 * xv + 8) * h)
+    return [
+        # each probability to its tile and to its key's row's value tiles; keys, queries,
+        # values to their own tiles
+        ("kept", int(kept), H * (mean * (1 + ks) + 2 * D) + d, 0),
+        # ReLU off, the sums +0, p copied; K, Q, V and dO into their accumulators
+        ("copies", int(copies), 2 * C + H * (3 * mean + 2 * D) + 8 * d,
+         H * tri + 4 * d * T),
+        # V[j, e] as the weights of dP's MACs, one group per feature
+        ("dp", int(dp), H * D, H * D * tri),
+        ("softmax", int(softmax), 8 * H * mean, 2 * H * tri),
+        # fmt(dS) to the tile's activations and to the key row's
+        ("ds", int(ds), 2 * H * mean, 0),
+        # K, Q and dO as the weights of dQ's, dK's and dV's MACs, one group per row
+        ("grads", int(grads), 3 * d, 3 * H * D * tri),
     ]
 
 
