@@ -502,6 +502,11 @@ def test_attention_layers_are_refused_in_one_line():
                                          r"heads of 4\) needs 19 accumulators per tile, "
                                          r"acc_depth is 16$"):
         compile_step(cfg.replace(act_depth=128), w4, b4, m4, x, dy, attn=ok)
+    w5, b5, m5 = _attention_chain(rng, "fp16", [(3, 12), (4, 3)])  # forward 11, derivative 19
+    with pytest.raises(TrainError, match=r"^the derivative of the attention after layer 0 \(2 "
+                                         r"positions, 2 heads of 2\) needs 19 accumulators per "
+                                         r"tile, acc_depth is 16$"):
+        compile_step(cfg.replace(act_depth=128), w5, b5, m5, x, dy, attn=ok)
     w3, b3, m3 = _attention_chain(rng, "fp16", [(3, 6), (3, 3)])
     with pytest.raises(TrainError, match=r"^layer 1 takes 3 inputs and the attention after "
                                          r"layer 0 gives 2 \(2 heads of 1\)$"):

@@ -45,7 +45,7 @@ from .rows import (
 
 __all__ = ["GRAD_STEPS", "STEPS", "AttentionLayout", "attention_grad_program",
            "attention_grad_steps", "attention_keep_phases", "attention_phases",
-           "attention_program", "attention_steps", "check_attention"]
+           "attention_program", "attention_steps", "check_attention", "check_attention_grad"]
 
 
 @dataclass(frozen=True)
@@ -409,9 +409,10 @@ def attention_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]]]:
 GRAD_STEPS = ("copies", "dp", "softmax", "ds", "grads")
 
 
-def _check_grad(layout: AttentionLayout) -> None:
-    """Raise :class:`LayerError` (one line) if :func:`attention_grad_steps` cannot run."""
-    what = "the attention's derivative"
+def check_attention_grad(layout: AttentionLayout, what: str = "the attention's derivative"
+                         ) -> None:
+    """Raise :class:`LayerError` (one line, naming ``what``) if :func:`attention_grad_steps`
+    cannot run."""
     check_attention(layout, what, depths=False)  # its own depths below
     config = layout.config
     if softmax_window(config) < 3:
@@ -436,7 +437,7 @@ def attention_grad_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]
     and, transposed, to those of the key's row, then ``dQ``, ``dK`` and ``dV`` in one group
     of rounds per source row (the keys, queries and ``dO`` of row ``n`` sent as the MACs'
     weights in group ``n``)."""
-    _check_grad(layout)
+    check_attention_grad(layout)
     cfg, T, H, D = layout.config, layout.T, layout.heads, layout.D
     C, N, at = cfg.cols, layout.rows, layout.position
     vc = cfg.num_vcs - 1
@@ -559,7 +560,7 @@ def attention_keep_phases(layout: AttentionLayout) -> list[Phase]:
     (:meth:`~AttentionLayout.gpt_act`), each key, query and value to its own tile
     (:meth:`~AttentionLayout.gk_act`, :meth:`~AttentionLayout.gq_act`,
     :meth:`~AttentionLayout.gv_act`)."""
-    _check_grad(layout)
+    check_attention_grad(layout)
     cfg, H, D = layout.config, layout.heads, layout.D
     N, at = layout.rows, layout.position
     vc = cfg.num_vcs - 1
@@ -604,7 +605,7 @@ def attention_grad_program(layout: AttentionLayout, forward: dict, do
     ``dK``, ``dV`` (its Y: ``S T x 3 H D`` FP32 words, :func:`wafertile.sim.models.attention.
     attention_grad`'s ``dq``, ``dk``, ``dv`` side by side); and each phase's step."""
     cfg, N, H, D, T = layout.config, layout.rows, layout.heads, layout.D, layout.T
-    _check_grad(layout)
+    check_attention_grad(layout)
 
     do = np.asarray(do, np.int64)
     if do.shape != (N, layout.width):

@@ -30,6 +30,7 @@ from ..stream.attention import (
     attention_keep_phases,
     attention_steps,
     check_attention,
+    check_attention_grad,
 )
 from ..stream.compiler import add_activations, add_zero, read_phase, stream_phase
 from ..stream.plan import LayerPlan, plan_layer, reply_route
@@ -219,7 +220,7 @@ def check_attentions(config: Config, weights, attn, gelu=None, ln=None, res=None
         try:
             lay = _attention_layout(config, a)
             check_attention(lay, f"the attention after layer {n}")
-            attention_grad_steps(lay)
+            check_attention_grad(lay, f"the derivative of the attention after layer {n}")
         except LayerError as exc:
             raise TrainError(str(exc)) from None
     return atts
