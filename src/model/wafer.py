@@ -786,16 +786,18 @@ def attention_grad_phases(shape: GptShape, fabric: Fabric, seq: int, timing: Tim
     The forms follow the compiler's rounds (``w`` = ``handoff_window``, ``w'`` =
     ``softmax_window``, ``h`` the slot; ``x_v = min(C, d)`` the farthest value column):
     ``copies`` one phase of the last row's flits and a round trip across the row, exact;
-    ``dp`` ``D`` fenced groups of ``1.4 (x_v + T) + 1.3 H + 2`` slots; the softmax's
+    ``dp`` ``D`` fenced groups of ``1.02 T + 1.75 x_v + 1.17 H + 2.5`` slots; the softmax's
     derivative ``ceil(2T / w') + 2 ceil(T / w')`` rounds of ``H (w' + 1)`` flits and a fence
     over the heads' columns, two rounds of the ``H (T + 1)`` MACs of weight -1, two spreads
     and ``5 T``; ``ds`` ``ceil(2T / w)`` hand-off rounds of ``H w + 0.9 T + 5``; ``grads``
-    ``T`` groups of the source row's ``3 d`` flits and ``r = ceil((2D + E) / w)`` rounds of
-    ``0.55 T + 0.27 x_v + 8``; ``kept`` ``ceil((T (1 + k) + 2D + E) / w)`` hand-off rounds
-    of ``1.1 H w + 0.9 T + 0.84 x_v - 2.5`` (``k`` the most value columns' indices of a
-    head). The coefficients were fitted to the event level of the compiled phases on
-    twelve arrays from 8 x 8 to 32 x 32 (one and two sequences, 2 to 8 heads of 2 to 8) and
-    checked on three others (``tests/test_wafer.py``; docs/wafer.md gives the errors)."""
+    a wavefront of ``T + r - 1`` rounds (``r = ceil((2D + E) / w)``, each row's own) of
+    ``0.83 p + 0.9 T + 0.38 x_v + 7.8``, ``p = H w + (x_v - H) min(E, w)`` the flits of a
+    row in its first round; ``kept`` ``ceil((T (1 + k) + 2D + E) / w)`` hand-off rounds
+    of ``1.09 H w + 0.45 T E + 1.21 x_v - 0.8`` (``k`` the most value columns' indices of
+    a head). The coefficients were fitted to the event level of the compiled phases on
+    fourteen arrays from 8 x 8 to 32 x 32 (one and two sequences, 2 to 8 heads of 2 to 8,
+    one to four value features a column) and checked on five others
+    (``tests/test_wafer.py``; docs/wafer.md gives the errors)."""
     T, H, D, C = seq, shape.heads, shape.d_head, fabric.cols
     d = shape.d_model
     E = -(-d // C)
@@ -810,15 +812,17 @@ def attention_grad_phases(shape: GptShape, fabric: Fabric, seq: int, timing: Tim
         return 2 * x * h + 4
 
     ks = int(_value_blocks(shape, C).max())
-    kept = -(-(T * (1 + ks) + 2 * D + E) // w) * (1.1 * H * w + 0.9 * T + 0.84 * xv - 2.5) * h
+    kept = -(-(T * (1 + ks) + 2 * D + E) // w) * (1.09 * H * w + 0.45 * T * E + 1.21 * xv
+                                                 - 0.8) * h
     copies = (2 * C + H * (3 * T + 2 * D) + 8 * H * D) * h + trip(C)
-    dp = D * (1.4 * (xv + T) + 1.3 * H + 2) * h
+    dp = D * (1.02 * T + 1.75 * xv + 1.17 * H + 2.5) * h
     rounds = -(-2 * T // sw) + 2 * -(-T // sw)
     softmax = (rounds * (H * (sw + 1) * h + trip(xh) - 2) + 2 * (H * (T + 1) * h + trip(xh))
                + 2 * (2 * H * h + xh * h + 6) + 5 * T * h)
     ds = -(-2 * T // w) * (H * w + 0.9 * T + 5) * h
     r = -(-(2 * D + E) // w)
-    grads = T * (3 * d * h + r * (0.55 * T + 0.27 * xv + 8) * h)
+    port = H * w + max(0, xv - H) * min(E, w)  # a row's flits in its first round
+    grads = (T + r - 1) * (0.83 * port + 0.9 * T + 0.38 * xv + 7.8) * h
     return [
         # each probability to its tile and to its key's row's value tiles; keys, queries,
         # values to their own tiles

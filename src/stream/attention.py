@@ -502,31 +502,27 @@ def attention_grad_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]
                 for h in range(H) for j in range(i + 1)
                 for row, act in ((y, layout.gds_act(j)), (base + j, layout.gdst_act(i)))]
 
-    def grads(source):  # row `source` sends K and Q (head tiles) and dO (value tiles)
-        def sends(y):
-            n = at(y)
-            if n != source:
-                return []
-            base = y - n
-            out = []
-            for h in range(H):
-                out += [(h, {"addr": int(layout.gkw_slot(d)), "addr_b": int(layout.q_slot(d)),
-                             "data": encode_handoff(cfg, x0=h, x1=h, y=y, dy=T - 1 - n, vc=vc,
-                                                    mac=True, act=int(layout.gds_act(n)))},
-                         T - n) for d in range(D)]
-                out += [(h, {"addr": int(layout.gqw_slot(d)), "addr_b": int(layout.k_slot(d)),
-                             "data": encode_handoff(cfg, x0=h, x1=h, y=base, dy=n, vc=vc,
-                                                    mac=True, act=int(layout.gdst_act(n)))},
-                         n + 1) for d in range(D)]
-            out += [(int(layout.column(f)), {
-                "addr": int(layout.gdo_slot(layout.index(f))),
-                "addr_b": int(layout.v_slot(layout.column(f), layout.index(f))),
-                "data": encode_handoff(cfg, x0=int(layout.column(f)), x1=int(layout.column(f)),
-                                       y=base, dy=n, vc=vc, mac=True,
-                                       act=int(layout.gpt_act(layout.index(f), n)))}, n + 1)
-                for f in features]
-            return out
-        return sends
+    def grads(y):  # row y's keys and queries (head tiles) and dO (value tiles)
+        n = at(y)
+        base = y - n
+        out = []
+        for h in range(H):
+            out += [(h, {"addr": int(layout.gkw_slot(d)), "addr_b": int(layout.q_slot(d)),
+                         "data": encode_handoff(cfg, x0=h, x1=h, y=y, dy=T - 1 - n, vc=vc,
+                                                mac=True, act=int(layout.gds_act(n)))},
+                     T - n) for d in range(D)]
+            out += [(h, {"addr": int(layout.gqw_slot(d)), "addr_b": int(layout.k_slot(d)),
+                         "data": encode_handoff(cfg, x0=h, x1=h, y=base, dy=n, vc=vc,
+                                                mac=True, act=int(layout.gdst_act(n)))},
+                     n + 1) for d in range(D)]
+        out += [(int(layout.column(f)), {
+            "addr": int(layout.gdo_slot(layout.index(f))),
+            "addr_b": int(layout.v_slot(layout.column(f), layout.index(f))),
+            "data": encode_handoff(cfg, x0=int(layout.column(f)), x1=int(layout.column(f)),
+                                   y=base, dy=n, vc=vc, mac=True,
+                                   act=int(layout.gpt_act(layout.index(f), n)))}, n + 1)
+            for f in features]
+        return out
 
     def clear_v(turns, y):  # dV's sums +0 (V, dP's weights, is spent)
         for c in range(C):
@@ -540,8 +536,10 @@ def attention_grad_steps(layout: AttentionLayout) -> list[tuple[str, list[Phase]
         [ph for e in range(D) for ph in finish_rounds(cfg, N, dp(e), "stream")],
         local_softmax_grad_phases(cfg, elems, layout.gz, layout.G_C),
         finish_rounds(cfg, N, ds, "handoff"),
-        [ph for n in range(T) for ph in finish_rounds(
-            cfg, N, grads(n), "stream", clear_v if n == 0 else None)]], strict=True))
+        # a wavefront: row n's k-th round in round n + k, so that every sum takes its terms
+        # in source order (each accumulator's term sits at the same place in every source's
+        # list) while the rows' rounds overlap
+        finish_rounds(cfg, N, grads, "stream", clear_v, delay=at)], strict=True))
 
 
 def _column_values(layout: AttentionLayout) -> list[tuple[int, int, int]]:

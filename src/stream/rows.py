@@ -332,17 +332,21 @@ def gelu_back_phases(plan: LayerPlan, p: int, rows: int, kept: int) -> list[Phas
     return phases
 
 
-def finish_rounds(config: Config, rows: int, sends, kind: str, before=None) -> list[Phase]:
+def finish_rounds(config: Config, rows: int, sends, kind: str, before=None, delay=None
+                  ) -> list[Phase]:
     """FINISH rounds over the first ``rows`` rows: ``sends(i)`` lists row ``i``'s ``(tile,
     fields, count)`` in each tile's
     order (``count``: the activation writes or MACs it causes); at most
     :func:`handoff_window` per tile per round, taking turns over the tiles; ``before(turns,
     i)``: flits of row ``i`` at the start of the first round. ``kind``: ``"handoff"``
-    (counted writes) or ``"stream"`` (counted MACs)."""
+    (counted writes) or ``"stream"`` (counted MACs). ``delay(i)``: the rounds row ``i``
+    waits before its first (a wavefront: row ``i``'s ``k``-th window in round ``delay(i) +
+    k``)."""
     window = handoff_window(config)
     per_row = [sends(i) for i in range(rows)]
-    longest = max((sum(1 for t, *_ in row if t == g) for row in per_row
-                   for g in {t for t, *_ in row}), default=0)
+    late = [0 if delay is None else int(delay(i)) for i in range(rows)]
+    longest = max((late[i] * window + sum(1 for t, *_ in row if t == g)
+                   for i, row in enumerate(per_row) for g in {t for t, *_ in row}), default=0)
     phases = []
     for r in range(max(1, -(-longest // window))):
         flits = PhaseBuilder()
@@ -354,7 +358,7 @@ def finish_rounds(config: Config, rows: int, sends, kind: str, before=None) -> l
             seen: dict[int, int] = {}
             for g, fields, n in row:
                 k = seen[g] = seen.get(g, -1) + 1
-                if r * window <= k < (r + 1) * window:
+                if (r - late[i]) * window <= k < (r - late[i] + 1) * window:
                     turns.add(g, 1, op=Opcode.FINISH.value, **fields)
                     count += n
             turns.emit(flits, i)
