@@ -54,7 +54,8 @@ from ..stream.program import LayerError
 from ..stream.rows import check_layernorm, check_softmax, layernorm_phases, softmax_phases
 from .model import Layer, Network, NetworkError
 
-__all__ = ["NetworkProgram", "attention_layout", "check_network", "compile_network",
+__all__ = ["NetworkProgram", "attention_handoff", "attention_layout", "check_network",
+           "compile_network",
            "edge_flits", "handoff_phases", "handoff_window", "output_places", "residual_phase"]
 
 
@@ -381,11 +382,8 @@ def _group(config: Config, net: Network, plans: list[LayerPlan], bases: list[int
                 attention = attention_phases(layout)
                 here += attention
                 steps += ["attention"] * len(attention)
-                f = np.arange(layout.width)
-                outputs = replace(plan, I=layout.width, passes=1, groups=[
-                    f[layout.column(f) == c] for c in range(config.cols)])
-                here += handoff_phases(config, outputs, layer, 0, rows, plans[n + 1],
-                                       bases[n + 1], slot_base=int(layout.o_slot(0)))
+                here += attention_handoff(plan, layout, layer, rows, plans[n + 1],
+                                          bases[n + 1])
             elif n == last:
                 if net.softmax:
                     softmax = softmax_phases(plan, p, rows)
@@ -400,6 +398,19 @@ def _group(config: Config, net: Network, plans: list[LayerPlan], bases: list[int
             layer_of += [n] * len(here)
             step_of += steps
     return phases, layer_of, step_of
+
+
+def attention_handoff(plan: LayerPlan, layout: AttentionLayout, layer, rows: int, nxt,
+                      base: int) -> list[Phase]:
+    """The hand-off of the attention's outputs (in their accumulators above its other
+    numbers, value feature ``f`` in column ``f mod cols``: docs/attention.md) to the next
+    layer's inputs, as :func:`handoff_phases` of the projection's ``plan`` (``layer``'s
+    activation; ``nxt`` and ``base`` its)."""
+    f = np.arange(layout.width)
+    outputs = replace(plan, I=layout.width, passes=1, groups=[
+        f[layout.column(f) == c] for c in range(plan.config.cols)])
+    return handoff_phases(plan.config, outputs, layer, 0, rows, nxt, base,
+                          slot_base=int(layout.o_slot(0)))
 
 
 def output_places(plan: LayerPlan) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,12 @@ from ..config import Config
 from ..formats import float_words, fp32_fields, fp32_values, fp32_words
 from ..hdl.core.fp import float_format
 from ..hdl.flit import Opcode, Port, flit_layout
-from ..network.compiler import handoff_phases, output_places, residual_phase
+from ..network.compiler import (
+    attention_handoff,
+    handoff_phases,
+    output_places,
+    residual_phase,
+)
 from ..network.model import residual_overlap
 from ..sim.models.training import attentions, gelus, norms, residuals
 from ..stream import LayerError, LayerProgram, Phase, PhaseBuilder
@@ -421,11 +426,8 @@ def compile_step(config: Config, weights, biases, masks, x, dy, *, read_dx: bool
                 for _, ps in steps:
                     for phase in ps:
                         add(phase)
-                f = np.arange(lay.width)
-                outputs = replace(plan, I=lay.width, passes=1, groups=[
-                    f[lay.column(f) == c] for c in range(C)])
-                for phase in handoff_phases(cfg, outputs, keep, 0, R, plans[n + 1],
-                                            regions[f"A{n + 1}"], slot_base=int(lay.o_slot(0))):
+                for phase in attention_handoff(plan, lay, keep, R, plans[n + 1],
+                                               regions[f"A{n + 1}"]):
                     add(phase)
                 continue
             row = SimpleNamespace(chunk=sizes[n + 1], G=C)  # every tile of the row
