@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
+from functools import cache
 from types import SimpleNamespace
 from typing import Any
 
@@ -56,6 +57,7 @@ from ..stream import (
     read_phase,
     reduce_phases,
 )
+from ..stream.attention import AttentionLayout
 from ..stream.rows import (
     gelu_back_phases,
     gelu_back_scratch,
@@ -224,12 +226,21 @@ class MemoryPlan:
         return self.bytes_per_tile <= self.sram_bytes
 
 
+@cache
+def _attention_needs(heads: int, d_head: int, cols: int, seq: int) -> tuple[int, int]:
+    """``(activations, accumulators)`` a head's tile needs for a training step's attention
+    on a row of ``cols`` tiles (:class:`~wafertile.stream.attention.AttentionLayout`, which
+    depends on the columns only): the larger of its forward pass's and its derivative's."""
+    lay = AttentionLayout(Config(rows=1, cols=cols), seq, heads, d_head, do=0)
+    return max(lay.activations, lay.grad_activations), lay.grad_accumulators
+
+
 def _attention_accumulators(shape: GptShape, fabric: Fabric, seq: int) -> int:
     """A head's tile's accumulators for the attention's derivative (docs/attention.md, "The
     derivative": ``top + 3T + 1 + E + 2D`` with ``top = 2D + E``, more than the forward
-    pass's ``2D + 2E + T + 1``) and the LayerNorm's three."""
-    E = -(-shape.d_model // fabric.cols)
-    return 4 * shape.d_head + 2 * E + 3 * seq + 1 + 3
+    pass's ``2D + 2E + T + 1``; :attr:`~wafertile.stream.attention.AttentionLayout.
+    grad_accumulators`) and the LayerNorm's three."""
+    return _attention_needs(shape.heads, shape.d_head, fabric.cols, seq)[1] + 3
 
 
 def attention_words(shape: GptShape, fabric: Fabric, seq: int) -> int:
@@ -240,10 +251,9 @@ def attention_words(shape: GptShape, fabric: Fabric, seq: int) -> int:
     ``1 + D + T E``) and the derivative's (``2 + 3D + 3T + E T + E``: what the forward pass
     keeps for it, its probabilities, those of its column's values' heads, its own keys,
     queries and values, over the forward's once they are spent; then ``c1``, ``c2`` and
-    ``fmt(dS)`` twice)."""
-    T, D = seq, shape.d_head
-    E = -(-shape.d_model // fabric.cols)
-    return max(1 + D + T * E, 2 + 3 * D + 3 * T + E * T + E)
+    ``fmt(dS)`` twice); :class:`~wafertile.stream.attention.AttentionLayout`'s
+    ``activations`` and ``grad_activations``."""
+    return _attention_needs(shape.heads, shape.d_head, fabric.cols, seq)[0]
 
 
 def plan_at(shape: GptShape, fabric: Fabric, seq: int, A: int, recompute: bool
